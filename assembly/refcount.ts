@@ -1,0 +1,177 @@
+// qcow2 refcount blocks: entries of 2^order bits (order 0..6, i.e. 1 to 64 bits).
+// Widths of 8 bits and more are big-endian; narrower entries are packed from the least
+// significant bit of each byte (entry i of a 1-bit block is bit i % 8 of byte i / 8).
+//
+// Values cross the boundary as f64 (exact up to 2^53; refcounts never get near that),
+// with getU64 / setU64 for the full 64-bit range.
+
+import { E_INVAL, E_RANGE } from './common';
+
+let errIndex: i32 = -1;
+let foundLen: u32 = 0;
+
+export function alloc(size: usize): usize {
+  return heap.alloc(size);
+}
+
+/** Entry index behind the last E_RANGE. */
+export function errorIndex(): i32 {
+  return errIndex;
+}
+
+/** Length of the free run findFree() returned (at most the requested count). */
+export function foundLength(): u32 {
+  return foundLen;
+}
+
+@inline function maxFor(order: u32): u64 {
+  return order == 6 ? <u64>-1 : ((<u64>1) << ((<u64>1) << order)) - 1;
+}
+
+@inline function getRaw(ptr: usize, order: u32, i: u32): u64 {
+  switch (order) {
+    case 3: return <u64>load<u8>(ptr + i);
+    case 4: return <u64>bswap<u16>(load<u16>(ptr + ((<usize>i) << 1)));
+    case 5: return <u64>bswap<u32>(load<u32>(ptr + ((<usize>i) << 2)));
+    case 6: return bswap<u64>(load<u64>(ptr + ((<usize>i) << 3)));
+    default: {
+      const perByteLog = 3 - order;
+      const b = <u32>load<u8>(ptr + (i >> perByteLog));
+      const shift = (i & ((1 << perByteLog) - 1)) << order;
+      return <u64>((b >> shift) & ((1 << (1 << order)) - 1));
+    }
+  }
+}
+
+@inline function setRaw(ptr: usize, order: u32, i: u32, v: u64): void {
+  switch (order) {
+    case 3: store<u8>(ptr + i, <u8>v); break;
+    case 4: store<u16>(ptr + ((<usize>i) << 1), bswap<u16>(<u16>v)); break;
+    case 5: store<u32>(ptr + ((<usize>i) << 2), bswap<u32>(<u32>v)); break;
+    case 6: store<u64>(ptr + ((<usize>i) << 3), bswap<u64>(v)); break;
+    default: {
+      const perByteLog = 3 - order;
+      const p = ptr + (i >> perByteLog);
+      const shift = (i & ((1 << perByteLog) - 1)) << order;
+      const mask = ((1 << (1 << order)) - 1) << shift;
+      store<u8>(p, <u8>((<u32>load<u8>(p) & ~mask) | ((<u32>v << shift) & mask)));
+    }
+  }
+}
+
+/** Refcount of entry `index` (as f64). */
+export function get(ptr: usize, order: u32, index: u32): f64 {
+  return <f64>getRaw(ptr, order & 7, index);
+}
+
+/** Refcount of entry `index`, all 64 bits. */
+export function getU64(ptr: usize, order: u32, index: u32): u64 {
+  return getRaw(ptr, order & 7, index);
+}
+
+/** Sets entry `index`; E_RANGE if `value` is negative, fractional or too wide, E_INVAL for a bad order. */
+export function set(ptr: usize, order: u32, index: u32, value: f64): i32 {
+  if (order > 6) return E_INVAL;
+  if (!(value >= 0) || value != Math.floor(value) || value >= 18446744073709551616.0) return E_RANGE;
+  const v = <u64>value;
+  if (v > maxFor(order)) return E_RANGE;
+  setRaw(ptr, order, index, v);
+  return 0;
+}
+
+/** Sets entry `index` to a full 64-bit value. */
+export function setU64(ptr: usize, order: u32, index: u32, value: u64): i32 {
+  if (order > 6) return E_INVAL;
+  if (value > maxFor(order)) return E_RANGE;
+  setRaw(ptr, order, index, value);
+  return 0;
+}
+
+/** Does the 64-bit word `v` (64 >> order entries) hold a zero entry? */
+@inline function wordHasZero(v: u64, order: u32): bool {
+  switch (order) {
+    case 0: return v != <u64>-1;
+    case 1: {
+      // 2-bit lanes: a lane is zero when neither bit is set.
+      const any = (v | (v >> 1)) & 0x5555555555555555;
+      return any != 0x5555555555555555;
+    }
+    case 2: return ((v - 0x1111111111111111) & ~v & 0x8888888888888888) != 0;
+    case 3: return ((v - 0x0101010101010101) & ~v & 0x8080808080808080) != 0;
+    case 4: return ((v - 0x0001000100010001) & ~v & 0x8000800080008000) != 0;
+    case 5: return ((v - 0x0000000100000001) & ~v & 0x8000000080000000) != 0;
+    default: return v == 0;
+  }
+}
+
+/**
+ * From entry `start`, finds the first run of `n` free (zero) entries, or the first free
+ * run that reaches the end of the block (it may continue in the next block). Returns its
+ * index (foundLength() tells its length, at most n) or nEntries when there is none.
+ */
+export function findFree(ptr: usize, order: u32, nEntries: u32, start: u32, n: u32): i32 {
+  foundLen = 0;
+  if (order > 6 || n == 0) return E_INVAL;
+  const perWordLog: u32 = 6 - order;
+  const perWordMask: u32 = (1 << perWordLog) - 1;
+  let i = start;
+  while (i < nEntries) {
+    if ((i & perWordMask) == 0) {
+      // Skip whole 64-bit words without a free entry.
+      while (i + perWordMask < nEntries && !wordHasZero(load<u64>(ptr + (((<usize>i) >> perWordLog) << 3)), order)) {
+        i += perWordMask + 1;
+      }
+      if (i >= nEntries) break;
+    }
+    if (getRaw(ptr, order, i) != 0) {
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    const limit = <u64>i + <u64>n;
+    while (<u64>j < limit && j < nEntries && getRaw(ptr, order, j) == 0) j++;
+    if (<u64>j == limit || j == nEntries) {
+      foundLen = j - i;
+      return <i32>i;
+    }
+    i = j + 1;
+  }
+  return <i32>nEntries;
+}
+
+/**
+ * Adds `delta` (may be negative) to entries [start, start + count). Nothing is written
+ * unless every result fits in [0, max]; otherwise returns E_RANGE and errorIndex() names
+ * the first entry that would overflow or underflow.
+ */
+export function addRange(ptr: usize, order: u32, nEntries: u32, start: u32, count: u32, delta: f64): i32 {
+  errIndex = -1;
+  if (order > 6 || <u64>start + <u64>count > <u64>nEntries || delta != Math.floor(delta)) return E_INVAL;
+  const max = maxFor(order);
+  const neg = delta < 0;
+  const mag: f64 = neg ? -delta : delta;
+  if (mag >= 18446744073709551616.0) return E_RANGE;
+  const d = <u64>mag;
+  const end = start + count;
+  for (let i = start; i < end; i++) {
+    const v = getRaw(ptr, order, i);
+    if (neg ? v < d : (d > max || v > max - d)) {
+      errIndex = <i32>i;
+      return E_RANGE;
+    }
+  }
+  for (let i = start; i < end; i++) {
+    const v = getRaw(ptr, order, i);
+    setRaw(ptr, order, i, neg ? v - d : v + d);
+  }
+  return 0;
+}
+
+/** Number of non-zero entries in [start, start + count) (for check and allocated-size). */
+export function countUsed(ptr: usize, order: u32, nEntries: u32, start: u32, count: u32): i32 {
+  if (order > 6 || <u64>start + <u64>count > <u64>nEntries) return E_INVAL;
+  let c: i32 = 0;
+  const end = start + count;
+  for (let i = start; i < end; i++) if (getRaw(ptr, order, i) != 0) c++;
+  return c;
+}

@@ -1,0 +1,278 @@
+/**
+ * BlockBackend: the handle devices, the page and the CLI hold on a graph node
+ * (QEMU's BlockBackend). It checks requests against the device length, holds
+ * them while the node is drained, applies the error policy per direction
+ * (rerror / werror) and keeps statistics.
+ */
+import type { BdrvChild, RootParent } from './child.js';
+import type { BlockGraph, OpenFlags } from './graph.js';
+import type { BlockNode, IoStats, OpStats } from './node.js';
+import { newIoStats } from './node.js';
+import { ReqFlag, type BlockStatusResult, type PreallocMode, type ReqFlags } from './driver.js';
+import { BlockError, toBlockError } from './errors.js';
+import { Perm, PERM_ALL, type PermMask } from './permissions.js';
+import { blockStatus, checkRequest, flush } from './io.js';
+
+/** What to do when a request fails (QEMU's BlockdevOnError). */
+export type ErrorAction = 'report' | 'ignore' | 'stop' | 'enospc';
+
+/** Options of a backend. */
+export interface BackendOptions {
+  /** Name shown in messages (QEMU's device name). Default: "backend<n>". */
+  name?: string;
+  /** Permissions to take. Default: consistent read, plus write and resize unless read-only. */
+  perm?: PermMask;
+  /** Permissions to share. Default: consistent read, write unchanged and graph changes. */
+  shared?: PermMask;
+  /** Error policy for reads (report | ignore | stop). Default report. */
+  rerror?: ErrorAction;
+  /** Error policy for writes (report | ignore | stop | enospc). Default enospc. */
+  werror?: ErrorAction;
+}
+
+/** A stopped request: the backend is paused until {@link BlockBackend.resume}. */
+export interface StopEvent {
+  backend: BlockBackend;
+  error: BlockError;
+  operation: 'read' | 'write';
+}
+
+let backendCounter = 0;
+const now = typeof performance !== 'undefined' ? () => performance.now() : () => Date.now();
+
+export class BlockBackend implements RootParent {
+  readonly kind = 'root' as const;
+  readonly name: string;
+  private link: BdrvChild | null = null;
+  private quiesced = 0;
+  private heldUntil: Promise<void> | null = null;
+  private release: (() => void) | null = null;
+  private paused: Promise<void> | null = null;
+  private resumePaused: (() => void) | null = null;
+  readonly rerror: ErrorAction;
+  readonly werror: ErrorAction;
+  /** Request statistics. */
+  readonly stats: IoStats = newIoStats();
+  /** Listeners told when the error policy stops the backend. */
+  readonly onStop: Array<(e: StopEvent) => void> = [];
+
+  private constructor(opts: BackendOptions) {
+    this.name = opts.name ?? `backend${backendCounter++}`;
+    this.rerror = opts.rerror ?? 'report';
+    this.werror = opts.werror ?? 'enospc';
+    if (this.rerror === 'enospc') throw new BlockError('EINVAL', "rerror='enospc' is not a valid read error policy");
+  }
+
+  /** Attaches a new backend to an open node (the node gets one more reference). */
+  static async attach(graph: BlockGraph, node: BlockNode, opts: BackendOptions = {}): Promise<BlockBackend> {
+    const bb = new BlockBackend(opts);
+    const perm = opts.perm ?? (node.readOnly ? Perm.CONSISTENT_READ : Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE);
+    const shared = opts.shared ?? Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD;
+    bb.link = await graph.attachRoot(bb, node, perm, shared & PERM_ALL);
+    bb.graph = graph;
+    return bb;
+  }
+
+  /** Opens an image (see {@link BlockGraph.open}) and attaches a backend to it. */
+  static async open(
+    graph: BlockGraph,
+    spec: string | Record<string, unknown>,
+    flags: OpenFlags = {},
+    opts: BackendOptions = {},
+  ): Promise<BlockBackend> {
+    const node = await graph.open(spec, flags);
+    try {
+      return await BlockBackend.attach(graph, node, opts);
+    } finally {
+      await node.unref();
+    }
+  }
+
+  private graph!: BlockGraph;
+
+  /** The root node, or ENOMEDIUM once closed. */
+  get node(): BlockNode {
+    if (!this.link) throw new BlockError('ENOMEDIUM', `Backend '${this.name}' has no medium (it was closed)`);
+    return this.link.node;
+  }
+
+  /** The link to the root node (for graph operations). */
+  get root(): BdrvChild {
+    if (!this.link) throw new BlockError('ENOMEDIUM', `Backend '${this.name}' has no medium (it was closed)`);
+    return this.link;
+  }
+
+  /** Device length in bytes. */
+  get length(): number {
+    return this.node.length;
+  }
+
+  /** Whether writes are refused. */
+  get readOnly(): boolean {
+    return this.node.readOnly || !(this.root.perm & Perm.WRITE);
+  }
+
+  drainedBegin(): void {
+    if (this.quiesced++ === 0) {
+      this.heldUntil = new Promise((r) => (this.release = r));
+    }
+  }
+
+  drainedEnd(): void {
+    if (--this.quiesced === 0) {
+      const r = this.release;
+      this.heldUntil = null;
+      this.release = null;
+      r?.();
+    }
+  }
+
+  /** Continues after the error policy stopped the backend. */
+  resume(): void {
+    const r = this.resumePaused;
+    this.paused = null;
+    this.resumePaused = null;
+    r?.();
+  }
+
+  /** Whether the error policy has stopped the backend. */
+  get isStopped(): boolean {
+    return this.paused !== null;
+  }
+
+  private checkRange(offset: number, bytes: number): void {
+    const node = this.node;
+    checkRequest(node, offset, bytes);
+    const len = node.length;
+    if (offset > len || len - offset < bytes) {
+      throw new BlockError(
+        'EIO',
+        `Request at offset ${offset} of ${bytes} bytes is beyond the end of '${this.name}' (${len} bytes)`,
+        { node: node.nodeName, offset },
+      );
+    }
+  }
+
+  private async gate(): Promise<void> {
+    while (this.heldUntil || this.paused) {
+      if (this.paused) await this.paused;
+      if (this.heldUntil) await this.heldUntil;
+    }
+  }
+
+  private async run(
+    op: 'read' | 'write',
+    stats: OpStats,
+    bytes: number,
+    fn: () => Promise<void>,
+  ): Promise<void> {
+    for (;;) {
+      if (this.heldUntil || this.paused) await this.gate();
+      const start = now();
+      try {
+        await fn();
+        stats.ops++;
+        stats.bytes += bytes;
+        stats.timeMs += now() - start;
+        return;
+      } catch (e) {
+        stats.failed++;
+        const err = toBlockError(e);
+        const action = op === 'read' ? this.rerror : this.werror;
+        const stop = action === 'stop' || (action === 'enospc' && err.code === 'ENOSPC');
+        if (action === 'ignore') return;
+        if (!stop) throw err;
+        // Stop: hold this and later requests until resume(), then retry.
+        if (!this.paused) {
+          this.paused = new Promise((r) => (this.resumePaused = r));
+          for (const l of this.onStop) l({ backend: this, error: err, operation: op });
+        }
+      }
+    }
+  }
+
+  /** Reads `length` bytes at `offset` into a new buffer. */
+  async read(offset: number, length: number, flags: ReqFlags = 0): Promise<Uint8Array> {
+    this.checkRange(offset, length);
+    const buf = new Uint8Array(length);
+    await this.pread(offset, buf, flags);
+    return buf;
+  }
+
+  /** Reads into `buf` (its length is the request size). */
+  pread(offset: number, buf: Uint8Array, flags: ReqFlags = 0): Promise<void> {
+    this.checkRange(offset, buf.length);
+    const link = this.root;
+    if (this.heldUntil || this.paused || this.rerror !== 'report') {
+      return this.run('read', this.stats.read, buf.length, () => link.preadv(offset, buf.length, buf, flags));
+    }
+    // Fast path: no drain, no error policy to apply.
+    const start = now();
+    const stats = this.stats.read;
+    return link.preadv(offset, buf.length, buf, flags).then(
+      () => {
+        stats.ops++;
+        stats.bytes += buf.length;
+        stats.timeMs += now() - start;
+      },
+      (e) => {
+        stats.failed++;
+        throw toBlockError(e);
+      },
+    );
+  }
+
+  /** Writes `data` at `offset`. */
+  write(offset: number, data: Uint8Array, flags: ReqFlags = 0): Promise<void> {
+    this.checkRange(offset, data.length);
+    const link = this.root;
+    return this.run('write', this.stats.write, data.length, () => link.pwritev(offset, data.length, data, flags));
+  }
+
+  /** Makes `bytes` at `offset` read as zeros (MAY_UNMAP lets the image deallocate). */
+  writeZeroes(offset: number, bytes: number, flags: ReqFlags = 0): Promise<void> {
+    this.checkRange(offset, bytes);
+    const link = this.root;
+    return this.run('write', this.stats.zeroWrite, bytes, () => link.pwriteZeroes(offset, bytes, flags));
+  }
+
+  /** Discards a range (ignored unless the node was opened with discard=unmap). */
+  discard(offset: number, bytes: number): Promise<void> {
+    this.checkRange(offset, bytes);
+    const link = this.root;
+    return this.run('write', this.stats.discard, bytes, () => link.pdiscard(offset, bytes));
+  }
+
+  /** Writes compressed (formats that support it; whole clusters). */
+  writeCompressed(offset: number, data: Uint8Array): Promise<void> {
+    return this.write(offset, data, ReqFlag.COMPRESSED);
+  }
+
+  /** Flushes everything written so far to stable storage. */
+  flush(): Promise<void> {
+    const node = this.node;
+    return this.run('write', this.stats.flush, 0, () => flush(node));
+  }
+
+  /** Changes the device length. */
+  async truncate(size: number, opts: { exact?: boolean; prealloc?: PreallocMode } = {}): Promise<void> {
+    const link = this.root;
+    await this.gate();
+    await link.truncate(size, opts.exact ?? true, opts.prealloc ?? 'off', 0);
+  }
+
+  /** Block status of the root node from `offset`. */
+  async blockStatus(offset: number, bytes: number, wantZero = true): Promise<BlockStatusResult> {
+    checkRequest(this.node, offset, bytes);
+    return blockStatus(this.node, wantZero, offset, bytes);
+  }
+
+  /** Detaches from the node; the node closes (with a flush) when nobody else holds it. */
+  async close(): Promise<void> {
+    const link = this.link;
+    if (!link) return;
+    await this.gate().catch(() => undefined);
+    this.link = null;
+    await this.graph.detachRoot(link);
+  }
+}

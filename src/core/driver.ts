@@ -1,0 +1,345 @@
+/**
+ * The driver contract (QEMU's `struct BlockDriver`).
+ *
+ * A driver is a static descriptor ({@link BlockDriver}) that opens nodes; each
+ * open node gets a {@link DriverInstance} holding that node's state and methods.
+ * All methods are byte-based and async, with one entry per operation.
+ *
+ * What the generic layer (src/core/io.ts) guarantees to every instance method
+ * that takes `(offset, bytes)`:
+ * - `offset` and `bytes` are safe non-negative integers, `offset + bytes` does
+ *   not overflow, and the range lies inside the node's length (truncate aside);
+ * - both are multiples of `limits.requestAlignment` (reads may end at the
+ *   aligned end of the node even when the length itself is unaligned);
+ * - `bytes` is at most `limits.maxTransfer` (if set) and never 0;
+ * - no overlapping serialising request (read-modify-write, copy-on-read) is in
+ *   flight on the same node, and overlapping writes reach the driver in the
+ *   order they were submitted;
+ * - writes only arrive when some parent holds WRITE or WRITE_UNCHANGED on the
+ *   node, and never while the node is read-only;
+ * - only the flags listed in `supportedWriteFlags` / `supportedZeroFlags`
+ *   reach the driver (FUA is emulated with a flush otherwise).
+ *
+ * Optional methods have the defaults documented on each; a missing one never
+ * crashes the caller.
+ */
+import type { BlockNode } from './node.js';
+import type { BdrvChild } from './child.js';
+import type { BlockLimits } from './limits.js';
+import type { PermMask, ChildRoleMask } from './permissions.js';
+import type { OptionReader } from './options.js';
+
+/** Flags of a request (QEMU BDRV_REQ_*). */
+export const ReqFlag = {
+  /** Force unit access: the data is on stable storage when the request completes. */
+  FUA: 0x01,
+  /** A zero write may deallocate (unmap) instead of writing zeros. */
+  MAY_UNMAP: 0x02,
+  /** A zero write must fail with ENOTSUP rather than fall back to writing a buffer. */
+  NO_FALLBACK: 0x04,
+  /** The write stores bytes that are already there (needs WRITE_UNCHANGED only). */
+  WRITE_UNCHANGED: 0x08,
+  /** Write the data compressed (formats that support it). */
+  COMPRESSED: 0x10,
+  /** Internal: a copy-on-read request (do not recurse into copy-on-read again). */
+  COPY_ON_READ: 0x20,
+  /** Internal: do not wait for serialising requests (used by the RMW itself). */
+  NO_SERIALISING: 0x40,
+  /** Read: prefetch only, the buffer may be ignored (jobs). */
+  PREFETCH: 0x80,
+} as const;
+export type ReqFlags = number;
+
+/** Block status bits (QEMU BDRV_BLOCK_*). */
+export const Status = {
+  /** Reads return data from this layer or a file below it. */
+  DATA: 0x01,
+  /** Reads return zeros. */
+  ZERO: 0x02,
+  /** `map` holds the host offset of the range in `file`. */
+  OFFSET_VALID: 0x04,
+  /** The range is allocated in this layer (not from backing). */
+  ALLOCATED: 0x08,
+  /** The range reaches the end of the node. */
+  EOF: 0x10,
+  /** Ask the generic layer to look into `file` to find zeros. */
+  RECURSE: 0x20,
+  /** The range is stored compressed (qcow2), map is not a plain offset. */
+  COMPRESSED: 0x40,
+} as const;
+
+/** The answer of a block-status query. */
+export interface BlockStatusResult {
+  /** Status bits ({@link Status}). */
+  status: number;
+  /** Number of bytes from `offset` for which the answer holds (> 0 unless at EOF). */
+  pnum: number;
+  /** Host offset in `file`, valid when status has OFFSET_VALID. */
+  map?: number;
+  /** The node that holds the data at `map`. */
+  file?: BlockNode;
+}
+
+/** Preallocation modes of truncate and create (QEMU PreallocMode). */
+export const PreallocMode = ['off', 'metadata', 'falloc', 'full'] as const;
+export type PreallocMode = (typeof PreallocMode)[number];
+
+/**
+ * Where a guest range of a format lives: formats can answer this and let the
+ * generic layer move the bytes (see src/core/mapped-io.ts).
+ */
+export type Mapping =
+  | { kind: 'data'; offset: number; length: number; child: BdrvChild; hostOffset: number }
+  | { kind: 'zero'; offset: number; length: number }
+  | { kind: 'unallocated'; offset: number; length: number }
+  | { kind: 'compressed'; offset: number; length: number; child: BdrvChild; hostOffset: number; compressedLength: number }
+  | { kind: 'eof'; offset: number; length: 0 };
+
+/** Results of an image check (QEMU BdrvCheckResult). */
+export interface CheckResult {
+  corruptions: number;
+  leaks: number;
+  checkErrors: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  imageEndOffset: number;
+  totalClusters?: number;
+  allocatedClusters?: number;
+  fragmentedClusters?: number;
+  compressedClusters?: number;
+  /** Human-readable lines about each problem found, as qemu-img prints them. */
+  messages: string[];
+}
+
+/** What `check` may repair. */
+export interface CheckFix {
+  leaks: boolean;
+  errors: boolean;
+}
+
+/** An internal snapshot as listed by `qemu-img snapshot -l` / `info`. */
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  vmStateSize: number;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: number;
+  icount?: number;
+  /** Guest disk size at the time of the snapshot. */
+  diskSize?: number;
+}
+
+/** Reopen transaction state handed to prepare / commit / abort. */
+export interface ReopenState {
+  node: BlockNode;
+  /** Read-only after the reopen. */
+  readOnly: boolean;
+  /** New option values (already parsed by the generic layer). */
+  options: Record<string, unknown>;
+  /** Driver-private data carried from prepare to commit / abort. */
+  opaque?: unknown;
+}
+
+/** A size/format description used by `measure` (QEMU BlockMeasureInfo). */
+export interface MeasureInfo {
+  required: number;
+  fullyAllocated: number;
+  bitmaps?: number;
+}
+
+/** Format-specific `info` fields (the `format-specific` object of qemu-img info). */
+export interface SpecificInfo {
+  type: string;
+  data: Record<string, unknown>;
+}
+
+/** The context a driver gets for create: where to put the image. */
+export interface CreateContext {
+  /** Options (the `-o` list of qemu-img create), already split per key. */
+  options: OptionReader;
+  /** The graph, to open or create the protocol file. */
+  graph: import('./graph.js').BlockGraph;
+  /** Name of the image file to create. */
+  filename: string;
+  /** Reports progress (0..1) for long preallocation. */
+  progress?: (done: number, total: number) => void;
+}
+
+/** Description of one creation option, for `qemu-img create -o help`. */
+export interface CreateOptionSpec {
+  name: string;
+  type: 'size' | 'number' | 'bool' | 'string';
+  help: string;
+  default?: string;
+}
+
+/**
+ * The static side of a driver: its name, what it is, how to probe, open and
+ * create images.
+ */
+export interface BlockDriver {
+  /** Name used in `driver=` and shown by info ("qcow2", "raw", "node-file"). */
+  readonly name: string;
+  /** protocol: stores bytes itself; format: interprets a child; filter: passes through. */
+  readonly kind: 'protocol' | 'format' | 'filter';
+  /** Whether nodes of this driver have a backing child. Default false. */
+  readonly supportsBacking?: boolean;
+  /**
+   * Protocol prefixes this driver claims in filenames (`opfs:` in
+   * `opfs:/disks/a.img`). Default: none.
+   */
+  readonly protocolPrefixes?: readonly string[];
+  /** Options understood by `create`, for help output. Default: none. */
+  readonly createOptions?: readonly CreateOptionSpec[];
+  /**
+   * Scores how well `header` (the first up to 512 bytes) matches the format:
+   * 0 = not at all, 100 = certain. Default: never matches (0).
+   */
+  probe?(header: Uint8Array, filename?: string): number;
+  /**
+   * Splits a filename into options (`opfs:/a/b` → `{ path: '/a/b' }`).
+   * Default: `{ filename }`.
+   */
+  parseFilename?(filename: string): Record<string, unknown>;
+  /**
+   * Opens a node. The driver reads its options from `options` (every key it
+   * does not read is an error the generic layer reports), opens its children
+   * with `node.openChild()`, and returns the instance that serves the node.
+   * A failure must release anything the driver acquired.
+   */
+  open(node: BlockNode, options: OptionReader): Promise<DriverInstance>;
+  /** Creates an image. Default: ENOTSUP "Driver does not support image creation". */
+  create?(ctx: CreateContext): Promise<void>;
+  /** Whether the back end is usable in this environment. Default: true. */
+  isAvailable?(): boolean;
+}
+
+/**
+ * The per-node side of a driver. Every method not marked required is optional;
+ * the generic layer's default is given in each comment.
+ */
+export interface DriverInstance {
+  /** Length of the node in bytes. Required. */
+  getLength(): number | Promise<number>;
+
+  /**
+   * Reads `bytes` at `offset` into `buf` (exactly `bytes` long).
+   * Default: ENOTSUP for formats without `getMapping`; filters read their child.
+   */
+  preadv?(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void>;
+  /**
+   * Writes `buf` at `offset`. Flags are restricted to `supportedWriteFlags`.
+   * Default: EACCES-free ENOTSUP ("driver does not support writing").
+   */
+  pwritev?(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void>;
+  /**
+   * Makes the range read as zeros without a data buffer. May throw ENOTSUP,
+   * after which the generic layer writes a zero buffer unless NO_FALLBACK.
+   * Default: ENOTSUP (fallback to writes).
+   */
+  pwriteZeroes?(offset: number, bytes: number, flags: ReqFlags): Promise<void>;
+  /** Discards the range (advisory). Default: nothing happens. */
+  pdiscard?(offset: number, bytes: number): Promise<void>;
+  /**
+   * Answers what the range holds, from `offset` for up to `bytes`. With
+   * `wantZero` false the driver may answer quickly without telling zeros from
+   * data. Default: protocols say DATA|OFFSET_VALID at the same offset in
+   * themselves; filters forward to their filtered child; formats say
+   * DATA|ALLOCATED for the whole range.
+   */
+  blockStatus?(wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult>;
+  /**
+   * Where the range lives, for formats that let the generic layer do the I/O.
+   * Default: none (the driver implements preadv itself).
+   */
+  getMapping?(offset: number, bytes: number): Promise<Mapping>;
+  /** Pushes cached writes to the OS / back end. Default: nothing to do. */
+  flushToOs?(): Promise<void>;
+  /** Makes written data durable. Default: nothing to do (children are flushed by the generic layer). */
+  flushToDisk?(): Promise<void>;
+  /**
+   * Changes the length to `offset`. `exact` false allows a larger result.
+   * Default: ENOTSUP "Image format driver does not support resize".
+   */
+  truncate?(offset: number, exact: boolean, prealloc: PreallocMode, flags: ReqFlags): Promise<void>;
+  /** Bytes used in storage. Default: the sum of the children's allocated sizes. */
+  getAllocatedFileSize?(): Promise<number>;
+  /** Releases everything; children are detached by the generic layer. Default: nothing. */
+  close?(): Promise<void>;
+  /** Fills in the node's limits (already set to defaults merged from children). Default: keep. */
+  refreshLimits?(limits: BlockLimits): void;
+  /** Whether a freshly created image reads as zeros. Default: false. */
+  hasZeroInit?(): boolean;
+  /** Flags supported by pwritev (FUA, ...). Default: 0. */
+  readonly supportedWriteFlags?: ReqFlags;
+  /** Flags supported by pwriteZeroes (MAY_UNMAP, FUA). Default: 0. */
+  readonly supportedZeroFlags?: ReqFlags;
+
+  /** Checks consistency and repairs what `fix` allows. Default: ENOTSUP. */
+  check?(fix: CheckFix): Promise<CheckResult>;
+  /** Changes image options in place (qemu-img amend). Default: ENOTSUP. */
+  amend?(options: OptionReader, force: boolean): Promise<void>;
+  /** Cluster size and other generic info. Default: none. */
+  getInfo?(): { clusterSize?: number; dirty?: boolean } | undefined;
+  /** Format-specific info for `qemu-img info`. Default: none. */
+  getSpecificInfo?(): SpecificInfo | undefined;
+  /** Backing file name and format stored in the image. Default: none. */
+  backingFile?(): { filename: string; format?: string } | undefined;
+  /** Rewrites the backing file name stored in the image. Default: ENOTSUP. */
+  changeBackingFile?(filename: string | undefined, format: string | undefined): Promise<void>;
+  /** Drops all data of the image (commit -d). Default: ENOTSUP. */
+  makeEmpty?(): Promise<void>;
+  /** Measures the size an image would need. Default: ENOTSUP. */
+  measure?(options: OptionReader, source?: BlockNode): Promise<MeasureInfo>;
+
+  /** Creates an internal snapshot. Default: ENOTSUP. */
+  snapshotCreate?(info: SnapshotInfo): Promise<void>;
+  /** Reverts to a snapshot. Default: ENOTSUP. */
+  snapshotGoto?(idOrName: string): Promise<void>;
+  /** Deletes a snapshot. Default: ENOTSUP. */
+  snapshotDelete?(id: string | undefined, name: string | undefined): Promise<void>;
+  /** Lists the snapshots. Default: none. */
+  snapshotList?(): SnapshotInfo[];
+  /** Saves VM state bytes. Default: ENOTSUP. */
+  saveVmState?(pos: number, buf: Uint8Array): Promise<void>;
+  /** Loads VM state bytes. Default: ENOTSUP. */
+  loadVmState?(pos: number, buf: Uint8Array): Promise<void>;
+  /** Whether persistent dirty bitmaps can be stored. Default: false. */
+  supportsPersistentBitmaps?(): boolean;
+  /** Stores persistent dirty bitmaps on close / inactivate. Default: nothing. */
+  storePersistentBitmaps?(): Promise<void>;
+
+  /** Called when the node becomes quiescent. Default: nothing. */
+  drainBegin?(): void;
+  /** Called when the node may receive requests again. Default: nothing. */
+  drainEnd?(): void;
+
+  /**
+   * Phase one of a permission change: may refuse with a BlockError.
+   * Default: accept.
+   */
+  checkPerm?(perm: PermMask, shared: PermMask): void;
+  /** Phase two: the change is final. Default: nothing. */
+  setPerm?(perm: PermMask, shared: PermMask): void;
+  /** Phase two on failure: forget the checked change. Default: nothing. */
+  abortPermUpdate?(): void;
+  /**
+   * Permissions this node needs on `child` (or on a child about to be attached
+   * with `role`) given its own cumulative `perm` / `shared`.
+   * Default: {@link defaultChildPerms} by role.
+   */
+  childPerm?(
+    child: BdrvChild | null,
+    role: ChildRoleMask,
+    perm: PermMask,
+    shared: PermMask,
+  ): { perm: PermMask; shared: PermMask };
+
+  /** Prepares a reopen; may throw to refuse. Default: accept. */
+  reopenPrepare?(state: ReopenState): Promise<void>;
+  /** Makes a prepared reopen final. Default: nothing. */
+  reopenCommit?(state: ReopenState): void;
+  /** Undoes a prepared reopen. Default: nothing. */
+  reopenAbort?(state: ReopenState): void;
+}

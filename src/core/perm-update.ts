@@ -1,0 +1,142 @@
+/**
+ * Two-phase permission updates over a subgraph (QEMU's bdrv_refresh_perms).
+ *
+ * Given nodes whose parent links changed (or whose read-only state is about to
+ * change), the update walks the nodes and everything below them in topological
+ * order: it computes each node's cumulative permissions from its parent links,
+ * refuses conflicts (EPERM naming both users) and writes on read-only nodes,
+ * asks the driver (`checkPerm`), and derives the permissions the node needs on
+ * its own children. Nothing is applied until {@link PermTransaction.commit};
+ * {@link PermTransaction.abort} tells the drivers to forget.
+ */
+import type { BlockNode } from './node.js';
+import type { BdrvChild } from './child.js';
+import { parentName } from './child.js';
+import { BlockError } from './errors.js';
+import { defaultChildPerms, Perm, PERM_ALL, permNames, type PermMask } from './permissions.js';
+
+export interface PermTransaction {
+  commit(): void;
+  abort(): void;
+}
+
+interface Pending {
+  perm: PermMask;
+  shared: PermMask;
+}
+
+/** Nodes reachable from `start` through child links, parents before children. */
+export function topologicalOrder(start: Iterable<BlockNode>): BlockNode[] {
+  const visited = new Set<BlockNode>();
+  const post: BlockNode[] = [];
+  const visit = (n: BlockNode) => {
+    if (visited.has(n)) return;
+    visited.add(n);
+    for (const c of n.children) visit(c.node);
+    post.push(n);
+  };
+  for (const n of start) visit(n);
+  return post.reverse();
+}
+
+/** The permissions `node` needs on `link` given its own cumulative ones. */
+export function childPermsFor(
+  node: BlockNode,
+  link: BdrvChild,
+  perm: PermMask,
+  shared: PermMask,
+  writable: boolean,
+): Pending {
+  const inst = node.instance as BlockNode['instance'] | undefined;
+  if (inst?.childPerm) return inst.childPerm(link, link.role, perm, shared);
+  return defaultChildPerms(link.role, perm, shared, writable);
+}
+
+/**
+ * Checks new permissions for `start` and below. `readOnlyOf` gives the read-only
+ * state each node will have after the operation (reopen changes it).
+ * Throws a BlockError (EPERM / EACCES) when the new state is not allowed.
+ */
+export function preparePermUpdate(
+  start: Iterable<BlockNode>,
+  readOnlyOf: (n: BlockNode) => boolean = (n) => n.readOnly,
+  linkOverride: Map<BdrvChild, Pending> = new Map(),
+): PermTransaction {
+  const order = topologicalOrder(start);
+  const pending = new Map<BdrvChild, Pending>(linkOverride);
+  const checked: Array<{ node: BlockNode; perm: PermMask; shared: PermMask }> = [];
+  const get = (l: BdrvChild): Pending => pending.get(l) ?? { perm: l.perm, shared: l.shared };
+  try {
+    for (const node of order) {
+      let perm = 0;
+      let shared = PERM_ALL;
+      const links = node.parents;
+      for (const l of links) {
+        const p = get(l);
+        perm |= p.perm;
+        shared &= p.shared;
+      }
+      for (const l of links) {
+        const taken = get(l).perm;
+        for (const m of links) {
+          if (m === l) continue;
+          const denied = taken & ~get(m).shared;
+          if (denied) {
+            throw new BlockError(
+              'EPERM',
+              `${capitalize(parentName(l.parent))} (as '${l.name}') cannot take the '${permNames(denied)}' ` +
+                `permission on node '${node.nodeName}': conflicts with use by ${parentName(m.parent)} as '${m.name}', ` +
+                `which does not allow '${permNames(denied)}' on it`,
+              { node: node.nodeName },
+            );
+          }
+        }
+      }
+      const readOnly = readOnlyOf(node);
+      if (readOnly && perm & (Perm.WRITE | Perm.WRITE_UNCHANGED)) {
+        const writer = links.find((l) => get(l).perm & (Perm.WRITE | Perm.WRITE_UNCHANGED));
+        throw new BlockError(
+          'EACCES',
+          `Block node '${node.nodeName}' is read-only, but ${writer ? parentName(writer.parent) : 'a user'} wants to write to it`,
+          { node: node.nodeName },
+        );
+      }
+      const inst = node.instance as BlockNode['instance'] | undefined;
+      inst?.checkPerm?.(perm, shared);
+      checked.push({ node, perm, shared });
+      for (const link of node.children) {
+        if (linkOverride.has(link)) continue;
+        pending.set(link, childPermsFor(node, link, perm, shared, !readOnly));
+      }
+    }
+  } catch (e) {
+    for (const c of checked) (c.node.instance as BlockNode['instance'] | undefined)?.abortPermUpdate?.();
+    throw e;
+  }
+  let done = false;
+  return {
+    commit() {
+      if (done) return;
+      done = true;
+      for (const [link, p] of pending) {
+        link.perm = p.perm;
+        link.shared = p.shared;
+      }
+      for (const c of checked) (c.node.instance as BlockNode['instance'] | undefined)?.setPerm?.(c.perm, c.shared);
+    },
+    abort() {
+      if (done) return;
+      done = true;
+      for (const c of checked) (c.node.instance as BlockNode['instance'] | undefined)?.abortPermUpdate?.();
+    },
+  };
+}
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** Checks and applies in one step. */
+export function refreshPerms(start: Iterable<BlockNode>, linkOverride?: Map<BdrvChild, Pending>): void {
+  preparePermUpdate(start, undefined, linkOverride).commit();
+}

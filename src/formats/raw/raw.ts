@@ -1,0 +1,111 @@
+/**
+ * raw: the guest sees the bytes of its file, optionally a window of it
+ * (`offset`, `size`). Zero writes, discard and block status pass through.
+ */
+import type { BlockDriver, BlockStatusResult, DriverInstance, PreallocMode, ReqFlags } from '../../core/driver.js';
+import { Status } from '../../core/driver.js';
+import { BlockError, einval } from '../../core/errors.js';
+import type { BdrvChild } from '../../core/child.js';
+import type { BlockNode } from '../../core/node.js';
+import type { OptionReader } from '../../core/options.js';
+import { ROLE_FILTERED_PRIMARY } from '../../core/permissions.js';
+import { blockStatus } from '../../core/io.js';
+
+class RawInstance implements DriverInstance {
+  constructor(
+    private readonly file: BdrvChild,
+    private readonly offset: number,
+    /** Fixed window size, or undefined to follow the file's length. */
+    private size: number | undefined,
+  ) {}
+  get supportedWriteFlags(): ReqFlags {
+    return 0x01;
+  }
+  get supportedZeroFlags(): ReqFlags {
+    return 0x03;
+  }
+
+  getLength(): number {
+    if (this.size !== undefined) return this.size;
+    return Math.max(0, this.file.length - this.offset);
+  }
+
+  private bound(offset: number, bytes: number): void {
+    if (this.size !== undefined && offset + bytes > this.size) {
+      throw new BlockError('ENOSPC', `Request at ${offset} of ${bytes} bytes is beyond the raw window of ${this.size} bytes`, {
+        offset,
+      });
+    }
+  }
+
+  preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+    return this.file.preadv(this.offset + offset, bytes, buf, flags);
+  }
+  pwritev(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+    this.bound(offset, bytes);
+    return this.file.pwritev(this.offset + offset, bytes, buf, flags);
+  }
+  pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+    this.bound(offset, bytes);
+    return this.file.pwriteZeroes(this.offset + offset, bytes, flags);
+  }
+  pdiscard(offset: number, bytes: number): Promise<void> {
+    this.bound(offset, bytes);
+    return this.file.pdiscard(this.offset + offset, bytes);
+  }
+  async blockStatus(wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult> {
+    const below = await blockStatus(this.file.node, wantZero, this.offset + offset, bytes);
+    if (below.pnum === 0) {
+      // The file is shorter than the guest view: the rest reads as zeros.
+      return { status: Status.ZERO | Status.ALLOCATED, pnum: bytes };
+    }
+    return {
+      status: (below.status & ~Status.EOF) | Status.ALLOCATED,
+      pnum: below.pnum,
+      ...(below.map !== undefined ? { map: below.map } : {}),
+      ...(below.file ? { file: below.file } : {}),
+    };
+  }
+  async truncate(offset: number, exact: boolean, prealloc: PreallocMode, flags: ReqFlags): Promise<void> {
+    if (this.size !== undefined) {
+      throw new BlockError('ENOTSUP', 'Cannot resize a raw image with a fixed size window');
+    }
+    await this.file.truncate(this.offset + offset, exact, prealloc, flags);
+  }
+  async getAllocatedFileSize(): Promise<number> {
+    return this.file.node.instance.getAllocatedFileSize?.() ?? this.file.length;
+  }
+  hasZeroInit(): boolean {
+    return this.offset === 0 && this.size === undefined && (this.file.node.instance.hasZeroInit?.() ?? false);
+  }
+}
+
+export const rawDriver = {
+  name: 'raw',
+  kind: 'format',
+  probe: () => 1,
+  createOptions: [
+    { name: 'size', type: 'size', help: 'Virtual disk size' },
+    { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, falloc, full)' },
+  ],
+  async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
+    const offset = options.size('offset', 0);
+    const size = options.size('size');
+    const file = (await node.openChild(options, 'file', ROLE_FILTERED_PRIMARY))!;
+    const fileLen = file.length;
+    if (offset > fileLen) {
+      throw einval(`The sum of offset (${offset}) and size (0) has to be smaller or equal to the actual size of the containing file (${fileLen})`);
+    }
+    if (size !== undefined && offset + size > fileLen) {
+      throw einval(
+        `The sum of offset (${offset}) and size (${size}) has to be smaller or equal to the actual size of the containing file (${fileLen})`,
+      );
+    }
+    return new RawInstance(file, offset, size);
+  },
+  async create(ctx) {
+    const proto = ctx.graph.protocolFor(ctx.filename);
+    if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
+    await proto.create(ctx);
+  },
+} satisfies BlockDriver;

@@ -1,0 +1,112 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { BlockError } from '../../src/core/errors.js';
+import { RefcountTs, WasmRefcount, loadRefcount, entriesPerBlock } from '../../src/wasm/refcount.js';
+import { Prng } from './prng.js';
+
+let wasm: WasmRefcount;
+beforeAll(async () => {
+  wasm = await loadRefcount();
+});
+
+function randomBlock(rng: Prng, bytes: number, order: number): Uint8Array {
+  const b = new Uint8Array(bytes);
+  const n = entriesPerBlock(bytes, order);
+  const fill = rng.pick([0.05, 0.5, 0.95, 1]);
+  if (order <= 3 && rng.chance(0.5)) {
+    // Fast path: random bytes with a given density of non-zero entries.
+    const w = 2 ** order;
+    for (let i = 0; i < bytes; i++) {
+      let v = 0;
+      for (let s = 0; s < 8; s += w) if (rng.chance(fill)) v |= (1 + (rng.u32() % (2 ** w - 1))) << s;
+      b[i] = v;
+    }
+    return b;
+  }
+  const max = order === 6 ? 2 ** 53 - 1 : 2 ** 2 ** order - 1;
+  for (let i = 0; i < n; i++) {
+    if (rng.chance(fill)) RefcountTs.set(b, order, i, rng.chance(0.9) ? 1 + rng.int(Math.min(3, max)) : rng.int(max + 1));
+  }
+  return b;
+}
+
+function outcome(f: () => unknown): unknown {
+  try {
+    return f();
+  } catch (e) {
+    return { error: (e as BlockError).code, message: (e as BlockError).message };
+  }
+}
+
+describe('refcount: known layouts', () => {
+  it('packs sub-byte entries from the low bits and wider ones big-endian', () => {
+    const b = new Uint8Array(8);
+    wasm.set(b, 0, 1, 1);
+    expect(b[0]).toBe(0b10);
+    b.fill(0);
+    wasm.set(b, 1, 1, 3);
+    expect(b[0]).toBe(0b1100);
+    b.fill(0);
+    wasm.set(b, 4, 1, 0x1234);
+    expect(Array.from(b.subarray(0, 4))).toEqual([0, 0, 0x12, 0x34]);
+    b.fill(0);
+    wasm.set(b, 6, 0, 2 ** 40 + 5);
+    expect(wasm.get(b, 6, 0)).toBe(2 ** 40 + 5);
+    expect(wasm.getU64(b, 6, 0)).toBe(2n ** 40n + 5n);
+  });
+
+  it('rejects values that do not fit', () => {
+    const b = new Uint8Array(8);
+    expect(() => wasm.set(b, 4, 0, 65536)).toThrowError(BlockError);
+    expect(() => wasm.set(b, 0, 0, 2)).toThrowError(BlockError);
+    expect(() => wasm.set(b, 4, 0, -1)).toThrowError(BlockError);
+    expect(() => wasm.addRange(b, 4, 0, 4, -1)).toThrowError(/underflow at entry 0/);
+  });
+
+  it('finds free runs across word boundaries and at the end of the block', () => {
+    const b = new Uint8Array(64).fill(0xff);
+    b[40] = 0;
+    b[41] = 0; // entries 320..335 free (order 0)
+    expect(wasm.findFree(b, 0, 0, 10)).toEqual({ index: 320, length: 10 });
+    expect(wasm.findFree(b, 0, 0, 20)).toEqual({ index: 512, length: 0 });
+    b[63] = 0x0f; // entries 508..511 free, at the end
+    expect(wasm.findFree(b, 0, 0, 20)).toEqual({ index: 508, length: 4 });
+  });
+});
+
+describe('refcount: WASM vs TypeScript reference (randomized)', () => {
+  it('agrees on get / set / findFree / addRange / countUsed in 6000 cases', { timeout: 60_000 }, () => {
+    const rng = new Prng(0x5eed);
+    for (let t = 0; t < 6000; t++) {
+      const order = rng.int(7);
+      const bytes = rng.pick([8, 16, 64, 512, 520, 4096]);
+      const a = randomBlock(rng, bytes, order);
+      const b = a.slice();
+      const n = entriesPerBlock(bytes, order);
+      const op = rng.int(5);
+      if (op === 0) {
+        for (let k = 0; k < 20; k++) {
+          const i = rng.int(n);
+          expect(wasm.get(b, order, i)).toBe(RefcountTs.get(a, order, i));
+        }
+      } else if (op === 1) {
+        const i = rng.int(n);
+        const v = rng.chance(0.8) ? rng.int(Math.min(2 ** 2 ** order, 2 ** 40)) : rng.int(2 ** 20);
+        expect(outcome(() => wasm.set(b, order, i, v))).toEqual(outcome(() => RefcountTs.set(a, order, i, v)));
+      } else if (op === 2) {
+        const start = rng.int(n);
+        const cnt = 1 + rng.int(rng.chance(0.5) ? 4 : 200);
+        expect(wasm.findFree(b, order, start, cnt)).toEqual(RefcountTs.findFree(a, order, start, cnt));
+      } else if (op === 3) {
+        const start = rng.int(n);
+        const cnt = rng.int(n - start + 2);
+        const delta = rng.pick([1, -1, 2, -3, 1000]);
+        expect(outcome(() => wasm.addRange(b, order, start, cnt, delta))).toEqual(outcome(() => RefcountTs.addRange(a, order, start, cnt, delta)));
+      } else {
+        const start = rng.int(n);
+        const cnt = rng.int(n - start + 1);
+        expect(wasm.countUsed(b, order, start, cnt)).toBe(RefcountTs.countUsed(a, order, start, cnt));
+      }
+      if (Buffer.compare(a, b) !== 0) expect(b).toEqual(a);
+    }
+  });
+});
