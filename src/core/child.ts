@@ -6,7 +6,7 @@
  * request path sees (and checks) every request.
  */
 import type { BlockNode } from './node.js';
-import type { BlockStatusResult, ReqFlags, PreallocMode } from './driver.js';
+import type { BlockStatusResult, IoResult, ReqFlags, PreallocMode } from './driver.js';
 import type { ChildRoleMask, PermMask } from './permissions.js';
 import { BlockError } from './errors.js';
 import * as io from './io.js';
@@ -53,13 +53,13 @@ export class BdrvChild {
     public node: BlockNode,
   ) {}
 
-  /** Reads into `buf` (its length is the request size). */
-  read(offset: number, buf: Uint8Array, flags: ReqFlags = 0): Promise<void> {
+  /** Reads into `buf` (its length is the request size). May complete synchronously. */
+  read(offset: number, buf: Uint8Array, flags: ReqFlags = 0): IoResult {
     return io.preadv(this, offset, buf.length, buf, flags);
   }
 
-  /** Reads `bytes` at `offset` into `buf[0..bytes)`. */
-  preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags = 0): Promise<void> {
+  /** Reads `bytes` at `offset` into `buf[0..bytes)`. May complete synchronously (returns undefined). */
+  preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags = 0): IoResult {
     return io.preadv(this, offset, bytes, buf, flags);
   }
 

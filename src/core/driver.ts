@@ -50,6 +50,13 @@ export const ReqFlag = {
 } as const;
 export type ReqFlags = number;
 
+/**
+ * Result of an I/O method: a promise, or undefined when the request completed
+ * synchronously. Callers that `await` it need not care; the generic layer uses
+ * the synchronous case to skip promise chains on hot paths.
+ */
+export type IoResult = Promise<void> | void;
+
 /** Block status bits (QEMU BDRV_BLOCK_*). */
 export const Status = {
   /** Reads return data from this layer or a file below it. */
@@ -224,15 +231,18 @@ export interface DriverInstance {
   getLength(): number | Promise<number>;
 
   /**
-   * Reads `bytes` at `offset` into `buf` (exactly `bytes` long).
+   * Reads `bytes` at `offset` into `buf` (exactly `bytes` long). May complete
+   * synchronously by returning undefined (OPFS sync handles, memory, caches
+   * hits): the generic layer then completes without a microtask.
    * Default: ENOTSUP for formats without `getMapping`; filters read their child.
    */
-  preadv?(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void>;
+  preadv?(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult;
   /**
    * Writes `buf` at `offset`. Flags are restricted to `supportedWriteFlags`.
-   * Default: EACCES-free ENOTSUP ("driver does not support writing").
+   * May complete synchronously (returns undefined).
+   * Default: ENOTSUP ("driver does not support writing").
    */
-  pwritev?(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void>;
+  pwritev?(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult;
   /**
    * Makes the range read as zeros without a data buffer. May throw ENOTSUP,
    * after which the generic layer writes a zero buffer unless NO_FALLBACK.
@@ -281,7 +291,7 @@ export interface DriverInstance {
   /** Changes image options in place (qemu-img amend). Default: ENOTSUP. */
   amend?(options: OptionReader, force: boolean): Promise<void>;
   /** Cluster size and other generic info. Default: none. */
-  getInfo?(): { clusterSize?: number; dirty?: boolean } | undefined;
+  getInfo?(): { clusterSize?: number; dirty?: boolean; vmStateOffset?: number } | undefined;
   /** Format-specific info for `qemu-img info`. Default: none. */
   getSpecificInfo?(): SpecificInfo | undefined;
   /** Backing file name and format stored in the image. Default: none. */

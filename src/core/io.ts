@@ -13,7 +13,7 @@
  */
 import type { BdrvChild } from './child.js';
 import type { BlockNode, OpStats } from './node.js';
-import { ReqFlag, Status, type BlockStatusResult, type PreallocMode, type ReqFlags } from './driver.js';
+import { ReqFlag, Status, type BlockStatusResult, type IoResult, type PreallocMode, type ReqFlags } from './driver.js';
 import { BlockError, toBlockError } from './errors.js';
 import { Perm } from './permissions.js';
 import { track, type TrackedType } from './tracked-requests.js';
@@ -36,6 +36,10 @@ function describe(value: number): string {
  * sum stays below 2^53. Throws EINVAL naming the bad value.
  */
 export function checkRequest(node: BlockNode, offset: number, bytes: number): void {
+  // One cheap test for the common case; the detailed checks below name the bad value.
+  if (Number.isInteger(offset) && Number.isInteger(bytes) && offset >= 0 && bytes >= 0 && offset + bytes <= MAX_REQUEST_END) {
+    return;
+  }
   if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
     throw new BlockError('EINVAL', `Invalid request offset ${describe(offset)} on node '${node.nodeName}'`, {
       node: node.nodeName,
@@ -124,19 +128,79 @@ const alignUp = (n: number, a: number) => {
 // ---------------------------------------------------------------------------
 // Reads
 
-/** Reads from a node through a link. See the module comment for the rules. */
-export async function preadv(
-  child: BdrvChild,
-  offset: number,
-  bytes: number,
-  buf: Uint8Array,
-  flags: ReqFlags = 0,
-): Promise<void> {
+/**
+ * Reads from a node through a link. See the module comment for the rules.
+ * Returns undefined when the read completed synchronously (see {@link IoResult}).
+ */
+export function preadv(child: BdrvChild, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags = 0): IoResult {
   const node = child.node;
   checkRequest(node, offset, bytes);
   checkBuffer(node, buf, bytes, offset);
   if (bytes === 0) return;
   checkNotClosed(node);
+  const l = node.limits;
+  const align = l.requestAlignment;
+  if (
+    node.serialisingInFlight === 0 &&
+    node.copyOnRead === 0 &&
+    offset % align === 0 &&
+    bytes % align === 0 &&
+    offset + bytes <= node.totalBytes &&
+    (l.maxTransfer === 0 || bytes <= l.maxTransfer)
+  ) {
+    return fastRead(node, offset, bytes, buf, flags);
+  }
+  return slowRead(node, offset, bytes, buf, flags);
+}
+
+/**
+ * The common read: aligned, inside the node, nothing serialising in flight.
+ * Not registered as a tracked request; a serialising request that starts later
+ * waits for every fast read in flight instead (see tracked-requests.ts).
+ */
+function fastRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
+  node.inFlight++;
+  node.fastReads++;
+  let r: IoResult;
+  try {
+    r = callRead(node, offset, bytes, buf.length === bytes ? buf : buf.subarray(0, bytes), flags);
+  } catch (e) {
+    endFastRead(node);
+    node.stats.read.failed++;
+    throw e;
+  }
+  if (r === undefined) {
+    endFastRead(node);
+    const st = node.stats.read;
+    st.ops++;
+    st.bytes += bytes;
+    return;
+  }
+  return r.then(
+    () => {
+      endFastRead(node);
+      const st = node.stats.read;
+      st.ops++;
+      st.bytes += bytes;
+    },
+    (e: unknown) => {
+      endFastRead(node);
+      node.stats.read.failed++;
+      throw e;
+    },
+  );
+}
+
+function endFastRead(node: BlockNode): void {
+  if (--node.fastReads === 0 && node.fastReadWaiters.length > 0) {
+    const w = node.fastReadWaiters;
+    node.fastReadWaiters = [];
+    for (const f of w) f();
+  }
+  endInFlight(node);
+}
+
+async function slowRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
   const align = node.limits.requestAlignment;
   const cor = node.copyOnRead > 0 && !(flags & ReqFlag.COPY_ON_READ) && !node.readOnly;
   const start = now();
@@ -144,7 +208,7 @@ export async function preadv(
   beginInFlight(node);
   let failed = true;
   try {
-    if (node.tracked.size > 1) await req.waitForBlockers();
+    await req.waitForBlockers();
     if (offset % align === 0 && bytes % align === 0) {
       await alignedRead(node, offset, bytes, buf, flags, cor);
     } else {
@@ -187,7 +251,7 @@ async function alignedRead(
 }
 
 /** Calls the driver, split at maxTransfer. */
-async function driverRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags) {
+async function driverRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
   const max = node.limits.maxTransfer;
   if (max === 0 || bytes <= max) {
     return callRead(node, offset, bytes, buf.length === bytes ? buf : buf.subarray(0, bytes), flags);
@@ -198,7 +262,7 @@ async function driverRead(node: BlockNode, offset: number, bytes: number, buf: U
   }
 }
 
-function callRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+function callRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
   const inst = node.instance;
   if (inst.preadv) return inst.preadv(offset, bytes, buf, flags & ~(ReqFlag.COPY_ON_READ | ReqFlag.NO_SERIALISING));
   const filtered = node.filtered;
@@ -257,7 +321,7 @@ export async function pwritev(
   beginInFlight(node);
   let failed = true;
   try {
-    if (node.tracked.size > 1) await req.waitForBlockers();
+    await req.waitForBlockers();
     await beforeWrite(node, 'write', offset, bytes);
     if (aligned) {
       await driverWriteSplit(node, offset, bytes, buf.length === bytes ? buf : buf.subarray(0, bytes), flags);
@@ -265,6 +329,7 @@ export async function pwritev(
       await rmwWrite(node, offset, bytes, buf, flags);
     }
     afterWrite(node, offset, bytes);
+    if (needsFuaFlush(node, flags)) await flush(node);
     failed = false;
   } finally {
     req.end();
@@ -292,7 +357,6 @@ async function driverWriteSplit(node: BlockNode, offset: number, bytes: number, 
   const max = node.limits.maxTransfer;
   const inst = node.instance;
   const supported = inst.supportedWriteFlags ?? 0;
-  const emulateFua = (flags & ReqFlag.FUA) !== 0 && (supported & ReqFlag.FUA) === 0;
   const passFlags = flags & (supported | ReqFlag.WRITE_UNCHANGED | ReqFlag.COMPRESSED);
   if (max === 0 || bytes <= max) {
     await callWrite(node, offset, bytes, buf, passFlags);
@@ -302,10 +366,14 @@ async function driverWriteSplit(node: BlockNode, offset: number, bytes: number, 
       await callWrite(node, offset + done, n, buf.subarray(done, done + n), passFlags);
     }
   }
-  if (emulateFua) await flush(node);
 }
 
-function callWrite(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+/** FUA the driver does not do itself is a flush once the write has landed. */
+function needsFuaFlush(node: BlockNode, flags: ReqFlags): boolean {
+  return (flags & ReqFlag.FUA) !== 0 && ((node.instance.supportedWriteFlags ?? 0) & ReqFlag.FUA) === 0;
+}
+
+function callWrite(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
   const inst = node.instance;
   if (flags & ReqFlag.COMPRESSED && !inst.pwritev) {
     return Promise.reject(
@@ -380,7 +448,7 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
   beginInFlight(node);
   let failed = true;
   try {
-    if (node.tracked.size > 1) await req.waitForBlockers();
+    await req.waitForBlockers();
     await beforeWrite(node, 'zero', offset, bytes);
     const headEnd = Math.min(alignUp(offset, align), offset + bytes);
     const tailStart = Math.max(alignDown(offset + bytes, align), headEnd);
@@ -413,7 +481,8 @@ async function driverZero(node: BlockNode, offset: number, bytes: number, flags:
   const zeroAlign = Math.max(l.pwriteZeroesAlignment || l.requestAlignment, l.requestAlignment);
   const maxZero = l.maxPwriteZeroes ? alignDown(l.maxPwriteZeroes, zeroAlign) || zeroAlign : 0;
   const supported = inst.supportedZeroFlags ?? 0;
-  const passFlags = flags & supported & ~ReqFlag.FUA;
+  // NO_FALLBACK always travels down: the layer that cannot write zeros must say so.
+  const passFlags = flags & (supported | ReqFlag.NO_FALLBACK) & ~ReqFlag.FUA;
   let pos = offset;
   const end = offset + bytes;
   while (pos < end) {
@@ -479,7 +548,7 @@ export async function pdiscard(child: BdrvChild, offset: number, bytes: number):
   beginInFlight(node);
   let failed = true;
   try {
-    if (node.tracked.size > 1) await req.waitForBlockers();
+    await req.waitForBlockers();
     await beforeWrite(node, 'discard', start, end - start);
     const max = l.maxPdiscard ? alignDown(l.maxPdiscard, align) || align : end - start;
     for (let pos = start; pos < end; pos += max) {

@@ -75,6 +75,11 @@ export class BlockNode {
   totalBytes = 0;
   /** Requests in flight on this node. */
   inFlight = 0;
+  /** Untracked (fast path) reads in flight; serialising requests wait for them. */
+  fastReads = 0;
+  fastReadWaiters: Array<() => void> = [];
+  /** Serialising requests in flight; while > 0 reads take the tracked path. */
+  serialisingInFlight = 0;
   /** Tracked requests, for serialising overlaps. */
   readonly tracked = new Set<TrackedRequest>();
   /** Drain nesting depth (QEMU quiesce_counter). */

@@ -76,7 +76,9 @@ export function preparePermUpdate(
         perm |= p.perm;
         shared &= p.shared;
       }
-      for (const l of links) {
+      // Newest links first: the user being added is the one named as asking.
+      for (let i = links.length - 1; i >= 0; i--) {
+        const l = links[i]!;
         const taken = get(l).perm;
         for (const m of links) {
           if (m === l) continue;
@@ -84,9 +86,9 @@ export function preparePermUpdate(
           if (denied) {
             throw new BlockError(
               'EPERM',
-              `${capitalize(parentName(l.parent))} (as '${l.name}') cannot take the '${permNames(denied)}' ` +
-                `permission on node '${node.nodeName}': conflicts with use by ${parentName(m.parent)} as '${m.name}', ` +
-                `which does not allow '${permNames(denied)}' on it`,
+              `Could not take the '${permNames(denied)}' permission on node '${node.nodeName}' for ` +
+                `${parentName(l.parent)} (as '${l.name}'): it conflicts with the use by ${parentName(m.parent)} ` +
+                `as '${m.name}', which does not allow '${permNames(denied)}'`,
               { node: node.nodeName },
             );
           }
@@ -130,10 +132,6 @@ export function preparePermUpdate(
       for (const c of checked) (c.node.instance as BlockNode['instance'] | undefined)?.abortPermUpdate?.();
     },
   };
-}
-
-function capitalize(s: string): string {
-  return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
 /** Checks and applies in one step. */

@@ -70,8 +70,17 @@ export class TrackedRequest {
     return out;
   }
 
-  /** Waits until no earlier conflicting request is in flight. */
+  /**
+   * Waits until no earlier conflicting request is in flight. A serialising
+   * request also waits for the untracked fast-path reads that started before it.
+   */
   async waitForBlockers(): Promise<void> {
+    if (this.serialising) {
+      while (this.node.fastReads > 0) {
+        await new Promise<void>((resolve) => this.node.fastReadWaiters.push(resolve));
+      }
+    }
+    if (this.node.tracked.size <= 1) return;
     for (;;) {
       const b = this.blockers();
       if (!b) return;
@@ -81,7 +90,9 @@ export class TrackedRequest {
 
   /** Removes the request and wakes those waiting for it. */
   end(): void {
+    if (this.ended) return;
     this.node.tracked.delete(this);
+    if (this.serialising) this.node.serialisingInFlight--;
     this.ended = true;
     this.resolve?.();
   }
@@ -97,5 +108,6 @@ export function track(
 ): TrackedRequest {
   const req = new TrackedRequest(node, offset, bytes, type, serialising, node.limits.requestAlignment);
   node.tracked.add(req);
+  if (serialising) node.serialisingInFlight++;
   return req;
 }

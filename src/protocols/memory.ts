@@ -179,10 +179,10 @@ class MemoryInstance implements DriverInstance {
   getLength(): number {
     return this.file.length;
   }
-  async preadv(offset: number, _bytes: number, buf: Uint8Array): Promise<void> {
+  preadv(offset: number, _bytes: number, buf: Uint8Array): void {
     this.file.read(offset, buf);
   }
-  async pwritev(offset: number, _bytes: number, buf: Uint8Array): Promise<void> {
+  pwritev(offset: number, _bytes: number, buf: Uint8Array): void {
     this.file.write(offset, buf);
   }
   async pwriteZeroes(offset: number, bytes: number): Promise<void> {

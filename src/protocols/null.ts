@@ -17,13 +17,10 @@ class NullInstance implements DriverInstance {
   getLength(): number {
     return this.size;
   }
-  preadv(_offset: number, _bytes: number, buf: Uint8Array): Promise<void> {
+  preadv(_offset: number, _bytes: number, buf: Uint8Array): void {
     if (this.readZeroes) buf.fill(0);
-    return Promise.resolve();
   }
-  pwritev(): Promise<void> {
-    return Promise.resolve();
-  }
+  pwritev(): void {}
   pwriteZeroes(): Promise<void> {
     return Promise.resolve();
   }

@@ -2,7 +2,7 @@
  * raw: the guest sees the bytes of its file, optionally a window of it
  * (`offset`, `size`). Zero writes, discard and block status pass through.
  */
-import type { BlockDriver, BlockStatusResult, DriverInstance, PreallocMode, ReqFlags } from '../../core/driver.js';
+import type { BlockDriver, BlockStatusResult, DriverInstance, IoResult, PreallocMode, ReqFlags } from '../../core/driver.js';
 import { Status } from '../../core/driver.js';
 import { BlockError, einval } from '../../core/errors.js';
 import type { BdrvChild } from '../../core/child.js';
@@ -38,7 +38,7 @@ class RawInstance implements DriverInstance {
     }
   }
 
-  preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+  preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
     return this.file.preadv(this.offset + offset, bytes, buf, flags);
   }
   pwritev(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {

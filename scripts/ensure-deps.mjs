@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+// Installs what is missing (npm packages, Debian packages), builds, and then
+// serves the demo (--serve), runs every test (--test) or the benchmarks (--bench).
+// Node built-ins only: this runs before `npm ci`.
+import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const mode = process.argv[2] ?? '';
+const extraArgs = process.argv.slice(3);
+
+/** Debian packages the tests and the demo need, with a file that proves each is there. */
+const DEBIAN = [
+  { pkg: 'chromium', probe: '/usr/bin/chromium' },
+  { pkg: 'qemu-utils', probe: '/usr/bin/qemu-img' },
+  { pkg: 'nasm', probe: '/usr/bin/nasm' },
+  { pkg: 'seabios', probe: '/usr/share/seabios/bios-256k.bin' },
+  { pkg: 'zstd', probe: '/usr/bin/zstd' },
+];
+
+function log(msg) {
+  process.stdout.write(`[diskworker] ${msg}\n`);
+}
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: process.env, ...opts });
+  if (r.error) throw r.error;
+  return r.status ?? 1;
+}
+
+function mustRun(cmd, args, opts) {
+  const status = run(cmd, args, opts);
+  if (status !== 0) {
+    log(`'${cmd} ${args.join(' ')}' failed with exit code ${status}`);
+    process.exit(status);
+  }
+}
+
+function ensureNpm() {
+  const stamp = join(root, 'node_modules', '.package-lock.json');
+  const lock = join(root, 'package-lock.json');
+  if (existsSync(stamp) && statSync(stamp).mtimeMs >= statSync(lock).mtimeMs) return;
+  log('installing npm packages (npm ci)');
+  mustRun('npm', ['ci', '--no-audit', '--no-fund']);
+}
+
+function ensureDebian(needed) {
+  const missing = DEBIAN.filter((d) => needed.includes(d.pkg) && !existsSync(d.probe)).map((d) => d.pkg);
+  if (missing.length === 0) return;
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!isRoot) {
+    log(`missing Debian packages: ${missing.join(' ')}. Install them with:`);
+    log(`  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')}`);
+    process.exit(1);
+  }
+  log(`installing Debian packages: ${missing.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  mustRun('apt-get', ['update'], { env });
+  mustRun('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env });
+}
+
+function build() {
+  log('building (AssemblyScript → .wasm, TypeScript → dist/)');
+  mustRun('npm', ['run', '--silent', 'build']);
+}
+
+ensureNpm();
+switch (mode) {
+  case '--test': {
+    ensureDebian(DEBIAN.map((d) => d.pkg));
+    build();
+    log('unit and integration tests (Vitest)');
+    const unit = run('npx', ['vitest', 'run', ...extraArgs]);
+    log('browser tests (Playwright, Debian Chromium)');
+    const e2e = run('npx', ['playwright', 'test']);
+    log(`vitest ${unit === 0 ? 'passed' : 'FAILED'}, playwright ${e2e === 0 ? 'passed' : 'FAILED'}`);
+    process.exit(unit !== 0 ? unit : e2e);
+    break;
+  }
+  case '--bench': {
+    ensureDebian(DEBIAN.map((d) => d.pkg));
+    build();
+    process.exit(run('npx', ['tsx', 'bench/run.ts', ...extraArgs]));
+    break;
+  }
+  case '--serve': {
+    ensureDebian(['nasm', 'seabios']);
+    build();
+    log('serving the demo on http://127.0.0.1:5173/');
+    process.exit(run('npx', ['vite', '--config', 'vite.config.ts', '--host', '127.0.0.1', '--port', '5173', '--strictPort']));
+    break;
+  }
+  default:
+    ensureDebian(DEBIAN.map((d) => d.pkg));
+    build();
+}
