@@ -14,7 +14,7 @@
 // A run record is RUN_FIELDS f64 values (exact for offsets < 2^53):
 //   [kind, guest offset, host offset, length, compressed size, l2 index of the first entry]
 
-import { E_INVAL, E_CORRUPT } from './common';
+import { E_INVAL, E_CORRUPT } from './shared/common';
 
 export const KIND_NORMAL: i32 = 0;
 export const KIND_ZERO_PLAIN: i32 = 1;

@@ -5,7 +5,7 @@
 // Values cross the boundary as f64 (exact up to 2^53; refcounts never get near that),
 // with getU64 / setU64 for the full 64-bit range.
 
-import { E_INVAL, E_RANGE } from './common';
+import { E_INVAL, E_RANGE } from './shared/common';
 
 let errIndex: i32 = -1;
 let foundLen: u32 = 0;

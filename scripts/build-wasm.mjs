@@ -50,7 +50,6 @@ async function compile(name, variant) {
     path.relative(root, path.join(srcDir, `${name}.ts`)),
     '--outFile', path.relative(root, out),
     '--runtime', opts.runtime ?? 'stub',
-    '--initialMemory', '1',
     '--noColors',
   ];
   if (variant === 'debug') argv.push('--debug', '--optimizeLevel', '0');

@@ -19,7 +19,7 @@ export type WasmModuleName = 'zero' | 'l2' | 'refcount' | 'bitmap' | 'deflate' |
 export type WasmVariant = 'release' | 'debug';
 
 /**
- * Status codes shared by every module (assembly/common.ts keeps the same numbers).
+ * Status codes shared by every module (assembly/shared/common.ts keeps the same numbers).
  * Non-negative results are successes (a count, a length, an index).
  */
 export const WasmStatus = {

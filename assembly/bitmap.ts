@@ -1,0 +1,377 @@
+// Hierarchical dirty bitmap (QEMU's HBitmap is the model).
+//
+// Level 0 holds one bit per granule in 64-bit words; bit j of level k+1 is set iff word j
+// of level k is non-zero. The top level is a single word. next-dirty walks up until it
+// finds a non-zero word and back down: O(log64 n) words touched.
+//
+// Bit i of level 0 is bit i % 8 of byte i / 8 (words are little-endian), which is exactly
+// the qcow2 persistent-bitmap data layout, so (de)serialization is a copy.
+//
+// Bit indices and counts cross the boundary as f64 (exact below 2^53).
+
+import { E_INVAL, E_NOMEM } from './shared/common';
+
+const MAX_LEVELS: i32 = 8;
+// Header: nbits u64 @0, count u64 @8, levels u32 @16, then per level: ptr u32, words u32.
+const H_NBITS = 0;
+const H_COUNT = 8;
+const H_LEVELS = 16;
+const H_LV = 24;
+const HEADER_SIZE: usize = 24 + MAX_LEVELS * 8;
+
+export function alloc(size: usize): usize {
+  return heap.alloc(size);
+}
+
+export function release(ptr: usize): void {
+  heap.free(ptr);
+}
+
+@inline function nbitsOf(h: usize): u64 { return load<u64>(h, H_NBITS); }
+@inline function levelsOf(h: usize): i32 { return load<i32>(h, H_LEVELS); }
+@inline function lvPtr(h: usize, k: i32): usize { return <usize>load<u32>(h + H_LV + (<usize>k << 3)); }
+@inline function lvWords(h: usize, k: i32): u64 { return <u64>load<u32>(h + H_LV + (<usize>k << 3), 4); }
+@inline function word(p: usize, i: u64): u64 { return load<u64>(p + (<usize>i << 3)); }
+@inline function setWord(p: usize, i: u64, v: u64): void { store<u64>(p + (<usize>i << 3), v); }
+
+/** Creates a bitmap of `nbits` bits, all clear. Returns a handle, or 0 (bad size / no memory). */
+export function create(nbitsF: f64): usize {
+  if (!(nbitsF >= 1) || nbitsF > 274877906944.0) return 0; // up to 2^38 bits
+  const nbits = <u64>nbitsF;
+  const h = heap.alloc(HEADER_SIZE);
+  if (!h) return 0;
+  memory.fill(h, 0, HEADER_SIZE);
+  store<u64>(h, nbits, H_NBITS);
+  let words = (nbits + 63) >> 6;
+  let k: i32 = 0;
+  while (true) {
+    if (k >= MAX_LEVELS) return 0;
+    const p = heap.alloc(<usize>(words << 3));
+    if (!p) return 0;
+    memory.fill(p, 0, <usize>(words << 3));
+    store<u32>(h + H_LV + (<usize>k << 3), <u32>p);
+    store<u32>(h + H_LV + (<usize>k << 3), <u32>words, 4);
+    k++;
+    if (words == 1) break;
+    words = (words + 63) >> 6;
+  }
+  store<i32>(h, k, H_LEVELS);
+  return h;
+}
+
+/** Frees a bitmap. */
+export function destroy(h: usize): void {
+  if (!h) return;
+  const n = levelsOf(h);
+  for (let k = 0; k < n; k++) heap.free(lvPtr(h, k));
+  heap.free(h);
+}
+
+export function size(h: usize): f64 {
+  return <f64>nbitsOf(h);
+}
+
+export function count(h: usize): f64 {
+  return <f64>load<u64>(h, H_COUNT);
+}
+
+/** Recomputes the summary bits for words [a, b] of level k, up to the top. */
+function refreshUp(h: usize, a: u64, b: u64): void {
+  const n = levelsOf(h);
+  for (let k = 0; k < n - 1; k++) {
+    const lo = lvPtr(h, k);
+    const up = lvPtr(h, k + 1);
+    // Bits a..b of level k+1, word by word.
+    let j = a;
+    while (j <= b) {
+      const uw = j >> 6;
+      const last = min<u64>(b, (uw << 6) + 63);
+      let v = word(up, uw);
+      for (let i = j; i <= last; i++) {
+        const bit = (<u64>1) << (i & 63);
+        if (word(lo, i) != 0) v |= bit;
+        else v &= ~bit;
+      }
+      setWord(up, uw, v);
+      j = last + 1;
+    }
+    a >>= 6;
+    b >>= 6;
+  }
+}
+
+@inline function maskFrom(bit: u64): u64 { return (<u64>-1) << (bit & 63); }
+@inline function maskTo(bitInclusive: u64): u64 {
+  const s = bitInclusive & 63;
+  return s == 63 ? <u64>-1 : ((<u64>1) << (s + 1)) - 1;
+}
+
+/** Sets (value 1) or clears (value 0) bits [start, start + n). Returns 0 or E_INVAL. */
+export function setRange(h: usize, startF: f64, nF: f64, value: i32): i32 {
+  const nbits = nbitsOf(h);
+  if (!(startF >= 0) || !(nF >= 0) || startF + nF > <f64>nbits) return E_INVAL;
+  const n = <u64>nF;
+  if (n == 0) return 0;
+  const start = <u64>startF;
+  const last = start + n - 1;
+  const p = lvPtr(h, 0);
+  const w0 = start >> 6;
+  const w1 = last >> 6;
+  let cnt = load<u64>(h, H_COUNT);
+  for (let w = w0; w <= w1; w++) {
+    let m: u64 = <u64>-1;
+    if (w == w0) m &= maskFrom(start);
+    if (w == w1) m &= maskTo(last);
+    const old = word(p, w);
+    const nw = value ? old | m : old & ~m;
+    if (nw != old) {
+      cnt = cnt - <u64>popcnt(old) + <u64>popcnt(nw);
+      setWord(p, w, nw);
+    }
+  }
+  store<u64>(h, cnt, H_COUNT);
+  refreshUp(h, w0, w1);
+  return 0;
+}
+
+/** 1 if bit i is set, 0 if not, E_INVAL out of range. */
+export function get(h: usize, iF: f64): i32 {
+  if (!(iF >= 0) || iF >= <f64>nbitsOf(h)) return E_INVAL;
+  const i = <u64>iF;
+  return <i32>((word(lvPtr(h, 0), i >> 6) >> (i & 63)) & 1);
+}
+
+/** First set bit at or after `from` (any level-0 position), or nbits if none. */
+function findSet(h: usize, from: u64): u64 {
+  const nbits = nbitsOf(h);
+  if (from >= nbits) return nbits;
+  const n = levelsOf(h);
+  // pos: a bit index at level k.
+  let pos = from;
+  let k: i32 = 0;
+  let found: u64 = 0;
+  while (true) {
+    const words = lvWords(h, k);
+    const w = pos >> 6;
+    if (w >= words) return nbits;
+    const v = word(lvPtr(h, k), w) & maskFrom(pos);
+    if (v != 0) {
+      found = (w << 6) + <u64>ctz(v);
+      break;
+    }
+    // Nothing more in this word: continue with the next word, found through the level above.
+    k++;
+    if (k >= n) return nbits;
+    pos = w + 1;
+  }
+  // Descend: bit `found` of level k says word `found` of level k-1 is non-zero.
+  while (k > 0) {
+    k--;
+    const v = word(lvPtr(h, k), found);
+    found = (found << 6) + <u64>ctz(v);
+  }
+  return found < nbits ? found : nbits;
+}
+
+/** First set bit in [start, end), or -1. */
+export function nextDirty(h: usize, startF: f64, endF: f64): f64 {
+  const nbits = nbitsOf(h);
+  if (!(startF >= 0)) return -1;
+  const end = endF > <f64>nbits ? nbits : <u64>max<f64>(endF, 0);
+  const start = <u64>startF;
+  if (start >= end) return -1;
+  const r = findSet(h, start);
+  return r < end ? <f64>r : -1;
+}
+
+/** First clear bit in [start, end), or -1. Linear in the words scanned. */
+export function nextClear(h: usize, startF: f64, endF: f64): f64 {
+  const nbits = nbitsOf(h);
+  if (!(startF >= 0)) return -1;
+  const end = endF > <f64>nbits ? nbits : <u64>max<f64>(endF, 0);
+  let pos = <u64>startF;
+  if (pos >= end) return -1;
+  const p = lvPtr(h, 0);
+  let w = pos >> 6;
+  let v = ~word(p, w) & maskFrom(pos);
+  while (v == 0) {
+    w++;
+    if ((w << 6) >= end) return -1;
+    v = ~word(p, w);
+  }
+  const r = (w << 6) + <u64>ctz(v);
+  return r < end ? <f64>r : -1;
+}
+
+let areaLen: f64 = 0;
+
+/** Length of the area found by the last nextDirtyArea(). */
+export function areaLength(): f64 {
+  return areaLen;
+}
+
+/**
+ * First run of set bits in [start, end), at most maxLen long: returns its start (or -1),
+ * areaLength() gives its length.
+ */
+export function nextDirtyArea(h: usize, startF: f64, endF: f64, maxLenF: f64): f64 {
+  areaLen = 0;
+  const s = nextDirty(h, startF, endF);
+  if (s < 0) return -1;
+  const nbits = <f64>nbitsOf(h);
+  let e = min<f64>(min<f64>(endF, nbits), s + maxLenF);
+  const c = nextClear(h, s, e);
+  if (c >= 0) e = c;
+  areaLen = e - s;
+  return s;
+}
+
+/** Number of set bits in [start, start + n). */
+export function countRange(h: usize, startF: f64, nF: f64): f64 {
+  const nbits = nbitsOf(h);
+  if (!(startF >= 0) || !(nF >= 0) || startF + nF > <f64>nbits) return E_INVAL;
+  const n = <u64>nF;
+  if (n == 0) return 0;
+  const start = <u64>startF;
+  const last = start + n - 1;
+  const p = lvPtr(h, 0);
+  const w0 = start >> 6;
+  const w1 = last >> 6;
+  let c: u64 = 0;
+  for (let w = w0; w <= w1; w++) {
+    let m: u64 = <u64>-1;
+    if (w == w0) m &= maskFrom(start);
+    if (w == w1) m &= maskTo(last);
+    c += <u64>popcnt(word(p, w) & m);
+  }
+  return <f64>c;
+}
+
+/** Rebuilds count and all summary levels from level 0. */
+function rebuild(h: usize): void {
+  const p = lvPtr(h, 0);
+  const words = lvWords(h, 0);
+  let c: u64 = 0;
+  for (let w: u64 = 0; w < words; w++) c += <u64>popcnt(word(p, w));
+  store<u64>(h, c, H_COUNT);
+  const n = levelsOf(h);
+  for (let k = 1; k < n; k++) {
+    const lo = lvPtr(h, k - 1);
+    const loWords = lvWords(h, k - 1);
+    const up = lvPtr(h, k);
+    const upWords = lvWords(h, k);
+    for (let j: u64 = 0; j < upWords; j++) {
+      let v: u64 = 0;
+      const base = j << 6;
+      const lim = min<u64>(64, loWords - base);
+      for (let b: u64 = 0; b < lim; b++) if (word(lo, base + b) != 0) v |= (<u64>1) << b;
+      setWord(up, j, v);
+    }
+  }
+}
+
+/**
+ * dst |= src (op 0) or dst &= ~src (op 1). Both must have the same size. Returns 0 or E_INVAL.
+ */
+export function merge(dst: usize, src: usize, op: i32): i32 {
+  if (nbitsOf(dst) != nbitsOf(src) || op < 0 || op > 1) return E_INVAL;
+  const a = lvPtr(dst, 0);
+  const b = lvPtr(src, 0);
+  const words = lvWords(dst, 0);
+  // Only words where src has bits change: walk src's set words via its summary.
+  let w: u64 = 0;
+  let lo: u64 = words;
+  let hi: u64 = 0;
+  while (w < words) {
+    const bit = findSet(src, w << 6);
+    if (bit >= nbitsOf(src)) break;
+    w = bit >> 6;
+    const sv = word(b, w);
+    const dv = word(a, w);
+    setWord(a, w, op == 0 ? dv | sv : dv & ~sv);
+    if (w < lo) lo = w;
+    hi = w;
+    w++;
+  }
+  if (lo <= hi) {
+    // Recount and refresh only the touched span.
+    let c: u64 = 0;
+    for (let i: u64 = 0; i < words; i++) c += <u64>popcnt(word(a, i));
+    store<u64>(dst, c, H_COUNT);
+    refreshUp(dst, lo, hi);
+  }
+  return 0;
+}
+
+/** Clears everything. */
+export function clear(h: usize): void {
+  const n = levelsOf(h);
+  for (let k = 0; k < n; k++) memory.fill(lvPtr(h, k), 0, <usize>(lvWords(h, k) << 3));
+  store<u64>(h, 0, H_COUNT);
+}
+
+/**
+ * Copies bits [start, start + n) into `out` in the qcow2 bitmap data layout (bit i at
+ * byte i/8, bit i%8 from the least significant). `start` must be a multiple of 8;
+ * writes ceil(n / 8) bytes, with bits past the bitmap's end as zero.
+ */
+export function serialize(h: usize, startF: f64, nF: f64, out: usize): i32 {
+  const nbits = nbitsOf(h);
+  if (!(startF >= 0) || !(nF >= 0)) return E_INVAL;
+  const start = <u64>startF;
+  const n = <u64>nF;
+  if ((start & 7) != 0 || start > nbits) return E_INVAL;
+  const bytes = (n + 7) >> 3;
+  const avail = ((nbits + 7) >> 3) - (start >> 3);
+  const copy = min<u64>(bytes, avail);
+  memory.copy(out, lvPtr(h, 0) + <usize>(start >> 3), <usize>copy);
+  if (copy < bytes) memory.fill(out + <usize>copy, 0, <usize>(bytes - copy));
+  // Bits past start + n in the last byte stay as they are in the bitmap; clear them.
+  if ((n & 7) != 0) {
+    const lastP = out + <usize>(bytes - 1);
+    store<u8>(lastP, <u8>(<u32>load<u8>(lastP) & ((1 << <u32>(n & 7)) - 1)));
+  }
+  return 0;
+}
+
+/**
+ * Loads bits [start, start + n) from `inp` (qcow2 layout). `start` must be a multiple of 8.
+ * Bits past the end of the bitmap are ignored.
+ */
+export function deserialize(h: usize, startF: f64, nF: f64, inp: usize): i32 {
+  const nbits = nbitsOf(h);
+  if (!(startF >= 0) || !(nF >= 0)) return E_INVAL;
+  const start = <u64>startF;
+  if ((start & 7) != 0 || start > nbits) return E_INVAL;
+  let n = <u64>nF;
+  if (start + n > nbits) n = nbits - start;
+  if (n == 0) return 0;
+  const p = lvPtr(h, 0);
+  const last = start + n - 1;
+  const w0 = start >> 6;
+  const w1 = last >> 6;
+  let cnt = load<u64>(h, H_COUNT);
+  // Word by word: take the new bits under the mask, keep the others.
+  for (let w = w0; w <= w1; w++) {
+    let m: u64 = <u64>-1;
+    if (w == w0) m &= maskFrom(start);
+    if (w == w1) m &= maskTo(last);
+    // Gather 64 bits from the input stream starting at bit (w*64 - start) (a multiple of 8 away).
+    let v: u64 = 0;
+    const firstBit = w << 6;
+    for (let b: u64 = 0; b < 8; b++) {
+      const bit = firstBit + (b << 3);
+      if (bit < start || bit > last) continue;
+      v |= (<u64>load<u8>(inp + <usize>((bit - start) >> 3))) << (b << 3);
+    }
+    const old = word(p, w);
+    const nw = (old & ~m) | (v & m);
+    if (nw != old) {
+      cnt = cnt - <u64>popcnt(old) + <u64>popcnt(nw);
+      setWord(p, w, nw);
+    }
+  }
+  store<u64>(h, cnt, H_COUNT);
+  refreshUp(h, w0, w1);
+  return 0;
+}
