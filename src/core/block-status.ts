@@ -18,10 +18,12 @@ export function cowChild(n: BlockNode): BlockNode | undefined {
 }
 
 /**
- * Status of the range in the chain from `top` down to (but not including)
- * `base`: the first layer that has the range allocated answers; unallocated
- * everywhere reads as zeros beyond each layer's end. `pnum` is the length for
- * which the answer (and the depth) holds.
+ * Status of the range in the chain from `top` down to (not including) `base`,
+ * the way `qemu-img map` walks it: ask each layer with single-layer block
+ * status and stop at the first that says DATA or ZERO; `depth` counts the
+ * backing steps taken (filters do not count). A range unallocated in every
+ * layer answers status 0 (not present, not zero, not data), as qemu-img does.
+ * `pnum` is the length for which the whole answer holds.
  */
 export async function blockStatusAbove(
   top: BlockNode,
@@ -30,28 +32,24 @@ export async function blockStatusAbove(
   offset: number,
   bytes: number,
 ): Promise<StatusAbove> {
-  let n: BlockNode | undefined = top;
+  let n = top;
   let depth = 0;
-  let limit = bytes;
-  let first: BlockStatusResult | undefined;
-  while (n && n !== base) {
-    if (offset >= n.length && n !== top) {
-      // Past the end of a lower layer: zeros, unless something above had it.
-      return { status: Status.ZERO | Status.ALLOCATED, pnum: limit, depth };
+  let st = await blockStatus(n, wantZero, offset, bytes);
+  if (st.pnum === 0) return { ...st, depth };
+  for (;;) {
+    if (st.status & (Status.ZERO | Status.DATA)) break;
+    const next = n.backing?.node;
+    if (!next || next === base) {
+      st = { status: 0, pnum: st.pnum };
+      break;
     }
-    const st = await blockStatus(n, wantZero, offset, limit);
-    first ??= st;
-    if (st.pnum === 0) return { ...st, depth };
-    limit = Math.min(limit, st.pnum);
-    if (st.status & Status.ALLOCATED || n.filtered === undefined && n.backing === undefined) {
-      return { ...st, pnum: limit, depth };
-    }
-    const wasFilter = n.filtered !== undefined;
-    n = cowChild(n);
-    if (!wasFilter) depth++;
+    depth++;
+    n = next;
+    const below = await blockStatus(n, wantZero, offset, st.pnum);
+    // Past the end of a lower layer (only possible without wantZero): zeros.
+    st = below.pnum === 0 ? { status: Status.ZERO, pnum: st.pnum } : below;
   }
-  // Nothing in the chain above base has it.
-  return { status: first ? first.status & ~Status.ALLOCATED & ~Status.EOF : 0, pnum: limit, depth };
+  return { ...st, depth };
 }
 
 /**

@@ -1,0 +1,134 @@
+/**
+ * qemu-img amend for qcow2: compat up / down, lazy_refcounts, refcount_bits,
+ * backing file / format, data file name. Runs with the image lock held and
+ * all caches flushed.
+ */
+import type { OptionReader } from '../../core/options.js';
+import { BlockError, einval } from '../../core/errors.js';
+import { COMPAT, INCOMPAT, V3_HEADER_LENGTH } from './constants.js';
+import { countReferences, rebuildRefcounts } from './check.js';
+import { T, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './mapping.js';
+import type { Qcow2Image } from './qcow2.js';
+import { serializeHeader } from './header.js';
+
+export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boolean): Promise<void> {
+  const h = img.header;
+  const compat = o.string('compat');
+  const lazy = o.bool('lazy_refcounts');
+  const refcountBits = o.uint('refcount_bits');
+  const backingFile = o.has('backing_file') ? o.string('backing_file') : undefined;
+  const backingFmt = o.string('backing_fmt');
+  const size = o.size('size');
+  const clusterSize = o.size('cluster_size');
+  const dataFile = o.string('data_file');
+  const dataFileRaw = o.bool('data_file_raw');
+  const ctype = o.choice('compression_type', ['zlib', 'zstd'] as const);
+  const extL2 = o.bool('extended_l2');
+  const prealloc = o.string('preallocation');
+  o.bool('encryption');
+  o.finish();
+  if (clusterSize !== undefined && clusterSize !== img.cs) throw new BlockError('ENOTSUP', 'Changing the cluster size is not supported');
+  if (size !== undefined && size !== h.size) throw new BlockError('ENOTSUP', "Changing the image size with amend is not supported; use 'resize'");
+  if (ctype !== undefined && (ctype === 'zstd' ? 1 : 0) !== h.compressionType) throw new BlockError('ENOTSUP', 'Changing the compression type is not supported');
+  if (extL2 !== undefined && extL2 !== img.ext) throw new BlockError('ENOTSUP', 'Changing extended_l2 is not supported');
+  if (prealloc !== undefined) throw new BlockError('ENOTSUP', 'Changing the preallocation mode is not supported');
+  let version = h.version;
+  if (compat !== undefined) {
+    if (compat === '0.10' || compat === 'v2') version = 2;
+    else if (compat === '1.1' || compat === 'v3') version = 3;
+    else throw einval(`Invalid compatibility level: '${compat}'`);
+  }
+  if (dataFile !== undefined || dataFileRaw !== undefined) {
+    if (!img.hasDataFile) throw einval('data-file can only be set for images that use an external data file');
+    if (dataFile !== undefined) h.dataFile = dataFile;
+  }
+  if (version > h.version) {
+    h.version = 3;
+    h.headerLength = V3_HEADER_LENGTH;
+    h.refcountOrder = 4;
+    await img.writeHeader();
+  }
+  if (lazy !== undefined) {
+    if (h.version < 3 || version < 3) {
+      if (lazy) throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+    } else {
+      if (lazy) h.compatible |= COMPAT.LAZY_REFCOUNTS;
+      else h.compatible &= ~COMPAT.LAZY_REFCOUNTS;
+      img.lazyRefcounts = lazy;
+      await img.writeHeader();
+    }
+  }
+  if (refcountBits !== undefined && refcountBits !== 1 << h.refcountOrder) {
+    if (version < 3) throw einval('Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)');
+    if (refcountBits > 64 || refcountBits === 0 || (refcountBits & (refcountBits - 1)) !== 0) {
+      throw einval('Refcount width must be a power of two and may not exceed 64 bits');
+    }
+    const counts = await countReferences(img);
+    await rebuildRefcounts(img, counts, Math.log2(refcountBits));
+  }
+  if (backingFile !== undefined || backingFmt !== undefined) {
+    if (backingFile !== undefined) h.backingFile = backingFile || undefined;
+    if (backingFmt !== undefined) h.backingFormat = backingFmt;
+    if (!h.backingFile) h.backingFormat = undefined;
+    serializeHeader(h);
+    await img.writeHeader();
+  }
+  if (version < h.version) await downgrade(img);
+}
+
+async function downgrade(img: Qcow2Image): Promise<void> {
+  const h = img.header;
+  if (h.refcountOrder !== 4) throw einval('compat=0.10 requires refcount_bits=16');
+  if (img.hasDataFile) throw einval('Cannot downgrade an image with a data file');
+  if (img.ext) throw einval('Cannot downgrade an image with extended L2 entries');
+  if (h.compressionType !== 0) throw einval('Cannot downgrade an image with a non-zlib compression type');
+  if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', 'Downgrading an image with snapshots is not supported');
+  if (h.compatible & COMPAT.LAZY_REFCOUNTS) {
+    h.compatible &= ~COMPAT.LAZY_REFCOUNTS;
+    img.lazyRefcounts = false;
+  }
+  // Expand zero clusters: v2 has no zero flag.
+  const cs = img.cs;
+  const backing = img.node.backing;
+  const zeros = new Uint8Array(cs);
+  for (let i = 0; i < img.l1.length; i++) {
+    const l2 = img.l1[i]!;
+    if (!l2) continue;
+    for (let s = 0; s < cs / img.sliceBytes; s++) {
+      const sliceOff = l2 + s * img.sliceBytes;
+      const buf = await img.l2cache.get(sliceOff);
+      const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      let changed = false;
+      for (let j = 0; j < img.sliceEntries; j++) {
+        const e = readEntry(dv, j, false);
+        const ct = clusterType(e, false, false);
+        if (ct === T.ZERO_PLAIN) {
+          if (!backing) {
+            writeEntry(dv, j, false, { hi: 0, lo: 0, zero: 0, alloc: 0 });
+          } else {
+            const host = await img.refs.alloc(1);
+            await img.file.pwritev(host, cs, zeros);
+            writeEntry(dv, j, false, makeEntry(host, true));
+          }
+          changed = true;
+        } else if (ct === T.ZERO_ALLOC) {
+          const host = entryOffset(e.hi, e.lo);
+          await img.file.pwritev(host, cs, zeros);
+          writeEntry(dv, j, false, { hi: e.hi, lo: (e.lo & ~1) >>> 0, zero: 0, alloc: 0 });
+          changed = true;
+        }
+      }
+      if (changed) img.l2cache.setDirty(sliceOff, buf);
+    }
+  }
+  await img.flushAll();
+  await img.file.flush();
+  h.incompatible &= ~INCOMPAT.DIRTY;
+  if (h.incompatible !== 0n) throw einval('Cannot downgrade an image with incompatible features set');
+  h.version = 2;
+  h.headerLength = 72;
+  h.compatible = 0n;
+  h.autoclear = 0n;
+  h.bitmaps = undefined;
+  await img.writeHeader();
+}

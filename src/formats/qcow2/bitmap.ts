@@ -1,0 +1,77 @@
+/**
+ * Persistent dirty bitmaps: the directory is read (for listing, overlap
+ * checks and refcount checks). Bitmap operations are a later issue; a
+ * read-write open marks every bitmap in use, as QEMU does, so no reader trusts
+ * a bitmap that our writes made stale.
+ */
+import type { BdrvChild } from '../../core/child.js';
+import { BlockError } from '../../core/errors.js';
+import { BME, BME_FLAG_AUTO, BME_FLAG_IN_USE } from './constants.js';
+
+export interface Qcow2Bitmap {
+  name: string;
+  flags: number;
+  granularityBits: number;
+  type: number;
+  tableOffset: number;
+  tableSize: number;
+  /** Byte offset of this entry in the directory. */
+  entryOffset: number;
+}
+
+export async function readBitmapDirectory(
+  file: BdrvChild,
+  offset: number,
+  size: number,
+  count: number,
+  clusterSize: number,
+): Promise<{ bitmaps: Qcow2Bitmap[]; raw: Uint8Array }> {
+  const raw = new Uint8Array(size);
+  await file.preadv(offset, size, raw);
+  const dv = new DataView(raw.buffer);
+  const out: Qcow2Bitmap[] = [];
+  let pos = 0;
+  for (let i = 0; i < count; i++) {
+    if (pos + BME.FIXED > size) throw new BlockError('EINVAL', `Bitmap directory is truncated (entry ${i})`);
+    const nameSize = dv.getUint16(pos + BME.NAME_SIZE);
+    const extra = dv.getUint32(pos + BME.EXTRA_DATA_SIZE);
+    const len = BME.FIXED + extra + nameSize;
+    if (pos + len > size) throw new BlockError('EINVAL', `Bitmap directory entry ${i} exceeds the directory`);
+    const tableOffset = Number(dv.getBigUint64(pos + BME.TABLE_OFFSET));
+    const tableSize = dv.getUint32(pos + BME.TABLE_SIZE);
+    if (tableOffset % clusterSize !== 0) throw new BlockError('EINVAL', `Bitmap table offset 0x${tableOffset.toString(16)} is not aligned`);
+    if (tableSize > (1 << 27)) throw new BlockError('EINVAL', `Bitmap table of ${tableSize} entries is too large`);
+    out.push({
+      name: new TextDecoder().decode(raw.subarray(pos + BME.FIXED + extra, pos + len)),
+      flags: dv.getUint32(pos + BME.FLAGS),
+      type: raw[pos + BME.TYPE]!,
+      granularityBits: raw[pos + BME.GRANULARITY_BITS]!,
+      tableOffset,
+      tableSize,
+      entryOffset: pos,
+    });
+    pos += (len + 7) & ~7;
+  }
+  return { bitmaps: out, raw };
+}
+
+/** Sets the in-use flag of every bitmap in the raw directory. Returns whether anything changed. */
+export function markAllInUse(raw: Uint8Array, bitmaps: Qcow2Bitmap[]): boolean {
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  let changed = false;
+  for (const b of bitmaps) {
+    if (b.flags & BME_FLAG_IN_USE) continue;
+    b.flags |= BME_FLAG_IN_USE;
+    dv.setUint32(b.entryOffset + BME.FLAGS, b.flags);
+    changed = true;
+  }
+  return changed;
+}
+
+/** Bitmap description for qemu-img info. */
+export function describeBitmap(b: Qcow2Bitmap): Record<string, unknown> {
+  const flags: string[] = [];
+  if (b.flags & BME_FLAG_IN_USE) flags.push('in-use');
+  if (b.flags & BME_FLAG_AUTO) flags.push('auto');
+  return { flags, name: b.name, granularity: 2 ** b.granularityBits };
+}

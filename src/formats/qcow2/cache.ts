@@ -1,0 +1,193 @@
+/**
+ * Metadata caches (L2 table slices, refcount blocks) and the driver lock.
+ *
+ * A cache holds at most `capacity` entries of `entrySize` bytes, keyed by
+ * their host offset, in LRU order. Modified entries stay dirty until
+ * {@link MetaCache.flush} (or eviction) writes them; `before` runs first so a
+ * cache can depend on another one (L2 tables are written only after the
+ * refcount blocks that count their clusters, QEMU's cache dependency).
+ */
+import type { BdrvChild } from '../../core/child.js';
+import { withContext } from '../../core/errors.js';
+
+interface Entry {
+  buf: Uint8Array;
+  dirty: boolean;
+  lastUse: number;
+}
+
+export class MetaCache {
+  private readonly entries = new Map<number, Entry>();
+  private readonly loading = new Map<number, Promise<Uint8Array>>();
+  private clock = 0;
+  /** Runs before dirty entries are written (dependency flush). */
+  before: (() => Promise<void>) | null = null;
+  /** Checks a table's bytes after loading (throws to refuse). */
+  validate: ((offset: number, buf: Uint8Array) => void) | null = null;
+
+  constructor(
+    readonly name: string,
+    private readonly child: () => BdrvChild,
+    readonly entrySize: number,
+    public capacity: number,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The entry at `offset`, read from storage on a miss. */
+  async get(offset: number): Promise<Uint8Array> {
+    const e = this.entries.get(offset);
+    if (e) {
+      e.lastUse = ++this.clock;
+      return e.buf;
+    }
+    const pending = this.loading.get(offset);
+    if (pending) return pending;
+    const p = this.load(offset);
+    this.loading.set(offset, p);
+    try {
+      return await p;
+    } finally {
+      this.loading.delete(offset);
+    }
+  }
+
+  /** The entry if cached, without I/O. */
+  peek(offset: number): Uint8Array | undefined {
+    const e = this.entries.get(offset);
+    if (e) e.lastUse = ++this.clock;
+    return e?.buf;
+  }
+
+  private async load(offset: number): Promise<Uint8Array> {
+    const buf = new Uint8Array(this.entrySize);
+    await withContext(`while reading ${this.name} at 0x${offset.toString(16)}`, { offset }, async () => {
+      await this.child().preadv(offset, this.entrySize, buf);
+    });
+    this.validate?.(offset, buf);
+    await this.makeRoom();
+    const again = this.entries.get(offset);
+    if (again) return again.buf;
+    this.entries.set(offset, { buf, dirty: false, lastUse: ++this.clock });
+    return buf;
+  }
+
+  /** Inserts an entry whose content is known (a new table); dirty if not yet on disk. */
+  async put(offset: number, buf: Uint8Array, dirty: boolean): Promise<void> {
+    const e = this.entries.get(offset);
+    if (e) {
+      e.buf = buf;
+      e.dirty = e.dirty || dirty;
+      e.lastUse = ++this.clock;
+      return;
+    }
+    await this.makeRoom();
+    this.entries.set(offset, { buf, dirty, lastUse: ++this.clock });
+  }
+
+  markDirty(offset: number): void {
+    const e = this.entries.get(offset);
+    if (e) e.dirty = true;
+  }
+
+  /**
+   * Records that `buf` (the content of the entry at `offset`) was modified:
+   * synchronously, re-inserting it if a concurrent reader evicted it.
+   */
+  setDirty(offset: number, buf: Uint8Array): void {
+    const e = this.entries.get(offset);
+    if (e) {
+      e.buf = buf;
+      e.dirty = true;
+      e.lastUse = ++this.clock;
+    } else {
+      this.entries.set(offset, { buf, dirty: true, lastUse: ++this.clock });
+    }
+  }
+
+  /** Drops an entry without writing it (its cluster was freed). */
+  forget(offset: number): void {
+    this.entries.delete(offset);
+  }
+
+  /** Drops entries in [start, end) without writing them. */
+  forgetRange(start: number, end: number): void {
+    for (const k of [...this.entries.keys()]) if (k >= start && k < end) this.entries.delete(k);
+  }
+
+  get hasDirty(): boolean {
+    for (const e of this.entries.values()) if (e.dirty) return true;
+    return false;
+  }
+
+  private async makeRoom(): Promise<void> {
+    while (this.entries.size >= this.capacity) {
+      let victim: number | undefined;
+      let best = Infinity;
+      // Prefer clean entries; write a dirty one only when all are dirty.
+      for (const [k, e] of this.entries) {
+        const score = e.lastUse + (e.dirty ? 1e15 : 0);
+        if (score < best) {
+          best = score;
+          victim = k;
+        }
+      }
+      if (victim === undefined) return;
+      const e = this.entries.get(victim)!;
+      if (e.dirty) await this.flush();
+      this.entries.delete(victim);
+    }
+  }
+
+  /** Writes every dirty entry (after the dependency). Does not flush the child. */
+  async flush(): Promise<void> {
+    if (!this.hasDirty) return;
+    if (this.before) await this.before();
+    const dirty = [...this.entries].filter(([, e]) => e.dirty).sort((a, b) => a[0] - b[0]);
+    for (const [off, e] of dirty) {
+      e.dirty = false;
+      try {
+        await withContext(`while writing ${this.name} at 0x${off.toString(16)}`, { offset: off }, async () => {
+          await this.child().pwritev(off, this.entrySize, e.buf);
+        });
+      } catch (err) {
+        e.dirty = true;
+        throw err;
+      }
+    }
+  }
+
+  /** Drops clean entries not used since `mark` (cache-clean-interval). */
+  dropIdle(mark: number): void {
+    for (const [k, e] of this.entries) if (!e.dirty && e.lastUse <= mark) this.entries.delete(k);
+  }
+
+  /** Current use clock, for {@link dropIdle}. */
+  get now(): number {
+    return this.clock;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+/** A FIFO async lock (QEMU's s->lock). */
+export class Mutex {
+  private locked = false;
+  private readonly waiters: Array<() => void> = [];
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.locked) await new Promise<void>((r) => this.waiters.push(r));
+    else this.locked = true;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiters.shift();
+      if (next) next();
+      else this.locked = false;
+    }
+  }
+}

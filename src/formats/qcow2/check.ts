@@ -1,0 +1,387 @@
+/**
+ * qemu-img check for qcow2: recount every reference (header, L1/L2 tables,
+ * data and compressed clusters, snapshots, refcount structures, bitmaps),
+ * compare with the stored refcounts, check the COPIED flags, and repair
+ * leaks (decrement) or errors (rebuild the refcount structures), as QEMU does.
+ */
+import type { CheckFix, CheckResult } from '../../core/driver.js';
+import { BlockError } from '../../core/errors.js';
+import { BMT_OFFSET_MASK } from './constants.js';
+import { T, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subclusterType } from './mapping.js';
+import type { Qcow2Image } from './qcow2.js';
+import { setRefcount, maxRefcount } from './refcount.js';
+
+const hex = (n: number) => n.toString(16);
+
+interface Tally {
+  ref: Float64Array;
+  corruptions: number;
+  checkErrors: number;
+  messages: string[];
+  allocated: number;
+  fragmented: number;
+  compressed: number;
+}
+
+/** Runs a check; with `fix` repairs and re-checks, reporting the fixes. */
+export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+  const first = await checkOnce(img, fix);
+  if (first.leaksFixed === 0 && first.corruptionsFixed === 0) return first;
+  const again = await checkOnce(img, { leaks: false, errors: false });
+  again.leaksFixed = first.leaksFixed;
+  again.corruptionsFixed = first.corruptionsFixed;
+  again.messages = [...first.messages, ...again.messages];
+  return again;
+}
+
+async function checkOnce(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+  const cs = img.cs;
+  const file = img.file;
+  const h = img.header;
+  const nb = Math.ceil(file.length / cs);
+  if (nb > 1 << 28) throw new BlockError('EFBIG', `Image file of ${file.length} bytes is too large to check`);
+  const t: Tally = {
+    ref: new Float64Array(nb),
+    corruptions: 0,
+    checkErrors: 0,
+    messages: [],
+    allocated: 0,
+    fragmented: 0,
+    compressed: 0,
+  };
+  const inc = (offset: number, bytes: number) => {
+    if (bytes <= 0) return;
+    const a = Math.floor(offset / cs);
+    const b = Math.floor((offset + bytes - 1) / cs);
+    for (let c = a; c <= b; c++) {
+      if (c >= nb) {
+        t.messages.push(
+          `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(c * cs)} size 0x${hex(cs)}`,
+        );
+        t.corruptions++;
+        return;
+      }
+      t.ref[c]!++;
+    }
+  };
+  inc(0, cs);
+  // Active L1 and its tables (with allocation statistics).
+  await walkL1(img, t, inc, h.l1TableOffset, img.l1.length, true);
+  for (const s of img.snapshots) await walkL1(img, t, inc, s.l1TableOffset, s.l1Size, false);
+  if (h.nbSnapshots > 0) inc(h.snapshotsOffset, img.snapshotTableBytes);
+  // Bitmaps.
+  if (h.bitmaps) {
+    inc(h.bitmaps.directoryOffset, h.bitmaps.directorySize);
+    for (const b of img.bitmaps) {
+      inc(b.tableOffset, b.tableSize * 8);
+      if (b.tableSize === 0 || b.tableOffset + b.tableSize * 8 > file.length) continue;
+      const raw = new Uint8Array(b.tableSize * 8);
+      await file.preadv(b.tableOffset, raw.length, raw);
+      const dv = new DataView(raw.buffer);
+      for (let i = 0; i < b.tableSize; i++) {
+        const off = Number(dv.getBigUint64(i * 8) & BMT_OFFSET_MASK);
+        if (off) inc(off, cs);
+      }
+    }
+  }
+  // Everything but the refcount structures, for a rebuild.
+  const data = t.ref.slice();
+  // Refcount table and blocks.
+  let refStructErrors = 0;
+  inc(h.refcountTableOffset, h.refcountTableClusters * cs);
+  const table = img.refs.table;
+  const validBlock = new Uint8Array(table.length);
+  for (let i = 0; i < table.length; i++) {
+    const off = table[i]!;
+    if (!off) continue;
+    if (off % cs !== 0) {
+      t.messages.push(`ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
+      t.corruptions++;
+      refStructErrors++;
+      continue;
+    }
+    if (off >= file.length) {
+      t.messages.push(`ERROR refcount block ${i} is outside image`);
+      t.corruptions++;
+      refStructErrors++;
+      continue;
+    }
+    validBlock[i] = 1;
+    inc(off, cs);
+  }
+  // Compare.
+  let leaks = 0;
+  let refErrors = 0;
+  let highest = -1;
+  const leaked: Array<[number, number, number]> = [];
+  const perBlock = img.refs.perBlock;
+  const covered = table.length * perBlock;
+  const limit = Math.max(nb, 0);
+  for (let c = 0; c < limit; c++) {
+    const rb = Math.floor(c / perBlock);
+    const stored = c < covered && validBlock[rb] ? await img.refs.get(c) : 0;
+    const want = t.ref[c]!;
+    if (stored > 0 || want > 0) highest = c;
+    if (stored === want) continue;
+    if (stored > want) {
+      t.messages.push(`Leaked cluster ${c} refcount=${stored} reference=${want}`);
+      leaks++;
+      leaked.push([c, stored, want]);
+    } else {
+      t.messages.push(`ERROR cluster ${c} refcount=${stored} reference=${want}`);
+      refErrors++;
+      t.corruptions++;
+    }
+  }
+  let leaksFixed = 0;
+  let corruptionsFixed = 0;
+  if (fix.errors && (refErrors > 0 || refStructErrors > 0) && !img.readOnly) {
+    await rebuildRefcounts(img, data, img.refs.order);
+    corruptionsFixed += refErrors + refStructErrors;
+    leaksFixed += leaks;
+  } else if (fix.leaks && leaks > 0 && !img.readOnly) {
+    for (const [c, stored, want] of leaked) await img.refs.update(c, want - stored);
+    await img.refs.flushCache();
+    await file.flush();
+    leaksFixed += leaks;
+  }
+  // COPIED flags of the active tables.
+  const copied = await checkCopied(img, t, fix.errors && !img.readOnly);
+  corruptionsFixed += copied.fixed;
+  return {
+    corruptions: t.corruptions,
+    leaks,
+    checkErrors: t.checkErrors,
+    corruptionsFixed,
+    leaksFixed,
+    imageEndOffset: (highest + 1) * cs,
+    totalClusters: Math.ceil(h.size / cs),
+    allocatedClusters: t.allocated,
+    fragmentedClusters: t.fragmented,
+    compressedClusters: t.compressed,
+    messages: t.messages,
+  };
+}
+
+async function walkL1(
+  img: Qcow2Image,
+  t: Tally,
+  inc: (offset: number, bytes: number) => void,
+  l1Offset: number,
+  l1Size: number,
+  active: boolean,
+): Promise<void> {
+  const cs = img.cs;
+  const file = img.file;
+  if (l1Size === 0) return;
+  inc(l1Offset, l1Size * 8);
+  if (l1Offset + l1Size * 8 > file.length) return;
+  const raw = new Uint8Array(l1Size * 8);
+  await file.preadv(l1Offset, raw.length, raw);
+  const dv = new DataView(raw.buffer);
+  const table = new Uint8Array(cs);
+  const tdv = new DataView(table.buffer);
+  let nextContiguous = 0;
+  for (let i = 0; i < l1Size; i++) {
+    const off = entryOffset(dv.getUint32(i * 8), dv.getUint32(i * 8 + 4));
+    if (!off) continue;
+    if (off % cs !== 0) {
+      t.messages.push(`ERROR l2_offset=${hex(off)}: Table is not cluster aligned; L1 entry corrupted`);
+      t.corruptions++;
+      continue;
+    }
+    inc(off, cs);
+    if (off + cs > file.length) {
+      t.checkErrors += 0;
+      continue;
+    }
+    await file.preadv(off, cs, table);
+    for (let j = 0; j < img.l2Entries; j++) {
+      const e = readEntry(tdv, j, img.ext);
+      const ct = clusterType(e, img.ext, img.hasDataFile);
+      if (ct === T.COMPRESSED) {
+        if (img.hasDataFile) {
+          t.messages.push(`ERROR: compressed cluster ${j} in L2 table 0x${hex(off)} with an external data file`);
+          t.corruptions++;
+          continue;
+        }
+        const c = compressedInfo(e, img.cbits);
+        inc(c.offset & ~511, c.sectors * 512);
+        if (active) {
+          t.allocated++;
+          t.compressed++;
+          t.fragmented++;
+        }
+        continue;
+      }
+      if (img.ext) {
+        let bad = false;
+        for (let s = 0; s < 32; s++) if (subclusterType(ct, e, s) === T.INVALID) bad = true;
+        if (bad) {
+          t.messages.push(`ERROR: Invalid cluster entry found (L2 offset: 0x${hex(off)}, L2 index: 0x${hex(j)})`);
+          t.corruptions++;
+          continue;
+        }
+      }
+      if (ct === T.NORMAL || ct === T.ZERO_ALLOC) {
+        const host = entryOffset(e.hi, e.lo);
+        if (host % cs !== 0) {
+          t.messages.push(`ERROR offset=${hex(host)}: Cluster is not properly aligned; L2 entry corrupted.`);
+          t.corruptions++;
+          continue;
+        }
+        if (active) {
+          t.allocated++;
+          if (nextContiguous && host !== nextContiguous) t.fragmented++;
+          nextContiguous = host + cs;
+        }
+        if (!img.hasDataFile) inc(host, cs);
+      }
+    }
+  }
+}
+
+/** Checks (and with `repair` fixes) the COPIED flags of the active L1 and L2 tables. */
+async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<{ fixed: number }> {
+  const cs = img.cs;
+  let fixed = 0;
+  const table = new Uint8Array(cs);
+  const tdv = new DataView(table.buffer);
+  for (let i = 0; i < img.l1.length; i++) {
+    const off = img.l1[i]!;
+    if (!off || off % cs !== 0 || off + cs > img.file.length) continue;
+    const rc = await img.refs.get(off / cs);
+    const want = rc === 1;
+    if (want !== (img.l1Copied[i] === 1)) {
+      t.messages.push(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(off)} refcount=${rc}`);
+      t.corruptions++;
+      if (repair) {
+        img.l1Copied[i] = want ? 1 : 0;
+        const b = new Uint8Array(8);
+        const e = makeEntry(off, want);
+        new DataView(b.buffer).setUint32(0, e.hi);
+        new DataView(b.buffer).setUint32(4, e.lo);
+        await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
+        fixed++;
+      }
+    }
+    if (img.hasDataFile) continue;
+    await img.file.preadv(off, cs, table);
+    let dirty = false;
+    for (let j = 0; j < img.l2Entries; j++) {
+      const e = readEntry(tdv, j, img.ext);
+      const ct = clusterType(e, img.ext, false);
+      if (ct !== T.NORMAL && ct !== T.ZERO_ALLOC) continue;
+      const host = entryOffset(e.hi, e.lo);
+      if (host % cs !== 0) continue;
+      const drc = await img.refs.get(host / cs);
+      if ((drc === 1) !== isCopied(e.hi)) {
+        t.messages.push(`ERROR OFLAG_COPIED data cluster: l2_entry=${hex(e.hi * 4294967296 + e.lo)} refcount=${drc}`);
+        t.corruptions++;
+        if (repair) {
+          e.hi = drc === 1 ? (e.hi | 0x80000000) >>> 0 : (e.hi & 0x7fffffff) >>> 0;
+          tdv.setUint32(j * img.l2esz, e.hi);
+          dirty = true;
+          fixed++;
+        }
+      }
+    }
+    if (dirty) {
+      img.l2cache.forgetRange(off, off + cs);
+      await img.file.pwritev(off, cs, table);
+    }
+  }
+  if (fixed) await img.file.flush();
+  return { fixed };
+}
+
+/**
+ * Writes new refcount structures (blocks + table) after the end of the file
+ * describing `counts` plus themselves, then points the header at them.
+ */
+export async function rebuildRefcounts(img: Qcow2Image, counts: Float64Array, order: number): Promise<void> {
+  const cs = img.cs;
+  const perBlock = (cs * 8) >> order;
+  const max = maxRefcount(order);
+  let n = counts.length;
+  while (n > 0 && counts[n - 1] === 0) n--;
+  const areaStart = Math.max(Math.ceil(img.file.length / cs), n);
+  let blocks = 0;
+  let tableClusters = 1;
+  for (let i = 0; i < 64; i++) {
+    const total = areaStart + blocks + tableClusters;
+    const nb = Math.ceil(total / perBlock);
+    const nt = Math.max(1, Math.ceil((nb * 8) / cs));
+    if (nb === blocks && nt === tableClusters) break;
+    blocks = nb;
+    tableClusters = nt;
+  }
+  if (tableClusters * cs > 8 * 1024 * 1024) throw new BlockError('EFBIG', 'Rebuilt refcount table would be too large');
+  const areaEnd = areaStart + blocks + tableClusters;
+  const blockBuf = new Uint8Array(blocks * cs);
+  const tableBuf = new Uint8Array(tableClusters * cs);
+  const tdv = new DataView(tableBuf.buffer);
+  const table = new Float64Array((tableClusters * cs) / 8);
+  for (let c = 0; c < areaEnd; c++) {
+    let v = c < counts.length ? counts[c]! : 0;
+    if (c >= areaStart) v = 1;
+    if (v === 0) continue;
+    if (v > max) throw new BlockError('EIO', `Cluster ${c} has ${v} references, more than refcount width ${1 << order} can hold`);
+    const b = Math.floor(c / perBlock);
+    setRefcount(blockBuf.subarray(b * cs, (b + 1) * cs), c % perBlock, order, v);
+  }
+  for (let b = 0; b < blocks; b++) {
+    const off = (areaStart + b) * cs;
+    table[b] = off;
+    tdv.setBigUint64(b * 8, BigInt(off));
+  }
+  const file = img.file;
+  await file.pwritev(areaStart * cs, blockBuf.length, blockBuf);
+  const tableOff = (areaStart + blocks) * cs;
+  await file.pwritev(tableOff, tableBuf.length, tableBuf);
+  await file.flush();
+  const h = img.header;
+  h.refcountTableOffset = tableOff;
+  h.refcountTableClusters = tableClusters;
+  h.refcountOrder = order;
+  await img.writeHeader();
+  img.resetRefcounts(table, tableOff, order);
+}
+
+/** Counts every reference, for amend (refcount width change). */
+export async function countReferences(img: Qcow2Image): Promise<Float64Array> {
+  const res = await countOnly(img);
+  return res;
+}
+
+async function countOnly(img: Qcow2Image): Promise<Float64Array> {
+  // Reuse the check walk without comparing.
+  const cs = img.cs;
+  const nb = Math.ceil(img.file.length / cs);
+  const t: Tally = { ref: new Float64Array(nb), corruptions: 0, checkErrors: 0, messages: [], allocated: 0, fragmented: 0, compressed: 0 };
+  const inc = (offset: number, bytes: number) => {
+    const a = Math.floor(offset / cs);
+    const b = Math.floor((offset + bytes - 1) / cs);
+    for (let c = a; c <= b && c < nb; c++) t.ref[c]!++;
+  };
+  const h = img.header;
+  inc(0, cs);
+  await walkL1(img, t, inc, h.l1TableOffset, img.l1.length, true);
+  for (const s of img.snapshots) await walkL1(img, t, inc, s.l1TableOffset, s.l1Size, false);
+  if (h.nbSnapshots > 0) inc(h.snapshotsOffset, img.snapshotTableBytes);
+  if (h.bitmaps) {
+    inc(h.bitmaps.directoryOffset, h.bitmaps.directorySize);
+    for (const b of img.bitmaps) {
+      inc(b.tableOffset, b.tableSize * 8);
+      const raw = new Uint8Array(b.tableSize * 8);
+      await img.file.preadv(b.tableOffset, raw.length, raw);
+      const dv = new DataView(raw.buffer);
+      for (let i = 0; i < b.tableSize; i++) {
+        const off = Number(dv.getBigUint64(i * 8) & BMT_OFFSET_MASK);
+        if (off) inc(off, cs);
+      }
+    }
+  }
+  if (t.corruptions > 0) throw new BlockError('EIO', 'Image has corruptions; repair it with check first');
+  return t.ref;
+}

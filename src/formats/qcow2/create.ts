@@ -1,0 +1,307 @@
+/**
+ * qcow2 image creation (qemu-img create -f qcow2 -o ...) and measure.
+ * Layout as QEMU writes it: header, refcount table, refcount block(s), L1 table.
+ */
+import type { CreateContext, CreateOptionSpec, MeasureInfo } from '../../core/driver.js';
+import type { BlockNode } from '../../core/node.js';
+import { OptionReader } from '../../core/options.js';
+import { BlockError, einval } from '../../core/errors.js';
+import { joinRelative } from '../../core/graph.js';
+import { blockStatus } from '../../core/io.js';
+import { Status } from '../../core/driver.js';
+import { AUTOCLEAR, COMPAT, INCOMPAT, MAX_L1_BYTES, MAX_VIRTUAL_SIZE, V3_HEADER_LENGTH } from './constants.js';
+import { serializeHeader, type Qcow2Header } from './header.js';
+import { setRefcount } from './refcount.js';
+
+export const qcow2CreateOptions: readonly CreateOptionSpec[] = [
+  { name: 'size', type: 'size', help: 'Virtual disk size' },
+  { name: 'compat', type: 'string', help: 'Compatibility level (v2 [0.10], v3 [1.1])', default: '1.1' },
+  { name: 'backing_file', type: 'string', help: 'File name of a base image' },
+  { name: 'backing_fmt', type: 'string', help: 'Image format of the base image' },
+  { name: 'data_file', type: 'string', help: 'File name of an external data file' },
+  { name: 'data_file_raw', type: 'bool', help: 'The external data file must stay valid as a raw image', default: 'off' },
+  { name: 'cluster_size', type: 'size', help: 'qcow2 cluster size', default: '65536' },
+  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, metadata, falloc, full)', default: 'off' },
+  { name: 'lazy_refcounts', type: 'bool', help: 'Postpone refcount updates', default: 'off' },
+  { name: 'refcount_bits', type: 'number', help: 'Width of a reference count entry in bits', default: '16' },
+  { name: 'compression_type', type: 'string', help: 'Compression method used for image cluster compression', default: 'zlib' },
+  { name: 'extended_l2', type: 'bool', help: 'Extended L2 tables', default: 'off' },
+];
+
+export interface Qcow2CreateParams {
+  size: number;
+  version: 2 | 3;
+  backingFile?: string;
+  backingFmt?: string;
+  clusterSize: number;
+  prealloc: 'off' | 'metadata' | 'falloc' | 'full';
+  lazy: boolean;
+  refcountBits: number;
+  dataFile?: string;
+  dataFileRaw: boolean;
+  compressionType: number;
+  extendedL2: boolean;
+}
+
+/** Reads and validates creation options, with QEMU's messages. */
+export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2CreateParams & { sizeGiven: boolean } {
+  const size = o.size('size');
+  const compat = o.string('compat') ?? o.string('version') ?? '1.1';
+  const backingFile = o.string('backing_file');
+  const backingFmt = o.string('backing_fmt');
+  const clusterSize = o.size('cluster_size', 65536);
+  const prealloc = o.choice('preallocation', ['off', 'metadata', 'falloc', 'full'] as const, 'off');
+  const lazy = o.bool('lazy_refcounts', false);
+  const refcountBits = o.uint('refcount_bits', 16);
+  const dataFile = o.string('data_file');
+  const dataFileRaw = o.bool('data_file_raw', false);
+  const ctype = o.choice('compression_type', ['zlib', 'zstd'] as const, 'zlib');
+  const extendedL2 = o.bool('extended_l2', false);
+  const encryption = o.bool('encryption', false);
+  const encryptFormat = o.string('encrypt.format');
+  o.bool('nocow');
+  if (encryption || encryptFormat) throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported');
+  let version: 2 | 3;
+  if (compat === '0.10' || compat === 'v2') version = 2;
+  else if (compat === '1.1' || compat === 'v3') version = 3;
+  else throw einval(`Parameter 'version' does not accept value '${compat}'`);
+  if (size === undefined && sizeRequired && !backingFile) throw einval("Parameter 'size' is required");
+  if (size !== undefined && size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image size ${size} is too large`);
+  if (clusterSize < 512 || clusterSize > 2 * 1024 * 1024 || (clusterSize & (clusterSize - 1)) !== 0) {
+    throw einval('Cluster size must be a power of two between 512 and 2048k');
+  }
+  if (backingFmt && !backingFile) throw einval('Backing format cannot be used without backing file');
+  if (version < 3 && lazy) {
+    throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+  }
+  if (refcountBits > 64 || refcountBits === 0 || (refcountBits & (refcountBits - 1)) !== 0) {
+    throw einval('Refcount width must be a power of two and may not exceed 64 bits');
+  }
+  if (version < 3 && refcountBits !== 16) {
+    throw einval('Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)');
+  }
+  if (version < 3 && dataFile) {
+    throw einval('External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+  }
+  if (dataFileRaw && !dataFile) throw einval('data-file-raw requires data-file');
+  if (dataFileRaw && backingFile) throw einval('Backing file and data-file-raw cannot be used at the same time');
+  if (version < 3 && extendedL2) {
+    throw einval('Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+  }
+  if (extendedL2 && clusterSize < 16384) {
+    throw einval('Extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
+  }
+  if (backingFile && prealloc !== 'off' && !extendedL2) {
+    throw einval('Backing file and preallocation can only be used at the same time if extended_l2 is on');
+  }
+  if (version < 3 && ctype !== 'zlib') {
+    throw einval('Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+  }
+  return {
+    size: size ?? 0,
+    sizeGiven: size !== undefined,
+    version,
+    ...(backingFile ? { backingFile } : {}),
+    ...(backingFmt ? { backingFmt } : {}),
+    clusterSize,
+    prealloc,
+    lazy,
+    refcountBits,
+    ...(dataFile ? { dataFile } : {}),
+    dataFileRaw,
+    compressionType: ctype === 'zstd' ? 1 : 0,
+    extendedL2,
+  };
+}
+
+/** Builds the bytes of an empty image (header, refcount table and blocks, L1). */
+export function buildEmptyImage(p: Qcow2CreateParams): Uint8Array {
+  const cs = p.clusterSize;
+  const cbits = Math.log2(cs);
+  const order = Math.log2(p.refcountBits);
+  const l2Entries = cs / (p.extendedL2 ? 16 : 8);
+  const l1Size = Math.ceil(p.size / (cs * l2Entries));
+  if (l1Size * 8 > MAX_L1_BYTES) throw new BlockError('EFBIG', `Image size ${p.size} needs an L1 table larger than 32 MiB`);
+  const l1Clusters = Math.max(1, Math.ceil((l1Size * 8) / cs));
+  const perBlock = (cs * 8) >> order;
+  let rb = 1;
+  let rt = 1;
+  for (let i = 0; i < 32; i++) {
+    const total = 1 + rt + rb + l1Clusters;
+    const nrb = Math.ceil(total / perBlock);
+    const nrt = Math.max(1, Math.ceil((nrb * 8) / cs));
+    if (nrb === rb && nrt === rt) break;
+    rb = nrb;
+    rt = nrt;
+  }
+  const total = 1 + rt + rb + l1Clusters;
+  const out = new Uint8Array(total * cs);
+  const h: Qcow2Header = {
+    version: p.version,
+    backingFileOffset: 0,
+    backingFileSize: 0,
+    clusterBits: cbits,
+    size: p.size,
+    cryptMethod: 0,
+    l1Size,
+    l1TableOffset: (1 + rt + rb) * cs,
+    refcountTableOffset: cs,
+    refcountTableClusters: rt,
+    nbSnapshots: 0,
+    snapshotsOffset: 0,
+    incompatible: 0n,
+    compatible: p.lazy ? COMPAT.LAZY_REFCOUNTS : 0n,
+    autoclear: 0n,
+    refcountOrder: p.version === 3 ? order : 4,
+    headerLength: p.version === 3 ? V3_HEADER_LENGTH : 72,
+    compressionType: p.compressionType,
+    tail: new Uint8Array(0),
+    featureTable: [],
+    unknownExtensions: [],
+  };
+  if (p.compressionType !== 0) h.incompatible |= INCOMPAT.COMPRESSION;
+  if (p.extendedL2) h.incompatible |= INCOMPAT.EXTL2;
+  if (p.dataFile) {
+    h.incompatible |= INCOMPAT.DATA_FILE;
+    h.dataFile = p.dataFile;
+    if (p.dataFileRaw) h.autoclear |= AUTOCLEAR.DATA_FILE_RAW;
+  }
+  if (p.backingFile) {
+    h.backingFile = p.backingFile;
+    if (p.backingFmt) h.backingFormat = p.backingFmt;
+  }
+  out.set(serializeHeader(h), 0);
+  const dv = new DataView(out.buffer);
+  for (let b = 0; b < rb; b++) dv.setBigUint64(cs + b * 8, BigInt((1 + rt + b) * cs));
+  for (let c = 0; c < total; c++) {
+    const b = Math.floor(c / perBlock);
+    setRefcount(out.subarray((1 + rt + b) * cs, (2 + rt + b) * cs), c % perBlock, h.refcountOrder, 1);
+  }
+  return out;
+}
+
+export async function createQcow2(ctx: CreateContext): Promise<void> {
+  const p = readCreateOptions(ctx.options, true);
+  ctx.options.finish();
+  const graph = ctx.graph;
+  if (!p.sizeGiven && p.backingFile) {
+    // Size from the backing file.
+    const name = p.backingFile.startsWith('json:') ? p.backingFile : joinRelative(ctx.filename, p.backingFile);
+    const b = await graph.open(p.backingFmt ? { driver: p.backingFmt, file: { filename: name } } : name, { readOnly: true });
+    try {
+      p.size = b.length;
+    } finally {
+      await b.unref();
+    }
+  }
+  p.size = Math.ceil(p.size / 512) * 512;
+  const proto = graph.protocolFor(ctx.filename);
+  if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
+  await proto.create({ ...ctx, options: new OptionReader({ size: 0 }, `Block protocol '${proto.name}'`) });
+  if (p.dataFile) {
+    const dname = joinRelative(ctx.filename, p.dataFile);
+    const dproto = graph.protocolFor(dname);
+    if (!dproto.create) throw new BlockError('ENOTSUP', `Protocol driver '${dproto.name}' does not support image creation`);
+    await dproto.create({ ...ctx, filename: dname, options: new OptionReader({ size: 0 }, `Block protocol '${dproto.name}'`) });
+  }
+  const bytes = buildEmptyImage(p);
+  const fileNode = await graph.open({ driver: proto.name, filename: ctx.filename });
+  try {
+    const { BlockBackend } = await import('../../core/backend.js');
+    const bb = await BlockBackend.attach(graph, fileNode);
+    try {
+      await bb.truncate(bytes.length);
+      await bb.write(0, bytes);
+      await bb.flush();
+    } finally {
+      await bb.close();
+    }
+  } finally {
+    await fileNode.unref();
+  }
+  if (p.prealloc !== 'off' || p.dataFile) {
+    const { BlockBackend } = await import('../../core/backend.js');
+    const opts: Record<string, unknown> = { driver: 'qcow2', file: { driver: proto.name, filename: ctx.filename } };
+    if (p.dataFile) opts['data-file'] = { driver: graph.protocolFor(joinRelative(ctx.filename, p.dataFile)).name, filename: joinRelative(ctx.filename, p.dataFile) };
+    const bb = await BlockBackend.open(graph, opts, { noBacking: true });
+    try {
+      const inst = bb.node.instance as unknown as {
+        lock: { run<T>(fn: () => Promise<T>): Promise<T> };
+        preallocate(from: number, to: number, mode: string): Promise<void>;
+      };
+      if (p.prealloc !== 'off') await inst.lock.run(() => inst.preallocate(0, p.size, p.prealloc));
+      if (p.dataFileRaw && p.prealloc === 'off') await bb.node.children.find((c) => c.name === 'data-file')?.truncate(p.size, false, 'off');
+      await bb.flush();
+    } finally {
+      await bb.close();
+    }
+  }
+}
+
+/** QEMU's qcow2_refcount_metadata_size. */
+function refcountMetadataSize(clusters: number, cs: number, order: number): number {
+  const perTable = cs / 8;
+  const perBlock = (cs * 8) >> order;
+  let table = 0;
+  let blocks = 0;
+  let n = 0;
+  let last: number;
+  do {
+    last = n;
+    blocks = Math.ceil((clusters + table + blocks) / perBlock);
+    table = Math.ceil(blocks / perTable);
+    n = clusters + blocks + table;
+  } while (n !== last);
+  return (blocks + table) * cs;
+}
+
+/** QEMU's qcow2_calc_prealloc_size: image size with every cluster allocated. */
+export function preallocSize(total: number, cs: number, order: number, ext: boolean): number {
+  const aligned = Math.ceil(total / cs) * cs;
+  const esz = ext ? 16 : 8;
+  let meta = cs;
+  let nl2e = aligned / cs;
+  nl2e = Math.ceil(nl2e / (cs / esz)) * (cs / esz);
+  meta += nl2e * esz;
+  let nl1e = (nl2e * esz) / cs;
+  nl1e = Math.ceil(nl1e / (cs / 8)) * (cs / 8);
+  meta += nl1e * 8;
+  meta += refcountMetadataSize((meta + aligned) / cs, cs, order);
+  return meta + aligned;
+}
+
+/** qemu-img measure for a qcow2 target. */
+export async function measureQcow2(options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
+  const p = readCreateOptions(options, !source);
+  options.finish();
+  const cs = p.clusterSize;
+  const order = Math.log2(p.refcountBits);
+  let virtualSize: number;
+  let required: number;
+  if (source) {
+    virtualSize = Math.ceil(source.length / cs) * cs;
+    if (p.prealloc === 'full' || p.prealloc === 'falloc') {
+      required = virtualSize;
+    } else {
+      required = 0;
+      let off = 0;
+      const len = source.length;
+      while (off < len) {
+        const st = await blockStatus(source, true, off, len - off);
+        let pnum = Math.max(st.pnum, 1);
+        if (st.status & Status.ZERO) {
+          // Zero ranges need no data.
+        } else if ((st.status & (Status.DATA | Status.ALLOCATED)) === (Status.DATA | Status.ALLOCATED) || st.status & Status.DATA) {
+          pnum = Math.ceil((off + pnum) / cs) * cs - off;
+          required += (off % cs) + pnum;
+        }
+        off += pnum;
+      }
+    }
+  } else {
+    virtualSize = Math.ceil(p.size / cs) * cs;
+    required = p.prealloc === 'full' || p.prealloc === 'falloc' ? virtualSize : 0;
+  }
+  const full = preallocSize(virtualSize, cs, order, p.extendedL2);
+  return { required: full - virtualSize + required, fullyAllocated: full };
+}

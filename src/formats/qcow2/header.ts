@@ -1,0 +1,385 @@
+/**
+ * qcow2 header: parse and validate (every field before use), and serialize
+ * with its extensions. Unknown header fields and unknown extensions are kept
+ * and written back unchanged.
+ */
+import { BlockError } from '../../core/errors.js';
+import {
+  AUTOCLEAR,
+  COMPRESSION_NAMES,
+  EXT,
+  FEATURE_ENTRY_SIZE,
+  FEATURE_NAMES,
+  HDR,
+  INCOMPAT,
+  INCOMPAT_KNOWN,
+  MAX_BACKING_NAME,
+  MAX_BITMAPS,
+  MAX_BITMAP_DIRECTORY,
+  MAX_CLUSTER_BITS,
+  MAX_L1_BYTES,
+  MAX_REFTABLE_BYTES,
+  MAX_SNAPSHOTS,
+  MAX_VIRTUAL_SIZE,
+  MIN_CLUSTER_BITS,
+  QCOW2_MAGIC,
+  V2_HEADER_LENGTH,
+  V3_HEADER_LENGTH,
+  V3_MIN_HEADER_LENGTH,
+} from './constants.js';
+
+export interface FeatureName {
+  type: number;
+  bit: number;
+  name: string;
+}
+
+export interface BitmapsExtension {
+  nbBitmaps: number;
+  directorySize: number;
+  directoryOffset: number;
+}
+
+/** A parsed header with its extensions. */
+export interface Qcow2Header {
+  version: 2 | 3;
+  backingFileOffset: number;
+  backingFileSize: number;
+  clusterBits: number;
+  size: number;
+  cryptMethod: number;
+  l1Size: number;
+  l1TableOffset: number;
+  refcountTableOffset: number;
+  refcountTableClusters: number;
+  nbSnapshots: number;
+  snapshotsOffset: number;
+  incompatible: bigint;
+  compatible: bigint;
+  autoclear: bigint;
+  refcountOrder: number;
+  headerLength: number;
+  compressionType: number;
+  /** Bytes of the header past byte 105 up to headerLength (future fields, padding), kept on rewrite. */
+  tail: Uint8Array;
+  backingFile?: string;
+  backingFormat?: string;
+  dataFile?: string;
+  featureTable: FeatureName[];
+  bitmaps?: BitmapsExtension;
+  /** Extensions we do not interpret, kept on rewrite. */
+  unknownExtensions: Array<{ type: number; data: Uint8Array }>;
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+function einval(msg: string): BlockError {
+  return new BlockError('EINVAL', msg);
+}
+
+/** Reads a u64 as a number, refusing values that are not safe integers. */
+function u64(dv: DataView, off: number, field: string): number {
+  const v = dv.getBigUint64(off);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new BlockError('EFBIG', `qcow2 header field ${field} has an unsupported value ${v}`);
+  }
+  return Number(v);
+}
+
+/** Reads the cluster bits from the first bytes, after checking magic and version. */
+export function peekClusterBits(buf: Uint8Array): number {
+  if (buf.length < V2_HEADER_LENGTH) throw einval(`Image is not in qcow2 format (only ${buf.length} bytes)`);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (dv.getUint32(HDR.MAGIC) !== QCOW2_MAGIC) throw einval('Image is not in qcow2 format');
+  const version = dv.getUint32(HDR.VERSION);
+  if (version < 2 || version > 3) throw new BlockError('ENOTSUP', `Unsupported qcow2 version ${version}`);
+  const cb = dv.getUint32(HDR.CLUSTER_BITS);
+  if (cb < MIN_CLUSTER_BITS || cb > MAX_CLUSTER_BITS) {
+    throw einval(`Unsupported cluster size: 2^${cb} (cluster_bits must be between 9 and 21)`);
+  }
+  return cb;
+}
+
+/** Name of a feature bit from the image's feature table, or a description. */
+export function featureName(table: FeatureName[], type: number, bit: number): string {
+  const e = table.find((f) => f.type === type && f.bit === bit);
+  return e ? e.name : `Unknown incompatible feature: ${hex(Number(1n << BigInt(bit)))}`;
+}
+
+/**
+ * Parses the header cluster `buf` (the first cluster of the file, or all of
+ * the file if shorter). `fileLength` bounds the tables.
+ */
+export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
+  const clusterBits = peekClusterBits(buf);
+  const clusterSize = 2 ** clusterBits;
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const version = dv.getUint32(HDR.VERSION) as 2 | 3;
+  const h: Qcow2Header = {
+    version,
+    backingFileOffset: u64(dv, HDR.BACKING_FILE_OFFSET, 'backing_file_offset'),
+    backingFileSize: dv.getUint32(HDR.BACKING_FILE_SIZE),
+    clusterBits,
+    size: u64(dv, HDR.SIZE, 'size'),
+    cryptMethod: dv.getUint32(HDR.CRYPT_METHOD),
+    l1Size: dv.getUint32(HDR.L1_SIZE),
+    l1TableOffset: u64(dv, HDR.L1_TABLE_OFFSET, 'l1_table_offset'),
+    refcountTableOffset: u64(dv, HDR.REFCOUNT_TABLE_OFFSET, 'refcount_table_offset'),
+    refcountTableClusters: dv.getUint32(HDR.REFCOUNT_TABLE_CLUSTERS),
+    nbSnapshots: dv.getUint32(HDR.NB_SNAPSHOTS),
+    snapshotsOffset: u64(dv, HDR.SNAPSHOTS_OFFSET, 'snapshots_offset'),
+    incompatible: 0n,
+    compatible: 0n,
+    autoclear: 0n,
+    refcountOrder: 4,
+    headerLength: V2_HEADER_LENGTH,
+    compressionType: 0,
+    tail: new Uint8Array(0),
+    featureTable: [],
+    unknownExtensions: [],
+  };
+  if (version === 3) {
+    if (buf.length < V3_MIN_HEADER_LENGTH) throw einval('qcow2 header too short');
+    h.incompatible = dv.getBigUint64(HDR.INCOMPATIBLE_FEATURES);
+    h.compatible = dv.getBigUint64(HDR.COMPATIBLE_FEATURES);
+    h.autoclear = dv.getBigUint64(HDR.AUTOCLEAR_FEATURES);
+    h.refcountOrder = dv.getUint32(HDR.REFCOUNT_ORDER);
+    h.headerLength = dv.getUint32(HDR.HEADER_LENGTH);
+    if (h.headerLength < V3_MIN_HEADER_LENGTH) throw einval(`qcow2 header too short (header_length ${h.headerLength})`);
+    if (h.headerLength > clusterSize || h.headerLength > buf.length) {
+      throw einval(`qcow2 header exceeds cluster size (header_length ${h.headerLength}, cluster size ${clusterSize})`);
+    }
+    if (h.headerLength % 8 !== 0) throw einval(`qcow2 header_length ${h.headerLength} is not a multiple of 8`);
+    if (h.headerLength > HDR.COMPRESSION_TYPE) {
+      h.compressionType = buf[HDR.COMPRESSION_TYPE]!;
+      h.tail = buf.slice(HDR.COMPRESSION_TYPE + 1, h.headerLength);
+    }
+  }
+  // Fields that need no extension data.
+  if (h.refcountOrder > 6) {
+    throw einval(`Reference count entry width too large; may not exceed 64 bits (refcount_order ${h.refcountOrder})`);
+  }
+  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method: ${h.cryptMethod}`);
+  if (h.backingFileOffset !== 0) {
+    if (h.backingFileOffset > clusterSize) {
+      throw einval(`Invalid backing file offset ${hex(h.backingFileOffset)} (beyond the first cluster)`);
+    }
+    if (h.backingFileSize > MAX_BACKING_NAME) {
+      throw new BlockError('EINVAL', `Backing file name too long (${h.backingFileSize} bytes, at most 1023)`);
+    }
+    if (h.backingFileOffset + h.backingFileSize > Math.min(clusterSize, buf.length)) {
+      throw einval(`Backing file name at ${hex(h.backingFileOffset)} of ${h.backingFileSize} bytes exceeds the first cluster`);
+    }
+  }
+  parseExtensions(h, buf, clusterSize);
+  const unknown = h.incompatible & ~INCOMPAT_KNOWN;
+  if (unknown !== 0n) {
+    const names: string[] = [];
+    for (let bit = 0; bit < 64; bit++) {
+      if (unknown & (1n << BigInt(bit))) names.push(featureName(h.featureTable, 0, bit));
+    }
+    throw new BlockError('ENOTSUP', `Unsupported qcow2 feature(s): ${names.join(', ')}`);
+  }
+  if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
+    h.backingFile = new TextDecoder().decode(buf.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize));
+  }
+  if (h.compressionType > 1) {
+    throw new BlockError('ENOTSUP', `qcow2: unknown compression type: ${h.compressionType}`);
+  }
+  if (h.compressionType !== 0 && !(h.incompatible & INCOMPAT.COMPRESSION)) {
+    throw einval('compression_type field is non-zero but the compression type bit is not set');
+  }
+  if (h.compressionType === 0 && h.incompatible & INCOMPAT.COMPRESSION) {
+    throw einval('Compression type incompatible feature bit must not be set for zlib');
+  }
+  if (h.incompatible & INCOMPAT.EXTL2 && clusterBits < 14) {
+    throw einval(`Extended L2 entries are only supported with cluster sizes of at least 16384 bytes (cluster_bits ${clusterBits})`);
+  }
+  if (h.autoclear & AUTOCLEAR.DATA_FILE_RAW && !(h.incompatible & INCOMPAT.DATA_FILE)) {
+    // QEMU clears the bit rather than failing; so do we (on the next header write).
+    h.autoclear &= ~AUTOCLEAR.DATA_FILE_RAW;
+  }
+  validateTables(h, fileLength);
+  return h;
+}
+
+function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): void {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let pos = h.headerLength;
+  const end = Math.min(h.backingFileOffset !== 0 ? h.backingFileOffset : clusterSize, buf.length);
+  const seen = new Set<number>();
+  const text = new TextDecoder();
+  while (pos < end) {
+    if (end - pos < 8) throw einval(`qcow2 header extension at ${hex(pos)} is truncated`);
+    const type = dv.getUint32(pos);
+    const len = dv.getUint32(pos + 4);
+    pos += 8;
+    if (type === EXT.END) break;
+    if (len > end - pos) {
+      throw einval(`qcow2 header extension ${hex(type)}: len=${len} too large (>=${end - pos} bytes left)`);
+    }
+    const data = buf.subarray(pos, pos + len);
+    if (type !== EXT.FEATURE_TABLE && seen.has(type)) {
+      throw einval(`qcow2 header extension ${hex(type)} appears twice`);
+    }
+    seen.add(type);
+    switch (type) {
+      case EXT.BACKING_FORMAT:
+        if (len > 1023) throw einval(`ERROR: ext_backing_format: len=${len} too large`);
+        h.backingFormat = text.decode(data);
+        break;
+      case EXT.DATA_FILE:
+        if (len > 1023) throw einval(`ERROR: ext_data_file: len=${len} too large`);
+        h.dataFile = text.decode(data);
+        break;
+      case EXT.FEATURE_TABLE:
+        for (let i = 0; i + FEATURE_ENTRY_SIZE <= len; i += FEATURE_ENTRY_SIZE) {
+          const raw = data.subarray(i + 2, i + FEATURE_ENTRY_SIZE);
+          const nul = raw.indexOf(0);
+          h.featureTable.push({ type: data[i]!, bit: data[i + 1]!, name: text.decode(nul < 0 ? raw : raw.subarray(0, nul)) });
+        }
+        break;
+      case EXT.BITMAPS: {
+        if (len !== 24) throw einval(`bitmaps_ext: Invalid extension length ${len} (expected 24)`);
+        const e = new DataView(data.buffer, data.byteOffset, 24);
+        if (e.getUint32(4) !== 0) throw einval('bitmaps_ext: Reserved field is not zero');
+        const nb = e.getUint32(0);
+        const size = e.getBigUint64(8);
+        const off = e.getBigUint64(16);
+        if (!(h.autoclear & AUTOCLEAR.BITMAPS)) {
+          // Written by a program without bitmap support: the bitmaps are stale. Keep the bytes.
+          h.unknownExtensions.push({ type, data: data.slice() });
+          break;
+        }
+        if (nb === 0 || nb > MAX_BITMAPS) throw einval(`bitmaps_ext: invalid number of bitmaps ${nb} (1..${MAX_BITMAPS})`);
+        if (size > BigInt(MAX_BITMAP_DIRECTORY)) throw einval(`bitmaps_ext: bitmap directory size ${size} is too large`);
+        if (off > BigInt(Number.MAX_SAFE_INTEGER) || Number(off) % clusterSize !== 0) {
+          throw einval(`bitmaps_ext: invalid bitmap directory offset ${off}`);
+        }
+        h.bitmaps = { nbBitmaps: nb, directorySize: Number(size), directoryOffset: Number(off) };
+        break;
+      }
+      case EXT.CRYPTO:
+        throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported');
+      default:
+        h.unknownExtensions.push({ type, data: data.slice() });
+    }
+    pos += (len + 7) & ~7;
+  }
+  if (h.autoclear & AUTOCLEAR.BITMAPS && !h.bitmaps) {
+    // Bit set without the extension: it means nothing; drop it on rewrite.
+    h.autoclear &= ~AUTOCLEAR.BITMAPS;
+  }
+}
+
+function validateTables(h: Qcow2Header, fileLength: number): void {
+  const cs = 2 ** h.clusterBits;
+  const inFile = (off: number, bytes: number, what: string) => {
+    if (off % cs !== 0) throw einval(`Invalid ${what} offset ${hex(off)} (not aligned to the cluster size ${cs})`);
+    if (bytes > 0 && off + bytes > fileLength) {
+      throw einval(`${what} at ${hex(off)} of ${bytes} bytes lies beyond the end of the file (${fileLength} bytes)`);
+    }
+  };
+  if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image is too big (size ${h.size})`);
+  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', `Encrypted qcow2 images are not supported (crypt_method ${h.cryptMethod})`);
+  const reftableBytes = h.refcountTableClusters * cs;
+  if (h.refcountTableClusters === 0) throw einval('Invalid reference count table size 0 (refcount_table_clusters)');
+  if (reftableBytes > MAX_REFTABLE_BYTES) {
+    throw einval(`Reference count table too large (refcount_table_clusters ${h.refcountTableClusters})`);
+  }
+  if (h.refcountTableOffset === 0) throw einval('Invalid reference count table offset 0x0');
+  inFile(h.refcountTableOffset, reftableBytes, 'reference count table');
+  if (h.nbSnapshots > MAX_SNAPSHOTS) throw einval(`Too many snapshots (nb_snapshots ${h.nbSnapshots})`);
+  if (h.nbSnapshots > 0) inFile(h.snapshotsOffset, h.nbSnapshots * 40, 'snapshot table');
+  if (h.l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `Active L1 table too large (l1_size ${h.l1Size})`);
+  const l2Entries = cs / (h.incompatible & INCOMPAT.EXTL2 ? 16 : 8);
+  const needed = Math.ceil(h.size / (l2Entries * cs));
+  if (h.l1Size < needed) throw einval(`L1 table is too small (l1_size ${h.l1Size}, the size ${h.size} needs ${needed})`);
+  if (h.l1Size > 0) inFile(h.l1TableOffset, h.l1Size * 8, 'L1 table');
+  if (h.bitmaps) inFile(h.bitmaps.directoryOffset, h.bitmaps.directorySize, 'bitmap directory');
+}
+
+/**
+ * Serializes the header and extensions into one cluster. Throws EFBIG
+ * when they do not fit.
+ */
+export function serializeHeader(h: Qcow2Header): Uint8Array {
+  const cs = 2 ** h.clusterBits;
+  const out = new Uint8Array(cs);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(HDR.MAGIC, QCOW2_MAGIC);
+  dv.setUint32(HDR.VERSION, h.version);
+  dv.setUint32(HDR.CLUSTER_BITS, h.clusterBits);
+  dv.setBigUint64(HDR.SIZE, BigInt(h.size));
+  dv.setUint32(HDR.CRYPT_METHOD, h.cryptMethod);
+  dv.setUint32(HDR.L1_SIZE, h.l1Size);
+  dv.setBigUint64(HDR.L1_TABLE_OFFSET, BigInt(h.l1TableOffset));
+  dv.setBigUint64(HDR.REFCOUNT_TABLE_OFFSET, BigInt(h.refcountTableOffset));
+  dv.setUint32(HDR.REFCOUNT_TABLE_CLUSTERS, h.refcountTableClusters);
+  dv.setUint32(HDR.NB_SNAPSHOTS, h.nbSnapshots);
+  dv.setBigUint64(HDR.SNAPSHOTS_OFFSET, BigInt(h.snapshotsOffset));
+  let pos = V2_HEADER_LENGTH;
+  if (h.version === 3) {
+    const len = Math.max(h.headerLength, V3_HEADER_LENGTH);
+    dv.setBigUint64(HDR.INCOMPATIBLE_FEATURES, h.incompatible);
+    dv.setBigUint64(HDR.COMPATIBLE_FEATURES, h.compatible);
+    dv.setBigUint64(HDR.AUTOCLEAR_FEATURES, h.autoclear);
+    dv.setUint32(HDR.REFCOUNT_ORDER, h.refcountOrder);
+    dv.setUint32(HDR.HEADER_LENGTH, len);
+    out[HDR.COMPRESSION_TYPE] = h.compressionType;
+    out.set(h.tail.subarray(0, len - HDR.COMPRESSION_TYPE - 1), HDR.COMPRESSION_TYPE + 1);
+    pos = len;
+  }
+  const enc = new TextEncoder();
+  const ext = (type: number, data: Uint8Array) => {
+    const padded = (data.length + 7) & ~7;
+    if (pos + 8 + padded + 8 > cs) throw new BlockError('EFBIG', 'Header extensions do not fit in the first cluster');
+    dv.setUint32(pos, type);
+    dv.setUint32(pos + 4, data.length);
+    out.set(data, pos + 8);
+    pos += 8 + padded;
+  };
+  if (h.backingFormat !== undefined && h.backingFile !== undefined) ext(EXT.BACKING_FORMAT, enc.encode(h.backingFormat));
+  if (h.dataFile !== undefined) ext(EXT.DATA_FILE, enc.encode(h.dataFile));
+  if (h.version === 3) {
+    const table = new Uint8Array(FEATURE_NAMES.length * FEATURE_ENTRY_SIZE);
+    FEATURE_NAMES.forEach(([type, bit, name], i) => {
+      table[i * FEATURE_ENTRY_SIZE] = type;
+      table[i * FEATURE_ENTRY_SIZE + 1] = bit;
+      table.set(enc.encode(name), i * FEATURE_ENTRY_SIZE + 2);
+    });
+    ext(EXT.FEATURE_TABLE, table);
+  }
+  if (h.bitmaps) {
+    const b = new Uint8Array(24);
+    const bd = new DataView(b.buffer);
+    bd.setUint32(0, h.bitmaps.nbBitmaps);
+    bd.setBigUint64(8, BigInt(h.bitmaps.directorySize));
+    bd.setBigUint64(16, BigInt(h.bitmaps.directoryOffset));
+    ext(EXT.BITMAPS, b);
+  }
+  for (const u of h.unknownExtensions) ext(u.type, u.data);
+  // End marker (already zero).
+  pos += 8;
+  if (h.backingFile !== undefined && h.backingFile !== '') {
+    const name = enc.encode(h.backingFile);
+    if (name.length > MAX_BACKING_NAME) throw einval(`Backing file name too long (${name.length} bytes)`);
+    if (pos + name.length > cs) throw new BlockError('EFBIG', 'Backing file name does not fit in the first cluster');
+    out.set(name, pos);
+    dv.setBigUint64(HDR.BACKING_FILE_OFFSET, BigInt(pos));
+    dv.setUint32(HDR.BACKING_FILE_SIZE, name.length);
+    pos += name.length;
+  }
+  return out;
+}
+
+/** The `format-specific` data qemu-img info shows. */
+export function describeFeatures(h: Qcow2Header): Record<string, unknown> {
+  if (h.version === 2) return { compat: '0.10', 'compression-type': 'zlib', 'refcount-bits': 16 };
+  const data: Record<string, unknown> = {
+    compat: '1.1',
+    'compression-type': COMPRESSION_NAMES[h.compressionType] ?? 'zlib',
+    'lazy-refcounts': (h.compatible & 1n) !== 0n,
+  };
+  return data;
+}

@@ -1,0 +1,364 @@
+/**
+ * Reference counts: reading and updating refcount entries of every width
+ * (1..64 bits), cluster allocation, refcount block creation (including blocks
+ * that describe themselves) and refcount table growth.
+ *
+ * Ordering rules for crash safety (a cut at any write leaves no corruption):
+ * - a new refcount block is written, then flushed, before the refcount table
+ *   entry that points to it;
+ * - a grown refcount table is written with its own refcounts before the header
+ *   points to it; the old table is freed only after that;
+ * - refcount increments reach the disk before the L2 / L1 entries that use the
+ *   clusters (the image flushes this cache before its L2 cache);
+ * - decrements are queued ({@link Refcounts.queueFree}) and applied only after
+ *   the references are gone on disk.
+ */
+import type { BdrvChild } from '../../core/child.js';
+import { BlockError } from '../../core/errors.js';
+import { MetaCache } from './cache.js';
+
+/** Reads entry `idx` of a refcount block with `order` (width 1 << order bits). */
+export function getRefcount(buf: Uint8Array, idx: number, order: number): number {
+  switch (order) {
+    case 4:
+      return (buf[idx * 2]! << 8) | buf[idx * 2 + 1]!;
+    case 3:
+      return buf[idx]!;
+    case 5:
+      return ((buf[idx * 4]! << 24) >>> 0) + ((buf[idx * 4 + 1]! << 16) | (buf[idx * 4 + 2]! << 8) | buf[idx * 4 + 3]!);
+    case 6: {
+      const o = idx * 8;
+      const hi = ((buf[o]! << 24) >>> 0) + ((buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!);
+      const lo = ((buf[o + 4]! << 24) >>> 0) + ((buf[o + 5]! << 16) | (buf[o + 6]! << 8) | buf[o + 7]!);
+      return hi * 4294967296 + lo;
+    }
+    default: {
+      const bits = 1 << order;
+      const bit = idx * bits;
+      return (buf[bit >> 3]! >> (bit & 7)) & ((1 << bits) - 1);
+    }
+  }
+}
+
+/** Writes entry `idx` of a refcount block. */
+export function setRefcount(buf: Uint8Array, idx: number, order: number, value: number): void {
+  switch (order) {
+    case 4:
+      buf[idx * 2] = value >>> 8;
+      buf[idx * 2 + 1] = value & 0xff;
+      return;
+    case 3:
+      buf[idx] = value;
+      return;
+    case 5:
+      new DataView(buf.buffer, buf.byteOffset).setUint32(idx * 4, value);
+      return;
+    case 6: {
+      const dv = new DataView(buf.buffer, buf.byteOffset);
+      dv.setUint32(idx * 8, Math.floor(value / 4294967296));
+      dv.setUint32(idx * 8 + 4, value >>> 0);
+      return;
+    }
+    default: {
+      const bits = 1 << order;
+      const bit = idx * bits;
+      const mask = ((1 << bits) - 1) << (bit & 7);
+      const b = bit >> 3;
+      buf[b] = (buf[b]! & ~mask) | ((value << (bit & 7)) & mask);
+    }
+  }
+}
+
+/** Largest refcount of a width. */
+export function maxRefcount(order: number): number {
+  return order === 6 ? Number.MAX_SAFE_INTEGER : 2 ** (1 << order) - 1;
+}
+
+export interface RefcountHost {
+  file(): BdrvChild;
+  /** Header update: refcount table moved. Must be durable when it returns. */
+  setReftable(offset: number, clusters: number): Promise<void>;
+  /** Registers / unregisters metadata clusters for the overlap checks. */
+  addMeta(offset: number, bytes: number, kind: string): void;
+  removeMeta(offset: number, bytes: number): void;
+  /** Marks the image corrupt and returns the error to throw. */
+  corrupt(message: string): Promise<BlockError>;
+  /** Whether freed clusters are discarded in the file. */
+  passDiscard: boolean;
+}
+
+type Range = [start: number, end: number];
+
+export class Refcounts {
+  readonly cs: number;
+  /** Entries per refcount block. */
+  readonly perBlock: number;
+  readonly cache: MetaCache;
+  /** First cluster index that may be free. */
+  freeHint = 0;
+  /** End (cluster index) of every allocation made in this session. */
+  private allocEnd = 0;
+  /** Clusters whose refcount drops once their references are gone on disk. */
+  private pending: number[] = [];
+  /** End of compressed data written last (byte offset), for packing (QEMU free_byte_offset). */
+  freeByteOffset = 0;
+
+  constructor(
+    private readonly host: RefcountHost,
+    readonly clusterBits: number,
+    readonly order: number,
+    /** Offsets of refcount blocks (0 = none), one per refcount table entry. */
+    public table: Float64Array,
+    public tableOffset: number,
+    cacheEntries: number,
+  ) {
+    this.cs = 2 ** clusterBits;
+    this.perBlock = (this.cs * 8) >> order;
+    this.cache = new MetaCache('refcount block', () => host.file(), this.cs, Math.max(4, cacheEntries));
+  }
+
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  private blockOf(ci: number): number {
+    return Math.floor(ci / this.perBlock);
+  }
+
+  private async block(rb: number): Promise<Uint8Array | null> {
+    if (rb >= this.table.length) return null;
+    const off = this.table[rb]!;
+    if (off === 0) return null;
+    return this.cache.get(off);
+  }
+
+  /** Refcount of cluster index `ci`. */
+  async get(ci: number): Promise<number> {
+    const buf = await this.block(this.blockOf(ci));
+    if (!buf) return 0;
+    return getRefcount(buf, ci % this.perBlock, this.order);
+  }
+
+  /** Adds `delta` to the refcount of `ci`; its block must exist. */
+  async update(ci: number, delta: number): Promise<number> {
+    const rb = this.blockOf(ci);
+    let buf = await this.block(rb);
+    if (!buf) {
+      if (delta < 0) throw await this.host.corrupt(`Freeing cluster ${ci}, which has no refcount block`);
+      await this.createBlock(rb, [[ci, ci + 1]]);
+      buf = (await this.block(rb))!;
+    }
+    const idx = ci % this.perBlock;
+    const old = getRefcount(buf, idx, this.order);
+    const v = old + delta;
+    if (v < 0) throw await this.host.corrupt(`Refcount of cluster ${ci} would drop below 0`);
+    if (v > maxRefcount(this.order)) throw new BlockError('EIO', `Refcount of cluster ${ci} would overflow`);
+    setRefcount(buf, idx, this.order, v);
+    this.cache.setDirty(this.table[rb]!, buf);
+    if (v === 0 && ci < this.freeHint) this.freeHint = ci;
+    return v;
+  }
+
+  private isReserved(ci: number, reserved: Range[]): boolean {
+    for (const [s, e] of reserved) if (ci >= s && ci < e) return true;
+    return false;
+  }
+
+  /** First run of `n` clusters with refcount 0, not in `reserved`. */
+  async findFree(n: number, reserved: Range[] = []): Promise<number> {
+    let c = Math.max(this.freeHint, 1);
+    let runStart = c;
+    let run = 0;
+    for (let guard = 0; ; guard++) {
+      if (guard > 1e9) throw new BlockError('ENOSPC', 'No free cluster found');
+      const rb = this.blockOf(c);
+      const buf = await this.block(rb);
+      const blockEnd = (rb + 1) * this.perBlock;
+      while (c < blockEnd) {
+        const free = (buf === null || getRefcount(buf, c % this.perBlock, this.order) === 0) && !this.isReserved(c, reserved);
+        if (free) {
+          if (run === 0) runStart = c;
+          run++;
+          if (run === n) return runStart;
+        } else {
+          run = 0;
+        }
+        c++;
+      }
+    }
+  }
+
+  /**
+   * Allocates `n` contiguous clusters (refcount 1 each) and returns the host
+   * offset of the first. `reserved` ranges are skipped.
+   */
+  async alloc(n: number, reserved: Range[] = []): Promise<number> {
+    const start = await this.findFree(n, reserved);
+    const mine: Range[] = [...reserved, [start, start + n]];
+    for (let rb = this.blockOf(start); rb <= this.blockOf(start + n - 1); rb++) {
+      if (rb >= this.table.length || this.table[rb] === 0) await this.createBlock(rb, mine);
+    }
+    for (let c = start; c < start + n; c++) await this.update(c, 1);
+    if (start <= this.freeHint + 1) this.freeHint = start + n;
+    this.allocEnd = Math.max(this.allocEnd, start + n);
+    return start * this.cs;
+  }
+
+  /** Allocates the exact clusters [ci, ci+n) (they must be free). */
+  async allocAt(ci: number, n: number): Promise<void> {
+    const mine: Range[] = [[ci, ci + n]];
+    for (let rb = this.blockOf(ci); rb <= this.blockOf(ci + n - 1); rb++) {
+      if (rb >= this.table.length || this.table[rb] === 0) await this.createBlock(rb, mine);
+    }
+    for (let c = ci; c < ci + n; c++) await this.update(c, 1);
+    this.allocEnd = Math.max(this.allocEnd, ci + n);
+  }
+
+  /** Creates refcount block `rb`, placing it in a free cluster outside `reserved`. */
+  private async createBlock(rb: number, reserved: Range[], depth = 0): Promise<void> {
+    if (depth > 8) throw new BlockError('EIO', 'Refcount block allocation does not converge');
+    if (rb >= this.table.length) await this.growTable(rb + 1, reserved);
+    if (this.table[rb] !== 0) return;
+    const loc = await this.findFree(1, reserved);
+    const locRb = this.blockOf(loc);
+    const buf = new Uint8Array(this.cs);
+    if (locRb === rb) {
+      setRefcount(buf, loc % this.perBlock, this.order, 1);
+    } else {
+      if (locRb >= this.table.length || this.table[locRb] === 0) {
+        await this.createBlock(locRb, [...reserved, [loc, loc + 1]], depth + 1);
+        if (this.table[rb] !== 0) return;
+      }
+      await this.update(loc, 1);
+    }
+    this.allocEnd = Math.max(this.allocEnd, loc + 1);
+    const file = this.host.file();
+    // Its own refcount (or the block counting it) first, then the block, then the pointer.
+    await this.cache.flush();
+    const off = loc * this.cs;
+    await file.pwritev(off, this.cs, buf);
+    await file.flush();
+    await this.cache.put(off, buf, false);
+    this.host.addMeta(off, this.cs, 'refcount block');
+    const entry = new Uint8Array(8);
+    new DataView(entry.buffer).setBigUint64(0, BigInt(off));
+    await file.pwritev(this.tableOffset + rb * 8, 8, entry);
+    this.table[rb] = off;
+  }
+
+  /** Moves the refcount table to a bigger one at the end of the image (with its own refcount blocks). */
+  private async growTable(minEntries: number, reserved: Range[]): Promise<void> {
+    const file = this.host.file();
+    const cs = this.cs;
+    const perTableCluster = cs / 8;
+    let entries = Math.max(minEntries, Math.ceil((this.table.length * 3) / 2));
+    let areaStart = Math.ceil(file.length / cs);
+    areaStart = Math.max(areaStart, this.allocEnd);
+    for (const [, e] of reserved) areaStart = Math.max(areaStart, e);
+    let tableClusters = 0;
+    let newBlocks: number[] = [];
+    for (let iter = 0; iter < 32; iter++) {
+      tableClusters = Math.ceil(entries / perTableCluster);
+      let nBlocks = newBlocks.length;
+      let changed = true;
+      while (changed) {
+        const areaEnd = areaStart + nBlocks + tableClusters;
+        const blocks: number[] = [];
+        for (let rb = this.blockOf(areaStart); rb <= this.blockOf(areaEnd - 1); rb++) {
+          if (rb >= this.table.length || this.table[rb] === 0) blocks.push(rb);
+        }
+        changed = blocks.length !== nBlocks;
+        nBlocks = blocks.length;
+        newBlocks = blocks;
+      }
+      const maxRb = newBlocks.length ? newBlocks[newBlocks.length - 1]! : 0;
+      if (maxRb + 1 <= entries) break;
+      entries = maxRb + 1;
+    }
+    const tableBytes = tableClusters * cs;
+    if (tableBytes > 8 * 1024 * 1024) throw new BlockError('EFBIG', 'Refcount table would exceed 8 MiB');
+    const newTable = new Float64Array(tableClusters * perTableCluster);
+    newTable.set(this.table);
+    const blockBufs = new Map<number, Uint8Array>();
+    newBlocks.forEach((rb, i) => {
+      newTable[rb] = (areaStart + i) * cs;
+      blockBufs.set(rb, new Uint8Array(cs));
+    });
+    const areaEnd = areaStart + newBlocks.length + tableClusters;
+    for (let c = areaStart; c < areaEnd; c++) {
+      const rb = this.blockOf(c);
+      const b = blockBufs.get(rb);
+      if (b) setRefcount(b, c % this.perBlock, this.order, 1);
+      else await this.update(c, 1);
+    }
+    this.allocEnd = Math.max(this.allocEnd, areaEnd);
+    await this.cache.flush();
+    for (const [rb, b] of blockBufs) {
+      await file.pwritev(newTable[rb]!, cs, b);
+      await this.cache.put(newTable[rb]!, b, false);
+    }
+    const tbuf = new Uint8Array(tableBytes);
+    const tdv = new DataView(tbuf.buffer);
+    for (let i = 0; i < newTable.length; i++) if (newTable[i]) tdv.setBigUint64(i * 8, BigInt(newTable[i]!));
+    const tableOff = (areaStart + newBlocks.length) * cs;
+    await file.pwritev(tableOff, tableBytes, tbuf);
+    await file.flush();
+    const oldOff = this.tableOffset;
+    const oldClusters = Math.ceil((this.table.length * 8) / cs);
+    await this.host.setReftable(tableOff, tableClusters);
+    this.table = newTable;
+    this.tableOffset = tableOff;
+    for (const rb of newBlocks) this.host.addMeta(newTable[rb]!, cs, 'refcount block');
+    this.host.removeMeta(oldOff, oldClusters * cs);
+    this.host.addMeta(tableOff, tableBytes, 'refcount table');
+    for (let c = oldOff / cs; c < oldOff / cs + oldClusters; c++) await this.update(c, -1);
+  }
+
+  /** Queues a decrement of every cluster touching [offset, offset+bytes). */
+  queueFree(offset: number, bytes: number): void {
+    const first = Math.floor(offset / this.cs);
+    const last = Math.floor((offset + bytes - 1) / this.cs);
+    for (let c = first; c <= last; c++) this.pending.push(c);
+  }
+
+  /**
+   * Applies queued decrements. The caller has made sure no reference to the
+   * clusters remains on disk. Returns clusters whose refcount reached 0.
+   */
+  async applyFrees(): Promise<number[]> {
+    const list = this.pending;
+    this.pending = [];
+    const freed: number[] = [];
+    for (const c of list) {
+      if ((await this.update(c, -1)) === 0) freed.push(c);
+    }
+    for (const c of freed) this.cache.forget(c * this.cs);
+    return freed;
+  }
+
+  /**
+   * Allocates `bytes` (< one cluster) of byte-granular space for compressed
+   * data, packing into the cluster written last when it fits.
+   */
+  async allocBytes(bytes: number): Promise<number> {
+    const cs = this.cs;
+    const off = this.freeByteOffset;
+    if (off !== 0 && off % cs !== 0 && (off % cs) + bytes <= cs) {
+      const ci = Math.floor(off / cs);
+      const rc = await this.get(ci);
+      if (rc > 0 && rc < maxRefcount(this.order)) {
+        await this.update(ci, 1);
+        this.freeByteOffset = off + bytes;
+        return off;
+      }
+    }
+    const start = await this.alloc(Math.ceil(bytes / cs));
+    this.freeByteOffset = start + bytes;
+    return start;
+  }
+
+  /** Writes dirty refcount blocks (not flushed to disk). */
+  async flushCache(): Promise<void> {
+    await this.cache.flush();
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The internal snapshot table: read and listed (creating, applying and
+ * deleting snapshots is a later issue). Each entry is bounded before use.
+ */
+import type { BdrvChild } from '../../core/child.js';
+import { BlockError } from '../../core/errors.js';
+import type { SnapshotInfo } from '../../core/driver.js';
+import { MAX_L1_BYTES, MAX_SNAPSHOTS_BYTES, MAX_SNAPSHOT_EXTRA, SNAP } from './constants.js';
+
+export interface Qcow2Snapshot extends SnapshotInfo {
+  l1TableOffset: number;
+  l1Size: number;
+}
+
+/** Reads `count` snapshot entries at `offset`; returns them and the table's byte size. */
+export async function readSnapshotTable(
+  file: BdrvChild,
+  offset: number,
+  count: number,
+  clusterSize: number,
+): Promise<{ snapshots: Qcow2Snapshot[]; bytes: number }> {
+  const out: Qcow2Snapshot[] = [];
+  let pos = offset;
+  const fixed = new Uint8Array(SNAP.FIXED);
+  const dv = new DataView(fixed.buffer);
+  const text = new TextDecoder();
+  for (let i = 0; i < count; i++) {
+    if (pos - offset + SNAP.FIXED > MAX_SNAPSHOTS_BYTES || pos + SNAP.FIXED > file.length) {
+      throw new BlockError('EINVAL', `Snapshot table at 0x${offset.toString(16)} is too large or truncated (entry ${i})`);
+    }
+    await file.preadv(pos, SNAP.FIXED, fixed);
+    const l1Off = Number(dv.getBigUint64(SNAP.L1_TABLE_OFFSET));
+    const l1Size = dv.getUint32(SNAP.L1_SIZE);
+    const idLen = dv.getUint16(SNAP.ID_STR_SIZE);
+    const nameLen = dv.getUint16(SNAP.NAME_SIZE);
+    const extraLen = dv.getUint32(SNAP.EXTRA_DATA_SIZE);
+    if (extraLen > MAX_SNAPSHOT_EXTRA) throw new BlockError('EFBIG', `Too much extra metadata in snapshot table entry ${i} (${extraLen} bytes)`);
+    if (l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `Snapshot L1 table too large (entry ${i}, l1_size ${l1Size})`);
+    if (l1Off % clusterSize !== 0) throw new BlockError('EINVAL', `Snapshot L1 table offset 0x${l1Off.toString(16)} invalid (entry ${i})`);
+    const varLen = extraLen + idLen + nameLen;
+    if (pos + SNAP.FIXED + varLen > file.length) throw new BlockError('EINVAL', `Snapshot table entry ${i} lies beyond the end of the file`);
+    const rest = new Uint8Array(varLen);
+    await file.preadv(pos + SNAP.FIXED, varLen, rest);
+    const rdv = new DataView(rest.buffer);
+    let vmStateSize = dv.getUint32(SNAP.VM_STATE_SIZE);
+    let diskSize: number | undefined;
+    let icount: number | undefined;
+    if (extraLen >= 8) vmStateSize = Number(rdv.getBigUint64(SNAP.EXTRA_VM_STATE_SIZE_LARGE));
+    if (extraLen >= 16) diskSize = Number(rdv.getBigUint64(SNAP.EXTRA_DISK_SIZE));
+    if (extraLen >= 24) {
+      const ic = rdv.getBigInt64(SNAP.EXTRA_ICOUNT);
+      if (ic !== -1n) icount = Number(ic);
+    }
+    out.push({
+      id: text.decode(rest.subarray(extraLen, extraLen + idLen)),
+      name: text.decode(rest.subarray(extraLen + idLen, varLen)),
+      vmStateSize,
+      dateSec: dv.getUint32(SNAP.DATE_SEC),
+      dateNsec: dv.getUint32(SNAP.DATE_NSEC),
+      vmClockNsec: Number(dv.getBigUint64(SNAP.VM_CLOCK_NSEC)),
+      ...(icount !== undefined ? { icount } : {}),
+      ...(diskSize !== undefined ? { diskSize } : {}),
+      l1TableOffset: l1Off,
+      l1Size,
+    });
+    pos += (SNAP.FIXED + varLen + 7) & ~7;
+  }
+  return { snapshots: out, bytes: pos - offset };
+}

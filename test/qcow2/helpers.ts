@@ -1,0 +1,97 @@
+/** Shared helpers of the qcow2 tests: temp dirs, qemu-img / qemu-io, graphs, a PRNG. */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlockBackend, BlockGraph, MemoryStorage, createMemoryDriver, nodeFileDriver, rawDriver, qcow2Driver, nullDriver } from '../../src/node.js';
+
+export function tempDir(): { dir: string; path: (n: string) => string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'dw-qcow2-'));
+  return { dir, path: (n) => join(dir, n), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function qemuImg(...args: string[]): string {
+  return execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** qemu-img that may fail: returns status and output. */
+export function qemuImgTry(...args: string[]): { status: number; out: string } {
+  try {
+    return { status: 0, out: qemuImg(...args) };
+  } catch (e) {
+    const err = e as { status: number; stdout?: string; stderr?: string };
+    return { status: err.status ?? 1, out: `${err.stdout ?? ''}${err.stderr ?? ''}` };
+  }
+}
+
+export function qemuIo(file: string, cmds: string[], format = 'qcow2'): string {
+  const args = ['-f', format];
+  for (const c of cmds) args.push('-c', c);
+  args.push(file);
+  return execFileSync('qemu-io', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export interface CheckJson {
+  'check-errors': number;
+  corruptions?: number;
+  leaks?: number;
+  'image-end-offset'?: number;
+  'total-clusters'?: number;
+  'allocated-clusters'?: number;
+  'fragmented-clusters'?: number;
+  'compressed-clusters'?: number;
+}
+
+export function qemuCheck(file: string): CheckJson {
+  const r = qemuImgTry('check', '--output=json', file);
+  try {
+    return JSON.parse(r.out.slice(r.out.indexOf('{'), r.out.lastIndexOf('}') + 1)) as CheckJson;
+  } catch {
+    throw new Error(`qemu-img check failed: ${r.out}`);
+  }
+}
+
+export function fileGraph(): BlockGraph {
+  return new BlockGraph([nodeFileDriver, rawDriver, qcow2Driver, nullDriver], 'file');
+}
+
+export function memGraph(storage = new MemoryStorage()): { graph: BlockGraph; storage: MemoryStorage } {
+  return { graph: new BlockGraph([createMemoryDriver(storage), rawDriver, qcow2Driver, nullDriver], 'memory'), storage };
+}
+
+export async function openQcow2(graph: BlockGraph, filename: string, readOnly = false, extra: Record<string, unknown> = {}) {
+  return BlockBackend.open(graph, { driver: 'qcow2', file: { filename }, ...extra }, { readOnly });
+}
+
+/** Deterministic PRNG (mulberry32). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function pattern(len: number, seed: number): Uint8Array {
+  const r = prng(seed);
+  const b = new Uint8Array(len);
+  for (let i = 0; i < len; i++) b[i] = (r() * 256) | 0;
+  return b;
+}
+
+/** qemu-img map --output=json, parsed. */
+export interface MapEntry {
+  start: number;
+  length: number;
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  offset?: number;
+}
+export function qemuMap(file: string): MapEntry[] {
+  return JSON.parse(qemuImg('map', '--output=json', file)) as MapEntry[];
+}
