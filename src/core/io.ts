@@ -528,8 +528,12 @@ async function writeZeroBuffers(node: BlockNode, offset: number, bytes: number) 
 // Discard
 
 /**
- * Discards a range. Ignored unless the node was opened with discard=unmap;
- * the unaligned head and tail (to the discard alignment) are dropped, as QEMU does.
+ * Discards a range. Ignored unless the node was opened with discard=unmap.
+ * As in QEMU, the range is cut into fragments at the discard alignment and
+ * every fragment is passed down (a format may accept an unaligned one, such as
+ * the partial last cluster of an image); a driver answering ENOTSUP for a
+ * fragment is ignored, since discard is advisory. Parts smaller than the
+ * request alignment are dropped.
  */
 export async function pdiscard(child: BdrvChild, offset: number, bytes: number): Promise<void> {
   const node = child.node;
@@ -539,10 +543,11 @@ export async function pdiscard(child: BdrvChild, offset: number, bytes: number):
   checkWritable(child, 0, offset);
   if (!node.discardUnmap) return;
   const l = node.limits;
-  const align = Math.max(l.pdiscardAlignment || l.requestAlignment, l.requestAlignment);
-  const start = alignUp(offset, align);
-  const end = Math.min(alignDown(offset + bytes, align), Math.max(node.totalBytes, start));
+  const start = alignUp(offset, l.requestAlignment);
+  const end = alignDown(offset + bytes, l.requestAlignment);
   if (end <= start) return;
+  const align = Math.max(l.pdiscardAlignment || l.requestAlignment, l.requestAlignment);
+  const max = l.maxPdiscard ? alignDown(l.maxPdiscard, align) || align : 0;
   const t0 = now();
   const req = track(node, start, end - start, 'discard', false);
   beginInFlight(node);
@@ -550,16 +555,18 @@ export async function pdiscard(child: BdrvChild, offset: number, bytes: number):
   try {
     await req.waitForBlockers();
     await beforeWrite(node, 'discard', start, end - start);
-    const max = l.maxPdiscard ? alignDown(l.maxPdiscard, align) || align : end - start;
-    for (let pos = start; pos < end; pos += max) {
-      const n = Math.min(max, end - pos);
+    for (let pos = start; pos < end; ) {
+      let n = end - pos;
+      if (pos % align !== 0) n = Math.min(n, align - (pos % align));
+      else if (n > align) n = alignDown(n, align);
+      if (max) n = Math.min(n, max);
       try {
         if (node.instance.pdiscard) await node.instance.pdiscard(pos, n);
         else if (node.filtered) await node.filtered.pdiscard(pos, n);
       } catch (e) {
-        // Discard is advisory: a driver that cannot do it just didn't.
         if (!(e instanceof BlockError && e.code === 'ENOTSUP')) throw e;
       }
+      pos += n;
     }
     node.writeGeneration++;
     failed = false;
