@@ -636,7 +636,7 @@ export class Qcow2Image implements DriverInstance {
       const input = new Uint8Array(run.csize);
       await this.file.preadv(run.coffset, run.csize, input);
       cluster = new Uint8Array(this.cs);
-      decompressCluster(this.header.compressionType, input, cluster);
+      await decompressCluster(this.header.compressionType, input, cluster, { node: this.node.nodeName, offset: run.coffset });
       this.lastCompressed = { key, buf: cluster };
     }
     const inCluster = offset % this.cs;
@@ -1008,7 +1008,7 @@ export class Qcow2Image implements DriverInstance {
         padded.set(cluster);
         cluster = padded;
       }
-      const packed = compressCluster(this.header.compressionType, cluster);
+      const packed = await compressCluster(this.header.compressionType, cluster);
       if (!packed) {
         await this.pwritev(offset + pos, n, buf.subarray(pos, pos + n), 0);
         continue;
