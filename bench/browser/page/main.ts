@@ -1,0 +1,72 @@
+/**
+ * The browser bench page: starts the bench worker and measures what must be
+ * measured from the page (1 MiB reads through the Comlink proxy).
+ */
+import { wrap, type Remote } from 'comlink';
+import { DiskWorker } from '../../../src/client/index.js';
+import type { BenchService } from './bench-worker.js';
+
+const MiB = 1 << 20;
+
+async function start() {
+  const worker = new Worker(new URL('./bench-worker.ts', import.meta.url), { type: 'module', name: 'diskworker-bench' });
+  const dw = await DiskWorker.start({ worker });
+  const bench = dw.remote as unknown as Remote<BenchService>;
+  return { dw, bench };
+}
+
+/**
+ * Page-side sequential 1 MiB reads through the proxy with `depth` reads in
+ * flight, each with its own buffer transferred back and forth. MiB/s.
+ */
+async function pageSeqRead(dw: DiskWorker, path: string, format: string, depth = 1, shared = false): Promise<number> {
+  const disk = await dw.open({ path, format, readOnly: true });
+  const size = disk.length;
+  let next = 0;
+  const lane = async () => {
+    let buf: Uint8Array = shared ? new Uint8Array(new SharedArrayBuffer(MiB)) : new Uint8Array(MiB);
+    while (next < size) {
+      const pos = next;
+      next += MiB;
+      buf = await disk.readInto(pos, buf);
+    }
+  };
+  const t = performance.now();
+  await Promise.all(Array.from({ length: depth }, lane));
+  const ms = performance.now() - t;
+  await disk.close();
+  return size / MiB / (ms / 1000);
+}
+
+/** Page-side sequential 1 MiB reads through the shared channel (Atomics.waitAsync), data consumed in place. MiB/s. */
+async function pageSharedRead(dw: DiskWorker, path: string, format: string, depth = 1): Promise<number> {
+  const disk = await dw.open({ path, format, readOnly: true });
+  // `depth` channels, each with its own lane of reads: while the page looks
+  // at one answer, the worker fills the next.
+  const readers = await Promise.all(Array.from({ length: depth }, () => disk.sharedReader(MiB)));
+  const size = disk.length;
+  let sum = 0;
+  let next = 0;
+  const t = performance.now();
+  await Promise.all(
+    readers.map(async (reader) => {
+      while (next < size) {
+        const pos = next;
+        next += MiB;
+        sum += (await reader.read(pos, MiB))[0]!;
+      }
+    }),
+  );
+  const ms = performance.now() - t;
+  await disk.close();
+  return sum >= 0 ? size / MiB / (ms / 1000) : 0;
+}
+
+const api = { start, pageSeqRead, pageSharedRead };
+declare global {
+  interface Window {
+    benchApi: typeof api;
+  }
+}
+window.benchApi = api;
+document.title = 'bench ready';

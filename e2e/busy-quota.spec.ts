@@ -1,0 +1,152 @@
+/**
+ * Exclusive access (a second writer gets EBUSY) and quota exhaustion (ENOSPC,
+ * the image stays consistent).
+ */
+import { test, expect } from '@playwright/test';
+import { openHarness, imageFormat } from './helpers.js';
+
+test('two pages open the same image for writing: the second gets EBUSY', async ({ context }) => {
+  const p1 = await context.newPage();
+  const p2 = await context.newPage();
+  await openHarness(p1);
+  await openHarness(p2);
+  const format = await imageFormat(p1);
+  await p1.evaluate(async (format) => {
+    const h = window.harness;
+    const dw = await h.start();
+    for (const path of ['opfs:/busy/disk.img', 'idb:busy-disk']) {
+      await dw.create({ path, format, size: 8 << 20 });
+      (window as unknown as { held: unknown[] }).held ??= [];
+      (window as unknown as { held: unknown[] }).held.push(await dw.open({ path }));
+    }
+  }, format);
+  const r = await p2.evaluate(async () => {
+    const h = window.harness;
+    const dw = await h.start();
+    const out: Record<string, { code?: string; message: string } | null> = {};
+    for (const path of ['opfs:/busy/disk.img', 'idb:busy-disk']) {
+      try {
+        const d = await dw.open({ path });
+        await d.close();
+        out[path] = null;
+      } catch (e) {
+        out[path] = h.describeError(e);
+      }
+    }
+    return out;
+  });
+  for (const path of ['opfs:/busy/disk.img', 'idb:busy-disk']) {
+    expect(r[path]?.code, path).toBe('EBUSY');
+    expect(r[path]?.message, path).toContain('in use');
+  }
+  // Once the first page closes its disks, the second page can open them.
+  await p1.evaluate(async () => {
+    for (const d of (window as unknown as { held: Array<{ close(): Promise<void> }> }).held) await d.close();
+  });
+  const after = await p2.evaluate(async () => {
+    const dw = await window.harness.start();
+    const d = await dw.open({ path: 'opfs:/busy/disk.img' });
+    await d.close();
+    const i = await dw.open({ path: 'idb:busy-disk' });
+    await i.close();
+    return 'ok';
+  });
+  expect(after).toBe('ok');
+});
+
+test('read-only opens of an OPFS image share it across pages (where the browser has read-only handles)', async ({ context }) => {
+  const p1 = await context.newPage();
+  const p2 = await context.newPage();
+  await openHarness(p1);
+  await openHarness(p2);
+  const format = await imageFormat(p1);
+  await p1.evaluate(async (format) => {
+    const h = window.harness;
+    const dw = await h.start();
+    await dw.create({ path: 'opfs:/shared/ro.img', format, size: 8 << 20 });
+    const d = await dw.open({ path: 'opfs:/shared/ro.img' });
+    await d.write(0, h.pattern(9, 4096));
+    await d.close();
+    (window as unknown as { ro: unknown }).ro = await dw.open({ path: 'opfs:/shared/ro.img', readOnly: true });
+  }, format);
+  const r = await p2.evaluate(async () => {
+    const h = window.harness;
+    const dw = await h.start();
+    const d = await dw.open({ path: 'opfs:/shared/ro.img', readOnly: true });
+    const ok = h.diff(await d.read(0, 4096), h.pattern(9, 4096)) === -1;
+    await d.close();
+    let writer = null;
+    try {
+      const w = await dw.open({ path: 'opfs:/shared/ro.img' });
+      await w.close();
+    } catch (e) {
+      writer = h.describeError(e);
+    }
+    return { ok, writer };
+  });
+  expect(r.ok).toBe(true);
+  // A writer is refused while a reader holds the image.
+  expect(r.writer?.code).toBe('EBUSY');
+});
+
+test('a raw image larger than the quota: create fails with ENOSPC', async ({ page }) => {
+  await openHarness(page);
+  const r = await page.evaluate(async () => {
+    const h = window.harness;
+    const dw = await h.start();
+    await dw.remote.setTestQuota(4 << 20);
+    try {
+      await dw.create({ path: 'opfs:/quota/big.raw', format: 'raw', size: 64 << 20 });
+      return null;
+    } catch (e) {
+      return h.describeError(e);
+    } finally {
+      await dw.remote.setTestQuota(undefined);
+    }
+  });
+  expect(r?.code).toBe('ENOSPC');
+});
+
+test('quota exhausted: ENOSPC, the written data stays, the image checks clean', async ({ page }) => {
+  await openHarness(page);
+  const format = await imageFormat(page);
+  test.skip(format !== 'qcow2', 'writes only grow the file of a qcow2 image');
+  const r = await page.evaluate(async (format) => {
+    const h = window.harness;
+    const dw = await h.start();
+    const path = 'opfs:/quota/disk.img';
+    await dw.create({ path, format, size: 64 << 20 });
+    const disk = await dw.open({ path });
+    await dw.remote.setTestQuota(3 << 20);
+    let written = 0;
+    let err: { code?: string; message: string } | null = null;
+    for (let i = 0; i < 16; i++) {
+      try {
+        await disk.write(i << 20, h.pattern(i + 40, 1 << 20));
+        written = i + 1;
+      } catch (e) {
+        err = h.describeError(e);
+        break;
+      }
+    }
+    await dw.remote.setTestQuota(undefined);
+    // The close flushes; a failing flush is reported but the image must stay consistent.
+    await disk.close().catch(() => undefined);
+    const check = format === 'qcow2' ? await dw.check(path) : null;
+    const again = await dw.open({ path });
+    const bad: number[] = [];
+    for (let i = 0; i < written; i++) if (h.diff(await again.read(i << 20, 1 << 20), h.pattern(i + 40, 1 << 20)) !== -1) bad.push(i);
+    await again.close();
+    const storage = await dw.storage();
+    return { written, err, check, bad, storage };
+  }, format);
+  expect(r.err?.code).toBe('ENOSPC');
+  expect(r.err?.message).toContain('quota');
+  expect(r.written).toBeGreaterThan(0);
+  expect(r.bad).toEqual([]);
+  if (r.check) {
+    expect(r.check.corruptions).toBe(0);
+    expect(r.check.checkErrors).toBe(0);
+  }
+  expect(typeof r.storage.quota).toBe('number');
+});

@@ -1,0 +1,68 @@
+/// <reference types="vite/client" />
+/**
+ * The e2e harness page: puts the page API and a few helpers on `window.harness`
+ * for the Playwright specs (page.evaluate).
+ */
+import { DiskWorker, toV86Buffer, isBlockError } from '../../src/client/index.js';
+import { V86 } from 'v86';
+import v86WasmUrl from 'v86/build/v86.wasm?url';
+
+/** Deterministic bytes: byte i of a pattern with `seed`. */
+function pattern(seed: number, length: number, offset = 0): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) {
+    const x = offset + i;
+    out[i] = (x * 31 + seed * 17 + (x >>> 8) * 7 + (x >>> 16) * 13) & 0xff;
+  }
+  return out;
+}
+
+/** First differing index of a and b, or -1. */
+function diff(a: Uint8Array, b: Uint8Array): number {
+  if (a.length !== b.length) return Math.min(a.length, b.length);
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  return -1;
+}
+
+/** An error as a plain object (code survives the worker boundary). */
+function describeError(e: unknown): { code?: string; message: string; isBlockError: boolean } {
+  const err = e as { code?: string; message?: string };
+  return { ...(err.code ? { code: err.code } : {}), message: String(err.message ?? e), isBlockError: isBlockError(e) };
+}
+
+async function sha256(data: Uint8Array): Promise<string> {
+  const h = new Uint8Array(await crypto.subtle.digest('SHA-256', data as BufferSource));
+  return [...h].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Starts a worker that reads through the sync channel (Atomics.wait). */
+function syncReader(): Worker {
+  return new Worker(new URL('./sync-reader.ts', import.meta.url), { type: 'module' });
+}
+
+const harness = {
+  DiskWorker,
+  toV86Buffer,
+  V86,
+  v86WasmUrl,
+  pattern,
+  diff,
+  describeError,
+  sha256,
+  syncReader,
+  dw: null as DiskWorker | null,
+  async start(): Promise<DiskWorker> {
+    harness.dw ??= await DiskWorker.start();
+    return harness.dw;
+  },
+};
+
+declare global {
+  interface Window {
+    harness: typeof harness;
+  }
+}
+
+window.harness = harness;
+document.getElementById('log')!.textContent = 'ready';
+document.title = 'harness ready';

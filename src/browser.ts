@@ -1,0 +1,33 @@
+/**
+ * The browser entry for the block worker: the drivers usable in a dedicated
+ * worker and a graph factory (the analogue of src/node.ts).
+ */
+import { BlockGraph } from './core/graph.js';
+import type { BlockDriver } from './core/driver.js';
+import { memoryDriver } from './protocols/memory.js';
+import { nullDriver } from './protocols/null.js';
+import { opfsDriver } from './protocols/opfs.js';
+import { idbDriver } from './protocols/idb.js';
+import { httpDriver } from './protocols/http.js';
+import { blobDriver } from './protocols/blob.js';
+import { rawDriver } from './formats/raw/raw.js';
+import { qcow2Driver } from './formats/qcow2/qcow2.js';
+
+export * from './core/index.js';
+export { opfsDriver, opfsTestHooks, listOpfs, removeOpfs } from './protocols/opfs.js';
+export { idbDriver, listIdb, removeIdb } from './protocols/idb.js';
+export { httpDriver } from './protocols/http.js';
+export { blobDriver, registerBlob, unregisterBlob } from './protocols/blob.js';
+export { memoryDriver, defaultMemoryStorage } from './protocols/memory.js';
+export { rawDriver } from './formats/raw/raw.js';
+export { qcow2Driver } from './formats/qcow2/qcow2.js';
+
+/** Every driver usable in a browser worker. */
+export function browserDrivers(): BlockDriver[] {
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, rawDriver, qcow2Driver];
+}
+
+/** A graph for the browser: plain filenames go to OPFS. */
+export function createBrowserGraph(): BlockGraph {
+  return new BlockGraph(browserDrivers(), 'opfs');
+}

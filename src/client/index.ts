@@ -1,0 +1,362 @@
+/**
+ * The page side of DiskWorker: starts the block worker and gives a small,
+ * typed API over Comlink.
+ *
+ * ```ts
+ * const dw = await DiskWorker.start();
+ * await dw.create({ path: 'opfs:/disks/a.qcow2', format: 'qcow2', size: 1 << 30 });
+ * const disk = await dw.open({ path: 'opfs:/disks/a.qcow2' });
+ * await disk.write(0, bytes);           // bytes.buffer is transferred (detached)
+ * const data = await disk.read(0, 4096); // transferred from the worker, not copied
+ * await disk.flush();
+ * await disk.close();
+ * ```
+ *
+ * Errors are BlockErrors with their `code` (EBUSY, ENOSPC, ...), also after
+ * crossing the worker boundary (src/client/transfer.ts).
+ */
+import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
+import { get as kvGet, set as kvSet, createStore } from 'idb-keyval';
+import type { BlockWorkerService, DiskService } from '../../workers/service.js';
+import type {
+  CheckReport,
+  ConvertOptions,
+  CreateOptions,
+  DiskStats,
+  ImageEntry,
+  ImageInfo,
+  ImportOptions,
+  MapExtent,
+  OpenOptions,
+  Progress,
+  StorageReport,
+} from './protocol.js';
+import { installErrorTransfer } from './transfer.js';
+import { BlockError, type ErrorCode, type ErrorContext } from '../core/errors.js';
+
+export * from './protocol.js';
+export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
+export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
+export { SyncDiskClient, SharedDiskReader } from './sync-client.js';
+import { SharedDiskReader } from './sync-client.js';
+
+installErrorTransfer();
+
+/** Options of long operations. */
+export interface JobOptions {
+  onProgress?: (p: Progress) => void;
+  /** Aborting fails the operation with ECANCELED. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Disk.write}. */
+export interface WriteOptions {
+  /**
+   * Copy the data instead of transferring its buffer. Without it the buffer
+   * of `data` is transferred to the worker and becomes detached (length 0) in
+   * the caller, unless `data` is a view of only part of its buffer, which is
+   * always copied.
+   */
+  copy?: boolean;
+  /** Request flags (FUA = 1). */
+  flags?: number;
+}
+
+/** An open disk (a BlockBackend in the worker). */
+export class Disk {
+  private len: number;
+  private closed = false;
+  constructor(
+    private readonly remote: Remote<DiskService>,
+    readonly path: string,
+    length: number,
+    readonly readOnly: boolean,
+    readonly format: string,
+  ) {
+    this.len = length;
+  }
+
+  /** Virtual size in bytes. */
+  get length(): number {
+    return this.len;
+  }
+
+  /** Reads `length` bytes at `offset`; the buffer is transferred from the worker. */
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.remote.read(offset, length);
+  }
+
+  /**
+   * Reads into `buf` without allocating: `buf`'s buffer is transferred to the
+   * worker (detached here) and comes back filled as the returned array. Reuse
+   * the returned array for the next read. A view of a SharedArrayBuffer (in a
+   * cross-origin isolated page) is filled in place instead, with no transfer
+   * at all: the fastest way to stream large reads into the page.
+   */
+  readInto(offset: number, buf: Uint8Array): Promise<Uint8Array> {
+    const shared = buf.buffer instanceof SharedArrayBufferCtor;
+    const whole = buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
+    if (!shared && !whole) {
+      return this.remote.read(offset, buf.length).then((r) => {
+        buf.set(r);
+        return buf;
+      });
+    }
+    return this.bulkRead(offset, buf, shared);
+  }
+
+  private port: Promise<MessagePort> | null = null;
+  private readonly waiting = new Map<number, { resolve: (b: Uint8Array) => void; reject: (e: unknown) => void; buf: Uint8Array }>();
+  private nextId = 0;
+
+  /** Bulk reads go over a dedicated MessagePort (no Comlink bookkeeping per call). */
+  private async bulkRead(offset: number, buf: Uint8Array, shared: boolean): Promise<Uint8Array> {
+    this.port ??= this.remote.readPort().then((p) => {
+      p.onmessage = (ev: MessageEvent<{ id: number; buf?: Uint8Array; error?: { code: ErrorCode; message: string; context: ErrorContext } }>) => {
+        const w = this.waiting.get(ev.data.id);
+        if (!w) return;
+        this.waiting.delete(ev.data.id);
+        if (ev.data.error) w.reject(new BlockError(ev.data.error.code, ev.data.error.message, ev.data.error.context));
+        else w.resolve(ev.data.buf ?? w.buf);
+      };
+      return p;
+    });
+    const port = await this.port;
+    const id = this.nextId++;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, buf });
+      if (shared) port.postMessage({ id, offset, buf });
+      else port.postMessage({ id, offset, buf }, [buf.buffer as ArrayBuffer]);
+    });
+  }
+
+  /** Writes `data` at `offset` (see {@link WriteOptions} about the buffer). */
+  write(offset: number, data: Uint8Array, opts: WriteOptions = {}): Promise<void> {
+    const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBufferCtor);
+    const send = opts.copy || !whole ? data.slice() : data;
+    return this.remote.write(offset, transfer(send, [send.buffer as ArrayBuffer]), opts.flags ?? 0);
+  }
+
+  /** Makes a range read as zeros (`unmap` lets the image deallocate it). */
+  writeZeroes(offset: number, bytes: number, unmap = false): Promise<void> {
+    return this.remote.writeZeroes(offset, bytes, unmap);
+  }
+
+  discard(offset: number, bytes: number): Promise<void> {
+    return this.remote.discard(offset, bytes);
+  }
+
+  /** Makes everything written so far durable. */
+  flush(): Promise<void> {
+    return this.remote.flush();
+  }
+
+  /** Continues after a `stop` / `enospc` write error policy paused the disk. */
+  resume(): Promise<void> {
+    return this.remote.resume();
+  }
+
+  /** Changes the virtual size. */
+  async truncate(size: number): Promise<void> {
+    this.len = await this.remote.truncate(size);
+  }
+
+  /** Block status at `offset` (QEMU BDRV_BLOCK_* bits in `status`). */
+  blockStatus(offset: number, bytes: number): Promise<{ status: number; pnum: number; map?: number }> {
+    return this.remote.blockStatus(offset, bytes);
+  }
+
+  /** Extents of the disk: data / zero / allocated (qemu-img map). */
+  map(offset?: number, bytes?: number): Promise<MapExtent[]> {
+    return this.remote.map(offset, bytes);
+  }
+
+  stats(): Promise<DiskStats> {
+    return this.remote.stats();
+  }
+
+  /**
+   * A SharedArrayBuffer for {@link SyncDiskClient} in another worker
+   * (synchronous reads for emulators). Needs cross-origin isolation.
+   */
+  syncChannel(dataBytes?: number): Promise<SharedArrayBuffer> {
+    return this.remote.syncChannel(dataBytes);
+  }
+
+  /**
+   * A reader over a shared channel for this page (Atomics.waitAsync, no
+   * postMessage): reads come back as views of shared memory, valid until the
+   * next read. Needs cross-origin isolation.
+   */
+  async sharedReader(dataBytes = 1 << 20): Promise<SharedDiskReader> {
+    return new SharedDiskReader(await this.remote.syncChannel(dataBytes));
+  }
+
+  /** Flushes and closes. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.remote.close();
+    } finally {
+      if (this.port) (await this.port.catch(() => null))?.close();
+      for (const w of this.waiting.values()) w.reject(new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`));
+      this.waiting.clear();
+      this.remote[releaseProxy]();
+    }
+  }
+
+  /** @internal Test hooks. */
+  get remoteService(): Remote<DiskService> {
+    return this.remote;
+  }
+}
+
+const SharedArrayBufferCtor: { new (n: number): object } =
+  typeof SharedArrayBuffer !== 'undefined' ? SharedArrayBuffer : (class Never {} as unknown as { new (n: number): object });
+
+/** Options of {@link DiskWorker.start}. */
+export interface StartOptions {
+  /** A worker already running workers/block-worker (for custom bundling). */
+  worker?: Worker;
+  /** URL of the worker script (default: the block worker next to this module). */
+  url?: string | URL;
+  /** Ask navigator.storage.persist() on the first create (default true). */
+  askPersist?: boolean;
+}
+
+/** The page's handle on the block worker. */
+export class DiskWorker {
+  private persistAnswer: boolean | undefined;
+  private constructor(
+    readonly worker: Worker,
+    readonly remote: Remote<BlockWorkerService>,
+    private readonly askPersist: boolean,
+  ) {}
+
+  /** Starts the block worker and waits until it answers. */
+  static async start(opts: StartOptions = {}): Promise<DiskWorker> {
+    const worker =
+      opts.worker ??
+      (opts.url
+        ? new Worker(opts.url, { type: 'module', name: 'diskworker' })
+        : new Worker(new URL('../../workers/block-worker.js', import.meta.url), { type: 'module', name: 'diskworker' }));
+    const remote = wrap<BlockWorkerService>(worker);
+    const dw = new DiskWorker(worker, remote, opts.askPersist ?? true);
+    await Promise.race([
+      remote.ping(),
+      new Promise((_, reject) => {
+        worker.addEventListener('error', (e) => reject(new Error(`The block worker failed to start: ${e.message || 'script error'}`)), { once: true });
+      }),
+    ]);
+    return dw;
+  }
+
+  private async maybeAskPersist(): Promise<void> {
+    if (!this.askPersist || this.persistAnswer !== undefined) return;
+    const storage = typeof navigator !== 'undefined' ? navigator.storage : undefined;
+    if (!storage?.persist) return;
+    const kv = createStore('diskworker-settings', 'settings');
+    const stored = (await kvGet<boolean>('persist', kv).catch(() => undefined)) as boolean | undefined;
+    if (stored === true) {
+      this.persistAnswer = await storage.persisted();
+      return;
+    }
+    this.persistAnswer = await storage.persist().catch(() => false);
+    await kvSet('persist', this.persistAnswer, kv).catch(() => undefined);
+  }
+
+  /** Creates an image (qcow2 by default). The first create asks persist(). */
+  async create(o: CreateOptions): Promise<void> {
+    await this.maybeAskPersist();
+    await this.remote.create(o);
+  }
+
+  /** Opens an image and returns its handle. */
+  async open(o: OpenOptions): Promise<Disk> {
+    const r = (await this.remote.open(o)) as unknown as Remote<DiskService>;
+    const [length, readOnly, format] = await Promise.all([r.length(), r.readOnly(), r.format()]);
+    return new Disk(r, o.path, length, readOnly, format);
+  }
+
+  /** Drivers (formats and back ends) available in the worker. */
+  drivers(): Promise<string[]> {
+    return this.remote.drivers();
+  }
+
+  list(storage?: 'opfs' | 'idb' | 'memory'): Promise<ImageEntry[]> {
+    return this.remote.list(storage);
+  }
+
+  remove(path: string): Promise<void> {
+    return this.remote.remove(path);
+  }
+
+  info(path: string): Promise<ImageInfo> {
+    return this.remote.info(path);
+  }
+
+  check(path: string, opts: { repair?: boolean } = {}): Promise<CheckReport> {
+    return this.remote.check(path, opts.repair ?? false);
+  }
+
+  private async job<T>(opts: JobOptions, run: (progress: ((p: Progress) => void) | undefined, id: number) => Promise<T>): Promise<T> {
+    const id = await this.remote.newJobId();
+    const onAbort = () => void this.remote.cancel(id);
+    if (opts.signal?.aborted) await this.remote.cancel(id);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await run(opts.onProgress ? proxy(opts.onProgress) : undefined, id);
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Converts an image (qemu-img convert), with progress and cancellation. */
+  async convert(o: ConvertOptions, opts: JobOptions = {}): Promise<void> {
+    await this.maybeAskPersist();
+    return this.job(opts, (p, id) => this.remote.convert(o, p, id));
+  }
+
+  /** Streams a Blob / File (e.g. a picked image) into OPFS or IndexedDB. */
+  async importFile(file: Blob, o: ImportOptions, opts: JobOptions = {}): Promise<void> {
+    await this.maybeAskPersist();
+    return this.job(opts, (p, id) => this.remote.importBlob(file, o, p, id));
+  }
+
+  /**
+   * A stream of an image for download: the stored file (default), the guest
+   * view (`raw`), or a conversion (`qcow2`). Read it piece by piece, e.g.
+   * into a FileSystemWritableFileStream, or `new Response(stream).blob()`.
+   */
+  async exportStream(path: string, opts: { format?: 'file' | 'raw' | 'qcow2'; signal?: AbortSignal } = {}): Promise<ReadableStream<Uint8Array>> {
+    return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) => this.remote.exportStream(path, opts.format, id));
+  }
+
+  /** navigator.storage.estimate() and the persistence answer. */
+  async storage(): Promise<StorageReport> {
+    const r = await this.remote.estimate();
+    if (this.persistAnswer !== undefined) r.persisted = this.persistAnswer;
+    return r;
+  }
+
+  /** The answer of persist() asked on the first create (undefined before). */
+  get persisted(): boolean | undefined {
+    return this.persistAnswer;
+  }
+
+  /** Flushes and closes every disk, then stops the worker. */
+  async close(): Promise<void> {
+    try {
+      await this.remote.shutdown();
+    } finally {
+      this.remote[releaseProxy]();
+      this.worker.terminate();
+    }
+  }
+
+  /** Stops the worker at once (no flush): what a crash does. */
+  terminate(): void {
+    this.worker.terminate();
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * Wire types shared by the page client and the block worker (types and
+ * `as const` objects only: both sides import this file).
+ */
+import type { IoStats } from '../core/node.js';
+
+/** Storage back ends an image can live on. */
+export const StorageKind = {
+  OPFS: 'opfs',
+  IDB: 'idb',
+  MEMORY: 'memory',
+  HTTP: 'http',
+  BLOB: 'blob',
+} as const;
+export type StorageKind = (typeof StorageKind)[keyof typeof StorageKind];
+
+/** Options of `create`. `path` is `opfs:/dir/a.qcow2`, `idb:name` or `memory:name`. */
+export interface CreateOptions {
+  path: string;
+  /** Image format. Default qcow2. */
+  format?: 'qcow2' | 'raw';
+  /** Virtual size in bytes. Required unless a backing file gives it. */
+  size?: number;
+  /** Backing file name stored in the image (qcow2), e.g. an http(s) URL. */
+  backingFile?: string;
+  /** Format of the backing file. */
+  backingFormat?: string;
+  /** Further creation options (qemu-img -o keys: cluster_size, compat, ...). */
+  options?: Record<string, string | number | boolean>;
+}
+
+/** Options of `open`. */
+export interface OpenOptions {
+  path: string;
+  /** Image format; probed when absent. */
+  format?: string;
+  readOnly?: boolean;
+  /**
+   * Protocols a backing file named in the image may use when it is not on the
+   * image's own protocol (e.g. `['http']` for an OPFS overlay over a web image).
+   */
+  allowBackingProtocols?: string[];
+  /** Extra blockdev options merged into the open options. */
+  options?: Record<string, unknown>;
+  /**
+   * What a failed write does (QEMU werror). Default `report`: the request
+   * fails with its BlockError (ENOSPC included). `stop` / `enospc` pause the
+   * disk until DiskHandle.resume().
+   */
+  werror?: 'report' | 'ignore' | 'stop' | 'enospc';
+  /** What a failed read does (QEMU rerror). Default `report`. */
+  rerror?: 'report' | 'ignore' | 'stop';
+}
+
+/** One image found by `list`. */
+export interface ImageEntry {
+  path: string;
+  size: number;
+}
+
+/** The answer of `info` (the fields of `qemu-img info --output=json` that matter here). */
+export interface ImageInfo {
+  path: string;
+  format: string;
+  virtualSize: number;
+  actualSize: number;
+  clusterSize?: number;
+  dirty?: boolean;
+  backingFile?: string;
+  backingFormat?: string;
+  specific?: { type: string; data: Record<string, unknown> };
+}
+
+/** The answer of `check`. */
+export interface CheckReport {
+  corruptions: number;
+  leaks: number;
+  checkErrors: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  imageEndOffset: number;
+  messages: string[];
+}
+
+/** Options of `convert` (qemu-img convert). */
+export interface ConvertOptions {
+  /** Source image (any path or protocol, opened read-only). */
+  from: string;
+  /** Source format; probed when absent. */
+  fromFormat?: string;
+  /** Target path; created (replaced) with `format` and the source's size. */
+  to: string;
+  /** Target format. Default qcow2. */
+  format?: 'qcow2' | 'raw';
+  /** Creation options of the target. */
+  options?: Record<string, string | number | boolean>;
+  /** Protocols the source's backing chain may use. */
+  allowBackingProtocols?: string[];
+}
+
+/** How a file is brought in by `importFile`. */
+export interface ImportOptions {
+  /** Target path (`opfs:/...` or `idb:...`). */
+  to: string;
+  /**
+   * `copy`: store the file's bytes unchanged (keeps qcow2 with its backing
+   * file name); `qcow2` / `raw`: convert what the file holds (probed) into
+   * that format. Default `copy`.
+   */
+  format?: 'copy' | 'qcow2' | 'raw';
+}
+
+/** Progress of a long operation. */
+export interface Progress {
+  done: number;
+  total: number;
+}
+
+/** One extent of `map`. */
+export interface MapExtent {
+  offset: number;
+  length: number;
+  /** Reads return data (not known zeros). */
+  data: boolean;
+  /** Reads return zeros. */
+  zero: boolean;
+  /** Allocated in the top image (not from backing). */
+  allocated: boolean;
+  compressed: boolean;
+}
+
+/** Storage usage and the persistence answer. */
+export interface StorageReport {
+  usage?: number;
+  quota?: number;
+  /** navigator.storage.persist()'s answer (asked by the page on the first create), or persisted(). */
+  persisted?: boolean;
+}
+
+/** Disk statistics (the backend's I/O accounting). */
+export type DiskStats = IoStats;
+
+/** Layout of the synchronous channel's control words (Int32 indexes). */
+export const SyncSlot = {
+  /** State word: see {@link SyncState}. */
+  STATE: 0,
+  /** Operation: see {@link SyncOp}. */
+  OP: 1,
+  /** Request length in bytes. */
+  LENGTH: 2,
+  /** Result: 0 ok, or a negative errno. */
+  RESULT: 3,
+  /** Offset, low 32 bits (unsigned). */
+  OFFSET_LO: 4,
+  /** Offset, high bits. */
+  OFFSET_HI: 5,
+  /** Byte length of the error message stored in the data area on failure. */
+  MESSAGE_LENGTH: 6,
+} as const;
+
+export const SyncState = { IDLE: 0, REQUEST: 1, DONE: 2, CLOSED: 3 } as const;
+export const SyncOp = { READ: 1, WRITE: 2, FLUSH: 3, WRITE_ZEROES: 4 } as const;
+/** Bytes of control words before the data area. */
+export const SYNC_HEADER_BYTES = 64;

@@ -1,0 +1,146 @@
+/**
+ * v86 adapter: the disk-buffer object v86 0.5.x calls for `hda` / `hdb` /
+ * `cdrom` (byteLength, load / onload / onprogress, get, get_and_cache,
+ * get_from_cache, set, get_buffer, get_state / set_state, get_as_file), over
+ * an open disk.
+ *
+ * ```ts
+ * const disk = await dw.open({ path: 'opfs:/vm/disk.qcow2' });
+ * const emulator = new V86({ hda: toV86Buffer(disk), bios: {...}, ... });
+ * ```
+ *
+ * v86 asks for multiples of 256 bytes; reads run asynchronously and call
+ * back in request order per caller; an aborted read (v86 passes an
+ * AbortSignal when it cancels I/O) does not call back. Guest writes are copied
+ * before they leave (v86 may reuse its buffer) and reach the image in the
+ * order v86 issued them; `flush()` on the returned object waits for them and
+ * flushes the disk. Offsets are plain numbers, so disks past 2 GiB work.
+ */
+
+/** What the adapter needs from a disk: the page's Disk or a BlockBackend. */
+export interface V86Disk {
+  readonly length: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  flush?(): Promise<void>;
+}
+
+/** The buffer object v86 gets. */
+export interface V86DiskBuffer {
+  readonly byteLength: number;
+  onload: ((e: object) => void) | undefined;
+  onprogress: ((e: object) => void) | undefined;
+  load(): void;
+  get(start: number, len: number, fn: (data: Uint8Array) => void, opts?: { signal?: AbortSignal }): void;
+  get_and_cache(start: number, len: number, fn: (data: Uint8Array) => void, opts?: { signal?: AbortSignal }): void;
+  get_from_cache(start: number, len: number): Uint8Array | undefined;
+  set(start: number, data: Uint8Array, fn?: () => void): void;
+  get_buffer(fn: (buf: ArrayBuffer | undefined) => void): void;
+  get_state(): unknown[];
+  set_state(state: unknown[]): void;
+  get_as_file(name: string): Promise<File>;
+  /** Waits for the guest writes sent so far and flushes the disk. */
+  flush(): Promise<void>;
+  /** The first error a guest write hit (v86 has no way to report it). */
+  readonly writeError: unknown;
+  /** Guest writes not yet completed. */
+  readonly pendingWrites: number;
+}
+
+function checkRange(start: number, len: number, size: number, what: string): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(len) || start < 0 || len < 0 || start + len > size) {
+    throw new RangeError(`v86 ${what} of ${len} bytes at ${start} is outside the ${size}-byte disk`);
+  }
+}
+
+/** Wraps an open disk as a v86 disk buffer. */
+export function toV86Buffer(disk: V86Disk, opts: { onError?: (e: unknown) => void } = {}): V86DiskBuffer {
+  const size = disk.length;
+  // Writes and the reads that overlap them are ordered through this chain.
+  let tail: Promise<void> = Promise.resolve();
+  let pending = 0;
+  let writeError: unknown = null;
+  const report = (e: unknown) => {
+    writeError ??= e;
+    if (opts.onError) opts.onError(e);
+    else console.error('diskworker v86 adapter:', e);
+  };
+
+  const buffer: V86DiskBuffer = {
+    byteLength: size,
+    onload: undefined,
+    onprogress: undefined,
+    load() {
+      queueMicrotask(() => this.onload?.({}));
+    },
+    get(start, len, fn, o) {
+      checkRange(start, len, size, 'read');
+      const signal = o?.signal;
+      if (signal?.aborted) return;
+      // Reads wait for earlier writes so the guest sees its own data.
+      const run = pending > 0 ? tail.then(() => disk.read(start, len)) : disk.read(start, len);
+      run.then(
+        (data) => {
+          if (!signal?.aborted) fn(data);
+        },
+        (e) => {
+          report(e);
+          // v86 cannot take an error: give it zeros rather than hanging the guest.
+          if (!signal?.aborted) fn(new Uint8Array(len));
+        },
+      );
+    },
+    get_and_cache(start, len, fn, o) {
+      this.get(start, len, fn, o);
+    },
+    get_from_cache() {
+      return undefined;
+    },
+    set(start, data, fn) {
+      checkRange(start, data.length, size, 'write');
+      const copy = data.slice();
+      pending++;
+      tail = tail.then(
+        () =>
+          disk.write(start, copy).then(
+            () => {
+              pending--;
+            },
+            (e) => {
+              pending--;
+              report(e);
+            },
+          ),
+      );
+      fn?.();
+    },
+    get_buffer(fn) {
+      fn(undefined);
+    },
+    get_state() {
+      return [];
+    },
+    set_state() {
+      // The image itself is the state: nothing to restore.
+    },
+    async get_as_file(name) {
+      await tail;
+      const parts: Uint8Array[] = [];
+      for (let pos = 0; pos < size; pos += 1 << 22) {
+        parts.push(await disk.read(pos, Math.min(1 << 22, size - pos)));
+      }
+      return new File(parts as BlobPart[], name);
+    },
+    async flush() {
+      await tail;
+      await disk.flush?.();
+    },
+    get writeError() {
+      return writeError;
+    },
+    get pendingWrites() {
+      return pending;
+    },
+  };
+  return buffer;
+}

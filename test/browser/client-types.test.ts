@@ -1,0 +1,31 @@
+/**
+ * Type-level checks of the page-facing API (what a caller sees through the
+ * Comlink proxy stays typed): checked by tsc and by vitest's expectTypeOf.
+ */
+import { describe, it, expectTypeOf } from 'vitest';
+import type { Disk, DiskWorker, ImageInfo, MapExtent, StorageReport, CheckReport, V86DiskBuffer } from '../../src/client/index.js';
+import { toV86Buffer } from '../../src/client/index.js';
+
+describe('page API types', () => {
+  it('DiskWorker methods return typed promises', () => {
+    expectTypeOf<DiskWorker['open']>().returns.toEqualTypeOf<Promise<Disk>>();
+    expectTypeOf<DiskWorker['info']>().returns.toEqualTypeOf<Promise<ImageInfo>>();
+    expectTypeOf<DiskWorker['check']>().returns.toEqualTypeOf<Promise<CheckReport>>();
+    expectTypeOf<DiskWorker['storage']>().returns.toEqualTypeOf<Promise<StorageReport>>();
+    expectTypeOf<DiskWorker['exportStream']>().returns.toEqualTypeOf<Promise<ReadableStream<Uint8Array>>>();
+    expectTypeOf<DiskWorker['create']>().parameter(0).toHaveProperty('path').toEqualTypeOf<string>();
+  });
+
+  it('Disk reads and writes bytes', () => {
+    expectTypeOf<Disk['read']>().parameters.toEqualTypeOf<[number, number]>();
+    expectTypeOf<Disk['read']>().returns.toEqualTypeOf<Promise<Uint8Array>>();
+    expectTypeOf<Disk['map']>().returns.toEqualTypeOf<Promise<MapExtent[]>>();
+    expectTypeOf<Disk['length']>().toEqualTypeOf<number>();
+  });
+
+  it('toV86Buffer accepts a Disk', () => {
+    const acceptsDisk = (d: Disk) => toV86Buffer(d);
+    expectTypeOf(acceptsDisk).returns.toEqualTypeOf<V86DiskBuffer>();
+    expectTypeOf(toV86Buffer).returns.toEqualTypeOf<V86DiskBuffer>();
+  });
+});
