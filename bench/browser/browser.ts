@@ -24,35 +24,17 @@
  * Each comparison alternates value and baseline and keeps the best of each
  * (the machine is shared and noisy).
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import os from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Page } from '@playwright/test';
+import type { Page } from '@playwright/test';
 import type { BenchResult } from '../types.js';
+import { withBenchPage } from './session.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PORT = Number(process.env.BENCH_PORT ?? 4175);
 const MiB = 1 << 20;
 const OPFS_SIZE = Number(process.env.BENCH_OPFS_MIB ?? 256) * MiB;
 const IDB_SIZE = Number(process.env.BENCH_IDB_MIB ?? 32) * MiB;
 const HTTP_MIB = 256;
 const RANDOM_READS = 50_000;
-
-async function waitForServer(url: string, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`bench server exited with ${child.exitCode}`);
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      /* not yet */
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`bench server did not answer at ${url}`);
-}
 
 function result(name: string, unit: string, value: number, baseline: string, baselineValue: number, target?: number): BenchResult {
   return { name, unit, value, baseline, baselineValue, ratio: value / baselineValue, ...(target !== undefined ? { target } : {}) };
@@ -184,9 +166,9 @@ async function idbSection(call: Call, out: BenchResult[]): Promise<void> {
   await call('remove', 'idb:bench-cmp').catch(() => undefined);
 }
 
-async function httpSection(call: Call, out: BenchResult[]): Promise<void> {
+async function httpSection(page: Page, call: Call, out: BenchResult[]): Promise<void> {
   // http: cold sequential read vs one plain fetch.
-  const url = `http://127.0.0.1:${PORT}/fixtures/bench-${HTTP_MIB}m.raw`;
+  const url = new URL(`/fixtures/bench-${HTTP_MIB}m.raw`, page.url()).toString();
   await call<number>('fetchOnce', url); // makes the file and warms the server's page cache
   const [httpR, fetchR] = await pair(
     3,
@@ -227,37 +209,12 @@ async function measure(page: Page): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
   if (only.has('opfs')) await opfsSection(page, call, format, out);
   if (only.has('idb')) await idbSection(call, out);
-  if (only.has('http')) await httpSection(call, out);
+  if (only.has('http')) await httpSection(page, call, out);
   return out;
 }
 
 export async function run(): Promise<BenchResult[]> {
-  execFileSync('npx', ['vite', 'build', '-c', 'bench/browser/page/vite.config.ts'], { cwd: root, stdio: 'inherit' });
-  const server = spawn('node', ['scripts/serve-e2e.mjs', '--port', String(PORT), '--no-build-fixtures'], { cwd: root, stdio: 'ignore' });
-  try {
-    await waitForServer(`http://127.0.0.1:${PORT}/health`, server);
-    // A persistent profile: OPFS and IndexedDB on disk as users have them
-    // (an incognito context keeps them in memory, with other costs).
-    const profile = mkdtempSync(path.join(os.tmpdir(), 'dw-bench-profile-'));
-    const browser = await chromium.launchPersistentContext(profile, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-    try {
-      const page = browser.pages()[0] ?? (await browser.newPage());
-      page.setDefaultTimeout(600_000);
-      page.on('pageerror', (e) => process.stderr.write(`[bench page] ${e.message}\n`));
-      await page.goto(`http://127.0.0.1:${PORT}/bench/`);
-      await page.waitForFunction(() => document.title === 'bench ready');
-      return await measure(page);
-    } finally {
-      await browser.close();
-      rmSync(profile, { recursive: true, force: true });
-    }
-  } finally {
-    server.kill();
-  }
+  return withBenchPage('', 'bench ready', measure);
 }
 
 // Allow `npx tsx bench/browser/browser.ts` on its own.

@@ -1,4 +1,4 @@
-/** Builds the browser bench page into dist/bench (served at /bench/ by scripts/serve-e2e.mjs). */
+/** Builds the browser bench pages into dist/bench (served at /bench/ by scripts/serve-e2e.mjs). */
 import { defineConfig } from 'vite';
 import { fileURLToPath } from 'node:url';
 
@@ -11,5 +11,11 @@ export default defineConfig({
     outDir: fileURLToPath(new URL('../../../dist/bench', import.meta.url)),
     emptyOutDir: true,
     target: 'es2022',
+    rollupOptions: {
+      input: {
+        main: fileURLToPath(new URL('./index.html', import.meta.url)),
+        wasm: fileURLToPath(new URL('./wasm.html', import.meta.url)),
+      },
+    },
   },
 });
