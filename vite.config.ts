@@ -15,5 +15,7 @@ export default defineConfig({
   server: { host: '127.0.0.1', port: 5173, headers: isolationHeaders },
   preview: { host: '127.0.0.1', port: 4174, headers: isolationHeaders },
   worker: { format: 'es' },
+  // Pre-bundle v86 up front so the first VM boot under the dev server does not reload the page.
+  optimizeDeps: { include: ['v86'] },
   build: { outDir: '../dist/demo', emptyOutDir: true, target: 'es2022' },
 });

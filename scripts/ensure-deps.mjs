@@ -88,6 +88,7 @@ switch (mode) {
   case '--serve': {
     ensureDebian(['nasm', 'seabios']);
     build();
+    mustRun('node', ['scripts/build-demo-assets.mjs']);
     log('serving the demo on http://127.0.0.1:5173/');
     process.exit(run('npx', ['vite', '--config', 'vite.config.ts', '--host', '127.0.0.1', '--port', '5173', '--strictPort']));
     break;

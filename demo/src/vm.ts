@@ -1,0 +1,177 @@
+/**
+ * The VM panel: boots v86 from the selected disk through DiskWorker's v86
+ * adapter (toV86Buffer), shows the guest's screen and serial output, and the
+ * disk's live I/O statistics. The demo guest (demo/guest/guest.asm, built
+ * with nasm by scripts/build-demo-assets.mjs) can be installed on any disk.
+ */
+import { toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer } from '../../src/client/index.js';
+import { app, bus } from './state.js';
+import { confirmDialog, fmtBytes, guard, h, showError, toast } from './ui.js';
+
+type Emulator = { stop(): void; destroy(): Promise<void>; add_listener(ev: string, fn: (v: number) => void): void };
+
+const BASE = import.meta.env.BASE_URL;
+
+export class VmPanel {
+  readonly root: HTMLElement;
+  private readonly screen: HTMLElement;
+  private readonly serial: HTMLElement;
+  private readonly status: HTMLElement;
+  private readonly stats: HTMLElement;
+  private readonly bootBtn: HTMLButtonElement;
+  private readonly stopBtn: HTMLButtonElement;
+  private readonly installBtn: HTMLButtonElement;
+  private emulator: Emulator | null = null;
+  private hda: V86DiskBuffer | null = null;
+  private disk: Disk | null = null;
+  private poll: ReturnType<typeof setInterval> | null = null;
+  private last: { t: number; s: DiskStats } | null = null;
+  private base: DiskStats | null = null;
+
+  constructor() {
+    this.screen = h('div', { class: 'vm-screen', 'data-testid': 'vm-screen' }, h('div', { class: 'vm-text' }), h('canvas', { style: 'display:none' }));
+    this.screen.append(h('div', { class: 'vm-idle' }, 'The guest’s screen appears here.'));
+    this.serial = h('pre', { class: 'vm-serial mono', 'data-testid': 'vm-serial' });
+    this.status = h('span', { class: 'pill', 'data-testid': 'vm-status' }, 'stopped');
+    this.stats = h('div', { class: 'io-stats', 'data-testid': 'io-stats' });
+    this.installBtn = h('button', { class: 'btn', type: 'button', onclick: () => void guard('Installing the demo guest', () => this.install()) }, 'Install demo guest');
+    this.bootBtn = h('button', { class: 'btn btn-primary', type: 'button', 'data-testid': 'vm-boot', onclick: () => void guard('Booting the VM', () => this.boot()) }, 'Boot');
+    this.stopBtn = h('button', { class: 'btn', type: 'button', disabled: true, onclick: () => void guard('Stopping the VM', () => this.stop()) }, 'Stop');
+    this.root = h(
+      'div',
+      { class: 'vm' },
+      h('div', { class: 'row' }, this.bootBtn, this.stopBtn, this.installBtn, this.status, h('span', { class: 'muted vm-note' }, 'v86 (an x86 emulator in WebAssembly) reads and writes the selected disk through toV86Buffer — every sector goes through the block worker.')),
+      h('div', { class: 'vm-body' }, this.screen, h('div', { class: 'vm-side' }, h('h4', {}, 'Disk I/O'), this.stats, h('h4', {}, 'Serial port (COM1)'), this.serial)),
+    );
+    this.renderStats(null);
+    app.stopVm = () => this.stop();
+    bus.on('select', (sel) => {
+      if ((sel?.disk ?? null) === this.disk) return;
+      if (this.emulator) void this.stop();
+      this.disk = sel?.disk ?? null;
+      this.last = null;
+      this.base = null;
+      this.renderStats(null);
+    });
+  }
+
+  private get selectedDisk(): Disk {
+    const d = app.selected?.disk;
+    if (!d) throw Object.assign(new Error('Select an image in the list first'), { code: 'ENOENT' });
+    return d;
+  }
+
+  /** Writes the demo guest (4 KiB) at the start of the selected disk. */
+  async install(): Promise<void> {
+    const disk = this.selectedDisk;
+    if (disk.readOnly) throw Object.assign(new Error(`${disk.path} is open read-only`), { code: 'EPERM' });
+    if (!(await confirmDialog('Install the demo guest?', 'This writes a 4 KiB boot program over the first sectors of the disk (a partition table there is lost). The guest then writes 64 sectors spread over the disk when it runs.', 'Install'))) return;
+    await this.installGuest(disk);
+    toast('ok', 'Demo guest installed', 'Press Boot.');
+  }
+
+  private async installGuest(disk: Disk): Promise<void> {
+    const res = await fetch(`${BASE}guest/guest.bin`);
+    if (!res.ok) throw new Error(`guest/guest.bin is missing (HTTP ${res.status}): run node scripts/build-demo-assets.mjs`);
+    const bin = new Uint8Array(await res.arrayBuffer());
+    await disk.write(0, bin);
+    await disk.flush();
+    bus.emit('data', { offset: 0, bytes: bin.length });
+  }
+
+  async boot(): Promise<void> {
+    if (this.emulator) return;
+    const disk = this.selectedDisk;
+    const mbr = await disk.read(0, 512);
+    if (mbr[510] !== 0x55 || mbr[511] !== 0xaa) {
+      if (disk.readOnly || !(await confirmDialog('This disk is not bootable', 'It has no boot sector (no 0x55AA signature). Install the demo guest on it and boot?', 'Install and boot'))) return;
+      await this.installGuest(disk);
+    }
+    this.setRunning(true, 'starting…');
+    this.serial.textContent = '';
+    this.screen.querySelector('.vm-idle')?.remove();
+    try {
+      const [{ V86 }, wasm] = await Promise.all([import('v86'), import('v86/build/v86.wasm?url')]);
+      this.hda = toV86Buffer(disk, { onError: (e) => showError(e, 'A guest disk request') });
+      this.disk = disk;
+      this.base = await disk.stats();
+      const emulator = new V86({
+        wasm_path: wasm.default,
+        bios: { url: `${BASE}seabios/bios-256k.bin` },
+        vga_bios: { url: `${BASE}seabios/vgabios-stdvga.bin` },
+        hda: this.hda as never,
+        memory_size: 32 << 20,
+        vga_memory_size: 2 << 20,
+        screen: { container: this.screen },
+        autostart: true,
+        disable_keyboard: true,
+        disable_mouse: true,
+        disable_speaker: true,
+      } as never) as unknown as Emulator;
+      this.emulator = emulator;
+      emulator.add_listener('serial0-output-byte', (b) => {
+        this.serial.textContent += String.fromCharCode(b);
+        this.serial.scrollTop = this.serial.scrollHeight;
+      });
+      emulator.add_listener('emulator-started', () => this.status.textContent = 'running');
+      app.vmRunning = true;
+      this.poll = setInterval(() => void this.tick(), 400);
+    } catch (e) {
+      this.setRunning(false, 'failed');
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    const emulator = this.emulator;
+    if (!emulator) return;
+    this.emulator = null;
+    emulator.stop();
+    if (this.poll) clearInterval(this.poll);
+    this.poll = null;
+    await this.hda?.flush().catch((e) => showError(e, 'Flushing the guest’s writes'));
+    await emulator.destroy().catch(() => undefined);
+    app.vmRunning = false;
+    this.setRunning(false, 'stopped');
+    await this.tick();
+    bus.emit('data', null);
+  }
+
+  private setRunning(on: boolean, text: string): void {
+    this.bootBtn.disabled = on;
+    this.installBtn.disabled = on;
+    this.stopBtn.disabled = !on;
+    this.status.textContent = text;
+    this.status.className = on ? 'pill pill-ok' : 'pill';
+  }
+
+  private async tick(): Promise<void> {
+    const disk = this.disk;
+    if (!disk) return;
+    let s: DiskStats;
+    try {
+      s = await disk.stats();
+    } catch {
+      return;
+    }
+    const now = performance.now();
+    const prev = this.last;
+    this.last = { t: now, s };
+    if (prev && (s.write.ops !== prev.s.write.ops || s.zeroWrite.ops !== prev.s.zeroWrite.ops)) bus.emit('data', null);
+    this.renderStats(s, prev);
+  }
+
+  private renderStats(s: DiskStats | null, prev?: { t: number; s: DiskStats } | null): void {
+    const b = this.base;
+    const d = (k: 'read' | 'write' | 'flush', f: 'ops' | 'bytes' | 'timeMs') => (s ? s[k][f] - (b ? b[k][f] : 0) : 0);
+    const secs = prev && this.last ? (this.last.t - prev.t) / 1000 : 0;
+    const rate = (k: 'read' | 'write') => (s && prev && secs > 0 ? (s[k].bytes - prev.s[k].bytes) / secs : 0);
+    const lat = (k: 'read' | 'write' | 'flush') => (d(k, 'ops') > 0 ? `${(d(k, 'timeMs') / d(k, 'ops')).toFixed(2)} ms` : '–');
+    const row = (label: string, k: 'read' | 'write') =>
+      h('tr', { 'data-op': k }, h('th', {}, label), h('td', { 'data-field': 'ops' }, d(k, 'ops').toLocaleString('en-US')), h('td', {}, fmtBytes(d(k, 'bytes'))), h('td', {}, lat(k)), h('td', {}, `${fmtBytes(rate(k))}/s`));
+    this.stats.replaceChildren(
+      h('table', { class: 'table table-compact' }, h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'ops'), h('th', {}, 'bytes'), h('th', {}, 'latency'), h('th', {}, 'rate'))), h('tbody', {}, row('Reads', 'read'), row('Writes', 'write'), h('tr', {}, h('th', {}, 'Flushes'), h('td', {}, d('flush', 'ops').toLocaleString('en-US')), h('td', {}, ''), h('td', {}, lat('flush')), h('td', {}, '')))),
+      h('p', { class: 'muted small' }, this.base ? 'Since this boot; latency is the average per request, measured in the block worker.' : 'Boot the VM to see its disk traffic.'),
+    );
+  }
+}
