@@ -13,6 +13,8 @@ import { withContext } from '../../core/errors.js';
 interface Entry {
   buf: Uint8Array;
   dirty: boolean;
+  /** Bumped on every change, so a flush knows whether what it wrote is still current. */
+  gen: number;
   lastUse: number;
 }
 
@@ -20,6 +22,8 @@ export class MetaCache {
   private readonly entries = new Map<number, Entry>();
   private readonly loading = new Map<number, Promise<Uint8Array>>();
   private clock = 0;
+  /** The flush in progress: flushes run one at a time, so two writes of one entry never race. */
+  private flushing: Promise<void> | null = null;
   /** Runs before dirty entries are written (dependency flush). */
   before: (() => Promise<void>) | null = null;
   /** Checks a table's bytes after loading (throws to refuse). */
@@ -70,7 +74,7 @@ export class MetaCache {
     await this.makeRoom();
     const again = this.entries.get(offset);
     if (again) return again.buf;
-    this.entries.set(offset, { buf, dirty: false, lastUse: ++this.clock });
+    this.entries.set(offset, { buf, dirty: false, gen: 0, lastUse: ++this.clock });
     return buf;
   }
 
@@ -80,16 +84,20 @@ export class MetaCache {
     if (e) {
       e.buf = buf;
       e.dirty = e.dirty || dirty;
+      e.gen++;
       e.lastUse = ++this.clock;
       return;
     }
     await this.makeRoom();
-    this.entries.set(offset, { buf, dirty, lastUse: ++this.clock });
+    this.entries.set(offset, { buf, dirty, gen: 0, lastUse: ++this.clock });
   }
 
   markDirty(offset: number): void {
     const e = this.entries.get(offset);
-    if (e) e.dirty = true;
+    if (e) {
+      e.dirty = true;
+      e.gen++;
+    }
   }
 
   /**
@@ -101,9 +109,10 @@ export class MetaCache {
     if (e) {
       e.buf = buf;
       e.dirty = true;
+      e.gen++;
       e.lastUse = ++this.clock;
     } else {
-      this.entries.set(offset, { buf, dirty: true, lastUse: ++this.clock });
+      this.entries.set(offset, { buf, dirty: true, gen: 0, lastUse: ++this.clock });
     }
   }
 
@@ -136,26 +145,47 @@ export class MetaCache {
       }
       if (victim === undefined) return;
       const e = this.entries.get(victim)!;
-      if (e.dirty) await this.flush();
+      if (e.dirty) {
+        // Choose again afterwards: the entry may have changed while it was written.
+        await this.flush();
+        continue;
+      }
       this.entries.delete(victim);
     }
   }
 
-  /** Writes every dirty entry (after the dependency). Does not flush the child. */
+  /**
+   * Writes every dirty entry (after the dependency). Does not flush the child.
+   * The entries are copied before the dependency runs and stay dirty until
+   * written, so what is written is covered by the dependency; a change made
+   * meanwhile (by a request outside the lock) may depend on something the
+   * dependency did not write, and is written by the next flush.
+   */
   async flush(): Promise<void> {
+    while (this.flushing) await this.flushing.catch(() => undefined);
     if (!this.hasDirty) return;
+    const run = this.flushDirty();
+    this.flushing = run;
+    try {
+      await run;
+    } finally {
+      if (this.flushing === run) this.flushing = null;
+    }
+  }
+
+  private async flushDirty(): Promise<void> {
+    const dirty = [...this.entries]
+      .filter(([, e]) => e.dirty)
+      .sort((a, b) => a[0] - b[0])
+      .map(([off, e]) => ({ off, e, gen: e.gen, copy: e.buf.slice() }));
     if (this.before) await this.before();
-    const dirty = [...this.entries].filter(([, e]) => e.dirty).sort((a, b) => a[0] - b[0]);
-    for (const [off, e] of dirty) {
-      e.dirty = false;
-      try {
-        await withContext(`while writing ${this.name} at 0x${off.toString(16)}`, { offset: off }, async () => {
-          await this.child().pwritev(off, this.entrySize, e.buf);
-        });
-      } catch (err) {
-        e.dirty = true;
-        throw err;
-      }
+    for (const { off, e, gen, copy } of dirty) {
+      // Dropped meanwhile: its cluster was freed, and must not be written.
+      if (this.entries.get(off) !== e) continue;
+      await withContext(`while writing ${this.name} at 0x${off.toString(16)}`, { offset: off }, async () => {
+        await this.child().pwritev(off, this.entrySize, copy);
+      });
+      if (e.gen === gen) e.dirty = false;
     }
   }
 

@@ -1,5 +1,7 @@
 /**
- * Codec calls for compressed clusters, behind one small interface.
+ * Compressed clusters: the codec calls behind one small interface, reading a
+ * compressed cluster (with a one-cluster cache for sequential reads) and
+ * writing clusters compressed.
  *
  * The codecs come from src/wasm/codec.ts, which picks the fastest in each
  * environment (README, "WASM"): deflate decoding in WASM; deflate encoding
@@ -8,9 +10,16 @@
  * decoding and encoding in WASM everywhere. Decoding follows QEMU: a cluster
  * decodes into exactly one cluster buffer and trailing sector padding is ignored.
  */
-import { BlockError, type ErrorContext } from '../../core/errors.js';
+import { BlockError, einval, type ErrorContext } from '../../core/errors.js';
 import { getClusterCodec, initZstd, zstdCompressCluster, zstdDecompressCluster, type ClusterCodec } from '../../wasm/codec.js';
 import { COMPRESSION_TYPE } from './constants.js';
+import { T, clusterType, makeCompressedEntry, readEntry, writeEntry } from './mapping.js';
+import type { Run } from './lookup.js';
+import { markCorrupt, overlapCheck } from './metadata-index.js';
+import { beforeModify, whenClustersIdle, writableSlice } from './cow.js';
+import type { Qcow2Image } from './qcow2.js';
+
+const hex = (n: number) => `0x${n.toString(16)}`;
 
 let deflateCodec: ClusterCodec | undefined;
 
@@ -43,4 +52,68 @@ export async function compressCluster(type: number, input: Uint8Array): Promise<
   await loadCodec(type);
   if (type === COMPRESSION_TYPE.ZLIB) return deflateCodec!.deflateCluster(input, 6);
   return zstdCompressCluster(input);
+}
+
+/** Reads the part of the compressed cluster `run` that holds guest `offset` into `out`. */
+export async function readCompressed(img: Qcow2Image, run: Run, offset: number, out: Uint8Array): Promise<void> {
+  const key = `${run.coffset}:${run.csize}`;
+  let cluster: Uint8Array;
+  if (img.lastCompressed?.key === key) {
+    cluster = img.lastCompressed.buf;
+  } else {
+    if (run.csize <= 0 || run.csize > 2 * img.cs + 512) {
+      throw await markCorrupt(img, `Compressed cluster descriptor at ${hex(run.coffset)} has an invalid size ${run.csize}`);
+    }
+    const input = new Uint8Array(run.csize);
+    await img.file.preadv(run.coffset, run.csize, input);
+    cluster = new Uint8Array(img.cs);
+    await decompressCluster(img.header.compressionType, input, cluster, { node: img.node.nodeName, offset: run.coffset });
+    img.lastCompressed = { key, buf: cluster };
+  }
+  const inCluster = offset % img.cs;
+  out.set(cluster.subarray(inCluster, inCluster + out.length));
+}
+
+/**
+ * Writes whole clusters compressed (the last one may end at the image end).
+ * Clusters that do not shrink are written normally, as QEMU does; a cluster
+ * that is already allocated is refused (compression never overwrites).
+ */
+export async function writeCompressed(img: Qcow2Image, offset: number, bytes: number, buf: Uint8Array): Promise<void> {
+  const cs = img.cs;
+  if (img.hasDataFile) throw new BlockError('ENOTSUP', 'Compression is not supported with an external data file');
+  if (offset % cs !== 0) throw einval(`Compressed writes must be cluster aligned (offset ${offset})`);
+  for (let pos = 0; pos < bytes; pos += cs) {
+    const n = Math.min(cs, bytes - pos);
+    if (n < cs && offset + pos + n !== img.header.size) {
+      throw einval(`Compressed writes must cover whole clusters (offset ${offset + pos}, ${n} bytes)`);
+    }
+    let cluster = buf.subarray(pos, pos + n);
+    if (n < cs) {
+      const padded = new Uint8Array(cs);
+      padded.set(cluster);
+      cluster = padded;
+    }
+    const packed = await compressCluster(img.header.compressionType, cluster);
+    if (!packed) {
+      await img.pwritev(offset + pos, n, buf.subarray(pos, pos + n), 0);
+      continue;
+    }
+    const ci = Math.floor((offset + pos) / cs);
+    await whenClustersIdle(img, async () => {
+      await beforeModify(img);
+      const { sliceOff, buf: l2, dv, i0 } = await writableSlice(img, ci);
+      const old = readEntry(dv, i0, img.ext);
+      const ct = clusterType(old, img.ext, false);
+      if (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC) {
+        throw new BlockError('EIO', `Compression can't overwrite the allocated cluster at guest offset ${offset + pos}`);
+      }
+      const host = await img.refs.allocBytes(packed.length);
+      await overlapCheck(img, host, packed.length);
+      await img.file.pwritev(host, packed.length, packed);
+      writeEntry(dv, i0, img.ext, makeCompressedEntry(host, packed.length, img.cbits));
+      img.l2cache.setDirty(sliceOff, l2);
+      img.lastCompressed = null;
+    }, ci, ci);
+  }
 }

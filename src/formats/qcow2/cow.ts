@@ -1,0 +1,465 @@
+/**
+ * Allocation and the copy-on-write write path (QEMU's qcow2-cluster.c
+ * allocation side and qcow2_co_pwritev): writable L1 / L2 tables, planning
+ * each cluster of a write (in place when the cluster is ours, else a new
+ * cluster whose head and tail are copied from the current content), the data
+ * writes, then the L2 updates; the release of clusters that lost their last
+ * reference; and the flush that makes it all durable in a crash-safe order.
+ *
+ * Concurrency (QEMU's design): planning and allocation run under the image
+ * lock, the data (and copy-on-write) writes outside it, and the L2 update
+ * under the lock again, so writes to different clusters overlap their I/O.
+ * Guest clusters with a write between those phases are registered in
+ * {@link InFlightWrites}; anything else that would change their L2 entries
+ * (another write, zero, discard, compressed write) waits for them first, and
+ * image-wide operations (truncate, check, amend, close) wait for all.
+ *
+ * Ordering (a power cut at any write leaves no corruption):
+ * - refcount increments reach the disk before the L1 / L2 entries that use
+ *   the clusters (the L2 cache flushes the refcount cache first);
+ * - a new L2 table is written and flushed before the L1 entry points to it;
+ * - data is written before the L2 entry that maps it;
+ * - refcount decrements are applied only after the L2 tables that dropped
+ *   the references are on disk ({@link flushAll}).
+ */
+import { BlockError } from '../../core/errors.js';
+import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
+import {
+  T,
+  clusterType,
+  compressedInfo,
+  entryOffset,
+  isCopied,
+  makeEntry,
+  readEntry,
+  subMask,
+  writeEntry,
+  type ClusterType,
+  type RawEntry,
+} from './mapping.js';
+import { l2TableOffset } from './lookup.js';
+import { markCorrupt, overlapCheck } from './metadata-index.js';
+import { readGuest } from './read.js';
+import type { Qcow2Image } from './qcow2.js';
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** Pending frees after which the caches are flushed early (bounds the memory they hold). */
+export const MAX_PENDING_FREES = 4096;
+
+/** Refuses writes after corruption; sets the dirty bit before the first metadata change with lazy refcounts. */
+export async function beforeModify(img: Qcow2Image): Promise<void> {
+  img.checkUsable();
+  if (img.lazyRefcounts && !img.markedDirty) {
+    if (!(img.header.incompatible & INCOMPAT.DIRTY)) {
+      await img.refs.flushCache();
+      img.header.incompatible |= INCOMPAT.DIRTY;
+      await img.writeHeader();
+    }
+    img.markedDirty = true;
+  }
+}
+
+/** Writes L1 entry `i` to disk. */
+export async function writeL1Entry(img: Qcow2Image, i: number): Promise<void> {
+  const b = new Uint8Array(8);
+  const e = makeEntry(img.l1[i]!, img.l1Copied[i] === 1);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, e.hi);
+  dv.setUint32(4, e.lo);
+  await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
+}
+
+/** Grows the L1 table to at least `entries` (new table, then the header, then the old one is freed). */
+export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
+  if (entries <= img.l1.length) return;
+  if (entries > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `L1 table of ${entries} entries would be too large`);
+  const bytes = entries * 8;
+  const clusters = Math.ceil(bytes / img.cs);
+  const off = await img.refs.alloc(clusters);
+  const raw = new Uint8Array(clusters * img.cs);
+  const dv = new DataView(raw.buffer);
+  for (let i = 0; i < img.l1.length; i++) {
+    const e = makeEntry(img.l1[i]!, img.l1Copied[i] === 1);
+    dv.setUint32(i * 8, e.hi);
+    dv.setUint32(i * 8 + 4, e.lo);
+  }
+  await img.refs.flushCache();
+  await img.file.flush();
+  await img.file.pwritev(off, raw.length, raw);
+  await img.file.flush();
+  const oldOff = img.header.l1TableOffset;
+  const oldSize = img.l1.length;
+  const hb = new Uint8Array(12);
+  const hdv = new DataView(hb.buffer);
+  hdv.setUint32(0, entries);
+  hdv.setBigUint64(4, BigInt(off));
+  await img.file.pwritev(HDR.L1_SIZE, 12, hb);
+  await img.file.flush();
+  img.header.l1Size = entries;
+  img.header.l1TableOffset = off;
+  const l1 = new Float64Array(entries);
+  l1.set(img.l1);
+  const cp = new Uint8Array(entries);
+  cp.set(img.l1Copied);
+  img.l1 = l1;
+  img.l1Copied = cp;
+  if (oldSize > 0) {
+    img.meta.remove(oldOff, oldSize * 8);
+    img.refs.queueFree(oldOff, oldSize * 8);
+  }
+  img.meta.add(off, bytes, 'active L1 table');
+}
+
+/** Offset of a writable (COPIED) L2 table for L1 index `l1i`, allocating or copying it. */
+async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
+  if (l1i >= img.l1.length) await growL1(img, l1i + 1);
+  const old = await l2TableOffset(img, l1i);
+  if (old !== 0 && img.l1Copied[l1i]) return old;
+  const cs = img.cs;
+  const off = await img.refs.alloc(1);
+  await overlapCheck(img, off, cs);
+  const table = new Uint8Array(cs);
+  if (old !== 0) {
+    for (let s = 0; s < cs / img.sliceBytes; s++) {
+      table.set(await img.l2cache.get(old + s * img.sliceBytes), s * img.sliceBytes);
+    }
+  }
+  // Refcount of the new table first, then the table, then the L1 entry.
+  await img.refs.flushCache();
+  await img.file.flush();
+  await img.file.pwritev(off, cs, table);
+  await img.file.flush();
+  img.l1[l1i] = off;
+  img.l1Copied[l1i] = 1;
+  await writeL1Entry(img, l1i);
+  for (let s = 0; s < cs / img.sliceBytes; s++) {
+    await img.l2cache.put(off + s * img.sliceBytes, table.slice(s * img.sliceBytes, (s + 1) * img.sliceBytes), false);
+  }
+  img.meta.add(off, cs, 'active L2 table');
+  if (old !== 0) {
+    img.meta.remove(old, cs);
+    img.refs.queueFree(old, cs);
+  }
+  return off;
+}
+
+/** A cached slice of a writable L2 table and the index in it of guest cluster `ci`. */
+export interface WritableSlice {
+  /** Host offset of the slice (its cache key). */
+  sliceOff: number;
+  buf: Uint8Array;
+  dv: DataView;
+  /** Index of the cluster's entry in the slice. */
+  i0: number;
+}
+
+/** The slice of a writable L2 table holding guest cluster `ci`. */
+export async function writableSlice(img: Qcow2Image, ci: number): Promise<WritableSlice> {
+  const l1i = Math.floor(ci / img.l2Entries);
+  const l2off = await writableL2(img, l1i);
+  const idx = ci % img.l2Entries;
+  const sliceOff = l2off + Math.floor(idx / img.sliceEntries) * img.sliceBytes;
+  const buf = await img.l2cache.get(sliceOff);
+  return { sliceOff, buf, dv: new DataView(buf.buffer, buf.byteOffset, buf.byteLength), i0: idx % img.sliceEntries };
+}
+
+/**
+ * Queues the release of the host cluster(s) an entry owns; `discard` also
+ * discards them in the file once their refcount is 0 on disk.
+ */
+export function freeEntry(img: Qcow2Image, e: RawEntry, ct: ClusterType, discard: boolean): void {
+  if (ct === T.COMPRESSED) {
+    const c = compressedInfo(e, img.cbits);
+    const start = c.offset & ~511;
+    img.refs.queueFree(start, c.sectors * 512);
+    return;
+  }
+  if (ct !== T.NORMAL && ct !== T.ZERO_ALLOC) return;
+  const host = entryOffset(e.hi, e.lo);
+  // Data file clusters are not refcounted.
+  if (img.hasDataFile) return;
+  img.refs.queueFree(host, img.cs);
+  if (discard) img.discardAfterFree.add(host / img.cs);
+}
+
+/** Makes queued frees durable: L2 tables first, then the decremented refcounts. */
+export async function flushAll(img: Qcow2Image): Promise<void> {
+  await img.l2cache.flush();
+  if (img.refs.pendingCount > 0) {
+    await img.file.flush();
+    const freed = await img.refs.applyFrees();
+    for (const c of freed) img.l2cache.forgetRange(c * img.cs, (c + 1) * img.cs);
+    await img.refs.flushCache();
+    if (img.discardAfterFree.size > 0) {
+      await img.file.flush();
+      const set = img.discardAfterFree;
+      img.discardAfterFree = new Set();
+      for (const c of freed) {
+        if (set.has(c)) {
+          try {
+            await img.file.pdiscard(c * img.cs, img.cs);
+          } catch {
+            // Advisory.
+          }
+        }
+      }
+    }
+  } else {
+    await img.refs.flushCache();
+  }
+}
+
+/** A range of guest clusters with a write between planning and its L2 update. */
+interface InFlightRun {
+  first: number;
+  last: number;
+  done: Promise<void>;
+}
+
+/**
+ * Guest clusters whose write runs outside the image lock (QEMU's
+ * cluster_allocs list and handle_dependencies).
+ */
+export class InFlightWrites {
+  private readonly runs = new Set<InFlightRun>();
+
+  get size(): number {
+    return this.runs.size;
+  }
+
+  /** A promise for one in-flight run overlapping clusters [first, last], or undefined. */
+  overlapping(first: number, last: number): Promise<void> | undefined {
+    for (const r of this.runs) if (r.first <= last && r.last >= first) return r.done;
+    return undefined;
+  }
+
+  /** Registers [first, last]; call the returned function when the L2 update is done (or failed). */
+  add(first: number, last: number): () => void {
+    let resolve!: () => void;
+    const run: InFlightRun = { first, last, done: new Promise<void>((r) => (resolve = r)) };
+    this.runs.add(run);
+    return () => {
+      this.runs.delete(run);
+      resolve();
+    };
+  }
+}
+
+/**
+ * Runs `fn` under the image lock once no write is in flight on guest clusters
+ * [first, last] (all clusters when omitted). Waits outside the lock, since
+ * the writes waited for need the lock to finish.
+ */
+export async function whenClustersIdle<T>(img: Qcow2Image, fn: () => Promise<T>, first = 0, last = Infinity): Promise<T> {
+  for (;;) {
+    let busy: Promise<void> | undefined;
+    const result = await img.lock.run(async () => {
+      busy = img.inFlight.overlapping(first, last);
+      return busy ? undefined : { value: await fn() };
+    });
+    if (result) return result.value;
+    await busy;
+  }
+}
+
+/** Writes guest data at `offset`; takes the image lock itself, run by run. */
+export async function writeGuest(img: Qcow2Image, offset: number, bytes: number, buf: Uint8Array): Promise<void> {
+  let pos = 0;
+  while (pos < bytes) pos += await writeRun(img, offset + pos, bytes - pos, buf.subarray(pos));
+}
+
+/** How one cluster of a write is done. */
+interface ClusterPlan {
+  /** The entry before the write and its type. */
+  old: RawEntry;
+  ct: ClusterType;
+  /** Host cluster written (the old one in place, or the new one). */
+  host: number;
+  /** Byte range of the cluster written, write plus copy-on-write areas: [fs, fe). */
+  fs: number;
+  fe: number;
+  /** Whether `host` is a newly allocated cluster. */
+  alloc: boolean;
+  /** The new entry (offset filled in after allocation). */
+  entry: RawEntry;
+  /** Whether the old entry's cluster(s) lose a reference. */
+  freeOld: boolean;
+}
+
+/**
+ * Writes the part of [off, off+len) that lies in one L2 slice: plans each
+ * cluster (in place or newly allocated, with its copy-on-write areas) and
+ * allocates under the lock, writes the data outside it, then updates the L2
+ * entries under the lock. Returns the bytes done.
+ */
+async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Array): Promise<number> {
+  const cs = img.cs;
+  const ci0 = Math.floor(off / cs);
+  const i0 = (ci0 % img.l2Entries) % img.sliceEntries;
+  const nClusters = Math.min(Math.ceil((off + len) / cs) - ci0, img.sliceEntries - i0);
+  const runEnd = Math.min(off + len, (ci0 + nClusters) * cs);
+  const { plans, release } = await whenClustersIdle(
+    img,
+    async () => {
+      await beforeModify(img);
+      const plans = await planRun(img, off, runEnd, ci0, nClusters);
+      return { plans, release: img.inFlight.add(ci0, ci0 + nClusters - 1) };
+    },
+    ci0,
+    ci0 + nClusters - 1,
+  );
+  try {
+    await writeRunData(img, off, runEnd, data, ci0, plans);
+    await img.lock.run(async () => {
+      // Fetched again: the slice may have been evicted while the lock was free.
+      const { sliceOff, buf, dv, i0: j0 } = await writableSlice(img, ci0);
+      for (let k = 0; k < nClusters; k++) {
+        const p = plans[k]!;
+        const now = readEntry(dv, j0 + k, img.ext);
+        if (now.hi !== p.old.hi || now.lo !== p.old.lo || now.zero !== p.old.zero || now.alloc !== p.old.alloc) {
+          // The in-flight registration should make this impossible.
+          throw new BlockError('EIO', `qcow2: L2 entry of guest cluster ${ci0 + k} changed during a write`, { node: img.node.nodeName });
+        }
+        const e = p.entry;
+        const ne = makeEntry(img.hasDataFile ? (ci0 + k) * cs : p.host, true);
+        e.hi = ne.hi;
+        e.lo = ne.lo;
+        writeEntry(dv, j0 + k, img.ext, e);
+        if (p.freeOld) freeEntry(img, p.old, p.ct, img.passDiscardOther);
+      }
+      img.l2cache.setDirty(sliceOff, buf);
+      if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img);
+    });
+  } finally {
+    // On failure the new clusters stay allocated but unreferenced: a leak, never a corruption.
+    release();
+  }
+  return runEnd - off;
+}
+
+/** Plans the clusters of [off, runEnd) (under the lock) and allocates the new ones. */
+async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number, nClusters: number): Promise<ClusterPlan[]> {
+  const cs = img.cs;
+  const { dv, i0 } = await writableSlice(img, ci0);
+  const sc = img.subSize;
+  const plans: ClusterPlan[] = [];
+  let need = 0;
+  for (let k = 0; k < nClusters; k++) {
+    const ci = ci0 + k;
+    const cstart = ci * cs;
+    const ws = Math.max(off, cstart) - cstart;
+    const we = Math.min(runEnd, cstart + cs) - cstart;
+    const old = readEntry(dv, i0 + k, img.ext);
+    const ct = clusterType(old, img.ext, img.hasDataFile);
+    const oldHost = entryOffset(old.hi, old.lo);
+    let inPlace = false;
+    let host = 0;
+    if (img.hasDataFile) {
+      inPlace = true;
+      host = cstart;
+    } else if ((ct === T.NORMAL || ct === T.ZERO_ALLOC) && isCopied(old.hi)) {
+      if (oldHost % cs !== 0) throw await markCorrupt(img, `Cluster allocation offset ${hex(oldHost)} unaligned`);
+      inPlace = true;
+      host = oldHost;
+    }
+    let fs: number;
+    let fe: number;
+    const entry: RawEntry = { hi: 0, lo: 0, zero: 0, alloc: 0 };
+    if (!img.ext) {
+      // In place over data: just the bytes written. Else the whole cluster
+      // (a zero cluster's or the old content around the write is copied).
+      if (inPlace && ct === T.NORMAL) {
+        fs = ws;
+        fe = we;
+      } else {
+        fs = 0;
+        fe = cs;
+      }
+    } else {
+      // Subclusters: write whole subclusters; a fresh copy of a shared or
+      // compressed cluster takes the whole cluster.
+      const fromShared = !inPlace && (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC);
+      if (fromShared) {
+        fs = 0;
+        fe = cs;
+      } else {
+        fs = Math.floor(ws / sc) * sc;
+        fe = Math.ceil(we / sc) * sc;
+      }
+    }
+    const fresh = !inPlace;
+    if (fresh) need++;
+    if (!img.ext) {
+      Object.assign(entry, makeEntry(0, true));
+    } else {
+      const mask = subMask(fs / sc, fe / sc);
+      if (fresh && (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC)) {
+        entry.alloc = 0xffffffff;
+        entry.zero = 0;
+      } else {
+        const baseAlloc = ct === T.NORMAL && inPlace ? old.alloc : 0;
+        entry.alloc = (baseAlloc | mask) >>> 0;
+        entry.zero = (old.zero & ~mask) >>> 0;
+        if (ct === T.COMPRESSED) entry.zero = 0;
+      }
+    }
+    plans.push({ old, ct, host, fs, fe, alloc: fresh, entry, freeOld: fresh && ct !== T.UNALLOC && ct !== T.ZERO_PLAIN });
+  }
+  if (need > 0) {
+    let next = await img.refs.alloc(need);
+    for (const p of plans) {
+      if (p.alloc) {
+        p.host = next;
+        next += cs;
+      }
+    }
+  }
+  // Refused here, under the lock, before any data is written.
+  for (const g of dataGroups(plans, ci0, cs)) await overlapCheck(img, g.hostStart, g.guestEnd - g.guestStart);
+  return plans;
+}
+
+/** One data write of a run: guest range [guestStart, guestEnd) at host offset hostStart. */
+interface DataGroup {
+  guestStart: number;
+  guestEnd: number;
+  hostStart: number;
+}
+
+/** Groups host-contiguous clusters whose written ranges join into single data writes. */
+function dataGroups(plans: ClusterPlan[], ci0: number, cs: number): DataGroup[] {
+  const groups: DataGroup[] = [];
+  let k = 0;
+  while (k < plans.length) {
+    let j = k;
+    while (j + 1 < plans.length && plans[j]!.fe === cs && plans[j + 1]!.fs === 0 && plans[j + 1]!.host === plans[j]!.host + cs) j++;
+    const first = plans[k]!;
+    const last = plans[j]!;
+    groups.push({ guestStart: (ci0 + k) * cs + first.fs, guestEnd: (ci0 + j) * cs + last.fe, hostStart: first.host + first.fs });
+    k = j + 1;
+  }
+  return groups;
+}
+
+/** Writes the data of a planned run, with the copy-on-write head and tail (no lock held). */
+async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: Uint8Array, ci0: number, plans: ClusterPlan[]): Promise<void> {
+  for (const { guestStart: gStart, guestEnd: gEnd, hostStart: hStart } of dataGroups(plans, ci0, img.cs)) {
+    let src: Uint8Array;
+    if (gStart >= off && gEnd <= runEnd) {
+      src = data.subarray(gStart - off, gEnd - off);
+    } else {
+      // Copy-on-write: the head and tail around the write come from the current
+      // content (stable: the clusters are registered in flight).
+      src = new Uint8Array(gEnd - gStart);
+      const headEnd = Math.min(Math.max(off, gStart), gEnd);
+      if (headEnd > gStart) await readGuest(img, gStart, headEnd - gStart, src.subarray(0, headEnd - gStart));
+      const tailStart = Math.max(Math.min(runEnd, gEnd), gStart);
+      if (gEnd > tailStart) await readGuest(img, tailStart, gEnd - tailStart, src.subarray(tailStart - gStart));
+      const ds = Math.max(off, gStart);
+      const de = Math.min(runEnd, gEnd);
+      if (de > ds) src.set(data.subarray(ds - off, de - off), ds - gStart);
+    }
+    await img.dataChild.pwritev(hStart, src.length, src);
+  }
+}

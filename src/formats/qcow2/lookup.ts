@@ -1,0 +1,181 @@
+/**
+ * The mapping walk: from a guest offset to the run of same-typed,
+ * host-contiguous (sub)clusters that starts there (QEMU's
+ * qcow2_get_host_offset), through the L1 table and the cached L2 slices.
+ * Entries that cannot be valid (unaligned offsets, compressed clusters with an
+ * external data file, invalid subcluster bits) mark the image corrupt.
+ */
+import { SUBCLUSTERS } from './constants.js';
+import {
+  T,
+  clusterType,
+  compressedInfo,
+  entryOffset,
+  readEntry,
+  subclusterType,
+  type ClusterType,
+} from './mapping.js';
+import { markCorrupt } from './metadata-index.js';
+import type { Qcow2Image } from './qcow2.js';
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** One answer of the mapping walk: a run of (sub)clusters of one type. */
+export interface Run {
+  type: ClusterType;
+  bytes: number;
+  /** Host offset of the first byte (NORMAL, ZERO_ALLOC, UNALLOC_ALLOC). */
+  host: number;
+  /** Compressed descriptor (COMPRESSED). */
+  coffset: number;
+  csize: number;
+}
+
+/** The L2 table offset of L1 entry `l1i` (0 = none), refusing unaligned ones. */
+export async function l2TableOffset(img: Qcow2Image, l1i: number): Promise<number> {
+  const off = img.l1[l1i]!;
+  if (off % img.cs !== 0) {
+    throw await markCorrupt(img, `L2 table offset ${hex(off)} unaligned (L1 index: ${hex(l1i)})`);
+  }
+  return off;
+}
+
+/**
+ * The first run of same-typed, host-contiguous (sub)clusters from `offset`,
+ * at most `max` bytes and never past the end of one L2 slice.
+ */
+export async function lookup(img: Qcow2Image, offset: number, max: number): Promise<Run> {
+  const cs = img.cs;
+  const ci = Math.floor(offset / cs);
+  const inCluster = offset - ci * cs;
+  const l1i = Math.floor(ci / img.l2Entries);
+  const run: Run = { type: T.UNALLOC, bytes: 0, host: 0, coffset: 0, csize: 0 };
+  if (l1i >= img.l1.length) {
+    run.bytes = max;
+    return run;
+  }
+  const idx = ci % img.l2Entries;
+  const sliceIdx = Math.floor(idx / img.sliceEntries);
+  const i0 = idx % img.sliceEntries;
+  const sliceEnd = (ci - i0 + img.sliceEntries) * cs;
+  const limit = Math.min(max, sliceEnd - offset);
+  const l2off = await l2TableOffset(img, l1i);
+  if (l2off === 0) {
+    run.bytes = limit;
+    return run;
+  }
+  const buf = await img.l2cache.get(l2off + sliceIdx * img.sliceBytes);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const ext = img.ext;
+  const df = img.hasDataFile;
+  let e = readEntry(dv, i0, ext);
+  const ct: ClusterType = clusterType(e, ext, df);
+  if (ct === T.COMPRESSED) {
+    const ci2 = compressedInfo(e, img.cbits);
+    run.type = T.COMPRESSED;
+    run.coffset = ci2.offset;
+    run.csize = ci2.sectors * 512 - (ci2.offset & 511);
+    run.bytes = Math.min(limit, cs - inCluster);
+    if (df) throw await markCorrupt(img, `Compressed cluster with an external data file (L2 index ${hex(idx)})`);
+    return run;
+  }
+  if (!ext) {
+    let host = entryOffset(e.hi, e.lo);
+    if ((ct === T.NORMAL || ct === T.ZERO_ALLOC) && host % cs !== 0) {
+      throw await markCorrupt(img, `Cluster allocation offset ${hex(host)} unaligned (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
+    }
+    if (ct === T.NORMAL && df && host !== ci * cs) {
+      throw await markCorrupt(img, `External data file cluster at ${hex(host)} does not match guest offset ${hex(ci * cs)}`);
+    }
+    run.type = ct as ClusterType;
+    run.host = host + inCluster;
+    let bytes = cs - inCluster;
+    let i = i0 + 1;
+    while (bytes < limit) {
+      e = readEntry(dv, i, false);
+      const t2: ClusterType = clusterType(e, false, df);
+      if (t2 !== (ct as ClusterType) || t2 === T.COMPRESSED) break;
+      if (ct === T.NORMAL || ct === T.ZERO_ALLOC) {
+        host += cs;
+        if (entryOffset(e.hi, e.lo) !== host) break;
+      }
+      bytes += cs;
+      i++;
+    }
+    run.bytes = Math.min(bytes, limit);
+    return run;
+  }
+  // Extended L2: walk subclusters.
+  const sc = img.subSize;
+  let s = Math.floor(inCluster / sc);
+  const host0 = entryOffset(e.hi, e.lo);
+  if (ct === T.NORMAL && host0 % cs !== 0) {
+    throw await markCorrupt(img, `Cluster allocation offset ${hex(host0)} unaligned (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
+  }
+  const st = subclusterType(ct, e, s);
+  if (st === T.INVALID) {
+    throw await markCorrupt(img, `Invalid cluster entry found (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
+  }
+  run.type = st;
+  run.host = host0 + inCluster;
+  let expectHost = host0 + (s + 1) * sc;
+  let bytes = (s + 1) * sc - inCluster;
+  let i = i0;
+  s++;
+  const hasHost = st === T.NORMAL || st === T.ZERO_ALLOC || st === T.UNALLOC_ALLOC;
+  let cur = e;
+  let curType: ClusterType = ct;
+  while (bytes < limit) {
+    if (s === SUBCLUSTERS) {
+      i++;
+      s = 0;
+      cur = readEntry(dv, i, true);
+      curType = clusterType(cur, true, df);
+      if (curType === T.COMPRESSED) break;
+      if (hasHost && entryOffset(cur.hi, cur.lo) !== expectHost) break;
+    }
+    const t2 = subclusterType(curType, cur, s);
+    if (t2 !== st) break;
+    bytes += sc;
+    expectHost += sc;
+    s++;
+  }
+  run.bytes = Math.min(bytes, limit);
+  return run;
+}
+
+/**
+ * Host offset of [offset, offset+bytes) when it is plain data in one run of
+ * a cached slice of a standard L2 table; -1 otherwise (take the full path).
+ * Synchronous, so a cache hit costs no promise.
+ */
+export function fastDataHost(img: Qcow2Image, offset: number, bytes: number): number {
+  if (img.ext) return -1;
+  const cs = img.cs;
+  const ci = Math.floor(offset / cs);
+  const l1i = Math.floor(ci / img.l2Entries);
+  if (l1i >= img.l1.length) return -1;
+  const l2off = img.l1[l1i]!;
+  if (l2off === 0 || l2off % cs !== 0) return -1;
+  const idx = ci % img.l2Entries;
+  const i0 = idx % img.sliceEntries;
+  const lastCi = Math.floor((offset + bytes - 1) / cs);
+  if (lastCi - ci >= img.sliceEntries - i0) return -1;
+  const buf = img.l2cache.peek(l2off + (idx - i0) * img.l2esz);
+  if (!buf) return -1;
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let expect = -1;
+  let first = -1;
+  for (let i = i0; i <= i0 + (lastCi - ci); i++) {
+    const hi = dv.getUint32(i * 8);
+    const lo = dv.getUint32(i * 8 + 4);
+    // Compressed or zero flag: not plain data.
+    if (hi & 0x40000000 || lo & 1) return -1;
+    const host = entryOffset(hi, lo);
+    if (host === 0 || host % cs !== 0 || img.hasDataFile) return -1;
+    if (first < 0) first = host;
+    else if (host !== expect) return -1;
+    expect = host + cs;
+  }
+  return first + (offset - ci * cs);
+}

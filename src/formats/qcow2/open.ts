@@ -1,0 +1,237 @@
+/**
+ * Opening a qcow2 image: the header, the runtime options (cache sizes,
+ * discard and lazy refcount settings), the external data file, the L1 and
+ * refcount tables, snapshots and bitmaps, and the repairs QEMU makes on a
+ * read-write open (dirty lazy-refcount images, unknown autoclear bits,
+ * bitmaps marked in use).
+ */
+import type { BdrvChild } from '../../core/child.js';
+import type { OptionReader, BlockOptions } from '../../core/options.js';
+import { BlockError, einval } from '../../core/errors.js';
+import { ROLE_DATA_FILE } from '../../core/permissions.js';
+import { MetaCache } from './cache.js';
+import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, SUBCLUSTERS } from './constants.js';
+import { parseHeader, peekClusterBits } from './header.js';
+import { entryOffset, isCopied } from './mapping.js';
+import { Refcounts, type RefcountHost } from './refcount.js';
+import { readSnapshotTable } from './snapshot.js';
+import { markAllInUse, readBitmapDirectory } from './bitmap.js';
+import { checkImage } from './check.js';
+import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
+import type { Qcow2Image } from './qcow2.js';
+
+/** Default L2 cache: enough for 8 GiB of a 64 KiB-cluster image (1 MiB). */
+const DEFAULT_L2_CACHE_BYTES = 1 << 20;
+
+/** Reads and validates the image behind `img.file` and fills in `img`'s state. */
+export async function openImage(img: Qcow2Image, options: OptionReader): Promise<void> {
+  const file = img.file;
+  const fileLen = file.length;
+  const first = new Uint8Array(Math.min(512, fileLen));
+  await file.preadv(0, first.length, first);
+  const cbits = peekClusterBits(first);
+  const hbuf = new Uint8Array(Math.min(2 ** cbits, fileLen));
+  await file.preadv(0, hbuf.length, hbuf);
+  const h = parseHeader(hbuf, fileLen);
+  img.header = h;
+  img.cbits = cbits;
+  img.cs = 2 ** cbits;
+  img.meta = new MetadataIndex(img.cs);
+  img.ext = (h.incompatible & INCOMPAT.EXTL2) !== 0n;
+  img.l2esz = img.ext ? 16 : 8;
+  img.l2Entries = img.cs / img.l2esz;
+  img.subSize = img.ext ? img.cs / SUBCLUSTERS : img.cs;
+
+  if (h.incompatible & INCOMPAT.CORRUPT) {
+    if (!img.readOnly) {
+      throw new BlockError('EACCES', 'qcow2: Image is corrupt; cannot be opened read/write');
+    }
+    img.warnings.push('qcow2: Image is corrupt; opened read-only');
+  }
+
+  // Options (QEMU's qcow2 runtime options).
+  const l2CacheSize = options.size('l2-cache-size');
+  const l2EntrySize = options.size('l2-cache-entry-size', img.cs);
+  const refCacheSize = options.size('refcount-cache-size');
+  const cacheSize = options.size('cache-size');
+  const cleanInterval = options.uint('cache-clean-interval', 600);
+  const lazyOpt = options.bool('lazy-refcounts');
+  img.passDiscardRequest = options.bool('pass-discard-request', true);
+  options.bool('pass-discard-snapshot', true);
+  img.passDiscardOther = options.bool('pass-discard-other', false);
+  img.discardNoUnref = options.bool('discard-no-unref', false);
+  options.string('overlap-check');
+  options.raw('encrypt');
+  if (l2EntrySize < 512 || l2EntrySize > img.cs || (l2EntrySize & (l2EntrySize - 1)) !== 0) {
+    throw einval(`L2 cache entry size must be a power of two between 512 and the cluster size (${img.cs}), got ${l2EntrySize}`);
+  }
+  img.sliceBytes = l2EntrySize;
+  img.sliceEntries = l2EntrySize / img.l2esz;
+  const { l2Bytes, refBytes } = cacheSizes(img, l2CacheSize, refCacheSize, cacheSize);
+  img.l2cache = new MetaCache('L2 table', () => img.file, img.sliceBytes, Math.max(2, Math.floor(l2Bytes / img.sliceBytes)));
+
+  // Data file.
+  if (h.incompatible & INCOMPAT.DATA_FILE) {
+    img.hasDataFile = true;
+    img.dataFileRaw = (h.autoclear & AUTOCLEAR.DATA_FILE_RAW) !== 0n;
+    img.dataChild = await openDataFile(img, options);
+  } else {
+    if (options.has('data-file')) {
+      throw einval("'data-file' can only be set for images with an external data file");
+    }
+    img.dataChild = file;
+  }
+
+  await readL1Table(img);
+  const table = await readRefcountTable(img);
+  const refEntries = Math.max(4, Math.floor(refBytes / img.cs));
+  img.refs = new Refcounts(refcountHost(img), cbits, h.refcountOrder, table, h.refcountTableOffset, refEntries);
+  img.refs.cache.validate = () => undefined;
+
+  // Snapshots and bitmaps.
+  if (h.nbSnapshots > 0) {
+    const r = await readSnapshotTable(file, h.snapshotsOffset, h.nbSnapshots, img.cs);
+    img.snapshots = r.snapshots;
+    img.snapshotTableBytes = r.bytes;
+  }
+  let bitmapRaw: Uint8Array | null = null;
+  if (h.bitmaps) {
+    const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs);
+    img.bitmaps = r.bitmaps;
+    bitmapRaw = r.raw;
+  }
+  registerMetadata(img);
+
+  img.lazyRefcounts = lazyOpt ?? (h.compatible & COMPAT.LAZY_REFCOUNTS) !== 0n;
+  if (img.lazyRefcounts && h.version < 3) {
+    throw einval('Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level');
+  }
+  // L2 entries may only reach the disk after the refcounts of the clusters they
+  // point to; lazy refcounts drop that rule (the dirty bit covers it).
+  img.l2cache.before = async () => {
+    if (!img.lazyRefcounts) {
+      await img.refs.flushCache();
+      await img.file.flush();
+    }
+  };
+
+  if (!img.readOnly) {
+    if (h.incompatible & INCOMPAT.DIRTY) {
+      // Lazy refcounts left the refcounts stale: rebuild them, as QEMU does.
+      const res = await checkImage(img, { leaks: true, errors: true });
+      if (res.corruptions - res.corruptionsFixed > 0) {
+        throw new BlockError('EIO', `Could not repair dirty image: ${res.corruptions - res.corruptionsFixed} corruptions remain`);
+      }
+      img.header.incompatible &= ~INCOMPAT.DIRTY;
+      await img.writeHeader();
+    }
+    if (h.autoclear & ~AUTOCLEAR_KNOWN) {
+      // Autoclear bits we do not know describe state we will not keep up to date.
+      h.autoclear &= AUTOCLEAR_KNOWN;
+      await img.writeHeader();
+    }
+    if (bitmapRaw && h.bitmaps && markAllInUse(bitmapRaw, img.bitmaps)) {
+      await file.pwritev(h.bitmaps.directoryOffset, bitmapRaw.length, bitmapRaw);
+      await file.flush();
+    }
+  } else if (h.incompatible & INCOMPAT.DIRTY) {
+    img.warnings.push('qcow2: Image is dirty (lazy refcounts); refcounts may be stale until a read-write open repairs them');
+  }
+  if (cleanInterval > 0) img.startCacheCleaner(cleanInterval);
+}
+
+/** The callbacks the refcount structures use to reach the image. */
+export function refcountHost(img: Qcow2Image): RefcountHost {
+  return {
+    file: () => img.file,
+    setReftable: (off, clusters) => img.setReftable(off, clusters),
+    addMeta: (off, bytes, kind) => img.meta.add(off, bytes, kind),
+    removeMeta: (off, bytes) => img.meta.remove(off, bytes),
+    corrupt: (msg) => markCorrupt(img, msg),
+    passDiscard: img.passDiscardRequest,
+  };
+}
+
+/** Reads the active L1 table: L2 table offsets and their COPIED flags. */
+async function readL1Table(img: Qcow2Image): Promise<void> {
+  const h = img.header;
+  img.l1 = new Float64Array(h.l1Size);
+  img.l1Copied = new Uint8Array(h.l1Size);
+  if (h.l1Size === 0) return;
+  const raw = new Uint8Array(h.l1Size * 8);
+  await img.file.preadv(h.l1TableOffset, raw.length, raw);
+  const dv = new DataView(raw.buffer);
+  for (let i = 0; i < h.l1Size; i++) {
+    const hi = dv.getUint32(i * 8);
+    const lo = dv.getUint32(i * 8 + 4);
+    img.l1[i] = entryOffset(hi, lo);
+    img.l1Copied[i] = isCopied(hi) ? 1 : 0;
+  }
+}
+
+/** Reads the refcount table: refcount block offsets, 0 for none. */
+async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
+  const h = img.header;
+  const rtBytes = h.refcountTableClusters * img.cs;
+  const rtRaw = new Uint8Array(rtBytes);
+  await img.file.preadv(h.refcountTableOffset, rtBytes, rtRaw);
+  const rtdv = new DataView(rtRaw.buffer);
+  const table = new Float64Array(rtBytes / 8);
+  for (let i = 0; i < table.length; i++) {
+    const hi = rtdv.getUint32(i * 8);
+    const lo = rtdv.getUint32(i * 8 + 4);
+    table[i] = hi * 4294967296 + ((lo & 0xfffffe00) >>> 0);
+    if (lo & 0x1ff && !img.readOnly) img.warnings.push(`Refcount table entry ${i} has reserved bits set`);
+    if (table[i]! > Number.MAX_SAFE_INTEGER) throw new BlockError('EFBIG', `Refcount block offset of entry ${i} is too large`);
+  }
+  return table;
+}
+
+/**
+ * L2 and refcount cache sizes from l2-cache-size / refcount-cache-size /
+ * cache-size, with QEMU's defaults: the L2 cache covers the whole image up to
+ * 1 MiB, the refcount cache is a quarter of it (at least 4 clusters).
+ */
+function cacheSizes(img: Qcow2Image, l2?: number, ref?: number, total?: number): { l2Bytes: number; refBytes: number } {
+  const cs = img.cs;
+  // What the whole image needs: one L2 slice per slice of guest space.
+  const maxL2 = Math.max(Math.ceil(img.header.size / cs) * img.l2esz, 2 * img.sliceBytes);
+  const minRef = 4 * cs;
+  if (total !== undefined) {
+    if (l2 !== undefined && ref !== undefined) {
+      throw einval("l2-cache-size, refcount-cache-size and cache-size may not be set at the same time");
+    }
+    if (l2 !== undefined) return { l2Bytes: l2, refBytes: Math.max(minRef, total - l2) };
+    if (ref !== undefined) return { l2Bytes: Math.max(2 * cs, total - ref), refBytes: ref };
+    const l2b = Math.min(maxL2, Math.floor(total * 4 / 5));
+    return { l2Bytes: l2b, refBytes: Math.max(minRef, total - l2b) };
+  }
+  const l2Bytes = l2 ?? Math.min(maxL2, DEFAULT_L2_CACHE_BYTES);
+  const refBytes = ref ?? Math.max(minRef, Math.floor(l2Bytes / 4));
+  return { l2Bytes, refBytes };
+}
+
+/** Opens the external data file: the `data-file` option, else the name stored in the header. */
+async function openDataFile(img: Qcow2Image, options: OptionReader): Promise<BdrvChild> {
+  const node = img.node;
+  if (options.has('data-file')) {
+    return (await node.openChild(options, 'data-file', ROLE_DATA_FILE))!;
+  }
+  options.consume('data-file');
+  const name = img.header.dataFile;
+  if (!name) throw einval("'data-file' is required for this image");
+  const resolved = node.graph.resolveBacking(node, name, undefined);
+  const proto = (resolved.file ?? resolved) as BlockOptions;
+  const child = await node.graph.openNode(proto, {
+    inheritFrom: node,
+    readOnly: node.readOnly,
+    relativeTo: node,
+    childKey: 'data-file',
+  } as never);
+  try {
+    return await node.graph.attachChild(node, child, 'data-file', ROLE_DATA_FILE);
+  } catch (e) {
+    await child.unref();
+    throw e;
+  }
+}

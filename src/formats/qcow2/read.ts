@@ -1,0 +1,50 @@
+/**
+ * The read path: guest data through the mapping walk, run by run — data from
+ * the image or data file, zeros, compressed clusters, and unallocated ranges
+ * from the backing file (zeros past its end or without one).
+ */
+import { T } from './mapping.js';
+import { lookup } from './lookup.js';
+import { readCompressed } from './compressed.js';
+import type { Qcow2Image } from './qcow2.js';
+
+/**
+ * Reads guest data at `offset` into `buf` (`bytes` long). Takes no lock: the
+ * caller holds it when it needs a stable mapping (copy-on-write reads do).
+ */
+export async function readGuest(img: Qcow2Image, offset: number, bytes: number, buf: Uint8Array): Promise<void> {
+  let pos = 0;
+  while (pos < bytes) {
+    const run = await lookup(img, offset + pos, bytes - pos);
+    const n = run.bytes;
+    const out = buf.subarray(pos, pos + n);
+    switch (run.type) {
+      case T.NORMAL:
+        await img.dataChild.preadv(run.host, n, out);
+        break;
+      case T.ZERO_PLAIN:
+      case T.ZERO_ALLOC:
+        out.fill(0);
+        break;
+      case T.COMPRESSED:
+        await readCompressed(img, run, offset + pos, out);
+        break;
+      default:
+        await readBacking(img, offset + pos, n, out);
+    }
+    pos += n;
+  }
+}
+
+/** Reads an unallocated range from the backing file; zeros past its end or without one. */
+async function readBacking(img: Qcow2Image, offset: number, n: number, out: Uint8Array): Promise<void> {
+  const b = img.node.backing;
+  if (!b) {
+    out.fill(0, 0, n);
+    return;
+  }
+  const blen = b.node.length;
+  const k = offset >= blen ? 0 : Math.min(n, blen - offset);
+  if (k > 0) await b.preadv(offset, k, out.subarray(0, k));
+  if (k < n) out.fill(0, k, n);
+}

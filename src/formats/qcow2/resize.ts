@@ -1,0 +1,109 @@
+/**
+ * Resizing (qemu-img resize) and preallocation: growing the L1 table and the
+ * size field, shrinking (data past the new end dropped, L2 tables freed, the
+ * file cut after its last used cluster), and metadata / falloc / full
+ * preallocation of a range.
+ */
+import { BlockError, einval } from '../../core/errors.js';
+import type { PreallocMode } from '../../core/driver.js';
+import { HDR } from './constants.js';
+import { T, clusterType, makeEntry, readEntry, writeEntry } from './mapping.js';
+import { beforeModify, flushAll, growL1, writableSlice, writeL1Entry } from './cow.js';
+import { discardRange } from './zero-discard.js';
+import type { Qcow2Image } from './qcow2.js';
+
+/** Changes the guest size to `offset` (under the image lock). */
+export async function resizeImage(img: Qcow2Image, offset: number, prealloc: PreallocMode): Promise<void> {
+  const h = img.header;
+  const old = h.size;
+  if (offset % 512 !== 0) throw einval(`The new size must be a multiple of 512 (got ${offset})`);
+  if (offset < old) {
+    if (prealloc !== 'off') throw einval('Preallocation can only be used when growing an image');
+    if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', "Can't shrink an image which has snapshots");
+    await shrink(img, offset);
+  } else if (offset > old) {
+    const needL1 = Math.ceil(offset / (img.l2Entries * img.cs));
+    await beforeModify(img);
+    await growL1(img, needL1);
+    await flushAll(img);
+    h.size = offset;
+    await writeSize(img);
+    if (prealloc !== 'off') await preallocate(img, old, offset, prealloc);
+  }
+}
+
+async function writeSize(img: Qcow2Image): Promise<void> {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(img.header.size));
+  await img.file.pwritev(HDR.SIZE, 8, b);
+  await img.file.flush();
+}
+
+async function shrink(img: Qcow2Image, size: number): Promise<void> {
+  const cs = img.cs;
+  const old = img.header.size;
+  const from = Math.ceil(size / cs) * cs;
+  if (from < old) await discardRange(img, from, old - from, true, true);
+  // Free L2 tables wholly beyond the new end.
+  const keep = Math.ceil(size / (img.l2Entries * cs));
+  for (let i = keep; i < img.l1.length; i++) {
+    const off = img.l1[i]!;
+    if (!off) continue;
+    await img.l2cache.flush();
+    img.l1[i] = 0;
+    img.l1Copied[i] = 0;
+    await writeL1Entry(img, i);
+    img.l2cache.forgetRange(off, off + cs);
+    img.meta.remove(off, cs);
+    img.refs.queueFree(off, cs);
+  }
+  await flushAll(img);
+  img.header.size = size;
+  await writeSize(img);
+  // Cut the file after the last used cluster.
+  const fileClusters = Math.ceil(img.file.length / cs);
+  let last = fileClusters - 1;
+  while (last > 0 && (await img.refs.get(last)) === 0) last--;
+  if ((last + 1) * cs < img.file.length) {
+    await img.file.truncate((last + 1) * cs, false, 'off').catch(() => undefined);
+  }
+  img.refs.freeHint = Math.min(img.refs.freeHint, last + 1);
+}
+
+/**
+ * Allocates clusters for [from, to) without writing data (metadata
+ * preallocation); the file is then grown to cover them with `mode`.
+ */
+export async function preallocate(img: Qcow2Image, from: number, to: number, mode: PreallocMode): Promise<void> {
+  const cs = img.cs;
+  let ci = Math.floor(from / cs);
+  const endC = Math.ceil(to / cs);
+  let hostEnd = 0;
+  while (ci < endC) {
+    const { sliceOff, buf, dv, i0 } = await writableSlice(img, ci);
+    const n = Math.min(endC - ci, img.sliceEntries - i0);
+    const todo: number[] = [];
+    for (let k = 0; k < n; k++) {
+      const e = readEntry(dv, i0 + k, img.ext);
+      if (clusterType(e, img.ext, img.hasDataFile) === T.UNALLOC) todo.push(k);
+    }
+    if (todo.length > 0) {
+      let host = img.hasDataFile ? 0 : await img.refs.alloc(todo.length);
+      for (const k of todo) {
+        const h = img.hasDataFile ? (ci + k) * cs : host;
+        const e = readEntry(dv, i0 + k, img.ext);
+        const ne = makeEntry(h, true);
+        writeEntry(dv, i0 + k, img.ext, { hi: ne.hi, lo: ne.lo, zero: e.zero, alloc: e.alloc });
+        hostEnd = Math.max(hostEnd, h + cs);
+        host += cs;
+      }
+      img.l2cache.setDirty(sliceOff, buf);
+    }
+    ci += n;
+  }
+  await flushAll(img);
+  if (hostEnd > img.dataChild.length) {
+    await img.dataChild.truncate(hostEnd, false, mode === 'metadata' ? 'off' : mode);
+  }
+  await img.dataChild.flush();
+}
