@@ -150,7 +150,7 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
  * Synchronous, so a cache hit costs no promise.
  */
 export function fastDataHost(img: Qcow2Image, offset: number, bytes: number): number {
-  if (img.ext) return -1;
+  if (img.ext || img.hasDataFile) return -1;
   const cs = img.cs;
   const ci = Math.floor(offset / cs);
   const l1i = Math.floor(ci / img.l2Entries);
@@ -161,18 +161,18 @@ export function fastDataHost(img: Qcow2Image, offset: number, bytes: number): nu
   const i0 = idx % img.sliceEntries;
   const lastCi = Math.floor((offset + bytes - 1) / cs);
   if (lastCi - ci >= img.sliceEntries - i0) return -1;
-  const buf = img.l2cache.peek(l2off + (idx - i0) * img.l2esz);
-  if (!buf) return -1;
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const b = img.l2cache.peek(l2off + (idx - i0) * img.l2esz);
+  if (!b) return -1;
+  // Big-endian entries read byte by byte: no DataView allocated per read (this is the hot path).
   let expect = -1;
   let first = -1;
-  for (let i = i0; i <= i0 + (lastCi - ci); i++) {
-    const hi = dv.getUint32(i * 8);
-    const lo = dv.getUint32(i * 8 + 4);
+  for (let i = i0, p = i0 * 8; i <= i0 + (lastCi - ci); i++, p += 8) {
+    const hi = ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
+    const lo = ((b[p + 4]! << 24) | (b[p + 5]! << 16) | (b[p + 6]! << 8) | b[p + 7]!) >>> 0;
     // Compressed or zero flag: not plain data.
     if (hi & 0x40000000 || lo & 1) return -1;
     const host = entryOffset(hi, lo);
-    if (host === 0 || host % cs !== 0 || img.hasDataFile) return -1;
+    if (host === 0 || host % cs !== 0) return -1;
     if (first < 0) first = host;
     else if (host !== expect) return -1;
     expect = host + cs;
