@@ -201,28 +201,41 @@ export class BlockBackend implements RootParent {
 
   /** Reads into `buf` (its length is the request size). */
   pread(offset: number, buf: Uint8Array, flags: ReqFlags = 0): Promise<void> {
-    const len = buf.length;
-    try {
-      const link = this.root;
-      this.checkRange(offset, len, link.node);
-      if (this.heldUntil || this.paused || this.rerror !== 'report') {
-        return this.run('read', this.stats.read, len, () => link.preadv(offset, len, buf, flags));
-      }
-      // Fast path: no drain, no error policy to apply; synchronous completion costs no extra tick.
-      // Reading the clock costs as much as a cached read, so latency is sampled (1 in 8).
-      const start = (this.readSample++ & 7) === 0 ? now() : -1;
-      const r = link.preadv(offset, len, buf, flags);
-      if (r === undefined) {
-        this.accountRead(len, start);
-        return RESOLVED;
-      }
-      return r.then(
-        () => this.accountRead(len, start),
-        (e: unknown) => {
+    const link = this.link;
+    // Fast path: no drain, no error policy to apply, a plain in-range request (io.ts
+    // validates the numbers); synchronous completion costs no extra tick.
+    if (link !== null && this.heldUntil === null && this.paused === null && this.rerror === 'report' && buf instanceof Uint8Array) {
+      const len = buf.length;
+      if (offset >= 0 && len >= 0 && offset + len <= link.node.totalBytes) {
+        try {
+          // Reading the clock costs as much as a cached read, so latency is sampled (1 in 8).
+          const start = (this.readSample++ & 7) === 0 ? now() : -1;
+          const r = link.preadv(offset, len, buf, flags);
+          if (r === undefined) {
+            this.accountRead(len, start);
+            return RESOLVED;
+          }
+          return r.then(
+            () => this.accountRead(len, start),
+            (e: unknown) => {
+              this.stats.read.failed++;
+              throw toBlockError(e);
+            },
+          );
+        } catch (e) {
           this.stats.read.failed++;
-          throw toBlockError(e);
-        },
-      );
+          return Promise.reject(toBlockError(e));
+        }
+      }
+    }
+    try {
+      const checked = this.root;
+      if (!(buf instanceof Uint8Array)) {
+        throw new BlockError('EINVAL', `Read buffer for '${this.name}' is not a Uint8Array`, { offset });
+      }
+      this.checkRange(offset, buf.length, checked.node);
+      const len = buf.length;
+      return this.run('read', this.stats.read, len, () => checked.preadv(offset, len, buf, flags));
     } catch (e) {
       this.stats.read.failed++;
       return Promise.reject(toBlockError(e));
@@ -246,6 +259,9 @@ export class BlockBackend implements RootParent {
 
   /** Writes `data` at `offset`. */
   async write(offset: number, data: Uint8Array, flags: ReqFlags = 0): Promise<void> {
+    if (!(data instanceof Uint8Array)) {
+      throw new BlockError('EINVAL', `Write data for '${this.name}' is not a Uint8Array`, { offset });
+    }
     this.checkRange(offset, data.length);
     const link = this.root;
     return this.run('write', this.stats.write, data.length, () => link.pwritev(offset, data.length, data, flags));

@@ -218,6 +218,13 @@ export interface BlockDriver {
   open(node: BlockNode, options: OptionReader): Promise<DriverInstance>;
   /** Creates an image. Default: ENOTSUP "Driver does not support image creation". */
   create?(ctx: CreateContext): Promise<void>;
+  /**
+   * Measures the size an image of this format would need (qemu-img measure):
+   * from the creation options (`size` and the rest) or, with `source`, for a
+   * copy of that node's data. Default: the CLI reports "does not support size
+   * measurement".
+   */
+  measure?(options: OptionReader, source?: BlockNode): Promise<MeasureInfo>;
   /** Whether the back end is usable in this environment. Default: true. */
   isAvailable?(): boolean;
 }

@@ -193,6 +193,8 @@ export class BlockGraph {
       noFlush = cache.bool('no-flush', noFlush);
       cache.finish();
     }
+    // backing=null ("no backing file", set by noBacking) is harmless for drivers without backing.
+    if (!driver.supportsBacking && options.backing === null) reader.consume('backing');
     const backingRef = driver.supportsBacking ? reader.child('backing') : undefined;
     const filename = typeof options.filename === 'string' ? options.filename : typeof options.path === 'string' ? options.path : '';
     const node = new BlockNode(this, driver, nodeName, options, input, readOnly, filename);
@@ -272,13 +274,19 @@ export class BlockGraph {
         `Backing chain of node '${node.nodeName}' is deeper than ${this.backingPolicy.maxDepth} images (a loop in the chain?)`,
       );
     }
-    const backing = await this.openNode(options, {
-      readOnly: true,
-      relativeTo: node,
-      childKey: undefined,
-      depth: depth + 1,
-      inheritFrom: undefined,
-    });
+    let backing: BlockNode;
+    try {
+      backing = await this.openNode(options, {
+        readOnly: true,
+        relativeTo: node,
+        childKey: undefined,
+        depth: depth + 1,
+        inheritFrom: undefined,
+      });
+    } catch (e) {
+      // QEMU's wording (bdrv_open_backing_file), which qemu-img / qemu-io users see.
+      throw toBlockError(e).withPrefix('Could not open backing file');
+    }
     try {
       await this.attachChild(node, backing, 'backing', ROLE_BACKING);
     } catch (e) {

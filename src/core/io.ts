@@ -134,13 +134,18 @@ const alignUp = (n: number, a: number) => {
  */
 export function preadv(child: BdrvChild, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags = 0): IoResult {
   const node = child.node;
-  checkRequest(node, offset, bytes);
-  checkBuffer(node, buf, bytes, offset);
-  if (bytes === 0) return;
-  checkNotClosed(node);
   const l = node.limits;
   const align = l.requestAlignment;
+  // One test for the common case (valid, aligned, inside the node, nothing serialising);
+  // everything else takes the checked path below, which names what is wrong.
   if (
+    Number.isInteger(offset) &&
+    Number.isInteger(bytes) &&
+    offset >= 0 &&
+    bytes > 0 &&
+    buf instanceof Uint8Array &&
+    buf.length >= bytes &&
+    node.isOpen &&
     node.serialisingInFlight === 0 &&
     node.copyOnRead === 0 &&
     offset % align === 0 &&
@@ -150,6 +155,10 @@ export function preadv(child: BdrvChild, offset: number, bytes: number, buf: Uin
   ) {
     return fastRead(node, offset, bytes, buf, flags);
   }
+  checkRequest(node, offset, bytes);
+  checkBuffer(node, buf, bytes, offset);
+  if (bytes === 0) return;
+  checkNotClosed(node);
   return slowRead(node, offset, bytes, buf, flags);
 }
 
@@ -724,7 +733,7 @@ export async function blockStatus(
     res.map !== undefined
   ) {
     const below = await blockStatus(res.file, true, res.map, res.pnum);
-    if (below.status & Status.EOF && (below.pnum === 0 || below.status & Status.DATA)) {
+    if (below.status & Status.EOF && (below.pnum === 0 || below.status & Status.ZERO)) {
       status |= Status.ZERO;
     } else {
       res.pnum = Math.min(res.pnum, below.pnum);

@@ -59,6 +59,8 @@ describe('bad requests', () => {
     const { bb } = await disk();
     await expectBlockError(bb.write(0, 'hello' as unknown as Uint8Array), 'EINVAL');
     await expectBlockError(bb.pread(0, [1, 2] as unknown as Uint8Array), 'EINVAL');
+    await expectBlockError(bb.pread(0, null as unknown as Uint8Array), 'EINVAL', /not a Uint8Array/);
+    await expectBlockError(bb.write(0, undefined as unknown as Uint8Array), 'EINVAL');
     await bb.close();
   });
 
