@@ -4,7 +4,7 @@
  * status reports every byte as data; no hole punching, so write-zeroes writes
  * zero buffers and discard does nothing). flush = fdatasync.
  */
-import type { BlockDriver, CreateContext, DriverInstance, PreallocMode } from '../core/driver.js';
+import type { BlockDriver, CreateContext, DriverInstance, PreallocMode, ReopenState } from '../core/driver.js';
 import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
@@ -19,12 +19,13 @@ async function fs(): Promise<FsPromises> {
 
 function openError(e: unknown, filename: string): BlockError {
   const err = toBlockError(e);
-  return new BlockError(err.code, `Could not open '${filename}': ${STRERROR[err.code] ?? err.message}`, {}, { cause: e });
+  const text = (e as { code?: unknown } | null)?.code === 'EISDIR' ? 'Is a directory' : (STRERROR[err.code] ?? err.message);
+  return new BlockError(err.code, `Could not open '${filename}': ${text}`, {}, { cause: e });
 }
 
 class NodeFileInstance implements DriverInstance {
   constructor(
-    private readonly fh: FileHandle,
+    private fh: FileHandle,
     private size: number,
     private readonly filename: string,
   ) {}
@@ -89,6 +90,33 @@ class NodeFileInstance implements DriverInstance {
   async close(): Promise<void> {
     await this.fh.close();
   }
+
+  /** A handle opened with the new mode, between reopen prepare and commit. */
+  private reopenFh: FileHandle | null = null;
+
+  async reopenPrepare(state: ReopenState): Promise<void> {
+    if (state.readOnly === state.node.readOnly) return;
+    const f = await fs();
+    try {
+      this.reopenFh = await f.open(this.filename, state.readOnly ? 'r' : 'r+');
+    } catch (e) {
+      throw openError(e, this.filename);
+    }
+  }
+
+  reopenCommit(): void {
+    if (!this.reopenFh) return;
+    const old = this.fh;
+    this.fh = this.reopenFh;
+    this.reopenFh = null;
+    void old.close().catch(() => undefined);
+  }
+
+  reopenAbort(): void {
+    const fh = this.reopenFh;
+    this.reopenFh = null;
+    void fh?.close().catch(() => undefined);
+  }
 }
 
 async function createFile(ctx: CreateContext): Promise<void> {
@@ -137,7 +165,7 @@ export const nodeFileDriver = {
     }
     try {
       const st = await fh.stat();
-      if (st.isDirectory()) throw einval(`'${filename}' is a directory`);
+      if (st.isDirectory()) throw einval(`'file' driver requires '${filename}' to be a regular file`);
       return new NodeFileInstance(fh, st.size, filename);
     } catch (e) {
       await fh.close();

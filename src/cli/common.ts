@@ -1,0 +1,96 @@
+/**
+ * Shared plumbing of the command-line tools: output streams, the error that
+ * ends a command with an exit code, and turning block-layer errors into the
+ * one-line messages qemu-img / qemu-io print.
+ */
+import { BlockError, STRERROR, toBlockError } from '../core/errors.js';
+import type { BlockNode } from '../core/node.js';
+import { ReqFlag } from '../core/driver.js';
+
+/** Where a tool writes, and where the interactive prompt reads. */
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  /** Lines typed at the interactive prompt (qemu-io without -c). */
+  stdin?: () => AsyncIterable<string>;
+  /** Whether stdout is a terminal (progress bars, prompt). */
+  isTTY?: boolean;
+}
+
+/** Ends the running command: `message` (if any) goes to stderr with the tool prefix. */
+export class CliExit extends Error {
+  constructor(
+    readonly exitCode: number,
+    message = '',
+    /** Extra text after the message, printed as is (QEMU's error hints). */
+    readonly hint = '',
+  ) {
+    super(message);
+  }
+}
+
+/** The text of an error as the block layer words it. */
+export function errText(e: unknown): string {
+  if (e instanceof BlockError) return e.message;
+  return toBlockError(e).message;
+}
+
+/** strerror() of an error's code. */
+export function strerror(e: unknown): string {
+  const err = toBlockError(e);
+  return STRERROR[err.code] ?? err.message;
+}
+
+/** The format node at the top of a node (skipping filters). */
+export function formatNode(node: BlockNode): BlockNode {
+  let n = node;
+  while (n.driver.kind === 'filter' && n.filtered) n = n.filtered.node;
+  return n;
+}
+
+/** The warning QEMU prints when a writable image was probed as raw. */
+export function probedRawWarning(filename: string): string {
+  return (
+    `WARNING: Image format was not specified for '${filename}' and probing guessed raw.\n` +
+    '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
+    "         Specify the 'raw' format explicitly to remove the restrictions.\n"
+  );
+}
+
+export function needsProbeWarning(node: BlockNode): boolean {
+  const n = formatNode(node);
+  return n.probed && n.driver.name === 'raw' && !n.readOnly;
+}
+
+/** Parses a cache mode as bdrv_parse_cache_mode does; null when unknown. */
+export function parseCacheMode(mode: string): { direct: boolean; noFlush: boolean; writeback: boolean } | null {
+  switch (mode) {
+    case 'off':
+    case 'none':
+      return { direct: true, noFlush: false, writeback: true };
+    case 'directsync':
+      return { direct: true, noFlush: false, writeback: false };
+    case 'writeback':
+      return { direct: false, noFlush: false, writeback: true };
+    case 'unsafe':
+      return { direct: false, noFlush: true, writeback: true };
+    case 'writethrough':
+      return { direct: false, noFlush: false, writeback: false };
+    default:
+      return null;
+  }
+}
+
+/** Reads the contents of a text/binary file in Node (for write -s and similar). */
+export async function readHostFile(path: string): Promise<Uint8Array> {
+  const fs = await import('node:fs/promises');
+  return new Uint8Array(await fs.readFile(path));
+}
+
+/**
+ * Whether a format node takes compressed writes: it lists COMPRESSED in
+ * supportedWriteFlags (qcow2 is known to, whether or not it says so).
+ */
+export function supportsCompressed(node: BlockNode): boolean {
+  return !!((node.instance.supportedWriteFlags ?? 0) & ReqFlag.COMPRESSED) || node.driver.name === 'qcow2';
+}

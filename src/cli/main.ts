@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+/**
+ * The `diskworker` command: `diskworker img ...` (qemu-img) and
+ * `diskworker io ...` (qemu-io). {@link main} runs in-process and returns the
+ * exit code, so tests can call it without spawning a process.
+ */
+import { realpathSync } from 'node:fs';
+import * as nodeModule from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { CliIo } from './common.js';
+import { CliExit } from './common.js';
+
+export type { CliIo } from './common.js';
+
+const USAGE = `Usage: diskworker <command> [args...]
+
+Commands:
+  img    disk image utility, like qemu-img ('diskworker img --help')
+  io     disk exerciser, like qemu-io ('diskworker io --help')
+`;
+
+/** Runs the tool with `argv` (without node and script); resolves to the exit code. */
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  const [tool, ...rest] = argv;
+  try {
+    if (tool === 'img') {
+      const { imgMain } = await import('./img.js');
+      return await imgMain(rest, io);
+    }
+    if (tool === 'io') {
+      const { ioMain } = await import('./io.js');
+      return await ioMain(rest, io);
+    }
+    if (tool === '-h' || tool === '--help') {
+      io.stdout(USAGE);
+      return 0;
+    }
+    io.stderr(tool === undefined ? 'diskworker: missing command\n' : `diskworker: unknown command '${tool}'\n`);
+    io.stderr(USAGE);
+    return 1;
+  } catch (e) {
+    if (e instanceof CliExit) {
+      if (e.message) io.stderr(`diskworker ${tool}: ${e.message}\n${e.hint}`);
+      return e.exitCode;
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    io.stderr(`diskworker ${tool ?? ''}: ${msg}\n`);
+    return 1;
+  }
+}
+
+/** Standard streams of the process, with stdin read line by line. */
+function processIo(): CliIo {
+  return {
+    stdout: (s) => void process.stdout.write(s),
+    stderr: (s) => void process.stderr.write(s),
+    isTTY: !!process.stdout.isTTY,
+    stdin: async function* () {
+      const { createInterface } = await import('node:readline');
+      const rl = createInterface({ input: process.stdin, terminal: false });
+      for await (const line of rl) yield line;
+    },
+  };
+}
+
+const isEntry = (() => {
+  if (typeof process === 'undefined' || !process.argv[1]) return false;
+  try {
+    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+})();
+
+if (isEntry) {
+  // Cache compiled code between runs where Node supports it (start-up time).
+  try {
+    (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
+  } catch {
+    // not available
+  }
+  main(process.argv.slice(2), processIo()).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      process.stderr.write(`diskworker: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,147 @@
+/**
+ * The built `diskworker` bin as a real process: shebang, entry through a
+ * symlink (as npm installs it), exit codes, stdin for the qemu-io prompt, and
+ * the unit pieces (getopt, size parsing, number formats) the golden tests
+ * rely on.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync, symlinkSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { getopt } from '../../src/cli/getopt.js';
+import { parseSizeQemu, sizeToStr, cvtstr, fmtG, qdictOrder, toQemuJson } from '../../src/cli/format.js';
+import { hasQemu, normalize } from './harness.js';
+
+const ROOT = resolve(__dirname, '../..');
+const BIN = join(ROOT, 'dist/src/cli/main.js');
+
+function newestMtime(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+describe('diskworker bin (real process)', () => {
+  let tmp: string;
+  let link: string;
+  beforeAll(() => {
+    if (!existsSync(BIN) || statSync(BIN).mtimeMs < newestMtime(join(ROOT, 'src'))) {
+      // Other parts of the tree may not type-check yet; tsc still emits.
+      spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
+      spawnSync('node', ['scripts/copy-wasm.mjs'], { cwd: ROOT, encoding: 'utf8' });
+    }
+    tmp = mkdtempSync(join(tmpdir(), 'dw-bin-'));
+    link = join(tmp, 'diskworker');
+    symlinkSync(BIN, link);
+  }, 180_000);
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  const run = (args: string[], input = '') => spawnSync('node', [link, ...args], { cwd: tmp, encoding: 'utf8', input });
+
+  it('starts with a shebang', () => {
+    expect(readFileSync(BIN, 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+  });
+
+  it('runs through a symlink and reports a missing command', () => {
+    const r = run([]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('diskworker: missing command');
+    const h = run(['--help']);
+    expect(h.status).toBe(0);
+    expect(h.stdout).toContain('img');
+  });
+
+  it.skipIf(!hasQemu())('img create / info / check / io as qemu does', () => {
+    const steps: string[][] = [
+      ['img', 'create', '-f', 'qcow2', '-q', 't.qcow2', '4M'],
+      ['io', '-c', 'write -P 0x33 0 128k', '-c', 'read -P 0x33 0 128k', 't.qcow2'],
+      ['img', 'info', '--output=json', 't.qcow2'],
+      ['img', 'check', 't.qcow2'],
+      ['img', 'map', '--output=json', 't.qcow2'],
+      ['img', 'info', 'nonexist.qcow2'],
+    ];
+    for (const s of steps) {
+      const ours = run(s);
+      const q = spawnSync(s[0] === 'img' ? 'qemu-img' : 'qemu-io', s.slice(1), { cwd: tmp, encoding: 'utf8' });
+      expect(normalize(ours.stdout), s.join(' ')).toBe(normalize(q.stdout));
+      expect(normalize(ours.stderr), s.join(' ')).toBe(normalize(q.stderr));
+      expect(ours.status, s.join(' ')).toBe(q.status);
+    }
+  });
+
+  it.skipIf(!hasQemu())('io reads commands from stdin at the prompt', () => {
+    spawnSync('qemu-img', ['create', '-q', '-f', 'raw', 'p.raw', '1M'], { cwd: tmp });
+    const input = 'write -P 7 0 4k\nread -P 7 0 4k\nfoo\n';
+    const ours = run(['io', '-f', 'raw', 'p.raw'], input);
+    const q = spawnSync('qemu-io', ['-f', 'raw', 'p.raw'], { cwd: tmp, encoding: 'utf8', input });
+    expect(normalize(ours.stdout)).toBe(normalize(q.stdout));
+    expect(ours.stderr).toBe(q.stderr);
+    expect(ours.status).toBe(q.status);
+  });
+
+  it('never prints a stack trace on bad input', () => {
+    for (const args of [['img', 'info', '-f', 'raw', tmp], ['img', 'convert', '-O', 'raw', '/nonexist', 'x'], ['io', '-c', 'read 0 1', '/nonexist']]) {
+      const r = run(args);
+      expect(r.status).toBe(1);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(r.stderr.trim().split('\n').length).toBeLessThanOrEqual(2);
+    }
+  });
+});
+
+describe('getopt', () => {
+  it('handles clusters, attached arguments, long options, -- and permutation', () => {
+    const r = getopt(['-rUf', 'raw', 'file', '--output=json', '--back', '-cfoo', '--', '-x'], 'rUf:c:', [
+      { name: 'output', hasArg: 1, val: 'o' },
+      { name: 'backing-chain', hasArg: 0, val: 'b' },
+    ]);
+    expect(r.opts.map((o) => (o.kind === 'opt' ? `${o.opt}=${o.arg ?? ''}` : o.kind))).toEqual(['r=', 'U=', 'f=raw', 'o=json', 'b=', 'c=foo']);
+    expect(r.operands).toEqual(['file', '-x']);
+  });
+  it('reports unknown and missing options', () => {
+    const r = getopt(['-Z', '--nope', '-f'], 'f:', []);
+    expect(r.opts.map((o) => `${o.kind}:${o.written}`)).toEqual(['unknown:-Z', 'unknown:--nope', 'missing:-f']);
+  });
+  it('stops at the first operand with "+"', () => {
+    expect(getopt(['info', '-f', 'x'], '+hV').operands).toEqual(['info', '-f', 'x']);
+  });
+});
+
+describe('sizes and numbers like QEMU', () => {
+  it('parses sizes like qemu_strtosz', () => {
+    const ok = (s: string) => {
+      const r = parseSizeQemu(s);
+      return r.ok ? r.value : r.reason;
+    };
+    expect(ok('1M')).toBe(1048576);
+    expect(ok('1.5k')).toBe(1536);
+    expect(ok('0x10')).toBe(16);
+    expect(ok('64')).toBe(64);
+    expect(ok('2g')).toBe(2 ** 31);
+    expect(ok('1.5')).toBe('invalid');
+    expect(ok('-1')).toBe('invalid');
+    expect(ok('1x')).toBe('invalid');
+    expect(ok('0x10k')).toBe('invalid');
+    expect(ok('16E')).toBe('range');
+  });
+  it('prints sizes like size_to_str and cvtstr', () => {
+    expect([0, 512, 4096, 200704, 1048576, 1536, 1023 * 1024].map(sizeToStr)).toEqual(['0 B', '512 B', '4 KiB', '196 KiB', '1 MiB', '1.5 KiB', '0.999 MiB']);
+    expect([512, 65536, 1536, 3 * 2 ** 30].map(cvtstr)).toEqual(['512 bytes', '64 KiB', '1.500 KiB', '3 GiB']);
+    expect([fmtG(1e-5), fmtG(123456789), fmtG(0.5, 3), fmtG(1000, 3)]).toEqual(['1e-05', '1.23457e+08', '0.5', '1e+03']);
+  });
+  it('orders JSON keys like a QDict', () => {
+    expect(qdictOrder(['filename', 'format', 'dirty-flag', 'actual-size', 'virtual-size'])).toEqual(['virtual-size', 'filename', 'format', 'actual-size', 'dirty-flag']);
+    expect(toQemuJson({ required: 1, 'fully-allocated': 2 })).toBe('{\n    "required": 1,\n    "fully-allocated": 2\n}');
+  });
+});
+
+describe('printf-style rounding', () => {
+  it('rounds exact ties to even like glibc', async () => {
+    const { cFixed } = await import('../../src/cli/format.js');
+    expect([cFixed(3.125, 2), cFixed(0.125, 2), cFixed(1.5625, 3), cFixed(2.5, 0), cFixed(3.5, 0), cFixed(1.005, 2), cFixed(12.5, 2)]).toEqual(['3.12', '0.12', '1.562', '2', '4', '1.00', '12.50']);
+  });
+});
