@@ -1,17 +1,7 @@
 /** Shared pieces of the WASM benchmarks (run in Node and in Chromium by the bench runner). */
 
-/** One measured figure and its comparison to the best alternative. */
-export interface BenchResult {
-  name: string;
-  unit: string;
-  value: number;
-  baseline: string;
-  baselineValue: number;
-  /** value / baselineValue for throughput units (higher is better). */
-  ratio: number;
-  /** The ratio the issue asks for, when it sets one. */
-  target?: number;
-}
+import type { BenchResult } from '../types.js';
+export type { BenchResult };
 
 /** Is this Node (as opposed to a browser)? */
 export function isNode(): boolean {

@@ -3,16 +3,10 @@
  * Disk, and events the panels listen to.
  */
 import type { Disk, DiskWorker, ImageInfo } from '../../src/client/index.js';
+import type { SnapshotInfo } from '../../src/core/driver.js';
 
-export interface Snapshot {
-  id: string;
-  name: string;
-  vmStateSize: number;
-  dateSec: number;
-  dateNsec: number;
-  vmClockNsec: number;
-  icount?: number;
-}
+/** An internal snapshot as the qcow2 snapshot table lists it. */
+export type Snapshot = SnapshotInfo;
 
 /** One image of the backing chain, top first. */
 export interface ChainEntry {

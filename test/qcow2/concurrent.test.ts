@@ -10,12 +10,11 @@ import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { createImage, ReqFlag, type BlockBackend } from '../../src/node.js';
 import type { Qcow2Image } from '../../src/formats/qcow2/qcow2.js';
-import { tempDir, qemuImg, qemuIo, qemuCheck, fileGraph, openQcow2, prng } from './helpers.js';
+import { tempDir, qemuImg, qemuIo, qemuCheck, fileGraph, openQcow2, prng, qemuIoCommand, type Op } from './helpers.js';
 
 const t = tempDir();
 afterAll(() => t.cleanup());
 
-type Op = { kind: 'write' | 'zero' | 'zero-unmap' | 'discard'; off: number; len: number; val: number };
 
 /** Mostly small writes packed into few clusters, so that many share a cluster without sharing bytes. */
 function randomOps(seed: number, size: number, cs: number, count: number): Op[] {
@@ -33,18 +32,6 @@ function randomOps(seed: number, size: number, cs: number, count: number): Op[] 
   return ops;
 }
 
-function qemuIoCommand(op: Op): string {
-  switch (op.kind) {
-    case 'write':
-      return `write -P ${op.val} ${op.off} ${op.len}`;
-    case 'zero':
-      return `write -z ${op.off} ${op.len}`;
-    case 'zero-unmap':
-      return `write -z -u ${op.off} ${op.len}`;
-    case 'discard':
-      return `discard ${op.off} ${op.len}`;
-  }
-}
 
 function submit(bb: BlockBackend, op: Op): Promise<void> {
   if (op.kind === 'write') return bb.write(op.off, new Uint8Array(op.len).fill(op.val));

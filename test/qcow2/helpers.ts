@@ -63,17 +63,8 @@ export async function openQcow2(graph: BlockGraph, filename: string, readOnly = 
   return BlockBackend.open(graph, { driver: 'qcow2', file: { filename }, ...extra }, { readOnly });
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from '../prng.js';
+import { prng } from '../prng.js';
 
 export function pattern(len: number, seed: number): Uint8Array {
   const r = prng(seed);
@@ -94,4 +85,20 @@ export interface MapEntry {
 }
 export function qemuMap(file: string): MapEntry[] {
   return JSON.parse(qemuImg('map', '--output=json', file)) as MapEntry[];
+}
+
+/** A guest operation of the random workloads, and the qemu-io command that does the same. */
+export type Op = { kind: 'write' | 'zero' | 'zero-unmap' | 'discard'; off: number; len: number; val: number };
+
+export function qemuIoCommand(op: Op): string {
+  switch (op.kind) {
+    case 'write':
+      return `write -P ${op.val} ${op.off} ${op.len}`;
+    case 'zero':
+      return `write -z ${op.off} ${op.len}`;
+    case 'zero-unmap':
+      return `write -z -u ${op.off} ${op.len}`;
+    case 'discard':
+      return `discard ${op.off} ${op.len}`;
+  }
 }

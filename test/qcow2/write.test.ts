@@ -6,12 +6,11 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createImage, ReqFlag } from '../../src/node.js';
-import { tempDir, qemuImg, qemuImgTry, qemuIo, qemuCheck, fileGraph, openQcow2, prng } from './helpers.js';
+import { tempDir, qemuImg, qemuImgTry, qemuIo, qemuCheck, fileGraph, openQcow2, prng, qemuIoCommand, type Op } from './helpers.js';
 
 const t = tempDir();
 afterAll(() => t.cleanup());
 
-type Op = { kind: 'write' | 'zero' | 'zero-unmap' | 'discard'; off: number; len: number; val: number };
 
 function randomOps(seed: number, size: number, cs: number, count: number): Op[] {
   const r = prng(seed);
@@ -33,18 +32,6 @@ function randomOps(seed: number, size: number, cs: number, count: number): Op[] 
   return ops;
 }
 
-function qemuIoCommand(op: Op): string {
-  switch (op.kind) {
-    case 'write':
-      return `write -P ${op.val} ${op.off} ${op.len}`;
-    case 'zero':
-      return `write -z ${op.off} ${op.len}`;
-    case 'zero-unmap':
-      return `write -z -u ${op.off} ${op.len}`;
-    case 'discard':
-      return `discard ${op.off} ${op.len}`;
-  }
-}
 
 async function runOurs(file: string, ops: Op[], backing = false) {
   const g = fileGraph();
