@@ -1020,9 +1020,6 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   if (quiet) progress = false;
   if (outBase !== undefined && !backingFmt && !skipCreate) fail('Use of backing file requires explicit backing format');
   if (targetIsZero && !skipCreate) fail('--target-is-zero requires use of -n flag');
-  if (skipCreate && outFmt === undefined) {
-    // -n without -O: the target format is probed
-  }
   const srcNames = operands.slice(0, -1);
   const outFilename = operands.length >= 2 ? operands[operands.length - 1]! : undefined;
   if (options.some(hasHelp)) return printOptionHelp(ctx, outFmt ?? 'raw', outFilename);
@@ -1815,7 +1812,6 @@ async function cmdBench(ctx: Ctx, args: string[]): Promise<number> {
   let next = offset;
   let issued = 0;
   let failed: unknown = null;
-  let inFlightWrites = 0;
   const worker = async (slot: number) => {
     while (issued < count && !failed) {
       const off = next;
@@ -1825,9 +1821,7 @@ async function cmdBench(ctx: Ctx, args: string[]): Promise<number> {
       else next %= imageSize - bufsize;
       try {
         if (write) {
-          inFlightWrites++;
           await bb.write(off, bufs[slot]!);
-          inFlightWrites--;
           if (flushInterval && issued % flushInterval === 0) await bb.flush();
         } else {
           await bb.pread(off, bufs[slot]!);
@@ -1837,7 +1831,6 @@ async function cmdBench(ctx: Ctx, args: string[]): Promise<number> {
       }
     }
   };
-  void inFlightWrites;
   await Promise.all(Array.from({ length: Math.min(depth, Math.max(count, 1)) }, (_, i) => worker(i)));
   if (failed) fail(`Failed request: ${strerror(failed)}`);
   const secs = (performance.now() - t0) / 1000;

@@ -73,6 +73,13 @@ const isEntry = (() => {
 })();
 
 if (isEntry) {
+  // `diskworker img map big.qcow2 | head`: a closed pipe ends the output quietly.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw e;
+    });
+  }
   // Cache compiled code between runs where Node supports it (start-up time).
   try {
     (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
