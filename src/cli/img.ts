@@ -55,7 +55,17 @@ class Ctx {
   async open(
     filename: string,
     fmt: string | undefined,
-    o: { readOnly?: boolean; noBacking?: boolean; forceShare?: boolean; cache?: string; code?: number; extra?: Record<string, unknown>; shared?: number } = {},
+    o: {
+      readOnly?: boolean;
+      noBacking?: boolean;
+      forceShare?: boolean;
+      cache?: string;
+      code?: number;
+      extra?: Record<string, unknown>;
+      shared?: number;
+      /** Open for check (QEMU's BDRV_O_CHECK): no repair of a dirty qcow2 image on open. */
+      forCheck?: boolean;
+    } = {},
   ): Promise<BlockBackend> {
     let spec: Record<string, unknown> = { filename, ...(o.extra ?? {}) };
     if (this.imageOpts) {
@@ -67,6 +77,7 @@ class Ctx {
       }
     }
     if (o.forceShare) spec['force-share'] = true;
+    if (o.forCheck && !(o.readOnly ?? true) && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
     if (o.cache) {
       const c = parseCacheMode(o.cache);
       if (c) {
@@ -88,6 +99,23 @@ class Ctx {
     this.backends.push(bb);
     if (!(o.readOnly ?? true) && needsProbeWarning(bb.node)) this.io.stderr(probedRawWarning(filename));
     return bb;
+  }
+
+  /**
+   * The format an open would use: the given one, else the probed one
+   * (undefined if the image cannot be opened; the real open reports that).
+   */
+  private async formatOf(spec: Record<string, unknown>, fmt: string | undefined): Promise<string | undefined> {
+    if (fmt) return fmt;
+    if (typeof spec['driver'] === 'string') return spec['driver'];
+    try {
+      const node = await this.graph.open({ ...spec, 'force-share': true }, { readOnly: true, noBacking: true });
+      const name = node.driver.name;
+      await node.unref();
+      return name;
+    } catch {
+      return undefined;
+    }
   }
 
   async closeAll(): Promise<void> {
@@ -560,12 +588,23 @@ async function cmdCheck(ctx: Ctx, args: string[]): Promise<number> {
   if (cache && !parseCacheMode(cache)) fail(`Invalid source cache option: ${cache}`);
   const filename = operands[0]!;
   const fix = fixLeaks || fixErrors;
-  const bb = await ctx.open(filename, fmt, { readOnly: !fix, forceShare });
+  const bb = await ctx.open(filename, fmt, { readOnly: !fix, forceShare, forCheck: true });
   const node = formatNode(bb.node);
   if (!node.instance.check) fail('This image format does not support checks', 63);
+  const printLines = (lines: readonly string[]) => {
+    for (const m of lines) ctx.io.stderr(m.endsWith('\n') ? m : m + '\n');
+  };
   const run = async (doFix: boolean) => {
-    const r = await node.instance.check!({ leaks: doFix && fixLeaks, errors: doFix && fixErrors });
-    for (const m of r.messages) ctx.io.stderr(m.endsWith('\n') ? m : m + '\n');
+    let r;
+    try {
+      r = await node.instance.check!({ leaks: doFix && fixLeaks, errors: doFix && fixErrors });
+    } catch (e) {
+      // A check that stopped early still reports what it found.
+      const lines = (e as { messages?: unknown }).messages;
+      if (Array.isArray(lines)) printLines(lines as string[]);
+      throw e;
+    }
+    printLines(r.messages);
     return r;
   };
   let r;

@@ -6,12 +6,14 @@
  */
 import type { CheckFix, CheckResult } from '../../core/driver.js';
 import { BlockError } from '../../core/errors.js';
-import { BMT_OFFSET_MASK } from './constants.js';
+import { BMT_OFFSET_MASK, INCOMPAT } from './constants.js';
 import { T, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subclusterType } from './mapping.js';
 import type { Qcow2Image } from './qcow2.js';
 import { setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
+/** A 64-bit entry as PRIx64 prints it. */
+const hex64 = (hi: number, lo: number) => (hi ? hi.toString(16) + (lo >>> 0).toString(16).padStart(8, '0') : (lo >>> 0).toString(16));
 
 interface Tally {
   ref: Float64Array;
@@ -23,47 +25,48 @@ interface Tally {
   compressed: number;
 }
 
-/** Runs a check; with `fix` repairs and re-checks, reporting the fixes. */
-export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
-  const first = await checkOnce(img, fix);
-  if (first.leaksFixed === 0 && first.corruptionsFixed === 0) return first;
-  const again = await checkOnce(img, { leaks: false, errors: false });
-  again.leaksFixed = first.leaksFixed;
-  again.corruptionsFixed = first.corruptionsFixed;
-  again.messages = [...first.messages, ...again.messages];
-  return again;
+/**
+ * A check that could not complete (QEMU returns an error from bdrv_check):
+ * `messages` are the lines reported before it stopped, which qemu-img prints
+ * ahead of "Check failed: ...".
+ */
+export class CheckFailedError extends BlockError {
+  constructor(
+    code: 'EIO',
+    message: string,
+    readonly messages: string[],
+  ) {
+    super(code, message);
+  }
 }
 
-async function checkOnce(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+/**
+ * QEMU's qcow2_co_check_locked: one pass that reports (and with `fix`
+ * repairs) what it finds. `corruptions` / `leaks` count what is left unfixed,
+ * `corruptionsFixed` / `leaksFixed` what was repaired; `messages` are the
+ * lines qemu-img prints on stderr ("Leaked cluster ...", "Repairing
+ * cluster ...", "Rebuilding refcount structure", ...). After a repair that
+ * leaves nothing wrong the image is marked clean and consistent.
+ */
+export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+  const res = await checkRefcounts(img, fix);
+  if ((fix.leaks || fix.errors) && !img.readOnly && res.corruptions === 0 && res.checkErrors === 0) {
+    const h = img.header;
+    if (h.incompatible & (INCOMPAT.DIRTY | INCOMPAT.CORRUPT)) {
+      h.incompatible &= ~(INCOMPAT.DIRTY | INCOMPAT.CORRUPT);
+      await img.refs.flushCache();
+      await img.file.flush();
+      await img.writeHeader();
+    }
+  }
+  return res;
+}
+
+/** The counted references of every host cluster (QEMU's calculate_refcounts). */
+async function calculateRefcounts(img: Qcow2Image, t: Tally, inc: (offset: number, bytes: number) => void): Promise<{ validBlock: Uint8Array; rebuild: boolean }> {
   const cs = img.cs;
   const file = img.file;
   const h = img.header;
-  const nb = Math.ceil(file.length / cs);
-  if (nb > 1 << 28) throw new BlockError('EFBIG', `Image file of ${file.length} bytes is too large to check`);
-  const t: Tally = {
-    ref: new Float64Array(nb),
-    corruptions: 0,
-    checkErrors: 0,
-    messages: [],
-    allocated: 0,
-    fragmented: 0,
-    compressed: 0,
-  };
-  const inc = (offset: number, bytes: number) => {
-    if (bytes <= 0) return;
-    const a = Math.floor(offset / cs);
-    const b = Math.floor((offset + bytes - 1) / cs);
-    for (let c = a; c <= b; c++) {
-      if (c >= nb) {
-        t.messages.push(
-          `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(c * cs)} size 0x${hex(cs)}`,
-        );
-        t.corruptions++;
-        return;
-      }
-      t.ref[c]!++;
-    }
-  };
   inc(0, cs);
   // Active L1 and its tables (with allocation statistics).
   await walkL1(img, t, inc, h.l1TableOffset, img.l1.length, true);
@@ -84,10 +87,8 @@ async function checkOnce(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
       }
     }
   }
-  // Everything but the refcount structures, for a rebuild.
-  const data = t.ref.slice();
   // Refcount table and blocks.
-  let refStructErrors = 0;
+  let rebuild = false;
   inc(h.refcountTableOffset, h.refcountTableClusters * cs);
   const table = img.refs.table;
   const validBlock = new Uint8Array(table.length);
@@ -97,69 +98,168 @@ async function checkOnce(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
     if (off % cs !== 0) {
       t.messages.push(`ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
       t.corruptions++;
-      refStructErrors++;
+      rebuild = true;
       continue;
     }
     if (off >= file.length) {
       t.messages.push(`ERROR refcount block ${i} is outside image`);
       t.corruptions++;
-      refStructErrors++;
+      rebuild = true;
       continue;
     }
     validBlock[i] = 1;
     inc(off, cs);
   }
-  // Compare.
-  let leaks = 0;
-  let refErrors = 0;
-  let highest = -1;
-  const leaked: Array<[number, number, number]> = [];
-  const perBlock = img.refs.perBlock;
-  const covered = table.length * perBlock;
-  const limit = Math.max(nb, 0);
-  for (let c = 0; c < limit; c++) {
-    const rb = Math.floor(c / perBlock);
-    const stored = c < covered && validBlock[rb] ? await img.refs.get(c) : 0;
-    const want = t.ref[c]!;
-    if (stored > 0 || want > 0) highest = c;
-    if (stored === want) continue;
-    if (stored > want) {
-      t.messages.push(`Leaked cluster ${c} refcount=${stored} reference=${want}`);
-      leaks++;
-      leaked.push([c, stored, want]);
-    } else {
-      t.messages.push(`ERROR cluster ${c} refcount=${stored} reference=${want}`);
-      refErrors++;
-      t.corruptions++;
+  return { validBlock, rebuild };
+}
+
+function newTally(nb: number): Tally {
+  return { ref: new Float64Array(nb), corruptions: 0, checkErrors: 0, messages: [], allocated: 0, fragmented: 0, compressed: 0 };
+}
+
+function counter(t: Tally, cs: number, nb: number): (offset: number, bytes: number) => void {
+  return (offset: number, bytes: number) => {
+    if (bytes <= 0) return;
+    const a = Math.floor(offset / cs);
+    const b = Math.floor((offset + bytes - 1) / cs);
+    for (let c = a; c <= b; c++) {
+      if (c >= nb) {
+        t.messages.push(
+          `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(c * cs)} size 0x${hex(cs)}`,
+        );
+        t.corruptions++;
+        return;
+      }
+      t.ref[c]!++;
     }
+  };
+}
+
+interface Compared {
+  leaks: number;
+  corruptions: number;
+  leaksFixed: number;
+  corruptionsFixed: number;
+  rebuild: boolean;
+  highest: number;
+}
+
+/**
+ * QEMU's compare_refcounts: stored against counted refcounts. A cluster in use
+ * with a stored refcount of 0 needs a rebuild of the refcount structures;
+ * other mismatches are fixed in place when `fix` allows ("Repairing ...").
+ */
+async function compareRefcounts(img: Qcow2Image, t: Tally, validBlock: Uint8Array, fix: CheckFix): Promise<Compared> {
+  const out: Compared = { leaks: 0, corruptions: 0, leaksFixed: 0, corruptionsFixed: 0, rebuild: false, highest: -1 };
+  const perBlock = img.refs.perBlock;
+  const covered = validBlock.length * perBlock;
+  let updated = false;
+  for (let c = 0; c < t.ref.length; c++) {
+    const stored = c < covered && validBlock[Math.floor(c / perBlock)] ? await img.refs.get(c) : 0;
+    const want = t.ref[c]!;
+    if (stored > 0 || want > 0) out.highest = c;
+    if (stored === want) continue;
+    let fixing = false;
+    if (stored === 0) out.rebuild = true;
+    else if (stored > want && fix.leaks) fixing = true;
+    else if (stored < want && fix.errors) fixing = true;
+    const kind = fixing ? 'Repairing' : stored < want ? 'ERROR' : 'Leaked';
+    t.messages.push(`${kind} cluster ${c} refcount=${stored} reference=${want}`);
+    if (fixing && !img.readOnly) {
+      await img.refs.update(c, want - stored);
+      updated = true;
+      if (stored > want) out.leaksFixed++;
+      else out.corruptionsFixed++;
+      continue;
+    }
+    if (stored < want) out.corruptions++;
+    else out.leaks++;
   }
+  if (updated) {
+    await img.refs.flushCache();
+    await img.file.flush();
+  }
+  return out;
+}
+
+/** QEMU's qcow2_check_refcounts (with check_oflag_copied). */
+async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+  const cs = img.cs;
+  const h = img.header;
+  const fixAny = fix.leaks || fix.errors;
+  let nb = Math.ceil(img.file.length / cs);
+  if (nb > 1 << 28) throw new BlockError('EFBIG', `Image file of ${img.file.length} bytes is too large to check`);
+  let t = newTally(nb);
+  let calc = await calculateRefcounts(img, t, counter(t, cs, nb));
+  let rebuild = calc.rebuild;
+  const messages = t.messages;
+  const stats = { allocated: t.allocated, fragmented: t.fragmented, compressed: t.compressed };
+  let leaks = 0;
+  let corruptions = t.corruptions;
+  let checkErrors = t.checkErrors;
   let leaksFixed = 0;
   let corruptionsFixed = 0;
-  if (fix.errors && (refErrors > 0 || refStructErrors > 0) && !img.readOnly) {
-    await rebuildRefcounts(img, data, img.refs.order);
-    corruptionsFixed += refErrors + refStructErrors;
-    leaksFixed += leaks;
-  } else if (fix.leaks && leaks > 0 && !img.readOnly) {
-    for (const [c, stored, want] of leaked) await img.refs.update(c, want - stored);
-    await img.refs.flushCache();
-    await file.flush();
-    leaksFixed += leaks;
+  const preCompare = { corruptions, leaks };
+  let cmp = await compareRefcounts(img, t, calc.validBlock, { leaks: false, errors: false });
+  corruptions += cmp.corruptions;
+  leaks += cmp.leaks;
+  rebuild ||= cmp.rebuild;
+  let highest = cmp.highest;
+  if (rebuild && fix.errors && !img.readOnly) {
+    const old = { corruptions, leaks };
+    messages.push('Rebuilding refcount structure');
+    // The new structures count the old ones too; those are leaked afterwards.
+    await rebuildRefcounts(img, t.ref, img.refs.order);
+    leaks = 0;
+    nb = Math.ceil(img.file.length / cs);
+    t = newTally(nb);
+    t.messages = messages;
+    calc = await calculateRefcounts(img, t, counter(t, cs, nb));
+    corruptions = t.corruptions;
+    checkErrors += t.checkErrors;
+    let freshLeaks = 0;
+    if (fix.leaks) {
+      cmp = await compareRefcounts(img, t, calc.validBlock, { leaks: true, errors: false });
+      highest = cmp.highest;
+      if (cmp.rebuild) messages.push('ERROR rebuilt refcount structure is still broken');
+      freshLeaks = cmp.leaks;
+    }
+    if (corruptions < old.corruptions) corruptionsFixed += old.corruptions - corruptions;
+    if (leaks < old.leaks) leaksFixed += old.leaks - leaks;
+    leaks += freshLeaks;
+  } else if (fixAny) {
+    if (rebuild) {
+      messages.push('ERROR need to rebuild refcount structures');
+      throw new CheckFailedError('EIO', 'Input/output error', messages);
+    }
+    if ((leaks || corruptions) && !img.readOnly) {
+      corruptions = preCompare.corruptions;
+      leaks = preCompare.leaks;
+      cmp = await compareRefcounts(img, t, calc.validBlock, fix);
+      corruptions += cmp.corruptions;
+      leaks += cmp.leaks;
+      leaksFixed += cmp.leaksFixed;
+      corruptionsFixed += cmp.corruptionsFixed;
+      highest = cmp.highest;
+    }
   }
   // COPIED flags of the active tables.
-  const copied = await checkCopied(img, t, fix.errors && !img.readOnly);
+  const repair = !img.readOnly && (fix.errors || (fix.leaks && !checkErrors && !corruptions && !leaks));
+  const copied = await checkCopied(img, t, repair);
+  corruptions += copied.found - copied.fixed;
   corruptionsFixed += copied.fixed;
   return {
-    corruptions: t.corruptions,
+    corruptions,
     leaks,
-    checkErrors: t.checkErrors,
+    checkErrors,
     corruptionsFixed,
     leaksFixed,
     imageEndOffset: (highest + 1) * cs,
     totalClusters: Math.ceil(h.size / cs),
-    allocatedClusters: t.allocated,
-    fragmentedClusters: t.fragmented,
-    compressedClusters: t.compressed,
-    messages: t.messages,
+    allocatedClusters: stats.allocated,
+    fragmentedClusters: stats.fragmented,
+    compressedClusters: stats.compressed,
+    messages,
   };
 }
 
@@ -242,8 +342,9 @@ async function walkL1(
 }
 
 /** Checks (and with `repair` fixes) the COPIED flags of the active L1 and L2 tables. */
-async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<{ fixed: number }> {
+async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<{ found: number; fixed: number }> {
   const cs = img.cs;
+  let found = 0;
   let fixed = 0;
   const table = new Uint8Array(cs);
   const tdv = new DataView(table.buffer);
@@ -253,8 +354,9 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
     const rc = await img.refs.get(off / cs);
     const want = rc === 1;
     if (want !== (img.l1Copied[i] === 1)) {
-      t.messages.push(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(off)} refcount=${rc}`);
-      t.corruptions++;
+      const entry = makeEntry(off, img.l1Copied[i] === 1);
+      t.messages.push(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex64(entry.hi, entry.lo)} refcount=${rc}`);
+      found++;
       if (repair) {
         img.l1Copied[i] = want ? 1 : 0;
         const b = new Uint8Array(8);
@@ -276,8 +378,8 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
       if (host % cs !== 0) continue;
       const drc = await img.refs.get(host / cs);
       if ((drc === 1) !== isCopied(e.hi)) {
-        t.messages.push(`ERROR OFLAG_COPIED data cluster: l2_entry=${hex(e.hi * 4294967296 + e.lo)} refcount=${drc}`);
-        t.corruptions++;
+        t.messages.push(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(e.hi, e.lo)} refcount=${drc}`);
+        found++;
         if (repair) {
           e.hi = drc === 1 ? (e.hi | 0x80000000) >>> 0 : (e.hi & 0x7fffffff) >>> 0;
           tdv.setUint32(j * img.l2esz, e.hi);
@@ -292,7 +394,7 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
     }
   }
   if (fixed) await img.file.flush();
-  return { fixed };
+  return { found, fixed };
 }
 
 /**

@@ -12,20 +12,35 @@ import { Status } from '../../core/driver.js';
 import { AUTOCLEAR, COMPAT, INCOMPAT, MAX_L1_BYTES, MAX_VIRTUAL_SIZE, V3_HEADER_LENGTH } from './constants.js';
 import { serializeHeader, type Qcow2Header } from './header.js';
 import { setRefcount } from './refcount.js';
+import type { Qcow2Image } from './qcow2.js';
 
+/**
+ * In QEMU 7.2's order (qcow2_create_opts): the order is what `qemu-img create`
+ * prints on its "Formatting ..." line, and only options with a default here
+ * are printed when not given. Help texts are QEMU's.
+ */
 export const qcow2CreateOptions: readonly CreateOptionSpec[] = [
+  { name: 'encryption', type: 'bool', help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
+  { name: 'encrypt.format', type: 'string', help: "Encrypt the image, format choices: 'aes', 'luks'" },
+  { name: 'encrypt.key-secret', type: 'string', help: 'ID of secret providing qcow AES key or LUKS passphrase' },
+  { name: 'encrypt.cipher-alg', type: 'string', help: 'Name of encryption cipher algorithm' },
+  { name: 'encrypt.cipher-mode', type: 'string', help: 'Name of encryption cipher mode' },
+  { name: 'encrypt.ivgen-alg', type: 'string', help: 'Name of IV generator algorithm' },
+  { name: 'encrypt.ivgen-hash-alg', type: 'string', help: 'Name of IV generator hash algorithm' },
+  { name: 'encrypt.hash-alg', type: 'string', help: 'Name of encryption hash algorithm' },
+  { name: 'encrypt.iter-time', type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
+  { name: 'cluster_size', type: 'size', help: 'qcow2 cluster size', default: '65536' },
+  { name: 'extended_l2', type: 'bool', help: 'Extended L2 tables', default: 'off' },
+  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, metadata, falloc, full)' },
+  { name: 'compression_type', type: 'string', help: 'Compression method used for image cluster compression', default: 'zlib' },
   { name: 'size', type: 'size', help: 'Virtual disk size' },
-  { name: 'compat', type: 'string', help: 'Compatibility level (v2 [0.10], v3 [1.1])', default: '1.1' },
+  { name: 'compat', type: 'string', help: 'Compatibility level (v2 [0.10] or v3 [1.1])' },
   { name: 'backing_file', type: 'string', help: 'File name of a base image' },
   { name: 'backing_fmt', type: 'string', help: 'Image format of the base image' },
   { name: 'data_file', type: 'string', help: 'File name of an external data file' },
-  { name: 'data_file_raw', type: 'bool', help: 'The external data file must stay valid as a raw image', default: 'off' },
-  { name: 'cluster_size', type: 'size', help: 'qcow2 cluster size', default: '65536' },
-  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, metadata, falloc, full)', default: 'off' },
+  { name: 'data_file_raw', type: 'bool', help: 'The external data file must stay valid as a raw image' },
   { name: 'lazy_refcounts', type: 'bool', help: 'Postpone refcount updates', default: 'off' },
   { name: 'refcount_bits', type: 'number', help: 'Width of a reference count entry in bits', default: '16' },
-  { name: 'compression_type', type: 'string', help: 'Compression method used for image cluster compression', default: 'zlib' },
-  { name: 'extended_l2', type: 'bool', help: 'Extended L2 tables', default: 'off' },
 ];
 
 export interface Qcow2CreateParams {
@@ -58,9 +73,12 @@ export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2
   const ctype = o.choice('compression_type', ['zlib', 'zstd'] as const, 'zlib');
   const extendedL2 = o.bool('extended_l2', false);
   const encryption = o.bool('encryption', false);
-  const encryptFormat = o.string('encrypt.format');
+  let encryptOpts = false;
+  for (const k of ['encrypt.format', 'encrypt.key-secret', 'encrypt.cipher-alg', 'encrypt.cipher-mode', 'encrypt.ivgen-alg', 'encrypt.ivgen-hash-alg', 'encrypt.hash-alg', 'encrypt.iter-time']) {
+    if (o.string(k) !== undefined) encryptOpts = true;
+  }
   o.bool('nocow');
-  if (encryption || encryptFormat) throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported');
+  if (encryption || encryptOpts) throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported');
   let version: 2 | 3;
   if (compat === '0.10' || compat === 'v2') version = 2;
   else if (compat === '1.1' || compat === 'v3') version = 3;
@@ -303,5 +321,29 @@ export async function measureQcow2(options: OptionReader, source?: BlockNode): P
     required = p.prealloc === 'full' || p.prealloc === 'falloc' ? virtualSize : 0;
   }
   const full = preallocSize(virtualSize, cs, order, p.extendedL2);
-  return { required: full - virtualSize + required, fullyAllocated: full };
+  const info: MeasureInfo = { required: full - virtualSize + required, fullyAllocated: full };
+  const bitmaps = source ? bitmapsSize(source, cs) : undefined;
+  if (bitmaps !== undefined) info.bitmaps = bitmaps;
+  return info;
+}
+
+/**
+ * The room the source's persistent bitmaps would take in the new image, for
+ * sources that can hold persistent bitmaps (qcow2 v3), as QEMU's qcow2_measure
+ * counts it: every bitmap fully allocated, its table, and the directory.
+ */
+function bitmapsSize(source: BlockNode, cs: number): number | undefined {
+  if (source.driver.name !== 'qcow2') return undefined;
+  const img = source.instance as unknown as Qcow2Image;
+  if (!img.header || img.header.version < 3) return undefined;
+  let total = 0;
+  let dir = 0;
+  for (const b of img.bitmaps) {
+    const bits = Math.ceil(source.length / 2 ** b.granularityBits);
+    const clusters = Math.ceil(Math.ceil(bits / 8) / cs);
+    total += clusters * cs;
+    total += Math.ceil((clusters * 8) / cs) * cs;
+    dir += Math.ceil((24 + new TextEncoder().encode(b.name).length) / 8) * 8;
+  }
+  return total + Math.ceil(dir / cs) * cs;
 }

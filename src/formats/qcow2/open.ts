@@ -42,11 +42,15 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   img.l2Entries = img.cs / img.l2esz;
   img.subSize = img.ext ? img.cs / SUBCLUSTERS : img.cs;
 
+  // `x-check`: an internal option for opening an image to check (and repair)
+  // it, QEMU's BDRV_O_CHECK: a corrupt image may be opened read-write, and a
+  // dirty one is left as it is for the check to report and repair.
+  const forCheck = options.bool('x-check', false);
   if (h.incompatible & INCOMPAT.CORRUPT) {
-    if (!img.readOnly) {
+    if (!img.readOnly && !forCheck) {
       throw new BlockError('EACCES', 'qcow2: Image is corrupt; cannot be opened read/write');
     }
-    img.warnings.push('qcow2: Image is corrupt; opened read-only');
+    if (img.readOnly) img.warnings.push('qcow2: Image is corrupt; opened read-only');
   }
 
   // Options (QEMU's qcow2 runtime options).
@@ -116,14 +120,17 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   };
 
   if (!img.readOnly) {
-    if (h.incompatible & INCOMPAT.DIRTY) {
-      // Lazy refcounts left the refcounts stale: rebuild them, as QEMU does.
+    if (h.incompatible & INCOMPAT.DIRTY && forCheck) {
+      // Like QEMU, closing the image marks it clean even when the check did not
+      // repair it.
+      img.markedDirty = true;
+    } else if (h.incompatible & INCOMPAT.DIRTY) {
+      // Lazy refcounts left the refcounts stale: rebuild them, as QEMU does
+      // (the repair marks the image clean).
       const res = await checkImage(img, { leaks: true, errors: true });
-      if (res.corruptions - res.corruptionsFixed > 0) {
-        throw new BlockError('EIO', `Could not repair dirty image: ${res.corruptions - res.corruptionsFixed} corruptions remain`);
+      if (res.corruptions > 0) {
+        throw new BlockError('EIO', `Could not repair dirty image: ${res.corruptions} corruptions remain`);
       }
-      img.header.incompatible &= ~INCOMPAT.DIRTY;
-      await img.writeHeader();
     }
     if (h.autoclear & ~AUTOCLEAR_KNOWN) {
       // Autoclear bits we do not know describe state we will not keep up to date.
