@@ -17,6 +17,7 @@ import { listIdb, removeIdb } from '../src/protocols/idb.js';
 import { defaultMemoryStorage } from '../src/protocols/memory.js';
 import { registerBlob, unregisterBlob } from '../src/protocols/blob.js';
 import { SyncServer } from '../src/client/sync-server.js';
+import { RingServer } from '../src/client/ring.js';
 import type {
   CheckReport,
   ConvertOptions,
@@ -182,10 +183,25 @@ export class DiskService {
     return server.buffer;
   }
 
+  /**
+   * Starts a bulk-read ring (src/client/ring.ts): a SharedArrayBuffer of
+   * `slots` data areas of `slotBytes` the page streams reads through with
+   * {@link BulkReader}. Needs cross-origin isolation.
+   */
+  bulkChannel(slots = 4, slotBytes = 1 << 20): SharedArrayBuffer {
+    if (this.closed) throw new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`);
+    const server = new RingServer(this.backend, slots, slotBytes);
+    server.start();
+    this.ringServers.push(server);
+    return server.buffer;
+  }
+  private readonly ringServers: RingServer[] = [];
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const s of this.syncServers) s.stop();
+    for (const s of this.ringServers) s.stop();
     for (const p of this.ports) p.close();
     try {
       await this.backend.close();

@@ -33,8 +33,8 @@ type WaitAsync = (a: Int32Array, i: number, v: number, t?: number) => { async: b
  * Atomics.wait is not allowed): requests are signalled with Atomics.notify and
  * answers awaited with Atomics.waitAsync, with no postMessage at all. Reads
  * land in the channel's shared data area and are returned as a view of it,
- * valid until the next request: the cheapest way to stream a disk into a
- * page. One request at a time (calls are queued).
+ * valid until the next request. One request at a time (calls are queued);
+ * to stream a disk into a page, Disk.bulkReader (ring.ts) is faster.
  */
 export class SharedDiskReader {
   private readonly ctl: Int32Array;

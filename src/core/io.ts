@@ -148,8 +148,8 @@ export function preadv(child: BdrvChild, offset: number, bytes: number, buf: Uin
     node.isOpen &&
     node.serialisingInFlight === 0 &&
     node.copyOnRead === 0 &&
-    offset % align === 0 &&
-    bytes % align === 0 &&
+    // align 1 (most nodes) skips the modulo, which on offsets past 2^31 is a float fmod.
+    (align === 1 || (offset % align === 0 && bytes % align === 0)) &&
     offset + bytes <= node.totalBytes &&
     (l.maxTransfer === 0 || bytes <= l.maxTransfer)
   ) {

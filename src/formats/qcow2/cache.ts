@@ -18,10 +18,21 @@ interface Entry {
   lastUse: number;
 }
 
+/** Source of {@link MetaCache.epoch} values, unique across caches. */
+let epochCounter = 0;
+
 export class MetaCache {
+  /**
+   * Changes whenever a cached buffer may stop being the current content of
+   * its offset (an entry dropped, evicted or given a new buffer); adding
+   * entries or changing a buffer in place keeps it. Memos of a peeked buffer
+   * (lookup.ts) stay valid while it is unchanged. Unique across caches.
+   */
+  epoch = ++epochCounter;
   private readonly entries = new Map<number, Entry>();
   private readonly loading = new Map<number, Promise<Uint8Array>>();
-  private clock = 0;
+  /** LRU use clock (bumped on every use). */
+  clock = 0;
   /** The flush in progress: flushes run one at a time, so two writes of one entry never race. */
   private flushing: Promise<void> | null = null;
   /** Runs before dirty entries are written (dependency flush). */
@@ -61,8 +72,16 @@ export class MetaCache {
   /** The entry if cached, without I/O. */
   peek(offset: number): Uint8Array | undefined {
     const e = this.entries.get(offset);
-    if (e) e.lastUse = ++this.clock;
-    return e?.buf;
+    if (e === undefined) return undefined;
+    e.lastUse = ++this.clock;
+    return e.buf;
+  }
+
+  /** Marks the entry at `offset` used (LRU), for a reader holding a memo of its buffer. */
+  touch(offset: number): number {
+    const e = this.entries.get(offset);
+    if (e !== undefined) e.lastUse = ++this.clock;
+    return this.clock;
   }
 
   private async load(offset: number): Promise<Uint8Array> {
@@ -82,6 +101,7 @@ export class MetaCache {
   async put(offset: number, buf: Uint8Array, dirty: boolean): Promise<void> {
     const e = this.entries.get(offset);
     if (e) {
+      if (e.buf !== buf) this.epoch = ++epochCounter;
       e.buf = buf;
       e.dirty = e.dirty || dirty;
       e.gen++;
@@ -107,6 +127,7 @@ export class MetaCache {
   setDirty(offset: number, buf: Uint8Array): void {
     const e = this.entries.get(offset);
     if (e) {
+      if (e.buf !== buf) this.epoch = ++epochCounter;
       e.buf = buf;
       e.dirty = true;
       e.gen++;
@@ -118,12 +139,13 @@ export class MetaCache {
 
   /** Drops an entry without writing it (its cluster was freed). */
   forget(offset: number): void {
-    this.entries.delete(offset);
+    if (this.entries.delete(offset)) this.epoch = ++epochCounter;
   }
 
   /** Drops entries in [start, end) without writing them. */
   forgetRange(start: number, end: number): void {
     for (const k of [...this.entries.keys()]) if (k >= start && k < end) this.entries.delete(k);
+    this.epoch = ++epochCounter;
   }
 
   get hasDirty(): boolean {
@@ -151,6 +173,7 @@ export class MetaCache {
         continue;
       }
       this.entries.delete(victim);
+      this.epoch = ++epochCounter;
     }
   }
 
@@ -191,7 +214,12 @@ export class MetaCache {
 
   /** Drops clean entries not used since `mark` (cache-clean-interval). */
   dropIdle(mark: number): void {
-    for (const [k, e] of this.entries) if (!e.dirty && e.lastUse <= mark) this.entries.delete(k);
+    for (const [k, e] of this.entries) {
+      if (!e.dirty && e.lastUse <= mark) {
+        this.entries.delete(k);
+        this.epoch = ++epochCounter;
+      }
+    }
   }
 
   /** Current use clock, for {@link dropIdle}. */
@@ -201,6 +229,7 @@ export class MetaCache {
 
   clear(): void {
     this.entries.clear();
+    this.epoch = ++epochCounter;
   }
 }
 

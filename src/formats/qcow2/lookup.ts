@@ -145,11 +145,39 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
 }
 
 /**
+ * The last L2 slice the fast path used (per image): its buffer, the guest
+ * range it maps and what makes it current (the cache epoch, the L1 entry).
+ */
+export class SliceMemo {
+  /** Guest range [lo, hi) mapped by the slice; hi = 0 when empty. */
+  lo = 0;
+  hi = 0;
+  buf: Uint8Array = new Uint8Array(0);
+  /** The cache's epoch, and the L1 entry pointing at the table, when memoised. */
+  epoch = -1;
+  l1i = 0;
+  l2off = 0;
+  /** Cache key of the slice, and the cache clock when it was last marked used. */
+  key = 0;
+  clock = -1;
+}
+
+/**
  * Host offset of [offset, offset+bytes) when it is plain data in one run of
  * a cached slice of a standard L2 table; -1 otherwise (take the full path).
- * Synchronous, so a cache hit costs no promise.
+ * Synchronous, so a cache hit costs no promise. The hot case (the slice of
+ * the previous read) costs no map lookup and no division.
  */
 export function fastDataHost(img: Qcow2Image, offset: number, bytes: number): number {
+  const m = img.sliceMemo;
+  const cache = img.l2cache;
+  if (offset >= m.lo && offset + bytes <= m.hi && m.epoch === cache.epoch && img.l1[m.l1i] === m.l2off && !img.hasDataFile) {
+    if (cache.clock !== m.clock) m.clock = cache.touch(m.key);
+    // The slice maps less than 2^31 bytes (checked when memoised): int arithmetic.
+    const rel = offset - m.lo;
+    const bits = img.cbits;
+    return plainRun(m.buf, rel >>> bits, (rel + bytes - 1) >>> bits, img.cs, rel & (img.cs - 1));
+  }
   if (img.ext || img.hasDataFile) return -1;
   const cs = img.cs;
   const ci = Math.floor(offset / cs);
@@ -161,21 +189,42 @@ export function fastDataHost(img: Qcow2Image, offset: number, bytes: number): nu
   const i0 = idx % img.sliceEntries;
   const lastCi = Math.floor((offset + bytes - 1) / cs);
   if (lastCi - ci >= img.sliceEntries - i0) return -1;
-  const b = img.l2cache.peek(l2off + (idx - i0) * img.l2esz);
+  const key = l2off + (idx - i0) * img.l2esz;
+  const b = cache.peek(key);
   if (!b) return -1;
+  const lo = (ci - i0) * cs;
+  const span = img.sliceEntries * cs;
+  if (span <= 0x4000_0000) {
+    m.lo = lo;
+    m.hi = lo + span;
+    m.buf = b;
+    m.epoch = cache.epoch;
+    m.l1i = l1i;
+    m.l2off = l2off;
+    m.key = key;
+    m.clock = cache.clock;
+  }
+  return plainRun(b, i0, i0 + (lastCi - ci), cs, offset - ci * cs);
+}
+
+/**
+ * Host offset of byte `inCluster` of entry `first` when entries first..last
+ * of slice `b` are plain, host-contiguous data; -1 otherwise.
+ */
+function plainRun(b: Uint8Array, first: number, last: number, cs: number, inCluster: number): number {
   // Big-endian entries read byte by byte: no DataView allocated per read (this is the hot path).
   let expect = -1;
-  let first = -1;
-  for (let i = i0, p = i0 * 8; i <= i0 + (lastCi - ci); i++, p += 8) {
-    const hi = ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
-    const lo = ((b[p + 4]! << 24) | (b[p + 5]! << 16) | (b[p + 6]! << 8) | b[p + 7]!) >>> 0;
-    // Compressed or zero flag: not plain data.
-    if (hi & 0x40000000 || lo & 1) return -1;
-    const host = entryOffset(hi, lo);
-    if (host === 0 || host % cs !== 0) return -1;
-    if (first < 0) first = host;
+  let start = -1;
+  for (let i = first, p = first << 3; i <= last; i++, p += 8) {
+    const hi = (b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!;
+    const lo = (b[p + 4]! << 24) | (b[p + 5]! << 16) | (b[p + 6]! << 8) | b[p + 7]!;
+    // Compressed or zero flag: not plain data; an offset not aligned to the cluster: the slow path reports it.
+    if (hi & 0x40000000 || lo & 1 || lo & (cs - 1) & 0xfffffe00) return -1;
+    const host = (hi & 0x00ffffff) * 4294967296 + ((lo & 0xfffffe00) >>> 0);
+    if (host === 0) return -1;
+    if (start < 0) start = host;
     else if (host !== expect) return -1;
     expect = host + cs;
   }
-  return first + (offset - ci * cs);
+  return start + inCluster;
 }

@@ -46,7 +46,7 @@ import { createQcow2, measureQcow2, qcow2CreateOptions } from './create.js';
 import { amendImage } from './amend.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
 import { openImage, refcountHost } from './open.js';
-import { fastDataHost, lookup, type Run } from './lookup.js';
+import { SliceMemo, fastDataHost, lookup, type Run } from './lookup.js';
 import { readGuest } from './read.js';
 import { InFlightWrites, flushAll, whenClustersIdle, writeGuest } from './cow.js';
 import { writeCompressed } from './compressed.js';
@@ -107,6 +107,8 @@ export class Qcow2Image implements DriverInstance {
   readonly warnings: string[] = [];
   /** Last decompressed cluster (sequential reads of compressed data). */
   lastCompressed: { key: string; buf: Uint8Array } | null = null;
+  /** The L2 slice of the last fast read (lookup.ts). */
+  readonly sliceMemo = new SliceMemo();
   /** Host clusters to discard in the file once their refcount is 0 on disk. */
   discardAfterFree = new Set<number>();
   private cleanTimer: ReturnType<typeof setInterval> | null = null;
@@ -205,7 +207,7 @@ export class Qcow2Image implements DriverInstance {
   preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> | void {
     // Fast path: one run of plain data in a cached L2 slice (no promise of our own).
     const host = fastDataHost(this, offset, bytes);
-    if (host >= 0) return this.dataChild.preadv(host, bytes, buf);
+    if (host >= 0) return this.dataChild.preadv(host, bytes, buf, 0);
     return readGuest(this, offset, bytes, buf);
   }
 

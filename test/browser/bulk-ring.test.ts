@@ -1,0 +1,71 @@
+/**
+ * The bulk-read ring (src/client/ring.ts) with its server and reader in one
+ * Node thread over a memory image: data, order, errors, reuse after an early
+ * break, and close. (In the browser they run in the worker and the page; the
+ * protocol is the same SharedArrayBuffer + Atomics either way.)
+ */
+import { describe, it, expect, beforeAll } from 'vitest';
+import { BlockBackend, BlockError, BlockGraph, MemoryStorage, createMemoryDriver, rawDriver } from '../../src/node.js';
+import { BulkReader, RingServer } from '../../src/client/ring.js';
+
+const MiB = 1 << 20;
+
+beforeAll(() => {
+  // Node has SharedArrayBuffer and Atomics.waitAsync; the ring asks for isolation as pages must have it.
+  (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated = true;
+});
+
+async function setup(size: number) {
+  const storage = new MemoryStorage();
+  const graph = new BlockGraph([createMemoryDriver(storage), rawDriver], 'memory');
+  const f = storage.create('d', size);
+  const expected = new Uint8Array(size);
+  for (let i = 0; i < size; i++) expected[i] = (i * 7 + (i >> 12)) & 0xff;
+  f.writeRaw(0, expected);
+  const bb = await BlockBackend.open(graph, 'memory:d', { format: 'raw', readOnly: true });
+  return { bb, expected };
+}
+
+describe('bulk read ring', () => {
+  it('streams a disk in order, every byte right, with every slot count', async () => {
+    const { bb, expected } = await setup(6 * MiB + 12345);
+    for (const slots of [1, 2, 4]) {
+      const server = new RingServer(bb, slots, MiB);
+      server.start();
+      const reader = new BulkReader(server.buffer);
+      let pos = 0;
+      for await (const piece of reader.stream(0, bb.length, MiB)) {
+        expect(Buffer.from(piece).equals(Buffer.from(expected.subarray(pos, pos + piece.length)))).toBe(true);
+        pos += piece.length;
+      }
+      expect(pos).toBe(bb.length);
+      // Single reads, unaligned.
+      const one = await reader.read(1_000_001, 70_000);
+      expect(Buffer.from(one).equals(Buffer.from(expected.subarray(1_000_001, 1_070_001)))).toBe(true);
+      server.stop();
+    }
+    await bb.close();
+  });
+
+  it('reports errors as BlockErrors, survives an early break, and refuses after close', async () => {
+    const { bb, expected } = await setup(4 * MiB);
+    const server = new RingServer(bb, 4, MiB);
+    server.start();
+    const reader = new BulkReader(server.buffer);
+    const err = await reader.read(4 * MiB - 10, 100).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BlockError);
+    expect((err as BlockError).code).toBe('EIO');
+    await expect(reader.read(0, 2 * MiB)).rejects.toMatchObject({ code: 'EINVAL' });
+    // Break out of a stream after one piece, then use the ring again.
+    for await (const piece of reader.stream(0, 4 * MiB, MiB)) {
+      expect(piece[5]).toBe(expected[5]);
+      break;
+    }
+    const again = await reader.read(3 * MiB, 4096);
+    expect(Buffer.from(again).equals(Buffer.from(expected.subarray(3 * MiB, 3 * MiB + 4096)))).toBe(true);
+    server.stop();
+    await expect(reader.read(0, 4096)).rejects.toMatchObject({ code: 'ENOMEDIUM' });
+    await bb.close();
+    expect(() => new RingServer(bb, 3, MiB)).toThrow(/power of two/);
+  });
+});
