@@ -181,3 +181,39 @@ test('export as the guest view (raw) and as a converted qcow2; convert with prog
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('export as qcow2 with compressed clusters (qemu-img convert -c) that qemu-img reads', async ({ page }) => {
+  await openHarness(page);
+  const downloadPromise = page.waitForEvent('download');
+  await page.evaluate(async () => {
+    const dw = await window.harness.start();
+    await dw.create({ path: 'opfs:/exp3/src.qcow2', format: 'qcow2', size: 4 << 20 });
+    const disk = await dw.open({ path: 'opfs:/exp3/src.qcow2' });
+    const text = new TextEncoder().encode('DiskWorker writes compressed clusters. '.repeat(27000)).subarray(0, 1 << 20);
+    await disk.write(1 << 20, text);
+    await disk.close();
+    const stream = await dw.exportStream('opfs:/exp3/src.qcow2', { format: 'qcow2', compress: true });
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(await new Response(stream).blob());
+    a.download = 'compressed.qcow2';
+    document.body.append(a);
+    a.click();
+  });
+  const download = await downloadPromise;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dw-export3-'));
+  const file = path.join(dir, 'compressed.qcow2');
+  await download.saveAs(file);
+  try {
+    const j = JSON.parse(sh('qemu-img', ['check', '--output=json', file])) as { corruptions?: number; leaks?: number; 'compressed-clusters'?: number };
+    expect(j.corruptions ?? 0).toBe(0);
+    expect(j.leaks ?? 0).toBe(0);
+    expect(j['compressed-clusters']).toBe(16);
+    const expected = Buffer.alloc(4 << 20);
+    Buffer.from('DiskWorker writes compressed clusters. '.repeat(27000)).copy(expected, 1 << 20, 0, 1 << 20);
+    fs.writeFileSync(path.join(dir, 'expected.raw'), expected);
+    expect(sh('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', file, path.join(dir, 'expected.raw')])).toContain('Images are identical');
+    expect(fs.statSync(file).size).toBeLessThan(400 << 10);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

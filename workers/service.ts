@@ -6,7 +6,7 @@
 import { proxy, transfer, type ProxyMarked } from 'comlink';
 import { BlockBackend } from '../src/core/backend.js';
 import { BlockError, toBlockError } from '../src/core/errors.js';
-import { Status, type BlockStatusResult } from '../src/core/driver.js';
+import { ReqFlag, Status, type BlockStatusResult } from '../src/core/driver.js';
 import { createImage } from '../src/core/create.js';
 import { isZeroBuffer } from '../src/core/zero-detect.js';
 import type { BlockGraph } from '../src/core/graph.js';
@@ -351,11 +351,25 @@ export class BlockWorkerService {
     });
   }
 
-  async check(path: string, repair = false): Promise<CheckReport> {
+  /**
+   * Checks an image (qemu-img check), repairing leaks and errors when asked.
+   * Progress is reported as fractions of 1000; a check that repairs nothing
+   * can be cancelled.
+   */
+  async check(path: string, repair = false, onProgress?: ProgressFn, jobId?: number): Promise<CheckReport> {
     return this.withImage(path, { readOnly: !repair, noBacking: true }, async (bb) => {
       const inst = bb.node.instance;
       if (!inst.check) throw new BlockError('ENOTSUP', `Format '${bb.node.driver.name}' does not support checks`);
-      const r = await inst.check({ leaks: repair, errors: repair });
+      let lastReport = 0;
+      const progress = (done: number, total: number) => {
+        if (!repair) this.checkCancel(jobId);
+        const now = Date.now();
+        if (onProgress && (now - lastReport > 100 || done >= total)) {
+          lastReport = now;
+          void onProgress({ done: Math.round((done / total) * 1000), total: 1000 });
+        }
+      };
+      const r = await inst.check({ leaks: repair, errors: repair, progress });
       return {
         corruptions: r.corruptions,
         leaks: r.leaks,
@@ -384,17 +398,23 @@ export class BlockWorkerService {
     }
   }
 
-  /** Copies what `src` shows into `dst` (same size), skipping zero chunks when `dst` reads zeros already. */
-  private async copyData(src: BlockBackend, dst: BlockBackend, dstZeroed: boolean, onProgress?: ProgressFn, jobId?: number) {
+  /**
+   * Copies what `src` shows into `dst` (same size), skipping zero chunks when
+   * `dst` reads zeros already. `compress` writes compressed clusters (the
+   * chunk is then a whole number of the target's clusters).
+   */
+  private async copyData(src: BlockBackend, dst: BlockBackend, dstZeroed: boolean, onProgress?: ProgressFn, jobId?: number, compress = false) {
     const total = src.length;
-    const buf = new Uint8Array(COPY_CHUNK);
+    const clusterSize = dst.node.instance.getInfo?.()?.clusterSize ?? 65536;
+    const chunk = compress ? Math.max(1, Math.round(COPY_CHUNK / clusterSize)) * clusterSize : COPY_CHUNK;
+    const buf = new Uint8Array(chunk);
     let lastReport = 0;
-    for (let pos = 0; pos < total; pos += COPY_CHUNK) {
+    for (let pos = 0; pos < total; pos += chunk) {
       this.checkCancel(jobId);
-      const n = Math.min(COPY_CHUNK, total - pos);
-      const view = n === COPY_CHUNK ? buf : buf.subarray(0, n);
+      const n = Math.min(chunk, total - pos);
+      const view = n === chunk ? buf : buf.subarray(0, n);
       await src.pread(pos, view);
-      if (!(dstZeroed && isZeroBuffer(view))) await dst.write(pos, view);
+      if (!(dstZeroed && isZeroBuffer(view))) await dst.write(pos, view, compress ? ReqFlag.COMPRESSED : 0);
       const now = Date.now();
       if (onProgress && (now - lastReport > 100 || pos + n >= total)) {
         lastReport = now;
@@ -412,7 +432,7 @@ export class BlockWorkerService {
       ...(o.allowBackingProtocols ? { allowBackingProtocols: o.allowBackingProtocols } : {}),
     });
     try {
-      await this.convertFrom(src, o.to, o.format ?? 'qcow2', o.options ?? {}, onProgress, jobId);
+      await this.convertFrom(src, o.to, o.format ?? 'qcow2', o.options ?? {}, onProgress, jobId, o.compress ?? false);
     } finally {
       await src.close();
     }
@@ -425,11 +445,15 @@ export class BlockWorkerService {
     options: Record<string, string | number | boolean>,
     onProgress?: ProgressFn,
     jobId?: number,
+    compress = false,
   ): Promise<void> {
+    if (compress && format !== 'qcow2') {
+      throw new BlockError('EINVAL', `Compressed output needs the qcow2 format, not '${format}'`);
+    }
     await this.create({ path: to, format, size: src.length, options });
     const dst = await this.openBackend({ path: to, format });
     try {
-      await this.copyData(src, dst, dst.node.instance.hasZeroInit?.() ?? format === 'qcow2', onProgress, jobId);
+      await this.copyData(src, dst, dst.node.instance.hasZeroInit?.() ?? format === 'qcow2', onProgress, jobId, compress);
     } finally {
       await dst.close();
     }
@@ -462,7 +486,7 @@ export class BlockWorkerService {
    * file as it is (a qcow2 stays qcow2); `raw`: what the guest sees; another
    * format: converted first into a temporary OPFS file.
    */
-  async exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number): Promise<ReadableStream<Uint8Array>> {
+  async exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress = false): Promise<ReadableStream<Uint8Array>> {
     let src: BlockBackend;
     let cleanup: (() => Promise<void>) | null = null;
     const mine = this.open_.get(canonical(path));
@@ -486,7 +510,7 @@ export class BlockWorkerService {
         : await this.openBackend({ path, readOnly: true });
     } else {
       const tmp = `opfs:/.diskworker-tmp/export-${Date.now()}-${jobCounter++}.${format}`;
-      await this.convert({ from: path, to: tmp, format });
+      await this.convert({ from: path, to: tmp, format, compress: compress && format === 'qcow2' });
       src = await this.openBackend({ path: tmp, readOnly: true, options: { driver: 'opfs' } });
       cleanup = () => removeOpfs(tmp);
     }

@@ -44,11 +44,8 @@ export class CheckPanel {
     const r = await guard(`Checking ${displayName(sel.path)}`, () =>
       runJob(`${repair ? 'Repairing' : 'Checking'} ${displayName(sel.path)}`, async (job) => {
         job.phase('reading metadata…');
-        // The check itself cannot be interrupted: cancelling stops waiting for it.
-        return await Promise.race([
-          dw.check(sel.path, { repair }),
-          new Promise<never>((_, reject) => job.signal.addEventListener('abort', () => reject(Object.assign(new Error('Check cancelled'), { code: 'ECANCELED' })), { once: true })),
-        ]);
+        // A check without repair stops when cancelled; a repair always runs to its end.
+        return await dw.check(sel.path, { repair, signal: job.signal, onProgress: (p) => job.progress(p, 'percent') });
       }),
     );
     if (!r) return;

@@ -314,17 +314,19 @@ export function installDropZone(): void {
 export async function exportDialog(path: string): Promise<void> {
   const info = infoCache.get(path);
   const isQcow = info && 'format' in info && info.format === 'qcow2';
-  const format = h('select', { name: 'format' }, h('option', { value: 'file' }, `the image file as stored${info && 'format' in info ? ` (${info.format})` : ''}`), isQcow ? null : h('option', { value: 'qcow2' }, 'qcow2 (converted)'), h('option', { value: 'raw' }, 'raw (what the guest sees)'));
+  const format = h('select', { name: 'format' }, h('option', { value: 'file' }, `the image file as stored${info && 'format' in info ? ` (${info.format})` : ''}`), isQcow ? null : h('option', { value: 'qcow2' }, 'qcow2 (converted)'), h('option', { value: 'qcow2c' }, 'qcow2 with compressed clusters (like qemu-img convert -c)'), h('option', { value: 'raw' }, 'raw (what the guest sees)'));
   const gzip = h('input', { type: 'checkbox', name: 'gzip' });
   const fd = await formDialog(`Download ${displayName(path)}`, [field('Format', format), h('label', { class: 'check' }, gzip, ' Compress the download with gzip (.gz)')], 'Download');
   if (!fd) return;
-  const fmt = String(fd.get('format')) as 'file' | 'raw' | 'qcow2';
+  const choice = String(fd.get('format'));
+  const compress = choice === 'qcow2c';
+  const fmt = (compress ? 'qcow2' : choice) as 'file' | 'raw' | 'qcow2';
   // A conversion opens the image a second time: close it here for that.
-  if (fmt === 'qcow2') await withSelectedClosed(path, () => exportImage(path, fmt, !!fd.get('gzip')));
+  if (fmt === 'qcow2') await withSelectedClosed(path, () => exportImage(path, fmt, !!fd.get('gzip'), compress));
   else await exportImage(path, fmt, !!fd.get('gzip'));
 }
 
-export async function exportImage(path: string, format: 'file' | 'raw' | 'qcow2', gzip: boolean): Promise<void> {
+export async function exportImage(path: string, format: 'file' | 'raw' | 'qcow2', gzip: boolean, compress = false): Promise<void> {
   const base = displayName(path).split('/').pop()!.replace(/\.(qcow2|raw|img)$/, '');
   const storedFmt = (infoCache.get(path) as ImageInfo | undefined)?.format ?? 'img';
   const ext = format === 'file' ? (storedFmt === 'raw' ? 'raw' : storedFmt) : format;
@@ -332,8 +334,8 @@ export async function exportImage(path: string, format: 'file' | 'raw' | 'qcow2'
   await guard(`Exporting ${displayName(path)}`, () =>
     runJob(`Exporting ${filename}`, async (job) => {
       const info = await dw().info(path);
-      if (format === 'qcow2') job.phase('converting to qcow2…');
-      let stream = await dw().exportStream(path, { format, signal: job.signal });
+      if (format === 'qcow2') job.phase(compress ? 'converting to qcow2, compressing clusters…' : 'converting to qcow2…');
+      let stream = await dw().exportStream(path, { format, signal: job.signal, compress });
       const total = format === 'raw' ? info.virtualSize : format === 'file' ? info.actualSize : 0;
       let done = 0;
       const count = new TransformStream<Uint8Array, Uint8Array>({

@@ -8,7 +8,8 @@ import { fmtBytes, h } from './ui.js';
 
 export interface JobControl {
   signal: AbortSignal;
-  progress: (p: Progress) => void;
+  /** Moves the bar; `unit` says whether `done` / `total` are bytes (shown as sizes) or plain steps. */
+  progress: (p: Progress, unit?: 'bytes' | 'percent') => void;
   /** Changes the text under the bar (e.g. "converting…"). */
   phase: (text: string) => void;
 }
@@ -30,7 +31,7 @@ export async function runJob<T>(label: string, work: (job: JobControl) => Promis
   const started = performance.now();
   const control: JobControl = {
     signal: ac.signal,
-    progress(p) {
+    progress(p, unit = 'bytes') {
       if (ac.signal.aborted) return;
       const pct = p.total > 0 ? Math.min(100, (100 * p.done) / p.total) : 0;
       bar.classList.remove('indeterminate');
@@ -38,7 +39,7 @@ export async function runJob<T>(label: string, work: (job: JobControl) => Promis
       row.querySelector('.job-bar')!.setAttribute('aria-valuenow', pct.toFixed(0));
       const secs = (performance.now() - started) / 1000;
       const rate = secs > 0.2 ? ` · ${fmtBytes(p.done / secs)}/s` : '';
-      text.textContent = `${fmtBytes(p.done)} of ${fmtBytes(p.total)} (${pct.toFixed(0)}%)${rate}`;
+      text.textContent = unit === 'bytes' ? `${fmtBytes(p.done)} of ${fmtBytes(p.total)} (${pct.toFixed(0)}%)${rate}` : `${pct.toFixed(0)}%`;
     },
     phase(t) {
       text.textContent = t;

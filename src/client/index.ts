@@ -323,8 +323,13 @@ export class DiskWorker {
     return this.remote.info(path);
   }
 
-  check(path: string, opts: { repair?: boolean } = {}): Promise<CheckReport> {
-    return this.remote.check(path, opts.repair ?? false);
+  /**
+   * Checks an image (qemu-img check); `repair` fixes leaks and errors.
+   * Progress comes as fractions of 1000; a check without repair can be
+   * cancelled with the signal (a repair always runs to its end).
+   */
+  check(path: string, opts: { repair?: boolean } & JobOptions = {}): Promise<CheckReport> {
+    return this.job(opts, (progress, id) => this.remote.check(path, opts.repair ?? false, progress, id));
   }
 
   private async job<T>(opts: JobOptions, run: (progress: ((p: Progress) => void) | undefined, id: number) => Promise<T>): Promise<T> {
@@ -356,8 +361,13 @@ export class DiskWorker {
    * view (`raw`), or a conversion (`qcow2`). Read it piece by piece, e.g.
    * into a FileSystemWritableFileStream, or `new Response(stream).blob()`.
    */
-  async exportStream(path: string, opts: { format?: 'file' | 'raw' | 'qcow2'; signal?: AbortSignal } = {}): Promise<ReadableStream<Uint8Array>> {
-    return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) => this.remote.exportStream(path, opts.format, id));
+  async exportStream(
+    path: string,
+    opts: { format?: 'file' | 'raw' | 'qcow2'; signal?: AbortSignal; compress?: boolean } = {},
+  ): Promise<ReadableStream<Uint8Array>> {
+    return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) =>
+      this.remote.exportStream(path, opts.format, id, opts.compress ?? false),
+    );
   }
 
   /** navigator.storage.estimate() and the persistence answer. */

@@ -94,6 +94,11 @@ export interface ConvertOptions {
   format?: 'qcow2' | 'raw';
   /** Creation options of the target. */
   options?: Record<string, string | number | boolean>;
+  /**
+   * Write the qcow2 target's clusters compressed (qemu-img convert -c), with the
+   * image's compression type (zlib unless `options.compression_type` says zstd).
+   */
+  compress?: boolean;
   /** Protocols the source's backing chain may use. */
   allowBackingProtocols?: string[];
 }

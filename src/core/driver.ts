@@ -118,10 +118,16 @@ export interface CheckResult {
   messages: string[];
 }
 
-/** What `check` may repair. */
+/** What `check` may repair, and who hears about its progress. */
 export interface CheckFix {
   leaks: boolean;
   errors: boolean;
+  /**
+   * Called as the check advances (`done` of `total` steps). A check that
+   * repairs nothing stops when it throws (ECANCELED to cancel); a repairing
+   * check is not interrupted.
+   */
+  progress?: (done: number, total: number) => void;
 }
 
 /** An internal snapshot as listed by `qemu-img snapshot -l` / `info`. */

@@ -16,6 +16,8 @@ const hex = (n: number) => n.toString(16);
 const hex64 = (hi: number, lo: number) => (hi ? hi.toString(16) + (lo >>> 0).toString(16).padStart(8, '0') : (lo >>> 0).toString(16));
 
 interface Tally {
+  /** Progress reports of the L1 walk (see CheckFix.progress). */
+  progress?: ((done: number, total: number) => void) | undefined;
   ref: Float64Array;
   corruptions: number;
   checkErrors: number;
@@ -50,6 +52,7 @@ export class CheckFailedError extends BlockError {
  */
 export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
   const res = await checkRefcounts(img, fix);
+  if (fix.progress) tryReport(fix.progress, 1, 1);
   if ((fix.leaks || fix.errors) && !img.readOnly && res.corruptions === 0 && res.checkErrors === 0) {
     const h = img.header;
     if (h.incompatible & (INCOMPAT.DIRTY | INCOMPAT.CORRUPT)) {
@@ -111,6 +114,15 @@ async function calculateRefcounts(img: Qcow2Image, t: Tally, inc: (offset: numbe
     inc(off, cs);
   }
   return { validBlock, rebuild };
+}
+
+/** Reports progress to a listener whose errors must not stop a repair. */
+function tryReport(report: (done: number, total: number) => void, done: number, total: number): void {
+  try {
+    report(done, total);
+  } catch {
+    // A repair runs to its end.
+  }
 }
 
 function newTally(nb: number): Tally {
@@ -190,6 +202,9 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   let nb = Math.ceil(img.file.length / cs);
   if (nb > 1 << 28) throw new BlockError('EFBIG', `Image file of ${img.file.length} bytes is too large to check`);
   let t = newTally(nb);
+  // Only a check that changes nothing may be stopped half-way.
+  const report = fix.progress;
+  t.progress = report && (fixAny ? (d: number, n: number) => void tryReport(report, d, n) : report);
   let calc = await calculateRefcounts(img, t, counter(t, cs, nb));
   let rebuild = calc.rebuild;
   const messages = t.messages;
@@ -296,6 +311,7 @@ async function walkL1(
       continue;
     }
     await file.preadv(off, cs, table);
+    if (active && (i & 15) === 15) t.progress?.(i + 1, l1Size);
     for (let j = 0; j < img.l2Entries; j++) {
       const e = readEntry(tdv, j, img.ext);
       const ct = clusterType(e, img.ext, img.hasDataFile);
