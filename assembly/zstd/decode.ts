@@ -5,8 +5,16 @@
 // the part that was being decoded (frame header, block header, literals, sequences).
 //
 // Memory contract (the JS wrapper keeps it): 32 readable bytes after the input and 32
-// writable scratch bytes after the output (16-byte copies run past a copy's end; nothing
-// beyond dstLen is ever part of the result).
+// writable scratch bytes after the output (8- and 16-byte copies run up to 15 bytes past
+// a copy's end and read up to 16 bytes past the literals; nothing beyond dstLen is ever
+// part of the result).
+//
+// Speed (64 KiB clusters of binary data, level 3): literals are decoded four Huffman
+// streams at a time from a 2^11-entry table, in rounds of passes whose input and output
+// bounds are checked once per round; sequences are decoded in chunks into seqBuf (a tight
+// loop over the bitstream and the FSE tables at fixed addresses, again with the stream's
+// bounds checked once per round, then a careful loop for its last bytes) and then
+// executed, every length and offset checked before anything is copied.
 
 import { E_CORRUPT, E_OVERFLOW, E_TRUNCATED, E_NOTSUP, E_CHECKSUM } from '../shared/common';
 import {
@@ -52,6 +60,7 @@ const wTable = memory.data(64 * 8, 16);
 const norm = memory.data(64 * 2, 16);
 const cells = memory.data(512, 16);
 const symNext = memory.data(64 * 2, 16);
+const symHi = memory.data(64 * 8, 16);
 
 const K_LL: i32 = 0;
 const K_ML: i32 = 1;
@@ -61,11 +70,9 @@ const K_W: i32 = 3;
 let defaultsBuilt = false;
 
 // Per-frame state.
-let hufMaxBits: u32 = 0;
+/** Index bits of the Huffman decoding table (the longest code zstd allows). */
+const HUF_LOG: u32 = 11;
 let hufValid = false;
-let llT: usize = 0;
-let mlT: usize = 0;
-let ofT: usize = 0;
 let llLog: u32 = 0;
 let mlLog: u32 = 0;
 let ofLog: u32 = 0;
@@ -86,16 +93,11 @@ let litSize: u32 = 0;
 function buildFse(nSym: u32, log: u32, table: usize, kind: i32): bool {
   if (!spreadSymbols(norm, nSym, log, cells)) return false;
   const size: u32 = 1 << log;
+  // Per symbol: its first state count and the entry's symbol part (extra bits, value
+  // baseline).
   for (let s: u32 = 0; s < nSym; s++) {
     const n = <i32>load<i16>(norm + (<usize>s << 1));
     store<u16>(symNext + (<usize>s << 1), <u16>(n == -1 ? 1 : n));
-  }
-  for (let u: u32 = 0; u < size; u++) {
-    const s = <u32>load<u8>(cells + u);
-    const x = <u32>load<u16>(symNext + (<usize>s << 1));
-    store<u16>(symNext + (<usize>s << 1), <u16>(x + 1));
-    const nb = log - highbit(x);
-    const next = (x << nb) - size;
     let base: u64;
     let extra: u64;
     if (kind == K_LL) {
@@ -111,7 +113,15 @@ function buildFse(nSym: u32, log: u32, table: usize, kind: i32): bool {
       base = <u64>s;
       extra = 0;
     }
-    store<u64>(table + (<usize>u << 3), <u64>next | (<u64>nb << 16) | (extra << 24) | (base << 32));
+    store<u64>(symHi + (<usize>s << 3), (extra << 24) | (base << 32));
+  }
+  for (let u: u32 = 0; u < size; u++) {
+    const s = <usize>load<u8>(cells + u);
+    const x = <u32>load<u16>(symNext + (s << 1));
+    store<u16>(symNext + (s << 1), <u16>(x + 1));
+    const nb = log - highbit(x);
+    const next = (x << nb) - size;
+    store<u64>(table + (<usize>u << 3), load<u64>(symHi + (s << 3)) | <u64>(next | (nb << 16)));
   }
   return true;
 }
@@ -333,30 +343,39 @@ function readHuffman(ip: usize, iend: usize): i32 {
   store<u32>(rankCount + (<usize>lastW << 2), load<u32>(rankCount + (<usize>lastW << 2)) + 1);
   const nSym = n + 1;
   if (load<u32>(rankCount + 4) < 2) return E_CORRUPT;
+  // The table always has 2^HUF_LOG entries (a code of maxBits < HUF_LOG bits fills
+  // 2^(HUF_LOG - maxBits) times as many), so the decoders shift by a constant.
+  const scale = HUF_LOG - maxBits;
   let pos: u32 = 0;
   for (let w: u32 = 1; w <= maxBits; w++) {
     store<u32>(rankStart + (<usize>w << 2), pos);
-    pos += load<u32>(rankCount + (<usize>w << 2)) << (w - 1);
+    pos += load<u32>(rankCount + (<usize>w << 2)) << (w - 1 + scale);
   }
   for (let s: u32 = 0; s < nSym; s++) {
     const w = <u32>load<u8>(weights + s);
     if (w == 0) continue;
     const start = load<u32>(rankStart + (<usize>w << 2));
-    const len: u32 = 1 << (w - 1);
+    const len: u32 = 1 << (w - 1 + scale);
     const entry = <u16>((s << 8) | (maxBits + 1 - w));
-    for (let i: u32 = 0; i < len; i++) store<u16>(hufTable + (<usize>(start + i) << 1), entry);
+    const at = hufTable + (<usize>start << 1);
+    if (len >= 4) {
+      const e4 = <u64>entry * 0x0001000100010001;
+      for (let i: u32 = 0; i < len; i += 4) store<u64>(at + (<usize>i << 1), e4);
+    } else {
+      for (let i: u32 = 0; i < len; i++) store<u16>(at + (<usize>i << 1), entry);
+    }
     store<u32>(rankStart + (<usize>w << 2), start + len);
   }
-  hufMaxBits = maxBits;
   hufValid = true;
   return <i32>used;
 }
 
-/** Decodes one Huffman stream [s, e) into exactly n bytes at op. */
-function hufStream(op: usize, n: u32, s: usize, e: usize): bool {
-  if (!bInit(s, e)) return false;
-  const sh: u64 = 64 - <u64>hufMaxBits;
-  const oend = op + n;
+/**
+ * Finishes one Huffman stream from the bitstream globals (bStart / bPtr / bC / bN) into
+ * [op, oend), carefully; true when the stream ends exactly there.
+ */
+function hufTail(op: usize, oend: usize): bool {
+  const sh: u64 = 64 - <u64>HUF_LOG;
   const t = hufTable;
   while (op + 4 <= oend) {
     bReload();
@@ -377,12 +396,195 @@ function hufStream(op: usize, n: u32, s: usize, e: usize): bool {
   }
   while (op < oend) {
     bReload();
+    if (bN > 64) return false;
     const en = <u32>load<u16>(t + (<usize>((bC << <u64>bN) >> sh) << 1));
     bN += en & 0xff;
     store<u8>(op, <u8>(en >> 8));
     op++;
   }
   return bDone();
+}
+
+/** Decodes one Huffman stream [s, e) into exactly n bytes at op. */
+function hufStream(op: usize, n: u32, s: usize, e: usize): bool {
+  if (!bInit(s, e)) return false;
+  return hufTail(op, op + n);
+}
+
+// One Huffman table entry for the bits at the top of a left-aligned container x: the
+// index is below 2^HUF_LOG whatever the bits are.
+// @ts-ignore: decorator
+@inline function hufEnt(x: u64): u32 {
+  return <u32>load<u16>(hufTable + (<usize>(x >> (64 - <u64>HUF_LOG)) << 1));
+}
+
+/**
+ * Decodes the four Huffman streams [s1, s2), [s2, s3), [s3, s4), [s4, e) into `regen`
+ * bytes at op (segments of `seg` bytes, the last one the rest), interleaved: a fast loop
+ * runs while every stream has at least 8 bytes of input left to reload from and the
+ * shortest segment has 4 bytes of room, then each stream ends in hufTail.
+ */
+function huf4(op: usize, regen: u32, seg: u32, s1: usize, s2: usize, s3: usize, s4: usize, e: usize): bool {
+  if (!bInit(s1, s2)) return false;
+  let c1 = bC;
+  let n1 = bN;
+  let q1 = bPtr;
+  if (!bInit(s2, s3)) return false;
+  let c2 = bC;
+  let n2 = bN;
+  let q2 = bPtr;
+  if (!bInit(s3, s4)) return false;
+  let c3 = bC;
+  let n3 = bN;
+  let q3 = bPtr;
+  if (!bInit(s4, e)) return false;
+  let c4 = bC;
+  let n4 = bN;
+  let q4 = bPtr;
+  let o1 = op;
+  const d1 = <usize>seg;
+  const d2 = d1 + d1;
+  const d3 = d2 + d1;
+  const e4 = op + <usize>regen;
+  // Rounds of passes without checks. A pass reads at most 5 * 11 bits per stream after a
+  // reload left n <= 7, so n stays below 63 and a reload moves a pointer back at most 7
+  // bytes: a round has as many passes as every stream has 7 bytes left, and room for 5
+  // more bytes in the shortest (last) segment. x = c << n: the unread bits at the top
+  // (a shift by a table entry uses its low 6 bits: the code length).
+  for (let round = 0; round < 64; round++) {
+    let passes = (e4 - (o1 + d3)) / 5;
+    let p = (q1 - s1) / 7;
+    if (p < passes) passes = p;
+    p = (q2 - s2) / 7;
+    if (p < passes) passes = p;
+    p = (q3 - s3) / 7;
+    if (p < passes) passes = p;
+    p = (q4 - s4) / 7;
+    if (p < passes) passes = p;
+    if (passes == 0 || n1 > 63 || n2 > 63 || n3 > 63 || n4 > 63) break;
+    do {
+      q1 -= <usize>(n1 >> 3);
+      n1 &= 7;
+      let x1 = load<u64>(q1) << <u64>n1;
+      q2 -= <usize>(n2 >> 3);
+      n2 &= 7;
+      let x2 = load<u64>(q2) << <u64>n2;
+      q3 -= <usize>(n3 >> 3);
+      n3 &= 7;
+      let x3 = load<u64>(q3) << <u64>n3;
+      q4 -= <usize>(n4 >> 3);
+      n4 &= 7;
+      let x4 = load<u64>(q4) << <u64>n4;
+      const e10 = hufEnt(x1);
+      x1 <<= <u64>e10;
+      n1 += e10 & 0xff;
+      store<u8>(o1, <u8>(e10 >> 8), 0);
+      const e20 = hufEnt(x2);
+      x2 <<= <u64>e20;
+      n2 += e20 & 0xff;
+      store<u8>(o1 + d1, <u8>(e20 >> 8), 0);
+      const e30 = hufEnt(x3);
+      x3 <<= <u64>e30;
+      n3 += e30 & 0xff;
+      store<u8>(o1 + d2, <u8>(e30 >> 8), 0);
+      const e40 = hufEnt(x4);
+      x4 <<= <u64>e40;
+      n4 += e40 & 0xff;
+      store<u8>(o1 + d3, <u8>(e40 >> 8), 0);
+      const e11 = hufEnt(x1);
+      x1 <<= <u64>e11;
+      n1 += e11 & 0xff;
+      store<u8>(o1, <u8>(e11 >> 8), 1);
+      const e21 = hufEnt(x2);
+      x2 <<= <u64>e21;
+      n2 += e21 & 0xff;
+      store<u8>(o1 + d1, <u8>(e21 >> 8), 1);
+      const e31 = hufEnt(x3);
+      x3 <<= <u64>e31;
+      n3 += e31 & 0xff;
+      store<u8>(o1 + d2, <u8>(e31 >> 8), 1);
+      const e41 = hufEnt(x4);
+      x4 <<= <u64>e41;
+      n4 += e41 & 0xff;
+      store<u8>(o1 + d3, <u8>(e41 >> 8), 1);
+      const e12 = hufEnt(x1);
+      x1 <<= <u64>e12;
+      n1 += e12 & 0xff;
+      store<u8>(o1, <u8>(e12 >> 8), 2);
+      const e22 = hufEnt(x2);
+      x2 <<= <u64>e22;
+      n2 += e22 & 0xff;
+      store<u8>(o1 + d1, <u8>(e22 >> 8), 2);
+      const e32 = hufEnt(x3);
+      x3 <<= <u64>e32;
+      n3 += e32 & 0xff;
+      store<u8>(o1 + d2, <u8>(e32 >> 8), 2);
+      const e42 = hufEnt(x4);
+      x4 <<= <u64>e42;
+      n4 += e42 & 0xff;
+      store<u8>(o1 + d3, <u8>(e42 >> 8), 2);
+      const e13 = hufEnt(x1);
+      x1 <<= <u64>e13;
+      n1 += e13 & 0xff;
+      store<u8>(o1, <u8>(e13 >> 8), 3);
+      const e23 = hufEnt(x2);
+      x2 <<= <u64>e23;
+      n2 += e23 & 0xff;
+      store<u8>(o1 + d1, <u8>(e23 >> 8), 3);
+      const e33 = hufEnt(x3);
+      x3 <<= <u64>e33;
+      n3 += e33 & 0xff;
+      store<u8>(o1 + d2, <u8>(e33 >> 8), 3);
+      const e43 = hufEnt(x4);
+      x4 <<= <u64>e43;
+      n4 += e43 & 0xff;
+      store<u8>(o1 + d3, <u8>(e43 >> 8), 3);
+      const e14 = hufEnt(x1);
+      x1 <<= <u64>e14;
+      n1 += e14 & 0xff;
+      store<u8>(o1, <u8>(e14 >> 8), 4);
+      const e24 = hufEnt(x2);
+      x2 <<= <u64>e24;
+      n2 += e24 & 0xff;
+      store<u8>(o1 + d1, <u8>(e24 >> 8), 4);
+      const e34 = hufEnt(x3);
+      x3 <<= <u64>e34;
+      n3 += e34 & 0xff;
+      store<u8>(o1 + d2, <u8>(e34 >> 8), 4);
+      const e44 = hufEnt(x4);
+      x4 <<= <u64>e44;
+      n4 += e44 & 0xff;
+      store<u8>(o1 + d3, <u8>(e44 >> 8), 4);
+      o1 += 5;
+    } while (--passes);
+    c1 = load<u64>(q1);
+    c2 = load<u64>(q2);
+    c3 = load<u64>(q3);
+    c4 = load<u64>(q4);
+  }
+  const o2 = o1 + d1;
+  const o3 = o1 + d2;
+  const o4 = o1 + d3;
+  bStart = s1;
+  bPtr = q1;
+  bC = c1;
+  bN = n1;
+  if (!hufTail(o1, op + <usize>seg)) return false;
+  bStart = s2;
+  bPtr = q2;
+  bC = c2;
+  bN = n2;
+  if (!hufTail(o2, op + 2 * <usize>seg)) return false;
+  bStart = s3;
+  bPtr = q3;
+  bC = c3;
+  bN = n3;
+  if (!hufTail(o3, op + 3 * <usize>seg)) return false;
+  bStart = s4;
+  bPtr = q4;
+  bC = c4;
+  bN = n4;
+  return hufTail(o4, e4);
 }
 
 /** Decodes the literals section; returns bytes used or a status. Sets litPtr / litSize. */
@@ -465,10 +667,7 @@ function decodeLiterals(ip: usize, iend: usize): i32 {
     const p2 = p + s1;
     const p3 = p2 + s2;
     const p4 = p3 + s3;
-    if (!hufStream(litBuf, seg, p, p2)) return E_CORRUPT;
-    if (!hufStream(litBuf + seg, seg, p2, p3)) return E_CORRUPT;
-    if (!hufStream(litBuf + 2 * seg, seg, p3, p4)) return E_CORRUPT;
-    if (!hufStream(litBuf + 3 * seg, regen - 3 * seg, p4, end)) return E_CORRUPT;
+    if (!huf4(litBuf, regen, seg, p, p2, p3, p4, end)) return E_CORRUPT;
   }
   litPtr = litBuf;
   litSize = regen;
@@ -483,12 +682,13 @@ function seqTable(mode: u32, ip: usize, iend: usize, kind: i32): i32 {
   const maxSym: u32 = kind == K_LL ? 35 : kind == K_ML ? 52 : 31;
   const maxLog: u32 = kind == K_OF ? 8 : 9;
   const custom = kind == K_LL ? llTableC : kind == K_ML ? mlTableC : ofTableC;
-  let t: usize;
   let log: u32;
   let used: i32 = 0;
   if (mode == 0) {
-    t = kind == K_LL ? llTableD : kind == K_ML ? mlTableD : ofTableD;
+    // The predefined table, copied into the active one (the decoding loop reads the
+    // active tables at fixed addresses).
     log = kind == K_LL ? LL_DEFAULT_LOG : kind == K_ML ? ML_DEFAULT_LOG : OF_DEFAULT_LOG;
+    memory.copy(custom, kind == K_LL ? llTableD : kind == K_ML ? mlTableD : ofTableD, (<usize>8) << log);
   } else if (mode == 1) {
     if (ip >= iend) return E_TRUNCATED;
     const s = <u32>load<u8>(ip);
@@ -510,14 +710,12 @@ function seqTable(mode: u32, ip: usize, iend: usize, kind: i32): i32 {
       extra = <u64>s;
     }
     store<u64>(custom, (extra << 24) | (base << 32));
-    t = custom;
     log = 0;
     used = 1;
   } else if (mode == 2) {
     const r = readNCount(ip, iend, maxSym, maxLog);
     if (r < 0) return r;
     if (!buildFse(ncSyms, ncLog, custom, kind)) return E_CORRUPT;
-    t = custom;
     log = ncLog;
     used = r;
   } else {
@@ -525,13 +723,10 @@ function seqTable(mode: u32, ip: usize, iend: usize, kind: i32): i32 {
     return 0;
   }
   if (kind == K_LL) {
-    llT = t;
     llLog = log;
   } else if (kind == K_ML) {
-    mlT = t;
     mlLog = log;
   } else {
-    ofT = t;
     ofLog = log;
   }
   return used;
@@ -547,9 +742,238 @@ function seqTable(mode: u32, ip: usize, iend: usize, kind: i32): i32 {
   } while (d < e);
 }
 
+// Sequences are decoded in chunks into seqBuf (literals length, match length, offset:
+// u32 each), then executed: two tight loops instead of one with too many live values.
+const SEQ_CHUNK: u32 = 1024;
+const seqBuf = memory.data(SEQ_CHUNK * 12, 16);
+// FSE states between chunks.
+let sLL: u32 = 0;
+let sML: u32 = 0;
+let sOF: u32 = 0;
+
 /**
- * Decodes a compressed block [ip, iend) to [op, oend); returns the new output pointer
- * (as a positive offset from frameStart... ) via blkOut, or a status.
+ * Decodes `count` (>= 1) sequences into seqBuf from the bitstream globals, the states and
+ * the repeat offsets; `last`: the block's last one updates no state. Reads only bits
+ * (garbage past the stream's start, which bDone() then rejects) and writes only seqBuf.
+ */
+function seqDecode(count: u32, last: bool): void {
+  const bs = bStart;
+  let q = bPtr;
+  let c = bC;
+  let n = bN;
+  let llS = sLL;
+  let mlS = sML;
+  let ofS = sOF;
+  let r0 = rep0;
+  let r1 = rep1;
+  let r2 = rep2;
+  let w = seqBuf;
+  // Sequences that update the states: all but the block's last one.
+  const wm = seqBuf + <usize>(last ? count - 1 : count) * 12;
+  // Rounds of fast passes: a pass moves q back at most 14 bytes (n <= 64 at the first
+  // reload: 8 bytes; n <= 7 + 47 at the second one: 6 bytes), so `passes` passes with
+  // 14 bytes each before q never reach the stream's start.
+  for (let round = 0; round < 64; round++) {
+    let passes = (wm - w) / 12;
+    const p = (q - bs) / 14;
+    if (p < passes) passes = p;
+    if (passes == 0) break;
+    do {
+      // Table entries (8 bytes): next-state baseline u16, state bits u8, extra bits u8,
+      // value baseline u32; read field by field.
+      const llE = llTableC + (<usize>llS << 3);
+      const mlE = mlTableC + (<usize>mlS << 3);
+      const ofE = ofTableC + (<usize>ofS << 3);
+      // Reload: at most 7 + 31 + 16 bits are read before the second one, 7 + 16 + 26 after
+      // (9 + 9 + 8 state bits at most).
+      q -= <usize>(n >> 3);
+      n &= 7;
+      c = load<u64>(q);
+      let k = <u32>load<u8>(ofE, 3);
+      const ofv = load<u32>(ofE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+      n += k;
+      k = <u32>load<u8>(mlE, 3);
+      const ml = load<u32>(mlE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+      n += k;
+      const kl = <u32>load<u8>(llE, 3);
+      if (n + kl <= 64 - 26) {
+        // enough bits left for the literals length and the three states
+      } else {
+        q -= <usize>(n >> 3);
+        n &= 7;
+        c = load<u64>(q);
+      }
+      const ll = load<u32>(llE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - kl)));
+      n += kl;
+      // The states.
+      {
+        k = <u32>load<u8>(llE, 2);
+        llS = <u32>load<u16>(llE) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+        n += k;
+        k = <u32>load<u8>(mlE, 2);
+        mlS = <u32>load<u16>(mlE) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+        n += k;
+        k = <u32>load<u8>(ofE, 2);
+        ofS = <u32>load<u16>(ofE) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+        n += k;
+      }
+      // Repeat offsets, branch-free: idx 0..2 = rep0..rep2, 3 = rep0 - 1 (RFC 8878
+      // 3.1.1.5); a new offset (ofv > 3) shifts like idx >= 2. An offset of 0 (rep0 - 1)
+      // is rejected when executed.
+      const idx = ofv - 1 + <u32>(ll == 0);
+      const offset = select<u32>(ofv - 3,
+        select<u32>(r0 - 1, select<u32>(r2, select<u32>(r1, r0, idx == 1), idx == 2), idx == 3), ofv > 3);
+      r2 = select<u32>(r1, r2, idx >= 2);
+      r1 = select<u32>(r0, r1, idx >= 1);
+      r0 = offset;
+      store<u32>(w, ll);
+      store<u32>(w, ml, 4);
+      store<u32>(w, offset, 8);
+      w += 12;
+    } while (--passes);
+  }
+  // Careful loop: the stream's last bytes.
+  while (w < wm) {
+    // Table entries (8 bytes): next-state baseline u16, state bits u8, extra bits u8,
+    // value baseline u32; read field by field.
+    const llE = llTableC + (<usize>llS << 3);
+    const mlE = mlTableC + (<usize>mlS << 3);
+    const ofE = ofTableC + (<usize>ofS << 3);
+    // Reload: at most 7 + 31 + 16 bits are read before the second one, 7 + 16 + 26 after
+    // (9 + 9 + 8 state bits at most).
+    if (q >= bs + 8) {
+      q -= <usize>(n >> 3);
+      n &= 7;
+      c = load<u64>(q);
+    } else if (q > bs) {
+      let nb = <usize>(n >> 3);
+      const avail = q - bs;
+      if (nb > avail) nb = avail;
+      q -= nb;
+      n -= <u32>nb << 3;
+      c = load<u64>(q);
+    }
+    let k = <u32>load<u8>(ofE, 3);
+    const ofv = load<u32>(ofE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+    n += k;
+    k = <u32>load<u8>(mlE, 3);
+    const ml = load<u32>(mlE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+    n += k;
+    const kl = <u32>load<u8>(llE, 3);
+    if (n + kl <= 64 - 26) {
+      // enough bits left for the literals length and the three states
+    } else if (q >= bs + 8) {
+      q -= <usize>(n >> 3);
+      n &= 7;
+      c = load<u64>(q);
+    } else if (q > bs) {
+      let nb = <usize>(n >> 3);
+      const avail = q - bs;
+      if (nb > avail) nb = avail;
+      q -= nb;
+      n -= <u32>nb << 3;
+      c = load<u64>(q);
+    }
+    const ll = load<u32>(llE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - kl)));
+    n += kl;
+    // The states.
+    {
+      k = <u32>load<u8>(llE, 2);
+      llS = <u32>load<u16>(llE) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+      n += k;
+      k = <u32>load<u8>(mlE, 2);
+      mlS = <u32>load<u16>(mlE) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+      n += k;
+      k = <u32>load<u8>(ofE, 2);
+      ofS = <u32>load<u16>(ofE) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+      n += k;
+    }
+    // Repeat offsets, branch-free: idx 0..2 = rep0..rep2, 3 = rep0 - 1 (RFC 8878
+    // 3.1.1.5); a new offset (ofv > 3) shifts like idx >= 2. An offset of 0 (rep0 - 1)
+    // is rejected when executed.
+    const idx = ofv - 1 + <u32>(ll == 0);
+    const offset = select<u32>(ofv - 3,
+      select<u32>(r0 - 1, select<u32>(r2, select<u32>(r1, r0, idx == 1), idx == 2), idx == 3), ofv > 3);
+    r2 = select<u32>(r1, r2, idx >= 2);
+    r1 = select<u32>(r0, r1, idx >= 1);
+    r0 = offset;
+    store<u32>(w, ll);
+    store<u32>(w, ml, 4);
+    store<u32>(w, offset, 8);
+    w += 12;
+  }
+  if (last) {
+    // Table entries (8 bytes): next-state baseline u16, state bits u8, extra bits u8,
+    // value baseline u32; read field by field.
+    const llE = llTableC + (<usize>llS << 3);
+    const mlE = mlTableC + (<usize>mlS << 3);
+    const ofE = ofTableC + (<usize>ofS << 3);
+    // Reload: at most 7 + 31 + 16 bits are read before the second one, 7 + 16 + 26 after
+    // (9 + 9 + 8 state bits at most).
+    if (q >= bs + 8) {
+      q -= <usize>(n >> 3);
+      n &= 7;
+      c = load<u64>(q);
+    } else if (q > bs) {
+      let nb = <usize>(n >> 3);
+      const avail = q - bs;
+      if (nb > avail) nb = avail;
+      q -= nb;
+      n -= <u32>nb << 3;
+      c = load<u64>(q);
+    }
+    let k = <u32>load<u8>(ofE, 3);
+    const ofv = load<u32>(ofE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+    n += k;
+    k = <u32>load<u8>(mlE, 3);
+    const ml = load<u32>(mlE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - k)));
+    n += k;
+    const kl = <u32>load<u8>(llE, 3);
+    if (n + kl <= 64 - 26) {
+      // enough bits left for the literals length and the three states
+    } else if (q >= bs + 8) {
+      q -= <usize>(n >> 3);
+      n &= 7;
+      c = load<u64>(q);
+    } else if (q > bs) {
+      let nb = <usize>(n >> 3);
+      const avail = q - bs;
+      if (nb > avail) nb = avail;
+      q -= nb;
+      n -= <u32>nb << 3;
+      c = load<u64>(q);
+    }
+    const ll = load<u32>(llE, 4) + <u32>(((c << (<u64>n)) >> 1) >> (<u64>(63 - kl)));
+    n += kl;
+    // The block's last sequence updates no state.
+    // Repeat offsets, branch-free: idx 0..2 = rep0..rep2, 3 = rep0 - 1 (RFC 8878
+    // 3.1.1.5); a new offset (ofv > 3) shifts like idx >= 2. An offset of 0 (rep0 - 1)
+    // is rejected when executed.
+    const idx = ofv - 1 + <u32>(ll == 0);
+    const offset = select<u32>(ofv - 3,
+      select<u32>(r0 - 1, select<u32>(r2, select<u32>(r1, r0, idx == 1), idx == 2), idx == 3), ofv > 3);
+    r2 = select<u32>(r1, r2, idx >= 2);
+    r1 = select<u32>(r0, r1, idx >= 1);
+    r0 = offset;
+    store<u32>(w, ll);
+    store<u32>(w, ml, 4);
+    store<u32>(w, offset, 8);
+    w += 12;
+  }
+  bPtr = q;
+  bC = c;
+  bN = n;
+  sLL = llS;
+  sML = mlS;
+  sOF = ofS;
+  rep0 = r0;
+  rep1 = r1;
+  rep2 = r2;
+}
+
+/**
+ * Decodes a compressed block [ip, iend) to [op, oend); returns 0 and the new output
+ * pointer in blkOut, or a status.
  */
 let blkOut: usize = 0;
 
@@ -591,81 +1015,75 @@ function decodeBlock(ip: usize, iend: usize, op: usize, oend: usize, frameStart:
     ip += <usize>u;
     seqValid = true;
     if (!bInit(ip, iend)) return fail(ip >= iend ? E_TRUNCATED : E_CORRUPT, ip);
-    const lt = llT;
-    const mt = mlT;
-    const ot = ofT;
-    let llS = bRead(llLog);
-    let ofS = bRead(ofLog);
-    let mlS = bRead(mlLog);
-    let r0 = rep0;
-    let r1 = rep1;
-    let r2 = rep2;
-    for (let i: u32 = 0; i < nbSeq; i++) {
-      const llE = load<u64>(lt + (<usize>llS << 3));
-      const mlE = load<u64>(mt + (<usize>mlS << 3));
-      const ofE = load<u64>(ot + (<usize>ofS << 3));
-      bReload();
-      const ofv = <u32>(ofE >> 32) + bRead(<u32>(ofE >> 24) & 0xff);
-      const ml = <u32>(mlE >> 32) + bRead(<u32>(mlE >> 24) & 0xff);
-      bReload();
-      const ll = <u32>(llE >> 32) + bRead(<u32>(llE >> 24) & 0xff);
-      if (i + 1 < nbSeq) {
-        llS = (<u32>llE & 0xffff) + bRead(<u32>(llE >> 16) & 0xff);
-        mlS = (<u32>mlE & 0xffff) + bRead(<u32>(mlE >> 16) & 0xff);
-        ofS = (<u32>ofE & 0xffff) + bRead(<u32>(ofE >> 16) & 0xff);
-      }
-      let offset: u32;
-      if (ofv > 3) {
-        offset = ofv - 3;
-        r2 = r1;
-        r1 = r0;
-        r0 = offset;
-      } else {
-        const idx = ofv - 1 + <u32>(ll == 0);
-        if (idx == 0) {
-          offset = r0;
-        } else if (idx == 1) {
-          offset = r1;
-          r1 = r0;
-          r0 = offset;
-        } else {
-          offset = idx == 2 ? r2 : r0 - 1;
-          r2 = r1;
-          r1 = r0;
-          r0 = offset;
-        }
-      }
-      // Literals.
-      if (<usize>ll > litEnd - litP) return fail(E_CORRUPT, seqAt);
-      if (<usize>ll + <usize>ml > oend - op) return fail(E_OVERFLOW, seqAt);
-      if (ll) {
-        copy16(op, litP, ll);
+    sLL = bRead(llLog);
+    sOF = bRead(ofLog);
+    sML = bRead(mlLog);
+    const litCap = litEnd;
+    let left = nbSeq;
+    do {
+      const m = left < SEQ_CHUNK ? left : SEQ_CHUNK;
+      left -= m;
+      seqDecode(m, left == 0);
+      // Execute the chunk: every length and offset checked against the literals, the
+      // output and the frame's start before anything is copied.
+      let sp = seqBuf;
+      const se = seqBuf + <usize>m * 12;
+      do {
+        const ll = <usize>load<u32>(sp);
+        const ml = <usize>load<u32>(sp, 4);
+        const offset = <usize>load<u32>(sp, 8);
+        sp += 12;
+        if (ll > litCap - litP) return fail(E_CORRUPT, seqAt);
+        if (ll + ml > oend - op) return fail(E_OVERFLOW, seqAt);
+        // Literals: 16 bytes at a time (may write up to 15 bytes past their end, into
+        // the match or the scratch after the output; may read past them, within the
+        // literals buffer's or the input's slack).
+        store<u64>(op, load<u64>(litP));
+        store<u64>(op, load<u64>(litP, 8), 8);
+        if (ll > 16) copy16(op + 16, litP + 16, ll - 16);
         op += ll;
         litP += ll;
-      }
-      // Match.
-      if (offset == 0 || <usize>offset > op - frameStart) return fail(E_CORRUPT, seqAt);
-      const src = op - offset;
-      if (offset >= 16) {
-        copy16(op, src, ml);
-      } else if (offset >= 8) {
-        let d = op;
-        let s = src;
-        const e = op + ml;
-        do {
-          store<u64>(d, load<u64>(s));
-          d += 8;
-          s += 8;
-        } while (d < e);
-      } else {
-        for (let k: u32 = 0; k < ml; k++) store<u8>(op + k, load<u8>(src + k));
-      }
-      op += ml;
-    }
+        // Match.
+        if (offset - 1 >= op - frameStart) return fail(E_CORRUPT, seqAt);
+        const src = op - offset;
+        if (offset >= 8) {
+          // Each 8-byte load reads bytes that are all before its store (offset >= 8),
+          // already written when they are part of this match.
+          store<u64>(op, load<u64>(src));
+          store<u64>(op, load<u64>(src, 8), 8);
+          if (ml > 16) copy16(op + 16, src + 16, ml - 16);
+        } else if ((offset & (offset - 1)) == 0) {
+          // Period 1, 2 or 4: the pattern (read before anything is written) repeated in
+          // 8-byte stores.
+          const v = load<u64>(src);
+          const pat = offset == 1 ? (v & 0xff) * 0x0101010101010101
+            : offset == 2 ? (v & 0xffff) * 0x0001000100010001
+            : (v & 0xffffffff) * 0x0000000100000001;
+          let d = op;
+          const e = op + ml;
+          do {
+            store<u64>(d, pat);
+            d += 8;
+          } while (d < e);
+        } else {
+          // Period 3, 5, 6 or 7: the first 16 bytes one by one, then 8-byte copies from a
+          // multiple of the period at least 8 back.
+          const first = ml < 16 ? ml : 16;
+          for (let j: usize = 0; j < first; j++) store<u8>(op + j, load<u8>(src + j));
+          if (ml > 16) {
+            const dist = offset * ((8 + offset - 1) / offset);
+            let d = op + 16;
+            const e = op + ml;
+            do {
+              store<u64>(d, load<u64>(d - dist));
+              d += 8;
+            } while (d < e);
+          }
+        }
+        op += ml;
+      } while (sp < se);
+    } while (left > 0);
     if (!bDone()) return fail(E_CORRUPT, seqAt);
-    rep0 = r0;
-    rep1 = r1;
-    rep2 = r2;
   } else if (ip != iend) {
     return fail(E_CORRUPT, seqAt);
   }

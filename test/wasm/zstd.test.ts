@@ -117,6 +117,25 @@ describe('decode frames made by /usr/bin/zstd', () => {
     }
   });
 
+  it('matches of every short period and length (the decoder\'s copy paths)', () => {
+    // Runs of period 1..20 and length 3..200 between random bytes: matches with offsets
+    // below 8 (byte-wise and pattern copies), 8..15 and beyond, short and long.
+    const rng = new Prng(5);
+    const parts: number[] = [];
+    for (let period = 1; period <= 20; period++) {
+      for (const len of [3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 64, 200]) {
+        for (let i = 0; i < 1 + rng.int(20); i++) parts.push(rng.int(256));
+        const seed = Array.from({ length: period }, () => rng.int(256));
+        for (let i = 0; i < period + len; i++) parts.push(seed[i % period]!);
+      }
+    }
+    const data = new Uint8Array(parts);
+    for (const level of [1, 3, 19]) {
+      const frame = cli([`-${level}`], data);
+      expect(same(z.decompress(frame, data.byteLength), data), `-${level}`).toBe(true);
+    }
+  });
+
   it('multiple frames and skippable frames', () => {
     const a = cli(['-3'], text.subarray(0, 5000));
     const b = cli(['-1', '--no-check'], binary.subarray(0, 70000));
