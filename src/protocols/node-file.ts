@@ -122,7 +122,9 @@ class NodeFileInstance implements DriverInstance {
 async function createFile(ctx: CreateContext): Promise<void> {
   const size = ctx.options.size('size', 0);
   const prealloc = ctx.options.choice('preallocation', ['off', 'falloc', 'full'] as const, 'off');
+  // Accepted as QEMU does; Node cannot set btrfs / XFS attributes, so both are hints only.
   ctx.options.bool('nocow');
+  ctx.options.size('extent_size_hint');
   ctx.options.finish();
   const f = await fs();
   let fh: FileHandle;
@@ -149,6 +151,7 @@ export const nodeFileDriver = {
     { name: 'size', type: 'size', help: 'Virtual disk size' },
     { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, falloc, full)' },
     { name: 'nocow', type: 'bool', help: 'Turn off copy-on-write (valid only on btrfs)' },
+    { name: 'extent_size_hint', type: 'size', help: 'Extent size hint for the image file, 0 to disable' },
   ],
   async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
     const filename = options.string('filename');

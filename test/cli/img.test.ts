@@ -16,8 +16,6 @@ const QEMU = hasQemu();
  * a skipped test with the reason in its name.
  */
 const KNOWN: Record<string, string> = {
-  'create -f raw -o help': 'the raw driver lists preallocation among its own create options (driver)',
-  'create -f qcow2 q.qcow2 -o help': 'the file protocol driver does not list extent_size_hint among its create options (driver)',
   'amend -o size=2M z.qcow2': 'qcow2 amend does not change the size (driver)',
 };
 

@@ -84,10 +84,8 @@ export const rawDriver = {
   name: 'raw',
   kind: 'format',
   probe: () => 1,
-  createOptions: [
-    { name: 'size', type: 'size', help: 'Virtual disk size' },
-    { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, falloc, full)' },
-  ],
+  // Only the size is raw's own; preallocation and the rest belong to the protocol driver.
+  createOptions: [{ name: 'size', type: 'size', help: 'Virtual disk size' }],
   async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
     const offset = options.size('offset', 0);
     const size = options.size('size');
