@@ -11,7 +11,11 @@ import { T, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from '.
 import type { Qcow2Image } from './qcow2.js';
 import { serializeHeader } from './header.js';
 
-export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boolean): Promise<void> {
+/**
+ * Applies the amend options. Returns the new virtual size when `size` asks for
+ * one; the caller resizes afterwards, as QEMU truncates once the rest is done.
+ */
+export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boolean): Promise<number | undefined> {
   const h = img.header;
   const compat = o.string('compat');
   const lazy = o.bool('lazy_refcounts');
@@ -28,7 +32,6 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   o.bool('encryption');
   o.finish();
   if (clusterSize !== undefined && clusterSize !== img.cs) throw new BlockError('ENOTSUP', 'Changing the cluster size is not supported');
-  if (size !== undefined && size !== h.size) throw new BlockError('ENOTSUP', "Changing the image size with amend is not supported; use 'resize'");
   if (ctype !== undefined && (ctype === 'zstd' ? 1 : 0) !== h.compressionType) throw new BlockError('ENOTSUP', 'Changing the compression type is not supported');
   if (extL2 !== undefined && extL2 !== img.ext) throw new BlockError('ENOTSUP', 'Changing extended_l2 is not supported');
   if (prealloc !== undefined) throw new BlockError('ENOTSUP', 'Changing the preallocation mode is not supported');
@@ -74,6 +77,7 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     await img.writeHeader();
   }
   if (version < h.version) await downgrade(img);
+  return size !== undefined && size !== h.size ? size : undefined;
 }
 
 async function downgrade(img: Qcow2Image): Promise<void> {

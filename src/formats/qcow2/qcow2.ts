@@ -338,10 +338,14 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async amend(options: OptionReader, force: boolean): Promise<void> {
-    await this.whenIdle(async () => {
+    const newSize = await this.whenIdle(async () => {
       await flushAll(this);
-      await amendImage(this, options, force);
+      return amendImage(this, options, force);
     });
+    if (newSize !== undefined) {
+      await this.truncate(newSize, false, 'off');
+      await this.node.refreshLength();
+    }
   }
 
   async measure(options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
