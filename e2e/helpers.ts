@@ -26,10 +26,6 @@ export async function imageFormat(page: Page): Promise<'qcow2' | 'raw'> {
   return drivers.includes('qcow2') ? 'qcow2' : 'raw';
 }
 
-export async function hasQcow2(page: Page): Promise<boolean> {
-  return (await imageFormat(page)) === 'qcow2';
-}
-
 /** Runs a command and returns its stdout (throws with stderr on failure). */
 export function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

@@ -6,7 +6,7 @@ import { test, expect } from '@playwright/test';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openHarness, hasQcow2, fixturesDir } from './helpers.js';
+import { openHarness, fixturesDir } from './helpers.js';
 
 const sha = (p: string) => crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
 
@@ -98,7 +98,6 @@ test('a Blob imports into OPFS and IndexedDB', async ({ page }) => {
 
 test('a qcow2 overlay in OPFS over a raw base on the web server', async ({ page }) => {
   await openHarness(page);
-  test.skip(!(await hasQcow2(page)), 'the qcow2 driver has not landed yet');
   const base = path.join(fixturesDir, 'base.raw');
   const before = sha(base);
   const r = await page.evaluate(async () => {

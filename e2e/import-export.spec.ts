@@ -7,11 +7,10 @@ import { test, expect } from '@playwright/test';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openHarness, imageFormat, hasQcow2, sh } from './helpers.js';
+import { openHarness, imageFormat, sh } from './helpers.js';
 
 test('a qemu-img qcow2 with compressed clusters and a backing file imports byte-exact', async ({ page }) => {
   await openHarness(page);
-  test.skip(!(await hasQcow2(page)), 'the qcow2 driver has not landed yet');
   const r = await page.evaluate(async () => {
     const h = window.harness;
     const dw = await h.start();
@@ -99,7 +98,6 @@ test('an image written in the browser exports as a download that qemu-img checks
 
 test('export as the guest view (raw) and as a converted qcow2; convert with progress and cancellation', async ({ page }) => {
   await openHarness(page);
-  test.skip(!(await hasQcow2(page)), 'the qcow2 driver has not landed yet');
   const downloadPromise = page.waitForEvent('download');
   const r = await page.evaluate(async () => {
     const h = window.harness;

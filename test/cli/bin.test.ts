@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { getopt } from '../../src/cli/getopt.js';
 import { parseSizeQemu, sizeToStr, cvtstr, fmtG, qdictOrder, toQemuJson } from '../../src/cli/format.js';
-import { hasQemu, normalize } from './harness.js';
+import { normalize } from './harness.js';
 
 const ROOT = resolve(__dirname, '../..');
 const BIN = join(ROOT, 'dist/src/cli/main.js');
@@ -55,7 +55,7 @@ describe('diskworker bin (real process)', () => {
     expect(h.stdout).toContain('img');
   });
 
-  it.skipIf(!hasQemu())('img create / info / check / io as qemu does', () => {
+  it('img create / info / check / io as qemu does', () => {
     const steps: string[][] = [
       ['img', 'create', '-f', 'qcow2', '-q', 't.qcow2', '4M'],
       ['io', '-c', 'write -P 0x33 0 128k', '-c', 'read -P 0x33 0 128k', 't.qcow2'],
@@ -73,7 +73,7 @@ describe('diskworker bin (real process)', () => {
     }
   });
 
-  it.skipIf(!hasQemu())('io reads commands from stdin at the prompt', () => {
+  it('io reads commands from stdin at the prompt', () => {
     spawnSync('qemu-img', ['create', '-q', '-f', 'raw', 'p.raw', '1M'], { cwd: tmp });
     const input = 'write -P 7 0 4k\nread -P 7 0 4k\nfoo\n';
     const ours = run(['io', '-f', 'raw', 'p.raw'], input);

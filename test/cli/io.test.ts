@@ -4,9 +4,8 @@
  * images; outputs must match once timing figures are filtered.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { Fixture, golden, hasQemu, words } from './harness.js';
+import { Fixture, golden, words } from './harness.js';
 
-const QEMU = hasQemu();
 
 /** Differences that are known; each runs as a skipped test with the reason. */
 const KNOWN: Record<string, string> = {
@@ -174,7 +173,7 @@ const CASES: Record<string, string[]> = {
   ],
 };
 
-describe.skipIf(!QEMU)('diskworker io vs qemu-io 7.2', () => {
+describe('diskworker io vs qemu-io 7.2', () => {
   let fx: Fixture;
   beforeAll(() => {
     fx = new Fixture(build);
