@@ -586,6 +586,51 @@ async function discardCmd(s: IoSession, args: string[]): Promise<number> {
   return 0;
 }
 
+/*
+ * The debug commands. The graph has no blkdebug nodes, so the breakpoint
+ * commands fail with ENOTSUP as qemu-io does on any other image. qemu-io's
+ * wait_break polls forever there; it fails the same way here instead, since
+ * no breakpoint can ever be set.
+ */
+const ENOTSUP_RC = -95;
+
+async function breakCmd(s: IoSession): Promise<number> {
+  s.out('Could not set breakpoint: Operation not supported\n');
+  return ENOTSUP_RC;
+}
+
+async function removeBreakCmd(s: IoSession, args: string[]): Promise<number> {
+  s.out(`Could not remove breakpoint ${args[0]}: Operation not supported\n`);
+  return ENOTSUP_RC;
+}
+
+async function resumeCmd(s: IoSession): Promise<number> {
+  s.out('Could not resume request: Operation not supported\n');
+  return ENOTSUP_RC;
+}
+
+async function waitBreakCmd(s: IoSession, args: string[]): Promise<number> {
+  s.out(`Could not wait for breakpoint ${args[0]}: Operation not supported\n`);
+  return ENOTSUP_RC;
+}
+
+/** Simulates a crash, as qemu-io's abort does. */
+async function abortCmd(): Promise<number> {
+  process.abort();
+}
+
+/** Raises a signal in this process (qemu-io's sigraise). */
+async function sigraiseCmd(s: IoSession, args: string[]): Promise<number> {
+  const sig = s.num(args[0]!);
+  if (sig === null) return EINVAL;
+  try {
+    process.kill(process.pid, sig);
+  } catch {
+    // raise() with an unknown signal fails quietly in qemu-io too.
+  }
+  return 0;
+}
+
 async function flushCmd(s: IoSession): Promise<number> {
   await s.backend.flush();
   return 0;
@@ -872,10 +917,12 @@ async function aioFlushCmd(s: IoSession): Promise<number> {
 }
 
 const COMMANDS: Cmd[] = [
+  { name: 'abort', oneline: 'simulate a program crash using abort(3)', argmin: 0, argmax: 0, noFile: true, fn: abortCmd },
   { name: 'aio_flush', oneline: 'completes all outstanding aio requests', argmin: 0, argmax: 0, fn: aioFlushCmd },
   { name: 'aio_read', args: '[-Ciqv] [-P pattern] off len [len..]', oneline: 'asynchronously reads a number of bytes', argmin: 2, argmax: -1, fn: aioReadCmd },
   { name: 'aio_write', args: '[-Cfiquz] [-P pattern] off len [len..]', oneline: 'asynchronously writes a number of bytes', argmin: 2, argmax: -1, write: true, fn: aioWriteCmd },
   { name: 'alloc', args: 'offset [count]', oneline: 'checks if offset is allocated in the file', argmin: 1, argmax: 2, fn: allocCmd },
+  { name: 'break', args: 'event tag', oneline: 'sets a breakpoint on event and tags the stopped request as tag', argmin: 2, argmax: 2, fn: breakCmd },
   { name: 'close', alt: 'c', oneline: 'close the current open file', argmin: 0, argmax: 0, fn: closeCmd },
   { name: 'discard', alt: 'd', args: '[-Cq] off len', oneline: 'discards a number of bytes at a specified offset', argmin: 2, argmax: -1, write: true, fn: discardCmd },
   { name: 'flush', alt: 'f', oneline: 'flush all in-core file state to disk', argmin: 0, argmax: 0, fn: flushCmd },
@@ -889,9 +936,13 @@ const COMMANDS: Cmd[] = [
     name: 'read', alt: 'r', args: '[-abCqv] [-P pattern [-s off] [-l len]] off len', oneline: 'reads a number of bytes at a specified offset', argmin: 2, argmax: -1, fn: readCmd,
   },
   { name: 'readv', args: '[-Cqv] [-P pattern] off len [len..]', oneline: 'reads a number of bytes at a specified offset', argmin: 2, argmax: -1, fn: (s, a) => readvCmd(s, a) },
+  { name: 'remove_break', args: 'tag', oneline: 'remove a breakpoint by tag', argmin: 1, argmax: 1, fn: removeBreakCmd },
   { name: 'reopen', args: '[(-r|-w)] [-c cache] [-o options]', oneline: 'reopens an image with new options', argmin: 0, argmax: -1, fn: reopenCmd },
+  { name: 'resume', args: 'tag', oneline: 'resumes the request tagged as tag', argmin: 1, argmax: 1, fn: resumeCmd },
+  { name: 'sigraise', args: 'signal', oneline: 'raises a signal', argmin: 1, argmax: 1, noFile: true, fn: sigraiseCmd },
   { name: 'sleep', oneline: 'waits for the given value in milliseconds', argmin: 1, argmax: 1, noFile: true, fn: sleepCmd },
   { name: 'truncate', alt: 't', args: '[-m prealloc_mode] off', oneline: 'truncates the current file at the given offset', argmin: 1, argmax: 3, write: true, fn: truncateCmd },
+  { name: 'wait_break', args: 'tag', oneline: 'waits for the suspension of a request', argmin: 1, argmax: 1, fn: waitBreakCmd },
   {
     name: 'write', alt: 'w', args: '[-bcCfnquz] [-P pattern | -s source_file] off len', oneline: 'writes a number of bytes at a specified offset', argmin: 2, argmax: -1, write: true, fn: writeCmd,
   },
@@ -900,6 +951,7 @@ const COMMANDS: Cmd[] = [
 
 /** Extended help (`help command`), as qemu-io 7.2 prints it. */
 const LONG_HELP: Record<string, string> = {
+  sigraise: "\n raises the given signal\n\n Example:\n 'sigraise 15' - raises SIGTERM\n\n Invokes raise(signal), where \"signal\" is the mandatory integer argument\n given to sigraise.\n\n",
   aio_read: "\n asynchronously reads a range of bytes from the given offset\n\n Example:\n 'aio_read -v 512 1k 1k ' - dumps 2 kilobytes read from 512 bytes into the file\n\n Reads a segment of the currently open file, optionally dumping it to the\n standard output stream (with -v option) for subsequent inspection.\n The read is performed asynchronously and the aio_flush command must be\n used to ensure all outstanding aio requests have been completed.\n Note that due to its asynchronous nature, this command will be\n considered successful once the request is submitted, independently\n of potential I/O errors or pattern mismatches.\n -C, -- report statistics in a machine parsable format\n -P, -- use a pattern to verify read data\n -i, -- treat request as invalid, for exercising stats\n -v, -- dump buffer to standard output\n -q, -- quiet mode, do not show I/O statistics\n\n",
   aio_write: "\n asynchronously writes a range of bytes from the given offset source\n from multiple buffers\n\n Example:\n 'aio_write 512 1k 1k' - writes 2 kilobytes at 512 bytes into the open file\n\n Writes into a segment of the currently open file, using a buffer\n filled with a set pattern (0xcdcdcdcd).\n The write is performed asynchronously and the aio_flush command must be\n used to ensure all outstanding aio requests have been completed.\n Note that due to its asynchronous nature, this command will be\n considered successful once the request is submitted, independently\n of potential I/O errors or pattern mismatches.\n -P, -- use different pattern to fill file\n -C, -- report statistics in a machine parsable format\n -f, -- use Force Unit Access semantics\n -i, -- treat request as invalid, for exercising stats\n -q, -- quiet mode, do not show I/O statistics\n -u, -- with -z, allow unmapping\n -z, -- write zeroes using blk_aio_pwrite_zeroes\n\n",
   discard: "\n discards a range of bytes from the given offset\n\n Example:\n 'discard 512 1k' - discards 1 kilobyte from 512 bytes into the file\n\n Discards a segment of the currently open file.\n -C, -- report statistics in a machine parsable format\n -q, -- quiet mode, do not show I/O statistics\n\n",

@@ -9,8 +9,6 @@ import { Fixture, golden, words } from './harness.js';
 
 /** Differences that are known; each runs as a skipped test with the reason. */
 const KNOWN: Record<string, string> = {
-  '-c help': 'the blkdebug commands (break, wait_break, resume, remove_break), abort and sigraise are not implemented',
-  "-f raw -c 'help' a.raw": 'the blkdebug commands (break, wait_break, resume, remove_break), abort and sigraise are not implemented',
   '-Z a.raw': 'the usage text names diskworker io and lists only the options we implement',
   'a.raw b.raw': 'the usage text names diskworker io and lists only the options we implement',
   "-c 'read -P 1 0 4k' dirty.qcow2":
@@ -142,7 +140,10 @@ const CASES: Record<string, string[]> = {
     raw(['help foo']),
     raw(['help']),
     raw(['help read']),
-    ...['aio_flush', 'aio_read', 'aio_write', 'alloc', 'close', 'discard', 'flush', 'info', 'length', 'map', 'open', 'quit', 'readv', 'reopen', 'sleep', 'truncate', 'write', 'writev'].map((c) => raw([`help ${c}`])),
+    ...['abort', 'aio_flush', 'aio_read', 'aio_write', 'alloc', 'break', 'close', 'discard', 'flush', 'info', 'length', 'map', 'open', 'quit', 'readv', 'remove_break', 'reopen', 'resume', 'sigraise', 'sleep', 'truncate', 'wait_break', 'write', 'writev'].map((c) => raw([`help ${c}`])),
+    raw(['break write_aio A']),
+    raw(['remove_break A', 'resume A']),
+    raw(['sigraise abc', 'sigraise']),
     raw(['help r', 'help ?', 'help c', 'help w']),
     raw(['quit', 'read 0 1']),
     raw(['read 0 1', 'foo', 'read 0 1']),
