@@ -167,6 +167,7 @@ export class IoSession {
       return false;
     }
     if (needsProbeWarning(this.bb.node)) this.err(probedRawWarning(file));
+    for (const line of this.bb.node.instance.openMessages?.() ?? []) this.err(`${line}\n`);
     if (o.copyOnRead) this.bb.node.copyOnRead++;
     return true;
   }

@@ -305,6 +305,12 @@ export interface DriverInstance {
   amend?(options: OptionReader, force: boolean): Promise<void>;
   /** Cluster size and other generic info. Default: none. */
   getInfo?(): { clusterSize?: number; dirty?: boolean; vmStateOffset?: number } | undefined;
+  /**
+   * Lines the driver reported while opening that QEMU prints on stderr (the
+   * repair of a dirty qcow2 image, for example); tools show them once.
+   * Default: none.
+   */
+  openMessages?(): readonly string[];
   /** Format-specific info for `qemu-img info`. Default: none. */
   getSpecificInfo?(): SpecificInfo | undefined;
   /** Backing file name and format stored in the image. Default: none. */

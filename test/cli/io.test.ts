@@ -11,8 +11,6 @@ import { Fixture, golden, words } from './harness.js';
 const KNOWN: Record<string, string> = {
   '-Z a.raw': 'the usage text names diskworker io and lists only the options we implement',
   'a.raw b.raw': 'the usage text names diskworker io and lists only the options we implement',
-  "-c 'read -P 1 0 4k' dirty.qcow2":
-    'the qcow2 driver repairs a dirty lazy-refcounts image on open without reporting the check lines QEMU prints on stderr (needs a message channel from drivers)',
 };
 
 function build(_dir: string, sh: (cmd: string) => void): void {

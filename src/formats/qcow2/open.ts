@@ -128,6 +128,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
       // Lazy refcounts left the refcounts stale: rebuild them, as QEMU does
       // (the repair marks the image clean).
       const res = await checkImage(img, { leaks: true, errors: true });
+      img.repairMessages.push(...res.messages);
       if (res.corruptions > 0) {
         throw new BlockError('EIO', `Could not repair dirty image: ${res.corruptions} corruptions remain`);
       }

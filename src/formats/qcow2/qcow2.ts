@@ -105,6 +105,12 @@ export class Qcow2Image implements DriverInstance {
   /** Set once a corruption was found: no further writes in this session. */
   corrupt = false;
   readonly warnings: string[] = [];
+  /** What the open-time repair of a dirty image reported (QEMU prints it on stderr). */
+  readonly repairMessages: string[] = [];
+
+  openMessages(): readonly string[] {
+    return this.repairMessages;
+  }
   /** Last decompressed cluster (sequential reads of compressed data). */
   lastCompressed: { key: string; buf: Uint8Array } | null = null;
   /** The L2 slice of the last fast read (lookup.ts). */
