@@ -1069,7 +1069,7 @@ export async function ioMain(args: string[], io: CliIo): Promise<number> {
     }
   }
   if (r.operands.length > 1) {
-    io.stderr(`${PROG}: too many arguments\n`);
+    // qemu-io prints only the usage here, without an error line.
     io.stdout(USAGE);
     return 1;
   }

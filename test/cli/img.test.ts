@@ -10,13 +10,6 @@ import { readFileSync } from 'node:fs';
 import { Fixture, golden, hasQemu, words, ours, theirs } from './harness.js';
 
 
-/**
- * Differences that are known and owned elsewhere (other drivers); each runs as
- * a skipped test with the reason in its name.
- */
-const KNOWN: Record<string, string> = {
-};
-
 function build(_dir: string, sh: (cmd: string) => void): void {
   // Raw images are written in full: Node cannot see holes (no SEEK_DATA), so
   // sparse raw files map differently by design.
@@ -373,12 +366,7 @@ describe('diskworker img vs qemu-img 7.2', () => {
   for (const [group, rows] of Object.entries(CASES)) {
     describe(group, () => {
       for (const row of rows) {
-        const known = KNOWN[row.line];
         const title = `img ${row.line}`;
-        if (known) {
-          it.skip(`${title} — known difference: ${known}`, () => undefined);
-          continue;
-        }
         it(title, async () => {
           const g = await golden(fx, { tool: 'img', args: words(row.line), ...(row.sameImages ? { sameImages: row.sameImages } : {}) });
           expect(g.ours.stdout).toBe(g.theirs.stdout);
