@@ -75,8 +75,9 @@ $('#btn-quick').addEventListener('click', () =>
     for (let n = 2; existing.has(`opfs:/${name}`); n++) name = `demo-${n}.qcow2`;
     await dw.create({ path: `opfs:/${name}`, format: 'qcow2', size: 256 << 20 });
     await refreshList();
-    await select(`opfs:/${name}`);
+    // Switch to the console first: a tab the user picks while the disk opens must win.
     showTab('console');
+    await select(`opfs:/${name}`);
   }),
 );
 installDropZone();
