@@ -141,14 +141,49 @@ export function get(h: usize, iF: f64): i32 {
   return <i32>((word(lvPtr(h, 0), i >> 6) >> (i & 63)) & 1);
 }
 
+/** Bits strictly above bit `b & 63` of a word. */
+@inline function maskAbove(b: u64): u64 { return ((<u64>-1) << (b & 63)) << 1; }
+
 /** First set bit at or after `from` (any level-0 position), or nbits if none. */
 function findSet(h: usize, from: u64): u64 {
   const nbits = nbitsOf(h);
   if (from >= nbits) return nbits;
+  if (levelsOf(h) < 2) return findSetWalk(h, from, 0, nbits);
+  return findSetNear(h, lvPtr(h, 0), lvPtr(h, 1), lvWords(h, 1) - 1, from, nbits);
+}
+
+/**
+ * findSet for bitmaps of two or more levels (level-0 and level-1 pointers and the last
+ * level-1 word index passed in), shaped for the common case: the answer lies under the
+ * start's level-1 word or the next one. The level-1 summary is consulted first (it is
+ * small and stays in cache; level 0 is large and a random word of it is a cache miss),
+ * and the choice between the two level-1 words is made with selects instead of a branch,
+ * since which of them holds the answer is a coin toss on a realistic bitmap. Anything
+ * farther goes through the general walk, O(log64 n).
+ */
+@inline function findSetNear(h: usize, l0: usize, l1: usize, last1: u64, from: u64, nbits: u64): u64 {
+  const w = from >> 6; // level-0 word of the start = its bit index in level 1
+  const a1 = w >> 6; // level-1 word covering it
+  const s1 = word(l1, a1);
+  if ((s1 >> (w & 63)) & 1) {
+    const v = word(l0, w) & maskFrom(from);
+    if (v != 0) return (w << 6) + <u64>ctz(v);
+  }
+  const m1 = s1 & maskAbove(w); // later non-empty level-0 words under the same level-1 word
+  const more = a1 < last1;
+  const b1 = select<u64>(a1 + 1, last1, more); // clamped, so the load stays in bounds
+  const n1 = select<u64>(word(l1, b1), 0, more);
+  if ((m1 | n1) == 0) return findSetWalk(h, (b1 + 1) << 6, 1, nbits);
+  const j1 = select<u64>((a1 << 6) + <u64>ctz(m1), (b1 << 6) + <u64>ctz(n1), m1 != 0);
+  return (j1 << 6) + <u64>ctz(word(l0, j1));
+}
+
+/**
+ * The general search: from bit `pos` of level `k` upwards until a non-empty word, then
+ * down to level 0.
+ */
+function findSetWalk(h: usize, pos: u64, k: i32, nbits: u64): u64 {
   const n = levelsOf(h);
-  // pos: a bit index at level k.
-  let pos = from;
-  let k: i32 = 0;
   let found: u64 = 0;
   while (true) {
     const words = lvWords(h, k);
@@ -182,6 +217,27 @@ export function nextDirty(h: usize, startF: f64, endF: f64): f64 {
   if (start >= end) return -1;
   const r = findSet(h, start);
   return r < end ? <f64>r : -1;
+}
+
+/**
+ * nextDirty for bitmaps of two or more levels and fewer than 2^31 bits, with the level
+ * pointers passed in (levelPtr/levelWords) and i32 arguments: the same search without the
+ * header loads and float conversions, which are a large share of a call from JS.
+ */
+export function nextDirtyFast(h: usize, l0: usize, l1: usize, last1: u32, start: u32, end: u32): i32 {
+  if (start >= end) return -1;
+  const r = findSetNear(h, l0, l1, <u64>last1, <u64>start, nbitsOf(h));
+  return r < <u64>end ? <i32>r : -1;
+}
+
+/** Address of level k's words (for nextDirtyFast), or 0 past the top. */
+export function levelPtr(h: usize, k: i32): usize {
+  return k >= 0 && k < levelsOf(h) ? lvPtr(h, k) : 0;
+}
+
+/** Number of 64-bit words in level k, or 0 past the top. */
+export function levelWords(h: usize, k: i32): u32 {
+  return k >= 0 && k < levelsOf(h) ? <u32>lvWords(h, k) : 0;
 }
 
 /** First clear bit in [start, end), or -1. Linear in the words scanned. */
@@ -375,3 +431,4 @@ export function deserialize(h: usize, startF: f64, nF: f64, inp: usize): i32 {
   refreshUp(h, w0, w1);
   return 0;
 }
+

@@ -18,6 +18,9 @@ interface BitmapExports extends WasmBaseExports {
   setRange(h: number, start: number, n: number, value: number): number;
   get(h: number, i: number): number;
   nextDirty(h: number, start: number, end: number): number;
+  nextDirtyFast(h: number, l0: number, l1: number, last1: number, start: number, end: number): number;
+  levelPtr(h: number, k: number): number;
+  levelWords(h: number, k: number): number;
   nextClear(h: number, start: number, end: number): number;
   nextDirtyArea(h: number, start: number, end: number, maxLen: number): number;
   areaLength(): number;
@@ -65,8 +68,20 @@ function checkRange(what: string, start: number, n: number, size: number): void 
 /** A bitmap in module memory, indexed in bits. Call destroy() when done. */
 export class WasmBitmap {
   private handle: number;
+  // Level pointers for nextDirtyFast (0 when the bitmap is too small or too large for it).
+  private readonly l0: number = 0;
+  private readonly l1: number = 0;
+  private readonly last1: number = 0;
+  private readonly fastExports: BitmapExports | undefined;
   constructor(private readonly engine: BitmapEngine, handle: number, readonly size: number) {
     this.handle = handle;
+    const e = engine.module.exports;
+    if (size < 2 ** 31 && e.levelWords(handle, 1) > 0) {
+      this.l0 = e.levelPtr(handle, 0);
+      this.l1 = e.levelPtr(handle, 1);
+      this.last1 = e.levelWords(handle, 1) - 1;
+      this.fastExports = e;
+    }
   }
 
   private get e(): BitmapExports {
@@ -110,6 +125,12 @@ export class WasmBitmap {
 
   /** First set bit in [start, end), or -1. */
   nextDirty(start: number, end = this.size): number {
+    // The hot path of dirty-bitmap walks: integer arguments go through nextDirtyFast,
+    // whose call costs less than the float-argument export (see assembly/bitmap.ts).
+    const f = this.fastExports;
+    if (f !== undefined && this.handle !== 0 && start >>> 0 === start && end >>> 0 === end) {
+      return f.nextDirtyFast(this.handle, this.l0, this.l1, this.last1, start, end < this.size ? end : this.size);
+    }
     return this.e.nextDirty(this.handle, start, end);
   }
 

@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { BitmapEngine, DirtyBitmap, loadBitmapEngine } from '../../src/wasm/bitmap.js';
 import { Prng } from './prng.js';
+import { BlockError } from '../../src/core/errors.js';
 
 let engine: BitmapEngine;
 beforeAll(async () => {
@@ -129,6 +130,53 @@ describe('bitmap: WASM vs reference (randomized)', () => {
       a.destroy();
       b.destroy();
     }
+  });
+});
+
+describe('bitmap: next-dirty search paths', () => {
+  it('agrees with a linear scan whether the answer is in the start word, the next summary words or far away', () => {
+    const rng = new Prng(1234);
+    for (const size of [65, 4097, 262144 + 13, 2 ** 24 + 5]) {
+      for (const meanGap of [3, 100, 5000, 300000]) {
+        const w = engine.create(size);
+        const ref = new Uint8Array(size);
+        for (let pos = rng.int(meanGap); pos < size; pos += 1 + rng.int(2 * meanGap)) {
+          const n = Math.min(1 + rng.int(64), size - pos);
+          w.set(pos, n);
+          ref.fill(1, pos, pos + n);
+          pos += n;
+        }
+        const linear = (s: number, e: number): number => {
+          for (let i = s; i < Math.min(e, size); i++) if (ref[i]) return i;
+          return -1;
+        };
+        for (let k = 0; k < 300; k++) {
+          const s = rng.int(size);
+          const e = rng.chance(0.5) ? size : s + rng.int(2 * meanGap);
+          expect(w.nextDirty(s, e)).toBe(linear(s, e));
+          expect(w.nextDirty(s)).toBe(linear(s, size));
+        }
+        // Word and summary-word edges.
+        for (const s of [0, 63, 64, 4095, 4096, 4097, size - 1]) if (s < size) expect(w.nextDirty(s)).toBe(linear(s, size));
+        w.destroy();
+      }
+    }
+  });
+
+  it('takes fractional, negative, NaN and out-of-range starts and ends without surprises', () => {
+    const w = engine.create(300000);
+    w.set(1000, 10);
+    w.set(250000, 1);
+    expect(w.nextDirty(999.5)).toBe(1000);
+    expect(w.nextDirty(1005.7)).toBe(1005);
+    expect(w.nextDirty(-1)).toBe(-1);
+    expect(w.nextDirty(Number.NaN)).toBe(-1);
+    expect(w.nextDirty(2 ** 40)).toBe(-1);
+    expect(w.nextDirty(1010, 2 ** 40)).toBe(250000);
+    expect(w.nextDirty(1010, 250000)).toBe(-1);
+    expect(w.nextDirty(0, -5)).toBe(-1);
+    w.destroy();
+    expect(() => w.nextDirty(0)).toThrow(BlockError);
   });
 });
 
