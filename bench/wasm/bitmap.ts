@@ -36,6 +36,14 @@ export async function run(): Promise<BenchResult[]> {
   const wasmOps = await opsPerSecond(() => {
     for (const s of starts) bm.nextDirty(s);
   });
+  // The same search with the export called directly (no wrapper, no argument checks): how
+  // much of a call is the JS-to-WASM transition and the wrapper.
+  const ex = engine.module.exports;
+  const h = bm.ptr;
+  const [l0, l1, last1, direct] = [ex.levelPtr(h, 0), ex.levelPtr(h, 1), ex.levelWords(h, 1) - 1, ex.nextDirtyFast];
+  const directOps = await opsPerSecond(() => {
+    for (const s of starts) direct(h, l0, l1, last1, s, NBITS);
+  });
   const linOps = await opsPerSecond(() => {
     for (const s of starts) linear(s);
   });
@@ -64,6 +72,7 @@ export async function run(): Promise<BenchResult[]> {
   sparse.destroy();
   return [
     result('bitmap next-dirty, 16 Mi bits, 1% set, random starts: wasm vs linear scan', 'calls/s', wasmOps * 1024, 'linear Uint32Array scan', linOps * 1024, 10),
+    result('bitmap next-dirty, export called directly (no wrapper): wasm vs linear scan', 'calls/s', directOps * 1024, 'linear Uint32Array scan', linOps * 1024),
     result('bitmap walk of all dirty runs, 16 Mi bits, 1% set: wasm vs linear scan', 'walks/s', wasmWalk, 'linear Uint32Array scan', linWalk),
     result('bitmap walk, 16 Mi bits, 16 bits set: wasm vs linear scan', 'walks/s', wasmSparse, 'linear Uint32Array scan', linSparseOps),
   ];

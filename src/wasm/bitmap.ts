@@ -68,20 +68,21 @@ function checkRange(what: string, start: number, n: number, size: number): void 
 /** A bitmap in module memory, indexed in bits. Call destroy() when done. */
 export class WasmBitmap {
   private handle: number;
-  // Level pointers for nextDirtyFast (0 when the bitmap is too small or too large for it).
-  private readonly l0: number = 0;
-  private readonly l1: number = 0;
-  private readonly last1: number = 0;
-  private readonly fastExports: BitmapExports | undefined;
+  // Level pointers for nextDirtyFast, and the export itself (undefined when the bitmap is
+  // too small or too large for it). Each is assigned exactly once, in the constructor, so
+  // that V8 treats the call target as constant and inlines its JS-to-WASM transition.
+  declare private readonly l0: number;
+  declare private readonly l1: number;
+  declare private readonly last1: number;
+  declare private readonly fastNext: BitmapExports['nextDirtyFast'] | undefined;
   constructor(private readonly engine: BitmapEngine, handle: number, readonly size: number) {
     this.handle = handle;
     const e = engine.module.exports;
-    if (size < 2 ** 31 && e.levelWords(handle, 1) > 0) {
-      this.l0 = e.levelPtr(handle, 0);
-      this.l1 = e.levelPtr(handle, 1);
-      this.last1 = e.levelWords(handle, 1) - 1;
-      this.fastExports = e;
-    }
+    const fast = size < 2 ** 31 && e.levelWords(handle, 1) > 0;
+    this.l0 = fast ? e.levelPtr(handle, 0) : 0;
+    this.l1 = fast ? e.levelPtr(handle, 1) : 0;
+    this.last1 = fast ? e.levelWords(handle, 1) - 1 : 0;
+    this.fastNext = fast ? e.nextDirtyFast : undefined;
   }
 
   private get e(): BitmapExports {
@@ -127,9 +128,9 @@ export class WasmBitmap {
   nextDirty(start: number, end = this.size): number {
     // The hot path of dirty-bitmap walks: integer arguments go through nextDirtyFast,
     // whose call costs less than the float-argument export (see assembly/bitmap.ts).
-    const f = this.fastExports;
+    const f = this.fastNext;
     if (f !== undefined && this.handle !== 0 && start >>> 0 === start && end >>> 0 === end) {
-      return f.nextDirtyFast(this.handle, this.l0, this.l1, this.last1, start, end < this.size ? end : this.size);
+      return f(this.handle, this.l0, this.l1, this.last1, start, end < this.size ? end : this.size);
     }
     return this.e.nextDirty(this.handle, start, end);
   }
