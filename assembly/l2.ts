@@ -262,6 +262,38 @@ export function countContiguous(l2: usize, nEntries: u32, clusterBits: u32, exte
 }
 
 /**
+ * Counts standard entries from `first` (at most `max`, within `nEntries`) that continue
+ * the first one the way a read or block-status lookup sees them: the same cluster type
+ * (normal, zero with or without a host cluster, unallocated; a compressed entry counts 1)
+ * and, for types with a host cluster, contiguous host offsets. The COPIED flag and
+ * reserved bits are not looked at (the lookup validates the first entry itself; an
+ * unaligned offset never continues an aligned run). Returns the count, or E_INVAL.
+ */
+export function lookupRun(l2: usize, nEntries: u32, clusterBits: u32, first: u32, max: u32): i32 {
+  if (clusterBits < 9 || clusterBits > 21 || first >= nEntries) return E_INVAL;
+  if (max == 0) return 0;
+  const last = <u32>min<u64>(<u64>nEntries, <u64>first + <u64>max);
+  const e0 = entryAt(l2, first, 0);
+  if (e0 & COMPRESSED) return 1;
+  const cmp: u64 = OFFSET_MASK | ZERO | COMPRESSED;
+  let i = first + 1;
+  if (e0 & OFFSET_MASK) {
+    const step: u64 = (<u64>1) << clusterBits;
+    let want = e0 & (OFFSET_MASK | ZERO);
+    for (; i < last; i++) {
+      want += step;
+      if ((bswap<u64>(load<u64>(l2 + ((<usize>i) << 3))) & cmp) != want) break;
+    }
+  } else {
+    const want = e0 & ZERO;
+    for (; i < last; i++) {
+      if ((bswap<u64>(load<u64>(l2 + ((<usize>i) << 3))) & cmp) != want) break;
+    }
+  }
+  return <i32>(i - first);
+}
+
+/**
  * Counts entries from `first` (at most `max`) that need a new cluster before a write:
  * every entry that is not an allocated, uncompressed cluster with COPIED set.
  */

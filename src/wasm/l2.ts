@@ -207,6 +207,7 @@ export function mapL2RunsTs(slice: Uint8Array, g: L2Geometry, sliceBase: number,
 interface L2Exports extends WasmBaseExports {
   map(l2: number, nEntries: number, clusterBits: number, extended: number, sliceBase: number, offset: number, length: number, out: number, maxRuns: number): number;
   countContiguous(l2: number, nEntries: number, clusterBits: number, extended: number, first: number, max: number): number;
+  lookupRun(l2: number, nEntries: number, clusterBits: number, first: number, max: number): number;
   countNeedingAlloc(l2: number, nEntries: number, extended: number, first: number, max: number): number;
   fill(l2: number, nEntries: number, extended: number, first: number, n: number, host0: number, step: number, flagsHigh: number, flagsLow: number, bitmapLo: number, bitmapHi: number): number;
   errorIndex(): number;
@@ -302,6 +303,19 @@ export class WasmL2 {
     return r;
   }
 
+  /**
+   * Standard entries from `first` (at most `max`) that continue the first one as a read
+   * or block-status lookup sees them: same cluster type and, with a host cluster,
+   * contiguous host offsets (COPIED and reserved bits not looked at; compressed counts 1).
+   */
+  lookupRun(slice: Uint8Array | L2Slice, clusterBits: number, first: number, max: number): number {
+    const r = this.module.exports.lookupRun(this.place(slice), Math.floor(slice.byteLength / 8), clusterBits, first, max);
+    if (r < 0) {
+      throw new BlockError('EINVAL', `L2 lookupRun: entry ${first} of ${Math.floor(slice.byteLength / 8)} or cluster_bits ${clusterBits} out of range`);
+    }
+    return r;
+  }
+
   /** Entries from `first` (at most `max`) that need a new cluster before a write. */
   countNeedingAlloc(slice: Uint8Array | L2Slice, g: L2Geometry, first: number, max: number): number {
     const esize = g.extended ? 16 : 8;
@@ -309,6 +323,26 @@ export class WasmL2 {
     if (r < 0) throw statusError(r, 'L2 countNeedingAlloc');
     return r;
   }
+}
+
+/** TypeScript {@link WasmL2.lookupRun} (the reference for its tests). */
+export function lookupRunTs(slice: Uint8Array, clusterBits: number, first: number, max: number): number {
+  const dv = new DataView(slice.buffer, slice.byteOffset, slice.byteLength);
+  const n = Math.floor(slice.byteLength / 8);
+  const last = Math.min(n, first + max);
+  if (max === 0) return 0;
+  const word = (i: number): [number, number] => [dv.getUint32(i * 8), dv.getUint32(i * 8 + 4)];
+  const [hi0, lo0] = word(first);
+  if (hi0 & 0x40000000) return 1;
+  const host = (hi: number, lo: number) => (hi & 0x00ffffff) * 2 ** 32 + ((lo & 0xfffffe00) >>> 0);
+  const h0 = host(hi0, lo0);
+  let i = first + 1;
+  for (; i < last; i++) {
+    const [hi, lo] = word(i);
+    if (hi & 0x40000000 || (lo & 1) !== (lo0 & 1)) break;
+    if (host(hi, lo) !== (h0 === 0 ? 0 : h0 + (i - first) * 2 ** clusterBits)) break;
+  }
+  return i - first;
 }
 
 /** TypeScript {@link WasmL2.countContiguous}. */

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { BlockError } from '../../src/core/errors.js';
 import {
-  L2Kind, RUN_FIELDS, WasmL2, loadL2, mapL2Ts, mapL2RunsTs, countContiguousTs, countNeedingAllocTs, type L2Geometry,
+  L2Kind, RUN_FIELDS, WasmL2, loadL2, mapL2Ts, mapL2RunsTs, countContiguousTs, countNeedingAllocTs, lookupRunTs, type L2Geometry,
 } from '../../src/wasm/l2.js';
 import { Prng } from './prng.js';
 
@@ -228,5 +228,23 @@ describe('l2 mapping: WASM vs TypeScript reference (randomized)', () => {
       expect(b).toBe(a);
       expect(wasm.countNeedingAlloc(slice, g, first, max)).toBe(countNeedingAllocTs(slice, g, first, max));
     }
+  });
+
+  it('counts lookup runs of standard entries identically (4000 cases)', () => {
+    const rng = new Prng(0x100c);
+    let long = 0;
+    for (let t = 0; t < 4000; t++) {
+      const g = rng.pick(geoms.filter((x) => !x.extended));
+      const n = 1 + rng.int(64);
+      const slice = randomSlice(rng, n, g, rng.chance(0.3) ? 0.05 : 0);
+      const first = rng.int(n);
+      const max = rng.int(n + 2);
+      const want = lookupRunTs(slice, g.clusterBits, first, max);
+      expect(wasm.lookupRun(slice, g.clusterBits, first, max)).toBe(want);
+      if (want >= 4) long++;
+    }
+    expect(long).toBeGreaterThan(30);
+    expect(() => wasm.lookupRun(new Uint8Array(64), 16, 8, 1)).toThrow(BlockError);
+    expect(() => wasm.lookupRun(new Uint8Array(64), 30, 0, 1)).toThrow(BlockError);
   });
 });

@@ -17,6 +17,7 @@ import {
 } from './mapping.js';
 import { markCorrupt } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
+import { loadL2, type WasmL2 } from '../../wasm/l2.js';
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
@@ -29,6 +30,48 @@ export interface Run {
   /** Compressed descriptor (COMPRESSED). */
   coffset: number;
   csize: number;
+}
+
+// Long runs of standard entries (block status and map over allocated images, large
+// reads) are counted by the WASM L2 module: the entries the run can cover are copied into
+// module memory (a memcpy) and compared there, several times faster than the
+// entry-by-entry walk below (bench/qcow2/block-status.bench.ts). Short runs, extended L2
+// entries and external data files stay in TypeScript, where the copy and the call would
+// cost more than they save or the rules differ. The first entry of a run is always
+// decoded and validated by the TypeScript walk, so errors are the same either way.
+
+/** Runs that may cover at least this many entries go to the WASM module. */
+const WASM_MIN_ENTRIES = 16;
+
+let mapper: WasmL2 | null | undefined;
+let mapperEnabled = true;
+
+/**
+ * Loads the WASM L2 module (once; opening a qcow2 image awaits it). Until it has loaded,
+ * or when it cannot load, lookups use the TypeScript walk only.
+ */
+export async function initL2Mapper(): Promise<void> {
+  if (mapper !== undefined) return;
+  try {
+    mapper = await loadL2(1);
+  } catch {
+    mapper = null;
+  }
+}
+
+/** Switches the WASM path off or back on (for tests and benchmarks comparing the two). */
+export function setL2MapperEnabled(on: boolean): void {
+  mapperEnabled = on;
+}
+
+/**
+ * Entries from `i0` (at most `n`) of standard slice `buf` that continue the run of entry
+ * `i0`, counted in WASM; -1 when the TypeScript walk should count them.
+ */
+function wasmRunEntries(buf: Uint8Array, cbits: number, i0: number, n: number): number {
+  const m = mapper;
+  if (!m || !mapperEnabled || n < WASM_MIN_ENTRIES) return -1;
+  return m.lookupRun(buf.subarray(i0 * 8, (i0 + n) * 8), cbits, 0, n);
 }
 
 /** The L2 table offset of L1 entry `l1i` (0 = none), refusing unaligned ones. */
@@ -90,6 +133,13 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
     run.type = ct as ClusterType;
     run.host = host + inCluster;
     let bytes = cs - inCluster;
+    if (bytes < limit && !df) {
+      const k = wasmRunEntries(buf, img.cbits, i0, Math.min(img.sliceEntries - i0, Math.ceil((inCluster + limit) / cs)));
+      if (k > 0) {
+        run.bytes = Math.min(k * cs - inCluster, limit);
+        return run;
+      }
+    }
     let i = i0 + 1;
     while (bytes < limit) {
       e = readEntry(dv, i, false);

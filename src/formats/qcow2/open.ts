@@ -19,12 +19,14 @@ import { markAllInUse, readBitmapDirectory } from './bitmap.js';
 import { checkImage } from './check.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
+import { initL2Mapper } from './lookup.js';
 
 /** Default L2 cache: enough for 8 GiB of a 64 KiB-cluster image (1 MiB). */
 const DEFAULT_L2_CACHE_BYTES = 1 << 20;
 
 /** Reads and validates the image behind `img.file` and fills in `img`'s state. */
 export async function openImage(img: Qcow2Image, options: OptionReader): Promise<void> {
+  await initL2Mapper();
   const file = img.file;
   const fileLen = file.length;
   const first = new Uint8Array(Math.min(512, fileLen));
