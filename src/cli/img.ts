@@ -4,6 +4,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { BlockBackend } from '../core/backend.js';
+import { BlockError } from '../core/errors.js';
 import type { BlockGraph } from '../core/graph.js';
 import { joinRelative } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
@@ -12,7 +13,8 @@ import { blockStatus } from '../core/io.js';
 import { blockStatusAbove, cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { OptionReader, parseKeyValueList } from '../core/options.js';
 import { createImage } from '../core/create.js';
-import { isZeroBuffer } from '../core/zero-detect.js';
+import { isZeroBuffer, setZeroDetector, zeroRunLength } from '../core/zero-detect.js';
+import { loadZeroSync, ZeroBufferPool, type WasmZero } from '../wasm/zero.js';
 import { Perm } from '../core/permissions.js';
 import { createNodeGraph } from '../node.js';
 import { getopt, type LongOption, type OptResult } from './getopt.js';
@@ -23,6 +25,40 @@ import { dumpImageInfo, dumpSnapshots, type ImageInfo, type SnapshotJson } from 
 const PROG = 'diskworker img';
 const IO_BUF_SIZE = 2 * 1024 * 1024;
 const INT64_MAX = '9223372036854775807';
+/** Convert's read buffers in flight at most: WINDOW reads queued + WRITE_DEPTH writes + one. */
+const CONVERT_BUFFERS = 8 + 4 + 1;
+
+/** The WASM zero module with convert's read buffers in its memory (made once per process). */
+interface ZeroState {
+  zero: WasmZero;
+  detect: (buf: Uint8Array) => boolean;
+  pool?: ZeroBufferPool;
+}
+let zeroState: ZeroState | undefined;
+
+/**
+ * The WASM zero module for this command, or undefined for the plain-JS path (no SIMD, the
+ * module does not load, or DISKWORKER_ZERO=js). Installs its detector for isZeroBuffer
+ * (3-8x the JS loop in Node, even with the copy into module memory: bench/wasm/zero.ts);
+ * with `pool`, also allocates convert's read buffers in module memory, once, so the sparse
+ * check reads them in place (bench/cli/convert-zero.ts).
+ */
+function useWasmZero(pool: boolean): ZeroState | undefined {
+  let z: WasmZero | undefined;
+  try {
+    z = loadZeroSync();
+  } catch {
+    z = undefined;
+  }
+  if (!z) {
+    setZeroDetector(undefined);
+    return undefined;
+  }
+  zeroState ??= { zero: z, detect: z.detector() };
+  if (pool) zeroState.pool ??= new ZeroBufferPool(z, CONVERT_BUFFERS, IO_BUF_SIZE);
+  setZeroDetector(zeroState.detect);
+  return zeroState;
+}
 
 /** error_exit: message, the "Try --help" line, exit 1. */
 function errorExit(msg: string): never {
@@ -1058,6 +1094,7 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   }
   if (quiet) progress = false;
   if (outBase !== undefined && !backingFmt && !skipCreate) fail('Use of backing file requires explicit backing format');
+  const wz = useWasmZero(true);
   if (targetIsZero && !skipCreate) fail('--target-is-zero requires use of -n flag');
   const srcNames = operands.slice(0, -1);
   const outFilename = operands.length >= 2 ? operands[operands.length - 1]! : undefined;
@@ -1167,7 +1204,7 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       return;
     }
     if (compress) {
-      if (isZeroBuffer(buf!)) {
+      if (wz?.zero.owns(buf!) ? wz.zero.isZero(buf!) : isZeroBuffer(buf!)) {
         if (!zeroInit) await target.writeZeroes(t.dstOffset, t.length, ReqFlag.MAY_UNMAP);
         return;
       }
@@ -1178,43 +1215,85 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       await target.write(t.dstOffset, buf!);
       return;
     }
-    // Runs of zero blocks of at least minSparse bytes are not written.
+    // Split like qemu's is_allocated_sectors_min: runs of zero sectors of at least
+    // minSparse bytes are not written, shorter ones inside data are.
+    const b = buf!;
     const len = t.length;
     let pos = 0;
-    const b = buf!;
-    // Most blocks of real data have a non-zero byte near their start: look
-    // there before asking the (full) zero detector.
-    const blockZero = (from: number): boolean => {
-      const end = Math.min(len, from + minSparse);
-      const quick = Math.min(end, from + 16);
-      for (let i = from; i < quick; i++) if (b[i] !== 0) return false;
-      return isZeroBuffer(b.subarray(from, end));
-    };
     while (pos < len) {
-      const firstZero = blockZero(pos);
-      let runEnd = Math.min(len, pos + minSparse);
-      while (runEnd < len && blockZero(runEnd) === firstZero) {
-        runEnd = Math.min(len, runEnd + minSparse);
-      }
-      if (firstZero && runEnd - pos >= Math.min(minSparse, len - pos)) {
-        if (!zeroInit) await target.writeZeroes(t.dstOffset + pos, runEnd - pos, ReqFlag.MAY_UNMAP);
-      } else {
-        await target.write(t.dstOffset + pos, buf!.subarray(pos, runEnd));
-      }
-      pos = runEnd;
+      const [n, data] = allocatedRunMin(b, pos, t.dstOffset + pos);
+      if (data) await target.write(t.dstOffset + pos, b.subarray(pos, pos + n));
+      else if (!zeroInit) await target.writeZeroes(t.dstOffset + pos, n, ReqFlag.MAY_UNMAP);
+      pos += n;
     }
   };
 
+  // Sparse detection works in 512-byte sectors. Runs are found by the WASM module when the
+  // buffer lives in its memory (no copy), else by the plain-JS scan.
+  const SECTOR = 512;
+  const minSectors = minSparse / SECTOR;
+  // qemu: MAX(pow2floor(min_sparse), request_alignment in sectors); a file target's
+  // request_alignment is 1 byte, so this is pow2floor(min_sparse).
+  const alignSectors = minSectors > 0 ? 2 ** Math.floor(Math.log2(minSectors)) : 1;
+  const sectorRun = (b: Uint8Array, from: number, zero: boolean): number => {
+    const rest = b.subarray(from);
+    return wz?.zero.owns(rest) ? wz.zero.runLength(rest, SECTOR, zero) : zeroRunLength(rest, SECTOR, zero);
+  };
+  const sectors = (bytes: number): number => Math.ceil(bytes / SECTOR);
+  /** qemu's is_allocated_sectors: [bytes, is data] of the run at `from`, end aligned. */
+  const allocatedRun = (b: Uint8Array, from: number, dstOffset: number): [number, boolean] => {
+    const left = b.length - from;
+    let i = sectorRun(b, from, true);
+    let zero = i > 0;
+    if (!zero) i = sectorRun(b, from, false);
+    // The whole rest is the same: no reason to split it.
+    if (i >= left) return [left, !zero];
+    let iSec = i / SECTOR;
+    const tail = (Math.floor(dstOffset / SECTOR) + iSec) % alignSectors;
+    if (tail) {
+      // A zero run that is only the tail of an alignment unit is written as data.
+      if (zero && iSec <= tail) zero = false;
+      if (!zero) iSec = Math.min(iSec + alignSectors - tail, sectors(left));
+      else iSec -= tail;
+    }
+    return [Math.min(left, iSec * SECTOR), !zero];
+  };
+  /** qemu's is_allocated_sectors_min: zero runs shorter than minSparse after data are data. */
+  const allocatedRunMin = (b: Uint8Array, from: number, dstOffset: number): [number, boolean] => {
+    const min = Math.min(minSectors, sectors(b.length - from));
+    const [first, data] = allocatedRun(b, from, dstOffset);
+    if (!data) return [first, false];
+    let used = first;
+    let checked = first;
+    while (from + checked < b.length) {
+      const [n, d] = allocatedRun(b, from + checked, dstOffset + checked);
+      checked += n;
+      if (d) used = checked;
+      else if (sectors(n) >= min) break;
+    }
+    return [used, true];
+  };
+
   const WINDOW = 8;
-  // Reused read buffers (no zero-filling of every chunk).
+  // Reused read buffers (no zero-filling of every chunk): in WASM memory while the pool
+  // there has one free, else ordinary ones.
   const pool: Uint8Array[] = [];
   const takeBuffer = (n: number): Uint8Array => {
+    const w = wz?.pool?.take(n);
+    if (w) return w;
     const b = pool.pop() ?? Buffer.allocUnsafeSlow(Math.max(chunkSize, IO_BUF_SIZE));
     return b.length >= n ? b.subarray(0, n) : Buffer.allocUnsafeSlow(n);
+  };
+  const giveBuffer = (buf: Uint8Array): void => {
+    if (wz?.zero.owns(buf)) wz.pool?.give(buf);
+    else if (buf.byteOffset === 0 && buf.buffer.byteLength >= chunkSize) pool.push(new Uint8Array(buf.buffer, 0, buf.buffer.byteLength));
   };
   const readTask = async (t: ConvertTask): Promise<Uint8Array> => {
     const buf = takeBuffer(t.length);
     await srcs[t.src]!.pread(t.srcOffset, buf);
+    // A view into WASM memory is detached if that memory grew meanwhile: never let that
+    // pass as a read of nothing.
+    if (buf.byteLength !== t.length) throw new BlockError('EIO', `read buffer for ${t.length} bytes at ${t.srcOffset} was detached (WASM memory grew)`);
     return buf;
   };
   const queue: Array<{ t: ConvertTask; p: Promise<Uint8Array | null> }> = [];
@@ -1231,7 +1310,9 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     }
     const w = writeRange(t, buf).then(
       () => {
-        if (buf && buf.byteOffset === 0 && buf.buffer.byteLength >= chunkSize) pool.push(new Uint8Array(buf.buffer, 0, buf.buffer.byteLength));
+        // Only after a successful write: on failures a buffer may still be in use, and the
+        // pool then lends one fewer (the command exits anyway).
+        if (buf) giveBuffer(buf);
         if (t.kind === 'data' || (minSparse === 0 && t.kind === 'zero')) {
           done += t.length;
           prog.print(allocatedTotal ? (100 * done) / allocatedTotal : 100, 0);

@@ -1,20 +1,35 @@
 /**
  * All-zero detection for detect-zeroes and sparse copies.
  *
- * The plain-JS path reads eight bytes at a time through a BigUint64Array view
- * when the buffer is 8-byte aligned (≈ 12 GB/s per PLATFORM-FACTS.md); the WASM
- * module (src/wasm) can replace it through {@link setZeroDetector}.
+ * Which check {@link isZeroBuffer} uses, picked on first use from measurements
+ * (bench/wasm/zero.ts, bench/cli/convert-zero.ts):
+ * - Node: the WASM detector (WasmZero.detector in src/wasm/zero.ts). Request buffers are
+ *   not in module memory, so it copies them in 16 KiB pieces, and still checks zero
+ *   buffers 5.6x (64 KiB) / 8x (1 MiB) faster than the plain loop below, and buffers with
+ *   data at the start 4-8x (it looks at the first 16 bytes first).
+ * - Browsers, engines without SIMD, DISKWORKER_ZERO=js: the plain-JS loop. It looks at the
+ *   first 16 bytes (real data almost always has a non-zero byte there, and this skips
+ *   creating a typed-array view), then reads eight bytes at a time through a
+ *   BigUint64Array view when the buffer is 8-byte aligned.
+ * {@link setZeroDetector} overrides the choice.
  */
+import { loadZeroSync } from '../wasm/zero.js';
 
 type ZeroDetector = (buf: Uint8Array) => boolean;
 
+/** Bytes looked at one by one before the word loop. */
+const HEAD = 16;
+
 function isZeroPlain(buf: Uint8Array): boolean {
   const len = buf.length;
+  const head = Math.min(len, HEAD);
+  for (let k = 0; k < head; k++) if (buf[k] !== 0) return false;
+  if (head === len) return true;
   let i = 0;
   const misalign = buf.byteOffset & 7;
   if (misalign !== 0) {
-    const head = Math.min(len, 8 - misalign);
-    for (; i < head; i++) if (buf[i] !== 0) return false;
+    const lead = Math.min(len, 8 - misalign);
+    for (; i < lead; i++) if (buf[i] !== 0) return false;
   }
   const words = (len - i) >>> 3;
   if (words > 0) {
@@ -26,17 +41,87 @@ function isZeroPlain(buf: Uint8Array): boolean {
   return true;
 }
 
-let detector: ZeroDetector = isZeroPlain;
+function isNode(): boolean {
+  const p = (globalThis as { process?: { versions?: { node?: string } } }).process;
+  return typeof p?.versions?.node === 'string';
+}
+
+/** The measured-fastest detector here (see the file comment). */
+function pickDetector(): ZeroDetector {
+  if (!isNode()) return isZeroPlain;
+  try {
+    return loadZeroSync()?.detector() ?? isZeroPlain;
+  } catch {
+    // The module did not load: the plain loop gives the same answers.
+    return isZeroPlain;
+  }
+}
+
+let detector: ZeroDetector | undefined;
 
 /** Whether every byte of `buf` is zero. */
 export function isZeroBuffer(buf: Uint8Array): boolean {
-  return detector(buf);
+  return (detector ??= pickDetector())(buf);
 }
 
 /** The plain TypeScript implementation (reference for tests and fallback). */
 export const isZeroBufferPlain: ZeroDetector = isZeroPlain;
 
-/** Installs a faster detector (the WASM one when it wins in this environment). */
-export function setZeroDetector(fn: ZeroDetector): void {
-  detector = fn;
+/**
+ * Installs a faster detector (the WASM one when it wins in this environment), or the
+ * plain one again when given undefined.
+ */
+export function setZeroDetector(fn: ZeroDetector | undefined): void {
+  detector = fn ?? isZeroPlain;
+}
+
+/**
+ * Length in bytes of the leading run of whole `block`-byte blocks of `buf` (the last one may
+ * be short) that are all zero (`zero` true) or that each hold a non-zero byte (`zero`
+ * false). Plain TypeScript, with the same answers as WasmZero.runLength; unlike a loop over
+ * subarrays it creates at most one typed-array view per call.
+ */
+export function zeroRunLength(buf: Uint8Array, block: number, zero: boolean): number {
+  const len = buf.length;
+  if (!zero) {
+    let off = 0;
+    while (off < len) {
+      const end = Math.min(len, off + block);
+      const quick = Math.min(end, off + HEAD);
+      let nonZero = false;
+      for (let i = off; i < quick; i++) {
+        if (buf[i] !== 0) {
+          nonZero = true;
+          break;
+        }
+      }
+      if (!nonZero && (quick === end || isZeroPlain(buf.subarray(quick, end)))) break;
+      off = end;
+    }
+    return off;
+  }
+  // A zero run ends at the block holding the first non-zero byte.
+  const first = firstNonZero(buf);
+  return first === len ? len : first - (first % block);
+}
+
+/** Index of the first non-zero byte of `buf`, or its length. */
+function firstNonZero(buf: Uint8Array): number {
+  const len = buf.length;
+  let i = 0;
+  const lead = Math.min(len, (8 - (buf.byteOffset & 7)) & 7);
+  for (; i < lead; i++) if (buf[i] !== 0) return i;
+  const words = (len - i) >>> 3;
+  if (words > 0) {
+    const view = new BigUint64Array(buf.buffer, buf.byteOffset + i, words);
+    let w = 0;
+    while (w < words && view[w] === 0n) w++;
+    i += w * 8;
+    if (w < words) {
+      while (buf[i] === 0) i++;
+      return i;
+    }
+  }
+  for (; i < len; i++) if (buf[i] !== 0) return i;
+  return len;
 }
