@@ -175,3 +175,58 @@ export function countUsed(ptr: usize, order: u32, nEntries: u32, start: u32, cou
   for (let i = start; i < end; i++) if (getRaw(ptr, order, i) != 0) c++;
   return c;
 }
+
+let lastUsedIdx: i32 = -1;
+let scanStop: u32 = 0;
+
+/** Last entry in use seen by the last compareCounts() (-1: none). */
+export function lastUsed(): i32 {
+  return lastUsedIdx;
+}
+
+/** Where the last compareCounts() stopped (its `end`, or the entry after the mismatch that filled `out`). */
+export function scanEnd(): u32 {
+  return scanStop;
+}
+
+/**
+ * check's compare_refcounts over entries [start, end) of a block: `counts` (f64, the
+ * counted references of entry start + k at index k) against the stored entries. Writes the
+ * indexes of mismatching entries to `out` (u32, at most outCap) and returns how many;
+ * scanEnd() tells where it stopped, lastUsed() the last entry before that whose stored or
+ * counted refcount is not zero.
+ */
+export function compareCounts(ptr: usize, order: u32, nEntries: u32, start: u32, end: u32, countsPtr: usize, outPtr: usize, outCap: u32): i32 {
+  lastUsedIdx = -1;
+  scanStop = start;
+  if (order > 6 || start > end || end > nEntries || outCap == 0) return E_INVAL;
+  let k: u32 = 0;
+  let last: i32 = -1;
+  let i = start;
+  const c0 = countsPtr - ((<usize>start) << 3);
+  // order 4 (16-bit, QEMU's default) gets its own loop: the per-entry width switch costs more than the compare.
+  if (order == 4) {
+    for (; i < end; i++) {
+      const s = <u32>bswap<u16>(load<u16>(ptr + ((<usize>i) << 1)));
+      const c = load<f64>(c0 + ((<usize>i) << 3));
+      if (<f64>s != c) {
+        store<u32>(outPtr + ((<usize>k) << 2), i);
+        last = <i32>i;
+        if (++k == outCap) { i++; break; }
+      } else if (s != 0) last = <i32>i;
+    }
+  } else {
+    for (; i < end; i++) {
+      const s = getRaw(ptr, order, i);
+      const c = load<f64>(c0 + ((<usize>i) << 3));
+      if (<f64>s != c) {
+        store<u32>(outPtr + ((<usize>k) << 2), i);
+        last = <i32>i;
+        if (++k == outCap) { i++; break; }
+      } else if (s != 0) last = <i32>i;
+    }
+  }
+  scanStop = i;
+  lastUsedIdx = last;
+  return <i32>k;
+}

@@ -18,6 +18,16 @@ export interface FreeRun {
   length: number;
 }
 
+/** Result of {@link RefcountOps.compareCounts}. */
+export interface CountsScan {
+  /** Mismatching entries written to `out` (all of them when `end` is the requested end). */
+  mismatches: number;
+  /** Where the scan stopped: the requested end, or the entry after the mismatch that filled `out`. */
+  end: number;
+  /** Last entry before `end` whose stored or counted refcount is not zero (-1: none). */
+  lastUsed: number;
+}
+
 /** The operations both implementations provide, on a block given as bytes. */
 export interface RefcountOps {
   get(block: Uint8Array, order: number, index: number): number;
@@ -25,6 +35,22 @@ export interface RefcountOps {
   findFree(block: Uint8Array, order: number, start: number, n: number): FreeRun;
   addRange(block: Uint8Array, order: number, start: number, count: number, delta: number): void;
   countUsed(block: Uint8Array, order: number, start: number, count: number): number;
+  /**
+   * Compares entries [start, end) with counted references (`counts[k]` belongs to entry
+   * start + k, as check's compare_refcounts does) and writes the indexes of the entries
+   * that differ to `out`, stopping when it is full.
+   */
+  compareCounts(block: Uint8Array, order: number, start: number, end: number, counts: Float64Array, out: Uint32Array): CountsScan;
+}
+
+function checkCompare(block: Uint8Array, order: number, start: number, end: number, counts: Float64Array, out: Uint32Array): void {
+  checkOrder(order);
+  const total = entriesPerBlock(block.byteLength, order);
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || start > end || end > total) {
+    throw new BlockError('EINVAL', `refcount compareCounts: bad range ${start}..${end} of ${total} entries`);
+  }
+  if (counts.length < end - start) throw new BlockError('EINVAL', `refcount compareCounts: ${counts.length} counts for ${end - start} entries`);
+  if (out.length === 0) throw new BlockError('EINVAL', 'refcount compareCounts: empty output array');
 }
 
 function checkOrder(order: number): void {
@@ -114,6 +140,24 @@ export const RefcountTs: RefcountOps = {
     for (let i = start; i < start + count; i++) if (RefcountTs.get(block, order, i) !== 0) c++;
     return c;
   },
+  compareCounts(block, order, start, end, counts, out) {
+    checkCompare(block, order, start, end, counts, out);
+    let k = 0;
+    let last = -1;
+    let i = start;
+    for (; i < end; i++) {
+      const s = RefcountTs.get(block, order, i);
+      if (s !== counts[i - start]) {
+        out[k++] = i;
+        last = i;
+        if (k === out.length) {
+          i++;
+          break;
+        }
+      } else if (s !== 0) last = i;
+    }
+    return { mismatches: k, end: i, lastUsed: last };
+  },
 };
 
 interface RefcountExports extends WasmBaseExports {
@@ -125,17 +169,40 @@ interface RefcountExports extends WasmBaseExports {
   foundLength(): number;
   addRange(ptr: number, order: number, nEntries: number, start: number, count: number, delta: number): number;
   countUsed(ptr: number, order: number, nEntries: number, start: number, count: number): number;
+  compareCounts(ptr: number, order: number, nEntries: number, start: number, end: number, countsPtr: number, outPtr: number, outCap: number): number;
+  lastUsed(): number;
+  scanEnd(): number;
   errorIndex(): number;
+}
+
+/** A reusable buffer in module memory (the stub runtime never frees: grow only). */
+class Scratch {
+  ptr = 0;
+  size = 0;
+  constructor(private readonly module: WasmModule) {}
+  /** A buffer of at least `bytes` bytes (8-byte aligned). */
+  need(bytes: number): number {
+    if (bytes > this.size) {
+      const size = Math.max(bytes, this.size * 2, 4096);
+      this.ptr = this.module.alloc(size);
+      this.size = size;
+    }
+    return this.ptr;
+  }
 }
 
 /** The WASM refcount module. Blocks outside module memory are copied in (and back after writes). */
 export class WasmRefcount implements RefcountOps {
   readonly module: WasmModule<RefcountExports>;
-  private scratchPtr = 0;
-  private scratchSize = 0;
+  private readonly blockScratch: Scratch;
+  private readonly countsScratch: Scratch;
+  private readonly outScratch: Scratch;
 
   constructor(module: WasmModule<RefcountExports>) {
     this.module = module;
+    this.blockScratch = new Scratch(module);
+    this.countsScratch = new Scratch(module);
+    this.outScratch = new Scratch(module);
   }
 
   /** A refcount block buffer in module memory (never freed; re-view it after later allocations). */
@@ -148,18 +215,23 @@ export class WasmRefcount implements RefcountOps {
     return this.module.bytes(ptr, bytes);
   }
 
-  private place(block: Uint8Array): number {
+  /**
+   * The block's address in module memory, copied in unless it lives there. Only bytes
+   * [from, to) are copied (`from` rounded down to a 64-bit word, which the scans read
+   * whole): a scan of the tail of a block does not pay for its head.
+   */
+  private place(block: Uint8Array, from = 0, to = block.byteLength): number {
     if (block.buffer === this.module.memory.buffer) return block.byteOffset;
-    if (block.byteLength > this.scratchSize) {
-      this.scratchPtr = this.module.alloc(block.byteLength);
-      this.scratchSize = block.byteLength;
-    }
-    this.module.u8.set(block, this.scratchPtr);
-    return this.scratchPtr;
+    const ptr = this.blockScratch.need(block.byteLength);
+    const a = from & ~7;
+    const b = Math.min(block.byteLength, to);
+    if (a < b) this.module.u8.set(a === 0 && b === block.byteLength ? block : block.subarray(a, b), ptr + a);
+    return ptr;
   }
 
-  private writeBack(block: Uint8Array, ptr: number): void {
-    if (block.buffer !== this.module.memory.buffer) block.set(this.module.bytes(ptr, block.byteLength));
+  /** Copies bytes [from, to) of a placed block back out (all of it by default). */
+  private writeBack(block: Uint8Array, ptr: number, from = 0, to = block.byteLength): void {
+    if (block.buffer !== this.module.memory.buffer && from < to) block.set(this.module.bytes(ptr + from, to - from), from);
   }
 
   get(block: Uint8Array, order: number, index: number): number {
@@ -181,26 +253,45 @@ export class WasmRefcount implements RefcountOps {
     this.writeBack(block, p);
   }
 
-  findFree(block: Uint8Array, order: number, start: number, n: number): FreeRun {
+  /**
+   * {@link RefcountOps.findFree}; with `end`, the block is taken to end at entry `end` (a
+   * multiple of 64): only bytes up to it are copied in, and a run reaching it is reported
+   * like one reaching the end of the block.
+   */
+  findFree(block: Uint8Array, order: number, start: number, n: number, end?: number): FreeRun {
     checkOrder(order);
     const e = this.module.exports;
-    const r = e.findFree(this.place(block), order, entriesPerBlock(block.byteLength, order), start, n);
+    const total = entriesPerBlock(block.byteLength, order);
+    const limit = end === undefined ? total : end;
+    if (!Number.isInteger(limit) || limit < 0 || limit > total || (limit !== total && limit % 64 !== 0)) {
+      throw new BlockError('EINVAL', `refcount findFree: bad end ${end} of ${total} entries`);
+    }
+    const bits = 2 ** order;
+    const r = e.findFree(this.place(block, start > 0 ? Math.floor((start * bits) / 8) : 0, Math.ceil((limit * bits) / 8)), order, limit, start, n);
     if (r < 0) throw statusError(r, 'refcount findFree');
     return { index: r, length: e.foundLength() };
   }
 
   addRange(block: Uint8Array, order: number, start: number, count: number, delta: number): void {
+    const i = this.tryAddRange(block, order, start, count, delta);
+    if (i >= 0) throw rangeError(i, delta < 0 ? 'underflow' : 'overflow');
+  }
+
+  /**
+   * {@link addRange} that reports an entry out of range by its index instead of throwing
+   * (nothing is written then); -1 when every entry was updated.
+   */
+  tryAddRange(block: Uint8Array, order: number, start: number, count: number, delta: number): number {
     checkOrder(order);
-    const p = this.place(block);
+    const bits = 2 ** order;
+    const p = this.place(block, Math.floor((start * bits) / 8), Math.ceil(((start + count) * bits) / 8));
     const e = this.module.exports;
     const total = entriesPerBlock(block.byteLength, order);
     const r = e.addRange(p, order, total, start, count, delta);
-    if (r === WasmStatus.RANGE) {
-      const i = e.errorIndex();
-      throw rangeError(i, delta < 0 ? 'underflow' : 'overflow');
-    }
+    if (r === WasmStatus.RANGE) return e.errorIndex();
     if (r < 0) throw new BlockError('EINVAL', `refcount addRange: bad range ${start}+${count} of ${total} entries`);
-    this.writeBack(block, p);
+    this.writeBack(block, p, Math.floor((start * bits) / 8) & ~7, Math.ceil(((start + count) * bits) / 8));
+    return -1;
   }
 
   countUsed(block: Uint8Array, order: number, start: number, count: number): number {
@@ -208,6 +299,25 @@ export class WasmRefcount implements RefcountOps {
     const r = this.module.exports.countUsed(this.place(block), order, entriesPerBlock(block.byteLength, order), start, count);
     if (r < 0) throw statusError(r, 'refcount countUsed');
     return r;
+  }
+
+  compareCounts(block: Uint8Array, order: number, start: number, end: number, counts: Float64Array, out: Uint32Array): CountsScan {
+    checkCompare(block, order, start, end, counts, out);
+    const n = end - start;
+    if (n === 0) return { mismatches: 0, end, lastUsed: -1 };
+    const e = this.module.exports;
+    const bits = 2 ** order;
+    const p = this.place(block, Math.floor((start * bits) / 8), Math.ceil((end * bits) / 8));
+    const cp = this.countsScratch.need(n * 8);
+    const cap = Math.min(out.length, 4096);
+    const op = this.outScratch.need(cap * 4);
+    // Views after the allocations above (an allocation may grow the memory).
+    const buf = this.module.memory.buffer;
+    new Float64Array(buf, cp, n).set(n === counts.length ? counts : counts.subarray(0, n));
+    const k = e.compareCounts(p, order, entriesPerBlock(block.byteLength, order), start, end, cp, op, cap);
+    if (k < 0) throw statusError(k, 'refcount compareCounts');
+    if (k > 0) out.set(new Uint32Array(buf, op, k));
+    return { mismatches: k, end: e.scanEnd(), lastUsed: e.lastUsed() };
   }
 }
 

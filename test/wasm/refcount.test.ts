@@ -110,3 +110,84 @@ describe('refcount: WASM vs TypeScript reference (randomized)', () => {
     }
   });
 });
+
+describe('refcount: compareCounts and tryAddRange, WASM vs TypeScript reference', () => {
+  it('reports the same mismatches, stop points and last used entries in 3000 cases', { timeout: 60_000 }, () => {
+    const rng = new Prng(0xc0de);
+    for (let t = 0; t < 3000; t++) {
+      const order = rng.int(7);
+      const bytes = rng.pick([8, 64, 520, 4096]);
+      const block = randomBlock(rng, bytes, order);
+      const n = entriesPerBlock(bytes, order);
+      const start = rng.int(n + 1);
+      const end = start + rng.int(n - start + 1);
+      // Counts equal to the stored entries, with a few changed (more, fewer, zeroed).
+      const counts = new Float64Array(end - start);
+      for (let i = start; i < end; i++) {
+        let v = RefcountTs.get(block, order, i);
+        if (rng.chance(rng.pick([0, 0.01, 0.3]))) v = rng.pick([0, v + 1, Math.max(0, v - 1), 7]);
+        counts[i - start] = v;
+      }
+      const cap = rng.pick([1, 3, 4096]);
+      const outW = new Uint32Array(cap);
+      const outT = new Uint32Array(cap);
+      const w = wasm.compareCounts(block, order, start, end, counts, outW);
+      const r = RefcountTs.compareCounts(block, order, start, end, counts, outT);
+      expect(w).toEqual(r);
+      expect(Array.from(outW.subarray(0, w.mismatches))).toEqual(Array.from(outT.subarray(0, r.mismatches)));
+    }
+  });
+
+  it('finds a planted mismatch wherever it is, and none in an equal range', () => {
+    const b = new Uint8Array(4096);
+    for (let i = 0; i < 2048; i++) RefcountTs.set(b, 4, i, 1);
+    const counts = new Float64Array(2048).fill(1);
+    const out = new Uint32Array(16);
+    expect(wasm.compareCounts(b, 4, 0, 2048, counts, out)).toEqual({ mismatches: 0, end: 2048, lastUsed: 2047 });
+    counts[1500] = 2;
+    expect(wasm.compareCounts(b, 4, 0, 2048, counts, out)).toEqual({ mismatches: 1, end: 2048, lastUsed: 2047 });
+    expect(out[0]).toBe(1500);
+    expect(() => wasm.compareCounts(b, 4, 10, 5, counts, out)).toThrowError(/bad range 10..5/);
+  });
+
+  it('tryAddRange names the first entry out of range and writes nothing then', () => {
+    const rng = new Prng(0xadd);
+    for (let t = 0; t < 500; t++) {
+      const order = rng.int(6);
+      const a = randomBlock(rng, 520, order);
+      const before = a.slice();
+      const n = entriesPerBlock(520, order);
+      const start = rng.int(n);
+      const count = rng.int(n - start + 1);
+      const delta = rng.pick([1, -1, 3]);
+      const ref = a.slice();
+      const expected = outcome(() => RefcountTs.addRange(ref, order, start, count, delta));
+      const at = wasm.tryAddRange(a, order, start, count, delta);
+      if (expected === undefined) {
+        expect(at).toBe(-1);
+        expect(a).toEqual(ref);
+      } else {
+        expect((expected as { message: string }).message).toContain(`at entry ${at}`);
+        expect(a).toEqual(before);
+      }
+    }
+  });
+});
+
+describe('refcount: findFree with an end (the driver searches a block in windows)', () => {
+  it('answers as the TypeScript reference does on the block cut at that end', { timeout: 60_000 }, () => {
+    const rng = new Prng(0xe4d);
+    for (let t = 0; t < 2000; t++) {
+      const order = rng.int(7);
+      const block = randomBlock(rng, 4096, order);
+      const n = entriesPerBlock(4096, order);
+      const end = 64 * rng.int(n / 64 + 1);
+      const start = rng.int(end + 1);
+      const count = 1 + rng.int(rng.chance(0.5) ? 4 : 300);
+      const cut = block.subarray(0, (end * 2 ** order) / 8);
+      const expected = start >= end ? { index: end, length: 0 } : RefcountTs.findFree(cut, order, start, count);
+      expect(wasm.findFree(block, order, start, count, end)).toEqual(expected);
+    }
+    expect(() => wasm.findFree(new Uint8Array(64), 4, 0, 1, 30)).toThrowError(/bad end 30/);
+  });
+});

@@ -9,7 +9,7 @@ import { BlockError } from '../../core/errors.js';
 import { BMT_OFFSET_MASK, INCOMPAT } from './constants.js';
 import { T, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subclusterType } from './mapping.js';
 import type { Qcow2Image } from './qcow2.js';
-import { setRefcount, maxRefcount } from './refcount.js';
+import { compareBlockCounts, getRefcount, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
 /** A 64-bit entry as PRIx64 prints it. */
@@ -163,14 +163,16 @@ interface Compared {
  */
 async function compareRefcounts(img: Qcow2Image, t: Tally, validBlock: Uint8Array, fix: CheckFix): Promise<Compared> {
   const out: Compared = { leaks: 0, corruptions: 0, leaksFixed: 0, corruptionsFixed: 0, rebuild: false, highest: -1 };
-  const perBlock = img.refs.perBlock;
-  const covered = validBlock.length * perBlock;
+  const refs = img.refs;
+  const perBlock = refs.perBlock;
+  const order = refs.order;
+  const nb = t.ref.length;
+  const mismatches = new Uint32Array(1024);
+  // In a browser the module may still be loading: the long comparisons wait for it.
+  await initRefcountWasm();
   let updated = false;
-  for (let c = 0; c < t.ref.length; c++) {
-    const stored = c < covered && validBlock[Math.floor(c / perBlock)] ? await img.refs.get(c) : 0;
+  const mismatch = async (c: number, stored: number): Promise<void> => {
     const want = t.ref[c]!;
-    if (stored > 0 || want > 0) out.highest = c;
-    if (stored === want) continue;
     let fixing = false;
     if (stored === 0) out.rebuild = true;
     else if (stored > want && fix.leaks) fixing = true;
@@ -178,17 +180,41 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, validBlock: Uint8Arra
     const kind = fixing ? 'Repairing' : stored < want ? 'ERROR' : 'Leaked';
     t.messages.push(`${kind} cluster ${c} refcount=${stored} reference=${want}`);
     if (fixing && !img.readOnly) {
-      await img.refs.update(c, want - stored);
+      await refs.update(c, want - stored);
       updated = true;
       if (stored > want) out.leaksFixed++;
       else out.corruptionsFixed++;
-      continue;
+      return;
     }
     if (stored < want) out.corruptions++;
     else out.leaks++;
+  };
+  // A refcount block at a time: the stored entries are compared with the counts in bulk
+  // (WASM for long ranges, refcount.ts) and only the clusters that differ are looked at.
+  for (let rb = 0; rb * perBlock < nb; rb++) {
+    const base = rb * perBlock;
+    const end = Math.min(nb, base + perBlock);
+    const buf = rb < validBlock.length && validBlock[rb] ? await refs.loadBlock(rb) : null;
+    if (buf === null) {
+      // No (usable) block: every counted reference here is a mismatch against 0.
+      for (let c = base; c < end; c++) {
+        if (t.ref[c] === 0) continue;
+        out.highest = c;
+        await mismatch(c, 0);
+      }
+      continue;
+    }
+    for (let from = base; from < end; ) {
+      const scan = compareBlockCounts(buf, order, from - base, end - base, t.ref.subarray(from, end), mismatches);
+      if (scan.lastUsed >= 0) out.highest = Math.max(out.highest, base + scan.lastUsed);
+      // Stored values are read before any repair changes the block.
+      const stored = Array.from(mismatches.subarray(0, scan.mismatches), (i) => getRefcount(buf, i, order));
+      for (let k = 0; k < scan.mismatches; k++) await mismatch(base + mismatches[k]!, stored[k]!);
+      from = base + scan.end;
+    }
   }
   if (updated) {
-    await img.refs.flushCache();
+    await refs.flushCache();
     await img.file.flush();
   }
   return out;
@@ -445,8 +471,8 @@ export async function rebuildRefcounts(img: Qcow2Image, counts: Float64Array, or
     if (c >= areaStart) v = 1;
     if (v === 0) continue;
     if (v > max) throw new BlockError('EIO', `Cluster ${c} has ${v} references, more than refcount width ${1 << order} can hold`);
-    const b = Math.floor(c / perBlock);
-    setRefcount(blockBuf.subarray(b * cs, (b + 1) * cs), c % perBlock, order, v);
+    // The blocks are contiguous in blockBuf: entry c of the whole is entry c % perBlock of block c / perBlock.
+    setRefcount(blockBuf, c, order, v);
   }
   for (let b = 0; b < blocks; b++) {
     const off = (areaStart + b) * cs;
