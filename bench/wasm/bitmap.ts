@@ -40,9 +40,9 @@ export async function run(): Promise<BenchResult[]> {
   // much of a call is the JS-to-WASM transition and the wrapper.
   const ex = engine.module.exports;
   const h = bm.ptr;
-  const [l0, l1, last1, direct] = [ex.levelPtr(h, 0), ex.levelPtr(h, 1), ex.levelWords(h, 1) - 1, ex.nextDirtyFast];
+  const [l0, skip, direct] = [ex.levelPtr(h, 0), ex.skipPtr(h), ex.nextDirtyFast];
   const directOps = await opsPerSecond(() => {
-    for (const s of starts) direct(h, l0, l1, last1, s, NBITS);
+    for (const s of starts) direct(h, l0, skip, s, NBITS);
   });
   const linOps = await opsPerSecond(() => {
     for (const s of starts) linear(s);

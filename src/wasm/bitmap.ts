@@ -3,8 +3,10 @@
  *
  * {@link WasmBitmap} works in bits (one bit per granule); {@link DirtyBitmap} works in
  * bytes with a granularity, like QEMU's BdrvDirtyBitmap. next-dirty is O(log n) (a 64-ary
- * summary tree); serialization uses the qcow2 persistent-bitmap layout (bit i at byte i/8,
- * least significant bit first).
+ * summary tree), and O(1) when the next set bit is less than ~64 Ki bits away (a skip
+ * table, bitmaps below 2^31 bits; it costs a quarter of the bitmap's size in memory);
+ * serialization uses the qcow2 persistent-bitmap layout (bit i at byte i/8, least
+ * significant bit first).
  */
 import { BlockError } from '../core/errors.js';
 import { loadWasm, loadWasmSync, statusError, type WasmBaseExports, type WasmModule } from './loader.js';
@@ -18,7 +20,8 @@ interface BitmapExports extends WasmBaseExports {
   setRange(h: number, start: number, n: number, value: number): number;
   get(h: number, i: number): number;
   nextDirty(h: number, start: number, end: number): number;
-  nextDirtyFast(h: number, l0: number, l1: number, last1: number, start: number, end: number): number;
+  nextDirtyFast(h: number, l0: number, skip: number, start: number, end: number): number;
+  skipPtr(h: number): number;
   levelPtr(h: number, k: number): number;
   levelWords(h: number, k: number): number;
   nextClear(h: number, start: number, end: number): number;
@@ -31,6 +34,12 @@ interface BitmapExports extends WasmBaseExports {
   deserialize(h: number, start: number, n: number, inp: number): number;
 }
 
+/**
+ * Largest bitmap: 2^34 bits (level 0 alone is then 2 GiB of the module's 32-bit memory),
+ * e.g. 8 PiB at 512 KiB granularity or 1 PiB at 64 KiB.
+ */
+export const MAX_BITS = 2 ** 34;
+
 /** The bitmap engine (one module instance can hold many bitmaps). */
 export class BitmapEngine {
   readonly module: WasmModule<BitmapExports>;
@@ -42,7 +51,7 @@ export class BitmapEngine {
 
   /** A new bitmap of `nbits` bits, all clear. */
   create(nbits: number): WasmBitmap {
-    if (!Number.isInteger(nbits) || nbits < 1 || nbits > 2 ** 38) throw new BlockError('EINVAL', `bitmap of ${nbits} bits is not supported`);
+    if (!Number.isInteger(nbits) || nbits < 1 || nbits > MAX_BITS) throw new BlockError('EINVAL', `bitmap of ${nbits} bits is not supported (1 to 2^34 bits)`);
     const h = this.module.exports.create(nbits);
     if (!h) throw new BlockError('ENOSPC', `cannot allocate a bitmap of ${nbits} bits`);
     return new WasmBitmap(this, h, nbits);
@@ -68,21 +77,20 @@ function checkRange(what: string, start: number, n: number, size: number): void 
 /** A bitmap in module memory, indexed in bits. Call destroy() when done. */
 export class WasmBitmap {
   private handle: number;
-  // Level pointers for nextDirtyFast, and the export itself (undefined when the bitmap is
-  // too small or too large for it). Each is assigned exactly once, in the constructor, so
-  // that V8 treats the call target as constant and inlines its JS-to-WASM transition.
+  // Level 0 and the skip table for nextDirtyFast, and the export itself (undefined when
+  // the bitmap has no skip table: 2^31 bits or more). Each is assigned exactly once, in
+  // the constructor, so that V8 treats the call target as constant and inlines its
+  // JS-to-WASM transition.
   declare private readonly l0: number;
-  declare private readonly l1: number;
-  declare private readonly last1: number;
+  declare private readonly skip: number;
   declare private readonly fastNext: BitmapExports['nextDirtyFast'] | undefined;
   constructor(private readonly engine: BitmapEngine, handle: number, readonly size: number) {
     this.handle = handle;
     const e = engine.module.exports;
-    const fast = size < 2 ** 31 && e.levelWords(handle, 1) > 0;
-    this.l0 = fast ? e.levelPtr(handle, 0) : 0;
-    this.l1 = fast ? e.levelPtr(handle, 1) : 0;
-    this.last1 = fast ? e.levelWords(handle, 1) - 1 : 0;
-    this.fastNext = fast ? e.nextDirtyFast : undefined;
+    const skip = size < 2 ** 31 ? e.skipPtr(handle) : 0;
+    this.l0 = skip ? e.levelPtr(handle, 0) : 0;
+    this.skip = skip;
+    this.fastNext = skip ? e.nextDirtyFast : undefined;
   }
 
   private get e(): BitmapExports {
@@ -130,7 +138,7 @@ export class WasmBitmap {
     // whose call costs less than the float-argument export (see assembly/bitmap.ts).
     const f = this.fastNext;
     if (f !== undefined && this.handle !== 0 && start >>> 0 === start && end >>> 0 === end) {
-      return f(this.handle, this.l0, this.l1, this.last1, start, end < this.size ? end : this.size);
+      return f(this.handle, this.l0, this.skip, start, end < this.size ? end : this.size);
     }
     return this.e.nextDirty(this.handle, start, end);
   }
