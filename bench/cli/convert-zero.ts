@@ -11,8 +11,7 @@
  *
  *   npx tsx bench/cli/convert-zero.ts      (runs this file alone; no build needed)
  */
-import { mkdtempSync, openSync, writeSync, closeSync, rmSync, statfsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, openSync, writeSync, closeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { main } from '../../src/cli/main.js';
@@ -20,6 +19,7 @@ import { isZeroBufferPlain, zeroRunLength } from '../../src/core/zero-detect.js'
 import { loadZeroSync } from '../../src/wasm/zero.js';
 import { opsPerSecond } from '../wasm/common.js';
 import type { BenchResult } from '../types.js';
+import { benchRoot } from './convert.js';
 
 const SIZE_MB = Number(process.env['BENCH_SIZE_MB'] ?? 1024);
 
@@ -63,16 +63,6 @@ function writeHalfZero(path: string, mb: number): void {
   }
 }
 
-function benchRoot(needMb: number): string {
-  if (process.env['BENCH_DIR']) return process.env['BENCH_DIR'];
-  try {
-    const st = statfsSync('/dev/shm');
-    if ((st.bavail * st.bsize) / 2 ** 20 > needMb * 1.2) return '/dev/shm';
-  } catch {
-    // no /dev/shm
-  }
-  return tmpdir();
-}
 
 async function convertMs(dir: string, js: boolean): Promise<number> {
   rmSync(join(dir, 'out.qcow2'), { force: true });

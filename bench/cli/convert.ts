@@ -88,7 +88,7 @@ function timed(cmd: string, args: string[], cwd: string, wantRss = false): Promi
  * Where the images go: BENCH_DIR, else /dev/shm when it has room (other work
  * on the machine makes disk write-back timings very noisy), else the temp dir.
  */
-function benchRoot(needMb: number): string {
+export function benchRoot(needMb: number): string {
   if (process.env['BENCH_DIR']) return process.env['BENCH_DIR'];
   try {
     const st = statfsSync('/dev/shm');

@@ -15,7 +15,7 @@
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
-import { loadRefcount, loadRefcountSync, type CountsScan, type WasmRefcount } from '../../wasm/refcount.js';
+import { loadRefcount, loadRefcountSync, RefcountTs, type CountsScan, type WasmRefcount } from '../../wasm/refcount.js';
 import { MetaCache } from './cache.js';
 
 // The WASM refcount module (src/wasm/refcount.ts) runs the loops over many entries of a
@@ -190,22 +190,7 @@ export function findFreeInBlock(buf: Uint8Array, order: number, perBlock: number
  */
 export function compareBlockCounts(buf: Uint8Array, order: number, start: number, end: number, counts: Float64Array, out: Uint32Array): CountsScan {
   const w = end - start >= COMPARE_WASM_ENTRIES ? refcountWasm() : null;
-  if (w) return w.compareCounts(buf, order, start, end, counts, out);
-  let k = 0;
-  let last = -1;
-  let i = start;
-  for (; i < end; i++) {
-    const s = getRefcount(buf, i, order);
-    if (s !== counts[i - start]) {
-      out[k++] = i;
-      last = i;
-      if (k === out.length) {
-        i++;
-        break;
-      }
-    } else if (s !== 0) last = i;
-  }
-  return { mismatches: k, end: i, lastUsed: last };
+  return (w ?? RefcountTs).compareCounts(buf, order, start, end, counts, out);
 }
 
 /**
