@@ -8,7 +8,10 @@ import { BlockBackend } from '../src/core/backend.js';
 import { BlockError, toBlockError } from '../src/core/errors.js';
 import { ReqFlag, Status, type BlockStatusResult } from '../src/core/driver.js';
 import { createImage } from '../src/core/create.js';
-import { isZeroBuffer, setZeroDetector } from '../src/core/zero-detect.js';
+import { isZeroBuffer, setZeroDetector, zeroDetectorKind } from '../src/core/zero-detect.js';
+import { getClusterCodec, initZstd } from '../src/wasm/codec.js';
+import { initL2Mapper, l2MapperState } from '../src/formats/qcow2/lookup.js';
+import { initRefcountWasm, refcountWasmState } from '../src/formats/qcow2/refcount.js';
 import { loadZero, ZeroBufferPool } from '../src/wasm/zero.js';
 import type { BlockGraph } from '../src/core/graph.js';
 import { Perm, PERM_ALL } from '../src/core/permissions.js';
@@ -25,6 +28,7 @@ import type {
   CreateOptions,
   DiskStats,
   ImageEntry,
+  Implementations,
   ImageInfo,
   ImportOptions,
   MapExtent,
@@ -51,7 +55,7 @@ const MAX_COPY_CHUNK = 2 << 20;
 const zeroPool: Promise<ZeroBufferPool | undefined> = loadZero().then(
   (z) => {
     if (!z) return undefined;
-    setZeroDetector(z.detector());
+    setZeroDetector(z.detector(), 'wasm');
     return new ZeroBufferPool(z, 2, MAX_COPY_CHUNK);
   },
   () => undefined,
@@ -578,6 +582,27 @@ export class BlockWorkerService {
       { highWaterMark: 2 },
     );
     return transfer(stream, [stream as unknown as Transferable]);
+  }
+
+  /** Which implementation each hot path uses here (loads the modules that are not yet). */
+  async implementations(): Promise<Implementations> {
+    const codec = await getClusterCodec().catch(() => undefined);
+    const zstd = await initZstd().then(
+      () => 'wasm' as const,
+      () => 'unavailable' as const,
+    );
+    await initL2Mapper();
+    await initRefcountWasm();
+    const pool = await zeroPool;
+    return {
+      inflate: codec?.inflateImpl ?? 'unavailable',
+      deflate: codec?.deflateImpl ?? 'unavailable',
+      zstd,
+      l2: l2MapperState(),
+      refcount: refcountWasmState(),
+      copyZeroCheck: pool ? 'wasm' : 'plain JS',
+      detectZeroes: zeroDetectorKind(),
+    };
   }
 
   async estimate(): Promise<StorageReport> {

@@ -29,6 +29,7 @@ import type {
   CreateOptions,
   DiskStats,
   ImageEntry,
+  Implementations,
   ImageInfo,
   ImportOptions,
   MapExtent,
@@ -368,6 +369,14 @@ export class DiskWorker {
     return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) =>
       this.remote.exportStream(path, opts.format, id, opts.compress ?? false),
     );
+  }
+
+  /**
+   * Which implementation each hot path uses in the worker (WASM where it measured faster;
+   * README, "Which implementation runs where").
+   */
+  implementations(): Promise<Implementations> {
+    return this.remote.implementations();
   }
 
   /** navigator.storage.estimate() and the persistence answer. */

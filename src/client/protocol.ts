@@ -142,6 +142,27 @@ export interface StorageReport {
   persisted?: boolean;
 }
 
+/**
+ * Which implementation each hot path uses in the worker (README, "Which implementation
+ * runs where"): WASM where it measured faster, else the named alternative.
+ */
+export interface Implementations {
+  /** Inflate of zlib compressed clusters. */
+  inflate: string;
+  /** Deflate when writing compressed clusters. */
+  deflate: string;
+  /** zstd compressed clusters ('wasm', or 'unavailable' when the module does not load). */
+  zstd: 'wasm' | 'unavailable';
+  /** Counting long runs of qcow2 L2 entries. */
+  l2: 'wasm' | 'typescript' | 'not loaded';
+  /** Long loops over qcow2 refcount blocks (free-run search, increments, check). */
+  refcount: 'wasm' | 'typescript' | 'not loaded';
+  /** Zero checks of convert / import / export copies. */
+  copyZeroCheck: 'wasm' | 'plain JS';
+  /** detect-zeroes on write requests. */
+  detectZeroes: 'wasm' | 'plain JS' | 'custom';
+}
+
 /** Disk statistics (the backend's I/O accounting). */
 export type DiskStats = IoStats;
 

@@ -53,7 +53,9 @@ function isNode(): boolean {
 function pickDetector(): ZeroDetector {
   if (!isNode()) return isZeroPlain;
   try {
-    return loadZeroSync()?.detector() ?? isZeroPlain;
+    const wasm = loadZeroSync()?.detector();
+    if (wasm) detectorKind = 'wasm';
+    return wasm ?? isZeroPlain;
   } catch {
     // The module did not load: the plain loop gives the same answers.
     return isZeroPlain;
@@ -61,21 +63,32 @@ function pickDetector(): ZeroDetector {
 }
 
 let detector: ZeroDetector | undefined;
+let detectorKind: ZeroDetectorKind = 'plain JS';
+
+/** Which check {@link isZeroBuffer} uses: the WASM detector, the plain loop, or another one set by the caller. */
+export type ZeroDetectorKind = 'wasm' | 'plain JS' | 'custom';
 
 /** Whether every byte of `buf` is zero. */
 export function isZeroBuffer(buf: Uint8Array): boolean {
   return (detector ??= pickDetector())(buf);
 }
 
+/** Which check {@link isZeroBuffer} uses (picking it now if it has not been picked). */
+export function zeroDetectorKind(): ZeroDetectorKind {
+  detector ??= pickDetector();
+  return detectorKind;
+}
+
 /** The plain TypeScript implementation (reference for tests and fallback). */
 export const isZeroBufferPlain: ZeroDetector = isZeroPlain;
 
 /**
- * Installs a faster detector (the WASM one when it wins in this environment), or the
- * plain one again when given undefined.
+ * Installs a faster detector (the WASM one when it wins in this environment; say so with
+ * `kind`), or the plain one again when given undefined.
  */
-export function setZeroDetector(fn: ZeroDetector | undefined): void {
+export function setZeroDetector(fn: ZeroDetector | undefined, kind: ZeroDetectorKind = 'custom'): void {
   detector = fn ?? isZeroPlain;
+  detectorKind = fn ? kind : 'plain JS';
 }
 
 /**

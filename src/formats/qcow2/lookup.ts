@@ -59,6 +59,12 @@ export async function initL2Mapper(): Promise<void> {
   }
 }
 
+/** Whether long runs are counted in WASM here ('not loaded' before the first qcow2 open). */
+export function l2MapperState(): 'wasm' | 'typescript' | 'not loaded' {
+  if (mapper === undefined) return 'not loaded';
+  return mapper && mapperEnabled ? 'wasm' : 'typescript';
+}
+
 /** Switches the WASM path off or back on (for tests and benchmarks comparing the two). */
 export function setL2MapperEnabled(on: boolean): void {
   mapperEnabled = on;

@@ -76,6 +76,12 @@ export function setRefcountWasmEnabled(on: boolean): void {
   wasmEnabled = on;
 }
 
+/** Whether the long refcount loops run in WASM here ('not loaded' before the first use). */
+export function refcountWasmState(): 'wasm' | 'typescript' | 'not loaded' {
+  if (wasmModule === undefined) return 'not loaded';
+  return refcountWasm() ? 'wasm' : 'typescript';
+}
+
 /** The module when it is loaded and enabled. */
 function refcountWasm(): WasmRefcount | null {
   return wasmEnabled ? (wasmModule ?? null) : null;
