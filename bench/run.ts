@@ -15,7 +15,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const only = process.argv.slice(2);
 
 const groups = readdirSync(here).filter((g) => {
-  if (g === 'results') return false;
+  // results/ holds the output; research/ holds scripts run by hand (they are not benchmarks).
+  if (g === 'results' || g === 'research') return false;
   if (!statSync(join(here, g)).isDirectory()) return false;
   return only.length === 0 || only.includes(g);
 });
