@@ -237,6 +237,14 @@ function lastSetWordBefore(h: usize, w: u64, floor: u64): u64 {
   return s == 63 ? <u64>-1 : ((<u64>1) << (s + 1)) - 1;
 }
 
+/** The bits of word `w` inside [start, last], for a range over words w0..w1. */
+@inline function rangeMask(w: u64, w0: u64, w1: u64, start: u64, last: u64): u64 {
+  let m: u64 = <u64>-1;
+  if (w == w0) m &= maskFrom(start);
+  if (w == w1) m &= maskTo(last);
+  return m;
+}
+
 /** Sets (value 1) or clears (value 0) bits [start, start + n). Returns 0 or E_INVAL. */
 export function setRange(h: usize, startF: f64, nF: f64, value: i32): i32 {
   const nbits = nbitsOf(h);
@@ -250,9 +258,7 @@ export function setRange(h: usize, startF: f64, nF: f64, value: i32): i32 {
   const w1 = last >> 6;
   let cnt = load<u64>(h, H_COUNT);
   for (let w = w0; w <= w1; w++) {
-    let m: u64 = <u64>-1;
-    if (w == w0) m &= maskFrom(start);
-    if (w == w1) m &= maskTo(last);
+    const m = rangeMask(w, w0, w1, start, last);
     const old = word(p, w);
     const nw = value ? old | m : old & ~m;
     if (nw != old) {
@@ -459,9 +465,7 @@ export function countRange(h: usize, startF: f64, nF: f64): f64 {
   const w1 = last >> 6;
   let c: u64 = 0;
   for (let w = w0; w <= w1; w++) {
-    let m: u64 = <u64>-1;
-    if (w == w0) m &= maskFrom(start);
-    if (w == w1) m &= maskTo(last);
+    const m = rangeMask(w, w0, w1, start, last);
     c += <u64>popcnt(word(p, w) & m);
   }
   return <f64>c;
@@ -581,9 +585,7 @@ export function deserialize(h: usize, startF: f64, nF: f64, inp: usize): i32 {
   let cnt = load<u64>(h, H_COUNT);
   // Word by word: take the new bits under the mask, keep the others.
   for (let w = w0; w <= w1; w++) {
-    let m: u64 = <u64>-1;
-    if (w == w0) m &= maskFrom(start);
-    if (w == w1) m &= maskTo(last);
+    const m = rangeMask(w, w0, w1, start, last);
     // Gather 64 bits from the input stream starting at bit (w*64 - start) (a multiple of 8 away).
     let v: u64 = 0;
     const firstBit = w << 6;

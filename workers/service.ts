@@ -436,7 +436,6 @@ export class BlockWorkerService {
     const pool = await zeroPool;
     const wasmBuf = pool?.take(chunk);
     const buf = wasmBuf ?? new Uint8Array(chunk);
-    const isZero = (b: Uint8Array): boolean => (wasmBuf && pool!.zero.owns(b) ? pool!.zero.isZero(b) : isZeroBuffer(b));
     let lastReport = 0;
     try {
       for (let pos = 0; pos < total; pos += chunk) {
@@ -446,7 +445,8 @@ export class BlockWorkerService {
         await src.pread(pos, view);
         // A view into WASM memory is detached if that memory grew meanwhile.
         if (view.byteLength !== n) throw new BlockError('EIO', `copy buffer for ${n} bytes at ${pos} was detached (WASM memory grew)`);
-        if (!(dstZeroed && isZero(view))) await dst.write(pos, view, compress ? ReqFlag.COMPRESSED : 0);
+        // The detector installed with the pool checks `view` in place (it lives in module memory).
+        if (!(dstZeroed && isZeroBuffer(view))) await dst.write(pos, view, compress ? ReqFlag.COMPRESSED : 0);
         const now = Date.now();
         if (onProgress && (now - lastReport > 100 || pos + n >= total)) {
           lastReport = now;

@@ -2,6 +2,19 @@
 import { loadBitmapEngine } from '../../src/wasm/bitmap.js';
 import { opsPerSecond, prng, result, type BenchResult } from './common.js';
 
+/** The baseline: next set bit at or after `start` by a linear scan of 32-bit words, or -1. */
+function linearScan(words: Uint32Array): (start: number) => number {
+  return (start) => {
+    let w = start >>> 5;
+    let v = words[w]! & (~0 << (start & 31));
+    while (v === 0) {
+      if (++w >= words.length) return -1;
+      v = words[w]!;
+    }
+    return w * 32 + (31 - Math.clz32(v & -v));
+  };
+}
+
 export async function run(): Promise<BenchResult[]> {
   const NBITS = 2 ** 24;
   const engine = await loadBitmapEngine();
@@ -18,15 +31,7 @@ export async function run(): Promise<BenchResult[]> {
     set += n;
   }
   const starts = Array.from({ length: 1024 }, () => r() % NBITS);
-  const linear = (start: number): number => {
-    let w = start >>> 5;
-    let v = words[w]! & (~0 << (start & 31));
-    while (v === 0) {
-      if (++w >= words.length) return -1;
-      v = words[w]!;
-    }
-    return w * 32 + (31 - Math.clz32(v & -v));
-  };
+  const linear = linearScan(words);
   const walk = (next: (s: number) => number): number => {
     // Iterate the whole bitmap: next dirty, then skip its run.
     let n = 0;
@@ -57,15 +62,7 @@ export async function run(): Promise<BenchResult[]> {
     sparse.set(b, 1);
     sw[b >>> 5]! |= 1 << (b & 31);
   }
-  const linSparse = (start: number): number => {
-    let w = start >>> 5;
-    let v = sw[w]! & (~0 << (start & 31));
-    while (v === 0) {
-      if (++w >= sw.length) return -1;
-      v = sw[w]!;
-    }
-    return w * 32 + (31 - Math.clz32(v & -v));
-  };
+  const linSparse = linearScan(sw);
   const wasmSparse = await opsPerSecond(() => walk((s) => sparse.nextDirty(s)));
   const linSparseOps = await opsPerSecond(() => walk(linSparse));
   bm.destroy();

@@ -1204,7 +1204,8 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       return;
     }
     if (compress) {
-      if (wz?.zero.owns(buf!) ? wz.zero.isZero(buf!) : isZeroBuffer(buf!)) {
+      // The installed detector checks buffers in the module's memory in place.
+      if (isZeroBuffer(buf!)) {
         if (!zeroInit) await target.writeZeroes(t.dstOffset, t.length, ReqFlag.MAY_UNMAP);
         return;
       }
