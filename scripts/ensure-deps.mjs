@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Installs what is missing (npm packages, Debian packages), builds, and then
-// serves the demo (--serve), runs every test (--test) or the benchmarks (--bench).
+// serves the demo (--serve), runs every test (--test), the long fuzz runs (--fuzz)
+// or the benchmarks (--bench).
 // Node built-ins only: this runs before `npm ci`.
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
@@ -77,6 +78,12 @@ switch (mode) {
     const e2e = run('npx', ['playwright', 'test']);
     log(`vitest ${unit === 0 ? 'passed' : 'FAILED'}, playwright ${e2e === 0 ? 'passed' : 'FAILED'}`);
     process.exit(unit !== 0 ? unit : e2e);
+    break;
+  }
+  case '--fuzz': {
+    ensureDebian(DEBIAN.map((d) => d.pkg));
+    build();
+    process.exit(run('node', ['scripts/fuzz.mjs', ...extraArgs]));
     break;
   }
   case '--bench': {
