@@ -1624,6 +1624,9 @@ async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   try {
     await ctx.graph.reopen([{ node: baseNode, readOnly: false }]);
     const baseBb = await BlockBackend.attach(ctx.graph, baseNode, { name: '', perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE });
+    // The copy is QEMU's commit job: a failure in it, or in the flush and
+    // close that put its data on storage, is "Block job failed".
+    let jobError: unknown = null;
     try {
       const len = bb.length;
       if (baseBb.length < len) await baseBb.truncate(len);
@@ -1643,9 +1646,11 @@ async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
         prog.print((100 * off) / len, 0);
       }
       await baseBb.flush();
-    } finally {
-      await baseBb.close();
+    } catch (e) {
+      jobError = e;
     }
+    await baseBb.close().catch((e: unknown) => void (jobError ??= e));
+    if (jobError !== null) fail(`Block job failed: ${strerror(jobError)}`);
     if (!drop && top.instance.makeEmpty) {
       try {
         await top.instance.makeEmpty();
@@ -1666,6 +1671,10 @@ async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
 
 // ---------------------------------------------------------------------------
 // rebase
+
+function cowWriteFailed(e: unknown): never {
+  fail(`Error while writing to COW image: ${strerror(e)}`);
+}
 
 async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
   const { opts, operands } = parseOpts(args, 'hf:F:b:upt:T:qU', [...COMMON_LONGS]);
@@ -1729,13 +1738,13 @@ async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
           let w = 0;
           while (w < n) {
             const c = compareBuffers(oldBuf.subarray(w), newBuf.subarray(w), n - w);
-            if (c.diff) await bb.write(off + w, oldBuf.subarray(w, w + c.pnum));
+            if (c.diff) await bb.write(off + w, oldBuf.subarray(w, w + c.pnum)).catch(cowWriteFailed);
             w += c.pnum;
           }
         } else if (!r.allocated && !oldBacking && newBb) {
           // No old backing: the range reads as zeros; keep it that way over the new backing.
           const newBuf = off < newLen ? await newBb.read(off, Math.min(n, newLen - off)) : new Uint8Array(0);
-          if (!isZeroBuffer(newBuf)) await bb.writeZeroes(off, n);
+          if (!isZeroBuffer(newBuf)) await bb.writeZeroes(off, n).catch(cowWriteFailed);
         }
         off += n;
         prog.print((100 * off) / len, 0);

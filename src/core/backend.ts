@@ -26,7 +26,12 @@ export interface BackendOptions {
   shared?: PermMask;
   /** Error policy for reads (report | ignore | stop). Default report. */
   rerror?: ErrorAction;
-  /** Error policy for writes (report | ignore | stop | enospc). Default enospc. */
+  /**
+   * Error policy for writes (report | ignore | stop | enospc). Default report,
+   * as QEMU's BlockBackend: the request fails with its error. `stop` and
+   * `enospc` (stop on ENOSPC only) hold the failed request and every later
+   * one until {@link BlockBackend.resume}; see {@link BlockBackend.onStop}.
+   */
   werror?: ErrorAction;
 }
 
@@ -56,11 +61,15 @@ export class BlockBackend implements RootParent {
   readonly stats: IoStats = newIoStats();
   /** Listeners told when the error policy stops the backend. */
   readonly onStop: Array<(e: StopEvent) => void> = [];
+  /** The error that stopped the backend, while it is stopped. */
+  private stopError: BlockError | null = null;
+  /** Set by close(): stopped requests give up with this error instead of retrying. */
+  private abandon: BlockError | null = null;
 
   private constructor(opts: BackendOptions) {
     this.name = opts.name ?? `backend${backendCounter++}`;
     this.rerror = opts.rerror ?? 'report';
-    this.werror = opts.werror ?? 'enospc';
+    this.werror = opts.werror ?? 'report';
     if (this.rerror === 'enospc') throw new BlockError('EINVAL', "rerror='enospc' is not a valid read error policy");
   }
 
@@ -128,17 +137,34 @@ export class BlockBackend implements RootParent {
     }
   }
 
-  /** Continues after the error policy stopped the backend. */
+  /** Continues after the error policy stopped the backend: the held requests are retried. */
   resume(): void {
     const r = this.resumePaused;
     this.paused = null;
     this.resumePaused = null;
+    this.stopError = null;
     r?.();
   }
 
   /** Whether the error policy has stopped the backend. */
   get isStopped(): boolean {
     return this.paused !== null;
+  }
+
+  /** The error that stopped the backend (null while it runs). */
+  get stoppedBy(): BlockError | null {
+    return this.stopError;
+  }
+
+  /** The error flush and close give while requests are held by a stop. */
+  private stoppedFailure(what: string): BlockError {
+    const err = this.stopError!;
+    return new BlockError(
+      err.code,
+      `Cannot ${what} '${this.name}': requests are stopped by the error policy after: ${err.message}`,
+      err.context,
+      { cause: err },
+    );
   }
 
   private checkRange(offset: number, bytes: number, node: BlockNode = this.node): void {
@@ -168,6 +194,7 @@ export class BlockBackend implements RootParent {
   ): Promise<void> {
     for (;;) {
       if (this.heldUntil || this.paused) await this.gate();
+      if (this.abandon) throw this.abandon;
       const start = now();
       try {
         await fn();
@@ -185,6 +212,7 @@ export class BlockBackend implements RootParent {
         // Stop: hold this and later requests until resume(), then retry.
         if (!this.paused) {
           this.paused = new Promise((r) => (this.resumePaused = r));
+          this.stopError = err;
           for (const l of this.onStop) l({ backend: this, error: err, operation: op });
         }
       }
@@ -287,10 +315,17 @@ export class BlockBackend implements RootParent {
     return this.write(offset, data, ReqFlag.COMPRESSED);
   }
 
-  /** Flushes everything written so far to stable storage. */
+  /**
+   * Flushes everything written so far to stable storage. Fails while the
+   * error policy holds stopped requests: their data has not reached storage.
+   */
   async flush(): Promise<void> {
     const node = this.node;
-    return this.run('write', this.stats.flush, 0, () => flush(node));
+    if (this.stopError) throw this.stoppedFailure('flush');
+    return this.run('write', this.stats.flush, 0, async () => {
+      if (this.stopError) throw this.stoppedFailure('flush');
+      await flush(node);
+    });
   }
 
   /** Changes the device length. */
@@ -306,12 +341,28 @@ export class BlockBackend implements RootParent {
     return blockStatus(this.node, wantZero, offset, bytes);
   }
 
-  /** Detaches from the node; the node closes (with a flush) when nobody else holds it. */
+  /**
+   * Detaches from the node; the node closes (with a flush) when nobody else
+   * holds it. While the error policy holds stopped requests, those requests
+   * fail with the error that stopped them, the node is still detached, and
+   * close rejects: their data never reached storage.
+   */
   async close(): Promise<void> {
     const link = this.link;
     if (!link) return;
-    await this.gate().catch(() => undefined);
+    let failure: BlockError | null = null;
+    if (this.stopError) {
+      failure = this.stoppedFailure('close');
+      this.abandon = this.stopError;
+      this.resume();
+    }
+    while (this.heldUntil) await this.heldUntil;
     this.link = null;
-    await this.graph.detachRoot(link);
+    try {
+      await this.graph.detachRoot(link);
+    } catch (e) {
+      failure ??= toBlockError(e);
+    }
+    if (failure) throw failure;
   }
 }

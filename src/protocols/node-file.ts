@@ -23,6 +23,16 @@ function openError(e: unknown, filename: string): BlockError {
   return new BlockError(err.code, `Could not open '${filename}': ${text}`, {}, { cause: e });
 }
 
+/**
+ * A failed system call as file-posix reports it: the errno's text (what QEMU's
+ * callers print after their own prefix), with the offset in the context.
+ */
+function ioError(e: unknown, offset: number): BlockError {
+  if (e instanceof BlockError) return e;
+  const err = toBlockError(e);
+  return new BlockError(err.code, STRERROR[err.code] ?? err.message, { offset }, { cause: e });
+}
+
 class NodeFileInstance implements DriverInstance {
   constructor(
     private fh: FileHandle,
@@ -38,7 +48,9 @@ class NodeFileInstance implements DriverInstance {
   async preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes) {
-      const { bytesRead } = await this.fh.read(buf, done, bytes - done, offset + done);
+      const { bytesRead } = await this.fh.read(buf, done, bytes - done, offset + done).catch((e: unknown) => {
+        throw ioError(e, offset + done);
+      });
       if (bytesRead === 0) {
         // Past the end of the file: zeros, as a short read from a hole would give.
         buf.fill(0, done, bytes);
@@ -51,7 +63,9 @@ class NodeFileInstance implements DriverInstance {
   async pwritev(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes) {
-      const { bytesWritten } = await this.fh.write(buf, done, bytes - done, offset + done);
+      const { bytesWritten } = await this.fh.write(buf, done, bytes - done, offset + done).catch((e: unknown) => {
+        throw ioError(e, offset + done);
+      });
       if (bytesWritten === 0) throw new BlockError('EIO', `Short write to '${this.filename}' at offset ${offset + done}`);
       done += bytesWritten;
     }
@@ -59,22 +73,32 @@ class NodeFileInstance implements DriverInstance {
   }
 
   async flushToDisk(): Promise<void> {
-    await this.fh.datasync();
+    await this.fh.datasync().catch((e: unknown) => {
+      throw ioError(e, 0);
+    });
   }
 
   async truncate(offset: number, _exact: boolean, prealloc: PreallocMode): Promise<void> {
     const old = this.size;
-    if (prealloc === 'full' && offset > old) {
+    if ((prealloc === 'full' || prealloc === 'falloc') && offset > old) {
+      // Node has no fallocate, so falloc writes zeros too: the space is reserved either way.
+      const what = prealloc === 'full' ? 'Could not write zeros for preallocation' : 'Could not preallocate new data';
       const zeros = new Uint8Array(Math.min(offset - old, 1 << 20));
-      for (let pos = old; pos < offset; pos += zeros.length) {
-        const n = Math.min(zeros.length, offset - pos);
-        await this.pwritev(pos, n, zeros.subarray(0, n));
+      try {
+        for (let pos = old; pos < offset; pos += zeros.length) {
+          const n = Math.min(zeros.length, offset - pos);
+          await this.pwritev(pos, n, zeros.subarray(0, n));
+        }
+      } catch (e) {
+        // Give the space back, as file-posix does: the file keeps its old length.
+        await this.fh.truncate(old).catch(() => undefined);
+        this.size = old;
+        throw toBlockError(e).withPrefix(what, { offset });
       }
-    } else if (prealloc === 'falloc' && offset > old) {
-      // Node has no fallocate; writing zeros gives the same guarantee (space is reserved).
-      return this.truncate(offset, _exact, 'full');
     }
-    await this.fh.truncate(offset);
+    await this.fh.truncate(offset).catch((e: unknown) => {
+      throw toBlockError(ioError(e, offset)).withPrefix('Could not resize file', { offset });
+    });
     this.size = offset;
   }
 

@@ -26,19 +26,25 @@ describe('error policy', () => {
     await expectBlockError(bb.write(1, new Uint8Array([2])), 'EIO', /Injected EIO/);
     expect(bb.stats.write.failed).toBe(1);
 
+    // QEMU's BlockBackend default: ENOSPC is reported like any other error.
     f.faults = { failAfterWrites: f.writeCount, failCode: 'ENOSPC' };
+    await expectBlockError(bb.write(2, new Uint8Array([3])), 'ENOSPC', /Injected ENOSPC/);
+    expect(bb.isStopped).toBe(false);
+    await bb.close();
+
+    const bb2 = await BlockBackend.open(graph, 'memory:d', { format: 'raw' }, { name: 'disk0', werror: 'enospc' });
     const stops: StopEvent[] = [];
-    bb.onStop.push((e) => stops.push(e));
-    const pending = bb.write(2, new Uint8Array([3]));
+    bb2.onStop.push((e) => stops.push(e));
+    const pending = bb2.write(2, new Uint8Array([3]));
     await new Promise((r) => setTimeout(r, 5));
-    expect(bb.isStopped).toBe(true);
+    expect(bb2.isStopped).toBe(true);
     expect(stops[0]!.error.code).toBe('ENOSPC');
     // Space freed: resume retries the request, which now succeeds.
     f.faults = {};
-    bb.resume();
+    bb2.resume();
     await pending;
-    expect(Array.from(await bb.read(0, 3))).toEqual([1, 0, 3]);
-    await bb.close();
+    expect(Array.from(await bb2.read(0, 3))).toEqual([1, 0, 3]);
+    await bb2.close();
   });
 
   it('ignores errors with rerror=ignore and werror=ignore', async () => {

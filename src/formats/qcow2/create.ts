@@ -5,7 +5,7 @@
 import type { CreateContext, CreateOptionSpec, MeasureInfo } from '../../core/driver.js';
 import type { BlockNode } from '../../core/node.js';
 import { OptionReader } from '../../core/options.js';
-import { BlockError, einval } from '../../core/errors.js';
+import { BlockError, einval, toBlockError } from '../../core/errors.js';
 import { joinRelative } from '../../core/graph.js';
 import { blockStatus } from '../../core/io.js';
 import { Status } from '../../core/driver.js';
@@ -229,7 +229,20 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
     const bb = await BlockBackend.attach(graph, fileNode);
     try {
       await bb.truncate(bytes.length);
-      await bb.write(0, bytes);
+      // In QEMU's order, with its messages, so a full disk fails the same way:
+      // the header cluster, the refcount table and block, then the L1 table.
+      const cs = p.clusterSize;
+      const steps: Array<[number, number, string]> = [
+        [0, cs, 'Could not write qcow2 header'],
+        [cs, 3 * cs, 'Could not write refcount table'],
+        [3 * cs, bytes.length, 'Could not resize image: Failed to grow the L1 table'],
+      ];
+      for (const [from, to, what] of steps) {
+        if (to <= from) continue;
+        await bb.write(from, bytes.subarray(from, to)).catch((e: unknown) => {
+          throw toBlockError(e).withPrefix(what);
+        });
+      }
       await bb.flush();
     } finally {
       await bb.close();
@@ -247,7 +260,11 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
         lock: { run<T>(fn: () => Promise<T>): Promise<T> };
         preallocate(from: number, to: number, mode: string): Promise<void>;
       };
-      if (p.prealloc !== 'off') await inst.lock.run(() => inst.preallocate(0, p.size, p.prealloc));
+      if (p.prealloc !== 'off') {
+        await inst.lock.run(() => inst.preallocate(0, p.size, p.prealloc)).catch((e: unknown) => {
+          throw toBlockError(e).withPrefix('Could not resize image');
+        });
+      }
       if (p.dataFileRaw && p.prealloc === 'off') await bb.node.children.find((c) => c.name === 'data-file')?.truncate(p.size, false, 'off');
       await bb.flush();
     } finally {

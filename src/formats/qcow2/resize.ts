@@ -4,7 +4,7 @@
  * file cut after its last used cluster), and metadata / falloc / full
  * preallocation of a range.
  */
-import { BlockError, einval } from '../../core/errors.js';
+import { BlockError, einval, toBlockError } from '../../core/errors.js';
 import type { PreallocMode } from '../../core/driver.js';
 import { HDR } from './constants.js';
 import { T, clusterType, makeEntry, readEntry, writeEntry } from './mapping.js';
@@ -103,7 +103,9 @@ export async function preallocate(img: Qcow2Image, from: number, to: number, mod
   }
   await flushAll(img);
   if (hostEnd > img.dataChild.length) {
-    await img.dataChild.truncate(hostEnd, false, mode === 'metadata' ? 'off' : mode);
+    await img.dataChild.truncate(hostEnd, false, mode === 'metadata' ? 'off' : mode).catch((e: unknown) => {
+      throw toBlockError(e).withPrefix('Failed to resize underlying file');
+    });
   }
   await img.dataChild.flush();
 }
