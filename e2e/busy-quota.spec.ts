@@ -149,3 +149,94 @@ test('quota exhausted: ENOSPC, the written data stays, the image checks clean', 
   }
   expect(typeof r.storage.quota).toBe('number');
 });
+
+test('quota exhausted during an import and a convert: ENOSPC to the caller, targets consistent, sources intact', async ({ page }) => {
+  await openHarness(page);
+  const r = await page.evaluate(async () => {
+    const h = window.harness;
+    const dw = await h.start();
+    // 6 MiB of incompressible data, as a picked file and as an OPFS image.
+    const data = new Uint8Array(6 << 20);
+    for (let i = 0; i < 6; i++) data.set(h.pattern(i + 70, 1 << 20), i << 20);
+    const file = new Blob([data]);
+    await dw.create({ path: 'opfs:/quota2/src.raw', format: 'raw', size: data.length });
+    const src = await dw.open({ path: 'opfs:/quota2/src.raw' });
+    await src.write(0, data.slice());
+    await src.close();
+    const results: Record<string, { err: { code?: string; message: string } | null; check: { corruptions: number; checkErrors: number } | null }> = {};
+    // The test quota counts the OPFS files open in the worker: the target, and for a
+    // convert the 6 MiB source too. Either way about 3 MiB of room is left for the target.
+    const jobs: Array<[string, () => Promise<void>]> = [
+      ['import qcow2', () => dw.importFile(file, { to: 'opfs:/quota2/imported.qcow2', format: 'qcow2' })],
+      ['import copy', () => dw.importFile(file, { to: 'opfs:/quota2/imported.raw' })],
+      ['convert qcow2', () => dw.convert({ from: 'opfs:/quota2/src.raw', to: 'opfs:/quota2/converted.qcow2', format: 'qcow2' })],
+      ['convert compressed', () => dw.convert({ from: 'opfs:/quota2/src.raw', to: 'opfs:/quota2/compressed.qcow2', format: 'qcow2', compress: true })],
+    ];
+    for (const [name, job] of jobs) {
+      let err: { code?: string; message: string } | null = null;
+      // The compressed copy is smaller than the data: leave it less room.
+      await dw.remote.setTestQuota(name.startsWith('import') ? 3 << 20 : name === 'convert compressed' ? (6 << 20) + (256 << 10) : 9 << 20);
+      try {
+        await job();
+      } catch (e) {
+        err = h.describeError(e);
+      }
+      const target = name === 'import qcow2' ? 'opfs:/quota2/imported.qcow2' : name === 'import copy' ? 'opfs:/quota2/imported.raw' : name === 'convert qcow2' ? 'opfs:/quota2/converted.qcow2' : 'opfs:/quota2/compressed.qcow2';
+      await dw.remote.setTestQuota(undefined);
+      const check = target.endsWith('.qcow2') ? await dw.check(target) : null;
+      results[name] = { err, check: check ? { corruptions: check.corruptions, checkErrors: check.checkErrors } : null };
+      await dw.remove(target).catch(() => undefined);
+    }
+    await dw.remote.setTestQuota(undefined);
+    const again = await dw.open({ path: 'opfs:/quota2/src.raw', readOnly: true });
+    const intact = h.diff(await again.read(0, data.length), data) === -1;
+    await again.close();
+    return { results, intact };
+  });
+  for (const [name, res] of Object.entries(r.results)) {
+    expect(res.err?.code, name).toBe('ENOSPC');
+    if (res.check) {
+      expect(res.check.corruptions, name).toBe(0);
+      expect(res.check.checkErrors, name).toBe(0);
+    }
+  }
+  expect(r.intact).toBe(true);
+});
+
+test('werror=enospc: a full quota pauses the disk (event and status), flush fails, resume after space is freed completes the write', async ({ page }) => {
+  await openHarness(page);
+  const r = await page.evaluate(async () => {
+    const h = window.harness;
+    const dw = await h.start();
+    const path = 'opfs:/quota3/disk.qcow2';
+    await dw.create({ path, format: 'qcow2', size: 64 << 20 });
+    const disk = await dw.open({ path, werror: 'enospc' });
+    const events: Array<{ operation: string; code?: string }> = [];
+    await disk.onStop((e) => events.push({ operation: e.operation, code: e.error.code }));
+    await dw.remote.setTestQuota(1 << 20);
+    let settled = false;
+    const write = disk.write(0, h.pattern(91, 2 << 20)).then(() => (settled = true));
+    for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((res) => setTimeout(res, 20));
+    const stopped = await disk.stoppedBy();
+    const flushErr = await disk.flush().then(
+      () => null,
+      (e: unknown) => h.describeError(e),
+    );
+    const settledWhileStopped = settled;
+    await dw.remote.setTestQuota(undefined);
+    await disk.resume();
+    await write;
+    const after = await disk.stoppedBy();
+    const ok = h.diff(await disk.read(0, 2 << 20), h.pattern(91, 2 << 20)) === -1;
+    await disk.close();
+    const check = await dw.check(path);
+    return { events, stoppedCode: stopped?.code, flushErr, settledWhileStopped, after, ok, corruptions: check.corruptions };
+  });
+  expect(r.events).toEqual([{ operation: 'write', code: 'ENOSPC' }]);
+  expect(r.stoppedCode).toBe('ENOSPC');
+  expect(r.flushErr?.code).toBe('ENOSPC');
+  expect(r.settledWhileStopped).toBe(false);
+  expect(r.after).toBeNull();
+  expect(r.ok).toBe(true);
+  expect(r.corruptions).toBe(0);
+});

@@ -155,6 +155,23 @@ export class DiskService {
     return this.backend.isStopped;
   }
 
+  /** The error that paused the disk (null while it runs), as plain fields (see onStop). */
+  stoppedBy(): { code: string; message: string } | null {
+    const e = this.backend.stoppedBy;
+    return e ? { code: e.code, message: e.message } : null;
+  }
+
+  /**
+   * Calls `listener` (a Comlink proxy from the page) each time the error
+   * policy pauses the disk. The error goes as plain fields: an Error nested in
+   * an argument would lose its code in the structured clone.
+   */
+  onStop(listener: (e: { operation: 'read' | 'write'; code: string; message: string }) => void): void {
+    this.backend.onStop.push((e) => {
+      void Promise.resolve(listener({ operation: e.operation, code: e.error.code, message: e.error.message })).catch(() => undefined);
+    });
+  }
+
   async truncate(size: number): Promise<number> {
     await this.backend.truncate(size);
     return this.backend.length;
@@ -467,11 +484,7 @@ export class BlockWorkerService {
       ...(o.fromFormat ? { format: o.fromFormat } : {}),
       ...(o.allowBackingProtocols ? { allowBackingProtocols: o.allowBackingProtocols } : {}),
     });
-    try {
-      await this.convertFrom(src, o.to, o.format ?? 'qcow2', o.options ?? {}, onProgress, jobId, o.compress ?? false);
-    } finally {
-      await src.close();
-    }
+    await closingAfter(src, () => this.convertFrom(src, o.to, o.format ?? 'qcow2', o.options ?? {}, onProgress, jobId, o.compress ?? false));
   }
 
   private async convertFrom(
@@ -488,11 +501,8 @@ export class BlockWorkerService {
     }
     await this.create({ path: to, format, size: src.length, options });
     const dst = await this.openBackend({ path: to, format });
-    try {
-      await this.copyData(src, dst, dst.node.instance.hasZeroInit?.() ?? format === 'qcow2', onProgress, jobId, compress);
-    } finally {
-      await dst.close();
-    }
+    // The close flushes: a convert succeeds only once the copy is on storage.
+    await closingAfter(dst, () => this.copyData(src, dst, dst.node.instance.hasZeroInit?.() ?? format === 'qcow2', onProgress, jobId, compress));
   }
 
   /**
@@ -503,15 +513,8 @@ export class BlockWorkerService {
     const name = registerBlob(blob);
     try {
       const src = await this.openBackend({ path: name, readOnly: true, ...(o.format === 'copy' || !o.format ? { format: 'raw' } : {}) });
-      try {
-        if (!o.format || o.format === 'copy') {
-          await this.convertFrom(src, o.to, 'raw', {}, onProgress, jobId);
-        } else {
-          await this.convertFrom(src, o.to, o.format, {}, onProgress, jobId);
-        }
-      } finally {
-        await src.close();
-      }
+      const format = !o.format || o.format === 'copy' ? 'raw' : o.format;
+      await closingAfter(src, () => this.convertFrom(src, o.to, format, {}, onProgress, jobId));
     } finally {
       unregisterBlob(name);
     }
@@ -546,7 +549,13 @@ export class BlockWorkerService {
         : await this.openBackend({ path, readOnly: true });
     } else {
       const tmp = `opfs:/.diskworker-tmp/export-${Date.now()}-${jobCounter++}.${format}`;
-      await this.convert({ from: path, to: tmp, format, compress: compress && format === 'qcow2' });
+      try {
+        await this.convert({ from: path, to: tmp, format, compress: compress && format === 'qcow2' });
+      } catch (e) {
+        // A failed convert (a full quota, say) must not leave its partial copy behind.
+        await removeOpfs(tmp).catch(() => undefined);
+        throw e;
+      }
       src = await this.openBackend({ path: tmp, readOnly: true, options: { driver: 'opfs' } });
       cleanup = () => removeOpfs(tmp);
     }
@@ -633,4 +642,24 @@ function canonical(path: string): string {
   if (path.startsWith('opfs:')) return 'opfs:/' + path.slice(5).split('/').filter(Boolean).join('/');
   if (!path.includes(':')) return 'opfs:/' + path.split('/').filter(Boolean).join('/');
   return path;
+}
+
+/**
+ * Runs `work`, then closes `bb` (which flushes). The first failure wins: a
+ * failed close after a failed copy must not hide why the copy failed, and a
+ * failed close after a good copy fails the whole operation.
+ */
+async function closingAfter(bb: BlockBackend, work: () => Promise<void>): Promise<void> {
+  let failure: unknown = null;
+  try {
+    await work();
+  } catch (e) {
+    failure = e;
+  }
+  try {
+    await bb.close();
+  } catch (e) {
+    failure ??= e;
+  }
+  if (failure !== null) throw failure;
 }

@@ -165,6 +165,20 @@ export class Disk {
     return this.remote.resume();
   }
 
+  /**
+   * The error that paused the disk, or null while it runs. While paused,
+   * held requests wait for {@link resume}, and flush and close fail.
+   */
+  async stoppedBy(): Promise<BlockError | null> {
+    const e = await this.remote.stoppedBy();
+    return e ? new BlockError(e.code as ErrorCode, e.message) : null;
+  }
+
+  /** Calls `listener` each time a `stop` / `enospc` error policy pauses the disk. */
+  async onStop(listener: (e: { operation: 'read' | 'write'; error: BlockError }) => void): Promise<void> {
+    await this.remote.onStop(proxy((e) => listener({ operation: e.operation, error: new BlockError(e.code as ErrorCode, e.message) })));
+  }
+
   /** Changes the virtual size. */
   async truncate(size: number): Promise<void> {
     this.len = await this.remote.truncate(size);
