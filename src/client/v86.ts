@@ -39,7 +39,11 @@ export interface V86DiskBuffer {
   get_state(): unknown[];
   set_state(state: unknown[]): void;
   get_as_file(name: string): Promise<File>;
-  /** Waits for the guest writes sent so far and flushes the disk. */
+  /**
+   * Waits for the guest writes sent so far and flushes the disk. Rejects with
+   * {@link writeError} once any guest write has failed: v86 cannot hear of the
+   * failure, so the loss is reported here (and to `onError`) instead.
+   */
   flush(): Promise<void>;
   /** The first error a guest write hit (v86 has no way to report it). */
   readonly writeError: unknown;
@@ -133,6 +137,8 @@ export function toV86Buffer(disk: V86Disk, opts: { onError?: (e: unknown) => voi
     },
     async flush() {
       await tail;
+      // v86 was told its writes succeeded; a flush must not claim they are on storage.
+      if (writeError !== null) throw writeError;
       await disk.flush?.();
     },
     get writeError() {

@@ -55,6 +55,25 @@ describe('toV86Buffer', () => {
     await bb.close();
   });
 
+  it('a failed guest write is reported to onError, and flush rejects instead of claiming the data is stored', async () => {
+    const { bb, storage } = await memoryDisk(1 << 20);
+    const errors: unknown[] = [];
+    const hda = toV86Buffer(bb as V86Disk, { onError: (e) => errors.push(e) });
+    hda.set(0, new Uint8Array(512).fill(1));
+    await hda.flush();
+    storage.get('hda')!.faults = { failAfterWrites: 0, failCode: 'ENOSPC' };
+    let acknowledged = false;
+    hda.set(4096, new Uint8Array(512).fill(2), () => (acknowledged = true));
+    expect(acknowledged).toBe(true);
+    await expect(hda.flush()).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(errors).toHaveLength(1);
+    expect((hda.writeError as { code?: string }).code).toBe('ENOSPC');
+    expect(hda.pendingWrites).toBe(0);
+    storage.get('hda')!.faults = {};
+    await expect(hda.flush()).rejects.toMatchObject({ code: 'ENOSPC' });
+    await bb.close();
+  });
+
   it('v86 boots a program from a memory disk and its writes land in the image', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dw-v86-'));
     const bin = path.join(dir, 'boot.bin');
