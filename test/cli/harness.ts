@@ -5,7 +5,7 @@
  * stderr after filtering timings, disk usage and the program-name prefix.
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.js';
@@ -83,10 +83,11 @@ export class Fixture {
     };
     build(this.template, sh);
   }
-  /** A fresh copy of the fixture. */
+  /** A fresh copy of the fixture (sparse files stay sparse: fixtures may hold large empty images). */
   copy(): string {
     const d = join(this.root, `run${this.n++}`);
-    cpSync(this.template, d, { recursive: true });
+    const r = spawnSync('cp', ['-r', '--sparse=always', this.template, d], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`copying the fixture failed: ${r.stderr}`);
     return d;
   }
   dispose(): void {
