@@ -95,7 +95,7 @@ export function peekClusterBits(buf: Uint8Array): number {
   if (version < 2 || version > 3) throw new BlockError('ENOTSUP', `Unsupported qcow2 version ${version}`);
   const cb = dv.getUint32(HDR.CLUSTER_BITS);
   if (cb < MIN_CLUSTER_BITS || cb > MAX_CLUSTER_BITS) {
-    throw einval(`Unsupported cluster size: 2^${cb} (cluster_bits must be between 9 and 21)`);
+    throw einval(`Unsupported cluster size: 2^${cb}`);
   }
   return cb;
 }
@@ -107,10 +107,11 @@ export function featureName(table: FeatureName[], type: number, bit: number): st
 }
 
 /**
- * Parses the header cluster `buf` (the first cluster of the file, or all of
- * the file if shorter). `fileLength` bounds the tables.
+ * Parses the header cluster `buf` (the first cluster of the file, zeros past
+ * its end). `forCheck`: opened for check (QEMU's BDRV_O_CHECK), which lets
+ * an image without a refcount table or with a broken snapshot table open.
  */
-export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
+export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
   const clusterBits = peekClusterBits(buf);
   const clusterSize = 2 ** clusterBits;
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -145,7 +146,7 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
     h.autoclear = dv.getBigUint64(HDR.AUTOCLEAR_FEATURES);
     h.refcountOrder = dv.getUint32(HDR.REFCOUNT_ORDER);
     h.headerLength = dv.getUint32(HDR.HEADER_LENGTH);
-    if (h.headerLength < V3_MIN_HEADER_LENGTH) throw einval(`qcow2 header too short (header_length ${h.headerLength})`);
+    if (h.headerLength < V3_MIN_HEADER_LENGTH) throw einval('qcow2 header too short');
     if (h.headerLength > clusterSize || h.headerLength > buf.length) {
       throw einval(`qcow2 header exceeds cluster size (header_length ${h.headerLength}, cluster size ${clusterSize})`);
     }
@@ -164,12 +165,6 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
     if (h.backingFileOffset > clusterSize) {
       throw einval(`Invalid backing file offset ${hex(h.backingFileOffset)} (beyond the first cluster)`);
     }
-    if (h.backingFileSize > MAX_BACKING_NAME) {
-      throw new BlockError('EINVAL', `Backing file name too long (${h.backingFileSize} bytes, at most 1023)`);
-    }
-    if (h.backingFileOffset + h.backingFileSize > Math.min(clusterSize, buf.length)) {
-      throw einval(`Backing file name at ${hex(h.backingFileOffset)} of ${h.backingFileSize} bytes exceeds the first cluster`);
-    }
   }
   parseExtensions(h, buf, clusterSize);
   const unknown = h.incompatible & ~INCOMPAT_KNOWN;
@@ -179,6 +174,9 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
       if (unknown & (1n << BigInt(bit))) names.push(featureName(h.featureTable, 0, bit));
     }
     throw new BlockError('ENOTSUP', `Unsupported qcow2 feature(s): ${names.join(', ')}`);
+  }
+  if (h.backingFileOffset !== 0 && h.backingFileSize > Math.min(MAX_BACKING_NAME, clusterSize - h.backingFileOffset)) {
+    throw einval(`Backing file name too long (${h.backingFileSize} bytes at ${hex(h.backingFileOffset)})`);
   }
   if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
     h.backingFile = new TextDecoder().decode(buf.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize));
@@ -199,7 +197,7 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
     // QEMU clears the bit rather than failing; so do we (on the next header write).
     h.autoclear &= ~AUTOCLEAR.DATA_FILE_RAW;
   }
-  validateTables(h, fileLength);
+  validateTables(h, forCheck);
   return h;
 }
 
@@ -272,31 +270,26 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
   }
 }
 
-function validateTables(h: Qcow2Header, fileLength: number): void {
+/**
+ * The table checks of QEMU's qcow2_do_open, in its order and with its
+ * messages. Like QEMU, tables are not required to lie inside the file: what
+ * lies past its end reads as zeros, and check reports it.
+ */
+function validateTables(h: Qcow2Header, forCheck: boolean): void {
   const cs = 2 ** h.clusterBits;
-  const inFile = (off: number, bytes: number, what: string) => {
-    if (off % cs !== 0) throw einval(`Invalid ${what} offset ${hex(off)} (not aligned to the cluster size ${cs})`);
-    if (bytes > 0 && off + bytes > fileLength) {
-      throw einval(`${what} at ${hex(off)} of ${bytes} bytes lies beyond the end of the file (${fileLength} bytes)`);
-    }
+  const table = (off: number, entries: number, entryLen: number, maxBytes: number, name: string) => {
+    if (entries > Math.floor(maxBytes / entryLen)) throw new BlockError('EFBIG', `${name} too large (${entries} entries)`);
+    if (off % cs !== 0) throw einval(`${name} offset invalid (${hex(off)})`);
   };
+  if (h.refcountTableClusters === 0 && !forCheck) throw einval('Image does not contain a reference count table');
+  table(h.refcountTableOffset, h.refcountTableClusters, cs, MAX_REFTABLE_BYTES, 'Reference count table');
+  if (!forCheck) table(h.snapshotsOffset, h.nbSnapshots, 40, 40 * MAX_SNAPSHOTS, 'Snapshot table');
+  table(h.l1TableOffset, h.l1Size, 8, MAX_L1_BYTES, 'Active L1 table');
   if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image is too big (size ${h.size})`);
-  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', `Encrypted qcow2 images are not supported (crypt_method ${h.cryptMethod})`);
-  const reftableBytes = h.refcountTableClusters * cs;
-  if (h.refcountTableClusters === 0) throw einval('Invalid reference count table size 0 (refcount_table_clusters)');
-  if (reftableBytes > MAX_REFTABLE_BYTES) {
-    throw einval(`Reference count table too large (refcount_table_clusters ${h.refcountTableClusters})`);
-  }
-  if (h.refcountTableOffset === 0) throw einval('Invalid reference count table offset 0x0');
-  inFile(h.refcountTableOffset, reftableBytes, 'reference count table');
-  if (h.nbSnapshots > MAX_SNAPSHOTS) throw einval(`Too many snapshots (nb_snapshots ${h.nbSnapshots})`);
-  if (h.nbSnapshots > 0) inFile(h.snapshotsOffset, h.nbSnapshots * 40, 'snapshot table');
-  if (h.l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `Active L1 table too large (l1_size ${h.l1Size})`);
   const l2Entries = cs / (h.incompatible & INCOMPAT.EXTL2 ? 16 : 8);
   const needed = Math.ceil(h.size / (l2Entries * cs));
   if (h.l1Size < needed) throw einval(`L1 table is too small (l1_size ${h.l1Size}, the size ${h.size} needs ${needed})`);
-  if (h.l1Size > 0) inFile(h.l1TableOffset, h.l1Size * 8, 'L1 table');
-  if (h.bitmaps) inFile(h.bitmaps.directoryOffset, h.bitmaps.directorySize, 'bitmap directory');
+  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', `Encrypted qcow2 images are not supported (crypt_method ${h.cryptMethod})`);
 }
 
 /**

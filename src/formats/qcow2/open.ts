@@ -29,12 +29,18 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   await initL2Mapper();
   const file = img.file;
   const fileLen = file.length;
-  const first = new Uint8Array(Math.min(512, fileLen));
-  await file.preadv(0, first.length, first);
+  // QEMU reads past the end of the file as zeros: a truncated header is parsed
+  // (and refused) with zeros in place of the missing bytes.
+  const first = new Uint8Array(512);
+  await file.preadv(0, Math.min(512, fileLen), first);
   const cbits = peekClusterBits(first);
-  const hbuf = new Uint8Array(Math.min(2 ** cbits, fileLen));
-  await file.preadv(0, hbuf.length, hbuf);
-  const h = parseHeader(hbuf, fileLen);
+  const hbuf = new Uint8Array(2 ** cbits);
+  await file.preadv(0, Math.min(hbuf.length, fileLen), hbuf);
+  // `x-check`: an internal option for opening an image to check (and repair)
+  // it, QEMU's BDRV_O_CHECK: a corrupt image may be opened read-write, and a
+  // dirty one is left as it is for the check to report and repair.
+  const forCheck = options.bool('x-check', false);
+  const h = parseHeader(hbuf, forCheck);
   img.header = h;
   img.cbits = cbits;
   img.cs = 2 ** cbits;
@@ -44,10 +50,6 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   img.l2Entries = img.cs / img.l2esz;
   img.subSize = img.ext ? img.cs / SUBCLUSTERS : img.cs;
 
-  // `x-check`: an internal option for opening an image to check (and repair)
-  // it, QEMU's BDRV_O_CHECK: a corrupt image may be opened read-write, and a
-  // dirty one is left as it is for the check to report and repair.
-  const forCheck = options.bool('x-check', false);
   if (h.incompatible & INCOMPAT.CORRUPT) {
     if (!img.readOnly && !forCheck) {
       throw new BlockError('EACCES', 'qcow2: Image is corrupt; cannot be opened read/write');
