@@ -6,6 +6,7 @@
  * Tables are read as QEMU reads them: what lies past the end of the file is
  * zeros, and a reference past the end by a cluster or more is an error.
  */
+import { STRERROR, type BlockError } from '../../core/errors.js';
 import { BMT_OFFSET_MASK } from './constants.js';
 import { T, clusterType, readEntry, writeEntry, type RawEntry } from './mapping.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -57,12 +58,13 @@ export async function readPadded(img: Qcow2Image, offset: number, bytes: number)
 }
 
 /** QEMU's inc_refcounts: counts one reference to every cluster of a region. */
-export function countRegion(img: Qcow2Image, t: Tally, offset: number, size: number): void {
+export function countRegion(img: Qcow2Image, t: Tally, offset: number, size: number, exact?: bigint): void {
   if (size <= 0) return;
   const cs = img.cs;
   // The last cluster may be partly past the end of the file, not more.
   if (offset + size - fileLengthOf(img) >= cs) {
-    t.messages.push(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(offset)} size 0x${hex(size)}`);
+    const at = exact !== undefined ? exact.toString(16) : hex(offset);
+    t.messages.push(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${at} size 0x${hex(size)}`);
     t.corruptions++;
     return;
   }
@@ -130,9 +132,11 @@ export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: b
 async function checkL1(img: Qcow2Image, t: Tally, l1Offset: number, l1Size: number, active: boolean, fixErrors: boolean): Promise<void> {
   if (l1Size === 0) return;
   countRegion(img, t, l1Offset, l1Size * 8);
-  const raw = await readPadded(img, l1Offset, l1Size * 8);
+  // Entries past the end of the file are zeros: only those inside are looked at.
+  const inFile = Math.max(0, Math.min(l1Size, Math.ceil((img.file.length - l1Offset) / 8)));
+  const raw = await readPadded(img, l1Offset, inFile * 8);
   const dv = new DataView(raw.buffer);
-  for (let i = 0; i < l1Size; i++) {
+  for (let i = 0; i < inFile; i++) {
     const hi = dv.getUint32(i * 8);
     const lo = dv.getUint32(i * 8 + 4);
     if (!hi && !lo) continue;
@@ -154,11 +158,15 @@ async function checkL1(img: Qcow2Image, t: Tally, l1Offset: number, l1Size: numb
 /** QEMU's check_refcounts_l2. */
 async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: boolean, fixErrors: boolean): Promise<void> {
   const cs = img.cs;
+  // Past the end of the file a table reads as zeros: nothing in it to count or report.
+  if (l2Offset >= img.file.length) return;
   const table = await readPadded(img, l2Offset, cs);
   const dv = new DataView(table.buffer);
+  const stride = img.l2esz / 4;
   // Fragmentation is counted within one L2 table, as QEMU does.
   let nextContiguous = 0;
   for (let i = 0; i < img.l2Entries; i++) {
+    if (isZeroEntry(dv, i * stride, stride)) continue;
     const e = readEntry(dv, i, img.ext);
     const bitmap = { alloc: e.alloc >>> 0, zero: e.zero >>> 0 };
     const ct = clusterType(e, img.ext, img.hasDataFile);
@@ -186,8 +194,10 @@ async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: bool
         continue;
       }
       const coff = (e.hi & ((1 << hiBits) - 1)) * TWO32 + (e.lo >>> 0);
+      // Offsets past 2^53 lose their low bits as numbers: the message and the size use the exact value.
+      const exact = (BigInt(e.hi & ((1 << hiBits) - 1)) << 32n) | BigInt(e.lo >>> 0);
       const sectors = ((e.hi & 0x3fffffff) >>> hiBits) + 1;
-      countRegion(img, t, coff, sectors * 512 - (coff % 512));
+      countRegion(img, t, coff, sectors * 512 - Number(exact % 512n), exact);
       if (active) {
         t.allocated++;
         t.compressed++;
@@ -224,6 +234,12 @@ async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: bool
       t.messages.push('ERROR: Unallocated cluster has non-zero subcluster allocation map');
     }
   }
+}
+
+/** Whether the L2 entry at word `w` (of `stride` words) is all zeros: nothing to count or report. */
+export function isZeroEntry(dv: DataView, w: number, stride: number): boolean {
+  for (let k = 0; k < stride; k++) if (dv.getUint32((w + k) * 4) !== 0) return false;
+  return true;
 }
 
 /** QEMU's fix_l2_entry_by_zero: a preallocated entry that cannot be used becomes a zero entry. */
@@ -274,7 +290,20 @@ async function checkRefblocks(img: Qcow2Image, t: Tally, fixErrors: boolean): Pr
       t.messages.push(`${fixErrors ? 'Repairing' : 'ERROR'} refcount block ${i} is outside image`);
       if (fixErrors && !img.readOnly) {
         // Grow the file to hold the block, as QEMU does; its zeros count nothing.
-        await img.file.truncate(off + cs, false);
+        const end = (BigInt(hi) << 32n) + BigInt(lo) + BigInt(cs);
+        let failure = end > 0x7fffffffffffffffn ? 'Invalid argument' : '';
+        if (!failure) {
+          try {
+            await img.file.truncate(off + cs, false);
+          } catch (e) {
+            failure = STRERROR[(e as BlockError).code] ?? String(e);
+          }
+        }
+        if (failure) {
+          t.messages.push(`ERROR could not resize image: ${failure}`);
+          rebuild = true;
+          continue;
+        }
         grow(t, Math.max(t.nb, Math.ceil(fileLengthOf(img) / cs)));
         t.corruptions--;
         t.corruptionsFixed++;

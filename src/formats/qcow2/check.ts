@@ -9,7 +9,7 @@ import { BlockError } from '../../core/errors.js';
 import { INCOMPAT } from './constants.js';
 import { T, clusterType, entryOffset, isCopied, readEntry } from './mapping.js';
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
-import { calculateRefcounts, fileLengthOf, hex64, newTally, readPadded, type Tally } from './check-count.js';
+import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
 import { compareBlockCounts, getRefcount, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
@@ -252,16 +252,16 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
     if (rb < img.refs.table.length && img.refs.table[rb]! % cs !== 0) return null;
     return img.refs.get(ci);
   };
-  const l1 = await readPadded(img, img.header.l1TableOffset, img.l1.length * 8);
-  const l1dv = new DataView(l1.buffer);
   for (let i = 0; i < img.l1.length; i++) {
-    const hi = l1dv.getUint32(i * 8);
-    const lo = l1dv.getUint32(i * 8 + 4);
-    const off = entryOffset(hi, lo);
+    // The table in memory (as QEMU's s->l1_table); the raw entry only for a message.
+    const off = img.l1[i]!;
     if (!off) continue;
     const rc = await refcount(Math.floor(off / cs));
     if (rc === null) continue;
-    if ((rc === 1) !== isCopied(hi)) {
+    if ((rc === 1) !== (img.l1Copied[i] === 1)) {
+      const raw = await readPadded(img, img.header.l1TableOffset + i * 8, 8);
+      const hi = new DataView(raw.buffer).getUint32(0);
+      const lo = new DataView(raw.buffer).getUint32(4);
       t.messages.push(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex64(hi, lo)} refcount=${rc}`);
       found++;
       if (repair) {
@@ -274,10 +274,13 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
         fixed++;
       }
     }
+    if (off >= img.file.length) continue;
     const table = await readPadded(img, off, cs);
     const tdv = new DataView(table.buffer);
+    const stride = img.l2esz / 4;
     let dirty = false;
     for (let j = 0; j < img.l2Entries; j++) {
+      if (isZeroEntry(tdv, j * stride, stride)) continue;
       const e = readEntry(tdv, j, img.ext);
       const ct = clusterType(e, img.ext, img.hasDataFile);
       if (ct !== T.NORMAL && ct !== T.ZERO_ALLOC) continue;

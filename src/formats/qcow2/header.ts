@@ -100,10 +100,25 @@ export function peekClusterBits(buf: Uint8Array): number {
   return cb;
 }
 
-/** Name of a feature bit from the image's feature table, or a description. */
-export function featureName(table: FeatureName[], type: number, bit: number): string {
-  const e = table.find((f) => f.type === type && f.bit === bit);
-  return e ? e.name : `Unknown incompatible feature: ${hex(Number(1n << BigInt(bit)))}`;
+/**
+ * What an open refused for `unknown` incompatible bits reports, as QEMU's
+ * report_unsupported_feature: the names the image's feature table gives them
+ * (in table order, up to the first unnamed entry, 46 characters at most),
+ * then the bits it does not name, together in hex.
+ */
+export function unsupportedFeatures(table: FeatureName[], unknown: bigint): string {
+  const parts: string[] = [];
+  let mask = unknown;
+  for (const f of table) {
+    if (f.name === '') break;
+    const bit = 1n << BigInt(f.bit);
+    if (f.type === 0 && f.bit < 64 && mask & bit) {
+      parts.push(f.name.slice(0, 46));
+      mask &= ~bit;
+    }
+  }
+  if (mask) parts.push(`Unknown incompatible feature: ${mask.toString(16)}`);
+  return `Unsupported qcow2 feature(s): ${parts.join(', ')}`;
 }
 
 /**
@@ -160,21 +175,23 @@ export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
   if (h.refcountOrder > 6) {
     throw einval(`Reference count entry width too large; may not exceed 64 bits (refcount_order ${h.refcountOrder})`);
   }
-  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method: ${h.cryptMethod}`);
+  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method ${h.cryptMethod}`);
   if (h.backingFileOffset !== 0) {
     if (h.backingFileOffset > clusterSize) {
-      throw einval(`Invalid backing file offset ${hex(h.backingFileOffset)} (beyond the first cluster)`);
+      throw einval(`Invalid backing file offset (${hex(h.backingFileOffset)}, beyond the first cluster)`);
     }
   }
-  parseExtensions(h, buf, clusterSize);
   const unknown = h.incompatible & ~INCOMPAT_KNOWN;
   if (unknown !== 0n) {
-    const names: string[] = [];
-    for (let bit = 0; bit < 64; bit++) {
-      if (unknown & (1n << BigInt(bit))) names.push(featureName(h.featureTable, 0, bit));
+    // Unknown features are refused first; the extensions are read only for their names.
+    try {
+      parseExtensions(h, buf, clusterSize);
+    } catch {
+      // What was read of the feature table before the bad extension names what it can.
     }
-    throw new BlockError('ENOTSUP', `Unsupported qcow2 feature(s): ${names.join(', ')}`);
+    throw new BlockError('ENOTSUP', unsupportedFeatures(h.featureTable, unknown));
   }
+  parseExtensions(h, buf, clusterSize);
   if (h.backingFileOffset !== 0 && h.backingFileSize > Math.min(MAX_BACKING_NAME, clusterSize - h.backingFileOffset)) {
     throw einval(`Backing file name too long (${h.backingFileSize} bytes at ${hex(h.backingFileOffset)})`);
   }
@@ -205,29 +222,24 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let pos = h.headerLength;
   const end = Math.min(h.backingFileOffset !== 0 ? h.backingFileOffset : clusterSize, buf.length);
-  const seen = new Set<number>();
   const text = new TextDecoder();
   while (pos < end) {
-    if (end - pos < 8) throw einval(`qcow2 header extension at ${hex(pos)} is truncated`);
+    // As in QEMU, the length is checked before the type, the end marker's too.
+    if (end - pos < 8) throw einval(`Header extension too large (at ${hex(pos)}, ${end - pos} bytes left)`);
     const type = dv.getUint32(pos);
     const len = dv.getUint32(pos + 4);
     pos += 8;
+    if (len > end - pos) throw einval(`Header extension too large (type ${hex(type)}, len=${len}, ${end - pos} bytes left)`);
     if (type === EXT.END) break;
-    if (len > end - pos) {
-      throw einval(`qcow2 header extension ${hex(type)}: len=${len} too large (>=${end - pos} bytes left)`);
-    }
     const data = buf.subarray(pos, pos + len);
-    if (type !== EXT.FEATURE_TABLE && seen.has(type)) {
-      throw einval(`qcow2 header extension ${hex(type)} appears twice`);
-    }
-    seen.add(type);
+    // A repeated extension is not an error in QEMU: the later one wins.
     switch (type) {
       case EXT.BACKING_FORMAT:
-        if (len > 1023) throw einval(`ERROR: ext_backing_format: len=${len} too large`);
+        // QEMU keeps the format name in 16 bytes.
+        if (len >= 16) throw einval(`ERROR: ext_backing_format: len=${len} too large (>=16)`);
         h.backingFormat = text.decode(data);
         break;
       case EXT.DATA_FILE:
-        if (len > 1023) throw einval(`ERROR: ext_data_file: len=${len} too large`);
         h.dataFile = text.decode(data);
         break;
       case EXT.FEATURE_TABLE:

@@ -10,7 +10,7 @@ import type { OptionReader, BlockOptions } from '../../core/options.js';
 import { BlockError, einval } from '../../core/errors.js';
 import { ROLE_DATA_FILE } from '../../core/permissions.js';
 import { MetaCache } from './cache.js';
-import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, SUBCLUSTERS } from './constants.js';
+import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, MAX_HOST_OFFSET, SUBCLUSTERS } from './constants.js';
 import { parseHeader, peekClusterBits } from './header.js';
 import { entryOffset, isCopied } from './mapping.js';
 import { Refcounts, type RefcountHost } from './refcount.js';
@@ -104,7 +104,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   }
   let bitmapRaw: Uint8Array | null = null;
   if (h.bitmaps) {
-    const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs);
+    const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs, h.size);
     img.bitmaps = r.bitmaps;
     bitmapRaw = r.raw;
   }
@@ -170,10 +170,13 @@ async function readL1Table(img: Qcow2Image): Promise<void> {
   img.l1 = new Float64Array(h.l1Size);
   img.l1Copied = new Uint8Array(h.l1Size);
   if (h.l1Size === 0) return;
-  const raw = new Uint8Array(h.l1Size * 8);
+  // Entries past the end of the file read as zeros (as in QEMU): only the part inside is read.
+  const inFile = Math.max(0, Math.min(h.l1Size, Math.floor((img.file.length - h.l1TableOffset) / 8)));
+  if (inFile === 0) return;
+  const raw = new Uint8Array(inFile * 8);
   await img.file.preadv(h.l1TableOffset, raw.length, raw);
   const dv = new DataView(raw.buffer);
-  for (let i = 0; i < h.l1Size; i++) {
+  for (let i = 0; i < inFile; i++) {
     const hi = dv.getUint32(i * 8);
     const lo = dv.getUint32(i * 8 + 4);
     img.l1[i] = entryOffset(hi, lo);
@@ -186,7 +189,8 @@ async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
   const h = img.header;
   const rtBytes = h.refcountTableClusters * img.cs;
   const rtRaw = new Uint8Array(rtBytes);
-  await img.file.preadv(h.refcountTableOffset, rtBytes, rtRaw);
+  const have = Math.max(0, Math.min(rtBytes, img.file.length - h.refcountTableOffset));
+  if (have > 0) await img.file.preadv(h.refcountTableOffset, have, rtRaw);
   const rtdv = new DataView(rtRaw.buffer);
   const table = new Float64Array(rtBytes / 8);
   for (let i = 0; i < table.length; i++) {
@@ -194,7 +198,9 @@ async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
     const lo = rtdv.getUint32(i * 8 + 4);
     table[i] = hi * 4294967296 + ((lo & 0xfffffe00) >>> 0);
     if (lo & 0x1ff && !img.readOnly) img.warnings.push(`Refcount table entry ${i} has reserved bits set`);
-    if (table[i]! > Number.MAX_SAFE_INTEGER) throw new BlockError('EFBIG', `Refcount block offset of entry ${i} is too large`);
+    // Beyond what a file can hold: QEMU opens such an image (check reports the
+    // block as outside the image); a value past any file length stands for it.
+    if (table[i]! > MAX_HOST_OFFSET) table[i] = MAX_HOST_OFFSET;
   }
   return table;
 }

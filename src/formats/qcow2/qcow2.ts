@@ -213,7 +213,7 @@ export class Qcow2Image implements DriverInstance {
   preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> | void {
     // Fast path: one run of plain data in a cached L2 slice (no promise of our own).
     const host = fastDataHost(this, offset, bytes);
-    if (host >= 0) return this.dataChild.preadv(host, bytes, buf, 0);
+    if (host >= 0 && host + bytes <= this.dataChild.length) return this.dataChild.preadv(host, bytes, buf, 0);
     return readGuest(this, offset, bytes, buf);
   }
 
