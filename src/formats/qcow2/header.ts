@@ -136,7 +136,8 @@ export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
     backingFileOffset: u64(dv, HDR.BACKING_FILE_OFFSET, 'backing_file_offset'),
     backingFileSize: dv.getUint32(HDR.BACKING_FILE_SIZE),
     clusterBits,
-    size: u64(dv, HDR.SIZE, 'size'),
+    // Checked with the tables, in QEMU's order ("Image is too big").
+    size: Number(dv.getBigUint64(HDR.SIZE)),
     cryptMethod: dv.getUint32(HDR.CRYPT_METHOD),
     l1Size: dv.getUint32(HDR.L1_SIZE),
     l1TableOffset: u64(dv, HDR.L1_TABLE_OFFSET, 'l1_table_offset'),
@@ -214,7 +215,7 @@ export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
     // QEMU clears the bit rather than failing; so do we (on the next header write).
     h.autoclear &= ~AUTOCLEAR.DATA_FILE_RAW;
   }
-  validateTables(h, forCheck);
+  validateTables(h, forCheck, dv.getBigUint64(HDR.SIZE));
   return h;
 }
 
@@ -287,7 +288,7 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
  * messages. Like QEMU, tables are not required to lie inside the file: what
  * lies past its end reads as zeros, and check reports it.
  */
-function validateTables(h: Qcow2Header, forCheck: boolean): void {
+function validateTables(h: Qcow2Header, forCheck: boolean, sizeBig: bigint): void {
   const cs = 2 ** h.clusterBits;
   const table = (off: number, entries: number, entryLen: number, maxBytes: number, name: string) => {
     if (entries > Math.floor(maxBytes / entryLen)) throw new BlockError('EFBIG', `${name} too large (${entries} entries)`);
@@ -297,9 +298,13 @@ function validateTables(h: Qcow2Header, forCheck: boolean): void {
   table(h.refcountTableOffset, h.refcountTableClusters, cs, MAX_REFTABLE_BYTES, 'Reference count table');
   if (!forCheck) table(h.snapshotsOffset, h.nbSnapshots, 40, 40 * MAX_SNAPSHOTS, 'Snapshot table');
   table(h.l1TableOffset, h.l1Size, 8, MAX_L1_BYTES, 'Active L1 table');
-  if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image is too big (size ${h.size})`);
   const l2Entries = cs / (h.incompatible & INCOMPAT.EXTL2 ? 16 : 8);
-  const needed = Math.ceil(h.size / (l2Entries * cs));
+  // QEMU's limit: the L1 index of the end of the disk must fit an int.
+  const perL1 = BigInt(l2Entries * cs);
+  const neededBig = (sizeBig + perL1 - 1n) / perL1;
+  if (neededBig > 0x7fffffffn) throw new BlockError('EFBIG', `Image is too big (size ${sizeBig})`);
+  if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image is too big (size ${sizeBig}, more than we address)`);
+  const needed = Number(neededBig);
   if (h.l1Size < needed) throw einval(`L1 table is too small (l1_size ${h.l1Size}, the size ${h.size} needs ${needed})`);
   if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', `Encrypted qcow2 images are not supported (crypt_method ${h.cryptMethod})`);
 }
