@@ -638,6 +638,8 @@ async function cmdCheck(ctx: Ctx, args: string[]): Promise<number> {
       // A check that stopped early still reports what it found.
       const lines = (e as { messages?: unknown }).messages;
       if (Array.isArray(lines)) printLines(lines as string[]);
+      const reports = (e as { reports?: unknown }).reports;
+      if (Array.isArray(reports)) for (const m of reports as string[]) ctx.report(m);
       throw e;
     }
     printLines(r.messages);

@@ -225,11 +225,12 @@ export class BlockGraph {
     const readOnly = typeof formatOpts['read-only'] === 'boolean' ? formatOpts['read-only'] : ctx.readOnly;
     const proto = await this.openNode(protoOpts, { ...ctx, readOnly, probing: true, childKey: 'file' });
     try {
-      const header = new Uint8Array(Math.min(512, proto.length));
+      // Like QEMU, a short file is probed as if padded with zeros to 512 bytes.
+      const header = new Uint8Array(proto.length > 0 ? 512 : 0);
       if (header.length > 0) {
         const reader = await this.attachRoot({ kind: 'root', name: 'format probe' }, proto, 0, 0x1f);
         try {
-          await reader.read(0, header);
+          await reader.read(0, header.subarray(0, Math.min(512, proto.length)));
         } finally {
           await this.detachRoot(reader);
         }

@@ -25,9 +25,12 @@ export async function readBitmapDirectory(
   size: number,
   count: number,
   clusterSize: number,
+  virtualSize: number,
 ): Promise<{ bitmaps: Qcow2Bitmap[]; raw: Uint8Array }> {
+  // Past the end of the file the directory reads as zeros, as in QEMU.
   const raw = new Uint8Array(size);
-  await file.preadv(offset, size, raw);
+  const have = Math.min(size, Math.max(0, file.length - offset));
+  if (have > 0) await file.preadv(offset, have, raw);
   const dv = new DataView(raw.buffer);
   const out: Qcow2Bitmap[] = [];
   let pos = 0;
@@ -39,10 +42,26 @@ export async function readBitmapDirectory(
     if (pos + len > size) throw new BlockError('EINVAL', `Bitmap directory entry ${i} exceeds the directory`);
     const tableOffset = Number(dv.getBigUint64(pos + BME.TABLE_OFFSET));
     const tableSize = dv.getUint32(pos + BME.TABLE_SIZE);
-    if (tableOffset % clusterSize !== 0) throw new BlockError('EINVAL', `Bitmap table offset 0x${tableOffset.toString(16)} is not aligned`);
-    if (tableSize > (1 << 27)) throw new BlockError('EINVAL', `Bitmap table of ${tableSize} entries is too large`);
+    const name = new TextDecoder().decode(raw.subarray(pos + BME.FIXED + extra, pos + len));
+    const flags = dv.getUint32(pos + BME.FLAGS);
+    const gran = raw[pos + BME.GRANULARITY_BITS]!;
+    // QEMU's check_dir_entry: an entry outside these bounds fails the open.
+    const physBytes = tableSize * clusterSize;
+    const bad =
+      tableSize === 0 ||
+      tableOffset === 0 ||
+      tableOffset % clusterSize !== 0 ||
+      tableSize > 0x8000000 ||
+      gran > 31 ||
+      gran < 9 ||
+      (flags & ~7) !== 0 ||
+      nameSize > 1023 ||
+      raw[pos + BME.TYPE] !== 1 ||
+      physBytes > 0x20000000 ||
+      (!(flags & BME_FLAG_IN_USE) && virtualSize > physBytes * 8 * 2 ** gran);
+    if (bad) throw new BlockError('EINVAL', `Bitmap '${name}' doesn't satisfy the constraints`);
     out.push({
-      name: new TextDecoder().decode(raw.subarray(pos + BME.FIXED + extra, pos + len)),
+      name,
       flags: dv.getUint32(pos + BME.FLAGS),
       type: raw[pos + BME.TYPE]!,
       granularityBits: raw[pos + BME.GRANULARITY_BITS]!,

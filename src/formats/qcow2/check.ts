@@ -6,26 +6,14 @@
  */
 import type { CheckFix, CheckResult } from '../../core/driver.js';
 import { BlockError } from '../../core/errors.js';
-import { BMT_OFFSET_MASK, INCOMPAT } from './constants.js';
-import { T, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subclusterType } from './mapping.js';
+import { INCOMPAT } from './constants.js';
+import { T, clusterType, entryOffset, isCopied, readEntry } from './mapping.js';
+import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
+import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
 import { compareBlockCounts, getRefcount, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
-/** A 64-bit entry as PRIx64 prints it. */
-const hex64 = (hi: number, lo: number) => (hi ? hi.toString(16) + (lo >>> 0).toString(16).padStart(8, '0') : (lo >>> 0).toString(16));
-
-interface Tally {
-  /** Progress reports of the L1 walk (see CheckFix.progress). */
-  progress?: ((done: number, total: number) => void) | undefined;
-  ref: Float64Array;
-  corruptions: number;
-  checkErrors: number;
-  messages: string[];
-  allocated: number;
-  fragmented: number;
-  compressed: number;
-}
 
 /**
  * A check that could not complete (QEMU returns an error from bdrv_check):
@@ -37,6 +25,8 @@ export class CheckFailedError extends BlockError {
     code: 'EIO',
     message: string,
     readonly messages: string[],
+    /** Errors qemu-img reports (with its name) before "Check failed". */
+    readonly reports: string[] = [],
   ) {
     super(code, message);
   }
@@ -65,57 +55,6 @@ export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckR
   return res;
 }
 
-/** The counted references of every host cluster (QEMU's calculate_refcounts). */
-async function calculateRefcounts(img: Qcow2Image, t: Tally, inc: (offset: number, bytes: number) => void): Promise<{ validBlock: Uint8Array; rebuild: boolean }> {
-  const cs = img.cs;
-  const file = img.file;
-  const h = img.header;
-  inc(0, cs);
-  // Active L1 and its tables (with allocation statistics).
-  await walkL1(img, t, inc, h.l1TableOffset, img.l1.length, true);
-  for (const s of img.snapshots) await walkL1(img, t, inc, s.l1TableOffset, s.l1Size, false);
-  if (h.nbSnapshots > 0) inc(h.snapshotsOffset, img.snapshotTableBytes);
-  // Bitmaps.
-  if (h.bitmaps) {
-    inc(h.bitmaps.directoryOffset, h.bitmaps.directorySize);
-    for (const b of img.bitmaps) {
-      inc(b.tableOffset, b.tableSize * 8);
-      if (b.tableSize === 0 || b.tableOffset + b.tableSize * 8 > file.length) continue;
-      const raw = new Uint8Array(b.tableSize * 8);
-      await file.preadv(b.tableOffset, raw.length, raw);
-      const dv = new DataView(raw.buffer);
-      for (let i = 0; i < b.tableSize; i++) {
-        const off = Number(dv.getBigUint64(i * 8) & BMT_OFFSET_MASK);
-        if (off) inc(off, cs);
-      }
-    }
-  }
-  // Refcount table and blocks.
-  let rebuild = false;
-  inc(h.refcountTableOffset, h.refcountTableClusters * cs);
-  const table = img.refs.table;
-  const validBlock = new Uint8Array(table.length);
-  for (let i = 0; i < table.length; i++) {
-    const off = table[i]!;
-    if (!off) continue;
-    if (off % cs !== 0) {
-      t.messages.push(`ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
-      t.corruptions++;
-      rebuild = true;
-      continue;
-    }
-    if (off >= file.length) {
-      t.messages.push(`ERROR refcount block ${i} is outside image`);
-      t.corruptions++;
-      rebuild = true;
-      continue;
-    }
-    validBlock[i] = 1;
-    inc(off, cs);
-  }
-  return { validBlock, rebuild };
-}
-
 /** Reports progress to a listener whose errors must not stop a repair. */
 function tryReport(report: (done: number, total: number) => void, done: number, total: number): void {
   try {
@@ -125,29 +64,8 @@ function tryReport(report: (done: number, total: number) => void, done: number, 
   }
 }
 
-function newTally(nb: number): Tally {
-  return { ref: new Float64Array(nb), corruptions: 0, checkErrors: 0, messages: [], allocated: 0, fragmented: 0, compressed: 0 };
-}
-
-function counter(t: Tally, cs: number, nb: number): (offset: number, bytes: number) => void {
-  return (offset: number, bytes: number) => {
-    if (bytes <= 0) return;
-    const a = Math.floor(offset / cs);
-    const b = Math.floor((offset + bytes - 1) / cs);
-    for (let c = a; c <= b; c++) {
-      if (c >= nb) {
-        t.messages.push(
-          `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(c * cs)} size 0x${hex(cs)}`,
-        );
-        t.corruptions++;
-        return;
-      }
-      t.ref[c]!++;
-    }
-  };
-}
-
 interface Compared {
+  checkErrors: number;
   leaks: number;
   corruptions: number;
   leaksFixed: number;
@@ -161,12 +79,13 @@ interface Compared {
  * with a stored refcount of 0 needs a rebuild of the refcount structures;
  * other mismatches are fixed in place when `fix` allows ("Repairing ...").
  */
-async function compareRefcounts(img: Qcow2Image, t: Tally, validBlock: Uint8Array, fix: CheckFix): Promise<Compared> {
-  const out: Compared = { leaks: 0, corruptions: 0, leaksFixed: 0, corruptionsFixed: 0, rebuild: false, highest: -1 };
+async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promise<Compared> {
+  const out: Compared = { checkErrors: 0, leaks: 0, corruptions: 0, leaksFixed: 0, corruptionsFixed: 0, rebuild: false, highest: 0 };
   const refs = img.refs;
   const perBlock = refs.perBlock;
   const order = refs.order;
-  const nb = t.ref.length;
+  const nb = t.nb;
+  let signalled = false;
   const mismatches = new Uint32Array(1024);
   // In a browser the module may still be loading: the long comparisons wait for it.
   await initRefcountWasm();
@@ -194,7 +113,18 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, validBlock: Uint8Arra
   for (let rb = 0; rb * perBlock < nb; rb++) {
     const base = rb * perBlock;
     const end = Math.min(nb, base + perBlock);
-    const buf = rb < validBlock.length && validBlock[rb] ? await refs.loadBlock(rb) : null;
+    const off = rb < refs.table.length ? refs.table[rb]! : 0;
+    if (off % img.cs !== 0) {
+      // QEMU cannot read refcounts through an unaligned block: each cluster is a check error.
+      if (!signalled) {
+        t.messages.push(`qcow2: Image is corrupt: Refblock offset 0x${hex(off)} unaligned (reftable index: 0x${hex(rb)}); further non-fatal corruption events will be suppressed`);
+        signalled = true;
+      }
+      for (let c = base; c < end; c++) t.messages.push(`Can't get refcount for cluster ${c}: Input/output error`);
+      out.checkErrors += end - base;
+      continue;
+    }
+    const buf = off ? await refs.loadBlock(rb) : null;
     if (buf === null) {
       // No (usable) block: every counted reference here is a mismatch against 0.
       for (let c = base; c < end; c++) {
@@ -225,13 +155,13 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   const cs = img.cs;
   const h = img.header;
   const fixAny = fix.leaks || fix.errors;
-  let nb = Math.ceil(img.file.length / cs);
+  const nb = Math.ceil(fileLengthOf(img) / cs);
   if (nb > 1 << 28) throw new BlockError('EFBIG', `Image file of ${img.file.length} bytes is too large to check`);
   let t = newTally(nb);
   // Only a check that changes nothing may be stopped half-way.
   const report = fix.progress;
   t.progress = report && (fixAny ? (d: number, n: number) => void tryReport(report, d, n) : report);
-  let calc = await calculateRefcounts(img, t, counter(t, cs, nb));
+  const calc = await calculateRefcounts(img, t, fix.errors && !img.readOnly);
   let rebuild = calc.rebuild;
   const messages = t.messages;
   const stats = { allocated: t.allocated, fragmented: t.fragmented, compressed: t.compressed };
@@ -239,28 +169,35 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   let corruptions = t.corruptions;
   let checkErrors = t.checkErrors;
   let leaksFixed = 0;
-  let corruptionsFixed = 0;
-  const preCompare = { corruptions, leaks };
-  let cmp = await compareRefcounts(img, t, calc.validBlock, { leaks: false, errors: false });
+  let corruptionsFixed = t.corruptionsFixed;
+  const preCompare = { corruptions, leaks, checkErrors };
+  let cmp = await compareRefcounts(img, t, { leaks: false, errors: false });
   corruptions += cmp.corruptions;
   leaks += cmp.leaks;
+  checkErrors += cmp.checkErrors;
   rebuild ||= cmp.rebuild;
   let highest = cmp.highest;
   if (rebuild && fix.errors && !img.readOnly) {
     const old = { corruptions, leaks };
     messages.push('Rebuilding refcount structure');
-    // The new structures count the old ones too; those are leaked afterwards.
-    await rebuildRefcounts(img, t.ref, img.refs.order);
+    // The old structures are not counted: the new ones may reuse their clusters, and what
+    // is left of them leaks, for the leak repair below.
+    try {
+      await rebuildRefcountStructure(img, t);
+    } catch (e) {
+      if (!(e instanceof RebuildError)) throw e;
+      messages.push(e.notice);
+      throw new CheckFailedError('EIO', 'Input/output error', messages, [e.report]);
+    }
     leaks = 0;
-    nb = Math.ceil(img.file.length / cs);
-    t = newTally(nb);
+    t = newTally(Math.ceil(fileLengthOf(img) / cs));
     t.messages = messages;
-    calc = await calculateRefcounts(img, t, counter(t, cs, nb));
+    await calculateRefcounts(img, t, false);
     corruptions = t.corruptions;
     checkErrors += t.checkErrors;
     let freshLeaks = 0;
     if (fix.leaks) {
-      cmp = await compareRefcounts(img, t, calc.validBlock, { leaks: true, errors: false });
+      cmp = await compareRefcounts(img, t, { leaks: true, errors: false });
       highest = cmp.highest;
       if (cmp.rebuild) messages.push('ERROR rebuilt refcount structure is still broken');
       freshLeaks = cmp.leaks;
@@ -274,11 +211,11 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
       throw new CheckFailedError('EIO', 'Input/output error', messages);
     }
     if ((leaks || corruptions) && !img.readOnly) {
-      corruptions = preCompare.corruptions;
-      leaks = preCompare.leaks;
-      cmp = await compareRefcounts(img, t, calc.validBlock, fix);
+      ({ corruptions, leaks, checkErrors } = preCompare);
+      cmp = await compareRefcounts(img, t, fix);
       corruptions += cmp.corruptions;
       leaks += cmp.leaks;
+      checkErrors += cmp.checkErrors;
       leaksFixed += cmp.leaksFixed;
       corruptionsFixed += cmp.corruptionsFixed;
       highest = cmp.highest;
@@ -304,121 +241,52 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   };
 }
 
-async function walkL1(
-  img: Qcow2Image,
-  t: Tally,
-  inc: (offset: number, bytes: number) => void,
-  l1Offset: number,
-  l1Size: number,
-  active: boolean,
-): Promise<void> {
-  const cs = img.cs;
-  const file = img.file;
-  if (l1Size === 0) return;
-  inc(l1Offset, l1Size * 8);
-  if (l1Offset + l1Size * 8 > file.length) return;
-  const raw = new Uint8Array(l1Size * 8);
-  await file.preadv(l1Offset, raw.length, raw);
-  const dv = new DataView(raw.buffer);
-  const table = new Uint8Array(cs);
-  const tdv = new DataView(table.buffer);
-  let nextContiguous = 0;
-  for (let i = 0; i < l1Size; i++) {
-    const off = entryOffset(dv.getUint32(i * 8), dv.getUint32(i * 8 + 4));
-    if (!off) continue;
-    if (off % cs !== 0) {
-      t.messages.push(`ERROR l2_offset=${hex(off)}: Table is not cluster aligned; L1 entry corrupted`);
-      t.corruptions++;
-      continue;
-    }
-    inc(off, cs);
-    if (off + cs > file.length) {
-      t.checkErrors += 0;
-      continue;
-    }
-    await file.preadv(off, cs, table);
-    if (active && (i & 15) === 15) t.progress?.(i + 1, l1Size);
-    for (let j = 0; j < img.l2Entries; j++) {
-      const e = readEntry(tdv, j, img.ext);
-      const ct = clusterType(e, img.ext, img.hasDataFile);
-      if (ct === T.COMPRESSED) {
-        if (img.hasDataFile) {
-          t.messages.push(`ERROR: compressed cluster ${j} in L2 table 0x${hex(off)} with an external data file`);
-          t.corruptions++;
-          continue;
-        }
-        const c = compressedInfo(e, img.cbits);
-        inc(c.offset & ~511, c.sectors * 512);
-        if (active) {
-          t.allocated++;
-          t.compressed++;
-          t.fragmented++;
-        }
-        continue;
-      }
-      if (img.ext) {
-        let bad = false;
-        for (let s = 0; s < 32; s++) if (subclusterType(ct, e, s) === T.INVALID) bad = true;
-        if (bad) {
-          t.messages.push(`ERROR: Invalid cluster entry found (L2 offset: 0x${hex(off)}, L2 index: 0x${hex(j)})`);
-          t.corruptions++;
-          continue;
-        }
-      }
-      if (ct === T.NORMAL || ct === T.ZERO_ALLOC) {
-        const host = entryOffset(e.hi, e.lo);
-        if (host % cs !== 0) {
-          t.messages.push(`ERROR offset=${hex(host)}: Cluster is not properly aligned; L2 entry corrupted.`);
-          t.corruptions++;
-          continue;
-        }
-        if (active) {
-          t.allocated++;
-          if (nextContiguous && host !== nextContiguous) t.fragmented++;
-          nextContiguous = host + cs;
-        }
-        if (!img.hasDataFile) inc(host, cs);
-      }
-    }
-  }
-}
-
 /** Checks (and with `repair` fixes) the COPIED flags of the active L1 and L2 tables. */
 async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<{ found: number; fixed: number }> {
   const cs = img.cs;
   let found = 0;
   let fixed = 0;
-  const table = new Uint8Array(cs);
-  const tdv = new DataView(table.buffer);
+  // Refcounts QEMU cannot read (unaligned refcount block) are skipped silently.
+  const refcount = async (ci: number): Promise<number | null> => {
+    const rb = Math.floor(ci / img.refs.perBlock);
+    if (rb < img.refs.table.length && img.refs.table[rb]! % cs !== 0) return null;
+    return img.refs.get(ci);
+  };
   for (let i = 0; i < img.l1.length; i++) {
+    // The table in memory (as QEMU's s->l1_table); the raw entry only for a message.
     const off = img.l1[i]!;
-    if (!off || off % cs !== 0 || off + cs > img.file.length) continue;
-    const rc = await img.refs.get(off / cs);
-    const want = rc === 1;
-    if (want !== (img.l1Copied[i] === 1)) {
-      const entry = makeEntry(off, img.l1Copied[i] === 1);
-      t.messages.push(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex64(entry.hi, entry.lo)} refcount=${rc}`);
+    if (!off) continue;
+    const rc = await refcount(Math.floor(off / cs));
+    if (rc === null) continue;
+    if ((rc === 1) !== (img.l1Copied[i] === 1)) {
+      const raw = await readPadded(img, img.header.l1TableOffset + i * 8, 8);
+      const hi = new DataView(raw.buffer).getUint32(0);
+      const lo = new DataView(raw.buffer).getUint32(4);
+      t.messages.push(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex64(hi, lo)} refcount=${rc}`);
       found++;
       if (repair) {
-        img.l1Copied[i] = want ? 1 : 0;
+        const nhi = rc === 1 ? (hi | 0x80000000) >>> 0 : (hi & 0x7fffffff) >>> 0;
+        img.l1Copied[i] = rc === 1 ? 1 : 0;
         const b = new Uint8Array(8);
-        const e = makeEntry(off, want);
-        new DataView(b.buffer).setUint32(0, e.hi);
-        new DataView(b.buffer).setUint32(4, e.lo);
+        new DataView(b.buffer).setUint32(0, nhi);
+        new DataView(b.buffer).setUint32(4, lo);
         await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
         fixed++;
       }
     }
-    if (img.hasDataFile) continue;
-    await img.file.preadv(off, cs, table);
+    if (off >= img.file.length) continue;
+    const table = await readPadded(img, off, cs);
+    const tdv = new DataView(table.buffer);
+    const stride = img.l2esz / 4;
     let dirty = false;
     for (let j = 0; j < img.l2Entries; j++) {
+      if (isZeroEntry(tdv, j * stride, stride)) continue;
       const e = readEntry(tdv, j, img.ext);
-      const ct = clusterType(e, img.ext, false);
+      const ct = clusterType(e, img.ext, img.hasDataFile);
       if (ct !== T.NORMAL && ct !== T.ZERO_ALLOC) continue;
       const host = entryOffset(e.hi, e.lo);
-      if (host % cs !== 0) continue;
-      const drc = await img.refs.get(host / cs);
+      const drc = img.hasDataFile ? 1 : await refcount(Math.floor(host / cs));
+      if (drc === null) continue;
       if ((drc === 1) !== isCopied(e.hi)) {
         t.messages.push(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(e.hi, e.lo)} refcount=${drc}`);
         found++;
@@ -499,33 +367,8 @@ export async function countReferences(img: Qcow2Image): Promise<Float64Array> {
 }
 
 async function countOnly(img: Qcow2Image): Promise<Float64Array> {
-  // Reuse the check walk without comparing.
-  const cs = img.cs;
-  const nb = Math.ceil(img.file.length / cs);
-  const t: Tally = { ref: new Float64Array(nb), corruptions: 0, checkErrors: 0, messages: [], allocated: 0, fragmented: 0, compressed: 0 };
-  const inc = (offset: number, bytes: number) => {
-    const a = Math.floor(offset / cs);
-    const b = Math.floor((offset + bytes - 1) / cs);
-    for (let c = a; c <= b && c < nb; c++) t.ref[c]!++;
-  };
-  const h = img.header;
-  inc(0, cs);
-  await walkL1(img, t, inc, h.l1TableOffset, img.l1.length, true);
-  for (const s of img.snapshots) await walkL1(img, t, inc, s.l1TableOffset, s.l1Size, false);
-  if (h.nbSnapshots > 0) inc(h.snapshotsOffset, img.snapshotTableBytes);
-  if (h.bitmaps) {
-    inc(h.bitmaps.directoryOffset, h.bitmaps.directorySize);
-    for (const b of img.bitmaps) {
-      inc(b.tableOffset, b.tableSize * 8);
-      const raw = new Uint8Array(b.tableSize * 8);
-      await img.file.preadv(b.tableOffset, raw.length, raw);
-      const dv = new DataView(raw.buffer);
-      for (let i = 0; i < b.tableSize; i++) {
-        const off = Number(dv.getBigUint64(i * 8) & BMT_OFFSET_MASK);
-        if (off) inc(off, cs);
-      }
-    }
-  }
+  const t = newTally(Math.ceil(fileLengthOf(img) / img.cs));
+  await calculateRefcounts(img, t, false);
   if (t.corruptions > 0) throw new BlockError('EIO', 'Image has corruptions; repair it with check first');
-  return t.ref;
+  return t.ref.slice(0, t.nb);
 }

@@ -95,22 +95,38 @@ export function peekClusterBits(buf: Uint8Array): number {
   if (version < 2 || version > 3) throw new BlockError('ENOTSUP', `Unsupported qcow2 version ${version}`);
   const cb = dv.getUint32(HDR.CLUSTER_BITS);
   if (cb < MIN_CLUSTER_BITS || cb > MAX_CLUSTER_BITS) {
-    throw einval(`Unsupported cluster size: 2^${cb} (cluster_bits must be between 9 and 21)`);
+    throw einval(`Unsupported cluster size: 2^${cb}`);
   }
   return cb;
 }
 
-/** Name of a feature bit from the image's feature table, or a description. */
-export function featureName(table: FeatureName[], type: number, bit: number): string {
-  const e = table.find((f) => f.type === type && f.bit === bit);
-  return e ? e.name : `Unknown incompatible feature: ${hex(Number(1n << BigInt(bit)))}`;
+/**
+ * What an open refused for `unknown` incompatible bits reports, as QEMU's
+ * report_unsupported_feature: the names the image's feature table gives them
+ * (in table order, up to the first unnamed entry, 46 characters at most),
+ * then the bits it does not name, together in hex.
+ */
+export function unsupportedFeatures(table: FeatureName[], unknown: bigint): string {
+  const parts: string[] = [];
+  let mask = unknown;
+  for (const f of table) {
+    if (f.name === '') break;
+    const bit = 1n << BigInt(f.bit);
+    if (f.type === 0 && f.bit < 64 && mask & bit) {
+      parts.push(f.name.slice(0, 46));
+      mask &= ~bit;
+    }
+  }
+  if (mask) parts.push(`Unknown incompatible feature: ${mask.toString(16)}`);
+  return `Unsupported qcow2 feature(s): ${parts.join(', ')}`;
 }
 
 /**
- * Parses the header cluster `buf` (the first cluster of the file, or all of
- * the file if shorter). `fileLength` bounds the tables.
+ * Parses the header cluster `buf` (the first cluster of the file, zeros past
+ * its end). `forCheck`: opened for check (QEMU's BDRV_O_CHECK), which lets
+ * an image without a refcount table or with a broken snapshot table open.
  */
-export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
+export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
   const clusterBits = peekClusterBits(buf);
   const clusterSize = 2 ** clusterBits;
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -120,7 +136,8 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
     backingFileOffset: u64(dv, HDR.BACKING_FILE_OFFSET, 'backing_file_offset'),
     backingFileSize: dv.getUint32(HDR.BACKING_FILE_SIZE),
     clusterBits,
-    size: u64(dv, HDR.SIZE, 'size'),
+    // Checked with the tables, in QEMU's order ("Image is too big").
+    size: Number(dv.getBigUint64(HDR.SIZE)),
     cryptMethod: dv.getUint32(HDR.CRYPT_METHOD),
     l1Size: dv.getUint32(HDR.L1_SIZE),
     l1TableOffset: u64(dv, HDR.L1_TABLE_OFFSET, 'l1_table_offset'),
@@ -145,7 +162,7 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
     h.autoclear = dv.getBigUint64(HDR.AUTOCLEAR_FEATURES);
     h.refcountOrder = dv.getUint32(HDR.REFCOUNT_ORDER);
     h.headerLength = dv.getUint32(HDR.HEADER_LENGTH);
-    if (h.headerLength < V3_MIN_HEADER_LENGTH) throw einval(`qcow2 header too short (header_length ${h.headerLength})`);
+    if (h.headerLength < V3_MIN_HEADER_LENGTH) throw einval('qcow2 header too short');
     if (h.headerLength > clusterSize || h.headerLength > buf.length) {
       throw einval(`qcow2 header exceeds cluster size (header_length ${h.headerLength}, cluster size ${clusterSize})`);
     }
@@ -159,26 +176,25 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
   if (h.refcountOrder > 6) {
     throw einval(`Reference count entry width too large; may not exceed 64 bits (refcount_order ${h.refcountOrder})`);
   }
-  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method: ${h.cryptMethod}`);
+  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method ${h.cryptMethod}`);
   if (h.backingFileOffset !== 0) {
     if (h.backingFileOffset > clusterSize) {
-      throw einval(`Invalid backing file offset ${hex(h.backingFileOffset)} (beyond the first cluster)`);
-    }
-    if (h.backingFileSize > MAX_BACKING_NAME) {
-      throw new BlockError('EINVAL', `Backing file name too long (${h.backingFileSize} bytes, at most 1023)`);
-    }
-    if (h.backingFileOffset + h.backingFileSize > Math.min(clusterSize, buf.length)) {
-      throw einval(`Backing file name at ${hex(h.backingFileOffset)} of ${h.backingFileSize} bytes exceeds the first cluster`);
+      throw einval(`Invalid backing file offset (${hex(h.backingFileOffset)}, beyond the first cluster)`);
     }
   }
-  parseExtensions(h, buf, clusterSize);
   const unknown = h.incompatible & ~INCOMPAT_KNOWN;
   if (unknown !== 0n) {
-    const names: string[] = [];
-    for (let bit = 0; bit < 64; bit++) {
-      if (unknown & (1n << BigInt(bit))) names.push(featureName(h.featureTable, 0, bit));
+    // Unknown features are refused first; the extensions are read only for their names.
+    try {
+      parseExtensions(h, buf, clusterSize);
+    } catch {
+      // What was read of the feature table before the bad extension names what it can.
     }
-    throw new BlockError('ENOTSUP', `Unsupported qcow2 feature(s): ${names.join(', ')}`);
+    throw new BlockError('ENOTSUP', unsupportedFeatures(h.featureTable, unknown));
+  }
+  parseExtensions(h, buf, clusterSize);
+  if (h.backingFileOffset !== 0 && h.backingFileSize > Math.min(MAX_BACKING_NAME, clusterSize - h.backingFileOffset)) {
+    throw einval(`Backing file name too long (${h.backingFileSize} bytes at ${hex(h.backingFileOffset)})`);
   }
   if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
     h.backingFile = new TextDecoder().decode(buf.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize));
@@ -199,7 +215,7 @@ export function parseHeader(buf: Uint8Array, fileLength: number): Qcow2Header {
     // QEMU clears the bit rather than failing; so do we (on the next header write).
     h.autoclear &= ~AUTOCLEAR.DATA_FILE_RAW;
   }
-  validateTables(h, fileLength);
+  validateTables(h, forCheck, dv.getBigUint64(HDR.SIZE));
   return h;
 }
 
@@ -207,29 +223,24 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let pos = h.headerLength;
   const end = Math.min(h.backingFileOffset !== 0 ? h.backingFileOffset : clusterSize, buf.length);
-  const seen = new Set<number>();
   const text = new TextDecoder();
   while (pos < end) {
-    if (end - pos < 8) throw einval(`qcow2 header extension at ${hex(pos)} is truncated`);
+    // As in QEMU, the length is checked before the type, the end marker's too.
+    if (end - pos < 8) throw einval(`Header extension too large (at ${hex(pos)}, ${end - pos} bytes left)`);
     const type = dv.getUint32(pos);
     const len = dv.getUint32(pos + 4);
     pos += 8;
+    if (len > end - pos) throw einval(`Header extension too large (type ${hex(type)}, len=${len}, ${end - pos} bytes left)`);
     if (type === EXT.END) break;
-    if (len > end - pos) {
-      throw einval(`qcow2 header extension ${hex(type)}: len=${len} too large (>=${end - pos} bytes left)`);
-    }
     const data = buf.subarray(pos, pos + len);
-    if (type !== EXT.FEATURE_TABLE && seen.has(type)) {
-      throw einval(`qcow2 header extension ${hex(type)} appears twice`);
-    }
-    seen.add(type);
+    // A repeated extension is not an error in QEMU: the later one wins.
     switch (type) {
       case EXT.BACKING_FORMAT:
-        if (len > 1023) throw einval(`ERROR: ext_backing_format: len=${len} too large`);
+        // QEMU keeps the format name in 16 bytes.
+        if (len >= 16) throw einval(`ERROR: ext_backing_format: len=${len} too large (>=16)`);
         h.backingFormat = text.decode(data);
         break;
       case EXT.DATA_FILE:
-        if (len > 1023) throw einval(`ERROR: ext_data_file: len=${len} too large`);
         h.dataFile = text.decode(data);
         break;
       case EXT.FEATURE_TABLE:
@@ -272,31 +283,30 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
   }
 }
 
-function validateTables(h: Qcow2Header, fileLength: number): void {
+/**
+ * The table checks of QEMU's qcow2_do_open, in its order and with its
+ * messages. Like QEMU, tables are not required to lie inside the file: what
+ * lies past its end reads as zeros, and check reports it.
+ */
+function validateTables(h: Qcow2Header, forCheck: boolean, sizeBig: bigint): void {
   const cs = 2 ** h.clusterBits;
-  const inFile = (off: number, bytes: number, what: string) => {
-    if (off % cs !== 0) throw einval(`Invalid ${what} offset ${hex(off)} (not aligned to the cluster size ${cs})`);
-    if (bytes > 0 && off + bytes > fileLength) {
-      throw einval(`${what} at ${hex(off)} of ${bytes} bytes lies beyond the end of the file (${fileLength} bytes)`);
-    }
+  const table = (off: number, entries: number, entryLen: number, maxBytes: number, name: string) => {
+    if (entries > Math.floor(maxBytes / entryLen)) throw new BlockError('EFBIG', `${name} too large (${entries} entries)`);
+    if (off % cs !== 0) throw einval(`${name} offset invalid (${hex(off)})`);
   };
-  if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image is too big (size ${h.size})`);
-  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', `Encrypted qcow2 images are not supported (crypt_method ${h.cryptMethod})`);
-  const reftableBytes = h.refcountTableClusters * cs;
-  if (h.refcountTableClusters === 0) throw einval('Invalid reference count table size 0 (refcount_table_clusters)');
-  if (reftableBytes > MAX_REFTABLE_BYTES) {
-    throw einval(`Reference count table too large (refcount_table_clusters ${h.refcountTableClusters})`);
-  }
-  if (h.refcountTableOffset === 0) throw einval('Invalid reference count table offset 0x0');
-  inFile(h.refcountTableOffset, reftableBytes, 'reference count table');
-  if (h.nbSnapshots > MAX_SNAPSHOTS) throw einval(`Too many snapshots (nb_snapshots ${h.nbSnapshots})`);
-  if (h.nbSnapshots > 0) inFile(h.snapshotsOffset, h.nbSnapshots * 40, 'snapshot table');
-  if (h.l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `Active L1 table too large (l1_size ${h.l1Size})`);
+  if (h.refcountTableClusters === 0 && !forCheck) throw einval('Image does not contain a reference count table');
+  table(h.refcountTableOffset, h.refcountTableClusters, cs, MAX_REFTABLE_BYTES, 'Reference count table');
+  if (!forCheck) table(h.snapshotsOffset, h.nbSnapshots, 40, 40 * MAX_SNAPSHOTS, 'Snapshot table');
+  table(h.l1TableOffset, h.l1Size, 8, MAX_L1_BYTES, 'Active L1 table');
   const l2Entries = cs / (h.incompatible & INCOMPAT.EXTL2 ? 16 : 8);
-  const needed = Math.ceil(h.size / (l2Entries * cs));
+  // QEMU's limit: the L1 index of the end of the disk must fit an int.
+  const perL1 = BigInt(l2Entries * cs);
+  const neededBig = (sizeBig + perL1 - 1n) / perL1;
+  if (neededBig > 0x7fffffffn) throw new BlockError('EFBIG', `Image is too big (size ${sizeBig})`);
+  if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image is too big (size ${sizeBig}, more than we address)`);
+  const needed = Number(neededBig);
   if (h.l1Size < needed) throw einval(`L1 table is too small (l1_size ${h.l1Size}, the size ${h.size} needs ${needed})`);
-  if (h.l1Size > 0) inFile(h.l1TableOffset, h.l1Size * 8, 'L1 table');
-  if (h.bitmaps) inFile(h.bitmaps.directoryOffset, h.bitmaps.directorySize, 'bitmap directory');
+  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', `Encrypted qcow2 images are not supported (crypt_method ${h.cryptMethod})`);
 }
 
 /**

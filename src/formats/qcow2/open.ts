@@ -10,7 +10,7 @@ import type { OptionReader, BlockOptions } from '../../core/options.js';
 import { BlockError, einval } from '../../core/errors.js';
 import { ROLE_DATA_FILE } from '../../core/permissions.js';
 import { MetaCache } from './cache.js';
-import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, SUBCLUSTERS } from './constants.js';
+import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, MAX_HOST_OFFSET, SUBCLUSTERS } from './constants.js';
 import { parseHeader, peekClusterBits } from './header.js';
 import { entryOffset, isCopied } from './mapping.js';
 import { Refcounts, type RefcountHost } from './refcount.js';
@@ -29,12 +29,18 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   await initL2Mapper();
   const file = img.file;
   const fileLen = file.length;
-  const first = new Uint8Array(Math.min(512, fileLen));
-  await file.preadv(0, first.length, first);
+  // QEMU reads past the end of the file as zeros: a truncated header is parsed
+  // (and refused) with zeros in place of the missing bytes.
+  const first = new Uint8Array(512);
+  await file.preadv(0, Math.min(512, fileLen), first);
   const cbits = peekClusterBits(first);
-  const hbuf = new Uint8Array(Math.min(2 ** cbits, fileLen));
-  await file.preadv(0, hbuf.length, hbuf);
-  const h = parseHeader(hbuf, fileLen);
+  const hbuf = new Uint8Array(2 ** cbits);
+  await file.preadv(0, Math.min(hbuf.length, fileLen), hbuf);
+  // `x-check`: an internal option for opening an image to check (and repair)
+  // it, QEMU's BDRV_O_CHECK: a corrupt image may be opened read-write, and a
+  // dirty one is left as it is for the check to report and repair.
+  const forCheck = options.bool('x-check', false);
+  const h = parseHeader(hbuf, forCheck);
   img.header = h;
   img.cbits = cbits;
   img.cs = 2 ** cbits;
@@ -44,10 +50,6 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   img.l2Entries = img.cs / img.l2esz;
   img.subSize = img.ext ? img.cs / SUBCLUSTERS : img.cs;
 
-  // `x-check`: an internal option for opening an image to check (and repair)
-  // it, QEMU's BDRV_O_CHECK: a corrupt image may be opened read-write, and a
-  // dirty one is left as it is for the check to report and repair.
-  const forCheck = options.bool('x-check', false);
   if (h.incompatible & INCOMPAT.CORRUPT) {
     if (!img.readOnly && !forCheck) {
       throw new BlockError('EACCES', 'qcow2: Image is corrupt; cannot be opened read/write');
@@ -102,7 +104,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   }
   let bitmapRaw: Uint8Array | null = null;
   if (h.bitmaps) {
-    const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs);
+    const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs, h.size);
     img.bitmaps = r.bitmaps;
     bitmapRaw = r.raw;
   }
@@ -168,10 +170,13 @@ async function readL1Table(img: Qcow2Image): Promise<void> {
   img.l1 = new Float64Array(h.l1Size);
   img.l1Copied = new Uint8Array(h.l1Size);
   if (h.l1Size === 0) return;
-  const raw = new Uint8Array(h.l1Size * 8);
+  // Entries past the end of the file read as zeros (as in QEMU): only the part inside is read.
+  const inFile = Math.max(0, Math.min(h.l1Size, Math.floor((img.file.length - h.l1TableOffset) / 8)));
+  if (inFile === 0) return;
+  const raw = new Uint8Array(inFile * 8);
   await img.file.preadv(h.l1TableOffset, raw.length, raw);
   const dv = new DataView(raw.buffer);
-  for (let i = 0; i < h.l1Size; i++) {
+  for (let i = 0; i < inFile; i++) {
     const hi = dv.getUint32(i * 8);
     const lo = dv.getUint32(i * 8 + 4);
     img.l1[i] = entryOffset(hi, lo);
@@ -184,7 +189,8 @@ async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
   const h = img.header;
   const rtBytes = h.refcountTableClusters * img.cs;
   const rtRaw = new Uint8Array(rtBytes);
-  await img.file.preadv(h.refcountTableOffset, rtBytes, rtRaw);
+  const have = Math.max(0, Math.min(rtBytes, img.file.length - h.refcountTableOffset));
+  if (have > 0) await img.file.preadv(h.refcountTableOffset, have, rtRaw);
   const rtdv = new DataView(rtRaw.buffer);
   const table = new Float64Array(rtBytes / 8);
   for (let i = 0; i < table.length; i++) {
@@ -192,7 +198,9 @@ async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
     const lo = rtdv.getUint32(i * 8 + 4);
     table[i] = hi * 4294967296 + ((lo & 0xfffffe00) >>> 0);
     if (lo & 0x1ff && !img.readOnly) img.warnings.push(`Refcount table entry ${i} has reserved bits set`);
-    if (table[i]! > Number.MAX_SAFE_INTEGER) throw new BlockError('EFBIG', `Refcount block offset of entry ${i} is too large`);
+    // Beyond what a file can hold: QEMU opens such an image (check reports the
+    // block as outside the image); a value past any file length stands for it.
+    if (table[i]! > MAX_HOST_OFFSET) table[i] = MAX_HOST_OFFSET;
   }
   return table;
 }

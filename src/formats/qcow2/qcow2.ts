@@ -213,7 +213,7 @@ export class Qcow2Image implements DriverInstance {
   preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> | void {
     // Fast path: one run of plain data in a cached L2 slice (no promise of our own).
     const host = fastDataHost(this, offset, bytes);
-    if (host >= 0) return this.dataChild.preadv(host, bytes, buf, 0);
+    if (host >= 0 && host + bytes <= this.dataChild.length) return this.dataChild.preadv(host, bytes, buf, 0);
     return readGuest(this, offset, bytes, buf);
   }
 
@@ -409,7 +409,8 @@ export const qcow2Driver = {
   createOptions: qcow2CreateOptions,
   probe(header: Uint8Array): number {
     if (header.length >= 8 && header[0] === 0x51 && header[1] === 0x46 && header[2] === 0x49 && header[3] === 0xfb) {
-      const v = (header[4]! << 24) | (header[5]! << 16) | (header[6]! << 8) | header[7]!;
+      // Any version from 2 up is qcow2's to open or refuse (version 1 is qcow).
+      const v = ((header[4]! << 24) | (header[5]! << 16) | (header[6]! << 8) | header[7]!) >>> 0;
       if (v >= 2) return 100;
     }
     return 0;

@@ -20,7 +20,7 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
     const out = buf.subarray(pos, pos + n);
     switch (run.type) {
       case T.NORMAL:
-        await img.dataChild.preadv(run.host, n, out);
+        await readHost(img, run.host, n, out);
         break;
       case T.ZERO_PLAIN:
       case T.ZERO_ALLOC:
@@ -34,6 +34,14 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
     }
     pos += n;
   }
+}
+
+/** Reads data clusters as QEMU does: what lies past the end of the file reads as zeros. */
+async function readHost(img: Qcow2Image, host: number, n: number, out: Uint8Array): Promise<void> {
+  const len = img.dataChild.length;
+  const k = host >= len ? 0 : Math.min(n, len - host);
+  if (k > 0) await img.dataChild.preadv(host, k, out.subarray(0, k));
+  if (k < n) out.fill(0, k, n);
 }
 
 /** Reads an unallocated range from the backing file; zeros past its end or without one. */
