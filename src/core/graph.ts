@@ -473,7 +473,8 @@ export class BlockGraph {
    * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple). Each
    * node's `file`/`data-file` subtree follows; backing files keep their state.
    * Prepare runs for every node, then the permission check; any failure
-   * aborts everything and leaves the graph as it was.
+   * aborts everything and leaves the graph as it was. Then each driver's
+   * reopenCommitPost runs; its failure is thrown, but the reopen stays.
    */
   async reopen(entries: Array<{ node: BlockNode; readOnly: boolean }>): Promise<void> {
     const wanted = new Map<BlockNode, boolean>();
@@ -503,6 +504,16 @@ export class BlockGraph {
       for (const s of prepared.reverse()) s.node.instance.reopenAbort?.(s);
       throw toBlockError(e);
     }
+    // The reopen is done; what runs now cannot undo it, only report.
+    let postError: unknown = null;
+    for (const s of states) {
+      try {
+        await s.node.instance.reopenCommitPost?.(s);
+      } catch (e) {
+        postError ??= toBlockError(e, { node: s.node.nodeName });
+      }
+    }
+    if (postError) throw postError;
   }
 
   /** @internal Closes a node whose last reference was dropped. */
