@@ -6,6 +6,7 @@
  * CLI and tests make their own.
  */
 import type { BlockDriver } from './driver.js';
+import { BackingLoopError, chainKey, loopErrorFor } from './backing-loop.js';
 import { BdrvChild, parentName, type RootParent } from './child.js';
 import { BlockNode, type DetectZeroes } from './node.js';
 import { BlockError, einval, toBlockError } from './errors.js';
@@ -45,6 +46,8 @@ interface OpenContext {
   relativeTo?: BlockNode;
   childKey?: string;
   depth?: number;
+  /** {@link chainKey}s of the images above this one in the backing chain being opened. */
+  chain?: string[];
   /** Set for the protocol layer opened below a probed format. */
   probing?: boolean;
 }
@@ -212,7 +215,7 @@ export class BlockGraph {
       if (!node.filename && node.file) node.filename = node.file.node.filename;
       this.refreshLimits(node);
       await node.refreshLength();
-      if (driver.supportsBacking) await this.openBacking(node, backingRef, ctx.depth ?? 0);
+      if (driver.supportsBacking) await this.openBacking(node, backingRef, ctx.depth ?? 0, ctx.chain ?? []);
       return node;
     } catch (e) {
       await this.discardNode(node);
@@ -248,8 +251,11 @@ export class BlockGraph {
   }
 
   /** Opens the backing child of a format node. */
-  private async openBacking(node: BlockNode, ref: BlockOptions | string | null | undefined, depth: number) {
+  private async openBacking(node: BlockNode, ref: BlockOptions | string | null | undefined, depth: number, chain: string[]) {
     if (ref === null) return;
+    const key = chainKey(this.protocolNodeOf(node));
+    // This image already sits above us: the parent that named it says which file loops.
+    if (chain.includes(key)) throw new BackingLoopError('loop', false);
     if (typeof ref === 'string') {
       const b = this.findNode(ref);
       b.ref();
@@ -262,16 +268,19 @@ export class BlockGraph {
       return;
     }
     let options: BlockOptions;
+    let backingName: string | undefined;
     if (ref) {
       options = ref;
     } else {
       const named = node.instance.backingFile?.();
       if (!named || named.filename === '') return;
+      backingName = named.filename;
       options = this.resolveBacking(node, named.filename, named.format);
     }
     if (depth + 1 >= this.backingPolicy.maxDepth) {
-      throw einval(
+      throw new BackingLoopError(
         `Backing chain of node '${node.nodeName}' is deeper than ${this.backingPolicy.maxDepth} images (a loop in the chain?)`,
+        true,
       );
     }
     let backing: BlockNode;
@@ -281,11 +290,12 @@ export class BlockGraph {
         relativeTo: node,
         childKey: undefined,
         depth: depth + 1,
+        chain: [...chain, key],
         inheritFrom: undefined,
       });
     } catch (e) {
       // QEMU's wording (bdrv_open_backing_file), which qemu-img / qemu-io users see.
-      throw toBlockError(e).withPrefix('Could not open backing file');
+      throw loopErrorFor(e, backingName, node.nodeName) ?? toBlockError(e).withPrefix('Could not open backing file');
     }
     try {
       await this.attachChild(node, backing, 'backing', ROLE_BACKING);
