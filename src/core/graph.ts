@@ -153,7 +153,7 @@ export class BlockGraph {
         throw einval(
           ctx.childKey
             ? `A block device must be specified for "${ctx.childKey}" (no driver and no filename given)`
-            : 'Must specify either driver or filename',
+            : 'Must specify either driver or file',
         );
       }
       if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.probing) {
@@ -178,7 +178,7 @@ export class BlockGraph {
       options = normalizeOptions({ ...driver.parseFilename(filename), ...rest });
     }
     const owner = `Block ${driver.kind === 'protocol' ? 'protocol' : 'format'} '${driver.name}'`;
-    const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '');
+    const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '', '');
     reader.consume('driver');
     const nodeName = this.claimNodeName(reader.string('node-name'));
     const parent = ctx.inheritFrom;
@@ -191,7 +191,7 @@ export class BlockGraph {
     let noFlush = parent?.noFlush ?? false;
     if (cacheRef !== undefined && cacheRef !== null) {
       if (typeof cacheRef === 'string') throw einval(`Parameter 'cache' expects an object, got '${cacheRef}'`);
-      const cache = new OptionReader(cacheRef, owner, `${reader.prefix}cache.`);
+      const cache = new OptionReader(cacheRef, owner, `${reader.prefix}cache.`, 'cache.');
       cache.bool('direct');
       noFlush = cache.bool('no-flush', noFlush);
       cache.finish();
