@@ -17,6 +17,8 @@ function build(_dir: string, sh: (cmd: string) => void): void {
   // A qcow2 image whose guest data is itself a qcow2 image.
   sh('qemu-img convert -f raw -O qcow2 in.qcow2 nest.qcow2');
   sh(`cp in.qcow2 "q'uote.qcow2"`);
+  // Colons in names: after a file: prefix, or in options, they are just characters.
+  sh(`mkdir co:lon && cp in.qcow2 co:lon/x.qcow2 && cp in.qcow2 a:b.qcow2`);
 }
 
 describe('json: filenames vs qemu-img / qemu-io 7.2', () => {
@@ -73,6 +75,15 @@ describe('json: filenames vs qemu-img / qemu-io 7.2', () => {
     `-c "open -o driver=qcow2 json:{'file.filename':'in.qcow2'}" -c 'read -P 42 0 512'`,
     `-c 'open -o driver=qcow2 json:{"driver":"raw","file.filename":"in.qcow2"}' -c info`,
     `-c 'write -P 7 0 4k' "json:{'driver':'qcow2','file.filename':'in.qcow2'}"`,
+    // open -o with no file name: the options name the file.
+    `-c 'open -o driver=qcow2,file.filename=in.qcow2' -c 'read -P 42 0 512'`,
+    `-c 'open -o file.filename=in.qcow2' -c 'read -P 42 0 512'`,
+    `-c 'open -o driver=qcow2' -c 'read 0 1'`,
+    `-c 'open -r -o driver=qcow2,file.filename=nosuch' -c 'read 0 1'`,
+    `-c 'read -P 42 0 512' file:co:lon/x.qcow2`,
+    `-f qcow2 -c 'read -P 42 0 512' file:a:b.qcow2`,
+    `--image-opts -c 'read -P 42 0 512' driver=qcow2,file.filename=a:b.qcow2`,
+    `--image-opts -c 'read -P 42 0 512' driver=qcow2,file.driver=file,file.filename=co:lon/x.qcow2`,
   ];
   for (const line of io) {
     it(`io ${line}`, async () => {
