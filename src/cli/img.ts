@@ -19,6 +19,7 @@ import { Perm } from '../core/permissions.js';
 import { createNodeGraph } from '../node.js';
 import { getopt, type LongOption, type OptResult } from './getopt.js';
 import { cFixed, hexAlt, parseSizeQemu, toQemuJson, type JsonValue } from './format.js';
+import { boolValue, checkOptionValue, isHexWithSuffix, isValidOptionList, OptsError, parseOptionList } from './qemu-opts.js';
 import { CliExit, type CliIo, errText, formatNode, needsProbeWarning, probedRawWarning, strerror, parseCacheMode, supportsCompressed } from './common.js';
 import { dumpImageInfo, dumpSnapshots, type ImageInfo, type SnapshotJson } from './info-dump.js';
 
@@ -397,24 +398,35 @@ function hasHelp(options: string | undefined): boolean {
 }
 
 /** The -o list as given plus qemu-img's own additions, validated against the drivers' option lists. */
-function buildCreateOpts(ctx: Ctx, fmt: string, filename: string, optionText: string[]): { specs: CreateOptionSpec[]; values: Map<string, string> } {
+function buildCreateOpts(
+  ctx: Ctx,
+  fmt: string,
+  filename: string,
+  optionText: string[],
+): { specs: CreateOptionSpec[]; values: Map<string, string>; rereadWarnings: string[] } {
   const { format, proto } = createOptionsFor(ctx, fmt, filename);
   const specs = [...format];
   for (const p of proto) if (!specs.some((s) => s.name === p.name)) specs.push(p);
   const values = new Map<string, string>();
+  const given = new Map<string, string>();
   for (const text of optionText) {
-    let kv: Record<string, string>;
-    try {
-      kv = parseKeyValueList(text);
-    } catch (e) {
-      throw new CliExit(1, `${filename}: ${errText(e)}`);
-    }
-    for (const [k, v] of Object.entries(kv)) {
-      if (!specs.some((s) => s.name === k)) throw new CliExit(1, `Invalid parameter '${k}'`);
-      values.set(k, v);
+    // QemuOpts: bare keys are booleans, values are checked while parsing.
+    for (const [k, v] of parseOptionList(text)) {
+      const spec = specs.find((s) => s.name === k);
+      if (!spec) throw new CliExit(1, `Invalid parameter '${k}'`);
+      given.set(k, v);
+      try {
+        values.set(k, checkOptionValue(spec, v, (w) => ctx.warn(w)));
+      } catch (e) {
+        if (e instanceof OptsError) throw new CliExit(1, `${filename}: ${e.message}`, e.extra);
+        throw e;
+      }
     }
   }
-  return { specs, values };
+  // QEMU reads size options again when the driver creates the image, and warns again.
+  const rereadWarnings = [...given].filter(([k, v]) => specs.find((s) => s.name === k)?.type === 'size' && isHexWithSuffix(v))
+    .map(([, v]) => `Using a multiplier suffix on hex numbers is deprecated: ${v}`);
+  return { specs, values, rereadWarnings };
 }
 
 function escapeOpt(v: string): string {
@@ -462,7 +474,7 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
       case 'b': base = o.arg; break;
       case 'f': fmt = o.arg!; break;
       case 'o':
-        if (!parseKeyValueListSafe(o.arg!)) fail(`Invalid option list: ${o.arg}`);
+        if (!isValidOptionList(o.arg!)) fail(`Invalid option list: ${o.arg}`);
         options.push(o.arg!);
         break;
       case 'q': quiet = true; break;
@@ -504,11 +516,12 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   try {
     built = buildCreateOpts(ctx, fmt, filename, options);
   } catch (e) {
-    if (e instanceof CliExit) fail(`${prefix}${e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message}`);
+    if (e instanceof CliExit) fail(`${prefix}${e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message}`, e.exitCode, e.hint);
     throw e;
   }
   const { specs, values } = built;
   const numeric = new Set<string>();
+  if (imgSize !== undefined && values.has('size')) fail(`${prefix}The image size must be specified only once`);
   if (imgSize !== undefined) {
     values.set('size', String(imgSize));
     numeric.add('size');
@@ -563,8 +576,14 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   if (!quiet) {
     ctx.out(`Formatting '${filename}', fmt=${fmt} ${formatOptsLine(specs, values, numeric)}\n`);
   }
+  for (const w of built.rereadWarnings) ctx.warn(w);
   const record = toCreateRecord(values);
   record['size'] = size;
+  // Booleans in QEMU's other spellings (yes, true, y, ...) reach the driver as on / off.
+  for (const spec of specs) {
+    const v = values.get(spec.name);
+    if (spec.type === 'bool' && v !== undefined) record[spec.name] = boolValue(v) ?? v;
+  }
   try {
     await createImage(ctx.graph, fmt, filename, record);
   } catch (e) {

@@ -150,7 +150,8 @@ export class IoSession {
           return false;
         }
       } else {
-        spec = { filename: file };
+        // `open -o file.filename=x` names no file: the options say it all.
+        spec = file === '' ? {} : { filename: file };
       }
       Object.assign(spec, o.extra ?? {});
       if (o.cache) {
@@ -162,8 +163,8 @@ export class IoSession {
       if (o.forceShare) spec['force-share'] = true;
       this.bb = await BlockBackend.open(this.graph, spec, { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) }, { name: '' });
     } catch (e) {
-      const shown = o.imageOpts ? '' : ` ${file}`;
-      this.err(`${PROG}: can't open${o.imageOpts ? '' : ' device'}${shown}: ${errText(e)}\n`);
+      const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
+      this.err(`${PROG}: can't open${shown}: ${errText(e)}\n`);
       return false;
     }
     if (needsProbeWarning(this.bb.node)) this.err(probedRawWarning(file));

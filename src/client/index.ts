@@ -101,8 +101,12 @@ export class Disk {
    * cross-origin isolated page) is filled in place instead, with no transfer.
    * Keep a few reads in flight for throughput. In a cross-origin isolated
    * page, {@link bulkReader} is faster for bulk reads (no message per read).
+   *
+   * The result has the type of `buf` (`Uint8Array<ArrayBuffer>` in gives
+   * `Uint8Array<ArrayBuffer>` back), so `buf = await disk.readInto(0, buf)`
+   * type-checks.
    */
-  readInto(offset: number, buf: Uint8Array): Promise<Uint8Array> {
+  readInto<B extends ArrayBufferLike>(offset: number, buf: Uint8Array<B>): Promise<Uint8Array<B>> {
     const shared = buf.buffer instanceof SharedArrayBufferCtor;
     const whole = buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
     if (!shared && !whole) {
@@ -111,7 +115,8 @@ export class Disk {
         return buf;
       });
     }
-    return this.bulkRead(offset, buf, shared);
+    // What comes back is the same buffer (shared) or the one we sent (transferred back).
+    return this.bulkRead(offset, buf, shared) as Promise<Uint8Array<B>>;
   }
 
   private port: Promise<MessagePort> | null = null;

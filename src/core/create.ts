@@ -3,7 +3,7 @@
  */
 import type { BlockGraph } from './graph.js';
 import { OptionReader } from './options.js';
-import { BlockError } from './errors.js';
+import { BlockError, einval } from './errors.js';
 
 /**
  * Creates an image `filename` of `format` with creation options (the `-o`
@@ -22,4 +22,15 @@ export async function createImage(
   }
   const reader = new OptionReader({ ...options }, `Block format '${format}'`);
   await driver.create({ graph, filename, options: reader, ...(progress ? { progress } : {}) });
+}
+
+/** Largest extent size hint file systems take (QEMU's file driver limit: 32 bits). */
+const MAX_EXTENT_SIZE_HINT = 0xffffffff;
+
+/** Checks the extent_size_hint creation option as QEMU's file driver does. */
+export function checkExtentSizeHint(hint: number | undefined): void {
+  if (hint !== undefined && hint > MAX_EXTENT_SIZE_HINT) {
+    // QEMU's words (qemu-img prints them after the file name).
+    throw einval('Extent size hint is too large');
+  }
 }

@@ -371,4 +371,11 @@ export interface DriverInstance {
   reopenCommit?(state: ReopenState): void;
   /** Undoes a prepared reopen. Default: nothing. */
   reopenAbort?(state: ReopenState): void;
+  /**
+   * Runs once the reopen is final and the new permissions hold (QEMU's
+   * bdrv_reopen_commit_post), e.g. to write what a read-write image must
+   * record. A failure does not undo the reopen: the driver leaves itself in a
+   * safe state and throws, and reopen reports the error. Default: nothing.
+   */
+  reopenCommitPost?(state: ReopenState): Promise<void>;
 }

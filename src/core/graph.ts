@@ -6,6 +6,7 @@
  * CLI and tests make their own.
  */
 import type { BlockDriver } from './driver.js';
+import { BackingLoopError, chainKey, loopErrorFor } from './backing-loop.js';
 import { BdrvChild, parentName, type RootParent } from './child.js';
 import { BlockNode, type DetectZeroes } from './node.js';
 import { BlockError, einval, toBlockError } from './errors.js';
@@ -45,6 +46,8 @@ interface OpenContext {
   relativeTo?: BlockNode;
   childKey?: string;
   depth?: number;
+  /** {@link chainKey}s of the images above this one in the backing chain being opened. */
+  chain?: string[];
   /** Set for the protocol layer opened below a probed format. */
   probing?: boolean;
 }
@@ -150,7 +153,7 @@ export class BlockGraph {
         throw einval(
           ctx.childKey
             ? `A block device must be specified for "${ctx.childKey}" (no driver and no filename given)`
-            : 'Must specify either driver or filename',
+            : 'Must specify either driver or file',
         );
       }
       if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.probing) {
@@ -175,7 +178,7 @@ export class BlockGraph {
       options = normalizeOptions({ ...driver.parseFilename(filename), ...rest });
     }
     const owner = `Block ${driver.kind === 'protocol' ? 'protocol' : 'format'} '${driver.name}'`;
-    const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '');
+    const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '', '');
     reader.consume('driver');
     const nodeName = this.claimNodeName(reader.string('node-name'));
     const parent = ctx.inheritFrom;
@@ -188,7 +191,7 @@ export class BlockGraph {
     let noFlush = parent?.noFlush ?? false;
     if (cacheRef !== undefined && cacheRef !== null) {
       if (typeof cacheRef === 'string') throw einval(`Parameter 'cache' expects an object, got '${cacheRef}'`);
-      const cache = new OptionReader(cacheRef, owner, `${reader.prefix}cache.`);
+      const cache = new OptionReader(cacheRef, owner, `${reader.prefix}cache.`, 'cache.');
       cache.bool('direct');
       noFlush = cache.bool('no-flush', noFlush);
       cache.finish();
@@ -212,7 +215,7 @@ export class BlockGraph {
       if (!node.filename && node.file) node.filename = node.file.node.filename;
       this.refreshLimits(node);
       await node.refreshLength();
-      if (driver.supportsBacking) await this.openBacking(node, backingRef, ctx.depth ?? 0);
+      if (driver.supportsBacking) await this.openBacking(node, backingRef, ctx.depth ?? 0, ctx.chain ?? []);
       return node;
     } catch (e) {
       await this.discardNode(node);
@@ -249,8 +252,11 @@ export class BlockGraph {
   }
 
   /** Opens the backing child of a format node. */
-  private async openBacking(node: BlockNode, ref: BlockOptions | string | null | undefined, depth: number) {
+  private async openBacking(node: BlockNode, ref: BlockOptions | string | null | undefined, depth: number, chain: string[]) {
     if (ref === null) return;
+    const key = chainKey(this.protocolNodeOf(node));
+    // This image already sits above us: the parent that named it says which file loops.
+    if (chain.includes(key)) throw new BackingLoopError('loop', false);
     if (typeof ref === 'string') {
       const b = this.findNode(ref);
       b.ref();
@@ -263,16 +269,19 @@ export class BlockGraph {
       return;
     }
     let options: BlockOptions;
+    let backingName: string | undefined;
     if (ref) {
       options = ref;
     } else {
       const named = node.instance.backingFile?.();
       if (!named || named.filename === '') return;
+      backingName = named.filename;
       options = this.resolveBacking(node, named.filename, named.format);
     }
     if (depth + 1 >= this.backingPolicy.maxDepth) {
-      throw einval(
+      throw new BackingLoopError(
         `Backing chain of node '${node.nodeName}' is deeper than ${this.backingPolicy.maxDepth} images (a loop in the chain?)`,
+        true,
       );
     }
     let backing: BlockNode;
@@ -282,11 +291,12 @@ export class BlockGraph {
         relativeTo: node,
         childKey: undefined,
         depth: depth + 1,
+        chain: [...chain, key],
         inheritFrom: undefined,
       });
     } catch (e) {
       // QEMU's wording (bdrv_open_backing_file), which qemu-img / qemu-io users see.
-      throw toBlockError(e).withPrefix('Could not open backing file');
+      throw loopErrorFor(e, backingName, node.nodeName) ?? toBlockError(e).withPrefix('Could not open backing file');
     }
     try {
       await this.attachChild(node, backing, 'backing', ROLE_BACKING);
@@ -474,7 +484,8 @@ export class BlockGraph {
    * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple). Each
    * node's `file`/`data-file` subtree follows; backing files keep their state.
    * Prepare runs for every node, then the permission check; any failure
-   * aborts everything and leaves the graph as it was.
+   * aborts everything and leaves the graph as it was. Then each driver's
+   * reopenCommitPost runs; its failure is thrown, but the reopen stays.
    */
   async reopen(entries: Array<{ node: BlockNode; readOnly: boolean }>): Promise<void> {
     const wanted = new Map<BlockNode, boolean>();
@@ -504,6 +515,16 @@ export class BlockGraph {
       for (const s of prepared.reverse()) s.node.instance.reopenAbort?.(s);
       throw toBlockError(e);
     }
+    // The reopen is done; what runs now cannot undo it, only report.
+    let postError: unknown = null;
+    for (const s of states) {
+      try {
+        await s.node.instance.reopenCommitPost?.(s);
+      } catch (e) {
+        postError ??= toBlockError(e, { node: s.node.nodeName });
+      }
+    }
+    if (postError) throw postError;
   }
 
   /** @internal Closes a node whose last reference was dropped. */

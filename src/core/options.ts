@@ -7,7 +7,8 @@
  * these into one nested object; {@link OptionReader} hands the values to a
  * driver with type checks and reports the keys nobody read.
  */
-import { BlockError, einval } from './errors.js';
+import { BlockError, einval, toBlockError } from './errors.js';
+import { parseQemuJson } from './qemu-json.js';
 
 /** A nested options object as blockdev-add takes it. */
 export type BlockOptions = { [key: string]: OptionValue };
@@ -20,19 +21,19 @@ function isPlainObject(v: unknown): v is BlockOptions {
 }
 
 /**
- * Parses `json:{...}` into options; throws EINVAL naming the text on bad JSON.
+ * Parses `json:{...}` into options (QEMU's JSON dialect); throws EINVAL on bad JSON.
  */
 export function parseJsonFilename(filename: string): BlockOptions {
   const text = filename.slice('json:'.length);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    // QEMU's dialect: single-quoted strings too (see qemu-json.ts).
+    parsed = parseQemuJson(text);
   } catch (e) {
-    throw einval(`Could not parse the JSON options in '${filename.slice(0, 200)}': ${(e as Error).message}`);
+    // QEMU's wording; the caller's "Could not open '<filename>'" names the value.
+    throw toBlockError(e).withPrefix('Could not parse the JSON options');
   }
-  if (!isPlainObject(parsed)) {
-    throw einval(`The JSON options in '${filename.slice(0, 200)}' are not an object`);
-  }
+  if (!isPlainObject(parsed)) throw einval('Invalid JSON object given');
   return normalizeOptions(parsed);
 }
 
@@ -187,6 +188,11 @@ export class OptionReader {
     readonly owner: string,
     /** Path prefix of this level ("file." for a child), for messages. */
     readonly prefix = '',
+    /**
+     * The prefix an unknown key is named with: QEMU names it within its node
+     * ('x', not 'file.x'; 'cache.x' under cache). Default: {@link prefix}.
+     */
+    readonly unknownPrefix = prefix,
   ) {}
 
   /** Whether the key is present. Does not consume it. */
@@ -300,7 +306,9 @@ export class OptionReader {
   finish(): void {
     const left = this.unconsumed();
     if (left.length > 0) {
-      throw einval(`${this.owner} does not support the option '${this.prefix}${left[0]}'`);
+      // QEMU's two wordings: protocols "doesn't", formats "does not".
+      const verb = this.owner.startsWith('Block protocol') ? "doesn't" : 'does not';
+      throw einval(`${this.owner} ${verb} support the option '${this.unknownPrefix}${left[0]}'`);
     }
   }
 }

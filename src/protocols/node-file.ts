@@ -8,6 +8,7 @@ import type { BlockDriver, CreateContext, DriverInstance, PreallocMode, ReopenSt
 import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
+import { checkExtentSizeHint } from '../core/create.js';
 import type { FileHandle } from 'node:fs/promises';
 
 type FsPromises = typeof import('node:fs/promises');
@@ -148,7 +149,7 @@ async function createFile(ctx: CreateContext): Promise<void> {
   const prealloc = ctx.options.choice('preallocation', ['off', 'falloc', 'full'] as const, 'off');
   // Accepted as QEMU does; Node cannot set btrfs / XFS attributes, so both are hints only.
   ctx.options.bool('nocow');
-  ctx.options.size('extent_size_hint');
+  checkExtentSizeHint(ctx.options.size('extent_size_hint'));
   ctx.options.finish();
   const f = await fs();
   let fh: FileHandle;

@@ -23,6 +23,22 @@ describe('page API types', () => {
     expectTypeOf<Disk['length']>().toEqualTypeOf<number>();
   });
 
+  it('readInto gives back the type it was given', () => {
+    type ReadInto = Disk['readInto'];
+    // The README's `buf = await disk.readInto(0, buf)` with a plain new Uint8Array (TypeScript 5.9).
+    const reuse = async (disk: Disk) => {
+      let buf = new Uint8Array(4096);
+      buf = await disk.readInto(0, buf);
+      return buf;
+    };
+    expectTypeOf(reuse).returns.toEqualTypeOf<Promise<Uint8Array<ArrayBuffer>>>();
+    const shared = (disk: Disk, b: Uint8Array<SharedArrayBuffer>) => disk.readInto(0, b);
+    expectTypeOf(shared).returns.toEqualTypeOf<Promise<Uint8Array<SharedArrayBuffer>>>();
+    const anyKind = (disk: Disk, b: Uint8Array) => disk.readInto(0, b);
+    expectTypeOf(anyKind).returns.toEqualTypeOf<Promise<Uint8Array<ArrayBufferLike>>>();
+    expectTypeOf<ReadInto>().parameter(0).toEqualTypeOf<number>();
+  });
+
   it('toV86Buffer accepts a Disk', () => {
     const acceptsDisk = (d: Disk) => toV86Buffer(d);
     expectTypeOf(acceptsDisk).returns.toEqualTypeOf<V86DiskBuffer>();

@@ -83,6 +83,29 @@ describe('diskworker bin (real process)', () => {
     expect(ours.status).toBe(q.status);
   });
 
+  it('npm pack builds first (prepack) and packs every entry point and WASM module, nothing else', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+      bin: Record<string, string>;
+      exports: Record<string, { types: string; default: string }>;
+    };
+    // A fresh clone has no dist/: without prepack the package would hold only README and package.json.
+    expect(pkg.scripts['prepack']).toBe('npm run build');
+    expect(pkg.scripts['build']).toBe('npm run build:wasm && npm run build:ts');
+    // dist/ is current (beforeAll); --ignore-scripts packs it without rebuilding.
+    const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const files = (JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
+    const entries = [...Object.values(pkg.bin), ...Object.values(pkg.exports).flatMap((e) => [e.types, e.default])];
+    const wasm = readdirSync(join(ROOT, 'assembly'))
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+      .map((f) => `dist/src/wasm/bin/${f.replace(/\.ts$/, '.wasm')}`);
+    expect(wasm.length).toBeGreaterThan(0);
+    for (const f of [...entries.map((e) => e.replace(/^\.\//, '')), ...wasm]) expect(files, f).toContain(f);
+    // Test pages, fixtures and the demo build live in dist/ too; they stay out.
+    expect(files.filter((f) => !/^(dist\/(src|workers)\/|README\.md$|package\.json$)/.test(f))).toEqual([]);
+  });
+
   it('never prints a stack trace on bad input', () => {
     for (const args of [['img', 'info', '-f', 'raw', tmp], ['img', 'convert', '-O', 'raw', '/nonexist', 'x'], ['io', '-c', 'read 0 1', '/nonexist']]) {
       const r = run(args);

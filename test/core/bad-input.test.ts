@@ -84,9 +84,9 @@ describe('bad options', () => {
     await expectBlockError(
       graph.open({ driver: 'raw', file: { driver: 'memory', filename: 'd', bogus: 1 } }),
       'EINVAL',
-      /does not support the option 'file.bogus'/,
+      /Block protocol 'memory' doesn't support the option 'bogus'/,
     );
-    await expectBlockError(graph.open({}), 'EINVAL', /Must specify either driver or filename/);
+    await expectBlockError(graph.open({}), 'EINVAL', /Must specify either driver or file/);
     expect(graph.listNodes()).toEqual([]);
   });
 
@@ -127,7 +127,7 @@ describe('bad options', () => {
       file: { driver: 'memory', filename: 'x' },
     });
     expect(() => parseJsonFilename('json:{"driver":')).toThrow(BlockError);
-    expect(() => parseJsonFilename('json:[1]')).toThrow(/not an object/);
+    expect(() => parseJsonFilename('json:[1]')).toThrow(/Invalid JSON object given/);
     expect(() => normalizeOptions({ 'a.b': 1, a: 2 })).toThrow(/given both as a value and as an object|given twice/);
     expect(() => normalizeOptions({ 'a..b': 1 })).toThrow(/Invalid option name 'a..b'/);
   });

@@ -6,6 +6,7 @@
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
+import type { BitmapsExtension } from './header.js';
 import { BME, BME_FLAG_AUTO, BME_FLAG_IN_USE } from './constants.js';
 
 export interface Qcow2Bitmap {
@@ -85,6 +86,20 @@ export function markAllInUse(raw: Uint8Array, bitmaps: Qcow2Bitmap[]): boolean {
     changed = true;
   }
   return changed;
+}
+
+/**
+ * Re-reads the directory and marks every bitmap in use on disk (durable when
+ * it returns), for an image that becomes writable by a reopen (QEMU's
+ * reopen_bitmaps_rw). Returns the directory as now on disk.
+ */
+export async function markInUseOnDisk(file: BdrvChild, ext: BitmapsExtension, clusterSize: number): Promise<Qcow2Bitmap[]> {
+  const { bitmaps, raw } = await readBitmapDirectory(file, ext.directoryOffset, ext.directorySize, ext.nbBitmaps, clusterSize);
+  if (markAllInUse(raw, bitmaps)) {
+    await file.pwritev(ext.directoryOffset, raw.length, raw);
+    await file.flush();
+  }
+  return bitmaps;
 }
 
 /** Bitmap description for qemu-img info. */

@@ -7,6 +7,7 @@ import type { BlockNode } from '../../core/node.js';
 import { OptionReader } from '../../core/options.js';
 import { BlockError, einval, toBlockError } from '../../core/errors.js';
 import { joinRelative } from '../../core/graph.js';
+import { checkExtentSizeHint } from '../../core/create.js';
 import { blockStatus } from '../../core/io.js';
 import { Status } from '../../core/driver.js';
 import { AUTOCLEAR, COMPAT, INCOMPAT, MAX_L1_BYTES, MAX_VIRTUAL_SIZE, V3_HEADER_LENGTH } from './constants.js';
@@ -200,6 +201,10 @@ export function buildEmptyImage(p: Qcow2CreateParams): Uint8Array {
 
 export async function createQcow2(ctx: CreateContext): Promise<void> {
   const p = readCreateOptions(ctx.options, true);
+  // Options of the image file's protocol, which QEMU hands down to it; Node
+  // can set neither, so they are checked and kept as hints (as node-file does).
+  ctx.options.bool('nocow');
+  checkExtentSizeHint(ctx.options.size('extent_size_hint'));
   ctx.options.finish();
   const graph = ctx.graph;
   if (!p.sizeGiven && p.backingFile) {

@@ -23,6 +23,7 @@ import type {
   Mapping,
   MeasureInfo,
   PreallocMode,
+  ReopenState,
   ReqFlags,
   SnapshotInfo,
   SpecificInfo,
@@ -32,7 +33,7 @@ import type { BdrvChild } from '../../core/child.js';
 import type { BlockNode } from '../../core/node.js';
 import type { OptionReader } from '../../core/options.js';
 import type { BlockLimits } from '../../core/limits.js';
-import { BlockError, einval } from '../../core/errors.js';
+import { BlockError, einval, toBlockError } from '../../core/errors.js';
 import { ROLE_IMAGE } from '../../core/permissions.js';
 import { MetaCache, Mutex } from './cache.js';
 import { HDR, INCOMPAT, V2_HEADER_LENGTH } from './constants.js';
@@ -40,7 +41,7 @@ import { describeFeatures, serializeHeader, type Qcow2Header } from './header.js
 import { T, TYPE_NAMES, type ClusterType } from './mapping.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
-import { describeBitmap, type Qcow2Bitmap } from './bitmap.js';
+import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2CreateOptions } from './create.js';
 import { amendImage } from './amend.js';
@@ -104,6 +105,11 @@ export class Qcow2Image implements DriverInstance {
   metadataPreallocation: boolean | undefined = undefined;
   /** Set once a corruption was found: no further writes in this session. */
   corrupt = false;
+  /**
+   * Set when a read-write reopen could not mark the persistent bitmaps in
+   * use: a write would make them stale while they still look valid.
+   */
+  bitmapsNotInUse = false;
   readonly warnings: string[] = [];
   /** What the open-time repair of a dirty image reported (QEMU prints it on stderr). */
   readonly repairMessages: string[] = [];
@@ -166,6 +172,32 @@ export class Qcow2Image implements DriverInstance {
   /** Throws once the image was found corrupt in this session. */
   checkUsable(): void {
     if (this.corrupt) throw new BlockError('EIO', 'qcow2: Image is corrupt; no further writes are accepted', { node: this.node.nodeName });
+  }
+
+  /** Throws while the persistent bitmaps could not be marked in use (see reopenCommitPost). */
+  private checkBitmapsWritable(): void {
+    if (this.bitmapsNotInUse) {
+      throw new BlockError('EPERM', 'qcow2: the persistent dirty bitmaps could not be marked in use; writes are refused until a reopen succeeds', { node: this.node.nodeName });
+    }
+  }
+
+  /**
+   * After a reopen to read-write, marks the persistent bitmaps in use on
+   * disk, as a read-write open does: our writes do not update them. On
+   * failure the reopen stays, but writes are refused (QEMU leaves its bitmaps
+   * read-only, which blocks writes the same way).
+   */
+  async reopenCommitPost(state: ReopenState): Promise<void> {
+    const ext = this.header.bitmaps;
+    if (state.readOnly || !ext) return;
+    try {
+      this.bitmaps = await this.whenIdle(() => markInUseOnDisk(this.file, ext, this.cs));
+      this.bitmapsNotInUse = false;
+    } catch (e) {
+      this.bitmapsNotInUse = true;
+      const err = toBlockError(e);
+      throw new BlockError(err.code, `Failed to make dirty bitmaps writable: ${err.message}`, { node: this.node.nodeName });
+    }
   }
 
   /** Rewrites the header cluster and flushes. */
@@ -250,6 +282,7 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async pwritev(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+    this.checkBitmapsWritable();
     if (flags & ReqFlag.COMPRESSED) return writeCompressed(this, offset, bytes, buf);
     await writeGuest(this, offset, bytes, buf);
   }
@@ -261,6 +294,7 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+    this.checkBitmapsWritable();
     if (this.header.version < 3 || this.dataFileRaw) {
       throw new BlockError('ENOTSUP', 'qcow2 v2 images (and raw data files) cannot store zero clusters');
     }
@@ -268,6 +302,7 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async pdiscard(offset: number, bytes: number): Promise<void> {
+    this.checkBitmapsWritable();
     await this.whenIdle(() => discardRange(this, offset, bytes, false, this.passDiscardRequest), offset, bytes);
   }
 
@@ -275,6 +310,7 @@ export class Qcow2Image implements DriverInstance {
   // Truncate and preallocation
 
   async truncate(offset: number, exact: boolean, prealloc: PreallocMode): Promise<void> {
+    this.checkBitmapsWritable();
     void exact;
     await this.whenIdle(() => resizeImage(this, offset, prealloc));
   }

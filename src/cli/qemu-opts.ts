@@ -1,0 +1,118 @@
+/**
+ * qemu-img's `-o` lists read as QEMU's QemuOpts reads them: `,,` is a comma
+ * inside a value, a bare `key` means `key=on` and `nokey` means `key=off`,
+ * and each value is checked against its option's type while the list is
+ * parsed (before "Formatting ..."), with QEMU's messages. Sizes take hex too;
+ * a hex number with a suffix works but is warned about, as in QEMU 7.2.
+ */
+import type { CreateOptionSpec } from '../core/driver.js';
+import { parseSizeQemu } from './format.js';
+
+/** A failure to report as `<filename>: <message>` (more lines may follow). */
+export class OptsError extends Error {
+  constructor(
+    message: string,
+    /** Lines printed after the message, without the program prefix. */
+    readonly extra = '',
+  ) {
+    super(message);
+  }
+}
+
+/** Whether qemu-img takes the text as an option list at all: no empty element. */
+export function isValidOptionList(text: string): boolean {
+  if (text === '' || text.startsWith(',')) return false;
+  for (const item of splitItems(text)) if (item === '') return false;
+  return true;
+}
+
+/** Items split at single commas; `,,` stays in the item as one comma. */
+function splitItems(text: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === ',') {
+      if (text[i + 1] === ',') {
+        cur += ',';
+        i++;
+        continue;
+      }
+      out.push(cur);
+      cur = '';
+    } else {
+      cur += text[i];
+    }
+  }
+  out.push(cur);
+  return out;
+}
+
+/** `key=value` pairs of one list, in order, with QEMU's bare-key booleans. */
+export function parseOptionList(text: string): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const item of splitItems(text)) {
+    if (item === '') continue;
+    // A name ends at '=' or at a comma (an escaped one too: names take no escapes).
+    const end = item.search(/[=,]/);
+    const name = end < 0 ? item : item.slice(0, end);
+    if (end >= 0 && item[end] === '=') out.push([name, item.slice(end + 1)]);
+    else if (name.startsWith('no')) out.push([name.slice(2), 'off']);
+    else out.push([name, 'on']);
+  }
+  return out;
+}
+
+const SIZE_HELP = 'Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.\n';
+
+/**
+ * A size option's value in bytes. Hex takes a suffix with a deprecation
+ * warning (passed to `warn`); anything else bad is QEMU's size error.
+ */
+export function parseSizeOption(name: string, value: string, warn: (line: string) => void): number {
+  const hexSuffixed = /^\s*0[xX]([0-9a-fA-F]+)([kKmMgGtTpPeE])$/.exec(value);
+  if (hexSuffixed) {
+    warn(`Using a multiplier suffix on hex numbers is deprecated: ${value}`);
+    const shift = 10n * BigInt('BKMGTPE'.indexOf(hexSuffixed[2]!.toUpperCase()));
+    const v = BigInt(`0x${hexSuffixed[1]}`) << shift;
+    if (v < 1n << 64n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+  } else {
+    const r = parseSizeQemu(value);
+    if (r.ok) return r.value;
+  }
+  throw new OptsError(`Parameter '${name}' expects a non-negative number below 2^64`, SIZE_HELP);
+}
+
+/**
+ * Checks `value` against the option's type as QemuOpts does while parsing;
+ * returns the value to keep (sizes and numbers as decimal, as QEMU prints
+ * them in "Formatting ...").
+ */
+export function checkOptionValue(spec: CreateOptionSpec, value: string, warn: (line: string) => void): string {
+  switch (spec.type) {
+    case 'size':
+      return String(parseSizeOption(spec.name, value, warn));
+    case 'number': {
+      const t = value.trim();
+      const n = /^[0-9]+$/.test(t) ? Number(t) : /^0[xX][0-9a-fA-F]+$/.test(t) ? parseInt(t, 16) : NaN;
+      if (!Number.isSafeInteger(n)) throw new OptsError(`Parameter '${spec.name}' expects a number`);
+      return String(n);
+    }
+    case 'bool':
+      if (boolValue(value) === undefined) throw new OptsError(`Parameter '${spec.name}' expects 'on' or 'off'`);
+      return value;
+    default:
+      return value;
+  }
+}
+
+/** QEMU's boolean spellings; undefined for anything else. */
+export function boolValue(text: string): 'on' | 'off' | undefined {
+  if (['on', 'yes', 'true', 'y'].includes(text)) return 'on';
+  if (['off', 'no', 'false', 'n'].includes(text)) return 'off';
+  return undefined;
+}
+
+/** Whether a size value is hex with a suffix (QEMU warns each time it reads one). */
+export function isHexWithSuffix(value: string): boolean {
+  return /^\s*0[xX][0-9a-fA-F]+[kKmMgGtTpPeE]$/.test(value);
+}
