@@ -241,7 +241,10 @@ export class Refcounts {
   private allocEnd = 0;
   /** Clusters whose refcount drops once their references are gone on disk. */
   private pending: number[] = [];
-  /** End of compressed data written last (byte offset), for packing (QEMU free_byte_offset). */
+  /**
+   * End of compressed data written last (byte offset), for packing (QEMU
+   * free_byte_offset); 0 when there is no cluster to pack into.
+   */
   freeByteOffset = 0;
 
   constructor(
@@ -303,7 +306,12 @@ export class Refcounts {
     if (v > maxRefcount(this.order)) throw new BlockError('EIO', `Refcount of cluster ${ci} would overflow`);
     setRefcount(buf, idx, this.order, v);
     this.cache.setDirty(this.table[rb]!, buf);
-    if (v === 0 && ci < this.freeHint) this.freeHint = ci;
+    if (v === 0) {
+      if (ci < this.freeHint) this.freeHint = ci;
+      // The cluster compressed data was packed into is free now and may next hold
+      // anything (a data cluster, an L2 table): never pack into it again.
+      if (this.freeByteOffset !== 0 && Math.floor(this.freeByteOffset / this.cs) === ci) this.freeByteOffset = 0;
+    }
     return v;
   }
 
@@ -536,7 +544,9 @@ export class Refcounts {
 
   /**
    * Allocates `bytes` (< one cluster) of byte-granular space for compressed
-   * data, packing into the cluster written last when it fits.
+   * data, packing into the cluster written last when it fits. That cluster
+   * holds only compressed data: {@link update} forgets it once its refcount
+   * drops to 0, since the allocator may then hand it out for anything else.
    */
   async allocBytes(bytes: number): Promise<number> {
     const cs = this.cs;
