@@ -183,8 +183,14 @@ export function freeEntry(img: Qcow2Image, e: RawEntry, ct: ClusterType, discard
   if (discard) img.discardAfterFree.add(host / img.cs);
 }
 
-/** Makes queued frees durable: L2 tables first, then the decremented refcounts. */
-export async function flushAll(img: Qcow2Image): Promise<void> {
+/**
+ * Makes queued frees durable: L2 tables first, then the decremented refcounts.
+ * Frees of clusters that reads in flight may still use stay queued
+ * (read-gate.ts), unless `all`, which waits for those reads first (image-wide
+ * operations: reads never wait for the lock, so waiting under it is safe).
+ */
+export async function flushAll(img: Qcow2Image, all = false): Promise<void> {
+  if (all) await img.readers.whenPassed(img.refs.newestPendingStamp);
   await img.l2cache.flush();
   if (img.refs.pendingCount > 0) {
     await img.file.flush();

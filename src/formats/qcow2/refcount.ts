@@ -17,6 +17,7 @@ import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
 import { loadRefcount, loadRefcountSync, RefcountTs, type CountsScan, type WasmRefcount } from '../../wasm/refcount.js';
 import { MetaCache } from './cache.js';
+import type { ReadGate } from './read-gate.js';
 
 // The WASM refcount module (src/wasm/refcount.ts) runs the loops over many entries of a
 // block: the free-run search, incrementing ranges, and check's comparison of counted with
@@ -241,6 +242,13 @@ export class Refcounts {
   private allocEnd = 0;
   /** Clusters whose refcount drops once their references are gone on disk. */
   private pending: number[] = [];
+  /** For each pending cluster, the read gate's stamp when it was queued. */
+  private pendingStamps: number[] = [];
+  /**
+   * Reads in flight (read-gate.ts): a queued decrement is applied only once
+   * the reads that may still use the cluster have ended. Null: no reads to wait for.
+   */
+  readers: ReadGate | null = null;
   /**
    * End of compressed data written last (byte offset), for packing (QEMU
    * free_byte_offset); 0 when there is no cluster to pack into.
@@ -524,18 +532,35 @@ export class Refcounts {
   queueFree(offset: number, bytes: number): void {
     const first = Math.floor(offset / this.cs);
     const last = Math.floor((offset + bytes - 1) / this.cs);
-    for (let c = first; c <= last; c++) this.pending.push(c);
+    const stamp = this.readers?.stamp() ?? 0;
+    for (let c = first; c <= last; c++) {
+      this.pending.push(c);
+      this.pendingStamps.push(stamp);
+    }
+  }
+
+  /** The read gate's stamp of the newest queued decrement (0 when none). */
+  get newestPendingStamp(): number {
+    return this.pendingStamps.length > 0 ? this.pendingStamps[this.pendingStamps.length - 1]! : 0;
   }
 
   /**
-   * Applies queued decrements. The caller has made sure no reference to the
+   * Applies queued decrements whose clusters no read in flight may still use
+   * (the others stay queued). The caller has made sure no reference to the
    * clusters remains on disk. Returns clusters whose refcount reached 0.
    */
   async applyFrees(): Promise<number[]> {
     const list = this.pending;
-    this.pending = [];
+    const stamps = this.pendingStamps;
+    const oldest = this.readers?.oldest() ?? Infinity;
+    // Stamps only grow: the ones to keep are a tail.
+    let n = 0;
+    while (n < list.length && stamps[n]! <= oldest) n++;
+    this.pending = list.slice(n);
+    this.pendingStamps = stamps.slice(n);
     const freed: number[] = [];
-    for (const c of list) {
+    for (let i = 0; i < n; i++) {
+      const c = list[i]!;
       if ((await this.update(c, -1)) === 0) freed.push(c);
     }
     for (const c of freed) this.cache.forget(c * this.cs);
