@@ -20,7 +20,8 @@
  * - a new L2 table is written and flushed before the L1 entry points to it;
  * - data is written before the L2 entry that maps it;
  * - refcount decrements are applied only after the L2 tables that dropped
- *   the references are on disk ({@link flushAll}).
+ *   the references are on disk ({@link flushAll}), and only once no read
+ *   that started before the drop is still running (read-gate.ts).
  */
 import { BlockError } from '../../core/errors.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';

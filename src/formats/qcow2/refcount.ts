@@ -11,7 +11,10 @@
  * - refcount increments reach the disk before the L2 / L1 entries that use the
  *   clusters (the image flushes this cache before its L2 cache);
  * - decrements are queued ({@link Refcounts.queueFree}) and applied only after
- *   the references are gone on disk.
+ *   the references are gone on disk and no read in flight may still use the
+ *   clusters (read-gate.ts);
+ * - the cluster compressed data is packed into is forgotten once it is freed
+ *   (the allocator may hand it out for anything afterwards).
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
