@@ -202,7 +202,10 @@ export async function flushAll(img: Qcow2Image, all = false): Promise<void> {
       await img.file.flush();
       const set = img.discardAfterFree;
       img.discardAfterFree = new Set();
+      // Frees held back for reads in flight keep their discard for a later flush.
+      if (img.refs.pendingCount > 0) for (const c of set) img.discardAfterFree.add(c);
       for (const c of freed) {
+        img.discardAfterFree.delete(c);
         if (set.has(c)) {
           try {
             await img.file.pdiscard(c * img.cs, img.cs);
