@@ -119,16 +119,17 @@ export class CutRig {
     return { cut, file, data, unstable };
   }
 
-  /** Cuts at `cut` and checks the survivor. */
-  async verifyCut(cut: number): Promise<void> {
+  /** Cuts at `cut` and checks the survivor; returns whether it was left dirty (lazy refcounts). */
+  async verifyCut(cut: number): Promise<boolean> {
     const s = await this.run(cut);
     const bytes = s.file.toBytes();
+    const dirty = CutRig.dirty(s.file);
     if (!this.v.lazy) {
       writeFileSync(this.scratch, bytes);
       const c = qemuCheck(this.scratch);
       expect({ seed: this.seed, cut, corruptions: c.corruptions ?? 0, errors: c['check-errors'] }).toEqual({ seed: this.seed, cut, corruptions: 0, errors: 0 });
       await this.expectIntact(s, true);
-      return;
+      return dirty;
     }
     // QEMU's repair leaves no corruptions and no leaks.
     writeFileSync(this.scratch, bytes);
@@ -146,6 +147,7 @@ export class CutRig {
     writeFileSync(this.scratch, s.file.toBytes());
     const c = qemuCheck(this.scratch);
     expect({ seed: this.seed, cut, corruptions: c.corruptions ?? 0, leaks: c.leaks ?? 0, errors: c['check-errors'] }).toEqual({ seed: this.seed, cut, corruptions: 0, leaks: 0, errors: 0 });
+    return dirty;
   }
 
   /** Whether the survivor's header has the dirty bit (lazy refcounts). */

@@ -25,7 +25,10 @@ describe('qcow2 power cut (sweep)', () => {
         const rig = new CutRig(v, seed + k, dir);
         await rig.prepare();
         expect(rig.total).toBeGreaterThan(100);
-        for (const cut of cutPoints(rig.total, MAX_CUTS, seed + k, true)) await rig.verifyCut(cut);
+        let dirty = 0;
+        for (const cut of cutPoints(rig.total, MAX_CUTS, seed + k, true)) if (await rig.verifyCut(cut)) dirty++;
+        // The lazy variant is only meaningful if cuts really left dirty images behind.
+        if (v.lazy) expect(dirty).toBeGreaterThan(0);
       }
     });
   });

@@ -23,8 +23,10 @@ describe('qcow2 power cut (sample)', () => {
       const rig = new CutRig(v, SEED + i, dir);
       await rig.prepare();
       expect(rig.total).toBeGreaterThan(100);
-      const cuts = cutPoints(rig.total, CUTS, SEED + i);
-      for (const cut of cuts) await rig.verifyCut(cut);
+      let dirty = 0;
+      for (const cut of cutPoints(rig.total, CUTS, SEED + i)) if (await rig.verifyCut(cut)) dirty++;
+      // The lazy variant is only meaningful if cuts really left dirty images behind.
+      if (v.lazy) expect(dirty).toBeGreaterThan(0);
     });
   });
 });
