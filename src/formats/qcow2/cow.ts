@@ -20,7 +20,8 @@
  * - a new L2 table is written and flushed before the L1 entry points to it;
  * - data is written before the L2 entry that maps it;
  * - refcount decrements are applied only after the L2 tables that dropped
- *   the references are on disk ({@link flushAll}).
+ *   the references are on disk ({@link flushAll}), and only once no read
+ *   that started before the drop is still running (read-gate.ts).
  */
 import { BlockError } from '../../core/errors.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
@@ -183,8 +184,14 @@ export function freeEntry(img: Qcow2Image, e: RawEntry, ct: ClusterType, discard
   if (discard) img.discardAfterFree.add(host / img.cs);
 }
 
-/** Makes queued frees durable: L2 tables first, then the decremented refcounts. */
-export async function flushAll(img: Qcow2Image): Promise<void> {
+/**
+ * Makes queued frees durable: L2 tables first, then the decremented refcounts.
+ * Frees of clusters that reads in flight may still use stay queued
+ * (read-gate.ts), unless `all`, which waits for those reads first (image-wide
+ * operations: reads never wait for the lock, so waiting under it is safe).
+ */
+export async function flushAll(img: Qcow2Image, all = false): Promise<void> {
+  if (all) await img.readers.whenPassed(img.refs.newestPendingStamp);
   await img.l2cache.flush();
   if (img.refs.pendingCount > 0) {
     await img.file.flush();
@@ -195,7 +202,10 @@ export async function flushAll(img: Qcow2Image): Promise<void> {
       await img.file.flush();
       const set = img.discardAfterFree;
       img.discardAfterFree = new Set();
+      // Frees held back for reads in flight keep their discard for a later flush.
+      if (img.refs.pendingCount > 0) for (const c of set) img.discardAfterFree.add(c);
       for (const c of freed) {
+        img.discardAfterFree.delete(c);
         if (set.has(c)) {
           try {
             await img.file.pdiscard(c * img.cs, img.cs);

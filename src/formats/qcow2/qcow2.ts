@@ -49,6 +49,7 @@ import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.j
 import { openImage, refcountHost } from './open.js';
 import { SliceMemo, fastDataHost, lookup, type Run } from './lookup.js';
 import { readGuest } from './read.js';
+import { ReadGate } from './read-gate.js';
 import { InFlightWrites, flushAll, whenClustersIdle, writeGuest } from './cow.js';
 import { writeCompressed } from './compressed.js';
 import { discardRange, zeroRange } from './zero-discard.js';
@@ -78,7 +79,18 @@ export class Qcow2Image implements DriverInstance {
   l1 = new Float64Array(0);
   l1Copied = new Uint8Array(0);
   l2cache!: MetaCache;
-  refs!: Refcounts;
+  private refcounts!: Refcounts;
+  /** Reads in flight: host clusters they may use are not reused until they end (read-gate.ts). */
+  readonly readers = new ReadGate();
+
+  /** The refcount structures; each one set here defers its frees past the reads in flight. */
+  get refs(): Refcounts {
+    return this.refcounts;
+  }
+  set refs(r: Refcounts) {
+    r.readers = this.readers;
+    this.refcounts = r;
+  }
   /** The image lock (QEMU's s->lock): metadata changes run one at a time. */
   readonly lock = new Mutex();
   /** Guest clusters whose data is being written outside the lock (cow.ts). */
@@ -244,9 +256,20 @@ export class Qcow2Image implements DriverInstance {
 
   preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> | void {
     // Fast path: one run of plain data in a cached L2 slice (no promise of our own).
+    const ticket = this.readers.enter();
     const host = fastDataHost(this, offset, bytes);
-    if (host >= 0 && host + bytes <= this.dataChild.length) return this.dataChild.preadv(host, bytes, buf, 0);
-    return readGuest(this, offset, bytes, buf);
+    let r: Promise<void> | void;
+    try {
+      r = host >= 0 && host + bytes <= this.dataChild.length ? this.dataChild.preadv(host, bytes, buf, 0) : readGuest(this, offset, bytes, buf);
+    } catch (e) {
+      this.readers.exit(ticket);
+      throw e;
+    }
+    if (r === undefined) {
+      this.readers.exit(ticket);
+      return;
+    }
+    return r.finally(() => this.readers.exit(ticket));
   }
 
   // -------------------------------------------------------------------------
@@ -325,7 +348,7 @@ export class Qcow2Image implements DriverInstance {
 
   async check(fix: CheckFix): Promise<CheckResult> {
     return this.whenIdle(async () => {
-      if (!this.readOnly) await flushAll(this);
+      if (!this.readOnly) await flushAll(this, true);
       return checkImage(this, fix);
     });
   }
@@ -375,13 +398,13 @@ export class Qcow2Image implements DriverInstance {
   async makeEmpty(): Promise<void> {
     await this.whenIdle(async () => {
       await discardRange(this, 0, this.header.size, true, true);
-      await flushAll(this);
+      await flushAll(this, true);
     });
   }
 
   async amend(options: OptionReader, force: boolean): Promise<void> {
     const newSize = await this.whenIdle(async () => {
-      await flushAll(this);
+      await flushAll(this, true);
       return amendImage(this, options, force);
     });
     if (newSize !== undefined) {
@@ -424,7 +447,7 @@ export class Qcow2Image implements DriverInstance {
     this.cleanTimer = null;
     if (this.readOnly || !this.refs || this.corrupt) return;
     await this.whenIdle(async () => {
-      await flushAll(this);
+      await flushAll(this, true);
       await this.file.flush();
       if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {
         this.header.incompatible &= ~INCOMPAT.DIRTY;

@@ -11,12 +11,16 @@
  * - refcount increments reach the disk before the L2 / L1 entries that use the
  *   clusters (the image flushes this cache before its L2 cache);
  * - decrements are queued ({@link Refcounts.queueFree}) and applied only after
- *   the references are gone on disk.
+ *   the references are gone on disk and no read in flight may still use the
+ *   clusters (read-gate.ts);
+ * - the cluster compressed data is packed into is forgotten once it is freed
+ *   (the allocator may hand it out for anything afterwards).
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
 import { loadRefcount, loadRefcountSync, RefcountTs, type CountsScan, type WasmRefcount } from '../../wasm/refcount.js';
 import { MetaCache } from './cache.js';
+import type { ReadGate } from './read-gate.js';
 
 // The WASM refcount module (src/wasm/refcount.ts) runs the loops over many entries of a
 // block: the free-run search, incrementing ranges, and check's comparison of counted with
@@ -241,7 +245,17 @@ export class Refcounts {
   private allocEnd = 0;
   /** Clusters whose refcount drops once their references are gone on disk. */
   private pending: number[] = [];
-  /** End of compressed data written last (byte offset), for packing (QEMU free_byte_offset). */
+  /** For each pending cluster, the read gate's stamp when it was queued. */
+  private pendingStamps: number[] = [];
+  /**
+   * Reads in flight (read-gate.ts): a queued decrement is applied only once
+   * the reads that may still use the cluster have ended. Null: no reads to wait for.
+   */
+  readers: ReadGate | null = null;
+  /**
+   * End of compressed data written last (byte offset), for packing (QEMU
+   * free_byte_offset); 0 when there is no cluster to pack into.
+   */
   freeByteOffset = 0;
 
   constructor(
@@ -303,7 +317,12 @@ export class Refcounts {
     if (v > maxRefcount(this.order)) throw new BlockError('EIO', `Refcount of cluster ${ci} would overflow`);
     setRefcount(buf, idx, this.order, v);
     this.cache.setDirty(this.table[rb]!, buf);
-    if (v === 0 && ci < this.freeHint) this.freeHint = ci;
+    if (v === 0) {
+      if (ci < this.freeHint) this.freeHint = ci;
+      // The cluster compressed data was packed into is free now and may next hold
+      // anything (a data cluster, an L2 table): never pack into it again.
+      if (this.freeByteOffset !== 0 && Math.floor(this.freeByteOffset / this.cs) === ci) this.freeByteOffset = 0;
+    }
     return v;
   }
 
@@ -516,18 +535,35 @@ export class Refcounts {
   queueFree(offset: number, bytes: number): void {
     const first = Math.floor(offset / this.cs);
     const last = Math.floor((offset + bytes - 1) / this.cs);
-    for (let c = first; c <= last; c++) this.pending.push(c);
+    const stamp = this.readers?.stamp() ?? 0;
+    for (let c = first; c <= last; c++) {
+      this.pending.push(c);
+      this.pendingStamps.push(stamp);
+    }
+  }
+
+  /** The read gate's stamp of the newest queued decrement (0 when none). */
+  get newestPendingStamp(): number {
+    return this.pendingStamps.length > 0 ? this.pendingStamps[this.pendingStamps.length - 1]! : 0;
   }
 
   /**
-   * Applies queued decrements. The caller has made sure no reference to the
+   * Applies queued decrements whose clusters no read in flight may still use
+   * (the others stay queued). The caller has made sure no reference to the
    * clusters remains on disk. Returns clusters whose refcount reached 0.
    */
   async applyFrees(): Promise<number[]> {
     const list = this.pending;
-    this.pending = [];
+    const stamps = this.pendingStamps;
+    const oldest = this.readers?.oldest() ?? Infinity;
+    // Stamps only grow: the ones to keep are a tail.
+    let n = 0;
+    while (n < list.length && stamps[n]! <= oldest) n++;
+    this.pending = list.slice(n);
+    this.pendingStamps = stamps.slice(n);
     const freed: number[] = [];
-    for (const c of list) {
+    for (let i = 0; i < n; i++) {
+      const c = list[i]!;
       if ((await this.update(c, -1)) === 0) freed.push(c);
     }
     for (const c of freed) this.cache.forget(c * this.cs);
@@ -536,7 +572,9 @@ export class Refcounts {
 
   /**
    * Allocates `bytes` (< one cluster) of byte-granular space for compressed
-   * data, packing into the cluster written last when it fits.
+   * data, packing into the cluster written last when it fits. That cluster
+   * holds only compressed data: {@link update} forgets it once its refcount
+   * drops to 0, since the allocator may then hand it out for anything else.
    */
   async allocBytes(bytes: number): Promise<number> {
     const cs = this.cs;
