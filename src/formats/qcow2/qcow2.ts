@@ -50,7 +50,7 @@ import { SliceMemo, fastDataHost, lookup, type Run } from './lookup.js';
 import { readGuest } from './read.js';
 import { InFlightWrites, flushAll, whenClustersIdle, writeGuest } from './cow.js';
 import { writeCompressed } from './compressed.js';
-import { discardRange, zeroRange } from './zero-discard.js';
+import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
 
@@ -260,14 +260,15 @@ export class Qcow2Image implements DriverInstance {
     l.requestAlignment = 1;
   }
 
-  async pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
-    if (this.header.version < 3 || this.dataFileRaw) {
-      throw new BlockError('ENOTSUP', 'qcow2 v2 images (and raw data files) cannot store zero clusters');
-    }
-    await this.whenIdle(() => zeroRange(this, offset, bytes, flags), offset, bytes);
+  pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+    return writeZeroes(this, offset, bytes, flags);
   }
 
   async pdiscard(offset: number, bytes: number): Promise<void> {
+    // Without the zero flag, discarded clusters would show the backing file's data.
+    if (this.header.version < 3 && this.node.backing) {
+      throw new BlockError('ENOTSUP', 'qcow2 v2 images with a backing file cannot discard');
+    }
     await this.whenIdle(() => discardRange(this, offset, bytes, false, this.passDiscardRequest), offset, bytes);
   }
 
