@@ -462,9 +462,11 @@ async function writeCmd(s: IoSession, args: string[]): Promise<number> {
     s.out(`length cannot exceed ${REQUEST_MAX}, given ${r.operands[1]}\n`);
     return EINVAL;
   }
-  if (bflag) {
+  if (bflag || cflag) {
     if (offset % 512) { s.out(`${offset} is not a sector-aligned value for 'offset'\n`); return EINVAL; }
     if (count % 512) { s.out(`${count} is not a sector-aligned value for 'count'\n`); return EINVAL; }
+  }
+  if (bflag) {
     s.out('write failed: Operation not supported\n');
     return -95;
   }

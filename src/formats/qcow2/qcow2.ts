@@ -32,7 +32,7 @@ import type { BdrvChild } from '../../core/child.js';
 import type { BlockNode } from '../../core/node.js';
 import type { OptionReader } from '../../core/options.js';
 import type { BlockLimits } from '../../core/limits.js';
-import { BlockError, einval } from '../../core/errors.js';
+import { BlockError, STRERROR, einval, toBlockError } from '../../core/errors.js';
 import { ROLE_IMAGE } from '../../core/permissions.js';
 import { MetaCache, Mutex } from './cache.js';
 import { HDR, INCOMPAT, V2_HEADER_LENGTH } from './constants.js';
@@ -275,9 +275,22 @@ export class Qcow2Image implements DriverInstance {
   // -------------------------------------------------------------------------
   // Truncate and preallocation
 
-  async truncate(offset: number, exact: boolean, prealloc: PreallocMode): Promise<void> {
+  async truncate(offset: number, exact: boolean, prealloc: PreallocMode, flags: ReqFlags = 0): Promise<void> {
     void exact;
-    await this.whenIdle(() => resizeImage(this, offset, prealloc));
+    const old = this.header.size;
+    const zeroWrite = (flags & ReqFlag.ZERO_WRITE) !== 0 && offset > old;
+    await this.whenIdle(() => resizeImage(this, offset, prealloc, zeroWrite));
+    // The grown area's head, up to the first subcluster boundary, gets explicit zeros.
+    const zeroStart = Math.ceil(old / this.subSize) * this.subSize;
+    if (zeroWrite && zeroStart > old) {
+      const len = Math.min(zeroStart, offset) - old;
+      try {
+        await writeGuest(this, old, len, new Uint8Array(len));
+      } catch (e) {
+        const err = toBlockError(e);
+        throw new BlockError(err.code, `Failed to zero out the new area: ${STRERROR[err.code] ?? err.message}`);
+      }
+    }
   }
 
   /** Allocates clusters for [from, to) without writing data (caller holds the lock; create uses it). */
