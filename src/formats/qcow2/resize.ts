@@ -21,12 +21,14 @@ import type { Qcow2Image } from './qcow2.js';
 export async function resizeImage(img: Qcow2Image, offset: number, prealloc: PreallocMode, zeroWrite = false): Promise<void> {
   const h = img.header;
   const old = h.size;
-  if (offset % 512 !== 0) throw einval(`The new size must be a multiple of 512 (got ${offset})`);
+  if (offset % 512 !== 0) throw einval('The new size must be a multiple of 512');
   if (offset < old) {
     if (prealloc !== 'off') throw einval('Preallocation can only be used when growing an image');
     if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', "Can't shrink an image which has snapshots");
     await shrink(img, offset);
   } else if (offset > old) {
+    // A raw data file maps every guest cluster to its own offset: grown clusters are mapped at once.
+    if (img.dataFileRaw && prealloc === 'off') prealloc = 'metadata';
     const needL1 = Math.ceil(offset / (img.l2Entries * img.cs));
     await beforeModify(img);
     await growL1(img, needL1);
