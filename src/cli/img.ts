@@ -1746,26 +1746,30 @@ async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
     try {
       const len = bb.length;
       const oldBacking = cowChild(top);
+      const oldLen = oldBacking ? oldBacking.length : 0;
       const newLen = newBb ? newBb.length : 0;
       let off = 0;
       while (off < len) {
         const n0 = Math.min(IO_BUF_SIZE, len - off);
         const r = await isAllocatedAbove(top, oldBacking, false, off, n0);
-        const n = r.pnum || n0;
-        if (!r.allocated && oldBacking) {
-          const oldBuf = await bb.read(off, n);
-          const newBuf = new Uint8Array(n);
-          if (newBb && off < newLen) newBuf.set(await newBb.read(off, Math.min(n, newLen - off)));
+        let n = r.pnum || n0;
+        if (!r.allocated) {
+          // As qemu-img: past the old backing's end the old side is zeros, and the
+          // ranges that differ from the new backing become zero writes, not data.
+          const oldZero = off >= oldLen;
+          if (!oldZero) n = Math.min(n, oldLen - off);
+          if (newBb && off < newLen) n = Math.min(n, newLen - off);
+          const oldBuf = oldZero ? new Uint8Array(n) : await bb.read(off, n);
+          const newBuf = newBb && off < newLen ? await newBb.read(off, n) : new Uint8Array(n);
           let w = 0;
           while (w < n) {
             const c = compareBuffers(oldBuf.subarray(w), newBuf.subarray(w), n - w);
-            if (c.diff) await bb.write(off + w, oldBuf.subarray(w, w + c.pnum)).catch(cowWriteFailed);
+            if (c.diff) {
+              if (oldZero) await bb.writeZeroes(off + w, c.pnum).catch(cowWriteFailed);
+              else await bb.write(off + w, oldBuf.subarray(w, w + c.pnum)).catch(cowWriteFailed);
+            }
             w += c.pnum;
           }
-        } else if (!r.allocated && !oldBacking && newBb) {
-          // No old backing: the range reads as zeros; keep it that way over the new backing.
-          const newBuf = off < newLen ? await newBb.read(off, Math.min(n, newLen - off)) : new Uint8Array(0);
-          if (!isZeroBuffer(newBuf)) await bb.writeZeroes(off, n).catch(cowWriteFailed);
         }
         off += n;
         prog.print((100 * off) / len, 0);

@@ -154,14 +154,14 @@ export class IoSession {
         spec = file === '' ? {} : { filename: file };
       }
       Object.assign(spec, o.extra ?? {});
-      if (o.cache) {
-        const c = parseCacheMode(o.cache)!;
-        spec['cache.direct'] = c.direct;
-        spec['cache.no-flush'] = c.noFlush;
-      }
-      if (o.discard) spec['discard'] = o.discard === 'on' || o.discard === 'unmap' ? 'unmap' : 'ignore';
+      // qemu-io's defaults: discard=unmap and a disabled write cache (writethrough).
+      const cache = parseCacheMode(o.cache ?? 'writethrough')!;
+      spec['cache.direct'] ??= cache.direct;
+      spec['cache.no-flush'] ??= cache.noFlush;
+      spec['discard'] ??= o.discard === 'off' || o.discard === 'ignore' ? 'ignore' : 'unmap';
       if (o.forceShare) spec['force-share'] = true;
-      this.bb = await BlockBackend.open(this.graph, spec, { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) }, { name: '' });
+      const flags = { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) };
+      this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback });
     } catch (e) {
       const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
       this.err(`${PROG}: can't open${shown}: ${errText(e)}\n`);
@@ -463,9 +463,11 @@ async function writeCmd(s: IoSession, args: string[]): Promise<number> {
     s.out(`length cannot exceed ${REQUEST_MAX}, given ${r.operands[1]}\n`);
     return EINVAL;
   }
-  if (bflag) {
+  if (bflag || cflag) {
     if (offset % 512) { s.out(`${offset} is not a sector-aligned value for 'offset'\n`); return EINVAL; }
     if (count % 512) { s.out(`${count} is not a sector-aligned value for 'count'\n`); return EINVAL; }
+  }
+  if (bflag) {
     s.out('write failed: Operation not supported\n');
     return -95;
   }
@@ -825,6 +827,7 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
   const r = s.parse(c, args, 'c:o:rw');
   if (!r) return EINVAL;
   let ro: boolean | undefined;
+  let cache: ReturnType<typeof parseCacheMode> = null;
   for (const o of r.opts) {
     if (o.kind !== 'opt') continue;
     if (o.opt === 'r' || o.opt === 'w') {
@@ -834,7 +837,8 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
       }
       ro = o.opt === 'r';
     } else if (o.opt === 'c') {
-      if (!parseCacheMode(o.arg!)) {
+      cache = parseCacheMode(o.arg!);
+      if (!cache) {
         s.err(`${PROG}: Invalid cache option: ${o.arg}\n`);
         return EINVAL;
       }
@@ -851,6 +855,8 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
   const bb = s.backend;
   const node = bb.node;
   const readOnly = ro ?? node.readOnly;
+  const writeThrough = cache ? !cache.writeback : bb.writeThrough;
+  if (cache) node.noFlush = cache.noFlush;
   node.ref();
   try {
     await s.drainAio();
@@ -860,10 +866,10 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
       await s.graph.reopen([{ node, readOnly }]);
     } catch (e) {
       s.err(`${PROG}: ${errText(e)}\n`);
-      s.bb = await BlockBackend.attach(s.graph, node, { name: '' });
+      s.bb = await BlockBackend.attach(s.graph, node, { name: '', writeThrough: bb.writeThrough });
       return -5;
     }
-    s.bb = await BlockBackend.attach(s.graph, node, { name: '' });
+    s.bb = await BlockBackend.attach(s.graph, node, { name: '', writeThrough });
   } finally {
     await node.unref();
   }

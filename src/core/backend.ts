@@ -33,6 +33,12 @@ export interface BackendOptions {
    * one until {@link BlockBackend.resume}; see {@link BlockBackend.onStop}.
    */
   werror?: ErrorAction;
+  /**
+   * Write-through mode (QEMU's disabled write cache): every write and zero
+   * write is sent with FUA, so it is on stable storage once acknowledged.
+   * Default false (writeback).
+   */
+  writeThrough?: boolean;
 }
 
 /** A stopped request: the backend is paused until {@link BlockBackend.resume}. */
@@ -57,6 +63,8 @@ export class BlockBackend implements RootParent {
   private resumePaused: (() => void) | null = null;
   readonly rerror: ErrorAction;
   readonly werror: ErrorAction;
+  /** Whether writes are sent with FUA (see {@link BackendOptions.writeThrough}); changeable while open. */
+  writeThrough: boolean;
   /** Request statistics. */
   readonly stats: IoStats = newIoStats();
   /** Listeners told when the error policy stops the backend. */
@@ -70,6 +78,7 @@ export class BlockBackend implements RootParent {
     this.name = opts.name ?? `backend${backendCounter++}`;
     this.rerror = opts.rerror ?? 'report';
     this.werror = opts.werror ?? 'report';
+    this.writeThrough = opts.writeThrough ?? false;
     if (this.rerror === 'enospc') throw new BlockError('EINVAL', "rerror='enospc' is not a valid read error policy");
   }
 
@@ -293,6 +302,7 @@ export class BlockBackend implements RootParent {
     }
     this.checkRange(offset, data.length);
     const link = this.root;
+    if (this.writeThrough) flags |= ReqFlag.FUA;
     return this.run('write', this.stats.write, data.length, () => link.pwritev(offset, data.length, data, flags));
   }
 
@@ -300,6 +310,7 @@ export class BlockBackend implements RootParent {
   async writeZeroes(offset: number, bytes: number, flags: ReqFlags = 0): Promise<void> {
     this.checkRange(offset, bytes);
     const link = this.root;
+    if (this.writeThrough) flags |= ReqFlag.FUA;
     return this.run('write', this.stats.zeroWrite, bytes, () => link.pwriteZeroes(offset, bytes, flags));
   }
 

@@ -47,6 +47,8 @@ export const ReqFlag = {
   NO_SERIALISING: 0x40,
   /** Read: prefetch only, the buffer may be ignored (jobs). */
   PREFETCH: 0x80,
+  /** Truncate: the grown area must read as zeros (it would show a longer backing file otherwise). */
+  ZERO_WRITE: 0x100,
 } as const;
 export type ReqFlags = number;
 

@@ -654,6 +654,9 @@ export async function truncate(
     });
   }
   const old = node.totalBytes;
+  // Growing over a longer backing file: the new area must not show its data.
+  const backing = node.backing?.node;
+  if (offset > old && backing && backing.totalBytes > old) flags |= ReqFlag.ZERO_WRITE;
   const lo = Math.min(old, offset);
   const req = track(node, lo, MAX_REQUEST_END - lo, 'truncate' as TrackedType, true);
   beginInFlight(node);

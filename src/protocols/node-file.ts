@@ -2,7 +2,7 @@
  * node-file: images in the local file system through Node's fs (QEMU's
  * file-posix, minus what Node cannot do: no SEEK_DATA / SEEK_HOLE, so block
  * status reports every byte as data; no hole punching, so write-zeroes writes
- * zero buffers and discard does nothing). flush = fdatasync.
+ * zero buffers and discard overwrites with zeros). flush = fdatasync.
  */
 import type { BlockDriver, CreateContext, DriverInstance, PreallocMode, ReopenState } from '../core/driver.js';
 import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';
@@ -77,6 +77,19 @@ class NodeFileInstance implements DriverInstance {
     await this.fh.datasync().catch((e: unknown) => {
       throw ioError(e, 0);
     });
+  }
+
+  /**
+   * QEMU punches a hole, after which the range reads as zeros; Node cannot,
+   * so the part inside the file is overwritten with zeros instead.
+   */
+  async pdiscard(offset: number, bytes: number): Promise<void> {
+    const end = Math.min(offset + bytes, this.size);
+    if (end <= offset) return;
+    const zeros = new Uint8Array(Math.min(end - offset, 1 << 20));
+    for (let pos = offset; pos < end; pos += zeros.length) {
+      await this.pwritev(pos, Math.min(zeros.length, end - pos), zeros);
+    }
   }
 
   async truncate(offset: number, _exact: boolean, prealloc: PreallocMode): Promise<void> {

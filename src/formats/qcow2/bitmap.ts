@@ -93,8 +93,8 @@ export function markAllInUse(raw: Uint8Array, bitmaps: Qcow2Bitmap[]): boolean {
  * it returns), for an image that becomes writable by a reopen (QEMU's
  * reopen_bitmaps_rw). Returns the directory as now on disk.
  */
-export async function markInUseOnDisk(file: BdrvChild, ext: BitmapsExtension, clusterSize: number): Promise<Qcow2Bitmap[]> {
-  const { bitmaps, raw } = await readBitmapDirectory(file, ext.directoryOffset, ext.directorySize, ext.nbBitmaps, clusterSize);
+export async function markInUseOnDisk(file: BdrvChild, ext: BitmapsExtension, clusterSize: number, virtualSize: number): Promise<Qcow2Bitmap[]> {
+  const { bitmaps, raw } = await readBitmapDirectory(file, ext.directoryOffset, ext.directorySize, ext.nbBitmaps, clusterSize, virtualSize);
   if (markAllInUse(raw, bitmaps)) {
     await file.pwritev(ext.directoryOffset, raw.length, raw);
     await file.flush();

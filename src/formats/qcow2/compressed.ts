@@ -83,37 +83,53 @@ export async function writeCompressed(img: Qcow2Image, offset: number, bytes: nu
   const cs = img.cs;
   if (img.hasDataFile) throw new BlockError('ENOTSUP', 'Compression is not supported with an external data file');
   if (offset % cs !== 0) throw einval(`Compressed writes must be cluster aligned (offset ${offset})`);
-  for (let pos = 0; pos < bytes; pos += cs) {
-    const n = Math.min(cs, bytes - pos);
-    if (n < cs && offset + pos + n !== img.header.size) {
-      throw einval(`Compressed writes must cover whole clusters (offset ${offset + pos}, ${n} bytes)`);
-    }
-    let cluster = buf.subarray(pos, pos + n);
-    if (n < cs) {
-      const padded = new Uint8Array(cs);
-      padded.set(cluster);
-      cluster = padded;
-    }
-    const packed = await compressCluster(img.header.compressionType, cluster);
-    if (!packed) {
-      await img.pwritev(offset + pos, n, buf.subarray(pos, pos + n), 0);
-      continue;
-    }
-    const ci = Math.floor((offset + pos) / cs);
-    await whenClustersIdle(img, async () => {
-      await beforeModify(img);
-      const { sliceOff, buf: l2, dv, i0 } = await writableSlice(img, ci);
-      const old = readEntry(dv, i0, img.ext);
-      const ct = clusterType(old, img.ext, false);
-      if (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC) {
-        throw new BlockError('EIO', `Compression can't overwrite the allocated cluster at guest offset ${offset + pos}`);
-      }
-      const host = await img.refs.allocBytes(packed.length);
-      await overlapCheck(img, host, packed.length);
-      await img.file.pwritev(host, packed.length, packed);
-      writeEntry(dv, i0, img.ext, makeCompressedEntry(host, packed.length, img.cbits));
-      img.l2cache.setDirty(sliceOff, l2);
-      img.lastCompressed = null;
-    }, ci, ci);
+  if (bytes % cs !== 0 && offset + bytes !== img.header.size) {
+    throw einval(`Compressed writes must cover whole clusters (offset ${offset}, ${bytes} bytes)`);
   }
+  // QEMU writes the clusters as parallel tasks (8 at a time): a cluster that fails
+  // does not stop the others already started; the first error is reported.
+  const failedAt: number[] = [];
+  let firstError: unknown;
+  for (let pos = 0, i = 0; pos < bytes; pos += cs, i++) {
+    if (i >= 9 && failedAt.some((f) => f <= i - 9)) break;
+    try {
+      const n = Math.min(cs, bytes - pos);
+      await writeCompressedCluster(img, offset + pos, n, buf.subarray(pos, pos + n));
+    } catch (e) {
+      failedAt.push(i);
+      firstError ??= e;
+    }
+  }
+  if (failedAt.length > 0) throw firstError;
+}
+
+/** One cluster of a compressed write (the last may be the image's partial cluster). */
+async function writeCompressedCluster(img: Qcow2Image, offset: number, n: number, data: Uint8Array): Promise<void> {
+  const cs = img.cs;
+  let cluster = data;
+  if (n < cs) {
+    cluster = new Uint8Array(cs);
+    cluster.set(data);
+  }
+  const packed = await compressCluster(img.header.compressionType, cluster);
+  if (!packed) {
+    await img.pwritev(offset, n, data, 0);
+    return;
+  }
+  const ci = Math.floor(offset / cs);
+  await whenClustersIdle(img, async () => {
+    await beforeModify(img);
+    const { sliceOff, buf: l2, dv, i0 } = await writableSlice(img, ci);
+    const old = readEntry(dv, i0, img.ext);
+    const ct = clusterType(old, img.ext, false);
+    if (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC) {
+      throw new BlockError('EIO', `Compression can't overwrite the allocated cluster at guest offset ${offset}`);
+    }
+    const host = await img.refs.allocBytes(packed.length);
+    await overlapCheck(img, host, packed.length);
+    await img.file.pwritev(host, packed.length, packed);
+    writeEntry(dv, i0, img.ext, makeCompressedEntry(host, packed.length, img.cbits));
+    img.l2cache.setDirty(sliceOff, l2);
+    img.lastCompressed = null;
+  }, ci, ci);
 }

@@ -141,7 +141,8 @@ export function buildEmptyImage(p: Qcow2CreateParams): Uint8Array {
   const l2Entries = cs / (p.extendedL2 ? 16 : 8);
   const l1Size = Math.ceil(p.size / (cs * l2Entries));
   if (l1Size * 8 > MAX_L1_BYTES) throw new BlockError('EFBIG', `Image size ${p.size} needs an L1 table larger than 32 MiB`);
-  const l1Clusters = Math.max(1, Math.ceil((l1Size * 8) / cs));
+  // An empty image has no L1 table at all (offset 0), as QEMU makes it.
+  const l1Clusters = Math.ceil((l1Size * 8) / cs);
   const perBlock = (cs * 8) >> order;
   let rb = 1;
   let rt = 1;
@@ -163,7 +164,7 @@ export function buildEmptyImage(p: Qcow2CreateParams): Uint8Array {
     size: p.size,
     cryptMethod: 0,
     l1Size,
-    l1TableOffset: (1 + rt + rb) * cs,
+    l1TableOffset: l1Size > 0 ? (1 + rt + rb) * cs : 0,
     refcountTableOffset: cs,
     refcountTableClusters: rt,
     nbSnapshots: 0,

@@ -351,7 +351,9 @@ export function serializeHeader(h: Qcow2Header): Uint8Array {
   };
   if (h.backingFormat !== undefined && h.backingFile !== undefined) ext(EXT.BACKING_FORMAT, enc.encode(h.backingFormat));
   if (h.dataFile !== undefined) ext(EXT.DATA_FILE, enc.encode(h.dataFile));
-  if (h.version === 3) {
+  // QEMU leaves the feature name table out with clusters of 4 KiB and less,
+  // where it would crowd out the other extensions and the backing file name.
+  if (h.version === 3 && cs > 4096) {
     const table = new Uint8Array(FEATURE_NAMES.length * FEATURE_ENTRY_SIZE);
     FEATURE_NAMES.forEach(([type, bit, name], i) => {
       table[i * FEATURE_ENTRY_SIZE] = type;

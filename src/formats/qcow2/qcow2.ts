@@ -33,7 +33,7 @@ import type { BdrvChild } from '../../core/child.js';
 import type { BlockNode } from '../../core/node.js';
 import type { OptionReader } from '../../core/options.js';
 import type { BlockLimits } from '../../core/limits.js';
-import { BlockError, einval, toBlockError } from '../../core/errors.js';
+import { BlockError, STRERROR, einval, toBlockError } from '../../core/errors.js';
 import { ROLE_IMAGE } from '../../core/permissions.js';
 import { MetaCache, Mutex } from './cache.js';
 import { HDR, INCOMPAT, V2_HEADER_LENGTH } from './constants.js';
@@ -52,7 +52,7 @@ import { readGuest } from './read.js';
 import { ReadGate } from './read-gate.js';
 import { InFlightWrites, flushAll, whenClustersIdle, writeGuest } from './cow.js';
 import { writeCompressed } from './compressed.js';
-import { discardRange, zeroRange } from './zero-discard.js';
+import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
 
@@ -203,7 +203,7 @@ export class Qcow2Image implements DriverInstance {
     const ext = this.header.bitmaps;
     if (state.readOnly || !ext) return;
     try {
-      this.bitmaps = await this.whenIdle(() => markInUseOnDisk(this.file, ext, this.cs));
+      this.bitmaps = await this.whenIdle(() => markInUseOnDisk(this.file, ext, this.cs, this.header.size));
       this.bitmapsNotInUse = false;
     } catch (e) {
       this.bitmapsNotInUse = true;
@@ -316,26 +316,40 @@ export class Qcow2Image implements DriverInstance {
     l.requestAlignment = 1;
   }
 
-  async pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+  pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
     this.checkBitmapsWritable();
-    if (this.header.version < 3 || this.dataFileRaw) {
-      throw new BlockError('ENOTSUP', 'qcow2 v2 images (and raw data files) cannot store zero clusters');
-    }
-    await this.whenIdle(() => zeroRange(this, offset, bytes, flags), offset, bytes);
+    return writeZeroes(this, offset, bytes, flags);
   }
 
   async pdiscard(offset: number, bytes: number): Promise<void> {
     this.checkBitmapsWritable();
+    // Without the zero flag, discarded clusters would show the backing file's data.
+    if (this.header.version < 3 && this.node.backing) {
+      throw new BlockError('ENOTSUP', 'qcow2 v2 images with a backing file cannot discard');
+    }
     await this.whenIdle(() => discardRange(this, offset, bytes, false, this.passDiscardRequest), offset, bytes);
   }
 
   // -------------------------------------------------------------------------
   // Truncate and preallocation
 
-  async truncate(offset: number, exact: boolean, prealloc: PreallocMode): Promise<void> {
+  async truncate(offset: number, exact: boolean, prealloc: PreallocMode, flags: ReqFlags = 0): Promise<void> {
     this.checkBitmapsWritable();
     void exact;
-    await this.whenIdle(() => resizeImage(this, offset, prealloc));
+    const old = this.header.size;
+    const zeroWrite = (flags & ReqFlag.ZERO_WRITE) !== 0 && offset > old;
+    await this.whenIdle(() => resizeImage(this, offset, prealloc, zeroWrite));
+    // The grown area's head, up to the first subcluster boundary, gets explicit zeros.
+    const zeroStart = Math.ceil(old / this.subSize) * this.subSize;
+    if (zeroWrite && zeroStart > old) {
+      const len = Math.min(zeroStart, offset) - old;
+      try {
+        await writeGuest(this, old, len, new Uint8Array(len));
+      } catch (e) {
+        const err = toBlockError(e);
+        throw new BlockError(err.code, `Failed to zero out the new area: ${STRERROR[err.code] ?? err.message}`);
+      }
+    }
   }
 
   /** Allocates clusters for [from, to) without writing data (caller holds the lock; create uses it). */

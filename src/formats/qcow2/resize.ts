@@ -4,31 +4,48 @@
  * file cut after its last used cluster), and metadata / falloc / full
  * preallocation of a range.
  */
-import { BlockError, einval, toBlockError } from '../../core/errors.js';
+import { BlockError, STRERROR, einval, toBlockError } from '../../core/errors.js';
 import type { PreallocMode } from '../../core/driver.js';
 import { HDR } from './constants.js';
 import { T, clusterType, makeEntry, readEntry, writeEntry } from './mapping.js';
 import { beforeModify, flushAll, growL1, writableSlice, writeL1Entry } from './cow.js';
-import { discardRange } from './zero-discard.js';
+import { discardRange, zeroize } from './zero-discard.js';
 import type { Qcow2Image } from './qcow2.js';
 
-/** Changes the guest size to `offset` (under the image lock). */
-export async function resizeImage(img: Qcow2Image, offset: number, prealloc: PreallocMode): Promise<void> {
+/**
+ * Changes the guest size to `offset` (under the image lock). With `zeroWrite`
+ * a grown area is made of zero (sub)clusters from the first subcluster
+ * boundary on, as QEMU's truncate with BDRV_REQ_ZERO_WRITE does; the caller
+ * writes explicit zeros before that boundary.
+ */
+export async function resizeImage(img: Qcow2Image, offset: number, prealloc: PreallocMode, zeroWrite = false): Promise<void> {
   const h = img.header;
   const old = h.size;
-  if (offset % 512 !== 0) throw einval(`The new size must be a multiple of 512 (got ${offset})`);
+  if (offset % 512 !== 0) throw einval('The new size must be a multiple of 512');
   if (offset < old) {
     if (prealloc !== 'off') throw einval('Preallocation can only be used when growing an image');
     if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', "Can't shrink an image which has snapshots");
     await shrink(img, offset);
   } else if (offset > old) {
+    // A raw data file maps every guest cluster to its own offset: grown clusters are mapped at once.
+    if (img.dataFileRaw && prealloc === 'off') prealloc = 'metadata';
     const needL1 = Math.ceil(offset / (img.l2Entries * img.cs));
     await beforeModify(img);
     await growL1(img, needL1);
     await flushAll(img);
+    if (prealloc !== 'off') await preallocate(img, old, offset, prealloc);
+    const zeroStart = Math.ceil(old / img.subSize) * img.subSize;
+    if (zeroWrite && offset > zeroStart) {
+      try {
+        await zeroize(img, zeroStart, offset - zeroStart, 0);
+        await flushAll(img);
+      } catch (e) {
+        const err = toBlockError(e);
+        throw new BlockError(err.code, `Failed to zero out new clusters: ${STRERROR[err.code] ?? err.message}`);
+      }
+    }
     h.size = offset;
     await writeSize(img);
-    if (prealloc !== 'off') await preallocate(img, old, offset, prealloc);
   }
 }
 

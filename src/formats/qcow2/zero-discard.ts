@@ -2,106 +2,152 @@
  * Zero writes and discard (QEMU's qcow2_cluster_zeroize / qcow2_cluster_discard):
  * whole (sub)clusters become zero clusters (keeping or releasing their host
  * cluster) or fall through to the backing file; partial ones are refused with
- * ENOTSUP so the generic layer writes zeros instead.
+ * ENOTSUP so the generic layer writes zeros instead, unless the rest of the
+ * subcluster already reads as zeros.
  */
 import { BlockError } from '../../core/errors.js';
-import { ReqFlag, type ReqFlags } from '../../core/driver.js';
-import { T, clusterType, entryOffset, readEntry, subMask, writeEntry, type RawEntry } from './mapping.js';
-import { lookup, type Run } from './lookup.js';
+import { ReqFlag, Status, type BlockStatusResult, type ReqFlags } from '../../core/driver.js';
+import type { BlockNode } from '../../core/node.js';
+import { blockStatus } from '../../core/io.js';
+import { T, clusterType, entryOffset, readEntry, subMask, writeEntry, type ClusterType, type RawEntry } from './mapping.js';
+import { lookup } from './lookup.js';
 import { MAX_PENDING_FREES, beforeModify, flushAll, freeEntry, writableSlice } from './cow.js';
 import type { Qcow2Image } from './qcow2.js';
 
-/** Whether the whole cluster at `ci` reads as zeros now. */
-async function clusterReadsZero(img: Qcow2Image, ci: number): Promise<boolean> {
-  const cs = img.cs;
-  const run = await lookup(img, ci * cs, cs);
-  if (run.bytes < cs) {
-    // Mixed subclusters: check each run.
-    let pos = 0;
-    while (pos < cs) {
-      const r = await lookup(img, ci * cs + pos, cs - pos);
-      if (!runReadsZero(img, r, ci * cs + pos)) return false;
-      pos += r.bytes;
+/**
+ * Whether [offset, offset+bytes) reads as zeros through the whole chain, by
+ * block status only (QEMU's is_zero in qcow2.c): a layer that answers ZERO
+ * counts, DATA does not, unallocated ranges look further down, and a lower
+ * layer that ends early reads as zeros there. Clamped to the image end.
+ */
+async function readsZero(img: Qcow2Image, offset: number, bytes: number): Promise<boolean> {
+  const end = Math.min(offset + bytes, img.header.size);
+  let pos = offset;
+  while (pos < end) {
+    let n: BlockNode | undefined = img.node;
+    let len = end - pos;
+    for (;;) {
+      const st: BlockStatusResult = await blockStatus(n, true, pos, len);
+      if (st.pnum === 0) break; // past the end of a lower layer: zeros
+      len = Math.min(len, st.pnum);
+      if (st.status & Status.ZERO) break;
+      if (st.status & Status.DATA) return false;
+      n = n.backing?.node;
+      if (!n) return false;
     }
-    return true;
+    pos += len;
   }
-  return runReadsZero(img, run, ci * cs);
-}
-
-function runReadsZero(img: Qcow2Image, r: Run, offset: number): boolean {
-  if (r.type === T.ZERO_PLAIN || r.type === T.ZERO_ALLOC) return true;
-  if (r.type === T.UNALLOC || r.type === T.UNALLOC_ALLOC) {
-    const b = img.node.backing;
-    return !b || offset >= b.node.length;
-  }
-  return false;
+  return true;
 }
 
 /**
- * Makes [offset, offset+bytes) read as zeros (under the image lock). Throws
- * ENOTSUP for a partial (sub)cluster that does not already read as zeros.
+ * Zero write as qcow2 answers it (QEMU's qcow2_co_pwrite_zeroes; the generic
+ * layer sends unaligned heads and tails as pieces of one subcluster). A piece
+ * that covers a subcluster only in part is done only when the rest of that
+ * subcluster already reads as zeros and it is unallocated or zero: the whole
+ * subcluster then becomes a zero subcluster. Anything else is ENOTSUP, for the
+ * generic layer to write zero buffers.
  */
-export async function zeroRange(img: Qcow2Image, offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+export async function writeZeroes(img: Qcow2Image, offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+  const sc = img.subSize;
+  const end = offset + bytes;
+  const head = offset % sc;
+  const tail = end === img.header.size ? 0 : (sc - (end % sc)) % sc;
+  if (head === 0 && tail === 0) {
+    await img.whenIdle(() => zeroize(img, offset, bytes, flags), offset, bytes);
+    return;
+  }
+  if (!((await readsZero(img, offset - head, head)) && (await readsZero(img, end, tail)))) {
+    throw new BlockError('ENOTSUP', 'Partial subcluster zero write over data');
+  }
+  const start = offset - head;
+  await img.whenIdle(
+    async () => {
+      // Rechecked under the lock: a write may have come in since.
+      const run = await lookup(img, start, sc);
+      if (run.type !== T.UNALLOC && run.type !== T.UNALLOC_ALLOC && run.type !== T.ZERO_PLAIN && run.type !== T.ZERO_ALLOC) {
+        throw new BlockError('ENOTSUP', 'Partial subcluster zero write over data');
+      }
+      await zeroize(img, start, sc, flags);
+    },
+    start,
+    sc,
+  );
+}
+
+/**
+ * Makes whole subclusters read as zeros (QEMU's qcow2_subcluster_zeroize;
+ * under the image lock; `offset` subcluster-aligned, the end too unless it is
+ * the image end). Version 2 images cannot mark zeros: without a backing file
+ * the clusters are discarded instead, with one ENOTSUP. Whole clusters become
+ * zero clusters; their host cluster is released when it is compressed, or
+ * allocated and MAY_UNMAP is set. Partial clusters (extended L2) get their
+ * subclusters' zero bits; a partly covered compressed cluster is ENOTSUP.
+ */
+export async function zeroize(img: Qcow2Image, offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+  // A raw data file must read the same as the image: zero it first.
+  if (img.dataFileRaw) await img.dataChild.pwriteZeroes(offset, bytes, flags);
+  if (img.header.version < 3) {
+    if (!img.node.backing) {
+      await discardRange(img, offset, bytes, false, img.passDiscardRequest);
+      return;
+    }
+    throw new BlockError('ENOTSUP', 'qcow2 v2 images cannot store zero clusters');
+  }
   const cs = img.cs;
   const sc = img.subSize;
   const end = offset + bytes;
-  // A partial (sub)cluster that already reads as zeros needs nothing; else fall back to writing zeros.
-  if (offset % sc !== 0 || (end % sc !== 0 && end !== img.header.size)) {
-    const ci = Math.floor(offset / cs);
-    if (Math.floor((end - 1) / cs) === ci && (await clusterReadsZero(img, ci))) return;
-    throw new BlockError('ENOTSUP', 'Partial cluster zero write');
-  }
-  if (!img.ext && (offset % cs !== 0 || (end % cs !== 0 && end !== img.header.size))) {
-    const ci = Math.floor(offset / cs);
-    if (Math.floor((end - 1) / cs) === ci && (await clusterReadsZero(img, ci))) return;
-    throw new BlockError('ENOTSUP', 'Partial cluster zero write');
-  }
-  await beforeModify(img);
   const unmapReq = (flags & ReqFlag.MAY_UNMAP) !== 0;
+  await beforeModify(img);
   let pos = offset;
   while (pos < end) {
     const ci = Math.floor(pos / cs);
     const { sliceOff, buf, dv, i0 } = await writableSlice(img, ci);
     const n = Math.min(Math.ceil(end / cs) - ci, img.sliceEntries - i0);
+    let changed = false;
     for (let k = 0; k < n; k++) {
       const cstart = (ci + k) * cs;
       const zs = Math.max(pos, cstart) - cstart;
       const ze = Math.min(end, cstart + cs) - cstart;
       const old = readEntry(dv, i0 + k, img.ext);
       const ct = clusterType(old, img.ext, img.hasDataFile);
-      const whole = zs === 0 && (ze === cs || cstart + ze === img.header.size);
-      if (!img.ext) {
-        // Compressed clusters cannot carry the zero flag and keep their data: release them.
-        const unmap = unmapReq || ct === T.COMPRESSED;
-        let ne: RawEntry;
-        if (unmap && !img.hasDataFile) {
-          ne = { hi: 0, lo: 1, zero: 0, alloc: 0 };
-          freeEntry(img, old, ct, img.passDiscardRequest);
-        } else {
-          ne = { hi: old.hi, lo: (old.lo | 1) >>> 0, zero: 0, alloc: 0 };
+      const whole = zs === 0 && (ze === cs || cstart + ze >= img.header.size);
+      let ne: RawEntry;
+      let unmap = false;
+      if (!whole) {
+        // Extended L2 only: the subclusters' zero bits.
+        if (ct === T.COMPRESSED) {
+          if (changed) img.l2cache.setDirty(sliceOff, buf);
+          throw new BlockError('ENOTSUP', 'Partial zero write to a compressed cluster');
         }
-        writeEntry(dv, i0 + k, false, ne);
-        continue;
-      }
-      const mask = whole ? 0xffffffff : subMask(zs / sc, Math.ceil(ze / sc));
-      if (ct === T.COMPRESSED && !whole) throw new BlockError('ENOTSUP', 'Partial zero write to a compressed cluster');
-      if (whole && (unmapReq || ct === T.COMPRESSED) && !img.hasDataFile) {
-        freeEntry(img, old, ct, img.passDiscardRequest);
-        writeEntry(dv, i0 + k, true, { hi: 0, lo: 0, zero: 0xffffffff, alloc: 0 });
+        const mask = subMask(zs / sc, Math.ceil(ze / sc));
+        ne = { hi: old.hi, lo: old.lo, zero: (old.zero | mask) >>> 0, alloc: (old.alloc & ~mask) >>> 0 };
       } else {
-        const keep = ct === T.COMPRESSED ? { hi: 0, lo: 0 } : old;
-        writeEntry(dv, i0 + k, true, {
-          hi: keep.hi,
-          lo: keep.lo,
-          zero: (old.zero | mask) >>> 0,
-          alloc: (old.alloc & ~mask) >>> 0,
-        });
+        const allocated = ct === T.NORMAL || ct === T.ZERO_ALLOC || ct === T.COMPRESSED;
+        unmap = ct === T.COMPRESSED || (unmapReq && allocated);
+        const keep = unmap ? { hi: 0, lo: 0 } : old;
+        ne = img.ext
+          ? { hi: keep.hi, lo: keep.lo, zero: 0xffffffff, alloc: 0 }
+          : { hi: keep.hi, lo: (keep.lo | 1) >>> 0, zero: 0, alloc: 0 };
       }
+      if (ne.hi === old.hi && ne.lo === old.lo && ne.zero === old.zero && ne.alloc === old.alloc) continue;
+      writeEntry(dv, i0 + k, img.ext, ne);
+      changed = true;
+      if (unmap) await releaseEntry(img, old, ct, img.passDiscardRequest);
     }
-    img.l2cache.setDirty(sliceOff, buf);
+    if (changed) img.l2cache.setDirty(sliceOff, buf);
     pos = Math.min(end, (ci + n) * cs);
   }
   if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img);
+}
+
+/** Releases a host cluster (QEMU's qcow2_free_any_cluster): refcounted, or a discard in the data file. */
+async function releaseEntry(img: Qcow2Image, old: RawEntry, ct: ClusterType, passDiscard: boolean): Promise<void> {
+  freeEntry(img, old, ct, passDiscard);
+  if (img.hasDataFile && (ct === T.NORMAL || ct === T.ZERO_ALLOC) && passDiscard && !img.dataFileRaw) {
+    // Data file clusters are not refcounted; pass the discard on.
+    await img.dataChild.pdiscard(entryOffset(old.hi, old.lo), img.cs).catch(() => undefined);
+  }
 }
 
 /**
@@ -156,12 +202,7 @@ export async function discardRange(img: Qcow2Image, offset: number, bytes: numbe
       if (ne.hi === old.hi && ne.lo === old.lo && ne.zero === old.zero && ne.alloc === old.alloc) continue;
       writeEntry(dv, i0 + k, img.ext, ne);
       changed = true;
-      if (free) freeEntry(img, old, ct, passDiscard);
-      if (img.hasDataFile && allocated && passDiscard && !img.dataFileRaw) {
-        // Data file clusters are not refcounted; pass the discard on.
-        const host = entryOffset(old.hi, old.lo);
-        await img.dataChild.pdiscard(host, cs).catch(() => undefined);
-      }
+      if (free) await releaseEntry(img, old, ct, passDiscard);
     }
     if (changed) img.l2cache.setDirty(sliceOff, buf);
     pos = Math.min(end, (ci + n) * cs);
