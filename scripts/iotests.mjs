@@ -230,7 +230,12 @@ async function mainRun() {
     results.push(row);
   }
   process.stdout.write(`\n| test | ${tools.join(' | ')} |\n|---|${tools.map(() => '---').join('|')}|\n`);
-  for (const row of results) process.stdout.write(`| ${row.test} | ${tools.map((t) => row[t].status).join(' | ')} |\n`);
+  for (const row of results) {
+    // A test that QEMU runs but ours makes skip itself (e.g. _require_working_luks) is a difference too.
+    const cell = (t) => (t === 'diskworker' && row.qemu?.status === 'pass' && row[t].status === 'not run'
+      ? `not run only here (${row[t].detail})` : row[t].status);
+    process.stdout.write(`| ${row.test} | ${tools.map(cell).join(' | ')} |\n`);
+  }
   if (o.json) writeFileSync(o.json, JSON.stringify(results, null, 2) + '\n');
 }
 
