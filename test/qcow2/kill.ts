@@ -31,11 +31,18 @@ export interface KillResult {
   finished: boolean;
 }
 
-/** Runs the child on a fresh image in `dir`, kills it after a random delay of `seed` (up to maxDelayMs), and checks the image. */
+/**
+ * Runs the child on a fresh image in `dir`, kills it at a moment drawn from
+ * `seed` (a random delay of up to maxDelayMs after its 2nd..9th completed
+ * flush), and checks the image.
+ */
 export async function killOnce(dir: string, seed: number, maxDelayMs: number): Promise<KillResult> {
   const img = join(dir, `kill-${seed}.qcow2`);
   qemuImg('create', '-q', '-f', 'qcow2', '-o', `cluster_size=${KILL_SHAPE.cs},compression_type=zstd`, img, String(KILL_SHAPE.size));
-  const delayMs = Math.floor(prng(seed)() * maxDelayMs);
+  const r = prng(seed);
+  const delayMs = Math.floor(r() * maxDelayMs);
+  // From the 2nd flush on, at least one request is covered by a flush.
+  const afterFlushes = 2 + Math.floor(r() * 8);
   const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'kill-child.ts'), img, String(seed), JSON.stringify(KILL_SHAPE), String(IN_FLIGHT)], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -45,17 +52,19 @@ export async function killOnce(dir: string, seed: number, maxDelayMs: number): P
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('exit', (code, signal) => res({ code, signal })));
-  // The clock starts when the workload does (start-up time varies with the machine's load).
+  // The moment is counted from the child's `afterFlushes`-th completed flush, so
+  // that every kill has flushed data to check however fast the machine is.
+  const flushes = () => out.match(/^flushed /gm)?.length ?? 0;
   await new Promise<void>((res, rej) => {
     const poll = setInterval(() => {
-      if (out.includes('ready\n')) {
+      if (flushes() >= afterFlushes || out.includes('done\n')) {
         clearInterval(poll);
         res();
       }
-    }, 5);
+    }, 2);
     void exited.then(() => {
       clearInterval(poll);
-      if (!out.includes('ready\n')) rej(new Error(`kill child exited before it was ready: ${err}`));
+      if (!out.includes('done\n')) rej(new Error(`kill child exited by itself: ${err}`));
     });
   });
   await new Promise((res) => setTimeout(res, delayMs));

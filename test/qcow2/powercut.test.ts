@@ -13,7 +13,7 @@ const t = tempDir();
 afterAll(() => t.cleanup());
 
 const SEED = 20261205;
-const CUTS = 12;
+const CUTS = 8;
 
 describe('qcow2 power cut (sample)', () => {
   CUT_VARIANTS.forEach((v, i) => {

@@ -255,11 +255,12 @@ export class Qcow2Image implements DriverInstance {
   // Read
 
   preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> | void {
-    // Fast path: one run of plain data in a cached L2 slice (no promise of our own).
+    // Fast path: one run of plain data in a cached L2 slice (no promise of our own when the
+    // child completes synchronously). The ticket keeps the host cluster from reuse meanwhile.
     const ticket = this.readers.enter();
-    const host = fastDataHost(this, offset, bytes);
     let r: Promise<void> | void;
     try {
+      const host = fastDataHost(this, offset, bytes);
       r = host >= 0 && host + bytes <= this.dataChild.length ? this.dataChild.preadv(host, bytes, buf, 0) : readGuest(this, offset, bytes, buf);
     } catch (e) {
       this.readers.exit(ticket);
