@@ -2,6 +2,7 @@
  * `diskworker io`: qemu-io's command interpreter over a BlockBackend, with the
  * same commands, options, output lines and exit status.
  */
+import { planReopen } from './io-reopen.js';
 import { BlockBackend } from '../core/backend.js';
 import type { BlockGraph } from '../core/graph.js';
 import { ReqFlag, type PreallocMode } from '../core/driver.js';
@@ -825,6 +826,8 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
   const r = s.parse(c, args, 'c:o:rw');
   if (!r) return EINVAL;
   let ro: boolean | undefined;
+  let cacheFlag = false;
+  const extra: Record<string, string> = {};
   for (const o of r.opts) {
     if (o.kind !== 'opt') continue;
     if (o.opt === 'r' || o.opt === 'w') {
@@ -838,9 +841,10 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
         s.err(`${PROG}: Invalid cache option: ${o.arg}\n`);
         return EINVAL;
       }
+      cacheFlag = true;
     } else if (o.opt === 'o') {
       try {
-        parseKeyValueList(o.arg!);
+        Object.assign(extra, parseKeyValueList(o.arg!));
       } catch (e) {
         s.err(`${PROG}: ${errText(e)}\n`);
         return EINVAL;
@@ -850,7 +854,12 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
   if (r.operands.length !== 0) return s.usage(c);
   const bb = s.backend;
   const node = bb.node;
-  const readOnly = ro ?? node.readOnly;
+  const plan = planReopen(node, extra, ro, cacheFlag);
+  if (!plan.ok) {
+    s.err(`${PROG}: ${plan.message}\n`);
+    return EINVAL;
+  }
+  const readOnly = plan.readOnly ?? node.readOnly;
   node.ref();
   try {
     await s.drainAio();
