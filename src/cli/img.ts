@@ -1077,7 +1077,7 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       case 'F': backingFmt = o.arg; break;
       case 'c': compress = true; break;
       case 'o':
-        if (!parseKeyValueListSafe(o.arg!)) fail(`Invalid option list: ${o.arg}`);
+        if (!isValidOptionList(o.arg!)) fail(`Invalid option list: ${o.arg}`);
         options.push(o.arg!);
         break;
       case 'l': fail('Snapshots are not supported yet');
@@ -1112,7 +1112,6 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     }
   }
   if (quiet) progress = false;
-  if (outBase !== undefined && !backingFmt && !skipCreate) fail('Use of backing file requires explicit backing format');
   const wz = useWasmZero(true);
   if (targetIsZero && !skipCreate) fail('--target-is-zero requires use of -n flag');
   const srcNames = operands.slice(0, -1);
@@ -1136,13 +1135,24 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       fail(`Unknown file format '${targetFmt}'`);
     }
     if (!drv.create) fail(`Format driver '${targetFmt}' does not support image creation`);
-    const { specs, values } = buildCreateOpts(ctx, targetFmt, outFilename, options);
+    let built;
+    try {
+      built = buildCreateOpts(ctx, targetFmt, outFilename, options);
+    } catch (e) {
+      // convert prints option errors without the file name (create prefixes it).
+      const lead = `${outFilename}: `;
+      if (e instanceof CliExit && e.message.startsWith(lead)) fail(e.message.slice(lead.length), e.exitCode, e.hint);
+      throw e;
+    }
+    const { specs, values } = built;
     values.set('size', String(total));
     if (outBase !== undefined) {
       if (!specs.some((s) => s.name === 'backing_file')) fail(`Backing file not supported for file format '${targetFmt}'`);
       values.set('backing_file', outBase);
       if (backingFmt) values.set('backing_fmt', backingFmt);
     }
+    // -B or -o backing_file: the format must be given too (-F or -o backing_fmt), as in QEMU 7.2.
+    if (values.has('backing_file') && !values.has('backing_fmt')) fail('Use of backing file requires explicit backing format');
     if (values.has('backing_file') && outBase === undefined) {
       outBase = values.get('backing_file');
     }
