@@ -332,16 +332,23 @@ async function cmdInfo(ctx: Ctx, args: string[]): Promise<number> {
   const list: ImageInfo[] = [];
   const seen = new Set<string>();
   let filename: string | undefined = operands[0]!;
-  while (filename !== undefined) {
-    if (seen.has(filename)) fail(`Backing file '${filename}' creates an infinite loop.`);
-    seen.add(filename);
-    const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare });
-    const info = await imageInfo(ctx, bb, filename);
-    list.push(info);
-    await bb.close();
-    if (!chain) break;
-    filename = info['full-backing-filename'];
-    fmt = info['backing-filename-format'];
+  const imageOpts = ctx.imageOpts;
+  try {
+    while (filename !== undefined) {
+      if (seen.has(filename)) fail(`Backing file '${filename}' creates an infinite loop.`);
+      seen.add(filename);
+      const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare });
+      const info = await imageInfo(ctx, bb, filename);
+      list.push(info);
+      await bb.close();
+      if (!chain) break;
+      filename = info['full-backing-filename'];
+      fmt = info['backing-filename-format'];
+      // Only the first image is an option string; backing files are plain names.
+      ctx.imageOpts = false;
+    }
+  } finally {
+    ctx.imageOpts = imageOpts;
   }
   if (of === 'json') {
     ctx.out(toQemuJson(chain ? list.map(infoJson) : infoJson(list[0]!)) + '\n');
