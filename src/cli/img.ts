@@ -124,6 +124,7 @@ class Ctx {
     }
     let bb: BlockBackend;
     try {
+      if (!this.imageOpts) this.graph.checkProtocolName(filename);
       bb = await BlockBackend.open(
         this.graph,
         spec,

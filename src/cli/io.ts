@@ -152,6 +152,7 @@ export class IoSession {
         }
       } else {
         // `open -o file.filename=x` names no file: the options say it all.
+        if (file !== '') this.graph.checkProtocolName(file);
         spec = file === '' ? {} : { filename: file };
       }
       Object.assign(spec, o.extra ?? {});

@@ -68,6 +68,9 @@ describe('json: filenames vs qemu-img / qemu-io 7.2', () => {
     'info --backing-chain --image-opts driver=qcow2,file.driver=file,file.filename=t.top',
     'info --backing-chain --image-opts file.filename=t.top',
     'info --backing-chain --output=json --image-opts file.filename=t.mid',
+    'info a:b.qcow2',
+    'info ./a:b.qcow2',
+    'convert -O raw a:b.qcow2 o.raw',
   ]) {
     it(`img ${line}`, async () => {
       const g = await golden(fx, { tool: 'img', args: words(line) });
@@ -95,6 +98,10 @@ describe('json: filenames vs qemu-img / qemu-io 7.2', () => {
     `-c 'open -r -o driver=qcow2,file.filename=nosuch' -c 'read 0 1'`,
     `-c 'read -P 42 0 512' file:co:lon/x.qcow2`,
     `-f qcow2 -c 'read -P 42 0 512' file:a:b.qcow2`,
+    // A colon before any slash names a protocol; 'a' is none.
+    `-c 'read -P 42 0 512' a:b.qcow2`,
+    `-c 'read -P 42 0 512' ./a:b.qcow2`,
+    `-c 'open a:b.qcow2' -c 'read 0 1'`,
     `--image-opts -c 'read -P 42 0 512' driver=qcow2,file.filename=a:b.qcow2`,
     `--image-opts -c 'read -P 42 0 512' driver=qcow2,file.driver=file,file.filename=co:lon/x.qcow2`,
   ];
