@@ -499,7 +499,8 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   if (operands.length >= 2) {
     const r = parseSizeQemu(operands[1]!);
     if (!r.ok) {
-      if (r.reason === 'range') fail('Image size must be less than 8 EiB!');
+      // QEMU 7.2's cvtnum range message (sizes past 2^53 cannot be held exactly here either).
+      if (r.reason === 'range') fail('Invalid image size specified. Must be between 0 and 9223372036854775807.');
       fail(
         'Invalid image size specified. You may use k, M, G, T, P or E suffixes for',
         1,
