@@ -124,6 +124,7 @@ class Ctx {
     }
     let bb: BlockBackend;
     try {
+      if (!this.imageOpts) this.graph.checkProtocolName(filename);
       bb = await BlockBackend.open(
         this.graph,
         spec,
@@ -332,16 +333,23 @@ async function cmdInfo(ctx: Ctx, args: string[]): Promise<number> {
   const list: ImageInfo[] = [];
   const seen = new Set<string>();
   let filename: string | undefined = operands[0]!;
-  while (filename !== undefined) {
-    if (seen.has(filename)) fail(`Backing file '${filename}' creates an infinite loop.`);
-    seen.add(filename);
-    const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare });
-    const info = await imageInfo(ctx, bb, filename);
-    list.push(info);
-    await bb.close();
-    if (!chain) break;
-    filename = info['full-backing-filename'];
-    fmt = info['backing-filename-format'];
+  const imageOpts = ctx.imageOpts;
+  try {
+    while (filename !== undefined) {
+      if (seen.has(filename)) fail(`Backing file '${filename}' creates an infinite loop.`);
+      seen.add(filename);
+      const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare });
+      const info = await imageInfo(ctx, bb, filename);
+      list.push(info);
+      await bb.close();
+      if (!chain) break;
+      filename = info['full-backing-filename'];
+      fmt = info['backing-filename-format'];
+      // Only the first image is an option string; backing files are plain names.
+      ctx.imageOpts = false;
+    }
+  } finally {
+    ctx.imageOpts = imageOpts;
   }
   if (of === 'json') {
     ctx.out(toQemuJson(chain ? list.map(infoJson) : infoJson(list[0]!)) + '\n');
@@ -491,7 +499,8 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   if (operands.length >= 2) {
     const r = parseSizeQemu(operands[1]!);
     if (!r.ok) {
-      if (r.reason === 'range') fail('Image size must be less than 8 EiB!');
+      // QEMU 7.2's cvtnum range message (sizes past 2^53 cannot be held exactly here either).
+      if (r.reason === 'range') fail('Invalid image size specified. Must be between 0 and 9223372036854775807.');
       fail(
         'Invalid image size specified. You may use k, M, G, T, P or E suffixes for',
         1,
@@ -1079,7 +1088,7 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       case 'F': backingFmt = o.arg; break;
       case 'c': compress = true; break;
       case 'o':
-        if (!parseKeyValueListSafe(o.arg!)) fail(`Invalid option list: ${o.arg}`);
+        if (!isValidOptionList(o.arg!)) fail(`Invalid option list: ${o.arg}`);
         options.push(o.arg!);
         break;
       case 'l': fail('Snapshots are not supported yet');
@@ -1114,7 +1123,6 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     }
   }
   if (quiet) progress = false;
-  if (outBase !== undefined && !backingFmt && !skipCreate) fail('Use of backing file requires explicit backing format');
   const wz = useWasmZero(true);
   if (targetIsZero && !skipCreate) fail('--target-is-zero requires use of -n flag');
   const srcNames = operands.slice(0, -1);
@@ -1138,13 +1146,24 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       fail(`Unknown file format '${targetFmt}'`);
     }
     if (!drv.create) fail(`Format driver '${targetFmt}' does not support image creation`);
-    const { specs, values } = buildCreateOpts(ctx, targetFmt, outFilename, options);
+    let built;
+    try {
+      built = buildCreateOpts(ctx, targetFmt, outFilename, options);
+    } catch (e) {
+      // convert prints option errors without the file name (create prefixes it).
+      const lead = `${outFilename}: `;
+      if (e instanceof CliExit && e.message.startsWith(lead)) fail(e.message.slice(lead.length), e.exitCode, e.hint);
+      throw e;
+    }
+    const { specs, values } = built;
     values.set('size', String(total));
     if (outBase !== undefined) {
       if (!specs.some((s) => s.name === 'backing_file')) fail(`Backing file not supported for file format '${targetFmt}'`);
       values.set('backing_file', outBase);
       if (backingFmt) values.set('backing_fmt', backingFmt);
     }
+    // -B or -o backing_file: the format must be given too (-F or -o backing_fmt), as in QEMU 7.2.
+    if (values.has('backing_file') && !values.has('backing_fmt')) fail('Use of backing file requires explicit backing format');
     if (values.has('backing_file') && outBase === undefined) {
       outBase = values.get('backing_file');
     }

@@ -2,6 +2,7 @@
  * `diskworker io`: qemu-io's command interpreter over a BlockBackend, with the
  * same commands, options, output lines and exit status.
  */
+import { planReopen } from './io-reopen.js';
 import { BlockBackend } from '../core/backend.js';
 import type { BlockGraph } from '../core/graph.js';
 import { ReqFlag, type PreallocMode } from '../core/driver.js';
@@ -151,6 +152,7 @@ export class IoSession {
         }
       } else {
         // `open -o file.filename=x` names no file: the options say it all.
+        if (file !== '') this.graph.checkProtocolName(file);
         spec = file === '' ? {} : { filename: file };
       }
       Object.assign(spec, o.extra ?? {});
@@ -828,6 +830,7 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
   if (!r) return EINVAL;
   let ro: boolean | undefined;
   let cache: ReturnType<typeof parseCacheMode> = null;
+  const extra: Record<string, string> = {};
   for (const o of r.opts) {
     if (o.kind !== 'opt') continue;
     if (o.opt === 'r' || o.opt === 'w') {
@@ -844,7 +847,7 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
       }
     } else if (o.opt === 'o') {
       try {
-        parseKeyValueList(o.arg!);
+        Object.assign(extra, parseKeyValueList(o.arg!));
       } catch (e) {
         s.err(`${PROG}: ${errText(e)}\n`);
         return EINVAL;
@@ -854,7 +857,12 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
   if (r.operands.length !== 0) return s.usage(c);
   const bb = s.backend;
   const node = bb.node;
-  const readOnly = ro ?? node.readOnly;
+  const plan = planReopen(node, extra, ro, cache !== null);
+  if (!plan.ok) {
+    s.err(`${PROG}: ${plan.message}\n`);
+    return EINVAL;
+  }
+  const readOnly = plan.readOnly ?? node.readOnly;
   const writeThrough = cache ? !cache.writeback : bb.writeThrough;
   if (cache) node.noFlush = cache.noFlush;
   node.ref();

@@ -130,6 +130,22 @@ export class BlockGraph {
     return this.openNode(options, { readOnly: flags.readOnly ?? false });
   }
 
+  /**
+   * QEMU's rule for a filename given as a plain string: a colon before any
+   * slash names a protocol (`nbd:...`), and one no driver provides is an
+   * error. Throws EINVAL "Unknown protocol 'x'"; `file:`, `json:` and the
+   * drivers' prefixes pass. (Filenames inside options are never parsed.)
+   */
+  checkProtocolName(filename: string): void {
+    const m = /^([^:/]*):/.exec(filename);
+    if (!m || m[1] === 'json') return;
+    for (const d of this.drivers.values()) {
+      if (d.kind !== 'protocol') continue;
+      if (d.name === m[1] || d.protocolPrefixes?.some((p) => p.split(':')[0] === m[1])) return;
+    }
+    throw new BlockError('EINVAL', `Unknown protocol '${m[1]}'`);
+  }
+
   /** Finds the protocol driver for a filename (`proto:` prefix or the default). */
   protocolFor(filename: string): BlockDriver {
     for (const d of this.drivers.values()) {

@@ -46,6 +46,11 @@ describe('img create -o vs qemu-img 7.2', () => {
     'create -f qcow2 -o extent_size_hint=-1 o.qcow2 1M',
     'create -f qcow2 -o extent_size_hint=4G o.qcow2 1M',
     'create -f raw -o extent_size_hint=4G o.raw 1M',
+    // Sizes out of range.
+    'create -f qcow2 o.qcow2 18E',
+    'create -f qcow2 o.qcow2 16E',
+    'create -f qcow2 o.qcow2 9223372036854775808',
+    'create -f qcow2 o.qcow2 99999999999999999999999',
   ];
   for (const line of lines) {
     it(`img ${line}`, async () => {

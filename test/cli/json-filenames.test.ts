@@ -19,6 +19,8 @@ function build(_dir: string, sh: (cmd: string) => void): void {
   sh(`cp in.qcow2 "q'uote.qcow2"`);
   // Colons in names: after a file: prefix, or in options, they are just characters.
   sh(`mkdir co:lon && cp in.qcow2 co:lon/x.qcow2 && cp in.qcow2 a:b.qcow2`);
+  // A three-image chain for info --backing-chain --image-opts (iotest 279's case).
+  sh('qemu-img create -q -f qcow2 t.base 4M && qemu-img create -q -f qcow2 -b t.base -F qcow2 t.mid && qemu-img create -q -f qcow2 -b t.mid -F qcow2 t.top');
 }
 
 describe('json: filenames vs qemu-img / qemu-io 7.2', () => {
@@ -62,6 +64,20 @@ describe('json: filenames vs qemu-img / qemu-io 7.2', () => {
     `"json:{'driver':'qcow2','file.filename':'in.qcow2','file.x':1}"`,
     `"json:{'driver':'file','filename':'in.qcow2','cache.x':1}"`,
   ];
+  for (const line of [
+    'info --backing-chain --image-opts driver=qcow2,file.driver=file,file.filename=t.top',
+    'info --backing-chain --image-opts file.filename=t.top',
+    'info --backing-chain --output=json --image-opts file.filename=t.mid',
+    'info a:b.qcow2',
+    'info ./a:b.qcow2',
+    'convert -O raw a:b.qcow2 o.raw',
+  ]) {
+    it(`img ${line}`, async () => {
+      const g = await golden(fx, { tool: 'img', args: words(line) });
+      expect(g.ours).toEqual(g.theirs);
+    });
+  }
+
   for (const name of img) {
     it(`img info ${name}`, async () => {
       const g = await golden(fx, { tool: 'img', args: ['info', ...shellWords(name)] });
@@ -82,6 +98,10 @@ describe('json: filenames vs qemu-img / qemu-io 7.2', () => {
     `-c 'open -r -o driver=qcow2,file.filename=nosuch' -c 'read 0 1'`,
     `-c 'read -P 42 0 512' file:co:lon/x.qcow2`,
     `-f qcow2 -c 'read -P 42 0 512' file:a:b.qcow2`,
+    // A colon before any slash names a protocol; 'a' is none.
+    `-c 'read -P 42 0 512' a:b.qcow2`,
+    `-c 'read -P 42 0 512' ./a:b.qcow2`,
+    `-c 'open a:b.qcow2' -c 'read 0 1'`,
     `--image-opts -c 'read -P 42 0 512' driver=qcow2,file.filename=a:b.qcow2`,
     `--image-opts -c 'read -P 42 0 512' driver=qcow2,file.driver=file,file.filename=co:lon/x.qcow2`,
   ];

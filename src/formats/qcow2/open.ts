@@ -6,7 +6,7 @@
  * bitmaps marked in use).
  */
 import type { BdrvChild } from '../../core/child.js';
-import type { OptionReader, BlockOptions } from '../../core/options.js';
+import { OptionReader, type BlockOptions } from '../../core/options.js';
 import { BlockError, einval } from '../../core/errors.js';
 import { ROLE_DATA_FILE } from '../../core/permissions.js';
 import { MetaCache } from './cache.js';
@@ -62,13 +62,13 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   const l2EntrySize = options.size('l2-cache-entry-size', img.cs);
   const refCacheSize = options.size('refcount-cache-size');
   const cacheSize = options.size('cache-size');
-  const cleanInterval = options.uint('cache-clean-interval', 600);
+  const cleanInterval = readCleanInterval(options);
   const lazyOpt = options.bool('lazy-refcounts');
   img.passDiscardRequest = options.bool('pass-discard-request', true);
   options.bool('pass-discard-snapshot', true);
   img.passDiscardOther = options.bool('pass-discard-other', false);
   img.discardNoUnref = options.bool('discard-no-unref', false);
-  options.string('overlap-check');
+  checkOverlapOption(options.raw('overlap-check'));
   options.raw('encrypt');
   if (l2EntrySize < 512 || l2EntrySize > img.cs || (l2EntrySize & (l2EntrySize - 1)) !== 0) {
     throw einval(`L2 cache entry size must be a power of two between 512 and the cluster size (${img.cs}), got ${l2EntrySize}`);
@@ -217,8 +217,10 @@ function cacheSizes(img: Qcow2Image, l2?: number, ref?: number, total?: number):
   const minRef = 4 * cs;
   if (total !== undefined) {
     if (l2 !== undefined && ref !== undefined) {
-      throw einval("l2-cache-size, refcount-cache-size and cache-size may not be set at the same time");
+      throw einval('cache-size, l2-cache-size and refcount-cache-size may not be set at the same time');
     }
+    if (l2 !== undefined && l2 > total) throw einval('l2-cache-size may not exceed cache-size');
+    if (ref !== undefined && ref > total) throw einval('refcount-cache-size may not exceed cache-size');
     if (l2 !== undefined) return { l2Bytes: l2, refBytes: Math.max(minRef, total - l2) };
     if (ref !== undefined) return { l2Bytes: Math.max(2 * cs, total - ref), refBytes: ref };
     const l2b = Math.min(maxL2, Math.floor(total * 4 / 5));
@@ -227,6 +229,43 @@ function cacheSizes(img: Qcow2Image, l2?: number, ref?: number, total?: number):
   const l2Bytes = l2 ?? Math.min(maxL2, DEFAULT_L2_CACHE_BYTES);
   const refBytes = ref ?? Math.max(minRef, Math.floor(l2Bytes / 4));
   return { l2Bytes, refBytes };
+}
+
+/** cache-clean-interval in seconds (default 600); QEMU takes up to 2^32 - 1. */
+function readCleanInterval(options: OptionReader): number {
+  const v = options.raw('cache-clean-interval');
+  if (v === undefined || v === null) return 600;
+  const n = typeof v === 'string' && /^\s*-?[0-9]+\s*$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n)) {
+    throw einval(`Parameter 'cache-clean-interval' expects a number, got '${String(v)}'`);
+  }
+  // A negative number reads as a huge unsigned one in QEMU: too big as well.
+  if (n < 0 || n > 0xffffffff) throw einval('Cache clean interval too big');
+  return n;
+}
+
+const OVERLAP_TEMPLATES = ['none', 'constant', 'cached', 'all'];
+const OVERLAP_KINDS = ['main-header', 'active-l1', 'active-l2', 'refcount-table', 'refcount-block', 'snapshot-table', 'inactive-l1', 'inactive-l2', 'bitmap-directory'];
+
+/**
+ * overlap-check: a template name, or an object with `template` and one
+ * on/off per metadata kind. Checked as QEMU checks it; the value does not
+ * change which metadata checks our writes run.
+ */
+function checkOverlapOption(v: unknown): void {
+  if (v === undefined || v === null) return;
+  const bad = (x: unknown) =>
+    einval(`Unsupported value '${String(x)}' for qcow2 option 'overlap-check'. Allowed are any of the following: ${OVERLAP_TEMPLATES.join(', ')}`);
+  if (typeof v === 'string') {
+    if (!OVERLAP_TEMPLATES.includes(v)) throw bad(v);
+    return;
+  }
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad(JSON.stringify(v));
+  const sub = new OptionReader(v as Record<string, never>, "Block format 'qcow2'", 'overlap-check.', 'overlap-check.');
+  const template = sub.raw('template');
+  if (template !== undefined && !OVERLAP_TEMPLATES.includes(String(template))) throw bad(template);
+  for (const k of OVERLAP_KINDS) sub.bool(k);
+  sub.finish();
 }
 
 /** Opens the external data file: the `data-file` option, else the name stored in the header. */

@@ -172,7 +172,7 @@ export class Qcow2Image implements DriverInstance {
       this.l2cache.dropIdle(mark);
       this.refs.cache.dropIdle(mark);
       mark = Math.min(this.l2cache.now, this.refs.cache.now);
-    }, seconds * 1000);
+    }, Math.min(seconds * 1000, MAX_TIMER_MS));
     (this.cleanTimer as { unref?: () => void }).unref?.();
   }
 
@@ -475,6 +475,9 @@ export class Qcow2Image implements DriverInstance {
     return TYPE_NAMES[t] ?? String(t);
   }
 }
+
+/** Longest delay a JavaScript timer takes (longer ones fire at once); cleaning less often is harmless. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const qcow2Driver = {
   name: 'qcow2',
