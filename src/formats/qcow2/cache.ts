@@ -87,7 +87,10 @@ export class MetaCache {
   private async load(offset: number): Promise<Uint8Array> {
     const buf = new Uint8Array(this.entrySize);
     await withContext(`while reading ${this.name} at 0x${offset.toString(16)}`, { offset }, async () => {
-      await this.child().preadv(offset, this.entrySize, buf);
+      // As in QEMU, a table past the end of the file reads as zeros.
+      const child = this.child();
+      const have = Math.max(0, Math.min(this.entrySize, child.length - offset));
+      if (have > 0) await child.preadv(offset, have, buf.subarray(0, have));
     });
     this.validate?.(offset, buf);
     await this.makeRoom();

@@ -92,8 +92,11 @@ function grow(t: Tally, nb: number): void {
   t.nb = nb;
 }
 
-/** QEMU's calculate_refcounts. `fixErrors`: repair what can be repaired on the way. */
-export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: boolean): Promise<{ rebuild: boolean }> {
+/**
+ * QEMU's calculate_refcounts. `fixErrors`: repair what can be repaired on the
+ * way; `withRefcounts`: count the refcount table and blocks too.
+ */
+export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: boolean, withRefcounts = true): Promise<{ rebuild: boolean }> {
   const cs = img.cs;
   const h = img.header;
   countRegion(img, t, 0, cs);
@@ -111,7 +114,8 @@ export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: b
     await checkL1(img, t, s.l1TableOffset, s.l1Size, false, fixErrors);
   }
   if (h.nbSnapshots > 0) countRegion(img, t, h.snapshotsOffset, img.snapshotTableBytes);
-  countRegion(img, t, h.refcountTableOffset, h.refcountTableClusters * cs);
+  // Without the refcount structures: the counts for new ones that replace them (amend).
+  if (withRefcounts) countRegion(img, t, h.refcountTableOffset, h.refcountTableClusters * cs);
   if (h.bitmaps) {
     countRegion(img, t, h.bitmaps.directoryOffset, h.bitmaps.directorySize);
     for (const b of img.bitmaps) {
@@ -125,7 +129,7 @@ export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: b
       }
     }
   }
-  return { rebuild: await checkRefblocks(img, t, fixErrors) };
+  return { rebuild: withRefcounts ? await checkRefblocks(img, t, fixErrors) : false };
 }
 
 /** QEMU's check_refcounts_l1: the L1 table, its L2 tables and what they point to. */

@@ -368,7 +368,7 @@ export async function countReferences(img: Qcow2Image): Promise<Float64Array> {
 
 async function countOnly(img: Qcow2Image): Promise<Float64Array> {
   const t = newTally(Math.ceil(fileLengthOf(img) / img.cs));
-  await calculateRefcounts(img, t, false);
+  await calculateRefcounts(img, t, false, false);
   if (t.corruptions > 0) throw new BlockError('EIO', 'Image has corruptions; repair it with check first');
   return t.ref.slice(0, t.nb);
 }

@@ -176,7 +176,7 @@ export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
   if (h.refcountOrder > 6) {
     throw einval(`Reference count entry width too large; may not exceed 64 bits (refcount_order ${h.refcountOrder})`);
   }
-  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method ${h.cryptMethod}`);
+  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method ${h.cryptMethod | 0}`);
   if (h.backingFileOffset !== 0) {
     if (h.backingFileOffset > clusterSize) {
       throw einval(`Invalid backing file offset (${hex(h.backingFileOffset)}, beyond the first cluster)`);
