@@ -43,6 +43,14 @@ describe('qemu-io sessions that once differed', () => {
   }
 });
 
+describe('host layout, where diskworker places clusters as QEMU does', () => {
+  // A discard under an unallocated L1 entry gets an (empty) L2 table, as in QEMU.
+  it('seeds 910 10108', async () => {
+    const r = await runSeeds([910, 10108], true);
+    expect(r.failures).toEqual([]);
+  });
+});
+
 describe('random qemu-io sessions (fixed seeds)', () => {
   const sample = Array.from({ length: 35 }, (_, i) => 5000 + i);
   for (const seeds of chunks(sample)) {

@@ -88,14 +88,13 @@ function range(r: Rand, size: number, cs: number, sub: number, maxLen: number): 
   return [off, len];
 }
 
-function qemuImgOpts(k: ImageKind, backingFmt?: string): string {
+function qemuImgOpts(k: ImageKind): string {
   const o = [`cluster_size=${2 ** k.clusterBits}`, `compat=${k.version === 2 ? '0.10' : '1.1'}`];
   if (k.version === 3) o.push(`refcount_bits=${k.refcountBits}`);
   if (k.extendedL2) o.push('extended_l2=on');
   if (k.lazyRefcounts) o.push('lazy_refcounts=on');
   if (k.dataFile !== 'none') o.push('data_file=top.data');
   if (k.dataFile === 'raw') o.push('data_file_raw=on');
-  void backingFmt;
   return o.join(',');
 }
 
@@ -167,7 +166,7 @@ export function generateSession(seed: number): Session {
       const a = Math.floor(len / 3);
       if (a > 0) commands.push(`writev -P ${p} ${off} ${a} ${len - a}`);
     } else if (x < 0.72) {
-      commands.push(`aio_write -P ${p}${r() < 0.3 ? ' -z' : ''} ${off} ${Math.max(1, len)}`.replace(/-P [0-9]+ -z/, '-z'));
+      commands.push(`aio_write ${r() < 0.3 ? '-z' : `-P ${p}`} ${off} ${Math.max(1, len)}`);
       commands.push('aio_flush');
     } else if (x < 0.76) {
       const c = int(r, 0, Math.max(0, Math.floor(size / cs) - 1));

@@ -64,7 +64,8 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   const cacheSize = options.size('cache-size');
   const cleanInterval = readCleanInterval(options);
   const lazyOpt = options.bool('lazy-refcounts');
-  img.passDiscardRequest = options.bool('pass-discard-request', true);
+  // As in QEMU, guest discards reach the file by default only when the node was opened with discard=unmap.
+  img.passDiscardRequest = options.bool('pass-discard-request', img.node.discardUnmap);
   options.bool('pass-discard-snapshot', true);
   img.passDiscardOther = options.bool('pass-discard-other', false);
   img.discardNoUnref = options.bool('discard-no-unref', false);

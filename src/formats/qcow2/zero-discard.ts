@@ -166,15 +166,7 @@ export async function discardRange(img: Qcow2Image, offset: number, bytes: numbe
   let pos = start;
   while (pos < end) {
     const ci = Math.floor(pos / cs);
-    const l1i = Math.floor(ci / img.l2Entries);
-    const tableEnd = (l1i + 1) * img.l2Entries * cs;
-    if (img.l1[l1i] === 0) {
-      // Nothing allocated; discarding reads zeros only where needed.
-      if (full || !img.node.backing) {
-        pos = Math.min(end, tableEnd);
-        continue;
-      }
-    }
+    // Like QEMU, this allocates a missing L2 table even when no entry changes.
     const { sliceOff, buf, dv, i0 } = await writableSlice(img, ci);
     const n = Math.min(Math.ceil(end / cs) - ci, img.sliceEntries - i0);
     let changed = false;
