@@ -12,6 +12,7 @@
  * Any other block, or a line no rule covers, fails the test: nothing is
  * skipped silently. The handling of each block is one test named after it.
  */
+import { spawnSync } from 'node:child_process';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -119,6 +120,8 @@ describe('README.md code blocks', () => {
       for (const line of shellLines(b)) {
         const npm = /^npm (start|test)$/.exec(line);
         const cli = /^npx diskworker (img|io) (.*)$/.exec(line);
+        const fuzz = /^npm run fuzz -- (.*)$/.exec(line);
+        const iotests = /^node scripts\/iotests\.mjs (.*)$/.exec(line);
         if (npm) {
           // Running them here would recurse into this suite (test) or serve forever (start).
           it(`README.md:${b.line} \`${line}\`: the script exists and its entry file too`, () => {
@@ -133,6 +136,21 @@ describe('README.md code blocks', () => {
             expect(g.ours).toEqual(g.theirs);
             expect(g.ours.code).toBe(0);
             expect(g.imageDiffs).toEqual([]);
+          });
+        } else if (fuzz) {
+          // The long run itself, cut to one case (through the script npm run fuzz calls after building).
+          it(`README.md:${b.line} \`${line}\`: runs one case of the target`, () => {
+            const args = fuzz[1]!.split(/\s+/).map((w, i, all) => (all[i - 1] === '--count' ? '1' : w));
+            const r = spawnSync('node', ['scripts/fuzz.mjs', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+            expect(r.status, r.stdout + r.stderr).toBe(0);
+            expect(r.stdout).toMatch(/1 passed/);
+          }, 150_000);
+        } else if (iotests) {
+          // QEMU's iotests are not shipped: the runner must say what is missing and stop.
+          it(`README.md:${b.line} \`${line}\`: the runner refuses a directory that is not QEMU's iotests, naming it`, () => {
+            const r = spawnSync('node', ['scripts/iotests.mjs', ...words(iotests[1]!)], { cwd: ROOT, encoding: 'utf8' });
+            expect(r.status).toBe(2);
+            expect(r.stderr).toContain(`${words(iotests[1]!)[1]} has no common.rc`);
           });
         } else {
           it(`README.md:${b.line} \`${line}\` (no rule runs or checks this line)`, () => {
