@@ -6,34 +6,20 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync, symlinkSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, symlinkSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { getopt } from '../../src/cli/getopt.js';
 import { parseSizeQemu, sizeToStr, cvtstr, fmtG, qdictOrder, toQemuJson } from '../../src/cli/format.js';
-import { normalize } from './harness.js';
+import { BIN, ROOT, ensureBuiltBin, normalize } from './harness.js';
 
-const ROOT = resolve(__dirname, '../..');
-const BIN = join(ROOT, 'dist/src/cli/main.js');
 
-function newestMtime(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
 
 describe('diskworker bin (real process)', () => {
   let tmp: string;
   let link: string;
   beforeAll(() => {
-    if (!existsSync(BIN) || statSync(BIN).mtimeMs < newestMtime(join(ROOT, 'src'))) {
-      // Other parts of the tree may not type-check yet; tsc still emits.
-      spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
-      spawnSync('node', ['scripts/copy-wasm.mjs'], { cwd: ROOT, encoding: 'utf8' });
-    }
+    ensureBuiltBin();
     tmp = mkdtempSync(join(tmpdir(), 'dw-bin-'));
     link = join(tmp, 'diskworker');
     symlinkSync(BIN, link);

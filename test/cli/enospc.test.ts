@@ -14,12 +14,9 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { normalize, ours, theirs, type RunResult, type Tool } from './harness.js';
+import { join } from 'node:path';
+import { BIN, normalize, ours, theirs, type RunResult, type Tool } from './harness.js';
 import { canMountTmpfs, mountSmallFs } from './small-fs.js';
-
-const ROOT = resolve(__dirname, '../..');
-const BIN = join(ROOT, 'dist/src/cli/main.js');
 
 interface Case {
   name: string;

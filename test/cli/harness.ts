@@ -5,9 +5,9 @@
  * stderr after filtering timings, disk usage and the program-name prefix.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { main } from '../../src/cli/main.js';
 
 export interface RunResult {
@@ -166,4 +166,26 @@ export function words(line: string): string[] {
   let m: RegExpExecArray | null;
   while ((m = re.exec(line))) out.push(m[1] ?? m[2]!);
   return out;
+}
+
+/** The repository root and the built `diskworker` bin (dist/, made by `npm run build`). */
+export const ROOT = resolve(__dirname, '../..');
+export const BIN = join(ROOT, 'dist/src/cli/main.js');
+
+function newestMtime(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+/** Builds dist/ when the bin is missing or older than src/ (tests of the real process). */
+export function ensureBuiltBin(): void {
+  if (!existsSync(BIN) || statSync(BIN).mtimeMs < newestMtime(join(ROOT, 'src'))) {
+    // Other parts of the tree may not type-check yet; tsc still emits.
+    spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
+    spawnSync('node', ['scripts/copy-wasm.mjs'], { cwd: ROOT, encoding: 'utf8' });
+  }
 }

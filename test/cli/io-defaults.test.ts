@@ -7,10 +7,10 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { Fixture, golden, normalize, words } from './harness.js';
+import { join } from 'node:path';
+import { BIN, ensureBuiltBin, Fixture, golden, normalize, words } from './harness.js';
 
 function build(_dir: string, sh: (cmd: string) => void): void {
   sh('qemu-img create -q -f qcow2 a.qcow2 4M');
@@ -61,25 +61,12 @@ describe('diskworker io open defaults vs qemu-io 7.2', () => {
   }
 });
 
-const ROOT = resolve(__dirname, '../..');
-const BIN = join(ROOT, 'dist/src/cli/main.js');
 
-function newestMtime(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
 
 describe('writethrough: acknowledged writes survive a kill (iotest 039)', () => {
   let tmp: string;
   beforeAll(() => {
-    if (!existsSync(BIN) || statSync(BIN).mtimeMs < newestMtime(join(ROOT, 'src'))) {
-      spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
-      spawnSync('node', ['scripts/copy-wasm.mjs'], { cwd: ROOT, encoding: 'utf8' });
-    }
+    ensureBuiltBin();
     tmp = mkdtempSync(join(tmpdir(), 'dw-039-'));
   }, 240_000);
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));

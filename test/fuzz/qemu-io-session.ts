@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prng } from '../prng.js';
 import { normalize, ours, theirs } from '../cli/harness.js';
+import type { MapEntry } from '../qcow2/helpers.js';
 
 /** What image a session runs on. */
 export interface ImageKind {
@@ -228,15 +229,6 @@ function maskLayout(text: string): string {
   }
 }
 
-interface MapEntry {
-  start: number;
-  length: number;
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  offset?: number;
-}
 
 /**
  * A map without host layout: no host offsets (only whether there is one),
