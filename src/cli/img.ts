@@ -76,7 +76,10 @@ class Ctx {
   /** --image-opts: image names are key=value option strings. */
   imageOpts = false;
   private readonly backends: BlockBackend[] = [];
-  constructor(readonly io: CliIo) {}
+  constructor(readonly io: CliIo) {
+    // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
+    this.graph.onNotice = (text) => io.stderr(`${text}\n`);
+  }
   out(s: string): void {
     this.io.stdout(s);
   }

@@ -101,7 +101,10 @@ export class IoSession {
   readonly graph: BlockGraph = createNodeGraph();
   private pending: Promise<void>[] = [];
 
-  constructor(readonly io: CliIo) {}
+  constructor(readonly io: CliIo) {
+    // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
+    this.graph.onNotice = (text) => io.stderr(`${text}\n`);
+  }
 
   out(s: string): void {
     this.io.stdout(s);

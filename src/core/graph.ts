@@ -63,6 +63,17 @@ export class BlockGraph {
   defaultProtocol: string;
   /** Rules for backing files named inside images. */
   backingPolicy: BackingPolicy = { allowedProtocols: [], maxDepth: 64 };
+  /**
+   * Where drivers' notices go: events a user should hear of that are not the
+   * error of a request, such as qcow2 marking an image corrupt (QEMU prints
+   * these on stderr). Default: dropped.
+   */
+  onNotice: ((text: string) => void) | null = null;
+
+  /** Passes a driver's notice to {@link onNotice}. */
+  notice(text: string): void {
+    this.onNotice?.(text);
+  }
 
   constructor(drivers: Iterable<BlockDriver>, defaultProtocol: string) {
     for (const d of drivers) this.registerDriver(d);

@@ -98,6 +98,8 @@ export async function markCorrupt(img: Qcow2Image, message: string): Promise<Blo
   const err = new BlockError('EIO', `qcow2: Marking image as corrupt: ${message}; further corruption events will be suppressed`, {
     node: img.node.nodeName,
   });
+  // Said once per image, as QEMU does ("further corruption events will be suppressed").
+  if (!img.corrupt) img.node.graph.notice(err.message);
   const h = img.header;
   if (!img.readOnly && h.version === 3 && !(h.incompatible & INCOMPAT.CORRUPT)) {
     h.incompatible |= INCOMPAT.CORRUPT;

@@ -291,6 +291,9 @@ export class Refcounts {
     if (rb >= this.table.length) return null;
     const off = this.table[rb]!;
     if (off === 0) return null;
+    if (off % this.cs !== 0) {
+      throw await this.host.corrupt(`Refblock offset 0x${off.toString(16)} unaligned (reftable index: 0x${rb.toString(16)})`);
+    }
     return this.cache.get(off);
   }
 
