@@ -1646,7 +1646,12 @@ async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   if (operands.length !== 1) errorExit('Expecting one image file name');
   const filename = operands[0]!;
   // Like the commit job, let the chain below change while we hold the top.
-  const bb = await ctx.open(filename, fmt, { readOnly: false, shared: Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE | Perm.GRAPH_MOD });
+  // qemu-img commit opens with discard=unmap (BDRV_O_UNMAP), which the backing chain inherits.
+  const bb = await ctx.open(filename, fmt, {
+    readOnly: false,
+    shared: Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE | Perm.GRAPH_MOD,
+    extra: { discard: 'unmap' },
+  });
   const top = formatNode(bb.node);
   const prog = new Progress(ctx, progress, 1.0);
   prog.print(0, 100);
@@ -1681,7 +1686,8 @@ async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
           for (let p = off; p < off + n; p += IO_BUF_SIZE) {
             const c = Math.min(IO_BUF_SIZE, off + n - p);
             const buf = await bb.read(p, c);
-            if (isZeroBuffer(buf)) await baseBb.writeZeroes(p, c);
+            // qemu-img commit runs QEMU's mirror with unmap: zeros may deallocate in the base.
+            if (isZeroBuffer(buf)) await baseBb.writeZeroes(p, c, ReqFlag.MAY_UNMAP);
             else await baseBb.write(p, buf);
           }
         }

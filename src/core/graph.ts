@@ -319,7 +319,8 @@ export class BlockGraph {
         childKey: undefined,
         depth: depth + 1,
         chain: [...chain, key],
-        inheritFrom: undefined,
+        // As QEMU's backing files, inherit discard and cache.no-flush (read-only is set above).
+        inheritFrom: node,
       });
     } catch (e) {
       // QEMU's wording (bdrv_open_backing_file), which qemu-img / qemu-io users see.

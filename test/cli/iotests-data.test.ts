@@ -237,3 +237,22 @@ describe('iotest 252: rebase onto a backing file from none', () => {
     expect(r.diff).toBeNull();
   });
 });
+
+describe('iotest 313: commit of an overlay filled with zeros', () => {
+  it('deallocates the base clusters (commit opens with discard=unmap, which the base inherits)', async () => {
+    const C = 1024;
+    const r = await runScript(
+      [
+        `qemu-img create -q -f qcow2 -o cluster_size=1k t.base ${256 * C}`,
+        io('t.base', `write -P 1 0 ${256 * C}`),
+        `qemu-img create -q -f qcow2 -o cluster_size=1k -b t.base -F qcow2 t.qcow2`,
+        io('t.qcow2', `write -z 0 ${256 * C}`),
+        'qemu-img commit t.qcow2',
+        'qemu-img check t.base',
+        map('t.base'),
+      ],
+      ['t.base'],
+    );
+    expect(r.diff).toBeNull();
+  });
+});
