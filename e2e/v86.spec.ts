@@ -31,6 +31,24 @@ test('v86 boots from an OPFS image through the adapter and its writes persist', 
     await new Promise<void>((res) => hda.set(far, h.pattern(5, 512), () => res()));
     const farBack = await new Promise<Uint8Array>((res) => hda.get(far, 512, res));
 
+    // What v86 asked of the adapter, in order, for the failure message.
+    const trace: string[] = [];
+    const t0 = performance.now();
+    const stamp = () => (performance.now() - t0).toFixed(1);
+    const get = hda.get.bind(hda);
+    const set = hda.set.bind(hda);
+    hda.get = (start, len, fn, o) => {
+      trace.push(`${stamp()} get ${start}+${len} pending=${hda.pendingWrites}`);
+      get(start, len, (data) => {
+        trace.push(`${stamp()} got ${start}+${len} [${Array.from(data.subarray(0, 4)).join(',')}]`);
+        fn(data);
+      }, o);
+    };
+    hda.set = (start, data, fn) => {
+      trace.push(`${stamp()} set ${start}+${data.length} [${Array.from(data.subarray(0, 4)).join(',')}]`);
+      set(start, data, fn);
+    };
+
     let serial = '';
     const emulator = new h.V86({
       wasm_path: h.v86WasmUrl,
@@ -48,7 +66,7 @@ test('v86 boots from an OPFS image through the adapter and its writes persist', 
       const timer = setTimeout(() => reject(new Error(`guest did not finish; serial so far: ${JSON.stringify(serial)}`)), 60_000);
       emulator.add_listener('serial0-output-byte', (byte: number) => {
         serial += String.fromCharCode(byte);
-        if (serial.includes('DONE\n') || serial.includes('FAIL\n')) {
+        if (serial.includes('DONE\n') || /FAIL[^\n]*\n/.test(serial)) {
           clearTimeout(timer);
           resolve();
         }
@@ -71,11 +89,12 @@ test('v86 boots from an OPFS image through the adapter and its writes persist', 
       sector2Diff: h.diff(sector2, expected),
       farOk: h.diff(farBack, h.pattern(5, 512)) === -1 && h.diff(farAgain, h.pattern(5, 512)) === -1,
       writeError: hda.writeError ? String(hda.writeError) : null,
+      trace: trace.slice(-40).join('\n'),
     };
   }, format);
   expect(r.serial).toContain('BOOT OK');
   expect(r.serial).toContain('SECTOR1: SECTOR ONE DATA!');
-  expect(r.serial).toContain('DONE');
+  expect(r.serial, `adapter calls (last 40):\n${r.trace}`).toContain('DONE');
   expect(r.sector2Diff).toBe(-1);
   expect(r.farOk).toBe(true);
   expect(r.writeError).toBeNull();
