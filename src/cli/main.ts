@@ -24,7 +24,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   const [tool, ...rest] = argv;
   try {
     if (tool === 'img') {
-      const { imgMain } = await import('./img.js');
+      const { imgMain } = await import('./img/index.js');
       return await imgMain(rest, io);
     }
     if (tool === 'io') {

@@ -1,0 +1,134 @@
+/**
+ * `img info`: image details, human and JSON.
+ */
+import { BlockBackend } from '../../core/backend.js';
+import { joinRelative } from '../../core/graph.js';
+import type { BlockNode } from '../../core/node.js';
+import { toQemuJson, type JsonValue } from '../format.js';
+import { formatNode } from '../common.js';
+import { dumpImageInfo, type ImageInfo, type SnapshotJson } from '../info-dump.js';
+import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS, imageFilename } from './context.js';
+import { help } from './help.js';
+
+async function allocatedSize(node: BlockNode): Promise<number | undefined> {
+  if (node.instance.getAllocatedFileSize) {
+    try {
+      return await node.instance.getAllocatedFileSize();
+    } catch {
+      return undefined;
+    }
+  }
+  let sum = 0;
+  let any = false;
+  for (const c of node.children) {
+    if (c.name === 'backing') continue;
+    const s = await allocatedSize(c.node);
+    if (s !== undefined) {
+      sum += s;
+      any = true;
+    }
+  }
+  return any ? sum : undefined;
+}
+
+async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<ImageInfo> {
+  const node = formatNode(bb.node);
+  const inst = node.instance;
+  const name = imageFilename(ctx, node, filename);
+  const info: ImageInfo = { 'virtual-size': node.length, filename: name, format: node.driver.name };
+  const gi = inst.getInfo?.();
+  if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
+  const actual = await allocatedSize(node);
+  if (actual !== undefined) info['actual-size'] = actual;
+  info['dirty-flag'] = gi?.dirty ?? false;
+  const bf = inst.backingFile?.();
+  if (bf) {
+    info['backing-filename'] = bf.filename;
+    info['full-backing-filename'] = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(bf.filename) || bf.filename.startsWith('json:') ? bf.filename : joinRelative(name, bf.filename);
+    if (bf.format) info['backing-filename-format'] = bf.format;
+  }
+  const snaps = inst.snapshotList?.() ?? [];
+  if (snaps.length > 0) {
+    info.snapshots = snaps.map(snapshotJson);
+  }
+  const spec = inst.getSpecificInfo?.();
+  if (spec) info['format-specific'] = { type: spec.type, data: spec.data };
+  return info;
+}
+
+function snapshotJson(s: { id: string; name: string; vmStateSize: number; dateSec: number; dateNsec: number; vmClockNsec: number; icount?: number }): SnapshotJson {
+  const j: SnapshotJson = {
+    id: s.id,
+    name: s.name,
+    'vm-state-size': s.vmStateSize,
+    'date-sec': s.dateSec,
+    'date-nsec': s.dateNsec,
+    'vm-clock-sec': Math.floor(s.vmClockNsec / 1e9),
+    'vm-clock-nsec': s.vmClockNsec % 1e9,
+  };
+  if (s.icount !== undefined) j.icount = s.icount;
+  return j;
+}
+
+/** Orders ImageInfo keys as QEMU's QAPI visitor inserts them, for JSON. */
+function infoJson(info: ImageInfo): JsonValue {
+  const order = ['filename', 'format', 'dirty-flag', 'actual-size', 'virtual-size', 'cluster-size', 'encrypted', 'compressed', 'backing-filename', 'full-backing-filename', 'backing-filename-format', 'snapshots', 'backing-image', 'format-specific'];
+  const o: Record<string, JsonValue> = {};
+  for (const k of order) {
+    const v = (info as unknown as Record<string, JsonValue | undefined>)[k];
+    if (v !== undefined) o[k] = v;
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------
+// info
+
+export async function cmdInfo(ctx: Ctx, args: string[]): Promise<number> {
+  const { opts, operands } = parseOpts(args, 'f:hU', [
+    { name: 'format', hasArg: 1, val: 'f' },
+    { name: 'output', hasArg: 1, val: 'output' },
+    { name: 'backing-chain', hasArg: 0, val: 'chain' },
+    ...COMMON_LONGS,
+  ]);
+  let fmt: string | undefined;
+  let output = 'human';
+  let chain = false;
+  let forceShare = false;
+  for (const o of opts) {
+    if (o.opt === 'h') return help(ctx);
+    if (o.opt === 'f') fmt = o.arg;
+    else if (o.opt === 'output') output = o.arg!;
+    else if (o.opt === 'chain') chain = true;
+    else if (o.opt === 'U') forceShare = true;
+  }
+  if (operands.length !== 1) errorExit('Expecting one image file name');
+  const of = outputFormat(output);
+  const list: ImageInfo[] = [];
+  const seen = new Set<string>();
+  let filename: string | undefined = operands[0]!;
+  const imageOpts = ctx.imageOpts;
+  try {
+    while (filename !== undefined) {
+      if (seen.has(filename)) fail(`Backing file '${filename}' creates an infinite loop.`);
+      seen.add(filename);
+      const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare });
+      const info = await imageInfo(ctx, bb, filename);
+      list.push(info);
+      await bb.close();
+      if (!chain) break;
+      filename = info['full-backing-filename'];
+      fmt = info['backing-filename-format'];
+      // Only the first image is an option string; backing files are plain names.
+      ctx.imageOpts = false;
+    }
+  } finally {
+    ctx.imageOpts = imageOpts;
+  }
+  if (of === 'json') {
+    ctx.out(toQemuJson(chain ? list.map(infoJson) : infoJson(list[0]!)) + '\n');
+  } else {
+    ctx.out(list.map(dumpImageInfo).join('\n'));
+  }
+  return 0;
+}

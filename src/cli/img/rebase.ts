@@ -1,0 +1,120 @@
+/**
+ * `img rebase`.
+ */
+import { BlockBackend } from '../../core/backend.js';
+import { joinRelative } from '../../core/graph.js';
+import { cowChild, isAllocatedAbove } from '../../core/block-status.js';
+import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
+import { compareBuffers } from './compare.js';
+import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, COMMON_LONGS, Progress, imageFilename } from './context.js';
+import { help } from './help.js';
+
+// rebase
+
+function cowWriteFailed(e: unknown): never {
+  fail(`Error while writing to COW image: ${strerror(e)}`);
+}
+
+export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
+  const { opts, operands } = parseOpts(args, 'hf:F:b:upt:T:qU', [...COMMON_LONGS]);
+  let fmt: string | undefined;
+  let outBase: string | undefined;
+  let outBaseFmt: string | undefined;
+  let unsafe = false;
+  let progress = false;
+  let quiet = false;
+  let forceShare = false;
+  for (const o of opts) {
+    switch (o.opt) {
+      case 'h': return help(ctx);
+      case 'f': fmt = o.arg; break;
+      case 'F': outBaseFmt = o.arg; break;
+      case 'b': outBase = o.arg; break;
+      case 'u': unsafe = true; break;
+      case 'p': progress = true; break;
+      case 'q': quiet = true; break;
+      case 'U': forceShare = true; break;
+      case 't':
+      case 'T':
+        if (!parseCacheMode(o.arg!)) fail(o.opt === 't' ? `Invalid cache option: ${o.arg}` : `Invalid source cache option: ${o.arg}`);
+        break;
+      default: break;
+    }
+  }
+  if (quiet) progress = false;
+  if (operands.length !== 1) errorExit('Expecting one image file name');
+  if (!unsafe && outBase === undefined) errorExit('Must specify backing file (-b) or use unsafe mode (-u)');
+  const filename = operands[0]!;
+  const bb = await ctx.open(filename, fmt, { readOnly: false, noBacking: unsafe, forceShare });
+  const top = formatNode(bb.node);
+  if (outBase === '') outBase = undefined;
+  const prog = new Progress(ctx, progress, 1.0);
+  prog.print(0, 100);
+  if (!unsafe) {
+    let newBb: BlockBackend | undefined;
+    if (outBase !== undefined) {
+      const full = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(outBase) ? outBase : joinRelative(imageFilename(ctx, top, filename), outBase);
+      try {
+        newBb = await BlockBackend.open(ctx.graph, { filename: full, 'force-share': true }, { readOnly: true, ...(outBaseFmt ? { format: outBaseFmt } : {}) }, { name: '' });
+      } catch (e) {
+        prog.end();
+        fail(`Could not open new backing file '${full}': ${errText(e)}`);
+      }
+    }
+    try {
+      const len = bb.length;
+      const oldBacking = cowChild(top);
+      const oldLen = oldBacking ? oldBacking.length : 0;
+      const newLen = newBb ? newBb.length : 0;
+      let off = 0;
+      while (off < len) {
+        const n0 = Math.min(IO_BUF_SIZE, len - off);
+        const r = await isAllocatedAbove(top, oldBacking, false, off, n0);
+        let n = r.pnum || n0;
+        if (!r.allocated) {
+          // As qemu-img: past the old backing's end the old side is zeros, and the
+          // ranges that differ from the new backing become zero writes, not data.
+          const oldZero = off >= oldLen;
+          if (!oldZero) n = Math.min(n, oldLen - off);
+          if (newBb && off < newLen) n = Math.min(n, newLen - off);
+          const oldBuf = oldZero ? new Uint8Array(n) : await bb.read(off, n);
+          const newBuf = newBb && off < newLen ? await newBb.read(off, n) : new Uint8Array(n);
+          let w = 0;
+          while (w < n) {
+            const c = compareBuffers(oldBuf.subarray(w), newBuf.subarray(w), n - w);
+            if (c.diff) {
+              if (oldZero) await bb.writeZeroes(off + w, c.pnum).catch(cowWriteFailed);
+              else await bb.write(off + w, oldBuf.subarray(w, w + c.pnum)).catch(cowWriteFailed);
+            }
+            w += c.pnum;
+          }
+        }
+        off += n;
+        prog.print((100 * off) / len, 0);
+      }
+    } catch (e) {
+      prog.end();
+      if (e instanceof CliExit) throw e;
+      fail(errText(e));
+    } finally {
+      await newBb?.close();
+    }
+  }
+  if (!top.instance.changeBackingFile) {
+    prog.end();
+    fail(`Could not change the backing file to '${outBase ?? ''}': Operation not supported`);
+  }
+  if (outBase !== undefined && !outBaseFmt) {
+    prog.end();
+    fail(`Could not change the backing file to '${outBase}': backing format must be specified`);
+  }
+  try {
+    await top.instance.changeBackingFile(outBase, outBase !== undefined ? outBaseFmt : undefined);
+  } catch (e) {
+    prog.end();
+    fail(`Could not change the backing file to '${outBase ?? ''}': ${strerror(e)}`);
+  }
+  prog.print(100, 0);
+  prog.end();
+  return 0;
+}
