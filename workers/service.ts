@@ -20,8 +20,8 @@ import { listOpfs, removeOpfs, opfsTestHooks } from '../src/protocols/opfs.js';
 import { listIdb, removeIdb } from '../src/protocols/idb.js';
 import { defaultMemoryStorage } from '../src/protocols/memory.js';
 import { registerBlob, unregisterBlob } from '../src/protocols/blob.js';
-import { SyncServer } from '../src/client/sync-server.js';
-import { RingServer } from '../src/client/ring.js';
+import { SyncServer } from '../src/channels/sync-server.js';
+import { RingServer } from '../src/channels/ring-server.js';
 import type {
   CheckReport,
   ConvertOptions,
@@ -227,7 +227,7 @@ export class DiskService {
   }
 
   /**
-   * Starts a bulk-read ring (src/client/ring.ts): a SharedArrayBuffer of
+   * Starts a bulk-read ring (src/channels/ring-server.ts): a SharedArrayBuffer of
    * `slots` data areas of `slotBytes` the page streams reads through with
    * {@link BulkReader}. Needs cross-origin isolation.
    */

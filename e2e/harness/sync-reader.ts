@@ -2,7 +2,7 @@
  * A worker standing in for an emulator: reads and writes a disk synchronously
  * through the sync channel (SyncDiskClient, Atomics.wait).
  */
-import { SyncDiskClient } from '../../src/client/sync-client.js';
+import { SyncDiskClient } from '../../src/channels/sync-client.js';
 
 self.onmessage = (ev: MessageEvent<{ sab: SharedArrayBuffer; ops: Array<{ op: 'read' | 'write' | 'flush'; offset: number; length?: number; data?: Uint8Array }> }>) => {
   const client = new SyncDiskClient(ev.data.sab);

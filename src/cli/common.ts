@@ -88,9 +88,9 @@ export async function readHostFile(path: string): Promise<Uint8Array> {
 }
 
 /**
- * Whether a format node takes compressed writes: it lists COMPRESSED in
- * supportedWriteFlags (qcow2 is known to, whether or not it says so).
+ * Whether a format node takes compressed writes: its driver lists COMPRESSED
+ * in supportedWriteFlags.
  */
 export function supportsCompressed(node: BlockNode): boolean {
-  return !!((node.instance.supportedWriteFlags ?? 0) & ReqFlag.COMPRESSED) || node.driver.name === 'qcow2';
+  return ((node.instance.supportedWriteFlags ?? 0) & ReqFlag.COMPRESSED) !== 0;
 }

@@ -43,10 +43,11 @@ import { BlockError, type ErrorCode, type ErrorContext } from '../core/errors.js
 export * from './protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
-export { SyncDiskClient, SharedDiskReader } from './sync-client.js';
-export { BulkReader } from './ring.js';
-import { SharedDiskReader } from './sync-client.js';
-import { BulkReader } from './ring.js';
+export { SyncDiskClient, SharedDiskReader } from '../channels/sync-client.js';
+export { BulkReader } from '../channels/ring-client.js';
+export { SyncSlot, SyncState, SyncOp, SYNC_HEADER_BYTES } from '../channels/sync-layout.js';
+import { SharedDiskReader } from '../channels/sync-client.js';
+import { BulkReader } from '../channels/ring-client.js';
 
 installErrorTransfer();
 

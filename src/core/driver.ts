@@ -93,17 +93,6 @@ export interface BlockStatusResult {
 export const PreallocMode = ['off', 'metadata', 'falloc', 'full'] as const;
 export type PreallocMode = (typeof PreallocMode)[number];
 
-/**
- * Where a guest range of a format lives: formats can answer this and let the
- * generic layer move the bytes (see src/core/mapped-io.ts).
- */
-export type Mapping =
-  | { kind: 'data'; offset: number; length: number; child: BdrvChild; hostOffset: number }
-  | { kind: 'zero'; offset: number; length: number }
-  | { kind: 'unallocated'; offset: number; length: number }
-  | { kind: 'compressed'; offset: number; length: number; child: BdrvChild; hostOffset: number; compressedLength: number }
-  | { kind: 'eof'; offset: number; length: 0 };
-
 /** Results of an image check (QEMU BdrvCheckResult). */
 export interface CheckResult {
   corruptions: number;
@@ -229,8 +218,8 @@ export interface BlockDriver {
   /**
    * Measures the size an image of this format would need (qemu-img measure):
    * from the creation options (`size` and the rest) or, with `source`, for a
-   * copy of that node's data. Default: the CLI reports "does not support size
-   * measurement".
+   * copy of that node's data. Default: ENOTSUP (qemu-img measure says the
+   * format "does not support size measurement").
    */
   measure?(options: OptionReader, source?: BlockNode): Promise<MeasureInfo>;
   /** Whether the back end is usable in this environment. Default: true. */
@@ -249,7 +238,7 @@ export interface DriverInstance {
    * Reads `bytes` at `offset` into `buf` (exactly `bytes` long). May complete
    * synchronously by returning undefined (OPFS sync handles, memory, caches
    * hits): the generic layer then completes without a microtask.
-   * Default: ENOTSUP for formats without `getMapping`; filters read their child.
+   * Default: ENOTSUP; filters read their child.
    */
   preadv?(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult;
   /**
@@ -274,11 +263,6 @@ export interface DriverInstance {
    * DATA|ALLOCATED for the whole range.
    */
   blockStatus?(wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult>;
-  /**
-   * Where the range lives, for formats that let the generic layer do the I/O.
-   * Default: none (the driver implements preadv itself).
-   */
-  getMapping?(offset: number, bytes: number): Promise<Mapping>;
   /** Pushes cached writes to the OS / back end. Default: nothing to do. */
   flushToOs?(): Promise<void>;
   /** Makes written data durable. Default: nothing to do (children are flushed by the generic layer). */
@@ -296,7 +280,11 @@ export interface DriverInstance {
   refreshLimits?(limits: BlockLimits): void;
   /** Whether a freshly created image reads as zeros. Default: false. */
   hasZeroInit?(): boolean;
-  /** Flags supported by pwritev (FUA, ...). Default: 0. */
+  /**
+   * Flags supported by pwritev: FUA (else the generic layer flushes after the
+   * write) and COMPRESSED (else a compressed write fails with ENOTSUP).
+   * Default: 0.
+   */
   readonly supportedWriteFlags?: ReqFlags;
   /** Flags supported by pwriteZeroes (MAY_UNMAP, FUA). Default: 0. */
   readonly supportedZeroFlags?: ReqFlags;
@@ -321,8 +309,6 @@ export interface DriverInstance {
   changeBackingFile?(filename: string | undefined, format: string | undefined): Promise<void>;
   /** Drops all data of the image (commit -d). Default: ENOTSUP. */
   makeEmpty?(): Promise<void>;
-  /** Measures the size an image would need. Default: ENOTSUP. */
-  measure?(options: OptionReader, source?: BlockNode): Promise<MeasureInfo>;
 
   /** Creates an internal snapshot. Default: ENOTSUP. */
   snapshotCreate?(info: SnapshotInfo): Promise<void>;

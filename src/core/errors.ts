@@ -40,6 +40,16 @@ const ERRNO_NUMBERS: Record<ErrorCode, number> = {
   ENOMEDIUM: 123,
 };
 
+const CODES_BY_ERRNO = new Map<number, ErrorCode>(Object.entries(ERRNO_NUMBERS).map(([code, n]) => [n, code as ErrorCode]));
+
+/**
+ * The code of a positive errno number (Linux numbering), EIO for numbers
+ * outside the table: the channels carry errors as negative errno results.
+ */
+export function codeOfErrno(errno: number): ErrorCode {
+  return CODES_BY_ERRNO.get(errno) ?? 'EIO';
+}
+
 /** The strerror() text glibc prints for each code (qemu-img / qemu-io messages use it). */
 export const STRERROR: Record<ErrorCode, string> = {
   EPERM: 'Operation not permitted',

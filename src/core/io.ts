@@ -384,7 +384,7 @@ function needsFuaFlush(node: BlockNode, flags: ReqFlags): boolean {
 
 function callWrite(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
   const inst = node.instance;
-  if (flags & ReqFlag.COMPRESSED && !inst.pwritev) {
+  if (flags & ReqFlag.COMPRESSED && !((inst.supportedWriteFlags ?? 0) & ReqFlag.COMPRESSED)) {
     return Promise.reject(
       new BlockError('ENOTSUP', `Driver '${node.driver.name}' does not support compressed writes`, {
         node: node.nodeName,

@@ -1,12 +1,13 @@
 /**
- * The bulk-read ring (src/client/ring.ts) with its server and reader in one
+ * The bulk-read ring (src/channels/ring-layout.ts, ring-server.ts, ring-client.ts) with its server and reader in one
  * Node thread over a memory image: data, order, errors, reuse after an early
  * break, and close. (In the browser they run in the worker and the page; the
  * protocol is the same SharedArrayBuffer + Atomics either way.)
  */
 import { describe, it, expect, beforeAll } from 'vitest';
 import { BlockBackend, BlockError, BlockGraph, MemoryStorage, createMemoryDriver, rawDriver } from '../../src/node.js';
-import { BulkReader, RingServer } from '../../src/client/ring.js';
+import { BulkReader } from '../../src/channels/ring-client.js';
+import { RingServer } from '../../src/channels/ring-server.js';
 
 const MiB = 1 << 20;
 

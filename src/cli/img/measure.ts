@@ -2,12 +2,10 @@
  * `img measure`.
  */
 import { BlockBackend } from '../../core/backend.js';
-import type { BlockNode } from '../../core/node.js';
 import { type MeasureInfo } from '../../core/driver.js';
 import { OptionReader } from '../../core/options.js';
-import { createImage } from '../../core/create.js';
-import { parseSizeQemu, toQemuJson, type JsonValue } from '../format.js';
-import { CliExit, errText, formatNode } from '../common.js';
+import { toQemuJson, type JsonValue } from '../format.js';
+import { CliExit, errText } from '../common.js';
 import { fail, Ctx, parseOpts, cvtnum, outputFormat, COMMON_LONGS } from './context.js';
 import { parseKeyValueListSafe } from './create.js';
 import { printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
@@ -63,17 +61,8 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   let info: MeasureInfo;
   try {
     const reader = new OptionReader({ ...toCreateRecord(values) }, `Block format '${outFmt}'`);
-    if (drv.measure) {
-      info = await drv.measure(reader, src?.node);
-    } else if (drv.name !== 'raw') {
-      info = await measureViaInstance(ctx, outFmt, reader, src?.node);
-    } else if (drv.name === 'raw') {
-      const sz = src ? src.length : (size ?? 0);
-      const v = values.has('size') ? (parseSizeQemu(values.get('size')!) as { value: number }).value : sz;
-      info = { required: v, fullyAllocated: v };
-    } else {
-      fail(`Format driver '${outFmt}' does not support size measurement`);
-    }
+    if (!drv.measure) fail(`Format driver '${outFmt}' does not support size measurement`);
+    info = await drv.measure(reader, src?.node);
   } catch (e) {
     if (e instanceof CliExit) throw e;
     fail(errText(e));
@@ -88,21 +77,4 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
     ctx.out(toQemuJson(j) + '\n');
   }
   return 0;
-}
-
-/**
- * Drivers that only measure on an open node: make a scratch image of the
- * format in memory and ask its instance.
- */
-async function measureViaInstance(ctx: Ctx, fmt: string, options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
-  const name = `memory:measure-${process.pid}-${Date.now()}`;
-  await createImage(ctx.graph, fmt, name, { size: 65536 });
-  const bb = await BlockBackend.open(ctx.graph, name, { format: fmt, readOnly: true }, { name: '' });
-  try {
-    const inst = formatNode(bb.node).instance;
-    if (!inst.measure) fail(`Format driver '${fmt}' does not support size measurement`);
-    return await inst.measure(options, source);
-  } finally {
-    await bb.close();
-  }
 }

@@ -20,8 +20,6 @@ import type {
   CheckFix,
   CheckResult,
   DriverInstance,
-  Mapping,
-  MeasureInfo,
   PreallocMode,
   ReopenState,
   ReqFlags,
@@ -38,7 +36,7 @@ import { ROLE_IMAGE } from '../../core/permissions.js';
 import { MetaCache, Mutex } from './cache.js';
 import { HDR, INCOMPAT, V2_HEADER_LENGTH } from './constants.js';
 import { describeFeatures, serializeHeader, type Qcow2Header } from './header.js';
-import { T, TYPE_NAMES, type ClusterType } from './mapping.js';
+import { TYPE_NAMES, type ClusterType } from './mapping.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
@@ -136,7 +134,8 @@ export class Qcow2Image implements DriverInstance {
   /** Host clusters to discard in the file once their refcount is 0 on disk. */
   discardAfterFree = new Set<number>();
   private cleanTimer: ReturnType<typeof setInterval> | null = null;
-  readonly supportedWriteFlags = 0;
+  /** Compressed writes are qcow2's own (FUA is done by the generic layer's flush). */
+  readonly supportedWriteFlags = ReqFlag.COMPRESSED;
   readonly supportedZeroFlags = ReqFlag.MAY_UNMAP;
 
   constructor(
@@ -280,23 +279,6 @@ export class Qcow2Image implements DriverInstance {
     return blockStatusOf(this, offset, bytes);
   }
 
-  async getMapping(offset: number, bytes: number): Promise<Mapping> {
-    if (offset >= this.header.size) return { kind: 'eof', offset, length: 0 };
-    const run = await lookup(this, offset, Math.min(bytes, this.header.size - offset));
-    const length = run.bytes;
-    switch (run.type) {
-      case T.NORMAL:
-        return { kind: 'data', offset, length, child: this.dataChild, hostOffset: run.host };
-      case T.ZERO_PLAIN:
-      case T.ZERO_ALLOC:
-        return { kind: 'zero', offset, length };
-      case T.COMPRESSED:
-        return { kind: 'compressed', offset, length, child: this.file, hostOffset: run.coffset, compressedLength: run.csize };
-      default:
-        return { kind: 'unallocated', offset, length };
-    }
-  }
-
   // -------------------------------------------------------------------------
   // Write
 
@@ -428,10 +410,6 @@ export class Qcow2Image implements DriverInstance {
     }
   }
 
-  async measure(options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
-    return measureQcow2(options, source);
-  }
-
   snapshotList(): SnapshotInfo[] {
     return this.snapshots.map(({ l1TableOffset: _o, l1Size: _s, ...info }) => info);
   }
@@ -504,4 +482,5 @@ export const qcow2Driver = {
     return img;
   },
   create: createQcow2,
+  measure: measureQcow2,
 } satisfies BlockDriver;

@@ -3,7 +3,7 @@
  * (`offset`, `size`). Zero writes, discard and block status pass through.
  */
 import type { BlockDriver, BlockStatusResult, DriverInstance, IoResult, PreallocMode, ReqFlags } from '../../core/driver.js';
-import { Status } from '../../core/driver.js';
+import { ReqFlag, Status, type MeasureInfo } from '../../core/driver.js';
 import { BlockError, einval } from '../../core/errors.js';
 import type { BdrvChild } from '../../core/child.js';
 import type { BlockNode } from '../../core/node.js';
@@ -19,7 +19,7 @@ class RawInstance implements DriverInstance {
     private size: number | undefined,
   ) {}
   get supportedWriteFlags(): ReqFlags {
-    return 0x01;
+    return ReqFlag.FUA;
   }
   get supportedZeroFlags(): ReqFlags {
     return 0x03;
@@ -100,6 +100,11 @@ export const rawDriver = {
       );
     }
     return new RawInstance(file, offset, size);
+  },
+  /** A raw image needs its virtual size: the `size` option, else the source's length. */
+  async measure(options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
+    const size = options.size('size') ?? source?.length ?? 0;
+    return { required: size, fullyAllocated: size };
   },
   async create(ctx) {
     const proto = ctx.graph.protocolFor(ctx.filename);

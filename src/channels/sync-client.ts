@@ -10,19 +10,14 @@
  * Atomics.wait is not allowed on a page's main thread, so use it in a worker.
  * One client per channel; requests larger than the data area are split.
  */
-import { BlockError, ErrorCode } from '../core/errors.js';
-import { SYNC_HEADER_BYTES, SyncOp, SyncSlot, SyncState } from './protocol.js';
-
-const ERRNO_CODES: Record<number, ErrorCode> = {
-  1: 'EPERM', 2: 'ENOENT', 5: 'EIO', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 22: 'EINVAL',
-  27: 'EFBIG', 28: 'ENOSPC', 30: 'EROFS', 95: 'ENOTSUP', 123: 'ENOMEDIUM', 125: 'ECANCELED',
-};
+import { BlockError, codeOfErrno } from '../core/errors.js';
+import { SYNC_HEADER_BYTES, SyncOp, SyncSlot, SyncState } from './sync-layout.js';
 
 /** Decodes a failed request into a BlockError. */
 function channelError(ctl: Int32Array, data: Uint8Array, result: number, offset: number): BlockError {
   const n = ctl[SyncSlot.MESSAGE_LENGTH]!;
   const text = new TextDecoder().decode(data.slice(0, n));
-  const code = ERRNO_CODES[-result] ?? 'EIO';
+  const code = codeOfErrno(-result);
   return new BlockError(code, text.startsWith(`${code}: `) ? text.slice(code.length + 2) : text, { offset });
 }
 

@@ -5,7 +5,7 @@
  */
 import type { BlockBackend } from '../core/backend.js';
 import { toBlockError } from '../core/errors.js';
-import { SYNC_HEADER_BYTES, SyncOp, SyncSlot, SyncState } from './protocol.js';
+import { SYNC_HEADER_BYTES, SyncOp, SyncSlot, SyncState } from './sync-layout.js';
 
 type WaitAsync = (a: Int32Array, i: number, v: number, t?: number) => { async: boolean; value: Promise<string> | string };
 

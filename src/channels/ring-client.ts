@@ -1,0 +1,152 @@
+/**
+ * The page side of the bulk-read ring (see ring-layout.ts).
+ */
+import { BlockError, codeOfErrno } from '../core/errors.js';
+import { RingSlot, D_OFFSET_LO, D_OFFSET_HI, D_LENGTH, D_RESULT, D_MESSAGE_LENGTH, DESC_WORDS, CLOSED, MASK, headerBytes, waitAsync } from './ring-layout.js';
+
+/**
+ * The page side of the ring ({@link Disk.bulkReader}): pipelined reads into
+ * shared memory, returned as views of a slot's data area. One consumer at a
+ * time: a view stays valid until the next call (read) or the next iteration
+ * (stream).
+ */
+export class BulkReader {
+  private readonly ctl: Int32Array;
+  private readonly views: Uint8Array[];
+  readonly slots: number;
+  /** Largest read one slot holds. */
+  readonly slotBytes: number;
+  /** Requests submitted, and requests whose slots are free again (page side). */
+  private submitted = 0;
+  private released = 0;
+  private busy = false;
+  /** Answers per wake-up when streaming (when the page has to wait). */
+  private readonly batch: number;
+
+  constructor(buffer: SharedArrayBuffer) {
+    const c = new Int32Array(buffer, 0, RingSlot.DESC);
+    this.slots = c[RingSlot.SLOTS]!;
+    this.slotBytes = c[RingSlot.SLOT_BYTES]!;
+    const head = headerBytes(this.slots);
+    this.ctl = new Int32Array(buffer, 0, head / 4);
+    this.views = Array.from({ length: this.slots }, (_, i) => new Uint8Array(buffer, head + i * this.slotBytes, this.slotBytes));
+    this.batch = Math.max(1, this.slots >> 1);
+  }
+
+  private submit(offset: number, length: number): number {
+    const c = this.ctl;
+    const seq = this.submitted;
+    const d = RingSlot.DESC + (seq % this.slots) * DESC_WORDS;
+    c[d + D_OFFSET_LO] = offset % 0x1_0000_0000;
+    c[d + D_OFFSET_HI] = Math.floor(offset / 0x1_0000_0000);
+    c[d + D_LENGTH] = length;
+    c[d + D_RESULT] = 0;
+    this.submitted = (seq + 1) & MASK;
+    Atomics.store(c, RingSlot.SUBMIT, this.submitted);
+    Atomics.notify(c, RingSlot.SUBMIT);
+    return seq;
+  }
+
+  /**
+   * Waits for request `seq` and returns its data (or throws its error). When
+   * it must sleep, it sleeps until `wakeAt` requests are done (a later one,
+   * to be woken once for several answers).
+   */
+  private async result(seq: number, offset: number, length: number, wakeAt = (seq + 1) & MASK): Promise<Uint8Array> {
+    const c = this.ctl;
+    const target = (seq + 1) & MASK;
+    for (;;) {
+      let d = Atomics.load(c, RingSlot.DONE);
+      // Done once DONE reached seq+1 (within half the counter range, for wrapping).
+      if (((d - target) & MASK) < 0x4000_0000) break;
+      if (Atomics.load(c, RingSlot.STATE) === CLOSED) throw new BlockError('ENOMEDIUM', 'The bulk reader was closed during a request', { offset });
+      Atomics.store(c, RingSlot.WANT, wakeAt);
+      d = Atomics.load(c, RingSlot.DONE);
+      if (((d - target) & MASK) < 0x4000_0000) break;
+      // Sleeps unless DONE moved since d (the worker then sees WANT and wakes us at wakeAt).
+      const w = waitAsync()(c, RingSlot.DONE, d);
+      if (w.async) await w.value;
+    }
+    const slot = seq % this.slots;
+    const desc = RingSlot.DESC + slot * DESC_WORDS;
+    const res = c[desc + D_RESULT]!;
+    const data = this.views[slot]!;
+    if (res < 0) {
+      const n = c[desc + D_MESSAGE_LENGTH]!;
+      const text = new TextDecoder().decode(data.slice(0, n));
+      const code = codeOfErrno(-res);
+      throw new BlockError(code, text.startsWith(`${code}: `) ? text.slice(code.length + 2) : text, { offset });
+    }
+    return length === this.slotBytes ? data : data.subarray(0, length);
+  }
+
+  private check(offset: number, length: number): void {
+    if (Atomics.load(this.ctl, RingSlot.STATE) === CLOSED) throw new BlockError('ENOMEDIUM', 'The bulk reader is closed');
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new BlockError('EINVAL', `Invalid read offset ${offset}`);
+    if (!Number.isSafeInteger(length) || length < 0 || length > this.slotBytes) {
+      throw new BlockError('EINVAL', `Read of ${length} bytes exceeds the bulk reader's ${this.slotBytes}`, { offset });
+    }
+  }
+
+  private enter(): void {
+    if (this.busy) throw new BlockError('EBUSY', 'The bulk reader serves one read or stream at a time');
+    this.busy = true;
+  }
+
+  /** Reads `length` (at most slotBytes) bytes at `offset`; the view is valid until the next call. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    this.check(offset, length);
+    this.enter();
+    try {
+      this.released = this.submitted;
+      const seq = this.submit(offset, length);
+      return await this.result(seq, offset, length);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /**
+   * Streams [offset, offset+bytes) in pieces of `chunk` (at most slotBytes),
+   * in order, keeping every other slot busy ahead of the consumer. Each view
+   * is valid until the next iteration.
+   *
+   * ```ts
+   * for await (const piece of reader.stream(0, disk.length)) sink.write(piece);
+   * ```
+   */
+  async *stream(offset: number, bytes: number, chunk = this.slotBytes): AsyncGenerator<Uint8Array, void, undefined> {
+    this.check(offset, Math.min(chunk, bytes));
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new BlockError('EINVAL', `Invalid stream length ${bytes}`, { offset });
+    if (!Number.isSafeInteger(chunk) || chunk < 1) throw new BlockError('EINVAL', `Invalid stream chunk ${chunk}`, { offset });
+    this.enter();
+    const end = offset + bytes;
+    let next = offset;
+    let pos = offset;
+    const queue: Array<[number, number]> = [];
+    try {
+      this.released = this.submitted;
+      while (pos < end) {
+        // Fill the free slots (all but the one the consumer holds).
+        while (next < end && ((this.submitted - this.released) & MASK) < this.slots) {
+          const n = Math.min(chunk, end - next);
+          queue.push([this.submit(next, n), n]);
+          next += n;
+        }
+        const [seq, n] = queue.shift()!;
+        // If it has to sleep, the page sleeps until half the queue is answered.
+        const wakeAt = (seq + Math.min(this.batch, queue.length + 1)) & MASK;
+        const view = await this.result(seq, pos, n, wakeAt);
+        pos += n;
+        yield view;
+        // The consumer is done with this slot.
+        this.released = (seq + 1) & MASK;
+      }
+    } finally {
+      // An abandoned stream: wait for what is still queued, so the next call finds the ring idle.
+      for (const [seq] of queue) await this.result(seq, pos, 0).catch(() => undefined);
+      this.released = this.submitted;
+      this.busy = false;
+    }
+  }
+}
