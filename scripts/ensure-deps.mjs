@@ -4,7 +4,8 @@
 // or the benchmarks (--bench).
 // Node built-ins only: this runs before `npm ci`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,12 +40,23 @@ function mustRun(cmd, args, opts) {
   }
 }
 
+/**
+ * Installs the npm packages unless node_modules was installed from this very
+ * package-lock.json: the lock's hash is kept in node_modules after an install
+ * (a checkout's file times say nothing; a fresh git worktree whose node_modules
+ * links to another checkout's would otherwise reinstall over it).
+ */
 function ensureNpm() {
-  const stamp = join(root, 'node_modules', '.package-lock.json');
   const lock = join(root, 'package-lock.json');
-  if (existsSync(stamp) && statSync(stamp).mtimeMs >= statSync(lock).mtimeMs) return;
-  log('installing npm packages (npm ci)');
-  mustRun('npm', ['ci', '--no-audit', '--no-fund']);
+  const hashFile = join(root, 'node_modules', '.diskworker-lock-sha256');
+  const want = createHash('sha256').update(readFileSync(lock)).digest('hex');
+  if (existsSync(hashFile) && readFileSync(hashFile, 'utf8').trim() === want) return;
+  const stamp = join(root, 'node_modules', '.package-lock.json');
+  if (!(existsSync(stamp) && statSync(stamp).mtimeMs >= statSync(lock).mtimeMs)) {
+    log('installing npm packages (npm ci)');
+    mustRun('npm', ['ci', '--no-audit', '--no-fund']);
+  }
+  writeFileSync(hashFile, `${want}\n`);
 }
 
 function ensureDebian(needed) {
