@@ -94,14 +94,14 @@ test('a raw image larger than the quota: create fails with ENOSPC', async ({ pag
   const r = await page.evaluate(async () => {
     const h = window.harness;
     const dw = await h.start();
-    await dw.remote.setTestQuota(4 << 20);
+    await h.setTestQuota(4 << 20);
     try {
       await dw.create({ path: 'opfs:/quota/big.raw', format: 'raw', size: 64 << 20 });
       return null;
     } catch (e) {
       return h.describeError(e);
     } finally {
-      await dw.remote.setTestQuota(undefined);
+      await h.setTestQuota(undefined);
     }
   });
   expect(r?.code).toBe('ENOSPC');
@@ -116,7 +116,7 @@ test('quota exhausted: ENOSPC, the written data stays, the image checks clean', 
     const path = 'opfs:/quota/disk.img';
     await dw.create({ path, format, size: 64 << 20 });
     const disk = await dw.open({ path });
-    await dw.remote.setTestQuota(3 << 20);
+    await h.setTestQuota(3 << 20);
     let written = 0;
     let err: { code?: string; message: string } | null = null;
     for (let i = 0; i < 16; i++) {
@@ -128,7 +128,7 @@ test('quota exhausted: ENOSPC, the written data stays, the image checks clean', 
         break;
       }
     }
-    await dw.remote.setTestQuota(undefined);
+    await h.setTestQuota(undefined);
     // The close flushes; a failing flush is reported but the image must stay consistent.
     await disk.close().catch(() => undefined);
     const check = format === 'qcow2' ? await dw.check(path) : null;
@@ -175,19 +175,19 @@ test('quota exhausted during an import and a convert: ENOSPC to the caller, targ
     for (const [name, job] of jobs) {
       let err: { code?: string; message: string } | null = null;
       // The compressed copy is smaller than the data: leave it less room.
-      await dw.remote.setTestQuota(name.startsWith('import') ? 3 << 20 : name === 'convert compressed' ? (6 << 20) + (256 << 10) : 9 << 20);
+      await h.setTestQuota(name.startsWith('import') ? 3 << 20 : name === 'convert compressed' ? (6 << 20) + (256 << 10) : 9 << 20);
       try {
         await job();
       } catch (e) {
         err = h.describeError(e);
       }
       const target = name === 'import qcow2' ? 'opfs:/quota2/imported.qcow2' : name === 'import copy' ? 'opfs:/quota2/imported.raw' : name === 'convert qcow2' ? 'opfs:/quota2/converted.qcow2' : 'opfs:/quota2/compressed.qcow2';
-      await dw.remote.setTestQuota(undefined);
+      await h.setTestQuota(undefined);
       const check = target.endsWith('.qcow2') ? await dw.check(target) : null;
       results[name] = { err, check: check ? { corruptions: check.corruptions, checkErrors: check.checkErrors } : null };
       await dw.remove(target).catch(() => undefined);
     }
-    await dw.remote.setTestQuota(undefined);
+    await h.setTestQuota(undefined);
     const again = await dw.open({ path: 'opfs:/quota2/src.raw', readOnly: true });
     const intact = h.diff(await again.read(0, data.length), data) === -1;
     await again.close();
@@ -213,7 +213,7 @@ test('werror=enospc: a full quota pauses the disk (event and status), flush fail
     const disk = await dw.open({ path, werror: 'enospc' });
     const events: Array<{ operation: string; code?: string }> = [];
     await disk.onStop((e) => events.push({ operation: e.operation, code: e.error.code }));
-    await dw.remote.setTestQuota(1 << 20);
+    await h.setTestQuota(1 << 20);
     let settled = false;
     const write = disk.write(0, h.pattern(91, 2 << 20)).then(() => (settled = true));
     for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((res) => setTimeout(res, 20));
@@ -223,7 +223,7 @@ test('werror=enospc: a full quota pauses the disk (event and status), flush fail
       (e: unknown) => h.describeError(e),
     );
     const settledWhileStopped = settled;
-    await dw.remote.setTestQuota(undefined);
+    await h.setTestQuota(undefined);
     await disk.resume();
     await write;
     const after = await disk.stoppedBy();

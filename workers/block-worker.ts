@@ -7,7 +7,8 @@ import { expose } from 'comlink';
 import { BlockWorkerService } from './service.js';
 import '../src/client/transfer.js';
 
-export type { BlockWorkerService, DiskService } from './service.js';
+export type { BlockWorkerService } from './service.js';
+export type { DiskService } from './disk-service.js';
 
 const service = new BlockWorkerService();
 expose(service);

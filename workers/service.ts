@@ -1,272 +1,49 @@
 /**
- * The block worker's service: one BlockGraph over the browser back ends, the
- * operations the page calls through Comlink, and one {@link DiskService} per
- * open disk (a BlockBackend behind a Comlink proxy).
+ * The block worker's service ({@link BlockWorkerApi}): one BlockGraph over the
+ * browser back ends, the image catalogue, info and check, and one
+ * {@link DiskService} per open disk (disk-service.ts). Convert, import and
+ * export are in image-copy.ts; which hot paths run in WASM is decided in
+ * src/wasm/hot-paths.ts.
  */
-import { proxy, transfer, type ProxyMarked } from 'comlink';
+import { proxy, type ProxyMarked } from 'comlink';
 import { BlockBackend } from '../src/core/backend.js';
-import { BlockError, toBlockError } from '../src/core/errors.js';
-import { ReqFlag, Status, type BlockStatusResult } from '../src/core/driver.js';
+import { BlockError } from '../src/core/errors.js';
 import { createImage } from '../src/core/create.js';
-import { isZeroBuffer, setZeroDetector, zeroDetectorKind } from '../src/core/zero-detect.js';
-import { getClusterCodec, initZstd } from '../src/wasm/codec.js';
-import { initL2Mapper, l2MapperState } from '../src/formats/qcow2/lookup.js';
-import { initRefcountWasm, refcountWasmState } from '../src/formats/qcow2/refcount.js';
-import { loadZero, ZeroBufferPool } from '../src/wasm/zero.js';
 import type { BlockGraph } from '../src/core/graph.js';
-import { Perm, PERM_ALL } from '../src/core/permissions.js';
 import { createBrowserGraph } from '../src/browser.js';
-import { listOpfs, removeOpfs, opfsTestHooks } from '../src/protocols/opfs.js';
-import { listIdb, removeIdb } from '../src/protocols/idb.js';
-import { defaultMemoryStorage } from '../src/protocols/memory.js';
-import { registerBlob, unregisterBlob } from '../src/protocols/blob.js';
-import { SyncServer } from '../src/channels/sync-server.js';
-import { RingServer } from '../src/channels/ring-server.js';
+import { hotPathState } from '../src/wasm/hot-paths.js';
+import type { BlockWorkerApi, ProgressFn } from '../src/client/api.js';
 import type {
   CheckReport,
   ConvertOptions,
   CreateOptions,
-  DiskStats,
   ImageEntry,
   Implementations,
   ImageInfo,
   ImportOptions,
-  MapExtent,
   OpenOptions,
-  Progress,
+  StorageKind,
   StorageReport,
 } from '../src/client/protocol.js';
+import { DiskService } from './disk-service.js';
+import { ImageCopier } from './image-copy.js';
 import '../src/client/transfer.js';
-
-const COPY_CHUNK = 1 << 20;
-/** Largest copy chunk: COPY_CHUNK, or one 2 MiB cluster when compressing. */
-const MAX_COPY_CHUNK = 2 << 20;
-
-/**
- * The WASM zero module, loaded once at start-up. It serves detect-zeroes (its detector
- * copies a request buffer in and checks it with SIMD: 4.1x / 4.7x the plain JS loop on
- * 64 KiB / 1 MiB in Chromium, bench/results/browser.json) and copyData, whose copy buffers
- * live in its memory (two: a convert and an export at the same time) so the zero check
- * reads them in place (10x / 12x the JS loop). The detector's scratch is allocated before
- * the pool, so nothing allocates in that memory afterwards (a growth would detach the
- * buffers' views). Undefined without SIMD or when the module does not load: detect-zeroes
- * and copies then use the JS check and ordinary buffers.
- */
-const zeroPool: Promise<ZeroBufferPool | undefined> = loadZero().then(
-  (z) => {
-    if (!z) return undefined;
-    setZeroDetector(z.detector(), 'wasm');
-    return new ZeroBufferPool(z, 2, MAX_COPY_CHUNK);
-  },
-  () => undefined,
-);
-
-/** A progress callback proxied from the page. */
-type ProgressFn = (p: Progress) => void | Promise<void>;
-
-/** One open disk, as the page sees it through Comlink. */
-export class DiskService {
-  private closed = false;
-  private readonly syncServers: SyncServer[] = [];
-  constructor(
-    readonly backend: BlockBackend,
-    readonly path: string,
-    private readonly onClose: () => void,
-  ) {}
-
-  /** Virtual size in bytes. */
-  length(): number {
-    return this.backend.length;
-  }
-
-  readOnly(): boolean {
-    return this.backend.readOnly;
-  }
-
-  format(): string {
-    return this.backend.node.driver.name;
-  }
-
-  /** Reads into a new buffer, transferred to the caller. */
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    const buf = new Uint8Array(length);
-    await this.backend.pread(offset, buf);
-    return transfer(buf, [buf.buffer]);
-  }
-
-  /** Reads into the caller's (transferred) buffer and transfers it back. */
-  async readInto(offset: number, buf: Uint8Array): Promise<Uint8Array> {
-    await this.backend.pread(offset, buf);
-    return transfer(buf, [buf.buffer]);
-  }
-
-  /**
-   * A MessagePort for bulk reads without Comlink's per-call work: messages
-   * `{ id, offset, buf }` (buf transferred, or a SharedArrayBuffer view),
-   * answered `{ id, buf }` or `{ id, error }`.
-   */
-  readPort(): MessagePort {
-    const { port1, port2 } = new MessageChannel();
-    port1.onmessage = (ev: MessageEvent<{ id: number; offset: number; buf: Uint8Array }>) => {
-      const { id, offset, buf } = ev.data;
-      const shared = typeof SharedArrayBuffer !== 'undefined' && buf.buffer instanceof SharedArrayBuffer;
-      this.backend.pread(offset, buf).then(
-        () => (shared ? port1.postMessage({ id }) : port1.postMessage({ id, buf }, [buf.buffer as ArrayBuffer])),
-        (e: unknown) => {
-          const err = toBlockError(e);
-          port1.postMessage({ id, error: { code: err.code, message: err.message, context: err.context } });
-        },
-      );
-    };
-    this.ports.push(port1);
-    return transfer(port2, [port2]);
-  }
-  private readonly ports: MessagePort[] = [];
-
-  /** Reads into a view of a SharedArrayBuffer the caller shares (nothing moves). */
-  async readShared(offset: number, buf: Uint8Array): Promise<void> {
-    await this.backend.pread(offset, buf);
-  }
-
-  /** Writes `data` (transferred by the caller). */
-  async write(offset: number, data: Uint8Array, flags = 0): Promise<void> {
-    await this.backend.write(offset, data, flags);
-  }
-
-  async writeZeroes(offset: number, bytes: number, unmap = false): Promise<void> {
-    await this.backend.writeZeroes(offset, bytes, unmap ? 0x02 : 0);
-  }
-
-  async discard(offset: number, bytes: number): Promise<void> {
-    await this.backend.discard(offset, bytes);
-  }
-
-  async flush(): Promise<void> {
-    await this.backend.flush();
-  }
-
-  /** Continues after a `stop` / `enospc` error policy paused the disk. */
-  resume(): void {
-    this.backend.resume();
-  }
-
-  /** Whether the error policy has paused the disk. */
-  isStopped(): boolean {
-    return this.backend.isStopped;
-  }
-
-  /** The error that paused the disk (null while it runs), as plain fields (see onStop). */
-  stoppedBy(): { code: string; message: string } | null {
-    const e = this.backend.stoppedBy;
-    return e ? { code: e.code, message: e.message } : null;
-  }
-
-  /**
-   * Calls `listener` (a Comlink proxy from the page) each time the error
-   * policy pauses the disk. The error goes as plain fields: an Error nested in
-   * an argument would lose its code in the structured clone.
-   */
-  onStop(listener: (e: { operation: 'read' | 'write'; code: string; message: string }) => void): void {
-    this.backend.onStop.push((e) => {
-      void Promise.resolve(listener({ operation: e.operation, code: e.error.code, message: e.error.message })).catch(() => undefined);
-    });
-  }
-
-  async truncate(size: number): Promise<number> {
-    await this.backend.truncate(size);
-    return this.backend.length;
-  }
-
-  async blockStatus(offset: number, bytes: number): Promise<{ status: number; pnum: number; map?: number }> {
-    const r: BlockStatusResult = await this.backend.blockStatus(offset, bytes);
-    return { status: r.status, pnum: r.pnum, ...(r.map !== undefined ? { map: r.map } : {}) };
-  }
-
-  /** Extents of the whole disk (or a range), merged where the answer is the same. */
-  async map(offset = 0, bytes = this.backend.length - offset): Promise<MapExtent[]> {
-    const out: MapExtent[] = [];
-    let pos = offset;
-    const end = offset + bytes;
-    while (pos < end) {
-      const r = await this.backend.blockStatus(pos, end - pos);
-      if (r.pnum <= 0) break;
-      const e: MapExtent = {
-        offset: pos,
-        length: r.pnum,
-        data: !!(r.status & Status.DATA),
-        zero: !!(r.status & Status.ZERO),
-        allocated: !!(r.status & Status.ALLOCATED),
-        compressed: !!(r.status & Status.COMPRESSED),
-      };
-      const last = out[out.length - 1];
-      if (last && last.data === e.data && last.zero === e.zero && last.allocated === e.allocated && last.compressed === e.compressed) {
-        last.length += e.length;
-      } else out.push(e);
-      pos += r.pnum;
-    }
-    return out;
-  }
-
-  stats(): DiskStats {
-    return structuredClone(this.backend.stats);
-  }
-
-  /**
-   * Starts the synchronous channel: a SharedArrayBuffer another worker uses
-   * with {@link SyncDiskClient} (Atomics.wait) to read and write this disk
-   * synchronously. Needs cross-origin isolation.
-   */
-  syncChannel(dataBytes = 1 << 20): SharedArrayBuffer {
-    if (!Number.isSafeInteger(dataBytes) || dataBytes < 4096 || dataBytes > 64 << 20) {
-      throw new BlockError('EINVAL', `Sync channel data area must be 4 KiB..64 MiB, got ${dataBytes}`);
-    }
-    const server = new SyncServer(this.backend, dataBytes);
-    server.start();
-    this.syncServers.push(server);
-    return server.buffer;
-  }
-
-  /**
-   * Starts a bulk-read ring (src/channels/ring-server.ts): a SharedArrayBuffer of
-   * `slots` data areas of `slotBytes` the page streams reads through with
-   * {@link BulkReader}. Needs cross-origin isolation.
-   */
-  bulkChannel(slots = 4, slotBytes = 1 << 20): SharedArrayBuffer {
-    if (this.closed) throw new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`);
-    const server = new RingServer(this.backend, slots, slotBytes);
-    server.start();
-    this.ringServers.push(server);
-    return server.buffer;
-  }
-  private readonly ringServers: RingServer[] = [];
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    for (const s of this.syncServers) s.stop();
-    for (const s of this.ringServers) s.stop();
-    for (const p of this.ports) p.close();
-    try {
-      await this.backend.close();
-    } finally {
-      this.onClose();
-    }
-  }
-
-  /** Test hook: bytes of the protocol file under the image (no format). */
-  async hostLength(): Promise<number> {
-    return this.backend.node.graph.protocolNodeOf(this.backend.node).length;
-  }
-}
 
 let jobCounter = 0;
 
 /** The object the block worker exposes. */
-export class BlockWorkerService {
+export class BlockWorkerService implements BlockWorkerApi {
   readonly graph: BlockGraph = createBrowserGraph();
   private readonly open_ = new Map<string, DiskService>();
   private readonly cancelled = new Set<number>();
   private lock: Promise<unknown> = Promise.resolve();
+  private readonly copier = new ImageCopier({
+    graph: this.graph,
+    openBackend: (o) => this.openBackend(o),
+    create: (o) => this.create(o),
+    checkCancel: (jobId) => this.checkCancel(jobId),
+    openDisk: (path) => this.open_.get(canonical(path)),
+  });
 
   /** Runs graph-changing work one at a time (the backing policy is per open). */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -328,24 +105,24 @@ export class BlockWorkerService {
     return proxy(disk);
   }
 
-  async list(storage?: 'opfs' | 'idb' | 'memory'): Promise<ImageEntry[]> {
+  /** Images of the back ends that keep a catalogue (all, or one storage kind). */
+  async list(storage?: StorageKind): Promise<ImageEntry[]> {
     const out: ImageEntry[] = [];
-    if (!storage || storage === 'opfs') out.push(...(await listOpfs().catch(() => [])));
-    if (!storage || storage === 'idb') out.push(...(await listIdb().catch(() => [])));
-    if (!storage || storage === 'memory') {
-      for (const [name, f] of defaultMemoryStorage.files) out.push({ path: `memory:${name}`, size: f.length });
+    for (const d of this.graph.listDrivers()) {
+      if (!d.catalogue || (d.isAvailable && !d.isAvailable())) continue;
+      if (storage && d.catalogue.storage !== storage) continue;
+      out.push(...(await d.catalogue.list().catch(() => [])));
     }
     return out;
   }
 
+  /** Removes an image from its back end (EBUSY while this worker has it open). */
   async remove(path: string): Promise<void> {
-    if (this.open_.has(canonical(path))) throw new BlockError('EBUSY', `Cannot remove '${path}': the image is open`);
-    if (path.startsWith('idb:')) return removeIdb(path);
-    if (path.startsWith('memory:')) {
-      if (!defaultMemoryStorage.remove(path.slice(7))) throw new BlockError('ENOENT', `Cannot remove '${path}': No such file or directory`);
-      return;
-    }
-    return removeOpfs(path);
+    const key = canonical(path);
+    if (this.open_.has(key)) throw new BlockError('EBUSY', `Cannot remove '${path}': the image is open`);
+    const d = this.graph.protocolFor(key);
+    if (!d.catalogue) throw new BlockError('ENOTSUP', `Cannot remove '${path}': the '${d.name}' back end keeps no catalogue of images`);
+    await d.catalogue.remove(path);
   }
 
   /** Runs `fn` on the image, reusing this worker's open disk when there is one. */
@@ -441,177 +218,29 @@ export class BlockWorkerService {
     }
   }
 
-  /**
-   * Copies what `src` shows into `dst` (same size), skipping zero chunks when
-   * `dst` reads zeros already. `compress` writes compressed clusters (the
-   * chunk is then a whole number of the target's clusters).
-   */
-  private async copyData(src: BlockBackend, dst: BlockBackend, dstZeroed: boolean, onProgress?: ProgressFn, jobId?: number, compress = false) {
-    const total = src.length;
-    const clusterSize = dst.node.instance.getInfo?.()?.clusterSize ?? 65536;
-    const chunk = compress ? Math.max(1, Math.round(COPY_CHUNK / clusterSize)) * clusterSize : COPY_CHUNK;
-    const pool = await zeroPool;
-    const wasmBuf = pool?.take(chunk);
-    const buf = wasmBuf ?? new Uint8Array(chunk);
-    let lastReport = 0;
-    try {
-      for (let pos = 0; pos < total; pos += chunk) {
-        this.checkCancel(jobId);
-        const n = Math.min(chunk, total - pos);
-        const view = n === chunk ? buf : buf.subarray(0, n);
-        await src.pread(pos, view);
-        // A view into WASM memory is detached if that memory grew meanwhile.
-        if (view.byteLength !== n) throw new BlockError('EIO', `copy buffer for ${n} bytes at ${pos} was detached (WASM memory grew)`);
-        // The detector installed with the pool checks `view` in place (it lives in module memory).
-        if (!(dstZeroed && isZeroBuffer(view))) await dst.write(pos, view, compress ? ReqFlag.COMPRESSED : 0);
-        const now = Date.now();
-        if (onProgress && (now - lastReport > 100 || pos + n >= total)) {
-          lastReport = now;
-          await onProgress({ done: pos + n, total });
-        }
-      }
-    } finally {
-      // Every read and write on the buffer has finished here (each was awaited).
-      if (wasmBuf) pool!.give(wasmBuf);
-    }
-    await dst.flush();
-  }
-
-  async convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
-    const src = await this.openBackend({
-      path: o.from,
-      readOnly: true,
-      ...(o.fromFormat ? { format: o.fromFormat } : {}),
-      ...(o.allowBackingProtocols ? { allowBackingProtocols: o.allowBackingProtocols } : {}),
-    });
-    await closingAfter(src, () => this.convertFrom(src, o.to, o.format ?? 'qcow2', o.options ?? {}, onProgress, jobId, o.compress ?? false));
-  }
-
-  private async convertFrom(
-    src: BlockBackend,
-    to: string,
-    format: 'qcow2' | 'raw',
-    options: Record<string, string | number | boolean>,
-    onProgress?: ProgressFn,
-    jobId?: number,
-    compress = false,
-  ): Promise<void> {
-    if (compress && format !== 'qcow2') {
-      throw new BlockError('EINVAL', `Compressed output needs the qcow2 format, not '${format}'`);
-    }
-    await this.create({ path: to, format, size: src.length, options });
-    const dst = await this.openBackend({ path: to, format });
-    // The close flushes: a convert succeeds only once the copy is on storage.
-    await closingAfter(dst, () => this.copyData(src, dst, dst.node.instance.hasZeroInit?.() ?? format === 'qcow2', onProgress, jobId, compress));
+  convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
+    return this.copier.convert(o, onProgress, jobId);
   }
 
   /**
    * Brings a Blob / File in: `copy` stores its bytes unchanged, `qcow2` / `raw`
-   * convert what it holds (format probed). Streams in 1 MiB pieces.
+   * convert what it holds (format probed).
    */
-  async importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
-    const name = registerBlob(blob);
-    try {
-      const src = await this.openBackend({ path: name, readOnly: true, ...(o.format === 'copy' || !o.format ? { format: 'raw' } : {}) });
-      const format = !o.format || o.format === 'copy' ? 'raw' : o.format;
-      await closingAfter(src, () => this.convertFrom(src, o.to, format, {}, onProgress, jobId));
-    } finally {
-      unregisterBlob(name);
-    }
+  importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
+    return this.copier.importBlob(blob, o, onProgress, jobId);
   }
 
   /**
-   * A stream of an image's bytes for download. `format` absent: the stored
-   * file as it is (a qcow2 stays qcow2); `raw`: what the guest sees; another
-   * format: converted first into a temporary OPFS file.
+   * A stream of an image's bytes for download: the stored file as it is
+   * (`file` or no format), what the guest sees (`raw`), or a converted copy.
    */
-  async exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress = false): Promise<ReadableStream<Uint8Array>> {
-    let src: BlockBackend;
-    let cleanup: (() => Promise<void>) | null = null;
-    const mine = this.open_.get(canonical(path));
-    if (mine) await mine.flush();
-    if (!format || format === 'file') {
-      const proto = this.graph.protocolFor(path).name;
-      if (mine) {
-        const node = this.graph.protocolNodeOf(mine.backend.node);
-        node.ref();
-        try {
-          src = await BlockBackend.attach(this.graph, node, { name: `export ${path}`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
-        } finally {
-          await node.unref();
-        }
-      } else {
-        src = await this.openBackend({ path, readOnly: true, options: { driver: proto } });
-      }
-    } else if (format === 'raw') {
-      src = mine
-        ? await BlockBackend.attach(this.graph, mine.backend.node, { name: `export ${path}`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL })
-        : await this.openBackend({ path, readOnly: true });
-    } else {
-      const tmp = `opfs:/.diskworker-tmp/export-${Date.now()}-${jobCounter++}.${format}`;
-      try {
-        await this.convert({ from: path, to: tmp, format, compress: compress && format === 'qcow2' });
-      } catch (e) {
-        // A failed convert (a full quota, say) must not leave its partial copy behind.
-        await removeOpfs(tmp).catch(() => undefined);
-        throw e;
-      }
-      src = await this.openBackend({ path: tmp, readOnly: true, options: { driver: 'opfs' } });
-      cleanup = () => removeOpfs(tmp);
-    }
-    const total = src.length;
-    let pos = 0;
-    const finish = async () => {
-      await src.close().catch(() => undefined);
-      if (cleanup) await cleanup().catch(() => undefined);
-      cleanup = null;
-    };
-    const stream = new ReadableStream<Uint8Array>(
-      {
-        pull: async (controller) => {
-          try {
-            this.checkCancel(jobId);
-            if (pos >= total) {
-              await finish();
-              controller.close();
-              return;
-            }
-            const n = Math.min(COPY_CHUNK, total - pos);
-            const buf = new Uint8Array(n);
-            await src.pread(pos, buf);
-            pos += n;
-            controller.enqueue(buf);
-          } catch (e) {
-            await finish();
-            controller.error(toBlockError(e));
-          }
-        },
-        cancel: finish,
-      },
-      { highWaterMark: 2 },
-    );
-    return transfer(stream, [stream as unknown as Transferable]);
+  exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress = false): Promise<ReadableStream<Uint8Array>> {
+    return this.copier.exportStream(path, format, jobId, compress);
   }
 
   /** Which implementation each hot path uses here (loads the modules that are not yet). */
   async implementations(): Promise<Implementations> {
-    const codec = await getClusterCodec().catch(() => undefined);
-    const zstd = await initZstd().then(
-      () => 'wasm' as const,
-      () => 'unavailable' as const,
-    );
-    await initL2Mapper();
-    await initRefcountWasm();
-    const pool = await zeroPool;
-    return {
-      inflate: codec?.inflateImpl ?? 'unavailable',
-      deflate: codec?.deflateImpl ?? 'unavailable',
-      zstd,
-      l2: l2MapperState(),
-      refcount: refcountWasmState(),
-      copyZeroCheck: pool ? 'wasm' : 'plain JS',
-      detectZeroes: zeroDetectorKind(),
-    };
+    return hotPathState();
   }
 
   async estimate(): Promise<StorageReport> {
@@ -623,12 +252,6 @@ export class BlockWorkerService {
     if (e.quota !== undefined) out.quota = e.quota;
     if (s.persisted) out.persisted = await s.persisted().catch(() => false);
     return out;
-  }
-
-  /** Test hook: a quota for OPFS writes smaller than the browser's (undefined to lift it). */
-  setTestQuota(bytes: number | undefined): void {
-    if (bytes === undefined) delete opfsTestHooks.quotaBytes;
-    else opfsTestHooks.quotaBytes = bytes;
   }
 
   /** Closes every open disk (flushing them). */
@@ -644,22 +267,3 @@ function canonical(path: string): string {
   return path;
 }
 
-/**
- * Runs `work`, then closes `bb` (which flushes). The first failure wins: a
- * failed close after a failed copy must not hide why the copy failed, and a
- * failed close after a good copy fails the whole operation.
- */
-async function closingAfter(bb: BlockBackend, work: () => Promise<void>): Promise<void> {
-  let failure: unknown = null;
-  try {
-    await work();
-  } catch (e) {
-    failure = e;
-  }
-  try {
-    await bb.close();
-  } catch (e) {
-    failure ??= e;
-  }
-  if (failure !== null) throw failure;
-}

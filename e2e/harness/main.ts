@@ -3,7 +3,9 @@
  * The e2e harness page: puts the page API and a few helpers on `window.harness`
  * for the Playwright specs (page.evaluate).
  */
+import { wrap, type Remote } from 'comlink';
 import { DiskWorker, toV86Buffer, isBlockError } from '../../src/client/index.js';
+import type { TestBlockWorker } from './test-worker.js';
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
 
@@ -51,9 +53,20 @@ const harness = {
   sha256,
   syncReader,
   dw: null as DiskWorker | null,
+  hooks: null as Remote<TestBlockWorker> | null,
+  /** Starts the harness's block worker (the service plus test hooks, test-worker.ts). */
   async start(): Promise<DiskWorker> {
-    harness.dw ??= await DiskWorker.start();
+    if (!harness.dw) {
+      const worker = new Worker(new URL('./test-worker.ts', import.meta.url), { type: 'module', name: 'diskworker' });
+      harness.dw = await DiskWorker.start({ worker });
+      harness.hooks = wrap<TestBlockWorker>(worker);
+    }
     return harness.dw;
+  },
+  /** Test hook: a smaller OPFS quota (undefined lifts it). */
+  async setTestQuota(bytes: number | undefined): Promise<void> {
+    await harness.start();
+    await harness.hooks!.setTestQuota(bytes);
   },
 };
 

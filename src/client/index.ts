@@ -22,7 +22,7 @@
  */
 import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { get as kvGet, set as kvSet, createStore } from 'idb-keyval';
-import type { BlockWorkerService, DiskService } from '../../workers/service.js';
+import type { BlockWorkerApi, DiskApi } from './api.js';
 import type {
   CheckReport,
   ConvertOptions,
@@ -41,6 +41,7 @@ import { installErrorTransfer } from './transfer.js';
 import { BlockError, type ErrorCode, type ErrorContext } from '../core/errors.js';
 
 export * from './protocol.js';
+export type { BlockWorkerApi, DiskApi, ProgressFn, StopEvent } from './api.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
 export { SyncDiskClient, SharedDiskReader } from '../channels/sync-client.js';
@@ -48,6 +49,7 @@ export { BulkReader } from '../channels/ring-client.js';
 export { SyncSlot, SyncState, SyncOp, SYNC_HEADER_BYTES } from '../channels/sync-layout.js';
 import { SharedDiskReader } from '../channels/sync-client.js';
 import { BulkReader } from '../channels/ring-client.js';
+import { PortReader } from '../channels/read-port-client.js';
 
 installErrorTransfer();
 
@@ -76,7 +78,7 @@ export class Disk {
   private len: number;
   private closed = false;
   constructor(
-    private readonly remote: Remote<DiskService>,
+    private readonly remote: Remote<DiskApi>,
     readonly path: string,
     length: number,
     readonly readOnly: boolean,
@@ -120,29 +122,12 @@ export class Disk {
     return this.bulkRead(offset, buf, shared) as Promise<Uint8Array<B>>;
   }
 
-  private port: Promise<MessagePort> | null = null;
-  private readonly waiting = new Map<number, { resolve: (b: Uint8Array) => void; reject: (e: unknown) => void; buf: Uint8Array }>();
-  private nextId = 0;
+  private reader: PortReader | null = null;
 
-  /** Bulk reads go over a dedicated MessagePort (no Comlink bookkeeping per call). */
-  private async bulkRead(offset: number, buf: Uint8Array, shared: boolean): Promise<Uint8Array> {
-    this.port ??= this.remote.readPort().then((p) => {
-      p.onmessage = (ev: MessageEvent<{ id: number; buf?: Uint8Array; error?: { code: ErrorCode; message: string; context: ErrorContext } }>) => {
-        const w = this.waiting.get(ev.data.id);
-        if (!w) return;
-        this.waiting.delete(ev.data.id);
-        if (ev.data.error) w.reject(new BlockError(ev.data.error.code, ev.data.error.message, ev.data.error.context));
-        else w.resolve(ev.data.buf ?? w.buf);
-      };
-      return p;
-    });
-    const port = await this.port;
-    const id = this.nextId++;
-    return new Promise<Uint8Array>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, buf });
-      if (shared) port.postMessage({ id, offset, buf });
-      else port.postMessage({ id, offset, buf }, [buf.buffer as ArrayBuffer]);
-    });
+  /** Bulk reads go over a dedicated read port (no Comlink bookkeeping per call). */
+  private bulkRead(offset: number, buf: Uint8Array, shared: boolean): Promise<Uint8Array> {
+    this.reader ??= new PortReader(this.remote.readPort());
+    return this.reader.read(offset, buf, shared);
   }
 
   /** Writes `data` at `offset` (see {@link WriteOptions} about the buffer). */
@@ -247,15 +232,13 @@ export class Disk {
     try {
       await this.remote.close();
     } finally {
-      if (this.port) (await this.port.catch(() => null))?.close();
-      for (const w of this.waiting.values()) w.reject(new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`));
-      this.waiting.clear();
+      this.reader?.close(new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`));
       this.remote[releaseProxy]();
     }
   }
 
   /** @internal Test hooks. */
-  get remoteService(): Remote<DiskService> {
+  get remoteService(): Remote<DiskApi> {
     return this.remote;
   }
 }
@@ -278,7 +261,7 @@ export class DiskWorker {
   private persistAnswer: boolean | undefined;
   private constructor(
     readonly worker: Worker,
-    readonly remote: Remote<BlockWorkerService>,
+    readonly remote: Remote<BlockWorkerApi>,
     private readonly askPersist: boolean,
   ) {}
 
@@ -289,7 +272,7 @@ export class DiskWorker {
       (opts.url
         ? new Worker(opts.url, { type: 'module', name: 'diskworker' })
         : new Worker(new URL('../../workers/block-worker.js', import.meta.url), { type: 'module', name: 'diskworker' }));
-    const remote = wrap<BlockWorkerService>(worker);
+    const remote = wrap<BlockWorkerApi>(worker);
     const dw = new DiskWorker(worker, remote, opts.askPersist ?? true);
     await Promise.race([
       remote.ping(),
@@ -322,7 +305,7 @@ export class DiskWorker {
 
   /** Opens an image and returns its handle. */
   async open(o: OpenOptions): Promise<Disk> {
-    const r = (await this.remote.open(o)) as unknown as Remote<DiskService>;
+    const r = (await this.remote.open(o)) as unknown as Remote<DiskApi>;
     const [length, readOnly, format] = await Promise.all([r.length(), r.readOnly(), r.format()]);
     return new Disk(r, o.path, length, readOnly, format);
   }

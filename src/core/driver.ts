@@ -179,6 +179,20 @@ export interface CreateOptionSpec {
 }
 
 /**
+ * The images a storage back end holds, for back ends with a listable store
+ * (OPFS, IndexedDB, memory): the worker lists and removes images through it
+ * instead of knowing each back end's prefix.
+ */
+export interface ImageCatalogue {
+  /** The storage kind the page sees ("opfs", "idb", "memory"). */
+  readonly storage: string;
+  /** Every image, named with the driver's prefix, with its size in bytes (-1 when unknown). */
+  list(): Promise<Array<{ path: string; size: number }>>;
+  /** Removes an image: ENOENT when it does not exist, EBUSY while it is open. */
+  remove(filename: string): Promise<void>;
+}
+
+/**
  * The static side of a driver: its name, what it is, how to probe, open and
  * create images.
  */
@@ -224,6 +238,8 @@ export interface BlockDriver {
   measure?(options: OptionReader, source?: BlockNode): Promise<MeasureInfo>;
   /** Whether the back end is usable in this environment. Default: true. */
   isAvailable?(): boolean;
+  /** The back end's store of images (protocols only). Default: none (cannot list or remove). */
+  readonly catalogue?: ImageCatalogue;
 }
 
 /**

@@ -365,4 +365,5 @@ export const idbDriver = {
     }
   },
   create: createImage,
+  catalogue: { storage: 'idb', list: listIdb, remove: removeIdb },
 } satisfies BlockDriver;

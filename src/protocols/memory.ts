@@ -259,6 +259,17 @@ export function createMemoryDriver(storage: MemoryStorage, name = 'memory'): Blo
       ctx.options.finish();
       storage.create(strip(ctx.filename), size);
     },
+    catalogue: {
+      storage: name,
+      list: async () => [...storage.files].map(([key, f]) => ({ path: `${name}:${key}`, size: f.length })),
+      async remove(filename: string) {
+        const key = strip(filename);
+        const file = storage.get(key);
+        if (!file) throw new BlockError('ENOENT', `Cannot remove '${name}:${key}': No such file or directory`);
+        if (file.writer !== null) throw new BlockError('EBUSY', `Cannot remove '${name}:${key}': the image is in use`);
+        storage.remove(key);
+      },
+    },
   } satisfies BlockDriver;
 }
 

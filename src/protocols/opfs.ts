@@ -325,4 +325,5 @@ export const opfsDriver = {
     return new OpfsInstance(handle, name, node);
   },
   create: createFile,
+  catalogue: { storage: 'opfs', list: () => listOpfs(), remove: removeOpfs },
 } satisfies BlockDriver;

@@ -1,0 +1,96 @@
+/**
+ * The contract between the page and the block worker: what the worker
+ * exposes through Comlink ({@link BlockWorkerApi}) and what each open disk
+ * answers ({@link DiskApi}). The page is typed against these interfaces only;
+ * workers/ implements them. Types only: both sides import this file.
+ */
+import type { ProxyMarked } from 'comlink';
+import type {
+  CheckReport,
+  ConvertOptions,
+  CreateOptions,
+  DiskStats,
+  ImageEntry,
+  ImageInfo,
+  Implementations,
+  ImportOptions,
+  MapExtent,
+  OpenOptions,
+  Progress,
+  StorageKind,
+  StorageReport,
+} from './protocol.js';
+
+/** A progress callback proxied from the page. */
+export type ProgressFn = (p: Progress) => void | Promise<void>;
+
+/** What a stop policy reports when it pauses a disk. */
+export interface StopEvent {
+  operation: 'read' | 'write';
+  code: string;
+  message: string;
+}
+
+/** One open disk (a BlockBackend in the worker). */
+export interface DiskApi {
+  /** Virtual size in bytes. */
+  length(): number;
+  readOnly(): boolean;
+  /** Format driver name ("qcow2", "raw"). */
+  format(): string;
+  /** Reads into a new buffer, transferred to the caller. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Reads into `buf` (transferred in and back). */
+  readInto(offset: number, buf: Uint8Array): Promise<Uint8Array>;
+  /** A port of the read channel (src/channels/read-port-server.ts). */
+  readPort(): MessagePort;
+  /** Reads into a view of a SharedArrayBuffer the caller shares. */
+  readShared(offset: number, buf: Uint8Array): Promise<void>;
+  /** Writes `data` (transferred) with request flags (FUA = 1). */
+  write(offset: number, data: Uint8Array, flags?: number): Promise<void>;
+  writeZeroes(offset: number, bytes: number, unmap?: boolean): Promise<void>;
+  discard(offset: number, bytes: number): Promise<void>;
+  flush(): Promise<void>;
+  /** Continues after a stop policy paused the disk. */
+  resume(): void;
+  isStopped(): boolean;
+  /** The error that paused the disk, or null while it runs. */
+  stoppedBy(): { code: string; message: string } | null;
+  onStop(listener: (e: StopEvent) => void): void;
+  /** Changes the virtual size; returns the new size. */
+  truncate(size: number): Promise<number>;
+  blockStatus(offset: number, bytes: number): Promise<{ status: number; pnum: number; map?: number }>;
+  map(offset?: number, bytes?: number): Promise<MapExtent[]>;
+  stats(): DiskStats;
+  /** Starts a synchronous channel (src/channels/sync-server.ts) and returns its buffer. */
+  syncChannel(dataBytes?: number): SharedArrayBuffer;
+  /** Starts a bulk-read ring (src/channels/ring-server.ts) and returns its buffer. */
+  bulkChannel(slots?: number, slotBytes?: number): SharedArrayBuffer;
+  close(): Promise<void>;
+}
+
+/** The object the block worker exposes. */
+export interface BlockWorkerApi {
+  ping(): string;
+  /** Names of the drivers available in the worker. */
+  drivers(): string[];
+  crossOriginIsolated(): boolean;
+  create(o: CreateOptions): Promise<void>;
+  open(o: OpenOptions): Promise<DiskApi & ProxyMarked>;
+  /** Images of the back ends that keep a catalogue (all, or one kind). */
+  list(storage?: StorageKind): Promise<ImageEntry[]>;
+  remove(path: string): Promise<void>;
+  info(path: string): Promise<ImageInfo>;
+  check(path: string, repair?: boolean, onProgress?: ProgressFn, jobId?: number): Promise<CheckReport>;
+  /** A fresh id to pass to a long operation so that {@link cancel} can stop it. */
+  newJobId(): number;
+  cancel(jobId: number): void;
+  convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void>;
+  importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void>;
+  exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress?: boolean): Promise<ReadableStream<Uint8Array>>;
+  /** Which implementation (WASM or TypeScript) serves each hot path. */
+  implementations(): Promise<Implementations>;
+  estimate(): Promise<StorageReport>;
+  /** Closes every open disk (flushing them). */
+  shutdown(): Promise<void>;
+}

@@ -1,0 +1,100 @@
+/**
+ * The one place that decides, for each hot path, whether WASM or TypeScript
+ * serves it: start-up ({@link startHotPaths}), what each path uses now
+ * ({@link hotPathState}) and a switch to force TypeScript for comparisons
+ * ({@link forceTypeScript}). The worker and the benchmarks go through here
+ * instead of reaching into the modules that use the hot paths.
+ *
+ * The paths: the qcow2 L2 walk (lookup.ts), the refcount scans
+ * (refcount.ts), the all-zero check (core/zero-detect.ts), deflate / inflate
+ * of compressed clusters and zstd (codec.ts). Each falls back to its
+ * TypeScript (or platform) implementation when its module cannot load, with
+ * the same answers; README's benchmark table says which one wins where.
+ */
+import { setZeroDetector, zeroDetectorKind, type ZeroDetectorKind } from '../core/zero-detect.js';
+import { initL2Mapper, l2MapperState, setL2MapperEnabled } from '../formats/qcow2/lookup.js';
+import { initRefcountWasm, refcountWasmState, setRefcountWasmEnabled } from '../formats/qcow2/refcount.js';
+import { getClusterCodec, initZstd } from './codec.js';
+import { loadZero, ZeroBufferPool, type WasmZero } from './zero.js';
+
+/** What serves each hot path (the page sees it as `Implementations`). */
+export interface HotPathState {
+  inflate: string;
+  deflate: string;
+  zstd: 'wasm' | 'unavailable';
+  l2: 'wasm' | 'typescript' | 'not loaded';
+  refcount: 'wasm' | 'typescript' | 'not loaded';
+  /** detect-zeroes on write requests. */
+  detectZeroes: ZeroDetectorKind;
+  /** Zero checks of copies (convert, import, export) in buffers of the zero module. */
+  copyZeroCheck: 'wasm' | 'plain JS';
+}
+
+let zeroModule: Promise<WasmZero | undefined> | undefined;
+let typescriptOnly = false;
+
+/** The WASM zero module, loaded once (undefined without SIMD or when it cannot load). */
+function zero(): Promise<WasmZero | undefined> {
+  zeroModule ??= loadZero().then(
+    (z) => z ?? undefined,
+    () => undefined,
+  );
+  return zeroModule;
+}
+
+/**
+ * Loads every WASM module that can load here and installs it; the paths
+ * whose module does not load keep their TypeScript implementation.
+ */
+export async function startHotPaths(): Promise<void> {
+  const z = await zero();
+  if (z && !typescriptOnly) setZeroDetector(z.detector(), 'wasm');
+  await Promise.all([initL2Mapper(), initRefcountWasm(), getClusterCodec().catch(() => undefined), initZstd().catch(() => undefined)]);
+}
+
+/**
+ * A pool of `count` copy buffers of `bytes` in the zero module's memory, so
+ * the all-zero check of a copy reads them in place; undefined when the
+ * module is not available (copies then use ordinary buffers).
+ */
+export async function zeroBufferPool(count: number, bytes: number): Promise<ZeroBufferPool | undefined> {
+  const z = await zero();
+  if (!z || typescriptOnly) return undefined;
+  // The detector's scratch is allocated before the pool, so nothing allocates in that
+  // memory afterwards (a growth would detach the buffers' views).
+  z.detector();
+  return new ZeroBufferPool(z, count, bytes);
+}
+
+/** What each hot path uses now (loads the modules that have not loaded yet). */
+export async function hotPathState(): Promise<HotPathState> {
+  await startHotPaths();
+  const codec = await getClusterCodec().catch(() => undefined);
+  const zstd = await initZstd().then(
+    () => 'wasm' as const,
+    () => 'unavailable' as const,
+  );
+  const z = await zero();
+  return {
+    copyZeroCheck: z && !typescriptOnly ? 'wasm' : 'plain JS',
+    inflate: codec?.inflateImpl ?? 'unavailable',
+    deflate: codec?.deflateImpl ?? 'unavailable',
+    zstd,
+    l2: l2MapperState(),
+    refcount: refcountWasmState(),
+    detectZeroes: zeroDetectorKind(),
+  };
+}
+
+/**
+ * Forces the TypeScript implementation of the L2 walk, the refcount scans
+ * and the zero check (on), or lets WASM serve them again (off), so tests and
+ * benchmarks can compare the two on the same data.
+ */
+export async function forceTypeScript(on: boolean): Promise<void> {
+  typescriptOnly = on;
+  setL2MapperEnabled(!on);
+  setRefcountWasmEnabled(!on);
+  const z = on ? undefined : await zero();
+  setZeroDetector(z ? z.detector() : undefined, z ? 'wasm' : 'custom');
+}

@@ -1,0 +1,220 @@
+/**
+ * Image copies in the block worker: convert between images, import a Blob,
+ * export an image as a stream. Each reports progress, can be cancelled, and
+ * succeeds only once the copy is on storage (the target's close flushes).
+ */
+import { transfer } from 'comlink';
+import { BlockBackend } from '../src/core/backend.js';
+import { BlockError, toBlockError } from '../src/core/errors.js';
+import { ReqFlag } from '../src/core/driver.js';
+import type { BlockGraph } from '../src/core/graph.js';
+import { isZeroBuffer } from '../src/core/zero-detect.js';
+import { Perm, PERM_ALL } from '../src/core/permissions.js';
+import { removeOpfs } from '../src/protocols/opfs.js';
+import { registerBlob, unregisterBlob } from '../src/protocols/blob.js';
+import { zeroBufferPool } from '../src/wasm/hot-paths.js';
+import type { ZeroBufferPool } from '../src/wasm/zero.js';
+import type { ProgressFn } from '../src/client/api.js';
+import type { ConvertOptions, CreateOptions, ImportOptions, OpenOptions } from '../src/client/protocol.js';
+import type { DiskService } from './disk-service.js';
+
+const COPY_CHUNK = 1 << 20;
+/** Largest copy chunk: COPY_CHUNK, or one 2 MiB cluster when compressing. */
+const MAX_COPY_CHUNK = 2 << 20;
+
+let tmpCounter = 0;
+
+/** What the copies need from the worker's service. */
+export interface CopyHost {
+  readonly graph: BlockGraph;
+  openBackend(o: OpenOptions): Promise<BlockBackend>;
+  create(o: CreateOptions): Promise<void>;
+  /** Throws ECANCELED once the page has cancelled `jobId`. */
+  checkCancel(jobId: number | undefined): void;
+  /** The worker's open disk of `path`, if there is one. */
+  openDisk(path: string): DiskService | undefined;
+}
+
+/** Convert, import and export for one worker. */
+export class ImageCopier {
+  /**
+   * Copy buffers in the WASM zero module's memory (two: a convert and an
+   * export at the same time), so the zero check of a copy reads them in
+   * place; undefined when the module is not available.
+   */
+  private readonly pool: Promise<ZeroBufferPool | undefined> = zeroBufferPool(2, MAX_COPY_CHUNK);
+
+  constructor(private readonly host: CopyHost) {}
+
+  /**
+   * Copies what `src` shows into `dst` (same size), skipping zero chunks when
+   * `dst` reads zeros already. `compress` writes compressed clusters (the
+   * chunk is then a whole number of the target's clusters).
+   */
+  private async copyData(src: BlockBackend, dst: BlockBackend, dstZeroed: boolean, onProgress?: ProgressFn, jobId?: number, compress = false) {
+    const total = src.length;
+    const clusterSize = dst.node.instance.getInfo?.()?.clusterSize ?? 65536;
+    const chunk = compress ? Math.max(1, Math.round(COPY_CHUNK / clusterSize)) * clusterSize : COPY_CHUNK;
+    const pool = await this.pool;
+    const wasmBuf = pool?.take(chunk);
+    const buf = wasmBuf ?? new Uint8Array(chunk);
+    let lastReport = 0;
+    try {
+      for (let pos = 0; pos < total; pos += chunk) {
+        this.host.checkCancel(jobId);
+        const n = Math.min(chunk, total - pos);
+        const view = n === chunk ? buf : buf.subarray(0, n);
+        await src.pread(pos, view);
+        // A view into WASM memory is detached if that memory grew meanwhile.
+        if (view.byteLength !== n) throw new BlockError('EIO', `copy buffer for ${n} bytes at ${pos} was detached (WASM memory grew)`);
+        // The detector installed with the pool checks `view` in place (it lives in module memory).
+        if (!(dstZeroed && isZeroBuffer(view))) await dst.write(pos, view, compress ? ReqFlag.COMPRESSED : 0);
+        const now = Date.now();
+        if (onProgress && (now - lastReport > 100 || pos + n >= total)) {
+          lastReport = now;
+          await onProgress({ done: pos + n, total });
+        }
+      }
+    } finally {
+      // Every read and write on the buffer has finished here (each was awaited).
+      if (wasmBuf) pool!.give(wasmBuf);
+    }
+    await dst.flush();
+  }
+
+  async convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
+    const src = await this.host.openBackend({
+      path: o.from,
+      readOnly: true,
+      ...(o.fromFormat ? { format: o.fromFormat } : {}),
+      ...(o.allowBackingProtocols ? { allowBackingProtocols: o.allowBackingProtocols } : {}),
+    });
+    await closingAfter(src, () => this.convertFrom(src, o.to, o.format ?? 'qcow2', o.options ?? {}, onProgress, jobId, o.compress ?? false));
+  }
+
+  private async convertFrom(
+    src: BlockBackend,
+    to: string,
+    format: 'qcow2' | 'raw',
+    options: Record<string, string | number | boolean>,
+    onProgress?: ProgressFn,
+    jobId?: number,
+    compress = false,
+  ): Promise<void> {
+    if (compress && format !== 'qcow2') {
+      throw new BlockError('EINVAL', `Compressed output needs the qcow2 format, not '${format}'`);
+    }
+    await this.host.create({ path: to, format, size: src.length, options });
+    const dst = await this.host.openBackend({ path: to, format });
+    // The close flushes: a convert succeeds only once the copy is on storage.
+    await closingAfter(dst, () => this.copyData(src, dst, dst.node.instance.hasZeroInit?.() ?? format === 'qcow2', onProgress, jobId, compress));
+  }
+
+  /**
+   * Brings a Blob / File in: `copy` stores its bytes unchanged, `qcow2` / `raw`
+   * convert what it holds (format probed). Streams in 1 MiB pieces.
+   */
+  async importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
+    const name = registerBlob(blob);
+    try {
+      const src = await this.host.openBackend({ path: name, readOnly: true, ...(o.format === 'copy' || !o.format ? { format: 'raw' } : {}) });
+      const format = !o.format || o.format === 'copy' ? 'raw' : o.format;
+      await closingAfter(src, () => this.convertFrom(src, o.to, format, {}, onProgress, jobId));
+    } finally {
+      unregisterBlob(name);
+    }
+  }
+
+  /**
+   * A stream of an image's bytes for download. `format` absent: the stored
+   * file as it is (a qcow2 stays qcow2); `raw`: what the guest sees; another
+   * format: converted first into a temporary OPFS file.
+   */
+  async exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress = false): Promise<ReadableStream<Uint8Array>> {
+    let src: BlockBackend;
+    let cleanup: (() => Promise<void>) | null = null;
+    const mine = this.host.openDisk(path);
+    if (mine) await mine.flush();
+    if (!format || format === 'file') {
+      const proto = this.host.graph.protocolFor(path).name;
+      if (mine) {
+        const node = this.host.graph.protocolNodeOf(mine.backend.node);
+        node.ref();
+        try {
+          src = await BlockBackend.attach(this.host.graph, node, { name: `export ${path}`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
+        } finally {
+          await node.unref();
+        }
+      } else {
+        src = await this.host.openBackend({ path, readOnly: true, options: { driver: proto } });
+      }
+    } else if (format === 'raw') {
+      src = mine
+        ? await BlockBackend.attach(this.host.graph, mine.backend.node, { name: `export ${path}`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL })
+        : await this.host.openBackend({ path, readOnly: true });
+    } else {
+      const tmp = `opfs:/.diskworker-tmp/export-${Date.now()}-${tmpCounter++}.${format}`;
+      try {
+        await this.convert({ from: path, to: tmp, format, compress: compress && format === 'qcow2' });
+      } catch (e) {
+        // A failed convert (a full quota, say) must not leave its partial copy behind.
+        await removeOpfs(tmp).catch(() => undefined);
+        throw e;
+      }
+      src = await this.host.openBackend({ path: tmp, readOnly: true, options: { driver: 'opfs' } });
+      cleanup = () => removeOpfs(tmp);
+    }
+    const total = src.length;
+    let pos = 0;
+    const finish = async () => {
+      await src.close().catch(() => undefined);
+      if (cleanup) await cleanup().catch(() => undefined);
+      cleanup = null;
+    };
+    const stream = new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          try {
+            this.host.checkCancel(jobId);
+            if (pos >= total) {
+              await finish();
+              controller.close();
+              return;
+            }
+            const n = Math.min(COPY_CHUNK, total - pos);
+            const buf = new Uint8Array(n);
+            await src.pread(pos, buf);
+            pos += n;
+            controller.enqueue(buf);
+          } catch (e) {
+            await finish();
+            controller.error(toBlockError(e));
+          }
+        },
+        cancel: finish,
+      },
+      { highWaterMark: 2 },
+    );
+    return transfer(stream, [stream as unknown as Transferable]);
+  }
+}
+
+/**
+ * Runs `work`, then closes `bb` (which flushes). The first failure wins: a
+ * failed close after a failed copy must not hide why the copy failed, and a
+ * failed close after a good copy fails the whole operation.
+ */
+async function closingAfter(bb: BlockBackend, work: () => Promise<void>): Promise<void> {
+  let failure: unknown = null;
+  try {
+    await work();
+  } catch (e) {
+    failure = e;
+  }
+  try {
+    await bb.close();
+  } catch (e) {
+    failure ??= e;
+  }
+  if (failure !== null) throw failure;
+}
