@@ -314,17 +314,9 @@ async function qcow2Workload(t: Target, id: string, mode: HotPaths): Promise<voi
   }
   const size = 8 << 20;
   if (t.data === 'drops') {
-    // null-co keeps nothing, so the header written by create is gone: the image cannot be opened as qcow2.
-    await expectError(
-      async () => {
-        await createImage(t.graph, 'qcow2', place.filename, { size });
-        const bb = await BlockBackend.open(t.graph, place.filename, { format: 'qcow2' });
-        await bb.close();
-      },
-      ['EINVAL', 'ENOTSUP', 'EMEDIUMTYPE'],
-      [],
-      `${t.name}: qcow2 over a back end that keeps nothing`,
-    );
+    // null-co keeps nothing, so it cannot hold an image: creation is refused, as qemu-img refuses it
+    // ("Protocol driver 'null-co' does not support image creation").
+    await expectError(() => createImage(t.graph, 'qcow2', place.filename, { size }), ['ENOTSUP'], [`'${t.name}'`, 'does not support image creation'], `${t.name}: qcow2 create`);
     return;
   }
   await createImage(t.graph, 'qcow2', place.filename, { size });
