@@ -81,7 +81,7 @@ function targets(mode: HotPaths): Target[] {
       name: 'file',
       graph: g,
       data: 'stores',
-      locks: "Node's fs has no fcntl / flock locks, so node-file takes none (QEMU's file-posix does)",
+      locks: "Node's fs has no fcntl / flock locks, so node-file takes none (QEMU's file-posix takes OFD locks); documented in src/protocols/node-file.ts",
       sparse: false,
       allocated: 'grows',
       faults: { ENOSPC: noFaultFs, EIO: noFaultFs },
