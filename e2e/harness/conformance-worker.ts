@@ -81,7 +81,10 @@ async function targets(mode: HotPaths, origin: string): Promise<Target[]> {
       locks: 'read-only',
       sparse: false,
       allocated: 'logical',
-      faults: { ENOSPC: readOnly, EIO: readOnly },
+      faults: {
+        ENOSPC: readOnly,
+        EIO: `${readOnly}; failed reads (a server that ignores Range or compresses) are EIO in e2e/http.spec.ts, and the fixture server cannot fail an open image's reads`,
+      },
       fresh: async () => ({ spec: { driver: 'http', filename: baseUrl }, size: baseBytes.length, initial: baseBytes }),
       qcow2: async () => ({ filename: `${origin}/fixtures/qbase.qcow2`, fixture: { size: 8 << 20, content: qbaseContent() } }),
     },
