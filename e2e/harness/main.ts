@@ -42,6 +42,25 @@ function syncReader(): Worker {
   return new Worker(new URL('./sync-reader.ts', import.meta.url), { type: 'module' });
 }
 
+/**
+ * Runs the protocol conformance cases in a new dedicated worker (one per hot-path mode)
+ * and returns their outcomes.
+ */
+function conformance(mode: 'wasm' | 'typescript'): Promise<unknown> {
+  const w = new Worker(new URL('./conformance-worker.ts', import.meta.url), { type: 'module' });
+  return new Promise((resolve, reject) => {
+    w.onmessage = (ev) => {
+      w.terminate();
+      resolve(ev.data);
+    };
+    w.onerror = (ev) => {
+      w.terminate();
+      reject(new Error(`conformance worker: ${ev.message}`));
+    };
+    w.postMessage({ mode, origin: location.origin });
+  });
+}
+
 const harness = {
   DiskWorker,
   toV86Buffer,
@@ -52,6 +71,7 @@ const harness = {
   describeError,
   sha256,
   syncReader,
+  conformance,
   dw: null as DiskWorker | null,
   hooks: null as Remote<TestBlockWorker> | null,
   /** Starts the harness's block worker (the service plus test hooks, test-worker.ts). */

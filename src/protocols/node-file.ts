@@ -2,7 +2,9 @@
  * node-file: images in the local file system through Node's fs (QEMU's
  * file-posix, minus what Node cannot do: no SEEK_DATA / SEEK_HOLE, so block
  * status reports every byte as data; no hole punching, so write-zeroes writes
- * zero buffers and discard overwrites with zeros). flush = fdatasync.
+ * zero buffers and discard overwrites with zeros; no fcntl / flock, so no
+ * image locking: a second read-write open of the same file succeeds, where
+ * file-posix takes OFD locks). flush = fdatasync.
  */
 import type { BlockDriver, CreateContext, DriverInstance, PreallocMode, ReopenState } from '../core/driver.js';
 import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';

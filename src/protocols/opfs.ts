@@ -10,6 +10,8 @@
  * `mode: 'read-only'` handle where the browser has it (feature-detected);
  * elsewhere they need the exclusive handle too.
  *
+ * Discard overwrites the range with zeros (no hole punching in OPFS).
+ *
  * Quota: a QuotaExceededError from write / truncate becomes ENOSPC; the
  * request fails and nothing after it is written. {@link opfsTestHooks} can
  * impose a smaller quota for tests.
@@ -157,6 +159,22 @@ class OpfsInstance implements DriverInstance {
     if (end > this.size) {
       this.size = end;
       openSizes.set(this, end);
+    }
+  }
+
+  /**
+   * OPFS cannot punch holes, so the part of the range inside the file is
+   * overwritten with zeros: a discarded range reads as zeros, as it does on
+   * node-file, memory and idb (without this, discard was a no-op and the old
+   * data stayed readable).
+   */
+  async pdiscard(offset: number, bytes: number): Promise<void> {
+    const end = Math.min(offset + bytes, this.size);
+    if (end <= offset) return;
+    const zeros = new Uint8Array(Math.min(end - offset, 1 << 20));
+    for (let pos = offset; pos < end; pos += zeros.length) {
+      const n = Math.min(zeros.length, end - pos);
+      this.pwritev(pos, n, zeros.subarray(0, n));
     }
   }
 
