@@ -309,7 +309,7 @@ async function qcow2Workload(t: Target, id: string, mode: HotPaths): Promise<voi
     } finally {
       await bb.close();
     }
-    checkHotPaths(mode);
+    await checkHotPaths(mode);
     return;
   }
   const size = 8 << 20;
@@ -342,7 +342,7 @@ async function qcow2Workload(t: Target, id: string, mode: HotPaths): Promise<voi
   } finally {
     await again.close();
   }
-  checkHotPaths(mode);
+  await checkHotPaths(mode);
 }
 
 /** Every case, in the order they run. */

@@ -1,22 +1,15 @@
 /**
- * Switches the WASM hot paths on or off for a conformance run, in Node and in a
- * browser worker alike.
- *
- * There is no single switch in src/ yet: the zero detector (src/core/zero-detect.ts,
- * setZeroDetector), the qcow2 L2 run counter (setL2MapperEnabled) and the refcount
- * loops (setRefcountWasmEnabled) each have their own. DISKWORKER_ZERO=js only affects
- * loadZero / loadZeroSync in Node. This module flips the three module-level switches and
- * reports what is really in use, so a run that claims WASM can be checked to use it.
+ * Switches the hot paths to WASM or TypeScript for a conformance run, in Node
+ * and in a browser worker alike, through the one switch in
+ * src/wasm/hot-paths.ts, and checks that what is really in use matches (so a
+ * run that claims WASM cannot silently run TypeScript).
  */
-import { setZeroDetector, zeroDetectorKind } from '../../src/core/zero-detect.js';
-import { initL2Mapper, l2MapperState, setL2MapperEnabled } from '../../src/formats/qcow2/lookup.js';
-import { initRefcountWasm, refcountWasmState, setRefcountWasmEnabled } from '../../src/formats/qcow2/refcount.js';
-import { loadZero } from '../../src/wasm/zero.js';
+import { forceTypeScript, hotPathState as libraryState, startHotPaths } from '../../src/wasm/hot-paths.js';
 
 /** Which implementation of the hot paths a run uses. */
 export type HotPaths = 'wasm' | 'typescript';
 
-/** What each switch reports after {@link useHotPaths}. */
+/** What the switched paths report after {@link useHotPaths}. */
 export interface HotPathState {
   zero: string;
   l2: string;
@@ -25,30 +18,22 @@ export interface HotPathState {
 
 /** Loads the WASM modules (once) and turns them on or off; returns what is in use. */
 export async function useHotPaths(mode: HotPaths): Promise<HotPathState> {
-  await initL2Mapper();
-  await initRefcountWasm();
-  const on = mode === 'wasm';
-  setL2MapperEnabled(on);
-  setRefcountWasmEnabled(on);
-  if (on) {
-    const z = await loadZero();
-    if (!z) throw new Error('the WASM zero module does not load here (no SIMD?)');
-    setZeroDetector(z.detector(), 'wasm');
-  } else {
-    setZeroDetector(undefined);
-  }
+  await startHotPaths();
+  await forceTypeScript(mode === 'typescript');
   return hotPathState();
 }
 
-/** What the three switches report now. */
-export function hotPathState(): HotPathState {
-  return { zero: zeroDetectorKind(), l2: l2MapperState(), refcount: refcountWasmState() };
+/** What the switched paths report now. */
+export async function hotPathState(): Promise<HotPathState> {
+  const s = await libraryState();
+  return { zero: s.detectZeroes, l2: s.l2, refcount: s.refcount };
 }
 
-/** Throws unless every switch reports `mode` (so a "WASM run" cannot silently run TypeScript). */
-export function checkHotPaths(mode: HotPaths, state: HotPathState = hotPathState()): void {
+/** Throws unless every switched path reports `mode`. */
+export async function checkHotPaths(mode: HotPaths, state?: HotPathState): Promise<void> {
+  const now = state ?? (await hotPathState());
   const want = mode === 'wasm' ? { zero: 'wasm', l2: 'wasm', refcount: 'wasm' } : { zero: 'plain JS', l2: 'typescript', refcount: 'typescript' };
-  if (state.zero !== want.zero || state.l2 !== want.l2 || state.refcount !== want.refcount) {
-    throw new Error(`hot paths are ${JSON.stringify(state)}, wanted ${JSON.stringify(want)}`);
+  if (now.zero !== want.zero || now.l2 !== want.l2 || now.refcount !== want.refcount) {
+    throw new Error(`hot paths are ${JSON.stringify(now)}, wanted ${JSON.stringify(want)}`);
   }
 }
