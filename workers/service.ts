@@ -36,7 +36,7 @@ import type {
   Progress,
   StorageReport,
 } from '../src/client/protocol.js';
-import '../src/client/transfer.js';
+import { serializeBlockError } from '../src/client/transfer.js';
 
 const COPY_CHUNK = 1 << 20;
 /** Largest copy chunk: COPY_CHUNK, or one 2 MiB cluster when compressing. */
@@ -113,8 +113,7 @@ export class DiskService {
       this.backend.pread(offset, buf).then(
         () => (shared ? port1.postMessage({ id }) : port1.postMessage({ id, buf }, [buf.buffer as ArrayBuffer])),
         (e: unknown) => {
-          const err = toBlockError(e);
-          port1.postMessage({ id, error: { code: err.code, message: err.message, context: err.context } });
+          port1.postMessage({ id, error: serializeBlockError(toBlockError(e)) });
         },
       );
     };

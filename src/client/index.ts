@@ -37,7 +37,7 @@ import type {
   Progress,
   StorageReport,
 } from './protocol.js';
-import { installErrorTransfer } from './transfer.js';
+import { deserializeBlockError, installErrorTransfer, type SerializedBlockError } from './transfer.js';
 import { BlockError, type ErrorCode, type ErrorContext } from '../core/errors.js';
 
 export * from './protocol.js';
@@ -126,11 +126,11 @@ export class Disk {
   /** Bulk reads go over a dedicated MessagePort (no Comlink bookkeeping per call). */
   private async bulkRead(offset: number, buf: Uint8Array, shared: boolean): Promise<Uint8Array> {
     this.port ??= this.remote.readPort().then((p) => {
-      p.onmessage = (ev: MessageEvent<{ id: number; buf?: Uint8Array; error?: { code: ErrorCode; message: string; context: ErrorContext } }>) => {
+      p.onmessage = (ev: MessageEvent<{ id: number; buf?: Uint8Array; error?: SerializedBlockError }>) => {
         const w = this.waiting.get(ev.data.id);
         if (!w) return;
         this.waiting.delete(ev.data.id);
-        if (ev.data.error) w.reject(new BlockError(ev.data.error.code, ev.data.error.message, ev.data.error.context));
+        if (ev.data.error) w.reject(deserializeBlockError(ev.data.error));
         else w.resolve(ev.data.buf ?? w.buf);
       };
       return p;
