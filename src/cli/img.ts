@@ -19,6 +19,7 @@ import { Perm } from '../core/permissions.js';
 import { createNodeGraph } from '../node.js';
 import { getopt, type LongOption, type OptResult } from './getopt.js';
 import { cFixed, hexAlt, parseSizeQemu, toQemuJson, type JsonValue } from './format.js';
+import { hugeImageSize, imageTooLargeMessage } from './create-size.js';
 import { boolValue, checkOptionValue, isHexWithSuffix, isValidOptionList, OptsError, parseOptionList } from './qemu-opts.js';
 import { CliExit, type CliIo, errText, formatNode, needsProbeWarning, probedRawWarning, strerror, parseCacheMode, supportsCompressed } from './common.js';
 import { dumpImageInfo, dumpSnapshots, type ImageInfo, type SnapshotJson } from './info-dump.js';
@@ -452,7 +453,12 @@ function formatOptsLine(specs: CreateOptionSpec[], values: Map<string, string>, 
     const v = given ?? d.default;
     if (v === undefined) continue;
     if (given !== undefined && (d.type === 'size' || d.type === 'number')) {
-      const n = numeric.has(d.name) ? Number(given) : d.type === 'size' ? parseSizeQemu(given) : { ok: true as const, value: Number(given) };
+      // Numeric values are decimal already (and may be past 2^53: printed as given).
+      if (numeric.has(d.name)) {
+        parts.push(`${d.name}=${given}`);
+        continue;
+      }
+      const n = d.type === 'size' ? parseSizeQemu(given) : { ok: true as const, value: Number(given) };
       const num = typeof n === 'number' ? n : n.ok ? n.value : NaN;
       parts.push(`${d.name}=${Number.isNaN(num) ? given : num}`);
     } else if (d.type === 'string') {
@@ -499,7 +505,9 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   }
   const filename = operands[0]!;
   let imgSize: number | undefined;
-  if (operands.length >= 2) {
+  // A size QEMU takes but we cannot hold: printed, then refused as too large.
+  let hugeSize = operands.length >= 2 ? hugeImageSize(operands[1]!) : undefined;
+  if (operands.length >= 2 && hugeSize === undefined) {
     const r = parseSizeQemu(operands[1]!);
     if (!r.ok) {
       // QEMU 7.2's cvtnum range message (sizes past 2^53 cannot be held exactly here either).
@@ -533,9 +541,9 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   }
   const { specs, values } = built;
   const numeric = new Set<string>();
-  if (imgSize !== undefined && values.has('size')) fail(`${prefix}The image size must be specified only once`);
-  if (imgSize !== undefined) {
-    values.set('size', String(imgSize));
+  if ((imgSize !== undefined || hugeSize !== undefined) && values.has('size')) fail(`${prefix}The image size must be specified only once`);
+  if (imgSize !== undefined || hugeSize !== undefined) {
+    values.set('size', hugeSize ?? String(imgSize));
     numeric.add('size');
   }
   if (base !== undefined) {
@@ -553,7 +561,8 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
     if (backingFile === '') fail(`${prefix}Expected backing file name, got empty string`);
   }
   let size: number | undefined;
-  if (values.has('size')) {
+  hugeSize ??= values.has('size') ? hugeImageSize(values.get('size')!) : undefined;
+  if (values.has('size') && hugeSize === undefined) {
     const r = parseSizeQemu(values.get('size')!);
     if (!r.ok) {
       fail(
@@ -584,10 +593,11 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   } else if (backingFile !== undefined && !backingFmt) {
     fail(`${prefix}Backing file specified without backing format`);
   }
-  if (size === undefined) fail(`${prefix}Image creation needs a size parameter`);
+  if (size === undefined && hugeSize === undefined) fail(`${prefix}Image creation needs a size parameter`);
   if (!quiet) {
     ctx.out(`Formatting '${filename}', fmt=${fmt} ${formatOptsLine(specs, values, numeric)}\n`);
   }
+  if (hugeSize !== undefined || size === undefined) fail(`${prefix}${imageTooLargeMessage(fmt, specs, values)}`);
   for (const w of built.rereadWarnings) ctx.warn(w);
   const record = toCreateRecord(values);
   record['size'] = size;
@@ -600,9 +610,7 @@ async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
     await createImage(ctx.graph, fmt, filename, record);
   } catch (e) {
     const err = e as { code?: string };
-    if (err.code === 'EFBIG') {
-      fail(`${prefix}The image size is too large for file format '${fmt}'${values.has('cluster_size') ? ' (try using a larger cluster size)' : ''}`);
-    }
+    if (err.code === 'EFBIG') fail(`${prefix}${imageTooLargeMessage(fmt, specs, values)}`);
     fail(`${prefix}${errText(e)}`);
   }
   return 0;
