@@ -94,7 +94,12 @@ export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2
   const refcountBits = readRefcountBits(o) ?? 16;
   const dataFile = o.string('data_file');
   const dataFileRaw = o.bool('data_file_raw', false);
-  const ctype = o.choice('compression_type', ['zlib', 'zstd'] as const, 'zlib');
+  const ctypeText = o.string('compression_type', 'zlib');
+  if (ctypeText !== 'zlib' && ctypeText !== 'zstd') {
+    // QEMU names the option as its QAPI schema does here.
+    throw einval(`Parameter 'compression-type' does not accept value '${ctypeText}'`, {}, 'expected one of: zlib, zstd');
+  }
+  const ctype: 'zlib' | 'zstd' = ctypeText;
   const extendedL2 = o.bool('extended_l2', false);
   const encryption = o.bool('encryption', false);
   let encryptOpts = false;
