@@ -94,7 +94,7 @@ function safeField(v: bigint, field: string): number {
 
 /** Reads the cluster bits from the first bytes, after checking magic and version. */
 export function peekClusterBits(buf: Uint8Array): number {
-  if (buf.length < V2_HEADER_LENGTH) throw einval(`Image is not in qcow2 format (only ${buf.length} bytes)`);
+  if (buf.length < V2_HEADER_LENGTH) throw einval('Image is not in qcow2 format', `only ${buf.length} bytes`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   if (dv.getUint32(HDR.MAGIC) !== QCOW2_MAGIC) throw einval('Image is not in qcow2 format');
   const version = dv.getUint32(HDR.VERSION);
