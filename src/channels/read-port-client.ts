@@ -2,10 +2,8 @@
  * The page side of the read port (read-port-server.ts): reads whose buffer
  * is transferred to the worker and back (or shared), one message each way.
  */
-import { BlockError, ErrorCode, type ErrorContext } from '../core/errors.js';
+import { deserializeBlockError } from '../client/transfer.js';
 import type { ReadPortAnswer, ReadPortRequest } from './read-port-server.js';
-
-const CODES = new Set<string>(Object.values(ErrorCode));
 
 /** Reads over one read port. */
 export class PortReader {
@@ -25,12 +23,8 @@ export class PortReader {
     const w = this.waiting.get(a.id);
     if (!w) return;
     this.waiting.delete(a.id);
-    if (a.error) {
-      const code = CODES.has(a.error.code) ? (a.error.code as ErrorCode) : 'EIO';
-      w.reject(new BlockError(code, a.error.message, a.error.context as ErrorContext));
-    } else {
-      w.resolve(a.buf ?? w.buf);
-    }
+    if (a.error) w.reject(deserializeBlockError(a.error));
+    else w.resolve(a.buf ?? w.buf);
   }
 
   /** Closes the port; reads still waiting fail with `error`. */

@@ -9,6 +9,7 @@
  */
 import type { BlockBackend } from '../core/backend.js';
 import { toBlockError } from '../core/errors.js';
+import { serializeBlockError, type SerializedBlockError } from '../client/transfer.js';
 
 /** A request on the read port. */
 export interface ReadPortRequest {
@@ -21,7 +22,7 @@ export interface ReadPortRequest {
 export interface ReadPortAnswer {
   id: number;
   buf?: Uint8Array;
-  error?: { code: string; message: string; context: Record<string, unknown> };
+  error?: SerializedBlockError;
 }
 
 /** Serves reads of `backend` on a new channel; returns the page's end and a way to close ours. */
@@ -33,8 +34,7 @@ export function serveReadPort(backend: BlockBackend): { port: MessagePort; close
     backend.pread(offset, buf).then(
       () => (shared ? port1.postMessage({ id } satisfies ReadPortAnswer) : port1.postMessage({ id, buf } satisfies ReadPortAnswer, [buf.buffer as ArrayBuffer])),
       (e: unknown) => {
-        const err = toBlockError(e);
-        port1.postMessage({ id, error: { code: err.code, message: err.message, context: { ...err.context } } } satisfies ReadPortAnswer);
+        port1.postMessage({ id, error: serializeBlockError(toBlockError(e)) } satisfies ReadPortAnswer);
       },
     );
   };

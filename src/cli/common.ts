@@ -29,10 +29,9 @@ export class CliExit extends Error {
   }
 }
 
-/** The text of an error as the block layer words it. */
+/** The text of an error as QEMU words it: without the detail (see BlockError.text). */
 export function errText(e: unknown): string {
-  if (e instanceof BlockError) return e.message;
-  return toBlockError(e).message;
+  return toBlockError(e).text;
 }
 
 /** strerror() of an error's code. */

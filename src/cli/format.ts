@@ -18,13 +18,21 @@ export type SizeParse = { ok: true; value: number } | { ok: false; reason: 'inva
  * out of range (this implementation works in JS numbers).
  */
 export function parseSizeQemu(text: string, defaultSuffix = 'B'): SizeParse {
+  const r = parseSizeExact(text, defaultSuffix);
+  if (!r.ok) return r;
+  if (r.value > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, reason: 'range' };
+  return { ok: true, value: Number(r.value) };
+}
+
+/** {@link parseSizeQemu} without the 2^53 limit: any value below 2^64, exactly. */
+export function parseSizeExact(text: string, defaultSuffix = 'B'): { ok: true; value: bigint } | { ok: false; reason: 'invalid' | 'range' } {
   const s = text.replace(/^[ \t\n\v\f\r]+/, '');
   if (s.startsWith('-')) return { ok: false, reason: 'invalid' };
   const body = s.startsWith('+') ? s.slice(1) : s;
   const hex = /^0[xX]([0-9a-fA-F]+)$/.exec(body);
   if (hex) {
     const v = BigInt('0x' + hex[1]);
-    return v > BigInt(Number.MAX_SAFE_INTEGER) ? { ok: false, reason: 'range' } : { ok: true, value: Number(v) };
+    return v >= 1n << 64n ? { ok: false, reason: 'range' } : { ok: true, value: v };
   }
   const m = /^([0-9]+)(?:\.([0-9]*))?([a-zA-Z]?)$/.exec(body);
   if (!m) return { ok: false, reason: 'invalid' };
@@ -40,8 +48,7 @@ export function parseSizeQemu(text: string, defaultSuffix = 'B'): SizeParse {
     value += (num * 2n + den) / (2n * den); // round half up
   }
   if (value >= 1n << 64n) return { ok: false, reason: 'range' };
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, reason: 'range' };
-  return { ok: true, value: Number(value) };
+  return { ok: true, value };
 }
 
 /**

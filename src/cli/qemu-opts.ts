@@ -7,6 +7,7 @@
  */
 import type { CreateOptionSpec } from '../core/driver.js';
 import { parseSizeQemu } from './format.js';
+import { hugeImageSize } from './img/create-size.js';
 
 /** A failure to report as `<filename>: <message>` (more lines may follow). */
 export class OptsError extends Error {
@@ -89,20 +90,35 @@ export function parseSizeOption(name: string, value: string, warn: (line: string
  */
 export function checkOptionValue(spec: CreateOptionSpec, value: string, warn: (line: string) => void): string {
   switch (spec.type) {
-    case 'size':
-      return String(parseSizeOption(spec.name, value, warn));
-    case 'number': {
-      const t = value.trim();
-      const n = /^[0-9]+$/.test(t) ? Number(t) : /^0[xX][0-9a-fA-F]+$/.test(t) ? parseInt(t, 16) : NaN;
-      if (!Number.isSafeInteger(n)) throw new OptsError(`Parameter '${spec.name}' expects a number`);
-      return String(n);
+    case 'size': {
+      // The image size may exceed what we hold; create prints it, then refuses it.
+      const huge = spec.name === 'size' ? hugeImageSize(value) : undefined;
+      return huge ?? String(parseSizeOption(spec.name, value, warn));
     }
+    case 'number':
+      return parseNumberOption(spec.name, value);
     case 'bool':
       if (boolValue(value) === undefined) throw new OptsError(`Parameter '${spec.name}' expects 'on' or 'off'`);
       return value;
     default:
       return value;
   }
+}
+
+/**
+ * A number option as QemuOpts reads it (strtoull in base 0): leading blanks,
+ * a sign, then hex (`0x`), octal (leading `0`) or decimal digits up to the
+ * end. A negative number wraps around 2^64, and the value is kept (and
+ * printed in "Formatting ...") as a signed 64-bit number, so `-1` stays -1
+ * and the driver refuses it.
+ */
+export function parseNumberOption(name: string, value: string): string {
+  const m = /^[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))$/.exec(value);
+  if (!m) throw new OptsError(`Parameter '${name}' expects a number`);
+  const magnitude = m[2] !== undefined ? BigInt(`0x${m[2]}`) : m[3] !== undefined ? BigInt(`0o${m[3].slice(1) || '0'}`) : BigInt(m[4]!);
+  if (magnitude >= 1n << 64n) throw new OptsError(`Value '${value}' is too large for parameter '${name}'`);
+  const wrapped = m[1] === '-' ? ((1n << 64n) - magnitude) % (1n << 64n) : magnitude;
+  return BigInt.asIntN(64, wrapped).toString();
 }
 
 /** QEMU's boolean spellings; undefined for anything else. */

@@ -1,5 +1,6 @@
 /**
- * Keeps BlockError's `code`, message and context across the worker boundary.
+ * Keeps BlockError's `code`, message (text and detail) and context across the
+ * worker boundary.
  *
  * Comlink's built-in "throw" handler turns every thrown Error into a plain
  * Error with name / message / stack, which drops `code`. This module replaces
@@ -13,9 +14,14 @@
 import { transferHandlers, type TransferHandler } from 'comlink';
 import { BlockError, ErrorCode, type ErrorContext } from '../core/errors.js';
 
-interface SerializedBlockError {
+/** The cloneable form of a BlockError (also the bulk-read port's error answer). */
+export interface SerializedBlockError {
   code: ErrorCode;
+  /** The full message (text and detail), for peers that know only `message`. */
   message: string;
+  /** The wording without the detail; absent from older peers. */
+  text?: string;
+  detail?: string;
   context: ErrorContext;
   stack?: string;
 }
@@ -32,13 +38,23 @@ export function serializeBlockError(e: BlockError): SerializedBlockError {
   if (e.context.node !== undefined) context.node = String(e.context.node);
   if (typeof e.context.offset === 'number') context.offset = e.context.offset;
   if (e.context.expected !== undefined) context.expected = String(e.context.expected);
-  return { code: e.code, message: e.message, context, ...(e.stack ? { stack: e.stack } : {}) };
+  return {
+    code: e.code,
+    message: e.message,
+    text: e.text,
+    ...(e.detail !== undefined ? { detail: e.detail } : {}),
+    context,
+    ...(e.stack ? { stack: e.stack } : {}),
+  };
 }
 
 /** Rebuilds a BlockError from {@link serializeBlockError}'s output. */
 export function deserializeBlockError(s: SerializedBlockError): BlockError {
   const code: ErrorCode = CODES.has(s.code) ? s.code : 'EIO';
-  const e = new BlockError(code, s.message, s.context ?? {});
+  // Without a text (an older peer) the message is all there is.
+  const plain = typeof s.text !== 'string';
+  const detail = !plain && typeof s.detail === 'string' ? s.detail : undefined;
+  const e = new BlockError(code, plain ? String(s.message) : (s.text as string), s.context ?? {}, { detail });
   if (s.stack) e.stack = s.stack;
   return e;
 }
@@ -46,8 +62,11 @@ export function deserializeBlockError(s: SerializedBlockError): BlockError {
 function asBlockError(v: unknown): BlockError | null {
   if (v instanceof BlockError) return v;
   if (v && typeof v === 'object') {
-    const o = v as { code?: unknown; message?: unknown };
+    const o = v as { code?: unknown; message?: unknown; text?: unknown; detail?: unknown };
     if (typeof o.code === 'string' && CODES.has(o.code) && typeof o.message === 'string') {
+      if (typeof o.text === 'string') {
+        return new BlockError(o.code as ErrorCode, o.text, {}, { detail: typeof o.detail === 'string' ? o.detail : undefined });
+      }
       return new BlockError(o.code as ErrorCode, o.message);
     }
   }

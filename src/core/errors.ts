@@ -4,6 +4,10 @@
  * Every failure that reaches a caller is a {@link BlockError} with a POSIX-style
  * `code`, a message that names the offending value, and optional context (node
  * name, offset). It survives the worker boundary (see src/client/transfer.ts).
+ *
+ * Where QEMU's wording names no value, the value goes in a `detail`: `message`
+ * is `text (detail)` for library users and logs, `text` alone is QEMU's
+ * wording, which the command-line tools print.
  */
 
 /** errno-style codes, as QEMU returns them (`-EINVAL`, `-EIO`, ...). */
@@ -77,16 +81,33 @@ export interface ErrorContext {
   expected?: string;
 }
 
+/** Options of the {@link BlockError} constructor. */
+export interface BlockErrorOptions {
+  cause?: unknown;
+  /**
+   * The offending value(s), where the text (QEMU's wording) names none:
+   * `message` shows it in parentheses, `text` leaves it out.
+   */
+  detail?: string;
+}
+
 /** A block-layer failure with an errno-style code. */
 export class BlockError extends Error {
   override readonly name = 'BlockError';
   readonly code: ErrorCode;
   readonly context: ErrorContext;
+  /** The wording without {@link detail} (what qemu-img / qemu-io print). */
+  readonly text: string;
+  /** The offending value(s) the text leaves out, if any. */
+  readonly detail: string | undefined;
 
-  constructor(code: ErrorCode, message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ErrorCode, text: string, context: ErrorContext = {}, options: BlockErrorOptions = {}) {
+    const { detail, ...rest } = options;
+    super(detail !== undefined && detail !== '' ? `${text} (${detail})` : text, rest);
     this.code = code;
     this.context = context;
+    this.text = text;
+    this.detail = detail !== '' ? detail : undefined;
   }
 
   /** The positive errno number of {@link code} (Linux numbering). */
@@ -94,9 +115,9 @@ export class BlockError extends Error {
     return ERRNO_NUMBERS[this.code];
   }
 
-  /** A new error with the same code and `prefix: message`, keeping context. */
+  /** A new error with the same code and `prefix: text`, keeping context and detail. */
   withPrefix(prefix: string, context: ErrorContext = {}): BlockError {
-    return new BlockError(this.code, `${prefix}: ${this.message}`, { ...this.context, ...context }, { cause: this });
+    return new BlockError(this.code, `${prefix}: ${this.text}`, { ...this.context, ...context }, { cause: this, detail: this.detail });
   }
 }
 
@@ -146,8 +167,8 @@ export async function withContext<T>(what: string, context: ErrorContext, fn: ()
   }
 }
 
-/** Shorthand constructors used all over the layer. */
-export const einval = (message: string, context?: ErrorContext) => new BlockError('EINVAL', message, context);
-export const eio = (message: string, context?: ErrorContext) => new BlockError('EIO', message, context);
-export const enotsup = (message: string, context?: ErrorContext) => new BlockError('ENOTSUP', message, context);
-export const eperm = (message: string, context?: ErrorContext) => new BlockError('EPERM', message, context);
+/** Shorthand constructors used all over the layer (`detail`: see {@link BlockErrorOptions}). */
+export const einval = (message: string, context?: ErrorContext, detail?: string) => new BlockError('EINVAL', message, context, { detail });
+export const eio = (message: string, context?: ErrorContext, detail?: string) => new BlockError('EIO', message, context, { detail });
+export const enotsup = (message: string, context?: ErrorContext, detail?: string) => new BlockError('ENOTSUP', message, context, { detail });
+export const eperm = (message: string, context?: ErrorContext, detail?: string) => new BlockError('EPERM', message, context, { detail });

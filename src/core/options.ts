@@ -213,7 +213,7 @@ export class OptionReader {
 
   private typeError(key: string, value: unknown, what: string): BlockError {
     const shown = typeof value === 'object' ? JSON.stringify(value) : String(value);
-    return einval(`Parameter '${this.prefix}${key}' expects ${what}, got '${shown}'`);
+    return einval(`Parameter '${this.prefix}${key}' expects ${what}`, {}, `got '${shown}'`);
   }
 
   /** A string option. */
@@ -234,7 +234,7 @@ export class OptionReader {
     const v = this.string(key);
     if (v === undefined) return fallback;
     if (!(choices as readonly string[]).includes(v)) {
-      throw einval(`Parameter '${this.prefix}${key}' does not accept value '${v}' (expected one of: ${choices.join(', ')})`);
+      throw einval(`Parameter '${this.prefix}${key}' does not accept value '${v}'`, {}, `expected one of: ${choices.join(', ')}`);
     }
     return v as T;
   }
@@ -248,7 +248,7 @@ export class OptionReader {
     if (typeof v === 'boolean') return v;
     if (v === 'on' || v === 'true' || v === 'yes' || v === '1' || v === 1) return true;
     if (v === 'off' || v === 'false' || v === 'no' || v === '0' || v === 0) return false;
-    throw einval(`Parameter '${this.prefix}${key}' expects 'on' or 'off', got '${String(v)}'`);
+    throw einval(`Parameter '${this.prefix}${key}' expects 'on' or 'off'`, {}, `got '${String(v)}'`);
   }
 
   /** A non-negative safe integer; strings are parsed (no suffix). */
@@ -277,9 +277,7 @@ export class OptionReader {
     if (typeof v === 'string') {
       const n = parseSize(v);
       if (n === null) {
-        throw einval(
-          `Parameter '${this.prefix}${key}' expects a size (a non-negative number with an optional suffix k, M, G, T, P or E), got '${v}'`,
-        );
+        throw einval(`Parameter '${this.prefix}${key}' expects a non-negative number below 2^64`, {}, `a size with an optional suffix k, M, G, T, P or E, got '${v}'`);
       }
       return n;
     }

@@ -1,8 +1,8 @@
 /**
  * qcow2 runtime options given to qemu-io's `open -o` (iotests 103-style cache
  * options, overlap-check as a template or per metadata kind,
- * cache-clean-interval's range) against qemu-io 7.2. Where our message adds
- * the offending value (", got 'x'"), the rest of the line must be QEMU's.
+ * cache-clean-interval's range) against qemu-io 7.2: the same stdout, stderr
+ * and exit code (the value our errors carry as detail is not printed).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { Fixture, golden, words } from './harness.js';
@@ -32,21 +32,14 @@ describe('qemu-io open -o with qcow2 options vs qemu-io 7.2', () => {
     'overlap-check.template=foo',
     'overlap-check.inactive-l2=off,overlap-check.main-header=on',
     'overlap-check.bogus=on',
+    'cache-clean-interval=x',
+    'overlap-check.inactive-l2=x',
+    'lazy-refcounts=maybe',
   ];
   for (const o of same) {
     it(`open -o ${o}`, async () => {
       const g = await golden(fx, { tool: 'io', args: words(`-c 'open -o ${o} in.qcow2' -c 'read -P 42 0 4k'`) });
       expect(g.ours).toEqual(g.theirs);
-    });
-  }
-
-  for (const o of ['cache-clean-interval=x', 'overlap-check.inactive-l2=x']) {
-    it(`open -o ${o} (our message names the value)`, async () => {
-      const g = await golden(fx, { tool: 'io', args: words(`-c 'open -o ${o} in.qcow2' -c 'read 0 1'`) });
-      expect(g.ours.code).toBe(g.theirs.code);
-      expect(g.ours.stdout).toBe(g.theirs.stdout);
-      const value = o.slice(o.indexOf('=') + 1);
-      expect(g.ours.stderr).toBe(g.theirs.stderr.replace(/\n/, `, got '${value}'\n`));
     });
   }
 });

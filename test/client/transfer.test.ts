@@ -7,7 +7,7 @@ import { describe, it, expect, afterAll } from 'vitest';
 import { MessageChannel } from 'node:worker_threads';
 import { expose, wrap, type Endpoint } from 'comlink';
 import { BlockError } from '../../src/core/errors.js';
-import { installErrorTransfer } from '../../src/client/transfer.js';
+import { deserializeBlockError, installErrorTransfer, serializeBlockError } from '../../src/client/transfer.js';
 
 installErrorTransfer();
 
@@ -15,6 +15,9 @@ const { port1, port2 } = new MessageChannel();
 const service = {
   failBlock(): Promise<number> {
     throw new BlockError('EBUSY', "Could not open 'opfs:/a.img': the image is in use", { node: 'disk0', offset: 4096 });
+  },
+  failDetailed(): Promise<number> {
+    throw new BlockError('EFBIG', 'Image is too big', {}, { detail: 'size 1152921504606846976' }).withPrefix("Could not open 't.qcow2'");
   },
   async failCoded(): Promise<number> {
     throw Object.assign(new Error('No space left'), { code: 'ENOSPC' });
@@ -42,6 +45,30 @@ describe('error transfer handler', () => {
     expect((e as BlockError).message).toContain('in use');
     expect((e as BlockError).context).toEqual({ node: 'disk0', offset: 4096 });
     expect((e as BlockError).errno).toBe(16);
+  });
+
+  it('keeps the detail apart from the text', async () => {
+    const e = await remote.failDetailed().catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(BlockError);
+    const be = e as BlockError;
+    expect(be.code).toBe('EFBIG');
+    expect(be.text).toBe("Could not open 't.qcow2': Image is too big");
+    expect(be.detail).toBe('size 1152921504606846976');
+    expect(be.message).toBe("Could not open 't.qcow2': Image is too big (size 1152921504606846976)");
+  });
+
+  it('round-trips through the plain form, and reads the form of a peer without text', () => {
+    const original = new BlockError('EINVAL', 'Active L1 table offset invalid', { node: 'n0', offset: 40 }, { detail: '0x1234567890abcdef' });
+    const back = deserializeBlockError(structuredClone(serializeBlockError(original)));
+    expect([back.code, back.text, back.detail, back.message, back.context]).toEqual([
+      original.code,
+      original.text,
+      original.detail,
+      original.message,
+      original.context,
+    ]);
+    const old = deserializeBlockError({ code: 'EIO', message: 'Header extension too large (at 0x70)', context: {} });
+    expect([old.text, old.detail, old.message]).toEqual(['Header extension too large (at 0x70)', undefined, 'Header extension too large (at 0x70)']);
   });
 
   it('turns errors carrying an errno code into BlockErrors', async () => {

@@ -96,7 +96,12 @@ export function formatOptsLine(specs: CreateOptionSpec[], values: Map<string, st
     const v = given ?? d.default;
     if (v === undefined) continue;
     if (given !== undefined && (d.type === 'size' || d.type === 'number')) {
-      const n = numeric.has(d.name) ? Number(given) : d.type === 'size' ? parseSizeQemu(given) : { ok: true as const, value: Number(given) };
+      // Numeric values are decimal already (and may be past 2^53: printed as given).
+      if (numeric.has(d.name)) {
+        parts.push(`${d.name}=${given}`);
+        continue;
+      }
+      const n = d.type === 'size' ? parseSizeQemu(given) : { ok: true as const, value: Number(given) };
       const num = typeof n === 'number' ? n : n.ok ? n.value : NaN;
       parts.push(`${d.name}=${Number.isNaN(num) ? given : num}`);
     } else if (d.type === 'string') {

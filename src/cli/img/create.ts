@@ -11,6 +11,7 @@ import { CliExit, errText, formatNode } from '../common.js';
 import { PROG, errorExit, fail, Ctx, parseOpts, COMMON_LONGS } from './context.js';
 import { printOptionHelp, hasHelp, buildCreateOpts, formatOptsLine, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
+import { hugeImageSize, imageTooLargeMessage } from './create-size.js';
 
 export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   const { opts, operands } = parseOpts(args, 'F:b:f:ho:qu', [...COMMON_LONGS]);
@@ -41,7 +42,9 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   }
   const filename = operands[0]!;
   let imgSize: number | undefined;
-  if (operands.length >= 2) {
+  // A size QEMU takes but we cannot hold: printed, then refused as too large.
+  let hugeSize = operands.length >= 2 ? hugeImageSize(operands[1]!) : undefined;
+  if (operands.length >= 2 && hugeSize === undefined) {
     const r = parseSizeQemu(operands[1]!);
     if (!r.ok) {
       // QEMU 7.2's cvtnum range message (sizes past 2^53 cannot be held exactly here either).
@@ -75,9 +78,9 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   }
   const { specs, values } = built;
   const numeric = new Set<string>();
-  if (imgSize !== undefined && values.has('size')) fail(`${prefix}The image size must be specified only once`);
-  if (imgSize !== undefined) {
-    values.set('size', String(imgSize));
+  if ((imgSize !== undefined || hugeSize !== undefined) && values.has('size')) fail(`${prefix}The image size must be specified only once`);
+  if (imgSize !== undefined || hugeSize !== undefined) {
+    values.set('size', hugeSize ?? String(imgSize));
     numeric.add('size');
   }
   if (base !== undefined) {
@@ -95,7 +98,8 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
     if (backingFile === '') fail(`${prefix}Expected backing file name, got empty string`);
   }
   let size: number | undefined;
-  if (values.has('size')) {
+  hugeSize ??= values.has('size') ? hugeImageSize(values.get('size')!) : undefined;
+  if (values.has('size') && hugeSize === undefined) {
     const r = parseSizeQemu(values.get('size')!);
     if (!r.ok) {
       fail(
@@ -126,10 +130,11 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   } else if (backingFile !== undefined && !backingFmt) {
     fail(`${prefix}Backing file specified without backing format`);
   }
-  if (size === undefined) fail(`${prefix}Image creation needs a size parameter`);
+  if (size === undefined && hugeSize === undefined) fail(`${prefix}Image creation needs a size parameter`);
   if (!quiet) {
     ctx.out(`Formatting '${filename}', fmt=${fmt} ${formatOptsLine(specs, values, numeric)}\n`);
   }
+  if (hugeSize !== undefined || size === undefined) fail(`${prefix}${imageTooLargeMessage(fmt, specs, values)}`);
   for (const w of built.rereadWarnings) ctx.warn(w);
   const record = toCreateRecord(values);
   record['size'] = size;
@@ -142,9 +147,7 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
     await createImage(ctx.graph, fmt, filename, record);
   } catch (e) {
     const err = e as { code?: string };
-    if (err.code === 'EFBIG') {
-      fail(`${prefix}The image size is too large for file format '${fmt}'${values.has('cluster_size') ? ' (try using a larger cluster size)' : ''}`);
-    }
+    if (err.code === 'EFBIG') fail(`${prefix}${imageTooLargeMessage(fmt, specs, values)}`);
     fail(`${prefix}${errText(e)}`);
   }
   return 0;

@@ -10,6 +10,7 @@ import { countReferences, rebuildRefcounts } from './check.js';
 import { T, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './mapping.js';
 import type { Qcow2Image } from './qcow2.js';
 import { serializeHeader } from './header.js';
+import { checkRefcountBits, readRefcountBits } from './create.js';
 
 /**
  * Applies the amend options. Returns the new virtual size when `size` asks for
@@ -19,7 +20,7 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   const h = img.header;
   const compat = o.string('compat');
   const lazy = o.bool('lazy_refcounts');
-  const refcountBits = o.uint('refcount_bits');
+  const refcountBits = readRefcountBits(o);
   const backingFile = o.has('backing_file') ? o.string('backing_file') : undefined;
   const backingFmt = o.string('backing_fmt');
   const size = o.size('size');
@@ -35,6 +36,8 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   if (ctype !== undefined && (ctype === 'zstd' ? 1 : 0) !== h.compressionType) throw new BlockError('ENOTSUP', 'Changing the compression type is not supported');
   if (extL2 !== undefined && extL2 !== img.ext) throw new BlockError('ENOTSUP', 'Changing extended_l2 is not supported');
   if (prealloc !== undefined) throw new BlockError('ENOTSUP', 'Changing the preallocation mode is not supported');
+  // As in QEMU, the width is checked with the options, before anything changes.
+  if (refcountBits !== undefined) checkRefcountBits(refcountBits);
   let version = h.version;
   if (compat !== undefined) {
     if (compat === '0.10' || compat === 'v2') version = 2;
@@ -62,9 +65,9 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     }
   }
   if (refcountBits !== undefined && refcountBits !== 1 << h.refcountOrder) {
-    if (version < 3) throw einval('Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)');
-    if (refcountBits > 64 || refcountBits === 0 || (refcountBits & (refcountBits - 1)) !== 0) {
-      throw einval('Refcount width must be a power of two and may not exceed 64 bits');
+    // Going to 16 bits is allowed on the way down to compat=0.10 (the downgrade comes last).
+    if (version < 3 && refcountBits !== 16) {
+      throw einval('Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
     }
     const counts = await countReferences(img);
     await rebuildRefcounts(img, counts, Math.log2(refcountBits));

@@ -11,7 +11,7 @@ import { T, clusterType, entryOffset, isCopied, readEntry } from './mapping.js';
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
 import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
-import { compareBlockCounts, getRefcount, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
+import { compareBlockCounts, getRefcount, getRefcountExact, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
 
@@ -90,10 +90,11 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
   // In a browser the module may still be loading: the long comparisons wait for it.
   await initRefcountWasm();
   let updated = false;
-  const mismatch = async (c: number, stored: number): Promise<void> => {
-    const want = t.ref[c]!;
+  // `stored` is exact: a 64-bit refcount may exceed 2^53 (iotest 112 prints 2^64 - 1).
+  const mismatch = async (c: number, stored: bigint): Promise<void> => {
+    const want = BigInt(t.ref[c]!);
     let fixing = false;
-    if (stored === 0) out.rebuild = true;
+    if (stored === 0n) out.rebuild = true;
     else if (stored > want && fix.leaks) fixing = true;
     else if (stored < want && fix.errors) fixing = true;
     const kind = fixing ? 'Repairing' : stored < want ? 'ERROR' : 'Leaked';
@@ -130,7 +131,7 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
       for (let c = base; c < end; c++) {
         if (t.ref[c] === 0) continue;
         out.highest = c;
-        await mismatch(c, 0);
+        await mismatch(c, 0n);
       }
       continue;
     }
@@ -138,7 +139,7 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
       const scan = compareBlockCounts(buf, order, from - base, end - base, t.ref.subarray(from, end), mismatches);
       if (scan.lastUsed >= 0) out.highest = Math.max(out.highest, base + scan.lastUsed);
       // Stored values are read before any repair changes the block.
-      const stored = Array.from(mismatches.subarray(0, scan.mismatches), (i) => getRefcount(buf, i, order));
+      const stored = Array.from(mismatches.subarray(0, scan.mismatches), (i) => getRefcountExact(buf, i, order));
       for (let k = 0; k < scan.mismatches; k++) await mismatch(base + mismatches[k]!, stored[k]!);
       from = base + scan.end;
     }

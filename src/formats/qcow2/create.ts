@@ -59,6 +59,29 @@ export interface Qcow2CreateParams {
   extendedL2: boolean;
 }
 
+/**
+ * refcount_bits as QEMU's drivers read it: any integer, a negative one too
+ * (checked by {@link checkRefcountBits}); text that is no integer is refused.
+ */
+export function readRefcountBits(o: OptionReader): number | undefined {
+  const v = o.raw('refcount_bits');
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'number' && Number.isInteger(v)) return Number.isSafeInteger(v) ? v : 0;
+  const m = typeof v === 'string' ? /^\s*([+-]?[0-9]+)\s*$/.exec(v) : null;
+  if (!m) throw einval("Parameter 'refcount-bits' expects integer", {}, `got '${String(v)}'`);
+  const n = BigInt(m[1]!);
+  if (n !== BigInt.asIntN(64, n)) throw einval("Parameter 'refcount-bits' expects integer", {}, `got '${String(v)}'`);
+  // Any integer outside 1..64 is refused the same way; 0 stands for them.
+  return n >= 1n && n <= 64n ? Number(n) : 0;
+}
+
+/** QEMU's check of a refcount width: a power of two from 1 to 64. */
+export function checkRefcountBits(bits: number): void {
+  if (bits < 1 || bits > 64 || (bits & (bits - 1)) !== 0) {
+    throw einval('Refcount width must be a power of two and may not exceed 64 bits', {}, `refcount_bits ${bits}`);
+  }
+}
+
 /** Reads and validates creation options, with QEMU's messages. */
 export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2CreateParams & { sizeGiven: boolean } {
   const size = o.size('size');
@@ -68,10 +91,15 @@ export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2
   const clusterSize = o.size('cluster_size', 65536);
   const prealloc = o.choice('preallocation', ['off', 'metadata', 'falloc', 'full'] as const, 'off');
   const lazy = o.bool('lazy_refcounts', false);
-  const refcountBits = o.uint('refcount_bits', 16);
+  const refcountBits = readRefcountBits(o) ?? 16;
   const dataFile = o.string('data_file');
   const dataFileRaw = o.bool('data_file_raw', false);
-  const ctype = o.choice('compression_type', ['zlib', 'zstd'] as const, 'zlib');
+  const ctypeText = o.string('compression_type', 'zlib');
+  if (ctypeText !== 'zlib' && ctypeText !== 'zstd') {
+    // QEMU names the option as its QAPI schema does here.
+    throw einval(`Parameter 'compression-type' does not accept value '${ctypeText}'`, {}, 'expected one of: zlib, zstd');
+  }
+  const ctype: 'zlib' | 'zstd' = ctypeText;
   const extendedL2 = o.bool('extended_l2', false);
   const encryption = o.bool('encryption', false);
   let encryptOpts = false;
@@ -85,7 +113,7 @@ export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2
   else if (compat === '1.1' || compat === 'v3') version = 3;
   else throw einval(`Parameter 'version' does not accept value '${compat}'`);
   if (size === undefined && sizeRequired && !backingFile) throw einval("Parameter 'size' is required");
-  if (size !== undefined && size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image size ${size} is too large`);
+  if (size !== undefined && size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', 'Image size is too large', {}, { detail: String(size) });
   if (clusterSize < 512 || clusterSize > 2 * 1024 * 1024 || (clusterSize & (clusterSize - 1)) !== 0) {
     throw einval('Cluster size must be a power of two between 512 and 2048k');
   }
@@ -93,9 +121,7 @@ export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2
   if (version < 3 && lazy) {
     throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
   }
-  if (refcountBits > 64 || refcountBits === 0 || (refcountBits & (refcountBits - 1)) !== 0) {
-    throw einval('Refcount width must be a power of two and may not exceed 64 bits');
-  }
+  checkRefcountBits(refcountBits);
   if (version < 3 && refcountBits !== 16) {
     throw einval('Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)');
   }

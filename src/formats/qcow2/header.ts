@@ -71,15 +71,21 @@ export interface Qcow2Header {
   unknownExtensions: Array<{ type: number; data: Uint8Array }>;
 }
 
-const hex = (n: number) => `0x${n.toString(16)}`;
+const hex = (n: number | bigint) => `0x${n.toString(16)}`;
 
-function einval(msg: string): BlockError {
-  return new BlockError('EINVAL', msg);
+function einval(msg: string, detail?: string): BlockError {
+  return new BlockError('EINVAL', msg, {}, { detail });
 }
 
-/** Reads a u64 as a number, refusing values that are not safe integers. */
-function u64(dv: DataView, off: number, field: string): number {
-  const v = dv.getBigUint64(off);
+/** The largest offset QEMU takes in a header field (it passes them on as int64). */
+const INT64_MAX = (1n << 63n) - 1n;
+
+/**
+ * A u64 field that passed QEMU's checks, as a number. Offsets past 2^53 are
+ * valid for QEMU (what lies past the file's end reads as zeros) but are not
+ * safe integers here: refused with the value.
+ */
+function safeField(v: bigint, field: string): number {
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new BlockError('EFBIG', `qcow2 header field ${field} has an unsupported value ${v}`);
   }
@@ -88,7 +94,7 @@ function u64(dv: DataView, off: number, field: string): number {
 
 /** Reads the cluster bits from the first bytes, after checking magic and version. */
 export function peekClusterBits(buf: Uint8Array): number {
-  if (buf.length < V2_HEADER_LENGTH) throw einval(`Image is not in qcow2 format (only ${buf.length} bytes)`);
+  if (buf.length < V2_HEADER_LENGTH) throw einval('Image is not in qcow2 format', `only ${buf.length} bytes`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   if (dv.getUint32(HDR.MAGIC) !== QCOW2_MAGIC) throw einval('Image is not in qcow2 format');
   const version = dv.getUint32(HDR.VERSION);
@@ -126,25 +132,33 @@ export function unsupportedFeatures(table: FeatureName[], unknown: bigint): stri
  * its end). `forCheck`: opened for check (QEMU's BDRV_O_CHECK), which lets
  * an image without a refcount table or with a broken snapshot table open.
  */
-export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
+export function parseHeader(buf: Uint8Array, forCheck = false, beforeExtensions?: (h: Qcow2Header) => void): Qcow2Header {
   const clusterBits = peekClusterBits(buf);
   const clusterSize = 2 ** clusterBits;
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const version = dv.getUint32(HDR.VERSION) as 2 | 3;
+  const raw = {
+    backingFileOffset: dv.getBigUint64(HDR.BACKING_FILE_OFFSET),
+    l1TableOffset: dv.getBigUint64(HDR.L1_TABLE_OFFSET),
+    refcountTableOffset: dv.getBigUint64(HDR.REFCOUNT_TABLE_OFFSET),
+    snapshotsOffset: dv.getBigUint64(HDR.SNAPSHOTS_OFFSET),
+    size: dv.getBigUint64(HDR.SIZE),
+  };
   const h: Qcow2Header = {
     version,
-    backingFileOffset: u64(dv, HDR.BACKING_FILE_OFFSET, 'backing_file_offset'),
+    // Offsets are set once they have passed QEMU's checks (below).
+    backingFileOffset: 0,
     backingFileSize: dv.getUint32(HDR.BACKING_FILE_SIZE),
     clusterBits,
     // Checked with the tables, in QEMU's order ("Image is too big").
-    size: Number(dv.getBigUint64(HDR.SIZE)),
+    size: Number(raw.size),
     cryptMethod: dv.getUint32(HDR.CRYPT_METHOD),
     l1Size: dv.getUint32(HDR.L1_SIZE),
-    l1TableOffset: u64(dv, HDR.L1_TABLE_OFFSET, 'l1_table_offset'),
-    refcountTableOffset: u64(dv, HDR.REFCOUNT_TABLE_OFFSET, 'refcount_table_offset'),
+    l1TableOffset: 0,
+    refcountTableOffset: 0,
     refcountTableClusters: dv.getUint32(HDR.REFCOUNT_TABLE_CLUSTERS),
     nbSnapshots: dv.getUint32(HDR.NB_SNAPSHOTS),
-    snapshotsOffset: u64(dv, HDR.SNAPSHOTS_OFFSET, 'snapshots_offset'),
+    snapshotsOffset: 0,
     incompatible: 0n,
     compatible: 0n,
     autoclear: 0n,
@@ -155,6 +169,8 @@ export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
     featureTable: [],
     unknownExtensions: [],
   };
+  // The checks of QEMU's qcow2_do_open, in its order and with its wording;
+  // the values go in the detail.
   if (version === 3) {
     if (buf.length < V3_MIN_HEADER_LENGTH) throw einval('qcow2 header too short');
     h.incompatible = dv.getBigUint64(HDR.INCOMPATIBLE_FEATURES);
@@ -162,25 +178,25 @@ export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
     h.autoclear = dv.getBigUint64(HDR.AUTOCLEAR_FEATURES);
     h.refcountOrder = dv.getUint32(HDR.REFCOUNT_ORDER);
     h.headerLength = dv.getUint32(HDR.HEADER_LENGTH);
-    if (h.headerLength < V3_MIN_HEADER_LENGTH) throw einval('qcow2 header too short');
-    if (h.headerLength > clusterSize || h.headerLength > buf.length) {
-      throw einval(`qcow2 header exceeds cluster size (header_length ${h.headerLength}, cluster size ${clusterSize})`);
-    }
-    if (h.headerLength % 8 !== 0) throw einval(`qcow2 header_length ${h.headerLength} is not a multiple of 8`);
-    if (h.headerLength > HDR.COMPRESSION_TYPE) {
-      h.compressionType = buf[HDR.COMPRESSION_TYPE]!;
-      h.tail = buf.slice(HDR.COMPRESSION_TYPE + 1, h.headerLength);
-    }
+    if (h.headerLength < V3_MIN_HEADER_LENGTH) throw einval('qcow2 header too short', `header_length ${h.headerLength}`);
   }
-  // Fields that need no extension data.
-  if (h.refcountOrder > 6) {
-    throw einval(`Reference count entry width too large; may not exceed 64 bits (refcount_order ${h.refcountOrder})`);
+  if (h.headerLength > clusterSize || h.headerLength > buf.length) {
+    throw einval('qcow2 header exceeds cluster size', `header_length ${h.headerLength}, cluster size ${clusterSize}`);
   }
-  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method ${h.cryptMethod | 0}`);
-  if (h.backingFileOffset !== 0) {
-    if (h.backingFileOffset > clusterSize) {
-      throw einval(`Invalid backing file offset (${hex(h.backingFileOffset)}, beyond the first cluster)`);
-    }
+  if (h.headerLength > HDR.COMPRESSION_TYPE) {
+    h.compressionType = buf[HDR.COMPRESSION_TYPE]!;
+    h.tail = buf.slice(HDR.COMPRESSION_TYPE + 1, h.headerLength);
+  }
+  if (raw.backingFileOffset > BigInt(clusterSize)) throw einval('Invalid backing file offset', hex(raw.backingFileOffset));
+  h.backingFileOffset = Number(raw.backingFileOffset);
+  if (h.compressionType > 1) {
+    throw new BlockError('ENOTSUP', `qcow2: unknown compression type: ${h.compressionType}`);
+  }
+  if (h.compressionType === 0 && h.incompatible & INCOMPAT.COMPRESSION) {
+    throw einval('qcow2: Compression type incompatible feature bit must not be set');
+  }
+  if (h.compressionType !== 0 && !(h.incompatible & INCOMPAT.COMPRESSION)) {
+    throw einval('qcow2: Compression type incompatible feature bit must be set');
   }
   const unknown = h.incompatible & ~INCOMPAT_KNOWN;
   if (unknown !== 0n) {
@@ -192,30 +208,27 @@ export function parseHeader(buf: Uint8Array, forCheck = false): Qcow2Header {
     }
     throw new BlockError('ENOTSUP', unsupportedFeatures(h.featureTable, unknown));
   }
+  if (h.incompatible & INCOMPAT.EXTL2 && clusterBits < 14) {
+    throw einval(`Unsupported subcluster size: ${clusterSize / 32}`);
+  }
+  if (h.refcountOrder > 6) {
+    throw einval('Reference count entry width too large; may not exceed 64 bits', `refcount_order ${h.refcountOrder}`);
+  }
+  validateTables(h, raw, forCheck);
+  if (h.cryptMethod > 2) throw einval(`Unsupported encryption method ${h.cryptMethod | 0}`);
+  beforeExtensions?.(h);
   parseExtensions(h, buf, clusterSize);
   if (h.backingFileOffset !== 0 && h.backingFileSize > Math.min(MAX_BACKING_NAME, clusterSize - h.backingFileOffset)) {
-    throw einval(`Backing file name too long (${h.backingFileSize} bytes at ${hex(h.backingFileOffset)})`);
+    throw einval('Backing file name too long', `${h.backingFileSize} bytes at ${hex(h.backingFileOffset)}`);
   }
   if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
     h.backingFile = new TextDecoder().decode(buf.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize));
-  }
-  if (h.compressionType > 1) {
-    throw new BlockError('ENOTSUP', `qcow2: unknown compression type: ${h.compressionType}`);
-  }
-  if (h.compressionType !== 0 && !(h.incompatible & INCOMPAT.COMPRESSION)) {
-    throw einval('compression_type field is non-zero but the compression type bit is not set');
-  }
-  if (h.compressionType === 0 && h.incompatible & INCOMPAT.COMPRESSION) {
-    throw einval('Compression type incompatible feature bit must not be set for zlib');
-  }
-  if (h.incompatible & INCOMPAT.EXTL2 && clusterBits < 14) {
-    throw einval(`Extended L2 entries are only supported with cluster sizes of at least 16384 bytes (cluster_bits ${clusterBits})`);
   }
   if (h.autoclear & AUTOCLEAR.DATA_FILE_RAW && !(h.incompatible & INCOMPAT.DATA_FILE)) {
     // QEMU clears the bit rather than failing; so do we (on the next header write).
     h.autoclear &= ~AUTOCLEAR.DATA_FILE_RAW;
   }
-  validateTables(h, forCheck, dv.getBigUint64(HDR.SIZE));
+  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported', {}, { detail: `crypt_method ${h.cryptMethod}` });
   return h;
 }
 
@@ -226,11 +239,11 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
   const text = new TextDecoder();
   while (pos < end) {
     // As in QEMU, the length is checked before the type, the end marker's too.
-    if (end - pos < 8) throw einval(`Header extension too large (at ${hex(pos)}, ${end - pos} bytes left)`);
+    if (end - pos < 8) throw einval('Header extension too large', `at ${hex(pos)}, ${end - pos} bytes left`);
     const type = dv.getUint32(pos);
     const len = dv.getUint32(pos + 4);
     pos += 8;
-    if (len > end - pos) throw einval(`Header extension too large (type ${hex(type)}, len=${len}, ${end - pos} bytes left)`);
+    if (len > end - pos) throw einval('Header extension too large', `type ${hex(type)}, len=${len}, ${end - pos} bytes left`);
     if (type === EXT.END) break;
     const data = buf.subarray(pos, pos + len);
     // A repeated extension is not an error in QEMU: the later one wins.
@@ -244,8 +257,9 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
         h.dataFile = text.decode(data);
         break;
       case EXT.FEATURE_TABLE:
-        for (let i = 0; i + FEATURE_ENTRY_SIZE <= len; i += FEATURE_ENTRY_SIZE) {
-          const raw = data.subarray(i + 2, i + FEATURE_ENTRY_SIZE);
+        // A last, short entry counts too, its missing bytes read as zeros (as in QEMU).
+        for (let i = 0; i + 2 < len; i += FEATURE_ENTRY_SIZE) {
+          const raw = data.subarray(i + 2, Math.min(i + FEATURE_ENTRY_SIZE, len));
           const nul = raw.indexOf(0);
           h.featureTable.push({ type: data[i]!, bit: data[i + 1]!, name: text.decode(nul < 0 ? raw : raw.subarray(0, nul)) });
         }
@@ -283,30 +297,44 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
   }
 }
 
+/** The raw u64 fields, before they are known to fit. */
+interface RawFields {
+  l1TableOffset: bigint;
+  refcountTableOffset: bigint;
+  snapshotsOffset: bigint;
+  size: bigint;
+}
+
 /**
  * The table checks of QEMU's qcow2_do_open, in its order and with its
  * messages. Like QEMU, tables are not required to lie inside the file: what
  * lies past its end reads as zeros, and check reports it.
  */
-function validateTables(h: Qcow2Header, forCheck: boolean, sizeBig: bigint): void {
+function validateTables(h: Qcow2Header, raw: RawFields, forCheck: boolean): void {
   const cs = 2 ** h.clusterBits;
-  const table = (off: number, entries: number, entryLen: number, maxBytes: number, name: string) => {
-    if (entries > Math.floor(maxBytes / entryLen)) throw new BlockError('EFBIG', `${name} too large (${entries} entries)`);
-    if (off % cs !== 0) throw einval(`${name} offset invalid (${hex(off)})`);
+  const table = (off: bigint, entries: number, entryLen: number, maxBytes: number, name: string) => {
+    if (entries > Math.floor(maxBytes / entryLen)) throw new BlockError('EFBIG', `${name} too large`, {}, { detail: `${entries} entries` });
+    // QEMU's limit: the end of the table must fit an int64.
+    if (INT64_MAX - BigInt(entries * entryLen) < off || off % BigInt(cs) !== 0n) {
+      throw einval(`${name} offset invalid`, hex(off));
+    }
   };
   if (h.refcountTableClusters === 0 && !forCheck) throw einval('Image does not contain a reference count table');
-  table(h.refcountTableOffset, h.refcountTableClusters, cs, MAX_REFTABLE_BYTES, 'Reference count table');
-  if (!forCheck) table(h.snapshotsOffset, h.nbSnapshots, 40, 40 * MAX_SNAPSHOTS, 'Snapshot table');
-  table(h.l1TableOffset, h.l1Size, 8, MAX_L1_BYTES, 'Active L1 table');
+  table(raw.refcountTableOffset, h.refcountTableClusters, cs, MAX_REFTABLE_BYTES, 'Reference count table');
+  if (!forCheck) table(raw.snapshotsOffset, h.nbSnapshots, 40, 40 * MAX_SNAPSHOTS, 'Snapshot table');
+  table(raw.l1TableOffset, h.l1Size, 8, MAX_L1_BYTES, 'Active L1 table');
   const l2Entries = cs / (h.incompatible & INCOMPAT.EXTL2 ? 16 : 8);
   // QEMU's limit: the L1 index of the end of the disk must fit an int.
   const perL1 = BigInt(l2Entries * cs);
-  const neededBig = (sizeBig + perL1 - 1n) / perL1;
-  if (neededBig > 0x7fffffffn) throw new BlockError('EFBIG', `Image is too big (size ${sizeBig})`);
-  if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', `Image is too big (size ${sizeBig}, more than we address)`);
+  const neededBig = (raw.size + perL1 - 1n) / perL1;
+  if (neededBig > 0x7fffffffn) throw new BlockError('EFBIG', 'Image is too big', {}, { detail: `size ${raw.size}` });
+  if (h.size > MAX_VIRTUAL_SIZE) throw new BlockError('EFBIG', 'Image is too big', {}, { detail: `size ${raw.size}, more than we address` });
   const needed = Number(neededBig);
-  if (h.l1Size < needed) throw einval(`L1 table is too small (l1_size ${h.l1Size}, the size ${h.size} needs ${needed})`);
-  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', `Encrypted qcow2 images are not supported (crypt_method ${h.cryptMethod})`);
+  if (h.l1Size < needed) throw einval('L1 table is too small', `l1_size ${h.l1Size}, the size ${h.size} needs ${needed}`);
+  h.refcountTableOffset = safeField(raw.refcountTableOffset, 'refcount_table_offset');
+  // Checked for check too: a huge offset is not a safe integer either way.
+  h.snapshotsOffset = safeField(raw.snapshotsOffset, 'snapshots_offset');
+  h.l1TableOffset = safeField(raw.l1TableOffset, 'l1_table_offset');
 }
 
 /**
@@ -375,7 +403,7 @@ export function serializeHeader(h: Qcow2Header): Uint8Array {
   pos += 8;
   if (h.backingFile !== undefined && h.backingFile !== '') {
     const name = enc.encode(h.backingFile);
-    if (name.length > MAX_BACKING_NAME) throw einval(`Backing file name too long (${name.length} bytes)`);
+    if (name.length > MAX_BACKING_NAME) throw einval('Backing file name too long', `${name.length} bytes`);
     if (pos + name.length > cs) throw new BlockError('EFBIG', 'Backing file name does not fit in the first cluster');
     out.set(name, pos);
     dv.setBigUint64(HDR.BACKING_FILE_OFFSET, BigInt(pos));

@@ -40,7 +40,16 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   // it, QEMU's BDRV_O_CHECK: a corrupt image may be opened read-write, and a
   // dirty one is left as it is for the check to report and repair.
   const forCheck = options.bool('x-check', false);
-  const h = parseHeader(hbuf, forCheck);
+  // QEMU reads its runtime options after the table checks and before the
+  // header extensions; the option errors show in that order.
+  let l2EntrySize = 0;
+  const h = parseHeader(hbuf, forCheck, () => {
+    const cs = 2 ** cbits;
+    l2EntrySize = options.size('l2-cache-entry-size', cs);
+    if (l2EntrySize < 512 || l2EntrySize > cs || (l2EntrySize & (l2EntrySize - 1)) !== 0) {
+      throw einval(`L2 cache entry size must be a power of two between 512 and the cluster size (${cs})`, {}, `got ${l2EntrySize}`);
+    }
+  });
   img.header = h;
   img.cbits = cbits;
   img.cs = 2 ** cbits;
@@ -59,7 +68,6 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
 
   // Options (QEMU's qcow2 runtime options).
   const l2CacheSize = options.size('l2-cache-size');
-  const l2EntrySize = options.size('l2-cache-entry-size', img.cs);
   const refCacheSize = options.size('refcount-cache-size');
   const cacheSize = options.size('cache-size');
   const cleanInterval = readCleanInterval(options);
@@ -71,9 +79,6 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   img.discardNoUnref = options.bool('discard-no-unref', false);
   checkOverlapOption(options.raw('overlap-check'));
   options.raw('encrypt');
-  if (l2EntrySize < 512 || l2EntrySize > img.cs || (l2EntrySize & (l2EntrySize - 1)) !== 0) {
-    throw einval(`L2 cache entry size must be a power of two between 512 and the cluster size (${img.cs}), got ${l2EntrySize}`);
-  }
   img.sliceBytes = l2EntrySize;
   img.sliceEntries = l2EntrySize / img.l2esz;
   const { l2Bytes, refBytes } = cacheSizes(img, l2CacheSize, refCacheSize, cacheSize);
@@ -238,7 +243,7 @@ function readCleanInterval(options: OptionReader): number {
   if (v === undefined || v === null) return 600;
   const n = typeof v === 'string' && /^\s*-?[0-9]+\s*$/.test(v) ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isInteger(n)) {
-    throw einval(`Parameter 'cache-clean-interval' expects a number, got '${String(v)}'`);
+    throw einval("Parameter 'cache-clean-interval' expects a number", {}, `got '${String(v)}'`);
   }
   // A negative number reads as a huge unsigned one in QEMU: too big as well.
   if (n < 0 || n > 0xffffffff) throw einval('Cache clean interval too big');

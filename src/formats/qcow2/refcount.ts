@@ -120,6 +120,15 @@ export function getRefcount(buf: Uint8Array, idx: number, order: number): number
   }
 }
 
+/**
+ * Entry `idx` exactly: a 64-bit refcount may exceed 2^53, where
+ * {@link getRefcount}'s number is only close (messages and repairs need it exact).
+ */
+export function getRefcountExact(buf: Uint8Array, idx: number, order: number): bigint {
+  if (order !== 6) return BigInt(getRefcount(buf, idx, order));
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(idx * 8);
+}
+
 /** Writes entry `idx` of a refcount block. */
 export function setRefcount(buf: Uint8Array, idx: number, order: number, value: number): void {
   switch (order) {
@@ -304,8 +313,18 @@ export class Refcounts {
     return getRefcount(buf, ci % this.perBlock, this.order);
   }
 
-  /** Adds `delta` to the refcount of `ci`; its block must exist. */
-  async update(ci: number, delta: number): Promise<number> {
+  /** Refcount of cluster index `ci`, exactly (see {@link getRefcountExact}). */
+  async getExact(ci: number): Promise<bigint> {
+    const buf = await this.block(this.blockOf(ci));
+    if (!buf) return 0n;
+    return getRefcountExact(buf, ci % this.perBlock, this.order);
+  }
+
+  /**
+   * Adds `delta` to the refcount of `ci`; its block must exist. Returns the
+   * new refcount (past 2^53 only close: 64-bit refcounts are summed exactly).
+   */
+  async update(ci: number, delta: number | bigint): Promise<number> {
     const rb = this.blockOf(ci);
     let buf = await this.block(rb);
     if (!buf) {
@@ -314,11 +333,12 @@ export class Refcounts {
       buf = (await this.block(rb))!;
     }
     const idx = ci % this.perBlock;
-    const old = getRefcount(buf, idx, this.order);
-    const v = old + delta;
-    if (v < 0) throw await this.host.corrupt(`Refcount of cluster ${ci} would drop below 0`);
-    if (v > maxRefcount(this.order)) throw new BlockError('EIO', `Refcount of cluster ${ci} would overflow`);
-    setRefcount(buf, idx, this.order, v);
+    const exact = getRefcountExact(buf, idx, this.order) + BigInt(delta);
+    if (exact < 0n) throw await this.host.corrupt(`Refcount of cluster ${ci} would drop below 0`);
+    if (exact > (1n << BigInt(1 << this.order)) - 1n) throw new BlockError('EIO', `Refcount of cluster ${ci} would overflow`);
+    const v = Number(exact);
+    if (this.order === 6) new DataView(buf.buffer, buf.byteOffset, buf.byteLength).setBigUint64(idx * 8, exact);
+    else setRefcount(buf, idx, this.order, v);
     this.cache.setDirty(this.table[rb]!, buf);
     if (v === 0) {
       if (ci < this.freeHint) this.freeHint = ci;

@@ -35,8 +35,8 @@ export async function readSnapshotTable(
     const nameLen = dv.getUint16(SNAP.NAME_SIZE);
     const extraLen = dv.getUint32(SNAP.EXTRA_DATA_SIZE);
     if (extraLen > MAX_SNAPSHOT_EXTRA) throw new BlockError('EFBIG', `Too much extra metadata in snapshot table entry ${i} (${extraLen} bytes)`);
-    if (l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `Snapshot L1 table too large (entry ${i}, l1_size ${l1Size})`);
-    if (l1Off % clusterSize !== 0) throw new BlockError('EINVAL', `Snapshot L1 table offset 0x${l1Off.toString(16)} invalid (entry ${i})`);
+    if (l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', 'Snapshot L1 table too large', {}, { detail: `entry ${i}, l1_size ${l1Size}` });
+    if (l1Off % clusterSize !== 0) throw new BlockError('EINVAL', 'Snapshot L1 table offset invalid', {}, { detail: `entry ${i}, 0x${l1Off.toString(16)}` });
     const varLen = extraLen + idLen + nameLen;
     if (pos + SNAP.FIXED + varLen > file.length) throw new BlockError('EINVAL', `Snapshot table entry ${i} lies beyond the end of the file`);
     const rest = new Uint8Array(varLen);
