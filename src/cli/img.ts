@@ -1337,6 +1337,8 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     }
     while (queue.length) await drainOne();
     while (writing.length) await writing.shift();
+    // Tells the format compressed writing is done (qcow2 aligns its file end).
+    if (compress) await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
     await target.flush();
   } catch (e) {
     if (e instanceof CliExit) throw e;

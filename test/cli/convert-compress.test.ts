@@ -8,10 +8,12 @@
  * -n into an image that has a backing file of its own (not a target backing
  * file for convert: zeros are written, as zero clusters or, in a v2 image,
  * as data). Same output and exit code, and the targets have the same
- * contents and the same allocation map; qemu-img check finds ours clean.
+ * contents, allocation map and file length (a compressed target's file ends
+ * on a sector boundary); qemu-img check finds ours clean.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Fixture, golden, hasQemu, theirs, words } from './harness.js';
 
@@ -89,6 +91,18 @@ describe.runIf(hasQemu())('img convert (iotest 122 cases) vs qemu-img 7.2', () =
     const chk = theirs('img', ['check', 'out.qcow2'], dir);
     expect(chk.stdout).toContain('No errors were found on the image.');
     expect(chk.code).toBe(0);
+  });
+
+  it.each(['512', '4k', '64k'])('convert -c with %s clusters leaves a file as long as qemu-img does (sector aligned)', async (cs) => {
+    const dq = fx.copy();
+    const dd = fx.copy();
+    const { ours } = await import('./harness.js');
+    const line = words(`convert -c -O qcow2 -o cluster_size=${cs} odd.raw tiny.raw out.qcow2`);
+    expect(theirs('img', line, dq).code).toBe(0);
+    expect((await ours('img', line, dd)).code).toBe(0);
+    const len = (d: string) => statSync(join(d, 'out.qcow2')).size;
+    expect(len(dd)).toBe(len(dq));
+    expect(len(dd) % 512).toBe(0);
   });
 
   const refused = [
