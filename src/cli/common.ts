@@ -3,7 +3,7 @@
  * ends a command with an exit code, and turning block-layer errors into the
  * one-line messages qemu-img / qemu-io print.
  */
-import { BlockError, STRERROR, toBlockError } from '../core/errors.js';
+import { STRERROR, toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import { ReqFlag } from '../core/driver.js';
 

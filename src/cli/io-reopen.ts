@@ -3,17 +3,20 @@
  * checks them: the generic flags (read-only, auto-read-only, cache.direct,
  * cache.no-flush) must be booleans; a key naming a child (`file.x`) is the
  * child's option `x`; driver, node-name and filename may only be given with
- * their current values; any other key is "Cannot change the option". The
- * block layer's reopen changes only read-only / read-write, so qcow2 options
- * QEMU can change at run time (lazy-refcounts, cache sizes, ...) are refused
- * after their values are checked, never silently ignored. auto-read-only,
+ * their current values; any other key is "Cannot change the option". Of the
+ * qcow2 options QEMU can change at run time, lazy-refcounts is handed to the
+ * driver's reopen; the others (cache sizes, ...) are refused after their
+ * values are checked, never silently ignored. auto-read-only,
  * cache.direct and cache.no-flush are accepted and change nothing (as -c:
  * Node has no O_DIRECT).
  */
 import type { BlockNode } from '../core/node.js';
 
 /** What the options ask for, or the message to print. */
-export type ReopenPlan = { ok: true; readOnly?: boolean } | { ok: false; message: string };
+export type ReopenPlan = { ok: true; readOnly?: boolean; options: Record<string, string> } | { ok: false; message: string };
+
+/** qcow2 options the driver's reopen changes (formats/qcow2/reopen.ts). */
+const QCOW2_REOPENABLE = new Set(['lazy-refcounts']);
 
 const GENERIC_BOOLS = ['read-only', 'auto-read-only', 'cache.direct', 'cache.no-flush'];
 
@@ -44,26 +47,35 @@ export function planReopen(node: BlockNode, opts: Record<string, string>, flagRe
   for (const k of GENERIC_BOOLS) {
     if (k in opts && !isBool(opts[k]!)) return { ok: false, message: `Parameter '${k}' expects 'on' or 'off'` };
   }
+  const options: Record<string, string> = {};
   for (const [key, value] of Object.entries(opts)) {
     if (GENERIC_BOOLS.includes(key)) continue;
     const r = checkKey(node, key, value);
-    if (r) return { ok: false, message: r };
+    if (r === 'reopenable') options[key] = value;
+    else if (r) return { ok: false, message: r };
   }
   // -r drops qemu-io's write permission; the read-only option alone does not, so it conflicts with it.
   if (opts['read-only'] === 'on' && !node.readOnly) {
     return { ok: false, message: `Read-only block node '${node.nodeName}' cannot support read-write users` };
   }
   const readOnly = 'read-only' in opts ? opts['read-only'] === 'on' : flagReadOnly;
-  return readOnly === undefined ? { ok: true } : { ok: true, readOnly };
+  return readOnly === undefined ? { ok: true, options } : { ok: true, readOnly, options };
 }
 
-/** The message for one key of a node (or a child's), or null when it may stay. */
+/**
+ * The message for one key of a node (or a child's), null when it may stay,
+ * or 'reopenable' for a driver option of the node itself that the reopen changes.
+ */
 function checkKey(node: BlockNode, key: string, value: string): string | null {
   const dot = key.indexOf('.');
   if (dot > 0) {
     const child = node.children.find((c) => c.name === key.slice(0, dot));
     // cache.* and overlap-check.* belong to the node itself.
-    if (child) return checkKey(child.node, key.slice(dot + 1), value);
+    if (child) {
+      const r = checkKey(child.node, key.slice(dot + 1), value);
+      // The reopen hands options to the named node's driver only.
+      return r === 'reopenable' ? `Changing '${key}' on reopen is not supported (only the image's own options change)` : r;
+    }
   }
   const unchanged = (current: string) => (value === current ? null : `Cannot change the option '${key}'`);
   if (key === 'driver') return unchanged(node.driver.name);
@@ -74,5 +86,6 @@ function checkKey(node: BlockNode, key: string, value: string): string | null {
   if (!type) return `Cannot change the option '${key}'`;
   if (type === 'bool' && !isBool(value)) return `Parameter '${key}' expects 'on' or 'off'`;
   if (type === 'number' && !/^[0-9]+$/.test(value)) return `Parameter '${key}' expects a number`;
+  if (QCOW2_REOPENABLE.has(key)) return 'reopenable';
   return `Changing '${key}' on reopen is not supported (the reopen changes only read-only / read-write)`;
 }

@@ -874,7 +874,7 @@ async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
     await bb.close();
     s.bb = null;
     try {
-      await s.graph.reopen([{ node, readOnly }]);
+      await s.graph.reopen([{ node, readOnly, options: plan.options }]);
     } catch (e) {
       s.err(`${PROG}: ${errText(e)}\n`);
       s.bb = await BlockBackend.attach(s.graph, node, { name: '', writeThrough: bb.writeThrough });

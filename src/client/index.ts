@@ -38,7 +38,7 @@ import type {
   StorageReport,
 } from './protocol.js';
 import { installErrorTransfer } from './transfer.js';
-import { BlockError, type ErrorCode, type ErrorContext } from '../core/errors.js';
+import { BlockError, type ErrorCode } from '../core/errors.js';
 
 export * from './protocol.js';
 export type { BlockWorkerApi, DiskApi, ProgressFn, StopEvent } from './api.js';

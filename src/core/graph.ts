@@ -509,13 +509,14 @@ export class BlockGraph {
   }
 
   /**
-   * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple). Each
+   * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple),
+   * handing each named node's driver the `options` to change. Each
    * node's `file`/`data-file` subtree follows; backing files keep their state.
    * Prepare runs for every node, then the permission check; any failure
    * aborts everything and leaves the graph as it was. Then each driver's
    * reopenCommitPost runs; its failure is thrown, but the reopen stays.
    */
-  async reopen(entries: Array<{ node: BlockNode; readOnly: boolean }>): Promise<void> {
+  async reopen(entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>): Promise<void> {
     const wanted = new Map<BlockNode, boolean>();
     const addSubtree = (n: BlockNode, ro: boolean) => {
       if (wanted.has(n)) return;
@@ -523,7 +524,9 @@ export class BlockGraph {
       for (const c of n.children) if (!(c.role & ChildRole.COW)) addSubtree(c.node, ro);
     };
     for (const e of entries) addSubtree(e.node, e.readOnly);
-    const states = [...wanted].map(([node, readOnly]) => ({ node, readOnly, options: {} as Record<string, unknown> }));
+    // Driver options go to the named node only (its subtree keeps its own).
+    const options = new Map(entries.map((e) => [e.node, e.options ?? {}]));
+    const states = [...wanted].map(([node, readOnly]) => ({ node, readOnly, options: options.get(node) ?? {} }));
     // Data must be on disk before a node stops being writable.
     for (const s of states) if (s.readOnly && !s.node.readOnly) await flush(s.node);
     const prepared: typeof states = [];

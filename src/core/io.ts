@@ -314,7 +314,16 @@ export async function pwritev(
   const node = child.node;
   checkRequest(node, offset, bytes);
   checkBuffer(node, buf, bytes, offset);
-  if (bytes === 0) return;
+  if (bytes === 0) {
+    // An empty compressed write tells the format that compressed writing is
+    // done (QEMU's end of a convert -c): it may tidy its file's end.
+    if (flags & ReqFlag.COMPRESSED && node.instance.pwritev) {
+      checkNotClosed(node);
+      checkWritable(child, flags, offset);
+      await node.instance.pwritev(offset, 0, buf, ReqFlag.COMPRESSED);
+    }
+    return;
+  }
   checkNotClosed(node);
   checkWritable(child, flags, offset);
   if (node.detectZeroes !== 'off' && !(flags & ReqFlag.COMPRESSED) && isZeroBuffer(buf.subarray(0, bytes))) {

@@ -4,8 +4,7 @@
 import { Buffer } from 'node:buffer';
 import { BlockBackend } from '../../core/backend.js';
 import { BlockError } from '../../core/errors.js';
-import { ReqFlag, Status } from '../../core/driver.js';
-import { blockStatusAbove, cowChild } from '../../core/block-status.js';
+import { ReqFlag } from '../../core/driver.js';
 import { createImage } from '../../core/create.js';
 import { isZeroBuffer, zeroRunLength } from '../../core/zero-detect.js';
 import { isValidOptionList } from '../qemu-opts.js';
@@ -14,17 +13,11 @@ import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } fro
 import { printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 import { useWasmZero } from './zero.js';
+import { convertTasks, readSources, type ConvertTask } from './convert-tasks.js';
 
 // convert
 
-/** One piece of a convert: what a range of a source holds and where it goes. */
-interface ConvertTask {
-  src: number;
-  srcOffset: number;
-  dstOffset: number;
-  length: number;
-  kind: 'data' | 'zero' | 'backing';
-}
+const CONCAT_BACKING = 'Having a backing file for the target makes no sense when concatenating multiple input images';
 
 export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   const { opts, operands } = parseOpts(args, 'hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:', [
@@ -132,6 +125,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       values.set('backing_file', outBase);
       if (backingFmt) values.set('backing_fmt', backingFmt);
     }
+    if (srcs.length > 1 && values.has('backing_file')) fail(CONCAT_BACKING);
     // -B or -o backing_file: the format must be given too (-F or -o backing_fmt), as in QEMU 7.2.
     if (values.has('backing_file') && !values.has('backing_fmt')) fail('Use of backing file requires explicit backing format');
     if (values.has('backing_file') && outBase === undefined) {
@@ -145,6 +139,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
       fail(`${outFilename}: error while converting ${targetFmt}: ${errText(e)}`);
     }
   }
+  if (skipCreate && srcs.length > 1 && outBase !== undefined) fail(CONCAT_BACKING);
   const target = await ctx.open(outFilename, skipCreate ? outFmt : targetFmt, { readOnly: false, cache: targetCache });
   const tnode = formatNode(target.node);
   if (compress && !supportsCompressed(tnode)) {
@@ -153,50 +148,13 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   if (skipCreate && target.length < total) {
     fail(`Image is too small for the given data (${target.length} < ${total})`);
   }
-  const targetHasBacking = !!tnode.backing || outBase !== undefined;
+  // As in QEMU, only -B / -o backing_file count: a -n target's own backing file does not.
+  const targetHasBacking = outBase !== undefined;
   const zeroInit = targetIsZero || (minSparse !== 0 && !skipCreate && !targetHasBacking && (tnode.instance.hasZeroInit?.() ?? false));
   const clusterSize = tnode.instance.getInfo?.()?.clusterSize ?? 0;
   const chunkSize = compress && clusterSize ? clusterSize : IO_BUF_SIZE;
 
-  // Task producer: walks the sources with block status, cut like
-  // convert_iteration_sectors (data in buffer-sized pieces, whole clusters
-  // when compressing).
-  const clusterForCompress = compress && clusterSize ? clusterSize : 0;
-  async function* tasks(): AsyncGenerator<ConvertTask> {
-    let dst = 0;
-    for (let i = 0; i < srcs.length; i++) {
-      const node = srcs[i]!.node;
-      const size = sizes[i]!;
-      let off = 0;
-      let runEnd = 0;
-      let runKind: ConvertTask['kind'] = 'data';
-      while (off < size) {
-        if (runEnd <= off) {
-          // With a backing file for the target, only what the source has above its own backing is copied.
-          const st = await blockStatusAbove(node, targetHasBacking ? cowChild(node) : undefined, true, off, size - off);
-          const n = st.pnum > 0 ? st.pnum : size - off;
-          if (targetHasBacking && !(st.status & Status.ALLOCATED)) runKind = 'backing';
-          else if (st.status & Status.ZERO) runKind = 'zero';
-          else runKind = 'data';
-          runEnd = off + n;
-        }
-        let n = runEnd - off;
-        let kind = runKind;
-        if (kind === 'data' || (kind === 'zero' && minSparse === 0)) n = Math.min(n, chunkSize);
-        if (clusterForCompress) {
-          if (n < clusterForCompress) {
-            n = Math.min(clusterForCompress, size - off);
-            kind = 'data';
-          } else {
-            n -= n % clusterForCompress;
-          }
-        }
-        yield { src: i, srcOffset: off, dstOffset: dst + off, length: n, kind };
-        off += n;
-      }
-      dst += size;
-    }
-  }
+  const tasks = () => convertTasks({ srcs, sizes, chunkSize, compressCluster: compress ? clusterSize : 0, fullyAllocate: minSparse === 0, targetHasBacking });
   // Progress counts the bytes that will be copied as data (QEMU's allocated_sectors).
   let allocatedTotal = 0;
   if (progress) {
@@ -208,14 +166,15 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   const writeRange = async (t: ConvertTask, buf: Uint8Array | null) => {
     if (t.kind === 'backing') return;
     if (t.kind === 'zero') {
-      // -S 0 asks for a fully allocated target: zeros are written as data.
-      if (minSparse === 0 && !compress) await target.write(t.dstOffset, new Uint8Array(t.length));
+      // -S 0 asks for a fully allocated target: zeros are written as data (compressed with -c).
+      if (minSparse === 0) await target.write(t.dstOffset, new Uint8Array(t.length), compress ? ReqFlag.COMPRESSED : 0);
       else if (!zeroInit) await target.writeZeroes(t.dstOffset, t.length, ReqFlag.MAY_UNMAP);
       return;
     }
     if (compress) {
       // The installed detector checks buffers in the module's memory in place.
-      if (isZeroBuffer(buf!)) {
+      // -S 0 writes zero clusters compressed too.
+      if (minSparse !== 0 && isZeroBuffer(buf!)) {
         if (!zeroInit) await target.writeZeroes(t.dstOffset, t.length, ReqFlag.MAY_UNMAP);
         return;
       }
@@ -301,10 +260,10 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   };
   const readTask = async (t: ConvertTask): Promise<Uint8Array> => {
     const buf = takeBuffer(t.length);
-    await srcs[t.src]!.pread(t.srcOffset, buf);
+    await readSources(srcs, sizes, t.dstOffset, buf);
     // A view into WASM memory is detached if that memory grew meanwhile: never let that
     // pass as a read of nothing.
-    if (buf.byteLength !== t.length) throw new BlockError('EIO', `read buffer for ${t.length} bytes at ${t.srcOffset} was detached (WASM memory grew)`);
+    if (buf.byteLength !== t.length) throw new BlockError('EIO', `read buffer for ${t.length} bytes at ${t.dstOffset} was detached (WASM memory grew)`);
     return buf;
   };
   const queue: Array<{ t: ConvertTask; p: Promise<Uint8Array | null> }> = [];
@@ -317,7 +276,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     try {
       buf = await p;
     } catch (e) {
-      fail(`error while reading at byte ${t.srcOffset}: ${strerror(e)}`);
+      fail(`error while reading at byte ${t.dstOffset}: ${strerror(e)}`);
     }
     const w = writeRange(t, buf).then(
       () => {
@@ -344,6 +303,8 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     }
     while (queue.length) await drainOne();
     while (writing.length) await writing.shift();
+    // Tells the format compressed writing is done (qcow2 aligns its file end).
+    if (compress) await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
     await target.flush();
   } catch (e) {
     if (e instanceof CliExit) throw e;

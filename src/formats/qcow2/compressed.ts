@@ -75,13 +75,22 @@ export async function readCompressed(img: Qcow2Image, run: Run, offset: number, 
 }
 
 /**
- * Writes whole clusters compressed (the last one may end at the image end).
+ * Writes whole clusters compressed (the last one may end at the image end);
+ * an empty write ends compressed writing (the file is aligned to sectors).
  * Clusters that do not shrink are written normally, as QEMU does; a cluster
  * that is already allocated is refused (compression never overwrites).
  */
 export async function writeCompressed(img: Qcow2Image, offset: number, bytes: number, buf: Uint8Array): Promise<void> {
   const cs = img.cs;
   if (img.hasDataFile) throw new BlockError('ENOTSUP', 'Compression is not supported with an external data file');
+  if (bytes === 0) {
+    // The end of compressed writing: as QEMU does, the file is made a whole
+    // number of sectors long (compressed data ends anywhere), for readers
+    // that work in sectors.
+    const len = img.file.length;
+    if (len % 512 !== 0) await img.whenIdle(() => img.file.truncate(Math.ceil(len / 512) * 512, false, 'off'));
+    return;
+  }
   if (offset % cs !== 0) throw einval(`Compressed writes must be cluster aligned (offset ${offset})`);
   if (bytes % cs !== 0 && offset + bytes !== img.header.size) {
     throw einval(`Compressed writes must cover whole clusters (offset ${offset}, ${bytes} bytes)`);

@@ -185,19 +185,34 @@ export function freeEntry(img: Qcow2Image, e: RawEntry, ct: ClusterType, discard
 }
 
 /**
+ * Whether refcount blocks may stay unwritten on a flush: while the dirty bit
+ * is set (lazy refcounts) the on-disk refcounts are rebuilt after a crash
+ * anyway, so as in QEMU only a clean close (or a switch away from lazy
+ * refcounts) writes them, before it clears the bit.
+ */
+export function refcountsMayLag(img: Qcow2Image): boolean {
+  return (img.header.incompatible & INCOMPAT.DIRTY) !== 0n;
+}
+
+/**
  * Makes queued frees durable: L2 tables first, then the decremented refcounts.
  * Frees of clusters that reads in flight may still use stay queued
  * (read-gate.ts), unless `all`, which waits for those reads first (image-wide
  * operations: reads never wait for the lock, so waiting under it is safe).
+ * `lazy` (a guest flush or an early flush of frees) leaves the refcount
+ * blocks in their cache while {@link refcountsMayLag}.
  */
-export async function flushAll(img: Qcow2Image, all = false): Promise<void> {
+export async function flushAll(img: Qcow2Image, all = false, lazy = false): Promise<void> {
   if (all) await img.readers.whenPassed(img.refs.newestPendingStamp);
   await img.l2cache.flush();
+  // Decrements may then stay in the cache: the L2 tables that dropped the
+  // references are written above, so the order still holds on disk.
+  const writeRefs = !(lazy && refcountsMayLag(img));
   if (img.refs.pendingCount > 0) {
     await img.file.flush();
     const freed = await img.refs.applyFrees();
     for (const c of freed) img.l2cache.forgetRange(c * img.cs, (c + 1) * img.cs);
-    await img.refs.flushCache();
+    if (writeRefs) await img.refs.flushCache();
     if (img.discardAfterFree.size > 0) {
       await img.file.flush();
       const set = img.discardAfterFree;
@@ -215,7 +230,7 @@ export async function flushAll(img: Qcow2Image, all = false): Promise<void> {
         }
       }
     }
-  } else {
+  } else if (writeRefs) {
     await img.refs.flushCache();
   }
 }
@@ -339,7 +354,7 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
         if (p.freeOld) freeEntry(img, p.old, p.ct, img.passDiscardOther);
       }
       img.l2cache.setDirty(sliceOff, buf);
-      if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img);
+      if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img, false, true);
     });
   } finally {
     // On failure the new clusters stay allocated but unreferenced: a leak, never a corruption.

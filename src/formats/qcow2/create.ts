@@ -226,6 +226,19 @@ export function buildEmptyImage(p: Qcow2CreateParams): Uint8Array {
   return out;
 }
 
+/**
+ * Length of a new image file: {@link buildEmptyImage}'s bytes up to the end
+ * of the L1 table's entries (QEMU writes only those), or all of them when
+ * there is no L1 table.
+ */
+export function emptyImageEnd(p: Qcow2CreateParams, built: number): number {
+  const l2Entries = p.clusterSize / (p.extendedL2 ? 16 : 8);
+  const l1Size = Math.ceil(p.size / (p.clusterSize * l2Entries));
+  if (l1Size === 0) return built;
+  const l1Clusters = Math.ceil((l1Size * 8) / p.clusterSize);
+  return built - l1Clusters * p.clusterSize + l1Size * 8;
+}
+
 export async function createQcow2(ctx: CreateContext): Promise<void> {
   const p = readCreateOptions(ctx.options, true);
   // Options of the image file's protocol, which QEMU hands down to it; Node
@@ -245,6 +258,9 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
     }
   }
   p.size = Math.ceil(p.size / 512) * 512;
+  // data_file_raw promises the data file reads as the image on its own, so
+  // QEMU maps it 1:1 from the start: metadata preallocation at least.
+  if (p.dataFileRaw && p.prealloc === 'off') p.prealloc = 'metadata';
   const proto = graph.protocolFor(ctx.filename);
   if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
   await proto.create({ ...ctx, options: new OptionReader({ size: 0 }, `Block protocol '${proto.name}'`) });
@@ -260,14 +276,17 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
     const { BlockBackend } = await import('../../core/backend.js');
     const bb = await BlockBackend.attach(graph, fileNode);
     try {
-      await bb.truncate(bytes.length);
+      // The file ends where QEMU's does: after the L1 table's entries, not
+      // its whole cluster (the rest of that cluster reads as zeros anyway).
+      const end = emptyImageEnd(p, bytes.length);
+      await bb.truncate(end);
       // In QEMU's order, with its messages, so a full disk fails the same way:
       // the header cluster, the refcount table and block, then the L1 table.
       const cs = p.clusterSize;
       const steps: Array<[number, number, string]> = [
         [0, cs, 'Could not write qcow2 header'],
-        [cs, 3 * cs, 'Could not write refcount table'],
-        [3 * cs, bytes.length, 'Could not resize image: Failed to grow the L1 table'],
+        [cs, Math.min(3 * cs, end), 'Could not write refcount table'],
+        [3 * cs, end, 'Could not resize image: Failed to grow the L1 table'],
       ];
       for (const [from, to, what] of steps) {
         if (to <= from) continue;
@@ -297,7 +316,8 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
           throw toBlockError(e).withPrefix('Could not resize image');
         });
       }
-      if (p.dataFileRaw && p.prealloc === 'off') await bb.node.children.find((c) => c.name === 'data-file')?.truncate(p.size, false, 'off');
+      // Without preallocation QEMU's resize to the virtual size also sizes the data file.
+      if (p.prealloc === 'off') await bb.node.children.find((c) => c.name === 'data-file')?.truncate(p.size, false, 'off');
       await bb.flush();
     } finally {
       await bb.close();

@@ -53,6 +53,7 @@ import { writeCompressed } from './compressed.js';
 import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
+import { commitReopen, prepareReopen } from './reopen.js';
 
 export type { Run } from './lookup.js';
 
@@ -192,6 +193,15 @@ export class Qcow2Image implements DriverInstance {
     }
   }
 
+  /** Marks the image clean before it turns read-only or stops using lazy refcounts (reopen.ts). */
+  reopenPrepare(state: ReopenState): Promise<void> {
+    return prepareReopen(this, state);
+  }
+
+  reopenCommit(state: ReopenState): void {
+    commitReopen(this, state);
+  }
+
   /**
    * After a reopen to read-write, marks the persistent bitmaps in use on
    * disk, as a read-write open does: our writes do not update them. On
@@ -284,7 +294,7 @@ export class Qcow2Image implements DriverInstance {
 
   async flushToOs(): Promise<void> {
     if (this.readOnly || !this.refs) return;
-    await this.lock.run(() => flushAll(this));
+    await this.lock.run(() => flushAll(this, false, true));
   }
 
   async pwritev(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {

@@ -138,7 +138,7 @@ export async function zeroize(img: Qcow2Image, offset: number, bytes: number, fl
     if (changed) img.l2cache.setDirty(sliceOff, buf);
     pos = Math.min(end, (ci + n) * cs);
   }
-  if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img);
+  if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img, false, true);
 }
 
 /** Releases a host cluster (QEMU's qcow2_free_any_cluster): refcounted, or a discard in the data file. */
@@ -199,5 +199,5 @@ export async function discardRange(img: Qcow2Image, offset: number, bytes: numbe
     if (changed) img.l2cache.setDirty(sliceOff, buf);
     pos = Math.min(end, (ci + n) * cs);
   }
-  if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img);
+  if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img, false, true);
 }
