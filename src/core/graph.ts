@@ -297,13 +297,17 @@ export class BlockGraph {
     }
     let options: BlockOptions;
     let backingName: string | undefined;
-    if (ref) {
+    const named = node.instance.backingFile?.();
+    if (ref && namesItsFile(ref)) {
+      options = ref;
+    } else if (named && named.filename !== '') {
+      // As QEMU: options given for the backing child still open the file the image names.
+      backingName = named.filename;
+      options = this.mergeBackingOptions(this.resolveBacking(node, named.filename, named.format), ref ?? {});
+    } else if (ref) {
       options = ref;
     } else {
-      const named = node.instance.backingFile?.();
-      if (!named || named.filename === '') return;
-      backingName = named.filename;
-      options = this.resolveBacking(node, named.filename, named.format);
+      return;
     }
     if (depth + 1 >= this.backingPolicy.maxDepth) {
       throw new BackingLoopError(
@@ -374,6 +378,29 @@ export class BlockGraph {
       );
     }
     return options;
+  }
+
+  /**
+   * Puts options the user gave for a backing child (`backing.node-name=x`,
+   * `backing.driver=qcow2`) over the options resolved from the name stored in
+   * the image. A protocol driver given for the backing child opens the named
+   * file directly, without a format layer.
+   */
+  private mergeBackingOptions(resolved: BlockOptions, given: BlockOptions): BlockOptions {
+    const driver = typeof given.driver === 'string' && this.drivers.get(given.driver);
+    if (driver && driver.kind === 'protocol') {
+      let proto: BlockOptions = resolved;
+      for (let i = 0; i < 16 && isOptionsObject(proto.file); i++) proto = proto.file;
+      const { driver: _drop, ...protoRest } = proto;
+      void _drop;
+      return { ...protoRest, ...given };
+    }
+    const merged: BlockOptions = { ...resolved, ...given };
+    if (given.driver === undefined) merged.driver = resolved.driver;
+    if (merged.driver === undefined) delete merged.driver;
+    if (isOptionsObject(given.file) && isOptionsObject(resolved.file)) merged.file = { ...resolved.file, ...given.file };
+    else if (given.file === undefined && resolved.file !== undefined) merged.file = resolved.file;
+    return merged;
   }
 
   /** Applies the driver's limits merged with the children's. */
@@ -626,16 +653,23 @@ export function joinRelative(base: string, rel: string): string {
   return slash < 0 ? rel : base.slice(0, slash + 1) + rel;
 }
 
+function isOptionsObject(v: unknown): v is BlockOptions {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Whether backing options name their own file (QEMU: `filename` or `file.filename`), so the image's name is not used. */
+function namesItsFile(ref: BlockOptions): boolean {
+  if (typeof ref.filename === 'string') return true;
+  return isOptionsObject(ref.file) && typeof ref.file.filename === 'string';
+}
+
 function findProtocolName(options: BlockOptions, graph: BlockGraph): string | undefined {
   let o: BlockOptions | undefined = options;
   for (let i = 0; i < 16 && o; i++) {
     const d = typeof o.driver === 'string' ? o.driver : undefined;
     if (d) {
-      try {
-        if (graph.getDriver(d).kind === 'protocol') return d;
-      } catch {
-        return d;
-      }
+      // An unknown driver is reported as such when the node opens, not taken for a protocol.
+      if (graph.listDrivers().some((x) => x.name === d && x.kind === 'protocol')) return d;
     }
     const f: unknown = o.file;
     if (typeof f === 'object' && f !== null && !Array.isArray(f)) o = f as BlockOptions;
