@@ -94,3 +94,16 @@ export async function readHostFile(path: string): Promise<Uint8Array> {
 export function supportsCompressed(node: BlockNode): boolean {
   return !!((node.instance.supportedWriteFlags ?? 0) & ReqFlag.COMPRESSED) || node.driver.name === 'qcow2';
 }
+
+/**
+ * A node's generic info, or null when its driver has none (getInfo throws
+ * ENOTSUP, as QEMU's bdrv_get_info fails for the null and host_cdrom drivers).
+ */
+export function driverInfo(node: BlockNode): ReturnType<NonNullable<BlockNode['instance']['getInfo']>> | null {
+  try {
+    return node.instance.getInfo?.();
+  } catch (e) {
+    if (toBlockError(e).code === 'ENOTSUP') return null;
+    throw e;
+  }
+}

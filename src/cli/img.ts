@@ -20,7 +20,7 @@ import { createNodeGraph } from '../node.js';
 import { getopt, type LongOption, type OptResult } from './getopt.js';
 import { cFixed, hexAlt, parseSizeQemu, toQemuJson, type JsonValue } from './format.js';
 import { boolValue, checkOptionValue, isHexWithSuffix, isValidOptionList, OptsError, parseOptionList } from './qemu-opts.js';
-import { CliExit, type CliIo, errText, formatNode, needsProbeWarning, probedRawWarning, strerror, parseCacheMode, supportsCompressed } from './common.js';
+import { CliExit, type CliIo, driverInfo, errText, formatNode, needsProbeWarning, probedRawWarning, strerror, parseCacheMode, supportsCompressed } from './common.js';
 import { dumpImageInfo, dumpSnapshots, type ImageInfo, type SnapshotJson } from './info-dump.js';
 
 const PROG = 'diskworker img';
@@ -265,11 +265,11 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   const inst = node.instance;
   const name = imageFilename(ctx, node, filename);
   const info: ImageInfo = { 'virtual-size': node.length, filename: name, format: node.driver.name };
-  const gi = inst.getInfo?.();
+  const gi = driverInfo(node);
   if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
   const actual = await allocatedSize(node);
   if (actual !== undefined) info['actual-size'] = actual;
-  info['dirty-flag'] = gi?.dirty ?? false;
+  if (gi !== null) info['dirty-flag'] = gi?.dirty ?? false;
   const bf = inst.backingFile?.();
   if (bf) {
     info['backing-filename'] = bf.filename;
@@ -1188,7 +1188,7 @@ async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   }
   const targetHasBacking = !!tnode.backing || outBase !== undefined;
   const zeroInit = targetIsZero || (minSparse !== 0 && !skipCreate && !targetHasBacking && (tnode.instance.hasZeroInit?.() ?? false));
-  const clusterSize = tnode.instance.getInfo?.()?.clusterSize ?? 0;
+  const clusterSize = driverInfo(tnode)?.clusterSize ?? 0;
   const chunkSize = compress && clusterSize ? clusterSize : IO_BUF_SIZE;
 
   // Task producer: walks the sources with block status, cut like

@@ -166,6 +166,27 @@ export class BlockGraph {
     return this.getDriver(this.defaultProtocol);
   }
 
+  /**
+   * The protocol driver that opens a filename: its prefix's driver, else the
+   * driver whose {@link BlockDriver.probeDevice} scores highest (a host
+   * device), else the default protocol.
+   */
+  async protocolForOpen(filename: string): Promise<BlockDriver> {
+    const byName = this.protocolFor(filename);
+    if (byName.name !== this.defaultProtocol || filename.startsWith('file:')) return byName;
+    let best: BlockDriver = byName;
+    let bestScore = 0;
+    for (const d of this.drivers.values()) {
+      if (d.kind !== 'protocol' || !d.probeDevice || (d.isAvailable && !d.isAvailable())) continue;
+      const score = await d.probeDevice(filename);
+      if (score > bestScore) {
+        best = d;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
   /** @internal Opens one node (and, through its driver, its children). */
   async openNode(input: BlockOptions, ctx: OpenContext = {}): Promise<BlockNode> {
     let options: BlockOptions = { ...input };
@@ -184,12 +205,12 @@ export class BlockGraph {
         );
       }
       if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.probing) {
-        options.driver = this.protocolFor(String(options.filename ?? '')).name;
+        options.driver = (await this.protocolForOpen(String(options.filename ?? ''))).name;
       } else {
         const { filename, file, ...formatOpts } = options;
         const protoOpts: BlockOptions = { ...(fileObj ?? {}) };
         if (typeof filename === 'string') protoOpts.filename = filename;
-        if (protoOpts.driver === undefined) protoOpts.driver = this.protocolFor(String(protoOpts.filename ?? '')).name;
+        if (protoOpts.driver === undefined) protoOpts.driver = (await this.protocolForOpen(String(protoOpts.filename ?? ''))).name;
         void file;
         return this.openProbed(protoOpts, formatOpts, ctx);
       }
@@ -366,10 +387,13 @@ export class BlockGraph {
       let filename = name;
       if (!explicitPrefix) filename = joinRelative(base.filename, name);
       // Without backing_fmt the driver stays unset and the format is probed, as QEMU does.
-      options = { driver: format, file: { driver: explicitPrefix ? proto.name : baseProto, filename } };
+      // A local name may be a file or a host device: the protocol is probed when it opens.
+      const fileDriver = explicitPrefix ? proto.name : this.isLocalProtocol(baseProto) ? undefined : baseProto;
+      options = { driver: format, file: fileDriver === undefined ? { filename } : { driver: fileDriver, filename } };
     }
     const wanted = findProtocolName(options, this) ?? baseProto;
-    if (wanted !== baseProto && !this.backingPolicy.allowedProtocols.includes(wanted)) {
+    const sameFamily = wanted === baseProto || (this.isLocalProtocol(wanted) && this.isLocalProtocol(baseProto));
+    if (!sameFamily && !this.backingPolicy.allowedProtocols.includes(wanted)) {
       throw new BlockError(
         'EACCES',
         `Backing file '${name}' of node '${image.nodeName}' is on protocol '${wanted}' while the image is on ` +
@@ -401,6 +425,11 @@ export class BlockGraph {
     if (isOptionsObject(given.file) && isOptionsObject(resolved.file)) merged.file = { ...resolved.file, ...given.file };
     else if (given.file === undefined && resolved.file !== undefined) merged.file = resolved.file;
     return merged;
+  }
+
+  /** The default protocol and the device protocols probed in its place share one namespace. */
+  private isLocalProtocol(name: string): boolean {
+    return name === this.defaultProtocol || !!this.drivers.get(name)?.probeDevice;
   }
 
   /** Applies the driver's limits merged with the children's. */

@@ -13,12 +13,14 @@ import type { FileHandle } from 'node:fs/promises';
 
 type FsPromises = typeof import('node:fs/promises');
 let fsp: FsPromises | null = null;
-async function fs(): Promise<FsPromises> {
+/** node:fs/promises, imported when first needed (this module loads in browsers too). */
+export async function fs(): Promise<FsPromises> {
   fsp ??= await import('node:fs/promises');
   return fsp;
 }
 
-function openError(e: unknown, filename: string): BlockError {
+/** An open failure as file-posix words it: "Could not open 'x': <errno text>". */
+export function openError(e: unknown, filename: string): BlockError {
   const err = toBlockError(e);
   const text = (e as { code?: unknown } | null)?.code === 'EISDIR' ? 'Is a directory' : (STRERROR[err.code] ?? err.message);
   return new BlockError(err.code, `Could not open '${filename}': ${text}`, {}, { cause: e });
@@ -34,11 +36,12 @@ function ioError(e: unknown, offset: number): BlockError {
   return new BlockError(err.code, STRERROR[err.code] ?? err.message, { offset }, { cause: e });
 }
 
-class NodeFileInstance implements DriverInstance {
+/** An open regular file; src/protocols/node-device.ts serves devices with a subclass. */
+export class NodeFileInstance implements DriverInstance {
   constructor(
     private fh: FileHandle,
-    private size: number,
-    private readonly filename: string,
+    protected size: number,
+    protected readonly filename: string,
   ) {}
   readonly supportedWriteFlags = 0;
 
@@ -206,7 +209,8 @@ export const nodeFileDriver = {
     }
     try {
       const st = await fh.stat();
-      if (st.isDirectory()) throw einval(`'file' driver requires '${filename}' to be a regular file`);
+      // Devices have their own drivers (host_device, host_cdrom), as in file-posix.
+      if (!st.isFile()) throw einval(`'file' driver requires '${filename}' to be a regular file`);
       return new NodeFileInstance(fh, st.size, filename);
     } catch (e) {
       await fh.close();
