@@ -324,6 +324,11 @@ export class BlockGraph {
     } else if (named && named.filename !== '') {
       // As QEMU: options given for the backing child still open the file the image names.
       backingName = named.filename;
+      try {
+        this.checkProtocolName(named.filename);
+      } catch (e) {
+        throw toBlockError(e).withPrefix('Could not open backing file');
+      }
       options = this.mergeBackingOptions(this.resolveBacking(node, named.filename, named.format), ref ?? {});
     } else if (ref) {
       options = ref;
@@ -382,6 +387,8 @@ export class BlockGraph {
     if (name.startsWith('json:')) {
       options = parseJsonFilename(name);
     } else {
+      // A colon before any slash names a protocol, as for names given by the user.
+      this.checkProtocolName(name);
       const proto = this.protocolFor(name);
       const explicitPrefix = proto.protocolPrefixes?.some((p) => name.startsWith(p)) ?? false;
       let filename = name;

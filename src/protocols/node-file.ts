@@ -160,6 +160,17 @@ export class NodeFileInstance implements DriverInstance {
   }
 }
 
+/**
+ * The path in a `file:` filename. What follows the prefix is the path, colons
+ * included; a colon before any slash would read as a protocol again, so such
+ * a path gets "./" in front (as QEMU's file driver does).
+ */
+export function parseFileName(filename: string): string {
+  if (!filename.startsWith('file:')) return filename;
+  const path = filename.slice(5);
+  return /^[^/]*:/.test(path) ? `./${path}` : path;
+}
+
 async function createFile(ctx: CreateContext): Promise<void> {
   const size = ctx.options.size('size', 0);
   const prealloc = ctx.options.choice('preallocation', ['off', 'falloc', 'full'] as const, 'off');
@@ -167,14 +178,16 @@ async function createFile(ctx: CreateContext): Promise<void> {
   ctx.options.bool('nocow');
   checkExtentSizeHint(ctx.options.size('extent_size_hint'));
   ctx.options.finish();
+  // QEMU's file create skips the prefix and takes the rest as it is.
+  const filename = ctx.filename.startsWith('file:') ? ctx.filename.slice(5) : ctx.filename;
   const f = await fs();
   let fh: FileHandle;
   try {
-    fh = await f.open(ctx.filename, 'w+');
+    fh = await f.open(filename, 'w+');
   } catch (e) {
-    throw openError(e, ctx.filename);
+    throw openError(e, filename);
   }
-  const inst = new NodeFileInstance(fh, 0, ctx.filename);
+  const inst = new NodeFileInstance(fh, 0, filename);
   try {
     await inst.truncate(size, true, prealloc);
   } finally {
@@ -186,7 +199,7 @@ export const nodeFileDriver = {
   name: 'file',
   kind: 'protocol',
   protocolPrefixes: ['file:'],
-  parseFilename: (filename: string) => ({ filename: filename.startsWith('file:') ? filename.slice(5) : filename }),
+  parseFilename: (filename: string) => ({ filename: parseFileName(filename) }),
   isAvailable: () => typeof process !== 'undefined' && !!process.versions?.node,
   createOptions: [
     { name: 'size', type: 'size', help: 'Virtual disk size' },
