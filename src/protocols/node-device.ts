@@ -12,8 +12,8 @@
  * Plain filenames naming a device are opened with host_device (QEMU's
  * protocol probing by `probeDevice`).
  */
-import type { BlockDriver, DriverInstance, PreallocMode } from '../core/driver.js';
-import { BlockError, einval } from '../core/errors.js';
+import type { BlockDriver, CreateContext, DriverInstance, PreallocMode } from '../core/driver.js';
+import { BlockError, einval, toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
 import type { FileHandle } from 'node:fs/promises';
@@ -87,12 +87,45 @@ class DeviceInstance extends NodeFileInstance {
   }
 }
 
+/**
+ * Creating an image on a device (QEMU's simple create for drivers that
+ * cannot make files): the device must already be large enough; its first
+ * sector is zeroed so no old header is probed.
+ */
+async function createOnDevice(name: string, ctx: CreateContext): Promise<void> {
+  const size = ctx.options.size('size', 0);
+  const prealloc = ctx.options.string('preallocation', 'off');
+  // QEMU's words for a value that is no preallocation mode at all.
+  if (!['off', 'metadata', 'falloc', 'full'].includes(prealloc)) throw einval(`invalid parameter value: ${prealloc}`);
+  if (prealloc !== 'off') throw einval(`Unsupported preallocation mode '${prealloc}'`);
+  ctx.options.finish();
+  const { BlockBackend } = await import('../core/backend.js');
+  let bb: import('../core/backend.js').BlockBackend;
+  try {
+    bb = await BlockBackend.open(ctx.graph, { driver: name, filename: ctx.filename });
+  } catch (e) {
+    throw toBlockError(e).withPrefix('An error occurred during creation of the image file');
+  }
+  try {
+    if (size > bb.length) throw einval('Cannot grow device files');
+    const first = Math.min(bb.length, 512);
+    if (first > 0) await bb.write(0, new Uint8Array(first));
+  } finally {
+    await bb.close();
+  }
+}
+
 function deviceDriver(name: 'host_device' | 'host_cdrom'): BlockDriver {
   return {
     name,
     kind: 'protocol',
     parseFilename: (filename: string) => ({ filename }),
     isAvailable: () => typeof process !== 'undefined' && !!process.versions?.node,
+    createOptions: [
+      { name: 'size', type: 'size', help: 'Virtual disk size' },
+      { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off)' },
+    ],
+    create: (ctx: CreateContext) => createOnDevice(name, ctx),
     async probeDevice(filename: string): Promise<number> {
       const isCd = filename.startsWith('/dev/cd') || filename.startsWith('/dev/acd');
       // Without the CD-ROM ioctl, a CD-ROM name is all host_cdrom can go by; host_device yields to it.

@@ -68,6 +68,12 @@ describe('device and null protocols vs QEMU 7.2', () => {
     'map null-co://',
     'map --output=json null-co://',
     `map --output=json json:{'driver':'raw','file':{'driver':'null-co','read-zeroes':true,'size':4096}}`,
+    // Creating on a device: it must be large enough already.
+    'create -f raw /dev/null 0',
+    'create -f raw /dev/null 1M',
+    'create -f raw -o preallocation=full /dev/null 0',
+    'create -f raw -o preallocation=x /dev/null 0',
+    'create -f raw file:/dev/null 0',
   ];
   for (const line of img) {
     it(`qemu-img ${line}`, async () => {

@@ -8,7 +8,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BlockBackend, createNodeGraph } from '../../src/node.js';
+import { BlockBackend, createImage, createNodeGraph } from '../../src/node.js';
 import { findDeviceEnd } from '../../src/protocols/node-device.js';
 import { expectBlockError } from '../core/helpers.js';
 
@@ -80,6 +80,15 @@ describe('host_device / host_cdrom / file', () => {
     await expectBlockError(bb.write(0, new Uint8Array(512)), 'ENOMEDIUM');
     await expectBlockError(bb.flush(), 'ENOMEDIUM');
     await expectBlockError(bb.truncate(0), 'ENOMEDIUM', /No medium inserted/);
+    await g.closeAll();
+  });
+
+  it('creating a raw image on a device checks its size and does not resize it', async () => {
+    const g = createNodeGraph();
+    await createImage(g, 'raw', '/dev/null', { size: 0 });
+    await expectBlockError(createImage(g, 'raw', '/dev/null', { size: '1M' }), 'EINVAL', /Cannot grow device files/);
+    await expectBlockError(createImage(g, 'raw', '/dev/null', { size: 0, preallocation: 'falloc' }), 'EINVAL', /Unsupported preallocation mode 'falloc'/);
+    await expectBlockError(createImage(g, 'raw', join(dir, 'sub', 'x'), { size: 0 }).then(() => BlockBackend.open(g, { driver: 'host_device', filename: join(dir, 'sub', 'x') })), 'EINVAL', /either a character or block device/);
     await g.closeAll();
   });
 

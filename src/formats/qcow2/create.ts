@@ -219,7 +219,7 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
     }
   }
   p.size = Math.ceil(p.size / 512) * 512;
-  const proto = graph.protocolFor(ctx.filename);
+  const proto = await graph.protocolForOpen(ctx.filename);
   if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
   await proto.create({ ...ctx, options: new OptionReader({ size: 0 }, `Block protocol '${proto.name}'`) });
   if (p.dataFile) {

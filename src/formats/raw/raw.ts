@@ -109,7 +109,7 @@ export const rawDriver = {
     return new RawInstance(file, offset, size);
   },
   async create(ctx) {
-    const proto = ctx.graph.protocolFor(ctx.filename);
+    const proto = await ctx.graph.protocolForOpen(ctx.filename);
     if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
     await proto.create(ctx);
   },
