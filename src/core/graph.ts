@@ -7,6 +7,7 @@
  */
 import type { BlockDriver } from './driver.js';
 import { BackingLoopError, chainKey, loopErrorFor } from './backing-loop.js';
+import { mergeBackingOptions, namesItsFile } from './backing-options.js';
 import { BdrvChild, parentName, type RootParent } from './child.js';
 import { BlockNode, type DetectZeroes } from './node.js';
 import { BlockError, einval, toBlockError } from './errors.js';
@@ -329,7 +330,7 @@ export class BlockGraph {
       } catch (e) {
         throw toBlockError(e).withPrefix('Could not open backing file');
       }
-      options = this.mergeBackingOptions(this.resolveBacking(node, named.filename, named.format), ref ?? {});
+      options = mergeBackingOptions(this.resolveBacking(node, named.filename, named.format), ref ?? {}, (d) => this.drivers.get(d)?.kind === 'protocol');
     } else if (ref) {
       options = ref;
     } else {
@@ -409,29 +410,6 @@ export class BlockGraph {
       );
     }
     return options;
-  }
-
-  /**
-   * Puts options the user gave for a backing child (`backing.node-name=x`,
-   * `backing.driver=qcow2`) over the options resolved from the name stored in
-   * the image. A protocol driver given for the backing child opens the named
-   * file directly, without a format layer.
-   */
-  private mergeBackingOptions(resolved: BlockOptions, given: BlockOptions): BlockOptions {
-    const driver = typeof given.driver === 'string' && this.drivers.get(given.driver);
-    if (driver && driver.kind === 'protocol') {
-      let proto: BlockOptions = resolved;
-      for (let i = 0; i < 16 && isOptionsObject(proto.file); i++) proto = proto.file;
-      const { driver: _drop, ...protoRest } = proto;
-      void _drop;
-      return { ...protoRest, ...given };
-    }
-    const merged: BlockOptions = { ...resolved, ...given };
-    if (given.driver === undefined) merged.driver = resolved.driver;
-    if (merged.driver === undefined) delete merged.driver;
-    if (isOptionsObject(given.file) && isOptionsObject(resolved.file)) merged.file = { ...resolved.file, ...given.file };
-    else if (given.file === undefined && resolved.file !== undefined) merged.file = resolved.file;
-    return merged;
   }
 
   /** The default protocol and the device protocols probed in its place share one namespace. */
@@ -687,16 +665,6 @@ export function joinRelative(base: string, rel: string): string {
   }
   const slash = base.lastIndexOf('/');
   return slash < 0 ? rel : base.slice(0, slash + 1) + rel;
-}
-
-function isOptionsObject(v: unknown): v is BlockOptions {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** Whether backing options name their own file (QEMU: `filename` or `file.filename`), so the image's name is not used. */
-function namesItsFile(ref: BlockOptions): boolean {
-  if (typeof ref.filename === 'string') return true;
-  return isOptionsObject(ref.file) && typeof ref.file.filename === 'string';
 }
 
 function findProtocolName(options: BlockOptions, graph: BlockGraph): string | undefined {
