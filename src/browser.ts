@@ -5,7 +5,7 @@
 import { BlockGraph } from './core/graph.js';
 import type { BlockDriver } from './core/driver.js';
 import { memoryDriver } from './protocols/memory.js';
-import { nullDriver } from './protocols/null.js';
+import { nullDriver, nullAioDriver } from './protocols/null.js';
 import { opfsDriver } from './protocols/opfs.js';
 import { idbDriver } from './protocols/idb.js';
 import { httpDriver } from './protocols/http.js';
@@ -24,7 +24,7 @@ export { qcow2Driver } from './formats/qcow2/qcow2.js';
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, rawDriver, qcow2Driver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

@@ -93,3 +93,16 @@ export async function readHostFile(path: string): Promise<Uint8Array> {
 export function supportsCompressed(node: BlockNode): boolean {
   return ((node.instance.supportedWriteFlags ?? 0) & ReqFlag.COMPRESSED) !== 0;
 }
+
+/**
+ * A node's generic info, or null when its driver has none (getInfo throws
+ * ENOTSUP, as QEMU's bdrv_get_info fails for the null and host_cdrom drivers).
+ */
+export function driverInfo(node: BlockNode): ReturnType<NonNullable<BlockNode['instance']['getInfo']>> | null {
+  try {
+    return node.instance.getInfo?.();
+  } catch (e) {
+    if (toBlockError(e).code === 'ENOTSUP') return null;
+    throw e;
+  }
+}

@@ -6,13 +6,13 @@ import { planReopen } from './io-reopen.js';
 import { BlockBackend } from '../core/backend.js';
 import type { BlockGraph } from '../core/graph.js';
 import { ReqFlag, type PreallocMode } from '../core/driver.js';
-import { BlockError } from '../core/errors.js';
+import { BlockError, toBlockError } from '../core/errors.js';
 import { isAllocatedAbove, cowChild } from '../core/block-status.js';
 import { parseKeyValueList } from '../core/options.js';
 import { createNodeGraph } from '../node.js';
 import { getopt, type LongOption, type OptResult } from './getopt.js';
 import { cFixed, cvtstr, parseSizeQemu } from './format.js';
-import { type CliIo, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror, formatNode, supportsCompressed } from './common.js';
+import { type CliIo, driverInfo, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror, formatNode, supportsCompressed } from './common.js';
 import { dumpSpecific } from './info-dump.js';
 
 const PROG = 'diskworker io';
@@ -331,7 +331,7 @@ async function readCmd(s: IoSession, args: string[]): Promise<number> {
   }
   let buf: Uint8Array = new Uint8Array(0);
   const t = await timed(async () => {
-    buf = await s.backend.read(offset, count);
+    buf = await readFilled(s, offset, count);
   });
   if (t.err) {
     s.out(`read failed: ${strerror(t.err)}\n`);
@@ -396,7 +396,7 @@ async function readvCmd(s: IoSession, args: string[], name = 'readv'): Promise<n
   if (count === null) return EINVAL;
   let buf: Uint8Array = new Uint8Array(0);
   const t = await timed(async () => {
-    buf = await s.backend.read(offset, count);
+    buf = await readFilled(s, offset, count);
   });
   if (t.err) {
     s.out(`${name === 'aio_read' ? 'aio_read' : 'readv'} failed: ${strerror(t.err)}\n`);
@@ -641,7 +641,12 @@ async function sigraiseCmd(s: IoSession, args: string[]): Promise<number> {
 }
 
 async function flushCmd(s: IoSession): Promise<number> {
-  await s.backend.flush();
+  // qemu-io's flush only returns the error: nothing is printed, the exit code says it.
+  try {
+    await s.backend.flush();
+  } catch (e) {
+    return -toBlockError(e).errno;
+  }
   return 0;
 }
 
@@ -671,15 +676,32 @@ async function truncateCmd(s: IoSession, args: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * Reads into a buffer filled with 0xab first, as qemu-io's buffers are: what
+ * a driver leaves untouched (null-co without read-zeroes) shows as 0xab.
+ */
+async function readFilled(s: IoSession, offset: number, count: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(count).fill(0xab);
+  await s.backend.pread(offset, buf);
+  return buf;
+}
+
 async function lengthCmd(s: IoSession): Promise<number> {
+  if (!s.backend.isAvailable) {
+    s.out(`getlength: ${strerror(new BlockError('ENOMEDIUM', 'No medium found'))}\n`);
+    return -123;
+  }
   s.out(`${cvtstr(s.backend.length)}\n`);
   return 0;
 }
 
 async function infoCmd(s: IoSession): Promise<number> {
   const node = formatNode(s.backend.node);
-  const inf = node.instance.getInfo?.();
   s.out(`format name: ${node.driver.name}\n`);
+  // qemu-io prints the driver's format name, then its protocol name (the same for protocols).
+  if (node.driver.kind === 'protocol') s.out(`format name: ${node.driver.name}\n`);
+  const inf = driverInfo(node);
+  if (inf === null) return -95;
   s.out(`cluster size: ${cvtstr(inf?.clusterSize ?? 0)}\n`);
   const spec = node.instance.getSpecificInfo?.();
   s.out(`vm state offset: ${cvtstr(inf?.vmStateOffset ?? qcow2VmStateOffset(node.driver.name, node.length, inf?.clusterSize, spec?.data))}\n`);
@@ -702,6 +724,10 @@ function qcow2VmStateOffset(driver: string, size: number, clusterSize: number | 
 }
 
 async function mapCmd(s: IoSession): Promise<number> {
+  if (!s.backend.isAvailable) {
+    s.err(`${PROG}: Failed to query image length: ${strerror(new BlockError('ENOMEDIUM', 'No medium found'))}\n`);
+    return -123;
+  }
   const node = s.backend.node;
   // Like bdrv_is_allocated: this layer only.
   const base = cowChild(node);

@@ -176,7 +176,22 @@ export class BlockBackend implements RootParent {
     );
   }
 
+  /**
+   * Whether the medium is in (QEMU's blk_is_available): false while the node
+   * or a node below it has no medium, such as a CD-ROM drive without a disc.
+   */
+  get isAvailable(): boolean {
+    return mediumIn(this.node, 0);
+  }
+
+  /** The device length; ENOMEDIUM when no medium is in. */
+  getLength(): number {
+    if (!this.isAvailable) throw new BlockError('ENOMEDIUM', `No medium found in '${this.name}'`);
+    return this.node.length;
+  }
+
   private checkRange(offset: number, bytes: number, node: BlockNode = this.node): void {
+    if (!mediumIn(node, 0)) throw new BlockError('ENOMEDIUM', `No medium found in '${this.name}'`, { node: node.nodeName, offset });
     checkRequest(node, offset, bytes);
     const len = node.length;
     if (offset > len || len - offset < bytes) {
@@ -243,7 +258,8 @@ export class BlockBackend implements RootParent {
     // validates the numbers); synchronous completion costs no extra tick.
     if (link !== null && this.heldUntil === null && this.paused === null && this.rerror === 'report' && buf instanceof Uint8Array) {
       const len = buf.length;
-      if (offset >= 0 && len >= 0 && offset + len <= link.node.totalBytes) {
+      // Zero-length reads take the checked path (a missing medium fails them too).
+      if (offset >= 0 && len > 0 && offset + len <= link.node.totalBytes) {
         try {
           // Reading the clock costs as much as a cached read (performance.now() is ~0.2 µs in a
           // browser worker, a quarter of an OPFS 4 KiB read), so latency is sampled (1 in 64).
@@ -332,6 +348,7 @@ export class BlockBackend implements RootParent {
    */
   async flush(): Promise<void> {
     const node = this.node;
+    if (!this.isAvailable) throw new BlockError('ENOMEDIUM', `No medium found in '${this.name}'`);
     if (this.stopError) throw this.stoppedFailure('flush');
     return this.run('write', this.stats.flush, 0, async () => {
       if (this.stopError) throw this.stoppedFailure('flush');
@@ -342,6 +359,8 @@ export class BlockBackend implements RootParent {
   /** Changes the device length. */
   async truncate(size: number, opts: { exact?: boolean; prealloc?: PreallocMode } = {}): Promise<void> {
     const link = this.root;
+    // QEMU's blk_truncate wording.
+    if (!this.isAvailable) throw new BlockError('ENOMEDIUM', 'No medium inserted');
     await this.gate();
     await link.truncate(size, opts.exact ?? true, opts.prealloc ?? 'off', 0);
   }
@@ -376,4 +395,11 @@ export class BlockBackend implements RootParent {
     }
     if (failure) throw failure;
   }
+}
+
+/** QEMU's bdrv_is_inserted: the node's own answer, else every child's. */
+function mediumIn(node: BlockNode, depth: number): boolean {
+  const own = node.instance.isInserted;
+  if (own) return own.call(node.instance);
+  return depth > 64 || node.children.every((c) => mediumIn(c.node, depth + 1));
 }

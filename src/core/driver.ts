@@ -216,6 +216,13 @@ export interface BlockDriver {
    */
   probe?(header: Uint8Array, filename?: string): number;
   /**
+   * Scores how well a plain filename (one without a protocol prefix) names
+   * something this protocol serves, such as a host device (QEMU's
+   * bdrv_probe_device): 0 = not at all, 100 = certain. The highest score
+   * above 0 wins over the graph's default protocol. Default: 0.
+   */
+  probeDevice?(filename: string): Promise<number>;
+  /**
    * Splits a filename into options (`opfs:/a/b` → `{ path: '/a/b' }`).
    * Default: `{ filename }`.
    */
@@ -294,6 +301,12 @@ export interface DriverInstance {
   close?(): Promise<void>;
   /** Fills in the node's limits (already set to defaults merged from children). Default: keep. */
   refreshLimits?(limits: BlockLimits): void;
+  /**
+   * Whether the medium is in (removable media such as a CD-ROM drive). While
+   * a node or any node below it says no, backends refuse requests and their
+   * length with ENOMEDIUM. Default: true.
+   */
+  isInserted?(): boolean;
   /** Whether a freshly created image reads as zeros. Default: false. */
   hasZeroInit?(): boolean;
   /**
@@ -309,7 +322,12 @@ export interface DriverInstance {
   check?(fix: CheckFix): Promise<CheckResult>;
   /** Changes image options in place (qemu-img amend). Default: ENOTSUP. */
   amend?(options: OptionReader, force: boolean): Promise<void>;
-  /** Cluster size and other generic info. Default: none. */
+  /**
+   * Cluster size and other generic info (QEMU's bdrv_get_info). Throws
+   * ENOTSUP when the driver has no such information at all (QEMU's null and
+   * host_cdrom drivers): qemu-io's `info` then fails and qemu-img info omits
+   * the cluster size and dirty flag. Default: none (all zero).
+   */
   getInfo?(): { clusterSize?: number; dirty?: boolean; vmStateOffset?: number } | undefined;
   /**
    * Lines the driver reported while opening that QEMU prints on stderr (the

@@ -7,6 +7,7 @@
  */
 import type { BlockDriver } from './driver.js';
 import { BackingLoopError, chainKey, loopErrorFor } from './backing-loop.js';
+import { mergeBackingOptions, namesItsFile } from './backing-options.js';
 import { BdrvChild, parentName, type RootParent } from './child.js';
 import { BlockNode, type DetectZeroes } from './node.js';
 import { BlockError, einval, toBlockError } from './errors.js';
@@ -166,6 +167,27 @@ export class BlockGraph {
     return this.getDriver(this.defaultProtocol);
   }
 
+  /**
+   * The protocol driver that opens a filename: its prefix's driver, else the
+   * driver whose {@link BlockDriver.probeDevice} scores highest (a host
+   * device), else the default protocol.
+   */
+  async protocolForOpen(filename: string): Promise<BlockDriver> {
+    const byName = this.protocolFor(filename);
+    if (byName.name !== this.defaultProtocol || filename.startsWith('file:')) return byName;
+    let best: BlockDriver = byName;
+    let bestScore = 0;
+    for (const d of this.drivers.values()) {
+      if (d.kind !== 'protocol' || !d.probeDevice || (d.isAvailable && !d.isAvailable())) continue;
+      const score = await d.probeDevice(filename);
+      if (score > bestScore) {
+        best = d;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
   /** @internal Opens one node (and, through its driver, its children). */
   async openNode(input: BlockOptions, ctx: OpenContext = {}): Promise<BlockNode> {
     let options: BlockOptions = { ...input };
@@ -184,12 +206,12 @@ export class BlockGraph {
         );
       }
       if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.probing) {
-        options.driver = this.protocolFor(String(options.filename ?? '')).name;
+        options.driver = (await this.protocolForOpen(String(options.filename ?? ''))).name;
       } else {
         const { filename, file, ...formatOpts } = options;
         const protoOpts: BlockOptions = { ...(fileObj ?? {}) };
         if (typeof filename === 'string') protoOpts.filename = filename;
-        if (protoOpts.driver === undefined) protoOpts.driver = this.protocolFor(String(protoOpts.filename ?? '')).name;
+        if (protoOpts.driver === undefined) protoOpts.driver = (await this.protocolForOpen(String(protoOpts.filename ?? ''))).name;
         void file;
         return this.openProbed(protoOpts, formatOpts, ctx);
       }
@@ -297,13 +319,22 @@ export class BlockGraph {
     }
     let options: BlockOptions;
     let backingName: string | undefined;
-    if (ref) {
+    const named = node.instance.backingFile?.();
+    if (ref && namesItsFile(ref)) {
+      options = ref;
+    } else if (named && named.filename !== '') {
+      // As QEMU: options given for the backing child still open the file the image names.
+      backingName = named.filename;
+      try {
+        this.checkProtocolName(named.filename);
+      } catch (e) {
+        throw toBlockError(e).withPrefix('Could not open backing file');
+      }
+      options = mergeBackingOptions(this.resolveBacking(node, named.filename, named.format), ref ?? {}, (d) => this.drivers.get(d)?.kind === 'protocol');
+    } else if (ref) {
       options = ref;
     } else {
-      const named = node.instance.backingFile?.();
-      if (!named || named.filename === '') return;
-      backingName = named.filename;
-      options = this.resolveBacking(node, named.filename, named.format);
+      return;
     }
     if (depth + 1 >= this.backingPolicy.maxDepth) {
       throw new BackingLoopError(
@@ -357,15 +388,20 @@ export class BlockGraph {
     if (name.startsWith('json:')) {
       options = parseJsonFilename(name);
     } else {
+      // A colon before any slash names a protocol, as for names given by the user.
+      this.checkProtocolName(name);
       const proto = this.protocolFor(name);
       const explicitPrefix = proto.protocolPrefixes?.some((p) => name.startsWith(p)) ?? false;
       let filename = name;
       if (!explicitPrefix) filename = joinRelative(base.filename, name);
       // Without backing_fmt the driver stays unset and the format is probed, as QEMU does.
-      options = { driver: format, file: { driver: explicitPrefix ? proto.name : baseProto, filename } };
+      // A local name may be a file or a host device: the protocol is probed when it opens.
+      const fileDriver = explicitPrefix ? proto.name : this.isLocalProtocol(baseProto) ? undefined : baseProto;
+      options = { driver: format, file: fileDriver === undefined ? { filename } : { driver: fileDriver, filename } };
     }
     const wanted = findProtocolName(options, this) ?? baseProto;
-    if (wanted !== baseProto && !this.backingPolicy.allowedProtocols.includes(wanted)) {
+    const sameFamily = wanted === baseProto || (this.isLocalProtocol(wanted) && this.isLocalProtocol(baseProto));
+    if (!sameFamily && !this.backingPolicy.allowedProtocols.includes(wanted)) {
       throw new BlockError(
         'EACCES',
         `Backing file '${name}' of node '${image.nodeName}' is on protocol '${wanted}' while the image is on ` +
@@ -374,6 +410,11 @@ export class BlockGraph {
       );
     }
     return options;
+  }
+
+  /** The default protocol and the device protocols probed in its place share one namespace. */
+  private isLocalProtocol(name: string): boolean {
+    return name === this.defaultProtocol || !!this.drivers.get(name)?.probeDevice;
   }
 
   /** Applies the driver's limits merged with the children's. */
@@ -634,11 +675,8 @@ function findProtocolName(options: BlockOptions, graph: BlockGraph): string | un
   for (let i = 0; i < 16 && o; i++) {
     const d = typeof o.driver === 'string' ? o.driver : undefined;
     if (d) {
-      try {
-        if (graph.getDriver(d).kind === 'protocol') return d;
-      } catch {
-        return d;
-      }
+      // An unknown driver is reported as such when the node opens, not taken for a protocol.
+      if (graph.listDrivers().some((x) => x.name === d && x.kind === 'protocol')) return d;
     }
     const f: unknown = o.file;
     if (typeof f === 'object' && f !== null && !Array.isArray(f)) o = f as BlockOptions;

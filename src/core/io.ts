@@ -658,7 +658,8 @@ export async function truncate(
   }
   const inst = node.instance;
   if (!inst.truncate && !node.filtered) {
-    throw new BlockError('ENOTSUP', `Image format driver '${node.driver.name}' does not support resize`, {
+    // QEMU's wording; the node is in the context.
+    throw new BlockError('ENOTSUP', 'Image format driver does not support resize', {
       node: node.nodeName,
     });
   }

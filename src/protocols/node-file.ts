@@ -15,12 +15,14 @@ import type { FileHandle } from 'node:fs/promises';
 
 type FsPromises = typeof import('node:fs/promises');
 let fsp: FsPromises | null = null;
-async function fs(): Promise<FsPromises> {
+/** node:fs/promises, imported when first needed (this module loads in browsers too). */
+export async function fs(): Promise<FsPromises> {
   fsp ??= await import('node:fs/promises');
   return fsp;
 }
 
-function openError(e: unknown, filename: string): BlockError {
+/** An open failure as file-posix words it: "Could not open 'x': <errno text>". */
+export function openError(e: unknown, filename: string): BlockError {
   const err = toBlockError(e);
   const text = (e as { code?: unknown } | null)?.code === 'EISDIR' ? 'Is a directory' : (STRERROR[err.code] ?? err.message);
   return new BlockError(err.code, `Could not open '${filename}': ${text}`, {}, { cause: e });
@@ -36,11 +38,12 @@ function ioError(e: unknown, offset: number): BlockError {
   return new BlockError(err.code, STRERROR[err.code] ?? err.message, { offset }, { cause: e });
 }
 
-class NodeFileInstance implements DriverInstance {
+/** An open regular file; src/protocols/node-device.ts serves devices with a subclass. */
+export class NodeFileInstance implements DriverInstance {
   constructor(
     private fh: FileHandle,
-    private size: number,
-    private readonly filename: string,
+    protected size: number,
+    protected readonly filename: string,
   ) {}
   readonly supportedWriteFlags = 0;
 
@@ -159,6 +162,17 @@ class NodeFileInstance implements DriverInstance {
   }
 }
 
+/**
+ * The path in a `file:` filename. What follows the prefix is the path, colons
+ * included; a colon before any slash would read as a protocol again, so such
+ * a path gets "./" in front (as QEMU's file driver does).
+ */
+export function parseFileName(filename: string): string {
+  if (!filename.startsWith('file:')) return filename;
+  const path = filename.slice(5);
+  return /^[^/]*:/.test(path) ? `./${path}` : path;
+}
+
 async function createFile(ctx: CreateContext): Promise<void> {
   const size = ctx.options.size('size', 0);
   const prealloc = ctx.options.choice('preallocation', ['off', 'falloc', 'full'] as const, 'off');
@@ -166,14 +180,16 @@ async function createFile(ctx: CreateContext): Promise<void> {
   ctx.options.bool('nocow');
   checkExtentSizeHint(ctx.options.size('extent_size_hint'));
   ctx.options.finish();
+  // QEMU's file create skips the prefix and takes the rest as it is.
+  const filename = ctx.filename.startsWith('file:') ? ctx.filename.slice(5) : ctx.filename;
   const f = await fs();
   let fh: FileHandle;
   try {
-    fh = await f.open(ctx.filename, 'w+');
+    fh = await f.open(filename, 'w+');
   } catch (e) {
-    throw openError(e, ctx.filename);
+    throw openError(e, filename);
   }
-  const inst = new NodeFileInstance(fh, 0, ctx.filename);
+  const inst = new NodeFileInstance(fh, 0, filename);
   try {
     await inst.truncate(size, true, prealloc);
   } finally {
@@ -185,7 +201,7 @@ export const nodeFileDriver = {
   name: 'file',
   kind: 'protocol',
   protocolPrefixes: ['file:'],
-  parseFilename: (filename: string) => ({ filename: filename.startsWith('file:') ? filename.slice(5) : filename }),
+  parseFilename: (filename: string) => ({ filename: parseFileName(filename) }),
   isAvailable: () => typeof process !== 'undefined' && !!process.versions?.node,
   createOptions: [
     { name: 'size', type: 'size', help: 'Virtual disk size' },
@@ -208,7 +224,8 @@ export const nodeFileDriver = {
     }
     try {
       const st = await fh.stat();
-      if (st.isDirectory()) throw einval(`'file' driver requires '${filename}' to be a regular file`);
+      // Devices have their own drivers (host_device, host_cdrom), as in file-posix.
+      if (!st.isFile()) throw einval(`'file' driver requires '${filename}' to be a regular file`);
       return new NodeFileInstance(fh, st.size, filename);
     } catch (e) {
       await fh.close();

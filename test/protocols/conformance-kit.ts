@@ -49,8 +49,12 @@ export interface Target {
   locks: true | string;
   /** Whether block status reports zeroed / discarded ranges as ZERO (holes); otherwise every byte is DATA. */
   sparse: boolean;
-  /** getAllocatedFileSize: counts stored bytes ('grows'), returns the length ('logical'), or is missing ('none'). */
-  allocated: 'grows' | 'logical' | 'none';
+  /** true: block status says DATA where data was written. A string: why it reports no data (null-co, as QEMU's). */
+  reportsData?: true | string;
+  /** true: truncate grows and shrinks. A string: why it cannot (truncate then fails with ENOTSUP). */
+  resizes?: true | string;
+  /** getAllocatedFileSize: counts stored bytes ('grows'), returns the length ('logical'), always 0 ('zero', null-co as qemu-img info shows it), or is missing ('none'). */
+  allocated: 'grows' | 'logical' | 'zero' | 'none';
   /** How ENOSPC / EIO are injected, or why they cannot be. */
   faults: { ENOSPC: FaultInjector | string; EIO: FaultInjector | string };
   /** A new image for one case (writable: zero-filled, `IMAGE_SIZE` bytes; read-only: the fixture). */

@@ -8,7 +8,7 @@ import { ReqFlag } from '../../core/driver.js';
 import { createImage } from '../../core/create.js';
 import { isZeroBuffer, zeroRunLength } from '../../core/zero-detect.js';
 import { isValidOptionList } from '../qemu-opts.js';
-import { CliExit, errText, formatNode, strerror, parseCacheMode, supportsCompressed } from '../common.js';
+import { CliExit, driverInfo, errText, formatNode, strerror, parseCacheMode, supportsCompressed } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
@@ -151,7 +151,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   // As in QEMU, only -B / -o backing_file count: a -n target's own backing file does not.
   const targetHasBacking = outBase !== undefined;
   const zeroInit = targetIsZero || (minSparse !== 0 && !skipCreate && !targetHasBacking && (tnode.instance.hasZeroInit?.() ?? false));
-  const clusterSize = tnode.instance.getInfo?.()?.clusterSize ?? 0;
+  const clusterSize = driverInfo(tnode)?.clusterSize ?? 0;
   const chunkSize = compress && clusterSize ? clusterSize : IO_BUF_SIZE;
 
   const tasks = () => convertTasks({ srcs, sizes, chunkSize, compressCluster: compress ? clusterSize : 0, fullyAllocate: minSparse === 0, targetHasBacking });

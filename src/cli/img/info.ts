@@ -5,7 +5,7 @@ import { BlockBackend } from '../../core/backend.js';
 import { joinRelative } from '../../core/graph.js';
 import type { BlockNode } from '../../core/node.js';
 import { toQemuJson, type JsonValue } from '../format.js';
-import { formatNode } from '../common.js';
+import { driverInfo, formatNode } from '../common.js';
 import { dumpImageInfo, type ImageInfo, type SnapshotJson } from '../info-dump.js';
 import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS, imageFilename } from './context.js';
 import { help } from './help.js';
@@ -36,11 +36,11 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   const inst = node.instance;
   const name = imageFilename(ctx, node, filename);
   const info: ImageInfo = { 'virtual-size': node.length, filename: name, format: node.driver.name };
-  const gi = inst.getInfo?.();
+  const gi = driverInfo(node);
   if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
   const actual = await allocatedSize(node);
   if (actual !== undefined) info['actual-size'] = actual;
-  info['dirty-flag'] = gi?.dirty ?? false;
+  if (gi !== null) info['dirty-flag'] = gi?.dirty ?? false;
   const bf = inst.backingFile?.();
   if (bf) {
     info['backing-filename'] = bf.filename;

@@ -261,7 +261,7 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
   // data_file_raw promises the data file reads as the image on its own, so
   // QEMU maps it 1:1 from the start: metadata preallocation at least.
   if (p.dataFileRaw && p.prealloc === 'off') p.prealloc = 'metadata';
-  const proto = graph.protocolFor(ctx.filename);
+  const proto = await graph.protocolForOpen(ctx.filename);
   if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
   await proto.create({ ...ctx, options: new OptionReader({ size: 0 }, `Block protocol '${proto.name}'`) });
   if (p.dataFile) {

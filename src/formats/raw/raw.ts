@@ -59,8 +59,10 @@ class RawInstance implements DriverInstance {
       // The file is shorter than the guest view: the rest reads as zeros.
       return { status: Status.ZERO | Status.ALLOCATED, pnum: bytes };
     }
+    // As QEMU's BDRV_BLOCK_RAW: the file's answer, so a range the file does not
+    // hold (null-co without read-zeroes) is not allocated here either.
     return {
-      status: (below.status & ~Status.EOF) | Status.ALLOCATED,
+      status: below.status & ~Status.EOF,
       pnum: below.pnum,
       ...(below.map !== undefined ? { map: below.map } : {}),
       ...(below.file ? { file: below.file } : {}),
@@ -74,6 +76,11 @@ class RawInstance implements DriverInstance {
   }
   async getAllocatedFileSize(): Promise<number> {
     return this.file.node.instance.getAllocatedFileSize?.() ?? this.file.length;
+  }
+  /** What the file says (as QEMU's raw_get_info): a file without such information makes raw have none. */
+  getInfo(): ReturnType<NonNullable<DriverInstance['getInfo']>> {
+    const below = this.file.node.instance.getInfo?.();
+    return below && { ...(below.clusterSize !== undefined ? { clusterSize: below.clusterSize } : {}) };
   }
   hasZeroInit(): boolean {
     return this.offset === 0 && this.size === undefined && (this.file.node.instance.hasZeroInit?.() ?? false);
@@ -107,7 +114,7 @@ export const rawDriver = {
     return { required: size, fullyAllocated: size };
   },
   async create(ctx) {
-    const proto = ctx.graph.protocolFor(ctx.filename);
+    const proto = await ctx.graph.protocolForOpen(ctx.filename);
     if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
     await proto.create(ctx);
   },
