@@ -71,6 +71,8 @@ const HEADER_CASES: Array<[string, (f: string) => void]> = [
   ['backing-offset-2^60', (f) => poke(f, 8, '1000000000000000')],
   ['image-too-big', (f) => poke(f, 24, '1000000000000000')],
   ['l1-too-small', (f) => poke(f, 36, '00000000')],
+  // 080's snapshot table past the end of the file: it reads as zeros (65536 empty entries).
+  ['snapshot-table-past-eof', (f) => (poke(f, 64, '0000000001000000'), poke(f, 60, '00010000'))],
   ['huge-ext-and-huge-l1', (f) => (poke(f, 112, '123456787fffffff'), poke(f, 36, 'ffffffff'))],
   ['refcount-order-7-huge-reftable', (f) => (poke(f, 96, '00000007'), poke(f, 56, 'ffffffff'))],
   ['crypt-method-3-huge-reftable', (f) => (poke(f, 32, '00000003'), poke(f, 56, 'ffffffff'))],
