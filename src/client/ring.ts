@@ -16,6 +16,7 @@
  */
 import type { BlockBackend } from '../core/backend.js';
 import { BlockError, toBlockError, type ErrorCode } from '../core/errors.js';
+import { decodeErrorText, encodeErrorText } from './error-text.js';
 
 /** Control words (Int32 indexes). */
 export const RingSlot = {
@@ -164,7 +165,7 @@ export class RingServer {
     } catch (e) {
       const err = toBlockError(e);
       result = -err.errno;
-      const msg = new TextEncoder().encode(`${err.code}: ${err.message}`).subarray(0, data.length);
+      const msg = new TextEncoder().encode(encodeErrorText(err)).subarray(0, data.length);
       data.set(msg);
       c[d + D_MESSAGE_LENGTH] = msg.length;
     }
@@ -243,7 +244,7 @@ export class BulkReader {
       const n = c[desc + D_MESSAGE_LENGTH]!;
       const text = new TextDecoder().decode(data.slice(0, n));
       const code = ERRNO_CODES[-res] ?? 'EIO';
-      throw new BlockError(code, text.startsWith(`${code}: `) ? text.slice(code.length + 2) : text, { offset });
+      throw decodeErrorText(code, text, { offset });
     }
     return length === this.slotBytes ? data : data.subarray(0, length);
   }
