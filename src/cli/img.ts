@@ -20,7 +20,7 @@ import { createNodeGraph } from '../node.js';
 import { getopt, type LongOption, type OptResult } from './getopt.js';
 import { cFixed, hexAlt, parseSizeQemu, toQemuJson, type JsonValue } from './format.js';
 import { hugeImageSize, imageTooLargeMessage } from './create-size.js';
-import { boolValue, checkOptionValue, isHexWithSuffix, isValidOptionList, OptsError, parseOptionList } from './qemu-opts.js';
+import { boolValue, checkOptionValue, isHexWithSuffix, isValidOptionList, OptsError, parseNumberOption, parseOptionList } from './qemu-opts.js';
 import { CliExit, type CliIo, errText, formatNode, needsProbeWarning, probedRawWarning, strerror, parseCacheMode, supportsCompressed } from './common.js';
 import { dumpImageInfo, dumpSnapshots, type ImageInfo, type SnapshotJson } from './info-dump.js';
 
@@ -458,8 +458,12 @@ function formatOptsLine(specs: CreateOptionSpec[], values: Map<string, string>, 
         parts.push(`${d.name}=${given}`);
         continue;
       }
-      const n = d.type === 'size' ? parseSizeQemu(given) : { ok: true as const, value: Number(given) };
-      const num = typeof n === 'number' ? n : n.ok ? n.value : NaN;
+      if (d.type === 'number') {
+        parts.push(`${d.name}=${parseNumberOption(d.name, given)}`);
+        continue;
+      }
+      const n = parseSizeQemu(given);
+      const num = n.ok ? n.value : NaN;
       parts.push(`${d.name}=${Number.isNaN(num) ? given : num}`);
     } else if (d.type === 'string') {
       parts.push(`${d.name}=${escapeOpt(v)}`);
