@@ -2,6 +2,7 @@
  * The page side of the bulk-read ring (see ring-layout.ts).
  */
 import { BlockError, codeOfErrno } from '../core/errors.js';
+import { decodeErrorText } from './error-text.js';
 import { RingSlot, D_OFFSET_LO, D_OFFSET_HI, D_LENGTH, D_RESULT, D_MESSAGE_LENGTH, DESC_WORDS, CLOSED, MASK, headerBytes, waitAsync } from './ring-layout.js';
 
 /**
@@ -75,7 +76,7 @@ export class BulkReader {
       const n = c[desc + D_MESSAGE_LENGTH]!;
       const text = new TextDecoder().decode(data.slice(0, n));
       const code = codeOfErrno(-res);
-      throw new BlockError(code, text.startsWith(`${code}: `) ? text.slice(code.length + 2) : text, { offset });
+      throw decodeErrorText(code, text, { offset });
     }
     return length === this.slotBytes ? data : data.subarray(0, length);
   }

@@ -3,6 +3,7 @@
  */
 import type { BlockBackend } from '../core/backend.js';
 import { BlockError, toBlockError } from '../core/errors.js';
+import { encodeErrorText } from './error-text.js';
 import { RingSlot, D_OFFSET_LO, D_OFFSET_HI, D_LENGTH, D_RESULT, D_MESSAGE_LENGTH, DESC_WORDS, CLOSED, MASK, BURST, headerBytes, waitAsync, checkRingGeometry } from './ring-layout.js';
 
 /** Serves the requests of one ring from a BlockBackend. */
@@ -102,7 +103,7 @@ export class RingServer {
     } catch (e) {
       const err = toBlockError(e);
       result = -err.errno;
-      const msg = new TextEncoder().encode(`${err.code}: ${err.message}`).subarray(0, data.length);
+      const msg = new TextEncoder().encode(encodeErrorText(err)).subarray(0, data.length);
       data.set(msg);
       c[d + D_MESSAGE_LENGTH] = msg.length;
     }

@@ -11,6 +11,7 @@
  * One client per channel; requests larger than the data area are split.
  */
 import { BlockError, codeOfErrno } from '../core/errors.js';
+import { decodeErrorText } from './error-text.js';
 import { SYNC_HEADER_BYTES, SyncOp, SyncSlot, SyncState } from './sync-layout.js';
 
 /** Decodes a failed request into a BlockError. */
@@ -18,7 +19,7 @@ function channelError(ctl: Int32Array, data: Uint8Array, result: number, offset:
   const n = ctl[SyncSlot.MESSAGE_LENGTH]!;
   const text = new TextDecoder().decode(data.slice(0, n));
   const code = codeOfErrno(-result);
-  return new BlockError(code, text.startsWith(`${code}: `) ? text.slice(code.length + 2) : text, { offset });
+  return decodeErrorText(code, text, { offset });
 }
 
 type WaitAsync = (a: Int32Array, i: number, v: number, t?: number) => { async: boolean; value: Promise<string> | string };

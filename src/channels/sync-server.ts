@@ -5,6 +5,7 @@
  */
 import type { BlockBackend } from '../core/backend.js';
 import { toBlockError } from '../core/errors.js';
+import { encodeErrorText } from './error-text.js';
 import { SYNC_HEADER_BYTES, SyncOp, SyncSlot, SyncState } from './sync-layout.js';
 
 type WaitAsync = (a: Int32Array, i: number, v: number, t?: number) => { async: boolean; value: Promise<string> | string };
@@ -90,7 +91,7 @@ export class SyncServer {
     } catch (e) {
       const err = toBlockError(e);
       result = -err.errno;
-      const msg = new TextEncoder().encode(`${err.code}: ${err.message}`).subarray(0, this.data.length);
+      const msg = new TextEncoder().encode(encodeErrorText(err)).subarray(0, this.data.length);
       this.data.set(msg);
       c[SyncSlot.MESSAGE_LENGTH] = msg.length;
     }

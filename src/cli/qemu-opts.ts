@@ -96,7 +96,9 @@ export function checkOptionValue(spec: CreateOptionSpec, value: string, warn: (l
       return huge ?? String(parseSizeOption(spec.name, value, warn));
     }
     case 'number':
-      return parseNumberOption(spec.name, value);
+      // Checked here; the driver reads the text itself, as in QEMU (see parseNumberOption).
+      parseNumberOption(spec.name, value);
+      return value;
     case 'bool':
       if (boolValue(value) === undefined) throw new OptsError(`Parameter '${spec.name}' expects 'on' or 'off'`);
       return value;
@@ -108,9 +110,9 @@ export function checkOptionValue(spec: CreateOptionSpec, value: string, warn: (l
 /**
  * A number option as QemuOpts reads it (strtoull in base 0): leading blanks,
  * a sign, then hex (`0x`), octal (leading `0`) or decimal digits up to the
- * end. A negative number wraps around 2^64, and the value is kept (and
- * printed in "Formatting ...") as a signed 64-bit number, so `-1` stays -1
- * and the driver refuses it.
+ * end. A negative number wraps around 2^64; the value printed in
+ * "Formatting ..." is that as a signed 64-bit number (`-1` stays -1). The
+ * driver reads the text again, as a signed 64-bit number.
  */
 export function parseNumberOption(name: string, value: string): string {
   const m = /^[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))$/.exec(value);

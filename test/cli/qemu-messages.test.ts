@@ -10,7 +10,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { Fixture, golden, words } from './harness.js';
+import { Fixture, golden, normalize, ours, theirs, words } from './harness.js';
 
 /** Writes big-endian `bytes` (hex text, e.g. 'ffffffff') at `offset` of `file`. */
 function poke(file: string, offset: number, hex: string): void {
@@ -71,6 +71,8 @@ const HEADER_CASES: Array<[string, (f: string) => void]> = [
   ['backing-offset-2^60', (f) => poke(f, 8, '1000000000000000')],
   ['image-too-big', (f) => poke(f, 24, '1000000000000000')],
   ['l1-too-small', (f) => poke(f, 36, '00000000')],
+  // 080's snapshot table past the end of the file: it reads as zeros (65536 empty entries).
+  ['snapshot-table-past-eof', (f) => (poke(f, 64, '0000000001000000'), poke(f, 60, '00010000'))],
   ['huge-ext-and-huge-l1', (f) => (poke(f, 112, '123456787fffffff'), poke(f, 36, 'ffffffff'))],
   ['refcount-order-7-huge-reftable', (f) => (poke(f, 96, '00000007'), poke(f, 56, 'ffffffff'))],
   ['crypt-method-3-huge-reftable', (f) => (poke(f, 32, '00000003'), poke(f, 56, 'ffffffff'))],
@@ -130,6 +132,12 @@ describe('qcow2 options vs qemu-img / qemu-io 7.2 (iotests 049, 054, 103, 112)',
       sh('qemu-img create -q -f qcow2 img.qcow2 64M');
       sh('qemu-img create -q -f qcow2 -o refcount_bits=64 r64.qcow2 64M');
       sh('qemu-img create -q -f qcow2 r16.qcow2 64M');
+      sh('qemu-img create -q -f qcow2 w16.qcow2 64M');
+      sh(`qemu-io -c 'write 1M 2M' w16.qcow2 >/dev/null`);
+      // 112's "too many references": cluster 5 referenced twice, its 1-bit refcount 1.
+      sh('qemu-img create -q -f qcow2 -o refcount_bits=1 overref.qcow2 64M');
+      sh(`qemu-io -c 'write 0 64k' overref.qcow2 >/dev/null`);
+      poke(join(dir, 'overref.qcow2'), 0x40008, '8000000000050000');
       // iotest 112's images with a 64-bit refcount of cluster 5 (the data
       // cluster) set to 2^63 / 2^64 - 1, the L2 entry without the COPIED flag.
       for (const [name, value] of [['msb', '8000000000000000'], ['max', 'ffffffffffffffff']] as const) {
@@ -166,6 +174,11 @@ describe('qcow2 options vs qemu-img / qemu-io 7.2 (iotests 049, 054, 103, 112)',
     "create -f qcow2 -o 'refcount_bits=16 ' o.qcow2 64M",
     'create -f qcow2 -o refcount_bits=18446744073709551616 o.qcow2 64M',
     'create -f qcow2 -o refcount_bits=-18446744073709551616 o.qcow2 64M',
+    'create -f qcow2 -o refcount_bits=18446744073709551615 o.qcow2 64M',
+    'create -f qcow2 -o refcount_bits=-18446744073709551615 o.qcow2 64M',
+    'create -f qcow2 -o refcount_bits=0x40 o.qcow2 64M',
+    'measure -O qcow2 -o refcount_bits=010 --size 1G',
+    'amend -o refcount_bits=0x20 r16.qcow2',
     'create -f qcow2 -o compat=0.10,refcount_bits=1 o.qcow2 64M',
     // 112: amend with compat=0.10
     'amend -o compat=0.10 r64.qcow2',
@@ -185,6 +198,31 @@ describe('qcow2 options vs qemu-img / qemu-io 7.2 (iotests 049, 054, 103, 112)',
     const g = await golden(fx, { tool: 'img', args: words('amend -o compat=0.10,refcount_bits=16 r64.qcow2'), sameImages: ['r64.qcow2'] });
     expect(g.ours).toEqual(g.theirs);
     expect(g.imageDiffs).toEqual([]);
+  });
+
+  // 112: amend carries the stored refcounts over to the new width.
+  for (const line of ['amend -o refcount_bits=1 w16.qcow2', 'amend -o refcount_bits=64 w16.qcow2', 'check overref.qcow2']) {
+    it(`img ${line}: same output and image`, async () => {
+      const image = line.split(' ').pop()!;
+      const g = await golden(fx, { tool: 'img', args: words(line), sameImages: [image] });
+      expect(g.ours).toEqual(g.theirs);
+      expect(g.imageDiffs).toEqual([]);
+    });
+  }
+
+  // qemu-img 7.2 itself needs ~45 s for this amend: our amend runs in both
+  // copies, then qemu-img's and our check -r all must see and repair the same.
+  it('img check -r all after our amend -o refcount_bits=2 of an image with too many references (112)', async () => {
+    const dq = fx.copy();
+    const dd = fx.copy();
+    for (const d of [dq, dd]) expect(await ours('img', words('amend -o refcount_bits=2 overref.qcow2'), d)).toEqual({ code: 0, stdout: '', stderr: '' });
+    const t = theirs('img', words('check -r all overref.qcow2'), dq);
+    const o = await ours('img', words('check -r all overref.qcow2'), dd);
+    expect({ code: o.code, stdout: normalize(o.stdout), stderr: normalize(o.stderr) }).toEqual({
+      code: t.code,
+      stdout: normalize(t.stdout),
+      stderr: normalize(t.stderr),
+    });
   });
 
   it("io -c 'write 0 512' over a 64-bit refcount with the top bit set (112)", async () => {

@@ -8,6 +8,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { expose, wrap, type Endpoint } from 'comlink';
 import { BlockError } from '../../src/core/errors.js';
 import { deserializeBlockError, installErrorTransfer, serializeBlockError } from '../../src/client/transfer.js';
+import { decodeErrorText, encodeErrorText } from '../../src/channels/error-text.js';
 
 installErrorTransfer();
 
@@ -83,5 +84,15 @@ describe('error transfer handler', () => {
     expect(e).not.toBeInstanceOf(BlockError);
     expect((e as Error).message).toBe('plain failure');
     expect(await remote.ok()).toBe(42);
+  });
+
+  it('the shared-memory channels carry text and detail apart', () => {
+    const e = new BlockError('EFBIG', 'Image is too big', {}, { detail: 'size 1152921504606846976' });
+    const back = decodeErrorText('EFBIG', encodeErrorText(e), { offset: 512 });
+    expect([back.code, back.text, back.detail, back.message, back.context]).toEqual(['EFBIG', e.text, e.detail, e.message, { offset: 512 }]);
+    const plain = decodeErrorText('EIO', encodeErrorText(new BlockError('EIO', 'Input/output error')), {});
+    expect([plain.text, plain.detail]).toEqual(['Input/output error', undefined]);
+    // A text without the code prefix (cut short, or from elsewhere) is kept whole.
+    expect(decodeErrorText('EIO', 'something odd', {}).text).toBe('something odd');
   });
 });

@@ -3,7 +3,7 @@
  */
 import { type CreateOptionSpec } from '../../core/driver.js';
 import { parseSizeQemu } from '../format.js';
-import { checkOptionValue, isHexWithSuffix, OptsError, parseOptionList } from '../qemu-opts.js';
+import { checkOptionValue, isHexWithSuffix, OptsError, parseNumberOption, parseOptionList } from '../qemu-opts.js';
 import { CliExit } from '../common.js';
 import { fail, Ctx } from './context.js';
 
@@ -101,8 +101,12 @@ export function formatOptsLine(specs: CreateOptionSpec[], values: Map<string, st
         parts.push(`${d.name}=${given}`);
         continue;
       }
-      const n = d.type === 'size' ? parseSizeQemu(given) : { ok: true as const, value: Number(given) };
-      const num = typeof n === 'number' ? n : n.ok ? n.value : NaN;
+      if (d.type === 'number') {
+        parts.push(`${d.name}=${parseNumberOption(d.name, given)}`);
+        continue;
+      }
+      const n = parseSizeQemu(given);
+      const num = n.ok ? n.value : NaN;
       parts.push(`${d.name}=${Number.isNaN(num) ? given : num}`);
     } else if (d.type === 'string') {
       parts.push(`${d.name}=${escapeOpt(v)}`);

@@ -6,7 +6,9 @@
 import type { OptionReader } from '../../core/options.js';
 import { BlockError, einval } from '../../core/errors.js';
 import { COMPAT, INCOMPAT, V3_HEADER_LENGTH } from './constants.js';
-import { countReferences, rebuildRefcounts } from './check.js';
+import { rebuildRefcounts } from './check.js';
+import { fileLengthOf } from './check-count.js';
+import { getRefcount } from './refcount.js';
 import { T, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './mapping.js';
 import type { Qcow2Image } from './qcow2.js';
 import { serializeHeader } from './header.js';
@@ -69,7 +71,15 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     if (version < 3 && refcountBits !== 16) {
       throw einval('Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
     }
-    const counts = await countReferences(img);
+    // As QEMU, the stored refcounts are carried over to the new width (a
+    // wrong one stays wrong, for check to find), not recounted.
+    const counts = await storedRefcounts(img);
+    const max = 2 ** refcountBits - 1;
+    const over = counts.findIndex((v) => v > max);
+    if (over >= 0) {
+      const exact = await img.refs.getExact(over);
+      throw einval(`Cannot decrease refcount entry width to ${refcountBits} bits: Cluster at offset 0x${(over * img.cs).toString(16)} has a refcount of ${exact}`);
+    }
     await rebuildRefcounts(img, counts, Math.log2(refcountBits));
   }
   if (backingFile !== undefined || backingFmt !== undefined) {
@@ -81,6 +91,27 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   }
   if (version < h.version) await downgrade(img);
   return size !== undefined && size !== h.size ? size : undefined;
+}
+
+/** The stored refcount of every cluster of the file (past 2^53 only close). */
+async function storedRefcounts(img: Qcow2Image): Promise<Float64Array> {
+  const refs = img.refs;
+  const per = refs.perBlock;
+  const nb = Math.ceil(fileLengthOf(img) / img.cs);
+  const out = new Float64Array(nb);
+  for (let rb = 0; rb * per < nb; rb++) {
+    const buf = await refs.loadBlock(rb);
+    if (!buf) continue;
+    for (let i = 0; i < per && rb * per + i < nb; i++) out[rb * per + i] = getRefcount(buf, i, refs.order);
+  }
+  // The old table and blocks are replaced (and freed) by the rebuild: they hold no reference.
+  const drop = (c: number) => {
+    if (c < nb && out[c]! > 0) out[c]!--;
+  };
+  const first = Math.floor(refs.tableOffset / img.cs);
+  for (let c = first; c < first + img.header.refcountTableClusters; c++) drop(c);
+  for (const off of refs.table) if (off) drop(Math.floor(off / img.cs));
+  return out;
 }
 
 async function downgrade(img: Qcow2Image): Promise<void> {

@@ -67,9 +67,11 @@ export function readRefcountBits(o: OptionReader): number | undefined {
   const v = o.raw('refcount_bits');
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'number' && Number.isInteger(v)) return Number.isSafeInteger(v) ? v : 0;
-  const m = typeof v === 'string' ? /^\s*([+-]?[0-9]+)\s*$/.exec(v) : null;
+  // strtoll in base 0: a sign, then hex, octal or decimal digits.
+  const m = typeof v === 'string' ? /^[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))$/.exec(v) : null;
   if (!m) throw einval("Parameter 'refcount-bits' expects integer", {}, `got '${String(v)}'`);
-  const n = BigInt(m[1]!);
+  const magnitude = m[2] !== undefined ? BigInt(`0x${m[2]}`) : m[3] !== undefined ? BigInt(`0o${m[3].slice(1) || '0'}`) : BigInt(m[4]!);
+  const n = m[1] === '-' ? -magnitude : magnitude;
   if (n !== BigInt.asIntN(64, n)) throw einval("Parameter 'refcount-bits' expects integer", {}, `got '${String(v)}'`);
   // Any integer outside 1..64 is refused the same way; 0 stands for them.
   return n >= 1n && n <= 64n ? Number(n) : 0;

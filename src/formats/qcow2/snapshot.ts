@@ -24,11 +24,17 @@ export async function readSnapshotTable(
   const fixed = new Uint8Array(SNAP.FIXED);
   const dv = new DataView(fixed.buffer);
   const text = new TextDecoder();
+  // As in QEMU, what lies past the end of the file reads as zeros.
+  const read = async (at: number, buf: Uint8Array) => {
+    const n = Math.max(0, Math.min(buf.length, file.length - at));
+    if (n > 0) await file.preadv(at, n, buf.subarray(0, n));
+    buf.fill(0, n);
+  };
   for (let i = 0; i < count; i++) {
-    if (pos - offset + SNAP.FIXED > MAX_SNAPSHOTS_BYTES || pos + SNAP.FIXED > file.length) {
-      throw new BlockError('EINVAL', `Snapshot table at 0x${offset.toString(16)} is too large or truncated (entry ${i})`);
+    if (pos - offset + SNAP.FIXED > MAX_SNAPSHOTS_BYTES) {
+      throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}` });
     }
-    await file.preadv(pos, SNAP.FIXED, fixed);
+    await read(pos, fixed);
     const l1Off = Number(dv.getBigUint64(SNAP.L1_TABLE_OFFSET));
     const l1Size = dv.getUint32(SNAP.L1_SIZE);
     const idLen = dv.getUint16(SNAP.ID_STR_SIZE);
@@ -38,9 +44,11 @@ export async function readSnapshotTable(
     if (l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', 'Snapshot L1 table too large', {}, { detail: `entry ${i}, l1_size ${l1Size}` });
     if (l1Off % clusterSize !== 0) throw new BlockError('EINVAL', 'Snapshot L1 table offset invalid', {}, { detail: `entry ${i}, 0x${l1Off.toString(16)}` });
     const varLen = extraLen + idLen + nameLen;
-    if (pos + SNAP.FIXED + varLen > file.length) throw new BlockError('EINVAL', `Snapshot table entry ${i} lies beyond the end of the file`);
+    if (pos - offset + SNAP.FIXED + varLen > MAX_SNAPSHOTS_BYTES) {
+      throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}` });
+    }
     const rest = new Uint8Array(varLen);
-    await file.preadv(pos + SNAP.FIXED, varLen, rest);
+    await read(pos + SNAP.FIXED, rest);
     const rdv = new DataView(rest.buffer);
     let vmStateSize = dv.getUint32(SNAP.VM_STATE_SIZE);
     let diskSize: number | undefined;
