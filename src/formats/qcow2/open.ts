@@ -16,6 +16,7 @@ import { entryOffset, isCopied } from './mapping.js';
 import { Refcounts, type RefcountHost } from './refcount.js';
 import { readSnapshotTable } from './snapshot.js';
 import { markAllInUse, readBitmapDirectory } from './bitmap.js';
+import { loadPersistentBitmaps } from './bitmap-store.js';
 import { checkImage } from './check.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -108,6 +109,8 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs, h.size);
     img.bitmaps = r.bitmaps;
     bitmapRaw = r.raw;
+    // Before the in-use flags are set below: a bitmap found in use is inconsistent.
+    if (!forCheck) await loadPersistentBitmaps(img, r.bitmaps);
   }
   registerMetadata(img);
 

@@ -40,6 +40,8 @@ import { TYPE_NAMES, type ClusterType } from './mapping.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
+import { storePersistentBitmaps } from './bitmap-store.js';
+import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2CreateOptions } from './create.js';
 import { amendImage } from './amend.js';
@@ -204,6 +206,7 @@ export class Qcow2Image implements DriverInstance {
     try {
       this.bitmaps = await this.whenIdle(() => markInUseOnDisk(this.file, ext, this.cs, this.header.size));
       this.bitmapsNotInUse = false;
+      for (const bm of this.node.dirtyBitmaps) if (bm.persistent) bm.readonly = false;
     } catch (e) {
       this.bitmapsNotInUse = true;
       const err = toBlockError(e);
@@ -442,6 +445,7 @@ export class Qcow2Image implements DriverInstance {
     await this.whenIdle(async () => {
       await flushAll(this, true);
       await this.file.flush();
+      await storePersistentBitmaps(this);
       if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {
         this.header.incompatible &= ~INCOMPAT.DIRTY;
         await this.writeHeader();
@@ -476,6 +480,7 @@ export const qcow2Driver = {
     try {
       await img.open(options);
     } catch (e) {
+      releaseDirtyBitmaps(node);
       await img.close().catch(() => undefined);
       throw e;
     }
