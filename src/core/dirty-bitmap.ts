@@ -212,7 +212,7 @@ export class BdrvDirtyBitmap {
   merge(sources: readonly BdrvDirtyBitmap[], undoable: true): BitmapUndo;
   merge(sources: readonly BdrvDirtyBitmap[], undoable?: false): undefined;
   merge(sources: readonly BdrvDirtyBitmap[], undoable = false): BitmapUndo | undefined {
-    this.check(BitmapCheck.DEFAULT);
+    // QEMU's order: the sources are merged into a scratch bitmap first, then that into this one.
     for (const s of sources) {
       s.check(BitmapCheck.ALLOW_RO);
       if (s.size !== this.size) {
@@ -222,6 +222,7 @@ export class BdrvDirtyBitmap {
         );
       }
     }
+    this.check(BitmapCheck.DEFAULT);
     const target = new DirtyBitmap(getEngine(), this.size, this.granularity);
     target.bits.merge(this.bits.bits);
     for (const s of sources) {
