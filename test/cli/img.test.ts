@@ -286,6 +286,7 @@ const CASES: Record<string, Row[]> = {
     r('measure -O raw z.qcow2'),
     r('measure -O qcow2 bm.qcow2'),
     r('measure --output=json -O qcow2 -o cluster_size=4k bm.qcow2'),
+    r('measure -O qcow2 -o compat=0.10 bm.qcow2'),
     r('measure -O qcow2 v2.qcow2'),
     r('measure'),
     r('measure --size 1G a.raw'),
