@@ -85,6 +85,36 @@ describe('qcow2 persistent bitmaps and reopen read-write', () => {
     expect(await qemuDirtyExtents(f, 'b0', `${f}.sock`)).toEqual([[0, 65536]]);
   });
 
+  it('a reopen to read-only stores them at once, as qemu-io does (killed right after the reopen)', async () => {
+    const theirs = t.path('theirs-ro.qcow2');
+    copyFileSync(base, theirs);
+    const q = spawnSync('qemu-io', ['-c', 'write 64k 4k', '-c', 'reopen -r', '-c', 'sigraise 9', theirs], { encoding: 'utf8' });
+    expect(q.signal).toBe('SIGKILL');
+    const f = t.path('ours-ro.qcow2');
+    copyFileSync(base, f);
+    const graph = fileGraph();
+    const bb = await BlockBackend.open(graph, { driver: 'qcow2', file: { filename: f } });
+    await bb.write(65536, new Uint8Array(4096).fill(3));
+    // As qemu-io's reopen does: the backend lets go of its write permission first.
+    const node = bb.node;
+    node.ref();
+    await bb.close();
+    await graph.reopen([{ node, readOnly: true }]);
+    const ro = await BlockBackend.attach(graph, node, { name: '' });
+    await node.unref();
+    // What a crash now would leave: a copy of the file while it is open.
+    const snap = t.path('ours-ro-snap.qcow2');
+    copyFileSync(f, snap);
+    expect(bitmapsOf(snap)).toEqual(bitmapsOf(theirs));
+    expect(bitmapsOf(snap).map((b) => b.flags)).toEqual([['auto'], []]);
+    for (const name of ['b0', 'b1']) {
+      expect(await qemuDirtyExtents(snap, name, `${snap}.sock`)).toEqual(await qemuDirtyExtents(theirs, name, `${theirs}.sock`));
+    }
+    expect(await qemuDirtyExtents(snap, 'b0', `${snap}.sock`)).toEqual([[65536, 65536]]);
+    await ro.close();
+    expect(bitmapsOf(f)).toEqual(bitmapsOf(theirs));
+  });
+
   it('a read-only session and a reopen to read-only keep them valid', async () => {
     const f = t.path('ro.qcow2');
     copyFileSync(base, f);

@@ -195,6 +195,21 @@ export class Qcow2Image implements DriverInstance {
   }
 
   /**
+   * A reopen to read-only stores the persistent bitmaps first, while the
+   * image is still writable (QEMU's qcow2_reopen_bitmaps_ro); they are
+   * readonly from then on.
+   */
+  async reopenPrepare(state: ReopenState): Promise<void> {
+    if (!state.readOnly || this.readOnly || !this.refs || this.corrupt) return;
+    if (!this.node.dirtyBitmaps.some((b) => b.persistent) && !this.header.bitmaps) return;
+    await this.whenIdle(async () => {
+      await flushAll(this, true);
+      await storePersistentBitmaps(this);
+    });
+    for (const bm of this.node.dirtyBitmaps) if (bm.persistent) bm.readonly = true;
+  }
+
+  /**
    * After a reopen to read-write, marks the persistent bitmaps in use on
    * disk, as a read-write open does: our writes do not update them. On
    * failure the reopen stays, but writes are refused (QEMU leaves its bitmaps
