@@ -182,6 +182,11 @@ export class BdrvDirtyBitmap {
     return this.bits.bits.size;
   }
 
+  /** Whether any bit of [startBit, startBit + n) is set. */
+  hasDirtyBits(startBit: number, n: number): boolean {
+    return this.bits.bits.nextDirty(startBit, startBit + n) >= 0;
+  }
+
   /** Sets every bit of [startBit, startBit + n). */
   setBits(startBit: number, n: number): void {
     this.bits.bits.set(startBit, n);

@@ -12,6 +12,7 @@ import { addDirtyBitmap, lookupDirtyBitmap } from '../../src/core/dirty-bitmap.j
 import { checkCanStoreBitmap } from '../../src/formats/qcow2/bitmap-store.js';
 import type { Qcow2Image } from '../../src/formats/qcow2/qcow2.js';
 import { fileGraph, openQcow2, prng, qemuCheck, qemuImg, qemuIo } from './helpers.js';
+import { normalize, ours, theirs } from '../cli/harness.js';
 
 export interface InfoBitmap {
   name: string;
@@ -121,6 +122,11 @@ export async function runPersistCase(dir: string, c: PersistCase): Promise<numbe
   await bb.close();
   const info = infoBitmaps(file);
   expect(info).toEqual(names.map((n, i) => ({ name: n, granularity: grans[i]!, flags: n === 'off' ? [] : ['auto'] })));
+  // Our check counts the bitmap clusters as qemu-img's does.
+  const args = ['check', '--output=json', file];
+  const mine = await ours('img', args, dir);
+  const ref = theirs('img', args, dir);
+  expect({ code: mine.code, out: normalize(mine.stdout) }).toEqual({ code: ref.code, out: normalize(ref.stdout) });
   const chk = qemuCheck(file);
   expect(chk['check-errors']).toBe(0);
   expect(chk.leaks ?? 0).toBe(0);

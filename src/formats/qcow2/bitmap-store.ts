@@ -141,7 +141,7 @@ async function storeBitmap(img: Qcow2Image, bm: BdrvDirtyBitmap): Promise<NewEnt
   for (let i = 0; i < entries; i++) {
     const start = i * perCluster;
     const n = Math.min(perCluster, nbits - start);
-    if (bm.nextDirty(Math.min(bm.size - 1, start * bm.granularity), Math.min(bm.size, (start + n) * bm.granularity) - start * bm.granularity) < 0) continue;
+    if (!bm.hasDirtyBits(start, n)) continue;
     buf.fill(0);
     bm.serialize(start, n, buf);
     const off = await img.refs.alloc(1);
@@ -215,6 +215,8 @@ export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
       }
       continue;
     }
+    // A bitmap of an empty image has no bits to store (QEMU loses it too, with a warning).
+    if (bm.size === 0) continue;
     entries.push(await storeBitmap(img, bm));
   }
   // Data and tables durable (with their refcounts) before any directory names them.
