@@ -17,6 +17,7 @@ import {
 import { expectBlockError, memoryGraph, prng } from './helpers.js';
 import { memGraph } from '../qcow2/helpers.js';
 import { createImage } from '../../src/core/create.js';
+import { isAllocatedAbove } from '../../src/node.js';
 
 async function rawDisk(size: number, discard = true) {
   const { graph, storage } = memoryGraph();
@@ -217,5 +218,31 @@ describe('dirty bitmaps: the request path marks them', () => {
       expect([...bms[j]!.dirtyExtents()], `granularity ${g}`).toEqual(modelExtents(models[j]!, g, size));
     });
     await bb.close();
+  });
+});
+
+describe('dirty bitmaps: what does not and what does mark', () => {
+  it('copy-on-read leaves them clean (the guest data does not change); a failed write marks its range', async () => {
+    const { graph, storage } = memoryGraph();
+    storage.create('top', 1 << 20);
+    storage.create('base', 1 << 20).writeRaw(0, new Uint8Array(1 << 20).fill(4));
+    const base = await graph.open({ driver: 'raw', 'node-name': 'base', file: { driver: 'memory', filename: 'base' } }, { readOnly: true });
+    const top = await graph.open({ driver: 'stubfmt', file: { driver: 'memory', filename: 'top' }, backing: 'base' });
+    await base.unref();
+    const bb = await BlockBackend.attach(graph, top);
+    const b = addDirtyBitmap(top, 'b', { granularity: 4096 });
+    top.copyOnRead++;
+    await bb.read(100_000, 10_000);
+    top.copyOnRead--;
+    // The copy landed in top, yet the bitmap is clean.
+    expect((await isAllocatedAbove(top, base, false, 100_000, 10_000)).allocated).toBe(true);
+    expect(b.count).toBe(0);
+    const f = storage.get('top')!;
+    f.faults = { failAfterWrites: f.writeCount, failCode: 'EIO' };
+    await expectBlockError(bb.write(8192, new Uint8Array(4096).fill(1)), 'EIO');
+    f.faults = {};
+    expect([...b.dirtyExtents()]).toEqual([[8192, 4096]]);
+    await bb.close();
+    await top.unref();
   });
 });
