@@ -7,7 +7,8 @@
  * is bitmap-persist.fuzz.ts.
  */
 import { describe, it, expect, afterAll } from 'vitest';
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { BlockBackend } from '../../src/node.js';
 import { lookupDirtyBitmap, removeDirtyBitmap } from '../../src/core/dirty-bitmap.js';
 import { fileGraph, openQcow2, qemuCheck, qemuImg, qemuIo, tempDir } from './helpers.js';
@@ -98,5 +99,39 @@ describe('qcow2 persistent bitmaps: edge sizes', () => {
       expect([chk['check-errors'], chk.leaks ?? 0, chk.corruptions ?? 0]).toEqual([0, 0, 0]);
       expect(await qemuDirtyExtents(f, 'b', `${f}.sock`)).toEqual([[0, 1024]]);
     }
+  });
+});
+
+describe('qcow2 persistent bitmaps: bad bitmap tables', () => {
+  const t = tempDir();
+  afterAll(() => t.cleanup());
+  it('an invalid table entry fails the open as in QEMU, and the failed open leaves the file as it was', async () => {
+    const f = t.path('bad.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', f, '10M');
+    qemuImg('bitmap', '--add', f, 'b');
+    qemuIo(f, ['write 0 1M']);
+    // Set a reserved bit in the first bitmap table entry.
+    const buf = readFileSync(f);
+    const hdrLen = buf.readUInt32BE(100);
+    let pos = hdrLen;
+    let dir = 0;
+    for (;;) {
+      const type = buf.readUInt32BE(pos);
+      const len = buf.readUInt32BE(pos + 4);
+      if (type === 0) break;
+      if (type === 0x23852875) dir = Number(buf.readBigUInt64BE(pos + 8 + 16));
+      pos += 8 + ((len + 7) & ~7);
+    }
+    const table = Number(buf.readBigUInt64BE(dir));
+    buf.writeBigUInt64BE(buf.readBigUInt64BE(table) | 2n, table);
+    writeFileSync(f, buf);
+    const q = spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'read 0 1', f], { encoding: 'utf8' });
+    expect(q.status).toBe(1);
+    expect(q.stderr).toMatch(/for bitmap 'b': Invalid argument/);
+    const before = readFileSync(f);
+    for (const readOnly of [false, true]) {
+      await expectBlockError(openQcow2(fileGraph(), f, readOnly), 'EINVAL', /^Could not read bitmap 'b' from image: Invalid argument$/);
+    }
+    expect(Buffer.compare(readFileSync(f), before)).toBe(0);
   });
 });

@@ -51,7 +51,8 @@ async function readTable(img: Qcow2Image, b: Qcow2Bitmap): Promise<bigint[]> {
 function checkTableEntry(img: Qcow2Image, b: Qcow2Bitmap, i: number, e: bigint): void {
   const off = e & BMT_OFFSET_MASK;
   const bad = (e & ~BMT_OFFSET_MASK & ~1n) !== 0n || (off !== 0n && (e & 1n) !== 0n) || Number(off) % img.cs !== 0;
-  if (bad) throw new BlockError('EINVAL', `Bitmap '${b.name}' has an invalid bitmap table entry ${i} (0x${e.toString(16)})`);
+  // QEMU's message names only the bitmap; the entry is in the context.
+  if (bad) throw new BlockError('EINVAL', `Could not read bitmap '${b.name}' from image: Invalid argument`, { offset: b.tableOffset + i * 8, expected: `a valid bitmap table entry, not 0x${e.toString(16)}` });
 }
 
 /** Loads the directory's bitmaps into the node (called by open before the in-use flags are set). */

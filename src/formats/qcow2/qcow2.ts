@@ -122,6 +122,11 @@ export class Qcow2Image implements DriverInstance {
    * use: a write would make them stale while they still look valid.
    */
   bitmapsNotInUse = false;
+  /**
+   * Set once the open completed: only then are the node's bitmaps the
+   * image's (a failed open must not rewrite the bitmap directory).
+   */
+  storeBitmapsOnClose = false;
   readonly warnings: string[] = [];
   /** What the open-time repair of a dirty image reported (QEMU prints it on stderr). */
   readonly repairMessages: string[] = [];
@@ -163,6 +168,7 @@ export class Qcow2Image implements DriverInstance {
   /** Opens the image (see open.ts). */
   async open(options: OptionReader): Promise<void> {
     await openImage(this, options);
+    this.storeBitmapsOnClose = true;
   }
 
   /** Drops idle cache entries every `seconds` (cache-clean-interval). */
@@ -200,7 +206,7 @@ export class Qcow2Image implements DriverInstance {
    * readonly from then on.
    */
   async reopenPrepare(state: ReopenState): Promise<void> {
-    if (!state.readOnly || this.readOnly || !this.refs || this.corrupt) return;
+    if (!state.readOnly || this.readOnly || !this.refs || this.corrupt || !this.storeBitmapsOnClose) return;
     if (!this.node.dirtyBitmaps.some((b) => b.persistent) && !this.header.bitmaps) return;
     await this.whenIdle(async () => {
       await flushAll(this, true);
@@ -460,7 +466,7 @@ export class Qcow2Image implements DriverInstance {
     await this.whenIdle(async () => {
       await flushAll(this, true);
       await this.file.flush();
-      await storePersistentBitmaps(this);
+      if (this.storeBitmapsOnClose) await storePersistentBitmaps(this);
       if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {
         this.header.incompatible &= ~INCOMPAT.DIRTY;
         await this.writeHeader();
