@@ -135,3 +135,24 @@ describe('qcow2 persistent bitmaps: bad bitmap tables', () => {
     expect(Buffer.compare(readFileSync(f), before)).toBe(0);
   });
 });
+
+describe('qcow2 persistent bitmaps and check', () => {
+  const t = tempDir();
+  afterAll(() => t.cleanup());
+  it('img check -r all keeps the bitmaps and their extents, as qemu-img check does', async () => {
+    const base = t.path('ck.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '10M');
+    qemuImg('bitmap', '--add', base, 'b');
+    qemuIo(base, ['write 1M 100k']);
+    const q = t.path('ck-q.qcow2');
+    const o = t.path('ck-o.qcow2');
+    copyFileSync(base, q);
+    copyFileSync(base, o);
+    const rq = spawnSync('qemu-img', ['check', '-r', 'all', q], { encoding: 'utf8' });
+    const ro = await ours('img', ['check', '-r', 'all', o], t.dir);
+    expect(ro.code).toBe(rq.status);
+    expect(infoBitmaps(o)).toEqual(infoBitmaps(q));
+    expect(infoBitmaps(o)).toEqual([{ name: 'b', flags: ['auto'], granularity: 65536 }]);
+    expect(await qemuDirtyExtents(o, 'b', `${o}.sock`)).toEqual(await qemuDirtyExtents(q, 'b', `${q}.sock`));
+  });
+});

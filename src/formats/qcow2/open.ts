@@ -105,6 +105,8 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     img.snapshotTableBytes = r.bytes;
   }
   let bitmapRaw: Uint8Array | null = null;
+  // An open for check does not load the bitmaps, so its close must not store them.
+  img.bitmapsLoaded = !forCheck;
   if (h.bitmaps) {
     const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs, h.size);
     img.bitmaps = r.bitmaps;
@@ -146,7 +148,8 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
       h.autoclear &= AUTOCLEAR_KNOWN;
       await img.writeHeader();
     }
-    if (bitmapRaw && h.bitmaps && markAllInUse(bitmapRaw, img.bitmaps)) {
+    // A check neither loads nor changes the bitmaps (it changes no guest data): they stay valid.
+    if (bitmapRaw && h.bitmaps && !forCheck && markAllInUse(bitmapRaw, img.bitmaps)) {
       await file.pwritev(h.bitmaps.directoryOffset, bitmapRaw.length, bitmapRaw);
       await file.flush();
     }

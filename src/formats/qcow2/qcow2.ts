@@ -123,10 +123,13 @@ export class Qcow2Image implements DriverInstance {
    */
   bitmapsNotInUse = false;
   /**
-   * Set once the open completed: only then are the node's bitmaps the
-   * image's (a failed open must not rewrite the bitmap directory).
+   * Set once an open that loaded the bitmaps completed: only then are the
+   * node's bitmaps the image's (a failed open, or one for check, must not
+   * rewrite the bitmap directory).
    */
   storeBitmapsOnClose = false;
+  /** Whether open loaded the persistent bitmaps into the node (not for check). */
+  bitmapsLoaded = false;
   readonly warnings: string[] = [];
   /** What the open-time repair of a dirty image reported (QEMU prints it on stderr). */
   readonly repairMessages: string[] = [];
@@ -168,7 +171,7 @@ export class Qcow2Image implements DriverInstance {
   /** Opens the image (see open.ts). */
   async open(options: OptionReader): Promise<void> {
     await openImage(this, options);
-    this.storeBitmapsOnClose = true;
+    this.storeBitmapsOnClose = this.bitmapsLoaded;
   }
 
   /** Drops idle cache entries every `seconds` (cache-clean-interval). */
