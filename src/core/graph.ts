@@ -16,6 +16,7 @@ import { ROLE_BACKING, type ChildRoleMask, type PermMask } from './permissions.j
 import { preparePermUpdate, refreshPerms, topologicalOrder } from './perm-update.js';
 import { defaultLimits, mergeLimits, validateLimits } from './limits.js';
 import { flush } from './io.js';
+import { releaseDirtyBitmaps } from './dirty-bitmap.js';
 import { drainBegin, drainEnd } from './drain.js';
 import { probeFormat } from './probe.js';
 import { ChildRole } from './permissions.js';
@@ -617,6 +618,7 @@ export class BlockGraph {
     } finally {
       drainEnd(token);
       node.isOpen = false;
+      releaseDirtyBitmaps(node);
       await this.discardNode(node);
     }
     if (flushError) throw toBlockError(flushError, { node: node.nodeName });
@@ -628,6 +630,7 @@ export class BlockGraph {
       node.isOpen = false;
       await node.instance?.close?.().catch(() => undefined);
     }
+    releaseDirtyBitmaps(node);
     if (this.nodes.get(node.nodeName) === node) this.nodes.delete(node.nodeName);
     const children = [...node.children];
     node.children.length = 0;

@@ -17,6 +17,7 @@ import { ReqFlag, Status, type BlockStatusResult, type IoResult, type PreallocMo
 import { BlockError, toBlockError } from './errors.js';
 import { Perm } from './permissions.js';
 import { track, type TrackedType } from './tracked-requests.js';
+import { markDirty, truncateBitmaps } from './dirty-bitmap.js';
 import { isZeroBuffer } from './zero-detect.js';
 import { probeFormatName } from './probe.js';
 
@@ -338,9 +339,11 @@ export async function pwritev(
   const req = track(node, offset, bytes, 'write', !aligned);
   beginInFlight(node);
   let failed = true;
+  let issued = false;
   try {
     await req.waitForBlockers();
     await beforeWrite(node, 'write', offset, bytes);
+    issued = true;
     if (aligned) {
       await driverWriteSplit(node, offset, bytes, buf.length === bytes ? buf : buf.subarray(0, bytes), flags);
     } else {
@@ -350,6 +353,7 @@ export async function pwritev(
     if (needsFuaFlush(node, flags)) await flush(node);
     failed = false;
   } finally {
+    writeFinished(node, offset, bytes, issued);
     req.end();
     endInFlight(node);
     account(node.stats.write, bytes, start, failed);
@@ -421,6 +425,16 @@ async function beforeWrite(node: BlockNode, kind: 'write' | 'zero' | 'discard' |
   }
 }
 
+/**
+ * The one place where a write, zero write or discard that reached the driver
+ * marks the node's dirty bitmaps (QEMU's bdrv_co_write_req_finish): also when
+ * it failed, since part of the range may have changed. Copy-on-read does not
+ * come here: it leaves the guest data as it was.
+ */
+function writeFinished(node: BlockNode, offset: number, bytes: number, issued: boolean): void {
+  if (issued) markDirty(node, offset, bytes);
+}
+
 function afterWrite(node: BlockNode, offset: number, bytes: number): void {
   const end = offset + bytes;
   node.writeGeneration++;
@@ -465,9 +479,11 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
   const req = track(node, offset, bytes, 'write', !aligned);
   beginInFlight(node);
   let failed = true;
+  let issued = false;
   try {
     await req.waitForBlockers();
     await beforeWrite(node, 'zero', offset, bytes);
+    issued = true;
     const headEnd = Math.min(alignUp(offset, align), offset + bytes);
     const tailStart = Math.max(alignDown(offset + bytes, align), headEnd);
     if (headEnd > offset) await rmwZero(node, offset, headEnd - offset);
@@ -477,6 +493,7 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
     afterWrite(node, offset, bytes);
     failed = false;
   } finally {
+    writeFinished(node, offset, bytes, issued);
     req.end();
     endInFlight(node);
     account(node.stats.zeroWrite, bytes, start, failed);
@@ -570,9 +587,11 @@ export async function pdiscard(child: BdrvChild, offset: number, bytes: number):
   const req = track(node, start, end - start, 'discard', false);
   beginInFlight(node);
   let failed = true;
+  let issued = false;
   try {
     await req.waitForBlockers();
     await beforeWrite(node, 'discard', start, end - start);
+    issued = true;
     for (let pos = start; pos < end; ) {
       let n = end - pos;
       if (pos % align !== 0) n = Math.min(n, align - (pos % align));
@@ -589,6 +608,7 @@ export async function pdiscard(child: BdrvChild, offset: number, bytes: number):
     node.writeGeneration++;
     failed = false;
   } finally {
+    writeFinished(node, offset, bytes, issued);
     req.end();
     endInFlight(node);
     account(node.stats.discard, end - start, t0, failed);
@@ -676,6 +696,7 @@ export async function truncate(
     if (inst.truncate) await inst.truncate(offset, exact, prealloc, flags);
     else await node.filtered!.truncate(offset, exact, prealloc, flags);
     await node.refreshLength();
+    truncateBitmaps(node, node.totalBytes);
     node.writeGeneration++;
   } catch (e) {
     throw toBlockError(e, { node: node.nodeName });

@@ -14,6 +14,7 @@ import { defaultLimits, type BlockLimits } from './limits.js';
 import { BlockError } from './errors.js';
 import { PERM_ALL } from './permissions.js';
 import type { TrackedRequest } from './tracked-requests.js';
+import type { BdrvDirtyBitmap } from './dirty-bitmap.js';
 
 /** detect-zeroes option values. */
 export type DetectZeroes = 'off' | 'on' | 'unmap';
@@ -107,6 +108,8 @@ export class BlockNode {
   highestWriteEnd = 0;
   /** Hooks run before every write, zero write, discard and truncate. */
   readonly beforeWriteHooks: BeforeWriteHook[] = [];
+  /** Named dirty bitmaps (see dirty-bitmap.ts); the request path marks the enabled ones. */
+  readonly dirtyBitmaps: BdrvDirtyBitmap[] = [];
   /** I/O accounting. */
   stats: IoStats = newIoStats();
 

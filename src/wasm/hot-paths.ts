@@ -7,7 +7,8 @@
  *
  * The paths: the qcow2 L2 walk (lookup.ts), the refcount scans
  * (refcount.ts), the all-zero check (core/zero-detect.ts), deflate / inflate
- * of compressed clusters and zstd (codec.ts). Each falls back to its
+ * of compressed clusters and zstd (codec.ts), and the dirty-bitmap engine
+ * (core/dirty-bitmap.ts, WASM only: it is loaded here ahead of the first bitmap). Each falls back to its
  * TypeScript (or platform) implementation when its module cannot load, with
  * the same answers; README's benchmark table says which one wins where.
  */
@@ -16,6 +17,7 @@ import { initL2Mapper, l2MapperState, setL2MapperEnabled } from '../formats/qcow
 import { initRefcountWasm, refcountWasmState, setRefcountWasmEnabled } from '../formats/qcow2/refcount.js';
 import { getClusterCodec, initZstd } from './codec.js';
 import { loadZero, ZeroBufferPool, type WasmZero } from './zero.js';
+import { initBitmapEngine } from '../core/dirty-bitmap.js';
 
 /** What serves each hot path (the page sees it as `Implementations`). */
 export interface HotPathState {
@@ -49,7 +51,7 @@ function zero(): Promise<WasmZero | undefined> {
 export async function startHotPaths(): Promise<void> {
   const z = await zero();
   if (z && !typescriptOnly) setZeroDetector(z.detector(), 'wasm');
-  await Promise.all([initL2Mapper(), initRefcountWasm(), getClusterCodec().catch(() => undefined), initZstd().catch(() => undefined)]);
+  await Promise.all([initL2Mapper(), initRefcountWasm(), getClusterCodec().catch(() => undefined), initZstd().catch(() => undefined), initBitmapEngine().catch(() => undefined)]);
 }
 
 /**

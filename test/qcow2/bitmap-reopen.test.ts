@@ -3,7 +3,8 @@
  * becomes writable, our writes do not update the bitmaps, so they must be
  * marked in use on disk as a read-write open marks them (QEMU's
  * reopen_bitmaps_rw). The reference is qemu-io killed right after
- * `reopen -w` (before its close would store and clear the bitmaps).
+ * `reopen -w` (before its close would store and clear the bitmaps); a full
+ * session stores them on close, as qemu-io's does.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import { BlockBackend } from '../../src/node.js';
 import { ours } from '../cli/harness.js';
 import { fileGraph, memGraph, qemuImg, tempDir } from './helpers.js';
 import { expectBlockError } from '../core/helpers.js';
+import { qemuDirtyExtents } from './bitmap-persist.js';
 
 interface InfoBitmap {
   name: string;
@@ -66,13 +68,51 @@ describe('qcow2 persistent bitmaps and reopen read-write', () => {
     await node.unref();
   });
 
-  it('diskworker io -r -c "reopen -w" leaves them in use (our writes never update them)', async () => {
-    const expected = qemuAfterReopen();
+  it('diskworker io -r -c "reopen -w" -c write stores them on close as qemu-io does (valid, the write marked)', async () => {
+    const theirs = t.path('theirs-io.qcow2');
+    copyFileSync(base, theirs);
+    const q = spawnSync('qemu-io', ['-r', '-c', 'reopen -w', '-c', 'write 0 4k', theirs], { encoding: 'utf8' });
+    expect(q.status).toBe(0);
     const f = t.path('ours-io.qcow2');
     copyFileSync(base, f);
     const r = await ours('io', ['-r', '-c', 'reopen -w', '-c', 'write 0 4k', f], t.dir);
     expect(r).toEqual({ code: 0, stdout: expect.stringContaining('wrote 4096/4096 bytes at offset 0') as unknown, stderr: '' });
-    expect(bitmapsOf(f)).toEqual(expected);
+    expect(bitmapsOf(f)).toEqual(bitmapsOf(theirs));
+    expect(bitmapsOf(f).map((b) => b.flags)).toEqual([['auto'], []]);
+    for (const name of ['b0', 'b1']) {
+      expect(await qemuDirtyExtents(f, name, `${f}.sock`)).toEqual(await qemuDirtyExtents(theirs, name, `${theirs}.sock`));
+    }
+    expect(await qemuDirtyExtents(f, 'b0', `${f}.sock`)).toEqual([[0, 65536]]);
+  });
+
+  it('a reopen to read-only stores them at once, as qemu-io does (killed right after the reopen)', async () => {
+    const theirs = t.path('theirs-ro.qcow2');
+    copyFileSync(base, theirs);
+    const q = spawnSync('qemu-io', ['-c', 'write 64k 4k', '-c', 'reopen -r', '-c', 'sigraise 9', theirs], { encoding: 'utf8' });
+    expect(q.signal).toBe('SIGKILL');
+    const f = t.path('ours-ro.qcow2');
+    copyFileSync(base, f);
+    const graph = fileGraph();
+    const bb = await BlockBackend.open(graph, { driver: 'qcow2', file: { filename: f } });
+    await bb.write(65536, new Uint8Array(4096).fill(3));
+    // As qemu-io's reopen does: the backend lets go of its write permission first.
+    const node = bb.node;
+    node.ref();
+    await bb.close();
+    await graph.reopen([{ node, readOnly: true }]);
+    const ro = await BlockBackend.attach(graph, node, { name: '' });
+    await node.unref();
+    // What a crash now would leave: a copy of the file while it is open.
+    const snap = t.path('ours-ro-snap.qcow2');
+    copyFileSync(f, snap);
+    expect(bitmapsOf(snap)).toEqual(bitmapsOf(theirs));
+    expect(bitmapsOf(snap).map((b) => b.flags)).toEqual([['auto'], []]);
+    for (const name of ['b0', 'b1']) {
+      expect(await qemuDirtyExtents(snap, name, `${snap}.sock`)).toEqual(await qemuDirtyExtents(theirs, name, `${theirs}.sock`));
+    }
+    expect(await qemuDirtyExtents(snap, 'b0', `${snap}.sock`)).toEqual([[65536, 65536]]);
+    await ro.close();
+    expect(bitmapsOf(f)).toEqual(bitmapsOf(theirs));
   });
 
   it('a read-only session and a reopen to read-only keep them valid', async () => {

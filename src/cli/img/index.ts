@@ -8,6 +8,7 @@ import { CliExit, type CliIo, errText } from '../common.js';
 import { cmdAmend } from './amend.js';
 import { help } from './help.js';
 import { cmdBench } from './bench.js';
+import { cmdBitmap } from './bitmap.js';
 import { cmdCheck } from './check.js';
 import { cmdCommit } from './commit.js';
 import { cmdCompare } from './compare.js';
@@ -21,7 +22,7 @@ import { cmdMeasure } from './measure.js';
 import { cmdRebase } from './rebase.js';
 import { cmdResize } from './resize.js';
 
-// snapshot / bitmap (not yet)
+// snapshot (not yet)
 
 async function cmdNotYet(ctx: Ctx, name: string, args: string[]): Promise<number> {
   void ctx;
@@ -35,7 +36,7 @@ type Handler = (ctx: Ctx, args: string[]) => Promise<number>;
 const COMMANDS: Record<string, Handler> = {
   amend: cmdAmend,
   bench: cmdBench,
-  bitmap: (c, a) => cmdNotYet(c, 'bitmap', a),
+  bitmap: cmdBitmap,
   check: cmdCheck,
   commit: cmdCommit,
   compare: cmdCompare,

@@ -1,8 +1,8 @@
 /**
  * Persistent dirty bitmaps: the directory is read (for listing, overlap
- * checks and refcount checks). Bitmap operations are a later issue; a
- * read-write open marks every bitmap in use, as QEMU does, so no reader trusts
- * a bitmap that our writes made stale.
+ * checks and refcount checks). A read-write open marks every bitmap in use,
+ * as QEMU does, until the close stores them again (bitmap-store.ts loads
+ * and stores the bits).
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';

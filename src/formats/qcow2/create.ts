@@ -393,7 +393,8 @@ export async function measureQcow2(options: OptionReader, source?: BlockNode): P
   }
   const full = preallocSize(virtualSize, cs, order, p.extendedL2);
   const info: MeasureInfo = { required: full - virtualSize + required, fullyAllocated: full };
-  const bitmaps = source ? bitmapsSize(source, cs) : undefined;
+  // A v2 target cannot hold bitmaps: QEMU prints no bitmaps line then.
+  const bitmaps = source && p.version >= 3 ? bitmapsSize(source, cs) : undefined;
   if (bitmaps !== undefined) info.bitmaps = bitmaps;
   return info;
 }

@@ -16,6 +16,7 @@ import { entryOffset, isCopied } from './mapping.js';
 import { Refcounts, type RefcountHost } from './refcount.js';
 import { readSnapshotTable } from './snapshot.js';
 import { markAllInUse, readBitmapDirectory } from './bitmap.js';
+import { loadPersistentBitmaps } from './bitmap-store.js';
 import { checkImage } from './check.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -109,10 +110,14 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     img.snapshotTableBytes = r.bytes;
   }
   let bitmapRaw: Uint8Array | null = null;
+  // An open for check does not load the bitmaps, so its close must not store them.
+  img.bitmapsLoaded = !forCheck;
   if (h.bitmaps) {
     const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs, h.size);
     img.bitmaps = r.bitmaps;
     bitmapRaw = r.raw;
+    // Before the in-use flags are set below: a bitmap found in use is inconsistent.
+    if (!forCheck) await loadPersistentBitmaps(img, r.bitmaps);
   }
   registerMetadata(img);
 
@@ -148,7 +153,8 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
       h.autoclear &= AUTOCLEAR_KNOWN;
       await img.writeHeader();
     }
-    if (bitmapRaw && h.bitmaps && markAllInUse(bitmapRaw, img.bitmaps)) {
+    // A check neither loads nor changes the bitmaps (it changes no guest data): they stay valid.
+    if (bitmapRaw && h.bitmaps && !forCheck && markAllInUse(bitmapRaw, img.bitmaps)) {
       await file.pwritev(h.bitmaps.directoryOffset, bitmapRaw.length, bitmapRaw);
       await file.flush();
     }

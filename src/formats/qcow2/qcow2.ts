@@ -40,6 +40,8 @@ import { TYPE_NAMES, type ClusterType } from './mapping.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
+import { storePersistentBitmaps } from './bitmap-store.js';
+import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2CreateOptions } from './create.js';
 import { amendImage } from './amend.js';
@@ -121,6 +123,14 @@ export class Qcow2Image implements DriverInstance {
    * use: a write would make them stale while they still look valid.
    */
   bitmapsNotInUse = false;
+  /**
+   * Set once an open that loaded the bitmaps completed: only then are the
+   * node's bitmaps the image's (a failed open, or one for check, must not
+   * rewrite the bitmap directory).
+   */
+  storeBitmapsOnClose = false;
+  /** Whether open loaded the persistent bitmaps into the node (not for check). */
+  bitmapsLoaded = false;
   readonly warnings: string[] = [];
   /** What the open-time repair of a dirty image reported (QEMU prints it on stderr). */
   readonly repairMessages: string[] = [];
@@ -162,6 +172,7 @@ export class Qcow2Image implements DriverInstance {
   /** Opens the image (see open.ts). */
   async open(options: OptionReader): Promise<void> {
     await openImage(this, options);
+    this.storeBitmapsOnClose = this.bitmapsLoaded;
   }
 
   /** Drops idle cache entries every `seconds` (cache-clean-interval). */
@@ -203,6 +214,21 @@ export class Qcow2Image implements DriverInstance {
   }
 
   /**
+   * A reopen to read-only stores the persistent bitmaps first, while the
+   * image is still writable (QEMU's qcow2_reopen_bitmaps_ro); they are
+   * readonly from then on.
+   */
+  async reopenPrepare(state: ReopenState): Promise<void> {
+    if (!state.readOnly || this.readOnly || !this.refs || this.corrupt || !this.storeBitmapsOnClose) return;
+    if (!this.node.dirtyBitmaps.some((b) => b.persistent) && !this.header.bitmaps) return;
+    await this.whenIdle(async () => {
+      await flushAll(this, true);
+      await storePersistentBitmaps(this);
+    });
+    for (const bm of this.node.dirtyBitmaps) if (bm.persistent) bm.readonly = true;
+  }
+
+  /**
    * After a reopen to read-write, marks the persistent bitmaps in use on
    * disk, as a read-write open does: our writes do not update them. On
    * failure the reopen stays, but writes are refused (QEMU leaves its bitmaps
@@ -214,6 +240,7 @@ export class Qcow2Image implements DriverInstance {
     try {
       this.bitmaps = await this.whenIdle(() => markInUseOnDisk(this.file, ext, this.cs, this.header.size));
       this.bitmapsNotInUse = false;
+      for (const bm of this.node.dirtyBitmaps) if (bm.persistent) bm.readonly = false;
     } catch (e) {
       this.bitmapsNotInUse = true;
       const err = toBlockError(e);
@@ -452,6 +479,7 @@ export class Qcow2Image implements DriverInstance {
     await this.whenIdle(async () => {
       await flushAll(this, true);
       await this.file.flush();
+      if (this.storeBitmapsOnClose) await storePersistentBitmaps(this);
       if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {
         this.header.incompatible &= ~INCOMPAT.DIRTY;
         await this.writeHeader();
@@ -486,6 +514,7 @@ export const qcow2Driver = {
     try {
       await img.open(options);
     } catch (e) {
+      releaseDirtyBitmaps(node);
       await img.close().catch(() => undefined);
       throw e;
     }
