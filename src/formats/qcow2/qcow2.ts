@@ -204,9 +204,13 @@ export class Qcow2Image implements DriverInstance {
     }
   }
 
-  /** Marks the image clean before it turns read-only or stops using lazy refcounts (reopen.ts). */
+  /**
+   * Checks the new options, stores the persistent bitmaps before a reopen to
+   * read-only, and marks the image clean before it turns read-only or stops
+   * using lazy refcounts (reopen.ts).
+   */
   reopenPrepare(state: ReopenState): Promise<void> {
-    return prepareReopen(this, state);
+    return prepareReopen(this, state, () => this.storeBitmapsBeforeReadOnly(state));
   }
 
   reopenCommit(state: ReopenState): void {
@@ -218,7 +222,7 @@ export class Qcow2Image implements DriverInstance {
    * image is still writable (QEMU's qcow2_reopen_bitmaps_ro); they are
    * readonly from then on.
    */
-  async reopenPrepare(state: ReopenState): Promise<void> {
+  private async storeBitmapsBeforeReadOnly(state: ReopenState): Promise<void> {
     if (!state.readOnly || this.readOnly || !this.refs || this.corrupt || !this.storeBitmapsOnClose) return;
     if (!this.node.dirtyBitmaps.some((b) => b.persistent) && !this.header.bitmaps) return;
     await this.whenIdle(async () => {

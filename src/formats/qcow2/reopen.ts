@@ -42,12 +42,14 @@ export async function markClean(img: Qcow2Image): Promise<void> {
 }
 
 /** Checks the new options; marks the image clean when it stops being writable or lazy. */
-export async function prepareReopen(img: Qcow2Image, state: ReopenState): Promise<void> {
+export async function prepareReopen(img: Qcow2Image, state: ReopenState, beforeClean?: () => Promise<void>): Promise<void> {
   const wanted = boolOption(state.options['lazy-refcounts'], 'lazy-refcounts');
   const lazy = wanted ?? img.lazyRefcounts;
   if (lazy && img.header.version < 3) {
     throw einval('Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level');
   }
+  // As QEMU: options checked first, then the bitmaps stored, then the image marked clean.
+  await beforeClean?.();
   const writable = !img.node.readOnly && img.refs !== undefined && !img.corrupt;
   if (writable && (state.readOnly || (img.lazyRefcounts && !lazy))) await markClean(img);
   const plan: Qcow2ReopenPlan = { lazyRefcounts: lazy };
