@@ -3,6 +3,7 @@
  * (preallocation modes, cluster sizes, image sizes, an external data file),
  * `img create` must leave the image file, and the data file, exactly as long
  * as qemu-img 7.2 does, mapped the same, and qemu-img check must find it clean.
+ * `img resize` of an image with a data file sizes the data file as QEMU does.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -59,5 +60,29 @@ describe.runIf(hasQemu())('img create file sizes vs qemu-img 7.2', () => {
     const c = theirs('img', ['check', 'img.qcow2'], dirs.ours);
     expect(c.stdout + c.stderr).toContain('No errors were found on the image.');
     expect(c.code).toBe(0);
+  });
+
+  const resizes: Array<[opts: string, steps: string[]]> = [
+    ['data_file=img.data', ['100M']],
+    ['data_file=img.data', ['100M', '--shrink 10M']],
+    ['data_file=img.data,data_file_raw=on', ['90M', '--shrink 3M']],
+    ['data_file=img.data,preallocation=metadata', ['--preallocation=metadata 80M']],
+    ['data_file=img.data,preallocation=falloc', ['--preallocation=falloc 70M']],
+  ];
+  it.each(resizes.map((c, i) => [i, ...c] as const))('resize %i: -o %s, then %j', async (i, opts, steps) => {
+    const lens: Record<string, number[]> = {};
+    for (const who of ['theirs', 'ours'] as const) {
+      const dir = join(root, `r${i}${who}`);
+      mkdirSync(dir);
+      expect(theirs('img', ['create', '-q', '-f', 'qcow2', '-o', opts, 'img.qcow2', '64M'], dir).code).toBe(0);
+      for (const step of steps) {
+        const args = ['resize', '-q', ...step.split(' ').slice(0, -1), 'img.qcow2', step.split(' ').pop()!];
+        const r = who === 'theirs' ? theirs('img', args, dir) : await ours('img', args, dir);
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+      }
+      lens[who] = [sizeOf(join(dir, 'img.qcow2')), sizeOf(join(dir, 'img.data'))];
+    }
+    expect(lens['ours']).toEqual(lens['theirs']);
   });
 });

@@ -3,7 +3,8 @@
  * process killed after an allocating write leaves the dirty bit set and the
  * refcounts stale on disk (a guest flush does not write them), a clean exit
  * leaves a clean image, `check -r all` and a read-write open repair the image
- * as QEMU does, and `reopen -o lazy-refcounts=on|off` switches the behaviour
+ * as QEMU does (qemu-img amend prints the repair of its open), and
+ * `reopen -o lazy-refcounts=on|off` switches the behaviour
  * at run time. Each session runs as a real process (it is killed), ours from
  * dist/; what is compared is the header's incompatible bits, qemu-img
  * check's report of the survivor, our repair's messages and the result.
@@ -109,6 +110,19 @@ describe.runIf(hasQemu())('lazy refcounts vs qemu-io 7.2 (killed processes)', ()
       (who, dir) => run(who, 'io', ['-c', 'write 0 512', 't.qcow2'], dir),
       dirtyBit(),
       refCheck(),
+    ]);
+    expect(r.ours).toEqual(r.theirs);
+    expect(r.ours[2]).toContain('Rebuilding refcount structure');
+  });
+
+  it.each(['compat=0.10', 'lazy_refcounts=off'])('img amend -o %s of the dirty image prints the repair as qemu-img does', (opt) => {
+    const r = both(root, `amend-${opt.replace(/[=.]/g, '')}`, 'compat=1.1,lazy_refcounts=on', [
+      (who, dir) => run(who, 'io', ['-c', 'write -P 0x2a 0 128k', '-c', 'flush', '-c', 'sigraise 9', 't.qcow2'], dir),
+      dirtyBit(),
+      (who, dir) => run(who, 'img', ['amend', '-o', opt, 't.qcow2'], dir),
+      dirtyBit(),
+      refCheck(),
+      (who, dir) => run(who, 'io', ['-c', 'read -P 0x2a 0 128k', 't.qcow2'], dir),
     ]);
     expect(r.ours).toEqual(r.theirs);
     expect(r.ours[2]).toContain('Rebuilding refcount structure');

@@ -92,6 +92,8 @@ export class Ctx {
     }
     this.backends.push(bb);
     if (!(o.readOnly ?? true) && needsProbeWarning(bb.node)) this.io.stderr(probedRawWarning(filename));
+    // What the open repaired (a dirty lazy-refcounts image), as QEMU prints it.
+    for (const line of bb.node.instance.openMessages?.() ?? []) this.io.stderr(`${line}\n`);
     return bb;
   }
 

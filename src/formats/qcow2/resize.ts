@@ -26,6 +26,7 @@ export async function resizeImage(img: Qcow2Image, offset: number, prealloc: Pre
     if (prealloc !== 'off') throw einval('Preallocation can only be used when growing an image');
     if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', "Can't shrink an image which has snapshots");
     await shrink(img, offset);
+    if (img.hasDataFile) await img.dataChild.truncate(offset, false, 'off');
   } else if (offset > old) {
     // A raw data file maps every guest cluster to its own offset: grown clusters are mapped at once.
     if (img.dataFileRaw && prealloc === 'off') prealloc = 'metadata';
@@ -34,6 +35,8 @@ export async function resizeImage(img: Qcow2Image, offset: number, prealloc: Pre
     await growL1(img, needL1);
     await flushAll(img);
     if (prealloc !== 'off') await preallocate(img, old, offset, prealloc);
+    // As in QEMU, an external data file follows the image size when nothing is preallocated.
+    else if (img.hasDataFile) await img.dataChild.truncate(offset, false, 'off');
     const zeroStart = Math.ceil(old / img.subSize) * img.subSize;
     if (zeroWrite && offset > zeroStart) {
       try {
