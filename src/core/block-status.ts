@@ -5,7 +5,7 @@
  */
 import type { BlockNode } from './node.js';
 import { Status, type BlockStatusResult } from './driver.js';
-import { blockStatus } from './io.js';
+import { blockStatus } from './request-path.js';
 
 /** A block status answer plus the depth (0 = top) of the layer that answered. */
 export interface StatusAbove extends BlockStatusResult {

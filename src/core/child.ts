@@ -9,7 +9,7 @@ import type { BlockNode } from './node.js';
 import type { BlockStatusResult, IoResult, ReqFlags, PreallocMode } from './driver.js';
 import type { ChildRoleMask, PermMask } from './permissions.js';
 import { BlockError } from './errors.js';
-import * as io from './io.js';
+import * as io from './request-path.js';
 
 /**
  * A parent that is not a node: a BlockBackend or a job. It is told when its

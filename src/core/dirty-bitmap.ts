@@ -2,7 +2,7 @@
  * Named dirty bitmaps attached to a node (QEMU's BdrvDirtyBitmap).
  *
  * A bitmap records which granules of the node's guest data changed since it
- * was cleared. Enabled bitmaps are marked by the request path (io.ts,
+ * was cleared. Enabled bitmaps are marked by the request path (request-path.ts,
  * {@link markDirty}) for every write, zero write and discard; a truncate
  * resizes them ({@link truncateBitmaps}). The bits live in the WASM bitmap
  * engine (src/wasm/bitmap.ts).

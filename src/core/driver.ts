@@ -5,7 +5,7 @@
  * open node gets a {@link DriverInstance} holding that node's state and methods.
  * All methods are byte-based and async, with one entry per operation.
  *
- * What the generic layer (src/core/io.ts) guarantees to every instance method
+ * What the generic layer (src/core/request-path.ts) guarantees to every instance method
  * that takes `(offset, bytes)`:
  * - `offset` and `bytes` are safe non-negative integers, `offset + bytes` does
  *   not overflow, and the range lies inside the node's length (truncate aside);

@@ -15,7 +15,7 @@ import { OptionReader, normalizeOptions, parseJsonFilename, type BlockOptions } 
 import { ROLE_BACKING, type ChildRoleMask, type PermMask } from './permissions.js';
 import { preparePermUpdate, refreshPerms, topologicalOrder } from './perm-update.js';
 import { defaultLimits, mergeLimits, validateLimits } from './limits.js';
-import { flush } from './io.js';
+import { flush } from './request-path.js';
 import { releaseDirtyBitmaps } from './dirty-bitmap.js';
 import { drainBegin, drainEnd } from './drain.js';
 import { probeFormat } from './probe.js';

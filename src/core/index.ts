@@ -9,7 +9,7 @@ export { BlockNode, newIoStats, type IoStats, type OpStats, type DetectZeroes, t
 export { BlockGraph, joinRelative, type BackingPolicy, type OpenFlags } from './graph.js';
 export { BlockBackend, type BackendOptions, type ErrorAction, type StopEvent } from './backend.js';
 export { drainBegin, drainEnd, drained, type DrainToken } from './drain.js';
-export { blockStatus, checkRequest, flush, MAX_REQUEST_END } from './io.js';
+export { blockStatus, checkRequest, flush, MAX_REQUEST_END } from './request-path.js';
 export { probeFormat, probeFormatName } from './probe.js';
 export { isZeroBuffer, setZeroDetector } from './zero-detect.js';
 export { blockStatusAbove, isAllocatedAbove, type StatusAbove } from './block-status.js';

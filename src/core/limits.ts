@@ -1,7 +1,7 @@
 /**
  * Request limits of a node (QEMU's `BlockLimits`).
  *
- * The generic request path (src/core/io.ts) guarantees every driver that the
+ * The generic request path (src/core/request-path.ts) guarantees every driver that the
  * requests it receives respect these: aligned to `requestAlignment`, at most
  * `maxTransfer` bytes, and so on. A value of 0 means "no limit".
  */

@@ -3,7 +3,7 @@
  *
  * A node is one driver instance with its options, its children (file, backing,
  * data-file) and its parents. The request path state (tracked requests, drain,
- * flush generations, statistics) lives here too, used by src/core/io.ts.
+ * flush generations, statistics) lives here too, used by src/core/request-path.ts.
  */
 import type { BlockDriver, DriverInstance } from './driver.js';
 import type { BlockGraph } from './graph.js';
@@ -71,7 +71,7 @@ export class BlockNode {
   /** Whether the node is open. */
   isOpen = false;
 
-  // Request path state (src/core/io.ts).
+  // Request path state (src/core/request-path.ts).
   /** Cached length in bytes. */
   totalBytes = 0;
   /** Requests in flight on this node. */

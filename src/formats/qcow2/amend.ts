@@ -9,7 +9,7 @@ import { COMPAT, INCOMPAT, V3_HEADER_LENGTH } from './constants.js';
 import { rebuildRefcounts } from './check.js';
 import { fileLengthOf } from './check-count.js';
 import { getRefcount } from './refcount.js';
-import { T, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './mapping.js';
+import { ClusterType, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
 import { serializeHeader } from './header.js';
 import { checkRefcountBits, readRefcountBits } from './create.js';
@@ -34,9 +34,9 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   const prealloc = o.string('preallocation');
   o.bool('encryption');
   o.finish();
-  if (clusterSize !== undefined && clusterSize !== img.cs) throw new BlockError('ENOTSUP', 'Changing the cluster size is not supported');
+  if (clusterSize !== undefined && clusterSize !== img.clusterSize) throw new BlockError('ENOTSUP', 'Changing the cluster size is not supported');
   if (ctype !== undefined && (ctype === 'zstd' ? 1 : 0) !== h.compressionType) throw new BlockError('ENOTSUP', 'Changing the compression type is not supported');
-  if (extL2 !== undefined && extL2 !== img.ext) throw new BlockError('ENOTSUP', 'Changing extended_l2 is not supported');
+  if (extL2 !== undefined && extL2 !== img.extendedL2) throw new BlockError('ENOTSUP', 'Changing extended_l2 is not supported');
   if (prealloc !== undefined) throw new BlockError('ENOTSUP', 'Changing the preallocation mode is not supported');
   // As in QEMU, the width is checked with the options, before anything changes.
   if (refcountBits !== undefined) checkRefcountBits(refcountBits);
@@ -78,7 +78,7 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     const over = counts.findIndex((v) => v > max);
     if (over >= 0) {
       const exact = await img.refs.getExact(over);
-      throw einval(`Cannot decrease refcount entry width to ${refcountBits} bits: Cluster at offset 0x${(over * img.cs).toString(16)} has a refcount of ${exact}`);
+      throw einval(`Cannot decrease refcount entry width to ${refcountBits} bits: Cluster at offset 0x${(over * img.clusterSize).toString(16)} has a refcount of ${exact}`);
     }
     await rebuildRefcounts(img, counts, Math.log2(refcountBits));
   }
@@ -97,7 +97,7 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
 async function storedRefcounts(img: Qcow2Image): Promise<Float64Array> {
   const refs = img.refs;
   const per = refs.perBlock;
-  const nb = Math.ceil(fileLengthOf(img) / img.cs);
+  const nb = Math.ceil(fileLengthOf(img) / img.clusterSize);
   const out = new Float64Array(nb);
   for (let rb = 0; rb * per < nb; rb++) {
     const buf = await refs.loadBlock(rb);
@@ -108,9 +108,9 @@ async function storedRefcounts(img: Qcow2Image): Promise<Float64Array> {
   const drop = (c: number) => {
     if (c < nb && out[c]! > 0) out[c]!--;
   };
-  const first = Math.floor(refs.tableOffset / img.cs);
+  const first = Math.floor(refs.tableOffset / img.clusterSize);
   for (let c = first; c < first + img.header.refcountTableClusters; c++) drop(c);
-  for (const off of refs.table) if (off) drop(Math.floor(off / img.cs));
+  for (const off of refs.table) if (off) drop(Math.floor(off / img.clusterSize));
   return out;
 }
 
@@ -118,7 +118,7 @@ async function downgrade(img: Qcow2Image): Promise<void> {
   const h = img.header;
   if (h.refcountOrder !== 4) throw einval('compat=0.10 requires refcount_bits=16');
   if (img.hasDataFile) throw einval('Cannot downgrade an image with a data file');
-  if (img.ext) throw einval('Cannot downgrade an image with extended L2 entries');
+  if (img.extendedL2) throw einval('Cannot downgrade an image with extended L2 entries');
   if (h.compressionType !== 0) throw einval('Cannot downgrade an image with a non-zlib compression type');
   if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', 'Downgrading an image with snapshots is not supported');
   if (h.compatible & COMPAT.LAZY_REFCOUNTS) {
@@ -126,7 +126,7 @@ async function downgrade(img: Qcow2Image): Promise<void> {
     img.lazyRefcounts = false;
   }
   // Expand zero clusters: v2 has no zero flag.
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const backing = img.node.backing;
   const zeros = new Uint8Array(cs);
   for (let i = 0; i < img.l1.length; i++) {
@@ -140,7 +140,7 @@ async function downgrade(img: Qcow2Image): Promise<void> {
       for (let j = 0; j < img.sliceEntries; j++) {
         const e = readEntry(dv, j, false);
         const ct = clusterType(e, false, false);
-        if (ct === T.ZERO_PLAIN) {
+        if (ct === ClusterType.ZERO_PLAIN) {
           if (!backing) {
             writeEntry(dv, j, false, { hi: 0, lo: 0, zero: 0, alloc: 0 });
           } else {
@@ -149,7 +149,7 @@ async function downgrade(img: Qcow2Image): Promise<void> {
             writeEntry(dv, j, false, makeEntry(host, true));
           }
           changed = true;
-        } else if (ct === T.ZERO_ALLOC) {
+        } else if (ct === ClusterType.ZERO_ALLOC) {
           const host = entryOffset(e.hi, e.lo);
           await img.file.pwritev(host, cs, zeros);
           writeEntry(dv, j, false, { hi: e.hi, lo: (e.lo & ~1) >>> 0, zero: 0, alloc: 0 });

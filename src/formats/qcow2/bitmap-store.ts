@@ -50,7 +50,7 @@ async function readTable(img: Qcow2Image, b: Qcow2Bitmap): Promise<bigint[]> {
 
 function checkTableEntry(img: Qcow2Image, b: Qcow2Bitmap, i: number, e: bigint): void {
   const off = e & BMT_OFFSET_MASK;
-  const bad = (e & ~BMT_OFFSET_MASK & ~1n) !== 0n || (off !== 0n && (e & 1n) !== 0n) || Number(off) % img.cs !== 0;
+  const bad = (e & ~BMT_OFFSET_MASK & ~1n) !== 0n || (off !== 0n && (e & 1n) !== 0n) || Number(off) % img.clusterSize !== 0;
   // QEMU's message names only the bitmap; the entry is in the context.
   if (bad) throw new BlockError('EINVAL', `Could not read bitmap '${b.name}' from image: Invalid argument`, { offset: b.tableOffset + i * 8, expected: `a valid bitmap table entry, not 0x${e.toString(16)}` });
 }
@@ -71,11 +71,11 @@ export async function loadPersistentBitmaps(img: Qcow2Image, bitmaps: readonly Q
       bm.disabled = true;
       continue;
     }
-    const { nbits, entries } = bitmapGeometry(size, g, img.cs);
+    const { nbits, entries } = bitmapGeometry(size, g, img.clusterSize);
     if (b.tableSize < entries) throw new BlockError('EINVAL', `Bitmap '${b.name}' doesn't satisfy the constraints`);
     const table = await readTable(img, b);
-    const perCluster = img.cs * 8;
-    const buf = new Uint8Array(img.cs);
+    const perCluster = img.clusterSize * 8;
+    const buf = new Uint8Array(img.clusterSize);
     for (let i = 0; i < entries; i++) {
       const e = table[i]!;
       checkTableEntry(img, b, i, e);
@@ -87,7 +87,7 @@ export async function loadPersistentBitmaps(img: Qcow2Image, bitmaps: readonly Q
         continue;
       }
       buf.fill(0);
-      const have = Math.min(img.cs, Math.max(0, img.file.length - off));
+      const have = Math.min(img.clusterSize, Math.max(0, img.file.length - off));
       if (have > 0) await img.file.preadv(off, have, buf.subarray(0, have));
       bm.deserialize(start, n, buf);
     }
@@ -108,7 +108,7 @@ export function checkCanStoreBitmap(img: Qcow2Image, name: string, granularity: 
   const bits = Math.log2(granularity);
   if (bits > MAX_GRANULARITY_BITS) fail(`Granularity exceeds maximum (${2 ** MAX_GRANULARITY_BITS} bytes)`);
   if (bits < MIN_GRANULARITY_BITS) fail(`Granularity is under minimum (${2 ** MIN_GRANULARITY_BITS} bytes)`);
-  const { bytes, entries } = bitmapGeometry(img.header.size, granularity, img.cs);
+  const { bytes, entries } = bitmapGeometry(img.header.size, granularity, img.clusterSize);
   if (entries > MAX_TABLE_ENTRIES || bytes > MAX_PHYS_BYTES) fail('Too much space will be occupied by the bitmap. Use larger granularity');
   if (stored.length >= MAX_BITMAPS) fail('Maximum number of persistent bitmaps is already reached');
   const dirBytes = stored.reduce((s, b) => s + entryLength(b.name), 0) + entryLength(name);
@@ -133,7 +133,7 @@ async function writeClusters(img: Qcow2Image, off: number, data: Uint8Array): Pr
 
 /** Writes one bitmap's bits and table to new clusters; returns its directory entry. */
 async function storeBitmap(img: Qcow2Image, bm: BdrvDirtyBitmap): Promise<NewEntry> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const { nbits, entries } = bitmapGeometry(bm.size, bm.granularity, cs);
   const table = new Uint8Array(Math.ceil((entries * 8) / cs) * cs);
   const tdv = new DataView(table.buffer);
@@ -187,7 +187,7 @@ async function freeBitmapClusters(img: Qcow2Image, b: Qcow2Bitmap): Promise<void
   const table = await readTable(img, b);
   for (const e of table) {
     const off = Number(e & BMT_OFFSET_MASK);
-    if (off) img.refs.queueFree(off, img.cs);
+    if (off) img.refs.queueFree(off, img.clusterSize);
   }
   img.refs.queueFree(b.tableOffset, b.tableSize * 8);
 }
@@ -226,7 +226,7 @@ export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
   const oldDir = h.bitmaps;
   if (entries.length > 0) {
     const raw = serializeDirectory(entries);
-    const dirOff = await img.refs.alloc(Math.ceil(raw.length / img.cs));
+    const dirOff = await img.refs.alloc(Math.ceil(raw.length / img.clusterSize));
     await img.file.pwritev(dirOff, raw.length, raw);
     await img.refs.flushCache();
     await img.file.flush();

@@ -7,7 +7,7 @@
  * not recorded anywhere, so it is guessed once per open as QEMU does.
  */
 import { Status, type BlockStatusResult } from '../../core/driver.js';
-import { T } from './mapping.js';
+import { ClusterType } from './l2-entry.js';
 import { lookup } from './lookup.js';
 import type { Qcow2Image } from './qcow2.js';
 
@@ -21,17 +21,17 @@ export async function blockStatusOf(img: Qcow2Image, offset: number, bytes: numb
   const run = await lookup(img, offset, bytes);
   const file = img.dataChild.node;
   switch (run.type) {
-    case T.NORMAL: {
+    case ClusterType.NORMAL: {
       const recurse = img.metadataPreallocation ? Status.RECURSE : 0;
       return { status: Status.DATA | Status.OFFSET_VALID | recurse, pnum: run.bytes, map: run.host, file };
     }
-    case T.ZERO_PLAIN:
+    case ClusterType.ZERO_PLAIN:
       return { status: Status.ZERO, pnum: run.bytes };
-    case T.ZERO_ALLOC:
+    case ClusterType.ZERO_ALLOC:
       return { status: Status.ZERO | Status.OFFSET_VALID, pnum: run.bytes, map: run.host, file };
-    case T.UNALLOC_ALLOC:
+    case ClusterType.UNALLOC_ALLOC:
       return { status: Status.OFFSET_VALID, pnum: run.bytes, map: run.host, file };
-    case T.COMPRESSED:
+    case ClusterType.COMPRESSED:
       return { status: Status.DATA | Status.COMPRESSED, pnum: run.bytes };
     default:
       return { status: 0, pnum: run.bytes };
@@ -54,9 +54,9 @@ export async function detectMetadataPreallocation(img: Qcow2Image): Promise<bool
   } catch {
     return false;
   }
-  const realClusters = Math.floor(realAllocation / img.cs);
+  const realClusters = Math.floor(realAllocation / img.clusterSize);
   const threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
-  const endCluster = Math.ceil(img.file.length / img.cs);
+  const endCluster = Math.ceil(img.file.length / img.clusterSize);
   let counted = 0;
   // Stops at the threshold: the walk is bounded by the allocated size, not the image size.
   for (let c = 0; c < endCluster && counted < threshold; c++) {

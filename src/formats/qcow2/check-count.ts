@@ -8,7 +8,7 @@
  */
 import { STRERROR, type BlockError } from '../../core/errors.js';
 import { BMT_OFFSET_MASK } from './constants.js';
-import { T, clusterType, readEntry, writeEntry, type RawEntry } from './mapping.js';
+import { ClusterType, clusterType, readEntry, writeEntry, type RawEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
 import { maxRefcount } from './refcount.js';
 
@@ -60,7 +60,7 @@ export async function readPadded(img: Qcow2Image, offset: number, bytes: number)
 /** QEMU's inc_refcounts: counts one reference to every cluster of a region. */
 export function countRegion(img: Qcow2Image, t: Tally, offset: number, size: number, exact?: bigint): void {
   if (size <= 0) return;
-  const cs = img.cs;
+  const cs = img.clusterSize;
   // The last cluster may be partly past the end of the file, not more.
   if (offset + size - fileLengthOf(img) >= cs) {
     const at = exact !== undefined ? exact.toString(16) : hex(offset);
@@ -97,7 +97,7 @@ function grow(t: Tally, nb: number): void {
  * way; `withRefcounts`: count the refcount table and blocks too.
  */
 export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: boolean, withRefcounts = true): Promise<{ rebuild: boolean }> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const h = img.header;
   countRegion(img, t, 0, cs);
   await checkL1(img, t, h.l1TableOffset, h.l1Size, true, fixErrors);
@@ -149,8 +149,8 @@ async function checkL1(img: Qcow2Image, t: Tally, l1Offset: number, l1Size: numb
       t.corruptions++;
     }
     const l2 = offsetOf(hi, lo);
-    countRegion(img, t, l2, img.cs);
-    if (l2 % img.cs !== 0) {
+    countRegion(img, t, l2, img.clusterSize);
+    if (l2 % img.clusterSize !== 0) {
       t.messages.push(`ERROR l2_offset=${hex(l2)}: Table is not cluster aligned; L1 entry corrupted`);
       t.corruptions++;
     }
@@ -161,25 +161,25 @@ async function checkL1(img: Qcow2Image, t: Tally, l1Offset: number, l1Size: numb
 
 /** QEMU's check_refcounts_l2. */
 async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: boolean, fixErrors: boolean): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   // Past the end of the file a table reads as zeros: nothing in it to count or report.
   if (l2Offset >= img.file.length) return;
   const table = await readPadded(img, l2Offset, cs);
   const dv = new DataView(table.buffer);
-  const stride = img.l2esz / 4;
+  const stride = img.l2EntryBytes / 4;
   // Fragmentation is counted within one L2 table, as QEMU does.
   let nextContiguous = 0;
   for (let i = 0; i < img.l2Entries; i++) {
     if (isZeroEntry(dv, i * stride, stride)) continue;
-    const e = readEntry(dv, i, img.ext);
+    const e = readEntry(dv, i, img.extendedL2);
     const bitmap = { alloc: e.alloc >>> 0, zero: e.zero >>> 0 };
-    const ct = clusterType(e, img.ext, img.hasDataFile);
-    if (ct !== T.COMPRESSED && (e.hi & L2_RESERVED.hi || e.lo & L2_RESERVED.lo)) {
+    const ct = clusterType(e, img.extendedL2, img.hasDataFile);
+    if (ct !== ClusterType.COMPRESSED && (e.hi & L2_RESERVED.hi || e.lo & L2_RESERVED.lo)) {
       t.messages.push(`ERROR found l2 entry with reserved bits set: ${hex64(e.hi, e.lo)}`);
       t.corruptions++;
     }
-    if (ct === T.COMPRESSED) {
-      const x = 62 - (img.cbits - 8);
+    if (ct === ClusterType.COMPRESSED) {
+      const x = 62 - (img.clusterBits - 8);
       const hiBits = x - 32;
       if (e.hi & 0x80000000) {
         const coff = (e.hi & ((1 << hiBits) - 1)) * TWO32 + (e.lo >>> 0);
@@ -209,15 +209,15 @@ async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: bool
       }
       continue;
     }
-    if (ct === T.NORMAL || ct === T.ZERO_ALLOC) {
+    if (ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC) {
       const host = offsetOf(e.hi, e.lo);
-      if (img.ext && (bitmap.alloc & bitmap.zero) !== 0) {
+      if (img.extendedL2 && (bitmap.alloc & bitmap.zero) !== 0) {
         t.corruptions++;
         t.messages.push(`ERROR offset=${hex(host)}: Allocated cluster has corrupted subcluster allocation bitmap`);
       }
       if (host % cs !== 0) {
         t.corruptions++;
-        const hasData = img.ext ? bitmap.alloc !== 0 : !(e.lo & 1);
+        const hasData = img.extendedL2 ? bitmap.alloc !== 0 : !(e.lo & 1);
         if (!hasData) {
           t.messages.push(`${fixErrors ? 'Repairing' : 'ERROR'} offset=${hex(host)}: Preallocated cluster is not properly aligned; L2 entry corrupted.`);
           if (fixErrors && !img.readOnly && (await zeroEntry(img, t, l2Offset, dv, i, e))) continue;
@@ -233,7 +233,7 @@ async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: bool
       if (!img.hasDataFile) countRegion(img, t, host, cs);
       continue;
     }
-    if (ct === T.UNALLOC && img.ext && bitmap.alloc !== 0) {
+    if (ct === ClusterType.UNALLOC && img.extendedL2 && bitmap.alloc !== 0) {
       t.corruptions++;
       t.messages.push('ERROR: Unallocated cluster has non-zero subcluster allocation map');
     }
@@ -248,19 +248,19 @@ export function isZeroEntry(dv: DataView, w: number, stride: number): boolean {
 
 /** QEMU's fix_l2_entry_by_zero: a preallocated entry that cannot be used becomes a zero entry. */
 async function zeroEntry(img: Qcow2Image, t: Tally, l2Offset: number, dv: DataView, i: number, e: RawEntry): Promise<boolean> {
-  const z: RawEntry = img.ext ? { hi: 0, lo: 0, alloc: 0, zero: ((e.alloc | e.zero) >>> 0) } : { hi: 0, lo: 1, alloc: 0, zero: 0 };
-  writeEntry(dv, i, img.ext, z);
-  const at = l2Offset + i * img.l2esz;
-  const bytes = new Uint8Array(dv.buffer, i * img.l2esz, img.l2esz);
-  const hit = img.meta.firstOverlap(at, img.l2esz);
+  const z: RawEntry = img.extendedL2 ? { hi: 0, lo: 0, alloc: 0, zero: ((e.alloc | e.zero) >>> 0) } : { hi: 0, lo: 1, alloc: 0, zero: 0 };
+  writeEntry(dv, i, img.extendedL2, z);
+  const at = l2Offset + i * img.l2EntryBytes;
+  const bytes = new Uint8Array(dv.buffer, i * img.l2EntryBytes, img.l2EntryBytes);
+  const hit = img.meta.firstOverlap(at, img.l2EntryBytes);
   if (hit && hit.kind !== 'L2 table' && hit.kind !== 'active L2 table') {
     t.messages.push('ERROR: Overlap check failed');
     t.checkErrors++;
     return false;
   }
-  await img.file.pwritev(at, img.l2esz, bytes);
+  await img.file.pwritev(at, img.l2EntryBytes, bytes);
   await img.file.flush();
-  img.l2cache.forgetRange(l2Offset, l2Offset + img.cs);
+  img.l2cache.forgetRange(l2Offset, l2Offset + img.clusterSize);
   t.corruptions--;
   t.corruptionsFixed++;
   return true;
@@ -268,7 +268,7 @@ async function zeroEntry(img: Qcow2Image, t: Tally, l2Offset: number, dv: DataVi
 
 /** QEMU's check_refblocks: the refcount table's entries and the blocks they name. */
 async function checkRefblocks(img: Qcow2Image, t: Tally, fixErrors: boolean): Promise<boolean> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const h = img.header;
   let rebuild = false;
   const raw = await readPadded(img, h.refcountTableOffset, h.refcountTableClusters * cs);

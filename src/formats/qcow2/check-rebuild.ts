@@ -58,7 +58,7 @@ interface Reftable {
 
 /** QEMU's rebuild_refcounts_write_refblocks: returns whether the table grew. */
 async function writeRefblocks(img: Qcow2Image, t: Tally, first: number, end: number, rt: Reftable): Promise<boolean> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const order = img.refs.order;
   const perBlock = (cs * 8) >> order;
   const from = { first: 0 };
@@ -109,7 +109,7 @@ async function checkedWrite(img: Qcow2Image, offset: number, bytes: number, what
  * points the header at it.
  */
 export async function rebuildRefcountStructure(img: Qcow2Image, t: Tally): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const rt: Reftable = { entries: [] };
   img.refs.cache.clear();
   await writeRefblocks(img, t, 0, t.nb, rt);

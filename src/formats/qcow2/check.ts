@@ -7,7 +7,7 @@
 import type { CheckFix, CheckResult } from '../../core/driver.js';
 import { BlockError } from '../../core/errors.js';
 import { INCOMPAT } from './constants.js';
-import { T, clusterType, entryOffset, isCopied, readEntry } from './mapping.js';
+import { ClusterType, clusterType, entryOffset, isCopied, readEntry } from './l2-entry.js';
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
 import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -115,7 +115,7 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
     const base = rb * perBlock;
     const end = Math.min(nb, base + perBlock);
     const off = rb < refs.table.length ? refs.table[rb]! : 0;
-    if (off % img.cs !== 0) {
+    if (off % img.clusterSize !== 0) {
       // QEMU cannot read refcounts through an unaligned block: each cluster is a check error.
       if (!signalled) {
         t.messages.push(`qcow2: Image is corrupt: Refblock offset 0x${hex(off)} unaligned (reftable index: 0x${hex(rb)}); further non-fatal corruption events will be suppressed`);
@@ -153,7 +153,7 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
 
 /** QEMU's qcow2_check_refcounts (with check_oflag_copied). */
 async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const h = img.header;
   const fixAny = fix.leaks || fix.errors;
   const nb = Math.ceil(fileLengthOf(img) / cs);
@@ -244,7 +244,7 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
 
 /** Checks (and with `repair` fixes) the COPIED flags of the active L1 and L2 tables. */
 async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<{ found: number; fixed: number }> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   let found = 0;
   let fixed = 0;
   // Refcounts QEMU cannot read (unaligned refcount block) are skipped silently.
@@ -278,13 +278,13 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
     if (off >= img.file.length) continue;
     const table = await readPadded(img, off, cs);
     const tdv = new DataView(table.buffer);
-    const stride = img.l2esz / 4;
+    const stride = img.l2EntryBytes / 4;
     let dirty = false;
     for (let j = 0; j < img.l2Entries; j++) {
       if (isZeroEntry(tdv, j * stride, stride)) continue;
-      const e = readEntry(tdv, j, img.ext);
-      const ct = clusterType(e, img.ext, img.hasDataFile);
-      if (ct !== T.NORMAL && ct !== T.ZERO_ALLOC) continue;
+      const e = readEntry(tdv, j, img.extendedL2);
+      const ct = clusterType(e, img.extendedL2, img.hasDataFile);
+      if (ct !== ClusterType.NORMAL && ct !== ClusterType.ZERO_ALLOC) continue;
       const host = entryOffset(e.hi, e.lo);
       const drc = img.hasDataFile ? 1 : await refcount(Math.floor(host / cs));
       if (drc === null) continue;
@@ -293,7 +293,7 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
         found++;
         if (repair) {
           e.hi = drc === 1 ? (e.hi | 0x80000000) >>> 0 : (e.hi & 0x7fffffff) >>> 0;
-          tdv.setUint32(j * img.l2esz, e.hi);
+          tdv.setUint32(j * img.l2EntryBytes, e.hi);
           dirty = true;
           fixed++;
         }
@@ -313,7 +313,7 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
  * describing `counts` plus themselves, then points the header at them.
  */
 export async function rebuildRefcounts(img: Qcow2Image, counts: Float64Array, order: number): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const perBlock = (cs * 8) >> order;
   const max = maxRefcount(order);
   let n = counts.length;
@@ -368,7 +368,7 @@ export async function countReferences(img: Qcow2Image): Promise<Float64Array> {
 }
 
 async function countOnly(img: Qcow2Image): Promise<Float64Array> {
-  const t = newTally(Math.ceil(fileLengthOf(img) / img.cs));
+  const t = newTally(Math.ceil(fileLengthOf(img) / img.clusterSize));
   await calculateRefcounts(img, t, false, false);
   if (t.corruptions > 0) throw new BlockError('EIO', 'Image has corruptions; repair it with check first');
   return t.ref.slice(0, t.nb);

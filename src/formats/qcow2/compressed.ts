@@ -13,7 +13,7 @@
 import { BlockError, einval, type ErrorContext } from '../../core/errors.js';
 import { getClusterCodec, initZstd, zstdCompressCluster, zstdDecompressCluster, type ClusterCodec } from '../../wasm/codec.js';
 import { COMPRESSION_TYPE } from './constants.js';
-import { T, clusterType, makeCompressedEntry, readEntry, writeEntry } from './mapping.js';
+import { ClusterType, clusterType, makeCompressedEntry, readEntry, writeEntry } from './l2-entry.js';
 import type { Run } from './lookup.js';
 import { markCorrupt, overlapCheck } from './metadata-index.js';
 import { beforeModify, whenClustersIdle, writableSlice } from './cow.js';
@@ -61,16 +61,16 @@ export async function readCompressed(img: Qcow2Image, run: Run, offset: number, 
   if (img.lastCompressed?.key === key) {
     cluster = img.lastCompressed.buf;
   } else {
-    if (run.csize <= 0 || run.csize > 2 * img.cs + 512) {
+    if (run.csize <= 0 || run.csize > 2 * img.clusterSize + 512) {
       throw await markCorrupt(img, `Compressed cluster descriptor at ${hex(run.coffset)} has an invalid size ${run.csize}`);
     }
     const input = new Uint8Array(run.csize);
     await img.file.preadv(run.coffset, run.csize, input);
-    cluster = new Uint8Array(img.cs);
+    cluster = new Uint8Array(img.clusterSize);
     await decompressCluster(img.header.compressionType, input, cluster, { node: img.node.nodeName, offset: run.coffset });
     img.lastCompressed = { key, buf: cluster };
   }
-  const inCluster = offset % img.cs;
+  const inCluster = offset % img.clusterSize;
   out.set(cluster.subarray(inCluster, inCluster + out.length));
 }
 
@@ -81,7 +81,7 @@ export async function readCompressed(img: Qcow2Image, run: Run, offset: number, 
  * that is already allocated is refused (compression never overwrites).
  */
 export async function writeCompressed(img: Qcow2Image, offset: number, bytes: number, buf: Uint8Array): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   if (img.hasDataFile) throw new BlockError('ENOTSUP', 'Compression is not supported with an external data file');
   if (bytes === 0) {
     // The end of compressed writing: as QEMU does, the file is made a whole
@@ -114,7 +114,7 @@ export async function writeCompressed(img: Qcow2Image, offset: number, bytes: nu
 
 /** One cluster of a compressed write (the last may be the image's partial cluster). */
 async function writeCompressedCluster(img: Qcow2Image, offset: number, n: number, data: Uint8Array): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   let cluster = data;
   if (n < cs) {
     cluster = new Uint8Array(cs);
@@ -129,15 +129,15 @@ async function writeCompressedCluster(img: Qcow2Image, offset: number, n: number
   await whenClustersIdle(img, async () => {
     await beforeModify(img);
     const { sliceOff, buf: l2, dv, i0 } = await writableSlice(img, ci);
-    const old = readEntry(dv, i0, img.ext);
-    const ct = clusterType(old, img.ext, false);
-    if (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC) {
+    const old = readEntry(dv, i0, img.extendedL2);
+    const ct = clusterType(old, img.extendedL2, false);
+    if (ct === ClusterType.NORMAL || ct === ClusterType.COMPRESSED || ct === ClusterType.ZERO_ALLOC) {
       throw new BlockError('EIO', `Compression can't overwrite the allocated cluster at guest offset ${offset}`);
     }
     const host = await img.refs.allocBytes(packed.length);
     await overlapCheck(img, host, packed.length);
     await img.file.pwritev(host, packed.length, packed);
-    writeEntry(dv, i0, img.ext, makeCompressedEntry(host, packed.length, img.cbits));
+    writeEntry(dv, i0, img.extendedL2, makeCompressedEntry(host, packed.length, img.clusterBits));
     img.l2cache.setDirty(sliceOff, l2);
     img.lastCompressed = null;
   }, ci, ci);

@@ -25,19 +25,7 @@
  */
 import { BlockError } from '../../core/errors.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
-import {
-  T,
-  clusterType,
-  compressedInfo,
-  entryOffset,
-  isCopied,
-  makeEntry,
-  readEntry,
-  subMask,
-  writeEntry,
-  type ClusterType,
-  type RawEntry,
-} from './mapping.js';
+import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { l2TableOffset } from './lookup.js';
 import { markCorrupt, overlapCheck } from './metadata-index.js';
 import { readGuest } from './read.js';
@@ -76,9 +64,9 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
   if (entries <= img.l1.length) return;
   if (entries > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `L1 table of ${entries} entries would be too large`);
   const bytes = entries * 8;
-  const clusters = Math.ceil(bytes / img.cs);
+  const clusters = Math.ceil(bytes / img.clusterSize);
   const off = await img.refs.alloc(clusters);
-  const raw = new Uint8Array(clusters * img.cs);
+  const raw = new Uint8Array(clusters * img.clusterSize);
   const dv = new DataView(raw.buffer);
   for (let i = 0; i < img.l1.length; i++) {
     const e = makeEntry(img.l1[i]!, img.l1Copied[i] === 1);
@@ -117,7 +105,7 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   if (l1i >= img.l1.length) await growL1(img, l1i + 1);
   const old = await l2TableOffset(img, l1i);
   if (old !== 0 && img.l1Copied[l1i]) return old;
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const off = await img.refs.alloc(1);
   await overlapCheck(img, off, cs);
   const table = new Uint8Array(cs);
@@ -170,18 +158,18 @@ export async function writableSlice(img: Qcow2Image, ci: number): Promise<Writab
  * discards them in the file once their refcount is 0 on disk.
  */
 export function freeEntry(img: Qcow2Image, e: RawEntry, ct: ClusterType, discard: boolean): void {
-  if (ct === T.COMPRESSED) {
-    const c = compressedInfo(e, img.cbits);
+  if (ct === ClusterType.COMPRESSED) {
+    const c = compressedInfo(e, img.clusterBits);
     const start = c.offset & ~511;
     img.refs.queueFree(start, c.sectors * 512);
     return;
   }
-  if (ct !== T.NORMAL && ct !== T.ZERO_ALLOC) return;
+  if (ct !== ClusterType.NORMAL && ct !== ClusterType.ZERO_ALLOC) return;
   const host = entryOffset(e.hi, e.lo);
   // Data file clusters are not refcounted.
   if (img.hasDataFile) return;
-  img.refs.queueFree(host, img.cs);
-  if (discard) img.discardAfterFree.add(host / img.cs);
+  img.refs.queueFree(host, img.clusterSize);
+  if (discard) img.discardAfterFree.add(host / img.clusterSize);
 }
 
 /**
@@ -211,7 +199,7 @@ export async function flushAll(img: Qcow2Image, all = false, lazy = false): Prom
   if (img.refs.pendingCount > 0) {
     await img.file.flush();
     const freed = await img.refs.applyFrees();
-    for (const c of freed) img.l2cache.forgetRange(c * img.cs, (c + 1) * img.cs);
+    for (const c of freed) img.l2cache.forgetRange(c * img.clusterSize, (c + 1) * img.clusterSize);
     if (writeRefs) await img.refs.flushCache();
     if (img.discardAfterFree.size > 0) {
       await img.file.flush();
@@ -223,7 +211,7 @@ export async function flushAll(img: Qcow2Image, all = false, lazy = false): Prom
         img.discardAfterFree.delete(c);
         if (set.has(c)) {
           try {
-            await img.file.pdiscard(c * img.cs, img.cs);
+            await img.file.pdiscard(c * img.clusterSize, img.clusterSize);
           } catch {
             // Advisory.
           }
@@ -319,7 +307,7 @@ interface ClusterPlan {
  * entries under the lock. Returns the bytes done.
  */
 async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Array): Promise<number> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const ci0 = Math.floor(off / cs);
   const i0 = (ci0 % img.l2Entries) % img.sliceEntries;
   const nClusters = Math.min(Math.ceil((off + len) / cs) - ci0, img.sliceEntries - i0);
@@ -341,7 +329,7 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
       const { sliceOff, buf, dv, i0: j0 } = await writableSlice(img, ci0);
       for (let k = 0; k < nClusters; k++) {
         const p = plans[k]!;
-        const now = readEntry(dv, j0 + k, img.ext);
+        const now = readEntry(dv, j0 + k, img.extendedL2);
         if (now.hi !== p.old.hi || now.lo !== p.old.lo || now.zero !== p.old.zero || now.alloc !== p.old.alloc) {
           // The in-flight registration should make this impossible.
           throw new BlockError('EIO', `qcow2: L2 entry of guest cluster ${ci0 + k} changed during a write`, { node: img.node.nodeName });
@@ -350,7 +338,7 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
         const ne = makeEntry(img.hasDataFile ? (ci0 + k) * cs : p.host, true);
         e.hi = ne.hi;
         e.lo = ne.lo;
-        writeEntry(dv, j0 + k, img.ext, e);
+        writeEntry(dv, j0 + k, img.extendedL2, e);
         if (p.freeOld) freeEntry(img, p.old, p.ct, img.passDiscardOther);
       }
       img.l2cache.setDirty(sliceOff, buf);
@@ -365,7 +353,7 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
 
 /** Plans the clusters of [off, runEnd) (under the lock) and allocates the new ones. */
 async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number, nClusters: number): Promise<ClusterPlan[]> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const { dv, i0 } = await writableSlice(img, ci0);
   const sc = img.subSize;
   const plans: ClusterPlan[] = [];
@@ -375,15 +363,15 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     const cstart = ci * cs;
     const ws = Math.max(off, cstart) - cstart;
     const we = Math.min(runEnd, cstart + cs) - cstart;
-    const old = readEntry(dv, i0 + k, img.ext);
-    const ct = clusterType(old, img.ext, img.hasDataFile);
+    const old = readEntry(dv, i0 + k, img.extendedL2);
+    const ct = clusterType(old, img.extendedL2, img.hasDataFile);
     const oldHost = entryOffset(old.hi, old.lo);
     let inPlace = false;
     let host = 0;
     if (img.hasDataFile) {
       inPlace = true;
       host = cstart;
-    } else if ((ct === T.NORMAL || ct === T.ZERO_ALLOC) && isCopied(old.hi)) {
+    } else if ((ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC) && isCopied(old.hi)) {
       if (oldHost % cs !== 0) throw await markCorrupt(img, `Cluster allocation offset ${hex(oldHost)} unaligned`);
       inPlace = true;
       host = oldHost;
@@ -391,10 +379,10 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     let fs: number;
     let fe: number;
     const entry: RawEntry = { hi: 0, lo: 0, zero: 0, alloc: 0 };
-    if (!img.ext) {
+    if (!img.extendedL2) {
       // In place over data: just the bytes written. Else the whole cluster
       // (a zero cluster's or the old content around the write is copied).
-      if (inPlace && ct === T.NORMAL) {
+      if (inPlace && ct === ClusterType.NORMAL) {
         fs = ws;
         fe = we;
       } else {
@@ -404,7 +392,7 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     } else {
       // Subclusters: write whole subclusters; a fresh copy of a shared or
       // compressed cluster takes the whole cluster.
-      const fromShared = !inPlace && (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC);
+      const fromShared = !inPlace && (ct === ClusterType.NORMAL || ct === ClusterType.COMPRESSED || ct === ClusterType.ZERO_ALLOC);
       if (fromShared) {
         fs = 0;
         fe = cs;
@@ -415,21 +403,21 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     }
     const fresh = !inPlace;
     if (fresh) need++;
-    if (!img.ext) {
+    if (!img.extendedL2) {
       Object.assign(entry, makeEntry(0, true));
     } else {
       const mask = subMask(fs / sc, fe / sc);
-      if (fresh && (ct === T.NORMAL || ct === T.COMPRESSED || ct === T.ZERO_ALLOC)) {
+      if (fresh && (ct === ClusterType.NORMAL || ct === ClusterType.COMPRESSED || ct === ClusterType.ZERO_ALLOC)) {
         entry.alloc = 0xffffffff;
         entry.zero = 0;
       } else {
-        const baseAlloc = ct === T.NORMAL && inPlace ? old.alloc : 0;
+        const baseAlloc = ct === ClusterType.NORMAL && inPlace ? old.alloc : 0;
         entry.alloc = (baseAlloc | mask) >>> 0;
         entry.zero = (old.zero & ~mask) >>> 0;
-        if (ct === T.COMPRESSED) entry.zero = 0;
+        if (ct === ClusterType.COMPRESSED) entry.zero = 0;
       }
     }
-    plans.push({ old, ct, host, fs, fe, alloc: fresh, entry, freeOld: fresh && ct !== T.UNALLOC && ct !== T.ZERO_PLAIN });
+    plans.push({ old, ct, host, fs, fe, alloc: fresh, entry, freeOld: fresh && ct !== ClusterType.UNALLOC && ct !== ClusterType.ZERO_PLAIN });
   }
   if (need > 0) {
     let next = await img.refs.alloc(need);
@@ -469,7 +457,7 @@ function dataGroups(plans: ClusterPlan[], ci0: number, cs: number): DataGroup[] 
 
 /** Writes the data of a planned run, with the copy-on-write head and tail (no lock held). */
 async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: Uint8Array, ci0: number, plans: ClusterPlan[]): Promise<void> {
-  for (const { guestStart: gStart, guestEnd: gEnd, hostStart: hStart } of dataGroups(plans, ci0, img.cs)) {
+  for (const { guestStart: gStart, guestEnd: gEnd, hostStart: hStart } of dataGroups(plans, ci0, img.clusterSize)) {
     let src: Uint8Array;
     if (gStart >= off && gEnd <= runEnd) {
       src = data.subarray(gStart - off, gEnd - off);

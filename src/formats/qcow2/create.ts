@@ -8,7 +8,7 @@ import { OptionReader } from '../../core/options.js';
 import { BlockError, einval, toBlockError } from '../../core/errors.js';
 import { joinRelative } from '../../core/graph.js';
 import { checkExtentSizeHint } from '../../core/create.js';
-import { blockStatus } from '../../core/io.js';
+import { blockStatus } from '../../core/request-path.js';
 import { Status } from '../../core/driver.js';
 import { AUTOCLEAR, COMPAT, INCOMPAT, MAX_L1_BYTES, MAX_VIRTUAL_SIZE, V3_HEADER_LENGTH } from './constants.js';
 import { serializeHeader, type Qcow2Header } from './header.js';

@@ -6,15 +6,7 @@
  * external data file, invalid subcluster bits) mark the image corrupt.
  */
 import { SUBCLUSTERS } from './constants.js';
-import {
-  T,
-  clusterType,
-  compressedInfo,
-  entryOffset,
-  readEntry,
-  subclusterType,
-  type ClusterType,
-} from './mapping.js';
+import { ClusterType, clusterType, compressedInfo, entryOffset, readEntry, subclusterType } from './l2-entry.js';
 import { markCorrupt } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { loadL2, type WasmL2 } from '../../wasm/l2.js';
@@ -83,7 +75,7 @@ function wasmRunEntries(buf: Uint8Array, cbits: number, i0: number, n: number): 
 /** The L2 table offset of L1 entry `l1i` (0 = none), refusing unaligned ones. */
 export async function l2TableOffset(img: Qcow2Image, l1i: number): Promise<number> {
   const off = img.l1[l1i]!;
-  if (off % img.cs !== 0) {
+  if (off % img.clusterSize !== 0) {
     throw await markCorrupt(img, `L2 table offset ${hex(off)} unaligned (L1 index: ${hex(l1i)})`);
   }
   return off;
@@ -94,11 +86,11 @@ export async function l2TableOffset(img: Qcow2Image, l1i: number): Promise<numbe
  * at most `max` bytes and never past the end of one L2 slice.
  */
 export async function lookup(img: Qcow2Image, offset: number, max: number): Promise<Run> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const ci = Math.floor(offset / cs);
   const inCluster = offset - ci * cs;
   const l1i = Math.floor(ci / img.l2Entries);
-  const run: Run = { type: T.UNALLOC, bytes: 0, host: 0, coffset: 0, csize: 0 };
+  const run: Run = { type: ClusterType.UNALLOC, bytes: 0, host: 0, coffset: 0, csize: 0 };
   if (l1i >= img.l1.length) {
     run.bytes = max;
     return run;
@@ -115,13 +107,13 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
   }
   const buf = await img.l2cache.get(l2off + sliceIdx * img.sliceBytes);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const ext = img.ext;
+  const ext = img.extendedL2;
   const df = img.hasDataFile;
   let e = readEntry(dv, i0, ext);
   const ct: ClusterType = clusterType(e, ext, df);
-  if (ct === T.COMPRESSED) {
-    const ci2 = compressedInfo(e, img.cbits);
-    run.type = T.COMPRESSED;
+  if (ct === ClusterType.COMPRESSED) {
+    const ci2 = compressedInfo(e, img.clusterBits);
+    run.type = ClusterType.COMPRESSED;
     run.coffset = ci2.offset;
     run.csize = ci2.sectors * 512 - (ci2.offset & 511);
     run.bytes = Math.min(limit, cs - inCluster);
@@ -130,17 +122,17 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
   }
   if (!ext) {
     let host = entryOffset(e.hi, e.lo);
-    if ((ct === T.NORMAL || ct === T.ZERO_ALLOC) && host % cs !== 0) {
+    if ((ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC) && host % cs !== 0) {
       throw await markCorrupt(img, `Cluster allocation offset ${hex(host)} unaligned (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
     }
-    if (ct === T.NORMAL && df && host !== ci * cs) {
+    if (ct === ClusterType.NORMAL && df && host !== ci * cs) {
       throw await markCorrupt(img, `External data file cluster at ${hex(host)} does not match guest offset ${hex(ci * cs)}`);
     }
     run.type = ct as ClusterType;
     run.host = host + inCluster;
     let bytes = cs - inCluster;
     if (bytes < limit && !df) {
-      const k = wasmRunEntries(buf, img.cbits, i0, Math.min(img.sliceEntries - i0, Math.ceil((inCluster + limit) / cs)));
+      const k = wasmRunEntries(buf, img.clusterBits, i0, Math.min(img.sliceEntries - i0, Math.ceil((inCluster + limit) / cs)));
       if (k > 0) {
         run.bytes = Math.min(k * cs - inCluster, limit);
         return run;
@@ -150,8 +142,8 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
     while (bytes < limit) {
       e = readEntry(dv, i, false);
       const t2: ClusterType = clusterType(e, false, df);
-      if (t2 !== (ct as ClusterType) || t2 === T.COMPRESSED) break;
-      if (ct === T.NORMAL || ct === T.ZERO_ALLOC) {
+      if (t2 !== (ct as ClusterType) || t2 === ClusterType.COMPRESSED) break;
+      if (ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC) {
         host += cs;
         if (entryOffset(e.hi, e.lo) !== host) break;
       }
@@ -165,11 +157,11 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
   const sc = img.subSize;
   let s = Math.floor(inCluster / sc);
   const host0 = entryOffset(e.hi, e.lo);
-  if (ct === T.NORMAL && host0 % cs !== 0) {
+  if (ct === ClusterType.NORMAL && host0 % cs !== 0) {
     throw await markCorrupt(img, `Cluster allocation offset ${hex(host0)} unaligned (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
   }
   const st = subclusterType(ct, e, s);
-  if (st === T.INVALID) {
+  if (st === ClusterType.INVALID) {
     throw await markCorrupt(img, `Invalid cluster entry found (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
   }
   run.type = st;
@@ -178,7 +170,7 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
   let bytes = (s + 1) * sc - inCluster;
   let i = i0;
   s++;
-  const hasHost = st === T.NORMAL || st === T.ZERO_ALLOC || st === T.UNALLOC_ALLOC;
+  const hasHost = st === ClusterType.NORMAL || st === ClusterType.ZERO_ALLOC || st === ClusterType.UNALLOC_ALLOC;
   let cur = e;
   let curType: ClusterType = ct;
   while (bytes < limit) {
@@ -187,7 +179,7 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
       s = 0;
       cur = readEntry(dv, i, true);
       curType = clusterType(cur, true, df);
-      if (curType === T.COMPRESSED) break;
+      if (curType === ClusterType.COMPRESSED) break;
       if (hasHost && entryOffset(cur.hi, cur.lo) !== expectHost) break;
     }
     const t2 = subclusterType(curType, cur, s);
@@ -231,11 +223,11 @@ export function fastDataHost(img: Qcow2Image, offset: number, bytes: number): nu
     if (cache.clock !== m.clock) m.clock = cache.touch(m.key);
     // The slice maps less than 2^31 bytes (checked when memoised): int arithmetic.
     const rel = offset - m.lo;
-    const bits = img.cbits;
-    return plainRun(m.buf, rel >>> bits, (rel + bytes - 1) >>> bits, img.cs, rel & (img.cs - 1));
+    const bits = img.clusterBits;
+    return plainRun(m.buf, rel >>> bits, (rel + bytes - 1) >>> bits, img.clusterSize, rel & (img.clusterSize - 1));
   }
-  if (img.ext || img.hasDataFile) return -1;
-  const cs = img.cs;
+  if (img.extendedL2 || img.hasDataFile) return -1;
+  const cs = img.clusterSize;
   const ci = Math.floor(offset / cs);
   const l1i = Math.floor(ci / img.l2Entries);
   if (l1i >= img.l1.length) return -1;
@@ -245,7 +237,7 @@ export function fastDataHost(img: Qcow2Image, offset: number, bytes: number): nu
   const i0 = idx % img.sliceEntries;
   const lastCi = Math.floor((offset + bytes - 1) / cs);
   if (lastCi - ci >= img.sliceEntries - i0) return -1;
-  const key = l2off + (idx - i0) * img.l2esz;
+  const key = l2off + (idx - i0) * img.l2EntryBytes;
   const b = cache.peek(key);
   if (!b) return -1;
   const lo = (ci - i0) * cs;

@@ -66,11 +66,11 @@ export function registerMetadata(img: Qcow2Image): void {
   const h = img.header;
   const meta = img.meta;
   meta.clear();
-  meta.add(0, img.cs, 'header');
+  meta.add(0, img.clusterSize, 'header');
   if (h.l1Size > 0) meta.add(h.l1TableOffset, h.l1Size * 8, 'active L1 table');
-  meta.add(h.refcountTableOffset, h.refcountTableClusters * img.cs, 'refcount table');
-  for (const off of img.refs.table) if (off) meta.add(off, img.cs, 'refcount block');
-  for (const off of img.l1) if (off) meta.add(off, img.cs, 'active L2 table');
+  meta.add(h.refcountTableOffset, h.refcountTableClusters * img.clusterSize, 'refcount table');
+  for (const off of img.refs.table) if (off) meta.add(off, img.clusterSize, 'refcount block');
+  for (const off of img.l1) if (off) meta.add(off, img.clusterSize, 'active L2 table');
   if (h.nbSnapshots > 0) meta.add(h.snapshotsOffset, img.snapshotTableBytes, 'snapshot table');
   for (const s of img.snapshots) if (s.l1Size) meta.add(s.l1TableOffset, s.l1Size * 8, 'inactive L1 table');
   if (h.bitmaps) meta.add(h.bitmaps.directoryOffset, h.bitmaps.directorySize, 'bitmap directory');
@@ -85,7 +85,7 @@ export async function overlapCheck(img: Qcow2Image, host: number, bytes: number)
   if (img.hasDataFile) return;
   const hit = img.meta.firstOverlap(host, bytes);
   if (hit) {
-    throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind}) at ${hex(hit.cluster * img.cs)}`);
+    throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind}) at ${hex(hit.cluster * img.clusterSize)}`);
   }
 }
 

@@ -12,7 +12,7 @@ import { ROLE_DATA_FILE } from '../../core/permissions.js';
 import { MetaCache } from './cache.js';
 import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, MAX_HOST_OFFSET, SUBCLUSTERS } from './constants.js';
 import { parseHeader, peekClusterBits } from './header.js';
-import { entryOffset, isCopied } from './mapping.js';
+import { entryOffset, isCopied } from './l2-entry.js';
 import { Refcounts, type RefcountHost } from './refcount.js';
 import { readSnapshotTable } from './snapshot.js';
 import { markAllInUse, readBitmapDirectory } from './bitmap.js';
@@ -52,13 +52,13 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     }
   });
   img.header = h;
-  img.cbits = cbits;
-  img.cs = 2 ** cbits;
-  img.meta = new MetadataIndex(img.cs);
-  img.ext = (h.incompatible & INCOMPAT.EXTL2) !== 0n;
-  img.l2esz = img.ext ? 16 : 8;
-  img.l2Entries = img.cs / img.l2esz;
-  img.subSize = img.ext ? img.cs / SUBCLUSTERS : img.cs;
+  img.clusterBits = cbits;
+  img.clusterSize = 2 ** cbits;
+  img.meta = new MetadataIndex(img.clusterSize);
+  img.extendedL2 = (h.incompatible & INCOMPAT.EXTL2) !== 0n;
+  img.l2EntryBytes = img.extendedL2 ? 16 : 8;
+  img.l2Entries = img.clusterSize / img.l2EntryBytes;
+  img.subSize = img.extendedL2 ? img.clusterSize / SUBCLUSTERS : img.clusterSize;
 
   if (h.incompatible & INCOMPAT.CORRUPT) {
     if (!img.readOnly && !forCheck) {
@@ -81,7 +81,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   checkOverlapOption(options.raw('overlap-check'));
   options.raw('encrypt');
   img.sliceBytes = l2EntrySize;
-  img.sliceEntries = l2EntrySize / img.l2esz;
+  img.sliceEntries = l2EntrySize / img.l2EntryBytes;
   const { l2Bytes, refBytes } = cacheSizes(img, l2CacheSize, refCacheSize, cacheSize);
   img.l2cache = new MetaCache('L2 table', () => img.file, img.sliceBytes, Math.max(2, Math.floor(l2Bytes / img.sliceBytes)));
 
@@ -99,13 +99,13 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
 
   await readL1Table(img);
   const table = await readRefcountTable(img);
-  const refEntries = Math.max(4, Math.floor(refBytes / img.cs));
+  const refEntries = Math.max(4, Math.floor(refBytes / img.clusterSize));
   img.refs = new Refcounts(refcountHost(img), cbits, h.refcountOrder, table, h.refcountTableOffset, refEntries);
   img.refs.cache.validate = () => undefined;
 
   // Snapshots and bitmaps.
   if (h.nbSnapshots > 0) {
-    const r = await readSnapshotTable(file, h.snapshotsOffset, h.nbSnapshots, img.cs);
+    const r = await readSnapshotTable(file, h.snapshotsOffset, h.nbSnapshots, img.clusterSize);
     img.snapshots = r.snapshots;
     img.snapshotTableBytes = r.bytes;
   }
@@ -113,7 +113,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   // An open for check does not load the bitmaps, so its close must not store them.
   img.bitmapsLoaded = !forCheck;
   if (h.bitmaps) {
-    const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.cs, h.size);
+    const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.clusterSize, h.size);
     img.bitmaps = r.bitmaps;
     bitmapRaw = r.raw;
     // Before the in-use flags are set below: a bitmap found in use is inconsistent.
@@ -199,7 +199,7 @@ async function readL1Table(img: Qcow2Image): Promise<void> {
 /** Reads the refcount table: refcount block offsets, 0 for none. */
 async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
   const h = img.header;
-  const rtBytes = h.refcountTableClusters * img.cs;
+  const rtBytes = h.refcountTableClusters * img.clusterSize;
   const rtRaw = new Uint8Array(rtBytes);
   const have = Math.max(0, Math.min(rtBytes, img.file.length - h.refcountTableOffset));
   if (have > 0) await img.file.preadv(h.refcountTableOffset, have, rtRaw);
@@ -223,9 +223,9 @@ async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
  * 1 MiB, the refcount cache is a quarter of it (at least 4 clusters).
  */
 function cacheSizes(img: Qcow2Image, l2?: number, ref?: number, total?: number): { l2Bytes: number; refBytes: number } {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   // What the whole image needs: one L2 slice per slice of guest space.
-  const maxL2 = Math.max(Math.ceil(img.header.size / cs) * img.l2esz, 2 * img.sliceBytes);
+  const maxL2 = Math.max(Math.ceil(img.header.size / cs) * img.l2EntryBytes, 2 * img.sliceBytes);
   const minRef = 4 * cs;
   if (total !== undefined) {
     if (l2 !== undefined && ref !== undefined) {

@@ -12,7 +12,7 @@
  * - compressed.ts: codecs, compressed cluster reads and writes
  * - resize.ts: truncate and preallocation
  * - check.ts, amend.ts, create.ts, snapshot.ts, bitmap.ts, refcount.ts,
- *   cache.ts, header.ts, mapping.ts (entry encoding), constants.ts (on-disk bits)
+ *   cache.ts, header.ts, l2-entry.ts (L1 / L2 entry codec), constants.ts (on-disk bits)
  */
 import type {
   BlockDriver,
@@ -36,7 +36,7 @@ import { ROLE_IMAGE } from '../../core/permissions.js';
 import { MetaCache, Mutex } from './cache.js';
 import { HDR, INCOMPAT, V2_HEADER_LENGTH } from './constants.js';
 import { describeFeatures, serializeHeader, type Qcow2Header } from './header.js';
-import { TYPE_NAMES, type ClusterType } from './mapping.js';
+import { TYPE_NAMES, type ClusterType } from './l2-entry.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
@@ -63,14 +63,14 @@ export type { Run } from './lookup.js';
 export class Qcow2Image implements DriverInstance {
   header!: Qcow2Header;
   /** Cluster size and its log2. */
-  cs = 0;
-  cbits = 0;
+  clusterSize = 0;
+  clusterBits = 0;
   /** Extended L2 entries (subclusters). */
-  ext = false;
+  extendedL2 = false;
   /** Entries per L2 table. */
   l2Entries = 0;
   /** Bytes per L2 entry (8 or 16). */
-  l2esz = 8;
+  l2EntryBytes = 8;
   /** Entries per cached L2 slice. */
   sliceEntries = 0;
   sliceBytes = 0;
@@ -242,7 +242,7 @@ export class Qcow2Image implements DriverInstance {
     const ext = this.header.bitmaps;
     if (state.readOnly || !ext) return;
     try {
-      this.bitmaps = await this.whenIdle(() => markInUseOnDisk(this.file, ext, this.cs, this.header.size));
+      this.bitmaps = await this.whenIdle(() => markInUseOnDisk(this.file, ext, this.clusterSize, this.header.size));
       this.bitmapsNotInUse = false;
       for (const bm of this.node.dirtyBitmaps) if (bm.persistent) bm.readonly = false;
     } catch (e) {
@@ -283,7 +283,7 @@ export class Qcow2Image implements DriverInstance {
    */
   whenIdle<T>(fn: () => Promise<T>, offset?: number, bytes?: number): Promise<T> {
     if (offset === undefined || bytes === undefined) return whenClustersIdle(this, fn);
-    return whenClustersIdle(this, fn, Math.floor(offset / this.cs), Math.floor((offset + Math.max(bytes, 1) - 1) / this.cs));
+    return whenClustersIdle(this, fn, Math.floor(offset / this.clusterSize), Math.floor((offset + Math.max(bytes, 1) - 1) / this.clusterSize));
   }
 
   /** Makes queued frees durable: L2 tables first, then the refcounts (see cow.ts). */
@@ -335,8 +335,8 @@ export class Qcow2Image implements DriverInstance {
   }
 
   refreshLimits(l: BlockLimits): void {
-    l.pwriteZeroesAlignment = this.ext ? this.subSize : this.cs;
-    l.pdiscardAlignment = this.cs;
+    l.pwriteZeroesAlignment = this.extendedL2 ? this.subSize : this.clusterSize;
+    l.pdiscardAlignment = this.clusterSize;
     l.requestAlignment = 1;
   }
 
@@ -392,7 +392,7 @@ export class Qcow2Image implements DriverInstance {
   }
 
   getInfo(): { clusterSize: number; dirty: boolean } {
-    return { clusterSize: this.cs, dirty: (this.header.incompatible & INCOMPAT.DIRTY) !== 0n };
+    return { clusterSize: this.clusterSize, dirty: (this.header.incompatible & INCOMPAT.DIRTY) !== 0n };
   }
 
   getSpecificInfo(): SpecificInfo {
@@ -404,7 +404,7 @@ export class Qcow2Image implements DriverInstance {
       data['corrupt'] = (h.incompatible & INCOMPAT.CORRUPT) !== 0n;
       if (h.dataFile !== undefined) data['data-file'] = h.dataFile;
       if (this.hasDataFile) data['data-file-raw'] = this.dataFileRaw;
-      data['extended-l2'] = this.ext;
+      data['extended-l2'] = this.extendedL2;
     }
     return { type: 'qcow2', data };
   }
@@ -472,7 +472,7 @@ export class Qcow2Image implements DriverInstance {
   /** Replaces the refcount structures' in-memory state after a rebuild. */
   resetRefcounts(table: Float64Array, offset: number, order: number): void {
     const entries = this.refs.cache.capacity;
-    this.refs = new Refcounts(refcountHost(this), this.cbits, order, table, offset, entries);
+    this.refs = new Refcounts(refcountHost(this), this.clusterBits, order, table, offset, entries);
     registerMetadata(this);
   }
 

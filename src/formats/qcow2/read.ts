@@ -3,7 +3,7 @@
  * the image or data file, zeros, compressed clusters, and unallocated ranges
  * from the backing file (zeros past its end or without one).
  */
-import { T } from './mapping.js';
+import { ClusterType } from './l2-entry.js';
 import { lookup } from './lookup.js';
 import { readCompressed } from './compressed.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -19,14 +19,14 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
     const n = run.bytes;
     const out = buf.subarray(pos, pos + n);
     switch (run.type) {
-      case T.NORMAL:
+      case ClusterType.NORMAL:
         await readHost(img, run.host, n, out);
         break;
-      case T.ZERO_PLAIN:
-      case T.ZERO_ALLOC:
+      case ClusterType.ZERO_PLAIN:
+      case ClusterType.ZERO_ALLOC:
         out.fill(0);
         break;
-      case T.COMPRESSED:
+      case ClusterType.COMPRESSED:
         await readCompressed(img, run, offset + pos, out);
         break;
       default:

@@ -244,7 +244,7 @@ export interface RefcountHost {
 type Range = [start: number, end: number];
 
 export class Refcounts {
-  readonly cs: number;
+  readonly clusterSize: number;
   /** Entries per refcount block. */
   readonly perBlock: number;
   readonly cache: MetaCache;
@@ -276,9 +276,9 @@ export class Refcounts {
     public tableOffset: number,
     cacheEntries: number,
   ) {
-    this.cs = 2 ** clusterBits;
-    this.perBlock = (this.cs * 8) >> order;
-    this.cache = new MetaCache('refcount block', () => host.file(), this.cs, Math.max(4, cacheEntries));
+    this.clusterSize = 2 ** clusterBits;
+    this.perBlock = (this.clusterSize * 8) >> order;
+    this.cache = new MetaCache('refcount block', () => host.file(), this.clusterSize, Math.max(4, cacheEntries));
     // Start loading the module now, so the first allocation seldom waits for it.
     if (wasmModule === undefined) void initRefcountWasm();
   }
@@ -300,7 +300,7 @@ export class Refcounts {
     if (rb >= this.table.length) return null;
     const off = this.table[rb]!;
     if (off === 0) return null;
-    if (off % this.cs !== 0) {
+    if (off % this.clusterSize !== 0) {
       throw await this.host.corrupt(`Refblock offset 0x${off.toString(16)} unaligned (reftable index: 0x${rb.toString(16)})`);
     }
     return this.cache.get(off);
@@ -344,7 +344,7 @@ export class Refcounts {
       if (ci < this.freeHint) this.freeHint = ci;
       // The cluster compressed data was packed into is free now and may next hold
       // anything (a data cluster, an L2 table): never pack into it again.
-      if (this.freeByteOffset !== 0 && Math.floor(this.freeByteOffset / this.cs) === ci) this.freeByteOffset = 0;
+      if (this.freeByteOffset !== 0 && Math.floor(this.freeByteOffset / this.clusterSize) === ci) this.freeByteOffset = 0;
     }
     return v;
   }
@@ -364,7 +364,7 @@ export class Refcounts {
   /** From cluster `from`, the first run of `n` clusters with refcount 0, not in `reserved`. */
   private async scanFree(from: number, n: number, reserved: Range[]): Promise<number> {
     const per = this.perBlock;
-    const last = Math.floor(Number.MAX_SAFE_INTEGER / this.cs);
+    const last = Math.floor(Number.MAX_SAFE_INTEGER / this.clusterSize);
     let c = from;
     /** The run being measured: its first cluster and length so far (0: none). */
     let runStart = 0;
@@ -426,7 +426,7 @@ export class Refcounts {
     await this.increment(start, n);
     if (start <= this.freeHint + 1) this.freeHint = start + n;
     this.allocEnd = Math.max(this.allocEnd, start + n);
-    return start * this.cs;
+    return start * this.clusterSize;
   }
 
   /** Allocates the exact clusters [ci, ci+n) (they must be free). */
@@ -461,7 +461,7 @@ export class Refcounts {
     if (this.table[rb] !== 0) return;
     const loc = await this.findFree(1, reserved);
     const locRb = this.blockOf(loc);
-    const buf = new Uint8Array(this.cs);
+    const buf = new Uint8Array(this.clusterSize);
     if (locRb === rb) {
       setRefcount(buf, loc % this.perBlock, this.order, 1);
     } else {
@@ -475,11 +475,11 @@ export class Refcounts {
     const file = this.host.file();
     // Its own refcount (or the block counting it) first, then the block, then the pointer.
     await this.cache.flush();
-    const off = loc * this.cs;
-    await file.pwritev(off, this.cs, buf);
+    const off = loc * this.clusterSize;
+    await file.pwritev(off, this.clusterSize, buf);
     await file.flush();
     await this.cache.put(off, buf, false);
-    this.host.addMeta(off, this.cs, 'refcount block');
+    this.host.addMeta(off, this.clusterSize, 'refcount block');
     const entry = new Uint8Array(8);
     new DataView(entry.buffer).setBigUint64(0, BigInt(off));
     await file.pwritev(this.tableOffset + rb * 8, 8, entry);
@@ -489,7 +489,7 @@ export class Refcounts {
   /** Moves the refcount table to a bigger one at the end of the image (with its own refcount blocks). */
   private async growTable(minEntries: number, reserved: Range[]): Promise<void> {
     const file = this.host.file();
-    const cs = this.cs;
+    const cs = this.clusterSize;
     const perTableCluster = cs / 8;
     let entries = Math.max(minEntries, Math.ceil((this.table.length * 3) / 2));
     let areaStart = Math.ceil(file.length / cs);
@@ -556,8 +556,8 @@ export class Refcounts {
 
   /** Queues a decrement of every cluster touching [offset, offset+bytes). */
   queueFree(offset: number, bytes: number): void {
-    const first = Math.floor(offset / this.cs);
-    const last = Math.floor((offset + bytes - 1) / this.cs);
+    const first = Math.floor(offset / this.clusterSize);
+    const last = Math.floor((offset + bytes - 1) / this.clusterSize);
     const stamp = this.readers?.stamp() ?? 0;
     for (let c = first; c <= last; c++) {
       this.pending.push(c);
@@ -589,7 +589,7 @@ export class Refcounts {
       const c = list[i]!;
       if ((await this.update(c, -1)) === 0) freed.push(c);
     }
-    for (const c of freed) this.cache.forget(c * this.cs);
+    for (const c of freed) this.cache.forget(c * this.clusterSize);
     return freed;
   }
 
@@ -600,7 +600,7 @@ export class Refcounts {
    * drops to 0, since the allocator may then hand it out for anything else.
    */
   async allocBytes(bytes: number): Promise<number> {
-    const cs = this.cs;
+    const cs = this.clusterSize;
     const off = this.freeByteOffset;
     if (off !== 0 && off % cs !== 0 && (off % cs) + bytes <= cs) {
       const ci = Math.floor(off / cs);

@@ -7,7 +7,7 @@
 import { BlockError, STRERROR, einval, toBlockError } from '../../core/errors.js';
 import type { PreallocMode } from '../../core/driver.js';
 import { HDR } from './constants.js';
-import { T, clusterType, makeEntry, readEntry, writeEntry } from './mapping.js';
+import { ClusterType, clusterType, makeEntry, readEntry, writeEntry } from './l2-entry.js';
 import { beforeModify, flushAll, growL1, writableSlice, writeL1Entry } from './cow.js';
 import { discardRange, zeroize } from './zero-discard.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -30,7 +30,7 @@ export async function resizeImage(img: Qcow2Image, offset: number, prealloc: Pre
   } else if (offset > old) {
     // A raw data file maps every guest cluster to its own offset: grown clusters are mapped at once.
     if (img.dataFileRaw && prealloc === 'off') prealloc = 'metadata';
-    const needL1 = Math.ceil(offset / (img.l2Entries * img.cs));
+    const needL1 = Math.ceil(offset / (img.l2Entries * img.clusterSize));
     await beforeModify(img);
     await growL1(img, needL1);
     await flushAll(img);
@@ -60,7 +60,7 @@ async function writeSize(img: Qcow2Image): Promise<void> {
 }
 
 async function shrink(img: Qcow2Image, size: number): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const old = img.header.size;
   const from = Math.ceil(size / cs) * cs;
   if (from < old) await discardRange(img, from, old - from, true, true);
@@ -95,7 +95,7 @@ async function shrink(img: Qcow2Image, size: number): Promise<void> {
  * preallocation); the file is then grown to cover them with `mode`.
  */
 export async function preallocate(img: Qcow2Image, from: number, to: number, mode: PreallocMode): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   let ci = Math.floor(from / cs);
   const endC = Math.ceil(to / cs);
   let hostEnd = 0;
@@ -104,16 +104,16 @@ export async function preallocate(img: Qcow2Image, from: number, to: number, mod
     const n = Math.min(endC - ci, img.sliceEntries - i0);
     const todo: number[] = [];
     for (let k = 0; k < n; k++) {
-      const e = readEntry(dv, i0 + k, img.ext);
-      if (clusterType(e, img.ext, img.hasDataFile) === T.UNALLOC) todo.push(k);
+      const e = readEntry(dv, i0 + k, img.extendedL2);
+      if (clusterType(e, img.extendedL2, img.hasDataFile) === ClusterType.UNALLOC) todo.push(k);
     }
     if (todo.length > 0) {
       let host = img.hasDataFile ? 0 : await img.refs.alloc(todo.length);
       for (const k of todo) {
         const h = img.hasDataFile ? (ci + k) * cs : host;
-        const e = readEntry(dv, i0 + k, img.ext);
+        const e = readEntry(dv, i0 + k, img.extendedL2);
         const ne = makeEntry(h, true);
-        writeEntry(dv, i0 + k, img.ext, { hi: ne.hi, lo: ne.lo, zero: e.zero, alloc: e.alloc });
+        writeEntry(dv, i0 + k, img.extendedL2, { hi: ne.hi, lo: ne.lo, zero: e.zero, alloc: e.alloc });
         hostEnd = Math.max(hostEnd, h + cs);
         host += cs;
       }

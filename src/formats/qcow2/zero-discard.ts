@@ -8,8 +8,8 @@
 import { BlockError } from '../../core/errors.js';
 import { ReqFlag, Status, type BlockStatusResult, type ReqFlags } from '../../core/driver.js';
 import type { BlockNode } from '../../core/node.js';
-import { blockStatus } from '../../core/io.js';
-import { T, clusterType, entryOffset, readEntry, subMask, writeEntry, type ClusterType, type RawEntry } from './mapping.js';
+import { blockStatus } from '../../core/request-path.js';
+import { ClusterType, clusterType, entryOffset, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { lookup } from './lookup.js';
 import { MAX_PENDING_FREES, beforeModify, flushAll, freeEntry, writableSlice } from './cow.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -65,7 +65,7 @@ export async function writeZeroes(img: Qcow2Image, offset: number, bytes: number
     async () => {
       // Rechecked under the lock: a write may have come in since.
       const run = await lookup(img, start, sc);
-      if (run.type !== T.UNALLOC && run.type !== T.UNALLOC_ALLOC && run.type !== T.ZERO_PLAIN && run.type !== T.ZERO_ALLOC) {
+      if (run.type !== ClusterType.UNALLOC && run.type !== ClusterType.UNALLOC_ALLOC && run.type !== ClusterType.ZERO_PLAIN && run.type !== ClusterType.ZERO_ALLOC) {
         throw new BlockError('ENOTSUP', 'Partial subcluster zero write over data');
       }
       await zeroize(img, start, sc, flags);
@@ -94,7 +94,7 @@ export async function zeroize(img: Qcow2Image, offset: number, bytes: number, fl
     }
     throw new BlockError('ENOTSUP', 'qcow2 v2 images cannot store zero clusters');
   }
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const sc = img.subSize;
   const end = offset + bytes;
   const unmapReq = (flags & ReqFlag.MAY_UNMAP) !== 0;
@@ -109,29 +109,29 @@ export async function zeroize(img: Qcow2Image, offset: number, bytes: number, fl
       const cstart = (ci + k) * cs;
       const zs = Math.max(pos, cstart) - cstart;
       const ze = Math.min(end, cstart + cs) - cstart;
-      const old = readEntry(dv, i0 + k, img.ext);
-      const ct = clusterType(old, img.ext, img.hasDataFile);
+      const old = readEntry(dv, i0 + k, img.extendedL2);
+      const ct = clusterType(old, img.extendedL2, img.hasDataFile);
       const whole = zs === 0 && (ze === cs || cstart + ze >= img.header.size);
       let ne: RawEntry;
       let unmap = false;
       if (!whole) {
         // Extended L2 only: the subclusters' zero bits.
-        if (ct === T.COMPRESSED) {
+        if (ct === ClusterType.COMPRESSED) {
           if (changed) img.l2cache.setDirty(sliceOff, buf);
           throw new BlockError('ENOTSUP', 'Partial zero write to a compressed cluster');
         }
         const mask = subMask(zs / sc, Math.ceil(ze / sc));
         ne = { hi: old.hi, lo: old.lo, zero: (old.zero | mask) >>> 0, alloc: (old.alloc & ~mask) >>> 0 };
       } else {
-        const allocated = ct === T.NORMAL || ct === T.ZERO_ALLOC || ct === T.COMPRESSED;
-        unmap = ct === T.COMPRESSED || (unmapReq && allocated);
+        const allocated = ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC || ct === ClusterType.COMPRESSED;
+        unmap = ct === ClusterType.COMPRESSED || (unmapReq && allocated);
         const keep = unmap ? { hi: 0, lo: 0 } : old;
-        ne = img.ext
+        ne = img.extendedL2
           ? { hi: keep.hi, lo: keep.lo, zero: 0xffffffff, alloc: 0 }
           : { hi: keep.hi, lo: (keep.lo | 1) >>> 0, zero: 0, alloc: 0 };
       }
       if (ne.hi === old.hi && ne.lo === old.lo && ne.zero === old.zero && ne.alloc === old.alloc) continue;
-      writeEntry(dv, i0 + k, img.ext, ne);
+      writeEntry(dv, i0 + k, img.extendedL2, ne);
       changed = true;
       if (unmap) await releaseEntry(img, old, ct, img.passDiscardRequest);
     }
@@ -144,9 +144,9 @@ export async function zeroize(img: Qcow2Image, offset: number, bytes: number, fl
 /** Releases a host cluster (QEMU's qcow2_free_any_cluster): refcounted, or a discard in the data file. */
 async function releaseEntry(img: Qcow2Image, old: RawEntry, ct: ClusterType, passDiscard: boolean): Promise<void> {
   freeEntry(img, old, ct, passDiscard);
-  if (img.hasDataFile && (ct === T.NORMAL || ct === T.ZERO_ALLOC) && passDiscard && !img.dataFileRaw) {
+  if (img.hasDataFile && (ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC) && passDiscard && !img.dataFileRaw) {
     // Data file clusters are not refcounted; pass the discard on.
-    await img.dataChild.pdiscard(entryOffset(old.hi, old.lo), img.cs).catch(() => undefined);
+    await img.dataChild.pdiscard(entryOffset(old.hi, old.lo), img.clusterSize).catch(() => undefined);
   }
 }
 
@@ -157,7 +157,7 @@ async function releaseEntry(img: Qcow2Image, old: RawEntry, ct: ClusterType, pas
  * discard does.
  */
 export async function discardRange(img: Qcow2Image, offset: number, bytes: number, full: boolean, passDiscard: boolean): Promise<void> {
-  const cs = img.cs;
+  const cs = img.clusterSize;
   const start = Math.ceil(offset / cs) * cs;
   let end = offset + bytes === img.header.size ? offset + bytes : Math.floor((offset + bytes) / cs) * cs;
   end = Math.min(end, img.l1.length * img.l2Entries * cs);
@@ -171,19 +171,19 @@ export async function discardRange(img: Qcow2Image, offset: number, bytes: numbe
     const n = Math.min(Math.ceil(end / cs) - ci, img.sliceEntries - i0);
     let changed = false;
     for (let k = 0; k < n; k++) {
-      const old = readEntry(dv, i0 + k, img.ext);
-      const ct = clusterType(old, img.ext, img.hasDataFile);
-      const allocated = ct === T.NORMAL || ct === T.ZERO_ALLOC || ct === T.COMPRESSED;
+      const old = readEntry(dv, i0 + k, img.extendedL2);
+      const ct = clusterType(old, img.extendedL2, img.hasDataFile);
+      const allocated = ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC || ct === ClusterType.COMPRESSED;
       let ne: RawEntry;
       let free = allocated;
       if (full) {
         ne = { hi: 0, lo: 0, zero: 0, alloc: 0 };
       } else if (img.node.backing || allocated) {
-        if (img.discardNoUnref && (ct === T.NORMAL || ct === T.ZERO_ALLOC)) {
+        if (img.discardNoUnref && (ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC)) {
           free = false;
-          ne = img.ext ? { hi: old.hi, lo: old.lo, zero: 0xffffffff, alloc: 0 } : { hi: old.hi, lo: (old.lo | 1) >>> 0, zero: 0, alloc: 0 };
-          if (img.header.version < 3 && !img.ext) ne = { ...old };
-        } else if (img.ext) {
+          ne = img.extendedL2 ? { hi: old.hi, lo: old.lo, zero: 0xffffffff, alloc: 0 } : { hi: old.hi, lo: (old.lo | 1) >>> 0, zero: 0, alloc: 0 };
+          if (img.header.version < 3 && !img.extendedL2) ne = { ...old };
+        } else if (img.extendedL2) {
           ne = { hi: 0, lo: 0, zero: 0xffffffff, alloc: 0 };
         } else {
           ne = { hi: 0, lo: img.header.version >= 3 ? 1 : 0, zero: 0, alloc: 0 };
@@ -192,7 +192,7 @@ export async function discardRange(img: Qcow2Image, offset: number, bytes: numbe
         continue;
       }
       if (ne.hi === old.hi && ne.lo === old.lo && ne.zero === old.zero && ne.alloc === old.alloc) continue;
-      writeEntry(dv, i0 + k, img.ext, ne);
+      writeEntry(dv, i0 + k, img.extendedL2, ne);
       changed = true;
       if (free) await releaseEntry(img, old, ct, passDiscard);
     }

@@ -7,7 +7,7 @@
  */
 
 /** Cluster / subcluster types (QEMU's QCow2SubclusterType). */
-export const T = {
+export const ClusterType = {
   /** Not allocated here: backing file, or zeros without one. */
   UNALLOC: 0,
   /** Reads zeros, no host cluster. */
@@ -23,7 +23,7 @@ export const T = {
   /** Inconsistent entry (both zero and allocated bit, allocated bit without cluster). */
   INVALID: 6,
 } as const;
-export type ClusterType = (typeof T)[keyof typeof T];
+export type ClusterType = (typeof ClusterType)[keyof typeof ClusterType];
 
 export const TYPE_NAMES = ['unallocated', 'zero', 'zero (allocated)', 'normal', 'compressed', 'unallocated (allocated)', 'invalid'];
 
@@ -74,23 +74,23 @@ export const isCompressed = (hi: number) => (hi & 0x40000000) !== 0;
 
 /** Type of a whole cluster from its entry (the first word). */
 export function clusterType(e: RawEntry, ext: boolean, dataFile: boolean): ClusterType {
-  if (isCompressed(e.hi)) return T.COMPRESSED;
+  if (isCompressed(e.hi)) return ClusterType.COMPRESSED;
   const off = entryOffset(e.hi, e.lo);
-  if (!ext && e.lo & 1) return off !== 0 || (dataFile && isCopied(e.hi)) ? T.ZERO_ALLOC : T.ZERO_PLAIN;
-  if (off === 0 && !(dataFile && isCopied(e.hi))) return T.UNALLOC;
-  return T.NORMAL;
+  if (!ext && e.lo & 1) return off !== 0 || (dataFile && isCopied(e.hi)) ? ClusterType.ZERO_ALLOC : ClusterType.ZERO_PLAIN;
+  if (off === 0 && !(dataFile && isCopied(e.hi))) return ClusterType.UNALLOC;
+  return ClusterType.NORMAL;
 }
 
 /** Type of subcluster `s` (extended L2) given the cluster type. */
 export function subclusterType(ct: ClusterType, e: RawEntry, s: number): ClusterType {
-  if (ct === T.COMPRESSED) return T.COMPRESSED;
+  if (ct === ClusterType.COMPRESSED) return ClusterType.COMPRESSED;
   const bit = 1 << s;
   const a = (e.alloc & bit) !== 0;
   const z = (e.zero & bit) !== 0;
-  if (a && z) return T.INVALID;
-  if (ct === T.NORMAL) return a ? T.NORMAL : z ? T.ZERO_ALLOC : T.UNALLOC_ALLOC;
-  if (a) return T.INVALID;
-  return z ? T.ZERO_PLAIN : T.UNALLOC;
+  if (a && z) return ClusterType.INVALID;
+  if (ct === ClusterType.NORMAL) return a ? ClusterType.NORMAL : z ? ClusterType.ZERO_ALLOC : ClusterType.UNALLOC_ALLOC;
+  if (a) return ClusterType.INVALID;
+  return z ? ClusterType.ZERO_PLAIN : ClusterType.UNALLOC;
 }
 
 /** Compressed descriptor: host byte offset and the number of 512-byte sectors. */
