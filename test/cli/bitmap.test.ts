@@ -8,8 +8,8 @@ import { describe, it, expect, afterAll } from 'vitest';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { normalize, ours, theirs, words } from './harness.js';
-import { qemuImg, qemuIo, tempDir } from '../qcow2/helpers.js';
-import { infoBitmaps, qemuDirtyExtents } from '../qcow2/bitmap-persist.js';
+import { qemuImg, qemuIo, tempDir } from '../formats/qcow2/helpers.js';
+import { infoBitmaps, qemuDirtyExtents } from '../formats/qcow2/bitmap-persist.js';
 
 const t = tempDir();
 afterAll(() => t.cleanup());

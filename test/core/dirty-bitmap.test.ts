@@ -15,7 +15,7 @@ import {
   type BdrvDirtyBitmap,
 } from '../../src/core/dirty-bitmap.js';
 import { expectBlockError, memoryGraph, prng } from './helpers.js';
-import { memGraph } from '../qcow2/helpers.js';
+import { memGraph } from '../formats/qcow2/helpers.js';
 import { createImage } from '../../src/core/create.js';
 import { isAllocatedAbove } from '../../src/node.js';
 

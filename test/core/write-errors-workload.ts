@@ -16,7 +16,7 @@ import { expect } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { BlockBackend, createImage, ReqFlag, type MemoryFile } from '../../src/node.js';
 import type { ErrorCode } from '../../src/core/errors.js';
-import { memGraph, pattern, prng, qemuCheck, tempDir } from '../qcow2/helpers.js';
+import { memGraph, pattern, prng, qemuCheck, tempDir } from '../formats/qcow2/helpers.js';
 
 /** Scratch directory for the qemu-img checks; the caller cleans it up. */
 export const scratch = tempDir();

@@ -8,7 +8,7 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { BlockBackend, createImage, type StopEvent } from '../../src/node.js';
 import type { ErrorCode } from '../../src/core/errors.js';
-import { memGraph, pattern } from '../qcow2/helpers.js';
+import { memGraph, pattern } from '../formats/qcow2/helpers.js';
 import { KINDS, runKind, scratch } from './write-errors-workload.js';
 
 afterAll(() => scratch.cleanup());

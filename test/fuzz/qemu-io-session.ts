@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prng } from '../prng.js';
 import { normalize, ours, theirs } from '../cli/harness.js';
-import type { MapEntry } from '../qcow2/helpers.js';
+import type { MapEntry } from '../formats/qcow2/helpers.js';
 
 /** What image a session runs on. */
 export interface ImageKind {

@@ -9,7 +9,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCase, report } from './check-diff.js';
-import { Fixture, golden, hasQemu } from '../cli/harness.js';
+import { Fixture, golden, hasQemu } from '../../cli/harness.js';
 
 /** Seeds that differed from QEMU once (reserved L1 bits, regions past the end, fragmentation, rebuild placement, bitmap constraints, huge refcount block offsets, messages, ...). */
 const SEEDS = [1, 6, 9, 10, 18, 22, 28, 29, 40, 46, 56, 66, 86];

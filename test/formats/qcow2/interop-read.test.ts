@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { blockStatusAbove, Status, type BlockNode } from '../../src/node.js';
+import { blockStatusAbove, Status, type BlockNode } from '../../../src/node.js';
 import { tempDir, qemuImg, qemuIo, fileGraph, memGraph, openQcow2, qemuMap, pattern, type MapEntry } from './helpers.js';
 
 const t = tempDir();

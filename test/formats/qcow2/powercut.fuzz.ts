@@ -8,7 +8,7 @@ import { describe, it, expect, afterAll } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import { CUT_VARIANTS, CutRig, cutPoints } from './powercut-sweep.js';
 import { tempDir } from './helpers.js';
-import { fuzzParams } from '../fuzz/params.js';
+import { fuzzParams } from '../../fuzz/params.js';
 
 const t = tempDir();
 afterAll(() => t.cleanup());

@@ -6,7 +6,7 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { killOnce } from './kill.js';
 import { tempDir } from './helpers.js';
-import { fuzzParams } from '../fuzz/params.js';
+import { fuzzParams } from '../../fuzz/params.js';
 
 const t = tempDir();
 afterAll(() => t.cleanup());

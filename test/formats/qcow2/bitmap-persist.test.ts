@@ -9,12 +9,12 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { BlockBackend } from '../../src/node.js';
-import { lookupDirtyBitmap, removeDirtyBitmap } from '../../src/core/dirty-bitmap.js';
+import { BlockBackend } from '../../../src/node.js';
+import { lookupDirtyBitmap, removeDirtyBitmap } from '../../../src/core/dirty-bitmap.js';
 import { fileGraph, openQcow2, qemuCheck, qemuImg, qemuIo, tempDir } from './helpers.js';
 import { infoBitmaps, qemuDirtyExtents, runPersistCase } from './bitmap-persist.js';
-import { expectBlockError } from '../core/helpers.js';
-import { ours } from '../cli/harness.js';
+import { expectBlockError } from '../../core/helpers.js';
+import { ours } from '../../cli/harness.js';
 
 describe('qcow2 persistent bitmaps against QEMU', () => {
   const t = tempDir();

@@ -6,7 +6,7 @@
  */
 import { expect } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { BlockBackend, BlockError, blockStatus, createImage, type BlockGraph } from '../../src/node.js';
+import { BlockBackend, BlockError, blockStatus, createImage, type BlockGraph } from '../../../src/node.js';
 import { memGraph, prng, pattern, tempDir, qemuImg, qemuIo } from './helpers.js';
 
 const CASE_BOUND_MS = 2000;

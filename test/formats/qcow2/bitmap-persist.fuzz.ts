@@ -6,8 +6,8 @@
  * info and check, qemu-nbd's dirty extents both ways).
  */
 import { it, expect, afterAll } from 'vitest';
-import { fuzzParams } from '../fuzz/params.js';
-import { hasQemu } from '../cli/harness.js';
+import { fuzzParams } from '../../fuzz/params.js';
+import { hasQemu } from '../../cli/harness.js';
 import { prng, tempDir } from './helpers.js';
 import { runPersistCase } from './bitmap-persist.js';
 

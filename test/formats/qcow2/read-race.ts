@@ -6,10 +6,10 @@
  * cluster that was freed and reused meanwhile. The back end is the memory one
  * with random delays on every read and write, so requests really interleave.
  */
-import { BlockBackend, BlockGraph, MemoryStorage, createImage, createMemoryDriver, qcow2Driver, rawDriver, ReqFlag } from '../../src/node.js';
-import type { BlockDriver, DriverInstance, IoResult } from '../../src/core/driver.js';
-import type { Qcow2Image } from '../../src/formats/qcow2/qcow2.js';
-import { prng } from '../prng.js';
+import { BlockBackend, BlockGraph, MemoryStorage, createImage, createMemoryDriver, qcow2Driver, rawDriver, ReqFlag } from '../../../src/node.js';
+import type { BlockDriver, DriverInstance, IoResult } from '../../../src/core/driver.js';
+import type { Qcow2Image } from '../../../src/formats/qcow2/qcow2.js';
+import { prng } from '../../prng.js';
 
 /**
  * A memory back end whose reads and writes complete after a random delay

@@ -8,11 +8,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { expect } from 'vitest';
-import { addDirtyBitmap, lookupDirtyBitmap } from '../../src/core/dirty-bitmap.js';
-import { checkCanStoreBitmap } from '../../src/formats/qcow2/bitmap-store.js';
-import type { Qcow2Image } from '../../src/formats/qcow2/qcow2.js';
+import { addDirtyBitmap, lookupDirtyBitmap } from '../../../src/core/dirty-bitmap.js';
+import { checkCanStoreBitmap } from '../../../src/formats/qcow2/bitmap-store.js';
+import type { Qcow2Image } from '../../../src/formats/qcow2/qcow2.js';
 import { fileGraph, openQcow2, prng, qemuCheck, qemuImg, qemuIo } from './helpers.js';
-import { normalize, ours, theirs } from '../cli/harness.js';
+import { normalize, ours, theirs } from '../../cli/harness.js';
 
 export interface InfoBitmap {
   name: string;

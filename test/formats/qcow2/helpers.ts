@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BlockBackend, BlockGraph, MemoryStorage, createMemoryDriver, nodeFileDriver, rawDriver, qcow2Driver, nullDriver } from '../../src/node.js';
+import { BlockBackend, BlockGraph, MemoryStorage, createMemoryDriver, nodeFileDriver, rawDriver, qcow2Driver, nullDriver } from '../../../src/node.js';
 
 export function tempDir(): { dir: string; path: (n: string) => string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'dw-qcow2-'));
@@ -63,8 +63,8 @@ export async function openQcow2(graph: BlockGraph, filename: string, readOnly = 
   return BlockBackend.open(graph, { driver: 'qcow2', file: { filename }, ...extra }, { readOnly });
 }
 
-export { prng } from '../prng.js';
-import { prng } from '../prng.js';
+export { prng } from '../../prng.js';
+import { prng } from '../../prng.js';
 
 export function pattern(len: number, seed: number): Uint8Array {
   const r = prng(seed);

@@ -12,10 +12,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { crashOps, modelAt, type CrashShape } from './crash-workload.js';
 import { qemuCheck, qemuImg } from './helpers.js';
-import { prng } from '../prng.js';
+import { prng } from '../../prng.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..', '..');
+const root = join(here, '..', '..', '..');
 
 /** The image and workload of the kill runs: 64 KiB clusters, zstd, 4 requests in flight. */
 export const KILL_SHAPE: CrashShape = { size: 16 << 20, cs: 65536, ops: 3000, base: 0, compressed: true };

@@ -15,10 +15,10 @@
 import { expect } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BlockBackend, createImage, type BlockGraph, type MemoryFile, type MemoryStorage } from '../../src/node.js';
+import { BlockBackend, createImage, type BlockGraph, type MemoryFile, type MemoryStorage } from '../../../src/node.js';
 import { memGraph, pattern, qemuCheck, qemuImgTry, type CheckJson } from './helpers.js';
 import { crashOps, modelAt, runCrashOps, type CrashShape } from './crash-workload.js';
-import { prng } from '../prng.js';
+import { prng } from '../../prng.js';
 
 /** An image and workload shape to cut. */
 export interface CutVariant extends CrashShape {

@@ -5,7 +5,7 @@
  */
 import { describe, it } from 'vitest';
 import { fuzzImages } from './mutate.js';
-import { fuzzParams } from '../fuzz/params.js';
+import { fuzzParams } from '../../fuzz/params.js';
 
 const { seed, count } = fuzzParams(20000);
 

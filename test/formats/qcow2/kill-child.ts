@@ -6,7 +6,7 @@
  * to a pipe is synchronous on Linux: a line the parent reads was printed
  * after its flush had completed).
  */
-import { BlockBackend, BlockGraph, nodeFileDriver, qcow2Driver, rawDriver } from '../../src/node.js';
+import { BlockBackend, BlockGraph, nodeFileDriver, qcow2Driver, rawDriver } from '../../../src/node.js';
 import { crashOps, runCrashOps, type CrashShape } from './crash-workload.js';
 
 const [file, seedArg, shapeArg, inFlightArg] = process.argv.slice(2);

@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createImage, ReqFlag } from '../../src/node.js';
+import { createImage, ReqFlag } from '../../../src/node.js';
 import { tempDir, qemuImg, qemuImgTry, qemuIo, qemuCheck, fileGraph, openQcow2, prng, qemuIoCommand, type Op } from './helpers.js';
 
 const t = tempDir();

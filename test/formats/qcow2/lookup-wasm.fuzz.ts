@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { compareTables } from './lookup-wasm-cases.js';
-import { fuzzParams } from '../fuzz/params.js';
+import { fuzzParams } from '../../fuzz/params.js';
 
 const { seed, count } = fuzzParams(40);
 

@@ -8,8 +8,8 @@
  */
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { createImage, ReqFlag, type BlockBackend } from '../../src/node.js';
-import type { Qcow2Image } from '../../src/formats/qcow2/qcow2.js';
+import { createImage, ReqFlag, type BlockBackend } from '../../../src/node.js';
+import type { Qcow2Image } from '../../../src/formats/qcow2/qcow2.js';
 import { tempDir, qemuImg, qemuIo, qemuCheck, fileGraph, openQcow2, prng, qemuIoCommand, type Op } from './helpers.js';
 
 const t = tempDir();

@@ -9,10 +9,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync } from 'node:fs';
-import { BlockBackend } from '../../src/node.js';
-import { ours } from '../cli/harness.js';
+import { BlockBackend } from '../../../src/node.js';
+import { ours } from '../../cli/harness.js';
 import { fileGraph, memGraph, qemuImg, tempDir } from './helpers.js';
-import { expectBlockError } from '../core/helpers.js';
+import { expectBlockError } from '../../core/helpers.js';
 import { qemuDirtyExtents } from './bitmap-persist.js';
 
 interface InfoBitmap {

@@ -14,7 +14,7 @@
  */
 import { describe, it, expect, afterAll } from 'vitest';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { ReqFlag } from '../../src/node.js';
+import { ReqFlag } from '../../../src/node.js';
 import { fileGraph, openQcow2, qemuCheck, qemuImg, tempDir } from './helpers.js';
 
 const t = tempDir();

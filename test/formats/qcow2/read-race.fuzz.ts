@@ -4,7 +4,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import { raceReads } from './read-race.js';
-import { fuzzParams } from '../fuzz/params.js';
+import { fuzzParams } from '../../fuzz/params.js';
 
 const { seed, count } = fuzzParams(20);
 

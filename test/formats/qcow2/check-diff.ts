@@ -17,8 +17,8 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { prng } from '../prng.js';
-import { normalize, ours, theirs, type RunResult } from '../cli/harness.js';
+import { prng } from '../../prng.js';
+import { normalize, ours, theirs, type RunResult } from '../../cli/harness.js';
 
 type Rnd = () => number;
 const pick = <T>(r: Rnd, a: readonly T[]): T => a[Math.floor(r() * a.length)]!;

@@ -12,7 +12,7 @@ import { openSync, closeSync, readSync, writeSync, readFileSync, writeFileSync, 
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Fixture, golden, hasQemu, normalize, ours, theirs } from '../cli/harness.js';
+import { Fixture, golden, hasQemu, normalize, ours, theirs } from '../../cli/harness.js';
 
 /** Writes `bytes` at `offset` of `file`. */
 function poke(file: string, offset: number, bytes: Buffer): void {

@@ -5,9 +5,9 @@
  * of check-diff.test.ts once fixed.
  */
 import { it, expect } from 'vitest';
-import { fuzzParams } from '../fuzz/params.js';
+import { fuzzParams } from '../../fuzz/params.js';
 import { runCase, report } from './check-diff.js';
-import { hasQemu } from '../cli/harness.js';
+import { hasQemu } from '../../cli/harness.js';
 
 it('check, repairs and opens agree with QEMU on mutated images', async () => {
   expect(hasQemu()).toBe(true);

@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { BlockBackend, OptionReader, createImage, type BlockNode } from '../../src/node.js';
+import { BlockBackend, OptionReader, createImage, type BlockNode } from '../../../src/node.js';
 import { tempDir, qemuImg, qemuImgTry, qemuIo, qemuCheck, fileGraph, openQcow2, pattern } from './helpers.js';
 
 const t = tempDir();

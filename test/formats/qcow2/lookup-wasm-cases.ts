@@ -7,8 +7,8 @@
  * and the results (or errors) must match.
  */
 import { expect } from 'vitest';
-import { BlockBackend, BlockError, blockStatus, createImage } from '../../src/node.js';
-import { setL2MapperEnabled } from '../../src/formats/qcow2/lookup.js';
+import { BlockBackend, BlockError, blockStatus, createImage } from '../../../src/node.js';
+import { setL2MapperEnabled } from '../../../src/formats/qcow2/lookup.js';
 import { memGraph, prng } from './helpers.js';
 
 /** 32-bit integers from the test PRNG. */
@@ -16,7 +16,7 @@ function ints(seed: number): () => number {
   const f = prng(seed);
   return () => Math.floor(f() * 4294967296);
 }
-import { MemoryStorage } from '../../src/protocols/memory.js';
+import { MemoryStorage } from '../../../src/protocols/memory.js';
 
 const CS = 65536;
 const DATA_CLUSTERS = 256; // host data area after the metadata

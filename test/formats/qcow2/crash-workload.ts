@@ -10,8 +10,8 @@
  * whatever order they completed in: {@link modelAt} replays the same stream
  * one by one.
  */
-import { ReqFlag, type BlockBackend } from '../../src/node.js';
-import { prng } from '../prng.js';
+import { ReqFlag, type BlockBackend } from '../../../src/node.js';
+import { prng } from '../../prng.js';
 
 /** One guest request of the stream. */
 export type CrashOp =

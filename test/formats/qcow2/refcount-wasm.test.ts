@@ -8,11 +8,11 @@
  */
 import { describe, it, expect, afterAll, afterEach, vi } from 'vitest';
 import { writeFileSync } from 'node:fs';
-import { BlockBackend, createImage } from '../../src/node.js';
-import type { CheckResult } from '../../src/core/driver.js';
-import { setRefcountWasmEnabled } from '../../src/formats/qcow2/refcount.js';
-import { RefcountTs, WasmRefcount } from '../../src/wasm/refcount.js';
-import { MemoryStorage } from '../../src/protocols/memory.js';
+import { BlockBackend, createImage } from '../../../src/node.js';
+import type { CheckResult } from '../../../src/core/driver.js';
+import { setRefcountWasmEnabled } from '../../../src/formats/qcow2/refcount.js';
+import { RefcountTs, WasmRefcount } from '../../../src/wasm/refcount.js';
+import { MemoryStorage } from '../../../src/protocols/memory.js';
 import { memGraph, openQcow2, prng, qemuCheck, qemuImgTry, tempDir } from './helpers.js';
 
 const t = tempDir();
