@@ -10,6 +10,10 @@ import { memoryDriver } from './protocols/memory.js';
 import { nullDriver, nullAioDriver } from './protocols/null.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
+import { startHotPathsSync } from './wasm/hot-paths.js';
+
+// The Node entry serves requests with the measured-faster WASM zero check from the start.
+startHotPathsSync();
 
 export * from './core/index.js';
 export { nodeFileDriver } from './protocols/node-file.js';

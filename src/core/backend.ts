@@ -261,8 +261,8 @@ export class BlockBackend implements RootParent {
       // Zero-length reads take the checked path (a missing medium fails them too).
       if (offset >= 0 && len > 0 && offset + len <= link.node.totalBytes) {
         try {
-          // Reading the clock costs as much as a cached read (performance.now() is ~0.2 µs in a
-          // browser worker, a quarter of an OPFS 4 KiB read), so latency is sampled (1 in 64).
+          // Reading the clock costs about as much as a cached read (a sizeable part of an
+          // OPFS 4 KiB read in a browser worker), so latency is sampled (1 in 64).
           const start = (this.readSample++ & 63) === 0 ? now() : -1;
           const r = link.preadv(offset, len, buf, flags);
           if (r === undefined) {

@@ -1,22 +1,15 @@
 /**
  * All-zero detection for detect-zeroes and sparse copies.
  *
- * Which check {@link isZeroBuffer} uses, picked on first use from measurements
- * (bench/wasm/zero.ts, bench/cli/convert-zero.ts):
- * - Node: the WASM detector (WasmZero.detector in src/wasm/zero.ts). Request buffers are
- *   not in module memory, so it copies them in 16 KiB pieces, and still checks zero
- *   buffers 5.6x (64 KiB) / 8x (1 MiB) faster than the plain loop below, and buffers with
- *   data at the start 4-8x (it looks at the first 16 bytes first).
- * - The browser worker (workers/service.ts) installs the same WASM detector through
- *   {@link setZeroDetector} once the module has loaded (4.1x / 4.7x the plain loop on
- *   64 KiB / 1 MiB in Chromium); until then, and elsewhere in browsers:
- * - engines without SIMD, DISKWORKER_ZERO=js: the plain-JS loop. It looks at the
- *   first 16 bytes (real data almost always has a non-zero byte there, and this skips
- *   creating a typed-array view), then reads eight bytes at a time through a
- *   BigUint64Array view when the buffer is 8-byte aligned.
- * {@link setZeroDetector} overrides the choice.
+ * The check {@link isZeroBuffer} uses is the plain-JS loop below until another
+ * one is installed with {@link setZeroDetector}: src/wasm/hot-paths.ts installs
+ * the WASM detector (measured faster in Node and in Chromium, bench/wasm/zero.ts;
+ * figures in README) when the Node entry is loaded or the block worker starts.
+ * The plain loop looks at the first 16 bytes (real data almost always has a
+ * non-zero byte there, and this skips creating a typed-array view), then reads
+ * eight bytes at a time through a BigUint64Array view when the buffer is 8-byte
+ * aligned. It serves engines without SIMD and DISKWORKER_ZERO=js.
  */
-import { loadZeroSync } from '../wasm/zero.js';
 
 type ZeroDetector = (buf: Uint8Array) => boolean;
 
@@ -44,24 +37,6 @@ function isZeroPlain(buf: Uint8Array): boolean {
   return true;
 }
 
-function isNode(): boolean {
-  const p = (globalThis as { process?: { versions?: { node?: string } } }).process;
-  return typeof p?.versions?.node === 'string';
-}
-
-/** The measured-fastest detector here (see the file comment). */
-function pickDetector(): ZeroDetector {
-  if (!isNode()) return isZeroPlain;
-  try {
-    const wasm = loadZeroSync()?.detector();
-    if (wasm) detectorKind = 'wasm';
-    return wasm ?? isZeroPlain;
-  } catch {
-    // The module did not load: the plain loop gives the same answers.
-    return isZeroPlain;
-  }
-}
-
 let detector: ZeroDetector | undefined;
 let detectorKind: ZeroDetectorKind = 'plain JS';
 
@@ -70,12 +45,12 @@ export type ZeroDetectorKind = 'wasm' | 'plain JS' | 'custom';
 
 /** Whether every byte of `buf` is zero. */
 export function isZeroBuffer(buf: Uint8Array): boolean {
-  return (detector ??= pickDetector())(buf);
+  return (detector ??= isZeroPlain)(buf);
 }
 
 /** Which check {@link isZeroBuffer} uses (picking it now if it has not been picked). */
 export function zeroDetectorKind(): ZeroDetectorKind {
-  detector ??= pickDetector();
+  detector ??= isZeroPlain;
   return detectorKind;
 }
 

@@ -2,11 +2,11 @@
  * The deflate codec the qcow2 driver uses for compressed clusters, picked per environment
  * from measured speed (bench/wasm/deflate.ts; figures in README):
  *
- * | environment | inflate                       | deflate (window bits 12)        |
- * |-------------|-------------------------------|---------------------------------|
- * | Node        | WASM (≈1.3x node:zlib)        | node:zlib (≈1.25x WASM)         |
- * | browser     | WASM (≈5x DecompressionStream)| WASM (CompressionStream cannot  |
- * |             |                               | limit the window to 4 KiB)      |
+ * | environment | inflate                        | deflate (window bits 12)        |
+ * |-------------|--------------------------------|---------------------------------|
+ * | Node        | WASM (faster than node:zlib)   | node:zlib (faster than WASM)    |
+ * | browser     | WASM (faster than              | WASM (CompressionStream cannot  |
+ * |             | DecompressionStream)           | limit the window to 4 KiB)      |
  *
  * Fallbacks when the WASM module cannot load: node:zlib in Node; in browsers
  * DecompressionStream('deflate-raw') for inflate, and no compression for deflate

@@ -16,7 +16,7 @@ import { setZeroDetector, zeroDetectorKind, type ZeroDetectorKind } from '../cor
 import { initL2Mapper, l2MapperState, setL2MapperEnabled } from '../formats/qcow2/lookup.js';
 import { initRefcountWasm, refcountWasmState, setRefcountWasmEnabled } from '../formats/qcow2/refcount.js';
 import { getClusterCodec, initZstd } from './codec.js';
-import { loadZero, ZeroBufferPool, type WasmZero } from './zero.js';
+import { loadZero, loadZeroSync, ZeroBufferPool, type WasmZero } from './zero.js';
 import { initBitmapEngine } from '../core/dirty-bitmap.js';
 
 /** What serves each hot path (the page sees it as `Implementations`). */
@@ -53,6 +53,48 @@ export async function startHotPaths(): Promise<void> {
   if (z && !typescriptOnly) setZeroDetector(z.detector(), 'wasm');
   await Promise.all([initL2Mapper(), initRefcountWasm(), getClusterCodec().catch(() => undefined), initZstd().catch(() => undefined), initBitmapEngine().catch(() => undefined)]);
 }
+
+/**
+ * Installs what can load synchronously (Node: the zero detector), so that the
+ * first requests already use it; the Node entry (src/node.ts) calls this.
+ */
+export function startHotPathsSync(): void {
+  if (typescriptOnly) return;
+  try {
+    const z = loadZeroSync();
+    if (z) {
+      zeroModule ??= Promise.resolve(z);
+      setZeroDetector(z.detector(), 'wasm');
+    }
+  } catch {
+    // The module did not load: the plain loop gives the same answers.
+  }
+}
+
+/**
+ * The zero module loaded synchronously (Node) with a pool of `count` copy
+ * buffers of `bytes` in its memory, made once per process, for copy loops that
+ * check their buffers in place (qemu-img convert); undefined when it cannot
+ * load or TypeScript is forced. Installs its detector too.
+ */
+export function zeroModuleWithPoolSync(count: number, bytes: number): { zero: WasmZero; pool: ZeroBufferPool } | undefined {
+  // Asked each time: DISKWORKER_ZERO=js (read by loadZeroSync) may change between commands.
+  let z: WasmZero | undefined;
+  try {
+    z = typescriptOnly ? undefined : loadZeroSync();
+  } catch {
+    z = undefined;
+  }
+  if (!z) {
+    setZeroDetector(undefined);
+    return undefined;
+  }
+  // The detector's scratch is allocated before the pool (see zeroBufferPool).
+  syncPool ??= { zero: z, detect: z.detector(), pool: new ZeroBufferPool(z, count, bytes) };
+  setZeroDetector(syncPool.detect, 'wasm');
+  return syncPool;
+}
+let syncPool: { zero: WasmZero; detect: (buf: Uint8Array) => boolean; pool: ZeroBufferPool } | undefined;
 
 /**
  * A pool of `count` copy buffers of `bytes` in the zero module's memory, so

@@ -78,9 +78,9 @@ export class WasmZero {
    * An all-zero check for any buffer, for {@link setZeroDetector}: it looks at the first 16
    * bytes in JS, then checks buffers in module memory in place and copies others into a
    * `scratch`-byte buffer allocated now (once) and checks them piece by piece, stopping at
-   * the first piece with a non-zero byte. Node 20, against the BigUint64Array loop of
-   * src/core/zero-detect.ts: 3-8x for 512 B to 1 MiB buffers, zero or not
-   * (bench/wasm/zero.ts). The same function is returned for the same `scratch` size.
+   * the first piece with a non-zero byte. It beats the BigUint64Array loop of
+   * src/core/zero-detect.ts for 512 B to 1 MiB buffers, zero or not (bench/wasm/zero.ts;
+   * figures in README). The same function is returned for the same `scratch` size.
    */
   detector(scratch = 16384): (buf: Uint8Array) => boolean {
     // One per scratch size and module: every allocation may grow (and detach) memory.

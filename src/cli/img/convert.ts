@@ -12,7 +12,7 @@ import { CliExit, driverInfo, errText, formatNode, strerror, parseCacheMode, sup
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
-import { useWasmZero } from './zero.js';
+import { zeroModuleWithPoolSync } from '../../wasm/hot-paths.js';
 import { convertTasks, readSources, type ConvertTask } from './convert-tasks.js';
 
 // convert
@@ -86,7 +86,8 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     }
   }
   if (quiet) progress = false;
-  const wz = useWasmZero(true);
+  // Convert's read buffers in flight at most: WINDOW reads queued + WRITE_DEPTH writes + one.
+  const wz = zeroModuleWithPoolSync(8 + 4 + 1, IO_BUF_SIZE);
   if (targetIsZero && !skipCreate) fail('--target-is-zero requires use of -n flag');
   const srcNames = operands.slice(0, -1);
   const outFilename = operands.length >= 2 ? operands[operands.length - 1]! : undefined;

@@ -26,16 +26,15 @@ import type { ReadGate } from './read-gate.js';
 // block: the free-run search, incrementing ranges, and check's comparison of counted with
 // stored refcounts. Each call copies only the entries it reads into module memory; short
 // work stays in TypeScript, where that copy and the call cost more than they save.
-// Measured by bench/qcow2/refcount.ts (Node 20, 64 KiB blocks of 16-bit entries, WASM /
-// TypeScript rate, in the same run):
-// - one entry (get / set): TypeScript always; a call into WASM is 0.8x even with the
-//   block already in module memory;
+// The thresholds come from bench/qcow2/refcount.ts (WASM / TypeScript rate in the same
+// run; figures in README):
+// - one entry (get / set): TypeScript always; a call into WASM loses even with the block
+//   already in module memory;
 // - free-run search: TypeScript for the first FIND_TS_ENTRIES entries (the usual case: the
-//   hint is at a free cluster), then WASM in growing windows: 1.8x past 1024 used entries,
-//   3.9x past a whole used block, 0.75x when the run starts right after a 256-entry probe;
-// - incrementing a range: WASM from ADD_WASM_ENTRIES (0.37x at 16 entries, 11x at 512);
-// - comparing with counted references: WASM from COMPARE_WASM_ENTRIES (0.26x at 16,
-//   1.2x at 256, 2.1x for a whole block).
+//   hint is at a free cluster), then WASM in growing windows, which wins on long used runs
+//   and loses when the run starts right after a short probe;
+// - incrementing a range: WASM from ADD_WASM_ENTRIES (below it the call costs more);
+// - comparing with counted references: WASM from COMPARE_WASM_ENTRIES.
 // When the module cannot load, everything runs in TypeScript with the same results.
 
 /** Entries the free-run search scans in TypeScript before it hands the block to WASM. */
