@@ -1,6 +1,6 @@
 /**
  * The console: a qemu-io prompt against the open image. The CLI's qemu-io
- * (src/cli/io.ts) runs on a BlockBackend in Node, so the page implements the
+ * (src/cli/io/) runs on a BlockBackend in Node, so the page implements the
  * common commands itself on the Disk API, printing what qemu-io prints
  * (numbers and sizes through the CLI's own formatters).
  */
