@@ -4,8 +4,23 @@
  */
 import { getopt, type LongOption } from '../getopt.js';
 import { type CliIo, parseCacheMode } from '../common.js';
-import { IoSession } from './session.js';
-import { type OpenOpts, PROG } from './types.js';
+import { CORE_COMMANDS } from './commands/index.js';
+import { closeCmd, openCmd, reopenCmd } from './commands/open.js';
+import { abortCmd, sigraiseCmd } from './commands/process.js';
+import { NodeIoSession } from './node-session.js';
+import { type Cmd, type OpenOpts, PROG } from './types.js';
+
+/** The commands only the CLI has: they act on the Node graph or process. */
+const NODE_COMMANDS: Cmd[] = [
+  { name: 'abort', oneline: 'simulate a program crash using abort(3)', argmin: 0, argmax: 0, noFile: true, fn: abortCmd },
+  { name: 'close', alt: 'c', oneline: 'close the current open file', argmin: 0, argmax: 0, fn: closeCmd },
+  { name: 'open', alt: 'o', args: '[-rsCnkU] [-t cache] [-d discard] [-o options] [path]', oneline: 'open the file specified by path', argmin: 1, argmax: -1, noFile: true, fn: openCmd },
+  { name: 'reopen', args: '[(-r|-w)] [-c cache] [-o options]', oneline: 'reopens an image with new options', argmin: 0, argmax: -1, fn: reopenCmd },
+  { name: 'sigraise', args: 'signal', oneline: 'raises a signal', argmin: 1, argmax: 1, noFile: true, fn: sigraiseCmd },
+];
+
+/** The CLI's command table: all of qemu-io's, by name as `help` lists them. */
+export const CLI_COMMANDS: Cmd[] = [...CORE_COMMANDS, ...NODE_COMMANDS].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
 const USAGE = `Usage: diskworker io [OPTIONS]... [-c STRING]... [file]
 Exercise the block layer: run qemu-io commands on an image
@@ -52,7 +67,7 @@ const LONG: LongOption[] = [
 /** `diskworker io ...`: returns the exit code. */
 export async function ioMain(args: string[], io: CliIo): Promise<number> {
   const r = getopt(args, 'hVc:d:f:rsnCmki:t:T:U', LONG);
-  const s = new IoSession(io);
+  const s = new NodeIoSession(io, CLI_COMMANDS);
   const cmds: string[] = [];
   const o: OpenOpts = { readOnly: false, imageOpts: false, forceShare: false };
   for (const x of r.opts) {

@@ -1,29 +1,31 @@
 /**
- * qemu-io's interpreter state: the open BlockBackend, output, number and
- * pattern parsing, getopt with qemu-io's messages and the command dispatch.
+ * qemu-io's interpreter: output, number and pattern parsing, getopt with
+ * qemu-io's messages and the command dispatch, over an IoDisk. Page-safe (no
+ * Node modules): the demo's console runs it on the page's Disk.
  */
-import { BlockBackend } from '../../core/backend.js';
-import type { BlockGraph } from '../../core/graph.js';
-import { parseKeyValueList } from '../../core/options.js';
-import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
 import { parseSizeQemu } from '../format.js';
-import { type CliIo, errText, needsProbeWarning, parseCacheMode, probedRawWarning } from '../common.js';
-import { COMMANDS } from './commands/index.js';
-import { type Cmd, type OpenOpts, EINVAL, PROG } from './types.js';
+import { errText } from '../common.js';
+import type { IoDisk } from './disk.js';
+import { type Cmd, EINVAL, PROG } from './types.js';
+
+/** Where the interpreter writes (the CLI's CliIo has this shape). */
+export interface IoOutput {
+  stdout(s: string): void;
+  stderr(s: string): void;
+}
 
 export class IoSession {
-  bb: BlockBackend | null = null;
+  /** The open disk; null when none is. */
+  disk: IoDisk | null = null;
   quit = false;
-  readonly graph: BlockGraph = createNodeGraph();
   private pending: Promise<void>[] = [];
-  /** The command table, in the order `help` lists it. */
-  readonly commands: Cmd[] = COMMANDS;
 
-  constructor(readonly io: CliIo) {
-    // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
-    this.graph.onNotice = (text) => io.stderr(`${text}\n`);
-  }
+  /**
+   * @param io where output goes
+   * @param commands the command table, in the order `help` lists it
+   */
+  constructor(readonly io: IoOutput, readonly commands: Cmd[]) {}
 
   out(s: string): void {
     this.io.stdout(s);
@@ -55,53 +57,24 @@ export class IoSession {
     return v;
   }
 
-  async open(file: string, o: OpenOpts): Promise<boolean> {
-    if (this.bb) {
-      this.err(`${PROG}: file open already, try 'help close'\n`);
-      return false;
-    }
-    let spec: Record<string, unknown>;
-    if (o.forceShare && !o.readOnly) {
-      this.err(`${PROG}: can't open${o.imageOpts ? '' : ` device ${file}`}: force-share=on can only be used with read-only images\n`);
-      return false;
-    }
-    try {
-      if (o.imageOpts) {
-        spec = parseKeyValueList(file, 'file');
-        if (o.format) {
-          this.err(`${PROG}: --image-opts and 'format' is invalid\n`);
-          return false;
-        }
-      } else {
-        // `open -o file.filename=x` names no file: the options say it all.
-        if (file !== '') this.graph.checkProtocolName(file);
-        spec = file === '' ? {} : { filename: file };
-      }
-      Object.assign(spec, o.extra ?? {});
-      // qemu-io's defaults: discard=unmap and a disabled write cache (writethrough).
-      const cache = parseCacheMode(o.cache ?? 'writethrough')!;
-      spec['cache.direct'] ??= cache.direct;
-      spec['cache.no-flush'] ??= cache.noFlush;
-      spec['discard'] ??= o.discard === 'off' || o.discard === 'ignore' ? 'ignore' : 'unmap';
-      if (o.forceShare) spec['force-share'] = true;
-      const flags = { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) };
-      this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback });
-    } catch (e) {
-      const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
-      this.err(`${PROG}: can't open${shown}: ${errText(e)}\n`);
-      return false;
-    }
-    if (needsProbeWarning(this.bb.node)) this.err(probedRawWarning(file));
-    for (const line of this.bb.node.instance.openMessages?.() ?? []) this.err(`${line}\n`);
-    if (o.copyOnRead) this.bb.node.copyOnRead++;
-    return true;
-  }
-
+  /** Ends the session's use of the disk (the CLI closes its BlockBackend). */
   async close(): Promise<void> {
     await this.drainAio();
-    const bb = this.bb;
-    this.bb = null;
-    if (bb) await bb.close().catch((e) => this.err(`${PROG}: ${errText(e)}\n`));
+    this.disk = null;
+  }
+
+  /**
+   * The bytes of `write -s source`; a negative result is the failure (already
+   * printed). Reading files is the CLI's (NodeIoSession); the page has none.
+   */
+  async loadSource(source: string, _count: number): Promise<Uint8Array | number> {
+    this.err(`${source}: Operation not supported\n`);
+    return -95;
+  }
+
+  /** The open disk, for commands that run only with one (not `noFile`). */
+  get backend(): IoDisk {
+    return this.disk!;
   }
 
   async drainAio(): Promise<void> {
@@ -143,9 +116,6 @@ export class IoSession {
     return this.commands.find((c) => c.name === name)!;
   }
 
-  get backend(): BlockBackend {
-    return this.bb!;
-  }
 
   /** Runs one command line; returns < 0 on failure. */
   async command(line: string): Promise<number> {
@@ -157,7 +127,7 @@ export class IoSession {
       this.err(`command "${name}" not found\n`);
       return EINVAL;
     }
-    if (!c.noFile && !this.bb) {
+    if (!c.noFile && !this.disk) {
       this.err("no file open, try 'help open'\n");
       return EINVAL;
     }
@@ -168,7 +138,7 @@ export class IoSession {
       else this.err(`bad argument count ${n} to ${name}, expected between ${c.argmin} and ${c.argmax} arguments\n`);
       return EINVAL;
     }
-    if (c.write && this.bb && this.bb.readOnly) {
+    if (c.write && this.disk && this.disk.readOnly) {
       this.err(`${PROG}: Block node is read-only\n`);
       return -13;
     }

@@ -1,10 +1,8 @@
 /** qemu-io's discard, flush, truncate, length, info, map, alloc, sleep, quit and the breakpoint commands. */
 import type { PreallocMode } from '../../../core/driver.js';
 import { BlockError, toBlockError } from '../../../core/errors.js';
-import { isAllocatedAbove, cowChild } from '../../../core/block-status.js';
 import { cvtstr } from '../../format.js';
-import { driverInfo, errText, strerror, formatNode } from '../../common.js';
-import { dumpSpecific } from '../../info-dump.js';
+import { errText, strerror } from '../../common.js';
 import { report, timed } from '../format.js';
 import type { IoSession } from '../session.js';
 import { EINVAL, PROG, REQUEST_MAX } from '../types.js';
@@ -89,7 +87,7 @@ export async function truncateCmd(s: IoSession, args: string[]): Promise<number>
   const offset = s.num(r.operands[0]!);
   if (offset === null) return EINVAL;
   try {
-    await s.backend.truncate(offset, { exact: false, prealloc });
+    await s.backend.truncate(offset, prealloc);
   } catch (e) {
     s.err(`${PROG}: ${errText(e)}\n`);
     return -5;
@@ -98,7 +96,7 @@ export async function truncateCmd(s: IoSession, args: string[]): Promise<number>
 }
 
 export async function lengthCmd(s: IoSession): Promise<number> {
-  if (!s.backend.isAvailable) {
+  if (!s.backend.available) {
     s.out(`getlength: ${strerror(new BlockError('ENOMEDIUM', 'No medium found'))}\n`);
     return -123;
   }
@@ -107,50 +105,25 @@ export async function lengthCmd(s: IoSession): Promise<number> {
 }
 
 export async function infoCmd(s: IoSession): Promise<number> {
-  const node = formatNode(s.backend.node);
-  s.out(`format name: ${node.driver.name}\n`);
-  // qemu-io prints the driver's format name, then its protocol name (the same for protocols).
-  if (node.driver.kind === 'protocol') s.out(`format name: ${node.driver.name}\n`);
-  const inf = driverInfo(node);
-  if (inf === null) return -95;
-  s.out(`cluster size: ${cvtstr(inf?.clusterSize ?? 0)}\n`);
-  const spec = node.instance.getSpecificInfo?.();
-  s.out(`vm state offset: ${cvtstr(inf?.vmStateOffset ?? qcow2VmStateOffset(node.driver.name, node.length, inf?.clusterSize, spec?.data))}\n`);
-  if (spec) {
-    s.out('Format specific information:\n');
-    s.out(dumpSpecific(spec.data));
-  }
-  return 0;
-}
-
-/**
- * Where qcow2 keeps VM state (after the last L1 entry the guest disk can
- * use), for drivers whose getInfo does not say.
- */
-export function qcow2VmStateOffset(driver: string, size: number, clusterSize: number | undefined, spec: Record<string, unknown> | undefined): number {
-  if (driver !== 'qcow2' || !clusterSize) return 0;
-  const entry = spec?.['extended-l2'] === true ? 16 : 8;
-  const perL1 = clusterSize * (clusterSize / entry);
-  return Math.ceil(size / perL1) * perL1;
+  const r = await s.backend.info();
+  s.out(r.text);
+  return r.supported ? 0 : -95;
 }
 
 export async function mapCmd(s: IoSession): Promise<number> {
-  if (!s.backend.isAvailable) {
+  if (!s.backend.available) {
     s.err(`${PROG}: Failed to query image length: ${strerror(new BlockError('ENOMEDIUM', 'No medium found'))}\n`);
     return -123;
   }
-  const node = s.backend.node;
-  // Like bdrv_is_allocated: this layer only.
-  const base = cowChild(node);
   let offset = 0;
   let bytes = s.backend.length;
   while (bytes > 0) {
     let first: { allocated: boolean; pnum: number };
     try {
-      first = await isAllocatedAbove(node, base, false, offset, bytes);
+      first = await s.backend.isAllocated(offset, bytes);
       let num = first.pnum;
       while (num > 0 && num < bytes) {
-        const next = await isAllocatedAbove(node, base, false, offset + num, bytes - num);
+        const next = await s.backend.isAllocated(offset + num, bytes - num);
         if (next.allocated !== first.allocated || next.pnum === 0) break;
         num += next.pnum;
       }
@@ -184,16 +157,13 @@ export async function allocCmd(s: IoSession, args: string[]): Promise<number> {
     }
     count = v;
   }
-  const node = s.backend.node;
-  const base = cowChild(node);
   let offset = offset0;
   let remaining = count;
   let sum = 0;
   while (remaining > 0) {
     let r;
     try {
-      if (offset >= node.length) r = { allocated: false, pnum: 0 };
-      else r = await isAllocatedAbove(node, base, false, offset, Math.min(remaining, node.length - offset));
+      r = await s.backend.isAllocated(offset, remaining);
     } catch (e) {
       s.out(`is_allocated failed: ${strerror(e)}\n`);
       return -5;

@@ -1,12 +1,14 @@
-/** qemu-io's open, close and reopen over the Node block graph. */
+/** qemu-io's open, close and reopen over the Node block graph (NodeIoSession only). */
 import { BlockBackend } from '../../../core/backend.js';
 import { parseKeyValueList } from '../../../core/options.js';
 import { errText, parseCacheMode } from '../../common.js';
 import { planReopen } from '../reopen.js';
 import type { IoSession } from '../session.js';
+import type { NodeIoSession } from '../node-session.js';
 import { type OpenOpts, EINVAL, PROG } from '../types.js';
 
-export async function openCmd(s: IoSession, args: string[]): Promise<number> {
+export async function openCmd(session: IoSession, args: string[]): Promise<number> {
+  const s = session as NodeIoSession;
   const c = s.cmd('open');
   const r = s.parse(c, args, 'snCro:kt:d:U');
   if (!r) return EINVAL;
@@ -55,12 +57,14 @@ export async function openCmd(s: IoSession, args: string[]): Promise<number> {
   return ok ? 0 : EINVAL;
 }
 
-export async function closeCmd(s: IoSession): Promise<number> {
+export async function closeCmd(session: IoSession): Promise<number> {
+  const s = session as NodeIoSession;
   await s.close();
   return 0;
 }
 
-export async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
+export async function reopenCmd(session: IoSession, args: string[]): Promise<number> {
+  const s = session as NodeIoSession;
   const c = s.cmd('reopen');
   const r = s.parse(c, args, 'c:o:rw');
   if (!r) return EINVAL;
@@ -91,7 +95,7 @@ export async function reopenCmd(s: IoSession, args: string[]): Promise<number> {
     }
   }
   if (r.operands.length !== 0) return s.usage(c);
-  const bb = s.backend;
+  const bb = s.bb!;
   const node = bb.node;
   const plan = planReopen(node, extra, ro, cache !== null);
   if (!plan.ok) {

@@ -1,10 +1,10 @@
 /** qemu-io's read, readv, write, writev and the aio_ commands. */
 import { ReqFlag } from '../../../core/driver.js';
 import { BlockError } from '../../../core/errors.js';
-import { formatNode, strerror, supportsCompressed } from '../../common.js';
+import { strerror } from '../../common.js';
 import { hexdump, report, timed } from '../format.js';
 import type { IoSession } from '../session.js';
-import { EINVAL, PROG, REQUEST_MAX } from '../types.js';
+import { EINVAL, REQUEST_MAX } from '../types.js';
 
 export async function readCmd(s: IoSession, args: string[]): Promise<number> {
   const c = s.cmd('read');
@@ -214,24 +214,9 @@ export async function writeCmd(s: IoSession, args: string[]): Promise<number> {
   let buf: Uint8Array | null = null;
   if (!zflag) {
     if (sflag) {
-      const fs = await import('node:fs/promises');
-      let fh;
-      try {
-        fh = await fs.open(source, 'r');
-      } catch (e) {
-        s.err(`${source}: ${strerror(e)}\n`);
-        return -2;
-      }
-      try {
-        buf = new Uint8Array(count);
-        const { bytesRead } = await fh.read(buf, 0, count, 0);
-        if (bytesRead < count) {
-          s.err(`${PROG}: Failed to read all bytes from ${source}\n`);
-          return EINVAL;
-        }
-      } finally {
-        await fh.close();
-      }
+      const src = await s.loadSource(source, count);
+      if (typeof src === 'number') return src;
+      buf = src;
     } else {
       buf = new Uint8Array(count).fill(pattern);
     }
@@ -240,7 +225,7 @@ export async function writeCmd(s: IoSession, args: string[]): Promise<number> {
   const t = await timed(async () => {
     if (zflag) await bb.writeZeroes(offset, count, (unmap ? ReqFlag.MAY_UNMAP : 0) | (fua ? ReqFlag.FUA : 0) | (noFallback ? ReqFlag.NO_FALLBACK : 0));
     else if (cflag) {
-      if (!supportsCompressed(formatNode(bb.node))) {
+      if (!bb.supportsCompressed()) {
         throw new BlockError('ENOTSUP', 'Compressed writes are not supported by this format');
       }
       await bb.write(offset, buf!, ReqFlag.COMPRESSED);
@@ -311,6 +296,7 @@ export async function writevCmd(s: IoSession, args: string[], name = 'writev'): 
  * a driver leaves untouched (null-co without read-zeroes) shows as 0xab.
  */
 export async function readFilled(s: IoSession, offset: number, count: number): Promise<Uint8Array> {
+  s.backend.checkRead?.(offset, count);
   const buf = new Uint8Array(count).fill(0xab);
   await s.backend.pread(offset, buf);
   return buf;
