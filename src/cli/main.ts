@@ -28,7 +28,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       return await imgMain(rest, io);
     }
     if (tool === 'io') {
-      const { ioMain } = await import('./io.js');
+      const { ioMain } = await import('./io/main.js');
       return await ioMain(rest, io);
     }
     if (tool === '-h' || tool === '--help') {

@@ -10,7 +10,7 @@
  * cache.direct and cache.no-flush are accepted and change nothing (as -c:
  * Node has no O_DIRECT).
  */
-import type { BlockNode } from '../core/node.js';
+import type { BlockNode } from '../../core/node.js';
 
 /** What the options ask for, or the message to print. */
 export type ReopenPlan = { ok: true; readOnly?: boolean; options: Record<string, string> } | { ok: false; message: string };

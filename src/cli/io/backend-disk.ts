@@ -1,0 +1,62 @@
+/** A BlockBackend seen as an IoDisk (the CLI's `diskworker io`). */
+import type { BlockBackend } from '../../core/backend.js';
+import { isAllocatedAbove, cowChild } from '../../core/block-status.js';
+import type { PreallocMode } from '../../core/driver.js';
+import { driverInfo, formatNode, supportsCompressed } from '../common.js';
+import { infoText } from './info.js';
+import type { IoAllocation, IoDisk } from './disk.js';
+
+export class BackendDisk implements IoDisk {
+  constructor(readonly bb: BlockBackend) {}
+
+  get length(): number {
+    return this.bb.length;
+  }
+  get readOnly(): boolean {
+    return this.bb.readOnly;
+  }
+  get available(): boolean {
+    return this.bb.isAvailable;
+  }
+  pread(offset: number, buf: Uint8Array): Promise<void> {
+    return this.bb.pread(offset, buf);
+  }
+  write(offset: number, buf: Uint8Array, flags: number): Promise<void> {
+    return this.bb.write(offset, buf, flags);
+  }
+  writeZeroes(offset: number, bytes: number, flags: number): Promise<void> {
+    return this.bb.writeZeroes(offset, bytes, flags);
+  }
+  discard(offset: number, bytes: number): Promise<void> {
+    return this.bb.discard(offset, bytes);
+  }
+  flush(): Promise<void> {
+    return this.bb.flush();
+  }
+  truncate(size: number, prealloc: PreallocMode): Promise<void> {
+    return this.bb.truncate(size, { exact: false, prealloc });
+  }
+  async isAllocated(offset: number, bytes: number): Promise<IoAllocation> {
+    const node = this.bb.node;
+    // Like bdrv_is_allocated: this layer only.
+    if (offset >= node.length) return { allocated: false, pnum: 0 };
+    return isAllocatedAbove(node, cowChild(node), false, offset, Math.min(bytes, node.length - offset));
+  }
+  supportsCompressed(): boolean {
+    return supportsCompressed(formatNode(this.bb.node));
+  }
+  async info(): Promise<{ text: string; supported: boolean }> {
+    const node = formatNode(this.bb.node);
+    const inf = driverInfo(node);
+    return infoText({
+      format: node.driver.name,
+      // qemu-io prints the driver's format name, then its protocol name (the same for protocols).
+      protocol: node.driver.kind === 'protocol',
+      supported: inf !== null,
+      virtualSize: node.length,
+      ...(inf?.clusterSize !== undefined ? { clusterSize: inf.clusterSize } : {}),
+      ...(inf?.vmStateOffset !== undefined ? { vmStateOffset: inf.vmStateOffset } : {}),
+      ...(inf !== null && node.instance.getSpecificInfo ? { specific: node.instance.getSpecificInfo()?.data } : {}),
+    });
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * The CLI's qemu-io session: the interpreter over a BlockBackend in a Node
+ * block graph, with open/close/reopen and `write -s` reading a host file.
+ */
+import { open as openFile } from 'node:fs/promises';
+import { BlockBackend } from '../../core/backend.js';
+import type { BlockGraph } from '../../core/graph.js';
+import { parseKeyValueList } from '../../core/options.js';
+import { createNodeGraph } from '../../node.js';
+import { type CliIo, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
+import { BackendDisk } from './backend-disk.js';
+import { IoSession } from './session.js';
+import { type Cmd, type OpenOpts, EINVAL, PROG } from './types.js';
+
+export class NodeIoSession extends IoSession {
+  readonly graph: BlockGraph = createNodeGraph();
+  private blk: BlockBackend | null = null;
+
+  constructor(io: CliIo, commands: Cmd[]) {
+    super(io, commands);
+    // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
+    this.graph.onNotice = (text) => io.stderr(`${text}\n`);
+  }
+
+  /** The open BlockBackend; setting it sets the disk the commands use. */
+  get bb(): BlockBackend | null {
+    return this.blk;
+  }
+  set bb(bb: BlockBackend | null) {
+    this.blk = bb;
+    this.disk = bb ? new BackendDisk(bb) : null;
+  }
+
+  async open(file: string, o: OpenOpts): Promise<boolean> {
+    if (this.bb) {
+      this.err(`${PROG}: file open already, try 'help close'\n`);
+      return false;
+    }
+    let spec: Record<string, unknown>;
+    if (o.forceShare && !o.readOnly) {
+      this.err(`${PROG}: can't open${o.imageOpts ? '' : ` device ${file}`}: force-share=on can only be used with read-only images\n`);
+      return false;
+    }
+    try {
+      if (o.imageOpts) {
+        spec = parseKeyValueList(file, 'file');
+        if (o.format) {
+          this.err(`${PROG}: --image-opts and 'format' is invalid\n`);
+          return false;
+        }
+      } else {
+        // `open -o file.filename=x` names no file: the options say it all.
+        if (file !== '') this.graph.checkProtocolName(file);
+        spec = file === '' ? {} : { filename: file };
+      }
+      Object.assign(spec, o.extra ?? {});
+      // qemu-io's defaults: discard=unmap and a disabled write cache (writethrough).
+      const cache = parseCacheMode(o.cache ?? 'writethrough')!;
+      spec['cache.direct'] ??= cache.direct;
+      spec['cache.no-flush'] ??= cache.noFlush;
+      spec['discard'] ??= o.discard === 'off' || o.discard === 'ignore' ? 'ignore' : 'unmap';
+      if (o.forceShare) spec['force-share'] = true;
+      const flags = { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) };
+      this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback });
+    } catch (e) {
+      const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
+      this.err(`${PROG}: can't open${shown}: ${errText(e)}\n`);
+      return false;
+    }
+    if (needsProbeWarning(this.bb.node)) this.err(probedRawWarning(file));
+    for (const line of this.bb.node.instance.openMessages?.() ?? []) this.err(`${line}\n`);
+    if (o.copyOnRead) this.bb.node.copyOnRead++;
+    return true;
+  }
+
+  override async close(): Promise<void> {
+    await this.drainAio();
+    const bb = this.bb;
+    this.bb = null;
+    if (bb) await bb.close().catch((e) => this.err(`${PROG}: ${errText(e)}\n`));
+  }
+
+  override async loadSource(source: string, count: number): Promise<Uint8Array | number> {
+    let fh;
+    try {
+      fh = await openFile(source, 'r');
+    } catch (e) {
+      this.err(`${source}: ${strerror(e)}\n`);
+      return -2;
+    }
+    try {
+      const buf = new Uint8Array(count);
+      const { bytesRead } = await fh.read(buf, 0, count, 0);
+      if (bytesRead < count) {
+        this.err(`${PROG}: Failed to read all bytes from ${source}\n`);
+        return EINVAL;
+      }
+      return buf;
+    } finally {
+      await fh.close();
+    }
+  }
+}

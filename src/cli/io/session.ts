@@ -1,0 +1,152 @@
+/**
+ * qemu-io's interpreter: output, number and pattern parsing, getopt with
+ * qemu-io's messages and the command dispatch, over an IoDisk. Page-safe (no
+ * Node modules): the demo's console runs it on the page's Disk.
+ */
+import { getopt, type LongOption, type OptResult } from '../getopt.js';
+import { parseSizeQemu } from '../format.js';
+import { errText } from '../common.js';
+import type { IoDisk } from './disk.js';
+import { type Cmd, EINVAL, PROG } from './types.js';
+
+/** Where the interpreter writes (the CLI's CliIo has this shape). */
+export interface IoOutput {
+  stdout(s: string): void;
+  stderr(s: string): void;
+}
+
+export class IoSession {
+  /** The open disk; null when none is. */
+  disk: IoDisk | null = null;
+  quit = false;
+  private pending: Promise<void>[] = [];
+
+  /**
+   * @param io where output goes
+   * @param commands the command table, in the order `help` lists it
+   */
+  constructor(readonly io: IoOutput, readonly commands: Cmd[]) {}
+
+  out(s: string): void {
+    this.io.stdout(s);
+  }
+  err(s: string): void {
+    this.io.stderr(s);
+  }
+
+  /** qemu-io's cvtnum with its error message; null on error (already printed). */
+  num(text: string): number | null {
+    const r = parseSizeQemu(text);
+    if (r.ok) return r.value;
+    if (r.reason === 'range') this.out(`Parsing error: argument too large -- ${text}\n`);
+    else this.out(`Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- ${text}\n`);
+    return null;
+  }
+
+  pattern(text: string): number | null {
+    let v: number;
+    const t = text.trim();
+    if (/^0[xX][0-9a-fA-F]+$/.test(t)) v = parseInt(t.slice(2), 16);
+    else if (/^0[0-9]*$/.test(t)) v = /^0[0-7]*$/.test(t) ? parseInt(t, 8) : NaN;
+    else if (/^[+-]?[0-9]+$/.test(t)) v = parseInt(t, 10);
+    else v = NaN;
+    if (!(v >= 0 && v <= 255)) {
+      this.out(`${text} is not a valid pattern byte\n`);
+      return null;
+    }
+    return v;
+  }
+
+  /** Ends the session's use of the disk (the CLI closes its BlockBackend). */
+  async close(): Promise<void> {
+    await this.drainAio();
+    this.disk = null;
+  }
+
+  /**
+   * The bytes of `write -s source`; a negative result is the failure (already
+   * printed). Reading files is the CLI's (NodeIoSession); the page has none.
+   */
+  async loadSource(source: string, _count: number): Promise<Uint8Array | number> {
+    this.err(`${source}: Operation not supported\n`);
+    return -95;
+  }
+
+  /** The open disk, for commands that run only with one (not `noFile`). */
+  get backend(): IoDisk {
+    return this.disk!;
+  }
+
+  async drainAio(): Promise<void> {
+    const p = this.pending;
+    this.pending = [];
+    await Promise.all(p);
+  }
+
+  usage(c: Cmd): number {
+    this.out(`${c.name} ${c.args ?? ''} -- ${c.oneline}\n`);
+    return EINVAL;
+  }
+
+  /** getopt with the glibc messages, named after the command. */
+  parse(c: Cmd, args: string[], spec: string, longs: LongOption[] = []): { opts: OptResult[]; operands: string[] } | null {
+    const r = getopt(args, spec, longs);
+    for (const o of r.opts) {
+      if (o.kind === 'unknown') {
+        this.err(o.letter ? `${c.name}: invalid option -- '${o.letter}'\n` : `${c.name}: unrecognized option '${o.written}'\n`);
+        this.usage(c);
+        return null;
+      }
+      if (o.kind === 'missing') {
+        this.err(o.letter ? `${c.name}: option requires an argument -- '${o.letter}'\n` : `${c.name}: option '${o.written}' requires an argument\n`);
+        this.usage(c);
+        return null;
+      }
+      if (o.kind === 'noarg') {
+        this.err(`${c.name}: option '${o.written}' doesn't allow an argument\n`);
+        this.usage(c);
+        return null;
+      }
+    }
+    return r;
+  }
+
+  /** The command record of a name. */
+  cmd(name: string): Cmd {
+    return this.commands.find((c) => c.name === name)!;
+  }
+
+
+  /** Runs one command line; returns < 0 on failure. */
+  async command(line: string): Promise<number> {
+    const argv = line.split(' ').filter((x) => x !== '');
+    if (argv.length === 0) return 0;
+    const name = argv[0]!;
+    const c = this.commands.find((x) => x.name === name || x.alt === name);
+    if (!c) {
+      this.err(`command "${name}" not found\n`);
+      return EINVAL;
+    }
+    if (!c.noFile && !this.disk) {
+      this.err("no file open, try 'help open'\n");
+      return EINVAL;
+    }
+    const n = argv.length - 1;
+    if (n < c.argmin || (c.argmax !== -1 && n > c.argmax)) {
+      if (c.argmax === -1) this.err(`bad argument count ${n} to ${name}, expected at least ${c.argmin} arguments\n`);
+      else if (c.argmin === c.argmax) this.err(`bad argument count ${n} to ${name}, expected ${c.argmin} arguments\n`);
+      else this.err(`bad argument count ${n} to ${name}, expected between ${c.argmin} and ${c.argmax} arguments\n`);
+      return EINVAL;
+    }
+    if (c.write && this.disk && this.disk.readOnly) {
+      this.err(`${PROG}: Block node is read-only\n`);
+      return -13;
+    }
+    try {
+      return await c.fn(this, argv.slice(1));
+    } catch (e) {
+      this.err(`${PROG}: ${errText(e)}\n`);
+      return -5;
+    }
+  }
+}
