@@ -48,6 +48,15 @@ function splitItems(text: string): string[] {
   return out;
 }
 
+/**
+ * Whether an option list asks for help: an item `help` or `?` of its own.
+ * `,,` is an escaped comma inside a value, so `backing_file=a,,help` names
+ * the file `a,help` and asks for nothing (qemu-img's has_help_option).
+ */
+export function optionListHasHelp(text: string): boolean {
+  return splitItems(text).some((item) => item === 'help' || item === '?');
+}
+
 /** `key=value` pairs of one list, in order, with QEMU's bare-key booleans. */
 export function parseOptionList(text: string): Array<[string, string]> {
   const out: Array<[string, string]> = [];

@@ -210,6 +210,8 @@ export interface BlockDriver {
   readonly protocolPrefixes?: readonly string[];
   /** Options understood by `create`, for help output. Default: none. */
   readonly createOptions?: readonly CreateOptionSpec[];
+  /** Options an open image's `amend` takes, for help output. Default: none (no amend). */
+  readonly amendOptions?: readonly CreateOptionSpec[];
   /**
    * Scores how well `header` (the first up to 512 bytes) matches the format:
    * 0 = not at all, 100 = certain. Default: never matches (0).

@@ -33,6 +33,13 @@ describe('img create -o vs qemu-img 7.2', () => {
     'create -f qcow2 -o ,, o.qcow2 1M',
     'create -f qcow2 -o , o.qcow2 1M',
     'create -f qcow2 -o cluster_size=64k,,foo=bar o.qcow2 1M',
+    // A `,,help` inside a value names a file, it is no help request (082).
+    'create -f qcow2 -u -o backing_file=base.qcow2,,help -F qcow2 o.qcow2 1M',
+    'create -f qcow2 -u -o backing_file=base.qcow2,,? -F qcow2 o.qcow2 1M',
+    // amend's own option list (082).
+    'amend -f qcow2 -o help base.qcow2',
+    'amend -f qcow2 -o cluster_size=4k,? base.qcow2',
+    'amend -f qcow2 -o help',
     'create -f qcow2 -o lazy_refcounts o.qcow2 1M',
     'create -f qcow2 -o nolazy_refcounts o.qcow2 1M',
     'create -f qcow2 -o compat=1.1,lazy_refcounts=yes o.qcow2 1M',

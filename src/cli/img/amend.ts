@@ -1,7 +1,6 @@
 /**
  * `img amend`.
  */
-import { type CreateOptionSpec } from '../../core/driver.js';
 import { OptionReader, parseKeyValueList } from '../../core/options.js';
 import { errText, formatNode } from '../common.js';
 import { errorExit, fail, Ctx, parseOpts, COMMON_LONGS, Progress } from './context.js';
@@ -64,8 +63,8 @@ function printAmendHelp(ctx: Ctx, fmt: string): number {
   } catch {
     fail(`Unknown file format '${fmt}'`);
   }
-  const list = (drv as { amendOptions?: readonly CreateOptionSpec[] }).amendOptions;
+  const list = drv.amendOptions;
   if (!list) fail(`Format driver '${fmt}' does not support option amendment`);
-  ctx.out(`Amend options for ${fmt}:\n` + optionHelpList(list));
+  ctx.out(`Amend options for '${fmt}':\n` + optionHelpList(list));
   return 0;
 }

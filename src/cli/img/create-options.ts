@@ -3,7 +3,7 @@
  */
 import { type CreateOptionSpec } from '../../core/driver.js';
 import { parseSizeQemu } from '../format.js';
-import { checkOptionValue, isHexWithSuffix, OptsError, parseNumberOption, parseOptionList } from '../qemu-opts.js';
+import { checkOptionValue, isHexWithSuffix, OptsError, optionListHasHelp, parseNumberOption, parseOptionList } from '../qemu-opts.js';
 import { CliExit } from '../common.js';
 import { fail, Ctx } from './context.js';
 
@@ -49,7 +49,7 @@ export function printOptionHelp(ctx: Ctx, fmt: string, filename?: string): numbe
 
 export function hasHelp(options: string | undefined): boolean {
   if (!options) return false;
-  return options.split(',').some((p) => p === 'help' || p === '?');
+  return optionListHasHelp(options);
 }
 
 /** The -o list as given plus qemu-img's own additions, validated against the drivers' option lists. */

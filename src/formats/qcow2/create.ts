@@ -44,6 +44,21 @@ export const qcow2CreateOptions: readonly CreateOptionSpec[] = [
   { name: 'refcount_bits', type: 'number', help: 'Width of a reference count entry in bits', default: '16' },
 ];
 
+const AMENDABLE = new Set(['size', 'compat', 'backing_file', 'backing_fmt', 'data_file', 'data_file_raw', 'lazy_refcounts', 'refcount_bits', 'encrypt.iter-time']);
+
+/**
+ * The options `amend` names in its help (QEMU's qcow2 amend list): the
+ * creation options an open image can change, and the LUKS keyslot options
+ * (encryption is not supported here, so amend refuses those).
+ */
+export const qcow2AmendOptions: readonly CreateOptionSpec[] = [
+  ...qcow2CreateOptions.filter((o) => AMENDABLE.has(o.name)),
+  { name: 'encrypt.keyslot', type: 'number', help: 'Select a single keyslot to modify explicitly' },
+  { name: 'encrypt.new-secret', type: 'string', help: 'New secret to set in the matching keyslots. Empty string to erase' },
+  { name: 'encrypt.old-secret', type: 'string', help: 'Select all keyslots that match this password' },
+  { name: 'encrypt.state', type: 'string', help: 'Select new state of affected keyslots (active/inactive)' },
+];
+
 export interface Qcow2CreateParams {
   size: number;
   version: 2 | 3;

@@ -43,7 +43,7 @@ import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
 import { storePersistentBitmaps } from './bitmap-store.js';
 import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
-import { createQcow2, measureQcow2, qcow2CreateOptions } from './create.js';
+import { createQcow2, measureQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
 import { amendImage } from './amend.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
 import { openImage, refcountHost } from './open.js';
@@ -504,6 +504,7 @@ export const qcow2Driver = {
   kind: 'format',
   supportsBacking: true,
   createOptions: qcow2CreateOptions,
+  amendOptions: qcow2AmendOptions,
   probe(header: Uint8Array): number {
     if (header.length >= 8 && header[0] === 0x51 && header[1] === 0x46 && header[2] === 0x49 && header[3] === 0xfb) {
       // Any version from 2 up is qcow2's to open or refuse (version 1 is qcow).
