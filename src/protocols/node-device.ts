@@ -17,7 +17,7 @@ import { BlockError, einval, toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
 import type { FileHandle } from 'node:fs/promises';
-import { NodeFileInstance, fs, openError } from './node-file.js';
+import { NodeFileInstance, fs, openHostFile } from './node-file.js';
 
 /** Largest device size searched for: 2^53 bytes in whole 512-byte sectors. */
 const MAX_SECTORS = 2 ** 44;
@@ -134,20 +134,7 @@ function deviceDriver(name: 'host_device' | 'host_cdrom'): BlockDriver {
       return (await isDevice(filename)) ? 100 : 0;
     },
     async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
-      const filename = options.string('filename');
-      if (filename === undefined || filename === '') throw einval(`The '${name}' block driver requires a file name`);
-      options.choice('locking', ['auto', 'on', 'off'] as const);
-      options.choice('aio', ['threads', 'native', 'io_uring'] as const);
-      node.filename = filename;
-      const f = await fs();
-      let fh: FileHandle;
-      try {
-        fh = await f.open(filename, node.readOnly ? 'r' : 'r+');
-      } catch (e) {
-        throw openError(e, filename);
-      }
-      try {
-        const st = await fh.stat();
+      return openHostFile(name, node, options, async (fh, st, filename) => {
         if (!st.isBlockDevice() && !st.isCharacterDevice()) {
           throw einval(`'${name}' driver requires '${filename}' to be either a character or block device`);
         }
@@ -157,10 +144,7 @@ function deviceDriver(name: 'host_device' | 'host_cdrom'): BlockDriver {
           : 0;
         const inserted = name === 'host_device' || st.isBlockDevice();
         return new DeviceInstance(fh, size, filename, inserted, name === 'host_device');
-      } catch (e) {
-        await fh.close();
-        throw e;
-      }
+      });
     },
   } satisfies BlockDriver;
 }

@@ -12,6 +12,7 @@ import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
 import { checkExtentSizeHint } from '../core/create.js';
 import type { FileHandle } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 
 type FsPromises = typeof import('node:fs/promises');
 let fsp: FsPromises | null = null;
@@ -197,6 +198,37 @@ async function createFile(ctx: CreateContext): Promise<void> {
   }
 }
 
+/**
+ * The open of the host-file drivers (file, host_device, host_cdrom): reads
+ * the options file-posix shares, opens `filename` for the node's mode and
+ * hands the handle and its stat to `make`; the handle is closed when `make`
+ * (or the stat) fails.
+ */
+export async function openHostFile(
+  driver: string,
+  node: BlockNode,
+  options: OptionReader,
+  make: (fh: FileHandle, st: Stats, filename: string) => DriverInstance | Promise<DriverInstance>,
+): Promise<DriverInstance> {
+  const filename = options.string('filename');
+  if (filename === undefined || filename === '') throw einval(`The '${driver}' block driver requires a file name`);
+  options.choice('locking', ['auto', 'on', 'off'] as const);
+  options.choice('aio', ['threads', 'native', 'io_uring'] as const);
+  node.filename = filename;
+  let fh: FileHandle;
+  try {
+    fh = await (await fs()).open(filename, node.readOnly ? 'r' : 'r+');
+  } catch (e) {
+    throw openError(e, filename);
+  }
+  try {
+    return await make(fh, await fh.stat(), filename);
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+}
+
 export const nodeFileDriver = {
   name: 'file',
   kind: 'protocol',
@@ -210,27 +242,11 @@ export const nodeFileDriver = {
     { name: 'extent_size_hint', type: 'size', help: 'Extent size hint for the image file, 0 to disable' },
   ],
   async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
-    const filename = options.string('filename');
-    if (filename === undefined || filename === '') throw einval("The 'file' block driver requires a file name");
-    options.choice('locking', ['auto', 'on', 'off'] as const);
-    options.choice('aio', ['threads', 'native', 'io_uring'] as const);
-    node.filename = filename;
-    const f = await fs();
-    let fh: FileHandle;
-    try {
-      fh = await f.open(filename, node.readOnly ? 'r' : 'r+');
-    } catch (e) {
-      throw openError(e, filename);
-    }
-    try {
-      const st = await fh.stat();
+    return openHostFile('file', node, options, (fh, st, filename) => {
       // Devices have their own drivers (host_device, host_cdrom), as in file-posix.
       if (!st.isFile()) throw einval(`'file' driver requires '${filename}' to be a regular file`);
       return new NodeFileInstance(fh, st.size, filename);
-    } catch (e) {
-      await fh.close();
-      throw e;
-    }
+    });
   },
   create: createFile,
 } satisfies BlockDriver;
