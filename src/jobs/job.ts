@@ -263,7 +263,12 @@ export class Job {
       pausePoint: () => this.pausePoint(),
       yield: () => this.yieldUntilEntered(),
       sleep: (ms) => this.sleep(ms),
-      ratelimit: (bytes) => this.sleep(this.limit.delayFor(bytes)),
+      ratelimit: async (bytes) => {
+        const delay = this.limit.delayFor(bytes);
+        // No timer when unlimited: a timer per chunk would cost more than the copy.
+        if (delay > 0) await this.sleep(delay);
+        else await this.pausePoint();
+      },
       isCancelled: () => this.forceCancel,
       cancelRequested: () => this.cancelled,
       progressUpdate: (bytes) => {

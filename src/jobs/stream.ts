@@ -1,0 +1,145 @@
+/**
+ * The stream job (QEMU's block-stream): copies into `top` the data that the
+ * chain between `top` and `base` holds, so those images can be dropped, then
+ * makes `base` the backing file of `top`. The guest keeps reading and writing
+ * `top` meanwhile: the copy runs as copy-on-read requests, which the request
+ * path serialises against guest writes and which never overwrite data the
+ * guest has written into `top`.
+ */
+import type { BlockGraph } from '../core/graph.js';
+import type { BlockNode } from '../core/node.js';
+import type { BdrvChild } from '../core/child.js';
+import { BlockBackend } from '../core/backend.js';
+import { cowChild, isAllocatedAbove } from '../core/block-status.js';
+import { drained } from '../core/drain.js';
+import { ReqFlag } from '../core/driver.js';
+import { BlockError, toBlockError } from '../core/errors.js';
+import { PERM_ALL, Perm, ROLE_BACKING } from '../core/permissions.js';
+import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
+
+/** QEMU's stream chunk. */
+export const STREAM_CHUNK = 512 * 1024;
+
+/** What to stream. */
+export interface StreamOptions {
+  graph: BlockGraph;
+  /** The image that receives the data (the guest's active layer, or any image of the chain). */
+  top: BlockNode;
+  /** The image that stays below `top`; undefined streams the whole chain (top ends with no backing file). */
+  base?: BlockNode;
+  /** The backing file name written into `top` (QEMU's backing-file); default: base's filename. */
+  backingFile?: string;
+  /** What to do when a read fails (default report). */
+  onError?: OnErrorPolicy;
+}
+
+/** The chain links from `top` down to `base` (the links the job freezes). */
+function chainLinks(top: BlockNode, base: BlockNode | undefined): BdrvChild[] {
+  const links: BdrvChild[] = [];
+  for (let n: BlockNode | undefined = top; n && n !== base; n = cowChild(n)) {
+    const link = n.backing ?? n.filtered;
+    if (!link) break;
+    links.push(link);
+  }
+  return links;
+}
+
+/** Makes the driver of a stream job; hand it to {@link JobRegistry.create}. */
+export function streamJob(options: StreamOptions): JobDriver {
+  const { graph, top, base } = options;
+  const onError = options.onError ?? 'report';
+  if (base) {
+    let found = false;
+    for (let n = cowChild(top); n; n = cowChild(n)) if (n === base) found = true;
+    if (!found) throw new BlockError('EINVAL', `Node '${base.nodeName}' is not a backing image of '${top.nodeName}'`);
+  }
+  if (top.readOnly) throw new BlockError('EPERM', `Node '${top.nodeName}' is read-only: cannot stream into it`);
+  const frozen = chainLinks(top, base);
+  for (const link of frozen) {
+    if (link.frozen) throw new BlockError('EBUSY', `Node '${link.node.nodeName}' is busy: its chain is in use by another job`);
+  }
+  for (const link of frozen) link.frozen = true;
+  top.copyOnRead++;
+  let blk: BlockBackend | undefined;
+  let released = false;
+  const release = async (): Promise<void> => {
+    if (released) return;
+    released = true;
+    top.copyOnRead--;
+    for (const link of frozen) link.frozen = false;
+    await blk?.close();
+  };
+
+  return {
+    type: 'stream',
+    async run(ctl: JobControl): Promise<void> {
+      blk = await BlockBackend.attach(graph, top, {
+        name: ctl.id,
+        perm: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED,
+        shared: PERM_ALL,
+      });
+      const backing = cowChild(top);
+      if (!backing) return;
+      const len = top.length;
+      ctl.progressSetRemaining(len);
+      let firstError: BlockError | undefined;
+      for (let offset = 0; offset < len; ) {
+        await ctl.pausePoint();
+        if (ctl.isCancelled()) break;
+        let n = Math.min(STREAM_CHUNK, len - offset);
+        let copy = false;
+        try {
+          const inTop = await isAllocatedAbove(top, backing, false, offset, n);
+          n = inTop.pnum || n;
+          if (!inTop.allocated) {
+            const below = await isAllocatedAbove(backing, base, false, offset, n);
+            n = below.pnum || n;
+            copy = below.allocated;
+          }
+          // Copy-on-read puts the data into top without overwriting what the guest wrote there.
+          if (copy) await blk.read(offset, n, ReqFlag.PREFETCH);
+        } catch (e) {
+          const err = toBlockError(e);
+          const action = ctl.errorAction(onError, 'read', err);
+          if (action === 'stop') continue;
+          firstError ??= err;
+          if (action === 'report') break;
+        }
+        ctl.progressUpdate(n);
+        offset += n;
+        if (copy) await ctl.ratelimit(n);
+      }
+      if (firstError) throw firstError;
+    },
+
+    async prepare(): Promise<void> {
+      const backing = top.backing;
+      if (!backing) return;
+      const baseFile = base ? (options.backingFile ?? base.filename) : undefined;
+      const baseFormat = base?.driver.name;
+      if (!top.instance.changeBackingFile) {
+        throw new BlockError('ENOTSUP', `Driver '${top.driver.name}' cannot change the backing file of '${top.nodeName}'`);
+      }
+      const change = top.instance.changeBackingFile.bind(top.instance);
+      // Guest requests wait while the chain changes: none may see top without its backing file.
+      await drained(top, async () => {
+        await change(baseFile, baseFormat);
+        for (const link of frozen) link.frozen = false;
+        if (base) base.ref();
+        await graph.detachChild(backing);
+        if (base) {
+          try {
+            await graph.attachChild(top, base, 'backing', ROLE_BACKING);
+          } catch (e) {
+            await base.unref();
+            throw e;
+          }
+        }
+      });
+    },
+
+    async clean(): Promise<void> {
+      await release();
+    },
+  };
+}
