@@ -6,91 +6,15 @@
  * map) and qemu-img check is clean. Same cases as QEMU's iotest 030: stream
  * all, stream to a base, cancel, an intermediate image busy in another job.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BlockBackend } from '../../src/core/backend.js';
-import { createNodeGraph } from '../../src/node.js';
+import { describe, expect, it } from 'vitest';
 import { JobRegistry } from '../../src/jobs/job-registry.js';
 import { streamJob } from '../../src/jobs/stream.js';
 import type { JobEvent } from '../../src/jobs/job-types.js';
 import { hasQemu } from '../cli/harness.js';
 import { startGuest } from './guest-workload.js';
-
-const MiB = 1024 * 1024;
-const SIZE = 8 * MiB;
-const dirs: string[] = [];
-afterAll(() => {
-  if (!process.env.DW_DEBUG) for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function sh(cmd: string, args: string[], cwd: string): string {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** base ← mid ← top, each with its own data, as iotest 030 builds them. */
-function makeChain(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'dw-stream-'));
-  dirs.push(dir);
-  sh('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', String(SIZE)], dir);
-  sh('qemu-io', ['-c', 'write -P 0x11 0 2M', '-c', 'write -P 0x12 6M 1M', 'base.qcow2'], dir);
-  sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'mid.qcow2'], dir);
-  sh('qemu-io', ['-c', 'write -P 0x21 1M 2M', '-c', 'write -z 5M 256k', '-c', 'write -P 0x22 7M 512k', 'mid.qcow2'], dir);
-  sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', 'top.qcow2'], dir);
-  sh('qemu-io', ['-c', 'write -P 0x31 2M 1M', 'top.qcow2'], dir);
-  return dir;
-}
-
-function rawContent(dir: string, image: string): Uint8Array {
-  sh('qemu-img', ['convert', '-O', 'raw', image, 'model.raw'], dir);
-  return new Uint8Array(readFileSync(join(dir, 'model.raw')));
-}
-
-async function openTop(dir: string) {
-  const graph = createNodeGraph();
-  const guest = await BlockBackend.open(graph, {
-    driver: 'qcow2',
-    discard: 'unmap',
-    file: { driver: 'file', filename: join(dir, 'top.qcow2') },
-  });
-  return { graph, guest };
-}
-
-function chainOf(dir: string): string[] {
-  const info = JSON.parse(sh('qemu-img', ['info', '--backing-chain', '--output=json', 'top.qcow2'], dir)) as Array<{ filename: string }>;
-  return info.map((i) => i.filename.replace(/^.*\//, ''));
-}
-
-function expectSameAsModel(dir: string, model: Uint8Array): void {
-  writeFileSync(join(dir, 'model.raw'), model);
-  if (process.env.DW_DEBUG) console.log(dir);
-  const r = spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', 'model.raw', 'top.qcow2'], { cwd: dir, encoding: 'utf8' });
-  expect(r.stdout + r.stderr).toBe('Images are identical.\n');
-  const check = spawnSync('qemu-img', ['check', 'top.qcow2'], { cwd: dir, encoding: 'utf8' });
-  expect(check.stdout).toContain('No errors were found on the image.');
-  expect(check.status).toBe(0);
-}
-
-/** Byte ranges of top.qcow2 that qemu-img map says top itself holds (depth 0). */
-function topExtents(dir: string): Array<[number, number]> {
-  const map = JSON.parse(sh('qemu-img', ['map', '--output=json', 'top.qcow2'], dir)) as Array<{ start: number; length: number; depth: number; data: boolean; zero: boolean }>;
-  return map.filter((e) => e.depth === 0 && (e.data || e.zero)).map((e) => [e.start, e.start + e.length]);
-}
-
-/** Is [from, to) inside the union of `extents` (sorted, as qemu-img map lists them)? */
-function covered(extents: Array<[number, number]>, from: number, to: number): boolean {
-  let reach = from;
-  for (const [s, e] of extents) {
-    if (s > reach) break;
-    if (e > reach) reach = e;
-    if (reach >= to) return true;
-  }
-  return reach >= to;
-}
+import { MiB, SIZE, chainOf, covered, expectSameAsModel, makeChain, openTop, rawContent, topExtents } from './chain-fixture.js';
 
 describe.skipIf(!hasQemu())('stream job', () => {
   for (const [label, toBase, seed] of [

@@ -1,0 +1,175 @@
+/**
+ * The commit job (QEMU's block-commit): copies the data of `top` and of the
+ * images between it and `base` down into `base`, then drops them from the
+ * chain: the image above `top` (its overlay) gets `base` as its backing file.
+ * When `top` is the guest's active layer there is no overlay to relink;
+ * that is active commit, which runs as a mirror into the base
+ * ({@link mirrorJob} with `commit: true`) and pivots the guest on complete.
+ */
+import type { BlockGraph } from '../core/graph.js';
+import type { BlockNode } from '../core/node.js';
+import type { BdrvChild } from '../core/child.js';
+import { BlockBackend } from '../core/backend.js';
+import { cowChild, isAllocatedAbove } from '../core/block-status.js';
+import { drained } from '../core/drain.js';
+import { BlockError, toBlockError } from '../core/errors.js';
+import { PERM_ALL, Perm } from '../core/permissions.js';
+import { insertJobFilter, removeJobFilter } from './job-filter.js';
+import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
+import { mirrorJob } from './mirror.js';
+
+/** QEMU's commit buffer. */
+export const COMMIT_BUFFER_SIZE = 512 * 1024;
+
+/** What to commit. */
+export interface CommitOptions {
+  graph: BlockGraph;
+  /** The image whose data goes down (with the images below it, down to base). */
+  top: BlockNode;
+  /** Where the data goes; default: the bottom of the chain. */
+  base?: BlockNode;
+  /** The backing file name written into the overlay (QEMU's backing-file); default: base's filename. */
+  backingFile?: string;
+  onError?: OnErrorPolicy;
+  /** node-name of the filter the job inserts. */
+  filterNodeName?: string;
+}
+
+/** The node whose backing link points at `node`, if any. */
+function overlayOf(node: BlockNode): { overlay: BlockNode; link: BdrvChild } | undefined {
+  for (const link of node.parents) {
+    if (link.parent.kind !== 'root' && link.name === 'backing') return { overlay: link.parent as BlockNode, link };
+  }
+  return undefined;
+}
+
+/** The bottom image of `top`'s chain. */
+function bottomOf(top: BlockNode): BlockNode | undefined {
+  let n = cowChild(top);
+  while (n && cowChild(n)) n = cowChild(n);
+  return n;
+}
+
+/**
+ * Makes the driver of a commit job. If `top` has no overlay (it is the
+ * active layer) the job is an active commit: it goes `ready` and needs
+ * `complete` to pivot the guest onto the base.
+ */
+export function commitJob(options: CommitOptions): JobDriver {
+  const { graph, top } = options;
+  const base = options.base ?? bottomOf(top);
+  if (!base) throw new BlockError('EINVAL', `Node '${top.nodeName}' has no backing file: nothing to commit`);
+  if (base === top) throw new BlockError('EINVAL', 'cannot commit an image into itself');
+  let inChain = false;
+  for (let n = cowChild(top); n; n = cowChild(n)) if (n === base) inChain = true;
+  if (!inChain) throw new BlockError('EINVAL', `Node '${base.nodeName}' is not a backing image of '${top.nodeName}'`);
+  const above = overlayOf(top);
+  if (!above) return mirrorJob({ graph, source: top, target: base, commit: true, onSourceError: options.onError, onTargetError: options.onError, filterNodeName: options.filterNodeName });
+  const { overlay } = above;
+  const onError = options.onError ?? 'report';
+
+  const chain: BdrvChild[] = [];
+  for (let n: BlockNode | undefined = top; n && n !== base; n = cowChild(n)) {
+    const link = n.backing ?? n.filtered;
+    if (!link) break;
+    if (link.frozen) throw new BlockError('EBUSY', `Node '${link.node.nodeName}' is busy: its chain is in use by another job`);
+    chain.push(link);
+  }
+  for (const link of chain) link.frozen = true;
+
+  let filter: BlockNode | undefined;
+  let blkTop: BlockBackend | undefined;
+  let blkBase: BlockBackend | undefined;
+  const reopened: BlockNode[] = [];
+  let released = false;
+
+  const restoreReadOnly = async (): Promise<void> => {
+    await blkBase?.close();
+    blkBase = undefined;
+    for (const node of reopened.splice(0)) await graph.reopen([{ node, readOnly: true }]).catch(() => undefined);
+  };
+
+  return {
+    type: 'commit',
+
+    async run(ctl: JobControl): Promise<void> {
+      for (const node of [base, overlay]) {
+        if (node.readOnly) {
+          await graph.reopen([{ node, readOnly: false }]);
+          reopened.push(node);
+        }
+      }
+      filter = await insertJobFilter(graph, top, 'commit_top', options.filterNodeName);
+      filter.filtered!.frozen = true;
+      blkTop = await BlockBackend.attach(graph, top, { name: `${ctl.id}-top`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
+      blkBase = await BlockBackend.attach(graph, base, {
+        name: `${ctl.id}-base`,
+        perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE,
+        shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | Perm.WRITE,
+      });
+      const len = top.length;
+      if (base.length < len) await blkBase.truncate(len);
+      ctl.progressSetRemaining(len);
+      for (let offset = 0; offset < len; ) {
+        await ctl.pausePoint();
+        if (ctl.isCancelled()) return;
+        let n = Math.min(COMMIT_BUFFER_SIZE, len - offset);
+        let copy = false;
+        let operation: 'read' | 'write' = 'read';
+        try {
+          const r = await isAllocatedAbove(top, base, false, offset, n);
+          n = r.pnum || n;
+          copy = r.allocated;
+          if (copy) {
+            const data = await blkTop.read(offset, n);
+            operation = 'write';
+            await blkBase.write(offset, data);
+          }
+        } catch (e) {
+          const action = ctl.errorAction(onError, operation, toBlockError(e));
+          if (action === 'report') throw e;
+          // stop and ignore both retry the same range, as QEMU's commit does.
+          continue;
+        }
+        ctl.progressUpdate(n);
+        offset += n;
+        if (copy) await ctl.ratelimit(n);
+      }
+      await blkBase.flush();
+    },
+
+    async prepare(): Promise<void> {
+      if (!filter) return;
+      const f = filter;
+      if (!overlay.instance.changeBackingFile) {
+        throw new BlockError('ENOTSUP', `Driver '${overlay.driver.name}' cannot change the backing file of '${overlay.nodeName}'`);
+      }
+      const change = overlay.instance.changeBackingFile.bind(overlay.instance);
+      // The job's writer on base goes first: the overlay's backing link does not share writes.
+      await blkBase?.close();
+      blkBase = undefined;
+      await drained(overlay, async () => {
+        await change(options.backingFile ?? base.filename, base.driver.name);
+        for (const link of chain) link.frozen = false;
+        // The overlay's backing link (now on the filter) moves to base; top and the images below it drop out.
+        await removeJobFilter(graph, f, base);
+      });
+      filter = undefined;
+    },
+
+    async abort(): Promise<void> {
+      if (filter) await removeJobFilter(graph, filter, top);
+      filter = undefined;
+    },
+
+    async clean(): Promise<void> {
+      if (released) return;
+      released = true;
+      if (filter) await removeJobFilter(graph, filter, top);
+      filter = undefined;
+      for (const link of chain) link.frozen = false;
+      await blkTop?.close();
+      await restoreReadOnly();
+    },
+  };
+}

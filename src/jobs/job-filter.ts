@@ -1,0 +1,67 @@
+/**
+ * The filter node a mirror or commit job puts above its source (QEMU's
+ * mirror_top / commit_top): the guest's requests pass through it unchanged,
+ * but it shares every permission on the source, so the job may write into
+ * the chain below (the base of a commit) while the guest writes the top.
+ * Removed again when the job ends, pivoting the guest onto the filter's
+ * replacement.
+ */
+import type { BlockGraph } from '../core/graph.js';
+import type { BlockNode } from '../core/node.js';
+import type { BlockDriver, DriverInstance } from '../core/driver.js';
+import type { OptionReader } from '../core/options.js';
+import { BlockError } from '../core/errors.js';
+import { PERM_ALL, Perm, ROLE_FILTERED_PRIMARY } from '../core/permissions.js';
+
+function filterDriver(name: 'mirror_top' | 'commit_top'): BlockDriver {
+  return {
+    name,
+    kind: 'filter',
+    async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
+      const file = await node.openChild(options, 'file', ROLE_FILTERED_PRIMARY);
+      if (!file) throw new BlockError('EINVAL', `${name}: no source node given`);
+      return {
+        getLength: () => file.length,
+        // The guest's needs pass down; everything is shared so the job can work below.
+        childPerm: (_child, _role, perm) => ({ perm: perm & (Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE), shared: PERM_ALL }),
+      };
+    },
+  };
+}
+
+const DRIVERS = { mirror_top: filterDriver('mirror_top'), commit_top: filterDriver('commit_top') };
+
+/**
+ * Puts a filter above `source`: every parent of `source` (the guest's
+ * backend, overlays) moves onto it. Returns the filter node.
+ */
+export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: 'mirror_top' | 'commit_top', nodeName?: string): Promise<BlockNode> {
+  if (!graph.listDrivers().some((d) => d.name === kind)) graph.registerDriver(DRIVERS[kind]);
+  const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...(nodeName ? { 'node-name': nodeName } : {}) });
+  // The guest's discards keep reaching the image while the job runs.
+  filter.discardUnmap = source.discardUnmap;
+  try {
+    await graph.replaceNode(source, filter);
+  } catch (e) {
+    await filter.unref();
+    throw e;
+  }
+  // replaceNode gave the filter the references of the moved links; drop the opener's.
+  await filter.unref();
+  return filter;
+}
+
+/**
+ * Takes the filter out: its parents move to `replacement` (the source
+ * itself, or the target the job pivots to) and the filter closes.
+ */
+export async function removeJobFilter(graph: BlockGraph, filter: BlockNode, replacement: BlockNode): Promise<void> {
+  const link = filter.filtered;
+  if (link) link.frozen = false;
+  filter.ref();
+  try {
+    await graph.replaceNode(filter, replacement);
+  } finally {
+    await filter.unref();
+  }
+}

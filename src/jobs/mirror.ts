@@ -1,0 +1,352 @@
+/**
+ * The mirror job (QEMU's blockdev-mirror) and, on the same engine, active
+ * commit (block-commit of the guest's top image into a base below it).
+ *
+ * A filter node above the source lets guest requests through; guest writes
+ * mark an anonymous dirty bitmap on the source. The job copies what the sync
+ * mode asks for, then keeps copying whatever the guest dirties. When nothing
+ * is dirty it flushes the target and goes `ready`; on `complete` it drains the
+ * source, copies the last dirty bits, and pivots the guest onto the target
+ * (for active commit: onto the base, dropping the images above it). A soft
+ * cancel of a ready job leaves a consistent copy without pivoting.
+ */
+import type { BlockGraph } from '../core/graph.js';
+import type { BlockNode } from '../core/node.js';
+import type { BdrvChild } from '../core/child.js';
+import { BlockBackend } from '../core/backend.js';
+import { blockStatusAbove, cowChild, isAllocatedAbove } from '../core/block-status.js';
+import { BdrvDirtyBitmap, checkGranularity, defaultGranularity } from '../core/dirty-bitmap.js';
+import { drainBegin, drainEnd, type DrainToken } from '../core/drain.js';
+import { ReqFlag, Status } from '../core/driver.js';
+import { BlockError, toBlockError } from '../core/errors.js';
+import { PERM_ALL, Perm } from '../core/permissions.js';
+import { insertJobFilter, removeJobFilter } from './job-filter.js';
+import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
+import { JOB_SLICE_MS } from './rate-limit.js';
+
+/** What the mirror copies before it follows guest writes (QAPI MirrorSyncMode). */
+export type MirrorSync = 'full' | 'top' | 'none';
+
+/** Largest single copy operation (QEMU's MAX_IO_BYTES). */
+const MAX_IO_BYTES = 1 << 20;
+/** Most copy operations in flight (QEMU's MAX_IN_FLIGHT). */
+const MAX_IN_FLIGHT = 16;
+/** Default bytes in flight (QEMU's default buf-size). */
+export const DEFAULT_MIRROR_BUF_SIZE = 16 << 20;
+
+/** How to mirror. */
+export interface MirrorOptions {
+  graph: BlockGraph;
+  /** The node the guest uses. */
+  source: BlockNode;
+  /** Where the copy goes, open read-write (for `commit`: the base, an image below source). */
+  target: BlockNode;
+  /** full: everything the guest sees; top: only what source itself holds; none: only new writes. Default full. */
+  sync?: MirrorSync;
+  /** Bytes per dirty bit: a power of two, 512 B..64 MiB; default the target's cluster size (4..64 KiB). */
+  granularity?: number;
+  /** Most bytes in flight (default 16 MiB). */
+  bufSize?: number;
+  onSourceError?: OnErrorPolicy;
+  onTargetError?: OnErrorPolicy;
+  /** Zeros may deallocate on the target (default true). */
+  unmap?: boolean;
+  /** Active commit: `target` is a base of source's chain; data above it is copied and completion drops the images between. */
+  commit?: boolean;
+  /** node-name of the filter the job inserts. */
+  filterNodeName?: string;
+}
+
+interface Op {
+  offset: number;
+  bytes: number;
+  done: Promise<void>;
+}
+
+/** Makes the driver of a mirror (or active commit) job; hand it to {@link JobRegistry.create}. */
+export function mirrorJob(options: MirrorOptions): JobDriver {
+  const { graph, source, target } = options;
+  const commit = options.commit ?? false;
+  const sync: MirrorSync = commit ? 'full' : (options.sync ?? 'full');
+  const unmap = options.unmap ?? true;
+  const bufSize = options.bufSize ?? DEFAULT_MIRROR_BUF_SIZE;
+  const granularity = options.granularity ?? defaultGranularity(target);
+  checkGranularity(granularity);
+  if (granularity > 64 << 20) throw new BlockError('EINVAL', "Parameter 'granularity' expects a value in range [512B, 64MB]");
+  if (!Number.isSafeInteger(bufSize) || bufSize <= 0) throw new BlockError('EINVAL', "Parameter 'buf-size' expects a positive value", {}, { detail: `${bufSize}` });
+  if (source === target) throw new BlockError('EINVAL', "Can't mirror node into itself");
+  if (commit) {
+    let found = false;
+    for (let n = cowChild(source); n; n = cowChild(n)) if (n === target) found = true;
+    if (!found) throw new BlockError('EINVAL', `Node '${target.nodeName}' is not a backing image of '${source.nodeName}'`);
+  } else if (target.readOnly) {
+    throw new BlockError('EPERM', `Target node '${target.nodeName}' is read-only`);
+  }
+  // The chain a commit copies out of must not change under it.
+  const chain: BdrvChild[] = [];
+  if (commit) {
+    for (let n: BlockNode | undefined = source; n && n !== target; n = cowChild(n)) {
+      const link = n.backing ?? n.filtered;
+      if (!link) break;
+      if (link.frozen) throw new BlockError('EBUSY', `Node '${link.node.nodeName}' is busy: its chain is in use by another job`);
+      chain.push(link);
+    }
+  }
+  for (const link of chain) link.frozen = true;
+  // The job keeps both nodes open until it ends, whoever else lets go of them.
+  source.ref();
+  target.ref();
+
+  let filter: BlockNode | undefined;
+  let blkSource: BlockBackend | undefined;
+  let blkTarget: BlockBackend | undefined;
+  let bitmap: BdrvDirtyBitmap | undefined;
+  let drainToken: DrainToken | undefined;
+  let targetWasReadOnly = false;
+  let ready = false;
+  let completeRequested = false;
+  let released = false;
+
+  const dropBitmap = (): void => {
+    if (!bitmap) return;
+    const list = source.dirtyBitmaps;
+    const i = list.indexOf(bitmap);
+    if (i >= 0) list.splice(i, 1);
+    bitmap.release();
+    bitmap = undefined;
+  };
+
+  const release = async (): Promise<void> => {
+    if (released) return;
+    released = true;
+    dropBitmap();
+    if (drainToken) drainEnd(drainToken);
+    drainToken = undefined;
+    for (const link of chain) link.frozen = false;
+    await blkSource?.close();
+    await blkTarget?.close();
+    await source.unref();
+    await target.unref();
+  };
+
+  /** Marks what the sync mode copies before following the guest. */
+  async function markInitial(ctl: JobControl, len: number): Promise<void> {
+    if (sync === 'none') return;
+    const base = commit ? target : sync === 'top' ? cowChild(source) : undefined;
+    for (let offset = 0; offset < len; ) {
+      await ctl.pausePoint();
+      if (ctl.isCancelled()) return;
+      const r = await isAllocatedAbove(source, base, false, offset, len - offset);
+      const n = r.pnum || len - offset;
+      if (r.allocated) bitmap!.setDirty(offset, n);
+      else if (sync === 'full' && !commit) {
+        // Unallocated reads as zeros: copy it unless the target reads zeros there too.
+        for (let p = offset; p < offset + n; ) {
+          const st = await blkTarget!.blockStatus(p, offset + n - p, true);
+          const m = st.pnum || offset + n - p;
+          if (!(st.status & Status.ZERO)) bitmap!.setDirty(p, m);
+          p += m;
+        }
+      }
+      offset += n;
+    }
+  }
+
+  /** Copies [offset, offset + bytes) from source to target by what block status says it holds. */
+  async function copyRange(ctl: JobControl, offset: number, bytes: number, statusBase: BlockNode | undefined): Promise<void> {
+    for (let done = 0; done < bytes; ) {
+      const pos = offset + done;
+      let st;
+      try {
+        st = await blockStatusAbove(source, statusBase, true, pos, bytes - done);
+      } catch (e) {
+        throw new OpError(toBlockError(e), 'read');
+      }
+      const n = Math.min(st.pnum || bytes - done, bytes - done);
+      try {
+        if (st.status & Status.DATA) {
+          let data: Uint8Array;
+          try {
+            data = await blkSource!.read(pos, n);
+          } catch (e) {
+            throw new OpError(toBlockError(e), 'read');
+          }
+          await blkTarget!.write(pos, data);
+        } else if (st.status & Status.ZERO || (sync === 'full' && !commit)) {
+          await blkTarget!.writeZeroes(pos, n, unmap ? ReqFlag.MAY_UNMAP : 0);
+        } else if (sync === 'top' && !commit) {
+          // Unallocated above the backing file: the target's own backing shows through.
+          await blkTarget!.discard(pos, n);
+        }
+      } catch (e) {
+        if (e instanceof OpError) throw e;
+        throw new OpError(toBlockError(e), 'write');
+      }
+      ctl.progressUpdate(n);
+      done += n;
+    }
+  }
+
+  const driver: JobDriver = {
+    type: commit ? 'commit' : 'mirror',
+
+    async run(ctl: JobControl): Promise<void> {
+      const len = source.length;
+      if (commit && target.readOnly) {
+        targetWasReadOnly = true;
+        await graph.reopen([{ node: target, readOnly: false }]);
+      }
+      filter = await insertJobFilter(graph, source, commit ? 'commit_top' : 'mirror_top', options.filterNodeName);
+      filter.filtered!.frozen = true;
+      blkSource = await BlockBackend.attach(graph, source, { name: `${ctl.id}-source`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
+      blkTarget = await BlockBackend.attach(graph, target, {
+        name: `${ctl.id}-target`,
+        perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE,
+        shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.WRITE : 0),
+      });
+      if (commit) {
+        if (target.length < len) await blkTarget.truncate(len);
+      } else if (target.length !== len) {
+        throw new BlockError('EINVAL', 'Source and target image have different sizes', {}, { detail: `${len} and ${target.length}` });
+      }
+      bitmap = new BdrvDirtyBitmap(source, '', granularity, source.totalBytes);
+      bitmap.busy = true;
+      source.dirtyBitmaps.push(bitmap);
+      await markInitial(ctl, len);
+
+      const statusBase = commit ? target : sync === 'top' ? cowChild(source) : undefined;
+      const chunk = Math.max(granularity, Math.min(MAX_IO_BYTES, bufSize));
+      const inFlight = new Set<Op>();
+      let inFlightBytes = 0;
+      let cursor = 0;
+      let fatal: BlockError | undefined;
+
+      const nextArea = (): [number, number] | undefined => {
+        const size = bitmap!.size;
+        return bitmap!.nextDirtyArea(cursor, size, chunk) ?? (cursor > 0 ? bitmap!.nextDirtyArea(0, size, chunk) : undefined);
+      };
+      const overlaps = (offset: number, bytes: number): Op | undefined => {
+        for (const op of inFlight) if (op.offset < offset + bytes && offset < op.offset + op.bytes) return op;
+        return undefined;
+      };
+      const issue = (offset: number, bytes: number): void => {
+        bitmap!.resetDirty(offset, bytes);
+        inFlightBytes += bytes;
+        const op: Op = { offset, bytes, done: Promise.resolve() };
+        op.done = (async () => {
+          try {
+            await copyRange(ctl, offset, bytes, statusBase);
+          } catch (e) {
+            const failure = e instanceof OpError ? e : new OpError(toBlockError(e), 'write');
+            bitmap?.setDirty(offset, bytes);
+            const action = ctl.errorAction(failure.operation === 'read' ? (options.onSourceError ?? 'report') : (options.onTargetError ?? 'report'), failure.operation, failure.error);
+            if (action === 'report') fatal ??= failure.error;
+          } finally {
+            inFlightBytes -= bytes;
+            inFlight.delete(op);
+          }
+        })();
+        inFlight.add(op);
+      };
+
+      for (;;) {
+        if (fatal || ctl.isCancelled()) break;
+        let area: [number, number] | undefined;
+        while (inFlight.size < MAX_IN_FLIGHT && inFlightBytes < bufSize && (area = nextArea())) {
+          const clash = overlaps(area[0], area[1]);
+          if (clash) {
+            await clash.done;
+            continue;
+          }
+          cursor = area[0] + area[1];
+          issue(area[0], area[1]);
+          await ctl.ratelimit(area[1]);
+          if (ctl.isCancelled()) break;
+        }
+        ctl.progressSetRemaining(inFlightBytes + bitmap.count);
+        if (inFlight.size > 0) {
+          await Promise.race([...inFlight].map((op) => op.done));
+          continue;
+        }
+        if (fatal || ctl.isCancelled()) break;
+        if (bitmap.count === 0) {
+          if (!ready) {
+            await blkTarget.flush();
+            ready = true;
+            ctl.transitionToReady();
+          }
+          if (completeRequested || ctl.cancelRequested()) {
+            // Last pass with the guest held: nothing may dirty the source between this check and the pivot.
+            const token = await drainBegin(source);
+            if (bitmap.count === 0) {
+              try {
+                await blkTarget.flush();
+              } catch (e) {
+                drainEnd(token);
+                throw e;
+              }
+              drainToken = token;
+              break;
+            }
+            drainEnd(token);
+            continue;
+          }
+          await ctl.sleep(JOB_SLICE_MS);
+        } else {
+          await ctl.pausePoint();
+        }
+      }
+      await Promise.all([...inFlight].map((op) => op.done));
+      if (fatal) throw fatal;
+    },
+
+    async prepare(): Promise<void> {
+      if (!completeRequested || !filter) return;
+      // Pivot: the guest continues on the target (for active commit: on the base).
+      // The job's own users let go of their permissions first, or the guest could not take them.
+      dropBitmap();
+      if (blkTarget) graph.setLinkPerms(blkTarget.root, 0, PERM_ALL);
+      if (blkSource) graph.setLinkPerms(blkSource.root, 0, PERM_ALL);
+      await removeJobFilter(graph, filter, target);
+      filter = undefined;
+      for (const link of chain) link.frozen = false;
+    },
+
+    async abort(): Promise<void> {
+      if (filter) await removeJobFilter(graph, filter, source);
+      filter = undefined;
+      if (targetWasReadOnly && !released) {
+        await blkTarget?.close();
+        blkTarget = undefined;
+        await graph.reopen([{ node: target, readOnly: true }]).catch(() => undefined);
+      }
+    },
+
+    async clean(): Promise<void> {
+      // A soft cancel or a job that ended without complete: the guest goes back onto the source.
+      if (filter) await removeJobFilter(graph, filter, source);
+      filter = undefined;
+      await release();
+    },
+
+    complete(): void {
+      if (!ready) throw new BlockError('EPERM', "The active block job cannot be completed: it is not ready");
+      completeRequested = true;
+    },
+
+    cancel(force: boolean): boolean {
+      return force || !ready;
+    },
+  };
+  return driver;
+}
+
+/** A copy failure and the direction it happened in (for the error policy). */
+class OpError extends Error {
+  constructor(
+    readonly error: BlockError,
+    readonly operation: 'read' | 'write',
+  ) {
+    super(error.message);
+  }
+}
