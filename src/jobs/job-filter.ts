@@ -1,6 +1,7 @@
 /**
- * The filter node a mirror or commit job puts above its source (QEMU's
- * mirror_top / commit_top): the guest's requests pass through it unchanged,
+ * The filter node a mirror, commit or backup job puts above its source
+ * (QEMU's mirror_top / commit_top / copy-before-write): the guest's requests
+ * pass through it (a backup hooks its writes to save the old data first),
  * but it shares every permission on the source, so the job may write into
  * the chain below (the base of a commit) while the guest writes the top.
  * Removed again when the job ends, pivoting the guest onto the filter's
@@ -13,7 +14,10 @@ import type { OptionReader } from '../core/options.js';
 import { BlockError } from '../core/errors.js';
 import { PERM_ALL, Perm, ROLE_FILTERED_PRIMARY } from '../core/permissions.js';
 
-function filterDriver(name: 'mirror_top' | 'commit_top'): BlockDriver {
+/** The filters jobs insert, named as QEMU names them. */
+export type JobFilterKind = 'mirror_top' | 'commit_top' | 'copy-before-write';
+
+function filterDriver(name: JobFilterKind): BlockDriver {
   return {
     name,
     kind: 'filter',
@@ -29,13 +33,17 @@ function filterDriver(name: 'mirror_top' | 'commit_top'): BlockDriver {
   };
 }
 
-const DRIVERS = { mirror_top: filterDriver('mirror_top'), commit_top: filterDriver('commit_top') };
+const DRIVERS: Record<JobFilterKind, BlockDriver> = {
+  mirror_top: filterDriver('mirror_top'),
+  commit_top: filterDriver('commit_top'),
+  'copy-before-write': filterDriver('copy-before-write'),
+};
 
 /**
  * Puts a filter above `source`: every parent of `source` (the guest's
  * backend, overlays) moves onto it. Returns the filter node.
  */
-export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: 'mirror_top' | 'commit_top', nodeName?: string): Promise<BlockNode> {
+export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: JobFilterKind, nodeName?: string): Promise<BlockNode> {
   if (!graph.listDrivers().some((d) => d.name === kind)) graph.registerDriver(DRIVERS[kind]);
   const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...(nodeName ? { 'node-name': nodeName } : {}) });
   // The guest's discards keep reaching the image while the job runs.
