@@ -119,9 +119,19 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   await img.file.flush();
   await img.file.pwritev(off, cs, table);
   await img.file.flush();
+  const oldCopied = img.l1Copied[l1i]!;
   img.l1[l1i] = off;
   img.l1Copied[l1i] = 1;
-  await writeL1Entry(img, l1i);
+  try {
+    await writeL1Entry(img, l1i);
+  } catch (e) {
+    // The L1 on disk may still name the old table: so must the one in memory, or later
+    // writes would go into a table no reopen finds. The new cluster stays allocated (a
+    // leak check repairs): a failed write may have reached the disk after all.
+    img.l1[l1i] = old;
+    img.l1Copied[l1i] = oldCopied;
+    throw e;
+  }
   for (let s = 0; s < cs / img.sliceBytes; s++) {
     await img.l2cache.put(off + s * img.sliceBytes, table.slice(s * img.sliceBytes, (s + 1) * img.sliceBytes), false);
   }
