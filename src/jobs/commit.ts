@@ -83,6 +83,16 @@ export function commitJob(options: CommitOptions): JobDriver {
   const reopened: BlockNode[] = [];
   let released = false;
 
+  /** Takes the filter out, top staying where it was; the writer on base goes first (the chain shares no writes). */
+  const unlink = async (): Promise<void> => {
+    if (!filter) return;
+    await blkBase?.close();
+    blkBase = undefined;
+    const f = filter;
+    filter = undefined;
+    await removeJobFilter(graph, f, top);
+  };
+
   const restoreReadOnly = async (): Promise<void> => {
     await blkBase?.close();
     blkBase = undefined;
@@ -158,15 +168,13 @@ export function commitJob(options: CommitOptions): JobDriver {
     },
 
     async abort(): Promise<void> {
-      if (filter) await removeJobFilter(graph, filter, top);
-      filter = undefined;
+      await unlink();
     },
 
     async clean(): Promise<void> {
       if (released) return;
       released = true;
-      if (filter) await removeJobFilter(graph, filter, top);
-      filter = undefined;
+      await unlink();
       for (const link of chain) link.frozen = false;
       await blkTop?.close();
       await restoreReadOnly();

@@ -28,6 +28,9 @@ import type {
 import { REAL_TIMERS } from './job-types.js';
 import { RateLimit } from './rate-limit.js';
 
+/** A running job gives the event loop a turn at least this often (at its pause points). */
+const YIELD_EVERY_MS = 20;
+
 /** Jobs that finalise or abort together. A job made without one gets its own. */
 export class JobTxn {
   /** Set once one member failed: the others are cancelled and aborted with it. */
@@ -86,6 +89,7 @@ export class Job {
   private progressCurrent = 0;
   private progressTotal = 0;
   private statusWaiters: Array<() => void> = [];
+  private lastYield = 0;
   private readonly control: JobControl;
 
   constructor(
@@ -98,6 +102,7 @@ export class Job {
     this.autoDismiss = options.autoDismiss ?? true;
     this.timers = options.timers ?? REAL_TIMERS;
     this.limit = new RateLimit(() => this.timers.now());
+    this.lastYield = this.timers.now();
     this.onGone = options.onGone;
     this.control = this.makeControl();
     if (options.listener) this.listeners.add(options.listener);
@@ -301,6 +306,12 @@ export class Job {
   }
 
   private async pausePoint(): Promise<void> {
+    // I/O that completes at once (memory, sync OPFS handles) would otherwise never let the
+    // event loop run: the guest's requests and the user's verbs must get their turn.
+    if (this.timers.now() - this.lastYield >= YIELD_EVERY_MS) {
+      if (this.pauseCount === 0 && !this.forceCancel) await this.suspend(0);
+      this.lastYield = this.timers.now();
+    }
     if (this.pauseCount === 0 || this.forceCancel) return;
     this.driver.pause?.();
     if (this.pauseCount > 0 && !this.forceCancel) {

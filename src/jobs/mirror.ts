@@ -129,6 +129,20 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     await target.unref();
   };
 
+  /**
+   * Takes the filter out, leaving the guest on the source. The job's writer
+   * on the target goes first: below the guest, the chain shares no writes.
+   */
+  async function unpivot(): Promise<void> {
+    if (!filter) return;
+    await blkTarget?.close();
+    blkTarget = undefined;
+    if (blkSource) graph.setLinkPerms(blkSource.root, 0, PERM_ALL);
+    const f = filter;
+    filter = undefined;
+    await removeJobFilter(graph, f, source);
+  }
+
   /** Marks what the sync mode copies before following the guest. */
   async function markInitial(ctl: JobControl, len: number): Promise<void> {
     if (sync === 'none') return;
@@ -250,6 +264,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       };
 
       for (;;) {
+        await ctl.pausePoint();
         if (fatal || ctl.isCancelled()) break;
         let area: [number, number] | undefined;
         while (inFlight.size < MAX_IN_FLIGHT && inFlightBytes < bufSize && (area = nextArea())) {
@@ -292,8 +307,6 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
             continue;
           }
           await ctl.sleep(JOB_SLICE_MS);
-        } else {
-          await ctl.pausePoint();
         }
       }
       await Promise.all([...inFlight].map((op) => op.done));
@@ -313,19 +326,13 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     },
 
     async abort(): Promise<void> {
-      if (filter) await removeJobFilter(graph, filter, source);
-      filter = undefined;
-      if (targetWasReadOnly && !released) {
-        await blkTarget?.close();
-        blkTarget = undefined;
-        await graph.reopen([{ node: target, readOnly: true }]).catch(() => undefined);
-      }
+      await unpivot();
+      if (targetWasReadOnly) await graph.reopen([{ node: target, readOnly: true }]).catch(() => undefined);
     },
 
     async clean(): Promise<void> {
       // A soft cancel or a job that ended without complete: the guest goes back onto the source.
-      if (filter) await removeJobFilter(graph, filter, source);
-      filter = undefined;
+      await unpivot();
       await release();
     },
 
