@@ -11,7 +11,9 @@ import { newIoStats } from './node.js';
 import { ReqFlag, type BlockStatusResult, type PreallocMode, type ReqFlags } from './driver.js';
 import { BlockError, toBlockError } from './errors.js';
 import { Perm, PERM_ALL, type PermMask } from './permissions.js';
-import { blockStatus, checkRequest, flush } from './request-path.js';
+import { blockStatus } from './block-status.js';
+import { checkRequest } from './request-checks.js';
+import { flush } from './request-flush.js';
 
 /** What to do when a request fails (QEMU's BlockdevOnError). */
 export type ErrorAction = 'report' | 'ignore' | 'stop' | 'enospc';
@@ -254,7 +256,7 @@ export class BlockBackend implements RootParent {
   /** Reads into `buf` (its length is the request size). */
   pread(offset: number, buf: Uint8Array, flags: ReqFlags = 0): Promise<void> {
     const link = this.link;
-    // Fast path: no drain, no error policy to apply, a plain in-range request (request-path.ts
+    // Fast path: no drain, no error policy to apply, a plain in-range request (request-read.ts
     // validates the numbers); synchronous completion costs no extra tick.
     if (link !== null && this.heldUntil === null && this.paused === null && this.rerror === 'report' && buf instanceof Uint8Array) {
       const len = buf.length;

@@ -1,11 +1,83 @@
 /**
- * Block status over a backing chain (QEMU's bdrv_block_status_above and
- * bdrv_is_allocated_above): the walk that map, stream, commit and
- * copy-on-read share.
+ * Block status: what one layer holds (QEMU's bdrv_co_block_status) and the
+ * walk over a backing chain (bdrv_block_status_above and
+ * bdrv_is_allocated_above) that map, stream, commit and copy-on-read share.
  */
 import type { BlockNode } from './node.js';
 import { Status, type BlockStatusResult } from './driver.js';
-import { blockStatus } from './request-path.js';
+import { BlockError } from './errors.js';
+import { checkNotClosed, checkRequest } from './request-checks.js';
+
+/**
+ * What the range from `offset` holds in `node` (one layer), following QEMU's
+ * bdrv_co_block_status: the driver's answer, clamped to the request and the
+ * node's length; DATA or ZERO imply ALLOCATED; unallocated ranges of a format
+ * without backing (or past the backing's end) read as zeros; with `wantZero`
+ * and RECURSE the layer below is asked whether the data is zeros.
+ */
+export async function blockStatus(
+  node: BlockNode,
+  wantZero: boolean,
+  offset: number,
+  bytes: number,
+): Promise<BlockStatusResult> {
+  checkRequest(node, offset, bytes);
+  checkNotClosed(node);
+  const total = node.totalBytes;
+  if (offset >= total) return { status: Status.EOF, pnum: 0 };
+  if (bytes === 0) return { status: 0, pnum: 0 };
+  const n = Math.min(bytes, total - offset);
+  let res: BlockStatusResult;
+  const inst = node.instance;
+  if (inst.blockStatus) {
+    res = await inst.blockStatus(wantZero, offset, n);
+  } else if (node.driver.kind === 'protocol') {
+    res = { status: Status.DATA | Status.OFFSET_VALID, pnum: n, map: offset, file: node };
+  } else if (node.filtered) {
+    const below = await blockStatus(node.filtered.node, wantZero, offset, n);
+    res = { ...below };
+    res.status &= ~Status.EOF;
+  } else {
+    res = { status: Status.DATA | Status.ALLOCATED, pnum: n };
+  }
+  if (!Number.isSafeInteger(res.pnum) || res.pnum <= 0) {
+    throw new BlockError('EIO', `Driver '${node.driver.name}' answered block status with ${res.pnum} bytes`, {
+      node: node.nodeName,
+      offset,
+    });
+  }
+  if (res.pnum > n) res.pnum = n;
+  let status = res.status;
+  if (status & (Status.DATA | Status.ZERO)) {
+    status |= Status.ALLOCATED;
+  } else if (node.driver.supportsBacking) {
+    const cow = node.backing;
+    if (!cow) status |= Status.ZERO;
+    else if (wantZero && offset >= cow.node.totalBytes) status |= Status.ZERO;
+  }
+  if (
+    wantZero &&
+    status & Status.RECURSE &&
+    res.file &&
+    res.file !== node &&
+    status & Status.DATA &&
+    !(status & Status.ZERO) &&
+    status & Status.OFFSET_VALID &&
+    res.map !== undefined
+  ) {
+    const below = await blockStatus(res.file, true, res.map, res.pnum);
+    if (below.status & Status.EOF && (below.pnum === 0 || below.status & Status.ZERO)) {
+      status |= Status.ZERO;
+    } else {
+      res.pnum = Math.min(res.pnum, below.pnum);
+      status |= below.status & Status.ZERO;
+    }
+  }
+  status &= ~Status.RECURSE;
+  if (offset + res.pnum === total) status |= Status.EOF;
+  res.status = status;
+  return res;
+}
 
 /** A block status answer plus the depth (0 = top) of the layer that answered. */
 export interface StatusAbove extends BlockStatusResult {

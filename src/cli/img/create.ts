@@ -2,7 +2,7 @@
  * `img create`.
  */
 import { BlockBackend } from '../../core/backend.js';
-import { joinRelative } from '../../core/graph.js';
+import { joinRelative } from '../../core/backing-open.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createImage } from '../../core/create.js';
 import { parseSizeQemu } from '../format.js';

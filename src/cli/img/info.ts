@@ -2,7 +2,7 @@
  * `img info`: image details, human and JSON.
  */
 import { BlockBackend } from '../../core/backend.js';
-import { joinRelative } from '../../core/graph.js';
+import { joinRelative } from '../../core/backing-open.js';
 import type { BlockNode } from '../../core/node.js';
 import { toQemuJson, type JsonValue } from '../format.js';
 import { driverInfo, formatNode } from '../common.js';

@@ -3,8 +3,7 @@
  */
 import type { BlockNode } from '../../core/node.js';
 import { Status } from '../../core/driver.js';
-import { blockStatus } from '../../core/request-path.js';
-import { cowChild } from '../../core/block-status.js';
+import { blockStatus, cowChild } from '../../core/block-status.js';
 import { hexAlt } from '../format.js';
 import { strerror } from '../common.js';
 import { errorExit, fail, Ctx, parseOpts, cvtnum, outputFormat, COMMON_LONGS } from './context.js';

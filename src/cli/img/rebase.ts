@@ -2,7 +2,7 @@
  * `img rebase`.
  */
 import { BlockBackend } from '../../core/backend.js';
-import { joinRelative } from '../../core/graph.js';
+import { joinRelative } from '../../core/backing-open.js';
 import { cowChild, isAllocatedAbove } from '../../core/block-status.js';
 import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { compareBuffers } from './compare.js';

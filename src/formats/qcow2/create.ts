@@ -6,7 +6,7 @@ import type { CreateContext, CreateOptionSpec, MeasureInfo } from '../../core/dr
 import type { BlockNode } from '../../core/node.js';
 import { OptionReader } from '../../core/options.js';
 import { BlockError, einval, toBlockError } from '../../core/errors.js';
-import { joinRelative } from '../../core/graph.js';
+import { joinRelative } from '../../core/backing-open.js';
 import { checkExtentSizeHint } from '../../core/create.js';
 import { blockStatus } from '../../core/request-path.js';
 import { Status } from '../../core/driver.js';

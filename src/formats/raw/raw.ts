@@ -9,7 +9,7 @@ import type { BdrvChild } from '../../core/child.js';
 import type { BlockNode } from '../../core/node.js';
 import type { OptionReader } from '../../core/options.js';
 import { ROLE_FILTERED_PRIMARY } from '../../core/permissions.js';
-import { blockStatus } from '../../core/request-path.js';
+import { blockStatus } from '../../core/block-status.js';
 
 class RawInstance implements DriverInstance {
   constructor(

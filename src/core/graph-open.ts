@@ -1,0 +1,139 @@
+/**
+ * Opening nodes from options: the driver from the options (or the protocol
+ * from the filename, or the probed format), the common node options
+ * (node-name, read-only, discard, detect-zeroes, cache), the driver's open,
+ * then limits, length and the backing child.
+ */
+import type { BlockGraph } from './graph.js';
+import { BlockNode, type DetectZeroes } from './node.js';
+import { einval, toBlockError } from './errors.js';
+import { OptionReader, normalizeOptions, parseJsonFilename, type BlockOptions } from './options.js';
+import { probeFormat } from './probe.js';
+import { openBacking } from './backing-open.js';
+import { discardNode } from './graph-close.js';
+
+/** Where in an open a node is opened: below which image, as which child, how deep in a chain. */
+export interface OpenContext {
+  inheritFrom?: BlockNode;
+  readOnly?: boolean;
+  relativeTo?: BlockNode;
+  childKey?: string;
+  depth?: number;
+  /** {@link chainKey}s of the images above this one in the backing chain being opened. */
+  chain?: string[];
+  /** Set for the protocol layer opened below a probed format. */
+  probing?: boolean;
+}
+
+/** Opens one node (and, through its driver, its children). */
+export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: OpenContext = {}): Promise<BlockNode> {
+  let options: BlockOptions = { ...input };
+  if (typeof options.filename === 'string' && options.filename.startsWith('json:')) {
+    const fromJson = parseJsonFilename(options.filename);
+    delete options.filename;
+    options = normalizeOptions({ ...fromJson, ...options });
+  }
+  if (options.driver === undefined) {
+    const fileObj = typeof options.file === 'object' && options.file !== null && !Array.isArray(options.file) ? (options.file as BlockOptions) : undefined;
+    if (typeof options.filename !== 'string' && !fileObj) {
+      throw einval(
+        ctx.childKey
+          ? `A block device must be specified for "${ctx.childKey}" (no driver and no filename given)`
+          : 'Must specify either driver or file',
+      );
+    }
+    if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.probing) {
+      options.driver = (await graph.protocolForOpen(String(options.filename ?? ''))).name;
+    } else {
+      const { filename, file, ...formatOpts } = options;
+      const protoOpts: BlockOptions = { ...(fileObj ?? {}) };
+      if (typeof filename === 'string') protoOpts.filename = filename;
+      if (protoOpts.driver === undefined) protoOpts.driver = (await graph.protocolForOpen(String(protoOpts.filename ?? ''))).name;
+      void file;
+      return openProbed(graph, protoOpts, formatOpts, ctx);
+    }
+  }
+  if (typeof options.driver !== 'string') throw einval(`Parameter 'driver' expects a string, got '${JSON.stringify(options.driver)}'`);
+  const driver = graph.getDriver(options.driver);
+  if (driver.kind !== 'protocol' && typeof options.filename === 'string' && options.file === undefined) {
+    options.file = { filename: options.filename };
+    delete options.filename;
+  }
+  if (driver.kind === 'protocol' && typeof options.filename === 'string' && driver.parseFilename) {
+    const { filename, ...rest } = options;
+    options = normalizeOptions({ ...driver.parseFilename(filename), ...rest });
+  }
+  const owner = `Block ${driver.kind === 'protocol' ? 'protocol' : 'format'} '${driver.name}'`;
+  const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '', '');
+  reader.consume('driver');
+  const nodeName = graph.claimNodeName(reader.string('node-name'));
+  const parent = ctx.inheritFrom;
+  const readOnly = reader.bool('read-only') ?? ctx.readOnly ?? parent?.readOnly ?? false;
+  reader.bool('auto-read-only');
+  reader.bool('force-share');
+  const discard = reader.choice('discard', ['ignore', 'off', 'unmap', 'on'] as const);
+  const detect = reader.choice('detect-zeroes', ['off', 'on', 'unmap'] as const, 'off');
+  const cacheRef = reader.child('cache');
+  let noFlush = parent?.noFlush ?? false;
+  if (cacheRef !== undefined && cacheRef !== null) {
+    if (typeof cacheRef === 'string') throw einval(`Parameter 'cache' expects an object, got '${cacheRef}'`);
+    const cache = new OptionReader(cacheRef, owner, `${reader.prefix}cache.`, 'cache.');
+    cache.bool('direct');
+    noFlush = cache.bool('no-flush', noFlush);
+    cache.finish();
+  }
+  // backing=null ("no backing file", set by noBacking) is harmless for drivers without backing.
+  if (!driver.supportsBacking && options.backing === null) reader.consume('backing');
+  const backingRef = driver.supportsBacking ? reader.child('backing') : undefined;
+  const filename = typeof options.filename === 'string' ? options.filename : typeof options.path === 'string' ? options.path : '';
+  const node = new BlockNode(graph, driver, nodeName, options, input, readOnly, filename);
+  node.discardUnmap = discard ? discard === 'unmap' || discard === 'on' : (parent?.discardUnmap ?? false);
+  node.detectZeroes = detect as DetectZeroes;
+  node.noFlush = noFlush;
+  graph.registerNode(node);
+  try {
+    if (node.detectZeroes === 'unmap' && !node.discardUnmap) {
+      throw einval("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
+    }
+    node.instance = await driver.open(node, reader);
+    node.isOpen = true;
+    reader.finish();
+    if (!node.filename && node.file) node.filename = node.file.node.filename;
+    graph.refreshLimits(node);
+    await node.refreshLength();
+    if (driver.supportsBacking) await openBacking(graph, node, backingRef, ctx.depth ?? 0, ctx.chain ?? []);
+    return node;
+  } catch (e) {
+    await discardNode(graph, node);
+    throw toBlockError(e, { node: nodeName });
+  }
+}
+
+/** Opens an image without a format: the protocol first, then the probed format on top. */
+async function openProbed(graph: BlockGraph, protoOpts: BlockOptions, formatOpts: BlockOptions, ctx: OpenContext): Promise<BlockNode> {
+  const readOnly = typeof formatOpts['read-only'] === 'boolean' ? formatOpts['read-only'] : ctx.readOnly;
+  const proto = await openNode(graph, protoOpts, { ...ctx, readOnly, probing: true, childKey: 'file' });
+  try {
+    // Like QEMU, a short file is probed as if padded with zeros to 512 bytes.
+    const header = new Uint8Array(proto.length > 0 ? 512 : 0);
+    if (header.length > 0) {
+      const reader = await graph.attachRoot({ kind: 'root', name: 'format probe' }, proto, 0, 0x1f);
+      try {
+        await reader.read(0, header.subarray(0, Math.min(512, proto.length)));
+      } finally {
+        await graph.detachRoot(reader);
+      }
+    }
+    const fmt = probeFormat(graph, header, proto.filename);
+    const node = await openNode(
+      graph,
+      { ...formatOpts, driver: fmt.name, file: proto.nodeName },
+      { ...ctx, readOnly, probing: false, childKey: undefined },
+    );
+    if (fmt.name === 'raw') node.probed = true;
+    return node;
+  } finally {
+    // The format node holds its own reference now (or failed to open).
+    await proto.unref();
+  }
+}

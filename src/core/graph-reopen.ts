@@ -1,0 +1,61 @@
+/**
+ * Reopen (QEMU's bdrv_reopen_multiple): changing nodes between read-only and
+ * read-write, with driver options, as one transaction.
+ */
+import type { BlockNode } from './node.js';
+import { toBlockError } from './errors.js';
+import { ChildRole } from './permissions.js';
+import { preparePermUpdate } from './perm-update.js';
+import { flush } from './request-flush.js';
+
+/**
+ * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple),
+ * handing each named node's driver the `options` to change. Each
+ * node's `file`/`data-file` subtree follows; backing files keep their state.
+ * Prepare runs for every node, then the permission check; any failure
+ * aborts everything and leaves the graph as it was. Then each driver's
+ * reopenCommitPost runs; its failure is thrown, but the reopen stays.
+ */
+export async function reopen(
+  entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>,
+): Promise<void> {
+  const wanted = new Map<BlockNode, boolean>();
+  const addSubtree = (n: BlockNode, ro: boolean) => {
+    if (wanted.has(n)) return;
+    wanted.set(n, ro);
+    for (const c of n.children) if (!(c.role & ChildRole.COW)) addSubtree(c.node, ro);
+  };
+  for (const e of entries) addSubtree(e.node, e.readOnly);
+  // Driver options go to the named node only (its subtree keeps its own).
+  const options = new Map(entries.map((e) => [e.node, e.options ?? {}]));
+  const states = [...wanted].map(([node, readOnly]) => ({ node, readOnly, options: options.get(node) ?? {} }));
+  // Data must be on disk before a node stops being writable.
+  for (const s of states) if (s.readOnly && !s.node.readOnly) await flush(s.node);
+  const prepared: typeof states = [];
+  try {
+    for (const s of states) {
+      await s.node.instance.reopenPrepare?.(s);
+      prepared.push(s);
+    }
+    const tx = preparePermUpdate(
+      wanted.keys(),
+      (n) => wanted.get(n) ?? n.readOnly,
+    );
+    for (const s of states) s.node.readOnly = s.readOnly;
+    for (const s of states) s.node.instance.reopenCommit?.(s);
+    tx.commit();
+  } catch (e) {
+    for (const s of prepared.reverse()) s.node.instance.reopenAbort?.(s);
+    throw toBlockError(e);
+  }
+  // The reopen is done; what runs now cannot undo it, only report.
+  let postError: unknown = null;
+  for (const s of states) {
+    try {
+      await s.node.instance.reopenCommitPost?.(s);
+    } catch (e) {
+      postError ??= toBlockError(e, { node: s.node.nodeName });
+    }
+  }
+  if (postError) throw postError;
+}

@@ -1,0 +1,80 @@
+/**
+ * Checks every request passes before it reaches a driver: offset and length
+ * are safe integers, the buffer is long enough, the node is open, and the link
+ * holds the permission a write needs. Each failure names the bad value.
+ */
+import type { BdrvChild } from './child.js';
+import type { BlockNode } from './node.js';
+import { ReqFlag, type ReqFlags } from './driver.js';
+import { BlockError } from './errors.js';
+import { Perm } from './permissions.js';
+
+/** Largest offset + length accepted (QEMU's BDRV_MAX_LENGTH is close; we need safe integers). */
+export const MAX_REQUEST_END = Number.MAX_SAFE_INTEGER;
+
+function describe(value: number): string {
+  return Number.isNaN(value) ? 'NaN' : String(value);
+}
+
+/**
+ * Validates offset and length of a request: safe non-negative integers whose
+ * sum stays below 2^53. Throws EINVAL naming the bad value.
+ */
+export function checkRequest(node: BlockNode, offset: number, bytes: number): void {
+  // One cheap test for the common case; the detailed checks below name the bad value.
+  if (Number.isInteger(offset) && Number.isInteger(bytes) && offset >= 0 && bytes >= 0 && offset + bytes <= MAX_REQUEST_END) {
+    return;
+  }
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
+    throw new BlockError('EINVAL', `Invalid request offset ${describe(offset)} on node '${node.nodeName}'`, {
+      node: node.nodeName,
+    });
+  }
+  if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) {
+    throw new BlockError('EINVAL', `Invalid request length ${describe(bytes)} on node '${node.nodeName}'`, {
+      node: node.nodeName,
+      offset,
+    });
+  }
+  if (offset + bytes > MAX_REQUEST_END) {
+    throw new BlockError(
+      'EINVAL',
+      `Request at offset ${offset} of ${bytes} bytes ends beyond 2^53 on node '${node.nodeName}'`,
+      { node: node.nodeName, offset },
+    );
+  }
+}
+
+export function checkBuffer(node: BlockNode, buf: Uint8Array, bytes: number, offset: number): void {
+  if (!(buf instanceof Uint8Array)) {
+    throw new BlockError('EINVAL', `Request buffer on node '${node.nodeName}' is not a Uint8Array`, { offset });
+  }
+  if (buf.length < bytes) {
+    throw new BlockError(
+      'EINVAL',
+      `Request buffer of ${buf.length} bytes is shorter than the request of ${bytes} bytes on node '${node.nodeName}'`,
+      { node: node.nodeName, offset },
+    );
+  }
+}
+
+export function checkNotClosed(node: BlockNode): void {
+  if (!node.isOpen) {
+    throw new BlockError('ENOMEDIUM', `Node '${node.nodeName}' is closed`, { node: node.nodeName });
+  }
+}
+
+export function checkWritable(child: BdrvChild, flags: ReqFlags, offset: number): void {
+  const node = child.node;
+  if (node.readOnly) {
+    throw new BlockError('EACCES', `Node '${node.nodeName}' is read-only`, { node: node.nodeName, offset });
+  }
+  const needed = flags & ReqFlag.WRITE_UNCHANGED ? Perm.WRITE | Perm.WRITE_UNCHANGED : Perm.WRITE;
+  if ((child.perm & needed) === 0) {
+    throw new BlockError(
+      'EPERM',
+      `Write to node '${node.nodeName}' through its '${child.name}' link, which does not hold the 'write' permission`,
+      { node: node.nodeName, offset },
+    );
+  }
+}

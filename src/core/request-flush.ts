@@ -1,0 +1,42 @@
+/**
+ * Flush on the request path: flush generations skip clean nodes, concurrent
+ * flushes join, and the flush goes down to every child written through.
+ */
+import type { BlockNode } from './node.js';
+import { toBlockError } from './errors.js';
+import { Perm } from './permissions.js';
+import { account, beginInFlight, endInFlight, now } from './request-accounting.js';
+
+/**
+ * Flushes a node and its children. A flush when nothing was written since the
+ * last one skips the driver (flush generations); concurrent flushes join.
+ */
+export async function flush(node: BlockNode): Promise<void> {
+  if (!node.isOpen) return;
+  while (node.activeFlush) await node.activeFlush.catch(() => undefined);
+  const gen = node.writeGeneration;
+  const start = now();
+  const work = (async () => {
+    if (gen !== node.flushedGeneration) {
+      await node.instance.flushToOs?.();
+      if (!node.noFlush) await node.instance.flushToDisk?.();
+    }
+    for (const c of node.children) {
+      if (c.perm & (Perm.WRITE | Perm.WRITE_UNCHANGED)) await flush(c.node);
+    }
+    node.flushedGeneration = gen;
+  })();
+  node.activeFlush = work;
+  let failed = true;
+  beginInFlight(node);
+  try {
+    await work;
+    failed = false;
+  } catch (e) {
+    throw toBlockError(e, { node: node.nodeName });
+  } finally {
+    node.activeFlush = null;
+    endInFlight(node);
+    account(node.stats.flush, 0, start, failed);
+  }
+}
