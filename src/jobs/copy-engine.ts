@@ -93,7 +93,10 @@ export interface CopyResult {
 }
 
 interface Piece {
+  /** The piece (a data extent is cut into pieces of at most chunkSize). */
   extent: CopyExtent;
+  /** The extent it is part of. */
+  whole: CopyExtent;
   /** Last piece of its extent (progress counts the extent then). */
   last: boolean;
   buf: Uint8Array | null;
@@ -199,7 +202,7 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
     const { piece, done: w } = writing.shift()!;
     const err = await w;
     if (err) failed(err, o.onWriteError);
-    const e = piece.extent;
+    const e = piece.whole;
     if (piece.last && o.onProgress && counts(e)) {
       done += e.length;
       await o.onProgress({ done, total });
@@ -219,7 +222,7 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
         checkAbort();
         const n = Math.min(step, e.length - off);
         const extent = n === e.length ? e : { offset: e.offset + off, length: n, kind: e.kind };
-        const p: Piece = { extent, last: off + n >= e.length, buf: null, read: Promise.resolve() };
+        const p: Piece = { extent, whole: e, last: off + n >= e.length, buf: null, read: Promise.resolve() };
         if (e.kind === 'data') {
           if (limiter) await limiter.take(n, signal);
           checkAbort();

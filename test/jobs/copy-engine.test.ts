@@ -164,6 +164,13 @@ describe('copy engine: allocation above a base', () => {
     // One report per run, in order (commit prints one progress line per run).
     expect(seen).toEqual(runs.map((e) => (e.offset + e.length) / MEM_CHUNK));
     expect(Buffer.compare(storage.get('flat')!.toBytes(), await top.read(0, size))).toBe(0);
+    // Runs cut into one-cluster pieces still report once per run, with the run's end.
+    const perRun: number[] = [];
+    await runCopy(
+      { extents: () => allocationExtents(top.node, base, size), read: (o, b) => top.pread(o, b), write: async () => undefined },
+      { chunkSize: MEM_CHUNK, progressTotal: size, onProgress: (p) => void perRun.push(p.done / MEM_CHUNK) },
+    );
+    expect(perRun).toEqual(seen);
     await flat.close();
     await top.close();
   });
