@@ -120,6 +120,40 @@ describe('copy engine: sparse and zero detection', () => {
   });
 });
 
+describe('copy engine: compressed target', () => {
+  it('a random image copied compressed into a qcow2 (whole-cluster pieces) reads back equal', async () => {
+    const { graph, storage } = memGraph();
+    const size = 40 * MEM_CHUNK + 3 * 512;
+    const want = seedSource(storage, 'src', size, 42);
+    await createImage(graph, 'qcow2', 'memory:c.qcow2', { size, cluster_size: MEM_CHUNK });
+    const src = await openRaw(graph, 'src', true);
+    const dst = await BlockBackend.open(graph, { driver: 'qcow2', file: { driver: 'memory', filename: 'memory:c.qcow2' } }, { readOnly: false });
+    const plan = { srcs: [src], sizes: [size], chunkSize: MEM_CHUNK, compressCluster: MEM_CHUNK, fullyAllocate: false, targetHasBacking: false };
+    const pieces: CopyExtent[] = [];
+    const writer = targetWriter({ target: dst, zeroDetect: 'buffer', zeroInit: true, compress: true, fullyAllocate: false });
+    await runCopy(
+      {
+        extents: () => statusExtents(plan),
+        read: (o, b) => readConcatenated([src], [size], o, b),
+        write: async (e, b) => (pieces.push(e), writer(e, b)),
+        finish: async () => {
+          await dst.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
+          await dst.flush();
+        },
+      },
+      { chunkSize: MEM_CHUNK },
+    );
+    // Every piece is a whole cluster, but the last one at the odd end of the disk.
+    for (const e of pieces) expect(e.offset % MEM_CHUNK === 0 && (e.length % MEM_CHUNK === 0 || e.offset + e.length === size)).toBe(true);
+    expect(Buffer.compare(await dst.read(0, size), want)).toBe(0);
+    // Compressed: the image file holds less than the data it stores.
+    const stored = want.reduce((a, _x, i) => (i % MEM_CHUNK === 0 && want.subarray(i, i + MEM_CHUNK).some((y) => y) ? a + MEM_CHUNK : a), 0);
+    expect(storage.get('c.qcow2')!.length).toBeLessThan(stored);
+    await src.close();
+    await dst.close();
+  });
+});
+
 describe('copy engine: allocation above a base', () => {
   it('copies what the overlay (and layers above the base) hold; the result is the overlay’s view', async () => {
     const { graph, storage } = memGraph();
