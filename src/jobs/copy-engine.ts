@@ -80,7 +80,7 @@ export interface CopyEngineOptions {
 
 /** What a copy did. */
 export interface CopyResult {
-  /** Bytes read and handed to the writer. */
+  /** Bytes of data extents (read, then handed to the writer unless the read failed). */
   dataBytes: number;
   /** Bytes of zero extents. */
   zeroBytes: number;
