@@ -6,19 +6,24 @@
 import { transfer } from 'comlink';
 import { BlockBackend } from '../src/core/backend.js';
 import { BlockError, toBlockError } from '../src/core/errors.js';
-import { ReqFlag } from '../src/core/driver.js';
 import type { BlockGraph } from '../src/core/graph.js';
-import { isZeroBuffer } from '../src/core/zero-detect.js';
 import { Perm, PERM_ALL } from '../src/core/permissions.js';
 import { removeOpfs } from '../src/protocols/opfs.js';
 import { registerBlob, unregisterBlob } from '../src/protocols/blob.js';
 import { zeroBufferPool } from '../src/wasm/hot-paths.js';
+import { runCopy, type CopyProgress } from '../src/jobs/copy-engine.js';
+import { CopyBuffers } from '../src/jobs/buffers.js';
+import { statusExtents } from '../src/jobs/plan.js';
+import { targetWriter } from '../src/jobs/target-writer.js';
 import type { ZeroBufferPool } from '../src/wasm/zero.js';
 import type { ProgressFn } from '../src/client/api.js';
 import type { ConvertOptions, CreateOptions, ImportOptions, OpenOptions } from '../src/client/protocol.js';
 import type { DiskService } from './disk-service.js';
 
 const COPY_CHUNK = 1 << 20;
+/** Pieces read ahead and writes in flight of a worker copy (at most 4 buffers of up to 2 MiB). */
+const READ_AHEAD = 2;
+const WRITE_DEPTH = 2;
 /** Largest copy chunk: COPY_CHUNK, or one 2 MiB cluster when compressing. */
 const MAX_COPY_CHUNK = 2 << 20;
 
@@ -47,39 +52,48 @@ export class ImageCopier {
   constructor(private readonly host: CopyHost) {}
 
   /**
-   * Copies what `src` shows into `dst` (same size), skipping zero chunks when
-   * `dst` reads zeros already. `compress` writes compressed clusters (the
-   * chunk is then a whole number of the target's clusters).
+   * Copies what `src` shows into `dst` (same size) on the copy engine: block
+   * status plans it, zero ranges are not written when `dst` reads zeros
+   * already. `compress` writes compressed clusters (pieces are then a whole
+   * number of the target's clusters).
    */
   private async copyData(src: BlockBackend, dst: BlockBackend, dstZeroed: boolean, onProgress?: ProgressFn, jobId?: number, compress = false) {
     const total = src.length;
     const clusterSize = dst.node.instance.getInfo?.()?.clusterSize ?? 65536;
     const chunk = compress ? Math.max(1, Math.round(COPY_CHUNK / clusterSize)) * clusterSize : COPY_CHUNK;
+    const plan = { srcs: [src], sizes: [total], chunkSize: chunk, compressCluster: compress ? clusterSize : 0, fullyAllocate: false, targetHasBacking: false };
+    await runCopy(
+      {
+        extents: () => statusExtents(plan),
+        read: (offset, buf) => src.pread(offset, buf),
+        // The detector installed with the pool checks buffers from it in place.
+        write: targetWriter({ target: dst, zeroDetect: 'buffer', zeroInit: dstZeroed, compress, fullyAllocate: false }),
+        finish: () => dst.flush(),
+      },
+      { chunkSize: chunk, readAhead: READ_AHEAD, writeDepth: WRITE_DEPTH, buffers: await this.buffers(chunk), progressTotal: total, onProgress: this.reporter(total, onProgress, jobId) },
+    );
+  }
+
+  /** Copy buffers: the WASM pool's first, then ordinary ones. */
+  private async buffers(size: number): Promise<CopyBuffers> {
     const pool = await this.pool;
-    const wasmBuf = pool?.take(chunk);
-    const buf = wasmBuf ?? new Uint8Array(chunk);
+    return new CopyBuffers({ size, ...(pool ? { lender: { take: (n) => pool.take(n), give: (b) => pool.give(b), owns: (b) => pool.zero.owns(b) } } : {}) });
+  }
+
+  /**
+   * The engine's progress hook: the page's cancel ends the copy (ECANCELED),
+   * and the page hears of progress at most every 100 ms, and at the end.
+   */
+  private reporter(total: number, onProgress: ProgressFn | undefined, jobId: number | undefined): (p: CopyProgress) => Promise<void> {
     let lastReport = 0;
-    try {
-      for (let pos = 0; pos < total; pos += chunk) {
-        this.host.checkCancel(jobId);
-        const n = Math.min(chunk, total - pos);
-        const view = n === chunk ? buf : buf.subarray(0, n);
-        await src.pread(pos, view);
-        // A view into WASM memory is detached if that memory grew meanwhile.
-        if (view.byteLength !== n) throw new BlockError('EIO', `copy buffer for ${n} bytes at ${pos} was detached (WASM memory grew)`);
-        // The detector installed with the pool checks `view` in place (it lives in module memory).
-        if (!(dstZeroed && isZeroBuffer(view))) await dst.write(pos, view, compress ? ReqFlag.COMPRESSED : 0);
-        const now = Date.now();
-        if (onProgress && (now - lastReport > 100 || pos + n >= total)) {
-          lastReport = now;
-          await onProgress({ done: pos + n, total });
-        }
+    return async ({ done }) => {
+      this.host.checkCancel(jobId);
+      const now = Date.now();
+      if (onProgress && (now - lastReport > 100 || done >= total)) {
+        lastReport = now;
+        await onProgress({ done, total });
       }
-    } finally {
-      // Every read and write on the buffer has finished here (each was awaited).
-      if (wasmBuf) pool!.give(wasmBuf);
-    }
-    await dst.flush();
+    };
   }
 
   async convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
@@ -165,33 +179,53 @@ export class ImageCopier {
       cleanup = () => removeOpfs(tmp);
     }
     const total = src.length;
-    let pos = 0;
     const finish = async () => {
       await src.close().catch(() => undefined);
       if (cleanup) await cleanup().catch(() => undefined);
       cleanup = null;
     };
+    // The engine pushes pieces in order; it waits while the stream's queue is full.
+    const ac = new AbortController();
+    let wake: (() => void) | null = null;
+    const room = (c: ReadableStreamDefaultController<Uint8Array>) =>
+      (c.desiredSize ?? 1) > 0 || ac.signal.aborted ? Promise.resolve() : new Promise<void>((r) => (wake = r));
+    const poke = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    const plan = { srcs: [src], sizes: [total], chunkSize: COPY_CHUNK, compressCluster: 0, fullyAllocate: true, targetHasBacking: false };
     const stream = new ReadableStream<Uint8Array>(
       {
-        pull: async (controller) => {
-          try {
-            this.host.checkCancel(jobId);
-            if (pos >= total) {
+        start: (controller) => {
+          void runCopy(
+            {
+              extents: () => statusExtents(plan),
+              read: (offset, buf) => src.pread(offset, buf),
+              write: async (e, buf) => {
+                if (ac.signal.aborted) return;
+                // Enqueued chunks leave the worker: a copy of the reused buffer, zeros for holes.
+                controller.enqueue(buf ? buf.slice() : new Uint8Array(e.length));
+                await room(controller);
+              },
+            },
+            { chunkSize: COPY_CHUNK, readAhead: 1, writeDepth: 1, signal: ac.signal, progressTotal: total, onProgress: () => this.host.checkCancel(jobId) },
+          ).then(
+            async () => {
               await finish();
-              controller.close();
-              return;
-            }
-            const n = Math.min(COPY_CHUNK, total - pos);
-            const buf = new Uint8Array(n);
-            await src.pread(pos, buf);
-            pos += n;
-            controller.enqueue(buf);
-          } catch (e) {
-            await finish();
-            controller.error(toBlockError(e));
-          }
+              if (!ac.signal.aborted) controller.close();
+            },
+            async (e: unknown) => {
+              await finish();
+              if (!ac.signal.aborted) controller.error(toBlockError(e));
+            },
+          );
         },
-        cancel: finish,
+        pull: poke,
+        cancel: () => {
+          ac.abort();
+          poke();
+        },
       },
       { highWaterMark: 2 },
     );

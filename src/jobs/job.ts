@@ -26,7 +26,10 @@ import type {
   OnErrorPolicy,
 } from './job-types.js';
 import { REAL_TIMERS } from './job-types.js';
-import { RateLimit } from './rate-limit.js';
+import { RateLimiter } from './rate-limit.js';
+
+/** QEMU's block job time slice: an idle job that waits for work looks again this often. */
+export const JOB_SLICE_MS = 100;
 
 /** A running job gives the event loop a turn at least this often (at its pause points). */
 const YIELD_EVERY_MS = 20;
@@ -68,7 +71,7 @@ export class Job {
   private statusValue: JobStatus = 'undefined';
   private txn: JobTxn | undefined;
   private readonly timers: JobTimers;
-  private readonly limit: RateLimit;
+  private limiter: RateLimiter | undefined;
   private readonly abortController = new AbortController();
   private readonly listeners = new Set<Listener>();
   private readonly onGone: ((job: Job) => void) | undefined;
@@ -101,7 +104,6 @@ export class Job {
     this.autoFinalize = options.autoFinalize ?? true;
     this.autoDismiss = options.autoDismiss ?? true;
     this.timers = options.timers ?? REAL_TIMERS;
-    this.limit = new RateLimit(() => this.timers.now());
     this.lastYield = this.timers.now();
     this.onGone = options.onGone;
     this.control = this.makeControl();
@@ -269,10 +271,9 @@ export class Job {
       yield: () => this.yieldUntilEntered(),
       sleep: (ms) => this.sleep(ms),
       ratelimit: async (bytes) => {
-        const delay = this.limit.delayFor(bytes);
-        // No timer when unlimited: a timer per chunk would cost more than the copy.
-        if (delay > 0) await this.sleep(delay);
-        else await this.pausePoint();
+        // No timer when unlimited or on schedule: a timer per chunk would cost more than the copy.
+        await this.limiter?.take(bytes);
+        await this.pausePoint();
       },
       isCancelled: () => this.forceCancel,
       cancelRequested: () => this.cancelled,
@@ -534,7 +535,8 @@ export class Job {
     if (!Number.isSafeInteger(bytesPerSecond) || bytesPerSecond < 0) {
       throw new BlockError('EINVAL', "Parameter 'speed' expects a non-negative value", {}, { detail: `speed ${bytesPerSecond}` });
     }
-    this.limit.setSpeed(bytesPerSecond);
+    // The job sleeps through its own sleep, so pause and cancel wake it.
+    this.limiter = bytesPerSecond > 0 ? new RateLimiter(bytesPerSecond, { now: () => this.timers.now(), sleep: (ms) => this.sleep(ms) }) : undefined;
     this.speedValue = bytesPerSecond;
     this.driver.setSpeed?.(bytesPerSecond);
   }

@@ -22,7 +22,7 @@ import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
-import { JOB_SLICE_MS } from './rate-limit.js';
+import { JOB_SLICE_MS } from './job.js';
 
 /** What the mirror copies before it follows guest writes (QAPI MirrorSyncMode). */
 export type MirrorSync = 'full' | 'top' | 'none';

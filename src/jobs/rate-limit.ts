@@ -1,48 +1,61 @@
 /**
- * A byte-rate limiter in time slices, as block jobs use it: each slice may
- * carry `speed × slice` bytes; work past the quota extends the slice, and the
- * caller sleeps until the extended slice ends. Sleeping per slice (rather than
- * per request) keeps the average exact while requests stay large.
+ * Rate limiting of a copy in bytes per second, on a clock that tests can
+ * replace (no test waits for wall time).
  */
+import { einval } from '../core/errors.js';
 
-/** Milliseconds since an arbitrary origin; injected so tests never wait on wall time. */
-export type Now = () => number;
+/** Time source and sleep of a rate-limited copy. */
+export interface CopyClock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Resolves after `ms` milliseconds, or early once `signal` aborts. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
 
-/** QEMU's block job slice: 100 ms. */
-export const JOB_SLICE_MS = 100;
+/** The real clock (performance.now and setTimeout). */
+export const systemClock: CopyClock = {
+  now: () => performance.now(),
+  sleep: (ms, signal) =>
+    new Promise<void>((resolve) => {
+      if (signal?.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+    }),
+};
 
-/** Rate limit state of one job (or one copy). Speed 0 means unlimited. */
-export class RateLimit {
-  private quota = 0;
-  private sliceStart = 0;
-  private sliceEnd = -Infinity;
-  private dispatched = 0;
+/**
+ * Lets bytes through at `bytesPerSecond` on average: {@link take} waits until
+ * the bytes taken before are due. A copy that fell behind (slow storage) may
+ * catch up by at most {@link CATCH_UP_MS} worth of bytes, not burst.
+ */
+export class RateLimiter {
+  /** How far behind the schedule a copy may be before the schedule restarts. */
+  static readonly CATCH_UP_MS = 100;
+  private start: number | undefined;
+  private sent = 0;
 
   constructor(
-    private readonly now: Now = () => performance.now(),
-    private readonly sliceMs: number = JOB_SLICE_MS,
-  ) {}
-
-  /** Sets the limit in bytes per second (0: unlimited). */
-  setSpeed(bytesPerSecond: number): void {
-    this.quota = (bytesPerSecond * this.sliceMs) / 1000;
+    readonly bytesPerSecond: number,
+    private readonly clock: CopyClock,
+  ) {
+    if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0) throw einval(`Invalid rate limit: ${bytesPerSecond} bytes/s`);
   }
 
-  /**
-   * Accounts `bytes` just done (or about to be) and returns how many
-   * milliseconds the caller should wait before the next piece of work.
-   */
-  delayFor(bytes: number): number {
-    if (this.quota === 0) return 0;
-    const now = this.now();
-    if (this.sliceEnd < now) {
-      this.sliceStart = now;
-      this.sliceEnd = now + this.sliceMs;
-      this.dispatched = 0;
+  /** Waits until `bytes` more may go (the first call never waits). */
+  async take(bytes: number, signal?: AbortSignal): Promise<void> {
+    const now = this.clock.now();
+    if (this.start === undefined) this.start = now;
+    let due = this.start + (this.sent / this.bytesPerSecond) * 1000;
+    if (now - due > RateLimiter.CATCH_UP_MS) {
+      this.start = now - RateLimiter.CATCH_UP_MS - (this.sent / this.bytesPerSecond) * 1000;
+      due = now - RateLimiter.CATCH_UP_MS;
     }
-    this.dispatched += bytes;
-    if (this.dispatched < this.quota) return 0;
-    this.sliceEnd = this.sliceStart + (this.dispatched / this.quota) * this.sliceMs;
-    return this.sliceEnd - now;
+    this.sent += bytes;
+    if (due > now) await this.clock.sleep(due - now, signal);
   }
 }

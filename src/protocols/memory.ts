@@ -1,9 +1,9 @@
 /**
  * memory: the reference back end and test fixture. A sparse image held in
  * fixed-size chunks (holes read as zeros and report as such in block status),
- * named so it can be reopened (`memory:name`), with fault hooks that fail
- * writes or silently stop persisting them after the Nth write (power cut),
- * or fail reads of a range.
+ * named so it can be reopened (`memory:name`), with a fault hook that fails
+ * writes or silently stops persisting them after the Nth write (power cut),
+ * and fails reads of a chosen range.
  */
 import type { BlockDriver, BlockStatusResult, DriverInstance, PreallocMode } from '../core/driver.js';
 import { Status } from '../core/driver.js';
@@ -25,8 +25,8 @@ export interface MemoryFaults {
    * image is what a power cut at that point would leave.
    */
   dropAfterWrites?: number;
-  /** Reads overlapping [offset, offset + bytes) fail with `code` (default EIO) while set. */
-  readFault?: { offset: number; bytes: number; code?: ErrorCode };
+  /** Reads that touch [start, end) fail with {@link failCode}. */
+  failReads?: { start: number; end: number };
 }
 
 /** The bytes of one memory image. */
@@ -54,9 +54,10 @@ export class MemoryFile {
   }
 
   read(offset: number, buf: Uint8Array): void {
-    const rf = this.faults.readFault;
-    if (rf && offset < rf.offset + rf.bytes && rf.offset < offset + buf.length) {
-      throw new BlockError(rf.code ?? 'EIO', `Injected ${rf.code ?? 'EIO'} on read at offset ${offset}`, { offset });
+    const bad = this.faults.failReads;
+    if (bad && offset < bad.end && offset + buf.length > bad.start) {
+      const code = this.faults.failCode ?? 'EIO';
+      throw new BlockError(code, `Injected ${code} on read at offset ${offset}`, { offset });
     }
     let done = 0;
     const end = Math.min(offset + buf.length, this.length);

@@ -96,7 +96,7 @@ describe.skipIf(!hasQemu())('job error policies', () => {
       const c = await memoryChain();
       const top = c.guest.node;
       const mf = c.file('mid.qcow2');
-      mf.faults = { readFault: { offset: 0x50000, bytes: mf.length } };
+      mf.faults = { failReads: { start: 0x50000, end: mf.length } };
       const reg = new JobRegistry();
       const events = watch(reg);
       const job = reg.create(streamJob({ graph: c.graph, top, onError: policy }), { id: 's' });
@@ -144,7 +144,7 @@ describe.skipIf(!hasQemu())('job error policies', () => {
     const c = await memoryChain();
     const mid = c.guest.node.backing!.node;
     const mf = c.file('mid.qcow2');
-    mf.faults = { readFault: { offset: 0x50000, bytes: mf.length } };
+    mf.faults = { failReads: { start: 0x50000, end: mf.length } };
     const reg = new JobRegistry();
     const job = reg.create(commitJob({ graph: c.graph, top: mid, onError: 'stop' }), { id: 'c' });
     job.start();

@@ -3,9 +3,10 @@
  */
 import { BlockBackend } from '../../core/backend.js';
 import type { BlockNode } from '../../core/node.js';
-import { ReqFlag } from '../../core/driver.js';
-import { cowChild, isAllocatedAbove } from '../../core/block-status.js';
-import { isZeroBuffer } from '../../core/zero-detect.js';
+import { cowChild } from '../../core/block-status.js';
+import { runCopy } from '../../jobs/copy-engine.js';
+import { allocationExtents } from '../../jobs/plan.js';
+import { targetWriter } from '../../jobs/target-writer.js';
 import { Perm } from '../../core/permissions.js';
 import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
@@ -77,23 +78,17 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
     try {
       const len = bb.length;
       if (baseBb.length < len) await baseBb.truncate(len);
-      let off = 0;
-      while (off < len) {
-        const r = await isAllocatedAbove(top, baseNode, false, off, len - off);
-        const n = r.pnum || len - off;
-        if (r.allocated) {
-          for (let p = off; p < off + n; p += IO_BUF_SIZE) {
-            const c = Math.min(IO_BUF_SIZE, off + n - p);
-            const buf = await bb.read(p, c);
-            // qemu-img commit runs QEMU's mirror with unmap: zeros may deallocate in the base.
-            if (isZeroBuffer(buf)) await baseBb.writeZeroes(p, c, ReqFlag.MAY_UNMAP);
-            else await baseBb.write(p, buf);
-          }
-        }
-        off += n;
-        prog.print((100 * off) / len, 0);
-      }
-      await baseBb.flush();
+      // What the layers above the base hold, in buffer pieces; one progress step per run.
+      await runCopy(
+        {
+          extents: () => allocationExtents(top, baseNode, len),
+          read: (offset, buf) => bb.pread(offset, buf),
+          // qemu-img commit runs QEMU's mirror with unmap: zeros may deallocate in the base.
+          write: targetWriter({ target: baseBb, zeroDetect: 'buffer', zeroInit: false, compress: false, fullyAllocate: false }),
+          finish: () => baseBb.flush(),
+        },
+        { chunkSize: IO_BUF_SIZE, progressTotal: len, onProgress: ({ done }) => prog.print((100 * done) / len, 0) },
+      );
     } catch (e) {
       jobError = e;
     }

@@ -1,93 +1,94 @@
 /**
- * How `img convert` cuts its work (QEMU's convert_iteration_sectors and
- * convert_co_read): the sources are one concatenated disk, walked in target
- * offsets; each step covers a run of one block status of the source under
- * it, data in buffer-sized pieces. When compressing, every step is whole
- * target clusters: a run shorter than a cluster becomes a cluster of data,
- * which may reach into the next source (the last cluster may be partial, at
- * the end of the disk), and longer runs are cut down to whole clusters, so
- * steps stay cluster aligned even where a source ends mid-cluster.
+ * `img convert` on the copy engine (src/jobs/): the sources walked as one
+ * concatenated disk by block status (statusExtents), written with qemu-img's
+ * sparse detection or compressed, in read-ahead buffers from the WASM zero
+ * module's pool when it is loaded. Failures become qemu-img's messages.
  */
+import { Buffer } from 'node:buffer';
 import type { BlockBackend } from '../../core/backend.js';
-import { Status } from '../../core/driver.js';
-import { blockStatusAbove, cowChild } from '../../core/block-status.js';
+import { ReqFlag } from '../../core/driver.js';
+import { zeroRunLength } from '../../core/zero-detect.js';
+import type { WasmZero, ZeroBufferPool } from '../../wasm/zero.js';
+import { runCopy } from '../../jobs/copy-engine.js';
+import { CopyBuffers } from '../../jobs/buffers.js';
+import { CopyError } from '../../jobs/copy-error.js';
+import { readConcatenated, statusExtents } from '../../jobs/plan.js';
+import { targetWriter } from '../../jobs/target-writer.js';
+import { CliExit, errText, strerror } from '../common.js';
+import { IO_BUF_SIZE, fail, type Progress } from './context.js';
 
-/** One piece of a convert: what a range of the concatenated sources holds and where it goes. */
-export interface ConvertTask {
-  /** Offset in the target (and in the concatenated sources). */
-  dstOffset: number;
-  length: number;
-  kind: 'data' | 'zero' | 'backing';
-}
+/** Pieces read ahead and writes in flight: the zero pool holds READ_AHEAD + WRITE_DEPTH + 1 buffers. */
+export const READ_AHEAD = 8;
+export const WRITE_DEPTH = 4;
 
-export interface ConvertPlan {
+/** What {@link convertCopy} copies, and how. */
+export interface ConvertCopy {
   srcs: readonly BlockBackend[];
   sizes: readonly number[];
-  /** Largest data piece (the copy buffer). */
+  target: BlockBackend;
+  /** Largest piece: IO_BUF_SIZE, or the target cluster when compressing. */
   chunkSize: number;
+  /** -c: data is written compressed. */
+  compress: boolean;
   /** Target cluster size when compressing, else 0. */
   compressCluster: number;
-  /** -S 0: zero runs are written as data, in buffer-sized pieces too. */
-  fullyAllocate: boolean;
-  /** With a backing file for the target, only what the sources have above their own backing is copied. */
+  /** -S in bytes; 0 fully allocates the target. */
+  minSparse: number;
+  /** The target reads zeros already (zero ranges are not written). */
+  zeroInit: boolean;
+  /** -B or -o backing_file: only what the sources hold above their backing is copied. */
   targetHasBacking: boolean;
+  /** The zero module and its buffer pool, when loaded. */
+  wz: { zero: WasmZero; pool: ZeroBufferPool } | undefined;
+  /** -p: progress lines (counting the bytes copied as data, QEMU's allocated_sectors). */
+  prog: Progress | null;
 }
 
-/** The source holding target offset `pos`: its index and where it starts. */
-function sourceAt(sizes: readonly number[], pos: number): { i: number; start: number } {
-  let start = 0;
-  for (let i = 0; i < sizes.length; i++) {
-    if (pos < start + sizes[i]!) return { i, start };
-    start += sizes[i]!;
-  }
-  return { i: sizes.length - 1, start: start - (sizes[sizes.length - 1] ?? 0) };
-}
-
-/** The steps of a convert, in target order. */
-export async function* convertTasks(p: ConvertPlan): AsyncGenerator<ConvertTask> {
-  const total = p.sizes.reduce((a, b) => a + b, 0);
-  let nextStatus = 0;
-  let runKind: ConvertTask['kind'] = 'data';
-  let pos = 0;
-  while (pos < total) {
-    if (nextStatus <= pos) {
-      const { i, start } = sourceAt(p.sizes, pos);
-      const node = p.srcs[i]!.node;
-      const off = pos - start;
-      const left = p.sizes[i]! - off;
-      const st = await blockStatusAbove(node, p.targetHasBacking ? cowChild(node) : undefined, true, off, left);
-      const n = st.pnum > 0 ? Math.min(st.pnum, left) : left;
-      if (p.targetHasBacking && !(st.status & Status.ALLOCATED)) runKind = 'backing';
-      else if (st.status & Status.ZERO) runKind = 'zero';
-      else runKind = 'data';
-      nextStatus = pos + n;
-    }
-    let n = nextStatus - pos;
-    let kind = runKind;
-    if (kind === 'data') n = Math.min(n, p.chunkSize);
-    const cs = p.compressCluster;
-    if (cs) {
-      if (n < cs) {
-        n = Math.min(cs, total - pos);
-        kind = 'data';
-      } else {
-        n -= n % cs;
-      }
-    }
-    if (p.fullyAllocate && kind === 'zero') n = Math.min(n, p.chunkSize);
-    yield { dstOffset: pos, length: n, kind };
-    pos += n;
-  }
-}
-
-/** Reads target range [dstOffset, dstOffset + buf.length) from the concatenated sources. */
-export async function readSources(srcs: readonly BlockBackend[], sizes: readonly number[], dstOffset: number, buf: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { i, start } = sourceAt(sizes, dstOffset + done);
-    const off = dstOffset + done - start;
-    const n = Math.min(buf.length - done, sizes[i]! - off);
-    await srcs[i]!.pread(off, buf.subarray(done, done + n));
-    done += n;
+/** Copies the sources into the target; throws qemu-img's message on failure. */
+export async function convertCopy(c: ConvertCopy): Promise<void> {
+  const { srcs, sizes, target, wz } = c;
+  const compress = c.compress;
+  const fullyAllocate = c.minSparse === 0;
+  const plan = { srcs, sizes, chunkSize: c.chunkSize, compressCluster: c.compressCluster, fullyAllocate, targetHasBacking: c.targetHasBacking };
+  const buffers = new CopyBuffers({
+    size: Math.max(c.chunkSize, IO_BUF_SIZE),
+    lender: wz && { take: (n) => wz.pool.take(n), give: (b) => wz.pool.give(b), owns: (b) => wz.zero.owns(b) },
+    alloc: (n) => Buffer.allocUnsafeSlow(n),
+  });
+  const prog = c.prog;
+  try {
+    await runCopy(
+      {
+        extents: () => statusExtents(plan),
+        read: (offset, buf) => readConcatenated(srcs, sizes, offset, buf),
+        write: targetWriter({
+          target,
+          zeroDetect: fullyAllocate ? 'none' : 'sectors',
+          minSparse: c.minSparse,
+          zeroInit: c.zeroInit,
+          compress,
+          fullyAllocate,
+          // Runs are found by the WASM module when the buffer lives in its memory (no copy).
+          runLength: (b, block, zero) => (wz?.zero.owns(b) ? wz.zero.runLength(b, block, zero) : zeroRunLength(b, block, zero)),
+        }),
+        finish: async () => {
+          // Tells the format compressed writing is done (qcow2 aligns its file end).
+          if (compress) await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
+          await target.flush();
+        },
+      },
+      {
+        chunkSize: c.chunkSize,
+        readAhead: READ_AHEAD,
+        writeDepth: WRITE_DEPTH,
+        buffers,
+        counts: (e) => e.kind === 'data' || (fullyAllocate && e.kind === 'zero'),
+        ...(prog ? { onProgress: ({ done, total }) => prog.print(total ? (100 * done) / total : 100, 0) } : {}),
+      },
+    );
+  } catch (e) {
+    if (e instanceof CopyError) fail(`error while ${e.op === 'read' ? 'reading' : 'writing'} at byte ${e.offset}: ${strerror(e.original)}`);
+    if (e instanceof CliExit) throw e;
+    fail(`error while converting: ${errText(e)}`);
   }
 }

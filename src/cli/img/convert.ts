@@ -1,19 +1,15 @@
 /**
  * `img convert`.
  */
-import { Buffer } from 'node:buffer';
 import { BlockBackend } from '../../core/backend.js';
-import { BlockError } from '../../core/errors.js';
-import { ReqFlag } from '../../core/driver.js';
 import { createImage } from '../../core/create.js';
-import { isZeroBuffer, zeroRunLength } from '../../core/zero-detect.js';
 import { isValidOptionList } from '../qemu-opts.js';
-import { CliExit, driverInfo, errText, formatNode, strerror, parseCacheMode, supportsCompressed } from '../common.js';
+import { CliExit, driverInfo, errText, formatNode, parseCacheMode, supportsCompressed } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 import { zeroModuleWithPoolSync } from '../../wasm/hot-paths.js';
-import { convertTasks, readSources, type ConvertTask } from './convert-tasks.js';
+import { convertCopy } from './convert-tasks.js';
 
 // convert
 
@@ -155,162 +151,10 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   const clusterSize = driverInfo(tnode)?.clusterSize ?? 0;
   const chunkSize = compress && clusterSize ? clusterSize : IO_BUF_SIZE;
 
-  const tasks = () => convertTasks({ srcs, sizes, chunkSize, compressCluster: compress ? clusterSize : 0, fullyAllocate: minSparse === 0, targetHasBacking });
-  // Progress counts the bytes that will be copied as data (QEMU's allocated_sectors).
-  let allocatedTotal = 0;
-  if (progress) {
-    for await (const t of tasks()) if (t.kind === 'data' || (minSparse === 0 && t.kind === 'zero')) allocatedTotal += t.length;
-  }
-
-  let done = 0;
   prog.print(0, 100);
-  const writeRange = async (t: ConvertTask, buf: Uint8Array | null) => {
-    if (t.kind === 'backing') return;
-    if (t.kind === 'zero') {
-      // -S 0 asks for a fully allocated target: zeros are written as data (compressed with -c).
-      if (minSparse === 0) await target.write(t.dstOffset, new Uint8Array(t.length), compress ? ReqFlag.COMPRESSED : 0);
-      else if (!zeroInit) await target.writeZeroes(t.dstOffset, t.length, ReqFlag.MAY_UNMAP);
-      return;
-    }
-    if (compress) {
-      // The installed detector checks buffers in the module's memory in place.
-      // -S 0 writes zero clusters compressed too.
-      if (minSparse !== 0 && isZeroBuffer(buf!)) {
-        if (!zeroInit) await target.writeZeroes(t.dstOffset, t.length, ReqFlag.MAY_UNMAP);
-        return;
-      }
-      await target.write(t.dstOffset, buf!, ReqFlag.COMPRESSED);
-      return;
-    }
-    if (minSparse === 0) {
-      await target.write(t.dstOffset, buf!);
-      return;
-    }
-    // Split like qemu's is_allocated_sectors_min: runs of zero sectors of at least
-    // minSparse bytes are not written, shorter ones inside data are.
-    const b = buf!;
-    const len = t.length;
-    let pos = 0;
-    while (pos < len) {
-      const [n, data] = allocatedRunMin(b, pos, t.dstOffset + pos);
-      if (data) await target.write(t.dstOffset + pos, b.subarray(pos, pos + n));
-      else if (!zeroInit) await target.writeZeroes(t.dstOffset + pos, n, ReqFlag.MAY_UNMAP);
-      pos += n;
-    }
-  };
-
-  // Sparse detection works in 512-byte sectors. Runs are found by the WASM module when the
-  // buffer lives in its memory (no copy), else by the plain-JS scan.
-  const SECTOR = 512;
-  const minSectors = minSparse / SECTOR;
-  // qemu: MAX(pow2floor(min_sparse), request_alignment in sectors); a file target's
-  // request_alignment is 1 byte, so this is pow2floor(min_sparse).
-  const alignSectors = minSectors > 0 ? 2 ** Math.floor(Math.log2(minSectors)) : 1;
-  const sectorRun = (b: Uint8Array, from: number, zero: boolean): number => {
-    const rest = b.subarray(from);
-    return wz?.zero.owns(rest) ? wz.zero.runLength(rest, SECTOR, zero) : zeroRunLength(rest, SECTOR, zero);
-  };
-  const sectors = (bytes: number): number => Math.ceil(bytes / SECTOR);
-  /** qemu's is_allocated_sectors: [bytes, is data] of the run at `from`, end aligned. */
-  const allocatedRun = (b: Uint8Array, from: number, dstOffset: number): [number, boolean] => {
-    const left = b.length - from;
-    let i = sectorRun(b, from, true);
-    let zero = i > 0;
-    if (!zero) i = sectorRun(b, from, false);
-    // The whole rest is the same: no reason to split it.
-    if (i >= left) return [left, !zero];
-    let iSec = i / SECTOR;
-    const tail = (Math.floor(dstOffset / SECTOR) + iSec) % alignSectors;
-    if (tail) {
-      // A zero run that is only the tail of an alignment unit is written as data.
-      if (zero && iSec <= tail) zero = false;
-      if (!zero) iSec = Math.min(iSec + alignSectors - tail, sectors(left));
-      else iSec -= tail;
-    }
-    return [Math.min(left, iSec * SECTOR), !zero];
-  };
-  /** qemu's is_allocated_sectors_min: zero runs shorter than minSparse after data are data. */
-  const allocatedRunMin = (b: Uint8Array, from: number, dstOffset: number): [number, boolean] => {
-    const min = Math.min(minSectors, sectors(b.length - from));
-    const [first, data] = allocatedRun(b, from, dstOffset);
-    if (!data) return [first, false];
-    let used = first;
-    let checked = first;
-    while (from + checked < b.length) {
-      const [n, d] = allocatedRun(b, from + checked, dstOffset + checked);
-      checked += n;
-      if (d) used = checked;
-      else if (sectors(n) >= min) break;
-    }
-    return [used, true];
-  };
-
-  const WINDOW = 8;
-  // Reused read buffers (no zero-filling of every chunk): in WASM memory while the pool
-  // there has one free, else ordinary ones.
-  const pool: Uint8Array[] = [];
-  const takeBuffer = (n: number): Uint8Array => {
-    const w = wz?.pool?.take(n);
-    if (w) return w;
-    const b = pool.pop() ?? Buffer.allocUnsafeSlow(Math.max(chunkSize, IO_BUF_SIZE));
-    return b.length >= n ? b.subarray(0, n) : Buffer.allocUnsafeSlow(n);
-  };
-  const giveBuffer = (buf: Uint8Array): void => {
-    if (wz?.zero.owns(buf)) wz.pool?.give(buf);
-    else if (buf.byteOffset === 0 && buf.buffer.byteLength >= chunkSize) pool.push(new Uint8Array(buf.buffer, 0, buf.buffer.byteLength));
-  };
-  const readTask = async (t: ConvertTask): Promise<Uint8Array> => {
-    const buf = takeBuffer(t.length);
-    await readSources(srcs, sizes, t.dstOffset, buf);
-    // A view into WASM memory is detached if that memory grew meanwhile: never let that
-    // pass as a read of nothing.
-    if (buf.byteLength !== t.length) throw new BlockError('EIO', `read buffer for ${t.length} bytes at ${t.dstOffset} was detached (WASM memory grew)`);
-    return buf;
-  };
-  const queue: Array<{ t: ConvertTask; p: Promise<Uint8Array | null> }> = [];
-  // Writes are issued in order; a few may be in flight at once.
-  const WRITE_DEPTH = 4;
-  const writing: Promise<void>[] = [];
-  const drainOne = async () => {
-    const { t, p } = queue.shift()!;
-    let buf: Uint8Array | null;
-    try {
-      buf = await p;
-    } catch (e) {
-      fail(`error while reading at byte ${t.dstOffset}: ${strerror(e)}`);
-    }
-    const w = writeRange(t, buf).then(
-      () => {
-        // Only after a successful write: on failures a buffer may still be in use, and the
-        // pool then lends one fewer (the command exits anyway).
-        if (buf) giveBuffer(buf);
-        if (t.kind === 'data' || (minSparse === 0 && t.kind === 'zero')) {
-          done += t.length;
-          prog.print(allocatedTotal ? (100 * done) / allocatedTotal : 100, 0);
-        }
-      },
-      (e: unknown) => fail(`error while writing at byte ${t.dstOffset}: ${strerror(e)}`),
-    );
-    w.catch(() => undefined);
-    writing.push(w);
-    if (writing.length >= WRITE_DEPTH) await writing.shift();
-  };
-  try {
-    for await (const t of tasks()) {
-      const p = t.kind === 'data' ? readTask(t) : Promise.resolve(null);
-      p.catch(() => undefined);
-      queue.push({ t, p });
-      if (queue.length >= WINDOW) await drainOne();
-    }
-    while (queue.length) await drainOne();
-    while (writing.length) await writing.shift();
-    // Tells the format compressed writing is done (qcow2 aligns its file end).
-    if (compress) await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
-    await target.flush();
-  } catch (e) {
-    if (e instanceof CliExit) throw e;
-    fail(`error while converting: ${errText(e)}`);
-  }
+  await convertCopy({
+    srcs, sizes, target, chunkSize, compress, compressCluster: compress ? clusterSize : 0, minSparse, zeroInit, targetHasBacking, wz, prog: progress ? prog : null,
+  });
   prog.print(100, 0);
   prog.end();
   return 0;

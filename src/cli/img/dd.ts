@@ -5,6 +5,9 @@ import { createImage } from '../../core/create.js';
 import { errText, strerror } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS } from './context.js';
 import { help } from './help.js';
+import { runCopy } from '../../jobs/copy-engine.js';
+import { CopyError } from '../../jobs/copy-error.js';
+import { targetWriter } from '../../jobs/target-writer.js';
 
 // dd
 
@@ -65,24 +68,26 @@ export async function cmdDd(ctx: Ctx, args: string[]): Promise<number> {
     ctx.report(`${inFile}: cannot skip to specified offset`);
     inPos = size;
   }
-  let outPos = 0;
-  // Copy in blocks of bs, batched so small block sizes stay fast.
+  // Copy in blocks of bs, batched so small block sizes stay fast; all of it as data, one
+  // block at a time as qemu-img dd does (output offset 0 is input offset inPos).
   const batch = Math.max(bsz, Math.floor(IO_BUF_SIZE / bsz) * bsz);
-  while (inPos < size) {
-    const bytes = Math.min(batch, size - inPos);
-    let buf: Uint8Array;
+  const from = inPos;
+  if (from < size) {
     try {
-      buf = await src.read(inPos, bytes);
+      await runCopy(
+        {
+          extents: async function* () {
+            yield { offset: 0, length: size - from, kind: 'data' as const };
+          },
+          read: (offset, buf) => src.pread(from + offset, buf),
+          write: targetWriter({ target: dst, zeroDetect: 'none', zeroInit: false, compress: false, fullyAllocate: false }),
+        },
+        { chunkSize: batch, readAhead: 1, writeDepth: 1 },
+      );
     } catch (e) {
-      fail(`error while reading from input image file: ${strerror(e)}`);
+      if (!(e instanceof CopyError)) throw e;
+      fail(`error while ${e.op === 'read' ? 'reading from input' : 'writing to output'} image file: ${strerror(e.original)}`);
     }
-    inPos += bytes;
-    try {
-      await dst.write(outPos, buf);
-    } catch (e) {
-      fail(`error while writing to output image file: ${strerror(e)}`);
-    }
-    outPos += bytes;
   }
   return 0;
 }

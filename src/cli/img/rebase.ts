@@ -6,6 +6,8 @@ import { joinRelative } from '../../core/backing-open.js';
 import { cowChild, isAllocatedAbove } from '../../core/block-status.js';
 import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { compareBuffers } from './compare.js';
+import { runCopy, type CopyExtent } from '../../jobs/copy-engine.js';
+import { CopyError } from '../../jobs/copy-error.js';
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, COMMON_LONGS, Progress, imageFilename } from './context.js';
 import { help } from './help.js';
 
@@ -66,36 +68,52 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
       const oldBacking = cowChild(top);
       const oldLen = oldBacking ? oldBacking.length : 0;
       const newLen = newBb ? newBb.length : 0;
-      let off = 0;
-      while (off < len) {
-        const n0 = Math.min(IO_BUF_SIZE, len - off);
-        const r = await isAllocatedAbove(top, oldBacking, false, off, n0);
-        let n = r.pnum || n0;
-        if (!r.allocated) {
-          // As qemu-img: past the old backing's end the old side is zeros, and the
-          // ranges that differ from the new backing become zero writes, not data.
-          const oldZero = off >= oldLen;
-          if (!oldZero) n = Math.min(n, oldLen - off);
-          if (newBb && off < newLen) n = Math.min(n, newLen - off);
-          const oldBuf = oldZero ? new Uint8Array(n) : await bb.read(off, n);
-          const newBuf = newBb && off < newLen ? await newBb.read(off, n) : new Uint8Array(n);
-          let w = 0;
-          while (w < n) {
-            const c = compareBuffers(oldBuf.subarray(w), newBuf.subarray(w), n - w);
-            if (c.diff) {
-              if (oldZero) await bb.writeZeroes(off + w, c.pnum).catch(cowWriteFailed);
-              else await bb.write(off + w, oldBuf.subarray(w, w + c.pnum)).catch(cowWriteFailed);
-            }
-            w += c.pnum;
+      /** The steps of the old walk: unallocated ranges are compared (zeros past the old backing's end). */
+      async function* steps(): AsyncGenerator<CopyExtent> {
+        let off = 0;
+        while (off < len) {
+          const n0 = Math.min(IO_BUF_SIZE, len - off);
+          const r = await isAllocatedAbove(top, oldBacking, false, off, n0);
+          let n = r.pnum || n0;
+          if (r.allocated) {
+            yield { offset: off, length: n, kind: 'skip' };
+          } else {
+            // As qemu-img: past the old backing's end the old side is zeros, and the
+            // ranges that differ from the new backing become zero writes, not data.
+            if (off < oldLen) n = Math.min(n, oldLen - off);
+            if (newBb && off < newLen) n = Math.min(n, newLen - off);
+            yield { offset: off, length: n, kind: off >= oldLen ? 'zero' : 'data' };
           }
+          off += n;
         }
-        off += n;
-        prog.print((100 * off) / len, 0);
       }
+      // Writes what differs from the new backing: the old data, or zeros past the old end.
+      const writeDiff = async (e: CopyExtent, oldData: Uint8Array | null): Promise<void> => {
+        if (e.kind === 'skip') return;
+        const { offset: off, length: n } = e;
+        const oldBuf = oldData ?? new Uint8Array(n);
+        const newBuf = newBb && off < newLen ? await newBb.read(off, n) : new Uint8Array(n);
+        let w = 0;
+        while (w < n) {
+          const c = compareBuffers(oldBuf.subarray(w), newBuf.subarray(w), n - w);
+          if (c.diff) {
+            if (!oldData) await bb.writeZeroes(off + w, c.pnum).catch(cowWriteFailed);
+            else await bb.write(off + w, oldBuf.subarray(w, w + c.pnum)).catch(cowWriteFailed);
+          }
+          w += c.pnum;
+        }
+      };
+      // One step at a time, as qemu-img: the overlay is read and written in the same walk.
+      await runCopy(
+        { extents: steps, read: (offset, buf) => bb.pread(offset, buf), write: writeDiff },
+        { chunkSize: IO_BUF_SIZE, readAhead: 1, writeDepth: 1, progressTotal: len, onProgress: ({ done }) => prog.print((100 * done) / len, 0) },
+      );
     } catch (e) {
       prog.end();
-      if (e instanceof CliExit) throw e;
-      fail(errText(e));
+      // The engine names the failed side; the messages are qemu-img's (cowWriteFailed's for writes).
+      const orig = e instanceof CopyError ? e.original : e;
+      if (orig instanceof CliExit) throw orig;
+      fail(errText(orig));
     } finally {
       await newBb?.close();
     }
