@@ -161,6 +161,8 @@ export interface Implementations {
   copyZeroCheck: 'wasm' | 'plain JS';
   /** detect-zeroes on write requests. */
   detectZeroes: 'wasm' | 'plain JS' | 'custom';
+  /** The dirty-bitmap engine. */
+  bitmap: 'wasm' | 'typescript';
 }
 
 /** Disk statistics (the backend's I/O accounting). */

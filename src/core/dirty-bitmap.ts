@@ -4,8 +4,9 @@
  * A bitmap records which granules of the node's guest data changed since it
  * was cleared. Enabled bitmaps are marked by the request path (request-path.ts,
  * {@link markDirty}) for every write, zero write and discard; a truncate
- * resizes them ({@link truncateBitmaps}). The bits live in the WASM bitmap
- * engine (src/wasm/bitmap.ts).
+ * resizes them ({@link truncateBitmaps}). The bits live in a bitmap engine
+ * (core/hbitmap.ts): TypeScript until src/wasm/hot-paths.ts installs the WASM
+ * one ({@link setBitmapEngine}); both give the same answers.
  *
  * States, as in QEMU: enabled or disabled (a disabled bitmap ignores guest
  * writes but may still be cleared or merged into), busy (in use by an
@@ -15,7 +16,7 @@
  */
 import { BlockError } from './errors.js';
 import type { BlockNode } from './node.js';
-import { DirtyBitmap, loadBitmapEngine, loadBitmapEngineSync, type BitmapEngine } from '../wasm/bitmap.js';
+import { DirtyBitmap, typescriptHBitmapEngine, type HBitmapEngine } from './hbitmap.js';
 
 /** Longest bitmap name in bytes of UTF-8 (qcow2's limit, which QEMU applies). */
 export const MAX_BITMAP_NAME_BYTES = 1023;
@@ -23,20 +24,23 @@ export const MAX_BITMAP_NAME_BYTES = 1023;
 export const MIN_GRANULARITY = 512;
 export const MAX_GRANULARITY = 2 ** 31;
 
-let engine: BitmapEngine | undefined;
+let engine: HBitmapEngine = typescriptHBitmapEngine;
 
-/** Loads the bitmap engine ahead of the first bitmap (hot-paths.ts calls this at start-up). */
-export async function initBitmapEngine(): Promise<void> {
-  engine ??= await loadBitmapEngine();
+/**
+ * Sets the engine that new bitmaps (and the bits of clears, merges and
+ * truncates) use; undefined: the TypeScript one. Only src/wasm/hot-paths.ts
+ * calls this. Bitmaps made earlier keep their engine; the two mix in merges.
+ */
+export function setBitmapEngine(e: HBitmapEngine | undefined): void {
+  engine = e ?? typescriptHBitmapEngine;
 }
 
-/** Whether the bitmap engine is loaded. */
-export function bitmapEngineState(): 'wasm' | 'not loaded' {
-  return engine ? 'wasm' : 'not loaded';
+/** Which engine new bitmaps use. */
+export function bitmapEngineState(): 'wasm' | 'typescript' {
+  return engine.kind;
 }
 
-function getEngine(): BitmapEngine {
-  engine ??= loadBitmapEngineSync();
+function getEngine(): HBitmapEngine {
   return engine;
 }
 
