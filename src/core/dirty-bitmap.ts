@@ -335,12 +335,30 @@ export function lookupDirtyBitmap(node: BlockNode, name: string): BdrvDirtyBitma
   return b;
 }
 
+/**
+ * Throws unless the node's format could store a new persistent bitmap
+ * (QEMU's bdrv_can_store_new_dirty_bitmap): a read-only node, or a format
+ * without the hook, cannot.
+ */
+export function checkCanStoreNewBitmap(node: BlockNode, name: string, granularity: number): void {
+  const inst = node.instance;
+  if (!inst?.canStoreNewDirtyBitmap) {
+    throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${node.nodeName}: Operation not supported`, { node: node.nodeName });
+  }
+  if (node.readOnly) {
+    // QEMU would accept it and never store it; refusing says so instead of losing it at close.
+    throw new BlockError('EPERM', `Can't make bitmap '${name}' persistent in '${node.nodeName}': the image is open read-only`, { node: node.nodeName });
+  }
+  inst.canStoreNewDirtyBitmap(name, granularity);
+}
+
 /** Adds a bitmap covering the node's current length (QEMU's block-dirty-bitmap-add). */
 export function addDirtyBitmap(node: BlockNode, name: string, opts: AddBitmapOptions = {}): BdrvDirtyBitmap {
   checkBitmapName(name);
   const g = opts.granularity ?? defaultGranularity(node);
   checkGranularity(g);
   if (findDirtyBitmap(node, name)) throw new BlockError('EEXIST', `Bitmap already exists: ${name}`, { node: node.nodeName });
+  if (opts.persistent) checkCanStoreNewBitmap(node, name, g);
   const bm = new BdrvDirtyBitmap(node, name, g, node.totalBytes);
   bm.disabled = opts.disabled ?? false;
   bm.persistent = opts.persistent ?? false;

@@ -362,6 +362,11 @@ export interface DriverInstance {
   supportsPersistentBitmaps?(): boolean;
   /** Stores persistent dirty bitmaps on close / inactivate. Default: nothing. */
   storePersistentBitmaps?(): Promise<void>;
+  /**
+   * Throws (QEMU's message) unless a new persistent bitmap `name` of
+   * `granularity` could be stored. Default: ENOTSUP, nothing can be stored.
+   */
+  canStoreNewDirtyBitmap?(name: string, granularity: number): void;
 
   /** Called when the node becomes quiescent. Default: nothing. */
   drainBegin?(): void;

@@ -40,7 +40,7 @@ import { TYPE_NAMES, type ClusterType } from './l2-entry.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
-import { storePersistentBitmaps } from './bitmap-store.js';
+import { checkCanStoreBitmap, storePersistentBitmaps } from './bitmap-store.js';
 import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
@@ -457,6 +457,10 @@ export class Qcow2Image implements DriverInstance {
 
   supportsPersistentBitmaps(): boolean {
     return this.header.version >= 3;
+  }
+
+  canStoreNewDirtyBitmap(name: string, granularity: number): void {
+    checkCanStoreBitmap(this, name, granularity);
   }
 
   hasZeroInit(): boolean {
