@@ -12,7 +12,7 @@ import {
   disableDirtyBitmap,
   enableDirtyBitmap,
   lookupDirtyBitmap,
-  removeDirtyBitmap,
+  removeDirtyBitmapWithStorage,
 } from '../src/core/dirty-bitmap.js';
 import { BlockError } from '../src/core/errors.js';
 import type { AddBitmapOptions, BitmapExtentsPage, BitmapInfo } from '../src/client/protocol.js';
@@ -34,9 +34,9 @@ export function bitmapAdd(bb: BlockBackend, name: string, opts: AddBitmapOptions
   addDirtyBitmap(bb.node, checkName(name), o);
 }
 
-/** block-dirty-bitmap-remove (a persistent one leaves the image when the disk closes). */
-export function bitmapRemove(bb: BlockBackend, name: string): void {
-  removeDirtyBitmap(bb.node, checkName(name));
+/** block-dirty-bitmap-remove (a persistent one leaves the image at once). */
+export function bitmapRemove(bb: BlockBackend, name: string): Promise<void> {
+  return removeDirtyBitmapWithStorage(bb.node, checkName(name));
 }
 
 export function bitmapClear(bb: BlockBackend, name: string): void {

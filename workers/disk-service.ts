@@ -179,8 +179,8 @@ export class DiskService implements DiskApi {
   bitmapAdd(name: string, opts?: AddBitmapOptions): void {
     bitmaps.bitmapAdd(this.backend, name, opts);
   }
-  bitmapRemove(name: string): void {
-    bitmaps.bitmapRemove(this.backend, name);
+  bitmapRemove(name: string): Promise<void> {
+    return bitmaps.bitmapRemove(this.backend, name);
   }
   bitmapClear(name: string): void {
     bitmaps.bitmapClear(this.backend, name);

@@ -71,7 +71,7 @@ export interface DiskApi {
   bulkChannel(slots?: number, slotBytes?: number): SharedArrayBuffer;
   /** Dirty bitmaps (workers/disk-bitmaps.ts; the page wraps them as `disk.bitmaps`). */
   bitmapAdd(name: string, opts?: AddBitmapOptions): void;
-  bitmapRemove(name: string): void;
+  bitmapRemove(name: string): Promise<void>;
   bitmapClear(name: string): void;
   bitmapEnable(name: string): void;
   bitmapDisable(name: string): void;

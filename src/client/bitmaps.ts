@@ -12,7 +12,7 @@
  * ```
  *
  * Persistent bitmaps (qcow2 v3) are stored in the image when the disk
- * closes, as QEMU stores them; one found in use at open (the page went away
+ * closes, as QEMU stores them (and removed from it at once); one found in use at open (the page went away
  * without closing the disk) is listed as inconsistent and can only be removed.
  */
 import type { Remote } from 'comlink';
@@ -43,7 +43,7 @@ export class DiskBitmaps {
     await this.remote.bitmapAdd(name, opts);
   }
 
-  /** Removes a bitmap (a persistent one leaves the image when the disk closes). */
+  /** Removes a bitmap (a persistent one leaves the image at once, as in QEMU). */
   async remove(name: string): Promise<void> {
     await this.remote.bitmapRemove(name);
   }

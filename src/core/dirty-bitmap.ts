@@ -375,6 +375,18 @@ export function removeDirtyBitmap(node: BlockNode, name: string): BdrvDirtyBitma
   return bm;
 }
 
+/**
+ * QEMU's block-dirty-bitmap-remove: a persistent bitmap leaves the image
+ * first (the format's removePersistentDirtyBitmap), then the node; on a
+ * failure the bitmap stays.
+ */
+export async function removeDirtyBitmapWithStorage(node: BlockNode, name: string): Promise<void> {
+  const bm = lookupDirtyBitmap(node, name);
+  bm.check(BitmapCheck.BUSY | BitmapCheck.RO);
+  if (bm.persistent) await node.instance?.removePersistentDirtyBitmap?.(name);
+  removeDirtyBitmap(node, name);
+}
+
 /** Enables a bitmap (guest writes mark it). */
 export function enableDirtyBitmap(node: BlockNode, name: string): void {
   const bm = lookupDirtyBitmap(node, name);

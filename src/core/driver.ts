@@ -337,6 +337,12 @@ export interface DriverInstance {
    * Default: none.
    */
   openMessages?(): readonly string[];
+  /**
+   * Lines QEMU reports about what the last close could not do (e.g.
+   * persistent bitmaps it could not store), for the tools to print after
+   * closing. Default: none.
+   */
+  closeMessages?(): readonly string[];
   /** Format-specific info for `qemu-img info`. Default: none. */
   getSpecificInfo?(): SpecificInfo | undefined;
   /** Backing file name and format stored in the image. Default: none. */
@@ -367,6 +373,11 @@ export interface DriverInstance {
    * `granularity` could be stored. Default: ENOTSUP, nothing can be stored.
    */
   canStoreNewDirtyBitmap?(name: string, granularity: number): void;
+  /**
+   * Removes persistent bitmap `name` from the image now, if the image stores
+   * it (QEMU's bdrv_co_remove_persistent_dirty_bitmap). Default: nothing.
+   */
+  removePersistentDirtyBitmap?(name: string): Promise<void>;
 
   /** Called when the node becomes quiescent. Default: nothing. */
   drainBegin?(): void;

@@ -115,7 +115,12 @@ export class Ctx {
   }
 
   async closeAll(): Promise<void> {
-    for (const bb of this.backends.splice(0)) await bb.close().catch(() => undefined);
+    for (const bb of this.backends.splice(0)) {
+      const inst = bb.node.instance;
+      await bb.close().catch(() => undefined);
+      // What the close could not do (e.g. lost persistent bitmaps), as qemu-img reports it.
+      for (const line of inst?.closeMessages?.() ?? []) this.io.stderr(`${PROG}: ${line}\n`);
+    }
     await this.graph.closeAll().catch(() => undefined);
   }
 }

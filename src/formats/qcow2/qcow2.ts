@@ -40,7 +40,7 @@ import { TYPE_NAMES, type ClusterType } from './l2-entry.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
-import { checkCanStoreBitmap, storePersistentBitmaps } from './bitmap-store.js';
+import { checkCanStoreBitmap, removeStoredBitmap, storePersistentBitmaps } from './bitmap-store.js';
 import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
@@ -137,6 +137,12 @@ export class Qcow2Image implements DriverInstance {
 
   openMessages(): readonly string[] {
     return this.repairMessages;
+  }
+  /** What the close could not do, as QEMU reports it (bitmap-store.ts). */
+  readonly closeLines: string[] = [];
+
+  closeMessages(): readonly string[] {
+    return this.closeLines;
   }
   /** Last decompressed cluster (sequential reads of compressed data). */
   lastCompressed: { key: string; buf: Uint8Array } | null = null;
@@ -461,6 +467,12 @@ export class Qcow2Image implements DriverInstance {
 
   canStoreNewDirtyBitmap(name: string, granularity: number): void {
     checkCanStoreBitmap(this, name, granularity);
+  }
+
+  async removePersistentDirtyBitmap(name: string): Promise<void> {
+    if (this.readOnly || !this.refs || !this.storeBitmapsOnClose) return;
+    this.checkUsable();
+    await this.whenIdle(() => removeStoredBitmap(this, name));
   }
 
   hasZeroInit(): boolean {

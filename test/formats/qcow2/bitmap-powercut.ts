@@ -5,14 +5,15 @@
  * bitmaps is opened read-write (which marks them in use), a scenario runs
  * (add a persistent bitmap, remove one, or only write) and the disk closes
  * (which stores the bitmaps: data clusters, tables, a new directory, then
- * the header switch, then frees). The memory back end drops every write
+ * the header switch, then frees). A removal leaves the image at once, as in
+ * QEMU: a directory without it (the others in use), the header, the frees. The memory back end drops every write
  * after write N. Each survivor must be, for QEMU:
  * - free of corruptions and check errors (`qemu-img check`; leaks allowed,
  *   as QEMU leaves them when it is cut after the header switch);
  * - either the old directory, with every bitmap as it was before the open
  *   (the in-use mark not yet durable) or every one flagged in-use (QEMU then
- *   treats them as inconsistent), or the new directory with every bitmap as
- *   the uncut run stored it;
+ *   treats them as inconsistent), or the removal's directory (the others in
+ *   use), or the new directory with every bitmap as the uncut run stored it;
  * and our open must see the same (names, in-use as inconsistent, extents),
  * with qemu-nbd exporting the same extents for every valid bitmap.
  */
@@ -20,7 +21,7 @@ import { expect } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockBackend, createImage, type BlockGraph, type MemoryFile, type MemoryStorage } from '../../../src/node.js';
-import { addDirtyBitmap, lookupDirtyBitmap, removeDirtyBitmap } from '../../../src/core/dirty-bitmap.js';
+import { addDirtyBitmap, lookupDirtyBitmap, removeDirtyBitmapWithStorage } from '../../../src/core/dirty-bitmap.js';
 import type { Qcow2Image } from '../../../src/formats/qcow2/qcow2.js';
 import { memGraph, prng, qemuCheck } from './helpers.js';
 import { infoBitmaps, qemuDirtyExtents } from './bitmap-persist.js';
@@ -63,6 +64,7 @@ export class BitmapCutRig {
   before!: Seen;
   after!: Seen;
   private oldDir = 0;
+  private newDir = 0;
   /** Writes of the uncut session. */
   total = 0;
   private readonly scratch: string;
@@ -118,6 +120,7 @@ export class BitmapCutRig {
     this.total = done.writeCount;
     const s = await this.survey(done);
     this.after = s.seen;
+    this.newDir = s.dir;
     expect(s.dir).not.toBe(this.oldDir);
     expect(sameSeen(this.before, this.after)).toBe(false);
   }
@@ -131,7 +134,7 @@ export class BitmapCutRig {
       const bb = await this.open('img', false);
       try {
         if (this.scenario === 'add' || this.scenario === 'add-remove') addDirtyBitmap(bb.node, 'new', { granularity: 1024, persistent: true });
-        if (this.scenario === 'remove' || this.scenario === 'add-remove') removeDirtyBitmap(bb.node, 'a');
+        if (this.scenario === 'remove' || this.scenario === 'add-remove') await removeDirtyBitmapWithStorage(bb.node, 'a');
         await this.writes(bb, this.seed + 1, 8);
       } finally {
         await bb.close();
@@ -161,7 +164,7 @@ export class BitmapCutRig {
    * Cuts at `cut` and checks the survivor; `nbd` also compares qemu-nbd's
    * extents. Returns which state it found.
    */
-  async verifyCut(cut: number, nbd: boolean): Promise<'old' | 'old in use' | 'new'> {
+  async verifyCut(cut: number, nbd: boolean): Promise<'old' | 'old in use' | 'removed, in use' | 'new'> {
     const file = await this.session(cut);
     writeFileSync(this.scratch, file.toBytes());
     const where = { scenario: this.scenario, shape: this.shape.name, seed: this.seed, cut };
@@ -171,8 +174,14 @@ export class BitmapCutRig {
     // QEMU lists the same bitmaps, with in-use where we found them inconsistent.
     const info = infoBitmaps(this.scratch);
     expect({ ...where, bitmaps: info.map((b) => [b.name, b.flags.includes('in-use')]) }).toEqual({ ...where, bitmaps: [...seen].map(([n, s]) => [n, s.inUse]) });
-    let state: 'old' | 'old in use' | 'new';
-    if (dir === this.oldDir) {
+    let state: 'old' | 'old in use' | 'removed, in use' | 'new';
+    if (dir !== this.oldDir && dir !== this.newDir) {
+      // Between the removal's header switch and the close: 'a' is gone, the others in use.
+      state = 'removed, in use';
+      const want = new Map([...this.before.keys()].filter((n) => n !== 'a').map((n) => [n, { inUse: true }]));
+      expect(this.scenario.includes('remove'), `${this.scenario}: a third directory at cut ${cut}`).toBe(true);
+      expect({ ...where, state, seen: [...seen] }).toEqual({ ...where, state, seen: [...want] });
+    } else if (dir === this.oldDir) {
       const allInUse = [...seen.values()].every((s) => s.inUse);
       state = allInUse ? 'old in use' : 'old';
       const want = allInUse ? new Map([...this.before.keys()].map((n) => [n, { inUse: true }])) : this.before;
