@@ -114,7 +114,13 @@ describe('disk.bitmaps', () => {
       ['off', true, false, false, sum(offFinal)],
     ]);
     expect(await extents(again, 'p')).toEqual(pFinal);
+    // A persistent bitmap leaves the image at once (QEMU's remove), before the close.
+    await again.bitmaps.remove('off');
+    expect(infoBitmaps(file)).toEqual([{ flags: ['in-use', 'auto'], name: 'p', granularity: 4096 }]);
     await again.close();
+    expect(infoBitmaps(file)).toEqual([{ flags: ['auto'], name: 'p', granularity: 4096 }]);
+    const chk2 = qemuCheck(file);
+    expect([chk2['check-errors'], chk2.corruptions ?? 0, chk2.leaks ?? 0]).toEqual([0, 0, 0]);
   });
 
   it('refuses what QEMU refuses, naming the bitmap; persistent needs a writable qcow2 v3', async () => {
