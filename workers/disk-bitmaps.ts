@@ -8,6 +8,7 @@ import type { BlockBackend } from '../src/core/backend.js';
 import {
   addDirtyBitmap,
   BitmapCheck,
+  checkpointDirtyBitmaps,
   clearDirtyBitmap,
   disableDirtyBitmap,
   enableDirtyBitmap,
@@ -49,6 +50,11 @@ export function bitmapEnable(bb: BlockBackend, name: string): void {
 
 export function bitmapDisable(bb: BlockBackend, name: string): void {
   disableDirtyBitmap(bb.node, checkName(name));
+}
+
+/** Stores the persistent bitmaps now (valid in the image until the next write). */
+export function bitmapStore(bb: BlockBackend): Promise<void> {
+  return checkpointDirtyBitmaps(bb.node);
 }
 
 /** block-dirty-bitmap-merge of bitmaps of this disk. */

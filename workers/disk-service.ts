@@ -194,6 +194,9 @@ export class DiskService implements DiskApi {
   bitmapMerge(target: string, sources: string[]): void {
     bitmaps.bitmapMerge(this.backend, target, sources);
   }
+  bitmapStore(): Promise<void> {
+    return bitmaps.bitmapStore(this.backend);
+  }
   bitmapList(): BitmapInfo[] {
     return bitmaps.bitmapList(this.backend);
   }

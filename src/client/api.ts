@@ -77,6 +77,8 @@ export interface DiskApi {
   bitmapDisable(name: string): void;
   /** ORs the bitmaps `sources` into `target` (all of this disk). */
   bitmapMerge(target: string, sources: string[]): void;
+  /** Stores the persistent bitmaps now; valid in the image until the next write. */
+  bitmapStore(): Promise<void>;
   bitmapList(): BitmapInfo[];
   /** Up to `maxExtents` dirty extents of `name` in [offset, offset + bytes), each at most `maxLength`. */
   bitmapExtents(name: string, offset: number, bytes: number, maxExtents: number, maxLength?: number): BitmapExtentsPage;

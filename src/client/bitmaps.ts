@@ -12,8 +12,12 @@
  * ```
  *
  * Persistent bitmaps (qcow2 v3) are stored in the image when the disk
- * closes, as QEMU stores them (and removed from it at once); one found in use at open (the page went away
- * without closing the disk) is listed as inconsistent and can only be removed.
+ * closes, as QEMU stores them (and removed from it at once). One found in
+ * use at open (the page went away without closing the disk) is listed as
+ * inconsistent and can only be removed. {@link DiskBitmaps.store} stores
+ * them earlier: they then stay valid in the image until the next write
+ * (which marks them in use again), so a page that goes away at a quiet
+ * moment after a store keeps them.
  */
 import type { Remote } from 'comlink';
 import type { DiskApi } from './api.js';
@@ -66,6 +70,15 @@ export class DiskBitmaps {
   /** ORs the `sources` bitmaps into `target` (same disk, same size). */
   async merge(target: string, sources: string[]): Promise<void> {
     await this.remote.bitmapMerge(target, sources);
+  }
+
+  /**
+   * Stores the persistent bitmaps in the image now. They stay valid there
+   * until the next write, which marks them in use first: call it when the
+   * disk goes quiet (e.g. the guest paused, or the page is being hidden).
+   */
+  async store(): Promise<void> {
+    await this.remote.bitmapStore();
   }
 
   /** The disk's bitmaps with their state and dirty byte count. */

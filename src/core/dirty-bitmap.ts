@@ -16,6 +16,7 @@
  */
 import { BlockError } from './errors.js';
 import type { BlockNode } from './node.js';
+import { drained } from './drain.js';
 import { DirtyBitmap, typescriptHBitmapEngine, type HBitmapEngine } from './hbitmap.js';
 
 /** Longest bitmap name in bytes of UTF-8 (qcow2's limit, which QEMU applies). */
@@ -385,6 +386,20 @@ export async function removeDirtyBitmapWithStorage(node: BlockNode, name: string
   bm.check(BitmapCheck.BUSY | BitmapCheck.RO);
   if (bm.persistent) await node.instance?.removePersistentDirtyBitmap?.(name);
   removeDirtyBitmap(node, name);
+}
+
+/**
+ * Stores the node's persistent bitmaps in the image now, with the node
+ * drained (every finished write has marked them); they stay valid in the
+ * image until the next write (the format's checkpointPersistentBitmaps).
+ * ENOTSUP for a format that stores no bitmaps.
+ */
+export async function checkpointDirtyBitmaps(node: BlockNode): Promise<void> {
+  const inst = node.instance;
+  if (!inst?.checkpointPersistentBitmaps) {
+    throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${node.nodeName}: Operation not supported`, { node: node.nodeName });
+  }
+  await drained(node, () => inst.checkpointPersistentBitmaps!());
 }
 
 /** Enables a bitmap (guest writes mark it). */

@@ -378,6 +378,12 @@ export interface DriverInstance {
    * it (QEMU's bdrv_co_remove_persistent_dirty_bitmap). Default: nothing.
    */
   removePersistentDirtyBitmap?(name: string): Promise<void>;
+  /**
+   * Stores the persistent bitmaps now while the image stays writable; they
+   * are valid in the image until the next write, which marks them in use
+   * first. The caller has drained the node. Default: ENOTSUP.
+   */
+  checkpointPersistentBitmaps?(): Promise<void>;
 
   /** Called when the node becomes quiescent. Default: nothing. */
   drainBegin?(): void;

@@ -175,4 +175,43 @@ describe('disk.bitmaps', () => {
     // The first disk closed last and stored it (it still had it): valid again, the write marked.
     expect(infoBitmaps(file)).toEqual([{ flags: ['auto'], name: 'b', granularity: 65536 }]);
   });
+
+  it('store() leaves the bitmaps valid in the image until the next write, which marks them in use again first', async () => {
+    const file = t.path('k.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, String(SIZE));
+    const disk = await pageDisk(file);
+    await disk.bitmaps.add('k', { persistent: true, granularity: 4096 });
+    await disk.write(1 << 20, new Uint8Array(10000).fill(3));
+    await disk.write(20 << 20, new Uint8Array(4096).fill(4));
+    const want = await extents(disk, 'k');
+    expect(want).toEqual([[1 << 20, 12288], [20 << 20, 4096]]);
+    await disk.bitmaps.store();
+    // As a page that goes away now would leave it: valid, with the extents (QEMU's view too).
+    expect(infoBitmaps(file)).toEqual([{ flags: ['auto'], name: 'k', granularity: 4096 }]);
+    expect(await qemuDirtyExtents(file, 'k', `${file}.sock`)).toEqual(want);
+    const chk = qemuCheck(file);
+    expect([chk['check-errors'], chk.corruptions ?? 0, chk.leaks ?? 0]).toEqual([0, 0, 0]);
+    const look = await pageDisk(file, 'qcow2', true);
+    expect(await extents(look, 'k')).toEqual(want);
+    await look.close();
+    // The next write marks it in use before it lands.
+    await disk.write(30 << 20, new Uint8Array(512).fill(5));
+    expect(infoBitmaps(file)).toEqual([{ flags: ['in-use', 'auto'], name: 'k', granularity: 4096 }]);
+    await disk.bitmaps.store();
+    await disk.bitmaps.store();
+    expect(await qemuDirtyExtents(file, 'k', `${file}.sock`)).toEqual([...want, [30 << 20, 4096]]);
+    await disk.writeZeroes(0, 512);
+    await disk.close();
+    expect(infoBitmaps(file)).toEqual([{ flags: ['auto'], name: 'k', granularity: 4096 }]);
+    expect(await qemuDirtyExtents(file, 'k', `${file}.sock`)).toEqual([[0, 4096], ...want, [30 << 20, 4096]]);
+    const end = qemuCheck(file);
+    expect([end['check-errors'], end.corruptions ?? 0, end.leaks ?? 0]).toEqual([0, 0, 0]);
+
+    // Formats that store no bitmaps refuse it.
+    const raw = t.path('k.img');
+    qemuImg('create', '-q', '-f', 'raw', raw, '1M');
+    const dr = await pageDisk(raw, 'raw');
+    expect(await code(dr.bitmaps.store())).toMatch(/^ENOTSUP: Can't store persistent bitmaps to .*: Operation not supported$/);
+    await dr.close();
+  });
 });
