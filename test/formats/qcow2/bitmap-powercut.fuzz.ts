@@ -1,5 +1,5 @@
 /**
- * Power cut during persistent-bitmap add / store / remove, every cut point
+ * Power cut during persistent-bitmap add / store / remove / checkpoint, every cut point
  * (`node scripts/fuzz.mjs bitmap-powercut --seed N --count N`): each scenario
  * on each shape, for `count` seeds from `seed`, cut at every write of the
  * session, checked with qemu-img check / info and qemu-nbd's extents (see

@@ -6,30 +6,36 @@
  * (add a persistent bitmap, remove one, or only write) and the disk closes
  * (which stores the bitmaps: data clusters, tables, a new directory, then
  * the header switch, then frees). A removal leaves the image at once, as in
- * QEMU: a directory without it (the others in use), the header, the frees. The memory back end drops every write
+ * QEMU: a directory without it (the others in use), the header, the frees.
+ * A checkpoint (checkpointDirtyBitmaps) stores them mid-session, not in use,
+ * and the next write marks them in use again before it lands. The memory back end drops every write
  * after write N. Each survivor must be, for QEMU:
  * - free of corruptions and check errors (`qemu-img check`; leaks allowed,
  *   as QEMU leaves them when it is cut after the header switch);
  * - either the old directory, with every bitmap as it was before the open
  *   (the in-use mark not yet durable) or every one flagged in-use (QEMU then
  *   treats them as inconsistent), or the removal's directory (the others in
- *   use), or the new directory with every bitmap as the uncut run stored it;
+ *   use), or the checkpoint's bitmaps (valid, as they were at the checkpoint,
+ *   or all in use), or every bitmap as the uncut run stored it at close;
  * and our open must see the same (names, in-use as inconsistent, extents),
  * with qemu-nbd exporting the same extents for every valid bitmap.
  */
 import { expect } from 'vitest';
+import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockBackend, createImage, type BlockGraph, type MemoryFile, type MemoryStorage } from '../../../src/node.js';
-import { addDirtyBitmap, lookupDirtyBitmap, removeDirtyBitmapWithStorage } from '../../../src/core/dirty-bitmap.js';
-import type { Qcow2Image } from '../../../src/formats/qcow2/qcow2.js';
+import { addDirtyBitmap, checkpointDirtyBitmaps, lookupDirtyBitmap, removeDirtyBitmapWithStorage } from '../../../src/core/dirty-bitmap.js';
 import { memGraph, prng, qemuCheck } from './helpers.js';
 import { infoBitmaps, qemuDirtyExtents } from './bitmap-persist.js';
 
 /** What the session does between the open and the close. */
-export type BitmapScenario = 'store' | 'add' | 'remove' | 'add-remove';
+export type BitmapScenario = 'store' | 'add' | 'remove' | 'add-remove' | 'checkpoint';
 
-export const BITMAP_SCENARIOS: BitmapScenario[] = ['store', 'add', 'remove', 'add-remove'];
+export const BITMAP_SCENARIOS: BitmapScenario[] = ['store', 'add', 'remove', 'add-remove', 'checkpoint'];
+
+/** What a survivor's bitmaps were found to be. */
+export type CutState = 'old' | 'old in use' | 'removed, in use' | 'checkpoint' | 'new';
 
 /** Image shapes the scenarios run on. */
 export interface BitmapCutShape {
@@ -63,8 +69,12 @@ export class BitmapCutRig {
   /** Bitmaps before the session and after the uncut one. */
   before!: Seen;
   after!: Seen;
-  private oldDir = 0;
-  private newDir = 0;
+  /** The bitmaps at the checkpoint, and the writes done when it ended (uncut run). */
+  private mid: Seen | undefined;
+  /** Hashes of the guest data before the session and at the checkpoint. */
+  private beforeData = '';
+  private midData = '';
+  midWrites = 0;
   /** Writes of the uncut session. */
   total = 0;
   private readonly scratch: string;
@@ -114,14 +124,15 @@ export class BitmapCutRig {
     this.pristine = storage.get('img')!.clone();
     const p = await this.survey(this.pristine);
     this.before = p.seen;
-    this.oldDir = p.dir;
+    this.storage.files.set('survey', this.pristine.clone());
+    const look = await this.open('survey', true);
+    this.beforeData = await this.guestHash(look);
+    await look.close();
     expect([...this.before.keys()]).toEqual(['a', 'b', 'c']);
     const done = await this.session(Number.MAX_SAFE_INTEGER);
     this.total = done.writeCount;
     const s = await this.survey(done);
     this.after = s.seen;
-    this.newDir = s.dir;
-    expect(s.dir).not.toBe(this.oldDir);
     expect(sameSeen(this.before, this.after)).toBe(false);
   }
 
@@ -135,7 +146,16 @@ export class BitmapCutRig {
       try {
         if (this.scenario === 'add' || this.scenario === 'add-remove') addDirtyBitmap(bb.node, 'new', { granularity: 1024, persistent: true });
         if (this.scenario === 'remove' || this.scenario === 'add-remove') await removeDirtyBitmapWithStorage(bb.node, 'a');
-        await this.writes(bb, this.seed + 1, 8);
+        await this.writes(bb, this.seed + 1, this.scenario === 'checkpoint' ? 4 : 8);
+        if (this.scenario === 'checkpoint') {
+          await checkpointDirtyBitmaps(bb.node);
+          if (cut === Number.MAX_SAFE_INTEGER) {
+            this.mid = new Map([...bb.node.dirtyBitmaps].map((b) => [b.name, { inUse: false, extents: [...b.dirtyExtents()] }]));
+            this.midWrites = file.writeCount;
+            this.midData = await this.guestHash(bb);
+          }
+          await this.writes(bb, this.seed + 2, 4);
+        }
       } finally {
         await bb.close();
       }
@@ -147,48 +167,56 @@ export class BitmapCutRig {
     return file;
   }
 
-  /** Our view of an image: each bitmap's in-use state and extents, and the directory offset. */
-  private async survey(file: MemoryFile): Promise<{ seen: Seen; dir: number }> {
+  /** SHA-256 of the guest data. */
+  private async guestHash(bb: BlockBackend): Promise<string> {
+    return createHash('sha256').update(await bb.read(0, this.shape.size)).digest('hex');
+  }
+
+  /** Our view of an image: each bitmap's in-use state and extents. */
+  private async survey(file: MemoryFile): Promise<{ seen: Seen }> {
     this.storage.files.set('survey', file);
     const bb = await this.open('survey', true);
     const seen: Seen = new Map();
     for (const b of bb.node.dirtyBitmaps) {
       seen.set(b.name, b.inconsistent ? { inUse: true } : { inUse: false, extents: [...b.dirtyExtents()] });
     }
-    const dir = (bb.node.instance as unknown as Qcow2Image).header.bitmaps?.directoryOffset ?? 0;
     await bb.close();
-    return { seen, dir };
+    return { seen };
   }
 
   /**
    * Cuts at `cut` and checks the survivor; `nbd` also compares qemu-nbd's
    * extents. Returns which state it found.
    */
-  async verifyCut(cut: number, nbd: boolean): Promise<'old' | 'old in use' | 'removed, in use' | 'new'> {
+  async verifyCut(cut: number, nbd: boolean): Promise<CutState> {
     const file = await this.session(cut);
     writeFileSync(this.scratch, file.toBytes());
     const where = { scenario: this.scenario, shape: this.shape.name, seed: this.seed, cut };
     const c = qemuCheck(this.scratch);
     expect({ ...where, corruptions: c.corruptions ?? 0, errors: c['check-errors'] }).toEqual({ ...where, corruptions: 0, errors: 0 });
-    const { seen, dir } = await this.survey(file);
+    const { seen } = await this.survey(file);
     // QEMU lists the same bitmaps, with in-use where we found them inconsistent.
     const info = infoBitmaps(this.scratch);
     expect({ ...where, bitmaps: info.map((b) => [b.name, b.flags.includes('in-use')]) }).toEqual({ ...where, bitmaps: [...seen].map(([n, s]) => [n, s.inUse]) });
-    let state: 'old' | 'old in use' | 'removed, in use' | 'new';
-    if (dir !== this.oldDir && dir !== this.newDir) {
-      // Between the removal's header switch and the close: 'a' is gone, the others in use.
-      state = 'removed, in use';
-      const want = new Map([...this.before.keys()].filter((n) => n !== 'a').map((n) => [n, { inUse: true }]));
-      expect(this.scenario.includes('remove'), `${this.scenario}: a third directory at cut ${cut}`).toBe(true);
-      expect({ ...where, state, seen: [...seen] }).toEqual({ ...where, state, seen: [...want] });
-    } else if (dir === this.oldDir) {
-      const allInUse = [...seen.values()].every((s) => s.inUse);
-      state = allInUse ? 'old in use' : 'old';
-      const want = allInUse ? new Map([...this.before.keys()].map((n) => [n, { inUse: true }])) : this.before;
-      expect({ ...where, state, seen: [...seen] }).toEqual({ ...where, state, seen: [...want] });
-    } else {
-      state = 'new';
-      expect({ ...where, state, seen: [...seen] }).toEqual({ ...where, state, seen: [...this.after] });
+    // Which legitimate state the bitmaps are in (by content: a directory may land where an older one was).
+    const allInUse = (names: Iterable<string>) => new Map([...names].map((n) => [n, { inUse: true }]));
+    const candidates: Array<[CutState, Seen]> = [
+      ['old', this.before],
+      ['old in use', allInUse(this.before.keys())],
+      ['new', this.after],
+    ];
+    if (this.scenario.includes('remove')) candidates.push(['removed, in use', allInUse([...this.before.keys()].filter((n) => n !== 'a'))]);
+    // Marked in use again after the checkpoint looks like 'old in use' (the same names, all in use).
+    if (this.mid) candidates.push(['checkpoint', this.mid]);
+    const state = candidates.find(([, want]) => sameSeen(seen, want))?.[0];
+    if (!state) expect({ ...where, seen: [...seen] }).toEqual({ ...where, seen: 'one of the legitimate states' });
+    // Bitmaps that are valid (not in use) must cover every guest write that landed: none since they were stored.
+    if (state === 'old' || state === 'checkpoint') {
+      this.storage.files.set('survey', file);
+      const bb = await this.open('survey', true);
+      const data = await this.guestHash(bb);
+      await bb.close();
+      expect({ ...where, state, dataAsWhenStored: data === (state === 'old' ? this.beforeData : this.midData) }).toEqual({ ...where, state, dataAsWhenStored: true });
     }
     if (nbd) {
       for (const [name, s] of seen) {
@@ -197,6 +225,6 @@ export class BitmapCutRig {
         expect({ ...where, name, extents: theirs }).toEqual({ ...where, name, extents: s.extents });
       }
     }
-    return state;
+    return state!;
   }
 }
