@@ -3,7 +3,8 @@
  * IndexedDB qcow2 images: a persistent bitmap survives a page reload (the
  * disk closed before it, so the image stored it, as QEMU stores bitmaps on
  * close) with the written extents; a reload without a close leaves it in use,
- * so it comes back inconsistent, as QEMU would find it. The image is then
+ * so it comes back inconsistent, as QEMU would find it, unless
+ * `disk.bitmaps.store()` ran after the last write. The image is then
  * brought out of the browser as a download and `qemu-img info` / `check`
  * and qemu-nbd's dirty extents must agree with what the page listed.
  */
@@ -194,6 +195,54 @@ test('a reload without closing the disk leaves the bitmap in use: it comes back 
   try {
     expect(qemuInfoBitmaps(file)).toEqual([]);
     expect(qemuCheckClean(file)).toEqual({ corruptions: 0, leaks: 0, errors: 0 });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('after disk.bitmaps.store() and no further write, a reload without closing keeps the bitmap valid with its extents', async ({ page }) => {
+  const p = 'idb:bitmaps-store.qcow2';
+  await openHarness(page);
+  const stored = await page.evaluate(
+    async ({ p, size, writes }) => {
+      const h = window.harness;
+      const dw = await h.start();
+      await dw.remove(p).catch(() => undefined);
+      await dw.create({ path: p, format: 'qcow2', size });
+      const disk = await dw.open({ path: p });
+      await disk.bitmaps.add('inc', { persistent: true, granularity: 4096 });
+      for (const [o, n] of writes) await disk.write(o, h.pattern(o, n));
+      await disk.flush();
+      await disk.bitmaps.store();
+      const extents: Array<[number, number]> = [];
+      for await (const e of disk.bitmaps.dirtyExtents('inc')) extents.push(e);
+      // No close: the reload drops the worker with the disk open.
+      return extents;
+    },
+    { p, size: SIZE, writes: WRITES },
+  );
+  expect(stored).toEqual(granules(WRITES, 4096));
+  await page.reload();
+  await openHarness(page);
+  const after = await page.evaluate(
+    async ({ p }) => {
+      const dw = await window.harness.start();
+      const disk = await dw.open({ path: p });
+      const list = await disk.bitmaps.list();
+      const extents: Array<[number, number]> = [];
+      for await (const e of disk.bitmaps.dirtyExtents('inc')) extents.push(e);
+      await disk.close();
+      return { list, extents };
+    },
+    { p },
+  );
+  expect(after.list).toEqual([{ name: 'inc', granularity: 4096, count: stored.reduce((s, [, n]) => s + n, 0), recording: true, busy: false, persistent: true, inconsistent: false }]);
+  expect(after.extents).toEqual(stored);
+  const { file, dir } = await downloadImage(page, p);
+  try {
+    expect(qemuInfoBitmaps(file)).toEqual([{ flags: ['auto'], name: 'inc', granularity: 4096 }]);
+    expect(qemuCheckClean(file)).toEqual({ corruptions: 0, leaks: 0, errors: 0 });
+    expect(await qemuDirtyExtents(file, 'inc')).toEqual(stored);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
