@@ -4,6 +4,7 @@
  */
 import { DiskWorker } from '../src/client/index.js';
 import { AllocationMap } from './src/allocmap.js';
+import { BitmapBar } from './src/bitmaps.js';
 import { CheckPanel } from './src/check.js';
 import { Console } from './src/console.js';
 import { installDetails } from './src/details.js';
@@ -33,6 +34,8 @@ for (const t of document.querySelectorAll<HTMLElement>('[role=tab]')) t.addEvent
 
 const map = new AllocationMap();
 $('#map-slot').append(map.root);
+const bitmapBar = new BitmapBar(map);
+map.root.append(bitmapBar.root);
 const konsole = new Console();
 $('#console-slot').append(konsole.root);
 $('#check-slot').append(new CheckPanel().root);
@@ -108,4 +111,4 @@ async function start(): Promise<void> {
 void start();
 
 // For the Playwright specs and the curious: the page's objects.
-Object.assign(window, { diskworkerDemo: { app, map, console: konsole, showTab } });
+Object.assign(window, { diskworkerDemo: { app, map, bitmapBar, console: konsole, showTab } });

@@ -42,6 +42,7 @@ test('the worker uses the WASM implementations, and they answer correctly', asyn
     refcount: 'wasm',
     copyZeroCheck: 'wasm',
     detectZeroes: 'wasm',
+    bitmap: 'wasm',
   });
   expect(r.map).toEqual([
     [0, 8, true, false],

@@ -11,7 +11,8 @@ import { SyncServer } from '../src/channels/sync-server.js';
 import { RingServer } from '../src/channels/ring-server.js';
 import { serveReadPort } from '../src/channels/read-port-server.js';
 import type { DiskApi, StopEvent } from '../src/client/api.js';
-import type { DiskStats, MapExtent } from '../src/client/protocol.js';
+import type { AddBitmapOptions, BitmapExtentsPage, BitmapInfo, DiskStats, MapExtent } from '../src/client/protocol.js';
+import * as bitmaps from './disk-bitmaps.js';
 
 /** One open disk, as the page sees it through Comlink. */
 export class DiskService implements DiskApi {
@@ -173,6 +174,35 @@ export class DiskService implements DiskApi {
     return server.buffer;
   }
   private readonly ringServers: RingServer[] = [];
+
+  // Dirty bitmaps (disk-bitmaps.ts).
+  bitmapAdd(name: string, opts?: AddBitmapOptions): void {
+    bitmaps.bitmapAdd(this.backend, name, opts);
+  }
+  bitmapRemove(name: string): Promise<void> {
+    return bitmaps.bitmapRemove(this.backend, name);
+  }
+  bitmapClear(name: string): void {
+    bitmaps.bitmapClear(this.backend, name);
+  }
+  bitmapEnable(name: string): void {
+    bitmaps.bitmapEnable(this.backend, name);
+  }
+  bitmapDisable(name: string): void {
+    bitmaps.bitmapDisable(this.backend, name);
+  }
+  bitmapMerge(target: string, sources: string[]): void {
+    bitmaps.bitmapMerge(this.backend, target, sources);
+  }
+  bitmapStore(): Promise<void> {
+    return bitmaps.bitmapStore(this.backend);
+  }
+  bitmapList(): BitmapInfo[] {
+    return bitmaps.bitmapList(this.backend);
+  }
+  bitmapExtents(name: string, offset: number, bytes: number, maxExtents: number, maxLength?: number): BitmapExtentsPage {
+    return bitmaps.bitmapExtents(this.backend, name, offset, bytes, maxExtents, maxLength);
+  }
 
   async close(): Promise<void> {
     if (this.closed) return;

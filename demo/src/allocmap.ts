@@ -2,7 +2,8 @@
  * The allocation map: the guest address space of the open disk as a grid of
  * cells on a canvas, each colored by what backs it (data, zeros, unallocated,
  * from the backing file, compressed). Zoom with the buttons, the mouse wheel
- * or a click; it redraws when the disk is written.
+ * or a click; it redraws when the disk is written. An overlay (bitmaps.ts)
+ * may outline cells, e.g. the dirty regions of a bitmap.
  */
 import type { Disk, MapExtent } from '../../src/client/index.js';
 import { bus } from './state.js';
@@ -25,6 +26,12 @@ export function categoryOf(e: MapExtent): Cat {
   return e.data && !e.zero ? 'backing' : 'unallocated';
 }
 
+/** Outline color of overlay cells. */
+export const OVERLAY_COLOR = '#dc2626';
+
+/** Which of `cells` cells of [start, start + len) the overlay marks (1), or null for none. */
+export type OverlaySource = (disk: Disk, start: number, len: number, cells: number) => Promise<Uint8Array | null>;
+
 const CELL = 12;
 const GAP = 2;
 const ROWS = 16;
@@ -41,6 +48,9 @@ export class AllocationMap {
   private len = 0;
   private cols = 64;
   private cells: Array<Record<Cat, number>> = [];
+  private marks: Uint8Array | null = null;
+  /** The overlay and its legend label (set by the bitmap bar); refresh() after changing it. */
+  overlay: { source: OverlaySource; label: string } | null = null;
   private busy = false;
   private again = false;
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -175,6 +185,8 @@ export class AllocationMap {
       }
     }
     this.cells = cells;
+    const ov = this.overlay;
+    this.marks = ov ? await ov.source(disk, this.start, this.len, n).catch(() => null) : null;
     this.redraws++;
   }
 
@@ -221,12 +233,18 @@ export class AllocationMap {
       ctx.beginPath();
       ctx.roundRect(x, y, CELL, CELL, 2);
       ctx.fill();
+      if (this.marks?.[c]) {
+        ctx.strokeStyle = OVERLAY_COLOR;
+        ctx.lineWidth = 2;
+        ctx.strokeRect(x + 1, y + 1, CELL - 2, CELL - 2);
+      }
     }
     const disk = this.disk;
     this.range.textContent = disk ? `${fmtBytes(this.bytesPerCell())} per cell · showing ${fmtBytes(this.len)} of ${fmtBytes(disk.length)}` : 'no image open';
     this.axis.replaceChildren(...(disk ? [h('span', {}, fmtBytes(this.start)), h('span', {}, fmtBytes(this.start + this.len / 2)), h('span', {}, fmtBytes(this.start + this.len))] : []));
     this.legend.replaceChildren(
       ...CATEGORIES.map((d) => h('li', { title: d.help, 'data-category': d.key }, h('span', { class: 'swatch', style: `background:${d.color}` }), h('span', {}, d.label), h('span', { class: 'muted' }, disk ? fmtBytes(totals[d.key]) : ''))),
+      ...(this.overlay && disk ? [h('li', { 'data-category': 'overlay' }, h('span', { class: 'swatch swatch-outline', style: `border-color:${OVERLAY_COLOR}` }), h('span', {}, this.overlay.label))] : []),
     );
     this.canvas.dataset.redraws = String(this.redraws);
   }

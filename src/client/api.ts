@@ -6,6 +6,9 @@
  */
 import type { ProxyMarked } from 'comlink';
 import type {
+  AddBitmapOptions,
+  BitmapExtentsPage,
+  BitmapInfo,
   CheckReport,
   ConvertOptions,
   CreateOptions,
@@ -66,6 +69,19 @@ export interface DiskApi {
   syncChannel(dataBytes?: number): SharedArrayBuffer;
   /** Starts a bulk-read ring (src/channels/ring-server.ts) and returns its buffer. */
   bulkChannel(slots?: number, slotBytes?: number): SharedArrayBuffer;
+  /** Dirty bitmaps (workers/disk-bitmaps.ts; the page wraps them as `disk.bitmaps`). */
+  bitmapAdd(name: string, opts?: AddBitmapOptions): void;
+  bitmapRemove(name: string): Promise<void>;
+  bitmapClear(name: string): void;
+  bitmapEnable(name: string): void;
+  bitmapDisable(name: string): void;
+  /** ORs the bitmaps `sources` into `target` (all of this disk). */
+  bitmapMerge(target: string, sources: string[]): void;
+  /** Stores the persistent bitmaps now; valid in the image until the next write. */
+  bitmapStore(): Promise<void>;
+  bitmapList(): BitmapInfo[];
+  /** Up to `maxExtents` dirty extents of `name` in [offset, offset + bytes), each at most `maxLength`. */
+  bitmapExtents(name: string, offset: number, bytes: number, maxExtents: number, maxLength?: number): BitmapExtentsPage;
   close(): Promise<void>;
 }
 

@@ -42,6 +42,7 @@ import { BlockError, type ErrorCode } from '../core/errors.js';
 
 export * from './protocol.js';
 export type { BlockWorkerApi, DiskApi, ProgressFn, StopEvent } from './api.js';
+export { DiskBitmaps, type DirtyExtentsOptions } from './bitmaps.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
 export { SyncDiskClient, SharedDiskReader } from '../channels/sync-client.js';
@@ -50,6 +51,7 @@ export { SyncSlot, SyncState, SyncOp, SYNC_HEADER_BYTES } from '../channels/sync
 import { SharedDiskReader } from '../channels/sync-client.js';
 import { BulkReader } from '../channels/ring-client.js';
 import { PortReader } from '../channels/read-port-client.js';
+import { DiskBitmaps } from './bitmaps.js';
 
 installErrorTransfer();
 
@@ -77,6 +79,8 @@ export interface WriteOptions {
 export class Disk {
   private len: number;
   private closed = false;
+  /** The disk's dirty bitmaps (add, remove, clear, enable, disable, merge, list, dirtyExtents). */
+  readonly bitmaps: DiskBitmaps;
   constructor(
     private readonly remote: Remote<DiskApi>,
     readonly path: string,
@@ -85,6 +89,7 @@ export class Disk {
     readonly format: string,
   ) {
     this.len = length;
+    this.bitmaps = new DiskBitmaps(remote, () => this.len);
   }
 
   /** Virtual size in bytes. */

@@ -161,6 +161,40 @@ export interface Implementations {
   copyZeroCheck: 'wasm' | 'plain JS';
   /** detect-zeroes on write requests. */
   detectZeroes: 'wasm' | 'plain JS' | 'custom';
+  /** The dirty-bitmap engine. */
+  bitmap: 'wasm' | 'typescript';
+}
+
+/** Options of `disk.bitmaps.add` (QEMU's block-dirty-bitmap-add). */
+export interface AddBitmapOptions {
+  /** Bytes per bit, a power of two from 512 B to 2 GiB; default: the cluster size clamped to 4..64 KiB. */
+  granularity?: number;
+  /** Stored in the image when the disk closes (qcow2 v3 only); default false. */
+  persistent?: boolean;
+  /** Added disabled: guest writes do not mark it until enabled; default false. */
+  disabled?: boolean;
+}
+
+/** One bitmap of a disk, as QEMU's query-block lists it under dirty-bitmaps. */
+export interface BitmapInfo {
+  name: string;
+  granularity: number;
+  /** Dirty bytes. */
+  count: number;
+  /** Whether guest writes mark it (enabled). */
+  recording: boolean;
+  /** In use by an operation: everything but listing fails with EBUSY. */
+  busy: boolean;
+  /** Stored in the image on close. */
+  persistent: boolean;
+  /** Found in use when the image was opened (not stored after its last use): only removal works. */
+  inconsistent: boolean;
+}
+
+/** A page of dirty extents; `next` is where the following page starts, -1 at the end. */
+export interface BitmapExtentsPage {
+  extents: Array<[offset: number, length: number]>;
+  next: number;
 }
 
 /** Disk statistics (the backend's I/O accounting). */

@@ -4,8 +4,9 @@
  * A bitmap records which granules of the node's guest data changed since it
  * was cleared. Enabled bitmaps are marked by the request path (request-path.ts,
  * {@link markDirty}) for every write, zero write and discard; a truncate
- * resizes them ({@link truncateBitmaps}). The bits live in the WASM bitmap
- * engine (src/wasm/bitmap.ts).
+ * resizes them ({@link truncateBitmaps}). The bits live in a bitmap engine
+ * (core/hbitmap.ts): TypeScript until src/wasm/hot-paths.ts installs the WASM
+ * one ({@link setBitmapEngine}); both give the same answers.
  *
  * States, as in QEMU: enabled or disabled (a disabled bitmap ignores guest
  * writes but may still be cleared or merged into), busy (in use by an
@@ -15,7 +16,8 @@
  */
 import { BlockError } from './errors.js';
 import type { BlockNode } from './node.js';
-import { DirtyBitmap, loadBitmapEngine, loadBitmapEngineSync, type BitmapEngine } from '../wasm/bitmap.js';
+import { drained } from './drain.js';
+import { DirtyBitmap, typescriptHBitmapEngine, type HBitmapEngine } from './hbitmap.js';
 
 /** Longest bitmap name in bytes of UTF-8 (qcow2's limit, which QEMU applies). */
 export const MAX_BITMAP_NAME_BYTES = 1023;
@@ -23,20 +25,23 @@ export const MAX_BITMAP_NAME_BYTES = 1023;
 export const MIN_GRANULARITY = 512;
 export const MAX_GRANULARITY = 2 ** 31;
 
-let engine: BitmapEngine | undefined;
+let engine: HBitmapEngine = typescriptHBitmapEngine;
 
-/** Loads the bitmap engine ahead of the first bitmap (hot-paths.ts calls this at start-up). */
-export async function initBitmapEngine(): Promise<void> {
-  engine ??= await loadBitmapEngine();
+/**
+ * Sets the engine that new bitmaps (and the bits of clears, merges and
+ * truncates) use; undefined: the TypeScript one. Only src/wasm/hot-paths.ts
+ * calls this. Bitmaps made earlier keep their engine; the two mix in merges.
+ */
+export function setBitmapEngine(e: HBitmapEngine | undefined): void {
+  engine = e ?? typescriptHBitmapEngine;
 }
 
-/** Whether the bitmap engine is loaded. */
-export function bitmapEngineState(): 'wasm' | 'not loaded' {
-  return engine ? 'wasm' : 'not loaded';
+/** Which engine new bitmaps use. */
+export function bitmapEngineState(): 'wasm' | 'typescript' {
+  return engine.kind;
 }
 
-function getEngine(): BitmapEngine {
-  engine ??= loadBitmapEngineSync();
+function getEngine(): HBitmapEngine {
   return engine;
 }
 
@@ -331,12 +336,30 @@ export function lookupDirtyBitmap(node: BlockNode, name: string): BdrvDirtyBitma
   return b;
 }
 
+/**
+ * Throws unless the node's format could store a new persistent bitmap
+ * (QEMU's bdrv_can_store_new_dirty_bitmap): a read-only node, or a format
+ * without the hook, cannot.
+ */
+export function checkCanStoreNewBitmap(node: BlockNode, name: string, granularity: number): void {
+  const inst = node.instance;
+  if (!inst?.canStoreNewDirtyBitmap) {
+    throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${node.nodeName}: Operation not supported`, { node: node.nodeName });
+  }
+  if (node.readOnly) {
+    // QEMU would accept it and never store it; refusing says so instead of losing it at close.
+    throw new BlockError('EPERM', `Can't make bitmap '${name}' persistent in '${node.nodeName}': the image is open read-only`, { node: node.nodeName });
+  }
+  inst.canStoreNewDirtyBitmap(name, granularity);
+}
+
 /** Adds a bitmap covering the node's current length (QEMU's block-dirty-bitmap-add). */
 export function addDirtyBitmap(node: BlockNode, name: string, opts: AddBitmapOptions = {}): BdrvDirtyBitmap {
   checkBitmapName(name);
   const g = opts.granularity ?? defaultGranularity(node);
   checkGranularity(g);
   if (findDirtyBitmap(node, name)) throw new BlockError('EEXIST', `Bitmap already exists: ${name}`, { node: node.nodeName });
+  if (opts.persistent) checkCanStoreNewBitmap(node, name, g);
   const bm = new BdrvDirtyBitmap(node, name, g, node.totalBytes);
   bm.disabled = opts.disabled ?? false;
   bm.persistent = opts.persistent ?? false;
@@ -351,6 +374,32 @@ export function removeDirtyBitmap(node: BlockNode, name: string): BdrvDirtyBitma
   node.dirtyBitmaps.splice(node.dirtyBitmaps.indexOf(bm), 1);
   bm.release();
   return bm;
+}
+
+/**
+ * QEMU's block-dirty-bitmap-remove: a persistent bitmap leaves the image
+ * first (the format's removePersistentDirtyBitmap), then the node; on a
+ * failure the bitmap stays.
+ */
+export async function removeDirtyBitmapWithStorage(node: BlockNode, name: string): Promise<void> {
+  const bm = lookupDirtyBitmap(node, name);
+  bm.check(BitmapCheck.BUSY | BitmapCheck.RO);
+  if (bm.persistent) await node.instance?.removePersistentDirtyBitmap?.(name);
+  removeDirtyBitmap(node, name);
+}
+
+/**
+ * Stores the node's persistent bitmaps in the image now, with the node
+ * drained (every finished write has marked them); they stay valid in the
+ * image until the next write (the format's checkpointPersistentBitmaps).
+ * ENOTSUP for a format that stores no bitmaps.
+ */
+export async function checkpointDirtyBitmaps(node: BlockNode): Promise<void> {
+  const inst = node.instance;
+  if (!inst?.checkpointPersistentBitmaps) {
+    throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${node.nodeName}: Operation not supported`, { node: node.nodeName });
+  }
+  await drained(node, () => inst.checkpointPersistentBitmaps!());
 }
 
 /** Enables a bitmap (guest writes mark it). */

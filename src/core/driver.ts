@@ -337,6 +337,12 @@ export interface DriverInstance {
    * Default: none.
    */
   openMessages?(): readonly string[];
+  /**
+   * Lines QEMU reports about what the last close could not do (e.g.
+   * persistent bitmaps it could not store), for the tools to print after
+   * closing. Default: none.
+   */
+  closeMessages?(): readonly string[];
   /** Format-specific info for `qemu-img info`. Default: none. */
   getSpecificInfo?(): SpecificInfo | undefined;
   /** Backing file name and format stored in the image. Default: none. */
@@ -362,6 +368,22 @@ export interface DriverInstance {
   supportsPersistentBitmaps?(): boolean;
   /** Stores persistent dirty bitmaps on close / inactivate. Default: nothing. */
   storePersistentBitmaps?(): Promise<void>;
+  /**
+   * Throws (QEMU's message) unless a new persistent bitmap `name` of
+   * `granularity` could be stored. Default: ENOTSUP, nothing can be stored.
+   */
+  canStoreNewDirtyBitmap?(name: string, granularity: number): void;
+  /**
+   * Removes persistent bitmap `name` from the image now, if the image stores
+   * it (QEMU's bdrv_co_remove_persistent_dirty_bitmap). Default: nothing.
+   */
+  removePersistentDirtyBitmap?(name: string): Promise<void>;
+  /**
+   * Stores the persistent bitmaps now while the image stays writable; they
+   * are valid in the image until the next write, which marks them in use
+   * first. The caller has drained the node. Default: ENOTSUP.
+   */
+  checkpointPersistentBitmaps?(): Promise<void>;
 
   /** Called when the node becomes quiescent. Default: nothing. */
   drainBegin?(): void;

@@ -9,6 +9,7 @@
  * significant bit first).
  */
 import { BlockError } from '../core/errors.js';
+import { checkBitRange, checkBitmapBits, MAX_HBITMAP_BITS, runsOf, type HBitmap, type HBitmapEngine } from '../core/hbitmap.js';
 import { loadWasm, loadWasmSync, statusError, type WasmBaseExports, type WasmModule } from './loader.js';
 
 interface BitmapExports extends WasmBaseExports {
@@ -38,10 +39,13 @@ interface BitmapExports extends WasmBaseExports {
  * Largest bitmap: 2^34 bits (level 0 alone is then 2 GiB of the module's 32-bit memory),
  * e.g. 8 PiB at 512 KiB granularity or 1 PiB at 64 KiB.
  */
-export const MAX_BITS = 2 ** 34;
+export const MAX_BITS = MAX_HBITMAP_BITS;
+
+export { DirtyBitmap } from '../core/hbitmap.js';
 
 /** The bitmap engine (one module instance can hold many bitmaps). */
-export class BitmapEngine {
+export class BitmapEngine implements HBitmapEngine {
+  readonly kind = 'wasm';
   readonly module: WasmModule<BitmapExports>;
   private bufPtr = 0;
   private bufSize = 0;
@@ -51,7 +55,7 @@ export class BitmapEngine {
 
   /** A new bitmap of `nbits` bits, all clear. */
   create(nbits: number): WasmBitmap {
-    if (!Number.isInteger(nbits) || nbits < 1 || nbits > MAX_BITS) throw new BlockError('EINVAL', `bitmap of ${nbits} bits is not supported (1 to 2^34 bits)`);
+    checkBitmapBits(nbits);
     const h = this.module.exports.create(nbits);
     if (!h) throw new BlockError('ENOSPC', `cannot allocate a bitmap of ${nbits} bits`);
     return new WasmBitmap(this, h, nbits);
@@ -68,14 +72,10 @@ export class BitmapEngine {
   }
 }
 
-function checkRange(what: string, start: number, n: number, size: number): void {
-  if (!Number.isInteger(start) || !Number.isInteger(n) || start < 0 || n < 0 || start + n > size) {
-    throw new BlockError('EINVAL', `bitmap ${what}: range ${start}+${n} outside ${size} bits`);
-  }
-}
+const checkRange = checkBitRange;
 
 /** A bitmap in module memory, indexed in bits. Call destroy() when done. */
-export class WasmBitmap {
+export class WasmBitmap implements HBitmap {
   private handle: number;
   // Level 0 and the skip table for nextDirtyFast, and the export itself (undefined when
   // the bitmap has no skip table: 2^31 bits or more). Each is assigned exactly once, in
@@ -172,15 +172,24 @@ export class WasmBitmap {
   }
 
   /** this |= other (same size). */
-  merge(other: WasmBitmap): void {
+  merge(other: HBitmap): void {
+    if (!(other instanceof WasmBitmap)) return this.byRuns(other, 'merge', 1);
     const r = this.e.merge(this.handle, other.ptr, 0);
     if (r < 0) throw new BlockError('EINVAL', `bitmap merge: sizes differ (${this.size} and ${other.size} bits)`);
   }
 
   /** this &= ~other (same size). */
-  subtract(other: WasmBitmap): void {
+  subtract(other: HBitmap): void {
+    if (!(other instanceof WasmBitmap)) return this.byRuns(other, 'subtract', 0);
     const r = this.e.merge(this.handle, other.ptr, 1);
     if (r < 0) throw new BlockError('EINVAL', `bitmap subtract: sizes differ (${this.size} and ${other.size} bits)`);
+  }
+
+  /** merge / subtract of another engine's bitmap (made before a switch of engines), run by run. */
+  private byRuns(other: HBitmap, what: string, value: number): void {
+    if (other.size !== this.size) throw new BlockError('EINVAL', `bitmap ${what}: sizes differ (${this.size} and ${other.size} bits)`);
+    const e = this.e;
+    for (const [s, n] of runsOf(other)) e.setRange(this.handle, s, n, value);
   }
 
   /** Bits [start, start + n) in the qcow2 layout (start a multiple of 8), into `out` (ceil(n/8) bytes). */
@@ -202,62 +211,6 @@ export class WasmBitmap {
     this.engine.module.u8.set(data.subarray(0, bytes), p);
     const r = this.e.deserialize(this.handle, start, n, p);
     if (r < 0) throw statusError(r, 'bitmap deserialize');
-  }
-}
-
-/** A dirty bitmap over `length` bytes with a power-of-two `granularity`, in byte offsets. */
-export class DirtyBitmap {
-  readonly bits: WasmBitmap;
-  private readonly shift: number;
-  constructor(engine: BitmapEngine, readonly length: number, readonly granularity: number) {
-    if (!Number.isInteger(Math.log2(granularity)) || granularity < 512) throw new BlockError('EINVAL', `bad bitmap granularity ${granularity}`);
-    this.shift = Math.log2(granularity);
-    this.bits = engine.create(Math.max(1, Math.ceil(length / granularity)));
-  }
-  private first(off: number): number {
-    return Math.floor(off / this.granularity);
-  }
-  private end(off: number): number {
-    return Math.ceil(off / this.granularity);
-  }
-  /** Marks [offset, offset + bytes) dirty. */
-  setDirty(offset: number, bytes: number): void {
-    if (bytes > 0) this.bits.set(this.first(offset), this.end(Math.min(this.length, offset + bytes)) - this.first(offset));
-  }
-  /** Clears whole granules inside [offset, offset + bytes) (partly covered granules too, like QEMU). */
-  resetDirty(offset: number, bytes: number): void {
-    if (bytes > 0) this.bits.reset(this.first(offset), this.end(Math.min(this.length, offset + bytes)) - this.first(offset));
-  }
-  isDirty(offset: number): boolean {
-    return this.bits.get(this.first(offset));
-  }
-  /** Dirty bytes (granules x granularity, the last one clipped). */
-  dirtyBytes(): number {
-    const n = this.bits.count();
-    const lastBit = this.bits.size - 1;
-    const clip = this.bits.get(lastBit) ? this.bits.size * this.granularity - this.length : 0;
-    return n * this.granularity - clip;
-  }
-  /** Offset of the first dirty byte at or after `offset` (granule-aligned), or -1. */
-  nextDirty(offset: number, end = this.length): number {
-    const b = this.bits.nextDirty(this.first(offset), this.end(end));
-    return b < 0 ? -1 : Math.max(offset, b * this.granularity);
-  }
-  /** Offset of the first clean byte at or after `offset`, or -1. */
-  nextClean(offset: number, end = this.length): number {
-    const b = this.bits.nextClear(this.first(offset), this.end(end));
-    return b < 0 ? -1 : Math.max(offset, b * this.granularity);
-  }
-  /** Dirty extents in [offset, end) as [offset, bytes], clipped to the bitmap length. */
-  *dirtyExtents(offset = 0, end = this.length): Generator<[number, number]> {
-    for (const [s, n] of this.bits.dirtyRuns(this.first(offset), this.end(end))) {
-      const a = Math.max(offset, s * this.granularity);
-      const b = Math.min(end, (s + n) * this.granularity);
-      yield [a, b - a];
-    }
-  }
-  destroy(): void {
-    this.bits.destroy();
   }
 }
 

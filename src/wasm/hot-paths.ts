@@ -8,7 +8,7 @@
  * The paths: the qcow2 L2 walk (lookup.ts), the refcount scans
  * (refcount.ts), the all-zero check (core/zero-detect.ts), deflate / inflate
  * of compressed clusters and zstd (codec.ts), and the dirty-bitmap engine
- * (core/dirty-bitmap.ts, WASM only: it is loaded here ahead of the first bitmap). Each falls back to its
+ * (core/dirty-bitmap.ts; its TypeScript twin is core/hbitmap.ts). Each falls back to its
  * TypeScript (or platform) implementation when its module cannot load, with
  * the same answers; README's benchmark table says which one wins where.
  */
@@ -17,7 +17,8 @@ import { initL2Mapper, l2MapperState, setL2MapperEnabled } from '../formats/qcow
 import { initRefcountWasm, refcountWasmState, setRefcountWasmEnabled } from '../formats/qcow2/refcount.js';
 import { getClusterCodec, initZstd } from './codec.js';
 import { loadZero, loadZeroSync, ZeroBufferPool, type WasmZero } from './zero.js';
-import { initBitmapEngine } from '../core/dirty-bitmap.js';
+import { bitmapEngineState, setBitmapEngine } from '../core/dirty-bitmap.js';
+import { loadBitmapEngine, loadBitmapEngineSync, type BitmapEngine } from './bitmap.js';
 
 /** What serves each hot path (the page sees it as `Implementations`). */
 export interface HotPathState {
@@ -30,9 +31,13 @@ export interface HotPathState {
   detectZeroes: ZeroDetectorKind;
   /** Zero checks of copies (convert, import, export) in buffers of the zero module. */
   copyZeroCheck: 'wasm' | 'plain JS';
+  /** The dirty-bitmap engine of new bitmaps. */
+  bitmap: 'wasm' | 'typescript';
 }
 
 let zeroModule: Promise<WasmZero | undefined> | undefined;
+/** The WASM bitmap engine once loaded (null: it cannot load here). */
+let bitmapModule: BitmapEngine | null | undefined;
 let typescriptOnly = false;
 
 /** The WASM zero module, loaded once (undefined without SIMD or when it cannot load). */
@@ -51,7 +56,18 @@ function zero(): Promise<WasmZero | undefined> {
 export async function startHotPaths(): Promise<void> {
   const z = await zero();
   if (z && !typescriptOnly) setZeroDetector(z.detector(), 'wasm');
-  await Promise.all([initL2Mapper(), initRefcountWasm(), getClusterCodec().catch(() => undefined), initZstd().catch(() => undefined), initBitmapEngine().catch(() => undefined)]);
+  await Promise.all([initL2Mapper(), initRefcountWasm(), getClusterCodec().catch(() => undefined), initZstd().catch(() => undefined), initBitmaps()]);
+}
+
+async function initBitmaps(): Promise<void> {
+  if (bitmapModule === undefined) {
+    try {
+      bitmapModule = await loadBitmapEngine();
+    } catch {
+      bitmapModule = null;
+    }
+  }
+  if (!typescriptOnly) setBitmapEngine(bitmapModule ?? undefined);
 }
 
 /**
@@ -60,6 +76,12 @@ export async function startHotPaths(): Promise<void> {
  */
 export function startHotPathsSync(): void {
   if (typescriptOnly) return;
+  try {
+    bitmapModule ??= loadBitmapEngineSync();
+    setBitmapEngine(bitmapModule ?? undefined);
+  } catch {
+    bitmapModule = null;
+  }
   try {
     const z = loadZeroSync();
     if (z) {
@@ -127,18 +149,22 @@ export async function hotPathState(): Promise<HotPathState> {
     l2: l2MapperState(),
     refcount: refcountWasmState(),
     detectZeroes: zeroDetectorKind(),
+    bitmap: bitmapEngineState(),
   };
 }
 
 /**
- * Forces the TypeScript implementation of the L2 walk, the refcount scans
- * and the zero check (on), or lets WASM serve them again (off), so tests and
- * benchmarks can compare the two on the same data.
+ * Forces the TypeScript implementation of the L2 walk, the refcount scans,
+ * the zero check and the bitmap engine of new bitmaps (on), or lets WASM
+ * serve them again (off), so tests and benchmarks can compare the two on the
+ * same data.
  */
 export async function forceTypeScript(on: boolean): Promise<void> {
   typescriptOnly = on;
   setL2MapperEnabled(!on);
   setRefcountWasmEnabled(!on);
+  if (on) setBitmapEngine(undefined);
+  else await initBitmaps();
   const z = on ? undefined : await zero();
   setZeroDetector(z ? z.detector() : undefined, z ? 'wasm' : 'custom');
 }

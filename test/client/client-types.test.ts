@@ -3,7 +3,7 @@
  * Comlink proxy stays typed): checked by tsc and by vitest's expectTypeOf.
  */
 import { describe, it, expectTypeOf } from 'vitest';
-import type { Disk, DiskWorker, ImageInfo, MapExtent, StorageReport, CheckReport, V86DiskBuffer } from '../../src/client/index.js';
+import type { Disk, DiskWorker, ImageInfo, MapExtent, StorageReport, CheckReport, V86DiskBuffer, BitmapInfo } from '../../src/client/index.js';
 import { toV86Buffer } from '../../src/client/index.js';
 
 describe('page API types', () => {
@@ -21,6 +21,14 @@ describe('page API types', () => {
     expectTypeOf<Disk['read']>().returns.toEqualTypeOf<Promise<Uint8Array>>();
     expectTypeOf<Disk['map']>().returns.toEqualTypeOf<Promise<MapExtent[]>>();
     expectTypeOf<Disk['length']>().toEqualTypeOf<number>();
+  });
+
+  it('disk.bitmaps lists typed infos and iterates extents as [offset, length]', () => {
+    type B = Disk['bitmaps'];
+    expectTypeOf<B['list']>().returns.toEqualTypeOf<Promise<BitmapInfo[]>>();
+    expectTypeOf<B['dirtyExtents']>().returns.toEqualTypeOf<AsyncGenerator<[number, number]>>();
+    expectTypeOf<B['add']>().parameter(1).toEqualTypeOf<{ granularity?: number; persistent?: boolean; disabled?: boolean } | undefined>();
+    expectTypeOf<BitmapInfo>().toEqualTypeOf<{ name: string; granularity: number; count: number; recording: boolean; busy: boolean; persistent: boolean; inconsistent: boolean }>();
   });
 
   it('readInto gives back the type it was given', () => {

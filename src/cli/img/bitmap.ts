@@ -3,7 +3,8 @@
  * in the order given, on one read-write open of the image (backing chain not
  * opened); the first that fails ends the command with "Operation OP on
  * bitmap NAME failed: ..." and exit code 1. The format stores the result
- * when the image closes (see formats/qcow2/bitmap-store.ts).
+ * when the image closes; a removal leaves the image at once (see
+ * formats/qcow2/bitmap-store.ts).
  */
 import {
   addDirtyBitmap,
@@ -15,7 +16,7 @@ import {
   enableDirtyBitmap,
   findDirtyBitmap,
   lookupDirtyBitmap,
-  removeDirtyBitmap,
+  removeDirtyBitmapWithStorage,
 } from '../../core/dirty-bitmap.js';
 import { BlockError } from '../../core/errors.js';
 import type { BlockNode } from '../../core/node.js';
@@ -101,7 +102,7 @@ export async function cmdBitmap(ctx: Ctx, args: string[]): Promise<number> {
           addPersistent(node, name, g, addDisabled);
           break;
         case 'remove':
-          removeDirtyBitmap(node, name);
+          await removeDirtyBitmapWithStorage(node, name);
           break;
         case 'clear':
           lookupDirtyBitmap(node, name).clear();

@@ -4,6 +4,7 @@
  */
 import { BlockBackend } from '../../core/backend.js';
 import type { BlockGraph } from '../../core/graph.js';
+import type { DriverInstance } from '../../core/driver.js';
 import type { BlockNode } from '../../core/node.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
@@ -115,7 +116,18 @@ export class Ctx {
   }
 
   async closeAll(): Promise<void> {
-    for (const bb of this.backends.splice(0)) await bb.close().catch(() => undefined);
+    for (const bb of this.backends.splice(0)) {
+      // A backend the command closed itself has no node any more (and printed nothing).
+      let inst: DriverInstance | undefined;
+      try {
+        inst = bb.node.instance;
+      } catch {
+        inst = undefined;
+      }
+      await bb.close().catch(() => undefined);
+      // What the close could not do (e.g. lost persistent bitmaps), as qemu-img reports it.
+      for (const line of inst?.closeMessages?.() ?? []) this.io.stderr(`${PROG}: ${line}\n`);
+    }
     await this.graph.closeAll().catch(() => undefined);
   }
 }

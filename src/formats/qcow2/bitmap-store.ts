@@ -14,8 +14,14 @@
  * table, then a new directory in which the in-use flags are clear; only when
  * all of that is durable does the header point at the new directory (with
  * the bitmaps autoclear bit). The old directory, tables and data clusters
- * are freed afterwards, as are those of bitmaps removed in the session.
- * Inconsistent bitmaps keep their entry and clusters as they were.
+ * are freed afterwards. Inconsistent bitmaps keep their entry and clusters
+ * as they were.
+ *
+ * Remove (QEMU's qcow2_co_remove_persistent_dirty_bitmap): a bitmap stored
+ * in the image leaves it at once, not at close: a new directory without it
+ * (the other entries as they are on disk, in use), the header, then its old
+ * directory and the bitmap's table and data clusters are freed, so that the
+ * store at close reuses them as QEMU's does.
  */
 import { BdrvDirtyBitmap } from '../../core/dirty-bitmap.js';
 import { BlockError } from '../../core/errors.js';
@@ -192,37 +198,9 @@ async function freeBitmapClusters(img: Qcow2Image, b: Qcow2Bitmap): Promise<void
   img.refs.queueFree(b.tableOffset, b.tableSize * 8);
 }
 
-/**
- * Stores the node's persistent bitmaps (close of a writable image; the
- * caller holds the image idle). Nothing happens when the image has no
- * bitmaps on disk and none to store.
- */
-export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
+/** Writes `entries` as a new directory (or none) and points the header at it; frees the old one. */
+async function replaceDirectory(img: Qcow2Image, entries: readonly NewEntry[]): Promise<void> {
   const h = img.header;
-  const node = img.node;
-  const persistent = node.dirtyBitmaps.filter((b) => b.persistent);
-  if (persistent.length === 0 && !h.bitmaps) return;
-  if (h.version < 3) return;
-  const onDisk = new Map(img.bitmaps.map((b) => [b.name, b]));
-  const entries: NewEntry[] = [];
-  const kept = new Set<Qcow2Bitmap>();
-  for (const bm of persistent) {
-    const old = onDisk.get(bm.name);
-    if (bm.inconsistent) {
-      // Left as found: its entry (in use) and clusters stay.
-      if (old) {
-        entries.push({ ...old, flags: old.flags | BME_FLAG_IN_USE });
-        kept.add(old);
-      }
-      continue;
-    }
-    // A bitmap of an empty image has no bits to store (QEMU loses it too, with a warning).
-    if (bm.size === 0) continue;
-    entries.push(await storeBitmap(img, bm));
-  }
-  // Data and tables durable (with their refcounts) before any directory names them.
-  await img.refs.flushCache();
-  await img.file.flush();
   const oldDir = h.bitmaps;
   if (entries.length > 0) {
     const raw = serializeDirectory(entries);
@@ -237,9 +215,11 @@ export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
     h.autoclear &= ~AUTOCLEAR.BITMAPS;
   }
   await img.writeHeader();
-  // The old structures are unreferenced now.
-  for (const b of img.bitmaps) if (!kept.has(b)) await freeBitmapClusters(img, b);
   if (oldDir) img.refs.queueFree(oldDir.directoryOffset, oldDir.directorySize);
+}
+
+/** img.bitmaps as the directory `entries` now on disk describe them. */
+function adoptDirectory(img: Qcow2Image, entries: readonly NewEntry[]): void {
   let pos = 0;
   img.bitmaps = entries.map((e) => {
     const q: Qcow2Bitmap = { ...e, type: 1, entryOffset: pos };
@@ -247,6 +227,64 @@ export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
     return q;
   });
   registerMetadata(img);
+}
+
+/**
+ * Removes bitmap `name` from the image now (see the file comment); nothing
+ * to do when the image does not store it. The caller holds the image idle.
+ */
+export async function removeStoredBitmap(img: Qcow2Image, name: string): Promise<void> {
+  const gone = img.bitmaps.find((b) => b.name === name);
+  if (!gone || !img.header.bitmaps) return;
+  const entries: NewEntry[] = img.bitmaps.filter((b) => b !== gone).map(({ name, flags, granularityBits, tableOffset, tableSize }) => ({ name, flags, granularityBits, tableOffset, tableSize }));
+  await replaceDirectory(img, entries);
+  adoptDirectory(img, entries);
+  await freeBitmapClusters(img, gone);
+  await flushAll(img, true);
+}
+
+/**
+ * Stores the node's persistent bitmaps (close of a writable image; the
+ * caller holds the image idle). Nothing happens when the image has no
+ * bitmaps on disk and none to store.
+ */
+export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
+  const h = img.header;
+  const node = img.node;
+  const persistent = node.dirtyBitmaps.filter((b) => b.persistent);
+  if (persistent.length === 0 && !h.bitmaps) return;
+  if (h.version < 3) return;
+  const onDisk = new Map(img.bitmaps.map((b) => [b.name, b]));
+  const entries: NewEntry[] = [];
+  const kept = new Set<Qcow2Bitmap>();
+  let lost = false;
+  for (const bm of persistent) {
+    const old = onDisk.get(bm.name);
+    if (bm.inconsistent) {
+      // Left as found: its entry (in use) and clusters stay.
+      if (old) {
+        entries.push({ ...old, flags: old.flags | BME_FLAG_IN_USE });
+        kept.add(old);
+      }
+      continue;
+    }
+    // A bitmap of an empty image has no bits to store: QEMU's store fails (its table
+    // allocation of zero entries reports ENOMEM) and says the bitmaps are lost.
+    if (bm.size === 0) {
+      lost = true;
+      continue;
+    }
+    entries.push(await storeBitmap(img, bm));
+  }
+  if (lost) img.closeLines.push(`Lost persistent bitmaps during inactivation of node '${node.nodeName}': No memory`);
+  // Data and tables durable (with their refcounts) before any directory names them.
+  await img.refs.flushCache();
+  await img.file.flush();
+  const old = img.bitmaps;
+  await replaceDirectory(img, entries);
+  // The old structures are unreferenced now.
+  for (const b of old) if (!kept.has(b)) await freeBitmapClusters(img, b);
+  adoptDirectory(img, entries);
   await flushAll(img, true);
   await img.file.flush();
 }

@@ -40,7 +40,8 @@ import { TYPE_NAMES, type ClusterType } from './l2-entry.js';
 import { Refcounts } from './refcount.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
-import { storePersistentBitmaps } from './bitmap-store.js';
+import { checkCanStoreBitmap, removeStoredBitmap, storePersistentBitmaps } from './bitmap-store.js';
+import { bitmapsInUseAgain, checkpointBitmaps } from './bitmap-checkpoint.js';
 import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
@@ -129,6 +130,10 @@ export class Qcow2Image implements DriverInstance {
    * rewrite the bitmap directory).
    */
   storeBitmapsOnClose = false;
+  /** The bitmaps were stored by a checkpoint and no write came since (bitmap-checkpoint.ts). */
+  bitmapsAtRest = false;
+  /** The marking in use of bitmaps at rest, while it runs. */
+  markingInUse: Promise<void> | null = null;
   /** Whether open loaded the persistent bitmaps into the node (not for check). */
   bitmapsLoaded = false;
   readonly warnings: string[] = [];
@@ -137,6 +142,12 @@ export class Qcow2Image implements DriverInstance {
 
   openMessages(): readonly string[] {
     return this.repairMessages;
+  }
+  /** What the close could not do, as QEMU reports it (bitmap-store.ts). */
+  readonly closeLines: string[] = [];
+
+  closeMessages(): readonly string[] {
+    return this.closeLines;
   }
   /** Last decompressed cluster (sequential reads of compressed data). */
   lastCompressed: { key: string; buf: Uint8Array } | null = null;
@@ -197,11 +208,16 @@ export class Qcow2Image implements DriverInstance {
     if (this.corrupt) throw new BlockError('EIO', 'qcow2: Image is corrupt; no further writes are accepted', { node: this.node.nodeName });
   }
 
-  /** Throws while the persistent bitmaps could not be marked in use (see reopenCommitPost). */
-  private checkBitmapsWritable(): void {
+  /**
+   * Before every guest write: throws while the persistent bitmaps could not
+   * be marked in use (see reopenCommitPost), and marks bitmaps a checkpoint
+   * left at rest in use again first.
+   */
+  private async checkBitmapsWritable(): Promise<void> {
     if (this.bitmapsNotInUse) {
       throw new BlockError('EPERM', 'qcow2: the persistent dirty bitmaps could not be marked in use; writes are refused until a reopen succeeds', { node: this.node.nodeName });
     }
+    await bitmapsInUseAgain(this);
   }
 
   /**
@@ -329,7 +345,7 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async pwritev(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
-    this.checkBitmapsWritable();
+    if (this.bitmapsAtRest || this.bitmapsNotInUse) await this.checkBitmapsWritable();
     if (flags & ReqFlag.COMPRESSED) return writeCompressed(this, offset, bytes, buf);
     await writeGuest(this, offset, bytes, buf);
   }
@@ -340,13 +356,13 @@ export class Qcow2Image implements DriverInstance {
     l.requestAlignment = 1;
   }
 
-  pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
-    this.checkBitmapsWritable();
+  async pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
+    if (this.bitmapsAtRest || this.bitmapsNotInUse) await this.checkBitmapsWritable();
     return writeZeroes(this, offset, bytes, flags);
   }
 
   async pdiscard(offset: number, bytes: number): Promise<void> {
-    this.checkBitmapsWritable();
+    if (this.bitmapsAtRest || this.bitmapsNotInUse) await this.checkBitmapsWritable();
     // Without the zero flag, discarded clusters would show the backing file's data.
     if (this.header.version < 3 && this.node.backing) {
       throw new BlockError('ENOTSUP', 'qcow2 v2 images with a backing file cannot discard');
@@ -358,7 +374,7 @@ export class Qcow2Image implements DriverInstance {
   // Truncate and preallocation
 
   async truncate(offset: number, exact: boolean, prealloc: PreallocMode, flags: ReqFlags = 0): Promise<void> {
-    this.checkBitmapsWritable();
+    if (this.bitmapsAtRest || this.bitmapsNotInUse) await this.checkBitmapsWritable();
     void exact;
     const old = this.header.size;
     const zeroWrite = (flags & ReqFlag.ZERO_WRITE) !== 0 && offset > old;
@@ -457,6 +473,21 @@ export class Qcow2Image implements DriverInstance {
 
   supportsPersistentBitmaps(): boolean {
     return this.header.version >= 3;
+  }
+
+  canStoreNewDirtyBitmap(name: string, granularity: number): void {
+    checkCanStoreBitmap(this, name, granularity);
+  }
+
+  /** Stores the persistent bitmaps now; the next write marks them in use again (bitmap-checkpoint.ts). */
+  checkpointPersistentBitmaps(): Promise<void> {
+    return checkpointBitmaps(this);
+  }
+
+  async removePersistentDirtyBitmap(name: string): Promise<void> {
+    if (this.readOnly || !this.refs || !this.storeBitmapsOnClose) return;
+    this.checkUsable();
+    await this.whenIdle(() => removeStoredBitmap(this, name));
   }
 
   hasZeroInit(): boolean {
