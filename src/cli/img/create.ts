@@ -9,7 +9,7 @@ import { parseSizeQemu } from '../format.js';
 import { boolValue, isValidOptionList } from '../qemu-opts.js';
 import { CliExit, errText, formatNode } from '../common.js';
 import { PROG, errorExit, fail, Ctx, parseOpts, COMMON_LONGS } from './context.js';
-import { printOptionHelp, hasHelp, buildCreateOpts, formatOptsLine, toCreateRecord } from './create-options.js';
+import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, formatOptsLine, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 import { hugeImageSize, imageTooLargeMessage } from './create-size.js';
 
@@ -61,14 +61,7 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   if (options.some((t) => hasHelp(t))) return printOptionHelp(ctx, fmt, filename);
 
   const prefix = `${filename}: `;
-  let drv;
-  try {
-    drv = ctx.graph.getDriver(fmt);
-  } catch {
-    fail(`${prefix}Unknown file format '${fmt}'`);
-  }
-  if (drv.kind !== 'format' && drv.kind !== 'protocol') fail(`${prefix}Unknown file format '${fmt}'`);
-  if (!drv.create) fail(`${prefix}Format driver '${fmt}' does not support image creation`);
+  creatableDriver(ctx, fmt, prefix);
   let built;
   try {
     built = buildCreateOpts(ctx, fmt, filename, options);

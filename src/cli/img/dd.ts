@@ -5,6 +5,7 @@ import { createImage } from '../../core/create.js';
 import { errText, strerror } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS } from './context.js';
 import { help } from './help.js';
+import { creatableDriver } from './create-options.js';
 
 // dd
 
@@ -43,13 +44,7 @@ export async function cmdDd(ctx: Ctx, args: string[]): Promise<number> {
   }
   if (inFile === undefined || outFile === undefined) fail('Must specify both input and output files');
   const src = await ctx.open(inFile, fmt, { readOnly: true, forceShare });
-  let drv;
-  try {
-    drv = ctx.graph.getDriver(outFmt);
-  } catch {
-    fail('Unknown file format');
-  }
-  if (!drv.create) fail(`Format driver '${outFmt}' does not support image creation`);
+  creatableDriver(ctx, outFmt, '', 'Unknown file format');
   let size = src.length;
   if (count !== undefined && count * bsz < size) size = count * bsz;
   const skipBytes = skip !== undefined ? skip * bsz : 0;

@@ -1,6 +1,6 @@
 /**
  * qemu-img amend for qcow2: compat up / down, lazy_refcounts, refcount_bits,
- * backing file / format, data file name. Runs with the image lock held and
+ * data file name (the backing file only as it is: rebase changes it). Runs with the image lock held and
  * all caches flushed.
  */
 import type { OptionReader } from '../../core/options.js';
@@ -11,7 +11,6 @@ import { fileLengthOf } from './check-count.js';
 import { getRefcount } from './refcount.js';
 import { ClusterType, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
-import { serializeHeader } from './header.js';
 import { checkRefcountBits, readRefcountBits } from './create.js';
 
 /**
@@ -44,7 +43,7 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   if (compat !== undefined) {
     if (compat === '0.10' || compat === 'v2') version = 2;
     else if (compat === '1.1' || compat === 'v3') version = 3;
-    else throw einval(`Invalid compatibility level: '${compat}'`);
+    else throw einval(`Unknown compatibility level ${compat}`);
   }
   if (dataFile !== undefined || dataFileRaw !== undefined) {
     if (!img.hasDataFile) throw einval('data-file can only be set for images that use an external data file');
@@ -55,16 +54,6 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     h.headerLength = V3_HEADER_LENGTH;
     h.refcountOrder = 4;
     await img.writeHeader();
-  }
-  if (lazy !== undefined) {
-    if (h.version < 3 || version < 3) {
-      if (lazy) throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
-    } else {
-      if (lazy) h.compatible |= COMPAT.LAZY_REFCOUNTS;
-      else h.compatible &= ~COMPAT.LAZY_REFCOUNTS;
-      img.lazyRefcounts = lazy;
-      await img.writeHeader();
-    }
   }
   if (refcountBits !== undefined && refcountBits !== 1 << h.refcountOrder) {
     // Going to 16 bits is allowed on the way down to compat=0.10 (the downgrade comes last).
@@ -82,12 +71,19 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     }
     await rebuildRefcounts(img, counts, Math.log2(refcountBits));
   }
-  if (backingFile !== undefined || backingFmt !== undefined) {
-    if (backingFile !== undefined) h.backingFile = backingFile || undefined;
-    if (backingFmt !== undefined) h.backingFormat = backingFmt;
-    if (!h.backingFile) h.backingFormat = undefined;
-    serializeHeader(h);
-    await img.writeHeader();
+  // As QEMU 7.2: amend no longer changes the backing file; naming the current one is allowed.
+  if ((backingFile !== undefined || backingFmt !== undefined) && (backingFile !== h.backingFile || backingFmt !== h.backingFormat)) {
+    throw new BlockError('EINVAL', 'Cannot amend the backing file', {}, { detail: backingFile ?? backingFmt, hint: "You can use 'qemu-img rebase' instead.\n" });
+  }
+  if (lazy !== undefined) {
+    if (h.version < 3 || version < 3) {
+      if (lazy) throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
+    } else {
+      if (lazy) h.compatible |= COMPAT.LAZY_REFCOUNTS;
+      else h.compatible &= ~COMPAT.LAZY_REFCOUNTS;
+      img.lazyRefcounts = lazy;
+      await img.writeHeader();
+    }
   }
   if (version < h.version) await downgrade(img);
   return size !== undefined && size !== h.size ? size : undefined;
