@@ -55,7 +55,7 @@ export async function cmdAmend(ctx: Ctx, args: string[]): Promise<number> {
     const values = amendValues(ctx, drv, drv.amendOptions, optText);
     prog.print(0, 0);
     try {
-      await node.instance.amend(new OptionReader(Object.fromEntries(values), `Block format '${drv.name}'`), force, (done, total) => prog.print((100 * done) / total, 0));
+      await node.instance.amend(new OptionReader(Object.fromEntries(values), `Block format '${drv.name}'`), force, (done, total) => prog.print(amendPercent(done, total), 0));
     } catch (e) {
       prog.print(100, 0);
       fail(errText(e), 1, errHint(e));
@@ -65,6 +65,12 @@ export async function cmdAmend(ctx: Ctx, args: string[]): Promise<number> {
   } finally {
     prog.end();
   }
+}
+
+/** qemu-img's amend status callback computes the percentage in single precision. */
+function amendPercent(done: number, total: number): number {
+  const f = Math.fround;
+  return f(f(100 * f(done)) / f(total));
 }
 
 /**

@@ -15,6 +15,7 @@
  *   cache.ts, header.ts, l2-entry.ts (L1 / L2 entry codec), constants.ts (on-disk bits)
  */
 import type {
+  AmendProgress,
   BlockDriver,
   BlockStatusResult,
   CheckFix,
@@ -440,10 +441,10 @@ export class Qcow2Image implements DriverInstance {
     });
   }
 
-  async amend(options: OptionReader, force: boolean): Promise<void> {
+  async amend(options: OptionReader, force: boolean, progress?: AmendProgress): Promise<void> {
     const newSize = await this.whenIdle(async () => {
       await flushAll(this, true);
-      return amendImage(this, options, force);
+      return amendImage(this, options, force, progress);
     });
     if (newSize !== undefined) {
       await this.truncate(newSize, false, 'off');
