@@ -7,7 +7,7 @@ import { ReqFlag } from '../../core/driver.js';
 import { cowChild, isAllocatedAbove } from '../../core/block-status.js';
 import { isZeroBuffer } from '../../core/zero-detect.js';
 import { Perm } from '../../core/permissions.js';
-import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
+import { CliExit, errHint, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { help } from './help.js';
 
@@ -109,7 +109,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   } catch (e) {
     prog.end();
     if (e instanceof CliExit) throw e;
-    fail(errText(e));
+    fail(errText(e), 1, errHint(e));
   }
   prog.print(100, 0);
   prog.end();

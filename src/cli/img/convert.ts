@@ -8,7 +8,7 @@ import { ReqFlag } from '../../core/driver.js';
 import { createImage } from '../../core/create.js';
 import { isZeroBuffer, zeroRunLength } from '../../core/zero-detect.js';
 import { isValidOptionList } from '../qemu-opts.js';
-import { CliExit, driverInfo, errText, formatNode, strerror, parseCacheMode, supportsCompressed } from '../common.js';
+import { CliExit, driverInfo, errHint, errText, formatNode, strerror, parseCacheMode, supportsCompressed } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
@@ -146,7 +146,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     try {
       await createImage(ctx.graph, targetFmt, outFilename, rec);
     } catch (e) {
-      fail(`${outFilename}: error while converting ${targetFmt}: ${errText(e)}`);
+      fail(`${outFilename}: error while converting ${targetFmt}: ${errText(e)}`, 1, errHint(e));
     }
   }
   if (skipCreate && srcs.length > 1 && outBase !== undefined) fail(CONCAT_BACKING);
@@ -328,7 +328,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     await target.flush();
   } catch (e) {
     if (e instanceof CliExit) throw e;
-    fail(`error while converting: ${errText(e)}`);
+    fail(`error while converting: ${errText(e)}`, 1, errHint(e));
   }
   prog.print(100, 0);
   prog.end();

@@ -7,7 +7,7 @@ import { parseKeyValueList } from '../../core/options.js';
 import { createImage } from '../../core/create.js';
 import { parseSizeQemu } from '../format.js';
 import { boolValue, isValidOptionList } from '../qemu-opts.js';
-import { CliExit, errText, formatNode } from '../common.js';
+import { CliExit, errHint, errText, formatNode } from '../common.js';
 import { PROG, errorExit, fail, Ctx, parseOpts, COMMON_LONGS } from './context.js';
 import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, formatOptsLine, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
@@ -109,7 +109,7 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
     try {
       bb = await BlockBackend.open(ctx.graph, { filename: full, 'force-share': true }, { readOnly: true, ...(backingFmt ? { format: backingFmt } : {}) }, { name: '' });
     } catch (e) {
-      fail(`${prefix}${errText(e)}`, 1, 'Could not open backing image.\n');
+      fail(`${prefix}${errText(e)}`, 1, `${errHint(e)}Could not open backing image.\n`);
     }
     const detected = formatNode(bb.node).driver.name;
     const blen = bb.length;
@@ -141,7 +141,7 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   } catch (e) {
     const err = e as { code?: string };
     if (err.code === 'EFBIG') fail(`${prefix}${imageTooLargeMessage(fmt, specs, values)}`);
-    fail(`${prefix}${errText(e)}`);
+    fail(`${prefix}${errText(e)}`, 1, errHint(e));
   }
   return 0;
 }

@@ -2,7 +2,7 @@
  * `img dd`.
  */
 import { createImage } from '../../core/create.js';
-import { errText, strerror } from '../common.js';
+import { errHint, errText, strerror } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS } from './context.js';
 import { help } from './help.js';
 import { creatableDriver } from './create-options.js';
@@ -52,7 +52,7 @@ export async function cmdDd(ctx: Ctx, args: string[]): Promise<number> {
   try {
     await createImage(ctx.graph, outFmt, outFile, { size: beyond ? 0 : size - skipBytes });
   } catch (e) {
-    fail(`${outFile}: error while creating output image: ${errText(e)}`);
+    fail(`${outFile}: error while creating output image: ${errText(e)}`, 1, errHint(e));
   }
   const dst = await ctx.open(outFile, outFmt, { readOnly: false });
   let inPos = skipBytes;

@@ -5,7 +5,7 @@ import { BlockBackend } from '../../core/backend.js';
 import { type MeasureInfo } from '../../core/driver.js';
 import { OptionReader } from '../../core/options.js';
 import { toQemuJson, type JsonValue } from '../format.js';
-import { CliExit, errText } from '../common.js';
+import { CliExit, errHint, errText } from '../common.js';
 import { fail, Ctx, parseOpts, cvtnum, outputFormat, COMMON_LONGS } from './context.js';
 import { parseKeyValueListSafe } from './create.js';
 import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
@@ -59,7 +59,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
     info = await drv.measure(reader, src?.node);
   } catch (e) {
     if (e instanceof CliExit) throw e;
-    fail(errText(e));
+    fail(errText(e), 1, errHint(e));
   }
   if (of === 'human') {
     let s = `required size: ${info.required}\nfully allocated size: ${info.fullyAllocated}\n`;

@@ -4,7 +4,7 @@
 import { BlockBackend } from '../../core/backend.js';
 import { joinRelative } from '../../core/graph.js';
 import { cowChild, isAllocatedAbove } from '../../core/block-status.js';
-import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
+import { CliExit, errHint, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { compareBuffers } from './compare.js';
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, COMMON_LONGS, Progress, imageFilename } from './context.js';
 import { help } from './help.js';
@@ -58,7 +58,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
         newBb = await BlockBackend.open(ctx.graph, { filename: full, 'force-share': true }, { readOnly: true, ...(outBaseFmt ? { format: outBaseFmt } : {}) }, { name: '' });
       } catch (e) {
         prog.end();
-        fail(`Could not open new backing file '${full}': ${errText(e)}`);
+        fail(`Could not open new backing file '${full}': ${errText(e)}`, 1, errHint(e));
       }
     }
     try {
@@ -95,7 +95,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
     } catch (e) {
       prog.end();
       if (e instanceof CliExit) throw e;
-      fail(errText(e));
+      fail(errText(e), 1, errHint(e));
     } finally {
       await newBb?.close();
     }

@@ -101,6 +101,8 @@ export class Qcow2Image implements DriverInstance {
   meta = new MetadataIndex(512);
   snapshots: Qcow2Snapshot[] = [];
   snapshotTableBytes = 0;
+  /** Opened for check: why the snapshot table could not be read (check reports it), else undefined. */
+  snapshotTableError: unknown = undefined;
   bitmaps: Qcow2Bitmap[] = [];
   /** Where guest data lives: the image file, or the external data file. */
   dataChild!: BdrvChild;
