@@ -28,6 +28,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   let drop = false;
   let progress = false;
   let quiet = false;
+  let cache = 'writeback';
   for (const o of opts) {
     switch (o.opt) {
       case 'h': return help(ctx);
@@ -37,7 +38,10 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
       case 'p': progress = true; break;
       case 'q': quiet = true; break;
       case 'r': cvtnum('rate limit', o.arg!); break;
-      case 't': if (!parseCacheMode(o.arg!)) fail(`Invalid cache option: ${o.arg}`); break;
+      case 't':
+        if (!parseCacheMode(o.arg!)) fail(`Invalid cache option: ${o.arg}`);
+        cache = o.arg!;
+        break;
       default: break;
     }
   }
@@ -48,6 +52,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   // qemu-img commit opens with discard=unmap (BDRV_O_UNMAP), which the backing chain inherits.
   const bb = await ctx.open(filename, fmt, {
     readOnly: false,
+    cache,
     shared: Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE | Perm.GRAPH_MOD,
     extra: { discard: 'unmap' },
   });

@@ -72,11 +72,15 @@ export class Ctx {
     if (o.forceShare) spec['force-share'] = true;
     // QEMU's img_check always opens with BDRV_O_CHECK, read-only too.
     if (o.forCheck && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
+    // -t / -T: the node's cache options, and writethrough modes (writethrough, directsync) make
+    // every write reach the disk before it completes (QEMU's BlockBackend without write cache).
+    let writeThrough = false;
     if (o.cache) {
       const c = parseCacheMode(o.cache);
       if (c) {
         spec['cache.direct'] = c.direct;
         spec['cache.no-flush'] = c.noFlush;
+        writeThrough = !c.writeback;
       }
     }
     let bb: BlockBackend;
@@ -86,7 +90,7 @@ export class Ctx {
         this.graph,
         spec,
         { readOnly: o.readOnly ?? true, ...(fmt ? { format: fmt } : {}), ...(o.noBacking ? { noBacking: true } : {}) },
-        { name: '', ...(o.shared !== undefined ? { shared: o.shared } : {}) },
+        { name: '', writeThrough, ...(o.shared !== undefined ? { shared: o.shared } : {}) },
       );
     } catch (e) {
       fail(`Could not open '${filename}': ${errText(e)}`, o.code ?? 1, errHint(e));

@@ -24,6 +24,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
   let progress = false;
   let quiet = false;
   let forceShare = false;
+  let cache = 'writeback';
   for (const o of opts) {
     switch (o.opt) {
       case 'h': return help(ctx);
@@ -37,6 +38,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
       case 't':
       case 'T':
         if (!parseCacheMode(o.arg!)) fail(o.opt === 't' ? `Invalid cache option: ${o.arg}` : `Invalid source cache option: ${o.arg}`);
+        if (o.opt === 't') cache = o.arg!;
         break;
       default: break;
     }
@@ -45,7 +47,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
   if (operands.length !== 1) errorExit('Expecting one image file name');
   if (!unsafe && outBase === undefined) errorExit('Must specify backing file (-b) or use unsafe mode (-u)');
   const filename = operands[0]!;
-  const bb = await ctx.open(filename, fmt, { readOnly: false, noBacking: unsafe, forceShare });
+  const bb = await ctx.open(filename, fmt, { readOnly: false, noBacking: unsafe, forceShare, cache });
   const top = formatNode(bb.node);
   if (outBase === '') outBase = undefined;
   const prog = new Progress(ctx, progress, 1.0);
