@@ -64,6 +64,10 @@ describe('img amend vs qemu-img 7.2', () => {
     'amend -p -o foo=bar base.qcow2',
     'amend -p -f qcow2 -o help',
     'amend -p -q -o lazy_refcounts=on base.qcow2',
+    // No -U: amend always writes.
+    'amend -U -o lazy_refcounts=on base.qcow2',
+    'amend --force-share -o lazy_refcounts=on base.qcow2',
+    'amend --force -o lazy_refcounts=on base.qcow2',
   ];
   for (const line of lines) {
     it(`img ${line}`, async () => {

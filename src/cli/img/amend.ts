@@ -15,7 +15,9 @@ import { help } from './help.js';
 const CREATE_ONLY_HINT = 'This option is only supported for image creation\n';
 
 export async function cmdAmend(ctx: Ctx, args: string[]): Promise<number> {
-  const { opts, operands } = parseOpts(args, 'ho:f:t:pqU', [{ name: 'force', hasArg: 0, val: 'force' }, ...COMMON_LONGS]);
+  // qemu-img amend takes no -U / --force-share (it always writes).
+  const longs = COMMON_LONGS.filter((l) => l.val !== 'U');
+  const { opts, operands } = parseOpts(args, 'ho:f:t:pq', [{ name: 'force', hasArg: 0, val: 'force' }, ...longs]);
   let fmt: string | undefined;
   const options: string[] = [];
   let cache = 'writeback';
