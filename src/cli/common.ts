@@ -34,6 +34,11 @@ export function errText(e: unknown): string {
   return toBlockError(e).text;
 }
 
+/** The hint lines QEMU prints after an error's message ('' when none). */
+export function errHint(e: unknown): string {
+  return toBlockError(e).hint;
+}
+
 /** strerror() of an error's code. */
 export function strerror(e: unknown): string {
   const err = toBlockError(e);

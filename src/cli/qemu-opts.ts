@@ -6,7 +6,7 @@
  * a hex number with a suffix works but is warned about, as in QEMU 7.2.
  */
 import type { CreateOptionSpec } from '../core/driver.js';
-import { parseSizeQemu } from './format.js';
+import { parseSizeExact } from './format.js';
 import { hugeImageSize } from './img/create-size.js';
 
 /** A failure to report as `<filename>: <message>` (more lines may follow). */
@@ -75,20 +75,30 @@ export function parseOptionList(text: string): Array<[string, string]> {
 const SIZE_HELP = 'Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.\n';
 
 /**
- * A size option's value in bytes. Hex takes a suffix with a deprecation
- * warning (passed to `warn`); anything else bad is QEMU's size error.
+ * A size option's value in bytes, exactly (below 2^64). Hex takes a suffix
+ * with a deprecation warning (passed to `warn`); a value past 2^64 is out of
+ * range; anything else bad is QEMU's size error with the suffix help.
  */
-export function parseSizeOption(name: string, value: string, warn: (line: string) => void): number {
+export function parseSizeOptionExact(name: string, value: string, warn: (line: string) => void): bigint {
   const hexSuffixed = /^\s*0[xX]([0-9a-fA-F]+)([kKmMgGtTpPeE])$/.exec(value);
+  let r: ReturnType<typeof parseSizeExact>;
   if (hexSuffixed) {
     warn(`Using a multiplier suffix on hex numbers is deprecated: ${value}`);
     const shift = 10n * BigInt('BKMGTPE'.indexOf(hexSuffixed[2]!.toUpperCase()));
     const v = BigInt(`0x${hexSuffixed[1]}`) << shift;
-    if (v < 1n << 64n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+    r = v < 1n << 64n ? { ok: true, value: v } : { ok: false, reason: 'range' };
   } else {
-    const r = parseSizeQemu(value);
-    if (r.ok) return r.value;
+    r = parseSizeExact(value);
   }
+  if (r.ok) return r.value;
+  if (r.reason === 'range') throw new OptsError(`Value '${value}' is out of range for parameter '${name}'`);
+  throw new OptsError(`Parameter '${name}' expects a non-negative number below 2^64`, SIZE_HELP);
+}
+
+/** {@link parseSizeOptionExact} for sizes we hold in a number (up to 2^53). */
+export function parseSizeOption(name: string, value: string, warn: (line: string) => void): number {
+  const v = parseSizeOptionExact(name, value, warn);
+  if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
   throw new OptsError(`Parameter '${name}' expects a non-negative number below 2^64`, SIZE_HELP);
 }
 

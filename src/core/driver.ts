@@ -192,6 +192,9 @@ export interface ImageCatalogue {
   remove(filename: string): Promise<void>;
 }
 
+/** Reports amend progress: `done` of `total` units of work. */
+export type AmendProgress = (done: number, total: number) => void;
+
 /**
  * The static side of a driver: its name, what it is, how to probe, open and
  * create images.
@@ -322,8 +325,12 @@ export interface DriverInstance {
 
   /** Checks consistency and repairs what `fix` allows. Default: ENOTSUP. */
   check?(fix: CheckFix): Promise<CheckResult>;
-  /** Changes image options in place (qemu-img amend). Default: ENOTSUP. */
-  amend?(options: OptionReader, force: boolean): Promise<void>;
+  /**
+   * Changes image options in place (qemu-img amend). `progress` is told the
+   * work done so far out of a total (units are the driver's), as QEMU's amend
+   * status callback. Default: ENOTSUP.
+   */
+  amend?(options: OptionReader, force: boolean, progress?: AmendProgress): Promise<void>;
   /**
    * Cluster size and other generic info (QEMU's bdrv_get_info). Throws
    * ENOTSUP when the driver has no such information at all (QEMU's null and

@@ -89,6 +89,11 @@ export interface BlockErrorOptions {
    * `message` shows it in parentheses, `text` leaves it out.
    */
   detail?: string;
+  /**
+   * Advice printed on the lines after the message, each ending in a newline
+   * (QEMU's error_append_hint: "You can use 'qemu-img rebase' instead.").
+   */
+  hint?: string;
 }
 
 /** A block-layer failure with an errno-style code. */
@@ -100,14 +105,17 @@ export class BlockError extends Error {
   readonly text: string;
   /** The offending value(s) the text leaves out, if any. */
   readonly detail: string | undefined;
+  /** Advice for the user after the message (see {@link BlockErrorOptions.hint}); '' when none. */
+  readonly hint: string;
 
   constructor(code: ErrorCode, text: string, context: ErrorContext = {}, options: BlockErrorOptions = {}) {
-    const { detail, ...rest } = options;
+    const { detail, hint, ...rest } = options;
     super(detail !== undefined && detail !== '' ? `${text} (${detail})` : text, rest);
     this.code = code;
     this.context = context;
     this.text = text;
     this.detail = detail !== '' ? detail : undefined;
+    this.hint = hint ?? '';
   }
 
   /** The positive errno number of {@link code} (Linux numbering). */
@@ -117,7 +125,7 @@ export class BlockError extends Error {
 
   /** A new error with the same code and `prefix: text`, keeping context and detail. */
   withPrefix(prefix: string, context: ErrorContext = {}): BlockError {
-    return new BlockError(this.code, `${prefix}: ${this.text}`, { ...this.context, ...context }, { cause: this, detail: this.detail });
+    return new BlockError(this.code, `${prefix}: ${this.text}`, { ...this.context, ...context }, { cause: this, detail: this.detail, hint: this.hint });
   }
 }
 

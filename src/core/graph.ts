@@ -95,10 +95,10 @@ export class BlockGraph {
     return [...this.nodes.values()];
   }
 
-  /** A node by node-name; ENOENT when absent. */
+  /** A node by node-name (a child reference: QEMU looks it up as device and node name); ENOENT when absent. */
   findNode(name: string): BlockNode {
     const n = this.nodes.get(name);
-    if (!n) throw new BlockError('ENOENT', `Cannot find device='' nor node-name='${name}'`);
+    if (!n) throw new BlockError('ENOENT', `Cannot find device='${name}' nor node-name='${name}'`);
     return n;
   }
 

@@ -205,3 +205,22 @@ export function parseQemuJson(text: string): unknown {
   if (!p.atEnd()) throw einval('Expecting at most one JSON value');
   return v;
 }
+
+/** QDict's bucket for a key (QEMU's tdb_hash modulo its 512 buckets), in 32-bit arithmetic. */
+function qdictBucket(key: string): number {
+  let v = Math.imul(0x238f13af, key.length) >>> 0;
+  for (let i = 0; i < key.length; i++) v = (v + ((key.charCodeAt(i) << ((i * 5) % 24)) >>> 0)) >>> 0;
+  return ((Math.imul(1103515243, v) + 12345) >>> 0) % 512;
+}
+
+/**
+ * A flat option dictionary as QEMU writes it into a `json:{...}` filename:
+ * keys in QDict order (by hash bucket; a later key first within a bucket),
+ * `"key": value` pairs separated by `, `. Values are strings, numbers or
+ * booleans, as they were given.
+ */
+export function qdictJson(entries: ReadonlyArray<readonly [string, string | number | boolean]>): string {
+  const order = entries.map((e, i) => ({ e, i, b: qdictBucket(e[0]) }));
+  order.sort((x, y) => x.b - y.b || y.i - x.i);
+  return `{${order.map(({ e: [k, v] }) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
+}

@@ -4,15 +4,19 @@
  * status reports every byte as data; no hole punching, so write-zeroes writes
  * zero buffers and discard overwrites with zeros; no fcntl / flock, so no
  * image locking: a second read-write open of the same file succeeds, where
- * file-posix takes OFD locks). flush = fdatasync.
+ * file-posix takes OFD locks). flush = fdatasync. As in QEMU's block layer,
+ * the length is counted in whole 512-byte sectors: an odd-sized file reads as
+ * rounded up, the tail as zeros (block status: a trailing hole).
  */
-import type { BlockDriver, CreateContext, DriverInstance, PreallocMode, ReopenState } from '../core/driver.js';
+import { Status, type BlockDriver, type BlockStatusResult, type CreateContext, type DriverInstance, type PreallocMode, type ReopenState } from '../core/driver.js';
 import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
 import { checkExtentSizeHint } from '../core/create.js';
 import type { FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
+
+const SECTOR = 512;
 
 type FsPromises = typeof import('node:fs/promises');
 let fsp: FsPromises | null = null;
@@ -45,11 +49,24 @@ export class NodeFileInstance implements DriverInstance {
     private fh: FileHandle,
     protected size: number,
     protected readonly filename: string,
+    /** The node this instance serves (block status names it as the place of the data). */
+    private readonly node?: BlockNode,
   ) {}
   readonly supportedWriteFlags = 0;
 
+  /** The file's length rounded up to a whole 512-byte sector (QEMU's total_sectors). */
   getLength(): number {
-    return this.size;
+    return Math.ceil(this.size / SECTOR) * SECTOR;
+  }
+
+  /**
+   * Data up to the file's real end (Node sees no holes), zeros in the rest of
+   * the last sector, as file-posix reports a trailing hole.
+   */
+  async blockStatus(wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult> {
+    const hole = wantZero && offset >= this.size;
+    const pnum = wantZero && !hole ? Math.min(bytes, this.size - offset) : bytes;
+    return { status: (hole ? Status.ZERO : Status.DATA) | Status.OFFSET_VALID, pnum, map: offset, ...(this.node ? { file: this.node } : {}) };
   }
 
   async preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
@@ -175,7 +192,8 @@ export function parseFileName(filename: string): string {
 }
 
 async function createFile(ctx: CreateContext): Promise<void> {
-  const size = ctx.options.size('size', 0);
+  // file-posix creates whole sectors.
+  const size = Math.ceil(ctx.options.size('size', 0) / SECTOR) * SECTOR;
   const prealloc = ctx.options.choice('preallocation', ['off', 'falloc', 'full'] as const, 'off');
   // Accepted as QEMU does; Node cannot set btrfs / XFS attributes, so both are hints only.
   ctx.options.bool('nocow');
@@ -245,7 +263,7 @@ export const nodeFileDriver = {
     return openHostFile('file', node, options, (fh, st, filename) => {
       // Devices have their own drivers (host_device, host_cdrom), as in file-posix.
       if (!st.isFile()) throw einval(`'file' driver requires '${filename}' to be a regular file`);
-      return new NodeFileInstance(fh, st.size, filename);
+      return new NodeFileInstance(fh, st.size, filename, node);
     });
   },
   create: createFile,

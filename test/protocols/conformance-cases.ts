@@ -21,6 +21,7 @@ import {
   openImage,
   pattern,
   READ_ONLY_CODES,
+  shownLength,
   type Image,
   type Target,
 } from './conformance-kit.js';
@@ -39,14 +40,14 @@ const KiB = 1024;
 /** Writes refused on a read-only image, and the content unchanged afterwards. */
 async function refusesWrites(t: Target, img: Image, bb: BlockBackend, ops: Array<[string, () => Promise<unknown>]>): Promise<void> {
   for (const [what, op] of ops) await expectError(op, READ_ONLY_CODES, [], `${t.name}: ${what} on a read-only image`);
-  await expectContent(bb, new Model(img.initial, false));
+  await expectContent(bb, new Model(img.initial, false, t.sectorLength));
 }
 
 async function unalignedReadAfterWrite(t: Target, id: string): Promise<void> {
   const img = await t.fresh(id);
   const bb = await openImage(t, img);
   try {
-    const model = new Model(img.initial, t.data === 'drops');
+    const model = new Model(img.initial, t.data === 'drops', t.sectorLength);
     const writes: Array<[number, number]> = [[1, 3], [511, 2], [4095, 4099], [65535, 70_001], [img.size - 777, 777]];
     if (t.data === 'read-only') {
       await refusesWrites(t, img, bb, writes.map(([o, n]) => [`write at ${o}`, () => bb.write(o, pattern(o, n))]));
@@ -68,12 +69,12 @@ async function readsPastEof(t: Target, id: string): Promise<void> {
   const img = await t.fresh(id);
   const bb = await openImage(t, img);
   try {
-    const size = img.size;
+    const size = shownLength(t, img.size);
     for (const [o, n] of [[size - 10, 11], [size, 1], [size + 4096, 512], [0, size + 1]]) {
       await expectError(() => bb.read(o, n), ['EIO'], [`offset ${o}`], `${t.name}: read of ${n} at ${o} (length ${size})`);
     }
     // The last bytes themselves still read.
-    await expectContent(bb, new Model(img.initial, t.data === 'drops'), size - 10, 10);
+    await expectContent(bb, new Model(img.initial, t.data === 'drops', t.sectorLength), img.size - 10, 10);
   } finally {
     await closeAll(bb);
   }
@@ -83,7 +84,7 @@ async function truncateGrowShrink(t: Target, id: string): Promise<void> {
   const img = await t.fresh(id);
   const bb = await openImage(t, img);
   try {
-    const model = new Model(img.initial, t.data === 'drops');
+    const model = new Model(img.initial, t.data === 'drops', t.sectorLength);
     if (t.data === 'read-only') {
       await refusesWrites(t, img, bb, [['truncate grow', () => bb.truncate(img.size + 4096)], ['truncate shrink', () => bb.truncate(1000)]]);
       return;
@@ -105,7 +106,8 @@ async function truncateGrowShrink(t: Target, id: string): Promise<void> {
     await bb.truncate(shrunk);
     model.truncate(shrunk);
     await expectContent(bb, model);
-    await expectError(() => bb.read(shrunk, 1), ['EIO'], [`offset ${shrunk}`], `${t.name}: read past the shrunk end`);
+    const end = shownLength(t, shrunk);
+    await expectError(() => bb.read(end, 1), ['EIO'], [`offset ${end}`], `${t.name}: read past the shrunk end`);
     // Growing again must not bring the cut-off bytes back.
     await bb.truncate(img.size);
     model.truncate(img.size);
@@ -119,7 +121,7 @@ async function zeroAndDiscard(t: Target, id: string): Promise<void> {
   const img = await t.fresh(id);
   const bb = await openImage(t, img);
   try {
-    const model = new Model(img.initial, t.data === 'drops');
+    const model = new Model(img.initial, t.data === 'drops', t.sectorLength);
     if (t.data === 'read-only') {
       await refusesWrites(t, img, bb, [
         ['write zeroes', () => bb.writeZeroes(1000, 70_000)],
@@ -147,7 +149,7 @@ async function zeroAndDiscard(t: Target, id: string): Promise<void> {
 
 async function reopenKeepsData(t: Target, id: string): Promise<void> {
   const img = await t.fresh(id);
-  const model = new Model(img.initial, t.data === 'drops');
+  const model = new Model(img.initial, t.data === 'drops', t.sectorLength);
   const bb = await openImage(t, img);
   try {
     if (t.data !== 'read-only') {
@@ -176,7 +178,7 @@ async function overlappingWritesInFlight(t: Target, id: string): Promise<void> {
   const img = await t.fresh(id);
   const bb = await openImage(t, img);
   try {
-    const model = new Model(img.initial, t.data === 'drops');
+    const model = new Model(img.initial, t.data === 'drops', t.sectorLength);
     // Issued together, never awaited one by one: the later request must win where they overlap.
     const ops: Array<{ run: () => Promise<void>; apply: () => void }> = [];
     const w = (o: number, n: number, seed: number) => {
@@ -255,7 +257,7 @@ function injectedFault(code: 'ENOSPC' | 'EIO'): ConformanceCase['run'] {
     const img = await t.fresh(id);
     const bb = await openImage(t, img);
     try {
-      const model = new Model(img.initial, t.data === 'drops');
+      const model = new Model(img.initial, t.data === 'drops', t.sectorLength);
       await bb.write(4096, pattern(21, 8192));
       model.write(4096, pattern(21, 8192));
       await inj.arm(img);

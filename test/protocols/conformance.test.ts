@@ -83,6 +83,7 @@ function targets(mode: HotPaths): Target[] {
       name: 'file',
       graph: g,
       data: 'stores',
+      sectorLength: true,
       locks: "Node's fs has no fcntl / flock locks, so node-file takes none (QEMU's file-posix takes OFD locks); documented in src/protocols/node-file.ts",
       sparse: false,
       allocated: 'grows',

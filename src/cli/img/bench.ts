@@ -53,7 +53,7 @@ export async function cmdBench(ctx: Ctx, args: string[]): Promise<number> {
       case 's': bufsize = cvtnum('buffer size', o.arg!, 0, 2147483647, '2147483647'); break;
       case 'S': step = cvtnum('step_size', o.arg!, 0, 2147483647, '2147483647'); break;
       case 't':
-        if (!parseCacheMode(o.arg!)) fail(`Invalid cache mode: ${o.arg}`);
+        if (!parseCacheMode(o.arg!)) fail('Invalid cache mode');
         cache = o.arg;
         break;
       case 'w': write = true; break;

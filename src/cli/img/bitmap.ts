@@ -22,7 +22,7 @@ import { BlockError } from '../../core/errors.js';
 import type { BlockNode } from '../../core/node.js';
 import { checkCanStoreBitmap } from '../../formats/qcow2/bitmap-store.js';
 import { Qcow2Image } from '../../formats/qcow2/qcow2.js';
-import { errText } from '../common.js';
+import { errHint, errText } from '../common.js';
 import { COMMON_LONGS, Ctx, cvtnum, fail, parseOpts } from './context.js';
 import { help } from './help.js';
 
@@ -123,7 +123,7 @@ export async function cmdBitmap(ctx: Ctx, args: string[]): Promise<number> {
         }
       }
     } catch (e) {
-      fail(`Operation ${a.op} on bitmap ${name} failed: ${errText(e)}`);
+      fail(`Operation ${a.op} on bitmap ${name} failed: ${errText(e)}`, 1, errHint(e));
     }
   }
   return 0;

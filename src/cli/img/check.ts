@@ -43,7 +43,7 @@ export async function cmdCheck(ctx: Ctx, args: string[]): Promise<number> {
   if (cache && !parseCacheMode(cache)) fail(`Invalid source cache option: ${cache}`);
   const filename = operands[0]!;
   const fix = fixLeaks || fixErrors;
-  const bb = await ctx.open(filename, fmt, { readOnly: !fix, forceShare, forCheck: true });
+  const bb = await ctx.open(filename, fmt, { readOnly: !fix, forceShare, forCheck: true, ...(cache ? { cache } : {}) });
   const node = formatNode(bb.node);
   if (!node.instance.check) fail('This image format does not support checks', 63);
   const printLines = (lines: readonly string[]) => {

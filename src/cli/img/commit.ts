@@ -8,7 +8,7 @@ import { runCopy } from '../../jobs/copy-engine.js';
 import { allocationExtents } from '../../jobs/plan.js';
 import { targetWriter } from '../../jobs/target-writer.js';
 import { Perm } from '../../core/permissions.js';
-import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
+import { CliExit, errHint, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { help } from './help.js';
 
@@ -29,6 +29,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   let drop = false;
   let progress = false;
   let quiet = false;
+  let cache = 'writeback';
   for (const o of opts) {
     switch (o.opt) {
       case 'h': return help(ctx);
@@ -38,7 +39,10 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
       case 'p': progress = true; break;
       case 'q': quiet = true; break;
       case 'r': cvtnum('rate limit', o.arg!); break;
-      case 't': if (!parseCacheMode(o.arg!)) fail(`Invalid cache option: ${o.arg}`); break;
+      case 't':
+        if (!parseCacheMode(o.arg!)) fail(`Invalid cache option: ${o.arg}`);
+        cache = o.arg!;
+        break;
       default: break;
     }
   }
@@ -49,6 +53,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   // qemu-img commit opens with discard=unmap (BDRV_O_UNMAP), which the backing chain inherits.
   const bb = await ctx.open(filename, fmt, {
     readOnly: false,
+    cache,
     shared: Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE | Perm.GRAPH_MOD,
     extra: { discard: 'unmap' },
   });
@@ -104,7 +109,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   } catch (e) {
     prog.end();
     if (e instanceof CliExit) throw e;
-    fail(errText(e));
+    fail(errText(e), 1, errHint(e));
   }
   prog.print(100, 0);
   prog.end();

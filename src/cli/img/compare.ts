@@ -65,8 +65,9 @@ export async function cmdCompare(ctx: Ctx, args: string[]): Promise<number> {
     if (!quiet) ctx.out(s);
   };
   const prog = new Progress(ctx, progress, 2.0);
-  const bb1 = await ctx.open(f1, fmt1, { readOnly: true, forceShare, code: 2 });
-  const bb2 = await ctx.open(f2, fmt2, { readOnly: true, forceShare, code: 2 });
+  const src = { readOnly: true, forceShare, code: 2, ...(cache ? { cache } : {}) };
+  const bb1 = await ctx.open(f1, fmt1, src);
+  const bb2 = await ctx.open(f2, fmt2, src);
   const n1 = bb1.node;
   const n2 = bb2.node;
   const size1 = bb1.length;

@@ -10,7 +10,7 @@ import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
 import { cFixed, parseSizeQemu } from '../format.js';
-import { CliExit, type CliIo, errText, needsProbeWarning, probedRawWarning, parseCacheMode } from '../common.js';
+import { CliExit, type CliIo, errHint, errText, needsProbeWarning, probedRawWarning, parseCacheMode } from '../common.js';
 
 export const PROG = 'diskworker img';
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
@@ -71,12 +71,17 @@ export class Ctx {
       }
     }
     if (o.forceShare) spec['force-share'] = true;
-    if (o.forCheck && !(o.readOnly ?? true) && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
+    // QEMU's img_check always opens with BDRV_O_CHECK, read-only too.
+    if (o.forCheck && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
+    // -t / -T: the node's cache options, and writethrough modes (writethrough, directsync) make
+    // every write reach the disk before it completes (QEMU's BlockBackend without write cache).
+    let writeThrough = false;
     if (o.cache) {
       const c = parseCacheMode(o.cache);
       if (c) {
         spec['cache.direct'] = c.direct;
         spec['cache.no-flush'] = c.noFlush;
+        writeThrough = !c.writeback;
       }
     }
     let bb: BlockBackend;
@@ -86,10 +91,10 @@ export class Ctx {
         this.graph,
         spec,
         { readOnly: o.readOnly ?? true, ...(fmt ? { format: fmt } : {}), ...(o.noBacking ? { noBacking: true } : {}) },
-        { name: '', ...(o.shared !== undefined ? { shared: o.shared } : {}) },
+        { name: '', writeThrough, ...(o.shared !== undefined ? { shared: o.shared } : {}) },
       );
     } catch (e) {
-      fail(`Could not open '${filename}': ${errText(e)}`, o.code ?? 1);
+      fail(`Could not open '${filename}': ${errText(e)}`, o.code ?? 1, errHint(e));
     }
     this.backends.push(bb);
     if (!(o.readOnly ?? true) && needsProbeWarning(bb.node)) this.io.stderr(probedRawWarning(filename));
@@ -105,14 +110,18 @@ export class Ctx {
   private async formatOf(spec: Record<string, unknown>, fmt: string | undefined): Promise<string | undefined> {
     if (fmt) return fmt;
     if (typeof spec['driver'] === 'string') return spec['driver'];
-    try {
-      const node = await this.graph.open({ ...spec, 'force-share': true }, { readOnly: true, noBacking: true });
-      const name = node.driver.name;
-      await node.unref();
-      return name;
-    } catch {
-      return undefined;
+    // A qcow2 image may open for check only (a snapshot table that check reports): try that too.
+    for (const extra of [{}, { 'x-check': true }]) {
+      try {
+        const node = await this.graph.open({ ...spec, ...extra, 'force-share': true }, { readOnly: true, noBacking: true });
+        const name = node.driver.name;
+        await node.unref();
+        return name;
+      } catch {
+        // Next way, or the real open reports the error.
+      }
     }
+    return undefined;
   }
 
   async closeAll(): Promise<void> {

@@ -14,7 +14,7 @@ import { CopyBuffers } from '../../jobs/buffers.js';
 import { CopyError } from '../../jobs/copy-error.js';
 import { readConcatenated, statusExtents } from '../../jobs/plan.js';
 import { targetWriter } from '../../jobs/target-writer.js';
-import { CliExit, errText, strerror } from '../common.js';
+import { CliExit, errHint, errText, strerror } from '../common.js';
 import { IO_BUF_SIZE, fail, type Progress } from './context.js';
 
 /** Pieces read ahead and writes in flight: the zero pool holds READ_AHEAD + WRITE_DEPTH + 1 buffers. */
@@ -42,6 +42,8 @@ export interface ConvertCopy {
   wz: { zero: WasmZero; pool: ZeroBufferPool } | undefined;
   /** -p: progress lines (counting the bytes copied as data, QEMU's allocated_sectors). */
   prog: Progress | null;
+  /** -r: bytes per second, 0 or undefined for no limit. */
+  rateLimit?: number;
 }
 
 /** Copies the sources into the target; throws qemu-img's message on failure. */
@@ -79,6 +81,7 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
       },
       {
         chunkSize: c.chunkSize,
+        ...(c.rateLimit ? { rateLimit: c.rateLimit } : {}),
         readAhead: READ_AHEAD,
         writeDepth: WRITE_DEPTH,
         buffers,
@@ -89,6 +92,6 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
   } catch (e) {
     if (e instanceof CopyError) fail(`error while ${e.op === 'read' ? 'reading' : 'writing'} at byte ${e.offset}: ${strerror(e.original)}`);
     if (e instanceof CliExit) throw e;
-    fail(`error while converting: ${errText(e)}`);
+    fail(`error while converting: ${errText(e)}`, 1, errHint(e));
   }
 }

@@ -4,9 +4,9 @@
 import { BlockBackend } from '../../core/backend.js';
 import { createImage } from '../../core/create.js';
 import { isValidOptionList } from '../qemu-opts.js';
-import { CliExit, driverInfo, errText, formatNode, parseCacheMode, supportsCompressed } from '../common.js';
+import { CliExit, driverInfo, errHint, errText, formatNode, parseCacheMode, supportsCompressed } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
-import { printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
+import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 import { zeroModuleWithPoolSync } from '../../wasm/hot-paths.js';
 import { convertCopy } from './convert-tasks.js';
@@ -36,6 +36,14 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   let skipCreate = false;
   let targetIsZero = false;
   let forceShare = false;
+  let explicitMinSparse = false;
+  let copyRange = false;
+  let salvage = false;
+  let bitmaps = false;
+  let skipBrokenBitmaps = false;
+  let srcCache = 'writeback';
+  let targetImageOpts = false;
+  let rateLimit = 0;
   // qemu-img convert writes with cache=unsafe unless told otherwise (no flushes).
   let targetCache = 'unsafe';
   for (const o of opts) {
@@ -57,8 +65,11 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
           fail('Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).');
         }
         minSparse = v;
+        explicitMinSparse = true;
         break;
       }
+      case 'C': copyRange = true; break;
+      case 'salvage': salvage = true; break;
       case 'p': progress = true; break;
       case 'q': quiet = true; break;
       case 'n': skipCreate = true; break;
@@ -67,45 +78,44 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
         if (!/^[0-9]+$/.test(o.arg!) || n < 1 || n > 16) fail('Invalid number of coroutines. Allowed number of coroutines is between 1 and 16');
         break;
       }
-      case 'r': cvtnum('rate limit', o.arg!); break;
-      case 't':
-        if (!parseCacheMode(o.arg!)) fail(`Invalid cache option: ${o.arg}`);
-        targetCache = o.arg!;
-        break;
-      case 'T':
-        if (!parseCacheMode(o.arg!)) fail(`Invalid source cache option: ${o.arg}`);
-        break;
+      case 'r': rateLimit = cvtnum('rate limit', o.arg!); break;
+      case 't': targetCache = o.arg!; break;
+      case 'T': srcCache = o.arg!; break;
       case 'U': forceShare = true; break;
       case 'tiz': targetIsZero = true; break;
-      case 'bitmaps': fail('Converting bitmaps is not supported yet');
+      case 'bitmaps': bitmaps = true; break;
+      case 'tio': targetImageOpts = true; break;
+      case 'skipbb': skipBrokenBitmaps = true; break;
       default: break;
     }
   }
+  // qemu-img's checks of the option combinations, in its order.
+  if (skipBrokenBitmaps && !bitmaps) fail('Use of --skip-broken-bitmaps requires --bitmaps');
+  if (compress && copyRange) fail('Cannot enable copy offloading when -c is used');
+  if (explicitMinSparse && copyRange) fail('Cannot enable copy offloading when -S is used');
+  if (copyRange && salvage) fail('Cannot use copy offloading in salvaging mode');
+  if (targetImageOpts && !skipCreate) fail('--target-image-opts requires use of -n flag');
   if (quiet) progress = false;
   // Convert's read buffers in flight at most: WINDOW reads queued + WRITE_DEPTH writes + one.
   const wz = zeroModuleWithPoolSync(8 + 4 + 1, IO_BUF_SIZE);
+  if (skipCreate && options.length > 0) fail('-o has no effect when skipping image creation');
   if (targetIsZero && !skipCreate) fail('--target-is-zero requires use of -n flag');
   const srcNames = operands.slice(0, -1);
   const outFilename = operands.length >= 2 ? operands[operands.length - 1]! : undefined;
   if (options.some(hasHelp)) return printOptionHelp(ctx, outFmt ?? 'raw', outFilename);
   if (!outFilename) fail('Must specify image file name');
-  if (skipCreate && options.length > 0) fail('-o has no effect when skipping image creation');
+  if (!parseCacheMode(srcCache)) fail(`Invalid source cache option: ${srcCache}`);
+  if (bitmaps) fail('Converting bitmaps is not supported yet');
   const prog = new Progress(ctx, progress, 1.0);
 
   const srcs: BlockBackend[] = [];
-  for (const name of srcNames) srcs.push(await ctx.open(name, fmt, { readOnly: true, forceShare }));
+  for (const name of srcNames) srcs.push(await ctx.open(name, fmt, { readOnly: true, forceShare, cache: srcCache }));
   const sizes = srcs.map((b) => b.length);
   const total = sizes.reduce((a, b) => a + b, 0);
 
   const targetFmt = outFmt ?? 'raw';
   if (!skipCreate) {
-    let drv;
-    try {
-      drv = ctx.graph.getDriver(targetFmt);
-    } catch {
-      fail(`Unknown file format '${targetFmt}'`);
-    }
-    if (!drv.create) fail(`Format driver '${targetFmt}' does not support image creation`);
+    creatableDriver(ctx, targetFmt);
     let built;
     try {
       built = buildCreateOpts(ctx, targetFmt, outFilename, options);
@@ -133,11 +143,21 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     try {
       await createImage(ctx.graph, targetFmt, outFilename, rec);
     } catch (e) {
-      fail(`${outFilename}: error while converting ${targetFmt}: ${errText(e)}`);
+      fail(`${outFilename}: error while converting ${targetFmt}: ${errText(e)}`, 1, errHint(e));
     }
   }
   if (skipCreate && srcs.length > 1 && outBase !== undefined) fail(CONCAT_BACKING);
-  const target = await ctx.open(outFilename, skipCreate ? outFmt : targetFmt, { readOnly: false, cache: targetCache });
+  // As qemu-img, the target's cache mode is read only now (a new target exists already).
+  if (!parseCacheMode(targetCache)) fail(`Invalid cache option: ${targetCache}`);
+  // --target-image-opts: the target name is an option string (sources keep --image-opts).
+  const sourceImageOpts = ctx.imageOpts;
+  ctx.imageOpts = targetImageOpts;
+  let target: BlockBackend;
+  try {
+    target = await ctx.open(outFilename, skipCreate ? outFmt : targetFmt, { readOnly: false, cache: targetCache });
+  } finally {
+    ctx.imageOpts = sourceImageOpts;
+  }
   const tnode = formatNode(target.node);
   if (compress && !supportsCompressed(tnode)) {
     fail('Compression not supported for this file format');
@@ -153,7 +173,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
 
   prog.print(0, 100);
   await convertCopy({
-    srcs, sizes, target, chunkSize, compress, compressCluster: compress ? clusterSize : 0, minSparse, zeroInit, targetHasBacking, wz, prog: progress ? prog : null,
+    srcs, sizes, target, chunkSize, compress, compressCluster: compress ? clusterSize : 0, minSparse, zeroInit, targetHasBacking, wz, prog: progress ? prog : null, rateLimit,
   });
   prog.print(100, 0);
   prog.end();

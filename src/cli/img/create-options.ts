@@ -1,7 +1,8 @@
 /**
  * The -o option lists of create and amend: help output, parsing and the "Formatting ..." line.
  */
-import { type CreateOptionSpec } from '../../core/driver.js';
+import { type BlockDriver, type CreateOptionSpec } from '../../core/driver.js';
+import { qemuOnlyDriver } from '../../core/qemu-drivers.js';
 import { parseSizeQemu } from '../format.js';
 import { checkOptionValue, isHexWithSuffix, OptsError, optionListHasHelp, parseNumberOption, parseOptionList } from '../qemu-opts.js';
 import { CliExit } from '../common.js';
@@ -26,14 +27,32 @@ export function optionHelpList(list: readonly CreateOptionSpec[]): string {
     .join('');
 }
 
-export function printOptionHelp(ctx: Ctx, fmt: string, filename?: string): number {
-  let drv;
+/**
+ * The driver an image of format `fmt` is created with, failing as qemu-img
+ * does: an unknown name, or a driver without creation (also one of QEMU's
+ * that we lack, see src/core/qemu-drivers.ts). `prefix` leads each message
+ * (create names the file), `unknown` is the unknown-name message.
+ */
+export function creatableDriver(ctx: Ctx, fmt: string, prefix = '', unknown = `Unknown file format '${fmt}'`): BlockDriver {
+  let drv: BlockDriver | undefined;
   try {
     drv = ctx.graph.getDriver(fmt);
   } catch {
-    fail(`Unknown file format '${fmt}'`);
+    drv = undefined;
   }
-  if (!drv.create) fail(`Format driver '${fmt}' does not support image creation`);
+  if (!drv || (drv.kind !== 'format' && drv.kind !== 'protocol')) {
+    const theirs = qemuOnlyDriver(fmt);
+    if (!theirs) fail(`${prefix}${unknown}`);
+    if (!theirs.create) fail(`${prefix}Format driver '${fmt}' does not support image creation`);
+    // QEMU would create it; we cannot.
+    fail(`${prefix}Image format '${fmt}' is not supported`);
+  }
+  if (!drv.create) fail(`${prefix}Format driver '${fmt}' does not support image creation`);
+  return drv;
+}
+
+export function printOptionHelp(ctx: Ctx, fmt: string, filename?: string): number {
+  creatableDriver(ctx, fmt);
   const { format, proto } = createOptionsFor(ctx, fmt, filename);
   if (filename !== undefined) {
     const merged = [...format];

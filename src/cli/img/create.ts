@@ -7,9 +7,9 @@ import { parseKeyValueList } from '../../core/options.js';
 import { createImage } from '../../core/create.js';
 import { parseSizeQemu } from '../format.js';
 import { boolValue, isValidOptionList } from '../qemu-opts.js';
-import { CliExit, errText, formatNode } from '../common.js';
+import { CliExit, errHint, errText, formatNode } from '../common.js';
 import { PROG, errorExit, fail, Ctx, parseOpts, COMMON_LONGS } from './context.js';
-import { printOptionHelp, hasHelp, buildCreateOpts, formatOptsLine, toCreateRecord } from './create-options.js';
+import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, formatOptsLine, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 import { hugeImageSize, imageTooLargeMessage } from './create-size.js';
 
@@ -61,14 +61,7 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   if (options.some((t) => hasHelp(t))) return printOptionHelp(ctx, fmt, filename);
 
   const prefix = `${filename}: `;
-  let drv;
-  try {
-    drv = ctx.graph.getDriver(fmt);
-  } catch {
-    fail(`${prefix}Unknown file format '${fmt}'`);
-  }
-  if (drv.kind !== 'format' && drv.kind !== 'protocol') fail(`${prefix}Unknown file format '${fmt}'`);
-  if (!drv.create) fail(`${prefix}Format driver '${fmt}' does not support image creation`);
+  creatableDriver(ctx, fmt, prefix);
   let built;
   try {
     built = buildCreateOpts(ctx, fmt, filename, options);
@@ -116,7 +109,7 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
     try {
       bb = await BlockBackend.open(ctx.graph, { filename: full, 'force-share': true }, { readOnly: true, ...(backingFmt ? { format: backingFmt } : {}) }, { name: '' });
     } catch (e) {
-      fail(`${prefix}${errText(e)}`, 1, 'Could not open backing image.\n');
+      fail(`${prefix}${errText(e)}`, 1, `${errHint(e)}Could not open backing image.\n`);
     }
     const detected = formatNode(bb.node).driver.name;
     const blen = bb.length;
@@ -148,7 +141,7 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   } catch (e) {
     const err = e as { code?: string };
     if (err.code === 'EFBIG') fail(`${prefix}${imageTooLargeMessage(fmt, specs, values)}`);
-    fail(`${prefix}${errText(e)}`);
+    fail(`${prefix}${errText(e)}`, 1, errHint(e));
   }
   return 0;
 }

@@ -2,9 +2,10 @@
  * `img dd`.
  */
 import { createImage } from '../../core/create.js';
-import { errText, strerror } from '../common.js';
+import { errHint, errText, strerror } from '../common.js';
 import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS } from './context.js';
 import { help } from './help.js';
+import { creatableDriver } from './create-options.js';
 import { runCopy } from '../../jobs/copy-engine.js';
 import { CopyError } from '../../jobs/copy-error.js';
 import { targetWriter } from '../../jobs/target-writer.js';
@@ -46,13 +47,7 @@ export async function cmdDd(ctx: Ctx, args: string[]): Promise<number> {
   }
   if (inFile === undefined || outFile === undefined) fail('Must specify both input and output files');
   const src = await ctx.open(inFile, fmt, { readOnly: true, forceShare });
-  let drv;
-  try {
-    drv = ctx.graph.getDriver(outFmt);
-  } catch {
-    fail('Unknown file format');
-  }
-  if (!drv.create) fail(`Format driver '${outFmt}' does not support image creation`);
+  creatableDriver(ctx, outFmt, '', 'Unknown file format');
   let size = src.length;
   if (count !== undefined && count * bsz < size) size = count * bsz;
   const skipBytes = skip !== undefined ? skip * bsz : 0;
@@ -60,7 +55,7 @@ export async function cmdDd(ctx: Ctx, args: string[]): Promise<number> {
   try {
     await createImage(ctx.graph, outFmt, outFile, { size: beyond ? 0 : size - skipBytes });
   } catch (e) {
-    fail(`${outFile}: error while creating output image: ${errText(e)}`);
+    fail(`${outFile}: error while creating output image: ${errText(e)}`, 1, errHint(e));
   }
   const dst = await ctx.open(outFile, outFmt, { readOnly: false });
   let inPos = skipBytes;

@@ -4,7 +4,7 @@
  * dispatches.
  */
 import { getopt } from '../getopt.js';
-import { CliExit, type CliIo, errText } from '../common.js';
+import { CliExit, type CliIo, errHint, errText } from '../common.js';
 import { cmdAmend } from './amend.js';
 import { help } from './help.js';
 import { cmdBench } from './bench.js';
@@ -84,7 +84,7 @@ export async function imgMain(args: string[], io: CliIo): Promise<number> {
       if (e.hint) io.stderr(e.hint);
       return e.exitCode;
     }
-    io.stderr(`${PROG}: ${errText(e)}\n`);
+    io.stderr(`${PROG}: ${errText(e)}\n${errHint(e)}`);
     return 1;
   } finally {
     await ctx.closeAll();

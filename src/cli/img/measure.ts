@@ -5,10 +5,10 @@ import { BlockBackend } from '../../core/backend.js';
 import { type MeasureInfo } from '../../core/driver.js';
 import { OptionReader } from '../../core/options.js';
 import { toQemuJson, type JsonValue } from '../format.js';
-import { CliExit, errText } from '../common.js';
+import { CliExit, errHint, errText } from '../common.js';
 import { fail, Ctx, parseOpts, cvtnum, outputFormat, COMMON_LONGS } from './context.js';
 import { parseKeyValueListSafe } from './create.js';
-import { printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
+import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 
 // measure
@@ -48,13 +48,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   if (filename === undefined && size === undefined) fail('Either --size N or one filename must be specified.');
   let src: BlockBackend | undefined;
   if (filename !== undefined) src = await ctx.open(filename, fmt, { readOnly: true, forceShare });
-  let drv;
-  try {
-    drv = ctx.graph.getDriver(outFmt);
-  } catch {
-    fail(`Unknown file format '${outFmt}'`);
-  }
-  if (!drv.create) fail(`Format driver '${outFmt}' does not support image creation`);
+  const drv = creatableDriver(ctx, outFmt);
   if (options.some(hasHelp)) return printOptionHelp(ctx, outFmt);
   const { values } = buildCreateOpts(ctx, outFmt, filename ?? '', options);
   if (size !== undefined) values.set('size', String(size));
@@ -65,7 +59,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
     info = await drv.measure(reader, src?.node);
   } catch (e) {
     if (e instanceof CliExit) throw e;
-    fail(errText(e));
+    fail(errText(e), 1, errHint(e));
   }
   if (of === 'human') {
     let s = `required size: ${info.required}\nfully allocated size: ${info.fullyAllocated}\n`;

@@ -4,7 +4,7 @@
 import { BlockBackend } from '../../core/backend.js';
 import { joinRelative } from '../../core/backing-open.js';
 import { cowChild, isAllocatedAbove } from '../../core/block-status.js';
-import { CliExit, errText, formatNode, strerror, parseCacheMode } from '../common.js';
+import { CliExit, errHint, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { compareBuffers } from './compare.js';
 import { runCopy, type CopyExtent } from '../../jobs/copy-engine.js';
 import { CopyError } from '../../jobs/copy-error.js';
@@ -26,6 +26,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
   let progress = false;
   let quiet = false;
   let forceShare = false;
+  let cache = 'writeback';
   for (const o of opts) {
     switch (o.opt) {
       case 'h': return help(ctx);
@@ -39,6 +40,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
       case 't':
       case 'T':
         if (!parseCacheMode(o.arg!)) fail(o.opt === 't' ? `Invalid cache option: ${o.arg}` : `Invalid source cache option: ${o.arg}`);
+        if (o.opt === 't') cache = o.arg!;
         break;
       default: break;
     }
@@ -47,7 +49,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
   if (operands.length !== 1) errorExit('Expecting one image file name');
   if (!unsafe && outBase === undefined) errorExit('Must specify backing file (-b) or use unsafe mode (-u)');
   const filename = operands[0]!;
-  const bb = await ctx.open(filename, fmt, { readOnly: false, noBacking: unsafe, forceShare });
+  const bb = await ctx.open(filename, fmt, { readOnly: false, noBacking: unsafe, forceShare, cache });
   const top = formatNode(bb.node);
   if (outBase === '') outBase = undefined;
   const prog = new Progress(ctx, progress, 1.0);
@@ -60,7 +62,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
         newBb = await BlockBackend.open(ctx.graph, { filename: full, 'force-share': true }, { readOnly: true, ...(outBaseFmt ? { format: outBaseFmt } : {}) }, { name: '' });
       } catch (e) {
         prog.end();
-        fail(`Could not open new backing file '${full}': ${errText(e)}`);
+        fail(`Could not open new backing file '${full}': ${errText(e)}`, 1, errHint(e));
       }
     }
     try {
@@ -113,7 +115,7 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
       // The engine names the failed side; the messages are qemu-img's (cowWriteFailed's for writes).
       const orig = e instanceof CopyError ? e.original : e;
       if (orig instanceof CliExit) throw orig;
-      fail(errText(orig));
+      fail(errText(orig), 1, errHint(orig));
     } finally {
       await newBb?.close();
     }

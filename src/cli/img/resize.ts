@@ -2,8 +2,8 @@
  * `img resize`.
  */
 import { type PreallocMode } from '../../core/driver.js';
-import { parseSizeQemu } from '../format.js';
-import { errText } from '../common.js';
+import { OptsError, parseSizeOptionExact } from '../qemu-opts.js';
+import { errHint, errText } from '../common.js';
 import { errorExit, fail, Ctx, parseOpts, COMMON_LONGS } from './context.js';
 import { help } from './help.js';
 
@@ -45,18 +45,22 @@ export async function cmdResize(ctx: Ctx, args0: string[]): Promise<number> {
     relative = -1;
     sizeText = sizeText.slice(1);
   }
-  const r = parseSizeQemu(sizeText);
-  if (!r.ok) {
-    fail(
-      "Parameter 'size' expects a non-negative number below 2^64",
-      1,
-      'Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.\n',
-    );
+  // QEMU reads the size as a QemuOpts size option: hex with a suffix is warned about, bad text gets the suffix hint.
+  let size: bigint;
+  try {
+    size = parseSizeOptionExact('size', sizeText, (w) => ctx.warn(w));
+  } catch (e) {
+    if (e instanceof OptsError) fail(e.message, 1, e.extra);
+    throw e;
   }
   const bb = await ctx.open(filename, fmt, { readOnly: false });
   const current = bb.length;
-  const totalSize = relative ? current + r.value * relative : r.value;
-  if (totalSize <= 0) fail('New image size must be positive');
+  // QEMU's int64 arithmetic: a size past 2^63 wraps to a negative one.
+  const total = BigInt.asIntN(64, relative ? BigInt(current) + size * BigInt(relative) : size);
+  if (total <= 0n) fail('New image size must be positive');
+  // Past 2^53 only sizes a number holds exactly go on (the drivers refuse them as too large).
+  if (BigInt(Number(total)) !== total) fail(`Image size ${total} is too large`, 1);
+  const totalSize = Number(total);
   if (totalSize <= current && prealloc !== 'off') fail('Preallocation can only be used for growing images');
   if (totalSize < current && !shrink) {
     ctx.report('Use the --shrink option to perform a shrink operation.');
@@ -66,7 +70,7 @@ export async function cmdResize(ctx: Ctx, args0: string[]): Promise<number> {
   try {
     await bb.truncate(totalSize, { exact: true, prealloc });
   } catch (e) {
-    fail(errText(e));
+    fail(errText(e), 1, errHint(e));
   }
   if (!quiet) ctx.out('Image resized.\n');
   return 0;

@@ -7,7 +7,7 @@ import { BlockBackend } from '../../core/backend.js';
 import type { BlockGraph } from '../../core/graph.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
-import { type CliIo, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
+import { type CliIo, errHint, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
 import { BackendDisk } from './backend-disk.js';
 import { IoSession } from './session.js';
 import { type Cmd, type OpenOpts, EINVAL, PROG } from './types.js';
@@ -64,7 +64,7 @@ export class NodeIoSession extends IoSession {
       this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback });
     } catch (e) {
       const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
-      this.err(`${PROG}: can't open${shown}: ${errText(e)}\n`);
+      this.err(`${PROG}: can't open${shown}: ${errText(e)}\n${errHint(e)}`);
       return false;
     }
     if (needsProbeWarning(this.bb.node)) this.err(probedRawWarning(file));

@@ -1,9 +1,11 @@
 /**
  * qemu-img amend for qcow2: compat up / down, lazy_refcounts, refcount_bits,
- * backing file / format, data file name. Runs with the image lock held and
+ * data file name (the backing file only as it is: rebase changes it). Runs with the image lock held and
  * all caches flushed.
  */
 import type { OptionReader } from '../../core/options.js';
+import type { AmendProgress } from '../../core/driver.js';
+import { AmendOp, AmendProgressFolder, refcountWalkProgress, type RefcountWalkInput } from './amend-progress.js';
 import { BlockError, einval } from '../../core/errors.js';
 import { COMPAT, INCOMPAT, V3_HEADER_LENGTH } from './constants.js';
 import { rebuildRefcounts } from './check.js';
@@ -11,14 +13,13 @@ import { fileLengthOf } from './check-count.js';
 import { getRefcount } from './refcount.js';
 import { ClusterType, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
-import { serializeHeader } from './header.js';
 import { checkRefcountBits, readRefcountBits } from './create.js';
 
 /**
  * Applies the amend options. Returns the new virtual size when `size` asks for
  * one; the caller resizes afterwards, as QEMU truncates once the rest is done.
  */
-export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boolean): Promise<number | undefined> {
+export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boolean, progress?: AmendProgress): Promise<number | undefined> {
   const h = img.header;
   const compat = o.string('compat');
   const lazy = o.bool('lazy_refcounts');
@@ -44,27 +45,23 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   if (compat !== undefined) {
     if (compat === '0.10' || compat === 'v2') version = 2;
     else if (compat === '1.1' || compat === 'v3') version = 3;
-    else throw einval(`Invalid compatibility level: '${compat}'`);
+    else throw einval(`Unknown compatibility level ${compat}`);
   }
   if (dataFile !== undefined || dataFileRaw !== undefined) {
     if (!img.hasDataFile) throw einval('data-file can only be set for images that use an external data file');
     if (dataFile !== undefined) h.dataFile = dataFile;
   }
+  const changesWidth = refcountBits !== undefined && refcountBits !== 1 << h.refcountOrder;
+  const fold = new AmendProgressFolder(progress, (version !== h.version ? 1 : 0) + (changesWidth ? 1 : 0));
   if (version > h.version) {
+    fold.begin(AmendOp.UPGRADE);
+    fold.status(0, 2);
+    fold.status(1, 2);
     h.version = 3;
     h.headerLength = V3_HEADER_LENGTH;
     h.refcountOrder = 4;
     await img.writeHeader();
-  }
-  if (lazy !== undefined) {
-    if (h.version < 3 || version < 3) {
-      if (lazy) throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
-    } else {
-      if (lazy) h.compatible |= COMPAT.LAZY_REFCOUNTS;
-      else h.compatible &= ~COMPAT.LAZY_REFCOUNTS;
-      img.lazyRefcounts = lazy;
-      await img.writeHeader();
-    }
+    fold.status(2, 2);
   }
   if (refcountBits !== undefined && refcountBits !== 1 << h.refcountOrder) {
     // Going to 16 bits is allowed on the way down to compat=0.10 (the downgrade comes last).
@@ -76,21 +73,47 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     const counts = await storedRefcounts(img);
     const max = 2 ** refcountBits - 1;
     const over = counts.findIndex((v) => v > max);
+    fold.begin(AmendOp.REFCOUNT_ORDER);
+    refcountWalkProgress(walkInput(img, counts, Math.log2(refcountBits)), fold.status, over >= 0 ? over : undefined);
     if (over >= 0) {
       const exact = await img.refs.getExact(over);
       throw einval(`Cannot decrease refcount entry width to ${refcountBits} bits: Cluster at offset 0x${(over * img.clusterSize).toString(16)} has a refcount of ${exact}`);
     }
     await rebuildRefcounts(img, counts, Math.log2(refcountBits));
   }
-  if (backingFile !== undefined || backingFmt !== undefined) {
-    if (backingFile !== undefined) h.backingFile = backingFile || undefined;
-    if (backingFmt !== undefined) h.backingFormat = backingFmt;
-    if (!h.backingFile) h.backingFormat = undefined;
-    serializeHeader(h);
-    await img.writeHeader();
+  // As QEMU 7.2: amend no longer changes the backing file; naming the current one is allowed.
+  if ((backingFile !== undefined || backingFmt !== undefined) && (backingFile !== h.backingFile || backingFmt !== h.backingFormat)) {
+    throw new BlockError('EINVAL', 'Cannot amend the backing file', {}, { detail: backingFile ?? backingFmt, hint: "You can use 'qemu-img rebase' instead.\n" });
   }
-  if (version < h.version) await downgrade(img);
+  if (lazy !== undefined) {
+    if (h.version < 3 || version < 3) {
+      if (lazy) throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
+    } else {
+      if (lazy) h.compatible |= COMPAT.LAZY_REFCOUNTS;
+      else h.compatible &= ~COMPAT.LAZY_REFCOUNTS;
+      img.lazyRefcounts = lazy;
+      await img.writeHeader();
+    }
+  }
+  if (version < h.version) {
+    fold.begin(AmendOp.DOWNGRADE);
+    await downgrade(img, fold.status);
+  }
   return size !== undefined && size !== h.size ? size : undefined;
+}
+
+/** What QEMU's walks over the old refcount table see: the used clusters, old structures included. */
+function walkInput(img: Qcow2Image, counts: Float64Array, newOrder: number): RefcountWalkInput {
+  const refs = img.refs;
+  const cs = img.clusterSize;
+  const used: number[] = [];
+  counts.forEach((v, c) => {
+    if (v > 0) used.push(c);
+  });
+  const first = Math.floor(refs.tableOffset / cs);
+  for (let c = first; c < first + img.header.refcountTableClusters; c++) used.push(c);
+  for (const off of refs.table) if (off) used.push(Math.floor(off / cs));
+  return { clusterSize: cs, reftableEntries: (img.header.refcountTableClusters * cs) / 8, oldOrder: refs.order, newOrder, used };
 }
 
 /** The stored refcount of every cluster of the file (past 2^53 only close). */
@@ -114,7 +137,8 @@ async function storedRefcounts(img: Qcow2Image): Promise<Float64Array> {
   return out;
 }
 
-async function downgrade(img: Qcow2Image): Promise<void> {
+/** Downgrades to v2; `status` hears of every L1 entry done, as QEMU's zero-cluster expansion reports. */
+async function downgrade(img: Qcow2Image, status: (done: number, total: number) => void): Promise<void> {
   const h = img.header;
   if (h.refcountOrder !== 4) throw einval('compat=0.10 requires refcount_bits=16');
   if (img.hasDataFile) throw einval('Cannot downgrade an image with a data file');
@@ -131,7 +155,10 @@ async function downgrade(img: Qcow2Image): Promise<void> {
   const zeros = new Uint8Array(cs);
   for (let i = 0; i < img.l1.length; i++) {
     const l2 = img.l1[i]!;
-    if (!l2) continue;
+    if (!l2) {
+      status(i + 1, img.l1.length);
+      continue;
+    }
     for (let s = 0; s < cs / img.sliceBytes; s++) {
       const sliceOff = l2 + s * img.sliceBytes;
       const buf = await img.l2cache.get(sliceOff);
@@ -158,6 +185,7 @@ async function downgrade(img: Qcow2Image): Promise<void> {
       }
       if (changed) img.l2cache.setDirty(sliceOff, buf);
     }
+    status(i + 1, img.l1.length);
   }
   await img.flushAll();
   await img.file.flush();

@@ -5,7 +5,7 @@
  * leaks (decrement) or errors (rebuild the refcount structures), as QEMU does.
  */
 import type { CheckFix, CheckResult } from '../../core/driver.js';
-import { BlockError } from '../../core/errors.js';
+import { BlockError, toBlockError, type ErrorCode } from '../../core/errors.js';
 import { INCOMPAT } from './constants.js';
 import { ClusterType, clusterType, entryOffset, isCopied, readEntry } from './l2-entry.js';
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
@@ -22,7 +22,7 @@ const hex = (n: number) => n.toString(16);
  */
 export class CheckFailedError extends BlockError {
   constructor(
-    code: 'EIO',
+    code: ErrorCode,
     message: string,
     readonly messages: string[],
     /** Errors qemu-img reports (with its name) before "Check failed". */
@@ -41,6 +41,12 @@ export class CheckFailedError extends BlockError {
  * leaves nothing wrong the image is marked clean and consistent.
  */
 export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+  if (img.snapshotTableError) {
+    // Opened for check, the snapshot table was not read (QEMU reads it here); its error ends the check.
+    const e = toBlockError(img.snapshotTableError);
+    const report = `ERROR failed to read the snapshot table: ${e.text}${e.hint ? `\n${e.hint.replace(/\n$/, '')}` : ''}`;
+    throw new CheckFailedError(e.code, e.text, [], [report]);
+  }
   const res = await checkRefcounts(img, fix);
   if (fix.progress) tryReport(fix.progress, 1, 1);
   if ((fix.leaks || fix.errors) && !img.readOnly && res.corruptions === 0 && res.checkErrors === 0) {

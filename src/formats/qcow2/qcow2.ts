@@ -15,6 +15,7 @@
  *   cache.ts, header.ts, l2-entry.ts (L1 / L2 entry codec), constants.ts (on-disk bits)
  */
 import type {
+  AmendProgress,
   BlockDriver,
   BlockStatusResult,
   CheckFix,
@@ -101,6 +102,8 @@ export class Qcow2Image implements DriverInstance {
   meta = new MetadataIndex(512);
   snapshots: Qcow2Snapshot[] = [];
   snapshotTableBytes = 0;
+  /** Opened for check: why the snapshot table could not be read (check reports it), else undefined. */
+  snapshotTableError: unknown = undefined;
   bitmaps: Qcow2Bitmap[] = [];
   /** Where guest data lives: the image file, or the external data file. */
   dataChild!: BdrvChild;
@@ -456,10 +459,10 @@ export class Qcow2Image implements DriverInstance {
     });
   }
 
-  async amend(options: OptionReader, force: boolean): Promise<void> {
+  async amend(options: OptionReader, force: boolean, progress?: AmendProgress): Promise<void> {
     const newSize = await this.whenIdle(async () => {
       await flushAll(this, true);
-      return amendImage(this, options, force);
+      return amendImage(this, options, force, progress);
     });
     if (newSize !== undefined) {
       await this.truncate(newSize, false, 'off');

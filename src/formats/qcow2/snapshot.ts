@@ -12,6 +12,11 @@ export interface Qcow2Snapshot extends SnapshotInfo {
   l1Size: number;
 }
 
+/** QEMU's advice after "Snapshot table is too big": check -r all drops the entries that do not fit. */
+function overhanging(n: number): string {
+  return `You can force-remove all ${n} overhanging snapshots with qemu-img check -r all\n`;
+}
+
 /** Reads `count` snapshot entries at `offset`; returns them and the table's byte size. */
 export async function readSnapshotTable(
   file: BdrvChild,
@@ -32,7 +37,7 @@ export async function readSnapshotTable(
   };
   for (let i = 0; i < count; i++) {
     if (pos - offset + SNAP.FIXED > MAX_SNAPSHOTS_BYTES) {
-      throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}` });
+      throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}`, hint: overhanging(count - i) });
     }
     await read(pos, fixed);
     const l1Off = Number(dv.getBigUint64(SNAP.L1_TABLE_OFFSET));
@@ -40,12 +45,14 @@ export async function readSnapshotTable(
     const idLen = dv.getUint16(SNAP.ID_STR_SIZE);
     const nameLen = dv.getUint16(SNAP.NAME_SIZE);
     const extraLen = dv.getUint32(SNAP.EXTRA_DATA_SIZE);
-    if (extraLen > MAX_SNAPSHOT_EXTRA) throw new BlockError('EFBIG', `Too much extra metadata in snapshot table entry ${i} (${extraLen} bytes)`);
+    if (extraLen > MAX_SNAPSHOT_EXTRA) {
+      throw new BlockError('EFBIG', `Too much extra metadata in snapshot table entry ${i}`, {}, { detail: `${extraLen} bytes`, hint: 'You can force-remove this extra metadata with qemu-img check -r all\n' });
+    }
     if (l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', 'Snapshot L1 table too large', {}, { detail: `entry ${i}, l1_size ${l1Size}` });
     if (l1Off % clusterSize !== 0) throw new BlockError('EINVAL', 'Snapshot L1 table offset invalid', {}, { detail: `entry ${i}, 0x${l1Off.toString(16)}` });
     const varLen = extraLen + idLen + nameLen;
     if (pos - offset + SNAP.FIXED + varLen > MAX_SNAPSHOTS_BYTES) {
-      throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}` });
+      throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}`, hint: overhanging(count - i) });
     }
     const rest = new Uint8Array(varLen);
     await read(pos + SNAP.FIXED, rest);

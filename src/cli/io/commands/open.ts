@@ -1,7 +1,7 @@
 /** qemu-io's open, close and reopen over the Node block graph (NodeIoSession only). */
 import { BlockBackend } from '../../../core/backend.js';
 import { parseKeyValueList } from '../../../core/options.js';
-import { errText, parseCacheMode } from '../../common.js';
+import { errHint, errText, parseCacheMode } from '../../common.js';
 import { planReopen } from '../reopen.js';
 import type { IoSession } from '../session.js';
 import type { NodeIoSession } from '../node-session.js';
@@ -113,7 +113,7 @@ export async function reopenCmd(session: IoSession, args: string[]): Promise<num
     try {
       await s.graph.reopen([{ node, readOnly, options: plan.options }]);
     } catch (e) {
-      s.err(`${PROG}: ${errText(e)}\n`);
+      s.err(`${PROG}: ${errText(e)}\n${errHint(e)}`);
       s.bb = await BlockBackend.attach(s.graph, node, { name: '', writeThrough: bb.writeThrough });
       return -5;
     }
