@@ -419,18 +419,55 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     }
     plans.push({ old, ct, host, fs, fe, alloc: fresh, entry, freeOld: fresh && ct !== ClusterType.UNALLOC && ct !== ClusterType.ZERO_PLAIN });
   }
-  if (need > 0) {
-    let next = await img.refs.alloc(need);
-    for (const p of plans) {
-      if (p.alloc) {
-        p.host = next;
-        next += cs;
-      }
-    }
-  }
+  if (need > 0) await placeNewClusters(img, plans);
   // Refused here, under the lock, before any data is written.
   for (const g of dataGroups(plans, ci0, cs)) await overlapCheck(img, g.hostStart, g.guestEnd - g.guestStart);
   return plans;
+}
+
+/**
+ * Gives the planned new clusters their host clusters as QEMU's
+ * qcow2_alloc_host_offset does, which maps a write piece by piece, each piece
+ * contiguous in the file: a run of clusters to allocate goes anywhere when it
+ * starts a piece, else right after the piece so far, as far as the clusters
+ * there are free; a cluster written in place continues a piece only when it
+ * lies right after it. Where a piece ends, the next one starts afresh.
+ */
+async function placeNewClusters(img: Qcow2Image, plans: ClusterPlan[]): Promise<void> {
+  const cs = img.clusterSize;
+  /** Host offset the current piece continues at; -1 at the start of a piece. */
+  let cursor = -1;
+  let k = 0;
+  while (k < plans.length) {
+    const p = plans[k]!;
+    if (!p.alloc) {
+      if (cursor >= 0 && p.host !== cursor) {
+        cursor = -1;
+        continue;
+      }
+      cursor = p.host + cs;
+      k++;
+      continue;
+    }
+    let j = k;
+    while (j < plans.length && plans[j]!.alloc) j++;
+    let got: number;
+    let start: number;
+    if (cursor < 0) {
+      start = await img.refs.alloc(j - k);
+      got = j - k;
+    } else {
+      start = cursor;
+      got = await img.refs.allocContiguous(cursor / cs, j - k);
+      if (got === 0) {
+        cursor = -1;
+        continue;
+      }
+    }
+    for (let i = 0; i < got; i++) plans[k + i]!.host = start + i * cs;
+    cursor = start + got * cs;
+    k += got;
+  }
 }
 
 /** One data write of a run: guest range [guestStart, guestEnd) at host offset hostStart. */

@@ -21,6 +21,7 @@ import { checkImage } from './check.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { initL2Mapper } from './lookup.js';
+import { flushAll } from './cow.js';
 
 /** Default L2 cache: enough for 8 GiB of a 64 KiB-cluster image (1 MiB). */
 const DEFAULT_L2_CACHE_BYTES = 1 << 20;
@@ -173,6 +174,7 @@ export function refcountHost(img: Qcow2Image): RefcountHost {
     removeMeta: (off, bytes) => img.meta.remove(off, bytes),
     corrupt: (msg) => markCorrupt(img, msg),
     passDiscard: img.passDiscardRequest,
+    reclaim: () => flushAll(img, false, true),
   };
 }
 

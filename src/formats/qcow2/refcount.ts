@@ -227,6 +227,32 @@ export function incrementRange(buf: Uint8Array, order: number, start: number, co
   return -1;
 }
 
+/**
+ * Refcount blocks needed to count `clusters` clusters plus the refcount
+ * structures themselves (QEMU's qcow2_refcount_metadata_size: the fixed point);
+ * `generous` leaves room for a table half again as large.
+ */
+export function refcountBlocksFor(clusters: number, cs: number, order: number, generous: boolean): number {
+  const perTable = cs / 8;
+  const perBlock = (cs * 8) >> order;
+  let table = 0;
+  let blocks = 0;
+  let n = 0;
+  let last: number;
+  do {
+    last = n;
+    blocks = Math.ceil((clusters + table + blocks) / perBlock);
+    table = Math.ceil(blocks / perTable);
+    n = clusters + blocks + table;
+    if (n === last && generous) {
+      clusters += Math.ceil(table / 2);
+      n = 0;
+      generous = false;
+    }
+  } while (n !== last);
+  return blocks;
+}
+
 export interface RefcountHost {
   file(): BdrvChild;
   /** Header update: refcount table moved. Must be durable when it returns. */
@@ -238,6 +264,11 @@ export interface RefcountHost {
   corrupt(message: string): Promise<BlockError>;
   /** Whether freed clusters are discarded in the file. */
   passDiscard: boolean;
+  /**
+   * Writes the metadata that dropped the references to the queued clusters and
+   * applies the queued decrements that no read in flight holds back.
+   */
+  reclaim?(): Promise<void>;
 }
 
 type Range = [start: number, end: number];
@@ -247,10 +278,11 @@ export class Refcounts {
   /** Entries per refcount block. */
   readonly perBlock: number;
   readonly cache: MetaCache;
-  /** First cluster index that may be free. */
+  /**
+   * The allocation cursor (QEMU's free_cluster_index): searches start here; it
+   * moves past each allocation and back to a cluster whose refcount drops to 0.
+   */
   freeHint = 0;
-  /** End (cluster index) of every allocation made in this session. */
-  private allocEnd = 0;
   /** Clusters whose refcount drops once their references are gone on disk. */
   private pending: number[] = [];
   /** For each pending cluster, the read gate's stamp when it was queued. */
@@ -348,16 +380,50 @@ export class Refcounts {
     return v;
   }
 
-  /** First run of `n` clusters with refcount 0, not in `reserved`. */
+  /**
+   * First run of `n` clusters with refcount 0 at or after the allocation cursor
+   * ({@link freeHint}), not in `reserved`; the cursor then moves past the run, as
+   * QEMU's free_cluster_index does (free clusters it skipped are found again only
+   * after a free below the cursor moves it back, see {@link update}).
+   */
   async findFree(n: number, reserved: Range[] = []): Promise<number> {
+    const start = await this.peekFree(n, reserved);
+    this.freeHint = start + n;
+    return start;
+  }
+
+  /** Where {@link findFree} would place `n` clusters, without moving the cursor. */
+  private async peekFree(n: number, reserved: Range[]): Promise<number> {
     if (!Number.isInteger(n) || n < 1) throw new BlockError('EINVAL', `cannot allocate ${n} clusters`);
     if (wasmModule === undefined) await readyWasm();
-    // Every cluster before the first free one is in use: the hint moves there, so later
-    // searches do not scan them again (QEMU advances free_cluster_index the same way).
+    // Every cluster before the first free one is in use: the cursor may move there
+    // at once, so later searches do not scan them again.
     const hint = this.freeHint;
     const first = await this.scanFree(Math.max(hint, 1), 1, []);
     if (this.freeHint === hint && first > hint) this.freeHint = first;
     return n === 1 && reserved.length === 0 ? first : this.scanFree(first, n, reserved);
+  }
+
+  /**
+   * Whether a queued decrement of a cluster before `end` waits: QEMU's frees take
+   * effect at once, so such a cluster would be part of its search.
+   */
+  private waitingFreeBefore(end: number): boolean {
+    for (const c of this.pending) if (c < end) return true;
+    return false;
+  }
+
+  /**
+   * Where an allocation of `n` clusters goes, as in QEMU: when a cluster queued for
+   * release could be part of the search, the references to the queued clusters are
+   * made durable and the decrements applied first ({@link RefcountHost.reclaim}),
+   * so a freed cluster is reused only once no reference to it remains on disk.
+   */
+  private async allocStart(n: number, reserved: Range[]): Promise<number> {
+    if (this.pending.length > 0 && this.host.reclaim && this.waitingFreeBefore((await this.peekFree(n, reserved)) + n)) {
+      await this.host.reclaim();
+    }
+    return this.findFree(n, reserved);
   }
 
   /** From cluster `from`, the first run of `n` clusters with refcount 0, not in `reserved`. */
@@ -414,28 +480,52 @@ export class Refcounts {
 
   /**
    * Allocates `n` contiguous clusters (refcount 1 each) and returns the host
-   * offset of the first. `reserved` ranges are skipped.
+   * offset of the first. `reserved` ranges are skipped. When a refcount block
+   * has to be created for the run, it goes after the run and the search starts
+   * again at the run (QEMU's -EAGAIN from alloc_refcount_block, after which
+   * update_refcount moves the cursor back), so the run lands where QEMU puts it.
    */
   async alloc(n: number, reserved: Range[] = []): Promise<number> {
-    const start = await this.findFree(n, reserved);
-    const mine: Range[] = [...reserved, [start, start + n]];
-    for (let rb = this.blockOf(start); rb <= this.blockOf(start + n - 1); rb++) {
-      if (rb >= this.table.length || this.table[rb] === 0) await this.createBlock(rb, mine);
+    for (let attempt = 0; ; attempt++) {
+      const start = await this.allocStart(n, reserved);
+      const missing = this.missingBlock(start, start + n);
+      if (missing < 0) {
+        await this.increment(start, n);
+        return start * this.clusterSize;
+      }
+      if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for clusters ${start}..${start + n - 1} does not converge`);
+      await this.createBlock(missing, [...reserved, [start, start + n]]);
+      this.freeHint = Math.min(this.freeHint, start);
     }
-    await this.increment(start, n);
-    if (start <= this.freeHint + 1) this.freeHint = start + n;
-    this.allocEnd = Math.max(this.allocEnd, start + n);
-    return start * this.clusterSize;
   }
 
-  /** Allocates the exact clusters [ci, ci+n) (they must be free). */
-  async allocAt(ci: number, n: number): Promise<void> {
-    const mine: Range[] = [[ci, ci + n]];
-    for (let rb = this.blockOf(ci); rb <= this.blockOf(ci + n - 1); rb++) {
-      if (rb >= this.table.length || this.table[rb] === 0) await this.createBlock(rb, mine);
+  /** The first refcount block index covering clusters [first, end) that has no block, or -1. */
+  private missingBlock(first: number, end: number): number {
+    for (let rb = this.blockOf(first); rb <= this.blockOf(end - 1); rb++) {
+      if (rb >= this.table.length || this.table[rb] === 0) return rb;
     }
-    await this.increment(ci, n);
-    this.allocEnd = Math.max(this.allocEnd, ci + n);
+    return -1;
+  }
+
+  /**
+   * Allocates the free clusters at [ci, ci+n) up to the first one in use (QEMU's
+   * qcow2_alloc_clusters_at) and returns how many; the cursor does not move.
+   */
+  async allocContiguous(ci: number, n: number): Promise<number> {
+    if (this.pending.length > 0 && this.host.reclaim && this.pending.some((c) => c >= ci && c < ci + n)) await this.host.reclaim();
+    for (let attempt = 0; ; attempt++) {
+      let free = 0;
+      while (free < n && (await this.get(ci + free)) === 0) free++;
+      if (free === 0) return 0;
+      const missing = this.missingBlock(ci, ci + free);
+      if (missing < 0) {
+        await this.increment(ci, free);
+        return free;
+      }
+      if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for clusters ${ci}..${ci + free - 1} does not converge`);
+      await this.createBlock(missing, [[ci, ci + free]]);
+      this.freeHint = Math.min(this.freeHint, ci);
+    }
   }
 
   /** Adds 1 to the refcounts of clusters [ci, ci+n), a block at a time; their blocks exist. */
@@ -453,11 +543,15 @@ export class Refcounts {
     }
   }
 
-  /** Creates refcount block `rb`, placing it in a free cluster outside `reserved`. */
+  /**
+   * Creates refcount block `rb` in the first free cluster at the cursor outside
+   * `reserved` (QEMU's alloc_refcount_block): the block is written, with its own
+   * refcount or the one of the block counting it, before the table entry points
+   * to it; when the table has no entry `rb`, it grows ({@link growTable}).
+   */
   private async createBlock(rb: number, reserved: Range[], depth = 0): Promise<void> {
     if (depth > 8) throw new BlockError('EIO', 'Refcount block allocation does not converge');
-    if (rb >= this.table.length) await this.growTable(rb + 1, reserved);
-    if (this.table[rb] !== 0) return;
+    if (rb < this.table.length && this.table[rb] !== 0) return;
     const loc = await this.findFree(1, reserved);
     const locRb = this.blockOf(loc);
     const buf = new Uint8Array(this.clusterSize);
@@ -466,11 +560,10 @@ export class Refcounts {
     } else {
       if (locRb >= this.table.length || this.table[locRb] === 0) {
         await this.createBlock(locRb, [...reserved, [loc, loc + 1]], depth + 1);
-        if (this.table[rb] !== 0) return;
+        if (rb < this.table.length && this.table[rb] !== 0) return;
       }
       await this.update(loc, 1);
     }
-    this.allocEnd = Math.max(this.allocEnd, loc + 1);
     const file = this.host.file();
     // Its own refcount (or the block counting it) first, then the block, then the pointer.
     await this.cache.flush();
@@ -479,67 +572,61 @@ export class Refcounts {
     await file.flush();
     await this.cache.put(off, buf, false);
     this.host.addMeta(off, this.clusterSize, 'refcount block');
+    if (rb >= this.table.length) {
+      await this.growTable(rb, off);
+      return;
+    }
     const entry = new Uint8Array(8);
     new DataView(entry.buffer).setBigUint64(0, BigInt(off));
     await file.pwritev(this.tableOffset + rb * 8, 8, entry);
     this.table[rb] = off;
   }
 
-  /** Moves the refcount table to a bigger one at the end of the image (with its own refcount blocks). */
-  private async growTable(minEntries: number, reserved: Range[]): Promise<void> {
+  /**
+   * Moves the refcount table to a bigger one that also holds entry `rb` (the new
+   * block at `blockOff`), as QEMU's qcow2_refcount_area places it: at the start of
+   * the first refcount block range past both, new refcount blocks that count
+   * themselves and the table, then the table, 50 % larger than needed. The header
+   * points to it once it is written; the old table is freed after that.
+   */
+  private async growTable(rb: number, blockOff: number): Promise<void> {
     const file = this.host.file();
     const cs = this.clusterSize;
+    const per = this.perBlock;
+    const areaIndex = Math.max(rb + 1, Math.ceil((blockOff / cs + 1) / per));
+    const areaStart = areaIndex * per;
+    const total = refcountBlocksFor(areaStart, cs, this.order, true);
     const perTableCluster = cs / 8;
-    let entries = Math.max(minEntries, Math.ceil((this.table.length * 3) / 2));
-    let areaStart = Math.ceil(file.length / cs);
-    areaStart = Math.max(areaStart, this.allocEnd);
-    for (const [, e] of reserved) areaStart = Math.max(areaStart, e);
-    let tableClusters = 0;
-    let newBlocks: number[] = [];
-    for (let iter = 0; iter < 32; iter++) {
-      tableClusters = Math.ceil(entries / perTableCluster);
-      let nBlocks = newBlocks.length;
-      let changed = true;
-      while (changed) {
-        const areaEnd = areaStart + nBlocks + tableClusters;
-        const blocks: number[] = [];
-        for (let rb = this.blockOf(areaStart); rb <= this.blockOf(areaEnd - 1); rb++) {
-          if (rb >= this.table.length || this.table[rb] === 0) blocks.push(rb);
-        }
-        changed = blocks.length !== nBlocks;
-        nBlocks = blocks.length;
-        newBlocks = blocks;
-      }
-      const maxRb = newBlocks.length ? newBlocks[newBlocks.length - 1]! : 0;
-      if (maxRb + 1 <= entries) break;
-      entries = maxRb + 1;
-    }
+    const tableClusters = Math.ceil((total + Math.ceil(total / 2)) / perTableCluster);
     const tableBytes = tableClusters * cs;
-    if (tableBytes > 8 * 1024 * 1024) throw new BlockError('EFBIG', 'Refcount table would exceed 8 MiB');
+    if (tableBytes > 8 * 1024 * 1024) throw new BlockError('EFBIG', `Refcount table of ${tableBytes} bytes would exceed 8 MiB`);
     const newTable = new Float64Array(tableClusters * perTableCluster);
-    newTable.set(this.table);
+    newTable.set(this.table.subarray(0, Math.min(this.table.length, newTable.length)));
+    newTable[rb] = blockOff;
     const blockBufs = new Map<number, Uint8Array>();
-    newBlocks.forEach((rb, i) => {
-      newTable[rb] = (areaStart + i) * cs;
-      blockBufs.set(rb, new Uint8Array(cs));
-    });
-    const areaEnd = areaStart + newBlocks.length + tableClusters;
-    for (let c = areaStart; c < areaEnd; c++) {
-      const rb = this.blockOf(c);
-      const b = blockBufs.get(rb);
-      if (b) setRefcount(b, c % this.perBlock, this.order, 1);
-      else await this.update(c, 1);
+    let next = areaStart;
+    for (let i = areaIndex; i < total; i++) {
+      if (newTable[i] !== 0) continue;
+      newTable[i] = next * cs;
+      blockBufs.set(i, new Uint8Array(cs));
+      next++;
     }
-    this.allocEnd = Math.max(this.allocEnd, areaEnd);
+    const tableStart = next;
+    const areaEnd = tableStart + tableClusters;
+    for (let c = areaStart; c < areaEnd; c++) {
+      const b = blockBufs.get(this.blockOf(c));
+      if (!b) throw new BlockError('EIO', `Refcount structures at cluster ${c} are not covered by the new refcount blocks`);
+      setRefcount(b, c % per, this.order, 1);
+    }
     await this.cache.flush();
-    for (const [rb, b] of blockBufs) {
-      await file.pwritev(newTable[rb]!, cs, b);
-      await this.cache.put(newTable[rb]!, b, false);
+    for (const [i, b] of blockBufs) {
+      await file.pwritev(newTable[i]!, cs, b);
+      await this.cache.put(newTable[i]!, b, false);
     }
     const tbuf = new Uint8Array(tableBytes);
     const tdv = new DataView(tbuf.buffer);
     for (let i = 0; i < newTable.length; i++) if (newTable[i]) tdv.setBigUint64(i * 8, BigInt(newTable[i]!));
-    const tableOff = (areaStart + newBlocks.length) * cs;
+    const tableOff = tableStart * cs;
     await file.pwritev(tableOff, tableBytes, tbuf);
     await file.flush();
     const oldOff = this.tableOffset;
@@ -547,7 +634,7 @@ export class Refcounts {
     await this.host.setReftable(tableOff, tableClusters);
     this.table = newTable;
     this.tableOffset = tableOff;
-    for (const rb of newBlocks) this.host.addMeta(newTable[rb]!, cs, 'refcount block');
+    for (const i of blockBufs.keys()) this.host.addMeta(newTable[i]!, cs, 'refcount block');
     this.host.removeMeta(oldOff, oldClusters * cs);
     this.host.addMeta(tableOff, tableBytes, 'refcount table');
     for (let c = oldOff / cs; c < oldOff / cs + oldClusters; c++) await this.update(c, -1);
@@ -593,26 +680,43 @@ export class Refcounts {
   }
 
   /**
-   * Allocates `bytes` (< one cluster) of byte-granular space for compressed
-   * data, packing into the cluster written last when it fits. That cluster
-   * holds only compressed data: {@link update} forgets it once its refcount
-   * drops to 0, since the allocator may then hand it out for anything else.
+   * Allocates `bytes` (at most one cluster) of byte-granular space for
+   * compressed data, as QEMU's qcow2_alloc_bytes: packed after the compressed
+   * data written last when it fits in that cluster; else in a new cluster, and
+   * when the new cluster follows that one, the data starts in the old cluster
+   * and runs into the new one. The cluster packed into holds only compressed
+   * data: {@link update} forgets it once its refcount drops to 0, since the
+   * allocator may then hand it out for anything else.
    */
   async allocBytes(bytes: number): Promise<number> {
     const cs = this.clusterSize;
-    const off = this.freeByteOffset;
-    if (off !== 0 && off % cs !== 0 && (off % cs) + bytes <= cs) {
-      const ci = Math.floor(off / cs);
-      const rc = await this.get(ci);
-      if (rc > 0 && rc < maxRefcount(this.order)) {
-        await this.update(ci, 1);
-        this.freeByteOffset = off + bytes;
-        return off;
+    if (!Number.isInteger(bytes) || bytes < 1 || bytes > cs) throw new BlockError('EINVAL', `cannot allocate ${bytes} bytes of compressed data`);
+    let off = this.freeByteOffset;
+    for (let attempt = 0; ; attempt++) {
+      if (off !== 0) {
+        const rc = await this.get(Math.floor(off / cs));
+        if (rc === 0 || rc >= maxRefcount(this.order)) off = 0;
       }
+      if (off === 0 || cs - (off % cs) < bytes) {
+        const fresh = await this.allocStart(1, []);
+        if (off === 0 || Math.ceil(off / cs) !== fresh) off = fresh * cs;
+      }
+      const first = Math.floor(off / cs);
+      const last = Math.floor((off + bytes - 1) / cs);
+      const missing = this.missingBlock(first, last + 1);
+      if (missing >= 0) {
+        if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for compressed data at 0x${off.toString(16)} does not converge`);
+        await this.createBlock(missing, [[first, last + 1]]);
+        // As in QEMU, a new cluster is searched for after the block is placed,
+        // from the first cluster tried.
+        this.freeHint = Math.min(this.freeHint, first);
+        off = 0;
+        continue;
+      }
+      for (let c = first; c <= last; c++) await this.update(c, 1);
+      this.freeByteOffset = (off + bytes) % cs === 0 ? 0 : off + bytes;
+      return off;
     }
-    const start = await this.alloc(Math.ceil(bytes / cs));
-    this.freeByteOffset = start + bytes;
-    return start;
   }
 
   /** Writes dirty refcount blocks (not flushed to disk). */
