@@ -31,7 +31,8 @@ import { markCorrupt, overlapCheck } from './metadata-index.js';
 import { readGuest } from './read.js';
 import type { Qcow2Image } from './qcow2.js';
 
-const hex = (n: number) => `0x${n.toString(16)}`;
+/** C's %#x, as QEMU's messages print numbers: 0 without the prefix. */
+const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 
 /** Pending frees after which the caches are flushed early (bounds the memory they hold). */
 export const MAX_PENDING_FREES = 4096;
@@ -66,6 +67,7 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
   const bytes = entries * 8;
   const clusters = Math.ceil(bytes / img.clusterSize);
   const off = await img.refs.alloc(clusters);
+  await overlapCheck(img, off, clusters * img.clusterSize);
   const raw = new Uint8Array(clusters * img.clusterSize);
   const dv = new DataView(raw.buffer);
   for (let i = 0; i < img.l1.length; i++) {
@@ -106,7 +108,8 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   const old = await l2TableOffset(img, l1i);
   if (old !== 0 && img.l1Copied[l1i]) return old;
   const cs = img.clusterSize;
-  const off = await img.refs.alloc(1);
+  const off = await img.refs.alloc(1, [], true);
+  if (off === 0) throw await markCorrupt(img, 'Preventing invalid allocation of L2 table at offset 0');
   await overlapCheck(img, off, cs);
   const table = new Uint8Array(cs);
   if (old !== 0) {
@@ -454,7 +457,7 @@ async function placeNewClusters(img: Qcow2Image, plans: ClusterPlan[]): Promise<
     let got: number;
     let start: number;
     if (cursor < 0) {
-      start = await img.refs.alloc(j - k);
+      start = await img.refs.alloc(j - k, [], true);
       got = j - k;
     } else {
       start = cursor;

@@ -262,6 +262,8 @@ export interface RefcountHost {
   removeMeta(offset: number, bytes: number): void;
   /** Marks the image corrupt and returns the error to throw. */
   corrupt(message: string): Promise<BlockError>;
+  /** Refuses (marking the image corrupt) a write of new metadata over existing metadata. */
+  checkOverlap?(offset: number, bytes: number): Promise<void>;
   /** Whether freed clusters are discarded in the file. */
   passDiscard: boolean;
   /**
@@ -332,7 +334,7 @@ export class Refcounts {
     const off = this.table[rb]!;
     if (off === 0) return null;
     if (off % this.clusterSize !== 0) {
-      throw await this.host.corrupt(`Refblock offset 0x${off.toString(16)} unaligned (reftable index: 0x${rb.toString(16)})`);
+      throw await this.host.corrupt(`Refblock offset 0x${off.toString(16)} unaligned (reftable index: ${rb === 0 ? '0' : `0x${rb.toString(16)}`})`);
     }
     return this.cache.get(off);
   }
@@ -386,20 +388,24 @@ export class Refcounts {
    * QEMU's free_cluster_index does (free clusters it skipped are found again only
    * after a free below the cursor moves it back, see {@link update}).
    */
-  async findFree(n: number, reserved: Range[] = []): Promise<number> {
-    const start = await this.peekFree(n, reserved);
+  async findFree(n: number, reserved: Range[] = [], floor = 1): Promise<number> {
+    const start = await this.peekFree(n, reserved, floor);
     this.freeHint = start + n;
     return start;
   }
 
-  /** Where {@link findFree} would place `n` clusters, without moving the cursor. */
-  private async peekFree(n: number, reserved: Range[]): Promise<number> {
+  /**
+   * Where {@link findFree} would place `n` clusters, without moving the cursor;
+   * clusters before `floor` are not searched (cluster 0, the header, is only
+   * searched by allocations whose callers refuse it as QEMU does).
+   */
+  private async peekFree(n: number, reserved: Range[], floor = 1): Promise<number> {
     if (!Number.isInteger(n) || n < 1) throw new BlockError('EINVAL', `cannot allocate ${n} clusters`);
     if (wasmModule === undefined) await readyWasm();
     // Every cluster before the first free one is in use: the cursor may move there
     // at once, so later searches do not scan them again.
     const hint = this.freeHint;
-    const first = await this.scanFree(Math.max(hint, 1), 1, []);
+    const first = await this.scanFree(Math.max(hint, floor), 1, []);
     if (this.freeHint === hint && first > hint) this.freeHint = first;
     return n === 1 && reserved.length === 0 ? first : this.scanFree(first, n, reserved);
   }
@@ -419,11 +425,11 @@ export class Refcounts {
    * made durable and the decrements applied first ({@link RefcountHost.reclaim}),
    * so a freed cluster is reused only once no reference to it remains on disk.
    */
-  private async allocStart(n: number, reserved: Range[]): Promise<number> {
-    if (this.pending.length > 0 && this.host.reclaim && this.waitingFreeBefore((await this.peekFree(n, reserved)) + n)) {
+  private async allocStart(n: number, reserved: Range[], floor = 1): Promise<number> {
+    if (this.pending.length > 0 && this.host.reclaim && this.waitingFreeBefore((await this.peekFree(n, reserved, floor)) + n)) {
       await this.host.reclaim();
     }
-    return this.findFree(n, reserved);
+    return this.findFree(n, reserved, floor);
   }
 
   /** From cluster `from`, the first run of `n` clusters with refcount 0, not in `reserved`. */
@@ -484,10 +490,13 @@ export class Refcounts {
    * has to be created for the run, it goes after the run and the search starts
    * again at the run (QEMU's -EAGAIN from alloc_refcount_block, after which
    * update_refcount moves the cursor back), so the run lands where QEMU puts it.
+   * With `mayReturnZero` the run may start at cluster 0 when its refcount says
+   * free (a damaged image): the caller refuses it as QEMU does (overlap check,
+   * "invalid allocation ... at offset 0"); others never see offset 0.
    */
-  async alloc(n: number, reserved: Range[] = []): Promise<number> {
+  async alloc(n: number, reserved: Range[] = [], mayReturnZero = false): Promise<number> {
     for (let attempt = 0; ; attempt++) {
-      const start = await this.allocStart(n, reserved);
+      const start = await this.allocStart(n, reserved, mayReturnZero ? 0 : 1);
       const missing = this.missingBlock(start, start + n);
       if (missing < 0) {
         await this.increment(start, n);
@@ -564,10 +573,13 @@ export class Refcounts {
       }
       await this.update(loc, 1);
     }
+    const off = loc * this.clusterSize;
+    // A damaged image may call metadata free: never write the block over it (QEMU's
+    // overlap check on the refcount block cache).
+    await this.host.checkOverlap?.(off, this.clusterSize);
     const file = this.host.file();
     // Its own refcount (or the block counting it) first, then the block, then the pointer.
     await this.cache.flush();
-    const off = loc * this.clusterSize;
     await file.pwritev(off, this.clusterSize, buf);
     await file.flush();
     await this.cache.put(off, buf, false);

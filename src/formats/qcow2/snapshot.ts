@@ -10,7 +10,12 @@ import { MAX_L1_BYTES, MAX_SNAPSHOTS_BYTES, MAX_SNAPSHOT_EXTRA, SNAP } from './c
 export interface Qcow2Snapshot extends SnapshotInfo {
   l1TableOffset: number;
   l1Size: number;
+  /** Bytes of extra data in the entry (v3 requires at least the large VM state and disk sizes). */
+  extraDataSize: number;
 }
+
+/** Extra data a v3 snapshot table entry must hold: vm_state_size_large and disk_size. */
+export const V3_SNAPSHOT_EXTRA = 16;
 
 /** Reads `count` snapshot entries at `offset`; returns them and the table's byte size. */
 export async function readSnapshotTable(
@@ -70,6 +75,7 @@ export async function readSnapshotTable(
       ...(diskSize !== undefined ? { diskSize } : {}),
       l1TableOffset: l1Off,
       l1Size,
+      extraDataSize: extraLen,
     });
     pos += (SNAP.FIXED + varLen + 7) & ~7;
   }
