@@ -1,7 +1,9 @@
 /**
- * Reference counts: reading and updating refcount entries of every width
- * (1..64 bits), cluster allocation, refcount block creation (including blocks
- * that describe themselves) and refcount table growth.
+ * Reference counts of an image: its refcount table and blocks (through a
+ * cache), updates, cluster allocation as QEMU places clusters, refcount block
+ * creation (including blocks that describe themselves) and refcount table
+ * growth. Entry codecs and block loops: refcount-entries.ts; the queue of
+ * decrements waiting for their references to leave the disk: refcount-queue.ts.
  *
  * Ordering rules for crash safety (a cut at any write leaves no corruption):
  * - a new refcount block is written, then flushed, before the refcount table
@@ -18,240 +20,35 @@
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
-import { loadRefcount, loadRefcountSync, RefcountTs, type CountsScan, type WasmRefcount } from '../../wasm/refcount.js';
 import { MetaCache } from './cache.js';
 import type { ReadGate } from './read-gate.js';
+import { FreeQueue } from './refcount-queue.js';
+import {
+  findFreeInBlock,
+  getRefcount,
+  getRefcountExact,
+  incrementRange,
+  initRefcountWasm,
+  maxRefcount,
+  readyRefcountWasm,
+  refcountBlocksFor,
+  setRefcount,
+  type BlockRun,
+} from './refcount-entries.js';
 
-// The WASM refcount module (src/wasm/refcount.ts) runs the loops over many entries of a
-// block: the free-run search, incrementing ranges, and check's comparison of counted with
-// stored refcounts. Each call copies only the entries it reads into module memory; short
-// work stays in TypeScript, where that copy and the call cost more than they save.
-// The thresholds come from bench/qcow2/refcount.ts (WASM / TypeScript rate in the same
-// run; figures in README):
-// - one entry (get / set): TypeScript always; a call into WASM loses even with the block
-//   already in module memory;
-// - free-run search: TypeScript for the first FIND_TS_ENTRIES entries (the usual case: the
-//   hint is at a free cluster), then WASM in growing windows, which wins on long used runs
-//   and loses when the run starts right after a short probe;
-// - incrementing a range: WASM from ADD_WASM_ENTRIES (below it the call costs more);
-// - comparing with counted references: WASM from COMPARE_WASM_ENTRIES.
-// When the module cannot load, everything runs in TypeScript with the same results.
-
-/** Entries the free-run search scans in TypeScript before it hands the block to WASM. */
-const FIND_TS_ENTRIES = 512;
-/** Entries the first WASM window of the free-run search covers (it doubles each time). */
-const FIND_WASM_WINDOW = 4096;
-/** Ranges of at least this many entries are added to in WASM. */
-const ADD_WASM_ENTRIES = 256;
-/** Ranges of at least this many entries are compared with counted references in WASM. */
-const COMPARE_WASM_ENTRIES = 256;
-
-/** undefined: not loaded yet; null: cannot load here (TypeScript only). */
-let wasmModule: WasmRefcount | null | undefined;
-let wasmLoading: Promise<WasmRefcount | null> | undefined;
-let wasmEnabled = true;
-
-/**
- * Loads the WASM refcount module once (synchronously where the loader can: Node, or bytes
- * given to setWasmSource; otherwise by fetch). Resolves to null when it cannot load, and
- * the driver keeps to TypeScript.
- */
-export function initRefcountWasm(): Promise<WasmRefcount | null> {
-  if (wasmModule !== undefined) return Promise.resolve(wasmModule);
-  try {
-    wasmModule = loadRefcountSync();
-    return Promise.resolve(wasmModule);
-  } catch {
-    // No synchronous load here (a browser): fetch it.
-  }
-  wasmLoading ??= loadRefcount().then(
-    (m) => (wasmModule = m),
-    () => (wasmModule = null),
-  );
-  return wasmLoading;
-}
-
-/**
- * Switches the WASM refcount paths off (TypeScript only) or back on, for tests and
- * benchmarks that compare the two on the same image.
- */
-export function setRefcountWasmEnabled(on: boolean): void {
-  wasmEnabled = on;
-}
-
-/** Whether the long refcount loops run in WASM here ('not loaded' before the first use). */
-export function refcountWasmState(): 'wasm' | 'typescript' | 'not loaded' {
-  if (wasmModule === undefined) return 'not loaded';
-  return refcountWasm() ? 'wasm' : 'typescript';
-}
-
-/** The module when it is loaded and enabled. */
-function refcountWasm(): WasmRefcount | null {
-  return wasmEnabled ? (wasmModule ?? null) : null;
-}
-
-/** Loads the module on first use (one await; later calls return at once). */
-async function readyWasm(): Promise<WasmRefcount | null> {
-  if (wasmModule === undefined) await initRefcountWasm();
-  return refcountWasm();
-}
-
-/** Reads entry `idx` of a refcount block with `order` (width 1 << order bits). */
-export function getRefcount(buf: Uint8Array, idx: number, order: number): number {
-  switch (order) {
-    case 4:
-      return (buf[idx * 2]! << 8) | buf[idx * 2 + 1]!;
-    case 3:
-      return buf[idx]!;
-    case 5:
-      return ((buf[idx * 4]! << 24) >>> 0) + ((buf[idx * 4 + 1]! << 16) | (buf[idx * 4 + 2]! << 8) | buf[idx * 4 + 3]!);
-    case 6: {
-      const o = idx * 8;
-      const hi = ((buf[o]! << 24) >>> 0) + ((buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!);
-      const lo = ((buf[o + 4]! << 24) >>> 0) + ((buf[o + 5]! << 16) | (buf[o + 6]! << 8) | buf[o + 7]!);
-      return hi * 4294967296 + lo;
-    }
-    default: {
-      const bits = 1 << order;
-      const bit = idx * bits;
-      return (buf[bit >> 3]! >> (bit & 7)) & ((1 << bits) - 1);
-    }
-  }
-}
-
-/**
- * Entry `idx` exactly: a 64-bit refcount may exceed 2^53, where
- * {@link getRefcount}'s number is only close (messages and repairs need it exact).
- */
-export function getRefcountExact(buf: Uint8Array, idx: number, order: number): bigint {
-  if (order !== 6) return BigInt(getRefcount(buf, idx, order));
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(idx * 8);
-}
-
-/** Writes entry `idx` of a refcount block. */
-export function setRefcount(buf: Uint8Array, idx: number, order: number, value: number): void {
-  switch (order) {
-    case 4:
-      buf[idx * 2] = value >>> 8;
-      buf[idx * 2 + 1] = value & 0xff;
-      return;
-    case 3:
-      buf[idx] = value;
-      return;
-    case 5:
-      new DataView(buf.buffer, buf.byteOffset).setUint32(idx * 4, value);
-      return;
-    case 6: {
-      const dv = new DataView(buf.buffer, buf.byteOffset);
-      dv.setUint32(idx * 8, Math.floor(value / 4294967296));
-      dv.setUint32(idx * 8 + 4, value >>> 0);
-      return;
-    }
-    default: {
-      const bits = 1 << order;
-      const bit = idx * bits;
-      const mask = ((1 << bits) - 1) << (bit & 7);
-      const b = bit >> 3;
-      buf[b] = (buf[b]! & ~mask) | ((value << (bit & 7)) & mask);
-    }
-  }
-}
-
-/** Largest refcount of a width. */
-export function maxRefcount(order: number): number {
-  return order === 6 ? Number.MAX_SAFE_INTEGER : 2 ** (1 << order) - 1;
-}
-
-/** A free run in a block: its first entry and length (shorter than asked only when it reaches the block's end). */
-interface BlockRun {
-  index: number;
-  length: number;
-}
-
-/**
- * From entry `start` of a refcount block of `perBlock` entries, the first run of `n` free
- * entries, or the first free run reaching the end of the block; index perBlock when none.
- * WASM takes over after FIND_TS_ENTRIES entries.
- */
-export function findFreeInBlock(buf: Uint8Array, order: number, perBlock: number, start: number, n: number): BlockRun {
-  const w = refcountWasm();
-  const tsEnd = w ? Math.min(perBlock, start + FIND_TS_ENTRIES) : perBlock;
-  let run = 0;
-  let runStart = start;
-  let c = start;
-  for (; c < tsEnd; c++) {
-    if (getRefcount(buf, c, order) === 0) {
-      if (run === 0) runStart = c;
-      if (++run === n) return { index: runStart, length: n };
-    } else {
-      run = 0;
-    }
-  }
-  if (c === perBlock) return run > 0 ? { index: runStart, length: run } : { index: perBlock, length: 0 };
-  // WASM over growing windows: each call copies only the entries it may read, so a run
-  // found soon after the probe does not pay for copying the rest of the block. A run in
-  // progress is searched again from its start (none of its entries is used).
-  let from = run > 0 ? runStart : c;
-  for (let win = FIND_WASM_WINDOW; ; win *= 2) {
-    const end = Math.min(perBlock, Math.ceil((from + win) / 64) * 64);
-    const r = w!.findFree(buf, order, from, n, end);
-    if (end === perBlock || r.length === n) return r;
-    // Nothing free before `end`, or a run that reaches it: go on from there.
-    from = r.length === 0 ? end : r.index;
-  }
-}
-
-/**
- * Stored refcounts of entries [start, end) of a block against counted references
- * (`counts[k]` for entry start + k): the mismatching entries go to `out` (see
- * RefcountOps.compareCounts in src/wasm/refcount.ts). WASM for long ranges.
- */
-export function compareBlockCounts(buf: Uint8Array, order: number, start: number, end: number, counts: Float64Array, out: Uint32Array): CountsScan {
-  const w = end - start >= COMPARE_WASM_ENTRIES ? refcountWasm() : null;
-  return (w ?? RefcountTs).compareCounts(buf, order, start, end, counts, out);
-}
-
-/**
- * Adds 1 to entries [start, start + count) of a block; nothing changes when one of them
- * is at the maximum already, and the index of the first such entry is returned (-1 when
- * all were incremented). WASM for long ranges.
- */
-export function incrementRange(buf: Uint8Array, order: number, start: number, count: number): number {
-  // 64-bit entries stay in TypeScript: its maximum is 2^53 - 1, the module's 2^64 - 1.
-  const w = count >= ADD_WASM_ENTRIES && order < 6 ? refcountWasm() : null;
-  if (w) return w.tryAddRange(buf, order, start, count, 1);
-  const max = maxRefcount(order);
-  const end = start + count;
-  for (let i = start; i < end; i++) if (getRefcount(buf, i, order) >= max) return i;
-  for (let i = start; i < end; i++) setRefcount(buf, i, order, getRefcount(buf, i, order) + 1);
-  return -1;
-}
-
-/**
- * Refcount blocks needed to count `clusters` clusters plus the refcount
- * structures themselves (QEMU's qcow2_refcount_metadata_size: the fixed point);
- * `generous` leaves room for a table half again as large.
- */
-export function refcountBlocksFor(clusters: number, cs: number, order: number, generous: boolean): number {
-  const perTable = cs / 8;
-  const perBlock = (cs * 8) >> order;
-  let table = 0;
-  let blocks = 0;
-  let n = 0;
-  let last: number;
-  do {
-    last = n;
-    blocks = Math.ceil((clusters + table + blocks) / perBlock);
-    table = Math.ceil(blocks / perTable);
-    n = clusters + blocks + table;
-    if (n === last && generous) {
-      clusters += Math.ceil(table / 2);
-      n = 0;
-      generous = false;
-    }
-  } while (n !== last);
-  return blocks;
-}
+export {
+  compareBlockCounts,
+  findFreeInBlock,
+  getRefcount,
+  getRefcountExact,
+  incrementRange,
+  initRefcountWasm,
+  maxRefcount,
+  refcountBlocksFor,
+  refcountWasmState,
+  setRefcount,
+  setRefcountWasmEnabled,
+} from './refcount-entries.js';
 
 export interface RefcountHost {
   file(): BdrvChild;
@@ -286,9 +83,7 @@ export class Refcounts {
    */
   freeHint = 0;
   /** Clusters whose refcount drops once their references are gone on disk. */
-  private pending: number[] = [];
-  /** For each pending cluster, the read gate's stamp when it was queued. */
-  private pendingStamps: number[] = [];
+  private readonly queue = new FreeQueue();
   /**
    * Reads in flight (read-gate.ts): a queued decrement is applied only once
    * the reads that may still use the cluster have ended. Null: no reads to wait for.
@@ -313,11 +108,11 @@ export class Refcounts {
     this.perBlock = (this.clusterSize * 8) >> order;
     this.cache = new MetaCache('refcount block', () => host.file(), this.clusterSize, Math.max(4, cacheEntries));
     // Start loading the module now, so the first allocation seldom waits for it.
-    if (wasmModule === undefined) void initRefcountWasm();
+    void initRefcountWasm();
   }
 
   get pendingCount(): number {
-    return this.pending.length;
+    return this.queue.length;
   }
 
   private blockOf(ci: number): number {
@@ -401,7 +196,7 @@ export class Refcounts {
    */
   private async peekFree(n: number, reserved: Range[], floor = 1): Promise<number> {
     if (!Number.isInteger(n) || n < 1) throw new BlockError('EINVAL', `cannot allocate ${n} clusters`);
-    if (wasmModule === undefined) await readyWasm();
+    await readyRefcountWasm();
     // Every cluster before the first free one is in use: the cursor may move there
     // at once, so later searches do not scan them again.
     const hint = this.freeHint;
@@ -415,8 +210,7 @@ export class Refcounts {
    * effect at once, so such a cluster would be part of its search.
    */
   private waitingFreeBefore(end: number): boolean {
-    for (const c of this.pending) if (c < end) return true;
-    return false;
+    return this.queue.someCluster((c) => c < end);
   }
 
   /**
@@ -426,7 +220,7 @@ export class Refcounts {
    * so a freed cluster is reused only once no reference to it remains on disk.
    */
   private async allocStart(n: number, reserved: Range[], floor = 1): Promise<number> {
-    if (this.pending.length > 0 && this.host.reclaim && this.waitingFreeBefore((await this.peekFree(n, reserved, floor)) + n)) {
+    if (this.queue.length > 0 && this.host.reclaim && this.waitingFreeBefore((await this.peekFree(n, reserved, floor)) + n)) {
       await this.host.reclaim();
     }
     return this.findFree(n, reserved, floor);
@@ -521,7 +315,7 @@ export class Refcounts {
    * qcow2_alloc_clusters_at) and returns how many; the cursor does not move.
    */
   async allocContiguous(ci: number, n: number): Promise<number> {
-    if (this.pending.length > 0 && this.host.reclaim && this.pending.some((c) => c >= ci && c < ci + n)) await this.host.reclaim();
+    if (this.queue.length > 0 && this.host.reclaim && this.queue.someCluster((c) => c >= ci && c < ci + n)) await this.host.reclaim();
     for (let attempt = 0; ; attempt++) {
       let free = 0;
       while (free < n && (await this.get(ci + free)) === 0) free++;
@@ -656,16 +450,12 @@ export class Refcounts {
   queueFree(offset: number, bytes: number): void {
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + bytes - 1) / this.clusterSize);
-    const stamp = this.readers?.stamp() ?? 0;
-    for (let c = first; c <= last; c++) {
-      this.pending.push(c);
-      this.pendingStamps.push(stamp);
-    }
+    this.queue.add(first, last, this.readers?.stamp() ?? 0);
   }
 
   /** The read gate's stamp of the newest queued decrement (0 when none). */
   get newestPendingStamp(): number {
-    return this.pendingStamps.length > 0 ? this.pendingStamps[this.pendingStamps.length - 1]! : 0;
+    return this.queue.newestStamp;
   }
 
   /**
@@ -674,19 +464,9 @@ export class Refcounts {
    * clusters remains on disk. Returns clusters whose refcount reached 0.
    */
   async applyFrees(): Promise<number[]> {
-    const list = this.pending;
-    const stamps = this.pendingStamps;
-    const oldest = this.readers?.oldest() ?? Infinity;
-    // Stamps only grow: the ones to keep are a tail.
-    let n = 0;
-    while (n < list.length && stamps[n]! <= oldest) n++;
-    this.pending = list.slice(n);
-    this.pendingStamps = stamps.slice(n);
+    const ready = this.queue.takeReady(this.readers?.oldest() ?? Infinity);
     const freed: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const c = list[i]!;
-      if ((await this.update(c, -1)) === 0) freed.push(c);
-    }
+    for (const c of ready) if ((await this.update(c, -1)) === 0) freed.push(c);
     for (const c of freed) this.cache.forget(c * this.clusterSize);
     return freed;
   }
