@@ -93,6 +93,9 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     img.dataChild = await openDataFile(img, options);
   } else {
     if (options.has('data-file')) {
+      // As in qcow2_do_open, the child is opened first: its own open error wins
+      // (a failed open releases the children it attached).
+      await img.node.openChild(options, 'data-file', ROLE_DATA_FILE);
       throw einval("'data-file' can only be set for images with an external data file");
     }
     img.dataChild = file;
