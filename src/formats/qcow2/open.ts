@@ -177,6 +177,7 @@ export function refcountHost(img: Qcow2Image): RefcountHost {
     removeMeta: (off, bytes) => img.meta.remove(off, bytes),
     corrupt: (msg) => markCorrupt(img, msg),
     checkOverlap: (off, bytes) => overlapCheck(img, off, bytes),
+    notice: (message) => img.node.graph.notice(message),
     passDiscard: img.passDiscardRequest,
     reclaim: () => flushAll(img, false, true),
   };

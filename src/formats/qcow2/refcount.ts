@@ -59,6 +59,8 @@ export interface RefcountHost {
   removeMeta(offset: number, bytes: number): void;
   /** Marks the image corrupt and returns the error to throw. */
   corrupt(message: string): Promise<BlockError>;
+  /** Prints a message on the tool's stderr as it is (QEMU's fprintf to stderr). */
+  notice?(message: string): void;
   /** Refuses (marking the image corrupt) a write of new metadata over existing metadata. */
   checkOverlap?(offset: number, bytes: number): Promise<void>;
   /** Whether freed clusters are discarded in the file. */
@@ -466,7 +468,15 @@ export class Refcounts {
   async applyFrees(): Promise<number[]> {
     const ready = this.queue.takeReady(this.readers?.oldest() ?? Infinity);
     const freed: number[] = [];
-    for (const c of ready) if ((await this.update(c, -1)) === 0) freed.push(c);
+    for (const c of ready) {
+      // A reference to a cluster whose refcount is 0 already (a damaged image): as
+      // QEMU's qcow2_free_clusters, say so and go on; the refcount stays 0.
+      if ((await this.get(c)) === 0) {
+        this.host.notice?.('qcow2_free_clusters failed: Invalid argument');
+        continue;
+      }
+      if ((await this.update(c, -1)) === 0) freed.push(c);
+    }
     for (const c of freed) this.cache.forget(c * this.clusterSize);
     return freed;
   }
