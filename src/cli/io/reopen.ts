@@ -5,8 +5,9 @@
  * child's option `x`; driver, node-name and filename may only be given with
  * their current values; any other key is "Cannot change the option". Of the
  * qcow2 options QEMU can change at run time, lazy-refcounts is handed to the
- * driver's reopen; the others (cache sizes, ...) are refused after their
- * values are checked, never silently ignored. auto-read-only,
+ * driver's reopen along with the other runtime options (discard switches,
+ * cache sizes, cache-clean-interval, overlap-check), which the driver checks
+ * and applies (formats/qcow2/reopen.ts). auto-read-only,
  * cache.direct and cache.no-flush are accepted and change nothing (as -c:
  * Node has no O_DIRECT).
  */
@@ -15,8 +16,6 @@ import type { BlockNode } from '../../core/node.js';
 /** What the options ask for, or the message to print. */
 export type ReopenPlan = { ok: true; readOnly?: boolean; options: Record<string, string> } | { ok: false; message: string };
 
-/** qcow2 options the driver's reopen changes (formats/qcow2/reopen.ts). */
-const QCOW2_REOPENABLE = new Set(['lazy-refcounts']);
 
 const GENERIC_BOOLS = ['read-only', 'auto-read-only', 'cache.direct', 'cache.no-flush'];
 
@@ -26,7 +25,6 @@ const QCOW2_RUNTIME: Record<string, 'bool' | 'size' | 'number' | 'string'> = {
   'pass-discard-request': 'bool',
   'pass-discard-snapshot': 'bool',
   'pass-discard-other': 'bool',
-  'discard-no-unref': 'bool',
   'l2-cache-size': 'size',
   'l2-cache-entry-size': 'size',
   'refcount-cache-size': 'size',
@@ -85,7 +83,8 @@ function checkKey(node: BlockNode, key: string, value: string): string | null {
   const type = node.driver.name === 'qcow2' ? QCOW2_RUNTIME[base] : undefined;
   if (!type) return `Cannot change the option '${key}'`;
   if (type === 'bool' && !isBool(value)) return `Parameter '${key}' expects 'on' or 'off'`;
-  if (type === 'number' && !/^[0-9]+$/.test(value)) return `Parameter '${key}' expects a number`;
-  if (QCOW2_REOPENABLE.has(key)) return 'reopenable';
-  return `Changing '${key}' on reopen is not supported (the reopen changes only read-only / read-write)`;
+  // QEMU parses numbers as unsigned: -1 is accepted here and found too big by the driver.
+  if (type === 'number' && !/^-?[0-9]+$/.test(value)) return `Parameter '${key}' expects a number`;
+  // The driver's reopen checks and applies them (formats/qcow2/reopen.ts).
+  return 'reopenable';
 }

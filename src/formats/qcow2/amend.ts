@@ -7,7 +7,7 @@ import type { OptionReader } from '../../core/options.js';
 import type { AmendProgress } from '../../core/driver.js';
 import { AmendOp, AmendProgressFolder, refcountWalkProgress, type RefcountWalkInput } from './amend-progress.js';
 import { BlockError, einval } from '../../core/errors.js';
-import { COMPAT, INCOMPAT, V3_HEADER_LENGTH } from './constants.js';
+import { AUTOCLEAR, COMPAT, INCOMPAT, V3_HEADER_LENGTH } from './constants.js';
 import { rebuildRefcounts } from './check.js';
 import { fileLengthOf } from './check-count.js';
 import { getRefcount } from './refcount.js';
@@ -49,7 +49,13 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   }
   if (dataFile !== undefined || dataFileRaw !== undefined) {
     if (!img.hasDataFile) throw einval('data-file can only be set for images that use an external data file');
-    if (dataFile !== undefined) h.dataFile = dataFile;
+    if (dataFileRaw === true && !img.dataFileRaw) throw new BlockError('ENOTSUP', 'data-file-raw cannot be set on existing images');
+    // An empty name removes the name from the image (QEMU: image_data_file NULL).
+    if (dataFile === '') delete h.dataFile;
+    else if (dataFile !== undefined) h.dataFile = dataFile;
+    if (dataFileRaw === false) h.autoclear &= ~AUTOCLEAR.DATA_FILE_RAW;
+    img.dataFileRaw = (h.autoclear & AUTOCLEAR.DATA_FILE_RAW) !== 0n;
+    await img.writeHeader();
   }
   const changesWidth = refcountBits !== undefined && refcountBits !== 1 << h.refcountOrder;
   const fold = new AmendProgressFolder(progress, (version !== h.version ? 1 : 0) + (changesWidth ? 1 : 0));

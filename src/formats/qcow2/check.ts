@@ -11,6 +11,7 @@ import { ClusterType, clusterType, entryOffset, isCopied, readEntry } from './l2
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
 import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
+import { V3_SNAPSHOT_EXTRA } from './snapshot.js';
 import { compareBlockCounts, getRefcount, getRefcountExact, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
@@ -124,7 +125,7 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
     if (off % img.clusterSize !== 0) {
       // QEMU cannot read refcounts through an unaligned block: each cluster is a check error.
       if (!signalled) {
-        t.messages.push(`qcow2: Image is corrupt: Refblock offset 0x${hex(off)} unaligned (reftable index: 0x${hex(rb)}); further non-fatal corruption events will be suppressed`);
+        t.messages.push(`qcow2: Image is corrupt: Refblock offset 0x${hex(off)} unaligned (reftable index: ${rb === 0 ? '0' : `0x${hex(rb)}`}); further non-fatal corruption events will be suppressed`);
         signalled = true;
       }
       for (let c = base; c < end; c++) t.messages.push(`Can't get refcount for cluster ${c}: Input/output error`);
@@ -157,6 +158,24 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
   return out;
 }
 
+/**
+ * QEMU's qcow2_check_read_snapshot_table: in a v3 image every snapshot table
+ * entry carries the large VM state size and the disk size; each that does not
+ * is a corruption, reported first. QEMU repairs it by rewriting the snapshot
+ * table; writing snapshot tables is not supported here, so the corruption
+ * stays counted even when "Repairing" is said.
+ */
+function incompleteSnapshots(img: Qcow2Image, messages: string[], repair: boolean): number {
+  if (img.header.version < 3) return 0;
+  let n = 0;
+  img.snapshots.forEach((s, i) => {
+    if (s.extraDataSize >= V3_SNAPSHOT_EXTRA) return;
+    messages.push(`${repair ? 'Repairing' : 'ERROR'} snapshot table entry ${i} is incomplete`);
+    n++;
+  });
+  return n;
+}
+
 /** QEMU's qcow2_check_refcounts (with check_oflag_copied). */
 async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
   const cs = img.clusterSize;
@@ -168,6 +187,7 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   // Only a check that changes nothing may be stopped half-way.
   const report = fix.progress;
   t.progress = report && (fixAny ? (d: number, n: number) => void tryReport(report, d, n) : report);
+  const snapshotCorruptions = incompleteSnapshots(img, t.messages, fix.errors && !img.readOnly);
   const calc = await calculateRefcounts(img, t, fix.errors && !img.readOnly);
   let rebuild = calc.rebuild;
   const messages = t.messages;
@@ -231,7 +251,7 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   // COPIED flags of the active tables.
   const repair = !img.readOnly && (fix.errors || (fix.leaks && !checkErrors && !corruptions && !leaks));
   const copied = await checkCopied(img, t, repair);
-  corruptions += copied.found - copied.fixed;
+  corruptions += copied.found - copied.fixed + snapshotCorruptions;
   corruptionsFixed += copied.fixed;
   return {
     corruptions,

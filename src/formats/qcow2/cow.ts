@@ -31,7 +31,8 @@ import { markCorrupt, overlapCheck } from './metadata-index.js';
 import { readGuest } from './read.js';
 import type { Qcow2Image } from './qcow2.js';
 
-const hex = (n: number) => `0x${n.toString(16)}`;
+/** C's %#x, as QEMU's messages print numbers: 0 without the prefix. */
+const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 
 /** Pending frees after which the caches are flushed early (bounds the memory they hold). */
 export const MAX_PENDING_FREES = 4096;
@@ -66,6 +67,7 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
   const bytes = entries * 8;
   const clusters = Math.ceil(bytes / img.clusterSize);
   const off = await img.refs.alloc(clusters);
+  await overlapCheck(img, off, clusters * img.clusterSize);
   const raw = new Uint8Array(clusters * img.clusterSize);
   const dv = new DataView(raw.buffer);
   for (let i = 0; i < img.l1.length; i++) {
@@ -106,7 +108,8 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   const old = await l2TableOffset(img, l1i);
   if (old !== 0 && img.l1Copied[l1i]) return old;
   const cs = img.clusterSize;
-  const off = await img.refs.alloc(1);
+  const off = await img.refs.alloc(1, [], true);
+  if (off === 0) throw await markCorrupt(img, 'Preventing invalid allocation of L2 table at offset 0');
   await overlapCheck(img, off, cs);
   const table = new Uint8Array(cs);
   if (old !== 0) {
@@ -429,18 +432,55 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     }
     plans.push({ old, ct, host, fs, fe, alloc: fresh, entry, freeOld: fresh && ct !== ClusterType.UNALLOC && ct !== ClusterType.ZERO_PLAIN });
   }
-  if (need > 0) {
-    let next = await img.refs.alloc(need);
-    for (const p of plans) {
-      if (p.alloc) {
-        p.host = next;
-        next += cs;
-      }
-    }
-  }
+  if (need > 0) await placeNewClusters(img, plans);
   // Refused here, under the lock, before any data is written.
   for (const g of dataGroups(plans, ci0, cs)) await overlapCheck(img, g.hostStart, g.guestEnd - g.guestStart);
   return plans;
+}
+
+/**
+ * Gives the planned new clusters their host clusters as QEMU's
+ * qcow2_alloc_host_offset does, which maps a write piece by piece, each piece
+ * contiguous in the file: a run of clusters to allocate goes anywhere when it
+ * starts a piece, else right after the piece so far, as far as the clusters
+ * there are free; a cluster written in place continues a piece only when it
+ * lies right after it. Where a piece ends, the next one starts afresh.
+ */
+async function placeNewClusters(img: Qcow2Image, plans: ClusterPlan[]): Promise<void> {
+  const cs = img.clusterSize;
+  /** Host offset the current piece continues at; -1 at the start of a piece. */
+  let cursor = -1;
+  let k = 0;
+  while (k < plans.length) {
+    const p = plans[k]!;
+    if (!p.alloc) {
+      if (cursor >= 0 && p.host !== cursor) {
+        cursor = -1;
+        continue;
+      }
+      cursor = p.host + cs;
+      k++;
+      continue;
+    }
+    let j = k;
+    while (j < plans.length && plans[j]!.alloc) j++;
+    let got: number;
+    let start: number;
+    if (cursor < 0) {
+      start = await img.refs.alloc(j - k, [], true);
+      got = j - k;
+    } else {
+      start = cursor;
+      got = await img.refs.allocContiguous(cursor / cs, j - k);
+      if (got === 0) {
+        cursor = -1;
+        continue;
+      }
+    }
+    for (let i = 0; i < got; i++) plans[k + i]!.host = start + i * cs;
+    cursor = start + got * cs;
+    k += got;
+  }
 }
 
 /** One data write of a run: guest range [guestStart, guestEnd) at host offset hostStart. */

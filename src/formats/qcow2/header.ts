@@ -132,7 +132,13 @@ export function unsupportedFeatures(table: FeatureName[], unknown: bigint): stri
  * its end). `forCheck`: opened for check (QEMU's BDRV_O_CHECK), which lets
  * an image without a refcount table or with a broken snapshot table open.
  */
-export function parseHeader(buf: Uint8Array, forCheck = false, beforeExtensions?: (h: Qcow2Header) => void): Qcow2Header {
+export function parseHeader(
+  buf: Uint8Array,
+  forCheck = false,
+  beforeExtensions?: (h: Qcow2Header) => void,
+  /** A read-write open (not for a check): a corrupt image is refused. */
+  readWrite = false,
+): Qcow2Header {
   const clusterBits = peekClusterBits(buf);
   const clusterSize = 2 ** clusterBits;
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -207,6 +213,10 @@ export function parseHeader(buf: Uint8Array, forCheck = false, beforeExtensions?
       // What was read of the feature table before the bad extension names what it can.
     }
     throw new BlockError('ENOTSUP', unsupportedFeatures(h.featureTable, unknown));
+  }
+  // As in qcow2_do_open: right after the unknown features, before the other header checks.
+  if (h.incompatible & INCOMPAT.CORRUPT && readWrite && !forCheck) {
+    throw new BlockError('EACCES', 'qcow2: Image is corrupt; cannot be opened read/write');
   }
   if (h.incompatible & INCOMPAT.EXTL2 && clusterBits < 14) {
     throw einval(`Unsupported subcluster size: ${clusterSize / 32}`);

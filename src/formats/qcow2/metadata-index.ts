@@ -12,7 +12,6 @@ import { BlockError } from '../../core/errors.js';
 import { INCOMPAT } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
 
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 /** Tables larger than this many clusters are not indexed (they cannot be valid; open refuses them elsewhere). */
 const MAX_INDEXED_CLUSTERS = 1 << 22;
@@ -66,7 +65,7 @@ export function registerMetadata(img: Qcow2Image): void {
   const h = img.header;
   const meta = img.meta;
   meta.clear();
-  meta.add(0, img.clusterSize, 'header');
+  meta.add(0, img.clusterSize, 'qcow2_header');
   if (h.l1Size > 0) meta.add(h.l1TableOffset, h.l1Size * 8, 'active L1 table');
   meta.add(h.refcountTableOffset, h.refcountTableClusters * img.clusterSize, 'refcount table');
   for (const off of img.refs.table) if (off) meta.add(off, img.clusterSize, 'refcount block');
@@ -85,21 +84,24 @@ export async function overlapCheck(img: Qcow2Image, host: number, bytes: number)
   if (img.hasDataFile) return;
   const hit = img.meta.firstOverlap(host, bytes);
   if (hit) {
-    throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind}) at ${hex(hit.cluster * img.clusterSize)}`);
+    throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`);
   }
 }
 
 /**
  * Marks the image corrupt (QEMU's qcow2_signal_corruption): sets the corrupt
  * bit in a v3 header when writable, refuses further writes in this session,
- * and returns the EIO for the caller to throw.
+ * and returns the EIO for the caller to throw. `quiet`: the caller reports the
+ * message itself, in its place among its other lines (check's repair).
  */
-export async function markCorrupt(img: Qcow2Image, message: string): Promise<BlockError> {
-  const err = new BlockError('EIO', `qcow2: Marking image as corrupt: ${message}; further corruption events will be suppressed`, {
-    node: img.node.nodeName,
-  });
+export async function markCorrupt(img: Qcow2Image, message: string, quiet = false): Promise<BlockError> {
+  // On a read-only image QEMU's corruption event is not fatal, and says so.
+  const text = img.readOnly
+    ? `qcow2: Image is corrupt: ${message}; further non-fatal corruption events will be suppressed`
+    : `qcow2: Marking image as corrupt: ${message}; further corruption events will be suppressed`;
+  const err = new BlockError('EIO', text, { node: img.node.nodeName });
   // Said once per image, as QEMU does ("further corruption events will be suppressed").
-  if (!img.corrupt) img.node.graph.notice(err.message);
+  if (!img.corrupt && !quiet) img.node.graph.notice(err.message);
   const h = img.header;
   if (!img.readOnly && h.version === 3 && !(h.incompatible & INCOMPAT.CORRUPT)) {
     h.incompatible |= INCOMPAT.CORRUPT;

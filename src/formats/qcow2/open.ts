@@ -18,9 +18,10 @@ import { readSnapshotTable } from './snapshot.js';
 import { markAllInUse, readBitmapDirectory } from './bitmap.js';
 import { loadPersistentBitmaps } from './bitmap-store.js';
 import { checkImage } from './check.js';
-import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
+import { MetadataIndex, markCorrupt, overlapCheck, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { initL2Mapper } from './lookup.js';
+import { flushAll } from './cow.js';
 
 /** Default L2 cache: enough for 8 GiB of a 64 KiB-cluster image (1 MiB). */
 const DEFAULT_L2_CACHE_BYTES = 1 << 20;
@@ -50,7 +51,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     if (l2EntrySize < 512 || l2EntrySize > cs || (l2EntrySize & (l2EntrySize - 1)) !== 0) {
       throw einval(`L2 cache entry size must be a power of two between 512 and the cluster size (${cs})`, {}, `got ${l2EntrySize}`);
     }
-  });
+  }, !img.readOnly);
   img.header = h;
   img.clusterBits = cbits;
   img.clusterSize = 2 ** cbits;
@@ -92,6 +93,9 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     img.dataChild = await openDataFile(img, options);
   } else {
     if (options.has('data-file')) {
+      // As in qcow2_do_open, the child is opened first: its own open error wins
+      // (a failed open releases the children it attached).
+      await img.node.openChild(options, 'data-file', ROLE_DATA_FILE);
       throw einval("'data-file' can only be set for images with an external data file");
     }
     img.dataChild = file;
@@ -178,7 +182,10 @@ export function refcountHost(img: Qcow2Image): RefcountHost {
     addMeta: (off, bytes, kind) => img.meta.add(off, bytes, kind),
     removeMeta: (off, bytes) => img.meta.remove(off, bytes),
     corrupt: (msg) => markCorrupt(img, msg),
+    checkOverlap: (off, bytes) => overlapCheck(img, off, bytes),
+    notice: (message) => img.node.graph.notice(message),
     passDiscard: img.passDiscardRequest,
+    reclaim: () => flushAll(img, false, true),
   };
 }
 
@@ -228,7 +235,7 @@ async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
  * cache-size, with QEMU's defaults: the L2 cache covers the whole image up to
  * 1 MiB, the refcount cache is a quarter of it (at least 4 clusters).
  */
-function cacheSizes(img: Qcow2Image, l2?: number, ref?: number, total?: number): { l2Bytes: number; refBytes: number } {
+export function cacheSizes(img: Qcow2Image, l2?: number, ref?: number, total?: number): { l2Bytes: number; refBytes: number } {
   const cs = img.clusterSize;
   // What the whole image needs: one L2 slice per slice of guest space.
   const maxL2 = Math.max(Math.ceil(img.header.size / cs) * img.l2EntryBytes, 2 * img.sliceBytes);
@@ -250,7 +257,7 @@ function cacheSizes(img: Qcow2Image, l2?: number, ref?: number, total?: number):
 }
 
 /** cache-clean-interval in seconds (default 600); QEMU takes up to 2^32 - 1. */
-function readCleanInterval(options: OptionReader): number {
+export function readCleanInterval(options: OptionReader): number {
   const v = options.raw('cache-clean-interval');
   if (v === undefined || v === null) return 600;
   const n = typeof v === 'string' && /^\s*-?[0-9]+\s*$/.test(v) ? Number(v) : v;
@@ -270,7 +277,7 @@ const OVERLAP_KINDS = ['main-header', 'active-l1', 'active-l2', 'refcount-table'
  * on/off per metadata kind. Checked as QEMU checks it; the value does not
  * change which metadata checks our writes run.
  */
-function checkOverlapOption(v: unknown): void {
+export function checkOverlapOption(v: unknown): void {
   if (v === undefined || v === null) return;
   const bad = (x: unknown) =>
     einval(`Unsupported value '${String(x)}' for qcow2 option 'overlap-check'. Allowed are any of the following: ${OVERLAP_TEMPLATES.join(', ')}`);

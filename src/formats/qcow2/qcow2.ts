@@ -191,7 +191,9 @@ export class Qcow2Image implements DriverInstance {
 
   /** Drops idle cache entries every `seconds` (cache-clean-interval). */
   startCacheCleaner(seconds: number): void {
-    if (typeof setInterval === 'undefined') return;
+    if (this.cleanTimer) clearInterval(this.cleanTimer);
+    this.cleanTimer = null;
+    if (seconds <= 0 || typeof setInterval === 'undefined') return;
     let mark = 0;
     this.cleanTimer = setInterval(() => {
       this.l2cache.dropIdle(mark);
@@ -471,7 +473,7 @@ export class Qcow2Image implements DriverInstance {
   }
 
   snapshotList(): SnapshotInfo[] {
-    return this.snapshots.map(({ l1TableOffset: _o, l1Size: _s, ...info }) => info);
+    return this.snapshots.map(({ l1TableOffset: _o, l1Size: _s, extraDataSize: _e, ...info }) => info);
   }
 
   supportsPersistentBitmaps(): boolean {

@@ -1,7 +1,9 @@
 /**
- * Reference counts: reading and updating refcount entries of every width
- * (1..64 bits), cluster allocation, refcount block creation (including blocks
- * that describe themselves) and refcount table growth.
+ * Reference counts of an image: its refcount table and blocks (through a
+ * cache), updates, cluster allocation as QEMU places clusters, refcount block
+ * creation (including blocks that describe themselves) and refcount table
+ * growth. Entry codecs and block loops: refcount-entries.ts; the queue of
+ * decrements waiting for their references to leave the disk: refcount-queue.ts.
  *
  * Ordering rules for crash safety (a cut at any write leaves no corruption):
  * - a new refcount block is written, then flushed, before the refcount table
@@ -18,214 +20,35 @@
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
-import { loadRefcount, loadRefcountSync, RefcountTs, type CountsScan, type WasmRefcount } from '../../wasm/refcount.js';
 import { MetaCache } from './cache.js';
 import type { ReadGate } from './read-gate.js';
+import { FreeQueue } from './refcount-queue.js';
+import {
+  findFreeInBlock,
+  getRefcount,
+  getRefcountExact,
+  incrementRange,
+  initRefcountWasm,
+  maxRefcount,
+  readyRefcountWasm,
+  refcountBlocksFor,
+  setRefcount,
+  type BlockRun,
+} from './refcount-entries.js';
 
-// The WASM refcount module (src/wasm/refcount.ts) runs the loops over many entries of a
-// block: the free-run search, incrementing ranges, and check's comparison of counted with
-// stored refcounts. Each call copies only the entries it reads into module memory; short
-// work stays in TypeScript, where that copy and the call cost more than they save.
-// The thresholds come from bench/qcow2/refcount.ts (WASM / TypeScript rate in the same
-// run; figures in README):
-// - one entry (get / set): TypeScript always; a call into WASM loses even with the block
-//   already in module memory;
-// - free-run search: TypeScript for the first FIND_TS_ENTRIES entries (the usual case: the
-//   hint is at a free cluster), then WASM in growing windows, which wins on long used runs
-//   and loses when the run starts right after a short probe;
-// - incrementing a range: WASM from ADD_WASM_ENTRIES (below it the call costs more);
-// - comparing with counted references: WASM from COMPARE_WASM_ENTRIES.
-// When the module cannot load, everything runs in TypeScript with the same results.
-
-/** Entries the free-run search scans in TypeScript before it hands the block to WASM. */
-const FIND_TS_ENTRIES = 512;
-/** Entries the first WASM window of the free-run search covers (it doubles each time). */
-const FIND_WASM_WINDOW = 4096;
-/** Ranges of at least this many entries are added to in WASM. */
-const ADD_WASM_ENTRIES = 256;
-/** Ranges of at least this many entries are compared with counted references in WASM. */
-const COMPARE_WASM_ENTRIES = 256;
-
-/** undefined: not loaded yet; null: cannot load here (TypeScript only). */
-let wasmModule: WasmRefcount | null | undefined;
-let wasmLoading: Promise<WasmRefcount | null> | undefined;
-let wasmEnabled = true;
-
-/**
- * Loads the WASM refcount module once (synchronously where the loader can: Node, or bytes
- * given to setWasmSource; otherwise by fetch). Resolves to null when it cannot load, and
- * the driver keeps to TypeScript.
- */
-export function initRefcountWasm(): Promise<WasmRefcount | null> {
-  if (wasmModule !== undefined) return Promise.resolve(wasmModule);
-  try {
-    wasmModule = loadRefcountSync();
-    return Promise.resolve(wasmModule);
-  } catch {
-    // No synchronous load here (a browser): fetch it.
-  }
-  wasmLoading ??= loadRefcount().then(
-    (m) => (wasmModule = m),
-    () => (wasmModule = null),
-  );
-  return wasmLoading;
-}
-
-/**
- * Switches the WASM refcount paths off (TypeScript only) or back on, for tests and
- * benchmarks that compare the two on the same image.
- */
-export function setRefcountWasmEnabled(on: boolean): void {
-  wasmEnabled = on;
-}
-
-/** Whether the long refcount loops run in WASM here ('not loaded' before the first use). */
-export function refcountWasmState(): 'wasm' | 'typescript' | 'not loaded' {
-  if (wasmModule === undefined) return 'not loaded';
-  return refcountWasm() ? 'wasm' : 'typescript';
-}
-
-/** The module when it is loaded and enabled. */
-function refcountWasm(): WasmRefcount | null {
-  return wasmEnabled ? (wasmModule ?? null) : null;
-}
-
-/** Loads the module on first use (one await; later calls return at once). */
-async function readyWasm(): Promise<WasmRefcount | null> {
-  if (wasmModule === undefined) await initRefcountWasm();
-  return refcountWasm();
-}
-
-/** Reads entry `idx` of a refcount block with `order` (width 1 << order bits). */
-export function getRefcount(buf: Uint8Array, idx: number, order: number): number {
-  switch (order) {
-    case 4:
-      return (buf[idx * 2]! << 8) | buf[idx * 2 + 1]!;
-    case 3:
-      return buf[idx]!;
-    case 5:
-      return ((buf[idx * 4]! << 24) >>> 0) + ((buf[idx * 4 + 1]! << 16) | (buf[idx * 4 + 2]! << 8) | buf[idx * 4 + 3]!);
-    case 6: {
-      const o = idx * 8;
-      const hi = ((buf[o]! << 24) >>> 0) + ((buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!);
-      const lo = ((buf[o + 4]! << 24) >>> 0) + ((buf[o + 5]! << 16) | (buf[o + 6]! << 8) | buf[o + 7]!);
-      return hi * 4294967296 + lo;
-    }
-    default: {
-      const bits = 1 << order;
-      const bit = idx * bits;
-      return (buf[bit >> 3]! >> (bit & 7)) & ((1 << bits) - 1);
-    }
-  }
-}
-
-/**
- * Entry `idx` exactly: a 64-bit refcount may exceed 2^53, where
- * {@link getRefcount}'s number is only close (messages and repairs need it exact).
- */
-export function getRefcountExact(buf: Uint8Array, idx: number, order: number): bigint {
-  if (order !== 6) return BigInt(getRefcount(buf, idx, order));
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(idx * 8);
-}
-
-/** Writes entry `idx` of a refcount block. */
-export function setRefcount(buf: Uint8Array, idx: number, order: number, value: number): void {
-  switch (order) {
-    case 4:
-      buf[idx * 2] = value >>> 8;
-      buf[idx * 2 + 1] = value & 0xff;
-      return;
-    case 3:
-      buf[idx] = value;
-      return;
-    case 5:
-      new DataView(buf.buffer, buf.byteOffset).setUint32(idx * 4, value);
-      return;
-    case 6: {
-      const dv = new DataView(buf.buffer, buf.byteOffset);
-      dv.setUint32(idx * 8, Math.floor(value / 4294967296));
-      dv.setUint32(idx * 8 + 4, value >>> 0);
-      return;
-    }
-    default: {
-      const bits = 1 << order;
-      const bit = idx * bits;
-      const mask = ((1 << bits) - 1) << (bit & 7);
-      const b = bit >> 3;
-      buf[b] = (buf[b]! & ~mask) | ((value << (bit & 7)) & mask);
-    }
-  }
-}
-
-/** Largest refcount of a width. */
-export function maxRefcount(order: number): number {
-  return order === 6 ? Number.MAX_SAFE_INTEGER : 2 ** (1 << order) - 1;
-}
-
-/** A free run in a block: its first entry and length (shorter than asked only when it reaches the block's end). */
-interface BlockRun {
-  index: number;
-  length: number;
-}
-
-/**
- * From entry `start` of a refcount block of `perBlock` entries, the first run of `n` free
- * entries, or the first free run reaching the end of the block; index perBlock when none.
- * WASM takes over after FIND_TS_ENTRIES entries.
- */
-export function findFreeInBlock(buf: Uint8Array, order: number, perBlock: number, start: number, n: number): BlockRun {
-  const w = refcountWasm();
-  const tsEnd = w ? Math.min(perBlock, start + FIND_TS_ENTRIES) : perBlock;
-  let run = 0;
-  let runStart = start;
-  let c = start;
-  for (; c < tsEnd; c++) {
-    if (getRefcount(buf, c, order) === 0) {
-      if (run === 0) runStart = c;
-      if (++run === n) return { index: runStart, length: n };
-    } else {
-      run = 0;
-    }
-  }
-  if (c === perBlock) return run > 0 ? { index: runStart, length: run } : { index: perBlock, length: 0 };
-  // WASM over growing windows: each call copies only the entries it may read, so a run
-  // found soon after the probe does not pay for copying the rest of the block. A run in
-  // progress is searched again from its start (none of its entries is used).
-  let from = run > 0 ? runStart : c;
-  for (let win = FIND_WASM_WINDOW; ; win *= 2) {
-    const end = Math.min(perBlock, Math.ceil((from + win) / 64) * 64);
-    const r = w!.findFree(buf, order, from, n, end);
-    if (end === perBlock || r.length === n) return r;
-    // Nothing free before `end`, or a run that reaches it: go on from there.
-    from = r.length === 0 ? end : r.index;
-  }
-}
-
-/**
- * Stored refcounts of entries [start, end) of a block against counted references
- * (`counts[k]` for entry start + k): the mismatching entries go to `out` (see
- * RefcountOps.compareCounts in src/wasm/refcount.ts). WASM for long ranges.
- */
-export function compareBlockCounts(buf: Uint8Array, order: number, start: number, end: number, counts: Float64Array, out: Uint32Array): CountsScan {
-  const w = end - start >= COMPARE_WASM_ENTRIES ? refcountWasm() : null;
-  return (w ?? RefcountTs).compareCounts(buf, order, start, end, counts, out);
-}
-
-/**
- * Adds 1 to entries [start, start + count) of a block; nothing changes when one of them
- * is at the maximum already, and the index of the first such entry is returned (-1 when
- * all were incremented). WASM for long ranges.
- */
-export function incrementRange(buf: Uint8Array, order: number, start: number, count: number): number {
-  // 64-bit entries stay in TypeScript: its maximum is 2^53 - 1, the module's 2^64 - 1.
-  const w = count >= ADD_WASM_ENTRIES && order < 6 ? refcountWasm() : null;
-  if (w) return w.tryAddRange(buf, order, start, count, 1);
-  const max = maxRefcount(order);
-  const end = start + count;
-  for (let i = start; i < end; i++) if (getRefcount(buf, i, order) >= max) return i;
-  for (let i = start; i < end; i++) setRefcount(buf, i, order, getRefcount(buf, i, order) + 1);
-  return -1;
-}
+export {
+  compareBlockCounts,
+  findFreeInBlock,
+  getRefcount,
+  getRefcountExact,
+  incrementRange,
+  initRefcountWasm,
+  maxRefcount,
+  refcountBlocksFor,
+  refcountWasmState,
+  setRefcount,
+  setRefcountWasmEnabled,
+} from './refcount-entries.js';
 
 export interface RefcountHost {
   file(): BdrvChild;
@@ -236,8 +59,17 @@ export interface RefcountHost {
   removeMeta(offset: number, bytes: number): void;
   /** Marks the image corrupt and returns the error to throw. */
   corrupt(message: string): Promise<BlockError>;
+  /** Prints a message on the tool's stderr as it is (QEMU's fprintf to stderr). */
+  notice?(message: string): void;
+  /** Refuses (marking the image corrupt) a write of new metadata over existing metadata. */
+  checkOverlap?(offset: number, bytes: number): Promise<void>;
   /** Whether freed clusters are discarded in the file. */
   passDiscard: boolean;
+  /**
+   * Writes the metadata that dropped the references to the queued clusters and
+   * applies the queued decrements that no read in flight holds back.
+   */
+  reclaim?(): Promise<void>;
 }
 
 type Range = [start: number, end: number];
@@ -247,14 +79,13 @@ export class Refcounts {
   /** Entries per refcount block. */
   readonly perBlock: number;
   readonly cache: MetaCache;
-  /** First cluster index that may be free. */
+  /**
+   * The allocation cursor (QEMU's free_cluster_index): searches start here; it
+   * moves past each allocation and back to a cluster whose refcount drops to 0.
+   */
   freeHint = 0;
-  /** End (cluster index) of every allocation made in this session. */
-  private allocEnd = 0;
   /** Clusters whose refcount drops once their references are gone on disk. */
-  private pending: number[] = [];
-  /** For each pending cluster, the read gate's stamp when it was queued. */
-  private pendingStamps: number[] = [];
+  private readonly queue = new FreeQueue();
   /**
    * Reads in flight (read-gate.ts): a queued decrement is applied only once
    * the reads that may still use the cluster have ended. Null: no reads to wait for.
@@ -279,11 +110,11 @@ export class Refcounts {
     this.perBlock = (this.clusterSize * 8) >> order;
     this.cache = new MetaCache('refcount block', () => host.file(), this.clusterSize, Math.max(4, cacheEntries));
     // Start loading the module now, so the first allocation seldom waits for it.
-    if (wasmModule === undefined) void initRefcountWasm();
+    void initRefcountWasm();
   }
 
   get pendingCount(): number {
-    return this.pending.length;
+    return this.queue.length;
   }
 
   private blockOf(ci: number): number {
@@ -300,7 +131,7 @@ export class Refcounts {
     const off = this.table[rb]!;
     if (off === 0) return null;
     if (off % this.clusterSize !== 0) {
-      throw await this.host.corrupt(`Refblock offset 0x${off.toString(16)} unaligned (reftable index: 0x${rb.toString(16)})`);
+      throw await this.host.corrupt(`Refblock offset 0x${off.toString(16)} unaligned (reftable index: ${rb === 0 ? '0' : `0x${rb.toString(16)}`})`);
     }
     return this.cache.get(off);
   }
@@ -348,16 +179,53 @@ export class Refcounts {
     return v;
   }
 
-  /** First run of `n` clusters with refcount 0, not in `reserved`. */
-  async findFree(n: number, reserved: Range[] = []): Promise<number> {
+  /**
+   * First run of `n` clusters with refcount 0 at or after the allocation cursor
+   * ({@link freeHint}), not in `reserved`; the cursor then moves past the run, as
+   * QEMU's free_cluster_index does (free clusters it skipped are found again only
+   * after a free below the cursor moves it back, see {@link update}).
+   */
+  async findFree(n: number, reserved: Range[] = [], floor = 1): Promise<number> {
+    const start = await this.peekFree(n, reserved, floor);
+    this.freeHint = start + n;
+    return start;
+  }
+
+  /**
+   * Where {@link findFree} would place `n` clusters, without moving the cursor;
+   * clusters before `floor` are not searched (cluster 0, the header, is only
+   * searched by allocations whose callers refuse it as QEMU does).
+   */
+  private async peekFree(n: number, reserved: Range[], floor = 1): Promise<number> {
     if (!Number.isInteger(n) || n < 1) throw new BlockError('EINVAL', `cannot allocate ${n} clusters`);
-    if (wasmModule === undefined) await readyWasm();
-    // Every cluster before the first free one is in use: the hint moves there, so later
-    // searches do not scan them again (QEMU advances free_cluster_index the same way).
+    await readyRefcountWasm();
+    // Every cluster before the first free one is in use: the cursor may move there
+    // at once, so later searches do not scan them again.
     const hint = this.freeHint;
-    const first = await this.scanFree(Math.max(hint, 1), 1, []);
+    const first = await this.scanFree(Math.max(hint, floor), 1, []);
     if (this.freeHint === hint && first > hint) this.freeHint = first;
     return n === 1 && reserved.length === 0 ? first : this.scanFree(first, n, reserved);
+  }
+
+  /**
+   * Whether a queued decrement of a cluster before `end` waits: QEMU's frees take
+   * effect at once, so such a cluster would be part of its search.
+   */
+  private waitingFreeBefore(end: number): boolean {
+    return this.queue.someCluster((c) => c < end);
+  }
+
+  /**
+   * Where an allocation of `n` clusters goes, as in QEMU: when a cluster queued for
+   * release could be part of the search, the references to the queued clusters are
+   * made durable and the decrements applied first ({@link RefcountHost.reclaim}),
+   * so a freed cluster is reused only once no reference to it remains on disk.
+   */
+  private async allocStart(n: number, reserved: Range[], floor = 1): Promise<number> {
+    if (this.queue.length > 0 && this.host.reclaim && this.waitingFreeBefore((await this.peekFree(n, reserved, floor)) + n)) {
+      await this.host.reclaim();
+    }
+    return this.findFree(n, reserved, floor);
   }
 
   /** From cluster `from`, the first run of `n` clusters with refcount 0, not in `reserved`. */
@@ -414,28 +282,55 @@ export class Refcounts {
 
   /**
    * Allocates `n` contiguous clusters (refcount 1 each) and returns the host
-   * offset of the first. `reserved` ranges are skipped.
+   * offset of the first. `reserved` ranges are skipped. When a refcount block
+   * has to be created for the run, it goes after the run and the search starts
+   * again at the run (QEMU's -EAGAIN from alloc_refcount_block, after which
+   * update_refcount moves the cursor back), so the run lands where QEMU puts it.
+   * With `mayReturnZero` the run may start at cluster 0 when its refcount says
+   * free (a damaged image): the caller refuses it as QEMU does (overlap check,
+   * "invalid allocation ... at offset 0"); others never see offset 0.
    */
-  async alloc(n: number, reserved: Range[] = []): Promise<number> {
-    const start = await this.findFree(n, reserved);
-    const mine: Range[] = [...reserved, [start, start + n]];
-    for (let rb = this.blockOf(start); rb <= this.blockOf(start + n - 1); rb++) {
-      if (rb >= this.table.length || this.table[rb] === 0) await this.createBlock(rb, mine);
+  async alloc(n: number, reserved: Range[] = [], mayReturnZero = false): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      const start = await this.allocStart(n, reserved, mayReturnZero ? 0 : 1);
+      const missing = this.missingBlock(start, start + n);
+      if (missing < 0) {
+        await this.increment(start, n);
+        return start * this.clusterSize;
+      }
+      if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for clusters ${start}..${start + n - 1} does not converge`);
+      await this.createBlock(missing, [...reserved, [start, start + n]]);
+      this.freeHint = Math.min(this.freeHint, start);
     }
-    await this.increment(start, n);
-    if (start <= this.freeHint + 1) this.freeHint = start + n;
-    this.allocEnd = Math.max(this.allocEnd, start + n);
-    return start * this.clusterSize;
   }
 
-  /** Allocates the exact clusters [ci, ci+n) (they must be free). */
-  async allocAt(ci: number, n: number): Promise<void> {
-    const mine: Range[] = [[ci, ci + n]];
-    for (let rb = this.blockOf(ci); rb <= this.blockOf(ci + n - 1); rb++) {
-      if (rb >= this.table.length || this.table[rb] === 0) await this.createBlock(rb, mine);
+  /** The first refcount block index covering clusters [first, end) that has no block, or -1. */
+  private missingBlock(first: number, end: number): number {
+    for (let rb = this.blockOf(first); rb <= this.blockOf(end - 1); rb++) {
+      if (rb >= this.table.length || this.table[rb] === 0) return rb;
     }
-    await this.increment(ci, n);
-    this.allocEnd = Math.max(this.allocEnd, ci + n);
+    return -1;
+  }
+
+  /**
+   * Allocates the free clusters at [ci, ci+n) up to the first one in use (QEMU's
+   * qcow2_alloc_clusters_at) and returns how many; the cursor does not move.
+   */
+  async allocContiguous(ci: number, n: number): Promise<number> {
+    if (this.queue.length > 0 && this.host.reclaim && this.queue.someCluster((c) => c >= ci && c < ci + n)) await this.host.reclaim();
+    for (let attempt = 0; ; attempt++) {
+      let free = 0;
+      while (free < n && (await this.get(ci + free)) === 0) free++;
+      if (free === 0) return 0;
+      const missing = this.missingBlock(ci, ci + free);
+      if (missing < 0) {
+        await this.increment(ci, free);
+        return free;
+      }
+      if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for clusters ${ci}..${ci + free - 1} does not converge`);
+      await this.createBlock(missing, [[ci, ci + free]]);
+      this.freeHint = Math.min(this.freeHint, ci);
+    }
   }
 
   /** Adds 1 to the refcounts of clusters [ci, ci+n), a block at a time; their blocks exist. */
@@ -453,11 +348,15 @@ export class Refcounts {
     }
   }
 
-  /** Creates refcount block `rb`, placing it in a free cluster outside `reserved`. */
+  /**
+   * Creates refcount block `rb` in the first free cluster at the cursor outside
+   * `reserved` (QEMU's alloc_refcount_block): the block is written, with its own
+   * refcount or the one of the block counting it, before the table entry points
+   * to it; when the table has no entry `rb`, it grows ({@link growTable}).
+   */
   private async createBlock(rb: number, reserved: Range[], depth = 0): Promise<void> {
     if (depth > 8) throw new BlockError('EIO', 'Refcount block allocation does not converge');
-    if (rb >= this.table.length) await this.growTable(rb + 1, reserved);
-    if (this.table[rb] !== 0) return;
+    if (rb < this.table.length && this.table[rb] !== 0) return;
     const loc = await this.findFree(1, reserved);
     const locRb = this.blockOf(loc);
     const buf = new Uint8Array(this.clusterSize);
@@ -466,80 +365,76 @@ export class Refcounts {
     } else {
       if (locRb >= this.table.length || this.table[locRb] === 0) {
         await this.createBlock(locRb, [...reserved, [loc, loc + 1]], depth + 1);
-        if (this.table[rb] !== 0) return;
+        if (rb < this.table.length && this.table[rb] !== 0) return;
       }
       await this.update(loc, 1);
     }
-    this.allocEnd = Math.max(this.allocEnd, loc + 1);
+    const off = loc * this.clusterSize;
+    // A damaged image may call metadata free: never write the block over it (QEMU's
+    // overlap check on the refcount block cache).
+    await this.host.checkOverlap?.(off, this.clusterSize);
     const file = this.host.file();
     // Its own refcount (or the block counting it) first, then the block, then the pointer.
     await this.cache.flush();
-    const off = loc * this.clusterSize;
     await file.pwritev(off, this.clusterSize, buf);
     await file.flush();
     await this.cache.put(off, buf, false);
     this.host.addMeta(off, this.clusterSize, 'refcount block');
+    if (rb >= this.table.length) {
+      await this.growTable(rb, off);
+      return;
+    }
     const entry = new Uint8Array(8);
     new DataView(entry.buffer).setBigUint64(0, BigInt(off));
     await file.pwritev(this.tableOffset + rb * 8, 8, entry);
     this.table[rb] = off;
   }
 
-  /** Moves the refcount table to a bigger one at the end of the image (with its own refcount blocks). */
-  private async growTable(minEntries: number, reserved: Range[]): Promise<void> {
+  /**
+   * Moves the refcount table to a bigger one that also holds entry `rb` (the new
+   * block at `blockOff`), as QEMU's qcow2_refcount_area places it: at the start of
+   * the first refcount block range past both, new refcount blocks that count
+   * themselves and the table, then the table, 50 % larger than needed. The header
+   * points to it once it is written; the old table is freed after that.
+   */
+  private async growTable(rb: number, blockOff: number): Promise<void> {
     const file = this.host.file();
     const cs = this.clusterSize;
+    const per = this.perBlock;
+    const areaIndex = Math.max(rb + 1, Math.ceil((blockOff / cs + 1) / per));
+    const areaStart = areaIndex * per;
+    const total = refcountBlocksFor(areaStart, cs, this.order, true);
     const perTableCluster = cs / 8;
-    let entries = Math.max(minEntries, Math.ceil((this.table.length * 3) / 2));
-    let areaStart = Math.ceil(file.length / cs);
-    areaStart = Math.max(areaStart, this.allocEnd);
-    for (const [, e] of reserved) areaStart = Math.max(areaStart, e);
-    let tableClusters = 0;
-    let newBlocks: number[] = [];
-    for (let iter = 0; iter < 32; iter++) {
-      tableClusters = Math.ceil(entries / perTableCluster);
-      let nBlocks = newBlocks.length;
-      let changed = true;
-      while (changed) {
-        const areaEnd = areaStart + nBlocks + tableClusters;
-        const blocks: number[] = [];
-        for (let rb = this.blockOf(areaStart); rb <= this.blockOf(areaEnd - 1); rb++) {
-          if (rb >= this.table.length || this.table[rb] === 0) blocks.push(rb);
-        }
-        changed = blocks.length !== nBlocks;
-        nBlocks = blocks.length;
-        newBlocks = blocks;
-      }
-      const maxRb = newBlocks.length ? newBlocks[newBlocks.length - 1]! : 0;
-      if (maxRb + 1 <= entries) break;
-      entries = maxRb + 1;
-    }
+    const tableClusters = Math.ceil((total + Math.ceil(total / 2)) / perTableCluster);
     const tableBytes = tableClusters * cs;
-    if (tableBytes > 8 * 1024 * 1024) throw new BlockError('EFBIG', 'Refcount table would exceed 8 MiB');
+    if (tableBytes > 8 * 1024 * 1024) throw new BlockError('EFBIG', `Refcount table of ${tableBytes} bytes would exceed 8 MiB`);
     const newTable = new Float64Array(tableClusters * perTableCluster);
-    newTable.set(this.table);
+    newTable.set(this.table.subarray(0, Math.min(this.table.length, newTable.length)));
+    newTable[rb] = blockOff;
     const blockBufs = new Map<number, Uint8Array>();
-    newBlocks.forEach((rb, i) => {
-      newTable[rb] = (areaStart + i) * cs;
-      blockBufs.set(rb, new Uint8Array(cs));
-    });
-    const areaEnd = areaStart + newBlocks.length + tableClusters;
-    for (let c = areaStart; c < areaEnd; c++) {
-      const rb = this.blockOf(c);
-      const b = blockBufs.get(rb);
-      if (b) setRefcount(b, c % this.perBlock, this.order, 1);
-      else await this.update(c, 1);
+    let next = areaStart;
+    for (let i = areaIndex; i < total; i++) {
+      if (newTable[i] !== 0) continue;
+      newTable[i] = next * cs;
+      blockBufs.set(i, new Uint8Array(cs));
+      next++;
     }
-    this.allocEnd = Math.max(this.allocEnd, areaEnd);
+    const tableStart = next;
+    const areaEnd = tableStart + tableClusters;
+    for (let c = areaStart; c < areaEnd; c++) {
+      const b = blockBufs.get(this.blockOf(c));
+      if (!b) throw new BlockError('EIO', `Refcount structures at cluster ${c} are not covered by the new refcount blocks`);
+      setRefcount(b, c % per, this.order, 1);
+    }
     await this.cache.flush();
-    for (const [rb, b] of blockBufs) {
-      await file.pwritev(newTable[rb]!, cs, b);
-      await this.cache.put(newTable[rb]!, b, false);
+    for (const [i, b] of blockBufs) {
+      await file.pwritev(newTable[i]!, cs, b);
+      await this.cache.put(newTable[i]!, b, false);
     }
     const tbuf = new Uint8Array(tableBytes);
     const tdv = new DataView(tbuf.buffer);
     for (let i = 0; i < newTable.length; i++) if (newTable[i]) tdv.setBigUint64(i * 8, BigInt(newTable[i]!));
-    const tableOff = (areaStart + newBlocks.length) * cs;
+    const tableOff = tableStart * cs;
     await file.pwritev(tableOff, tableBytes, tbuf);
     await file.flush();
     const oldOff = this.tableOffset;
@@ -547,7 +442,7 @@ export class Refcounts {
     await this.host.setReftable(tableOff, tableClusters);
     this.table = newTable;
     this.tableOffset = tableOff;
-    for (const rb of newBlocks) this.host.addMeta(newTable[rb]!, cs, 'refcount block');
+    for (const i of blockBufs.keys()) this.host.addMeta(newTable[i]!, cs, 'refcount block');
     this.host.removeMeta(oldOff, oldClusters * cs);
     this.host.addMeta(tableOff, tableBytes, 'refcount table');
     for (let c = oldOff / cs; c < oldOff / cs + oldClusters; c++) await this.update(c, -1);
@@ -557,16 +452,12 @@ export class Refcounts {
   queueFree(offset: number, bytes: number): void {
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + bytes - 1) / this.clusterSize);
-    const stamp = this.readers?.stamp() ?? 0;
-    for (let c = first; c <= last; c++) {
-      this.pending.push(c);
-      this.pendingStamps.push(stamp);
-    }
+    this.queue.add(first, last, this.readers?.stamp() ?? 0);
   }
 
   /** The read gate's stamp of the newest queued decrement (0 when none). */
   get newestPendingStamp(): number {
-    return this.pendingStamps.length > 0 ? this.pendingStamps[this.pendingStamps.length - 1]! : 0;
+    return this.queue.newestStamp;
   }
 
   /**
@@ -575,17 +466,15 @@ export class Refcounts {
    * clusters remains on disk. Returns clusters whose refcount reached 0.
    */
   async applyFrees(): Promise<number[]> {
-    const list = this.pending;
-    const stamps = this.pendingStamps;
-    const oldest = this.readers?.oldest() ?? Infinity;
-    // Stamps only grow: the ones to keep are a tail.
-    let n = 0;
-    while (n < list.length && stamps[n]! <= oldest) n++;
-    this.pending = list.slice(n);
-    this.pendingStamps = stamps.slice(n);
+    const ready = this.queue.takeReady(this.readers?.oldest() ?? Infinity);
     const freed: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const c = list[i]!;
+    for (const c of ready) {
+      // A reference to a cluster whose refcount is 0 already (a damaged image): as
+      // QEMU's qcow2_free_clusters, say so and go on; the refcount stays 0.
+      if ((await this.get(c)) === 0) {
+        this.host.notice?.('qcow2_free_clusters failed: Invalid argument');
+        continue;
+      }
       if ((await this.update(c, -1)) === 0) freed.push(c);
     }
     for (const c of freed) this.cache.forget(c * this.clusterSize);
@@ -593,26 +482,43 @@ export class Refcounts {
   }
 
   /**
-   * Allocates `bytes` (< one cluster) of byte-granular space for compressed
-   * data, packing into the cluster written last when it fits. That cluster
-   * holds only compressed data: {@link update} forgets it once its refcount
-   * drops to 0, since the allocator may then hand it out for anything else.
+   * Allocates `bytes` (at most one cluster) of byte-granular space for
+   * compressed data, as QEMU's qcow2_alloc_bytes: packed after the compressed
+   * data written last when it fits in that cluster; else in a new cluster, and
+   * when the new cluster follows that one, the data starts in the old cluster
+   * and runs into the new one. The cluster packed into holds only compressed
+   * data: {@link update} forgets it once its refcount drops to 0, since the
+   * allocator may then hand it out for anything else.
    */
   async allocBytes(bytes: number): Promise<number> {
     const cs = this.clusterSize;
-    const off = this.freeByteOffset;
-    if (off !== 0 && off % cs !== 0 && (off % cs) + bytes <= cs) {
-      const ci = Math.floor(off / cs);
-      const rc = await this.get(ci);
-      if (rc > 0 && rc < maxRefcount(this.order)) {
-        await this.update(ci, 1);
-        this.freeByteOffset = off + bytes;
-        return off;
+    if (!Number.isInteger(bytes) || bytes < 1 || bytes > cs) throw new BlockError('EINVAL', `cannot allocate ${bytes} bytes of compressed data`);
+    let off = this.freeByteOffset;
+    for (let attempt = 0; ; attempt++) {
+      if (off !== 0) {
+        const rc = await this.get(Math.floor(off / cs));
+        if (rc === 0 || rc >= maxRefcount(this.order)) off = 0;
       }
+      if (off === 0 || cs - (off % cs) < bytes) {
+        const fresh = await this.allocStart(1, []);
+        if (off === 0 || Math.ceil(off / cs) !== fresh) off = fresh * cs;
+      }
+      const first = Math.floor(off / cs);
+      const last = Math.floor((off + bytes - 1) / cs);
+      const missing = this.missingBlock(first, last + 1);
+      if (missing >= 0) {
+        if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for compressed data at 0x${off.toString(16)} does not converge`);
+        await this.createBlock(missing, [[first, last + 1]]);
+        // As in QEMU, a new cluster is searched for after the block is placed,
+        // from the first cluster tried.
+        this.freeHint = Math.min(this.freeHint, first);
+        off = 0;
+        continue;
+      }
+      for (let c = first; c <= last; c++) await this.update(c, 1);
+      this.freeByteOffset = (off + bytes) % cs === 0 ? 0 : off + bytes;
+      return off;
     }
-    const start = await this.alloc(Math.ceil(bytes / cs));
-    this.freeByteOffset = start + bytes;
-    return start;
   }
 
   /** Writes dirty refcount blocks (not flushed to disk). */

@@ -92,13 +92,19 @@ async function shrink(img: Qcow2Image, size: number): Promise<void> {
 
 /**
  * Allocates clusters for [from, to) without writing data (metadata
- * preallocation); the file is then grown to cover them with `mode`.
+ * preallocation); the file is then grown to cover them with `mode`. With
+ * falloc / full, data clusters that fall inside the file (between metadata
+ * written past them) get their storage too, so writing them later does not
+ * grow the file's allocation (iotest 125), as with QEMU, whose data area is
+ * preallocated in one piece.
  */
 export async function preallocate(img: Qcow2Image, from: number, to: number, mode: PreallocMode): Promise<void> {
   const cs = img.clusterSize;
   let ci = Math.floor(from / cs);
   const endC = Math.ceil(to / cs);
   let hostEnd = 0;
+  /** Host ranges of the new data clusters: [start, end). */
+  const runs: Array<[number, number]> = [];
   while (ci < endC) {
     const { sliceOff, buf, dv, i0 } = await writableSlice(img, ci);
     const n = Math.min(endC - ci, img.sliceEntries - i0);
@@ -115,6 +121,9 @@ export async function preallocate(img: Qcow2Image, from: number, to: number, mod
         const ne = makeEntry(h, true);
         writeEntry(dv, i0 + k, img.extendedL2, { hi: ne.hi, lo: ne.lo, zero: e.zero, alloc: e.alloc });
         hostEnd = Math.max(hostEnd, h + cs);
+        const lastRun = runs[runs.length - 1];
+        if (lastRun && lastRun[1] === h) lastRun[1] = h + cs;
+        else runs.push([h, h + cs]);
         host += cs;
       }
       img.l2cache.setDirty(sliceOff, buf);
@@ -122,10 +131,26 @@ export async function preallocate(img: Qcow2Image, from: number, to: number, mod
     ci += n;
   }
   await flushAll(img);
+  if (mode === 'falloc' || mode === 'full') await reserveInside(img, runs);
   if (hostEnd > img.dataChild.length) {
     await img.dataChild.truncate(hostEnd, false, mode === 'metadata' ? 'off' : mode).catch((e: unknown) => {
       throw toBlockError(e).withPrefix('Failed to resize underlying file');
     });
   }
   await img.dataChild.flush();
+}
+
+/** Gives the parts of `runs` inside the data file storage by writing zeros there. */
+async function reserveInside(img: Qcow2Image, runs: Array<[number, number]>): Promise<void> {
+  const fileEnd = img.dataChild.length;
+  let zeros: Uint8Array | undefined;
+  for (const [start, end] of runs) {
+    const stop = Math.min(end, fileEnd);
+    for (let pos = start; pos < stop; ) {
+      const n = Math.min(stop - pos, 1 << 20);
+      zeros ??= new Uint8Array(Math.min(1 << 20, Math.max(n, img.clusterSize)));
+      await img.dataChild.pwritev(pos, n, zeros.length >= n ? zeros.subarray(0, n) : new Uint8Array(n));
+      pos += n;
+    }
+  }
 }

@@ -10,12 +10,17 @@ import { MAX_L1_BYTES, MAX_SNAPSHOTS_BYTES, MAX_SNAPSHOT_EXTRA, SNAP } from './c
 export interface Qcow2Snapshot extends SnapshotInfo {
   l1TableOffset: number;
   l1Size: number;
+  /** Bytes of extra data in the entry (v3 requires at least the large VM state and disk sizes). */
+  extraDataSize: number;
 }
 
 /** QEMU's advice after "Snapshot table is too big": check -r all drops the entries that do not fit. */
 function overhanging(n: number): string {
   return `You can force-remove all ${n} overhanging snapshots with qemu-img check -r all\n`;
 }
+
+/** Extra data a v3 snapshot table entry must hold: vm_state_size_large and disk_size. */
+export const V3_SNAPSHOT_EXTRA = 16;
 
 /** Reads `count` snapshot entries at `offset`; returns them and the table's byte size. */
 export async function readSnapshotTable(
@@ -77,6 +82,7 @@ export async function readSnapshotTable(
       ...(diskSize !== undefined ? { diskSize } : {}),
       l1TableOffset: l1Off,
       l1Size,
+      extraDataSize: extraLen,
     });
     pos += (SNAP.FIXED + varLen + 7) & ~7;
   }
