@@ -1,6 +1,7 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
- * host device, memory and null back ends and the raw and qcow2 formats.
+ * host device, memory and null back ends and the raw and qcow2 formats, and
+ * the block jobs (stream, commit, mirror, backup) with the copy engine.
  */
 import { BlockGraph } from './core/graph.js';
 import type { BlockDriver } from './core/driver.js';
@@ -16,6 +17,7 @@ import { startHotPathsSync } from './wasm/hot-paths.js';
 startHotPathsSync();
 
 export * from './core/index.js';
+export * from './jobs/index.js';
 export { nodeFileDriver } from './protocols/node-file.js';
 export { hostDeviceDriver, hostCdromDriver } from './protocols/node-device.js';
 export { memoryDriver, createMemoryDriver, MemoryStorage, MemoryFile, defaultMemoryStorage } from './protocols/memory.js';

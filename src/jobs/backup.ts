@@ -20,6 +20,7 @@ import { BdrvDirtyBitmap, BitmapCheck, lookupDirtyBitmap } from '../core/dirty-b
 import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
+import { CopyError } from './copy-error.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 
@@ -138,11 +139,11 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   /** Reads a run from the source and writes it to the target: zeros as zeros, compressed if asked. */
   async function copyRun(start: number, size: number): Promise<void> {
     const st = await blockStatusAbove(source, undefined, true, start, size).catch((e: unknown) => {
-      throw new CopyError(toBlockError(e), 'read');
+      throw new CopyError('read', start, e);
     });
     if (st.status & Status.ZERO && st.pnum >= size && !compress) {
       await blkTarget!.writeZeroes(start, size).catch((e: unknown) => {
-        throw new CopyError(toBlockError(e), 'write');
+        throw new CopyError('write', start, e);
       });
       return;
     }
@@ -150,7 +151,7 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
     try {
       data = await blkSource!.read(start, size);
     } catch (e) {
-      throw new CopyError(toBlockError(e), 'read');
+      throw new CopyError('read', start, e);
     }
     try {
       if (compress) {
@@ -163,7 +164,7 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
         await blkTarget!.write(start, data);
       }
     } catch (e) {
-      throw new CopyError(toBlockError(e), 'write');
+      throw new CopyError('write', start, e);
     }
   }
 
@@ -249,7 +250,7 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       if (kind === 'truncate') throw new BlockError('EPERM', `Cannot resize node '${source.nodeName}' while a backup runs`);
       // QEMU's default on-cbw-error (break-guest-write): the guest write fails if the old data cannot be saved.
       await copyBefore(offset, bytes, control).catch((e: unknown) => {
-        throw e instanceof CopyError ? e.error : e;
+        throw e instanceof CopyError ? toBlockError(e.original) : e;
       });
     };
     filter.beforeWriteHooks.push(hook);
@@ -281,10 +282,11 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
           offset = area[0] + area[1];
           await ctl.ratelimit(area[1]);
         } catch (e) {
-          const failure = e instanceof CopyError ? e : new CopyError(toBlockError(e), 'write');
-          const policy = failure.operation === 'read' ? options.onSourceError : options.onTargetError;
-          const action = ctl.errorAction(policy ?? 'report', failure.operation, failure.error);
-          if (action === 'report') throw failure.error;
+          const failure = e instanceof CopyError ? e : new CopyError('write', area[0], e);
+          const error = toBlockError(failure.original);
+          const policy = failure.op === 'read' ? options.onSourceError : options.onTargetError;
+          const action = ctl.errorAction(policy ?? 'report', failure.op, error);
+          if (action === 'report') throw error;
           offset = area[0];
         }
       }
@@ -304,14 +306,4 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       await release();
     },
   };
-}
-
-/** A copy failure and its direction (for the error policy). */
-class CopyError extends Error {
-  constructor(
-    readonly error: BlockError,
-    readonly operation: 'read' | 'write',
-  ) {
-    super(error.message);
-  }
 }

@@ -14,7 +14,7 @@ export type JobType = 'commit' | 'stream' | 'mirror' | 'backup' | 'create' | 'am
 export type OnErrorPolicy = 'report' | 'ignore' | 'enospc' | 'stop' | 'auto';
 
 /** What was done about one failed read or write (QAPI BlockErrorAction). */
-export type ErrorAction = 'report' | 'ignore' | 'stop';
+export type BlockErrorAction = 'report' | 'ignore' | 'stop';
 
 /** The I/O status a stopped job shows (QAPI BlockDeviceIoStatus). */
 export type IoStatus = 'ok' | 'failed' | 'nospace';
@@ -83,7 +83,7 @@ export interface JobControl {
    * Decides what to do with a failed read or write under `policy`, emits
    * BLOCK_JOB_ERROR, and on `stop` pauses the job until the user resumes it.
    */
-  errorAction(policy: OnErrorPolicy, operation: 'read' | 'write', error: BlockError): ErrorAction;
+  errorAction(policy: OnErrorPolicy, operation: 'read' | 'write', error: BlockError): BlockErrorAction;
 }
 
 /** The fields BLOCK_JOB_READY / COMPLETED / CANCELLED carry. */
@@ -102,7 +102,7 @@ export type JobEvent =
   | { event: 'BLOCK_JOB_COMPLETED'; data: BlockJobEventData & { error?: string } }
   | { event: 'BLOCK_JOB_CANCELLED'; data: BlockJobEventData }
   | { event: 'BLOCK_JOB_PENDING'; data: { type: JobType; id: string } }
-  | { event: 'BLOCK_JOB_ERROR'; data: { device: string; operation: 'read' | 'write'; action: ErrorAction } };
+  | { event: 'BLOCK_JOB_ERROR'; data: { device: string; operation: 'read' | 'write'; action: BlockErrorAction } };
 
 /** One entry of `query-jobs`. */
 export interface JobInfo {

@@ -15,7 +15,7 @@ import { acceptsVerb, canTransition, isCompletedStatus, isReadyStatus, type JobS
 import type {
   BlockJobEventData,
   BlockJobInfo,
-  ErrorAction,
+  BlockErrorAction,
   IoStatus,
   JobControl,
   JobDriver,
@@ -366,8 +366,8 @@ export class Job {
     wake();
   }
 
-  private errorAction(policy: OnErrorPolicy, operation: 'read' | 'write', error: BlockError): ErrorAction {
-    let action: ErrorAction;
+  private errorAction(policy: OnErrorPolicy, operation: 'read' | 'write', error: BlockError): BlockErrorAction {
+    let action: BlockErrorAction;
     if (policy === 'enospc' || policy === 'auto') action = error.code === 'ENOSPC' ? 'stop' : 'report';
     else action = policy;
     if (this.id !== undefined) this.emit({ event: 'BLOCK_JOB_ERROR', data: { device: this.id, operation, action } });

@@ -20,6 +20,7 @@ import { drainBegin, drainEnd, type DrainToken } from '../core/drain.js';
 import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
+import { CopyError } from './copy-error.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { JOB_SLICE_MS } from './job.js';
@@ -174,7 +175,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       try {
         st = await blockStatusAbove(source, statusBase, true, pos, bytes - done);
       } catch (e) {
-        throw new OpError(toBlockError(e), 'read');
+        throw new CopyError('read', pos, e);
       }
       const n = Math.min(st.pnum || bytes - done, bytes - done);
       try {
@@ -183,7 +184,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
           try {
             data = await blkSource!.read(pos, n);
           } catch (e) {
-            throw new OpError(toBlockError(e), 'read');
+            throw new CopyError('read', pos, e);
           }
           await blkTarget!.write(pos, data);
         } else if (st.status & Status.ZERO || (sync === 'full' && !commit)) {
@@ -193,8 +194,8 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
           await blkTarget!.discard(pos, n);
         }
       } catch (e) {
-        if (e instanceof OpError) throw e;
-        throw new OpError(toBlockError(e), 'write');
+        if (e instanceof CopyError) throw e;
+        throw new CopyError('write', pos, e);
       }
       ctl.progressUpdate(n);
       done += n;
@@ -251,10 +252,11 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
           try {
             await copyRange(ctl, offset, bytes, statusBase);
           } catch (e) {
-            const failure = e instanceof OpError ? e : new OpError(toBlockError(e), 'write');
+            const failure = e instanceof CopyError ? e : new CopyError('write', offset, e);
+            const error = toBlockError(failure.original);
             bitmap?.setDirty(offset, bytes);
-            const action = ctl.errorAction(failure.operation === 'read' ? (options.onSourceError ?? 'report') : (options.onTargetError ?? 'report'), failure.operation, failure.error);
-            if (action === 'report') fatal ??= failure.error;
+            const action = ctl.errorAction(failure.op === 'read' ? (options.onSourceError ?? 'report') : (options.onTargetError ?? 'report'), failure.op, error);
+            if (action === 'report') fatal ??= error;
           } finally {
             inFlightBytes -= bytes;
             inFlight.delete(op);
@@ -346,14 +348,4 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     },
   };
   return driver;
-}
-
-/** A copy failure and the direction it happened in (for the error policy). */
-class OpError extends Error {
-  constructor(
-    readonly error: BlockError,
-    readonly operation: 'read' | 'write',
-  ) {
-    super(error.message);
-  }
 }
