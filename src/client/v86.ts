@@ -16,6 +16,7 @@
  * order v86 issued them; `flush()` on the returned object waits for them and
  * flushes the disk. Offsets are plain numbers, so disks past 2 GiB work.
  */
+import { BlockError } from '../core/errors.js';
 
 /** What the adapter needs from a disk: the page's Disk or a BlockBackend. */
 export interface V86Disk {
@@ -53,7 +54,7 @@ export interface V86DiskBuffer {
 
 function checkRange(start: number, len: number, size: number, what: string): void {
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(len) || start < 0 || len < 0 || start + len > size) {
-    throw new RangeError(`v86 ${what} of ${len} bytes at ${start} is outside the ${size}-byte disk`);
+    throw new BlockError('EINVAL', `v86 ${what} of ${len} bytes at ${start} is outside the ${size}-byte disk`);
   }
 }
 
