@@ -22,6 +22,8 @@ export interface SerializedBlockError {
   /** The wording without the detail; absent from older peers. */
   text?: string;
   detail?: string;
+  /** Advice after the message (QEMU's hint); absent when none. */
+  hint?: string;
   context: ErrorContext;
   stack?: string;
 }
@@ -43,6 +45,7 @@ export function serializeBlockError(e: BlockError): SerializedBlockError {
     message: e.message,
     text: e.text,
     ...(e.detail !== undefined ? { detail: e.detail } : {}),
+    ...(e.hint !== '' ? { hint: e.hint } : {}),
     context,
     ...(e.stack ? { stack: e.stack } : {}),
   };
@@ -54,7 +57,8 @@ export function deserializeBlockError(s: SerializedBlockError): BlockError {
   // Without a text (an older peer) the message is all there is.
   const plain = typeof s.text !== 'string';
   const detail = !plain && typeof s.detail === 'string' ? s.detail : undefined;
-  const e = new BlockError(code, plain ? String(s.message) : (s.text as string), s.context ?? {}, { detail });
+  const hint = typeof s.hint === 'string' ? s.hint : undefined;
+  const e = new BlockError(code, plain ? String(s.message) : (s.text as string), s.context ?? {}, { detail, hint });
   if (s.stack) e.stack = s.stack;
   return e;
 }

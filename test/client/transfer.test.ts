@@ -68,7 +68,10 @@ describe('error transfer handler', () => {
       original.message,
       original.context,
     ]);
+    const hinted = new BlockError('ENOTSUP', 'Cannot amend the backing file', {}, { hint: "You can use 'qemu-img rebase' instead.\n" });
+    expect(deserializeBlockError(structuredClone(serializeBlockError(hinted))).hint).toBe("You can use 'qemu-img rebase' instead.\n");
     const old = deserializeBlockError({ code: 'EIO', message: 'Header extension too large (at 0x70)', context: {} });
+    expect(old.hint).toBe('');
     expect([old.text, old.detail, old.message]).toEqual(['Header extension too large (at 0x70)', undefined, 'Header extension too large (at 0x70)']);
   });
 
