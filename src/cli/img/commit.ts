@@ -4,9 +4,9 @@
 import { BlockBackend } from '../../core/backend.js';
 import type { BlockNode } from '../../core/node.js';
 import { cowChild } from '../../core/block-status.js';
-import { runCopy } from '../../jobs/copy-engine.js';
-import { allocationExtents } from '../../jobs/plan.js';
-import { targetWriter } from '../../jobs/target-writer.js';
+import { JobRegistry } from '../../jobs/job-registry.js';
+import { commitJob } from '../../jobs/commit.js';
+import { isCompletedStatus } from '../../jobs/job-status.js';
 import { Perm } from '../../core/permissions.js';
 import { CliExit, errHint, errText, formatNode, strerror, parseCacheMode } from '../common.js';
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
@@ -30,6 +30,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
   let progress = false;
   let quiet = false;
   let cache = 'writeback';
+  let rateLimit = 0;
   for (const o of opts) {
     switch (o.opt) {
       case 'h': return help(ctx);
@@ -38,7 +39,7 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
       case 'd': drop = true; break;
       case 'p': progress = true; break;
       case 'q': quiet = true; break;
-      case 'r': cvtnum('rate limit', o.arg!); break;
+      case 'r': rateLimit = cvtnum('rate limit', o.arg!); break;
       case 't':
         if (!parseCacheMode(o.arg!)) fail(`Invalid cache option: ${o.arg}`);
         cache = o.arg!;
@@ -74,31 +75,34 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
       fail('Image does not have a backing file');
     }
   }
+  // QEMU's qemu-img commit: an internal active commit job into the base, completed once
+  // ready; the top image is then emptied unless -d / -b.
+  if (!drop) top.ref();
   try {
-    await ctx.graph.reopen([{ node: baseNode, readOnly: false }]);
-    const baseBb = await BlockBackend.attach(ctx.graph, baseNode, { name: '', perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE });
-    // The copy is QEMU's commit job: a failure in it, or in the flush and
-    // close that put its data on storage, is "Block job failed".
-    let jobError: unknown = null;
+    const jobs = new JobRegistry();
+    let job;
     try {
-      const len = bb.length;
-      if (baseBb.length < len) await baseBb.truncate(len);
-      // What the layers above the base hold, in buffer pieces; one progress step per run.
-      await runCopy(
-        {
-          extents: () => allocationExtents(top, baseNode, len),
-          read: (offset, buf) => bb.pread(offset, buf),
-          // qemu-img commit runs QEMU's mirror with unmap: zeros may deallocate in the base.
-          write: targetWriter({ target: baseBb, zeroDetect: 'buffer', zeroInit: false, compress: false, fullyAllocate: false }),
-          finish: () => baseBb.flush(),
-        },
-        { chunkSize: IO_BUF_SIZE, progressTotal: len, onProgress: ({ done }) => prog.print((100 * done) / len, 0) },
-      );
+      job = jobs.create(commitJob({ graph: ctx.graph, top, base: baseNode }), { internal: true, speed: rateLimit });
     } catch (e) {
-      jobError = e;
+      fail(errText(e), 1, errHint(e));
     }
-    await baseBb.close().catch((e: unknown) => void (jobError ??= e));
-    if (jobError !== null) fail(`Block job failed: ${strerror(jobError)}`);
+    const report = () => {
+      const i = job.info();
+      prog.print(i['total-progress'] > 0 ? (100 * i['current-progress']) / i['total-progress'] : 0, 0);
+    };
+    job.start();
+    const timer = progress ? setInterval(report, 100) : undefined;
+    try {
+      await job.waitFor((s) => s === 'ready' || isCompletedStatus(s));
+      if (job.status === 'ready') job.complete();
+      await job.settled();
+    } catch (e) {
+      prog.end();
+      fail(`Block job failed: ${strerror(e)}`);
+    } finally {
+      if (timer) clearInterval(timer);
+    }
+    report();
     if (!drop && top.instance.makeEmpty) {
       try {
         await top.instance.makeEmpty();
@@ -110,6 +114,8 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
     prog.end();
     if (e instanceof CliExit) throw e;
     fail(errText(e), 1, errHint(e));
+  } finally {
+    if (!drop) await top.unref();
   }
   prog.print(100, 0);
   prog.end();
