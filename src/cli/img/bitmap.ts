@@ -38,7 +38,7 @@ function checkCanStore(node: BlockNode, name: string, granularity: number): void
 }
 
 /** qmp_block_dirty_bitmap_add with persistent=on, as qemu-img calls it. */
-function addPersistent(node: BlockNode, name: string, granularity: number | undefined, disabled: boolean): void {
+export function addPersistent(node: BlockNode, name: string, granularity: number | undefined, disabled: boolean): void {
   if (name === '') throw new BlockError('EINVAL', 'Bitmap name cannot be empty');
   if (granularity !== undefined) checkGranularity(granularity);
   const g = granularity ?? defaultGranularity(node);

@@ -10,8 +10,47 @@ import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRec
 import { help } from './help.js';
 import { zeroModuleWithPoolSync } from '../../wasm/hot-paths.js';
 import { convertCopy } from './convert-tasks.js';
+import { addPersistent } from './bitmap.js';
+import { lookupDirtyBitmap, removeDirtyBitmap, type BdrvDirtyBitmap } from '../../core/dirty-bitmap.js';
+import type { BlockNode } from '../../core/node.js';
 
 // convert
+
+/** qemu-img's convert_check_bitmaps: one source that stores bitmaps, none of them inconsistent unless skipped. */
+function checkBitmaps(srcs: readonly BlockBackend[], skipBroken: boolean): BdrvDirtyBitmap[] {
+  if (srcs.length > 1) fail('Copying bitmaps only possible with single source');
+  const node = formatNode(srcs[0]!.node);
+  if (!node.instance.supportsPersistentBitmaps?.()) fail('Source lacks bitmap support');
+  const persistent = node.dirtyBitmaps.filter((bm) => bm.persistent);
+  // QEMU lists a node's bitmaps newest first.
+  for (const bm of [...persistent].reverse()) {
+    if (!skipBroken && bm.inconsistent) {
+      fail(`Cannot copy inconsistent bitmap '${bm.name}'`, 1, "Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it\n");
+    }
+  }
+  return persistent;
+}
+
+/** qemu-img's convert_copy_bitmaps: each persistent bitmap added to the target (same granularity and state) and merged in. */
+function copyBitmaps(ctx: Ctx, list: readonly BdrvDirtyBitmap[], target: BlockNode, skipBroken: boolean): void {
+  // Warnings in QEMU's order (newest first); the bitmaps are added oldest first, which
+  // leaves the target's bitmap directory in the order QEMU's head insertions give.
+  if (skipBroken) for (const bm of [...list].reverse()) if (bm.inconsistent) ctx.warn(`Skipping inconsistent bitmap '${bm.name}'`);
+  for (const bm of list) {
+    if (skipBroken && bm.inconsistent) continue;
+    try {
+      addPersistent(target, bm.name, bm.granularity, !bm.enabled);
+    } catch (e) {
+      fail(`Failed to create bitmap ${bm.name}: ${errText(e)}`);
+    }
+    try {
+      lookupDirtyBitmap(target, bm.name).merge([bm]);
+    } catch (e) {
+      removeDirtyBitmap(target, bm.name);
+      fail(`Failed to populate bitmap ${bm.name}: ${errText(e)}`);
+    }
+  }
+}
 
 const CONCAT_BACKING = 'Having a backing file for the target makes no sense when concatenating multiple input images';
 
@@ -105,13 +144,13 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   if (options.some(hasHelp)) return printOptionHelp(ctx, outFmt ?? 'raw', outFilename);
   if (!outFilename) fail('Must specify image file name');
   if (!parseCacheMode(srcCache)) fail(`Invalid source cache option: ${srcCache}`);
-  if (bitmaps) fail('Converting bitmaps is not supported yet');
   const prog = new Progress(ctx, progress, 1.0);
 
   const srcs: BlockBackend[] = [];
   for (const name of srcNames) srcs.push(await ctx.open(name, fmt, { readOnly: true, forceShare, cache: srcCache }));
   const sizes = srcs.map((b) => b.length);
   const total = sizes.reduce((a, b) => a + b, 0);
+  const srcBitmaps = bitmaps ? checkBitmaps(srcs, skipBrokenBitmaps) : undefined;
 
   const targetFmt = outFmt ?? 'raw';
   if (!skipCreate) {
@@ -159,6 +198,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     ctx.imageOpts = sourceImageOpts;
   }
   const tnode = formatNode(target.node);
+  if (srcBitmaps && !tnode.instance.supportsPersistentBitmaps?.()) fail(`Format driver '${tnode.driver.name}' does not support bitmaps`);
   if (compress && !supportsCompressed(tnode)) {
     fail('Compression not supported for this file format');
   }
@@ -175,6 +215,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   await convertCopy({
     srcs, sizes, target, chunkSize, compress, compressCluster: compress ? clusterSize : 0, minSparse, zeroInit, targetHasBacking, wz, prog: progress ? prog : null, rateLimit,
   });
+  if (srcBitmaps) copyBitmaps(ctx, srcBitmaps, tnode, skipBrokenBitmaps);
   prog.print(100, 0);
   prog.end();
   return 0;
