@@ -22,6 +22,8 @@ export class DiskService implements DiskApi {
     readonly backend: BlockBackend,
     readonly path: string,
     private readonly onClose: () => void,
+    /** Runs before the close: the jobs on this disk are cancelled first. */
+    private readonly beforeClose: () => Promise<void> = async () => undefined,
   ) {}
 
   /** Virtual size in bytes. */
@@ -35,6 +37,11 @@ export class DiskService implements DiskApi {
 
   format(): string {
     return this.backend.node.driver.name;
+  }
+
+  /** The filename of the image the disk runs on now (a mirror or active commit moves it). */
+  image(): string {
+    return this.backend.node.filename;
   }
 
   /** Reads into a new buffer, transferred to the caller. */
@@ -207,6 +214,7 @@ export class DiskService implements DiskApi {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.beforeClose().catch(() => undefined);
     for (const s of this.syncServers) s.stop();
     for (const s of this.ringServers) s.stop();
     for (const p of this.readPorts) p.close();
