@@ -37,6 +37,12 @@ import { BlockError } from '../core/errors.js';
 /** An event of one job, as {@link Job.on} delivers it (the wire event without the id). */
 export type JobEvent = JobWireEvent extends infer E ? (E extends { id: string } ? Omit<E, 'id'> : never) : never;
 
+/** What the page adds to a job's options: a listener in place before the job starts (no event missed). */
+export interface JobListenerOption {
+  /** Receives every event of the job from its first status change on (see {@link Job.on}). */
+  onEvent?: (e: JobEvent) => void;
+}
+
 /** What identifies a disk: its handle, or the path it was opened with. */
 export type DiskRef = { readonly path: string } | string;
 
@@ -181,7 +187,7 @@ export class DiskJobs {
    * all of it) into its active image, then relinks it onto `base` (or no
    * backing file). The disk keeps running.
    */
-  startStream(disk: DiskRef, options: StreamJobOptions = {}): Promise<Job> {
+  startStream(disk: DiskRef, options: StreamJobOptions & JobListenerOption = {}): Promise<Job> {
     return this.start('stream', disk, options);
   }
 
@@ -191,7 +197,7 @@ export class DiskJobs {
    * images between from the chain; an active commit goes `ready` and
    * {@link Job.complete} pivots the disk onto the base.
    */
-  startCommit(disk: DiskRef, options: CommitJobOptions = {}): Promise<Job> {
+  startCommit(disk: DiskRef, options: CommitJobOptions & JobListenerOption = {}): Promise<Job> {
     return this.start('commit', disk, options);
   }
 
@@ -200,7 +206,7 @@ export class DiskJobs {
    * with the disk's size), follows its writes, goes `ready` when in sync;
    * {@link Job.complete} then pivots the disk onto the target.
    */
-  startMirror(disk: DiskRef, options: MirrorJobOptions): Promise<Job> {
+  startMirror(disk: DiskRef, options: MirrorJobOptions & JobListenerOption): Promise<Job> {
     return this.start('mirror', disk, options);
   }
 
@@ -208,7 +214,7 @@ export class DiskJobs {
    * Backup: the target receives the disk as it is now (copy-before-write
    * keeps later writes out of it), while the disk keeps running.
    */
-  startBackup(disk: DiskRef, options: BackupJobOptions): Promise<Job> {
+  startBackup(disk: DiskRef, options: BackupJobOptions & JobListenerOption): Promise<Job> {
     return this.start('backup', disk, options);
   }
 
@@ -227,12 +233,14 @@ export class DiskJobs {
     return this.remote.jobInfo();
   }
 
-  private async start(kind: JobStartRequest['kind'], disk: DiskRef, options: { id?: string }): Promise<Job> {
+  private async start(kind: JobStartRequest['kind'], disk: DiskRef, all: { id?: string } & JobListenerOption): Promise<Job> {
+    const { onEvent, ...options } = all;
     await this.subscribe();
     const id = options.id ?? `${kind}-${++generated}`;
     if (this.jobs.has(id)) throw new BlockError('EEXIST', `Job ID '${id}' already in use`);
     // The handle exists before the start so that no early event is lost.
     const job = new Job(this.remote, id, kind);
+    if (onEvent) job.on(onEvent);
     this.jobs.set(id, job);
     const device = typeof disk === 'string' ? disk : disk.path;
     try {
@@ -241,6 +249,8 @@ export class DiskJobs {
       this.jobs.delete(id);
       throw e;
     }
+    // The worker started the job before answering; its status events come as separate messages.
+    await job.waitFor((s) => s !== 'created');
     return job;
   }
 
