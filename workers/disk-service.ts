@@ -13,6 +13,7 @@ import { serveReadPort } from '../src/channels/read-port-server.js';
 import type { DiskApi, StopEvent } from '../src/client/api.js';
 import type { AddBitmapOptions, BitmapExtentsPage, BitmapInfo, DiskStats, MapExtent } from '../src/client/protocol.js';
 import * as bitmaps from './disk-bitmaps.js';
+import { imageNodeOf } from './paths.js';
 
 /** One open disk, as the page sees it through Comlink. */
 export class DiskService implements DiskApi {
@@ -36,12 +37,12 @@ export class DiskService implements DiskApi {
   }
 
   format(): string {
-    return this.backend.node.driver.name;
+    return imageNodeOf(this.backend.node).driver.name;
   }
 
   /** The filename of the image the disk runs on now (a mirror or active commit moves it). */
   image(): string {
-    return this.backend.node.filename;
+    return imageNodeOf(this.backend.node).filename;
   }
 
   /** Reads into a new buffer, transferred to the caller. */

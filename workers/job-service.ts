@@ -20,7 +20,7 @@ import type { CreateOptions } from '../src/client/protocol.js';
 import type { JobStartRequest, JobTarget, JobVerbRequest, JobWireEvent } from '../src/client/jobs-protocol.js';
 import { serializeBlockError } from '../src/client/transfer.js';
 import type { DiskService } from './disk-service.js';
-import { canonicalPath } from './paths.js';
+import { canonicalPath, imageNodeOf } from './paths.js';
 
 /** Least time between two progress events of one job. */
 export const PROGRESS_MS = 200;
@@ -65,7 +65,8 @@ export class JobService {
     if (this.registry.get(id)) throw new BlockError('EEXIST', `Job ID '${id}' already in use`);
     const disk = this.host.findDisk(req.device);
     if (!disk) throw new BlockError('ENOENT', `Cannot find device='${req.device}': no disk of that path is open for writing in this worker`);
-    const guest = disk.backend.node;
+    // Under the filter of a job already running on the disk.
+    const guest = imageNodeOf(disk.backend.node);
     let driver: JobDriver;
     switch (req.kind) {
       case 'stream': {
@@ -226,7 +227,7 @@ export class JobService {
     this.devices.delete(job);
     this.lastProgress.delete(job);
     if (disk && !job.error && (job.type === 'mirror' || job.type === 'commit')) {
-      this.host.moved(disk, disk.backend.node.filename);
+      this.host.moved(disk, imageNodeOf(disk.backend.node).filename);
     }
   }
 

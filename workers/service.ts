@@ -28,7 +28,7 @@ import type {
 import { DiskService } from './disk-service.js';
 import { ImageCopier } from './image-copy.js';
 import { JobService } from './job-service.js';
-import { canonicalPath } from './paths.js';
+import { canonicalPath, imageNodeOf } from './paths.js';
 import type { BlockJobInfo, JobInfo, JobStartRequest, JobVerbRequest, JobWireEvent } from '../src/client/jobs-protocol.js';
 import '../src/client/transfer.js';
 
@@ -171,7 +171,7 @@ export class BlockWorkerService implements BlockWorkerApi {
 
   async info(path: string): Promise<ImageInfo> {
     return this.withImage(path, { readOnly: true, noBacking: true }, async (bb) => {
-      const node = bb.node;
+      const node = imageNodeOf(bb.node);
       const inst = node.instance;
       const gi = inst.getInfo?.();
       const backing = inst.backingFile?.();
@@ -199,8 +199,9 @@ export class BlockWorkerService implements BlockWorkerApi {
    */
   async check(path: string, repair = false, onProgress?: ProgressFn, jobId?: number): Promise<CheckReport> {
     return this.withImage(path, { readOnly: !repair, noBacking: true }, async (bb) => {
-      const inst = bb.node.instance;
-      if (!inst.check) throw new BlockError('ENOTSUP', `Format '${bb.node.driver.name}' does not support checks`);
+      const node = imageNodeOf(bb.node);
+      const inst = node.instance;
+      if (!inst.check) throw new BlockError('ENOTSUP', `Format '${node.driver.name}' does not support checks`);
       let lastReport = 0;
       const progress = (done: number, total: number) => {
         if (!repair) this.checkCancel(jobId);
