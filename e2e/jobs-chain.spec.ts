@@ -1,7 +1,8 @@
 /**
  * Block jobs on a backing chain from the page: an active commit of an OPFS
  * overlay into its base while the page writes (complete moves the disk onto
- * the base), and a stream that pulls the base into the overlay. The images
+ * the base), a stream that pulls the base into the overlay, and an
+ * incremental backup from a dirty bitmap applied onto a full one. The images
  * are downloaded and qemu-img compare / check / info judge them.
  */
 import { test, expect, type Page } from '@playwright/test';
@@ -151,6 +152,60 @@ test('stream pulls the base into the OPFS overlay, which then has no backing fil
     expect(JSON.parse(qemu(['info', '--output=json', top]))['backing-filename']).toBeUndefined();
     fs.writeFileSync(path.join(dir, 'model.raw'), model([...BASE, ...TOP]));
     expect(qemu(['compare', '-f', 'raw', '-F', 'qcow2', path.join(dir, 'model.raw'), top])).toBe('Images are identical.\n');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('incremental backup from a dirty bitmap: applied onto the full backup it equals the disk at its start', async ({ page }) => {
+  await openHarness(page);
+  const r = await page.evaluate(
+    async ({ size, base }) => {
+      const h = window.harness;
+      const dw = await h.start();
+      const src = 'opfs:/jobs/inc-src.qcow2';
+      await dw.remove(src).catch(() => undefined);
+      await dw.create({ path: src, format: 'qcow2', size });
+      const disk = await dw.open({ path: src });
+      for (const [o, n, s] of base) await disk.write(o, h.pattern(s, n));
+      await disk.bitmaps.add('inc');
+      const full = await dw.jobs.startBackup(disk, { id: 'full0', target: { path: 'opfs:/jobs/inc-full.qcow2', create: true }, sync: 'full', speed: 8 << 20 });
+      const later: Array<[number, number, number]> = [];
+      let x = 4242;
+      const rnd = (m: number) => ((x = (x * 1103515245 + 12345) >>> 0) % m);
+      for (let i = 0; i < 40; i++) {
+        const n = (1 + rnd(8)) * 4096;
+        const o = rnd((size - n) / 512) * 512;
+        await disk.write(o, h.pattern(700 + i, n));
+        later.push([o, n, 700 + i]);
+      }
+      await full.settled();
+      const dirtyBefore = (await disk.bitmaps.list())[0]!.count;
+      const inc = await dw.jobs.startBackup(disk, { id: 'inc0', target: { path: 'opfs:/jobs/inc-1.qcow2', create: true }, sync: 'bitmap', bitmap: 'inc' });
+      await inc.settled();
+      const dirtyAfter = (await disk.bitmaps.list())[0]!.count;
+      await disk.close();
+      return { later, dirtyBefore, dirtyAfter };
+    },
+    { size: SIZE, base: BASE },
+  );
+  expect(r.dirtyBefore).toBeGreaterThan(0);
+  expect(r.dirtyAfter).toBe(0);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dw-jobs-inc-'));
+  try {
+    const full = path.join(dir, 'full.qcow2');
+    const inc = path.join(dir, 'inc.qcow2');
+    await download(page, 'opfs:/jobs/inc-full.qcow2', full);
+    await download(page, 'opfs:/jobs/inc-1.qcow2', inc);
+    for (const f of [full, inc]) expect(qemu(['check', f])).toContain('No errors were found on the image.');
+    fs.writeFileSync(path.join(dir, 'full.raw'), model(BASE));
+    expect(qemu(['compare', '-f', 'raw', '-F', 'qcow2', path.join(dir, 'full.raw'), full])).toBe('Images are identical.\n');
+    // The incremental image holds only the dirty clusters: what the bitmap counted.
+    const map = JSON.parse(qemu(['map', '--output=json', inc])) as Array<{ length: number; data: boolean }>;
+    expect(map.filter((e) => e.data).reduce((a, e) => a + e.length, 0)).toBe(r.dirtyBefore);
+    expect(qemu(['rebase', '-u', '-b', 'full.qcow2', '-F', 'qcow2', inc])).toBe('');
+    fs.writeFileSync(path.join(dir, 'now.raw'), model([...BASE, ...r.later]));
+    expect(qemu(['compare', '-f', 'raw', '-F', 'qcow2', path.join(dir, 'now.raw'), inc])).toBe('Images are identical.\n');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
