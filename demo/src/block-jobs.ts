@@ -3,8 +3,9 @@
  * status, a progress bar and the verbs its state takes (pause, resume,
  * complete, cancel). Actions: mirror the disk to the other back end (OPFS ⇄
  * IndexedDB, the disk moves there on complete), back up to a new qcow2 and
- * download it, and commit the disk's overlay into its base (an active
- * commit: ready, then complete moves the disk onto the base).
+ * download it (in full, or incrementally: what the tracked dirty bitmap
+ * marks), and commit the disk's overlay into its base (an active commit:
+ * ready, then complete moves the disk onto the base).
  */
 import type { Disk, Job } from '../../src/client/index.js';
 import { app, bus, displayName, storageOf } from './state.js';
@@ -34,6 +35,7 @@ export class BlockJobsPanel {
         { class: 'row' },
         action('Mirror to the other storage', 'job-mirror', () => this.mirror()),
         action('Back up and download', 'job-backup', () => this.backup()),
+        action('Incremental backup', 'job-incremental', () => this.backup(true)),
         this.commitBtn,
         field('Speed (MiB/s, 0 = unlimited)', this.speed),
       ),
@@ -67,13 +69,26 @@ export class BlockJobsPanel {
     });
   }
 
-  /** Backs the disk up into a new qcow2 next to it, then downloads it. */
-  private async backup(): Promise<void> {
+  /**
+   * Backs the disk up into a new qcow2 next to it, then downloads it. An
+   * incremental backup holds only what the disk's tracked bitmap (the map's
+   * "Track changes") marks dirty, and clears it on success.
+   */
+  private async backup(incremental = false): Promise<void> {
     const disk = this.disk();
     const image = await disk.image();
-    const to = image.replace(/(\.(qcow2|raw|img))?$/, `-backup-${++counter}.qcow2`);
-    const job = await app.dw!.jobs.startBackup(disk, { target: { path: to, create: true }, speed: this.speedBytes() });
-    this.add(job, `backup → ${to}`, async () => {
+    let bitmap: string | undefined;
+    if (incremental) {
+      bitmap = (await disk.bitmaps.list()).find((b) => b.recording && !b.busy && !b.inconsistent)?.name;
+      if (!bitmap) throw Object.assign(new Error('An incremental backup copies what a dirty bitmap tracks: use “Track changes” first'), { code: 'EINVAL' });
+    }
+    const to = image.replace(/(\.(qcow2|raw|img))?$/, `-${incremental ? 'inc' : 'backup'}-${++counter}.qcow2`);
+    const job = await app.dw!.jobs.startBackup(disk, {
+      target: { path: to, create: true },
+      speed: this.speedBytes(),
+      ...(bitmap ? { sync: 'bitmap' as const, bitmap } : {}),
+    });
+    this.add(job, `${incremental ? `incremental backup (${bitmap})` : 'backup'} → ${to}`, async () => {
       await refreshList();
       await exportImage(to, 'file', false);
     });

@@ -2,7 +2,8 @@
  * The demo's Jobs tab: a mirror of the open disk to IndexedDB shows as a row
  * with its status and a moving progress bar, pauses and resumes from its
  * buttons, and Complete moves the disk; "Back up and download" hands over a
- * qcow2 that qemu-img checks clean and finds equal to the disk.
+ * qcow2 that qemu-img checks clean and finds equal to the disk, and
+ * "Incremental backup" one with only the tracked changes.
  */
 import { test, expect } from '@playwright/test';
 import fs from 'node:fs';
@@ -11,7 +12,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { command, createDisk, openDemo, shot } from './helpers.js';
 
-test('the jobs panel runs a mirror with its controls and a backup download', async ({ page }, info) => {
+test('the jobs panel runs a mirror with its controls, a backup download and an incremental one', async ({ page }, info) => {
   test.setTimeout(90_000);
   await openDemo(page);
   await createDisk(page, 'jobs-demo.qcow2', '16M');
@@ -51,6 +52,22 @@ test('the jobs panel runs a mirror with its controls and a backup download', asy
     fs.writeFileSync(path.join(dir, 'model.raw'), model);
     const cmp = spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', path.join(dir, 'model.raw'), file], { encoding: 'utf8' });
     expect(cmp.stdout + cmp.stderr).toBe('Images are identical.\n');
+
+    // Incremental: track changes, write 64 KiB, back up only that.
+    await page.getByTestId('bitmap-bar').getByRole('button', { name: 'Track changes' }).click();
+    await command(page, 'write -P 0x22 1M 64k', /wrote 65536\/65536 bytes at offset 1048576/);
+    await page.locator('[role=tab][data-tab=jobs]').click();
+    const dl2 = page.waitForEvent('download');
+    await page.getByTestId('job-incremental').click();
+    const inc = path.join(dir, 'inc.qcow2');
+    await (await dl2).saveAs(inc);
+    const map = JSON.parse(spawnSync('qemu-img', ['map', '--output=json', inc], { encoding: 'utf8' }).stdout) as Array<{ length: number; data: boolean }>;
+    expect(map.filter((e) => e.data).reduce((a, e) => a + e.length, 0)).toBe(65536);
+    expect(spawnSync('qemu-img', ['rebase', '-u', '-b', 'backup.qcow2', '-F', 'qcow2', inc], { encoding: 'utf8' }).status).toBe(0);
+    model.fill(0x22, 1 << 20, (1 << 20) + 65536);
+    fs.writeFileSync(path.join(dir, 'model.raw'), model);
+    const cmp2 = spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', path.join(dir, 'model.raw'), inc], { encoding: 'utf8' });
+    expect(cmp2.stdout + cmp2.stderr).toBe('Images are identical.\n');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
