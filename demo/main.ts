@@ -5,6 +5,7 @@
 import { DiskWorker } from '../src/client/index.js';
 import { AllocationMap } from './src/allocmap.js';
 import { BitmapBar } from './src/bitmaps.js';
+import { BlockJobsPanel } from './src/block-jobs.js';
 import { CheckPanel } from './src/check.js';
 import { Console } from './src/console.js';
 import { installDetails } from './src/details.js';
@@ -40,6 +41,7 @@ const konsole = new Console();
 $('#console-slot').append(konsole.root);
 $('#check-slot').append(new CheckPanel().root);
 $('#vm-slot').append(new VmPanel().root);
+$('#block-jobs-slot').append(new BlockJobsPanel().root);
 installDetails($('#details'));
 
 bus.on('select', (sel) => {

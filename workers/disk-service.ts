@@ -13,6 +13,7 @@ import { serveReadPort } from '../src/channels/read-port-server.js';
 import type { DiskApi, StopEvent } from '../src/client/api.js';
 import type { AddBitmapOptions, BitmapExtentsPage, BitmapInfo, DiskStats, MapExtent } from '../src/client/protocol.js';
 import * as bitmaps from './disk-bitmaps.js';
+import { imageNodeOf } from './paths.js';
 
 /** One open disk, as the page sees it through Comlink. */
 export class DiskService implements DiskApi {
@@ -22,6 +23,8 @@ export class DiskService implements DiskApi {
     readonly backend: BlockBackend,
     readonly path: string,
     private readonly onClose: () => void,
+    /** Runs before the close: the jobs on this disk are cancelled first. */
+    private readonly beforeClose: () => Promise<void> = async () => undefined,
   ) {}
 
   /** Virtual size in bytes. */
@@ -34,7 +37,12 @@ export class DiskService implements DiskApi {
   }
 
   format(): string {
-    return this.backend.node.driver.name;
+    return imageNodeOf(this.backend.node).driver.name;
+  }
+
+  /** The filename of the image the disk runs on now (a mirror or active commit moves it). */
+  image(): string {
+    return imageNodeOf(this.backend.node).filename;
   }
 
   /** Reads into a new buffer, transferred to the caller. */
@@ -207,6 +215,7 @@ export class DiskService implements DiskApi {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.beforeClose().catch(() => undefined);
     for (const s of this.syncServers) s.stop();
     for (const s of this.ringServers) s.stop();
     for (const p of this.readPorts) p.close();

@@ -27,6 +27,9 @@ import type {
 } from '../src/client/protocol.js';
 import { DiskService } from './disk-service.js';
 import { ImageCopier } from './image-copy.js';
+import { JobService } from './job-service.js';
+import { canonicalPath, imageNodeOf } from './paths.js';
+import type { BlockJobInfo, JobInfo, JobStartRequest, JobVerbRequest, JobWireEvent } from '../src/client/jobs-protocol.js';
 import '../src/client/transfer.js';
 
 let jobCounter = 0;
@@ -37,12 +40,24 @@ export class BlockWorkerService implements BlockWorkerApi {
   private readonly open_ = new Map<string, DiskService>();
   private readonly cancelled = new Set<number>();
   private lock: Promise<unknown> = Promise.resolve();
+  /** The block jobs (stream, commit, mirror, backup) on this worker's disks. */
+  readonly jobs = new JobService({
+    graph: this.graph,
+    findDisk: (device) => this.findDisk(device),
+    isOpen: (path) => this.open_.has(canonicalPath(path)),
+    create: (o) => this.create(o),
+    serial: (fn) => this.serial(fn),
+    moved: (disk, image) => {
+      for (const [k, d] of this.open_) if (d === disk) this.open_.delete(k);
+      this.open_.set(canonicalPath(image), disk);
+    },
+  });
   private readonly copier = new ImageCopier({
     graph: this.graph,
     openBackend: (o) => this.openBackend(o),
     create: (o) => this.create(o),
     checkCancel: (jobId) => this.checkCancel(jobId),
-    openDisk: (path) => this.open_.get(canonical(path)),
+    openDisk: (path) => this.open_.get(canonicalPath(path)),
   });
 
   /** Runs graph-changing work one at a time (the backing policy is per open). */
@@ -72,7 +87,7 @@ export class BlockWorkerService implements BlockWorkerApi {
     if (o.size !== undefined) opts.size = o.size;
     if (o.backingFile !== undefined) opts.backing_file = o.backingFile;
     if (o.backingFormat !== undefined) opts.backing_fmt = o.backingFormat;
-    if (this.open_.has(canonical(o.path))) {
+    if (this.open_.has(canonicalPath(o.path))) {
       throw new BlockError('EBUSY', `Cannot create '${o.path}': the image is open in this worker`);
     }
     await this.serial(() => createImage(this.graph, format, o.path, opts));
@@ -93,14 +108,20 @@ export class BlockWorkerService implements BlockWorkerApi {
   }
 
   async open(o: OpenOptions): Promise<DiskService & ProxyMarked> {
-    const key = canonical(o.path);
+    const key = canonicalPath(o.path);
     if (this.open_.has(key) && !(o.readOnly ?? false)) {
       throw new BlockError('EBUSY', `Could not open '${o.path}': the image is in use (already open for writing in this worker)`);
     }
     const bb = await this.openBackend(o);
-    const disk = new DiskService(bb, o.path, () => {
-      if (this.open_.get(key) === disk) this.open_.delete(key);
-    });
+    const disk: DiskService = new DiskService(
+      bb,
+      o.path,
+      () => {
+        // After a pivot the disk is known by its new image.
+        for (const [k, d] of this.open_) if (d === disk) this.open_.delete(k);
+      },
+      (): Promise<void> => this.jobs.cancelOn(disk),
+    );
     if (!bb.readOnly) this.open_.set(key, disk);
     return proxy(disk);
   }
@@ -118,7 +139,7 @@ export class BlockWorkerService implements BlockWorkerApi {
 
   /** Removes an image from its back end (EBUSY while this worker has it open). */
   async remove(path: string): Promise<void> {
-    const key = canonical(path);
+    const key = canonicalPath(path);
     if (this.open_.has(key)) throw new BlockError('EBUSY', `Cannot remove '${path}': the image is open`);
     const d = this.graph.protocolFor(key);
     if (!d.catalogue) throw new BlockError('ENOTSUP', `Cannot remove '${path}': the '${d.name}' back end keeps no catalogue of images`);
@@ -131,7 +152,7 @@ export class BlockWorkerService implements BlockWorkerApi {
     o: { readOnly: boolean; noBacking?: boolean; format?: string },
     fn: (bb: BlockBackend) => Promise<T>,
   ): Promise<T> {
-    const mine = this.open_.get(canonical(path));
+    const mine = this.open_.get(canonicalPath(path));
     if (mine) return fn(mine.backend);
     const bb = await this.serial(() =>
       BlockBackend.open(
@@ -150,7 +171,7 @@ export class BlockWorkerService implements BlockWorkerApi {
 
   async info(path: string): Promise<ImageInfo> {
     return this.withImage(path, { readOnly: true, noBacking: true }, async (bb) => {
-      const node = bb.node;
+      const node = imageNodeOf(bb.node);
       const inst = node.instance;
       const gi = inst.getInfo?.();
       const backing = inst.backingFile?.();
@@ -178,8 +199,9 @@ export class BlockWorkerService implements BlockWorkerApi {
    */
   async check(path: string, repair = false, onProgress?: ProgressFn, jobId?: number): Promise<CheckReport> {
     return this.withImage(path, { readOnly: !repair, noBacking: true }, async (bb) => {
-      const inst = bb.node.instance;
-      if (!inst.check) throw new BlockError('ENOTSUP', `Format '${bb.node.driver.name}' does not support checks`);
+      const node = imageNodeOf(bb.node);
+      const inst = node.instance;
+      if (!inst.check) throw new BlockError('ENOTSUP', `Format '${node.driver.name}' does not support checks`);
       let lastReport = 0;
       const progress = (done: number, total: number) => {
         if (!repair) this.checkCancel(jobId);
@@ -254,16 +276,37 @@ export class BlockWorkerService implements BlockWorkerApi {
     return out;
   }
 
-  /** Closes every open disk (flushing them). */
+  /** The open, writable disk opened with this path (it keeps that name after a job pivots it). */
+  private findDisk(device: string): DiskService | undefined {
+    const key = canonicalPath(device);
+    const byKey = this.open_.get(key);
+    if (byKey) return byKey;
+    for (const d of this.open_.values()) if (canonicalPath(d.path) === key) return d;
+    return undefined;
+  }
+
+  // Block jobs (job-service.ts).
+  jobSubscribe(listener: (e: JobWireEvent) => void): void {
+    this.jobs.subscribe(listener);
+  }
+  jobStart(req: JobStartRequest): Promise<JobInfo> {
+    return this.jobs.start(req);
+  }
+  jobVerb(id: string, verb: JobVerbRequest, arg?: number | boolean): Promise<void> {
+    return this.jobs.verb(id, verb, arg);
+  }
+  jobInfo(id?: string): JobInfo[] {
+    return this.jobs.info(id);
+  }
+  jobBlockInfo(id?: string): BlockJobInfo[] {
+    return this.jobs.blockInfo(id);
+  }
+
+  /** Cancels every job, then closes every open disk (flushing them). */
   async shutdown(): Promise<void> {
+    await this.jobs.cancelAll();
     for (const d of [...this.open_.values()]) await d.close().catch(() => undefined);
     await this.graph.closeAll();
   }
-}
-
-function canonical(path: string): string {
-  if (path.startsWith('opfs:')) return 'opfs:/' + path.slice(5).split('/').filter(Boolean).join('/');
-  if (!path.includes(':')) return 'opfs:/' + path.split('/').filter(Boolean).join('/');
-  return path;
 }
 

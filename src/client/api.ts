@@ -23,6 +23,7 @@ import type {
   StorageKind,
   StorageReport,
 } from './protocol.js';
+import type { BlockJobInfo, JobInfo, JobStartRequest, JobVerbRequest, JobWireEvent } from './jobs-protocol.js';
 
 /** A progress callback proxied from the page. */
 export type ProgressFn = (p: Progress) => void | Promise<void>;
@@ -41,6 +42,8 @@ export interface DiskApi {
   readOnly(): boolean;
   /** Format driver name ("qcow2", "raw"). */
   format(): string;
+  /** The filename of the image the disk runs on now (a mirror or active commit moves it). */
+  image(): string;
   /** Reads into a new buffer, transferred to the caller. */
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Reads into `buf` (transferred in and back). */
@@ -107,6 +110,16 @@ export interface BlockWorkerApi {
   /** Which implementation (WASM or TypeScript) serves each hot path. */
   implementations(): Promise<Implementations>;
   estimate(): Promise<StorageReport>;
-  /** Closes every open disk (flushing them). */
+  /** Adds a listener (a Comlink proxy) of every block job's events. */
+  jobSubscribe(listener: (e: JobWireEvent) => void): void;
+  /** Starts a block job on an open disk (src/client/jobs.ts wraps it). */
+  jobStart(req: JobStartRequest): Promise<JobInfo>;
+  /** Gives a verb to a job; QEMU's EPERM error when its state refuses it. */
+  jobVerb(id: string, verb: JobVerbRequest, arg?: number | boolean): Promise<void>;
+  /** query-jobs (all, or one). */
+  jobInfo(id?: string): JobInfo[];
+  /** query-block-jobs (all, or one). */
+  jobBlockInfo(id?: string): BlockJobInfo[];
+  /** Cancels every job, then closes every open disk (flushing them). */
   shutdown(): Promise<void>;
 }

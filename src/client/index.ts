@@ -43,6 +43,8 @@ import { BlockError, type ErrorCode } from '../core/errors.js';
 export * from './protocol.js';
 export type { BlockWorkerApi, DiskApi, ProgressFn, StopEvent } from './api.js';
 export { DiskBitmaps, type DirtyExtentsOptions } from './bitmaps.js';
+export { DiskJobs, Job, type JobEvent, type DiskRef } from './jobs.js';
+export type * from './jobs-protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
 export { SyncDiskClient, SharedDiskReader } from '../channels/sync-client.js';
@@ -52,6 +54,7 @@ import { SharedDiskReader } from '../channels/sync-client.js';
 import { BulkReader } from '../channels/ring-client.js';
 import { PortReader } from '../channels/read-port-client.js';
 import { DiskBitmaps } from './bitmaps.js';
+import { DiskJobs } from './jobs.js';
 
 installErrorTransfer();
 
@@ -95,6 +98,14 @@ export class Disk {
   /** Virtual size in bytes. */
   get length(): number {
     return this.len;
+  }
+
+  /**
+   * The filename of the image the disk runs on now: {@link path} until a
+   * mirror or active commit job pivots it onto its target.
+   */
+  image(): Promise<string> {
+    return this.remote.image();
   }
 
   /** Reads `length` bytes at `offset`; the buffer is transferred from the worker. */
@@ -264,11 +275,18 @@ export interface StartOptions {
 /** The page's handle on the block worker. */
 export class DiskWorker {
   private persistAnswer: boolean | undefined;
+  /**
+   * Block jobs on open disks: stream, commit, mirror, backup, with their
+   * verbs and events (src/client/jobs.ts).
+   */
+  readonly jobs: DiskJobs;
   private constructor(
     readonly worker: Worker,
     readonly remote: Remote<BlockWorkerApi>,
     private readonly askPersist: boolean,
-  ) {}
+  ) {
+    this.jobs = new DiskJobs(remote);
+  }
 
   /** Starts the block worker and waits until it answers. */
   static async start(opts: StartOptions = {}): Promise<DiskWorker> {
@@ -399,7 +417,7 @@ export class DiskWorker {
     return this.persistAnswer;
   }
 
-  /** Flushes and closes every disk, then stops the worker. */
+  /** Cancels every job, flushes and closes every disk, then stops the worker. */
   async close(): Promise<void> {
     try {
       await this.remote.shutdown();

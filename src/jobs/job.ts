@@ -385,6 +385,8 @@ export class Job {
   // ---- completion and the transaction ------------------------------------------------------------
 
   private doCancel(force: boolean): void {
+    // Its finalisation (commit or abort) is under way: the job concludes on its own.
+    if (this.finalizing) return;
     if (this.statusValue === 'concluded') {
       this.doDismiss();
       return;
@@ -479,7 +481,15 @@ export class Job {
     }
   }
 
-  private async finalizeSingle(): Promise<void> {
+  /** The finalisation in progress: a second caller (a cancel's abort racing the commit) waits for it. */
+  private finalizing: Promise<void> | undefined;
+
+  private finalizeSingle(): Promise<void> {
+    this.finalizing ??= this.finalizeSingleOnce();
+    return this.finalizing;
+  }
+
+  private async finalizeSingleOnce(): Promise<void> {
     this.updateRc();
     try {
       if (!this.ret) await this.driver.commit?.();

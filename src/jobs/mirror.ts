@@ -269,6 +269,8 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
         await ctl.pausePoint();
         if (fatal || ctl.isCancelled()) break;
         let area: [number, number] | undefined;
+        // The total is known before the copies start (QEMU sets it at the top of each pass), not after a rate-limit sleep.
+        ctl.progressSetRemaining(inFlightBytes + bitmap.count);
         while (inFlight.size < MAX_IN_FLIGHT && inFlightBytes < bufSize && (area = nextArea())) {
           const clash = overlaps(area[0], area[1]);
           if (clash) {

@@ -16,7 +16,7 @@
  * request fails and nothing after it is written. {@link opfsTestHooks} can
  * impose a smaller quota for tests.
  */
-import type { BlockDriver, CreateContext, DriverInstance, PreallocMode } from '../core/driver.js';
+import type { BlockDriver, CreateContext, DriverInstance, IoResult, PreallocMode, ReopenState } from '../core/driver.js';
 import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
@@ -106,9 +106,10 @@ class OpfsInstance implements DriverInstance {
   private size: number;
   private closed = false;
   constructor(
-    private readonly handle: SyncHandle,
+    private handle: SyncHandle,
     private readonly name: string,
     private readonly node: BlockNode,
+    private readonly parts: string[],
   ) {
     this.size = handle.getSize();
     openSizes.set(this, this.size);
@@ -119,8 +120,12 @@ class OpfsInstance implements DriverInstance {
     return this.size;
   }
 
+  /** Set while a reopen swaps the handle: reads wait for the new one. */
+  private swapping: Promise<void> | undefined;
+
   /** Synchronous: a sync-handle read is a plain pread (IoResult undefined). */
-  preadv(offset: number, bytes: number, buf: Uint8Array): void {
+  preadv(offset: number, bytes: number, buf: Uint8Array): IoResult {
+    if (this.swapping) return this.swapping.then(() => this.preadv(offset, bytes, buf));
     let done = 0;
     while (done < bytes) {
       const n = this.handle.read(done === 0 && bytes === buf.length ? buf : buf.subarray(done, bytes), { at: offset + done });
@@ -217,6 +222,32 @@ class OpfsInstance implements DriverInstance {
     return true;
   }
 
+  /**
+   * A shared read-only handle cannot write: reopening read-write (an active
+   * commit into a backing file) swaps it for the exclusive handle. The
+   * read-only handle goes first, or the browser refuses the exclusive one.
+   * Once swapped the handle stays (it reads as well), also if the reopen is
+   * undone or the node goes back to read-only.
+   */
+  async reopenPrepare(state: ReopenState): Promise<void> {
+    if (state.readOnly || this.handle.mode !== 'read-only') return;
+    const swap = (async () => {
+      this.handle.close();
+      try {
+        this.handle = await openHandle(this.parts, false, false);
+      } catch (e) {
+        this.handle = await openHandle(this.parts, true, false);
+        throw e;
+      }
+    })();
+    this.swapping = swap.catch(() => undefined);
+    try {
+      await swap;
+    } finally {
+      this.swapping = undefined;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -267,7 +298,7 @@ async function createFile(ctx: CreateContext): Promise<void> {
   const parts = splitOpfsPath(ctx.filename);
   const handle = await openHandle(parts, false, true);
   const fake = { nodeName: 'create' } as BlockNode;
-  const inst = new OpfsInstance(handle, opfsName(parts), fake);
+  const inst = new OpfsInstance(handle, opfsName(parts), fake, parts);
   try {
     await inst.truncate(0, true, 'off');
     await inst.truncate(size, true, prealloc);
@@ -340,7 +371,7 @@ export const opfsDriver = {
     const name = opfsName(parts);
     node.filename = name;
     const handle = await openHandle(parts, node.readOnly, false);
-    return new OpfsInstance(handle, name, node);
+    return new OpfsInstance(handle, name, node, parts);
   },
   create: createFile,
   catalogue: { storage: 'opfs', list: () => listOpfs(), remove: removeOpfs },
