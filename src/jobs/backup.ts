@@ -21,6 +21,7 @@ import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
+import { CopyBuffers } from './buffers.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 
 /** What the backup copies (QAPI MirrorSyncMode as backup takes it). */
@@ -98,6 +99,9 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   let hook: ((node: BlockNode, kind: string, offset: number, bytes: number) => Promise<void>) | undefined;
   let released = false;
 
+  // Reused between copies: a fresh zero-filled buffer per copy cost more than the copy itself.
+  const buffers = new CopyBuffers({ size: MAX_CHUNK });
+
   /** Copies the clusters of [offset, offset + bytes) that still need it (the job's and the guest's path). */
   async function copyBefore(offset: number, bytes: number, ctl?: JobControl): Promise<void> {
     const first = Math.floor(offset / cluster);
@@ -146,10 +150,11 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       });
       return;
     }
-    let data: Uint8Array;
+    const data = buffers.take(size);
     try {
-      data = await blkSource!.read(start, size);
+      await blkSource!.pread(start, data);
     } catch (e) {
+      buffers.give(data);
       throw new CopyError(toBlockError(e), 'read');
     }
     try {
@@ -164,6 +169,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       }
     } catch (e) {
       throw new CopyError(toBlockError(e), 'write');
+    } finally {
+      buffers.give(data);
     }
   }
 
