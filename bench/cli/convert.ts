@@ -15,11 +15,11 @@ import { fileURLToPath } from 'node:url';
 import type { BenchResult } from '../types.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const BIN = resolve(here, '../../dist/src/cli/main.js');
+export const BIN = resolve(here, '../../dist/src/cli/main.js');
 const SIZE_MB = Number(process.env['BENCH_SIZE_MB'] ?? 1024);
 
 /** Writes `mb` MiB of data that compresses to about half (random nibbles, stamped per 4 KiB). */
-function writeData(path: string, mb: number): void {
+export function writeData(path: string, mb: number): void {
   const chunk = 16 << 20;
   const buf = new Uint8Array(chunk);
   let x = 0x12345678;
@@ -48,7 +48,7 @@ function writeData(path: string, mb: number): void {
   }
 }
 
-function sh(cmd: string, args: string[], cwd: string): void {
+export function sh(cmd: string, args: string[], cwd: string): void {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
 }
@@ -58,7 +58,7 @@ function dropOutput(dir: string): void {
 }
 
 /** Wall time of one process in ms; also its peak RSS (VmHWM) in KiB when asked. */
-function timed(cmd: string, args: string[], cwd: string, wantRss = false): Promise<{ ms: number; rssKiB: number }> {
+export function timed(cmd: string, args: string[], cwd: string, wantRss = false): Promise<{ ms: number; rssKiB: number }> {
   return new Promise((resolvePromise, reject) => {
     const t0 = performance.now();
     const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -105,16 +105,94 @@ async function best(n: number, f: () => Promise<number>): Promise<number> {
   return b;
 }
 
+/** Start-up of each tool (info on a small qcow2, best of 7), in ms. */
+export async function startupMs(dir: string): Promise<{ ours: number; qemu: number }> {
+  sh('qemu-img', ['create', '-q', '-f', 'qcow2', 'small.qcow2', '64M'], dir);
+  const ours = await best(7, async () => (await timed(process.execPath, [BIN, 'img', 'info', 'small.qcow2'], dir)).ms);
+  const qemu = await best(7, async () => (await timed('qemu-img', ['info', 'small.qcow2'], dir)).ms);
+  return { ours, qemu };
+}
+
+/** src.raw, and full.qcow2, zlib.qcow2, zstd.qcow2 made from it by qemu-img, in `dir`. */
+export function makeConvertImages(dir: string, sizeMb: number): void {
+  writeData(join(dir, 'src.raw'), sizeMb);
+  sh('qemu-img', ['convert', '-O', 'qcow2', 'src.raw', 'full.qcow2'], dir);
+  sh('qemu-img', ['convert', '-c', '-O', 'qcow2', 'src.raw', 'zlib.qcow2'], dir);
+  sh('qemu-img', ['convert', '-c', '-O', 'qcow2', '-o', 'compression_type=zstd', 'src.raw', 'zstd.qcow2'], dir);
+}
+
+/**
+ * The four converts (qcow2, zlib qcow2, zstd qcow2 → raw; raw → qcow2) by
+ * both tools on the images of {@link makeConvertImages}, page cache warm,
+ * interleaved, best of three, start-up subtracted (the least of `startup`
+ * and of start-ups measured between the rounds; needs small.qcow2 from
+ * {@link startupMs}). `targets`: the ratio
+ * asked for (zstd has its own). With `rssLimitMb`, also the peak RSS of our
+ * convert in each case against that limit.
+ */
+export async function convertCases(
+  dir: string,
+  sizeMb: number,
+  startup: { ours: number; qemu: number },
+  targets: { plain: number; zstd: number },
+  rssLimitMb?: number,
+): Promise<BenchResult[]> {
+  const results: BenchResult[] = [];
+  const cases: Array<{ name: string; args: string[]; target: number }> = [
+    { name: `convert -O raw, fully allocated ${sizeMb} MiB qcow2`, args: ['convert', '-O', 'raw', 'full.qcow2', 'out.raw'], target: targets.plain },
+    { name: `convert -O raw, zlib-compressed ${sizeMb} MiB qcow2`, args: ['convert', '-O', 'raw', 'zlib.qcow2', 'out.raw'], target: targets.plain },
+    { name: `convert -O raw, zstd-compressed ${sizeMb} MiB qcow2`, args: ['convert', '-O', 'raw', 'zstd.qcow2', 'out.raw'], target: targets.zstd },
+    { name: `convert -O qcow2 from ${sizeMb} MiB raw`, args: ['convert', '-O', 'qcow2', 'src.raw', 'out.qcow2'], target: targets.plain },
+  ];
+  const rss: BenchResult[] = [];
+  for (const c of cases) {
+    let peakKiB = 0;
+    // Warm the page cache once so both tools read from memory.
+    dropOutput(dir);
+    await timed('qemu-img', c.args, dir);
+    // Interleaved, best of three each: the machine may be busy with other work.
+    let q = Infinity;
+    let o = Infinity;
+    // Start-up measured next to each case's rounds: the machine's load changes over a run.
+    let qStart = startup.qemu;
+    let oStart = startup.ours;
+    for (let round = 0; round < 3; round++) {
+      qStart = Math.min(qStart, (await timed('qemu-img', ['info', 'small.qcow2'], dir)).ms);
+      oStart = Math.min(oStart, (await timed(process.execPath, [BIN, 'img', 'info', 'small.qcow2'], dir)).ms);
+      dropOutput(dir);
+      q = Math.min(q, (await timed('qemu-img', c.args, dir)).ms);
+      dropOutput(dir);
+      const r = await timed(process.execPath, [BIN, 'img', ...c.args], dir, rssLimitMb !== undefined);
+      o = Math.min(o, r.ms);
+      peakKiB = Math.max(peakKiB, r.rssKiB);
+    }
+    const oursNet = Math.max(1, o - oStart);
+    const qemuNet = Math.max(1, q - qStart);
+    results.push({
+      name: `${c.name} (start-up excluded)`,
+      unit: 'ms',
+      value: oursNet,
+      baseline: 'qemu-img, same files',
+      baselineValue: qemuNet,
+      ratio: qemuNet / oursNet,
+      target: c.target,
+    });
+    if (rssLimitMb !== undefined) {
+      const mb = (peakKiB * 1024) / 1e6;
+      rss.push({ name: `peak RSS of ${c.name}`, unit: 'MB', value: mb, baseline: 'limit', baselineValue: rssLimitMb, ratio: rssLimitMb / mb, target: 1 });
+    }
+  }
+  dropOutput(dir);
+  return [...results, ...rss];
+}
+
 export async function run(): Promise<BenchResult[]> {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run npm run build first`);
   const dir = mkdtempSync(join(benchRoot(SIZE_MB * 5), 'dw-bench-cli-'));
   const results: BenchResult[] = [];
   try {
-    // Start-up: info on a small image, best of 7.
-    sh('qemu-img', ['create', '-q', '-f', 'qcow2', 'small.qcow2', '64M'], dir);
     const node = process.execPath;
-    const oursStart = await best(7, async () => (await timed(node, [BIN, 'img', 'info', 'small.qcow2'], dir)).ms);
-    const qemuStart = await best(7, async () => (await timed('qemu-img', ['info', 'small.qcow2'], dir)).ms);
+    const { ours: oursStart, qemu: qemuStart } = await startupMs(dir);
     results.push({
       name: 'start-up: diskworker img info on a small qcow2',
       unit: 'ms',
@@ -133,43 +211,8 @@ export async function run(): Promise<BenchResult[]> {
       target: 1,
     });
 
-    // The images.
-    writeData(join(dir, 'src.raw'), SIZE_MB);
-    sh('qemu-img', ['convert', '-O', 'qcow2', 'src.raw', 'full.qcow2'], dir);
-    sh('qemu-img', ['convert', '-c', '-O', 'qcow2', 'src.raw', 'zlib.qcow2'], dir);
-    sh('qemu-img', ['convert', '-c', '-O', 'qcow2', '-o', 'compression_type=zstd', 'src.raw', 'zstd.qcow2'], dir);
-
-    const cases: Array<{ name: string; args: string[]; target: number }> = [
-      { name: `convert -O raw, fully allocated ${SIZE_MB} MiB qcow2`, args: ['convert', '-O', 'raw', 'full.qcow2', 'out.raw'], target: 1 / 1.5 },
-      { name: `convert -O raw, zlib-compressed ${SIZE_MB} MiB qcow2`, args: ['convert', '-O', 'raw', 'zlib.qcow2', 'out.raw'], target: 1 / 1.5 },
-      { name: `convert -O raw, zstd-compressed ${SIZE_MB} MiB qcow2`, args: ['convert', '-O', 'raw', 'zstd.qcow2', 'out.raw'], target: 1 / 2.0 },
-      { name: `convert -O qcow2 from ${SIZE_MB} MiB raw`, args: ['convert', '-O', 'qcow2', 'src.raw', 'out.qcow2'], target: 1 / 1.5 },
-    ];
-    for (const c of cases) {
-      // Warm the page cache once so both tools read from memory.
-      dropOutput(dir);
-      await timed('qemu-img', c.args, dir);
-      // Interleaved, best of three each: the machine may be busy with other work.
-      let q = Infinity;
-      let o = Infinity;
-      for (let round = 0; round < 3; round++) {
-        dropOutput(dir);
-        q = Math.min(q, (await timed('qemu-img', c.args, dir)).ms);
-        dropOutput(dir);
-        o = Math.min(o, (await timed(node, [BIN, 'img', ...c.args], dir)).ms);
-      }
-      const oursNet = Math.max(1, o - oursStart);
-      const qemuNet = Math.max(1, q - qemuStart);
-      results.push({
-        name: `${c.name} (start-up excluded)`,
-        unit: 'ms',
-        value: oursNet,
-        baseline: 'qemu-img, same files',
-        baselineValue: qemuNet,
-        ratio: qemuNet / oursNet,
-        target: c.target,
-      });
-    }
+    makeConvertImages(dir, SIZE_MB);
+    results.push(...(await convertCases(dir, SIZE_MB, { ours: oursStart, qemu: qemuStart }, { plain: 1 / 1.5, zstd: 1 / 2.0 })));
     dropOutput(dir);
     rmSync(join(dir, 'full.qcow2'), { force: true });
     rmSync(join(dir, 'zlib.qcow2'), { force: true });

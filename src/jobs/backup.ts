@@ -22,6 +22,7 @@ import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
 import { CopyError } from './copy-error.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
+import { CopyBuffers } from './buffers.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 
 /** What the backup copies (QAPI MirrorSyncMode as backup takes it). */
@@ -99,6 +100,9 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   let hook: ((node: BlockNode, kind: string, offset: number, bytes: number) => Promise<void>) | undefined;
   let released = false;
 
+  // Reused between copies: a fresh zero-filled buffer per copy cost more than the copy itself.
+  const buffers = new CopyBuffers({ size: MAX_CHUNK });
+
   /** Copies the clusters of [offset, offset + bytes) that still need it (the job's and the guest's path). */
   async function copyBefore(offset: number, bytes: number, ctl?: JobControl): Promise<void> {
     const first = Math.floor(offset / cluster);
@@ -147,10 +151,11 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       });
       return;
     }
-    let data: Uint8Array;
+    const data = buffers.take(size);
     try {
-      data = await blkSource!.read(start, size);
+      await blkSource!.pread(start, data);
     } catch (e) {
+      buffers.give(data);
       throw new CopyError('read', start, e);
     }
     try {
@@ -165,6 +170,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       }
     } catch (e) {
       throw new CopyError('write', start, e);
+    } finally {
+      buffers.give(data);
     }
   }
 

@@ -12,6 +12,7 @@ import type { BlockNode } from '../core/node.js';
 import type { BlockDriver, DriverInstance } from '../core/driver.js';
 import type { OptionReader } from '../core/options.js';
 import { BlockError } from '../core/errors.js';
+import { drainBegin, drainEnd } from '../core/drain.js';
 import { PERM_ALL, Perm, ROLE_FILTERED_PRIMARY } from '../core/permissions.js';
 
 /** The filters jobs insert, named as QEMU names them. */
@@ -66,10 +67,17 @@ export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind
 export async function removeJobFilter(graph: BlockGraph, filter: BlockNode, replacement: BlockNode): Promise<void> {
   const link = filter.filtered;
   if (link) link.frozen = false;
+  // The guest stays quiesced until the filter has closed: closing drains the nodes below it,
+  // which the guest (moved off the filter) would otherwise keep busy for ever.
+  const token = await drainBegin(filter);
   filter.ref();
   try {
     await graph.replaceNode(filter, replacement);
   } finally {
-    await filter.unref();
+    try {
+      await filter.unref();
+    } finally {
+      drainEnd(token);
+    }
   }
 }

@@ -24,6 +24,7 @@ import { CopyError } from './copy-error.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { JOB_SLICE_MS } from './job.js';
+import { CopyBuffers } from './buffers.js';
 
 /** What the mirror copies before it follows guest writes (QAPI MirrorSyncMode). */
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -167,6 +168,9 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     }
   }
 
+  // Reused between copies: a fresh zero-filled buffer per read cost more than the copy itself.
+  const buffers = new CopyBuffers({ size: MAX_IO_BYTES });
+
   /** Copies [offset, offset + bytes) from source to target by what block status says it holds. */
   async function copyRange(ctl: JobControl, offset: number, bytes: number, statusBase: BlockNode | undefined): Promise<void> {
     for (let done = 0; done < bytes; ) {
@@ -180,13 +184,17 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       const n = Math.min(st.pnum || bytes - done, bytes - done);
       try {
         if (st.status & Status.DATA) {
-          let data: Uint8Array;
+          const data = buffers.take(n);
           try {
-            data = await blkSource!.read(pos, n);
-          } catch (e) {
-            throw new CopyError('read', pos, e);
+            try {
+              await blkSource!.pread(pos, data);
+            } catch (e) {
+              throw new CopyError('read', pos, e);
+            }
+            await blkTarget!.write(pos, data);
+          } finally {
+            buffers.give(data);
           }
-          await blkTarget!.write(pos, data);
         } else if (st.status & Status.ZERO || (sync === 'full' && !commit)) {
           await blkTarget!.writeZeroes(pos, n, unmap ? ReqFlag.MAY_UNMAP : 0);
         } else if (sync === 'top' && !commit) {

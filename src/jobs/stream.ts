@@ -83,6 +83,8 @@ export function streamJob(options: StreamOptions): JobDriver {
       const len = top.length;
       ctl.progressSetRemaining(len);
       let firstError: BlockError | undefined;
+      // One buffer for the whole job: the copy is serial and copy-on-read has written it before pread resolves.
+      const buf = new Uint8Array(Math.min(STREAM_CHUNK, len));
       for (let offset = 0; offset < len; ) {
         await ctl.pausePoint();
         if (ctl.isCancelled()) break;
@@ -97,7 +99,7 @@ export function streamJob(options: StreamOptions): JobDriver {
             copy = below.allocated;
           }
           // Copy-on-read puts the data into top without overwriting what the guest wrote there.
-          if (copy) await blk.read(offset, n, ReqFlag.PREFETCH);
+          if (copy) await blk.pread(offset, n <= buf.length ? buf.subarray(0, n) : new Uint8Array(n), ReqFlag.PREFETCH);
         } catch (e) {
           const err = toBlockError(e);
           const action = ctl.errorAction(onError, 'read', err);
