@@ -9,11 +9,11 @@
  * and qemu-nbd's dirty extents must agree with what the page listed.
  */
 import { test, expect, type Page } from '@playwright/test';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openHarness, sh } from './helpers.js';
+import { qemuDirtyExtents } from '../test/qemu-nbd.js';
 
 const MiB = 1 << 20;
 const SIZE = 16 * MiB;
@@ -40,29 +40,6 @@ async function downloadImage(page: Page, p: string): Promise<{ file: string; dir
   const file = path.join(dir, 'disk.qcow2');
   await (await download).saveAs(file);
   return { file, dir };
-}
-
-/** The dirty extents of bitmap `name` as qemu-nbd exports them (dirty reads as data: false). */
-async function qemuDirtyExtents(file: string, name: string): Promise<Array<[number, number]>> {
-  const sock = `${file}.sock`;
-  const nbd = spawn('qemu-nbd', ['-r', '-B', name, '--socket', sock, '-f', 'qcow2', file], { stdio: 'ignore' });
-  try {
-    for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
-    const map = JSON.parse(
-      sh('qemu-img', ['map', '--output=json', '--image-opts', `driver=nbd,server.type=unix,server.path=${sock},x-dirty-bitmap=qemu:dirty-bitmap:${name}`]),
-    ) as Array<{ start: number; length: number; data: boolean }>;
-    const out: Array<[number, number]> = [];
-    for (const e of map) {
-      if (e.data) continue;
-      const last = out[out.length - 1];
-      if (last && last[0] + last[1] === e.start) last[1] += e.length;
-      else out.push([e.start, e.length]);
-    }
-    return out;
-  } finally {
-    nbd.kill();
-    await new Promise((r) => nbd.once('exit', r));
-  }
 }
 
 function qemuInfoBitmaps(file: string): unknown {

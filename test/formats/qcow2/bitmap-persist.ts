@@ -5,13 +5,14 @@
  * mark, and QEMU's view of the stored bitmaps (qemu-img info and the dirty
  * extents qemu-nbd exports).
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { expect } from 'vitest';
 import { addDirtyBitmap, lookupDirtyBitmap } from '../../../src/core/dirty-bitmap.js';
 import { checkCanStoreBitmap } from '../../../src/formats/qcow2/bitmap-store.js';
 import type { Qcow2Image } from '../../../src/formats/qcow2/qcow2.js';
 import { fileGraph, openQcow2, prng, qemuCheck, qemuImg, qemuIo } from './helpers.js';
+import { qemuDirtyExtents } from '../../qemu-nbd.js';
+
+export { qemuDirtyExtents };
 import { normalize, ours, theirs } from '../../cli/harness.js';
 
 export interface InfoBitmap {
@@ -23,32 +24,6 @@ export interface InfoBitmap {
 export function infoBitmaps(file: string): InfoBitmap[] {
   const info = JSON.parse(qemuImg('info', '-U', '--output=json', file)) as { 'format-specific': { data: { bitmaps?: InfoBitmap[] } } };
   return info['format-specific'].data.bitmaps ?? [];
-}
-
-/** The dirty extents of bitmap `name` as qemu-nbd exports them (qemu-img map in x-dirty-bitmap mode: dirty reads as data false). */
-export async function qemuDirtyExtents(file: string, name: string, sock: string): Promise<[number, number][]> {
-  const nbd = spawn('qemu-nbd', ['-r', '-B', name, '--socket', sock, '-f', 'qcow2', file], { stdio: 'ignore' });
-  try {
-    for (let i = 0; i < 200 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
-    const r = spawnSync(
-      'qemu-img',
-      ['map', '--output=json', '--image-opts', `driver=nbd,server.type=unix,server.path=${sock},x-dirty-bitmap=qemu:dirty-bitmap:${name}`],
-      { encoding: 'utf8' },
-    );
-    if (r.status !== 0) throw new Error(`qemu-img map over nbd failed: ${r.stderr}`);
-    const map = JSON.parse(r.stdout) as { start: number; length: number; data: boolean }[];
-    const out: [number, number][] = [];
-    for (const e of map) {
-      if (e.data) continue;
-      const last = out[out.length - 1];
-      if (last && last[0] + last[1] === e.start) last[1] += e.length;
-      else out.push([e.start, e.length]);
-    }
-    return out;
-  } finally {
-    nbd.kill();
-    await new Promise((r) => nbd.once('exit', r));
-  }
 }
 
 /** Per-granule model of a bitmap, as extents clipped to `size`. */
