@@ -14,6 +14,7 @@ import { cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { drained } from '../core/drain.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
+import { checkInChain, freezeChain, unfreezeChain } from './chain.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { mirrorJob } from './mirror.js';
@@ -60,22 +61,13 @@ export function commitJob(options: CommitOptions): JobDriver {
   const base = options.base ?? bottomOf(top);
   if (!base) throw new BlockError('EINVAL', `Node '${top.nodeName}' has no backing file: nothing to commit`);
   if (base === top) throw new BlockError('EINVAL', 'cannot commit an image into itself');
-  let inChain = false;
-  for (let n = cowChild(top); n; n = cowChild(n)) if (n === base) inChain = true;
-  if (!inChain) throw new BlockError('EINVAL', `Node '${base.nodeName}' is not a backing image of '${top.nodeName}'`);
+  checkInChain(top, base);
   const above = overlayOf(top);
   if (!above) return mirrorJob({ graph, source: top, target: base, commit: true, onSourceError: options.onError, onTargetError: options.onError, filterNodeName: options.filterNodeName });
   const { overlay } = above;
   const onError = options.onError ?? 'report';
 
-  const chain: BdrvChild[] = [];
-  for (let n: BlockNode | undefined = top; n && n !== base; n = cowChild(n)) {
-    const link = n.backing ?? n.filtered;
-    if (!link) break;
-    if (link.frozen) throw new BlockError('EBUSY', `Node '${link.node.nodeName}' is busy: its chain is in use by another job`);
-    chain.push(link);
-  }
-  for (const link of chain) link.frozen = true;
+  const chain = freezeChain(top, base);
 
   let filter: BlockNode | undefined;
   let blkTop: BlockBackend | undefined;
@@ -160,7 +152,7 @@ export function commitJob(options: CommitOptions): JobDriver {
       blkBase = undefined;
       await drained(overlay, async () => {
         await change(options.backingFile ?? base.filename, base.driver.name);
-        for (const link of chain) link.frozen = false;
+        unfreezeChain(chain);
         // The overlay's backing link (now on the filter) moves to base; top and the images below it drop out.
         await removeJobFilter(graph, f, base);
       });
@@ -175,7 +167,7 @@ export function commitJob(options: CommitOptions): JobDriver {
       if (released) return;
       released = true;
       await unlink();
-      for (const link of chain) link.frozen = false;
+      unfreezeChain(chain);
       await blkTop?.close();
       await restoreReadOnly();
     },

@@ -21,6 +21,7 @@ import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
 import { CopyError } from './copy-error.js';
+import { checkInChain, freezeChain, unfreezeChain } from './chain.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { JOB_SLICE_MS } from './job.js';
@@ -77,24 +78,12 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
   if (granularity > 64 << 20) throw new BlockError('EINVAL', "Parameter 'granularity' expects a value in range [512B, 64MB]");
   if (!Number.isSafeInteger(bufSize) || bufSize <= 0) throw new BlockError('EINVAL', "Parameter 'buf-size' expects a positive value", {}, { detail: `${bufSize}` });
   if (source === target) throw new BlockError('EINVAL', "Can't mirror node into itself");
-  if (commit) {
-    let found = false;
-    for (let n = cowChild(source); n; n = cowChild(n)) if (n === target) found = true;
-    if (!found) throw new BlockError('EINVAL', `Node '${target.nodeName}' is not a backing image of '${source.nodeName}'`);
-  } else if (target.readOnly) {
+  if (commit) checkInChain(source, target);
+  else if (target.readOnly) {
     throw new BlockError('EPERM', `Target node '${target.nodeName}' is read-only`);
   }
   // The chain a commit copies out of must not change under it.
-  const chain: BdrvChild[] = [];
-  if (commit) {
-    for (let n: BlockNode | undefined = source; n && n !== target; n = cowChild(n)) {
-      const link = n.backing ?? n.filtered;
-      if (!link) break;
-      if (link.frozen) throw new BlockError('EBUSY', `Node '${link.node.nodeName}' is busy: its chain is in use by another job`);
-      chain.push(link);
-    }
-  }
-  for (const link of chain) link.frozen = true;
+  const chain: BdrvChild[] = commit ? freezeChain(source, target) : [];
   // The job keeps both nodes open until it ends, whoever else lets go of them.
   source.ref();
   target.ref();
@@ -124,7 +113,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     dropBitmap();
     if (drainToken) drainEnd(drainToken);
     drainToken = undefined;
-    for (const link of chain) link.frozen = false;
+    unfreezeChain(chain);
     await blkSource?.close();
     await blkTarget?.close();
     await source.unref();
@@ -334,7 +323,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       if (blkSource) graph.setLinkPerms(blkSource.root, 0, PERM_ALL);
       await removeJobFilter(graph, filter, target);
       filter = undefined;
-      for (const link of chain) link.frozen = false;
+      unfreezeChain(chain);
     },
 
     async abort(): Promise<void> {

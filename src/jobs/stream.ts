@@ -8,10 +8,10 @@
  */
 import type { BlockGraph } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
-import type { BdrvChild } from '../core/child.js';
 import { BlockBackend } from '../core/backend.js';
 import { cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { drained } from '../core/drain.js';
+import { checkInChain, freezeChain, unfreezeChain } from './chain.js';
 import { ReqFlag } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm, ROLE_BACKING } from '../core/permissions.js';
@@ -33,32 +33,13 @@ export interface StreamOptions {
   onError?: OnErrorPolicy;
 }
 
-/** The chain links from `top` down to `base` (the links the job freezes). */
-function chainLinks(top: BlockNode, base: BlockNode | undefined): BdrvChild[] {
-  const links: BdrvChild[] = [];
-  for (let n: BlockNode | undefined = top; n && n !== base; n = cowChild(n)) {
-    const link = n.backing ?? n.filtered;
-    if (!link) break;
-    links.push(link);
-  }
-  return links;
-}
-
 /** Makes the driver of a stream job; hand it to {@link JobRegistry.create}. */
 export function streamJob(options: StreamOptions): JobDriver {
   const { graph, top, base } = options;
   const onError = options.onError ?? 'report';
-  if (base) {
-    let found = false;
-    for (let n = cowChild(top); n; n = cowChild(n)) if (n === base) found = true;
-    if (!found) throw new BlockError('EINVAL', `Node '${base.nodeName}' is not a backing image of '${top.nodeName}'`);
-  }
+  if (base) checkInChain(top, base);
   if (top.readOnly) throw new BlockError('EPERM', `Node '${top.nodeName}' is read-only: cannot stream into it`);
-  const frozen = chainLinks(top, base);
-  for (const link of frozen) {
-    if (link.frozen) throw new BlockError('EBUSY', `Node '${link.node.nodeName}' is busy: its chain is in use by another job`);
-  }
-  for (const link of frozen) link.frozen = true;
+  const frozen = freezeChain(top, base);
   top.copyOnRead++;
   let blk: BlockBackend | undefined;
   let released = false;
@@ -66,7 +47,7 @@ export function streamJob(options: StreamOptions): JobDriver {
     if (released) return;
     released = true;
     top.copyOnRead--;
-    for (const link of frozen) link.frozen = false;
+    unfreezeChain(frozen);
     await blk?.close();
   };
 
@@ -126,7 +107,7 @@ export function streamJob(options: StreamOptions): JobDriver {
       // Guest requests wait while the chain changes: none may see top without its backing file.
       await drained(top, async () => {
         await change(baseFile, baseFormat);
-        for (const link of frozen) link.frozen = false;
+        unfreezeChain(frozen);
         if (base) base.ref();
         await graph.detachChild(backing);
         if (base) {
