@@ -83,7 +83,9 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
         chunkSize: c.chunkSize,
         ...(c.rateLimit ? { rateLimit: c.rateLimit } : {}),
         readAhead: READ_AHEAD,
-        writeDepth: WRITE_DEPTH,
+        // Compressed clusters are packed byte by byte in write order: one write at a time, as
+        // qemu-img's in-order writes, so the image and the byte a full disk fails at are QEMU's.
+        writeDepth: compress ? 1 : WRITE_DEPTH,
         buffers,
         counts: (e) => e.kind === 'data' || (fullyAllocate && e.kind === 'zero'),
         ...(prog ? { onProgress: ({ done, total }) => prog.print(total ? (100 * done) / total : 100, 0) } : {}),
