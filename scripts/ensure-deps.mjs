@@ -70,8 +70,10 @@ function ensureDebian(needed) {
   }
   log(`installing Debian packages: ${missing.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  mustRun('apt-get', ['update'], { env });
-  mustRun('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env });
+  // Wait for another apt / dpkg run (unattended upgrades on a new machine) instead of failing at once.
+  const lock = ['-o', 'DPkg::Lock::Timeout=600'];
+  mustRun('apt-get', [...lock, 'update'], { env });
+  mustRun('apt-get', [...lock, 'install', '-y', '--no-install-recommends', ...missing], { env });
 }
 
 function build() {

@@ -13,7 +13,7 @@
 // Options:
 //   --iotests DIR      QEMU's tests/qemu-iotests directory (required)
 //   --tool T           qemu | diskworker | both (default both)
-//   --diskworker PATH  the built CLI, dist/src/cli/main.js (default: this repo's)
+//   --diskworker PATH  the built CLI, dist/cli/diskworker.js (default: this repo's)
 //   --qemu-bin DIR     where qemu-img / qemu-io 7.2 live (default /usr/bin)
 //   --scratch DIR      scratch space, emptied per test (default $TMPDIR/dw-iotests)
 //   --timeout S        seconds before a test is killed (default 900)
@@ -43,7 +43,7 @@ function usage(msg) {
 
 function parseArgs(argv) {
   const o = {
-    iotests: undefined, tool: 'both', diskworker: join(root, 'dist/src/cli/main.js'), qemuBin: '/usr/bin',
+    iotests: undefined, tool: 'both', diskworker: join(root, 'dist/cli/diskworker.js'), qemuBin: '/usr/bin',
     scratch: join(tmpdir(), 'dw-iotests'), timeout: 900, diffLines: 12, json: undefined, tests: [],
   };
   const valued = { '--iotests': 'iotests', '--tool': 'tool', '--diskworker': 'diskworker', '--qemu-bin': 'qemuBin',

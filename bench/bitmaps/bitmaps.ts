@@ -19,7 +19,7 @@ import { addDirtyBitmap } from '../../src/core/dirty-bitmap.js';
 import { opsPerSecond, type BenchResult } from '../types.js';
 
 const MiB = 1 << 20;
-const BIN = join(process.cwd(), 'dist/src/cli/main.js');
+const BIN = join(process.cwd(), 'dist/cli/diskworker.js');
 
 function sh(cmd: string, args: string[], cwd: string): void {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });

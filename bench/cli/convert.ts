@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { BenchResult } from '../types.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const BIN = resolve(here, '../../dist/src/cli/main.js');
+export const BIN = resolve(here, '../../dist/cli/diskworker.js');
 const SIZE_MB = Number(process.env['BENCH_SIZE_MB'] ?? 1024);
 
 /** Writes `mb` MiB of data that compresses to about half (random nibbles, stamped per 4 KiB). */

@@ -59,6 +59,17 @@ describe('diskworker bin (real process)', () => {
     }
   });
 
+  it('is one bundled file that finds its WASM modules (a zstd-compressed write needs them)', () => {
+    expect(readFileSync(BIN, 'utf8')).not.toMatch(/^import .* from ['"]\.{1,2}\//m);
+    expect(spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compression_type=zstd', 'z.qcow2', '1M'], { cwd: tmp }).status).toBe(0);
+    const w = run(['io', '-f', 'qcow2', '-c', 'write -c -P 7 0 64k', 'z.qcow2']);
+    expect(w.stderr).toBe('');
+    expect(w.status).toBe(0);
+    const q = spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 7 0 64k', 'z.qcow2'], { cwd: tmp, encoding: 'utf8' });
+    expect(q.stdout).toContain('read 65536/65536 bytes');
+    expect(spawnSync('qemu-img', ['check', 'z.qcow2'], { cwd: tmp, encoding: 'utf8' }).stdout).toContain('0.00% fragmented, 100.00% compressed');
+  });
+
   it('io reads commands from stdin at the prompt', () => {
     spawnSync('qemu-img', ['create', '-q', '-f', 'raw', 'p.raw', '1M'], { cwd: tmp });
     const input = 'write -P 7 0 4k\nread -P 7 0 4k\nfoo\n';
@@ -87,9 +98,11 @@ describe('diskworker bin (real process)', () => {
       .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
       .map((f) => `dist/src/wasm/bin/${f.replace(/\.ts$/, '.wasm')}`);
     expect(wasm.length).toBeGreaterThan(0);
-    for (const f of [...entries.map((e) => e.replace(/^\.\//, '')), ...wasm]) expect(files, f).toContain(f);
+    // The bundled bin (scripts/bundle-cli.mjs) loads its own copy of the WASM modules.
+    const binWasm = wasm.map((f) => f.replace('dist/src/wasm/bin/', 'dist/cli/bin/'));
+    for (const f of [...entries.map((e) => e.replace(/^\.\//, '')), ...wasm, ...binWasm]) expect(files, f).toContain(f);
     // Test pages, fixtures and the demo build live in dist/ too; they stay out.
-    expect(files.filter((f) => !/^(dist\/(src|workers)\/|README\.md$|package\.json$)/.test(f))).toEqual([]);
+    expect(files.filter((f) => !/^(dist\/(src|workers)\/|dist\/cli\/(diskworker\.js$|bin\/)|README\.md$|package\.json$)/.test(f))).toEqual([]);
   });
 
   it('never prints a stack trace on bad input', () => {

@@ -170,7 +170,7 @@ export function words(line: string): string[] {
 
 /** The repository root and the built `diskworker` bin (dist/, made by `npm run build`). */
 export const ROOT = resolve(__dirname, '../..');
-export const BIN = join(ROOT, 'dist/src/cli/main.js');
+export const BIN = join(ROOT, 'dist/cli/diskworker.js');
 
 function newestMtime(dir: string): number {
   let t = 0;
@@ -187,5 +187,6 @@ export function ensureBuiltBin(): void {
     // Other parts of the tree may not type-check yet; tsc still emits.
     spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
     spawnSync('node', ['scripts/copy-wasm.mjs'], { cwd: ROOT, encoding: 'utf8' });
+    spawnSync('node', ['scripts/bundle-cli.mjs'], { cwd: ROOT, encoding: 'utf8' });
   }
 }
