@@ -589,7 +589,10 @@ export function deserialize(h: usize, startF: f64, nF: f64, inp: usize): i32 {
     // Gather 64 bits from the input stream starting at bit (w*64 - start) (a multiple of 8 away).
     let v: u64 = 0;
     const firstBit = w << 6;
-    for (let b: u64 = 0; b < 8; b++) {
+    if (firstBit >= start && firstBit + 63 <= last) {
+      // A whole word of input: the layout is little-endian bit order, so one load holds it.
+      v = load<u64>(inp + <usize>((firstBit - start) >> 3));
+    } else for (let b: u64 = 0; b < 8; b++) {
       const bit = firstBit + (b << 3);
       if (bit < start || bit > last) continue;
       v |= (<u64>load<u8>(inp + <usize>((bit - start) >> 3))) << (b << 3);
