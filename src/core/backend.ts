@@ -41,6 +41,18 @@ export interface BackendOptions {
    * Default false (writeback).
    */
   writeThrough?: boolean;
+  /** Told when the node is drained and when the drain ends (see {@link BlockBackend.drainListener}). */
+  drainListener?: DrainListener;
+}
+
+/**
+ * A user of a backend that stops itself while the backend's node is drained:
+ * a block job pauses (QEMU's child_job drained_begin / drained_end). The
+ * backend holds the user's new requests during the drain either way.
+ */
+export interface DrainListener {
+  begin(): void;
+  end(): void;
 }
 
 /** A stopped request: the backend is paused until {@link BlockBackend.resume}. */
@@ -61,6 +73,10 @@ export class BlockBackend implements RootParent {
   private quiesced = 0;
   private heldUntil: Promise<void> | null = null;
   private release: (() => void) | null = null;
+  /** Told when the node is drained and when that ends; settable while open. */
+  drainListener: DrainListener | undefined;
+  /** The listener told of the current drain's begin, so the same one hears its end. */
+  private drainTold: DrainListener | undefined;
   private paused: Promise<void> | null = null;
   private resumePaused: (() => void) | null = null;
   readonly rerror: ErrorAction;
@@ -81,6 +97,7 @@ export class BlockBackend implements RootParent {
     this.rerror = opts.rerror ?? 'report';
     this.werror = opts.werror ?? 'report';
     this.writeThrough = opts.writeThrough ?? false;
+    this.drainListener = opts.drainListener;
     if (this.rerror === 'enospc') throw new BlockError('EINVAL', "rerror='enospc' is not a valid read error policy");
   }
 
@@ -136,6 +153,8 @@ export class BlockBackend implements RootParent {
   drainedBegin(): void {
     if (this.quiesced++ === 0) {
       this.heldUntil = new Promise((r) => (this.release = r));
+      this.drainTold = this.drainListener;
+      this.drainTold?.begin();
     }
   }
 
@@ -144,6 +163,9 @@ export class BlockBackend implements RootParent {
       const r = this.release;
       this.heldUntil = null;
       this.release = null;
+      const told = this.drainTold;
+      this.drainTold = undefined;
+      told?.end();
       r?.();
     }
   }

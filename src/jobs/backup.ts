@@ -272,6 +272,9 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
 
     async run(ctl: JobControl): Promise<void> {
       control = ctl;
+      // Made before the job existed (the point in time is the creation): tell the job of drains from now on.
+      if (blkSource) blkSource.drainListener = ctl.drainListener;
+      if (blkTarget) blkTarget.drainListener = ctl.drainListener;
       ctl.progressSetRemaining(toCopy.count);
 
       if (sync === 'none') {

@@ -103,9 +103,10 @@ export function commitJob(options: CommitOptions): JobDriver {
       }
       filter = await insertJobFilter(graph, top, 'commit_top', options.filterNodeName);
       filter.filtered!.frozen = true;
-      blkTop = await BlockBackend.attach(graph, top, { name: `${ctl.id}-top`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
+      blkTop = await BlockBackend.attach(graph, top, { name: `${ctl.id}-top`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL, drainListener: ctl.drainListener });
       blkBase = await BlockBackend.attach(graph, base, {
         name: `${ctl.id}-base`,
+        drainListener: ctl.drainListener,
         perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE,
         shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | Perm.WRITE,
       });

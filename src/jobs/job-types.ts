@@ -5,6 +5,7 @@
  * the control plane can pass them through unchanged.
  */
 import type { BlockError } from '../core/errors.js';
+import type { BackendOptions, DrainListener } from '../core/backend.js';
 import type { JobStatus } from './job-status.js';
 
 /** What kind of work a job does (QAPI JobType, the block jobs we run). */
@@ -84,6 +85,11 @@ export interface JobControl {
    * BLOCK_JOB_ERROR, and on `stop` pauses the job until the user resumes it.
    */
   errorAction(policy: OnErrorPolicy, operation: 'read' | 'write', error: BlockError): BlockErrorAction;
+  /**
+   * Give this to the job's backends ({@link BackendOptions.drainListener}): while one of
+   * their nodes is drained the job pauses at its next pause point (QEMU's child_job).
+   */
+  readonly drainListener: DrainListener;
 }
 
 /** The fields BLOCK_JOB_READY / COMPLETED / CANCELLED carry. */

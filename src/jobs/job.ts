@@ -291,6 +291,7 @@ export class Job {
         this.emit({ event: 'BLOCK_JOB_READY', data: this.eventData() });
       },
       errorAction: (policy, operation, error) => this.errorAction(policy, operation, error),
+      drainListener: { begin: () => this.pauseInternal(), end: () => this.resumeInternal() },
     };
   }
 

@@ -210,9 +210,10 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       }
       filter = await insertJobFilter(graph, source, commit ? 'commit_top' : 'mirror_top', options.filterNodeName);
       filter.filtered!.frozen = true;
-      blkSource = await BlockBackend.attach(graph, source, { name: `${ctl.id}-source`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
+      blkSource = await BlockBackend.attach(graph, source, { name: `${ctl.id}-source`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL, drainListener: ctl.drainListener });
       blkTarget = await BlockBackend.attach(graph, target, {
         name: `${ctl.id}-target`,
+        drainListener: ctl.drainListener,
         perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE,
         shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.WRITE : 0),
       });

@@ -56,6 +56,7 @@ export function streamJob(options: StreamOptions): JobDriver {
     async run(ctl: JobControl): Promise<void> {
       blk = await BlockBackend.attach(graph, top, {
         name: ctl.id,
+        drainListener: ctl.drainListener,
         perm: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED,
         shared: PERM_ALL,
       });
