@@ -21,14 +21,7 @@ import { cmdMap } from './map.js';
 import { cmdMeasure } from './measure.js';
 import { cmdRebase } from './rebase.js';
 import { cmdResize } from './resize.js';
-
-// snapshot (not yet)
-
-async function cmdNotYet(ctx: Ctx, name: string, args: string[]): Promise<number> {
-  void ctx;
-  void args;
-  fail(`'${name}' is not supported yet`);
-}
+import { cmdSnapshot } from './snapshot.js';
 
 // ---------------------------------------------------------------------------
 
@@ -48,7 +41,7 @@ const COMMANDS: Record<string, Handler> = {
   measure: cmdMeasure,
   rebase: cmdRebase,
   resize: cmdResize,
-  snapshot: (c, a) => cmdNotYet(c, 'snapshot', a),
+  snapshot: cmdSnapshot,
 };
 
 /** `diskworker img ...`: returns the exit code. */

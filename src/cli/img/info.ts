@@ -56,7 +56,7 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   return info;
 }
 
-function snapshotJson(s: { id: string; name: string; vmStateSize: number; dateSec: number; dateNsec: number; vmClockNsec: number; icount?: number }): SnapshotJson {
+export function snapshotJson(s: { id: string; name: string; vmStateSize: number; dateSec: number; dateNsec: number; vmClockNsec: number; icount?: number }): SnapshotJson {
   const j: SnapshotJson = {
     id: s.id,
     name: s.name,

@@ -58,6 +58,7 @@ import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
 import { commitReopen, prepareReopen } from './reopen.js';
+import { createSnapshot, deleteSnapshot, gotoSnapshot } from './snapshot-ops.js';
 
 export type { Run } from './lookup.js';
 
@@ -473,7 +474,19 @@ export class Qcow2Image implements DriverInstance {
   }
 
   snapshotList(): SnapshotInfo[] {
-    return this.snapshots.map(({ l1TableOffset: _o, l1Size: _s, extraDataSize: _e, ...info }) => info);
+    return this.snapshots.map(({ l1TableOffset: _o, l1Size: _s, extraDataSize: _e, unknownExtra: _u, ...info }) => info);
+  }
+
+  snapshotCreate(info: SnapshotInfo): Promise<void> {
+    return this.whenIdle(() => createSnapshot(this, info));
+  }
+
+  snapshotGoto(idOrName: string): Promise<void> {
+    return this.whenIdle(() => gotoSnapshot(this, idOrName));
+  }
+
+  snapshotDelete(id: string | undefined, name: string | undefined): Promise<void> {
+    return this.whenIdle(() => deleteSnapshot(this, id, name));
   }
 
   supportsPersistentBitmaps(): boolean {

@@ -165,7 +165,7 @@ export class Refcounts {
     const idx = ci % this.perBlock;
     const exact = getRefcountExact(buf, idx, this.order) + BigInt(delta);
     if (exact < 0n) throw await this.host.corrupt(`Refcount of cluster ${ci} would drop below 0`);
-    if (exact > (1n << BigInt(1 << this.order)) - 1n) throw new BlockError('EIO', `Refcount of cluster ${ci} would overflow`);
+    if (exact > (1n << BigInt(1 << this.order)) - 1n) throw new BlockError('EINVAL', `Refcount of cluster ${ci} would overflow`);
     const v = Number(exact);
     if (this.order === 6) new DataView(buf.buffer, buf.byteOffset, buf.byteLength).setBigUint64(idx * 8, exact);
     else setRefcount(buf, idx, this.order, v);

@@ -1,6 +1,6 @@
 /**
- * The internal snapshot table: read and listed (creating, applying and
- * deleting snapshots is a later issue). Each entry is bounded before use.
+ * The internal snapshot table on disk: reading it (each entry bounded before
+ * use) and its byte layout for writing (snapshot-ops.ts writes it).
  */
 import type { BdrvChild } from '../../core/child.js';
 import { BlockError } from '../../core/errors.js';
@@ -12,7 +12,12 @@ export interface Qcow2Snapshot extends SnapshotInfo {
   l1Size: number;
   /** Bytes of extra data in the entry (v3 requires at least the large VM state and disk sizes). */
   extraDataSize: number;
+  /** Extra data past the fields we know (a newer writer's), kept as it is when the table is rewritten. */
+  unknownExtra?: Uint8Array;
 }
+
+/** Extra data a table written by us holds: vm_state_size_large, disk_size and icount. */
+export const SNAPSHOT_EXTRA = 24;
 
 /** QEMU's advice after "Snapshot table is too big": check -r all drops the entries that do not fit. */
 function overhanging(n: number): string {
@@ -83,8 +88,53 @@ export async function readSnapshotTable(
       l1TableOffset: l1Off,
       l1Size,
       extraDataSize: extraLen,
+      ...(extraLen > SNAPSHOT_EXTRA ? { unknownExtra: rest.slice(SNAPSHOT_EXTRA, extraLen) } : {}),
     });
     pos += (SNAP.FIXED + varLen + 7) & ~7;
   }
   return { snapshots: out, bytes: pos - offset };
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * The table's bytes as QEMU's qcow2_write_snapshots lays them out: each entry
+ * 8-byte aligned, at least {@link SNAPSHOT_EXTRA} bytes of extra data (unknown
+ * extra data after it), the VM state size in the 32-bit field only when it
+ * fits. Entries without a disk size get `diskSize` (the image's size, as QEMU
+ * assumes when it reads them). EFBIG past QEMU's table size limit.
+ */
+export function serializeSnapshotTable(snapshots: readonly Qcow2Snapshot[], diskSize: number): Uint8Array {
+  const parts = snapshots.map((sn) => ({ sn, id: utf8.encode(sn.id), name: utf8.encode(sn.name) }));
+  let size = 0;
+  for (const p of parts) {
+    size = Math.ceil(size / 8) * 8 + SNAP.FIXED + SNAPSHOT_EXTRA + (p.sn.unknownExtra?.length ?? 0) + p.id.length + p.name.length;
+    if (size > MAX_SNAPSHOTS_BYTES) throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `${snapshots.length} entries` });
+  }
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  let pos = 0;
+  for (const { sn, id, name } of parts) {
+    pos = Math.ceil(pos / 8) * 8;
+    const extra = SNAPSHOT_EXTRA + (sn.unknownExtra?.length ?? 0);
+    dv.setBigUint64(pos + SNAP.L1_TABLE_OFFSET, BigInt(sn.l1TableOffset));
+    dv.setUint32(pos + SNAP.L1_SIZE, sn.l1Size);
+    dv.setUint16(pos + SNAP.ID_STR_SIZE, id.length);
+    dv.setUint16(pos + SNAP.NAME_SIZE, name.length);
+    dv.setUint32(pos + SNAP.DATE_SEC, sn.dateSec);
+    dv.setUint32(pos + SNAP.DATE_NSEC, sn.dateNsec);
+    dv.setBigUint64(pos + SNAP.VM_CLOCK_NSEC, BigInt(sn.vmClockNsec));
+    // Older readers treat a state that does not fit as a disk-only snapshot rather than truncate it.
+    if (sn.vmStateSize <= 0xffffffff) dv.setUint32(pos + SNAP.VM_STATE_SIZE, sn.vmStateSize);
+    dv.setUint32(pos + SNAP.EXTRA_DATA_SIZE, extra);
+    const x = pos + SNAP.FIXED;
+    dv.setBigUint64(x + SNAP.EXTRA_VM_STATE_SIZE_LARGE, BigInt(sn.vmStateSize));
+    dv.setBigUint64(x + SNAP.EXTRA_DISK_SIZE, BigInt(sn.diskSize ?? diskSize));
+    dv.setBigInt64(x + SNAP.EXTRA_ICOUNT, BigInt(sn.icount ?? -1));
+    if (sn.unknownExtra) out.set(sn.unknownExtra, x + SNAPSHOT_EXTRA);
+    out.set(id, x + extra);
+    out.set(name, x + extra + id.length);
+    pos = x + extra + id.length + name.length;
+  }
+  return out;
 }

@@ -1,0 +1,83 @@
+/**
+ * Internal snapshots of a node (QEMU's block/snapshot.c): list, find by name,
+ * create, goto and delete, each on the first node down the fallback chain
+ * (see {@link snapshotFallback}) whose driver has snapshots, inside a drained section (no guest request sees the
+ * tables change). The messages are QEMU's, so the tools print what qemu-img
+ * prints.
+ */
+import type { SnapshotInfo } from './driver.js';
+import { drained } from './drain.js';
+import { BlockError, STRERROR, toBlockError } from './errors.js';
+import type { BlockNode } from './node.js';
+import { ChildRole } from './permissions.js';
+
+/**
+ * QEMU's bdrv_snapshot_fallback_child: the primary child, when it is the only
+ * child holding data or metadata (a raw format over its file, a filter); a
+ * node with other such children (a data file) has no fallback.
+ */
+export function snapshotFallback(node: BlockNode): BlockNode | undefined {
+  const primary = node.children.find((c) => c.role & ChildRole.PRIMARY);
+  if (!primary) return undefined;
+  const others = node.children.some((c) => c !== primary && c.role & (ChildRole.DATA | ChildRole.METADATA | ChildRole.FILTERED));
+  return others ? undefined : primary.node;
+}
+
+/** The node whose driver does `op`: `node`, or the first one down its fallback children. */
+function snapshotNode(node: BlockNode, has: (n: BlockNode) => boolean): BlockNode | undefined {
+  for (let n: BlockNode | undefined = node; n; n = snapshotFallback(n)) {
+    if (has(n)) return n;
+  }
+  return undefined;
+}
+
+/** The snapshots of `node` (none when its driver has none). */
+export function listSnapshots(node: BlockNode): SnapshotInfo[] {
+  const n = snapshotNode(node, (x) => !!x.instance.snapshotList);
+  return n?.instance.snapshotList?.() ?? [];
+}
+
+/** The snapshot named `name` (QEMU's bdrv_snapshot_find: by name only), or undefined. */
+export function findSnapshotByName(node: BlockNode, name: string): SnapshotInfo | undefined {
+  return listSnapshots(node).find((s) => s.name === name);
+}
+
+/**
+ * Creates a snapshot of the node's current state; `info.id` is chosen by
+ * the driver. ENOTSUP where no driver down the chain has snapshots.
+ */
+export async function createSnapshot(node: BlockNode, info: SnapshotInfo): Promise<void> {
+  const n = snapshotNode(node, (x) => !!x.instance.snapshotCreate);
+  if (!n) throw new BlockError('ENOTSUP', STRERROR.ENOTSUP, { node: node.nodeName });
+  await drained(n, () => n.instance.snapshotCreate!(info));
+}
+
+/**
+ * Reverts the node to snapshot `idOrName` (by id first, then by name). Refused
+ * while the node has dirty bitmaps, which would no longer describe the data.
+ */
+export async function gotoSnapshot(node: BlockNode, idOrName: string): Promise<void> {
+  if (node.dirtyBitmaps.length > 0) throw new BlockError('EBUSY', 'Device has active dirty bitmaps', { node: node.nodeName });
+  const n = snapshotNode(node, (x) => !!x.instance.snapshotGoto);
+  if (!n) throw new BlockError('ENOTSUP', 'Block driver does not support snapshots', { node: node.nodeName });
+  try {
+    await drained(n, () => n.instance.snapshotGoto!(idOrName));
+  } catch (e) {
+    const err = toBlockError(e);
+    throw new BlockError(err.code, `Failed to load snapshot: ${STRERROR[err.code]}`, { node: n.nodeName });
+  } finally {
+    // The snapshot may have another size.
+    await n.refreshLength();
+    if (n !== node) await node.refreshLength();
+  }
+}
+
+/** Deletes the snapshot with this id and / or name (both must match when both are given). */
+export async function deleteSnapshot(node: BlockNode, id: string | undefined, name: string | undefined): Promise<void> {
+  if (id === undefined && name === undefined) throw new BlockError('EINVAL', 'snapshot_id and name are both NULL');
+  const n = snapshotNode(node, (x) => !!x.instance.snapshotDelete);
+  if (!n) {
+    throw new BlockError('ENOTSUP', `Block format '${node.driver.name}' used by device '' does not support internal snapshot deletion`, { node: node.nodeName });
+  }
+  await drained(n, () => n.instance.snapshotDelete!(id, name));
+}

@@ -1,0 +1,223 @@
+/**
+ * Internal snapshots of a qcow2 image: create, goto (apply) and delete, as
+ * QEMU's block/qcow2-snapshot.c orders their writes, so that a power cut at
+ * any point leaves an image whose only damage is leaked clusters:
+ *
+ * - create: copy the active L1 table to new clusters, take a reference on
+ *   everything it reaches (durable), then write a new snapshot table and point
+ *   the header at it.
+ * - goto: take references for the snapshot's tables (durable), overwrite the
+ *   active L1 table with the snapshot's, then drop the old table's references.
+ * - delete: write the table without the entry first, then drop its references
+ *   and free its L1 table.
+ *
+ * The caller (src/core/snapshot.ts) has drained the node.
+ */
+import { BlockError } from '../../core/errors.js';
+import type { SnapshotInfo } from '../../core/driver.js';
+import { HDR, MAX_SNAPSHOTS } from './constants.js';
+import { flushAll, growL1 } from './cow.js';
+import { makeEntry } from './l2-entry.js';
+import { overlapCheck, registerMetadata } from './metadata-index.js';
+import type { Qcow2Image } from './qcow2.js';
+import { resizeImage } from './resize.js';
+import { serializeSnapshotTable, type Qcow2Snapshot } from './snapshot.js';
+import { updateSnapshotRefcount } from './snapshot-refcount.js';
+
+/** Index of the snapshot with this id and/or name (both must match when both are given), or -1. */
+export function findSnapshot(img: Qcow2Image, id: string | undefined, name: string | undefined): number {
+  return img.snapshots.findIndex((s) => (id === undefined || s.id === id) && (name === undefined || s.name === name) && (id !== undefined || name !== undefined));
+}
+
+/** By id first, then by name (QEMU's find_snapshot_by_id_or_name). */
+function findByIdOrName(img: Qcow2Image, idOrName: string): number {
+  const byId = findSnapshot(img, idOrName, undefined);
+  return byId >= 0 ? byId : findSnapshot(img, undefined, idOrName);
+}
+
+function refuseDataFile(img: Qcow2Image): void {
+  // The snapshot's data would be the data file's current content.
+  if (img.hasDataFile) throw new BlockError('ENOTSUP', 'Internal snapshots are not supported with an external data file', { node: img.node.nodeName });
+}
+
+/** Writes the L1 entries in memory (offsets and COPIED flags) at `offset`. */
+async function writeL1Copy(img: Qcow2Image, offset: number): Promise<void> {
+  const raw = new Uint8Array(img.l1.length * 8);
+  const dv = new DataView(raw.buffer);
+  for (let i = 0; i < img.l1.length; i++) {
+    const e = makeEntry(img.l1[i]!, img.l1Copied[i] === 1);
+    dv.setUint32(i * 8, e.hi);
+    dv.setUint32(i * 8 + 4, e.lo);
+  }
+  if (raw.length > 0) await img.file.pwritev(offset, raw.length, raw);
+}
+
+/** Decrements the refcount of every cluster of [offset, offset + bytes), now (QEMU's qcow2_free_clusters). */
+async function freeNow(img: Qcow2Image, offset: number, bytes: number): Promise<void> {
+  if (bytes <= 0) return;
+  const cs = img.clusterSize;
+  for (let c = Math.floor(offset / cs); c <= Math.floor((offset + bytes - 1) / cs); c++) {
+    if ((await img.refs.update(c, -1)) === 0) img.l2cache.forgetRange(c * cs, (c + 1) * cs);
+  }
+}
+
+/**
+ * Replaces the snapshot table (QEMU's qcow2_write_snapshots): the new table in
+ * new clusters, durable, then the header's count and offset in one write,
+ * then the old table's clusters are freed.
+ */
+export async function writeSnapshotTable(img: Qcow2Image, snapshots: Qcow2Snapshot[]): Promise<void> {
+  const table = serializeSnapshotTable(snapshots, img.header.size);
+  const cs = img.clusterSize;
+  let offset = 0;
+  if (table.length > 0) {
+    offset = await img.refs.alloc(Math.ceil(table.length / cs));
+    try {
+      await img.refs.flushCache();
+      await img.file.flush();
+      // Nothing points here yet: the clusters must be free of metadata.
+      await overlapCheck(img, offset, table.length);
+      await img.file.pwritev(offset, table.length, table);
+      await img.refs.flushCache();
+      await img.l2cache.flush();
+      await img.file.flush();
+    } catch (e) {
+      await freeNow(img, offset, table.length);
+      throw e;
+    }
+  }
+  const hb = new Uint8Array(12);
+  const hdv = new DataView(hb.buffer);
+  hdv.setUint32(0, snapshots.length);
+  hdv.setBigUint64(4, BigInt(offset));
+  try {
+    await img.file.pwritev(HDR.NB_SNAPSHOTS, 12, hb);
+    await img.file.flush();
+  } catch (e) {
+    if (table.length > 0) await freeNow(img, offset, table.length);
+    throw e;
+  }
+  const oldOffset = img.header.nbSnapshots > 0 ? img.header.snapshotsOffset : 0;
+  const oldBytes = img.header.nbSnapshots > 0 ? img.snapshotTableBytes : 0;
+  img.header.nbSnapshots = snapshots.length;
+  img.header.snapshotsOffset = offset;
+  img.snapshots = snapshots;
+  img.snapshotTableBytes = table.length;
+  await freeNow(img, oldOffset, oldBytes);
+  registerMetadata(img);
+}
+
+/** Forgets what was derived from the active tables (fast-path memo, allocation guesses). */
+function activeTablesChanged(img: Qcow2Image): void {
+  img.sliceMemo.lo = 0;
+  img.sliceMemo.hi = 0;
+  img.lastCompressed = null;
+  img.metadataPreallocation = undefined;
+  registerMetadata(img);
+}
+
+/** QEMU's qcow2_snapshot_create: `info.id` is ignored (the next free number is used). */
+export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promise<void> {
+  if (img.snapshots.length >= MAX_SNAPSHOTS) throw new BlockError('EFBIG', `Too many snapshots (${img.snapshots.length})`);
+  refuseDataFile(img);
+  img.checkUsable();
+  await flushAll(img, true);
+  let maxId = 0;
+  // As strtoul: the leading digits of each id.
+  for (const s of img.snapshots) maxId = Math.max(maxId, Number(/^\s*\+?(\d*)/.exec(s.id)![1] || 0));
+  const id = String(maxId + 1);
+  const l1Bytes = img.l1.length * 8;
+  const l1Offset = l1Bytes > 0 ? await img.refs.alloc(Math.ceil(l1Bytes / img.clusterSize)) : 0;
+  // A failure from here on leaks the copy, as in QEMU (check -r leaks takes it back).
+  if (l1Bytes > 0) {
+    await overlapCheck(img, l1Offset, l1Bytes);
+    await writeL1Copy(img, l1Offset);
+  }
+  await updateSnapshotRefcount(img, img.header.l1TableOffset, img.l1.length, 1);
+  const sn: Qcow2Snapshot = {
+    id,
+    name: info.name,
+    vmStateSize: info.vmStateSize,
+    dateSec: info.dateSec,
+    dateNsec: info.dateNsec,
+    vmClockNsec: info.vmClockNsec,
+    icount: info.icount ?? 0,
+    diskSize: img.header.size,
+    l1TableOffset: l1Offset,
+    l1Size: img.l1.length,
+    extraDataSize: 24,
+  };
+  await writeSnapshotTable(img, [...img.snapshots, sn]);
+  activeTablesChanged(img);
+}
+
+/** QEMU's qcow2_snapshot_goto: the image becomes what snapshot `idOrName` holds. */
+export async function gotoSnapshot(img: Qcow2Image, idOrName: string): Promise<void> {
+  refuseDataFile(img);
+  const index = findByIdOrName(img, idOrName);
+  if (index < 0) throw new BlockError('ENOENT', 'No such file or directory', {}, { detail: `snapshot '${idOrName}'` });
+  img.checkUsable();
+  const sn = img.snapshots[index]!;
+  await flushAll(img, true);
+  const size = sn.diskSize ?? img.header.size;
+  if (size !== img.header.size) await resizeImage(img, size, 'off');
+  await growL1(img, sn.l1Size);
+  const bytes = img.l1.length * 8;
+  const table = new Uint8Array(bytes);
+  if (sn.l1Size > 0) await img.file.preadv(sn.l1TableOffset, sn.l1Size * 8, table.subarray(0, sn.l1Size * 8));
+  await updateSnapshotRefcount(img, sn.l1TableOffset, sn.l1Size, 1);
+  try {
+    if (bytes > 0) {
+      await img.file.pwritev(img.header.l1TableOffset, bytes, table);
+      await img.file.flush();
+    }
+    // The table in memory is still the old one: its references are dropped now.
+    await updateSnapshotRefcount(img, img.header.l1TableOffset, img.l1.length, -1);
+  } finally {
+    // In step with the disk even when dropping the references failed.
+    const dv = new DataView(table.buffer);
+    for (let i = 0; i < img.l1.length; i++) {
+      const hi = dv.getUint32(i * 8);
+      const lo = dv.getUint32(i * 8 + 4);
+      img.l1[i] = (hi & 0x00ffffff) * 4294967296 + ((lo & 0xfffffe00) >>> 0);
+      img.l1Copied[i] = hi & 0x80000000 ? 1 : 0;
+    }
+    activeTablesChanged(img);
+  }
+  // The old table's references are gone: refcounts of 1 make clusters writable in place again.
+  await updateSnapshotRefcount(img, img.header.l1TableOffset, img.l1.length, 0);
+}
+
+/** QEMU's qcow2_snapshot_delete of the snapshot with this id and/or name. */
+export async function deleteSnapshot(img: Qcow2Image, id: string | undefined, name: string | undefined): Promise<void> {
+  refuseDataFile(img);
+  const index = findSnapshot(img, id, name);
+  if (index < 0) throw new BlockError('ENOENT', "Can't find the snapshot");
+  img.checkUsable();
+  const sn = img.snapshots[index]!;
+  await flushAll(img, true);
+  const rest = img.snapshots.filter((_, i) => i !== index);
+  try {
+    await writeSnapshotTable(img, rest);
+  } catch (e) {
+    const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
+    throw new BlockError(err.code, `Failed to remove snapshot from snapshot list: ${err.message}`);
+  }
+  // From here on a failure only leaks clusters.
+  try {
+    await updateSnapshotRefcount(img, sn.l1TableOffset, sn.l1Size, -1);
+    await freeNow(img, sn.l1TableOffset, sn.l1Size * 8);
+  } catch (e) {
+    const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
+    throw new BlockError(err.code, `Failed to free the cluster and L1 table: ${err.message}`);
+  }
+  await img.refs.flushCache();
+  await img.file.flush();
+  try {
+    await updateSnapshotRefcount(img, img.header.l1TableOffset, img.l1.length, 0);
+  } catch (e) {
+    const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
+    throw new BlockError(err.code, `Failed to update snapshot status in disk: ${err.message}`);
+  }
+  activeTablesChanged(img);
+}

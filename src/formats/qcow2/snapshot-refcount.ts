@@ -1,0 +1,126 @@
+/**
+ * The refcount walk of internal snapshots (QEMU's
+ * qcow2_update_snapshot_refcount): adds 1 to, or takes 1 from, the refcount
+ * of every cluster an L1 table reaches (its L2 tables, data clusters and the
+ * clusters compressed data lies in), and sets each entry's COPIED flag to
+ * "refcount is exactly 1", which is what lets a write change a cluster in
+ * place. With 0 it only recomputes the flags.
+ *
+ * The active L1 table is walked from memory (snapshot goto relies on that:
+ * the table on disk is already the new one when the old one is released);
+ * another is read from the file and written back when a flag changed and it
+ * is not being released.
+ */
+import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, writeEntry } from './l2-entry.js';
+import { markCorrupt } from './metadata-index.js';
+import type { Qcow2Image } from './qcow2.js';
+
+/** C's %#x. */
+const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
+
+/** The COPIED flag in an entry's high word. */
+const COPIED = 0x80000000;
+
+/**
+ * Walks the L1 table at `l1Offset` (`l1Size` entries) adding `addend` to the
+ * refcounts it reaches; makes the changed refcounts, L2 tables and (unless
+ * released) the L1 table durable before it returns. Clusters whose refcount
+ * drops to 0 are forgotten by the metadata caches.
+ */
+export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, l1Size: number, addend: -1 | 0 | 1): Promise<void> {
+  const cs = img.clusterSize;
+  const active = l1Offset === img.header.l1TableOffset;
+  const offsets = active ? img.l1 : new Float64Array(l1Size);
+  const copied = active ? img.l1Copied : new Uint8Array(l1Size);
+  if (!active && l1Size > 0) {
+    const raw = new Uint8Array(l1Size * 8);
+    await img.file.preadv(l1Offset, raw.length, raw);
+    const dv = new DataView(raw.buffer);
+    for (let i = 0; i < l1Size; i++) {
+      const hi = dv.getUint32(i * 8);
+      offsets[i] = entryOffset(hi, dv.getUint32(i * 8 + 4));
+      copied[i] = isCopied(hi) ? 1 : 0;
+    }
+  }
+  const freed: number[] = [];
+  const change = async (ci: number): Promise<number> => {
+    if (addend === 0) return img.refs.get(ci);
+    const rc = await img.refs.update(ci, addend);
+    if (rc === 0) freed.push(ci);
+    return rc;
+  };
+  let l1Modified = false;
+  const perSlice = img.sliceEntries;
+  for (let i = 0; i < l1Size; i++) {
+    const l2 = offsets[i]!;
+    if (l2 === 0) continue;
+    if (l2 % cs !== 0) throw await markCorrupt(img, `L2 table offset ${hex(l2)} unaligned (L1 index: ${hex(i)})`);
+    for (let slice = 0; slice < cs / img.sliceBytes; slice++) {
+      const sliceOff = l2 + slice * img.sliceBytes;
+      const buf = await img.l2cache.get(sliceOff);
+      const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      let dirty = false;
+      for (let j = 0; j < perSlice; j++) {
+        const e = readEntry(dv, j, img.extendedL2);
+        const oldHi = e.hi;
+        e.hi = (e.hi & ~COPIED) >>> 0;
+        let refcount: number;
+        switch (clusterType(e, img.extendedL2, img.hasDataFile)) {
+          case ClusterType.COMPRESSED: {
+            if (addend !== 0) {
+              const c = compressedInfo(e, img.clusterBits);
+              const first = Math.floor(c.offset / cs);
+              const last = Math.floor(((c.offset & ~511) + c.sectors * 512 - 1) / cs);
+              for (let ci = first; ci <= last; ci++) await change(ci);
+            }
+            // Compressed clusters are never changed in place.
+            refcount = 2;
+            break;
+          }
+          case ClusterType.NORMAL:
+          case ClusterType.ZERO_ALLOC: {
+            const host = entryOffset(e.hi, e.lo);
+            if (host % cs !== 0) {
+              throw await markCorrupt(img, `Cluster allocation offset ${hex(host)} unaligned (L2 offset: ${hex(l2)}, L2 index: ${hex(slice * perSlice + j)})`);
+            }
+            refcount = await change(host / cs);
+            break;
+          }
+          default:
+            refcount = 0;
+        }
+        if (refcount === 1) e.hi = (e.hi | COPIED) >>> 0;
+        if (e.hi !== oldHi) {
+          writeEntry(dv, j, img.extendedL2, e);
+          dirty = true;
+        }
+      }
+      if (dirty) img.l2cache.setDirty(sliceOff, buf);
+    }
+    const rc = await change(l2 / cs);
+    const flag = rc === 1 ? 1 : 0;
+    if (copied[i] !== flag) {
+      copied[i] = flag;
+      l1Modified = true;
+    }
+  }
+  // Refcounts first: an L2 table or snapshot table naming a cluster must never reach the disk
+  // before the reference it counts; a dropped reference only leaks.
+  await img.refs.flushCache();
+  await img.file.flush();
+  await img.l2cache.flush();
+  await img.file.flush();
+  for (const ci of freed) img.l2cache.forgetRange(ci * cs, (ci + 1) * cs);
+  // A released table is freed next: not worth writing.
+  if (addend >= 0 && l1Modified && l1Size > 0) {
+    const raw = new Uint8Array(l1Size * 8);
+    const dv = new DataView(raw.buffer);
+    for (let i = 0; i < l1Size; i++) {
+      const e = makeEntry(offsets[i]!, copied[i] === 1);
+      dv.setUint32(i * 8, e.hi);
+      dv.setUint32(i * 8 + 4, e.lo);
+    }
+    await img.file.pwritev(l1Offset, raw.length, raw);
+    await img.file.flush();
+  }
+}
