@@ -365,6 +365,11 @@ export interface DriverInstance {
   snapshotGoto?(idOrName: string): Promise<void>;
   /** Deletes a snapshot. Default: ENOTSUP. */
   snapshotDelete?(id: string | undefined, name: string | undefined): Promise<void>;
+  /**
+   * Makes a read-only node read snapshot `id` / `name` (both must match when both
+   * are given) until it closes (qemu-img convert -l). Default: ENOTSUP.
+   */
+  snapshotLoadTmp?(id: string | undefined, name: string | undefined): Promise<void>;
   /** Lists the snapshots. Default: none. */
   snapshotList?(): SnapshotInfo[];
   /** Saves VM state bytes. Default: ENOTSUP. */

@@ -81,3 +81,28 @@ export async function deleteSnapshot(node: BlockNode, id: string | undefined, na
   }
   await drained(n, () => n.instance.snapshotDelete!(id, name));
 }
+
+/**
+ * QEMU's bdrv_snapshot_load_tmp: the read-only node reads the snapshot with
+ * this id and / or name from now on (no fallback child: only the format
+ * itself can do this).
+ */
+export async function loadSnapshotTmp(node: BlockNode, id: string | undefined, name: string | undefined): Promise<void> {
+  if (id === undefined && name === undefined) throw new BlockError('EINVAL', 'snapshot_id and name are both NULL');
+  if (!node.readOnly) throw new BlockError('EINVAL', 'Device is not readonly');
+  if (!node.instance.snapshotLoadTmp) {
+    throw new BlockError('ENOTSUP', `Block format '${node.driver.name}' used by device '' does not support temporarily loading internal snapshots`, { node: node.nodeName });
+  }
+  await node.instance.snapshotLoadTmp(id, name);
+}
+
+/** By id, then (when no snapshot has that id) by name (QEMU's bdrv_snapshot_load_tmp_by_id_or_name). */
+export async function loadSnapshotTmpByIdOrName(node: BlockNode, idOrName: string): Promise<void> {
+  try {
+    await loadSnapshotTmp(node, idOrName, undefined);
+  } catch (e) {
+    const err = toBlockError(e);
+    if (err.code !== 'ENOENT' && err.code !== 'EINVAL') throw err;
+    await loadSnapshotTmp(node, undefined, idOrName);
+  }
+}

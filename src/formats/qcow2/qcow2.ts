@@ -58,7 +58,7 @@ import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
 import { commitReopen, prepareReopen } from './reopen.js';
-import { createSnapshot, deleteSnapshot, gotoSnapshot } from './snapshot-ops.js';
+import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp } from './snapshot-ops.js';
 
 export type { Run } from './lookup.js';
 
@@ -487,6 +487,10 @@ export class Qcow2Image implements DriverInstance {
 
   snapshotDelete(id: string | undefined, name: string | undefined): Promise<void> {
     return this.whenIdle(() => deleteSnapshot(this, id, name));
+  }
+
+  snapshotLoadTmp(id: string | undefined, name: string | undefined): Promise<void> {
+    return this.whenIdle(() => loadSnapshotTmp(this, id, name));
   }
 
   supportsPersistentBitmaps(): boolean {

@@ -221,3 +221,35 @@ export async function deleteSnapshot(img: Qcow2Image, id: string | undefined, na
   }
   activeTablesChanged(img);
 }
+
+/**
+ * QEMU's qcow2_snapshot_load_tmp: a read-only image reads snapshot `id` / `name`
+ * (both must match when both are given) from now on, through the snapshot's L1
+ * table loaded in place of the active one; nothing is written. The size stays
+ * the image's.
+ */
+export async function loadSnapshotTmp(img: Qcow2Image, id: string | undefined, name: string | undefined): Promise<void> {
+  const index = findSnapshot(img, id, name);
+  if (index < 0) throw new BlockError('ENOENT', "Can't find snapshot");
+  const sn = img.snapshots[index]!;
+  const raw = new Uint8Array(sn.l1Size * 8);
+  try {
+    if (raw.length > 0) await img.file.preadv(sn.l1TableOffset, raw.length, raw);
+  } catch (e) {
+    const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
+    throw new BlockError(err.code, 'Failed to read l1 table for snapshot');
+  }
+  const dv = new DataView(raw.buffer);
+  const l1 = new Float64Array(sn.l1Size);
+  const copied = new Uint8Array(sn.l1Size);
+  for (let i = 0; i < sn.l1Size; i++) {
+    const hi = dv.getUint32(i * 8);
+    l1[i] = (hi & 0x00ffffff) * 4294967296 + ((dv.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
+    copied[i] = hi & 0x80000000 ? 1 : 0;
+  }
+  img.l1 = l1;
+  img.l1Copied = copied;
+  img.header.l1Size = sn.l1Size;
+  img.header.l1TableOffset = sn.l1TableOffset;
+  activeTablesChanged(img);
+}

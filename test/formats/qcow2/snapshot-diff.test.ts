@@ -8,7 +8,8 @@
  * command output, the same `qemu-img check` (clean, same counters and end
  * offset), the same `qemu-img map` (same host offsets: our allocator places
  * clusters as QEMU's does) and the same snapshot list; at the end every
- * snapshot reads the same through `qemu-img convert -l`.
+ * snapshot reads the same through `qemu-img convert -l` on both images and
+ * through our `img convert -l` on QEMU's.
  */
 import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -151,6 +152,9 @@ describe.skipIf(!hasQemu())('internal snapshots against qemu-img 7.2', () => {
         for (const id of ids('b.qcow2', dir)) {
           for (const f of ['a', 'b']) run('qemu-img', ['convert', '-l', `snapshot.id=${id}`, '-O', 'raw', `${f}.qcow2`, `${f}-${id}.raw`], dir);
           expect(Buffer.compare(readFileSync(join(dir, `a-${id}.raw`)), readFileSync(join(dir, `b-${id}.raw`))), `snapshot ${id}`).toBe(0);
+          // And our convert -l reads the same snapshot of QEMU's image.
+          expect((await ours('img', ['convert', '-l', id, '-O', 'raw', 'b.qcow2', `o-${id}.raw`], dir)).code).toBe(0);
+          expect(Buffer.compare(readFileSync(join(dir, `o-${id}.raw`)), readFileSync(join(dir, `b-${id}.raw`))), `convert -l ${id}`).toBe(0);
         }
       } finally {
         rmSync(dir, { recursive: true, force: true });
