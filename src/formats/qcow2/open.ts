@@ -120,14 +120,15 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     }
   }
   let bitmapRaw: Uint8Array | null = null;
-  // An open for check does not load the bitmaps, so its close must not store them.
-  img.bitmapsLoaded = !forCheck;
+  // An open for check loads the bitmaps too, as QEMU's (BDRV_O_CHECK is not
+  // BDRV_O_INACTIVE): a read-write one marks them in use and its close stores them.
+  img.bitmapsLoaded = true;
   if (h.bitmaps) {
     const r = await readBitmapDirectory(file, h.bitmaps.directoryOffset, h.bitmaps.directorySize, h.bitmaps.nbBitmaps, img.clusterSize, h.size);
     img.bitmaps = r.bitmaps;
     bitmapRaw = r.raw;
     // Before the in-use flags are set below: a bitmap found in use is inconsistent.
-    if (!forCheck) await loadPersistentBitmaps(img, r.bitmaps);
+    await loadPersistentBitmaps(img, r.bitmaps);
   }
   registerMetadata(img);
 
@@ -163,8 +164,11 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
       h.autoclear &= AUTOCLEAR_KNOWN;
       await img.writeHeader();
     }
-    // A check neither loads nor changes the bitmaps (it changes no guest data): they stay valid.
-    if (bitmapRaw && h.bitmaps && !forCheck && markAllInUse(bitmapRaw, img.bitmaps)) {
+    if (bitmapRaw && h.bitmaps && markAllInUse(bitmapRaw, img.bitmaps)) {
+      // QEMU rewrites the header around the directory. Opened for check, its
+      // state holds no snapshots (the check reads them later, from the header
+      // on disk): the header written says none, and the check finds none.
+      if (forCheck) await dropSnapshotsForCheck(img);
       await file.pwritev(h.bitmaps.directoryOffset, bitmapRaw.length, bitmapRaw);
       await file.flush();
     }
@@ -172,6 +176,25 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     img.warnings.push('qcow2: Image is dirty (lazy refcounts); refcounts may be stale until a read-write open repairs them');
   }
   if (cleanInterval > 0) img.startCacheCleaner(cleanInterval);
+}
+
+/**
+ * What QEMU 7.2 does when an image with bitmaps is opened read-write for check
+ * (qemu-img check -r): marking the bitmaps in use rewrites the header from a
+ * state that skipped the snapshot table, so the header then says there are no
+ * snapshots, and the check counts none (their clusters become leaks, which
+ * -r leaks frees). Done the same way for the same results.
+ */
+async function dropSnapshotsForCheck(img: Qcow2Image): Promise<void> {
+  const h = img.header;
+  if (h.nbSnapshots === 0 && h.snapshotsOffset === 0) return;
+  h.nbSnapshots = 0;
+  h.snapshotsOffset = 0;
+  img.snapshots = [];
+  img.snapshotTableBytes = 0;
+  img.snapshotTableError = undefined;
+  registerMetadata(img);
+  await img.writeHeader();
 }
 
 /** The callbacks the refcount structures use to reach the image. */
