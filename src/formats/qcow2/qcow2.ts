@@ -146,7 +146,7 @@ export class Qcow2Image implements DriverInstance {
   openMessages(): readonly string[] {
     return this.repairMessages;
   }
-  /** What the close could not do, as QEMU reports it (bitmap-store.ts). */
+  /** What the close could not do, as QEMU reports it (bitmaps, caches). */
   readonly closeLines: string[] = [];
 
   closeMessages(): readonly string[] {
@@ -517,7 +517,25 @@ export class Qcow2Image implements DriverInstance {
     this.cleanTimer = null;
     if (this.readOnly || !this.refs || this.corrupt) return;
     await this.whenIdle(async () => {
-      await flushAll(this, true);
+      // As QEMU's qcow2_inactivate: a cache that cannot be written is reported
+      // and the close goes on; the image then stays marked dirty.
+      let ok = true;
+      const failed = (what: string, e: unknown) => {
+        ok = false;
+        this.closeLines.push(`Failed to flush the ${what} cache: ${STRERROR[toBlockError(e).code]}`);
+      };
+      try {
+        await this.l2cache.flush();
+      } catch (e) {
+        failed('L2 table', e);
+      }
+      try {
+        if (ok) await flushAll(this, true);
+        else await this.refs.flushCache();
+      } catch (e) {
+        failed('refcount block', e);
+      }
+      if (!ok) return;
       await this.file.flush();
       if (this.storeBitmapsOnClose) await storePersistentBitmaps(this);
       if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {
