@@ -6,7 +6,8 @@
  * Tables are read as QEMU reads them: what lies past the end of the file is
  * zeros, and a reference past the end by a cluster or more is an error.
  */
-import { STRERROR, type BlockError } from '../../core/errors.js';
+import { STRERROR, toBlockError } from '../../core/errors.js';
+import { CHECK_REPORT_LINE } from '../../core/driver.js';
 import { BMT_OFFSET_MASK } from './constants.js';
 import { ClusterType, clusterType, readEntry, writeEntry, type RawEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -300,7 +301,9 @@ async function checkRefblocks(img: Qcow2Image, t: Tally, fixErrors: boolean): Pr
           try {
             await img.file.truncate(off + cs, false);
           } catch (e) {
-            failure = STRERROR[(e as BlockError).code] ?? String(e);
+            // QEMU reports the file driver's error, then its own line.
+            t.messages.push(CHECK_REPORT_LINE + toBlockError(e).text);
+            failure = STRERROR[toBlockError(e).code] ?? String(e);
           }
         }
         if (failure) {
