@@ -48,6 +48,12 @@ export function checkRequest(node: BlockNode, offset: number, bytes: number): vo
 /** QEMU's BDRV_MAX_LENGTH: INT64_MAX rounded down to its largest alignment. */
 const QEMU_MAX_LENGTH = 2 ** 63 - 2 ** 30;
 
+/** Whether a request ends past 2^53, where we cannot address, but within QEMU's limit. */
+export function beyondAddressable(offset: number, bytes: number): boolean {
+  if (!Number.isInteger(offset) || !Number.isInteger(bytes) || offset < 0 || bytes < 0) return false;
+  return offset + bytes > MAX_REQUEST_END && offset <= QEMU_MAX_LENGTH - bytes;
+}
+
 /**
  * A write QEMU would pass down but we cannot address: it ends past 2^53
  * (from an offset in corrupt metadata, say) yet within QEMU's limit. QEMU's
@@ -56,8 +62,7 @@ const QEMU_MAX_LENGTH = 2 ** 63 - 2 ** 30;
  * the same error. Other bad values are left to {@link checkRequest}.
  */
 export function checkWriteEnd(node: BlockNode, offset: number, bytes: number): void {
-  if (!Number.isInteger(offset) || !Number.isInteger(bytes) || offset < 0 || bytes < 0) return;
-  if (offset + bytes > MAX_REQUEST_END && offset <= QEMU_MAX_LENGTH - bytes) {
+  if (beyondAddressable(offset, bytes)) {
     throw new BlockError('EFBIG', `Write at offset ${offset} of ${bytes} bytes ends beyond 2^53 bytes on node '${node.nodeName}'`, {
       node: node.nodeName,
     });

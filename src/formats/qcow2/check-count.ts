@@ -183,8 +183,8 @@ async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: bool
       const x = 62 - (img.clusterBits - 8);
       const hiBits = x - 32;
       if (e.hi & 0x80000000) {
-        const coff = (e.hi & ((1 << hiBits) - 1)) * TWO32 + (e.lo >>> 0);
-        t.messages.push(`ERROR: coffset=0x${hex(coff)}: copied flag must never be set for compressed clusters`);
+        // hex64: the offset may pass 2^53, where a number would round it.
+        t.messages.push(`ERROR: coffset=0x${hex64(e.hi & ((1 << hiBits) - 1), e.lo)}: copied flag must never be set for compressed clusters`);
         e.hi = (e.hi & 0x7fffffff) >>> 0;
         t.corruptions++;
       }
