@@ -45,7 +45,7 @@ export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckR
   if (img.snapshotTableError) {
     // Opened for check, the snapshot table was not read (QEMU reads it here); its error ends the check.
     const e = toBlockError(img.snapshotTableError);
-    const report = `ERROR failed to read the snapshot table: ${e.text}${e.hint ? `\n${e.hint.replace(/\n$/, '')}` : ''}`;
+    const report = `ERROR ${img.snapshotTableInvalid ? '' : 'failed to read the snapshot table: '}${e.text}${e.hint ? `\n${e.hint.replace(/\n$/, '')}` : ''}`;
     throw new CheckFailedError(e.code, e.text, [], [report]);
   }
   const res = await checkRefcounts(img, fix);

@@ -10,7 +10,7 @@ import { OptionReader, type BlockOptions } from '../../core/options.js';
 import { BlockError, einval } from '../../core/errors.js';
 import { ROLE_DATA_FILE } from '../../core/permissions.js';
 import { MetaCache } from './cache.js';
-import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, MAX_HOST_OFFSET, SUBCLUSTERS } from './constants.js';
+import { AUTOCLEAR, AUTOCLEAR_KNOWN, COMPAT, INCOMPAT, MAX_HOST_OFFSET, MAX_SNAPSHOTS, SUBCLUSTERS } from './constants.js';
 import { parseHeader, peekClusterBits } from './header.js';
 import { entryOffset, isCopied } from './l2-entry.js';
 import { Refcounts, type RefcountHost } from './refcount.js';
@@ -108,7 +108,12 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   img.refs.cache.validate = () => undefined;
 
   // Snapshots and bitmaps.
-  if (h.nbSnapshots > 0) {
+  // Opened for check, the table is checked (and read) by the check itself, as QEMU does.
+  const invalid = forCheck ? snapshotTableCheck(h.snapshotsOffset, h.nbSnapshots, img.clusterSize) : undefined;
+  if (invalid) {
+    img.snapshotTableError = invalid;
+    img.snapshotTableInvalid = true;
+  } else if (h.nbSnapshots > 0) {
     try {
       const r = await readSnapshotTable(file, h.snapshotsOffset, h.nbSnapshots, img.clusterSize);
       img.snapshots = r.snapshots;
@@ -195,6 +200,22 @@ async function dropSnapshotsForCheck(img: Qcow2Image): Promise<void> {
   img.snapshotTableError = undefined;
   registerMetadata(img);
   await img.writeHeader();
+}
+
+/**
+ * QEMU's check of the snapshot table's place and size before the check reads
+ * it (qcow2_check_read_snapshot_table), with its messages; undefined if fine.
+ */
+function snapshotTableCheck(offset: number, count: number, clusterSize: number): BlockError | undefined {
+  if (count > MAX_SNAPSHOTS) {
+    const hint = `You can force-remove all ${count - MAX_SNAPSHOTS} overhanging snapshots with qemu-img check -r all\n`;
+    return new BlockError('EFBIG', 'snapshot table too large', {}, { detail: `${count} entries`, hint });
+  }
+  // Its end cannot pass INT64_MAX: the header refused offsets past 2^53.
+  if (offset % clusterSize !== 0) {
+    return new BlockError('EINVAL', 'snapshot table offset invalid', {}, { detail: `0x${offset.toString(16)}` });
+  }
+  return undefined;
 }
 
 /** The callbacks the refcount structures use to reach the image. */

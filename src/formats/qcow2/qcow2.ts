@@ -104,6 +104,8 @@ export class Qcow2Image implements DriverInstance {
   snapshotTableBytes = 0;
   /** Opened for check: why the snapshot table could not be read (check reports it), else undefined. */
   snapshotTableError: unknown = undefined;
+  /** Whether snapshotTableError is the table check's (QEMU's qcow2_validate_table), not the read's. */
+  snapshotTableInvalid = false;
   bitmaps: Qcow2Bitmap[] = [];
   /** Where guest data lives: the image file, or the external data file. */
   dataChild!: BdrvChild;
