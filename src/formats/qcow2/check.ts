@@ -11,6 +11,7 @@ import { ClusterType, clusterType, entryOffset, isCopied, readEntry } from './l2
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
 import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
+import { markCorrupt, type MetadataKind } from './metadata-index.js';
 import { V3_SNAPSHOT_EXTRA } from './snapshot.js';
 import { compareBlockCounts, getRefcount, getRefcountExact, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
@@ -268,6 +269,19 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   };
 }
 
+/**
+ * QEMU's overlap check before a repair writes metadata of kind `own`: on a hit
+ * the image is marked corrupt and the check stops (EIO), after `line` if given.
+ */
+async function refuseOverlap(img: Qcow2Image, t: Tally, offset: number, bytes: number, own: MetadataKind, line?: string): Promise<void> {
+  const hit = img.meta.firstOverlap(offset, bytes, own);
+  if (!hit) return;
+  const err = await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, true);
+  t.messages.push(err.message);
+  if (line) t.messages.push(line);
+  throw new CheckFailedError('EIO', 'Input/output error', t.messages);
+}
+
 /** Checks (and with `repair` fixes) the COPIED flags of the active L1 and L2 tables. */
 async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<{ found: number; fixed: number }> {
   const cs = img.clusterSize;
@@ -297,6 +311,8 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
         const b = new Uint8Array(8);
         new DataView(b.buffer).setUint32(0, nhi);
         new DataView(b.buffer).setUint32(4, lo);
+        // QEMU's qcow2_write_l1_entry checks the write for overlaps first; a failure ends the check.
+        await refuseOverlap(img, t, img.header.l1TableOffset + i * 8, 8, 'active L1 table');
         await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
         fixed++;
       }
@@ -326,6 +342,7 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
       }
     }
     if (dirty) {
+      await refuseOverlap(img, t, off, cs, 'active L2 table', 'ERROR: Could not write L2 table; metadata overlap check failed: Input/output error');
       img.l2cache.forgetRange(off, off + cs);
       await img.file.pwritev(off, cs, table);
     }

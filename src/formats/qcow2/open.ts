@@ -18,7 +18,7 @@ import { readSnapshotTable } from './snapshot.js';
 import { markAllInUse, readBitmapDirectory } from './bitmap.js';
 import { loadPersistentBitmaps } from './bitmap-store.js';
 import { checkImage } from './check.js';
-import { MetadataIndex, markCorrupt, overlapCheck, registerMetadata } from './metadata-index.js';
+import { MetadataIndex, markCorrupt, metadataWriteCheck, overlapCheck, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { initL2Mapper } from './lookup.js';
 import { flushAll } from './cow.js';
@@ -85,6 +85,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   img.sliceEntries = l2EntrySize / img.l2EntryBytes;
   const { l2Bytes, refBytes } = cacheSizes(img, l2CacheSize, refCacheSize, cacheSize);
   img.l2cache = new MetaCache('L2 table', () => img.file, img.sliceBytes, Math.max(2, Math.floor(l2Bytes / img.sliceBytes)));
+  img.l2cache.checkWrite = (off, bytes) => metadataWriteCheck(img, off, bytes, 'active L2 table');
 
   // Data file.
   if (h.incompatible & INCOMPAT.DATA_FILE) {
@@ -224,9 +225,10 @@ export function refcountHost(img: Qcow2Image): RefcountHost {
     file: () => img.file,
     setReftable: (off, clusters) => img.setReftable(off, clusters),
     addMeta: (off, bytes, kind) => img.meta.add(off, bytes, kind),
-    removeMeta: (off, bytes) => img.meta.remove(off, bytes),
+    removeMeta: (off, bytes, kind) => img.meta.remove(off, bytes, kind),
     corrupt: (msg) => markCorrupt(img, msg),
     checkOverlap: (off, bytes) => overlapCheck(img, off, bytes),
+    checkMetaWrite: (off, bytes, own) => metadataWriteCheck(img, off, bytes, own),
     notice: (message) => img.node.graph.notice(message),
     passDiscard: img.passDiscardRequest,
     reclaim: () => flushAll(img, false, true),
