@@ -9,7 +9,7 @@
  * is freed, so a check costs one map look-up per cluster written.
  */
 import { BlockError } from '../../core/errors.js';
-import { INCOMPAT } from './constants.js';
+import { AUTOCLEAR, INCOMPAT } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
 
 
@@ -111,6 +111,8 @@ export function registerMetadata(img: Qcow2Image): void {
   if (h.nbSnapshots > 0) meta.add(h.snapshotsOffset, img.snapshotTableBytes, 'snapshot table');
   for (const s of img.snapshots) if (s.l1Size) meta.add(s.l1TableOffset, s.l1Size * 8, 'inactive L1 table');
   if (h.bitmaps) meta.add(h.bitmaps.directoryOffset, h.bitmaps.directorySize, 'bitmap directory');
+  // QEMU 7.2 tests a directory of offset 0 and size 0 as ending at 2^64 - 1: it overlaps every write.
+  else if (h.autoclear & AUTOCLEAR.BITMAPS) meta.addEverywhere('bitmap directory');
 }
 
 /**

@@ -409,7 +409,13 @@ export class Qcow2Image implements DriverInstance {
 
   async check(fix: CheckFix): Promise<CheckResult> {
     return this.whenIdle(async () => {
-      if (!this.readOnly) await flushAll(this, true);
+      // The check reads L2 tables from the file and refcounts through the cache:
+      // only the L2 tables (and pending frees) need to be on disk. Refcount blocks
+      // a repair changed stay cached, as in QEMU, until the next flush.
+      if (!this.readOnly) {
+        if (this.refs.pendingCount > 0) await flushAll(this, true);
+        else await this.l2cache.flush();
+      }
       return checkImage(this, fix);
     });
   }
@@ -524,7 +530,8 @@ export class Qcow2Image implements DriverInstance {
       let ok = true;
       const failed = (what: string, e: unknown) => {
         ok = false;
-        this.closeLines.push(`Failed to flush the ${what} cache: ${STRERROR[toBlockError(e).code]}`);
+        // A write refused as a corruption ends QEMU's node there (its driver is dropped): nothing more is said.
+        if (!this.corrupt) this.closeLines.push(`Failed to flush the ${what} cache: ${STRERROR[toBlockError(e).code]}`);
       };
       try {
         await this.l2cache.flush();
