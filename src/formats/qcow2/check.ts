@@ -5,7 +5,7 @@
  * leaks (decrement) or errors (rebuild the refcount structures), as QEMU does.
  */
 import type { CheckFix, CheckResult } from '../../core/driver.js';
-import { BlockError, toBlockError, type ErrorCode } from '../../core/errors.js';
+import { BlockError, STRERROR, toBlockError, type ErrorCode } from '../../core/errors.js';
 import { INCOMPAT } from './constants.js';
 import { ClusterType, clusterType, entryOffset, isCopied, readEntry } from './l2-entry.js';
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
@@ -13,6 +13,7 @@ import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPad
 import type { Qcow2Image } from './qcow2.js';
 import { markCorrupt, type MetadataKind } from './metadata-index.js';
 import { V3_SNAPSHOT_EXTRA } from './snapshot.js';
+import { writeSnapshotTable } from './snapshot-write.js';
 import { compareBlockCounts, getRefcount, getRefcountExact, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
@@ -49,7 +50,8 @@ export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckR
     const report = `ERROR ${img.snapshotTableInvalid ? '' : 'failed to read the snapshot table: '}${e.text}${e.hint ? `\n${e.hint.replace(/\n$/, '')}` : ''}`;
     throw new CheckFailedError(e.code, e.text, [], [report]);
   }
-  const res = await checkRefcounts(img, fix);
+  const { snapshotCorruptions, ...res } = await checkRefcounts(img, fix);
+  await fixSnapshotTable(img, fix, res, snapshotCorruptions);
   if (fix.progress) tryReport(fix.progress, 1, 1);
   if ((fix.leaks || fix.errors) && !img.readOnly && res.corruptions === 0 && res.checkErrors === 0) {
     const h = img.header;
@@ -61,6 +63,24 @@ export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckR
     }
   }
   return res;
+}
+
+/**
+ * QEMU's qcow2_check_fix_snapshot_table: with -r all, incomplete snapshot
+ * table entries are repaired by writing the table anew; a failure ends the check.
+ */
+async function fixSnapshotTable(img: Qcow2Image, fix: CheckFix, res: CheckResult, n: number): Promise<void> {
+  if (!n || !fix.errors || img.readOnly) return;
+  try {
+    await writeSnapshotTable(img, true);
+  } catch (e) {
+    const err = toBlockError(e);
+    if (img.corrupt && err.code === 'EIO') res.messages.push(err.message);
+    res.messages.push(`ERROR failed to update snapshot table: ${STRERROR[err.code]}`);
+    throw new CheckFailedError(err.code, err.text, res.messages);
+  }
+  res.corruptions -= n;
+  res.corruptionsFixed += n;
 }
 
 /** Reports progress to a listener whose errors must not stop a repair. */
@@ -158,9 +178,8 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
 /**
  * QEMU's qcow2_check_read_snapshot_table: in a v3 image every snapshot table
  * entry carries the large VM state size and the disk size; each that does not
- * is a corruption, reported first. QEMU repairs it by rewriting the snapshot
- * table; writing snapshot tables is not supported here, so the corruption
- * stays counted even when "Repairing" is said.
+ * is a corruption, reported first. The repair rewrites the table after the
+ * refcount check (fixSnapshotTable).
  */
 function incompleteSnapshots(img: Qcow2Image, messages: string[], repair: boolean): number {
   if (img.header.version < 3) return 0;
@@ -174,7 +193,7 @@ function incompleteSnapshots(img: Qcow2Image, messages: string[], repair: boolea
 }
 
 /** QEMU's qcow2_check_refcounts (with check_oflag_copied). */
-async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResult & { snapshotCorruptions: number }> {
   const cs = img.clusterSize;
   const h = img.header;
   const fixAny = fix.leaks || fix.errors;
@@ -262,6 +281,7 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
     fragmentedClusters: stats.fragmented,
     compressedClusters: stats.compressed,
     messages,
+    snapshotCorruptions,
   };
 }
 

@@ -129,11 +129,11 @@ export async function overlapCheck(img: Qcow2Image, host: number, bytes: number)
 }
 
 /**
- * Refuses a write of metadata of kind `own` to [offset, offset+bytes) that
- * would hit other metadata, marking the image corrupt (QEMU checks each table
+ * Refuses a write of metadata of kind `own` (undefined: a table not in use
+ * yet) to [offset, offset+bytes) that would hit other metadata, marking the image corrupt (QEMU checks each table
  * and cache entry it writes, its own kind aside).
  */
-export async function metadataWriteCheck(img: Qcow2Image, offset: number, bytes: number, own: MetadataKind): Promise<void> {
+export async function metadataWriteCheck(img: Qcow2Image, offset: number, bytes: number, own: MetadataKind | undefined): Promise<void> {
   const hit = img.meta.firstOverlap(offset, bytes, own);
   if (hit) {
     throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`);

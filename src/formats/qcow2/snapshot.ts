@@ -12,6 +12,8 @@ export interface Qcow2Snapshot extends SnapshotInfo {
   l1Size: number;
   /** Bytes of extra data in the entry (v3 requires at least the large VM state and disk sizes). */
   extraDataSize: number;
+  /** Extra data past the fields we know (kept when the table is rewritten). */
+  unknownExtra?: Uint8Array;
 }
 
 /** QEMU's advice after "Snapshot table is too big": check -r all drops the entries that do not fit. */
@@ -83,6 +85,7 @@ export async function readSnapshotTable(
       l1TableOffset: l1Off,
       l1Size,
       extraDataSize: extraLen,
+      ...(extraLen > 24 ? { unknownExtra: rest.slice(24, extraLen) } : {}),
     });
     pos += (SNAP.FIXED + varLen + 7) & ~7;
   }
