@@ -12,8 +12,9 @@ import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
 import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
 import { markCorrupt, type MetadataKind } from './metadata-index.js';
-import { V3_SNAPSHOT_EXTRA } from './snapshot.js';
+import { V3_SNAPSHOT_EXTRA, type SnapshotRepair } from './snapshot.js';
 import { writeSnapshotTable } from './snapshot-write.js';
+import { repairSnapshotTable } from './check-snapshots.js';
 import { compareBlockCounts, getRefcount, getRefcountExact, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
@@ -44,6 +45,12 @@ export class CheckFailedError extends BlockError {
  * leaves nothing wrong the image is marked clean and consistent.
  */
 export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+  let repaired: SnapshotRepair = { messages: [], reduced: 0, dropped: 0 };
+  if (img.snapshotTableError && fix.errors && !img.readOnly) {
+    const r = await repairSnapshotTable(img);
+    if ('error' in r) throw new CheckFailedError(r.error.code, r.error.text, [], [r.report]);
+    repaired = r.repair;
+  }
   if (img.snapshotTableError) {
     // Opened for check, the snapshot table was not read (QEMU reads it here); its error ends the check.
     const e = toBlockError(img.snapshotTableError);
@@ -51,7 +58,11 @@ export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckR
     throw new CheckFailedError(e.code, e.text, [], [report]);
   }
   const { snapshotCorruptions, ...res } = await checkRefcounts(img, fix);
-  await fixSnapshotTable(img, fix, res, snapshotCorruptions);
+  // The repairing read comes first, as in QEMU; entries cut off are already repaired.
+  res.messages.unshift(...repaired.messages);
+  res.corruptions += repaired.dropped;
+  res.corruptionsFixed += repaired.reduced;
+  await fixSnapshotTable(img, fix, res, snapshotCorruptions + repaired.dropped);
   if (fix.progress) tryReport(fix.progress, 1, 1);
   if ((fix.leaks || fix.errors) && !img.readOnly && res.corruptions === 0 && res.checkErrors === 0) {
     const h = img.header;
