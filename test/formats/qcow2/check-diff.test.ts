@@ -21,6 +21,22 @@ const SEEDS = [
   26, 38, 52,
   // A write dropping a reference to a cluster whose refcount is 0: QEMU's notice, the write succeeds.
   63,
+  // A read-write open for check loads the bitmaps, marks them in use and stores them on close (new clusters).
+  3, 27, 67, 107, 114, 124, 137, 172, 182,
+  // ... and its header rewrite drops the snapshots it has not read: their clusters leak (QEMU 7.2's way).
+  20, 47, 78, 132, 145, 155, 169, 177,
+  // A metadata write past 2^53 (L1 entry bit 55): EFBIG as ext4 gives; close reports the failed cache flush.
+  72, 80, 164, 188,
+  // A read past 2^53 (compressed entry near 2^58) reads zeros: EIO from the decompression; exact offsets printed.
+  77, 100, 165,
+  // A refcount block offset the file cannot grow to: the file driver's error report before "could not resize".
+  71, 92,
+  // Overlap checks on L1 / L2 / refcount block writes, several kinds per cluster in QEMU's order;
+  // the bitmaps bit without its extension overlaps every write; repaired refcounts flushed later.
+  7, 111, 166,
+  // Snapshot table: count / offset checked first; -r all discards overhanging snapshots, cuts extra
+  // data and rewrites the table (incomplete v3 entries).
+  83, 103, 162,
 ];
 
 it('compares against qemu-img 7.2', () => {
