@@ -105,9 +105,16 @@ export interface CheckResult {
   allocatedClusters?: number;
   fragmentedClusters?: number;
   compressedClusters?: number;
-  /** Human-readable lines about each problem found, as qemu-img prints them. */
+  /**
+   * Human-readable lines about each problem found, as qemu-img prints them. A
+   * line starting with {@link CHECK_REPORT_LINE} is an error report (QEMU's
+   * error_report): the tool prints it after its own name.
+   */
   messages: string[];
 }
+
+/** Marks a check message that the tool prints after its name (see CheckResult.messages). */
+export const CHECK_REPORT_LINE = '\u0001';
 
 /** What `check` may repair, and who hears about its progress. */
 export interface CheckFix {

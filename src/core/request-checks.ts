@@ -45,6 +45,30 @@ export function checkRequest(node: BlockNode, offset: number, bytes: number): vo
   }
 }
 
+/** QEMU's BDRV_MAX_LENGTH: INT64_MAX rounded down to its largest alignment. */
+const QEMU_MAX_LENGTH = 2 ** 63 - 2 ** 30;
+
+/** Whether a request ends past 2^53, where we cannot address, but within QEMU's limit. */
+export function beyondAddressable(offset: number, bytes: number): boolean {
+  if (!Number.isInteger(offset) || !Number.isInteger(bytes) || offset < 0 || bytes < 0) return false;
+  return offset + bytes > MAX_REQUEST_END && offset <= QEMU_MAX_LENGTH - bytes;
+}
+
+/**
+ * A write QEMU would pass down but we cannot address: it ends past 2^53
+ * (from an offset in corrupt metadata, say) yet within QEMU's limit. QEMU's
+ * file driver hands it to the file system, which refuses a file that large
+ * (EFBIG on ext4, whose files end at 16 TiB); Node cannot even try, so we give
+ * the same error. Other bad values are left to {@link checkRequest}.
+ */
+export function checkWriteEnd(node: BlockNode, offset: number, bytes: number): void {
+  if (beyondAddressable(offset, bytes)) {
+    throw new BlockError('EFBIG', `Write at offset ${offset} of ${bytes} bytes ends beyond 2^53 bytes on node '${node.nodeName}'`, {
+      node: node.nodeName,
+    });
+  }
+}
+
 export function checkBuffer(node: BlockNode, buf: Uint8Array, bytes: number, offset: number): void {
   if (!(buf instanceof Uint8Array)) {
     throw new BlockError('EINVAL', `Request buffer on node '${node.nodeName}' is not a Uint8Array`, { offset });

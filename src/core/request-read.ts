@@ -7,7 +7,7 @@ import type { BdrvChild } from './child.js';
 import type { BlockNode } from './node.js';
 import { ReqFlag, type IoResult, type ReqFlags } from './driver.js';
 import { track } from './tracked-requests.js';
-import { checkBuffer, checkNotClosed, checkRequest } from './request-checks.js';
+import { beyondAddressable, checkBuffer, checkNotClosed, checkRequest } from './request-checks.js';
 import { account, beginInFlight, endInFlight, now } from './request-accounting.js';
 import { alignDown, alignUp, alignedRead } from './request-alignment.js';
 import { callRead } from './request-driver-calls.js';
@@ -38,6 +38,14 @@ export function preadv(child: BdrvChild, offset: number, bytes: number, buf: Uin
     (l.maxTransfer === 0 || bytes <= l.maxTransfer)
   ) {
     return fastRead(node, offset, bytes, buf, flags);
+  }
+  if (beyondAddressable(offset, bytes) && offset >= node.totalBytes) {
+    // QEMU passes it down and reads zeros past the node's end; no node here
+    // reaches 2^53, so all of it is past the end.
+    checkBuffer(node, buf, bytes, offset);
+    checkNotClosed(node);
+    buf.fill(0, 0, bytes);
+    return;
   }
   checkRequest(node, offset, bytes);
   checkBuffer(node, buf, bytes, offset);

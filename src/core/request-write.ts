@@ -7,7 +7,7 @@ import type { BlockNode } from './node.js';
 import { ReqFlag, type ReqFlags } from './driver.js';
 import { track } from './tracked-requests.js';
 import { isZeroBuffer } from './zero-detect.js';
-import { checkBuffer, checkNotClosed, checkRequest, checkWritable } from './request-checks.js';
+import { checkBuffer, checkNotClosed, checkRequest, checkWritable, checkWriteEnd } from './request-checks.js';
 import { account, beginInFlight, endInFlight, now } from './request-accounting.js';
 import { rmwWrite } from './request-alignment.js';
 import { driverWriteSplit } from './request-driver-calls.js';
@@ -24,6 +24,7 @@ export async function pwritev(
   flags: ReqFlags = 0,
 ): Promise<void> {
   const node = child.node;
+  checkWriteEnd(node, offset, bytes);
   checkRequest(node, offset, bytes);
   checkBuffer(node, buf, bytes, offset);
   if (bytes === 0) {

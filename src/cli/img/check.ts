@@ -5,6 +5,7 @@ import { cFixed, toQemuJson, type JsonValue } from '../format.js';
 import { formatNode, strerror, parseCacheMode } from '../common.js';
 import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS, imageFilename } from './context.js';
 import { help } from './help.js';
+import { CHECK_REPORT_LINE } from '../../core/driver.js';
 
 // check
 
@@ -47,7 +48,10 @@ export async function cmdCheck(ctx: Ctx, args: string[]): Promise<number> {
   const node = formatNode(bb.node);
   if (!node.instance.check) fail('This image format does not support checks', 63);
   const printLines = (lines: readonly string[]) => {
-    for (const m of lines) ctx.io.stderr(m.endsWith('\n') ? m : m + '\n');
+    for (const m of lines) {
+      if (m.startsWith(CHECK_REPORT_LINE)) ctx.report(m.slice(CHECK_REPORT_LINE.length));
+      else ctx.io.stderr(m.endsWith('\n') ? m : m + '\n');
+    }
   };
   const run = async (doFix: boolean) => {
     let r;

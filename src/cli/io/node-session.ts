@@ -5,6 +5,7 @@
 import { open as openFile } from 'node:fs/promises';
 import { BlockBackend } from '../../core/backend.js';
 import type { BlockGraph } from '../../core/graph.js';
+import type { DriverInstance } from '../../core/driver.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
 import { type CliIo, errHint, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
@@ -77,7 +78,17 @@ export class NodeIoSession extends IoSession {
     await this.drainAio();
     const bb = this.bb;
     this.bb = null;
-    if (bb) await bb.close().catch((e) => this.err(`${PROG}: ${errText(e)}\n`));
+    if (!bb) return;
+    let inst: DriverInstance | undefined;
+    try {
+      inst = bb.node.instance;
+    } catch {
+      inst = undefined;
+    }
+    // As qemu-io: a failed close says nothing of its own; the driver reports
+    // what it could not do (a cache it could not write, lost bitmaps).
+    await bb.close().catch(() => undefined);
+    for (const line of inst?.closeMessages?.() ?? []) this.err(`${PROG}: ${line}\n`);
   }
 
   override async loadSource(source: string, count: number): Promise<Uint8Array | number> {

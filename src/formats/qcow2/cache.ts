@@ -37,6 +37,8 @@ export class MetaCache {
   private flushing: Promise<void> | null = null;
   /** Runs before dirty entries are written (dependency flush). */
   before: (() => Promise<void>) | null = null;
+  /** Checks each write of an entry before it is made (throws to refuse: QEMU's overlap check). */
+  checkWrite: ((offset: number, bytes: number) => Promise<void>) | null = null;
   /** Checks a table's bytes after loading (throws to refuse). */
   validate: ((offset: number, buf: Uint8Array) => void) | null = null;
 
@@ -208,6 +210,7 @@ export class MetaCache {
     for (const { off, e, gen, copy } of dirty) {
       // Dropped meanwhile: its cluster was freed, and must not be written.
       if (this.entries.get(off) !== e) continue;
+      if (this.checkWrite) await this.checkWrite(off, this.entrySize);
       await withContext(`while writing ${this.name} at 0x${off.toString(16)}`, { offset: off }, async () => {
         await this.child().pwritev(off, this.entrySize, copy);
       });

@@ -6,7 +6,8 @@
  * Tables are read as QEMU reads them: what lies past the end of the file is
  * zeros, and a reference past the end by a cluster or more is an error.
  */
-import { STRERROR, type BlockError } from '../../core/errors.js';
+import { STRERROR, toBlockError } from '../../core/errors.js';
+import { CHECK_REPORT_LINE } from '../../core/driver.js';
 import { BMT_OFFSET_MASK } from './constants.js';
 import { ClusterType, clusterType, readEntry, writeEntry, type RawEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -182,8 +183,8 @@ async function checkL2(img: Qcow2Image, t: Tally, l2Offset: number, active: bool
       const x = 62 - (img.clusterBits - 8);
       const hiBits = x - 32;
       if (e.hi & 0x80000000) {
-        const coff = (e.hi & ((1 << hiBits) - 1)) * TWO32 + (e.lo >>> 0);
-        t.messages.push(`ERROR: coffset=0x${hex(coff)}: copied flag must never be set for compressed clusters`);
+        // hex64: the offset may pass 2^53, where a number would round it.
+        t.messages.push(`ERROR: coffset=0x${hex64(e.hi & ((1 << hiBits) - 1), e.lo)}: copied flag must never be set for compressed clusters`);
         e.hi = (e.hi & 0x7fffffff) >>> 0;
         t.corruptions++;
       }
@@ -252,8 +253,8 @@ async function zeroEntry(img: Qcow2Image, t: Tally, l2Offset: number, dv: DataVi
   writeEntry(dv, i, img.extendedL2, z);
   const at = l2Offset + i * img.l2EntryBytes;
   const bytes = new Uint8Array(dv.buffer, i * img.l2EntryBytes, img.l2EntryBytes);
-  const hit = img.meta.firstOverlap(at, img.l2EntryBytes);
-  if (hit && hit.kind !== 'L2 table' && hit.kind !== 'active L2 table') {
+  const hit = img.meta.firstOverlap(at, img.l2EntryBytes, 'active L2 table');
+  if (hit) {
     t.messages.push('ERROR: Overlap check failed');
     t.checkErrors++;
     return false;
@@ -300,7 +301,9 @@ async function checkRefblocks(img: Qcow2Image, t: Tally, fixErrors: boolean): Pr
           try {
             await img.file.truncate(off + cs, false);
           } catch (e) {
-            failure = STRERROR[(e as BlockError).code] ?? String(e);
+            // QEMU reports the file driver's error, then its own line.
+            t.messages.push(CHECK_REPORT_LINE + toBlockError(e).text);
+            failure = STRERROR[toBlockError(e).code] ?? String(e);
           }
         }
         if (failure) {

@@ -5,13 +5,16 @@
  * leaks (decrement) or errors (rebuild the refcount structures), as QEMU does.
  */
 import type { CheckFix, CheckResult } from '../../core/driver.js';
-import { BlockError, toBlockError, type ErrorCode } from '../../core/errors.js';
+import { BlockError, STRERROR, toBlockError, type ErrorCode } from '../../core/errors.js';
 import { INCOMPAT } from './constants.js';
 import { ClusterType, clusterType, entryOffset, isCopied, readEntry } from './l2-entry.js';
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
 import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
-import { V3_SNAPSHOT_EXTRA } from './snapshot.js';
+import { markCorrupt, type MetadataKind } from './metadata-index.js';
+import { V3_SNAPSHOT_EXTRA, type SnapshotRepair } from './snapshot.js';
+import { writeSnapshotTable } from './snapshot-write.js';
+import { repairSnapshotTable } from './check-snapshots.js';
 import { compareBlockCounts, getRefcount, getRefcountExact, initRefcountWasm, setRefcount, maxRefcount } from './refcount.js';
 
 const hex = (n: number) => n.toString(16);
@@ -42,13 +45,24 @@ export class CheckFailedError extends BlockError {
  * leaves nothing wrong the image is marked clean and consistent.
  */
 export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+  let repaired: SnapshotRepair = { messages: [], reduced: 0, dropped: 0 };
+  if (img.snapshotTableError && fix.errors && !img.readOnly) {
+    const r = await repairSnapshotTable(img);
+    if ('error' in r) throw new CheckFailedError(r.error.code, r.error.text, [], [r.report]);
+    repaired = r.repair;
+  }
   if (img.snapshotTableError) {
     // Opened for check, the snapshot table was not read (QEMU reads it here); its error ends the check.
     const e = toBlockError(img.snapshotTableError);
-    const report = `ERROR failed to read the snapshot table: ${e.text}${e.hint ? `\n${e.hint.replace(/\n$/, '')}` : ''}`;
+    const report = `ERROR ${img.snapshotTableInvalid ? '' : 'failed to read the snapshot table: '}${e.text}${e.hint ? `\n${e.hint.replace(/\n$/, '')}` : ''}`;
     throw new CheckFailedError(e.code, e.text, [], [report]);
   }
-  const res = await checkRefcounts(img, fix);
+  const { snapshotCorruptions, ...res } = await checkRefcounts(img, fix);
+  // The repairing read comes first, as in QEMU; entries cut off are already repaired.
+  res.messages.unshift(...repaired.messages);
+  res.corruptions += repaired.dropped;
+  res.corruptionsFixed += repaired.reduced;
+  await fixSnapshotTable(img, fix, res, snapshotCorruptions + repaired.dropped);
   if (fix.progress) tryReport(fix.progress, 1, 1);
   if ((fix.leaks || fix.errors) && !img.readOnly && res.corruptions === 0 && res.checkErrors === 0) {
     const h = img.header;
@@ -60,6 +74,24 @@ export async function checkImage(img: Qcow2Image, fix: CheckFix): Promise<CheckR
     }
   }
   return res;
+}
+
+/**
+ * QEMU's qcow2_check_fix_snapshot_table: with -r all, incomplete snapshot
+ * table entries are repaired by writing the table anew; a failure ends the check.
+ */
+async function fixSnapshotTable(img: Qcow2Image, fix: CheckFix, res: CheckResult, n: number): Promise<void> {
+  if (!n || !fix.errors || img.readOnly) return;
+  try {
+    await writeSnapshotTable(img, true);
+  } catch (e) {
+    const err = toBlockError(e);
+    if (img.corrupt && err.code === 'EIO') res.messages.push(err.message);
+    res.messages.push(`ERROR failed to update snapshot table: ${STRERROR[err.code]}`);
+    throw new CheckFailedError(err.code, err.text, res.messages);
+  }
+  res.corruptions -= n;
+  res.corruptionsFixed += n;
 }
 
 /** Reports progress to a listener whose errors must not stop a repair. */
@@ -96,7 +128,6 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
   const mismatches = new Uint32Array(1024);
   // In a browser the module may still be loading: the long comparisons wait for it.
   await initRefcountWasm();
-  let updated = false;
   // `stored` is exact: a 64-bit refcount may exceed 2^53 (iotest 112 prints 2^64 - 1).
   const mismatch = async (c: number, stored: bigint): Promise<void> => {
     const want = BigInt(t.ref[c]!);
@@ -108,7 +139,6 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
     t.messages.push(`${kind} cluster ${c} refcount=${stored} reference=${want}`);
     if (fixing && !img.readOnly) {
       await refs.update(c, want - stored);
-      updated = true;
       if (stored > want) out.leaksFixed++;
       else out.corruptionsFixed++;
       return;
@@ -151,19 +181,16 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
       from = base + scan.end;
     }
   }
-  if (updated) {
-    await refs.flushCache();
-    await img.file.flush();
-  }
+  // The repaired blocks stay in the cache, as QEMU's: they reach the disk with
+  // the next flush (the close's at the latest), where its checks apply.
   return out;
 }
 
 /**
  * QEMU's qcow2_check_read_snapshot_table: in a v3 image every snapshot table
  * entry carries the large VM state size and the disk size; each that does not
- * is a corruption, reported first. QEMU repairs it by rewriting the snapshot
- * table; writing snapshot tables is not supported here, so the corruption
- * stays counted even when "Repairing" is said.
+ * is a corruption, reported first. The repair rewrites the table after the
+ * refcount check (fixSnapshotTable).
  */
 function incompleteSnapshots(img: Qcow2Image, messages: string[], repair: boolean): number {
   if (img.header.version < 3) return 0;
@@ -177,7 +204,7 @@ function incompleteSnapshots(img: Qcow2Image, messages: string[], repair: boolea
 }
 
 /** QEMU's qcow2_check_refcounts (with check_oflag_copied). */
-async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResult> {
+async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResult & { snapshotCorruptions: number }> {
   const cs = img.clusterSize;
   const h = img.header;
   const fixAny = fix.leaks || fix.errors;
@@ -265,7 +292,21 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
     fragmentedClusters: stats.fragmented,
     compressedClusters: stats.compressed,
     messages,
+    snapshotCorruptions,
   };
+}
+
+/**
+ * QEMU's overlap check before a repair writes metadata of kind `own`: on a hit
+ * the image is marked corrupt and the check stops (EIO), after `line` if given.
+ */
+async function refuseOverlap(img: Qcow2Image, t: Tally, offset: number, bytes: number, own: MetadataKind, line?: string): Promise<void> {
+  const hit = img.meta.firstOverlap(offset, bytes, own);
+  if (!hit) return;
+  const err = await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, true);
+  t.messages.push(err.message);
+  if (line) t.messages.push(line);
+  throw new CheckFailedError('EIO', 'Input/output error', t.messages);
 }
 
 /** Checks (and with `repair` fixes) the COPIED flags of the active L1 and L2 tables. */
@@ -297,6 +338,8 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
         const b = new Uint8Array(8);
         new DataView(b.buffer).setUint32(0, nhi);
         new DataView(b.buffer).setUint32(4, lo);
+        // QEMU's qcow2_write_l1_entry checks the write for overlaps first; a failure ends the check.
+        await refuseOverlap(img, t, img.header.l1TableOffset + i * 8, 8, 'active L1 table');
         await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
         fixed++;
       }
@@ -326,6 +369,7 @@ async function checkCopied(img: Qcow2Image, t: Tally, repair: boolean): Promise<
       }
     }
     if (dirty) {
+      await refuseOverlap(img, t, off, cs, 'active L2 table', 'ERROR: Could not write L2 table; metadata overlap check failed: Input/output error');
       img.l2cache.forgetRange(off, off + cs);
       await img.file.pwritev(off, cs, table);
     }

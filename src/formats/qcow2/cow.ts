@@ -27,7 +27,7 @@ import { BlockError } from '../../core/errors.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
 import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { l2TableOffset } from './lookup.js';
-import { markCorrupt, overlapCheck } from './metadata-index.js';
+import { markCorrupt, metadataWriteCheck, overlapCheck } from './metadata-index.js';
 import { readGuest } from './read.js';
 import type { Qcow2Image } from './qcow2.js';
 
@@ -57,6 +57,7 @@ export async function writeL1Entry(img: Qcow2Image, i: number): Promise<void> {
   const dv = new DataView(b.buffer);
   dv.setUint32(0, e.hi);
   dv.setUint32(4, e.lo);
+  await metadataWriteCheck(img, img.header.l1TableOffset + i * 8, 8, 'active L1 table');
   await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
 }
 
@@ -96,7 +97,7 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
   img.l1 = l1;
   img.l1Copied = cp;
   if (oldSize > 0) {
-    img.meta.remove(oldOff, oldSize * 8);
+    img.meta.remove(oldOff, oldSize * 8, 'active L1 table');
     img.refs.queueFree(oldOff, oldSize * 8);
   }
   img.meta.add(off, bytes, 'active L1 table');
@@ -140,7 +141,7 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   }
   img.meta.add(off, cs, 'active L2 table');
   if (old !== 0) {
-    img.meta.remove(old, cs);
+    img.meta.remove(old, cs, 'active L2 table');
     img.refs.queueFree(old, cs);
   }
   return off;

@@ -301,10 +301,8 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
     }
     pos += (len + 7) & ~7;
   }
-  if (h.autoclear & AUTOCLEAR.BITMAPS && !h.bitmaps) {
-    // Bit set without the extension: it means nothing; drop it on rewrite.
-    h.autoclear &= ~AUTOCLEAR.BITMAPS;
-  }
+  // The bitmaps bit without the extension stays set, as in QEMU, whose overlap
+  // checks then see an empty directory covering the whole file (metadata-index.ts).
 }
 
 /** The raw u64 fields, before they are known to fit. */

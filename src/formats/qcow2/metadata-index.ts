@@ -9,54 +9,92 @@
  * is freed, so a check costs one map look-up per cluster written.
  */
 import { BlockError } from '../../core/errors.js';
-import { INCOMPAT } from './constants.js';
+import { AUTOCLEAR, INCOMPAT } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
 
 
 /** Tables larger than this many clusters are not indexed (they cannot be valid; open refuses them elsewhere). */
 const MAX_INDEXED_CLUSTERS = 1 << 22;
 
-/** Host cluster index → what metadata lives there. */
+/** The kinds of metadata, in the order QEMU's qcow2_check_metadata_overlap tests them. */
+const KINDS = [
+  'qcow2_header',
+  'active L1 table',
+  'refcount table',
+  'snapshot table',
+  'inactive L1 table',
+  'active L2 table',
+  'refcount block',
+  'inactive L2 table',
+  'bitmap directory',
+] as const;
+/** A kind of metadata ("active L2 table"), as QEMU's corruption messages name it. */
+export type MetadataKind = (typeof KINDS)[number];
+const bit = (kind: MetadataKind) => 1 << KINDS.indexOf(kind);
+
+/** Host cluster index → the kinds of metadata that live there (one cluster may hold several in a broken image). */
 export class MetadataIndex {
-  private readonly kinds = new Map<number, string>();
+  private readonly kinds = new Map<number, number>();
+  /** Kinds that cover every cluster (QEMU's empty bitmap directory with the bitmaps bit set). */
+  private everywhere = 0;
 
   constructor(private readonly clusterSize: number) {}
 
-  /** Registers [offset, offset+bytes) as metadata of `kind` ("active L2 table"). */
-  add(offset: number, bytes: number, kind: string): void {
+  /** Registers [offset, offset+bytes) as metadata of `kind`. */
+  add(offset: number, bytes: number, kind: MetadataKind): void {
     if (bytes <= 0) return;
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + bytes - 1) / this.clusterSize);
     if (last - first > MAX_INDEXED_CLUSTERS) return;
-    for (let c = first; c <= last; c++) this.kinds.set(c, kind);
+    const b = bit(kind);
+    for (let c = first; c <= last; c++) this.kinds.set(c, (this.kinds.get(c) ?? 0) | b);
   }
 
-  /** Forgets [offset, offset+bytes) (the table was freed). */
-  remove(offset: number, bytes: number): void {
+  /** Registers `kind` as covering every cluster. */
+  addEverywhere(kind: MetadataKind): void {
+    this.everywhere |= bit(kind);
+  }
+
+  /** Forgets `kind` (every kind if omitted) in [offset, offset+bytes) (the table was freed). */
+  remove(offset: number, bytes: number, kind?: MetadataKind): void {
     if (bytes <= 0) return;
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + bytes - 1) / this.clusterSize);
-    for (let c = first; c <= last; c++) this.kinds.delete(c);
+    const keep = kind ? ~bit(kind) : 0;
+    for (let c = first; c <= last; c++) {
+      const m = (this.kinds.get(c) ?? 0) & keep;
+      if (m) this.kinds.set(c, m);
+      else this.kinds.delete(c);
+    }
   }
 
-  /** What lives in host cluster `cluster`, if it is metadata. */
-  kindOf(cluster: number): string | undefined {
-    return this.kinds.get(cluster);
-  }
-
-  /** The first metadata cluster in [offset, offset+bytes), or undefined. */
-  firstOverlap(offset: number, bytes: number): { cluster: number; kind: string } | undefined {
+  /**
+   * The metadata [offset, offset+bytes) overlaps, `ignore` aside: the first
+   * kind in QEMU's order, and the first cluster holding it; undefined if none.
+   */
+  firstOverlap(offset: number, bytes: number, ignore?: MetadataKind): { cluster: number; kind: MetadataKind } | undefined {
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + bytes - 1) / this.clusterSize);
+    const skip = ignore ? bit(ignore) : 0;
+    const all = this.everywhere & ~skip;
+    let best = all & -all;
+    let at = first;
     for (let c = first; c <= last; c++) {
-      const kind = this.kinds.get(c);
-      if (kind) return { cluster: c, kind };
+      const m = (this.kinds.get(c) ?? 0) & ~skip;
+      if (!m) continue;
+      const low = m & -m;
+      if (!best || low < best) {
+        best = low;
+        at = c;
+      }
     }
-    return undefined;
+    if (!best) return undefined;
+    return { cluster: at, kind: KINDS[31 - Math.clz32(best)]! };
   }
 
   clear(): void {
     this.kinds.clear();
+    this.everywhere = 0;
   }
 }
 
@@ -73,6 +111,8 @@ export function registerMetadata(img: Qcow2Image): void {
   if (h.nbSnapshots > 0) meta.add(h.snapshotsOffset, img.snapshotTableBytes, 'snapshot table');
   for (const s of img.snapshots) if (s.l1Size) meta.add(s.l1TableOffset, s.l1Size * 8, 'inactive L1 table');
   if (h.bitmaps) meta.add(h.bitmaps.directoryOffset, h.bitmaps.directorySize, 'bitmap directory');
+  // QEMU 7.2 tests a directory of offset 0 and size 0 as ending at 2^64 - 1: it overlaps every write.
+  else if (h.autoclear & AUTOCLEAR.BITMAPS) meta.addEverywhere('bitmap directory');
 }
 
 /**
@@ -83,6 +123,18 @@ export function registerMetadata(img: Qcow2Image): void {
 export async function overlapCheck(img: Qcow2Image, host: number, bytes: number): Promise<void> {
   if (img.hasDataFile) return;
   const hit = img.meta.firstOverlap(host, bytes);
+  if (hit) {
+    throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`);
+  }
+}
+
+/**
+ * Refuses a write of metadata of kind `own` (undefined: a table not in use
+ * yet) to [offset, offset+bytes) that would hit other metadata, marking the image corrupt (QEMU checks each table
+ * and cache entry it writes, its own kind aside).
+ */
+export async function metadataWriteCheck(img: Qcow2Image, offset: number, bytes: number, own: MetadataKind | undefined): Promise<void> {
+  const hit = img.meta.firstOverlap(offset, bytes, own);
   if (hit) {
     throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`);
   }

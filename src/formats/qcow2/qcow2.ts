@@ -105,6 +105,8 @@ export class Qcow2Image implements DriverInstance {
   snapshotTableBytes = 0;
   /** Opened for check: why the snapshot table could not be read (check reports it), else undefined. */
   snapshotTableError: unknown = undefined;
+  /** Whether snapshotTableError is the table check's (QEMU's qcow2_validate_table), not the read's. */
+  snapshotTableInvalid = false;
   bitmaps: Qcow2Bitmap[] = [];
   /** Where guest data lives: the image file, or the external data file. */
   dataChild!: BdrvChild;
@@ -147,7 +149,7 @@ export class Qcow2Image implements DriverInstance {
   openMessages(): readonly string[] {
     return this.repairMessages;
   }
-  /** What the close could not do, as QEMU reports it (bitmap-store.ts). */
+  /** What the close could not do, as QEMU reports it (bitmaps, caches). */
   readonly closeLines: string[] = [];
 
   closeMessages(): readonly string[] {
@@ -408,7 +410,13 @@ export class Qcow2Image implements DriverInstance {
 
   async check(fix: CheckFix): Promise<CheckResult> {
     return this.whenIdle(async () => {
-      if (!this.readOnly) await flushAll(this, true);
+      // The check reads L2 tables from the file and refcounts through the cache:
+      // only the L2 tables (and pending frees) need to be on disk. Refcount blocks
+      // a repair changed stay cached, as in QEMU, until the next flush.
+      if (!this.readOnly) {
+        if (this.refs.pendingCount > 0) await flushAll(this, true);
+        else await this.l2cache.flush();
+      }
       return checkImage(this, fix);
     });
   }
@@ -534,7 +542,26 @@ export class Qcow2Image implements DriverInstance {
     this.cleanTimer = null;
     if (this.readOnly || !this.refs || this.corrupt) return;
     await this.whenIdle(async () => {
-      await flushAll(this, true);
+      // As QEMU's qcow2_inactivate: a cache that cannot be written is reported
+      // and the close goes on; the image then stays marked dirty.
+      let ok = true;
+      const failed = (what: string, e: unknown) => {
+        ok = false;
+        // A write refused as a corruption ends QEMU's node there (its driver is dropped): nothing more is said.
+        if (!this.corrupt) this.closeLines.push(`Failed to flush the ${what} cache: ${STRERROR[toBlockError(e).code]}`);
+      };
+      try {
+        await this.l2cache.flush();
+      } catch (e) {
+        failed('L2 table', e);
+      }
+      try {
+        if (ok) await flushAll(this, true);
+        else await this.refs.flushCache();
+      } catch (e) {
+        failed('refcount block', e);
+      }
+      if (!ok) return;
       await this.file.flush();
       if (this.storeBitmapsOnClose) await storePersistentBitmaps(this);
       if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {

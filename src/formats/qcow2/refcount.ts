@@ -23,6 +23,7 @@ import { BlockError } from '../../core/errors.js';
 import { MetaCache } from './cache.js';
 import type { ReadGate } from './read-gate.js';
 import { FreeQueue } from './refcount-queue.js';
+import type { MetadataKind } from './metadata-index.js';
 import {
   findFreeInBlock,
   getRefcount,
@@ -55,14 +56,16 @@ export interface RefcountHost {
   /** Header update: refcount table moved. Must be durable when it returns. */
   setReftable(offset: number, clusters: number): Promise<void>;
   /** Registers / unregisters metadata clusters for the overlap checks. */
-  addMeta(offset: number, bytes: number, kind: string): void;
-  removeMeta(offset: number, bytes: number): void;
+  addMeta(offset: number, bytes: number, kind: MetadataKind): void;
+  removeMeta(offset: number, bytes: number, kind: MetadataKind): void;
   /** Marks the image corrupt and returns the error to throw. */
   corrupt(message: string): Promise<BlockError>;
   /** Prints a message on the tool's stderr as it is (QEMU's fprintf to stderr). */
   notice?(message: string): void;
   /** Refuses (marking the image corrupt) a write of new metadata over existing metadata. */
   checkOverlap?(offset: number, bytes: number): Promise<void>;
+  /** QEMU's overlap check of a metadata write of kind `own` (throws to refuse). */
+  checkMetaWrite?(offset: number, bytes: number, own: MetadataKind): Promise<void>;
   /** Whether freed clusters are discarded in the file. */
   passDiscard: boolean;
   /**
@@ -109,6 +112,7 @@ export class Refcounts {
     this.clusterSize = 2 ** clusterBits;
     this.perBlock = (this.clusterSize * 8) >> order;
     this.cache = new MetaCache('refcount block', () => host.file(), this.clusterSize, Math.max(4, cacheEntries));
+    if (host.checkMetaWrite) this.cache.checkWrite = (off, bytes) => host.checkMetaWrite!(off, bytes, 'refcount block');
     // Start loading the module now, so the first allocation seldom waits for it.
     void initRefcountWasm();
   }
@@ -443,7 +447,7 @@ export class Refcounts {
     this.table = newTable;
     this.tableOffset = tableOff;
     for (const i of blockBufs.keys()) this.host.addMeta(newTable[i]!, cs, 'refcount block');
-    this.host.removeMeta(oldOff, oldClusters * cs);
+    this.host.removeMeta(oldOff, oldClusters * cs, 'refcount table');
     this.host.addMeta(tableOff, tableBytes, 'refcount table');
     for (let c = oldOff / cs; c < oldOff / cs + oldClusters; c++) await this.update(c, -1);
   }

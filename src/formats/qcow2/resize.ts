@@ -74,7 +74,7 @@ async function shrink(img: Qcow2Image, size: number): Promise<void> {
     img.l1Copied[i] = 0;
     await writeL1Entry(img, i);
     img.l2cache.forgetRange(off, off + cs);
-    img.meta.remove(off, cs);
+    img.meta.remove(off, cs, 'active L2 table');
     img.refs.queueFree(off, cs);
   }
   await flushAll(img);

@@ -15,13 +15,14 @@
  */
 import { BlockError } from '../../core/errors.js';
 import type { SnapshotInfo } from '../../core/driver.js';
-import { HDR, MAX_SNAPSHOTS } from './constants.js';
+import { MAX_SNAPSHOTS } from './constants.js';
 import { flushAll, growL1 } from './cow.js';
 import { makeEntry } from './l2-entry.js';
 import { overlapCheck, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { resizeImage } from './resize.js';
-import { serializeSnapshotTable, type Qcow2Snapshot } from './snapshot.js';
+import type { Qcow2Snapshot } from './snapshot.js';
+import { writeSnapshotTable } from './snapshot-write.js';
 import { updateSnapshotRefcount } from './snapshot-refcount.js';
 
 /** Index of the snapshot with this id and/or name (both must match when both are given), or -1. */
@@ -61,50 +62,16 @@ async function freeNow(img: Qcow2Image, offset: number, bytes: number): Promise<
   }
 }
 
-/**
- * Replaces the snapshot table (QEMU's qcow2_write_snapshots): the new table in
- * new clusters, durable, then the header's count and offset in one write,
- * then the old table's clusters are freed.
- */
-export async function writeSnapshotTable(img: Qcow2Image, snapshots: Qcow2Snapshot[]): Promise<void> {
-  const table = serializeSnapshotTable(snapshots, img.header.size);
-  const cs = img.clusterSize;
-  let offset = 0;
-  if (table.length > 0) {
-    offset = await img.refs.alloc(Math.ceil(table.length / cs));
-    try {
-      await img.refs.flushCache();
-      await img.file.flush();
-      // Nothing points here yet: the clusters must be free of metadata.
-      await overlapCheck(img, offset, table.length);
-      await img.file.pwritev(offset, table.length, table);
-      await img.refs.flushCache();
-      await img.l2cache.flush();
-      await img.file.flush();
-    } catch (e) {
-      await freeNow(img, offset, table.length);
-      throw e;
-    }
-  }
-  const hb = new Uint8Array(12);
-  const hdv = new DataView(hb.buffer);
-  hdv.setUint32(0, snapshots.length);
-  hdv.setBigUint64(4, BigInt(offset));
+/** Makes `snapshots` the image's table (snapshot-write.ts); the list in memory stays the old one on failure. */
+async function replaceTable(img: Qcow2Image, snapshots: Qcow2Snapshot[]): Promise<void> {
+  const old = img.snapshots;
+  img.snapshots = snapshots;
   try {
-    await img.file.pwritev(HDR.NB_SNAPSHOTS, 12, hb);
-    await img.file.flush();
+    await writeSnapshotTable(img);
   } catch (e) {
-    if (table.length > 0) await freeNow(img, offset, table.length);
+    img.snapshots = old;
     throw e;
   }
-  const oldOffset = img.header.nbSnapshots > 0 ? img.header.snapshotsOffset : 0;
-  const oldBytes = img.header.nbSnapshots > 0 ? img.snapshotTableBytes : 0;
-  img.header.nbSnapshots = snapshots.length;
-  img.header.snapshotsOffset = offset;
-  img.snapshots = snapshots;
-  img.snapshotTableBytes = table.length;
-  await freeNow(img, oldOffset, oldBytes);
-  registerMetadata(img);
 }
 
 /** Forgets what was derived from the active tables (fast-path memo, allocation guesses). */
@@ -147,7 +114,7 @@ export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promi
     l1Size: img.l1.length,
     extraDataSize: 24,
   };
-  await writeSnapshotTable(img, [...img.snapshots, sn]);
+  await replaceTable(img, [...img.snapshots, sn]);
   activeTablesChanged(img);
 }
 
@@ -198,7 +165,7 @@ export async function deleteSnapshot(img: Qcow2Image, id: string | undefined, na
   await flushAll(img, true);
   const rest = img.snapshots.filter((_, i) => i !== index);
   try {
-    await writeSnapshotTable(img, rest);
+    await replaceTable(img, rest);
   } catch (e) {
     const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
     throw new BlockError(err.code, `Failed to remove snapshot from snapshot list: ${err.message}`);

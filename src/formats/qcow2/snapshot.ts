@@ -27,12 +27,28 @@ function overhanging(n: number): string {
 /** Extra data a v3 snapshot table entry must hold: vm_state_size_large and disk_size. */
 export const V3_SNAPSHOT_EXTRA = 16;
 
-/** Reads `count` snapshot entries at `offset`; returns them and the table's byte size. */
+/**
+ * What a read for check -r all dropped (QEMU's repair mode of
+ * qcow2_do_read_snapshots): its lines, entries cut off the end of a table too
+ * big, entries whose extra data was cut to the limit.
+ */
+export interface SnapshotRepair {
+  messages: string[];
+  reduced: number;
+  dropped: number;
+}
+
+/**
+ * Reads `count` snapshot entries at `offset`; returns them and the table's
+ * byte size. With `repair`, too much extra data is cut and a table too big
+ * loses its last entries, as QEMU's check -r all does, instead of failing.
+ */
 export async function readSnapshotTable(
   file: BdrvChild,
   offset: number,
   count: number,
   clusterSize: number,
+  repair?: SnapshotRepair,
 ): Promise<{ snapshots: Qcow2Snapshot[]; bytes: number }> {
   const out: Qcow2Snapshot[] = [];
   let pos = offset;
@@ -45,8 +61,11 @@ export async function readSnapshotTable(
     if (n > 0) await file.preadv(at, n, buf.subarray(0, n));
     buf.fill(0, n);
   };
+  // Repair mode: QEMU's sum of the entries' sizes (extra data as cut, no padding).
+  let tableLength = 0;
+  let end = offset;
   for (let i = 0; i < count; i++) {
-    if (pos - offset + SNAP.FIXED > MAX_SNAPSHOTS_BYTES) {
+    if (!repair && pos - offset + SNAP.FIXED > MAX_SNAPSHOTS_BYTES) {
       throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}`, hint: overhanging(count - i) });
     }
     await read(pos, fixed);
@@ -54,18 +73,32 @@ export async function readSnapshotTable(
     const l1Size = dv.getUint32(SNAP.L1_SIZE);
     const idLen = dv.getUint16(SNAP.ID_STR_SIZE);
     const nameLen = dv.getUint16(SNAP.NAME_SIZE);
-    const extraLen = dv.getUint32(SNAP.EXTRA_DATA_SIZE);
-    if (extraLen > MAX_SNAPSHOT_EXTRA) {
+    const storedExtra = dv.getUint32(SNAP.EXTRA_DATA_SIZE);
+    let extraLen = storedExtra;
+    if (extraLen > MAX_SNAPSHOT_EXTRA && repair) {
+      repair.messages.push(`Discarding too much extra metadata in snapshot table entry ${i} (${extraLen} > ${MAX_SNAPSHOT_EXTRA})`);
+      repair.dropped++;
+      extraLen = MAX_SNAPSHOT_EXTRA;
+    } else if (extraLen > MAX_SNAPSHOT_EXTRA) {
       throw new BlockError('EFBIG', `Too much extra metadata in snapshot table entry ${i}`, {}, { detail: `${extraLen} bytes`, hint: 'You can force-remove this extra metadata with qemu-img check -r all\n' });
     }
     if (l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', 'Snapshot L1 table too large', {}, { detail: `entry ${i}, l1_size ${l1Size}` });
     if (l1Off % clusterSize !== 0) throw new BlockError('EINVAL', 'Snapshot L1 table offset invalid', {}, { detail: `entry ${i}, 0x${l1Off.toString(16)}` });
     const varLen = extraLen + idLen + nameLen;
-    if (pos - offset + SNAP.FIXED + varLen > MAX_SNAPSHOTS_BYTES) {
+    if (repair) {
+      tableLength += SNAP.FIXED + varLen;
+      if (tableLength > MAX_SNAPSHOTS_BYTES || pos + SNAP.FIXED + storedExtra + idLen + nameLen - offset > 0x7fffffff) {
+        repair.messages.push(`Discarding ${count - i} overhanging snapshots (snapshot table is too big)`);
+        repair.reduced += count - i;
+        break;
+      }
+    } else if (pos - offset + SNAP.FIXED + varLen > MAX_SNAPSHOTS_BYTES) {
       throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `at 0x${offset.toString(16)}, entry ${i}`, hint: overhanging(count - i) });
     }
     const rest = new Uint8Array(varLen);
-    await read(pos + SNAP.FIXED, rest);
+    await read(pos + SNAP.FIXED, rest.subarray(0, extraLen));
+    // Extra data cut in a repair: the id and name still follow all of it.
+    await read(pos + SNAP.FIXED + storedExtra, rest.subarray(extraLen));
     const rdv = new DataView(rest.buffer);
     let vmStateSize = dv.getUint32(SNAP.VM_STATE_SIZE);
     let diskSize: number | undefined;
@@ -90,51 +123,10 @@ export async function readSnapshotTable(
       extraDataSize: extraLen,
       ...(extraLen > SNAPSHOT_EXTRA ? { unknownExtra: rest.slice(SNAPSHOT_EXTRA, extraLen) } : {}),
     });
-    pos += (SNAP.FIXED + varLen + 7) & ~7;
+    end = pos + SNAP.FIXED + storedExtra + idLen + nameLen;
+    pos += (SNAP.FIXED + storedExtra + idLen + nameLen + 7) & ~7;
   }
-  return { snapshots: out, bytes: pos - offset };
+  // QEMU's size ends with the last entry read; without repair, ours pads it to 8 bytes.
+  return { snapshots: out, bytes: repair ? end - offset : pos - offset };
 }
 
-const utf8 = new TextEncoder();
-
-/**
- * The table's bytes as QEMU's qcow2_write_snapshots lays them out: each entry
- * 8-byte aligned, at least {@link SNAPSHOT_EXTRA} bytes of extra data (unknown
- * extra data after it), the VM state size in the 32-bit field only when it
- * fits. Entries without a disk size get `diskSize` (the image's size, as QEMU
- * assumes when it reads them). EFBIG past QEMU's table size limit.
- */
-export function serializeSnapshotTable(snapshots: readonly Qcow2Snapshot[], diskSize: number): Uint8Array {
-  const parts = snapshots.map((sn) => ({ sn, id: utf8.encode(sn.id), name: utf8.encode(sn.name) }));
-  let size = 0;
-  for (const p of parts) {
-    size = Math.ceil(size / 8) * 8 + SNAP.FIXED + SNAPSHOT_EXTRA + (p.sn.unknownExtra?.length ?? 0) + p.id.length + p.name.length;
-    if (size > MAX_SNAPSHOTS_BYTES) throw new BlockError('EFBIG', 'Snapshot table is too big', {}, { detail: `${snapshots.length} entries` });
-  }
-  const out = new Uint8Array(size);
-  const dv = new DataView(out.buffer);
-  let pos = 0;
-  for (const { sn, id, name } of parts) {
-    pos = Math.ceil(pos / 8) * 8;
-    const extra = SNAPSHOT_EXTRA + (sn.unknownExtra?.length ?? 0);
-    dv.setBigUint64(pos + SNAP.L1_TABLE_OFFSET, BigInt(sn.l1TableOffset));
-    dv.setUint32(pos + SNAP.L1_SIZE, sn.l1Size);
-    dv.setUint16(pos + SNAP.ID_STR_SIZE, id.length);
-    dv.setUint16(pos + SNAP.NAME_SIZE, name.length);
-    dv.setUint32(pos + SNAP.DATE_SEC, sn.dateSec);
-    dv.setUint32(pos + SNAP.DATE_NSEC, sn.dateNsec);
-    dv.setBigUint64(pos + SNAP.VM_CLOCK_NSEC, BigInt(sn.vmClockNsec));
-    // Older readers treat a state that does not fit as a disk-only snapshot rather than truncate it.
-    if (sn.vmStateSize <= 0xffffffff) dv.setUint32(pos + SNAP.VM_STATE_SIZE, sn.vmStateSize);
-    dv.setUint32(pos + SNAP.EXTRA_DATA_SIZE, extra);
-    const x = pos + SNAP.FIXED;
-    dv.setBigUint64(x + SNAP.EXTRA_VM_STATE_SIZE_LARGE, BigInt(sn.vmStateSize));
-    dv.setBigUint64(x + SNAP.EXTRA_DISK_SIZE, BigInt(sn.diskSize ?? diskSize));
-    dv.setBigInt64(x + SNAP.EXTRA_ICOUNT, BigInt(sn.icount ?? -1));
-    if (sn.unknownExtra) out.set(sn.unknownExtra, x + SNAPSHOT_EXTRA);
-    out.set(id, x + extra);
-    out.set(name, x + extra + id.length);
-    pos = x + extra + id.length + name.length;
-  }
-  return out;
-}
