@@ -25,6 +25,7 @@ export const ErrorCode = {
   EEXIST: 'EEXIST',
   ENOMEDIUM: 'ENOMEDIUM',
   EROFS: 'EROFS',
+  EAGAIN: 'EAGAIN',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -42,6 +43,7 @@ const ERRNO_NUMBERS: Record<ErrorCode, number> = {
   ENOTSUP: 95,
   ECANCELED: 125,
   ENOMEDIUM: 123,
+  EAGAIN: 11,
 };
 
 const CODES_BY_ERRNO = new Map<number, ErrorCode>(Object.entries(ERRNO_NUMBERS).map(([code, n]) => [n, code as ErrorCode]));
@@ -69,6 +71,7 @@ export const STRERROR: Record<ErrorCode, string> = {
   ENOTSUP: 'Operation not supported',
   ECANCELED: 'Operation canceled',
   ENOMEDIUM: 'No medium found',
+  EAGAIN: 'Resource temporarily unavailable',
 };
 
 /** Where an error happened, when known. */

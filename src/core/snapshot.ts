@@ -64,7 +64,8 @@ export async function gotoSnapshot(node: BlockNode, idOrName: string): Promise<v
     await drained(n, () => n.instance.snapshotGoto!(idOrName));
   } catch (e) {
     const err = toBlockError(e);
-    throw new BlockError(err.code, `Failed to load snapshot: ${STRERROR[err.code]}`, { node: n.nodeName });
+    // The driver's own words (QEMU's qcow2 reports them itself) stay on the error as its cause.
+    throw new BlockError(err.code, `Failed to load snapshot: ${STRERROR[err.code]}`, { node: n.nodeName }, { cause: err });
   } finally {
     // The snapshot may have another size.
     await n.refreshLength();

@@ -6,7 +6,7 @@
  */
 import type { SnapshotInfo } from '../../core/driver.js';
 import { createSnapshot, deleteSnapshot, findSnapshotByName, gotoSnapshot, listSnapshots, snapshotFallback } from '../../core/snapshot.js';
-import { toBlockError } from '../../core/errors.js';
+import { BlockError, STRERROR, toBlockError } from '../../core/errors.js';
 import { errText, needsProbeWarning, probedRawWarning, strerror } from '../common.js';
 import { dumpSnapshots } from '../info-dump.js';
 import { COMMON_LONGS, Ctx, errorExit, fail, parseOpts } from './context.js';
@@ -80,6 +80,9 @@ export async function cmdSnapshot(ctx: Ctx, args: string[]): Promise<number> {
       try {
         await gotoSnapshot(node, name);
       } catch (e) {
+        // What the format said about it, on a line of its own first (qcow2's error_report).
+        const cause = e instanceof Error ? e.cause : undefined;
+        if (cause instanceof BlockError && cause.text !== STRERROR[cause.code]) ctx.report(cause.text);
         fail(`Could not apply snapshot '${name}': ${errText(e)}`);
       }
       return 0;

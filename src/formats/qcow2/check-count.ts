@@ -8,7 +8,7 @@
  */
 import { STRERROR, toBlockError } from '../../core/errors.js';
 import { CHECK_REPORT_LINE } from '../../core/driver.js';
-import { BMT_OFFSET_MASK } from './constants.js';
+import { BMT_OFFSET_MASK, MAX_L1_BYTES } from './constants.js';
 import { ClusterType, clusterType, readEntry, writeEntry, type RawEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
 import { maxRefcount } from './refcount.js';
@@ -109,6 +109,11 @@ export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: b
   for (const s of img.snapshots) {
     if (s.l1TableOffset % cs !== 0) {
       t.messages.push(`ERROR snapshot ${s.id} (${s.name}) l1_offset=0x${hex(s.l1TableOffset)}: L1 table is not cluster aligned; snapshot table entry corrupted`);
+      t.corruptions++;
+      continue;
+    }
+    if (s.l1Size > MAX_L1_BYTES / 8) {
+      t.messages.push(`ERROR snapshot ${s.id} (${s.name}) l1_size=0x${hex(s.l1Size)}: L1 table is too large; snapshot table entry corrupted`);
       t.corruptions++;
       continue;
     }

@@ -308,6 +308,11 @@ export class Refcounts {
     }
   }
 
+  /** Whether cluster `ci` has a refcount block (a refcount of it can change without allocating one). */
+  hasBlock(ci: number): boolean {
+    return this.missingBlock(ci, ci + 1) < 0;
+  }
+
   /** The first refcount block index covering clusters [first, end) that has no block, or -1. */
   private missingBlock(first: number, end: number): number {
     for (let rb = this.blockOf(first); rb <= this.blockOf(end - 1); rb++) {

@@ -21,7 +21,7 @@ import { makeEntry } from './l2-entry.js';
 import { overlapCheck, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { resizeImage } from './resize.js';
-import type { Qcow2Snapshot } from './snapshot.js';
+import { validateSnapshotL1, type Qcow2Snapshot } from './snapshot.js';
 import { writeSnapshotTable } from './snapshot-write.js';
 import { updateSnapshotRefcount } from './snapshot-refcount.js';
 
@@ -125,6 +125,7 @@ export async function gotoSnapshot(img: Qcow2Image, idOrName: string): Promise<v
   if (index < 0) throw new BlockError('ENOENT', 'No such file or directory', {}, { detail: `snapshot '${idOrName}'` });
   img.checkUsable();
   const sn = img.snapshots[index]!;
+  validateSnapshotL1(sn, img.clusterSize);
   await flushAll(img, true);
   const size = sn.diskSize ?? img.header.size;
   if (size !== img.header.size) await resizeImage(img, size, 'off');
@@ -162,6 +163,7 @@ export async function deleteSnapshot(img: Qcow2Image, id: string | undefined, na
   if (index < 0) throw new BlockError('ENOENT', "Can't find the snapshot");
   img.checkUsable();
   const sn = img.snapshots[index]!;
+  validateSnapshotL1(sn, img.clusterSize);
   await flushAll(img, true);
   const rest = img.snapshots.filter((_, i) => i !== index);
   try {
@@ -199,6 +201,7 @@ export async function loadSnapshotTmp(img: Qcow2Image, id: string | undefined, n
   const index = findSnapshot(img, id, name);
   if (index < 0) throw new BlockError('ENOENT', "Can't find snapshot");
   const sn = img.snapshots[index]!;
+  validateSnapshotL1(sn, img.clusterSize);
   const raw = new Uint8Array(sn.l1Size * 8);
   try {
     if (raw.length > 0) await img.file.preadv(sn.l1TableOffset, raw.length, raw);

@@ -11,8 +11,10 @@
  * another is read from the file and written back when a flag changed and it
  * is not being released.
  */
+import { BlockError } from '../../core/errors.js';
 import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, writeEntry } from './l2-entry.js';
 import { markCorrupt } from './metadata-index.js';
+import { MAX_REFTABLE_BYTES } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
 
 /** C's %#x. */
@@ -45,6 +47,13 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   const freed: number[] = [];
   const change = async (ci: number): Promise<number> => {
     if (addend === 0) return img.refs.get(ci);
+    // A reference to a cluster no refcount block covers (a damaged entry): QEMU's update_refcount
+    // gets EAGAIN from the block allocation it would need and fails the walk with it.
+    if (!img.refs.hasBlock(ci)) {
+      // Past what any refcount table can cover, the allocation fails with EFBIG instead.
+      if (Math.floor(ci / img.refs.perBlock) >= MAX_REFTABLE_BYTES / 8) throw new BlockError('EFBIG', `Cluster ${ci} is past what a refcount table can cover`);
+      throw new BlockError('EAGAIN', `No refcount block for cluster ${ci}`);
+    }
     const rc = await img.refs.update(ci, addend);
     if (rc === 0) freed.push(ci);
     return rc;

@@ -82,8 +82,7 @@ export async function readSnapshotTable(
     } else if (extraLen > MAX_SNAPSHOT_EXTRA) {
       throw new BlockError('EFBIG', `Too much extra metadata in snapshot table entry ${i}`, {}, { detail: `${extraLen} bytes`, hint: 'You can force-remove this extra metadata with qemu-img check -r all\n' });
     }
-    if (l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', 'Snapshot L1 table too large', {}, { detail: `entry ${i}, l1_size ${l1Size}` });
-    if (l1Off % clusterSize !== 0) throw new BlockError('EINVAL', 'Snapshot L1 table offset invalid', {}, { detail: `entry ${i}, 0x${l1Off.toString(16)}` });
+    // The L1 table's place and size are checked where it is used (snapshot-ops.ts), as in QEMU.
     const varLen = extraLen + idLen + nameLen;
     if (repair) {
       tableLength += SNAP.FIXED + varLen;
@@ -130,3 +129,13 @@ export async function readSnapshotTable(
   return { snapshots: out, bytes: repair ? end - offset : pos - offset };
 }
 
+
+/**
+ * QEMU's qcow2_validate_table for a snapshot's L1 table, checked before the
+ * table is used (goto, delete, temporary load): EFBIG when too large, EINVAL
+ * when not cluster aligned.
+ */
+export function validateSnapshotL1(sn: Qcow2Snapshot, clusterSize: number): void {
+  if (sn.l1Size > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', 'Snapshot L1 table too large', {}, { detail: `l1_size ${sn.l1Size}` });
+  if (sn.l1TableOffset % clusterSize !== 0) throw new BlockError('EINVAL', 'Snapshot L1 table offset invalid', {}, { detail: `0x${sn.l1TableOffset.toString(16)}` });
+}
