@@ -82,6 +82,8 @@ export class Refcounts {
   /** Entries per refcount block. */
   readonly perBlock: number;
   readonly cache: MetaCache;
+  /** The largest refcount an entry holds (2^bits - 1). */
+  readonly maxCount: number;
   /**
    * The allocation cursor (QEMU's free_cluster_index): searches start here; it
    * moves past each allocation and back to a cluster whose refcount drops to 0.
@@ -111,6 +113,7 @@ export class Refcounts {
   ) {
     this.clusterSize = 2 ** clusterBits;
     this.perBlock = (this.clusterSize * 8) >> order;
+    this.maxCount = maxRefcount(order);
     this.cache = new MetaCache('refcount block', () => host.file(), this.clusterSize, Math.max(4, cacheEntries));
     if (host.checkMetaWrite) this.cache.checkWrite = (off, bytes) => host.checkMetaWrite!(off, bytes, 'refcount block');
     // Start loading the module now, so the first allocation seldom waits for it.
@@ -167,6 +170,17 @@ export class Refcounts {
       buf = (await this.block(rb))!;
     }
     const idx = ci % this.perBlock;
+    if (this.order < 6 && typeof delta === 'number') {
+      // Up to 32-bit refcounts: plain numbers (the BigInt path cost more than the walk of a
+      // snapshot that references every cluster).
+      const n = getRefcount(buf, idx, this.order) + delta;
+      if (n < 0) throw await this.host.corrupt(`Refcount of cluster ${ci} would drop below 0`);
+      if (n > this.maxCount) throw new BlockError('EINVAL', `Refcount of cluster ${ci} would overflow`);
+      setRefcount(buf, idx, this.order, n);
+      this.cache.setDirty(this.table[rb]!, buf);
+      if (n === 0) this.becameFree(ci);
+      return n;
+    }
     const exact = getRefcountExact(buf, idx, this.order) + BigInt(delta);
     if (exact < 0n) throw await this.host.corrupt(`Refcount of cluster ${ci} would drop below 0`);
     if (exact > (1n << BigInt(1 << this.order)) - 1n) throw new BlockError('EINVAL', `Refcount of cluster ${ci} would overflow`);
@@ -174,13 +188,46 @@ export class Refcounts {
     if (this.order === 6) new DataView(buf.buffer, buf.byteOffset, buf.byteLength).setBigUint64(idx * 8, exact);
     else setRefcount(buf, idx, this.order, v);
     this.cache.setDirty(this.table[rb]!, buf);
-    if (v === 0) {
-      if (ci < this.freeHint) this.freeHint = ci;
-      // The cluster compressed data was packed into is free now and may next hold
-      // anything (a data cluster, an L2 table): never pack into it again.
-      if (this.freeByteOffset !== 0 && Math.floor(this.freeByteOffset / this.clusterSize) === ci) this.freeByteOffset = 0;
-    }
+    if (v === 0) this.becameFree(ci);
     return v;
+  }
+
+  /**
+   * {@link update} without a promise when it can be done at once (up to 32-bit
+   * refcounts, the block cached, no bound crossed); undefined otherwise, and then
+   * nothing changed: call {@link update}. Walks over every cluster use it.
+   */
+  updateNow(ci: number, delta: number): number | undefined {
+    if (this.order >= 6) return undefined;
+    const rb = Math.floor(ci / this.perBlock);
+    const off = rb < this.table.length ? this.table[rb]! : 0;
+    if (off === 0 || off % this.clusterSize !== 0) return undefined;
+    const buf = this.cache.peek(off);
+    if (!buf) return undefined;
+    const idx = ci % this.perBlock;
+    const n = getRefcount(buf, idx, this.order) + delta;
+    if (n <= 0 || n > this.maxCount) return undefined;
+    setRefcount(buf, idx, this.order, n);
+    this.cache.setDirty(off, buf);
+    return n;
+  }
+
+  /** The refcount of `ci` when its block is cached (no promise), else undefined. */
+  getNow(ci: number): number | undefined {
+    const rb = Math.floor(ci / this.perBlock);
+    const off = rb < this.table.length ? this.table[rb]! : 0;
+    if (off === 0) return 0;
+    if (off % this.clusterSize !== 0) return undefined;
+    const buf = this.cache.peek(off);
+    return buf ? (this.order === 6 ? undefined : getRefcount(buf, ci % this.perBlock, this.order)) : undefined;
+  }
+
+  /** Cluster `ci`'s refcount dropped to 0. */
+  private becameFree(ci: number): void {
+    if (ci < this.freeHint) this.freeHint = ci;
+    // The cluster compressed data was packed into is free now and may next hold
+    // anything (a data cluster, an L2 table): never pack into it again.
+    if (this.freeByteOffset !== 0 && Math.floor(this.freeByteOffset / this.clusterSize) === ci) this.freeByteOffset = 0;
   }
 
   /**
@@ -506,7 +553,7 @@ export class Refcounts {
     for (let attempt = 0; ; attempt++) {
       if (off !== 0) {
         const rc = await this.get(Math.floor(off / cs));
-        if (rc === 0 || rc >= maxRefcount(this.order)) off = 0;
+        if (rc === 0 || rc >= this.maxCount) off = 0;
       }
       if (off === 0 || cs - (off % cs) < bytes) {
         const fresh = await this.allocStart(1, []);

@@ -12,7 +12,7 @@
  * is not being released.
  */
 import { BlockError } from '../../core/errors.js';
-import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, writeEntry } from './l2-entry.js';
+import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry } from './l2-entry.js';
 import { markCorrupt } from './metadata-index.js';
 import { MAX_REFTABLE_BYTES } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -45,6 +45,8 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
     }
   }
   const freed: number[] = [];
+  /** The cluster's refcount after adding `addend`, at once when its block is cached. */
+  const changeNow = (ci: number): number | undefined => (addend === 0 ? img.refs.getNow(ci) : img.refs.updateNow(ci, addend));
   const change = async (ci: number): Promise<number> => {
     if (addend === 0) return img.refs.get(ci);
     // A reference to a cluster no refcount block covers (a damaged entry): QEMU's update_refcount
@@ -69,10 +71,14 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
       const buf = await img.l2cache.get(sliceOff);
       const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
       let dirty = false;
+      const stride = img.extendedL2 ? 16 : 8;
       for (let j = 0; j < perSlice; j++) {
+        const hi = dv.getUint32(j * stride);
+        const lo = dv.getUint32(j * stride + 4);
+        // Unallocated, without flags: nothing to count or flag (most entries of a sparse image).
+        if (hi === 0 && lo === 0) continue;
         const e = readEntry(dv, j, img.extendedL2);
-        const oldHi = e.hi;
-        e.hi = (e.hi & ~COPIED) >>> 0;
+        e.hi = (hi & ~COPIED) >>> 0;
         let refcount: number;
         switch (clusterType(e, img.extendedL2, img.hasDataFile)) {
           case ClusterType.COMPRESSED: {
@@ -92,15 +98,15 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
             if (host % cs !== 0) {
               throw await markCorrupt(img, `Cluster allocation offset ${hex(host)} unaligned (L2 offset: ${hex(l2)}, L2 index: ${hex(slice * perSlice + j)})`);
             }
-            refcount = await change(host / cs);
+            refcount = changeNow(host / cs) ?? (await change(host / cs));
             break;
           }
           default:
             refcount = 0;
         }
         if (refcount === 1) e.hi = (e.hi | COPIED) >>> 0;
-        if (e.hi !== oldHi) {
-          writeEntry(dv, j, img.extendedL2, e);
+        if (e.hi !== hi) {
+          dv.setUint32(j * stride, e.hi);
           dirty = true;
         }
       }
