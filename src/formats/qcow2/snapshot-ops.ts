@@ -24,6 +24,7 @@ import { resizeImage } from './resize.js';
 import type { Qcow2Snapshot } from './snapshot.js';
 import { writeSnapshotTable } from './snapshot-write.js';
 import { updateSnapshotRefcount } from './snapshot-refcount.js';
+import { discardVmState } from './vmstate.js';
 
 /** Index of the snapshot with this id and/or name (both must match when both are given), or -1. */
 export function findSnapshot(img: Qcow2Image, id: string | undefined, name: string | undefined): number {
@@ -85,6 +86,9 @@ function activeTablesChanged(img: Qcow2Image): void {
 
 /** QEMU's qcow2_snapshot_create: `info.id` is ignored (the next free number is used). */
 export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promise<void> {
+  if (!Number.isSafeInteger(info.vmStateSize) || info.vmStateSize < 0) {
+    throw new BlockError('EINVAL', `VM state size must be a non-negative integer, got ${info.vmStateSize}`);
+  }
   if (img.snapshots.length >= MAX_SNAPSHOTS) throw new BlockError('EFBIG', `Too many snapshots (${img.snapshots.length})`);
   refuseDataFile(img);
   img.checkUsable();
@@ -116,6 +120,9 @@ export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promi
   };
   await replaceTable(img, [...img.snapshots, sn]);
   activeTablesChanged(img);
+  // The snapshot holds the VM state now; the active table lets go of it. As in QEMU a
+  // failure here is ignored: the snapshot is whole, the area only stays allocated.
+  await discardVmState(img, sn.vmStateSize).catch(() => undefined);
 }
 
 /** QEMU's qcow2_snapshot_goto: the image becomes what snapshot `idOrName` holds. */
