@@ -1,8 +1,9 @@
 /**
  * Internal snapshots from the page (`disk.snapshots`) in real Chromium on
  * OPFS and IndexedDB qcow2 images: a snapshot created with a VM state survives a page
- * reload; applying it brings back the disk content of that moment (the
- * writes after it are gone) and `readVmState` returns the exact bytes. Errors
+ * reload; `readVmState` returns the exact bytes without applying it, and
+ * applying it brings back the disk content of that moment (the writes after
+ * it are gone). Errors
  * cross the worker boundary as BlockErrors with codes. The image then leaves
  * the browser as a download: `qemu-img info` lists the snapshot with its VM
  * state size and `qemu-img check` finds it clean.
@@ -103,6 +104,9 @@ for (const P of ['opfs:/snapvm/disk.qcow2', 'idb:snapvm-disk.qcow2']) {
         const afterWritesBefore = await check(after, 2);
         const vm = await disk.snapshots.readVmState('s1');
         const vmDiff = h.diff(vm, h.pattern(9, vmBytes));
+        // Reading the VM state did not apply the snapshot.
+        const stillAfter = await check(after, 2);
+        await disk.snapshots.apply('s1');
         // After the apply: the snapshot's disk (the later writes' ranges hold what was there then).
         const beforeAfterApply = await check(before, 1);
         const zeroAt12 = (await disk.read(12 << 20, 4096)).every((b) => b === 0);
@@ -112,12 +116,13 @@ for (const P of ['opfs:/snapvm/disk.qcow2', 'idb:snapvm-disk.qcow2']) {
         await disk.snapshots.delete(s2.id);
         const final = await disk.snapshots.list();
         await disk.close();
-        return { list, afterWritesBefore, vmLength: vm.length, vmDiff, beforeAfterApply, zeroAt12, s2, final };
+        return { list, afterWritesBefore, stillAfter, vmLength: vm.length, vmDiff, beforeAfterApply, zeroAt12, s2, final };
       },
       { p: P, before: BEFORE, after: AFTER, vmBytes: VM_BYTES },
     );
     expect(second.list).toEqual(first.list);
     expect(second.afterWritesBefore).toEqual([-1, -1, -1]);
+    expect(second.stillAfter).toEqual([-1, -1, -1]);
     expect(second.vmLength).toBe(VM_BYTES);
     expect(second.vmDiff).toBe(-1);
     expect(second.beforeAfterApply).toEqual([-1, -1]);

@@ -226,9 +226,9 @@ export class DiskService implements DiskApi {
   snapshotList(): SnapshotEntry[] {
     return snapshots.snapshotList(this.backend);
   }
-  async snapshotReadVmState(idOrName: string): Promise<{ vmState: Uint8Array; length: number }> {
-    const r = await snapshots.snapshotReadVmState(this.backend, idOrName);
-    return transfer(r, [r.vmState.buffer as ArrayBuffer]);
+  async snapshotReadVmState(idOrName: string): Promise<Uint8Array> {
+    const vm = await snapshots.snapshotReadVmState(this.backend, idOrName);
+    return transfer(vm, [vm.buffer as ArrayBuffer]);
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,7 @@ import type { BlockBackend } from '../src/core/backend.js';
 import type { SnapshotInfo } from '../src/core/driver.js';
 import { BlockError } from '../src/core/errors.js';
 import { createSnapshot, deleteSnapshot, gotoSnapshot, listSnapshots } from '../src/core/snapshot.js';
-import { loadVmState, saveVmState } from '../src/core/vmstate.js';
+import { loadSnapshotVmState, saveVmState } from '../src/core/vmstate.js';
 import type { SnapshotEntry } from '../src/client/protocol.js';
 
 /** Largest VM state one message carries back to the page (one ArrayBuffer). */
@@ -81,20 +81,16 @@ export function snapshotList(bb: BlockBackend): SnapshotEntry[] {
   return listSnapshots(bb.node).map(toEntry);
 }
 
-/**
- * Applies snapshot `idOrName` and reads its VM state (the VM state area now
- * holds the snapshot's). Returns the bytes and the disk's size after the apply.
- */
-export async function snapshotReadVmState(bb: BlockBackend, idOrName: string): Promise<{ vmState: Uint8Array; length: number }> {
+/** The VM state of snapshot `idOrName` (empty when it has none); the disk stays as it is. */
+export async function snapshotReadVmState(bb: BlockBackend, idOrName: string): Promise<Uint8Array> {
   checkName(idOrName, 'Snapshot id or name');
   const sn = find(bb, idOrName);
   if (sn.vmStateSize > MAX_VM_STATE_BYTES) {
     throw new BlockError('EFBIG', `Snapshot '${idOrName}': VM state of ${sn.vmStateSize} bytes exceeds ${MAX_VM_STATE_BYTES}`);
   }
-  const length = await snapshotApply(bb, sn.id);
   const vmState = new Uint8Array(sn.vmStateSize);
-  if (vmState.length > 0) await loadVmState(bb.node, 0, vmState);
-  return { vmState, length };
+  if (vmState.length > 0) await loadSnapshotVmState(bb.node, sn.id, 0, vmState);
+  return vmState;
 }
 
 function toEntry(s: SnapshotInfo): SnapshotEntry {

@@ -92,8 +92,8 @@ export interface DiskApi {
   snapshotApply(idOrName: string): Promise<number>;
   snapshotDelete(idOrName: string): Promise<void>;
   snapshotList(): SnapshotEntry[];
-  /** Applies the snapshot and returns its VM state (transferred) and the disk size after the apply. */
-  snapshotReadVmState(idOrName: string): Promise<{ vmState: Uint8Array; length: number }>;
+  /** The snapshot's VM state (transferred), without applying it. */
+  snapshotReadVmState(idOrName: string): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 

@@ -7,13 +7,15 @@
  * ```ts
  * await disk.snapshots.create('before-update', { vmState: machineBytes });
  * // ... the guest writes ...
- * const vm = await disk.snapshots.readVmState('before-update'); // applies it
+ * const vm = await disk.snapshots.readVmState('before-update');
+ * await disk.snapshots.apply('before-update');   // the disk of that moment
  * ```
  *
- * {@link DiskSnapshots.readVmState} applies the snapshot before reading its VM
- * state: the VM state is meant to resume the machine on the disk the
- * snapshot holds, so the two are restored together. Applying and deleting
- * need a writable disk; applying refuses while the disk has dirty bitmaps.
+ * {@link DiskSnapshots.readVmState} reads a snapshot's VM state without
+ * applying it (the disk stays as it is; reads and writes wait meanwhile). To
+ * resume a machine, read its state, then apply the snapshot (v86:
+ * restoreMachine does both). Creating, applying and deleting need a writable
+ * disk; applying refuses while the disk has dirty bitmaps.
  * Failures are BlockErrors with codes (ENOENT: no such snapshot, EEXIST: the
  * name is taken, EROFS: read-only disk, ENOTSUP: a format without snapshots).
  */
@@ -57,12 +59,10 @@ export class DiskSnapshots {
   }
 
   /**
-   * Applies snapshot `idOrName` (see {@link apply}) and returns its VM state
-   * (empty when it was created without one).
+   * The VM state of snapshot `idOrName` (by id first, then by name), empty
+   * when it was created without one. The snapshot is not applied.
    */
-  async readVmState(idOrName: string): Promise<Uint8Array> {
-    const r = await this.remote.snapshotReadVmState(idOrName);
-    this.setLength(r.length);
-    return r.vmState;
+  readVmState(idOrName: string): Promise<Uint8Array> {
+    return this.remote.snapshotReadVmState(idOrName);
   }
 }

@@ -36,6 +36,7 @@ export interface MachineDisk {
   readonly snapshots: {
     create(name: string, opts?: { vmState?: Uint8Array }): Promise<SnapshotEntry>;
     list(): Promise<SnapshotEntry[]>;
+    apply(idOrName: string): Promise<void>;
     readVmState(idOrName: string): Promise<Uint8Array>;
   };
 }
@@ -83,7 +84,9 @@ export function restoreMachine(emulator: V86Machine, disk: MachineDisk, buffer: 
     // The writes sent before the restore must not land on the restored disk; one that
     // failed does not matter any more (the disk goes back to the snapshot).
     await buffer.flush().catch(() => undefined);
+    // The state first: a failure to read it leaves the disk as it was.
     const state = await disk.snapshots.readVmState(sn.id);
+    await disk.snapshots.apply(sn.id);
     const whole = state.byteOffset === 0 && state.byteLength === state.buffer.byteLength ? state : state.slice();
     await emulator.restore_state(whole.buffer as ArrayBuffer);
   });

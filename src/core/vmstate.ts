@@ -4,8 +4,10 @@
  * past the end of the disk, see src/formats/qcow2/vmstate.ts) and taken into
  * the next snapshot created with that VM state size. A node whose driver has
  * no VM state passes the request to its primary child (a filter, raw over
- * its file).
+ * its file). {@link loadSnapshotVmState} reads a snapshot's VM state without
+ * applying the snapshot.
  */
+import { drained } from './drain.js';
 import { BlockError } from './errors.js';
 import type { BlockNode } from './node.js';
 import { ChildRole } from './permissions.js';
@@ -48,4 +50,15 @@ export async function loadVmState(node: BlockNode, pos: number, buf: Uint8Array)
   checkRequest(node, pos, buf);
   const n = vmStateNode(node, (x) => !!x.instance.loadVmState);
   await inFlight(n, () => n.instance.loadVmState!(pos, buf));
+}
+
+/**
+ * Reads position `pos` of the VM state of snapshot `id` into `buf`, leaving
+ * the node's current disk as it is (the snapshot is not applied). The node is
+ * drained meanwhile: the format reads through the snapshot's tables.
+ */
+export async function loadSnapshotVmState(node: BlockNode, id: string, pos: number, buf: Uint8Array): Promise<void> {
+  checkRequest(node, pos, buf);
+  const n = vmStateNode(node, (x) => !!x.instance.snapshotLoadVmState);
+  await drained(n, () => n.instance.snapshotLoadVmState!(id, pos, buf));
 }

@@ -59,7 +59,7 @@ import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
 import { commitReopen, prepareReopen } from './reopen.js';
-import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp } from './snapshot-ops.js';
+import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp, loadSnapshotVmState } from './snapshot-ops.js';
 
 export type { Run } from './lookup.js';
 
@@ -508,6 +508,10 @@ export class Qcow2Image implements DriverInstance {
 
   loadVmState(pos: number, buf: Uint8Array): Promise<void> {
     return loadVmState(this, pos, buf);
+  }
+
+  snapshotLoadVmState(id: string, pos: number, buf: Uint8Array): Promise<void> {
+    return this.whenIdle(() => loadSnapshotVmState(this, id, pos, buf));
   }
 
   supportsPersistentBitmaps(): boolean {

@@ -15,16 +15,22 @@ import { discardRange } from './zero-discard.js';
 /** Largest guest offset we can address exactly (offsets are plain numbers). */
 const MAX_OFFSET = Number.MAX_SAFE_INTEGER;
 
-/** Where the VM state starts: the disk size rounded up to what one L2 table maps (QEMU's qcow2_vm_state_offset). */
-export function vmStateOffset(img: Qcow2Image): number {
+/**
+ * Where the VM state starts: the disk size (`size`, default the image's)
+ * rounded up to what one L2 table maps (QEMU's qcow2_vm_state_offset).
+ */
+export function vmStateOffset(img: Qcow2Image, size = img.header.size): number {
   const span = img.clusterSize * img.l2Entries;
-  return Math.ceil(img.header.size / span) * span;
+  return Math.ceil(size / span) * span;
 }
 
-/** The guest offset of VM state bytes [pos, pos + bytes) (QEMU's qcow2_check_vmstate_request). */
-function vmStateRequest(img: Qcow2Image, pos: number, bytes: number): number {
+/**
+ * The guest offset of VM state bytes [pos, pos + bytes) of a disk of `size`
+ * bytes (QEMU's qcow2_check_vmstate_request).
+ */
+export function vmStateRequest(img: Qcow2Image, pos: number, bytes: number, size = img.header.size): number {
   if (!Number.isSafeInteger(pos) || pos < 0) throw new BlockError('EINVAL', `VM state position must be a non-negative integer, got ${pos}`);
-  const base = vmStateOffset(img);
+  const base = vmStateOffset(img, size);
   if (base + pos + bytes > MAX_OFFSET) {
     throw new BlockError('EIO', `VM state request of ${bytes} bytes at ${pos} ends past the largest offset ${MAX_OFFSET}`);
   }

@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { createSnapshot, gotoSnapshot } from '../../../src/core/snapshot.js';
-import { loadVmState, saveVmState } from '../../../src/core/vmstate.js';
+import { loadSnapshotVmState, loadVmState, saveVmState } from '../../../src/core/vmstate.js';
 import { BlockBackend } from '../../../src/node.js';
 import { hasQemu } from '../../cli/harness.js';
 import { fileGraph, openQcow2, pattern, qemuCheck, qemuImg, qemuIo, tempDir } from './helpers.js';
@@ -82,6 +82,13 @@ describe.skipIf(!hasQemu())('qcow2 VM state against qemu-img 7.2', () => {
         expect(after.every((b) => b === 0)).toBe(true);
         // The guest writes on after the snapshot.
         await bb.write(0, new Uint8Array(k.cs).fill(99));
+        // The snapshot's VM state reads back without applying it, in parts; the disk stays.
+        const viaSnap = new Uint8Array(n);
+        await loadSnapshotVmState(bb.node, '1', 0, viaSnap.subarray(0, 1000));
+        await loadSnapshotVmState(bb.node, '1', 1000, viaSnap.subarray(1000));
+        expect(Buffer.from(viaSnap).equals(Buffer.from(state))).toBe(true);
+        expect((await bb.read(0, 1))[0]).toBe(99);
+        await expect(loadSnapshotVmState(bb.node, '7', 0, new Uint8Array(1))).rejects.toMatchObject({ code: 'ENOENT' });
         await bb.close();
 
         checkClean(img, 'after create');
