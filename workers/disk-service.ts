@@ -11,8 +11,9 @@ import { SyncServer } from '../src/channels/sync-server.js';
 import { RingServer } from '../src/channels/ring-server.js';
 import { serveReadPort } from '../src/channels/read-port-server.js';
 import type { DiskApi, StopEvent } from '../src/client/api.js';
-import type { AddBitmapOptions, BitmapExtentsPage, BitmapInfo, DiskStats, MapExtent } from '../src/client/protocol.js';
+import type { AddBitmapOptions, BitmapExtentsPage, BitmapInfo, DiskStats, MapExtent, SnapshotEntry } from '../src/client/protocol.js';
 import * as bitmaps from './disk-bitmaps.js';
+import * as snapshots from './disk-snapshots.js';
 import { imageNodeOf } from './paths.js';
 
 /** One open disk, as the page sees it through Comlink. */
@@ -210,6 +211,24 @@ export class DiskService implements DiskApi {
   }
   bitmapExtents(name: string, offset: number, bytes: number, maxExtents: number, maxLength?: number): BitmapExtentsPage {
     return bitmaps.bitmapExtents(this.backend, name, offset, bytes, maxExtents, maxLength);
+  }
+
+  // Internal snapshots (disk-snapshots.ts).
+  snapshotCreate(name: string, vmState?: Uint8Array): Promise<SnapshotEntry> {
+    return snapshots.snapshotCreate(this.backend, name, vmState);
+  }
+  snapshotApply(idOrName: string): Promise<number> {
+    return snapshots.snapshotApply(this.backend, idOrName);
+  }
+  snapshotDelete(idOrName: string): Promise<void> {
+    return snapshots.snapshotDelete(this.backend, idOrName);
+  }
+  snapshotList(): SnapshotEntry[] {
+    return snapshots.snapshotList(this.backend);
+  }
+  async snapshotReadVmState(idOrName: string): Promise<Uint8Array> {
+    const vm = await snapshots.snapshotReadVmState(this.backend, idOrName);
+    return transfer(vm, [vm.buffer as ArrayBuffer]);
   }
 
   async close(): Promise<void> {

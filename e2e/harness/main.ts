@@ -4,7 +4,7 @@
  * for the Playwright specs (page.evaluate).
  */
 import { wrap, type Remote } from 'comlink';
-import { DiskWorker, toV86Buffer, isBlockError } from '../../src/client/index.js';
+import { DiskWorker, toV86Buffer, isBlockError, saveMachine, restoreMachine } from '../../src/client/index.js';
 import type { TestBlockWorker } from './test-worker.js';
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
@@ -64,6 +64,8 @@ function conformance(mode: 'wasm' | 'typescript'): Promise<unknown> {
 const harness = {
   DiskWorker,
   toV86Buffer,
+  saveMachine,
+  restoreMachine,
   V86,
   v86WasmUrl,
   pattern,

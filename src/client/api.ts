@@ -19,6 +19,7 @@ import type {
   ImportOptions,
   MapExtent,
   OpenOptions,
+  SnapshotEntry,
   Progress,
   StorageKind,
   StorageReport,
@@ -85,6 +86,14 @@ export interface DiskApi {
   bitmapList(): BitmapInfo[];
   /** Up to `maxExtents` dirty extents of `name` in [offset, offset + bytes), each at most `maxLength`. */
   bitmapExtents(name: string, offset: number, bytes: number, maxExtents: number, maxLength?: number): BitmapExtentsPage;
+  /** Internal snapshots (workers/disk-snapshots.ts; the page wraps them as `disk.snapshots`). */
+  snapshotCreate(name: string, vmState?: Uint8Array): Promise<SnapshotEntry>;
+  /** Returns the disk size after the apply. */
+  snapshotApply(idOrName: string): Promise<number>;
+  snapshotDelete(idOrName: string): Promise<void>;
+  snapshotList(): SnapshotEntry[];
+  /** The snapshot's VM state (transferred), without applying it. */
+  snapshotReadVmState(idOrName: string): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 

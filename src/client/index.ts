@@ -43,10 +43,12 @@ import { BlockError, type ErrorCode } from '../core/errors.js';
 export * from './protocol.js';
 export type { BlockWorkerApi, DiskApi, ProgressFn, StopEvent } from './api.js';
 export { DiskBitmaps, type DirtyExtentsOptions } from './bitmaps.js';
+export { DiskSnapshots, type CreateSnapshotOptions } from './snapshots.js';
 export { DiskJobs, Job, type JobEvent, type DiskRef } from './jobs.js';
 export type * from './jobs-protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
+export { saveMachine, restoreMachine, type MachineDisk, type V86Machine } from './v86-machine.js';
 export { SyncDiskClient, SharedDiskReader } from '../channels/sync-client.js';
 export { BulkReader } from '../channels/ring-client.js';
 export { SyncSlot, SyncState, SyncOp, SYNC_HEADER_BYTES } from '../channels/sync-layout.js';
@@ -54,6 +56,7 @@ import { SharedDiskReader } from '../channels/sync-client.js';
 import { BulkReader } from '../channels/ring-client.js';
 import { PortReader } from '../channels/read-port-client.js';
 import { DiskBitmaps } from './bitmaps.js';
+import { DiskSnapshots } from './snapshots.js';
 import { DiskJobs } from './jobs.js';
 
 installErrorTransfer();
@@ -84,6 +87,8 @@ export class Disk {
   private closed = false;
   /** The disk's dirty bitmaps (add, remove, clear, enable, disable, merge, list, dirtyExtents). */
   readonly bitmaps: DiskBitmaps;
+  /** The disk's internal snapshots with their VM state (create, apply, delete, list, readVmState). */
+  readonly snapshots: DiskSnapshots;
   constructor(
     private readonly remote: Remote<DiskApi>,
     readonly path: string,
@@ -93,6 +98,9 @@ export class Disk {
   ) {
     this.len = length;
     this.bitmaps = new DiskBitmaps(remote, () => this.len);
+    this.snapshots = new DiskSnapshots(remote, (n) => {
+      this.len = n;
+    });
   }
 
   /** Virtual size in bytes. */

@@ -199,3 +199,18 @@ export interface BitmapExtentsPage {
 
 /** Disk statistics (the backend's I/O accounting). */
 export type DiskStats = IoStats;
+
+/** One internal snapshot of a disk (`disk.snapshots.list()`), as `qemu-img snapshot -l` lists it. */
+export interface SnapshotEntry {
+  /** Id the image assigned ("1", "2", ...). */
+  id: string;
+  name: string;
+  /** Bytes of VM state kept with it (0: disk only). */
+  vmStateSize: number;
+  /** Creation time, milliseconds since the epoch. */
+  date: number;
+  /** The guest clock at creation, nanoseconds (0 from the page). */
+  vmClockNsec: number;
+  /** The disk size it holds. */
+  diskSize?: number;
+}

@@ -15,6 +15,10 @@
  * before they leave (v86 may reuse its buffer) and reach the image in the
  * order v86 issued them; `flush()` on the returned object waits for them and
  * flushes the disk. Offsets are plain numbers, so disks past 2 GiB work.
+ *
+ * "Save machine" / "restore machine" ({@link saveMachine}, {@link restoreMachine},
+ * v86-machine.ts) keep the emulator's state as the VM state of a qcow2
+ * snapshot of the same disk: one file holds disk and machine.
  */
 import { BlockError } from '../core/errors.js';
 
@@ -123,10 +127,12 @@ export function toV86Buffer(disk: V86Disk, opts: { onError?: (e: unknown) => voi
       fn(undefined);
     },
     get_state() {
+      // The image is the disk's state: a machine snapshot (saveMachine) keeps it as a
+      // qcow2 snapshot, and restoreMachine applies that before v86 restores the rest.
       return [];
     },
     set_state() {
-      // The image itself is the state: nothing to restore.
+      // Nothing held here: no cache to drop, the image already is the snapshot's disk.
     },
     async get_as_file(name) {
       await tail;

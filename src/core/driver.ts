@@ -383,6 +383,11 @@ export interface DriverInstance {
   saveVmState?(pos: number, buf: Uint8Array): Promise<void>;
   /** Loads VM state bytes. Default: ENOTSUP. */
   loadVmState?(pos: number, buf: Uint8Array): Promise<void>;
+  /**
+   * Loads VM state bytes of snapshot `id` without applying it (no QEMU
+   * counterpart; called with the node drained). Default: ENOTSUP.
+   */
+  snapshotLoadVmState?(id: string, pos: number, buf: Uint8Array): Promise<void>;
   /** Whether persistent dirty bitmaps can be stored. Default: false. */
   supportsPersistentBitmaps?(): boolean;
   /** Stores persistent dirty bitmaps on close / inactivate. Default: nothing. */

@@ -61,9 +61,20 @@ export async function writeL1Entry(img: Qcow2Image, i: number): Promise<void> {
   await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
 }
 
-/** Grows the L1 table to at least `entries` (new table, then the header, then the old one is freed). */
-export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
-  if (entries <= img.l1.length) return;
+/**
+ * Grows the L1 table to at least `min` entries (new table, then the header,
+ * then the old one is freed): exactly `min`, or (`exact` false, for writes
+ * past the table: the VM state area) by half again until it fits, as QEMU's
+ * qcow2_grow_l1_table sizes it.
+ */
+export async function growL1(img: Qcow2Image, min: number, exact = true): Promise<void> {
+  if (min <= img.l1.length) return;
+  if (min > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `L1 table of ${min} entries would be too large`);
+  let entries = min;
+  if (!exact) {
+    entries = Math.max(img.l1.length, 1);
+    while (entries < min) entries = Math.ceil((entries * 3) / 2);
+  }
   if (entries > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `L1 table of ${entries} entries would be too large`);
   const bytes = entries * 8;
   const clusters = Math.ceil(bytes / img.clusterSize);
@@ -105,7 +116,7 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
 
 /** Offset of a writable (COPIED) L2 table for L1 index `l1i`, allocating or copying it. */
 async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
-  if (l1i >= img.l1.length) await growL1(img, l1i + 1);
+  if (l1i >= img.l1.length) await growL1(img, l1i + 1, false);
   const old = await l2TableOffset(img, l1i);
   if (old !== 0 && img.l1Copied[l1i]) return old;
   const cs = img.clusterSize;

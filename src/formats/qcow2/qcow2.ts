@@ -27,6 +27,7 @@ import type {
   SnapshotInfo,
   SpecificInfo,
 } from '../../core/driver.js';
+import { loadVmState, saveVmState, vmStateOffset } from './vmstate.js';
 import { ReqFlag } from '../../core/driver.js';
 import type { BdrvChild } from '../../core/child.js';
 import type { BlockNode } from '../../core/node.js';
@@ -58,7 +59,7 @@ import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
 import { commitReopen, prepareReopen } from './reopen.js';
-import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp } from './snapshot-ops.js';
+import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp, loadSnapshotVmState } from './snapshot-ops.js';
 
 export type { Run } from './lookup.js';
 
@@ -421,8 +422,8 @@ export class Qcow2Image implements DriverInstance {
     });
   }
 
-  getInfo(): { clusterSize: number; dirty: boolean } {
-    return { clusterSize: this.clusterSize, dirty: (this.header.incompatible & INCOMPAT.DIRTY) !== 0n };
+  getInfo(): { clusterSize: number; dirty: boolean; vmStateOffset: number } {
+    return { clusterSize: this.clusterSize, dirty: (this.header.incompatible & INCOMPAT.DIRTY) !== 0n, vmStateOffset: vmStateOffset(this) };
   }
 
   getSpecificInfo(): SpecificInfo {
@@ -499,6 +500,18 @@ export class Qcow2Image implements DriverInstance {
 
   snapshotLoadTmp(id: string | undefined, name: string | undefined): Promise<void> {
     return this.whenIdle(() => loadSnapshotTmp(this, id, name));
+  }
+
+  saveVmState(pos: number, buf: Uint8Array): Promise<void> {
+    return saveVmState(this, pos, buf);
+  }
+
+  loadVmState(pos: number, buf: Uint8Array): Promise<void> {
+    return loadVmState(this, pos, buf);
+  }
+
+  snapshotLoadVmState(id: string, pos: number, buf: Uint8Array): Promise<void> {
+    return this.whenIdle(() => loadSnapshotVmState(this, id, pos, buf));
   }
 
   supportsPersistentBitmaps(): boolean {

@@ -24,6 +24,8 @@ import { resizeImage } from './resize.js';
 import { validateSnapshotL1, type Qcow2Snapshot } from './snapshot.js';
 import { writeSnapshotTable } from './snapshot-write.js';
 import { updateSnapshotRefcount } from './snapshot-refcount.js';
+import { readGuest } from './read.js';
+import { discardVmState, vmStateRequest } from './vmstate.js';
 
 /** Index of the snapshot with this id and/or name (both must match when both are given), or -1. */
 export function findSnapshot(img: Qcow2Image, id: string | undefined, name: string | undefined): number {
@@ -85,6 +87,9 @@ function activeTablesChanged(img: Qcow2Image): void {
 
 /** QEMU's qcow2_snapshot_create: `info.id` is ignored (the next free number is used). */
 export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promise<void> {
+  if (!Number.isSafeInteger(info.vmStateSize) || info.vmStateSize < 0) {
+    throw new BlockError('EINVAL', `VM state size must be a non-negative integer, got ${info.vmStateSize}`);
+  }
   if (img.snapshots.length >= MAX_SNAPSHOTS) throw new BlockError('EFBIG', `Too many snapshots (${img.snapshots.length})`);
   refuseDataFile(img);
   img.checkUsable();
@@ -116,6 +121,9 @@ export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promi
   };
   await replaceTable(img, [...img.snapshots, sn]);
   activeTablesChanged(img);
+  // The snapshot holds the VM state now; the active table lets go of it. As in QEMU a
+  // failure here is ignored: the snapshot is whole, the area only stays allocated.
+  await discardVmState(img, sn.vmStateSize).catch(() => undefined);
 }
 
 /** QEMU's qcow2_snapshot_goto: the image becomes what snapshot `idOrName` holds. */
@@ -201,6 +209,16 @@ export async function loadSnapshotTmp(img: Qcow2Image, id: string | undefined, n
   const index = findSnapshot(img, id, name);
   if (index < 0) throw new BlockError('ENOENT', "Can't find snapshot");
   const sn = img.snapshots[index]!;
+  const { l1, copied } = await readSnapshotL1(img, sn);
+  img.l1 = l1;
+  img.l1Copied = copied;
+  img.header.l1Size = sn.l1Size;
+  img.header.l1TableOffset = sn.l1TableOffset;
+  activeTablesChanged(img);
+}
+
+/** The L1 table of snapshot `sn` as the image keeps it in memory (offsets, COPIED flags), once its place and size are checked. */
+async function readSnapshotL1(img: Qcow2Image, sn: Qcow2Snapshot): Promise<{ l1: Float64Array<ArrayBuffer>; copied: Uint8Array<ArrayBuffer> }> {
   validateSnapshotL1(sn, img.clusterSize);
   const raw = new Uint8Array(sn.l1Size * 8);
   try {
@@ -217,9 +235,33 @@ export async function loadSnapshotTmp(img: Qcow2Image, id: string | undefined, n
     l1[i] = (hi & 0x00ffffff) * 4294967296 + ((dv.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
     copied[i] = hi & 0x80000000 ? 1 : 0;
   }
+  return { l1, copied };
+}
+
+/**
+ * Reads VM state position `pos` of snapshot `id` into `buf` without applying
+ * the snapshot (QEMU has no such call: its loadvm applies first). The lookup
+ * runs on the snapshot's L1 table put in place of the active one for the
+ * read, and the area is where it was when the snapshot was taken (after its
+ * disk size). The caller holds the image lock with the node drained, so no
+ * guest request sees the swap.
+ */
+export async function loadSnapshotVmState(img: Qcow2Image, id: string, pos: number, buf: Uint8Array): Promise<void> {
+  const index = findSnapshot(img, id, undefined);
+  if (index < 0) throw new BlockError('ENOENT', `No snapshot with id '${id}'`);
+  const sn = img.snapshots[index]!;
+  const off = vmStateRequest(img, pos, buf.length, sn.diskSize ?? img.header.size);
+  if (buf.length === 0) return;
+  const { l1, copied } = await readSnapshotL1(img, sn);
+  const active = { l1: img.l1, copied: img.l1Copied };
   img.l1 = l1;
   img.l1Copied = copied;
-  img.header.l1Size = sn.l1Size;
-  img.header.l1TableOffset = sn.l1TableOffset;
   activeTablesChanged(img);
+  try {
+    await readGuest(img, off, buf.length, buf);
+  } finally {
+    img.l1 = active.l1;
+    img.l1Copied = active.copied;
+    activeTablesChanged(img);
+  }
 }
