@@ -59,6 +59,7 @@ import { discardRange, writeZeroes } from './zero-discard.js';
 import { preallocate, resizeImage } from './resize.js';
 import { blockStatusOf } from './block-status.js';
 import { commitReopen, prepareReopen } from './reopen.js';
+import { closeImage } from './close.js';
 import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp, loadSnapshotVmState } from './snapshot-ops.js';
 
 export type { Run } from './lookup.js';
@@ -553,35 +554,7 @@ export class Qcow2Image implements DriverInstance {
   async close(): Promise<void> {
     if (this.cleanTimer) clearInterval(this.cleanTimer);
     this.cleanTimer = null;
-    if (this.readOnly || !this.refs || this.corrupt) return;
-    await this.whenIdle(async () => {
-      // As QEMU's qcow2_inactivate: a cache that cannot be written is reported
-      // and the close goes on; the image then stays marked dirty.
-      let ok = true;
-      const failed = (what: string, e: unknown) => {
-        ok = false;
-        // A write refused as a corruption ends QEMU's node there (its driver is dropped): nothing more is said.
-        if (!this.corrupt) this.closeLines.push(`Failed to flush the ${what} cache: ${STRERROR[toBlockError(e).code]}`);
-      };
-      try {
-        await this.l2cache.flush();
-      } catch (e) {
-        failed('L2 table', e);
-      }
-      try {
-        if (ok) await flushAll(this, true);
-        else await this.refs.flushCache();
-      } catch (e) {
-        failed('refcount block', e);
-      }
-      if (!ok) return;
-      await this.file.flush();
-      if (this.storeBitmapsOnClose) await storePersistentBitmaps(this);
-      if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {
-        this.header.incompatible &= ~INCOMPAT.DIRTY;
-        await this.writeHeader();
-      }
-    });
+    await closeImage(this);
   }
 
   describeType(t: ClusterType): string {
