@@ -3,6 +3,7 @@ import type { BlockBackend } from '../../core/backend.js';
 import { isAllocatedAbove, cowChild } from '../../core/block-status.js';
 import type { PreallocMode } from '../../core/driver.js';
 import { driverInfo, formatNode, supportsCompressed } from '../common.js';
+import { loadVmState, saveVmState } from '../../core/vmstate.js';
 import { infoText } from './info.js';
 import type { IoAllocation, IoDisk } from './disk.js';
 
@@ -41,6 +42,12 @@ export class BackendDisk implements IoDisk {
     // Like bdrv_is_allocated: this layer only.
     if (offset >= node.length) return { allocated: false, pnum: 0 };
     return isAllocatedAbove(node, cowChild(node), false, offset, Math.min(bytes, node.length - offset));
+  }
+  loadVmState(pos: number, buf: Uint8Array): Promise<void> {
+    return loadVmState(this.bb.node, pos, buf);
+  }
+  saveVmState(pos: number, buf: Uint8Array): Promise<void> {
+    return saveVmState(this.bb.node, pos, buf);
   }
   supportsCompressed(): boolean {
     return supportsCompressed(formatNode(this.bb.node));

@@ -36,6 +36,9 @@ export interface IoDisk {
   truncate(size: number, prealloc: PreallocMode): Promise<void>;
   /** Allocation in this layer only at `offset`, at most `bytes` (clamped to the end). */
   isAllocated(offset: number, bytes: number): Promise<IoAllocation>;
+  /** Reads / writes the VM state area (qemu-io `read -b` / `write -b`); absent where there is none. */
+  loadVmState?(pos: number, buf: Uint8Array): Promise<void>;
+  saveVmState?(pos: number, buf: Uint8Array): Promise<void>;
   /** Whether the format takes compressed writes (`write -c`). */
   supportsCompressed(): boolean;
   /** The `info` command's lines; `supported` false ends it with ENOTSUP after them. */

@@ -61,12 +61,16 @@ export async function readCmd(s: IoSession, args: string[]): Promise<number> {
   if (bflag) {
     if (offset % 512) { s.out(`${offset} is not a sector-aligned value for 'offset'\n`); return EINVAL; }
     if (count % 512) { s.out(`${count} is not a sector-aligned value for 'count'\n`); return EINVAL; }
-    s.out('read failed: Operation not supported\n');
-    return -95;
   }
   let buf: Uint8Array = new Uint8Array(0);
   const t = await timed(async () => {
-    buf = await readFilled(s, offset, count);
+    if (bflag) {
+      // The VM state area (qemu-io's bdrv_load_vmstate), not the guest's disk.
+      const disk = s.backend;
+      if (!disk.loadVmState) throw new BlockError('ENOTSUP', 'No VM state here');
+      buf = new Uint8Array(count);
+      await disk.loadVmState(offset, buf);
+    } else buf = await readFilled(s, offset, count);
   });
   if (t.err) {
     s.out(`read failed: ${strerror(t.err)}\n`);
@@ -179,20 +183,25 @@ export async function writeCmd(s: IoSession, args: string[]): Promise<number> {
     }
   }
   if (r.operands.length !== 2) return s.usage(c);
-  if (Number(zflag) + Number(Pflag) + Number(sflag) > 1) {
-    s.out('Only one of -z, -P, and -s can be specified at the same time\n');
+  // qemu-io's checks, in its order.
+  if (bflag && zflag) {
+    s.out('-b and -z cannot be specified at the same time\n');
     return EINVAL;
   }
-  if (bflag && fua) {
-    s.out('-f and -b cannot be specified simultaneously\n');
+  if (fua && (bflag || cflag)) {
+    s.out('-f and -b or -c cannot be specified at the same time\n');
+    return EINVAL;
+  }
+  if (noFallback && !zflag) {
+    s.out('-n requires -z to be specified\n');
     return EINVAL;
   }
   if (unmap && !zflag) {
     s.out('-u requires -z to be specified\n');
     return EINVAL;
   }
-  if (noFallback && !zflag) {
-    s.out('-n requires -z to be specified\n');
+  if (Number(zflag) + Number(Pflag) + Number(sflag) > 1) {
+    s.out('Only one of -z, -P, and -s can be specified at the same time\n');
     return EINVAL;
   }
   const offset = s.num(r.operands[0]!);
@@ -207,10 +216,6 @@ export async function writeCmd(s: IoSession, args: string[]): Promise<number> {
     if (offset % 512) { s.out(`${offset} is not a sector-aligned value for 'offset'\n`); return EINVAL; }
     if (count % 512) { s.out(`${count} is not a sector-aligned value for 'count'\n`); return EINVAL; }
   }
-  if (bflag) {
-    s.out('write failed: Operation not supported\n');
-    return -95;
-  }
   let buf: Uint8Array | null = null;
   if (!zflag) {
     if (sflag) {
@@ -223,7 +228,11 @@ export async function writeCmd(s: IoSession, args: string[]): Promise<number> {
   }
   const bb = s.backend;
   const t = await timed(async () => {
-    if (zflag) await bb.writeZeroes(offset, count, (unmap ? ReqFlag.MAY_UNMAP : 0) | (fua ? ReqFlag.FUA : 0) | (noFallback ? ReqFlag.NO_FALLBACK : 0));
+    if (bflag) {
+      // The VM state area (qemu-io's bdrv_save_vmstate).
+      if (!bb.saveVmState) throw new BlockError('ENOTSUP', 'No VM state here');
+      await bb.saveVmState(offset, buf!);
+    } else if (zflag) await bb.writeZeroes(offset, count, (unmap ? ReqFlag.MAY_UNMAP : 0) | (fua ? ReqFlag.FUA : 0) | (noFallback ? ReqFlag.NO_FALLBACK : 0));
     else if (cflag) {
       if (!bb.supportsCompressed()) {
         throw new BlockError('ENOTSUP', 'Compressed writes are not supported by this format');
