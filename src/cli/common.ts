@@ -5,7 +5,8 @@
  */
 import { STRERROR, toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
-import { ReqFlag } from '../core/driver.js';
+import { ReqFlag, type DriverInstance } from '../core/driver.js';
+import type { BlockBackend } from '../core/backend.js';
 
 /** Where a tool writes, and where the interactive prompt reads. */
 export interface CliIo {
@@ -110,4 +111,21 @@ export function driverInfo(node: BlockNode): ReturnType<NonNullable<BlockNode['i
     if (toBlockError(e).code === 'ENOTSUP') return null;
     throw e;
   }
+}
+
+/**
+ * Closes a backend as qemu-img / qemu-io do: a failed close says nothing of
+ * its own; the lines returned are what the driver could not do (a cache it
+ * could not write, lost persistent bitmaps), to print after the tool's name.
+ * A backend already closed gives none.
+ */
+export async function closeWithMessages(bb: BlockBackend): Promise<readonly string[]> {
+  let inst: DriverInstance | undefined;
+  try {
+    inst = bb.node.instance;
+  } catch {
+    inst = undefined;
+  }
+  await bb.close().catch(() => undefined);
+  return inst?.closeMessages?.() ?? [];
 }

@@ -10,7 +10,7 @@ import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
 import { cFixed, parseSizeQemu } from '../format.js';
-import { CliExit, type CliIo, errHint, errText, needsProbeWarning, probedRawWarning, parseCacheMode } from '../common.js';
+import { CliExit, type CliIo, closeWithMessages, errHint, errText, needsProbeWarning, probedRawWarning, parseCacheMode } from '../common.js';
 
 export const PROG = 'diskworker img';
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
@@ -126,16 +126,7 @@ export class Ctx {
 
   async closeAll(): Promise<void> {
     for (const bb of this.backends.splice(0)) {
-      // A backend the command closed itself has no node any more (and printed nothing).
-      let inst: DriverInstance | undefined;
-      try {
-        inst = bb.node.instance;
-      } catch {
-        inst = undefined;
-      }
-      await bb.close().catch(() => undefined);
-      // What the close could not do (e.g. lost persistent bitmaps), as qemu-img reports it.
-      for (const line of inst?.closeMessages?.() ?? []) this.io.stderr(`${PROG}: ${line}\n`);
+      for (const line of await closeWithMessages(bb)) this.io.stderr(`${PROG}: ${line}\n`);
     }
     await this.graph.closeAll().catch(() => undefined);
   }

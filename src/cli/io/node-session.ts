@@ -8,7 +8,7 @@ import type { BlockGraph } from '../../core/graph.js';
 import type { DriverInstance } from '../../core/driver.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
-import { type CliIo, errHint, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
+import { type CliIo, closeWithMessages, errHint, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
 import { BackendDisk } from './backend-disk.js';
 import { IoSession } from './session.js';
 import { type Cmd, type OpenOpts, EINVAL, PROG } from './types.js';
@@ -79,16 +79,7 @@ export class NodeIoSession extends IoSession {
     const bb = this.bb;
     this.bb = null;
     if (!bb) return;
-    let inst: DriverInstance | undefined;
-    try {
-      inst = bb.node.instance;
-    } catch {
-      inst = undefined;
-    }
-    // As qemu-io: a failed close says nothing of its own; the driver reports
-    // what it could not do (a cache it could not write, lost bitmaps).
-    await bb.close().catch(() => undefined);
-    for (const line of inst?.closeMessages?.() ?? []) this.err(`${PROG}: ${line}\n`);
+    for (const line of await closeWithMessages(bb)) this.err(`${PROG}: ${line}\n`);
   }
 
   override async loadSource(source: string, count: number): Promise<Uint8Array | number> {
