@@ -28,6 +28,7 @@ import type { BdrvChild } from './child.js';
 import type { BlockLimits } from './limits.js';
 import type { PermMask, ChildRoleMask } from './permissions.js';
 import type { OptionReader } from './options.js';
+import type { BlockDebugger } from './debug-event.js';
 
 /** Flags of a request (QEMU BDRV_REQ_*). */
 export const ReqFlag = {
@@ -391,6 +392,12 @@ export interface DriverInstance {
    * first. The caller has drained the node. Default: ENOTSUP.
    */
   checkpointPersistentBitmaps?(): Promise<void>;
+
+  /**
+   * Debug events and breakpoints (blkdebug): see src/core/debug-event.ts.
+   * Default: none (events announced to the node are ignored).
+   */
+  readonly debug?: BlockDebugger;
 
   /** Called when the node becomes quiescent. Default: nothing. */
   drainBegin?(): void;

@@ -29,6 +29,22 @@ export function callRead(node: BlockNode, offset: number, bytes: number, buf: Ui
   );
 }
 
+/**
+ * An aligned write of the request path (QEMU's bdrv_aligned_pwritev): the
+ * driver write announced to a debugging node as pwritev (none for compressed
+ * writes) and pwritev_done (after failures too).
+ */
+export async function alignedWrite(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+  const dbg = node.instance.debug;
+  if (!dbg) return driverWriteSplit(node, offset, bytes, buf, flags);
+  if (!(flags & ReqFlag.COMPRESSED)) await dbg.event('pwritev');
+  try {
+    await driverWriteSplit(node, offset, bytes, buf, flags);
+  } finally {
+    await dbg.event('pwritev_done');
+  }
+}
+
 export async function driverWriteSplit(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags) {
   const max = node.limits.maxTransfer;
   const inst = node.instance;

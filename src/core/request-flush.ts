@@ -5,6 +5,7 @@
 import type { BlockNode } from './node.js';
 import { toBlockError } from './errors.js';
 import { Perm } from './permissions.js';
+import { debugEvent } from './debug-event.js';
 import { account, beginInFlight, endInFlight, now } from './request-accounting.js';
 
 /**
@@ -17,8 +18,13 @@ export async function flush(node: BlockNode): Promise<void> {
   const gen = node.writeGeneration;
   const start = now();
   const work = (async () => {
+    // A debugging file child hears of each step, as QEMU's bdrv_co_flush announces them.
+    const toOs = debugEvent(node.file, 'flush_to_os');
+    if (toOs) await toOs;
     if (gen !== node.flushedGeneration) {
       await node.instance.flushToOs?.();
+      const toDisk = node.noFlush ? undefined : debugEvent(node.file, 'flush_to_disk');
+      if (toDisk) await toDisk;
       if (!node.noFlush) await node.instance.flushToDisk?.();
     }
     for (const c of node.children) {

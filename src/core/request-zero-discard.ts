@@ -37,6 +37,8 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
     await req.waitForBlockers();
     await beforeWrite(node, 'zero', offset, bytes);
     issued = true;
+    const dbg = node.instance.debug;
+    if (dbg) await dbg.event('pwritev_zero');
     const headEnd = Math.min(alignUp(offset, align), offset + bytes);
     const tailStart = Math.max(alignDown(offset + bytes, align), headEnd);
     if (headEnd > offset) await rmwZero(node, offset, headEnd - offset);
@@ -46,6 +48,7 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
     afterWrite(node, offset, bytes);
     failed = false;
   } finally {
+    if (issued && node.instance.debug) await node.instance.debug.event('pwritev_done');
     writeFinished(node, offset, bytes, issued);
     req.end();
     endInFlight(node);
