@@ -24,7 +24,6 @@ const creatable: QemuOnlyDriver = { create: true, amend: false };
  * all here.
  */
 const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
-  blkdebug: none,
   blklogwrites: none,
   blkverify: none,
   bochs: none,
