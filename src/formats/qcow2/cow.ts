@@ -57,6 +57,7 @@ export async function writeL1Entry(img: Qcow2Image, i: number): Promise<void> {
   const dv = new DataView(b.buffer);
   dv.setUint32(0, e.hi);
   dv.setUint32(4, e.lo);
+  await img.file.debugEvent('l1_update');
   await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
 }
 
@@ -66,6 +67,7 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
   if (entries > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `L1 table of ${entries} entries would be too large`);
   const bytes = entries * 8;
   const clusters = Math.ceil(bytes / img.clusterSize);
+  await img.file.debugEvent('l1_grow_alloc_table');
   const off = await img.refs.alloc(clusters);
   await overlapCheck(img, off, clusters * img.clusterSize);
   const raw = new Uint8Array(clusters * img.clusterSize);
@@ -77,6 +79,7 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
   }
   await img.refs.flushCache();
   await img.file.flush();
+  await img.file.debugEvent('l1_grow_write_table');
   await img.file.pwritev(off, raw.length, raw);
   await img.file.flush();
   const oldOff = img.header.l1TableOffset;
@@ -85,6 +88,7 @@ export async function growL1(img: Qcow2Image, entries: number): Promise<void> {
   const hdv = new DataView(hb.buffer);
   hdv.setUint32(0, entries);
   hdv.setBigUint64(4, BigInt(off));
+  await img.file.debugEvent('l1_grow_activate_table');
   await img.file.pwritev(HDR.L1_SIZE, 12, hb);
   await img.file.flush();
   img.header.l1Size = entries;
@@ -113,6 +117,7 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   await overlapCheck(img, off, cs);
   const table = new Uint8Array(cs);
   if (old !== 0) {
+    await img.file.debugEvent('l2_alloc_cow_read');
     for (let s = 0; s < cs / img.sliceBytes; s++) {
       table.set(await img.l2cache.get(old + s * img.sliceBytes), s * img.sliceBytes);
     }
@@ -120,6 +125,7 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   // Refcount of the new table first, then the table, then the L1 entry.
   await img.refs.flushCache();
   await img.file.flush();
+  await img.file.debugEvent('l2_alloc_write');
   await img.file.pwritev(off, cs, table);
   await img.file.flush();
   const oldCopied = img.l1Copied[l1i]!;
@@ -515,6 +521,7 @@ async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: 
       // Copy-on-write: the head and tail around the write come from the current
       // content (stable: the clusters are registered in flight).
       src = new Uint8Array(gEnd - gStart);
+      await img.file.debugEvent('cow_read');
       const headEnd = Math.min(Math.max(off, gStart), gEnd);
       if (headEnd > gStart) await readGuest(img, gStart, headEnd - gStart, src.subarray(0, headEnd - gStart));
       const tailStart = Math.max(Math.min(runEnd, gEnd), gStart);
@@ -523,6 +530,8 @@ async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: 
       const de = Math.min(runEnd, gEnd);
       if (de > ds) src.set(data.subarray(ds - off, de - off), ds - gStart);
     }
+    // QEMU announces the data write on the file child even with a data file.
+    await img.file.debugEvent(src.buffer === data.buffer ? 'write_aio' : 'cow_write');
     await img.dataChild.pwritev(hStart, src.length, src);
   }
 }

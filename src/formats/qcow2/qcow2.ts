@@ -321,7 +321,8 @@ export class Qcow2Image implements DriverInstance {
     const ticket = this.readers.enter();
     let r: Promise<void> | void;
     try {
-      const host = fastDataHost(this, offset, bytes);
+      // A debugging file child (blkdebug) hears of every read: no fast path then.
+      const host = this.file.node.instance.debug ? -1 : fastDataHost(this, offset, bytes);
       r = host >= 0 && host + bytes <= this.dataChild.length ? this.dataChild.preadv(host, bytes, buf, 0) : readGuest(this, offset, bytes, buf);
     } catch (e) {
       this.readers.exit(ticket);
@@ -517,8 +518,25 @@ export class Qcow2Image implements DriverInstance {
     this.cleanTimer = null;
     if (this.readOnly || !this.refs || this.corrupt) return;
     await this.whenIdle(async () => {
-      await flushAll(this, true);
-      await this.file.flush();
+      // As QEMU's qcow2_inactivate: a failed cache flush is reported, and the image stays dirty.
+      const failed: string[] = [];
+      // Each cache flush ends with a flush of the file, as qcow2_cache_flush does.
+      try {
+        await this.l2cache.flush();
+        await this.file.flush();
+      } catch (e) {
+        failed.push(`Failed to flush the L2 table cache: ${STRERROR[toBlockError(e).code]}`);
+      }
+      try {
+        await flushAll(this, true);
+        await this.file.flush();
+      } catch (e) {
+        failed.push(`Failed to flush the refcount block cache: ${STRERROR[toBlockError(e).code]}`);
+      }
+      if (failed.length > 0) {
+        this.closeLines.push(...failed);
+        return;
+      }
       if (this.storeBitmapsOnClose) await storePersistentBitmaps(this);
       if (this.markedDirty && this.header.incompatible & INCOMPAT.DIRTY) {
         this.header.incompatible &= ~INCOMPAT.DIRTY;
