@@ -2,6 +2,7 @@
 import type { BlockBackend } from '../../core/backend.js';
 import { isAllocatedAbove, cowChild } from '../../core/block-status.js';
 import type { PreallocMode } from '../../core/driver.js';
+import { findDebugger, type BlockDebugger } from '../../core/debug-event.js';
 import { driverInfo, formatNode, supportsCompressed } from '../common.js';
 import { infoText } from './info.js';
 import type { IoAllocation, IoDisk } from './disk.js';
@@ -41,6 +42,9 @@ export class BackendDisk implements IoDisk {
     // Like bdrv_is_allocated: this layer only.
     if (offset >= node.length) return { allocated: false, pnum: 0 };
     return isAllocatedAbove(node, cowChild(node), false, offset, Math.min(bytes, node.length - offset));
+  }
+  debugger(): BlockDebugger {
+    return findDebugger(this.bb.node);
   }
   supportsCompressed(): boolean {
     return supportsCompressed(formatNode(this.bb.node));

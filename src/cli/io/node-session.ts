@@ -77,7 +77,14 @@ export class NodeIoSession extends IoSession {
     await this.drainAio();
     const bb = this.bb;
     this.bb = null;
-    if (bb) await bb.close().catch((e) => this.err(`${PROG}: ${errText(e)}\n`));
+    if (!bb) return;
+    const inst = bb.node.instance;
+    const failure = await bb.close().then(() => null, (e: unknown) => e);
+    // What the close could not do (a cache it could not write back), as qemu-io reports it;
+    // the flush failure behind those lines is not reported again.
+    const lines = inst.closeMessages?.() ?? [];
+    for (const line of lines) this.err(`${PROG}: ${line}\n`);
+    if (failure && lines.length === 0) this.err(`${PROG}: ${errText(failure)}\n`);
   }
 
   override async loadSource(source: string, count: number): Promise<Uint8Array | number> {

@@ -77,6 +77,34 @@ export class IoSession {
     return this.disk!;
   }
 
+  /**
+   * Runs an aio command's request (`run` prints its own result). Like
+   * qemu-io, the command returns once the request has completed or, on a
+   * disk with blkdebug, once a request was suspended at a breakpoint; a
+   * suspended request completes (and prints) later, by aio_flush at the latest.
+   */
+  async startAio(run: () => Promise<number>): Promise<number> {
+    let dbg = null;
+    try {
+      dbg = this.disk?.debugger?.() ?? null;
+    } catch {
+      dbg = null;
+    }
+    const p = run();
+    if (!dbg) return p;
+    const suspended = dbg.nextSuspension().then(() => null);
+    const first = await Promise.race([p, suspended]);
+    if (first !== null) return first;
+    this.pending.push(p.then(() => undefined));
+    return 0;
+  }
+
+  /** Resolves when the aio requests in flight now have completed (they stay to be drained). */
+  aioSettled(): Promise<void> {
+    return Promise.all(this.pending).then(() => undefined);
+  }
+
+  /** Resolves when every aio request in flight has completed. */
   async drainAio(): Promise<void> {
     const p = this.pending;
     this.pending = [];
