@@ -48,7 +48,11 @@ export interface BlockDebugger {
   event(event: DebugEvent): Promise<void> | void;
   /** Suspends the next request that reaches `event`, tagging it `tag`. */
   breakpoint(event: string, tag: string): void;
-  /** Removes the breakpoints tagged `tag` and resumes the requests suspended as `tag`. */
+  /**
+   * Removes the breakpoints tagged `tag` and resumes the requests suspended
+   * as `tag`; ENOENT unless a breakpoint was removed (a breakpoint that
+   * suspended a request is gone already, as in QEMU).
+   */
   removeBreakpoint(tag: string): void;
   /** Resumes one request suspended as `tag`. */
   resume(tag: string): void;

@@ -111,7 +111,8 @@ export class BlkdebugState implements BlockDebugger {
         }
       }
     }
-    while (this.resumeOne(tag)) found = true;
+    // Resuming is no success of its own: QEMU's resume-all loop always ends in ENOENT.
+    while (this.resumeOne(tag));
     if (!found) throw new BlockError('ENOENT', STRERROR.ENOENT);
   }
 

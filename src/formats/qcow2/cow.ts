@@ -24,6 +24,7 @@
  *   that started before the drop is still running (read-gate.ts).
  */
 import { BlockError } from '../../core/errors.js';
+import { isZeroBuffer } from '../../core/zero-detect.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
 import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { l2TableOffset } from './lookup.js';
@@ -342,7 +343,15 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
     ci0 + nClusters - 1,
   );
   try {
-    await writeRunData(img, off, runEnd, data, ci0, plans);
+    try {
+      await writeRunData(img, off, runEnd, data, ci0, plans);
+    } catch (e) {
+      // As QEMU's qcow2_alloc_cluster_abort: no L2 entry names the new clusters yet; free them.
+      await img.lock.run(async () => {
+        for (const p of plans) if (p.alloc) img.refs.queueFree(p.host, img.clusterSize);
+      });
+      throw e;
+    }
     await img.lock.run(async () => {
       // Fetched again: the slice may have been evicted while the lock was free.
       const { sliceOff, buf, dv, i0: j0 } = await writableSlice(img, ci0);
@@ -515,23 +524,28 @@ function dataGroups(plans: ClusterPlan[], ci0: number, cs: number): DataGroup[] 
 async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: Uint8Array, ci0: number, plans: ClusterPlan[]): Promise<void> {
   for (const { guestStart: gStart, guestEnd: gEnd, hostStart: hStart } of dataGroups(plans, ci0, img.clusterSize)) {
     let src: Uint8Array;
+    let event: 'write_aio' | 'cow_write' = 'write_aio';
     if (gStart >= off && gEnd <= runEnd) {
       src = data.subarray(gStart - off, gEnd - off);
     } else {
       // Copy-on-write: the head and tail around the write come from the current
       // content (stable: the clusters are registered in flight).
       src = new Uint8Array(gEnd - gStart);
-      await img.file.debugEvent('cow_read');
       const headEnd = Math.min(Math.max(off, gStart), gEnd);
       if (headEnd > gStart) await readGuest(img, gStart, headEnd - gStart, src.subarray(0, headEnd - gStart));
       const tailStart = Math.max(Math.min(runEnd, gEnd), gStart);
       if (gEnd > tailStart) await readGuest(img, tailStart, gEnd - tailStart, src.subarray(tailStart - gStart));
       const ds = Math.max(off, gStart);
       const de = Math.min(runEnd, gEnd);
+      // QEMU allocates space for zero copy-on-write areas and writes the data alone;
+      // other areas are read and written with the data.
+      const zeroCow = isZeroBuffer(src.subarray(0, headEnd - gStart)) && isZeroBuffer(src.subarray(tailStart - gStart));
+      await img.file.debugEvent(zeroCow ? 'cluster_alloc_space' : 'cow_read');
+      if (!zeroCow) event = 'cow_write';
       if (de > ds) src.set(data.subarray(ds - off, de - off), ds - gStart);
     }
     // QEMU announces the data write on the file child even with a data file.
-    await img.file.debugEvent(src.buffer === data.buffer ? 'write_aio' : 'cow_write');
+    await img.file.debugEvent(event);
     await img.dataChild.pwritev(hStart, src.length, src);
   }
 }
