@@ -11,8 +11,10 @@ import { account, beginInFlight, endInFlight, now } from './request-accounting.j
 /**
  * Flushes a node and its children. A flush when nothing was written since the
  * last one skips the driver (flush generations); concurrent flushes join.
+ * `forFua` marks the flush that completes a FUA write: QEMU runs it before
+ * the write counts, so a debugging child hears no flush_to_disk for it.
  */
-export async function flush(node: BlockNode): Promise<void> {
+export async function flush(node: BlockNode, forFua = false): Promise<void> {
   if (!node.isOpen) return;
   while (node.activeFlush) await node.activeFlush.catch(() => undefined);
   const gen = node.writeGeneration;
@@ -23,7 +25,7 @@ export async function flush(node: BlockNode): Promise<void> {
     if (toOs) await toOs;
     if (gen !== node.flushedGeneration) {
       await node.instance.flushToOs?.();
-      const toDisk = node.noFlush ? undefined : debugEvent(node.file, 'flush_to_disk');
+      const toDisk = node.noFlush || forFua ? undefined : debugEvent(node.file, 'flush_to_disk');
       if (toDisk) await toDisk;
       if (!node.noFlush) await node.instance.flushToDisk?.();
     }

@@ -61,7 +61,7 @@ export async function pwritev(
       await rmwWrite(node, offset, bytes, buf, flags);
     }
     afterWrite(node, offset, bytes);
-    if (needsFuaFlush(node, flags)) await flush(node);
+    if (needsFuaFlush(node, flags)) await flush(node, true);
     failed = false;
   } finally {
     writeFinished(node, offset, bytes, issued);

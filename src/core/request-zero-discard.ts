@@ -44,7 +44,7 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
     if (headEnd > offset) await rmwZero(node, offset, headEnd - offset);
     if (tailStart > headEnd) await driverZero(node, headEnd, tailStart - headEnd, flags);
     if (offset + bytes > tailStart) await rmwZero(node, tailStart, offset + bytes - tailStart);
-    if (flags & ReqFlag.FUA && !((node.instance.supportedZeroFlags ?? 0) & ReqFlag.FUA)) await flush(node);
+    if (flags & ReqFlag.FUA && !((node.instance.supportedZeroFlags ?? 0) & ReqFlag.FUA)) await flush(node, true);
     afterWrite(node, offset, bytes);
     failed = false;
   } finally {

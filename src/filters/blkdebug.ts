@@ -103,7 +103,8 @@ async function openBlkdebug(host: BlkdebugHost, node: BlockNode, options: Option
   // A filename (from blkdebug:CONFIG:IMAGE) names the image's file; image.* options add to it.
   let imageRef = options.child('image');
   if (xImage !== undefined && typeof imageRef !== 'string') imageRef = { ...(imageRef ?? {}), filename: xImage } as BlockOptions;
-  const childOptions = new OptionReader(imageRef === undefined ? {} : { image: imageRef }, options.owner, options.prefix);
+  // QEMU names a missing child by its own key ("image"), whatever the path to this node.
+  const childOptions = new OptionReader(imageRef === undefined ? {} : { image: imageRef }, options.owner);
   const file = (await node.openChild(childOptions, 'image', ROLE_FILTERED_PRIMARY))!;
   try {
     const childAlign = file.node.limits.requestAlignment;
