@@ -346,7 +346,8 @@ export class Qcow2Image implements DriverInstance {
   // Write
 
   async flushToOs(): Promise<void> {
-    if (this.readOnly || !this.refs) return;
+    // A corrupt image writes nothing more (QEMU drops the node's driver), as close() does.
+    if (this.readOnly || !this.refs || this.corrupt) return;
     await this.lock.run(() => flushAll(this, false, true));
   }
 
