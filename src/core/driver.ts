@@ -50,6 +50,11 @@ export const ReqFlag = {
   PREFETCH: 0x80,
   /** Truncate: the grown area must read as zeros (it would show a longer backing file otherwise). */
   ZERO_WRITE: 0x100,
+  /**
+   * Read: copy what the node does not hold into it (QEMU's BDRV_REQ_COPY_ON_READ,
+   * set by the copy-on-read filter for its reads).
+   */
+  WANT_COPY_ON_READ: 0x200,
 } as const;
 export type ReqFlags = number;
 

@@ -30,7 +30,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   cloop: none,
   compress: none,
   'copy-before-write': none,
-  'copy-on-read': none,
   dmg: none,
   preallocate: none,
   quorum: none,

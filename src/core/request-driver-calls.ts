@@ -21,9 +21,9 @@ export async function driverRead(node: BlockNode, offset: number, bytes: number,
 
 export function callRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
   const inst = node.instance;
-  if (inst.preadv) return inst.preadv(offset, bytes, buf, flags & ~(ReqFlag.COPY_ON_READ | ReqFlag.NO_SERIALISING));
+  if (inst.preadv) return inst.preadv(offset, bytes, buf, flags & ~(ReqFlag.COPY_ON_READ | ReqFlag.NO_SERIALISING | ReqFlag.WANT_COPY_ON_READ));
   const filtered = node.filtered;
-  if (filtered) return filtered.preadv(offset, bytes, buf, flags);
+  if (filtered) return filtered.preadv(offset, bytes, buf, flags & ~ReqFlag.WANT_COPY_ON_READ);
   return Promise.reject(
     new BlockError('ENOTSUP', `Driver '${node.driver.name}' cannot read`, { node: node.nodeName, offset }),
   );

@@ -57,7 +57,7 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
 }
 
 /** Aligned zero write: the driver's own, split at its limits, else zero buffers. */
-async function driverZero(node: BlockNode, offset: number, bytes: number, flags: ReqFlags) {
+export async function driverZero(node: BlockNode, offset: number, bytes: number, flags: ReqFlags) {
   const inst = node.instance;
   const l = node.limits;
   const zeroAlign = Math.max(l.pwriteZeroesAlignment || l.requestAlignment, l.requestAlignment);
