@@ -185,6 +185,10 @@ function blkdebugInstance(node: BlockNode, file: BdrvChild, state: BlkdebugState
     getInfo() {
       throw new BlockError('ENOTSUP', STRERROR.ENOTSUP);
     },
+    // QEMU does not look through a driver with a protocol name: "disk size: unavailable".
+    async getAllocatedFileSize(): Promise<number> {
+      throw new BlockError('ENOTSUP', STRERROR.ENOTSUP);
+    },
     async reopenPrepare() {},
     async close() {
       state.close();

@@ -98,6 +98,11 @@ const CASES: Case[] = [
     expect: 'Could not set breakpoint: No such file or directory',
   },
   {
+    name: 'qemu-img info and check through blkdebug',
+    steps: [{ tool: 'img', args: ['info', 'blkdebug::t.qcow2'] }, { tool: 'img', args: ['check', 'blkdebug::t.qcow2'] }],
+    expect: 'image: blkdebug::t.qcow2',
+  },
+  {
     name: 'breakpoint commands without blkdebug',
     steps: [io('-c', 'break write_aio A', '-c', 'remove_break A', '-c', 'resume A', 't.qcow2')],
     expect: 'Could not set breakpoint: Operation not supported',
