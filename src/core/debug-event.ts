@@ -62,6 +62,13 @@ export interface BlockDebugger {
   whenSuspended(tag: string): Promise<void>;
   /** Resolves when the next request is suspended, whatever its tag. */
   nextSuspension(): Promise<void>;
+  /** How many requests are suspended now. */
+  suspendedCount(): number;
+  /**
+   * Lets every suspended request go on, silently (a tool closing the disk:
+   * QEMU's qemu-io would wait for ever instead).
+   */
+  resumeAll(): void;
   /** Where the lines QEMU prints on suspending and resuming go (qemu-io's stdout); null: nowhere. */
   output: ((line: string) => void) | null;
 }

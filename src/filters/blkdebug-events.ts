@@ -138,6 +138,14 @@ export class BlkdebugState implements BlockDebugger {
     return new Promise((wake) => this.suspendWaiters.push({ tag, wake }));
   }
 
+  suspendedCount(): number {
+    return this.suspended.length;
+  }
+
+  resumeAll(): void {
+    for (const s of this.suspended.splice(0)) s.resume();
+  }
+
   nextSuspension(): Promise<void> {
     return new Promise((wake) => this.suspendWaiters.push({ tag: null, wake }));
   }
@@ -146,6 +154,6 @@ export class BlkdebugState implements BlockDebugger {
   close(): void {
     this.rules.clear();
     this.active = [];
-    for (const s of this.suspended.splice(0)) s.resume();
+    this.resumeAll();
   }
 }

@@ -67,8 +67,9 @@ export async function resumeCmd(s: IoSession, args: string[]): Promise<number> {
 
 /**
  * Waits until a request is suspended as the tag. qemu-io polls for ever when
- * none can be; here the wait ends with ENOENT once no aio request is left in
- * flight to reach the breakpoint, and with ENOTSUP on a disk without blkdebug.
+ * none can be; here the wait ends with ENOENT once every aio request in
+ * flight has completed or is held at another breakpoint, and with ENOTSUP on
+ * a disk without blkdebug.
  */
 export async function waitBreakCmd(s: IoSession, args: string[]): Promise<number> {
   const tag = args[0]!;
@@ -82,8 +83,10 @@ export async function waitBreakCmd(s: IoSession, args: string[]): Promise<number
     s.out(`Could not wait for breakpoint ${tag}: Operation not supported\n`);
     return ENOTSUP_RC;
   }
-  if (d.isSuspended(tag)) return 0;
-  await Promise.race([d.whenSuspended(tag), s.aioSettled()]);
+  // Wait while some aio request is still running (not every one held at a breakpoint).
+  while (!d.isSuspended(tag) && s.aioPending > d.suspendedCount()) {
+    await Promise.race([d.whenSuspended(tag), s.aioAnySettled(), d.nextSuspension()]);
+  }
   if (d.isSuspended(tag)) return 0;
   s.out(`Could not wait for breakpoint ${tag}: No such file or directory\n`);
   return -2;
