@@ -12,6 +12,8 @@ import { httpDriver } from './protocols/http.js';
 import { blobDriver } from './protocols/blob.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
+import { blkdebugDriver } from './filters/blkdebug.js';
+import { copyOnReadDriver } from './filters/copy-on-read.js';
 
 export * from './core/index.js';
 export { opfsDriver, opfsTestHooks, listOpfs, removeOpfs } from './protocols/opfs.js';
@@ -21,10 +23,12 @@ export { blobDriver, registerBlob, unregisterBlob } from './protocols/blob.js';
 export { memoryDriver, defaultMemoryStorage } from './protocols/memory.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
+export { blkdebugDriver } from './filters/blkdebug.js';
+export { copyOnReadDriver } from './filters/copy-on-read.js';
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, blkdebugDriver, copyOnReadDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

@@ -1,6 +1,7 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
- * host device, memory and null back ends and the raw and qcow2 formats, and
+ * host device, memory and null back ends, the raw and qcow2 formats, the
+ * blkdebug filter, and
  * the block jobs (stream, commit, mirror, backup) with the copy engine.
  */
 import { BlockGraph } from './core/graph.js';
@@ -11,6 +12,9 @@ import { memoryDriver } from './protocols/memory.js';
 import { nullDriver, nullAioDriver } from './protocols/null.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
+import { createBlkdebugDriver } from './filters/blkdebug.js';
+import { copyOnReadDriver } from './filters/copy-on-read.js';
+import { fs } from './protocols/node-file.js';
 import { startHotPathsSync } from './wasm/hot-paths.js';
 
 // The Node entry serves requests with the measured-faster WASM zero check from the start.
@@ -24,10 +28,15 @@ export { memoryDriver, createMemoryDriver, MemoryStorage, MemoryFile, defaultMem
 export { nullDriver, nullAioDriver } from './protocols/null.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
+export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
+export { copyOnReadDriver } from './filters/copy-on-read.js';
+
+/** blkdebug reading its config files from the local file system (relative to the working directory). */
+export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path) => (await fs()).readFile(path, 'utf8') });
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, nodeBlkdebugDriver, copyOnReadDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

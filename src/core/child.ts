@@ -10,6 +10,7 @@ import type { BlockStatusResult, IoResult, ReqFlags, PreallocMode } from './driv
 import type { ChildRoleMask, PermMask } from './permissions.js';
 import { BlockError } from './errors.js';
 import * as io from './request-path.js';
+import { debugEvent, type DebugEvent } from './debug-event.js';
 
 /**
  * A parent that is not a node: a BlockBackend or a job. It is told when its
@@ -96,6 +97,15 @@ export class BdrvChild {
   /** Block status of the child node. */
   blockStatus(wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult> {
     return io.blockStatus(this.node, wantZero, offset, bytes);
+  }
+
+  /**
+   * Announces a debug event on this link (QEMU's BLKDBG_EVENT): a no-op
+   * unless the child debugs (blkdebug). Await the result only if it is a
+   * promise: a breakpoint suspended the caller.
+   */
+  debugEvent(event: DebugEvent): Promise<void> | void {
+    return debugEvent(this, event);
   }
 
   /** Current length of the child node in bytes. */

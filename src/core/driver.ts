@@ -28,6 +28,7 @@ import type { BdrvChild } from './child.js';
 import type { BlockLimits } from './limits.js';
 import type { PermMask, ChildRoleMask } from './permissions.js';
 import type { OptionReader } from './options.js';
+import type { BlockDebugger } from './debug-event.js';
 
 /** Flags of a request (QEMU BDRV_REQ_*). */
 export const ReqFlag = {
@@ -49,6 +50,11 @@ export const ReqFlag = {
   PREFETCH: 0x80,
   /** Truncate: the grown area must read as zeros (it would show a longer backing file otherwise). */
   ZERO_WRITE: 0x100,
+  /**
+   * Read: copy what the node does not hold into it (QEMU's BDRV_REQ_COPY_ON_READ,
+   * set by the copy-on-read filter for its reads).
+   */
+  WANT_COPY_ON_READ: 0x200,
 } as const;
 export type ReqFlags = number;
 
@@ -408,6 +414,12 @@ export interface DriverInstance {
    * first. The caller has drained the node. Default: ENOTSUP.
    */
   checkpointPersistentBitmaps?(): Promise<void>;
+
+  /**
+   * Debug events and breakpoints (blkdebug): see src/core/debug-event.ts.
+   * Default: none (events announced to the node are ignored).
+   */
+  readonly debug?: BlockDebugger;
 
   /** Called when the node becomes quiescent. Default: nothing. */
   drainBegin?(): void;

@@ -42,7 +42,7 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
           : 'Must specify either driver or file',
       );
     }
-    if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.probing) {
+    if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.childKey === 'image' || ctx.probing) {
       options.driver = (await graph.protocolForOpen(String(options.filename ?? ''))).name;
     } else {
       const { filename, file, ...formatOpts } = options;
@@ -55,15 +55,17 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   }
   if (typeof options.driver !== 'string') throw einval(`Parameter 'driver' expects a string, got '${JSON.stringify(options.driver)}'`);
   const driver = graph.getDriver(options.driver);
+  // Protocols and filters with a prefix (blkdebug:) parse their filename into options.
+  const parsesFilename = driver.kind === 'protocol' || driver.protocolPrefixes !== undefined;
+  if (parsesFilename && typeof options.filename === 'string' && driver.parseFilename) {
+    const { filename, ...rest } = options;
+    options = normalizeOptions({ ...driver.parseFilename(filename), ...rest });
+  }
   if (driver.kind !== 'protocol' && typeof options.filename === 'string' && options.file === undefined) {
     options.file = { filename: options.filename };
     delete options.filename;
   }
-  if (driver.kind === 'protocol' && typeof options.filename === 'string' && driver.parseFilename) {
-    const { filename, ...rest } = options;
-    options = normalizeOptions({ ...driver.parseFilename(filename), ...rest });
-  }
-  const owner = `Block ${driver.kind === 'protocol' ? 'protocol' : 'format'} '${driver.name}'`;
+  const owner = `Block ${parsesFilename ? 'protocol' : 'format'} '${driver.name}'`;
   const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '', '');
   reader.consume('driver');
   const nodeName = graph.claimNodeName(reader.string('node-name'));

@@ -156,7 +156,7 @@ export class BlockGraph {
     const m = /^([^:/]*):/.exec(filename);
     if (!m || m[1] === 'json') return;
     for (const d of this.drivers.values()) {
-      if (d.kind !== 'protocol') continue;
+      if (d.kind !== 'protocol' && !d.protocolPrefixes) continue;
       if (d.name === m[1] || d.protocolPrefixes?.some((p) => p.split(':')[0] === m[1])) return;
     }
     throw new BlockError('EINVAL', `Unknown protocol '${m[1]}'`);
@@ -165,7 +165,8 @@ export class BlockGraph {
   /** Finds the protocol driver for a filename (`proto:` prefix or the default). */
   protocolFor(filename: string): BlockDriver {
     for (const d of this.drivers.values()) {
-      if (d.kind !== 'protocol' || !d.protocolPrefixes) continue;
+      // Protocols, and filters opened by prefix (blkdebug:).
+      if (!d.protocolPrefixes) continue;
       for (const p of d.protocolPrefixes) if (filename.startsWith(p)) return this.getDriver(d.name);
     }
     return this.getDriver(this.defaultProtocol);

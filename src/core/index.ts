@@ -15,3 +15,4 @@ export { probeFormat, probeFormatName } from './probe.js';
 export { isZeroBuffer, setZeroDetector } from './zero-detect.js';
 export { blockStatusAbove, isAllocatedAbove, type StatusAbove } from './block-status.js';
 export { createImage } from './create.js';
+export { DEBUG_EVENTS, isDebugEvent, debugEvent, findDebugger, type DebugEvent, type BlockDebugger } from './debug-event.js';

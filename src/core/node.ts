@@ -12,7 +12,7 @@ import type { ChildRoleMask, PermMask } from './permissions.js';
 import { BdrvChild, type ChildParent } from './child.js';
 import { defaultLimits, type BlockLimits } from './limits.js';
 import { BlockError } from './errors.js';
-import { PERM_ALL } from './permissions.js';
+import { ChildRole, PERM_ALL } from './permissions.js';
 import type { TrackedRequest } from './tracked-requests.js';
 import type { BdrvDirtyBitmap } from './dirty-bitmap.js';
 
@@ -157,7 +157,8 @@ export class BlockNode {
 
   /** The node whose data a filter passes through (its filtered child), if this is a filter. */
   get filtered(): BdrvChild | undefined {
-    if (this.driver.kind === 'filter') return this.file;
+    // Most filters call it `file`; blkdebug calls it `image`.
+    if (this.driver.kind === 'filter') return this.file ?? this.children.find((c) => c.role & ChildRole.FILTERED);
     return undefined;
   }
 

@@ -24,14 +24,12 @@ const creatable: QemuOnlyDriver = { create: true, amend: false };
  * all here.
  */
 const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
-  blkdebug: none,
   blklogwrites: none,
   blkverify: none,
   bochs: none,
   cloop: none,
   compress: none,
   'copy-before-write': none,
-  'copy-on-read': none,
   dmg: none,
   preallocate: none,
   quorum: none,

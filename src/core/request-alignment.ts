@@ -6,7 +6,7 @@
 import type { BlockNode } from './node.js';
 import type { ReqFlags } from './driver.js';
 import { copyOnReadRange } from './request-copy-on-read.js';
-import { driverRead, driverWriteSplit } from './request-driver-calls.js';
+import { alignedWrite, driverRead, driverWriteSplit } from './request-driver-calls.js';
 
 export const alignDown = (n: number, a: number) => n - (n % a);
 export const alignUp = (n: number, a: number) => {
@@ -44,13 +44,24 @@ export async function rmwWrite(node: BlockNode, offset: number, bytes: number, b
   const head = alignDown(offset, align);
   const end = alignUp(offset + bytes, align);
   const bounce = new Uint8Array(end - head);
-  // Only the first and last aligned blocks need their old contents.
+  const dbg = node.instance.debug;
+  const padHead = offset !== head;
+  const padTail = offset + bytes !== end;
+  const merged = end - align === head;
+  // Only the first and last aligned blocks need their old contents; a debugging
+  // node hears of each read as QEMU's bdrv_padding_rmw_read announces it.
+  if (padHead && dbg) await dbg.event('pwritev_rmw_head');
+  if (merged && padTail && dbg) await dbg.event('pwritev_rmw_tail');
   await alignedRead(node, head, align, bounce.subarray(0, align), 0, false);
-  if (end - align > head) {
+  if (padHead && dbg) await dbg.event('pwritev_rmw_after_head');
+  if (merged && padTail && dbg) await dbg.event('pwritev_rmw_after_tail');
+  if (!merged) {
+    if (padTail && dbg) await dbg.event('pwritev_rmw_tail');
     await alignedRead(node, end - align, align, bounce.subarray(bounce.length - align), 0, false);
+    if (padTail && dbg) await dbg.event('pwritev_rmw_after_tail');
   }
   bounce.set(buf.subarray(0, bytes), offset - head);
-  await driverWriteSplit(node, head, end - head, bounce, flags);
+  await alignedWrite(node, head, end - head, bounce, flags);
 }
 
 export async function rmwZero(node: BlockNode, offset: number, bytes: number) {

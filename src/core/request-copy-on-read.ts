@@ -6,6 +6,8 @@ import type { BlockNode } from './node.js';
 import { ReqFlag, Status, type ReqFlags } from './driver.js';
 import { blockStatus } from './block-status.js';
 import { driverRead, driverWriteSplit } from './request-driver-calls.js';
+import { driverZero } from './request-zero-discard.js';
+import { isZeroBuffer } from './zero-detect.js';
 
 /**
  * Copy-on-read: data not allocated in this node is read (from the backing
@@ -19,7 +21,9 @@ export async function copyOnReadRange(node: BlockNode, offset: number, bytes: nu
     const part = buf.subarray(done, done + n);
     await driverRead(node, offset + done, n, part, flags);
     if (!(st.status & Status.ALLOCATED) && !(st.status & Status.EOF && st.pnum === 0)) {
-      await driverWriteSplit(node, offset + done, n, part, ReqFlag.WRITE_UNCHANGED);
+      // Zeros are copied as a zero write where the driver has one, as QEMU does.
+      if (node.instance.pwriteZeroes && isZeroBuffer(part)) await driverZero(node, offset + done, n, ReqFlag.WRITE_UNCHANGED);
+      else await driverWriteSplit(node, offset + done, n, part, ReqFlag.WRITE_UNCHANGED);
       node.writeGeneration++;
     }
     done += n;

@@ -21,12 +21,28 @@ export async function driverRead(node: BlockNode, offset: number, bytes: number,
 
 export function callRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
   const inst = node.instance;
-  if (inst.preadv) return inst.preadv(offset, bytes, buf, flags & ~(ReqFlag.COPY_ON_READ | ReqFlag.NO_SERIALISING));
+  if (inst.preadv) return inst.preadv(offset, bytes, buf, flags & ~(ReqFlag.COPY_ON_READ | ReqFlag.NO_SERIALISING | ReqFlag.WANT_COPY_ON_READ));
   const filtered = node.filtered;
-  if (filtered) return filtered.preadv(offset, bytes, buf, flags);
+  if (filtered) return filtered.preadv(offset, bytes, buf, flags & ~ReqFlag.WANT_COPY_ON_READ);
   return Promise.reject(
     new BlockError('ENOTSUP', `Driver '${node.driver.name}' cannot read`, { node: node.nodeName, offset }),
   );
+}
+
+/**
+ * An aligned write of the request path (QEMU's bdrv_aligned_pwritev): the
+ * driver write announced to a debugging node as pwritev (none for compressed
+ * writes) and pwritev_done (after failures too).
+ */
+export async function alignedWrite(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+  const dbg = node.instance.debug;
+  if (!dbg) return driverWriteSplit(node, offset, bytes, buf, flags);
+  if (!(flags & ReqFlag.COMPRESSED)) await dbg.event('pwritev');
+  try {
+    await driverWriteSplit(node, offset, bytes, buf, flags);
+  } finally {
+    await dbg.event('pwritev_done');
+  }
 }
 
 export async function driverWriteSplit(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags) {

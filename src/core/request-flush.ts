@@ -5,20 +5,28 @@
 import type { BlockNode } from './node.js';
 import { toBlockError } from './errors.js';
 import { Perm } from './permissions.js';
+import { debugEvent } from './debug-event.js';
 import { account, beginInFlight, endInFlight, now } from './request-accounting.js';
 
 /**
  * Flushes a node and its children. A flush when nothing was written since the
  * last one skips the driver (flush generations); concurrent flushes join.
+ * `forFua` marks the flush that completes a FUA write: QEMU runs it before
+ * the write counts, so a debugging child hears no flush_to_disk for it.
  */
-export async function flush(node: BlockNode): Promise<void> {
+export async function flush(node: BlockNode, forFua = false): Promise<void> {
   if (!node.isOpen) return;
   while (node.activeFlush) await node.activeFlush.catch(() => undefined);
   const gen = node.writeGeneration;
   const start = now();
   const work = (async () => {
+    // A debugging file child hears of each step, as QEMU's bdrv_co_flush announces them.
+    const toOs = debugEvent(node.file, 'flush_to_os');
+    if (toOs) await toOs;
     if (gen !== node.flushedGeneration) {
       await node.instance.flushToOs?.();
+      const toDisk = node.noFlush || forFua ? undefined : debugEvent(node.file, 'flush_to_disk');
+      if (toDisk) await toDisk;
       if (!node.noFlush) await node.instance.flushToDisk?.();
     }
     for (const c of node.children) {

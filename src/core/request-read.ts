@@ -32,6 +32,7 @@ export function preadv(child: BdrvChild, offset: number, bytes: number, buf: Uin
     node.isOpen &&
     node.serialisingInFlight === 0 &&
     node.copyOnRead === 0 &&
+    (flags & ReqFlag.WANT_COPY_ON_READ) === 0 &&
     // align 1 (most nodes) skips the modulo, which on offsets past 2^31 is a float fmod.
     (align === 1 || (offset % align === 0 && bytes % align === 0)) &&
     offset + bytes <= node.totalBytes &&
@@ -103,7 +104,7 @@ function endFastRead(node: BlockNode): void {
 
 async function slowRead(node: BlockNode, offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
   const align = node.limits.requestAlignment;
-  const cor = node.copyOnRead > 0 && !(flags & ReqFlag.COPY_ON_READ) && !node.readOnly;
+  const cor = (node.copyOnRead > 0 || (flags & ReqFlag.WANT_COPY_ON_READ) !== 0) && !(flags & ReqFlag.COPY_ON_READ) && !node.readOnly;
   const start = now();
   const req = track(node, offset, bytes, 'read', cor);
   beginInFlight(node);

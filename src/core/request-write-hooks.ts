@@ -24,15 +24,20 @@ export async function beforeWrite(node: BlockNode, kind: 'write' | 'zero' | 'dis
 /**
  * The one place where a write, zero write or discard that reached the driver
  * marks the node's dirty bitmaps (QEMU's bdrv_co_write_req_finish): also when
- * it failed, since part of the range may have changed. Copy-on-read does not
+ * it failed, since part of the range may have changed; it also starts a new
+ * flush generation. Copy-on-read does not
  * come here: it leaves the guest data as it was.
  */
 export function writeFinished(node: BlockNode, offset: number, bytes: number, issued: boolean): void {
-  if (issued) markDirty(node, offset, bytes);
+  if (!issued) return;
+  // A failed write may have changed the node too: the next flush must not be skipped.
+  node.writeGeneration++;
+  markDirty(node, offset, bytes);
 }
 
 export function afterWrite(node: BlockNode, offset: number, bytes: number): void {
   const end = offset + bytes;
+  // Before a FUA flush: that flush must see the write.
   node.writeGeneration++;
   if (end > node.highestWriteEnd) node.highestWriteEnd = end;
   if (end > node.totalBytes) node.totalBytes = end;

@@ -10,7 +10,7 @@ import { isZeroBuffer } from './zero-detect.js';
 import { checkBuffer, checkNotClosed, checkRequest, checkWritable, checkWriteEnd } from './request-checks.js';
 import { account, beginInFlight, endInFlight, now } from './request-accounting.js';
 import { rmwWrite } from './request-alignment.js';
-import { driverWriteSplit } from './request-driver-calls.js';
+import { alignedWrite } from './request-driver-calls.js';
 import { afterWrite, beforeWrite, checkProbedRawWrite, writeFinished } from './request-write-hooks.js';
 import { pwriteZeroes } from './request-zero-discard.js';
 import { flush } from './request-flush.js';
@@ -57,12 +57,12 @@ export async function pwritev(
     await beforeWrite(node, 'write', offset, bytes);
     issued = true;
     if (aligned) {
-      await driverWriteSplit(node, offset, bytes, buf.length === bytes ? buf : buf.subarray(0, bytes), flags);
+      await alignedWrite(node, offset, bytes, buf.length === bytes ? buf : buf.subarray(0, bytes), flags);
     } else {
       await rmwWrite(node, offset, bytes, buf, flags);
     }
     afterWrite(node, offset, bytes);
-    if (needsFuaFlush(node, flags)) await flush(node);
+    if (needsFuaFlush(node, flags)) await flush(node, true);
     failed = false;
   } finally {
     writeFinished(node, offset, bytes, issued);

@@ -37,15 +37,18 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
     await req.waitForBlockers();
     await beforeWrite(node, 'zero', offset, bytes);
     issued = true;
+    const dbg = node.instance.debug;
+    if (dbg) await dbg.event('pwritev_zero');
     const headEnd = Math.min(alignUp(offset, align), offset + bytes);
     const tailStart = Math.max(alignDown(offset + bytes, align), headEnd);
     if (headEnd > offset) await rmwZero(node, offset, headEnd - offset);
     if (tailStart > headEnd) await driverZero(node, headEnd, tailStart - headEnd, flags);
     if (offset + bytes > tailStart) await rmwZero(node, tailStart, offset + bytes - tailStart);
-    if (flags & ReqFlag.FUA && !((node.instance.supportedZeroFlags ?? 0) & ReqFlag.FUA)) await flush(node);
+    if (flags & ReqFlag.FUA && !((node.instance.supportedZeroFlags ?? 0) & ReqFlag.FUA)) await flush(node, true);
     afterWrite(node, offset, bytes);
     failed = false;
   } finally {
+    if (issued && node.instance.debug) await node.instance.debug.event('pwritev_done');
     writeFinished(node, offset, bytes, issued);
     req.end();
     endInFlight(node);
@@ -54,7 +57,7 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
 }
 
 /** Aligned zero write: the driver's own, split at its limits, else zero buffers. */
-async function driverZero(node: BlockNode, offset: number, bytes: number, flags: ReqFlags) {
+export async function driverZero(node: BlockNode, offset: number, bytes: number, flags: ReqFlags) {
   const inst = node.instance;
   const l = node.limits;
   const zeroAlign = Math.max(l.pwriteZeroesAlignment || l.requestAlignment, l.requestAlignment);

@@ -2,6 +2,7 @@
 import type { BlockBackend } from '../../core/backend.js';
 import { isAllocatedAbove, cowChild } from '../../core/block-status.js';
 import type { PreallocMode } from '../../core/driver.js';
+import { findDebugger, type BlockDebugger } from '../../core/debug-event.js';
 import { driverInfo, formatNode, supportsCompressed } from '../common.js';
 import { loadVmState, saveVmState } from '../../core/vmstate.js';
 import { infoText } from './info.js';
@@ -48,6 +49,9 @@ export class BackendDisk implements IoDisk {
   }
   saveVmState(pos: number, buf: Uint8Array): Promise<void> {
     return saveVmState(this.bb.node, pos, buf);
+  }
+  debugger(): BlockDebugger {
+    return findDebugger(this.bb.node);
   }
   supportsCompressed(): boolean {
     return supportsCompressed(formatNode(this.bb.node));

@@ -5,6 +5,7 @@
  * bundles the interpreter.
  */
 import type { PreallocMode } from '../../core/driver.js';
+import type { BlockDebugger } from '../../core/debug-event.js';
 
 /** One run of like allocation, as bdrv_is_allocated reports it. */
 export interface IoAllocation {
@@ -41,6 +42,11 @@ export interface IoDisk {
   saveVmState?(pos: number, buf: Uint8Array): Promise<void>;
   /** Whether the format takes compressed writes (`write -c`). */
   supportsCompressed(): boolean;
+  /**
+   * The debugging node (blkdebug) at or below the disk, for qemu-io's
+   * breakpoint commands; throws ENOTSUP when there is none. Absent: never one.
+   */
+  debugger?(): BlockDebugger;
   /** The `info` command's lines; `supported` false ends it with ENOTSUP after them. */
   info(): Promise<{ text: string; supported: boolean }>;
 }

@@ -75,6 +75,7 @@ export class NodeIoSession extends IoSession {
   }
 
   override async close(): Promise<void> {
+    this.releaseSuspended();
     await this.drainAio();
     const bb = this.bb;
     this.bb = null;

@@ -59,6 +59,7 @@ export class IoSession {
 
   /** Ends the session's use of the disk (the CLI closes its BlockBackend). */
   async close(): Promise<void> {
+    this.releaseSuspended();
     await this.drainAio();
     this.disk = null;
   }
@@ -77,6 +78,57 @@ export class IoSession {
     return this.disk!;
   }
 
+  /**
+   * Runs an aio command's request (`run` prints its own result). Like
+   * qemu-io, the command returns once the request has completed or, on a
+   * disk with blkdebug, once a request was suspended at a breakpoint; a
+   * suspended request completes (and prints) later, by aio_flush at the latest.
+   */
+  async startAio(run: () => Promise<number>): Promise<number> {
+    let dbg = null;
+    try {
+      dbg = this.disk?.debugger?.() ?? null;
+    } catch {
+      dbg = null;
+    }
+    const p = run();
+    if (!dbg) return p;
+    const suspended = dbg.nextSuspension().then(() => null);
+    const first = await Promise.race([p, suspended]);
+    if (first !== null) return first;
+    // A completed request leaves the list (wait_break counts the ones still running).
+    const tracked: Promise<void> = p.then(() => {
+      this.pending = this.pending.filter((x) => x !== tracked);
+    });
+    this.pending.push(tracked);
+    return 0;
+  }
+
+  /** aio requests not yet completed. */
+  get aioPending(): number {
+    return this.pending.length;
+  }
+
+  /** Resolves when one of the aio requests in flight completes (at once when none is). */
+  aioAnySettled(): Promise<void> {
+    return this.pending.length === 0 ? Promise.resolve() : Promise.race(this.pending);
+  }
+
+  /**
+   * Lets requests suspended at blkdebug breakpoints go on when nothing else
+   * could resume them (closing or quitting: qemu-io would wait for ever).
+   */
+  releaseSuspended(): void {
+    let d = null;
+    try {
+      d = this.disk?.debugger?.() ?? null;
+    } catch {
+      d = null;
+    }
+    d?.resumeAll();
+  }
+
+  /** Resolves when every aio request in flight has completed. */
   async drainAio(): Promise<void> {
     const p = this.pending;
     this.pending = [];

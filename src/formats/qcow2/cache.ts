@@ -7,6 +7,7 @@
  * cache can depend on another one (L2 tables are written only after the
  * refcount blocks that count their clusters, QEMU's cache dependency).
  */
+import type { DebugEvent } from '../../core/debug-event.js';
 import type { BdrvChild } from '../../core/child.js';
 import { withContext } from '../../core/errors.js';
 
@@ -39,6 +40,9 @@ export class MetaCache {
   before: (() => Promise<void>) | null = null;
   /** Checks each write of an entry before it is made (throws to refuse: QEMU's overlap check). */
   checkWrite: ((offset: number, bytes: number) => Promise<void>) | null = null;
+  /** Debug events announced on the child before a load and before a write-back (l2_load, l2_update). */
+  loadEvent: DebugEvent | null = null;
+  writeEvent: DebugEvent | null = null;
   /** Checks a table's bytes after loading (throws to refuse). */
   validate: ((offset: number, buf: Uint8Array) => void) | null = null;
 
@@ -91,6 +95,7 @@ export class MetaCache {
     await withContext(`while reading ${this.name} at 0x${offset.toString(16)}`, { offset }, async () => {
       // As in QEMU, a table past the end of the file reads as zeros.
       const child = this.child();
+      if (this.loadEvent) await child.debugEvent(this.loadEvent);
       const have = Math.max(0, Math.min(this.entrySize, child.length - offset));
       if (have > 0) await child.preadv(offset, have, buf.subarray(0, have));
     });
@@ -212,6 +217,7 @@ export class MetaCache {
       if (this.entries.get(off) !== e) continue;
       if (this.checkWrite) await this.checkWrite(off, this.entrySize);
       await withContext(`while writing ${this.name} at 0x${off.toString(16)}`, { offset: off }, async () => {
+        if (this.writeEvent) await this.child().debugEvent(this.writeEvent);
         await this.child().pwritev(off, this.entrySize, copy);
       });
       if (e.gen === gen) e.dirty = false;

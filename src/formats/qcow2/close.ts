@@ -12,27 +12,29 @@ import type { Qcow2Image } from './qcow2.js';
 export async function closeImage(img: Qcow2Image): Promise<void> {
   if (img.readOnly || !img.refs || img.corrupt) return;
   await img.whenIdle(async () => {
-    // As QEMU's qcow2_inactivate: a cache that cannot be written is reported
-    // and the close goes on; the image then stays marked dirty.
-    let ok = true;
-    const failed = (what: string, e: unknown) => {
-      ok = false;
+    // As QEMU's qcow2_inactivate: both caches are tried, each flush ending with a flush of
+    // the file (qcow2_cache_flush); a failure is reported and the image stays marked dirty.
+    let failed = false;
+    const report = (what: string, e: unknown) => {
+      failed = true;
       // A write refused as a corruption ends QEMU's node there (its driver is dropped): nothing more is said.
       if (!img.corrupt) img.closeLines.push(`Failed to flush the ${what} cache: ${STRERROR[toBlockError(e).code]}`);
     };
     try {
       await img.l2cache.flush();
+      await img.file.flush();
     } catch (e) {
-      failed('L2 table', e);
+      report('L2 table', e);
     }
     try {
-      if (ok) await flushAll(img, true);
+      // Queued frees are applied only once the L2 tables that dropped them are written.
+      if (!failed) await flushAll(img, true);
       else await img.refs.flushCache();
+      await img.file.flush();
     } catch (e) {
-      failed('refcount block', e);
+      report('refcount block', e);
     }
-    if (!ok) return;
-    await img.file.flush();
+    if (failed) return;
     if (img.storeBitmapsOnClose) await storePersistentBitmaps(img);
     if (img.markedDirty && img.header.incompatible & INCOMPAT.DIRTY) {
       img.header.incompatible &= ~INCOMPAT.DIRTY;

@@ -65,6 +65,7 @@ export async function readCompressed(img: Qcow2Image, run: Run, offset: number, 
       throw await markCorrupt(img, `Compressed cluster descriptor at ${hex(run.coffset)} has an invalid size ${run.csize}`);
     }
     const input = new Uint8Array(run.csize);
+    await img.file.debugEvent('read_compressed');
     await img.file.preadv(run.coffset, run.csize, input);
     cluster = new Uint8Array(img.clusterSize);
     await decompressCluster(img.header.compressionType, input, cluster, { node: img.node.nodeName, offset: run.coffset });
@@ -136,6 +137,7 @@ async function writeCompressedCluster(img: Qcow2Image, offset: number, n: number
     }
     const host = await img.refs.allocBytes(packed.length);
     await overlapCheck(img, host, packed.length);
+    await img.file.debugEvent('write_compressed');
     await img.file.pwritev(host, packed.length, packed);
     writeEntry(dv, i0, img.extendedL2, makeCompressedEntry(host, packed.length, img.clusterBits));
     img.l2cache.setDirty(sliceOff, l2);

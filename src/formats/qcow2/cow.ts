@@ -24,6 +24,7 @@
  *   that started before the drop is still running (read-gate.ts).
  */
 import { BlockError } from '../../core/errors.js';
+import { isZeroBuffer } from '../../core/zero-detect.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
 import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { l2TableOffset } from './lookup.js';
@@ -58,6 +59,7 @@ export async function writeL1Entry(img: Qcow2Image, i: number): Promise<void> {
   dv.setUint32(0, e.hi);
   dv.setUint32(4, e.lo);
   await metadataWriteCheck(img, img.header.l1TableOffset + i * 8, 8, 'active L1 table');
+  await img.file.debugEvent('l1_update');
   await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
 }
 
@@ -78,6 +80,7 @@ export async function growL1(img: Qcow2Image, min: number, exact = true): Promis
   if (entries > MAX_L1_BYTES / 8) throw new BlockError('EFBIG', `L1 table of ${entries} entries would be too large`);
   const bytes = entries * 8;
   const clusters = Math.ceil(bytes / img.clusterSize);
+  await img.file.debugEvent('l1_grow_alloc_table');
   const off = await img.refs.alloc(clusters);
   await overlapCheck(img, off, clusters * img.clusterSize);
   const raw = new Uint8Array(clusters * img.clusterSize);
@@ -89,6 +92,7 @@ export async function growL1(img: Qcow2Image, min: number, exact = true): Promis
   }
   await img.refs.flushCache();
   await img.file.flush();
+  await img.file.debugEvent('l1_grow_write_table');
   await img.file.pwritev(off, raw.length, raw);
   await img.file.flush();
   const oldOff = img.header.l1TableOffset;
@@ -97,6 +101,7 @@ export async function growL1(img: Qcow2Image, min: number, exact = true): Promis
   const hdv = new DataView(hb.buffer);
   hdv.setUint32(0, entries);
   hdv.setBigUint64(4, BigInt(off));
+  await img.file.debugEvent('l1_grow_activate_table');
   await img.file.pwritev(HDR.L1_SIZE, 12, hb);
   await img.file.flush();
   img.header.l1Size = entries;
@@ -125,6 +130,7 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   await overlapCheck(img, off, cs);
   const table = new Uint8Array(cs);
   if (old !== 0) {
+    await img.file.debugEvent('l2_alloc_cow_read');
     for (let s = 0; s < cs / img.sliceBytes; s++) {
       table.set(await img.l2cache.get(old + s * img.sliceBytes), s * img.sliceBytes);
     }
@@ -132,6 +138,7 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   // Refcount of the new table first, then the table, then the L1 entry.
   await img.refs.flushCache();
   await img.file.flush();
+  await img.file.debugEvent('l2_alloc_write');
   await img.file.pwritev(off, cs, table);
   await img.file.flush();
   const oldCopied = img.l1Copied[l1i]!;
@@ -348,7 +355,15 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
     ci0 + nClusters - 1,
   );
   try {
-    await writeRunData(img, off, runEnd, data, ci0, plans);
+    try {
+      await writeRunData(img, off, runEnd, data, ci0, plans);
+    } catch (e) {
+      // As QEMU's qcow2_alloc_cluster_abort: no L2 entry names the new clusters yet; free them.
+      await img.lock.run(async () => {
+        for (const p of plans) if (p.alloc) img.refs.queueFree(p.host, img.clusterSize);
+      });
+      throw e;
+    }
     await img.lock.run(async () => {
       // Fetched again: the slice may have been evicted while the lock was free.
       const { sliceOff, buf, dv, i0: j0 } = await writableSlice(img, ci0);
@@ -521,6 +536,7 @@ function dataGroups(plans: ClusterPlan[], ci0: number, cs: number): DataGroup[] 
 async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: Uint8Array, ci0: number, plans: ClusterPlan[]): Promise<void> {
   for (const { guestStart: gStart, guestEnd: gEnd, hostStart: hStart } of dataGroups(plans, ci0, img.clusterSize)) {
     let src: Uint8Array;
+    let event: 'write_aio' | 'cow_write' = 'write_aio';
     if (gStart >= off && gEnd <= runEnd) {
       src = data.subarray(gStart - off, gEnd - off);
     } else {
@@ -533,8 +549,15 @@ async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: 
       if (gEnd > tailStart) await readGuest(img, tailStart, gEnd - tailStart, src.subarray(tailStart - gStart));
       const ds = Math.max(off, gStart);
       const de = Math.min(runEnd, gEnd);
+      // QEMU allocates space for zero copy-on-write areas and writes the data alone;
+      // other areas are read and written with the data.
+      const zeroCow = isZeroBuffer(src.subarray(0, headEnd - gStart)) && isZeroBuffer(src.subarray(tailStart - gStart));
+      await img.file.debugEvent(zeroCow ? 'cluster_alloc_space' : 'cow_read');
+      if (!zeroCow) event = 'cow_write';
       if (de > ds) src.set(data.subarray(ds - off, de - off), ds - gStart);
     }
+    // QEMU announces the data write on the file child even with a data file.
+    await img.file.debugEvent(event);
     await img.dataChild.pwritev(hStart, src.length, src);
   }
 }

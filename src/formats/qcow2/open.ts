@@ -86,6 +86,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   const { l2Bytes, refBytes } = cacheSizes(img, l2CacheSize, refCacheSize, cacheSize);
   img.l2cache = new MetaCache('L2 table', () => img.file, img.sliceBytes, Math.max(2, Math.floor(l2Bytes / img.sliceBytes)));
   img.l2cache.checkWrite = (off, bytes) => metadataWriteCheck(img, off, bytes, 'active L2 table');
+  [img.l2cache.loadEvent, img.l2cache.writeEvent] = ['l2_load', 'l2_update'];
 
   // Data file.
   if (h.incompatible & INCOMPAT.DATA_FILE) {
@@ -242,6 +243,7 @@ async function readRefcountTable(img: Qcow2Image): Promise<Float64Array> {
   const rtBytes = h.refcountTableClusters * img.clusterSize;
   const rtRaw = new Uint8Array(rtBytes);
   const have = Math.max(0, Math.min(rtBytes, img.file.length - h.refcountTableOffset));
+  await img.file.debugEvent('reftable_load');
   if (have > 0) await img.file.preadv(h.refcountTableOffset, have, rtRaw);
   const rtdv = new DataView(rtRaw.buffer);
   const table = new Float64Array(rtBytes / 8);

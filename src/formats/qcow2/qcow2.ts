@@ -326,7 +326,8 @@ export class Qcow2Image implements DriverInstance {
     const ticket = this.readers.enter();
     let r: Promise<void> | void;
     try {
-      const host = fastDataHost(this, offset, bytes);
+      // A debugging file child (blkdebug) hears of every read: no fast path then.
+      const host = this.file.node.instance.debug ? -1 : fastDataHost(this, offset, bytes);
       r = host >= 0 && host + bytes <= this.dataChild.length ? this.dataChild.preadv(host, bytes, buf, 0) : readGuest(this, offset, bytes, buf);
     } catch (e) {
       this.readers.exit(ticket);
@@ -350,7 +351,8 @@ export class Qcow2Image implements DriverInstance {
   // Write
 
   async flushToOs(): Promise<void> {
-    if (this.readOnly || !this.refs) return;
+    // A corrupt image writes nothing more (QEMU drops the node's driver), as close() does.
+    if (this.readOnly || !this.refs || this.corrupt) return;
     await this.lock.run(() => flushAll(this, false, true));
   }
 

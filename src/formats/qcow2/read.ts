@@ -40,6 +40,7 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
 async function readHost(img: Qcow2Image, host: number, n: number, out: Uint8Array): Promise<void> {
   const len = img.dataChild.length;
   const k = host >= len ? 0 : Math.min(n, len - host);
+  await img.file.debugEvent('read_aio');
   if (k > 0) await img.dataChild.preadv(host, k, out.subarray(0, k));
   if (k < n) out.fill(0, k, n);
 }
@@ -51,6 +52,7 @@ async function readBacking(img: Qcow2Image, offset: number, n: number, out: Uint
     out.fill(0, 0, n);
     return;
   }
+  await img.file.debugEvent('read_backing_aio');
   const blen = b.node.length;
   const k = offset >= blen ? 0 : Math.min(n, blen - offset);
   if (k > 0) await b.preadv(offset, k, out.subarray(0, k));

@@ -116,6 +116,7 @@ export class Refcounts {
     this.maxCount = maxRefcount(order);
     this.cache = new MetaCache('refcount block', () => host.file(), this.clusterSize, Math.max(4, cacheEntries));
     if (host.checkMetaWrite) this.cache.checkWrite = (off, bytes) => host.checkMetaWrite!(off, bytes, 'refcount block');
+    this.cache.writeEvent = 'refblock_update_part';
     // Start loading the module now, so the first allocation seldom waits for it.
     void initRefcountWasm();
   }
@@ -143,6 +144,18 @@ export class Refcounts {
     return this.cache.get(off);
   }
 
+  /**
+   * Announces an update of refcount block `rb` to a debugging file child as
+   * QEMU does (alloc_refcount_block, then load_refcount_block when the block
+   * exists; a missing one is announced by {@link createBlock}).
+   */
+  private async announceUpdate(rb: number): Promise<void> {
+    if (!this.table[rb]) return;
+    const file = this.host.file();
+    await file.debugEvent('refblock_alloc');
+    await file.debugEvent('refblock_load');
+  }
+
   /** Refcount of cluster index `ci`. */
   async get(ci: number): Promise<number> {
     const buf = await this.block(this.blockOf(ci));
@@ -163,6 +176,7 @@ export class Refcounts {
    */
   async update(ci: number, delta: number | bigint): Promise<number> {
     const rb = this.blockOf(ci);
+    await this.announceUpdate(rb);
     let buf = await this.block(rb);
     if (!buf) {
       if (delta < 0) throw await this.host.corrupt(`Freeing cluster ${ci}, which has no refcount block`);
@@ -342,6 +356,7 @@ export class Refcounts {
    * "invalid allocation ... at offset 0"); others never see offset 0.
    */
   async alloc(n: number, reserved: Range[] = [], mayReturnZero = false): Promise<number> {
+    await this.host.file().debugEvent('cluster_alloc');
     for (let attempt = 0; ; attempt++) {
       const start = await this.allocStart(n, reserved, mayReturnZero ? 0 : 1);
       const missing = this.missingBlock(start, start + n);
@@ -395,6 +410,7 @@ export class Refcounts {
     for (let c = ci; c < ci + n; ) {
       const rb = this.blockOf(c);
       const count = Math.min(ci + n, (rb + 1) * per) - c;
+      await this.announceUpdate(rb);
       const buf = await this.block(rb);
       if (!buf) throw new BlockError('EIO', `Refcount block ${rb} for cluster ${c} is missing`);
       const bad = incrementRange(buf, this.order, c - rb * per, count);
@@ -413,6 +429,7 @@ export class Refcounts {
   private async createBlock(rb: number, reserved: Range[], depth = 0): Promise<void> {
     if (depth > 8) throw new BlockError('EIO', 'Refcount block allocation does not converge');
     if (rb < this.table.length && this.table[rb] !== 0) return;
+    await this.host.file().debugEvent('refblock_alloc');
     const loc = await this.findFree(1, reserved);
     const locRb = this.blockOf(loc);
     const buf = new Uint8Array(this.clusterSize);
@@ -432,16 +449,19 @@ export class Refcounts {
     const file = this.host.file();
     // Its own refcount (or the block counting it) first, then the block, then the pointer.
     await this.cache.flush();
+    await file.debugEvent('refblock_alloc_write');
     await file.pwritev(off, this.clusterSize, buf);
     await file.flush();
     await this.cache.put(off, buf, false);
     this.host.addMeta(off, this.clusterSize, 'refcount block');
     if (rb >= this.table.length) {
+      await file.debugEvent('reftable_grow');
       await this.growTable(rb, off);
       return;
     }
     const entry = new Uint8Array(8);
     new DataView(entry.buffer).setBigUint64(0, BigInt(off));
+    await file.debugEvent('refblock_alloc_hookup');
     await file.pwritev(this.tableOffset + rb * 8, 8, entry);
     this.table[rb] = off;
   }
@@ -483,6 +503,7 @@ export class Refcounts {
       setRefcount(b, c % per, this.order, 1);
     }
     await this.cache.flush();
+    await file.debugEvent('refblock_alloc_write_blocks');
     for (const [i, b] of blockBufs) {
       await file.pwritev(newTable[i]!, cs, b);
       await this.cache.put(newTable[i]!, b, false);
@@ -491,10 +512,12 @@ export class Refcounts {
     const tdv = new DataView(tbuf.buffer);
     for (let i = 0; i < newTable.length; i++) if (newTable[i]) tdv.setBigUint64(i * 8, BigInt(newTable[i]!));
     const tableOff = tableStart * cs;
+    await file.debugEvent('refblock_alloc_write_table');
     await file.pwritev(tableOff, tableBytes, tbuf);
     await file.flush();
     const oldOff = this.tableOffset;
     const oldClusters = Math.ceil((this.table.length * 8) / cs);
+    await file.debugEvent('refblock_alloc_switch_table');
     await this.host.setReftable(tableOff, tableClusters);
     this.table = newTable;
     this.tableOffset = tableOff;
@@ -506,6 +529,7 @@ export class Refcounts {
 
   /** Queues a decrement of every cluster touching [offset, offset+bytes). */
   queueFree(offset: number, bytes: number): void {
+    void this.host.file().debugEvent('cluster_free');
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + bytes - 1) / this.clusterSize);
     this.queue.add(first, last, this.readers?.stamp() ?? 0);
@@ -549,6 +573,7 @@ export class Refcounts {
   async allocBytes(bytes: number): Promise<number> {
     const cs = this.clusterSize;
     if (!Number.isInteger(bytes) || bytes < 1 || bytes > cs) throw new BlockError('EINVAL', `cannot allocate ${bytes} bytes of compressed data`);
+    await this.host.file().debugEvent('cluster_alloc_bytes');
     let off = this.freeByteOffset;
     for (let attempt = 0; ; attempt++) {
       if (off !== 0) {

@@ -39,11 +39,22 @@ class RawInstance implements DriverInstance {
   }
 
   preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
+    // QEMU's raw format announces its reads and writes to a debugging file child.
+    if (this.file.node.instance.debug) return this.debugRead(offset, bytes, buf, flags);
     return this.file.preadv(this.offset + offset, bytes, buf, flags);
+  }
+  private async debugRead(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+    await this.file.debugEvent('read_aio');
+    await this.file.preadv(this.offset + offset, bytes, buf, flags);
   }
   pwritev(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
     this.bound(offset, bytes);
+    if (this.file.node.instance.debug) return this.debugWrite(offset, bytes, buf, flags);
     return this.file.pwritev(this.offset + offset, bytes, buf, flags);
+  }
+  private async debugWrite(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+    await this.file.debugEvent('write_aio');
+    await this.file.pwritev(this.offset + offset, bytes, buf, flags);
   }
   pwriteZeroes(offset: number, bytes: number, flags: ReqFlags): Promise<void> {
     this.bound(offset, bytes);

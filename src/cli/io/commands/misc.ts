@@ -5,6 +5,7 @@ import { cvtstr } from '../../format.js';
 import { errText, strerror } from '../../common.js';
 import { report, timed } from '../format.js';
 import type { IoSession } from '../session.js';
+import type { BlockDebugger } from '../../../core/debug-event.js';
 import { EINVAL, PROG, REQUEST_MAX } from '../types.js';
 
 export async function discardCmd(s: IoSession, args: string[]): Promise<number> {
@@ -32,31 +33,63 @@ export async function discardCmd(s: IoSession, args: string[]): Promise<number> 
 }
 
 /*
- * The debug commands. The graph has no blkdebug nodes, so the breakpoint
- * commands fail with ENOTSUP as qemu-io does on any other image. qemu-io's
- * wait_break polls forever there; it fails the same way here instead, since
- * no breakpoint can ever be set.
+ * The debug commands: breakpoints of the blkdebug node at or below the disk
+ * (ENOTSUP without one, as qemu-io reports it). A breakpoint's suspend and
+ * resume lines go to stdout, as blkdebug prints them.
  */
 export const ENOTSUP_RC = -95;
 
-export async function breakCmd(s: IoSession): Promise<number> {
-  s.out('Could not set breakpoint: Operation not supported\n');
-  return ENOTSUP_RC;
+/** Runs `fn` on the disk's debugger; a failure is printed after `what` and returned as -errno. */
+function withDebugger(s: IoSession, what: string, fn: (d: BlockDebugger) => void): number {
+  try {
+    const d = s.backend.debugger?.();
+    if (!d) throw new BlockError('ENOTSUP', 'Operation not supported');
+    d.output = (line) => s.out(line);
+    fn(d);
+    return 0;
+  } catch (e) {
+    s.out(`${what}: ${strerror(e)}\n`);
+    return -toBlockError(e).errno;
+  }
+}
+
+export async function breakCmd(s: IoSession, args: string[]): Promise<number> {
+  return withDebugger(s, 'Could not set breakpoint', (d) => d.breakpoint(args[0]!, args[1]!));
 }
 
 export async function removeBreakCmd(s: IoSession, args: string[]): Promise<number> {
-  s.out(`Could not remove breakpoint ${args[0]}: Operation not supported\n`);
-  return ENOTSUP_RC;
+  return withDebugger(s, `Could not remove breakpoint ${args[0]}`, (d) => d.removeBreakpoint(args[0]!));
 }
 
-export async function resumeCmd(s: IoSession): Promise<number> {
-  s.out('Could not resume request: Operation not supported\n');
-  return ENOTSUP_RC;
+export async function resumeCmd(s: IoSession, args: string[]): Promise<number> {
+  return withDebugger(s, 'Could not resume request', (d) => d.resume(args[0]!));
 }
 
+/**
+ * Waits until a request is suspended as the tag. qemu-io polls for ever when
+ * none can be; here the wait ends with ENOENT once every aio request in
+ * flight has completed or is held at another breakpoint, and with ENOTSUP on
+ * a disk without blkdebug.
+ */
 export async function waitBreakCmd(s: IoSession, args: string[]): Promise<number> {
-  s.out(`Could not wait for breakpoint ${args[0]}: Operation not supported\n`);
-  return ENOTSUP_RC;
+  const tag = args[0]!;
+  let d: BlockDebugger | undefined;
+  try {
+    d = s.backend.debugger?.();
+  } catch {
+    d = undefined;
+  }
+  if (!d) {
+    s.out(`Could not wait for breakpoint ${tag}: Operation not supported\n`);
+    return ENOTSUP_RC;
+  }
+  // Wait while some aio request is still running (not every one held at a breakpoint).
+  while (!d.isSuspended(tag) && s.aioPending > d.suspendedCount()) {
+    await Promise.race([d.whenSuspended(tag), s.aioAnySettled(), d.nextSuspension()]);
+  }
+  if (d.isSuspended(tag)) return 0;
+  s.out(`Could not wait for breakpoint ${tag}: No such file or directory\n`);
+  return -2;
 }
 
 export async function flushCmd(s: IoSession): Promise<number> {

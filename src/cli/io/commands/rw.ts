@@ -312,10 +312,10 @@ export async function readFilled(s: IoSession, offset: number, count: number): P
 }
 
 export async function aioReadCmd(s: IoSession, args: string[]): Promise<number> {
-  return readvCmd(s, args, 'aio_read');
+  return s.startAio(() => readvCmd(s, args, 'aio_read'));
 }
 export async function aioWriteCmd(s: IoSession, args: string[]): Promise<number> {
-  return writevCmd(s, args, 'aio_write');
+  return s.startAio(() => writevCmd(s, args, 'aio_write'));
 }
 export async function aioFlushCmd(s: IoSession): Promise<number> {
   await s.drainAio();
