@@ -73,7 +73,12 @@ describe('qcow2 image operations', () => {
       const g = fileGraph();
       const bb = await openQcow2(g, f, true);
       expect(bb.node.instance.getSpecificInfo!()).toEqual(info['format-specific']);
-      expect(bb.node.instance.getInfo!()).toEqual({ clusterSize: info['cluster-size'], dirty: info['dirty-flag'] });
+      // qemu-io's info prints the VM state offset: the first L1 entry past the disk (1 GiB here).
+      const vm = /vm state offset: (.*)/.exec(qemuIo(f, ['info']))?.[1];
+      expect(vm).toBeDefined();
+      const { vmStateOffset, ...rest } = bb.node.instance.getInfo!() as { vmStateOffset: number; clusterSize: number; dirty: boolean };
+      expect(rest).toEqual({ clusterSize: info['cluster-size'], dirty: info['dirty-flag'] });
+      expect(`${vmStateOffset / 2 ** 30} GiB`).toBe(vm);
       await bb.close();
     }
   });
