@@ -28,7 +28,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   blkverify: none,
   bochs: none,
   cloop: none,
-  compress: none,
   'copy-before-write': none,
   dmg: none,
   preallocate: none,
