@@ -85,6 +85,8 @@ function benchFile(name) {
   const p = path.join(fixturesDir, name);
   const want = Number(m[1]) << 20;
   if (!fs.existsSync(p) || fs.statSync(p).size !== want) {
+    // The bench starts the server without the e2e fixtures: the folder may not exist yet.
+    fs.mkdirSync(fixturesDir, { recursive: true });
     const fd = fs.openSync(p, 'w');
     const chunk = pattern(3, 1 << 20);
     for (let i = 0; i < Number(m[1]); i++) {

@@ -4,6 +4,8 @@
  * creation (including blocks that describe themselves) and refcount table
  * growth. Entry codecs and block loops: refcount-entries.ts; the queue of
  * decrements waiting for their references to leave the disk: refcount-queue.ts.
+ * (A little over 600 lines, on purpose: allocation, block creation and table
+ * growth share the cursor, the queue and the cache, which a split would expose.)
  *
  * Ordering rules for crash safety (a cut at any write leaves no corruption):
  * - a new refcount block is written, then flushed, before the refcount table
