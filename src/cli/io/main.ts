@@ -30,7 +30,7 @@ Exercise the block layer: run qemu-io commands on an image
                        from the given string
   -f, --format FMT     specifies the block driver to use
   -r, --read-only      export read-only
-  -s, --snapshot       use snapshot file (not supported)
+  -s, --snapshot       use snapshot file
   -n, --nocache        disable host cache, short for -t none
   -C, --copy-on-read   enable copy-on-read
   -m, --misalign       misalign allocations for O_DIRECT
@@ -115,9 +115,7 @@ export async function ioMain(args: string[], io: CliIo): Promise<number> {
         }
         break;
       case 'image-opts': o.imageOpts = true; break;
-      case 's':
-        io.stderr(`${PROG}: -s (snapshot mode) is not supported yet\n`);
-        return 1;
+      case 's': o.snapshot = true; break;
       case 'C': o.copyOnRead = true; break;
       default: break; // -m, -k, -T, --object: accepted, no effect
     }

@@ -14,6 +14,8 @@ export interface OpenOpts {
   discard?: string;
   extra?: Record<string, string>;
   copyOnRead?: boolean;
+  /** -s: writes go to a temporary overlay over the image, dropped at close (QEMU's BDRV_O_SNAPSHOT). */
+  snapshot?: boolean;
 }
 
 /** Thrown by a command to fail with a negative errno-like result. */

@@ -18,6 +18,7 @@ export async function openCmd(session: IoSession, args: string[]): Promise<numbe
     if (x.kind !== 'opt') continue;
     switch (x.opt) {
       case 'r': o.readOnly = true; break;
+      case 's': o.snapshot = true; break;
       case 'U': o.forceShare = true; break;
       case 'n': o.cache = 'none'; break;
       case 'C': o.copyOnRead = true; break;
