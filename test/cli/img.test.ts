@@ -120,6 +120,11 @@ const CASES: Record<string, Row[]> = {
     r('convert -l nope -O raw snap.qcow2 out.raw'),
     r('convert -l first -O raw snap.qcow2 z.qcow2 out.raw'),
     r('convert -l first -O raw a.raw out.raw'),
+    r('measure -l first -O qcow2 snap.qcow2'),
+    r('measure -l snapshot.id=2 --output=json -O qcow2 snap.qcow2'),
+    r('measure -l nope -O qcow2 snap.qcow2'),
+    r('measure -l first --size 1M -O qcow2'),
+    r('measure -f qcow2 --size 1M -O qcow2'),
   ],
   info: [
     r('info a.raw'),

@@ -3,10 +3,10 @@
  */
 import { BlockBackend } from '../../core/backend.js';
 import { createImage } from '../../core/create.js';
-import { isValidOptionList, parseOptionList } from '../qemu-opts.js';
-import { loadSnapshotTmp, loadSnapshotTmpByIdOrName } from '../../core/snapshot.js';
+import { isValidOptionList } from '../qemu-opts.js';
+import { loadSnapshotParam, parseSnapshotParam, type SnapshotParam } from './snapshot-param.js';
 import { CliExit, driverInfo, errHint, errText, formatNode, parseCacheMode, supportsCompressed } from '../common.js';
-import { IO_BUF_SIZE, PROG, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
+import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 import { zeroModuleWithPoolSync } from '../../wasm/hot-paths.js';
@@ -154,12 +154,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   const total = sizes.reduce((a, b) => a + b, 0);
   if (snapshot) {
     if (snapshot.byIdOrName !== undefined && srcs.length > 1) fail('No support for concatenating multiple snapshot');
-    try {
-      if (snapshot.byIdOrName !== undefined) await loadSnapshotTmpByIdOrName(srcs[0]!.node, snapshot.byIdOrName);
-      else await loadSnapshotTmp(srcs[0]!.node, snapshot.id, snapshot.name);
-    } catch (e) {
-      fail(`Failed to load snapshot: ${errText(e)}`);
-    }
+    await loadSnapshotParam(srcs[0]!.node, snapshot);
   }
   const srcBitmaps = bitmaps ? checkBitmaps(srcs, skipBrokenBitmaps) : undefined;
 
@@ -230,30 +225,4 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   prog.print(100, 0);
   prog.end();
   return 0;
-}
-
-/** What `-l` names: `snapshot.id=ID,snapshot.name=NAME`, or an id or name alone. */
-interface SnapshotParam {
-  id?: string;
-  name?: string;
-  byIdOrName?: string;
-}
-
-/** Parses `-l` as qemu-img does (QemuOpts for the `snapshot.` form). */
-function parseSnapshotParam(ctx: Ctx, text: string): SnapshotParam {
-  if (!text.startsWith('snapshot.')) return { byIdOrName: text };
-  const out: SnapshotParam = {};
-  for (const [key, value] of parseOptionList(text)) {
-    if (key !== 'snapshot.id' && key !== 'snapshot.name') {
-      ctx.io.stderr(`${PROG}: Invalid parameter '${key}'\n`);
-      fail(`Failed in parsing snapshot param '${text}'`);
-    }
-    // A bare key is a short-form boolean: "on", with QEMU's deprecation warning.
-    if (value === 'on' && !text.split(',').some((item) => item.startsWith(`${key}=`))) {
-      ctx.io.stderr(`${PROG}: warning: short-form boolean option '${key}' deprecated\nPlease use ${key}=on instead\n`);
-    }
-    if (key === 'snapshot.id') out.id = value;
-    else out.name = value;
-  }
-  return out;
 }

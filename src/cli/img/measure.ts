@@ -10,6 +10,7 @@ import { fail, Ctx, parseOpts, cvtnum, outputFormat, COMMON_LONGS } from './cont
 import { parseKeyValueListSafe } from './create.js';
 import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
+import { loadSnapshotParam, parseSnapshotParam, type SnapshotParam } from './snapshot-param.js';
 
 // measure
 
@@ -25,6 +26,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   let size: number | undefined;
   const options: string[] = [];
   let forceShare = false;
+  let snapshot: SnapshotParam | undefined;
   for (const o of opts) {
     switch (o.opt) {
       case 'h': return help(ctx);
@@ -34,7 +36,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
         if (!parseKeyValueListSafe(o.arg!)) fail(`Invalid option list: ${o.arg}`);
         options.push(o.arg!);
         break;
-      case 'l': fail('Snapshots are not supported yet');
+      case 'l': snapshot = parseSnapshotParam(ctx, o.arg!); break;
       case 'size': size = cvtnum('image size', o.arg!); break;
       case 'output': output = o.arg!; break;
       case 'U': forceShare = true; break;
@@ -44,10 +46,14 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   const of = outputFormat(output);
   if (operands.length > 1) fail('At most one filename argument is allowed.');
   const filename = operands[0];
+  if (filename === undefined && (ctx.imageOpts || fmt !== undefined || snapshot)) fail('--image-opts, -f, and -l require a filename argument.');
   if (filename !== undefined && size !== undefined) fail('--size N cannot be used together with a filename.');
   if (filename === undefined && size === undefined) fail('Either --size N or one filename must be specified.');
   let src: BlockBackend | undefined;
-  if (filename !== undefined) src = await ctx.open(filename, fmt, { readOnly: true, forceShare });
+  if (filename !== undefined) {
+    src = await ctx.open(filename, fmt, { readOnly: true, forceShare });
+    if (snapshot) await loadSnapshotParam(src.node, snapshot);
+  }
   const drv = creatableDriver(ctx, outFmt);
   if (options.some(hasHelp)) return printOptionHelp(ctx, outFmt);
   const { values } = buildCreateOpts(ctx, outFmt, filename ?? '', options);
