@@ -354,6 +354,10 @@ const CASES: Record<string, Row[]> = {
     r('commit -b base.qcow2 top.qcow2', ['top.qcow2', 'mid.qcow2', 'base.qcow2']),
     r('commit -q o.qcow2', ['o.qcow2', 'z.qcow2']),
     r('commit -b nope top.qcow2'),
+    // The base named relative to the image whose backing file it is (iotest 020), and as ./ or absolute-looking names.
+    r('commit -b mid.qcow2 top.qcow2', ['top.qcow2', 'mid.qcow2', 'base.qcow2']),
+    r('commit -b ./base.qcow2 top.qcow2', ['top.qcow2', 'mid.qcow2', 'base.qcow2']),
+    r('commit -b sub/base.qcow2 top.qcow2'),
     r('commit -f raw a.raw'),
     r('commit a.raw'),
     r('commit nonexist'),

@@ -1,6 +1,8 @@
 /**
  * `img commit`.
  */
+import { realpathSync } from 'node:fs';
+import { dirname, isAbsolute, join } from 'node:path';
 import { BlockBackend } from '../../core/backend.js';
 import type { BlockNode } from '../../core/node.js';
 import { cowChild } from '../../core/block-status.js';
@@ -12,12 +14,39 @@ import { CliExit, errHint, errText, formatNode, strerror, parseCacheMode } from 
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } from './context.js';
 import { help } from './help.js';
 
-// commit
+/** A protocol prefix ("nbd:", "json:"), as QEMU's path_has_protocol sees one. */
+const hasProtocol = (p: string) => /^[^/:]+:/.test(p);
 
+/** realpath(), or undefined when the file does not exist. */
+function real(p: string): string | undefined {
+  try {
+    return realpathSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The image of `top`'s backing chain that `name` names (QEMU's
+ * bdrv_find_backing_image): a relative name is taken relative to the
+ * directory of the image whose backing file is being compared, and both sides
+ * are compared as real paths; protocol names are compared as strings, with
+ * the backing file name and with the backing image's file name.
+ */
 function findInChain(ctx: Ctx, top: BlockNode, name: string): BlockNode | undefined {
-  for (let n = cowChild(top); n; n = cowChild(n)) {
-    const f = ctx.graph.protocolNodeOf(n).filename;
-    if (f === name || f.endsWith('/' + name) || name.endsWith('/' + f)) return n;
+  for (let curr: BlockNode | undefined = top; curr; curr = cowChild(curr)) {
+    const below = cowChild(curr);
+    if (!below) break;
+    const currFile = ctx.graph.protocolNodeOf(curr).filename;
+    const backingName = curr.instance.backingFile?.()?.filename ?? '';
+    if (hasProtocol(name) || hasProtocol(backingName)) {
+      if (name === backingName || name === ctx.graph.protocolNodeOf(below).filename) return below;
+      continue;
+    }
+    const dir = dirname(currFile);
+    const wanted = real(isAbsolute(name) ? name : join(dir, name));
+    const actual = backingName ? real(isAbsolute(backingName) ? backingName : join(dir, backingName)) : undefined;
+    if (wanted !== undefined && wanted === actual) return below;
   }
   return undefined;
 }
