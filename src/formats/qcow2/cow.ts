@@ -26,7 +26,7 @@
 import { BlockError } from '../../core/errors.js';
 import { isZeroBuffer } from '../../core/zero-detect.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
-import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
+import { ClusterType, clusterType, compressedInfo, encodeL1, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { l2TableOffset } from './lookup.js';
 import { markCorrupt, metadataWriteCheck, overlapCheck } from './metadata-index.js';
 import { readGuest } from './read.js';
@@ -83,13 +83,7 @@ export async function growL1(img: Qcow2Image, min: number, exact = true): Promis
   await img.file.debugEvent('l1_grow_alloc_table');
   const off = await img.refs.alloc(clusters);
   await overlapCheck(img, off, clusters * img.clusterSize);
-  const raw = new Uint8Array(clusters * img.clusterSize);
-  const dv = new DataView(raw.buffer);
-  for (let i = 0; i < img.l1.length; i++) {
-    const e = makeEntry(img.l1[i]!, img.l1Copied[i] === 1);
-    dv.setUint32(i * 8, e.hi);
-    dv.setUint32(i * 8 + 4, e.lo);
-  }
+  const raw = encodeL1(img.l1, img.l1Copied, img.l1.length, new Uint8Array(clusters * img.clusterSize));
   await img.refs.flushCache();
   await img.file.flush();
   await img.file.debugEvent('l1_grow_write_table');

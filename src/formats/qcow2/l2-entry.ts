@@ -70,6 +70,33 @@ export function makeEntry(offset: number, copied: boolean, zeroFlag = false): Ra
 }
 
 export const isCopied = (hi: number) => (hi & 0x80000000) !== 0;
+
+/** The first `n` L1 entries (L2 table offsets and COPIED flags) as the disk holds them, written into `out`. */
+export function encodeL1(offsets: ArrayLike<number>, copied: ArrayLike<number>, n: number, out: Uint8Array = new Uint8Array(n * 8)): Uint8Array {
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  for (let i = 0; i < n; i++) {
+    const e = makeEntry(offsets[i]!, copied[i] === 1);
+    dv.setUint32(i * 8, e.hi);
+    dv.setUint32(i * 8 + 4, e.lo);
+  }
+  return out;
+}
+
+/** `n` L1 entries from their disk form: offsets and COPIED flags (1 or 0), into the arrays given or new ones. */
+export function decodeL1(
+  raw: Uint8Array,
+  n: number,
+  offsets: Float64Array<ArrayBuffer> = new Float64Array(n),
+  copied: Uint8Array<ArrayBuffer> = new Uint8Array(n),
+): { offsets: Float64Array<ArrayBuffer>; copied: Uint8Array<ArrayBuffer> } {
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  for (let i = 0; i < n; i++) {
+    const hi = dv.getUint32(i * 8);
+    offsets[i] = entryOffset(hi, dv.getUint32(i * 8 + 4));
+    copied[i] = isCopied(hi) ? 1 : 0;
+  }
+  return { offsets, copied };
+}
 export const isCompressed = (hi: number) => (hi & 0x40000000) !== 0;
 
 /** Type of a whole cluster from its entry (the first word). */

@@ -17,7 +17,7 @@ import { BlockError } from '../../core/errors.js';
 import type { SnapshotInfo } from '../../core/driver.js';
 import { MAX_SNAPSHOTS } from './constants.js';
 import { flushAll, growL1 } from './cow.js';
-import { makeEntry } from './l2-entry.js';
+import { decodeL1, encodeL1 } from './l2-entry.js';
 import { overlapCheck, registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { resizeImage } from './resize.js';
@@ -45,13 +45,7 @@ function refuseDataFile(img: Qcow2Image): void {
 
 /** Writes the L1 entries in memory (offsets and COPIED flags) at `offset`. */
 async function writeL1Copy(img: Qcow2Image, offset: number): Promise<void> {
-  const raw = new Uint8Array(img.l1.length * 8);
-  const dv = new DataView(raw.buffer);
-  for (let i = 0; i < img.l1.length; i++) {
-    const e = makeEntry(img.l1[i]!, img.l1Copied[i] === 1);
-    dv.setUint32(i * 8, e.hi);
-    dv.setUint32(i * 8 + 4, e.lo);
-  }
+  const raw = encodeL1(img.l1, img.l1Copied, img.l1.length);
   if (raw.length > 0) await img.file.pwritev(offset, raw.length, raw);
 }
 
@@ -151,13 +145,7 @@ export async function gotoSnapshot(img: Qcow2Image, idOrName: string): Promise<v
     await updateSnapshotRefcount(img, img.header.l1TableOffset, img.l1.length, -1);
   } finally {
     // In step with the disk even when dropping the references failed.
-    const dv = new DataView(table.buffer);
-    for (let i = 0; i < img.l1.length; i++) {
-      const hi = dv.getUint32(i * 8);
-      const lo = dv.getUint32(i * 8 + 4);
-      img.l1[i] = (hi & 0x00ffffff) * 4294967296 + ((lo & 0xfffffe00) >>> 0);
-      img.l1Copied[i] = hi & 0x80000000 ? 1 : 0;
-    }
+    decodeL1(table, img.l1.length, img.l1, img.l1Copied);
     activeTablesChanged(img);
   }
   // The old table's references are gone: refcounts of 1 make clusters writable in place again.
@@ -227,14 +215,7 @@ async function readSnapshotL1(img: Qcow2Image, sn: Qcow2Snapshot): Promise<{ l1:
     const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
     throw new BlockError(err.code, 'Failed to read l1 table for snapshot');
   }
-  const dv = new DataView(raw.buffer);
-  const l1 = new Float64Array(sn.l1Size);
-  const copied = new Uint8Array(sn.l1Size);
-  for (let i = 0; i < sn.l1Size; i++) {
-    const hi = dv.getUint32(i * 8);
-    l1[i] = (hi & 0x00ffffff) * 4294967296 + ((dv.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
-    copied[i] = hi & 0x80000000 ? 1 : 0;
-  }
+  const { offsets: l1, copied } = decodeL1(raw, sn.l1Size);
   return { l1, copied };
 }
 

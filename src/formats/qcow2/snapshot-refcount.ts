@@ -12,7 +12,7 @@
  * is not being released.
  */
 import { BlockError } from '../../core/errors.js';
-import { ClusterType, clusterType, compressedInfo, entryOffset, isCopied, makeEntry, readEntry } from './l2-entry.js';
+import { ClusterType, clusterType, compressedInfo, decodeL1, encodeL1, entryOffset, readEntry } from './l2-entry.js';
 import { markCorrupt } from './metadata-index.js';
 import { MAX_REFTABLE_BYTES } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -32,17 +32,12 @@ const COPIED = 0x80000000;
 export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, l1Size: number, addend: -1 | 0 | 1): Promise<void> {
   const cs = img.clusterSize;
   const active = l1Offset === img.header.l1TableOffset;
-  const offsets = active ? img.l1 : new Float64Array(l1Size);
-  const copied = active ? img.l1Copied : new Uint8Array(l1Size);
-  if (!active && l1Size > 0) {
+  let offsets = img.l1;
+  let copied = img.l1Copied;
+  if (!active) {
     const raw = new Uint8Array(l1Size * 8);
-    await img.file.preadv(l1Offset, raw.length, raw);
-    const dv = new DataView(raw.buffer);
-    for (let i = 0; i < l1Size; i++) {
-      const hi = dv.getUint32(i * 8);
-      offsets[i] = entryOffset(hi, dv.getUint32(i * 8 + 4));
-      copied[i] = isCopied(hi) ? 1 : 0;
-    }
+    if (l1Size > 0) await img.file.preadv(l1Offset, raw.length, raw);
+    ({ offsets, copied } = decodeL1(raw, l1Size));
   }
   const freed: number[] = [];
   /** The cluster's refcount after adding `addend`, at once when its block is cached. */
@@ -128,13 +123,7 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   for (const ci of freed) img.l2cache.forgetRange(ci * cs, (ci + 1) * cs);
   // A released table is freed next: not worth writing.
   if (addend >= 0 && l1Modified && l1Size > 0) {
-    const raw = new Uint8Array(l1Size * 8);
-    const dv = new DataView(raw.buffer);
-    for (let i = 0; i < l1Size; i++) {
-      const e = makeEntry(offsets[i]!, copied[i] === 1);
-      dv.setUint32(i * 8, e.hi);
-      dv.setUint32(i * 8 + 4, e.lo);
-    }
+    const raw = encodeL1(offsets, copied, l1Size);
     await img.file.pwritev(l1Offset, raw.length, raw);
     await img.file.flush();
   }
