@@ -76,24 +76,16 @@ function parseArgs(argv) {
 // stderr/stdout lines' program prefix renamed, so output order is kept as is.
 const SHIM = `import { pathToFileURL } from 'node:url';
 const [cliPath, tool, ...args] = process.argv.slice(2);
-const { main } = await import(pathToFileURL(cliPath).href);
+const { main, processIo } = await import(pathToFileURL(cliPath).href);
 const from = new RegExp('(^|\\\\n)diskworker (img|io): ', 'g');
 const rename = (s) => s.replace(from, (_m, nl, t) => nl + 'qemu-' + t + ': ');
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e) => { if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0); throw e; });
 }
-const io = {
-  stdout: (s) => void process.stdout.write(rename(s)),
-  stderr: (s) => void process.stderr.write(rename(s)),
-  isTTY: !!process.stdout.isTTY,
-  stdin: async function* () {
-    const { createInterface } = await import('node:readline');
-    const rl = createInterface({ input: process.stdin, terminal: false });
-    for await (const line of rl) yield line;
-  },
-};
-main([tool, ...args], io).then((code) => { process.exitCode = code; },
-  (e) => { process.stderr.write('diskworker: ' + (e instanceof Error ? e.message : String(e)) + '\\n'); process.exitCode = 1; });
+// The CLI's own process streams (stdout block-buffered off a terminal, as qemu-io's), renamed.
+const io = processIo(rename);
+main([tool, ...args], io).then((code) => { io.flush(); process.exitCode = code; },
+  (e) => { io.flush(); process.stderr.write('diskworker: ' + (e instanceof Error ? e.message : String(e)) + '\\n'); process.exitCode = 1; });
 `;
 
 /** Writes bin/qemu-img and bin/qemu-io calling our CLI; returns the bin directory. */

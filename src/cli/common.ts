@@ -16,6 +16,51 @@ export interface CliIo {
   stdin?: () => AsyncIterable<string>;
   /** Whether stdout is a terminal (progress bars, prompt). */
   isTTY?: boolean;
+  /**
+   * Writes out what stdout holds back. A C program's stdout to a pipe or file
+   * is block-buffered while stderr is not, so QEMU's tools show an error line
+   * before the output that preceded it; the process streams copy that (see
+   * {@link BlockBufferedOutput}) and the tools flush where QEMU's do.
+   */
+  flush?: () => void;
+}
+
+/**
+ * stdout as C's stdio keeps it when it is not a terminal: text is written in
+ * whole blocks of `blockSize` bytes (glibc takes the pipe's or file's block
+ * size, 4096), the rest when flushed. Writing the same blocks at the same
+ * moments keeps the order of stdout and stderr lines QEMU's tools show.
+ */
+export class BlockBufferedOutput {
+  private pending: Buffer[] = [];
+  private length = 0;
+
+  constructor(
+    private readonly write: (chunk: Buffer) => void,
+    private readonly blockSize = 4096,
+  ) {}
+
+  /** Adds `text`; writes every whole block held. */
+  add(text: string): void {
+    const b = Buffer.from(text);
+    this.pending.push(b);
+    this.length += b.length;
+    if (this.length < this.blockSize) return;
+    const all = Buffer.concat(this.pending, this.length);
+    const cut = this.length - (this.length % this.blockSize);
+    this.write(all.subarray(0, cut));
+    this.pending = cut < all.length ? [all.subarray(cut)] : [];
+    this.length -= cut;
+  }
+
+  /** Writes everything held. */
+  flush(): void {
+    if (this.length === 0) return;
+    const all = Buffer.concat(this.pending, this.length);
+    this.pending = [];
+    this.length = 0;
+    this.write(all);
+  }
 }
 
 /** Ends the running command: `message` (if any) goes to stderr with the tool prefix. */

@@ -8,7 +8,7 @@ import { realpathSync } from 'node:fs';
 import * as nodeModule from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { CliIo } from './common.js';
-import { CliExit } from './common.js';
+import { BlockBufferedOutput, CliExit } from './common.js';
 
 export type { CliIo } from './common.js';
 
@@ -49,12 +49,19 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
-/** Standard streams of the process, with stdin read line by line. */
-function processIo(): CliIo {
+/**
+ * Standard streams of the process, with stdin read line by line; stdout is
+ * block-buffered when it is not a terminal, as a C program's. `edit` changes
+ * each text before it is written (the iotests wrapper renames the tools).
+ */
+export function processIo(edit: (text: string) => string = (t) => t): CliIo {
+  const isTTY = !!process.stdout.isTTY;
+  const held = isTTY ? undefined : new BlockBufferedOutput((chunk) => void process.stdout.write(chunk));
   return {
-    stdout: (s) => void process.stdout.write(s),
-    stderr: (s) => void process.stderr.write(s),
-    isTTY: !!process.stdout.isTTY,
+    stdout: held ? (s) => held.add(edit(s)) : (s) => void process.stdout.write(edit(s)),
+    stderr: (s) => void process.stderr.write(edit(s)),
+    flush: () => held?.flush(),
+    isTTY,
     stdin: async function* () {
       const { createInterface } = await import('node:readline');
       const rl = createInterface({ input: process.stdin, terminal: false });
@@ -86,11 +93,14 @@ if (isEntry) {
   } catch {
     // not available
   }
-  main(process.argv.slice(2), processIo()).then(
+  const io = processIo();
+  main(process.argv.slice(2), io).then(
     (code) => {
+      io.flush?.();
       process.exitCode = code;
     },
     (e) => {
+      io.flush?.();
       process.stderr.write(`diskworker: ${e instanceof Error ? e.message : String(e)}\n`);
       process.exitCode = 1;
     },

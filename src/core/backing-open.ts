@@ -9,7 +9,7 @@ import { BackingLoopError, chainKey, loopErrorFor } from './backing-loop.js';
 import { mergeBackingOptions, namesItsFile } from './backing-options.js';
 import { BlockError, einval, toBlockError } from './errors.js';
 import { parseJsonFilename, type BlockOptions } from './options.js';
-import { ROLE_BACKING } from './permissions.js';
+import { ChildRole, ROLE_BACKING } from './permissions.js';
 
 /** Opens the backing child of a format node. */
 export async function openBacking(
@@ -94,6 +94,34 @@ export function protocolNodeOf(node: BlockNode): BlockNode {
 }
 
 /**
+ * The directory relative names of `node`'s image are taken from (QEMU's
+ * bdrv_dirname), ending in '/' or empty: that of the primary child where
+ * there is one (a format's file, a filter's filtered node), else that of the
+ * node's own plain filename. EINVAL for a node no plain name describes
+ * (a quorum, a json: name): relative names cannot be resolved there.
+ */
+export function nodeDirname(node: BlockNode): string {
+  let n = node;
+  for (let depth = 0; depth < 64; depth++) {
+    const primary = n.children.find((c) => c.role & ChildRole.PRIMARY);
+    if (!primary) break;
+    n = primary.node;
+  }
+  const name = n.filename;
+  if (!name || name.startsWith('json:')) {
+    throw new BlockError('EINVAL', `Cannot generate a base directory for ${n.driver.name} nodes`, { node: n.nodeName });
+  }
+  if (/^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//.test(name)) {
+    try {
+      return new URL('.', name).toString();
+    } catch {
+      throw einval(`Cannot generate a base directory for '${name}'`);
+    }
+  }
+  return name.slice(0, name.lastIndexOf('/') + 1);
+}
+
+/**
  * Turns a backing file name stored in an image into open options, applying
  * the backing policy: relative names are joined to the image's directory on
  * the same protocol; another protocol must be allowed explicitly.
@@ -110,7 +138,7 @@ export function resolveBacking(graph: BlockGraph, image: BlockNode, name: string
     const proto = graph.protocolFor(name);
     const explicitPrefix = proto.protocolPrefixes?.some((p) => name.startsWith(p)) ?? false;
     let filename = name;
-    if (!explicitPrefix) filename = joinRelative(base.filename, name);
+    if (!explicitPrefix && !name.startsWith('/')) filename = joinRelative(nodeDirname(image), name);
     // Without backing_fmt the driver stays unset and the format is probed, as QEMU does.
     // A local name may be a file or a host device: the protocol is probed when it opens.
     const fileDriver = explicitPrefix ? proto.name : isLocalProtocol(graph, baseProto) ? undefined : baseProto;

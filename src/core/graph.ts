@@ -64,6 +64,19 @@ export class BlockGraph {
     this.onNotice?.(text);
   }
 
+  /**
+   * Where drivers' error reports go: a failure reported on the way while the
+   * operation goes on or fails with another error (QEMU's error_report from a
+   * driver; the tools print it after their name). Default: {@link onNotice}.
+   */
+  onReport: ((text: string) => void) | null = null;
+
+  /** Passes a driver's error report to {@link onReport}. */
+  report(text: string): void {
+    if (this.onReport) this.onReport(text);
+    else this.notice(text);
+  }
+
   constructor(drivers: Iterable<BlockDriver>, defaultProtocol: string) {
     for (const d of drivers) this.registerDriver(d);
     this.defaultProtocol = defaultProtocol;

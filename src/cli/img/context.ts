@@ -33,6 +33,7 @@ export class Ctx {
   constructor(readonly io: CliIo) {
     // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
     this.graph.onNotice = (text) => io.stderr(`${text}\n`);
+    this.graph.onReport = (text) => this.report(text);
   }
   out(s: string): void {
     this.io.stdout(s);
@@ -190,7 +191,10 @@ export class Progress {
     this.current = cur;
     if (cur > this.last + this.minSkip || cur < this.last - this.minSkip || cur === 0 || cur === 100) {
       this.last = cur;
-      if (this.enabled) this.ctx.out(`    (${cFixed(cur, 2)}/100%)\r`);
+      if (this.enabled) {
+        this.ctx.out(`    (${cFixed(cur, 2)}/100%)\r`);
+        this.ctx.io.flush?.();
+      }
     }
   }
   end(): void {

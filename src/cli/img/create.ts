@@ -126,6 +126,8 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
   if (size === undefined && hugeSize === undefined) fail(`${prefix}Image creation needs a size parameter`);
   if (!quiet) {
     ctx.out(`Formatting '${filename}', fmt=${fmt} ${formatOptsLine(specs, values, numeric)}\n`);
+    // QEMU's bdrv_img_create flushes here: the line comes before any error of the create.
+    ctx.io.flush?.();
   }
   if (hugeSize !== undefined || size === undefined) fail(`${prefix}${imageTooLargeMessage(fmt, specs, values)}`);
   for (const w of built.rereadWarnings) ctx.warn(w);

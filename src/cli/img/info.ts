@@ -2,7 +2,7 @@
  * `img info`: image details, human and JSON.
  */
 import { BlockBackend } from '../../core/backend.js';
-import { joinRelative } from '../../core/backing-open.js';
+import { joinRelative, nodeDirname } from '../../core/backing-open.js';
 import type { BlockNode } from '../../core/node.js';
 import { toQemuJson, type JsonValue } from '../format.js';
 import { driverInfo, formatNode } from '../common.js';
@@ -31,6 +31,16 @@ async function allocatedSize(node: BlockNode): Promise<number | undefined> {
   return any ? sum : undefined;
 }
 
+/** The backing file's name made absolute (QEMU's bdrv_get_full_backing_filename); undefined when no directory can be known. */
+function fullBackingFilename(node: BlockNode, name: string): string | undefined {
+  if (/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(name) || name.startsWith('/')) return name;
+  try {
+    return joinRelative(nodeDirname(node), name);
+  } catch {
+    return undefined;
+  }
+}
+
 async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<ImageInfo> {
   const node = formatNode(bb.node);
   const inst = node.instance;
@@ -44,7 +54,8 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   const bf = inst.backingFile?.();
   if (bf) {
     info['backing-filename'] = bf.filename;
-    info['full-backing-filename'] = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(bf.filename) || bf.filename.startsWith('json:') ? bf.filename : joinRelative(name, bf.filename);
+    const full = fullBackingFilename(node, bf.filename);
+    if (full !== undefined) info['full-backing-filename'] = full;
     if (bf.format) info['backing-filename-format'] = bf.format;
   }
   const snaps = inst.snapshotList?.() ?? [];

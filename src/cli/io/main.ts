@@ -143,12 +143,15 @@ export async function ioMain(args: string[], io: CliIo): Promise<number> {
       if (ret < 0) lastError = ret;
     }
   } else if (io.stdin) {
+    // qemu-io flushes stdout after each prompt.
     io.stdout('qemu-io> ');
+    io.flush?.();
     for await (const raw of io.stdin()) {
       const ret = await s.command(raw.replace(/\r?\n$/, ''));
       if (ret < 0) lastError = ret;
       if (s.quit) break;
       io.stdout('qemu-io> ');
+      io.flush?.();
     }
   }
   await s.close();

@@ -26,6 +26,7 @@ export class NodeIoSession extends IoSession {
     super(io, commands);
     // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
     this.graph.onNotice = (text) => io.stderr(`${text}\n`);
+    this.graph.onReport = (text) => io.stderr(`${PROG}: ${text}\n`);
   }
 
   /** The open BlockBackend; setting it sets the disk the commands use. */

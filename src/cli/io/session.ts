@@ -13,6 +13,8 @@ import { type Cmd, EINVAL, PROG } from './types.js';
 export interface IoOutput {
   stdout(s: string): void;
   stderr(s: string): void;
+  /** Writes out held-back stdout (see CliIo.flush). */
+  flush?: () => void;
 }
 
 export class IoSession {

@@ -7,11 +7,11 @@ import type { OptionReader } from '../../core/options.js';
 import type { AmendProgress } from '../../core/driver.js';
 import { AmendOp, AmendProgressFolder, refcountWalkProgress, type RefcountWalkInput } from './amend-progress.js';
 import { BlockError, einval } from '../../core/errors.js';
-import { AUTOCLEAR, COMPAT, INCOMPAT, V3_HEADER_LENGTH } from './constants.js';
+import { AUTOCLEAR, COMPAT, V3_HEADER_LENGTH } from './constants.js';
 import { rebuildRefcounts } from './check.js';
+import { downgrade } from './downgrade.js';
 import { fileLengthOf } from './check-count.js';
 import { getRefcount } from './refcount.js';
-import { ClusterType, clusterType, entryOffset, makeEntry, readEntry, writeEntry } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
 import { checkRefcountBits, readRefcountBits } from './create.js';
 
@@ -141,66 +141,4 @@ async function storedRefcounts(img: Qcow2Image): Promise<Float64Array> {
   for (let c = first; c < first + img.header.refcountTableClusters; c++) drop(c);
   for (const off of refs.table) if (off) drop(Math.floor(off / img.clusterSize));
   return out;
-}
-
-/** Downgrades to v2; `status` hears of every L1 entry done, as QEMU's zero-cluster expansion reports. */
-async function downgrade(img: Qcow2Image, status: (done: number, total: number) => void): Promise<void> {
-  const h = img.header;
-  if (h.refcountOrder !== 4) throw einval('compat=0.10 requires refcount_bits=16');
-  if (img.hasDataFile) throw einval('Cannot downgrade an image with a data file');
-  if (img.extendedL2) throw einval('Cannot downgrade an image with extended L2 entries');
-  if (h.compressionType !== 0) throw einval('Cannot downgrade an image with a non-zlib compression type');
-  if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', 'Downgrading an image with snapshots is not supported');
-  if (h.compatible & COMPAT.LAZY_REFCOUNTS) {
-    h.compatible &= ~COMPAT.LAZY_REFCOUNTS;
-    img.lazyRefcounts = false;
-  }
-  // Expand zero clusters: v2 has no zero flag.
-  const cs = img.clusterSize;
-  const backing = img.node.backing;
-  const zeros = new Uint8Array(cs);
-  for (let i = 0; i < img.l1.length; i++) {
-    const l2 = img.l1[i]!;
-    if (!l2) {
-      status(i + 1, img.l1.length);
-      continue;
-    }
-    for (let s = 0; s < cs / img.sliceBytes; s++) {
-      const sliceOff = l2 + s * img.sliceBytes;
-      const buf = await img.l2cache.get(sliceOff);
-      const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-      let changed = false;
-      for (let j = 0; j < img.sliceEntries; j++) {
-        const e = readEntry(dv, j, false);
-        const ct = clusterType(e, false, false);
-        if (ct === ClusterType.ZERO_PLAIN) {
-          if (!backing) {
-            writeEntry(dv, j, false, { hi: 0, lo: 0, zero: 0, alloc: 0 });
-          } else {
-            const host = await img.refs.alloc(1);
-            await img.file.pwritev(host, cs, zeros);
-            writeEntry(dv, j, false, makeEntry(host, true));
-          }
-          changed = true;
-        } else if (ct === ClusterType.ZERO_ALLOC) {
-          const host = entryOffset(e.hi, e.lo);
-          await img.file.pwritev(host, cs, zeros);
-          writeEntry(dv, j, false, { hi: e.hi, lo: (e.lo & ~1) >>> 0, zero: 0, alloc: 0 });
-          changed = true;
-        }
-      }
-      if (changed) img.l2cache.setDirty(sliceOff, buf);
-    }
-    status(i + 1, img.l1.length);
-  }
-  await img.flushAll();
-  await img.file.flush();
-  h.incompatible &= ~INCOMPAT.DIRTY;
-  if (h.incompatible !== 0n) throw einval('Cannot downgrade an image with incompatible features set');
-  h.version = 2;
-  h.headerLength = 72;
-  h.compatible = 0n;
-  h.autoclear = 0n;
-  h.bitmaps = undefined;
-  await img.writeHeader();
 }

@@ -121,6 +121,10 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
   const cs = img.clusterSize;
   const off = await img.refs.alloc(1, [], true);
   if (off === 0) throw await markCorrupt(img, 'Preventing invalid allocation of L2 table at offset 0');
+  // Refcount of the new table first (checked and written before the table is, as QEMU's
+  // l2_allocate), then the table, then the L1 entry.
+  await img.refs.flushCache();
+  await img.file.flush();
   await overlapCheck(img, off, cs);
   const table = new Uint8Array(cs);
   if (old !== 0) {
@@ -129,9 +133,6 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
       table.set(await img.l2cache.get(old + s * img.sliceBytes), s * img.sliceBytes);
     }
   }
-  // Refcount of the new table first, then the table, then the L1 entry.
-  await img.refs.flushCache();
-  await img.file.flush();
   await img.file.debugEvent('l2_alloc_write');
   await img.file.pwritev(off, cs, table);
   await img.file.flush();

@@ -10,7 +10,9 @@
  */
 import { BlockError } from '../../core/errors.js';
 import { AUTOCLEAR, INCOMPAT } from './constants.js';
+import { decodeL1 } from './l2-entry.js';
 import type { Qcow2Image } from './qcow2.js';
+import { validateSnapshotL1 } from './snapshot.js';
 
 
 /** Tables larger than this many clusters are not indexed (they cannot be valid; open refuses them elsewhere). */
@@ -31,12 +33,47 @@ const KINDS = [
 /** A kind of metadata ("active L2 table"), as QEMU's corruption messages name it. */
 export type MetadataKind = (typeof KINDS)[number];
 const bit = (kind: MetadataKind) => 1 << KINDS.indexOf(kind);
+const maskOf = (kinds: readonly MetadataKind[]) => kinds.reduce((m, k) => m | bit(k), 0);
+
+/** The per-kind switches of the overlap-check option, each with the kind it governs. */
+export const OVERLAP_SWITCHES: Readonly<Record<string, MetadataKind>> = {
+  'main-header': 'qcow2_header',
+  'active-l1': 'active L1 table',
+  'active-l2': 'active L2 table',
+  'refcount-table': 'refcount table',
+  'refcount-block': 'refcount block',
+  'snapshot-table': 'snapshot table',
+  'inactive-l1': 'inactive L1 table',
+  'inactive-l2': 'inactive L2 table',
+  'bitmap-directory': 'bitmap directory',
+};
+
+const CONSTANT: MetadataKind[] = ['qcow2_header', 'active L1 table', 'refcount table', 'snapshot table', 'bitmap directory'];
+const CACHED: MetadataKind[] = [...CONSTANT, 'active L2 table', 'refcount block', 'inactive L1 table'];
+/**
+ * QEMU's overlap-check templates as masks: `constant` needs no look-up,
+ * `cached` (the default) only what is in memory, `all` adds the inactive L2
+ * tables, read from the file at every check.
+ */
+export const OVERLAP_TEMPLATES: Readonly<Record<string, number>> = {
+  none: 0,
+  constant: maskOf(CONSTANT),
+  cached: maskOf(CACHED),
+  all: maskOf([...CACHED, 'inactive L2 table']),
+};
+
+/** `mask` with `kind` switched on or off. */
+export function withKind(mask: number, kind: MetadataKind, on: boolean): number {
+  return on ? mask | bit(kind) : mask & ~bit(kind);
+}
 
 /** Host cluster index → the kinds of metadata that live there (one cluster may hold several in a broken image). */
 export class MetadataIndex {
   private readonly kinds = new Map<number, number>();
   /** Kinds that cover every cluster (QEMU's empty bitmap directory with the bitmaps bit set). */
   private everywhere = 0;
+  /** The kinds writes are checked against (overlap-check); `cached` unless the options say otherwise. */
+  checked = OVERLAP_TEMPLATES.cached!;
 
   constructor(private readonly clusterSize: number) {}
 
@@ -68,14 +105,21 @@ export class MetadataIndex {
     }
   }
 
+  /** Whether writes are checked against metadata of `kind`. */
+  checks(kind: MetadataKind): boolean {
+    return (this.checked & bit(kind)) !== 0;
+  }
+
   /**
-   * The metadata [offset, offset+bytes) overlaps, `ignore` aside: the first
-   * kind in QEMU's order, and the first cluster holding it; undefined if none.
+   * The metadata [offset, offset+bytes) overlaps, `ignore` and the kinds not
+   * checked aside: the first kind in QEMU's order, and the first cluster
+   * holding it; undefined if none.
    */
-  firstOverlap(offset: number, bytes: number, ignore?: MetadataKind): { cluster: number; kind: MetadataKind } | undefined {
+  firstOverlap(offset: number, bytes: number, ...ignore: (MetadataKind | undefined)[]): { cluster: number; kind: MetadataKind } | undefined {
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + bytes - 1) / this.clusterSize);
-    const skip = ignore ? bit(ignore) : 0;
+    let skip = ~this.checked;
+    for (const k of ignore) if (k) skip |= bit(k);
     const all = this.everywhere & ~skip;
     let best = all & -all;
     let at = first;
@@ -122,10 +166,8 @@ export function registerMetadata(img: Qcow2Image): void {
  */
 export async function overlapCheck(img: Qcow2Image, host: number, bytes: number): Promise<void> {
   if (img.hasDataFile) return;
-  const hit = img.meta.firstOverlap(host, bytes);
-  if (hit) {
-    throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`);
-  }
+  const kind = await findOverlap(img, host, bytes, []);
+  if (kind) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${kind})`);
 }
 
 /**
@@ -133,11 +175,47 @@ export async function overlapCheck(img: Qcow2Image, host: number, bytes: number)
  * yet) to [offset, offset+bytes) that would hit other metadata, marking the image corrupt (QEMU checks each table
  * and cache entry it writes, its own kind aside).
  */
-export async function metadataWriteCheck(img: Qcow2Image, offset: number, bytes: number, own: MetadataKind | undefined): Promise<void> {
-  const hit = img.meta.firstOverlap(offset, bytes, own);
-  if (hit) {
-    throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`);
+export async function metadataWriteCheck(img: Qcow2Image, offset: number, bytes: number, ...own: (MetadataKind | undefined)[]): Promise<void> {
+  const kind = await findOverlap(img, offset, bytes, own);
+  if (kind) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${kind})`);
+}
+
+/**
+ * The first kind of metadata a write to [offset, offset+bytes) would hit, in
+ * QEMU's order: the indexed kinds, with the inactive L2 tables (only with
+ * overlap-check inactive-l2 on) tested between the refcount blocks and the
+ * bitmap directory, as qcow2_check_metadata_overlap does.
+ */
+async function findOverlap(img: Qcow2Image, offset: number, bytes: number, ignore: (MetadataKind | undefined)[]): Promise<MetadataKind | undefined> {
+  const hit = img.meta.firstOverlap(offset, bytes, ...ignore);
+  if (hit && hit.kind !== 'bitmap directory') return hit.kind;
+  if (img.meta.checks('inactive L2 table') && !ignore.includes('inactive L2 table') && (await hitsInactiveL2(img, offset, bytes))) {
+    return 'inactive L2 table';
   }
+  return hit?.kind;
+}
+
+/**
+ * Whether [offset, offset+bytes), widened to whole clusters, holds an L2
+ * table of a snapshot. As QEMU, every snapshot's L1 table is validated and
+ * read from the file at each check: a bad one fails the write with its errno.
+ */
+async function hitsInactiveL2(img: Qcow2Image, offset: number, bytes: number): Promise<boolean> {
+  const cs = img.clusterSize;
+  const start = Math.floor(offset / cs) * cs;
+  const end = Math.ceil((offset + bytes) / cs) * cs;
+  for (const sn of img.snapshots) {
+    validateSnapshotL1(sn, cs);
+    if (sn.l1Size === 0) continue;
+    const raw = new Uint8Array(sn.l1Size * 8);
+    await img.file.preadv(sn.l1TableOffset, raw.length, raw);
+    const l1 = decodeL1(raw, sn.l1Size);
+    for (let i = 0; i < sn.l1Size; i++) {
+      const l2 = l1.offsets[i]!;
+      if (l2 && l2 < end && l2 + cs > start) return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -164,5 +242,6 @@ export async function markCorrupt(img: Qcow2Image, message: string, quiet = fals
     }
   }
   img.corrupt = true;
+  if (!img.readOnly) img.dropped = true;
   return err;
 }

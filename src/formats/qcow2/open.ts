@@ -18,7 +18,7 @@ import { readSnapshotTable } from './snapshot.js';
 import { markAllInUse, readBitmapDirectory } from './bitmap.js';
 import { loadPersistentBitmaps } from './bitmap-store.js';
 import { checkImage } from './check.js';
-import { MetadataIndex, markCorrupt, metadataWriteCheck, overlapCheck, registerMetadata } from './metadata-index.js';
+import { MetadataIndex, OVERLAP_SWITCHES, OVERLAP_TEMPLATES, markCorrupt, metadataWriteCheck, overlapCheck, registerMetadata, withKind } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { initL2Mapper } from './lookup.js';
 import { flushAll } from './cow.js';
@@ -79,7 +79,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   options.bool('pass-discard-snapshot', true);
   img.passDiscardOther = options.bool('pass-discard-other', false);
   img.discardNoUnref = options.bool('discard-no-unref', false);
-  checkOverlapOption(options.raw('overlap-check'));
+  img.meta.checked = overlapMask(options.raw('overlap-check'));
   options.raw('encrypt');
   img.sliceBytes = l2EntrySize;
   img.sliceEntries = l2EntrySize / img.l2EntryBytes;
@@ -298,28 +298,33 @@ export function readCleanInterval(options: OptionReader): number {
   return n;
 }
 
-const OVERLAP_TEMPLATES = ['none', 'constant', 'cached', 'all'];
-const OVERLAP_KINDS = ['main-header', 'active-l1', 'active-l2', 'refcount-table', 'refcount-block', 'snapshot-table', 'inactive-l1', 'inactive-l2', 'bitmap-directory'];
-
 /**
- * overlap-check: a template name, or an object with `template` and one
- * on/off per metadata kind. Checked as QEMU checks it; the value does not
- * change which metadata checks our writes run.
+ * The overlap-check option as a mask of the kinds checked: a template name
+ * (none, constant, cached, all), or an object with `template` and one on/off
+ * per metadata kind, each switch overriding the template. `base`: the mask the
+ * switches apply to when no template is named (a reopen keeps the old one).
  */
-export function checkOverlapOption(v: unknown): void {
-  if (v === undefined || v === null) return;
+export function overlapMask(v: unknown, base: number = OVERLAP_TEMPLATES.cached!): number {
+  if (v === undefined || v === null) return base;
+  const names = Object.keys(OVERLAP_TEMPLATES);
   const bad = (x: unknown) =>
-    einval(`Unsupported value '${String(x)}' for qcow2 option 'overlap-check'. Allowed are any of the following: ${OVERLAP_TEMPLATES.join(', ')}`);
-  if (typeof v === 'string') {
-    if (!OVERLAP_TEMPLATES.includes(v)) throw bad(v);
-    return;
-  }
+    einval(`Unsupported value '${String(x)}' for qcow2 option 'overlap-check'. Allowed are any of the following: ${names.join(', ')}`);
+  const template = (name: unknown) => {
+    const m = OVERLAP_TEMPLATES[String(name)];
+    if (m === undefined || !names.includes(String(name))) throw bad(name);
+    return m;
+  };
+  if (typeof v === 'string') return template(v);
   if (typeof v !== 'object' || Array.isArray(v)) throw bad(JSON.stringify(v));
   const sub = new OptionReader(v as Record<string, never>, "Block format 'qcow2'", 'overlap-check.', 'overlap-check.');
-  const template = sub.raw('template');
-  if (template !== undefined && !OVERLAP_TEMPLATES.includes(String(template))) throw bad(template);
-  for (const k of OVERLAP_KINDS) sub.bool(k);
+  const t = sub.raw('template');
+  let mask = t === undefined ? base : template(t);
+  for (const [name, kind] of Object.entries(OVERLAP_SWITCHES)) {
+    const on = sub.bool(name);
+    if (on !== undefined) mask = withKind(mask, kind, on);
+  }
   sub.finish();
+  return mask;
 }
 
 /** Opens the external data file: the `data-file` option, else the name stored in the header. */

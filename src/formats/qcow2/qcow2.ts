@@ -36,7 +36,7 @@ import type { BlockLimits } from '../../core/limits.js';
 import { BlockError, STRERROR, einval, toBlockError } from '../../core/errors.js';
 import { ROLE_IMAGE } from '../../core/permissions.js';
 import { MetaCache, Mutex } from './cache.js';
-import { HDR, INCOMPAT, V2_HEADER_LENGTH } from './constants.js';
+import { HDR, INCOMPAT } from './constants.js';
 import { describeFeatures, serializeHeader, type Qcow2Header } from './header.js';
 import { TYPE_NAMES, type ClusterType } from './l2-entry.js';
 import { Refcounts } from './refcount.js';
@@ -128,6 +128,12 @@ export class Qcow2Image implements DriverInstance {
   /** Set once a corruption was found: no further writes in this session. */
   corrupt = false;
   /**
+   * Set when a corruption was found on a writable image: as QEMU drops the
+   * node's driver then, the node reports no medium and every request fails
+   * with ENOMEDIUM until it is closed.
+   */
+  dropped = false;
+  /**
    * Set when a read-write reopen could not mark the persistent bitmaps in
    * use: a write would make them stale while they still look valid.
    */
@@ -213,8 +219,13 @@ export class Qcow2Image implements DriverInstance {
     return markCorrupt(this, message);
   }
 
+  isInserted(): boolean {
+    return !this.dropped;
+  }
+
   /** Throws once the image was found corrupt in this session. */
   checkUsable(): void {
+    if (this.dropped) throw new BlockError('ENOMEDIUM', 'No medium found', { node: this.node.nodeName });
     if (this.corrupt) throw new BlockError('EIO', 'qcow2: Image is corrupt; no further writes are accepted', { node: this.node.nodeName });
   }
 
@@ -280,9 +291,9 @@ export class Qcow2Image implements DriverInstance {
 
   /** Rewrites the header cluster and flushes. */
   async writeHeader(): Promise<void> {
+    // The whole first cluster, as QEMU's qcow2_update_header: no bytes of an older, longer header stay behind.
     const buf = serializeHeader(this.header);
-    const len = this.header.version === 2 ? Math.max(V2_HEADER_LENGTH, 512) : buf.length;
-    await this.file.pwritev(0, Math.min(len, buf.length), buf.subarray(0, Math.min(len, buf.length)));
+    await this.file.pwritev(0, buf.length, buf);
     await this.file.flush();
   }
 
@@ -321,6 +332,8 @@ export class Qcow2Image implements DriverInstance {
   // Read
 
   preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> | void {
+    // The backend's fast path does not ask isInserted(): a dropped image answers here.
+    if (this.dropped) return Promise.reject(new BlockError('ENOMEDIUM', 'No medium found', { node: this.node.nodeName, offset }));
     // Fast path: one run of plain data in a cached L2 slice (no promise of our own when the
     // child completes synchronously). The ticket keeps the host cluster from reuse meanwhile.
     const ticket = this.readers.enter();

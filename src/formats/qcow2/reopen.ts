@@ -14,7 +14,7 @@
 import type { ReopenState } from '../../core/driver.js';
 import { einval } from '../../core/errors.js';
 import { OptionReader } from '../../core/options.js';
-import { cacheSizes, checkOverlapOption, readCleanInterval } from './open.js';
+import { cacheSizes, overlapMask, readCleanInterval } from './open.js';
 import { INCOMPAT } from './constants.js';
 import { flushAll } from './cow.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -29,6 +29,8 @@ interface Qcow2ReopenPlan {
   l2Entries?: number;
   refEntries?: number;
   cleanInterval?: number;
+  /** The overlap-check mask, when the options name one. */
+  overlapChecks?: number;
 }
 
 const INT_MAX = 0x7fffffff;
@@ -61,8 +63,10 @@ function checkRuntimeOptions(img: Qcow2Image, o: Record<string, unknown>, plan: 
   }
   const nested: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(o)) if (k.startsWith('overlap-check.')) nested[k.slice('overlap-check.'.length)] = v;
-  if (overlap !== undefined) checkOverlapOption(overlap);
-  else if (Object.keys(nested).length > 0) checkOverlapOption(nested);
+  // As QEMU's qcow2_join_options: a new template replaces all old overlap options, else the switches apply to them.
+  if (typeof overlap === 'string') nested.template = overlap;
+  else if (overlap !== undefined && overlap !== null) Object.assign(nested, overlap);
+  if (Object.keys(nested).length > 0) plan.overlapChecks = overlapMask(nested, 'template' in nested ? undefined : img.meta.checked);
 }
 
 /** Reads a boolean option value as the generic layer hands it over. */
@@ -126,4 +130,5 @@ export function commitReopen(img: Qcow2Image, state: ReopenState): void {
   if (plan.l2Entries !== undefined) img.l2cache.capacity = plan.l2Entries;
   if (plan.refEntries !== undefined) img.refs.cache.capacity = plan.refEntries;
   if (plan.cleanInterval !== undefined) img.startCacheCleaner(plan.cleanInterval);
+  if (plan.overlapChecks !== undefined) img.meta.checked = plan.overlapChecks;
 }

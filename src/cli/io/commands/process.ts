@@ -11,6 +11,13 @@ export async function abortCmd(): Promise<number> {
 export async function sigraiseCmd(s: IoSession, args: string[]): Promise<number> {
   const sig = s.num(args[0]!);
   if (sig === null) return EINVAL;
+  // Linux's NSIG.
+  if (sig > 65) {
+    s.io.stdout(`signal argument '${args[0]}' is too large to be a valid signal\n`);
+    return EINVAL;
+  }
+  // As qemu-io: what stdout holds is written before the signal (abort, like abort(), loses it).
+  s.io.flush?.();
   try {
     process.kill(process.pid, sig);
   } catch {
