@@ -20,8 +20,9 @@ import type { Qcow2Image } from './qcow2.js';
 /** C's %#x. */
 const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 
-/** The COPIED flag in an entry's high word. */
+/** The COPIED and compressed flags in an entry's high word. */
 const COPIED = 0x80000000;
+const COMPRESSED = 0x40000000;
 
 /**
  * Walks the L1 table at `l1Offset` (`l1Size` entries) adding `addend` to the
@@ -57,6 +58,8 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   };
   let l1Modified = false;
   const perSlice = img.sliceEntries;
+  // Standard entries without an external data file take the fast path below.
+  const plain = !img.extendedL2 && !img.hasDataFile;
   for (let i = 0; i < l1Size; i++) {
     const l2 = offsets[i]!;
     if (l2 === 0) continue;
@@ -72,6 +75,24 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
         const lo = dv.getUint32(j * stride + 4);
         // Unallocated, without flags: nothing to count or flag (most entries of a sparse image).
         if (hi === 0 && lo === 0) continue;
+        if (plain && !(hi & COMPRESSED)) {
+          // The common entry (data or preallocated zeroes at `host`, or a zero cluster without
+          // one), decoded without an object: a walk over every cluster of a large image.
+          const host = entryOffset(hi, lo);
+          let rc = 0;
+          if (host !== 0) {
+            if (host % cs !== 0) {
+              throw await markCorrupt(img, `Cluster allocation offset ${hex(host)} unaligned (L2 offset: ${hex(l2)}, L2 index: ${hex(slice * perSlice + j)})`);
+            }
+            rc = changeNow(host / cs) ?? (await change(host / cs));
+          }
+          const flagged = (rc === 1 ? hi | COPIED : hi & ~COPIED) >>> 0;
+          if (flagged !== hi) {
+            dv.setUint32(j * stride, flagged);
+            dirty = true;
+          }
+          continue;
+        }
         const e = readEntry(dv, j, img.extendedL2);
         e.hi = (hi & ~COPIED) >>> 0;
         let refcount: number;
