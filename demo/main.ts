@@ -10,6 +10,7 @@ import { CheckPanel } from './src/check.js';
 import { Console } from './src/console.js';
 import { installDetails } from './src/details.js';
 import { convertDialog, createDialog, deleteImage, exportDialog, importDialog, installDropZone, refreshList, refreshSelectedInfo, select } from './src/disks.js';
+import { SnapshotsPanel } from './src/snapshots.js';
 import { app, bus, displayName, storageOf } from './src/state.js';
 import { VmPanel } from './src/vm.js';
 import { $, describeError, fmtBytes, guard, h, showError } from './src/ui.js';
@@ -40,7 +41,9 @@ map.root.append(bitmapBar.root);
 const konsole = new Console();
 $('#console-slot').append(konsole.root);
 $('#check-slot').append(new CheckPanel().root);
-$('#vm-slot').append(new VmPanel().root);
+$('#snapshots-slot').append(new SnapshotsPanel().root);
+const vm = new VmPanel();
+$('#vm-slot').append(vm.root);
 $('#block-jobs-slot').append(new BlockJobsPanel().root);
 installDetails($('#details'));
 
@@ -113,4 +116,4 @@ async function start(): Promise<void> {
 void start();
 
 // For the Playwright specs and the curious: the page's objects.
-Object.assign(window, { diskworkerDemo: { app, map, bitmapBar, console: konsole, showTab } });
+Object.assign(window, { diskworkerDemo: { app, map, bitmapBar, console: konsole, vm, showTab } });

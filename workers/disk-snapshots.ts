@@ -101,5 +101,6 @@ function toEntry(s: SnapshotInfo): SnapshotEntry {
     date: s.dateSec * 1000 + Math.floor(s.dateNsec / 1e6),
     vmClockNsec: s.vmClockNsec,
     ...(s.diskSize !== undefined ? { diskSize: s.diskSize } : {}),
+    ...(s.icount !== undefined ? { icount: s.icount } : {}),
   };
 }

@@ -5,6 +5,7 @@
  */
 import { dumpImageInfo, type ImageInfo as QemuImageInfo } from '../../src/cli/info-dump.js';
 import type { ImageInfo } from '../../src/client/index.js';
+import { snapshotJson, snapshotTable as snapshotRows } from './snapshots.js';
 import { bus, displayName, storageOf, type Selected } from './state.js';
 import { fmtBytes, h } from './ui.js';
 
@@ -50,20 +51,7 @@ function qemuInfo(sel: Selected): QemuImageInfo {
     ...(i.dirty ? { 'dirty-flag': true } : {}),
     ...(i.backingFile ? { 'backing-filename': i.backingFile, ...(backing ? { 'full-backing-filename': backing } : {}) } : {}),
     ...(i.backingFormat ? { 'backing-filename-format': i.backingFormat } : {}),
-    ...(sel.snapshots?.length
-      ? {
-          snapshots: sel.snapshots.map((s) => ({
-            id: s.id,
-            name: s.name,
-            'vm-state-size': s.vmStateSize,
-            'date-sec': s.dateSec,
-            'date-nsec': s.dateNsec,
-            'vm-clock-sec': Math.floor(s.vmClockNsec / 1e9),
-            'vm-clock-nsec': s.vmClockNsec % 1e9,
-            ...(s.icount !== undefined ? { icount: s.icount } : {}),
-          })),
-        }
-      : {}),
+    ...(sel.snapshots?.length ? { snapshots: sel.snapshots.map(snapshotJson) } : {}),
     ...(i.specific ? { 'format-specific': i.specific } : {}),
   };
 }
@@ -87,23 +75,10 @@ function chainPicture(sel: Selected): HTMLElement {
 }
 
 function snapshotTable(sel: Selected): HTMLElement {
-  if (sel.snapshotsError) return h('p', { class: 'error-text' }, `The snapshot table could not be read: ${sel.snapshotsError}`);
+  if (sel.snapshotsError) return h('p', { class: 'error-text' }, `The snapshots could not be listed: ${sel.snapshotsError}`);
   if (!sel.snapshots) return h('p', { class: 'muted' }, 'Reading…');
-  if (!sel.snapshots.length) return h('p', { class: 'muted' }, sel.info?.format === 'qcow2' ? 'No internal snapshots. (qemu-img snapshot -c makes them; import such an image to see them here.)' : 'raw images have no snapshots.');
-  const two = (n: number) => String(n).padStart(2, '0');
-  return h(
-    'table',
-    { class: 'table' },
-    h('thead', {}, h('tr', {}, ...['ID', 'Tag', 'VM state', 'Date', 'VM clock', 'icount'].map((t) => h('th', {}, t)))),
-    h(
-      'tbody',
-      {},
-      ...sel.snapshots.map((s) => {
-        const clock = Math.floor(s.vmClockNsec / 1e9);
-        return h('tr', {}, h('td', {}, s.id), h('td', {}, s.name), h('td', {}, fmtBytes(s.vmStateSize)), h('td', {}, new Date(s.dateSec * 1000).toLocaleString()), h('td', {}, `${two(Math.floor(clock / 3600))}:${two(Math.floor(clock / 60) % 60)}:${two(clock % 60)}`), h('td', {}, s.icount ?? ''));
-      }),
-    ),
-  );
+  if (!sel.snapshots.length) return h('p', { class: 'muted' }, sel.info?.format === 'qcow2' ? 'No internal snapshots. (The Snapshots tab makes them, as qemu-img snapshot -c does.)' : `${sel.info?.format ?? 'This'} image has no internal snapshots.`);
+  return h('div', {}, snapshotRows(sel.snapshots), h('p', { class: 'muted small' }, 'Create, apply and delete them in the Snapshots tab.'));
 }
 
 export function renderDetails(root: HTMLElement, sel: Selected | null): void {
@@ -146,4 +121,5 @@ export function renderDetails(root: HTMLElement, sel: Selected | null): void {
 
 export function installDetails(root: HTMLElement): void {
   bus.on('select', (sel) => renderDetails(root, sel));
+  bus.on('snapshots', (sel) => renderDetails(root, sel));
 }

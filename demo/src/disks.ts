@@ -6,7 +6,7 @@
  */
 import type { Disk, ImageInfo } from '../../src/client/index.js';
 import { app, bus, displayName, resolveBacking, storageOf, type ChainEntry, type Selected } from './state.js';
-import { readSnapshots } from './snapshots.js';
+import { loadSnapshots } from './snapshots.js';
 import { runJob } from './jobs.js';
 import { confirmDialog, describeError, field, fmtBytes, formDialog, guard, h, parseSize, showError, toast } from './ui.js';
 
@@ -101,13 +101,6 @@ export async function select(path: string): Promise<void> {
     bus.emit('select', sel);
     throw e;
   }
-  if (sel.info.format === 'qcow2') {
-    try {
-      sel.snapshots = await readSnapshots(dw(), path);
-    } catch (e) {
-      sel.snapshotsError = (e as Error).message;
-    }
-  } else sel.snapshots = [];
   sel.chain = await backingChain(path, sel.info);
   const allow = sel.chain.some((c) => storageOf(c.path) === 'http') ? ['http'] : [];
   try {
@@ -121,6 +114,9 @@ export async function select(path: string): Promise<void> {
     await sel.disk?.close();
     return;
   }
+  // The worker lists them (disk.snapshots), also on a disk opened read-only.
+  await loadSnapshots(sel);
+  if (app.selected !== sel) return;
   bus.emit('select', sel);
 }
 

@@ -2,11 +2,10 @@
  * The demo's shared state: the block worker, the selected image and its open
  * Disk, and events the panels listen to.
  */
-import type { Disk, DiskWorker, ImageInfo } from '../../src/client/index.js';
-import type { SnapshotInfo } from '../../src/core/driver.js';
+import type { Disk, DiskWorker, ImageInfo, SnapshotEntry } from '../../src/client/index.js';
 
-/** An internal snapshot as the qcow2 snapshot table lists it. */
-export type Snapshot = SnapshotInfo;
+/** An internal snapshot of the open disk, as `disk.snapshots.list()` gives it. */
+export type Snapshot = SnapshotEntry;
 
 /** One image of the backing chain, top first. */
 export interface ChainEntry {
@@ -22,7 +21,9 @@ export interface Selected {
   openError?: string;
   info: ImageInfo | null;
   chain: ChainEntry[];
+  /** The open disk's snapshots (null until listed, or when the disk is not open). */
   snapshots: Snapshot[] | null;
+  /** Why they could not be listed ("CODE: message"). */
   snapshotsError?: string;
 }
 
@@ -33,6 +34,8 @@ type Events = {
   select: Selected | null;
   /** The open disk's contents changed (console write, guest I/O, ...). */
   data: { offset: number; bytes: number } | null;
+  /** The selected disk's snapshot list changed (created, applied, deleted, relisted). */
+  snapshots: Selected;
 };
 
 class Bus {

@@ -3,12 +3,17 @@
  * adapter (toV86Buffer), shows the guest's screen and serial output, and the
  * disk's live I/O statistics. The demo guest (demo/guest/guest.asm, built
  * with nasm by scripts/build-demo-assets.mjs) can be installed on any disk.
+ * "Save machine" keeps the running machine (v86's state) and its disk as one
+ * internal snapshot of a qcow2 disk (saveMachine); "Restore machine" brings
+ * one back (restoreMachine), booting an emulator first when none runs, so a
+ * machine saved before a page reload resumes after it.
  */
-import { toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer } from '../../src/client/index.js';
-import { app, bus } from './state.js';
-import { confirmDialog, fmtBytes, guard, h, showError, toast } from './ui.js';
+import { restoreMachine, saveMachine, toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer, type V86Machine } from '../../src/client/index.js';
+import { relistSnapshots } from './snapshots.js';
+import { app, bus, type Selected } from './state.js';
+import { confirmDialog, field, fmtBytes, guard, h, showError, toast } from './ui.js';
 
-type Emulator = { stop(): void; destroy(): Promise<void>; add_listener(ev: string, fn: (v: number) => void): void };
+type Emulator = V86Machine & { destroy(): Promise<void>; add_listener(ev: string, fn: (v: number) => void): void };
 
 const BASE = import.meta.env.BASE_URL;
 
@@ -21,6 +26,11 @@ export class VmPanel {
   private readonly bootBtn: HTMLButtonElement;
   private readonly stopBtn: HTMLButtonElement;
   private readonly installBtn: HTMLButtonElement;
+  private readonly saveName: HTMLInputElement;
+  private readonly saveBtn: HTMLButtonElement;
+  private readonly restoreSelect: HTMLSelectElement;
+  private readonly restoreBtn: HTMLButtonElement;
+  private machineOp = false;
   private emulator: Emulator | null = null;
   private hda: V86DiskBuffer | null = null;
   private disk: Disk | null = null;
@@ -37,10 +47,15 @@ export class VmPanel {
     this.installBtn = h('button', { class: 'btn', type: 'button', onclick: () => void guard('Installing the demo guest', () => this.install()) }, 'Install demo guest');
     this.bootBtn = h('button', { class: 'btn btn-primary', type: 'button', 'data-testid': 'vm-boot', onclick: () => void guard('Booting the VM', () => this.boot()) }, 'Boot');
     this.stopBtn = h('button', { class: 'btn', type: 'button', disabled: true, onclick: () => void guard('Stopping the VM', () => this.stop()) }, 'Stop');
+    this.saveName = h('input', { type: 'text', name: 'machine-name', 'data-testid': 'vm-save-name', value: 'machine-1', autocomplete: 'off', spellcheck: 'false', style: 'width: 10em' });
+    this.saveBtn = h('button', { class: 'btn', type: 'button', 'data-testid': 'vm-save', disabled: true, title: 'Store the running machine and its disk as one internal snapshot of this qcow2 disk', onclick: () => void this.machine('Saving the machine', () => this.save()) }, 'Save machine');
+    this.restoreSelect = h('select', { name: 'machine', 'data-testid': 'vm-restore-select' });
+    this.restoreBtn = h('button', { class: 'btn', type: 'button', 'data-testid': 'vm-restore', disabled: true, title: 'Bring back a saved machine and its disk (boots the emulator first when it is stopped)', onclick: () => void this.machine('Restoring the machine', () => this.restore()) }, 'Restore machine');
     this.root = h(
       'div',
       { class: 'vm' },
       h('div', { class: 'row' }, this.bootBtn, this.stopBtn, this.installBtn, this.status, h('span', { class: 'muted vm-note' }, 'v86 (an x86 emulator in WebAssembly) reads and writes the selected disk through toV86Buffer — every sector goes through the block worker.')),
+      h('div', { class: 'row vm-machine' }, field('Save as', this.saveName), this.saveBtn, field('Saved machine', this.restoreSelect), this.restoreBtn, h('span', { class: 'muted vm-note' }, 'A saved machine is an internal snapshot with v86’s state as its VM state: qemu-img snapshot -l lists it with its VM size.')),
       h('div', { class: 'vm-body' }, this.screen, h('div', { class: 'vm-side' }, h('h4', {}, 'Disk I/O'), this.stats, h('h4', {}, 'Serial port (COM1)'), this.serial)),
     );
     this.renderStats(null);
@@ -53,6 +68,13 @@ export class VmPanel {
       this.base = null;
       this.renderStats(null);
     });
+    bus.on('select', (sel) => this.renderMachines(sel));
+    bus.on('snapshots', (sel) => this.renderMachines(sel));
+  }
+
+  /** The running emulator (for the Playwright specs: its memory). */
+  get emulatorForTests(): Emulator | null {
+    return this.emulator;
   }
 
   private get selectedDisk(): Disk {
@@ -87,8 +109,13 @@ export class VmPanel {
       if (disk.readOnly || !(await confirmDialog('This disk is not bootable', 'It has no boot sector (no 0x55AA signature). Install the demo guest on it and boot?', 'Install and boot'))) return;
       await this.installGuest(disk);
     }
-    this.setRunning(true, 'starting…');
     this.serial.textContent = '';
+    await this.start(disk, true);
+  }
+
+  /** Starts an emulator on `disk`: running from the BIOS, or (autostart false) loaded and stopped, for a restore. */
+  private async start(disk: Disk, autostart: boolean): Promise<Emulator> {
+    this.setRunning(true, 'starting…');
     this.screen.querySelector('.vm-idle')?.remove();
     try {
       const [{ V86 }, wasm] = await Promise.all([import('v86'), import('v86/build/v86.wasm?url')]);
@@ -103,12 +130,14 @@ export class VmPanel {
         memory_size: 32 << 20,
         vga_memory_size: 2 << 20,
         screen: { container: this.screen },
-        autostart: true,
+        autostart,
         disable_keyboard: true,
         disable_mouse: true,
         disable_speaker: true,
       } as never) as unknown as Emulator;
+      const loaded = autostart ? null : new Promise<void>((resolve) => emulator.add_listener('emulator-loaded', () => resolve()));
       this.emulator = emulator;
+      this.renderMachines(app.selected);
       emulator.add_listener('serial0-output-byte', (b) => {
         this.serial.textContent += String.fromCharCode(b);
         this.serial.scrollTop = this.serial.scrollHeight;
@@ -116,10 +145,76 @@ export class VmPanel {
       emulator.add_listener('emulator-started', () => this.status.textContent = 'running');
       app.vmRunning = true;
       this.poll = setInterval(() => void this.tick(), 400);
+      await loaded;
+      return emulator;
     } catch (e) {
       this.setRunning(false, 'failed');
       throw e;
     }
+  }
+
+  /** Runs a save or restore, one at a time; errors are the API's (code and message). */
+  private async machine(what: string, fn: () => Promise<void>): Promise<void> {
+    if (this.machineOp) return;
+    this.machineOp = true;
+    this.renderMachines(app.selected);
+    try {
+      await guard(what, fn);
+    } finally {
+      this.machineOp = false;
+      await relistSnapshots();
+      this.renderMachines(app.selected);
+    }
+  }
+
+  /** Saves the running machine and its disk as snapshot `name` (saveMachine). */
+  private async save(): Promise<void> {
+    const emulator = this.emulator;
+    const disk = this.disk;
+    if (!emulator || !disk || !this.hda) throw Object.assign(new Error('Boot the VM first: there is no machine to save'), { code: 'EINVAL' });
+    const name = this.saveName.value;
+    this.status.textContent = 'saving…';
+    try {
+      const entry = await saveMachine(emulator, disk, this.hda, name);
+      toast('ok', `Machine saved as '${entry.name}'`, `${fmtBytes(entry.vmStateSize)} of machine state, with the disk, in snapshot ${entry.id}.`);
+      this.saveName.value = nextName(name);
+    } finally {
+      if (this.emulator === emulator) this.status.textContent = emulator.is_running() ? 'running' : 'stopped';
+    }
+  }
+
+  /** Restores the machine chosen in the list (restoreMachine), into a new emulator when none runs. */
+  private async restore(): Promise<void> {
+    const id = this.restoreSelect.value;
+    const label = this.restoreSelect.selectedOptions[0]?.textContent ?? id;
+    const disk = this.selectedDisk;
+    if (!(await confirmDialog(`Restore the machine ${label}?`, 'The disk goes back to what the snapshot holds (what was written since is lost unless another snapshot keeps it), and the VM continues from where it was saved.', 'Restore'))) return;
+    const fresh = !this.emulator;
+    const emulator = this.emulator ?? (await this.start(disk, false));
+    this.status.textContent = 'restoring…';
+    try {
+      await restoreMachine(emulator, disk, this.hda!, id);
+    } catch (e) {
+      // A new emulator that got no machine is not left idling.
+      if (fresh) await this.stop();
+      throw e;
+    }
+    if (fresh) await emulator.run();
+    this.status.textContent = 'running';
+    toast('ok', `Machine ${label} restored`);
+    bus.emit('data', null);
+  }
+
+  /** The saved-machine list: the snapshots with a VM state. */
+  private renderMachines(sel: Selected | null): void {
+    const machines = (sel?.snapshots ?? []).filter((s) => s.vmStateSize > 0);
+    const keep = this.restoreSelect.value;
+    this.restoreSelect.replaceChildren(
+      ...(machines.length ? machines.map((s) => h('option', { value: s.id }, `'${s.name}' (id ${s.id}, ${fmtBytes(s.vmStateSize)})`)) : [h('option', { value: '' }, 'none saved')]),
+    );
+    if (machines.some((s) => s.id === keep)) this.restoreSelect.value = keep;
+    this.saveBtn.disabled = this.machineOp || !this.emulator;
+    this.restoreBtn.disabled = this.machineOp || !sel?.disk || machines.length === 0;
   }
 
   async stop(): Promise<void> {
@@ -143,6 +238,7 @@ export class VmPanel {
     this.stopBtn.disabled = !on;
     this.status.textContent = text;
     this.status.className = on ? 'pill pill-ok' : 'pill';
+    this.renderMachines(app.selected);
   }
 
   private async tick(): Promise<void> {
@@ -174,4 +270,10 @@ export class VmPanel {
       h('p', { class: 'muted small' }, this.base ? 'Since this boot; latency is the average per request, measured in the block worker.' : 'Boot the VM to see its disk traffic.'),
     );
   }
+}
+
+/** "machine-1" -> "machine-2"; "x" -> "x-2". */
+function nextName(name: string): string {
+  const m = /^(.*?)-(\d+)$/.exec(name);
+  return m ? `${m[1]}-${Number(m[2]) + 1}` : `${name}-2`;
 }

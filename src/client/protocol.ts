@@ -213,4 +213,6 @@ export interface SnapshotEntry {
   vmClockNsec: number;
   /** The disk size it holds. */
   diskSize?: number;
+  /** The guest's instruction count at creation (absent when the image stores none: QEMU's -1). */
+  icount?: number;
 }

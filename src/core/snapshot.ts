@@ -54,11 +54,16 @@ export async function createSnapshot(node: BlockNode, info: SnapshotInfo): Promi
 
 /**
  * Reverts the node to snapshot `idOrName` (by id first, then by name). Refused
- * while the node has dirty bitmaps, which would no longer describe the data.
+ * while the node, or one down to the node that keeps the snapshots, has dirty
+ * bitmaps, which would no longer describe the data (a job's among them).
  */
 export async function gotoSnapshot(node: BlockNode, idOrName: string): Promise<void> {
-  if (node.dirtyBitmaps.length > 0) throw new BlockError('EBUSY', 'Device has active dirty bitmaps', { node: node.nodeName });
   const n = snapshotNode(node, (x) => !!x.instance.snapshotGoto);
+  // Every node on the way down counts, as in QEMU's recursion through fallback
+  // children: a mirror's bitmap sits on the format node under its filter.
+  for (let x: BlockNode | undefined = node; x; x = x === n ? undefined : snapshotFallback(x)) {
+    if (x.dirtyBitmaps.length > 0) throw new BlockError('EBUSY', 'Device has active dirty bitmaps', { node: x.nodeName });
+  }
   if (!n) throw new BlockError('ENOTSUP', 'Block driver does not support snapshots', { node: node.nodeName });
   try {
     await drained(n, () => n.instance.snapshotGoto!(idOrName));
