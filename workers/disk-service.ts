@@ -3,6 +3,8 @@
  * the {@link DiskApi} contract, with the channels (sync, bulk ring, read
  * port) it serves.
  */
+import type { BlockNode } from '../src/core/node.js';
+import { checkOp } from '../src/core/op-blockers.js';
 import { transfer } from 'comlink';
 import type { BlockBackend } from '../src/core/backend.js';
 import { BlockError } from '../src/core/errors.js';
@@ -117,6 +119,8 @@ export class DiskService implements DiskApi {
   }
 
   async truncate(size: number): Promise<number> {
+    // As QEMU's block_resize: refused while a block job holds the disk (below its filter, if any).
+    for (let n: BlockNode | undefined = this.backend.node; n; n = n.filtered?.node) checkOp(n, 'resize');
     await this.backend.truncate(size);
     return this.backend.length;
   }

@@ -5,6 +5,7 @@
  * data-file) and its parents. The request path state (tracked requests, drain,
  * flush generations, statistics) lives here too, used by src/core/request-path.ts.
  */
+import type { OpBlocker } from './op-blockers.js';
 import type { BlockDriver, DriverInstance } from './driver.js';
 import type { BlockGraph } from './graph.js';
 import type { BlockOptions, OptionReader } from './options.js';
@@ -70,6 +71,8 @@ export class BlockNode {
   probed = false;
   /** Whether the node is open. */
   isOpen = false;
+  /** What refuses operations on this node now (a block job's blocker; see op-blockers.ts). */
+  readonly opBlockers = new Set<OpBlocker>();
 
   // Request path state (src/core/request-path.ts).
   /** Cached length in bytes. */

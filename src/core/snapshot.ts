@@ -10,6 +10,7 @@ import { drained } from './drain.js';
 import { BlockError, STRERROR, toBlockError } from './errors.js';
 import type { BlockNode } from './node.js';
 import { ChildRole } from './permissions.js';
+import { type BlockOp, checkOp } from './op-blockers.js';
 
 /**
  * QEMU's bdrv_snapshot_fallback_child: the primary child, when it is the only
@@ -31,6 +32,15 @@ function snapshotNode(node: BlockNode, has: (n: BlockNode) => boolean): BlockNod
   return undefined;
 }
 
+/**
+ * Refuses `op` when a block job holds `node` or a node down to `target`
+ * (QEMU's bdrv_op_is_blocked on the device's node; a job's filter sits above
+ * the nodes it blocks).
+ */
+function checkOpDown(node: BlockNode, target: BlockNode | undefined, op: BlockOp): void {
+  for (let n: BlockNode | undefined = node; n; n = n === target ? undefined : snapshotFallback(n)) checkOp(n, op);
+}
+
 /** The snapshots of `node` (none when its driver has none). */
 export function listSnapshots(node: BlockNode): SnapshotInfo[] {
   const n = snapshotNode(node, (x) => !!x.instance.snapshotList);
@@ -48,6 +58,7 @@ export function findSnapshotByName(node: BlockNode, name: string): SnapshotInfo 
  */
 export async function createSnapshot(node: BlockNode, info: SnapshotInfo): Promise<void> {
   const n = snapshotNode(node, (x) => !!x.instance.snapshotCreate);
+  checkOpDown(node, n, 'internal-snapshot');
   if (!n) throw new BlockError('ENOTSUP', STRERROR.ENOTSUP, { node: node.nodeName });
   await drained(n, () => n.instance.snapshotCreate!(info));
 }
@@ -82,6 +93,7 @@ export async function gotoSnapshot(node: BlockNode, idOrName: string): Promise<v
 export async function deleteSnapshot(node: BlockNode, id: string | undefined, name: string | undefined): Promise<void> {
   if (id === undefined && name === undefined) throw new BlockError('EINVAL', 'snapshot_id and name are both NULL');
   const n = snapshotNode(node, (x) => !!x.instance.snapshotDelete);
+  checkOpDown(node, n, 'internal-snapshot-delete');
   if (!n) {
     throw new BlockError('ENOTSUP', `Block format '${node.driver.name}' used by device '' does not support internal snapshot deletion`, { node: node.nodeName });
   }

@@ -12,6 +12,7 @@
  * cancelled), bitmap the clusters dirty in a named bitmap (incremental
  * backup); bitmap-mode says what becomes of that bitmap afterwards.
  */
+import { checkOp } from '../core/op-blockers.js';
 import type { BlockGraph } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
 import { BlockBackend } from '../core/backend.js';
@@ -64,6 +65,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   const compress = options.compress ?? false;
   const mode = options.bitmapMode ?? (sync === 'bitmap' ? 'on-success' : undefined);
   if (source === target) throw new BlockError('EINVAL', 'Source and target cannot be the same');
+  checkOp(source, 'backup-source');
+  checkOp(target, 'backup-target');
   if (target.readOnly) throw new BlockError('EPERM', `Target node '${target.nodeName}' is read-only`);
   if (sync === 'bitmap' && options.bitmap === undefined) throw new BlockError('EINVAL', 'must provide a valid bitmap name for \'bitmap\' sync mode');
   if (options.bitmap !== undefined && sync !== 'bitmap' && sync !== 'full' && sync !== 'top') {
@@ -269,6 +272,7 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
 
   return {
     type: 'backup',
+    blockedNodes: [source, target],
 
     async run(ctl: JobControl): Promise<void> {
       control = ctl;

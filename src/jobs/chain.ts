@@ -30,6 +30,16 @@ export function freezeChain(top: BlockNode, base: BlockNode | undefined): BdrvCh
   return links;
 }
 
+/** The nodes from `top` down to `base` (excluded; to the bottom when undefined), filters included. */
+export function chainNodes(top: BlockNode, base: BlockNode | undefined): BlockNode[] {
+  const out: BlockNode[] = [];
+  for (let n: BlockNode | undefined = top; n && n !== base && out.length < 4096; ) {
+    out.push(n);
+    n = (n.backing ?? n.filtered)?.node;
+  }
+  return out;
+}
+
 /** Undoes {@link freezeChain}. */
 export function unfreezeChain(links: readonly BdrvChild[]): void {
   for (const link of links) link.frozen = false;

@@ -14,7 +14,8 @@ import { cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { drained } from '../core/drain.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
-import { checkInChain, freezeChain, unfreezeChain } from './chain.js';
+import { chainNodes, checkInChain, freezeChain, unfreezeChain } from './chain.js';
+import { checkOp } from '../core/op-blockers.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { mirrorJob } from './mirror.js';
@@ -62,6 +63,9 @@ export function commitJob(options: CommitOptions): JobDriver {
   if (!base) throw new BlockError('EINVAL', `Node '${top.nodeName}' has no backing file: nothing to commit`);
   if (base === top) throw new BlockError('EINVAL', 'cannot commit an image into itself');
   checkInChain(top, base);
+  // As QEMU's qmp_block_commit: the top may be a commit source, every image from it down to base a target.
+  checkOp(top, 'commit-source');
+  for (const n of chainNodes(top, base)) checkOp(n, 'commit-target');
   const above = overlayOf(top);
   if (!above) return mirrorJob({ graph, source: top, target: base, commit: true, onSourceError: options.onError, onTargetError: options.onError, filterNodeName: options.filterNodeName });
   const { overlay } = above;
@@ -93,6 +97,7 @@ export function commitJob(options: CommitOptions): JobDriver {
 
   return {
     type: 'commit',
+    blockedNodes: [overlay, ...chainNodes(top, base), base],
 
     async run(ctl: JobControl): Promise<void> {
       for (const node of [base, overlay]) {

@@ -4,6 +4,7 @@
  * `query-jobs` / `query-block-jobs`. Field names follow QEMU's QAPI schema so
  * the control plane can pass them through unchanged.
  */
+import type { BlockNode } from '../core/node.js';
 import type { BlockError } from '../core/errors.js';
 import type { BackendOptions, DrainListener } from '../core/backend.js';
 import type { JobStatus } from './job-status.js';
@@ -28,6 +29,12 @@ export type IoStatus = 'ok' | 'failed' | 'nospace';
  */
 export interface JobDriver {
   readonly type: JobType;
+  /**
+   * The nodes the job works on: every operation on them (snapshots, resize,
+   * another job) is refused with "Node 'x' is busy: block device is in use
+   * by block job: <type>" from the job's creation until it concludes.
+   */
+  readonly blockedNodes?: readonly BlockNode[];
   /** The work. Throwing fails the job; returning with the job cancelled ends it as cancelled. */
   run(ctl: JobControl): Promise<void>;
   /** Last step that may fail, run for every job of a transaction before any commits. */

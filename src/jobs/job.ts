@@ -10,6 +10,7 @@
  * run is between such calls. Verbs a state does not accept are refused with
  * QEMU's message (EPERM).
  */
+import { blockOps, jobBlockReason } from '../core/op-blockers.js';
 import { BlockError, STRERROR, toBlockError } from '../core/errors.js';
 import { acceptsVerb, canTransition, isCompletedStatus, isReadyStatus, type JobStatus, type JobVerb } from './job-status.js';
 import type {
@@ -94,6 +95,8 @@ export class Job {
   private statusWaiters: Array<() => void> = [];
   private lastYield = 0;
   private readonly control: JobControl;
+  /** Lifts the job's operation blockers (at conclusion). */
+  private readonly unblockNodes: () => void;
 
   constructor(
     private readonly driver: JobDriver,
@@ -110,6 +113,7 @@ export class Job {
     if (options.listener) this.listeners.add(options.listener);
     this.txn = options.txn ?? new JobTxn();
     this.txn.jobs.add(this);
+    this.unblockNodes = blockOps(driver.blockedNodes ?? [], jobBlockReason(driver.type));
     this.transition('created');
     if (options.speed !== undefined) this.applySpeed(options.speed);
   }
@@ -516,11 +520,13 @@ export class Job {
     }
     this.txn?.jobs.delete(this);
     this.txn = undefined;
+    this.unblockNodes();
     this.transition('concluded');
     if (this.autoDismiss || !this.started) this.doDismiss();
   }
 
   private doDismiss(): void {
+    this.unblockNodes();
     this.busy = false;
     this.paused = false;
     this.deferred = true;

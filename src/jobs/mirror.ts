@@ -21,7 +21,8 @@ import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm } from '../core/permissions.js';
 import { CopyError } from './copy-error.js';
-import { checkInChain, freezeChain, unfreezeChain } from './chain.js';
+import { chainNodes, checkInChain, freezeChain, unfreezeChain } from './chain.js';
+import { checkOp } from '../core/op-blockers.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { JOB_SLICE_MS } from './job.js';
@@ -81,6 +82,13 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
   if (commit) checkInChain(source, target);
   else if (target.readOnly) {
     throw new BlockError('EPERM', `Target node '${target.nodeName}' is read-only`);
+  }
+  if (commit) {
+    checkOp(source, 'commit-source');
+    for (const n of chainNodes(source, target)) checkOp(n, 'commit-target');
+  } else {
+    checkOp(source, 'mirror-source');
+    checkOp(target, 'mirror-target');
   }
   // The chain a commit copies out of must not change under it.
   const chain: BdrvChild[] = commit ? freezeChain(source, target) : [];
@@ -201,6 +209,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
 
   const driver: JobDriver = {
     type: commit ? 'commit' : 'mirror',
+    blockedNodes: commit ? [...chainNodes(source, target), target] : [source, target],
 
     async run(ctl: JobControl): Promise<void> {
       const len = source.length;

@@ -11,7 +11,8 @@ import type { BlockNode } from '../core/node.js';
 import { BlockBackend } from '../core/backend.js';
 import { cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { drained } from '../core/drain.js';
-import { checkInChain, freezeChain, unfreezeChain } from './chain.js';
+import { chainNodes, checkInChain, freezeChain, unfreezeChain } from './chain.js';
+import { checkOp } from '../core/op-blockers.js';
 import { ReqFlag } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm, ROLE_BACKING } from '../core/permissions.js';
@@ -39,6 +40,9 @@ export function streamJob(options: StreamOptions): JobDriver {
   const onError = options.onError ?? 'report';
   if (base) checkInChain(top, base);
   if (top.readOnly) throw new BlockError('EPERM', `Node '${top.nodeName}' is read-only: cannot stream into it`);
+  // As QEMU's qmp_block_stream: every node from top down to base must allow streaming.
+  const blocked = chainNodes(top, base);
+  for (const n of blocked) checkOp(n, 'stream');
   const frozen = freezeChain(top, base);
   top.copyOnRead++;
   let blk: BlockBackend | undefined;
@@ -53,6 +57,7 @@ export function streamJob(options: StreamOptions): JobDriver {
 
   return {
     type: 'stream',
+    blockedNodes: blocked,
     async run(ctl: JobControl): Promise<void> {
       blk = await BlockBackend.attach(graph, top, {
         name: ctl.id,
