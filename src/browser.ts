@@ -15,6 +15,7 @@ import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { blkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { compressDriver } from './filters/compress.js';
+import { quorumDriver } from './filters/quorum.js';
 
 export * from './core/index.js';
 export { opfsDriver, opfsTestHooks, listOpfs, removeOpfs } from './protocols/opfs.js';
@@ -27,10 +28,12 @@ export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { blkdebugDriver } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { compressDriver } from './filters/compress.js';
+export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
+export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, blkdebugDriver, copyOnReadDriver, compressDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, blkdebugDriver, copyOnReadDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

@@ -15,6 +15,7 @@ import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { createBlkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { compressDriver } from './filters/compress.js';
+import { quorumDriver } from './filters/quorum.js';
 import { fs } from './protocols/node-file.js';
 import { startHotPathsSync } from './wasm/hot-paths.js';
 
@@ -32,13 +33,15 @@ export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { compressDriver } from './filters/compress.js';
+export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
+export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
 
 /** blkdebug reading its config files from the local file system (relative to the working directory). */
 export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path) => (await fs()).readFile(path, 'utf8') });
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, nodeBlkdebugDriver, copyOnReadDriver, compressDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, nodeBlkdebugDriver, copyOnReadDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -309,6 +309,14 @@ export interface DriverInstance {
   /** Makes written data durable. Default: nothing to do (children are flushed by the generic layer). */
   flushToDisk?(): Promise<void>;
   /**
+   * Flushes the node and its children in one call (QEMU's bdrv_co_flush
+   * callback), in place of flushToOs, flushToDisk and the generic flush of
+   * the children, and on every flush, written since the last one or not: for
+   * drivers that judge their children's failures together (quorum).
+   * Default: none, the generic steps run.
+   */
+  flush?(): Promise<void>;
+  /**
    * Changes the length to `offset`. `exact` false allows a larger result.
    * Default: ENOTSUP "Image format driver does not support resize".
    */

@@ -31,7 +31,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   'copy-before-write': none,
   dmg: none,
   preallocate: none,
-  quorum: none,
   replication: none,
   'snapshot-access': none,
   throttle: none,

@@ -20,6 +20,11 @@ export async function flush(node: BlockNode, forFua = false): Promise<void> {
   const gen = node.writeGeneration;
   const start = now();
   const work = (async () => {
+    if (node.instance.flush) {
+      await node.instance.flush();
+      node.flushedGeneration = gen;
+      return;
+    }
     // A debugging file child hears of each step, as QEMU's bdrv_co_flush announces them.
     const toOs = debugEvent(node.file, 'flush_to_os');
     if (toOs) await toOs;

@@ -7,6 +7,7 @@
 import { BlockError, codeOfErrno, einval, type ErrorCode } from '../core/errors.js';
 import { isDebugEvent, type DebugEvent } from '../core/debug-event.js';
 import type { BlockOptions, OptionValue } from '../core/options.js';
+import { parseOptBool as parseBool, parseOptNumber as parseNumber } from './qemu-opt-value.js';
 
 /** blkdebug's request types (QEMU's BlkdebugIOType). */
 export const IO_TYPES = ['read', 'write', 'write-zeroes', 'discard', 'flush', 'block-status'] as const;
@@ -73,22 +74,6 @@ function checkSection(group: Group, section: Section, unknown: (key: string) => 
     if (type === 'bool') parseBool(key, value);
   }
   return section;
-}
-
-/** QEMU's parse_option_number: an unsigned 64-bit number in C's base-0 syntax, wrapped like strtoull. */
-function parseNumber(key: string, text: string): bigint {
-  const m = /^\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(text);
-  if (!m) throw einval(`Parameter '${key}' expects a number`);
-  const digits = m[2]!;
-  const magnitude = /^0[0-7]+$/.test(digits) ? BigInt('0o' + digits.slice(1)) : BigInt(digits);
-  if (magnitude >= 1n << 64n) throw einval(`Value '${text}' is too large for parameter '${key}'`);
-  return m[1] === '-' ? BigInt.asUintN(64, -magnitude) : magnitude;
-}
-
-function parseBool(key: string, text: string): boolean {
-  if (text === 'on' || text === 'yes' || text === 'true' || text === 'y') return true;
-  if (text === 'off' || text === 'no' || text === 'false' || text === 'n') return false;
-  throw einval(`Parameter '${key}' expects 'on' or 'off'`);
 }
 
 /**
