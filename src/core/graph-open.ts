@@ -89,7 +89,9 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   const backingRef = driver.supportsBacking ? reader.child('backing') : undefined;
   const filename = typeof options.filename === 'string' ? options.filename : typeof options.path === 'string' ? options.path : '';
   const node = new BlockNode(graph, driver, nodeName, options, input, readOnly, filename);
-  node.discardUnmap = discard ? discard === 'unmap' || discard === 'on' : (parent?.discardUnmap ?? false);
+  // As QEMU's bdrv_inherited_options: a child defaults to discard=unmap whatever its parent
+  // says (the parent's own policy already decides which discards reach it).
+  node.discardUnmap = discard ? discard === 'unmap' || discard === 'on' : parent !== undefined || ctx.probing === true;
   node.detectZeroes = detect as DetectZeroes;
   node.noFlush = noFlush;
   graph.registerNode(node);

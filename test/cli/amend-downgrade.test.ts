@@ -41,6 +41,11 @@ describe('img amend -o compat=0.10 vs qemu-img 7.2', () => {
       run('qemu-img create -q -f qcow2 -o compression_type=zstd zstd.qcow2 1M');
       run("qemu-io -c 'write -P 5 0 64k' -c 'write -z 64k 64k' zstd.qcow2");
       run('qemu-img create -q -f qcow2 -o refcount_bits=8 rc8.qcow2 1M');
+      // A persistent bitmap: QEMU stores it again at close, into the v2 image (which then warns).
+      run('qemu-img create -q -f qcow2 bm.qcow2 4M');
+      run("qemu-io -c 'write 0 1M' bm.qcow2");
+      run('qemu-img bitmap --add bm.qcow2 b0');
+      run("qemu-io -c 'write 2M 64k' bm.qcow2");
       run('qemu-img create -q -f qcow2 resized.qcow2 1M');
       run('qemu-img snapshot -c old resized.qcow2');
       run('qemu-img resize -q resized.qcow2 2M');
@@ -57,6 +62,7 @@ describe('img amend -o compat=0.10 vs qemu-img 7.2', () => {
     ['zstd.qcow2', []],
     ['rc8.qcow2', []],
     ['resized.qcow2', ['old']],
+    ['bm.qcow2', []],
   ];
   for (const [img, snaps] of cases) {
     it(`amend -p -o compat=0.10 ${img}`, async () => {

@@ -156,7 +156,8 @@ async function storeBitmap(img: Qcow2Image, bm: BdrvDirtyBitmap): Promise<NewEnt
     tdv.setBigUint64(i * 8, BigInt(off));
   }
   const tableOffset = await img.refs.alloc(table.length / cs);
-  await writeClusters(img, tableOffset, table);
+  // The entries only, as QEMU writes them: the rest of the clusters keeps what it held.
+  await writeClusters(img, tableOffset, table.subarray(0, entries * 8));
   return {
     name: bm.name,
     flags: bm.disabled ? 0 : BME_FLAG_AUTO,
@@ -193,7 +194,10 @@ async function freeBitmapClusters(img: Qcow2Image, b: Qcow2Bitmap): Promise<void
   const table = await readTable(img, b);
   for (const e of table) {
     const off = Number(e & BMT_OFFSET_MASK);
-    if (off) img.refs.queueFree(off, img.clusterSize);
+    if (!off) continue;
+    img.refs.queueFree(off, img.clusterSize);
+    // QEMU frees bitmap data with QCOW2_DISCARD_ALWAYS: the file forgets it.
+    img.discardAfterFree.add(off / img.clusterSize);
   }
   img.refs.queueFree(b.tableOffset, b.tableSize * 8);
 }
@@ -253,7 +257,6 @@ export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
   const node = img.node;
   const persistent = node.dirtyBitmaps.filter((b) => b.persistent);
   if (persistent.length === 0 && !h.bitmaps) return;
-  if (h.version < 3) return;
   const onDisk = new Map(img.bitmaps.map((b) => [b.name, b]));
   const entries: NewEntry[] = [];
   const kept = new Set<Qcow2Bitmap>();

@@ -53,7 +53,6 @@ export async function downgrade(img: Qcow2Image, status: (done: number, total: n
   // Compatible and autoclear features can simply be dropped (lazy refcounts were made clean above).
   h.compatible = 0n;
   h.autoclear = 0n;
-  h.bitmaps = undefined;
   img.lazyRefcounts = false;
   h.version = 2;
   h.headerLength = 72;
