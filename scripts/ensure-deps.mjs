@@ -20,6 +20,8 @@ const DEBIAN = [
   { pkg: 'nasm', probe: '/usr/bin/nasm' },
   { pkg: 'seabios', probe: '/usr/share/seabios/bios-256k.bin' },
   { pkg: 'zstd', probe: '/usr/bin/zstd' },
+  // qemu-storage-daemon 7.2: the reference for the QMP control plane and NBD exports.
+  { pkg: 'qemu-system-common', probe: '/usr/bin/qemu-storage-daemon' },
 ];
 
 function log(msg) {
