@@ -26,7 +26,9 @@ describe.skipIf(!hasQemu())('img commit -b: names of the base', () => {
   const images = ['sub/top.qcow2', 'sub/mid.qcow2', 'sub/base.qcow2'];
   for (const line of ['commit -b sub/mid.qcow2 sub/top.qcow2', 'commit -b mid.qcow2 sub/top.qcow2', 'commit -b base.qcow2 sub/top.qcow2', 'commit -b sub/base.qcow2 sub/top.qcow2']) {
     it(line, async () => {
-      const g = await golden(fx, { tool: 'img', args: line.split(' '), sameImages: images });
+      // qemu-img commit runs a mirror: which of its parallel writes allocates first varies
+      // between QEMU's own runs, so only the contents are compared.
+      const g = await golden(fx, { tool: 'img', sameMaps: false, args: line.split(' '), sameImages: images });
       expect(g.ours).toEqual(g.theirs);
       expect(g.imageDiffs).toEqual([]);
     });
