@@ -15,7 +15,7 @@ export async function cmdCheck(ctx: Ctx, args: string[]): Promise<number> {
     { name: 'repair', hasArg: 1, val: 'r' },
     { name: 'output', hasArg: 1, val: 'output' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   let fmt: string | undefined;
   let output = 'human';
   let fixLeaks = false;

@@ -90,7 +90,7 @@ export async function cmdInfo(ctx: Ctx, args: string[]): Promise<number> {
     { name: 'output', hasArg: 1, val: 'output' },
     { name: 'backing-chain', hasArg: 0, val: 'chain' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   let fmt: string | undefined;
   let output = 'human';
   let chain = false;

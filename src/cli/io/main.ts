@@ -3,11 +3,12 @@
  * same commands, options, output lines and exit status.
  */
 import { getopt, type LongOption } from '../getopt.js';
-import { type CliIo, parseCacheMode } from '../common.js';
+import { type CliIo, errHint, errText, parseCacheMode } from '../common.js';
 import { CORE_COMMANDS } from './commands/index.js';
 import { closeCmd, openCmd, reopenCmd } from './commands/open.js';
 import { abortCmd, sigraiseCmd } from './commands/process.js';
 import { NodeIoSession } from './node-session.js';
+import { addObject } from '../objects.js';
 import { type Cmd, type OpenOpts, PROG } from './types.js';
 
 /** The commands only the CLI has: they act on the Node graph or process. */
@@ -117,7 +118,19 @@ export async function ioMain(args: string[], io: CliIo): Promise<number> {
       case 'image-opts': o.imageOpts = true; break;
       case 's': o.snapshot = true; break;
       case 'C': o.copyOnRead = true; break;
-      default: break; // -m, -k, -T, --object: accepted, no effect
+      case 'object':
+        try {
+          const r = addObject(s.graph, x.arg!);
+          if (r) {
+            io.stdout(r.help);
+            return 0;
+          }
+        } catch (e) {
+          io.stderr(`${PROG}: ${errText(e)}\n${errHint(e)}`);
+          return 1;
+        }
+        break;
+      default: break; // -m, -k, -T: accepted, no effect
     }
   }
   if (r.operands.length > 1) {
