@@ -153,7 +153,7 @@ describe('throttle filter on virtual time', () => {
     const deep = await s.open('a');
     const single = await s.open('b');
     const queued = Array.from({ length: 40 }, (_, i) => deep.write(i * MiB, new Uint8Array(MiB).fill(3)).then(() => s.timers.now() / 1000));
-    const [singleTimes] = await run(s, sequentialWrites(s, single, 20, MiB, 4), ...queued).then((r) => r as [number[], ...unknown[]]);
+    const [singleTimes] = (await run<unknown>(s, sequentialWrites(s, single, 20, MiB, 4), ...queued)) as [number[]];
     // The lone writer gets every other turn: 20 MiB by about 4 s, not after the other's 40 MiB.
     expect(singleTimes[19]!).toBeLessThan(4.5);
     expect(s.timers.now() / 1000).toBeGreaterThan(5.4);
