@@ -26,6 +26,8 @@ export const CLI_COMMANDS: Cmd[] = [...CORE_COMMANDS, ...NODE_COMMANDS].sort((a,
 const USAGE = `Usage: diskworker io [OPTIONS]... [-c STRING]... [file]
 Exercise the block layer: run qemu-io commands on an image
 
+  --object OBJECTDEF   define an object such as 'throttle-group'
+                       for I/O limits
   --image-opts         treat file as option string
   -c, --cmd STRING     execute command with its arguments
                        from the given string
