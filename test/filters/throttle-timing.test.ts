@@ -173,6 +173,34 @@ describe('throttle filter on virtual time', () => {
     await b.close();
   });
 
+  it('a reopen moves a node to another group, whose limits then apply', async () => {
+    const s = setup({ 'bps-total': MiB });
+    const fast = throttleGroups(s.graph).create('fast', { 'bps-total': 10 * MiB });
+    const bb = await s.open('a');
+    await expect(s.graph.reopen([{ node: bb.node, readOnly: false, options: { 'throttle-group': 'nope' } }])).rejects.toThrow("Throttle group 'nope' does not exist");
+    await s.graph.reopen([{ node: bb.node, readOnly: false, options: { 'throttle-group': 'fast' } }]);
+    expect(fast.memberCount).toBe(1);
+    expect(throttleGroups(s.graph).get('tg0')!.memberCount).toBe(0);
+    const [times] = await run(s, sequentialWrites(s, bb, 20, MiB));
+    // 10 MiB/s: 20 MiB in about 2 s (it would take about 19 s in tg0).
+    expect(times![19]!).toBeGreaterThan(1.6);
+    expect(times![19]!).toBeLessThan(2.2);
+    expect(() => throttleGroups(s.graph).delete('fast')).toThrow("object 'fast' is in use, can not be deleted");
+    await bb.close();
+    throttleGroups(s.graph).delete('fast');
+    expect(throttleGroups(s.graph).names()).toEqual(['tg0']);
+  });
+
+  it('opening needs a group that exists', async () => {
+    const s = setup({});
+    s.storage.create('x', MiB);
+    const file = { driver: 'raw', file: { driver: 'memory', filename: 'x' } };
+    await expect(BlockBackend.open(s.graph, { driver: 'throttle', file })).rejects.toThrow('Please specify a throttle group');
+    await expect(BlockBackend.open(s.graph, { driver: 'throttle', 'throttle-group': 'tg7', file })).rejects.toThrow("Throttle group 'tg7' does not exist");
+    // Nothing stays open after the failures.
+    expect(s.graph.listNodes()).toEqual([]);
+  });
+
   it('iops-size counts a large request as several operations', async () => {
     const KiB = 1024;
     const timeFor = async (limits: ThrottleLimits, chunk: number) => {
