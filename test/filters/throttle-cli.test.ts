@@ -111,6 +111,13 @@ describe.skipIf(!hasQemu())('throttle filter vs qemu-io / qemu-img 7.2', () => {
     expect(r.theirs.runs.map((x) => x.code)).toEqual([0, 0, 0]);
   }, 20_000);
 
+  it('open under --image-opts takes an option string, and refuses -o', async () => {
+    const step = io(HIGH, ['write -P 1 0 64k', 'close', `open ${imageOpts('file.driver=raw,file.file.filename=r.raw')}`, 'write -P 2 0 4k', 'close', `open -o throttle-group=tg0 ${imageOpts()}`, 'read -P 1 0 64k']);
+    const r = await runBoth(fx, [step, map]);
+    expect(r.ours).toEqual(r.theirs);
+    expect(r.theirs.runs[0]!.stdout).toContain("--image-opts and 'open -o' are mutually exclusive");
+  }, 20_000);
+
   it('reopen moves the node to another group; a group that does not exist is refused', async () => {
     const step = io([HIGH, 'throttle-group,id=tg1,x-iops-total=100000'], ['reopen -o throttle-group=tg1', 'write -P 3 0 4k', 'reopen -o throttle-group=tg9', 'reopen -o throttle-group=', 'reopen -o throttle-group=tg0', 'read -P 3 0 4k']);
     const r = await runBoth(fx, [step, map]);

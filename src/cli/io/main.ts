@@ -144,6 +144,7 @@ export async function ioMain(args: string[], io: CliIo): Promise<number> {
     io.stderr(`${PROG}: --image-opts and -f are mutually exclusive\n`);
     return 1;
   }
+  s.imageOpts = o.imageOpts;
   if (r.operands.length === 1) {
     if (!(await s.open(r.operands[0]!, o))) {
       await s.graph.closeAll().catch(() => undefined);
