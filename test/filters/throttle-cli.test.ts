@@ -136,6 +136,20 @@ describe.skipIf(!hasQemu())('throttle filter vs qemu-io / qemu-img 7.2', () => {
     expect(r.theirs.runs[0]!.stdout).toContain('x-bps-total-max-length=<int>');
   }, 20_000);
 
+  it('qemu-img info names the filter (a json: filename of its options), check refuses it', async () => {
+    const r = await runBoth(fx, [
+      { tool: 'io', args: ['-c', 'write -P 5 0 64k', 't.qcow2'] },
+      { tool: 'img', args: ['info', '--object', HIGH, '--image-opts', imageOpts()] },
+      { tool: 'img', args: ['info', '--output=json', '--object', HIGH, '--image-opts', imageOpts('file.driver=qcow2,file.node-name=fmt,file.lazy-refcounts=on,file.file.filename=t.qcow2')] },
+      { tool: 'img', args: ['info', '--object', HIGH, '--image-opts', imageOpts('file.driver=raw,file.offset=512,file.file.filename=t.qcow2')] },
+      { tool: 'img', args: ['info', '--object', HIGH, '--image-opts', imageOpts('file.driver=file,file.filename=t.qcow2')] },
+      { tool: 'img', args: ['check', '--object', HIGH, '--image-opts', imageOpts()] },
+    ]);
+    expect(r.ours).toEqual(r.theirs);
+    expect(r.theirs.runs[1]!.stdout).toContain('image: json:{"throttle-group": "tg0", "driver": "throttle", "file": {"driver": "qcow2"');
+    expect(r.theirs.runs[5]!.code).toBe(63);
+  }, 20_000);
+
   it('qemu-img map and convert read through the filter', async () => {
     const write: Step = { tool: 'io', args: ['-c', 'write -P 5 64k 128k', 't.qcow2'] };
     const r = await runBoth(fx, [
