@@ -4,8 +4,8 @@
  * dotted keys make nested objects, the last of a repeated key wins) or as a
  * JSON object. The checks run in QEMU's order with its messages: the
  * syntax, `qom-type` and `id`, each property's type, unknown properties,
- * the id's form, the property values, a duplicate id, then the object's own
- * validation.
+ * the id's form, the property values (in QEMU's QDict order), a duplicate
+ * id, then the object's own validation.
  *
  * `throttle-group` creates a throttle group (src/filters/throttle-group.ts)
  * in the tool's graph, with QEMU's `x-bps-total`, ... properties and the
@@ -15,6 +15,7 @@
 import type { BlockGraph } from '../core/graph.js';
 import { BlockError, einval } from '../core/errors.js';
 import { parseQemuJson } from '../core/qemu-json.js';
+import { qdictOrder } from './format.js';
 import { throttleGroups } from '../filters/throttle-group.js';
 import { LIMIT_FIELDS, ThrottleConfig, type ThrottleLimits } from '../filters/throttle-config.js';
 
@@ -186,13 +187,17 @@ function idTaken(graph: BlockGraph, id: string): boolean {
   return throttleGroups(graph).has(id) || (OTHER_IDS.get(graph)?.has(id) ?? false);
 }
 
-/** Builds and checks a group's limits as QEMU sets the properties one by one, then completes the object. */
+/**
+ * Builds a group's limits as QEMU sets the properties one by one: in the
+ * order it iterates the QDict of the given ones (by hash bucket), so that
+ * of several bad values the same one is reported.
+ */
 function throttleConfig(props: ThrottleGroupProps): ThrottleConfig {
   const config = new ThrottleConfig();
-  if (props.limits) config.applyLimits(props.limits);
-  for (const f of LIMIT_FIELDS) {
-    const v = props.x[f.name];
-    if (v !== undefined) config.setField(f, v, `x-${f.name}`);
+  const given = [...(props.limits ? ['limits'] : []), ...LIMIT_FIELDS.filter((f) => props.x[f.name] !== undefined).map((f) => `x-${f.name}`)];
+  for (const key of qdictOrder(given)) {
+    if (key === 'limits') config.applyLimits(props.limits!);
+    else config.setField(LIMIT_FIELDS.find((f) => `x-${f.name}` === key)!, props.x[key.slice(2) as keyof ThrottleLimits]!, key);
   }
   return config;
 }

@@ -35,6 +35,7 @@ const BAD: Array<{ name: string; step: Step; message: string }> = [
   { name: 'limits. burst length above UINT_MAX', step: io(`${TG},limits.iops-read-max-length=5000000000`, ['read 0 4k']), message: 'iops-read-max-length value must be in the range [0, 4294967295]' },
   { name: 'x- burst length above UINT_MAX', step: io(`${TG},x-bps-write-max-length=5000000000`, ['read 0 4k']), message: 'x-bps-write-max-length value must be in therange [0, 4294967295]' },
   { name: 'negative limits. burst length', step: io(`${TG},limits.bps-total-max-length=-1`, ['read 0 4k']), message: 'burst length set without burst rate' },
+  { name: 'several bad values: the first in the QDict order of QEMU', step: io(`${TG},x-iops-size=-1,x-bps-read-max-length=5000000000,x-iops-write-max-length=5000000000,x-bps-total-max-length=4294967296`, ['read 0 4k']), message: 'x-bps-total-max-length value must be in therange' },
   { name: 'iops-size without iops', step: io(`${TG},x-iops-size=4096`, ['read 0 4k']), message: 'iops size requires an iops value to be set' },
   { name: 'not an integer', step: io(`${TG},x-bps-total=1k`, ['read 0 4k']), message: "Parameter 'x-bps-total' expects integer" },
   { name: 'not an integer in limits', step: io(`${TG},limits.bps-total=abc`, ['read 0 4k']), message: "Parameter 'limits.bps-total' expects integer" },
