@@ -14,6 +14,7 @@ import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { blkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
+import { throttleDriver } from './filters/throttle.js';
 import { compressDriver } from './filters/compress.js';
 import { quorumDriver } from './filters/quorum.js';
 
@@ -27,13 +28,16 @@ export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { blkdebugDriver } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
+export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
+export { throttleGroups, ThrottleGroups, ThrottleGroup, ThrottleGroupMember, type ThrottleClock } from './filters/throttle-group.js';
+export { ThrottleConfig, ThrottleState, type ThrottleLimits, type LeakyBucket } from './filters/throttle-config.js';
 export { compressDriver } from './filters/compress.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
 export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, blkdebugDriver, copyOnReadDriver, compressDriver, quorumDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

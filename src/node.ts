@@ -1,7 +1,7 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
  * host device, memory and null back ends, the raw and qcow2 formats, the
- * blkdebug filter, and
+ * blkdebug, copy-on-read, compress and throttle filters, and
  * the block jobs (stream, commit, mirror, backup) with the copy engine.
  */
 import { BlockGraph } from './core/graph.js';
@@ -14,6 +14,7 @@ import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { createBlkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
+import { throttleDriver } from './filters/throttle.js';
 import { compressDriver } from './filters/compress.js';
 import { quorumDriver } from './filters/quorum.js';
 import { fs } from './protocols/node-file.js';
@@ -32,6 +33,9 @@ export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
+export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
+export { throttleGroups, ThrottleGroups, ThrottleGroup, ThrottleGroupMember, type ThrottleClock } from './filters/throttle-group.js';
+export { ThrottleConfig, ThrottleState, type ThrottleLimits, type LeakyBucket } from './filters/throttle-config.js';
 export { compressDriver } from './filters/compress.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
 export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
@@ -41,7 +45,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, nodeBlkdebugDriver, copyOnReadDriver, compressDriver, quorumDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

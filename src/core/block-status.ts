@@ -35,6 +35,13 @@ export async function blockStatus(
     res = { status: Status.DATA | Status.OFFSET_VALID, pnum: n, map: offset, file: node };
   } else if (node.filtered) {
     const below = await blockStatus(node.filtered.node, wantZero, offset, n);
+    if (below.pnum > 0) {
+      // QEMU's default for filters (BDRV_BLOCK_RAW): the filtered node's answer as it is, so
+      // a range the node below does not allocate is not allocated in the filter either.
+      const pnum = Math.min(below.pnum, n);
+      const status = below.status & ~Status.EOF;
+      return { ...below, pnum, status: offset + pnum === total ? status | Status.EOF : status };
+    }
     res = { ...below };
     res.status &= ~Status.EOF;
   } else {

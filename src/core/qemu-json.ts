@@ -224,3 +224,17 @@ export function qdictJson(entries: ReadonlyArray<readonly [string, string | numb
   order.sort((x, y) => x.b - y.b || y.i - x.i);
   return `{${order.map(({ e: [k, v] }) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
 }
+
+/** A value of {@link qdictJsonNested}: a scalar, or a nested dictionary's entries in insertion order. */
+export type QdictValue = string | number | boolean | null | { readonly entries: ReadonlyArray<readonly [string, QdictValue]> };
+
+/**
+ * A nested option dictionary as QEMU writes it (qobject_to_json of a QDict
+ * holding QDicts): every level in QDict order, as {@link qdictJson}.
+ */
+export function qdictJsonNested(entries: ReadonlyArray<readonly [string, QdictValue]>): string {
+  const order = entries.map((e, i) => ({ e, i, b: qdictBucket(e[0]) }));
+  order.sort((x, y) => x.b - y.b || y.i - x.i);
+  const show = (v: QdictValue): string => (v !== null && typeof v === 'object' ? qdictJsonNested(v.entries) : JSON.stringify(v));
+  return `{${order.map(({ e: [k, v] }) => `${JSON.stringify(k)}: ${show(v)}`).join(', ')}}`;
+}

@@ -17,7 +17,7 @@ const CREATE_ONLY_HINT = 'This option is only supported for image creation\n';
 export async function cmdAmend(ctx: Ctx, args: string[]): Promise<number> {
   // qemu-img amend takes no -U / --force-share (it always writes).
   const longs = COMMON_LONGS.filter((l) => l.val !== 'U');
-  const { opts, operands } = parseOpts(args, 'ho:f:t:pq', [{ name: 'force', hasArg: 0, val: 'force' }, ...longs]);
+  const { opts, operands } = parseOpts(args, 'ho:f:t:pq', [{ name: 'force', hasArg: 0, val: 'force' }, ...longs], ctx);
   let fmt: string | undefined;
   const options: string[] = [];
   let cache = 'writeback';

@@ -59,7 +59,7 @@ export async function cmdBitmap(ctx: Ctx, args: string[]): Promise<number> {
     { name: 'source-file', hasArg: 1, val: 'b' },
     { name: 'source-format', hasArg: 1, val: 'F' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   const actions: Action[] = [];
   let fmt: string | undefined;
   let srcFile: string | undefined;

@@ -52,7 +52,7 @@ function findInChain(ctx: Ctx, top: BlockNode, name: string): BlockNode | undefi
 }
 
 export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
-  const { opts, operands } = parseOpts(args, 'f:ht:b:dpqr:', [...COMMON_LONGS]);
+  const { opts, operands } = parseOpts(args, 'f:ht:b:dpqr:', [...COMMON_LONGS], ctx);
   let fmt: string | undefined;
   let base: string | undefined;
   let drop = false;

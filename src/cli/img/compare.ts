@@ -36,7 +36,7 @@ function findNonzero(buf: Uint8Array, n: number): number {
 }
 
 export async function cmdCompare(ctx: Ctx, args: string[]): Promise<number> {
-  const { opts, operands } = parseOpts(args, 'hf:F:T:pqsU', [...COMMON_LONGS]);
+  const { opts, operands } = parseOpts(args, 'hf:F:T:pqsU', [...COMMON_LONGS], ctx);
   let fmt1: string | undefined;
   let fmt2: string | undefined;
   let progress = false;

@@ -9,6 +9,7 @@ import type { BlockNode } from '../../core/node.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
+import { addObject } from '../objects.js';
 import { cFixed, parseSizeQemu } from '../format.js';
 import { CliExit, type CliIo, closeWithMessages, errHint, errText, needsProbeWarning, probedRawWarning, parseCacheMode } from '../common.js';
 
@@ -125,6 +126,20 @@ export class Ctx {
     return undefined;
   }
 
+  /** `--object`: creates the object in the graph; help text ends the command with 0, errors with 1. */
+  addObject(text: string): void {
+    let r: { help: string } | undefined;
+    try {
+      r = addObject(this.graph, text);
+    } catch (e) {
+      fail(errText(e), 1, errHint(e));
+    }
+    if (r) {
+      this.out(r.help);
+      throw new CliExit(0);
+    }
+  }
+
   async closeAll(): Promise<void> {
     for (const bb of this.backends.splice(0)) {
       for (const line of await closeWithMessages(bb)) this.io.stderr(`${PROG}: ${line}\n`);
@@ -133,15 +148,24 @@ export class Ctx {
   }
 }
 
-/** Parses options, turning getopt errors into qemu-img's messages. */
-export function parseOpts(args: string[], spec: string, longs: LongOption[]): { opts: Array<Extract<OptResult, { kind: 'opt' }>>; operands: string[] } {
+/**
+ * Parses options, turning getopt errors into qemu-img's messages. With
+ * `ctx`, each `--object` is created in `ctx`'s graph as it comes (QEMU's
+ * subcommands do that in their option loop; `bench` has no `--object`), up
+ * to a `-h` that ends the command first.
+ */
+export function parseOpts(args: string[], spec: string, longs: LongOption[], ctx?: Ctx): { opts: Array<Extract<OptResult, { kind: 'opt' }>>; operands: string[] } {
   const r = getopt(args, spec, [...longs, { name: 'help', hasArg: 0, val: 'h' }]);
   const opts: Array<Extract<OptResult, { kind: 'opt' }>> = [];
+  let helpSeen = false;
   for (const o of r.opts) {
     if (o.kind === 'unknown') errorExit(`unrecognized option '${o.written}'`);
     if (o.kind === 'missing') errorExit(`missing argument for option '${o.written}'`);
     if (o.kind === 'noarg') errorExit(`unrecognized option '${o.written}'`);
-    if (o.kind === 'opt') opts.push(o);
+    if (o.kind !== 'opt') continue;
+    opts.push(o);
+    if (o.opt === 'h') helpSeen = true;
+    if (o.opt === 'object' && ctx && !helpSeen) ctx.addObject(o.arg!);
   }
   return { opts, operands: r.operands };
 }

@@ -63,7 +63,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     { name: 'bitmaps', hasArg: 0, val: 'bitmaps' },
     { name: 'skip-broken-bitmaps', hasArg: 0, val: 'skipbb' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   let fmt: string | undefined;
   let outFmt: string | undefined;
   let outBase: string | undefined;

@@ -14,7 +14,7 @@ import { help } from './help.js';
 import { hugeImageSize, imageTooLargeMessage } from './create-size.js';
 
 export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
-  const { opts, operands } = parseOpts(args, 'F:b:f:ho:qu', [...COMMON_LONGS]);
+  const { opts, operands } = parseOpts(args, 'F:b:f:ho:qu', [...COMMON_LONGS], ctx);
   let fmt = 'raw';
   let base: string | undefined;
   let baseFmt: string | undefined;

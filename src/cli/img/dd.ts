@@ -13,7 +13,7 @@ import { targetWriter } from '../../jobs/target-writer.js';
 // dd
 
 export async function cmdDd(ctx: Ctx, args: string[]): Promise<number> {
-  const { opts, operands } = parseOpts(args, 'hf:O:U', [...COMMON_LONGS]);
+  const { opts, operands } = parseOpts(args, 'hf:O:U', [...COMMON_LONGS], ctx);
   let fmt: string | undefined;
   let outFmt = 'raw';
   let forceShare = false;

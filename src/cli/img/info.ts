@@ -5,6 +5,7 @@ import { BlockBackend } from '../../core/backend.js';
 import { joinRelative, nodeDirname } from '../../core/backing-open.js';
 import type { BlockNode } from '../../core/node.js';
 import { toQemuJson, type JsonValue } from '../format.js';
+import { qdictJsonNested, type QdictValue } from '../../core/qemu-json.js';
 import { driverInfo, formatNode } from '../common.js';
 import { dumpImageInfo, type ImageInfo, type SnapshotJson } from '../info-dump.js';
 import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS, imageFilename } from './context.js';
@@ -41,7 +42,50 @@ function fullBackingFilename(node: BlockNode, name: string): string | undefined 
   }
 }
 
+/** Options that name what a node is, by driver (QEMU's strong runtime options), besides driver and filename. */
+const STRONG_OPTIONS: Record<string, readonly string[]> = {
+  throttle: ['throttle-group'],
+  'copy-on-read': ['bottom'],
+  raw: ['offset', 'size'],
+};
+
+/**
+ * A node's options as QEMU rebuilds them for a `json:` filename
+ * (bdrv_refresh_filename's full_open_options): driver, a protocol's
+ * filename, the driver's strong options as given, and every child but the
+ * backing file, each the same way.
+ */
+function fullOpenOptions(node: BlockNode): QdictValue {
+  const entries: Array<[string, QdictValue]> = [['driver', node.driver.name]];
+  for (const key of [...(node.driver.kind === 'protocol' ? ['filename'] : []), ...(STRONG_OPTIONS[node.driver.name] ?? [])]) {
+    const v = node.options[key];
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') entries.push([key, v]);
+  }
+  for (const c of node.children) if (c.name !== 'backing') entries.push([c.name, fullOpenOptions(c.node)]);
+  return { entries };
+}
+
+/**
+ * Info of a filter without generic info of its own (throttle, compress,
+ * copy-on-read), as QEMU gives it: a `json:` filename of the filter's
+ * options, the filter's name as format, the cluster size and dirty flag of
+ * the first node below with generic info, no format-specific part.
+ */
+async function filterImageInfo(top: BlockNode): Promise<ImageInfo> {
+  const opts = fullOpenOptions(top) as { entries: ReadonlyArray<readonly [string, QdictValue]> };
+  const info: ImageInfo = { 'virtual-size': top.length, filename: `json:${qdictJsonNested(opts.entries)}`, format: top.driver.name };
+  let n = top;
+  while (!n.instance.getInfo && n.driver.kind === 'filter' && n.filtered) n = n.filtered.node;
+  const gi = driverInfo(n);
+  if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
+  const actual = await allocatedSize(top);
+  if (actual !== undefined) info['actual-size'] = actual;
+  if (gi !== null) info['dirty-flag'] = gi?.dirty ?? false;
+  return info;
+}
+
 async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<ImageInfo> {
+  if (bb.node.driver.kind === 'filter' && !bb.node.instance.getInfo) return filterImageInfo(bb.node);
   const node = formatNode(bb.node);
   const inst = node.instance;
   const name = imageFilename(ctx, node, filename);
@@ -101,7 +145,7 @@ export async function cmdInfo(ctx: Ctx, args: string[]): Promise<number> {
     { name: 'output', hasArg: 1, val: 'output' },
     { name: 'backing-chain', hasArg: 0, val: 'chain' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   let fmt: string | undefined;
   let output = 'human';
   let chain = false;

@@ -71,7 +71,7 @@ export async function cmdMap(ctx: Ctx, args: string[]): Promise<number> {
     { name: 'start-offset', hasArg: 1, val: 's' },
     { name: 'max-length', hasArg: 1, val: 'l' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   let fmt: string | undefined;
   let output = 'human';
   let start = 0;

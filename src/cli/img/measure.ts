@@ -19,7 +19,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
     { name: 'size', hasArg: 1, val: 'size' },
     { name: 'output', hasArg: 1, val: 'output' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   let fmt: string | undefined;
   let outFmt = 'raw';
   let output = 'human';

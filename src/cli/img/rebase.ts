@@ -18,7 +18,7 @@ function cowWriteFailed(e: unknown): never {
 }
 
 export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
-  const { opts, operands } = parseOpts(args, 'hf:F:b:upt:T:qU', [...COMMON_LONGS]);
+  const { opts, operands } = parseOpts(args, 'hf:F:b:upt:T:qU', [...COMMON_LONGS], ctx);
   let fmt: string | undefined;
   let outBase: string | undefined;
   let outBaseFmt: string | undefined;

@@ -17,7 +17,7 @@ export async function cmdResize(ctx: Ctx, args0: string[]): Promise<number> {
     { name: 'preallocation', hasArg: 1, val: 'prealloc' },
     { name: 'shrink', hasArg: 0, val: 'shrink' },
     ...COMMON_LONGS,
-  ]);
+  ], ctx);
   let fmt: string | undefined;
   let quiet = false;
   let shrink = false;

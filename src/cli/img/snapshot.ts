@@ -24,7 +24,7 @@ function truncateName(name: string): string {
 }
 
 export async function cmdSnapshot(ctx: Ctx, args: string[]): Promise<number> {
-  const { opts, operands } = parseOpts(args, 'la:c:d:hqU', COMMON_LONGS);
+  const { opts, operands } = parseOpts(args, 'la:c:d:hqU', COMMON_LONGS, ctx);
   let action: Action | undefined;
   let name = '';
   let forceShare = false;

@@ -2,11 +2,31 @@
 import type { BlockBackend } from '../../core/backend.js';
 import { isAllocatedAbove, cowChild } from '../../core/block-status.js';
 import type { PreallocMode } from '../../core/driver.js';
+import type { BlockNode } from '../../core/node.js';
 import { findDebugger, type BlockDebugger } from '../../core/debug-event.js';
 import { driverInfo, formatNode, supportsCompressed } from '../common.js';
 import { loadVmState, saveVmState } from '../../core/vmstate.js';
 import { infoText } from './info.js';
 import type { IoAllocation, IoDisk } from './disk.js';
+
+/**
+ * `info` of a filter without generic info of its own (throttle, copy-on-read,
+ * compress): QEMU names the filter, takes the cluster size and VM state
+ * offset from the first node below that has them (bdrv_get_info looks
+ * through filters), and has no format-specific information.
+ */
+function filterInfo(top: BlockNode): { text: string; supported: boolean } {
+  let n = top;
+  while (!n.instance.getInfo && n.driver.kind === 'filter' && n.filtered) n = n.filtered.node;
+  const inf = driverInfo(n);
+  return infoText({
+    format: top.driver.name,
+    supported: inf !== null,
+    virtualSize: top.length,
+    clusterSize: inf?.clusterSize ?? 0,
+    vmStateOffset: inf?.vmStateOffset ?? 0,
+  });
+}
 
 export class BackendDisk implements IoDisk {
   constructor(readonly bb: BlockBackend) {}
@@ -57,7 +77,9 @@ export class BackendDisk implements IoDisk {
     return supportsCompressed(formatNode(this.bb.node));
   }
   async info(): Promise<{ text: string; supported: boolean }> {
-    const node = formatNode(this.bb.node);
+    const top = this.bb.node;
+    if (top.driver.kind === 'filter' && !top.instance.getInfo) return filterInfo(top);
+    const node = formatNode(top);
     const inf = driverInfo(node);
     return infoText({
       format: node.driver.name,

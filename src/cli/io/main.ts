@@ -3,11 +3,12 @@
  * same commands, options, output lines and exit status.
  */
 import { getopt, type LongOption } from '../getopt.js';
-import { type CliIo, parseCacheMode } from '../common.js';
+import { type CliIo, errHint, errText, parseCacheMode } from '../common.js';
 import { CORE_COMMANDS } from './commands/index.js';
 import { closeCmd, openCmd, reopenCmd } from './commands/open.js';
 import { abortCmd, sigraiseCmd } from './commands/process.js';
 import { NodeIoSession } from './node-session.js';
+import { addObject } from '../objects.js';
 import { type Cmd, type OpenOpts, PROG } from './types.js';
 
 /** The commands only the CLI has: they act on the Node graph or process. */
@@ -25,6 +26,8 @@ export const CLI_COMMANDS: Cmd[] = [...CORE_COMMANDS, ...NODE_COMMANDS].sort((a,
 const USAGE = `Usage: diskworker io [OPTIONS]... [-c STRING]... [file]
 Exercise the block layer: run qemu-io commands on an image
 
+  --object OBJECTDEF   define an object such as 'throttle-group'
+                       for I/O limits
   --image-opts         treat file as option string
   -c, --cmd STRING     execute command with its arguments
                        from the given string
@@ -117,7 +120,19 @@ export async function ioMain(args: string[], io: CliIo): Promise<number> {
       case 'image-opts': o.imageOpts = true; break;
       case 's': o.snapshot = true; break;
       case 'C': o.copyOnRead = true; break;
-      default: break; // -m, -k, -T, --object: accepted, no effect
+      case 'object':
+        try {
+          const r = addObject(s.graph, x.arg!);
+          if (r) {
+            io.stdout(r.help);
+            return 0;
+          }
+        } catch (e) {
+          io.stderr(`${PROG}: ${errText(e)}\n${errHint(e)}`);
+          return 1;
+        }
+        break;
+      default: break; // -m, -k, -T: accepted, no effect
     }
   }
   if (r.operands.length > 1) {
@@ -129,6 +144,7 @@ export async function ioMain(args: string[], io: CliIo): Promise<number> {
     io.stderr(`${PROG}: --image-opts and -f are mutually exclusive\n`);
     return 1;
   }
+  s.imageOpts = o.imageOpts;
   if (r.operands.length === 1) {
     if (!(await s.open(r.operands[0]!, o))) {
       await s.graph.closeAll().catch(() => undefined);

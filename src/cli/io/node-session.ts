@@ -21,6 +21,8 @@ import { type Cmd, type OpenOpts, EINVAL, PROG } from './types.js';
 export class NodeIoSession extends IoSession {
   readonly graph: BlockGraph = createNodeGraph();
   private blk: BlockBackend | null = null;
+  /** `--image-opts` was given: `open` takes an option string as its argument, and no `-o`. */
+  imageOpts = false;
 
   constructor(io: CliIo, commands: Cmd[]) {
     super(io, commands);

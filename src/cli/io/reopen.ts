@@ -7,7 +7,8 @@
  * qcow2 options QEMU can change at run time, lazy-refcounts is handed to the
  * driver's reopen along with the other runtime options (discard switches,
  * cache sizes, cache-clean-interval, overlap-check), which the driver checks
- * and applies (formats/qcow2/reopen.ts). auto-read-only,
+ * and applies (formats/qcow2/reopen.ts); a throttle node's throttle-group
+ * likewise (filters/throttle.ts). auto-read-only,
  * cache.direct and cache.no-flush are accepted and change nothing (as -c:
  * Node has no O_DIRECT).
  */
@@ -31,6 +32,13 @@ const QCOW2_RUNTIME: Record<string, 'bool' | 'size' | 'number' | 'string'> = {
   'cache-size': 'size',
   'cache-clean-interval': 'number',
   'overlap-check': 'string',
+};
+
+/** The options each driver changes on reopen (the driver's reopen checks and applies them). */
+const RUNTIME_OPTIONS: Record<string, Record<string, 'bool' | 'size' | 'number' | 'string'>> = {
+  qcow2: QCOW2_RUNTIME,
+  // A throttle node moves to another group (block/throttle.c's reopen).
+  throttle: { 'throttle-group': 'string' },
 };
 
 const isBool = (v: string) => v === 'on' || v === 'off';
@@ -80,7 +88,7 @@ function checkKey(node: BlockNode, key: string, value: string): string | null {
   if (key === 'node-name') return unchanged(node.nodeName);
   if (key === 'filename') return unchanged(node.filename);
   const base = key.startsWith('overlap-check.') ? 'overlap-check' : key;
-  const type = node.driver.name === 'qcow2' ? QCOW2_RUNTIME[base] : undefined;
+  const type = RUNTIME_OPTIONS[node.driver.name]?.[base];
   if (!type) return `Cannot change the option '${key}'`;
   if (type === 'bool' && !isBool(value)) return `Parameter '${key}' expects 'on' or 'off'`;
   // QEMU parses numbers as unsigned: -1 is accepted here and found too big by the driver.

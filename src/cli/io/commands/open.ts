@@ -37,6 +37,11 @@ export async function openCmd(session: IoSession, args: string[]): Promise<numbe
         o.discard = x.arg!;
         break;
       case 'o':
+        if (s.imageOpts) {
+          // qemu-io prints this one on stdout.
+          s.out("--image-opts and 'open -o' are mutually exclusive\n");
+          return EINVAL;
+        }
         try {
           Object.assign(extra, parseKeyValueList(x.arg!));
         } catch (e) {
@@ -54,6 +59,8 @@ export async function openCmd(session: IoSession, args: string[]): Promise<numbe
     delete extra['driver'];
   }
   o.extra = extra;
+  // Under --image-opts the argument is an option string too.
+  if (s.imageOpts && r.operands.length === 1) o.imageOpts = true;
   const ok = await s.open(r.operands[0] ?? '', o);
   return ok ? 0 : EINVAL;
 }
