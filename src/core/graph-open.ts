@@ -61,9 +61,16 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
     const { filename, ...rest } = options;
     options = normalizeOptions({ ...driver.parseFilename(filename), ...rest });
   }
-  if (driver.kind !== 'protocol' && typeof options.filename === 'string' && options.file === undefined) {
-    options.file = { filename: options.filename };
-    delete options.filename;
+  if (driver.kind !== 'protocol' && typeof options.filename === 'string') {
+    // The filename names the file child, merged with the file.* options given beside it (QEMU's bdrv_open_inherit).
+    const file = options.file;
+    if (file === undefined) {
+      options.file = { filename: options.filename };
+      delete options.filename;
+    } else if (typeof file === 'object' && file !== null && !Array.isArray(file) && (file as BlockOptions).filename === undefined) {
+      options.file = { ...(file as BlockOptions), filename: options.filename };
+      delete options.filename;
+    }
   }
   const owner = `Block ${parsesFilename ? 'protocol' : 'format'} '${driver.name}'`;
   const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '', '');

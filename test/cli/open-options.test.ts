@@ -42,4 +42,16 @@ describe('qemu-io open -o with qcow2 options vs qemu-io 7.2', () => {
       expect(g.ours).toEqual(g.theirs);
     });
   }
+
+  // The filename names the file child, merged with file.* options given beside it (iotest 033).
+  for (const line of [
+    "-c 'open -o driver=qcow2,file.align=4k blkdebug::in.qcow2' -c 'read -P 42 0 4k' -c 'write -P 7 512 1k' -c 'read -P 7 512 1k'",
+    "-c 'open -o driver=qcow2,file.driver=file in.qcow2' -c 'read -P 42 0 4k'",
+  ]) {
+    it(line, async () => {
+      const g = await golden(fx, { tool: 'io', args: words(line), sameImages: ['in.qcow2'] });
+      expect(g.ours).toEqual(g.theirs);
+      expect(g.imageDiffs).toEqual([]);
+    });
+  }
 });
