@@ -127,7 +127,13 @@ export function nodeDirname(node: BlockNode): string {
  * the same protocol; another protocol must be allowed explicitly.
  */
 export function resolveBacking(graph: BlockGraph, image: BlockNode, name: string, format?: string): BlockOptions {
-  const base = protocolNodeOf(image);
+  // The storage the image lives on: down its primary children (through a blkdebug filter's `image` too).
+  let base = image;
+  for (let i = 0; i < 64 && base.driver.kind !== 'protocol'; i++) {
+    const p = base.file ?? base.children.find((c) => c.role & ChildRole.PRIMARY);
+    if (!p) break;
+    base = p.node;
+  }
   const baseProto = base.driver.name;
   let options: BlockOptions;
   if (name.startsWith('json:')) {

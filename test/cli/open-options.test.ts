@@ -13,6 +13,7 @@ describe('qemu-io open -o with qcow2 options vs qemu-io 7.2', () => {
     fx = new Fixture((_dir, sh) => {
       sh('qemu-img create -q -f qcow2 in.qcow2 4M');
       sh(`qemu-io -c 'write -P 42 0 64k' in.qcow2 >/dev/null`);
+      sh('qemu-img create -q -f qcow2 -b in.qcow2 -F qcow2 top.qcow2');
     });
   });
   afterAll(() => fx.dispose());
@@ -47,6 +48,8 @@ describe('qemu-io open -o with qcow2 options vs qemu-io 7.2', () => {
   for (const line of [
     "-c 'open -o driver=qcow2,file.align=4k blkdebug::in.qcow2' -c 'read -P 42 0 4k' -c 'write -P 7 512 1k' -c 'read -P 7 512 1k'",
     "-c 'open -o driver=qcow2,file.driver=file in.qcow2' -c 'read -P 42 0 4k'",
+    // The backing file of an image under blkdebug lives beside the image, on its protocol.
+    "-c 'open blkdebug::top.qcow2' -c 'read -P 42 0 4k' -c 'write -P 5 4k 4k'",
   ]) {
     it(line, async () => {
       const g = await golden(fx, { tool: 'io', args: words(line), sameImages: ['in.qcow2'] });
