@@ -19,7 +19,6 @@ import type { BlockNode } from '../../core/node.js';
 import type { OptionReader } from '../../core/options.js';
 import { BlockError } from '../../core/errors.js';
 import { ROLE_IMAGE } from '../../core/permissions.js';
-import { Mutex } from '../qcow2/cache.js';
 import { BlockMap, isAllocated } from './block-map.js';
 import { checkBlockMap, repairRefused } from './check.js';
 import { createVdi, vdiCreateOptions } from './create.js';
@@ -34,6 +33,16 @@ import {
   type VdiHeader,
 } from './header.js';
 
+/** One block's part of a write: in place (slot -1), or into the new slot reserved for it. */
+interface WriteStep {
+  block: number;
+  inBlock: number;
+  piece: Uint8Array;
+  slot: number;
+  /** Wakes the writes waiting for the new slot (once settled: undefined). */
+  release?: (() => void) | undefined;
+}
+
 /** An open VDI node. */
 export class VdiImage implements DriverInstance {
   /** Guest size: the header's, rounded up to whole sectors. */
@@ -43,8 +52,8 @@ export class VdiImage implements DriverInstance {
   private readonly isStatic: boolean;
   /** Next free slot (the header's blocks_allocated, counted up as QEMU does). */
   private blocksAllocated: number;
-  /** Allocations run one at a time (QEMU's bmap lock, taken for writing). */
-  private readonly allocLock = new Mutex();
+  /** Blocks whose new slot is being written: later writes to them wait (QEMU's bmap lock). */
+  private readonly pending = new Map<number, Promise<void>>();
   /** Why writes would damage the image, once looked at (undefined: not yet; null: they would not). */
   private writeRefusal: string | null | undefined = undefined;
 
@@ -157,58 +166,93 @@ export class VdiImage implements DriverInstance {
     return why;
   }
 
-  async pwritev(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
+  /**
+   * Writes as QEMU's vdi_co_pwritev: blocks with a slot are written in place;
+   * each block without one gets the next slot and is written whole (the
+   * data, zeros around it); then the header and the map sectors that changed.
+   *
+   * The slots of a request are taken when it arrives, in block order, before
+   * anything is written: a request's new blocks get consecutive slots and
+   * requests get them in the order they were made, as when QEMU runs them
+   * one after the other (qemu-img convert's in-order writes), whatever the
+   * number of requests in flight.
+   */
+  pwritev(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     const why = this.refusal();
-    if (why !== null) throw new BlockError('EIO', `vdi: writes to this image are refused: ${why}`, { offset });
+    if (why !== null) return Promise.reject(new BlockError('EIO', `vdi: writes to this image are refused: ${why}`, { offset }));
     const bs = this.blockSize;
-    // First and last block that got a slot (QEMU writes the map sectors between them).
+    const steps: WriteStep[] = [];
     let first = -1;
     let last = -1;
-    let done = 0;
-    while (done < bytes) {
+    let reserved: Error | undefined;
+    for (let done = 0; done < bytes; ) {
       const pos = offset + done;
       const block = Math.floor(pos / bs);
       const inBlock = pos - block * bs;
       const n = Math.min(bytes - done, bs - inBlock);
       const piece = buf.subarray(done, done + n);
-      let entry = this.map.get(block);
-      if (!isAllocated(entry)) {
-        const got = await this.allocLock.run(() => this.allocate(block, inBlock, piece));
-        if (got) {
-          if (first < 0) first = block;
-          last = block;
-          done += n;
-          continue;
-        }
-        entry = this.map.get(block);
-      }
-      await this.file.pwritev(this.host(entry, inBlock), n, piece);
       done += n;
+      if (isAllocated(this.map.get(block)) || this.pending.has(block)) {
+        steps.push({ block, inBlock, piece, slot: -1 });
+        continue;
+      }
+      const slot = this.blocksAllocated;
+      if (slot >= VDI_DISCARDED) {
+        reserved = new BlockError('ENOSPC', `vdi: no slot left for block ${block} (blocks_allocated is ${slot})`, { offset: pos });
+        break;
+      }
+      this.blocksAllocated = slot + 1;
+      let release!: () => void;
+      this.pending.set(block, new Promise<void>((r) => (release = r)));
+      steps.push({ block, inBlock, piece, slot, release });
+      if (first < 0) first = block;
+      last = block;
     }
-    if (first >= 0) await this.writeMetadata(first, last);
+    return this.runSteps(steps, first, last, reserved);
   }
 
-  /**
-   * Gives `block` the next slot and writes it whole: `piece` at `inBlock`,
-   * zeros around it. False when the block got a slot meanwhile.
-   */
-  private async allocate(block: number, inBlock: number, piece: Uint8Array): Promise<boolean> {
-    if (isAllocated(this.map.get(block))) return false;
-    const slot = this.blocksAllocated;
-    if (slot >= VDI_DISCARDED) {
-      throw new BlockError('ENOSPC', `vdi: no slot left for block ${block} (blocks_allocated is ${slot})`);
-    }
-    this.blocksAllocated = slot + 1;
-    const whole = new Uint8Array(this.blockSize);
-    whole.set(piece, inBlock);
+  private async runSteps(steps: WriteStep[], first: number, last: number, reserved: Error | undefined): Promise<void> {
+    let i = 0;
     try {
-      await this.file.pwritev(this.host(slot, 0), this.blockSize, whole);
-    } finally {
-      // As QEMU: the slot is the block's even when its write failed. Readers
-      // see it only now, once the data is there.
-      this.map.set(block, slot);
+      for (; i < steps.length; i++) {
+        const st = steps[i]!;
+        if (st.slot >= 0) {
+          await this.writeNewBlock(st);
+          continue;
+        }
+        // A block another request is giving a slot: its whole-block write goes first.
+        const wait = this.pending.get(st.block);
+        if (wait) await wait;
+        await this.file.pwritev(this.host(this.map.get(st.block), st.inBlock), st.piece.length, st.piece);
+      }
+    } catch (e) {
+      // The slots taken stay the blocks' (as QEMU's, set before its write); nobody waits on them.
+      for (; i < steps.length; i++) this.settle(steps[i]!);
+      throw e;
     }
-    return true;
+    if (first >= 0) await this.writeMetadata(first, last);
+    if (reserved) throw reserved;
+  }
+
+  /** Writes a block whole into its new slot: `piece` at `inBlock`, zeros around it. */
+  private async writeNewBlock(st: WriteStep): Promise<void> {
+    const whole = new Uint8Array(this.blockSize);
+    whole.set(st.piece, st.inBlock);
+    try {
+      await this.file.pwritev(this.host(st.slot, 0), this.blockSize, whole);
+    } finally {
+      // Readers see the slot only now, once the data is there.
+      this.settle(st);
+    }
+  }
+
+  /** Gives a reserved block its slot in the map and lets waiting writes go on. */
+  private settle(st: WriteStep): void {
+    if (st.slot < 0 || !st.release) return;
+    this.map.set(st.block, st.slot);
+    this.pending.delete(st.block);
+    st.release();
+    st.release = undefined;
   }
 
   /** The header (blocks_allocated, the rounded disk size), then the map sectors of blocks first..last. */
@@ -247,6 +291,7 @@ async function readHeader(file: BdrvChild): Promise<Uint8Array> {
 export const vdiDriver = {
   name: 'vdi',
   kind: 'format',
+  placesInWriteOrder: true,
   createOptions: vdiCreateOptions,
   /** QEMU's vdi_probe: a whole header with the signature. */
   probe(header: Uint8Array): number {
