@@ -95,7 +95,7 @@ export class VdiImage implements DriverInstance {
     while (n < bytes) {
       block++;
       const e = this.map.get(block);
-      if (allocated ? e !== ++next : isAllocated(e)) break;
+      if (allocated ? e !== ++next || !isAllocated(e) : isAllocated(e)) break;
       n = Math.min(bytes, n + bs);
     }
     return { entry, n };
@@ -140,9 +140,10 @@ export class VdiImage implements DriverInstance {
 
   /**
    * Why a write could damage the image, or null: the block map overlaps the
-   * header, the data area starts inside the map, or a block sits in a slot at
-   * or past blocks_allocated (where the next new block would go). QEMU writes
-   * such images regardless; we refuse, naming the values.
+   * header, the data area (which grows without end) does not start after the
+   * map, or a block sits in a slot at or past blocks_allocated (where the
+   * next new block would go). QEMU writes such images regardless; we refuse,
+   * naming the values.
    */
   private refusal(): string | null {
     if (this.writeRefusal !== undefined) return this.writeRefusal;
@@ -152,7 +153,7 @@ export class VdiImage implements DriverInstance {
     if (this.map.entries > 0 && h.offsetBmap < VDI_HEADER_SIZE) {
       why = `the block map at offset 0x${h.offsetBmap.toString(16)} overlaps the ${VDI_HEADER_SIZE}-byte header`;
     } else if (this.map.entries > 0 && h.offsetData < mapEnd) {
-      why = `the data area at offset 0x${h.offsetData.toString(16)} starts inside the block map (0x${h.offsetBmap.toString(16)} to 0x${mapEnd.toString(16)})`;
+      why = `the data area at offset 0x${h.offsetData.toString(16)} does not start after the block map (0x${h.offsetBmap.toString(16)} to 0x${mapEnd.toString(16)})`;
     } else {
       for (let block = 0; block < this.map.entries; block++) {
         const e = this.map.get(block);

@@ -64,7 +64,7 @@ const OPENED: Record<string, Edit> = {
 /** Images QEMU opens and would damage on the next new block: we read them alike, refuse writes. */
 const UNWRITABLE: Record<string, { edit: Edit; why: RegExp }> = {
   'map-over-header': { edit: (b) => void b.writeUInt32LE(0, F.offsetBmap), why: /block map at offset 0x0 overlaps the 512-byte header/ },
-  'data-over-map': { edit: (b) => void b.writeUInt32LE(0x200, F.offsetData), why: /data area at offset 0x200 starts inside the block map \(0x200 to 0x400\)/ },
+  'data-over-map': { edit: (b) => void b.writeUInt32LE(0x200, F.offsetData), why: /data area at offset 0x200 does not start after the block map \(0x200 to 0x400\)/ },
   'slot-not-below-count': { edit: (b) => void b.writeUInt32LE(0, F.blocksAllocated), why: /block 1 is in slot 0, not below blocks_allocated 0/ },
 };
 
