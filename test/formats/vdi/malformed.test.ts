@@ -55,6 +55,12 @@ const OPENED: Record<string, Edit> = {
   },
   'count-mismatch': (b) => void b.writeUInt32LE(5, F.blocksAllocated),
   'discarded-entry': (b) => void b.writeUInt32LE(0xfffffffe, 512 + 4 * 0),
+  // The last slots before the two special entries: no run of slots continues into them.
+  'slot-before-discarded': (b) => {
+    b.writeUInt32LE(0xfffffffd, 512 + 4 * 0);
+    b.writeUInt32LE(0xfffffffe, 512 + 4 * 1);
+    b.writeUInt32LE(0xffffffff, 512 + 4 * 2);
+  },
   'slot-past-eof': (b) => {
     b.writeUInt32LE(40, 512 + 4 * 2);
     b.writeUInt32LE(41, F.blocksAllocated);
