@@ -1,7 +1,7 @@
 /**
  * Shared pieces of the VDI tests: seeded qemu-io command lists, a hand-made
- * image in VirtualBox's layout, header patching, and running one command
- * line through both tools on copies of a fixture.
+ * image in VirtualBox's layout, the header's field offsets, and running one
+ * command line through both tools on copies of a fixture.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -48,12 +48,6 @@ export const F = {
   uuidLink: 424,
   uuidParent: 440,
 } as const;
-
-/** Rewrites part of a file in place. */
-export function patch(path: string, edit: (b: Buffer) => Buffer | void): void {
-  const b = readFileSync(path);
-  writeFileSync(path, edit(b) ?? b);
-}
 
 /**
  * An image laid out as VirtualBox writes them: its own text, header size
