@@ -237,8 +237,12 @@ export class VdiImage implements DriverInstance {
 
   /** Writes a block whole into its new slot: `piece` at `inBlock`, zeros around it. */
   private async writeNewBlock(st: WriteStep): Promise<void> {
-    const whole = new Uint8Array(this.blockSize);
-    whole.set(st.piece, st.inBlock);
+    // A piece that covers the block is written as it is (no 1 MiB copy per block).
+    let whole = st.piece;
+    if (whole.length !== this.blockSize) {
+      whole = new Uint8Array(this.blockSize);
+      whole.set(st.piece, st.inBlock);
+    }
     try {
       await this.file.pwritev(this.host(st.slot, 0), this.blockSize, whole);
     } finally {
