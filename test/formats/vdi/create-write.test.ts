@@ -40,6 +40,7 @@ describe('img create -f vdi vs qemu-img create', () => {
     'create -f vdi a.vdi 2G',
     'create -f vdi -o static=on a.vdi 3M',
     'create -f vdi -o static=on a.vdi 0',
+    'create -f vdi -o static=on a.vdi 5000000',
     'create -f vdi -o static=off,size=5M a.vdi',
     'create -f vdi -o static=yes a.vdi 1M',
     'create -f vdi -o static a.vdi 1M',
@@ -78,6 +79,8 @@ describe('img create -f vdi vs qemu-img create', () => {
     'create -f vdi -o help',
     'create -f vdi a.vdi -o help',
     'create -f vdi -o extent_size_hint=8G a.vdi 1M',
+    'amend -f vdi -o help',
+    'convert -O vdi -o help',
   ];
   for (const line of others) {
     it(`img ${line}: same output and exit code`, async () => {
