@@ -12,6 +12,7 @@ import { httpDriver } from './protocols/http.js';
 import { blobDriver } from './protocols/blob.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
+import { vdiDriver } from './formats/vdi/vdi.js';
 import { blkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { throttleDriver } from './filters/throttle.js';
@@ -26,6 +27,7 @@ export { blobDriver, registerBlob, unregisterBlob } from './protocols/blob.js';
 export { memoryDriver, defaultMemoryStorage } from './protocols/memory.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
+export { vdiDriver } from './formats/vdi/vdi.js';
 export { blkdebugDriver } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
@@ -37,7 +39,7 @@ export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filter
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

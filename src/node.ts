@@ -1,6 +1,6 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
- * host device, memory and null back ends, the raw and qcow2 formats, the
+ * host device, memory and null back ends, the raw, qcow2 and vdi formats, the
  * blkdebug, copy-on-read, compress and throttle filters, and
  * the block jobs (stream, commit, mirror, backup) with the copy engine.
  */
@@ -12,6 +12,7 @@ import { memoryDriver } from './protocols/memory.js';
 import { nullDriver, nullAioDriver } from './protocols/null.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
+import { vdiDriver } from './formats/vdi/vdi.js';
 import { createBlkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { throttleDriver } from './filters/throttle.js';
@@ -31,6 +32,7 @@ export { memoryDriver, createMemoryDriver, MemoryStorage, MemoryFile, defaultMem
 export { nullDriver, nullAioDriver } from './protocols/null.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
+export { vdiDriver } from './formats/vdi/vdi.js';
 export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
@@ -45,7 +47,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -226,6 +226,13 @@ export interface BlockDriver {
   readonly protocolPrefixes?: readonly string[];
   /** Options understood by `create`, for help output. Default: none. */
   readonly createOptions?: readonly CreateOptionSpec[];
+  /**
+   * Whether new data lands in the image in the order writes arrive (vdi
+   * appends each new block): copies that must lay an image out as qemu-img's
+   * in-order writes do (img convert) then write one piece at a time.
+   * Default: false.
+   */
+  readonly placesInWriteOrder?: boolean;
   /** Options an open image's `amend` takes, for help output. Default: none (no amend). */
   readonly amendOptions?: readonly CreateOptionSpec[];
   /**

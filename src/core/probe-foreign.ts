@@ -1,6 +1,6 @@
 /**
  * Recognisers for image formats QEMU reads and we do not (yet): qcow (v1),
- * QED, VMDK, VHDX, VDI, VPC, LUKS, parallels, bochs, cloop and dmg. Each scores
+ * QED, VMDK, VHDX, VPC, LUKS, parallels, bochs, cloop and dmg. Each scores
  * the first up to 512 bytes the way the QEMU driver's probe does, so that such
  * an image is refused by name instead of being opened as raw (which would
  * hand its metadata to the guest as data and let writes destroy it).
@@ -40,9 +40,6 @@ const VMDK3_MAGIC = ascii('COWD');
 const VMDK4_MAGIC = ascii('KDMV');
 const VHDX_MAGIC = ascii('vhdxfile');
 const VPC_MAGIC = ascii('conectix');
-/** sizeof(VdiHeader); the signature follows the 64-byte text. */
-const VDI_HEADER = 512;
-const VDI_SIGNATURE = 0xbeda107f;
 const LUKS_MAGIC = Uint8Array.of(0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe);
 const PARALLELS_HEADER = 64;
 const PARALLELS_MAGICS = [ascii('WithoutFreeSpace'), ascii('WithouFreSpacExt')];
@@ -91,7 +88,6 @@ export const FOREIGN_FORMATS: readonly ForeignFormat[] = [
   { name: 'parallels', probe: (b) => (b.length >= PARALLELS_HEADER && PARALLELS_MAGICS.some((m) => startsWith(b, m)) && u32le(b, 16) === 2 ? 100 : 0) },
   { name: 'qcow', probe: (b) => (b.length >= QCOW1_HEADER && u32be(b, 0) === QCOW_MAGIC && u32be(b, 4) === 1 ? 100 : 0) },
   { name: 'qed', probe: (b) => (b.length >= QED_HEADER && u32le(b, 0) === QED_MAGIC_LE ? 100 : 0) },
-  { name: 'vdi', probe: (b) => (b.length >= VDI_HEADER && u32le(b, 64) === VDI_SIGNATURE ? 100 : 0) },
   { name: 'vhdx', probe: (b) => (startsWith(b, VHDX_MAGIC) ? 100 : 0) },
   {
     name: 'vmdk',

@@ -40,7 +40,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   parallels: creatable,
   qcow: creatable,
   qed: creatable,
-  vdi: creatable,
   vhdx: creatable,
   vmdk: creatable,
   vpc: creatable,

@@ -4,6 +4,7 @@
  * files with odd versions or truncated headers, the format qemu-img chooses
  * must be the one we choose. Formats we do not read are refused by name
  * (ENOTSUP), never opened as raw; qcow2 files we refuse give qemu-img's message.
+ * VDI files (which we read) are opened, or refused, as vdi.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -12,7 +13,9 @@ import { join } from 'node:path';
 import { Fixture, hasQemu, ours, normalize } from '../cli/harness.js';
 import { FOREIGN_FORMATS } from '../../src/core/probe-foreign.js';
 
-const FORMATS = ['raw', 'qcow2', ...FOREIGN_FORMATS.map((f) => f.name)];
+/** The formats we read; the rest are QEMU's that we refuse by name. */
+const READ = ['raw', 'qcow2', 'vdi'];
+const FORMATS = [...READ, ...FOREIGN_FORMATS.map((f) => f.name)];
 
 function bytes(s: string): Buffer {
   return Buffer.from(s, 'latin1');
@@ -51,6 +54,9 @@ function build(dir: string, sh: (cmd: string) => void): void {
   writeFileSync(join(dir, 'v2.luks'), Buffer.concat([Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe, 0, 2]), Buffer.alloc(4088)]));
   for (const v of [0, 1, 4, 0x80000000, 0xfffffe00]) qcow2Version(dir, sh, `v${v}.qcow2`, v);
   for (const n of [8, 20, 71, 72, 104, 112]) sh(`qemu-img create -q -f qcow2 cut${n}.qcow2 1M && truncate -s ${n} cut${n}.qcow2`);
+  // VDI files vdi refuses: a header cut short (QEMU reads zeros past the end), a bad version.
+  sh('qemu-img create -q -f vdi cut.vdi 1M && truncate -s 300 cut.vdi');
+  sh('qemu-img create -q -f vdi v2.vdi 1M && printf "\\001\\000\\002\\000" | dd of=v2.vdi bs=1 seek=68 conv=notrunc status=none');
   sh('head -c 3000 /dev/zero > zeros.raw');
   sh(': > empty.raw');
 }
@@ -85,7 +91,7 @@ function qemuProbe(dir: string, file: string): Probe {
 const FILES = [
   'img.qcow', 'img.qed', 'img.vmdk', 'flat.vmdk', 'img.vhdx', 'img.vdi', 'img.vpc', 'img.parallels',
   'desc-crlf.txt', 'desc-empty-line.txt', 'desc-v4.txt', 'img.bochs', 'undoable.bochs',
-  'img.cloop', 'short.cloop', 'img.dmg', 'img.luks', 'v2.luks',
+  'img.cloop', 'short.cloop', 'img.dmg', 'img.luks', 'v2.luks', 'cut.vdi', 'v2.vdi',
   'v0.qcow2', 'v1.qcow2', 'v4.qcow2', 'v2147483648.qcow2', 'v4294966784.qcow2',
   'cut8.qcow2', 'cut20.qcow2', 'cut71.qcow2', 'cut72.qcow2', 'cut104.qcow2', 'cut112.qcow2',
   'zeros.raw', 'empty.raw',
@@ -110,12 +116,12 @@ describe('format probing vs qemu-img 7.2', () => {
       expect(q.format, `qemu-img's format for ${file}: ${q.text}`).not.toBeNull();
       const o = await ours('img', ['info', file], dir);
       const text = normalize(o.stdout + o.stderr);
-      if (q.format === 'raw' || q.format === 'qcow2') {
+      if (READ.includes(q.format!)) {
         if (q.code === 0) {
           expect(o.code, text).toBe(0);
           expect(text).toContain(`file format: ${q.format}\n`);
         } else {
-          // qcow2 files qemu-img refuses: the same message, the same exit code.
+          // Files qemu-img refuses: the same message, the same exit code.
           expect({ code: o.code, text }).toEqual({ code: q.code, text: normalize(q.text) });
         }
       } else {

@@ -74,6 +74,11 @@ export async function cmdCheck(ctx: Ctx, args: string[]): Promise<number> {
   try {
     r = await run(fix);
   } catch (e) {
+    // QEMU's answer to a driver without (this kind of) check, such as vdi's to -r.
+    if ((e as { code?: unknown }).code === 'ENOTSUP') {
+      ctx.report('This image format does not support checks');
+      return 63;
+    }
     ret = -1;
     r = undefined;
     ctx.report(`Check failed: ${strerror(e)}`);

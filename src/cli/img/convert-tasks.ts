@@ -44,6 +44,8 @@ export interface ConvertCopy {
   prog: Progress | null;
   /** -r: bytes per second, 0 or undefined for no limit. */
   rateLimit?: number;
+  /** The target places new data in write order (vdi): one write at a time, as qemu-img's in-order writes. */
+  inOrder?: boolean;
 }
 
 /** Copies the sources into the target; throws qemu-img's message on failure. */
@@ -85,7 +87,8 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
         readAhead: READ_AHEAD,
         // Compressed clusters are packed byte by byte in write order: one write at a time, as
         // qemu-img's in-order writes, so the image and the byte a full disk fails at are QEMU's.
-        writeDepth: compress ? 1 : WRITE_DEPTH,
+        // So are a vdi target's new blocks (appended as they come).
+        writeDepth: compress || c.inOrder ? 1 : WRITE_DEPTH,
         buffers,
         counts: (e) => e.kind === 'data' || (fullyAllocate && e.kind === 'zero'),
         ...(prog ? { onProgress: ({ done, total }) => prog.print(total ? (100 * done) / total : 100, 0) } : {}),
