@@ -12,6 +12,7 @@ import { httpDriver } from './protocols/http.js';
 import { blobDriver } from './protocols/blob.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
+import { vpcDriver } from './formats/vpc/vpc.js';
 import { blkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { compressDriver } from './filters/compress.js';
@@ -24,13 +25,14 @@ export { blobDriver, registerBlob, unregisterBlob } from './protocols/blob.js';
 export { memoryDriver, defaultMemoryStorage } from './protocols/memory.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
+export { vpcDriver } from './formats/vpc/vpc.js';
 export { blkdebugDriver } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { compressDriver } from './filters/compress.js';
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, blkdebugDriver, copyOnReadDriver, compressDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vpcDriver, blkdebugDriver, copyOnReadDriver, compressDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

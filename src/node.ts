@@ -1,6 +1,6 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
- * host device, memory and null back ends, the raw and qcow2 formats, the
+ * host device, memory and null back ends, the raw, qcow2 and vpc formats, the
  * blkdebug filter, and
  * the block jobs (stream, commit, mirror, backup) with the copy engine.
  */
@@ -12,6 +12,7 @@ import { memoryDriver } from './protocols/memory.js';
 import { nullDriver, nullAioDriver } from './protocols/null.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
+import { vpcDriver } from './formats/vpc/vpc.js';
 import { createBlkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { compressDriver } from './filters/compress.js';
@@ -29,6 +30,7 @@ export { memoryDriver, createMemoryDriver, MemoryStorage, MemoryFile, defaultMem
 export { nullDriver, nullAioDriver } from './protocols/null.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
+export { vpcDriver } from './formats/vpc/vpc.js';
 export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { compressDriver } from './filters/compress.js';
@@ -38,7 +40,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, nodeBlkdebugDriver, copyOnReadDriver, compressDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vpcDriver, nodeBlkdebugDriver, copyOnReadDriver, compressDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -44,7 +44,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   vdi: creatable,
   vhdx: creatable,
   vmdk: creatable,
-  vpc: creatable,
 };
 
 /** The capabilities of a QEMU driver we lack, or undefined when QEMU has no such driver either. */
