@@ -82,7 +82,12 @@ export async function createVpc(ctx: CreateContext): Promise<void> {
     const bb = await BlockBackend.attach(graph, fileNode);
     try {
       if (type === DiskType.DYNAMIC) {
-        await bb.write(0, buildDynamicImage(footer, geometry.totalSectors)).catch((e: unknown) => {
+        const image = buildDynamicImage(footer, geometry.totalSectors);
+        // QEMU writes past the end of the empty file; here the file is sized first.
+        await (async () => {
+          await bb.truncate(image.length);
+          await bb.write(0, image);
+        })().catch((e: unknown) => {
           throw new BlockError(toBlockError(e).code, 'Unable to create or write VHD header', {}, { cause: e });
         });
       } else {
