@@ -29,6 +29,8 @@ const SECTOR = 512;
 const QEMU_MAX_LENGTH = 2n ** 63n - 2n ** 30n;
 /** Past this, offsets cannot be held exactly; QEMU reads zeros there (no file is that long). */
 const SAFE_END = BigInt(Number.MAX_SAFE_INTEGER);
+/** QEMU's largest single read (BDRV_REQUEST_MAX_BYTES): a larger BAT fails to read. */
+const MAX_REQUEST_BYTES = 2 ** 31 - 512;
 /** QEMU's bound on the BAT: its entry count as a C int times 4 must fit in an int. */
 const MAX_TABLE_ENTRIES = Math.floor(0x7fffffff / 4);
 
@@ -91,8 +93,11 @@ export async function openLayout(file: BdrvChild, calc: SizeCalc): Promise<VpcLa
   const { footer, atStart } = await readFooter(file);
   const sectors = virtualSectors(footer, calc);
   if (sectors > BigInt(MAX_SECTORS)) {
-    // QEMU sets no message: the tools say "Could not open '...': File too large".
-    throw new BlockError('EFBIG', 'File too large', {}, { detail: `virtual size of ${sectors} sectors exceeds 2040 GiB` });
+    // QEMU's driver sets no message, so its generic open failure names the file.
+    const name = file.node.filename;
+    throw new BlockError('EFBIG', `${name ? `Could not open '${name}'` : 'Could not open image'}: File too large`, {}, {
+      detail: `virtual size of ${sectors} sectors exceeds 2040 GiB`,
+    });
   }
   const length = Number(sectors) * SECTOR;
   const layout: VpcLayout = {
@@ -122,15 +127,12 @@ export async function openLayout(file: BdrvChild, calc: SizeCalc): Promise<VpcLa
   if (entries >= 0 && entries * bs < length) {
     throw einval('Page table too small', {}, `${entries} entries of ${bs} bytes for a ${length}-byte disk`);
   }
-  if (entries > MAX_TABLE_ENTRIES) throw einval(`Max Table Entries too large (${entries})`);
-  if (entries < 0) {
-    // Its BAT would be about 2^64 bytes, which QEMU fails to allocate.
-    throw einval('Unable to allocate memory for page table', {}, `${header.maxTableEntries} entries`);
-  }
+  // A negative count fails too (QEMU compares it as an unsigned size), and is named signed.
+  if (entries > MAX_TABLE_ENTRIES || entries < 0) throw einval(`Max Table Entries too large (${entries})`);
   const batBytes = entries * 4;
   const batOffset = header.tableOffset;
-  if (batOffset > QEMU_MAX_LENGTH - BigInt(batBytes)) {
-    throw new BlockError('EIO', 'Error reading pagetable', {}, { detail: `offset ${batOffset}` });
+  if (batBytes > MAX_REQUEST_BYTES || batOffset > QEMU_MAX_LENGTH - BigInt(batBytes)) {
+    throw new BlockError('EIO', 'Error reading pagetable', {}, { detail: `${batBytes} bytes at offset ${batOffset}` });
   }
   // The BAT must lie inside the file (QEMU reads it, then finds the first free
   // block past the end): checking first keeps the allocation within the file's size.
