@@ -61,7 +61,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   let info: MeasureInfo;
   try {
     const reader = new OptionReader({ ...toCreateRecord(values) }, `Block format '${outFmt}'`);
-    if (!drv.measure) fail(`Format driver '${outFmt}' does not support size measurement`);
+    if (!drv.measure) fail(`Block driver '${outFmt}' does not support size measurement`);
     info = await drv.measure(reader, src?.node);
   } catch (e) {
     if (e instanceof CliExit) throw e;
