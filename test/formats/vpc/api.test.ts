@@ -6,6 +6,7 @@
 import { describe, it, expect } from 'vitest';
 import { BlockBackend, createImage } from '../../../src/node.js';
 import { vpcDriver } from '../../../src/formats/vpc/vpc.js';
+import { roundedImageSize } from '../../../src/formats/vpc/chs.js';
 import { BAT_UNALLOCATED, DYN, FOOTER, vhdChecksum } from '../../../src/formats/vpc/footer.js';
 import { blockStatus } from '../../../src/core/block-status.js';
 import { Status } from '../../../src/core/driver.js';
@@ -103,5 +104,36 @@ describe('vpc on the memory back end', () => {
     );
     // Creation past 2040 GiB.
     await expectBlockError(createImage(graph, 'vpc', 'memory:big.vhd', { size: 2041 * 2 ** 30, force_size: true }), 'EFBIG', new RegExp(`2040 GiB \\(${2041 * 2 ** 30} bytes\\)`));
+  });
+});
+
+describe('vpc through the block worker service (the page API, run in Node)', () => {
+  it('creates, converts to and imports VHD images; info and reads as the guest wrote', async () => {
+    const { BlockWorkerService } = await import('../../../workers/service.js');
+    const svc = new BlockWorkerService();
+    try {
+      await svc.create({ path: 'memory:w-src.qcow2', format: 'qcow2', size: 5 * MiB });
+      const src = await svc.open({ path: 'memory:w-src.qcow2' });
+      await src.write(MiB, new Uint8Array(3 * MiB).fill(0x5a));
+      await src.close();
+      await svc.convert({ from: 'memory:w-src.qcow2', to: 'memory:w.vhd', format: 'vpc', options: { subformat: 'dynamic' } });
+      const info = await svc.info('memory:w.vhd');
+      // The size rounded up to the CHS geometry, as qemu-img convert -O vpc does.
+      expect(info).toMatchObject({ format: 'vpc', virtualSize: roundedImageSize(5 * MiB, false).totalSectors * 512 });
+      expect(info.virtualSize).toBeGreaterThan(5 * MiB);
+      const disk = await svc.open({ path: 'memory:w.vhd' });
+      const got = await disk.read(MiB - 1, 3 * MiB + 2);
+      expect(got[0]).toBe(0);
+      expect(got.subarray(1, 3 * MiB + 1).every((x) => x === 0x5a)).toBe(true);
+      expect(got[3 * MiB + 1]).toBe(0);
+      await disk.close();
+      // A VHD file brought in unchanged opens probed as vpc.
+      const { defaultMemoryStorage } = await import('../../../src/node.js');
+      const bytes = defaultMemoryStorage.get('w.vhd')!.toBytes();
+      await svc.importBlob(new Blob([bytes]), { to: 'memory:copied.vhd', format: 'copy' });
+      expect(await svc.info('memory:copied.vhd')).toMatchObject({ format: 'vpc' });
+    } finally {
+      await svc.shutdown();
+    }
   });
 });
