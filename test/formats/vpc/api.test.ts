@@ -130,7 +130,7 @@ describe('vpc through the block worker service (the page API, run in Node)', () 
       // A VHD file brought in unchanged opens probed as vpc.
       const { defaultMemoryStorage } = await import('../../../src/node.js');
       const bytes = defaultMemoryStorage.get('w.vhd')!.toBytes();
-      await svc.importBlob(new Blob([bytes]), { to: 'memory:copied.vhd', format: 'copy' });
+      await svc.importBlob(new Blob([bytes.slice().buffer as ArrayBuffer]), { to: 'memory:copied.vhd', format: 'copy' });
       expect(await svc.info('memory:copied.vhd')).toMatchObject({ format: 'vpc' });
     } finally {
       await svc.shutdown();
