@@ -68,7 +68,7 @@ class VpcInstance implements DriverInstance {
     return entry * SECTOR + l.bitmapSize + (offset % l.blockSize);
   }
 
-  preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
+  preadv(offset: number, bytes: number, buf: Uint8Array, _flags: ReqFlags): IoResult {
     if (this.l.fixed) return this.file.preadv(offset, bytes, buf, 0);
     // A lone read of one block needs neither the lock nor a promise chain here.
     if (!this.lock.locked && offset % this.l.blockSize + bytes <= this.l.blockSize) {
@@ -79,10 +79,10 @@ class VpcInstance implements DriverInstance {
       }
       return this.file.preadv(host, bytes, buf, 0);
     }
-    return this.readDynamic(offset, bytes, buf, flags);
+    return this.readDynamic(offset, bytes, buf);
   }
 
-  private async readDynamic(offset: number, bytes: number, buf: Uint8Array, _flags: ReqFlags): Promise<void> {
+  private async readDynamic(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     const bs = this.l.blockSize;
     let done = 0;
     while (done < bytes) {
