@@ -13,6 +13,7 @@ import { blobDriver } from './protocols/blob.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
+import { vpcDriver } from './formats/vpc/vpc.js';
 import { blkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { throttleDriver } from './filters/throttle.js';
@@ -28,6 +29,7 @@ export { memoryDriver, defaultMemoryStorage } from './protocols/memory.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
+export { vpcDriver } from './formats/vpc/vpc.js';
 export { blkdebugDriver } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
@@ -39,7 +41,7 @@ export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filter
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

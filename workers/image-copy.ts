@@ -109,7 +109,7 @@ export class ImageCopier {
   private async convertFrom(
     src: BlockBackend,
     to: string,
-    format: 'qcow2' | 'raw',
+    format: 'qcow2' | 'raw' | 'vpc',
     options: Record<string, string | number | boolean>,
     onProgress?: ProgressFn,
     jobId?: number,

@@ -70,10 +70,11 @@ export function cFixed(v: number, digits: number): string {
 }
 
 /** C's printf("%.{prec}g", v). */
-export function fmtG(v: number, prec = 6): string {
-  if (!Number.isFinite(v)) return String(v);
-  if (v === 0) return '0';
+export function fmtG(value: number, prec = 6): string {
+  if (!Number.isFinite(value)) return String(value);
+  if (value === 0) return '0';
   const p = prec === 0 ? 1 : prec;
+  const v = tieToEven(value, p);
   const exp = Number(v.toExponential(p - 1).split('e')[1]);
   let out: string;
   if (exp < -4 || exp >= p) {
@@ -87,6 +88,19 @@ export function fmtG(v: number, prec = 6): string {
     if (out.includes('.')) out = out.replace(/0+$/, '').replace(/\.$/, '');
   }
   return out;
+}
+
+/**
+ * printf rounds a value exactly halfway between two `p`-digit results to the
+ * even one (9.625 → "9.62"), JS's toFixed / toExponential round it up: the
+ * value to format instead, so that JS gives printf's digits.
+ */
+function tieToEven(v: number, p: number): number {
+  // 100 significant digits hold every tie exactly (a tie's expansion ends at digit p + 1).
+  const [m, e] = Math.abs(v).toExponential(99).split('e');
+  const digits = m!.replace('.', '');
+  if (digits[p] !== '5' || !/^0*$/.test(digits.slice(p + 1)) || Number(digits[p - 1]) % 2 === 1) return v;
+  return Math.sign(v) * Number(`${digits.slice(0, p)}e${Number(e) - p + 1}`);
 }
 
 /** QEMU's size_to_str: "1 MiB", "196 KiB", "1.5 GiB" (three significant digits). */

@@ -18,7 +18,7 @@ export type StorageKind = (typeof StorageKind)[keyof typeof StorageKind];
 export interface CreateOptions {
   path: string;
   /** Image format. Default qcow2. */
-  format?: 'qcow2' | 'raw';
+  format?: 'qcow2' | 'raw' | 'vpc';
   /** Virtual size in bytes. Required unless a backing file gives it. */
   size?: number;
   /** Backing file name stored in the image (qcow2), e.g. an http(s) URL. */
@@ -91,7 +91,7 @@ export interface ConvertOptions {
   /** Target path; created (replaced) with `format` and the source's size. */
   to: string;
   /** Target format. Default qcow2. */
-  format?: 'qcow2' | 'raw';
+  format?: 'qcow2' | 'raw' | 'vpc';
   /** Creation options of the target. */
   options?: Record<string, string | number | boolean>;
   /**
@@ -109,10 +109,10 @@ export interface ImportOptions {
   to: string;
   /**
    * `copy`: store the file's bytes unchanged (keeps qcow2 with its backing
-   * file name); `qcow2` / `raw`: convert what the file holds (probed) into
+   * file name); `qcow2` / `raw` / `vpc`: convert what the file holds (probed) into
    * that format. Default `copy`.
    */
-  format?: 'copy' | 'qcow2' | 'raw';
+  format?: 'copy' | 'qcow2' | 'raw' | 'vpc';
 }
 
 /** Progress of a long operation. */

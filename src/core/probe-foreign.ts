@@ -1,6 +1,6 @@
 /**
  * Recognisers for image formats QEMU reads and we do not (yet): qcow (v1),
- * QED, VMDK, VHDX, VPC, LUKS, parallels, bochs, cloop and dmg. Each scores
+ * QED, VMDK, VHDX, LUKS, parallels, bochs, cloop and dmg. Each scores
  * the first up to 512 bytes the way the QEMU driver's probe does, so that such
  * an image is refused by name instead of being opened as raw (which would
  * hand its metadata to the guest as data and let writes destroy it).
@@ -39,7 +39,6 @@ const QED_MAGIC_LE = 0x00444551;
 const VMDK3_MAGIC = ascii('COWD');
 const VMDK4_MAGIC = ascii('KDMV');
 const VHDX_MAGIC = ascii('vhdxfile');
-const VPC_MAGIC = ascii('conectix');
 const LUKS_MAGIC = Uint8Array.of(0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe);
 const PARALLELS_HEADER = 64;
 const PARALLELS_MAGICS = [ascii('WithoutFreeSpace'), ascii('WithouFreSpacExt')];
@@ -97,5 +96,4 @@ export const FOREIGN_FORMATS: readonly ForeignFormat[] = [
       return vmdkDescriptor(b) ? 100 : 0;
     },
   },
-  { name: 'vpc', probe: (b) => (startsWith(b, VPC_MAGIC) ? 100 : 0) },
 ];

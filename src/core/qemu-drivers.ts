@@ -42,7 +42,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   qed: creatable,
   vhdx: creatable,
   vmdk: creatable,
-  vpc: creatable,
 };
 
 /** The capabilities of a QEMU driver we lack, or undefined when QEMU has no such driver either. */

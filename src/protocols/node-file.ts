@@ -137,6 +137,19 @@ export class NodeFileInstance implements DriverInstance {
       throw toBlockError(ioError(e, offset)).withPrefix('Could not resize file', { offset });
     });
     this.size = offset;
+    if (prealloc === 'off' && old === 0 && offset > 0) await this.allocateFirstBlock(offset);
+  }
+
+  /**
+   * Writes zeros over the first block of a file grown from empty, as
+   * file-posix does for its alignment probing: the block then shows as data
+   * in block status (qemu-img map) and disk size. A sector for files under
+   * 4 KiB (QEMU's sector would lengthen a file under 512 bytes; this stays
+   * within the file); failures are ignored, as QEMU's.
+   */
+  private async allocateFirstBlock(size: number): Promise<void> {
+    const n = Math.min(size < 4096 ? 512 : 4096, size);
+    await this.fh.write(new Uint8Array(n), 0, n, 0).catch(() => undefined);
   }
 
   async getAllocatedFileSize(): Promise<number> {

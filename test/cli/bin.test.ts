@@ -154,6 +154,8 @@ describe('sizes and numbers like QEMU', () => {
     expect([0, 512, 4096, 200704, 1048576, 1536, 1023 * 1024].map(sizeToStr)).toEqual(['0 B', '512 B', '4 KiB', '196 KiB', '1 MiB', '1.5 KiB', '0.999 MiB']);
     expect([512, 65536, 1536, 3 * 2 ** 30].map(cvtstr)).toEqual(['512 bytes', '64 KiB', '1.500 KiB', '3 GiB']);
     expect([fmtG(1e-5), fmtG(123456789), fmtG(0.5, 3), fmtG(1000, 3)]).toEqual(['1e-05', '1.23457e+08', '0.5', '1e+03']);
+    // printf rounds exact ties to even (qemu-img info of a 10092544-byte image says 9.62 MiB).
+    expect([sizeToStr(10092544), fmtG(0.125, 2), fmtG(2.5, 1), fmtG(3.5, 1), fmtG(-9.625, 3), fmtG(9.635, 3)]).toEqual(['9.62 MiB', '0.12', '2', '4', '-9.62', '9.63']);
   });
   it('orders JSON keys like a QDict', () => {
     expect(qdictOrder(['filename', 'format', 'dirty-flag', 'actual-size', 'virtual-size'])).toEqual(['virtual-size', 'filename', 'format', 'actual-size', 'dirty-flag']);

@@ -2,7 +2,7 @@
  * Format probing against qemu-img 7.2: for files of every format QEMU knows
  * (made by qemu-img where it can create them, else by hand) and for qcow2
  * files with odd versions or truncated headers, the format qemu-img chooses
- * must be the one we choose. Formats we do not read are refused by name
+ * must be the one we choose. Formats we do not read (all but raw, qcow2 and vpc) are refused by name
  * (ENOTSUP), never opened as raw; qcow2 files we refuse give qemu-img's message.
  * VDI files (which we read) are opened, or refused, as vdi.
  */
@@ -14,7 +14,7 @@ import { Fixture, hasQemu, ours, normalize } from '../cli/harness.js';
 import { FOREIGN_FORMATS } from '../../src/core/probe-foreign.js';
 
 /** The formats we read; the rest are QEMU's that we refuse by name. */
-const READ = ['raw', 'qcow2', 'vdi'];
+const READ = ['raw', 'qcow2', 'vdi', 'vpc'];
 const FORMATS = [...READ, ...FOREIGN_FORMATS.map((f) => f.name)];
 
 function bytes(s: string): Buffer {
@@ -32,6 +32,8 @@ function qcow2Version(dir: string, sh: (cmd: string) => void, name: string, vers
 function build(dir: string, sh: (cmd: string) => void): void {
   for (const f of ['qcow', 'qed', 'vmdk', 'vhdx', 'vdi', 'vpc', 'parallels']) sh(`qemu-img create -q -f ${f} img.${f} 1M`);
   sh('qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 1M');
+  // A fixed VHD has its footer only at the end: QEMU probes it as raw.
+  sh('qemu-img create -q -f vpc -o subformat=fixed fixed.vpc 1M');
   // Descriptor variants: comments and blank lines of spaces before version=, CRLF.
   writeFileSync(join(dir, 'desc-crlf.txt'), '# Disk DescriptorFile\r\n   \r\nversion=2\r\nCID=fffffffe\r\n');
   writeFileSync(join(dir, 'desc-empty-line.txt'), '# Disk DescriptorFile\n\nversion=1\n');
@@ -89,7 +91,7 @@ function qemuProbe(dir: string, file: string): Probe {
 }
 
 const FILES = [
-  'img.qcow', 'img.qed', 'img.vmdk', 'flat.vmdk', 'img.vhdx', 'img.vdi', 'img.vpc', 'img.parallels',
+  'img.qcow', 'img.qed', 'img.vmdk', 'flat.vmdk', 'img.vhdx', 'img.vdi', 'img.vpc', 'fixed.vpc', 'img.parallels',
   'desc-crlf.txt', 'desc-empty-line.txt', 'desc-v4.txt', 'img.bochs', 'undoable.bochs',
   'img.cloop', 'short.cloop', 'img.dmg', 'img.luks', 'v2.luks', 'cut.vdi', 'v2.vdi',
   'v0.qcow2', 'v1.qcow2', 'v4.qcow2', 'v2147483648.qcow2', 'v4294966784.qcow2',
