@@ -1,6 +1,7 @@
 /**
  * `img commit`.
  */
+import { toBlockError } from '../../core/errors.js';
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { BlockBackend } from '../../core/backend.js';
@@ -136,7 +137,8 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
       try {
         await top.instance.makeEmpty();
       } catch (e) {
-        throw new CliExit(1, `Could not empty ${filename}: ${strerror(e)}`);
+        // QEMU's bdrv_make_empty; a driver without emptying is let be, as qemu-img does.
+        if (toBlockError(e).code !== 'ENOTSUP') throw new CliExit(1, `Failed to empty ${filename}: ${strerror(e)}`);
       }
     }
   } catch (e) {
@@ -144,7 +146,8 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
     if (e instanceof CliExit) throw e;
     fail(errText(e), 1, errHint(e));
   } finally {
-    if (!drop) await top.unref();
+    // A failed emptying leaves the node unusable: its close must not hide that error.
+    if (!drop) await top.unref().catch(() => undefined);
   }
   prog.print(100, 0);
   prog.end();

@@ -48,6 +48,7 @@ import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
 import { amendImage } from './amend.js';
+import { makeEmpty } from './make-empty.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';
 import { openImage, refcountHost } from './open.js';
 import { SliceMemo, fastDataHost, lookup, type Run } from './lookup.js';
@@ -481,10 +482,7 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async makeEmpty(): Promise<void> {
-    await this.whenIdle(async () => {
-      await discardRange(this, 0, this.header.size, true, true);
-      await flushAll(this, true);
-    });
+    await this.whenIdle(() => makeEmpty(this));
   }
 
   async amend(options: OptionReader, force: boolean, progress?: AmendProgress): Promise<void> {
