@@ -42,8 +42,8 @@ const CASES: Array<[string, 'd' | 'f', Edit, string]> = [
   ['bat-entries-int-max', 'd', header((h) => h.writeUInt32BE(0x7fffffff, 28)), 'EINVAL'],
   ['bat-entries-just-too-many', 'd', header((h) => h.writeUInt32BE(0x20000000, 28)), 'EINVAL'],
   ['bat-entries-max', 'd', header((h) => h.writeUInt32BE(0x1fffffff, 28)), 'EIO'],
-  // The largest BAT QEMU reads in one request (2 GiB - 512 bytes), past the end of the file.
-  ['bat-entries-largest-read', 'd', header((h) => h.writeUInt32BE(536870784, 28)), 'EINVAL'],
+  // (The largest BAT QEMU reads in one request, 2 GiB - 512 bytes, is not compared here:
+  // qemu-img itself allocates and reads 2 GiB for it, 15 s and more a run on a busy machine.)
   ['bat-entries-negative', 'd', header((h) => h.writeUInt32BE(0x80000000, 28)), 'EINVAL'],
   ['bat-entries-all-ones', 'd', header((h) => h.writeUInt32BE(0xffffffff, 28)), 'EINVAL'],
   ['bat-offset-past-eof', 'd', header((h) => h.writeBigUInt64BE(1n << 30n, 16)), 'EINVAL'],
