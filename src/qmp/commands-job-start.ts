@@ -201,6 +201,8 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           source,
           target,
           sync: sync as 'full' | 'top' | 'none',
+          // blockdev-mirror's zero_target: a full sync owes nothing to the target's old contents.
+          zeroTarget: sync === 'full',
           ...(granularity ? { granularity } : {}),
           ...(args['buf-size'] !== undefined ? { bufSize: args['buf-size'] as number } : {}),
           ...(args['on-source-error'] !== undefined ? { onSourceError: args['on-source-error'] as OnErrorPolicy } : {}),

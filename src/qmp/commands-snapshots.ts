@@ -51,6 +51,8 @@ export function snapshotCommands(q: BlockQmp): QmpCommand[] {
           // No guest runs here. qemu-storage-daemon stores the host clock; its nanoseconds since
           // 1970 exceed a safe JS integer, so this is the time since the process started.
           vmClockNsec: Math.round(performance.now()) * 1e6,
+          // No record/replay: QEMU stores -1 (no instruction count).
+          icount: -1,
         });
       },
     },

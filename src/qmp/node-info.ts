@@ -10,11 +10,14 @@ import type { BlockNode } from '../core/node.js';
 
 type Json = Record<string, unknown>;
 
-/** The node's generic info, or null where its driver has none (QEMU's bdrv_get_info failing). */
-function generalInfo(node: BlockNode): ReturnType<NonNullable<BlockNode['instance']['getInfo']>> | null {
-  if (!node.instance.getInfo) return null;
+/**
+ * The node's generic info, or null where its driver has none: a driver says
+ * so by throwing ENOTSUP (QEMU's bdrv_get_info failing for null-co); one
+ * without the method has an empty answer (as the tools read it too).
+ */
+function generalInfo(node: BlockNode): NonNullable<ReturnType<NonNullable<BlockNode['instance']['getInfo']>>> | null {
   try {
-    return node.instance.getInfo() ?? null;
+    return node.instance.getInfo?.() ?? {};
   } catch (e) {
     if (toBlockError(e).code === 'ENOTSUP') return null;
     throw e;
@@ -60,7 +63,8 @@ export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
   if (gi) info['dirty-flag'] = gi.dirty ?? false;
   const actual = await allocatedSize(node);
   if (actual !== undefined) info['actual-size'] = actual;
-  info['virtual-size'] = node.length;
+  // QEMU's bdrv_getlength counts whole 512-byte sectors.
+  info['virtual-size'] = Math.ceil(node.length / 512) * 512;
   if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
   const bf = node.instance.backingFile?.();
   if (bf) {
@@ -89,9 +93,9 @@ export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
   return info;
 }
 
-/** The dirty bitmaps of a node as BlockDirtyInfo. */
+/** The dirty bitmaps of a node as BlockDirtyInfo, newest first (QEMU adds each at the head of its list). */
 export function dirtyBitmapsInfo(node: BlockNode): Json[] {
-  return node.dirtyBitmaps.map((b) => ({
+  return [...node.dirtyBitmaps].reverse().map((b) => ({
     name: b.name,
     recording: b.enabled,
     persistent: b.persistent,

@@ -113,7 +113,8 @@ export function checkValue(value: unknown, type: QapiType, path: string): void {
   if ('custom' in type) return type.check(value, path);
   if ('enum' in type) {
     if (typeof value !== 'string') throw typeError('string');
-    if (!type.enum.includes(value)) throw genericError(`Parameter '${label}' does not accept value '${value}'`);
+    // QEMU names an enum inside a list 'null' (the element has no name).
+    if (!type.enum.includes(value)) throw genericError(`Parameter '${/\]$/.test(path) ? 'null' : label}' does not accept value '${value}'`);
     return;
   }
   if ('list' in type) {

@@ -78,6 +78,8 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
     queue = run.catch(() => undefined);
     return run;
   };
+  let started: () => void = () => undefined;
+  const ready = new Promise<void>((resolve) => (started = resolve));
   let requestQuit: () => void = () => undefined;
   const quitRequested = new Promise<void>((resolve) => (requestQuit = resolve));
   q.dispatcher.register({
@@ -123,7 +125,7 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
       } else {
         const c = chardevs.get(o.monitor.chardev);
         if (!c) throw new DaemonArgError(`--monitor ${o.text}: chardev "${o.monitor.chardev}" not found`);
-        const server = new QmpSocketServer(q, c.path, o.monitor.pretty, serial);
+        const server = new QmpSocketServer(q, c.path, o.monitor.pretty, serial, ready);
         try {
           await server.listen();
         } catch (e) {
@@ -144,6 +146,7 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
     if (e instanceof DaemonArgError) return fail(e.message);
     throw e;
   }
+  started();
   const onSignal = () => requestQuit();
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

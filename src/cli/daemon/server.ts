@@ -23,6 +23,8 @@ export class QmpSocketServer {
     private readonly pretty: boolean,
     /** Runs a request after the ones before it (all monitors share it). */
     private readonly serial: <T>(fn: () => Promise<T>) => Promise<T>,
+    /** Settles when the daemon has started: clients are served from then on, as QEMU's main loop. */
+    private readonly ready: Promise<unknown>,
   ) {
     this.server = net.createServer((socket) => this.serve(socket));
   }
@@ -53,7 +55,8 @@ export class QmpSocketServer {
     const stop = this.q.events.on((e) => {
       if (session.mode === 'command') send(e);
     });
-    let chain = Promise.resolve();
+    // The greeting and every request wait until the command line has been processed.
+    let chain = this.ready.then(() => send(session.greeting()));
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
       let texts: string[];
@@ -73,7 +76,6 @@ export class QmpSocketServer {
     };
     socket.on('close', close);
     socket.on('error', () => socket.destroy());
-    send(session.greeting());
   }
 
   /** Stops listening, ends the connections and removes the socket file. */
