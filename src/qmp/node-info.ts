@@ -83,7 +83,8 @@ export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
       'date-nsec': s.dateNsec,
       'vm-clock-sec': Math.floor(s.vmClockNsec / 1e9),
       'vm-clock-nsec': s.vmClockNsec % 1e9,
-      ...(s.icount !== undefined ? { icount: s.icount } : {}),
+      // -1: no instruction count (QEMU leaves the member out).
+      ...(s.icount !== undefined && s.icount >= 0 ? { icount: s.icount } : {}),
     }));
   }
   const backing = cowChild(node);

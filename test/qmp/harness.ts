@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { QmpJsonSplitter } from '../../src/qmp/session.js';
 
 export const BIN = resolve(__dirname, '../../dist/cli/diskworker.js');
 
@@ -23,7 +24,7 @@ export function hasQsd(): boolean {
 
 /** A QMP client over a Unix socket: replies in order, events collected. */
 export class QmpClient {
-  private buf = '';
+  private readonly splitter = new QmpJsonSplitter();
   private readonly lines: Json[] = [];
   private wake: (() => void) | null = null;
   readonly events: Json[] = [];
@@ -32,13 +33,9 @@ export class QmpClient {
   private constructor(private readonly socket: net.Socket) {
     socket.setEncoding('utf8');
     socket.on('data', (d: string) => {
-      this.buf += d;
-      let i;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i).trim();
-        this.buf = this.buf.slice(i + 1);
-        if (!line) continue;
-        const msg = JSON.parse(line) as Json;
+      // Texts, not lines: a pretty monitor spreads one message over several lines.
+      for (const text of this.splitter.push(d)) {
+        const msg = JSON.parse(text) as Json;
         if (msg && typeof msg === 'object' && !Array.isArray(msg) && 'event' in msg) this.events.push(msg);
         else this.lines.push(msg);
         this.wake?.();
