@@ -56,7 +56,9 @@ function expectImagesEqualAndClean(r: Awaited<ReturnType<typeof both>>, names: s
     const b = `${r.ours.dir}/${n}`;
     expect(compareImages(a, b), n).toEqual({ code: 0, out: 'Images are identical.\n' });
     expect(checkImage(b).code, `check ${n}`).toBe(0);
-    expect(checkImage(b).out).toBe(checkImage(a).out);
+    // Fragmentation depends on the order parallel copies allocate clusters (QEMU's varies run to run).
+    const unfragmented = (out: string) => out.replace(/[\d.]+% fragmented/, 'N% fragmented');
+    expect(unfragmented(checkImage(b).out)).toBe(unfragmented(checkImage(a).out));
   }
 }
 
