@@ -55,15 +55,23 @@ function checkJobId(q: BlockQmp, id: string | undefined): string {
   return jobId;
 }
 
-/** Makes the job and starts it (job-id, speed and the auto flags from `args`). */
-function startJob(q: BlockQmp, id: string, driver: JobDriver, args: Record<string, unknown>): void {
+/**
+ * Makes the job and starts it (job-id, speed and the auto flags from
+ * `args`). `drained`: QEMU runs the command as a one-action transaction
+ * whose nodes stay drained until the job has started, so the job pauses at
+ * its first pause point and resumes when the drain ends (its events show
+ * paused, then running).
+ */
+function startJob(q: BlockQmp, id: string, driver: JobDriver, args: Record<string, unknown>, drained = false): void {
   const job = q.jobs.create(driver, {
     id,
     ...(args.speed !== undefined ? { speed: args.speed as number } : {}),
     ...(args['auto-finalize'] !== undefined ? { autoFinalize: args['auto-finalize'] as boolean } : {}),
     ...(args['auto-dismiss'] !== undefined ? { autoDismiss: args['auto-dismiss'] as boolean } : {}),
   });
+  if (drained) job.pauseInternal();
   job.start();
+  if (drained) job.resumeInternal();
 }
 
 /** A negative speed, refused before any job is made (QEMU's job_create). */
@@ -248,7 +256,8 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           ...(args['on-target-error'] !== undefined ? { onTargetError: args['on-target-error'] as OnErrorPolicy } : {}),
           ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
         });
-        startJob(q, id, driver, args);
+        // blockdev-backup is a transaction action in QEMU (drained while the job starts).
+        startJob(q, id, driver, args, true);
       },
     },
   ];

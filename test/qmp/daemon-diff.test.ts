@@ -293,6 +293,39 @@ describe.skipIf(!hasQsd())('diskworker daemon against qemu-storage-daemon 7.2', 
     expectImagesEqualAndClean(r, ['top.qcow2', 'mid.qcow2', 'base.qcow2']);
   }, 60_000);
 
+  it('blockdev-backup: full, then incremental with a bitmap; its errors', async () => {
+    const r = await both(
+      'backup',
+      (dir) => {
+        qcow2(dir, 'src.qcow2');
+        write(dir, 'src.qcow2', 5, '0', '128k');
+        qcow2(dir, 'full.qcow2');
+        qcow2(dir, 'inc.qcow2');
+      },
+      [
+        '--blockdev', '{"driver":"qcow2","node-name":"src","file":{"driver":"file","filename":"$DIR/src.qcow2"}}',
+        '--blockdev', '{"driver":"qcow2","node-name":"full","file":{"driver":"file","filename":"$DIR/full.qcow2"}}',
+        '--blockdev', '{"driver":"qcow2","node-name":"inc","file":{"driver":"file","filename":"$DIR/inc.qcow2"}}',
+      ],
+      [
+        cap,
+        { execute: 'block-dirty-bitmap-add', arguments: { node: 'src', name: 'bm' } },
+        { execute: 'blockdev-backup', arguments: { 'job-id': 'k', device: 'src', target: 'full', sync: 'full' } },
+        jobReaches('k', 'null'),
+        { execute: 'blockdev-backup', arguments: { 'job-id': 'k2', device: 'src', target: 'inc', sync: 'incremental', bitmap: 'bm' } },
+        jobReaches('k2', 'null'),
+        { execute: 'blockdev-backup', arguments: { 'job-id': 'k3', device: 'src', target: 'inc', sync: 'bitmap' } },
+        { execute: 'blockdev-backup', arguments: { 'job-id': 'k3', device: 'src', target: 'inc', sync: 'full', 'bitmap-mode': 'never' } },
+        { execute: 'blockdev-backup', arguments: { 'job-id': 'k3', device: 'src', target: 'nope', sync: 'full' } },
+        { execute: 'blockdev-backup', arguments: { 'job-id': 'k3', device: 'src', target: 'inc', sync: 'full', compress: 'yes' } },
+      ],
+    );
+    expect(r.ours.replies).toEqual(r.qemu.replies);
+    expect(r.ours.events).toEqual(r.qemu.events);
+    expectImagesEqualAndClean(r, ['src.qcow2', 'full.qcow2', 'inc.qcow2']);
+    expect(compareImages(`${r.ours.dir}/src.qcow2`, `${r.ours.dir}/full.qcow2`).code).toBe(0);
+  }, 60_000);
+
   it('protocol and argument errors, unknown jobs and commands, negotiation', async () => {
     const r = await both(
       'errors',
