@@ -23,7 +23,7 @@ type Known = (driver: string) => boolean;
 
 /** A child: a node-name or inline options (BlockdevRef). */
 function blockdevRef(known: Known): QapiType {
-  return { alternate: 'BlockdevRef', str: 'str', object: { custom: 'BlockdevOptions', check: (v, p) => checkBlockdevOptions(v, p, known) } };
+  return { alternate: 'BlockdevRef', str: 'str', object: { custom: 'BlockdevOptions', check: (v, p, kv) => checkBlockdevOptions(v, p, known, kv) } };
 }
 
 const common: QapiMember[] = [
@@ -89,13 +89,13 @@ function variants(known: Known): Record<string, QapiMember[]> {
  * whether a driver outside QEMU's enum exists here (then only the common
  * members are checked).
  */
-export function checkBlockdevOptions(value: unknown, path: string, known: Known): void {
+export function checkBlockdevOptions(value: unknown, path: string, known: Known, keyval = false): void {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw genericError(`Invalid parameter type for '${path === '' ? 'null' : path}', expected: object`);
   }
   const opts = value as Record<string, unknown>;
   const name = (n: string) => (path === '' ? n : `${path}.${n}`);
-  checkMembers(opts, struct('BlockdevOptions', common, true), path);
+  checkMembers(opts, struct('BlockdevOptions', common, true), path, keyval);
   const driver = opts.driver as string;
   const variant = variants(known)[driver];
   if (!variant) {
@@ -104,10 +104,10 @@ export function checkBlockdevOptions(value: unknown, path: string, known: Known)
     }
     return;
   }
-  checkMembers(opts, struct(`BlockdevOptions-${driver}`, [...common, ...variant]), path);
+  checkMembers(opts, struct(`BlockdevOptions-${driver}`, [...common, ...variant]), path, keyval);
 }
 
 /** The arguments of blockdev-add checked against BlockdevOptions. */
 export function blockdevAddSchema(known: Known): QapiCustom {
-  return { custom: 'BlockdevOptions', check: (v, p) => checkBlockdevOptions(v, p, known) };
+  return { custom: 'BlockdevOptions', check: (v, p, kv) => checkBlockdevOptions(v, p, known, kv) };
 }

@@ -6,7 +6,7 @@ import { BlockBackend } from '../core/backend.js';
 import { checkOp } from '../core/op-blockers.js';
 import { Perm, PERM_ALL } from '../core/permissions.js';
 import type { BlockQmp } from './block-qmp.js';
-import { blockdevAddSchema } from './blockdev-schema.js';
+import { blockdevAddSchema, checkBlockdevOptions } from './blockdev-schema.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
 import { blockDeviceInfo } from './node-info.js';
@@ -66,8 +66,14 @@ export function nodeCommands(q: BlockQmp): QmpCommand[] {
   ];
 }
 
-/** blockdev-add / --blockdev: opens the node and gives the monitor its reference. */
-export async function addBlockdev(q: BlockQmp, options: Record<string, unknown>): Promise<void> {
+/**
+ * blockdev-add / --blockdev: opens the node and gives the monitor its
+ * reference. `keyval`: options from key=value text (--blockdev a=b,...),
+ * checked against the schema here (blockdev-add's are checked by the
+ * dispatcher).
+ */
+export async function addBlockdev(q: BlockQmp, options: Record<string, unknown>, keyval?: 'keyval' | 'json'): Promise<void> {
+  if (keyval !== undefined) checkBlockdevOptions(options, '', (driver) => q.graph.lookupDriver(driver) !== undefined, keyval === 'keyval');
   if (typeof options['node-name'] !== 'string') throw genericError("'node-name' must be specified for the root node");
   const node = await q.graph.open(options);
   q.monitorOwned.add(node);

@@ -26,7 +26,7 @@ export type QapiType =
 /** A type checked by its own function (a flat union such as BlockdevOptions). */
 export interface QapiCustom {
   custom: string;
-  check(value: unknown, path: string): void;
+  check(value: unknown, path: string, keyval: boolean): void;
 }
 
 /** One member: its name, its type, whether it may be left out. */
@@ -72,13 +72,33 @@ const INT_RANGES: Record<string, [bigint, bigint, string]> = {
   uint32: [0n, 2n ** 32n - 1n, 'uint32_t'],
 };
 
+/** A scalar given as text on a command line (QEMU's keyval visitor): its check and message. */
+const KEYVAL_SCALARS: Record<string, [RegExp, string]> = {
+  int: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
+  int64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
+  uint64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'uint64'],
+  uint32: [/^(0x[0-9a-f]+|\d+)$/i, 'uint32_t'],
+  size: [/^\d+(\.\d+)?[kmgtpe]?b?$/i, 'a non-negative number below 2^64'],
+  bool: [/^(on|off|yes|no|true|false)$/, "'on' or 'off'"],
+  number: [/^[+-]?\d+(\.\d*)?(e[+-]?\d+)?$/i, 'a number'],
+};
+
 /**
  * Checks `value` against `type`; throws QEMU's GenericError on the first
  * problem. `path` names the value in the message ('' for the arguments).
+ * `keyval`: the value comes from key=value text, its scalars are strings.
  */
-export function checkValue(value: unknown, type: QapiType, path: string): void {
+export function checkValue(value: unknown, type: QapiType, path: string, keyval = false): void {
   const label = path === '' ? 'null' : path;
+  // QEMU's generic visitors (enums, alternates, narrow integers) name the member alone:
+  // the last part of the path, 'null' for a list element.
+  const member = path === '' || /\]$/.test(path) ? 'null' : path.slice(path.lastIndexOf('.') + 1);
   const typeError = (expected: string) => genericError(`Invalid parameter type for '${label}', expected: ${expected}`);
+  if (keyval && typeof value === 'string' && typeof type === 'string' && type in KEYVAL_SCALARS) {
+    const [re, what] = KEYVAL_SCALARS[type]!;
+    if (!re.test(value)) throw genericError(`Parameter '${label}' expects ${what}`);
+    return;
+  }
   if (typeof type === 'string') {
     switch (type) {
       case 'any':
@@ -105,44 +125,41 @@ export function checkValue(value: unknown, type: QapiType, path: string): void {
         const [lo, hi, what] = INT_RANGES[type]!;
         if (typeof value !== 'number' || !Number.isInteger(value)) throw typeError('integer');
         const v = BigInt(value);
-        if (v < lo || v > hi) throw genericError(`Parameter '${label}' expects ${what}`);
+        if (v < lo || v > hi) throw genericError(`Parameter '${member}' expects ${what}`);
         return;
       }
     }
   }
-  if ('custom' in type) return type.check(value, path);
+  if ('custom' in type) return type.check(value, path, keyval);
   if ('enum' in type) {
     if (typeof value !== 'string') throw typeError('string');
-    // QEMU names an enum inside a list 'null' (the element has no name).
-    if (!type.enum.includes(value)) throw genericError(`Parameter '${/\]$/.test(path) ? 'null' : label}' does not accept value '${value}'`);
+    if (!type.enum.includes(value)) throw genericError(`Parameter '${member}' does not accept value '${value}'`);
     return;
   }
   if ('list' in type) {
     if (!Array.isArray(value)) throw typeError('array');
-    value.forEach((v, i) => checkValue(v, type.list, `${path}[${i}]`));
+    value.forEach((v, i) => checkValue(v, type.list, `${path}[${i}]`, keyval));
     return;
   }
   if ('alternate' in type) {
-    // QEMU names an alternate inside a list 'null' (the element has no name).
-    const altLabel = /\]$/.test(path) ? 'null' : label;
-    if (typeof value === 'string' && type.str) return checkValue(value, type.str, path);
-    if (isObject(value) && type.object) return checkValue(value, type.object, path);
+    if (typeof value === 'string' && type.str) return checkValue(value, type.str, path, keyval);
+    if (isObject(value) && type.object) return checkValue(value, type.object, path, keyval);
     if (value === null && type.null) return;
-    throw genericError(`Invalid parameter type for '${altLabel}', expected: ${type.alternate}`);
+    throw genericError(`Invalid parameter type for '${member}', expected: ${type.alternate}`);
   }
   if (!isObject(value)) throw typeError('object');
-  checkMembers(value, type, path);
+  checkMembers(value, type, path, keyval);
 }
 
 /** Checks the members of a struct value, then (unless open) that it has no others. */
-export function checkMembers(value: Record<string, unknown>, type: QapiStruct, path: string): void {
+export function checkMembers(value: Record<string, unknown>, type: QapiStruct, path: string, keyval = false): void {
   for (const member of type.members) {
     const v = value[member.name];
     if (v === undefined) {
       if (!member.optional) throw genericError(`Parameter '${join(path, member.name)}' is missing`);
       continue;
     }
-    checkValue(v, member.type, join(path, member.name));
+    checkValue(v, member.type, join(path, member.name), keyval);
   }
   if (type.open) return;
   const known = new Set(type.members.map((x) => x.name));

@@ -43,6 +43,13 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
     [['--object', 'foo,id=x']],
     [['--blockdev', '{"driver":"file","filename":"/nonexistent"}']],
     [['--blockdev', '{"driver":"file","node-name":"f","filename":"/nonexistent/x.img"}']],
+    [['--blockdev', 'driver=qcow2']],
+    [['--blockdev', 'qcow2,node-name=q']],
+    [['--blockdev', 'driver=file,node-name=f,filename=/x,read-only=maybe']],
+    [['--blockdev', 'driver=qcow2,node-name=q,file=f,bogus=1']],
+    [['--blockdev', 'driver=null-co,node-name=n,size=big']],
+    [['--blockdev', 'driver=raw,node-name=r,file.driver=file,file.filename=/x,file.locking=sometimes']],
+    [['--blockdev', '{"driver":"qcow2","node-name":"q","file":{"driver":"file","filename":7}}']],
   ])('refuses %j as qemu-storage-daemon does', (args) => {
     expect(ours(args)).toEqual(qsd(args));
   });

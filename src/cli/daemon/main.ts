@@ -115,7 +115,7 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
         }
       } else if (o.kind === 'blockdev') {
         try {
-          await addBlockdev(q, o.options);
+          await addBlockdev(q, o.options, o.syntax);
         } catch (e) {
           throw new DaemonArgError(`--blockdev ${o.text}: ${toQmpError(e).message}`);
         }

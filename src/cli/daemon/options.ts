@@ -20,7 +20,7 @@ export interface MonitorSpec {
 
 /** One option in command-line order, with the text it was given as (for messages). */
 export type DaemonOption =
-  | { kind: 'blockdev'; text: string; options: Record<string, unknown> }
+  | { kind: 'blockdev'; text: string; options: Record<string, unknown>; syntax: 'json' | 'keyval' }
   | { kind: 'chardev'; text: string; chardev: ChardevSpec }
   | { kind: 'monitor'; text: string; monitor: MonitorSpec }
   | { kind: 'object'; text: string; type: string; id: string };
@@ -117,7 +117,8 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
       case '--blockdev': {
         const text = takeValue();
         let options: Record<string, unknown>;
-        if (text.trimStart().startsWith('{')) {
+        const syntax = text.trimStart().startsWith('{') ? 'json' : 'keyval';
+        if (syntax === 'json') {
           try {
             options = JSON.parse(text) as Record<string, unknown>;
           } catch (e) {
@@ -126,7 +127,7 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
         } else {
           options = nest(keyval(text, 'driver', '--blockdev'), `--blockdev ${text}`);
         }
-        args.options.push({ kind: 'blockdev', text, options });
+        args.options.push({ kind: 'blockdev', text, options, syntax });
         break;
       }
       case '--chardev': {
