@@ -29,8 +29,10 @@ export function nodeCommands(q: BlockQmp): QmpCommand[] {
         const name = args['node-name'] as string;
         if (!q.graph.hasNode(name)) throw genericError(`Failed to find node with node-name='${name}'`);
         const node = q.graph.findNode(name);
-        if (node.parents.some((p) => p.parent.kind === 'root')) throw genericError(`Node ${name} is in use`);
+        // A job's blocker first: our jobs attach their backends to the nodes they work on,
+        // where QEMU's attach above them (to the job's filter), so QEMU meets the blocker first.
         checkOp(node, 'drive-del');
+        if (node.parents.some((p) => p.parent.kind === 'root')) throw genericError(`Node ${name} is in use`);
         if (!q.monitorOwned.has(node)) throw genericError(`Node ${name} is not owned by the monitor`);
         if (node.refcnt > 1) throw genericError(`Block device ${name} is in use`);
         q.monitorOwned.delete(node);
@@ -54,7 +56,12 @@ export function nodeCommands(q: BlockQmp): QmpCommand[] {
         const node = q.lookupNode(args.device as string | undefined, args['node-name'] as string | undefined);
         const size = args.size as number;
         if (size < 0) throw genericError("Parameter 'size' expects a >0 size");
-        checkOp(node, 'resize');
+        try {
+          checkOp(node, 'resize');
+        } catch {
+          // QEMU's QERR_DEVICE_IN_USE with the device argument (printed "(null)" when absent).
+          throw genericError(`Device '${(args.device as string | undefined) ?? '(null)'}' is in use`);
+        }
         const bb = await BlockBackend.attach(q.graph, node, { name: 'block_resize', perm: Perm.RESIZE, shared: PERM_ALL });
         try {
           await bb.truncate(size, { exact: false });

@@ -26,11 +26,12 @@ export function genericError(desc: string): QmpError {
 /**
  * The QMP error for anything a command threw: QmpErrors pass, a BlockError
  * becomes a GenericError with its text (QEMU's error_setg with the same
- * wording), anything else a GenericError with its message.
+ * wording, BlockError.text), anything else a GenericError with its message.
  */
 export function toQmpError(e: unknown): QmpError {
   if (e instanceof QmpError) return e;
-  if (isBlockError(e)) return genericError(e.message);
+  // QEMU's wording: without the offending value DiskWorker adds to some texts.
+  if (isBlockError(e)) return genericError(e.text);
   if (e instanceof Error) return genericError(e.message);
   return genericError(String(e));
 }

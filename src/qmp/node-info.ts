@@ -16,6 +16,9 @@ type Json = Record<string, unknown>;
  * without the method has an empty answer (as the tools read it too).
  */
 function generalInfo(node: BlockNode): NonNullable<ReturnType<NonNullable<BlockNode['instance']['getInfo']>>> | null {
+  // A filter without its own answers for the node it filters (QEMU's bdrv_get_info).
+  const filtered = node.filtered?.node;
+  if (!node.instance.getInfo && filtered) return generalInfo(filtered);
   try {
     return node.instance.getInfo?.() ?? {};
   } catch (e) {
@@ -87,7 +90,8 @@ export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
       ...(s.icount !== undefined && s.icount >= 0 ? { icount: s.icount } : {}),
     }));
   }
-  const backing = cowChild(node);
+  // QEMU nests the filtered child of a filter, else the backing file (bdrv_filter_or_cow_bs).
+  const backing = node.driver.kind === 'filter' ? node.filtered?.node : cowChild(node);
   if (!flat && backing) info['backing-image'] = await imageInfo(backing, false);
   const spec = node.instance.getSpecificInfo?.();
   if (spec) info['format-specific'] = { type: spec.type, data: spec.data };
@@ -97,10 +101,13 @@ export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
 /** The dirty bitmaps of a node as BlockDirtyInfo, newest first (QEMU adds each at the head of its list). */
 export function dirtyBitmapsInfo(node: BlockNode): Json[] {
   return [...node.dirtyBitmaps].reverse().map((b) => ({
-    name: b.name,
+    // An anonymous bitmap (a job's own) has no name member.
+    ...(b.name !== '' ? { name: b.name } : {}),
     recording: b.enabled,
     persistent: b.persistent,
-    busy: b.busy,
+    // Busy tells users a named bitmap is taken; a job's anonymous one is not theirs to take
+    // (QEMU's mirror leaves its own unmarked, ours marks it to keep other code off it).
+    busy: b.name !== '' && b.busy,
     count: b.count,
     granularity: b.granularity,
     ...(b.inconsistent ? { inconsistent: true } : {}),
@@ -112,7 +119,8 @@ export async function blockDeviceInfo(node: BlockNode, flat: boolean): Promise<J
   const image = await imageInfo(node, flat);
   let depth = 0;
   for (let b = image['backing-image'] as Json | undefined; b; b = b['backing-image'] as Json | undefined) depth++;
-  const backing = cowChild(node);
+  // QEMU's bdrv_cow_bs: a filter's child is not a backing file.
+  const backing = node.driver.kind === 'filter' ? undefined : cowChild(node);
   const info: Json = {
     file: node.filename,
     'node-name': node.nodeName,

@@ -257,6 +257,44 @@ describe.skipIf(!hasQsd())('diskworker daemon against qemu-storage-daemon 7.2', 
     expect(compareImages(`${r.ours.dir}/src.qcow2`, `${r.ours.dir}/dst.qcow2`).code).toBe(0);
   }, 60_000);
 
+  it('a ready mirror: query-block-jobs, set-speed, the filter node, operations its blockers refuse, a soft cancel', async () => {
+    const r = await both(
+      'mirror-ready',
+      (dir) => {
+        qcow2(dir, 'a.qcow2');
+        write(dir, 'a.qcow2', 5, '0', '128k');
+        qcow2(dir, 'b.qcow2');
+      },
+      [
+        '--blockdev', '{"driver":"qcow2","node-name":"a","file":{"driver":"file","filename":"$DIR/a.qcow2"}}',
+        '--blockdev', '{"driver":"qcow2","node-name":"b","file":{"driver":"file","filename":"$DIR/b.qcow2"}}',
+      ],
+      [
+        cap,
+        { execute: 'blockdev-mirror', arguments: { 'job-id': 'm', device: 'a', target: 'b', sync: 'full', 'filter-node-name': 'mf' } },
+        jobReaches('m', 'ready'),
+        { execute: 'query-block-jobs' },
+        { execute: 'block-job-set-speed', arguments: { device: 'm', speed: -5 } },
+        { execute: 'block-job-set-speed', arguments: { device: 'm', speed: 1000000 } },
+        { execute: 'query-named-block-nodes', arguments: { flat: true } },
+        { execute: 'query-named-block-nodes' },
+        { execute: 'blockdev-del', arguments: { 'node-name': 'a' } },
+        { execute: 'block_resize', arguments: { 'node-name': 'a', size: 2097152 } },
+        { execute: 'block-dirty-bitmap-add', arguments: { node: 'a', name: 'x' } },
+        { execute: 'block-job-pause', arguments: { device: 'm' } },
+        jobReaches('m', 'standby'),
+        { execute: 'block-job-cancel', arguments: { device: 'm' } },
+        { execute: 'block-job-resume', arguments: { device: 'm' } },
+        { execute: 'block-job-cancel', arguments: { device: 'm' } },
+        jobReaches('m', 'null'),
+        { execute: 'query-named-block-nodes', arguments: { flat: true } },
+      ],
+    );
+    expect(r.ours.replies.map(sortNodes)).toEqual(r.qemu.replies.map(sortNodes));
+    expect(r.ours.events).toEqual(r.qemu.events);
+    expectImagesEqualAndClean(r, ['a.qcow2', 'b.qcow2']);
+  }, 60_000);
+
   it('block-commit: an intermediate commit, then an active commit with manual dismiss', async () => {
     const r = await both(
       'commit',
