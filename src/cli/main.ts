@@ -17,6 +17,7 @@ const USAGE = `Usage: diskworker <command> [args...]
 Commands:
   img    disk image utility, like qemu-img ('diskworker img --help')
   io     disk exerciser, like qemu-io ('diskworker io --help')
+  daemon storage daemon with a QMP monitor, like qemu-storage-daemon ('diskworker daemon --help')
 `;
 
 /** Runs the tool with `argv` (without node and script); resolves to the exit code. */
@@ -31,6 +32,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       const { ioMain } = await import('./io/main.js');
       return await ioMain(rest, io);
     }
+    if (tool === 'daemon') return await (await import('./daemon/main.js')).daemonMain(rest, io);
     if (tool === '-h' || tool === '--help') {
       io.stdout(USAGE);
       return 0;

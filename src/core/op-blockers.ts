@@ -14,6 +14,7 @@ export type BlockOp =
   | 'change'
   | 'commit-source'
   | 'commit-target'
+  | 'drive-del'
   | 'eject'
   | 'external-snapshot'
   | 'internal-snapshot'

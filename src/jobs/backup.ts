@@ -143,12 +143,27 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
     }
   }
 
-  /** Reads a run from the source and writes it to the target: zeros as zeros, compressed if asked. */
-  async function copyRun(start: number, size: number): Promise<void> {
-    const st = await blockStatusAbove(source, undefined, true, start, size).catch((e: unknown) => {
-      throw new CopyError('read', start, e);
-    });
-    if (st.status & Status.ZERO && st.pnum >= size && !compress) {
+  /**
+   * Reads a run from the source and writes it to the target: zeros as zeros
+   * (each part of the run by its own block status, as QEMU's block-copy
+   * does), compressed if asked.
+   */
+  async function copyRun(runStart: number, runSize: number): Promise<void> {
+    // Compressed pieces must stay whole target clusters: the run is read as one.
+    if (compress) return copyExtent(runStart, runSize, false);
+    for (let start = runStart, end = runStart + runSize; start < end; ) {
+      const st = await blockStatusAbove(source, undefined, true, start, end - start).catch((e: unknown) => {
+        throw new CopyError('read', start, e);
+      });
+      const size = st.pnum > 0 ? Math.min(st.pnum, end - start) : end - start;
+      await copyExtent(start, size, (st.status & Status.ZERO) !== 0);
+      start += size;
+    }
+  }
+
+  /** Copies one extent of one block status. */
+  async function copyExtent(start: number, size: number, zero: boolean): Promise<void> {
+    if (zero && !compress) {
       await blkTarget!.writeZeroes(start, size).catch((e: unknown) => {
         throw new CopyError('write', start, e);
       });

@@ -42,7 +42,8 @@ const DRIVERS: Record<JobFilterKind, BlockDriver> = {
 
 /**
  * Puts a filter above `source`: every parent of `source` (the guest's
- * backend, overlays) moves onto it. Returns the filter node.
+ * backend, overlays) moves onto it. Returns the filter node, with one
+ * reference the caller holds until {@link removeJobFilter}.
  */
 export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: JobFilterKind, nodeName?: string): Promise<BlockNode> {
   if (!graph.listDrivers().some((d) => d.name === kind)) graph.registerDriver(DRIVERS[kind]);
@@ -55,8 +56,9 @@ export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind
     await filter.unref();
     throw e;
   }
-  // replaceNode gave the filter the references of the moved links; drop the opener's.
-  await filter.unref();
+  // The opener's reference stays with the job until removeJobFilter: a source no node or
+  // backend uses (a node added by blockdev-add, held by the monitor alone) gives the filter
+  // no parent, and the filter must live while the job runs (QEMU's job holds its filter too).
   return filter;
 }
 
@@ -70,7 +72,7 @@ export async function removeJobFilter(graph: BlockGraph, filter: BlockNode, repl
   // The guest stays quiesced until the filter has closed: closing drains the nodes below it,
   // which the guest (moved off the filter) would otherwise keep busy for ever.
   const token = await drainBegin(filter);
-  filter.ref();
+  // The unref below drops the reference insertJobFilter kept for the job.
   try {
     await graph.replaceNode(filter, replacement);
   } finally {

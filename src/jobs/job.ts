@@ -155,6 +155,11 @@ export class Job {
     this.pauseInternal();
   }
 
+  /** Is the job paused by the user (`pause`), as QEMU's job_user_paused? */
+  get userPausedNow(): boolean {
+    return this.userPaused;
+  }
+
   /** `job-resume`: undo `pause` (or an error policy's stop). */
   resume(): void {
     if (!this.userPaused || this.pauseCount <= 0) throw new BlockError('EINVAL', "Can't resume a job that was not paused");

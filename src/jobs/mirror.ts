@@ -59,6 +59,14 @@ export interface MirrorOptions {
   commit?: boolean;
   /** node-name of the filter the job inserts. */
   filterNodeName?: string;
+  /**
+   * QEMU's zero_target (blockdev-mirror with sync full): the target's old
+   * contents count for nothing. A target that can write zeros by unmapping
+   * (opened with discard=unmap) is zeroed first, then what is allocated is
+   * copied; any other target gets the whole device copied. Without it
+   * (default) a full sync skips ranges both sides read as zeros.
+   */
+  zeroTarget?: boolean;
 }
 
 interface Op {
@@ -145,6 +153,20 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
   /** Marks what the sync mode copies before following the guest. */
   async function markInitial(ctl: JobControl, len: number): Promise<void> {
     if (sync === 'none') return;
+    const zeroTarget = options.zeroTarget === true && sync === 'full' && !commit;
+    if (zeroTarget) {
+      const canUnmapZeros = target.discardUnmap && ((target.instance.supportedZeroFlags ?? 0) & ReqFlag.MAY_UNMAP) !== 0;
+      if (!canUnmapZeros) {
+        bitmap!.setDirty(0, len);
+        return;
+      }
+      // Not counted as progress, as in QEMU: the copy that follows is the job's work.
+      for (let offset = 0; offset < len; offset += MAX_IO_BYTES) {
+        await ctl.pausePoint();
+        if (ctl.isCancelled()) return;
+        await blkTarget!.writeZeroes(offset, Math.min(MAX_IO_BYTES, len - offset), ReqFlag.MAY_UNMAP);
+      }
+    }
     const base = commit ? target : sync === 'top' ? cowChild(source) : undefined;
     for (let offset = 0; offset < len; ) {
       await ctl.pausePoint();
@@ -152,7 +174,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       const r = await isAllocatedAbove(source, base, false, offset, len - offset);
       const n = r.pnum || len - offset;
       if (r.allocated) bitmap!.setDirty(offset, n);
-      else if (sync === 'full' && !commit) {
+      else if (sync === 'full' && !commit && !zeroTarget) {
         // Unallocated reads as zeros: copy it unless the target reads zeros there too.
         for (let p = offset; p < offset + n; ) {
           const st = await blkTarget!.blockStatus(p, offset + n - p, true);

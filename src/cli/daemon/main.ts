@@ -1,0 +1,165 @@
+/**
+ * `diskworker daemon`: qemu-storage-daemon 7.2 for what applies here. Opens
+ * the --blockdev nodes, serves QMP on the --monitor sockets, and runs until
+ * `quit`, SIGTERM or SIGINT, then cancels the jobs and closes the graph.
+ */
+import { unlinkSync, writeFileSync } from 'node:fs';
+import type { CliIo } from '../common.js';
+import { createNodeGraph } from '../../node.js';
+import { BlockQmp } from '../../qmp/block-qmp.js';
+import { addBlockdev } from '../../qmp/commands-nodes.js';
+import { toQmpError } from '../../qmp/errors.js';
+import { DaemonArgError, parseDaemonArgs, type ChardevSpec } from './options.js';
+import { QmpSocketServer } from './server.js';
+
+/** DiskWorker's version, reported in QEMU's VersionInfo shape (it is not QEMU's 7.2). */
+export const DAEMON_VERSION = { major: 0, minor: 1, micro: 0, package: 'diskworker 0.1.0 (qemu-storage-daemon 7.2 compatible)' };
+
+const PROG = 'diskworker daemon';
+
+const HELP = `Usage: ${PROG} [options]
+DiskWorker storage daemon (qemu-storage-daemon 7.2 compatible)
+
+  -h, --help             display this help and exit
+  -V, --version          output version information and exit
+
+  --blockdev [driver=]<driver>[,node-name=<N>][,discard=ignore|unmap]
+             [,cache.direct=on|off][,cache.no-flush=on|off]
+             [,read-only=on|off][,auto-read-only=on|off]
+             [,force-share=on|off][,detect-zeroes=on|off|unmap]
+             [,driver specific parameters...]
+                         configure a block node (JSON or key=value)
+
+  --chardev socket,id=<id>,path=<path>,server=on,wait=off
+                         a Unix socket server for a monitor
+
+  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]
+                         configure a QMP monitor
+
+  --object iothread,id=<id>
+                         accepted and unused: the daemon has one I/O thread
+
+  --pidfile <path>       write process ID to a file after startup
+`;
+
+/** QEMU's object types the daemon does not have (their options parse, their creation fails). */
+const QEMU_OBJECT_TYPES = new Set(['secret', 'secret_keyring', 'throttle-group', 'tls-creds-x509', 'tls-creds-psk', 'tls-creds-anon', 'authz-simple', 'authz-list', 'authz-listfile', 'authz-pam', 'memory-backend-file', 'memory-backend-ram', 'memory-backend-memfd']);
+
+/** Runs the daemon; resolves to the exit code once it has shut down. */
+export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
+  const fail = (text: string): number => {
+    io.stderr(`${PROG}: ${text}\n`);
+    return 1;
+  };
+  let args;
+  try {
+    args = parseDaemonArgs(argv);
+  } catch (e) {
+    if (e instanceof DaemonArgError) return fail(e.message);
+    throw e;
+  }
+  if (args.help) {
+    io.stdout(HELP);
+    return 0;
+  }
+  if (args.version) {
+    io.stdout(`${PROG} version 0.1.0 (qemu-storage-daemon 7.2 compatible)\n`);
+    return 0;
+  }
+  const graph = createNodeGraph();
+  graph.onNotice = (text) => io.stderr(`${PROG}: ${text}\n`);
+  const q = new BlockQmp(graph, DAEMON_VERSION);
+  const chardevs = new Map<string, ChardevSpec>();
+  const servers: QmpSocketServer[] = [];
+  const objects = new Set<string>();
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = queue.then(fn, fn);
+    queue = run.catch(() => undefined);
+    return run;
+  };
+  let started: () => void = () => undefined;
+  const ready = new Promise<void>((resolve) => (started = resolve));
+  let requestQuit: () => void = () => undefined;
+  const quitRequested = new Promise<void>((resolve) => (requestQuit = resolve));
+  q.dispatcher.register({
+    name: 'quit',
+    args: null,
+    run: () => {
+      // After the reply is written.
+      setImmediate(requestQuit);
+    },
+  });
+  const shutdown = async (): Promise<void> => {
+    for (const s of servers) await s.close();
+    await q.close();
+    if (args.pidfile !== undefined) {
+      try {
+        unlinkSync(args.pidfile);
+      } catch {
+        // already gone
+      }
+    }
+  };
+  try {
+    for (const o of args.options) {
+      if (o.kind === 'object') {
+        if (o.type === 'iothread') {
+          if (!o.id) throw new DaemonArgError(`--object ${o.text}: Parameter 'id' is missing`);
+          if (objects.has(o.id)) throw new DaemonArgError(`--object ${o.text}: attempt to add duplicate property '${o.id}' to object (type 'container')`);
+          objects.add(o.id);
+        } else if (QEMU_OBJECT_TYPES.has(o.type)) {
+          throw new DaemonArgError(`--object ${o.text}: object type '${o.type}' is not supported by ${PROG}`);
+        } else {
+          throw new DaemonArgError(`--object ${o.text}: Parameter 'qom-type' does not accept value '${o.type}'`);
+        }
+      } else if (o.kind === 'blockdev') {
+        try {
+          await addBlockdev(q, o.options, o.syntax);
+        } catch (e) {
+          throw new DaemonArgError(`--blockdev ${o.text}: ${toQmpError(e).message}`);
+        }
+      } else if (o.kind === 'chardev') {
+        if (chardevs.has(o.chardev.id)) throw new DaemonArgError(`--chardev ${o.text}: attempt to add duplicate property '${o.chardev.id}' to object (type 'container')`);
+        chardevs.set(o.chardev.id, o.chardev);
+      } else {
+        const c = chardevs.get(o.monitor.chardev);
+        if (!c) throw new DaemonArgError(`--monitor ${o.text}: chardev "${o.monitor.chardev}" not found`);
+        const server = new QmpSocketServer(q, c.path, o.monitor.pretty, serial, ready);
+        try {
+          await server.listen();
+        } catch (e) {
+          throw new DaemonArgError(`--monitor ${o.text}: Failed to bind socket to ${c.path}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+        servers.push(server);
+      }
+    }
+    if (args.pidfile !== undefined) {
+      try {
+        writeFileSync(args.pidfile, `${process.pid}\n`);
+      } catch (e) {
+        throw new DaemonArgError(`cannot create PID file: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  } catch (e) {
+    await shutdown().catch(() => undefined);
+    if (e instanceof DaemonArgError) return fail(e.message);
+    throw e;
+  }
+  started();
+  const onSignal = () => requestQuit();
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal);
+  try {
+    await quitRequested;
+    // Let commands already queued finish before the graph goes.
+    await serial(async () => undefined);
+    await shutdown();
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    process.off('SIGHUP', onSignal);
+  }
+  return 0;
+}

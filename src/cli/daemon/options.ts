@@ -1,0 +1,164 @@
+/**
+ * The command line of `diskworker daemon`, qemu-storage-daemon 7.2's options
+ * that apply: --blockdev, --chardev (Unix socket servers), --monitor,
+ * --object, --pidfile, -h, -V. Options are kept in order: QEMU creates
+ * objects, block nodes, character devices and monitors in the order given.
+ */
+import { parseKeyValueList } from '../../core/options.js';
+
+/** A --chardev socket server. */
+export interface ChardevSpec {
+  id: string;
+  path: string;
+}
+
+/** A --monitor on a chardev. */
+export interface MonitorSpec {
+  chardev: string;
+  pretty: boolean;
+}
+
+/** One option in command-line order, with the text it was given as (for messages). */
+export type DaemonOption =
+  | { kind: 'blockdev'; text: string; options: Record<string, unknown>; syntax: 'json' | 'keyval' }
+  | { kind: 'chardev'; text: string; chardev: ChardevSpec }
+  | { kind: 'monitor'; text: string; monitor: MonitorSpec }
+  | { kind: 'object'; text: string; type: string; id: string };
+
+/** The parsed command line. */
+export interface DaemonArgs {
+  help: boolean;
+  version: boolean;
+  pidfile?: string;
+  options: DaemonOption[];
+}
+
+/** A command-line error: the text QEMU prints after its name. */
+export class DaemonArgError extends Error {}
+
+/** `a.b=x` keys into nested objects (QEMU's keyval). */
+function nest(flat: Record<string, string>, text: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(flat)) {
+    const parts = key.split('.');
+    let o = out;
+    for (const p of parts.slice(0, -1)) {
+      const next = o[p];
+      if (typeof next === 'string') throw new DaemonArgError(`${text}: Parameter '${p}' expects an object`);
+      o = (o[p] ??= {}) as Record<string, unknown>;
+    }
+    o[parts[parts.length - 1]!] = value;
+  }
+  return out;
+}
+
+function keyval(text: string, implied: string, option: string): Record<string, string> {
+  try {
+    return parseKeyValueList(text, implied);
+  } catch (e) {
+    throw new DaemonArgError(`${option} ${text}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+const onOff = (v: string | undefined, fallback: boolean): boolean => (v === undefined ? fallback : v === 'on' || v === 'true' || v === '');
+
+function parseChardev(text: string): ChardevSpec {
+  const kv = keyval(text, 'backend', '--chardev');
+  const where = `--chardev ${text}`;
+  if (kv.backend !== 'socket') throw new DaemonArgError(`${where}: chardev backend '${kv.backend ?? ''}' is not supported by diskworker daemon (socket only)`);
+  if (!kv.id) throw new DaemonArgError(`${where}: Parameter 'id' is missing`);
+  if (!kv.path) throw new DaemonArgError(`${where}: diskworker daemon serves Unix sockets only: 'path' is missing`);
+  if (!onOff(kv.server, false)) throw new DaemonArgError(`${where}: diskworker daemon serves its monitors: 'server=on' is needed`);
+  if (onOff(kv.wait, true)) throw new DaemonArgError(`${where}: 'wait=off' is needed (the daemon does not wait for a client before it starts)`);
+  for (const k of Object.keys(kv)) {
+    if (!['backend', 'id', 'path', 'server', 'wait'].includes(k)) throw new DaemonArgError(`${where}: Invalid parameter '${k}'`);
+  }
+  return { id: kv.id, path: kv.path };
+}
+
+function parseMonitor(text: string): MonitorSpec {
+  const kv = keyval(text, 'chardev', '--monitor');
+  const where = `--monitor ${text}`;
+  if (!kv.chardev) throw new DaemonArgError(`${where}: Parameter 'chardev' is missing`);
+  if (kv.mode !== undefined && kv.mode !== 'control') throw new DaemonArgError(`${where}: Parameter 'mode' does not accept value '${kv.mode}'`);
+  for (const k of Object.keys(kv)) {
+    if (!['chardev', 'mode', 'pretty'].includes(k)) throw new DaemonArgError(`${where}: Parameter '${k}' is unexpected`);
+  }
+  return { chardev: kv.chardev, pretty: onOff(kv.pretty, false) };
+}
+
+/** Parses the daemon's arguments (without the tool name). */
+export function parseDaemonArgs(argv: string[]): DaemonArgs {
+  const args: DaemonArgs = { help: false, version: false, options: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    let name = a;
+    let value: string | undefined;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) {
+      name = a.slice(0, eq);
+      value = a.slice(eq + 1);
+    }
+    const takeValue = (): string => {
+      if (value !== undefined) return value;
+      const v = argv[++i];
+      if (v === undefined) throw new DaemonArgError(`option '${name}' requires an argument`);
+      return v;
+    };
+    switch (name) {
+      case '-h':
+      case '--help':
+        args.help = true;
+        return args;
+      case '-V':
+      case '--version':
+        args.version = true;
+        return args;
+      case '--blockdev': {
+        const text = takeValue();
+        let options: Record<string, unknown>;
+        const syntax = text.trimStart().startsWith('{') ? 'json' : 'keyval';
+        if (syntax === 'json') {
+          try {
+            options = JSON.parse(text) as Record<string, unknown>;
+          } catch (e) {
+            throw new DaemonArgError(`--blockdev ${text}: JSON parse error, ${e instanceof Error ? e.message : String(e)}`);
+          }
+        } else {
+          options = nest(keyval(text, 'driver', '--blockdev'), `--blockdev ${text}`);
+        }
+        args.options.push({ kind: 'blockdev', text, options, syntax });
+        break;
+      }
+      case '--chardev': {
+        const text = takeValue();
+        args.options.push({ kind: 'chardev', text, chardev: parseChardev(text) });
+        break;
+      }
+      case '--monitor': {
+        const text = takeValue();
+        args.options.push({ kind: 'monitor', text, monitor: parseMonitor(text) });
+        break;
+      }
+      case '--object': {
+        const text = takeValue();
+        const kv = keyval(text, 'qom-type', '--object');
+        args.options.push({ kind: 'object', text, type: kv['qom-type'] ?? '', id: kv.id ?? '' });
+        break;
+      }
+      case '--pidfile':
+        args.pidfile = takeValue();
+        break;
+      case '--export':
+      case '--nbd-server':
+      case '--daemonize':
+      case '-T':
+      case '--trace':
+        throw new DaemonArgError(`option '${name}' is not supported by diskworker daemon`);
+      default:
+        if (a.startsWith('-')) throw new DaemonArgError(`unrecognized option '${a}'`);
+        throw new DaemonArgError(`${a}: Unexpected argument`);
+    }
+  }
+  return args;
+}

@@ -1,0 +1,92 @@
+/**
+ * The QMP monitors of the daemon: one Unix socket server per --chardev with
+ * a --monitor on it. Every connection gets the greeting and its own
+ * {@link QmpSession}; requests of all clients run one at a time (the graph
+ * changes under them), each client's replies in its order; events go to
+ * every client in command mode.
+ */
+import { unlinkSync } from 'node:fs';
+import net from 'node:net';
+import type { BlockQmp } from '../../qmp/block-qmp.js';
+import { errorReply } from '../../qmp/dispatcher.js';
+import { QmpJsonSplitter, QmpSession } from '../../qmp/session.js';
+import { qmpLine } from '../../qmp/wire.js';
+
+/** One listening monitor socket. */
+export class QmpSocketServer {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(
+    private readonly q: BlockQmp,
+    readonly path: string,
+    private readonly pretty: boolean,
+    /** Runs a request after the ones before it (all monitors share it). */
+    private readonly serial: <T>(fn: () => Promise<T>) => Promise<T>,
+    /** Settles when the daemon has started: clients are served from then on, as QEMU's main loop. */
+    private readonly ready: Promise<unknown>,
+  ) {
+    this.server = net.createServer((socket) => this.serve(socket));
+  }
+
+  /** Listens on the path (an old socket file there is replaced, as QEMU does). */
+  listen(): Promise<void> {
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // nothing there
+    }
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.path, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  private serve(socket: net.Socket): void {
+    this.sockets.add(socket);
+    const session = new QmpSession(this.q);
+    const splitter = new QmpJsonSplitter();
+    const send = (value: unknown) => {
+      if (!socket.destroyed) socket.write(qmpLine(value, this.pretty));
+    };
+    const stop = this.q.events.on((e) => {
+      if (session.mode === 'command') send(e);
+    });
+    // The greeting and every request wait until the command line has been processed.
+    let chain = this.ready.then(() => send(session.greeting()));
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      let texts: string[];
+      try {
+        texts = splitter.push(chunk);
+      } catch (e) {
+        send(errorReply(e));
+        return;
+      }
+      for (const text of texts) {
+        chain = chain.then(() => this.serial(() => session.handle(text)).then(send));
+      }
+    });
+    const close = () => {
+      stop();
+      this.sockets.delete(socket);
+    };
+    socket.on('close', close);
+    socket.on('error', () => socket.destroy());
+  }
+
+  /** Stops listening, ends the connections and removes the socket file. */
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.end();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+}

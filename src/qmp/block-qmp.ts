@@ -1,0 +1,100 @@
+/**
+ * One QMP instance over one block layer: the graph, its jobs, the nodes the
+ * monitor owns (blockdev-add), the events, and the command table filled with
+ * the block commands (commands-*.ts). The daemon makes one; the worker can
+ * make one over its own graph.
+ */
+import type { BlockGraph } from '../core/graph.js';
+import type { BlockNode } from '../core/node.js';
+import { JobRegistry } from '../jobs/job-registry.js';
+import type { Job } from '../jobs/job.js';
+import { QmpDispatcher } from './dispatcher.js';
+import { QmpError, genericError } from './errors.js';
+import { QmpEvents } from './events.js';
+import { nodeCommands } from './commands-nodes.js';
+import { bitmapCommands } from './commands-bitmaps.js';
+import { snapshotCommands } from './commands-snapshots.js';
+import { jobStartCommands } from './commands-job-start.js';
+import { jobVerbCommands } from './commands-job-verbs.js';
+
+/** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
+export interface QmpVersion {
+  major: number;
+  minor: number;
+  micro: number;
+  package: string;
+}
+
+/** The block layer state the commands work on. */
+export class BlockQmp {
+  readonly dispatcher = new QmpDispatcher();
+  readonly events = new QmpEvents();
+  readonly jobs: JobRegistry;
+  /** Nodes added with blockdev-add (or --blockdev): the monitor holds one reference on each. */
+  readonly monitorOwned = new Set<BlockNode>();
+  private readonly stopListening: () => void;
+
+  constructor(
+    readonly graph: BlockGraph,
+    readonly version: QmpVersion,
+    jobs?: JobRegistry,
+  ) {
+    this.jobs = jobs ?? new JobRegistry();
+    this.stopListening = this.jobs.on((e) => this.events.emit(e.event, e.data));
+    this.dispatcher.register(
+      {
+        name: 'query-version',
+        args: null,
+        // DiskWorker's version in QEMU's shape: it differs from the QEMU the commands follow (7.2).
+        run: () => ({ qemu: { major: version.major, minor: version.minor, micro: version.micro }, package: version.package }),
+      },
+      { name: 'query-commands', args: null, run: () => ['qmp_capabilities', ...this.dispatcher.names()].map((name) => ({ name })) },
+      ...nodeCommands(this),
+      ...bitmapCommands(this),
+      ...snapshotCommands(this),
+      ...jobStartCommands(this),
+      ...jobVerbCommands(this),
+    );
+  }
+
+  /**
+   * QEMU's bdrv_lookup_bs: `device` names a BlockBackend (there are none
+   * with names here), `nodeName` a node; the error names both.
+   */
+  lookupNode(device: string | undefined, nodeName: string | undefined): BlockNode {
+    if (nodeName !== undefined && this.graph.hasNode(nodeName)) return this.graph.findNode(nodeName);
+    throw genericError(`Cannot find device='${device ?? ''}' nor node-name='${nodeName ?? ''}'`);
+  }
+
+  /** QEMU's qmp_get_root_bs: a node no other node has as child. */
+  rootNode(name: string): BlockNode {
+    const node = this.lookupNode(name, name);
+    if (node.parents.some((p) => p.parent.kind !== 'root')) throw genericError('Need a root block node');
+    return node;
+  }
+
+  /** A job by id for the job-* commands. */
+  findJob(id: string): Job {
+    const job = this.jobs.get(id);
+    if (!job) throw genericError('Job not found');
+    return job;
+  }
+
+  /** A job by id for the block-job-* commands (DeviceNotActive when absent). */
+  findBlockJob(id: string): Job {
+    const job = this.jobs.get(id);
+    if (!job) throw new QmpError('DeviceNotActive', `Block job '${id}' not found`);
+    return job;
+  }
+
+  /** Cancels every job, then closes the monitor's nodes (shutdown). */
+  async close(): Promise<void> {
+    await this.jobs.cancelAll();
+    this.stopListening();
+    for (const node of [...this.monitorOwned].reverse()) {
+      this.monitorOwned.delete(node);
+      if (node.isOpen) await node.unref();
+    }
+    await this.graph.closeAll();
+  }
+}
