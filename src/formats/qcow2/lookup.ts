@@ -163,7 +163,7 @@ export async function lookup(img: Qcow2Image, offset: number, max: number): Prom
   }
   const st = subclusterType(ct, e, s);
   if (st === ClusterType.INVALID) {
-    throw await markCorrupt(img, `Invalid cluster entry found (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
+    throw await markCorrupt(img, `Invalid cluster entry found  (L2 offset: ${hex(l2off)}, L2 index: ${hex(idx)})`);
   }
   run.type = st;
   run.host = host0 + inCluster;
