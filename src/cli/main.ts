@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `diskworker` command: `diskworker img ...` (qemu-img) and
- * `diskworker io ...` (qemu-io). {@link main} runs in-process and returns the
+ * The `diskworker` command: `diskworker img ...` (qemu-img),
+ * `diskworker io ...` (qemu-io) and `diskworker nbd ...` (qemu-nbd). {@link main} runs in-process and returns the
  * exit code, so tests can call it without spawning a process.
  */
 import { realpathSync } from 'node:fs';
@@ -17,6 +17,7 @@ const USAGE = `Usage: diskworker <command> [args...]
 Commands:
   img    disk image utility, like qemu-img ('diskworker img --help')
   io     disk exerciser, like qemu-io ('diskworker io --help')
+  nbd    NBD server for an image, like qemu-nbd ('diskworker nbd --help')
 `;
 
 /** Runs the tool with `argv` (without node and script); resolves to the exit code. */
@@ -30,6 +31,10 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     if (tool === 'io') {
       const { ioMain } = await import('./io/main.js');
       return await ioMain(rest, io);
+    }
+    if (tool === 'nbd') {
+      const { nbdMain } = await import('./nbd/main.js');
+      return await nbdMain(rest, io);
     }
     if (tool === '-h' || tool === '--help') {
       io.stdout(USAGE);
