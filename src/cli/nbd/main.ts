@@ -79,7 +79,9 @@ async function runServer(o: NbdCliOptions, io: CliIo, control: NbdMainControl): 
   // qemu-nbd's accounting: at most -e clients at once (0: any number); the rest wait.
   let active = 0;
   const waiting: Socket[] = [];
-  const canAccept = (): boolean => o.shared === 0 || active < o.shared;
+  // Connections wait in the queue until the export exists, as qemu-nbd starts accepting only then.
+  let ready = false;
+  const canAccept = (): boolean => ready && (o.shared === 0 || active < o.shared);
   const start = (sock: Socket): void => {
     active++;
     void serveSocket(server, sock);
@@ -125,6 +127,8 @@ async function runServer(o: NbdCliOptions, io: CliIo, control: NbdMainControl): 
       io.stderr(`${PROG}: ${errText(e)}\n`);
       return 1;
     }
+    ready = true;
+    while (waiting.length && canAccept()) start(waiting.shift()!);
     if (o.pidFile !== undefined) {
       try {
         writeFileSync(o.pidFile, `${process.pid}\n`);

@@ -57,8 +57,8 @@ class Replies {
     return data ? this.client.send(head.bytes, data) : this.client.send(head.bytes);
   }
 
-  private chunkHead(flags: number, type: number, handle: bigint, length: number): WireWriter {
-    return new WireWriter(20).u32(NBD_STRUCTURED_REPLY_MAGIC).u16(flags).u16(type).u64(handle).u32(length);
+  private chunkHead(flags: number, type: number, handle: bigint, length: number, extra = 0): WireWriter {
+    return new WireWriter(20 + extra).u32(NBD_STRUCTURED_REPLY_MAGIC).u16(flags).u16(type).u64(handle).u32(length);
   }
 
   done(handle: bigint): Promise<void> {
@@ -66,26 +66,23 @@ class Replies {
   }
 
   data(handle: bigint, offset: number, data: Uint8Array, final: boolean): Promise<void> {
-    const head = this.chunkHead(final ? Reply.FLAG_DONE : 0, Reply.TYPE_OFFSET_DATA, handle, 8 + data.length).u64(offset);
-    return this.client.send(head.bytes.subarray(0, 28), data);
+    const head = this.chunkHead(final ? Reply.FLAG_DONE : 0, Reply.TYPE_OFFSET_DATA, handle, 8 + data.length, 8).u64(offset);
+    return this.client.send(head.bytes, data);
   }
 
   hole(handle: bigint, offset: number, length: number, final: boolean): Promise<void> {
-    const w = new WireWriter(32);
-    w.raw(this.chunkHead(final ? Reply.FLAG_DONE : 0, Reply.TYPE_OFFSET_HOLE, handle, 12).bytes).u64(offset).u32(length);
+    const w = this.chunkHead(final ? Reply.FLAG_DONE : 0, Reply.TYPE_OFFSET_HOLE, handle, 12, 12).u64(offset).u32(length);
     return this.client.send(w.bytes);
   }
 
   error(handle: bigint, nbdErr: number, message: string): Promise<void> {
     const msg = enc.encode(message);
-    const w = new WireWriter(26 + msg.length);
-    w.raw(this.chunkHead(Reply.FLAG_DONE, Reply.TYPE_ERROR, handle, 6 + msg.length).bytes).u32(nbdErr).u16(msg.length).raw(msg);
+    const w = this.chunkHead(Reply.FLAG_DONE, Reply.TYPE_ERROR, handle, 6 + msg.length, 6 + msg.length).u32(nbdErr).u16(msg.length).raw(msg);
     return this.client.send(w.bytes);
   }
 
   extents(handle: bigint, contextId: number, list: ExtentList, last: boolean): Promise<void> {
-    const w = new WireWriter(24 + list.items.length * 8);
-    w.raw(this.chunkHead(last ? Reply.FLAG_DONE : 0, Reply.TYPE_BLOCK_STATUS, handle, 4 + list.items.length * 8).bytes).u32(contextId);
+    const w = this.chunkHead(last ? Reply.FLAG_DONE : 0, Reply.TYPE_BLOCK_STATUS, handle, 4 + list.items.length * 8, 4 + list.items.length * 8).u32(contextId);
     for (const e of list.items) w.u32(e.length).u32(e.flags);
     return this.client.send(w.bytes);
   }
