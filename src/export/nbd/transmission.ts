@@ -19,6 +19,7 @@ import {
   NBD_REQUEST_MAGIC,
   NBD_SIMPLE_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_MAGIC,
+  NbdErr,
   Reply,
 } from './constants.js';
 import { nbdErrno, nbdErrnoOfCode } from './errno.js';
@@ -180,7 +181,8 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
       }
       refusal ??= check(exp, client, r);
       if (refusal) {
-        start(replies.generic(r.handle, { nbdErr: nbdErrnoOfCode(refusal.code), message: refusal.message }));
+        // qemu-nbd 7.2 answers every refused request with EINVAL, whatever the reason.
+        start(replies.generic(r.handle, { nbdErr: NbdErr.EINVAL, message: refusal.message }));
         if (!complete) break;
         continue;
       }
