@@ -4,7 +4,8 @@
  * under -x, and exits after the last client unless -t; SIGTERM / SIGINT /
  * SIGHUP end it cleanly (in-process callers pass an AbortSignal instead).
  */
-import { unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Server, Socket } from 'node:net';
 import { BlockBackend } from '../../core/backend.js';
 import { parseKeyValueList } from '../../core/options.js';
@@ -39,6 +40,21 @@ export async function nbdMain(args: string[], io: CliIo, control: NbdMainControl
   return runServer(parsed, io, control);
 }
 
+/** strerror() of a failed listen (Node reports the errno name only). */
+function socketError(e: unknown): string {
+  const texts: Record<string, string> = {
+    ENOENT: 'No such file or directory',
+    EACCES: 'Permission denied',
+    EADDRINUSE: 'Address already in use',
+    EADDRNOTAVAIL: 'Cannot assign requested address',
+    ENOTDIR: 'Not a directory',
+    ENAMETOOLONG: 'File name too long',
+    EROFS: 'Read-only file system',
+  };
+  const code = (e as { code?: unknown }).code;
+  return (typeof code === 'string' && texts[code]) || (e instanceof Error ? e.message : String(e));
+}
+
 /** The listening socket, as qemu-nbd opens it before the image. */
 async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket) => void): Promise<Server> {
   if (o.socket !== undefined) {
@@ -51,7 +67,9 @@ async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket
     try {
       return await listenNbd(server, { path: o.socket }, accept);
     } catch (e) {
-      throw new Error(`Failed to bind socket to ${o.socket}: ${strerror(e)}`);
+      // libuv reports a missing directory as EACCES; bind(2) says ENOENT.
+      const missingDir = (e as { code?: unknown }).code === 'EACCES' && !existsSync(dirname(o.socket));
+      throw new Error(`Failed to bind socket to ${o.socket}: ${missingDir ? 'No such file or directory' : socketError(e)}`);
     }
   }
   const host = o.bind ?? '0.0.0.0';
@@ -62,7 +80,7 @@ async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket
   try {
     return await listenNbd(server, { host, port: Number(portText) }, accept);
   } catch (e) {
-    throw new Error(`Failed to bind socket: ${strerror(e)}`);
+    throw new Error(`Failed to bind socket: ${socketError(e)}`);
   }
 }
 
