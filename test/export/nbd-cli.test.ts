@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nbdMain } from '../../src/cli/nbd/main.js';
 import type { CliIo } from '../../src/cli/common.js';
-import { hasQemu } from '../cli/harness.js';
+import { BIN, ensureBuiltBin, hasQemu } from '../cli/harness.js';
 import { RawNbd, goPayload, run, startOurs, type ServerHandle } from './nbd-harness.js';
 
 async function ours(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -148,4 +148,25 @@ describe.skipIf(!hasQemu())('diskworker nbd command line vs qemu-nbd 7.2', () =>
       expect(existsSync(s.sock)).toBe(false);
     }
   });
+
+  it('--fork (real process): the parent exits once the detached server serves, or relays its error', async () => {
+    ensureBuiltBin();
+    const sock = join(dir, 'fork.sock');
+    const pidFile = join(dir, 'fork.pid');
+    const r = await run('node', [BIN, 'nbd', '--fork', '-t', '-k', sock, '--pid-file', pidFile, '-f', 'qcow2', img]);
+    expect(r).toEqual({ code: 0, stdout: '', stderr: '' });
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    try {
+      const info = await run('qemu-img', ['info', '--output=json', `nbd+unix:///?socket=${sock}`]);
+      expect(JSON.parse(info.stdout)['virtual-size']).toBe(1048576);
+    } finally {
+      process.kill(pid, 'SIGTERM');
+    }
+    for (let i = 0; i < 200 && existsSync(sock); i++) await new Promise((res) => setTimeout(res, 25));
+    expect(existsSync(sock)).toBe(false);
+    const bad = await run('node', [BIN, 'nbd', '--fork', '-k', join(dir, 'fork2.sock'), join(dir, 'nofile.qcow2')]);
+    const q = await run('qemu-nbd', ['--fork', '-k', join(dir, 'fork3.sock'), join(dir, 'nofile.qcow2')]);
+    expect(bad.code).toBe(q.code);
+    expect(bad.stderr.replace('diskworker nbd', 'qemu-nbd')).toBe(q.stderr);
+  }, 60_000);
 });
