@@ -67,9 +67,21 @@ describe.skipIf(!hasQemu())('NBD protocol transcripts: diskworker nbd vs qemu-nb
     return [out[0]!, out[1]!];
   }
 
+  /** What each server of `tag` printed on stderr so far (program names masked). */
+  const printed = (tag: string): [string, string] => {
+    const [t, o] = pairs[tag]!;
+    return [t.stderr().replaceAll('qemu-nbd: ', 'PROG: '), o.stderr().replaceAll('diskworker nbd: ', 'PROG: ')];
+  };
+
+  /** Runs the script on both; transcripts and the servers' new stderr lines must match. */
   async function same(tag: string, script: Script): Promise<string> {
+    const before = printed(tag);
     const [q, d] = await transcripts(tag, script);
     expect(d).toBe(q);
+    // qemu-nbd prints when it drops a client; give its message time to arrive.
+    await new Promise((r) => setTimeout(r, 200));
+    const after = printed(tag);
+    expect(after[1].slice(before[1].length)).toBe(after[0].slice(before[0].length));
     return q;
   }
 

@@ -106,7 +106,7 @@ async function runServer(o: NbdCliOptions, io: CliIo, control: NbdMainControl): 
   };
   server.onConnectionEnd = (end) => {
     active--;
-    if (end.error && o.verbose) io.stderr(`${PROG}: Disconnect client, due to: ${end.error}\n`);
+    if (end.error) io.stderr(`${PROG}: ${end.error}\n`);
     if (end.negotiated && active === 0 && waiting.length === 0 && !o.persistent) stop();
     while (waiting.length && canAccept()) start(waiting.shift()!);
   };

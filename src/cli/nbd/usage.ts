@@ -14,7 +14,7 @@ Where to listen:
   -b, --bind=ADDRESS        TCP address (default 0.0.0.0)
   -e, --shared=NUM          serve up to NUM clients at once, 0 for any (default 1)
   -t, --persistent          keep running after the last client leaves
-  -v, --verbose             report dropped connections on stderr
+  -v, --verbose             accepted (dropped connections are always reported)
   -x, --export-name=NAME    name of the export (default: the empty name)
   -D, --description=TEXT    description sent to clients that list exports
   --fork                    run in the background once serving

@@ -23,7 +23,19 @@ import {
   Rep,
 } from './constants.js';
 import type { NbdExport } from './export.js';
-import { WireWriter, be16, be32, be64 } from './transport.js';
+import { PeerClosed, WireWriter, be16, be32, be64 } from './transport.js';
+
+const EOF_TEXT = 'Unexpected end-of-file before all data were read';
+
+/** Reads `n` bytes of the handshake; a hang-up is reported as qemu-nbd words it ("Failed to read <what>: ..."). */
+async function readField(client: NbdClient, n: number, what?: string): Promise<Uint8Array> {
+  try {
+    return await client.input.read(n);
+  } catch (e) {
+    if (e instanceof PeerClosed) throw new NbdConnectionError(what ? `Failed to read ${what}: ${EOF_TEXT}` : EOF_TEXT);
+    throw e;
+  }
+}
 
 /** Where the handshake finds exports. */
 export interface ExportDirectory {
@@ -91,17 +103,16 @@ export async function negotiate(client: NbdClient, dir: ExportDirectory): Promis
     .u16(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES);
   await client.send(hello.bytes);
 
-  let flags = be32(await client.input.read(4));
+  let flags = be32(await readField(client, 4, 'flags'));
   const fixed = (flags & ClientFlag.FIXED_NEWSTYLE) !== 0;
   const noZeroes = (flags & ClientFlag.NO_ZEROES) !== 0;
   flags &= ~(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES);
   if (flags !== 0) throw new NbdConnectionError(`Unknown client flags 0x${flags.toString(16)} received`);
 
   for (;;) {
-    const head = await client.input.read(16);
-    if (be64(head, 0) !== NBD_OPTS_MAGIC) throw new NbdConnectionError('Bad magic received');
-    const opt = be32(head, 8);
-    const length = be32(head, 12);
+    if (be64(await readField(client, 8, 'opts magic'), 0) !== NBD_OPTS_MAGIC) throw new NbdConnectionError('Bad magic received');
+    const opt = be32(await readField(client, 4, 'option'));
+    const length = be32(await readField(client, 4, 'option length'));
     if (length > NBD_MAX_BUFFER_SIZE) {
       throw new NbdConnectionError(`len (${length} ) is larger than max len (${NBD_MAX_BUFFER_SIZE})`);
     }
@@ -113,11 +124,10 @@ export async function negotiate(client: NbdClient, dir: ExportDirectory): Promis
     }
     if (opt === Opt.EXPORT_NAME) return exportName(client, dir, length, noZeroes);
     if (opt === Opt.ABORT) {
-      await client.input.skip(length);
       await rep.send(Rep.ACK).catch(() => undefined);
       return null;
     }
-    const payload = new OptPayload(await client.input.read(length));
+    const payload = new OptPayload(await readField(client, length));
     const unexpectedLength = (): Promise<void> => rep.error(Rep.ERR_INVALID, `option '${optName(opt)}' has unexpected length`);
     switch (opt) {
       case Opt.LIST:
@@ -162,7 +172,7 @@ export async function negotiate(client: NbdClient, dir: ExportDirectory): Promis
 /** NBD_OPT_EXPORT_NAME: no way to report an error, so an unknown name drops the connection. */
 async function exportName(client: NbdClient, dir: ExportDirectory, length: number, noZeroes: boolean): Promise<NbdExport> {
   if (length > NBD_MAX_STRING_SIZE) throw new NbdConnectionError('Bad length received');
-  const name = dec.decode(await client.input.read(length));
+  const name = dec.decode(await readField(client, length, 'export name'));
   const exp = dir.find(name);
   if (!exp) throw new NbdConnectionError('export not found');
   const reply = new WireWriter(noZeroes ? 10 : 10 + EXPORT_NAME_PAD).u64(exp.size).u16(transmissionFlags(client, exp));

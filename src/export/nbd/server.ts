@@ -22,7 +22,10 @@ export interface NbdSession {
 export interface NbdConnectionEnd {
   /** Whether the client reached the transmission phase. */
   negotiated: boolean;
-  /** Why the server dropped the connection, when it did (a protocol error). */
+  /**
+   * Why the server dropped the connection, when it did, as qemu-nbd prints it
+   * ("option negotiation failed: ...", "Disconnect client, due to: ...").
+   */
   error?: string;
 }
 
@@ -66,13 +69,20 @@ export class NbdServer implements ExportDirectory {
   private async run(client: NbdClient): Promise<void> {
     const end: NbdConnectionEnd = { negotiated: false };
     try {
-      const exp = await negotiate(client, this);
+      let exp: NbdExport | null;
+      try {
+        exp = await negotiate(client, this);
+      } catch (e) {
+        if (e instanceof PeerClosed) throw e;
+        throw new NbdConnectionError(`option negotiation failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
       if (exp) {
         end.negotiated = true;
-        await serveTransmission(client, exp);
+        const why = await serveTransmission(client, exp);
+        if (why !== undefined) end.error = `Disconnect client, due to: ${why}`;
       }
     } catch (e) {
-      if (!(e instanceof PeerClosed)) end.error = e instanceof NbdConnectionError || e instanceof Error ? e.message : String(e);
+      if (!(e instanceof PeerClosed)) end.error = e instanceof Error ? e.message : String(e);
     } finally {
       client.close();
       this.sessions.delete(client);

@@ -95,13 +95,19 @@ class Replies {
   }
 }
 
+/** Why the server drops a connection, worded as qemu-nbd reports it. */
+export class Disconnect extends Error {}
+
 /** Reads one request header; null when the client hung up between requests. */
 async function readRequest(client: NbdClient): Promise<Request | null> {
   let b: Uint8Array;
   try {
     b = await client.input.read(28);
   } catch (e) {
-    if (e instanceof PeerClosed) return null;
+    if (e instanceof PeerClosed) {
+      if (e.partial) throw new Disconnect('Unexpected end-of-file before all bytes were read');
+      return null;
+    }
     throw e;
   }
   const magic = be32(b, 0);
@@ -132,19 +138,25 @@ function check(exp: NbdExport, client: NbdClient, r: Request): Refusal | null {
 
 /**
  * Serves requests until the client disconnects (NBD_CMD_DISC or hang-up) or
- * the connection fails; in-flight requests finish before it resolves.
+ * the connection fails; in-flight requests finish before it resolves, which
+ * it does with the reason the server dropped the client, if it did.
  */
-export async function serveTransmission(client: NbdClient, exp: NbdExport): Promise<void> {
+export async function serveTransmission(client: NbdClient, exp: NbdExport): Promise<string | undefined> {
   const replies = new Replies(client);
   const inFlight = new Set<Promise<void>>();
   let slotFreed: (() => void) | null = null;
   let fatal = false;
+  let reason: string | undefined;
+  const drop = (why: string): void => {
+    reason ??= why;
+    fatal = true;
+    client.close();
+  };
   const start = (work: Promise<void>): void => {
     const p = work
-      .catch(() => {
+      .catch((e: unknown) => {
         // A reply could not be sent, or the request must end the connection.
-        fatal = true;
-        client.close();
+        drop(e instanceof Error ? e.message : String(e));
       })
       .finally(() => {
         inFlight.delete(p);
@@ -157,7 +169,14 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
   try {
     while (!client.closed && !fatal) {
       while (inFlight.size >= NBD_MAX_REQUESTS) await new Promise<void>((r) => (slotFreed = r));
-      const r = await readRequest(client);
+      let r: Request | null;
+      try {
+        r = await readRequest(client);
+      } catch (e) {
+        if (!(e instanceof Disconnect)) throw e;
+        drop(e.message);
+        break;
+      }
       if (!r || (r.type === Cmd.DISC && r.magic === NBD_REQUEST_MAGIC)) break;
       if (r.magic !== NBD_REQUEST_MAGIC) {
         // Answered like any bad request, with whatever handle came along.
@@ -175,15 +194,21 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
           payload = await client.input.read(r.length);
         } catch (e) {
           // The client went away in the middle of its write: nothing to answer.
-          if (e instanceof PeerClosed) break;
-          throw e;
+          if (!(e instanceof PeerClosed)) throw e;
+          drop('Failed to read CMD_WRITE data: Unexpected end-of-file before all data were read');
+          break;
         }
       }
       refusal ??= check(exp, client, r);
       if (refusal) {
         // qemu-nbd 7.2 answers every refused request with EINVAL, whatever the reason.
         start(replies.generic(r.handle, { nbdErr: NbdErr.EINVAL, message: refusal.message }));
-        if (!complete) break;
+        if (!complete) {
+          // The payload was never read: the stream cannot be followed any more.
+          await Promise.all(inFlight);
+          drop('Request handling failed in intermediate state');
+          break;
+        }
         continue;
       }
       start(handle(client, exp, replies, r, payload));
@@ -191,6 +216,7 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
   } finally {
     await Promise.all(inFlight);
   }
+  return reason;
 }
 
 /** Runs one checked request and sends its reply; rejects when the connection must end. */
@@ -266,7 +292,11 @@ async function read(client: NbdClient, exp: NbdExport, replies: Replies, r: Requ
       } else {
         // A failed read after chunks went out cannot be answered: the connection ends (as qemu-nbd).
         const buf = new Uint8Array(st.pnum);
-        await bb.pread(at, buf);
+        try {
+          await bb.pread(at, buf);
+        } catch (e) {
+          throw new Disconnect(`Failed to send reply: reading from file failed: ${STRERROR[toBlockError(e).code]}`);
+        }
         await replies.data(r.handle, at, buf, final);
       }
       progress += st.pnum;

@@ -18,7 +18,10 @@ export interface NbdTransport {
 
 /** The peer closed the connection: the end of input, not a failure to report. */
 export class PeerClosed extends Error {
-  constructor() {
+  constructor(
+    /** Whether part of the awaited bytes had arrived (a message cut short). */
+    readonly partial: boolean,
+  ) {
     super('Connection closed by the client');
   }
 }
@@ -63,7 +66,7 @@ export class ByteQueue {
   async read(n: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(n) || n < 0) throw new BlockError('EINVAL', `Cannot read ${n} bytes from an NBD connection`);
     while (this.queued < n) {
-      if (this.ended) throw new PeerClosed();
+      if (this.ended) throw new PeerClosed(this.queued > 0);
       await new Promise<void>((r) => (this.waiter = r));
     }
     const out = new Uint8Array(n);
