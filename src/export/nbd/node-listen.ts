@@ -6,14 +6,20 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { NbdServer } from './server.js';
 import type { NbdTransport } from './transport.js';
 
-/** A net.Socket as an NBD transport (writes wait for the socket to drain). */
+/** QEMU's wording of a failed socket write. */
+function writeFailure(e: unknown): Error {
+  const code = (e as { code?: unknown }).code;
+  const text = code === 'ECONNRESET' ? 'Connection reset by peer' : code === 'EPIPE' || code === undefined ? 'Broken pipe' : String(code);
+  return new Error(`Unable to write to socket: ${text}`);
+}
+
+/** A net.Socket as an NBD transport (writes wait for the socket to drain; a write to a closed peer fails). */
 export function socketTransport(sock: Socket): NbdTransport {
   return {
     write: (data) =>
-      new Promise<void>((resolve) => {
-        if (sock.destroyed || !sock.writable) return resolve();
-        // A write error ends the connection through 'close'; the writer just stops waiting.
-        sock.write(data, () => resolve());
+      new Promise<void>((resolve, reject) => {
+        if (sock.destroyed || !sock.writable) return reject(writeFailure(undefined));
+        sock.write(data, (err) => (err ? reject(writeFailure(err)) : resolve()));
       }),
     close: () => {
       if (!sock.destroyed) sock.end(() => sock.destroy());

@@ -155,8 +155,9 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
   const start = (work: Promise<void>): void => {
     const p = work
       .catch((e: unknown) => {
-        // A reply could not be sent, or the request must end the connection.
-        drop(e instanceof Error ? e.message : String(e));
+        // The request must end the connection, or its reply could not be sent.
+        if (e instanceof Disconnect) drop(e.message);
+        else drop(`Failed to send reply: ${e instanceof Error ? e.message : String(e)}`);
       })
       .finally(() => {
         inFlight.delete(p);
