@@ -12,6 +12,7 @@ import {
   CMD_NAMES,
   Cmd,
   CmdFlag,
+  ExportFlag,
   MetaId,
   NBD_MAX_BLOCK_STATUS_EXTENTS,
   NBD_MAX_BUFFER_SIZE,
@@ -116,7 +117,7 @@ async function readRequest(client: NbdClient): Promise<Request | null> {
 
 /** QEMU's checks of a received request, in its order. */
 function check(exp: NbdExport, client: NbdClient, r: Request): Refusal | null {
-  const ro = (exp.flags & 2) !== 0;
+  const ro = (exp.flags & ExportFlag.READ_ONLY) !== 0;
   if (ro && (r.type === Cmd.WRITE || r.type === Cmd.WRITE_ZEROES || r.type === Cmd.TRIM)) {
     return new Refusal('EROFS', 'Export is read-only');
   }
