@@ -92,6 +92,27 @@ describe.skipIf(!hasQemu())('diskworker nbd vs qemu-nbd 7.2', () => {
     expect(chk.stdout).toContain('No errors were found on the image.');
   }, 60_000);
 
+  it('qemu-img convert -n into the exports (writes and zero writes over NBD) leaves equal images', async () => {
+    const p = await pair('conv', ['-t', '-f', 'qcow2', '--discard=unmap', '--detect-zeroes=unmap']);
+    const src = join(dir, 'conv-src.qcow2');
+    expect((await run('qemu-img', ['create', '-q', '-f', 'qcow2', src, '4M'])).code).toBe(0);
+    expect((await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x9 512k 192k', '-c', 'write -P 0 1M 64k', src])).code).toBe(0);
+    let [q, d] = await both(p, 'qemu-img', (s) => ['convert', '-n', '-f', 'qcow2', '-O', 'raw', src, nbdUri(s)]);
+    expect(d).toBe(q);
+    [q, d] = await both(p, 'qemu-img', (s) => ['map', '--output=json', nbdUri(s)]);
+    expect(d).toBe(q);
+    [q, d] = await both(p, 'qemu-img', (s) => ['compare', '-f', 'qcow2', '-F', 'raw', src, nbdUri(s)]);
+    expect(d).toBe(q);
+    expect(q).toContain('Images are identical.');
+    await p.theirs.stop();
+    await p.ours.stop();
+    const cmp = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', p.a, p.b]);
+    expect(cmp.stdout).toBe('Images are identical.\n');
+    const [ma, mb] = [await run('qemu-img', ['map', '--output=json', p.a]), await run('qemu-img', ['map', '--output=json', p.b])];
+    expect(mb.stdout).toBe(ma.stdout);
+    expect((await run('qemu-img', ['check', p.b])).code).toBe(0);
+  }, 60_000);
+
   it('a read-only export refuses writes the same way', async () => {
     const p = await pair('ro', ['-t', '-r', '-f', 'qcow2']);
     const [q, d] = await both(p, 'qemu-io', (s) => ['-f', 'raw', '-c', 'read -P 0x11 0 4k', '-c', 'write 0 4k', '-c', 'write -z 0 4k', '-c', 'discard 0 4k', nbdUri(s)]);
