@@ -113,6 +113,20 @@ describe.skipIf(!hasQemu())('diskworker nbd vs qemu-nbd 7.2', () => {
     expect((await run('qemu-img', ['check', p.b])).code).toBe(0);
   }, 60_000);
 
+  it('-o exports the image from an offset', async () => {
+    const p = await pair('off', ['-t', '-f', 'qcow2', '-o', '65536']);
+    for (const args of [
+      (s: string) => ['info', '--output=json', nbdUri(s)],
+      (s: string) => ['map', '--output=json', nbdUri(s)],
+    ]) {
+      const [q, d] = await both(p, 'qemu-img', args);
+      expect(d).toBe(q);
+    }
+    const [q, d] = await both(p, 'qemu-io', (s) => ['-f', 'raw', '-c', 'read -P 0 0 4k', '-c', 'read -P 0x22 2031616 4k', '-c', 'write -P 0x5 0 4k', nbdUri(s)]);
+    expect(d).toBe(q);
+    expect(q).not.toContain('Pattern verification failed');
+  }, 60_000);
+
   it('a read-only export refuses writes the same way', async () => {
     const p = await pair('ro', ['-t', '-r', '-f', 'qcow2']);
     const [q, d] = await both(p, 'qemu-io', (s) => ['-f', 'raw', '-c', 'read -P 0x11 0 4k', '-c', 'write 0 4k', '-c', 'write -z 0 4k', '-c', 'discard 0 4k', nbdUri(s)]);

@@ -6,7 +6,7 @@
  * they complete.
  */
 import { ReqFlag } from '../../core/driver.js';
-import { type ErrorCode, STRERROR, toBlockError } from '../../core/errors.js';
+import { STRERROR, toBlockError } from '../../core/errors.js';
 import { NbdClient, metaFor } from './client.js';
 import {
   CMD_NAMES,
@@ -40,12 +40,9 @@ interface Request {
   magic: number;
 }
 
-/** A request the server answers with an error before running it. */
+/** A request the server answers with an error (always EINVAL, as qemu-nbd 7.2) before running it. */
 class Refusal {
-  constructor(
-    readonly code: ErrorCode,
-    readonly message: string,
-  ) {}
+  constructor(readonly message: string) {}
 }
 
 const enc = new TextEncoder();
@@ -119,20 +116,17 @@ async function readRequest(client: NbdClient): Promise<Request | null> {
 function check(exp: NbdExport, client: NbdClient, r: Request): Refusal | null {
   const ro = (exp.flags & ExportFlag.READ_ONLY) !== 0;
   if (ro && (r.type === Cmd.WRITE || r.type === Cmd.WRITE_ZEROES || r.type === Cmd.TRIM)) {
-    return new Refusal('EROFS', 'Export is read-only');
+    return new Refusal('Export is read-only');
   }
   if (r.offset > exp.size || r.length > exp.size - r.offset) {
-    return new Refusal(
-      r.type === Cmd.WRITE || r.type === Cmd.WRITE_ZEROES ? 'ENOSPC' : 'EINVAL',
-      `operation past EOF; From: ${r.offset}, Len: ${r.length}, Size: ${exp.size}`,
-    );
+    return new Refusal(`operation past EOF; From: ${r.offset}, Len: ${r.length}, Size: ${exp.size}`);
   }
   let valid: number = CmdFlag.FUA;
   if (r.type === Cmd.READ && client.structuredReply) valid |= CmdFlag.DF;
   else if (r.type === Cmd.WRITE_ZEROES) valid |= CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO;
   else if (r.type === Cmd.BLOCK_STATUS) valid |= CmdFlag.REQ_ONE;
   if (r.flags & ~valid) {
-    return new Refusal('EINVAL', `unsupported flags for command ${CMD_NAMES[r.type] ?? '<unknown>'} (got 0x${r.flags.toString(16)})`);
+    return new Refusal(`unsupported flags for command ${CMD_NAMES[r.type] ?? '<unknown>'} (got 0x${r.flags.toString(16)})`);
   }
   return null;
 }
@@ -189,7 +183,7 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
       let refusal: Refusal | null = null;
       let complete = true;
       if ((r.type === Cmd.READ || r.type === Cmd.WRITE || r.type === Cmd.CACHE) && r.length > NBD_MAX_BUFFER_SIZE) {
-        refusal = new Refusal('EINVAL', `len (${r.length} ) is larger than max len (${NBD_MAX_BUFFER_SIZE})`);
+        refusal = new Refusal(`len (${r.length} ) is larger than max len (${NBD_MAX_BUFFER_SIZE})`);
         complete = r.type !== Cmd.WRITE;
       } else if (r.type === Cmd.WRITE) {
         try {
@@ -203,7 +197,6 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
       }
       refusal ??= check(exp, client, r);
       if (refusal) {
-        // qemu-nbd 7.2 answers every refused request with EINVAL, whatever the reason.
         start(replies.generic(r.handle, { nbdErr: NbdErr.EINVAL, message: refusal.message }));
         if (!complete) {
           // The payload was never read: the stream cannot be followed any more.
