@@ -34,6 +34,8 @@ export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filte
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { compressDriver } from './filters/compress.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
+export * from './export/nbd/index.js';
+export { listenNbd, serveSocket, socketTransport, type ListenAddress } from './export/nbd/node-listen.js';
 export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
 
 /** blkdebug reading its config files from the local file system (relative to the working directory). */
