@@ -251,6 +251,18 @@ describe.skipIf(!hasQemu())('NBD protocol transcripts: diskworker nbd vs qemu-nb
       c.write(Buffer.from([0x25, 0x60, 0x95, 0x13, 0, 0]));
       await new Promise((r) => setTimeout(r, 100));
     });
+    // A request with a bad magic is answered, then the connection ends.
+    await same('rw', async (c, log) => {
+      await c.greet();
+      log((await c.option(OPT.SR)).join(' '));
+      log((await c.option(OPT.GO, goPayload('e1'))).join(' '));
+      const bad = Buffer.alloc(28);
+      bad.writeUInt32BE(0x12345678, 0);
+      bad.writeBigUInt64BE(77n, 8);
+      c.write(bad);
+      log(await c.reply(true));
+      log(String(await c.serverClosed()));
+    });
     for (const s of pairs['rw']!) {
       const r = await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0 3M 64k', nbdUri(s.sock, 'e1')]);
       expect(r.stdout).toContain('read 65536/65536 bytes at offset 3145728');

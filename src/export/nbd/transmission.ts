@@ -174,15 +174,14 @@ export async function serveTransmission(client: NbdClient, exp: NbdExport): Prom
         break;
       }
       if (!r || (r.type === Cmd.DISC && r.magic === NBD_REQUEST_MAGIC)) break;
-      if (r.magic !== NBD_REQUEST_MAGIC) {
-        // Answered like any bad request, with whatever handle came along.
-        start(replies.generic(r.handle, { nbdErr: nbdErrnoOfCode('EINVAL'), message: `invalid magic (got 0x${r.magic.toString(16)})` }));
-        continue;
-      }
       let payload: Uint8Array | undefined;
       let refusal: Refusal | null = null;
       let complete = true;
-      if ((r.type === Cmd.READ || r.type === Cmd.WRITE || r.type === Cmd.CACHE) && r.length > NBD_MAX_BUFFER_SIZE) {
+      if (r.magic !== NBD_REQUEST_MAGIC) {
+        // Answered with whatever handle came along; then the stream is lost.
+        refusal = new Refusal(`invalid magic (got 0x${r.magic.toString(16)})`);
+        complete = false;
+      } else if ((r.type === Cmd.READ || r.type === Cmd.WRITE || r.type === Cmd.CACHE) && r.length > NBD_MAX_BUFFER_SIZE) {
         refusal = new Refusal(`len (${r.length} ) is larger than max len (${NBD_MAX_BUFFER_SIZE})`);
         complete = r.type !== Cmd.WRITE;
       } else if (r.type === Cmd.WRITE) {
