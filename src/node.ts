@@ -42,6 +42,8 @@ export { throttleGroups, ThrottleGroups, ThrottleGroup, ThrottleGroupMember, typ
 export { ThrottleConfig, ThrottleState, type ThrottleLimits, type LeakyBucket } from './filters/throttle-config.js';
 export { compressDriver } from './filters/compress.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
+export * from './export/nbd/index.js';
+export { listenNbd, serveSocket, socketTransport, type ListenAddress } from './export/nbd/node-listen.js';
 export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
 
 /** blkdebug reading its config files from the local file system (relative to the working directory). */

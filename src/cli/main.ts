@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `diskworker` command: `diskworker img ...` (qemu-img) and
- * `diskworker io ...` (qemu-io). {@link main} runs in-process and returns the
+ * The `diskworker` command: `diskworker img ...` (qemu-img),
+ * `diskworker io ...` (qemu-io) and `diskworker nbd ...` (qemu-nbd). {@link main} runs in-process and returns the
  * exit code, so tests can call it without spawning a process.
  */
 import { realpathSync } from 'node:fs';
@@ -17,6 +17,7 @@ const USAGE = `Usage: diskworker <command> [args...]
 Commands:
   img    disk image utility, like qemu-img ('diskworker img --help')
   io     disk exerciser, like qemu-io ('diskworker io --help')
+  nbd    NBD server for an image, like qemu-nbd ('diskworker nbd --help')
   daemon storage daemon with a QMP monitor, like qemu-storage-daemon ('diskworker daemon --help')
 `;
 
@@ -33,6 +34,10 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       return await ioMain(rest, io);
     }
     if (tool === 'daemon') return await (await import('./daemon/main.js')).daemonMain(rest, io);
+    if (tool === 'nbd') {
+      const { nbdMain } = await import('./nbd/main.js');
+      return await nbdMain(rest, io);
+    }
     if (tool === '-h' || tool === '--help') {
       io.stdout(USAGE);
       return 0;

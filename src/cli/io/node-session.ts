@@ -8,11 +8,7 @@ import type { BlockGraph } from '../../core/graph.js';
 import type { DriverInstance } from '../../core/driver.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
-import { createImage } from '../../core/create.js';
-import { ROLE_BACKING } from '../../core/permissions.js';
-
-/** Temporary overlays of -s made by this process. */
-let overlayCounter = 0;
+import { openWithTemporaryOverlay } from '../temp-overlay.js';
 import { type CliIo, closeWithMessages, errHint, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
 import { BackendDisk } from './backend-disk.js';
 import { IoSession } from './session.js';
@@ -70,7 +66,7 @@ export class NodeIoSession extends IoSession {
       spec['discard'] ??= o.discard === 'off' || o.discard === 'ignore' ? 'ignore' : 'unmap';
       if (o.forceShare) spec['force-share'] = true;
       const flags = { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) };
-      if (o.snapshot && !o.readOnly) this.bb = await this.openWithTemporaryOverlay(spec, flags, !cache.writeback);
+      if (o.snapshot && !o.readOnly) this.bb = await openWithTemporaryOverlay(this.graph, spec, flags, !cache.writeback, 'qemu-io');
       else this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback });
     } catch (e) {
       const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
@@ -81,29 +77,6 @@ export class NodeIoSession extends IoSession {
     for (const line of this.bb.node.instance.openMessages?.() ?? []) this.err(`${line}\n`);
     if (o.copyOnRead) this.bb.node.copyOnRead++;
     return true;
-  }
-
-  /**
-   * qemu-io -s (QEMU's bdrv_append_temp_snapshot): the image opens read-only as
-   * the backing node of a new qcow2 overlay of its size, kept in memory instead
-   * of a temporary file; the guest's writes land there and are gone at close.
-   */
-  private async openWithTemporaryOverlay(spec: Record<string, unknown>, flags: { readOnly: boolean; format?: string }, writeThrough: boolean): Promise<BlockBackend> {
-    const base = await this.graph.open(spec, { ...flags, readOnly: true });
-    try {
-      const name = `qemu-io-snapshot-${process.pid}-${++overlayCounter}`;
-      await createImage(this.graph, 'qcow2', `memory:${name}`, { size: base.length });
-      const overlay = await this.graph.open({ driver: 'qcow2', file: { driver: 'memory', filename: name }, discard: spec['discard'] }, { noBacking: true });
-      try {
-        base.ref();
-        await this.graph.attachChild(overlay, base, 'backing', ROLE_BACKING);
-        return await BlockBackend.attach(this.graph, overlay, { name: '', writeThrough });
-      } finally {
-        await overlay.unref();
-      }
-    } finally {
-      await base.unref();
-    }
   }
 
   override async close(): Promise<void> {
