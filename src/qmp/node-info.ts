@@ -3,7 +3,7 @@
  * (block/qapi.c), with its ImageInfo and, unless `flat`, the images of its
  * backing chain nested under `backing-image`.
  */
-import { joinRelative, nodeDirname } from '../core/backing-open.js';
+import { allocatedSize, fullBackingFilename } from '../core/image-facts.js';
 import { cowChild } from '../core/block-status.js';
 import { toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
@@ -27,38 +27,6 @@ function generalInfo(node: BlockNode): NonNullable<ReturnType<NonNullable<BlockN
   }
 }
 
-/** Bytes the node takes in its storage: its driver's answer, else the sum over its non-backing children. */
-async function allocatedSize(node: BlockNode): Promise<number | undefined> {
-  if (node.instance.getAllocatedFileSize) {
-    try {
-      return await node.instance.getAllocatedFileSize();
-    } catch {
-      return undefined;
-    }
-  }
-  let sum = 0;
-  let any = false;
-  for (const c of node.children) {
-    if (c.name === 'backing') continue;
-    const s = await allocatedSize(c.node);
-    if (s !== undefined) {
-      sum += s;
-      any = true;
-    }
-  }
-  return any ? sum : undefined;
-}
-
-/** A backing file name made absolute against the image's directory (QEMU's full-backing-filename). */
-function fullBackingName(node: BlockNode, name: string): string | undefined {
-  if (/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(name) || name.startsWith('/')) return name;
-  try {
-    return joinRelative(nodeDirname(node), name);
-  } catch {
-    return undefined;
-  }
-}
-
 /** QEMU's ImageInfo of `node`; with `flat` false the backing chain nests under backing-image. */
 export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
   const info: Json = { filename: node.filename, format: node.driver.name };
@@ -72,7 +40,7 @@ export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
   const bf = node.instance.backingFile?.();
   if (bf) {
     info['backing-filename'] = bf.filename;
-    const full = fullBackingName(node, bf.filename);
+    const full = fullBackingFilename(node, bf.filename);
     if (full !== undefined) info['full-backing-filename'] = full;
     if (bf.format) info['backing-filename-format'] = bf.format;
   }

@@ -46,6 +46,11 @@ describe('img amend -o compat=0.10 vs qemu-img 7.2', () => {
       run("qemu-io -c 'write 0 1M' bm.qcow2");
       run('qemu-img bitmap --add bm.qcow2 b0');
       run("qemu-io -c 'write 2M 64k' bm.qcow2");
+      // A v2 image with snapshots, for the way up (the table gains v3's extra data).
+      run('qemu-img create -q -f qcow2 -o compat=0.10 v2snap.qcow2 1M');
+      run("qemu-io -c 'write -P 6 0 64k' v2snap.qcow2");
+      run('qemu-img snapshot -c a v2snap.qcow2');
+      run('qemu-img snapshot -c b v2snap.qcow2');
       run('qemu-img create -q -f qcow2 resized.qcow2 1M');
       run('qemu-img snapshot -c old resized.qcow2');
       run('qemu-img resize -q resized.qcow2 2M');
@@ -102,5 +107,21 @@ describe('img amend -o compat=0.10 vs qemu-img 7.2', () => {
     const q = theirs('img', words('check snap.qcow2'), dq);
     const d = theirs('img', words('check snap.qcow2'), dd);
     expect(normalize(d.stdout + d.stderr)).toBe(normalize(q.stdout + q.stderr));
+  });
+
+  it('amend -p -o compat=1.1 of a v2 image with snapshots rewrites the table with v3 extra data', async () => {
+    const dq = fx.copy();
+    const dd = fx.copy();
+    const args = words('amend -p -o compat=1.1 v2snap.qcow2');
+    const t = theirs('img', args, dq);
+    const o = await ours('img', args, dd);
+    expect({ code: o.code, out: normalize(o.stdout), err: normalize(o.stderr) }).toEqual({ code: t.code, out: normalize(t.stdout), err: normalize(t.stderr) });
+    for (const line of ['check v2snap.qcow2', 'snapshot -l v2snap.qcow2', 'info v2snap.qcow2']) {
+      const q = theirs('img', words(line), dq);
+      const d = theirs('img', words(line), dd);
+      expect(normalize(d.stdout + d.stderr), line).toBe(normalize(q.stdout + q.stderr));
+    }
+    expect(theirs('img', words('check v2snap.qcow2'), dd).stdout).toContain('No errors were found');
+    expect(readFileSync(join(dd, 'v2snap.qcow2')).equals(readFileSync(join(dq, 'v2snap.qcow2'))), 'file bytes').toBe(true);
   });
 });

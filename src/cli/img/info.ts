@@ -2,7 +2,7 @@
  * `img info`: image details, human and JSON.
  */
 import { BlockBackend } from '../../core/backend.js';
-import { joinRelative, nodeDirname } from '../../core/backing-open.js';
+import { allocatedSize, fullBackingFilename } from '../../core/image-facts.js';
 import type { BlockNode } from '../../core/node.js';
 import { toQemuJson, type JsonValue } from '../format.js';
 import { qdictJsonNested, type QdictValue } from '../../core/qemu-json.js';
@@ -10,37 +10,6 @@ import { driverInfo, formatNode } from '../common.js';
 import { dumpImageInfo, type ImageInfo, type SnapshotJson } from '../info-dump.js';
 import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS, imageFilename } from './context.js';
 import { help } from './help.js';
-
-async function allocatedSize(node: BlockNode): Promise<number | undefined> {
-  if (node.instance.getAllocatedFileSize) {
-    try {
-      return await node.instance.getAllocatedFileSize();
-    } catch {
-      return undefined;
-    }
-  }
-  let sum = 0;
-  let any = false;
-  for (const c of node.children) {
-    if (c.name === 'backing') continue;
-    const s = await allocatedSize(c.node);
-    if (s !== undefined) {
-      sum += s;
-      any = true;
-    }
-  }
-  return any ? sum : undefined;
-}
-
-/** The backing file's name made absolute (QEMU's bdrv_get_full_backing_filename); undefined when no directory can be known. */
-function fullBackingFilename(node: BlockNode, name: string): string | undefined {
-  if (/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(name) || name.startsWith('/')) return name;
-  try {
-    return joinRelative(nodeDirname(node), name);
-  } catch {
-    return undefined;
-  }
-}
 
 /** Options that name what a node is, by driver (QEMU's strong runtime options), besides driver and filename. */
 const STRONG_OPTIONS: Record<string, readonly string[]> = {

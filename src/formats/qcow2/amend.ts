@@ -6,7 +6,8 @@
 import type { OptionReader } from '../../core/options.js';
 import type { AmendProgress } from '../../core/driver.js';
 import { AmendOp, AmendProgressFolder, refcountWalkProgress, type RefcountWalkInput } from './amend-progress.js';
-import { BlockError, einval } from '../../core/errors.js';
+import { BlockError, STRERROR, einval, toBlockError } from '../../core/errors.js';
+import { writeSnapshotTable } from './snapshot-write.js';
 import { AUTOCLEAR, COMPAT, V3_HEADER_LENGTH } from './constants.js';
 import { rebuildRefcounts } from './check.js';
 import { downgrade } from './downgrade.js';
@@ -62,6 +63,15 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   if (version > h.version) {
     fold.begin(AmendOp.UPGRADE);
     fold.status(0, 2);
+    // v3 wants every snapshot's large VM state and disk size: the table is rewritten with them.
+    if (img.snapshots.some((sn) => sn.extraDataSize < 16)) {
+      try {
+        await writeSnapshotTable(img);
+      } catch (e) {
+        const err = toBlockError(e);
+        throw new BlockError(err.code, `Failed to update the snapshot table: ${STRERROR[err.code] ?? err.message}`, {}, { cause: err });
+      }
+    }
     fold.status(1, 2);
     h.version = 3;
     h.headerLength = V3_HEADER_LENGTH;

@@ -1,0 +1,47 @@
+/**
+ * Facts about an image that `img info` and QMP's query-named-block-nodes both
+ * report, computed one way: the bytes it takes in its storage, and its
+ * backing file's name made absolute.
+ */
+import { joinRelative, nodeDirname } from './backing-open.js';
+import type { BlockNode } from './node.js';
+
+/**
+ * Bytes the node takes in its storage (QEMU's bdrv_get_allocated_file_size):
+ * its driver's answer, else the sum over its children but the backing file;
+ * undefined when nothing below can say.
+ */
+export async function allocatedSize(node: BlockNode): Promise<number | undefined> {
+  if (node.instance.getAllocatedFileSize) {
+    try {
+      return await node.instance.getAllocatedFileSize();
+    } catch {
+      return undefined;
+    }
+  }
+  let sum = 0;
+  let any = false;
+  for (const c of node.children) {
+    if (c.name === 'backing') continue;
+    const s = await allocatedSize(c.node);
+    if (s !== undefined) {
+      sum += s;
+      any = true;
+    }
+  }
+  return any ? sum : undefined;
+}
+
+/**
+ * The backing file's name made absolute against the image's directory
+ * (QEMU's bdrv_get_full_backing_filename); undefined when no directory can be
+ * known (a quorum, a json: name).
+ */
+export function fullBackingFilename(node: BlockNode, name: string): string | undefined {
+  if (/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(name) || name.startsWith('/')) return name;
+  try {
+    return joinRelative(nodeDirname(node), name);
+  } catch {
+    return undefined;
+  }
+}
