@@ -6,6 +6,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
-    maxWorkers: 2,
+    // Three workers on two cores: most tests wait on qemu-img / qemu-io children, so a
+    // third keeps both cores busy (the suite is bound by its differential cases).
+    maxWorkers: 3,
   },
 });
