@@ -3,6 +3,9 @@
  * (QEMU's bdrv_image_info_dump and its QDict walker).
  */
 import { qdictOrder, sizeToStr, type JsonValue } from './format.js';
+import type { SnapshotJson } from '../core/image-facts.js';
+
+export type { SnapshotJson };
 
 function dumpValue(indent: number, v: JsonValue): string {
   if (Array.isArray(v)) return dumpList(indent, v);
@@ -56,16 +59,6 @@ export interface ImageInfo {
   'format-specific'?: { type: string; data: Record<string, unknown> };
 }
 
-export interface SnapshotJson {
-  id: string;
-  name: string;
-  'vm-state-size': number;
-  'date-sec': number;
-  'date-nsec': number;
-  'vm-clock-sec': number;
-  'vm-clock-nsec': number;
-  icount?: number;
-}
 
 function pad(s: string, n: number, left = true): string {
   return left ? s.padEnd(n) : s.padStart(n);

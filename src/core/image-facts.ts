@@ -1,7 +1,7 @@
 /**
  * Facts about an image that `img info` and QMP's query-named-block-nodes both
- * report, computed one way: the bytes it takes in its storage, and its
- * backing file's name made absolute.
+ * report, computed one way: the bytes it takes in its storage, its backing
+ * file's name made absolute, and its snapshots as QAPI's SnapshotInfo.
  */
 import { joinRelative, nodeDirname } from './backing-open.js';
 import type { BlockNode } from './node.js';
@@ -44,4 +44,31 @@ export function fullBackingFilename(node: BlockNode, name: string): string | und
   } catch {
     return undefined;
   }
+}
+
+/** One internal snapshot as QAPI's SnapshotInfo (img info, snapshot -l, QMP). */
+export interface SnapshotJson {
+  id: string;
+  name: string;
+  'vm-state-size': number;
+  'date-sec': number;
+  'date-nsec': number;
+  'vm-clock-sec': number;
+  'vm-clock-nsec': number;
+  icount?: number;
+}
+
+/** A driver's snapshot entry as SnapshotInfo; no instruction count leaves the member out, as QEMU. */
+export function snapshotJson(s: { id: string; name: string; vmStateSize: number; dateSec: number; dateNsec: number; vmClockNsec: number; icount?: number }): SnapshotJson {
+  const j: SnapshotJson = {
+    id: s.id,
+    name: s.name,
+    'vm-state-size': s.vmStateSize,
+    'date-sec': s.dateSec,
+    'date-nsec': s.dateNsec,
+    'vm-clock-sec': Math.floor(s.vmClockNsec / 1e9),
+    'vm-clock-nsec': s.vmClockNsec % 1e9,
+  };
+  if (s.icount !== undefined && s.icount >= 0) j.icount = s.icount;
+  return j;
 }

@@ -3,7 +3,7 @@
  * (block/qapi.c), with its ImageInfo and, unless `flat`, the images of its
  * backing chain nested under `backing-image`.
  */
-import { allocatedSize, fullBackingFilename } from '../core/image-facts.js';
+import { allocatedSize, fullBackingFilename, snapshotJson } from '../core/image-facts.js';
 import { cowChild } from '../core/block-status.js';
 import { toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
@@ -46,17 +46,7 @@ export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
   }
   const snaps = node.instance.snapshotList?.() ?? [];
   if (snaps.length > 0) {
-    info.snapshots = snaps.map((s) => ({
-      id: s.id,
-      name: s.name,
-      'vm-state-size': s.vmStateSize,
-      'date-sec': s.dateSec,
-      'date-nsec': s.dateNsec,
-      'vm-clock-sec': Math.floor(s.vmClockNsec / 1e9),
-      'vm-clock-nsec': s.vmClockNsec % 1e9,
-      // -1: no instruction count (QEMU leaves the member out).
-      ...(s.icount !== undefined && s.icount >= 0 ? { icount: s.icount } : {}),
-    }));
+    info.snapshots = snaps.map(snapshotJson);
   }
   // QEMU nests the filtered child of a filter, else the backing file (bdrv_filter_or_cow_bs).
   const backing = node.driver.kind === 'filter' ? node.filtered?.node : cowChild(node);

@@ -2,12 +2,12 @@
  * `img info`: image details, human and JSON.
  */
 import { BlockBackend } from '../../core/backend.js';
-import { allocatedSize, fullBackingFilename } from '../../core/image-facts.js';
+import { allocatedSize, fullBackingFilename, snapshotJson } from '../../core/image-facts.js';
 import type { BlockNode } from '../../core/node.js';
 import { toQemuJson, type JsonValue } from '../format.js';
 import { qdictJsonNested, type QdictValue } from '../../core/qemu-json.js';
 import { driverInfo, formatNode } from '../common.js';
-import { dumpImageInfo, type ImageInfo, type SnapshotJson } from '../info-dump.js';
+import { dumpImageInfo, type ImageInfo } from '../info-dump.js';
 import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS, imageFilename } from './context.js';
 import { help } from './help.js';
 
@@ -78,20 +78,6 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   const spec = inst.getSpecificInfo?.();
   if (spec) info['format-specific'] = { type: spec.type, data: spec.data };
   return info;
-}
-
-export function snapshotJson(s: { id: string; name: string; vmStateSize: number; dateSec: number; dateNsec: number; vmClockNsec: number; icount?: number }): SnapshotJson {
-  const j: SnapshotJson = {
-    id: s.id,
-    name: s.name,
-    'vm-state-size': s.vmStateSize,
-    'date-sec': s.dateSec,
-    'date-nsec': s.dateNsec,
-    'vm-clock-sec': Math.floor(s.vmClockNsec / 1e9),
-    'vm-clock-nsec': s.vmClockNsec % 1e9,
-  };
-  if (s.icount !== undefined) j.icount = s.icount;
-  return j;
 }
 
 /** Orders ImageInfo keys as QEMU's QAPI visitor inserts them, for JSON. */

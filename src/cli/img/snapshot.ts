@@ -11,7 +11,7 @@ import { errText, needsProbeWarning, probedRawWarning, strerror } from '../commo
 import { dumpSnapshots } from '../info-dump.js';
 import { COMMON_LONGS, Ctx, errorExit, fail, parseOpts } from './context.js';
 import { help } from './help.js';
-import { snapshotJson } from './info.js';
+import { snapshotJson } from '../../core/image-facts.js';
 
 type Action = 'list' | 'create' | 'apply' | 'delete';
 
