@@ -21,6 +21,7 @@
  *   BENCH_OPFS_MIB=256         OPFS image size;  BENCH_IDB_MIB=32  idb image size
  *   BENCH_IDB_CHUNKS=32768,... idb chunk sizes compared with the default
  *   BENCH_HTTP_SWEEP=1         also try other http cache settings
+ *   BENCH_SLOTS=2,4            bulk-reader ring depths measured
  *   BENCH_PORT=4175            server port
  * Each comparison alternates value and baseline and keeps the best of each
  * (the machine is shared and noisy).
@@ -117,7 +118,7 @@ async function opfsSection(page: Page, call: Call, format: string, out: BenchRes
   }
   // The API recommended for bulk reads (Disk.bulkReader: a shared-memory ring, no message
   // per read); the target applies to its default geometry (4 slots of 1 MiB).
-  for (const slots of [2, 4]) {
+  for (const slots of (process.env.BENCH_SLOTS ?? '2,4').split(",").map(Number)) {
     const [bulkR, workerR2] = await pair(4, workerRead, () =>
       page.evaluate(
         async ({ img, format, slots }) => window.benchApi.pageBulkRead((window as unknown as { dwb: never }).dwb, img, format, slots),

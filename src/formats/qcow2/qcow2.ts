@@ -336,21 +336,14 @@ export class Qcow2Image implements DriverInstance {
     // The backend's fast path does not ask isInserted(): a dropped image answers here.
     if (this.dropped) return Promise.reject(new BlockError('ENOMEDIUM', 'No medium found', { node: this.node.nodeName, offset }));
     // Fast path: one run of plain data in a cached L2 slice (no promise of our own when the
-    // child completes synchronously). The ticket keeps the host cluster from reuse meanwhile.
-    const ticket = this.readers.enter();
-    let r: Promise<void> | void;
-    try {
-      // A debugging file child (blkdebug) hears of every read: no fast path then.
-      const host = this.file.node.instance.debug ? -1 : fastDataHost(this, offset, bytes);
-      r = host >= 0 && host + bytes <= this.dataChild.length ? this.dataChild.preadv(host, bytes, buf, 0) : readGuest(this, offset, bytes, buf);
-    } catch (e) {
-      this.readers.exit(ticket);
-      throw e;
-    }
-    if (r === undefined) {
-      this.readers.exit(ticket);
-      return;
-    }
+    // child completes synchronously). The ticket keeps the host cluster from reuse meanwhile;
+    // it is registered only if the read goes asynchronous (no other code runs before that).
+    const ticket = this.readers.reserve();
+    // A debugging file child (blkdebug) hears of every read: no fast path then.
+    const host = this.file.node.instance.debug ? -1 : fastDataHost(this, offset, bytes);
+    const r = host >= 0 && host + bytes <= this.dataChild.length ? this.dataChild.preadv(host, bytes, buf, 0) : readGuest(this, offset, bytes, buf);
+    if (r === undefined) return;
+    this.readers.hold(ticket);
     return r.finally(() => this.readers.exit(ticket));
   }
 

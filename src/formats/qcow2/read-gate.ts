@@ -27,6 +27,21 @@ export class ReadGate {
     return t;
   }
 
+  /**
+   * A ticket number for a read that may complete synchronously: nothing is
+   * registered until {@link hold}, which the caller runs only if the read went
+   * asynchronous (a read that completed before any other code ran cannot
+   * have overlapped a change, so it costs no bookkeeping).
+   */
+  reserve(): number {
+    return this.next++;
+  }
+
+  /** Registers a reserved ticket whose read is still running; hand it to {@link exit}. */
+  hold(t: number): void {
+    this.active.add(t);
+  }
+
   /** Ends the read of ticket `t`. */
   exit(t: number): void {
     this.active.delete(t);
