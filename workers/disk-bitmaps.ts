@@ -9,6 +9,7 @@ import {
   addDirtyBitmap,
   BitmapCheck,
   checkpointDirtyBitmaps,
+  checkWritableForPersistent,
   clearDirtyBitmap,
   disableDirtyBitmap,
   enableDirtyBitmap,
@@ -32,6 +33,7 @@ export function bitmapAdd(bb: BlockBackend, name: string, opts: AddBitmapOptions
   if (opts.granularity !== undefined) o.granularity = opts.granularity;
   if (opts.persistent !== undefined) o.persistent = !!opts.persistent;
   if (opts.disabled !== undefined) o.disabled = !!opts.disabled;
+  if (o.persistent) checkWritableForPersistent(bb.node, checkName(name));
   addDirtyBitmap(bb.node, checkName(name), o);
 }
 

@@ -345,19 +345,27 @@ export function lookupDirtyBitmap(node: BlockNode, name: string): BdrvDirtyBitma
 
 /**
  * Throws unless the node's format could store a new persistent bitmap
- * (QEMU's bdrv_can_store_new_dirty_bitmap): a read-only node, or a format
- * without the hook, cannot.
+ * (QEMU's bdrv_can_store_new_dirty_bitmap): a format without the hook
+ * cannot. A read-only node passes, as in QEMU: the bitmap is then lost when
+ * the node closes, with a warning (see {@link checkWritableForPersistent}).
  */
 export function checkCanStoreNewBitmap(node: BlockNode, name: string, granularity: number): void {
   const inst = node.instance;
   if (!inst?.canStoreNewDirtyBitmap) {
     throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${node.nodeName}: Operation not supported`, { node: node.nodeName });
   }
+  inst.canStoreNewDirtyBitmap(name, granularity);
+}
+
+/**
+ * Refuses a new persistent bitmap on a read-only node. Not QEMU's rule (QEMU
+ * accepts it and loses it at close): the page's API applies it so that a
+ * bitmap the user asked to keep is not dropped silently.
+ */
+export function checkWritableForPersistent(node: BlockNode, name: string): void {
   if (node.readOnly) {
-    // QEMU would accept it and never store it; refusing says so instead of losing it at close.
     throw new BlockError('EPERM', `Can't make bitmap '${name}' persistent in '${node.nodeName}': the image is open read-only`, { node: node.nodeName });
   }
-  inst.canStoreNewDirtyBitmap(name, granularity);
 }
 
 /** Adds a bitmap covering the node's current length (QEMU's block-dirty-bitmap-add). */

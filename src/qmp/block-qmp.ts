@@ -87,14 +87,24 @@ export class BlockQmp {
     return job;
   }
 
+  /**
+   * Drops the monitor's reference to a node; if that closes it, what its
+   * driver could not do on the way (lost persistent bitmaps, a cache it could
+   * not write) is reported, as QEMU's drivers error_report it from their close.
+   */
+  async releaseNode(node: BlockNode): Promise<void> {
+    this.monitorOwned.delete(node);
+    if (!node.isOpen) return;
+    const inst = node.instance;
+    await node.unref();
+    if (!node.isOpen) for (const line of inst.closeMessages?.() ?? []) this.graph.report(line);
+  }
+
   /** Cancels every job, then closes the monitor's nodes (shutdown). */
   async close(): Promise<void> {
     await this.jobs.cancelAll();
     this.stopListening();
-    for (const node of [...this.monitorOwned].reverse()) {
-      this.monitorOwned.delete(node);
-      if (node.isOpen) await node.unref();
-    }
+    for (const node of [...this.monitorOwned].reverse()) await this.releaseNode(node);
     await this.graph.closeAll();
   }
 }

@@ -35,8 +35,7 @@ export function nodeCommands(q: BlockQmp): QmpCommand[] {
         if (node.parents.some((p) => p.parent.kind === 'root')) throw genericError(`Node ${name} is in use`);
         if (!q.monitorOwned.has(node)) throw genericError(`Node ${name} is not owned by the monitor`);
         if (node.refcnt > 1) throw genericError(`Block device ${name} is in use`);
-        q.monitorOwned.delete(node);
-        await node.unref();
+        await q.releaseNode(node);
       },
     },
     {

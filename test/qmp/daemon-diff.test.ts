@@ -148,6 +148,20 @@ describe.skipIf(!hasQsd())('diskworker daemon against qemu-storage-daemon 7.2', 
     expect(bitmaps(r.ours.dir)).toEqual([{ flags: ['auto'], name: 'b', granularity: 65536 }]);
   }, 60_000);
 
+  it('a persistent bitmap added on a read-only node: accepted, then lost at exit with the same warning', async () => {
+    const r = await both(
+      'bitmaps-read-only',
+      (dir) => qcow2(dir, 'a.qcow2'),
+      ['--blockdev', '{"driver":"qcow2","node-name":"q","read-only":true,"file":{"driver":"file","filename":"$DIR/a.qcow2"}}'],
+      [cap, { execute: 'block-dirty-bitmap-add', arguments: { node: 'q', name: 'p', persistent: true } }, { execute: 'block-dirty-bitmap-add', arguments: { node: 'q', name: 't' } }],
+    );
+    expect(r.ours.replies).toEqual(r.qemu.replies);
+    const lost = (e: string) => e.split('\n').filter((l) => l.includes('Lost persistent bitmaps'));
+    expect(lost(r.qemu.stderr)).toEqual(["qemu-storage-daemon: Lost persistent bitmaps during inactivation of node 'q': No write access"]);
+    expect(lost(r.ours.stderr).map((l) => l.replace(/^[^:]*:/, 'qemu-storage-daemon:'))).toEqual(lost(r.qemu.stderr));
+    expectImagesEqualAndClean(r, ['a.qcow2']);
+  }, 60_000);
+
   it('internal snapshots: create, delete and their errors', async () => {
     const r = await both(
       'snapshots',

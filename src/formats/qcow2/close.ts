@@ -10,7 +10,14 @@ import { flushAll } from './cow.js';
 import type { Qcow2Image } from './qcow2.js';
 
 export async function closeImage(img: Qcow2Image): Promise<void> {
-  if (img.readOnly || !img.refs || img.corrupt) return;
+  if (img.readOnly) {
+    // QEMU's qcow2_inactivate runs for read-only nodes too: a persistent bitmap added since
+    // the open (not one loaded read-only) cannot be written, and is lost with a warning.
+    const added = img.node.dirtyBitmaps.some((b) => b.persistent && !b.inconsistent && !b.readonly);
+    if (added) img.closeLines.push(`Lost persistent bitmaps during inactivation of node '${img.node.nodeName}': No write access`);
+    return;
+  }
+  if (!img.refs || img.corrupt) return;
   await img.whenIdle(async () => {
     // As QEMU's qcow2_inactivate: both caches are tried, each flush ending with a flush of
     // the file (qcow2_cache_flush); a failure is reported and the image stays marked dirty.
