@@ -16,6 +16,7 @@ import { bitmapCommands } from './commands-bitmaps.js';
 import { snapshotCommands } from './commands-snapshots.js';
 import { jobStartCommands } from './commands-job-start.js';
 import { jobVerbCommands } from './commands-job-verbs.js';
+import { ExportState, exportCommands } from './commands-exports.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -32,6 +33,8 @@ export class BlockQmp {
   readonly jobs: JobRegistry;
   /** Nodes added with blockdev-add (or --blockdev): the monitor holds one reference on each. */
   readonly monitorOwned = new Set<BlockNode>();
+  /** The NBD server and the block exports (commands-exports.ts); its host gives the sockets. */
+  readonly exportState = new ExportState();
   private readonly stopListening: () => void;
 
   constructor(
@@ -54,6 +57,7 @@ export class BlockQmp {
       ...snapshotCommands(this),
       ...jobStartCommands(this),
       ...jobVerbCommands(this),
+      ...exportCommands(this),
     );
   }
 
@@ -103,6 +107,7 @@ export class BlockQmp {
   /** Cancels every job, then closes the monitor's nodes (shutdown). */
   async close(): Promise<void> {
     await this.jobs.cancelAll();
+    if (this.exportState.server) await this.exportState.stop(this);
     this.stopListening();
     for (const node of [...this.monitorOwned].reverse()) await this.releaseNode(node);
     await this.graph.closeAll();

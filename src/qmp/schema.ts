@@ -77,7 +77,7 @@ const KEYVAL_SCALARS: Record<string, [RegExp, string]> = {
   int: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
   int64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
   uint64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'uint64'],
-  uint32: [/^(0x[0-9a-f]+|\d+)$/i, 'uint32_t'],
+  uint32: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
   size: [/^\d+(\.\d+)?[kmgtpe]?b?$/i, 'a non-negative number below 2^64'],
   bool: [/^(on|off|yes|no|true|false)$/, "'on' or 'off'"],
   number: [/^[+-]?\d+(\.\d*)?(e[+-]?\d+)?$/i, 'a number'],
@@ -97,6 +97,12 @@ export function checkValue(value: unknown, type: QapiType, path: string, keyval 
   if (keyval && typeof value === 'string' && typeof type === 'string' && type in KEYVAL_SCALARS) {
     const [re, what] = KEYVAL_SCALARS[type]!;
     if (!re.test(value)) throw genericError(`Parameter '${label}' expects ${what}`);
+    const range = INT_RANGES[type];
+    if (range) {
+      // The text is an integer; QEMU then checks the type's range.
+      const v = BigInt(value.replace(/^[+-]/, '')) * (value.startsWith('-') ? -1n : 1n);
+      if (v < range[0] || v > range[1]) throw genericError(`Parameter '${member}' expects ${range[2]}`);
+    }
     return;
   }
   if (typeof type === 'string') {

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, checkImage, hasQsd, QmpClient, run, startDaemon, type Daemon } from './harness.js';
+import { BIN, checkImage, hasQsd, QmpClient, run, startDaemon, twinDirs, type Daemon } from './harness.js';
 
 const started: Daemon[] = [];
 afterAll(async () => {
@@ -55,8 +55,61 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
   });
 
   it('says which qemu-storage-daemon options it does not have', () => {
-    expect(ours(['--nbd-server', 'addr.type=unix,addr.path=/tmp/x'])).toEqual({ code: 1, stdout: '', stderr: "PROG: option '--nbd-server' is not supported by diskworker daemon\n" });
+    expect(ours(['--daemonize'])).toEqual({ code: 1, stdout: '', stderr: "PROG: option '--daemonize' is not supported by diskworker daemon\n" });
   });
+
+  const nullNode = ['--blockdev', 'driver=null-co,node-name=n'];
+  it.each([
+    [[...nullNode, '--export', 'type=nbd,id=e1,node-name=n']],
+    [['--nbd-server', 'addr.type=unix,addr.path=/tmp/x,max-connections=x']],
+    [['--nbd-server', 'addr.type=unix']],
+    [['--nbd-server', 'addr.type=unix,addr.path=/nonexistent/s']],
+    [['--nbd-server', 'addr.type=unix,addr.path=/tmp/x,bogus=1']],
+    [[...nullNode, '--nbd-server', 'addr.type=unix,addr.path=$DIR/s', '--export', 'type=nbd,id=e1,node-name=n,bitmaps.0=zz']],
+    [[...nullNode, '--nbd-server', 'addr.type=unix,addr.path=$DIR/s', '--export', 'type=nbd,id=e1,node-name=n,writable=on,foo=1']],
+    [[...nullNode, '--nbd-server', 'addr.type=unix,addr.path=$DIR/s', '--export', 'type=nbd,id=e1,node-name=zz']],
+    [[...nullNode, '--nbd-server', 'addr.type=unix,addr.path=$DIR/s', '--export', 'type=nbd,id=e1,node-name=n', '--export', 'type=nbd,id=e1,node-name=n']],
+    [[...nullNode, '--nbd-server', 'addr.type=unix,addr.path=$DIR/s', '--export', 'type=nbd,id=e1,node-name=n,writable=maybe']],
+    [['--export', 'type=nbd']],
+  ])('refuses the NBD options %j as qemu-storage-daemon does', (args) => {
+    const dir = mkdtempSync(join(tmpdir(), 'dw-qmpd-'));
+    const a = args.map((x) => x.replaceAll('$DIR', dir));
+    expect(ours(a)).toEqual(qsd(a));
+  });
+
+  it('serves an --export over --nbd-server as qemu-storage-daemon does: qemu-img and qemu-io over NBD see the same, the image ends the same', async () => {
+    const dirs = twinDirs((dir) => {
+      run('qemu-img', ['create', '-f', 'qcow2', 'a.qcow2', '4M'], dir);
+      run('qemu-io', ['-c', 'write -P 7 0 256k', '-c', 'write -z 1M 128k', '-c', 'write -P 8 3M 64k', 'a.qcow2'], dir);
+    });
+    const seen: Record<string, string[]> = {};
+    for (const side of ['qemu', 'ours'] as const) {
+      const dir = dirs[side];
+      const d = startDaemon(side, dir, [
+        '--blockdev', 'driver=qcow2,node-name=q,file.driver=file,file.filename=$DIR/a.qcow2',
+        '--nbd-server', 'addr.type=unix,addr.path=$DIR/nbd.sock',
+        '--export', 'type=nbd,id=e1,node-name=q,writable=on,name=disk',
+      ]);
+      started.push(d);
+      const c = await QmpClient.connect(d.sock);
+      expect(await c.send({ execute: 'qmp_capabilities' })).toEqual({ return: {} });
+      const url = `nbd+unix:///disk?socket=${dir}/nbd.sock`;
+      const io = (...cmds: string[]) => run('qemu-io', ['-f', 'raw', ...cmds.flatMap((x) => ['-c', x]), url], dir).replace(/\d+\.\d+ sec.*$/gm, 'T');
+      seen[side] = [
+        run('qemu-img', ['map', '--output=json', '-f', 'raw', url], dir),
+        io('read -P 7 0 256k', 'read -P 0 1M 128k', 'read -P 8 3M 64k'),
+        io('write -P 9 512k 64k', 'write -z 3M 64k', 'discard 0 64k', 'aio_write -P 10 2M 4k', 'aio_flush'),
+        run('qemu-img', ['map', '--output=json', '-f', 'raw', url], dir),
+        JSON.stringify(await c.send({ execute: 'query-block-exports' })),
+      ];
+      expect(await c.send({ execute: 'quit' })).toEqual({ return: {} });
+      c.close();
+      expect(await d.stop()).toBe(0);
+    }
+    expect(seen.ours).toEqual(seen.qemu);
+    expect(run('qemu-img', ['compare', `${dirs.qemu}/a.qcow2`, `${dirs.ours}/a.qcow2`], dirs.ours)).toBe('Images are identical.\n');
+    expect(checkImage(`${dirs.ours}/a.qcow2`).code).toBe(0);
+  }, 60_000);
 
   it('writes and removes its pid file; quit ends it cleanly; events reach every client in command mode', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dw-qmpd-'));

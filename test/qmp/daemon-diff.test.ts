@@ -162,6 +162,54 @@ describe.skipIf(!hasQsd())('diskworker daemon against qemu-storage-daemon 7.2', 
     expectImagesEqualAndClean(r, ['a.qcow2']);
   }, 60_000);
 
+  it('NBD exports: nbd-server-start / -stop, block-export-add / -del, query-block-exports, their errors and events', async () => {
+    const add = (o: Json) => ({ execute: 'block-export-add', arguments: o });
+    const r = await both(
+      'exports',
+      (dir) => qcow2(dir, 'a.qcow2'),
+      ['--blockdev', '{"driver":"qcow2","node-name":"q","file":{"driver":"file","filename":"$DIR/a.qcow2"}}'],
+      [
+        cap,
+        { execute: 'query-block-exports' },
+        add({ type: 'nbd', id: 'e1', 'node-name': 'q' }),
+        { execute: 'nbd-server-stop' },
+        { execute: 'nbd-server-start', arguments: { addr: { type: 'unix', data: {} } } },
+        { execute: 'nbd-server-start', arguments: { addr: { type: 'unix' } } },
+        { execute: 'nbd-server-start', arguments: { addr: { type: 'carrier-pigeon', data: {} } } },
+        { execute: 'nbd-server-start', arguments: { addr: { type: 'unix', data: { path: '$DIR/nbd.sock' } }, 'max-connections': -1 } },
+        { execute: 'nbd-server-start', arguments: { addr: { type: 'unix', data: { path: '$DIR/nbd.sock' } } } },
+        { execute: 'nbd-server-start', arguments: { addr: { type: 'unix', data: { path: '$DIR/other.sock' } } } },
+        add({ type: 'nbd', id: 'e1', 'node-name': 'q' }),
+        add({ type: 'nbd', id: 'e1', 'node-name': 'q' }),
+        add({ type: 'nbd', id: 'e2', 'node-name': 'q' }),
+        add({ type: 'nbd', id: 'e2', 'node-name': 'zz' }),
+        add({ type: 'nbd', id: '2x', 'node-name': 'q' }),
+        add({ type: 'nbd', id: 'e2', 'node-name': 'q', name: 'w', bitmaps: ['nope'] }),
+        add({ type: 'nbd', id: 'e2', 'node-name': 'q', name: 'w', bitmaps: [{ node: 'zz', name: 'b' }] }),
+        add({ type: 'nbd', id: 'e2', 'node-name': 'q', name: 'w', foo: 1 }),
+        add({ type: 'nbd', id: 'e2' }),
+        add({ type: 'fuse', id: 'e3', 'node-name': 'q' }),
+        add({ type: 'tape', id: 'e3', 'node-name': 'q' }),
+        add({ id: 'e3', 'node-name': 'q' }),
+        { execute: 'block-dirty-bitmap-add', arguments: { node: 'q', name: 'b' } },
+        add({ type: 'nbd', id: 'e2', 'node-name': 'q', name: 'w', writable: true, description: 'the w export', bitmaps: ['b'], 'allocation-depth': true }),
+        { execute: 'block-dirty-bitmap-clear', arguments: { node: 'q', name: 'b' } },
+        { execute: 'query-block-exports' },
+        { execute: 'block-export-del', arguments: { id: 'zz' } },
+        { execute: 'block-export-del', arguments: { id: 'e2', mode: 'gentle' } },
+        { execute: 'block-export-del', arguments: { id: 'e2' } },
+        { execute: 'block-dirty-bitmap-clear', arguments: { node: 'q', name: 'b' } },
+        { execute: 'query-block-exports' },
+        { execute: 'nbd-server-stop' },
+        { execute: 'nbd-server-stop' },
+        { execute: 'query-block-exports' },
+      ],
+    );
+    expect(r.ours.replies).toEqual(r.qemu.replies);
+    expect(r.ours.events).toEqual(r.qemu.events);
+    expectImagesEqualAndClean(r, ['a.qcow2']);
+  }, 60_000);
+
   it('internal snapshots: create, delete and their errors', async () => {
     const r = await both(
       'snapshots',

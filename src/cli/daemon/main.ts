@@ -8,7 +8,10 @@ import type { CliIo } from '../common.js';
 import { createNodeGraph } from '../../node.js';
 import { BlockQmp } from '../../qmp/block-qmp.js';
 import { addBlockdev } from '../../qmp/commands-nodes.js';
-import { toQmpError } from '../../qmp/errors.js';
+import { genericError, toQmpError } from '../../qmp/errors.js';
+import { addBlockExport, BLOCK_EXPORT_OPTIONS, NBD_SERVER_OPTIONS, nbdServerFromOptions } from '../../qmp/commands-exports.js';
+import { checkMembers } from '../../qmp/schema.js';
+import { listenNbdServer } from '../../export/nbd/node-listen.js';
 import { DaemonArgError, parseDaemonArgs, type ChardevSpec } from './options.js';
 import { QmpSocketServer } from './server.js';
 
@@ -35,6 +38,15 @@ DiskWorker storage daemon (qemu-storage-daemon 7.2 compatible)
 
   --monitor [chardev=]name[,mode=control][,pretty[=on|off]]
                          configure a QMP monitor
+
+  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]
+  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>[,max-connections=<n>]
+                         start an NBD server for exporting block nodes
+
+  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]
+           [,writable=on|off][,writethrough=on|off][,description=<text>]
+           [,bitmaps.0=<name>...][,allocation-depth=on|off]
+                         export the specified block node over NBD
 
   --object iothread,id=<id>
                          accepted and unused: the daemon has one I/O thread
@@ -69,6 +81,7 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
   const graph = createNodeGraph();
   graph.onNotice = (text) => io.stderr(`${PROG}: ${text}\n`);
   const q = new BlockQmp(graph, DAEMON_VERSION);
+  q.exportState.host = { listen: listenNbdServer };
   const chardevs = new Map<string, ChardevSpec>();
   const servers: QmpSocketServer[] = [];
   const objects = new Set<string>();
@@ -118,6 +131,22 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
           await addBlockdev(q, o.options, o.syntax);
         } catch (e) {
           throw new DaemonArgError(`--blockdev ${o.text}: ${toQmpError(e).message}`);
+        }
+      } else if (o.kind === 'nbd-server') {
+        try {
+          checkMembers(o.options, NBD_SERVER_OPTIONS, '', true);
+          const n = nbdServerFromOptions(o.options);
+          if (n.tlsCreds !== undefined) throw genericError(`No TLS credentials with id '${n.tlsCreds}'`);
+          await q.exportState.start(n.addr, n.maxConnections);
+        } catch (e) {
+          throw new DaemonArgError(`--nbd-server ${o.text}: ${toQmpError(e).message}`);
+        }
+      } else if (o.kind === 'export') {
+        try {
+          BLOCK_EXPORT_OPTIONS.check(o.options, '', true);
+          await addBlockExport(q, o.options);
+        } catch (e) {
+          throw new DaemonArgError(`--export ${o.text}: ${toQmpError(e).message}`);
         }
       } else if (o.kind === 'chardev') {
         if (chardevs.has(o.chardev.id)) throw new DaemonArgError(`--chardev ${o.text}: attempt to add duplicate property '${o.chardev.id}' to object (type 'container')`);

@@ -1,7 +1,7 @@
 /**
  * The command line of `diskworker daemon`, qemu-storage-daemon 7.2's options
  * that apply: --blockdev, --chardev (Unix socket servers), --monitor,
- * --object, --pidfile, -h, -V. Options are kept in order: QEMU creates
+ * --nbd-server, --export (NBD), --object, --pidfile, -h, -V. Options are kept in order: QEMU creates
  * objects, block nodes, character devices and monitors in the order given.
  */
 import { parseKeyValueList } from '../../core/options.js';
@@ -23,7 +23,9 @@ export type DaemonOption =
   | { kind: 'blockdev'; text: string; options: Record<string, unknown>; syntax: 'json' | 'keyval' }
   | { kind: 'chardev'; text: string; chardev: ChardevSpec }
   | { kind: 'monitor'; text: string; monitor: MonitorSpec }
-  | { kind: 'object'; text: string; type: string; id: string };
+  | { kind: 'object'; text: string; type: string; id: string }
+  | { kind: 'nbd-server'; text: string; options: Record<string, unknown> }
+  | { kind: 'export'; text: string; options: Record<string, unknown> };
 
 /** The parsed command line. */
 export interface DaemonArgs {
@@ -50,6 +52,17 @@ function nest(flat: Record<string, string>, text: string): Record<string, unknow
     o[parts[parts.length - 1]!] = value;
   }
   return out;
+}
+
+/** Objects whose keys are 0, 1, ... become lists, as QEMU's keyval reads `bitmaps.0=a,bitmaps.1=b`. */
+function listify(v: Record<string, unknown>): Record<string, unknown>;
+function listify(v: unknown): unknown;
+function listify(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null) return v;
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  if (keys.length > 0 && keys.every((k, i) => k === String(i))) return keys.map((k) => listify(o[k]));
+  return Object.fromEntries(keys.map((k) => [k, listify(o[k])]));
 }
 
 function keyval(text: string, implied: string, option: string): Record<string, string> {
@@ -149,8 +162,13 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
       case '--pidfile':
         args.pidfile = takeValue();
         break;
-      case '--export':
       case '--nbd-server':
+      case '--export': {
+        const text = takeValue();
+        const options = listify(nest(keyval(text, name === '--export' ? 'type' : '', name), `${name} ${text}`));
+        args.options.push({ kind: name === '--export' ? 'export' : 'nbd-server', text, options });
+        break;
+      }
       case '--daemonize':
       case '-T':
       case '--trace':

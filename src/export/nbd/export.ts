@@ -15,8 +15,12 @@ export interface NbdExportOptions {
   description?: string;
   /** Refuse WRITE, WRITE_ZEROES and TRIM (NBD_FLAG_READ_ONLY). */
   readOnly: boolean;
-  /** Dirty bitmaps offered as `qemu:dirty-bitmap:<name>`, looked up down the chain as qemu-nbd's -B. */
-  bitmaps?: readonly string[];
+  /**
+   * Dirty bitmaps offered as `qemu:dirty-bitmap:<name>`: a name is looked up
+   * down the chain as qemu-nbd's -B; a bitmap given as such (QMP's node and
+   * name form) is taken as it is.
+   */
+  bitmaps?: readonly (string | BdrvDirtyBitmap)[];
   /** Offer `qemu:allocation-depth` (qemu-nbd -A). */
   allocationDepth?: boolean;
   /** Advertise NBD_FLAG_CAN_MULTI_CONN (qemu-nbd: when more than one client may connect). */
@@ -59,7 +63,13 @@ export function createExport(backend: BlockBackend, o: NbdExportOptions): NbdExp
   else flags |= ExportFlag.SEND_TRIM | ExportFlag.SEND_WRITE_ZEROES | ExportFlag.SEND_FAST_ZERO;
 
   const bitmaps: BdrvDirtyBitmap[] = [];
-  for (const name of o.bitmaps ?? []) {
+  for (const given of o.bitmaps ?? []) {
+    if (typeof given !== 'string') {
+      given.check(BitmapCheck.ALLOW_RO);
+      bitmaps.push(given);
+      continue;
+    }
+    const name = given;
     let n: BlockNode | undefined = backend.node;
     let bm: BdrvDirtyBitmap | undefined;
     while (n && !bm) {

@@ -62,3 +62,69 @@ export function listenNbd(server: NbdServer, addr: ListenAddress, onSocket?: (so
     else net.listen(addr.port, addr.host, done);
   });
 }
+
+/** QEMU's strerror text for a listen failure. */
+function bindErrorText(e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  const texts: Record<string, string> = {
+    ENOENT: 'No such file or directory',
+    EACCES: 'Permission denied',
+    EADDRINUSE: 'Address already in use',
+    EADDRNOTAVAIL: 'Cannot assign requested address',
+    ENOTDIR: 'Not a directory',
+  };
+  return (typeof code === 'string' && texts[code]) || (e instanceof Error ? e.message : String(e));
+}
+
+/**
+ * Listens for a QMP-started NBD server (the daemon's nbd-server-start /
+ * --nbd-server): a stale Unix socket file is replaced as QEMU does, at most
+ * `maxConnections` clients are served at once (0: any number; the others
+ * wait), and a failure carries QEMU's message.
+ */
+export async function listenNbdServer(server: NbdServer, addr: ListenAddress, maxConnections: number): Promise<{ close(): Promise<void> }> {
+  let active = 0;
+  const waiting: Socket[] = [];
+  const start = (sock: Socket): void => {
+    active++;
+    void serveSocket(server, sock).finally(() => {
+      active--;
+      while (waiting.length > 0 && (maxConnections === 0 || active < maxConnections)) start(waiting.shift()!);
+    });
+  };
+  if ('path' in addr) {
+    const { rmSync } = await import('node:fs');
+    try {
+      rmSync(addr.path, { force: true });
+    } catch {
+      // bind reports what is wrong with the path
+    }
+  }
+  let net: Server;
+  try {
+    net = await listenNbd(server, addr, (sock) => {
+      if (maxConnections === 0 || active < maxConnections) start(sock);
+      else waiting.push(sock);
+    });
+  } catch (e) {
+    let text = bindErrorText(e);
+    if ('path' in addr && (e as { code?: unknown }).code === 'EACCES') {
+      // libuv reports a missing directory as EACCES; bind(2) says ENOENT, as QEMU prints.
+      const { existsSync } = await import('node:fs');
+      const { dirname } = await import('node:path');
+      if (!existsSync(dirname(addr.path))) text = 'No such file or directory';
+    }
+    const where = 'path' in addr ? ` to ${addr.path}` : '';
+    throw new Error(`Failed to bind socket${where}: ${text}`);
+  }
+  return {
+    close: async () => {
+      for (const s of waiting.splice(0)) s.destroy();
+      await new Promise<void>((resolve) => net.close(() => resolve()));
+      if ('path' in addr) {
+        const { rmSync } = await import('node:fs');
+        rmSync(addr.path, { force: true });
+      }
+    },
+  };
+}

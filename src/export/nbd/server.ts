@@ -54,6 +54,25 @@ export class NbdServer implements ExportDirectory {
     return this.sessions.size;
   }
 
+  /** Connections in transmission with `exp`. */
+  clientsOf(exp: NbdExport): number {
+    let n = 0;
+    for (const c of this.sessions) if (c.exp === exp) n++;
+    return n;
+  }
+
+  /**
+   * Takes an export away: no new client can select it, its bitmaps are
+   * released, and the connections using it are dropped (QEMU's hard removal;
+   * a caller wanting the safe one checks {@link clientsOf} first).
+   */
+  removeExport(exp: NbdExport): void {
+    if (this.exports.get(exp.name) !== exp) return;
+    this.exports.delete(exp.name);
+    for (const c of this.sessions) if (c.exp === exp) c.close();
+    releaseExport(exp);
+  }
+
   /** Starts serving a new connection over `transport`. */
   connect(transport: NbdTransport): NbdSession {
     const client = new NbdClient(transport);
@@ -78,6 +97,7 @@ export class NbdServer implements ExportDirectory {
       }
       if (exp) {
         end.negotiated = true;
+        client.exp = exp;
         const why = await serveTransmission(client, exp);
         if (why !== undefined) end.error = `Disconnect client, due to: ${why}`;
       }
