@@ -205,6 +205,8 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   }
   const tnode = formatNode(target.node);
   if (srcBitmaps && !tnode.instance.supportsPersistentBitmaps?.()) fail(`Format driver '${tnode.driver.name}' does not support bitmaps`);
+  // A target that takes only compressed data (a streamOptimized vmdk) is written compressed, as qemu-img does.
+  if (!compress && driverInfo(tnode)?.needsCompressedWrites) compress = true;
   if (compress && !supportsCompressed(tnode)) {
     fail('Compression not supported for this file format');
   }
