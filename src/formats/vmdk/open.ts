@@ -175,6 +175,10 @@ async function openExtentFile(ctx: OpenCtx, name: string, index: number, flat: b
     }
     throw err;
   }
+  // The extent is plain storage: its protocol is named, or the file would be probed as an image.
+  if (proto.driver === undefined && typeof proto.filename === 'string') {
+    proto = { ...proto, driver: (await node.graph.protocolForOpen(proto.filename)).name };
+  }
   const key = `extents.${index}`;
   const child = await node.graph.openNode(proto, { inheritFrom: node, readOnly: node.readOnly, relativeTo: node, childKey: key } as never);
   const role = flat ? ChildRole.DATA : ChildRole.DATA | ChildRole.METADATA;
