@@ -89,10 +89,11 @@ async function initExtent(bb: BlockBackend, bytes: number, flat: boolean, compre
   }
   const l = newSparseLayout(bytes, compress, zeroedGrain);
   const io = (e: unknown) => new BlockError(toBlockError(e).code, 'Input/output error', {}, { cause: e });
+  // QEMU writes past the end of the empty file, then sizes it; here it is sized first (same bytes).
+  await bb.truncate(l.grainOffset * SECTOR);
   await bb.write(0, l.header).catch((e: unknown) => {
     throw io(e);
   });
-  await bb.truncate(l.grainOffset * SECTOR);
   await bb.write(l.rgdOffset * SECTOR, newGrainDirectory(l, l.rgdOffset)).catch((e: unknown) => {
     throw io(e);
   });
@@ -193,10 +194,10 @@ export async function createVmdk(ctx: CreateContext): Promise<void> {
     });
     const descriptorBytes = latin1(text);
     const at = monolithic ? 0x200 : 0;
+    if (!monolithic) await bb.truncate(descriptorBytes.length);
     await bb.write(at, descriptorBytes).catch((e: unknown) => {
       throw toBlockError(e).withPrefix('Could not write description');
     });
-    if (!monolithic) await bb.truncate(descriptorBytes.length);
   };
   await withNewFile(ctx, ctx.filename, protoOptions, writeDescriptor);
 }

@@ -217,11 +217,18 @@ export class VmdkImage implements DriverInstance {
     }
   }
 
-  /** Rewrites the descriptor area with a new CID and flushes (QEMU's vmdk_write_cid). */
+  /**
+   * Rewrites the descriptor area with a new CID and flushes (QEMU's
+   * vmdk_write_cid). QEMU's write stops at the file's end rounded up to a
+   * sector (it may not grow the file): a short descriptor file ends up one
+   * sector long, not 20.
+   */
   private async writeCid(cid: number): Promise<void> {
-    const area = await readPadded(this.file, this.layout.descOffset, DESC_SIZE);
+    const at = this.layout.descOffset;
+    const area = await readPadded(this.file, at, DESC_SIZE);
     const next = withNewCid(area, cid);
-    await this.file.pwritev(this.layout.descOffset, next.length, next);
+    const n = Math.max(0, Math.min(DESC_SIZE, Math.ceil(this.file.length / SECTOR) * SECTOR - at));
+    if (n > 0) await this.file.pwritev(at, n, next.subarray(0, n));
     await this.file.flush();
   }
 
@@ -320,6 +327,8 @@ export const vmdkDriver = {
   name: 'vmdk',
   kind: 'format',
   supportsBacking: true,
+  // New grains are appended as writes come: copies write in order, as qemu-img does.
+  placesInWriteOrder: true,
   createOptions: vmdkCreateOptions,
   /** QEMU's vmdk_probe: a sparse magic, or descriptor text. */
   probe(header: Uint8Array): number {

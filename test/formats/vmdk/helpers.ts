@@ -44,10 +44,17 @@ export function maskCid(b: Buffer): Buffer {
 export function masked(b: Buffer): Buffer {
   if (b.length >= 4 && b.subarray(0, 4).toString('latin1') === 'KDMV') {
     const area = b.subarray(0x200, 0x200 + 20 * 512);
-    const text = area.subarray(0, area.indexOf(0) < 0 ? area.length : area.indexOf(0));
-    return Buffer.concat([b.subarray(0, 0x200), maskCid(text), Buffer.from([0]), b.subarray(0x200 + text.length + 1)]);
+    const nul = area.indexOf(0);
+    const text = maskCid(area.subarray(0, nul < 0 ? area.length : nul));
+    // The area's text with the CID masked, then zeros: the bytes after the text are QEMU's leftovers.
+    const fixed = Buffer.alloc(area.length);
+    text.copy(fixed);
+    return Buffer.concat([b.subarray(0, 0x200), fixed, b.subarray(0x200 + area.length)]);
   }
-  return maskCid(b);
+  // A descriptor file: the text, then the length of the rest (leftovers of a longer CID, as above).
+  const nul = b.indexOf(0);
+  if (nul < 0) return maskCid(b);
+  return Buffer.concat([maskCid(b.subarray(0, nul)), Buffer.from(`<${b.length - nul} more bytes>`)]);
 }
 
 export const norm = (r: RunResult): RunResult => ({ code: r.code, stdout: normalize(r.stdout), stderr: normalize(r.stderr) });
