@@ -21,6 +21,11 @@ export async function readClamped(child: BdrvChild, offset: number, n: number, o
   if (k < n) out.fill(0, k, n);
 }
 
+/** EIO for a host offset no file can reach (a flat extent's offset near 2^63 sectors: QEMU's wraps and fails). */
+function tooFar(end: number): void {
+  if (end > Number.MAX_SAFE_INTEGER) throw new BlockError('EIO', 'Input/output error', {}, { detail: `extent data at byte ${end}, past 2^53` });
+}
+
 /** The last grain decompressed, for reads that walk one grain in pieces. */
 export interface GrainCache {
   key: string;
@@ -34,6 +39,7 @@ export interface GrainCache {
  */
 export async function readGrain(ext: Extent, host: number, inCluster: number, n: number, out: Uint8Array, cache: { last?: GrainCache }): Promise<void> {
   if (!ext.compressed) {
+    tooFar(host + inCluster + n);
     await readClamped(ext.file, host + inCluster, n, out);
     return;
   }
@@ -88,6 +94,7 @@ export async function writeGrain(ext: Extent, host: number, inCluster: number, d
     bytes.set(z, GRAIN_MARKER_SIZE);
     at = host;
   }
+  tooFar(at + bytes.length);
   try {
     await ext.file.pwritev(at, bytes.length, bytes);
   } finally {

@@ -69,17 +69,19 @@ async function readDesc(file: BdrvChild, offset: number): Promise<Uint8Array> {
   return readPadded(file, offset, Math.max(SECTOR, Math.min(len, DESC_READ_MAX)));
 }
 
-function addExtent(ctx: OpenCtx, spec: ExtentSpec): Extent {
+function addExtent(ctx: OpenCtx, spec: Omit<ExtentSpec, 'sectors'> & { sectors: number | bigint }): Extent {
   if (spec.clusterSectors > MAX_GRAIN_SECTORS) {
     throw new BlockError('EFBIG', 'Invalid granularity, image may be corrupt', {}, { detail: `${spec.clusterSectors} sectors per grain` });
   }
   if (spec.l1Size > MAX_L1_ENTRIES) throw new BlockError('EFBIG', 'L1 size too big', {}, { detail: `${spec.l1Size} entries` });
   const last = ctx.extents[ctx.extents.length - 1];
   const start = last ? last.endSector : 0;
-  if ((start + spec.sectors) * SECTOR > MAX_BYTES) {
-    throw new BlockError('EFBIG', `Image size of ${start + spec.sectors} sectors is too large`, {}, { detail: 'over 2^53 bytes' });
+  const end = BigInt(start) + BigInt(spec.sectors);
+  if (end * 512n > BigInt(MAX_BYTES)) {
+    // QEMU's words when the size does not fit its 63 bits; ours stop at 2^53 bytes.
+    throw new BlockError('EFBIG', 'Could not refresh total sector count: File too large', {}, { detail: `image of ${end} sectors` });
   }
-  const e = new Extent(spec, start);
+  const e = new Extent({ ...spec, sectors: Number(spec.sectors) }, start);
   ctx.extents.push(e);
   return e;
 }
@@ -138,7 +140,7 @@ async function openKdmv(ctx: OpenCtx, file: BdrvChild, buf: Uint8Array): Promise
   const e = addExtent(ctx, {
     file,
     flat: false,
-    sectors: small(h.capacity, 'capacity'),
+    sectors: h.capacity,
     l1Offset: small((h.gdOffset * 512n) & 0xffffffffffffffffn, 'grain directory offset'),
     l1BackupOffset: backup,
     l1Size,
@@ -206,7 +208,7 @@ async function openDescriptor(ctx: OpenCtx, text: string): Promise<void> {
     const file = await openExtentFile(ctx, line.filename, ctx.extents.length, flat);
     if (flat) {
       const e = addExtent(ctx, { file, flat: true, sectors: line.sectors, l1Offset: 0, l1BackupOffset: 0, l1Size: 0, l2Size: 0, clusterSectors: 0 });
-      if (line.flatOffset * SECTOR > MAX_BYTES) throw new BlockError('EFBIG', `vmdk: flat extent offset of ${line.flatOffset} sectors is too large`);
+      // An offset past 2^53 bytes cannot be in any file: it reads as zeros (past the end), as in QEMU.
       e.flatStart = line.flatOffset * SECTOR;
       e.type = line.type;
     } else {
