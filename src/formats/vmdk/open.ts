@@ -247,5 +247,6 @@ export async function openLayout(node: BlockNode, file: BdrvChild): Promise<Vmdk
   } catch (e) {
     throw bare(e);
   }
-  return { extents: ctx.extents, createType: ctx.createType ?? 'monolithicSparse', descOffset, cid, parentCid, parentHint: hint };
+  // A COWD file sets no type (QEMU prints it empty).
+  return { extents: ctx.extents, createType: ctx.createType ?? '', descOffset, cid, parentCid, parentHint: hint };
 }

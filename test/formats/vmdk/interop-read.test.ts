@@ -6,7 +6,7 @@
  * raw` gives qemu-img's bytes, and info (human and JSON), map and check
  * print what qemu-img prints.
  */
-import { statSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { Fixture, hasQemu, ours, theirs, words } from '../../cli/harness.js';
@@ -14,7 +14,29 @@ import { bytesOf, ioLine, MiB, norm, seededWrites } from './helpers.js';
 
 const SIZE = 5 * MiB + 512;
 
-function build(_dir: string, sh: (cmd: string) => void): void {
+/**
+ * An ESX "COWD" sparse file (QEMU's VMDK3): 1 MiB of 4 KiB grains, one grain
+ * directory entry, a 4096-entry grain table, two grains. The sector at 0x200
+ * holds the CID text QEMU looks for there.
+ */
+function cowdImage(path: string): void {
+  const b = Buffer.alloc(50 * 512);
+  b.write('COWD', 0, 'latin1');
+  b.writeUInt32LE(1, 4); // version
+  b.writeUInt32LE(2048, 12); // disk sectors
+  b.writeUInt32LE(8, 16); // granularity
+  b.writeUInt32LE(2, 20); // grain directory at sector 2
+  b.writeUInt32LE(1, 24); // one entry
+  b.write('CID=2a\nparentCID=ffffffff\n', 512, 'latin1');
+  b.writeUInt32LE(3, 2 * 512); // grain table at sector 3 (32 sectors)
+  b.writeUInt32LE(35, 3 * 512 + 3 * 4); // guest grain 3 at sector 35
+  b.writeUInt32LE(43, 3 * 512 + 200 * 4); // guest grain 200 at sector 43 (past the end: zeros)
+  for (let i = 0; i < 4096; i++) b[35 * 512 + i] = (i * 7) & 0xff;
+  writeFileSync(path, b);
+}
+
+function build(dir: string, sh: (cmd: string) => void): void {
+  cowdImage(join(dir, 'cowd.vmdk'));
   const img = (name: string, opts: string, size: number | string, seed: number) => {
     sh(`qemu-img create -q -f vmdk ${opts ? `-o ${opts}` : ''} ${name} ${size}`);
     if (seed) sh(`qemu-io ${ioLine(seededWrites(seed, typeof size === 'number' ? size : 4 * MiB, 10), name)} >/dev/null`);
@@ -45,7 +67,7 @@ function build(_dir: string, sh: (cmd: string) => void): void {
   sh(`qemu-io ${ioLine(['write -P 0x88 1000 3000'], 'sub/in-dir.vmdk')} >/dev/null`);
 }
 
-const ALL = ['multi.vmdk', 'sparse.vmdk', 'empty.vmdk', 'zeroed.vmdk', 'flat.vmdk', 'split.vmdk', 'splitflat.vmdk', 'stream.vmdk', 'conv-stream.vmdk', 'base.vmdk', 'over.vmdk', 'sub/in-dir.vmdk'];
+const ALL = ['cowd.vmdk', 'multi.vmdk', 'sparse.vmdk', 'empty.vmdk', 'zeroed.vmdk', 'flat.vmdk', 'split.vmdk', 'splitflat.vmdk', 'stream.vmdk', 'conv-stream.vmdk', 'base.vmdk', 'over.vmdk', 'sub/in-dir.vmdk'];
 /** Flat extents are sparse host files qemu-img map sees holes in (Node copies write them whole). */
 const MAPPABLE = ALL.filter((f) => !['flat.vmdk', 'splitflat.vmdk', 'sub/in-dir.vmdk'].includes(f));
 /** Gigabytes of flat extents: a copy reads every byte (Node cannot see holes), too slow here. */

@@ -23,6 +23,13 @@ function build(_dir: string, sh: (cmd: string) => void): void {
   sh('qemu-img create -q -f vmdk base.vmdk 2M');
   sh(`qemu-io ${ioLine(['write -P 0x33 0 2M'], 'base.vmdk')} >/dev/null`);
   sh('qemu-img create -q -f vmdk -b base.vmdk -F vmdk -o zeroed_grain=on over.vmdk');
+  // Three extents of three kinds, the writes cross their ends: flat at an offset, sparse, flat.
+  sh('head -c 700000 /dev/zero | tr "\\0" "\\21" > part-a.bin && head -c 300000 /dev/zero > part-c.bin');
+  sh('qemu-img create -q -f vmdk -o zeroed_grain=on part-b.vmdk 1M');
+  sh(
+    `printf '# Disk DescriptorFile\\nversion=1\\nCID=12345678\\nparentCID=ffffffff\\ncreateType="twoGbMaxExtentFlat"\\n` +
+      `RW 1000 FLAT "part-a.bin" 3\\nRW 2048 SPARSE "part-b.vmdk"\\nRW 500 FLAT "part-c.bin" 0\\n' > multi.vmdk`,
+  );
 }
 
 /** A seeded session of `n` commands on an image of `size` bytes; `grains` keeps writes whole-grain (streamOptimized). */
@@ -85,6 +92,7 @@ const IMAGES: Array<[string, number, boolean]> = [
   ['stream.vmdk', 2 * MiB, true],
   ['stream.vmdk', 2 * MiB, false],
   ['over.vmdk', 2 * MiB, false],
+  ['multi.vmdk', (1000 + 2048 + 500) * 512, false],
 ];
 
 it('compares against qemu-io 7.2', () => {
