@@ -51,10 +51,15 @@ export function masked(b: Buffer): Buffer {
     text.copy(fixed);
     return Buffer.concat([b.subarray(0, 0x200), fixed, b.subarray(0x200 + area.length)]);
   }
-  // A descriptor file: the text, then the length of the rest (leftovers of a longer CID, as above).
+  // A descriptor file: its text. What follows (leftovers of a longer CID, as above) and
+  // the length (QEMU cuts a new descriptor file at its text's end) move with the CID's digits.
   const nul = b.indexOf(0);
-  if (nul < 0) return maskCid(b);
-  return Buffer.concat([maskCid(b.subarray(0, nul)), Buffer.from(`<${b.length - nul} more bytes>`)]);
+  return maskCid(nul < 0 ? b : b.subarray(0, nul));
+}
+
+/** Whether `b` is a descriptor file (text), whose length depends on the CID's digits. */
+export function isDescriptorFile(b: Buffer): boolean {
+  return b.length >= 4 && b.subarray(0, 4).toString('latin1') !== 'KDMV' && b.toString('latin1', 0, Math.min(b.length, 4096)).includes('createType=');
 }
 
 export const norm = (r: RunResult): RunResult => ({ code: r.code, stdout: normalize(r.stdout), stderr: normalize(r.stderr) });
