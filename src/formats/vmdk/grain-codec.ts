@@ -32,10 +32,10 @@ export function adler32(b: Uint8Array): number {
 
 /**
  * Decodes the zlib stream `src` into at most `capacity` bytes and returns
- * them. EINVAL (as QEMU, whose uncompress() fails) for a bad header, a
+ * them (in `into` when it is large enough: callers reuse one buffer). EINVAL (as QEMU, whose uncompress() fails) for a bad header, a
  * corrupt stream or one that decodes to more than `capacity` bytes.
  */
-export async function inflateGrain(src: Uint8Array, capacity: number, context: ErrorContext = {}): Promise<Uint8Array> {
+export async function inflateGrain(src: Uint8Array, capacity: number, context: ErrorContext = {}, into?: Uint8Array): Promise<Uint8Array> {
   const where = context.offset !== undefined ? ` at 0x${context.offset.toString(16)}` : '';
   if (capacity > MAX_CODEC_BUFFER) {
     throw new BlockError('EINVAL', `vmdk: compressed grain of ${capacity} bytes is larger than the ${MAX_CODEC_BUFFER}-byte codec buffer`, context);
@@ -46,7 +46,7 @@ export async function inflateGrain(src: Uint8Array, capacity: number, context: E
   }
   wasm ??= loadDeflate();
   const codec = await wasm;
-  const out = new Uint8Array(capacity);
+  const out = into && into.length >= capacity ? into.subarray(0, capacity) : new Uint8Array(capacity);
   let n: number;
   try {
     n = codec.inflate(src.subarray(2), out, false, context);

@@ -32,12 +32,19 @@ export interface GrainCache {
   data: Uint8Array;
 }
 
+/** Per-image buffers of compressed reads, reused from grain to grain (no garbage per grain). */
+export interface GrainBuffers {
+  last?: GrainCache;
+  src?: Uint8Array;
+  out?: Uint8Array;
+}
+
 /**
  * Reads `n` bytes at `inCluster` of the grain at `host` in `ext` into `out`,
  * decompressing compressed grains (EINVAL, as QEMU, for a bad marker size,
  * a stream that does not decode, or a read past the decoded bytes).
  */
-export async function readGrain(ext: Extent, host: number, inCluster: number, n: number, out: Uint8Array, cache: { last?: GrainCache }): Promise<void> {
+export async function readGrain(ext: Extent, host: number, inCluster: number, n: number, out: Uint8Array, cache: GrainBuffers): Promise<void> {
   if (!ext.compressed) {
     tooFar(host + inCluster + n);
     await readClamped(ext.file, host + inCluster, n, out);
@@ -58,9 +65,13 @@ export async function readGrain(ext: Extent, host: number, inCluster: number, n:
     if (len === 0 || len > 2 * cluster) {
       throw new BlockError('EINVAL', 'Invalid argument', { offset: host }, { detail: `compressed grain at 0x${host.toString(16)} claims ${len} bytes (grain of ${cluster})` });
     }
-    const src = new Uint8Array(len);
+    if (!cache.src || cache.src.length < len) cache.src = new Uint8Array(len);
+    const src = cache.src.subarray(0, len);
     await readClamped(ext.file, start, len, src);
-    data = await inflateGrain(src, cluster, { offset: host });
+    // The cached grain is dropped first: its buffer takes the new one.
+    cache.last = undefined;
+    if (!cache.out || cache.out.length < cluster) cache.out = new Uint8Array(cluster);
+    data = await inflateGrain(src, cluster, { offset: host }, cache.out);
     cache.last = { key, data };
   }
   if (inCluster + n > data.length) {

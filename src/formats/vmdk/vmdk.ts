@@ -29,7 +29,7 @@ import { createVmdk, vmdkCreateOptions } from './create.js';
 import { DESC_SIZE, probeDescriptor, readCid, withNewCid } from './descriptor.js';
 import { Found, readPadded, type Extent, type Lookup } from './extent.js';
 import { SECTOR, VMDK3_MAGIC, VMDK4_MAGIC } from './header.js';
-import { fillGrain, readGrain, writeGrain, type GrainCache } from './io.js';
+import { fillGrain, readGrain, writeGrain, type GrainBuffers } from './io.js';
 import { openLayout, type VmdkLayout } from './open.js';
 
 /** A FIFO lock (QEMU's s->lock, held across every request). */
@@ -58,7 +58,7 @@ export class VmdkImage implements DriverInstance {
   private readonly length: number;
   private cidUpdated = false;
   private cidChecked = false;
-  private readonly grainCache: { last?: GrainCache } = {};
+  private readonly grainCache: GrainBuffers = {};
   readonly supportedWriteFlags = ReqFlag.COMPRESSED;
 
   constructor(
