@@ -81,13 +81,19 @@ export class Extent {
   flatStart = 0;
   /** The extent line's type (undefined for a monolithic sparse file). */
   type: string | undefined;
+  /**
+   * seSparse: 64-bit table entries, grain tables and grains found from these
+   * sector offsets. Its directory and tables are decoded as they are read
+   * (see decodeWide), so the lookup is the same for every kind.
+   */
+  seSparse: { tablesOffset: number; grainsOffset: number } | undefined;
   /** Where the next grain goes, in sectors. */
   nextClusterSector: number;
-  /** The directory entries the file holds (the rest read as 0). */
-  private l1: Uint32Array = new Uint32Array(0);
-  private l1Backup: Uint32Array | undefined;
-  /** Grain tables by sector, least recently used first. */
-  private readonly l2Cache = new Map<number, Uint32Array>();
+  /** The directory entries the file holds (the rest read as 0); seSparse: decoded, -1 for a bad one. */
+  private l1: Uint32Array | Float64Array = new Uint32Array(0);
+  private l1Backup: Uint32Array | Float64Array | undefined;
+  /** Grain tables by sector, least recently used first (seSparse: decoded, see decodeWide). */
+  private readonly l2Cache = new Map<number, Uint32Array | Float64Array>();
 
   constructor(spec: ExtentSpec, startSector: number) {
     this.file = spec.file;
@@ -123,8 +129,13 @@ export class Extent {
     if (this.l1BackupOffset) this.l1Backup = await this.readDirectory(this.l1BackupOffset);
   }
 
-  private async readDirectory(offset: number): Promise<Uint32Array> {
+  private async readDirectory(offset: number): Promise<Uint32Array | Float64Array> {
     const len = this.file.length;
+    if (this.seSparse) {
+      const present = offset >= len ? 0 : Math.min(this.l1Size, Math.floor((len - offset) / 8));
+      const b = await readPadded(this.file, offset, present * 8);
+      return this.decodeWide(b, present, true);
+    }
     const present = offset >= len ? 0 : Math.min(this.l1Size, Math.floor((len - offset) / 4));
     const b = await readPadded(this.file, offset, present * 4);
     const dv = new DataView(b.buffer);
@@ -133,18 +144,55 @@ export class Extent {
     return t;
   }
 
+  /**
+   * seSparse entries as numbers (QEMU's rules): a directory entry is 0 or
+   * 0x10000000 in its top half and a table index below it (the table's
+   * sector), a table entry is 0 (unallocated), 1 or 2 in its top nibble
+   * (zeroed, as -2) or 3 with the grain index in two parts (the grain's
+   * sector); anything else is -1 (an error when looked up).
+   */
+  private decodeWide(b: Uint8Array, n: number, directory: boolean): Float64Array {
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    const out = new Float64Array(n);
+    const se = this.seSparse!;
+    for (let i = 0; i < n; i++) {
+      const e = dv.getBigUint64(i * 8, true);
+      if (e === 0n) continue;
+      if (directory) {
+        if (e >> 32n !== 0x10000000n) out[i] = -1;
+        else {
+          const sector = se.tablesOffset + Number(e & 0xffffffffn) * ((this.l2Size * 8) / SECTOR);
+          out[i] = sector > 0xffffffff ? -1 : sector;
+        }
+        continue;
+      }
+      const kind = e >> 60n;
+      if (kind === 1n || kind === 2n) out[i] = -2;
+      else if (kind === 3n) {
+        const grain = ((e & 0x0fff000000000000n) >> 48n) | ((e & 0x0000ffffffffffffn) << 12n);
+        out[i] = se.grainsOffset + Number(grain) * this.clusterSectors;
+      } else out[i] = -1;
+    }
+    return out;
+  }
+
   /** The grain table at `sector`, through the cache. */
-  private async table(sector: number): Promise<Uint32Array> {
+  private async table(sector: number): Promise<Uint32Array | Float64Array> {
     const hit = this.l2Cache.get(sector);
     if (hit) {
       this.l2Cache.delete(sector);
       this.l2Cache.set(sector, hit);
       return hit;
     }
-    const b = await readPadded(this.file, sector * SECTOR, this.l2Size * 4);
-    const dv = new DataView(b.buffer);
-    const t = new Uint32Array(this.l2Size);
-    for (let i = 0; i < this.l2Size; i++) t[i] = dv.getUint32(i * 4, true);
+    let t: Uint32Array | Float64Array;
+    if (this.seSparse) {
+      t = this.decodeWide(await readPadded(this.file, sector * SECTOR, this.l2Size * 8), this.l2Size, false);
+    } else {
+      const b = await readPadded(this.file, sector * SECTOR, this.l2Size * 4);
+      const dv = new DataView(b.buffer);
+      t = new Uint32Array(this.l2Size);
+      for (let i = 0; i < this.l2Size; i++) t[i] = dv.getUint32(i * 4, true);
+    }
     if (this.l2Cache.size >= L2_CACHE_TABLES) this.l2Cache.delete(this.l2Cache.keys().next().value!);
     this.l2Cache.set(sector, t);
     return t;
@@ -164,14 +212,19 @@ export class Extent {
       return { found: Found.ERROR, hostOffset: 0, l1Index, l2Index, l2Sector: 0, why: `grain directory index ${l1Index} is past its ${this.l1Size} entries` };
     }
     const l2Sector = l1Index < this.l1.length ? this.l1[l1Index]! : 0;
+    if (l2Sector < 0) {
+      return { found: Found.ERROR, hostOffset: 0, l1Index, l2Index, l2Sector: 0, why: `bad seSparse grain directory entry ${l1Index}` };
+    }
     if (l2Sector === 0) return { found: Found.UNALLOCATED, hostOffset: 0, l1Index, l2Index, l2Sector };
-    let table: Uint32Array;
+    let table: Uint32Array | Float64Array;
     try {
       table = await this.table(l2Sector);
     } catch (e) {
       return { found: Found.ERROR, hostOffset: 0, l1Index, l2Index, l2Sector, why: `grain table at sector ${l2Sector}: ${(e as Error).message}` };
     }
     const entry = table[l2Index]!;
+    if (entry === -1) return { found: Found.ERROR, hostOffset: 0, l1Index, l2Index, l2Sector, why: `bad seSparse grain table entry ${l2Index} at sector ${l2Sector}` };
+    if (entry === -2) return { found: Found.ZEROED, hostOffset: 0, l1Index, l2Index, l2Sector };
     if (this.hasZeroGrain && entry === GTE_ZEROED) return { found: Found.ZEROED, hostOffset: 0, l1Index, l2Index, l2Sector };
     if (entry === 0) return { found: Found.UNALLOCATED, hostOffset: 0, l1Index, l2Index, l2Sector };
     return { found: Found.DATA, hostOffset: entry * SECTOR, l1Index, l2Index, l2Sector };

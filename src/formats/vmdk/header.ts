@@ -203,3 +203,56 @@ export function newGrainDirectory(layout: NewSparseLayout, dirSector: number): U
   for (let i = 0; i < layout.gtCount; i++) dv.setUint32(i * 4, dirSector + layout.gdSectors + i * layout.gtSectors, true);
   return b;
 }
+
+/** Magic numbers of seSparse (ESXi 6.5+) headers. */
+export const SESPARSE_CONST_MAGIC = 0xcafebaben;
+export const SESPARSE_VOLATILE_MAGIC = 0xcafecafen;
+
+/** The seSparse constant header fields QEMU uses (all 64-bit; sizes and offsets in sectors). */
+export interface SeSparseHeader {
+  capacity: bigint;
+  grainSize: bigint;
+  grainTableSize: bigint;
+  volatileHeaderOffset: bigint;
+  grainDirOffset: bigint;
+  grainDirSize: bigint;
+  grainTablesOffset: bigint;
+  grainsOffset: bigint;
+}
+
+const hex16 = (v: bigint) => `0x${v.toString(16).padStart(16, '0')}`;
+
+/** Decodes and checks an seSparse constant header (its 512 bytes) with QEMU's strict rules and messages. */
+export function decodeSeSparseConst(b: Uint8Array): SeSparseHeader {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const q = (i: number) => dv.getBigUint64(i * 8, true);
+  const magic = q(0);
+  if (magic !== SESPARSE_CONST_MAGIC) throw new BlockError('EINVAL', `Bad const header magic: ${hex16(magic)}`);
+  if (q(1) !== 0x0000000200000001n) throw new BlockError('ENOTSUP', `Unsupported version: ${hex16(q(1))}`);
+  if (q(3) !== 8n) throw new BlockError('ENOTSUP', `Unsupported grain size: ${q(3)}`);
+  if (q(4) !== 64n) throw new BlockError('ENOTSUP', `Unsupported grain table size: ${q(4)}`);
+  if (q(5) !== 0n) throw new BlockError('ENOTSUP', `Unsupported flags: ${hex16(q(5))}`);
+  if (q(6) !== 0n || q(7) !== 0n || q(8) !== 0n || q(9) !== 0n) {
+    throw new BlockError('ENOTSUP', `Unsupported reserved bits: ${hex16(q(6))} ${hex16(q(7))} ${hex16(q(8))} ${hex16(q(9))}`);
+  }
+  for (let i = 26 * 8; i < 512; i++) if (b[i] !== 0) throw new BlockError('ENOTSUP', 'Unsupported non-zero const header padding');
+  return {
+    capacity: q(2),
+    grainSize: q(3),
+    grainTableSize: q(4),
+    volatileHeaderOffset: q(10),
+    grainDirOffset: q(16),
+    grainDirSize: q(17),
+    grainTablesOffset: q(18),
+    grainsOffset: q(24),
+  };
+}
+
+/** Checks an seSparse volatile header (its 512 bytes) as QEMU does. */
+export function checkSeSparseVolatile(b: Uint8Array): void {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const magic = dv.getBigUint64(0, true);
+  if (magic !== SESPARSE_VOLATILE_MAGIC) throw new BlockError('EINVAL', `Bad volatile header magic: ${hex16(magic)}`);
+  if (dv.getBigUint64(24, true) !== 0n) throw new BlockError('ENOTSUP', 'Image is dirty, Replaying journal not supported');
+  for (let i = 32; i < 512; i++) if (b[i] !== 0) throw new BlockError('ENOTSUP', 'Unsupported non-zero volatile header padding');
+}

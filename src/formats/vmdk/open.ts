@@ -32,7 +32,9 @@ import {
   VMDK3_GT_ENTRIES,
   VMDK3_MAGIC,
   VMDK4_MAGIC,
+  checkSeSparseVolatile,
   decodeFooter,
+  decodeSeSparseConst,
   decodeVmdk3,
   decodeVmdk4,
 } from './header.js';
@@ -155,6 +157,26 @@ async function openKdmv(ctx: OpenCtx, file: BdrvChild, buf: Uint8Array): Promise
   await e.readTables();
 }
 
+/** An seSparse extent (read only, as in QEMU). */
+async function openSeSparse(ctx: OpenCtx, file: BdrvChild): Promise<void> {
+  if (!ctx.node.readOnly) throw new BlockError('EACCES', 'No write support for seSparse images available');
+  const h = decodeSeSparseConst(await readPadded(file, 0, SECTOR));
+  const volatileAt = h.volatileHeaderOffset * 512n;
+  checkSeSparseVolatile(await readPadded(file, volatileAt > BigInt(file.length) ? file.length : Number(volatileAt), SECTOR));
+  const e = addExtent(ctx, {
+    file,
+    flat: false,
+    sectors: h.capacity,
+    l1Offset: small(h.grainDirOffset * 512n, 'grain directory offset'),
+    l1BackupOffset: 0,
+    l1Size: Number(((h.grainDirSize * 512n) / 8n) & 0xffffffffn),
+    l2Size: Number((h.grainTableSize * 512n) / 8n),
+    clusterSectors: Number(h.grainSize),
+  });
+  e.seSparse = { tablesOffset: small(h.grainTablesOffset, 'grain tables offset'), grainsOffset: small(h.grainsOffset, 'grains offset') };
+  await e.readTables();
+}
+
 /** A sparse extent file (QEMU's vmdk_open_sparse). */
 async function openSparse(ctx: OpenCtx, file: BdrvChild, buf: Uint8Array): Promise<void> {
   const magic = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0, false);
@@ -201,9 +223,6 @@ async function openDescriptor(ctx: OpenCtx, text: string): Promise<void> {
   ctx.createType = ct;
   const lines = parseExtentLines(text);
   for (const line of lines) {
-    if (line.type === 'SESPARSE') {
-      throw new BlockError('ENOTSUP', `Unsupported extent type '${line.type}'`, {}, { detail: 'seSparse extents are not implemented' });
-    }
     const flat = line.type === 'FLAT' || line.type === 'VMFS';
     const file = await openExtentFile(ctx, line.filename, ctx.extents.length, flat);
     if (flat) {
@@ -211,6 +230,9 @@ async function openDescriptor(ctx: OpenCtx, text: string): Promise<void> {
       // An offset past 2^53 bytes cannot be in any file: it reads as zeros (past the end), as in QEMU.
       e.flatStart = line.flatOffset * SECTOR;
       e.type = line.type;
+    } else if (line.type === 'SESPARSE') {
+      await openSeSparse(ctx, file);
+      ctx.extents[ctx.extents.length - 1]!.type = line.type;
     } else {
       const buf = await readDesc(file, 0);
       const inner: OpenCtx = { ...ctx, file, depth: ctx.depth + 1 };

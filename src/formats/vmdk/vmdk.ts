@@ -174,6 +174,7 @@ export class VmdkImage implements DriverInstance {
     while (done < bytes) {
       const pos = offset + done;
       const ext = this.extentAt(pos);
+      if (ext.seSparse) throw new BlockError('ENOTSUP', 'Operation not supported', { offset: pos }, { detail: 'seSparse extents are read only' });
       const inCluster = ext.offsetInCluster(pos);
       let n = Math.min(bytes - done, ext.clusterBytes - inCluster);
       const at = await ext.lookup(pos);

@@ -35,8 +35,39 @@ function cowdImage(path: string): void {
   writeFileSync(path, b);
 }
 
+/**
+ * An ESXi seSparse extent and its descriptor: 1 MiB of 4 KiB grains, one
+ * grain table, two grains, one zeroed grain entry.
+ */
+function seSparseImage(dir: string): void {
+  const b = Buffer.alloc(83 * 512);
+  const q = (i: number, v: bigint) => b.writeBigUInt64LE(v, i * 8);
+  q(0, 0xcafebaben);
+  q(1, 0x200000001n);
+  q(2, 2048n); // capacity
+  q(3, 8n); // grain size
+  q(4, 64n); // grain table size
+  q(10, 1n); // volatile header at sector 1
+  q(11, 1n);
+  q(16, 2n); // grain directory at sector 2, one sector
+  q(17, 1n);
+  q(18, 3n); // grain tables from sector 3
+  q(19, 64n);
+  q(24, 67n); // grains from sector 67
+  q(25, 16n);
+  b.writeBigUInt64LE(0xcafecafen, 512);
+  b.writeBigUInt64LE(0x1000000000000000n, 2 * 512);
+  b.writeBigUInt64LE(0x3000000000000000n, 3 * 512 + 1 * 8); // guest grain 1: grain 0
+  b.writeBigUInt64LE(0x2000000000000000n, 3 * 512 + 5 * 8); // guest grain 5: zeroed
+  b.writeBigUInt64LE(0x3000000000000001n, 3 * 512 + 7 * 8); // guest grain 7: grain 1
+  for (let i = 0; i < 8192; i++) b[67 * 512 + i] = (i * 13 + 1) & 0xff;
+  writeFileSync(join(dir, 'se.bin'), b);
+  writeFileSync(join(dir, 'sesparse.vmdk'), '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="seSparse"\n\nRW 2048 SESPARSE "se.bin"\n');
+}
+
 function build(dir: string, sh: (cmd: string) => void): void {
   cowdImage(join(dir, 'cowd.vmdk'));
+  seSparseImage(dir);
   const img = (name: string, opts: string, size: number | string, seed: number) => {
     sh(`qemu-img create -q -f vmdk ${opts ? `-o ${opts}` : ''} ${name} ${size}`);
     if (seed) sh(`qemu-io ${ioLine(seededWrites(seed, typeof size === 'number' ? size : 4 * MiB, 10), name)} >/dev/null`);
@@ -63,7 +94,7 @@ function build(dir: string, sh: (cmd: string) => void): void {
   sh(`qemu-io ${ioLine(['write -P 0x88 1000 3000'], 'sub/in-dir.vmdk')} >/dev/null`);
 }
 
-const ALL = ['cowd.vmdk', 'multi.vmdk', 'sparse.vmdk', 'empty.vmdk', 'zeroed.vmdk', 'flat.vmdk', 'stream.vmdk', 'conv-stream.vmdk', 'base.vmdk', 'over.vmdk', 'sub/in-dir.vmdk'];
+const ALL = ['cowd.vmdk', 'sesparse.vmdk', 'multi.vmdk', 'sparse.vmdk', 'empty.vmdk', 'zeroed.vmdk', 'flat.vmdk', 'stream.vmdk', 'conv-stream.vmdk', 'base.vmdk', 'over.vmdk', 'sub/in-dir.vmdk'];
 /** Flat extents are sparse host files qemu-img map sees holes in (Node copies write them whole). */
 const MAPPABLE = ALL.filter((f) => !['flat.vmdk', 'sub/in-dir.vmdk'].includes(f));
 
@@ -117,6 +148,11 @@ describe('vmdk images made by QEMU, read by diskworker', () => {
     ] as const) {
       const g = await both('io', ioLine([...cmds], file));
       expect(g.ours, file).toEqual(g.theirs);
+    }
+    // seSparse opens read-only only.
+    for (const line of [`-r ${ioLine(['read -v 4090 16', 'read -P 0 20k 4k', 'read -v 28680 16', 'alloc 0 1M', 'map'], 'sesparse.vmdk')}`, ioLine(['read 0 512'], 'sesparse.vmdk')]) {
+      const g = await both('io', line);
+      expect(g.ours, line).toEqual(g.theirs);
     }
   });
 

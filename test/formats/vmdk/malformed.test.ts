@@ -85,8 +85,6 @@ const HUGE = new Set(['grain directory of 32M entries past the end of the file']
 const DIVERGES: Record<string, { command?: string; ours: RegExp }> = {
   // QEMU writes the data over the header (an offset it never set): we refuse.
   'grain directory far past the end': { command: 'write -P 1 0 512', ours: /write failed: Input\/output error/ },
-  // seSparse extents are not implemented: QEMU reads the extent's header, we stop at the line.
-  'SESPARSE extent': { ours: /Unsupported extent type 'SESPARSE'/ },
   // QEMU's offset wraps to a negative number in its map; ours cannot be a file offset and fails.
   'flat extent offset near 2^63 sectors': { command: 'map', ours: /Invalid argument/ },
   // QEMU's second open of the same file for writing fails on its file lock; ours reads it and finds no sparse magic.
