@@ -222,12 +222,21 @@ export class Extent {
     } catch (e) {
       return { found: Found.ERROR, hostOffset: 0, l1Index, l2Index, l2Sector, why: `grain table at sector ${l2Sector}: ${(e as Error).message}` };
     }
-    const entry = table[l2Index]!;
-    if (entry === -1) return { found: Found.ERROR, hostOffset: 0, l1Index, l2Index, l2Sector, why: `bad seSparse grain table entry ${l2Index} at sector ${l2Sector}` };
-    if (entry === -2) return { found: Found.ZEROED, hostOffset: 0, l1Index, l2Index, l2Sector };
-    if (this.hasZeroGrain && entry === GTE_ZEROED) return { found: Found.ZEROED, hostOffset: 0, l1Index, l2Index, l2Sector };
-    if (entry === 0) return { found: Found.UNALLOCATED, hostOffset: 0, l1Index, l2Index, l2Sector };
-    return { found: Found.DATA, hostOffset: entry * SECTOR, l1Index, l2Index, l2Sector };
+    const found = this.classify(table[l2Index]!);
+    if (found === Found.ERROR) return { found, hostOffset: 0, l1Index, l2Index, l2Sector, why: `bad seSparse grain table entry ${l2Index} at sector ${l2Sector}` };
+    return { found, hostOffset: found === Found.DATA ? table[l2Index]! * SECTOR : 0, l1Index, l2Index, l2Sector };
+  }
+
+  /** What a grain table entry (as held in memory) says; DATA entries are the grain's sector. */
+  classify(entry: number): Found {
+    if (entry === -1) return Found.ERROR;
+    if (entry === -2 || (this.hasZeroGrain && entry === GTE_ZEROED)) return Found.ZEROED;
+    return entry === 0 ? Found.UNALLOCATED : Found.DATA;
+  }
+
+  /** The grain table at `sector` if the cache holds it (a lookup just read it). */
+  cachedTable(sector: number): Uint32Array | Float64Array | undefined {
+    return this.l2Cache.get(sector);
   }
 
   /**

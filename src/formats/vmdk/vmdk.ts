@@ -276,15 +276,40 @@ export class VmdkImage implements DriverInstance {
       (e as BlockError & { messages: string[] }).messages = [line];
       throw e;
     };
-    for (let sector = 0; sector < total; sector += ext.clusterSectors) {
-      ext = this.findExtent(sector * SECTOR);
-      if (!ext) return fail('EINVAL', `ERROR: could not find extent for sector ${sector}`, `sector ${sector}`);
-      const at = await this.lock.run(() => ext!.lookup(sector * SECTOR));
-      if (at.found === Found.ERROR) fail('EPERM', `ERROR: could not get cluster_offset for sector ${sector}`, at.why ?? '');
-      if (at.found === Found.DATA && at.hostOffset >= ext.file.length) {
-        fail('EINVAL', `ERROR: cluster offset for sector ${sector} points after EOF`, `grain at ${at.hostOffset}, file of ${ext.file.length} bytes`);
+    await this.lock.run(async () => {
+      for (let sector = 0; sector < total; sector += ext!.clusterSectors) {
+        ext = this.findExtent(sector * SECTOR);
+        if (!ext) return fail('EINVAL', `ERROR: could not find extent for sector ${sector}`, `sector ${sector}`);
+        const at = await ext.lookup(sector * SECTOR);
+        if (at.found === Found.ERROR) fail('EPERM', `ERROR: could not get cluster_offset for sector ${sector}`, at.why ?? '');
+        if (at.found === Found.DATA && at.hostOffset >= ext.file.length) {
+          fail('EINVAL', `ERROR: cluster offset for sector ${sector} points after EOF`, `grain at ${at.hostOffset}, file of ${ext.file.length} bytes`);
+        }
+        if (ext.flat) continue;
+        // The rest of this directory entry's grains, visited as QEMU's walk visits them
+        // (the same sectors), from the table just read instead of a lookup each.
+        const c = ext.clusterSectors;
+        const boundary = Math.min(ext.endSector, ext.startSector + (at.l1Index + 1) * ext.l1EntrySectors);
+        const table = at.l2Sector > 0 ? ext.cachedTable(at.l2Sector) : undefined;
+        if (at.l2Sector === 0) {
+          // No grain table: all unallocated.
+          const steps = Math.ceil((boundary - sector) / c) - 1;
+          if (steps > 0) sector += steps * c;
+        } else if (table) {
+          const len = ext.file.length;
+          let next = sector + c;
+          for (; next < boundary; next += c) {
+            const entry = table[Math.floor((next - ext.startSector) / c) % ext.l2Size]!;
+            const found = ext.classify(entry);
+            if (found === Found.ERROR) fail('EPERM', `ERROR: could not get cluster_offset for sector ${next}`, `bad grain table entry for sector ${next}`);
+            if (found === Found.DATA && entry * SECTOR >= len) {
+              fail('EINVAL', `ERROR: cluster offset for sector ${next} points after EOF`, `grain at ${entry * SECTOR}, file of ${len} bytes`);
+            }
+          }
+          sector = next - c;
+        }
       }
-    }
+    });
     return { corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, imageEndOffset: 0, messages: [] };
   }
 

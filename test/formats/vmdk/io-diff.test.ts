@@ -107,7 +107,7 @@ describe('seeded qemu-io sessions on vmdk images: same lines, same bytes', () =>
   afterAll(() => fx.dispose());
 
   for (const [file, size, grains] of IMAGES) {
-    for (const seed of [1, 2, 3]) {
+    for (const seed of [1, 2]) {
       it(`${file}${grains ? ' (whole grains)' : ''}, seed ${seed}`, async () => {
         const cmds = session(seed * 7919 + size + (grains ? 1 : 0), size, 20, grains);
         const args = ['-f', 'vmdk', ...cmds.flatMap((c) => ['-c', c]), file];
