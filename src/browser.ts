@@ -14,6 +14,7 @@ import { rawDriver } from './formats/raw/raw.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
 import { vpcDriver } from './formats/vpc/vpc.js';
+import { vmdkDriver } from './formats/vmdk/vmdk.js';
 import { blkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { throttleDriver } from './filters/throttle.js';
@@ -30,6 +31,7 @@ export { rawDriver } from './formats/raw/raw.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
 export { vpcDriver } from './formats/vpc/vpc.js';
+export { vmdkDriver } from './formats/vmdk/vmdk.js';
 export { blkdebugDriver } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
@@ -41,7 +43,7 @@ export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filter
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

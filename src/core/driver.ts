@@ -363,9 +363,11 @@ export interface DriverInstance {
    * Cluster size and other generic info (QEMU's bdrv_get_info). Throws
    * ENOTSUP when the driver has no such information at all (QEMU's null and
    * host_cdrom drivers): qemu-io's `info` then fails and qemu-img info omits
-   * the cluster size and dirty flag. Default: none (all zero).
+   * the cluster size and dirty flag. `needsCompressedWrites`: data must be
+   * written compressed (a streamOptimized vmdk), so img convert compresses.
+   * Default: none (all zero).
    */
-  getInfo?(): { clusterSize?: number; dirty?: boolean; vmStateOffset?: number } | undefined;
+  getInfo?(): { clusterSize?: number; dirty?: boolean; vmStateOffset?: number; needsCompressedWrites?: boolean } | undefined;
   /**
    * Lines the driver reported while opening that QEMU prints on stderr (the
    * repair of a dirty qcow2 image, for example); tools show them once.

@@ -1,6 +1,6 @@
 /**
  * Recognisers for image formats QEMU reads and we do not (yet): qcow (v1),
- * QED, VMDK, VHDX, LUKS, parallels, bochs, cloop and dmg. Each scores
+ * QED, VHDX, LUKS, parallels, bochs, cloop and dmg. Each scores
  * the first up to 512 bytes the way the QEMU driver's probe does, so that such
  * an image is refused by name instead of being opened as raw (which would
  * hand its metadata to the guest as data and let writes destroy it).
@@ -36,43 +36,12 @@ const QCOW1_HEADER = 48;
 /** sizeof(QEDHeader). */
 const QED_HEADER = 64;
 const QED_MAGIC_LE = 0x00444551;
-const VMDK3_MAGIC = ascii('COWD');
-const VMDK4_MAGIC = ascii('KDMV');
 const VHDX_MAGIC = ascii('vhdxfile');
 const LUKS_MAGIC = Uint8Array.of(0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe);
 const PARALLELS_HEADER = 64;
 const PARALLELS_MAGICS = [ascii('WithoutFreeSpace'), ascii('WithouFreSpacExt')];
 const BOCHS_HEADER = 512;
 const CLOOP_MAGIC = ascii('#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n');
-
-/**
- * A VMDK text descriptor: after comment lines ('#') and lines of only spaces,
- * the first line must be `version=1`, `2` or `3` (LF or CRLF).
- */
-function vmdkDescriptor(buf: Uint8Array): boolean {
-  const end = buf.length;
-  let p = 0;
-  while (p < end) {
-    const c = buf[p];
-    if (c === 0x23) {
-      while (p < end && buf[p] !== 0x0a) p++;
-      p++;
-      continue;
-    }
-    if (c === 0x20) {
-      while (p < end && buf[p] === 0x20) p++;
-      if (p < end && buf[p] === 0x0d) p++;
-      if (p === end || buf[p] !== 0x0a) return false;
-      p++;
-      continue;
-    }
-    for (const v of ['1', '2', '3']) {
-      if (startsWith(buf, ascii(`version=${v}\n`), p) || startsWith(buf, ascii(`version=${v}\r\n`), p)) return true;
-    }
-    return false;
-  }
-  return false;
-}
 
 /** The formats, in QEMU's order of registration (ties keep the first). */
 export const FOREIGN_FORMATS: readonly ForeignFormat[] = [
@@ -88,12 +57,4 @@ export const FOREIGN_FORMATS: readonly ForeignFormat[] = [
   { name: 'qcow', probe: (b) => (b.length >= QCOW1_HEADER && u32be(b, 0) === QCOW_MAGIC && u32be(b, 4) === 1 ? 100 : 0) },
   { name: 'qed', probe: (b) => (b.length >= QED_HEADER && u32le(b, 0) === QED_MAGIC_LE ? 100 : 0) },
   { name: 'vhdx', probe: (b) => (startsWith(b, VHDX_MAGIC) ? 100 : 0) },
-  {
-    name: 'vmdk',
-    probe: (b) => {
-      if (b.length < 4) return 0;
-      if (startsWith(b, VMDK3_MAGIC) || startsWith(b, VMDK4_MAGIC)) return 100;
-      return vmdkDescriptor(b) ? 100 : 0;
-    },
-  },
 ];

@@ -41,7 +41,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   qcow: creatable,
   qed: creatable,
   vhdx: creatable,
-  vmdk: creatable,
 };
 
 /** The capabilities of a QEMU driver we lack, or undefined when QEMU has no such driver either. */

@@ -205,11 +205,14 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   }
   const tnode = formatNode(target.node);
   if (srcBitmaps && !tnode.instance.supportsPersistentBitmaps?.()) fail(`Format driver '${tnode.driver.name}' does not support bitmaps`);
+  // A target that takes only compressed data (a streamOptimized vmdk) is written compressed, as qemu-img does.
+  if (!compress && driverInfo(tnode)?.needsCompressedWrites) compress = true;
   if (compress && !supportsCompressed(tnode)) {
     fail('Compression not supported for this file format');
   }
-  if (skipCreate && target.length < total) {
-    fail(`Image is too small for the given data (${target.length} < ${total})`);
+  // qemu-img compares whole sectors, in its words.
+  if (skipCreate && Math.ceil(target.length / 512) < Math.ceil(total / 512)) {
+    fail('output file is smaller than input file');
   }
   // As in QEMU, only -B / -o backing_file count: a -n target's own backing file does not.
   const targetHasBacking = outBase !== undefined;
