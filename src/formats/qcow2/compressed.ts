@@ -125,7 +125,8 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
   const free = batchBuffers.get(img) ?? [];
   batchBuffers.set(img, free);
   let buf = free.pop();
-  if (!buf || buf.length < span) buf = new Uint8Array(Math.max(span, BATCH_BYTES + 2 * cs + 512));
+  // Sized to the power of two that holds the span: single clusters (random reads) keep a small one.
+  if (!buf || buf.length < span) buf = new Uint8Array(2 ** Math.ceil(Math.log2(span)));
   try {
     await img.file.preadv(start, span, buf.subarray(0, span));
     for (let i = 0; i < runs.length; i++) {
