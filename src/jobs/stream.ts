@@ -20,6 +20,22 @@ import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 
 /** QEMU's stream chunk. */
 export const STREAM_CHUNK = 512 * 1024;
+/**
+ * Chunks copied at once without a speed limit. QEMU copies one at a time; a
+ * window lets one chunk's read overlap another's write (bench/jobs/mirror-stream.ts).
+ */
+export const STREAM_WINDOW = 4;
+
+/** One chunk of a window. */
+interface Chunk {
+  n: number;
+  /** Allocated below top: copied. */
+  copy: boolean;
+  failed: boolean;
+  error: unknown;
+  /** The copy (never rejects: a failure sets `failed`). */
+  done: Promise<void>;
+}
 
 /** What to stream. */
 export interface StreamOptions {
@@ -47,6 +63,7 @@ export function streamJob(options: StreamOptions): JobDriver {
   top.copyOnRead++;
   let blk: BlockBackend | undefined;
   let released = false;
+  let speed = 0;
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
@@ -70,33 +87,66 @@ export function streamJob(options: StreamOptions): JobDriver {
       const len = top.length;
       ctl.progressSetRemaining(len);
       let firstError: BlockError | undefined;
-      // One buffer for the whole job: the copy is serial and copy-on-read has written it before pread resolves.
-      const buf = new Uint8Array(Math.min(STREAM_CHUNK, len));
-      for (let offset = 0; offset < len; ) {
+      // A buffer per chunk of a window: copy-on-read has written a chunk before its pread resolves.
+      const bufs: Uint8Array[] = [];
+      const bufFor = (i: number, n: number): Uint8Array => {
+        if (n > STREAM_CHUNK) return new Uint8Array(n);
+        bufs[i] ??= new Uint8Array(Math.min(STREAM_CHUNK, len));
+        return bufs[i]!.subarray(0, n);
+      };
+      let offset = 0;
+      for (let ended = false; offset < len && !ended; ) {
         await ctl.pausePoint();
         if (ctl.isCancelled()) break;
-        let n = Math.min(STREAM_CHUNK, len - offset);
-        let copy = false;
-        try {
-          const inTop = await isAllocatedAbove(top, backing, false, offset, n);
-          n = inTop.pnum || n;
-          if (!inTop.allocated) {
-            const below = await isAllocatedAbove(backing, base, false, offset, n);
-            n = below.pnum || n;
-            copy = below.allocated;
+        // Plans up to a window of chunks and copies them at once (reads and writes of
+        // neighbouring chunks overlap); under a speed limit one at a time, as QEMU does.
+        const window = speed > 0 ? 1 : STREAM_WINDOW;
+        const batch: Chunk[] = [];
+        for (let pos = offset; batch.length < window && pos < len; ) {
+          const c: Chunk = { n: Math.min(STREAM_CHUNK, len - pos), copy: false, failed: false, error: undefined, done: Promise.resolve() };
+          batch.push(c);
+          try {
+            const inTop = await isAllocatedAbove(top, backing, false, pos, c.n);
+            c.n = inTop.pnum || c.n;
+            if (!inTop.allocated) {
+              const below = await isAllocatedAbove(backing, base, false, pos, c.n);
+              c.n = below.pnum || c.n;
+              c.copy = below.allocated;
+            }
+            // Copy-on-read puts the data into top without overwriting what the guest wrote there.
+            if (c.copy) {
+              c.done = blk.pread(pos, bufFor(batch.length - 1, c.n), ReqFlag.PREFETCH).then(
+                () => undefined,
+                (e: unknown) => {
+                  c.failed = true;
+                  c.error = e;
+                },
+              );
+            }
+          } catch (e) {
+            c.failed = true;
+            c.error = e;
+            break;
           }
-          // Copy-on-read puts the data into top without overwriting what the guest wrote there.
-          if (copy) await blk.pread(offset, n <= buf.length ? buf.subarray(0, n) : new Uint8Array(n), ReqFlag.PREFETCH);
-        } catch (e) {
-          const err = toBlockError(e);
-          const action = ctl.errorAction(onError, 'read', err);
-          if (action === 'stop') continue;
-          firstError ??= err;
-          if (action === 'report') break;
+          pos += c.n;
         }
-        ctl.progressUpdate(n);
-        offset += n;
-        if (copy) await ctl.ratelimit(n);
+        await Promise.all(batch.map((c) => c.done));
+        // Results in order: a failure stops (and is retried from its chunk), is skipped, or ends the job.
+        for (const c of batch) {
+          if (c.failed) {
+            const err = toBlockError(c.error);
+            const action = ctl.errorAction(onError, 'read', err);
+            if (action === 'stop') break;
+            firstError ??= err;
+            if (action === 'report') {
+              ended = true;
+              break;
+            }
+          }
+          ctl.progressUpdate(c.n);
+          offset += c.n;
+          if (c.copy) await ctl.ratelimit(c.n);
+        }
       }
       if (firstError) throw firstError;
     },
@@ -129,6 +179,10 @@ export function streamJob(options: StreamOptions): JobDriver {
 
     async clean(): Promise<void> {
       await release();
+    },
+
+    setSpeed(bytesPerSecond: number): void {
+      speed = bytesPerSecond;
     },
   };
 }

@@ -10,7 +10,7 @@ import { IO_BUF_SIZE, fail, Ctx, parseOpts, cvtnum, COMMON_LONGS, Progress } fro
 import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
 import { zeroModuleWithPoolSync } from '../../wasm/hot-paths.js';
-import { convertCopy } from './convert-tasks.js';
+import { convertCopy, READ_AHEAD, WRITE_DEPTH } from './convert-tasks.js';
 import { addPersistent } from './bitmap.js';
 import { lookupDirtyBitmap, removeDirtyBitmap, type BdrvDirtyBitmap } from '../../core/dirty-bitmap.js';
 import type { BlockNode } from '../../core/node.js';
@@ -137,8 +137,8 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   if (copyRange && salvage) fail('Cannot use copy offloading in salvaging mode');
   if (targetImageOpts && !skipCreate) fail('--target-image-opts requires use of -n flag');
   if (quiet) progress = false;
-  // Convert's read buffers in flight at most: WINDOW reads queued + WRITE_DEPTH writes + one.
-  const wz = zeroModuleWithPoolSync(8 + 4 + 1, IO_BUF_SIZE);
+  // Convert's read buffers in flight at most: READ_AHEAD reads queued + WRITE_DEPTH writes + one.
+  const wz = zeroModuleWithPoolSync(READ_AHEAD + WRITE_DEPTH + 1, IO_BUF_SIZE);
   if (skipCreate && options.length > 0) fail('-o has no effect when skipping image creation');
   if (targetIsZero && !skipCreate) fail('--target-is-zero requires use of -n flag');
   const srcNames = operands.slice(0, -1);

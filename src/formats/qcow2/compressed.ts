@@ -14,7 +14,7 @@ import { BlockError, einval, type ErrorContext } from '../../core/errors.js';
 import { getClusterCodec, initZstd, zstdCompressCluster, zstdDecompressCluster, type ClusterCodec } from '../../wasm/codec.js';
 import { COMPRESSION_TYPE } from './constants.js';
 import { ClusterType, clusterType, makeCompressedEntry, readEntry, writeEntry } from './l2-entry.js';
-import type { Run } from './lookup.js';
+import { lookup, type Run } from './lookup.js';
 import { markCorrupt, overlapCheck } from './metadata-index.js';
 import { beforeModify, whenClustersIdle, writableSlice } from './cow.js';
 import type { Qcow2Image } from './qcow2.js';
@@ -73,6 +73,72 @@ export async function readCompressed(img: Qcow2Image, run: Run, offset: number, 
   }
   const inCluster = offset % img.clusterSize;
   out.set(cluster.subarray(inCluster, inCluster + out.length));
+}
+
+/** Compressed bytes read at once by {@link readCompressedClusters}. */
+const BATCH_BYTES = 1 << 20;
+/** Gap between two compressed clusters of a batch, at most (read and dropped). */
+const BATCH_GAP = 4096;
+/** Read buffers of {@link readCompressedClusters}, reused per image (reads may overlap). */
+const batchBuffers = new WeakMap<Qcow2Image, Uint8Array[]>();
+
+/**
+ * Reads whole compressed clusters from guest `offset` (cluster aligned; `first`
+ * is its run, one whole cluster) into `out`, decoding straight into it: the
+ * following clusters join while they are compressed and lie next to each other
+ * in the file, so a sequential reader gets one file read per batch instead of
+ * one per cluster. Returns the bytes of `out` filled (whole clusters, at least
+ * the first). Only without a debugging file child (its events stay one per
+ * cluster there) and for clusters whose descriptor is valid and inside the
+ * file; anything else goes through {@link readCompressed}.
+ */
+export async function readCompressedClusters(img: Qcow2Image, first: Run, offset: number, out: Uint8Array): Promise<number> {
+  const cs = img.clusterSize;
+  const fileLen = img.file.length;
+  const usable = (r: Run): boolean => r.type === ClusterType.COMPRESSED && r.bytes === cs && r.csize > 0 && r.csize <= 2 * cs + 512 && r.coffset + r.csize <= fileLen;
+  if (img.file.node.instance.debug || offset % cs !== 0 || out.length < cs || !usable(first)) {
+    await readCompressed(img, first, offset, out.subarray(0, first.bytes));
+    return first.bytes;
+  }
+  const runs = [first];
+  const start = first.coffset;
+  let end = start + first.csize;
+  // A walk that fails (a corrupt entry) ends the batch; its error comes after the
+  // clusters before it are read, as a cluster-by-cluster read would report it.
+  let walkFailed = false;
+  let walkError: unknown;
+  while ((runs.length + 1) * cs <= out.length && end - start < BATCH_BYTES) {
+    const prev = runs[runs.length - 1]!;
+    let r: Run;
+    try {
+      r = await lookup(img, offset + runs.length * cs, cs);
+    } catch (e) {
+      walkFailed = true;
+      walkError = e;
+      break;
+    }
+    if (!usable(r) || r.coffset < prev.coffset || r.coffset > end + BATCH_GAP) break;
+    runs.push(r);
+    end = Math.max(end, r.coffset + r.csize);
+  }
+  const span = end - start;
+  const free = batchBuffers.get(img) ?? [];
+  batchBuffers.set(img, free);
+  let buf = free.pop();
+  // Sized to the power of two that holds the span: single clusters (random reads) keep a small one.
+  if (!buf || buf.length < span) buf = new Uint8Array(2 ** Math.ceil(Math.log2(span)));
+  try {
+    await img.file.preadv(start, span, buf.subarray(0, span));
+    for (let i = 0; i < runs.length; i++) {
+      const r = runs[i]!;
+      const input = buf.subarray(r.coffset - start, r.coffset - start + r.csize);
+      await decompressCluster(img.header.compressionType, input, out.subarray(i * cs, (i + 1) * cs), { node: img.node.nodeName, offset: r.coffset });
+    }
+  } finally {
+    free.push(buf);
+  }
+  if (walkFailed) throw walkError;
+  return runs.length * cs;
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { ClusterType } from './l2-entry.js';
 import { lookup } from './lookup.js';
-import { readCompressed } from './compressed.js';
+import { readCompressedClusters } from './compressed.js';
 import type { Qcow2Image } from './qcow2.js';
 
 /**
@@ -16,6 +16,10 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
   let pos = 0;
   while (pos < bytes) {
     const run = await lookup(img, offset + pos, bytes - pos);
+    if (run.type === ClusterType.COMPRESSED) {
+      pos += await readCompressedClusters(img, run, offset + pos, buf.subarray(pos, bytes));
+      continue;
+    }
     const n = run.bytes;
     const out = buf.subarray(pos, pos + n);
     switch (run.type) {
@@ -25,9 +29,6 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
       case ClusterType.ZERO_PLAIN:
       case ClusterType.ZERO_ALLOC:
         out.fill(0);
-        break;
-      case ClusterType.COMPRESSED:
-        await readCompressed(img, run, offset + pos, out);
         break;
       default:
         await readBacking(img, offset + pos, n, out);
