@@ -16,6 +16,8 @@ import { bitmapCommands } from './commands-bitmaps.js';
 import { snapshotCommands } from './commands-snapshots.js';
 import { jobStartCommands } from './commands-job-start.js';
 import { jobVerbCommands } from './commands-job-verbs.js';
+import { externalSnapshotCommands } from './commands-external-snapshot.js';
+import { transactionCommands } from './commands-transaction.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -54,6 +56,8 @@ export class BlockQmp {
       ...snapshotCommands(this),
       ...jobStartCommands(this),
       ...jobVerbCommands(this),
+      ...externalSnapshotCommands(this),
+      ...transactionCommands(this),
     );
   }
 
