@@ -141,4 +141,54 @@ describe.skipIf(!hasQsd())('transaction against qemu-storage-daemon 7.2', () => 
     // The backup read the base's data through the overlay.
     expect(run('qemu-img', ['compare', 'base.qcow2', 't.qcow2'], r.ours.dir)).toBe('Images are identical.\n');
   }, 60_000);
+
+  it('backup and internal snapshot actions: grouped jobs, a job cancelled by abort, a snapshot deleted by abort', async () => {
+    const r = await both(
+      'txn-backup',
+      (dir) => {
+        qcow2(dir, 'src.qcow2');
+        write(dir, 'src.qcow2', 7, '64k', '128k');
+        qcow2(dir, 'src2.qcow2');
+        write(dir, 'src2.qcow2', 8, '0', '64k');
+        for (const t of ['t1', 't2', 't3']) qcow2(dir, `${t}.qcow2`);
+      },
+      [...node('src', 'src.qcow2'), ...node('src2', 'src2.qcow2'), ...node('t1', 't1.qcow2'), ...node('t2', 't2.qcow2'), ...node('t3', 't3.qcow2')],
+      [
+        cap,
+        tx([
+          ['blockdev-snapshot-internal-sync', { device: 'src', name: 'gone' }],
+          ['blockdev-backup', { 'job-id': 'k0', device: 'src', target: 't3', sync: 'full' }],
+          ['abort', {}],
+        ]),
+        { execute: 'query-jobs' },
+        tx([['blockdev-snapshot-internal-sync', { device: 'src', name: 'kept' }]]),
+        tx([['blockdev-snapshot-internal-sync', { device: 'src', name: 'kept' }]], { 'completion-mode': 'grouped' }),
+        tx(
+          [
+            ['blockdev-backup', { 'job-id': 'k1', device: 'src', target: 't1', sync: 'full', 'auto-finalize': false }],
+            ['blockdev-backup', { 'job-id': 'k2', device: 'src2', target: 't2', sync: 'full', 'auto-finalize': false }],
+          ],
+          { 'completion-mode': 'grouped' },
+        ),
+        jobReaches('k1', 'pending'),
+        jobReaches('k2', 'pending'),
+        { execute: 'job-finalize', arguments: { id: 'k1' } },
+        jobReaches('k1', 'null'),
+        jobReaches('k2', 'null'),
+        { execute: 'query-jobs' },
+      ],
+    );
+    expect(r.ours.replies).toEqual(r.qemu.replies);
+    // Two jobs run side by side: the order between them is the scheduler's; each job's own sequence must match.
+    const perJob = (events: Json[]) => {
+      const out: Record<string, Json[]> = {};
+      for (const e of events as Array<{ event: string; data: { id?: string; device?: string } }>) (out[e.data.id ?? e.data.device ?? ''] ??= []).push(e as unknown as Json);
+      return out;
+    };
+    expect(perJob(r.ours.events)).toEqual(perJob(r.qemu.events));
+    expectImagesEqualAndClean(r, ['src.qcow2', 't1.qcow2', 't2.qcow2', 't3.qcow2']);
+    const names = (dir: string) => run('qemu-img', ['snapshot', '-l', 'src.qcow2'], dir).split('\n').slice(2).map((l) => l.split(/\s+/).slice(0, 2).join(' '));
+    expect(names(r.ours.dir)).toEqual(names(r.qemu.dir));
+    expect(names(r.ours.dir)).toEqual(['1 kept', '']);
+  }, 60_000);
 });
