@@ -18,6 +18,7 @@ import { jobStartCommands } from './commands-job-start.js';
 import { jobVerbCommands } from './commands-job-verbs.js';
 import { externalSnapshotCommands } from './commands-external-snapshot.js';
 import { transactionCommands } from './commands-transaction.js';
+import { createCommands } from './commands-create.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -58,6 +59,7 @@ export class BlockQmp {
       ...jobVerbCommands(this),
       ...externalSnapshotCommands(this),
       ...transactionCommands(this),
+      ...createCommands(this),
     );
   }
 
@@ -87,7 +89,7 @@ export class BlockQmp {
   /** A job by id for the block-job-* commands (DeviceNotActive when absent). */
   findBlockJob(id: string): Job {
     const job = this.jobs.get(id);
-    if (!job) throw new QmpError('DeviceNotActive', `Block job '${id}' not found`);
+    if (!job || !job.isBlockJob) throw new QmpError('DeviceNotActive', `Block job '${id}' not found`);
     return job;
   }
 
