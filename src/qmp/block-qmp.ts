@@ -19,6 +19,7 @@ import { jobVerbCommands } from './commands-job-verbs.js';
 import { externalSnapshotCommands } from './commands-external-snapshot.js';
 import { transactionCommands } from './commands-transaction.js';
 import { createCommands } from './commands-create.js';
+import { writeThresholdCommands } from './commands-write-threshold.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -60,6 +61,7 @@ export class BlockQmp {
       ...externalSnapshotCommands(this),
       ...transactionCommands(this),
       ...createCommands(this),
+      ...writeThresholdCommands(this),
     );
   }
 
