@@ -283,6 +283,12 @@ export interface DriverInstance {
   getLength(): number | Promise<number>;
 
   /**
+   * Re-reads the length from storage, for a driver that keeps it (the file
+   * was written beside the node, e.g. by blockdev-create). Default: nothing.
+   */
+  reloadLength?(): Promise<void>;
+
+  /**
    * Reads `bytes` at `offset` into `buf` (exactly `bytes` long). May complete
    * synchronously by returning undefined (OPFS sync handles, memory, caches
    * hits): the generic layer then completes without a microtask.

@@ -138,6 +138,7 @@ export class BlockNode {
 
   /** Re-reads the length from the driver. */
   async refreshLength(): Promise<number> {
+    await this.instance.reloadLength?.();
     const len = await this.instance.getLength();
     if (!Number.isSafeInteger(len) || len < 0) {
       throw new BlockError('EIO', `Driver '${this.driver.name}' reported an invalid length ${len}`, {

@@ -118,6 +118,11 @@ export class Job {
     if (options.speed !== undefined) this.applySpeed(options.speed);
   }
 
+  /** Is this a block job (QEMU's BlockJob: the BLOCK_JOB_* events, query-block-jobs)? Image creation and amend are plain jobs. */
+  get isBlockJob(): boolean {
+    return this.type !== 'create' && this.type !== 'amend';
+  }
+
   /** The current state. */
   get status(): JobStatus {
     return this.statusValue;
@@ -446,7 +451,7 @@ export class Job {
 
   private transitionToPending(): void {
     this.transition('pending');
-    if (!this.autoFinalize && this.id !== undefined) this.emit({ event: 'BLOCK_JOB_PENDING', data: { type: this.type, id: this.id } });
+    if (!this.autoFinalize && this.id !== undefined && this.isBlockJob) this.emit({ event: 'BLOCK_JOB_PENDING', data: { type: this.type, id: this.id } });
   }
 
   private async doFinalize(): Promise<void> {
@@ -515,7 +520,7 @@ export class Job {
     } catch (e) {
       this.ret ??= toBlockError(e);
     }
-    if (this.started && this.id !== undefined) {
+    if (this.started && this.id !== undefined && this.isBlockJob) {
       if (this.forceCancel) this.emit({ event: 'BLOCK_JOB_CANCELLED', data: this.eventData() });
       else {
         const data: BlockJobEventData & { error?: string } = this.eventData();

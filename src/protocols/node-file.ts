@@ -152,6 +152,10 @@ export class NodeFileInstance implements DriverInstance {
     await this.fh.write(new Uint8Array(n), 0, n, 0).catch(() => undefined);
   }
 
+  async reloadLength(): Promise<void> {
+    this.size = (await this.fh.stat()).size;
+  }
+
   async getAllocatedFileSize(): Promise<number> {
     const st = await this.fh.stat();
     return st.blocks * 512;

@@ -17,6 +17,10 @@ import { snapshotCommands } from './commands-snapshots.js';
 import { jobStartCommands } from './commands-job-start.js';
 import { jobVerbCommands } from './commands-job-verbs.js';
 import { ExportState, exportCommands } from './commands-exports.js';
+import { externalSnapshotCommands } from './commands-external-snapshot.js';
+import { transactionCommands } from './commands-transaction.js';
+import { createCommands } from './commands-create.js';
+import { writeThresholdCommands } from './commands-write-threshold.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -58,6 +62,10 @@ export class BlockQmp {
       ...jobStartCommands(this),
       ...jobVerbCommands(this),
       ...exportCommands(this),
+      ...externalSnapshotCommands(this),
+      ...transactionCommands(this),
+      ...createCommands(this),
+      ...writeThresholdCommands(this),
     );
   }
 
@@ -87,7 +95,7 @@ export class BlockQmp {
   /** A job by id for the block-job-* commands (DeviceNotActive when absent). */
   findBlockJob(id: string): Job {
     const job = this.jobs.get(id);
-    if (!job) throw new QmpError('DeviceNotActive', `Block job '${id}' not found`);
+    if (!job || !job.isBlockJob) throw new QmpError('DeviceNotActive', `Block job '${id}' not found`);
     return job;
   }
 

@@ -22,7 +22,7 @@ const onOffAuto = { enum: ['auto', 'on', 'off'] } as const;
 type Known = (driver: string) => boolean;
 
 /** A child: a node-name or inline options (BlockdevRef). */
-function blockdevRef(known: Known): QapiType {
+export function blockdevRef(known: Known): QapiType {
   return { alternate: 'BlockdevRef', str: 'str', object: { custom: 'BlockdevOptions', check: (v, p, kv) => checkBlockdevOptions(v, p, known, kv) } };
 }
 

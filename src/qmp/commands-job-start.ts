@@ -17,6 +17,8 @@ import type { BlockQmp } from './block-qmp.js';
 import type { QmpCommand } from './dispatcher.js';
 import { QmpError, genericError } from './errors.js';
 import { m, struct, type QapiMember } from './schema.js';
+import { runTransaction, type TxnAction, type TxnContext } from './transaction.js';
+import type { Job, JobTxn } from '../jobs/job.js';
 
 const onError = { enum: ['report', 'ignore', 'enospc', 'stop', 'auto'] } as const;
 const syncMode = { enum: ['top', 'full', 'none', 'incremental', 'bitmap'] } as const;
@@ -55,28 +57,87 @@ function checkJobId(q: BlockQmp, id: string | undefined): string {
   return jobId;
 }
 
-/**
- * Makes the job and starts it (job-id, speed and the auto flags from
- * `args`). `drained`: QEMU runs the command as a one-action transaction
- * whose nodes stay drained until the job has started, so the job pauses at
- * its first pause point and resumes when the drain ends (its events show
- * paused, then running).
- */
-function startJob(q: BlockQmp, id: string, driver: JobDriver, args: Record<string, unknown>, drained = false): void {
-  const job = q.jobs.create(driver, {
+/** Makes the job and starts it (job-id, speed and the auto flags from `args`). */
+function startJob(q: BlockQmp, id: string, driver: JobDriver, args: Record<string, unknown>): void {
+  makeJob(q, id, driver, args).start();
+}
+
+/** Makes the job, not started, with job-id, speed and the auto flags from `args`. */
+function makeJob(q: BlockQmp, id: string, driver: JobDriver, args: Record<string, unknown>, txn?: JobTxn): Job {
+  return q.jobs.create(driver, {
     id,
+    ...(txn ? { txn } : {}),
     ...(args.speed !== undefined ? { speed: args.speed as number } : {}),
     ...(args['auto-finalize'] !== undefined ? { autoFinalize: args['auto-finalize'] as boolean } : {}),
     ...(args['auto-dismiss'] !== undefined ? { autoDismiss: args['auto-dismiss'] as boolean } : {}),
   });
-  if (drained) job.pauseInternal();
-  job.start();
-  if (drained) job.resumeInternal();
 }
 
 /** A negative speed, refused before any job is made (QEMU's job_create). */
 function checkSpeed(args: Record<string, unknown>): void {
   if (typeof args.speed === 'number' && args.speed < 0) throw genericError("Parameter 'speed' expects a non-negative value");
+}
+
+/** BlockdevBackup (the arguments of blockdev-backup and of its transaction action). */
+export const blockdevBackupType = struct('BlockdevBackup', [
+  m('*job-id', 'str'), m('device', 'str'), m('sync', syncMode), m('*speed', 'int'), m('*bitmap', 'str'),
+  m('*bitmap-mode', { enum: ['on-success', 'never', 'always'] }), m('*compress', 'bool'), m('*on-source-error', onError),
+  m('*on-target-error', onError), ...jobFlags, m('*filter-node-name', 'str'),
+  m('*x-perf', struct('BackupPerf', [m('*use-copy-range', 'bool'), m('*max-workers', 'int'), m('*max-chunk', 'int')])),
+  m('target', 'str'),
+]);
+
+/**
+ * The backup action (QEMU's blockdev_backup_*): prepare makes the job
+ * (in the transaction's job group when grouped) with the source drained,
+ * commit starts it, abort cancels it, clean ends the drain (the job's
+ * events show it paused, then running).
+ */
+export function backupAction(q: BlockQmp, args: Record<string, unknown>, ctx: TxnContext): TxnAction {
+  let job: Job | undefined;
+  return {
+    async prepare() {
+      const source = q.lookupNode(args.device as string, args.device as string);
+      const target = q.lookupNode(args.target as string, args.target as string);
+      let sync = args.sync as BackupSync | 'incremental';
+      let bitmapMode = args['bitmap-mode'] as BitmapMode | undefined;
+      if (sync === 'incremental') {
+        // QEMU's incremental is bitmap sync that keeps the bitmap only on success.
+        if (bitmapMode !== undefined && bitmapMode !== 'on-success') {
+          throw genericError(`Bitmap sync mode must be 'on-success' when using sync mode 'incremental'`);
+        }
+        sync = 'bitmap';
+        bitmapMode = 'on-success';
+      }
+      checkSpeed(args);
+      const id = checkJobId(q, args['job-id'] as string | undefined);
+      const driver = await backupJob({
+        graph: q.graph,
+        source,
+        target,
+        sync,
+        ...(args.bitmap !== undefined ? { bitmap: args.bitmap as string } : {}),
+        ...(bitmapMode !== undefined ? { bitmapMode } : {}),
+        ...(args.compress !== undefined ? { compress: args.compress as boolean } : {}),
+        ...(args['on-source-error'] !== undefined ? { onSourceError: args['on-source-error'] as OnErrorPolicy } : {}),
+        ...(args['on-target-error'] !== undefined ? { onTargetError: args['on-target-error'] as OnErrorPolicy } : {}),
+        ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
+      });
+      job = makeJob(q, id, driver, args, ctx.jobTxn);
+      job.pauseInternal();
+    },
+    commit() {
+      job?.start();
+    },
+    async abort() {
+      if (!job) return;
+      job.cancel(true);
+      await job.settled().catch(() => undefined);
+    },
+    clean() {
+      if (job && job.status !== 'null' && job.status !== 'concluded') job.resumeInternal();
+    },
+  };
 }
 
 /** The job-starting commands of `q`. */
@@ -222,43 +283,9 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
     },
     {
       name: 'blockdev-backup',
-      args: struct('blockdev-backup', [
-        m('*job-id', 'str'), m('device', 'str'), m('sync', syncMode), m('*speed', 'int'), m('*bitmap', 'str'),
-        m('*bitmap-mode', { enum: ['on-success', 'never', 'always'] }), m('*compress', 'bool'), m('*on-source-error', onError),
-        m('*on-target-error', onError), ...jobFlags, m('*filter-node-name', 'str'),
-        m('*x-perf', struct('BackupPerf', [m('*use-copy-range', 'bool'), m('*max-workers', 'int'), m('*max-chunk', 'int')])),
-        m('target', 'str'),
-      ]),
-      run: async (args) => {
-        const source = q.lookupNode(args.device as string, args.device as string);
-        const target = q.lookupNode(args.target as string, args.target as string);
-        let sync = args.sync as BackupSync | 'incremental';
-        let bitmapMode = args['bitmap-mode'] as BitmapMode | undefined;
-        if (sync === 'incremental') {
-          // QEMU's incremental is bitmap sync that keeps the bitmap only on success.
-          if (bitmapMode !== undefined && bitmapMode !== 'on-success') {
-            throw genericError(`Bitmap sync mode must be 'on-success' when using sync mode 'incremental'`);
-          }
-          sync = 'bitmap';
-          bitmapMode = 'on-success';
-        }
-        checkSpeed(args);
-        const id = checkJobId(q, args['job-id'] as string | undefined);
-        const driver = await backupJob({
-          graph: q.graph,
-          source,
-          target,
-          sync,
-          ...(args.bitmap !== undefined ? { bitmap: args.bitmap as string } : {}),
-          ...(bitmapMode !== undefined ? { bitmapMode } : {}),
-          ...(args.compress !== undefined ? { compress: args.compress as boolean } : {}),
-          ...(args['on-source-error'] !== undefined ? { onSourceError: args['on-source-error'] as OnErrorPolicy } : {}),
-          ...(args['on-target-error'] !== undefined ? { onTargetError: args['on-target-error'] as OnErrorPolicy } : {}),
-          ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
-        });
-        // blockdev-backup is a transaction action in QEMU (drained while the job starts).
-        startJob(q, id, driver, args, true);
-      },
+      args: { ...blockdevBackupType, struct: 'blockdev-backup' },
+      // QEMU runs it as a one-action transaction.
+      run: (args) => runTransaction([{ kind: 'blockdev-backup', make: (ctx) => backupAction(q, args, ctx) }]),
     },
   ];
 }

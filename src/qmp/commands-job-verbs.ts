@@ -69,7 +69,7 @@ export function jobVerbCommands(q: BlockQmp): QmpCommand[] {
       run: (args) => q.findBlockJob(args.id as string).dismiss(),
     },
     { name: 'query-jobs', args: null, run: () => q.jobs.list().filter((j) => j.id !== undefined).map((j) => j.info()) },
-    { name: 'query-block-jobs', args: null, run: () => q.jobs.list().filter((j) => j.id !== undefined).map((j) => j.blockInfo()) },
+    { name: 'query-block-jobs', args: null, run: () => q.jobs.list().filter((j) => j.id !== undefined && j.isBlockJob).map((j) => j.blockInfo()) },
   );
   return commands;
 }

@@ -11,6 +11,7 @@ import type { BlockQmp } from './block-qmp.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
 import { m, struct } from './schema.js';
+import { requireIndividual, runTransaction, type TxnAction, type TxnContext } from './transaction.js';
 
 /** QEMU's bdrv_can_snapshot: writable, and a driver down the fallback children takes snapshots. */
 function canSnapshot(node: BlockNode): boolean {
@@ -26,35 +27,61 @@ function findSnapshot(node: BlockNode, id: string | undefined, name: string | un
   return listSnapshots(node).find((s) => (id === undefined || s.id === id) && (name === undefined || s.name === name));
 }
 
+/** BlockdevSnapshotInternal: the root node and the snapshot's name. */
+export const internalSnapshotType = struct('BlockdevSnapshotInternal', [m('device', 'str'), m('name', 'str')]);
+
+/**
+ * The internal snapshot action (QEMU's internal_snapshot_*): the snapshot
+ * is taken in prepare and deleted again when the transaction aborts.
+ */
+export function internalSnapshotAction(q: BlockQmp, args: Record<string, unknown>, ctx: TxnContext): TxnAction {
+  let created: { node: BlockNode; id: string; name: string } | undefined;
+  return {
+    async prepare() {
+      requireIndividual(ctx);
+      const device = args.device as string;
+      const name = args.name as string;
+      const node = q.rootNode(device);
+      checkOp(node, 'internal-snapshot');
+      if (node.readOnly) throw genericError(`Device '${device}' is read only`);
+      if (!canSnapshot(node)) throw genericError(`Block format '${node.driver.name}' used by device '${device}' does not support internal snapshots`);
+      if (name === '') throw genericError('Name is empty');
+      if (findSnapshot(node, undefined, name)) throw genericError(`Snapshot with name '${name}' already exists on device '${device}'`);
+      const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+      await createSnapshot(node, {
+        id: '',
+        name,
+        vmStateSize: 0,
+        dateSec: Math.floor(us / 1e6),
+        dateNsec: (us % 1e6) * 1000,
+        // No guest runs here. qemu-storage-daemon stores the host clock; its nanoseconds since
+        // 1970 exceed a safe JS integer, so this is the time since the process started.
+        vmClockNsec: Math.round(performance.now()) * 1e6,
+        // No record/replay: QEMU stores -1 (no instruction count).
+        icount: -1,
+      });
+      created = { node, id: findSnapshot(node, undefined, name)?.id ?? '', name };
+    },
+    async abort() {
+      if (!created) return;
+      try {
+        await deleteSnapshot(created.node, created.id, created.name);
+      } catch (e) {
+        // QEMU reports the failure and goes on with the abort.
+        q.graph.report(`Failed to delete snapshot with id '${created.id}' and name '${created.name}' on device '${created.node.nodeName}' in abort: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    },
+  };
+}
+
 /** The snapshot commands of `q`. */
 export function snapshotCommands(q: BlockQmp): QmpCommand[] {
   return [
     {
       name: 'blockdev-snapshot-internal-sync',
-      args: struct('blockdev-snapshot-internal-sync', [m('device', 'str'), m('name', 'str')]),
-      run: async (args) => {
-        const device = args.device as string;
-        const name = args.name as string;
-        const node = q.rootNode(device);
-        checkOp(node, 'internal-snapshot');
-        if (node.readOnly) throw genericError(`Device '${device}' is read only`);
-        if (!canSnapshot(node)) throw genericError(`Block format '${node.driver.name}' used by device '${device}' does not support internal snapshots`);
-        if (name === '') throw genericError('Name is empty');
-        if (findSnapshot(node, undefined, name)) throw genericError(`Snapshot with name '${name}' already exists on device '${device}'`);
-        const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
-        await createSnapshot(node, {
-          id: '',
-          name,
-          vmStateSize: 0,
-          dateSec: Math.floor(us / 1e6),
-          dateNsec: (us % 1e6) * 1000,
-          // No guest runs here. qemu-storage-daemon stores the host clock; its nanoseconds since
-          // 1970 exceed a safe JS integer, so this is the time since the process started.
-          vmClockNsec: Math.round(performance.now()) * 1e6,
-          // No record/replay: QEMU stores -1 (no instruction count).
-          icount: -1,
-        });
-      },
+      args: { ...internalSnapshotType, struct: 'blockdev-snapshot-internal-sync' },
+      // QEMU runs it as a one-action transaction.
+      run: (args) => runTransaction([{ kind: 'blockdev-snapshot-internal-sync', make: (ctx) => internalSnapshotAction(q, args, ctx) }]),
     },
     {
       name: 'blockdev-snapshot-delete-internal-sync',

@@ -6,61 +6,9 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  checkImage,
-  compareImages,
-  dump,
-  hasQsd,
-  jobReaches,
-  QmpClient,
-  run,
-  runScript,
-  sortNodes,
-  startDaemon,
-  twinDirs,
-  type Daemon,
-  type Json,
-  type Step,
-} from './harness.js';
+import { both, compareImages, expectImagesEqualAndClean, hasQsd, jobReaches, run, sortNodes, stopAll, type Json, type Step } from './harness.js';
 
-const started: Daemon[] = [];
-
-afterAll(async () => {
-  await Promise.all(started.map((d) => d.stop()));
-});
-
-/** Runs `steps` on both daemons started with `args` over twin copies made by `setup`. */
-async function both(name: string, setup: (dir: string) => void, args: string[], steps: Step[]) {
-  const dirs = twinDirs(setup);
-  const out = {} as Record<'qemu' | 'ours', { replies: Json[]; events: Json[]; dir: string; code: number | null; stderr: string }>;
-  for (const side of ['qemu', 'ours'] as const) {
-    const d = startDaemon(side, dirs[side], args);
-    started.push(d);
-    const c = await QmpClient.connect(d.sock);
-    try {
-      const r = await runScript(c, dirs[side], steps);
-      out[side] = { ...r, dir: dirs[side], code: null, stderr: '' };
-    } finally {
-      c.close();
-    }
-    out[side].code = await d.stop();
-    out[side].stderr = d.stderr();
-  }
-  dump(name, out);
-  return out;
-}
-
-function expectImagesEqualAndClean(r: Awaited<ReturnType<typeof both>>, names: string[]): void {
-  for (const n of names) {
-    const a = `${r.qemu.dir}/${n}`;
-    const b = `${r.ours.dir}/${n}`;
-    expect(compareImages(a, b), n).toEqual({ code: 0, out: 'Images are identical.\n' });
-    expect(checkImage(b).code, `check ${n}`).toBe(0);
-    // Fragmentation depends on the order parallel copies allocate clusters (QEMU's varies run to run).
-    const unfragmented = (out: string) => out.replace(/[\d.]+% fragmented/, 'N% fragmented');
-    expect(unfragmented(checkImage(b).out)).toBe(unfragmented(checkImage(a).out));
-  }
-}
+afterAll(stopAll);
 
 const cap: Step = { execute: 'qmp_capabilities' };
 const qcow2 = (dir: string, name: string, size = '1M', extra: string[] = []) => run('qemu-img', ['create', '-f', 'qcow2', ...extra, name, size], dir);

@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { expect } from 'vitest';
 import { QmpJsonSplitter } from '../../src/qmp/session.js';
 
 export const BIN = resolve(__dirname, '../../dist/cli/diskworker.js');
@@ -222,4 +223,54 @@ export function compareImages(a: string, b: string): { code: number; out: string
 export function checkImage(file: string): { code: number; out: string } {
   const r = spawnSync('qemu-img', ['check', file], { encoding: 'utf8' });
   return { code: r.status ?? -1, out: r.stdout + r.stderr };
+}
+
+const started: Daemon[] = [];
+
+/** Stops every daemon {@link both} started (for afterAll). */
+export async function stopAll(): Promise<void> {
+  await Promise.all(started.splice(0).map((d) => d.stop()));
+}
+
+/** What {@link both} returns for each side. */
+export interface SideResult {
+  replies: Json[];
+  events: Json[];
+  dir: string;
+  code: number | null;
+  stderr: string;
+}
+
+/** Runs `steps` on both daemons started with `args` over twin directories made by `setup`. */
+export async function both(name: string, setup: (dir: string) => void, args: string[], steps: Step[]): Promise<Record<Side, SideResult>> {
+  const dirs = twinDirs(setup);
+  const out = {} as Record<Side, SideResult>;
+  for (const side of ['qemu', 'ours'] as const) {
+    const d = startDaemon(side, dirs[side], args);
+    started.push(d);
+    const c = await QmpClient.connect(d.sock);
+    try {
+      const r = await runScript(c, dirs[side], steps);
+      out[side] = { ...r, dir: dirs[side], code: null, stderr: '' };
+    } finally {
+      c.close();
+    }
+    out[side].code = await d.stop();
+    out[side].stderr = d.stderr();
+  }
+  dump(name, out);
+  return out;
+}
+
+/** The named images of both sides: identical (qemu-img compare), clean, and with the same check report. */
+export function expectImagesEqualAndClean(r: Record<Side, SideResult>, names: string[]): void {
+  for (const n of names) {
+    const a = `${r.qemu.dir}/${n}`;
+    const b = `${r.ours.dir}/${n}`;
+    expect(compareImages(a, b), n).toEqual({ code: 0, out: 'Images are identical.\n' });
+    expect(checkImage(b).code, `check ${n}`).toBe(0);
+    // Fragmentation depends on the order parallel copies allocate clusters (QEMU's varies run to run).
+    const unfragmented = (out: string) => out.replace(/[\d.]+% fragmented/, 'N% fragmented');
+    expect(unfragmented(checkImage(b).out)).toBe(unfragmented(checkImage(a).out));
+  }
 }
