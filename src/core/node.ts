@@ -227,6 +227,7 @@ export class BlockNode {
         readOnly: childReadOnly,
         relativeTo: this,
         childKey: key,
+        role,
       });
     }
     try {
