@@ -19,6 +19,8 @@ import { blkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { throttleDriver } from './filters/throttle.js';
 import { compressDriver } from './filters/compress.js';
+import { preallocateDriver } from './filters/preallocate.js';
+import { blkLogWritesDriver } from './filters/blklogwrites.js';
 import { quorumDriver } from './filters/quorum.js';
 
 export * from './core/index.js';
@@ -38,12 +40,14 @@ export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
 export { throttleGroups, ThrottleGroups, ThrottleGroup, ThrottleGroupMember, type ThrottleClock } from './filters/throttle-group.js';
 export { ThrottleConfig, ThrottleState, type ThrottleLimits, type LeakyBucket } from './filters/throttle-config.js';
 export { compressDriver } from './filters/compress.js';
+export { preallocateDriver, type PreallocateOptions } from './filters/preallocate.js';
+export { blkLogWritesDriver } from './filters/blklogwrites.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
 export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

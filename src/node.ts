@@ -1,7 +1,8 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
  * host device, memory and null back ends, the raw, qcow2, vdi, vpc and vmdk formats, the
- * blkdebug, copy-on-read, compress and throttle filters, and
+ * blkdebug, copy-on-read, compress, throttle, quorum, preallocate and
+ * blklogwrites filters, and
  * the block jobs (stream, commit, mirror, backup) with the copy engine.
  */
 import { BlockGraph } from './core/graph.js';
@@ -19,6 +20,8 @@ import { createBlkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { throttleDriver } from './filters/throttle.js';
 import { compressDriver } from './filters/compress.js';
+import { preallocateDriver } from './filters/preallocate.js';
+import { blkLogWritesDriver } from './filters/blklogwrites.js';
 import { quorumDriver } from './filters/quorum.js';
 import { fs } from './protocols/node-file.js';
 import { startHotPathsSync } from './wasm/hot-paths.js';
@@ -43,6 +46,8 @@ export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
 export { throttleGroups, ThrottleGroups, ThrottleGroup, ThrottleGroupMember, type ThrottleClock } from './filters/throttle-group.js';
 export { ThrottleConfig, ThrottleState, type ThrottleLimits, type LeakyBucket } from './filters/throttle-config.js';
 export { compressDriver } from './filters/compress.js';
+export { preallocateDriver, type PreallocateOptions } from './filters/preallocate.js';
+export { blkLogWritesDriver } from './filters/blklogwrites.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
 export * from './export/nbd/index.js';
 export { listenNbd, serveSocket, socketTransport, type ListenAddress } from './export/nbd/node-listen.js';
@@ -53,7 +58,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -11,6 +11,7 @@ import { OptionReader, normalizeOptions, parseJsonFilename, type BlockOptions } 
 import { probeFormat } from './probe.js';
 import { openBacking } from './backing-open.js';
 import { discardNode } from './graph-close.js';
+import { ChildRole, type ChildRoleMask } from './permissions.js';
 
 /** Where in an open a node is opened: below which image, as which child, how deep in a chain. */
 export interface OpenContext {
@@ -23,6 +24,8 @@ export interface OpenContext {
   chain?: string[];
   /** Set for the protocol layer opened below a probed format. */
   probing?: boolean;
+  /** The role of the child being opened (BdrvChildRole), when it is one. */
+  role?: ChildRoleMask;
 }
 
 /** Opens one node (and, through its driver, its children). */
@@ -42,7 +45,9 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
           : 'Must specify either driver or file',
       );
     }
-    if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.childKey === 'image' || ctx.probing) {
+    // As QEMU's bdrv_inherited_options: metadata children (blklogwrites' log) are never probed.
+    const metadata = ctx.role !== undefined && (ctx.role & ChildRole.METADATA) !== 0;
+    if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.childKey === 'image' || ctx.probing || metadata) {
       options.driver = (await graph.protocolForOpen(String(options.filename ?? ''))).name;
     } else {
       const { filename, file, ...formatOpts } = options;

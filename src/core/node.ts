@@ -228,6 +228,7 @@ export class BlockNode {
         readOnly: childReadOnly,
         relativeTo: this,
         childKey: key,
+        role,
       });
     }
     try {

@@ -97,10 +97,12 @@ export function preparePermUpdate(
       const readOnly = readOnlyOf(node);
       if (readOnly && perm & (Perm.WRITE | Perm.WRITE_UNCHANGED)) {
         const writer = links.find((l) => get(l).perm & (Perm.WRITE | Perm.WRITE_UNCHANGED));
+        // QEMU's two wordings (read-only now, or about to become so in a reopen); who writes goes in the detail.
         throw new BlockError(
           'EACCES',
-          `Block node '${node.nodeName}' is read-only, but ${writer ? parentName(writer.parent) : 'a user'} wants to write to it`,
+          node.readOnly ? 'Block node is read-only' : 'Cannot make block node read-only, there is a writer on it',
           { node: node.nodeName },
+          { detail: `node '${node.nodeName}' is wanted for writing by ${writer ? parentName(writer.parent) : 'a user'}` },
         );
       }
       const inst = node.instance as BlockNode['instance'] | undefined;

@@ -11,8 +11,10 @@ import { account, beginInFlight, endInFlight, now } from './request-accounting.j
 /**
  * Flushes a node and its children. A flush when nothing was written since the
  * last one skips the driver (flush generations); concurrent flushes join.
- * `forFua` marks the flush that completes a FUA write: QEMU runs it before
- * the write counts, so a debugging child hears no flush_to_disk for it.
+ * `forFua` marks the flush that completes a FUA write: it runs before the
+ * write counts (QEMU's order), so the driver's flush to disk (and a debugging
+ * child's flush_to_disk event) happens only when earlier writes wait for one,
+ * while its caches are always written out.
  */
 export async function flush(node: BlockNode, forFua = false): Promise<void> {
   if (!node.isOpen) return;
@@ -28,11 +30,15 @@ export async function flush(node: BlockNode, forFua = false): Promise<void> {
     // A debugging file child hears of each step, as QEMU's bdrv_co_flush announces them.
     const toOs = debugEvent(node.file, 'flush_to_os');
     if (toOs) await toOs;
-    if (gen !== node.flushedGeneration) {
-      await node.instance.flushToOs?.();
-      const toDisk = node.noFlush || forFua ? undefined : debugEvent(node.file, 'flush_to_disk');
+    const dirty = gen !== node.flushedGeneration;
+    // A FUA write's flush comes before the write counts (QEMU's order): the
+    // driver's caches are written all the same, its flush to disk only if
+    // earlier writes wait for one.
+    if (dirty || forFua) await node.instance.flushToOs?.();
+    if (dirty && !node.noFlush) {
+      const toDisk = debugEvent(node.file, 'flush_to_disk');
       if (toDisk) await toDisk;
-      if (!node.noFlush) await node.instance.flushToDisk?.();
+      await node.instance.flushToDisk?.();
     }
     for (const c of node.children) {
       if (c.perm & (Perm.WRITE | Perm.WRITE_UNCHANGED)) await flush(c.node);

@@ -37,8 +37,6 @@ export function writeFinished(node: BlockNode, offset: number, bytes: number, is
 
 export function afterWrite(node: BlockNode, offset: number, bytes: number): void {
   const end = offset + bytes;
-  // Before a FUA flush: that flush must see the write.
-  node.writeGeneration++;
   if (end > node.highestWriteEnd) node.highestWriteEnd = end;
   if (end > node.totalBytes) node.totalBytes = end;
 }

@@ -61,8 +61,10 @@ export async function pwritev(
     } else {
       await rmwWrite(node, offset, bytes, buf, flags);
     }
-    afterWrite(node, offset, bytes);
+    // As QEMU's bdrv_driver_pwritev: the flush completing a FUA write runs before
+    // the write counts, so it skips the driver's flush to disk unless earlier writes wait.
     if (needsFuaFlush(node, flags)) await flush(node, true);
+    afterWrite(node, offset, bytes);
     failed = false;
   } finally {
     writeFinished(node, offset, bytes, issued);

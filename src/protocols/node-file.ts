@@ -8,7 +8,7 @@
  * the length is counted in whole 512-byte sectors: an odd-sized file reads as
  * rounded up, the tail as zeros (block status: a trailing hole).
  */
-import { Status, type BlockDriver, type BlockStatusResult, type CreateContext, type DriverInstance, type PreallocMode, type ReopenState } from '../core/driver.js';
+import { ReqFlag, Status, type BlockDriver, type BlockStatusResult, type CreateContext, type DriverInstance, type PreallocMode, type ReopenState } from '../core/driver.js';
 import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
@@ -53,6 +53,8 @@ export class NodeFileInstance implements DriverInstance {
     private readonly node?: BlockNode,
   ) {}
   readonly supportedWriteFlags = 0;
+  /** As file-posix: unmapping zero writes (done as plain zero writes here) and NO_FALLBACK. */
+  readonly supportedZeroFlags = ReqFlag.MAY_UNMAP | ReqFlag.NO_FALLBACK;
 
   /** The file's length rounded up to a whole 512-byte sector (QEMU's total_sectors). */
   getLength(): number {
@@ -94,6 +96,21 @@ export class NodeFileInstance implements DriverInstance {
       done += bytesWritten;
     }
     if (offset + bytes > this.size) this.size = offset + bytes;
+  }
+
+  /**
+   * Zeros past the end of the file cost nothing: the file is lengthened
+   * (the preallocate filter grows files this way, as file-posix's fallocate
+   * does). Inside the file Node cannot zero without writing, so ENOTSUP lets
+   * the generic layer write zero buffers, or refuse under NO_FALLBACK.
+   */
+  async pwriteZeroes(offset: number, bytes: number): Promise<void> {
+    if (offset < this.size) throw new BlockError('ENOTSUP', `Cannot zero '${this.filename}' at offset ${offset} without writing`);
+    const end = offset + bytes;
+    await this.fh.truncate(end).catch((e: unknown) => {
+      throw ioError(e, offset);
+    });
+    this.size = end;
   }
 
   async flushToDisk(): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import { open as openFile } from 'node:fs/promises';
 import { BlockBackend } from '../../core/backend.js';
+import { BlockError } from '../../core/errors.js';
 import type { BlockGraph } from '../../core/graph.js';
 import type { DriverInstance } from '../../core/driver.js';
 import { parseKeyValueList } from '../../core/options.js';
@@ -68,6 +69,13 @@ export class NodeIoSession extends IoSession {
       const flags = { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) };
       if (o.snapshot && !o.readOnly) this.bb = await openWithTemporaryOverlay(this.graph, spec, flags, !cache.writeback, 'qemu-io');
       else this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback });
+      if (!o.readOnly && this.bb.node.readOnly) {
+        // qemu-io's BlockBackend takes WRITE unless -r: a node opened read-only (read-only=on) refuses it.
+        const bb = this.bb;
+        this.bb = null;
+        await bb.close().catch(() => undefined);
+        throw new BlockError('EACCES', 'Block node is read-only');
+      }
     } catch (e) {
       const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
       this.err(`${PROG}: can't open${shown}: ${errText(e)}\n${errHint(e)}`);

@@ -61,6 +61,8 @@ export async function writeL1Entry(img: Qcow2Image, i: number): Promise<void> {
   await metadataWriteCheck(img, img.header.l1TableOffset + i * 8, 8, 'active L1 table');
   await img.file.debugEvent('l1_update');
   await img.file.pwritev(img.header.l1TableOffset + i * 8, 8, b);
+  // QEMU writes the entry synchronously (bdrv_pwrite_sync): a flush follows.
+  await img.file.flush();
 }
 
 /**
@@ -362,6 +364,7 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
     await img.lock.run(async () => {
       // Fetched again: the slice may have been evicted while the lock was free.
       const { sliceOff, buf, dv, i0: j0 } = await writableSlice(img, ci0);
+      let changed = false;
       for (let k = 0; k < nClusters; k++) {
         const p = plans[k]!;
         const now = readEntry(dv, j0 + k, img.extendedL2);
@@ -373,10 +376,14 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
         const ne = makeEntry(img.hasDataFile ? (ci0 + k) * cs : p.host, true);
         e.hi = ne.hi;
         e.lo = ne.lo;
-        writeEntry(dv, j0 + k, img.extendedL2, e);
+        if (e.hi !== now.hi || e.lo !== now.lo || e.zero !== now.zero || e.alloc !== now.alloc) {
+          writeEntry(dv, j0 + k, img.extendedL2, e);
+          changed = true;
+        }
         if (p.freeOld) freeEntry(img, p.old, p.ct, img.passDiscardOther);
       }
-      img.l2cache.setDirty(sliceOff, buf);
+      // A write in place changes no entry: the table is not written again (as QEMU).
+      if (changed) img.l2cache.setDirty(sliceOff, buf);
       if (img.refs.pendingCount > MAX_PENDING_FREES) await flushAll(img, false, true);
     });
   } finally {

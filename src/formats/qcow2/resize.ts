@@ -23,7 +23,7 @@ export async function resizeImage(img: Qcow2Image, offset: number, prealloc: Pre
   const old = h.size;
   if (offset % 512 !== 0) throw einval('The new size must be a multiple of 512');
   if (offset < old) {
-    if (prealloc !== 'off') throw einval('Preallocation can only be used when growing an image');
+    if (prealloc !== 'off') throw einval("Preallocation can't be used for shrinking an image");
     if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', "Can't shrink an image which has snapshots");
     await shrink(img, offset);
     if (img.hasDataFile) await img.dataChild.truncate(offset, false, 'off');

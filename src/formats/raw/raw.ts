@@ -18,11 +18,13 @@ class RawInstance implements DriverInstance {
     /** Fixed window size, or undefined to follow the file's length. */
     private size: number | undefined,
   ) {}
+  // As QEMU's raw: FUA and the zero-write flags only where the file takes them
+  // (otherwise FUA is a flush of this node, which reaches the file after the write counts).
   get supportedWriteFlags(): ReqFlags {
-    return ReqFlag.FUA;
+    return (this.file.node.instance.supportedWriteFlags ?? 0) & ReqFlag.FUA;
   }
   get supportedZeroFlags(): ReqFlags {
-    return 0x03;
+    return (this.file.node.instance.supportedZeroFlags ?? 0) & (ReqFlag.FUA | ReqFlag.MAY_UNMAP | ReqFlag.NO_FALLBACK);
   }
 
   getLength(): number {
