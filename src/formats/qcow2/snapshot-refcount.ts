@@ -16,6 +16,8 @@ import { ClusterType, clusterType, compressedInfo, decodeL1, encodeL1, entryOffs
 import { markCorrupt } from './metadata-index.js';
 import { MAX_REFTABLE_BYTES } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
+import { readyRefcountWasm } from './refcount-entries.js';
+import { WasmSliceWalk, walkSlice } from './snapshot-walk.js';
 
 /** C's %#x. */
 const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
@@ -60,6 +62,10 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   const perSlice = img.sliceEntries;
   // Standard entries without an external data file take the fast path below.
   const plain = !img.extendedL2 && !img.hasDataFile;
+  // ... and, with refcounts of up to 32 bits, the synchronous loop of snapshot-walk.ts.
+  const fast = plain && img.refs.order < 6;
+  const wasm = fast ? await readyRefcountWasm() : null;
+  const walker = wasm ? new WasmSliceWalk(wasm, img.refs, img.sliceBytes) : null;
   for (let i = 0; i < l1Size; i++) {
     const l2 = offsets[i]!;
     if (l2 === 0) continue;
@@ -68,9 +74,17 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
       const sliceOff = l2 + slice * img.sliceBytes;
       const buf = await img.l2cache.get(sliceOff);
       const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-      let dirty = false;
       const stride = img.extendedL2 ? 16 : 8;
+      const state = { changed: false };
+      walker?.load(buf);
+      let dirty = false;
       for (let j = 0; j < perSlice; j++) {
+        // Runs of common entries are done at once (snapshot-walk.ts); the entry it stops at
+        // takes the way below.
+        if (fast) {
+          j = walker ? walker.run(buf, j, perSlice, addend, state) : walkSlice(img.refs, dv, j, perSlice, addend, state);
+          if (j === perSlice) break;
+        }
         const hi = dv.getUint32(j * stride);
         const lo = dv.getUint32(j * stride + 4);
         // Unallocated, without flags: nothing to count or flag (most entries of a sparse image).
@@ -126,7 +140,7 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
           dirty = true;
         }
       }
-      if (dirty) img.l2cache.setDirty(sliceOff, buf);
+      if (dirty || state.changed) img.l2cache.setDirty(sliceOff, buf);
     }
     const rc = await change(l2 / cs);
     const flag = rc === 1 ? 1 : 0;
@@ -137,9 +151,10 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   }
   // Refcounts first: an L2 table or snapshot table naming a cluster must never reach the disk
   // before the reference it counts; a dropped reference only leaks.
-  await img.refs.flushCache();
+  // The caller has drained the node: nothing changes the caches while they are written.
+  await img.refs.flushCache(true);
   await img.file.flush();
-  await img.l2cache.flush();
+  await img.l2cache.flush(true);
   await img.file.flush();
   for (const ci of freed) img.l2cache.forgetRange(ci * cs, (ci + 1) * cs);
   // A released table is freed next: not worth writing.
