@@ -26,6 +26,43 @@ const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 const COPIED = 0x80000000;
 const COMPRESSED = 0x40000000;
 
+/** L2 slices the walk reads ahead of the one it works on. */
+const READ_AHEAD = 8;
+
+/**
+ * Returns a function to call before each slice the walk of `offsets` visits:
+ * it starts the reads of the next few slices, so that they overlap with each
+ * other and with the walk instead of waiting one by one (the order of the
+ * reads does not matter: nothing is written before the walk ends). Reads
+ * nothing ahead for a debugging file child (its events keep QEMU's order) or
+ * a cache too small to keep what it read ahead.
+ */
+function prefetcher(img: Qcow2Image, offsets: ArrayLike<number>, l1Size: number): () => void {
+  const cache = img.l2cache;
+  const ahead = Math.min(READ_AHEAD, cache.capacity - 2);
+  if (ahead <= 0 || img.file.node.instance.debug) return () => undefined;
+  const cs = img.clusterSize;
+  const perTable = cs / img.sliceBytes;
+  let i = 0;
+  let slice = 0;
+  /** Slices started minus slices visited. */
+  let lead = 0;
+  return () => {
+    lead--;
+    while (lead < ahead && i < l1Size) {
+      const l2 = offsets[i]!;
+      if (l2 === 0 || l2 % cs !== 0 || slice === perTable) {
+        i++;
+        slice = 0;
+        continue;
+      }
+      // The walk's own read of the slice reports a failure.
+      cache.get(l2 + slice++ * img.sliceBytes).catch(() => undefined);
+      lead++;
+    }
+  };
+}
+
 /**
  * Walks the L1 table at `l1Offset` (`l1Size` entries) adding `addend` to the
  * refcounts it reaches; makes the changed refcounts, L2 tables and (unless
@@ -66,12 +103,14 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   const fast = plain && img.refs.order < 6;
   const wasm = fast ? await readyRefcountWasm() : null;
   const walker = wasm ? new WasmSliceWalk(wasm, img.refs, img.sliceBytes) : null;
+  const readAhead = prefetcher(img, offsets, l1Size);
   for (let i = 0; i < l1Size; i++) {
     const l2 = offsets[i]!;
     if (l2 === 0) continue;
     if (l2 % cs !== 0) throw await markCorrupt(img, `L2 table offset ${hex(l2)} unaligned (L1 index: ${hex(i)})`);
     for (let slice = 0; slice < cs / img.sliceBytes; slice++) {
       const sliceOff = l2 + slice * img.sliceBytes;
+      readAhead();
       const buf = await img.l2cache.get(sliceOff);
       const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
       const stride = img.extendedL2 ? 16 : 8;
