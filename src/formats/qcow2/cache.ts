@@ -19,21 +19,6 @@ interface Entry {
   lastUse: number;
 }
 
-/**
- * A buffer of `n` bytes whose content is undefined (the caller fills it): in
- * Node an allocation without the zero fill, so a table read from the file
- * touches its pages once, in the read, instead of twice.
- */
-const allocUnfilled: (n: number) => Uint8Array = (() => {
-  const B = (globalThis as { Buffer?: { allocUnsafeSlow(n: number): Uint8Array } }).Buffer;
-  if (typeof B?.allocUnsafeSlow !== 'function') return (n: number) => new Uint8Array(n);
-  // A plain Uint8Array over the Buffer's memory: Buffer's slice() would share it, not copy.
-  return (n: number) => {
-    const b = B.allocUnsafeSlow(n);
-    return new Uint8Array(b.buffer, b.byteOffset, n);
-  };
-})();
-
 /** Source of {@link MetaCache.epoch} values, unique across caches. */
 let epochCounter = 0;
 
@@ -106,13 +91,12 @@ export class MetaCache {
   }
 
   private async load(offset: number): Promise<Uint8Array> {
-    const buf = allocUnfilled(this.entrySize);
+    const buf = new Uint8Array(this.entrySize);
     await withContext(`while reading ${this.name} at 0x${offset.toString(16)}`, { offset }, async () => {
       // As in QEMU, a table past the end of the file reads as zeros.
       const child = this.child();
       if (this.loadEvent) await child.debugEvent(this.loadEvent);
       const have = Math.max(0, Math.min(this.entrySize, child.length - offset));
-      if (have < this.entrySize) buf.fill(0, have);
       if (have > 0) await child.preadv(offset, have, buf.subarray(0, have));
     });
     this.validate?.(offset, buf);
