@@ -116,10 +116,17 @@ function slotCount(blockBytes: number): number {
 }
 
 /**
+ * The walker whose slice the module memory holds now. The memory is one per
+ * module: another image's walk may run while this one waits for a read.
+ */
+const holder = new WeakMap<WasmRefcount, WasmSliceWalk>();
+
+/**
  * The walk of one L2 slice in WASM: the slice is copied into module memory once
- * ({@link load}); each {@link run} copies the cached refcount blocks it meets
- * into slots, walks, and copies what changed back (blocks and entries) before
- * it returns.
+ * ({@link load}, again if another walk used the memory meanwhile); each
+ * {@link run} copies the cached refcount blocks it meets into slots, walks,
+ * and copies what changed back (blocks and entries) before it returns, so the
+ * cache's buffers are always whole between runs.
  */
 export class WasmSliceWalk {
   private readonly area: WalkArea;
@@ -142,6 +149,7 @@ export class WasmSliceWalk {
   /** Copies the slice to walk into module memory. */
   load(slice: Uint8Array): void {
     this.w.module.u8.set(slice.subarray(0, this.sliceBytes), this.area.l2);
+    holder.set(this.w, this);
   }
 
   /**
@@ -151,6 +159,7 @@ export class WasmSliceWalk {
    */
   run(slice: Uint8Array, from: number, end: number, addend: -1 | 0 | 1, state: SliceWalkState): number {
     const refs = this.refs;
+    if (holder.get(this.w) !== this) this.load(slice);
     let j = from;
     let changed = false;
     // A layout that jumps between more blocks than the slots hold would copy blocks in and
