@@ -230,3 +230,100 @@ export function compareCounts(ptr: usize, order: u32, nEntries: u32, start: u32,
   lastUsedIdx = last;
   return <i32>k;
 }
+
+// The snapshot refcount walk over one L2 slice (src/formats/qcow2/snapshot-walk.ts): for
+// each standard entry, the refcount of the cluster it points to changes by `addend` (-1, 0
+// or +1) in a refcount block held in a slot, and the entry's COPIED flag becomes
+// "refcount is exactly 1". A slot record is WALK_SLOT_BYTES bytes: i32 block index (-1:
+// empty), u32 address of the block's bytes, i32 written (set when an entry changed).
+
+const L2_COPIED: u64 = 1 << 63;
+const L2_COMPRESSED: u64 = 1 << 62;
+const L2_OFFSET_MASK: u64 = 0x00fffffffffffe00;
+const WALK_SLOT_BYTES: usize = 16;
+
+let walkNeed: i32 = -1;
+let walkFlags: i32 = 0;
+
+/** The block index the last walkL2() stopped for (no slot holds it), or -1. */
+export function walkNeededBlock(): i32 {
+  return walkNeed;
+}
+
+/** Whether the last walkL2() changed a COPIED flag. */
+export function walkChangedFlags(): i32 {
+  return walkFlags;
+}
+
+/**
+ * Walks big-endian 8-byte L2 entries [from, end) at `l2` and returns the index of the
+ * first entry it leaves unchanged to the caller: a compressed entry, an unaligned offset,
+ * a refcount that would reach 0 or pass the maximum, or a cluster whose block is in no
+ * slot (walkNeededBlock() names it then). Returns `end` when all were done.
+ */
+export function walkL2(l2: usize, from: u32, end: u32, addend: i32, order: u32, clusterBits: u32, blockBits: u32, slots: usize, nSlots: u32): i32 {
+  walkNeed = -1;
+  walkFlags = 0;
+  if (order > 5 || clusterBits > 30 || blockBits > 31) return E_INVAL;
+  const max = maxFor(order);
+  const clusterMask: u64 = ((<u64>1) << clusterBits) - 1;
+  const perMask: u64 = ((<u64>1) << blockBits) - 1;
+  let curBlock: i64 = -1;
+  let cur: usize = 0;
+  let curSlot: usize = 0;
+  let changed: i32 = 0;
+  let j = from;
+  for (; j < end; j++) {
+    const p = l2 + ((<usize>j) << 3);
+    const e = bswap<u64>(load<u64>(p));
+    if (e == 0) continue;
+    if (e & L2_COMPRESSED) break;
+    const host = e & L2_OFFSET_MASK;
+    let rc: u64 = 0;
+    if (host != 0) {
+      if (host & clusterMask) break;
+      const ci = host >> clusterBits;
+      const b = <i64>(ci >> blockBits);
+      if (b != curBlock) {
+        let found: i32 = -1;
+        if (b <= 0x7fffffff) {
+          for (let s: u32 = 0; s < nSlots; s++) {
+            if (<i64>load<i32>(slots + (<usize>s) * WALK_SLOT_BYTES) == b) {
+              found = <i32>s;
+              break;
+            }
+          }
+        }
+        if (found < 0) {
+          walkNeed = b <= 0x7fffffff ? <i32>b : -1;
+          break;
+        }
+        curSlot = slots + (<usize>found) * WALK_SLOT_BYTES;
+        cur = <usize>load<u32>(curSlot + 4);
+        curBlock = b;
+      }
+      const idx = <u32>(ci & perMask);
+      const v = getRaw(cur, order, idx);
+      if (addend == 0) {
+        rc = v;
+      } else if (addend > 0) {
+        if (v >= max) break;
+        rc = v + 1;
+        setRaw(cur, order, idx, rc);
+        store<i32>(curSlot + 8, 1);
+      } else {
+        if (v <= 1) break;
+        rc = v - 1;
+        setRaw(cur, order, idx, rc);
+        store<i32>(curSlot + 8, 1);
+      }
+    }
+    const flagged = rc == 1 ? e | L2_COPIED : e & ~L2_COPIED;
+    if (flagged != e) {
+      store<u64>(p, bswap<u64>(flagged));
+      changed = 1;
+    }
+  }
+  walkFlags = changed;
+  return <i32>j;
+}

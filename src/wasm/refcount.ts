@@ -173,6 +173,38 @@ interface RefcountExports extends WasmBaseExports {
   lastUsed(): number;
   scanEnd(): number;
   errorIndex(): number;
+  walkL2(l2: number, from: number, end: number, addend: number, order: number, clusterBits: number, blockBits: number, slots: number, nSlots: number): number;
+  walkNeededBlock(): number;
+  walkChangedFlags(): number;
+}
+
+/** Bytes of a slot record of the snapshot walk: i32 block index (-1: empty), u32 address, i32 written. */
+const WALK_SLOT_BYTES = 16;
+
+/**
+ * Module memory of the snapshot walk ({@link WasmRefcount.walkL2}): one L2 slice and
+ * `slots` refcount blocks, each slot described by a record.
+ */
+export interface WalkArea {
+  /** Address of the L2 slice copy. */
+  l2: number;
+  sliceBytes: number;
+  /** Address of the slot records. */
+  records: number;
+  /** Address of slot i's block: blocks + i * blockBytes. */
+  blocks: number;
+  blockBytes: number;
+  slots: number;
+}
+
+/** Where {@link WasmRefcount.walkL2} stopped. */
+export interface WalkStop {
+  /** The first entry left to the caller (the requested end when all were done). */
+  index: number;
+  /** The refcount block it needs in a slot, or -1 (the entry must take the slow way). */
+  needBlock: number;
+  /** Whether a COPIED flag in the range walked changed. */
+  changed: boolean;
 }
 
 /** A reusable buffer in module memory (the stub runtime never frees: grow only). */
@@ -197,6 +229,8 @@ export class WasmRefcount implements RefcountOps {
   private readonly blockScratch: Scratch;
   private readonly countsScratch: Scratch;
   private readonly outScratch: Scratch;
+  /** The snapshot walk's memory, once allocated. */
+  private area: WalkArea | undefined;
 
   constructor(module: WasmModule<RefcountExports>) {
     this.module = module;
@@ -292,6 +326,49 @@ export class WasmRefcount implements RefcountOps {
     if (r < 0) throw new BlockError('EINVAL', `refcount addRange: bad range ${start}+${count} of ${total} entries`);
     this.writeBack(block, p, Math.floor((start * bits) / 8) & ~7, Math.ceil(((start + count) * bits) / 8));
     return -1;
+  }
+
+  /**
+   * Module memory for the snapshot walk: an L2 slice of `sliceBytes` and `slots` blocks of
+   * `blockBytes`, every slot empty. Reused while the sizes fit (the stub runtime never frees).
+   */
+  walkArea(sliceBytes: number, blockBytes: number, slots: number): WalkArea {
+    const a = this.area;
+    if (!a || a.sliceBytes < sliceBytes || a.blockBytes < blockBytes || a.slots < slots) {
+      const l2 = this.module.alloc(sliceBytes);
+      const records = this.module.alloc(slots * WALK_SLOT_BYTES);
+      const blocks = this.module.alloc(slots * blockBytes);
+      this.area = { l2, sliceBytes, records, blocks, blockBytes, slots };
+    }
+    const area: WalkArea = { ...this.area!, sliceBytes, blockBytes, slots };
+    for (let i = 0; i < slots; i++) this.setSlot(area, i, -1);
+    return area;
+  }
+
+  /** Slot `i` holds block `block` (-1: empty), not written yet. */
+  setSlot(area: WalkArea, i: number, block: number): void {
+    const dv = new DataView(this.module.memory.buffer, area.records + i * WALK_SLOT_BYTES, WALK_SLOT_BYTES);
+    dv.setInt32(0, block, true);
+    dv.setUint32(4, area.blocks + i * area.blockBytes, true);
+    dv.setInt32(8, 0, true);
+  }
+
+  /** Whether the walk changed slot `i`'s block since {@link setSlot}. */
+  slotWritten(area: WalkArea, i: number): boolean {
+    return new DataView(this.module.memory.buffer).getInt32(area.records + i * WALK_SLOT_BYTES + 8, true) !== 0;
+  }
+
+  /**
+   * The snapshot refcount walk over entries [from, end) of the L2 slice in `area` (8-byte
+   * entries, refcounts of up to 32 bits, see assembly/refcount.ts): adds `addend` to the
+   * refcounts of the blocks in the slots and sets the COPIED flags, up to the first entry
+   * it leaves to the caller.
+   */
+  walkL2(area: WalkArea, from: number, end: number, addend: -1 | 0 | 1, order: number, clusterBits: number, blockBits: number): WalkStop {
+    const e = this.module.exports;
+    const r = e.walkL2(area.l2, from, end, addend, order, clusterBits, blockBits, area.records, area.slots);
+    if (r < 0) throw statusError(r, 'refcount walkL2');
+    return { index: r, needBlock: e.walkNeededBlock(), changed: e.walkChangedFlags() !== 0 };
   }
 
   countUsed(block: Uint8Array, order: number, start: number, count: number): number {

@@ -150,8 +150,10 @@ export function registerMetadata(img: Qcow2Image): void {
   meta.add(0, img.clusterSize, 'qcow2_header');
   if (h.l1Size > 0) meta.add(h.l1TableOffset, h.l1Size * 8, 'active L1 table');
   meta.add(h.refcountTableOffset, h.refcountTableClusters * img.clusterSize, 'refcount table');
-  for (const off of img.refs.table) if (off) meta.add(off, img.clusterSize, 'refcount block');
-  for (const off of img.l1) if (off) meta.add(off, img.clusterSize, 'active L2 table');
+  // Indexed loops: for-of over a Float64Array boxes every entry (a refcount table has thousands).
+  const table = img.refs.table;
+  for (let i = 0; i < table.length; i++) if (table[i]) meta.add(table[i]!, img.clusterSize, 'refcount block');
+  for (let i = 0; i < img.l1.length; i++) if (img.l1[i]) meta.add(img.l1[i]!, img.clusterSize, 'active L2 table');
   if (h.nbSnapshots > 0) meta.add(h.snapshotsOffset, img.snapshotTableBytes, 'snapshot table');
   for (const s of img.snapshots) if (s.l1Size) meta.add(s.l1TableOffset, s.l1Size * 8, 'inactive L1 table');
   if (h.bitmaps) meta.add(h.bitmaps.directoryOffset, h.bitmaps.directorySize, 'bitmap directory');

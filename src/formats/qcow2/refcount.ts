@@ -604,8 +604,8 @@ export class Refcounts {
     }
   }
 
-  /** Writes dirty refcount blocks (not flushed to disk). */
-  async flushCache(): Promise<void> {
-    await this.cache.flush();
+  /** Writes dirty refcount blocks (not flushed to disk); `stable` as {@link MetaCache.flush}. */
+  async flushCache(stable = false): Promise<void> {
+    await this.cache.flush(stable);
   }
 }

@@ -63,7 +63,8 @@ async function replaceTable(img: Qcow2Image, snapshots: Qcow2Snapshot[]): Promis
   const old = img.snapshots;
   img.snapshots = snapshots;
   try {
-    await writeSnapshotTable(img);
+    // The caller has drained the node.
+    await writeSnapshotTable(img, false, true);
   } catch (e) {
     img.snapshots = old;
     throw e;
@@ -176,7 +177,7 @@ export async function deleteSnapshot(img: Qcow2Image, id: string | undefined, na
     const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
     throw new BlockError(err.code, `Failed to free the cluster and L1 table: ${err.message}`);
   }
-  await img.refs.flushCache();
+  await img.refs.flushCache(true);
   await img.file.flush();
   try {
     await updateSnapshotRefcount(img, img.header.l1TableOffset, img.l1.length, 0);

@@ -16,6 +16,8 @@ import { ClusterType, clusterType, compressedInfo, decodeL1, encodeL1, entryOffs
 import { markCorrupt } from './metadata-index.js';
 import { MAX_REFTABLE_BYTES } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
+import { readyRefcountWasm } from './refcount-entries.js';
+import { WasmSliceWalk, walkSlice } from './snapshot-walk.js';
 
 /** C's %#x. */
 const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
@@ -23,6 +25,43 @@ const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 /** The COPIED and compressed flags in an entry's high word. */
 const COPIED = 0x80000000;
 const COMPRESSED = 0x40000000;
+
+/** L2 slices the walk reads ahead of the one it works on. */
+const READ_AHEAD = 8;
+
+/**
+ * Returns a function to call before each slice the walk of `offsets` visits:
+ * it starts the reads of the next few slices, so that they overlap with each
+ * other and with the walk instead of waiting one by one (the order of the
+ * reads does not matter: nothing is written before the walk ends). Reads
+ * nothing ahead for a debugging file child (its events keep QEMU's order) or
+ * a cache too small to keep what it read ahead.
+ */
+function prefetcher(img: Qcow2Image, offsets: ArrayLike<number>, l1Size: number): () => void {
+  const cache = img.l2cache;
+  const ahead = Math.min(READ_AHEAD, cache.capacity - 2);
+  if (ahead <= 0 || img.file.node.instance.debug) return () => undefined;
+  const cs = img.clusterSize;
+  const perTable = cs / img.sliceBytes;
+  let i = 0;
+  let slice = 0;
+  /** Slices started minus slices visited. */
+  let lead = 0;
+  return () => {
+    lead--;
+    while (lead < ahead && i < l1Size) {
+      const l2 = offsets[i]!;
+      if (l2 === 0 || l2 % cs !== 0 || slice === perTable) {
+        i++;
+        slice = 0;
+        continue;
+      }
+      // The walk's own read of the slice reports a failure.
+      cache.get(l2 + slice++ * img.sliceBytes).catch(() => undefined);
+      lead++;
+    }
+  };
+}
 
 /**
  * Walks the L1 table at `l1Offset` (`l1Size` entries) adding `addend` to the
@@ -60,17 +99,31 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   const perSlice = img.sliceEntries;
   // Standard entries without an external data file take the fast path below.
   const plain = !img.extendedL2 && !img.hasDataFile;
+  // ... and, with refcounts of up to 32 bits, the synchronous loop of snapshot-walk.ts.
+  const fast = plain && img.refs.order < 6;
+  const wasm = fast ? await readyRefcountWasm() : null;
+  const walker = wasm ? new WasmSliceWalk(wasm, img.refs, img.sliceBytes) : null;
+  const readAhead = prefetcher(img, offsets, l1Size);
   for (let i = 0; i < l1Size; i++) {
     const l2 = offsets[i]!;
     if (l2 === 0) continue;
     if (l2 % cs !== 0) throw await markCorrupt(img, `L2 table offset ${hex(l2)} unaligned (L1 index: ${hex(i)})`);
     for (let slice = 0; slice < cs / img.sliceBytes; slice++) {
       const sliceOff = l2 + slice * img.sliceBytes;
+      readAhead();
       const buf = await img.l2cache.get(sliceOff);
       const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-      let dirty = false;
       const stride = img.extendedL2 ? 16 : 8;
+      const state = { changed: false };
+      walker?.load(buf);
+      let dirty = false;
       for (let j = 0; j < perSlice; j++) {
+        // Runs of common entries are done at once (snapshot-walk.ts); the entry it stops at
+        // takes the way below.
+        if (fast) {
+          j = walker ? walker.run(buf, j, perSlice, addend, state) : walkSlice(img.refs, dv, j, perSlice, addend, state);
+          if (j === perSlice) break;
+        }
         const hi = dv.getUint32(j * stride);
         const lo = dv.getUint32(j * stride + 4);
         // Unallocated, without flags: nothing to count or flag (most entries of a sparse image).
@@ -126,7 +179,7 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
           dirty = true;
         }
       }
-      if (dirty) img.l2cache.setDirty(sliceOff, buf);
+      if (dirty || state.changed) img.l2cache.setDirty(sliceOff, buf);
     }
     const rc = await change(l2 / cs);
     const flag = rc === 1 ? 1 : 0;
@@ -137,9 +190,10 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   }
   // Refcounts first: an L2 table or snapshot table naming a cluster must never reach the disk
   // before the reference it counts; a dropped reference only leaks.
-  await img.refs.flushCache();
+  // The caller has drained the node: nothing changes the caches while they are written.
+  await img.refs.flushCache(true);
   await img.file.flush();
-  await img.l2cache.flush();
+  await img.l2cache.flush(true);
   await img.file.flush();
   for (const ci of freed) img.l2cache.forgetRange(ci * cs, (ci + 1) * cs);
   // A released table is freed next: not worth writing.

@@ -46,9 +46,10 @@ function serializeEntry(img: Qcow2Image, s: Qcow2Snapshot): Uint8Array {
  * Writes `img.snapshots` as a new table and frees the old one. Throws EFBIG
  * when the table would pass QEMU's limit, EIO (image marked corrupt) when the
  * new clusters overlap other metadata (`quiet`: the caller reports the
- * corruption event, see markCorrupt).
+ * corruption event, see markCorrupt). `stable`: the node is drained and only
+ * the caller works on the image (MetaCache.flush).
  */
-export async function writeSnapshotTable(img: Qcow2Image, quiet = false): Promise<void> {
+export async function writeSnapshotTable(img: Qcow2Image, quiet = false, stable = false): Promise<void> {
   const entries = img.snapshots.map((s) => serializeEntry(img, s));
   let size = 0;
   for (const e of entries) {
@@ -57,7 +58,7 @@ export async function writeSnapshotTable(img: Qcow2Image, quiet = false): Promis
   }
   const cs = img.clusterSize;
   const off = size > 0 ? await img.refs.alloc(Math.ceil(size / cs)) : 0;
-  await img.refs.flushCache();
+  await img.refs.flushCache(stable);
   await img.file.flush();
   // Its place is not in the header yet: the clusters must be free of all metadata.
   const hit = size > 0 ? img.meta.firstOverlap(off, size) : undefined;
