@@ -1,0 +1,130 @@
+/**
+ * luks: a LUKS1 volume over its file (QEMU's block/crypto.c). The guest sees
+ * the payload after the header and key material, decrypted sector by sector
+ * (512 bytes, IVs counted from the payload's start). `key-secret` names the
+ * secret object holding the password; without it only the header can be
+ * read (qemu-img info opens so, with the internal `x-no-io` option).
+ */
+import type { BlockDriver, DriverInstance, IoResult, PreallocMode, ReqFlags, SpecificInfo } from '../../core/driver.js';
+import { ReqFlag } from '../../core/driver.js';
+import { BlockError } from '../../core/errors.js';
+import type { BdrvChild } from '../../core/child.js';
+import type { BlockNode } from '../../core/node.js';
+import type { OptionReader } from '../../core/options.js';
+import type { BlockLimits } from '../../core/limits.js';
+import { ROLE_IMAGE } from '../../core/permissions.js';
+import { lookupSecret } from '../../core/secrets.js';
+import { LuksVolume } from '../../crypto/luks.js';
+import { hasLuksMagic, LUKS_SECTOR } from '../../crypto/luks-header.js';
+import { createLuks, LUKS_CREATE_OPTIONS, measureLuks } from './create.js';
+
+/** Bytes encrypted per bounce buffer (QEMU's BLOCK_CRYPTO_MAX_IO_SIZE). */
+const MAX_IO = 1 << 20;
+
+/** The file's reads as the crypto layer wants them: a fresh buffer of exactly `length` bytes. */
+export function childReader(file: BdrvChild): (offset: number, length: number) => Promise<Uint8Array> {
+  return async (offset, length) => {
+    if (offset + length > file.length) {
+      throw new BlockError('EIO', `Could not read encryption header: ${length} bytes at ${offset} lie beyond the end of the file (${file.length} bytes)`);
+    }
+    const buf = new Uint8Array(length);
+    await file.preadv(offset, length, buf);
+    return buf;
+  };
+}
+
+class LuksInstance implements DriverInstance {
+  constructor(
+    private readonly file: BdrvChild,
+    private readonly volume: LuksVolume,
+  ) {}
+
+  get supportedWriteFlags(): ReqFlags {
+    return ReqFlag.FUA & (this.file.node.instance.supportedWriteFlags ?? 0);
+  }
+
+  getLength(): number {
+    return Math.max(0, this.file.length - this.volume.payloadOffset);
+  }
+
+  refreshLimits(limits: BlockLimits): void {
+    limits.requestAlignment = Math.max(limits.requestAlignment, LUKS_SECTOR);
+  }
+
+  preadv(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): IoResult {
+    return this.read(offset, bytes, buf, flags);
+  }
+
+  private async read(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+    await this.file.preadv(this.volume.payloadOffset + offset, bytes, buf, flags & ~ReqFlag.PREFETCH);
+    for (let done = 0; done < bytes; done += MAX_IO) {
+      const n = Math.min(MAX_IO, bytes - done);
+      this.volume.decrypt(offset + done, buf.subarray(done, done + n));
+    }
+  }
+
+  async pwritev(offset: number, bytes: number, buf: Uint8Array, flags: ReqFlags): Promise<void> {
+    // The caller's buffer stays as it is: encrypt a copy.
+    const bounce = new Uint8Array(Math.min(MAX_IO, bytes));
+    for (let done = 0; done < bytes; done += MAX_IO) {
+      const n = Math.min(MAX_IO, bytes - done);
+      const piece = bounce.subarray(0, n);
+      piece.set(buf.subarray(done, done + n));
+      this.volume.encrypt(offset + done, piece);
+      await this.file.pwritev(this.volume.payloadOffset + offset + done, n, piece, flags);
+    }
+  }
+
+  async truncate(offset: number, exact: boolean, prealloc: PreallocMode, flags: ReqFlags): Promise<void> {
+    const end = offset + this.volume.payloadOffset;
+    if (!Number.isSafeInteger(end)) throw new BlockError('EFBIG', 'The requested file size is too large');
+    await this.file.truncate(end, exact, prealloc, flags);
+  }
+
+  async getAllocatedFileSize(): Promise<number> {
+    return this.file.node.instance.getAllocatedFileSize?.() ?? this.file.length;
+  }
+
+  /** The file's cluster size, if it has one (QEMU's block_crypto_co_get_info_luks). */
+  getInfo(): ReturnType<NonNullable<DriverInstance['getInfo']>> {
+    const below = this.file.node.instance.getInfo?.();
+    return below && { ...(below.clusterSize !== undefined ? { clusterSize: below.clusterSize } : {}) };
+  }
+
+  getSpecificInfo(): SpecificInfo {
+    return { type: 'luks', data: this.volume.info() };
+  }
+
+  isEncrypted(): boolean {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.volume.close();
+  }
+}
+
+export const luksDriver = {
+  name: 'luks',
+  kind: 'format',
+  createOptions: LUKS_CREATE_OPTIONS,
+  probe: (header: Uint8Array) => (hasLuksMagic(header) ? 100 : 0),
+  async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
+    const keySecret = options.string('key-secret');
+    const noIo = options.bool('x-no-io', false);
+    const file = (await node.openChild(options, 'file', ROLE_IMAGE))!;
+    let secret: Uint8Array | undefined;
+    if (!noIo) {
+      if (keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'key-secret' is required for cipher");
+      secret = lookupSecret(node.graph, keySecret);
+    }
+    try {
+      const volume = await LuksVolume.open(childReader(file), secret);
+      return new LuksInstance(file, volume);
+    } finally {
+      secret?.fill(0);
+    }
+  },
+  create: createLuks,
+  measure: measureLuks,
+} satisfies BlockDriver;
