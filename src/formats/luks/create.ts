@@ -129,6 +129,8 @@ export async function measureLuks(o: OptionReader, source?: import('../../core/n
   const size = source ? source.length : o.size('size', 0);
   if (source) o.consume('size');
   const req = readLuksCreateOptions(o);
+  // QEMU sizes the header by creating one in memory, which needs the secret named.
+  if (req.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'key-secret' is required for cipher");
   const total = luksPayloadOffset(req.options.spec) + size;
   return { required: total, fullyAllocated: total };
 }
