@@ -18,7 +18,7 @@ export const IO_BUF_SIZE = 2 * 1024 * 1024;
 const INT64_MAX = '9223372036854775807';
 
 /** Formats that take `x-no-io` (open without their encryption key, for info). */
-const NO_IO_FORMATS = new Set(['luks']);
+const NO_IO_FORMATS = new Set(['luks', 'qcow2']);
 /** error_exit: message, the "Try --help" line, exit 1. */
 export function errorExit(msg: string): never {
   throw new CliExit(1, msg, `Try '${PROG} --help' for more information\n`);

@@ -7,6 +7,7 @@ import { ClusterType } from './l2-entry.js';
 import { lookup } from './lookup.js';
 import { readCompressed } from './compressed.js';
 import type { Qcow2Image } from './qcow2.js';
+import { decryptHost } from './crypt.js';
 
 /**
  * Reads guest data at `offset` into `buf` (`bytes` long). Takes no lock: the
@@ -43,6 +44,7 @@ async function readHost(img: Qcow2Image, host: number, n: number, out: Uint8Arra
   await img.file.debugEvent('read_aio');
   if (k > 0) await img.dataChild.preadv(host, k, out.subarray(0, k));
   if (k < n) out.fill(0, k, n);
+  if (img.crypto) decryptHost(img, host, out.subarray(0, n));
 }
 
 /** Reads an unallocated range from the backing file; zeros past its end or without one. */
