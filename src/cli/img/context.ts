@@ -80,7 +80,11 @@ export class Ctx {
     if (o.forceShare) spec['force-share'] = true;
     // QEMU's img_check always opens with BDRV_O_CHECK, read-only too.
     if (o.forCheck && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
-    if (o.noIo && NO_IO_FORMATS.has((await this.formatOf(spec, fmt)) ?? '')) spec['x-no-io'] = true;
+    if (o.noIo) {
+      // An image no way opens (a corrupt header) is opened so too: its driver's own error then shows.
+      const f = await this.formatOf(spec, fmt);
+      if (f === undefined || NO_IO_FORMATS.has(f)) spec['x-no-io'] = true;
+    }
     // -t / -T: the node's cache options, and writethrough modes (writethrough, directsync) make
     // every write reach the disk before it completes (QEMU's BlockBackend without write cache).
     let writeThrough = false;
