@@ -44,7 +44,12 @@ class LuksInstance implements DriverInstance {
   }
 
   getLength(): number {
-    return Math.max(0, this.file.length - this.volume.payloadOffset);
+    const len = this.file.length;
+    // A payload starting past the end of the file: QEMU's getlength fails with EIO.
+    if (this.volume.payloadOffset > len) {
+      throw new BlockError('EIO', 'Could not refresh total sector count: Input/output error', {}, { detail: `payload offset ${this.volume.payloadOffset}, file length ${len}` });
+    }
+    return len - this.volume.payloadOffset;
   }
 
   refreshLimits(limits: BlockLimits): void {
