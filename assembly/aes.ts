@@ -23,7 +23,6 @@ const T1: usize = heap.alloc(64);
 const T2: usize = heap.alloc(64);
 const T3: usize = heap.alloc(64);
 const T4: usize = heap.alloc(64);
-const WIDE: usize = heap.alloc(128); // unreduced product (15 planes)
 const WORK: usize = heap.alloc(64); // four blocks in byte order
 const TWEAKS: usize = heap.alloc(64); // the XTS tweaks of the four blocks in WORK
 const IV: usize = heap.alloc(16);
@@ -71,37 +70,88 @@ function unpack(src: usize, dst: usize): void {
 
 // ---------------------------------------------------------------- GF(2^8), bit-sliced
 
-/** Reduces the 15 planes at WIDE modulo x^8 + x^4 + x^3 + x + 1 into `out`. */
-function reduce(out: usize): void {
-  for (let n: i32 = 14; n >= 8; n--) {
-    const h = load<u64>(WIDE + (<usize>n << 3));
-    const b = <usize>(n - 8);
-    store<u64>(WIDE + (b << 3), load<u64>(WIDE + (b << 3)) ^ h);
-    store<u64>(WIDE + ((b + 1) << 3), load<u64>(WIDE + ((b + 1) << 3)) ^ h);
-    store<u64>(WIDE + ((b + 3) << 3), load<u64>(WIDE + ((b + 3) << 3)) ^ h);
-    store<u64>(WIDE + ((b + 4) << 3), load<u64>(WIDE + ((b + 4) << 3)) ^ h);
-  }
-  memory.copy(out, WIDE, 64);
-}
-
-/** out = a * b in GF(2^8), lane by lane (out may alias a or b). */
+/** out = a * b in GF(2^8), lane by lane (out may alias a or b); unrolled, in locals. */
 function gfMul(a: usize, b: usize, out: usize): void {
-  memory.fill(WIDE, 0, 120);
-  for (let i: usize = 0; i < 8; i++) {
-    const ai = load<u64>(a + (i << 3));
-    for (let j: usize = 0; j < 8; j++) {
-      const at = WIDE + ((i + j) << 3);
-      store<u64>(at, load<u64>(at) ^ (ai & load<u64>(b + (j << 3))));
-    }
-  }
-  reduce(out);
+  const a0 = load<u64>(a, 0), b0 = load<u64>(b, 0);
+  const a1 = load<u64>(a, 8), b1 = load<u64>(b, 8);
+  const a2 = load<u64>(a, 16), b2 = load<u64>(b, 16);
+  const a3 = load<u64>(a, 24), b3 = load<u64>(b, 24);
+  const a4 = load<u64>(a, 32), b4 = load<u64>(b, 32);
+  const a5 = load<u64>(a, 40), b5 = load<u64>(b, 40);
+  const a6 = load<u64>(a, 48), b6 = load<u64>(b, 48);
+  const a7 = load<u64>(a, 56), b7 = load<u64>(b, 56);
+  let c0: u64 = (a0 & b0);
+  let c1: u64 = (a0 & b1) ^ (a1 & b0);
+  let c2: u64 = (a0 & b2) ^ (a1 & b1) ^ (a2 & b0);
+  let c3: u64 = (a0 & b3) ^ (a1 & b2) ^ (a2 & b1) ^ (a3 & b0);
+  let c4: u64 = (a0 & b4) ^ (a1 & b3) ^ (a2 & b2) ^ (a3 & b1) ^ (a4 & b0);
+  let c5: u64 = (a0 & b5) ^ (a1 & b4) ^ (a2 & b3) ^ (a3 & b2) ^ (a4 & b1) ^ (a5 & b0);
+  let c6: u64 = (a0 & b6) ^ (a1 & b5) ^ (a2 & b4) ^ (a3 & b3) ^ (a4 & b2) ^ (a5 & b1) ^ (a6 & b0);
+  let c7: u64 = (a0 & b7) ^ (a1 & b6) ^ (a2 & b5) ^ (a3 & b4) ^ (a4 & b3) ^ (a5 & b2) ^ (a6 & b1) ^ (a7 & b0);
+  let c8: u64 = (a1 & b7) ^ (a2 & b6) ^ (a3 & b5) ^ (a4 & b4) ^ (a5 & b3) ^ (a6 & b2) ^ (a7 & b1);
+  let c9: u64 = (a2 & b7) ^ (a3 & b6) ^ (a4 & b5) ^ (a5 & b4) ^ (a6 & b3) ^ (a7 & b2);
+  let c10: u64 = (a3 & b7) ^ (a4 & b6) ^ (a5 & b5) ^ (a6 & b4) ^ (a7 & b3);
+  let c11: u64 = (a4 & b7) ^ (a5 & b6) ^ (a6 & b5) ^ (a7 & b4);
+  let c12: u64 = (a5 & b7) ^ (a6 & b6) ^ (a7 & b5);
+  let c13: u64 = (a6 & b7) ^ (a7 & b6);
+  let c14: u64 = (a7 & b7);
+  // Reduce modulo x^8 + x^4 + x^3 + x + 1: x^n = x^(n-8) * (x^4 + x^3 + x + 1).
+  c6 ^= c14;
+  c7 ^= c14;
+  c9 ^= c14;
+  c10 ^= c14;
+  c5 ^= c13;
+  c6 ^= c13;
+  c8 ^= c13;
+  c9 ^= c13;
+  c4 ^= c12;
+  c5 ^= c12;
+  c7 ^= c12;
+  c8 ^= c12;
+  c3 ^= c11;
+  c4 ^= c11;
+  c6 ^= c11;
+  c7 ^= c11;
+  c2 ^= c10;
+  c3 ^= c10;
+  c5 ^= c10;
+  c6 ^= c10;
+  c1 ^= c9;
+  c2 ^= c9;
+  c4 ^= c9;
+  c5 ^= c9;
+  c0 ^= c8;
+  c1 ^= c8;
+  c3 ^= c8;
+  c4 ^= c8;
+  store<u64>(out, c0, 0);
+  store<u64>(out, c1, 8);
+  store<u64>(out, c2, 16);
+  store<u64>(out, c3, 24);
+  store<u64>(out, c4, 32);
+  store<u64>(out, c5, 40);
+  store<u64>(out, c6, 48);
+  store<u64>(out, c7, 56);
 }
 
-/** out = a^2 (squaring is linear: bit i moves to 2i). */
+/** out = a^2 (squaring is linear: bit i moves to 2i, then the reduction). */
 function gfSquare(a: usize, out: usize): void {
-  memory.fill(WIDE, 0, 120);
-  for (let i: usize = 0; i < 8; i++) store<u64>(WIDE + (i << 4), load<u64>(a + (i << 3)));
-  reduce(out);
+  const a0 = load<u64>(a, 0);
+  const a1 = load<u64>(a, 8);
+  const a2 = load<u64>(a, 16);
+  const a3 = load<u64>(a, 24);
+  const a4 = load<u64>(a, 32);
+  const a5 = load<u64>(a, 40);
+  const a6 = load<u64>(a, 48);
+  const a7 = load<u64>(a, 56);
+  store<u64>(out, a0 ^ a4 ^ a6, 0);
+  store<u64>(out, a4 ^ a6 ^ a7, 8);
+  store<u64>(out, a1 ^ a5, 16);
+  store<u64>(out, a4 ^ a5 ^ a6 ^ a7, 24);
+  store<u64>(out, a2 ^ a4 ^ a7, 32);
+  store<u64>(out, a5 ^ a6, 40);
+  store<u64>(out, a3 ^ a5, 48);
+  store<u64>(out, a6 ^ a7, 56);
 }
 
 /** out = a^254, the multiplicative inverse (0 stays 0). */
