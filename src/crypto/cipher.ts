@@ -3,7 +3,7 @@
  * sector cipher built from a master key (AES in the WASM module, src/wasm/aes.ts).
  */
 import { BlockError } from '../core/errors.js';
-import { loadAes, type AesEngine, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
+import { loadAes, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
 import { digest, digestLength, isHashAlg, type HashAlg } from './hash.js';
 
 /** QEMU's cipher algorithm names (QCryptoCipherAlgorithm) that LUKS can name. */
@@ -59,7 +59,7 @@ export function checkSupported(spec: CipherSpec): void {
  */
 export class SectorCipher {
   private constructor(
-    private readonly engine: AesEngine,
+    private readonly engine: AesBackend,
     private readonly mode: AesMode,
     private readonly ivgen: IvGen,
     private readonly key: AesKey,

@@ -5,9 +5,12 @@
  * into module memory and wiped when a key is released.
  *
  * Key contexts cannot be freed in the stub runtime: released ones are wiped and reused.
+ * Where the module cannot load, {@link loadAes} hands out the TypeScript twin
+ * (src/crypto/aes-ts.ts), which gives the same answers more slowly.
  */
 import { BlockError } from '../core/errors.js';
 import { loadWasm, loadWasmSync, statusError, type WasmBaseExports, type WasmModule } from './loader.js';
+import { TsAesEngine } from '../crypto/aes-ts.js';
 
 interface AesExports extends WasmBaseExports {
   CTX_BYTES: WebAssembly.Global;
@@ -92,15 +95,42 @@ export class AesEngine {
   }
 }
 
-let engine: AesEngine | undefined;
-
-/** The engine, loading the module on first use. */
-export async function loadAes(): Promise<AesEngine> {
-  engine ??= new AesEngine(await loadWasm<AesExports>('aes'));
-  return engine;
+/** What {@link loadAes} hands out: the WASM engine or its TypeScript twin (src/crypto/aes-ts.ts). */
+export interface AesBackend {
+  key(bytes: Uint8Array): AesKey;
+  crypt(mode: AesMode, key: AesKey, tweak: AesKey | undefined, ivgen: IvGen, ivKey: AesKey | undefined, buf: Uint8Array, sector: number, sectorSize: number, encrypt: boolean): void;
 }
 
-/** The engine, loaded synchronously (Node, or after setWasmSource). */
+let engine: AesEngine | undefined;
+let twin: TsAesEngine | undefined;
+let typescriptOnly = false;
+
+/** Makes new ciphers use the TypeScript twin (true) or the WASM module when it loads (false). */
+export function useTypeScriptAes(on: boolean): void {
+  typescriptOnly = on;
+}
+
+/** Which implementation new ciphers get. */
+export function aesImplementation(): 'wasm' | 'typescript' | 'not loaded' {
+  if (typescriptOnly) return 'typescript';
+  return engine ? 'wasm' : twin ? 'typescript' : 'not loaded';
+}
+
+/** The engine: the WASM module, loaded on first use, or the TypeScript twin where it cannot load. */
+export async function loadAes(): Promise<AesBackend> {
+  if (!typescriptOnly) {
+    try {
+      engine ??= new AesEngine(await loadWasm<AesExports>('aes'));
+      return engine;
+    } catch {
+      // No module here (no WebAssembly, file missing): the twin gives the same answers.
+    }
+  }
+  twin ??= new TsAesEngine();
+  return twin;
+}
+
+/** The WASM engine, loaded synchronously (Node, or after setWasmSource). */
 export function loadAesSync(): AesEngine {
   engine ??= new AesEngine(loadWasmSync<AesExports>('aes'));
   return engine;
