@@ -45,7 +45,7 @@ export interface LuksCreateOptions {
 export const LUKS_DEFAULTS: LuksCreateOptions = { spec: { alg: 'aes-256', mode: 'xts', ivgen: 'plain64' }, hash: 'sha256', iterTime: 2000 };
 
 /** The password a secret gives: its bytes up to the first NUL (QEMU passes it as a C string). */
-function passwordBytes(secret: Uint8Array): Uint8Array {
+export function passwordBytes(secret: Uint8Array): Uint8Array {
   const nul = secret.indexOf(0);
   return nul < 0 ? secret : secret.subarray(0, nul);
 }
@@ -92,7 +92,7 @@ export class LuksVolume {
       checkSupported(spec);
       const password = passwordBytes(secret);
       for (let i = 0; i < LUKS_SLOTS; i++) {
-        const key = await vol.unlockSlot(i, password, read);
+        const key = await vol.slotKey(i, password, read);
         if (key) {
           vol.cipher = await SectorCipher.create(spec, key, LUKS_SECTOR);
           key.fill(0);
@@ -105,7 +105,7 @@ export class LuksVolume {
   }
 
   /** The master key from slot `i` if `password` opens it, else undefined. */
-  private async unlockSlot(i: number, password: Uint8Array, read: CryptoRead): Promise<Uint8Array | undefined> {
+  async slotKey(i: number, password: Uint8Array, read: CryptoRead): Promise<Uint8Array | undefined> {
     const slot = this.header.slots[i]!;
     if (slot.active !== SLOT_ENABLED) return undefined;
     const mkLen = this.header.masterKeyLength;
@@ -168,7 +168,7 @@ export class LuksVolume {
       serializeLuksHeader(header); // fails early on names too long for their fields
       const vol = new LuksVolume(header, spec, hash);
       await init(vol.payloadOffset);
-      await vol.storeKey(0, passwordBytes(secret), masterKey, iterTime, write);
+      await vol.storeKeySlot(0, passwordBytes(secret), masterKey, iterTime, write);
       vol.cipher = await SectorCipher.create(spec, masterKey, LUKS_SECTOR);
       return vol;
     } finally {
@@ -177,7 +177,7 @@ export class LuksVolume {
   }
 
   /** Writes `masterKey` into slot `i` for `password`, then the header. */
-  private async storeKey(i: number, password: Uint8Array, masterKey: Uint8Array, iterTime: number, write: CryptoWrite): Promise<void> {
+  async storeKeySlot(i: number, password: Uint8Array, masterKey: Uint8Array, iterTime: number, write: CryptoWrite): Promise<void> {
     const slot = this.header.slots[i]!;
     const mkLen = this.header.masterKeyLength;
     slot.salt = randomBytes(SALT_LEN);
@@ -195,6 +195,16 @@ export class LuksVolume {
     await write(slot.keyOffsetSector * LUKS_SECTOR, material);
     slot.active = SLOT_ENABLED;
     await write(0, serializeLuksHeader(this.header));
+  }
+
+  /** The master key from the first slot `secret` opens; EPERM with QEMU's message when none does. */
+  async findMasterKey(secret: Uint8Array, read: CryptoRead): Promise<Uint8Array> {
+    const password = passwordBytes(secret);
+    for (let i = 0; i < LUKS_SLOTS; i++) {
+      const key = await this.slotKey(i, password, read);
+      if (key) return key;
+    }
+    throw new BlockError('EPERM', 'Invalid password, cannot unlock any keyslot');
   }
 
   /** Whether the payload can be read and written (a secret was given). */

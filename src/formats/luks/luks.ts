@@ -5,7 +5,9 @@
  * secret object holding the password; without it only the header can be
  * read (qemu-img info opens so, with the internal `x-no-io` option).
  */
-import type { BlockDriver, DriverInstance, IoResult, PreallocMode, ReqFlags, SpecificInfo } from '../../core/driver.js';
+import type { BlockDriver, CreateOptionSpec, DriverInstance, IoResult, PreallocMode, ReqFlags, SpecificInfo } from '../../core/driver.js';
+import type { BlockGraph } from '../../core/graph.js';
+import { addKeySlot, eraseKeySlots, type KeySlotChange } from '../../crypto/luks-keyslots.js';
 import { ReqFlag } from '../../core/driver.js';
 import { BlockError } from '../../core/errors.js';
 import type { BdrvChild } from '../../core/child.js';
@@ -14,7 +16,7 @@ import type { OptionReader } from '../../core/options.js';
 import type { BlockLimits } from '../../core/limits.js';
 import { ROLE_IMAGE } from '../../core/permissions.js';
 import { lookupSecret } from '../../core/secrets.js';
-import { LuksVolume } from '../../crypto/luks.js';
+import { LuksVolume, passwordBytes, type CryptoRead, type CryptoWrite } from '../../crypto/luks.js';
 import { hasLuksMagic, LUKS_SECTOR } from '../../crypto/luks-header.js';
 import { createLuks, LUKS_CREATE_OPTIONS, measureLuks } from './create.js';
 
@@ -33,11 +35,83 @@ export function childReader(file: BdrvChild): (offset: number, length: number) =
   };
 }
 
+/** QEMU's block_crypto_amend_opts_luks, in its order. */
+export const LUKS_AMEND_OPTIONS: readonly CreateOptionSpec[] = [
+  { name: 'state', type: 'string', help: 'Select new state of affected keyslots (active/inactive)' },
+  { name: 'keyslot', type: 'number', help: 'Select a single keyslot to modify explicitly' },
+  { name: 'old-secret', type: 'string', help: 'Select all keyslots that match this password' },
+  { name: 'new-secret', type: 'string', help: 'New secret to set in the matching keyslots. Empty string to erase' },
+  { name: 'iter-time', type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
+];
+
+/**
+ * Key slot changes from amend options (`state`, `keyslot`, `old-secret`,
+ * `new-secret`, `iter-time`; with qcow2 under `encrypt.`), as QEMU's
+ * qcrypto_block_luks_amend_options.
+ */
+export async function amendLuksVolume(
+  volume: LuksVolume,
+  o: OptionReader,
+  graph: BlockGraph,
+  openSecret: string | undefined,
+  force: boolean,
+  read: CryptoRead,
+  write: CryptoWrite,
+): Promise<void> {
+  const state = o.string('state');
+  const keyslot = o.uint('keyslot');
+  const oldSecret = o.string('old-secret');
+  const newSecret = o.string('new-secret');
+  const iterTime = o.uint('iter-time');
+  if (state === undefined) throw new BlockError('EINVAL', `Parameter '${o.prefix}state' is missing`);
+  if (state !== 'active' && state !== 'inactive') throw new BlockError('EINVAL', `Parameter '${o.prefix}state' does not accept value '${state}'`);
+  const wipe: Uint8Array[] = [];
+  const secret = (id: string) => {
+    const b = lookupSecret(graph, id);
+    wipe.push(b);
+    return passwordBytes(b);
+  };
+  try {
+    const change: KeySlotChange = {
+      state,
+      ...(keyslot !== undefined ? { keyslot } : {}),
+      ...(iterTime !== undefined ? { iterTime } : {}),
+      hasNewSecret: newSecret !== undefined,
+      hasOldSecret: oldSecret !== undefined,
+    };
+    if (state === 'active') {
+      // The secrets are looked up after the option checks, as QEMU does.
+      const current = () => {
+        if (openSecret === undefined) throw new BlockError('EINVAL', "Parameter 'key-secret' is required for cipher");
+        return secret(openSecret);
+      };
+      await addKeySlot(volume, change, current, () => secret(newSecret!), force, read, write);
+    } else {
+      if (oldSecret !== undefined && newSecret === undefined && iterTime === undefined) change.oldPassword = secret(oldSecret);
+      await eraseKeySlots(volume, change, force, read, write);
+    }
+  } finally {
+    for (const b of wipe) b.fill(0);
+  }
+}
+
 class LuksInstance implements DriverInstance {
   constructor(
+    private readonly node: BlockNode,
     private readonly file: BdrvChild,
     private readonly volume: LuksVolume,
+    private readonly keySecret: string | undefined,
   ) {}
+
+  async amend(options: OptionReader, force: boolean): Promise<void> {
+    const write = async (offset: number, data: Uint8Array) => {
+      if (offset + data.length > this.volume.payloadOffset) throw new BlockError('EINVAL', `LUKS key material write at ${offset} of ${data.length} bytes reaches into the payload at ${this.volume.payloadOffset}`);
+      await this.file.pwritev(offset, data.length, data);
+    };
+    await amendLuksVolume(this.volume, options, this.node.graph, this.keySecret, force, childReader(this.file), write);
+    options.finish();
+    await this.file.flush();
+  }
 
   get supportedWriteFlags(): ReqFlags {
     return ReqFlag.FUA & (this.file.node.instance.supportedWriteFlags ?? 0);
@@ -113,6 +187,7 @@ export const luksDriver = {
   name: 'luks',
   kind: 'format',
   createOptions: LUKS_CREATE_OPTIONS,
+  amendOptions: LUKS_AMEND_OPTIONS,
   probe: (header: Uint8Array) => (hasLuksMagic(header) ? 100 : 0),
   async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
     const keySecret = options.string('key-secret');
@@ -125,7 +200,7 @@ export const luksDriver = {
     }
     try {
       const volume = await LuksVolume.open(childReader(file), secret);
-      return new LuksInstance(file, volume);
+      return new LuksInstance(node, file, volume, keySecret);
     } finally {
       secret?.fill(0);
     }

@@ -22,7 +22,7 @@ export const CRYPT_LUKS = 2;
 function encryptOptions(raw: unknown): { format?: string; keySecret?: string } {
   if (raw === undefined || raw === null) return {};
   if (typeof raw !== 'object') throw new BlockError('EINVAL', "Invalid parameter type for 'encrypt', expected: object");
-  const o = new OptionReader(raw as Record<string, never>, 'encrypt.');
+  const o = new OptionReader(raw as Record<string, never>, "Block format 'qcow2'", 'encrypt.');
   const format = o.string('format');
   const keySecret = o.string('key-secret');
   o.finish();
@@ -119,7 +119,7 @@ export function readEncryptCreateOptions(o: OptionReader): Qcow2EncryptRequest |
   }
   if (legacy || format === 'aes') throw new BlockError('ENOTSUP', "Creating qcow2 images with legacy 'aes' encryption is not supported by DiskWorker");
   if (format !== 'luks') throw new BlockError('EINVAL', `Parameter 'format' does not accept value '${format}'`);
-  return { format: 'luks', luks: readLuksCreateOptions(new OptionReader(sub, 'encrypt.')) };
+  return { format: 'luks', luks: readLuksCreateOptions(new OptionReader(sub, "Block format 'qcow2'", 'encrypt.')) };
 }
 
 /** Bytes the LUKS header takes in a new image (whole clusters). */
