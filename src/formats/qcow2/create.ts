@@ -49,8 +49,7 @@ const AMENDABLE = new Set(['size', 'compat', 'backing_file', 'backing_fmt', 'dat
 
 /**
  * The options `amend` names in its help (QEMU's qcow2 amend list): the
- * creation options an open image can change, and the LUKS keyslot options
- * (encryption is not supported here, so amend refuses those).
+ * creation options an open image can change, and the LUKS keyslot options.
  */
 export const qcow2AmendOptions: readonly CreateOptionSpec[] = [
   ...qcow2CreateOptions.filter((o) => AMENDABLE.has(o.name)),

@@ -12,6 +12,7 @@ import { lookupSecret } from '../../core/secrets.js';
 import { LuksVolume } from '../../crypto/luks.js';
 import { LUKS_SECTOR } from '../../crypto/luks-header.js';
 import { createLuksOn, luksPayloadOffset, readLuksCreateOptions, type LuksCreateRequest } from '../luks/create.js';
+import { amendLuksVolume } from '../luks/luks.js';
 import type { Qcow2Image } from './qcow2.js';
 
 export const CRYPT_NONE = 0;
@@ -68,9 +69,28 @@ export async function openEncryption(img: Qcow2Image, rawEncrypt: unknown, noIo:
   };
   try {
     img.crypto = await LuksVolume.open(read, secret);
+    img.cryptoSecret = keySecret;
   } finally {
     secret?.fill(0);
   }
+}
+
+/** Key slot changes of the image's LUKS header (amend's `encrypt.*` options, without the prefix). */
+export async function amendEncryption(img: Qcow2Image, o: OptionReader, force: boolean): Promise<void> {
+  const ext = img.header.cryptoHeader!;
+  const read = async (offset: number, length: number): Promise<Uint8Array> => {
+    if (offset + length > ext.length) throw new BlockError('EINVAL', 'Request for data outside of extension header');
+    const buf = new Uint8Array(length);
+    await img.file.preadv(ext.offset + offset, length, buf);
+    return buf;
+  };
+  const write = async (offset: number, data: Uint8Array): Promise<void> => {
+    if (offset + data.length > ext.length) throw new BlockError('EINVAL', 'Request for data outside of extension header');
+    await img.file.pwritev(ext.offset + offset, data.length, data);
+  };
+  await amendLuksVolume(img.crypto!, o, img.node.graph, img.cryptoSecret, force, read, write);
+  o.finish();
+  await img.file.flush();
 }
 
 /** Decrypts data read from host offset `host` (a multiple of 512). */

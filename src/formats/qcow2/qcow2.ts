@@ -115,6 +115,8 @@ export class Qcow2Image implements DriverInstance {
   bitmaps: Qcow2Bitmap[] = [];
   /** The LUKS volume of an encrypted image (crypt method 2); undefined otherwise. */
   crypto: LuksVolume | undefined = undefined;
+  /** The id of the secret the image was opened with (amend adds key slots with it). */
+  cryptoSecret: string | undefined = undefined;
   /** Where guest data lives: the image file, or the external data file. */
   dataChild!: BdrvChild;
   hasDataFile = false;
