@@ -78,6 +78,30 @@ describe('encrypted qcow2 images QEMU writes, through ours', () => {
     expect(norm(await ours('io', io(['read 0 512'], wrong), dir))).toEqual(norm(theirs('io', io(['read 0 512'], wrong), dir)));
   });
 
+  it('amend changes key slots as qemu-img (add a password, erase the old one)', async () => {
+    const mine = fx.copy();
+    const ref = fx.copy();
+    const steps = [
+      'encrypt.new-secret=sec1',
+      'encrypt.state=active,encrypt.new-secret=sec1,encrypt.iter-time=10',
+      'encrypt.state=inactive,encrypt.keyslot=1,encrypt.new-secret=sec1',
+      'encrypt.state=inactive,encrypt.old-secret=sec0',
+      'encrypt.state=inactive,encrypt.keyslot=1',
+    ];
+    for (const o of steps) {
+      const args = ['amend', ...SECRETS, '--image-opts', opts('xts.qcow2'), '-o', o];
+      const a = await ours('img', args, mine);
+      const b = theirs('img', args, ref);
+      expect({ o, code: a.code, out: normalize(a.stdout + a.stderr) }).toEqual({ o, code: b.code, out: normalize(b.stdout + b.stderr) });
+    }
+    const withSec1 = 'driver=qcow2,encrypt.key-secret=sec1,file.filename=xts.qcow2';
+    for (const dir of [mine, ref]) {
+      expect(theirs('io', io(READS, withSec1), dir).stdout).not.toMatch(/verification failed/);
+      expect(theirs('img', ['check', ...SECRETS, '--image-opts', withSec1], dir).code).toBe(0);
+      expect(theirs('io', io(['read 0 512'], opts('xts.qcow2')), dir).stderr).toMatch(/Invalid password/);
+    }
+  });
+
   it('wrong password, missing secret, missing key-secret, format mismatches fail as QEMU', async () => {
     const dir = fx.copy();
     const cases: string[][] = [
