@@ -45,7 +45,7 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, force: boolea
   const encryptionUpdate = Object.keys(cryptoOpts).length > 0;
   o.finish();
   if (encryptionUpdate) {
-    if (h.cryptMethod === 0 || (h.cryptMethod === 2 && !img.crypto)) throw einval("Can't amend encryption options - encryption not present");
+    if (!img.crypto) throw einval("Can't amend encryption options - encryption not present");
     if (h.cryptMethod !== 2) throw new BlockError('ENOTSUP', 'Only LUKS encryption options can be amended');
   }
   if (clusterSize !== undefined && clusterSize !== img.clusterSize) throw new BlockError('ENOTSUP', 'Changing the cluster size is not supported');

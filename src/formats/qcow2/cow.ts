@@ -554,7 +554,7 @@ async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: 
     }
     // QEMU announces the data write on the file child even with a data file.
     await img.file.debugEvent(event);
-    if (img.crypto) src = encryptHost(img, hStart, src);
+    if (img.crypto) src = encryptHost(img, hStart, gStart, src);
     await img.dataChild.pwritev(hStart, src.length, src);
   }
 }

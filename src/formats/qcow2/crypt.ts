@@ -4,12 +4,14 @@
  * sector by sector with IVs from their host offset (QEMU's "physical
  * offset" rule for LUKS). The read and write paths call {@link decryptHost}
  * and {@link encryptHost}; zero and unallocated clusters are not encrypted.
- * Legacy AES (crypt method 1) is refused.
+ * Legacy AES (crypt method 1): AES-128-CBC keyed with the password's first 16
+ * bytes, plain64 IVs from the guest offset.
  */
 import { BlockError } from '../../core/errors.js';
 import { OptionReader } from '../../core/options.js';
 import { lookupSecret } from '../../core/secrets.js';
-import { LuksVolume } from '../../crypto/luks.js';
+import { LuksVolume, passwordBytes } from '../../crypto/luks.js';
+import { SectorCipher } from '../../crypto/cipher.js';
 import { LUKS_SECTOR } from '../../crypto/luks-header.js';
 import { createLuksOn, luksPayloadOffset, readLuksCreateOptions, type LuksCreateRequest } from '../luks/create.js';
 import { amendLuksVolume } from '../luks/luks.js';
@@ -46,8 +48,21 @@ export async function openEncryption(img: Qcow2Image, rawEncrypt: unknown, noIo:
     throw new BlockError('EINVAL', `Header reported '${headerFormat}' encryption format but options specify '${format}'`);
   }
   if (h.cryptMethod === CRYPT_AES) {
-    throw new BlockError('ENOTSUP', "qcow2 images with legacy 'aes' encryption are not supported by DiskWorker");
+    img.cryptPhysical = false;
+    if (noIo) return;
+    if (keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
+    const secret = lookupSecret(img.node.graph, keySecret);
+    const key = new Uint8Array(16);
+    key.set(passwordBytes(secret).subarray(0, 16));
+    secret.fill(0);
+    try {
+      img.crypto = new LegacyAes(await SectorCipher.create({ alg: 'aes-128', mode: 'cbc', ivgen: 'plain64' }, key, LUKS_SECTOR));
+    } finally {
+      key.fill(0);
+    }
+    return;
   }
+  img.cryptPhysical = true;
   const ext = h.cryptoHeader;
   if (!ext) {
     if (noIo) return;
@@ -88,23 +103,44 @@ export async function amendEncryption(img: Qcow2Image, o: OptionReader, force: b
     if (offset + data.length > ext.length) throw new BlockError('EINVAL', 'Request for data outside of extension header');
     await img.file.pwritev(ext.offset + offset, data.length, data);
   };
-  await amendLuksVolume(img.crypto!, o, img.node.graph, img.cryptoSecret, force, read, write);
+  await amendLuksVolume(img.crypto as LuksVolume, o, img.node.graph, img.cryptoSecret, force, read, write);
   o.finish();
   await img.file.flush();
 }
 
-/** Decrypts data read from host offset `host` (a multiple of 512). */
-export function decryptHost(img: Qcow2Image, host: number, buf: Uint8Array): void {
-  img.crypto!.decrypt(host, buf);
+/** What encrypts a qcow2 image's data: a LUKS volume or the legacy AES cipher. */
+export interface Qcow2Crypto {
+  encrypt(offset: number, buf: Uint8Array): void;
+  decrypt(offset: number, buf: Uint8Array): void;
+  close(): void;
+}
+
+/** qcow's old AES-CBC: sectors numbered from the guest offset. */
+class LegacyAes implements Qcow2Crypto {
+  constructor(private readonly cipher: SectorCipher) {}
+  encrypt(offset: number, buf: Uint8Array): void {
+    this.cipher.encrypt(buf, offset / LUKS_SECTOR);
+  }
+  decrypt(offset: number, buf: Uint8Array): void {
+    this.cipher.decrypt(buf, offset / LUKS_SECTOR);
+  }
+  close(): void {
+    this.cipher.release();
+  }
+}
+
+/** Decrypts data of guest offset `guest` read from host offset `host` (multiples of 512). */
+export function decryptHost(img: Qcow2Image, host: number, guest: number, buf: Uint8Array): void {
+  img.crypto!.decrypt(img.cryptPhysical ? host : guest, buf);
 }
 
 /**
- * The bytes to write at host offset `host`: an encrypted copy (the
- * caller's buffer stays plaintext).
+ * The bytes to write at host offset `host` for guest offset `guest`: an
+ * encrypted copy (the caller's buffer stays plaintext).
  */
-export function encryptHost(img: Qcow2Image, host: number, buf: Uint8Array): Uint8Array {
+export function encryptHost(img: Qcow2Image, host: number, guest: number, buf: Uint8Array): Uint8Array {
   const out = buf.slice();
-  img.crypto!.encrypt(host, out);
+  img.crypto!.encrypt(img.cryptPhysical ? host : guest, out);
   return out;
 }
 
@@ -112,7 +148,7 @@ export function encryptHost(img: Qcow2Image, host: number, buf: Uint8Array): Uin
 export function encryptInfo(img: Qcow2Image): Record<string, unknown> | undefined {
   const h = img.header;
   if (h.cryptMethod === CRYPT_AES) return { format: 'aes' };
-  if (h.cryptMethod === CRYPT_LUKS && img.crypto) return { format: 'luks', ...img.crypto.info() };
+  if (h.cryptMethod === CRYPT_LUKS && img.crypto instanceof LuksVolume) return { format: 'luks', ...img.crypto.info() };
   return undefined;
 }
 

@@ -53,8 +53,7 @@ import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.j
 import { openImage, refcountHost } from './open.js';
 import { SliceMemo, fastDataHost, lookup, type Run } from './lookup.js';
 import { readGuest } from './read.js';
-import type { LuksVolume } from '../../crypto/luks.js';
-import { encryptInfo } from './crypt.js';
+import { encryptInfo, type Qcow2Crypto } from './crypt.js';
 import { ReadGate } from './read-gate.js';
 import { InFlightWrites, flushAll, whenClustersIdle, writeGuest } from './cow.js';
 import { writeCompressed } from './compressed.js';
@@ -114,7 +113,9 @@ export class Qcow2Image implements DriverInstance {
   snapshotTableInvalid = false;
   bitmaps: Qcow2Bitmap[] = [];
   /** The LUKS volume of an encrypted image (crypt method 2); undefined otherwise. */
-  crypto: LuksVolume | undefined = undefined;
+  crypto: Qcow2Crypto | undefined = undefined;
+  /** Whether data IVs come from host offsets (LUKS) or guest offsets (legacy AES). */
+  cryptPhysical = true;
   /** The id of the secret the image was opened with (amend adds key slots with it). */
   cryptoSecret: string | undefined = undefined;
   /** Where guest data lives: the image file, or the external data file. */
