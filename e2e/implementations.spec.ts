@@ -43,6 +43,7 @@ test('the worker uses the WASM implementations, and they answer correctly', asyn
     copyZeroCheck: 'wasm',
     detectZeroes: 'wasm',
     bitmap: 'wasm',
+    aes: 'wasm',
   });
   expect(r.map).toEqual([
     [0, 8, true, false],

@@ -11,6 +11,7 @@ import { idbDriver } from './protocols/idb.js';
 import { httpDriver } from './protocols/http.js';
 import { blobDriver } from './protocols/blob.js';
 import { rawDriver } from './formats/raw/raw.js';
+import { luksDriver } from './formats/luks/luks.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
 import { vpcDriver } from './formats/vpc/vpc.js';
@@ -30,6 +31,7 @@ export { httpDriver } from './protocols/http.js';
 export { blobDriver, registerBlob, unregisterBlob } from './protocols/blob.js';
 export { memoryDriver, defaultMemoryStorage } from './protocols/memory.js';
 export { rawDriver } from './formats/raw/raw.js';
+export { luksDriver } from './formats/luks/luks.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
 export { vpcDriver } from './formats/vpc/vpc.js';
@@ -47,7 +49,7 @@ export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filter
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, luksDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

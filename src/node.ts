@@ -12,6 +12,7 @@ import { hostDeviceDriver, hostCdromDriver } from './protocols/node-device.js';
 import { memoryDriver } from './protocols/memory.js';
 import { nullDriver, nullAioDriver } from './protocols/null.js';
 import { rawDriver } from './formats/raw/raw.js';
+import { luksDriver } from './formats/luks/luks.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
 import { vpcDriver } from './formats/vpc/vpc.js';
@@ -36,6 +37,7 @@ export { hostDeviceDriver, hostCdromDriver } from './protocols/node-device.js';
 export { memoryDriver, createMemoryDriver, MemoryStorage, MemoryFile, defaultMemoryStorage } from './protocols/memory.js';
 export { nullDriver, nullAioDriver } from './protocols/null.js';
 export { rawDriver } from './formats/raw/raw.js';
+export { luksDriver } from './formats/luks/luks.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
 export { vpcDriver } from './formats/vpc/vpc.js';
@@ -58,7 +60,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -9,8 +9,10 @@
  *
  * `throttle-group` creates a throttle group (src/filters/throttle-group.ts)
  * in the tool's graph, with QEMU's `x-bps-total`, ... properties and the
- * `limits` object (`limits.bps-total=...`). The other types QEMU has are
- * accepted and take their id, but are not created (nothing here uses them).
+ * `limits` object (`limits.bps-total=...`). `secret` adds a secret
+ * (src/core/secrets.ts) from `data` or `file`, raw or `format=base64`. The
+ * other types QEMU has are accepted and take their id, but are not created
+ * (nothing here uses them).
  */
 import type { BlockGraph } from '../core/graph.js';
 import { BlockError, einval } from '../core/errors.js';
@@ -18,6 +20,8 @@ import { parseQemuJson } from '../core/qemu-json.js';
 import { qdictOrder } from './format.js';
 import { throttleGroups } from '../filters/throttle-group.js';
 import { LIMIT_FIELDS, ThrottleConfig, type ThrottleLimits } from '../filters/throttle-config.js';
+import { addSecret, hasSecret } from '../core/secrets.js';
+import { secretData, secretHelp, visitSecret } from './secret-object.js';
 
 /** The object types of QEMU 7.2's tools, as `--object help` lists them. */
 const OBJECT_TYPES = [
@@ -184,7 +188,7 @@ function typesHelp(): string {
 const OTHER_IDS = new WeakMap<BlockGraph, Set<string>>();
 
 function idTaken(graph: BlockGraph, id: string): boolean {
-  return throttleGroups(graph).has(id) || (OTHER_IDS.get(graph)?.has(id) ?? false);
+  return throttleGroups(graph).has(id) || hasSecret(graph, id) || (OTHER_IDS.get(graph)?.has(id) ?? false);
 }
 
 /**
@@ -219,7 +223,7 @@ export function addObject(graph: BlockGraph, text: string): { help: string } | u
     const r = parseKeyval(text, 'qom-type');
     if (r.help) {
       const type = r.tree['qom-type'];
-      return { help: type === 'throttle-group' ? throttleGroupHelp() : typesHelp() };
+      return { help: type === 'throttle-group' ? throttleGroupHelp() : type === 'secret' ? secretHelp() : typesHelp() };
     }
     tree = r.tree;
     syntax = 'keyval';
@@ -231,8 +235,16 @@ export function addObject(graph: BlockGraph, text: string): { help: string } | u
   if (rawId === undefined) throw einval("Parameter 'id' is missing");
   const id = stringValue(rawId, 'id');
   const groupProps = type === 'throttle-group' ? visitThrottleGroup(props, syntax) : undefined;
+  const secretProps = type === 'secret' ? visitSecret(props) : undefined;
   if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
     throw new BlockError('EINVAL', "Parameter 'id' expects an identifier", {}, { detail: `got '${id}'`, hint: "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.\n" });
+  }
+  if (secretProps) {
+    if (idTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
+    const data = secretData(secretProps);
+    addSecret(graph, id, data);
+    data.fill(0);
+    return undefined;
   }
   if (!groupProps) {
     if (idTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);

@@ -163,6 +163,8 @@ export interface Implementations {
   detectZeroes: 'wasm' | 'plain JS' | 'custom';
   /** The dirty-bitmap engine. */
   bitmap: 'wasm' | 'typescript';
+  /** AES of encrypted images (luks, qcow2 with encryption). */
+  aes: 'wasm' | 'typescript' | 'not loaded';
 }
 
 /** Options of `disk.bitmaps.add` (QEMU's block-dirty-bitmap-add). */

@@ -386,6 +386,8 @@ export interface DriverInstance {
    * closing. Default: none.
    */
   closeMessages?(): readonly string[];
+  /** Whether the node encrypts its data (qemu-img info's "encrypted: yes"). Default: false. */
+  isEncrypted?(): boolean;
   /** Format-specific info for `qemu-img info`. Default: none. */
   getSpecificInfo?(): SpecificInfo | undefined;
   /** Backing file name and format stored in the image. Default: none. */

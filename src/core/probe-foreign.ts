@@ -1,6 +1,6 @@
 /**
  * Recognisers for image formats QEMU reads and we do not (yet): qcow (v1),
- * QED, VHDX, LUKS, parallels, bochs, cloop and dmg. Each scores
+ * QED, VHDX, parallels, bochs, cloop and dmg. Each scores
  * the first up to 512 bytes the way the QEMU driver's probe does, so that such
  * an image is refused by name instead of being opened as raw (which would
  * hand its metadata to the guest as data and let writes destroy it).
@@ -37,7 +37,6 @@ const QCOW1_HEADER = 48;
 const QED_HEADER = 64;
 const QED_MAGIC_LE = 0x00444551;
 const VHDX_MAGIC = ascii('vhdxfile');
-const LUKS_MAGIC = Uint8Array.of(0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe);
 const PARALLELS_HEADER = 64;
 const PARALLELS_MAGICS = [ascii('WithoutFreeSpace'), ascii('WithouFreSpacExt')];
 const BOCHS_HEADER = 512;
@@ -52,7 +51,6 @@ export const FOREIGN_FORMATS: readonly ForeignFormat[] = [
     probe: (b) => (startsWith(b, CLOOP_MAGIC.subarray(0, Math.min(CLOOP_MAGIC.length, b.length))) ? 2 : 0),
   },
   { name: 'dmg', probe: (_b, filename) => (filename !== undefined && filename.length > 4 && filename.endsWith('.dmg') ? 2 : 0) },
-  { name: 'luks', probe: (b) => (startsWith(b, LUKS_MAGIC) && b.length >= 8 && b[6] === 0 && b[7] === 1 ? 100 : 0) },
   { name: 'parallels', probe: (b) => (b.length >= PARALLELS_HEADER && PARALLELS_MAGICS.some((m) => startsWith(b, m)) && u32le(b, 16) === 2 ? 100 : 0) },
   { name: 'qcow', probe: (b) => (b.length >= QCOW1_HEADER && u32be(b, 0) === QCOW_MAGIC && u32be(b, 4) === 1 ? 100 : 0) },
   { name: 'qed', probe: (b) => (b.length >= QED_HEADER && u32le(b, 0) === QED_MAGIC_LE ? 100 : 0) },

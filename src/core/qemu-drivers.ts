@@ -35,7 +35,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   'snapshot-access': none,
   throttle: none,
   vvfat: none,
-  luks: { create: true, amend: true },
   nvme: creatable,
   parallels: creatable,
   qcow: creatable,

@@ -8,7 +8,8 @@
  * The paths: the qcow2 L2 walk (lookup.ts), the refcount scans
  * (refcount.ts), the all-zero check (core/zero-detect.ts), deflate / inflate
  * of compressed clusters and zstd (codec.ts), and the dirty-bitmap engine
- * (core/dirty-bitmap.ts; its TypeScript twin is core/hbitmap.ts). Each falls back to its
+ * (core/dirty-bitmap.ts; its TypeScript twin is core/hbitmap.ts), and the AES of encrypted
+ * images (wasm/aes.ts; its twin is crypto/aes-ts.ts). Each falls back to its
  * TypeScript (or platform) implementation when its module cannot load, with
  * the same answers; README's benchmark table says which one wins where.
  */
@@ -19,6 +20,7 @@ import { getClusterCodec, initZstd } from './codec.js';
 import { loadZero, loadZeroSync, ZeroBufferPool, type WasmZero } from './zero.js';
 import { bitmapEngineState, setBitmapEngine } from '../core/dirty-bitmap.js';
 import { loadBitmapEngine, loadBitmapEngineSync, type BitmapEngine } from './bitmap.js';
+import { aesImplementation, loadAes, useTypeScriptAes } from './aes.js';
 
 /** What serves each hot path (the page sees it as `Implementations`). */
 export interface HotPathState {
@@ -33,6 +35,8 @@ export interface HotPathState {
   copyZeroCheck: 'wasm' | 'plain JS';
   /** The dirty-bitmap engine of new bitmaps. */
   bitmap: 'wasm' | 'typescript';
+  /** AES of encrypted images (the WASM module or its TypeScript twin). */
+  aes: 'wasm' | 'typescript' | 'not loaded';
 }
 
 let zeroModule: Promise<WasmZero | undefined> | undefined;
@@ -150,6 +154,7 @@ export async function hotPathState(): Promise<HotPathState> {
     refcount: refcountWasmState(),
     detectZeroes: zeroDetectorKind(),
     bitmap: bitmapEngineState(),
+    aes: await loadAes().then(() => aesImplementation()),
   };
 }
 
@@ -161,6 +166,7 @@ export async function hotPathState(): Promise<HotPathState> {
  */
 export async function forceTypeScript(on: boolean): Promise<void> {
   typescriptOnly = on;
+  useTypeScriptAes(on);
   setL2MapperEnabled(!on);
   setRefcountWasmEnabled(!on);
   if (on) setBitmapEngine(undefined);

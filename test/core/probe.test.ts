@@ -14,7 +14,7 @@ import { Fixture, hasQemu, ours, normalize } from '../cli/harness.js';
 import { FOREIGN_FORMATS } from '../../src/core/probe-foreign.js';
 
 /** The formats we read; the rest are QEMU's that we refuse by name. */
-const READ = ['raw', 'qcow2', 'vdi', 'vpc', 'vmdk'];
+const READ = ['raw', 'qcow2', 'vdi', 'vpc', 'vmdk', 'luks'];
 const FORMATS = [...READ, ...FOREIGN_FORMATS.map((f) => f.name)];
 
 function bytes(s: string): Buffer {

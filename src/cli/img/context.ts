@@ -16,6 +16,9 @@ import { CliExit, type CliIo, closeWithMessages, errHint, errText, needsProbeWar
 export const PROG = 'diskworker img';
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
 const INT64_MAX = '9223372036854775807';
+
+/** Formats that take `x-no-io` (open without their encryption key, for info). */
+const NO_IO_FORMATS = new Set(['luks', 'qcow2']);
 /** error_exit: message, the "Try --help" line, exit 1. */
 export function errorExit(msg: string): never {
   throw new CliExit(1, msg, `Try '${PROG} --help' for more information\n`);
@@ -61,6 +64,8 @@ export class Ctx {
       shared?: number;
       /** Open for check (QEMU's BDRV_O_CHECK): no repair of a dirty qcow2 image on open. */
       forCheck?: boolean;
+      /** Open without data access (QEMU's BDRV_O_NO_IO, qemu-img info): encrypted images need no key. */
+      noIo?: boolean;
     } = {},
   ): Promise<BlockBackend> {
     let spec: Record<string, unknown> = { filename, ...(o.extra ?? {}) };
@@ -75,6 +80,11 @@ export class Ctx {
     if (o.forceShare) spec['force-share'] = true;
     // QEMU's img_check always opens with BDRV_O_CHECK, read-only too.
     if (o.forCheck && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
+    if (o.noIo) {
+      // An image no way opens (a corrupt header) is opened so too: its driver's own error then shows.
+      const f = await this.formatOf(spec, fmt);
+      if (f === undefined || NO_IO_FORMATS.has(f)) spec['x-no-io'] = true;
+    }
     // -t / -T: the node's cache options, and writethrough modes (writethrough, directsync) make
     // every write reach the disk before it completes (QEMU's BlockBackend without write cache).
     let writeThrough = false;
@@ -113,7 +123,8 @@ export class Ctx {
     if (fmt) return fmt;
     if (typeof spec['driver'] === 'string') return spec['driver'];
     // A qcow2 image may open for check only (a snapshot table that check reports): try that too.
-    for (const extra of [{}, { 'x-check': true }]) {
+    // An encrypted image opens without its key only with x-no-io: try that first (no key derivation).
+    for (const extra of [{ 'x-no-io': true }, {}, { 'x-check': true }]) {
       try {
         const node = await this.graph.open({ ...spec, ...extra, 'force-share': true }, { readOnly: true, noBacking: true });
         const name = node.driver.name;

@@ -61,6 +61,7 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   const info: ImageInfo = { 'virtual-size': node.length, filename: name, format: node.driver.name };
   const gi = driverInfo(node);
   if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
+  if (inst.isEncrypted?.()) info.encrypted = true;
   const actual = await allocatedSize(node);
   if (actual !== undefined) info['actual-size'] = actual;
   if (gi !== null) info['dirty-flag'] = gi?.dirty ?? false;
@@ -122,7 +123,7 @@ export async function cmdInfo(ctx: Ctx, args: string[]): Promise<number> {
     while (filename !== undefined) {
       if (seen.has(filename)) fail(`Backing file '${filename}' creates an infinite loop.`);
       seen.add(filename);
-      const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare });
+      const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare, noIo: true });
       const info = await imageInfo(ctx, bb, filename);
       list.push(info);
       await bb.close();

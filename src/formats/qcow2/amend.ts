@@ -3,7 +3,8 @@
  * data file name (the backing file only as it is: rebase changes it). Runs with the image lock held and
  * all caches flushed.
  */
-import type { OptionReader } from '../../core/options.js';
+import { OptionReader } from '../../core/options.js';
+import { amendEncryption } from './crypt.js';
 import type { AmendProgress } from '../../core/driver.js';
 import { AmendOp, AmendProgressFolder, refcountWalkProgress, type RefcountWalkInput } from './amend-progress.js';
 import { BlockError, STRERROR, einval, toBlockError } from '../../core/errors.js';
@@ -20,7 +21,7 @@ import { checkRefcountBits, readRefcountBits } from './create.js';
  * Applies the amend options. Returns the new virtual size when `size` asks for
  * one; the caller resizes afterwards, as QEMU truncates once the rest is done.
  */
-export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boolean, progress?: AmendProgress): Promise<number | undefined> {
+export async function amendImage(img: Qcow2Image, o: OptionReader, force: boolean, progress?: AmendProgress): Promise<number | undefined> {
   const h = img.header;
   const compat = o.string('compat');
   const lazy = o.bool('lazy_refcounts');
@@ -35,7 +36,18 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
   const extL2 = o.bool('extended_l2');
   const prealloc = o.string('preallocation');
   o.bool('encryption');
+  // The LUKS key slot options, handed to the crypto layer without their prefix.
+  const cryptoOpts: Record<string, string | number | boolean> = {};
+  for (const k of ['state', 'keyslot', 'old-secret', 'new-secret', 'iter-time']) {
+    const v = o.raw(`encrypt.${k}`);
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') cryptoOpts[k] = v;
+  }
+  const encryptionUpdate = Object.keys(cryptoOpts).length > 0;
   o.finish();
+  if (encryptionUpdate) {
+    if (!img.crypto) throw einval("Can't amend encryption options - encryption not present");
+    if (h.cryptMethod !== 2) throw new BlockError('ENOTSUP', 'Only LUKS encryption options can be amended');
+  }
   if (clusterSize !== undefined && clusterSize !== img.clusterSize) throw new BlockError('ENOTSUP', 'Changing the cluster size is not supported');
   if (ctype !== undefined && (ctype === 'zstd' ? 1 : 0) !== h.compressionType) throw new BlockError('ENOTSUP', 'Changing the compression type is not supported');
   if (extL2 !== undefined && extL2 !== img.extendedL2) throw new BlockError('ENOTSUP', 'Changing extended_l2 is not supported');
@@ -79,6 +91,7 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, _force: boole
     await img.writeHeader();
     fold.status(2, 2);
   }
+  if (encryptionUpdate) await amendEncryption(img, new OptionReader(cryptoOpts, "Block format 'qcow2'"), force);
   if (refcountBits !== undefined && refcountBits !== 1 << h.refcountOrder) {
     // Going to 16 bits is allowed on the way down to compat=0.10 (the downgrade comes last).
     if (version < 3 && refcountBits !== 16) {

@@ -122,6 +122,8 @@ export async function calculateRefcounts(img: Qcow2Image, t: Tally, fixErrors: b
   if (h.nbSnapshots > 0) countRegion(img, t, h.snapshotsOffset, img.snapshotTableBytes);
   // Without the refcount structures: the counts for new ones that replace them (amend).
   if (withRefcounts) countRegion(img, t, h.refcountTableOffset, h.refcountTableClusters * cs);
+  // The LUKS header's clusters (encrypted images).
+  if (h.cryptoHeader && h.cryptoHeader.length > 0) countRegion(img, t, h.cryptoHeader.offset, h.cryptoHeader.length);
   if (h.bitmaps) {
     countRegion(img, t, h.bitmaps.directoryOffset, h.bitmaps.directorySize);
     for (const b of img.bitmaps) {

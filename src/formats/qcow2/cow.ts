@@ -23,6 +23,7 @@
  *   the references are on disk ({@link flushAll}), and only once no read
  *   that started before the drop is still running (read-gate.ts).
  */
+import { encryptHost } from './crypt.js';
 import { BlockError } from '../../core/errors.js';
 import { isZeroBuffer } from '../../core/zero-detect.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
@@ -560,6 +561,7 @@ async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: 
     }
     // QEMU announces the data write on the file child even with a data file.
     await img.file.debugEvent(event);
+    if (img.crypto) src = encryptHost(img, hStart, gStart, src);
     await img.dataChild.pwritev(hStart, src.length, src);
   }
 }

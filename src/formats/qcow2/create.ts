@@ -2,6 +2,7 @@
  * qcow2 image creation (qemu-img create -f qcow2 -o ...) and measure.
  * Layout as QEMU writes it: header, refcount table, refcount block(s), L1 table.
  */
+import { encryptionOverhead, readEncryptCreateOptions, setUpEncryption, type Qcow2EncryptRequest } from './crypt.js';
 import type { CreateContext, CreateOptionSpec, MeasureInfo } from '../../core/driver.js';
 import type { BlockNode } from '../../core/node.js';
 import { OptionReader } from '../../core/options.js';
@@ -48,8 +49,7 @@ const AMENDABLE = new Set(['size', 'compat', 'backing_file', 'backing_fmt', 'dat
 
 /**
  * The options `amend` names in its help (QEMU's qcow2 amend list): the
- * creation options an open image can change, and the LUKS keyslot options
- * (encryption is not supported here, so amend refuses those).
+ * creation options an open image can change, and the LUKS keyslot options.
  */
 export const qcow2AmendOptions: readonly CreateOptionSpec[] = [
   ...qcow2CreateOptions.filter((o) => AMENDABLE.has(o.name)),
@@ -72,6 +72,8 @@ export interface Qcow2CreateParams {
   dataFileRaw: boolean;
   compressionType: number;
   extendedL2: boolean;
+  /** LUKS encryption (encrypt.format=luks). */
+  encrypt?: Qcow2EncryptRequest;
 }
 
 /**
@@ -118,13 +120,8 @@ export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2
   }
   const ctype: 'zlib' | 'zstd' = ctypeText;
   const extendedL2 = o.bool('extended_l2', false);
-  const encryption = o.bool('encryption', false);
-  let encryptOpts = false;
-  for (const k of ['encrypt.format', 'encrypt.key-secret', 'encrypt.cipher-alg', 'encrypt.cipher-mode', 'encrypt.ivgen-alg', 'encrypt.ivgen-hash-alg', 'encrypt.hash-alg', 'encrypt.iter-time']) {
-    if (o.string(k) !== undefined) encryptOpts = true;
-  }
+  const encrypt = readEncryptCreateOptions(o);
   o.bool('nocow');
-  if (encryption || encryptOpts) throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported');
   let version: 2 | 3;
   if (compat === '0.10' || compat === 'v2') version = 2;
   else if (compat === '1.1' || compat === 'v3') version = 3;
@@ -173,6 +170,7 @@ export function readCreateOptions(o: OptionReader, sizeRequired: boolean): Qcow2
     dataFileRaw,
     compressionType: ctype === 'zstd' ? 1 : 0,
     extendedL2,
+    ...(encrypt ? { encrypt } : {}),
   };
 }
 
@@ -340,6 +338,19 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
       await bb.close();
     }
   }
+  if (p.encrypt) {
+    // As QEMU: encryption is set up last, on the image as created so far.
+    const { BlockBackend } = await import('../../core/backend.js');
+    const opts: Record<string, unknown> = { driver: 'qcow2', file: { driver: proto.name, filename: ctx.filename } };
+    if (p.dataFile) opts['data-file'] = { driver: graph.protocolFor(joinRelative(ctx.filename, p.dataFile)).name, filename: joinRelative(ctx.filename, p.dataFile) };
+    const bb = await BlockBackend.open(graph, opts, { noBacking: true });
+    try {
+      await setUpEncryption(bb.node.instance as unknown as Qcow2Image, p.encrypt);
+      await bb.flush();
+    } finally {
+      await bb.close();
+    }
+  }
 }
 
 /** QEMU's qcow2_refcount_metadata_size. */
@@ -406,7 +417,13 @@ export async function measureQcow2(options: OptionReader, source?: BlockNode): P
     virtualSize = Math.ceil(p.size / cs) * cs;
     required = p.prealloc === 'full' || p.prealloc === 'falloc' ? virtualSize : 0;
   }
-  const full = preallocSize(virtualSize, cs, order, p.extendedL2);
+  let full = preallocSize(virtualSize, cs, order, p.extendedL2);
+  if (p.encrypt) {
+    // QEMU sizes the LUKS header by creating one in memory, which needs the secret named.
+    if (p.encrypt.luks.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
+    const luks = encryptionOverhead(p.encrypt, cs);
+    full += luks;
+  }
   const info: MeasureInfo = { required: full - virtualSize + required, fullyAllocated: full };
   // A v2 target cannot hold bitmaps: QEMU prints no bitmaps line then.
   const bitmaps = source && p.version >= 3 ? bitmapsSize(source, cs) : undefined;

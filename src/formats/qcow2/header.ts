@@ -67,6 +67,8 @@ export interface Qcow2Header {
   dataFile?: string;
   featureTable: FeatureName[];
   bitmaps?: BitmapsExtension;
+  /** The LUKS header's clusters (crypt method 2): offset and length in bytes. */
+  cryptoHeader?: { offset: number; length: number };
   /** Extensions we do not interpret, kept on rewrite. */
   unknownExtensions: Array<{ type: number; data: Uint8Array }>;
 }
@@ -238,7 +240,6 @@ export function parseHeader(
     // QEMU clears the bit rather than failing; so do we (on the next header write).
     h.autoclear &= ~AUTOCLEAR.DATA_FILE_RAW;
   }
-  if (h.cryptMethod !== 0) throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported', {}, { detail: `crypt_method ${h.cryptMethod}` });
   return h;
 }
 
@@ -294,8 +295,16 @@ function parseExtensions(h: Qcow2Header, buf: Uint8Array, clusterSize: number): 
         h.bitmaps = { nbBitmaps: nb, directorySize: Number(size), directoryOffset: Number(off) };
         break;
       }
-      case EXT.CRYPTO:
-        throw new BlockError('ENOTSUP', 'Encrypted qcow2 images are not supported');
+      case EXT.CRYPTO: {
+        if (h.cryptMethod !== 2) throw einval('CRYPTO header extension only expected with LUKS encryption method');
+        if (len !== 16) throw einval(`CRYPTO header extension size ${len}, but expected size 16`);
+        const e = new DataView(data.buffer, data.byteOffset, 16);
+        const offset = safeField(e.getBigUint64(0), 'crypto header offset');
+        const length = safeField(e.getBigUint64(8), 'crypto header length');
+        if (offset % clusterSize !== 0) throw einval(`Encryption header offset '${offset}' is not a multiple of cluster size '${clusterSize}'`);
+        h.cryptoHeader = { offset, length };
+        break;
+      }
       default:
         h.unknownExtensions.push({ type, data: data.slice() });
     }
@@ -387,6 +396,13 @@ export function serializeHeader(h: Qcow2Header): Uint8Array {
   };
   if (h.backingFormat !== undefined && h.backingFile !== undefined) ext(EXT.BACKING_FORMAT, enc.encode(h.backingFormat));
   if (h.dataFile !== undefined) ext(EXT.DATA_FILE, enc.encode(h.dataFile));
+  if (h.cryptoHeader && h.cryptoHeader.offset !== 0) {
+    const c = new Uint8Array(16);
+    const cd = new DataView(c.buffer);
+    cd.setBigUint64(0, BigInt(h.cryptoHeader.offset));
+    cd.setBigUint64(8, BigInt(h.cryptoHeader.length));
+    ext(EXT.CRYPTO, c);
+  }
   // QEMU leaves the feature name table out with clusters of 4 KiB and less,
   // where it would crowd out the other extensions and the backing file name.
   if (h.version === 3 && cs > 4096) {

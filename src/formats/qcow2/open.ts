@@ -22,6 +22,7 @@ import { MetadataIndex, OVERLAP_SWITCHES, OVERLAP_TEMPLATES, markCorrupt, metada
 import type { Qcow2Image } from './qcow2.js';
 import { initL2Mapper } from './lookup.js';
 import { flushAll } from './cow.js';
+import { openEncryption } from './crypt.js';
 
 /** Default L2 cache: enough for 8 GiB of a 64 KiB-cluster image (1 MiB). */
 const DEFAULT_L2_CACHE_BYTES = 1 << 20;
@@ -80,7 +81,9 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   img.passDiscardOther = options.bool('pass-discard-other', false);
   img.discardNoUnref = options.bool('discard-no-unref', false);
   img.meta.checked = overlapMask(options.raw('overlap-check'));
-  options.raw('encrypt');
+  const rawEncrypt = options.raw('encrypt');
+  // Internal: open an encrypted image without its key, for info (QEMU's BDRV_O_NO_IO).
+  await openEncryption(img, rawEncrypt, options.bool('x-no-io', false));
   img.sliceBytes = l2EntrySize;
   img.sliceEntries = l2EntrySize / img.l2EntryBytes;
   const { l2Bytes, refBytes } = cacheSizes(img, l2CacheSize, refCacheSize, cacheSize);

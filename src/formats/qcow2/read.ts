@@ -7,6 +7,7 @@ import { ClusterType } from './l2-entry.js';
 import { lookup } from './lookup.js';
 import { readCompressedClusters } from './compressed.js';
 import type { Qcow2Image } from './qcow2.js';
+import { decryptHost } from './crypt.js';
 
 /**
  * Reads guest data at `offset` into `buf` (`bytes` long). Takes no lock: the
@@ -24,7 +25,7 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
     const out = buf.subarray(pos, pos + n);
     switch (run.type) {
       case ClusterType.NORMAL:
-        await readHost(img, run.host, n, out);
+        await readHost(img, run.host, offset + pos, n, out);
         break;
       case ClusterType.ZERO_PLAIN:
       case ClusterType.ZERO_ALLOC:
@@ -38,12 +39,13 @@ export async function readGuest(img: Qcow2Image, offset: number, bytes: number, 
 }
 
 /** Reads data clusters as QEMU does: what lies past the end of the file reads as zeros. */
-async function readHost(img: Qcow2Image, host: number, n: number, out: Uint8Array): Promise<void> {
+async function readHost(img: Qcow2Image, host: number, guest: number, n: number, out: Uint8Array): Promise<void> {
   const len = img.dataChild.length;
   const k = host >= len ? 0 : Math.min(n, len - host);
   await img.file.debugEvent('read_aio');
   if (k > 0) await img.dataChild.preadv(host, k, out.subarray(0, k));
   if (k < n) out.fill(0, k, n);
+  if (img.crypto) decryptHost(img, host, guest, out.subarray(0, n));
 }
 
 /** Reads an unallocated range from the backing file; zeros past its end or without one. */
