@@ -182,10 +182,10 @@ i=0
 while [ ! -b /dev/sda ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 if mount -t ext4 /dev/sda /mnt; then echo "init: /dev/sda mounted on /mnt"; else echo "init: mounting /dev/sda failed"; fi
 echo "LINUX-GUEST-READY $(uname -r)"
-cd /mnt
 export PS1='guest:\\w# '
 # cttyhack gives the shell the serial line as its controlling terminal (job control, ^C).
-while true; do setsid cttyhack sh; done
+# The shell starts in /mnt from a subshell: init itself stays in /, so /mnt can be unmounted.
+while true; do (cd /mnt && exec setsid cttyhack sh); done
 `;
 }
 
