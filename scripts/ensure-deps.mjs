@@ -22,6 +22,8 @@ const DEBIAN = [
   { pkg: 'zstd', probe: '/usr/bin/zstd' },
   // qemu-storage-daemon 7.2: the reference for the QMP control plane and NBD exports.
   { pkg: 'qemu-system-common', probe: '/usr/bin/qemu-storage-daemon' },
+  // mke2fs builds the Linux guest's ext4 root; e2fsck / debugfs check what the guest wrote.
+  { pkg: 'e2fsprogs', probe: '/usr/sbin/mke2fs' },
 ];
 
 function log(msg) {
@@ -81,6 +83,9 @@ function ensureDebian(needed) {
 function build() {
   log('building (AssemblyScript → .wasm, TypeScript → dist/)');
   mustRun('npm', ['run', '--silent', 'build']);
+  // The v86 Linux guest (build/linux-guest) from Debian i386 packages: made once,
+  // skipped while its outputs exist. Adds dpkg's i386 architecture when missing.
+  mustRun('node', ['scripts/build-linux-guest.mjs']);
 }
 
 ensureNpm();
@@ -109,7 +114,7 @@ switch (mode) {
     break;
   }
   case '--serve': {
-    ensureDebian(['nasm', 'seabios']);
+    ensureDebian(['nasm', 'seabios', 'e2fsprogs']);
     build();
     mustRun('node', ['scripts/build-demo-assets.mjs']);
     log('serving the demo on http://127.0.0.1:5173/');

@@ -9,6 +9,7 @@
  *   /norange/<name>        the same file, Range ignored (200 + whole body)
  *   /gzip/<name>           the same file with Content-Encoding: gzip
  *   /seabios/<name>        /usr/share/seabios/<name>
+ *   /linux/<name>          build/linux-guest (vmlinuz, initramfs.gz, root.qcow2: scripts/build-linux-guest.mjs)
  *   /bench/                dist/bench (the browser bench page, bench/browser/page)
  *   /health                200 once fixtures exist
  *
@@ -28,6 +29,7 @@ const siteDir = path.join(root, 'dist/e2e');
 const benchDir = path.join(root, 'dist/bench');
 export const fixturesDir = path.join(root, 'dist/e2e-fixtures');
 const seabiosDir = '/usr/share/seabios';
+const linuxDir = path.join(root, 'build/linux-guest');
 
 const MIME = {
   '.html': 'text/html; charset=utf-8',
@@ -76,6 +78,8 @@ function buildFixtures() {
     f('qover.qcow2'),
   ]);
   run('qemu-img', ['convert', '-O', 'raw', f('qover.qcow2'), f('qover.expected.raw')]);
+  // The Linux guest (kernel, initramfs, ext4 root) from Debian packages, built once.
+  execFileSync(process.execPath, [path.join(root, 'scripts/build-linux-guest.mjs')], { stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
 /** A large file for the http bench, made on first request. */
@@ -174,6 +178,7 @@ export function startServer(listenPort = port) {
       const file = benchFile(m[2]) ?? safeJoin(fixturesDir, m[2]);
       return sendFile(req, res, file ?? '/nonexistent', m[1] === 'fixtures' ? 'range' : m[1]);
     }
+    if ((m = /^\/linux\/(.+)$/.exec(p))) return sendFile(req, res, safeJoin(linuxDir, m[1]) ?? '/nonexistent', 'range');
     if ((m = /^\/seabios\/(.+)$/.exec(p))) return sendFile(req, res, safeJoin(seabiosDir, m[1]) ?? '/nonexistent', 'range');
     if ((m = /^\/bench\/(.*)$/.exec(p))) return sendFile(req, res, safeJoin(benchDir, m[1] === '' ? 'index.html' : m[1]) ?? '/nonexistent', 'range');
     let file = safeJoin(siteDir, p === '/' ? 'index.html' : p.slice(1));

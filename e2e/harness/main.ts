@@ -8,6 +8,7 @@ import { DiskWorker, toV86Buffer, isBlockError, saveMachine, restoreMachine } fr
 import type { TestBlockWorker } from './test-worker.js';
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
+import { bootLinux } from './linux-guest.js';
 
 /** Deterministic bytes: byte i of a pattern with `seed`. */
 function pattern(seed: number, length: number, offset = 0): Uint8Array {
@@ -74,6 +75,7 @@ const harness = {
   sha256,
   syncReader,
   conformance,
+  bootLinux,
   dw: null as DiskWorker | null,
   hooks: null as Remote<TestBlockWorker> | null,
   /** Starts the harness's block worker (the service plus test hooks, test-worker.ts). */

@@ -15,6 +15,7 @@ export default defineConfig({
       input: {
         main: fileURLToPath(new URL('./index.html', import.meta.url)),
         wasm: fileURLToPath(new URL('./wasm.html', import.meta.url)),
+        linux: fileURLToPath(new URL('./linux.html', import.meta.url)),
       },
     },
   },
