@@ -1,4 +1,6 @@
 // Raw deflate (RFC 1951) for qcow2 compressed clusters.
+// Over 600 lines on purpose: inflate and deflate share the code tables and the bit I/O of
+// one WASM module; the two halves are marked below.
 //
 // inflate: decodes into a buffer of declared size and never writes beyond it; with
 //   FLAG_PARTIAL it stops successfully when the buffer is full, even if the stream goes on

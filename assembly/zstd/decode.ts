@@ -1,4 +1,6 @@
 // zstd decoder (RFC 8878): any frame without a dictionary, into a buffer of declared size.
+// Over 600 lines on purpose: one decoder in the format's reading order (frame, block,
+// literals, Huffman and FSE tables, sequences), sections marked below.
 //
 // The whole output is one flat buffer, so matches reach back to the frame's start directly
 // (no window ring). Corrupt input gives a status code; errOffset is the input offset of

@@ -1,4 +1,6 @@
 // zstd encoder: one frame per call, single segment with the content size, no checksum.
+// Over 600 lines on purpose: one encoder in the order a block is built (matches, literals,
+// sequences and their tables, block output).
 //
 // Matches: LZ over a 128 KiB window with a hash chain (depth by level), the most recent
 // offset tried first, one-step lazy matching from level 4. Literals: Huffman (1 or 4
