@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, statSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlockBackend, createImage, createNodeGraph } from '../../src/node.js';
-import { expectBlockError } from './helpers.js';
+import { expectBlockError } from '../core/helpers.js';
 
 let dir: string;
 beforeAll(() => {
