@@ -31,6 +31,12 @@ import { JobService } from './job-service.js';
 import { canonicalPath, imageNodeOf } from './paths.js';
 import type { BlockJobInfo, JobInfo, JobStartRequest, JobVerbRequest, JobWireEvent } from '../src/client/jobs-protocol.js';
 import '../src/client/transfer.js';
+import { BlockQmp } from '../src/qmp/block-qmp.js';
+import type { QmpReply } from '../src/qmp/dispatcher.js';
+import type { QmpEvent } from '../src/qmp/events.js';
+
+/** The version QMP's query-version reports in the worker. */
+const WORKER_QMP_VERSION = { major: 0, minor: 1, micro: 0, package: 'diskworker 0.1.0 (QEMU 7.2 block QMP, browser worker)' };
 
 let jobCounter = 0;
 
@@ -300,6 +306,19 @@ export class BlockWorkerService implements BlockWorkerApi {
   }
   jobBlockInfo(id?: string): BlockJobInfo[] {
     return this.jobs.blockInfo(id);
+  }
+
+  // QMP (src/qmp/) on this worker's graph, sharing the job registry with dw.jobs.
+  private qmpMonitor: BlockQmp | undefined;
+  private get qmp(): BlockQmp {
+    this.qmpMonitor ??= new BlockQmp(this.graph, WORKER_QMP_VERSION, this.jobs.registry);
+    return this.qmpMonitor;
+  }
+  qmpExecute(name: string, args: Record<string, unknown>): Promise<QmpReply> {
+    return this.qmp.dispatcher.execute(name, args ?? {});
+  }
+  qmpSubscribe(listener: (e: QmpEvent) => void): void {
+    this.qmp.events.on(listener);
   }
 
   /** Cancels every job, then closes every open disk (flushing them). */

@@ -5,6 +5,8 @@
  * workers/ implements them. Types only: both sides import this file.
  */
 import type { ProxyMarked } from 'comlink';
+import type { QmpEvent } from '../qmp/events.js';
+import type { QmpReply } from '../qmp/dispatcher.js';
 import type {
   AddBitmapOptions,
   BitmapExtentsPage,
@@ -129,6 +131,10 @@ export interface BlockWorkerApi {
   jobInfo(id?: string): JobInfo[];
   /** query-block-jobs (all, or one). */
   jobBlockInfo(id?: string): BlockJobInfo[];
+  /** Runs a QMP command on the worker's graph (src/client/qmp.ts wraps it). */
+  qmpExecute(name: string, args: Record<string, unknown>): Promise<QmpReply>;
+  /** Adds a listener (a Comlink proxy) of every QMP event. */
+  qmpSubscribe(listener: (e: QmpEvent) => void): void;
   /** Cancels every job, then closes every open disk (flushing them). */
   shutdown(): Promise<void>;
 }

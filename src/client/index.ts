@@ -45,6 +45,7 @@ export type { BlockWorkerApi, DiskApi, ProgressFn, StopEvent } from './api.js';
 export { DiskBitmaps, type DirtyExtentsOptions } from './bitmaps.js';
 export { DiskSnapshots, type CreateSnapshotOptions } from './snapshots.js';
 export { DiskJobs, Job, type JobEvent, type DiskRef } from './jobs.js';
+export { DiskQmp, type QmpEvent, type QmpReply } from './qmp.js';
 export type * from './jobs-protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
@@ -58,6 +59,7 @@ import { PortReader } from '../channels/read-port-client.js';
 import { DiskBitmaps } from './bitmaps.js';
 import { DiskSnapshots } from './snapshots.js';
 import { DiskJobs } from './jobs.js';
+import { DiskQmp } from './qmp.js';
 
 installErrorTransfer();
 
@@ -288,12 +290,15 @@ export class DiskWorker {
    * verbs and events (src/client/jobs.ts).
    */
   readonly jobs: DiskJobs;
+  /** QMP on the worker's graph: QEMU 7.2's block commands and events (src/client/qmp.ts). */
+  readonly qmp: DiskQmp;
   private constructor(
     readonly worker: Worker,
     readonly remote: Remote<BlockWorkerApi>,
     private readonly askPersist: boolean,
   ) {
     this.jobs = new DiskJobs(remote);
+    this.qmp = new DiskQmp(remote);
   }
 
   /** Starts the block worker and waits until it answers. */
