@@ -8,12 +8,13 @@
 import { BlockBackend } from '../core/backend.js';
 import { lookupDirtyBitmap, type BdrvDirtyBitmap } from '../core/dirty-bitmap.js';
 import { Perm, PERM_ALL } from '../core/permissions.js';
+import { NBD_MAX_STRING_SIZE } from '../export/nbd/constants.js';
 import { createExport, type NbdExport } from '../export/nbd/export.js';
 import { NbdServer } from '../export/nbd/server.js';
 import type { BlockQmp } from './block-qmp.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
-import { checkMembers, checkValue, m, struct, type QapiCustom, type QapiStruct, type QapiType } from './schema.js';
+import { checkMembers, checkValue, isObject, join, m, struct, type QapiCustom, type QapiStruct, type QapiType } from './schema.js';
 
 /** Where the NBD server listens. */
 export type NbdListenAddress = { path: string } | { host: string; port: number };
@@ -93,8 +94,6 @@ const socketMembers: Record<string, QapiStruct> = {
   fd: struct('String', [m('str', 'str')]),
 };
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const join = (path: string, name: string) => (path === '' ? name : `${path}.${name}`);
 
 function checkSocketType(value: Record<string, unknown>, path: string, keyval: boolean): string {
   if (value.type === undefined) throw genericError(`Parameter '${join(path, 'type')}' is missing`);
@@ -208,9 +207,9 @@ export async function addBlockExport(q: BlockQmp, args: Record<string, unknown>)
     const server = st.server;
     if (!server) throw genericError('NBD server not running');
     const name = (args.name as string | undefined) ?? nodeName;
-    if (new TextEncoder().encode(name).length > 4096) throw genericError(`export name '${name}' too long`);
+    if (new TextEncoder().encode(name).length > NBD_MAX_STRING_SIZE) throw genericError(`export name '${name}' too long`);
     const description = args.description as string | undefined;
-    if (description !== undefined && new TextEncoder().encode(description).length > 4096) throw genericError(`description '${description}' too long`);
+    if (description !== undefined && new TextEncoder().encode(description).length > NBD_MAX_STRING_SIZE) throw genericError(`description '${description}' too long`);
     if (server.find(name)) throw genericError(`NBD server already has export named '${name}'`);
     const bitmaps: (string | BdrvDirtyBitmap)[] = [];
     for (const b of (args.bitmaps as unknown[] | undefined) ?? []) {

@@ -61,10 +61,11 @@ export function struct(name: string, members: readonly QapiMember[], open = fals
   return { struct: name, members, open };
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** Whether `v` is a JSON object (not an array, not null). */
+export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** QEMU's full_name: the member's path ("a.b", "list[2]"). */
-function join(path: string, name: string): string {
+export function join(path: string, name: string): string {
   return path === '' ? name : `${path}.${name}`;
 }
 
