@@ -6,7 +6,8 @@
 // of level k is non-zero. The top level is a single word. next-dirty walks up until it
 // finds a non-zero word and back down: O(log64 n) words touched.
 //
-// Bitmaps of fewer than 2^31 bits also keep a skip table: one u16 per level-0 word i, the
+// Bitmaps of fewer than 2^31 bits can also keep a skip table (built on demand by buildSkip,
+// for bitmaps that are walked): one u16 per level-0 word i, the
 // distance from the end of word i (bit 64(i+1)) to the first set bit after word i, or
 // SKIP_NONE when words i+1 .. i+SKIP_WORDS are all clear. next-dirty then needs two
 // independent loads (the start's level-0 word and its skip entry) instead of a chain of
@@ -75,15 +76,8 @@ export function create(nbitsF: f64): usize {
   memory.fill(h, 0, HEADER_SIZE);
   store<u64>(h, nbits, H_NBITS);
   let words = (nbits + 63) >> 6;
-  if (nbits < SKIP_LIMIT) {
-    const skip = heap.alloc(<usize>(words << 1));
-    if (!skip) {
-      heap.free(h);
-      return 0;
-    }
-    store<u32>(h, <u32>skip, H_SKIP);
-    fillSkipNone(skip, words);
-  }
+  // No skip table yet (buildSkip): bitmaps that are only loaded, merged and stored never
+  // walk, and its memory would be touched for nothing.
   let k: i32 = 0;
   while (true) {
     const p = k < MAX_LEVELS ? heap.alloc(<usize>(words << 3)) : 0;
@@ -101,6 +95,25 @@ export function create(nbitsF: f64): usize {
   }
   store<i32>(h, k, H_LEVELS);
   return h;
+}
+
+/**
+ * Gives a bitmap of fewer than 2^31 bits its skip table (for nextDirtyFast), built from
+ * level 0. Returns its address (also when it already had one), or 0 (too large, or no
+ * memory: the bitmap works without it).
+ */
+export function buildSkip(h: usize): usize {
+  const have = skipOf(h);
+  if (have) return have;
+  const nbits = nbitsOf(h);
+  if (nbits >= SKIP_LIMIT) return 0;
+  const words = lvWords(h, 0);
+  const skip = heap.alloc(<usize>(words << 1));
+  if (!skip) return 0;
+  store<u32>(h, <u32>skip, H_SKIP);
+  store<u16>(skip + (<usize>(words - 1) << 1), <u16>SKIP_NONE);
+  refreshSkip(h, 0, words - 1);
+  return skip;
 }
 
 /** Frees a bitmap. */

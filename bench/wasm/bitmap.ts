@@ -45,7 +45,7 @@ export async function run(): Promise<BenchResult[]> {
   // much of a call is the JS-to-WASM transition and the wrapper.
   const ex = engine.module.exports;
   const h = bm.ptr;
-  const [l0, skip, direct] = [ex.levelPtr(h, 0), ex.skipPtr(h), ex.nextDirtyFast];
+  const [l0, skip, direct] = [ex.levelPtr(h, 0), ex.buildSkip(h), ex.nextDirtyFast];
   const directOps = await opsPerSecond(() => {
     for (const s of starts) direct(h, l0, skip, s, NBITS);
   });

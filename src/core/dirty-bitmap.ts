@@ -73,6 +73,12 @@ export class BdrvDirtyBitmap {
   readonly = false;
   persistent = false;
   inconsistent = false;
+  /**
+   * Bumped by every change of the bits (writes marking it, clear, merge,
+   * undo, truncate, loading): a format that stored the bits can tell that
+   * its stored copy is still exact and keep it.
+   */
+  generation = 0;
   private released = false;
 
   constructor(
@@ -114,11 +120,13 @@ export class BdrvDirtyBitmap {
 
   /** Marks [offset, offset + bytes) dirty (whole granules). */
   setDirty(offset: number, bytes: number): void {
+    this.generation++;
     this.bits.setDirty(offset, Math.min(bytes, this.size - offset));
   }
 
   /** Clears the granules touched by [offset, offset + bytes). */
   resetDirty(offset: number, bytes: number): void {
+    this.generation++;
     this.bits.resetDirty(offset, Math.min(bytes, this.size - offset));
   }
 
@@ -179,6 +187,7 @@ export class BdrvDirtyBitmap {
 
   /** Loads bits in the qcow2 layout. */
   deserialize(startBit: number, nbits: number, data: Uint8Array): void {
+    this.generation++;
     this.bits.bits.deserialize(startBit, nbits, data);
   }
 
@@ -194,6 +203,7 @@ export class BdrvDirtyBitmap {
 
   /** Sets every bit of [startBit, startBit + n). */
   setBits(startBit: number, n: number): void {
+    this.generation++;
     this.bits.bits.set(startBit, n);
   }
 
@@ -205,6 +215,7 @@ export class BdrvDirtyBitmap {
   clear(undoable?: false): undefined;
   clear(undoable = false): BitmapUndo | undefined {
     this.check(BitmapCheck.DEFAULT);
+    this.generation++;
     if (!undoable) {
       this.bits.bits.clear();
       return undefined;
@@ -232,6 +243,7 @@ export class BdrvDirtyBitmap {
       }
     }
     this.check(BitmapCheck.DEFAULT);
+    this.generation++;
     if (!undoable) {
       // Nothing can fail past the checks: merge in place, without a scratch copy (a 1 TiB
       // image's bitmap at 64 KiB granules is 2 MiB, and fresh pages cost time to touch).
@@ -259,6 +271,7 @@ export class BdrvDirtyBitmap {
       undo: () => {
         if (done) return;
         done = true;
+        this.generation++;
         this.bits.destroy();
         this.bits = backup;
       },
@@ -273,6 +286,7 @@ export class BdrvDirtyBitmap {
   /** Resizes to `size` bytes: bits past the end are dropped, new granules are clean. */
   truncate(size: number): void {
     if (size === this.size) return;
+    this.generation++;
     const old = this.bits;
     const next = new DirtyBitmap(getEngine(), size, this.granularity);
     const keep = Math.min(old.bits.size, next.bits.size);

@@ -4,7 +4,8 @@
  * {@link WasmBitmap} works in bits (one bit per granule); {@link DirtyBitmap} works in
  * bytes with a granularity, like QEMU's BdrvDirtyBitmap. next-dirty is O(log n) (a 64-ary
  * summary tree), and O(1) when the next set bit is less than ~64 Ki bits away (a skip
- * table, bitmaps below 2^31 bits; it costs a quarter of the bitmap's size in memory);
+ * table, built once a bitmap below 2^31 bits is walked; it costs a quarter of the
+ * bitmap's size in memory);
  * serialization uses the qcow2 persistent-bitmap layout (bit i at byte i/8, least
  * significant bit first).
  */
@@ -23,6 +24,7 @@ interface BitmapExports extends WasmBaseExports {
   nextDirty(h: number, start: number, end: number): number;
   nextDirtyFast(h: number, l0: number, skip: number, start: number, end: number): number;
   skipPtr(h: number): number;
+  buildSkip(h: number): number;
   levelPtr(h: number, k: number): number;
   levelWords(h: number, k: number): number;
   nextClear(h: number, start: number, end: number): number;
@@ -74,23 +76,31 @@ export class BitmapEngine implements HBitmapEngine {
 
 const checkRange = checkBitRange;
 
+/** next-dirty calls after which a bitmap gets its skip table (storing one makes a few per cluster). */
+const SKIP_AFTER_WALKS = 256;
+
 /** A bitmap in module memory, indexed in bits. Call destroy() when done. */
 export class WasmBitmap implements HBitmap {
   private handle: number;
-  // Level 0 and the skip table for nextDirtyFast, and the export itself (undefined when
-  // the bitmap has no skip table: 2^31 bits or more). Each is assigned exactly once, in
-  // the constructor, so that V8 treats the call target as constant and inlines its
+  // Level 0 for nextDirtyFast and the export itself (undefined for bitmaps of 2^31 bits
+  // or more, which have no skip table). Each is assigned exactly once, in the
+  // constructor, so that V8 treats the call target as constant and inlines its
   // JS-to-WASM transition.
   declare private readonly l0: number;
-  declare private readonly skip: number;
   declare private readonly fastNext: BitmapExports['nextDirtyFast'] | undefined;
+  /**
+   * The skip table, 0 until the bitmap has been walked SKIP_AFTER_WALKS times: one that
+   * is only loaded, merged and stored never pays for a quarter of its size in fresh
+   * memory.
+   */
+  private skip = 0;
+  private walks = 0;
   constructor(private readonly engine: BitmapEngine, handle: number, readonly size: number) {
     this.handle = handle;
     const e = engine.module.exports;
-    const skip = size < 2 ** 31 ? e.skipPtr(handle) : 0;
-    this.l0 = skip ? e.levelPtr(handle, 0) : 0;
-    this.skip = skip;
-    this.fastNext = skip ? e.nextDirtyFast : undefined;
+    const fast = size < 2 ** 31 && size > 0;
+    this.l0 = fast ? e.levelPtr(handle, 0) : 0;
+    this.fastNext = fast ? e.nextDirtyFast : undefined;
   }
 
   private get e(): BitmapExports {
@@ -106,6 +116,7 @@ export class WasmBitmap implements HBitmap {
   destroy(): void {
     if (this.handle) this.engine.module.exports.destroy(this.handle);
     this.handle = 0;
+    this.skip = 0;
   }
 
   /** Number of set bits. */
@@ -137,9 +148,10 @@ export class WasmBitmap implements HBitmap {
     // The hot path of dirty-bitmap walks: integer arguments go through nextDirtyFast,
     // whose call costs less than the float-argument export (see assembly/bitmap.ts).
     const f = this.fastNext;
-    if (f !== undefined && this.handle !== 0 && start >>> 0 === start && end >>> 0 === end) {
+    if (f !== undefined && this.skip !== 0 && start >>> 0 === start && end >>> 0 === end) {
       return f(this.handle, this.l0, this.skip, start, end < this.size ? end : this.size);
     }
+    if (f !== undefined && this.handle !== 0 && ++this.walks === SKIP_AFTER_WALKS) this.skip = this.e.buildSkip(this.handle);
     return this.e.nextDirty(this.handle, start, end);
   }
 

@@ -1,8 +1,8 @@
 /**
  * What `img bitmap` leaves in the file, against qemu-img 7.2 on copies of the
  * same images: removing bitmaps frees their data clusters, tables and the old
- * directory at close, so `qemu-img check` (leaks, allocated clusters, image
- * end offset) and the file size are the same as after qemu-img's removal; and
+ * directory at close, so `qemu-img check` (leaks, allocated clusters) is the
+ * same as after qemu-img's removal and the file no longer; and
  * a persistent bitmap added to an empty (0-byte) image is lost at close with
  * QEMU's message, leaving the same bytes.
  */
@@ -76,8 +76,18 @@ describe('img bitmap: what stays in the file, against qemu-img', () => {
       const fq = join(dq, c.file);
       const fo = join(dd, c.file);
       expect(infoBitmaps(fo)).toEqual(infoBitmaps(fq));
-      expect(checkJson(fo)).toEqual(checkJson(fq));
-      expect(statSync(fo).size).toBe(statSync(fq).size);
+      // The same clusters in use and no leaks. Where they are differs: qemu-img rewrites
+      // every bitmap at close (into the space the removal freed), we keep the clusters
+      // of bitmaps whose bits did not change; neither file reaches past the other's end
+      // and the original's.
+      const [jo, jq] = [checkJson(fo) as Record<string, number>, checkJson(fq) as Record<string, number>];
+      const endOf = (j: Record<string, number>) => j['image-end-offset']!;
+      const limit = Math.max(endOf(jq), endOf(checkJson(img(c.file)) as Record<string, number>));
+      expect(endOf(jo)).toBeLessThanOrEqual(limit);
+      expect(statSync(fo).size).toBeLessThanOrEqual(Math.max(statSync(fq).size, statSync(img(c.file)).size));
+      delete jo['image-end-offset'];
+      delete jq['image-end-offset'];
+      expect(jo).toEqual(jq);
       if (c.file === 'z.qcow2') {
         // Lost as in QEMU: the bytes are the same, no bitmap.
         expect(Buffer.compare(readFileSync(fo), readFileSync(fq))).toBe(0);

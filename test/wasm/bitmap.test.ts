@@ -286,6 +286,45 @@ describe('bitmap: skip table', () => {
     }
   });
 
+  it('is built on demand from the bits already there (a loaded bitmap) and stays exact after', () => {
+    const rng = new Prng(777);
+    const size = 2 ** 20 + 333;
+    const w = engine.create(size);
+    const ex = engine.module.exports as unknown as { skipPtr(h: number): number };
+    // Loaded in chunks, as a qcow2 open does: dense, sparse and empty stretches.
+    const ref = new Uint8Array(size);
+    for (let s = 0; s < size; s += 65536) {
+      const n = Math.min(65536, size - s);
+      const density = rng.pick([0, 0, 1, 8, 200]);
+      const data = new Uint8Array(Math.ceil(n / 8));
+      for (let i = 0; i < n; i++) if (rng.int(1000) < density) data[i >> 3]! |= 1 << (i & 7);
+      w.deserialize(s, n, data);
+      for (let i = 0; i < n; i++) ref[s + i] = (data[i >> 3]! >> (i & 7)) & 1;
+    }
+    expect(ex.skipPtr(w.ptr)).toBe(0);
+    const check = (): void => {
+      const next = nextTable(ref);
+      for (let r = 0; r < 2000; r++) {
+        const s = rng.int(size);
+        const e = s + rng.int(REACH * 3);
+        const want = next[s]! < Math.min(e, size) ? next[s]! : -1;
+        if (w.nextDirty(s, e) !== want) expect([s, e, w.nextDirty(s, e)]).toEqual([s, e, want]);
+      }
+    };
+    check();
+    expect(ex.skipPtr(w.ptr)).not.toBe(0);
+    for (let k = 0; k < 20; k++) {
+      const s = rng.int(size);
+      const n = 1 + rng.int(Math.min(size - s, rng.pick([10, 5000, REACH * 2])));
+      const v = rng.int(2);
+      if (v) w.set(s, n);
+      else w.reset(s, n);
+      ref.fill(v, s, s + n);
+      check();
+    }
+    w.destroy();
+  });
+
   it('hands over to the summary levels exactly at the edge of its reach', () => {
     const size = 400000;
     const far = size - 1;

@@ -9,8 +9,9 @@
  * 1 a cluster of set bits, anything else the host offset of the bits. On a
  * read-only image the bitmaps are readonly.
  *
- * Store (close of a writable image): the bits of each persistent bitmap go
- * to fresh clusters (all-zero clusters are not written: entry 0), then its
+ * Store (close of a writable image): a bitmap whose bits did not change
+ * since they were loaded or last stored keeps its table and data clusters;
+ * the bits of each other persistent bitmap go to fresh clusters (all-zero clusters are not written: entry 0), then its
  * table, then a new directory in which the in-use flags are clear; only when
  * all of that is durable does the header point at the new directory (with
  * the bitmaps autoclear bit). The old directory, tables and data clusters
@@ -97,6 +98,7 @@ export async function loadPersistentBitmaps(img: Qcow2Image, bitmaps: readonly Q
       if (have > 0) await img.file.preadv(off, have, buf.subarray(0, have));
       bm.deserialize(start, n, buf);
     }
+    img.storedBitmapBits.set(bm, { generation: bm.generation, tableOffset: b.tableOffset, tableSize: b.tableSize });
   }
 }
 
@@ -277,7 +279,17 @@ export async function storePersistentBitmaps(img: Qcow2Image): Promise<void> {
       lost = true;
       continue;
     }
-    entries.push(await storeBitmap(img, bm));
+    const stored = img.storedBitmapBits.get(bm);
+    if (old && stored && stored.generation === bm.generation && stored.tableOffset === old.tableOffset && stored.tableSize === old.tableSize && old.granularityBits === Math.log2(bm.granularity)) {
+      // The bits did not change since they were loaded or stored: that copy stays (QEMU
+      // rewrites every bitmap; keeping it saves writing and freeing the same bits).
+      entries.push({ name: bm.name, flags: bm.disabled ? 0 : BME_FLAG_AUTO, granularityBits: old.granularityBits, tableOffset: old.tableOffset, tableSize: old.tableSize });
+      kept.add(old);
+      continue;
+    }
+    const entry = await storeBitmap(img, bm);
+    entries.push(entry);
+    img.storedBitmapBits.set(bm, { generation: bm.generation, tableOffset: entry.tableOffset, tableSize: entry.tableSize });
   }
   if (lost) img.closeLines.push(`Lost persistent bitmaps during inactivation of node '${node.nodeName}': No memory`);
   // Data and tables durable (with their refcounts) before any directory names them.

@@ -48,7 +48,7 @@ import type { Qcow2Snapshot } from './snapshot.js';
 import { describeBitmap, markInUseOnDisk, type Qcow2Bitmap } from './bitmap.js';
 import { checkCanStoreBitmap, removeStoredBitmap, storePersistentBitmaps } from './bitmap-store.js';
 import { bitmapsInUseAgain, checkpointBitmaps } from './bitmap-checkpoint.js';
-import { releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
+import { type BdrvDirtyBitmap, releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
 import { createQcow2, measureQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
 import { amendImage } from './amend.js';
@@ -162,6 +162,12 @@ export class Qcow2Image implements DriverInstance {
   markingInUse: Promise<void> | null = null;
   /** Whether open loaded the persistent bitmaps into the node (not for check). */
   bitmapsLoaded = false;
+  /**
+   * Where each persistent bitmap's bits are in the image and the bitmap's
+   * generation when they were loaded or stored (bitmap-store.ts keeps them
+   * when the bits did not change since).
+   */
+  readonly storedBitmapBits = new WeakMap<BdrvDirtyBitmap, { generation: number; tableOffset: number; tableSize: number }>();
   readonly warnings: string[] = [];
   /** What the open-time repair of a dirty image reported (QEMU prints it on stderr). */
   readonly repairMessages: string[] = [];
