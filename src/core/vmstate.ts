@@ -42,7 +42,12 @@ export async function saveVmState(node: BlockNode, pos: number, buf: Uint8Array)
   checkRequest(node, pos, buf);
   const n = vmStateNode(node, (x) => !!x.instance.saveVmState);
   if (n.readOnly) throw new BlockError('EACCES', 'Permission denied', { node: n.nodeName }, { detail: 'VM state of a read-only node' });
-  await inFlight(n, () => n.instance.saveVmState!(pos, buf));
+  try {
+    await inFlight(n, () => n.instance.saveVmState!(pos, buf));
+  } finally {
+    // QEMU writes the VM state through the node's request path: a later flush has something to do.
+    n.writeGeneration++;
+  }
 }
 
 /** Reads position `pos` of the node's VM state into `buf` (QEMU's bdrv_load_vmstate). */

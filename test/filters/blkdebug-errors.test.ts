@@ -2,7 +2,8 @@
  * Errors injected by blkdebug while qcow2 writes (the cases of QEMU's iotest
  * 026): a config file injects errno 5 or 28 after one of qcow2's debug
  * events, once or for good; qemu-io 7.2 and diskworker run the same write
- * through `blkdebug:CONFIG:IMAGE` and must fail at the same request (same
+ * through `blkdebug:CONFIG:IMAGE` (guest writes, and VM state writes with
+ * `write -b`) and must fail at the same request (same
  * lines, same exit code) and leave images that `qemu-img check` judges the
  * same (leaks aside, as the iotest ignores them).
  */
@@ -16,13 +17,14 @@ const conf = (event: string, errno: number, once: boolean) =>
 const BLK = 'blkdebug:blkdebug.conf:t.qcow2';
 
 /** The writes of one case: l2_update needs an L2 table first; l2_load a second write and a read. */
-function steps(event: string): Step[] {
+function steps(event: string, vmstate = ''): Step[] {
   const out: Step[] = [];
-  if (event === 'l2_update') out.push({ tool: 'io', args: ['-c', 'write 0 512', 't.qcow2'] });
-  out.push({ tool: 'io', args: ['-c', 'write 0 128k', BLK] });
+  const w = vmstate ? `write ${vmstate}` : 'write';
+  if (event === 'l2_update') out.push({ tool: 'io', args: ['-c', `${w} 0 512`, 't.qcow2'] });
+  out.push({ tool: 'io', args: ['-c', `${w} 0 128k`, BLK] });
   if (event === 'l2_load') {
-    out.push({ tool: 'io', args: ['-c', 'write 0 128k', BLK] });
-    out.push({ tool: 'io', args: ['-c', 'read 0 128k', BLK] });
+    out.push({ tool: 'io', args: ['-c', `${w} 0 128k`, BLK] });
+    out.push({ tool: 'io', args: ['-c', `read ${vmstate ? `${vmstate} ` : ''}0 128k`, BLK] });
   }
   return out;
 }
@@ -47,6 +49,18 @@ describe.skipIf(!hasQemu())('blkdebug error injection into qcow2 writes, vs qemu
           expect(r.theirs.runs.some((x) => x.code !== 0 || x.stderr !== '')).toBe(true);
         }, 20_000);
       }
+    }
+  }
+
+  // The VM state area (write -b): qemu-io flushes after it without a write cache, as after guest writes.
+  for (const event of EVENTS) {
+    for (const once of [true, false]) {
+      it(`${event}, errno 5, once ${once ? 'on' : 'off'}, VM state writes (-b)`, async () => {
+        const r = await runBoth(fx, steps(event, '-b'), { files: { 'blkdebug.conf': conf(event, 5, once) }, check: ['t.qcow2'], ignoreLeaks: true });
+        expect(r.ours.runs).toEqual(r.theirs.runs);
+        expect(r.ours.checks).toEqual(r.theirs.checks);
+        expect(r.theirs.runs.some((x) => x.code !== 0 || x.stderr !== '')).toBe(true);
+      }, 20_000);
     }
   }
 

@@ -67,8 +67,10 @@ export class BackendDisk implements IoDisk {
   loadVmState(pos: number, buf: Uint8Array): Promise<void> {
     return loadVmState(this.bb.node, pos, buf);
   }
-  saveVmState(pos: number, buf: Uint8Array): Promise<void> {
-    return saveVmState(this.bb.node, pos, buf);
+  async saveVmState(pos: number, buf: Uint8Array): Promise<void> {
+    await saveVmState(this.bb.node, pos, buf);
+    // As QEMU's blk_save_vmstate: without a write cache the state is flushed at once.
+    if (this.bb.writeThrough) await this.bb.flush();
   }
   debugger(): BlockDebugger {
     return findDebugger(this.bb.node);

@@ -62,8 +62,13 @@ function checkTableEntry(img: Qcow2Image, b: Qcow2Bitmap, i: number, e: bigint):
   if (bad) throw new BlockError('EINVAL', `Could not read bitmap '${b.name}' from image: Invalid argument`, { offset: b.tableOffset + i * 8, expected: `a valid bitmap table entry, not 0x${e.toString(16)}` });
 }
 
-/** Loads the directory's bitmaps into the node (called by open before the in-use flags are set). */
-export async function loadPersistentBitmaps(img: Qcow2Image, bitmaps: readonly Qcow2Bitmap[]): Promise<void> {
+/**
+ * Loads the directory's bitmaps into the node (called by open before the
+ * in-use flags are set). With `keepStored` false (an open for check) every
+ * bitmap is written anew at close, as QEMU does, even when unchanged: a
+ * repaired image then matches qemu-img's byte for byte.
+ */
+export async function loadPersistentBitmaps(img: Qcow2Image, bitmaps: readonly Qcow2Bitmap[], keepStored = true): Promise<void> {
   const node = img.node;
   const size = img.header.size;
   for (const b of bitmaps) {
@@ -98,7 +103,7 @@ export async function loadPersistentBitmaps(img: Qcow2Image, bitmaps: readonly Q
       if (have > 0) await img.file.preadv(off, have, buf.subarray(0, have));
       bm.deserialize(start, n, buf);
     }
-    img.storedBitmapBits.set(bm, { generation: bm.generation, tableOffset: b.tableOffset, tableSize: b.tableSize });
+    if (keepStored) img.storedBitmapBits.set(bm, { generation: bm.generation, tableOffset: b.tableOffset, tableSize: b.tableSize });
   }
 }
 

@@ -136,9 +136,22 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
       table.set(await img.l2cache.get(old + s * img.sliceBytes), s * img.sliceBytes);
     }
   }
+  // As QEMU's l2_allocate: the new table goes into the cache dirty and the cache is flushed
+  // (an l2_update per dirty slice, other tables' included) before the L1 entry names it.
   await img.file.debugEvent('l2_alloc_write');
-  await img.file.pwritev(off, cs, table);
-  await img.file.flush();
+  for (let s = 0; s < cs / img.sliceBytes; s++) {
+    await img.l2cache.put(off + s * img.sliceBytes, table.subarray(s * img.sliceBytes, (s + 1) * img.sliceBytes), true);
+  }
+  try {
+    await img.l2cache.flush();
+    await img.file.flush();
+  } catch (e) {
+    // Nothing names the new table yet: it is freed again, its cached slices dropped unwritten.
+    img.l2cache.forgetRange(off, off + cs);
+    img.refs.queueFree(off, cs);
+    img.discardAfterFree.add(off / cs);
+    throw e;
+  }
   const oldCopied = img.l1Copied[l1i]!;
   img.l1[l1i] = off;
   img.l1Copied[l1i] = 1;
@@ -151,9 +164,6 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
     img.l1[l1i] = old;
     img.l1Copied[l1i] = oldCopied;
     throw e;
-  }
-  for (let s = 0; s < cs / img.sliceBytes; s++) {
-    await img.l2cache.put(off + s * img.sliceBytes, table.slice(s * img.sliceBytes, (s + 1) * img.sliceBytes), false);
   }
   img.meta.add(off, cs, 'active L2 table');
   if (old !== 0) {

@@ -138,7 +138,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
     img.bitmaps = r.bitmaps;
     bitmapRaw = r.raw;
     // Before the in-use flags are set below: a bitmap found in use is inconsistent.
-    await loadPersistentBitmaps(img, r.bitmaps);
+    await loadPersistentBitmaps(img, r.bitmaps, !forCheck);
   }
   registerMetadata(img);
 
