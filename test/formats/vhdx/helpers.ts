@@ -1,0 +1,100 @@
+/**
+ * Helpers of the vhdx tests: masking what two tools' images may differ in
+ * (random GUIDs and sequence numbers, and the checksums over them), editing
+ * structures of qemu-img-made images with valid checksums, and making a
+ * dirty log from an image qemu-io wrote.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { expect } from 'vitest';
+import { setVhdxChecksum, vhdxChecksum } from '../../../src/formats/vhdx/crc32c.js';
+
+export { both, expectSame, expectSameRaw } from '../vpc/helpers.js';
+
+const KiB = 1024;
+export const MiB = 1024 * 1024;
+export const HEADERS = [64 * KiB, 128 * KiB];
+export const REGION_TABLES = [192 * KiB, 256 * KiB];
+
+/** The current header's offset (higher sequence number). */
+export function currentHeader(b: Buffer): number {
+  const [a, c] = HEADERS.map((h) => b.readBigUInt64LE(h + 8)) as [bigint, bigint];
+  return a > c ? HEADERS[0]! : HEADERS[1]!;
+}
+
+/** The BAT and metadata region offsets from the first region table (qemu-img puts the BAT first). */
+export function regions(b: Buffer): { bat: number; batLength: number; metadata: number } {
+  const t = REGION_TABLES[0]!;
+  return { bat: Number(b.readBigUInt64LE(t + 16 + 16)), batLength: b.readUInt32LE(t + 16 + 24), metadata: Number(b.readBigUInt64LE(t + 48 + 16)) };
+}
+
+/**
+ * The bytes with the run-dependent parts zeroed: both headers' checksum,
+ * sequence number and GUIDs, each log entry's checksum and log GUID, and
+ * the page 83 GUID.
+ */
+export function maskVolatile(b: Buffer): Buffer {
+  const c = Buffer.from(b);
+  for (const h of HEADERS) c.fill(0, h + 4, h + 64);
+  const cur = currentHeader(b);
+  const logOffset = Number(b.readBigUInt64LE(cur + 72));
+  const logLength = b.readUInt32LE(cur + 68);
+  for (let s = logOffset; s < logOffset + logLength && s + 4096 <= c.length; s += 4096) {
+    if (c.toString('latin1', s, s + 4) === 'loge') {
+      c.fill(0, s + 4, s + 8);
+      c.fill(0, s + 32, s + 48);
+    }
+  }
+  const md = regions(b).metadata;
+  // The third item of qemu-img's table is page 83.
+  const page83 = md + b.readUInt32LE(md + 32 + 2 * 32 + 16);
+  c.fill(0, page83, page83 + 16);
+  return c;
+}
+
+/** Both headers and both region tables carry valid checksums. */
+export function expectValidChecksums(b: Buffer): void {
+  for (const h of HEADERS) {
+    const blk = b.subarray(h, h + 4096);
+    expect(blk.readUInt32LE(4), `header at ${h}`).toBe(vhdxChecksum(blk, 4));
+  }
+  for (const t of REGION_TABLES) {
+    const blk = b.subarray(t, t + 64 * KiB);
+    expect(blk.readUInt32LE(4), `region table at ${t}`).toBe(vhdxChecksum(blk, 4));
+  }
+}
+
+/** Edits the file's bytes with `edit`, then fixes the checksums of the headers and region tables it names. */
+export function patch(file: string, edit: (b: Buffer) => void, fix: Array<'headers' | 'regions'> = ['headers', 'regions']): void {
+  const b = readFileSync(file);
+  edit(b);
+  if (fix.includes('headers')) for (const h of HEADERS) setVhdxChecksum(b.subarray(h, h + 4096), 4);
+  if (fix.includes('regions')) for (const t of REGION_TABLES) setVhdxChecksum(b.subarray(t, t + 64 * KiB), 4);
+  writeFileSync(file, b);
+}
+
+/**
+ * Makes the image as it was when its last BAT update was in the log but not
+ * yet replayed (a crash between the two): the log entry with the highest
+ * sequence number is made current again (its log GUID back in the current
+ * header), and the BAT sector it describes gets `stale` (the sector before
+ * the write), or is left as is.
+ */
+export function makeDirty(file: string, stale?: (batSector: Buffer) => void): { sequence: bigint; fileOffset: number } {
+  const b = readFileSync(file);
+  const cur = currentHeader(b);
+  const logOffset = Number(b.readBigUInt64LE(cur + 72));
+  const logLength = b.readUInt32LE(cur + 68);
+  let best: { seq: bigint; at: number } | undefined;
+  for (let s = logOffset; s < logOffset + logLength; s += 4096) {
+    if (b.toString('latin1', s, s + 4) !== 'loge') continue;
+    const seq = b.readBigUInt64LE(s + 16);
+    if (!best || seq > best.seq) best = { seq, at: s };
+  }
+  if (!best) throw new Error(`${file}: no log entry`);
+  b.copy(b, cur + 48, best.at + 32, best.at + 48);
+  setVhdxChecksum(b.subarray(cur, cur + 4096), 4);
+  const fileOffset = Number(b.readBigUInt64LE(best.at + 64 + 16));
+  stale?.(b.subarray(fileOffset, fileOffset + 4096));
+  writeFileSync(file, b);
+  return { sequence: best.seq, fileOffset };
+}
