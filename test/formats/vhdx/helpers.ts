@@ -7,6 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import { setVhdxChecksum, vhdxChecksum } from '../../../src/formats/vhdx/crc32c.js';
+import { prng } from '../../prng.js';
 
 export { both, expectSame, expectSameRaw } from '../vpc/helpers.js';
 
@@ -29,8 +30,8 @@ export function regions(b: Buffer): { bat: number; batLength: number; metadata: 
 
 /**
  * The bytes with the run-dependent parts zeroed: both headers' checksum,
- * sequence number and GUIDs, each log entry's checksum and log GUID, and
- * the page 83 GUID.
+ * sequence number and GUIDs, each log entry's checksum, log GUID and the
+ * unused rest of its descriptor sectors, and the page 83 GUID.
  */
 export function maskVolatile(b: Buffer): Buffer {
   const c = Buffer.from(b);
@@ -42,6 +43,9 @@ export function maskVolatile(b: Buffer): Buffer {
     if (c.toString('latin1', s, s + 4) === 'loge') {
       c.fill(0, s + 4, s + 8);
       c.fill(0, s + 32, s + 48);
+      // QEMU leaves the rest of the descriptor sectors as its buffer held them (uninitialised).
+      const descEnd = 64 + 32 * c.readUInt32LE(s + 24);
+      c.fill(0, Math.min(c.length, s + descEnd), Math.min(c.length, s + Math.ceil(descEnd / 4096) * 4096));
     }
   }
   const md = regions(b).metadata;
@@ -97,4 +101,57 @@ export function makeDirty(file: string, stale?: (batSector: Buffer) => void): { 
   stale?.(b.subarray(fileOffset, fileOffset + 4096));
   writeFileSync(file, b);
   return { sequence: best.seq, fileOffset };
+}
+
+/**
+ * A seeded qemu-io command sequence over an image of `size` bytes in blocks
+ * of `block` bytes, whose model of the contents (`before`: pattern, offset,
+ * length of what the image holds already) makes its reads verifiable.
+ */
+export function commandSequence(seed: number, size: number, block: number, count: number, before: Array<[number, number, number]> = []): string[] {
+  const rnd = prng(seed);
+  const model = new Uint8Array(size);
+  for (const [pat, off, len] of before) model.fill(pat, off, off + len);
+  const cmds: string[] = [];
+  const int = (n: number) => Math.floor(rnd() * n);
+  // Mostly near block boundaries, sometimes anywhere; whole sectors (the driver's alignment) or not.
+  const offset = (len: number) => {
+    const hot = [0, block, 2 * block, size - len].filter((x) => x >= 0);
+    const base = rnd() < 0.6 ? hot[int(hot.length)]! + int(65536) - 32768 : int(size);
+    return Math.max(0, Math.min(size - len, base));
+  };
+  for (let i = 0; i < count; i++) {
+    const len = 1 + int(rnd() < 0.2 ? 3 << 20 : 70000);
+    const off = offset(len);
+    const pat = 1 + int(254);
+    const k = rnd();
+    if (k < 0.35) {
+      cmds.push(`write -P ${pat} ${off} ${len}`);
+      model.fill(pat, off, off + len);
+    } else if (k < 0.45) {
+      cmds.push(`write -z ${off} ${len}`);
+      model.fill(0, off, off + len);
+    } else if (k < 0.55) {
+      const half = Math.floor(len / 2) || 1;
+      if (half < len) {
+        cmds.push(`writev -P ${pat} ${off} ${half} ${len - half}`);
+        model.fill(pat, off, off + len);
+      }
+    } else if (k < 0.65) {
+      cmds.push(`aio_write -P ${pat} ${off} ${len}`, 'aio_flush');
+      model.fill(pat, off, off + len);
+    } else if (k < 0.85) {
+      const v = model[off]!;
+      const same = model.subarray(off, off + len).every((x) => x === v);
+      cmds.push(same ? `read -P ${v} ${off} ${len}` : `read -v ${off} ${Math.min(len, 64)}`);
+    } else if (k < 0.92) {
+      cmds.push(`discard ${off} ${len}`);
+    } else if (k < 0.96) {
+      cmds.push(`alloc ${off} ${len}`);
+    } else {
+      cmds.push('map');
+    }
+  }
+  cmds.push('map', 'info');
+  return cmds;
 }
