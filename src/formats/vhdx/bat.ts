@@ -49,10 +49,12 @@ export function ctz(x: number): number {
  * blocks plus one bitmap entry per full chunk before the last block, in
  * uint32 arithmetic (a size of 0 wraps to about 2^32 >> chunkRatioBits).
  */
-export function batGeometry(size: number, blockSize: number, sectorSize = 512): BatGeometry {
+export function batGeometry(size: number | bigint, blockSize: number, sectorSize = 512): BatGeometry {
   const chunkRatio = Math.floor((MAX_SECTORS_PER_BLOCK * sectorSize) / blockSize);
   const chunkRatioBits = ctz(chunkRatio);
-  const dataBlocks = Number(BigInt.asUintN(32, (BigInt(size) + BigInt(blockSize) - 1n) / BigInt(blockSize)));
+  // DIV_ROUND_UP in 64 bits (a size near 2^64 wraps there too), kept in 32.
+  const blocks = BigInt.asUintN(64, BigInt(size) + BigInt(blockSize) - 1n) / BigInt(blockSize);
+  const dataBlocks = Number(BigInt.asUintN(32, blocks));
   const entries = (dataBlocks + (((dataBlocks - 1) >>> 0) >>> chunkRatioBits)) >>> 0;
   return { blockSize, chunkRatio, chunkRatioBits, entries };
 }

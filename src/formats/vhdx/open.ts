@@ -197,13 +197,14 @@ export async function openLayout(file: BdrvChild, host: OpenHost, opts: { readOn
 
   const { bat: batRegion, metadata } = await readRegions(file, regions);
   const md = await readMetadata(file, metadata);
-  if (md.size > BigInt(MAX_LENGTH)) throw new BlockError('EFBIG', `Could not open '${file.node.filename}': File too large`, {}, { detail: `virtual disk size ${md.size}` });
-  // Whole logical sectors (QEMU keeps the size in sectors).
-  const size = Number(md.size) - (Number(md.size) % md.logicalSectorSize);
-  const geometry = batGeometry(Number(md.size), md.blockSize, md.logicalSectorSize);
+  const geometry = batGeometry(md.size, md.blockSize, md.logicalSectorSize);
   if (geometry.entries > Math.floor(batRegion.length / 8)) {
     throw openFailure(file, 'EINVAL', `${geometry.entries} BAT entries do not fit in the BAT region of ${batRegion.length} bytes`);
   }
+  // QEMU goes on up to 2^63; offsets past 2^53 are not exact numbers here.
+  if (md.size > BigInt(MAX_LENGTH)) throw openFailure(file, 'EFBIG', `virtual disk size ${md.size}`);
+  // Whole logical sectors (QEMU keeps the size in sectors).
+  const size = Number(md.size) - (Number(md.size) % md.logicalSectorSize);
   // Only the part of the BAT inside the file is held; the rest reads as zeros anyway.
   const batOffset = fileOffset(batRegion.fileOffset, 'BAT offset');
   const held = Math.max(0, Math.min(geometry.entries * 8, file.length - batOffset));
