@@ -9,7 +9,7 @@
  * the offending value as the detail.
  */
 import type { BdrvChild } from '../../core/child.js';
-import { BlockError, STRERROR, type ErrorCode } from '../../core/errors.js';
+import { BlockError, STRERROR, toBlockError, type ErrorCode } from '../../core/errors.js';
 import { Bat, batGeometry, type BatGeometry } from './bat.js';
 import { checkBatEntries, Regions } from './check.js';
 import {
@@ -182,7 +182,12 @@ export async function openLayout(file: BdrvChild, host: OpenHost, opts: { readOn
   const { log, present } = logPlace(file, cur);
   let logReplayed = false;
   if (present) {
-    const seq = await searchLog(host, log);
+    // QEMU's log code sets no message: the failure reads as its errno.
+    const asOpenFailure = (e: unknown): never => {
+      const err = toBlockError(e);
+      throw openFailure(file, err.code, err.detail ?? err.text);
+    };
+    const seq = await searchLog(host, log).catch(asOpenFailure);
     if (seq) {
       if (opts.readOnly) {
         const name = file.node.filename;
@@ -190,7 +195,7 @@ export async function openLayout(file: BdrvChild, host: OpenHost, opts: { readOn
           hint: `To replay the log, run:\nqemu-img check -r all '${name}'\n`,
         });
       }
-      await replayLog(host, log, seq);
+      await replayLog(host, log, seq).catch(asOpenFailure);
       logReplayed = true;
     }
   }

@@ -155,3 +155,46 @@ export function commandSequence(seed: number, size: number, block: number, count
   cmds.push('map', 'info');
   return cmds;
 }
+
+/** One descriptor of a crafted log entry: 4 KiB of data at a file offset, or a range of zeros. */
+export type CraftedDesc = { data: Buffer; offset: number } | { zero: number; offset: number };
+
+/**
+ * A log entry as the VHDX spec lays it out (what Hyper-V writes; QEMU itself
+ * only ever writes one data descriptor): header and descriptors in whole
+ * sectors, then a data sector per data descriptor, with a valid checksum.
+ */
+export function craftLogEntry(e: { sequence: bigint; logGuid: Buffer; tail: number; flushed: bigint; last: bigint; descs: CraftedDesc[] }): Buffer {
+  const descSectors = Math.ceil((e.descs.length + 2) / 128);
+  const dataSectors = e.descs.filter((d) => 'data' in d).length;
+  const b = Buffer.alloc((descSectors + dataSectors) * 4096);
+  b.write('loge', 0, 'latin1');
+  b.writeUInt32LE(b.length, 8);
+  b.writeUInt32LE(e.tail, 12);
+  b.writeBigUInt64LE(e.sequence, 16);
+  b.writeUInt32LE(e.descs.length, 24);
+  e.logGuid.copy(b, 32);
+  b.writeBigUInt64LE(e.flushed, 48);
+  b.writeBigUInt64LE(e.last, 56);
+  let data = descSectors * 4096;
+  e.descs.forEach((d, i) => {
+    const at = 64 + 32 * i;
+    b.writeBigUInt64LE(BigInt(d.offset), at + 16);
+    b.writeBigUInt64LE(e.sequence, at + 24);
+    if ('zero' in d) {
+      b.write('zero', at, 'latin1');
+      b.writeBigUInt64LE(BigInt(d.zero), at + 8);
+      return;
+    }
+    b.write('desc', at, 'latin1');
+    d.data.copy(b, at + 4, 4092, 4096);
+    d.data.copy(b, at + 8, 0, 8);
+    b.write('data', data, 'latin1');
+    b.writeUInt32LE(Number(e.sequence >> 32n), data + 4);
+    d.data.copy(b, data + 8, 8, 4092);
+    b.writeUInt32LE(Number(e.sequence & 0xffffffffn), data + 4092);
+    data += 4096;
+  });
+  setVhdxChecksum(b, 4);
+  return b;
+}

@@ -9,7 +9,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Fixture, hasQemu, theirs } from '../../cli/harness.js';
-import { both, expectSame, expectSameRaw, makeDirty, maskVolatile } from './helpers.js';
+import { MiB, both, craftLogEntry, currentHeader, expectSame, expectSameRaw, makeDirty, maskVolatile, patch } from './helpers.js';
 
 it('compares against qemu-img 7.2', () => {
   expect(hasQemu()).toBe(true);
@@ -120,4 +120,79 @@ describe('the ring wraps', () => {
     await expectSame('img', ['check', '-r', 'all', 'v.vhdx'], dq, dd);
     await expectSame('img', ['compare', 'v.vhdx', 'w.vhdx'], dq, dd);
   });
+});
+
+describe('crafted logs (sequences of several entries, zero descriptors, file growth)', () => {
+  let fx: Fixture;
+  beforeAll(() => {
+    fx = new Fixture((_dir, sh) => sh('qemu-img create -q -f vhdx -o block_size=1M c.vhdx 16M && qemu-io -c "write -P 0x11 0 3M" c.vhdx > /dev/null'));
+  });
+  afterAll(() => fx.dispose());
+
+  /** Puts `entries` into the ring from `at` (bytes into the log, wrapping) and their GUID into the current header. */
+  function install(file: string, guid: Buffer, entries: Buffer[], at: number): void {
+    patch(file, (b) => {
+      const cur = currentHeader(b);
+      const logOffset = Number(b.readBigUInt64LE(cur + 72));
+      const logLength = b.readUInt32LE(cur + 68);
+      let pos = at;
+      for (const e of entries) {
+        for (let s = 0; s < e.length; s += 4096) {
+          e.copy(b, logOffset + pos, s, s + 4096);
+          pos = (pos + 4096) % logLength;
+        }
+      }
+      guid.copy(b, cur + 48);
+    }, ['headers']);
+  }
+
+  const cases: Array<[string, (len: number, b: Buffer) => { entries: Buffer[]; at: number }]> = [
+    ['two entries: data over block 0, then zeros over block 1 and the file grown', (len) => {
+      const guid = Buffer.alloc(16, 0x77);
+      const s1 = Buffer.alloc(4096, 0xab);
+      return {
+        at: 64 * 4096,
+        entries: [
+          craftLogEntry({ sequence: 40n, logGuid: guid, tail: 64 * 4096, flushed: BigInt(len), last: BigInt(len), descs: [{ data: s1, offset: 8 * MiB }] }),
+          craftLogEntry({ sequence: 41n, logGuid: guid, tail: 64 * 4096, flushed: BigInt(len), last: BigInt(len + 12345), descs: [{ zero: 8192, offset: 9 * MiB }, { data: Buffer.alloc(4096, 0xcd), offset: 9 * MiB + 4096 }] }),
+        ],
+      };
+    }],
+    ['an entry across the end of the ring', (len) => {
+      const guid = Buffer.alloc(16, 0x78);
+      return { at: 255 * 4096, entries: [craftLogEntry({ sequence: 9n, logGuid: guid, tail: 0, flushed: BigInt(len), last: BigInt(len), descs: [{ data: Buffer.alloc(4096, 0x5e), offset: 8 * MiB + 8192 }] })] };
+    }],
+    ['an entry out of sequence right after a sequence (the search steps past it)', (len) => {
+      const guid = Buffer.alloc(16, 0x79);
+      const mk = (seq: bigint, v: number) => craftLogEntry({ sequence: seq, logGuid: guid, tail: 0, flushed: BigInt(len), last: BigInt(len), descs: [{ data: Buffer.alloc(4096, v), offset: 8 * MiB }] });
+      return { at: 0, entries: [mk(5n, 1), mk(6n, 2), mk(100n, 3)] };
+    }],
+    ['flushed file offset past the end of the file', (len) => {
+      const guid = Buffer.alloc(16, 0x7a);
+      return { at: 0, entries: [craftLogEntry({ sequence: 3n, logGuid: guid, tail: 0, flushed: BigInt(len + MiB), last: BigInt(len), descs: [{ zero: 4096, offset: 8 * MiB }] })] };
+    }],
+    ['a descriptor with a file offset not in whole sectors', (len) => {
+      const guid = Buffer.alloc(16, 0x7b);
+      return { at: 0, entries: [craftLogEntry({ sequence: 3n, logGuid: guid, tail: 0, flushed: BigInt(len), last: BigInt(len), descs: [{ zero: 4096, offset: 100 }] })] };
+    }],
+  ];
+
+  for (const [name, make] of cases) {
+    it(name, async () => {
+      const dq = fx.copy();
+      const dd = fx.copy();
+      for (const d of [dq, dd]) {
+        const f = join(d, 'c.vhdx');
+        const b = readFileSync(f);
+        const { entries, at } = make(b.length, b);
+        install(f, entries[0]!.subarray(32, 48), entries, at);
+      }
+      await expectSame('img', ['info', 'c.vhdx'], dq, dd);
+      await expectSame('img', ['check', '-r', 'all', 'c.vhdx'], dq, dd);
+      const q = readFileSync(join(dq, 'c.vhdx'));
+      const o = readFileSync(join(dd, 'c.vhdx'));
+      expect(o.length).toBe(q.length);
+      expect(maskVolatile(o).equals(maskVolatile(q)), 'replayed files differ').toBe(true);
+    });
+  }
 });
