@@ -212,7 +212,8 @@ export async function openLayout(file: BdrvChild, host: OpenHost, opts: { readOn
   const size = Number(md.size) - (Number(md.size) % md.logicalSectorSize);
   // Only the part of the BAT inside the file is held; the rest reads as zeros anyway.
   const batOffset = fileOffset(batRegion.fileOffset, 'BAT offset');
-  const held = Math.max(0, Math.min(geometry.entries * 8, file.length - batOffset));
+  // Whole entries: one the file ends in is read with zeros past the end, as QEMU reads it.
+  const held = Math.max(0, Math.min(geometry.entries * 8, Math.ceil((file.length - batOffset) / 8) * 8));
   const bat = new Bat(geometry.entries, await readAt(file, batOffset, held, 'BAT'));
 
   const layout: VhdxLayout = {

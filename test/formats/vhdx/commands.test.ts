@@ -17,8 +17,9 @@ function build(_dir: string, sh: (cmd: string) => void): void {
   sh('qemu-img create -q -f vhdx -o block_size=1M,log_size=3M s.vhdx 5M && qemu-io -c "write -P 6 0 5M" s.vhdx > /dev/null');
   sh('qemu-img create -q -f vhdx e.vhdx 0');
   sh('qemu-img create -q -f qcow2 q.qcow2 20M && qemu-io -c "write -P 7 0 1M" -c "write -z 2M 1M" -c "write -P 8 9M 5M" q.qcow2 > /dev/null');
-  // Truncated: its last block runs past the end of the file.
+  // Truncated: its last block runs past the end of the file; in the middle of a BAT entry.
   sh('cp a.vhdx t.vhdx && truncate -s 20M t.vhdx');
+  sh('cp a.vhdx u.vhdx && truncate -s 2097164 u.vhdx');
 }
 
 const LINES = [
@@ -54,6 +55,8 @@ const LINES = [
   'rebase -u -b q.qcow2 -F qcow2 a.vhdx',
   'commit a.vhdx',
   'convert -O raw t.vhdx t.raw',
+  'info u.vhdx',
+  'check u.vhdx',
 ];
 
 /** Commands that write a vhdx image: the image must match qemu-img's but for GUIDs, sequence numbers and checksums. */
@@ -61,6 +64,7 @@ const WRITERS: Array<[string, string]> = [
   ['convert -O vhdx q.qcow2 c.vhdx', 'c.vhdx'],
   ['convert -O vhdx -o subformat=fixed q.qcow2 cf.vhdx', 'cf.vhdx'],
   ['convert -O vhdx -o block_size=1M,block_state_zero=off q.qcow2 cb.vhdx', 'cb.vhdx'],
+  ['convert -O vhdx -o subformat=fixed,block_state_zero=off q.qcow2 cp.vhdx', 'cp.vhdx'],
   ['convert -f vhdx -O vhdx a.vhdx aa.vhdx', 'aa.vhdx'],
   ['convert -O vhdx -S 0 s.vhdx ss.vhdx', 'ss.vhdx'],
   ['dd -O vhdx if=q.qcow2 of=dd.vhdx', 'dd.vhdx'],
