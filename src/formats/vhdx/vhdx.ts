@@ -204,7 +204,8 @@ export class VhdxImage implements DriverInstance {
       await this.file.pwritev(host, data.length, data, 0);
       return;
     }
-    if (this.blockHost(idx, offset) !== -1) return;
+    // EIO for the states QEMU does not write to (partially present, reserved); the rest read as zeros.
+    this.blockHost(idx, offset);
     // A ZERO block must keep reading zeros around the data: the file's new end must read so.
     let zeroAround = state === PayloadState.ZERO;
     const priorOffset = l.bat.offset(idx);
