@@ -1,6 +1,6 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
- * host device, memory and null back ends, the raw, qcow2, vdi, vpc and vmdk formats, the
+ * host device, memory and null back ends, the raw, qcow2, vdi, vpc, vmdk and vhdx formats, the
  * blkdebug, copy-on-read, compress, throttle, quorum, preallocate and
  * blklogwrites filters, and
  * the block jobs (stream, commit, mirror, backup) with the copy engine.
@@ -17,6 +17,7 @@ import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
 import { vpcDriver } from './formats/vpc/vpc.js';
 import { vmdkDriver } from './formats/vmdk/vmdk.js';
+import { vhdxDriver } from './formats/vhdx/vhdx.js';
 import { createBlkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
 import { throttleDriver } from './filters/throttle.js';
@@ -42,6 +43,7 @@ export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
 export { vpcDriver } from './formats/vpc/vpc.js';
 export { vmdkDriver } from './formats/vmdk/vmdk.js';
+export { vhdxDriver } from './formats/vhdx/vhdx.js';
 export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
 export { throttleDriver, THROTTLE_GROUP_OPTION } from './filters/throttle.js';
@@ -60,7 +62,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -1,6 +1,6 @@
 /**
  * Recognisers for image formats QEMU reads and we do not (yet): qcow (v1),
- * QED, VHDX, parallels, bochs, cloop and dmg. Each scores
+ * QED, parallels, bochs, cloop and dmg. Each scores
  * the first up to 512 bytes the way the QEMU driver's probe does, so that such
  * an image is refused by name instead of being opened as raw (which would
  * hand its metadata to the guest as data and let writes destroy it).
@@ -36,7 +36,6 @@ const QCOW1_HEADER = 48;
 /** sizeof(QEDHeader). */
 const QED_HEADER = 64;
 const QED_MAGIC_LE = 0x00444551;
-const VHDX_MAGIC = ascii('vhdxfile');
 const PARALLELS_HEADER = 64;
 const PARALLELS_MAGICS = [ascii('WithoutFreeSpace'), ascii('WithouFreSpacExt')];
 const BOCHS_HEADER = 512;
@@ -54,5 +53,4 @@ export const FOREIGN_FORMATS: readonly ForeignFormat[] = [
   { name: 'parallels', probe: (b) => (b.length >= PARALLELS_HEADER && PARALLELS_MAGICS.some((m) => startsWith(b, m)) && u32le(b, 16) === 2 ? 100 : 0) },
   { name: 'qcow', probe: (b) => (b.length >= QCOW1_HEADER && u32be(b, 0) === QCOW_MAGIC && u32be(b, 4) === 1 ? 100 : 0) },
   { name: 'qed', probe: (b) => (b.length >= QED_HEADER && u32le(b, 0) === QED_MAGIC_LE ? 100 : 0) },
-  { name: 'vhdx', probe: (b) => (startsWith(b, VHDX_MAGIC) ? 100 : 0) },
 ];

@@ -39,7 +39,6 @@ const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   parallels: creatable,
   qcow: creatable,
   qed: creatable,
-  vhdx: creatable,
 };
 
 /** The capabilities of a QEMU driver we lack, or undefined when QEMU has no such driver either. */

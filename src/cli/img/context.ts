@@ -19,6 +19,8 @@ const INT64_MAX = '9223372036854775807';
 
 /** Formats that take `x-no-io` (open without their encryption key, for info). */
 const NO_IO_FORMATS = new Set(['luks', 'qcow2']);
+/** Formats whose open for check differs (QEMU's BDRV_O_CHECK): the x-check open option. */
+const CHECK_OPEN_FORMATS = new Set(['qcow2', 'vhdx']);
 /** error_exit: message, the "Try --help" line, exit 1. */
 export function errorExit(msg: string): never {
   throw new CliExit(1, msg, `Try '${PROG} --help' for more information\n`);
@@ -79,7 +81,7 @@ export class Ctx {
     }
     if (o.forceShare) spec['force-share'] = true;
     // QEMU's img_check always opens with BDRV_O_CHECK, read-only too.
-    if (o.forCheck && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
+    if (o.forCheck && CHECK_OPEN_FORMATS.has((await this.formatOf(spec, fmt)) ?? '')) spec['x-check'] = true;
     if (o.noIo) {
       // An image no way opens (a corrupt header) is opened so too: its driver's own error then shows.
       const f = await this.formatOf(spec, fmt);
@@ -124,15 +126,22 @@ export class Ctx {
     if (typeof spec['driver'] === 'string') return spec['driver'];
     // A qcow2 image may open for check only (a snapshot table that check reports): try that too.
     // An encrypted image opens without its key only with x-no-io: try that first (no key derivation).
-    for (const extra of [{ 'x-no-io': true }, {}, { 'x-check': true }]) {
-      try {
-        const node = await this.graph.open({ ...spec, ...extra, 'force-share': true }, { readOnly: true, noBacking: true });
-        const name = node.driver.name;
-        await node.unref();
-        return name;
-      } catch {
-        // Next way, or the real open reports the error.
+    // The drivers' reports of these trial opens are not the command's: the real open makes its own.
+    const onReport = this.graph.onReport;
+    this.graph.onReport = () => {};
+    try {
+      for (const extra of [{ 'x-no-io': true }, {}, { 'x-check': true }]) {
+        try {
+          const node = await this.graph.open({ ...spec, ...extra, 'force-share': true }, { readOnly: true, noBacking: true });
+          const name = node.driver.name;
+          await node.unref();
+          return name;
+        } catch {
+          // Next way, or the real open reports the error.
+        }
       }
+    } finally {
+      this.graph.onReport = onReport;
     }
     return undefined;
   }
