@@ -304,8 +304,8 @@ export class BlockGraph {
    * aborts everything and leaves the graph as it was. Then each driver's
    * reopenCommitPost runs; its failure is thrown, but the reopen stays.
    */
-  reopen(entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>): Promise<void> {
-    return reopen(entries);
+  reopen(entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>, subtree = true, check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void }): Promise<void> {
+    return reopen(entries, subtree, check);
   }
 
   /** @internal Closes a node whose last reference was dropped. */

@@ -21,6 +21,7 @@ import { externalSnapshotCommands } from './commands-external-snapshot.js';
 import { transactionCommands } from './commands-transaction.js';
 import { createCommands } from './commands-create.js';
 import { writeThresholdCommands } from './commands-write-threshold.js';
+import { reopenCommands } from './commands-reopen.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -66,6 +67,7 @@ export class BlockQmp {
       ...transactionCommands(this),
       ...createCommands(this),
       ...writeThresholdCommands(this),
+      ...reopenCommands(this),
     );
   }
 
