@@ -311,7 +311,9 @@ export class BlockWorkerService implements BlockWorkerApi {
   // QMP (src/qmp/) on this worker's graph, sharing the job registry with dw.jobs.
   private qmpMonitor: BlockQmp | undefined;
   private get qmp(): BlockQmp {
-    this.qmpMonitor ??= new BlockQmp(this.graph, WORKER_QMP_VERSION, this.jobs.registry);
+    this.qmpMonitor ??= new BlockQmp(this.graph, WORKER_QMP_VERSION, this.jobs.registry, () =>
+      [...this.open_].map(([path, disk]) => ({ name: path, backend: disk.backend })),
+    );
     return this.qmpMonitor;
   }
   qmpExecute(name: string, args: Record<string, unknown>): Promise<QmpReply> {

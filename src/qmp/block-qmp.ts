@@ -22,6 +22,8 @@ import { transactionCommands } from './commands-transaction.js';
 import { createCommands } from './commands-create.js';
 import { writeThresholdCommands } from './commands-write-threshold.js';
 import { reopenCommands } from './commands-reopen.js';
+import { blockstatsCommands, type QmpDevice } from './commands-blockstats.js';
+import { blockGraphCommands } from './commands-block-graph.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -46,6 +48,11 @@ export class BlockQmp {
     readonly graph: BlockGraph,
     readonly version: QmpVersion,
     jobs?: JobRegistry,
+    /**
+     * The host's named BlockBackends (QEMU's devices): the worker's open
+     * disks. The daemon has none, as qemu-storage-daemon.
+     */
+    readonly devices: () => QmpDevice[] = () => [],
   ) {
     this.jobs = jobs ?? new JobRegistry();
     this.stopListening = this.jobs.on((e) => this.events.emit(e.event, e.data));
@@ -68,6 +75,8 @@ export class BlockQmp {
       ...createCommands(this),
       ...writeThresholdCommands(this),
       ...reopenCommands(this),
+      ...blockstatsCommands(this, devices),
+      ...blockGraphCommands(this, devices),
     );
   }
 

@@ -1,0 +1,49 @@
+/**
+ * The BlockBackend ("device") forms of the QMP commands in-process, as the
+ * worker runs them with its open disks (qemu-storage-daemon has no devices,
+ * so the differential tests cannot show them): query-blockstats without
+ * query-nodes lists each device with its backend's counters and the node
+ * chain below; x-debug-query-block-graph names its BlockBackend.
+ */
+import { describe, expect, it } from 'vitest';
+import { BlockBackend } from '../../src/core/backend.js';
+import { createNodeGraph } from '../../src/node.js';
+import { BlockQmp } from '../../src/qmp/block-qmp.js';
+
+const VERSION = { major: 0, minor: 1, micro: 0, package: 'test' };
+
+describe('QMP device forms (the worker)', () => {
+  it('query-blockstats and the graph show a device with its counters', async () => {
+    const graph = createNodeGraph();
+    const node = await graph.open({ driver: 'null-co', 'node-name': 'n', size: 1048576 });
+    const bb = await BlockBackend.attach(graph, node, { name: 'disk0' });
+    await node.unref();
+    const q = new BlockQmp(graph, VERSION, undefined, () => [{ name: 'disk0', backend: bb }]);
+    await bb.write(4096, new Uint8Array(8192));
+    await bb.read(0, 512);
+    await bb.flush();
+    await bb.discard(0, 4096);
+    const r = (await q.dispatcher.execute('query-blockstats', {})) as { return: Array<Record<string, any>> };
+    expect(r.return).toHaveLength(1);
+    const s = r.return[0]!;
+    expect(s.device).toBe('disk0');
+    expect(s['node-name']).toBe('n');
+    expect(s.stats).toMatchObject({
+      rd_bytes: 512, rd_operations: 1, wr_bytes: 8192, wr_operations: 1, flush_operations: 1,
+      failed_wr_operations: 0, wr_highest_offset: 12288, account_failed: true, timed_stats: [],
+    });
+    const nodes = (await q.dispatcher.execute('query-blockstats', { 'query-nodes': true })) as { return: Array<Record<string, any>> };
+    // At node level the counters belong to no backend: zero but the highest offset.
+    expect(nodes.return[0]!.stats).toMatchObject({ wr_bytes: 0, wr_operations: 0, wr_highest_offset: 12288 });
+    const g = (await q.dispatcher.execute('x-debug-query-block-graph', {})) as { return: { nodes: unknown[]; edges: unknown[] } };
+    expect(g.return.nodes).toEqual([
+      { id: 2, type: 'block-driver', name: 'n' },
+      { id: 1, type: 'block-backend', name: 'disk0' },
+    ]);
+    expect(g.return.edges).toEqual([
+      { parent: 1, child: 2, name: 'root', perm: ['resize', 'write', 'consistent-read'], 'shared-perm': ['write-unchanged', 'consistent-read'] },
+    ]);
+    await bb.close();
+    await q.close();
+  });
+});
