@@ -24,6 +24,7 @@ import { writeThresholdCommands } from './commands-write-threshold.js';
 import { reopenCommands } from './commands-reopen.js';
 import { blockstatsCommands, type QmpDevice } from './commands-blockstats.js';
 import { blockGraphCommands } from './commands-block-graph.js';
+import { driveCommands } from './commands-drive.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -77,6 +78,7 @@ export class BlockQmp {
       ...reopenCommands(this),
       ...blockstatsCommands(this, devices),
       ...blockGraphCommands(this, devices),
+      ...driveCommands(this),
     );
   }
 
