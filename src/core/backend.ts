@@ -85,6 +85,12 @@ export class BlockBackend implements RootParent {
   writeThrough: boolean;
   /** Request statistics. */
   readonly stats: IoStats = newIoStats();
+  /**
+   * I/O limits on the backend's reads and writes (QEMU's BlockBackend
+   * throttling, block_set_io_throttle): each waits for its turn here before
+   * it is sent. Discards and flushes are not limited, as in QEMU. Null: none.
+   */
+  ioLimits: { intercept(bytes: number, isWrite: boolean): Promise<void> } | null = null;
   /** Listeners told when the error policy stops the backend. */
   readonly onStop: Array<(e: StopEvent) => void> = [];
   /** The error that stopped the backend, while it is stopped. */
@@ -239,7 +245,9 @@ export class BlockBackend implements RootParent {
     stats: OpStats,
     bytes: number,
     fn: () => Promise<void> | void,
+    limited = false,
   ): Promise<void> {
+    if (limited && this.ioLimits) await this.ioLimits.intercept(bytes, op === 'write');
     for (;;) {
       if (this.heldUntil || this.paused) await this.gate();
       if (this.abandon) throw this.abandon;
@@ -280,7 +288,7 @@ export class BlockBackend implements RootParent {
     const link = this.link;
     // Fast path: no drain, no error policy to apply, a plain in-range request (request-read.ts
     // validates the numbers); synchronous completion costs no extra tick.
-    if (link !== null && this.heldUntil === null && this.paused === null && this.rerror === 'report' && buf instanceof Uint8Array) {
+    if (link !== null && this.heldUntil === null && this.paused === null && this.rerror === 'report' && this.ioLimits === null && buf instanceof Uint8Array) {
       const len = buf.length;
       // Zero-length reads take the checked path (a missing medium fails them too).
       if (offset >= 0 && len > 0 && offset + len <= link.node.totalBytes) {
@@ -313,7 +321,7 @@ export class BlockBackend implements RootParent {
       }
       this.checkRange(offset, buf.length, checked.node);
       const len = buf.length;
-      return this.run('read', this.stats.read, len, () => checked.preadv(offset, len, buf, flags));
+      return this.run('read', this.stats.read, len, () => checked.preadv(offset, len, buf, flags), true);
     } catch (e) {
       this.stats.read.failed++;
       return Promise.reject(toBlockError(e));
@@ -343,7 +351,7 @@ export class BlockBackend implements RootParent {
     this.checkRange(offset, data.length);
     const link = this.root;
     if (this.writeThrough) flags |= ReqFlag.FUA;
-    return this.run('write', this.stats.write, data.length, () => link.pwritev(offset, data.length, data, flags));
+    return this.run('write', this.stats.write, data.length, () => link.pwritev(offset, data.length, data, flags), true);
   }
 
   /** Makes `bytes` at `offset` read as zeros (MAY_UNMAP lets the image deallocate). */
@@ -351,7 +359,7 @@ export class BlockBackend implements RootParent {
     this.checkRange(offset, bytes);
     const link = this.root;
     if (this.writeThrough) flags |= ReqFlag.FUA;
-    return this.run('write', this.stats.zeroWrite, bytes, () => link.pwriteZeroes(offset, bytes, flags));
+    return this.run('write', this.stats.zeroWrite, bytes, () => link.pwriteZeroes(offset, bytes, flags), true);
   }
 
   /** Discards a range (ignored unless the node was opened with discard=unmap). */

@@ -25,6 +25,7 @@ import { reopenCommands } from './commands-reopen.js';
 import { blockstatsCommands, type QmpDevice } from './commands-blockstats.js';
 import { blockGraphCommands } from './commands-block-graph.js';
 import { driveCommands } from './commands-drive.js';
+import { ioThrottleCommands } from './commands-io-throttle.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -53,8 +54,9 @@ export class BlockQmp {
      * The host's named BlockBackends (QEMU's devices): the worker's open
      * disks. The daemon has none, as qemu-storage-daemon.
      */
-    readonly devices: () => QmpDevice[] = () => [],
+    devices?: () => QmpDevice[],
   ) {
+    const deviceList = devices ?? (() => []);
     this.jobs = jobs ?? new JobRegistry();
     this.stopListening = this.jobs.on((e) => this.events.emit(e.event, e.data));
     this.dispatcher.register(
@@ -76,9 +78,11 @@ export class BlockQmp {
       ...createCommands(this),
       ...writeThresholdCommands(this),
       ...reopenCommands(this),
-      ...blockstatsCommands(this, devices),
-      ...blockGraphCommands(this, devices),
+      ...blockstatsCommands(this, deviceList),
+      ...blockGraphCommands(this, deviceList),
       ...driveCommands(this),
+      // Only where there are devices: qemu-storage-daemon has no block_set_io_throttle.
+      ...(devices ? ioThrottleCommands(this, devices) : []),
     );
   }
 

@@ -51,6 +51,8 @@ describe.skipIf(!hasQsd())('query-blockstats and x-debug-query-block-graph again
         { execute: 'query-blockstats', arguments: { bogus: true } },
         graph,
         { execute: 'x-debug-query-block-graph', arguments: { x: 1 } },
+        // No devices in a storage daemon: no block_set_io_throttle either.
+        { execute: 'block_set_io_throttle', arguments: { device: 'q', bps: 1, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 } },
         { execute: 'nbd-server-start', arguments: { addr: { type: 'unix', data: { path: '$DIR/nbd.sock' } } } },
         { execute: 'block-export-add', arguments: { type: 'nbd', id: 'e', 'node-name': 'q', writable: true } },
         graph,

@@ -46,4 +46,49 @@ describe('QMP device forms (the worker)', () => {
     await bb.close();
     await q.close();
   });
+
+  it('block_set_io_throttle: QEMU\'s errors, limits that hold requests back, all zero lifts them', async () => {
+    const graph = createNodeGraph();
+    const node = await graph.open({ driver: 'null-co', 'node-name': 'n', size: 1048576 });
+    const bb = await BlockBackend.attach(graph, node, { name: 'disk0' });
+    await node.unref();
+    const q = new BlockQmp(graph, VERSION, undefined, () => [{ name: 'disk0', backend: bb }]);
+    const zero = { bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 };
+    const x = (args: Record<string, unknown>) => q.dispatcher.execute('block_set_io_throttle', args);
+    const err = (cls: string, desc: string) => ({ error: { class: cls, desc } });
+    expect(await x({ bps: 0 })).toEqual(err('GenericError', "Parameter 'bps_rd' is missing"));
+    expect(await x(zero)).toEqual(err('GenericError', "Need exactly one of 'device' and 'id'"));
+    expect(await x({ ...zero, device: 'disk0', id: 'x' })).toEqual(err('GenericError', "Need exactly one of 'device' and 'id'"));
+    expect(await x({ ...zero, id: 'x' })).toEqual(err('GenericError', "Device 'x' not found"));
+    expect(await x({ ...zero, device: 'zz' })).toEqual(err('DeviceNotFound', "Device 'zz' not found"));
+    expect(await x({ ...zero, device: 'disk0', bps: 1, bps_rd: 1 })).toEqual(
+      err('GenericError', 'bps/iops/max total values and read/write values cannot be used at the same time'),
+    );
+    expect(await x({ ...zero, device: 'disk0', iops_size: 512 })).toEqual(err('GenericError', 'iops size requires an iops value to be set'));
+    expect(await x({ ...zero, device: 'disk0', bps_wr: 10, bps_wr_max: 5 })).toEqual(err('GenericError', 'bps_max/iops_max cannot be lower than bps/iops'));
+    expect(bb.ioLimits).toBeNull();
+    // 512 B/s: the first write goes, the second waits for seconds.
+    expect(await x({ ...zero, device: 'disk0', bps_wr: 512 })).toEqual({ return: {} });
+    await bb.write(0, new Uint8Array(4096));
+    let done = false;
+    const second = bb.write(4096, new Uint8Array(4096)).then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(done).toBe(false);
+    // Reads are not limited by a write limit.
+    await bb.read(0, 4096);
+    // All zero: the limits go, the waiting write runs.
+    expect(await x({ ...zero, device: 'disk0' })).toEqual({ return: {} });
+    await second;
+    expect(bb.ioLimits).toBeNull();
+    await bb.close();
+    await q.close();
+  });
+
+  it('the daemon (no devices) has no block_set_io_throttle, as qemu-storage-daemon', async () => {
+    const q = new BlockQmp(createNodeGraph(), VERSION);
+    expect(await q.dispatcher.execute('block_set_io_throttle', { device: 'd', bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 })).toEqual({
+      error: { class: 'CommandNotFound', desc: 'The command block_set_io_throttle has not been found' },
+    });
+    await q.close();
+  });
 });
