@@ -106,7 +106,13 @@ export class BlockWorkerService implements BlockWorkerApi {
       try {
         const spec = o.options ? { ...o.options, filename: o.path } : o.path;
         const flags = { readOnly: o.readOnly ?? false, ...(o.format ? { format: o.format } : {}) };
-        return await BlockBackend.open(this.graph, spec, flags, { name: o.path, werror: o.werror ?? 'report', rerror: o.rerror ?? 'report' });
+        return await BlockBackend.open(this.graph, spec, flags, {
+          name: o.path,
+          werror: o.werror ?? 'report',
+          rerror: o.rerror ?? 'report',
+          // A disk is the page's device: its I/O errors are QMP's BLOCK_IO_ERROR events.
+          ioErrorEvents: true,
+        });
       } finally {
         this.graph.backingPolicy.allowedProtocols = saved;
       }

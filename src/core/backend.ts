@@ -9,7 +9,7 @@ import type { BlockGraph, OpenFlags } from './graph.js';
 import type { BlockNode, IoStats, OpStats } from './node.js';
 import { newIoStats } from './node.js';
 import { ReqFlag, type BlockStatusResult, type PreallocMode, type ReqFlags } from './driver.js';
-import { BlockError, toBlockError } from './errors.js';
+import { BlockError, STRERROR, toBlockError } from './errors.js';
 import { Perm, PERM_ALL, type PermMask } from './permissions.js';
 import { blockStatus } from './block-status.js';
 import { checkRequest } from './request-checks.js';
@@ -43,6 +43,12 @@ export interface BackendOptions {
   writeThrough?: boolean;
   /** Told when the node is drained and when the drain ends (see {@link BlockBackend.drainListener}). */
   drainListener?: DrainListener;
+  /**
+   * The backend is a device's (QEMU's guest device model): each failed read
+   * or write sends the graph's BLOCK_IO_ERROR event with the action its error
+   * policy took. Default false (exports, jobs and tools send none, as QEMU's).
+   */
+  ioErrorEvents?: boolean;
 }
 
 /**
@@ -97,6 +103,7 @@ export class BlockBackend implements RootParent {
   private stopError: BlockError | null = null;
   /** Set by close(): stopped requests give up with this error instead of retrying. */
   private abandon: BlockError | null = null;
+  private readonly ioErrorEvents: boolean;
 
   private constructor(opts: BackendOptions) {
     this.name = opts.name ?? `backend${backendCounter++}`;
@@ -104,6 +111,7 @@ export class BlockBackend implements RootParent {
     this.werror = opts.werror ?? 'report';
     this.writeThrough = opts.writeThrough ?? false;
     this.drainListener = opts.drainListener;
+    this.ioErrorEvents = opts.ioErrorEvents ?? false;
     if (this.rerror === 'enospc') throw new BlockError('EINVAL', "rerror='enospc' is not a valid read error policy");
   }
 
@@ -263,6 +271,8 @@ export class BlockBackend implements RootParent {
         const err = toBlockError(e);
         const action = op === 'read' ? this.rerror : this.werror;
         const stop = action === 'stop' || (action === 'enospc' && err.code === 'ENOSPC');
+        // Once stopped, the retries of held requests do not report again (QEMU's VM is stopped).
+        if (!this.paused) this.ioErrorEvent(op, stop ? 'stop' : action === 'ignore' ? 'ignore' : 'report', err);
         if (action === 'ignore') return;
         if (!stop) throw err;
         // Stop: hold this and later requests until resume(), then retry.
@@ -273,6 +283,19 @@ export class BlockBackend implements RootParent {
         }
       }
     }
+  }
+
+  /** QEMU's BLOCK_IO_ERROR (send_qmp_error_event), for a device's backend. */
+  private ioErrorEvent(operation: 'read' | 'write', action: 'ignore' | 'report' | 'stop', err: BlockError): void {
+    if (!this.ioErrorEvents || !this.link) return;
+    this.graph.emitEvent('BLOCK_IO_ERROR', {
+      device: this.name,
+      'node-name': this.link.node.nodeName,
+      operation,
+      action,
+      nospace: err.code === 'ENOSPC',
+      reason: STRERROR[err.code] ?? err.text,
+    });
   }
 
   /** Reads `length` bytes at `offset` into a new buffer. */
@@ -305,12 +328,16 @@ export class BlockBackend implements RootParent {
             () => this.accountRead(len, start),
             (e: unknown) => {
               this.stats.read.failed++;
-              throw toBlockError(e);
+              const err = toBlockError(e);
+              this.ioErrorEvent('read', 'report', err);
+              throw err;
             },
           );
         } catch (e) {
           this.stats.read.failed++;
-          return Promise.reject(toBlockError(e));
+          const err = toBlockError(e);
+          this.ioErrorEvent('read', 'report', err);
+          return Promise.reject(err);
         }
       }
     }

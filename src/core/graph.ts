@@ -77,6 +77,18 @@ export class BlockGraph {
     else this.notice(text);
   }
 
+  /**
+   * Listeners of the block layer's events, named and shaped as QEMU's QAPI
+   * events (BLOCK_IMAGE_CORRUPTED from a format driver, BLOCK_IO_ERROR from a
+   * device's backend); a QMP monitor passes them to its clients.
+   */
+  readonly eventListeners = new Set<(event: string, data: Record<string, unknown>) => void>();
+
+  /** Hands an event to every listener. */
+  emitEvent(event: string, data: Record<string, unknown>): void {
+    for (const l of [...this.eventListeners]) l(event, data);
+  }
+
   constructor(drivers: Iterable<BlockDriver>, defaultProtocol: string) {
     for (const d of drivers) this.registerDriver(d);
     this.defaultProtocol = defaultProtocol;

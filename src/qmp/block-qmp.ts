@@ -35,6 +35,15 @@ export interface QmpVersion {
   package: string;
 }
 
+/** The node-name of a device's root node, or undefined once its backend is closed. */
+function nodeNameOf(d: QmpDevice): string | undefined {
+  try {
+    return d.backend.node.nodeName;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The block layer state the commands work on. */
 export class BlockQmp {
   readonly dispatcher = new QmpDispatcher();
@@ -58,7 +67,20 @@ export class BlockQmp {
   ) {
     const deviceList = devices ?? (() => []);
     this.jobs = jobs ?? new JobRegistry();
-    this.stopListening = this.jobs.on((e) => this.events.emit(e.event, e.data));
+    const stopJobs = this.jobs.on((e) => this.events.emit(e.event, e.data));
+    // The graph's own events: a corrupt image names the device whose backend is on its node.
+    const graphEvent = (event: string, data: Record<string, unknown>) => {
+      if (event === 'BLOCK_IMAGE_CORRUPTED' && data.device === '') {
+        const dev = devices?.().find((d) => nodeNameOf(d) === data['node-name']);
+        if (dev) data = { ...data, device: dev.name };
+      }
+      this.events.emit(event, data);
+    };
+    graph.eventListeners.add(graphEvent);
+    this.stopListening = () => {
+      stopJobs();
+      graph.eventListeners.delete(graphEvent);
+    };
     this.dispatcher.register(
       {
         name: 'query-version',

@@ -91,4 +91,28 @@ describe('QMP device forms (the worker)', () => {
     });
     await q.close();
   });
+
+  it('BLOCK_IO_ERROR from a device\'s backend, with the action of its error policy; none from other backends', async () => {
+    const graph = createNodeGraph();
+    const spec = (event: string) => ({ driver: 'raw', file: { driver: 'blkdebug', 'inject-error': [{ event, errno: 28 }], image: { driver: 'null-co', size: 1048576 } } });
+    const rd = await BlockBackend.open(graph, { ...spec('read_aio'), 'node-name': 'r' }, {}, { name: 'rdisk', ioErrorEvents: true });
+    const wr = await BlockBackend.open(graph, { ...spec('write_aio'), 'node-name': 'w' }, {}, { name: 'wdisk', werror: 'enospc', ioErrorEvents: true });
+    const quiet = await BlockBackend.open(graph, { ...spec('read_aio'), 'node-name': 'x' }, {}, { name: 'export' });
+    const q = new BlockQmp(graph, VERSION, undefined, () => [{ name: 'rdisk', backend: rd }, { name: 'wdisk', backend: wr }]);
+    await expect(rd.read(0, 512)).rejects.toThrow();
+    await expect(quiet.read(0, 512)).rejects.toThrow();
+    const held = wr.write(0, new Uint8Array(512)).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(wr.isStopped).toBe(true);
+    const events = q.events.drain().map((e) => ({ event: e.event, data: e.data }));
+    expect(events).toEqual([
+      { event: 'BLOCK_IO_ERROR', data: { device: 'rdisk', 'node-name': 'r', operation: 'read', action: 'report', nospace: true, reason: 'No space left on device' } },
+      { event: 'BLOCK_IO_ERROR', data: { device: 'wdisk', 'node-name': 'w', operation: 'write', action: 'stop', nospace: true, reason: 'No space left on device' } },
+    ]);
+    // The stopped write's data never reached storage: close says so, and the write fails.
+    await expect(wr.close()).rejects.toThrow(/stopped by the error policy/);
+    await held;
+    await Promise.all([rd.close(), quiet.close()]);
+    await q.close();
+  });
 });
