@@ -6,7 +6,8 @@
  * a backing file where the sync mode leaves data below (sync top: the
  * source's backing file; backup's sync none: the source); then it is opened
  * (its node is the job's only) and the job starts as with blockdev-mirror /
- * blockdev-backup.
+ * blockdev-backup. drive-mirror's sync none onto a new image is refused (see
+ * its command).
  */
 import { cowChild } from '../core/block-status.js';
 import { createImage } from '../core/create.js';
@@ -128,6 +129,9 @@ export function driveCommands(q: BlockQmp): QmpCommand[] {
         if (args.replaces !== undefined && args['node-name'] === undefined) {
           throw genericError('a node-name must be provided when replacing a named node of the graph');
         }
+        // QEMU's new image for sync none has the source itself as backing file, attached when
+        // the job completes; our mirror's filter cannot yet sit under its own target's backing link.
+        if (sync === 'none' && mode !== 'existing') throw genericError("DiskWorker's drive-mirror does not take sync 'none' with a new image");
         // A new image gets the chain below it as backing file unless the sync copies everything.
         const withBacking = sync !== 'full' && below !== undefined;
         if (mode !== 'existing') await createTarget(q, args.target as string, format!, bs.length, withBacking ? below : undefined);

@@ -7,7 +7,7 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, checkImage, compareImages, expectImagesEqualAndClean, hasQsd, jobReaches, run, sortNodes, stopAll, type Step } from './harness.js';
+import { QmpClient, both, checkImage, compareImages, expectImagesEqualAndClean, startDaemon, twinDirs, hasQsd, jobReaches, run, sortNodes, stopAll, type Step } from './harness.js';
 
 afterAll(stopAll);
 
@@ -87,5 +87,20 @@ describe.skipIf(!hasQsd())('drive-mirror and drive-backup against qemu-storage-d
     expect(r.ours.events).toEqual(r.qemu.events);
     for (const n of ['full.qcow2', 'top.qcow2', 'exist.qcow2', 'raw.img', 'none.qcow2']) expect(info(r.ours.dir, n), n).toEqual(info(r.qemu.dir, n));
     expectImagesEqualAndClean(r, ['a.qcow2', 'b.qcow2', 'full.qcow2', 'top.qcow2', 'exist.qcow2']);
+  }, 60_000);
+
+  it("drive-mirror sync none with a new image: refused by DiskWorker (QEMU's target gets the source as backing file)", async () => {
+    const { ours: dir } = twinDirs(setup);
+    const d = startDaemon('ours', dir, args.map((a) => a.replaceAll('$DIR', dir)));
+    const c = await QmpClient.connect(d.sock);
+    try {
+      expect(await c.send({ execute: 'qmp_capabilities' })).toEqual({ return: {} });
+      expect(await c.send({ execute: 'drive-mirror', arguments: { device: 'q', target: `${dir}/none.qcow2`, sync: 'none' } })).toEqual({
+        error: { class: 'GenericError', desc: "DiskWorker's drive-mirror does not take sync 'none' with a new image" },
+      });
+    } finally {
+      c.close();
+      await d.stop();
+    }
   }, 60_000);
 });
