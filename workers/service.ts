@@ -106,7 +106,13 @@ export class BlockWorkerService implements BlockWorkerApi {
       try {
         const spec = o.options ? { ...o.options, filename: o.path } : o.path;
         const flags = { readOnly: o.readOnly ?? false, ...(o.format ? { format: o.format } : {}) };
-        return await BlockBackend.open(this.graph, spec, flags, { name: o.path, werror: o.werror ?? 'report', rerror: o.rerror ?? 'report' });
+        return await BlockBackend.open(this.graph, spec, flags, {
+          name: o.path,
+          werror: o.werror ?? 'report',
+          rerror: o.rerror ?? 'report',
+          // A disk is the page's device: its I/O errors are QMP's BLOCK_IO_ERROR events.
+          ioErrorEvents: true,
+        });
       } finally {
         this.graph.backingPolicy.allowedProtocols = saved;
       }
@@ -311,7 +317,9 @@ export class BlockWorkerService implements BlockWorkerApi {
   // QMP (src/qmp/) on this worker's graph, sharing the job registry with dw.jobs.
   private qmpMonitor: BlockQmp | undefined;
   private get qmp(): BlockQmp {
-    this.qmpMonitor ??= new BlockQmp(this.graph, WORKER_QMP_VERSION, this.jobs.registry);
+    this.qmpMonitor ??= new BlockQmp(this.graph, WORKER_QMP_VERSION, this.jobs.registry, () =>
+      [...this.open_].map(([path, disk]) => ({ name: path, backend: disk.backend })),
+    );
     return this.qmpMonitor;
   }
   qmpExecute(name: string, args: Record<string, unknown>): Promise<QmpReply> {

@@ -9,7 +9,7 @@ import type { BlockGraph, OpenFlags } from './graph.js';
 import type { BlockNode, IoStats, OpStats } from './node.js';
 import { newIoStats } from './node.js';
 import { ReqFlag, type BlockStatusResult, type PreallocMode, type ReqFlags } from './driver.js';
-import { BlockError, toBlockError } from './errors.js';
+import { BlockError, STRERROR, toBlockError } from './errors.js';
 import { Perm, PERM_ALL, type PermMask } from './permissions.js';
 import { blockStatus } from './block-status.js';
 import { checkRequest } from './request-checks.js';
@@ -43,6 +43,12 @@ export interface BackendOptions {
   writeThrough?: boolean;
   /** Told when the node is drained and when the drain ends (see {@link BlockBackend.drainListener}). */
   drainListener?: DrainListener;
+  /**
+   * The backend is a device's (QEMU's guest device model): each failed read
+   * or write sends the graph's BLOCK_IO_ERROR event with the action its error
+   * policy took. Default false (exports, jobs and tools send none, as QEMU's).
+   */
+  ioErrorEvents?: boolean;
 }
 
 /**
@@ -85,12 +91,19 @@ export class BlockBackend implements RootParent {
   writeThrough: boolean;
   /** Request statistics. */
   readonly stats: IoStats = newIoStats();
+  /**
+   * I/O limits on the backend's reads and writes (QEMU's BlockBackend
+   * throttling, block_set_io_throttle): each waits for its turn here before
+   * it is sent. Discards and flushes are not limited, as in QEMU. Null: none.
+   */
+  ioLimits: { intercept(bytes: number, isWrite: boolean): Promise<void> } | null = null;
   /** Listeners told when the error policy stops the backend. */
   readonly onStop: Array<(e: StopEvent) => void> = [];
   /** The error that stopped the backend, while it is stopped. */
   private stopError: BlockError | null = null;
   /** Set by close(): stopped requests give up with this error instead of retrying. */
   private abandon: BlockError | null = null;
+  private readonly ioErrorEvents: boolean;
 
   private constructor(opts: BackendOptions) {
     this.name = opts.name ?? `backend${backendCounter++}`;
@@ -98,6 +111,7 @@ export class BlockBackend implements RootParent {
     this.werror = opts.werror ?? 'report';
     this.writeThrough = opts.writeThrough ?? false;
     this.drainListener = opts.drainListener;
+    this.ioErrorEvents = opts.ioErrorEvents ?? false;
     if (this.rerror === 'enospc') throw new BlockError('EINVAL', "rerror='enospc' is not a valid read error policy");
   }
 
@@ -239,7 +253,9 @@ export class BlockBackend implements RootParent {
     stats: OpStats,
     bytes: number,
     fn: () => Promise<void> | void,
+    limited = false,
   ): Promise<void> {
+    if (limited && this.ioLimits) await this.ioLimits.intercept(bytes, op === 'write');
     for (;;) {
       if (this.heldUntil || this.paused) await this.gate();
       if (this.abandon) throw this.abandon;
@@ -255,6 +271,8 @@ export class BlockBackend implements RootParent {
         const err = toBlockError(e);
         const action = op === 'read' ? this.rerror : this.werror;
         const stop = action === 'stop' || (action === 'enospc' && err.code === 'ENOSPC');
+        // Once stopped, the retries of held requests do not report again (QEMU's VM is stopped).
+        if (!this.paused) this.ioErrorEvent(op, stop ? 'stop' : action === 'ignore' ? 'ignore' : 'report', err);
         if (action === 'ignore') return;
         if (!stop) throw err;
         // Stop: hold this and later requests until resume(), then retry.
@@ -265,6 +283,19 @@ export class BlockBackend implements RootParent {
         }
       }
     }
+  }
+
+  /** QEMU's BLOCK_IO_ERROR (send_qmp_error_event), for a device's backend. */
+  private ioErrorEvent(operation: 'read' | 'write', action: 'ignore' | 'report' | 'stop', err: BlockError): void {
+    if (!this.ioErrorEvents || !this.link) return;
+    this.graph.emitEvent('BLOCK_IO_ERROR', {
+      device: this.name,
+      'node-name': this.link.node.nodeName,
+      operation,
+      action,
+      nospace: err.code === 'ENOSPC',
+      reason: STRERROR[err.code] ?? err.text,
+    });
   }
 
   /** Reads `length` bytes at `offset` into a new buffer. */
@@ -280,7 +311,7 @@ export class BlockBackend implements RootParent {
     const link = this.link;
     // Fast path: no drain, no error policy to apply, a plain in-range request (request-read.ts
     // validates the numbers); synchronous completion costs no extra tick.
-    if (link !== null && this.heldUntil === null && this.paused === null && this.rerror === 'report' && buf instanceof Uint8Array) {
+    if (link !== null && this.heldUntil === null && this.paused === null && this.rerror === 'report' && this.ioLimits === null && buf instanceof Uint8Array) {
       const len = buf.length;
       // Zero-length reads take the checked path (a missing medium fails them too).
       if (offset >= 0 && len > 0 && offset + len <= link.node.totalBytes) {
@@ -297,12 +328,16 @@ export class BlockBackend implements RootParent {
             () => this.accountRead(len, start),
             (e: unknown) => {
               this.stats.read.failed++;
-              throw toBlockError(e);
+              const err = toBlockError(e);
+              this.ioErrorEvent('read', 'report', err);
+              throw err;
             },
           );
         } catch (e) {
           this.stats.read.failed++;
-          return Promise.reject(toBlockError(e));
+          const err = toBlockError(e);
+          this.ioErrorEvent('read', 'report', err);
+          return Promise.reject(err);
         }
       }
     }
@@ -313,7 +348,7 @@ export class BlockBackend implements RootParent {
       }
       this.checkRange(offset, buf.length, checked.node);
       const len = buf.length;
-      return this.run('read', this.stats.read, len, () => checked.preadv(offset, len, buf, flags));
+      return this.run('read', this.stats.read, len, () => checked.preadv(offset, len, buf, flags), true);
     } catch (e) {
       this.stats.read.failed++;
       return Promise.reject(toBlockError(e));
@@ -343,7 +378,7 @@ export class BlockBackend implements RootParent {
     this.checkRange(offset, data.length);
     const link = this.root;
     if (this.writeThrough) flags |= ReqFlag.FUA;
-    return this.run('write', this.stats.write, data.length, () => link.pwritev(offset, data.length, data, flags));
+    return this.run('write', this.stats.write, data.length, () => link.pwritev(offset, data.length, data, flags), true);
   }
 
   /** Makes `bytes` at `offset` read as zeros (MAY_UNMAP lets the image deallocate). */
@@ -351,7 +386,7 @@ export class BlockBackend implements RootParent {
     this.checkRange(offset, bytes);
     const link = this.root;
     if (this.writeThrough) flags |= ReqFlag.FUA;
-    return this.run('write', this.stats.zeroWrite, bytes, () => link.pwriteZeroes(offset, bytes, flags));
+    return this.run('write', this.stats.zeroWrite, bytes, () => link.pwriteZeroes(offset, bytes, flags), true);
   }
 
   /** Discards a range (ignored unless the node was opened with discard=unmap). */

@@ -15,15 +15,21 @@ import { flush } from './request-flush.js';
  * Prepare runs for every node, then the permission check; any failure
  * aborts everything and leaves the graph as it was. Then each driver's
  * reopenCommitPost runs; its failure is thrown, but the reopen stays.
+ * With `subtree` false only the listed nodes are reopened (the caller built
+ * the whole queue, as blockdev-reopen does from its options). `check.before`
+ * and `check.after` run for each node around its driver's prepare (QEMU's
+ * generic checks); a throw aborts the reopen like a driver's.
  */
 export async function reopen(
   entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>,
+  subtree = true,
+  check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void },
 ): Promise<void> {
   const wanted = new Map<BlockNode, boolean>();
   const addSubtree = (n: BlockNode, ro: boolean) => {
     if (wanted.has(n)) return;
     wanted.set(n, ro);
-    for (const c of n.children) if (!(c.role & ChildRole.COW)) addSubtree(c.node, ro);
+    if (subtree) for (const c of n.children) if (!(c.role & ChildRole.COW)) addSubtree(c.node, ro);
   };
   for (const e of entries) addSubtree(e.node, e.readOnly);
   // Driver options go to the named node only (its subtree keeps its own).
@@ -34,8 +40,10 @@ export async function reopen(
   const prepared: typeof states = [];
   try {
     for (const s of states) {
+      check?.before?.(s.node);
       await s.node.instance.reopenPrepare?.(s);
       prepared.push(s);
+      check?.after?.(s.node);
     }
     const tx = preparePermUpdate(
       wanted.keys(),

@@ -77,6 +77,18 @@ export class BlockGraph {
     else this.notice(text);
   }
 
+  /**
+   * Listeners of the block layer's events, named and shaped as QEMU's QAPI
+   * events (BLOCK_IMAGE_CORRUPTED from a format driver, BLOCK_IO_ERROR from a
+   * device's backend); a QMP monitor passes them to its clients.
+   */
+  readonly eventListeners = new Set<(event: string, data: Record<string, unknown>) => void>();
+
+  /** Hands an event to every listener. */
+  emitEvent(event: string, data: Record<string, unknown>): void {
+    for (const l of [...this.eventListeners]) l(event, data);
+  }
+
   constructor(drivers: Iterable<BlockDriver>, defaultProtocol: string) {
     for (const d of drivers) this.registerDriver(d);
     this.defaultProtocol = defaultProtocol;
@@ -304,8 +316,8 @@ export class BlockGraph {
    * aborts everything and leaves the graph as it was. Then each driver's
    * reopenCommitPost runs; its failure is thrown, but the reopen stays.
    */
-  reopen(entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>): Promise<void> {
-    return reopen(entries);
+  reopen(entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>, subtree = true, check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void }): Promise<void> {
+    return reopen(entries, subtree, check);
   }
 
   /** @internal Closes a node whose last reference was dropped. */

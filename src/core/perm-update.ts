@@ -100,7 +100,7 @@ export function preparePermUpdate(
         // QEMU's two wordings (read-only now, or about to become so in a reopen); who writes goes in the detail.
         throw new BlockError(
           'EACCES',
-          node.readOnly ? 'Block node is read-only' : 'Cannot make block node read-only, there is a writer on it',
+          node.readOnly ? 'Block node is read-only' : `Read-only block node '${node.nodeName}' cannot support read-write users`,
           { node: node.nodeName },
           { detail: `node '${node.nodeName}' is wanted for writing by ${writer ? parentName(writer.parent) : 'a user'}` },
         );

@@ -101,6 +101,10 @@ export function defaultChildPerms(
     if (writable) p |= Perm.WRITE | Perm.RESIZE;
     s &= ~(Perm.WRITE | Perm.RESIZE);
   }
-  if (p & Perm.WRITE) p |= Perm.WRITE_UNCHANGED;
+  if (role & ChildRole.DATA && !(role & ChildRole.FILTERED)) {
+    // An unchanged write of the format (copy-on-read) is a real write on its storage.
+    if (p & Perm.WRITE_UNCHANGED) p |= Perm.WRITE;
+    if (p & Perm.WRITE) p |= Perm.RESIZE;
+  }
   return { perm: p, shared: s };
 }

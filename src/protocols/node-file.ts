@@ -26,11 +26,11 @@ export async function fs(): Promise<FsPromises> {
   return fsp;
 }
 
-/** An open failure as file-posix words it: "Could not open 'x': <errno text>". */
-export function openError(e: unknown, filename: string): BlockError {
+/** An open (or create) failure as file-posix words it: "Could not open 'x': <errno text>". */
+export function openError(e: unknown, filename: string, verb: 'open' | 'create' = 'open'): BlockError {
   const err = toBlockError(e);
   const text = (e as { code?: unknown } | null)?.code === 'EISDIR' ? 'Is a directory' : (STRERROR[err.code] ?? err.message);
-  return new BlockError(err.code, `Could not open '${filename}': ${text}`, {}, { cause: e });
+  return new BlockError(err.code, `Could not ${verb} '${filename}': ${text}`, {}, { cause: e });
 }
 
 /**
@@ -240,7 +240,7 @@ async function createFile(ctx: CreateContext): Promise<void> {
   try {
     fh = await f.open(filename, 'w+');
   } catch (e) {
-    throw openError(e, filename);
+    throw openError(e, filename, 'create');
   }
   const inst = new NodeFileInstance(fh, 0, filename);
   try {

@@ -21,6 +21,11 @@ import { externalSnapshotCommands } from './commands-external-snapshot.js';
 import { transactionCommands } from './commands-transaction.js';
 import { createCommands } from './commands-create.js';
 import { writeThresholdCommands } from './commands-write-threshold.js';
+import { reopenCommands } from './commands-reopen.js';
+import { blockstatsCommands, type QmpDevice } from './commands-blockstats.js';
+import { blockGraphCommands } from './commands-block-graph.js';
+import { driveCommands } from './commands-drive.js';
+import { ioThrottleCommands } from './commands-io-throttle.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -28,6 +33,15 @@ export interface QmpVersion {
   minor: number;
   micro: number;
   package: string;
+}
+
+/** The node-name of a device's root node, or undefined once its backend is closed. */
+function nodeNameOf(d: QmpDevice): string | undefined {
+  try {
+    return d.backend.node.nodeName;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The block layer state the commands work on. */
@@ -45,9 +59,28 @@ export class BlockQmp {
     readonly graph: BlockGraph,
     readonly version: QmpVersion,
     jobs?: JobRegistry,
+    /**
+     * The host's named BlockBackends (QEMU's devices): the worker's open
+     * disks. The daemon has none, as qemu-storage-daemon.
+     */
+    devices?: () => QmpDevice[],
   ) {
+    const deviceList = devices ?? (() => []);
     this.jobs = jobs ?? new JobRegistry();
-    this.stopListening = this.jobs.on((e) => this.events.emit(e.event, e.data));
+    const stopJobs = this.jobs.on((e) => this.events.emit(e.event, e.data));
+    // The graph's own events: a corrupt image names the device whose backend is on its node.
+    const graphEvent = (event: string, data: Record<string, unknown>) => {
+      if (event === 'BLOCK_IMAGE_CORRUPTED' && data.device === '') {
+        const dev = devices?.().find((d) => nodeNameOf(d) === data['node-name']);
+        if (dev) data = { ...data, device: dev.name };
+      }
+      this.events.emit(event, data);
+    };
+    graph.eventListeners.add(graphEvent);
+    this.stopListening = () => {
+      stopJobs();
+      graph.eventListeners.delete(graphEvent);
+    };
     this.dispatcher.register(
       {
         name: 'query-version',
@@ -66,6 +99,12 @@ export class BlockQmp {
       ...transactionCommands(this),
       ...createCommands(this),
       ...writeThresholdCommands(this),
+      ...reopenCommands(this),
+      ...blockstatsCommands(this, deviceList),
+      ...blockGraphCommands(this, deviceList),
+      ...driveCommands(this),
+      // Only where there are devices: qemu-storage-daemon has no block_set_io_throttle.
+      ...(devices ? ioThrottleCommands(this, devices) : []),
     );
   }
 

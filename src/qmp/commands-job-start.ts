@@ -20,8 +20,8 @@ import { m, struct, type QapiMember } from './schema.js';
 import { runTransaction, type TxnAction, type TxnContext } from './transaction.js';
 import type { Job, JobTxn } from '../jobs/job.js';
 
-const onError = { enum: ['report', 'ignore', 'enospc', 'stop', 'auto'] } as const;
-const syncMode = { enum: ['top', 'full', 'none', 'incremental', 'bitmap'] } as const;
+export const onError = { enum: ['report', 'ignore', 'enospc', 'stop', 'auto'] } as const;
+export const syncMode = { enum: ['top', 'full', 'none', 'incremental', 'bitmap'] } as const;
 const jobFlags: QapiMember[] = [m('*auto-finalize', 'bool'), m('*auto-dismiss', 'bool')];
 
 /** Does `node` stand for the file name `name` given by the user (as named in its overlay, or its path)? */
@@ -140,6 +140,38 @@ export function backupAction(q: BlockQmp, args: Record<string, unknown>, ctx: Tx
   };
 }
 
+/**
+ * Checks the mirror arguments of blockdev-mirror / drive-mirror (QEMU's
+ * blockdev_mirror_common) and starts the job from `source` to `target`.
+ */
+export function startMirror(q: BlockQmp, args: Record<string, unknown>, source: BlockNode, target: BlockNode, zeroTarget: boolean): void {
+  const sync = args.sync as string;
+  const granularity = args.granularity as number | undefined;
+  if (granularity !== undefined && granularity !== 0) {
+    if (granularity < 512 || granularity > 64 * 1048576) throw genericError("Parameter 'granularity' expects a value in range [512B, 64MB]");
+    if (granularity & (granularity - 1)) throw genericError("Parameter 'granularity' expects a power of 2");
+  }
+  if (sync === 'incremental' || sync === 'bitmap') throw genericError(`Sync mode '${sync}' not supported`);
+  if (args.replaces !== undefined) throw genericError("DiskWorker's blockdev-mirror does not take 'replaces'");
+  if (args['copy-mode'] === 'write-blocking') throw genericError("DiskWorker's blockdev-mirror has no copy mode 'write-blocking'");
+  checkSpeed(args);
+  const id = checkJobId(q, args['job-id'] as string | undefined);
+  const driver = mirrorJob({
+    graph: q.graph,
+    source,
+    target,
+    sync: sync as 'full' | 'top' | 'none',
+    zeroTarget,
+    ...(granularity ? { granularity } : {}),
+    ...(args['buf-size'] !== undefined ? { bufSize: args['buf-size'] as number } : {}),
+    ...(args['on-source-error'] !== undefined ? { onSourceError: args['on-source-error'] as OnErrorPolicy } : {}),
+    ...(args['on-target-error'] !== undefined ? { onTargetError: args['on-target-error'] as OnErrorPolicy } : {}),
+    ...(args.unmap !== undefined ? { unmap: args.unmap as boolean } : {}),
+    ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
+  });
+  startJob(q, id, driver, args);
+}
+
 /** The job-starting commands of `q`. */
 export function jobStartCommands(q: BlockQmp): QmpCommand[] {
   return [
@@ -254,31 +286,8 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
       run: (args) => {
         const source = q.rootNode(args.device as string);
         const target = q.lookupNode(args.target as string, args.target as string);
-        const sync = args.sync as string;
-        const granularity = args.granularity as number | undefined;
-        if (granularity !== undefined && granularity !== 0) {
-          if (granularity < 512 || granularity > 64 * 1048576) throw genericError("Parameter 'granularity' expects a value in range [512B, 64MB]");
-          if (granularity & (granularity - 1)) throw genericError("Parameter 'granularity' expects a power of 2");
-        }
-        if (sync === 'incremental' || sync === 'bitmap') throw genericError(`Sync mode '${sync}' not supported`);
-        if (args.replaces !== undefined) throw genericError("DiskWorker's blockdev-mirror does not take 'replaces'");
-        if (args['copy-mode'] === 'write-blocking') throw genericError("DiskWorker's blockdev-mirror has no copy mode 'write-blocking'");
-        checkSpeed(args);
-        const id = checkJobId(q, args['job-id'] as string | undefined);
-        const driver = mirrorJob({
-          graph: q.graph,
-          source,
-          target,
-          sync: sync as 'full' | 'top' | 'none',
-          // blockdev-mirror's zero_target: a full sync owes nothing to the target's old contents.
-          zeroTarget: sync === 'full',
-          ...(granularity ? { granularity } : {}),
-          ...(args['buf-size'] !== undefined ? { bufSize: args['buf-size'] as number } : {}),
-          ...(args['on-source-error'] !== undefined ? { onSourceError: args['on-source-error'] as OnErrorPolicy } : {}),
-          ...(args['on-target-error'] !== undefined ? { onTargetError: args['on-target-error'] as OnErrorPolicy } : {}),
-          ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
-        });
-        startJob(q, id, driver, args);
+        // blockdev-mirror's zero_target: a full sync owes nothing to the target's old contents.
+        startMirror(q, args, source, target, args.sync === 'full');
       },
     },
     {

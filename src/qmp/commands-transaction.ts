@@ -10,19 +10,12 @@ import { bitmapAction } from './bitmap-actions.js';
 import { bitmapAddType, bitmapMergeType, bitmapType } from './commands-bitmaps.js';
 import { blockdevSnapshotSyncType, blockdevSnapshotType, externalSnapshotAction } from './commands-external-snapshot.js';
 import { backupAction, blockdevBackupType } from './commands-job-start.js';
+import { driveBackupAction, driveBackupType } from './commands-drive.js';
 import { internalSnapshotAction, internalSnapshotType } from './commands-snapshots.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
 import { checkMembers, m, struct, type QapiCustom, type QapiStruct } from './schema.js';
 import { runTransaction, type CompletionMode, type TxnAction, type TxnContext } from './transaction.js';
-
-/** DriveBackup (checked so that its errors read as QEMU's; the action itself is not offered). */
-const driveBackupType = struct('DriveBackup', [
-  ...blockdevBackupType.members.filter((x) => x.name !== 'target'),
-  m('target', 'str'),
-  m('*format', 'str'),
-  m('*mode', { enum: ['existing', 'absolute-paths'] }),
-]);
 
 /** The data type of each TransactionActionKind, in QEMU's enum order. */
 const ACTION_DATA: Record<string, QapiStruct> = {
@@ -78,8 +71,9 @@ function makeAction(q: BlockQmp, type: string, data: Record<string, unknown>, ct
       return internalSnapshotAction(q, data, ctx);
     case 'blockdev-backup':
       return backupAction(q, data, ctx);
+    case 'drive-backup':
+      return driveBackupAction(q, data, ctx);
     default:
-      // drive-backup: DiskWorker's daemon has no drive-backup (deprecated in QEMU 7.2).
       return {
         prepare() {
           throw genericError(`DiskWorker's transaction does not take the action '${type}'`);

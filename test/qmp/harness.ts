@@ -171,8 +171,8 @@ export function mask(value: Json, dir: string): Json {
   return value;
 }
 
-/** One step of a script: a request, or a wait for an event. */
-export type Step = Json | string | { wait: (e: { event: string; data?: Record<string, Json> }) => boolean };
+/** One step of a script: a request, a wait for an event, or something to run in the side's directory (a client tool). */
+export type Step = Json | string | { wait: (e: { event: string; data?: Record<string, Json> }) => boolean } | { call: (dir: string) => void };
 
 /** Runs the steps; returns the masked replies and events. */
 export async function runScript(c: QmpClient, dir: string, steps: Step[]): Promise<{ replies: Json[]; events: Json[] }> {
@@ -180,6 +180,10 @@ export async function runScript(c: QmpClient, dir: string, steps: Step[]): Promi
   for (const s of steps) {
     if (s && typeof s === 'object' && !Array.isArray(s) && 'wait' in s && typeof s.wait === 'function') {
       await c.waitEvent(s.wait as (e: { event: string }) => boolean);
+      continue;
+    }
+    if (s && typeof s === 'object' && !Array.isArray(s) && 'call' in s && typeof s.call === 'function') {
+      (s.call as (dir: string) => void)(dir);
       continue;
     }
     const req = typeof s === 'string' ? s.replaceAll('$DIR', dir) : (JSON.parse(JSON.stringify(s).replaceAll('$DIR', dir)) as Json);

@@ -79,7 +79,10 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   const graph = createNodeGraph();
-  graph.onNotice = (text) => io.stderr(`${PROG}: ${text}\n`);
+  // Drivers' notices go out as they are (QEMU's fprintf, qcow2's corruption line); error reports
+  // carry the program's name (error_report).
+  graph.onNotice = (text) => io.stderr(`${text}\n`);
+  graph.onReport = (text) => io.stderr(`${PROG}: ${text}\n`);
   const q = new BlockQmp(graph, DAEMON_VERSION);
   q.exportState.host = { listen: listenNbdServer };
   const chardevs = new Map<string, ChardevSpec>();

@@ -98,7 +98,7 @@ async function writeRefblocks(img: Qcow2Image, t: Tally, first: number, end: num
 async function checkedWrite(img: Qcow2Image, offset: number, bytes: number, what: string): Promise<void> {
   const hit = img.meta.firstOverlap(offset, bytes);
   if (hit) {
-    const err = await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, true);
+    const err = await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, true, { offset, size: bytes });
     throw new RebuildError(err.message, `${what}: Input/output error`);
   }
 }

@@ -303,7 +303,7 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
 async function refuseOverlap(img: Qcow2Image, t: Tally, offset: number, bytes: number, own: MetadataKind, line?: string): Promise<void> {
   const hit = img.meta.firstOverlap(offset, bytes, own);
   if (!hit) return;
-  const err = await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, true);
+  const err = await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, true, { offset, size: bytes });
   t.messages.push(err.message);
   if (line) t.messages.push(line);
   throw new CheckFailedError('EIO', 'Input/output error', t.messages);

@@ -169,7 +169,7 @@ export function registerMetadata(img: Qcow2Image): void {
 export async function overlapCheck(img: Qcow2Image, host: number, bytes: number): Promise<void> {
   if (img.hasDataFile) return;
   const kind = await findOverlap(img, host, bytes, []);
-  if (kind) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${kind})`);
+  if (kind) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${kind})`, false, { offset: host, size: bytes });
 }
 
 /**
@@ -179,7 +179,7 @@ export async function overlapCheck(img: Qcow2Image, host: number, bytes: number)
  */
 export async function metadataWriteCheck(img: Qcow2Image, offset: number, bytes: number, ...own: (MetadataKind | undefined)[]): Promise<void> {
   const kind = await findOverlap(img, offset, bytes, own);
-  if (kind) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${kind})`);
+  if (kind) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${kind})`, false, { offset: offset, size: bytes });
 }
 
 /**
@@ -224,9 +224,11 @@ async function hitsInactiveL2(img: Qcow2Image, offset: number, bytes: number): P
  * Marks the image corrupt (QEMU's qcow2_signal_corruption): sets the corrupt
  * bit in a v3 header when writable, refuses further writes in this session,
  * and returns the EIO for the caller to throw. `quiet`: the caller reports the
- * message itself, in its place among its other lines (check's repair).
+ * message itself, in its place among its other lines (check's repair). The
+ * first time, the graph's BLOCK_IMAGE_CORRUPTED event goes out, with the
+ * metadata range `where` when the corruption is an overlapping write.
  */
-export async function markCorrupt(img: Qcow2Image, message: string, quiet = false): Promise<BlockError> {
+export async function markCorrupt(img: Qcow2Image, message: string, quiet = false, where?: { offset: number; size: number }): Promise<BlockError> {
   // On a read-only image QEMU's corruption event is not fatal, and says so.
   const text = img.readOnly
     ? `qcow2: Image is corrupt: ${message}; further non-fatal corruption events will be suppressed`
@@ -234,6 +236,16 @@ export async function markCorrupt(img: Qcow2Image, message: string, quiet = fals
   const err = new BlockError('EIO', text, { node: img.node.nodeName });
   // Said once per image, as QEMU does ("further corruption events will be suppressed").
   if (!img.corrupt && !quiet) img.node.graph.notice(err.message);
+  if (!img.corrupt) {
+    // QEMU's event: 'device' is the BlockBackend's name, filled in by whoever knows one.
+    img.node.graph.emitEvent('BLOCK_IMAGE_CORRUPTED', {
+      device: '',
+      'node-name': img.node.nodeName,
+      msg: message,
+      ...(where ? { offset: where.offset, size: where.size } : {}),
+      fatal: !img.readOnly,
+    });
+  }
   const h = img.header;
   if (!img.readOnly && h.version === 3 && !(h.incompatible & INCOMPAT.CORRUPT)) {
     h.incompatible |= INCOMPAT.CORRUPT;

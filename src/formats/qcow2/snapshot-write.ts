@@ -62,7 +62,7 @@ export async function writeSnapshotTable(img: Qcow2Image, quiet = false, stable 
   await img.file.flush();
   // Its place is not in the header yet: the clusters must be free of all metadata.
   const hit = size > 0 ? img.meta.firstOverlap(off, size) : undefined;
-  if (hit) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, quiet);
+  if (hit) throw await markCorrupt(img, `Preventing invalid write on metadata (overlaps with ${hit.kind})`, quiet, { offset: off, size });
   const table = new Uint8Array(size);
   let pos = 0;
   for (const e of entries) {
