@@ -29,6 +29,7 @@ import type { BlockLimits } from './limits.js';
 import type { PermMask, ChildRoleMask } from './permissions.js';
 import type { OptionReader } from './options.js';
 import type { BlockDebugger } from './debug-event.js';
+import type { QdictEntries, QdictValue } from './qemu-json.js';
 
 /** Flags of a request (QEMU BDRV_REQ_*). */
 export const ReqFlag = {
@@ -224,6 +225,26 @@ export interface BlockDriver {
    * `opfs:/disks/a.img`). Default: none.
    */
   readonly protocolPrefixes?: readonly string[];
+  /**
+   * Options that change what the node shows (QEMU's strong_runtime_opts):
+   * given, they go into its `json:` filename and keep it from taking its
+   * file's plain name. A key ending in `.` names every option under it.
+   * `driver` and `filename` count always. Default: none.
+   */
+  readonly strongOptions?: readonly string[];
+  /**
+   * The plain name that opens the node as it is (QEMU's
+   * bdrv_refresh_filename hook filling exact_filename), or '' when none
+   * does; `fullOptions` is the node's gathered json: options. Default: the
+   * generic rule of src/core/filename.ts.
+   */
+  refreshFilename?(node: BlockNode, fullOptions: QdictEntries): string;
+  /**
+   * The children's part of the node's json: options (QEMU's
+   * bdrv_gather_child_options), appended to `target`. Default: every child
+   * under its link's name, the backing file only when overridden.
+   */
+  gatherChildOptions?(node: BlockNode, target: Array<readonly [string, QdictValue]>, backingOverridden: boolean): void;
   /** Options understood by `create`, for help output. Default: none. */
   readonly createOptions?: readonly CreateOptionSpec[];
   /**

@@ -12,7 +12,7 @@ import type { BdrvChild } from '../core/child.js';
 import type { BlockNode } from '../core/node.js';
 import { checkOp } from '../core/op-blockers.js';
 import { Perm, ROLE_BACKING } from '../core/permissions.js';
-import { qdictJsonNested, type QdictValue } from '../core/qemu-json.js';
+import { refreshFilename } from '../core/filename.js';
 import { flush } from '../core/request-flush.js';
 import type { BlockQmp } from './block-qmp.js';
 import type { QmpCommand } from './dispatcher.js';
@@ -53,38 +53,13 @@ async function openOverlay(q: BlockQmp, old: BlockNode, spec: ExternalSnapshotAr
   if (overlayName !== undefined && q.graph.hasNode(overlayName)) throw genericError('New overlay node-name already in use');
   if ((a.mode ?? 'absolute-paths') !== 'existing') {
     // The overlay's backing file is the node's image, named as the node names it.
+    refreshFilename(old);
     await createImage(q.graph, format, file, { size: old.length, backing_file: old.filename, backing_fmt: old.driver.name });
   }
   return q.graph.open(
     { driver: format, filename: file, ...(overlayName !== undefined ? { 'node-name': overlayName } : {}) },
     { noBacking: true, readOnly: old.readOnly },
   );
-}
-
-/** A node's options as QEMU's json: filenames spell them: the driver, then its file (and an overridden backing) child. */
-function fullOptions(node: BlockNode): QdictValue {
-  const entries: Array<readonly [string, QdictValue]> = [['driver', node.driver.name]];
-  if (node.driver.kind === 'protocol') entries.push(['filename', node.filename]);
-  else if (node.filename.startsWith('json:')) return { entries: [] };
-  if (node.file) entries.push(['file', fullOptions(node.file.node)]);
-  return { entries };
-}
-
-/**
- * QEMU's bdrv_refresh_filename for an overlay: when its backing node is not
- * the one its image names, the filename becomes json:{...} with the
- * backing node's options; otherwise it is its file's name again.
- */
-function refreshOverlayFilename(overlay: BlockNode): void {
-  const plain = overlay.file?.node.filename ?? overlay.filename;
-  const backing = cowChild(overlay);
-  const named = overlay.instance.backingFile?.()?.filename;
-  if (!backing || backing.filename === named || overlay.driver.kind !== 'format' || plain.startsWith('json:')) {
-    overlay.filename = plain;
-    return;
-  }
-  const own = fullOptions(overlay) as { entries: Array<readonly [string, QdictValue]> };
-  overlay.filename = `json:${qdictJsonNested([['backing', fullOptions(backing)], ...own.entries])}`;
 }
 
 /** The external snapshot action (QEMU's external_snapshot_*). */
@@ -117,7 +92,7 @@ export function externalSnapshotAction(q: BlockQmp, spec: ExternalSnapshotArgs, 
         throw e;
       }
       await q.graph.replaceNode(node, ov);
-      refreshOverlayFilename(ov);
+      refreshFilename(ov);
     },
     async commit() {
       const node = old!;
@@ -130,7 +105,7 @@ export function externalSnapshotAction(q: BlockQmp, spec: ExternalSnapshotArgs, 
       try {
         await q.graph.detachChild(backingLink);
         await q.graph.replaceNode(overlay, node);
-        refreshOverlayFilename(overlay);
+        refreshFilename(overlay);
       } finally {
         await node.unref();
       }

@@ -601,6 +601,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export const qcow2Driver = {
   name: 'qcow2',
   kind: 'format',
+  strongOptions: ['encrypt.key-secret'],
   supportsBacking: true,
   createOptions: qcow2CreateOptions,
   amendOptions: qcow2AmendOptions,

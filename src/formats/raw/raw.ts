@@ -103,6 +103,7 @@ class RawInstance implements DriverInstance {
 export const rawDriver = {
   name: 'raw',
   kind: 'format',
+  strongOptions: ['offset', 'size'],
   probe: () => 1,
   // Only the size is raw's own; preallocation and the rest belong to the protocol driver.
   createOptions: [{ name: 'size', type: 'size', help: 'Virtual disk size' }],
