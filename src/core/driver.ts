@@ -30,6 +30,7 @@ import type { PermMask, ChildRoleMask } from './permissions.js';
 import type { OptionReader } from './options.js';
 import type { BlockDebugger } from './debug-event.js';
 import type { QdictEntries, QdictValue } from './qemu-json.js';
+import type { CopyRangeRequest } from './copy-range.js';
 
 /** Flags of a request (QEMU BDRV_REQ_*). */
 export const ReqFlag = {
@@ -409,6 +410,20 @@ export interface DriverInstance {
   closeMessages?(): readonly string[];
   /** Whether the node encrypts its data (qemu-img info's "encrypted: yes"). Default: false. */
   isEncrypted?(): boolean;
+  /**
+   * Passes a copy request on from the source side (QEMU's
+   * bdrv_co_copy_range_from): a format maps the source range onto its file,
+   * a protocol hands the request to the destination side
+   * ({@link copyRangeTo} of src/core/copy-range.ts). Default: ENOTSUP.
+   */
+  copyRangeFrom?(r: CopyRangeRequest): Promise<void>;
+  /**
+   * Carries out a copy request on the destination side (QEMU's
+   * bdrv_co_copy_range_to): a format maps the destination range onto its
+   * file, a protocol copies inside its back end when the source is on the
+   * same one (ENOTSUP otherwise). Default: ENOTSUP.
+   */
+  copyRangeTo?(r: CopyRangeRequest): Promise<void>;
   /** Format-specific info for `qemu-img info`. Default: none. */
   getSpecificInfo?(): SpecificInfo | undefined;
   /** Backing file name and format stored in the image. Default: none. */
