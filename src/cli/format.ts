@@ -4,6 +4,7 @@
  * C printf %g, and QEMU's pretty JSON whose object keys come out in the order
  * of its hash-table dictionary.
  */
+import { qemuQuote } from '../core/qemu-json.js';
 
 const SUFFIXES = 'BKMGTPE';
 
@@ -167,27 +168,7 @@ export function qdictOrder(keys: string[]): string[] {
 /** A JSON value for {@link toQemuJson}; object keys are put in QDict order. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue | undefined };
 
-function quote(s: string): string {
-  let out = '"';
-  for (const ch of s) {
-    const c = ch.codePointAt(0)!;
-    if (ch === '"') out += '\\"';
-    else if (ch === '\\') out += '\\\\';
-    else if (ch === '\b') out += '\\b';
-    else if (ch === '\f') out += '\\f';
-    else if (ch === '\n') out += '\\n';
-    else if (ch === '\r') out += '\\r';
-    else if (ch === '\t') out += '\\t';
-    else if (c < 0x20 || c >= 0x7f) {
-      if (c > 0xffff) {
-        const hi = 0xd800 + ((c - 0x10000) >> 10);
-        const lo = 0xdc00 + ((c - 0x10000) & 0x3ff);
-        out += `\\u${hi.toString(16).toUpperCase().padStart(4, '0')}\\u${lo.toString(16).toUpperCase().padStart(4, '0')}`;
-      } else out += `\\u${c.toString(16).toUpperCase().padStart(4, '0')}`;
-    } else out += ch;
-  }
-  return out + '"';
-}
+const quote = qemuQuote;
 
 /** QEMU's qobject_to_json_pretty: 4-space indent, keys in QDict order. */
 export function toQemuJson(v: JsonValue, indent = 0, ordered = true): string {

@@ -80,6 +80,10 @@ export async function openBacking(
     await backing.unref();
     throw e;
   }
+  // Opened from the image's name alone: that node's name is the one the image stands for (QEMU's auto_backing_file).
+  if (backingName !== undefined && (ref === undefined || Object.keys(ref).length === 0)) {
+    node.implicitBacking = { named: backingName, filename: backing.filename };
+  }
 }
 
 /** The protocol node at the bottom of a node's file chain. */

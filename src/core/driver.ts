@@ -29,6 +29,8 @@ import type { BlockLimits } from './limits.js';
 import type { PermMask, ChildRoleMask } from './permissions.js';
 import type { OptionReader } from './options.js';
 import type { BlockDebugger } from './debug-event.js';
+import type { QdictEntries, QdictValue } from './qemu-json.js';
+import type { CopyRangeRequest } from './copy-range.js';
 
 /** Flags of a request (QEMU BDRV_REQ_*). */
 export const ReqFlag = {
@@ -224,6 +226,26 @@ export interface BlockDriver {
    * `opfs:/disks/a.img`). Default: none.
    */
   readonly protocolPrefixes?: readonly string[];
+  /**
+   * Options that change what the node shows (QEMU's strong_runtime_opts):
+   * given, they go into its `json:` filename and keep it from taking its
+   * file's plain name. A key ending in `.` names every option under it.
+   * `driver` and `filename` count always. Default: none.
+   */
+  readonly strongOptions?: readonly string[];
+  /**
+   * The plain name that opens the node as it is (QEMU's
+   * bdrv_refresh_filename hook filling exact_filename), or '' when none
+   * does; `fullOptions` is the node's gathered json: options. Default: the
+   * generic rule of src/core/filename.ts.
+   */
+  refreshFilename?(node: BlockNode, fullOptions: QdictEntries): string;
+  /**
+   * The children's part of the node's json: options (QEMU's
+   * bdrv_gather_child_options), appended to `target`. Default: every child
+   * under its link's name, the backing file only when overridden.
+   */
+  gatherChildOptions?(node: BlockNode, target: Array<readonly [string, QdictValue]>, backingOverridden: boolean): void;
   /** Options understood by `create`, for help output. Default: none. */
   readonly createOptions?: readonly CreateOptionSpec[];
   /**
@@ -388,6 +410,20 @@ export interface DriverInstance {
   closeMessages?(): readonly string[];
   /** Whether the node encrypts its data (qemu-img info's "encrypted: yes"). Default: false. */
   isEncrypted?(): boolean;
+  /**
+   * Passes a copy request on from the source side (QEMU's
+   * bdrv_co_copy_range_from): a format maps the source range onto its file,
+   * a protocol hands the request to the destination side
+   * ({@link copyRangeTo} of src/core/copy-range.ts). Default: ENOTSUP.
+   */
+  copyRangeFrom?(r: CopyRangeRequest): Promise<void>;
+  /**
+   * Carries out a copy request on the destination side (QEMU's
+   * bdrv_co_copy_range_to): a format maps the destination range onto its
+   * file, a protocol copies inside its back end when the source is on the
+   * same one (ENOTSUP otherwise). Default: ENOTSUP.
+   */
+  copyRangeTo?(r: CopyRangeRequest): Promise<void>;
   /** Format-specific info for `qemu-img info`. Default: none. */
   getSpecificInfo?(): SpecificInfo | undefined;
   /** Backing file name and format stored in the image. Default: none. */

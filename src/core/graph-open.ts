@@ -10,6 +10,7 @@ import { einval, toBlockError } from './errors.js';
 import { OptionReader, normalizeOptions, parseJsonFilename, type BlockOptions } from './options.js';
 import { probeFormat } from './probe.js';
 import { openBacking } from './backing-open.js';
+import { refreshFilename } from './filename.js';
 import { discardNode } from './graph-close.js';
 import { ChildRole, type ChildRoleMask } from './permissions.js';
 
@@ -26,6 +27,8 @@ export interface OpenContext {
   probing?: boolean;
   /** The role of the child being opened (BdrvChildRole), when it is one. */
   role?: ChildRoleMask;
+  /** `backing: null` comes from the opener's noBacking flag, not from the user's options. */
+  noBackingFlag?: boolean;
 }
 
 /** Opens one node (and, through its driver, its children). */
@@ -114,10 +117,12 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
     node.instance = await driver.open(node, reader);
     node.isOpen = true;
     reader.finish();
-    if (!node.filename && node.file) node.filename = node.file.node.filename;
+    node.openFilename = node.filename;
+    node.noBackingFlag = ctx.noBackingFlag === true && backingRef === null;
     graph.refreshLimits(node);
     await node.refreshLength();
     if (driver.supportsBacking) await openBacking(graph, node, backingRef, ctx.depth ?? 0, ctx.chain ?? []);
+    refreshFilename(node);
     return node;
   } catch (e) {
     await discardNode(graph, node);

@@ -167,8 +167,9 @@ export class BlockGraph {
       }
       options = { ...options, driver: flags.format };
     }
-    if (flags.noBacking && options.backing === undefined) options = { ...options, backing: null };
-    return this.openNode(options, { readOnly: flags.readOnly ?? false });
+    const noBackingFlag = flags.noBacking === true && options.backing === undefined;
+    if (noBackingFlag) options = { ...options, backing: null };
+    return this.openNode(options, { readOnly: flags.readOnly ?? false, noBackingFlag });
   }
 
   /**

@@ -16,6 +16,7 @@ import { BlockError } from './errors.js';
 import { ChildRole, PERM_ALL } from './permissions.js';
 import type { TrackedRequest } from './tracked-requests.js';
 import type { BdrvDirtyBitmap } from './dirty-bitmap.js';
+import type { QdictEntries } from './qemu-json.js';
 
 /** detect-zeroes option values. */
 export type DetectZeroes = 'off' | 'on' | 'unmap';
@@ -115,6 +116,23 @@ export class BlockNode {
   readonly dirtyBitmaps: BdrvDirtyBitmap[] = [];
   /** I/O accounting. */
   stats: IoStats = newIoStats();
+
+  // Names (src/core/filename.ts, QEMU's bdrv_refresh_filename).
+  /** The name the driver gave the node when it opened (a protocol's file name), '' for none. */
+  openFilename = '';
+  /** A name that opens the node as it is, '' when only the json: options do. */
+  exactFilename = '';
+  /** The options that open the node as it is, as its json: filename spells them. */
+  fullOpenOptions: QdictEntries = [];
+  /** Inserted by a job without a node name (QEMU's implicit nodes): it shows its child's names. */
+  implicit = false;
+  /** Opened without its backing file by the opener's flag (qemu-img info), which the name does not count as an override. */
+  noBackingFlag = false;
+  /**
+   * The backing file the image named and the name of the node opened for it
+   * from that name alone (QEMU's auto_backing_file), when it was so opened.
+   */
+  implicitBacking: { named: string; filename: string } | undefined = undefined;
 
   constructor(
     readonly graph: BlockGraph,

@@ -206,11 +206,36 @@ export function parseQemuJson(text: string): unknown {
   return v;
 }
 
-/** QDict's bucket for a key (QEMU's tdb_hash modulo its 512 buckets), in 32-bit arithmetic. */
+/** QDict's bucket for a key (QEMU's tdb_hash over its UTF-8 bytes, modulo its 512 buckets), in 32-bit arithmetic. */
 function qdictBucket(key: string): number {
-  let v = Math.imul(0x238f13af, key.length) >>> 0;
-  for (let i = 0; i < key.length; i++) v = (v + ((key.charCodeAt(i) << ((i * 5) % 24)) >>> 0)) >>> 0;
+  const bytes = new TextEncoder().encode(key);
+  let v = Math.imul(0x238f13af, bytes.length) >>> 0;
+  for (let i = 0; i < bytes.length; i++) v = (v + ((bytes[i]! << ((i * 5) % 24)) >>> 0)) >>> 0;
   return ((Math.imul(1103515243, v) + 12345) >>> 0) % 512;
+}
+
+/**
+ * A string as QEMU's JSON writer quotes it: the usual escapes, and every
+ * character outside printable ASCII as `\uXXXX` (upper-case hex, surrogate
+ * pairs beyond the BMP).
+ */
+export function qemuQuote(s: string): string {
+  let out = '"';
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    if (ch === '"') out += '\\"';
+    else if (ch === '\\') out += '\\\\';
+    else if (ch === '\b') out += '\\b';
+    else if (ch === '\f') out += '\\f';
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\r') out += '\\r';
+    else if (ch === '\t') out += '\\t';
+    else if (c < 0x20 || c >= 0x7f) {
+      const hex = (n: number) => `\\u${n.toString(16).toUpperCase().padStart(4, '0')}`;
+      out += c > 0xffff ? hex(0xd800 + ((c - 0x10000) >> 10)) + hex(0xdc00 + ((c - 0x10000) & 0x3ff)) : hex(c);
+    } else out += ch;
+  }
+  return out + '"';
 }
 
 /**
@@ -220,21 +245,44 @@ function qdictBucket(key: string): number {
  * booleans, as they were given.
  */
 export function qdictJson(entries: ReadonlyArray<readonly [string, string | number | boolean]>): string {
-  const order = entries.map((e, i) => ({ e, i, b: qdictBucket(e[0]) }));
-  order.sort((x, y) => x.b - y.b || y.i - x.i);
-  return `{${order.map(({ e: [k, v] }) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
+  return qdictJsonNested(entries);
 }
 
-/** A value of {@link qdictJsonNested}: a scalar, or a nested dictionary's entries in insertion order. */
-export type QdictValue = string | number | boolean | null | { readonly entries: ReadonlyArray<readonly [string, QdictValue]> };
+/**
+ * A value of {@link qdictJsonNested}: a scalar, a list, or a nested
+ * dictionary's entries in insertion order.
+ */
+export type QdictValue =
+  | string
+  | number
+  | boolean
+  | null
+  | readonly QdictValue[]
+  | { readonly entries: ReadonlyArray<readonly [string, QdictValue]> };
+
+/** A dictionary's entries in insertion order (see {@link QdictValue}). */
+export type QdictEntries = ReadonlyArray<readonly [string, QdictValue]>;
+
+/** Entries in the order QEMU walks a QDict they were inserted into in this order. */
+export function qdictOrder<T>(entries: ReadonlyArray<readonly [string, T]>): Array<readonly [string, T]> {
+  const order = entries.map((e, i) => ({ e, i, b: qdictBucket(e[0]) }));
+  order.sort((x, y) => x.b - y.b || y.i - x.i);
+  return order.map((o) => o.e);
+}
+
+/** One value as QEMU's compact JSON writer (qobject_to_json) prints it. */
+export function qdictValueJson(v: QdictValue): string {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return qemuQuote(v);
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) return `[${(v as readonly QdictValue[]).map(qdictValueJson).join(', ')}]`;
+  return qdictJsonNested((v as { readonly entries: QdictEntries }).entries);
+}
 
 /**
  * A nested option dictionary as QEMU writes it (qobject_to_json of a QDict
- * holding QDicts): every level in QDict order, as {@link qdictJson}.
+ * holding QDicts and QLists): every level in QDict order, as {@link qdictJson}.
  */
-export function qdictJsonNested(entries: ReadonlyArray<readonly [string, QdictValue]>): string {
-  const order = entries.map((e, i) => ({ e, i, b: qdictBucket(e[0]) }));
-  order.sort((x, y) => x.b - y.b || y.i - x.i);
-  const show = (v: QdictValue): string => (v !== null && typeof v === 'object' ? qdictJsonNested(v.entries) : JSON.stringify(v));
-  return `{${order.map(({ e: [k, v] }) => `${JSON.stringify(k)}: ${show(v)}`).join(', ')}}`;
+export function qdictJsonNested(entries: QdictEntries): string {
+  return `{${qdictOrder(entries).map(([k, v]) => `${qemuQuote(k)}: ${qdictValueJson(v)}`).join(', ')}}`;
 }

@@ -72,6 +72,15 @@ export function createBlkdebugDriver(host: BlkdebugHost = {}): BlockDriver {
     name: 'blkdebug',
     kind: 'filter',
     protocolPrefixes: ['blkdebug:'],
+    strongOptions: ['config', 'inject-error.', 'set-state.', 'align', 'max-transfer', 'opt-write-zero', 'max-write-zero', 'opt-discard', 'max-discard'],
+    // blkdebug:CONFIG:IMAGE while nothing but the config file and the image shape the node.
+    refreshFilename(node, fullOptions) {
+      const image = node.children.find((c) => c.name === 'image')?.node;
+      if (!image || image.exactFilename === '') return '';
+      if (!fullOptions.every(([k]) => ['config', 'image', 'x-image', 'driver'].includes(k))) return '';
+      const config = typeof node.options.config === 'string' ? node.options.config : '';
+      return `blkdebug:${config}:${image.exactFilename}`;
+    },
     parseFilename(filename: string): Record<string, unknown> {
       if (!filename.startsWith('blkdebug:')) return { 'x-image': filename };
       const rest = filename.slice('blkdebug:'.length);
@@ -133,9 +142,6 @@ async function openBlkdebug(host: BlkdebugHost, node: BlockNode, options: Option
       return { perm: p.perm | takePerms, shared: p.shared & ~unsharePerms };
     },
   });
-  // QEMU names the node by its config file and image while no other option shapes it.
-  const shaping = Object.keys(options.options).filter((k) => !['driver', 'config', 'image', 'x-image', 'node-name', 'read-only'].includes(k));
-  if (shaping.length === 0 && file.node.filename) node.filename = `blkdebug:${config ?? ''}:${file.node.filename}`;
   // Rules on the `none` event act once, at open (QEMU announces BLKDBG_NONE there).
   state.event('none');
   return inst;

@@ -175,5 +175,6 @@ function logWritesInstance(file: BdrvChild, log: BdrvChild, sectorSize: number, 
 export const blkLogWritesDriver: BlockDriver = {
   name: 'blklogwrites',
   kind: 'filter',
+  strongOptions: ['log-append', 'log-sector-size'],
   open: openBlkLogWrites,
 };

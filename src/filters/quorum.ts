@@ -30,6 +30,7 @@ import { blockStatusAbove } from '../core/block-status.js';
 import { readQuorumOptions, type QuorumChildRef, type QuorumSettings } from './quorum-options.js';
 import { QuorumReporter, type QuorumEventHook, type QuorumOpType } from './quorum-events.js';
 import { countVotes, firstDifference, sameBytes, winner } from './quorum-vote.js';
+import { childOptions } from '../core/filename.js';
 
 /** Permissions the parents' use passes down to every child (QEMU's DEFAULT_PERM_PASSTHROUGH). */
 const PASSTHROUGH = Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE;
@@ -295,5 +296,12 @@ async function openQuorum(node: BlockNode, options: OptionReader): Promise<Quoru
 export const quorumDriver: BlockDriver = {
   name: 'quorum',
   kind: 'format',
+  strongOptions: ['vote-threshold', 'blkverify', 'rewrite-corrupted', 'read-pattern'],
+  // The children as a list without gaps, whatever indexes their links carry (QEMU's quorum).
+  gatherChildOptions(node, target) {
+    const index = (name: string) => Number(name.slice('children.'.length));
+    const links = node.children.filter((c) => c.name.startsWith('children.')).sort((a, b) => index(a.name) - index(b.name));
+    target.push(['children', links.map((c) => childOptions(c.node))]);
+  },
   open: openQuorum,
 };

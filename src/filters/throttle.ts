@@ -87,5 +87,6 @@ async function openThrottle(node: BlockNode, options: OptionReader): Promise<Dri
 export const throttleDriver: BlockDriver = {
   name: 'throttle',
   kind: 'filter',
+  strongOptions: ['throttle-group'],
   open: openThrottle,
 };

@@ -43,6 +43,12 @@ export interface CopyJob {
   read(offset: number, buf: Uint8Array): Promise<void>;
   /** Writes one piece (data pieces come with their bytes). */
   write: ExtentWriter;
+  /**
+   * Copies a data piece to the target without reading it here (copy
+   * offloading, qemu-img convert -C); false when it cannot, and the piece is
+   * then read and written. Optional.
+   */
+  copy?(extent: CopyExtent): Promise<boolean>;
   /** After the last write (a flush, say); not called when the copy fails. */
   finish?(): Promise<void>;
 }
@@ -101,6 +107,8 @@ interface Piece {
   last: boolean;
   buf: Uint8Array | null;
   read: Promise<void>;
+  /** The job copied it itself ({@link CopyJob.copy}): nothing to write. */
+  copied?: boolean;
 }
 
 interface Pending {
@@ -148,6 +156,18 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
     p.buf = null;
   };
   const startRead = (p: Piece): Promise<void> => {
+    if (!job.copy) return readPiece(p);
+    return job.copy(p.extent).then(
+      (copied) => {
+        if (copied) p.copied = true;
+        else return readPiece(p);
+      },
+      (err: unknown) => {
+        throw new CopyError('write', p.extent.offset, err);
+      },
+    );
+  };
+  const readPiece = (p: Piece): Promise<void> => {
     const e = p.extent;
     const buf = buffers.take(e.length);
     p.buf = buf;
@@ -181,7 +201,8 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
     }
     const e = p.extent;
     let w: Promise<CopyError | null> = Promise.resolve(null);
-    if (readOk) {
+    // A piece copied by the job is on the target already.
+    if (readOk && !p.copied) {
       try {
         w = job.write(e, p.buf).then(
           () => null,

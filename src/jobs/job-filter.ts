@@ -22,6 +22,8 @@ function filterDriver(name: JobFilterKind): BlockDriver {
   return {
     name,
     kind: 'filter',
+    // The filter stands for its source: it shows the source's name (QEMU's mirror_top and siblings).
+    refreshFilename: (node) => node.file?.node.filename ?? '',
     async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
       const file = await node.openChild(options, 'file', ROLE_FILTERED_PRIMARY);
       if (!file) throw new BlockError('EINVAL', `${name}: no source node given`);
@@ -48,6 +50,8 @@ const DRIVERS: Record<JobFilterKind, BlockDriver> = {
 export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: JobFilterKind, nodeName?: string): Promise<BlockNode> {
   if (!graph.listDrivers().some((d) => d.name === kind)) graph.registerDriver(DRIVERS[kind]);
   const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...(nodeName ? { 'node-name': nodeName } : {}) });
+  // Without a name of the user's the filter is implicit: queries show its source's names.
+  filter.implicit = nodeName === undefined;
   // The guest's discards keep reaching the image while the job runs.
   filter.discardUnmap = source.discardUnmap;
   try {

@@ -10,6 +10,7 @@ import { Status } from '../core/driver.js';
 import { BlockError, einval, type ErrorCode } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
+import { copyRangeTo, type CopyRangeRequest } from '../core/copy-range.js';
 
 const CHUNK_SHIFT = 16;
 const CHUNK = 1 << CHUNK_SHIFT;
@@ -178,7 +179,7 @@ export const defaultMemoryStorage = new MemoryStorage();
 
 class MemoryInstance implements DriverInstance {
   constructor(
-    private readonly file: MemoryFile,
+    readonly file: MemoryFile,
     private readonly node: BlockNode,
   ) {}
   readonly supportedWriteFlags = 0;
@@ -195,6 +196,22 @@ class MemoryInstance implements DriverInstance {
   }
   async pwriteZeroes(offset: number, bytes: number): Promise<void> {
     this.file.zero(offset, bytes);
+  }
+  /** The source is this memory file: the destination side takes over. */
+  copyRangeFrom(r: CopyRangeRequest): Promise<void> {
+    return copyRangeTo(r);
+  }
+  /** Memory to memory within the process; any other source cannot be copied here. */
+  async copyRangeTo(r: CopyRangeRequest): Promise<void> {
+    const src = r.src.node.instance;
+    if (!(src instanceof MemoryInstance)) throw new BlockError('ENOTSUP', 'Operation not supported');
+    const step = 1 << 20;
+    const buf = new Uint8Array(Math.min(step, r.bytes));
+    for (let done = 0; done < r.bytes; done += step) {
+      const n = Math.min(step, r.bytes - done);
+      src.file.read(r.srcOffset + done, buf.subarray(0, n));
+      this.file.write(r.dstOffset + done, buf.subarray(0, n));
+    }
   }
   async pdiscard(offset: number, bytes: number): Promise<void> {
     this.file.zero(offset, Math.min(bytes, Math.max(0, this.file.length - offset)));

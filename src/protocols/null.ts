@@ -14,7 +14,6 @@ import { Status, type BlockDriver, type BlockStatusResult, type DriverInstance }
 import { BlockError, einval } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
-import { qdictJson } from '../core/qemu-json.js';
 
 /** Latency above this is refused: a timer this long is a mistake, not a test setting. */
 const MAX_LATENCY_NS = 3_600_000_000_000;
@@ -82,6 +81,11 @@ function nullVariant(name: 'null-co' | 'null-aio'): BlockDriver {
     name,
     kind: 'protocol',
     protocolPrefixes: [only],
+    // Size and read-zeroes shape the device: given, the node shows a json: name.
+    strongOptions: ['size', 'read-zeroes'],
+    refreshFilename(_node, fullOptions) {
+      return fullOptions.every(([k]) => k === 'driver' || k === 'filename' || k === 'latency-ns') ? only : '';
+    },
     parseFilename(filename: string): Record<string, unknown> {
       if (filename !== only) throw einval(`The only allowed filename for this driver is '${only}'`);
       return {};
@@ -90,13 +94,6 @@ function nullVariant(name: 'null-co' | 'null-aio'): BlockDriver {
       const filename = options.string('filename');
       if (filename !== undefined && filename !== only) {
         throw einval(`The only allowed filename for this driver is '${only}'`);
-      }
-      // The name info shows: the options that define the device (QEMU's strong
-      // options, size and read-zeroes) make it a json: name, as QEMU writes it.
-      const shown: Array<[string, string | number | boolean]> = [['driver', name]];
-      for (const key of ['size', 'read-zeroes']) {
-        const v = options.has(key) ? options.raw(key) : undefined;
-        if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') shown.push([key, v]);
       }
       const size = options.size('size', 1 << 30);
       // QEMU reads latency-ns as a 64-bit number and refuses what is negative as a signed one.
@@ -107,7 +104,6 @@ function nullVariant(name: 'null-co' | 'null-aio'): BlockDriver {
       const latency = options.uint('latency-ns', 0);
       if (latency > MAX_LATENCY_NS) throw einval(`latency-ns ${latency} is more than an hour`);
       const readZeroes = options.bool('read-zeroes', false);
-      node.filename = shown.length > 1 ? `json:${qdictJson(shown)}` : only;
       return new NullInstance(size, readZeroes, latency / 1e6, node);
     },
   } satisfies BlockDriver;

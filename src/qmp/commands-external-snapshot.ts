@@ -12,11 +12,11 @@ import type { BdrvChild } from '../core/child.js';
 import type { BlockNode } from '../core/node.js';
 import { checkOp } from '../core/op-blockers.js';
 import { Perm, ROLE_BACKING } from '../core/permissions.js';
+import { refreshFilename } from '../core/filename.js';
 import { flush } from '../core/request-flush.js';
 import type { BlockQmp } from './block-qmp.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
-import { refreshOverlayFilename } from './refresh-filename.js';
 import { m, struct } from './schema.js';
 import { requireIndividual, runTransaction, type TxnAction, type TxnContext } from './transaction.js';
 
@@ -53,6 +53,7 @@ async function openOverlay(q: BlockQmp, old: BlockNode, spec: ExternalSnapshotAr
   if (overlayName !== undefined && q.graph.hasNode(overlayName)) throw genericError('New overlay node-name already in use');
   if ((a.mode ?? 'absolute-paths') !== 'existing') {
     // The overlay's backing file is the node's image, named as the node names it.
+    refreshFilename(old);
     await createImage(q.graph, format, file, { size: old.length, backing_file: old.filename, backing_fmt: old.driver.name });
   }
   return q.graph.open(
@@ -91,7 +92,7 @@ export function externalSnapshotAction(q: BlockQmp, spec: ExternalSnapshotArgs, 
         throw e;
       }
       await q.graph.replaceNode(node, ov);
-      refreshOverlayFilename(ov);
+      refreshFilename(ov);
     },
     async commit() {
       const node = old!;
@@ -104,7 +105,7 @@ export function externalSnapshotAction(q: BlockQmp, spec: ExternalSnapshotArgs, 
       try {
         await q.graph.detachChild(backingLink);
         await q.graph.replaceNode(overlay, node);
-        refreshOverlayFilename(overlay);
+        refreshFilename(overlay);
       } finally {
         await node.unref();
       }

@@ -17,7 +17,7 @@ import type { BlockQmp } from './block-qmp.js';
 import { checkBlockdevOptions } from './blockdev-schema.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
-import { refreshOverlayFilename } from './refresh-filename.js';
+import { refreshFilename } from '../core/filename.js';
 import { isObject, m, struct } from './schema.js';
 
 type Flat = Record<string, unknown>;
@@ -249,7 +249,7 @@ export function reopenCommands(q: BlockQmp): QmpCommand[] {
           if (o['cache.no-flush'] !== undefined || !e.keepOld) e.node.noFlush = o['cache.no-flush'] === true;
         }
         for (const c of changes) await changeLink(q, c);
-        for (const c of changes) refreshOverlayFilename(c.node);
+        for (const c of changes) refreshFilename(c.node);
       },
     },
   ];

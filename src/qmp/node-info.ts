@@ -5,6 +5,7 @@
  */
 import { allocatedSize, fullBackingFilename, snapshotJson } from '../core/image-facts.js';
 import { cowChild } from '../core/block-status.js';
+import { refreshFilename, refreshedFilename } from '../core/filename.js';
 import { toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 
@@ -29,7 +30,7 @@ function generalInfo(node: BlockNode): NonNullable<ReturnType<NonNullable<BlockN
 
 /** QEMU's ImageInfo of `node`; with `flat` false the backing chain nests under backing-image. */
 export async function imageInfo(node: BlockNode, flat: boolean): Promise<Json> {
-  const info: Json = { filename: node.filename, format: node.driver.name };
+  const info: Json = { filename: refreshedFilename(node), format: node.driver.name };
   const gi = generalInfo(node);
   if (gi) info['dirty-flag'] = gi.dirty ?? false;
   const actual = await allocatedSize(node);
@@ -74,6 +75,7 @@ export function dirtyBitmapsInfo(node: BlockNode): Json[] {
 
 /** QEMU's BlockDeviceInfo of `node` (no BlockBackend: no throttling, write cache on). */
 export async function blockDeviceInfo(node: BlockNode, flat: boolean): Promise<Json> {
+  refreshFilename(node);
   const image = await imageInfo(node, flat);
   let depth = 0;
   for (let b = image['backing-image'] as Json | undefined; b; b = b['backing-image'] as Json | undefined) depth++;

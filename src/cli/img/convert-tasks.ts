@@ -9,7 +9,8 @@ import type { BlockBackend } from '../../core/backend.js';
 import { ReqFlag } from '../../core/driver.js';
 import { zeroRunLength } from '../../core/zero-detect.js';
 import type { WasmZero, ZeroBufferPool } from '../../wasm/zero.js';
-import { runCopy } from '../../jobs/copy-engine.js';
+import { runCopy, type CopyExtent } from '../../jobs/copy-engine.js';
+import { blkCopyRange } from '../../core/copy-range.js';
 import { CopyBuffers } from '../../jobs/buffers.js';
 import { CopyError } from '../../jobs/copy-error.js';
 import { readConcatenated, statusExtents } from '../../jobs/plan.js';
@@ -51,6 +52,34 @@ export interface ConvertCopy {
   rateLimit?: number;
   /** The target places new data in write order (vdi): one write at a time, as qemu-img's in-order writes. */
   inOrder?: boolean;
+  /** -C: data goes by copy offloading until a copy fails, then by reads and writes (as qemu-img). */
+  copyRange?: boolean;
+}
+
+/**
+ * qemu-img's convert_co_copy_range: each data piece copied source by
+ * source with {@link blkCopyRange}; the first failure turns offloading off for
+ * the rest of the copy (the piece is then read and written).
+ */
+function offloadedCopier(srcs: readonly BlockBackend[], sizes: readonly number[], target: BlockBackend): (e: CopyExtent) => Promise<boolean> {
+  let enabled = true;
+  return async (e) => {
+    if (!enabled) return false;
+    try {
+      let start = 0;
+      for (let i = 0; i < srcs.length; i++) {
+        const end = start + sizes[i]!;
+        const from = Math.max(e.offset, start);
+        const to = Math.min(e.offset + e.length, end);
+        if (from < to) await blkCopyRange(srcs[i]!, from - start, target, from, to - from);
+        start = end;
+      }
+      return true;
+    } catch {
+      enabled = false;
+      return false;
+    }
+  };
 }
 
 /** Copies the sources into the target; throws qemu-img's message on failure. */
@@ -70,6 +99,7 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
       {
         extents: () => statusExtents(plan),
         read: (offset, buf) => readConcatenated(srcs, sizes, offset, buf),
+        ...(c.copyRange ? { copy: offloadedCopier(srcs, sizes, target) } : {}),
         write: targetWriter({
           target,
           zeroDetect: fullyAllocate ? 'none' : 'sectors',
@@ -89,7 +119,9 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
       {
         chunkSize: c.chunkSize,
         ...(c.rateLimit ? { rateLimit: c.rateLimit } : {}),
-        readAhead: READ_AHEAD,
+        // Offloaded copies start where reads would: one at a time keeps the target's clusters in
+        // the order qemu-img allocates them.
+        readAhead: c.copyRange ? 1 : READ_AHEAD,
         // Compressed clusters are packed byte by byte in write order: one write at a time, as
         // qemu-img's in-order writes, so the image and the byte a full disk fails at are QEMU's.
         // So are a vdi target's new blocks (appended as they come).

@@ -223,7 +223,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   prog.print(0, 100);
   await convertCopy({
     srcs, sizes, target, chunkSize, compress, compressCluster: compress ? clusterSize : 0, minSparse, zeroInit, targetHasBacking, wz, prog: progress ? prog : null, rateLimit,
-    inOrder: tnode.driver.placesInWriteOrder === true,
+    inOrder: tnode.driver.placesInWriteOrder === true, copyRange,
   });
   if (srcBitmaps) copyBitmaps(ctx, srcBitmaps, tnode, skipBrokenBitmaps);
   prog.print(100, 0);

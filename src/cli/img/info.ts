@@ -5,44 +5,19 @@ import { BlockBackend } from '../../core/backend.js';
 import { allocatedSize, fullBackingFilename, snapshotJson } from '../../core/image-facts.js';
 import type { BlockNode } from '../../core/node.js';
 import { toQemuJson, type JsonValue } from '../format.js';
-import { qdictJsonNested, type QdictValue } from '../../core/qemu-json.js';
+import { refreshedFilename } from '../../core/filename.js';
 import { driverInfo, formatNode } from '../common.js';
 import { dumpImageInfo, type ImageInfo } from '../info-dump.js';
-import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS, imageFilename } from './context.js';
+import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS } from './context.js';
 import { help } from './help.js';
-
-/** Options that name what a node is, by driver (QEMU's strong runtime options), besides driver and filename. */
-const STRONG_OPTIONS: Record<string, readonly string[]> = {
-  throttle: ['throttle-group'],
-  'copy-on-read': ['bottom'],
-  raw: ['offset', 'size'],
-};
-
-/**
- * A node's options as QEMU rebuilds them for a `json:` filename
- * (bdrv_refresh_filename's full_open_options): driver, a protocol's
- * filename, the driver's strong options as given, and every child but the
- * backing file, each the same way.
- */
-function fullOpenOptions(node: BlockNode): QdictValue {
-  const entries: Array<[string, QdictValue]> = [['driver', node.driver.name]];
-  for (const key of [...(node.driver.kind === 'protocol' ? ['filename'] : []), ...(STRONG_OPTIONS[node.driver.name] ?? [])]) {
-    const v = node.options[key];
-    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') entries.push([key, v]);
-  }
-  for (const c of node.children) if (c.name !== 'backing') entries.push([c.name, fullOpenOptions(c.node)]);
-  return { entries };
-}
 
 /**
  * Info of a filter without generic info of its own (throttle, compress,
- * copy-on-read), as QEMU gives it: a `json:` filename of the filter's
- * options, the filter's name as format, the cluster size and dirty flag of
+ * copy-on-read), as QEMU gives it: the filter's name (a `json:` one), the filter's name as format, the cluster size and dirty flag of
  * the first node below with generic info, no format-specific part.
  */
 async function filterImageInfo(top: BlockNode): Promise<ImageInfo> {
-  const opts = fullOpenOptions(top) as { entries: ReadonlyArray<readonly [string, QdictValue]> };
-  const info: ImageInfo = { 'virtual-size': top.length, filename: `json:${qdictJsonNested(opts.entries)}`, format: top.driver.name };
+  const info: ImageInfo = { 'virtual-size': top.length, filename: refreshedFilename(top), format: top.driver.name };
   let n = top;
   while (!n.instance.getInfo && n.driver.kind === 'filter' && n.filtered) n = n.filtered.node;
   const gi = driverInfo(n);
@@ -57,7 +32,8 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   if (bb.node.driver.kind === 'filter' && !bb.node.instance.getInfo) return filterImageInfo(bb.node);
   const node = formatNode(bb.node);
   const inst = node.instance;
-  const name = imageFilename(ctx, node, filename);
+  // QEMU names the image by the top node's refreshed name (bdrv_query_image_info).
+  const name = refreshedFilename(bb.node) || filename;
   const info: ImageInfo = { 'virtual-size': node.length, filename: name, format: node.driver.name };
   const gi = driverInfo(node);
   if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;

@@ -186,6 +186,7 @@ class LuksInstance implements DriverInstance {
 export const luksDriver = {
   name: 'luks',
   kind: 'format',
+  strongOptions: ['key-secret'],
   createOptions: LUKS_CREATE_OPTIONS,
   amendOptions: LUKS_AMEND_OPTIONS,
   probe: (header: Uint8Array) => (hasLuksMagic(header) ? 100 : 0),

@@ -10,6 +10,7 @@ import type { BlockNode } from '../../core/node.js';
 import type { OptionReader } from '../../core/options.js';
 import { ROLE_FILTERED_PRIMARY } from '../../core/permissions.js';
 import { blockStatus } from '../../core/block-status.js';
+import { copyRangeFrom, copyRangeTo, type CopyRangeRequest } from '../../core/copy-range.js';
 
 class RawInstance implements DriverInstance {
   constructor(
@@ -25,6 +26,16 @@ class RawInstance implements DriverInstance {
   }
   get supportedZeroFlags(): ReqFlags {
     return (this.file.node.instance.supportedZeroFlags ?? 0) & (ReqFlag.FUA | ReqFlag.MAY_UNMAP | ReqFlag.NO_FALLBACK);
+  }
+
+  /** The source range is this many bytes further in the file. */
+  copyRangeFrom(r: CopyRangeRequest): Promise<void> {
+    return copyRangeFrom({ ...r, src: this.file, srcOffset: this.offset + r.srcOffset });
+  }
+  /** The destination range is this many bytes further in the file, inside the window. */
+  copyRangeTo(r: CopyRangeRequest): Promise<void> {
+    this.bound(r.dstOffset, r.bytes);
+    return copyRangeTo({ ...r, dst: this.file, dstOffset: this.offset + r.dstOffset });
   }
 
   getLength(): number {
@@ -103,6 +114,7 @@ class RawInstance implements DriverInstance {
 export const rawDriver = {
   name: 'raw',
   kind: 'format',
+  strongOptions: ['offset', 'size'],
   probe: () => 1,
   // Only the size is raw's own; preallocation and the rest belong to the protocol driver.
   createOptions: [{ name: 'size', type: 'size', help: 'Virtual disk size' }],

@@ -31,6 +31,7 @@ import { Found, readPadded, type Extent, type Lookup } from './extent.js';
 import { SECTOR, VMDK3_MAGIC, VMDK4_MAGIC } from './header.js';
 import { fillGrain, readGrain, writeGrain, type GrainBuffers } from './io.js';
 import { openLayout, type VmdkLayout } from './open.js';
+import { childOptions } from '../../core/filename.js';
 
 /** A FIFO lock (QEMU's s->lock, held across every request). */
 class Lock {
@@ -352,6 +353,11 @@ export class VmdkImage implements DriverInstance {
 export const vmdkDriver = {
   name: 'vmdk',
   kind: 'format',
+  // The extents are not options a user can give: the file and an overridden backing file only (QEMU's vmdk).
+  gatherChildOptions(node, target, backingOverridden) {
+    if (node.file) target.push(['file', childOptions(node.file.node)]);
+    if (backingOverridden) target.push(['backing', node.backing ? childOptions(node.backing.node) : null]);
+  },
   supportsBacking: true,
   // New grains are appended as writes come: copies write in order, as qemu-img does.
   placesInWriteOrder: true,

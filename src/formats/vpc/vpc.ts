@@ -202,6 +202,7 @@ function sizeCalc(options: OptionReader): SizeCalc {
 export const vpcDriver = {
   name: 'vpc',
   kind: 'format',
+  strongOptions: ['force_size_calc'],
   probe: (header: Uint8Array) => (hasFooterCookie(header) ? 100 : 0),
   createOptions: vpcCreateOptions,
   async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
