@@ -16,6 +16,7 @@ import { luksDriver } from './formats/luks/luks.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
 import { vpcDriver } from './formats/vpc/vpc.js';
+import { qedDriver } from './formats/qed/qed.js';
 import { vmdkDriver } from './formats/vmdk/vmdk.js';
 import { createBlkdebugDriver } from './filters/blkdebug.js';
 import { copyOnReadDriver } from './filters/copy-on-read.js';
@@ -41,6 +42,7 @@ export { luksDriver } from './formats/luks/luks.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
 export { vpcDriver } from './formats/vpc/vpc.js';
+export { qedDriver } from './formats/qed/qed.js';
 export { vmdkDriver } from './formats/vmdk/vmdk.js';
 export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
 export { copyOnReadDriver } from './filters/copy-on-read.js';
@@ -60,7 +62,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, qedDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -17,6 +17,8 @@ export const PROG = 'diskworker img';
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
 const INT64_MAX = '9223372036854775807';
 
+/** Formats that take `x-check` (QEMU's BDRV_O_CHECK: no repair on open). */
+const CHECK_OPEN_FORMATS = new Set(['qcow2', 'qed']);
 /** Formats that take `x-no-io` (open without their encryption key, for info). */
 const NO_IO_FORMATS = new Set(['luks', 'qcow2']);
 /** error_exit: message, the "Try --help" line, exit 1. */
@@ -79,7 +81,7 @@ export class Ctx {
     }
     if (o.forceShare) spec['force-share'] = true;
     // QEMU's img_check always opens with BDRV_O_CHECK, read-only too.
-    if (o.forCheck && (await this.formatOf(spec, fmt)) === 'qcow2') spec['x-check'] = true;
+    if (o.forCheck && CHECK_OPEN_FORMATS.has((await this.formatOf(spec, fmt)) ?? '')) spec['x-check'] = true;
     if (o.noIo) {
       // An image no way opens (a corrupt header) is opened so too: its driver's own error then shows.
       const f = await this.formatOf(spec, fmt);
