@@ -11,7 +11,7 @@ import { zeroRunLength } from '../../core/zero-detect.js';
 import type { WasmZero, ZeroBufferPool } from '../../wasm/zero.js';
 import { runCopy } from '../../jobs/copy-engine.js';
 import { CopyBuffers } from '../../jobs/buffers.js';
-import { CopyError } from '../../jobs/copy-error.js';
+import { CopyError, copyFailure } from '../../jobs/copy-error.js';
 import { readConcatenated, statusExtents } from '../../jobs/plan.js';
 import { targetWriter } from '../../jobs/target-writer.js';
 import { CliExit, errHint, errText, strerror } from '../common.js';
@@ -100,7 +100,7 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
       },
     );
   } catch (e) {
-    if (e instanceof CopyError) fail(`error while ${e.op === 'read' ? 'reading' : 'writing'} at byte ${e.offset}: ${strerror(e.original)}`);
+    if (e instanceof CopyError) fail(`${copyFailure(e.op, e.offset)}: ${strerror(e.original)}`);
     if (e instanceof CliExit) throw e;
     fail(`error while converting: ${errText(e)}`, 1, errHint(e));
   }

@@ -318,6 +318,19 @@ export class QedImage implements DriverInstance, QedCheckTarget {
     await this.writeHeader();
   }
 
+  /**
+   * What QEMU's need-check timer does when it fires: the file flushed, the
+   * flag cleared and the header written (on a read-only file the write fails
+   * and is ignored, as QEMU ignores it: the flag is gone in memory only).
+   */
+  async needCheckTimer(): Promise<void> {
+    if (!(this.header.features & QED_F.NEED_CHECK)) return;
+    this.header.features &= ~QED_F.NEED_CHECK;
+    if (this.node.readOnly) return;
+    await this.file.flush();
+    await this.writeHeader();
+  }
+
   async blockStatus(_wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult> {
     const at = await this.lock.run(() => this.find(offset, bytes));
     switch (at.found) {
@@ -464,6 +477,9 @@ async function openQed(node: BlockNode, options: OptionReader): Promise<DriverIn
   }
   const img = new QedImage(node, file, header, geo, flen, l1, backingName);
   if (!forCheck && header.features & QED_F.NEED_CHECK && !node.readOnly) await img.repairOnOpen();
+  // QEMU's need-check timer fires at the first drain after open (qemu-img drains before
+  // it looks at the image): the flag goes, on disk when the file is writable.
+  await img.needCheckTimer();
   return img;
 }
 
