@@ -20,7 +20,7 @@ const INT64_MAX = '9223372036854775807';
 /** Formats that take `x-check` (QEMU's BDRV_O_CHECK: no repair on open). */
 const CHECK_OPEN_FORMATS = new Set(['qcow2', 'qed']);
 /** Formats that take `x-no-io` (open without their encryption key, for info). */
-const NO_IO_FORMATS = new Set(['luks', 'qcow2']);
+const NO_IO_FORMATS = new Set(['luks', 'qcow2', 'qcow']);
 /** error_exit: message, the "Try --help" line, exit 1. */
 export function errorExit(msg: string): never {
   throw new CliExit(1, msg, `Try '${PROG} --help' for more information\n`);
