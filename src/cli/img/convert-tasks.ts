@@ -65,6 +65,7 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
     alloc: (n) => Buffer.allocUnsafeSlow(n),
   });
   const prog = c.prog;
+  let eofRefused = false;
   try {
     await runCopy(
       {
@@ -81,9 +82,14 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
           runLength: (b, block, zero) => (wz?.zero.owns(b) ? wz.zero.runLength(b, block, zero) : zeroRunLength(b, block, zero)),
         }),
         finish: async () => {
-          // Tells the format compressed writing is done (qcow2 aligns its file end).
-          if (compress) await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
-          await target.flush();
+          // Tells the format compressed writing is done (qcow2 aligns its file end). qemu-img
+          // returns a failure of this call as the command's, without a message (qcow refuses it).
+          if (compress) {
+            await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED).catch(() => {
+              eofRefused = true;
+            });
+          }
+          if (!eofRefused) await target.flush();
         },
       },
       {
@@ -104,4 +110,5 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
     if (e instanceof CliExit) throw e;
     fail(`error while converting: ${errText(e)}`, 1, errHint(e));
   }
+  if (eofRefused) throw new CliExit(1);
 }

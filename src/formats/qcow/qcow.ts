@@ -284,8 +284,7 @@ export class QcowImage implements DriverInstance {
 
   /** QEMU's qcow_co_pwritev_compressed: one whole cluster (or the image's last, padded), deflated when that saves space. */
   private async writeCompressed(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
-    // The end-of-compressed-writing call of the copy loop: nothing to align in qcow.
-    if (bytes === 0) return;
+    // The copy loop's end-of-compressed-writing call (0 bytes at 0) fails here with EINVAL, as in QEMU.
     const cs = this.cs;
     let data = buf.subarray(0, bytes);
     if (bytes !== cs) {
