@@ -78,7 +78,7 @@ export function validateHeader(h: QcowHeader): QcowGeometry {
   if (h.magic !== QCOW_MAGIC) throw einval('Image not in qcow format', {}, `magic 0x${h.magic.toString(16)}`);
   if (h.version !== QCOW_VERSION) {
     throw new BlockError('ENOTSUP', `qcow (v${QCOW_VERSION}) does not support qcow version ${h.version}`, {}, {
-      ...(h.version === 2 || h.version === 3 ? { hint: "Try the 'qcow2' driver instead." } : {}),
+      ...(h.version === 2 || h.version === 3 ? { hint: "Try the 'qcow2' driver instead.\n" } : {}),
     });
   }
   if (h.size <= 1n) throw einval('Image size is too small (must be at least 2 bytes)', {}, `size ${h.size}`);

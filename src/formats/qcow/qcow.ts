@@ -45,6 +45,8 @@ const L2_CACHE_SIZE = 16;
 /** An L1 table read past the file's end is refused beyond this size (QEMU would allocate up to 2 GiB of zeros). */
 const MAX_L1_PAST_EOF = 32 << 20;
 const SECTOR = 512;
+/** QEMU's BDRV_MAX_LENGTH: requests may not end past it. */
+const QEMU_MAX_LENGTH = 2 ** 63 - 2 ** 30;
 const UNALLOCATED: QcowEntry = { offset: 0, compressed: false, csize: 0 };
 
 /** How a write needs its cluster (QEMU's get_cluster_offset `allocate`). */
@@ -149,8 +151,13 @@ export class QcowImage implements DriverInstance {
       await writeSync(this.file, this.l1Offset + l1Index * 8, this.l1Bytes.slice(l1Index * 8, l1Index * 8 + 8));
       fresh = true;
     }
-    if (!Number.isSafeInteger(l2Offset)) {
-      throw new BlockError('EIO', 'Input/output error', { offset }, { detail: `L1 entry ${l1Index} names L2 table offset ${l2Offset}, past 2^53` });
+    if (!Number.isSafeInteger(l2Offset + l2Size * 8)) {
+      // No file is that long: QEMU reads zeros there (EIO past its own limit), and cannot write there.
+      const detail = `L1 entry ${l1Index} names L2 table offset ${l2Offset}, past 2^53`;
+      if (l2Offset > QEMU_MAX_LENGTH - l2Size * 8) throw new BlockError('EIO', 'Input/output error', { offset }, { detail });
+      // A write there fails as the file system refuses a file that long.
+      if (alloc !== Alloc.NONE) throw new BlockError('EFBIG', 'File too large', { offset }, { detail });
+      return UNALLOCATED;
     }
     const table = await this.table(l2Offset, fresh);
     const l2Index = Math.floor(offset / this.cs) % l2Size;
