@@ -317,10 +317,26 @@ export class QcowImage implements DriverInstance {
     });
   }
 
+  /**
+   * Block status. QEMU answers one cluster at a time; this answers the run
+   * of clusters alike (unallocated, or plain clusters that follow each other
+   * in the file), which map and convert merge to the same result with far
+   * fewer calls. A compressed cluster stands alone.
+   */
   async blockStatus(_wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult> {
-    const e = await this.lock.run(() => this.lookup(offset, Alloc.NONE));
-    const inCluster = offset % this.cs;
-    const pnum = Math.min(bytes, this.cs - inCluster);
+    const cs = this.cs;
+    const inCluster = offset % cs;
+    let pnum = Math.min(bytes, cs - inCluster);
+    const e = await this.lock.run(async () => {
+      const first = await this.lookup(offset, Alloc.NONE);
+      if (first.compressed) return first;
+      while (pnum < bytes) {
+        const next = await this.lookup(offset + pnum, Alloc.NONE);
+        if (next.compressed || (first.offset === 0 ? next.offset !== 0 : next.offset !== first.offset + inCluster + pnum)) break;
+        pnum += Math.min(bytes - pnum, cs);
+      }
+      return first;
+    });
     if (e.offset === 0 && !e.compressed) return { status: 0, pnum };
     if (e.compressed || this.encrypted) return { status: Status.DATA, pnum };
     return { status: Status.DATA | Status.OFFSET_VALID, pnum, map: e.offset + inCluster, file: this.file.node };
