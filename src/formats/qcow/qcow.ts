@@ -254,8 +254,14 @@ export class QcowImage implements DriverInstance {
       } else if (!e.compressed) {
         if (e.offset % SECTOR) throw new BlockError('EIO', 'Input/output error', { offset: pos }, { detail: `cluster offset 0x${e.offset.toString(16)} is not sector-aligned` });
         const host = e.offset + (pos % cs);
-        if (host + n > Number.MAX_SAFE_INTEGER) throw new BlockError('EIO', 'Input/output error', { offset: pos }, { detail: `cluster at ${e.offset}, past 2^53` });
-        await readClamped(this.file, host, n, out);
+        if (host + n <= Number.MAX_SAFE_INTEGER) {
+          await readClamped(this.file, host, n, out);
+        } else if (host <= QEMU_MAX_LENGTH - n) {
+          // Past any file's end: zeros, as QEMU reads them.
+          out.fill(0);
+        } else {
+          throw new BlockError('EIO', 'Input/output error', { offset: pos }, { detail: `cluster at ${e.offset}, past the largest file offset` });
+        }
         this.cipher?.decrypt(pos, out);
       }
       done += n;
