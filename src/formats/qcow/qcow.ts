@@ -416,6 +416,8 @@ async function openQcow(node: BlockNode, options: OptionReader): Promise<DriverI
     // A C string: the name ends at the first NUL.
     const nul = b.indexOf(0);
     backingName = new TextDecoder().decode(nul < 0 ? b : b.subarray(0, nul));
+    // An empty name is no backing file (QEMU's empty backing_file string).
+    if (backingName === '') backingName = undefined;
   }
   const codec = await getClusterCodec();
   return new QcowImage(node, file, geo, Number(l1Offset), l1, backingName, cipher, h.cryptMethod !== 0, codec);
