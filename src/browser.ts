@@ -15,6 +15,8 @@ import { luksDriver } from './formats/luks/luks.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
 import { vpcDriver } from './formats/vpc/vpc.js';
+import { qedDriver } from './formats/qed/qed.js';
+import { qcowDriver } from './formats/qcow/qcow.js';
 import { vmdkDriver } from './formats/vmdk/vmdk.js';
 import { vhdxDriver } from './formats/vhdx/vhdx.js';
 import { blkdebugDriver } from './filters/blkdebug.js';
@@ -36,6 +38,8 @@ export { luksDriver } from './formats/luks/luks.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
 export { vpcDriver } from './formats/vpc/vpc.js';
+export { qedDriver } from './formats/qed/qed.js';
+export { qcowDriver } from './formats/qcow/qcow.js';
 export { vmdkDriver } from './formats/vmdk/vmdk.js';
 export { vhdxDriver } from './formats/vhdx/vhdx.js';
 export { blkdebugDriver } from './filters/blkdebug.js';
@@ -51,7 +55,7 @@ export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filter
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, luksDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

@@ -16,6 +16,8 @@ import { luksDriver } from './formats/luks/luks.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
 import { vdiDriver } from './formats/vdi/vdi.js';
 import { vpcDriver } from './formats/vpc/vpc.js';
+import { qedDriver } from './formats/qed/qed.js';
+import { qcowDriver } from './formats/qcow/qcow.js';
 import { vmdkDriver } from './formats/vmdk/vmdk.js';
 import { vhdxDriver } from './formats/vhdx/vhdx.js';
 import { createBlkdebugDriver } from './filters/blkdebug.js';
@@ -42,6 +44,8 @@ export { luksDriver } from './formats/luks/luks.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
 export { vdiDriver } from './formats/vdi/vdi.js';
 export { vpcDriver } from './formats/vpc/vpc.js';
+export { qedDriver } from './formats/qed/qed.js';
+export { qcowDriver } from './formats/qcow/qcow.js';
 export { vmdkDriver } from './formats/vmdk/vmdk.js';
 export { vhdxDriver } from './formats/vhdx/vhdx.js';
 export { createBlkdebugDriver, blkdebugDriver, type BlkdebugHost } from './filters/blkdebug.js';
@@ -62,7 +66,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -314,7 +314,7 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
           const failure = e instanceof CopyError ? e : new CopyError('write', area[0], e);
           const error = toBlockError(failure.original);
           const policy = failure.op === 'read' ? options.onSourceError : options.onTargetError;
-          const action = ctl.errorAction(policy ?? 'report', failure.op, error);
+          const action = ctl.errorAction(policy ?? 'report', failure.op === 'write' ? 'write' : 'read', error);
           if (action === 'report') throw error;
           offset = area[0];
         }

@@ -5,8 +5,14 @@
  */
 import { BlockError, toBlockError } from '../core/errors.js';
 
-/** The side of a copy that failed. */
-export type CopyOp = 'read' | 'write';
+/** The side of a copy that failed ('status': the block status query that plans it). */
+export type CopyOp = 'read' | 'write' | 'status';
+
+/** QEMU's words for a failed step of a copy (qemu-img convert's messages). */
+export function copyFailure(op: CopyOp, offset: number): string {
+  if (op === 'status') return `error while reading block status at offset ${offset}`;
+  return `error while ${op === 'read' ? 'reading' : 'writing'} at byte ${offset}`;
+}
 
 /** A read or write of a copy failed at `offset` (a target offset). */
 export class CopyError extends BlockError {
@@ -21,7 +27,7 @@ export class CopyError extends BlockError {
     readonly original: unknown,
   ) {
     const b = toBlockError(original);
-    super(b.code, `error while ${op === 'read' ? 'reading' : 'writing'} at byte ${offset}: ${b.text}`, { ...b.context, offset }, { cause: original, detail: b.detail });
+    super(b.code, `${copyFailure(op, offset)}: ${b.text}`, { ...b.context, offset }, { cause: original, detail: b.detail });
   }
 }
 

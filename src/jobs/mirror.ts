@@ -284,7 +284,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
             const failure = e instanceof CopyError ? e : new CopyError('write', offset, e);
             const error = toBlockError(failure.original);
             bitmap?.setDirty(offset, bytes);
-            const action = ctl.errorAction(failure.op === 'read' ? (options.onSourceError ?? 'report') : (options.onTargetError ?? 'report'), failure.op, error);
+            const action = ctl.errorAction(failure.op === 'read' ? (options.onSourceError ?? 'report') : (options.onTargetError ?? 'report'), failure.op === 'write' ? 'write' : 'read', error);
             if (action === 'report') fatal ??= error;
           } finally {
             inFlightBytes -= bytes;

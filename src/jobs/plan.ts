@@ -16,6 +16,7 @@ import { Status } from '../core/driver.js';
 import { blockStatusAbove, cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { einval } from '../core/errors.js';
 import type { CopyExtent } from './extent.js';
+import { CopyError } from './copy-error.js';
 
 /** A source of a copy: its top node and a reader (a BlockBackend is one). */
 export interface CopySource {
@@ -69,7 +70,12 @@ export async function* statusExtents(p: StatusPlan): AsyncGenerator<CopyExtent> 
       const node = p.srcs[i]!.node;
       const off = pos - start;
       const left = p.sizes[i]! - off;
-      const st = await blockStatusAbove(node, p.targetHasBacking ? cowChild(node) : undefined, true, off, left);
+      let st: Awaited<ReturnType<typeof blockStatusAbove>>;
+      try {
+        st = await blockStatusAbove(node, p.targetHasBacking ? cowChild(node) : undefined, true, off, left);
+      } catch (e) {
+        throw new CopyError('status', pos, e);
+      }
       const n = st.pnum > 0 ? Math.min(st.pnum, left) : left;
       if (p.targetHasBacking && !(st.status & Status.ALLOCATED)) runKind = 'skip';
       else if (st.status & Status.ZERO) runKind = 'zero';

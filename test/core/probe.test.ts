@@ -14,7 +14,7 @@ import { Fixture, hasQemu, ours, normalize } from '../cli/harness.js';
 import { FOREIGN_FORMATS } from '../../src/core/probe-foreign.js';
 
 /** The formats we read; the rest are QEMU's that we refuse by name. */
-const READ = ['raw', 'qcow2', 'vdi', 'vpc', 'vmdk', 'vhdx', 'luks'];
+const READ = ['raw', 'qcow2', 'vdi', 'vpc', 'vmdk', 'vhdx', 'qed', 'qcow', 'luks'];
 const FORMATS = [...READ, ...FOREIGN_FORMATS.map((f) => f.name)];
 
 function bytes(s: string): Buffer {
@@ -135,11 +135,11 @@ describe('format probing vs qemu-img 7.2', () => {
     });
   }
 
-  it('a refused format is never written to: qemu-io -c write on a qed fails and leaves it unchanged', async () => {
-    const before = spawnSync('sha256sum', ['img.qed'], { cwd: dir, encoding: 'utf8' }).stdout;
-    const o = await ours('io', ['-c', 'write 0 512', 'img.qed'], dir);
+  it('a refused format is never written to: qemu-io -c write on a parallels fails and leaves it unchanged', async () => {
+    const before = spawnSync('sha256sum', ['img.parallels'], { cwd: dir, encoding: 'utf8' }).stdout;
+    const o = await ours('io', ['-c', 'write 0 512', 'img.parallels'], dir);
     expect(o.code).toBe(1);
-    expect(o.stderr).toContain("Image format 'qed' is not supported");
-    expect(spawnSync('sha256sum', ['img.qed'], { cwd: dir, encoding: 'utf8' }).stdout).toBe(before);
+    expect(o.stderr).toContain("Image format 'parallels' is not supported");
+    expect(spawnSync('sha256sum', ['img.parallels'], { cwd: dir, encoding: 'utf8' }).stdout).toBe(before);
   });
 });

@@ -17,10 +17,10 @@ export const PROG = 'diskworker img';
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
 const INT64_MAX = '9223372036854775807';
 
+/** Formats that take `x-check` (QEMU's BDRV_O_CHECK: no repair on open). */
+const CHECK_OPEN_FORMATS = new Set(['qcow2', 'vhdx', 'qed']);
 /** Formats that take `x-no-io` (open without their encryption key, for info). */
-const NO_IO_FORMATS = new Set(['luks', 'qcow2']);
-/** Formats whose open for check differs (QEMU's BDRV_O_CHECK): the x-check open option. */
-const CHECK_OPEN_FORMATS = new Set(['qcow2', 'vhdx']);
+const NO_IO_FORMATS = new Set(['luks', 'qcow2', 'qcow']);
 /** error_exit: message, the "Try --help" line, exit 1. */
 export function errorExit(msg: string): never {
   throw new CliExit(1, msg, `Try '${PROG} --help' for more information\n`);

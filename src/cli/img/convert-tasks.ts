@@ -12,7 +12,7 @@ import type { WasmZero, ZeroBufferPool } from '../../wasm/zero.js';
 import { runCopy, type CopyExtent } from '../../jobs/copy-engine.js';
 import { blkCopyRange } from '../../core/copy-range.js';
 import { CopyBuffers } from '../../jobs/buffers.js';
-import { CopyError } from '../../jobs/copy-error.js';
+import { CopyError, copyFailure } from '../../jobs/copy-error.js';
 import { readConcatenated, statusExtents } from '../../jobs/plan.js';
 import { targetWriter } from '../../jobs/target-writer.js';
 import { CliExit, errHint, errText, strerror } from '../common.js';
@@ -94,6 +94,7 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
     alloc: (n) => Buffer.allocUnsafeSlow(n),
   });
   const prog = c.prog;
+  let eofRefused = false;
   try {
     await runCopy(
       {
@@ -111,9 +112,14 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
           runLength: (b, block, zero) => (wz?.zero.owns(b) ? wz.zero.runLength(b, block, zero) : zeroRunLength(b, block, zero)),
         }),
         finish: async () => {
-          // Tells the format compressed writing is done (qcow2 aligns its file end).
-          if (compress) await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
-          await target.flush();
+          // Tells the format compressed writing is done (qcow2 aligns its file end). qemu-img
+          // returns a failure of this call as the command's, without a message (qcow refuses it).
+          if (compress) {
+            await target.write(0, new Uint8Array(0), ReqFlag.COMPRESSED).catch(() => {
+              eofRefused = true;
+            });
+          }
+          if (!eofRefused) await target.flush();
         },
       },
       {
@@ -132,8 +138,9 @@ export async function convertCopy(c: ConvertCopy): Promise<void> {
       },
     );
   } catch (e) {
-    if (e instanceof CopyError) fail(`error while ${e.op === 'read' ? 'reading' : 'writing'} at byte ${e.offset}: ${strerror(e.original)}`);
+    if (e instanceof CopyError) fail(`${copyFailure(e.op, e.offset)}: ${strerror(e.original)}`);
     if (e instanceof CliExit) throw e;
     fail(`error while converting: ${errText(e)}`, 1, errHint(e));
   }
+  if (eofRefused) throw new CliExit(1);
 }
