@@ -11,6 +11,8 @@
 import { restoreMachine, saveMachine, toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer, type V86Machine } from '../../src/client/index.js';
 import { relistSnapshots } from './snapshots.js';
 import { app, bus, type Selected } from './state.js';
+import { appendSerial, linuxBaseUrl, linuxBootOptions, linuxDiskSize, serialBytes } from './linux.js';
+import { refreshList, select } from './disks.js';
 import { confirmDialog, field, fmtBytes, guard, h, showError, toast } from './ui.js';
 
 type Emulator = V86Machine & { destroy(): Promise<void>; add_listener(ev: string, fn: (v: number) => void): void };
@@ -26,6 +28,10 @@ export class VmPanel {
   private readonly bootBtn: HTMLButtonElement;
   private readonly stopBtn: HTMLButtonElement;
   private readonly installBtn: HTMLButtonElement;
+  private readonly guestSelect: HTMLSelectElement;
+  private readonly newLinuxBtn: HTMLButtonElement;
+  private serialShown = '';
+  private bootStart = 0;
   private readonly saveName: HTMLInputElement;
   private readonly saveBtn: HTMLButtonElement;
   private readonly restoreSelect: HTMLSelectElement;
@@ -41,7 +47,21 @@ export class VmPanel {
   constructor() {
     this.screen = h('div', { class: 'vm-screen', 'data-testid': 'vm-screen' }, h('div', { class: 'vm-text' }), h('canvas', { style: 'display:none' }));
     this.screen.append(h('div', { class: 'vm-idle' }, 'The guest’s screen appears here.'));
-    this.serial = h('pre', { class: 'vm-serial mono', 'data-testid': 'vm-serial' });
+    this.serial = h('pre', { class: 'vm-serial mono', 'data-testid': 'vm-serial', tabindex: '0', title: 'Click here and type: keys go to the guest’s serial port' });
+    this.serial.addEventListener('keydown', (e) => {
+      const bytes = this.emulator ? serialBytes(e) : null;
+      if (bytes === null) return;
+      e.preventDefault();
+      (this.emulator as unknown as { serial0_send(s: string): void }).serial0_send(bytes);
+    });
+    this.serial.addEventListener('paste', (e) => {
+      const text = e.clipboardData?.getData('text');
+      if (!this.emulator || !text) return;
+      e.preventDefault();
+      (this.emulator as unknown as { serial0_send(s: string): void }).serial0_send(text.replace(/\r?\n/g, '\r'));
+    });
+    this.guestSelect = h('select', { name: 'guest', 'data-testid': 'vm-guest' }, h('option', { value: 'demo' }, 'Demo boot program'), h('option', { value: 'linux' }, 'Linux (Debian i386, ext4 disk)'));
+    this.newLinuxBtn = h('button', { class: 'btn', type: 'button', 'data-testid': 'vm-new-linux', title: 'A new qcow2 overlay in OPFS over the Linux root image served with the page', onclick: () => void guard('Creating a Linux disk', () => this.newLinuxDisk()) }, 'New Linux disk');
     this.status = h('span', { class: 'pill', 'data-testid': 'vm-status' }, 'stopped');
     this.stats = h('div', { class: 'io-stats', 'data-testid': 'io-stats' });
     this.installBtn = h('button', { class: 'btn', type: 'button', onclick: () => void guard('Installing the demo guest', () => this.install()) }, 'Install demo guest');
@@ -54,7 +74,7 @@ export class VmPanel {
     this.root = h(
       'div',
       { class: 'vm' },
-      h('div', { class: 'row' }, this.bootBtn, this.stopBtn, this.installBtn, this.status, h('span', { class: 'muted vm-note' }, 'v86 (an x86 emulator in WebAssembly) reads and writes the selected disk through toV86Buffer — every sector goes through the block worker.')),
+      h('div', { class: 'row' }, field('Guest', this.guestSelect), this.newLinuxBtn, this.bootBtn, this.stopBtn, this.installBtn, this.status, h('span', { class: 'muted vm-note' }, 'v86 (an x86 emulator in WebAssembly) reads and writes the selected disk through toV86Buffer — every sector goes through the block worker.')),
       h('div', { class: 'row vm-machine' }, field('Save as', this.saveName), this.saveBtn, field('Saved machine', this.restoreSelect), this.restoreBtn, h('span', { class: 'muted vm-note' }, 'A saved machine is an internal snapshot with v86’s state as its VM state: qemu-img snapshot -l lists it with its VM size.')),
       h('div', { class: 'vm-body' }, this.screen, h('div', { class: 'vm-side' }, h('h4', {}, 'Disk I/O'), this.stats, h('h4', {}, 'Serial port (COM1)'), this.serial)),
     );
@@ -101,15 +121,31 @@ export class VmPanel {
     bus.emit('data', { offset: 0, bytes: bin.length });
   }
 
+  /** Creates opfs:/linux-<time>.qcow2 over the served Linux root image, selects it and picks the Linux guest. */
+  private async newLinuxDisk(): Promise<void> {
+    if (!app.dw) throw new Error('The block worker is not running');
+    const path = `opfs:/linux-${new Date().toISOString().slice(11, 19).replace(/:/g, '')}.qcow2`;
+    await app.dw.create({ path, format: 'qcow2', size: await linuxDiskSize(), backingFile: linuxBaseUrl(), backingFormat: 'qcow2' });
+    await refreshList();
+    await select(path);
+    this.guestSelect.value = 'linux';
+    toast('ok', 'Linux disk created', `${path} over ${linuxBaseUrl()}: press Boot.`);
+  }
+
   async boot(): Promise<void> {
     if (this.emulator) return;
     const disk = this.selectedDisk;
+    if (this.guestSelect.value === 'linux') {
+      this.serial.textContent = this.serialShown = '';
+      await this.start(disk, true);
+      return;
+    }
     const mbr = await disk.read(0, 512);
     if (mbr[510] !== 0x55 || mbr[511] !== 0xaa) {
       if (disk.readOnly || !(await confirmDialog('This disk is not bootable', 'It has no boot sector (no 0x55AA signature). Install the demo guest on it and boot?', 'Install and boot'))) return;
       await this.installGuest(disk);
     }
-    this.serial.textContent = '';
+    this.serial.textContent = this.serialShown = '';
     await this.start(disk, true);
   }
 
@@ -122,6 +158,8 @@ export class VmPanel {
       this.hda = toV86Buffer(disk, { onError: (e) => showError(e, 'A guest disk request') });
       this.disk = disk;
       this.base = await disk.stats();
+      const linux = this.guestSelect.value === 'linux' ? await linuxBootOptions() : {};
+      this.bootStart = performance.now();
       const emulator = new V86({
         wasm_path: wasm.default,
         bios: { url: `${BASE}seabios/bios-256k.bin` },
@@ -134,13 +172,25 @@ export class VmPanel {
         disable_keyboard: true,
         disable_mouse: true,
         disable_speaker: true,
+        ...linux,
       } as never) as unknown as Emulator;
       const loaded = autostart ? null : new Promise<void>((resolve) => emulator.add_listener('emulator-loaded', () => resolve()));
       this.emulator = emulator;
       this.renderMachines(app.selected);
+      let pending = '';
       emulator.add_listener('serial0-output-byte', (b) => {
-        this.serial.textContent += String.fromCharCode(b);
-        this.serial.scrollTop = this.serial.scrollHeight;
+        // Batched per frame: a booting kernel prints thousands of bytes.
+        if (pending === '') requestAnimationFrame(() => {
+          this.serialShown = appendSerial(this.serialShown, pending);
+          pending = '';
+          if (this.bootStart && this.serialShown.includes('LINUX-GUEST-READY')) {
+            this.status.textContent = `running (booted in ${((performance.now() - this.bootStart) / 1000).toFixed(1)} s)`;
+            this.bootStart = 0;
+          }
+          this.serial.textContent = this.serialShown;
+          this.serial.scrollTop = this.serial.scrollHeight;
+        });
+        pending += String.fromCharCode(b);
       });
       emulator.add_listener('emulator-started', () => this.status.textContent = 'running');
       app.vmRunning = true;
