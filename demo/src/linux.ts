@@ -10,6 +10,9 @@ import { LINUX_CMDLINE } from '../../e2e/harness/linux-cmdline.js';
 
 const BASE = import.meta.env.BASE_URL;
 
+/** The guest's RAM (as e2e/harness/linux-guest.ts boots it): the kernel and the page cache of a dd. */
+export const LINUX_MEMORY = 128 << 20;
+
 /** The base image's URL (absolute: an overlay's backing file must name it fully). */
 export function linuxBaseUrl(): string {
   return new URL(`${BASE}linux/root.qcow2`, location.href).href;
@@ -23,12 +26,23 @@ export async function linuxDiskSize(): Promise<number> {
   return m.sizes['root.raw'];
 }
 
-/** The v86 options that boot the Linux guest (the initramfs gunzipped here: much faster than in the guest). */
-export async function linuxBootOptions(): Promise<Record<string, unknown>> {
+/**
+ * The initramfs as a plain cpio. The file is gzip'd and is gunzipped here
+ * (native code: much faster than in the emulated kernel) unless the browser
+ * already did: Vite's servers send a .gz file with Content-Encoding: gzip.
+ */
+export async function linuxInitrd(): Promise<ArrayBuffer> {
   const res = await fetch(`${BASE}linux/initramfs.gz`);
-  if (!res.ok || !res.body) throw new Error(`linux/initramfs.gz is missing (HTTP ${res.status}): run node scripts/build-demo-assets.mjs`);
-  const initrd = await new Response(res.body.pipeThrough(new DecompressionStream('gzip'))).arrayBuffer();
-  return { bzimage: { url: `${BASE}linux/vmlinuz` }, initrd: { buffer: initrd }, cmdline: LINUX_CMDLINE, memory_size: 128 << 20 };
+  if (!res.ok) throw new Error(`linux/initramfs.gz is missing (HTTP ${res.status}): run node scripts/build-demo-assets.mjs`);
+  const bytes = await res.arrayBuffer();
+  const head = new Uint8Array(bytes, 0, Math.min(2, bytes.byteLength));
+  if (head[0] !== 0x1f || head[1] !== 0x8b) return bytes;
+  return new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'))).arrayBuffer();
+}
+
+/** The v86 options that boot the Linux guest (on top of the VM panel's BIOS, screen and hda). */
+export async function linuxBootOptions(): Promise<Record<string, unknown>> {
+  return { bzimage: { url: `${BASE}linux/vmlinuz` }, initrd: { buffer: await linuxInitrd() }, cmdline: LINUX_CMDLINE, memory_size: LINUX_MEMORY };
 }
 
 /** What a key press sends on the serial line (a terminal's bytes), or null. */
@@ -58,4 +72,9 @@ export function appendSerial(shown: string, bytes: string, keep = 64 * 1024): st
   const clean = bytes.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
   for (const c of clean) out = c === '\b' ? out.slice(0, -1) : out + c;
   return out.length > keep ? out.slice(out.length - keep) : out;
+}
+
+/** Whether an image is an overlay of the served Linux root image (the VM panel then picks the Linux guest). */
+export function isLinuxOverlay(backingFile: string | undefined): boolean {
+  return !!backingFile && /\/linux\/root\.qcow2$/.test(backingFile);
 }

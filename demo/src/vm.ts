@@ -11,7 +11,7 @@
 import { restoreMachine, saveMachine, toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer, type V86Machine } from '../../src/client/index.js';
 import { relistSnapshots } from './snapshots.js';
 import { app, bus, type Selected } from './state.js';
-import { appendSerial, linuxBaseUrl, linuxBootOptions, linuxDiskSize, serialBytes } from './linux.js';
+import { appendSerial, isLinuxOverlay, linuxBaseUrl, linuxBootOptions, linuxDiskSize, serialBytes } from './linux.js';
 import { refreshList, select } from './disks.js';
 import { confirmDialog, field, fmtBytes, guard, h, showError, toast } from './ui.js';
 
@@ -30,8 +30,12 @@ export class VmPanel {
   private readonly installBtn: HTMLButtonElement;
   private readonly guestSelect: HTMLSelectElement;
   private readonly newLinuxBtn: HTMLButtonElement;
+  private readonly figures: HTMLElement;
   private serialShown = '';
+  /** performance.now() at Boot while the Linux guest has not reached its shell prompt yet, else 0. */
   private bootStart = 0;
+  /** Seconds from Boot to the Linux guest's first shell prompt (this boot), or null. */
+  private bootSeconds: number | null = null;
   private readonly saveName: HTMLInputElement;
   private readonly saveBtn: HTMLButtonElement;
   private readonly restoreSelect: HTMLSelectElement;
@@ -64,6 +68,7 @@ export class VmPanel {
     this.newLinuxBtn = h('button', { class: 'btn', type: 'button', 'data-testid': 'vm-new-linux', title: 'A new qcow2 overlay in OPFS over the Linux root image served with the page', onclick: () => void guard('Creating a Linux disk', () => this.newLinuxDisk()) }, 'New Linux disk');
     this.status = h('span', { class: 'pill', 'data-testid': 'vm-status' }, 'stopped');
     this.stats = h('div', { class: 'io-stats', 'data-testid': 'io-stats' });
+    this.figures = h('p', { class: 'muted small', 'data-testid': 'vm-figures' });
     this.installBtn = h('button', { class: 'btn', type: 'button', onclick: () => void guard('Installing the demo guest', () => this.install()) }, 'Install demo guest');
     this.bootBtn = h('button', { class: 'btn btn-primary', type: 'button', 'data-testid': 'vm-boot', onclick: () => void guard('Booting the VM', () => this.boot()) }, 'Boot');
     this.stopBtn = h('button', { class: 'btn', type: 'button', disabled: true, onclick: () => void guard('Stopping the VM', () => this.stop()) }, 'Stop');
@@ -76,7 +81,7 @@ export class VmPanel {
       { class: 'vm' },
       h('div', { class: 'row' }, field('Guest', this.guestSelect), this.newLinuxBtn, this.bootBtn, this.stopBtn, this.installBtn, this.status, h('span', { class: 'muted vm-note' }, 'v86 (an x86 emulator in WebAssembly) reads and writes the selected disk through toV86Buffer — every sector goes through the block worker.')),
       h('div', { class: 'row vm-machine' }, field('Save as', this.saveName), this.saveBtn, field('Saved machine', this.restoreSelect), this.restoreBtn, h('span', { class: 'muted vm-note' }, 'A saved machine is an internal snapshot with v86’s state as its VM state: qemu-img snapshot -l lists it with its VM size.')),
-      h('div', { class: 'vm-body' }, this.screen, h('div', { class: 'vm-side' }, h('h4', {}, 'Disk I/O'), this.stats, h('h4', {}, 'Serial port (COM1)'), this.serial)),
+      h('div', { class: 'vm-body' }, this.screen, h('div', { class: 'vm-side' }, h('h4', {}, 'Disk I/O'), this.stats, this.figures, h('h4', {}, 'Serial port (COM1) — click and type'), this.serial)),
     );
     this.renderStats(null);
     app.stopVm = () => this.stop();
@@ -89,6 +94,11 @@ export class VmPanel {
       this.renderStats(null);
     });
     bus.on('select', (sel) => this.renderMachines(sel));
+    // An overlay of the Linux root image boots Linux; the figures show its stored size as it grows.
+    bus.on('select', (sel) => {
+      if (!this.emulator && isLinuxOverlay(sel?.info?.backingFile)) this.guestSelect.value = 'linux';
+      this.renderFigures();
+    });
     bus.on('snapshots', (sel) => this.renderMachines(sel));
   }
 
@@ -121,15 +131,22 @@ export class VmPanel {
     bus.emit('data', { offset: 0, bytes: bin.length });
   }
 
-  /** Creates opfs:/linux-<time>.qcow2 over the served Linux root image, selects it and picks the Linux guest. */
-  private async newLinuxDisk(): Promise<void> {
+  /**
+   * Creates opfs:/linux-<time>.qcow2 over the served Linux root image, selects
+   * it and picks the Linux guest; boots it when `boot` (the welcome screen's button).
+   */
+  async newLinuxDisk(boot = false): Promise<void> {
     if (!app.dw) throw new Error('The block worker is not running');
-    const path = `opfs:/linux-${new Date().toISOString().slice(11, 19).replace(/:/g, '')}.qcow2`;
+    const existing = new Set((await app.dw.list('opfs')).map((e) => e.path));
+    const stamp = new Date().toISOString().slice(11, 19).replace(/:/g, '');
+    let path = `opfs:/linux-${stamp}.qcow2`;
+    for (let n = 2; existing.has(path); n++) path = `opfs:/linux-${stamp}-${n}.qcow2`;
     await app.dw.create({ path, format: 'qcow2', size: await linuxDiskSize(), backingFile: linuxBaseUrl(), backingFormat: 'qcow2' });
     await refreshList();
     await select(path);
     this.guestSelect.value = 'linux';
-    toast('ok', 'Linux disk created', `${path} over ${linuxBaseUrl()}: press Boot.`);
+    if (boot) await this.boot();
+    else toast('ok', 'Linux disk created', `${path} over ${linuxBaseUrl()}: press Boot.`);
   }
 
   async boot(): Promise<void> {
@@ -138,6 +155,8 @@ export class VmPanel {
     if (this.guestSelect.value === 'linux') {
       this.serial.textContent = this.serialShown = '';
       await this.start(disk, true);
+      // Keys typed now go to the guest's shell.
+      this.serial.focus();
       return;
     }
     const mbr = await disk.read(0, 512);
@@ -158,8 +177,12 @@ export class VmPanel {
       this.hda = toV86Buffer(disk, { onError: (e) => showError(e, 'A guest disk request') });
       this.disk = disk;
       this.base = await disk.stats();
-      const linux = this.guestSelect.value === 'linux' ? await linuxBootOptions() : {};
-      this.bootStart = performance.now();
+      const isLinux = this.guestSelect.value === 'linux';
+      const t0 = performance.now();
+      const linux = isLinux ? await linuxBootOptions() : {};
+      this.bootStart = isLinux ? t0 : 0;
+      this.bootSeconds = null;
+      this.renderFigures();
       const emulator = new V86({
         wasm_path: wasm.default,
         bios: { url: `${BASE}seabios/bios-256k.bin` },
@@ -183,9 +206,13 @@ export class VmPanel {
         if (pending === '') requestAnimationFrame(() => {
           this.serialShown = appendSerial(this.serialShown, pending);
           pending = '';
-          if (this.bootStart && this.serialShown.includes('LINUX-GUEST-READY')) {
-            this.status.textContent = `running (booted in ${((performance.now() - this.bootStart) / 1000).toFixed(1)} s)`;
+          // Booted: the shell's first prompt after init's marker.
+          const ready = this.bootStart ? this.serialShown.indexOf('LINUX-GUEST-READY') : -1;
+          if (ready >= 0 && this.serialShown.includes('guest:', ready)) {
+            this.bootSeconds = (performance.now() - this.bootStart) / 1000;
             this.bootStart = 0;
+            this.status.textContent = `running (booted in ${this.bootSeconds.toFixed(1)} s)`;
+            this.renderFigures();
           }
           this.serial.textContent = this.serialShown;
           this.serial.scrollTop = this.serial.scrollHeight;
@@ -305,6 +332,19 @@ export class VmPanel {
     this.last = { t: now, s };
     if (prev && (s.write.ops !== prev.s.write.ops || s.zeroWrite.ops !== prev.s.zeroWrite.ops)) bus.emit('data', null);
     this.renderStats(s, prev);
+    this.renderFigures();
+  }
+
+  /** Boot time and the disk's figures: what its top image stores, of how much. */
+  private renderFigures(): void {
+    const info = app.selected?.disk === this.disk ? app.selected?.info : null;
+    const parts: string[] = [];
+    if (this.bootSeconds !== null) parts.push(`Linux booted in ${this.bootSeconds.toFixed(1)} s (Boot to the shell prompt).`);
+    else if (this.bootStart) parts.push('Linux is booting…');
+    if (info) {
+      parts.push(`${info.format} stores ${fmtBytes(info.actualSize)} of ${fmtBytes(info.virtualSize)}${info.backingFile ? `; the rest comes from ${info.backingFile}` : ''}.`);
+    }
+    this.figures.textContent = parts.join(' ');
   }
 
   private renderStats(s: DiskStats | null, prev?: { t: number; s: DiskStats } | null): void {
