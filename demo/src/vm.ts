@@ -8,7 +8,7 @@
  * one back (restoreMachine), booting an emulator first when none runs, so a
  * machine saved before a page reload resumes after it.
  */
-import { restoreMachine, saveMachine, toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer, type V86Machine } from '../../src/client/index.js';
+import { connectV86Flush, restoreMachine, saveMachine, toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer, type V86Machine } from '../../src/client/index.js';
 import { relistSnapshots } from './snapshots.js';
 import { app, bus, type Selected } from './state.js';
 import { appendSerial, isLinuxOverlay, linuxBaseUrl, linuxBootOptions, linuxDiskSize, serialBytes } from './linux.js';
@@ -197,6 +197,8 @@ export class VmPanel {
         disable_speaker: true,
         ...linux,
       } as never) as unknown as Emulator;
+      // The guest's sync (FLUSH CACHE) flushes the disk: a journal commit is on storage when the guest hears so.
+      connectV86Flush(emulator as never, this.hda);
       const loaded = autostart ? null : new Promise<void>((resolve) => emulator.add_listener('emulator-loaded', () => resolve()));
       this.emulator = emulator;
       this.renderMachines(app.selected);
@@ -356,7 +358,7 @@ export class VmPanel {
     const row = (label: string, k: 'read' | 'write') =>
       h('tr', { 'data-op': k }, h('th', {}, label), h('td', { 'data-field': 'ops' }, d(k, 'ops').toLocaleString('en-US')), h('td', {}, fmtBytes(d(k, 'bytes'))), h('td', {}, lat(k)), h('td', {}, `${fmtBytes(rate(k))}/s`));
     this.stats.replaceChildren(
-      h('table', { class: 'table table-compact' }, h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'ops'), h('th', {}, 'bytes'), h('th', {}, 'latency'), h('th', {}, 'rate'))), h('tbody', {}, row('Reads', 'read'), row('Writes', 'write'), h('tr', {}, h('th', {}, 'Flushes'), h('td', {}, d('flush', 'ops').toLocaleString('en-US')), h('td', {}, ''), h('td', {}, lat('flush')), h('td', {}, '')))),
+      h('table', { class: 'table table-compact' }, h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'ops'), h('th', {}, 'bytes'), h('th', {}, 'latency'), h('th', {}, 'rate'))), h('tbody', {}, row('Reads', 'read'), row('Writes', 'write'), h('tr', { 'data-op': 'flush' }, h('th', {}, 'Flushes'), h('td', { 'data-field': 'ops' }, d('flush', 'ops').toLocaleString('en-US')), h('td', {}, ''), h('td', {}, lat('flush')), h('td', {}, '')))),
       h('p', { class: 'muted small' }, this.base ? 'Since this boot; latency is the average per request, measured in the block worker.' : 'Boot the VM to see its disk traffic.'),
     );
   }

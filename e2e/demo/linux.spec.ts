@@ -2,8 +2,8 @@
  * The demo's Linux guest: one button makes a qcow2 overlay in OPFS over the
  * served ext4 root image and boots Debian's kernel on it in v86. The test
  * types a command into the serial console like a person (key presses on the
- * console element), reads the shell's output, and sees the guest's writes in
- * the I/O table, the allocation map and the disk figures.
+ * console element), reads the shell's output, and sees the guest's writes and
+ * its sync's flushes in the I/O table, the allocation map and the disk figures.
  */
 import { test, expect } from '@playwright/test';
 import { COLORS, mapPixels, openDemo, shot } from './helpers.js';
@@ -33,6 +33,9 @@ test('Linux boots in the VM panel on a new overlay; a command typed into the ser
   await expect(serial).toContainText(/1048576 [A-Z][a-z]{2} /);
   await expect(serial).toContainText(/guest:\/mnt# $/);
   await expect.poll(async () => Number((await writesOps.textContent())?.replace(/,/g, '')), { timeout: 20_000 }).toBeGreaterThan(0);
+  // The guest's sync reached the image: v86's FLUSH CACHE waits for the disk's flush (connectV86Flush).
+  const flushOps = page.locator('[data-testid=io-stats] tr[data-op=flush] [data-field=ops]');
+  await expect.poll(async () => Number((await flushOps.textContent())?.replace(/,/g, '')), { timeout: 20_000 }).toBeGreaterThan(0);
   // 1 MiB more in the overlay: more cells of the map are the top image's data.
   await expect.poll(() => mapPixels(page, COLORS.data), { timeout: 20_000 }).toBeGreaterThan(before);
   await shot(page, info, 'linux-booted');

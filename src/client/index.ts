@@ -49,6 +49,7 @@ export { DiskQmp, type QmpEvent, type QmpReply } from './qmp.js';
 export type * from './jobs-protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
+export { connectV86Flush, type V86WithIde } from './v86-flush.js';
 export { saveMachine, restoreMachine, type MachineDisk, type V86Machine } from './v86-machine.js';
 export { SyncDiskClient, SharedDiskReader } from '../channels/sync-client.js';
 export { BulkReader } from '../channels/ring-client.js';
