@@ -3,6 +3,10 @@
  * adapter (toV86Buffer), shows the guest's screen and serial output, and the
  * disk's live I/O statistics. The demo guest (demo/guest/guest.asm, built
  * with nasm by scripts/build-demo-assets.mjs) can be installed on any disk.
+ * The Linux guest (linux.ts) boots from the selected disk or from a new
+ * qcow2 overlay over the served root image, with its serial console typeable;
+ * its FLUSH CACHE reaches the disk (connectV86Flush), so the guest's sync is
+ * on storage when it returns.
  * "Save machine" keeps the running machine (v86's state) and its disk as one
  * internal snapshot of a qcow2 disk (saveMachine); "Restore machine" brings
  * one back (restoreMachine), booting an emulator first when none runs, so a

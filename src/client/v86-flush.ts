@@ -7,10 +7,16 @@
  * page loses every cluster allocated since the last flush — data the guest
  * was told is on disk, and its journal's ordering with it.
  *
- * {@link connectV86Flush} makes those two commands wait for the buffer's
- * flush() (the guest's writes so far, then the disk's flush), as QEMU's IDE
- * device waits for bdrv_flush: the drive shows BSY meanwhile, and a failed
- * flush ends the command with ERR / ABRT so the guest hears of it.
+ * Nor does v86's IDENTIFY DEVICE report a write cache, so Linux sends no
+ * flush at all and takes a completed write as stored, which it is not: the
+ * adapter acknowledges a write before it is stored.
+ *
+ * {@link connectV86Flush} reports the write cache the drive has (supported
+ * and enabled, as QEMU's IDE disk does with cache=writeback) and makes the
+ * two flush commands wait for the buffer's flush() (the guest's writes so
+ * far, then the disk's flush), as QEMU's IDE device waits for bdrv_flush:
+ * the drive shows BSY meanwhile, and a failed flush ends the command with
+ * ERR / ABRT so the guest hears of it.
  *
  * ```ts
  * const hda = toV86Buffer(disk);
@@ -30,6 +36,10 @@ const DSC = 0x10;
 const ERR = 0x01;
 /** Error register: command aborted. */
 const ABRT = 0x04;
+/** IDENTIFY DEVICE words 82 (supported) and 85 (enabled), bit 5: volatile write cache. */
+const WORD_WCACHE_SUPPORTED = 82;
+const WORD_WCACHE_ENABLED = 85;
+const WCACHE_BIT = 1 << 5;
 
 /** The parts of v86's IDE interface (one drive) this uses. */
 interface IdeDrive {
@@ -37,7 +47,10 @@ interface IdeDrive {
   status_reg: number;
   error_reg: number;
   current_command: number;
+  is_atapi: boolean;
+  data: Uint8Array;
   ata_command(cmd: number): void;
+  create_identify_packet(): void;
   push_irq(): void;
 }
 
@@ -68,14 +81,23 @@ const connected = new WeakSet<object>();
 const wrapped = new WeakSet<object>();
 
 /**
- * Wraps ata_command on the drive's prototype: v86 seals its drive objects,
- * so an own property cannot be added. The wrapper handles the flush
- * commands of connected drives only (by their buffer) and passes the rest on.
+ * Wraps ata_command and create_identify_packet on the drive's prototype: v86
+ * seals its drive objects, so an own property cannot be added. The wrappers
+ * act on connected drives only (by their buffer) and pass the rest on.
  */
 function hook(drive: IdeDrive): void {
   const proto = Object.getPrototypeOf(drive) as IdeDrive;
   if (wrapped.has(proto)) return;
   wrapped.add(proto);
+  const identify = proto.create_identify_packet;
+  proto.create_identify_packet = function (this: IdeDrive) {
+    identify.call(this);
+    if (this.is_atapi || !this.buffer || !connected.has(this.buffer)) return;
+    // Little-endian words: bit 5 is in the low byte.
+    const d = this.data;
+    d[WORD_WCACHE_SUPPORTED * 2] = (d[WORD_WCACHE_SUPPORTED * 2] ?? 0) | WCACHE_BIT;
+    d[WORD_WCACHE_ENABLED * 2] = (d[WORD_WCACHE_ENABLED * 2] ?? 0) | WCACHE_BIT;
+  };
   const original = proto.ata_command;
   proto.ata_command = function (this: IdeDrive, cmd: number) {
     const buffer = this.buffer as V86DiskBuffer | undefined;

@@ -1,6 +1,7 @@
 /**
  * connectV86Flush on a real v86 (libv86 in Node, not started): the IDE
- * drive's FLUSH CACHE / FLUSH CACHE EXT wait for the disk buffer's flush()
+ * drive reports a write cache, and its FLUSH CACHE / FLUSH CACHE EXT wait
+ * for the disk buffer's flush()
  * (BSY until then, DRDY|DSC and an interrupt after, ERR / ABRT when it
  * fails); other commands are v86's own.
  */
@@ -29,6 +30,7 @@ function gatedDisk(size: number) {
 interface Drive {
   status_reg: number;
   error_reg: number;
+  data: Uint8Array;
   ata_command(cmd: number): void;
   channel: { dma_status: number; device_control_reg: number };
 }
@@ -76,6 +78,9 @@ describe('connectV86Flush', () => {
     // Connected before the emulator has devices: the drive is hooked when it loads.
     const e = await loaded(hda, (em) => connectV86Flush(em, hda));
     const d = drive(e);
+    // IDENTIFY DEVICE (0xEC) reports a volatile write cache, supported (word 82) and enabled (word 85).
+    d.ata_command(0xec);
+    expect([d.data[164]! & 0x20, d.data[170]! & 0x20]).toEqual([0x20, 0x20]);
     // Interrupts on (nIEN clear), as the guest's driver sets them: push_irq marks the channel's DMA status.
     d.channel.device_control_reg = 0;
     for (const cmd of [0xe7, 0xea]) {
@@ -123,7 +128,9 @@ describe('connectV86Flush', () => {
     const e = await loaded(hda);
     const other = toV86Buffer(gatedDisk(1 << 20).disk);
     expect(() => connectV86Flush(e, other)).toThrow(expect.objectContaining({ code: 'EINVAL', message: expect.stringContaining('no IDE drive') }));
-    // Not hooked: v86's own FLUSH CACHE completes at once and the disk is not flushed.
+    // Not connected: v86's own IDENTIFY (no write cache) and FLUSH CACHE (completes at once, no disk flush).
+    drive(e).ata_command(0xec);
+    expect([drive(e).data[164]! & 0x20, drive(e).data[170]! & 0x20]).toEqual([0, 0]);
     drive(e).ata_command(0xe7);
     expect(drive(e).status_reg).toBe(0x50);
     await tick();
