@@ -4,7 +4,7 @@
  * for the Playwright specs (page.evaluate).
  */
 import { wrap, type Remote } from 'comlink';
-import { DiskWorker, toV86Buffer, isBlockError, saveMachine, restoreMachine } from '../../src/client/index.js';
+import { DiskWorker, connectV86Flush, toV86Buffer, isBlockError, saveMachine, restoreMachine } from '../../src/client/index.js';
 import type { TestBlockWorker } from './test-worker.js';
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
@@ -65,6 +65,7 @@ function conformance(mode: 'wasm' | 'typescript'): Promise<unknown> {
 const harness = {
   DiskWorker,
   toV86Buffer,
+  connectV86Flush,
   saveMachine,
   restoreMachine,
   V86,
