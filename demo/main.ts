@@ -90,6 +90,12 @@ $('#btn-quick').addEventListener('click', () =>
     await select(`opfs:/${name}`);
   }),
 );
+$('#btn-linux').addEventListener('click', () =>
+  void guard('Booting Linux', async () => {
+    showTab('vm');
+    await vm.newLinuxDisk(true);
+  }),
+);
 installDropZone();
 
 // ---------------------------------------------------------------- start
@@ -110,7 +116,7 @@ async function start(): Promise<void> {
     h('span', { class: isolated ? 'pill pill-ok' : 'pill pill-warn', title: isolated ? 'SharedArrayBuffer is available (COOP/COEP headers are set)' : 'Serve with COOP/COEP headers for the synchronous channel' }, isolated ? 'cross-origin isolated' : 'not isolated'),
     h('span', { class: drivers.includes('opfs') ? 'pill' : 'pill pill-warn' }, drivers.includes('opfs') ? 'OPFS' : 'no OPFS'),
   );
-  for (const id of ['#btn-create', '#btn-import', '#btn-quick']) ($(id) as HTMLButtonElement).disabled = false;
+  for (const id of ['#btn-create', '#btn-import', '#btn-quick', '#btn-linux']) ($(id) as HTMLButtonElement).disabled = false;
   await guard('Listing the images', refreshList);
   document.documentElement.dataset.ready = 'true';
 }

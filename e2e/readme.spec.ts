@@ -3,7 +3,7 @@
  * Chromium: test/readme.test.ts type-checks them, this spec runs them in the
  * harness page with the page API bound to the names they import. v86 is
  * replaced by a stand-in that keeps the options it gets, so the disk handed
- * to it as `hda` is read back through the adapter.
+ * to it as `hda` is read back through the adapter, and the events listened to.
  */
 import { test, expect } from '@playwright/test';
 import ts from 'typescript';
@@ -35,12 +35,17 @@ for (const block of browserBlocks) {
     const r = await page.evaluate(async ({ names, js }) => {
       const h = window.harness;
       let v86Options: { hda?: { byteLength: number; get(o: number, n: number, cb: (b: Uint8Array) => void): void } } | null = null;
+      const listened: string[] = [];
       class V86StandIn {
         constructor(o: typeof v86Options) {
           v86Options = o;
         }
+        // connectV86Flush waits for the emulator to load (a stand-in never does).
+        add_listener(event: string) {
+          listened.push(event);
+        }
       }
-      const bindings: Record<string, unknown> = { DiskWorker: h.DiskWorker, toV86Buffer: h.toV86Buffer, V86: V86StandIn };
+      const bindings: Record<string, unknown> = { DiskWorker: h.DiskWorker, toV86Buffer: h.toV86Buffer, connectV86Flush: h.connectV86Flush, V86: V86StandIn };
       const missing = names.filter((n) => !(n in bindings));
       if (missing.length > 0) return { missing };
       const AsyncFunction = Object.getPrototypeOf(async () => undefined).constructor as new (...a: string[]) => (...v: unknown[]) => Promise<Record<string, unknown>>;
@@ -62,6 +67,7 @@ for (const block of browserBlocks) {
         bufHead: buf.subarray(0, 4096).every((v) => v === 0xab),
         bufTailZero: buf.subarray(4096).every((v) => v === 0),
         sectorAllAb: sector.every((v) => v === 0xab),
+        listened,
       };
       await disk.close();
       await dw.remove(disk.path);
@@ -77,6 +83,8 @@ for (const block of browserBlocks) {
       bufHead: true,
       bufTailZero: true,
       sectorAllAb: true,
+      // The block connects the guest's flushes (connectV86Flush hooks the drive once v86 has loaded).
+      listened: ['emulator-loaded'],
     });
   });
 }

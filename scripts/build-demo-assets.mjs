@@ -5,6 +5,8 @@
  *
  *   demo/public/seabios/bios-256k.bin, vgabios-stdvga.bin   (package seabios)
  *   demo/public/guest/guest.bin                              (nasm demo/guest/guest.asm)
+ *   demo/public/linux/{vmlinuz,initramfs.gz,root.qcow2,manifest.json}
+ *                     the VM panel's Linux guest (scripts/build-linux-guest.mjs, Debian i386 packages)
  *
  * Run before `vite` / `vite build` with the demo config:
  *   node scripts/build-demo-assets.mjs
@@ -39,4 +41,10 @@ need('/usr/bin/nasm', 'nasm');
 execFileSync('nasm', ['-f', 'bin', '-o', path.join(pub, 'guest/guest.bin'), path.join(root, 'demo/guest/guest.asm')], {
   stdio: ['ignore', 'inherit', 'inherit'],
 });
-console.log('build-demo-assets: demo/public/seabios and demo/public/guest/guest.bin are ready');
+// The Linux guest: built once into build/linux-guest (skipped while it exists).
+execFileSync(process.execPath, [path.join(root, 'scripts/build-linux-guest.mjs')], { stdio: ['ignore', 'inherit', 'inherit'] });
+fs.mkdirSync(path.join(pub, 'linux'), { recursive: true });
+for (const name of ['vmlinuz', 'initramfs.gz', 'root.qcow2', 'manifest.json']) {
+  fs.copyFileSync(path.join(root, 'build/linux-guest', name), path.join(pub, 'linux', name));
+}
+console.log('build-demo-assets: demo/public/seabios, demo/public/guest/guest.bin and demo/public/linux are ready');

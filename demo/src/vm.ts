@@ -3,14 +3,20 @@
  * adapter (toV86Buffer), shows the guest's screen and serial output, and the
  * disk's live I/O statistics. The demo guest (demo/guest/guest.asm, built
  * with nasm by scripts/build-demo-assets.mjs) can be installed on any disk.
+ * The Linux guest (linux.ts) boots from the selected disk or from a new
+ * qcow2 overlay over the served root image, with its serial console typeable;
+ * its FLUSH CACHE reaches the disk (connectV86Flush), so the guest's sync is
+ * on storage when it returns.
  * "Save machine" keeps the running machine (v86's state) and its disk as one
  * internal snapshot of a qcow2 disk (saveMachine); "Restore machine" brings
  * one back (restoreMachine), booting an emulator first when none runs, so a
  * machine saved before a page reload resumes after it.
  */
-import { restoreMachine, saveMachine, toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer, type V86Machine } from '../../src/client/index.js';
+import { connectV86Flush, restoreMachine, saveMachine, toV86Buffer, type Disk, type DiskStats, type V86DiskBuffer, type V86Machine } from '../../src/client/index.js';
 import { relistSnapshots } from './snapshots.js';
 import { app, bus, type Selected } from './state.js';
+import { appendSerial, isLinuxOverlay, linuxBaseUrl, linuxBootOptions, linuxDiskSize, serialBytes } from './linux.js';
+import { refreshList, select } from './disks.js';
 import { confirmDialog, field, fmtBytes, guard, h, showError, toast } from './ui.js';
 
 type Emulator = V86Machine & { destroy(): Promise<void>; add_listener(ev: string, fn: (v: number) => void): void };
@@ -26,6 +32,14 @@ export class VmPanel {
   private readonly bootBtn: HTMLButtonElement;
   private readonly stopBtn: HTMLButtonElement;
   private readonly installBtn: HTMLButtonElement;
+  private readonly guestSelect: HTMLSelectElement;
+  private readonly newLinuxBtn: HTMLButtonElement;
+  private readonly figures: HTMLElement;
+  private serialShown = '';
+  /** performance.now() at Boot while the Linux guest has not reached its shell prompt yet, else 0. */
+  private bootStart = 0;
+  /** Seconds from Boot to the Linux guest's first shell prompt (this boot), or null. */
+  private bootSeconds: number | null = null;
   private readonly saveName: HTMLInputElement;
   private readonly saveBtn: HTMLButtonElement;
   private readonly restoreSelect: HTMLSelectElement;
@@ -41,9 +55,24 @@ export class VmPanel {
   constructor() {
     this.screen = h('div', { class: 'vm-screen', 'data-testid': 'vm-screen' }, h('div', { class: 'vm-text' }), h('canvas', { style: 'display:none' }));
     this.screen.append(h('div', { class: 'vm-idle' }, 'The guest’s screen appears here.'));
-    this.serial = h('pre', { class: 'vm-serial mono', 'data-testid': 'vm-serial' });
+    this.serial = h('pre', { class: 'vm-serial mono', 'data-testid': 'vm-serial', tabindex: '0', title: 'Click here and type: keys go to the guest’s serial port' });
+    this.serial.addEventListener('keydown', (e) => {
+      const bytes = this.emulator ? serialBytes(e) : null;
+      if (bytes === null) return;
+      e.preventDefault();
+      (this.emulator as unknown as { serial0_send(s: string): void }).serial0_send(bytes);
+    });
+    this.serial.addEventListener('paste', (e) => {
+      const text = e.clipboardData?.getData('text');
+      if (!this.emulator || !text) return;
+      e.preventDefault();
+      (this.emulator as unknown as { serial0_send(s: string): void }).serial0_send(text.replace(/\r?\n/g, '\r'));
+    });
+    this.guestSelect = h('select', { name: 'guest', 'data-testid': 'vm-guest' }, h('option', { value: 'demo' }, 'Demo boot program'), h('option', { value: 'linux' }, 'Linux (Debian i386, ext4 disk)'));
+    this.newLinuxBtn = h('button', { class: 'btn', type: 'button', 'data-testid': 'vm-new-linux', title: 'A new qcow2 overlay in OPFS over the Linux root image served with the page', onclick: () => void guard('Creating a Linux disk', () => this.newLinuxDisk()) }, 'New Linux disk');
     this.status = h('span', { class: 'pill', 'data-testid': 'vm-status' }, 'stopped');
     this.stats = h('div', { class: 'io-stats', 'data-testid': 'io-stats' });
+    this.figures = h('p', { class: 'muted small', 'data-testid': 'vm-figures' });
     this.installBtn = h('button', { class: 'btn', type: 'button', onclick: () => void guard('Installing the demo guest', () => this.install()) }, 'Install demo guest');
     this.bootBtn = h('button', { class: 'btn btn-primary', type: 'button', 'data-testid': 'vm-boot', onclick: () => void guard('Booting the VM', () => this.boot()) }, 'Boot');
     this.stopBtn = h('button', { class: 'btn', type: 'button', disabled: true, onclick: () => void guard('Stopping the VM', () => this.stop()) }, 'Stop');
@@ -54,9 +83,9 @@ export class VmPanel {
     this.root = h(
       'div',
       { class: 'vm' },
-      h('div', { class: 'row' }, this.bootBtn, this.stopBtn, this.installBtn, this.status, h('span', { class: 'muted vm-note' }, 'v86 (an x86 emulator in WebAssembly) reads and writes the selected disk through toV86Buffer — every sector goes through the block worker.')),
+      h('div', { class: 'row' }, field('Guest', this.guestSelect), this.newLinuxBtn, this.bootBtn, this.stopBtn, this.installBtn, this.status, h('span', { class: 'muted vm-note' }, 'v86 (an x86 emulator in WebAssembly) reads and writes the selected disk through toV86Buffer — every sector goes through the block worker.')),
       h('div', { class: 'row vm-machine' }, field('Save as', this.saveName), this.saveBtn, field('Saved machine', this.restoreSelect), this.restoreBtn, h('span', { class: 'muted vm-note' }, 'A saved machine is an internal snapshot with v86’s state as its VM state: qemu-img snapshot -l lists it with its VM size.')),
-      h('div', { class: 'vm-body' }, this.screen, h('div', { class: 'vm-side' }, h('h4', {}, 'Disk I/O'), this.stats, h('h4', {}, 'Serial port (COM1)'), this.serial)),
+      h('div', { class: 'vm-body' }, this.screen, h('div', { class: 'vm-side' }, h('h4', {}, 'Disk I/O'), this.stats, this.figures, h('h4', {}, 'Serial port (COM1) — click and type'), this.serial)),
     );
     this.renderStats(null);
     app.stopVm = () => this.stop();
@@ -69,6 +98,11 @@ export class VmPanel {
       this.renderStats(null);
     });
     bus.on('select', (sel) => this.renderMachines(sel));
+    // An overlay of the Linux root image boots Linux; the figures show its stored size as it grows.
+    bus.on('select', (sel) => {
+      if (!this.emulator && isLinuxOverlay(sel?.info?.backingFile)) this.guestSelect.value = 'linux';
+      this.renderFigures();
+    });
     bus.on('snapshots', (sel) => this.renderMachines(sel));
   }
 
@@ -101,15 +135,40 @@ export class VmPanel {
     bus.emit('data', { offset: 0, bytes: bin.length });
   }
 
+  /**
+   * Creates opfs:/linux-<time>.qcow2 over the served Linux root image, selects
+   * it and picks the Linux guest; boots it when `boot` (the welcome screen's button).
+   */
+  async newLinuxDisk(boot = false): Promise<void> {
+    if (!app.dw) throw new Error('The block worker is not running');
+    const existing = new Set((await app.dw.list('opfs')).map((e) => e.path));
+    const stamp = new Date().toISOString().slice(11, 19).replace(/:/g, '');
+    let path = `opfs:/linux-${stamp}.qcow2`;
+    for (let n = 2; existing.has(path); n++) path = `opfs:/linux-${stamp}-${n}.qcow2`;
+    await app.dw.create({ path, format: 'qcow2', size: await linuxDiskSize(), backingFile: linuxBaseUrl(), backingFormat: 'qcow2' });
+    await refreshList();
+    await select(path);
+    this.guestSelect.value = 'linux';
+    if (boot) await this.boot();
+    else toast('ok', 'Linux disk created', `${path} over ${linuxBaseUrl()}: press Boot.`);
+  }
+
   async boot(): Promise<void> {
     if (this.emulator) return;
     const disk = this.selectedDisk;
+    if (this.guestSelect.value === 'linux') {
+      this.serial.textContent = this.serialShown = '';
+      await this.start(disk, true);
+      // Keys typed now go to the guest's shell.
+      this.serial.focus();
+      return;
+    }
     const mbr = await disk.read(0, 512);
     if (mbr[510] !== 0x55 || mbr[511] !== 0xaa) {
       if (disk.readOnly || !(await confirmDialog('This disk is not bootable', 'It has no boot sector (no 0x55AA signature). Install the demo guest on it and boot?', 'Install and boot'))) return;
       await this.installGuest(disk);
     }
-    this.serial.textContent = '';
+    this.serial.textContent = this.serialShown = '';
     await this.start(disk, true);
   }
 
@@ -122,6 +181,12 @@ export class VmPanel {
       this.hda = toV86Buffer(disk, { onError: (e) => showError(e, 'A guest disk request') });
       this.disk = disk;
       this.base = await disk.stats();
+      const isLinux = this.guestSelect.value === 'linux';
+      const t0 = performance.now();
+      const linux = isLinux ? await linuxBootOptions() : {};
+      this.bootStart = isLinux ? t0 : 0;
+      this.bootSeconds = null;
+      this.renderFigures();
       const emulator = new V86({
         wasm_path: wasm.default,
         bios: { url: `${BASE}seabios/bios-256k.bin` },
@@ -134,13 +199,31 @@ export class VmPanel {
         disable_keyboard: true,
         disable_mouse: true,
         disable_speaker: true,
+        ...linux,
       } as never) as unknown as Emulator;
+      // The guest's sync (FLUSH CACHE) flushes the disk: a journal commit is on storage when the guest hears so.
+      connectV86Flush(emulator as never, this.hda);
       const loaded = autostart ? null : new Promise<void>((resolve) => emulator.add_listener('emulator-loaded', () => resolve()));
       this.emulator = emulator;
       this.renderMachines(app.selected);
+      let pending = '';
       emulator.add_listener('serial0-output-byte', (b) => {
-        this.serial.textContent += String.fromCharCode(b);
-        this.serial.scrollTop = this.serial.scrollHeight;
+        // Batched per frame: a booting kernel prints thousands of bytes.
+        if (pending === '') requestAnimationFrame(() => {
+          this.serialShown = appendSerial(this.serialShown, pending);
+          pending = '';
+          // Booted: the shell's first prompt after init's marker.
+          const ready = this.bootStart ? this.serialShown.indexOf('LINUX-GUEST-READY') : -1;
+          if (ready >= 0 && this.serialShown.includes('guest:', ready)) {
+            this.bootSeconds = (performance.now() - this.bootStart) / 1000;
+            this.bootStart = 0;
+            this.status.textContent = `running (booted in ${this.bootSeconds.toFixed(1)} s)`;
+            this.renderFigures();
+          }
+          this.serial.textContent = this.serialShown;
+          this.serial.scrollTop = this.serial.scrollHeight;
+        });
+        pending += String.fromCharCode(b);
       });
       emulator.add_listener('emulator-started', () => this.status.textContent = 'running');
       app.vmRunning = true;
@@ -255,6 +338,19 @@ export class VmPanel {
     this.last = { t: now, s };
     if (prev && (s.write.ops !== prev.s.write.ops || s.zeroWrite.ops !== prev.s.zeroWrite.ops)) bus.emit('data', null);
     this.renderStats(s, prev);
+    this.renderFigures();
+  }
+
+  /** Boot time and the disk's figures: what its top image stores, of how much. */
+  private renderFigures(): void {
+    const info = app.selected?.disk === this.disk ? app.selected?.info : null;
+    const parts: string[] = [];
+    if (this.bootSeconds !== null) parts.push(`Linux booted in ${this.bootSeconds.toFixed(1)} s (Boot to the shell prompt).`);
+    else if (this.bootStart) parts.push('Linux is booting…');
+    if (info) {
+      parts.push(`${info.format} stores ${fmtBytes(info.actualSize)} of ${fmtBytes(info.virtualSize)}${info.backingFile ? `; the rest comes from ${info.backingFile}` : ''}.`);
+    }
+    this.figures.textContent = parts.join(' ');
   }
 
   private renderStats(s: DiskStats | null, prev?: { t: number; s: DiskStats } | null): void {
@@ -266,7 +362,7 @@ export class VmPanel {
     const row = (label: string, k: 'read' | 'write') =>
       h('tr', { 'data-op': k }, h('th', {}, label), h('td', { 'data-field': 'ops' }, d(k, 'ops').toLocaleString('en-US')), h('td', {}, fmtBytes(d(k, 'bytes'))), h('td', {}, lat(k)), h('td', {}, `${fmtBytes(rate(k))}/s`));
     this.stats.replaceChildren(
-      h('table', { class: 'table table-compact' }, h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'ops'), h('th', {}, 'bytes'), h('th', {}, 'latency'), h('th', {}, 'rate'))), h('tbody', {}, row('Reads', 'read'), row('Writes', 'write'), h('tr', {}, h('th', {}, 'Flushes'), h('td', {}, d('flush', 'ops').toLocaleString('en-US')), h('td', {}, ''), h('td', {}, lat('flush')), h('td', {}, '')))),
+      h('table', { class: 'table table-compact' }, h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'ops'), h('th', {}, 'bytes'), h('th', {}, 'latency'), h('th', {}, 'rate'))), h('tbody', {}, row('Reads', 'read'), row('Writes', 'write'), h('tr', { 'data-op': 'flush' }, h('th', {}, 'Flushes'), h('td', { 'data-field': 'ops' }, d('flush', 'ops').toLocaleString('en-US')), h('td', {}, ''), h('td', {}, lat('flush')), h('td', {}, '')))),
       h('p', { class: 'muted small' }, this.base ? 'Since this boot; latency is the average per request, measured in the block worker.' : 'Boot the VM to see its disk traffic.'),
     );
   }

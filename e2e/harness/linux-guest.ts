@@ -6,6 +6,7 @@
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
 
+import { connectV86Flush, type V86DiskBuffer } from '../../src/client/index.js';
 import { LINUX_CMDLINE } from './linux-cmdline.js';
 
 export { LINUX_CMDLINE };
@@ -38,6 +39,11 @@ export interface LinuxGuest {
 export interface LinuxGuestOptions {
   /** What v86 gets as hda: toV86Buffer(disk), or { buffer: ArrayBuffer }. */
   hda: unknown;
+  /**
+   * Whether the guest's FLUSH CACHE waits for the toV86Buffer hda's flush()
+   * (connectV86Flush; default true): without it a guest's sync stops at v86.
+   */
+  guestFlush?: boolean;
   memoryMiB?: number;
   cmdline?: string;
   /** Milliseconds to wait for the first prompt. */
@@ -67,6 +73,8 @@ export async function bootLinux(opts: LinuxGuestOptions): Promise<LinuxGuest> {
     disable_mouse: true,
     disable_speaker: true,
   } as never);
+  const hda = opts.hda as Partial<V86DiskBuffer>;
+  if ((opts.guestFlush ?? true) && typeof hda.flush === 'function' && 'pendingWrites' in hda) connectV86Flush(emulator as never, hda as V86DiskBuffer);
   emulator.add_listener('serial0-output-byte', (byte: number) => {
     serial += String.fromCharCode(byte);
     for (const w of [...waiters]) w();

@@ -4,7 +4,7 @@
  * for the Playwright specs (page.evaluate).
  */
 import { wrap, type Remote } from 'comlink';
-import { DiskWorker, toV86Buffer, isBlockError, saveMachine, restoreMachine, V86Cdrom } from '../../src/client/index.js';
+import { DiskWorker, connectV86Flush, toV86Buffer, isBlockError, saveMachine, restoreMachine, V86Cdrom } from '../../src/client/index.js';
 import type { TestBlockWorker } from './test-worker.js';
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
@@ -66,6 +66,7 @@ const harness = {
   DiskWorker,
   toV86Buffer,
   V86Cdrom,
+  connectV86Flush,
   saveMachine,
   restoreMachine,
   V86,

@@ -51,6 +51,7 @@ export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
 export { V86Cdrom, type V86CdromEmulator, type CdromOpener } from './cdrom.js';
 export { RemovableMedia, type MediaEvents } from '../core/removable-media.js';
+export { connectV86Flush, type V86WithIde } from './v86-flush.js';
 export { saveMachine, restoreMachine, type MachineDisk, type V86Machine } from './v86-machine.js';
 export { SyncDiskClient, SharedDiskReader } from '../channels/sync-client.js';
 export { BulkReader } from '../channels/ring-client.js';
