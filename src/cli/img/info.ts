@@ -16,7 +16,23 @@ const STRONG_OPTIONS: Record<string, readonly string[]> = {
   throttle: ['throttle-group'],
   'copy-on-read': ['bottom'],
   raw: ['offset', 'size'],
+  qcow2: ['encrypt.key-secret'],
+  luks: ['key-secret'],
 };
+
+/** A node option by dotted key, flat (`encrypt.key-secret`) or nested (`encrypt: {key-secret}`). */
+function optionAt(options: Record<string, unknown>, key: string): unknown {
+  if (key in options) return options[key];
+  const dot = key.indexOf('.');
+  if (dot < 0) return undefined;
+  const sub = options[key.slice(0, dot)];
+  return sub !== null && typeof sub === 'object' ? optionAt(sub as Record<string, unknown>, key.slice(dot + 1)) : undefined;
+}
+
+/** Whether a format node was opened with a strong option its file name cannot say (an encryption key secret). */
+function hasStrongOption(node: BlockNode): boolean {
+  return node.driver.name !== 'raw' && (STRONG_OPTIONS[node.driver.name] ?? []).some((k) => optionAt(node.options, k) !== undefined);
+}
 
 /**
  * A node's options as QEMU rebuilds them for a `json:` filename
@@ -27,7 +43,7 @@ const STRONG_OPTIONS: Record<string, readonly string[]> = {
 function fullOpenOptions(node: BlockNode): QdictValue {
   const entries: Array<[string, QdictValue]> = [['driver', node.driver.name]];
   for (const key of [...(node.driver.kind === 'protocol' ? ['filename'] : []), ...(STRONG_OPTIONS[node.driver.name] ?? [])]) {
-    const v = node.options[key];
+    const v = optionAt(node.options, key);
     if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') entries.push([key, v]);
   }
   for (const c of node.children) if (c.name !== 'backing') entries.push([c.name, fullOpenOptions(c.node)]);
@@ -57,7 +73,8 @@ async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<
   if (bb.node.driver.kind === 'filter' && !bb.node.instance.getInfo) return filterImageInfo(bb.node);
   const node = formatNode(bb.node);
   const inst = node.instance;
-  const name = imageFilename(ctx, node, filename);
+  // QEMU's bdrv_refresh_filename: a key secret makes the name a json: one.
+  const name = hasStrongOption(node) ? `json:${qdictJsonNested((fullOpenOptions(node) as { entries: ReadonlyArray<readonly [string, QdictValue]> }).entries)}` : imageFilename(ctx, node, filename);
   const info: ImageInfo = { 'virtual-size': node.length, filename: name, format: node.driver.name };
   const gi = driverInfo(node);
   if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
