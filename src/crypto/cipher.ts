@@ -91,7 +91,7 @@ class NodeAesEcb implements EcbEngine {
     private readonly nc: NodeCiphers,
     key: Uint8Array,
   ) {
-    this.key = key.slice();
+    this.key = Uint8Array.from(key); // a copy even of a Buffer (whose slice is a view): release wipes it
     this.name = `aes-${key.length * 8}`;
   }
 
