@@ -133,7 +133,7 @@ function wasmEcb(engine: AesBackend, key: AesKey): EcbEngine {
     engine.crypt('ecb', key, undefined, 'plain', undefined, data, 0, 16, encrypt);
     return data;
   };
-  return { blockSize: 16, encrypt: (d) => run(d, true), decrypt: (d) => run(d, false), release: () => key.release() };
+  return { blockSize: 16, inPlace: true, encrypt: (d) => run(d, true), decrypt: (d) => run(d, false), release: () => key.release() };
 }
 
 interface SectorImpl {

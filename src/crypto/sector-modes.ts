@@ -16,6 +16,8 @@ import { BlockError } from '../core/errors.js';
 /** A block cipher keyed once: ECB over whole buffers (lengths a multiple of the block size). */
 export interface EcbEngine {
   readonly blockSize: number;
+  /** Whether encrypt / decrypt overwrite their argument (else they return a new buffer). */
+  readonly inPlace?: boolean;
   /** The encryption of `data`: in place or a new buffer. */
   encrypt(data: Uint8Array): Uint8Array;
   decrypt(data: Uint8Array): Uint8Array;
@@ -53,6 +55,8 @@ function aligned(src: Uint8Array, copy: boolean): Uint8Array {
 /** Sector modes over an engine: the key, the XTS tweak key, the ESSIV key. */
 export class ModeCipher {
   private readonly bs: number;
+  /** XTS's tweak buffer, kept between calls (the luks driver encrypts 1 MiB at a time). */
+  private scratch: Uint32Array | undefined;
 
   constructor(
     private readonly mode: ModeName,
@@ -133,22 +137,29 @@ export class ModeCipher {
   private cbcDecrypt(buf: Uint8Array, ivs: Uint8Array): void {
     const ss = this.sectorSize;
     const bs = this.bs;
-    // Each block's plaintext is its decryption XOR the block before (the IV for a sector's first).
-    const prev = aligned(buf, true);
-    for (let s = 0, at = 0; at < buf.length; s++, at += ss) {
-      prev.copyWithin(at + bs, at, Math.min(buf.length, at + ss) - bs);
-      prev.set(ivs.subarray(s * bs, s * bs + bs), at);
+    // Each block's plaintext is its decryption XOR the ciphertext block before it (the IV for a sector's first).
+    const cipherText = aligned(buf, false);
+    // An engine working in place gets a copy: the ciphertext is needed after.
+    const out = aligned(this.key.decrypt(this.key.inPlace ? cipherText.slice() : cipherText), false);
+    const o = new Uint32Array(out.buffer, out.byteOffset, out.length >> 2);
+    const c = new Uint32Array(cipherText.buffer, cipherText.byteOffset, cipherText.length >> 2);
+    const iv = new Uint32Array(ivs.buffer, ivs.byteOffset, ivs.length >> 2);
+    const wps = ss >> 2;
+    const wpb = bs >> 2;
+    for (let s = 0, w = 0; w < o.length; s++, w += wps) {
+      for (let i = 0; i < wpb; i++) o[w + i]! ^= iv[s * wpb + i]!;
+      const end = Math.min(o.length, w + wps);
+      for (let i = w + wpb; i < end; i++) o[i]! ^= c[i - wpb]!;
     }
-    const out = aligned(this.key.decrypt(buf), false);
-    xorInto(out, prev);
-    if (out !== buf) buf.set(out);
+    buf.set(out);
   }
 
   private xts(buf: Uint8Array, ivs: Uint8Array, encrypt: boolean): void {
     const ss = this.sectorSize;
     // T = E_K2(IV) per sector, then T·α^j for block j (GF(2^128), little-endian, x^128 + x^7 + x^2 + x + 1).
     const first = aligned(this.tweak!.encrypt(ivs), false);
-    const tw = new Uint32Array(buf.length >> 2);
+    if (!this.scratch || this.scratch.length < buf.length >> 2) this.scratch = new Uint32Array(buf.length >> 2);
+    const tw = this.scratch.subarray(0, buf.length >> 2);
     const f = new Uint32Array(first.buffer, first.byteOffset, first.length >> 2);
     const wordsPerSector = ss >> 2;
     for (let s = 0, w = 0; w < tw.length; s++, w += wordsPerSector) {
@@ -169,7 +180,7 @@ export class ModeCipher {
         a = (a << 1) ^ (carry * 0x87);
       }
     }
-    const tweaks = new Uint8Array(tw.buffer);
+    const tweaks = new Uint8Array(tw.buffer, 0, buf.length);
     const work = aligned(buf, false);
     xorInto(work, tweaks);
     const out = aligned(encrypt ? this.key.encrypt(work) : this.key.decrypt(work), false);
