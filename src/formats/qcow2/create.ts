@@ -395,7 +395,8 @@ export async function measureQcow2(options: OptionReader, source?: BlockNode): P
   let required: number;
   if (source) {
     virtualSize = Math.ceil(source.length / cs) * cs;
-    if (p.prealloc === 'full' || p.prealloc === 'falloc') {
+    if (p.prealloc === 'full' || p.prealloc === 'falloc' || p.backingFile !== undefined) {
+      // With a backing file QEMU cannot know what the chain shares with the source: all of it counts.
       required = virtualSize;
     } else {
       required = 0;

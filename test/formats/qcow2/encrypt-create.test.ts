@@ -82,4 +82,14 @@ describe('qcow2 encryption creation vs qemu-img', () => {
     expect(r.stdout).toMatch(/^read 1048576\/1048576/);
     expect(theirs('io', [...S0, '-c', 'read -P 0x9 0 1M', '--image-opts', spec('base.qcow2')], dir).stdout).not.toMatch(/verification failed/);
   });
+
+  it('measure of a qcow2 source with backing_file=x or LUKS encryption as qemu-img (iotest 178)', async () => {
+    const dir = fx.copy();
+    theirs('img', ['create', '-q', '-f', 'qcow2', 'm.qcow2', '1G'], dir);
+    theirs('io', ['-c', 'write 0 64k', '-c', 'write 128M 63k', 'm.qcow2'], dir);
+    for (const o of [['-o', 'backing_file=x'], [...S0, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10'], []]) {
+      const args = ['measure', '--output=json', ...o, '-f', 'qcow2', '-O', 'qcow2', 'm.qcow2'];
+      expect(both(await ours('img', args, dir))).toEqual(both(steady('img', args, dir)));
+    }
+  });
 });
