@@ -4,7 +4,7 @@
  * the WASM module, src/wasm/aes.ts; the modes over node:crypto in sector-modes.ts).
  */
 import { BlockError } from '../core/errors.js';
-import { loadAes, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
+import { loadAes, typeScriptAesForced, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
 import { digest, digestLength, isHashAlg, type HashAlg } from './hash.js';
 import { ModeCipher, type EcbEngine } from './sector-modes.js';
 
@@ -74,6 +74,7 @@ function nodeCrypto(): NodeCiphers | null {
 /**
  * Whether new ciphers use node:crypto's AES (OpenSSL, AES-NI) where it exists
  * (true, the default) or the WASM module (false; browsers always use it).
+ * useTypeScriptAes(true) (src/wasm/aes.ts) overrides both with the TypeScript twin.
  */
 export function useNodeAes(on: boolean): void {
   preferNode = on;
@@ -191,7 +192,7 @@ export class SectorCipher {
       salt.fill(0);
     }
     try {
-      const nc = preferNode ? nodeCrypto() : null;
+      const nc = preferNode && !typeScriptAesForced() ? nodeCrypto() : null;
       if (nc) {
         const engine = (k: Uint8Array) => new NodeAesEcb(nc, k);
         const tweak = spec.mode === 'xts' ? engine(masterKey.subarray(klen)) : undefined;
