@@ -6,7 +6,7 @@
  * (npm run build:ts). Run from the repository root:
  *   npx tsx bench/research/luks-throughput.ts [reps] [dir]
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -20,7 +20,9 @@ const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1]!;
 
 /** CPU seconds (user + sys) of one child process. */
 function cpu(cmd: string, args: string[]): number {
-  const out = execFileSync('/usr/bin/time', ['-f', '%U %S', cmd, ...args], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] }).toString();
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', cmd, ...args], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}: ${r.stderr.toString()}`);
+  const out = r.stderr.toString();
   const [u, s] = out.trim().split('\n').pop()!.split(' ').map(Number);
   return u! + s!;
 }
