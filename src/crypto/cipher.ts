@@ -1,10 +1,12 @@
 /**
  * A disk cipher: algorithm, mode and IV generator as LUKS names them, and the
- * sector cipher built from a master key (AES in the WASM module, src/wasm/aes.ts).
+ * sector cipher built from a master key (AES in node:crypto where it exists, else in
+ * the WASM module, src/wasm/aes.ts; the modes over node:crypto in sector-modes.ts).
  */
 import { BlockError } from '../core/errors.js';
-import { loadAes, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
+import { loadAes, typeScriptAesForced, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
 import { digest, digestLength, isHashAlg, type HashAlg } from './hash.js';
+import { ModeCipher, type EcbEngine } from './sector-modes.js';
 
 /** QEMU's cipher algorithm names (QCryptoCipherAlgorithm) that LUKS can name. */
 export const CIPHER_ALGS = ['aes-128', 'aes-192', 'aes-256', 'cast5-128', 'serpent-128', 'serpent-192', 'serpent-256', 'twofish-128', 'twofish-192', 'twofish-256'] as const;
@@ -46,72 +48,195 @@ export function essivCipher(alg: CipherAlg, hash: HashAlg): CipherAlg {
   throw new BlockError('EINVAL', `No AES cipher with key size ${d} available`);
 }
 
-/** Checks that this build can run a spec (AES in ECB, CBC or XTS). */
+/** Checks that this build can run a spec (AES in any mode). */
 export function checkSupported(spec: CipherSpec): void {
   if (!spec.alg.startsWith('aes-')) throw new BlockError('ENOTSUP', `Cipher algorithm '${spec.alg}' is not supported by DiskWorker (only AES)`);
-  if (spec.mode === 'ctr') throw new BlockError('ENOTSUP', "Cipher mode 'ctr' is not supported by DiskWorker");
   if (spec.ivgen === 'essiv') essivCipher(spec.alg, spec.ivgenHash ?? 'sha256');
 }
 
+type NodeCipher = { update(d: Uint8Array): Uint8Array; setAutoPadding(on: boolean): NodeCipher; final(): Uint8Array };
+type NodeCiphers = {
+  createCipheriv(alg: string, key: Uint8Array, iv: Uint8Array | null): NodeCipher;
+  createDecipheriv(alg: string, key: Uint8Array, iv: Uint8Array | null): NodeCipher;
+};
+let nodeCiphers: NodeCiphers | null | undefined;
+let preferNode = true;
+
+/** node:crypto where the platform has it (Node), else null. */
+function nodeCrypto(): NodeCiphers | null {
+  if (nodeCiphers === undefined) {
+    const get = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule;
+    nodeCiphers = typeof get === 'function' ? ((get('node:crypto') as NodeCiphers | undefined) ?? null) : null;
+  }
+  return nodeCiphers;
+}
+
 /**
- * Encrypts and decrypts whole sectors with one key. Sector numbers count
- * from the start of the payload (or, for qcow2, as the caller decides).
+ * Whether new ciphers use node:crypto's AES (OpenSSL, AES-NI) where it exists
+ * (true, the default) or the WASM module (false; browsers always use it).
+ * useTypeScriptAes(true) (src/wasm/aes.ts) overrides both with the TypeScript twin.
  */
-export class SectorCipher {
-  private constructor(
+export function useNodeAes(on: boolean): void {
+  preferNode = on;
+}
+
+/** AES-ECB through node:crypto; CBC encryption chains sectors through one CBC context. */
+class NodeAesEcb implements EcbEngine {
+  readonly blockSize = 16;
+  private enc: NodeCipher | undefined;
+  private dec: NodeCipher | undefined;
+  private readonly key: Uint8Array;
+  private readonly name: string;
+
+  constructor(
+    private readonly nc: NodeCiphers,
+    key: Uint8Array,
+  ) {
+    this.key = Uint8Array.from(key); // a copy even of a Buffer (whose slice is a view): release wipes it
+    this.name = `aes-${key.length * 8}`;
+  }
+
+  encrypt(data: Uint8Array): Uint8Array {
+    this.enc ??= this.nc.createCipheriv(`${this.name}-ecb`, this.key, null).setAutoPadding(false);
+    return this.enc.update(data);
+  }
+
+  decrypt(data: Uint8Array): Uint8Array {
+    this.dec ??= this.nc.createDecipheriv(`${this.name}-ecb`, this.key, null).setAutoPadding(false);
+    return this.dec.update(data);
+  }
+
+  cbcEncrypt(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void {
+    // One CBC context for all sectors: XORing a sector's first block with
+    // (its IV ^ the previous sector's last ciphertext block) restarts the chain at its IV.
+    const c = this.nc.createCipheriv(`${this.name}-cbc`, this.key, ivs.subarray(0, 16)).setAutoPadding(false);
+    for (let s = 0, at = 0; at < buf.length; s++, at += sectorSize) {
+      const piece = buf.subarray(at, Math.min(buf.length, at + sectorSize));
+      if (s > 0) {
+        for (let i = 0; i < 16; i++) piece[i]! ^= ivs[s * 16 + i]! ^ buf[at - 16 + i]!;
+      }
+      piece.set(c.update(piece));
+    }
+    c.final();
+  }
+
+  release(): void {
+    this.key.fill(0);
+    this.enc?.final();
+    this.dec?.final();
+    this.enc = this.dec = undefined;
+  }
+}
+
+/** AES-ECB over the WASM module (or its TypeScript twin), for the modes it lacks (CTR). */
+function wasmEcb(engine: AesBackend, key: AesKey): EcbEngine {
+  const run = (data: Uint8Array, encrypt: boolean) => {
+    engine.crypt('ecb', key, undefined, 'plain', undefined, data, 0, 16, encrypt);
+    return data;
+  };
+  return { blockSize: 16, inPlace: true, encrypt: (d) => run(d, true), decrypt: (d) => run(d, false), release: () => key.release() };
+}
+
+interface SectorImpl {
+  crypt(buf: Uint8Array, sector: number, encrypt: boolean): void;
+  release(): void;
+}
+
+/** The WASM module's own sector modes (ECB, CBC, XTS). */
+class WasmSectors implements SectorImpl {
+  constructor(
     private readonly engine: AesBackend,
     private readonly mode: AesMode,
     private readonly ivgen: IvGen,
     private readonly key: AesKey,
     private readonly tweak: AesKey | undefined,
     private readonly ivKey: AesKey | undefined,
+    private readonly sectorSize: number,
+  ) {}
+
+  crypt(buf: Uint8Array, sector: number, encrypt: boolean): void {
+    this.engine.crypt(this.mode, this.key, this.tweak, this.ivgen, this.ivKey, buf, sector, this.sectorSize, encrypt);
+  }
+
+  release(): void {
+    this.key.release();
+    this.tweak?.release();
+    this.ivKey?.release();
+  }
+}
+
+/**
+ * Encrypts and decrypts whole sectors with one key. Sector numbers count
+ * from the start of the payload (or, for qcow2, as the caller decides).
+ * In Node AES runs in node:crypto (see {@link useNodeAes}), elsewhere in the
+ * WASM module; both give the same bytes.
+ */
+export class SectorCipher {
+  private constructor(
+    private readonly impl: SectorImpl,
     readonly sectorSize: number,
   ) {}
 
   /** Builds the cipher of `spec` keyed with `masterKey` (the bytes are not kept). */
   static async create(spec: CipherSpec, masterKey: Uint8Array, sectorSize = 512): Promise<SectorCipher> {
     checkSupported(spec);
-    const engine = await loadAes();
     const klen = cipherKeyLength(spec.alg);
     if (masterKey.length !== masterKeyLength(spec)) {
       throw new BlockError('EINVAL', `Master key of ${masterKey.length} bytes does not fit ${spec.alg}-${spec.mode}`);
     }
-    const keys: AesKey[] = [];
+    let ivKeyBytes: Uint8Array | undefined;
+    if (spec.ivgen === 'essiv') {
+      const hash = spec.ivgenHash ?? 'sha256';
+      const salt = await digest(hash, masterKey);
+      ivKeyBytes = salt.slice(0, cipherKeyLength(essivCipher(spec.alg, hash)));
+      salt.fill(0);
+    }
     try {
-      const key = engine.key(masterKey.subarray(0, klen));
-      keys.push(key);
-      const tweak = spec.mode === 'xts' ? engine.key(masterKey.subarray(klen)) : undefined;
-      if (tweak) keys.push(tweak);
-      let ivKey: AesKey | undefined;
-      if (spec.ivgen === 'essiv') {
-        const hash = spec.ivgenHash ?? 'sha256';
-        const salt = await digest(hash, masterKey);
-        ivKey = engine.key(salt.subarray(0, cipherKeyLength(essivCipher(spec.alg, hash))));
-        salt.fill(0);
-        keys.push(ivKey);
+      const nc = preferNode && !typeScriptAesForced() ? nodeCrypto() : null;
+      if (nc) {
+        const engine = (k: Uint8Array) => new NodeAesEcb(nc, k);
+        const tweak = spec.mode === 'xts' ? engine(masterKey.subarray(klen)) : undefined;
+        const impl = new ModeCipher(spec.mode, spec.ivgen, engine(masterKey.subarray(0, klen)), tweak, ivKeyBytes && engine(ivKeyBytes), sectorSize);
+        return new SectorCipher(impl, sectorSize);
       }
-      return new SectorCipher(engine, spec.mode as AesMode, spec.ivgen, key, tweak, ivKey, sectorSize);
-    } catch (e) {
-      for (const k of keys) k.release();
-      throw e;
+      const aes = await loadAes();
+      const keys: AesKey[] = [];
+      try {
+        const key = (k: Uint8Array) => {
+          const x = aes.key(k);
+          keys.push(x);
+          return x;
+        };
+        const main = key(masterKey.subarray(0, klen));
+        const tweak = spec.mode === 'xts' ? key(masterKey.subarray(klen)) : undefined;
+        const ivKey = ivKeyBytes && key(ivKeyBytes);
+        if (spec.mode === 'ctr') {
+          const impl = new ModeCipher('ctr', spec.ivgen, wasmEcb(aes, main), undefined, ivKey && wasmEcb(aes, ivKey), sectorSize);
+          return new SectorCipher(impl, sectorSize);
+        }
+        return new SectorCipher(new WasmSectors(aes, spec.mode, spec.ivgen, main, tweak, ivKey, sectorSize), sectorSize);
+      } catch (e) {
+        for (const k of keys) k.release();
+        throw e;
+      }
+    } finally {
+      ivKeyBytes?.fill(0);
     }
   }
 
   /** Encrypts `buf` in place; its first sector has number `sector`. */
   encrypt(buf: Uint8Array, sector: number): void {
-    this.engine.crypt(this.mode, this.key, this.tweak, this.ivgen, this.ivKey, buf, sector, this.sectorSize, true);
+    this.impl.crypt(buf, sector, true);
   }
 
   /** Decrypts `buf` in place; its first sector has number `sector`. */
   decrypt(buf: Uint8Array, sector: number): void {
-    this.engine.crypt(this.mode, this.key, this.tweak, this.ivgen, this.ivKey, buf, sector, this.sectorSize, false);
+    this.impl.crypt(buf, sector, false);
   }
 
   /** Wipes the keys. */
   release(): void {
-    this.key.release();
-    this.tweak?.release();
-    this.ivKey?.release();
+    this.impl.release();
   }
 }
 

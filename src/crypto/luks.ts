@@ -136,6 +136,10 @@ export class LuksVolume {
     checkSupported(spec);
     if (spec.ivgen === 'essiv') essivCipher(spec.alg, spec.ivgenHash ?? 'sha256');
     const mkLen = masterKeyLength(spec);
+    // Key material is en/decrypted in whole 512-byte sectors (QEMU asserts so and aborts otherwise).
+    if ((mkLen * LUKS_STRIPES) % LUKS_SECTOR !== 0) {
+      throw new BlockError('EINVAL', `Cipher ${spec.alg}-${spec.mode}: its key material of ${mkLen * LUKS_STRIPES} bytes is not a whole number of ${LUKS_SECTOR}-byte sectors`);
+    }
     const cipherName = spec.alg.slice(0, spec.alg.indexOf('-'));
     const modeSpec = `${spec.mode}-${spec.ivgen}${spec.ivgenHash ? `:${spec.ivgenHash}` : ''}`;
     const masterKey = randomBytes(mkLen);

@@ -110,6 +110,11 @@ export function useTypeScriptAes(on: boolean): void {
   typescriptOnly = on;
 }
 
+/** Whether {@link useTypeScriptAes} forces the twin (then node:crypto is not used either: the twin is what runs). */
+export function typeScriptAesForced(): boolean {
+  return typescriptOnly;
+}
+
 /** Which implementation new ciphers get. */
 export function aesImplementation(): 'wasm' | 'typescript' | 'not loaded' {
   if (typescriptOnly) return 'typescript';

@@ -159,6 +159,8 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   const srcBitmaps = bitmaps ? checkBitmaps(srcs, skipBrokenBitmaps) : undefined;
 
   const targetFmt = outFmt ?? 'raw';
+  // The new target opens with the key secrets it was created with (QEMU's img_add_key_secrets).
+  const keySecrets: Record<string, string> = {};
   if (!skipCreate) {
     creatableDriver(ctx, targetFmt);
     let built;
@@ -183,6 +185,10 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
     if (values.has('backing_file') && outBase === undefined) {
       outBase = values.get('backing_file');
     }
+    for (const k of ['key-secret', 'encrypt.key-secret']) {
+      const v = values.get(k);
+      if (v !== undefined) keySecrets[k] = v;
+    }
     const rec = toCreateRecord(values);
     rec['size'] = total;
     try {
@@ -199,7 +205,7 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   ctx.imageOpts = targetImageOpts;
   let target: BlockBackend;
   try {
-    target = await ctx.open(outFilename, skipCreate ? outFmt : targetFmt, { readOnly: false, cache: targetCache });
+    target = await ctx.open(outFilename, skipCreate ? outFmt : targetFmt, { readOnly: false, cache: targetCache, extra: keySecrets });
   } finally {
     ctx.imageOpts = sourceImageOpts;
   }

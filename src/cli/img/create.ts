@@ -107,7 +107,13 @@ export async function cmdCreate(ctx: Ctx, args: string[]): Promise<number> {
     const full = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(backingFile) ? backingFile : joinRelative(filename, backingFile);
     let bb: BlockBackend;
     try {
-      bb = await BlockBackend.open(ctx.graph, { filename: full, 'force-share': true }, { readOnly: true, ...(backingFmt ? { format: backingFmt } : {}) }, { name: '' });
+      // QEMU opens it with BDRV_O_NO_IO: an encrypted backing file needs no key for its size.
+      const spec = { filename: full, 'force-share': true };
+      const opts = { readOnly: true, ...(backingFmt ? { format: backingFmt } : {}) };
+      const noIo = backingFmt === undefined || backingFmt === 'qcow2' || backingFmt === 'luks';
+      bb = noIo
+        ? await BlockBackend.open(ctx.graph, { ...spec, 'x-no-io': true }, opts, { name: '' }).catch(() => BlockBackend.open(ctx.graph, spec, opts, { name: '' }))
+        : await BlockBackend.open(ctx.graph, spec, opts, { name: '' });
     } catch (e) {
       fail(`${prefix}${errText(e)}`, 1, `${errHint(e)}Could not open backing image.\n`);
     }

@@ -1,6 +1,7 @@
 /**
  * `img measure`.
  */
+import { isValidOptionList } from '../qemu-opts.js';
 import { BlockBackend } from '../../core/backend.js';
 import { type MeasureInfo } from '../../core/driver.js';
 import { OptionReader } from '../../core/options.js';
@@ -33,7 +34,8 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
       case 'f': fmt = o.arg; break;
       case 'O': outFmt = o.arg!; break;
       case 'o':
-        if (!parseKeyValueListSafe(o.arg!)) fail(`Invalid option list: ${o.arg}`);
+        // qemu-img's is_valid_option_list (e.g. ',' alone), then the list must parse.
+        if (!isValidOptionList(o.arg!) || !parseKeyValueListSafe(o.arg!)) fail(`Invalid option list: ${o.arg}`);
         options.push(o.arg!);
         break;
       case 'l': snapshot = parseSnapshotParam(ctx, o.arg!); break;

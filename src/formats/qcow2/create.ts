@@ -72,7 +72,7 @@ export interface Qcow2CreateParams {
   dataFileRaw: boolean;
   compressionType: number;
   extendedL2: boolean;
-  /** LUKS encryption (encrypt.format=luks). */
+  /** Encryption (encrypt.format=luks, or the legacy aes). */
   encrypt?: Qcow2EncryptRequest;
 }
 
@@ -395,7 +395,8 @@ export async function measureQcow2(options: OptionReader, source?: BlockNode): P
   let required: number;
   if (source) {
     virtualSize = Math.ceil(source.length / cs) * cs;
-    if (p.prealloc === 'full' || p.prealloc === 'falloc') {
+    if (p.prealloc === 'full' || p.prealloc === 'falloc' || p.backingFile !== undefined) {
+      // With a backing file QEMU cannot know what the chain shares with the source: all of it counts.
       required = virtualSize;
     } else {
       required = 0;
@@ -420,7 +421,7 @@ export async function measureQcow2(options: OptionReader, source?: BlockNode): P
   let full = preallocSize(virtualSize, cs, order, p.extendedL2);
   if (p.encrypt) {
     // QEMU sizes the LUKS header by creating one in memory, which needs the secret named.
-    if (p.encrypt.luks.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
+    if (p.encrypt.format === 'luks' && p.encrypt.luks.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
     const luks = encryptionOverhead(p.encrypt, cs);
     full += luks;
   }

@@ -153,10 +153,7 @@ export function encryptInfo(img: Qcow2Image): Record<string, unknown> | undefine
 }
 
 /** qcow2's encryption creation options, from the flat `encrypt.*` keys. */
-export interface Qcow2EncryptRequest {
-  format: 'luks';
-  luks: LuksCreateRequest;
-}
+export type Qcow2EncryptRequest = { format: 'luks'; luks: LuksCreateRequest } | { format: 'aes'; keySecret: string | undefined };
 
 const ENCRYPT_KEYS = ['key-secret', 'cipher-alg', 'cipher-mode', 'ivgen-alg', 'ivgen-hash-alg', 'hash-alg', 'iter-time'] as const;
 
@@ -173,13 +170,20 @@ export function readEncryptCreateOptions(o: OptionReader): Qcow2EncryptRequest |
     if (Object.keys(sub).length > 0) throw new BlockError('EINVAL', "Parameter 'encrypt.format' is missing");
     return undefined;
   }
-  if (legacy || format === 'aes') throw new BlockError('ENOTSUP', "Creating qcow2 images with legacy 'aes' encryption is not supported by DiskWorker");
+  if (legacy && format !== undefined) throw new BlockError('EINVAL', "'encrypt.format' and its alias 'encryption' can't be used at the same time");
+  if (legacy || format === 'aes') {
+    // The old format's options have the key secret only (QEMU's QCryptoBlockOptionsQCow).
+    const extra = ENCRYPT_KEYS.find((k) => k !== 'key-secret' && sub[k] !== undefined);
+    if (extra) throw new BlockError('EINVAL', `Parameter 'encrypt.${extra}' is unexpected`);
+    return { format: 'aes', keySecret: sub['key-secret'] };
+  }
   if (format !== 'luks') throw new BlockError('EINVAL', `Parameter 'format' does not accept value '${format}'`);
   return { format: 'luks', luks: readLuksCreateOptions(new OptionReader(sub, "Block format 'qcow2'", 'encrypt.')) };
 }
 
 /** Bytes the LUKS header takes in a new image (whole clusters). */
 export function encryptionOverhead(req: Qcow2EncryptRequest, clusterSize: number): number {
+  if (req.format === 'aes') return 0;
   return Math.ceil(luksPayloadOffset(req.luks.options.spec) / clusterSize) * clusterSize;
 }
 
@@ -189,6 +193,14 @@ export function encryptionOverhead(req: Qcow2EncryptRequest, clusterSize: number
  * writes the header with one key slot, and records it in the image header.
  */
 export async function setUpEncryption(img: Qcow2Image, req: Qcow2EncryptRequest): Promise<void> {
+  if (req.format === 'aes') {
+    // No header of its own: the key is the password, so only the secret is checked.
+    if (req.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
+    lookupSecret(img.node.graph, req.keySecret).fill(0);
+    img.header.cryptMethod = CRYPT_AES;
+    await img.writeHeader();
+    return;
+  }
   const ext = { offset: 0, length: 0 };
   const volume = await createLuksOn(
     req.luks,

@@ -1,6 +1,6 @@
 /**
  * Emptying an image after `img commit` (QEMU's qcow2_make_empty): a v3 image
- * without snapshots, bitmaps, encryption or a data file is reset to a fresh
+ * without snapshots, bitmaps, a LUKS header or a data file is reset to a fresh
  * one (header, refcount table, one refcount block, a zeroed L1 table; the file
  * cut after them), with the dirty bit covering the steps where the refcounts
  * on disk describe nothing; any other image has every cluster discarded.
@@ -8,6 +8,7 @@
 import { BlockError, toBlockError } from '../../core/errors.js';
 import { HDR, INCOMPAT } from './constants.js';
 import { flushAll } from './cow.js';
+import { CRYPT_LUKS } from './crypt.js';
 import { registerMetadata } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { discardRange } from './zero-discard.js';
@@ -17,7 +18,9 @@ export async function makeEmpty(img: Qcow2Image): Promise<void> {
   const h = img.header;
   const l1Clusters = Math.ceil(h.l1Size / (img.clusterSize / 8));
   const whole =
-    h.version >= 3 && img.snapshots.length === 0 && (h.bitmaps?.nbBitmaps ?? 0) === 0 && 3 + l1Clusters <= img.refs.perBlock && !img.hasDataFile;
+    h.version >= 3 && img.snapshots.length === 0 && (h.bitmaps?.nbBitmaps ?? 0) === 0 && 3 + l1Clusters <= img.refs.perBlock && !img.hasDataFile &&
+    // The LUKS header's clusters must survive (legacy AES has none).
+    h.cryptMethod !== CRYPT_LUKS;
   if (whole) return makeCompletelyEmpty(img, l1Clusters);
   // Discards of this kind are passed to the file by default (pass-discard-snapshot).
   await discardRange(img, 0, h.size, true, true);

@@ -609,6 +609,9 @@ export class Qcow2Image implements DriverInstance {
   }
 
   hasZeroInit(): boolean {
+    // Preallocated clusters of an encrypted image read as the decryption of zeros (QEMU
+    // looks at the first L1 entry only: preallocation allocates every L2 table).
+    if (this.header.cryptMethod !== 0 && this.l1.length > 0 && this.l1[0] !== 0) return false;
     return !this.hasDataFile || (this.dataChild.node.instance.hasZeroInit?.() ?? false);
   }
 

@@ -366,7 +366,8 @@ export class Refcounts {
         await this.increment(start, n);
         return start * this.clusterSize;
       }
-      if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for clusters ${start}..${start + n - 1} does not converge`);
+      // Each attempt creates one missing block: a long run (a LUKS header in small clusters) needs one per block it spans.
+      if (attempt >= 8 + Math.ceil(n / this.perBlock)) throw new BlockError('EIO', `Refcount block allocation for clusters ${start}..${start + n - 1} does not converge`);
       await this.createBlock(missing, [...reserved, [start, start + n]]);
       this.freeHint = Math.min(this.freeHint, start);
     }
@@ -400,7 +401,7 @@ export class Refcounts {
         await this.increment(ci, free);
         return free;
       }
-      if (attempt >= 8) throw new BlockError('EIO', `Refcount block allocation for clusters ${ci}..${ci + free - 1} does not converge`);
+      if (attempt >= 8 + Math.ceil(free / this.perBlock)) throw new BlockError('EIO', `Refcount block allocation for clusters ${ci}..${ci + free - 1} does not converge`);
       await this.createBlock(missing, [[ci, ci + free]]);
       this.freeHint = Math.min(this.freeHint, ci);
     }
