@@ -23,6 +23,9 @@ import { checkRefcountBits, readRefcountBits } from './create.js';
  */
 export async function amendImage(img: Qcow2Image, o: OptionReader, force: boolean, progress?: AmendProgress): Promise<number | undefined> {
   const h = img.header;
+  // An amended image stores every bitmap anew at close, as QEMU's: its layout (the clusters a
+  // downgrade leaks, say) then matches qemu-img's.
+  img.storedBitmapBits = new WeakMap();
   const compat = o.string('compat');
   const lazy = o.bool('lazy_refcounts');
   const refcountBits = readRefcountBits(o);

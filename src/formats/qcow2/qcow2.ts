@@ -169,7 +169,7 @@ export class Qcow2Image implements DriverInstance {
    * generation when they were loaded or stored (bitmap-store.ts keeps them
    * when the bits did not change since).
    */
-  readonly storedBitmapBits = new WeakMap<BdrvDirtyBitmap, { generation: number; tableOffset: number; tableSize: number }>();
+  storedBitmapBits = new WeakMap<BdrvDirtyBitmap, { generation: number; tableOffset: number; tableSize: number }>();
   readonly warnings: string[] = [];
   /** What the open-time repair of a dirty image reported (QEMU prints it on stderr). */
   readonly repairMessages: string[] = [];
