@@ -10,7 +10,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Fixture, hasQemu, normalize, ours, theirs, type RunResult } from '../../cli/harness.js';
-import { prng } from '../../prng.js';
+import { session } from '../io-session.js';
 
 const MiB = 1 << 20;
 
@@ -26,50 +26,6 @@ function build(_dir: string, sh: (cmd: string) => void): void {
   sh('qemu-img convert -c -O qcow base.raw packed.qcow || test -s packed.qcow');
 }
 
-/** A seeded session of `n` commands on an image of `size` bytes. */
-export function session(seed: number, size: number, n: number, scale = 1): string[] {
-  const rnd = prng(seed);
-  const range = (max: number): [number, number] => {
-    const unit = rnd() < 0.5 ? 512 : 4096;
-    const len = Math.max(unit, Math.floor((rnd() * Math.min(size, max * scale)) / unit) * unit);
-    return [Math.floor((rnd() * (size - len)) / unit) * unit, len];
-  };
-  const cmds: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const k = rnd();
-    const p = `0x${(1 + Math.floor(rnd() * 254)).toString(16)}`;
-    if (k < 0.35) {
-      const [o, l] = range(2.5 * MiB);
-      cmds.push(`write -P ${p} ${o} ${l}`);
-    } else if (k < 0.47) {
-      const [o, l] = range(2 * MiB);
-      cmds.push(`write -z ${rnd() < 0.5 ? '-u ' : ''}${o} ${l}`);
-    } else if (k < 0.55) {
-      const [o, l] = range(MiB);
-      const half = Math.max(512, Math.floor(l / 1024) * 512);
-      cmds.push(`writev -P ${p} ${o} ${half} ${Math.max(512, l - half)}`);
-    } else if (k < 0.65) {
-      const [o, l] = range(48);
-      cmds.push(`read -v ${o} ${l}`);
-    } else if (k < 0.72) {
-      const [o, l] = range(4 * MiB);
-      cmds.push(`alloc ${o} ${l}`);
-    } else if (k < 0.77) {
-      cmds.push('map');
-    } else if (k < 0.84) {
-      const [o, l] = range(MiB);
-      cmds.push(`readv -P 0 ${o} ${l}`);
-    } else if (k < 0.9) {
-      const [o, l] = range(MiB);
-      cmds.push(`aio_write -P ${p} ${o} ${l}`, 'aio_flush');
-    } else if (k < 0.95) {
-      cmds.push('flush');
-    } else {
-      cmds.push('info');
-    }
-  }
-  return cmds;
-}
 
 const norm = (r: RunResult): RunResult => ({ code: r.code, stdout: normalize(r.stdout), stderr: normalize(r.stderr) });
 const bytesOf = (dir: string, f: string): Buffer => readFileSync(join(dir, f));
