@@ -15,6 +15,7 @@ import type { OptionReader } from '../core/options.js';
 import { checkExtentSizeHint } from '../core/create.js';
 import { copyRangeTo, type CopyRangeRequest } from '../core/copy-range.js';
 import type { FileHandle } from 'node:fs/promises';
+import { FileIo, loadSyncFs } from './node-file-io.js';
 import type { Stats } from 'node:fs';
 
 const SECTOR = 512;
@@ -54,6 +55,8 @@ export class NodeFileInstance implements DriverInstance {
     private readonly node?: BlockNode,
   ) {}
   readonly supportedWriteFlags = 0;
+  /** Reads and writes: small ones on this thread, large ones through the pool (node-file-io.ts). */
+  readonly io = new FileIo(() => this.fh);
   /** As file-posix: unmapping zero writes (done as plain zero writes here) and NO_FALLBACK. */
   readonly supportedZeroFlags = ReqFlag.MAY_UNMAP | ReqFlag.NO_FALLBACK;
 
@@ -75,7 +78,7 @@ export class NodeFileInstance implements DriverInstance {
   async preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes) {
-      const { bytesRead } = await this.fh.read(buf, done, bytes - done, offset + done).catch((e: unknown) => {
+      const bytesRead = await this.io.read(buf, done, bytes - done, offset + done).catch((e: unknown) => {
         throw ioError(e, offset + done);
       });
       if (bytesRead === 0) {
@@ -112,7 +115,7 @@ export class NodeFileInstance implements DriverInstance {
   async pwritev(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes) {
-      const { bytesWritten } = await this.fh.write(buf, done, bytes - done, offset + done).catch((e: unknown) => {
+      const bytesWritten = await this.io.write(buf, done, bytes - done, offset + done, offset + bytes > this.size).catch((e: unknown) => {
         throw ioError(e, offset + done);
       });
       if (bytesWritten === 0) throw new BlockError('EIO', `Short write to '${this.filename}' at offset ${offset + done}`);
@@ -259,6 +262,7 @@ async function createFile(ctx: CreateContext): Promise<void> {
   // QEMU's file create skips the prefix and takes the rest as it is.
   const filename = ctx.filename.startsWith('file:') ? ctx.filename.slice(5) : ctx.filename;
   const f = await fs();
+  await loadSyncFs();
   let fh: FileHandle;
   try {
     fh = await f.open(filename, 'w+');
@@ -290,6 +294,7 @@ export async function openHostFile(
   options.choice('locking', ['auto', 'on', 'off'] as const);
   options.choice('aio', ['threads', 'native', 'io_uring'] as const);
   node.filename = filename;
+  await loadSyncFs();
   let fh: FileHandle;
   try {
     fh = await (await fs()).open(filename, node.readOnly ? 'r' : 'r+');

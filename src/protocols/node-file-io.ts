@@ -1,0 +1,90 @@
+/**
+ * How node-file issues a read or write: small requests as system calls on the
+ * calling thread, large ones through libuv's thread pool.
+ *
+ * Why: a request that goes through the thread pool costs a queue, a wake-up
+ * of a pool thread and a completion event; measured on a 2-core machine, an
+ * async 4 KiB pwrite into the page cache costs ~25 µs of wall time and ~50 µs
+ * of CPU where the system call alone costs ~10 µs and ~6 µs (64 KiB: 2× to
+ * 3×). From 256 KiB up the copy dominates and the pool lets it overlap with
+ * the caller's work, so large requests stay asynchronous.
+ *
+ * A synchronous call blocks the event loop for as long as the kernel takes,
+ * which is short only while the data is in the page cache (reads) or the
+ * write lands on pages the file already has: writes that lengthen the file
+ * always go through the pool. Beyond that the choice adapts: a synchronous call that took
+ * longer than {@link SLOW_CALL_MS} (it went to the device) sends the next
+ * {@link ASYNC_AFTER_SLOW} calls of that kind through the pool, where several
+ * can wait for the device at once, and the calling thread keeps serving.
+ */
+import type { FileHandle } from 'node:fs/promises';
+
+type FsSync = typeof import('node:fs');
+let fsSync: FsSync | null = null;
+
+/** Loads node:fs for the synchronous calls (once; this module is reachable from browser bundles). */
+export async function loadSyncFs(): Promise<void> {
+  fsSync ??= await import('node:fs');
+}
+
+/** Largest request issued as a system call on the calling thread. */
+export const SYNC_IO_MAX = 128 * 1024;
+/** A synchronous call taking longer than this went to the device, not the page cache. */
+export const SLOW_CALL_MS = 1;
+/** Calls sent through the thread pool after a slow synchronous one. */
+export const ASYNC_AFTER_SLOW = 256;
+
+/** The read and write calls of one open file, with the policy above per direction. */
+export class FileIo {
+  private asyncReadsLeft = 0;
+  private asyncWritesLeft = 0;
+  /** Counts, for tests and benchmarks: calls made synchronously and through the pool. */
+  readonly counts = { syncReads: 0, asyncReads: 0, syncWrites: 0, asyncWrites: 0 };
+
+  constructor(
+    private readonly fh: () => FileHandle,
+    /** false: always through the pool (DISKWORKER_FILE_IO=async, for comparisons). */
+    private readonly allowSync = typeof process === 'undefined' || process.env?.['DISKWORKER_FILE_IO'] !== 'async',
+    /** Milliseconds, for timing the synchronous calls (tests pass their own). */
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** Reads up to `length` bytes at `position` into buf[offset..]; resolves to the bytes read. */
+  async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    if (fsSync && this.allowSync && length <= SYNC_IO_MAX) {
+      if (this.asyncReadsLeft > 0) {
+        this.asyncReadsLeft--;
+      } else {
+        this.counts.syncReads++;
+        const t0 = this.now();
+        const n = fsSync.readSync(this.fh().fd, buf, offset, length, position);
+        if (this.now() - t0 > SLOW_CALL_MS) this.asyncReadsLeft = ASYNC_AFTER_SLOW;
+        return n;
+      }
+    }
+    this.counts.asyncReads++;
+    return (await this.fh().read(buf, offset, length, position)).bytesRead;
+  }
+
+  /**
+   * Writes up to `length` bytes of buf[offset..] at `position`; resolves to
+   * the bytes written. `grows`: the write lengthens the file, so the kernel
+   * allocates storage for it (new page-cache pages, file-system blocks),
+   * which can take long: such writes always go through the pool.
+   */
+  async write(buf: Uint8Array, offset: number, length: number, position: number, grows = false): Promise<number> {
+    if (fsSync && this.allowSync && length <= SYNC_IO_MAX && !grows) {
+      if (this.asyncWritesLeft > 0) {
+        this.asyncWritesLeft--;
+      } else {
+        this.counts.syncWrites++;
+        const t0 = this.now();
+        const n = fsSync.writeSync(this.fh().fd, buf, offset, length, position);
+        if (this.now() - t0 > SLOW_CALL_MS) this.asyncWritesLeft = ASYNC_AFTER_SLOW;
+        return n;
+      }
+    }
+    this.counts.asyncWrites++;
+    return (await this.fh().write(buf, offset, length, position)).bytesWritten;
+  }
+}
