@@ -57,10 +57,6 @@ export async function detectMetadataPreallocation(img: Qcow2Image): Promise<bool
   const realClusters = Math.floor(realAllocation / img.clusterSize);
   const threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
   const endCluster = Math.ceil(img.file.length / img.clusterSize);
-  let counted = 0;
   // Stops at the threshold: the walk is bounded by the allocated size, not the image size.
-  for (let c = 0; c < endCluster && counted < threshold; c++) {
-    if ((await img.refs.get(c)) > 0) counted++;
-  }
-  return counted >= threshold;
+  return (await img.refs.countInUse(endCluster, threshold)) >= threshold;
 }

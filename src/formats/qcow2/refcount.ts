@@ -165,6 +165,22 @@ export class Refcounts {
     return getRefcount(buf, ci % this.perBlock, this.order);
   }
 
+  /**
+   * How many clusters in [0, end) have a refcount above zero, counting stops
+   * once `limit` is reached. One cache lookup per refcount block.
+   */
+  async countInUse(end: number, limit: number): Promise<number> {
+    const per = this.perBlock;
+    let counted = 0;
+    for (let base = 0; base < end && counted < limit; base += per) {
+      const buf = await this.block(this.blockOf(base));
+      if (!buf) continue;
+      const stop = Math.min(per, end - base);
+      for (let i = 0; i < stop && counted < limit; i++) if (getRefcount(buf, i, this.order) > 0) counted++;
+    }
+    return counted;
+  }
+
   /** Refcount of cluster index `ci`, exactly (see {@link getRefcountExact}). */
   async getExact(ci: number): Promise<bigint> {
     const buf = await this.block(this.blockOf(ci));
