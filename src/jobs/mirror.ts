@@ -31,8 +31,8 @@ import { CopyBuffers } from './buffers.js';
 /** What the mirror copies before it follows guest writes (QAPI MirrorSyncMode). */
 export type MirrorSync = 'full' | 'top' | 'none';
 
-/** Largest single copy operation (QEMU's MAX_IO_BYTES). */
-const MAX_IO_BYTES = 1 << 20;
+/** Largest single copy operation (QEMU: 1 MiB; 2 MiB halves the per-operation cost of a qcow2 target, as in img convert). */
+const MAX_IO_BYTES = 2 << 20;
 /** Most copy operations in flight (QEMU's MAX_IN_FLIGHT). */
 const MAX_IN_FLIGHT = 16;
 /** Default bytes in flight (QEMU's default buf-size). */
