@@ -5,7 +5,6 @@
  * exit code, so tests can call it without spawning a process.
  */
 import { realpathSync } from 'node:fs';
-import * as nodeModule from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { CliIo } from './common.js';
 import { BlockBufferedOutput, CliExit } from './common.js';
@@ -86,19 +85,18 @@ const isEntry = (() => {
   }
 })();
 
-if (isEntry) {
+/**
+ * Runs the CLI as this process: arguments from argv, the process's streams,
+ * the exit code set when done. The bin's launcher (dist/cli/diskworker.js)
+ * calls it; so does this module when it is the entry point itself.
+ */
+export function runAsProcess(): void {
   // `diskworker img map big.qcow2 | head`: a closed pipe ends the output quietly.
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
       throw e;
     });
-  }
-  // Cache compiled code between runs where Node supports it (start-up time).
-  try {
-    (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
-  } catch {
-    // not available
   }
   const io = processIo();
   main(process.argv.slice(2), io).then(
@@ -113,3 +111,5 @@ if (isEntry) {
     },
   );
 }
+
+if (isEntry) runAsProcess();

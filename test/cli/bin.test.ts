@@ -6,7 +6,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, symlinkSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, symlinkSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getopt } from '../../src/cli/getopt.js';
@@ -102,7 +103,41 @@ describe('diskworker bin (real process)', () => {
     const binWasm = wasm.map((f) => f.replace('dist/src/wasm/bin/', 'dist/cli/bin/'));
     for (const f of [...entries.map((e) => e.replace(/^\.\//, '')), ...wasm, ...binWasm]) expect(files, f).toContain(f);
     // Test pages, fixtures and the demo build live in dist/ too; they stay out.
-    expect(files.filter((f) => !/^(dist\/(src|workers)\/|dist\/cli\/(diskworker\.js$|bin\/)|README\.md$|package\.json$)/.test(f))).toEqual([]);
+    expect(files).toContain('dist/cli/diskworker.cjs');
+    // Nor does the launcher's code cache: it is made per machine and Node version, on first use.
+    expect(files.filter((f) => !/^(dist\/(src|workers)\/|dist\/cli\/(diskworker\.c?js$|bin\/)|README\.md$|package\.json$)/.test(f))).toEqual([]);
+  });
+
+  it('runs its bundle through a code cache named by the bundle\'s hash, rewritten when V8 rejects it', () => {
+    // A copy of the bin in its own directory, so the cache it writes is this test's alone.
+    const dir = join(tmp, 'bincopy');
+    mkdirSync(dir);
+    for (const f of ['diskworker.js', 'diskworker.cjs']) copyFileSync(join(ROOT, 'dist/cli', f), join(dir, f));
+    cpSync(join(ROOT, 'dist/cli/bin'), join(dir, 'bin'), { recursive: true });
+    const bundle = readFileSync(join(dir, 'diskworker.cjs'));
+    // A classic script: nothing in it needs the ES module loader.
+    expect(bundle.toString('latin1')).not.toMatch(/\bimport\s*\(|\bimport\.meta\b|^import /m);
+    const hash = createHash('sha256').update(bundle).digest('hex').slice(0, 16);
+    const caches = () => readdirSync(dir).filter((f) => f.endsWith('.v8cache'));
+    const info = () => spawnSync('node', [join(dir, 'diskworker.js'), 'img', 'info', '--output=json', join(dir, 'diskworker.cjs')], { cwd: tmp, encoding: 'utf8' });
+    expect(caches()).toEqual([]);
+    const first = info();
+    expect(first.stderr).toBe('');
+    expect(first.status).toBe(0);
+    expect(caches()).toEqual([`diskworker.${hash}.${process.version}.${process.arch}.v8cache`]);
+    const cache = join(dir, caches()[0]!);
+    const made = readFileSync(cache);
+    expect(made.length).toBeGreaterThan(1000);
+    // A run that uses the cache leaves it as it is.
+    expect(info().stdout).toBe(first.stdout);
+    expect(readFileSync(cache).equals(made)).toBe(true);
+    // A damaged cache is rejected by V8, the run still works and the cache is made again.
+    writeFileSync(cache, Buffer.alloc(made.length, 0x5a));
+    const again = info();
+    expect(again.stdout).toBe(first.stdout);
+    expect(again.stderr).toBe('');
+    expect(readFileSync(cache).equals(made)).toBe(false);
+    expect(readFileSync(cache).readUInt32LE(0)).toBe(made.readUInt32LE(0));
   });
 
   it('never prints a stack trace on bad input', () => {
