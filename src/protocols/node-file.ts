@@ -115,7 +115,7 @@ export class NodeFileInstance implements DriverInstance {
   async pwritev(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes) {
-      const bytesWritten = await this.io.write(buf, done, bytes - done, offset + done, offset + bytes > this.size).catch((e: unknown) => {
+      const bytesWritten = await this.io.write(buf, done, bytes - done, offset + done).catch((e: unknown) => {
         throw ioError(e, offset + done);
       });
       if (bytesWritten === 0) throw new BlockError('EIO', `Short write to '${this.filename}' at offset ${offset + done}`);

@@ -1,7 +1,7 @@
 /**
  * node-file's choice between system calls on the calling thread and the
- * thread pool (src/protocols/node-file-io.ts): small reads and overwrites in
- * place, large requests and writes that lengthen the file through the pool,
+ * thread pool (src/protocols/node-file-io.ts): small reads and writes in
+ * place, large requests through the pool,
  * and a slow synchronous call sending the next ones through the pool. The
  * bytes are the same either way.
  */
@@ -27,7 +27,7 @@ describe('node-file I/O policy', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('small reads and overwrites are system calls here; large ones and growing writes go through the pool', async () => {
+  it('small reads and writes are system calls here; large ones go through the pool', async () => {
     const io = new FileIo(() => fh, true);
     const small = new Uint8Array(4096).fill(7);
     expect(await io.write(small, 0, 4096, 8192)).toBe(4096);
@@ -43,9 +43,9 @@ describe('node-file I/O policy', () => {
     expect(bigBack).toEqual(big);
     expect(io.counts).toMatchObject({ asyncReads: 1, asyncWrites: 1 });
 
-    // A small write past the end lengthens the file: the pool.
-    expect(await io.write(small, 0, 4096, (1 << 20) + 4096, true)).toBe(4096);
-    expect(io.counts.asyncWrites).toBe(2);
+    // A small write past the end lengthens the file, in place too.
+    expect(await io.write(small, 0, 4096, (1 << 20) + 4096)).toBe(4096);
+    expect(io.counts).toMatchObject({ syncWrites: 2, asyncWrites: 1 });
     const onDisk = readFileSync(file());
     expect(onDisk.length).toBe((1 << 20) + 8192);
     expect(onDisk.subarray((1 << 20) + 4096)).toEqual(Buffer.from(small));
