@@ -51,7 +51,7 @@ const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
 
 const launcher = `#!/usr/bin/env node
 // The diskworker command: runs ./${bundleName} through V8's code cache (see scripts/bundle-cli.mjs, which wrote this file).
-import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, realpathSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -86,7 +86,15 @@ if (cachedData === undefined || script.cachedDataRejected) {
 }
 const module = { exports: {} };
 script.runInThisContext()(module.exports, createRequire(file), module, file, dir);
-module.exports.runAsProcess();
+/** The CLI in-process (see src/cli/main.ts): what the iotests shim imports. */
+export const { main, processIo, runAsProcess } = module.exports;
+let isEntry = false;
+try {
+  isEntry = !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+} catch {
+  // not started from a file
+}
+if (isEntry) runAsProcess();
 `;
 await writeFile(path.join(out, 'diskworker.js'), launcher);
 await chmod(path.join(out, 'diskworker.js'), 0o755);

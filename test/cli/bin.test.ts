@@ -140,6 +140,13 @@ describe('diskworker bin (real process)', () => {
     expect(readFileSync(cache).readUInt32LE(0)).toBe(made.readUInt32LE(0));
   });
 
+  it('imported as a module, runs nothing and gives main and processIo (the iotests shim uses them)', () => {
+    const code = `const m = await import(${JSON.stringify(BIN)}); const out = []; const rc = await m.main(['img', '--version'], { stdout: (s) => out.push(s), stderr: (s) => out.push(s) }); console.log(typeof m.processIo, rc, out.join('').split('\\n')[0]);`;
+    const r = spawnSync('node', ['--input-type=module', '-e', code], { cwd: tmp, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^function 0 diskworker img version \S+/);
+  });
+
   it('never prints a stack trace on bad input', () => {
     for (const args of [['img', 'info', '-f', 'raw', tmp], ['img', 'convert', '-O', 'raw', '/nonexist', 'x'], ['io', '-c', 'read 0 1', '/nonexist']]) {
       const r = run(args);
