@@ -39,6 +39,16 @@ export interface SnapshotRepair {
 }
 
 /**
+ * QEMU keeps a snapshot's id and name as C strings: they end at the first
+ * NUL byte, whatever length the table gives (listings, lookups, and the
+ * lengths written when the table is rewritten all see the shorter string).
+ */
+function cString(text: TextDecoder, bytes: Uint8Array): string {
+  const nul = bytes.indexOf(0);
+  return text.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+}
+
+/**
  * Reads `count` snapshot entries at `offset`; returns them and the table's
  * byte size. With `repair`, too much extra data is cut and a table too big
  * loses its last entries, as QEMU's check -r all does, instead of failing.
@@ -109,8 +119,8 @@ export async function readSnapshotTable(
       if (ic !== -1n) icount = Number(ic);
     }
     out.push({
-      id: text.decode(rest.subarray(extraLen, extraLen + idLen)),
-      name: text.decode(rest.subarray(extraLen + idLen, varLen)),
+      id: cString(text, rest.subarray(extraLen, extraLen + idLen)),
+      name: cString(text, rest.subarray(extraLen + idLen, varLen)),
       vmStateSize,
       dateSec: dv.getUint32(SNAP.DATE_SEC),
       dateNsec: dv.getUint32(SNAP.DATE_NSEC),
