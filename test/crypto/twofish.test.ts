@@ -39,9 +39,9 @@ describe('Twofish', () => {
   const CHAIN_49 = { 16: '5D9D4EEFFA9151575524F115815A12E0', 24: 'E75449212BEEF9F4A390BD860A640941', 32: '37FE26FF1CF66175F5DDF4C33B97A205' } as const;
   for (const [bytes, last] of Object.entries(CHAIN_49)) {
     it(`ecb_tbl chain, ${Number(bytes) * 8}-bit key: step 49 gives ${last}`, () => {
-      let key = new Uint8Array(Number(bytes));
-      let pt = new Uint8Array(16);
-      let ct = pt;
+      let key: Uint8Array = new Uint8Array(Number(bytes));
+      let pt: Uint8Array = new Uint8Array(16);
+      let ct: Uint8Array = pt;
       for (let i = 1; i <= 49; i++) {
         const c = new Twofish(key);
         ct = c.encrypt(pt.slice());
