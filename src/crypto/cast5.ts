@@ -12,19 +12,21 @@ import type { EcbEngine } from './sector-modes.js';
 
 const [S1, S2, S3, S4, S5, S6, S7, S8] = CAST5_SBOXES as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
 
+const word = (b: Uint8Array, i: number): number => ((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0;
+
+function put(b: Uint8Array, i: number, v: number): void {
+  b[i] = v >>> 24;
+  b[i + 1] = v >>> 16;
+  b[i + 2] = v >>> 8;
+  b[i + 3] = v;
+}
+
 /**
  * One half of the key schedule (section 2.4): from the 16 key bytes `x`
- * (updated in place to the next x), the 16 subkeys K1..K16 or K17..K32.
+ * (updated in place to the next x; `z` is scratch), the 16 subkeys K1..K16
+ * or K17..K32.
  */
-function scheduleHalf(x: Uint8Array, out: Uint32Array): void {
-  const z = new Uint8Array(16);
-  const word = (b: Uint8Array, i: number) => ((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0;
-  const put = (b: Uint8Array, i: number, v: number) => {
-    b[i] = v >>> 24;
-    b[i + 1] = v >>> 16;
-    b[i + 2] = v >>> 8;
-    b[i + 3] = v;
-  };
+function scheduleHalf(x: Uint8Array, z: Uint8Array, out: Uint32Array): void {
   let n = 0;
   for (let round = 0; round < 2; round++) {
     put(z, 0, word(x, 0) ^ S5[x[13]!]! ^ S6[x[15]!]! ^ S7[x[12]!]! ^ S8[x[14]!]! ^ S7[x[8]!]!);
@@ -58,7 +60,6 @@ function scheduleHalf(x: Uint8Array, out: Uint32Array): void {
       out[n++] = S5[x[14]!]! ^ S6[x[15]!]! ^ S7[x[1]!]! ^ S8[x[0]!]! ^ S8[x[13]!]!;
     }
   }
-  z.fill(0);
 }
 
 /** A CAST-128 key: masking keys Km1..Km16 and rotation keys Kr1..Kr16. */
@@ -71,13 +72,14 @@ export class Cast5 implements EcbEngine {
   constructor(key: Uint8Array) {
     if (key.length !== 16) throw new BlockError('EINVAL', `CAST5 key of ${key.length} bytes (16 needed)`);
     const x = Uint8Array.from(key);
-    const k = new Uint32Array(32);
-    scheduleHalf(x, k.subarray(0, 16));
-    scheduleHalf(x, k.subarray(16));
-    this.km.set(k.subarray(0, 16));
-    for (let i = 0; i < 16; i++) this.kr[i] = k[16 + i]! & 31;
+    const z = new Uint8Array(16);
+    const kr = new Uint32Array(16);
+    scheduleHalf(x, z, this.km);
+    scheduleHalf(x, z, kr);
+    for (let i = 0; i < 16; i++) this.kr[i] = kr[i]! & 31;
     x.fill(0);
-    k.fill(0);
+    z.fill(0);
+    kr.fill(0);
   }
 
   /** f of round i (0-based): type 1, 2, 3 in turn. */
