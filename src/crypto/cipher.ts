@@ -2,11 +2,16 @@
  * A disk cipher: algorithm, mode and IV generator as LUKS names them, and the
  * sector cipher built from a master key (AES in node:crypto where it exists, else in
  * the WASM module, src/wasm/aes.ts; the modes over node:crypto in sector-modes.ts).
+ * Twofish, Serpent and CAST5 run in TypeScript (twofish.ts, serpent.ts, cast5.ts)
+ * under the same modes.
  */
 import { BlockError } from '../core/errors.js';
 import { loadAes, typeScriptAesForced, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
 import { digest, digestLength, isHashAlg, type HashAlg } from './hash.js';
 import { ModeCipher, type EcbEngine } from './sector-modes.js';
+import { Cast5 } from './cast5.js';
+import { Serpent } from './serpent.js';
+import { Twofish } from './twofish.js';
 
 /** QEMU's cipher algorithm names (QCryptoCipherAlgorithm) that LUKS can name. */
 export const CIPHER_ALGS = ['aes-128', 'aes-192', 'aes-256', 'cast5-128', 'serpent-128', 'serpent-192', 'serpent-256', 'twofish-128', 'twofish-192', 'twofish-256'] as const;
@@ -39,19 +44,47 @@ export function isCipherAlg(s: string): s is CipherAlg {
   return (CIPHER_ALGS as readonly string[]).includes(s);
 }
 
-/** The AES variant ESSIV uses: the one whose key length is the hash's digest length (dm-crypt's rule). */
+/** The family names QEMU uses in its ESSIV errors ("No Serpent cipher with key size 20 available"). */
+const ESSIV_FAMILIES: Record<string, string> = { aes: 'AES', serpent: 'Serpent', twofish: 'Twofish' };
+
+/**
+ * The cipher ESSIV uses (QEMU's qcrypto_block_luks_essiv_cipher): the payload
+ * cipher when its key length is the hash's digest length, else the same
+ * family's variant with that key length (AES, Serpent, Twofish; CAST5 has
+ * only one).
+ */
 export function essivCipher(alg: CipherAlg, hash: HashAlg): CipherAlg {
   const d = digestLength(hash);
   if (d === cipherKeyLength(alg)) return alg;
-  if (!alg.startsWith('aes-')) throw new BlockError('ENOTSUP', `Cipher ${alg} not supported with essiv`);
-  if (d === 16 || d === 24 || d === 32) return `aes-${d * 8}` as CipherAlg;
-  throw new BlockError('EINVAL', `No AES cipher with key size ${d} available`);
+  const family = alg.slice(0, alg.indexOf('-'));
+  const title = ESSIV_FAMILIES[family];
+  if (!title) throw new BlockError('EINVAL', `Cipher ${alg} not supported with essiv`);
+  const variant = `${family}-${d * 8}`;
+  if (!isCipherAlg(variant)) throw new BlockError('EINVAL', `No ${title} cipher with key size ${d} available`);
+  return variant;
 }
 
-/** Checks that this build can run a spec (AES in any mode). */
+/**
+ * Checks that a spec can run, with QEMU's messages in its order: ESSIV's
+ * cipher first, then the mode (XTS needs a 16-byte block, which CAST5's
+ * 8 bytes are not).
+ */
 export function checkSupported(spec: CipherSpec): void {
-  if (!spec.alg.startsWith('aes-')) throw new BlockError('ENOTSUP', `Cipher algorithm '${spec.alg}' is not supported by DiskWorker (only AES)`);
   if (spec.ivgen === 'essiv') essivCipher(spec.alg, spec.ivgenHash ?? 'sha256');
+  if (spec.mode === 'xts' && cipherBlockSize(spec.alg) !== 16) throw new BlockError('EINVAL', `Unsupported cipher mode ${spec.mode}`);
+}
+
+/** Block size in bytes of an algorithm. */
+export function cipherBlockSize(alg: CipherAlg): number {
+  return alg.startsWith('cast5-') ? 8 : 16;
+}
+
+/** A TypeScript ECB engine for the algorithms other than AES. */
+function softEngine(alg: CipherAlg, key: Uint8Array): EcbEngine {
+  if (alg.startsWith('twofish-')) return new Twofish(key);
+  if (alg.startsWith('serpent-')) return new Serpent(key);
+  if (alg.startsWith('cast5-')) return new Cast5(key);
+  throw new BlockError('ENOTSUP', `Cipher algorithm '${alg}' has no TypeScript implementation`);
 }
 
 type NodeCipher = { update(d: Uint8Array): Uint8Array; setAutoPadding(on: boolean): NodeCipher; final(): Uint8Array };
@@ -192,6 +225,12 @@ export class SectorCipher {
       salt.fill(0);
     }
     try {
+      if (!spec.alg.startsWith('aes-')) {
+        const ivAlg = spec.ivgen === 'essiv' ? essivCipher(spec.alg, spec.ivgenHash ?? 'sha256') : spec.alg;
+        const tweak = spec.mode === 'xts' ? softEngine(spec.alg, masterKey.subarray(klen)) : undefined;
+        const impl = new ModeCipher(spec.mode, spec.ivgen, softEngine(spec.alg, masterKey.subarray(0, klen)), tweak, ivKeyBytes && softEngine(ivAlg, ivKeyBytes), sectorSize);
+        return new SectorCipher(impl, sectorSize);
+      }
       const nc = preferNode && !typeScriptAesForced() ? nodeCrypto() : null;
       if (nc) {
         const engine = (k: Uint8Array) => new NodeAesEcb(nc, k);

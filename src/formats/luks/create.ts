@@ -14,8 +14,11 @@ import { HASH_NAMES, type HashAlg } from '../../crypto/hash.js';
 import { LUKS_DEFAULTS, LuksVolume, type LuksCreateOptions } from '../../crypto/luks.js';
 import { keyMaterialSectors, LUKS_KEY_SLOT_OFFSET, LUKS_SECTOR, LUKS_SLOTS, LUKS_STRIPES } from '../../crypto/luks-header.js';
 
-/** QEMU's cipher algorithm enum (QCryptoCipherAlgorithm): all accepted as values, AES implemented. */
-const QAPI_CIPHER_ALGS = ['aes-128', 'aes-192', 'aes-256', 'des', '3des', 'cast5-128', 'serpent-128', 'serpent-192', 'serpent-256', 'twofish-128', 'twofish-192', 'twofish-256', 'sm4'] as const;
+/**
+ * QEMU 7.2's cipher algorithm enum (QCryptoCipherAlgorithm; sm4 came later):
+ * all accepted as values, des and 3des then refused as LUKS ciphers.
+ */
+const QAPI_CIPHER_ALGS = ['aes-128', 'aes-192', 'aes-256', 'des', '3des', 'cast5-128', 'serpent-128', 'serpent-192', 'serpent-256', 'twofish-128', 'twofish-192', 'twofish-256'] as const;
 
 /** QEMU's block_crypto_create_opts_luks, in its order. */
 export const LUKS_CREATE_OPTIONS: readonly CreateOptionSpec[] = [

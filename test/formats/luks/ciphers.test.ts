@@ -4,8 +4,9 @@
  * and the PBKDF2 hashes WebCrypto lacks (md5, sha224, ripemd160). Each way
  * round: an image qemu-img creates and qemu-io writes reads the same pattern
  * through ours, and one we create and write reads the same in qemu-io, with
- * the same cipher named in qemu-img info. Ciphers other than AES fail with a
- * message naming them; aes-192 outside XTS (qemu-img aborts on it) is refused.
+ * the same cipher named in qemu-img info. CAST5 in XTS is refused with
+ * qemu-img's message; aes-192 outside XTS (qemu-img aborts on it) is refused.
+ * The other ciphers' combinations: other-ciphers.test.ts.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { Fixture, hasQemu, normalize, ours, theirs, type RunResult } from '../../cli/harness.js';
@@ -86,20 +87,18 @@ describe('luks cipher combinations vs qemu-img / qemu-io', () => {
     expect({ code: a.code, out: normalize(a.stdout + a.stderr) }).toEqual({ code: b.code, out: normalize(b.stdout + b.stderr) });
   });
 
-  it('ciphers other than AES are named in the error; aes-192-cbc is refused', async () => {
+  it('a Serpent header shows in info without its key; CAST5 in XTS is refused as by qemu-img, aes-192-cbc too', async () => {
     const dir = fx.copy();
     const create = steady('img', ['create', '-q', '-f', 'luks', ...SECRET, '-o', createOpts('cipher-alg=serpent-256'), 'serpent.luks', '1M'], dir);
     expect(create.code).toBe(0);
-    const open = await ours('io', [...SECRET, '-c', 'read 0 512', '--image-opts', opts('serpent.luks')], dir);
-    expect(open.code).toBe(1);
-    expect(open.stderr).toMatch(/serpent-256/);
-    // Without the key, the header still shows (qemu-img info).
     const info = await ours('img', ['info', 'serpent.luks'], dir);
     expect(infoLines(info.stdout)).toBe(infoLines(steady('img', ['info', 'serpent.luks'], dir).stdout));
-    for (const o of ['cipher-alg=twofish-128', 'cipher-alg=cast5-128,cipher-mode=cbc', 'cipher-alg=aes-192,cipher-mode=cbc']) {
-      const r = await ours('img', ['create', '-q', '-f', 'luks', ...SECRET, '-o', createOpts(o), 'x.luks', '1M'], dir);
-      expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(o.split(',')[0]!.split('=')[1]!));
-    }
+    const cast5 = ['create', '-q', '-f', 'luks', ...SECRET, '-o', createOpts('cipher-alg=cast5-128'), 'x.luks', '1M'];
+    const mine = await ours('img', cast5, dir);
+    expect({ code: mine.code, out: normalize(mine.stderr) }).toEqual({ code: 1, out: normalize(steady('img', cast5, dir).stderr) });
+    // qemu-img aborts on aes-192 outside XTS; ours refuses.
+    const r = await ours('img', ['create', '-q', '-f', 'luks', ...SECRET, '-o', createOpts('cipher-alg=aes-192,cipher-mode=cbc'), 'x.luks', '1M'], dir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/aes-192-cbc/);
   });
 });
