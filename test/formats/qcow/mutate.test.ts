@@ -92,6 +92,6 @@ describe('mutated qcow headers vs qemu-img 7.2', () => {
       } finally {
         await graph.closeAll();
       }
-    }, 30_000);
+    }, 120_000);
   }
 });

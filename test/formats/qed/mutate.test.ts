@@ -83,6 +83,6 @@ describe('mutated qed headers vs qemu-img 7.2', () => {
       } finally {
         await graph.closeAll();
       }
-    }, 30_000);
+    }, 120_000);
   }
 });
