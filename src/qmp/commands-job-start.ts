@@ -7,6 +7,8 @@
 import { joinRelative, nodeDirname } from '../core/backing-open.js';
 import { cowChild } from '../core/block-status.js';
 import type { BlockNode } from '../core/node.js';
+import { checkOp } from '../core/op-blockers.js';
+import { chainNodes } from '../jobs/chain.js';
 import { isWellFormedId } from '../jobs/job-registry.js';
 import type { JobDriver, OnErrorPolicy } from '../jobs/job-types.js';
 import { streamJob } from '../jobs/stream.js';
@@ -234,6 +236,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           if (!q.graph.hasNode(device)) throw new QmpError('DeviceNotFound', `Device '${device}' not found`);
           throw e;
         }
+        checkOp(bs, 'commit-source');
         const topNode = args['top-node'] as string | undefined;
         const top = args.top as string | undefined;
         let topBs: BlockNode | undefined = bs;
@@ -256,11 +259,11 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           baseBs = findBackingImage(topBs, base);
           if (!baseBs) throw genericError(`Can't find '${base}' in the backing chain`);
         } else {
+          // QEMU's bdrv_find_base: the bottom of top's chain, top itself when it has no backing file.
+          baseBs = topBs;
           for (let n = cowChild(topBs); n; n = cowChild(n)) baseBs = n;
-          // QEMU's own spelling.
-          if (!baseBs && topBs !== bs) throw genericError('There is no backimg image');
-          baseBs ??= topBs;
         }
+        for (const n of [...chainNodes(topBs, baseBs), baseBs]) checkOp(n, 'commit-target');
         if (topBs === baseBs) throw genericError('cannot commit an image into itself');
         if (args['backing-file'] !== undefined && topBs === bs) throw genericError("'backing-file' specified, but 'top' is the active layer");
         checkSpeed(args);
@@ -269,6 +272,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           graph: q.graph,
           top: topBs,
           base: baseBs,
+          device: bs,
           ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
           ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
           ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
