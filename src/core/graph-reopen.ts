@@ -11,7 +11,8 @@ import { flush } from './request-flush.js';
 /**
  * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple),
  * handing each named node's driver the `options` to change. Each
- * node's `file`/`data-file` subtree follows; backing files keep their state.
+ * node's `file`/`data-file` subtree follows (the children it opened itself
+ * without a read-only of their own); backing files keep their state.
  * Prepare runs for every node, then the permission check; any failure
  * aborts everything and leaves the graph as it was. Then each driver's
  * reopenCommitPost runs; its failure is thrown, but the reopen stays.
@@ -29,7 +30,14 @@ export async function reopen(
   const addSubtree = (n: BlockNode, ro: boolean) => {
     if (wanted.has(n)) return;
     wanted.set(n, ro);
-    if (subtree) for (const c of n.children) if (!(c.role & ChildRole.COW)) addSubtree(c.node, ro);
+    // As QEMU's bdrv_reopen_queue_child: only children the node opened itself follow, and not
+    // those given their own read-only (a node named by reference keeps its state).
+    if (subtree) {
+      for (const c of n.children) {
+        if (c.role & ChildRole.COW || c.node.inheritsFrom !== n || c.node.explicitOptions['read-only'] !== undefined) continue;
+        addSubtree(c.node, ro);
+      }
+    }
   };
   for (const e of entries) addSubtree(e.node, e.readOnly);
   // Driver options go to the named node only (its subtree keeps its own).

@@ -126,6 +126,8 @@ export class BlockNode {
   fullOpenOptions: QdictEntries = [];
   /** Inserted by a job without a node name (QEMU's implicit nodes): it shows its child's names. */
   implicit = false;
+  /** The parent that opened this node as its child from inline options (QEMU's inherits_from); a reopen of it carries over. */
+  inheritsFrom: BlockNode | undefined = undefined;
   /** Opened without its backing file by the opener's flag (qemu-img info), which the name does not count as an override. */
   noBackingFlag = false;
   /**
@@ -248,6 +250,7 @@ export class BlockNode {
         childKey: key,
         role,
       });
+      childNode.inheritsFrom = this;
     }
     try {
       return await this.graph.attachChild(this, childNode, key, role);

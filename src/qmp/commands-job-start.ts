@@ -174,6 +174,23 @@ export function startMirror(q: BlockQmp, args: Record<string, unknown>, source: 
   startJob(q, id, driver, args);
 }
 
+/**
+ * Makes a job that writes into `node` (QEMU's stream_start): a read-only
+ * node is reopened read-write first, the job's checks are made on the
+ * read-write node (the op blockers come first), and a refusal reopens it
+ * read-only again.
+ */
+async function readWriteFor(q: BlockQmp, node: BlockNode, make: () => JobDriver): Promise<JobDriver> {
+  if (!node.readOnly) return make();
+  await q.graph.reopen([{ node, readOnly: false }]);
+  try {
+    return make();
+  } catch (e) {
+    await q.graph.reopen([{ node, readOnly: true }]).catch(() => undefined);
+    throw e;
+  }
+}
+
 /** The job-starting commands of `q`. */
 export function jobStartCommands(q: BlockQmp): QmpCommand[] {
   return [
@@ -183,7 +200,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         m('*job-id', 'str'), m('device', 'str'), m('*base', 'str'), m('*base-node', 'str'), m('*backing-file', 'str'), m('*bottom', 'str'),
         m('*speed', 'int'), m('*on-error', onError), m('*filter-node-name', 'str'), ...jobFlags,
       ]),
-      run: (args) => {
+      run: async (args) => {
         const device = args.device as string;
         const base = args.base as string | undefined;
         const baseNode = args['base-node'] as string | undefined;
@@ -211,14 +228,17 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         if (args['filter-node-name'] !== undefined) throw genericError("DiskWorker's block-stream does not take 'filter-node-name'");
         checkSpeed(args);
         const id = checkJobId(q, args['job-id'] as string | undefined);
-        const driver = streamJob({
-          graph: q.graph,
-          top,
-          ...(baseBs ? { base: baseBs } : {}),
-          ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
-          ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
-        });
-        startJob(q, id, driver, args);
+        const wasReadOnly = top.readOnly;
+        const make = () =>
+          streamJob({
+            graph: q.graph,
+            top,
+            ...(baseBs ? { base: baseBs } : {}),
+            ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
+            ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
+            restoreReadOnly: wasReadOnly,
+          });
+        startJob(q, id, await readWriteFor(q, top, make), args);
       },
     },
     {
