@@ -146,7 +146,14 @@ export function backupAction(q: BlockQmp, args: Record<string, unknown>, ctx: Tx
  * Checks the mirror arguments of blockdev-mirror / drive-mirror (QEMU's
  * blockdev_mirror_common) and starts the job from `source` to `target`.
  */
-export function startMirror(q: BlockQmp, args: Record<string, unknown>, source: BlockNode, target: BlockNode, zeroTarget: boolean): void {
+export function startMirror(
+  q: BlockQmp,
+  args: Record<string, unknown>,
+  source: BlockNode,
+  target: BlockNode,
+  zeroTarget: boolean,
+  backingOnExit?: BlockNode,
+): void {
   const sync = args.sync as string;
   const granularity = args.granularity as number | undefined;
   if (granularity !== undefined && granularity !== 0) {
@@ -164,6 +171,7 @@ export function startMirror(q: BlockQmp, args: Record<string, unknown>, source: 
     target,
     sync: sync as 'full' | 'top' | 'none',
     zeroTarget,
+    ...(backingOnExit ? { backingOnExit } : {}),
     ...(granularity ? { granularity } : {}),
     ...(args['buf-size'] !== undefined ? { bufSize: args['buf-size'] as number } : {}),
     ...(args['on-source-error'] !== undefined ? { onSourceError: args['on-source-error'] as OnErrorPolicy } : {}),
