@@ -37,6 +37,8 @@ export interface IoStats {
   zeroWrite: OpStats;
   discard: OpStats;
   flush: OpStats;
+  /** When the last request ended, done or failed (performance.now() ms); a BlockBackend's only (QEMU's last_access_time_ns). */
+  lastAccessMs?: number;
 }
 
 export function newIoStats(): IoStats {
