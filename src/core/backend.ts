@@ -265,9 +265,11 @@ export class BlockBackend implements RootParent {
         stats.ops++;
         stats.bytes += bytes;
         stats.timeMs += now() - start;
+        this.stats.lastAccessMs = now();
         return;
       } catch (e) {
         stats.failed++;
+        this.stats.lastAccessMs = now();
         const err = toBlockError(e);
         const action = op === 'read' ? this.rerror : this.werror;
         const stop = action === 'stop' || (action === 'enospc' && err.code === 'ENOSPC');
@@ -328,6 +330,7 @@ export class BlockBackend implements RootParent {
             () => this.accountRead(len, start),
             (e: unknown) => {
               this.stats.read.failed++;
+              this.stats.lastAccessMs = now();
               const err = toBlockError(e);
               this.ioErrorEvent('read', 'report', err);
               throw err;
@@ -335,6 +338,7 @@ export class BlockBackend implements RootParent {
           );
         } catch (e) {
           this.stats.read.failed++;
+          this.stats.lastAccessMs = now();
           const err = toBlockError(e);
           this.ioErrorEvent('read', 'report', err);
           return Promise.reject(err);
@@ -351,6 +355,7 @@ export class BlockBackend implements RootParent {
       return this.run('read', this.stats.read, len, () => checked.preadv(offset, len, buf, flags), true);
     } catch (e) {
       this.stats.read.failed++;
+      this.stats.lastAccessMs = now();
       return Promise.reject(toBlockError(e));
     }
   }
@@ -359,6 +364,7 @@ export class BlockBackend implements RootParent {
     const st = this.stats.read;
     st.ops++;
     st.bytes += len;
+    this.stats.lastAccessMs = now();
     if (start >= 0) {
       this.readTimeSampled += now() - start;
       this.readSamples++;

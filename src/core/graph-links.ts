@@ -112,3 +112,30 @@ export async function replaceNode(from: BlockNode, to: BlockNode): Promise<void>
   to.refcnt += moving.length;
   for (let i = 0; i < moving.length; i++) await from.unref();
 }
+
+/**
+ * Points one link at `to` instead of its node (QEMU's bdrv_replace_child):
+ * the parent keeps its BdrvChild, which its driver may hold. Refused
+ * (nothing changed) if frozen or if the permissions conflict.
+ */
+export async function replaceChildNode(link: BdrvChild, to: BlockNode): Promise<void> {
+  link.assertNotFrozen('replace');
+  const from = link.node;
+  if (from === to) return;
+  from.parents.splice(from.parents.indexOf(link), 1);
+  link.node = to;
+  to.parents.push(link);
+  // From the parent: its driver says again what it needs of the new child.
+  const parent = link.parent.kind === 'root' ? undefined : (link.parent as BlockNode);
+  try {
+    refreshPerms(parent ? [parent, from] : [to, from]);
+  } catch (e) {
+    to.parents.splice(to.parents.indexOf(link), 1);
+    link.node = from;
+    from.parents.push(link);
+    refreshPerms(parent ? [parent, to] : [from, to]);
+    throw e;
+  }
+  to.ref();
+  await from.unref();
+}

@@ -152,6 +152,8 @@ async function openProbed(graph: BlockGraph, protoOpts: BlockOptions, formatOpts
       { ...ctx, readOnly, probing: false, childKey: undefined },
     );
     if (fmt.name === 'raw') node.probed = true;
+    // The protocol is the format's own child (QEMU opens it as such): reopens of the format carry over.
+    proto.inheritsFrom = node;
     return node;
   } finally {
     // The format node holds its own reference now (or failed to open).

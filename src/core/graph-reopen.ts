@@ -9,27 +9,48 @@ import { preparePermUpdate } from './perm-update.js';
 import { flush } from './request-flush.js';
 
 /**
+ * Links a reopen changes (blockdev-reopen's backing and file): applied after
+ * every node's prepare, before the permission check, and undone with the
+ * rest when anything fails (QEMU changes them inside the reopen transaction).
+ */
+export interface GraphChanges {
+  apply(): Promise<void>;
+  /** Puts back what apply changed, also when apply itself failed half-way. */
+  undo(): Promise<void>;
+}
+
+/**
  * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple),
  * handing each named node's driver the `options` to change. Each
- * node's `file`/`data-file` subtree follows; backing files keep their state.
+ * node's `file`/`data-file` subtree follows (the children it opened itself
+ * without a read-only of their own); backing files keep their state.
  * Prepare runs for every node, then the permission check; any failure
  * aborts everything and leaves the graph as it was. Then each driver's
  * reopenCommitPost runs; its failure is thrown, but the reopen stays.
  * With `subtree` false only the listed nodes are reopened (the caller built
  * the whole queue, as blockdev-reopen does from its options). `check.before`
  * and `check.after` run for each node around its driver's prepare (QEMU's
- * generic checks); a throw aborts the reopen like a driver's.
+ * generic checks); a throw aborts the reopen like a driver's. `links`
+ * are the graph changes that go with the reopen, all or nothing with it.
  */
 export async function reopen(
   entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>,
   subtree = true,
   check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void },
+  links?: GraphChanges,
 ): Promise<void> {
   const wanted = new Map<BlockNode, boolean>();
   const addSubtree = (n: BlockNode, ro: boolean) => {
     if (wanted.has(n)) return;
     wanted.set(n, ro);
-    if (subtree) for (const c of n.children) if (!(c.role & ChildRole.COW)) addSubtree(c.node, ro);
+    // As QEMU's bdrv_reopen_queue_child: only children the node opened itself follow, and not
+    // those given their own read-only (a node named by reference keeps its state).
+    if (subtree) {
+      for (const c of n.children) {
+        if (c.role & ChildRole.COW || c.node.inheritsFrom !== n || c.node.explicitOptions['read-only'] !== undefined) continue;
+        addSubtree(c.node, ro);
+      }
+    }
   };
   for (const e of entries) addSubtree(e.node, e.readOnly);
   // Driver options go to the named node only (its subtree keeps its own).
@@ -38,12 +59,26 @@ export async function reopen(
   // Data must be on disk before a node stops being writable.
   for (const s of states) if (s.readOnly && !s.node.readOnly) await flush(s.node);
   const prepared: typeof states = [];
+  let linksApplied = false;
+  const wasReadOnly = new Map(states.map((s) => [s.node, s.node.readOnly]));
   try {
     for (const s of states) {
       check?.before?.(s.node);
       await s.node.instance.reopenPrepare?.(s);
       prepared.push(s);
       check?.after?.(s.node);
+    }
+    if (links) {
+      // The new links take their permissions as the nodes will be (a node becoming read-only
+      // needs no write on its new file).
+      for (const s of states) s.node.readOnly = s.readOnly;
+      linksApplied = true;
+      try {
+        await links.apply();
+      } finally {
+        // The check below and its messages see the nodes as they are until the commit.
+        for (const [node, ro] of wasReadOnly) node.readOnly = ro;
+      }
     }
     const tx = preparePermUpdate(
       wanted.keys(),
@@ -53,6 +88,7 @@ export async function reopen(
     for (const s of states) s.node.instance.reopenCommit?.(s);
     tx.commit();
   } catch (e) {
+    if (linksApplied) await links!.undo().catch(() => undefined);
     for (const s of prepared.reverse()) s.node.instance.reopenAbort?.(s);
     throw toBlockError(e);
   }

@@ -17,7 +17,7 @@ import { defaultLimits, mergeLimits, validateLimits } from './limits.js';
 import { openNode, type OpenContext } from './graph-open.js';
 import { protocolNodeOf, resolveBacking } from './backing-open.js';
 import * as links from './graph-links.js';
-import { reopen } from './graph-reopen.js';
+import { reopen, type GraphChanges } from './graph-reopen.js';
 import { closeNode } from './graph-close.js';
 
 /** How backing files named inside images may be opened. */
@@ -309,6 +309,11 @@ export class BlockGraph {
     return links.replaceNode(from, to);
   }
 
+  /** Points the link `link` at `to` (the parent keeps its link object); see graph-links.ts. */
+  replaceChildNode(link: BdrvChild, to: BlockNode): Promise<void> {
+    return links.replaceChildNode(link, to);
+  }
+
   /**
    * Reopens nodes read-only or read-write (QEMU's bdrv_reopen_multiple),
    * handing each named node's driver the `options` to change. Each
@@ -316,9 +321,15 @@ export class BlockGraph {
    * Prepare runs for every node, then the permission check; any failure
    * aborts everything and leaves the graph as it was. Then each driver's
    * reopenCommitPost runs; its failure is thrown, but the reopen stays.
+   * `links`: graph changes made and undone with the reopen (see graph-reopen.ts).
    */
-  reopen(entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>, subtree = true, check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void }): Promise<void> {
-    return reopen(entries, subtree, check);
+  reopen(
+    entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>,
+    subtree = true,
+    check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void },
+    links?: GraphChanges,
+  ): Promise<void> {
+    return reopen(entries, subtree, check, links);
   }
 
   /** @internal Closes a node whose last reference was dropped. */

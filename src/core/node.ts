@@ -37,6 +37,8 @@ export interface IoStats {
   zeroWrite: OpStats;
   discard: OpStats;
   flush: OpStats;
+  /** When the last request ended, done or failed (performance.now() ms); a BlockBackend's only (QEMU's last_access_time_ns). */
+  lastAccessMs?: number;
 }
 
 export function newIoStats(): IoStats {
@@ -126,6 +128,8 @@ export class BlockNode {
   fullOpenOptions: QdictEntries = [];
   /** Inserted by a job without a node name (QEMU's implicit nodes): it shows its child's names. */
   implicit = false;
+  /** The parent that opened this node as its child from inline options (QEMU's inherits_from); a reopen of it carries over. */
+  inheritsFrom: BlockNode | undefined = undefined;
   /** Opened without its backing file by the opener's flag (qemu-img info), which the name does not count as an override. */
   noBackingFlag = false;
   /**
@@ -248,6 +252,7 @@ export class BlockNode {
         childKey: key,
         role,
       });
+      childNode.inheritsFrom = this;
     }
     try {
       return await this.graph.attachChild(this, childNode, key, role);

@@ -25,7 +25,10 @@ export async function pwriteZeroes(child: BdrvChild, offset: number, bytes: numb
   if (bytes === 0) return;
   checkNotClosed(node);
   checkWritable(child, flags, offset);
-  if (!node.discardUnmap) flags &= ~ReqFlag.MAY_UNMAP;
+  // As QEMU: a node's own zero writes to its children may unmap only where discard=unmap
+  // allows (bdrv_co_pwrite_zeroes); a BlockBackend's pass MAY_UNMAP down as asked
+  // (blk_co_pwrite_zeroes does not check), so a qcow2 image frees the clusters.
+  if (!node.discardUnmap && child.parent.kind !== 'root') flags &= ~ReqFlag.MAY_UNMAP;
   const align = node.limits.requestAlignment;
   const aligned = offset % align === 0 && bytes % align === 0;
   const start = now();

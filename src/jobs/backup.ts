@@ -246,7 +246,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       const i = filter.beforeWriteHooks.indexOf(hook);
       if (i >= 0) filter.beforeWriteHooks.splice(i, 1);
     }
-    if (filter) await removeJobFilter(graph, filter, source);
+    // What the filter stands on now: the source, or the filter of a later backup of it.
+    if (filter) await removeJobFilter(graph, filter, filter.filtered?.node ?? source);
     filter = undefined;
     await blkSource?.close();
     await blkTarget?.close();
@@ -269,8 +270,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       userBitmap.disabled = true;
       userBitmap.busy = true;
     }
+    // Not frozen (as QEMU's copy-before-write): a second backup of the source puts its filter below this one.
     filter = await insertJobFilter(graph, source, 'copy-before-write', options.filterNodeName);
-    filter.filtered!.frozen = true;
     hook = async (_node, kind, offset, bytes) => {
       if (kind === 'truncate') throw new BlockError('EPERM', `Cannot resize node '${source.nodeName}' while a backup runs`);
       // QEMU's default on-cbw-error (break-guest-write): the guest write fails if the old data cannot be saved.
@@ -287,7 +288,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
 
   return {
     type: 'backup',
-    blockedNodes: [source, target],
+    // As QEMU's backup: the job's own node (its filter) and the target; the source stays free for another backup.
+    blockedNodes: [filter, target],
 
     async run(ctl: JobControl): Promise<void> {
       control = ctl;

@@ -35,6 +35,8 @@ export interface CommitOptions {
   onError?: OnErrorPolicy;
   /** node-name of the filter the job inserts. */
   filterNodeName?: string;
+  /** The chain's active layer the command named (QEMU checks it as the commit source); default: top. */
+  device?: BlockNode;
 }
 
 /** The node whose backing link points at `node`, if any. */
@@ -43,6 +45,13 @@ function overlayOf(node: BlockNode): { overlay: BlockNode; link: BdrvChild } | u
     if (link.parent.kind !== 'root' && link.name === 'backing') return { overlay: link.parent as BlockNode, link };
   }
   return undefined;
+}
+
+/** The top of the chain `node` is in (the node the guest uses, QEMU's device of the commit). */
+function activeLayerAbove(node: BlockNode): BlockNode {
+  let n = node;
+  for (let above = overlayOf(n), i = 0; above && i < 4096; above = overlayOf(n), i++) n = above.overlay;
+  return n;
 }
 
 /** The bottom image of `top`'s chain. */
@@ -61,12 +70,13 @@ export function commitJob(options: CommitOptions): JobDriver {
   const { graph, top } = options;
   const base = options.base ?? bottomOf(top);
   if (!base) throw new BlockError('EINVAL', `Node '${top.nodeName}' has no backing file: nothing to commit`);
+  // As QEMU's qmp_block_commit: the device may be a commit source, every image from top down to base a target.
+  checkOp(options.device ?? activeLayerAbove(top), 'commit-source');
+  for (const n of [...chainNodes(top, base), base]) checkOp(n, 'commit-target');
   if (base === top) throw new BlockError('EINVAL', 'cannot commit an image into itself');
   checkInChain(top, base);
-  // As QEMU's qmp_block_commit: the top may be a commit source, every image from it down to base a target.
-  checkOp(top, 'commit-source');
-  for (const n of chainNodes(top, base)) checkOp(n, 'commit-target');
   const above = overlayOf(top);
+  if (above) checkOp(above.overlay, 'commit-target');
   if (!above) return mirrorJob({ graph, source: top, target: base, commit: true, onSourceError: options.onError, onTargetError: options.onError, filterNodeName: options.filterNodeName });
   const { overlay } = above;
   const onError = options.onError ?? 'report';

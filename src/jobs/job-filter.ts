@@ -29,8 +29,13 @@ function filterDriver(name: JobFilterKind): BlockDriver {
       if (!file) throw new BlockError('EINVAL', `${name}: no source node given`);
       return {
         getLength: () => file.length,
-        // The guest's needs pass down; everything is shared so the job can work below.
-        childPerm: (_child, _role, perm) => ({ perm: perm & (Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE), shared: PERM_ALL }),
+        // The guest's needs pass down; everything is shared so the job can work below, but
+        // a backup (as QEMU's copy-before-write) lets nobody else write or resize its source:
+        // such writes would bypass the filter, and the backup took the size at its start.
+        childPerm: (_child, _role, perm) => ({
+          perm: perm & (Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE),
+          shared: name === 'copy-before-write' && node.parents.length > 0 ? PERM_ALL & ~(Perm.WRITE | Perm.RESIZE) : PERM_ALL,
+        }),
       };
     },
   };

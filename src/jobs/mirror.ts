@@ -19,7 +19,7 @@ import { BdrvDirtyBitmap, checkGranularity, defaultGranularity } from '../core/d
 import { drainBegin, drainEnd, type DrainToken } from '../core/drain.js';
 import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
-import { PERM_ALL, Perm } from '../core/permissions.js';
+import { PERM_ALL, Perm, ROLE_BACKING } from '../core/permissions.js';
 import { CopyError } from './copy-error.js';
 import { chainNodes, checkInChain, freezeChain, unfreezeChain } from './chain.js';
 import { checkOp } from '../core/op-blockers.js';
@@ -67,6 +67,14 @@ export interface MirrorOptions {
    * (default) a full sync skips ranges both sides read as zeros.
    */
   zeroTarget?: boolean;
+  /**
+   * Made the target's backing file when the job ends without failing
+   * (completed, or cancelled once ready), before any pivot: QEMU's
+   * drive-mirror sync=none onto a new image, whose backing file is the
+   * source itself (it cannot be attached while the job's filter moves the
+   * source's parents).
+   */
+  backingOnExit?: BlockNode;
 }
 
 interface Op {
@@ -347,6 +355,16 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     },
 
     async prepare(): Promise<void> {
+      const backing = options.backingOnExit;
+      if (backing && cowChild(target) !== backing) {
+        backing.ref();
+        try {
+          await graph.attachChild(target, backing, 'backing', ROLE_BACKING);
+        } catch (e) {
+          await backing.unref();
+          throw e;
+        }
+      }
       if (!completeRequested || !filter) return;
       // Pivot: the guest continues on the target (for active commit: on the base).
       // The job's own users let go of their permissions first, or the guest could not take them.

@@ -48,6 +48,8 @@ export interface StreamOptions {
   backingFile?: string;
   /** What to do when a read fails (default report). */
   onError?: OnErrorPolicy;
+  /** The caller made a read-only `top` read-write for the job (QEMU's stream_start): reopen it read-only when the job ends. */
+  restoreReadOnly?: boolean;
 }
 
 /** Makes the driver of a stream job; hand it to {@link JobRegistry.create}. */
@@ -70,6 +72,8 @@ export function streamJob(options: StreamOptions): JobDriver {
     top.copyOnRead--;
     unfreezeChain(frozen);
     await blk?.close();
+    // Writers gone first: the image goes back to read-only as it was before the job.
+    if (options.restoreReadOnly) await graph.reopen([{ node: top, readOnly: true }]).catch(() => undefined);
   };
 
   return {

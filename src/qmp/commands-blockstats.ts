@@ -4,12 +4,15 @@
  * highest written offset, with the file driver's discard counts and the
  * stats of the node's data child under `parent`; without it, one entry per
  * named BlockBackend (the worker's disks; the daemon has none, as
- * qemu-storage-daemon has no devices) with the backend's counters, and its
- * node's data and backing children below.
+ * qemu-storage-daemon has no devices) with the backend's counters and the
+ * time since its last request (idle_time_ns, once it has had one), and its
+ * node's data and backing children below. timed_stats stays empty: QEMU
+ * fills it only for a device given stats-intervals, which no disk has.
  */
 import type { BlockBackend } from '../core/backend.js';
 import type { BlockNode, IoStats } from '../core/node.js';
 import { ChildRole } from '../core/permissions.js';
+import { now } from '../core/request-accounting.js';
 import type { BlockQmp } from './block-qmp.js';
 import type { QmpCommand } from './dispatcher.js';
 import { m, struct } from './schema.js';
@@ -43,6 +46,8 @@ function deviceStats(node: BlockNode, io?: IoStats): Json {
     rd_merged: 0,
     wr_merged: 0,
     unmap_merged: 0,
+    // Only once the backend has seen a request (QEMU's has_idle_time_ns).
+    ...(io?.lastAccessMs !== undefined ? { idle_time_ns: ms2ns(Math.max(0, now() - io.lastAccessMs)) } : {}),
     failed_rd_operations: z.read.failed,
     failed_wr_operations: z.write.failed + z.zeroWrite.failed,
     failed_flush_operations: z.flush.failed,

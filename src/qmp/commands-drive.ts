@@ -129,9 +129,6 @@ export function driveCommands(q: BlockQmp): QmpCommand[] {
         if (args.replaces !== undefined && args['node-name'] === undefined) {
           throw genericError('a node-name must be provided when replacing a named node of the graph');
         }
-        // QEMU's new image for sync none has the source itself as backing file, attached when
-        // the job completes; our mirror's filter cannot yet sit under its own target's backing link.
-        if (sync === 'none' && mode !== 'existing') throw genericError("DiskWorker's drive-mirror does not take sync 'none' with a new image");
         // A new image gets the chain below it as backing file unless the sync copies everything.
         const withBacking = sync !== 'full' && below !== undefined;
         if (mode !== 'existing') await createTarget(q, args.target as string, format!, bs.length, withBacking ? below : undefined);
@@ -142,9 +139,12 @@ export function driveCommands(q: BlockQmp): QmpCommand[] {
         // A new image is given the source's chain as its backing node, an existing one opens its own.
         const target = await openTarget(q, args.target as string, options, mode !== 'existing');
         try {
-          if (mode !== 'existing' && withBacking) await setBacking(q, target, below!);
+          // A new image for sync none is named after the source itself: QEMU makes the source its
+          // backing file when the job ends (the job's filter moves the source's parents until then).
+          const onExit = mode !== 'existing' && sync === 'none' ? bs : undefined;
+          if (mode !== 'existing' && withBacking && !onExit) await setBacking(q, target, below!);
           const zeroTarget = sync === 'full' && (mode === 'existing' || !target.instance.hasZeroInit?.());
-          startMirror(q, { ...withoutImageArgs(args), sync }, bs, target, zeroTarget);
+          startMirror(q, { ...withoutImageArgs(args), sync }, bs, target, zeroTarget, onExit);
         } finally {
           // The job keeps the target while it runs.
           await target.unref();

@@ -7,6 +7,8 @@
 import { joinRelative, nodeDirname } from '../core/backing-open.js';
 import { cowChild } from '../core/block-status.js';
 import type { BlockNode } from '../core/node.js';
+import { checkOp } from '../core/op-blockers.js';
+import { chainNodes } from '../jobs/chain.js';
 import { isWellFormedId } from '../jobs/job-registry.js';
 import type { JobDriver, OnErrorPolicy } from '../jobs/job-types.js';
 import { streamJob } from '../jobs/stream.js';
@@ -144,7 +146,14 @@ export function backupAction(q: BlockQmp, args: Record<string, unknown>, ctx: Tx
  * Checks the mirror arguments of blockdev-mirror / drive-mirror (QEMU's
  * blockdev_mirror_common) and starts the job from `source` to `target`.
  */
-export function startMirror(q: BlockQmp, args: Record<string, unknown>, source: BlockNode, target: BlockNode, zeroTarget: boolean): void {
+export function startMirror(
+  q: BlockQmp,
+  args: Record<string, unknown>,
+  source: BlockNode,
+  target: BlockNode,
+  zeroTarget: boolean,
+  backingOnExit?: BlockNode,
+): void {
   const sync = args.sync as string;
   const granularity = args.granularity as number | undefined;
   if (granularity !== undefined && granularity !== 0) {
@@ -162,6 +171,7 @@ export function startMirror(q: BlockQmp, args: Record<string, unknown>, source: 
     target,
     sync: sync as 'full' | 'top' | 'none',
     zeroTarget,
+    ...(backingOnExit ? { backingOnExit } : {}),
     ...(granularity ? { granularity } : {}),
     ...(args['buf-size'] !== undefined ? { bufSize: args['buf-size'] as number } : {}),
     ...(args['on-source-error'] !== undefined ? { onSourceError: args['on-source-error'] as OnErrorPolicy } : {}),
@@ -170,6 +180,23 @@ export function startMirror(q: BlockQmp, args: Record<string, unknown>, source: 
     ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
   });
   startJob(q, id, driver, args);
+}
+
+/**
+ * Makes a job that writes into `node` (QEMU's stream_start): a read-only
+ * node is reopened read-write first, the job's checks are made on the
+ * read-write node (the op blockers come first), and a refusal reopens it
+ * read-only again.
+ */
+async function readWriteFor(q: BlockQmp, node: BlockNode, make: () => JobDriver): Promise<JobDriver> {
+  if (!node.readOnly) return make();
+  await q.graph.reopen([{ node, readOnly: false }]);
+  try {
+    return make();
+  } catch (e) {
+    await q.graph.reopen([{ node, readOnly: true }]).catch(() => undefined);
+    throw e;
+  }
 }
 
 /** The job-starting commands of `q`. */
@@ -181,7 +208,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         m('*job-id', 'str'), m('device', 'str'), m('*base', 'str'), m('*base-node', 'str'), m('*backing-file', 'str'), m('*bottom', 'str'),
         m('*speed', 'int'), m('*on-error', onError), m('*filter-node-name', 'str'), ...jobFlags,
       ]),
-      run: (args) => {
+      run: async (args) => {
         const device = args.device as string;
         const base = args.base as string | undefined;
         const baseNode = args['base-node'] as string | undefined;
@@ -209,14 +236,17 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         if (args['filter-node-name'] !== undefined) throw genericError("DiskWorker's block-stream does not take 'filter-node-name'");
         checkSpeed(args);
         const id = checkJobId(q, args['job-id'] as string | undefined);
-        const driver = streamJob({
-          graph: q.graph,
-          top,
-          ...(baseBs ? { base: baseBs } : {}),
-          ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
-          ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
-        });
-        startJob(q, id, driver, args);
+        const wasReadOnly = top.readOnly;
+        const make = () =>
+          streamJob({
+            graph: q.graph,
+            top,
+            ...(baseBs ? { base: baseBs } : {}),
+            ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
+            ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
+            restoreReadOnly: wasReadOnly,
+          });
+        startJob(q, id, await readWriteFor(q, top, make), args);
       },
     },
     {
@@ -234,6 +264,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           if (!q.graph.hasNode(device)) throw new QmpError('DeviceNotFound', `Device '${device}' not found`);
           throw e;
         }
+        checkOp(bs, 'commit-source');
         const topNode = args['top-node'] as string | undefined;
         const top = args.top as string | undefined;
         let topBs: BlockNode | undefined = bs;
@@ -256,11 +287,11 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           baseBs = findBackingImage(topBs, base);
           if (!baseBs) throw genericError(`Can't find '${base}' in the backing chain`);
         } else {
+          // QEMU's bdrv_find_base: the bottom of top's chain, top itself when it has no backing file.
+          baseBs = topBs;
           for (let n = cowChild(topBs); n; n = cowChild(n)) baseBs = n;
-          // QEMU's own spelling.
-          if (!baseBs && topBs !== bs) throw genericError('There is no backimg image');
-          baseBs ??= topBs;
         }
+        for (const n of [...chainNodes(topBs, baseBs), baseBs]) checkOp(n, 'commit-target');
         if (topBs === baseBs) throw genericError('cannot commit an image into itself');
         if (args['backing-file'] !== undefined && topBs === bs) throw genericError("'backing-file' specified, but 'top' is the active layer");
         checkSpeed(args);
@@ -269,6 +300,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           graph: q.graph,
           top: topBs,
           base: baseBs,
+          device: bs,
           ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
           ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
           ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),

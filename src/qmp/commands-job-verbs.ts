@@ -68,8 +68,9 @@ export function jobVerbCommands(q: BlockQmp): QmpCommand[] {
       args: struct('block-job-dismiss', [m('id', 'str')]),
       run: (args) => q.findBlockJob(args.id as string).dismiss(),
     },
-    { name: 'query-jobs', args: null, run: () => q.jobs.list().filter((j) => j.id !== undefined).map((j) => j.info()) },
-    { name: 'query-block-jobs', args: null, run: () => q.jobs.list().filter((j) => j.id !== undefined && j.isBlockJob).map((j) => j.blockInfo()) },
+    // QEMU keeps its jobs newest first.
+    { name: 'query-jobs', args: null, run: () => q.jobs.list().reverse().filter((j) => j.id !== undefined).map((j) => j.info()) },
+    { name: 'query-block-jobs', args: null, run: () => q.jobs.list().reverse().filter((j) => j.id !== undefined && j.isBlockJob).map((j) => j.blockInfo()) },
   );
   return commands;
 }

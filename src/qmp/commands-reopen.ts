@@ -12,6 +12,7 @@
  */
 import type { BdrvChild } from '../core/child.js';
 import type { BlockNode } from '../core/node.js';
+import type { GraphChanges } from '../core/graph-reopen.js';
 import { ChildRole, ROLE_BACKING } from '../core/permissions.js';
 import type { BlockQmp } from './block-qmp.js';
 import { checkBlockdevOptions } from './blockdev-schema.js';
@@ -126,6 +127,11 @@ interface LinkChange {
   name: 'backing' | 'file';
   old: BdrvChild | undefined;
   to: BlockNode | null;
+  /** While applied: the old child, held so that an undo can put it back. */
+  held?: BlockNode;
+  replaced?: boolean;
+  detached?: boolean;
+  added?: BdrvChild;
 }
 
 /** The options of an entry the driver's reopen gets (its mutable ones). */
@@ -180,9 +186,10 @@ function prepareLinks(q: BlockQmp, e: Entry, changes: LinkChange[]): void {
     let to: BlockNode | null = null;
     if (typeof value === 'string') {
       to = q.lookupNode(undefined, value);
-      if (reaches(to, node)) throw genericError(`Making '${value}' a ${name} child of '${node.nodeName}' would create a cycle`);
+      if (reaches(to, node, changes)) throw genericError(`Making '${value}' a ${name} child of '${node.nodeName}' would create a cycle`);
     }
     if (old?.node === to) continue;
+    if (old?.frozen) throw genericError(`Cannot change frozen '${name}' link from '${node.nodeName}' to '${old.node.nodeName}'`);
     if (node.driver.kind === 'filter' && !old) {
       throw genericError(`'${node.nodeName}' is a ${node.driver.name} filter node that does not support a ${name} child`);
     }
@@ -197,24 +204,75 @@ function prepareLinks(q: BlockQmp, e: Entry, changes: LinkChange[]): void {
   }
 }
 
-/** Whether `to` reaches `node` through its children (`to` itself included). */
-function reaches(from: BlockNode, node: BlockNode): boolean {
+/**
+ * Whether `from` reaches `node` through its children (`from` itself
+ * included), in the graph as the changes staged so far leave it (QEMU makes
+ * them one by one inside the transaction, so a later one sees the earlier).
+ */
+function reaches(from: BlockNode, node: BlockNode, staged: readonly LinkChange[]): boolean {
   if (from === node) return true;
-  return from.children.some((c) => reaches(c.node, node));
+  const children = from.children.filter((c) => !staged.some((s) => s.node === from && s.name === c.name)).map((c) => c.node);
+  for (const s of staged) if (s.node === from && s.to) children.push(s.to);
+  return children.some((c) => reaches(c, node, staged));
 }
 
-/** Applies a staged link change: the old child goes, the new one is attached. */
+/**
+ * Applies a staged link change: a replaced child keeps its link (the
+ * driver holds it) and only points elsewhere; otherwise the old child goes
+ * or the new one is attached. The old node is held for an undo.
+ */
 async function changeLink(q: BlockQmp, c: LinkChange): Promise<void> {
   const role = c.name === 'backing' ? ROLE_BACKING : c.old?.role ?? ChildRole.PRIMARY | ChildRole.FILTERED;
-  if (c.old) await q.graph.detachChild(c.old);
+  if (c.old) {
+    c.held = c.old.node;
+    c.held.ref();
+  }
+  if (c.old && c.to) {
+    await q.graph.replaceChildNode(c.old, c.to);
+    c.replaced = true;
+    return;
+  }
+  if (c.old) {
+    await q.graph.detachChild(c.old);
+    c.detached = true;
+  }
   if (!c.to) return;
   c.to.ref();
   try {
-    await q.graph.attachChild(c.node, c.to, c.name, role);
+    c.added = await q.graph.attachChild(c.node, c.to, c.name, role);
   } catch (e) {
     await c.to.unref();
     throw e;
   }
+}
+
+/** Puts back what {@link changeLink} did (also half of it). */
+async function undoLink(q: BlockQmp, c: LinkChange): Promise<void> {
+  if (c.replaced && c.old && c.held) await q.graph.replaceChildNode(c.old, c.held);
+  c.replaced = false;
+  if (c.added) await q.graph.detachChild(c.added);
+  c.added = undefined;
+  if (c.detached && c.held && c.old) {
+    c.held.ref();
+    await q.graph.attachChild(c.node, c.held, c.name, c.old.role);
+  }
+  c.detached = false;
+}
+
+/** The staged link changes as one part of the reopen transaction. */
+function linkTransaction(q: BlockQmp, changes: LinkChange[]): GraphChanges {
+  const applied: LinkChange[] = [];
+  return {
+    async apply() {
+      for (const c of changes) {
+        applied.push(c);
+        await changeLink(q, c);
+      }
+    },
+    async undo() {
+      for (const c of applied.splice(0).reverse()) await undoLink(q, c);
+    },
+  };
 }
 
 /** blockdev-reopen of `q`. */
@@ -237,18 +295,28 @@ export function reopenCommands(q: BlockQmp): QmpCommand[] {
         if (queue.size === 0) return;
         const changes: LinkChange[] = [];
         const entries = [...queue.values()];
-        await q.graph.reopen(
-          entries.map((e) => ({ node: e.node, readOnly: e.readOnly, options: driverOptions(e) })),
-          false,
-          { before: (node) => prepareGeneric(queue.get(node)!), after: (node) => prepareLinks(q, queue.get(node)!, changes) },
-        );
+        // The link changes are part of the reopen: a refusal anywhere leaves every node and link as it was.
+        try {
+          await q.graph.reopen(
+            entries.map((e) => ({ node: e.node, readOnly: e.readOnly, options: driverOptions(e) })),
+            false,
+            { before: (node) => prepareGeneric(queue.get(node)!), after: (node) => prepareLinks(q, queue.get(node)!, changes) },
+            linkTransaction(q, changes),
+          );
+        } finally {
+          // Done or undone: the old children held for an undo are let go.
+          for (const c of changes) {
+            const held = c.held;
+            c.held = undefined;
+            await held?.unref();
+          }
+        }
         for (const e of entries) {
           const o = e.options;
           if (o.discard !== undefined) e.node.discardUnmap = o.discard === 'unmap' || o.discard === 'on';
           if (o['detect-zeroes'] !== undefined || !e.keepOld) e.node.detectZeroes = (o['detect-zeroes'] as typeof e.node.detectZeroes | undefined) ?? 'off';
           if (o['cache.no-flush'] !== undefined || !e.keepOld) e.node.noFlush = o['cache.no-flush'] === true;
         }
-        for (const c of changes) await changeLink(q, c);
         for (const c of changes) refreshFilename(c.node);
       },
     },

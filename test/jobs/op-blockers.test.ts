@@ -60,9 +60,11 @@ describe.skipIf(!hasQemu())('operation blockers of block jobs', () => {
     job.pause();
     job.start();
     expect(() => streamJob({ graph, top, base })).toThrow(expect.objectContaining(busy(top.nodeName, 'stream')));
-    expect(() => commitJob({ graph, top: mid, base })).toThrow(expect.objectContaining(busy(mid.nodeName, 'stream')));
-    // base is not the stream's: QEMU leaves it unblocked.
-    expect(() => checkOp(base, 'internal-snapshot')).not.toThrow();
+    // The commit source QEMU checks is the chain's active layer (the command's device), which the stream holds.
+    expect(() => commitJob({ graph, top: mid, base })).toThrow(expect.objectContaining(busy(top.nodeName, 'stream')));
+    // base is not the stream's: only its overlay's backing blocker holds it, and that lets a backup through.
+    expect(() => checkOp(base, 'internal-snapshot')).toThrow(`Node '${base.nodeName}' is busy: node is used as backing hd of '${mid.nodeName}'`);
+    expect(() => checkOp(base, 'backup-source')).not.toThrow();
     job.resume();
     await job.settled();
     expect(job.error).toBeUndefined();
