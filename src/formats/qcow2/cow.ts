@@ -27,7 +27,7 @@ import { encryptHost } from './crypt.js';
 import { BlockError } from '../../core/errors.js';
 import { isZeroBuffer } from '../../core/zero-detect.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
-import { ClusterType, clusterType, compressedInfo, encodeL1, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
+import { ClusterType, bitmapValid, clusterType, compressedInfo, encodeL1, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { l2TableOffset } from './lookup.js';
 import { markCorrupt, metadataWriteCheck, overlapCheck } from './metadata-index.js';
 import { readGuest } from './read.js';
@@ -35,6 +35,8 @@ import type { Qcow2Image } from './qcow2.js';
 
 /** C's %#x, as QEMU's messages print numbers: 0 without the prefix. */
 const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
+/** Trailing zero bits of a 32-bit value (32 for 0). */
+const ctz32 = (x: number): number => (x === 0 ? 32 : 31 - Math.clz32(x & -x));
 
 /** Pending frees after which the caches are flushed early (bounds the memory they hold). */
 export const MAX_PENDING_FREES = 4096;
@@ -175,6 +177,8 @@ async function writableL2(img: Qcow2Image, l1i: number): Promise<number> {
 
 /** A cached slice of a writable L2 table and the index in it of guest cluster `ci`. */
 export interface WritableSlice {
+  /** Host offset of the L2 table. */
+  l2off: number;
   /** Host offset of the slice (its cache key). */
   sliceOff: number;
   buf: Uint8Array;
@@ -190,7 +194,7 @@ export async function writableSlice(img: Qcow2Image, ci: number): Promise<Writab
   const idx = ci % img.l2Entries;
   const sliceOff = l2off + Math.floor(idx / img.sliceEntries) * img.sliceBytes;
   const buf = await img.l2cache.get(sliceOff);
-  return { sliceOff, buf, dv: new DataView(buf.buffer, buf.byteOffset, buf.byteLength), i0: idx % img.sliceEntries };
+  return { l2off, sliceOff, buf, dv: new DataView(buf.buffer, buf.byteOffset, buf.byteLength), i0: idx % img.sliceEntries };
 }
 
 /**
@@ -336,6 +340,8 @@ interface ClusterPlan {
   alloc: boolean;
   /** The new entry (offset filled in after allocation). */
   entry: RawEntry;
+  /** The old entry stays as it is (data written in place, nothing to map). */
+  keep: boolean;
   /** Whether the old entry's cluster(s) lose a reference. */
   freeOld: boolean;
 }
@@ -387,7 +393,7 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
         const ne = makeEntry(img.hasDataFile ? (ci0 + k) * cs : p.host, true);
         e.hi = ne.hi;
         e.lo = ne.lo;
-        if (e.hi !== now.hi || e.lo !== now.lo || e.zero !== now.zero || e.alloc !== now.alloc) {
+        if (!p.keep && (e.hi !== now.hi || e.lo !== now.lo || e.zero !== now.zero || e.alloc !== now.alloc)) {
           writeEntry(dv, j0 + k, img.extendedL2, e);
           changed = true;
         }
@@ -407,7 +413,7 @@ async function writeRun(img: Qcow2Image, off: number, len: number, data: Uint8Ar
 /** Plans the clusters of [off, runEnd) (under the lock) and allocates the new ones. */
 async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number, nClusters: number): Promise<ClusterPlan[]> {
   const cs = img.clusterSize;
-  const { dv, i0 } = await writableSlice(img, ci0);
+  const { l2off, dv, i0 } = await writableSlice(img, ci0);
   const sc = img.subSize;
   const plans: ClusterPlan[] = [];
   let need = 0;
@@ -418,6 +424,10 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     const we = Math.min(runEnd, cstart + cs) - cstart;
     const old = readEntry(dv, i0 + k, img.extendedL2);
     const ct = clusterType(old, img.extendedL2, img.hasDataFile);
+    // As QEMU's calculate_l2_meta, before anything is written: a bitmap no valid image has.
+    if (img.extendedL2 && !bitmapValid(ct, old)) {
+      throw await markCorrupt(img, `Invalid cluster entry found (L2 offset: ${hex(l2off)}, L2 index: ${hex(i0 + k)})`);
+    }
     const oldHost = entryOffset(old.hi, old.lo);
     let inPlace = false;
     let host = 0;
@@ -443,12 +453,18 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
         fe = cs;
       }
     } else {
-      // Subclusters: write whole subclusters; a fresh copy of a shared or
-      // compressed cluster takes the whole cluster.
-      const fromShared = !inPlace && (ct === ClusterType.NORMAL || ct === ClusterType.COMPRESSED || ct === ClusterType.ZERO_ALLOC);
-      if (fromShared) {
+      // Subclusters: write whole subclusters. A fresh copy of a compressed
+      // cluster takes the whole cluster; of a shared one, as QEMU's
+      // calculate_l2_meta, from its first allocated subcluster (or the write,
+      // if that comes first) to its last: zero and unallocated subclusters
+      // outside stay as they are.
+      if (!inPlace && ct === ClusterType.COMPRESSED) {
         fs = 0;
         fe = cs;
+      } else if (!inPlace && ct === ClusterType.NORMAL) {
+        const spc = cs / sc;
+        fs = Math.min(Math.floor(ws / sc), ctz32(old.alloc)) * sc;
+        fe = cs - Math.min(spc - Math.floor((we - 1) / sc) - 1, Math.clz32(old.alloc)) * sc;
       } else {
         fs = Math.floor(ws / sc) * sc;
         fe = Math.ceil(we / sc) * sc;
@@ -459,18 +475,14 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
     if (!img.extendedL2) {
       Object.assign(entry, makeEntry(0, true));
     } else {
+      // The old bitmap with what is written now allocated (QEMU's qcow2_alloc_cluster_link_l2).
       const mask = subMask(fs / sc, fe / sc);
-      if (fresh && (ct === ClusterType.NORMAL || ct === ClusterType.COMPRESSED || ct === ClusterType.ZERO_ALLOC)) {
-        entry.alloc = 0xffffffff;
-        entry.zero = 0;
-      } else {
-        const baseAlloc = ct === ClusterType.NORMAL && inPlace ? old.alloc : 0;
-        entry.alloc = (baseAlloc | mask) >>> 0;
-        entry.zero = (old.zero & ~mask) >>> 0;
-        if (ct === ClusterType.COMPRESSED) entry.zero = 0;
-      }
+      entry.alloc = ((ct === ClusterType.NORMAL ? old.alloc : 0) | mask) >>> 0;
+      entry.zero = ct === ClusterType.COMPRESSED ? 0 : (old.zero & ~mask) >>> 0;
     }
-    plans.push({ old, ct, host, fs, fe, alloc: fresh, entry, freeOld: fresh && ct !== ClusterType.UNALLOC && ct !== ClusterType.ZERO_PLAIN });
+    // Written in place over data only: QEMU leaves the entry as it is, bits it ignores included.
+    const keep = inPlace && ct === ClusterType.NORMAL && (!img.extendedL2 || (old.alloc & subMask(Math.floor(ws / sc), Math.ceil(we / sc))) === subMask(Math.floor(ws / sc), Math.ceil(we / sc)));
+    plans.push({ old, ct, host, fs, fe, alloc: fresh, entry, keep, freeOld: fresh && ct !== ClusterType.UNALLOC && ct !== ClusterType.ZERO_PLAIN });
   }
   if (need > 0) await placeNewClusters(img, plans);
   // Refused here, under the lock, before any data is written.

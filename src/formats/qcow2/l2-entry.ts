@@ -108,16 +108,25 @@ export function clusterType(e: RawEntry, ext: boolean, dataFile: boolean): Clust
   return ClusterType.NORMAL;
 }
 
-/** Type of subcluster `s` (extended L2) given the cluster type. */
+/**
+ * Type of subcluster `s` (extended L2) given the cluster type. As QEMU, a
+ * bitmap is judged whole: an allocated cluster with any subcluster marked
+ * both allocated and zero, or an unallocated one with any allocated bit, is
+ * invalid whichever subcluster is asked for.
+ */
 export function subclusterType(ct: ClusterType, e: RawEntry, s: number): ClusterType {
   if (ct === ClusterType.COMPRESSED) return ClusterType.COMPRESSED;
+  if (!bitmapValid(ct, e)) return ClusterType.INVALID;
   const bit = 1 << s;
-  const a = (e.alloc & bit) !== 0;
-  const z = (e.zero & bit) !== 0;
-  if (a && z) return ClusterType.INVALID;
-  if (ct === ClusterType.NORMAL) return a ? ClusterType.NORMAL : z ? ClusterType.ZERO_ALLOC : ClusterType.UNALLOC_ALLOC;
-  if (a) return ClusterType.INVALID;
-  return z ? ClusterType.ZERO_PLAIN : ClusterType.UNALLOC;
+  if (ct === ClusterType.NORMAL) return e.zero & bit ? ClusterType.ZERO_ALLOC : e.alloc & bit ? ClusterType.NORMAL : ClusterType.UNALLOC_ALLOC;
+  return e.zero & bit ? ClusterType.ZERO_PLAIN : ClusterType.UNALLOC;
+}
+
+/** Whether an extended entry's subcluster bitmap is one QEMU accepts for its cluster type. */
+export function bitmapValid(ct: ClusterType, e: RawEntry): boolean {
+  if (ct === ClusterType.COMPRESSED) return true;
+  if (ct === ClusterType.NORMAL) return (e.alloc & e.zero) === 0;
+  return e.alloc === 0;
 }
 
 /** Compressed descriptor: host byte offset and the number of 512-byte sectors. */
