@@ -178,6 +178,11 @@ describe('qcow2 options vs qemu-img / qemu-io 7.2 (iotests 049, 054, 103, 112)',
     'create -f qcow2 -o refcount_bits=-18446744073709551615 o.qcow2 64M',
     'create -f qcow2 -o refcount_bits=0x40 o.qcow2 64M',
     'measure -O qcow2 -o refcount_bits=010 --size 1G',
+    // 271: the largest L1 table bounds the measured size (extended L2 halves it)
+    'measure --size 1025T -O qcow2 -o extended_l2=on',
+    'measure --size 1024T -O qcow2 -o extended_l2=on',
+    'measure --size 2049T -O qcow2',
+    'measure --size 64T -O qcow2 -o cluster_size=4k',
     'amend -o refcount_bits=0x20 r16.qcow2',
     'create -f qcow2 -o compat=0.10,refcount_bits=1 o.qcow2 64M',
     // 112: amend with compat=0.10

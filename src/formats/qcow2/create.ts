@@ -391,6 +391,9 @@ export async function measureQcow2(options: OptionReader, source?: BlockNode): P
   options.finish();
   const cs = p.clusterSize;
   const order = Math.log2(p.refcountBits);
+  // QEMU checks the size option (0 with a source) against the largest L1 table first.
+  const l2Tables = Math.ceil(Math.ceil((source ? 0 : p.size) / cs) / (cs / (p.extendedL2 ? 16 : 8)));
+  if (l2Tables * 8 > MAX_L1_BYTES) throw new BlockError('EFBIG', 'The image size is too large (try using a larger cluster size)');
   let virtualSize: number;
   let required: number;
   if (source) {
