@@ -83,6 +83,19 @@ const CASES: Case[] = [
     expect: "blkdebug: Resuming request 'A'",
   },
   {
+    // iotest 271: the later writes wait for the suspended one's cluster; the prompt must not.
+    name: 'aio writes into the cluster a suspended write allocates wait for it and finish after resume',
+    steps: [
+      io(
+        '-c', 'break write_aio A', '-c', 'aio_write -P 10 30k 2k', '-c', 'wait_break A',
+        '-c', 'aio_write -P 11 20k 2k', '-c', 'aio_write -P 12 40k 2k', '-c', 'resume A', '-c', 'aio_flush',
+        '-c', 'read -P 10 30k 2k', '-c', 'read -P 11 20k 2k', '-c', 'read -P 12 40k 2k',
+        'blkdebug::t.qcow2',
+      ),
+    ],
+    expect: 'read 2048/2048 bytes at offset 40960',
+  },
+  {
     name: 'two breakpoints on one event suspend one request twice',
     steps: [io('-c', 'write -P 7 0 64k', '-c', 'break write_aio A', '-c', 'break write_aio B', '-c', 'aio_write -P 8 0 512', '-c', 'wait_break A', '-c', 'resume B', '-c', 'resume A', '-c', 'aio_flush', '-c', 'read -P 8 0 512', 'blkdebug::t.qcow2')],
     expect: "blkdebug: Suspended request 'B'",

@@ -9,6 +9,12 @@ import { errText } from '../common.js';
 import type { IoDisk } from './disk.js';
 import { type Cmd, EINVAL, PROG } from './types.js';
 
+/**
+ * How long an aio request started while another is suspended at a breakpoint
+ * may take before it counts as waiting behind that one (ms).
+ */
+const BLOCKED_AIO_MS = 200;
+
 /** Where the interpreter writes (the CLI's CliIo has this shape). */
 export interface IoOutput {
   stdout(s: string): void;
@@ -96,7 +102,14 @@ export class IoSession {
     const p = run();
     if (!dbg) return p;
     const suspended = dbg.nextSuspension().then(() => null);
-    const first = await Promise.race([p, suspended]);
+    const racers: Array<Promise<number | null>> = [p, suspended];
+    // With a request suspended, this one may wait behind it (the same cluster, an overlapping
+    // range) until a later `resume`: qemu-io's aio commands return at once, so after a while
+    // without an answer the prompt goes on and the request is one in flight.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (dbg.suspendedCount() > 0) racers.push(new Promise((res) => (timer = setTimeout(() => res(null), BLOCKED_AIO_MS))));
+    const first = await Promise.race(racers);
+    clearTimeout(timer);
     if (first !== null) return first;
     // A completed request leaves the list (wait_break counts the ones still running).
     const tracked: Promise<void> = p.then(() => {
