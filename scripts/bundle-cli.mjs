@@ -42,7 +42,7 @@ const bundlePath = path.join(out, bundleName);
 let source = await readFile(bundlePath, 'utf8');
 // main.ts's shebang line cannot start a function body.
 source = source.replace(/^#!.*\n/, '');
-source = source.replace(/\bimport\((["'])(node:[\w/]+)\1\)/g, (_m, q, name) => `Promise.resolve(require(${q}${name}${q}))`);
+source = source.replace(/\bimport\((["'`])(node:[\w/]+)\1\)/g, (_m, q, name) => `Promise.resolve(require(${q}${name}${q}))`);
 const left = source.match(/\bimport\s*\(|\bimport\.meta\b/);
 if (left) throw new Error(`bundle-cli: ${bundleName} still needs ES modules near offset ${left.index}: ${source.slice(left.index, left.index + 60)}`);
 if (/[^\x00-\x7f]/.test(source)) throw new Error(`bundle-cli: ${bundleName} is not all ASCII (a two-byte source compiles slower)`);
