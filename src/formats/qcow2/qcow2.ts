@@ -462,8 +462,7 @@ export class Qcow2Image implements DriverInstance {
     if (this.bitmapsAtRest || this.bitmapsNotInUse) await this.checkBitmapsWritable();
     void exact;
     const old = this.header.size;
-    const zeroWrite = (flags & ReqFlag.ZERO_WRITE) !== 0 && offset > old;
-    await this.whenIdle(() => resizeImage(this, offset, prealloc, zeroWrite));
+    const zeroWrite = await this.whenIdle(() => resizeImage(this, offset, prealloc, (flags & ReqFlag.ZERO_WRITE) !== 0 && offset > old));
     // The grown area's head, up to the first subcluster boundary, gets explicit zeros.
     const zeroStart = Math.ceil(old / this.subSize) * this.subSize;
     if (zeroWrite && zeroStart > old) {
