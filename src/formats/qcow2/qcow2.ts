@@ -69,6 +69,7 @@ import { blockStatusOf } from './block-status.js';
 import { commitReopen, prepareReopen } from './reopen.js';
 import { closeImage } from './close.js';
 import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp, loadSnapshotVmState } from './snapshot-ops.js';
+import { childAllocatedSize } from '../../core/image-facts.js';
 
 export type { Run } from './lookup.js';
 
@@ -615,9 +616,9 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async getAllocatedFileSize(): Promise<number> {
-    const f = (await this.file.node.instance.getAllocatedFileSize?.()) ?? this.file.length;
-    if (this.hasDataFile) return f + ((await this.dataChild.node.instance.getAllocatedFileSize?.()) ?? this.dataChild.length);
-    return f;
+    // As QEMU's bdrv_sum_allocated_file_sizes: through filters; a child that cannot say makes it unknown.
+    const f = await childAllocatedSize(this.file);
+    return this.hasDataFile ? f + (await childAllocatedSize(this.dataChild)) : f;
   }
 
   /** Replaces the refcount structures' in-memory state after a rebuild. */
