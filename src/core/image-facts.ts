@@ -4,6 +4,8 @@
  * file's name made absolute, and its snapshots as QAPI's SnapshotInfo.
  */
 import { joinRelative, nodeDirname } from './backing-open.js';
+import type { BdrvChild } from './child.js';
+import { BlockError, STRERROR } from './errors.js';
 import type { BlockNode } from './node.js';
 
 /**
@@ -30,6 +32,17 @@ export async function allocatedSize(node: BlockNode): Promise<number | undefined
     }
   }
   return any ? sum : undefined;
+}
+
+/**
+ * {@link allocatedSize} of a child's node for a driver that sums its children:
+ * ENOTSUP when the node cannot say (a blkdebug node, as QEMU's protocol-like
+ * driver), so the parent's size is unknown too.
+ */
+export async function childAllocatedSize(child: BdrvChild): Promise<number> {
+  const s = await allocatedSize(child.node);
+  if (s === undefined) throw new BlockError('ENOTSUP', STRERROR.ENOTSUP);
+  return s;
 }
 
 /**

@@ -188,9 +188,6 @@ function blkdebugInstance(node: BlockNode, file: BdrvChild, state: BlkdebugState
       const below = await file.blockStatus(wantZero, offset, bytes);
       return { ...below, status: below.status & ~Status.EOF };
     },
-    getInfo() {
-      throw new BlockError('ENOTSUP', STRERROR.ENOTSUP);
-    },
     // QEMU does not look through a driver with a protocol name: "disk size: unavailable".
     async getAllocatedFileSize(): Promise<number> {
       throw new BlockError('ENOTSUP', STRERROR.ENOTSUP);

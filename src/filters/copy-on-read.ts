@@ -72,9 +72,10 @@ async function openCor(node: BlockNode, options: OptionReader): Promise<DriverIn
       return readAbove(offset, bytes, buf, flags);
     },
     pwritev: (offset, bytes, buf, flags) => file.pwritev(offset, bytes, buf, flags),
-    // Copying into the file node needs WRITE_UNCHANGED on it whatever the parents take.
+    // Copying into the file node needs WRITE_UNCHANGED on it whatever the parents take, even
+    // read-only (QEMU asks for it unless the node is inactive): a read-only file refuses it.
     childPerm: (_child, _role, perm, shared) => ({
-      perm: (perm & PASSTHROUGH) | (node.readOnly ? 0 : Perm.WRITE_UNCHANGED),
+      perm: (perm & PASSTHROUGH) | Perm.WRITE_UNCHANGED,
       shared: (shared & PASSTHROUGH) | (PERM_ALL & ~PASSTHROUGH),
     }),
     async reopenPrepare() {},

@@ -12,43 +12,41 @@ import { errorExit, fail, Ctx, parseOpts, outputFormat, COMMON_LONGS } from './c
 import { help } from './help.js';
 
 /**
- * Info of a filter without generic info of its own (throttle, compress,
- * copy-on-read), as QEMU gives it: the filter's name (a `json:` one), the filter's name as format, the cluster size and dirty flag of
- * the first node below with generic info, no format-specific part.
+ * The generic info of a node as QEMU's bdrv_get_info finds it: its driver's,
+ * or through a filter without any, the filtered node's; null when the driver
+ * has none to give (ENOTSUP: no cluster size, no dirty flag).
  */
-async function filterImageInfo(top: BlockNode): Promise<ImageInfo> {
-  const info: ImageInfo = { 'virtual-size': top.length, filename: refreshedFilename(top), format: top.driver.name };
-  let n = top;
+function genericInfo(node: BlockNode): ReturnType<typeof driverInfo> {
+  let n = node;
   while (!n.instance.getInfo && n.driver.kind === 'filter' && n.filtered) n = n.filtered.node;
-  const gi = driverInfo(n);
-  if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
-  const actual = await allocatedSize(top);
-  if (actual !== undefined) info['actual-size'] = actual;
-  if (gi !== null) info['dirty-flag'] = gi?.dirty ?? false;
-  return info;
+  return driverInfo(n);
 }
 
-async function imageInfo(ctx: Ctx, bb: BlockBackend, filename: string): Promise<ImageInfo> {
-  if (bb.node.driver.kind === 'filter' && !bb.node.instance.getInfo) return filterImageInfo(bb.node);
-  const node = formatNode(bb.node);
-  const inst = node.instance;
-  // QEMU names the image by the top node's refreshed name (bdrv_query_image_info).
-  const name = refreshedFilename(bb.node) || filename;
-  const info: ImageInfo = { 'virtual-size': node.length, filename: name, format: node.driver.name };
-  const gi = driverInfo(node);
+/**
+ * Info of the top node as QEMU's bdrv_query_image_info gives it: the top
+ * node's refreshed name and driver name (a filter's own, e.g. blkdebug), its
+ * allocated size, generic info (through filters), backing file and format
+ * specific part; snapshots from the node that holds them below filters.
+ */
+async function imageInfo(bb: BlockBackend, filename: string): Promise<ImageInfo> {
+  const top = bb.node;
+  const inst = top.instance;
+  const info: ImageInfo = { 'virtual-size': top.length, filename: refreshedFilename(top) || filename, format: top.driver.name };
+  const gi = genericInfo(top);
   if (gi?.clusterSize) info['cluster-size'] = gi.clusterSize;
   if (inst.isEncrypted?.()) info.encrypted = true;
-  const actual = await allocatedSize(node);
+  const actual = await allocatedSize(top);
   if (actual !== undefined) info['actual-size'] = actual;
   if (gi !== null) info['dirty-flag'] = gi?.dirty ?? false;
   const bf = inst.backingFile?.();
   if (bf) {
     info['backing-filename'] = bf.filename;
-    const full = fullBackingFilename(node, bf.filename);
+    const full = fullBackingFilename(top, bf.filename);
     if (full !== undefined) info['full-backing-filename'] = full;
     if (bf.format) info['backing-filename-format'] = bf.format;
   }
-  const snaps = inst.snapshotList?.() ?? [];
+  // bdrv_snapshot_list falls back to the filtered node.
+  const snaps = formatNode(top).instance.snapshotList?.() ?? [];
   if (snaps.length > 0) {
     info.snapshots = snaps.map(snapshotJson);
   }
@@ -100,7 +98,7 @@ export async function cmdInfo(ctx: Ctx, args: string[]): Promise<number> {
       if (seen.has(filename)) fail(`Backing file '${filename}' creates an infinite loop.`);
       seen.add(filename);
       const bb = await ctx.open(filename, fmt, { readOnly: true, noBacking: true, forceShare, noIo: true });
-      const info = await imageInfo(ctx, bb, filename);
+      const info = await imageInfo(bb, filename);
       list.push(info);
       await bb.close();
       if (!chain) break;

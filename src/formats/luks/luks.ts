@@ -19,6 +19,7 @@ import { lookupSecret } from '../../core/secrets.js';
 import { LuksVolume, passwordBytes, type CryptoRead, type CryptoWrite } from '../../crypto/luks.js';
 import { hasLuksMagic, LUKS_SECTOR } from '../../crypto/luks-header.js';
 import { createLuks, LUKS_CREATE_OPTIONS, measureLuks } from './create.js';
+import { childAllocatedSize } from '../../core/image-facts.js';
 
 /** Bytes encrypted per bounce buffer (QEMU's BLOCK_CRYPTO_MAX_IO_SIZE). */
 const MAX_IO = 1 << 20;
@@ -161,7 +162,7 @@ class LuksInstance implements DriverInstance {
   }
 
   async getAllocatedFileSize(): Promise<number> {
-    return this.file.node.instance.getAllocatedFileSize?.() ?? this.file.length;
+    return childAllocatedSize(this.file);
   }
 
   /** The file's cluster size, if it has one (QEMU's block_crypto_co_get_info_luks). */

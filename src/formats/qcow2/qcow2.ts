@@ -69,6 +69,7 @@ import { blockStatusOf } from './block-status.js';
 import { commitReopen, prepareReopen } from './reopen.js';
 import { closeImage } from './close.js';
 import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp, loadSnapshotVmState } from './snapshot-ops.js';
+import { childAllocatedSize } from '../../core/image-facts.js';
 
 export type { Run } from './lookup.js';
 
@@ -462,8 +463,7 @@ export class Qcow2Image implements DriverInstance {
     if (this.bitmapsAtRest || this.bitmapsNotInUse) await this.checkBitmapsWritable();
     void exact;
     const old = this.header.size;
-    const zeroWrite = (flags & ReqFlag.ZERO_WRITE) !== 0 && offset > old;
-    await this.whenIdle(() => resizeImage(this, offset, prealloc, zeroWrite));
+    const zeroWrite = await this.whenIdle(() => resizeImage(this, offset, prealloc, (flags & ReqFlag.ZERO_WRITE) !== 0 && offset > old));
     // The grown area's head, up to the first subcluster boundary, gets explicit zeros.
     const zeroStart = Math.ceil(old / this.subSize) * this.subSize;
     if (zeroWrite && zeroStart > old) {
@@ -616,9 +616,9 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async getAllocatedFileSize(): Promise<number> {
-    const f = (await this.file.node.instance.getAllocatedFileSize?.()) ?? this.file.length;
-    if (this.hasDataFile) return f + ((await this.dataChild.node.instance.getAllocatedFileSize?.()) ?? this.dataChild.length);
-    return f;
+    // As QEMU's bdrv_sum_allocated_file_sizes: through filters; a child that cannot say makes it unknown.
+    const f = await childAllocatedSize(this.file);
+    return this.hasDataFile ? f + (await childAllocatedSize(this.dataChild)) : f;
   }
 
   /** Replaces the refcount structures' in-memory state after a rebuild. */

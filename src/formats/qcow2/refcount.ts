@@ -1,11 +1,10 @@
 /**
  * Reference counts of an image: its refcount table and blocks (through a
  * cache), updates, cluster allocation as QEMU places clusters, refcount block
- * creation (including blocks that describe themselves) and refcount table
- * growth. Entry codecs and block loops: refcount-entries.ts; the queue of
- * decrements waiting for their references to leave the disk: refcount-queue.ts.
- * (A little over 600 lines, on purpose: allocation, block creation and table
- * growth share the cursor, the queue and the cache, which a split would expose.)
+ * creation (including blocks that describe themselves). Entry codecs and
+ * block loops: refcount-entries.ts; the queue of decrements waiting for their
+ * references to leave the disk: refcount-queue.ts; refcount table growth:
+ * refcount-area.ts.
  *
  * Ordering rules for crash safety (a cut at any write leaves no corruption):
  * - a new refcount block is written, then flushed, before the refcount table
@@ -25,6 +24,7 @@ import { BlockError } from '../../core/errors.js';
 import { MetaCache } from './cache.js';
 import type { ReadGate } from './read-gate.js';
 import { FreeQueue } from './refcount-queue.js';
+import { refcountArea } from './refcount-area.js';
 import type { MetadataKind } from './metadata-index.js';
 import {
   findFreeInBlock,
@@ -34,7 +34,6 @@ import {
   initRefcountWasm,
   maxRefcount,
   readyRefcountWasm,
-  refcountBlocksFor,
   setRefcount,
   type BlockRun,
 } from './refcount-entries.js';
@@ -105,7 +104,8 @@ export class Refcounts {
   freeByteOffset = 0;
 
   constructor(
-    private readonly host: RefcountHost,
+    /** The image's side (refcount-area.ts uses it too). */
+    readonly host: RefcountHost,
     readonly clusterBits: number,
     readonly order: number,
     /** Offsets of refcount blocks (0 = none), one per refcount table entry. */
@@ -487,63 +487,14 @@ export class Refcounts {
 
   /**
    * Moves the refcount table to a bigger one that also holds entry `rb` (the new
-   * block at `blockOff`), as QEMU's qcow2_refcount_area places it: at the start of
-   * the first refcount block range past both, new refcount blocks that count
-   * themselves and the table, then the table, 50 % larger than needed. The header
-   * points to it once it is written; the old table is freed after that.
+   * block at `blockOff`), as QEMU's alloc_refcount_block does: a refcount area
+   * (refcount-area.ts) from the first refcount block range past both, its table
+   * 50 % larger than needed.
    */
   private async growTable(rb: number, blockOff: number): Promise<void> {
-    const file = this.host.file();
-    const cs = this.clusterSize;
     const per = this.perBlock;
-    const areaIndex = Math.max(rb + 1, Math.ceil((blockOff / cs + 1) / per));
-    const areaStart = areaIndex * per;
-    const total = refcountBlocksFor(areaStart, cs, this.order, true);
-    const perTableCluster = cs / 8;
-    const tableClusters = Math.ceil((total + Math.ceil(total / 2)) / perTableCluster);
-    const tableBytes = tableClusters * cs;
-    if (tableBytes > 8 * 1024 * 1024) throw new BlockError('EFBIG', `Refcount table of ${tableBytes} bytes would exceed 8 MiB`);
-    const newTable = new Float64Array(tableClusters * perTableCluster);
-    newTable.set(this.table.subarray(0, Math.min(this.table.length, newTable.length)));
-    newTable[rb] = blockOff;
-    const blockBufs = new Map<number, Uint8Array>();
-    let next = areaStart;
-    for (let i = areaIndex; i < total; i++) {
-      if (newTable[i] !== 0) continue;
-      newTable[i] = next * cs;
-      blockBufs.set(i, new Uint8Array(cs));
-      next++;
-    }
-    const tableStart = next;
-    const areaEnd = tableStart + tableClusters;
-    for (let c = areaStart; c < areaEnd; c++) {
-      const b = blockBufs.get(this.blockOf(c));
-      if (!b) throw new BlockError('EIO', `Refcount structures at cluster ${c} are not covered by the new refcount blocks`);
-      setRefcount(b, c % per, this.order, 1);
-    }
-    await this.cache.flush();
-    await file.debugEvent('refblock_alloc_write_blocks');
-    for (const [i, b] of blockBufs) {
-      await file.pwritev(newTable[i]!, cs, b);
-      await this.cache.put(newTable[i]!, b, false);
-    }
-    const tbuf = new Uint8Array(tableBytes);
-    const tdv = new DataView(tbuf.buffer);
-    for (let i = 0; i < newTable.length; i++) if (newTable[i]) tdv.setBigUint64(i * 8, BigInt(newTable[i]!));
-    const tableOff = tableStart * cs;
-    await file.debugEvent('refblock_alloc_write_table');
-    await file.pwritev(tableOff, tableBytes, tbuf);
-    await file.flush();
-    const oldOff = this.tableOffset;
-    const oldClusters = Math.ceil((this.table.length * 8) / cs);
-    await file.debugEvent('refblock_alloc_switch_table');
-    await this.host.setReftable(tableOff, tableClusters);
-    this.table = newTable;
-    this.tableOffset = tableOff;
-    for (const i of blockBufs.keys()) this.host.addMeta(newTable[i]!, cs, 'refcount block');
-    this.host.removeMeta(oldOff, oldClusters * cs, 'refcount table');
-    this.host.addMeta(tableOff, tableBytes, 'refcount table');
-    for (let c = oldOff / cs; c < oldOff / cs + oldClusters; c++) await this.update(c, -1);
+    const areaIndex = Math.max(rb + 1, Math.ceil((blockOff / this.clusterSize + 1) / per));
+    await refcountArea(this, { start: areaIndex * per, additional: 0, exact: false, newBlockIndex: rb, newBlockOffset: blockOff });
   }
 
   /** Queues a decrement of every cluster touching [offset, offset+bytes). */

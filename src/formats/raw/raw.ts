@@ -11,6 +11,7 @@ import type { OptionReader } from '../../core/options.js';
 import { ROLE_FILTERED_PRIMARY } from '../../core/permissions.js';
 import { blockStatus } from '../../core/block-status.js';
 import { copyRangeFrom, copyRangeTo, type CopyRangeRequest } from '../../core/copy-range.js';
+import { childAllocatedSize } from '../../core/image-facts.js';
 
 class RawInstance implements DriverInstance {
   constructor(
@@ -99,7 +100,7 @@ class RawInstance implements DriverInstance {
     await this.file.truncate(this.offset + offset, exact, prealloc, flags);
   }
   async getAllocatedFileSize(): Promise<number> {
-    return this.file.node.instance.getAllocatedFileSize?.() ?? this.file.length;
+    return childAllocatedSize(this.file);
   }
   /** What the file says (as QEMU's raw_get_info): a file without such information makes raw have none. */
   getInfo(): ReturnType<NonNullable<DriverInstance['getInfo']>> {
