@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * Bundles the compiled CLI (dist/src/cli/main.js and the ~130 modules it reaches) into one
- * script, dist/cli/diskworker.cjs, and writes its launcher, dist/cli/diskworker.js (the
- * package's `bin`). Runs after tsc and copy-wasm.
+ * script, dist/cli/diskworker.<hash>.cjs, and writes its launcher, dist/cli/diskworker.js
+ * (the package's `bin`). Runs after tsc and copy-wasm.
  *
  * Why one file: Node resolves, reads and links each ES module separately, about 1 ms apiece
  * on this machine, which doubled the start-up of every `diskworker img` / `io` call.
@@ -20,34 +20,48 @@
  * (`./bin/<name>.wasm` relative to the bundle).
  */
 import { createHash } from 'node:crypto';
-import { chmod, copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { rolldown } from 'rolldown';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const out = path.join(root, 'dist', 'cli');
-const bundleName = 'diskworker.cjs';
+/** Rolldown's output, before the launcher's rewrites; the final bundle is named by its hash. */
+const rawName = 'diskworker.cjs';
 const bundle = await rolldown({
   input: path.join(root, 'dist', 'src', 'cli', 'main.js'),
   platform: 'node',
   external: [/^node:/],
   logLevel: 'warn',
 });
+// Written aside and renamed into place: CLI processes started meanwhile (a test run) see the old
+// bundle or the new one, never a half-made one.
+const staging = path.join(out, '.staging');
+await rm(staging, { recursive: true, force: true });
 // No comments: smaller, and an all-ASCII source is a one-byte string for V8, which scans it faster.
-await bundle.write({ dir: out, format: 'cjs', entryFileNames: bundleName, codeSplitting: false, comments: false });
+await bundle.write({ dir: staging, format: 'cjs', entryFileNames: rawName, codeSplitting: false, comments: false });
 await bundle.close();
 
-const bundlePath = path.join(out, bundleName);
-let source = await readFile(bundlePath, 'utf8');
+const replace = async (file, text, mode) => {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, text);
+  if (mode) await chmod(tmp, mode);
+  await rename(tmp, file);
+};
+let source = await readFile(path.join(staging, rawName), 'utf8');
+await rm(staging, { recursive: true, force: true });
 // main.ts's shebang line cannot start a function body.
 source = source.replace(/^#!.*\n/, '');
 source = source.replace(/\bimport\((["'`])(node:[\w/]+)\1\)/g, (_m, q, name) => `Promise.resolve(require(${q}${name}${q}))`);
 const left = source.match(/\bimport\s*\(|\bimport\.meta\b/);
-if (left) throw new Error(`bundle-cli: ${bundleName} still needs ES modules near offset ${left.index}: ${source.slice(left.index, left.index + 60)}`);
-if (/[^\x00-\x7f]/.test(source)) throw new Error(`bundle-cli: ${bundleName} is not all ASCII (a two-byte source compiles slower)`);
-await writeFile(bundlePath, source);
+if (left) throw new Error(`bundle-cli: the bundle still needs ES modules near offset ${left.index}: ${source.slice(left.index, left.index + 60)}`);
+if (/[^\x00-\x7f]/.test(source)) throw new Error('bundle-cli: the bundle is not all ASCII (a two-byte source compiles slower)');
 const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
+// Named by its hash: a launcher always loads the bundle it was written for, even while a
+// rebuild replaces both.
+const bundleName = `diskworker.${hash}.cjs`;
+await replace(path.join(out, bundleName), source);
 
 const launcher = `#!/usr/bin/env node
 // The diskworker command: runs ./${bundleName} through V8's code cache (see scripts/bundle-cli.mjs, which wrote this file).
@@ -96,11 +110,10 @@ try {
 }
 if (isEntry) runAsProcess();
 `;
-await writeFile(path.join(out, 'diskworker.js'), launcher);
-await chmod(path.join(out, 'diskworker.js'), 0o755);
-// Caches of earlier builds can never match again.
+await replace(path.join(out, 'diskworker.js'), launcher, 0o755);
+// Bundles and caches of earlier builds are never loaded again.
 for (const n of await readdir(out)) {
-  if (n.endsWith('.v8cache') && !n.startsWith(`diskworker.${hash}.`)) await rm(path.join(out, n), { force: true });
+  if ((n.endsWith('.v8cache') || n.endsWith('.cjs')) && !n.startsWith(`diskworker.${hash}.`)) await rm(path.join(out, n), { force: true });
 }
 
 const wasmFrom = path.join(root, 'dist', 'src', 'wasm', 'bin');

@@ -103,23 +103,27 @@ describe('diskworker bin (real process)', () => {
     const binWasm = wasm.map((f) => f.replace('dist/src/wasm/bin/', 'dist/cli/bin/'));
     for (const f of [...entries.map((e) => e.replace(/^\.\//, '')), ...wasm, ...binWasm]) expect(files, f).toContain(f);
     // Test pages, fixtures and the demo build live in dist/ too; they stay out.
-    expect(files).toContain('dist/cli/diskworker.cjs');
+    expect(files.filter((f) => /^dist\/cli\/diskworker\.[0-9a-f]{16}\.cjs$/.test(f))).toHaveLength(1);
     // Nor does the launcher's code cache: it is made per machine and Node version, on first use.
-    expect(files.filter((f) => !/^(dist\/(src|workers)\/|dist\/cli\/(diskworker\.c?js$|bin\/)|README\.md$|package\.json$)/.test(f))).toEqual([]);
+    expect(files.filter((f) => !/^(dist\/(src|workers)\/|dist\/cli\/(diskworker(\.[0-9a-f]{16}\.cjs|\.js)$|bin\/)|README\.md$|package\.json$)/.test(f))).toEqual([]);
   });
 
   it('runs its bundle through a code cache named by the bundle\'s hash, rewritten when V8 rejects it', () => {
     // A copy of the bin in its own directory, so the cache it writes is this test's alone.
     const dir = join(tmp, 'bincopy');
     mkdirSync(dir);
-    for (const f of ['diskworker.js', 'diskworker.cjs']) copyFileSync(join(ROOT, 'dist/cli', f), join(dir, f));
+    const bundleName = readdirSync(join(ROOT, 'dist/cli')).find((f) => /^diskworker\.[0-9a-f]{16}\.cjs$/.test(f))!;
+    expect(bundleName).toBeDefined();
+    for (const f of ['diskworker.js', bundleName]) copyFileSync(join(ROOT, 'dist/cli', f), join(dir, f));
     cpSync(join(ROOT, 'dist/cli/bin'), join(dir, 'bin'), { recursive: true });
-    const bundle = readFileSync(join(dir, 'diskworker.cjs'));
+    const bundle = readFileSync(join(dir, bundleName));
     // A classic script: nothing in it needs the ES module loader.
     expect(bundle.toString('latin1')).not.toMatch(/\bimport\s*\(|\bimport\.meta\b|^import /m);
+    // Named by the hash of its bytes, as the cache is.
     const hash = createHash('sha256').update(bundle).digest('hex').slice(0, 16);
+    expect(bundleName).toBe(`diskworker.${hash}.cjs`);
     const caches = () => readdirSync(dir).filter((f) => f.endsWith('.v8cache'));
-    const info = () => spawnSync('node', [join(dir, 'diskworker.js'), 'img', 'info', '--output=json', join(dir, 'diskworker.cjs')], { cwd: tmp, encoding: 'utf8' });
+    const info = () => spawnSync('node', [join(dir, 'diskworker.js'), 'img', 'info', '--output=json', join(dir, bundleName)], { cwd: tmp, encoding: 'utf8' });
     expect(caches()).toEqual([]);
     const first = info();
     expect(first.stderr).toBe('');
