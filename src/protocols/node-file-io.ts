@@ -34,6 +34,30 @@ export const SLOW_CALL_MS = 1;
 /** Calls sent through the thread pool after a slow synchronous one. */
 export const ASYNC_AFTER_SLOW = 256;
 
+/**
+ * Synchronous calls allowed between two turns of the event loop. A caller
+ * whose requests all complete in place (a guest writing in a loop) would
+ * otherwise keep the loop in its microtasks: timers, pool completions and
+ * other work (a block job) would not run until it stopped.
+ */
+export const SYNC_CALLS_PER_TURN = 64;
+let callsThisTurn = 0;
+let turnResetQueued = false;
+const resetTurn = (): void => {
+  callsThisTurn = 0;
+  turnResetQueued = false;
+};
+
+/** Counts a synchronous call; past {@link SYNC_CALLS_PER_TURN} in one turn, waits for the next turn. */
+function afterSyncCall(): Promise<void> | undefined {
+  if (!turnResetQueued) {
+    turnResetQueued = true;
+    setImmediate(resetTurn);
+  }
+  if (++callsThisTurn < SYNC_CALLS_PER_TURN) return undefined;
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
 /** The read and write calls of one open file, with the policy above per direction. */
 export class FileIo {
   private asyncReadsLeft = 0;
@@ -59,6 +83,7 @@ export class FileIo {
         const t0 = this.now();
         const n = fsSync.readSync(this.fh().fd, buf, offset, length, position);
         if (this.now() - t0 > SLOW_CALL_MS) this.asyncReadsLeft = ASYNC_AFTER_SLOW;
+        await afterSyncCall();
         return n;
       }
     }
@@ -76,6 +101,7 @@ export class FileIo {
         const t0 = this.now();
         const n = fsSync.writeSync(this.fh().fd, buf, offset, length, position);
         if (this.now() - t0 > SLOW_CALL_MS) this.asyncWritesLeft = ASYNC_AFTER_SLOW;
+        await afterSyncCall();
         return n;
       }
     }
