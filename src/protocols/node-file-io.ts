@@ -35,12 +35,14 @@ export const SLOW_CALL_MS = 1;
 export const ASYNC_AFTER_SLOW = 256;
 
 /**
- * Synchronous calls allowed between two turns of the event loop. A caller
- * whose requests all complete in place (a guest writing in a loop) would
- * otherwise keep the loop in its microtasks: timers, pool completions and
- * other work (a block job) would not run until it stopped.
+ * Synchronous calls allowed between two turns of the event loop (about 5 ms
+ * of page-cache I/O). A caller whose requests all complete in place (a guest
+ * writing in a loop) would otherwise keep the loop in its microtasks: timers,
+ * pool completions and other work (a block job) would not run until it
+ * stopped. Fewer calls per turn give a job more turns and the guest fewer
+ * (64: a backup's guest writes 0.44× of those without it; 512: 0.57×).
  */
-export const SYNC_CALLS_PER_TURN = 64;
+export const SYNC_CALLS_PER_TURN = 512;
 let callsThisTurn = 0;
 let turnResetQueued = false;
 const resetTurn = (): void => {
