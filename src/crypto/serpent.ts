@@ -14,6 +14,7 @@
  * words, with no table lookups that depend on data.
  */
 import { BlockError } from '../core/errors.js';
+import { readLe, writeLe } from './words.js';
 import type { EcbEngine } from './sector-modes.js';
 
 /** S0..S7 of the paper, each as 16 hex digits (S[x] for x = 0..15). */
@@ -453,17 +454,6 @@ export class Serpent implements EcbEngine {
   private check(data: Uint8Array): void {
     if (data.length % 16 !== 0) throw new BlockError('EINVAL', `Serpent data of ${data.length} bytes is not a whole number of 16-byte blocks`);
   }
-}
-
-function readLe(b: Uint8Array, at: number): number {
-  return b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
-}
-
-function writeLe(b: Uint8Array, at: number, v: number): void {
-  b[at] = v;
-  b[at + 1] = v >>> 8;
-  b[at + 2] = v >>> 16;
-  b[at + 3] = v >>> 24;
 }
 
 /** The S-box tables and their word-wide forms, for the tests that hold one against the other. */

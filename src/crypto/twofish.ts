@@ -10,6 +10,7 @@
  * "full keying" option, section 5.3). Keys of 16, 24 or 32 bytes.
  */
 import { BlockError } from '../core/errors.js';
+import { readLe, writeLe } from './words.js';
 import type { EcbEngine } from './sector-modes.js';
 
 /** The 4-bit t-tables of q0 and q1 (paper, section 4.3.5), t0..t3 each. */
@@ -206,17 +207,6 @@ export class Twofish implements EcbEngine {
   private check(data: Uint8Array): void {
     if (data.length % 16 !== 0) throw new BlockError('EINVAL', `Twofish data of ${data.length} bytes is not a whole number of 16-byte blocks`);
   }
-}
-
-function readLe(b: Uint8Array, at: number): number {
-  return b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
-}
-
-function writeLe(b: Uint8Array, at: number, v: number): void {
-  b[at] = v;
-  b[at + 1] = v >>> 8;
-  b[at + 2] = v >>> 16;
-  b[at + 3] = v >>> 24;
 }
 
 /** The q permutations, for the known-answer tests of the paper's tables. */

@@ -62,8 +62,8 @@ function afterSyncCall(): Promise<void> | undefined {
 
 /** The read and write calls of one open file, with the policy above per direction. */
 export class FileIo {
-  private asyncReadsLeft = 0;
-  private asyncWritesLeft = 0;
+  /** Calls of each kind still sent through the pool after a slow one. */
+  private readonly asyncLeft = { read: 0, write: 0 };
   /** Counts, for tests and benchmarks: calls made synchronously and through the pool. */
   readonly counts = { syncReads: 0, asyncReads: 0, syncWrites: 0, asyncWrites: 0 };
 
@@ -76,38 +76,33 @@ export class FileIo {
   ) {}
 
   /** Reads up to `length` bytes at `position` into buf[offset..]; resolves to the bytes read. */
-  async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    if (fsSync && this.allowSync && length <= SYNC_IO_MAX) {
-      if (this.asyncReadsLeft > 0) {
-        this.asyncReadsLeft--;
-      } else {
-        this.counts.syncReads++;
-        const t0 = this.now();
-        const n = fsSync.readSync(this.fh().fd, buf, offset, length, position);
-        if (this.now() - t0 > SLOW_CALL_MS) this.asyncReadsLeft = ASYNC_AFTER_SLOW;
-        await afterSyncCall();
-        return n;
-      }
-    }
-    this.counts.asyncReads++;
-    return (await this.fh().read(buf, offset, length, position)).bytesRead;
+  read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    return this.call('read', buf, offset, length, position);
   }
 
   /** Writes up to `length` bytes of buf[offset..] at `position`; resolves to the bytes written. */
-  async write(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  write(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    return this.call('write', buf, offset, length, position);
+  }
+
+  /** One read or write, in place or through the pool by the policy of the file comment. */
+  private async call(kind: 'read' | 'write', buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    const read = kind === 'read';
     if (fsSync && this.allowSync && length <= SYNC_IO_MAX) {
-      if (this.asyncWritesLeft > 0) {
-        this.asyncWritesLeft--;
+      if (this.asyncLeft[kind] > 0) {
+        this.asyncLeft[kind]--;
       } else {
-        this.counts.syncWrites++;
+        this.counts[read ? 'syncReads' : 'syncWrites']++;
+        const fd = this.fh().fd;
         const t0 = this.now();
-        const n = fsSync.writeSync(this.fh().fd, buf, offset, length, position);
-        if (this.now() - t0 > SLOW_CALL_MS) this.asyncWritesLeft = ASYNC_AFTER_SLOW;
+        const n = read ? fsSync.readSync(fd, buf, offset, length, position) : fsSync.writeSync(fd, buf, offset, length, position);
+        if (this.now() - t0 > SLOW_CALL_MS) this.asyncLeft[kind] = ASYNC_AFTER_SLOW;
         await afterSyncCall();
         return n;
       }
     }
-    this.counts.asyncWrites++;
-    return (await this.fh().write(buf, offset, length, position)).bytesWritten;
+    this.counts[read ? 'asyncReads' : 'asyncWrites']++;
+    const fh = this.fh();
+    return read ? (await fh.read(buf, offset, length, position)).bytesRead : (await fh.write(buf, offset, length, position)).bytesWritten;
   }
 }
