@@ -108,7 +108,7 @@ describe('diskworker bin (real process)', () => {
     expect(files.filter((f) => !/^(dist\/(src|workers)\/|dist\/cli\/(diskworker(\.[0-9a-f]{16}\.cjs|\.js)$|bin\/)|README\.md$|package\.json$)/.test(f))).toEqual([]);
   });
 
-  it('runs its bundle through a code cache named by the bundle\'s hash, rewritten when V8 rejects it', () => {
+  it('runs its bundle through a code cache per command, named by the bundle\'s hash, rewritten when V8 rejects it', () => {
     // A copy of the bin in its own directory, so the cache it writes is this test's alone.
     const dir = join(tmp, 'bincopy');
     mkdirSync(dir);
@@ -128,7 +128,7 @@ describe('diskworker bin (real process)', () => {
     const first = info();
     expect(first.stderr).toBe('');
     expect(first.status).toBe(0);
-    expect(caches()).toEqual([`diskworker.${hash}.${process.version}.${process.arch}.v8cache`]);
+    expect(caches()).toEqual([`diskworker.${hash}.img-info.${process.version}.${process.arch}.v8cache`]);
     const cache = join(dir, caches()[0]!);
     const made = readFileSync(cache);
     expect(made.length).toBeGreaterThan(1000);
@@ -142,6 +142,16 @@ describe('diskworker bin (real process)', () => {
     expect(again.stderr).toBe('');
     expect(readFileSync(cache).equals(made)).toBe(false);
     expect(readFileSync(cache).readUInt32LE(0)).toBe(made.readUInt32LE(0));
+    // Another command makes a cache of its own (what it compiled), and leaves img info's alone.
+    const infoCache = readFileSync(cache);
+    const bin = join(dir, 'diskworker.js');
+    expect(spawnSync('node', [bin, 'img', 'create', '-q', '-f', 'qcow2', join(tmp, 'cc.qcow2'), '1M'], { cwd: tmp }).status).toBe(0);
+    expect(spawnSync('node', [bin, 'io', '-c', 'write -P 1 0 4k', join(tmp, 'cc.qcow2')], { cwd: tmp }).status).toBe(0);
+    // Not a command word: one shared "other" cache, never a file named by the argument.
+    expect(spawnSync('node', [bin, '../x'], { cwd: tmp }).status).toBe(1);
+    const tail = `${process.version}.${process.arch}.v8cache`;
+    expect(caches().sort()).toEqual([`img-create`, `img-info`, `io`, `other`].map((c) => `diskworker.${hash}.${c}.${tail}`));
+    expect(readFileSync(cache).equals(infoCache)).toBe(true);
   });
 
   it('imported as a module, runs nothing and gives main and processIo (the iotests shim uses them)', () => {
