@@ -6,7 +6,7 @@
  * every client in command mode.
  */
 import { unlinkSync } from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import type { BlockQmp } from '../../qmp/block-qmp.js';
 import { errorReply } from '../../qmp/dispatcher.js';
 import { QmpJsonSplitter, QmpSession } from '../../qmp/session.js';
@@ -14,7 +14,8 @@ import { qmpLine } from '../../qmp/wire.js';
 
 /** One listening monitor socket. */
 export class QmpSocketServer {
-  private readonly server: net.Server;
+  /** Made by {@link listen}: node:net is loaded only by a daemon that listens (it costs every CLI command 1.6 MB and start-up time when loaded up front). */
+  private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
 
   constructor(
@@ -25,21 +26,22 @@ export class QmpSocketServer {
     private readonly serial: <T>(fn: () => Promise<T>) => Promise<T>,
     /** Settles when the daemon has started: clients are served from then on, as QEMU's main loop. */
     private readonly ready: Promise<unknown>,
-  ) {
-    this.server = net.createServer((socket) => this.serve(socket));
-  }
+  ) {}
 
   /** Listens on the path (an old socket file there is replaced, as QEMU does). */
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
+    const { createServer } = await import('node:net');
     try {
       unlinkSync(this.path);
     } catch {
       // nothing there
     }
+    const server = createServer((socket) => this.serve(socket));
+    this.server = server;
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.path, () => {
-        this.server.off('error', reject);
+      server.once('error', reject);
+      server.listen(this.path, () => {
+        server.off('error', reject);
         resolve();
       });
     });
@@ -81,7 +83,8 @@ export class QmpSocketServer {
   /** Stops listening, ends the connections and removes the socket file. */
   async close(): Promise<void> {
     for (const s of this.sockets) s.end();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
     try {
       unlinkSync(this.path);

@@ -4,7 +4,6 @@
  * stderr until the child reports that it is serving, then exits (1 if the
  * child printed anything, as qemu-nbd's parent does).
  */
-import { spawn } from 'node:child_process';
 import type { CliIo } from '../common.js';
 import { PROG } from './options.js';
 
@@ -23,12 +22,14 @@ export function signalForkParent(): void {
 }
 
 /** In the parent: start the detached server and wait until it serves or fails. */
-export function forkServer(args: string[], io: CliIo): Promise<number> {
+export async function forkServer(args: string[], io: CliIo): Promise<number> {
   const script = process.argv[1];
   if (!script) {
     io.stderr(`${PROG}: Failed to fork: no script to run\n`);
-    return Promise.resolve(1);
+    return 1;
   }
+  // Loaded here, not up front: node:child_process costs every CLI command 2 MB.
+  const { spawn } = await import('node:child_process');
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [script, 'nbd', ...args], {
       detached: true,

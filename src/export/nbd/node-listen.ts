@@ -2,7 +2,7 @@
  * Node sockets for the NBD server: a net.Server on a Unix socket or a TCP
  * port, each accepted socket handed to {@link NbdServer.connect}.
  */
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { NbdServer } from './server.js';
 import type { NbdTransport } from './transport.js';
 
@@ -47,7 +47,9 @@ export type ListenAddress = { path: string } | { host: string; port: number };
  * `onSocket`, accepted sockets go there instead (the caller decides when to
  * serve them, e.g. to limit the number of clients).
  */
-export function listenNbd(server: NbdServer, addr: ListenAddress, onSocket?: (sock: Socket) => void): Promise<Server> {
+export async function listenNbd(server: NbdServer, addr: ListenAddress, onSocket?: (sock: Socket) => void): Promise<Server> {
+  // Loaded here, not up front: every CLI command would pay for it.
+  const { createServer } = await import('node:net');
   const net = createServer((sock) => {
     if (onSocket) onSocket(sock);
     else void serveSocket(server, sock);
