@@ -246,6 +246,13 @@ export interface BlockDriver {
    * under its link's name, the backing file only when overridden.
    */
   gatherChildOptions?(node: BlockNode, target: Array<readonly [string, QdictValue]>, backingOverridden: boolean): void;
+  /**
+   * Nodes of this driver have no directory relative file names above them
+   * could be resolved in, whatever their children say (QEMU's bdrv_dirname
+   * hook of blkverify, whose two children may live in different places).
+   * Default: false, the primary child's directory.
+   */
+  readonly noBaseDirectory?: boolean;
   /** Options understood by `create`, for help output. Default: none. */
   readonly createOptions?: readonly CreateOptionSpec[];
   /**
