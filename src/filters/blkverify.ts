@@ -158,10 +158,6 @@ async function openBlkverify(node: BlockNode, options: OptionReader): Promise<Dr
     async getAllocatedFileSize(): Promise<number> {
       throw new BlockError('ENOTSUP', STRERROR.ENOTSUP);
     },
-    childPerm(child, role, perm, shared) {
-      if ((child?.role ?? role) & ChildRole.FILTERED) return { perm: perm & PASSTHROUGH, shared: (shared & PASSTHROUGH) | UNCHANGED };
-      return testChildPerm(perm, shared);
-    },
     async reopenPrepare() {},
   };
 }
@@ -179,6 +175,11 @@ export const blkverifyDriver: BlockDriver = {
     const test = node.children.find((c) => c.name === 'test')?.node;
     if (!raw || !test || raw.exactFilename === '' || test.exactFilename === '') return '';
     return `blkverify:${raw.exactFilename}:${test.exactFilename}`;
+  },
+  // A driver-level hook: it must hold while open attaches the children, parents or not.
+  childPerm(_node, child, role, perm, shared) {
+    if ((child?.role ?? role) & ChildRole.FILTERED) return { perm: perm & PASSTHROUGH, shared: (shared & PASSTHROUGH) | UNCHANGED };
+    return testChildPerm(perm, shared);
   },
   open: openBlkverify,
 };
