@@ -13,8 +13,8 @@
  * raw copy) sees no holes, which node-file cannot see either.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, Fixture, ensureBuiltBin, hasQemu, normalize, type RunResult } from '../cli/harness.js';
 import { BlockBackend, BlockError, BlockGraph, MemoryStorage, createMemoryDriver, rawDriver } from '../../src/node.js';
@@ -206,6 +206,23 @@ describe.skipIf(!hasQemu())('blkverify vs qemu-io / qemu-img 7.2 (real processes
     const raw = guestBytes(r.ours.dir, 'r.raw', 'raw');
     expect(raw.equals(guestBytes(r.ours.dir, 't.qcow2', 'qcow2'))).toBe(true);
     expect(raw.subarray(64 << 10, 72 << 10).every((b) => b === 0)).toBe(true);
+  }, 60_000);
+
+  it('an NBD server over a mismatching node prints the line and exits 1 (QEMU 7.2 prints it, then hangs)', async () => {
+    const dir = fx.copy();
+    spawnSync('qemu-io', ['-f', 'raw', '-c', 'write -P 5 70000 1', 'r.raw'], { cwd: dir });
+    const sock = join(dir, 's.sock');
+    const server = spawn('node', [BIN, 'nbd', '-k', sock, '-f', 'raw', FILENAME], { cwd: dir });
+    let stderr = '';
+    server.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
+    for (let i = 0; i < 200 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
+    const client = spawnSync('qemu-io', ['-f', 'raw', '-c', 'read -P 0 0 64k', '-c', 'read 64k 64k', `nbd+unix:///?socket=${sock}`], { encoding: 'utf8', timeout: 30_000 });
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running'), 30_000))]);
+    if (code === 'still running') server.kill();
+    expect(normalize(client.stdout)).toBe('read 65536/65536 bytes at offset 0\n<timing>\nread failed: Input/output error\n');
+    expect(code).toBe(1);
+    expect(stderr).toBe('blkverify: read offset=65536 bytes=65536 contents mismatch at offset 70000\n');
   }, 60_000);
 });
 
