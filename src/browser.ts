@@ -26,6 +26,7 @@ import { compressDriver } from './filters/compress.js';
 import { preallocateDriver } from './filters/preallocate.js';
 import { blkLogWritesDriver } from './filters/blklogwrites.js';
 import { quorumDriver } from './filters/quorum.js';
+import { blkverifyDriver } from './filters/blkverify.js';
 
 export * from './core/index.js';
 export { opfsDriver, opfsTestHooks, listOpfs, removeOpfs } from './protocols/opfs.js';
@@ -51,11 +52,12 @@ export { compressDriver } from './filters/compress.js';
 export { preallocateDriver, type PreallocateOptions } from './filters/preallocate.js';
 export { blkLogWritesDriver } from './filters/blklogwrites.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
+export { blkverifyDriver } from './filters/blkverify.js';
 export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
 
 /** Every driver usable in a browser worker. */
 export function browserDrivers(): BlockDriver[] {
-  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [opfsDriver, idbDriver, httpDriver, blobDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, blkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver, blkverifyDriver];
 }
 
 /** A graph for the browser: plain filenames go to OPFS. */

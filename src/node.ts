@@ -1,8 +1,8 @@
 /**
  * The Node.js entry (`diskworker/node`): a block graph with the node-file,
  * host device, memory and null back ends, the raw, qcow2, vdi, vpc, vmdk and vhdx formats, the
- * blkdebug, copy-on-read, compress, throttle, quorum, preallocate and
- * blklogwrites filters, and
+ * blkdebug, copy-on-read, compress, throttle, quorum, preallocate,
+ * blklogwrites and blkverify filters, and
  * the block jobs (stream, commit, mirror, backup) with the copy engine.
  */
 import { BlockGraph } from './core/graph.js';
@@ -27,6 +27,7 @@ import { compressDriver } from './filters/compress.js';
 import { preallocateDriver } from './filters/preallocate.js';
 import { blkLogWritesDriver } from './filters/blklogwrites.js';
 import { quorumDriver } from './filters/quorum.js';
+import { blkverifyDriver } from './filters/blkverify.js';
 import { fs } from './protocols/node-file.js';
 import { startHotPathsSync } from './wasm/hot-paths.js';
 
@@ -57,6 +58,7 @@ export { compressDriver } from './filters/compress.js';
 export { preallocateDriver, type PreallocateOptions } from './filters/preallocate.js';
 export { blkLogWritesDriver } from './filters/blklogwrites.js';
 export { quorumDriver, quorumEvents, type QuorumInstance } from './filters/quorum.js';
+export { blkverifyDriver } from './filters/blkverify.js';
 export * from './export/nbd/index.js';
 export { listenNbd, serveSocket, socketTransport, type ListenAddress } from './export/nbd/node-listen.js';
 export type { QuorumEvent, QuorumEventListener, QuorumEventHook } from './filters/quorum-events.js';
@@ -66,7 +68,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver, blkverifyDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */

@@ -23,6 +23,25 @@ export interface CliIo {
    * {@link BlockBufferedOutput}) and the tools flush where QEMU's do.
    */
   flush?: () => void;
+  /**
+   * Ends the whole process with `code` at once, stdout flushed (C's exit()),
+   * for the findings after which QEMU's tools exit in the middle of a command
+   * (blkverify's mismatch). Absent (the tools run inside a test or a page),
+   * the command goes on with the request failed.
+   */
+  exit?: (code: number) => void;
+}
+
+/**
+ * The graph's fatal hook for a tool (see BlockGraph.onFatal): the line on
+ * stderr as QEMU's fprintf prints it, then exit status 1 where the process
+ * may end.
+ */
+export function fatalExit(io: CliIo): (text: string) => void {
+  return (text) => {
+    io.stderr(`${text}\n`);
+    io.exit?.(1);
+  };
 }
 
 /**
@@ -110,6 +129,25 @@ export function probedRawWarning(filename: string): string {
 export function needsProbeWarning(node: BlockNode): boolean {
   const n = formatNode(node);
   return n.probed && n.driver.name === 'raw' && !n.readOnly;
+}
+
+/**
+ * The warnings QEMU's raw driver prints while `top` opens: one for each
+ * writable node probed as raw, the nodes below first (a blkverify or quorum
+ * child opens before its parent). The top image is named `name`, as given.
+ */
+export function probeWarnings(top: BlockNode, name: string): string {
+  const shownTop = formatNode(top);
+  const seen = new Set<BlockNode>();
+  let text = '';
+  const visit = (n: BlockNode): void => {
+    if (seen.has(n)) return;
+    seen.add(n);
+    for (const c of n.children) visit(c.node);
+    if (n.probed && n.driver.name === 'raw' && !n.readOnly) text += probedRawWarning(n === shownTop ? name : n.filename);
+  };
+  visit(top);
+  return text;
 }
 
 /** Parses a cache mode as bdrv_parse_cache_mode does; null when unknown. */

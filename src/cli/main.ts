@@ -67,6 +67,10 @@ export function processIo(edit: (text: string) => string = (t) => t): CliIo {
     stdout: held ? (s) => held.add(edit(s)) : (s) => void process.stdout.write(edit(s)),
     stderr: (s) => void process.stderr.write(edit(s)),
     flush: () => held?.flush(),
+    exit: (code) => {
+      held?.flush();
+      process.exit(code);
+    },
     isTTY,
     stdin: async function* () {
       const { createInterface } = await import('node:readline');

@@ -107,6 +107,9 @@ export function protocolNodeOf(node: BlockNode): BlockNode {
 export function nodeDirname(node: BlockNode): string {
   let n = node;
   for (let depth = 0; depth < 64; depth++) {
+    if (n.driver.noBaseDirectory) {
+      throw new BlockError('EINVAL', `Cannot generate a base directory for ${n.driver.name} nodes`, { node: n.nodeName });
+    }
     const primary = n.children.find((c) => c.role & ChildRole.PRIMARY);
     if (!primary) break;
     n = primary.node;

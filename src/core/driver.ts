@@ -246,6 +246,22 @@ export interface BlockDriver {
    * under its link's name, the backing file only when overridden.
    */
   gatherChildOptions?(node: BlockNode, target: Array<readonly [string, QdictValue]>, backingOverridden: boolean): void;
+  /**
+   * Nodes of this driver have no directory relative file names above them
+   * could be resolved in, whatever their children say (QEMU's bdrv_dirname
+   * hook of blkverify, whose two children may live in different places).
+   * Default: false, the primary child's directory.
+   */
+  readonly noBaseDirectory?: boolean;
+  /**
+   * Permissions a node of this driver needs on `child` (or on a child about
+   * to be attached with `role`) given its own cumulative `perm` / `shared`,
+   * for drivers whose answer depends on nothing opened: unlike
+   * {@link DriverInstance.childPerm} it holds while the node's own open
+   * attaches its children (QEMU's bdrv_child_perm is there from the start).
+   * The instance's hook, when there is one, wins. Default: {@link defaultChildPerms} by role.
+   */
+  childPerm?(node: BlockNode, child: BdrvChild | null, role: ChildRoleMask, perm: PermMask, shared: PermMask): { perm: PermMask; shared: PermMask };
   /** Options understood by `create`, for help output. Default: none. */
   readonly createOptions?: readonly CreateOptionSpec[];
   /**

@@ -48,10 +48,13 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
           : 'Must specify either driver or file',
       );
     }
-    // As QEMU's bdrv_inherited_options: metadata children (blklogwrites' log) are never probed.
-    const metadata = ctx.role !== undefined && (ctx.role & ChildRole.METADATA) !== 0;
-    if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.childKey === 'image' || ctx.probing || metadata) {
-      options.driver = (await graph.protocolForOpen(String(options.filename ?? ''))).name;
+    // As QEMU's bdrv_inherited_options: metadata children (blklogwrites' log) are never probed,
+    // nor is what a filter passes through (blkverify's `raw`): it inherits the filter's protocol flag.
+    const inherited = ctx.role !== undefined && (ctx.role & (ChildRole.METADATA | ChildRole.FILTERED)) !== 0;
+    if (ctx.childKey === 'file' || ctx.childKey === 'data-file' || ctx.childKey === 'image' || ctx.probing || inherited) {
+      // A protocol is chosen by its file name alone (QEMU's bdrv_fill_options).
+      if (typeof options.filename !== 'string') throw einval('Must specify either driver or file');
+      options.driver = (await graph.protocolForOpen(options.filename)).name;
     } else {
       const { filename, file, ...formatOpts } = options;
       const protoOpts: BlockOptions = { ...(fileObj ?? {}) };

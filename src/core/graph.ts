@@ -10,7 +10,7 @@
 import type { BlockDriver } from './driver.js';
 import { parentName, type BdrvChild, type RootParent } from './child.js';
 import type { BlockNode } from './node.js';
-import { BlockError, einval } from './errors.js';
+import { BlockError, einval, type ErrorContext } from './errors.js';
 import { normalizeOptions, parseJsonFilename, type BlockOptions } from './options.js';
 import { ChildRole, type ChildRoleMask, type PermMask } from './permissions.js';
 import { defaultLimits, mergeLimits, validateLimits } from './limits.js';
@@ -75,6 +75,25 @@ export class BlockGraph {
   report(text: string): void {
     if (this.onReport) this.onReport(text);
     else this.notice(text);
+  }
+
+  /**
+   * Where a driver's fatal verdict goes: a finding after which QEMU ends the
+   * whole process (blkverify's and quorum's blkverify mode's mismatch lines:
+   * printed on stderr, then exit status 1). The command-line tools print the
+   * line and exit as QEMU does; left unset (a worker, a page, a test), nothing
+   * ends and the request fails with the EIO error {@link fatal} returns.
+   */
+  onFatal: ((text: string) => void) | null = null;
+
+  /**
+   * Hands a fatal finding to {@link onFatal} (which may not return) and gives
+   * back the error the request then fails with: EIO with `text` as its
+   * message. The caller throws it.
+   */
+  fatal(text: string, context: ErrorContext = {}): BlockError {
+    this.onFatal?.(text);
+    return new BlockError('EIO', text, context);
   }
 
   /**

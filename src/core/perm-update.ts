@@ -49,6 +49,7 @@ export function childPermsFor(
 ): Pending {
   const inst = node.instance as BlockNode['instance'] | undefined;
   if (inst?.childPerm) return inst.childPerm(link, link.role, perm, shared);
+  if (node.driver.childPerm) return node.driver.childPerm(node, link, link.role, perm, shared);
   return defaultChildPerms(link.role, perm, shared, writable);
 }
 

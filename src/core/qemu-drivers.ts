@@ -25,7 +25,6 @@ const creatable: QemuOnlyDriver = { create: true, amend: false };
  */
 const QEMU_ONLY_DRIVERS: Readonly<Record<string, QemuOnlyDriver>> = {
   blklogwrites: none,
-  blkverify: none,
   bochs: none,
   cloop: none,
   'copy-before-write': none,

@@ -142,9 +142,7 @@ async function openQuorum(node: BlockNode, options: OptionReader): Promise<Quoru
   function verify(a: Uint8Array, b: Uint8Array, offset: number, bytes: number): void {
     const at = firstDifference(a, b);
     if (at < 0) return;
-    const text = `quorum: offset=${offset} bytes=${bytes} contents mismatch at offset ${offset + at}`;
-    node.graph.notice(text);
-    throw new BlockError('EIO', text, { node: node.nodeName, offset: offset + at });
+    throw node.graph.fatal(`quorum: offset=${offset} bytes=${bytes} contents mismatch at offset ${offset + at}`, { node: node.nodeName, offset: offset + at });
   }
 
   async function readVoting(offset: number, bytes: number, buf: Uint8Array): Promise<void> {

@@ -1,8 +1,8 @@
 /**
  * The BlockdevOptions union of QEMU 7.2 (qapi/block-core.json) for the
  * blockdev-add check: the common members, the driver enum, and the members
- * of the drivers DiskWorker has in QEMU's set (file, raw, qcow2, null-co,
- * null-aio). Other drivers of the graph (DiskWorker's own back ends) are
+ * of the drivers DiskWorker has in QEMU's set (file, raw, qcow2, blkverify,
+ * null-co, null-aio). Other drivers of the graph (DiskWorker's own back ends) are
  * checked for the common members only and left to their open.
  */
 import { genericError } from './errors.js';
@@ -78,6 +78,7 @@ function variants(known: Known): Record<string, QapiMember[]> {
     m('*encrypt', 'any'),
     m('*data-file', ref),
   ],
+  blkverify: [m('test', ref), m('raw', ref)],
   'null-co': [m('*size', 'int'), m('*latency-ns', 'uint64'), m('*read-zeroes', 'bool')],
   'null-aio': [m('*size', 'int'), m('*latency-ns', 'uint64'), m('*read-zeroes', 'bool')],
   };

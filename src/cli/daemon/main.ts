@@ -4,7 +4,7 @@
  * `quit`, SIGTERM or SIGINT, then cancels the jobs and closes the graph.
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
-import type { CliIo } from '../common.js';
+import { type CliIo, fatalExit } from '../common.js';
 import { createNodeGraph } from '../../node.js';
 import { BlockQmp } from '../../qmp/block-qmp.js';
 import { addBlockdev } from '../../qmp/commands-nodes.js';
@@ -83,6 +83,8 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
   // carry the program's name (error_report).
   graph.onNotice = (text) => io.stderr(`${text}\n`);
   graph.onReport = (text) => io.stderr(`${PROG}: ${text}\n`);
+  // blkverify's mismatch ends the daemon, as it ends qemu-storage-daemon.
+  graph.onFatal = fatalExit(io);
   const q = new BlockQmp(graph, DAEMON_VERSION);
   q.exportState.host = { listen: listenNbdServer };
   const chardevs = new Map<string, ChardevSpec>();

@@ -11,7 +11,7 @@ import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
 import { addObject } from '../objects.js';
 import { cFixed, parseSizeQemu } from '../format.js';
-import { CliExit, type CliIo, closeWithMessages, errHint, errText, needsProbeWarning, probedRawWarning, parseCacheMode } from '../common.js';
+import { CliExit, type CliIo, closeWithMessages, fatalExit, errHint, errText, probeWarnings, parseCacheMode } from '../common.js';
 
 export const PROG = 'diskworker img';
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
@@ -40,6 +40,8 @@ export class Ctx {
     // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
     this.graph.onNotice = (text) => io.stderr(`${text}\n`);
     this.graph.onReport = (text) => this.report(text);
+    // blkverify's mismatch ends qemu-img at once.
+    this.graph.onFatal = fatalExit(io);
   }
   out(s: string): void {
     this.io.stdout(s);
@@ -111,7 +113,7 @@ export class Ctx {
       fail(`Could not open '${filename}': ${errText(e)}`, o.code ?? 1, errHint(e));
     }
     this.backends.push(bb);
-    if (!(o.readOnly ?? true) && needsProbeWarning(bb.node)) this.io.stderr(probedRawWarning(filename));
+    if (!(o.readOnly ?? true)) this.io.stderr(probeWarnings(bb.node, filename));
     // What the open repaired (a dirty lazy-refcounts image), as QEMU prints it.
     for (const line of bb.node.instance.openMessages?.() ?? []) this.io.stderr(`${line}\n`);
     return bb;

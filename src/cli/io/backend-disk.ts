@@ -21,6 +21,8 @@ function filterInfo(top: BlockNode): { text: string; supported: boolean } {
   const inf = driverInfo(n);
   return infoText({
     format: top.driver.name,
+    // A filter opened by file name (blkdebug:, blkverify:) has a protocol name too: printed again.
+    protocol: top.driver.protocolPrefixes !== undefined,
     supported: inf !== null,
     virtualSize: top.length,
     clusterSize: inf?.clusterSize ?? 0,

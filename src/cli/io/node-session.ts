@@ -10,7 +10,7 @@ import type { DriverInstance } from '../../core/driver.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
 import { openWithTemporaryOverlay } from '../temp-overlay.js';
-import { type CliIo, closeWithMessages, errHint, errText, needsProbeWarning, parseCacheMode, probedRawWarning, strerror } from '../common.js';
+import { type CliIo, closeWithMessages, fatalExit, errHint, errText, parseCacheMode, probeWarnings, strerror } from '../common.js';
 import { BackendDisk } from './backend-disk.js';
 import { IoSession } from './session.js';
 import { type Cmd, type OpenOpts, EINVAL, PROG } from './types.js';
@@ -26,6 +26,8 @@ export class NodeIoSession extends IoSession {
     // Drivers' notices (qcow2's corruption events) go to stderr as QEMU prints them.
     this.graph.onNotice = (text) => io.stderr(`${text}\n`);
     this.graph.onReport = (text) => io.stderr(`${PROG}: ${text}\n`);
+    // blkverify's mismatch ends qemu-io at once.
+    this.graph.onFatal = fatalExit(io);
   }
 
   /** The open BlockBackend; setting it sets the disk the commands use. */
@@ -81,7 +83,8 @@ export class NodeIoSession extends IoSession {
       this.err(`${PROG}: can't open${shown}: ${errText(e)}\n${errHint(e)}`);
       return false;
     }
-    if (needsProbeWarning(this.bb.node)) this.err(probedRawWarning(file));
+    const warnings = probeWarnings(this.bb.node, file);
+    if (warnings) this.err(warnings);
     for (const line of this.bb.node.instance.openMessages?.() ?? []) this.err(`${line}\n`);
     if (o.copyOnRead) this.bb.node.copyOnRead++;
     return true;

@@ -14,7 +14,7 @@ import { createExport } from '../../export/nbd/export.js';
 import { listenNbd, serveSocket } from '../../export/nbd/node-listen.js';
 import { NbdServer } from '../../export/nbd/server.js';
 import { createNodeGraph } from '../../node.js';
-import { type CliIo, closeWithMessages, errText, parseCacheMode, strerror } from '../common.js';
+import { type CliIo, closeWithMessages, fatalExit, errText, parseCacheMode, strerror } from '../common.js';
 import { openWithTemporaryOverlay } from '../temp-overlay.js';
 import { forkServer, isForkedChild, signalForkParent } from './fork.js';
 import { type NbdCliOptions, PROG, parseNbdArgs } from './options.js';
@@ -88,6 +88,8 @@ async function runServer(o: NbdCliOptions, io: CliIo, control: NbdMainControl): 
   const graph = createNodeGraph();
   graph.onNotice = (text) => io.stderr(`${text}\n`);
   graph.onReport = (text) => io.stderr(`${PROG}: ${text}\n`);
+  // blkverify's mismatch ends the server, as it ends qemu-nbd.
+  graph.onFatal = fatalExit(io);
   const server = new NbdServer();
   let backend: BlockBackend | null = null;
   let net: Server | null = null;
