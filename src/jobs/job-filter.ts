@@ -54,7 +54,9 @@ const DRIVERS: Record<JobFilterKind, BlockDriver> = {
  */
 export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: JobFilterKind, nodeName?: string): Promise<BlockNode> {
   if (!graph.listDrivers().some((d) => d.name === kind)) graph.registerDriver(DRIVERS[kind]);
-  const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...(nodeName ? { 'node-name': nodeName } : {}) });
+  // QEMU opens commit_top without its read-write flag (the overlay above only reads through it).
+  const readOnly = kind === 'commit_top' ? { 'read-only': true } : {};
+  const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...readOnly, ...(nodeName ? { 'node-name': nodeName } : {}) });
   // Without a name of the user's the filter is implicit: queries show its source's names.
   filter.implicit = nodeName === undefined;
   // The guest's discards keep reaching the image while the job runs.

@@ -152,7 +152,7 @@ export function startMirror(
   source: BlockNode,
   target: BlockNode,
   zeroTarget: boolean,
-  backingOnExit?: BlockNode,
+  backingOnExit?: BlockNode | 'open',
 ): void {
   const sync = args.sync as string;
   const granularity = args.granularity as number | undefined;
@@ -183,10 +183,10 @@ export function startMirror(
 }
 
 /**
- * Makes a job that writes into `node` (QEMU's stream_start): a read-only
- * node is reopened read-write first, the job's checks are made on the
- * read-write node (the op blockers come first), and a refusal reopens it
- * read-only again.
+ * Makes a job that writes into `node` (QEMU's stream_start, commit_start):
+ * a read-only node is reopened read-write first, the job's checks are made
+ * on the read-write node (the op blockers come first), and a refusal reopens
+ * it read-only again.
  */
 async function readWriteFor(q: BlockQmp, node: BlockNode, make: () => JobDriver): Promise<JobDriver> {
   if (!node.readOnly) return make();
@@ -255,7 +255,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         m('*job-id', 'str'), m('device', 'str'), m('*base-node', 'str'), m('*base', 'str'), m('*top-node', 'str'), m('*top', 'str'),
         m('*backing-file', 'str'), m('*speed', 'int'), m('*on-error', onError), m('*filter-node-name', 'str'), ...jobFlags,
       ]),
-      run: (args) => {
+      run: async (args) => {
         const device = args.device as string;
         let bs: BlockNode;
         try {
@@ -296,16 +296,21 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         if (args['backing-file'] !== undefined && topBs === bs) throw genericError("'backing-file' specified, but 'top' is the active layer");
         checkSpeed(args);
         const id = checkJobId(q, args['job-id'] as string | undefined);
-        const driver = commitJob({
-          graph: q.graph,
-          top: topBs,
-          base: baseBs,
-          device: bs,
-          ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
-          ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
-          ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
-        });
-        startJob(q, id, driver, args);
+        const baseWasReadOnly = baseBs.readOnly;
+        const make = () =>
+          commitJob({
+            graph: q.graph,
+            top: topBs,
+            base: baseBs,
+            device: bs,
+            ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
+            ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
+            ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
+            restoreBaseReadOnly: baseWasReadOnly,
+          });
+        // As QEMU, a read-only base is made read-write by the command, before the job exists:
+        // a failing reopen is the command's error, and the node shows read-write at once.
+        startJob(q, id, await readWriteFor(q, baseBs, make), args);
       },
     },
     {
