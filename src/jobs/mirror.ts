@@ -258,8 +258,10 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       blkTarget = await BlockBackend.attach(graph, target, {
         name: `${ctl.id}-target`,
         drainListener: ctl.drainListener,
-        perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE,
-        shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.WRITE : 0),
+        // QEMU's mirror target: it only writes, and lets nobody else read or write a copy in the making;
+        // an active commit's base is in use below the guest, and is resized only when smaller.
+        perm: Perm.WRITE | (commit && target.length < len ? Perm.RESIZE : 0),
+        shared: Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.CONSISTENT_READ | Perm.WRITE : 0),
       });
       if (commit) {
         if (target.length < len) await blkTarget.truncate(len);

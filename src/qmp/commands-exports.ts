@@ -196,13 +196,10 @@ export async function addBlockExport(q: BlockQmp, args: Record<string, unknown>)
   const writable = onOff(args.writable);
   if (node.readOnly && writable) throw genericError('Cannot export read-only node as writable');
   if (args.iothread !== undefined) throw genericError(`iothread "${String(args.iothread)}" not found`);
-  const backend = await BlockBackend.attach(q.graph, node, {
-    name: '',
-    perm: Perm.CONSISTENT_READ | (writable ? Perm.WRITE : 0),
-    // NBD keeps the size it announced: nobody may resize the node meanwhile.
-    shared: PERM_ALL & ~Perm.RESIZE,
-    writeThrough: onOff(args.writethrough),
-  });
+  const perm = Perm.CONSISTENT_READ | (writable ? Perm.WRITE : 0);
+  // As QEMU's export: attached sharing everything, then the NBD export takes resize away
+  // (it keeps the size it announced), each step with its own conflict.
+  const backend = await BlockBackend.attach(q.graph, node, { name: '', perm, shared: PERM_ALL, writeThrough: onOff(args.writethrough) });
   try {
     const server = st.server;
     if (!server) throw genericError('NBD server not running');
@@ -211,6 +208,7 @@ export async function addBlockExport(q: BlockQmp, args: Record<string, unknown>)
     const description = args.description as string | undefined;
     if (description !== undefined && new TextEncoder().encode(description).length > NBD_MAX_STRING_SIZE) throw genericError(`description '${description}' too long`);
     if (server.find(name)) throw genericError(`NBD server already has export named '${name}'`);
+    q.graph.setLinkPerms(backend.root, perm, PERM_ALL & ~Perm.RESIZE);
     const bitmaps: (string | BdrvDirtyBitmap)[] = [];
     for (const b of (args.bitmaps as unknown[] | undefined) ?? []) {
       if (typeof b === 'string') bitmaps.push(b);
