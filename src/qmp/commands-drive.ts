@@ -155,7 +155,7 @@ export function driveCommands(q: BlockQmp): QmpCommand[] {
       name: 'drive-backup',
       args: { ...driveBackupType, struct: 'drive-backup' },
       // QEMU runs it as a one-action transaction.
-      run: (args) => runTransaction([{ kind: 'drive-backup', make: (ctx) => driveBackupAction(q, args, ctx) }]),
+      run: (args) => runTransaction([{ kind: 'drive-backup', make: (ctx) => driveBackupAction(q, args, ctx) }], 'individual', q.graph),
     },
   ];
 }

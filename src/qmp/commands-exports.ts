@@ -5,6 +5,7 @@
  * one of src/export/nbd; listening on sockets is the host's part
  * ({@link NbdListenHost}: the daemon gives Node sockets).
  */
+import { drainPulse } from '../core/drain.js';
 import { BlockBackend } from '../core/backend.js';
 import { lookupDirtyBitmap, type BdrvDirtyBitmap } from '../core/dirty-bitmap.js';
 import { Perm, PERM_ALL } from '../core/permissions.js';
@@ -64,6 +65,9 @@ export class ExportState {
     if (i < 0) return;
     this.exports.splice(i, 1);
     this.server?.removeExport(e.exp);
+    // As qemu-storage-daemon's, letting go of the node drains it twice (jobs on it pause and resume each time).
+    const node = e.backend.root.node;
+    for (let k = 0; k < 2; k++) await drainPulse([node]);
     await e.backend.close();
     q.events.emit('BLOCK_EXPORT_DELETED', { id: e.id });
   }

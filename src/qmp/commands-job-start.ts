@@ -331,7 +331,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
       name: 'blockdev-backup',
       args: { ...blockdevBackupType, struct: 'blockdev-backup' },
       // QEMU runs it as a one-action transaction.
-      run: (args) => runTransaction([{ kind: 'blockdev-backup', make: (ctx) => backupAction(q, args, ctx) }]),
+      run: (args) => runTransaction([{ kind: 'blockdev-backup', make: (ctx) => backupAction(q, args, ctx) }], 'individual', q.graph),
     },
   ];
 }
