@@ -16,6 +16,7 @@ import { checkOp } from '../core/op-blockers.js';
 import { ReqFlag } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm, ROLE_BACKING } from '../core/permissions.js';
+import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 
 /** QEMU's stream chunk. */
@@ -64,11 +65,19 @@ export function streamJob(options: StreamOptions): JobDriver {
   const frozen = freezeChain(top, base);
   top.copyOnRead++;
   let blk: BlockBackend | undefined;
+  let filter: BlockNode | undefined;
   let released = false;
   let speed = 0;
+  /** Takes the job's copy-on-read filter out again, top back under its parents. */
+  const dropFilter = async (): Promise<void> => {
+    const f = filter;
+    filter = undefined;
+    if (f) await removeJobFilter(graph, f, top);
+  };
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
+    await dropFilter();
     top.copyOnRead--;
     unfreezeChain(frozen);
     await blk?.close();
@@ -80,6 +89,9 @@ export function streamJob(options: StreamOptions): JobDriver {
     type: 'stream',
     blockedNodes: blocked,
     async run(ctl: JobControl): Promise<void> {
+      // QEMU's stream puts an implicit copy-on-read filter above top (the copying itself is
+      // top's own copy-on-read here); it shows in the graph while the job runs.
+      filter = await insertJobFilter(graph, top, 'copy-on-read');
       blk = await BlockBackend.attach(graph, top, {
         name: ctl.id,
         drainListener: ctl.drainListener,
@@ -156,6 +168,8 @@ export function streamJob(options: StreamOptions): JobDriver {
     },
 
     async prepare(): Promise<void> {
+      // As QEMU's stream_prepare: the filter goes first, then the chain changes.
+      await dropFilter();
       const backing = top.backing;
       if (!backing) return;
       const baseFile = base ? (options.backingFile ?? base.filename) : undefined;
