@@ -3,7 +3,8 @@
  * qemu-storage-daemon 7.2: while a job waits (pending, ready) the whole
  * answer, flat and nested, is compared — a stream's implicit copy-on-read
  * filter above the image it fills, a mirror's mirror_top above its
- * source — and after the job the filters are gone. Replies and events
+ * source, a backup's copy-before-write with its bitmaps (and the block-copy
+ * bitmap on the source) — and after the job the filters are gone. Replies and events
  * compared, images afterwards equal and clean.
  * Needs `npm run build:ts` (the bundled bin).
  */
@@ -20,7 +21,7 @@ const nodes = x('query-named-block-nodes', { flat: true });
 const nested = x('query-named-block-nodes');
 
 describe.skipIf(!hasQsd())('job filter nodes against qemu-storage-daemon 7.2', () => {
-  it('a stream\'s copy-on-read and a mirror\'s mirror_top while the jobs wait, gone after', async () => {
+  it('stream, mirror and backup filters while the jobs wait, gone after', async () => {
     const r = await both(
       'job-filter-nodes',
       (dir) => {
@@ -47,13 +48,36 @@ describe.skipIf(!hasQsd())('job filter nodes against qemu-storage-daemon 7.2', (
         x('block-job-cancel', { device: 'j2' }),
         jobReaches('j2', 'null'),
         nodes,
+        // A backup's copy-before-write, with its two bitmaps and the block-copy one on the source.
+        x('blockdev-backup', { device: 'a', target: 'c', sync: 'full', 'job-id': 'j3', 'auto-finalize': false }),
+        jobReaches('j3', 'pending'),
+        nodes,
+        nested,
+        x('job-finalize', { id: 'j3' }),
+        jobReaches('j3', 'null'),
+        nodes,
+        // sync none copies nothing until the guest writes: every bit still set.
+        x('blockdev-backup', { device: 'a', target: 'c', sync: 'none', 'job-id': 'j4' }),
+        nodes,
+        x('block-job-cancel', { device: 'j4' }),
+        jobReaches('j4', 'null'),
+        nodes,
       ],
     );
     const replies = (side: 'qemu' | 'ours') => r[side].replies.map(sortNodes);
     expect(replies('ours')).toEqual(replies('qemu'));
     const drivers = (reply: Json) => (reply as { return: Array<{ drv: string }> }).return.map((n) => n.drv).filter((d) => !['qcow2', 'file'].includes(d));
     // QEMU's answers: the filters while the jobs wait, none after.
-    expect([2, 5, 7, 10].map((i) => drivers(r.qemu.replies[i]!))).toEqual([['copy-on-read'], [], ['mirror_top'], []]);
+    expect([2, 5, 7, 10, 12, 15, 17, 19].map((i) => drivers(r.qemu.replies[i]!))).toEqual([
+      ['copy-on-read'],
+      [],
+      ['mirror_top'],
+      [],
+      ['copy-before-write'],
+      [],
+      ['copy-before-write'],
+      [],
+    ]);
     expect(r.ours.events).toEqual(r.qemu.events);
     expectImagesEqualAndClean(r, ['a.qcow2', 'b.qcow2', 'c.qcow2']);
   }, 60_000);
