@@ -10,7 +10,7 @@ import type { BlockNode } from '../core/node.js';
 import { checkOp } from '../core/op-blockers.js';
 import { chainNodes } from '../jobs/chain.js';
 import { isWellFormedId } from '../jobs/job-registry.js';
-import type { JobDriver, OnErrorPolicy } from '../jobs/job-types.js';
+import { isEarlyJobFailure, type JobDriver, type OnErrorPolicy } from '../jobs/job-types.js';
 import { streamJob } from '../jobs/stream.js';
 import { commitJob } from '../jobs/commit.js';
 import { mirrorJob } from '../jobs/mirror.js';
@@ -245,8 +245,18 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
             ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
             ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
             restoreReadOnly: wasReadOnly,
+            jobId: id,
           });
-        startJob(q, id, await readWriteFor(q, top, make), args);
+        let driver: JobDriver;
+        try {
+          driver = await readWriteFor(q, top, make);
+        } catch (e) {
+          if (isEarlyJobFailure(e)) {
+            for (const status of ['created', 'null']) q.events.emit('JOB_STATUS_CHANGE', { id, status });
+          }
+          throw e;
+        }
+        startJob(q, id, driver, args);
       },
     },
     {

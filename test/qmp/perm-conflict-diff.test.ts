@@ -3,9 +3,10 @@
  * refused blockdev-add, block_resize and block-export-add word for word
  * ("Permission conflict on node ...: permissions ... are both required by
  * ... and unshared by ..."), with the users named as QEMU names them (node
- * 'x', an unnamed block device), the pair QEMU meets first, and the
- * permissions a mirror's target takes and shares (write only; nobody else
- * may read or write it). Replies and events compared (with the standby /
+ * 'x', an unnamed block device, stream job 'j'), the pair QEMU meets
+ * first, the permissions a mirror's target takes and shares (write only;
+ * nobody else may read or write it) and those a stream keeps on the images
+ * it reads (no writer, no resize). Replies and events compared (with the standby /
  * ready pairs of the drains of the ready job's nodes).
  * Needs `npm run build:ts` (the bundled bin).
  */
@@ -57,6 +58,8 @@ describe.skipIf(!hasQsd())('permission conflicts against qemu-storage-daemon 7.2
         // The export keeps the size: the node may not be resized, and a node that must resize refuses it.
         x('block_resize', { 'node-name': 'cf', size: 2097152 }),
         x('block-export-add', { type: 'nbd', id: 'e5', 'node-name': 'b', writable: true }),
+        // A stream keeps writers off the images it reads once (the export writing b refuses it).
+        x('block-stream', { device: 'a', 'job-id': 'j4' }),
         x('block-export-del', { id: 'e4' }),
         { wait: (e) => e.event === 'BLOCK_EXPORT_DELETED' },
         x('block-export-del', { id: 'e5' }),
@@ -72,6 +75,6 @@ describe.skipIf(!hasQsd())('permission conflicts against qemu-storage-daemon 7.2
     expect(r.ours.replies).toEqual(r.qemu.replies);
     expect(r.ours.events).toEqual(r.qemu.events);
     // QEMU's refusals: the permission conflicts among them.
-    expect(r.qemu.replies.filter((x) => JSON.stringify(x).includes('Permission conflict')).length).toBeGreaterThanOrEqual(6);
+    expect(r.qemu.replies.filter((x) => JSON.stringify(x).includes('Permission conflict')).length).toBeGreaterThanOrEqual(7);
   }, 60_000);
 });
