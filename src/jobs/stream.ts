@@ -54,6 +54,8 @@ export interface StreamOptions {
   restoreReadOnly?: boolean;
   /** The job's id, for permission conflicts with its links ("stream job 'id'"). */
   jobId?: string;
+  /** node-name of the copy-on-read filter the job inserts (default: an implicit one). */
+  filterNodeName?: string;
 }
 
 /** Makes the driver of a stream job; hand it to {@link JobRegistry.create}. */
@@ -107,9 +109,9 @@ export function streamJob(options: StreamOptions): JobDriver {
     type: 'stream',
     blockedNodes: blocked,
     async run(ctl: JobControl): Promise<void> {
-      // QEMU's stream puts an implicit copy-on-read filter above top (the copying itself is
-      // top's own copy-on-read here); it shows in the graph while the job runs.
-      filter = await insertJobFilter(graph, top, 'copy-on-read');
+      // QEMU's stream puts a copy-on-read filter above top, implicit unless named (the copying
+      // itself is top's own copy-on-read here); it shows in the graph while the job runs.
+      filter = await insertJobFilter(graph, top, 'copy-on-read', options.filterNodeName);
       blk = await BlockBackend.attach(graph, top, {
         name: ctl.id,
         drainListener: ctl.drainListener,

@@ -233,7 +233,6 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           baseBs = cowChild(bottomBs);
         }
         if (!baseBs && args['backing-file'] !== undefined) throw genericError('backing file specified, but streaming the entire chain');
-        if (args['filter-node-name'] !== undefined) throw genericError("DiskWorker's block-stream does not take 'filter-node-name'");
         checkSpeed(args);
         const id = checkJobId(q, args['job-id'] as string | undefined);
         const wasReadOnly = top.readOnly;
@@ -246,6 +245,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
             ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
             restoreReadOnly: wasReadOnly,
             jobId: id,
+            ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
           });
         let driver: JobDriver;
         try {

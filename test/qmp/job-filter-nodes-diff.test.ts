@@ -41,6 +41,13 @@ describe.skipIf(!hasQsd())('job filter nodes against qemu-storage-daemon 7.2', (
         x('job-finalize', { id: 'j1' }),
         jobReaches('j1', 'null'),
         nodes,
+        // A named filter shows its own names.
+        x('block-stream', { device: 'a', 'job-id': 'j5', 'auto-finalize': false, 'filter-node-name': 'cor1' }),
+        jobReaches('j5', 'pending'),
+        nodes,
+        nested,
+        x('job-finalize', { id: 'j5' }),
+        jobReaches('j5', 'null'),
         x('blockdev-mirror', { device: 'a', target: 'c', sync: 'full', 'job-id': 'j2' }),
         jobReaches('j2', 'ready'),
         nodes,
@@ -68,9 +75,11 @@ describe.skipIf(!hasQsd())('job filter nodes against qemu-storage-daemon 7.2', (
     expect(replies('ours')).toEqual(replies('qemu'));
     const drivers = (reply: Json) => (reply as { return: Array<{ drv: string }> }).return.map((n) => n.drv).filter((d) => !['qcow2', 'file'].includes(d));
     // QEMU's answers: the filters while the jobs wait, none after.
-    expect([2, 5, 7, 10, 12, 15, 17, 19].map((i) => drivers(r.qemu.replies[i]!))).toEqual([
+    expect([2, 5, 7, 8, 11, 14, 16, 19, 21, 23].map((i) => drivers(r.qemu.replies[i]!))).toEqual([
       ['copy-on-read'],
       [],
+      ['copy-on-read'],
+      ['copy-on-read'],
       ['mirror_top'],
       [],
       ['copy-before-write'],
