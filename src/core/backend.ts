@@ -49,6 +49,12 @@ export interface BackendOptions {
    * policy took. Default false (exports, jobs and tools send none, as QEMU's).
    */
   ioErrorEvents?: boolean;
+  /**
+   * The backend is a named device (QEMU's BlockBackend with a name):
+   * permission conflicts call it "block device '<name>'". Default false:
+   * jobs', exports' and tools' backends are "an unnamed block device".
+   */
+  device?: boolean;
 }
 
 /**
@@ -75,6 +81,7 @@ const now = typeof performance !== 'undefined' ? () => performance.now() : () =>
 export class BlockBackend implements RootParent {
   readonly kind = 'root' as const;
   readonly name: string;
+  readonly description: string | undefined;
   private link: BdrvChild | null = null;
   private quiesced = 0;
   private heldUntil: Promise<void> | null = null;
@@ -107,6 +114,7 @@ export class BlockBackend implements RootParent {
 
   private constructor(opts: BackendOptions) {
     this.name = opts.name ?? `backend${backendCounter++}`;
+    this.description = opts.device ? `block device '${this.name}'` : undefined;
     this.rerror = opts.rerror ?? 'report';
     this.werror = opts.werror ?? 'report';
     this.writeThrough = opts.writeThrough ?? false;

@@ -18,8 +18,13 @@ import { debugEvent, type DebugEvent } from './debug-event.js';
  */
 export interface RootParent {
   readonly kind: 'root';
-  /** Name used in permission messages ("disk0", "job 'stream0'"). */
+  /** Name used in messages ("disk0", "job 'stream0'"). */
   readonly name: string;
+  /**
+   * How a permission conflict names this user (QEMU's get_parent_desc):
+   * "block device 'disk0'"; default "an unnamed block device".
+   */
+  readonly description?: string;
   /** The node below is drained: stop sending requests until drainedEnd. */
   drainedBegin?(): void;
   /** The drain is over. */
@@ -32,6 +37,11 @@ export type ChildParent = BlockNode | RootParent;
 /** Display name of a parent for messages. */
 export function parentName(p: ChildParent): string {
   return p.kind === 'root' ? p.name : `node '${p.nodeName}'`;
+}
+
+/** A parent as a permission conflict names it (QEMU's get_parent_desc). */
+export function parentDescription(p: ChildParent): string {
+  return p.kind === 'root' ? (p.description ?? 'an unnamed block device') : `node '${p.nodeName}'`;
 }
 
 /** One parent → child link. */

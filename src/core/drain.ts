@@ -73,3 +73,17 @@ export async function waitIdle(nodes: BlockNode[]): Promise<void> {
     await new Promise<void>((resolve) => busy.idleWaiters.push(resolve));
   }
 }
+
+/**
+ * One drained section over `nodes` together, ended as soon as they are
+ * idle (QEMU's bdrv_drain / bdrv_drain_all): users above them, jobs among
+ * them, pause once and resume.
+ */
+export async function drainPulse(nodes: Iterable<BlockNode>): Promise<void> {
+  const tokens: DrainToken[] = [];
+  try {
+    for (const n of nodes) if (n.isOpen) tokens.push(await drainBegin(n));
+  } finally {
+    for (const t of tokens) drainEnd(t);
+  }
+}

@@ -39,8 +39,13 @@ export async function attachChild(parent: BlockNode, child: BlockNode, name: str
  * Attaches a root user (BlockBackend, job) to `node` with the given
  * permissions. Takes a reference on the node.
  */
-export async function attachRoot(parent: RootParent, node: BlockNode, perm: PermMask, shared: PermMask): Promise<BdrvChild> {
-  const link = new BdrvChild('root', ChildRole.PRIMARY, parent, node);
+export async function attachRoot(parent: RootParent, node: BlockNode, perm: PermMask, shared: PermMask, name = 'root'): Promise<BdrvChild> {
+  return attachRootNow(parent, node, perm, shared, name);
+}
+
+/** {@link attachRoot} at once: refusals are thrown, not returned as a rejected promise. */
+export function attachRootNow(parent: RootParent, node: BlockNode, perm: PermMask, shared: PermMask, name = 'root'): BdrvChild {
+  const link = new BdrvChild(name, ChildRole.PRIMARY, parent, node);
   link.perm = perm;
   link.shared = shared;
   node.parents.push(link);

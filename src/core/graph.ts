@@ -304,6 +304,15 @@ export class BlockGraph {
     return links.attachRoot(parent, node, perm, shared);
   }
 
+  /**
+   * A root link under the name `name`, made at once (a job's own link to a
+   * node, QEMU's block_job_add_bdrv: job factories check everything before
+   * they return). Refuses (EPERM) if permissions conflict.
+   */
+  attachRootNow(parent: RootParent, node: BlockNode, perm: PermMask, shared: PermMask, name: string): BdrvChild {
+    return links.attachRootNow(parent, node, perm, shared, name);
+  }
+
   /** Detaches a root link made by {@link attachRoot} and drops its reference. */
   detachRoot(link: BdrvChild): Promise<void> {
     return links.detachRoot(link);

@@ -11,7 +11,7 @@
  */
 import type { BlockNode } from './node.js';
 import type { BdrvChild } from './child.js';
-import { parentName } from './child.js';
+import { parentDescription, parentName } from './child.js';
 import { BlockError } from './errors.js';
 import { defaultChildPerms, Perm, PERM_ALL, permNames, type PermMask } from './permissions.js';
 
@@ -77,20 +77,22 @@ export function preparePermUpdate(
         perm |= p.perm;
         shared &= p.shared;
       }
-      // Newest links first: the user being added is the one named as asking.
+      // QEMU's bdrv_parent_perms_conflict: every ordered pair, newest links first; the first
+      // user whose permissions another does not share is named with that other.
       for (let i = links.length - 1; i >= 0; i--) {
-        const l = links[i]!;
-        const taken = get(l).perm;
-        for (const m of links) {
-          if (m === l) continue;
-          const denied = taken & ~get(m).shared;
+        const sharer = links[i]!;
+        for (let j = links.length - 1; j >= 0; j--) {
+          const taker = links[j]!;
+          if (taker === sharer) continue;
+          const denied = get(taker).perm & ~get(sharer).shared;
           if (denied) {
+            const name = node.nodeName;
             throw new BlockError(
               'EPERM',
-              `Could not take the '${permNames(denied)}' permission on node '${node.nodeName}' for ` +
-                `${parentName(l.parent)} (as '${l.name}'): it conflicts with the use by ${parentName(m.parent)} ` +
-                `as '${m.name}', which does not allow '${permNames(denied)}'`,
-              { node: node.nodeName },
+              `Permission conflict on node '${name}': permissions '${permNames(denied)}' are both required by ` +
+                `${parentDescription(taker.parent)} (uses node '${name}' as '${taker.name}' child) and unshared by ` +
+                `${parentDescription(sharer.parent)} (uses node '${name}' as '${sharer.name}' child).`,
+              { node: name },
             );
           }
         }

@@ -95,7 +95,6 @@ export function defaultChildPerms(
     if (writable) p |= Perm.WRITE | Perm.RESIZE;
     p |= Perm.CONSISTENT_READ;
     s &= ~(Perm.WRITE | Perm.RESIZE);
-    s |= Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED;
   } else if (role & ChildRole.DATA && !(role & ChildRole.FILTERED)) {
     // A pure data child (external data file) is resized and written by the format.
     if (writable) p |= Perm.WRITE | Perm.RESIZE;

@@ -194,7 +194,7 @@ export class RemovableBackend extends RemovableMedia<BlockBackend> {
     if (node.parents.some((c) => c.parent instanceof BlockBackend)) {
       throw new BlockError('EBUSY', `Node '${node.nodeName}' is already in use`);
     }
-    const bb = await BlockBackend.attach(this.graph, node, { name: this.id });
+    const bb = await BlockBackend.attach(this.graph, node, { name: this.id, device: true });
     try {
       this.insertMedium(bb);
     } catch (e) {

@@ -251,6 +251,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
     filter = undefined;
     await blkSource?.close();
     await blkTarget?.close();
+    const i = source.dirtyBitmaps.indexOf(toCopy);
+    if (i >= 0) source.dirtyBitmaps.splice(i, 1);
     toCopy.release();
     await source.unref();
     await target.unref();
@@ -262,6 +264,9 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
     blkSource = await BlockBackend.attach(graph, source, { name: 'backup-source', perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
     blkTarget = await BlockBackend.attach(graph, target, { name: 'backup-target', perm: Perm.CONSISTENT_READ | Perm.WRITE });
     await initialBits();
+    // Shown on the source as QEMU's block-copy bitmap: anonymous, disabled (only the job sets and clears it).
+    toCopy.disabled = true;
+    source.dirtyBitmaps.push(toCopy);
     if (userBitmap) {
       // Writes from now on go to a successor; the bitmap itself is frozen until the end.
       userWasEnabled = userBitmap.enabled;
@@ -272,12 +277,23 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
     }
     // Not frozen (as QEMU's copy-before-write): a second backup of the source puts its filter below this one.
     filter = await insertJobFilter(graph, source, 'copy-before-write', options.filterNodeName);
+    // QEMU's copy-before-write keeps two disabled bitmaps of its own: what it saved for guest
+    // writes (done) and what a fleecing reader may read (access: all, as nothing is discarded here).
+    const done = new BdrvDirtyBitmap(filter, '', cluster, len);
+    const access = new BdrvDirtyBitmap(filter, '', cluster, len);
+    done.disabled = true;
+    access.disabled = true;
+    access.setDirty(0, len);
+    filter.dirtyBitmaps.push(done, access);
     hook = async (_node, kind, offset, bytes) => {
       if (kind === 'truncate') throw new BlockError('EPERM', `Cannot resize node '${source.nodeName}' while a backup runs`);
       // QEMU's default on-cbw-error (break-guest-write): the guest write fails if the old data cannot be saved.
       await copyBefore(offset, bytes, control).catch((e: unknown) => {
         throw e instanceof CopyError ? toBlockError(e.original) : e;
       });
+      const start = Math.floor(offset / cluster) * cluster;
+      const end = Math.min(len, Math.ceil((offset + bytes) / cluster) * cluster);
+      if (end > start) done.setDirty(start, end - start);
     };
     filter.beforeWriteHooks.push(hook);
   } catch (e) {

@@ -37,6 +37,12 @@ export interface CommitOptions {
   filterNodeName?: string;
   /** The chain's active layer the command named (QEMU checks it as the commit source); default: top. */
   device?: BlockNode;
+  /**
+   * The caller made a read-only `base` read-write before creating the job
+   * (QEMU's commit_start and commit_active_start): reopen it read-only when
+   * the job ends.
+   */
+  restoreBaseReadOnly?: boolean;
 }
 
 /** The node whose backing link points at `node`, if any. */
@@ -77,7 +83,18 @@ export function commitJob(options: CommitOptions): JobDriver {
   checkInChain(top, base);
   const above = overlayOf(top);
   if (above) checkOp(above.overlay, 'commit-target');
-  if (!above) return mirrorJob({ graph, source: top, target: base, commit: true, onSourceError: options.onError, onTargetError: options.onError, filterNodeName: options.filterNodeName });
+  if (!above) {
+    return mirrorJob({
+      graph,
+      source: top,
+      target: base,
+      commit: true,
+      onSourceError: options.onError,
+      onTargetError: options.onError,
+      filterNodeName: options.filterNodeName,
+      restoreTargetReadOnly: options.restoreBaseReadOnly ?? false,
+    });
+  }
   const { overlay } = above;
   const onError = options.onError ?? 'report';
 
@@ -86,7 +103,7 @@ export function commitJob(options: CommitOptions): JobDriver {
   let filter: BlockNode | undefined;
   let blkTop: BlockBackend | undefined;
   let blkBase: BlockBackend | undefined;
-  const reopened: BlockNode[] = [];
+  const reopened: BlockNode[] = options.restoreBaseReadOnly ? [base] : [];
   let released = false;
 
   /** Takes the filter out, top staying where it was; the writer on base goes first (the chain shares no writes). */

@@ -1,6 +1,6 @@
 /**
- * The filter node a mirror, commit or backup job puts above its source
- * (QEMU's mirror_top / commit_top / copy-before-write): the guest's requests
+ * The filter node a mirror, commit, backup or stream job puts above its
+ * source (QEMU's mirror_top / commit_top / copy-before-write / copy-on-read): the guest's requests
  * pass through it (a backup hooks its writes to save the old data first),
  * but it shares every permission on the source, so the job may write into
  * the chain below (the base of a commit) while the guest writes the top.
@@ -14,9 +14,10 @@ import type { OptionReader } from '../core/options.js';
 import { BlockError } from '../core/errors.js';
 import { drainBegin, drainEnd } from '../core/drain.js';
 import { PERM_ALL, Perm, ROLE_FILTERED_PRIMARY } from '../core/permissions.js';
+import { copyOnReadDriver } from '../filters/copy-on-read.js';
 
 /** The filters jobs insert, named as QEMU names them. */
-export type JobFilterKind = 'mirror_top' | 'commit_top' | 'copy-before-write';
+export type JobFilterKind = 'mirror_top' | 'commit_top' | 'copy-before-write' | 'copy-on-read';
 
 function filterDriver(name: JobFilterKind): BlockDriver {
   return {
@@ -45,6 +46,8 @@ const DRIVERS: Record<JobFilterKind, BlockDriver> = {
   mirror_top: filterDriver('mirror_top'),
   commit_top: filterDriver('commit_top'),
   'copy-before-write': filterDriver('copy-before-write'),
+  // A stream's filter is the ordinary copy-on-read filter (QEMU's stream_start inserts one).
+  'copy-on-read': copyOnReadDriver,
 };
 
 /**
@@ -54,7 +57,9 @@ const DRIVERS: Record<JobFilterKind, BlockDriver> = {
  */
 export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: JobFilterKind, nodeName?: string): Promise<BlockNode> {
   if (!graph.listDrivers().some((d) => d.name === kind)) graph.registerDriver(DRIVERS[kind]);
-  const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...(nodeName ? { 'node-name': nodeName } : {}) });
+  // QEMU opens commit_top without its read-write flag (the overlay above only reads through it).
+  const readOnly = kind === 'commit_top' ? { 'read-only': true } : {};
+  const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...readOnly, ...(nodeName ? { 'node-name': nodeName } : {}) });
   // Without a name of the user's the filter is implicit: queries show its source's names.
   filter.implicit = nodeName === undefined;
   // The guest's discards keep reaching the image while the job runs.

@@ -157,3 +157,20 @@ export const REAL_TIMERS: JobTimers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
+
+const earlyFailures = new WeakSet<object>();
+
+/**
+ * Marks a refusal that QEMU meets only after it made the job (its
+ * job_early_fail): the job is reported created, then gone, before the
+ * command fails with it.
+ */
+export function markEarlyJobFailure<E>(e: E): E {
+  if (typeof e === 'object' && e !== null) earlyFailures.add(e);
+  return e;
+}
+
+/** Whether {@link markEarlyJobFailure} marked `e`. */
+export function isEarlyJobFailure(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && earlyFailures.has(e);
+}

@@ -24,6 +24,7 @@ import { CopyError } from './copy-error.js';
 import { chainNodes, checkInChain, freezeChain, unfreezeChain } from './chain.js';
 import { checkOp } from '../core/op-blockers.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
+import { openBacking } from '../core/backing-open.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { JOB_SLICE_MS } from './job.js';
 import { CopyBuffers } from './buffers.js';
@@ -68,13 +69,16 @@ export interface MirrorOptions {
    */
   zeroTarget?: boolean;
   /**
-   * Made the target's backing file when the job ends without failing
+   * The target's backing file, attached when the job ends without failing
    * (completed, or cancelled once ready), before any pivot: QEMU's
-   * drive-mirror sync=none onto a new image, whose backing file is the
-   * source itself (it cannot be attached while the job's filter moves the
-   * source's parents).
+   * drive-mirror opens its target without backing and gives it one only
+   * then. A node (onto a new image: the source for sync none, the source's
+   * backing for sync top) is attached as is; `'open'` (mode existing) opens
+   * the file the target's image names.
    */
-  backingOnExit?: BlockNode;
+  backingOnExit?: BlockNode | 'open';
+  /** Active commit: the caller made a read-only target read-write before creating the job; reopen it read-only when the job fails. */
+  restoreTargetReadOnly?: boolean;
 }
 
 interface Op {
@@ -117,7 +121,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
   let blkTarget: BlockBackend | undefined;
   let bitmap: BdrvDirtyBitmap | undefined;
   let drainToken: DrainToken | undefined;
-  let targetWasReadOnly = false;
+  let targetWasReadOnly = options.restoreTargetReadOnly ?? false;
   let ready = false;
   let completeRequested = false;
   let released = false;
@@ -247,14 +251,17 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
         targetWasReadOnly = true;
         await graph.reopen([{ node: target, readOnly: false }]);
       }
-      filter = await insertJobFilter(graph, source, commit ? 'commit_top' : 'mirror_top', options.filterNodeName);
+      // QEMU's active commit is a mirror job: its filter is a mirror_top as well.
+      filter = await insertJobFilter(graph, source, 'mirror_top', options.filterNodeName);
       filter.filtered!.frozen = true;
       blkSource = await BlockBackend.attach(graph, source, { name: `${ctl.id}-source`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL, drainListener: ctl.drainListener });
       blkTarget = await BlockBackend.attach(graph, target, {
         name: `${ctl.id}-target`,
         drainListener: ctl.drainListener,
-        perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE,
-        shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.WRITE : 0),
+        // QEMU's mirror target: it only writes, and lets nobody else read or write a copy in the making;
+        // an active commit's base is in use below the guest, and is resized only when smaller.
+        perm: Perm.WRITE | (commit && target.length < len ? Perm.RESIZE : 0),
+        shared: Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.CONSISTENT_READ | Perm.WRITE : 0),
       });
       if (commit) {
         if (target.length < len) await blkTarget.truncate(len);
@@ -356,7 +363,9 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
 
     async prepare(): Promise<void> {
       const backing = options.backingOnExit;
-      if (backing && cowChild(target) !== backing) {
+      if (backing === 'open') {
+        if (!cowChild(target)) await openBacking(graph, target, undefined, 0, []);
+      } else if (backing && cowChild(target) !== backing) {
         backing.ref();
         try {
           await graph.attachChild(target, backing, 'backing', ROLE_BACKING);

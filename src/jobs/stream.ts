@@ -8,6 +8,7 @@
  */
 import type { BlockGraph } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
+import type { BdrvChild, RootParent } from '../core/child.js';
 import { BlockBackend } from '../core/backend.js';
 import { cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { drained } from '../core/drain.js';
@@ -16,7 +17,8 @@ import { checkOp } from '../core/op-blockers.js';
 import { ReqFlag } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm, ROLE_BACKING } from '../core/permissions.js';
-import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
+import { insertJobFilter, removeJobFilter } from './job-filter.js';
+import { markEarlyJobFailure, type JobControl, type JobDriver, type OnErrorPolicy } from './job-types.js';
 
 /** QEMU's stream chunk. */
 export const STREAM_CHUNK = 512 * 1024;
@@ -50,6 +52,10 @@ export interface StreamOptions {
   onError?: OnErrorPolicy;
   /** The caller made a read-only `top` read-write for the job (QEMU's stream_start): reopen it read-only when the job ends. */
   restoreReadOnly?: boolean;
+  /** The job's id, for permission conflicts with its links ("stream job 'id'"). */
+  jobId?: string;
+  /** node-name of the copy-on-read filter the job inserts (default: an implicit one). */
+  filterNodeName?: string;
 }
 
 /** Makes the driver of a stream job; hand it to {@link JobRegistry.create}. */
@@ -62,15 +68,38 @@ export function streamJob(options: StreamOptions): JobDriver {
   const blocked = chainNodes(top, base);
   for (const n of blocked) checkOp(n, 'stream');
   const frozen = freezeChain(top, base);
+  // As QEMU's stream_start: the images below top that drop out of the chain stay as they are
+  // while the job reads them once (nobody else may write or resize them).
+  const user: RootParent = { kind: 'root', name: options.jobId ?? 'stream', description: `stream job '${options.jobId ?? ''}'` };
+  const jobLinks: BdrvChild[] = [];
+  try {
+    for (const n of blocked.slice(1)) {
+      jobLinks.push(graph.attachRootNow(user, n, 0, Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED, 'intermediate node'));
+    }
+  } catch (e) {
+    unfreezeChain(frozen);
+    for (const l of jobLinks) void graph.detachRoot(l).catch(() => undefined);
+    // QEMU's job exists when it adds these links.
+    throw markEarlyJobFailure(e);
+  }
   top.copyOnRead++;
   let blk: BlockBackend | undefined;
+  let filter: BlockNode | undefined;
   let released = false;
   let speed = 0;
+  /** Takes the job's copy-on-read filter out again, top back under its parents. */
+  const dropFilter = async (): Promise<void> => {
+    const f = filter;
+    filter = undefined;
+    if (f) await removeJobFilter(graph, f, top);
+  };
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
+    await dropFilter();
     top.copyOnRead--;
     unfreezeChain(frozen);
+    for (const l of jobLinks.splice(0)) await graph.detachRoot(l);
     await blk?.close();
     // Writers gone first: the image goes back to read-only as it was before the job.
     if (options.restoreReadOnly) await graph.reopen([{ node: top, readOnly: true }]).catch(() => undefined);
@@ -80,6 +109,9 @@ export function streamJob(options: StreamOptions): JobDriver {
     type: 'stream',
     blockedNodes: blocked,
     async run(ctl: JobControl): Promise<void> {
+      // QEMU's stream puts a copy-on-read filter above top, implicit unless named (the copying
+      // itself is top's own copy-on-read here); it shows in the graph while the job runs.
+      filter = await insertJobFilter(graph, top, 'copy-on-read', options.filterNodeName);
       blk = await BlockBackend.attach(graph, top, {
         name: ctl.id,
         drainListener: ctl.drainListener,
@@ -156,6 +188,8 @@ export function streamJob(options: StreamOptions): JobDriver {
     },
 
     async prepare(): Promise<void> {
+      // As QEMU's stream_prepare: the filter goes first, then the chain changes.
+      await dropFilter();
       const backing = top.backing;
       if (!backing) return;
       const baseFile = base ? (options.backingFile ?? base.filename) : undefined;

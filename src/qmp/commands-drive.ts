@@ -136,13 +136,13 @@ export function driveCommands(q: BlockQmp): QmpCommand[] {
           ...(args['node-name'] !== undefined ? { 'node-name': args['node-name'] } : {}),
           ...(format ? { driver: format } : {}),
         };
-        // A new image is given the source's chain as its backing node, an existing one opens its own.
-        const target = await openTarget(q, args.target as string, options, mode !== 'existing');
+        // As QEMU, the target opens without its backing file: the job gives it one when it ends
+        // (a new image: the source for sync none, the source's backing for sync top; an existing
+        // image: the file it names), so the target shows no backing while the job runs.
+        // Left out by the options, not by a flag: the node shows its name as json with backing null.
+        const target = await openTarget(q, args.target as string, { ...options, backing: null }, true);
         try {
-          // A new image for sync none is named after the source itself: QEMU makes the source its
-          // backing file when the job ends (the job's filter moves the source's parents until then).
-          const onExit = mode !== 'existing' && sync === 'none' ? bs : undefined;
-          if (mode !== 'existing' && withBacking && !onExit) await setBacking(q, target, below!);
+          const onExit = mode === 'existing' ? 'open' : sync === 'none' ? bs : withBacking ? below : undefined;
           const zeroTarget = sync === 'full' && (mode === 'existing' || !target.instance.hasZeroInit?.());
           startMirror(q, { ...withoutImageArgs(args), sync }, bs, target, zeroTarget, onExit);
         } finally {
@@ -155,7 +155,7 @@ export function driveCommands(q: BlockQmp): QmpCommand[] {
       name: 'drive-backup',
       args: { ...driveBackupType, struct: 'drive-backup' },
       // QEMU runs it as a one-action transaction.
-      run: (args) => runTransaction([{ kind: 'drive-backup', make: (ctx) => driveBackupAction(q, args, ctx) }]),
+      run: (args) => runTransaction([{ kind: 'drive-backup', make: (ctx) => driveBackupAction(q, args, ctx) }], 'individual', q.graph),
     },
   ];
 }

@@ -5,6 +5,7 @@
  * one of src/export/nbd; listening on sockets is the host's part
  * ({@link NbdListenHost}: the daemon gives Node sockets).
  */
+import { drainPulse } from '../core/drain.js';
 import { BlockBackend } from '../core/backend.js';
 import { lookupDirtyBitmap, type BdrvDirtyBitmap } from '../core/dirty-bitmap.js';
 import { Perm, PERM_ALL } from '../core/permissions.js';
@@ -64,6 +65,9 @@ export class ExportState {
     if (i < 0) return;
     this.exports.splice(i, 1);
     this.server?.removeExport(e.exp);
+    // As qemu-storage-daemon's, letting go of the node drains it twice (jobs on it pause and resume each time).
+    const node = e.backend.root.node;
+    for (let k = 0; k < 2; k++) await drainPulse([node]);
     await e.backend.close();
     q.events.emit('BLOCK_EXPORT_DELETED', { id: e.id });
   }
@@ -196,13 +200,10 @@ export async function addBlockExport(q: BlockQmp, args: Record<string, unknown>)
   const writable = onOff(args.writable);
   if (node.readOnly && writable) throw genericError('Cannot export read-only node as writable');
   if (args.iothread !== undefined) throw genericError(`iothread "${String(args.iothread)}" not found`);
-  const backend = await BlockBackend.attach(q.graph, node, {
-    name: '',
-    perm: Perm.CONSISTENT_READ | (writable ? Perm.WRITE : 0),
-    // NBD keeps the size it announced: nobody may resize the node meanwhile.
-    shared: PERM_ALL & ~Perm.RESIZE,
-    writeThrough: onOff(args.writethrough),
-  });
+  const perm = Perm.CONSISTENT_READ | (writable ? Perm.WRITE : 0);
+  // As QEMU's export: attached sharing everything, then the NBD export takes resize away
+  // (it keeps the size it announced), each step with its own conflict.
+  const backend = await BlockBackend.attach(q.graph, node, { name: '', perm, shared: PERM_ALL, writeThrough: onOff(args.writethrough) });
   try {
     const server = st.server;
     if (!server) throw genericError('NBD server not running');
@@ -211,6 +212,7 @@ export async function addBlockExport(q: BlockQmp, args: Record<string, unknown>)
     const description = args.description as string | undefined;
     if (description !== undefined && new TextEncoder().encode(description).length > NBD_MAX_STRING_SIZE) throw genericError(`description '${description}' too long`);
     if (server.find(name)) throw genericError(`NBD server already has export named '${name}'`);
+    q.graph.setLinkPerms(backend.root, perm, PERM_ALL & ~Perm.RESIZE);
     const bitmaps: (string | BdrvDirtyBitmap)[] = [];
     for (const b of (args.bitmaps as unknown[] | undefined) ?? []) {
       if (typeof b === 'string') bitmaps.push(b);

@@ -6,6 +6,7 @@
  * way the overlay takes the node's place under its parents, the node becomes
  * its backing child and is made read-only. Both are transaction actions.
  */
+import { drainPulse } from '../core/drain.js';
 import { cowChild } from '../core/block-status.js';
 import { createImage } from '../core/create.js';
 import type { BdrvChild } from '../core/child.js';
@@ -74,6 +75,8 @@ export function externalSnapshotAction(q: BlockQmp, spec: ExternalSnapshotArgs, 
       const nodeName = (spec.kind === 'blockdev-snapshot' ? spec.args.node : spec.args['node-name']) as string | undefined;
       const node = q.lookupNode(device, nodeName);
       old = node;
+      // QEMU drains the node before its checks (external_snapshot_prepare).
+      await drainPulse([node]);
       checkOp(node, 'external-snapshot');
       if (!node.readOnly) await flush(node);
       const ov = await openOverlay(q, node, spec);
@@ -123,13 +126,13 @@ export function externalSnapshotCommands(q: BlockQmp): QmpCommand[] {
       name: 'blockdev-snapshot-sync',
       args: { ...blockdevSnapshotSyncType, struct: 'blockdev-snapshot-sync' },
       run: (args) =>
-        runTransaction([{ kind: 'blockdev-snapshot-sync', make: (ctx) => externalSnapshotAction(q, { kind: 'blockdev-snapshot-sync', args }, ctx) }]),
+        runTransaction([{ kind: 'blockdev-snapshot-sync', make: (ctx) => externalSnapshotAction(q, { kind: 'blockdev-snapshot-sync', args }, ctx) }], 'individual', q.graph),
     },
     {
       name: 'blockdev-snapshot',
       args: { ...blockdevSnapshotType, struct: 'blockdev-snapshot' },
       run: (args) =>
-        runTransaction([{ kind: 'blockdev-snapshot', make: (ctx) => externalSnapshotAction(q, { kind: 'blockdev-snapshot', args }, ctx) }]),
+        runTransaction([{ kind: 'blockdev-snapshot', make: (ctx) => externalSnapshotAction(q, { kind: 'blockdev-snapshot', args }, ctx) }], 'individual', q.graph),
     },
   ];
 }

@@ -10,7 +10,7 @@ import type { BlockNode } from '../core/node.js';
 import { checkOp } from '../core/op-blockers.js';
 import { chainNodes } from '../jobs/chain.js';
 import { isWellFormedId } from '../jobs/job-registry.js';
-import type { JobDriver, OnErrorPolicy } from '../jobs/job-types.js';
+import { isEarlyJobFailure, type JobDriver, type OnErrorPolicy } from '../jobs/job-types.js';
 import { streamJob } from '../jobs/stream.js';
 import { commitJob } from '../jobs/commit.js';
 import { mirrorJob } from '../jobs/mirror.js';
@@ -152,7 +152,7 @@ export function startMirror(
   source: BlockNode,
   target: BlockNode,
   zeroTarget: boolean,
-  backingOnExit?: BlockNode,
+  backingOnExit?: BlockNode | 'open',
 ): void {
   const sync = args.sync as string;
   const granularity = args.granularity as number | undefined;
@@ -183,10 +183,10 @@ export function startMirror(
 }
 
 /**
- * Makes a job that writes into `node` (QEMU's stream_start): a read-only
- * node is reopened read-write first, the job's checks are made on the
- * read-write node (the op blockers come first), and a refusal reopens it
- * read-only again.
+ * Makes a job that writes into `node` (QEMU's stream_start, commit_start):
+ * a read-only node is reopened read-write first, the job's checks are made
+ * on the read-write node (the op blockers come first), and a refusal reopens
+ * it read-only again.
  */
 async function readWriteFor(q: BlockQmp, node: BlockNode, make: () => JobDriver): Promise<JobDriver> {
   if (!node.readOnly) return make();
@@ -233,7 +233,6 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           baseBs = cowChild(bottomBs);
         }
         if (!baseBs && args['backing-file'] !== undefined) throw genericError('backing file specified, but streaming the entire chain');
-        if (args['filter-node-name'] !== undefined) throw genericError("DiskWorker's block-stream does not take 'filter-node-name'");
         checkSpeed(args);
         const id = checkJobId(q, args['job-id'] as string | undefined);
         const wasReadOnly = top.readOnly;
@@ -245,8 +244,19 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
             ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
             ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
             restoreReadOnly: wasReadOnly,
+            jobId: id,
+            ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
           });
-        startJob(q, id, await readWriteFor(q, top, make), args);
+        let driver: JobDriver;
+        try {
+          driver = await readWriteFor(q, top, make);
+        } catch (e) {
+          if (isEarlyJobFailure(e)) {
+            for (const status of ['created', 'null']) q.events.emit('JOB_STATUS_CHANGE', { id, status });
+          }
+          throw e;
+        }
+        startJob(q, id, driver, args);
       },
     },
     {
@@ -255,7 +265,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         m('*job-id', 'str'), m('device', 'str'), m('*base-node', 'str'), m('*base', 'str'), m('*top-node', 'str'), m('*top', 'str'),
         m('*backing-file', 'str'), m('*speed', 'int'), m('*on-error', onError), m('*filter-node-name', 'str'), ...jobFlags,
       ]),
-      run: (args) => {
+      run: async (args) => {
         const device = args.device as string;
         let bs: BlockNode;
         try {
@@ -296,16 +306,21 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         if (args['backing-file'] !== undefined && topBs === bs) throw genericError("'backing-file' specified, but 'top' is the active layer");
         checkSpeed(args);
         const id = checkJobId(q, args['job-id'] as string | undefined);
-        const driver = commitJob({
-          graph: q.graph,
-          top: topBs,
-          base: baseBs,
-          device: bs,
-          ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
-          ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
-          ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
-        });
-        startJob(q, id, driver, args);
+        const baseWasReadOnly = baseBs.readOnly;
+        const make = () =>
+          commitJob({
+            graph: q.graph,
+            top: topBs,
+            base: baseBs,
+            device: bs,
+            ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
+            ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
+            ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
+            restoreBaseReadOnly: baseWasReadOnly,
+          });
+        // As QEMU, a read-only base is made read-write by the command, before the job exists:
+        // a failing reopen is the command's error, and the node shows read-write at once.
+        startJob(q, id, await readWriteFor(q, baseBs, make), args);
       },
     },
     {
@@ -326,7 +341,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
       name: 'blockdev-backup',
       args: { ...blockdevBackupType, struct: 'blockdev-backup' },
       // QEMU runs it as a one-action transaction.
-      run: (args) => runTransaction([{ kind: 'blockdev-backup', make: (ctx) => backupAction(q, args, ctx) }]),
+      run: (args) => runTransaction([{ kind: 'blockdev-backup', make: (ctx) => backupAction(q, args, ctx) }], 'individual', q.graph),
     },
   ];
 }

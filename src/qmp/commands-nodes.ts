@@ -2,6 +2,8 @@
  * The node commands: blockdev-add, blockdev-del, query-named-block-nodes and
  * block_resize (QEMU 7.2's blockdev.c and block/qapi.c), on the graph.
  */
+import { drainPulse } from '../core/drain.js';
+import type { BlockNode } from '../core/node.js';
 import { BlockBackend } from '../core/backend.js';
 import { checkOp } from '../core/op-blockers.js';
 import { Perm, PERM_ALL } from '../core/permissions.js';
@@ -81,6 +83,30 @@ export function nodeCommands(q: BlockQmp): QmpCommand[] {
 export async function addBlockdev(q: BlockQmp, options: Record<string, unknown>, keyval?: 'keyval' | 'json'): Promise<void> {
   if (keyval !== undefined) checkBlockdevOptions(options, '', (driver) => q.graph.lookupDriver(driver) !== undefined, keyval === 'keyval');
   if (typeof options['node-name'] !== 'string') throw genericError("'node-name' must be specified for the root node");
-  const node = await q.graph.open(options);
+  const existing = referencedNodes(q, options);
+  let node;
+  try {
+    node = await q.graph.open(options);
+  } finally {
+    // qemu-storage-daemon drains an existing node twice as it attaches it to a new parent
+    // (even when the attach is refused): jobs on it pause and resume each time.
+    for (const n of existing) for (let k = 0; k < 2; k++) await drainPulse([n]);
+  }
   q.monitorOwned.add(node);
+}
+
+/** The existing nodes `options` names as children (a string where a child's options go). */
+function referencedNodes(q: BlockQmp, options: Record<string, unknown>): BlockNode[] {
+  const out: BlockNode[] = [];
+  const walk = (o: Record<string, unknown>) => {
+    for (const [k, v] of Object.entries(o)) {
+      if (k === 'node-name' || k === 'driver' || k === 'filename') continue;
+      if (typeof v === 'string' && q.graph.hasNode(v)) {
+        const n = q.graph.findNode(v);
+        if (!out.includes(n)) out.push(n);
+      } else if (v && typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>);
+    }
+  };
+  walk(options);
+  return out;
 }

@@ -10,6 +10,8 @@
  * the nodes are reopened as one transaction (core/graph-reopen.ts) and the
  * links changed.
  */
+import { drainPulse } from '../core/drain.js';
+import { topologicalOrder } from '../core/perm-update.js';
 import type { BdrvChild } from '../core/child.js';
 import type { BlockNode } from '../core/node.js';
 import type { GraphChanges } from '../core/graph-reopen.js';
@@ -295,6 +297,8 @@ export function reopenCommands(q: BlockQmp): QmpCommand[] {
         if (queue.size === 0) return;
         const changes: LinkChange[] = [];
         const entries = [...queue.values()];
+        // QEMU drains each node's subtree around the reopen: jobs there pause and resume once.
+        await drainPulse(topologicalOrder(entries.map((e) => e.node)));
         // The link changes are part of the reopen: a refusal anywhere leaves every node and link as it was.
         try {
           await q.graph.reopen(

@@ -3,6 +3,7 @@
  * blockdev-snapshot-internal-sync and blockdev-snapshot-delete-internal-sync,
  * on a root node, through core/snapshot.ts.
  */
+import { drainPulse } from '../core/drain.js';
 import type { SnapshotInfo } from '../core/driver.js';
 import type { BlockNode } from '../core/node.js';
 import { checkOp } from '../core/op-blockers.js';
@@ -42,6 +43,8 @@ export function internalSnapshotAction(q: BlockQmp, args: Record<string, unknown
       const device = args.device as string;
       const name = args.name as string;
       const node = q.rootNode(device);
+      // QEMU drains the node before its checks (internal_snapshot_prepare).
+      await drainPulse([node]);
       checkOp(node, 'internal-snapshot');
       if (node.readOnly) throw genericError(`Device '${device}' is read only`);
       if (!canSnapshot(node)) throw genericError(`Block format '${node.driver.name}' used by device '${device}' does not support internal snapshots`);
@@ -81,7 +84,7 @@ export function snapshotCommands(q: BlockQmp): QmpCommand[] {
       name: 'blockdev-snapshot-internal-sync',
       args: { ...internalSnapshotType, struct: 'blockdev-snapshot-internal-sync' },
       // QEMU runs it as a one-action transaction.
-      run: (args) => runTransaction([{ kind: 'blockdev-snapshot-internal-sync', make: (ctx) => internalSnapshotAction(q, args, ctx) }]),
+      run: (args) => runTransaction([{ kind: 'blockdev-snapshot-internal-sync', make: (ctx) => internalSnapshotAction(q, args, ctx) }], 'individual', q.graph),
     },
     {
       name: 'blockdev-snapshot-delete-internal-sync',

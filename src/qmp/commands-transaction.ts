@@ -94,6 +94,7 @@ export function transactionCommands(q: BlockQmp): QmpCommand[] {
         await runTransaction(
           actions.map((a) => ({ kind: a.type, make: (ctx: TxnContext) => makeAction(q, a.type, a.data, ctx) })),
           props?.['completion-mode'] ?? 'individual',
+          q.graph,
         );
       },
     },

@@ -6,6 +6,8 @@
  * (blockdev-snapshot, blockdev-snapshot-sync, blockdev-snapshot-internal-sync,
  * blockdev-backup) go through here too.
  */
+import type { BlockGraph } from '../core/graph.js';
+import { drainPulse } from '../core/drain.js';
 import { JobTxn } from '../jobs/job.js';
 import { genericError } from './errors.js';
 
@@ -42,11 +44,15 @@ export type ActionFactory = (ctx: TxnContext) => TxnAction;
 /**
  * Runs the actions all-or-nothing. Failures of commit, abort or clean are
  * not expected (QEMU asserts on them); they are thrown after the rest ran.
+ * With `graph`, every node of it is drained first (as QEMU's).
  */
 export async function runTransaction(
   actions: ReadonlyArray<{ kind: string; make: ActionFactory }>,
   completionMode: CompletionMode = 'individual',
+  graph?: BlockGraph,
 ): Promise<void> {
+  // QEMU's qmp_transaction drains every node first: each job pauses and resumes once.
+  if (graph) await drainPulse(graph.listNodes());
   const jobTxn = completionMode === 'grouped' ? new JobTxn() : undefined;
   const prepared: TxnAction[] = [];
   let failure: unknown;

@@ -3,8 +3,8 @@
  * image (and the file it opened itself) is reopened read-write for the job
  * and read-only again when the job is gone; a file given its own read-only
  * stays so, and the stream is refused. Replies and events compared, with the
- * ro flag of the named nodes in between (the job's own filter nodes, which
- * DiskWorker does not show, left out), the images afterwards equal and clean.
+ * ro flag of the named nodes in between (the job's own copy-on-read filter
+ * is compared in job-filter-nodes-diff), the images afterwards equal and clean.
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
