@@ -160,11 +160,14 @@ export interface ReopenState {
   opaque?: unknown;
 }
 
-/** A size/format description used by `measure` (QEMU BlockMeasureInfo). */
+/**
+ * A size/format description used by `measure` (QEMU BlockMeasureInfo). The
+ * sizes are QEMU's uint64 values: a measure of `--size 7E` exceeds 2^53.
+ */
 export interface MeasureInfo {
-  required: number;
-  fullyAllocated: number;
-  bitmaps?: number;
+  required: bigint;
+  fullyAllocated: bigint;
+  bitmaps?: bigint;
 }
 
 /** Format-specific `info` fields (the `format-specific` object of qemu-img info). */
