@@ -1,7 +1,8 @@
 /**
  * node-file: images in the local file system through Node's fs (QEMU's
  * file-posix, minus what Node cannot do: no SEEK_DATA / SEEK_HOLE, so block
- * status reports every byte as data; no hole punching, so write-zeroes writes
+ * status finds the holes of a sparse file by reading (node-file-holes.ts) and
+ * reports every byte of a fully allocated one as data; no hole punching, so write-zeroes writes
  * zero buffers and discard overwrites with zeros; no fcntl / flock, so no
  * image locking: a second read-write open of the same file succeeds, where
  * file-posix takes OFD locks). flush = fdatasync. As in QEMU's block layer,
