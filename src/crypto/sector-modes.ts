@@ -23,6 +23,8 @@ export interface EcbEngine {
   decrypt(data: Uint8Array): Uint8Array;
   /** CBC-encrypts each `sectorSize` piece of `buf` in place with its IV from `ivs` (optional fast path). */
   cbcEncrypt?(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void;
+  /** CBC-decrypts each `sectorSize` piece of `buf` in place with its IV from `ivs` (optional fast path). */
+  cbcDecrypt?(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void;
   release(): void;
 }
 
@@ -50,6 +52,32 @@ function aligned(src: Uint8Array, copy: boolean): Uint8Array {
   const out = new Uint8Array(src.length);
   out.set(src);
   return out;
+}
+
+/**
+ * Turns the CBC decryption of many sectors as one chain (`plain`, from
+ * `cipherText` with the first sector's IV) into each sector's own chain: a
+ * sector's first block was XORed with the previous sector's last ciphertext
+ * block instead of its IV, so that XOR is undone and the IV's applied.
+ * Blocks of 16 bytes.
+ */
+export function restartCbcChains(plain: Uint8Array, cipherText: Uint8Array, ivs: Uint8Array, sectorSize: number): void {
+  if (((plain.byteOffset | cipherText.byteOffset | ivs.byteOffset | sectorSize) & 3) === 0) {
+    const o = new Uint32Array(plain.buffer, plain.byteOffset, plain.length >> 2);
+    const c = new Uint32Array(cipherText.buffer, cipherText.byteOffset, cipherText.length >> 2);
+    const v = new Uint32Array(ivs.buffer, ivs.byteOffset, ivs.length >> 2);
+    const wps = sectorSize >> 2;
+    for (let s = 1, w = wps; w < o.length; s++, w += wps) {
+      o[w]! ^= v[s * 4]! ^ c[w - 4]!;
+      o[w + 1]! ^= v[s * 4 + 1]! ^ c[w - 3]!;
+      o[w + 2]! ^= v[s * 4 + 2]! ^ c[w - 2]!;
+      o[w + 3]! ^= v[s * 4 + 3]! ^ c[w - 1]!;
+    }
+    return;
+  }
+  for (let s = 1, at = sectorSize; at < plain.length; s++, at += sectorSize) {
+    for (let i = 0; i < 16; i++) plain[at + i]! ^= ivs[s * 16 + i]! ^ cipherText[at - 16 + i]!;
+  }
 }
 
 /** Sector modes over an engine: the key, the XTS tweak key, the ESSIV key. */
@@ -137,6 +165,7 @@ export class ModeCipher {
   private cbcDecrypt(buf: Uint8Array, ivs: Uint8Array): void {
     const ss = this.sectorSize;
     const bs = this.bs;
+    if (this.key.cbcDecrypt) return this.key.cbcDecrypt(buf, ivs, ss);
     // Each block's plaintext is its decryption XOR the ciphertext block before it (the IV for a sector's first).
     const cipherText = aligned(buf, false);
     // An engine working in place gets a copy: the ciphertext is needed after.
