@@ -8,7 +8,7 @@
 import { BlockError } from '../core/errors.js';
 import { loadAes, typeScriptAesForced, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
 import { digest, digestLength, isHashAlg, type HashAlg } from './hash.js';
-import { ModeCipher, restartCbcChains, type EcbEngine } from './sector-modes.js';
+import { ENGINE_PIECE, ModeCipher, restartCbcChains, type EcbEngine } from './sector-modes.js';
 import { Cast5 } from './cast5.js';
 import { Serpent } from './serpent.js';
 import { Twofish } from './twofish.js';
@@ -113,9 +113,6 @@ export function useNodeAes(on: boolean): void {
   preferNode = on;
 }
 
-/** Bytes of one node:crypto update in CBC decryption (below glibc's default mmap threshold, 128 KiB). */
-const CBC_PIECE = 64 * 1024;
-
 /** AES-ECB through node:crypto; CBC encryption and decryption run sectors through one CBC context. */
 class NodeAesEcb implements EcbEngine {
   readonly blockSize = 16;
@@ -160,13 +157,12 @@ class NodeAesEcb implements EcbEngine {
    * All sectors through one native CBC context (OpenSSL decrypts CBC blocks in
    * parallel, unlike its encryption), then each sector's first block restarted
    * at its own IV: one 16-byte fix-up per sector instead of a JS XOR pass.
-   * Fed in pieces of {@link CBC_PIECE}: each update returns a new buffer, and
-   * large ones come from fresh pages every time (measured: a 1 MiB piece cost
-   * 3-4x the CPU of 64 KiB ones, most of it page faults).
+   * Fed in pieces of {@link ENGINE_PIECE} (each update returns a new buffer;
+   * see there why small ones).
    */
   cbcDecrypt(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void {
     const d = this.nc.createDecipheriv(`${this.name}-cbc`, this.key, ivs.subarray(0, 16)).setAutoPadding(false);
-    const step = Math.max(1, Math.floor(CBC_PIECE / sectorSize)) * sectorSize;
+    const step = Math.max(1, Math.floor(ENGINE_PIECE / sectorSize)) * sectorSize;
     // The last ciphertext block of the piece before: the chain's link into this piece.
     const carry = new Uint8Array(16);
     for (let at = 0; at < buf.length; at += step) {

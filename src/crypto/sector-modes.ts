@@ -80,6 +80,24 @@ export function restartCbcChains(plain: Uint8Array, cipherText: Uint8Array, ivs:
   }
 }
 
+/**
+ * Bytes per call into an engine that returns a new buffer (node:crypto): a
+ * large result comes from fresh pages every time, and the page faults cost
+ * more than the cipher (measured 3-4x the CPU with 1 MiB calls than with
+ * 64 KiB ones); below glibc's default mmap threshold (128 KiB) they are reused.
+ */
+export const ENGINE_PIECE = 64 * 1024;
+
+/** ECB over `data` in place, in pieces of {@link ENGINE_PIECE} for engines that return new buffers. */
+function ecbInPlace(engine: EcbEngine, data: Uint8Array, encrypt: boolean): void {
+  const step = engine.inPlace ? data.length : ENGINE_PIECE;
+  for (let at = 0; at < data.length; at += step) {
+    const piece = data.subarray(at, Math.min(data.length, at + step));
+    const out = encrypt ? engine.encrypt(piece) : engine.decrypt(piece);
+    if (out !== piece) piece.set(out);
+  }
+}
+
 /** Sector modes over an engine: the key, the XTS tweak key, the ESSIV key. */
 export class ModeCipher {
   private readonly bs: number;
@@ -135,8 +153,7 @@ export class ModeCipher {
     const count = Math.ceil(buf.length / ss);
     switch (this.mode) {
       case 'ecb':
-        buf.set(encrypt ? this.key.encrypt(buf) : this.key.decrypt(buf));
-        return;
+        return ecbInPlace(this.key, buf, encrypt);
       case 'ctr':
         return this.ctr(buf, this.ivs(sector, count));
       case 'xts':
@@ -212,9 +229,9 @@ export class ModeCipher {
     const tweaks = new Uint8Array(tw.buffer, 0, buf.length);
     const work = aligned(buf, false);
     xorInto(work, tweaks);
-    const out = aligned(encrypt ? this.key.encrypt(work) : this.key.decrypt(work), false);
-    xorInto(out, tweaks);
-    if (out !== buf) buf.set(out);
+    ecbInPlace(this.key, work, encrypt);
+    xorInto(work, tweaks);
+    if (work !== buf) buf.set(work);
   }
 
   private ctr(buf: Uint8Array, ivs: Uint8Array): void {
@@ -229,9 +246,9 @@ export class ModeCipher {
         for (let i = bs - 1; i >= 0 && ++ctr[i]! === 256; i--) ctr[i] = 0;
       }
     }
-    const ks = aligned(this.key.encrypt(stream), false);
+    ecbInPlace(this.key, stream, true);
     const work = aligned(buf, false);
-    xorInto(work, ks);
+    xorInto(work, stream);
     if (work !== buf) buf.set(work);
   }
 
