@@ -127,6 +127,31 @@ run('img measure as qemu-img measure (iotest 178)', () => {
     ]);
   });
 
+  it("qcow2 measure's own option checks (fewer than create's), LUKS options and secrets", async () => {
+    await same([
+      '-O qcow2 -o backing_file=x,preallocation=full --size 1G',
+      '-O qcow2 -o compat=0.10,lazy_refcounts=on --size 1G',
+      '-O qcow2 -o data_file_raw=on --size 1G',
+      '-O qcow2 -o compat=foo --size 1G',
+      '-O qcow2 -o compat=v3 --size 1G',
+      '-O qcow2 -o cluster_size=4k,extended_l2=on --size 1G',
+      '-O qcow2 -o cluster_size=3k --size 1G',
+      '-O qcow2 -o refcount_bits=3 --size 1G',
+      '-O qcow2 -o compat=0.10,refcount_bits=8 --size 1G',
+      '-O qcow2 -o preallocation=foo --size 1G',
+      '-O qcow2 -o compat=0.10,extended_l2=on --size 1G',
+      '-O qcow2 -o compression_type=zstd,compat=0.10 --size 1G',
+      '-O qcow2 -o backing_fmt=raw --size 1G',
+      '-O qcow2 -o encryption=on --size 1G',
+      '-O qcow2 -o encrypt.key-secret=x --size 1G',
+      '-O qcow2 -o encrypt.format=luks --size 1G',
+      '-O qcow2 -o encrypt.format=luks,encrypt.key-secret=nope --size 1G',
+      `-O qcow2 ${SECRET} -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.cipher-alg=foo --size 1G`,
+      '-O luks -o key-secret=nope --size 1G',
+      `-O luks ${SECRET} -o key-secret=sec0,cipher-alg=foo --size 1G`,
+    ]);
+  });
+
   it('sparse and fully allocated raw sources, and qcow2 sources (the 178 cases)', async () => {
     const lines: string[] = [];
     for (const out of ['human', 'json']) {

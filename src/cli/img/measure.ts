@@ -73,7 +73,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   try {
     const reader = new OptionReader({ ...toCreateRecord(values) }, `Block format '${outFmt}'`);
     if (!drv.measure) fail(`Block driver '${outFmt}' does not support size measurement`);
-    info = await drv.measure(reader, src?.node);
+    info = await drv.measure(reader, src?.node, ctx.graph);
   } catch (e) {
     if (e instanceof CliExit) throw e;
     fail(errText(e), 1, errHint(e));

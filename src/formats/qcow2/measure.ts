@@ -4,14 +4,16 @@
  * up to 2^64 - 1), so the arithmetic is done in bigint, wrapping at 2^64
  * where QEMU's unsigned arithmetic wraps.
  */
-import { encryptionOverhead } from './crypt.js';
-import { readCreateOptions } from './create.js';
+import { encryptionOverhead, readEncryptCreateOptions, type Qcow2EncryptRequest } from './crypt.js';
+import { checkRefcountBits, readRefcountBits } from './create.js';
 import type { MeasureInfo } from '../../core/driver.js';
 import { Status } from '../../core/driver.js';
 import type { BlockNode } from '../../core/node.js';
-import { OptionReader } from '../../core/options.js';
-import { BlockError } from '../../core/errors.js';
+import { OptionReader, type BlockOptions } from '../../core/options.js';
+import { BlockError, einval } from '../../core/errors.js';
 import { blockStatus } from '../../core/request-path.js';
+import { lookupSecret } from '../../core/secrets.js';
+import type { BlockGraph } from '../../core/graph.js';
 import { MAX_L1_BYTES } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
 
@@ -72,30 +74,70 @@ async function dataClusterBytes(source: BlockNode, cs: number): Promise<number> 
   return required;
 }
 
+/**
+ * The creation options qcow2_measure reads, with its checks and messages in
+ * its order. It checks less than create does (no lazy_refcounts, data_file,
+ * compression_type or backing-with-preallocation rules; `encryption` and any
+ * encrypt.* without encrypt.format=luks are ignored), so create's reader is not used.
+ */
+function readMeasureOptions(o: OptionReader): {
+  extendedL2: boolean;
+  clusterSize: number;
+  version: 2 | 3;
+  refcountBits: number;
+  prealloc: string;
+  hasBackingFile: boolean;
+  luks?: Qcow2EncryptRequest;
+} {
+  const extendedL2 = o.bool('extended_l2', false);
+  const clusterSize = o.size('cluster_size', 65536);
+  if (clusterSize < 512 || clusterSize > 2 * 1024 * 1024 || (clusterSize & (clusterSize - 1)) !== 0) {
+    throw einval('Cluster size must be a power of two between 512 and 2048k', {}, `cluster_size ${clusterSize}`);
+  }
+  if (extendedL2 && clusterSize < 16384) throw einval('Extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
+  const compat = o.string('compat');
+  // Only QEMU's two spellings here ("v3" is create's QAPI name, not measure's).
+  if (compat !== undefined && compat !== '0.10' && compat !== '1.1') throw einval(`Invalid compatibility level: '${compat}'`);
+  const version = compat === '0.10' ? 2 : 3;
+  const refcountBits = readRefcountBits(o) ?? 16;
+  checkRefcountBits(refcountBits);
+  if (version < 3 && refcountBits !== 16) {
+    throw einval('Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
+  }
+  const prealloc = o.string('preallocation') ?? 'off';
+  if (!['off', 'metadata', 'falloc', 'full'].includes(prealloc)) throw einval(`invalid parameter value: ${prealloc}`);
+  const hasBackingFile = o.string('backing_file') !== undefined;
+  let luks: Qcow2EncryptRequest | undefined;
+  if (o.string('encrypt.format') === 'luks') {
+    const sub: BlockOptions = { 'encrypt.format': 'luks' };
+    for (const k of Object.keys(o.options)) if (k.startsWith('encrypt.')) sub[k] = o.options[k];
+    // QEMU names these options without their encrypt. prefix here.
+    luks = readEncryptCreateOptions(new OptionReader(sub, o.owner, o.prefix, o.unknownPrefix), '');
+  }
+  return { extendedL2, clusterSize, version, refcountBits, prealloc, hasBackingFile, ...(luks ? { luks } : {}) };
+}
+
 /** qemu-img measure -O qcow2, in QEMU's order of checks. */
-export async function measureQcow2(options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
-  // The size is read exactly here; the create-time reader below only knows sizes up to 2^53.
-  const sizeOption = options.sizeExact('size') ?? 0n;
-  const rest = new OptionReader({ ...options.options, size: undefined }, options.owner, options.prefix, options.unknownPrefix);
-  const p = readCreateOptions(rest, false);
-  rest.finish();
+export async function measureQcow2(options: OptionReader, source?: BlockNode, graph?: BlockGraph): Promise<MeasureInfo> {
+  const p = readMeasureOptions(options);
   const cs = BigInt(p.clusterSize);
   const order = BigInt(Math.log2(p.refcountBits));
   let luksPayload = 0n;
-  if (p.encrypt?.format === 'luks') {
+  if (p.luks?.format === 'luks') {
     // QEMU sizes the LUKS header by creating one in memory, which needs the secret named.
-    if (p.encrypt.luks.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
-    luksPayload = BigInt(encryptionOverhead(p.encrypt, p.clusterSize));
+    if (p.luks.luks.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
+    if (graph) lookupSecret(graph, p.luks.luks.keySecret).fill(0);
+    luksPayload = BigInt(encryptionOverhead(p.luks, p.clusterSize));
   }
   // The size option is checked against the largest L1 table even when a source gives the size.
-  let virtualSize = roundUp(sizeOption, cs);
+  let virtualSize = roundUp(options.sizeExact('size') ?? 0n, cs);
   const l2Tables = divUp(virtualSize / cs, cs / (p.extendedL2 ? 16n : 8n));
   if (l2Tables * 8n > BigInt(MAX_L1_BYTES)) throw new BlockError('EFBIG', 'The image size is too large (try using a larger cluster size)');
   let required = 0n;
   if (source) {
     virtualSize = roundUp(BigInt(source.length), cs);
     // With a backing file QEMU cannot know what the chain shares with the source: all of it counts.
-    required = p.backingFile !== undefined ? virtualSize : BigInt(await dataClusterBytes(source, p.clusterSize));
+    required = p.hasBackingFile ? virtualSize : BigInt(await dataClusterBytes(source, p.clusterSize));
   }
   if (p.prealloc === 'full' || p.prealloc === 'falloc') required = virtualSize;
   const full = u64(luksPayload + preallocSizeExact(virtualSize, cs, order, p.extendedL2));
