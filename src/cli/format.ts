@@ -166,7 +166,7 @@ export function qdictOrder(keys: string[]): string[] {
 }
 
 /** A JSON value for {@link toQemuJson}; object keys are put in QDict order. */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue | undefined };
+export type JsonValue = string | number | bigint | boolean | null | JsonValue[] | { [k: string]: JsonValue | undefined };
 
 const quote = qemuQuote;
 
@@ -176,6 +176,7 @@ export function toQemuJson(v: JsonValue, indent = 0, ordered = true): string {
   if (v === null) return 'null';
   if (typeof v === 'boolean') return v ? 'true' : 'false';
   if (typeof v === 'number') return Number.isInteger(v) ? String(v) : fmtG(v, 17);
+  if (typeof v === 'bigint') return v.toString();
   if (typeof v === 'string') return quote(v);
   if (Array.isArray(v)) {
     if (v.length === 0) return '[' + nl(indent) + ']';

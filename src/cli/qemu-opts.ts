@@ -107,9 +107,11 @@ export function parseSizeOption(name: string, value: string, warn: (line: string
  * returns the value to keep (sizes and numbers as decimal, as QEMU prints
  * them in "Formatting ...").
  */
-export function checkOptionValue(spec: CreateOptionSpec, value: string, warn: (line: string) => void): string {
+export function checkOptionValue(spec: CreateOptionSpec, value: string, warn: (line: string) => void, exactSize = false): string {
   switch (spec.type) {
     case 'size': {
+      // measure computes with any uint64 image size (exactSize), as QEMU does.
+      if (exactSize && spec.name === 'size') return String(parseSizeOptionExact(spec.name, value, warn));
       // The image size may exceed what we hold; create prints it, then refuses it.
       const huge = spec.name === 'size' ? hugeImageSize(value) : undefined;
       return huge ?? String(parseSizeOption(spec.name, value, warn));

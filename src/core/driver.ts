@@ -160,11 +160,14 @@ export interface ReopenState {
   opaque?: unknown;
 }
 
-/** A size/format description used by `measure` (QEMU BlockMeasureInfo). */
+/**
+ * A size/format description used by `measure` (QEMU BlockMeasureInfo). The
+ * sizes are QEMU's uint64 values: a measure of `--size 7E` exceeds 2^53.
+ */
 export interface MeasureInfo {
-  required: number;
-  fullyAllocated: number;
-  bitmaps?: number;
+  required: bigint;
+  fullyAllocated: bigint;
+  bitmaps?: bigint;
 }
 
 /** Format-specific `info` fields (the `format-specific` object of qemu-img info). */
@@ -303,9 +306,10 @@ export interface BlockDriver {
    * Measures the size an image of this format would need (qemu-img measure):
    * from the creation options (`size` and the rest) or, with `source`, for a
    * copy of that node's data. Default: ENOTSUP (qemu-img measure says the
-   * format "does not support size measurement").
+   * format "does not support size measurement"). `graph` holds the secrets
+   * the options name (QEMU sizes a LUKS header by building one, which reads its secret).
    */
-  measure?(options: OptionReader, source?: BlockNode): Promise<MeasureInfo>;
+  measure?(options: OptionReader, source?: BlockNode, graph?: import('./graph.js').BlockGraph): Promise<MeasureInfo>;
   /** Whether the back end is usable in this environment. Default: true. */
   isAvailable?(): boolean;
   /** The back end's store of images (protocols only). Default: none (cannot list or remove). */

@@ -285,6 +285,21 @@ export class OptionReader {
   }
 
   /**
+   * A size as QEMU's uint64 option: decimal text exactly up to 2^64 - 1
+   * (sizes past 2^53 come as text); anything else as {@link size} reads it.
+   */
+  sizeExact(key: string): bigint | undefined {
+    const v = this.raw(key);
+    if (typeof v === 'string' && /^\s*[0-9]+\s*$/.test(v)) {
+      const n = BigInt(v.trim());
+      if (n >= 1n << 64n) throw einval(`Parameter '${this.prefix}${key}' expects a non-negative number below 2^64`, {}, `got '${v}'`);
+      return n;
+    }
+    const n = this.size(key);
+    return n === undefined ? undefined : BigInt(n);
+  }
+
+  /**
    * A child reference: a nested options object, a node-name string, null
    * ("no child"), or undefined (absent). Consumes the key.
    */

@@ -1,7 +1,8 @@
 /**
  * node-file: images in the local file system through Node's fs (QEMU's
  * file-posix, minus what Node cannot do: no SEEK_DATA / SEEK_HOLE, so block
- * status reports every byte as data; no hole punching, so write-zeroes writes
+ * status finds the holes of a sparse file by reading (node-file-holes.ts) and
+ * reports every byte of a fully allocated one as data; no hole punching, so write-zeroes writes
  * zero buffers and discard overwrites with zeros; no fcntl / flock, so no
  * image locking: a second read-write open of the same file succeeds, where
  * file-posix takes OFD locks). flush = fdatasync. As in QEMU's block layer,
@@ -16,6 +17,7 @@ import { checkExtentSizeHint } from '../core/create.js';
 import { copyRangeTo, type CopyRangeRequest } from '../core/copy-range.js';
 import type { FileHandle } from 'node:fs/promises';
 import { FileIo, loadSyncFs } from './node-file-io.js';
+import { hasHoles, holeBlockSize, scanHoles } from './node-file-holes.js';
 import type { Stats } from 'node:fs';
 
 const SECTOR = 512;
@@ -66,13 +68,33 @@ export class NodeFileInstance implements DriverInstance {
   }
 
   /**
-   * Data up to the file's real end (Node sees no holes), zeros in the rest of
-   * the last sector, as file-posix reports a trailing hole.
+   * Data up to the file's real end, zeros in the rest of the last sector, as
+   * file-posix reports a trailing hole. In a file with holes (fewer blocks
+   * than its length) all-zero blocks are holes (node-file-holes.ts).
    */
   async blockStatus(wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult> {
-    const hole = wantZero && offset >= this.size;
-    const pnum = wantZero && !hole ? Math.min(bytes, this.size - offset) : bytes;
+    let hole = wantZero && offset >= this.size;
+    let pnum = wantZero && !hole ? Math.min(bytes, this.size - offset) : bytes;
+    if (wantZero && !hole) {
+      const holes = await this.holeLayout();
+      if (holes.sparse) {
+        const run = await scanHoles((o, n, b) => this.preadv(o, n, b), holes.block, offset, offset + pnum, this.size);
+        hole = run.zero;
+        pnum = run.pnum;
+      }
+    }
     return { status: (hole ? Status.ZERO : Status.DATA) | Status.OFFSET_VALID, pnum, map: offset, ...(this.node ? { file: this.node } : {}) };
+  }
+
+  /** Whether the file has holes, from fstat; asked again after anything that changed the file. */
+  private holes: { sparse: boolean; block: number } | undefined;
+
+  private async holeLayout(): Promise<{ sparse: boolean; block: number }> {
+    if (!this.holes) {
+      const st = await this.fh.stat();
+      this.holes = { sparse: hasHoles(st), block: holeBlockSize(st) };
+    }
+    return this.holes;
   }
 
   async preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
@@ -122,6 +144,7 @@ export class NodeFileInstance implements DriverInstance {
       done += bytesWritten;
     }
     if (offset + bytes > this.size) this.size = offset + bytes;
+    this.holes = undefined;
   }
 
   /**

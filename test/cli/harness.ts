@@ -70,8 +70,8 @@ export function normalize(text: string): string {
 
 /**
  * Copies a fixture directory. Files are copied byte for byte, so a written
- * zero block stays allocated (QEMU sees holes, Node cannot: a copy that
- * punched them would change what qemu-img map reports). Files that are mostly
+ * zero block stays allocated (a copy that punched them would change what
+ * qemu-img map reports). Files that are mostly
  * holes (large empty images) are copied sparsely instead, or each run would
  * write gigabytes of zeros.
  */

@@ -11,8 +11,8 @@ import { Fixture, golden, hasQemu, words, ours, theirs } from './harness.js';
 
 
 function build(_dir: string, sh: (cmd: string) => void): void {
-  // Raw images are written in full: Node cannot see holes (no SEEK_DATA), so
-  // sparse raw files map differently by design.
+  // Raw images are written in full: Node sees holes only by reading zeros (no
+  // SEEK_DATA), so zeros written into a sparse raw file map differently by design.
   sh('qemu-img create -q -f raw a.raw 1M');
   sh(`qemu-io -f raw -c 'write -P 1 0 64k' -c 'write -P 0 64k 448k' -c 'write -P 2 512k 4k' -c 'write -P 0 516k 508k' a.raw >/dev/null`);
   sh('cp a.raw b.raw');

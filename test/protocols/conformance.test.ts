@@ -85,7 +85,8 @@ function targets(mode: HotPaths): Target[] {
       data: 'stores',
       sectorLength: true,
       locks: "Node's fs has no fcntl / flock locks, so node-file takes none (QEMU's file-posix takes OFD locks); documented in src/protocols/node-file.ts",
-      sparse: false,
+      // A fresh file has holes, so all-zero blocks read as holes (src/protocols/node-file-holes.ts).
+      sparse: true,
       allocated: 'grows',
       faults: { ENOSPC: noFaultFs, EIO: noFaultFs },
       fresh: (id) => created(g, 'file', path.join(dir, `${mode}-${id}.raw`)),

@@ -10,7 +10,7 @@ import { parseKeyValueList } from '../../core/options.js';
 import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
 import { addObject } from '../objects.js';
-import { cFixed, parseSizeQemu } from '../format.js';
+import { cFixed, parseSizeExact, parseSizeQemu } from '../format.js';
 import { CliExit, type CliIo, closeWithMessages, fatalExit, errHint, errText, probeWarnings, parseCacheMode } from '../common.js';
 
 export const PROG = 'diskworker img';
@@ -205,6 +205,14 @@ export function cvtnum(name: string, value: string, min = 0, max = Number.MAX_SA
   if (!r.ok || r.value > max || r.value < min) {
     fail(`Invalid ${name} specified. Must be between ${min} and ${maxText ?? (max === Number.MAX_SAFE_INTEGER ? INT64_MAX : max)}.`);
   }
+  return r.value;
+}
+
+/** {@link cvtnum} for values past 2^53: exact, from 0 to INT64_MAX, with the same messages. */
+export function cvtnumExact(name: string, value: string): bigint {
+  const r = parseSizeExact(value);
+  if (!r.ok && r.reason === 'invalid') cvtnum(name, value);
+  if (!r.ok || r.value > BigInt(INT64_MAX)) fail(`Invalid ${name} specified. Must be between 0 and ${INT64_MAX}.`);
   return r.value;
 }
 

@@ -77,6 +77,8 @@ export function buildCreateOpts(
   fmt: string,
   filename: string,
   optionText: string[],
+  /** The `size` option kept exactly up to 2^64 - 1, as decimal text (measure). */
+  exactSize = false,
 ): { specs: CreateOptionSpec[]; values: Map<string, string>; rereadWarnings: string[] } {
   const { format, proto } = createOptionsFor(ctx, fmt, filename);
   const specs = [...format];
@@ -90,7 +92,7 @@ export function buildCreateOpts(
       if (!spec) throw new CliExit(1, `Invalid parameter '${k}'`);
       given.set(k, v);
       try {
-        values.set(k, checkOptionValue(spec, v, (w) => ctx.warn(w)));
+        values.set(k, checkOptionValue(spec, v, (w) => ctx.warn(w), exactSize));
       } catch (e) {
         if (e instanceof OptsError) throw new CliExit(1, `${filename}: ${e.message}`, e.extra);
         throw e;

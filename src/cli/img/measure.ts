@@ -7,7 +7,7 @@ import { type MeasureInfo } from '../../core/driver.js';
 import { OptionReader } from '../../core/options.js';
 import { toQemuJson, type JsonValue } from '../format.js';
 import { CliExit, errHint, errText } from '../common.js';
-import { fail, Ctx, parseOpts, cvtnum, outputFormat, COMMON_LONGS } from './context.js';
+import { fail, Ctx, parseOpts, cvtnumExact, outputFormat, COMMON_LONGS, PROG } from './context.js';
 import { parseKeyValueListSafe } from './create.js';
 import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRecord } from './create-options.js';
 import { help } from './help.js';
@@ -24,7 +24,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   let fmt: string | undefined;
   let outFmt = 'raw';
   let output = 'human';
-  let size: number | undefined;
+  let size: bigint | undefined;
   const options: string[] = [];
   let forceShare = false;
   let snapshot: SnapshotParam | undefined;
@@ -39,7 +39,7 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
         options.push(o.arg!);
         break;
       case 'l': snapshot = parseSnapshotParam(ctx, o.arg!); break;
-      case 'size': size = cvtnum('image size', o.arg!); break;
+      case 'size': size = cvtnumExact('image size', o.arg!); break;
       case 'output': output = o.arg!; break;
       case 'U': forceShare = true; break;
       default: break;
@@ -58,13 +58,22 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
   }
   const drv = creatableDriver(ctx, outFmt);
   if (options.some(hasHelp)) return printOptionHelp(ctx, outFmt);
-  const { values } = buildCreateOpts(ctx, outFmt, filename ?? '', options);
+  let values: Map<string, string>;
+  try {
+    ({ values } = buildCreateOpts(ctx, outFmt, filename ?? '', options, true));
+  } catch (e) {
+    if (!(e instanceof CliExit)) throw e;
+    // measure words a bad option list as its own failure, without create's file name prefix.
+    const prefix = `${filename ?? ''}: `;
+    const msg = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+    fail(msg, e.exitCode, `${e.hint}${PROG}: Invalid options for file format '${outFmt}'\n`);
+  }
   if (size !== undefined) values.set('size', String(size));
   let info: MeasureInfo;
   try {
     const reader = new OptionReader({ ...toCreateRecord(values) }, `Block format '${outFmt}'`);
     if (!drv.measure) fail(`Block driver '${outFmt}' does not support size measurement`);
-    info = await drv.measure(reader, src?.node);
+    info = await drv.measure(reader, src?.node, ctx.graph);
   } catch (e) {
     if (e instanceof CliExit) throw e;
     fail(errText(e), 1, errHint(e));
@@ -74,8 +83,10 @@ export async function cmdMeasure(ctx: Ctx, args: string[]): Promise<number> {
     if (info.bitmaps !== undefined) s += `bitmaps size: ${info.bitmaps}\n`;
     ctx.out(s);
   } else {
-    const j: Record<string, JsonValue> = { required: info.required, 'fully-allocated': info.fullyAllocated };
-    if (info.bitmaps !== undefined) j['bitmaps'] = info.bitmaps;
+    // QEMU's JSON output visitor writes these uint64 values as int64: 2^63 and above come out negative.
+    const s64 = (v: bigint): bigint => BigInt.asIntN(64, v);
+    const j: Record<string, JsonValue> = { required: s64(info.required), 'fully-allocated': s64(info.fullyAllocated) };
+    if (info.bitmaps !== undefined) j['bitmaps'] = s64(info.bitmaps);
     ctx.out(toQemuJson(j) + '\n');
   }
   return 0;

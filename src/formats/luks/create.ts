@@ -127,13 +127,15 @@ export async function createLuksOn(
 }
 
 /** qemu-img measure -O luks: the payload offset plus the virtual size, allocated or not. */
-export async function measureLuks(o: OptionReader, source?: import('../../core/node.js').BlockNode): Promise<MeasureInfo> {
+export async function measureLuks(o: OptionReader, source?: import('../../core/node.js').BlockNode, graph?: import('../../core/graph.js').BlockGraph): Promise<MeasureInfo> {
   o.consume('preallocation');
-  const size = source ? source.length : o.size('size', 0);
-  if (source) o.consume('size');
+  const given = o.sizeExact('size') ?? 0n;
+  const size = source ? BigInt(source.length) : given;
   const req = readLuksCreateOptions(o);
   // QEMU sizes the header by creating one in memory, which needs the secret named.
   if (req.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'key-secret' is required for cipher");
-  const total = luksPayloadOffset(req.options.spec) + size;
+  if (graph) lookupSecret(graph, req.keySecret).fill(0);
+  // uint64 in QEMU: the sum wraps at 2^64.
+  const total = BigInt.asUintN(64, BigInt(luksPayloadOffset(req.options.spec)) + size);
   return { required: total, fullyAllocated: total };
 }

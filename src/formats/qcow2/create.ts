@@ -1,16 +1,13 @@
 /**
- * qcow2 image creation (qemu-img create -f qcow2 -o ...) and measure.
+ * qcow2 image creation (qemu-img create -f qcow2 -o ...); measure.ts measures.
  * Layout as QEMU writes it: header, refcount table, refcount block(s), L1 table.
  */
-import { encryptionOverhead, readEncryptCreateOptions, setUpEncryption, type Qcow2EncryptRequest } from './crypt.js';
-import type { CreateContext, CreateOptionSpec, MeasureInfo } from '../../core/driver.js';
-import type { BlockNode } from '../../core/node.js';
+import { readEncryptCreateOptions, setUpEncryption, type Qcow2EncryptRequest } from './crypt.js';
+import type { CreateContext, CreateOptionSpec } from '../../core/driver.js';
 import { OptionReader } from '../../core/options.js';
 import { BlockError, einval, toBlockError } from '../../core/errors.js';
 import { joinRelative } from '../../core/backing-open.js';
 import { checkExtentSizeHint } from '../../core/create.js';
-import { blockStatus } from '../../core/request-path.js';
-import { Status } from '../../core/driver.js';
 import { AUTOCLEAR, COMPAT, INCOMPAT, MAX_L1_BYTES, MAX_VIRTUAL_SIZE, V3_HEADER_LENGTH } from './constants.js';
 import { serializeHeader, type Qcow2Header } from './header.js';
 import { setRefcount } from './refcount.js';
@@ -351,107 +348,4 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
       await bb.close();
     }
   }
-}
-
-/** QEMU's qcow2_refcount_metadata_size. */
-function refcountMetadataSize(clusters: number, cs: number, order: number): number {
-  const perTable = cs / 8;
-  const perBlock = (cs * 8) >> order;
-  let table = 0;
-  let blocks = 0;
-  let n = 0;
-  let last: number;
-  do {
-    last = n;
-    blocks = Math.ceil((clusters + table + blocks) / perBlock);
-    table = Math.ceil(blocks / perTable);
-    n = clusters + blocks + table;
-  } while (n !== last);
-  return (blocks + table) * cs;
-}
-
-/** QEMU's qcow2_calc_prealloc_size: image size with every cluster allocated. */
-export function preallocSize(total: number, cs: number, order: number, ext: boolean): number {
-  const aligned = Math.ceil(total / cs) * cs;
-  const esz = ext ? 16 : 8;
-  let meta = cs;
-  let nl2e = aligned / cs;
-  nl2e = Math.ceil(nl2e / (cs / esz)) * (cs / esz);
-  meta += nl2e * esz;
-  let nl1e = (nl2e * esz) / cs;
-  nl1e = Math.ceil(nl1e / (cs / 8)) * (cs / 8);
-  meta += nl1e * 8;
-  meta += refcountMetadataSize((meta + aligned) / cs, cs, order);
-  return meta + aligned;
-}
-
-/** qemu-img measure for a qcow2 target. */
-export async function measureQcow2(options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
-  const p = readCreateOptions(options, !source);
-  options.finish();
-  const cs = p.clusterSize;
-  const order = Math.log2(p.refcountBits);
-  // QEMU checks the size option (0 with a source) against the largest L1 table first.
-  const l2Tables = Math.ceil(Math.ceil((source ? 0 : p.size) / cs) / (cs / (p.extendedL2 ? 16 : 8)));
-  if (l2Tables * 8 > MAX_L1_BYTES) throw new BlockError('EFBIG', 'The image size is too large (try using a larger cluster size)');
-  let virtualSize: number;
-  let required: number;
-  if (source) {
-    virtualSize = Math.ceil(source.length / cs) * cs;
-    if (p.prealloc === 'full' || p.prealloc === 'falloc' || p.backingFile !== undefined) {
-      // With a backing file QEMU cannot know what the chain shares with the source: all of it counts.
-      required = virtualSize;
-    } else {
-      required = 0;
-      let off = 0;
-      const len = source.length;
-      while (off < len) {
-        const st = await blockStatus(source, true, off, len - off);
-        let pnum = Math.max(st.pnum, 1);
-        if (st.status & Status.ZERO) {
-          // Zero ranges need no data.
-        } else if ((st.status & (Status.DATA | Status.ALLOCATED)) === (Status.DATA | Status.ALLOCATED) || st.status & Status.DATA) {
-          pnum = Math.ceil((off + pnum) / cs) * cs - off;
-          required += (off % cs) + pnum;
-        }
-        off += pnum;
-      }
-    }
-  } else {
-    virtualSize = Math.ceil(p.size / cs) * cs;
-    required = p.prealloc === 'full' || p.prealloc === 'falloc' ? virtualSize : 0;
-  }
-  let full = preallocSize(virtualSize, cs, order, p.extendedL2);
-  if (p.encrypt) {
-    // QEMU sizes the LUKS header by creating one in memory, which needs the secret named.
-    if (p.encrypt.format === 'luks' && p.encrypt.luks.keySecret === undefined) throw new BlockError('EINVAL', "Parameter 'encrypt.key-secret' is required for cipher");
-    const luks = encryptionOverhead(p.encrypt, cs);
-    full += luks;
-  }
-  const info: MeasureInfo = { required: full - virtualSize + required, fullyAllocated: full };
-  // A v2 target cannot hold bitmaps: QEMU prints no bitmaps line then.
-  const bitmaps = source && p.version >= 3 ? bitmapsSize(source, cs) : undefined;
-  if (bitmaps !== undefined) info.bitmaps = bitmaps;
-  return info;
-}
-
-/**
- * The room the source's persistent bitmaps would take in the new image, for
- * sources that can hold persistent bitmaps (qcow2 v3), as QEMU's qcow2_measure
- * counts it: every bitmap fully allocated, its table, and the directory.
- */
-function bitmapsSize(source: BlockNode, cs: number): number | undefined {
-  if (source.driver.name !== 'qcow2') return undefined;
-  const img = source.instance as unknown as Qcow2Image;
-  if (!img.header || img.header.version < 3) return undefined;
-  let total = 0;
-  let dir = 0;
-  for (const b of img.bitmaps) {
-    const bits = Math.ceil(source.length / 2 ** b.granularityBits);
-    const clusters = Math.ceil(Math.ceil(bits / 8) / cs);
-    total += clusters * cs;
-    total += Math.ceil((clusters * 8) / cs) * cs;
-    dir += Math.ceil((24 + new TextEncoder().encode(b.name).length) / 8) * 8;
-  }
-  return total + Math.ceil(dir / cs) * cs;
 }

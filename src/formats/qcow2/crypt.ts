@@ -157,8 +157,11 @@ export type Qcow2EncryptRequest = { format: 'luks'; luks: LuksCreateRequest } | 
 
 const ENCRYPT_KEYS = ['key-secret', 'cipher-alg', 'cipher-mode', 'ivgen-alg', 'ivgen-hash-alg', 'hash-alg', 'iter-time'] as const;
 
-/** Reads `encryption` and `encrypt.*` creation options as QEMU checks them. */
-export function readEncryptCreateOptions(o: OptionReader): Qcow2EncryptRequest | undefined {
+/**
+ * Reads `encryption` and `encrypt.*` creation options as QEMU checks them;
+ * messages name the LUKS options with `namePrefix` (create: "encrypt.").
+ */
+export function readEncryptCreateOptions(o: OptionReader, namePrefix = 'encrypt.'): Qcow2EncryptRequest | undefined {
   const legacy = o.bool('encryption', false);
   const format = o.string('encrypt.format');
   const sub: Record<string, string> = {};
@@ -178,7 +181,7 @@ export function readEncryptCreateOptions(o: OptionReader): Qcow2EncryptRequest |
     return { format: 'aes', keySecret: sub['key-secret'] };
   }
   if (format !== 'luks') throw new BlockError('EINVAL', `Parameter 'format' does not accept value '${format}'`);
-  return { format: 'luks', luks: readLuksCreateOptions(new OptionReader(sub, "Block format 'qcow2'", 'encrypt.')) };
+  return { format: 'luks', luks: readLuksCreateOptions(new OptionReader(sub, "Block format 'qcow2'", namePrefix)) };
 }
 
 /** Bytes the LUKS header takes in a new image (whole clusters). */

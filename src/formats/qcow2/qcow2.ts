@@ -52,7 +52,8 @@ import { checkCanStoreBitmap, removeStoredBitmap, storePersistentBitmaps } from 
 import { bitmapsInUseAgain, checkpointBitmaps } from './bitmap-checkpoint.js';
 import { type BdrvDirtyBitmap, releaseDirtyBitmaps } from '../../core/dirty-bitmap.js';
 import { checkImage } from './check.js';
-import { createQcow2, measureQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
+import { createQcow2, qcow2AmendOptions, qcow2CreateOptions } from './create.js';
+import { measureQcow2 } from './measure.js';
 import { amendImage } from './amend.js';
 import { makeEmpty } from './make-empty.js';
 import { MetadataIndex, markCorrupt, registerMetadata } from './metadata-index.js';

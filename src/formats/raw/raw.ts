@@ -134,9 +134,14 @@ export const rawDriver = {
     }
     return new RawInstance(file, offset, size);
   },
-  /** A raw image needs its virtual size: the `size` option, else the source's length. */
+  /**
+   * A raw image needs its virtual size: the source's length (a `size` option
+   * is then ignored, as in QEMU), else the `size` option rounded up to whole
+   * sectors in uint64 arithmetic (2^64 - 1 wraps to 0 there too).
+   */
   async measure(options: OptionReader, source?: BlockNode): Promise<MeasureInfo> {
-    const size = options.size('size') ?? source?.length ?? 0;
+    const given = options.sizeExact('size') ?? 0n;
+    const size = source ? BigInt(source.length) : BigInt.asUintN(64, ((given + 511n) / 512n) * 512n);
     return { required: size, fullyAllocated: size };
   },
   async create(ctx) {

@@ -112,11 +112,11 @@ describe('qcow2 image operations', () => {
     const m = await qcow2.measure!(new OptionReader({ cluster_size: 65536 }, 'qcow2'), node);
     await node.unref();
     // node-file reports every byte as data (no SEEK_HOLE); qemu-img sees the holes.
-    expect(m.fullyAllocated).toBe(q['fully-allocated']);
-    expect(m.required).toBeGreaterThanOrEqual(q.required);
+    expect(m.fullyAllocated).toBe(BigInt(q['fully-allocated']));
+    expect(m.required).toBeGreaterThanOrEqual(BigInt(q.required));
     const q2 = JSON.parse(qemuImg('measure', '--output=json', '-O', 'qcow2', '-o', 'cluster_size=4k,refcount_bits=1', '--size', '1G'));
     const m2 = await qcow2.measure!(new OptionReader({ cluster_size: 4096, refcount_bits: 1, size: 1 << 30 }, 'qcow2'));
-    expect([m2.required, m2.fullyAllocated]).toEqual([q2.required, q2['fully-allocated']]);
+    expect([m2.required, m2.fullyAllocated]).toEqual([BigInt(q2.required), BigInt(q2['fully-allocated'])]);
     await g.closeAll();
   });
 
