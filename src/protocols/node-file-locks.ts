@@ -84,7 +84,12 @@ function normaliseKey(field: string): string | undefined {
  */
 export function heldRanges(table: string, key: string): LockRange[] {
   const out: LockRange[] = [];
-  for (const line of table.split('\n')) {
+  // Only lines naming the inode are split (a busy host lists thousands of locks).
+  const needle = `:${key.slice(key.lastIndexOf(':') + 1)} `;
+  for (let at = table.indexOf(needle); at >= 0; at = table.indexOf(needle, at + 1)) {
+    const from = table.lastIndexOf('\n', at) + 1;
+    const to = table.indexOf('\n', at);
+    const line = table.slice(from, to < 0 ? table.length : to);
     // "12: OFDLCK  ADVISORY  READ  -1 fe:00:2237168 100 101"
     const f = line.trim().split(/\s+/);
     if (f.length < 8 || f[1] === '->') continue;
