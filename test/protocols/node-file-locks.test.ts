@@ -217,6 +217,16 @@ describe.skipIf(!canRun)('QEMU holds the image (differential)', () => {
     expectSame('io', ['-c', 'read 0 512', 'd.qcow2']);
     expectSame('io', ['-r', '-U', '-c', 'read 0 512', 'd.qcow2']);
     expectSame('img', ['info', '-f', 'raw', '--image-opts', 'driver=file,filename=d.qcow2']);
+    // A second daemon: the file node alone takes nothing, the qcow2 node on it wants to write.
+    const argv = ['--blockdev', 'driver=file,node-name=f,filename=d.qcow2', '--blockdev', 'driver=qcow2,node-name=q,file=f'];
+    const daemon = (cmd: string, args: string[]): Out => {
+      const r = spawnSync(cmd, args, { cwd: dir, encoding: 'utf8', input: '', timeout: 60_000 });
+      return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}`.replace(/^(qemu-storage-daemon|diskworker daemon): /gm, '<prog>: ') };
+    };
+    const theirs = daemon('qemu-storage-daemon', argv);
+    const ours = daemon(process.execPath, [CLI, 'daemon', ...argv]);
+    expect(theirs.out).toContain('Is another process using the image [d.qcow2]?');
+    expect(ours).toEqual(theirs);
   });
 
   it('force-share on a writable open is refused before any lock is looked at', { timeout: 60_000 }, () => {
