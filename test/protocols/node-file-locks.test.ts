@@ -15,9 +15,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hasQemu, normalize } from '../cli/harness.js';
-import { checkLockRanges, heldRanges, lockKey } from '../../src/protocols/node-file-locks.js';
+import { checkFileLocks, checkLockRanges, heldRanges, loadLockFs, lockKey, setProcLocksPath } from '../../src/protocols/node-file-locks.js';
 import { Perm, PERM_ALL } from '../../src/core/permissions.js';
 import { BlockError } from '../../src/core/errors.js';
+import { createNodeGraph } from '../../src/node.js';
 
 const CLI = resolve('dist/cli/diskworker.js');
 const canRun = hasQemu() && existsSync(CLI) && existsSync('/proc/locks');
@@ -130,6 +131,44 @@ describe('the lock table', () => {
     expect(err(Perm.CONSISTENT_READ, Perm.CONSISTENT_READ)?.text).toBe('Failed to get shared "write" lock');
     expect(err(Perm.CONSISTENT_READ, PERM_ALL)).toBeUndefined();
     expect(err(Perm.RESIZE, PERM_ALL & ~Perm.RESIZE)).toBeUndefined();
+  });
+});
+
+describe('where the table comes from', () => {
+  afterEach(() => setProcLocksPath('/proc/locks'));
+
+  it('a lock table read from the path given: held bytes refuse, no table (not Linux) checks nothing', async () => {
+    await loadLockFs();
+    const table = join(dir, 'locks.txt');
+    writeFileSync(table, '1: OFDLCK ADVISORY  READ -1 08:01:99 201 201\n2: POSIX  ADVISORY  WRITE 12 08:01:98 101 101\n');
+    setProcLocksPath(table);
+    expect(() => checkFileLocks('8:1:99', Perm.WRITE, PERM_ALL, 'x')).toThrow('Failed to get "write" lock');
+    expect(() => checkFileLocks('8:1:99', Perm.CONSISTENT_READ, PERM_ALL, 'x')).not.toThrow();
+    expect(() => checkFileLocks('8:1:98', Perm.CONSISTENT_READ, Perm.CONSISTENT_READ, 'x')).toThrow('Failed to get shared "write" lock');
+    // A POSIX lock over everything covers byte 200 too: wanting a read is refused first.
+    writeFileSync(table, '3: POSIX  ADVISORY  WRITE 12 08:01:97 0 EOF\n');
+    expect(() => checkFileLocks('8:1:97', Perm.CONSISTENT_READ, Perm.CONSISTENT_READ, 'x')).toThrow('Failed to get "consistent read" lock');
+    setProcLocksPath(join(dir, 'no-such-table'));
+    expect(() => checkFileLocks('8:1:99', Perm.WRITE, 0, 'x')).not.toThrow();
+  });
+});
+
+describe.skipIf(!canRun)('force-share on nodes', () => {
+  it('children inherit it, their parents share everything on them, and only read-only nodes take it', async () => {
+    create('-f qcow2 fs.qcow2 1M');
+    const graph = createNodeGraph();
+    const node = await graph.open({ filename: join(dir, 'fs.qcow2'), 'force-share': true }, { readOnly: true });
+    const file = node.children.find((c) => c.name === 'file')!;
+    expect(node.forceShare).toBe(true);
+    expect(file.node.forceShare).toBe(true);
+    expect(file.shared).toBe(PERM_ALL);
+    await node.unref();
+    const plain = await graph.open({ filename: join(dir, 'fs.qcow2') }, { readOnly: true });
+    expect(plain.children.find((c) => c.name === 'file')!.shared & Perm.WRITE).toBe(0);
+    await plain.unref();
+    await expect(graph.open({ filename: join(dir, 'fs.qcow2'), 'force-share': true }, { readOnly: false })).rejects.toThrow(
+      'force-share=on can only be used with read-only images',
+    );
   });
 });
 
