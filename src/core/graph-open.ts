@@ -90,7 +90,8 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   const parent = ctx.inheritFrom;
   const readOnly = reader.bool('read-only') ?? ctx.readOnly ?? parent?.readOnly ?? false;
   reader.bool('auto-read-only');
-  reader.bool('force-share');
+  // As QEMU's bdrv_inherited_options: children (file, backing) take the parent's force-share by default.
+  const forceShare = reader.bool('force-share') ?? parent?.forceShare ?? false;
   const discard = reader.choice('discard', ['ignore', 'off', 'unmap', 'on'] as const);
   const detect = reader.choice('detect-zeroes', ['off', 'on', 'unmap'] as const, 'off');
   const cacheRef = reader.child('cache');
@@ -112,11 +113,13 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   node.discardUnmap = discard ? discard === 'unmap' || discard === 'on' : parent !== undefined || ctx.probing === true;
   node.detectZeroes = detect as DetectZeroes;
   node.noFlush = noFlush;
+  node.forceShare = forceShare;
   graph.registerNode(node);
   try {
     if (node.detectZeroes === 'unmap' && !node.discardUnmap) {
       throw einval("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
     }
+    if (forceShare && !readOnly) throw einval('force-share=on can only be used with read-only images');
     node.instance = await driver.open(node, reader);
     node.isOpen = true;
     reader.finish();
@@ -136,7 +139,10 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
 /** Opens an image without a format: the protocol first, then the probed format on top. */
 async function openProbed(graph: BlockGraph, protoOpts: BlockOptions, formatOpts: BlockOptions, ctx: OpenContext): Promise<BlockNode> {
   const readOnly = typeof formatOpts['read-only'] === 'boolean' ? formatOpts['read-only'] : ctx.readOnly;
-  const proto = await openNode(graph, protoOpts, { ...ctx, readOnly, probing: true, childKey: 'file' });
+  // The protocol is the format's file: it takes the format's force-share unless it has its own.
+  const share = formatOpts['force-share'];
+  const protoIn = share !== undefined && protoOpts['force-share'] === undefined ? { ...protoOpts, 'force-share': share } : protoOpts;
+  const proto = await openNode(graph, protoIn, { ...ctx, readOnly, probing: true, childKey: 'file' });
   try {
     // Like QEMU, a short file is probed as if padded with zeros to 512 bytes.
     const header = new Uint8Array(proto.length > 0 ? 512 : 0);

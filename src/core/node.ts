@@ -105,6 +105,12 @@ export class BlockNode {
   discardUnmap = false;
   /** cache.no-flush: skip flushes to disk. */
   noFlush = false;
+  /**
+   * force-share: the node's parents share every permission on it (QEMU's
+   * bs->force_share), so it never refuses other users, QEMU's locks included.
+   * Only for read-only nodes; children inherit it.
+   */
+  forceShare = false;
   /** Copy-on-read users; reads copy unallocated data into this node while > 0. */
   copyOnRead = 0;
   /** Offset above which a write triggers {@link onWriteThreshold}, 0 = off. */

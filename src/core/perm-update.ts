@@ -48,9 +48,13 @@ export function childPermsFor(
   writable: boolean,
 ): Pending {
   const inst = node.instance as BlockNode['instance'] | undefined;
-  if (inst?.childPerm) return inst.childPerm(link, link.role, perm, shared);
-  if (node.driver.childPerm) return node.driver.childPerm(node, link, link.role, perm, shared);
-  return defaultChildPerms(link.role, perm, shared, writable);
+  const p = inst?.childPerm
+    ? inst.childPerm(link, link.role, perm, shared)
+    : node.driver.childPerm
+      ? node.driver.childPerm(node, link, link.role, perm, shared)
+      : defaultChildPerms(link.role, perm, shared, writable);
+  // A force-share child is shared entirely by its parents (QEMU's bdrv_child_perm).
+  return link.node.forceShare ? { perm: p.perm, shared: PERM_ALL } : p;
 }
 
 /**

@@ -2,10 +2,11 @@
  * node-file: images in the local file system through Node's fs (QEMU's
  * file-posix, minus what Node cannot do: no SEEK_DATA / SEEK_HOLE, so block
  * status finds the holes of a sparse file by reading (node-file-holes.ts) and
- * reports every byte of a fully allocated one as data; no hole punching, so write-zeroes writes
- * zero buffers and discard overwrites with zeros; no fcntl / flock, so no
- * image locking: a second read-write open of the same file succeeds, where
- * file-posix takes OFD locks). flush = fdatasync. As in QEMU's block layer,
+ * reports every byte of a fully allocated one as data; no hole punching, so
+ * write-zeroes writes zero buffers and discard overwrites with zeros; no
+ * fcntl, so no image locks of its own: QEMU does not see DiskWorker's use of
+ * a file, while DiskWorker reads QEMU's locks from /proc/locks and refuses
+ * what QEMU would, see node-file-locks.ts). flush = fdatasync. As in QEMU's block layer,
  * the length is counted in whole 512-byte sectors: an odd-sized file reads as
  * rounded up, the tail as zeros (block status: a trailing hole).
  */
@@ -19,6 +20,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { FileIo, loadSyncFs } from './node-file-io.js';
 import { hasHoles, holeBlockSize, scanHoles } from './node-file-holes.js';
 import type { Stats } from 'node:fs';
+import { checkFileLocks, ImageLockCheck, loadLockFs, lockKey } from './node-file-locks.js';
+import { Perm, PERM_ALL, type PermMask } from '../core/permissions.js';
 
 const SECTOR = 512;
 
@@ -61,6 +64,17 @@ export class NodeFileInstance implements DriverInstance {
   readonly io = new FileIo(() => this.fh);
   /** As file-posix: unmapping zero writes (done as plain zero writes here) and NO_FALLBACK. */
   readonly supportedZeroFlags = ReqFlag.MAY_UNMAP | ReqFlag.NO_FALLBACK;
+  /** QEMU's locks on this file, checked on permission updates; null with locking=off. */
+  locks: ImageLockCheck | null = null;
+
+  /** Refuses permissions another process's QEMU locks forbid (file-posix's check_perm). */
+  checkPerm(perm: PermMask, shared: PermMask): void {
+    this.locks?.check(perm, shared);
+  }
+
+  setPerm(perm: PermMask, shared: PermMask): void {
+    this.locks?.commit(perm, shared);
+  }
 
   /** The file's length rounded up to a whole 512-byte sector (QEMU's total_sectors). */
   getLength(): number {
@@ -286,14 +300,22 @@ async function createFile(ctx: CreateContext): Promise<void> {
   const filename = ctx.filename.startsWith('file:') ? ctx.filename.slice(5) : ctx.filename;
   const f = await fs();
   await loadSyncFs();
+  await loadLockFs();
   let fh: FileHandle;
   try {
-    fh = await f.open(filename, 'w+');
+    // Not truncated yet: a file QEMU holds must survive the lock check below.
+    fh = await f.open(filename, f.constants.O_RDWR | f.constants.O_CREAT, 0o644);
   } catch (e) {
     throw openError(e, filename, 'create');
   }
   const inst = new NodeFileInstance(fh, 0, filename);
   try {
+    // As file-posix's create: writes and resizes, lets others do anything but resize.
+    const st = await fh.stat();
+    checkFileLocks(lockKey(st.dev, st.ino), Perm.WRITE | Perm.RESIZE, PERM_ALL & ~Perm.RESIZE, filename);
+    await fh.truncate(0).catch((e: unknown) => {
+      throw toBlockError(ioError(e, 0)).withPrefix('Could not resize file', { offset: 0 });
+    });
     await inst.truncate(size, true, prealloc);
   } finally {
     await inst.close();
@@ -314,7 +336,7 @@ export async function openHostFile(
 ): Promise<DriverInstance> {
   const filename = options.string('filename');
   if (filename === undefined || filename === '') throw einval(`The '${driver}' block driver requires a file name`);
-  options.choice('locking', ['auto', 'on', 'off'] as const);
+  const locking = options.choice('locking', ['auto', 'on', 'off'] as const, 'auto');
   options.choice('aio', ['threads', 'native', 'io_uring'] as const);
   node.filename = filename;
   await loadSyncFs();
@@ -325,7 +347,13 @@ export async function openHostFile(
     throw openError(e, filename);
   }
   try {
-    return await make(fh, await fh.stat(), filename);
+    const st = await fh.stat();
+    const inst = await make(fh, st, filename);
+    if (locking !== 'off' && inst instanceof NodeFileInstance) {
+      await loadLockFs();
+      inst.locks = new ImageLockCheck(st, filename);
+    }
+    return inst;
   } catch (e) {
     await fh.close();
     throw e;

@@ -4,7 +4,7 @@
  * `quit`, SIGTERM or SIGINT, then cancels the jobs and closes the graph.
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type CliIo, fatalExit } from '../common.js';
+import { type CliIo, errHint, fatalExit } from '../common.js';
 import { createNodeGraph } from '../../node.js';
 import { BlockQmp } from '../../qmp/block-qmp.js';
 import { addBlockdev } from '../../qmp/commands-nodes.js';
@@ -59,8 +59,8 @@ const QEMU_OBJECT_TYPES = new Set(['secret', 'secret_keyring', 'throttle-group',
 
 /** Runs the daemon; resolves to the exit code once it has shut down. */
 export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
-  const fail = (text: string): number => {
-    io.stderr(`${PROG}: ${text}\n`);
+  const fail = (text: string, hint = ''): number => {
+    io.stderr(`${PROG}: ${text}\n${hint}`);
     return 1;
   };
   let args;
@@ -135,7 +135,7 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
         try {
           await addBlockdev(q, o.options, o.syntax);
         } catch (e) {
-          throw new DaemonArgError(`--blockdev ${o.text}: ${toQmpError(e).message}`);
+          throw new DaemonArgError(`--blockdev ${o.text}: ${toQmpError(e).message}`, errHint(e));
         }
       } else if (o.kind === 'nbd-server') {
         try {
@@ -177,7 +177,7 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
     }
   } catch (e) {
     await shutdown().catch(() => undefined);
-    if (e instanceof DaemonArgError) return fail(e.message);
+    if (e instanceof DaemonArgError) return fail(e.message, e.hint);
     throw e;
   }
   started();

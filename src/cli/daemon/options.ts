@@ -36,7 +36,15 @@ export interface DaemonArgs {
 }
 
 /** A command-line error: the text QEMU prints after its name. */
-export class DaemonArgError extends Error {}
+export class DaemonArgError extends Error {
+  constructor(
+    message: string,
+    /** Lines printed after the message (QEMU's error hints), '' when none. */
+    readonly hint = '',
+  ) {
+    super(message);
+  }
+}
 
 /** `a.b=x` keys into nested objects (QEMU's keyval). */
 function nest(flat: Record<string, string>, text: string): Record<string, unknown> {

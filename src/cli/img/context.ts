@@ -7,6 +7,7 @@ import type { BlockGraph } from '../../core/graph.js';
 import type { DriverInstance } from '../../core/driver.js';
 import type { BlockNode } from '../../core/node.js';
 import { parseKeyValueList } from '../../core/options.js';
+import { PERM_ALL } from '../../core/permissions.js';
 import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
 import { addObject } from '../objects.js';
@@ -107,7 +108,9 @@ export class Ctx {
         this.graph,
         spec,
         { readOnly: o.readOnly ?? true, ...(fmt ? { format: fmt } : {}), ...(o.noBacking ? { noBacking: true } : {}) },
-        { name: '', writeThrough, ...(o.shared !== undefined ? { shared: o.shared } : {}) },
+        // qemu-img's BlockBackends share everything unless told otherwise (blk_new_open); what
+        // they share decides which of another process's QEMU locks stop the open.
+        { name: '', writeThrough, shared: o.shared ?? PERM_ALL },
       );
     } catch (e) {
       fail(`Could not open '${filename}': ${errText(e)}`, o.code ?? 1, errHint(e));

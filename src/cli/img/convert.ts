@@ -1,6 +1,7 @@
 /**
  * `img convert`.
  */
+import { Perm } from '../../core/permissions.js';
 import { BlockBackend } from '../../core/backend.js';
 import { createImage } from '../../core/create.js';
 import { isValidOptionList } from '../qemu-opts.js';
@@ -149,7 +150,9 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   const prog = new Progress(ctx, progress, 1.0);
 
   const srcs: BlockBackend[] = [];
-  for (const name of srcNames) srcs.push(await ctx.open(name, fmt, { readOnly: true, forceShare, cache: srcCache }));
+  // Sources share only reads (QEMU's BDRV_O_NO_SHARE): nobody may write them during the copy.
+  const srcShared = Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED;
+  for (const name of srcNames) srcs.push(await ctx.open(name, fmt, { readOnly: true, forceShare, cache: srcCache, shared: srcShared }));
   const sizes = srcs.map((b) => b.length);
   const total = sizes.reduce((a, b) => a + b, 0);
   if (snapshot) {
