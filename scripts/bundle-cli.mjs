@@ -100,7 +100,9 @@ if (isEntry) {
 const word = (w) => (w !== undefined && /^[a-z][a-z_-]{0,15}$/.test(w) ? w : undefined);
 const command = isEntry ? word(process.argv[2]) : 'module';
 const sub = command === 'img' ? word(process.argv[3]) : undefined;
-const key = [command ?? 'other', ...(sub !== undefined ? [sub] : [])].join('-');
+// img snapshot's four actions (-c, -d, -a, -l) run different code: a cache each.
+const action = sub === 'snapshot' ? process.argv.slice(4).find((a) => /^-[cdal]$/.test(a))?.slice(1) : undefined;
+const key = [command ?? 'other', ...(sub !== undefined ? [sub] : []), ...(action !== undefined ? [action] : [])].join('-');
 const cacheFile = join(dir, \`diskworker.${hash}.\${key}.\${process.version}.\${process.arch}.v8cache\`);
 let cachedData;
 try {
