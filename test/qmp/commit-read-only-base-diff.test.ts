@@ -10,12 +10,10 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, expectImagesEqualAndClean, hasQsd, jobReaches, run, sortNodes, stopAll, type Json, type Step } from './harness.js';
+import { blockdev, both, expectImagesEqualAndClean, hasQsd, jobReaches, run, sortNodes, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const x = (execute: string, args?: Json): Step => (args ? { execute, arguments: args } : { execute });
-const blockdev = (o: Json) => ['--blockdev', JSON.stringify(o)];
 const qcow2 = (name: string, extra: Record<string, Json> = {}, fileExtra: Record<string, Json> = {}) =>
   blockdev({ driver: 'qcow2', 'node-name': name, ...extra, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2`, ...fileExtra } });
 const nodes = x('query-named-block-nodes', { flat: true });

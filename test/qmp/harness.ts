@@ -278,3 +278,13 @@ export function expectImagesEqualAndClean(r: Record<Side, SideResult>, names: st
     expect(unfragmented(checkImage(b).out)).toBe(unfragmented(checkImage(a).out));
   }
 }
+
+/** A QMP command step: `x('query-block')`, `x('block-stream', { device: 'a' })`. */
+export const x = (execute: string, args?: Json): Step => (args ? { execute, arguments: args } : { execute });
+
+/** A daemon `--blockdev` argument pair for the options `o`. */
+export const blockdev = (o: Json): string[] => ['--blockdev', JSON.stringify(o)];
+
+/** `--blockdev` for a qcow2 node `name` over the file node `<name>f` of `$DIR/<name>.qcow2`. */
+export const qcow2 = (name: string, extra: Record<string, Json> = {}): string[] =>
+  blockdev({ driver: 'qcow2', 'node-name': name, ...extra, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2` } });

@@ -9,12 +9,10 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, hasQsd, jobReaches, run, stopAll, type Json, type Step } from './harness.js';
+import { blockdev, both, hasQsd, jobReaches, run, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const x = (execute: string, args?: Json): Step => (args ? { execute, arguments: args } : { execute });
-const blockdev = (o: Json) => ['--blockdev', JSON.stringify(o)];
 const qcow2 = (name: string) => blockdev({ driver: 'qcow2', 'node-name': name, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2` } });
 
 describe.skipIf(!hasQsd())('drains of a job\'s nodes against qemu-storage-daemon 7.2', () => {

@@ -9,14 +9,10 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, expectImagesEqualAndClean, hasQsd, jobReaches, run, sortNodes, stopAll, type Json, type Step } from './harness.js';
+import { both, expectImagesEqualAndClean, hasQsd, jobReaches, qcow2, run, sortNodes, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const x = (execute: string, args?: Json): Step => (args ? { execute, arguments: args } : { execute });
-const blockdev = (o: Json) => ['--blockdev', JSON.stringify(o)];
-const qcow2 = (name: string, extra: Record<string, Json> = {}) =>
-  blockdev({ driver: 'qcow2', 'node-name': name, ...extra, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2` } });
 const nodes = x('query-named-block-nodes', { flat: true });
 const nested = x('query-named-block-nodes');
 

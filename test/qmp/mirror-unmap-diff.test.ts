@@ -8,12 +8,10 @@
  * clean. Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, expectImagesEqualAndClean, hasQsd, jobReaches, run, stopAll, type Json, type Step } from './harness.js';
+import { blockdev, both, expectImagesEqualAndClean, hasQsd, jobReaches, run, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const x = (execute: string, args?: Json): Step => (args ? { execute, arguments: args } : { execute });
-const blockdev = (o: Json) => ['--blockdev', JSON.stringify(o)];
 
 /** qemu-img map of `name`, without host offsets (allocation order of parallel copies varies). */
 const map = (dir: string, name: string) =>

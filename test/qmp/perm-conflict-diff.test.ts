@@ -11,14 +11,10 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, hasQsd, jobReaches, run, stopAll, type Json, type Step } from './harness.js';
+import { both, hasQsd, jobReaches, qcow2, run, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const x = (execute: string, args?: Json): Step => (args ? { execute, arguments: args } : { execute });
-const blockdev = (o: Json) => ['--blockdev', JSON.stringify(o)];
-const qcow2 = (name: string, extra: Record<string, Json> = {}) =>
-  blockdev({ driver: 'qcow2', 'node-name': name, ...extra, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2` } });
 
 describe.skipIf(!hasQsd())('permission conflicts against qemu-storage-daemon 7.2', () => {
   it('the same desc for each refused user', async () => {

@@ -9,13 +9,11 @@
  * equal and clean. Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, expectImagesEqualAndClean, hasQsd, run, sortNodes, stopAll, type Json, type Step } from './harness.js';
+import { blockdev, both, expectImagesEqualAndClean, hasQsd, run, sortNodes, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const x = (execute: string, args?: Json): Step => (args ? { execute, arguments: args } : { execute });
 const reopen = (...options: Json[]): Step => x('blockdev-reopen', { options });
-const blockdev = (o: Json) => ['--blockdev', JSON.stringify(o)];
 const nodes = x('query-named-block-nodes', { flat: true });
 
 describe.skipIf(!hasQsd())('blockdev-reopen all or nothing against qemu-storage-daemon 7.2', () => {

@@ -6,14 +6,13 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, expectImagesEqualAndClean, hasQsd, run, sortNodes, stopAll, type Json, type Step } from './harness.js';
+import { blockdev, both, expectImagesEqualAndClean, hasQsd, run, sortNodes, stopAll, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
 const cap: Step = { execute: 'qmp_capabilities' };
 const reopen = (...options: Json[]): Step => ({ execute: 'blockdev-reopen', arguments: { options } });
 const nodes: Step = { execute: 'query-named-block-nodes', arguments: { flat: true } };
-const blockdev = (o: Json) => ['--blockdev', JSON.stringify(o)];
 const setup = (dir: string) => {
   run('qemu-img', ['create', '-f', 'qcow2', 'b.qcow2', '1M'], dir);
   run('qemu-img', ['create', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', 'a.qcow2', '1M'], dir);
