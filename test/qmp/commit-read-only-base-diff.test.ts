@@ -10,14 +10,10 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { blockdev, both, expectImagesEqualAndClean, hasQsd, jobReaches, run, sortNodes, stopAll, x, type Json, type Step } from './harness.js';
+import { both, expectImagesEqualAndClean, hasQsd, jobReaches, qcow2, queryNodesFlat as nodes, queryNodesNested as nested, run, sortNodes, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const qcow2 = (name: string, extra: Record<string, Json> = {}, fileExtra: Record<string, Json> = {}) =>
-  blockdev({ driver: 'qcow2', 'node-name': name, ...extra, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2`, ...fileExtra } });
-const nodes = x('query-named-block-nodes', { flat: true });
-const nested = x('query-named-block-nodes');
 
 describe.skipIf(!hasQsd())('block-commit into a read-only base against qemu-storage-daemon 7.2', () => {
   it('the command reopens the base read-write; the filters show while the jobs wait', async () => {

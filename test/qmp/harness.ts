@@ -285,6 +285,10 @@ export const x = (execute: string, args?: Json): Step => (args ? { execute, argu
 /** A daemon `--blockdev` argument pair for the options `o`. */
 export const blockdev = (o: Json): string[] => ['--blockdev', JSON.stringify(o)];
 
-/** `--blockdev` for a qcow2 node `name` over the file node `<name>f` of `$DIR/<name>.qcow2`. */
-export const qcow2 = (name: string, extra: Record<string, Json> = {}): string[] =>
-  blockdev({ driver: 'qcow2', 'node-name': name, ...extra, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2` } });
+/** `--blockdev` for a qcow2 node `name` (options `extra`) over the file node `<name>f` of `$DIR/<name>.qcow2` (options `fileExtra`). */
+export const qcow2 = (name: string, extra: Record<string, Json> = {}, fileExtra: Record<string, Json> = {}): string[] =>
+  blockdev({ driver: 'qcow2', 'node-name': name, ...extra, file: { driver: 'file', 'node-name': `${name}f`, filename: `$DIR/${name}.qcow2`, ...fileExtra } });
+
+/** query-named-block-nodes, flat and nested. */
+export const queryNodesFlat = x('query-named-block-nodes', { flat: true });
+export const queryNodesNested = x('query-named-block-nodes');

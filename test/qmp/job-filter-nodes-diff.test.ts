@@ -9,12 +9,10 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, expectImagesEqualAndClean, hasQsd, jobReaches, qcow2, run, sortNodes, stopAll, x, type Json, type Step } from './harness.js';
+import { both, expectImagesEqualAndClean, hasQsd, jobReaches, qcow2, queryNodesFlat as nodes, queryNodesNested as nested, run, sortNodes, stopAll, x, type Json, type Step } from './harness.js';
 
 afterAll(stopAll);
 
-const nodes = x('query-named-block-nodes', { flat: true });
-const nested = x('query-named-block-nodes');
 
 describe.skipIf(!hasQsd())('job filter nodes against qemu-storage-daemon 7.2', () => {
   it('stream, mirror and backup filters while the jobs wait, gone after', async () => {
