@@ -174,6 +174,8 @@ export class NodeFileInstance implements DriverInstance {
       throw ioError(e, offset);
     });
     this.size = end;
+    // The file grew by a hole.
+    this.holes = undefined;
   }
 
   async flushToDisk(): Promise<void> {
@@ -217,6 +219,8 @@ export class NodeFileInstance implements DriverInstance {
       throw toBlockError(ioError(e, offset)).withPrefix('Could not resize file', { offset });
     });
     this.size = offset;
+    // A grown file has a hole at its end; a shrunk one may have lost its holes.
+    this.holes = undefined;
     if (prealloc === 'off' && old === 0 && offset > 0) await this.allocateFirstBlock(offset);
   }
 
@@ -234,6 +238,7 @@ export class NodeFileInstance implements DriverInstance {
 
   async reloadLength(): Promise<void> {
     this.size = (await this.fh.stat()).size;
+    this.holes = undefined;
   }
 
   async getAllocatedFileSize(): Promise<number> {

@@ -7,6 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, statSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlockBackend, createImage, createNodeGraph } from '../../src/node.js';
+import { blockStatus } from '../../src/core/block-status.js';
+import { Status } from '../../src/core/driver.js';
 import { expectBlockError } from '../core/helpers.js';
 
 let dir: string;
@@ -49,6 +51,21 @@ describe('node-file + raw', () => {
     const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', img], { encoding: 'utf8' }));
     expect(info['virtual-size']).toBe(1 << 20);
     expect(info.format).toBe('raw');
+  });
+
+  it('sees the hole a resize leaves at the end of a fully allocated file, as qemu-img map does', async () => {
+    const img = join(dir, 'grow.raw');
+    writeFileSync(img, Buffer.alloc(1 << 20, 1));
+    const graph = createNodeGraph();
+    const bb = await BlockBackend.open(graph, img, { format: 'raw' });
+    // Asked once before the resize: the file has no holes then.
+    expect((await blockStatus(bb.node, true, 0, 1 << 20)).status & Status.ZERO).toBe(0);
+    await bb.truncate(2 << 20);
+    const grown = await blockStatus(bb.node, true, 1 << 20, 1 << 20);
+    await bb.close();
+    const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-f', 'raw', img], { encoding: 'utf8' })) as Array<{ start: number; zero: boolean }>;
+    expect(map.find((e) => e.start === 1 << 20)?.zero).toBe(true);
+    expect(grown.status & Status.ZERO).toBe(Status.ZERO);
   });
 
   it('reports a missing file with ENOENT in qemu-img words', async () => {
