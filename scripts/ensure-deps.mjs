@@ -4,7 +4,8 @@
 // or the benchmarks (--bench).
 // Node built-ins only: this runs before `npm ci`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,15 +89,45 @@ function build() {
   mustRun('node', ['scripts/build-linux-guest.mjs']);
 }
 
+/**
+ * One line per failed Vitest test (file, name, first line of its error) from a JSON
+ * report; a file that failed to load counts as one failure.
+ */
+function vitestFailures(report) {
+  if (!existsSync(report)) return ['vitest wrote no report (it did not finish)'];
+  const lines = [];
+  const data = JSON.parse(readFileSync(report, 'utf8'));
+  for (const file of data.testResults ?? []) {
+    const name = file.name.startsWith(root) ? file.name.slice(root.length + 1) : file.name;
+    const failed = (file.assertionResults ?? []).filter((t) => t.status === 'failed');
+    for (const t of failed) {
+      const first = String(t.failureMessages?.[0] ?? '').split('\n')[0].slice(0, 300);
+      lines.push(`FAILED ${name} > ${t.fullName}: ${first}`);
+    }
+    if (failed.length === 0 && file.status === 'failed') {
+      lines.push(`FAILED ${name}: ${String(file.message ?? '').split('\n')[0].slice(0, 300)}`);
+    }
+  }
+  return lines.length > 0 ? lines : ['vitest failed, but its report names no failed test'];
+}
+
 ensureNpm();
 switch (mode) {
   case '--test': {
     ensureDebian(DEBIAN.map((d) => d.pkg));
     build();
     log('unit and integration tests (Vitest)');
-    const unit = run('npx', ['vitest', 'run', ...extraArgs]);
+    // A JSON report beside the console one: its failures are repeated at the very end,
+    // where a CI log that keeps only its tail still shows them.
+    const reportDir = mkdtempSync(join(tmpdir(), 'dw-vitest-'));
+    const report = join(reportDir, 'report.json');
+    const unit = run('npx', [
+      'vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...extraArgs,
+    ]);
     log('browser tests (Playwright, Debian Chromium)');
     const e2e = run('npx', ['playwright', 'test']);
+    if (unit !== 0) for (const line of vitestFailures(report)) log(line);
+    rmSync(reportDir, { recursive: true, force: true });
     log(`vitest ${unit === 0 ? 'passed' : 'FAILED'}, playwright ${e2e === 0 ? 'passed' : 'FAILED'}`);
     process.exit(unit !== 0 ? unit : e2e);
     break;
