@@ -10,7 +10,7 @@
  *
  *   npx tsx bench/browser/linux.ts
  * Environment: BENCH_LINUX_MIB (default 64), BENCH_LINUX_RANDOM (200),
- * BENCH_LINUX_REPS (1), BENCH_PORT (4175).
+ * BENCH_LINUX_REPS (1), BENCH_LINUX_MODES (memory,diskworker), BENCH_PORT (4175).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,6 +20,8 @@ import type { LinuxRun } from './page/linux-main.js';
 const MIB = Number(process.env.BENCH_LINUX_MIB ?? 64);
 const RANDOM = Number(process.env.BENCH_LINUX_RANDOM ?? 200);
 const REPS = Number(process.env.BENCH_LINUX_REPS ?? 1);
+/** Which disks to boot on (both for the ratios; one alone to look at one). */
+const MODES = (process.env.BENCH_LINUX_MODES ?? 'memory,diskworker').split(',') as LinuxRun['mode'][];
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -31,7 +33,7 @@ async function main(): Promise<void> {
   const runs = await withBenchPage('linux.html', 'linux bench ready', async (page) => {
     const out: LinuxRun[] = [];
     for (let i = 0; i < REPS; i++) {
-      for (const mode of ['memory', 'diskworker'] as const) {
+      for (const mode of MODES) {
         const r = await page.evaluate(({ mode, mib, random, diskBytes }) => window.linuxBench.run(mode, mib, random, diskBytes), { mode, mib: MIB, random: RANDOM, diskBytes });
         process.stdout.write(`${JSON.stringify(r)}\n`);
         out.push(r);

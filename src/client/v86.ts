@@ -21,6 +21,7 @@
  * snapshot of the same disk: one file holds disk and machine.
  */
 import { BlockError } from '../core/errors.js';
+import { ReadAhead, READ_AHEAD_DEFAULT } from './v86-readahead.js';
 
 /** What the adapter needs from a disk: the page's Disk or a BlockBackend. */
 export interface V86Disk {
@@ -62,12 +63,28 @@ function checkRange(start: number, len: number, size: number, what: string): voi
   }
 }
 
+/** Options of {@link toV86Buffer}. */
+export interface V86BufferOptions {
+  /** Where guest write failures go (default: console.error). */
+  onError?: (e: unknown) => void;
+  /**
+   * Bytes read ahead while the guest reads sequentially (v86-readahead.ts);
+   * default 4 MiB, 0 turns read-ahead off.
+   */
+  readAhead?: number;
+}
+
 /** Wraps an open disk as a v86 disk buffer. */
-export function toV86Buffer(disk: V86Disk, opts: { onError?: (e: unknown) => void } = {}): V86DiskBuffer {
+export function toV86Buffer(disk: V86Disk, opts: V86BufferOptions = {}): V86DiskBuffer {
   const size = disk.length;
   // Writes and the reads that overlap them are ordered through this chain.
   let tail: Promise<void> = Promise.resolve();
   let pending = 0;
+  // Reads wait for earlier writes so the guest sees its own data.
+  const readBehindWrites = (start: number, len: number) => (pending > 0 ? tail.then(() => disk.read(start, len)) : disk.read(start, len));
+  const readAhead = new ReadAhead(readBehindWrites, size, opts.readAhead ?? READ_AHEAD_DEFAULT);
+  // Reads not yet answered: a read found ahead is answered at once only when none is.
+  let readsInFlight = 0;
   let writeError: unknown = null;
   const report = (e: unknown) => {
     writeError ??= e;
@@ -86,13 +103,21 @@ export function toV86Buffer(disk: V86Disk, opts: { onError?: (e: unknown) => voi
       checkRange(start, len, size, 'read');
       const signal = o?.signal;
       if (signal?.aborted) return;
-      // Reads wait for earlier writes so the guest sees its own data.
-      const run = pending > 0 ? tail.then(() => disk.read(start, len)) : disk.read(start, len);
+      const hit = readAhead.lookup(start, len);
+      readAhead.onRead(start, len);
+      if (hit instanceof Uint8Array && readsInFlight === 0) {
+        fn(hit);
+        return;
+      }
+      const run = hit === undefined ? readBehindWrites(start, len) : Promise.resolve(hit).then((d) => d ?? readBehindWrites(start, len));
+      readsInFlight++;
       run.then(
         (data) => {
+          readsInFlight--;
           if (!signal?.aborted) fn(data);
         },
         (e) => {
+          readsInFlight--;
           report(e);
           // v86 cannot take an error: give it zeros rather than hanging the guest.
           if (!signal?.aborted) fn(new Uint8Array(len));
@@ -107,6 +132,7 @@ export function toV86Buffer(disk: V86Disk, opts: { onError?: (e: unknown) => voi
     },
     set(start, data, fn) {
       checkRange(start, data.length, size, 'write');
+      readAhead.invalidate(start, data.length);
       const copy = data.slice();
       pending++;
       tail = tail.then(
@@ -132,7 +158,8 @@ export function toV86Buffer(disk: V86Disk, opts: { onError?: (e: unknown) => voi
       return [];
     },
     set_state() {
-      // Nothing held here: no cache to drop, the image already is the snapshot's disk.
+      // The image already is the snapshot's disk; what was read ahead is of the old one.
+      readAhead.clear();
     },
     async get_as_file(name) {
       await tail;
