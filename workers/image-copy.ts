@@ -26,10 +26,27 @@ const COPY_CHUNK = 1 << 20;
 /** Pieces read ahead and writes in flight of a worker copy (at most 4 buffers of up to 2 MiB). */
 const READ_AHEAD = 2;
 const WRITE_DEPTH = 2;
+/** Zero runs in data left unwritten, as qemu-img convert's default -S 4k. */
+const MIN_SPARSE = 4096;
 /** Largest copy chunk: COPY_CHUNK, or one 2 MiB cluster when compressing. */
 const MAX_COPY_CHUNK = 2 << 20;
 
 let tmpCounter = 0;
+
+/** File name extensions of converted exports that are not the format's name. */
+const EXTENSIONS: Partial<Record<ImageFormat, string>> = { vpc: 'vhd' };
+
+/**
+ * The name of an export's temporary conversion: the source's base name with the
+ * format's extension (a vmdk names its own file in its descriptor), in a
+ * directory of its own.
+ */
+function exportTmpName(path: string, format: ImageFormat): { dir: string; file: string } {
+  const last = path.replace(/^[a-z]+:/, '').split('/').filter(Boolean).pop() ?? 'image';
+  const base = last.replace(/\.[^.]*$/, '') || 'image';
+  const dir = `opfs:/.diskworker-tmp/export-${Date.now()}-${tmpCounter++}`;
+  return { dir, file: `${dir}/${base}.${EXTENSIONS[format] ?? format}` };
+}
 
 /** vmdk subformats kept in one file (the others add extent files an export would leave out). */
 const ONE_FILE_VMDK = ['monolithicSparse', 'streamOptimized'];
@@ -92,12 +109,23 @@ export class ImageCopier {
     // blocks as writes arrive: one write at a time lays the image out as qemu-img's.
     const inOrder = compress || node.driver.placesInWriteOrder === true;
     const plan = { srcs: [src], sizes: [total], chunkSize: chunk, compressCluster: compress ? clusterSize : 0, fullyAllocate: false, targetHasBacking: false };
+    const pool = await this.pool;
     await runCopy(
       {
         extents: () => statusExtents(plan),
         read: (offset, buf) => src.pread(offset, buf),
-        // The detector installed with the pool checks buffers from it in place.
-        write: targetWriter({ target: dst, zeroDetect: 'buffer', zeroInit: dstZeroed, compress, fullyAllocate: false }),
+        // Zero runs of 4 KiB or more inside data are not written, as qemu-img convert (a
+        // target with small clusters, qcow's 4 KiB, stays as sparse); the WASM module scans
+        // buffers of its pool in place.
+        write: targetWriter({
+          target: dst,
+          zeroDetect: 'sectors',
+          minSparse: MIN_SPARSE,
+          zeroInit: dstZeroed,
+          compress,
+          fullyAllocate: false,
+          ...(pool ? { runLength: (b: Uint8Array, block: number, zero: boolean) => pool.zero.runLength(b, block, zero) } : {}),
+        }),
         finish: async () => {
           // The end of compressed writing (qcow2 aligns its file end, vmdk pads to a sector).
           if (compress) await dst.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
@@ -190,7 +218,8 @@ export class ImageCopier {
     compress = false,
     options: Record<string, string | number | boolean> = {},
   ): Promise<ReadableStream<Uint8Array>> {
-    if (format && format !== 'file') checkOneFile(creatableFormat(format, 'export to'), options);
+    const target = format && format !== 'file' ? creatableFormat(format, 'export to') : undefined;
+    if (target) checkOneFile(target, options);
     let src: BlockBackend;
     let cleanup: (() => Promise<void>) | null = null;
     const mine = this.host.openDisk(path);
@@ -213,16 +242,16 @@ export class ImageCopier {
         ? await BlockBackend.attach(this.host.graph, mine.backend.node, { name: `export ${path}`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL })
         : await this.host.openBackend({ path, readOnly: true });
     } else {
-      const tmp = `opfs:/.diskworker-tmp/export-${Date.now()}-${tmpCounter++}.${format}`;
+      const tmp = exportTmpName(path, target!);
       try {
-        await this.convert({ from: path, to: tmp, format, options, compress: compress && format === 'qcow2' });
+        await this.convert({ from: path, to: tmp.file, format: target!, options, compress: compress && format === 'qcow2' });
       } catch (e) {
         // A failed convert (a full quota, say) must not leave its partial copy behind.
-        await removeOpfs(tmp).catch(() => undefined);
+        await removeOpfs(tmp.dir).catch(() => undefined);
         throw e;
       }
-      src = await this.host.openBackend({ path: tmp, readOnly: true, options: { driver: 'opfs' } });
-      cleanup = () => removeOpfs(tmp);
+      src = await this.host.openBackend({ path: tmp.file, readOnly: true, options: { driver: 'opfs' } });
+      cleanup = () => removeOpfs(tmp.dir);
     }
     const total = src.length;
     const finish = async () => {
