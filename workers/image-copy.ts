@@ -5,6 +5,7 @@
  */
 import { transfer } from 'comlink';
 import { BlockBackend } from '../src/core/backend.js';
+import { ReqFlag } from '../src/core/driver.js';
 import { BlockError, toBlockError } from '../src/core/errors.js';
 import type { BlockGraph } from '../src/core/graph.js';
 import { Perm, PERM_ALL } from '../src/core/permissions.js';
@@ -17,17 +18,56 @@ import { statusExtents } from '../src/jobs/plan.js';
 import { targetWriter } from '../src/jobs/target-writer.js';
 import type { ZeroBufferPool } from '../src/wasm/zero.js';
 import type { ProgressFn } from '../src/client/api.js';
-import type { ConvertOptions, CreateOptions, ImportOptions, OpenOptions } from '../src/client/protocol.js';
+import { IMAGE_FORMATS, type ConvertOptions, type CreateOptions, type ExportFormat, type ImageFormat, type ImportOptions, type OpenOptions } from '../src/client/protocol.js';
 import type { DiskService } from './disk-service.js';
+import { imageNodeOf } from './paths.js';
 
 const COPY_CHUNK = 1 << 20;
 /** Pieces read ahead and writes in flight of a worker copy (at most 4 buffers of up to 2 MiB). */
 const READ_AHEAD = 2;
 const WRITE_DEPTH = 2;
+/** Zero runs in data left unwritten, as qemu-img convert's default -S 4k. */
+const MIN_SPARSE = 4096;
 /** Largest copy chunk: COPY_CHUNK, or one 2 MiB cluster when compressing. */
 const MAX_COPY_CHUNK = 2 << 20;
 
 let tmpCounter = 0;
+
+/** File name extensions of converted exports that are not the format's name. */
+const EXTENSIONS: Partial<Record<ImageFormat, string>> = { vpc: 'vhd' };
+
+/**
+ * The name of an export's temporary conversion: the source's base name with the
+ * format's extension (a vmdk names its own file in its descriptor), in a
+ * directory of its own.
+ */
+function exportTmpName(path: string, format: ImageFormat): { dir: string; file: string } {
+  const last = path.replace(/^[a-z]+:/, '').split('/').filter(Boolean).pop() ?? 'image';
+  const base = last.replace(/\.[^.]*$/, '') || 'image';
+  const dir = `opfs:/.diskworker-tmp/export-${Date.now()}-${tmpCounter++}`;
+  return { dir, file: `${dir}/${base}.${EXTENSIONS[format] ?? format}` };
+}
+
+/** vmdk subformats kept in one file (the others add extent files an export would leave out). */
+const ONE_FILE_VMDK = ['monolithicSparse', 'streamOptimized'];
+
+/**
+ * `format` as a format the worker creates, or ENOTSUP naming it (luks needs a
+ * key secret the page cannot give; the read-only formats have no create).
+ */
+export function creatableFormat(format: string, action: string): ImageFormat {
+  if ((IMAGE_FORMATS as readonly string[]).includes(format)) return format as ImageFormat;
+  const why = format === 'luks' ? 'its key secret cannot be given through the page API' : `the block worker creates only ${IMAGE_FORMATS.join(', ')}`;
+  throw new BlockError('ENOTSUP', `Cannot ${action} format '${format}': ${why}`);
+}
+
+/** ENOTSUP for an export whose creation options make more than one file (a split or flat vmdk). */
+export function checkOneFile(format: ImageFormat, options: Record<string, string | number | boolean>): void {
+  const sub = options.subformat;
+  if (format === 'vmdk' && sub !== undefined && !ONE_FILE_VMDK.includes(String(sub))) {
+    throw new BlockError('ENOTSUP', `Cannot export vmdk subformat '${String(sub)}': it is more than one file (export ${ONE_FILE_VMDK.join(' or ')})`);
+  }
+}
 
 /** What the copies need from the worker's service. */
 export interface CopyHost {
@@ -55,22 +95,44 @@ export class ImageCopier {
    * Copies what `src` shows into `dst` (same size) on the copy engine: block
    * status plans it, zero ranges are not written when `dst` reads zeros
    * already. `compress` writes compressed clusters (pieces are then a whole
-   * number of the target's clusters).
+   * number of the target's clusters); a target that takes only compressed
+   * data (a streamOptimized vmdk) is written compressed, as qemu-img does.
    */
-  private async copyData(src: BlockBackend, dst: BlockBackend, dstZeroed: boolean, onProgress?: ProgressFn, jobId?: number, compress = false) {
+  private async copyData(src: BlockBackend, dst: BlockBackend, dstZeroed: boolean, onProgress?: ProgressFn, jobId?: number, compressAsked = false) {
     const total = src.length;
-    const clusterSize = dst.node.instance.getInfo?.()?.clusterSize ?? 65536;
+    const node = imageNodeOf(dst.node);
+    const info = node.instance.getInfo?.();
+    const compress = compressAsked || info?.needsCompressedWrites === true;
+    const clusterSize = info?.clusterSize ?? 65536;
     const chunk = compress ? Math.max(1, Math.round(COPY_CHUNK / clusterSize)) * clusterSize : COPY_CHUNK;
+    // Compressed clusters are packed in write order, and vdi / vhdx / vmdk place new
+    // blocks as writes arrive: one write at a time lays the image out as qemu-img's.
+    const inOrder = compress || node.driver.placesInWriteOrder === true;
     const plan = { srcs: [src], sizes: [total], chunkSize: chunk, compressCluster: compress ? clusterSize : 0, fullyAllocate: false, targetHasBacking: false };
+    const pool = await this.pool;
     await runCopy(
       {
         extents: () => statusExtents(plan),
         read: (offset, buf) => src.pread(offset, buf),
-        // The detector installed with the pool checks buffers from it in place.
-        write: targetWriter({ target: dst, zeroDetect: 'buffer', zeroInit: dstZeroed, compress, fullyAllocate: false }),
-        finish: () => dst.flush(),
+        // Zero runs of 4 KiB or more inside data are not written, as qemu-img convert (a
+        // target with small clusters, qcow's 4 KiB, stays as sparse); the WASM module scans
+        // buffers of its pool in place.
+        write: targetWriter({
+          target: dst,
+          zeroDetect: 'sectors',
+          minSparse: MIN_SPARSE,
+          zeroInit: dstZeroed,
+          compress,
+          fullyAllocate: false,
+          ...(pool ? { runLength: (b: Uint8Array, block: number, zero: boolean) => pool.zero.runLength(b, block, zero) } : {}),
+        }),
+        finish: async () => {
+          // The end of compressed writing (qcow2 aligns its file end, vmdk pads to a sector).
+          if (compress) await dst.write(0, new Uint8Array(0), ReqFlag.COMPRESSED);
+          await dst.flush();
+        },
       },
-      { chunkSize: chunk, readAhead: READ_AHEAD, writeDepth: WRITE_DEPTH, buffers: await this.buffers(chunk), progressTotal: total, onProgress: this.reporter(total, onProgress, jobId) },
+      { chunkSize: chunk, readAhead: READ_AHEAD, writeDepth: inOrder ? 1 : WRITE_DEPTH, buffers: await this.buffers(chunk), progressTotal: total, onProgress: this.reporter(total, onProgress, jobId) },
     );
   }
 
@@ -97,19 +159,20 @@ export class ImageCopier {
   }
 
   async convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
+    const format = creatableFormat(o.format ?? 'qcow2', 'convert to');
     const src = await this.host.openBackend({
       path: o.from,
       readOnly: true,
       ...(o.fromFormat ? { format: o.fromFormat } : {}),
       ...(o.allowBackingProtocols ? { allowBackingProtocols: o.allowBackingProtocols } : {}),
     });
-    await closingAfter(src, () => this.convertFrom(src, o.to, o.format ?? 'qcow2', o.options ?? {}, onProgress, jobId, o.compress ?? false));
+    await closingAfter(src, () => this.convertFrom(src, o.to, format, o.options ?? {}, onProgress, jobId, o.compress ?? false));
   }
 
   private async convertFrom(
     src: BlockBackend,
     to: string,
-    format: 'qcow2' | 'raw' | 'vpc',
+    format: ImageFormat,
     options: Record<string, string | number | boolean>,
     onProgress?: ProgressFn,
     jobId?: number,
@@ -125,15 +188,17 @@ export class ImageCopier {
   }
 
   /**
-   * Brings a Blob / File in: `copy` stores its bytes unchanged, `qcow2` / `raw`
-   * convert what it holds (format probed). Streams in 1 MiB pieces.
+   * Brings a Blob / File in: `copy` stores its bytes unchanged, an image
+   * format converts what it holds (format probed: any format the worker
+   * reads) into that format. Streams in 1 MiB pieces.
    */
   async importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
+    const copy = !o.format || o.format === 'copy';
+    const format = copy ? 'raw' : creatableFormat(o.format!, 'import as');
     const name = registerBlob(blob);
     try {
-      const src = await this.host.openBackend({ path: name, readOnly: true, ...(o.format === 'copy' || !o.format ? { format: 'raw' } : {}) });
-      const format = !o.format || o.format === 'copy' ? 'raw' : o.format;
-      await closingAfter(src, () => this.convertFrom(src, o.to, format, {}, onProgress, jobId));
+      const src = await this.host.openBackend({ path: name, readOnly: true, ...(copy ? { format: 'raw' } : {}) });
+      await closingAfter(src, () => this.convertFrom(src, o.to, format, copy ? {} : (o.options ?? {}), onProgress, jobId));
     } finally {
       unregisterBlob(name);
     }
@@ -142,9 +207,19 @@ export class ImageCopier {
   /**
    * A stream of an image's bytes for download. `format` absent: the stored
    * file as it is (a qcow2 stays qcow2); `raw`: what the guest sees; another
-   * format: converted first into a temporary OPFS file.
+   * format: converted first (with creation `options`) into a temporary OPFS
+   * file. ENOTSUP for a format the worker cannot create or a vmdk subformat
+   * of several files, before anything is written.
    */
-  async exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress = false): Promise<ReadableStream<Uint8Array>> {
+  async exportStream(
+    path: string,
+    format?: ExportFormat,
+    jobId?: number,
+    compress = false,
+    options: Record<string, string | number | boolean> = {},
+  ): Promise<ReadableStream<Uint8Array>> {
+    const target = format && format !== 'file' ? creatableFormat(format, 'export to') : undefined;
+    if (target) checkOneFile(target, options);
     let src: BlockBackend;
     let cleanup: (() => Promise<void>) | null = null;
     const mine = this.host.openDisk(path);
@@ -167,16 +242,16 @@ export class ImageCopier {
         ? await BlockBackend.attach(this.host.graph, mine.backend.node, { name: `export ${path}`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL })
         : await this.host.openBackend({ path, readOnly: true });
     } else {
-      const tmp = `opfs:/.diskworker-tmp/export-${Date.now()}-${tmpCounter++}.${format}`;
+      const tmp = exportTmpName(path, target!);
       try {
-        await this.convert({ from: path, to: tmp, format, compress: compress && format === 'qcow2' });
+        await this.convert({ from: path, to: tmp.file, format: target!, options, compress: compress && format === 'qcow2' });
       } catch (e) {
         // A failed convert (a full quota, say) must not leave its partial copy behind.
-        await removeOpfs(tmp).catch(() => undefined);
+        await removeOpfs(tmp.dir).catch(() => undefined);
         throw e;
       }
-      src = await this.host.openBackend({ path: tmp, readOnly: true, options: { driver: 'opfs' } });
-      cleanup = () => removeOpfs(tmp);
+      src = await this.host.openBackend({ path: tmp.file, readOnly: true, options: { driver: 'opfs' } });
+      cleanup = () => removeOpfs(tmp.dir);
     }
     const total = src.length;
     const finish = async () => {

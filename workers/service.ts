@@ -17,6 +17,7 @@ import type {
   CheckReport,
   ConvertOptions,
   CreateOptions,
+  ExportFormat,
   ImageEntry,
   Implementations,
   ImageInfo,
@@ -257,8 +258,8 @@ export class BlockWorkerService implements BlockWorkerApi {
   }
 
   /**
-   * Brings a Blob / File in: `copy` stores its bytes unchanged, `qcow2` / `raw`
-   * convert what it holds (format probed).
+   * Brings a Blob / File in: `copy` stores its bytes unchanged, an image
+   * format converts what it holds (format probed).
    */
   importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
     return this.copier.importBlob(blob, o, onProgress, jobId);
@@ -266,10 +267,17 @@ export class BlockWorkerService implements BlockWorkerApi {
 
   /**
    * A stream of an image's bytes for download: the stored file as it is
-   * (`file` or no format), what the guest sees (`raw`), or a converted copy.
+   * (`file` or no format), what the guest sees (`raw`), or a copy converted
+   * to another format with its creation `options`.
    */
-  exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress = false): Promise<ReadableStream<Uint8Array>> {
-    return this.copier.exportStream(path, format, jobId, compress);
+  exportStream(
+    path: string,
+    format?: ExportFormat,
+    jobId?: number,
+    compress = false,
+    options: Record<string, string | number | boolean> = {},
+  ): Promise<ReadableStream<Uint8Array>> {
+    return this.copier.exportStream(path, format, jobId, compress, options);
   }
 
   /** Which implementation each hot path uses here (loads the modules that are not yet). */

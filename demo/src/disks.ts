@@ -4,7 +4,7 @@
  * import (pick or drop a file), export / download, convert, delete. Also the
  * selection: selecting an image reads its details and opens it.
  */
-import type { Disk, ImageInfo } from '../../src/client/index.js';
+import type { Disk, ExportFormat, ImageInfo } from '../../src/client/index.js';
 import { app, bus, displayName, resolveBacking, storageOf, type ChainEntry, type Selected } from './state.js';
 import { loadSnapshots } from './snapshots.js';
 import { runJob } from './jobs.js';
@@ -243,11 +243,11 @@ export async function createDialog(): Promise<void> {
 // ---------------------------------------------------------------- import
 
 export async function importDialog(file?: File): Promise<void> {
-  const fileInput = h('input', { type: 'file', name: 'file', required: !file, accept: '.qcow2,.img,.raw,.bin,.iso,application/octet-stream' });
+  const fileInput = h('input', { type: 'file', name: 'file', required: !file, accept: '.qcow2,.img,.raw,.bin,.iso,.vmdk,.vhd,.vpc,.vhdx,.vdi,.qed,.qcow,application/octet-stream' });
   const name = h('input', { name: 'name', required: true, value: file?.name ?? '', autocomplete: 'off' });
   validName(name);
   const how = h('select', { name: 'how' }, h('option', { value: 'copy' }, 'Keep the file as it is'), h('option', { value: 'qcow2' }, 'Convert to qcow2'), h('option', { value: 'raw' }, 'Convert to raw'));
-  const fd = await formDialog('Import a disk image', [file ? h('p', {}, `File: ${file.name} (${fmtBytes(file.size)})`) : field('File', fileInput, 'qcow2 or raw. You can also drop a file anywhere on the page.'), h('div', { class: 'grid2' }, field('Name', name), field('Storage', storageSelect())), field('Import as', how, 'A qcow2 kept as it is keeps its backing file name and snapshots.')], 'Import', () => {
+  const fd = await formDialog('Import a disk image', [file ? h('p', {}, `File: ${file.name} (${fmtBytes(file.size)})`) : field('File', fileInput, 'qcow2, raw, vmdk, vhd, vhdx, vdi, qed or qcow. You can also drop a file anywhere on the page.'), h('div', { class: 'grid2' }, field('Name', name), field('Storage', storageSelect())), field('Import as', how, 'A qcow2 kept as it is keeps its backing file name and snapshots. Other formats work as they are too (also as backing files); converting to qcow2 gives snapshots and compression.')], 'Import', () => {
     fileInput.addEventListener('change', () => {
       const f = fileInput.files?.[0];
       if (f && !name.value) name.value = f.name.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -307,31 +307,48 @@ export function installDropZone(): void {
 
 // ---------------------------------------------------------------- export
 
+/** Conversions the export dialog offers: [value, label, format, creation options]. */
+const EXPORT_CHOICES: Array<[string, string, ExportFormat, Record<string, string>]> = [
+  ['qcow2', 'qcow2 (converted)', 'qcow2', {}],
+  ['vmdk', 'vmdk, monolithic sparse (VMware)', 'vmdk', {}],
+  ['vmdk-stream', 'vmdk, stream-optimized (OVF / OVA)', 'vmdk', { subformat: 'streamOptimized' }],
+  ['vpc', 'vhd, dynamic (Virtual PC, Hyper-V, Azure)', 'vpc', {}],
+  ['vhdx', 'vhdx, dynamic (Hyper-V)', 'vhdx', {}],
+  ['vdi', 'vdi, dynamic (VirtualBox)', 'vdi', {}],
+  ['qed', 'qed', 'qed', {}],
+  ['qcow', 'qcow (version 1)', 'qcow', {}],
+];
+/** File name extensions of exported formats. */
+const EXPORT_EXT: Record<string, string> = { vpc: 'vhd' };
+
 export async function exportDialog(path: string): Promise<void> {
   const info = infoCache.get(path);
-  const isQcow = info && 'format' in info && info.format === 'qcow2';
-  const format = h('select', { name: 'format' }, h('option', { value: 'file' }, `the image file as stored${info && 'format' in info ? ` (${info.format})` : ''}`), isQcow ? null : h('option', { value: 'qcow2' }, 'qcow2 (converted)'), h('option', { value: 'qcow2c' }, 'qcow2 with compressed clusters (like qemu-img convert -c)'), h('option', { value: 'raw' }, 'raw (what the guest sees)'));
+  const stored = info && 'format' in info ? info.format : '';
+  const format = h('select', { name: 'format' }, h('option', { value: 'file' }, `the image file as stored${stored ? ` (${stored})` : ''}`), ...EXPORT_CHOICES.filter(([v]) => v !== stored).map(([v, label]) => h('option', { value: v }, label)), h('option', { value: 'qcow2c' }, 'qcow2 with compressed clusters (like qemu-img convert -c)'), h('option', { value: 'raw' }, 'raw (what the guest sees)'));
   const gzip = h('input', { type: 'checkbox', name: 'gzip' });
   const fd = await formDialog(`Download ${displayName(path)}`, [field('Format', format), h('label', { class: 'check' }, gzip, ' Compress the download with gzip (.gz)')], 'Download');
   if (!fd) return;
   const choice = String(fd.get('format'));
   const compress = choice === 'qcow2c';
-  const fmt = (compress ? 'qcow2' : choice) as 'file' | 'raw' | 'qcow2';
+  const picked = EXPORT_CHOICES.find(([v]) => v === choice);
+  const fmt: ExportFormat = compress ? 'qcow2' : (picked?.[2] ?? (choice as ExportFormat));
+  const options = picked?.[3] ?? {};
   // A conversion opens the image a second time: close it here for that.
-  if (fmt === 'qcow2') await withSelectedClosed(path, () => exportImage(path, fmt, !!fd.get('gzip'), compress));
+  if (fmt !== 'file' && fmt !== 'raw') await withSelectedClosed(path, () => exportImage(path, fmt, !!fd.get('gzip'), compress, options));
   else await exportImage(path, fmt, !!fd.get('gzip'));
 }
 
-export async function exportImage(path: string, format: 'file' | 'raw' | 'qcow2', gzip: boolean, compress = false): Promise<void> {
-  const base = displayName(path).split('/').pop()!.replace(/\.(qcow2|raw|img)$/, '');
+export async function exportImage(path: string, format: ExportFormat, gzip: boolean, compress = false, options: Record<string, string> = {}): Promise<void> {
+  const base = displayName(path).split('/').pop()!.replace(/\.(qcow2|raw|img|vmdk|vhdx?|vdi|qed|qcow)$/, '');
   const storedFmt = (infoCache.get(path) as ImageInfo | undefined)?.format ?? 'img';
-  const ext = format === 'file' ? (storedFmt === 'raw' ? 'raw' : storedFmt) : format;
+  const shown = format === 'file' ? storedFmt : format;
+  const ext = EXPORT_EXT[shown] ?? shown;
   const filename = `${base}.${ext}${gzip ? '.gz' : ''}`;
   await guard(`Exporting ${displayName(path)}`, () =>
     runJob(`Exporting ${filename}`, async (job) => {
       const info = await dw().info(path);
-      if (format === 'qcow2') job.phase(compress ? 'converting to qcow2, compressing clusters…' : 'converting to qcow2…');
-      let stream = await dw().exportStream(path, { format, signal: job.signal, compress });
+      if (format !== 'file' && format !== 'raw') job.phase(compress ? 'converting to qcow2, compressing clusters…' : `converting to ${format}…`);
+      let stream = await dw().exportStream(path, { format, signal: job.signal, compress, options });
       const total = format === 'raw' ? info.virtualSize : format === 'file' ? info.actualSize : 0;
       let done = 0;
       const count = new TransformStream<Uint8Array, Uint8Array>({

@@ -105,6 +105,17 @@ test('import a qemu-img qcow2, see its details, export it and qemu-img check the
   expect(gz.endsWith('imported.raw.gz')).toBe(true);
   run('gzip', ['-df', gz]);
   run('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', gz.replace(/\.gz$/, ''), file]);
+
+  // Converted to another format on the way out: a stream-optimized vmdk that qemu-img checks and reads alike.
+  await page.getByRole('button', { name: 'Download…' }).click();
+  const vmdkDownload = page.waitForEvent('download');
+  await submitDialog(page, { format: 'vmdk-stream' });
+  const vmdk = `${dir}/${(await vmdkDownload).suggestedFilename()}`;
+  await (await vmdkDownload).saveAs(vmdk);
+  expect(vmdk.endsWith('imported.vmdk')).toBe(true);
+  expect(run('qemu-img', ['info', vmdk])).toContain('create type: streamOptimized');
+  expect(run('qemu-img', ['check', vmdk])).toContain('No errors were found on the image.');
+  run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'qcow2', vmdk, file]);
 });
 
 test('a long import shows progress and can be cancelled', async ({ page }, info) => {

@@ -15,6 +15,7 @@ import type {
   ConvertOptions,
   CreateOptions,
   DiskStats,
+  ExportFormat,
   ImageEntry,
   ImageInfo,
   Implementations,
@@ -117,7 +118,17 @@ export interface BlockWorkerApi {
   cancel(jobId: number): void;
   convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void>;
   importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void>;
-  exportStream(path: string, format?: 'raw' | 'qcow2' | 'file', jobId?: number, compress?: boolean): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * A stream of the image for download (see ExportFormat); a converted copy
+   * takes creation `options` (e.g. vmdk `subformat: 'streamOptimized'`).
+   */
+  exportStream(
+    path: string,
+    format?: ExportFormat,
+    jobId?: number,
+    compress?: boolean,
+    options?: Record<string, string | number | boolean>,
+  ): Promise<ReadableStream<Uint8Array>>;
   /** Which implementation (WASM or TypeScript) serves each hot path. */
   implementations(): Promise<Implementations>;
   estimate(): Promise<StorageReport>;

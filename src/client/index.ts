@@ -28,6 +28,7 @@ import type {
   ConvertOptions,
   CreateOptions,
   DiskStats,
+  ExportFormat,
   ImageEntry,
   Implementations,
   ImageInfo,
@@ -401,15 +402,19 @@ export class DiskWorker {
 
   /**
    * A stream of an image for download: the stored file (default), the guest
-   * view (`raw`), or a conversion (`qcow2`). Read it piece by piece, e.g.
-   * into a FileSystemWritableFileStream, or `new Response(stream).blob()`.
+   * view (`raw`), or a conversion into another format (qcow2, vmdk, vpc,
+   * vhdx, vdi, qed, qcow) with its creation `options` (qemu-img -o keys, e.g.
+   * `{ subformat: 'streamOptimized' }` for vmdk). A format the worker cannot
+   * create fails with ENOTSUP. `compress` writes qcow2 clusters compressed.
+   * Read the stream piece by piece, e.g. into a FileSystemWritableFileStream,
+   * or `new Response(stream).blob()`.
    */
   async exportStream(
     path: string,
-    opts: { format?: 'file' | 'raw' | 'qcow2'; signal?: AbortSignal; compress?: boolean } = {},
+    opts: { format?: ExportFormat; signal?: AbortSignal; compress?: boolean; options?: Record<string, string | number | boolean> } = {},
   ): Promise<ReadableStream<Uint8Array>> {
     return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) =>
-      this.remote.exportStream(path, opts.format, id, opts.compress ?? false),
+      this.remote.exportStream(path, opts.format, id, opts.compress ?? false, opts.options ?? {}),
     );
   }
 

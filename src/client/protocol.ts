@@ -14,11 +14,22 @@ export const StorageKind = {
 } as const;
 export type StorageKind = (typeof StorageKind)[keyof typeof StorageKind];
 
+/**
+ * Image formats the block worker creates: targets of `create`, `convert`,
+ * `importFile` and `exportStream`. luks is not one (its key secret cannot be
+ * given through the page API), nor are the read-only formats.
+ */
+export const IMAGE_FORMATS = ['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qed', 'qcow'] as const;
+export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+
+/** What `exportStream` writes: the stored file (`file`), the guest view (`raw`) or a converted copy. */
+export type ExportFormat = ImageFormat | 'file';
+
 /** Options of `create`. `path` is `opfs:/dir/a.qcow2`, `idb:name` or `memory:name`. */
 export interface CreateOptions {
   path: string;
   /** Image format. Default qcow2. */
-  format?: 'qcow2' | 'raw' | 'vpc';
+  format?: ImageFormat;
   /** Virtual size in bytes. Required unless a backing file gives it. */
   size?: number;
   /** Backing file name stored in the image (qcow2), e.g. an http(s) URL. */
@@ -91,7 +102,7 @@ export interface ConvertOptions {
   /** Target path; created (replaced) with `format` and the source's size. */
   to: string;
   /** Target format. Default qcow2. */
-  format?: 'qcow2' | 'raw' | 'vpc';
+  format?: ImageFormat;
   /** Creation options of the target. */
   options?: Record<string, string | number | boolean>;
   /**
@@ -109,10 +120,12 @@ export interface ImportOptions {
   to: string;
   /**
    * `copy`: store the file's bytes unchanged (keeps qcow2 with its backing
-   * file name); `qcow2` / `raw` / `vpc`: convert what the file holds (probed) into
-   * that format. Default `copy`.
+   * file name); an image format: convert what the file holds (format probed:
+   * vmdk, vpc, vhdx, vdi, qed, qcow, qcow2 or raw) into that format. Default `copy`.
    */
-  format?: 'copy' | 'qcow2' | 'raw' | 'vpc';
+  format?: 'copy' | ImageFormat;
+  /** Creation options of a converted target (qemu-img -o keys). */
+  options?: Record<string, string | number | boolean>;
 }
 
 /** Progress of a long operation. */
