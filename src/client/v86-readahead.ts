@@ -14,6 +14,9 @@
  * including pieces still in flight, and pieces are fetched behind the
  * adapter's queued writes, so a piece never holds data older than a write
  * the guest was told is done.
+ *
+ * A dropped piece's buffer goes back to the adapter (`release`) once its read
+ * has settled and no answer still uses it, to be read into again.
  */
 
 /** One piece read ahead: [start, end) of the disk. */
@@ -24,10 +27,18 @@ interface Piece {
   data: Uint8Array | undefined;
   /** Settles with the bytes, or undefined when the read failed. */
   readonly ready: Promise<Uint8Array | undefined>;
+  /** Answers waiting for this piece or using its bytes. */
+  holds: number;
+  /** No longer in the list: its buffer goes back once nothing holds it. */
+  dropped: boolean;
 }
 
-/** What a lookup finds: the bytes now, the bytes later, or nothing (read it yourself). */
-export type ReadAheadHit = Uint8Array | Promise<Uint8Array | undefined> | undefined;
+/**
+ * What a lookup finds: the bytes now (valid until the caller returns), the
+ * bytes later (undefined when a read failed; call `done` once they are used),
+ * or nothing (read it yourself).
+ */
+export type ReadAheadHit = { now: Uint8Array } | { later: Promise<Uint8Array | undefined>; done: () => void } | undefined;
 
 /** Default bound of the bytes read ahead (and kept) per disk. */
 export const READ_AHEAD_DEFAULT = 4 << 20;
@@ -47,11 +58,13 @@ export class ReadAhead {
    * @param fetch reads [start, start + len) behind the adapter's queued writes.
    * @param size the disk's length.
    * @param maxBytes bound of the bytes read ahead; 0 turns read-ahead off.
+   * @param release takes back the buffer of a piece no longer needed.
    */
   constructor(
     private readonly fetch: (start: number, len: number) => Promise<Uint8Array>,
     private readonly size: number,
     private readonly maxBytes: number = READ_AHEAD_DEFAULT,
+    private readonly release: (buf: Uint8Array) => void = () => {},
   ) {}
 
   /** Bytes held or in flight (for tests and the bound). */
@@ -89,8 +102,19 @@ export class ReadAhead {
       }
       return out;
     };
-    if (parts.every((p) => p.data !== undefined)) return cut(parts.map((p) => p.data!));
-    return Promise.all(parts.map((p) => p.ready)).then((datas) => (datas.every((d) => d !== undefined) ? cut(datas as Uint8Array[]) : undefined));
+    if (parts.every((p) => p.data !== undefined)) return { now: cut(parts.map((p) => p.data!)) };
+    for (const p of parts) p.holds++;
+    const later = Promise.all(parts.map((p) => p.ready)).then((datas) => (datas.every((d) => d !== undefined) ? cut(datas as Uint8Array[]) : undefined));
+    let released = false;
+    const done = () => {
+      if (released) return;
+      released = true;
+      for (const p of parts) {
+        p.holds--;
+        this.recycle(p);
+      }
+    };
+    return { later, done };
   }
 
   /**
@@ -108,7 +132,7 @@ export class ReadAhead {
     }
     this.lastEnd = end;
     // What the guest has read it will not ask for again soon; elsewhere, the run ended.
-    this.pieces = this.pieces.filter((p) => p.end > start && p.start < end + this.ahead);
+    this.dropWhere((p) => p.end <= start || p.start >= end + this.ahead);
     if (this.ahead === 0) return;
     const chunk = Math.min(Math.max(len, PIECE_MAX >> 4), PIECE_MAX);
     const until = Math.min(this.size, end + this.ahead);
@@ -130,14 +154,35 @@ export class ReadAhead {
   invalidate(start: number, len: number): void {
     if (this.pieces.length === 0) return;
     const end = start + len;
-    this.pieces = this.pieces.filter((p) => p.end <= start || p.start >= end);
+    this.dropWhere((p) => p.end > start && p.start < end);
   }
 
   /** Drops everything (the disk changed under the adapter). */
   clear(): void {
-    this.pieces = [];
+    this.dropWhere(() => true);
     this.lastEnd = -1;
     this.ahead = 0;
+  }
+
+  private dropWhere(test: (p: Piece) => boolean): void {
+    const keep: Piece[] = [];
+    for (const p of this.pieces) {
+      if (!test(p)) {
+        keep.push(p);
+        continue;
+      }
+      p.dropped = true;
+      this.recycle(p);
+    }
+    this.pieces = keep;
+  }
+
+  /** Gives a dropped piece's buffer back once its read has settled and nothing holds it. */
+  private recycle(p: Piece): void {
+    if (!p.dropped || p.holds > 0 || p.data === undefined) return;
+    const buf = p.data;
+    p.data = undefined;
+    this.release(buf);
   }
 
   private add(start: number, len: number): void {
@@ -145,14 +190,18 @@ export class ReadAhead {
       start,
       end: start + len,
       data: undefined,
+      holds: 0,
+      dropped: false,
       ready: this.fetch(start, len).then(
         (d) => {
           piece.data = d;
+          // Dropped while in flight (a write landed on it): nothing will use these bytes.
+          if (piece.dropped && piece.holds === 0) queueMicrotask(() => this.recycle(piece));
           return d;
         },
         () => {
           // A failed read ahead is not the guest's error: its own read will ask again.
-          this.pieces = this.pieces.filter((p) => p !== piece);
+          this.dropWhere((p) => p === piece);
           return undefined;
         },
       ),

@@ -9,8 +9,10 @@
  * const emulator = new V86({ hda: toV86Buffer(disk), bios: {...}, ... });
  * ```
  *
- * v86 asks for multiples of 256 bytes; reads run asynchronously and call
- * back in request order per caller; an aborted read (v86 passes an
+ * v86 asks for multiples of 256 bytes; reads run asynchronously (or answer
+ * at once from what was read ahead, v86-readahead.ts); the bytes given to the
+ * callback are valid until it returns (v86 copies them; the buffer is read
+ * into again, v86-read-buffers.ts); an aborted read (v86 passes an
  * AbortSignal when it cancels I/O) does not call back. Guest writes are copied
  * before they leave (v86 may reuse its buffer) and reach the image in the
  * order v86 issued them; `flush()` on the returned object waits for them and
@@ -22,11 +24,17 @@
  */
 import { BlockError } from '../core/errors.js';
 import { ReadAhead, READ_AHEAD_DEFAULT } from './v86-readahead.js';
+import { ReadBufferPool } from './v86-read-buffers.js';
 
 /** What the adapter needs from a disk: the page's Disk or a BlockBackend. */
 export interface V86Disk {
   readonly length: number;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Reads into `buf` and returns it (the page's Disk transfers it there and
+   * back): when present, the adapter reads into buffers it used before.
+   */
+  readInto?(offset: number, buf: Uint8Array<ArrayBuffer>): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array): Promise<void>;
   flush?(): Promise<void>;
 }
@@ -80,9 +88,13 @@ export function toV86Buffer(disk: V86Disk, opts: V86BufferOptions = {}): V86Disk
   // Writes and the reads that overlap them are ordered through this chain.
   let tail: Promise<void> = Promise.resolve();
   let pending = 0;
+  // With readInto, reads go into buffers v86 is done with (v86-read-buffers.ts).
+  const pool = disk.readInto ? new ReadBufferPool() : null;
+  const readOnce = pool ? (start: number, len: number) => disk.readInto!(start, pool.take(len)) : (start: number, len: number) => disk.read(start, len);
   // Reads wait for earlier writes so the guest sees its own data.
-  const readBehindWrites = (start: number, len: number) => (pending > 0 ? tail.then(() => disk.read(start, len)) : disk.read(start, len));
-  const readAhead = new ReadAhead(readBehindWrites, size, opts.readAhead ?? READ_AHEAD_DEFAULT);
+  const readBehindWrites = (start: number, len: number) => (pending > 0 ? tail.then(() => readOnce(start, len)) : readOnce(start, len));
+  const recycle = (buf: Uint8Array) => pool?.give(buf);
+  const readAhead = new ReadAhead(readBehindWrites, size, opts.readAhead ?? READ_AHEAD_DEFAULT, recycle);
   // Reads not yet answered: a read found ahead is answered at once only when none is.
   let readsInFlight = 0;
   let writeError: unknown = null;
@@ -105,19 +117,28 @@ export function toV86Buffer(disk: V86Disk, opts: V86BufferOptions = {}): V86Disk
       if (signal?.aborted) return;
       const hit = readAhead.lookup(start, len);
       readAhead.onRead(start, len);
-      if (hit instanceof Uint8Array && readsInFlight === 0) {
-        fn(hit);
+      if (hit && 'now' in hit && readsInFlight === 0) {
+        fn(hit.now);
         return;
       }
-      const run = hit === undefined ? readBehindWrites(start, len) : Promise.resolve(hit).then((d) => d ?? readBehindWrites(start, len));
+      // Bytes of a piece read ahead stay the piece's (done() lets it go); bytes read for
+      // this request alone go back to the pool once v86 has copied them.
+      let done = hit && 'done' in hit ? hit.done : () => {};
+      const own = () => readBehindWrites(start, len).then((d) => ((done = () => recycle(d)), d));
+      const run = hit === undefined ? own() : Promise.resolve('now' in hit ? hit.now.slice() : hit.later).then((d) => d ?? (done(), own()));
       readsInFlight++;
       run.then(
         (data) => {
           readsInFlight--;
-          if (!signal?.aborted) fn(data);
+          try {
+            if (!signal?.aborted) fn(data);
+          } finally {
+            done();
+          }
         },
         (e) => {
           readsInFlight--;
+          done();
           report(e);
           // v86 cannot take an error: give it zeros rather than hanging the guest.
           if (!signal?.aborted) fn(new Uint8Array(len));

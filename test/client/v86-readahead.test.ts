@@ -10,8 +10,12 @@ import { toV86Buffer, type V86Disk } from '../../src/client/v86.js';
 
 const MIB = 1 << 20;
 
-/** A disk in memory whose reads wait until released (all at once or one by one). */
-function scriptedDisk(size: number, seed = 7) {
+/**
+ * A disk in memory whose reads wait until released (all at once or one by
+ * one). With `readInto`, reads move their buffer away and back as the page's
+ * Disk does (the one sent is detached), and count the buffers read into again.
+ */
+function scriptedDisk(size: number, withReadInto: boolean, seed = 7) {
   const bytes = new Uint8Array(size);
   let x = seed;
   for (let i = 0; i < size; i++) {
@@ -19,19 +23,34 @@ function scriptedDisk(size: number, seed = 7) {
     bytes[i] = x >>> 24;
   }
   const reads: { start: number; len: number; release: () => void }[] = [];
+  const asked: [number, number][] = [];
+  const returned = new WeakSet<Uint8Array>();
+  let reused = 0;
   let auto = false;
   let failNext = 0;
+  const serve = (start: number, len: number, into?: Uint8Array<ArrayBuffer>) => {
+    asked.push([start, len]);
+    if (into && returned.has(into)) reused++;
+    // The buffer leaves the caller at once, as a transfer does.
+    const moved = into ? structuredClone(into, { transfer: [into.buffer] }) : undefined;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const fail = failNext > 0 ? (failNext--, true) : false;
+      // The bytes as they are when the read is served (not when it was asked for).
+      const release = () => {
+        if (fail) return reject(new Error('EIO'));
+        if (!moved) return resolve(bytes.slice(start, start + len));
+        moved.set(bytes.subarray(start, start + len));
+        returned.add(moved);
+        resolve(moved);
+      };
+      if (auto) queueMicrotask(release);
+      else reads.push({ start, len, release });
+    });
+  };
   const disk: V86Disk = {
     length: size,
-    read(start, len) {
-      // The bytes as they are when the read is served (not when it was asked for).
-      return new Promise<Uint8Array>((resolve, reject) => {
-        const fail = failNext > 0 ? (failNext--, true) : false;
-        const release = () => (fail ? reject(new Error('EIO')) : resolve(bytes.slice(start, start + len)));
-        if (auto) queueMicrotask(release);
-        else reads.push({ start, len, release });
-      });
-    },
+    read: (start, len) => serve(start, len),
+    ...(withReadInto ? { readInto: (start: number, buf: Uint8Array<ArrayBuffer>) => serve(start, buf.length, buf) } : {}),
     async write(start, data) {
       bytes.set(data, start);
     },
@@ -41,6 +60,10 @@ function scriptedDisk(size: number, seed = 7) {
     disk,
     bytes,
     reads,
+    asked,
+    get reused() {
+      return reused;
+    },
     setAuto(on: boolean) {
       auto = on;
       for (const r of reads.splice(0)) r.release();
@@ -63,20 +86,22 @@ function read(hda: ReturnType<typeof toV86Buffer>, start: number, len: number): 
   let resolve!: (d: Uint8Array) => void;
   const data = new Promise<Uint8Array>((r) => (resolve = r));
   hda.get(start, len, (d) => {
-    got = d;
-    resolve(d);
+    // The bytes are the caller's only until the callback returns.
+    got = d.slice();
+    resolve(got);
   });
   sync = got !== undefined;
   return { sync, data };
 }
 
-describe('toV86Buffer read-ahead', () => {
+describe.each([
+  ['read', false],
+  ['readInto', true],
+])('toV86Buffer read-ahead over a disk with %s', (_, withReadInto) => {
   it('a sequential run is answered from pieces read ahead, byte-exact, within the bound', async () => {
-    const d = scriptedDisk(32 * MIB);
+    const d = scriptedDisk(32 * MIB, withReadInto);
     d.setAuto(true);
-    let asked = 0;
-    const counting: V86Disk = { ...d.disk, read: (s, l) => (asked++, d.disk.read(s, l)) };
-    const hda = toV86Buffer(counting, { readAhead: 4 * MIB });
+    const hda = toV86Buffer(d.disk, { readAhead: 4 * MIB });
     let syncAnswers = 0;
     let maxInFlight = 0;
     for (let pos = 0; pos < 24 * MIB; pos += MIB) {
@@ -86,31 +111,33 @@ describe('toV86Buffer read-ahead', () => {
       expect(Buffer.from(data).equals(Buffer.from(d.bytes.subarray(pos, pos + MIB)))).toBe(true);
       // Let the pieces asked for arrive, as the guest's own work would.
       await new Promise((res) => setTimeout(res, 0));
-      maxInFlight = Math.max(maxInFlight, asked * MIB - pos - MIB);
+      maxInFlight = Math.max(maxInFlight, d.asked.length * MIB - pos - MIB);
     }
+    const asked = d.asked.length;
     // The first two reads go to the disk; from the third on the answers were there already.
     expect(syncAnswers).toBeGreaterThanOrEqual(20);
     // Nothing read twice, nothing read far past the run: 24 MiB read, at most 4 MiB more.
     expect(asked * MIB).toBeLessThanOrEqual(28 * MIB);
     expect(maxInFlight).toBeLessThanOrEqual(4 * MIB);
+    // The buffers go round: only the first few reads take new ones.
+    if (withReadInto) expect(d.reused).toBeGreaterThanOrEqual(asked - 8);
   });
 
   it('random reads ask for what they read and nothing more', async () => {
-    const d = scriptedDisk(8 * MIB);
+    const d = scriptedDisk(8 * MIB, withReadInto);
     d.setAuto(true);
-    const asked: [number, number][] = [];
-    const counting: V86Disk = { ...d.disk, read: (s, l) => (asked.push([s, l]), d.disk.read(s, l)) };
-    const hda = toV86Buffer(counting);
+    const hda = toV86Buffer(d.disk);
     const offsets = [5 * MIB, 12288, 3 * MIB + 4096, 40960, 7 * MIB];
     for (const o of offsets) {
       const data = await read(hda, o, 4096).data;
       expect(Buffer.from(data).equals(Buffer.from(d.bytes.subarray(o, o + 4096)))).toBe(true);
     }
-    expect(asked).toEqual(offsets.map((o) => [o, 4096]));
+    expect(d.asked).toEqual(offsets.map((o) => [o, 4096]));
+    if (withReadInto) expect(d.reused).toBe(offsets.length - 1);
   });
 
   it('a write drops what was read ahead of it, also a piece still in flight: the next read sees the write', async () => {
-    const d = scriptedDisk(16 * MIB);
+    const d = scriptedDisk(16 * MIB, withReadInto);
     const hda = toV86Buffer(d.disk, { readAhead: 4 * MIB });
     // Two sequential reads start the run; the pieces after them stay in flight.
     const a = read(hda, 0, 256 * 1024);
@@ -142,7 +169,7 @@ describe('toV86Buffer read-ahead', () => {
   });
 
   it('a failed read ahead is not the guest\'s error: its read asks the disk again', async () => {
-    const d = scriptedDisk(8 * MIB);
+    const d = scriptedDisk(8 * MIB, withReadInto);
     d.setAuto(true);
     const errors: unknown[] = [];
     const hda = toV86Buffer(d.disk, { readAhead: 2 * MIB, onError: (e) => errors.push(e) });
@@ -157,20 +184,18 @@ describe('toV86Buffer read-ahead', () => {
   });
 
   it('readAhead: 0 reads only what the guest asks for; set_state drops what was read ahead', async () => {
-    const d = scriptedDisk(8 * MIB);
+    const d = scriptedDisk(8 * MIB, withReadInto);
     d.setAuto(true);
-    const asked: number[] = [];
-    const counting: V86Disk = { ...d.disk, read: (s, l) => (asked.push(s), d.disk.read(s, l)) };
-    const off = toV86Buffer(counting, { readAhead: 0 });
+    const off = toV86Buffer(d.disk, { readAhead: 0 });
     for (let pos = 0; pos < 4 * MIB; pos += MIB) await read(off, pos, MIB).data;
-    expect(asked).toEqual([0, MIB, 2 * MIB, 3 * MIB]);
+    expect(d.asked.map(([s]) => s)).toEqual([0, MIB, 2 * MIB, 3 * MIB]);
 
-    asked.length = 0;
-    const on = toV86Buffer(counting, { readAhead: 2 * MIB });
+    d.asked.length = 0;
+    const on = toV86Buffer(d.disk, { readAhead: 2 * MIB });
     await read(on, 0, MIB).data;
     await read(on, MIB, MIB).data;
     await new Promise((r) => setTimeout(r, 0));
-    expect(asked.length).toBeGreaterThan(2);
+    expect(d.asked.length).toBeGreaterThan(2);
     // Another disk content under the buffer (a snapshot applied): nothing old is answered.
     d.bytes.fill(0x5a, 2 * MIB, 3 * MIB);
     on.set_state([]);
