@@ -31,7 +31,8 @@ test('v86 CD-ROM: insert an OPFS ISO at boot, swap in an HTTP one, eject, insert
         await d.close();
       }
       type Buf = { get(start: number, len: number, fn: (d: Uint8Array) => void): void };
-      const get = (b: Buf, off: number, len: number) => new Promise<Uint8Array>((res) => b.get(off, len, res));
+      // Copied in the callback, as v86 does: the adapter reads into the buffer again afterwards.
+      const get = (b: Buf, off: number, len: number) => new Promise<Uint8Array>((res) => b.get(off, len, (d) => res(d.slice())));
       /** The volume name and one file of the ISO `b` holds, read through `b` as the guest's drive would. */
       async function readIso(b: Buf, file: string): Promise<{ magic: string; volume: string; text: string | null }> {
         const pvd = await get(b, 16 * 2048, 2048);

@@ -57,7 +57,8 @@ for (const block of browserBlocks) {
       const data = out['data'] as Uint8Array;
       const buf = out['buf'] as Uint8Array;
       const hda = v86Options!.hda!;
-      const sector = await new Promise<Uint8Array>((res) => hda.get(0, 512, res));
+      // Copied in the callback, as v86 does: the adapter reads into the buffer again afterwards.
+      const sector = await new Promise<Uint8Array>((res) => hda.get(0, 512, (d) => res(d.slice())));
       const result = {
         missing,
         length: disk.length,

@@ -29,7 +29,8 @@ test('v86 boots from an OPFS image through the adapter and its writes persist', 
     // A far offset through the adapter itself (v86 works in 256-byte blocks).
     const far = size - 4096;
     await new Promise<void>((res) => hda.set(far, h.pattern(5, 512), () => res()));
-    const farBack = await new Promise<Uint8Array>((res) => hda.get(far, 512, res));
+    // Copied in the callback, as v86 does: the adapter reads into the buffer again afterwards.
+    const farBack = await new Promise<Uint8Array>((res) => hda.get(far, 512, (d) => res(d.slice())));
 
     // What v86 asked of the adapter, in order, for the failure message.
     const trace: string[] = [];

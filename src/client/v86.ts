@@ -45,6 +45,11 @@ export interface V86DiskBuffer {
   onload: ((e: object) => void) | undefined;
   onprogress: ((e: object) => void) | undefined;
   load(): void;
+  /**
+   * Reads [start, start + len) and calls `fn` with the bytes, which are valid
+   * only until `fn` returns (v86 copies them; the buffer is read into again):
+   * copy them to keep them.
+   */
   get(start: number, len: number, fn: (data: Uint8Array) => void, opts?: { signal?: AbortSignal }): void;
   get_and_cache(start: number, len: number, fn: (data: Uint8Array) => void, opts?: { signal?: AbortSignal }): void;
   get_from_cache(start: number, len: number): Uint8Array | undefined;
