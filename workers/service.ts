@@ -9,6 +9,7 @@ import { proxy, type ProxyMarked } from 'comlink';
 import { BlockBackend } from '../src/core/backend.js';
 import { BlockError } from '../src/core/errors.js';
 import { createImage } from '../src/core/create.js';
+import { addSecret, removeSecret } from '../src/core/secrets.js';
 import type { BlockGraph } from '../src/core/graph.js';
 import { createBrowserGraph } from '../src/browser.js';
 import { hotPathState } from '../src/wasm/hot-paths.js';
@@ -276,8 +277,29 @@ export class BlockWorkerService implements BlockWorkerApi {
     jobId?: number,
     compress = false,
     options: Record<string, string | number | boolean> = {},
+    fromOptions?: Record<string, unknown>,
   ): Promise<ReadableStream<Uint8Array>> {
-    return this.copier.exportStream(path, format, jobId, compress, options);
+    return this.copier.exportStream(path, format, jobId, compress, options, fromOptions);
+  }
+
+  /**
+   * Adds a secret to this worker's graph (QEMU's object-add of a `secret`),
+   * with QEMU's checks of the id; the received bytes are wiped once copied.
+   */
+  secretAdd(id: string, data: Uint8Array): void {
+    try {
+      if (typeof id !== 'string' || !/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
+        throw new BlockError('EINVAL', "Parameter 'id' expects an identifier");
+      }
+      addSecret(this.graph, id, data);
+    } finally {
+      data.fill(0);
+    }
+  }
+
+  /** Removes a secret and wipes its bytes (QEMU's object-del). */
+  secretRemove(id: string): void {
+    if (!removeSecret(this.graph, id)) throw new BlockError('ENOENT', `object '${id}' not found`);
   }
 
   /** Which implementation each hot path uses here (loads the modules that are not yet). */
