@@ -160,22 +160,41 @@ export class BlockWorkerService implements BlockWorkerApi {
     await d.catalogue.remove(path);
   }
 
-  /** Runs `fn` on the image, reusing this worker's open disk when there is one. */
+  /**
+   * Runs `fn` on the image, reusing this worker's open disk when there is one.
+   * `noIo` opens without data access first (QEMU's BDRV_O_NO_IO, as qemu-img
+   * info): an encrypted image then needs no key secret; a format that has no
+   * such open is opened as usual.
+   */
   private async withImage<T>(
     path: string,
-    o: { readOnly: boolean; noBacking?: boolean; format?: string },
+    o: { readOnly: boolean; noBacking?: boolean; format?: string; noIo?: boolean },
     fn: (bb: BlockBackend) => Promise<T>,
   ): Promise<T> {
     const mine = this.open_.get(canonicalPath(path));
     if (mine) return fn(mine.backend);
-    const bb = await this.serial(() =>
+    const open = (spec: string | Record<string, unknown>) =>
       BlockBackend.open(
         this.graph,
-        path,
+        spec,
         { readOnly: o.readOnly, ...(o.noBacking ? { noBacking: true } : {}), ...(o.format ? { format: o.format } : {}) },
         { name: path, werror: 'report' },
-      ),
-    );
+      );
+    const bb = await this.serial(async () => {
+      if (o.noIo) {
+        // The drivers' reports of this trial open are not the caller's: the real open makes its own.
+        const onReport = this.graph.onReport;
+        this.graph.onReport = () => {};
+        try {
+          return await open({ filename: path, 'x-no-io': true });
+        } catch {
+          // Not a format with a no-I/O open (raw, vmdk, ...): the usual open reports what fails.
+        } finally {
+          this.graph.onReport = onReport;
+        }
+      }
+      return open(path);
+    });
     try {
       return await fn(bb);
     } finally {
@@ -184,7 +203,7 @@ export class BlockWorkerService implements BlockWorkerApi {
   }
 
   async info(path: string): Promise<ImageInfo> {
-    return this.withImage(path, { readOnly: true, noBacking: true }, async (bb) => {
+    return this.withImage(path, { readOnly: true, noBacking: true, noIo: true }, async (bb) => {
       const node = imageNodeOf(bb.node);
       const inst = node.instance;
       const gi = inst.getInfo?.();

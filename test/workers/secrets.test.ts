@@ -113,6 +113,10 @@ describe('worker secrets', () => {
       const missing = await failure(svc.open({ path: p, readOnly: true }));
       expect([missing.code, missing.message]).toEqual(['EINVAL', `Parameter '${key}' is required for cipher`]);
     }
+    // info opens without the key, as qemu-img info.
+    expect((await svc.info('memory:a.luks')).format).toBe('luks');
+    const qinfo = await svc.info('memory:b.qcow2');
+    expect([qinfo.format, (qinfo.specific?.data as { encrypt?: { format?: string } }).encrypt?.format]).toEqual(['qcow2', 'luks']);
     // A removed secret no longer opens anything.
     svc.secretRemove('sec0');
     const removed = await failure(svc.open({ path: 'memory:a.luks', readOnly: true, options: { 'key-secret': 'sec0' } }));
@@ -166,8 +170,16 @@ describe('worker secrets', () => {
       fs.writeFileSync(out, await fileBytes(svc, 'memory:out.luks'));
       fs.writeFileSync(raw, expected);
       const secret = `secret,id=sec0,data=${PASSWORD}`;
-      const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', out], { encoding: 'utf8' })) as { format: string; encrypted: boolean };
+      const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', out], { encoding: 'utf8' })) as {
+        format: string;
+        encrypted: boolean;
+        'virtual-size': number;
+        'format-specific': { type: string; data: Record<string, unknown> };
+      };
       expect([info.format, info.encrypted]).toEqual(['luks', true]);
+      // The worker's info needs no key secret either (a no-I/O open, as qemu-img info).
+      const ours = await svc.info('memory:out.luks');
+      expect([ours.format, ours.virtualSize, ours.specific]).toEqual(['luks', info['virtual-size'], info['format-specific']]);
       const cmp = spawnSync('qemu-img', ['compare', '--object', secret, '--image-opts', `driver=luks,key-secret=sec0,file.filename=${out}`, `driver=raw,file.filename=${raw}`], { encoding: 'utf8' });
       expect([cmp.status, cmp.stdout.trim(), cmp.stderr]).toEqual([0, 'Images are identical.', '']);
       const wrong = spawnSync('qemu-img', ['compare', '--object', 'secret,id=sec0,data=nope', '--image-opts', `driver=luks,key-secret=sec0,file.filename=${out}`, `driver=raw,file.filename=${raw}`], { encoding: 'utf8' });
