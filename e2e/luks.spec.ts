@@ -4,7 +4,7 @@
  * options, as qemu-img's `--object secret,id=sec0,data=...` does. A luks
  * image and a qcow2 with `encrypt.format=luks` that qemu-img makes (and
  * qemu-io writes) are picked, imported as they are and converted to an
- * unencrypted qcow2, opened and read, and compared byte by byte with
+ * unencrypted qcow2, opened and read (info without the key), and compared byte by byte with
  * `qemu-img convert -O raw`; a wrong password fails with QEMU's message. An
  * OPFS image exported to luks, and a luks image the worker creates, open in
  * qemu-img with the same password and compare equal.
@@ -126,6 +126,8 @@ test('luks and encrypted qcow2 images from qemu-img import with a secret, as the
           out.push({
             name: s.name,
             keptFormat: keptRead.format,
+            // info needs no key secret (a no-I/O open, as qemu-img info).
+            keptInfo: await dw.info(kept).then((i) => ({ format: i.format, size: i.virtualSize, encrypted: i.specific?.type === 'luks' || 'encrypt' in (i.specific?.data ?? {}) })),
             keptDiff: h.diff(keptRead.bytes, expected),
             bytesDiff: h.diff(bytesRead.bytes, expected),
             convFormat: (await dw.info(conv)).format,
@@ -153,6 +155,7 @@ test('luks and encrypted qcow2 images from qemu-img import with a secret, as the
       expect(o, s.name).toEqual({
         name: s.name,
         keptFormat: s.format,
+        keptInfo: { format: s.format, size: SIZE, encrypted: true },
         keptDiff: -1,
         bytesDiff: -1,
         convFormat: 'qcow2',
