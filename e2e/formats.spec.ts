@@ -6,7 +6,8 @@
  * page API and compared byte by byte with `qemu-img convert -O raw`; each is
  * the backing file of a qcow2 overlay; an OPFS image is exported to every
  * format the worker creates and the downloads are checked and compared by
- * qemu-img. luks is left out: the page API has no way to give a key secret.
+ * qemu-img. luks needs a key secret (`dw.secrets`): e2e/luks.spec.ts; here,
+ * without one, it is refused.
  */
 import { test, expect, type Page } from '@playwright/test';
 import { spawnSync } from 'node:child_process';

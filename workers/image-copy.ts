@@ -52,13 +52,30 @@ function exportTmpName(path: string, format: ImageFormat): { dir: string; file: 
 const ONE_FILE_VMDK = ['monolithicSparse', 'streamOptimized'];
 
 /**
- * `format` as a format the worker creates, or ENOTSUP naming it (luks needs a
- * key secret the page cannot give; the read-only formats have no create).
+ * `format` as a format the worker creates with `options`, or ENOTSUP naming
+ * it: luks without a `key-secret` (checked before anything is written), or a
+ * read-only format (no create).
  */
-export function creatableFormat(format: string, action: string): ImageFormat {
+export function creatableFormat(format: string, action: string, options: Record<string, unknown> = {}): ImageFormat {
+  if (format === 'luks' && options['key-secret'] === undefined) {
+    throw new BlockError(
+      'ENOTSUP',
+      `Cannot ${action} format 'luks' without a key secret: add one with dw.secrets.add() and name it in the options as 'key-secret'`,
+    );
+  }
   if ((IMAGE_FORMATS as readonly string[]).includes(format)) return format as ImageFormat;
-  const why = format === 'luks' ? 'its key secret cannot be given through the page API' : `the block worker creates only ${IMAGE_FORMATS.join(', ')}`;
-  throw new BlockError('ENOTSUP', `Cannot ${action} format '${format}': ${why}`);
+  throw new BlockError('ENOTSUP', `Cannot ${action} format '${format}': the block worker creates only ${IMAGE_FORMATS.join(', ')}`);
+}
+
+/**
+ * The open options of a target made with creation `options`: the key secret
+ * of an encrypted target (`key-secret` of luks, `encrypt.key-secret` of
+ * qcow2 / qcow), which the copy needs to write through its cipher.
+ */
+export function targetOpenOptions(options: Record<string, unknown>): Record<string, unknown> | undefined {
+  const out: Record<string, unknown> = {};
+  for (const key of ['key-secret', 'encrypt.key-secret']) if (options[key] !== undefined) out[key] = options[key];
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** ENOTSUP for an export whose creation options make more than one file (a split or flat vmdk). */
@@ -159,11 +176,12 @@ export class ImageCopier {
   }
 
   async convert(o: ConvertOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
-    const format = creatableFormat(o.format ?? 'qcow2', 'convert to');
+    const format = creatableFormat(o.format ?? 'qcow2', 'convert to', o.options);
     const src = await this.host.openBackend({
       path: o.from,
       readOnly: true,
       ...(o.fromFormat ? { format: o.fromFormat } : {}),
+      ...(o.fromOptions ? { options: o.fromOptions } : {}),
       ...(o.allowBackingProtocols ? { allowBackingProtocols: o.allowBackingProtocols } : {}),
     });
     await closingAfter(src, () => this.convertFrom(src, o.to, format, o.options ?? {}, onProgress, jobId, o.compress ?? false));
@@ -182,7 +200,8 @@ export class ImageCopier {
       throw new BlockError('EINVAL', `Compressed output needs the qcow2 format, not '${format}'`);
     }
     await this.host.create({ path: to, format, size: src.length, options });
-    const dst = await this.host.openBackend({ path: to, format });
+    const openOptions = targetOpenOptions(options);
+    const dst = await this.host.openBackend({ path: to, format, ...(openOptions ? { options: openOptions } : {}) });
     // The close flushes: a convert succeeds only once the copy is on storage.
     await closingAfter(dst, () => this.copyData(src, dst, dst.node.instance.hasZeroInit?.() ?? format === 'qcow2', onProgress, jobId, compress));
   }
@@ -194,10 +213,14 @@ export class ImageCopier {
    */
   async importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
     const copy = !o.format || o.format === 'copy';
-    const format = copy ? 'raw' : creatableFormat(o.format!, 'import as');
+    const format = copy ? 'raw' : creatableFormat(o.format!, 'import as', o.options);
     const name = registerBlob(blob);
     try {
-      const src = await this.host.openBackend({ path: name, readOnly: true, ...(copy ? { format: 'raw' } : {}) });
+      const src = await this.host.openBackend({
+        path: name,
+        readOnly: true,
+        ...(copy ? { format: 'raw' } : o.fromOptions ? { options: o.fromOptions } : {}),
+      });
       await closingAfter(src, () => this.convertFrom(src, o.to, format, copy ? {} : (o.options ?? {}), onProgress, jobId));
     } finally {
       unregisterBlob(name);
@@ -209,7 +232,8 @@ export class ImageCopier {
    * file as it is (a qcow2 stays qcow2); `raw`: what the guest sees; another
    * format: converted first (with creation `options`) into a temporary OPFS
    * file. ENOTSUP for a format the worker cannot create or a vmdk subformat
-   * of several files, before anything is written.
+   * of several files, before anything is written. `fromOptions` open the
+   * source (its key secret) when the worker has no disk open on it.
    */
   async exportStream(
     path: string,
@@ -217,8 +241,9 @@ export class ImageCopier {
     jobId?: number,
     compress = false,
     options: Record<string, string | number | boolean> = {},
+    fromOptions?: Record<string, unknown>,
   ): Promise<ReadableStream<Uint8Array>> {
-    const target = format && format !== 'file' ? creatableFormat(format, 'export to') : undefined;
+    const target = format && format !== 'file' ? creatableFormat(format, 'export to', options) : undefined;
     if (target) checkOneFile(target, options);
     let src: BlockBackend;
     let cleanup: (() => Promise<void>) | null = null;
@@ -240,11 +265,11 @@ export class ImageCopier {
     } else if (format === 'raw') {
       src = mine
         ? await BlockBackend.attach(this.host.graph, mine.backend.node, { name: `export ${path}`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL })
-        : await this.host.openBackend({ path, readOnly: true });
+        : await this.host.openBackend({ path, readOnly: true, ...(fromOptions ? { options: fromOptions } : {}) });
     } else {
       const tmp = exportTmpName(path, target!);
       try {
-        await this.convert({ from: path, to: tmp.file, format: target!, options, compress: compress && format === 'qcow2' });
+        await this.convert({ from: path, to: tmp.file, format: target!, options, compress: compress && format === 'qcow2', ...(fromOptions ? { fromOptions } : {}) });
       } catch (e) {
         // A failed convert (a full quota, say) must not leave its partial copy behind.
         await removeOpfs(tmp.dir).catch(() => undefined);

@@ -9,6 +9,7 @@ import { proxy, type ProxyMarked } from 'comlink';
 import { BlockBackend } from '../src/core/backend.js';
 import { BlockError } from '../src/core/errors.js';
 import { createImage } from '../src/core/create.js';
+import { addSecret, removeSecret } from '../src/core/secrets.js';
 import type { BlockGraph } from '../src/core/graph.js';
 import { createBrowserGraph } from '../src/browser.js';
 import { hotPathState } from '../src/wasm/hot-paths.js';
@@ -159,22 +160,41 @@ export class BlockWorkerService implements BlockWorkerApi {
     await d.catalogue.remove(path);
   }
 
-  /** Runs `fn` on the image, reusing this worker's open disk when there is one. */
+  /**
+   * Runs `fn` on the image, reusing this worker's open disk when there is one.
+   * `noIo` opens without data access first (QEMU's BDRV_O_NO_IO, as qemu-img
+   * info): an encrypted image then needs no key secret; a format that has no
+   * such open is opened as usual.
+   */
   private async withImage<T>(
     path: string,
-    o: { readOnly: boolean; noBacking?: boolean; format?: string },
+    o: { readOnly: boolean; noBacking?: boolean; format?: string; noIo?: boolean },
     fn: (bb: BlockBackend) => Promise<T>,
   ): Promise<T> {
     const mine = this.open_.get(canonicalPath(path));
     if (mine) return fn(mine.backend);
-    const bb = await this.serial(() =>
+    const open = (spec: string | Record<string, unknown>) =>
       BlockBackend.open(
         this.graph,
-        path,
+        spec,
         { readOnly: o.readOnly, ...(o.noBacking ? { noBacking: true } : {}), ...(o.format ? { format: o.format } : {}) },
         { name: path, werror: 'report' },
-      ),
-    );
+      );
+    const bb = await this.serial(async () => {
+      if (o.noIo) {
+        // The drivers' reports of this trial open are not the caller's: the real open makes its own.
+        const onReport = this.graph.onReport;
+        this.graph.onReport = () => {};
+        try {
+          return await open({ filename: path, 'x-no-io': true });
+        } catch {
+          // Not a format with a no-I/O open (raw, vmdk, ...): the usual open reports what fails.
+        } finally {
+          this.graph.onReport = onReport;
+        }
+      }
+      return open(path);
+    });
     try {
       return await fn(bb);
     } finally {
@@ -183,7 +203,7 @@ export class BlockWorkerService implements BlockWorkerApi {
   }
 
   async info(path: string): Promise<ImageInfo> {
-    return this.withImage(path, { readOnly: true, noBacking: true }, async (bb) => {
+    return this.withImage(path, { readOnly: true, noBacking: true, noIo: true }, async (bb) => {
       const node = imageNodeOf(bb.node);
       const inst = node.instance;
       const gi = inst.getInfo?.();
@@ -276,8 +296,29 @@ export class BlockWorkerService implements BlockWorkerApi {
     jobId?: number,
     compress = false,
     options: Record<string, string | number | boolean> = {},
+    fromOptions?: Record<string, unknown>,
   ): Promise<ReadableStream<Uint8Array>> {
-    return this.copier.exportStream(path, format, jobId, compress, options);
+    return this.copier.exportStream(path, format, jobId, compress, options, fromOptions);
+  }
+
+  /**
+   * Adds a secret to this worker's graph (QEMU's object-add of a `secret`),
+   * with QEMU's checks of the id; the received bytes are wiped once copied.
+   */
+  secretAdd(id: string, data: Uint8Array): void {
+    try {
+      if (typeof id !== 'string' || !/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
+        throw new BlockError('EINVAL', "Parameter 'id' expects an identifier");
+      }
+      addSecret(this.graph, id, data);
+    } finally {
+      data.fill(0);
+    }
+  }
+
+  /** Removes a secret and wipes its bytes (QEMU's object-del). */
+  secretRemove(id: string): void {
+    if (!removeSecret(this.graph, id)) throw new BlockError('ENOENT', `object '${id}' not found`);
   }
 
   /** Which implementation each hot path uses here (loads the modules that are not yet). */

@@ -120,7 +120,8 @@ export interface BlockWorkerApi {
   importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void>;
   /**
    * A stream of the image for download (see ExportFormat); a converted copy
-   * takes creation `options` (e.g. vmdk `subformat: 'streamOptimized'`).
+   * takes creation `options` (e.g. vmdk `subformat: 'streamOptimized'`), and
+   * the source is opened with `fromOptions` (its key secret) when not open.
    */
   exportStream(
     path: string,
@@ -128,7 +129,15 @@ export interface BlockWorkerApi {
     jobId?: number,
     compress?: boolean,
     options?: Record<string, string | number | boolean>,
+    fromOptions?: Record<string, unknown>,
   ): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * Adds a secret (QEMU's `secret` object) to the worker's graph: EINVAL for
+   * an id that is not an identifier, EEXIST for one taken, with QEMU's messages.
+   */
+  secretAdd(id: string, data: Uint8Array): void;
+  /** Removes a secret and wipes its bytes: ENOENT "object 'id' not found" for an unknown id. */
+  secretRemove(id: string): void;
   /** Which implementation (WASM or TypeScript) serves each hot path. */
   implementations(): Promise<Implementations>;
   estimate(): Promise<StorageReport>;

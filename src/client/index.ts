@@ -47,6 +47,7 @@ export { DiskBitmaps, type DirtyExtentsOptions } from './bitmaps.js';
 export { DiskSnapshots, type CreateSnapshotOptions } from './snapshots.js';
 export { DiskJobs, Job, type JobEvent, type DiskRef } from './jobs.js';
 export { DiskQmp, type QmpEvent, type QmpReply } from './qmp.js';
+export { DiskSecrets } from './secrets.js';
 export type * from './jobs-protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
@@ -64,6 +65,7 @@ import { DiskBitmaps } from './bitmaps.js';
 import { DiskSnapshots } from './snapshots.js';
 import { DiskJobs } from './jobs.js';
 import { DiskQmp } from './qmp.js';
+import { DiskSecrets } from './secrets.js';
 
 installErrorTransfer();
 
@@ -296,6 +298,12 @@ export class DiskWorker {
   readonly jobs: DiskJobs;
   /** QMP on the worker's graph: QEMU 7.2's block commands and events (src/client/qmp.ts). */
   readonly qmp: DiskQmp;
+  /**
+   * Secrets (QEMU's `secret` objects) in the worker's graph: `add(id, data)`,
+   * `remove(id)`; encrypted images name them in their options (`key-secret`
+   * of luks, `encrypt.key-secret` of qcow2) (src/client/secrets.ts).
+   */
+  readonly secrets: DiskSecrets;
   private constructor(
     readonly worker: Worker,
     readonly remote: Remote<BlockWorkerApi>,
@@ -303,6 +311,7 @@ export class DiskWorker {
   ) {
     this.jobs = new DiskJobs(remote);
     this.qmp = new DiskQmp(remote);
+    this.secrets = new DiskSecrets(remote);
   }
 
   /** Starts the block worker and waits until it answers. */
@@ -403,18 +412,26 @@ export class DiskWorker {
   /**
    * A stream of an image for download: the stored file (default), the guest
    * view (`raw`), or a conversion into another format (qcow2, vmdk, vpc,
-   * vhdx, vdi, qed, qcow) with its creation `options` (qemu-img -o keys, e.g.
-   * `{ subformat: 'streamOptimized' }` for vmdk). A format the worker cannot
-   * create fails with ENOTSUP. `compress` writes qcow2 clusters compressed.
+   * vhdx, vdi, qed, qcow, luks) with its creation `options` (qemu-img -o keys,
+   * e.g. `{ subformat: 'streamOptimized' }` for vmdk, `{ 'key-secret': 'sec0' }`
+   * for luks). A format the worker cannot create fails with ENOTSUP.
+   * `compress` writes qcow2 clusters compressed. `fromOptions` are the
+   * source's blockdev options (its key secret) when it is not open here.
    * Read the stream piece by piece, e.g. into a FileSystemWritableFileStream,
    * or `new Response(stream).blob()`.
    */
   async exportStream(
     path: string,
-    opts: { format?: ExportFormat; signal?: AbortSignal; compress?: boolean; options?: Record<string, string | number | boolean> } = {},
+    opts: {
+      format?: ExportFormat;
+      signal?: AbortSignal;
+      compress?: boolean;
+      options?: Record<string, string | number | boolean>;
+      fromOptions?: Record<string, unknown>;
+    } = {},
   ): Promise<ReadableStream<Uint8Array>> {
     return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) =>
-      this.remote.exportStream(path, opts.format, id, opts.compress ?? false, opts.options ?? {}),
+      this.remote.exportStream(path, opts.format, id, opts.compress ?? false, opts.options ?? {}, opts.fromOptions),
     );
   }
 

@@ -16,10 +16,11 @@ export type StorageKind = (typeof StorageKind)[keyof typeof StorageKind];
 
 /**
  * Image formats the block worker creates: targets of `create`, `convert`,
- * `importFile` and `exportStream`. luks is not one (its key secret cannot be
- * given through the page API), nor are the read-only formats.
+ * `importFile` and `exportStream`. luks needs a key secret (`dw.secrets.add`)
+ * named in the creation options as `key-secret`; the read-only formats are
+ * not targets.
  */
-export const IMAGE_FORMATS = ['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qed', 'qcow'] as const;
+export const IMAGE_FORMATS = ['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qed', 'qcow', 'luks'] as const;
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];
 
 /** What `exportStream` writes: the stored file (`file`), the guest view (`raw`) or a converted copy. */
@@ -51,7 +52,11 @@ export interface OpenOptions {
    * image's own protocol (e.g. `['http']` for an OPFS overlay over a web image).
    */
   allowBackingProtocols?: string[];
-  /** Extra blockdev options merged into the open options. */
+  /**
+   * Extra blockdev options merged into the open options, e.g. the key secret
+   * of an encrypted image (added with `dw.secrets.add`): `{ 'key-secret': 'sec0' }`
+   * for luks, `{ 'encrypt.key-secret': 'sec0' }` for a qcow2 or qcow.
+   */
   options?: Record<string, unknown>;
   /**
    * What a failed write does (QEMU werror). Default `report`: the request
@@ -99,11 +104,20 @@ export interface ConvertOptions {
   from: string;
   /** Source format; probed when absent. */
   fromFormat?: string;
+  /**
+   * Blockdev options of the source, as {@link OpenOptions.options} (e.g. its
+   * key secret: `{ 'key-secret': 'sec0' }` for luks).
+   */
+  fromOptions?: Record<string, unknown>;
   /** Target path; created (replaced) with `format` and the source's size. */
   to: string;
   /** Target format. Default qcow2. */
   format?: ImageFormat;
-  /** Creation options of the target. */
+  /**
+   * Creation options of the target (qemu-img -o keys); an encrypted target
+   * names its key secret here (`key-secret` for luks, `encrypt.key-secret`
+   * with `encrypt.format: 'luks'` for qcow2), and is opened with it for the copy.
+   */
   options?: Record<string, string | number | boolean>;
   /**
    * Write the qcow2 target's clusters compressed (qemu-img convert -c), with the
@@ -124,8 +138,14 @@ export interface ImportOptions {
    * vmdk, vpc, vhdx, vdi, qed, qcow, qcow2 or raw) into that format. Default `copy`.
    */
   format?: 'copy' | ImageFormat;
-  /** Creation options of a converted target (qemu-img -o keys). */
+  /** Creation options of a converted target (qemu-img -o keys, a key secret included). */
   options?: Record<string, string | number | boolean>;
+  /**
+   * Blockdev options the file is opened with for a conversion, as
+   * {@link ConvertOptions.fromOptions}: the key secret of an encrypted file
+   * (`{ 'key-secret': 'sec0' }` for luks). Not used by `copy`.
+   */
+  fromOptions?: Record<string, unknown>;
 }
 
 /** Progress of a long operation. */

@@ -4,7 +4,8 @@
  * that creates, a convert into each reads back what the source shows, and a
  * format the worker cannot create (luks without a key secret, read-only
  * formats, a multi-file vmdk export) fails with ENOTSUP naming it, before
- * anything is written.
+ * anything is written. luks is a target with a key secret (test/workers/secrets.test.ts
+ * has its other cases).
  */
 import { describe, expect, it } from 'vitest';
 import { BlockWorkerService } from '../../workers/service.js';
@@ -12,6 +13,8 @@ import { IMAGE_FORMATS, type ImageFormat } from '../../src/client/protocol.js';
 import { BlockError } from '../../src/core/errors.js';
 
 const MiB = 1 << 20;
+/** A luks target's creation options: its key secret, and few PBKDF2 iterations. */
+const LUKS_OPTIONS = { 'key-secret': 'sec0', 'iter-time': '10' };
 
 /** Bytes that differ from offset to offset. */
 function pattern(seed: number, n: number): Uint8Array {
@@ -34,8 +37,8 @@ async function source(svc: BlockWorkerService, name: string): Promise<{ path: st
   return { path, expected };
 }
 
-async function readAll(svc: BlockWorkerService, path: string, format: string): Promise<{ bytes: Uint8Array; driver: string }> {
-  const disk = await svc.open({ path, format, readOnly: true });
+async function readAll(svc: BlockWorkerService, path: string, format: string, options?: Record<string, unknown>): Promise<{ bytes: Uint8Array; driver: string }> {
+  const disk = await svc.open({ path, format, readOnly: true, ...(options ? { options } : {}) });
   try {
     return { bytes: await disk.read(0, 4 * MiB), driver: disk.format() };
   } finally {
@@ -59,7 +62,7 @@ describe('worker image formats', () => {
   });
 
   const targets: Array<[ImageFormat, Record<string, string>]> = [
-    ...IMAGE_FORMATS.map((f): [ImageFormat, Record<string, string>] => [f, {}]),
+    ...IMAGE_FORMATS.map((f): [ImageFormat, Record<string, string>] => [f, f === 'luks' ? LUKS_OPTIONS : {}]),
     ['vmdk', { subformat: 'streamOptimized' }],
     ['vpc', { subformat: 'fixed' }],
     ['vhdx', { subformat: 'fixed' }],
@@ -67,10 +70,11 @@ describe('worker image formats', () => {
   ];
   it.each(targets)('convert into %s %o reads back the source', async (format, options) => {
     const svc = new BlockWorkerService();
+    svc.secretAdd('sec0', new TextEncoder().encode('a passphrase'));
     const { path, expected } = await source(svc, `conv-${format}-${Object.values(options).join('-')}`);
     const to = `memory:conv-${format}-${Object.values(options).join('-')}.out`;
     await svc.convert({ from: path, to, format, options });
-    const { bytes, driver } = await readAll(svc, to, format);
+    const { bytes, driver } = await readAll(svc, to, format, format === 'luks' ? { 'key-secret': 'sec0' } : undefined);
     expect(driver).toBe(format);
     // vpc rounds the size to a disk geometry; what the source holds must read back.
     expect(Buffer.from(bytes.subarray(0, expected.length)).equals(Buffer.from(expected))).toBe(true);
@@ -95,7 +99,7 @@ describe('worker image formats', () => {
     const as = (f: string) => f as ImageFormat;
     const luks = await refusal(svc.exportStream(path, as('luks')));
     expect(luks.code).toBe('ENOTSUP');
-    expect(luks.message).toBe("Cannot export to format 'luks': its key secret cannot be given through the page API");
+    expect(luks.message).toBe("Cannot export to format 'luks' without a key secret: add one with dw.secrets.add() and name it in the options as 'key-secret'");
     const parallels = await refusal(svc.exportStream(path, as('parallels')));
     expect(parallels.code).toBe('ENOTSUP');
     expect(parallels.message).toBe(`Cannot export to format 'parallels': the block worker creates only ${IMAGE_FORMATS.join(', ')}`);
