@@ -9,12 +9,12 @@
  * qemu-img. luks needs a key secret (`dw.secrets`): e2e/luks.spec.ts; here,
  * without one, it is refused.
  */
-import { test, expect, type Page } from '@playwright/test';
+import { test, expect } from '@playwright/test';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openHarness, sh } from './helpers.js';
+import { openHarness, pickFiles, sh } from './helpers.js';
 
 const MiB = 1 << 20;
 const SIZE = 4 * MiB;
@@ -90,24 +90,12 @@ function makeSources(dir: string): void {
   }
 }
 
-/** Adds a file input to the harness page and "picks" `files` in it, as a user would. */
-async function pick(page: Page, files: string[]): Promise<void> {
-  await page.evaluate(() => {
-    const input = document.createElement('input');
-    input.type = 'file';
-    input.multiple = true;
-    input.id = 'picker';
-    document.body.append(input);
-  });
-  await page.setInputFiles('#picker', files);
-}
-
 test('qemu-img images of every format import into OPFS as they are and as qcow2, reading as qemu-img reads them', async ({ page }) => {
   const dir = tmpDir();
   try {
     makeSources(dir);
     await openHarness(page);
-    await pick(page, SOURCES.flatMap((s) => [path.join(dir, s.name), path.join(dir, `${s.name}.raw`)]));
+    await pickFiles(page, SOURCES.flatMap((s) => [path.join(dir, s.name), path.join(dir, `${s.name}.raw`)]));
     const results = await page.evaluate(async (sources) => {
       const h = window.harness;
       const dw = await h.start();
@@ -175,7 +163,7 @@ test('foreign images in OPFS are backing files of qcow2 overlays; an overlay dow
   try {
     makeSources(dir);
     await openHarness(page);
-    await pick(page, SOURCES.flatMap((s) => [path.join(dir, s.name), path.join(dir, `${s.name}.raw`)]));
+    await pickFiles(page, SOURCES.flatMap((s) => [path.join(dir, s.name), path.join(dir, `${s.name}.raw`)]));
     // A write across a cluster boundary into data of the base, and one into its unwritten part.
     const overlayWrites: Array<[number, number, number]> = [
       [MiB + 60_000, 20_000, 0x5a],

@@ -30,3 +30,18 @@ export async function imageFormat(page: Page): Promise<'qcow2' | 'raw'> {
 export function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
+
+/**
+ * Adds a file input (#picker) to the harness page and "picks" `files` in it,
+ * as a user would; the page reads them from `#picker`'s files.
+ */
+export async function pickFiles(page: Page, files: string[]): Promise<void> {
+  await page.evaluate(() => {
+    const input = document.createElement('input');
+    input.type = 'file';
+    input.multiple = true;
+    input.id = 'picker';
+    document.body.append(input);
+  });
+  await page.setInputFiles('#picker', files);
+}

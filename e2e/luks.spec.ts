@@ -9,12 +9,12 @@
  * OPFS image exported to luks, and a luks image the worker creates, open in
  * qemu-img with the same password and compare equal.
  */
-import { test, expect, type Page } from '@playwright/test';
+import { test, expect } from '@playwright/test';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openHarness, sh } from './helpers.js';
+import { openHarness, pickFiles, sh } from './helpers.js';
 
 const MiB = 1 << 20;
 const SIZE = 4 * MiB;
@@ -57,24 +57,12 @@ function makeSources(dir: string): void {
   }
 }
 
-/** Adds a file input to the harness page and "picks" `files` in it, as a user would. */
-async function pick(page: Page, files: string[]): Promise<void> {
-  await page.evaluate(() => {
-    const input = document.createElement('input');
-    input.type = 'file';
-    input.multiple = true;
-    input.id = 'picker';
-    document.body.append(input);
-  });
-  await page.setInputFiles('#picker', files);
-}
-
 test('luks and encrypted qcow2 images from qemu-img import with a secret, as they are and as qcow2, reading as qemu-img reads them', async ({ page }) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dw-luks-'));
   try {
     makeSources(dir);
     await openHarness(page);
-    await pick(page, SOURCES.flatMap((s) => [path.join(dir, s.name), path.join(dir, `${s.name}.raw`)]));
+    await pickFiles(page, SOURCES.flatMap((s) => [path.join(dir, s.name), path.join(dir, `${s.name}.raw`)]));
     const r = await page.evaluate(
       async ({ sources, password }) => {
         const h = window.harness;
