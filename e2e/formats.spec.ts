@@ -252,14 +252,7 @@ test('an OPFS image exports to every format the worker creates; qemu-img checks 
         document.body.append(a);
         a.click();
         // What the worker cannot create fails before anything is written, naming the format.
-        const refused = async (fn: () => Promise<unknown>) => {
-          try {
-            await fn();
-            return null;
-          } catch (e) {
-            return h.describeError(e);
-          }
-        };
+        const refused = h.failureOf;
         // Names outside the page API's types, as a page script could still pass them.
         const unknown = (f: string) => f as 'qcow2';
         const before = (await dw.list()).length;

@@ -68,14 +68,7 @@ test('luks and encrypted qcow2 images from qemu-img import with a secret, as the
         const h = window.harness;
         const dw = await h.start();
         const files = new Map([...(document.getElementById('picker') as HTMLInputElement).files!].map((f) => [f.name, f]));
-        const failure = async (fn: () => Promise<unknown>) => {
-          try {
-            await fn();
-            return null;
-          } catch (e) {
-            return h.describeError(e);
-          }
-        };
+        const failure = h.failureOf;
         const readAll = async (p: string, options?: Record<string, unknown>) => {
           const d = await dw.open({ path: p, readOnly: true, ...(options ? { options } : {}) });
           try {
@@ -186,14 +179,7 @@ test('an OPFS image exports to luks with a secret, and a luks image the worker c
           document.body.append(a);
           a.click();
         };
-        const failure = async (fn: () => Promise<unknown>) => {
-          try {
-            await fn();
-            return null;
-          } catch (e) {
-            return h.describeError(e);
-          }
-        };
+        const failure = h.failureOf;
         await dw.secrets.add('sec0', password);
         const src = 'opfs:/luks-export/src.qcow2';
         await dw.create({ path: src, format: 'qcow2', size });

@@ -33,6 +33,16 @@ function describeError(e: unknown): { code?: string; message: string; isBlockErr
   return { ...(err.code ? { code: err.code } : {}), message: String(err.message ?? e), isBlockError: isBlockError(e) };
 }
 
+/** What `fn` fails with (as {@link describeError}), or null when it succeeds. */
+async function failureOf(fn: () => Promise<unknown>): Promise<ReturnType<typeof describeError> | null> {
+  try {
+    await fn();
+    return null;
+  } catch (e) {
+    return describeError(e);
+  }
+}
+
 async function sha256(data: Uint8Array): Promise<string> {
   const h = new Uint8Array(await crypto.subtle.digest('SHA-256', data as BufferSource));
   return [...h].map((b) => b.toString(16).padStart(2, '0')).join('');
@@ -74,6 +84,7 @@ const harness = {
   pattern,
   diff,
   describeError,
+  failureOf,
   sha256,
   syncReader,
   conformance,
