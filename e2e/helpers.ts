@@ -32,6 +32,22 @@ export function sh(cmd: string, args: string[]): string {
 }
 
 /**
+ * {@link sh} for a qemu-img that creates LUKS key slots: its PBKDF2 timing
+ * now and then fails with "Unable to get accurate CPU usage" before anything
+ * is written (short iter-time on a busy machine); such runs are repeated.
+ */
+export function shLuksCreate(cmd: string, args: string[]): string {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return sh(cmd, args);
+    } catch (e) {
+      const stderr = String((e as { stderr?: unknown }).stderr ?? '');
+      if (attempt >= 12 || !stderr.includes('Unable to get accurate CPU usage')) throw e;
+    }
+  }
+}
+
+/**
  * Adds a file input (#picker) to the harness page and "picks" `files` in it,
  * as a user would; the page reads them from `#picker`'s files.
  */

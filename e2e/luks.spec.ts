@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openHarness, pickFiles, sh } from './helpers.js';
+import { openHarness, pickFiles, sh, shLuksCreate } from './helpers.js';
 
 const MiB = 1 << 20;
 const SIZE = 4 * MiB;
@@ -51,7 +51,7 @@ function makeSources(dir: string): void {
   const writes = SOURCE_WRITES.flatMap(([off, len, byte]) => ['-c', `write -P 0x${byte.toString(16)} ${off} ${len}`]);
   for (const s of SOURCES) {
     const file = path.join(dir, s.name);
-    sh('qemu-img', ['create', '-q', '--object', SECRET, '-f', s.format, '-o', s.create, file, String(SIZE)]);
+    shLuksCreate('qemu-img', ['create', '-q', '--object', SECRET, '-f', s.format, '-o', s.create, file, String(SIZE)]);
     sh('qemu-io', ['--object', SECRET, '--image-opts', ...writes, imageOpts(s.format, s.key, file)]);
     sh('qemu-img', ['convert', '--object', SECRET, '--image-opts', imageOpts(s.format, s.key, file), '-O', 'raw', `${file}.raw`]);
   }
