@@ -9,9 +9,12 @@ import { existsSync } from 'node:fs';
 
 /** Dirty extents of bitmap `name` in qcow2 image `file`, as [offset, length], adjacent ones merged. */
 export async function qemuDirtyExtents(file: string, name: string, sock = `${file}.sock`): Promise<Array<[number, number]>> {
-  const nbd = spawn('qemu-nbd', ['-r', '-B', name, '--socket', sock, '-f', 'qcow2', file], { stdio: 'ignore' });
+  // force-share: the image may be open for writing in this test (QEMU sees its locks).
+  const opts = `driver=qcow2,force-share=on,file.filename=${file.replace(/,/g, ',,')}`;
+  const nbd = spawn('qemu-nbd', ['-r', '-B', name, '--socket', sock, '--image-opts', opts], { stdio: 'ignore' });
+  const exited = new Promise((r) => nbd.once('exit', r));
   try {
-    for (let i = 0; i < 200 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 200 && !existsSync(sock) && nbd.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
     const r = spawnSync(
       'qemu-img',
       ['map', '--output=json', '--image-opts', `driver=nbd,server.type=unix,server.path=${sock},x-dirty-bitmap=qemu:dirty-bitmap:${name}`],
@@ -29,6 +32,6 @@ export async function qemuDirtyExtents(file: string, name: string, sock = `${fil
     return out;
   } finally {
     nbd.kill();
-    await new Promise((r) => nbd.once('exit', r));
+    await exited;
   }
 }

@@ -130,6 +130,7 @@ export class BlockBackend implements RootParent {
     const shared = opts.shared ?? Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD;
     bb.link = await graph.attachRoot(bb, node, perm, shared & PERM_ALL);
     bb.graph = graph;
+    await settled(node);
     return bb;
   }
 
@@ -165,6 +166,21 @@ export class BlockBackend implements RootParent {
   /** Device length in bytes. */
   get length(): number {
     return this.node.length;
+  }
+
+  /**
+   * Changes the permissions held and shared (QEMU's blk_set_perm; qemu-io
+   * takes some per command). A conflict throws and changes nothing.
+   */
+  setPerm(perm: PermMask, shared: PermMask): void {
+    const link = this.root;
+    if (link.perm === perm && link.shared === (shared & PERM_ALL)) return;
+    this.graph.setLinkPerms(link, perm, shared & PERM_ALL);
+  }
+
+  /** Resolves once the last permission changes are in place outside the process (node-file's image locks). */
+  settled(): Promise<void> {
+    return settled(this.node);
   }
 
   /** Whether writes are refused. */
@@ -475,4 +491,12 @@ function mediumIn(node: BlockNode, depth: number): boolean {
   const own = node.instance.isInserted;
   if (own) return own.call(node.instance);
   return depth > 64 || node.children.every((c) => mediumIn(c.node, depth + 1));
+}
+
+/** Waits until the permission updates of `node` and its subtree are in place outside the process (image locks). */
+async function settled(node: BlockNode, seen = new Set<BlockNode>()): Promise<void> {
+  if (seen.has(node)) return;
+  seen.add(node);
+  await node.instance?.settled?.();
+  for (const link of node.children) await settled(link.node, seen);
 }

@@ -380,6 +380,14 @@ export interface DriverInstance {
   getAllocatedFileSize?(): Promise<number>;
   /** Releases everything; children are detached by the generic layer. Default: nothing. */
   close?(): Promise<void>;
+
+  /**
+   * Resolves once what the last permission update started outside the
+   * process is in place (node-file's image locks, taken by a helper process):
+   * BlockBackend.attach waits for it, so an open image is locked when the
+   * open returns, as QEMU's is.
+   */
+  settled?(): Promise<void>;
   /** Fills in the node's limits (already set to defaults merged from children). Default: keep. */
   refreshLimits?(limits: BlockLimits): void;
   /**

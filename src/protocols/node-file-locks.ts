@@ -6,22 +6,26 @@
  * not share bit i. An opener that wants bit i must find byte 200+i free, and
  * one that does not share bit i must find byte 100+i free.
  *
- * Node has no fcntl, so DiskWorker cannot take these locks (QEMU never sees
- * DiskWorker's use of a file) nor test them with F_OFD_GETLK. On Linux,
- * /proc/locks lists every POSIX and OFD lock of the system, by device and
- * inode, which is enough for the test half: before taking new permissions,
- * a node-file looks for other holders of those bytes there and refuses with
- * QEMU's words. Without /proc/locks (not Linux, no procfs) the check is
- * skipped, as QEMU's locking=auto is off where OFD locks are missing.
+ * Node has no fcntl. The take half runs in a Perl helper process
+ * (node-file-lock-holder.ts), so QEMU sees DiskWorker's use of a file. For
+ * the test half, /proc/locks lists every POSIX and OFD lock of the system,
+ * by device and inode: before taking new permissions, a node-file looks for
+ * other holders of those bytes there (the helper's own locks left out) and
+ * refuses with QEMU's words. Without /proc/locks (not Linux, no procfs) the
+ * check is skipped, as QEMU's locking=auto is off where OFD locks are missing.
  */
 import type { Stats } from 'node:fs';
 import { BlockError } from '../core/errors.js';
-import { PERM_ALL, permNames, type PermMask } from '../core/permissions.js';
+import { Perm, PERM_ALL, permNames, type PermMask } from '../core/permissions.js';
+import type { LockHolder } from './node-file-lock-holder.js';
 
 /** First byte of the "holds permission" range (QEMU's RAW_LOCK_PERM_BASE). */
 export const LOCK_PERM_BASE = 100;
 /** First byte of the "does not share permission" range (QEMU's RAW_LOCK_SHARED_BASE). */
 export const LOCK_SHARED_BASE = 200;
+
+/** The permissions QEMU 7.2 has a lock byte for (its BLK_PERM_ALL; our GRAPH_MOD has none). */
+const LOCKED_PERMS: PermMask = Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE;
 
 /** One locked range of one file: bytes start..end inclusive (end Infinity: to EOF). */
 export interface LockRange {
@@ -82,7 +86,7 @@ function normaliseKey(field: string): string | undefined {
  * text of /proc/locks). Waiters ("->" lines) hold nothing; flock locks and
  * leases do not conflict with fcntl locks, so they are left out.
  */
-export function heldRanges(table: string, key: string): LockRange[] {
+export function heldRanges(table: string, key: string, exceptPid?: number): LockRange[] {
   const out: LockRange[] = [];
   // Only lines naming the inode are split (a busy host lists thousands of locks).
   const needle = `:${key.slice(key.lastIndexOf(':') + 1)} `;
@@ -94,6 +98,7 @@ export function heldRanges(table: string, key: string): LockRange[] {
     const f = line.trim().split(/\s+/);
     if (f.length < 8 || f[1] === '->') continue;
     if (f[1] !== 'OFDLCK' && f[1] !== 'POSIX') continue;
+    if (exceptPid !== undefined && f[1] === 'POSIX' && Number(f[4]) === exceptPid) continue;
     if (normaliseKey(f[5]!) !== key) continue;
     const start = Number(f[6]);
     const end = f[7] === 'EOF' ? Infinity : Number(f[7]);
@@ -113,13 +118,13 @@ function isHeld(ranges: readonly LockRange[], byte: number): boolean {
  */
 export function checkLockRanges(ranges: readonly LockRange[], perm: PermMask, shared: PermMask, filename: string): void {
   const hint = `Is another process using the image [${filename}]?\n`;
-  for (let bit = 1; bit & PERM_ALL; bit <<= 1) {
+  for (let bit = 1; bit & LOCKED_PERMS; bit <<= 1) {
     const i = Math.log2(bit);
     if (perm & bit && isHeld(ranges, LOCK_SHARED_BASE + i)) {
       throw new BlockError('EAGAIN', `Failed to get "${permNames(bit)}" lock`, {}, { hint, detail: `byte ${LOCK_SHARED_BASE + i} of '${filename}' is locked` });
     }
   }
-  for (let bit = 1; bit & PERM_ALL; bit <<= 1) {
+  for (let bit = 1; bit & LOCKED_PERMS; bit <<= 1) {
     const i = Math.log2(bit);
     if (!(shared & bit) && isHeld(ranges, LOCK_PERM_BASE + i)) {
       throw new BlockError('EAGAIN', `Failed to get shared "${permNames(bit)}" lock`, {}, { hint, detail: `byte ${LOCK_PERM_BASE + i} of '${filename}' is locked` });
@@ -127,19 +132,38 @@ export function checkLockRanges(ranges: readonly LockRange[], perm: PermMask, sh
   }
 }
 
+/** The bytes QEMU locks for `perm` held and `shared` shared (raw_apply_lock_bytes). */
+export function lockBytes(perm: PermMask, shared: PermMask): Set<number> {
+  const out = new Set<number>();
+  for (let bit = 1; bit & LOCKED_PERMS; bit <<= 1) {
+    const i = Math.log2(bit);
+    if (perm & bit) out.add(LOCK_PERM_BASE + i);
+    if (!(shared & bit)) out.add(LOCK_SHARED_BASE + i);
+  }
+  return out;
+}
+
 /**
- * The lock check of one open file (QEMU's raw_handle_perm_lock, test half):
- * remembers the permissions in force and checks the lock table only when an
- * update takes more or shares less, as QEMU only locks new bytes then.
+ * The locks of one open file (QEMU's raw_handle_perm_lock): checks the lock
+ * table when an update takes more or shares less, as QEMU tests only then,
+ * and has the holder lock the bytes of the permissions in force.
  */
 export class ImageLockCheck {
   private perm: PermMask = 0;
   private shared: PermMask = PERM_ALL;
   private readonly key: string;
+  /** The holder's answer to the last update. */
+  private last: Promise<void> = Promise.resolve();
 
+  /**
+   * `path` names the open file for the holder (for example
+   * /proc/self/fd/N); `holder` is null where locks cannot be taken.
+   */
   constructor(
     st: Pick<Stats, 'dev' | 'ino'>,
     private readonly filename: string,
+    private readonly holder: LockHolder | null = null,
+    private readonly path = filename,
   ) {
     this.key = lockKey(st.dev, st.ino);
   }
@@ -147,19 +171,35 @@ export class ImageLockCheck {
   /** Throws EAGAIN if another process's locks forbid `perm` / `shared`. */
   check(perm: PermMask, shared: PermMask): void {
     if ((this.perm | perm) === this.perm && (this.shared & shared) === this.shared) return;
-    checkFileLocks(this.key, perm, shared, this.filename);
+    checkFileLocks(this.key, perm, shared, this.filename, this.holder?.pid);
   }
 
-  /** The update went through: these are the permissions now held. */
+  /** The update went through: these are the permissions now held, and locked. */
   commit(perm: PermMask, shared: PermMask): void {
+    const changed = perm !== this.perm || shared !== this.shared;
     this.perm = perm;
     this.shared = shared;
+    // A lock that cannot be taken leaves the image usable, only unseen by QEMU (locking=auto).
+    if (changed && this.holder) this.last = this.holder.set(this.key, this.path, this, lockBytes(perm, shared)).catch(() => undefined);
+  }
+
+  /** Resolves once the locks of the last update are taken (or could not be). */
+  settled(): Promise<void> {
+    return this.last;
+  }
+
+  /** The file is being closed: its locks go. */
+  release(): Promise<void> {
+    if (!this.holder) return Promise.resolve();
+    this.perm = 0;
+    this.shared = PERM_ALL;
+    return this.holder.set(this.key, this.path, this, new Set()).catch(() => undefined);
   }
 }
 
-/** Reads the lock table once and checks file `key` (no table: nothing to check). */
-export function checkFileLocks(key: string, perm: PermMask, shared: PermMask, filename: string): void {
+/** Reads the lock table once and checks file `key` (no table: nothing to check); `exceptPid`'s locks are ours. */
+export function checkFileLocks(key: string, perm: PermMask, shared: PermMask, filename: string, exceptPid?: number): void {
   const table = readLockTable();
   if (table === undefined) return;
-  checkLockRanges(heldRanges(table, key), perm, shared, filename);
+  checkLockRanges(heldRanges(table, key, exceptPid), perm, shared, filename);
 }

@@ -4,9 +4,9 @@
  * status finds the holes of a sparse file by reading (node-file-holes.ts) and
  * reports every byte of a fully allocated one as data; no hole punching, so
  * write-zeroes writes zero buffers and discard overwrites with zeros; no
- * fcntl, so no image locks of its own: QEMU does not see DiskWorker's use of
- * a file, while DiskWorker reads QEMU's locks from /proc/locks and refuses
- * what QEMU would, see node-file-locks.ts). flush = fdatasync. As in QEMU's block layer,
+ * fcntl: a Perl helper holds the image locks QEMU sees, and DiskWorker reads
+ * QEMU's locks from /proc/locks and refuses what QEMU would, see
+ * node-file-locks.ts and node-file-lock-holder.ts). flush = fdatasync. As in QEMU's block layer,
  * the length is counted in whole 512-byte sectors: an odd-sized file reads as
  * rounded up, the tail as zeros (block status: a trailing hole).
  */
@@ -21,6 +21,7 @@ import { FileIo, loadSyncFs } from './node-file-io.js';
 import { hasHoles, holeBlockSize, scanHoles } from './node-file-holes.js';
 import type { Stats } from 'node:fs';
 import { checkFileLocks, ImageLockCheck, loadLockFs, lockKey } from './node-file-locks.js';
+import { LockHolder } from './node-file-lock-holder.js';
 import { Perm, PERM_ALL, type PermMask } from '../core/permissions.js';
 
 const SECTOR = 512;
@@ -74,6 +75,11 @@ export class NodeFileInstance implements DriverInstance {
 
   setPerm(perm: PermMask, shared: PermMask): void {
     this.locks?.commit(perm, shared);
+  }
+
+  /** The image locks of the last permission update are in place. */
+  settled(): Promise<void> {
+    return this.locks?.settled() ?? Promise.resolve();
   }
 
   /** The file's length rounded up to a whole 512-byte sector (QEMU's total_sectors). */
@@ -251,6 +257,8 @@ export class NodeFileInstance implements DriverInstance {
   }
 
   async close(): Promise<void> {
+    // Unlocked before the close, so once close resolves QEMU can take the image.
+    await this.locks?.release();
     await this.fh.close();
   }
 
@@ -317,7 +325,7 @@ async function createFile(ctx: CreateContext): Promise<void> {
   try {
     // As file-posix's create: writes and resizes, lets others do anything but resize.
     const st = await fh.stat();
-    checkFileLocks(lockKey(st.dev, st.ino), Perm.WRITE | Perm.RESIZE, PERM_ALL & ~Perm.RESIZE, filename);
+    checkFileLocks(lockKey(st.dev, st.ino), Perm.WRITE | Perm.RESIZE, PERM_ALL & ~Perm.RESIZE, filename, (await LockHolder.get())?.pid);
     await fh.truncate(0).catch((e: unknown) => {
       throw toBlockError(ioError(e, 0)).withPrefix('Could not resize file', { offset: 0 });
     });
@@ -356,7 +364,8 @@ export async function openHostFile(
     const inst = await make(fh, st, filename);
     if (locking !== 'off' && inst instanceof NodeFileInstance) {
       await loadLockFs();
-      inst.locks = new ImageLockCheck(st, filename);
+      const { resolve } = await import('node:path');
+      inst.locks = new ImageLockCheck(st, filename, await LockHolder.get(), resolve(filename));
     }
     return inst;
   } catch (e) {

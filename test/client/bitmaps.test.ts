@@ -189,7 +189,8 @@ describe('disk.bitmaps', () => {
     // As a page that goes away now would leave it: valid, with the extents (QEMU's view too).
     expect(infoBitmaps(file)).toEqual([{ flags: ['auto'], name: 'k', granularity: 4096 }]);
     expect(await qemuDirtyExtents(file, 'k', `${file}.sock`)).toEqual(want);
-    const chk = qemuCheck(file);
+    // -U: the disk still has the image open for writing (QEMU sees its locks).
+    const chk = qemuCheck(file, true);
     expect([chk['check-errors'], chk.corruptions ?? 0, chk.leaks ?? 0]).toEqual([0, 0, 0]);
     const look = await pageDisk(file, 'qcow2', true);
     expect(await extents(look, 'k')).toEqual(want);

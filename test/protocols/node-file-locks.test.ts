@@ -4,8 +4,7 @@
  * image; then qemu-img / qemu-io and `node dist/cli/diskworker.js img` / `io`
  * run the same command lines against it, and their exit codes, stdout and
  * stderr must match line for line (program names and timings normalised).
- * The other direction cannot be tested: Node has no fcntl, so QEMU never
- * sees DiskWorker's use of a file.
+ * The other direction (QEMU sees our locks) is node-file-lock-holder.test.ts.
  *
  * Needs the CLI bundle (npm run build:ts), QEMU 7.2 and Linux /proc/locks.
  */

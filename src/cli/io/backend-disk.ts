@@ -2,6 +2,7 @@
 import type { BlockBackend } from '../../core/backend.js';
 import { isAllocatedAbove, cowChild } from '../../core/block-status.js';
 import type { PreallocMode } from '../../core/driver.js';
+import { Perm } from '../../core/permissions.js';
 import type { BlockNode } from '../../core/node.js';
 import { findDebugger, type BlockDebugger } from '../../core/debug-event.js';
 import { driverInfo, formatNode, supportsCompressed } from '../common.js';
@@ -57,7 +58,10 @@ export class BackendDisk implements IoDisk {
   flush(): Promise<void> {
     return this.bb.flush();
   }
-  truncate(size: number, prealloc: PreallocMode): Promise<void> {
+  async truncate(size: number, prealloc: PreallocMode): Promise<void> {
+    // qemu-io opens without the resize permission and takes it for truncate (and keeps it).
+    this.bb.setPerm(this.bb.root.perm | Perm.RESIZE, this.bb.root.shared);
+    await this.bb.settled();
     return this.bb.truncate(size, { exact: false, prealloc });
   }
   async isAllocated(offset: number, bytes: number): Promise<IoAllocation> {

@@ -8,7 +8,7 @@ import { BlockError } from '../../core/errors.js';
 import type { BlockGraph } from '../../core/graph.js';
 import type { DriverInstance } from '../../core/driver.js';
 import { parseKeyValueList } from '../../core/options.js';
-import { PERM_ALL } from '../../core/permissions.js';
+import { Perm, PERM_ALL } from '../../core/permissions.js';
 import { createNodeGraph } from '../../node.js';
 import { openWithTemporaryOverlay } from '../temp-overlay.js';
 import { type CliIo, closeWithMessages, fatalExit, errHint, errText, parseCacheMode, probeWarnings, strerror } from '../common.js';
@@ -72,7 +72,12 @@ export class NodeIoSession extends IoSession {
       const flags = { readOnly: o.readOnly, ...(o.format ? { format: o.format } : {}) };
       if (o.snapshot && !o.readOnly) this.bb = await openWithTemporaryOverlay(this.graph, spec, flags, !cache.writeback, 'qemu-io');
       // qemu-io's BlockBackend shares everything (blk_new_open): only the formats' own needs stop other users.
-      else this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback, shared: PERM_ALL });
+      // It holds consistent-read and (unless -r) write, not resize: truncate takes that when it runs.
+      else {
+        this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback, shared: PERM_ALL });
+        this.bb.setPerm(this.bb.root.perm & ~Perm.RESIZE, PERM_ALL);
+        await this.bb.settled();
+      }
       if (!o.readOnly && this.bb.node.readOnly) {
         // qemu-io's BlockBackend takes WRITE unless -r: a node opened read-only (read-only=on) refuses it.
         const bb = this.bb;

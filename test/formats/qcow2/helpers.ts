@@ -42,8 +42,9 @@ export interface CheckJson {
   'compressed-clusters'?: number;
 }
 
-export function qemuCheck(file: string): CheckJson {
-  const r = qemuImgTry('check', '--output=json', file);
+/** `qemu-img check --output=json` of `file`; `-U` with forceShare (the image is open for writing here). */
+export function qemuCheck(file: string, forceShare = false): CheckJson {
+  const r = qemuImgTry('check', '--output=json', ...(forceShare ? ['-U'] : []), file);
   try {
     return JSON.parse(r.out.slice(r.out.indexOf('{'), r.out.lastIndexOf('}') + 1)) as CheckJson;
   } catch {
