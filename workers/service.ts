@@ -66,6 +66,7 @@ export class BlockWorkerService implements BlockWorkerApi {
     create: (o) => this.create(o),
     checkCancel: (jobId) => this.checkCancel(jobId),
     openDisk: (path) => this.open_.get(canonicalPath(path)),
+    remove: (path) => this.remove(path),
   });
 
   /** Runs graph-changing work one at a time (the backing policy is per open). */

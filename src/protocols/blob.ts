@@ -1,7 +1,10 @@
 /**
  * blob: read-only images from a Blob or File (a user-picked image), for
  * import. The page hands the Blob to the worker, which registers it under a
- * key; the image is then `blob:<key>`.
+ * key; the image is then `blob:<key>`. An image of several files (a vmdk
+ * descriptor and its extents) is registered as a set: its files share a
+ * directory, `blob:<set>/<file name>`, so the names the image gives its other
+ * files resolve against its own, as on a file system.
  */
 import type { BlockDriver, DriverInstance } from '../core/driver.js';
 import { BlockError, einval, toBlockError } from '../core/errors.js';
@@ -10,6 +13,8 @@ import type { OptionReader } from '../core/options.js';
 
 const PREFIX = 'blob:';
 const blobs = new Map<string, Blob>();
+/** The image file of each registered set, by the set's directory: named in errors about its other files. */
+const setImages = new Map<string, string>();
 let nextKey = 0;
 
 /** Registers a Blob and returns its filename (`blob:<key>`). */
@@ -23,6 +28,46 @@ export function registerBlob(blob: Blob, key?: string): string {
 /** Forgets a registered Blob. */
 export function unregisterBlob(filename: string): void {
   blobs.delete(filename.startsWith(PREFIX) ? filename.slice(PREFIX.length) : filename);
+}
+
+/** One file of a set: its name (a File's name) and bytes. */
+export interface NamedBlob {
+  name: string;
+  blob: Blob;
+}
+
+/** A registered set: the image's filename (`blob:<set>/<name>`) and the call that forgets the set. */
+export interface BlobSet {
+  filename: string;
+  unregister(): void;
+}
+
+/**
+ * Registers `image` and the files it names (`others`: a vmdk descriptor's
+ * extents, a vmdk's parent) in a directory of their own, each under its file
+ * name. A name that is empty, `.` or `..`, or holds a `/`, a backslash, `:` or NUL
+ * cannot be a file beside the image (EINVAL naming it); two files of one name
+ * are refused too (EINVAL).
+ */
+export function registerBlobSet(image: NamedBlob, others: readonly NamedBlob[]): BlobSet {
+  const dir = `s${nextKey++}`;
+  const seen = new Set<string>();
+  for (const f of [image, ...others]) {
+    if (f.name === '' || f.name === '.' || f.name === '..' || /[/\\:\0]/.test(f.name)) {
+      throw einval(`Invalid file name '${f.name}': the files of an image are named as in one directory`);
+    }
+    if (seen.has(f.name)) throw einval(`Two files named '${f.name}' were given with the image '${image.name}'`);
+    seen.add(f.name);
+  }
+  for (const f of [image, ...others]) blobs.set(`${dir}/${f.name}`, f.blob);
+  setImages.set(dir, image.name);
+  return {
+    filename: `${PREFIX}${dir}/${image.name}`,
+    unregister: () => {
+      for (const name of seen) blobs.delete(`${dir}/${name}`);
+      setImages.delete(dir);
+    },
+  };
 }
 
 class BlobInstance implements DriverInstance {
@@ -63,7 +108,15 @@ export const blobDriver = {
     if (!filename) throw einval("The 'blob' block driver requires a file name");
     const key = filename.startsWith(PREFIX) ? filename.slice(PREFIX.length) : filename;
     const blob = blobs.get(key);
-    if (!blob) throw new BlockError('ENOENT', `Could not open '${PREFIX}${key}': no such Blob is registered`);
+    if (!blob) {
+      const slash = key.indexOf('/');
+      const image = slash > 0 ? setImages.get(key.slice(0, slash)) : undefined;
+      // A file an image of a set names (a vmdk extent) that was not given with it: named as the image names it.
+      if (image !== undefined) {
+        throw new BlockError('ENOENT', `Could not open '${key.slice(slash + 1)}': No such file or directory`, {}, { detail: `'${image}' names it; give it with the image` });
+      }
+      throw new BlockError('ENOENT', `Could not open '${PREFIX}${key}': no such Blob is registered`);
+    }
     if (!node.readOnly) throw new BlockError('EROFS', `Could not open '${PREFIX}${key}' for writing: the blob back end is read-only`);
     node.filename = `${PREFIX}${key}`;
     return new BlobInstance(blob, node.filename);
