@@ -48,6 +48,7 @@ export { DiskSnapshots, type CreateSnapshotOptions } from './snapshots.js';
 export { DiskJobs, Job, type JobEvent, type DiskRef } from './jobs.js';
 export { DiskQmp, type QmpEvent, type QmpReply } from './qmp.js';
 export { DiskSecrets } from './secrets.js';
+export { groupImageFiles, descriptorExtentNames, type ImageFileGroup } from './image-files.js';
 export type * from './jobs-protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
