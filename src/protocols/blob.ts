@@ -70,7 +70,22 @@ export function registerBlobSet(image: NamedBlob, others: readonly NamedBlob[]):
   };
 }
 
+/** Bytes a sequential reader fetches at once: each Blob read has a fixed cost (an IPC round trip in a browser). */
+const READ_AHEAD = 16 << 20;
+
+/** A piece of the Blob being fetched or fetched: [start, end) and its bytes. */
+interface Window {
+  start: number;
+  end: number;
+  data: Promise<Uint8Array>;
+}
+
 class BlobInstance implements DriverInstance {
+  /** Where the last read ended: a read that starts there is sequential. */
+  private lastEnd = 0;
+  /** The pieces read ahead (at most two: the one being consumed and the next). */
+  private windows: Window[] = [];
+
   constructor(
     private readonly blob: Blob,
     private readonly name: string,
@@ -78,20 +93,38 @@ class BlobInstance implements DriverInstance {
   getLength(): number {
     return this.blob.size;
   }
+
+  private fetch(start: number, end: number): Promise<Uint8Array> {
+    return this.blob
+      .slice(start, end)
+      .arrayBuffer()
+      .then(
+        (b) => new Uint8Array(b),
+        (e: unknown) => {
+          const err = toBlockError(e, { offset: start });
+          // A File changed or deleted after it was picked fails with NotReadableError.
+          throw new BlockError('EIO', `Could not read '${this.name}' at offset ${start}: ${err.message}`, { offset: start }, { cause: e });
+        },
+      );
+  }
+
   async preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     const end = Math.min(offset + bytes, this.blob.size);
     let n = 0;
     if (end > offset) {
-      let data: ArrayBuffer;
-      try {
-        data = await this.blob.slice(offset, end).arrayBuffer();
-      } catch (e) {
-        const err = toBlockError(e, { offset });
-        // A File changed or deleted after it was picked fails with NotReadableError.
-        throw new BlockError('EIO', `Could not read '${this.name}' at offset ${offset}: ${err.message}`, { offset }, { cause: e });
+      let w = this.windows.find((x) => offset >= x.start && end <= x.end);
+      // A sequential read (an import's copy) past what was read ahead fetches a large piece;
+      // others (a format's table lookups) read just what they ask for.
+      if (!w && offset === this.lastEnd && end - offset < READ_AHEAD) {
+        w = { start: offset, end: Math.min(offset + READ_AHEAD, this.blob.size), data: Promise.resolve(new Uint8Array(0)) };
+        w.data = this.fetch(w.start, w.end);
+        this.windows = [...this.windows.slice(-1), w];
+        w.data.catch(() => (this.windows = this.windows.filter((x) => x !== w)));
       }
+      this.lastEnd = end;
+      const data = w ? (await w.data).subarray(offset - w.start, end - w.start) : await this.fetch(offset, end);
       n = data.byteLength;
-      buf.set(new Uint8Array(data), 0);
+      buf.set(data, 0);
     }
     if (n < bytes) buf.fill(0, n, bytes);
   }
