@@ -8,7 +8,10 @@
  * stored in OPFS as they are (a vdi, the split vmdk with its extents) are the
  * backing files of qcow2 overlays the page writes; the overlays download and
  * qemu-img reads them over the same sources as the chain it builds itself
- * (`qemu-img create -b ... -F vdi`) with the same writes. Each test stays
+ * (`qemu-img create -b ... -F vdi`) with the same writes. An OPFS image
+ * exports to the vmdk subformats of several files (`dw.exportFiles`): every
+ * file downloads, and qemu-img finds the descriptor with its extents equal to
+ * the source. Each test stays
  * under a minute on a loaded machine: the 2 GiB flat image has its own.
  */
 import { test, expect, type Page } from '@playwright/test';
@@ -259,6 +262,61 @@ test('a vdi and a split vmdk stored in OPFS as they are back qcow2 overlays; qem
       expect([info['backing-filename'], info['backing-filename-format']]).toEqual([path.basename(c.base), c.format]);
       expect(run('qemu-img', ['check', path.join(dir, name)]).out, name).toContain('No errors were found on the image.');
       expect(run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', path.join(dir, name), path.join(dir, `ref-${path.basename(c.base)}.qcow2`)]), name).toEqual({ status: 0, out: 'Images are identical.\n' });
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an OPFS image exports to vmdk subformats of several files, every file a download; qemu-img compares the descriptor with its extents to the source', async ({ page }) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dw-export-files-'));
+  try {
+    await openHarness(page);
+    await installSaveAs(page);
+    const saves = saveDownloads(page, dir);
+    const targets = [
+      { dir: 'split', size: 3 * GiB, subformat: 'twoGbMaxExtentSparse' },
+      { dir: 'mono', size: 4 * MiB, subformat: 'monolithicFlat' },
+      { dir: 'flat', size: 4 * MiB, subformat: 'twoGbMaxExtentFlat' },
+    ];
+    const r = await page.evaluate(async (targets) => {
+      const h = window.harness;
+      const dw = await h.start();
+      const res = [];
+      for (const t of targets) {
+        const src = `opfs:/export-files/${t.dir}.qcow2`;
+        await dw.create({ path: src, format: 'qcow2', size: t.size });
+        const disk = await dw.open({ path: src });
+        await disk.write(0, h.pattern(1, 1 << 20));
+        await disk.write(Math.min(2 ** 31, t.size) - 70_000, h.pattern(2, 70_000));
+        await disk.write(t.size - 4096, h.pattern(3, 4096));
+        await disk.close();
+        await window.saveAs!(await dw.exportStream(src), `${t.dir}.qcow2`);
+        const files = await dw.exportFiles(src, { format: 'vmdk', options: { subformat: t.subformat } });
+        for (const f of files) await window.saveAs!(f.stream, f.name);
+        res.push(files.map((f) => f.name));
+      }
+      // Once every stream is read, the temporary conversions are gone.
+      await new Promise((r) => setTimeout(r, 200));
+      const tmp = (await dw.list()).filter((e) => e.path.includes('.diskworker-tmp')).map((e) => e.path);
+      const refused = await h.failureOf(() => dw.exportStream('opfs:/export-files/mono.qcow2', { format: 'vmdk', options: { subformat: 'monolithicFlat' } }));
+      return { res, tmp, refused };
+    }, targets);
+    expect(r.res).toEqual([
+      ['split.vmdk', 'split-s001.vmdk', 'split-s002.vmdk'],
+      ['mono.vmdk', 'mono-flat.vmdk'],
+      ['flat.vmdk', 'flat-f001.vmdk'],
+    ]);
+    expect(r.tmp).toEqual([]);
+    expect(r.refused).toMatchObject({ code: 'ENOTSUP' });
+    await expect.poll(() => saves.length).toBe(10);
+    await Promise.all(saves);
+    for (const t of targets) {
+      const vmdk = path.join(dir, `${t.dir}.vmdk`);
+      const info = JSON.parse(sh('qemu-img', ['info', '--output=json', vmdk])) as { 'virtual-size': number; 'format-specific': { data: { 'create-type': string } } };
+      expect([info['virtual-size'], info['format-specific'].data['create-type']], t.subformat).toEqual([t.size, t.subformat]);
+      expect(run('qemu-img', ['check', vmdk]).out, t.subformat).toContain('No errors were found on the image.');
+      expect(run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'qcow2', vmdk, path.join(dir, `${t.dir}.qcow2`)]), t.subformat).toEqual({ status: 0, out: 'Images are identical.\n' });
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -9,7 +9,7 @@ import { ReqFlag } from '../src/core/driver.js';
 import { BlockError, toBlockError } from '../src/core/errors.js';
 import type { BlockGraph } from '../src/core/graph.js';
 import { Perm, PERM_ALL } from '../src/core/permissions.js';
-import { removeOpfs } from '../src/protocols/opfs.js';
+import { listOpfs, removeOpfs } from '../src/protocols/opfs.js';
 import { registerBlobSet } from '../src/protocols/blob.js';
 import { zeroBufferPool } from '../src/wasm/hot-paths.js';
 import { runCopy, type CopyProgress } from '../src/jobs/copy-engine.js';
@@ -338,6 +338,57 @@ export class ImageCopier {
       src = await this.host.openBackend({ path: tmp.file, readOnly: true, options: { driver: 'opfs' } });
       cleanup = () => removeOpfs(tmp.dir);
     }
+    const stream = this.streamOf(src, cleanup, jobId);
+    return transfer(stream, [stream as unknown as Transferable]);
+  }
+
+  /**
+   * The files of a conversion of `path` into `format` (with creation
+   * `options`), each a stream: one for most formats, the descriptor and its
+   * extent files for the vmdk subformats of several files (twoGbMaxExtentSparse
+   * / Flat, monolithicFlat). The image comes first; the files are named as the
+   * image names them (the source's base name). The conversion waits in a
+   * temporary OPFS directory until every stream has been read or cancelled.
+   */
+  async exportFiles(
+    path: string,
+    format: ExportFormat,
+    jobId?: number,
+    options: Record<string, string | number | boolean> = {},
+    fromOptions?: Record<string, unknown>,
+  ): Promise<Array<{ name: string; stream: ReadableStream<Uint8Array> }>> {
+    const target = creatableFormat(format, 'export to', options);
+    const mine = this.host.openDisk(path);
+    if (mine) await mine.flush();
+    const tmp = exportTmpName(path, target);
+    const out: Array<{ name: string; stream: ReadableStream<Uint8Array> }> = [];
+    const opened: Array<{ name: string; bb: BlockBackend }> = [];
+    try {
+      await this.convert({ from: path, to: tmp.file, format: target, options, ...(fromOptions ? { fromOptions } : {}) });
+      const files = (await listOpfs(tmp.dir.slice('opfs:'.length))).map((f) => f.path);
+      files.sort((a, b) => (a === tmp.file ? -1 : b === tmp.file ? 1 : a.localeCompare(b)));
+      for (const p of files) opened.push({ name: p.slice(p.lastIndexOf('/') + 1), bb: await this.host.openBackend({ path: p, readOnly: true, options: { driver: 'opfs' } }) });
+    } catch (e) {
+      for (const { bb } of opened) await bb.close().catch(() => undefined);
+      // A failed convert (a full quota, say) must not leave its partial copy behind.
+      await removeOpfs(tmp.dir).catch(() => undefined);
+      throw e;
+    }
+    // The directory goes once the last stream is done.
+    let left = opened.length;
+    const done = async () => {
+      if (--left === 0) await removeOpfs(tmp.dir);
+    };
+    for (const { name, bb } of opened) out.push({ name, stream: this.streamOf(bb, done, jobId) });
+    return transfer(out, out.map((o) => o.stream as unknown as Transferable));
+  }
+
+  /**
+   * A stream of what `src` shows, in order, never more than a few pieces in
+   * memory; `src` is closed and `cleanup` run once it ends, fails or is
+   * cancelled. The page's cancel of `jobId` ends it with ECANCELED.
+   */
+  private streamOf(src: BlockBackend, cleanup: (() => Promise<void>) | null, jobId: number | undefined): ReadableStream<Uint8Array> {
     const total = src.length;
     const finish = async () => {
       await src.close().catch(() => undefined);
@@ -389,7 +440,7 @@ export class ImageCopier {
       },
       { highWaterMark: 2 },
     );
-    return transfer(stream, [stream as unknown as Transferable]);
+    return stream;
   }
 }
 

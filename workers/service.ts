@@ -302,6 +302,17 @@ export class BlockWorkerService implements BlockWorkerApi {
     return this.copier.exportStream(path, format, jobId, compress, options, fromOptions);
   }
 
+  /** Every file of a conversion (a vmdk descriptor and its extents), each a stream: see ImageCopier.exportFiles. */
+  exportFiles(
+    path: string,
+    format: ExportFormat,
+    jobId?: number,
+    options: Record<string, string | number | boolean> = {},
+    fromOptions?: Record<string, unknown>,
+  ): Promise<Array<{ name: string; stream: ReadableStream<Uint8Array> }>> {
+    return this.copier.exportFiles(path, format, jobId, options, fromOptions);
+  }
+
   /**
    * Adds a secret to this worker's graph (QEMU's object-add of a `secret`),
    * with QEMU's checks of the id; the received bytes are wiped once copied.

@@ -330,6 +330,7 @@ const EXPORT_CHOICES: Array<[string, string, ExportFormat, Record<string, string
   ['qcow2', 'qcow2 (converted)', 'qcow2', {}],
   ['vmdk', 'vmdk, monolithic sparse (VMware)', 'vmdk', {}],
   ['vmdk-stream', 'vmdk, stream-optimized (OVF / OVA)', 'vmdk', { subformat: 'streamOptimized' }],
+  ['vmdk-split', 'vmdk, split in 2 GiB sparse extents (several files)', 'vmdk', { subformat: 'twoGbMaxExtentSparse' }],
   ['vpc', 'vhd, dynamic (Virtual PC, Hyper-V, Azure)', 'vpc', {}],
   ['vhdx', 'vhdx, dynamic (Hyper-V)', 'vhdx', {}],
   ['vdi', 'vdi, dynamic (VirtualBox)', 'vdi', {}],
@@ -375,12 +376,36 @@ export async function exportDialog(path: string): Promise<void> {
   }
 }
 
+/** vmdk subformats of several files: a descriptor and its extents, downloaded one by one. */
+const SEVERAL_FILES = ['twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'monolithicFlat'];
+
+/** Downloads every file of a conversion (a vmdk descriptor and its extents), one download each. */
+async function exportFiles(path: string, format: ExportFormat, options: Record<string, string>): Promise<void> {
+  await guard(`Exporting ${displayName(path)}`, () => withPassword(displayName(path), path, (fromOptions) =>
+    runJob(`Exporting ${displayName(path)} as ${options.subformat}`, async (job) => {
+      job.phase(`converting to ${format} ${options.subformat}…`);
+      const files = await dw().exportFiles(path, { format, signal: job.signal, options, ...(fromOptions ? { fromOptions } : {}) });
+      for (const f of files) {
+        job.phase(`saving ${f.name}…`);
+        const url = URL.createObjectURL(await new Response(f.stream).blob());
+        const a = h('a', { href: url, download: f.name });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      }
+      toast('ok', `Downloaded ${files.length} files`, files.map((f) => f.name).join(', '));
+    }),
+  ));
+}
+
 export async function exportImage(path: string, format: ExportFormat, gzip: boolean, compress = false, options: Record<string, string> = {}): Promise<void> {
   const base = displayName(path).split('/').pop()!.replace(/\.(qcow2|raw|img|vmdk|vhdx?|vdi|qed|qcow)$/, '');
   const storedFmt = (infoCache.get(path) as ImageInfo | undefined)?.format ?? 'img';
   const shown = format === 'file' ? storedFmt : format;
   const ext = EXPORT_EXT[shown] ?? shown;
   const filename = `${base}.${ext}${gzip ? '.gz' : ''}`;
+  if (SEVERAL_FILES.includes(options.subformat ?? '')) return exportFiles(path, format, options);
   // An encrypted source not open here asks for its password.
   await guard(`Exporting ${displayName(path)}`, () => withPassword(displayName(path), path, (fromOptions) =>
     runJob(`Exporting ${filename}`, async (job) => {

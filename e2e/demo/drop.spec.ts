@@ -6,7 +6,9 @@
  * `qemu-img convert -O raw` byte for byte (sha256). A split vmdk dropped with
  * its extents is one image (one dialog naming them), stored with its extents,
  * and its qcow2 download is what qemu-img compare finds equal to the source;
- * dropped without one extent, the import fails naming the missing file.
+ * dropped without one extent, the import fails naming the missing file; the
+ * download dialog's split vmdk saves a descriptor and its extents that qemu-img
+ * finds equal to the source.
  */
 import { test, expect, type Page } from '@playwright/test';
 import { createHash } from 'node:crypto';
@@ -128,4 +130,17 @@ test('a split vmdk dropped with its extents is one image; without one extent the
   expect(got.endsWith('split.qcow2')).toBe(true);
   const r = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'vmdk', got, vmdk], { encoding: 'utf8' });
   expect([r.status, r.stdout]).toEqual([0, 'Images are identical.\n']);
+
+  // Downloaded split again (a descriptor and two extents, one download each): qemu-img reads them as the source.
+  const out = `${dir}/out`;
+  fs.mkdirSync(out);
+  const saves: Array<Promise<void>> = [];
+  page.on('download', (d) => void saves.push(d.saveAs(`${out}/${d.suggestedFilename()}`)));
+  await page.getByRole('button', { name: 'Download…' }).click();
+  await submitDialog(page, { format: 'vmdk-split' });
+  await expect.poll(() => saves.length).toBe(3);
+  await Promise.all(saves);
+  expect(fs.readdirSync(out).sort()).toEqual(['split-s001.vmdk', 'split-s002.vmdk', 'split.vmdk']);
+  const again = spawnSync('qemu-img', ['compare', '-f', 'vmdk', '-F', 'vmdk', `${out}/split.vmdk`, vmdk], { encoding: 'utf8' });
+  expect([again.status, again.stdout]).toEqual([0, 'Images are identical.\n']);
 });
