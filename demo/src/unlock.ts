@@ -119,7 +119,7 @@ function passwordDialog<T>(what: string, attempt: (password: string) => Promise<
   });
 }
 
-/** A password field and its confirmation, for a new encrypted image (shown when `visible()`). */
+/** A password field and its confirmation, for a new encrypted image: hidden until `show(true)`; `value()` reads and clears them. */
 export function newPasswordFields(): { root: HTMLElement; show(on: boolean): void; value(): string | null } {
   const pw = h('input', { type: 'password', name: 'new-password', autocomplete: 'new-password', 'data-testid': 'new-password' });
   const again = h('input', { type: 'password', name: 'new-password-again', autocomplete: 'new-password', 'data-testid': 'new-password-again' });

@@ -5,7 +5,8 @@
  * dialog and the user tries again; the unlocked disk's guest view downloads
  * and equals qemu-img's reading byte for byte (sha256). An encrypted qcow2
  * converted to qcow2 on import asks for its password too. The download dialog
- * converts to luks with a new password, which qemu-img opens with it.
+ * and Convert… make luks images with a new password, which qemu-img opens
+ * with it.
  */
 import { test, expect, type Page } from '@playwright/test';
 import { createHash } from 'node:crypto';
@@ -121,19 +122,6 @@ test('an encrypted image asks for its password in the demo; a wrong one is said 
   expect([plainInfo.format, plainInfo.encrypted ?? false]).toEqual(['qcow2', false]);
   expect(run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', `${dir}/plain.qcow2`, `${dir}/expected-qcow2.raw`])).toBe('Images are identical.\n');
 
-  // The plain qcow2 converted to luks with a new password on the way out.
-  await page.getByRole('button', { name: 'Download…' }).click();
-  const dlg = page.locator('dialog[open]');
-  await dlg.locator('select[name=format]').selectOption('luks');
-  await dlg.getByTestId('new-password').fill(NEW_PASSWORD);
-  await dlg.getByTestId('new-password-again').fill(NEW_PASSWORD);
-  const luksDownload = page.waitForEvent('download');
-  await dlg.locator('button[type=submit]').click();
-  await (await luksDownload).saveAs(`${dir}/out.luks`);
-  const outInfo = JSON.parse(run('qemu-img', ['info', '--output=json', `${dir}/out.luks`])) as { format: string; encrypted: boolean };
-  expect([outInfo.format, outInfo.encrypted]).toEqual(['luks', true]);
-  expect(run('qemu-img', ['compare', '--object', `secret,id=sec1,data=${NEW_PASSWORD}`, '--image-opts', `driver=luks,key-secret=sec1,file.filename=${dir}/out.luks`, `driver=raw,file.filename=${dir}/expected-qcow2.raw`])).toBe('Images are identical.\n');
-
   // Selected again, the luks disk opens with the key given before; no second prompt.
   await page.locator('.disk-item', { hasText: 'secret.luks' }).click();
   await expect(page.locator('#disk-title')).toHaveText('secret.luks');
@@ -149,4 +137,55 @@ test('an encrypted image asks for its password in the demo; a wrong one is said 
   await expect(page.locator('#details')).toContainText('The image is encrypted and was not unlocked');
   // No password reached the page's console.
   for (const p of [PASSWORD, NEW_PASSWORD, 'not the password', 'wrong again']) expect(logs.join('\n')).not.toContain(p);
+});
+
+test('the download dialog and Convert… make luks images with a new password; qemu-img opens them with it, the converted one opens here without asking', async ({ page }, info) => {
+  const dir = info.outputPath('images');
+  fs.mkdirSync(dir, { recursive: true });
+  await openDemo(page);
+  await page.getByRole('button', { name: 'New disk' }).click();
+  await submitDialog(page, { name: 'plain-src.qcow2', size: '4M' });
+  await expect(page.locator('#disk-title')).toHaveText('plain-src.qcow2');
+  await command(page, 'write -P 0x5a 4096 300k', /wrote 307200\/307200 bytes at offset 4096/);
+  await page.getByRole('button', { name: 'Download…' }).click();
+  const src = page.waitForEvent('download');
+  await submitDialog(page, { format: 'raw' });
+  await (await src).saveAs(`${dir}/src.raw`);
+
+  // Downloaded as luks with a new password (a conversion on the way out).
+  await page.getByRole('button', { name: 'Download…' }).click();
+  const exportDlg = page.locator('dialog[open]');
+  await exportDlg.locator('select[name=format]').selectOption('luks');
+  await exportDlg.getByTestId('new-password').fill(NEW_PASSWORD);
+  await exportDlg.getByTestId('new-password-again').fill(NEW_PASSWORD);
+  const luksDownload = page.waitForEvent('download');
+  await exportDlg.locator('button[type=submit]').click();
+  await (await luksDownload).saveAs(`${dir}/out.luks`);
+  const outInfo = JSON.parse(run('qemu-img', ['info', '--output=json', `${dir}/out.luks`])) as { format: string; encrypted: boolean };
+  expect([outInfo.format, outInfo.encrypted]).toEqual(['luks', true]);
+  expect(run('qemu-img', ['compare', '--object', `secret,id=sec1,data=${NEW_PASSWORD}`, '--image-opts', `driver=luks,key-secret=sec1,file.filename=${dir}/out.luks`, `driver=raw,file.filename=${dir}/src.raw`])).toBe('Images are identical.\n');
+
+  // Converted in the browser into a luks image.
+  await page.getByRole('button', { name: 'Convert…' }).click();
+  const dlg = page.locator('dialog[open]');
+  await dlg.locator('[name=name]').fill('made.luks');
+  await dlg.locator('select[name=format]').selectOption('luks');
+  // Two different passwords are refused by the form.
+  await dlg.getByTestId('new-password').fill(NEW_PASSWORD);
+  await dlg.getByTestId('new-password-again').fill('something else');
+  await dlg.locator('button[type=submit]').click();
+  await expect(dlg).toBeVisible();
+  await dlg.getByTestId('new-password-again').fill(NEW_PASSWORD);
+  await dlg.locator('button[type=submit]').click();
+  await expect(page.locator('.disk-item', { hasText: 'made.luks' })).toHaveCount(1);
+  await page.locator('.disk-item', { hasText: 'made.luks' }).click();
+  await expect(page.locator('#disk-title')).toHaveText('made.luks');
+  await expect(page.locator('#disk-sub')).toContainText('luks');
+  await expect(page.getByTestId('password-dialog')).toHaveCount(0);
+  await command(page, 'read -P 0x5a 4096 300k', /read 307200\/307200 bytes at offset 4096/);
+  await page.getByRole('button', { name: 'Download…' }).click();
+  const made = page.waitForEvent('download');
+  await submitDialog(page, { format: 'file' });
+  await (await made).saveAs(`${dir}/made.luks`);
+  expect(run('qemu-img', ['compare', '--object', `secret,id=sec1,data=${NEW_PASSWORD}`, '--image-opts', `driver=luks,key-secret=sec1,file.filename=${dir}/made.luks`, `driver=raw,file.filename=${dir}/src.raw`])).toBe('Images are identical.\n');
 });
