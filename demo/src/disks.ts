@@ -206,7 +206,8 @@ export async function createDialog(): Promise<void> {
   const size = h('input', { name: 'size', value: '64M', placeholder: 'e.g. 64M, 1G' });
   const cluster = h('select', { name: 'cluster' }, ...['4k', '16k', '64k', '256k', '1M', '2M'].map((c) => h('option', { value: c, selected: c === '64k' }, c)));
   const backing = h('input', { name: 'backing', placeholder: 'another image, e.g. base.qcow2, or https://…/image.raw', autocomplete: 'off' });
-  const backingFmt = h('select', { name: 'backingFormat' }, h('option', { value: '' }, 'probe'), h('option', { value: 'qcow2' }, 'qcow2'), h('option', { value: 'raw' }, 'raw'));
+  // Any image the worker reads can be a backing file: an imported vmdk, vhd, vhdx, vdi, ... as it is.
+  const backingFmt = h('select', { name: 'backingFormat' }, h('option', { value: '' }, 'probe'), ...['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qed', 'qcow'].map((f) => h('option', { value: f }, f === 'vpc' ? 'vpc (vhd)' : f)));
   const extended = h('input', { type: 'checkbox', name: 'extended_l2' });
   const lazy = h('input', { type: 'checkbox', name: 'lazy_refcounts' });
   const compression = h('select', { name: 'compression' }, h('option', { value: 'zlib' }, 'zlib'), h('option', { value: 'zstd' }, 'zstd'));
@@ -237,6 +238,8 @@ export async function createDialog(): Promise<void> {
   }
   const bfmt = String(fd.get('backingFormat') ?? '');
   await guard(`Creating ${displayName(path)}`, async () => {
+    // The backing file is opened for its size: the selected image, open here for writing, closes first.
+    if (backingFile && app.selected?.path === resolveBacking(path, backingFile)) await closeSelected();
     await dw().create({ path, format: fmt, ...(bytes !== undefined ? { size: bytes } : {}), ...(backingFile ? { backingFile, ...(bfmt ? { backingFormat: bfmt } : {}) } : {}), options });
     toast('ok', `Created ${displayName(path)}`, `${fmt}, ${bytes !== undefined ? fmtBytes(bytes) : 'size of the backing file'}`);
     await refreshList();

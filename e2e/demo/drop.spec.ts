@@ -3,7 +3,8 @@
  * DataTransfer holds Files made in the page from qemu-img's bytes. A vdi and
  * a vhdx dropped together give one import dialog each (the vdi kept as it is,
  * the vhdx converted to qcow2); their guest views download and equal
- * `qemu-img convert -O raw` byte for byte (sha256). A split vmdk dropped with
+ * `qemu-img convert -O raw` byte for byte (sha256), and so does a qcow2
+ * overlay made in the demo over the stored vdi, against qemu-img's own chain. A split vmdk dropped with
  * its extents is one image (one dialog naming them), stored with its extents,
  * and its qcow2 download is what qemu-img compare finds equal to the source;
  * dropped without one extent, the import fails naming the missing file; the
@@ -15,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openDemo, shot, submitDialog } from './helpers.js';
+import { command, createDisk, openDemo, shot, submitDialog } from './helpers.js';
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -92,6 +93,16 @@ test('a vdi and a vhdx dropped on the page import (as they are, as qcow2) and re
   await (await stored).saveAs(`${dir}/stored.vdi`);
   expect(sha256(`${dir}/stored.vdi`)).toBe(sha256(`${dir}/drop.vdi`));
   await shot(page, info, '20-dropped', true);
+
+  // The stored vdi, as it is, backs a qcow2 overlay made in the demo; the overlay's guest view is what
+  // qemu-img reads through the same chain (qemu-img create -b drop.vdi -F vdi, the same write).
+  await createDisk(page, 'over-vdi.qcow2', '', { backing: 'drop.vdi', backingFormat: 'vdi' });
+  await command(page, 'write -P 0x5a 1000000 100000', /wrote 100000\/100000 bytes at offset 1000000/);
+  await downloadRaw(page, `${dir}/got-over.raw`);
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'drop.vdi', '-F', 'vdi', `${dir}/over.qcow2`]);
+  run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1000000 100000', `${dir}/over.qcow2`]);
+  run('qemu-img', ['convert', '-O', 'raw', `${dir}/over.qcow2`, `${dir}/over.raw`]);
+  expect(sha256(`${dir}/got-over.raw`)).toBe(sha256(`${dir}/over.raw`));
 });
 
 test('a split vmdk dropped with its extents is one image; without one extent the import names it', async ({ page }, info) => {
