@@ -9,8 +9,8 @@ import { ReqFlag } from '../src/core/driver.js';
 import { BlockError, toBlockError } from '../src/core/errors.js';
 import type { BlockGraph } from '../src/core/graph.js';
 import { Perm, PERM_ALL } from '../src/core/permissions.js';
-import { removeOpfs } from '../src/protocols/opfs.js';
-import { registerBlob, unregisterBlob } from '../src/protocols/blob.js';
+import { listOpfs, removeOpfs } from '../src/protocols/opfs.js';
+import { registerBlobSet } from '../src/protocols/blob.js';
 import { zeroBufferPool } from '../src/wasm/hot-paths.js';
 import { runCopy, type CopyProgress } from '../src/jobs/copy-engine.js';
 import { CopyBuffers } from '../src/jobs/buffers.js';
@@ -46,6 +46,19 @@ function exportTmpName(path: string, format: ImageFormat): { dir: string; file: 
   const base = last.replace(/\.[^.]*$/, '') || 'image';
   const dir = `opfs:/.diskworker-tmp/export-${Date.now()}-${tmpCounter++}`;
   return { dir, file: `${dir}/${base}.${EXTENSIONS[format] ?? format}` };
+}
+
+/** The name an imported Blob is known by beside its companions: a File's own name, made a plain file name. */
+function imageFileName(blob: Blob): string {
+  const name = (blob as Partial<File>).name;
+  const clean = typeof name === 'string' ? name.replace(/[/\\:\0]/g, '_') : '';
+  return clean === '' || clean === '.' || clean === '..' ? 'image' : clean;
+}
+
+/** The path of file `name` in the directory of the image `path` (`opfs:/d/a.vmdk` -> `opfs:/d/name`, `idb:a` -> `idb:name`). */
+export function siblingPath(path: string, name: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash >= 0 ? path.slice(0, slash + 1) + name : path.slice(0, path.indexOf(':') + 1) + name;
 }
 
 /** vmdk subformats kept in one file (the others add extent files an export would leave out). */
@@ -95,6 +108,8 @@ export interface CopyHost {
   checkCancel(jobId: number | undefined): void;
   /** The worker's open disk of `path`, if there is one. */
   openDisk(path: string): DiskService | undefined;
+  /** Removes a stored image (a failed import's companion files). */
+  remove(path: string): Promise<void>;
 }
 
 /** Convert, import and export for one worker. */
@@ -209,22 +224,67 @@ export class ImageCopier {
   /**
    * Brings a Blob / File in: `copy` stores its bytes unchanged, an image
    * format converts what it holds (format probed: any format the worker
-   * reads) into that format. Streams in 1 MiB pieces.
+   * reads) into that format. Streams in 1 MiB pieces. The files of an image
+   * of several files (`o.companions`: a vmdk's extents) are found by the
+   * names the image gives them; `copy` stores each beside the target under
+   * its own name, after checking that the image finds every file it names.
    */
   async importBlob(blob: Blob, o: ImportOptions, onProgress?: ProgressFn, jobId?: number): Promise<void> {
     const copy = !o.format || o.format === 'copy';
     const format = copy ? 'raw' : creatableFormat(o.format!, 'import as', o.options);
-    const name = registerBlob(blob);
+    const companions = (o.companions ?? []).map((f, i) => {
+      if (typeof f.name !== 'string') throw new BlockError('EINVAL', `Companion file ${i} of the import has no file name: give File objects`);
+      return { name: f.name, blob: f as Blob };
+    });
+    const set = registerBlobSet({ name: imageFileName(blob), blob }, companions);
     try {
-      const src = await this.host.openBackend({
-        path: name,
-        readOnly: true,
-        ...(copy ? { format: 'raw' } : o.fromOptions ? { options: o.fromOptions } : {}),
-      });
-      await closingAfter(src, () => this.convertFrom(src, o.to, format, copy ? {} : (o.options ?? {}), onProgress, jobId));
+      if (!copy) {
+        const src = await this.host.openBackend({ path: set.filename, readOnly: true, ...(o.fromOptions ? { options: o.fromOptions } : {}) });
+        await closingAfter(src, () => this.convertFrom(src, o.to, format, o.options ?? {}, onProgress, jobId));
+        return;
+      }
+      await this.checkFilesFound(set.filename);
+      const files = [{ from: set.filename, to: o.to, size: blob.size }, ...companions.map((c) => ({ from: `${set.filename.slice(0, set.filename.lastIndexOf('/') + 1)}${c.name}`, to: siblingPath(o.to, c.name), size: c.blob.size }))];
+      const total = files.reduce((n, f) => n + f.size, 0);
+      let before = 0;
+      const written: string[] = [];
+      try {
+        for (const f of files) {
+          const src = await this.host.openBackend({ path: f.from, readOnly: true, format: 'raw' });
+          const base = before;
+          const progress: ProgressFn | undefined = onProgress && ((p) => onProgress({ done: base + p.done, total }));
+          written.push(f.to);
+          await closingAfter(src, () => this.convertFrom(src, f.to, 'raw', {}, progress, jobId));
+          before += f.size;
+        }
+      } catch (e) {
+        // The target itself is the caller's to remove (as for one file); its companions are ours.
+        for (const p of written.slice(1)) await this.host.remove(p).catch(() => undefined);
+        throw e;
+      }
     } finally {
-      unregisterBlob(name);
+      set.unregister();
     }
+  }
+
+  /**
+   * Opens an image about to be stored as it is, without its backing file (and
+   * without data access where the format allows it: an encrypted image needs
+   * no key): ENOENT, a file it names that was not given with it (a vmdk
+   * extent), fails the import. Other failures do not: the bytes are stored
+   * and the image's open reports them, as before (a damaged image can be
+   * repaired once stored).
+   */
+  private async checkFilesFound(filename: string): Promise<void> {
+    const open = (spec: string | Record<string, unknown>) => BlockBackend.open(this.host.graph, spec, { readOnly: true, noBacking: true }, { name: filename, werror: 'report' });
+    let bb: BlockBackend;
+    try {
+      bb = await open({ filename, 'x-no-io': true }).catch(() => open(filename));
+    } catch (e) {
+      if (toBlockError(e).code === 'ENOENT') throw e;
+      return;
+    }
+    await bb.close();
   }
 
   /**
@@ -278,6 +338,57 @@ export class ImageCopier {
       src = await this.host.openBackend({ path: tmp.file, readOnly: true, options: { driver: 'opfs' } });
       cleanup = () => removeOpfs(tmp.dir);
     }
+    const stream = this.streamOf(src, cleanup, jobId);
+    return transfer(stream, [stream as unknown as Transferable]);
+  }
+
+  /**
+   * The files of a conversion of `path` into `format` (with creation
+   * `options`), each a stream: one for most formats, the descriptor and its
+   * extent files for the vmdk subformats of several files (twoGbMaxExtentSparse
+   * / Flat, monolithicFlat). The image comes first; the files are named as the
+   * image names them (the source's base name). The conversion waits in a
+   * temporary OPFS directory until every stream has been read or cancelled.
+   */
+  async exportFiles(
+    path: string,
+    format: ExportFormat,
+    jobId?: number,
+    options: Record<string, string | number | boolean> = {},
+    fromOptions?: Record<string, unknown>,
+  ): Promise<Array<{ name: string; stream: ReadableStream<Uint8Array> }>> {
+    const target = creatableFormat(format, 'export to', options);
+    const mine = this.host.openDisk(path);
+    if (mine) await mine.flush();
+    const tmp = exportTmpName(path, target);
+    const out: Array<{ name: string; stream: ReadableStream<Uint8Array> }> = [];
+    const opened: Array<{ name: string; bb: BlockBackend }> = [];
+    try {
+      await this.convert({ from: path, to: tmp.file, format: target, options, ...(fromOptions ? { fromOptions } : {}) });
+      const files = (await listOpfs(tmp.dir.slice('opfs:'.length))).map((f) => f.path);
+      files.sort((a, b) => (a === tmp.file ? -1 : b === tmp.file ? 1 : a.localeCompare(b)));
+      for (const p of files) opened.push({ name: p.slice(p.lastIndexOf('/') + 1), bb: await this.host.openBackend({ path: p, readOnly: true, options: { driver: 'opfs' } }) });
+    } catch (e) {
+      for (const { bb } of opened) await bb.close().catch(() => undefined);
+      // A failed convert (a full quota, say) must not leave its partial copy behind.
+      await removeOpfs(tmp.dir).catch(() => undefined);
+      throw e;
+    }
+    // The directory goes once the last stream is done.
+    let left = opened.length;
+    const done = async () => {
+      if (--left === 0) await removeOpfs(tmp.dir);
+    };
+    for (const { name, bb } of opened) out.push({ name, stream: this.streamOf(bb, done, jobId) });
+    return transfer(out, out.map((o) => o.stream as unknown as Transferable));
+  }
+
+  /**
+   * A stream of what `src` shows, in order, never more than a few pieces in
+   * memory; `src` is closed and `cleanup` run once it ends, fails or is
+   * cancelled. The page's cancel of `jobId` ends it with ECANCELED.
+   */
+  private streamOf(src: BlockBackend, cleanup: (() => Promise<void>) | null, jobId: number | undefined): ReadableStream<Uint8Array> {
     const total = src.length;
     const finish = async () => {
       await src.close().catch(() => undefined);
@@ -329,7 +440,7 @@ export class ImageCopier {
       },
       { highWaterMark: 2 },
     );
-    return transfer(stream, [stream as unknown as Transferable]);
+    return stream;
   }
 }
 

@@ -66,6 +66,7 @@ export class BlockWorkerService implements BlockWorkerApi {
     create: (o) => this.create(o),
     checkCancel: (jobId) => this.checkCancel(jobId),
     openDisk: (path) => this.open_.get(canonicalPath(path)),
+    remove: (path) => this.remove(path),
   });
 
   /** Runs graph-changing work one at a time (the backing policy is per open). */
@@ -299,6 +300,17 @@ export class BlockWorkerService implements BlockWorkerApi {
     fromOptions?: Record<string, unknown>,
   ): Promise<ReadableStream<Uint8Array>> {
     return this.copier.exportStream(path, format, jobId, compress, options, fromOptions);
+  }
+
+  /** Every file of a conversion (a vmdk descriptor and its extents), each a stream: see ImageCopier.exportFiles. */
+  exportFiles(
+    path: string,
+    format: ExportFormat,
+    jobId?: number,
+    options: Record<string, string | number | boolean> = {},
+    fromOptions?: Record<string, unknown>,
+  ): Promise<Array<{ name: string; stream: ReadableStream<Uint8Array> }>> {
+    return this.copier.exportFiles(path, format, jobId, options, fromOptions);
   }
 
   /**

@@ -4,11 +4,12 @@
  * import (pick or drop a file), export / download, convert, delete. Also the
  * selection: selecting an image reads its details and opens it.
  */
-import type { Disk, ExportFormat, ImageInfo } from '../../src/client/index.js';
+import { groupImageFiles, type Disk, type ExportFormat, type ImageFormat, type ImageInfo } from '../../src/client/index.js';
 import { app, bus, displayName, resolveBacking, storageOf, type ChainEntry, type Selected } from './state.js';
 import { loadSnapshots } from './snapshots.js';
 import { runJob } from './jobs.js';
 import { confirmDialog, describeError, field, fmtBytes, formDialog, guard, h, parseSize, showError, toast } from './ui.js';
+import { addPassword, dropSecret, keys, newPasswordFields, withPassword } from './unlock.js';
 
 const infoCache = new Map<string, ImageInfo | { error: string }>();
 
@@ -103,12 +104,15 @@ export async function select(path: string): Promise<void> {
   }
   sel.chain = await backingChain(path, sel.info);
   const allow = sel.chain.some((c) => storageOf(c.path) === 'http') ? ['http'] : [];
+  // An encrypted image asks for its password (unless this page has its key already).
+  const open = (readOnly: boolean) => withPassword(displayName(path), path, (options) => dw().open({ path, allowBackingProtocols: allow, ...(readOnly ? { readOnly } : {}), ...(options ? { options } : {}) }));
   try {
-    sel.disk = await dw().open({ path, allowBackingProtocols: allow });
+    sel.disk = await open(false);
+    if (!sel.disk) sel.openError = 'The image is encrypted and was not unlocked: select it again to give its password.';
   } catch (e) {
     if ((e as { code?: string }).code !== 'EBUSY' && (e as { code?: string }).code !== 'EACCES' && (e as { code?: string }).code !== 'EPERM') throw e;
     sel.openError = (e as Error).message;
-    sel.disk = await dw().open({ path, readOnly: true, allowBackingProtocols: allow }).catch(() => null);
+    sel.disk = await open(true).catch(() => null);
   }
   if (app.selected !== sel) {
     await sel.disk?.close();
@@ -202,7 +206,8 @@ export async function createDialog(): Promise<void> {
   const size = h('input', { name: 'size', value: '64M', placeholder: 'e.g. 64M, 1G' });
   const cluster = h('select', { name: 'cluster' }, ...['4k', '16k', '64k', '256k', '1M', '2M'].map((c) => h('option', { value: c, selected: c === '64k' }, c)));
   const backing = h('input', { name: 'backing', placeholder: 'another image, e.g. base.qcow2, or https://…/image.raw', autocomplete: 'off' });
-  const backingFmt = h('select', { name: 'backingFormat' }, h('option', { value: '' }, 'probe'), h('option', { value: 'qcow2' }, 'qcow2'), h('option', { value: 'raw' }, 'raw'));
+  // Any image the worker reads can be a backing file: an imported vmdk, vhd, vhdx, vdi, ... as it is.
+  const backingFmt = h('select', { name: 'backingFormat' }, h('option', { value: '' }, 'probe'), ...['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qed', 'qcow'].map((f) => h('option', { value: f }, f === 'vpc' ? 'vpc (vhd)' : f)));
   const extended = h('input', { type: 'checkbox', name: 'extended_l2' });
   const lazy = h('input', { type: 'checkbox', name: 'lazy_refcounts' });
   const compression = h('select', { name: 'compression' }, h('option', { value: 'zlib' }, 'zlib'), h('option', { value: 'zstd' }, 'zstd'));
@@ -233,6 +238,8 @@ export async function createDialog(): Promise<void> {
   }
   const bfmt = String(fd.get('backingFormat') ?? '');
   await guard(`Creating ${displayName(path)}`, async () => {
+    // The backing file is opened for its size: the selected image, open here for writing, closes first.
+    if (backingFile && app.selected?.path === resolveBacking(path, backingFile)) await closeSelected();
     await dw().create({ path, format: fmt, ...(bytes !== undefined ? { size: bytes } : {}), ...(backingFile ? { backingFile, ...(bfmt ? { backingFormat: bfmt } : {}) } : {}), options });
     toast('ok', `Created ${displayName(path)}`, `${fmt}, ${bytes !== undefined ? fmtBytes(bytes) : 'size of the backing file'}`);
     await refreshList();
@@ -242,36 +249,47 @@ export async function createDialog(): Promise<void> {
 
 // ---------------------------------------------------------------- import
 
-export async function importDialog(file?: File): Promise<void> {
-  const fileInput = h('input', { type: 'file', name: 'file', required: !file, accept: '.qcow2,.img,.raw,.bin,.iso,.vmdk,.vhd,.vpc,.vhdx,.vdi,.qed,.qcow,application/octet-stream' });
+/**
+ * The import dialog, for one picked or dropped image (`file`, with the files
+ * it names: a vmdk's extents) or, without one, a file input that takes
+ * several files: a vmdk descriptor with its extents, or several images.
+ */
+export async function importDialog(file?: File, companions: File[] = []): Promise<void> {
+  const fileInput = h('input', { type: 'file', name: 'file', multiple: true, required: !file, accept: '.qcow2,.img,.raw,.bin,.iso,.vmdk,.vhd,.vpc,.vhdx,.vdi,.qed,.qcow,.luks,application/octet-stream' });
   const name = h('input', { name: 'name', required: true, value: file?.name ?? '', autocomplete: 'off' });
   validName(name);
   const how = h('select', { name: 'how' }, h('option', { value: 'copy' }, 'Keep the file as it is'), h('option', { value: 'qcow2' }, 'Convert to qcow2'), h('option', { value: 'raw' }, 'Convert to raw'));
-  const fd = await formDialog('Import a disk image', [file ? h('p', {}, `File: ${file.name} (${fmtBytes(file.size)})`) : field('File', fileInput, 'qcow2, raw, vmdk, vhd, vhdx, vdi, qed or qcow. You can also drop a file anywhere on the page.'), h('div', { class: 'grid2' }, field('Name', name), field('Storage', storageSelect())), field('Import as', how, 'A qcow2 kept as it is keeps its backing file name and snapshots. Other formats work as they are too (also as backing files); converting to qcow2 gives snapshots and compression.')], 'Import', () => {
+  const shown = file ? h('p', {}, `File: ${file.name} (${fmtBytes(file.size)})`, ...(companions.length ? [h('br'), `with ${companions.map((c) => c.name).join(', ')}`] : [])) : field('File', fileInput, 'qcow2, raw, vmdk (a descriptor with its extent files: pick them together), vhd, vhdx, vdi, qed, qcow or luks. You can also drop files anywhere on the page.');
+  const fd = await formDialog('Import a disk image', [shown, h('div', { class: 'grid2' }, field('Name', name), field('Storage', storageSelect())), field('Import as', how, 'A qcow2 kept as it is keeps its backing file name and snapshots. Other formats work as they are too (also as backing files; a vmdk keeps its extent files beside it); converting to qcow2 gives snapshots and compression. An encrypted image asks for its password.')], 'Import', () => {
     fileInput.addEventListener('change', () => {
       const f = fileInput.files?.[0];
       if (f && !name.value) name.value = f.name.replace(/[^A-Za-z0-9._-]/g, '_');
     });
   });
-  const picked = file ?? fileInput.files?.[0];
-  if (!fd || !picked) return;
+  if (!fd) return;
   const how_ = String(fd.get('how')) as 'copy' | 'qcow2' | 'raw';
-  const path = pathFor(String(fd.get('storage')), String(fd.get('name')).replace(/[^A-Za-z0-9._\-/]/g, '_'));
-  await importFile(picked, path, how_);
+  const storage = String(fd.get('storage'));
+  const given = String(fd.get('name')).replace(/[^A-Za-z0-9._\-/]/g, '_');
+  const groups = file ? [{ image: file, companions, missing: [] }] : await groupImageFiles([...(fileInput.files ?? [])]);
+  // The name given is the first image's; the others keep their file names.
+  for (const [i, g] of groups.entries()) await importFile(g.image, pathFor(storage, i === 0 ? given : g.image.name.replace(/[^A-Za-z0-9._-]/g, '_')), how_, g.companions);
 }
 
-export async function importFile(file: File, path: string, how: 'copy' | 'qcow2' | 'raw'): Promise<void> {
+export async function importFile(file: File, path: string, how: 'copy' | 'qcow2' | 'raw', companions: File[] = []): Promise<void> {
   const done = await guard(`Importing ${file.name}`, () =>
-    runJob(`Importing ${file.name}`, async (job) => {
-      await dw().importFile(file, { to: path, format: how }, { signal: job.signal, onProgress: job.progress });
-      return true;
-    }),
+    // A conversion of an encrypted file asks for its password (kept as it is, its first open does).
+    withPassword(file.name, undefined, (fromOptions) =>
+      runJob(`Importing ${file.name}`, async (job) => {
+        await dw().importFile(file, { to: path, format: how, ...(companions.length ? { companions } : {}), ...(fromOptions ? { fromOptions } : {}) }, { signal: job.signal, onProgress: job.progress });
+        return true;
+      }),
+    ),
   );
   if (!done) {
     await dw().remove(path).catch(() => undefined);
     return;
   }
-  toast('ok', `Imported ${displayName(path)}`, `${fmtBytes(file.size)} from ${file.name}`);
+  toast('ok', `Imported ${displayName(path)}`, `${fmtBytes(file.size + companions.reduce((n, c) => n + c.size, 0))} from ${[file, ...companions].map((f) => f.name).join(', ')}`);
   await refreshList();
   await select(path);
 }
@@ -300,8 +318,11 @@ export function installDropZone(): void {
     e.preventDefault();
     depth = 0;
     overlay.hidden = true;
-    const f = e.dataTransfer?.files?.[0];
-    if (f) void importDialog(f);
+    const files = [...(e.dataTransfer?.files ?? [])];
+    // A vmdk descriptor dropped with its extents is one image; other files one each, a dialog after another.
+    void guard('Reading the dropped files', async () => {
+      for (const g of await groupImageFiles(files)) await importDialog(g.image, g.companions);
+    });
   });
 }
 
@@ -312,30 +333,73 @@ const EXPORT_CHOICES: Array<[string, string, ExportFormat, Record<string, string
   ['qcow2', 'qcow2 (converted)', 'qcow2', {}],
   ['vmdk', 'vmdk, monolithic sparse (VMware)', 'vmdk', {}],
   ['vmdk-stream', 'vmdk, stream-optimized (OVF / OVA)', 'vmdk', { subformat: 'streamOptimized' }],
+  ['vmdk-split', 'vmdk, split in 2 GiB sparse extents (several files)', 'vmdk', { subformat: 'twoGbMaxExtentSparse' }],
   ['vpc', 'vhd, dynamic (Virtual PC, Hyper-V, Azure)', 'vpc', {}],
   ['vhdx', 'vhdx, dynamic (Hyper-V)', 'vhdx', {}],
   ['vdi', 'vdi, dynamic (VirtualBox)', 'vdi', {}],
   ['qed', 'qed', 'qed', {}],
   ['qcow', 'qcow (version 1)', 'qcow', {}],
+  ['luks', 'luks (encrypted with a password)', 'luks', {}],
 ];
 /** File name extensions of exported formats. */
 const EXPORT_EXT: Record<string, string> = { vpc: 'vhd' };
+
+/**
+ * The creation options of a luks target: a new secret in the worker holding
+ * the password typed (`passwords`' value), named as its `key-secret`; the
+ * caller removes the secret when done (`dropSecret`).
+ */
+async function luksOptions(passwords: ReturnType<typeof newPasswordFields>): Promise<Record<string, string>> {
+  const password = passwords.value();
+  if (password === null) throw new Error('A luks image needs a password');
+  return { 'key-secret': await addPassword(password) };
+}
 
 export async function exportDialog(path: string): Promise<void> {
   const info = infoCache.get(path);
   const stored = info && 'format' in info ? info.format : '';
   const format = h('select', { name: 'format' }, h('option', { value: 'file' }, `the image file as stored${stored ? ` (${stored})` : ''}`), ...EXPORT_CHOICES.filter(([v]) => v !== stored).map(([v, label]) => h('option', { value: v }, label)), h('option', { value: 'qcow2c' }, 'qcow2 with compressed clusters (like qemu-img convert -c)'), h('option', { value: 'raw' }, 'raw (what the guest sees)'));
   const gzip = h('input', { type: 'checkbox', name: 'gzip' });
-  const fd = await formDialog(`Download ${displayName(path)}`, [field('Format', format), h('label', { class: 'check' }, gzip, ' Compress the download with gzip (.gz)')], 'Download');
+  const passwords = newPasswordFields();
+  const fd = await formDialog(`Download ${displayName(path)}`, [field('Format', format), passwords.root, h('label', { class: 'check' }, gzip, ' Compress the download with gzip (.gz)')], 'Download', () => {
+    format.addEventListener('change', () => passwords.show(format.value === 'luks'));
+  });
   if (!fd) return;
   const choice = String(fd.get('format'));
   const compress = choice === 'qcow2c';
   const picked = EXPORT_CHOICES.find(([v]) => v === choice);
   const fmt: ExportFormat = compress ? 'qcow2' : (picked?.[2] ?? (choice as ExportFormat));
-  const options = picked?.[3] ?? {};
-  // A conversion opens the image a second time: close it here for that.
-  if (fmt !== 'file' && fmt !== 'raw') await withSelectedClosed(path, () => exportImage(path, fmt, !!fd.get('gzip'), compress, options));
-  else await exportImage(path, fmt, !!fd.get('gzip'));
+  const options = fmt === 'luks' ? await luksOptions(passwords) : (picked?.[3] ?? {});
+  try {
+    // A conversion opens the image a second time: close it here for that.
+    if (fmt !== 'file' && fmt !== 'raw') await withSelectedClosed(path, () => exportImage(path, fmt, !!fd.get('gzip'), compress, options));
+    else await exportImage(path, fmt, !!fd.get('gzip'));
+  } finally {
+    await dropSecret(options['key-secret']);
+  }
+}
+
+/** vmdk subformats of several files: a descriptor and its extents, downloaded one by one. */
+const SEVERAL_FILES = ['twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'monolithicFlat'];
+
+/** Downloads every file of a conversion (a vmdk descriptor and its extents), one download each. */
+async function exportFiles(path: string, format: ExportFormat, options: Record<string, string>): Promise<void> {
+  await guard(`Exporting ${displayName(path)}`, () => withPassword(displayName(path), path, (fromOptions) =>
+    runJob(`Exporting ${displayName(path)} as ${options.subformat}`, async (job) => {
+      job.phase(`converting to ${format} ${options.subformat}…`);
+      const files = await dw().exportFiles(path, { format, signal: job.signal, options, ...(fromOptions ? { fromOptions } : {}) });
+      for (const f of files) {
+        job.phase(`saving ${f.name}…`);
+        const url = URL.createObjectURL(await new Response(f.stream).blob());
+        const a = h('a', { href: url, download: f.name });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      }
+      toast('ok', `Downloaded ${files.length} files`, files.map((f) => f.name).join(', '));
+    }),
+  ));
 }
 
 export async function exportImage(path: string, format: ExportFormat, gzip: boolean, compress = false, options: Record<string, string> = {}): Promise<void> {
@@ -344,11 +408,13 @@ export async function exportImage(path: string, format: ExportFormat, gzip: bool
   const shown = format === 'file' ? storedFmt : format;
   const ext = EXPORT_EXT[shown] ?? shown;
   const filename = `${base}.${ext}${gzip ? '.gz' : ''}`;
-  await guard(`Exporting ${displayName(path)}`, () =>
+  if (SEVERAL_FILES.includes(options.subformat ?? '')) return exportFiles(path, format, options);
+  // An encrypted source not open here asks for its password.
+  await guard(`Exporting ${displayName(path)}`, () => withPassword(displayName(path), path, (fromOptions) =>
     runJob(`Exporting ${filename}`, async (job) => {
       const info = await dw().info(path);
       if (format !== 'file' && format !== 'raw') job.phase(compress ? 'converting to qcow2, compressing clusters…' : `converting to ${format}…`);
-      let stream = await dw().exportStream(path, { format, signal: job.signal, compress, options });
+      let stream = await dw().exportStream(path, { format, signal: job.signal, compress, options, ...(fromOptions ? { fromOptions } : {}) });
       const total = format === 'raw' ? info.virtualSize : format === 'file' ? info.actualSize : 0;
       let done = 0;
       const count = new TransformStream<Uint8Array, Uint8Array>({
@@ -371,7 +437,7 @@ export async function exportImage(path: string, format: ExportFormat, gzip: bool
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
       toast('ok', `Downloaded ${filename}`, fmtBytes(blob.size));
     }),
-  );
+  ));
 }
 
 // ---------------------------------------------------------------- convert / delete
@@ -379,22 +445,31 @@ export async function exportImage(path: string, format: ExportFormat, gzip: bool
 export async function convertDialog(path: string): Promise<void> {
   const info = infoCache.get(path) as ImageInfo | undefined;
   const target = info?.format === 'qcow2' ? 'raw' : 'qcow2';
-  const name = h('input', { name: 'name', required: true, value: displayName(path).replace(/\.(qcow2|raw|img)$/, '') + `-converted.${target}`, autocomplete: 'off' });
+  const name = h('input', { name: 'name', required: true, value: displayName(path).replace(/\.(qcow2|raw|img|luks)$/, '') + `-converted.${target}`, autocomplete: 'off' });
   validName(name);
-  const format = h('select', { name: 'format' }, h('option', { value: 'qcow2', selected: target === 'qcow2' }, 'qcow2'), h('option', { value: 'raw', selected: target === 'raw' }, 'raw'));
-  const fd = await formDialog(`Convert ${displayName(path)}`, [h('p', { class: 'muted' }, 'Like qemu-img convert: copies what the guest sees (the whole backing chain flattened) into a new image.'), h('div', { class: 'grid2' }, field('New name', name), field('Storage', storageSelect())), field('Format', format)], 'Convert');
+  const format = h('select', { name: 'format' }, h('option', { value: 'qcow2', selected: target === 'qcow2' }, 'qcow2'), h('option', { value: 'raw', selected: target === 'raw' }, 'raw'), h('option', { value: 'luks' }, 'luks (encrypted with a password)'));
+  const passwords = newPasswordFields();
+  const fd = await formDialog(`Convert ${displayName(path)}`, [h('p', { class: 'muted' }, 'Like qemu-img convert: copies what the guest sees (the whole backing chain flattened) into a new image.'), h('div', { class: 'grid2' }, field('New name', name), field('Storage', storageSelect())), field('Format', format), passwords.root], 'Convert', () => {
+    format.addEventListener('change', () => passwords.show(format.value === 'luks'));
+  });
   if (!fd) return;
   const to = pathFor(String(fd.get('storage')), String(fd.get('name')));
+  const fmt = String(fd.get('format')) as ImageFormat;
+  // A luks target's secret stays in the worker as the new image's key (its first open needs no password).
+  const options = fmt === 'luks' ? await luksOptions(passwords) : {};
   const ok = await guard(`Converting ${displayName(path)}`, () => withSelectedClosed(path, () =>
-    runJob(`Converting to ${displayName(to)}`, async (job) => {
-      await dw().convert({ from: path, to, format: String(fd.get('format')) as 'qcow2' | 'raw', allowBackingProtocols: ['http'] }, { signal: job.signal, onProgress: job.progress });
-      return true;
-    })),
-  );
+    withPassword(displayName(path), path, (fromOptions) =>
+      runJob(`Converting to ${displayName(to)}`, async (job) => {
+        await dw().convert({ from: path, to, format: fmt, options, allowBackingProtocols: ['http'], ...(fromOptions ? { fromOptions } : {}) }, { signal: job.signal, onProgress: job.progress });
+        return true;
+      })),
+  ));
   if (!ok) {
+    await dropSecret(options['key-secret']);
     await dw().remove(to).catch(() => undefined);
     return;
   }
+  if (options['key-secret']) await dropSecret(keys.set(to, { option: 'key-secret', id: options['key-secret'] }));
   toast('ok', `Converted to ${displayName(to)}`);
   await refreshList();
 }
@@ -409,6 +484,7 @@ export async function deleteImage(path: string): Promise<void> {
     if (app.selected?.path === path) await closeSelected();
     await dw().remove(path);
     infoCache.delete(path);
+    await dropSecret(keys.forget(path));
     toast('ok', `Deleted ${displayName(path)}`);
     await refreshList();
   });

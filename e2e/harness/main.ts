@@ -4,7 +4,7 @@
  * for the Playwright specs (page.evaluate).
  */
 import { wrap, type Remote } from 'comlink';
-import { DiskWorker, connectV86Flush, toV86Buffer, isBlockError, saveMachine, restoreMachine, V86Cdrom } from '../../src/client/index.js';
+import { DiskWorker, connectV86Flush, toV86Buffer, isBlockError, saveMachine, restoreMachine, V86Cdrom, groupImageFiles } from '../../src/client/index.js';
 import type { TestBlockWorker } from './test-worker.js';
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
@@ -86,6 +86,7 @@ const harness = {
   describeError,
   failureOf,
   sha256,
+  groupImageFiles,
   syncReader,
   conformance,
   bootLinux,

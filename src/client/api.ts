@@ -132,6 +132,18 @@ export interface BlockWorkerApi {
     fromOptions?: Record<string, unknown>,
   ): Promise<ReadableStream<Uint8Array>>;
   /**
+   * Every file of a conversion into `format` (a vmdk descriptor and its extent
+   * files for twoGbMaxExtentSparse / Flat and monolithicFlat; one file for the
+   * other formats), the image first, each a stream named as the image names it.
+   */
+  exportFiles(
+    path: string,
+    format: ExportFormat,
+    jobId?: number,
+    options?: Record<string, string | number | boolean>,
+    fromOptions?: Record<string, unknown>,
+  ): Promise<Array<{ name: string; stream: ReadableStream<Uint8Array> }>>;
+  /**
    * Adds a secret (QEMU's `secret` object) to the worker's graph: EINVAL for
    * an id that is not an identifier, EEXIST for one taken, with QEMU's messages.
    */

@@ -48,6 +48,7 @@ export { DiskSnapshots, type CreateSnapshotOptions } from './snapshots.js';
 export { DiskJobs, Job, type JobEvent, type DiskRef } from './jobs.js';
 export { DiskQmp, type QmpEvent, type QmpReply } from './qmp.js';
 export { DiskSecrets } from './secrets.js';
+export { groupImageFiles, descriptorExtentNames, type ImageFileGroup } from './image-files.js';
 export type * from './jobs-protocol.js';
 export { BlockError, isBlockError, type ErrorCode } from '../core/errors.js';
 export { toV86Buffer, type V86DiskBuffer, type V86Disk } from './v86.js';
@@ -433,6 +434,23 @@ export class DiskWorker {
     return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) =>
       this.remote.exportStream(path, opts.format, id, opts.compress ?? false, opts.options ?? {}, opts.fromOptions),
     );
+  }
+
+  /**
+   * Every file of a conversion of `path` into `format` with its creation
+   * `options`, each a stream, the image first: the descriptor and its extent
+   * files for the vmdk subformats of several files (`{ subformat:
+   * 'twoGbMaxExtentSparse' }`, `twoGbMaxExtentFlat`, `monolithicFlat`), which
+   * `exportStream` refuses; one file for the other formats. Each is named as
+   * the image names it (the source's base name: `disk.vmdk`,
+   * `disk-s001.vmdk`, ...); save them side by side. The conversion waits in
+   * a temporary OPFS directory until every stream has been read or cancelled.
+   */
+  async exportFiles(
+    path: string,
+    opts: { format: ExportFormat; signal?: AbortSignal; options?: Record<string, string | number | boolean>; fromOptions?: Record<string, unknown> },
+  ): Promise<Array<{ name: string; stream: ReadableStream<Uint8Array> }>> {
+    return this.job({ ...(opts.signal ? { signal: opts.signal } : {}) }, (_p, id) => this.remote.exportFiles(path, opts.format, id, opts.options ?? {}, opts.fromOptions));
   }
 
   /**

@@ -146,6 +146,15 @@ export interface ImportOptions {
    * (`{ 'key-secret': 'sec0' }` for luks). Not used by `copy`.
    */
   fromOptions?: Record<string, unknown>;
+  /**
+   * The other files of an image of several files, picked or dropped with it:
+   * a vmdk descriptor's extents (twoGbMaxExtentSparse / Flat, monolithicFlat),
+   * found by the names the image gives them relative to itself, as on a file
+   * system (each File's `name`). A file the image names but that is not here
+   * fails with ENOENT naming it. `copy` stores each beside the target, under
+   * its own name.
+   */
+  companions?: File[];
 }
 
 /** Progress of a long operation. */

@@ -148,13 +148,14 @@ export function resolveBacking(graph: BlockGraph, image: BlockNode, name: string
   } else {
     // A colon before any slash names a protocol, as for names given by the user.
     graph.checkProtocolName(name);
-    const proto = graph.protocolFor(name);
-    const explicitPrefix = proto.protocolPrefixes?.some((p) => name.startsWith(p)) ?? false;
+    // A name without a prefix lives on the image's own storage (the default protocol need not exist here).
+    const prefixed = graph.listDrivers().find((d) => d.protocolPrefixes?.some((p) => name.startsWith(p)));
+    const explicitPrefix = prefixed !== undefined;
     let filename = name;
     if (!explicitPrefix && !name.startsWith('/')) filename = joinRelative(nodeDirname(image), name);
     // Without backing_fmt the driver stays unset and the format is probed, as QEMU does.
     // A local name may be a file or a host device: the protocol is probed when it opens.
-    const fileDriver = explicitPrefix ? proto.name : isLocalProtocol(graph, baseProto) ? undefined : baseProto;
+    const fileDriver = prefixed ? prefixed.name : isLocalProtocol(graph, baseProto) ? undefined : baseProto;
     options = { driver: format, file: fileDriver === undefined ? { filename } : { driver: fileDriver, filename } };
   }
   const wanted = findProtocolName(options, graph) ?? baseProto;
