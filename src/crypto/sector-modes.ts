@@ -241,7 +241,7 @@ export class ModeCipher {
     for (let s = 0, at = 0; at < buf.length; s++, at += ss) {
       const ctr = ivs.slice(s * bs, s * bs + bs);
       for (let b = at; b < Math.min(buf.length, at + ss); b += bs) {
-        stream.set(ctr, b);
+        for (let i = 0; i < bs; i++) stream[b + i] = ctr[i]!;
         // The whole block is one big-endian counter (nettle's and gnutls's CTR).
         for (let i = bs - 1; i >= 0 && ++ctr[i]! === 256; i--) ctr[i] = 0;
       }
