@@ -8,6 +8,8 @@
  * e.g. for the ciphers other than AES (their sector throughput in this process too):
  *   npx tsx bench/research/luks-throughput.ts 5 /dev/shm/lb 64 \
  *     cipher-alg=twofish-256,cipher-mode=xts cipher-alg=serpent-128,cipher-mode=cbc,ivgen-alg=essiv
+ * With DW_CLI_BASE=<another build's dist/cli/diskworker.js> that build runs
+ * interleaved too (its figures after "base").
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -19,6 +21,8 @@ const reps = Number(process.argv[2] ?? 5);
 const dir = process.argv[3] ?? '/dev/shm/luks-bench';
 /** The CLI under test (DW_CLI: another build, e.g. a copy of an older dist). */
 const cli = process.env['DW_CLI'] ?? join(process.cwd(), 'dist/cli/diskworker.js');
+/** DW_CLI_BASE: a second build run interleaved with the first (before / after a change). */
+const base = process.env['DW_CLI_BASE'];
 const SECRET = ['--object', 'secret,id=s,data=pw'];
 const mib = Number(process.argv[4] ?? 256);
 const DEFAULT_SPECS = ['cipher-alg=aes-256,cipher-mode=xts', 'cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv', 'cipher-alg=aes-256,cipher-mode=cbc,ivgen-alg=essiv'];
@@ -48,10 +52,11 @@ function cliRuns(): void {
       }
     }
     const img = ['--image-opts', 'driver=luks,key-secret=s,file.filename=b.luks'];
-    const t: Record<string, Record<string, number[]>> = { qemu: { write: [], read: [] }, ours: { write: [], read: [] } };
+    const tools = base ? (['qemu', 'ours', 'base'] as const) : (['qemu', 'ours'] as const);
+    const t: Record<string, Record<string, number[]>> = Object.fromEntries(tools.map((x) => [x, { write: [], read: [] }]));
     for (let r = 0; r < reps; r++) {
-      for (const tool of ['qemu', 'ours'] as const) {
-        const run = (c: string) => (tool === 'qemu' ? cpu('qemu-io', [...SECRET, '-c', c, ...img]) : cpu('node', [cli, 'io', ...SECRET, '-c', c, ...img]));
+      for (const tool of tools) {
+        const run = (c: string) => (tool === 'qemu' ? cpu('qemu-io', [...SECRET, '-c', c, ...img]) : cpu('node', [tool === 'base' ? base! : cli, 'io', ...SECRET, '-c', c, ...img]));
         const start = run('read 0 512');
         t[tool]!['write']!.push(run(`write -P 7 0 ${mib}M`) - start);
         t[tool]!['read']!.push(run(`read 0 ${mib}M`) - start);
@@ -60,7 +65,9 @@ function cliRuns(): void {
     for (const op of ['write', 'read']) {
       const q = median(t['qemu']![op]!);
       const d = median(t['ours']![op]!);
-      console.log(`${o} ${op}: qemu-io ${q.toFixed(3)} s ${(mib / q).toFixed(0)} MiB/s, ours ${d.toFixed(3)} s ${(mib / d).toFixed(0)} MiB/s, ratio ${(q / d).toFixed(2)}`);
+      const b = base ? median(t['base']![op]!) : 0;
+      const before = base ? `; base ${b.toFixed(3)} s, ratio ${(q / b).toFixed(2)}` : '';
+      console.log(`${o} ${op}: qemu-io ${q.toFixed(3)} s ${(mib / q).toFixed(0)} MiB/s, ours ${d.toFixed(3)} s ${(mib / d).toFixed(0)} MiB/s, ratio ${(q / d).toFixed(2)}${before}`);
     }
   }
 }
