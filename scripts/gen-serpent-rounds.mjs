@@ -6,7 +6,8 @@
  * (their algebraic normal form) and the linear transformation written out.
  * One S-box per round, eight rounds per pass of a four-pass loop.
  *
- *   node scripts/gen-serpent-rounds.mjs
+ *   node scripts/gen-serpent-rounds.mjs           writes the file
+ *   node scripts/gen-serpent-rounds.mjs --check   exits 1 when the file differs from what it would write
  *
  * The rounds run several times faster than through the functions on an
  * Int32Array (no memory traffic, no calls); test/crypto/serpent.test.ts holds
@@ -23,7 +24,44 @@ const src = readFileSync(path.join(root, 'src/crypto/serpent.ts'), 'utf8');
 function body(name) {
   const m = src.match(new RegExp(`function ${name}\\(x: Int32Array\\): void \\{\\n([\\s\\S]*?)\\n\\}`));
   if (!m) throw new Error(`gen-serpent-rounds: no function ${name} in serpent.ts`);
-  return m[1].split('\n').map((l) => l.trim()).filter((l) => l && !/^const [abcd] = x\[\d\]!;$/.test(l));
+  return shareXors(m[1].split('\n').map((l) => l.trim()).filter((l) => l && !/^const [abcd] = x\[\d\]!;$/.test(l)));
+}
+
+/**
+ * Fewer XORs for the four outputs (each the XOR of its monomials): the pair
+ * of terms that most outputs share becomes a named word, again and again
+ * while a pair is shared (Paar's greedy heuristic). The S-box is the same
+ * function; only its XORs are counted once instead of per output.
+ */
+function shareXors(lines) {
+  const defs = [];
+  const outs = [];
+  for (const l of lines) {
+    const o = l.match(/^x\[(\d)\] = (~\()?(.*?)\)?;$/);
+    if (o) outs.push({ j: Number(o[1]), not: !!o[2], terms: o[3].split(' ^ ') });
+    else defs.push(l);
+  }
+  for (let n = 0; ; n++) {
+    const count = new Map();
+    for (const o of outs) {
+      for (let x = 0; x < o.terms.length; x++) {
+        for (let y = x + 1; y < o.terms.length; y++) {
+          const key = `${o.terms[x]} ^ ${o.terms[y]}`;
+          count.set(key, (count.get(key) ?? 0) + 1);
+        }
+      }
+    }
+    let best = null;
+    for (const [key, c] of count) if (c >= 2 && (best === null || c > count.get(best))) best = key;
+    if (best === null) break;
+    const [t, u] = best.split(' ^ ');
+    const name = `p${n}`;
+    defs.push(`const ${name} = ${best};`);
+    for (const o of outs) {
+      if (o.terms.includes(t) && o.terms.includes(u)) o.terms = [...o.terms.filter((v) => v !== t && v !== u), name];
+    }
+  }
+  return [...defs, ...outs.map((o) => `x[${o.j}] = ${o.not ? `~(${o.terms.join(' ^ ')})` : o.terms.join(' ^ ')};`)];
 }
 
 /** Round key word `at` + j of the pass (`r` its first word). */
@@ -84,5 +122,13 @@ p('  }');
 p('  w[i] = x0;', '  w[i + 1] = x1;', '  w[i + 2] = x2;', '  w[i + 3] = x3;');
 p('}');
 p('');
-writeFileSync(path.join(root, 'src/crypto/serpent-rounds.ts'), out.join('\n'));
-console.log(`gen-serpent-rounds: src/crypto/serpent-rounds.ts, ${out.length} lines`);
+const target = path.join(root, 'src/crypto/serpent-rounds.ts');
+if (process.argv.includes('--check')) {
+  if (readFileSync(target, 'utf8') !== out.join('\n')) {
+    console.error('gen-serpent-rounds: src/crypto/serpent-rounds.ts is out of date (run node scripts/gen-serpent-rounds.mjs)');
+    process.exit(1);
+  }
+} else {
+  writeFileSync(target, out.join('\n'));
+  console.log(`gen-serpent-rounds: src/crypto/serpent-rounds.ts, ${out.length} lines`);
+}
