@@ -8,7 +8,8 @@
  */
 import { BlockError } from '../core/errors.js';
 import { CAST5_SBOXES } from './cast5-sboxes.js';
-import type { EcbEngine } from './sector-modes.js';
+import { bswap } from './words.js';
+import { WordCipher } from './word-cipher.js';
 
 const [S1, S2, S3, S4, S5, S6, S7, S8] = CAST5_SBOXES as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
 
@@ -62,75 +63,160 @@ function scheduleHalf(x: Uint8Array, z: Uint8Array, out: Uint32Array): void {
   }
 }
 
+/**
+ * S1..S4 one after the other, as signed words (the round functions add and
+ * subtract them as 32-bit integers; one array: one base in a register).
+ */
+const T = new Int32Array(1024);
+[S1, S2, S3, S4].forEach((s, i) => T.set(s, 256 * i));
+
 /** A CAST-128 key: masking keys Km1..Km16 and rotation keys Kr1..Kr16. */
-export class Cast5 implements EcbEngine {
-  readonly blockSize = 8;
-  readonly inPlace = true;
-  private readonly km = new Uint32Array(16);
-  private readonly kr = new Uint8Array(16);
+export class Cast5 extends WordCipher {
+  /** Km1..Km16, then Kr1..Kr16 (5 bits each). */
+  private readonly k = new Int32Array(32);
 
   constructor(key: Uint8Array) {
+    super(8, 'CAST5');
     if (key.length !== 16) throw new BlockError('EINVAL', `CAST5 key of ${key.length} bytes (16 needed)`);
     const x = Uint8Array.from(key);
     const z = new Uint8Array(16);
+    const km = new Uint32Array(16);
     const kr = new Uint32Array(16);
-    scheduleHalf(x, z, this.km);
+    scheduleHalf(x, z, km);
     scheduleHalf(x, z, kr);
-    for (let i = 0; i < 16; i++) this.kr[i] = kr[i]! & 31;
+    for (let i = 0; i < 16; i++) {
+      this.k[i] = km[i]!;
+      this.k[16 + i] = kr[i]! & 31;
+    }
     x.fill(0);
     z.fill(0);
+    km.fill(0);
     kr.fill(0);
   }
 
-  /** f of round i (0-based): type 1, 2, 3 in turn. */
-  private f(i: number, d: number): number {
-    const km = this.km[i]!;
-    const kr = this.kr[i]!;
-    const type = i % 3;
-    let t = type === 0 ? (km + d) | 0 : type === 1 ? km ^ d : (km - d) | 0;
-    t = (t << kr) | (t >>> ((32 - kr) & 31));
-    const a = S1[t >>> 24]!;
-    const b = S2[(t >>> 16) & 255]!;
-    const c = S3[(t >>> 8) & 255]!;
-    const e = S4[t & 255]!;
-    if (type === 0) return ((a ^ b) - c + e) | 0;
-    if (type === 1) return ((a - b + c) | 0) ^ e;
-    return (((a + b) | 0) ^ c) - e;
+  /**
+   * The 16 rounds written out (a call per round function would not be
+   * inlined), the halves swapping roles by name; types 1, 2, 3 in turn:
+   * I = (Km + D), (Km ^ D), (Km - D) rotated by Kr, then S1..S4 of its bytes
+   * combined by ^ - +, - + ^, + ^ - (a rotation by 0 shifts right by 32, i.e.
+   * by 0, in JS). The block's words are big-endian.
+   */
+  protected encryptBlock(w: Int32Array, i: number): void {
+    const k = this.k;
+    let l = bswap(w[i]!);
+    let r = bswap(w[i + 1]!);
+    let t: number;
+    t = (k[0]! + r) | 0;
+    t = (t << k[16]!) | (t >>> (32 - k[16]!));
+    l ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = k[1]! ^ l;
+    t = (t << k[17]!) | (t >>> (32 - k[17]!));
+    r ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[2]! - r) | 0;
+    t = (t << k[18]!) | (t >>> (32 - k[18]!));
+    l ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = (k[3]! + l) | 0;
+    t = (t << k[19]!) | (t >>> (32 - k[19]!));
+    r ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = k[4]! ^ r;
+    t = (t << k[20]!) | (t >>> (32 - k[20]!));
+    l ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[5]! - l) | 0;
+    t = (t << k[21]!) | (t >>> (32 - k[21]!));
+    r ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = (k[6]! + r) | 0;
+    t = (t << k[22]!) | (t >>> (32 - k[22]!));
+    l ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = k[7]! ^ l;
+    t = (t << k[23]!) | (t >>> (32 - k[23]!));
+    r ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[8]! - r) | 0;
+    t = (t << k[24]!) | (t >>> (32 - k[24]!));
+    l ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = (k[9]! + l) | 0;
+    t = (t << k[25]!) | (t >>> (32 - k[25]!));
+    r ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = k[10]! ^ r;
+    t = (t << k[26]!) | (t >>> (32 - k[26]!));
+    l ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[11]! - l) | 0;
+    t = (t << k[27]!) | (t >>> (32 - k[27]!));
+    r ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = (k[12]! + r) | 0;
+    t = (t << k[28]!) | (t >>> (32 - k[28]!));
+    l ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = k[13]! ^ l;
+    t = (t << k[29]!) | (t >>> (32 - k[29]!));
+    r ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[14]! - r) | 0;
+    t = (t << k[30]!) | (t >>> (32 - k[30]!));
+    l ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = (k[15]! + l) | 0;
+    t = (t << k[31]!) | (t >>> (32 - k[31]!));
+    r ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    // The output is R16 then L16.
+    w[i] = bswap(r);
+    w[i + 1] = bswap(l);
   }
 
-  private crypt(data: Uint8Array, encrypt: boolean): Uint8Array {
-    if (data.length % 8 !== 0) throw new BlockError('EINVAL', `CAST5 data of ${data.length} bytes is not a whole number of 8-byte blocks`);
-    for (let at = 0; at < data.length; at += 8) {
-      let l = (data[at]! << 24) | (data[at + 1]! << 16) | (data[at + 2]! << 8) | data[at + 3]!;
-      let r = (data[at + 4]! << 24) | (data[at + 5]! << 16) | (data[at + 6]! << 8) | data[at + 7]!;
-      for (let n = 0; n < 16; n++) {
-        const t = l ^ this.f(encrypt ? n : 15 - n, r);
-        l = r;
-        r = t;
-      }
-      // The output is R16 then L16.
-      data[at] = r >>> 24;
-      data[at + 1] = r >>> 16;
-      data[at + 2] = r >>> 8;
-      data[at + 3] = r;
-      data[at + 4] = l >>> 24;
-      data[at + 5] = l >>> 16;
-      data[at + 6] = l >>> 8;
-      data[at + 7] = l;
-    }
-    return data;
-  }
-
-  encrypt(data: Uint8Array): Uint8Array {
-    return this.crypt(data, true);
-  }
-
-  decrypt(data: Uint8Array): Uint8Array {
-    return this.crypt(data, false);
+  protected decryptBlock(w: Int32Array, i: number): void {
+    const k = this.k;
+    let l = bswap(w[i]!);
+    let r = bswap(w[i + 1]!);
+    let t: number;
+    t = (k[15]! + r) | 0;
+    t = (t << k[31]!) | (t >>> (32 - k[31]!));
+    l ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = (k[14]! - l) | 0;
+    t = (t << k[30]!) | (t >>> (32 - k[30]!));
+    r ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = k[13]! ^ r;
+    t = (t << k[29]!) | (t >>> (32 - k[29]!));
+    l ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[12]! + l) | 0;
+    t = (t << k[28]!) | (t >>> (32 - k[28]!));
+    r ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = (k[11]! - r) | 0;
+    t = (t << k[27]!) | (t >>> (32 - k[27]!));
+    l ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = k[10]! ^ l;
+    t = (t << k[26]!) | (t >>> (32 - k[26]!));
+    r ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[9]! + r) | 0;
+    t = (t << k[25]!) | (t >>> (32 - k[25]!));
+    l ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = (k[8]! - l) | 0;
+    t = (t << k[24]!) | (t >>> (32 - k[24]!));
+    r ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = k[7]! ^ r;
+    t = (t << k[23]!) | (t >>> (32 - k[23]!));
+    l ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[6]! + l) | 0;
+    t = (t << k[22]!) | (t >>> (32 - k[22]!));
+    r ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = (k[5]! - r) | 0;
+    t = (t << k[21]!) | (t >>> (32 - k[21]!));
+    l ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = k[4]! ^ l;
+    t = (t << k[20]!) | (t >>> (32 - k[20]!));
+    r ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[3]! + r) | 0;
+    t = (t << k[19]!) | (t >>> (32 - k[19]!));
+    l ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    t = (k[2]! - l) | 0;
+    t = (t << k[18]!) | (t >>> (32 - k[18]!));
+    r ^= ((((T[t >>> 24]! + T[256 + ((t >>> 16) & 255)]!) | 0) ^ T[512 + ((t >>> 8) & 255)]!) - T[768 + (t & 255)]!);
+    t = k[1]! ^ r;
+    t = (t << k[17]!) | (t >>> (32 - k[17]!));
+    l ^= ((((T[t >>> 24]! - T[256 + ((t >>> 16) & 255)]!) + T[512 + ((t >>> 8) & 255)]!) | 0) ^ T[768 + (t & 255)]!);
+    t = (k[0]! + l) | 0;
+    t = (t << k[16]!) | (t >>> (32 - k[16]!));
+    r ^= (((T[t >>> 24]! ^ T[256 + ((t >>> 16) & 255)]!) - T[512 + ((t >>> 8) & 255)]! + T[768 + (t & 255)]!) | 0);
+    w[i] = bswap(r);
+    w[i + 1] = bswap(l);
   }
 
   release(): void {
-    this.km.fill(0);
-    this.kr.fill(0);
+    this.k.fill(0);
   }
 }

@@ -25,6 +25,12 @@ export interface EcbEngine {
   cbcEncrypt?(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void;
   /** CBC-decrypts each `sectorSize` piece of `buf` in place with its IV from `ivs` (optional fast path). */
   cbcDecrypt?(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void;
+  /**
+   * XTS over each `sectorSize` piece of `buf` in place, its first tweak the
+   * sector's 16 bytes in `tweaks` (its IV encrypted with the tweak key); an
+   * optional fast path for engines that run blocks one at a time.
+   */
+  xts?(buf: Uint8Array, tweaks: Uint8Array, sectorSize: number, encrypt: boolean): void;
   release(): void;
 }
 
@@ -204,6 +210,7 @@ export class ModeCipher {
     const ss = this.sectorSize;
     // T = E_K2(IV) per sector, then T·α^j for block j (GF(2^128), little-endian, x^128 + x^7 + x^2 + x + 1).
     const first = aligned(this.tweak!.encrypt(ivs), false);
+    if (this.key.xts) return this.key.xts(buf, first, ss, encrypt);
     if (!this.scratch || this.scratch.length < buf.length >> 2) this.scratch = new Uint32Array(buf.length >> 2);
     const tw = this.scratch.subarray(0, buf.length >> 2);
     const f = new Uint32Array(first.buffer, first.byteOffset, first.length >> 2);
@@ -241,7 +248,7 @@ export class ModeCipher {
     for (let s = 0, at = 0; at < buf.length; s++, at += ss) {
       const ctr = ivs.slice(s * bs, s * bs + bs);
       for (let b = at; b < Math.min(buf.length, at + ss); b += bs) {
-        stream.set(ctr, b);
+        for (let i = 0; i < bs; i++) stream[b + i] = ctr[i]!;
         // The whole block is one big-endian counter (nettle's and gnutls's CTR).
         for (let i = bs - 1; i >= 0 && ++ctr[i]! === 256; i--) ctr[i] = 0;
       }

@@ -14,8 +14,9 @@
  * words, with no table lookups that depend on data.
  */
 import { BlockError } from '../core/errors.js';
-import { readLe, writeLe } from './words.js';
-import type { EcbEngine } from './sector-modes.js';
+import { readLe } from './words.js';
+import { WordCipher } from './word-cipher.js';
+import { serpentDecrypt, serpentEncrypt } from './serpent-rounds.js';
 
 /** S0..S7 of the paper, each as 16 hex digits (S[x] for x = 0..15). */
 const SBOX_HEX = ['38f1a65bed42709c', 'fc27905a1be86d34', '86793cafd1e40b52', '0fb8c963d124a75e', '1f83c0b6254a9e7d', 'f52b4a9c03e8d671', '72c5846be91fd3a0', '1df0e82b74ca9356'];
@@ -384,13 +385,12 @@ function inverseTransform(x: Int32Array): void {
 }
 
 /** A Serpent key: the 33 round keys of four words. */
-export class Serpent implements EcbEngine {
-  readonly blockSize = 16;
-  readonly inPlace = true;
+export class Serpent extends WordCipher {
   private readonly keys = new Int32Array(33 * 4);
   private readonly x = new Int32Array(4);
 
   constructor(key: Uint8Array) {
+    super(16, 'Serpent');
     if (key.length !== 16 && key.length !== 24 && key.length !== 32) {
       throw new BlockError('EINVAL', `Serpent key of ${key.length} bytes (16, 24 or 32 needed)`);
     }
@@ -416,34 +416,12 @@ export class Serpent implements EcbEngine {
     this.x.fill(0);
   }
 
-  encrypt(data: Uint8Array): Uint8Array {
-    this.check(data);
-    const { keys: k, x } = this;
-    for (let at = 0; at < data.length; at += 16) {
-      for (let j = 0; j < 4; j++) x[j] = readLe(data, at + 4 * j);
-      for (let r = 0; r < 32; r++) {
-        for (let j = 0; j < 4; j++) x[j]! ^= k[4 * r + j]!;
-        FORWARD[r & 7]!(x);
-        if (r < 31) transform(x);
-      }
-      for (let j = 0; j < 4; j++) writeLe(data, at + 4 * j, x[j]! ^ k[128 + j]!);
-    }
-    return data;
+  protected encryptBlock(w: Int32Array, i: number): void {
+    serpentEncrypt(w, i, this.keys);
   }
 
-  decrypt(data: Uint8Array): Uint8Array {
-    this.check(data);
-    const { keys: k, x } = this;
-    for (let at = 0; at < data.length; at += 16) {
-      for (let j = 0; j < 4; j++) x[j] = readLe(data, at + 4 * j) ^ k[128 + j]!;
-      for (let r = 31; r >= 0; r--) {
-        if (r < 31) inverseTransform(x);
-        BACKWARD[r & 7]!(x);
-        for (let j = 0; j < 4; j++) x[j]! ^= k[4 * r + j]!;
-      }
-      for (let j = 0; j < 4; j++) writeLe(data, at + 4 * j, x[j]!);
-    }
-    return data;
+  protected decryptBlock(w: Int32Array, i: number): void {
+    serpentDecrypt(w, i, this.keys);
   }
 
   release(): void {
@@ -451,9 +429,6 @@ export class Serpent implements EcbEngine {
     this.x.fill(0);
   }
 
-  private check(data: Uint8Array): void {
-    if (data.length % 16 !== 0) throw new BlockError('EINVAL', `Serpent data of ${data.length} bytes is not a whole number of 16-byte blocks`);
-  }
 }
 
 /** The S-box tables and their word-wide forms, for the tests that hold one against the other. */

@@ -10,8 +10,7 @@
  * "full keying" option, section 5.3). Keys of 16, 24 or 32 bytes.
  */
 import { BlockError } from '../core/errors.js';
-import { readLe, writeLe } from './words.js';
-import type { EcbEngine } from './sector-modes.js';
+import { WordCipher } from './word-cipher.js';
 
 /** The 4-bit t-tables of q0 and q1 (paper, section 4.3.5), t0..t3 each. */
 const Q_TABLES = [
@@ -102,16 +101,13 @@ function h(x: number, l: readonly number[]): number {
 const rol = (x: number, n: number): number => ((x << n) | (x >>> (32 - n))) >>> 0;
 
 /** A Twofish key: 40 subkeys and the four key-dependent g tables. */
-export class Twofish implements EcbEngine {
-  readonly blockSize = 16;
-  readonly inPlace = true;
-  private readonly k = new Uint32Array(40);
-  private readonly t0 = new Uint32Array(256);
-  private readonly t1 = new Uint32Array(256);
-  private readonly t2 = new Uint32Array(256);
-  private readonly t3 = new Uint32Array(256);
+export class Twofish extends WordCipher {
+  private readonly k = new Int32Array(40);
+  /** The four g tables, one after the other (one array: fewer bases held in registers). */
+  private readonly t = new Int32Array(1024);
 
   constructor(key: Uint8Array) {
+    super(16, 'Twofish');
     if (key.length !== 16 && key.length !== 24 && key.length !== 32) {
       throw new BlockError('EINVAL', `Twofish key of ${key.length} bytes (16, 24 or 32 needed)`);
     }
@@ -137,75 +133,63 @@ export class Twofish implements EcbEngine {
       this.k[2 * i] = (a + b) >>> 0;
       this.k[2 * i + 1] = rol((a + 2 * b) >>> 0, 9);
     }
-    const tables = [this.t0, this.t1, this.t2, this.t3];
-    for (let i = 0; i < 4; i++) for (let x = 0; x < 256; x++) tables[i]![x] = mdsColumn(i, sboxByte(i, x, s));
+    for (let i = 0; i < 4; i++) for (let x = 0; x < 256; x++) this.t[256 * i + x] = mdsColumn(i, sboxByte(i, x, s));
     m.fill(0);
     s.fill(0);
   }
 
-  encrypt(data: Uint8Array): Uint8Array {
-    this.check(data);
-    const { k, t0, t1, t2, t3 } = this;
-    for (let at = 0; at < data.length; at += 16) {
-      let x0 = readLe(data, at) ^ k[0]!;
-      let x1 = readLe(data, at + 4) ^ k[1]!;
-      let x2 = readLe(data, at + 8) ^ k[2]!;
-      let x3 = readLe(data, at + 12) ^ k[3]!;
-      for (let r = 0; r < 16; r += 2) {
-        // Two rounds, the second with the halves swapped back by naming.
-        let a = t0[x0 & 255]! ^ t1[(x0 >>> 8) & 255]! ^ t2[(x0 >>> 16) & 255]! ^ t3[x0 >>> 24]!;
-        let b = t0[x1 >>> 24]! ^ t1[x1 & 255]! ^ t2[(x1 >>> 8) & 255]! ^ t3[(x1 >>> 16) & 255]!;
-        x2 ^= (a + b + k[2 * r + 8]!) | 0;
-        x2 = (x2 >>> 1) | (x2 << 31);
-        x3 = ((x3 << 1) | (x3 >>> 31)) ^ ((a + 2 * b + k[2 * r + 9]!) | 0);
-        a = t0[x2 & 255]! ^ t1[(x2 >>> 8) & 255]! ^ t2[(x2 >>> 16) & 255]! ^ t3[x2 >>> 24]!;
-        b = t0[x3 >>> 24]! ^ t1[x3 & 255]! ^ t2[(x3 >>> 8) & 255]! ^ t3[(x3 >>> 16) & 255]!;
-        x0 ^= (a + b + k[2 * r + 10]!) | 0;
-        x0 = (x0 >>> 1) | (x0 << 31);
-        x1 = ((x1 << 1) | (x1 >>> 31)) ^ ((a + 2 * b + k[2 * r + 11]!) | 0);
-      }
-      writeLe(data, at, x2 ^ k[4]!);
-      writeLe(data, at + 4, x3 ^ k[5]!);
-      writeLe(data, at + 8, x0 ^ k[6]!);
-      writeLe(data, at + 12, x1 ^ k[7]!);
+  protected encryptBlock(w: Int32Array, i: number): void {
+    const { k, t } = this;
+    let x0 = w[i]! ^ k[0]!;
+    let x1 = w[i + 1]! ^ k[1]!;
+    let x2 = w[i + 2]! ^ k[2]!;
+    let x3 = w[i + 3]! ^ k[3]!;
+    for (let r = 8; r < 40; r += 4) {
+      // Two rounds, the second with the halves swapped back by naming.
+      let a = t[x0 & 255]! ^ t[256 + ((x0 >>> 8) & 255)]! ^ t[512 + ((x0 >>> 16) & 255)]! ^ t[768 + (x0 >>> 24)]!;
+      let b = t[x1 >>> 24]! ^ t[256 + (x1 & 255)]! ^ t[512 + ((x1 >>> 8) & 255)]! ^ t[768 + ((x1 >>> 16) & 255)]!;
+      x2 ^= (a + b + k[r]!) | 0;
+      x2 = (x2 >>> 1) | (x2 << 31);
+      x3 = ((x3 << 1) | (x3 >>> 31)) ^ ((a + 2 * b + k[r + 1]!) | 0);
+      a = t[x2 & 255]! ^ t[256 + ((x2 >>> 8) & 255)]! ^ t[512 + ((x2 >>> 16) & 255)]! ^ t[768 + (x2 >>> 24)]!;
+      b = t[x3 >>> 24]! ^ t[256 + (x3 & 255)]! ^ t[512 + ((x3 >>> 8) & 255)]! ^ t[768 + ((x3 >>> 16) & 255)]!;
+      x0 ^= (a + b + k[r + 2]!) | 0;
+      x0 = (x0 >>> 1) | (x0 << 31);
+      x1 = ((x1 << 1) | (x1 >>> 31)) ^ ((a + 2 * b + k[r + 3]!) | 0);
     }
-    return data;
+    w[i] = x2 ^ k[4]!;
+    w[i + 1] = x3 ^ k[5]!;
+    w[i + 2] = x0 ^ k[6]!;
+    w[i + 3] = x1 ^ k[7]!;
   }
 
-  decrypt(data: Uint8Array): Uint8Array {
-    this.check(data);
-    const { k, t0, t1, t2, t3 } = this;
-    for (let at = 0; at < data.length; at += 16) {
-      let x2 = readLe(data, at) ^ k[4]!;
-      let x3 = readLe(data, at + 4) ^ k[5]!;
-      let x0 = readLe(data, at + 8) ^ k[6]!;
-      let x1 = readLe(data, at + 12) ^ k[7]!;
-      for (let r = 14; r >= 0; r -= 2) {
-        let a = t0[x2 & 255]! ^ t1[(x2 >>> 8) & 255]! ^ t2[(x2 >>> 16) & 255]! ^ t3[x2 >>> 24]!;
-        let b = t0[x3 >>> 24]! ^ t1[x3 & 255]! ^ t2[(x3 >>> 8) & 255]! ^ t3[(x3 >>> 16) & 255]!;
-        x0 = ((x0 << 1) | (x0 >>> 31)) ^ ((a + b + k[2 * r + 10]!) | 0);
-        x1 ^= (a + 2 * b + k[2 * r + 11]!) | 0;
-        x1 = (x1 >>> 1) | (x1 << 31);
-        a = t0[x0 & 255]! ^ t1[(x0 >>> 8) & 255]! ^ t2[(x0 >>> 16) & 255]! ^ t3[x0 >>> 24]!;
-        b = t0[x1 >>> 24]! ^ t1[x1 & 255]! ^ t2[(x1 >>> 8) & 255]! ^ t3[(x1 >>> 16) & 255]!;
-        x2 = ((x2 << 1) | (x2 >>> 31)) ^ ((a + b + k[2 * r + 8]!) | 0);
-        x3 ^= (a + 2 * b + k[2 * r + 9]!) | 0;
-        x3 = (x3 >>> 1) | (x3 << 31);
-      }
-      writeLe(data, at, x0 ^ k[0]!);
-      writeLe(data, at + 4, x1 ^ k[1]!);
-      writeLe(data, at + 8, x2 ^ k[2]!);
-      writeLe(data, at + 12, x3 ^ k[3]!);
+  protected decryptBlock(w: Int32Array, i: number): void {
+    const { k, t } = this;
+    let x2 = w[i]! ^ k[4]!;
+    let x3 = w[i + 1]! ^ k[5]!;
+    let x0 = w[i + 2]! ^ k[6]!;
+    let x1 = w[i + 3]! ^ k[7]!;
+    for (let r = 36; r >= 8; r -= 4) {
+      let a = t[x2 & 255]! ^ t[256 + ((x2 >>> 8) & 255)]! ^ t[512 + ((x2 >>> 16) & 255)]! ^ t[768 + (x2 >>> 24)]!;
+      let b = t[x3 >>> 24]! ^ t[256 + (x3 & 255)]! ^ t[512 + ((x3 >>> 8) & 255)]! ^ t[768 + ((x3 >>> 16) & 255)]!;
+      x0 = ((x0 << 1) | (x0 >>> 31)) ^ ((a + b + k[r + 2]!) | 0);
+      x1 ^= (a + 2 * b + k[r + 3]!) | 0;
+      x1 = (x1 >>> 1) | (x1 << 31);
+      a = t[x0 & 255]! ^ t[256 + ((x0 >>> 8) & 255)]! ^ t[512 + ((x0 >>> 16) & 255)]! ^ t[768 + (x0 >>> 24)]!;
+      b = t[x1 >>> 24]! ^ t[256 + (x1 & 255)]! ^ t[512 + ((x1 >>> 8) & 255)]! ^ t[768 + ((x1 >>> 16) & 255)]!;
+      x2 = ((x2 << 1) | (x2 >>> 31)) ^ ((a + b + k[r]!) | 0);
+      x3 ^= (a + 2 * b + k[r + 1]!) | 0;
+      x3 = (x3 >>> 1) | (x3 << 31);
     }
-    return data;
+    w[i] = x0 ^ k[0]!;
+    w[i + 1] = x1 ^ k[1]!;
+    w[i + 2] = x2 ^ k[2]!;
+    w[i + 3] = x3 ^ k[3]!;
   }
 
   release(): void {
-    for (const t of [this.k, this.t0, this.t1, this.t2, this.t3]) t.fill(0);
-  }
-
-  private check(data: Uint8Array): void {
-    if (data.length % 16 !== 0) throw new BlockError('EINVAL', `Twofish data of ${data.length} bytes is not a whole number of 16-byte blocks`);
+    this.k.fill(0);
+    this.t.fill(0);
   }
 }
 
