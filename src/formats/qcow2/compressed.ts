@@ -12,6 +12,8 @@
  */
 import { BlockError, einval, type ErrorContext } from '../../core/errors.js';
 import { getClusterCodec, initZstd, zstdCompressCluster, zstdDecompressCluster, type ClusterCodec } from '../../wasm/codec.js';
+import { decodeClusters } from '../../core/decompress-pool.js';
+import { decompressPoolFor } from '../../wasm/decompress-workers.js';
 import { COMPRESSION_TYPE } from './constants.js';
 import { ClusterType, clusterType, makeCompressedEntry, readEntry, writeEntry } from './l2-entry.js';
 import { lookup, type Run } from './lookup.js';
@@ -129,11 +131,16 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
   if (!buf || buf.length < span) buf = new Uint8Array(2 ** Math.ceil(Math.log2(span)));
   try {
     await img.file.preadv(start, span, buf.subarray(0, span));
-    for (let i = 0; i < runs.length; i++) {
-      const r = runs[i]!;
-      const input = buf.subarray(r.coffset - start, r.coffset - start + r.csize);
-      await decompressCluster(img.header.compressionType, input, out.subarray(i * cs, (i + 1) * cs), { node: img.node.nodeName, offset: r.coffset });
-    }
+    const type = img.header.compressionType;
+    await loadCodec(type);
+    const tasks = runs.map((r, i) => ({
+      input: buf!.subarray(r.coffset - start, r.coffset - start + r.csize),
+      out: out.subarray(i * cs, (i + 1) * cs),
+      context: { node: img.node.nodeName, offset: r.coffset },
+    }));
+    // Several clusters at once: a share decodes on the pool's threads, as QEMU's thread pool does.
+    const kind = type === COMPRESSION_TYPE.ZSTD ? 'zstd' : 'zlib';
+    await decodeClusters(decompressPoolFor(kind), kind, tasks, (t) => decompressCluster(type, t.input, t.out, t.context));
   } finally {
     free.push(buf);
   }
