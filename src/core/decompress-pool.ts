@@ -63,19 +63,24 @@ export function chosenDecompressPool(): DecompressPool | null | undefined {
  * them) while `inline` decodes the rest here, or all inline without a pool or
  * for fewer than {@link MIN_POOL_BATCH} tasks. Tasks the pool could not take
  * (it failed) are decoded inline. Throws the error of the first task in order
- * that failed, as a cluster-by-cluster decode would.
+ * that failed, as a cluster-by-cluster decode would. `inline` returns a
+ * promise only when its decoder is asynchronous.
  */
 export async function decodeClusters(
   pool: DecompressPool | undefined,
   kind: ClusterCompression,
   tasks: readonly DecompressTask[],
-  inline: (t: DecompressTask) => Promise<void>,
+  inline: (t: DecompressTask) => Promise<unknown> | undefined,
 ): Promise<void> {
   if (!pool || pool.threads < 1 || tasks.length < MIN_POOL_BATCH) {
-    for (const t of tasks) await inline(t);
+    for (const t of tasks) {
+      const p = inline(t);
+      if (p) await p;
+    }
     return;
   }
-  const toPool = Math.floor((tasks.length * pool.threads) / (pool.threads + 1));
+  // Rounded up: the caller's thread also runs the reads and writes around the decoding.
+  const toPool = Math.ceil((tasks.length * pool.threads) / (pool.threads + 1));
   const pooled = pool.decode(kind, tasks.slice(0, toPool));
   // Settles with the pool's answers, or undefined when the pool failed.
   const answers = pooled.then(
@@ -85,7 +90,8 @@ export async function decodeClusters(
   let firstError: { at: number; error: unknown } | undefined;
   for (let i = toPool; i < tasks.length && !firstError; i++) {
     try {
-      await inline(tasks[i]!);
+      const p = inline(tasks[i]!);
+      if (p) await p;
     } catch (e) {
       firstError = { at: i, error: e };
     }
@@ -95,7 +101,8 @@ export async function decodeClusters(
     let error: unknown = got ? got[i] : null;
     if (!got) {
       try {
-        await inline(tasks[i]!);
+        const p = inline(tasks[i]!);
+        if (p) await p;
       } catch (e) {
         error = e;
       }

@@ -39,11 +39,25 @@ export async function loadCodec(type: number): Promise<void> {
  */
 export async function decompressCluster(type: number, input: Uint8Array, out: Uint8Array, context: ErrorContext = {}): Promise<void> {
   await loadCodec(type);
-  if (type === COMPRESSION_TYPE.ZLIB) {
-    await deflateCodec!.inflateCluster(input, out, context);
-  } else {
+  const p = decodeLoaded(type, input, out, context);
+  if (p) await p;
+}
+
+/**
+ * {@link decompressCluster} once {@link loadCodec} has run: synchronous (no
+ * promise per cluster) unless the codec is DecompressionStream.
+ */
+function decodeLoaded(type: number, input: Uint8Array, out: Uint8Array, context: ErrorContext): Promise<number> | undefined {
+  if (type !== COMPRESSION_TYPE.ZLIB) {
     zstdDecompressCluster(input, out, context);
+    return undefined;
   }
+  const codec = deflateCodec!;
+  if (codec.inflateClusterSync) {
+    codec.inflateClusterSync(input, out, context);
+    return undefined;
+  }
+  return codec.inflateCluster(input, out, context);
 }
 
 /**
@@ -109,7 +123,7 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
   // clusters before it are read, as a cluster-by-cluster read would report it.
   let walkFailed = false;
   let walkError: unknown;
-  while ((runs.length + 1) * cs <= out.length && end - start < BATCH_BYTES) {
+  while ((runs.length + 1) * cs <= out.length) {
     const prev = runs[runs.length - 1]!;
     let r: Run;
     try {
@@ -120,6 +134,8 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
       break;
     }
     if (!usable(r) || r.coffset < prev.coffset || r.coffset > end + BATCH_GAP) break;
+    // The batch's buffer stays within BATCH_BYTES (a power of two: no larger one is made).
+    if (Math.max(end, r.coffset + r.csize) - start > BATCH_BYTES) break;
     runs.push(r);
     end = Math.max(end, r.coffset + r.csize);
   }
@@ -140,7 +156,7 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
     }));
     // Several clusters at once: a share decodes on the pool's threads, as QEMU's thread pool does.
     const kind = type === COMPRESSION_TYPE.ZSTD ? 'zstd' : 'zlib';
-    await decodeClusters(decompressPoolFor(kind), kind, tasks, (t) => decompressCluster(type, t.input, t.out, t.context));
+    await decodeClusters(decompressPoolFor(kind), kind, tasks, (t) => decodeLoaded(type, t.input, t.out, t.context));
   } finally {
     free.push(buf);
   }
