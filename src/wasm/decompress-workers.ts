@@ -4,8 +4,9 @@
  * instances of the WASM deflate and zstd modules, compiled once here and
  * handed to them.
  *
- * One thread fewer than the cores (at most 4; none on one core), started on
- * the first batch that needs them. A batch goes to a thread in one message:
+ * One thread fewer than the cores (at most 4; none on one core), started
+ * once a reader has decoded a few batches inline (so short reads never start
+ * them). A batch goes to a thread in one message:
  * the compressed bytes and an output area in two transferred buffers, which
  * come back with the results and are kept for the next batch (no copies
  * beyond the module's own, no garbage per cluster). In Node the threads do
@@ -310,6 +311,13 @@ function defaultThreads(): number {
 }
 
 let defaultPool: WorkerDecompressPool | null | undefined;
+/**
+ * Batches the default pool leaves inline before its threads start: a short
+ * read of compressed data (an `img info`, a small convert) never pays a
+ * thread's start-up (tens of ms of CPU, about 10 MB of memory in Node).
+ */
+const INLINE_BATCHES_FIRST = 32;
+let batchesSeen = 0;
 
 function makeDefault(): WorkerDecompressPool | null {
   const threads = defaultThreads();
@@ -328,7 +336,10 @@ export function decompressPoolFor(kind: ClusterCompression): DecompressPool | un
   const chosen = chosenDecompressPool();
   if (chosen !== undefined) return chosen ?? undefined;
   if (!loadedWasm(MODULE_OF[kind])?.compiled) return undefined;
-  if (defaultPool === undefined) defaultPool = makeDefault();
+  if (defaultPool === undefined) {
+    if (++batchesSeen <= INLINE_BATCHES_FIRST) return undefined;
+    defaultPool = makeDefault();
+  }
   return defaultPool && !defaultPool.failed ? defaultPool : undefined;
 }
 
@@ -336,5 +347,6 @@ export function decompressPoolFor(kind: ClusterCompression): DecompressPool | un
 export async function closeDefaultDecompressPool(): Promise<void> {
   const p = defaultPool;
   defaultPool = undefined;
+  batchesSeen = 0;
   await p?.close();
 }

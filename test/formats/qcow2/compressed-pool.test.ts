@@ -175,11 +175,18 @@ describe('qcow2 compressed clusters decoded on a thread pool', () => {
 
   const cli = resolve(__dirname, '../../../dist/cli/diskworker.js');
   it.runIf(existsSync(cli))('img convert through the default pool writes what qemu-img writes and exits', () => {
+    // 32 MiB: enough batches for the default pool to start its threads.
+    const big = t.path('big.raw');
+    const f = openSync(big, 'w');
+    for (let i = 0; i < 32 * 1024 * 1024; i += SIZE) writeSync(f, data, 0, Math.min(SIZE, 32 * 1024 * 1024 - i), i);
+    closeSync(f);
     for (const ctype of ['zlib', 'zstd'] as const) {
+      const img = t.path(`big-${ctype}.qcow2`);
+      qemuImg('convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', `compression_type=${ctype}`, big, img);
       const ours = t.path(`ours-${ctype}.raw`);
       const theirs = t.path(`theirs-${ctype}.raw`);
-      qemuImg('convert', '-O', 'raw', image(ctype), theirs);
-      const r = spawnSync(process.execPath, [cli, 'img', 'convert', '-O', 'raw', image(ctype), ours], {
+      qemuImg('convert', '-O', 'raw', img, theirs);
+      const r = spawnSync(process.execPath, [cli, 'img', 'convert', '-O', 'raw', img, ours], {
         encoding: 'utf8',
         env: { ...process.env, DISKWORKER_DECOMPRESS_THREADS: '2' },
       });
