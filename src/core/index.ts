@@ -9,6 +9,7 @@ export { BlockNode, newIoStats, type IoStats, type OpStats, type DetectZeroes, t
 export { BlockGraph, type BackingPolicy, type OpenFlags } from './graph.js';
 export { joinRelative } from './backing-open.js';
 export { BlockBackend, type BackendOptions, type ErrorAction, type StopEvent } from './backend.js';
+export { setDecompressPool, type DecompressPool, type DecompressTask, type ClusterCompression } from './decompress-pool.js';
 export { RemovableMedia, RemovableBackend, type MediaEvents, type RemovableMediaOptions } from './removable-media.js';
 export { drainBegin, drainEnd, drained, type DrainToken } from './drain.js';
 export { blockStatus, checkRequest, flush, MAX_REQUEST_END } from './request-path.js';

@@ -76,6 +76,17 @@ export interface CopyEngineOptions {
   onProgress?: (p: CopyProgress) => void | Promise<void>;
   /** The total given to onProgress; by default the counted extents are summed up first. */
   progressTotal?: number;
+  /**
+   * Reads data pieces that follow each other with one read of up to this
+   * many bytes (at most chunkSize; default 0, off; never with
+   * {@link CopyJob.copy}): each piece is
+   * still written on its own. A source whose block status comes in small runs
+   * (a compressed qcow2 answers one cluster at a time) is then read in large
+   * requests, which it may serve faster (qcow2 decodes a batch of compressed
+   * clusters on several threads). When such a read fails, each of its pieces
+   * is read on its own, so errors name the piece as they would without.
+   */
+  coalesceReads?: number;
   /** Which extents progress counts (default: all). */
   counts?: (e: CopyExtent) => boolean;
   /** On a failed read (default report). */
@@ -109,6 +120,19 @@ interface Piece {
   read: Promise<void>;
   /** The job copied it itself ({@link CopyJob.copy}): nothing to write. */
   copied?: boolean;
+  /** What the read-ahead counts: the piece, or the read it shares. */
+  unit: object;
+  /** Part of a read not started yet (coalescing). */
+  waiting?: boolean;
+  /** The buffer shared by the pieces of one read, and how many still hold it. */
+  shared?: { buf: Uint8Array; holders: number };
+}
+
+/** Data pieces read together (coalescing): [offset, offset + bytes). */
+interface ReadGroup {
+  pieces: Piece[];
+  offset: number;
+  bytes: number;
 }
 
 interface Pending {
@@ -151,8 +175,12 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
 
   const reading: Piece[] = [];
   const writing: Pending[] = [];
+  const coalesce = !job.copy && (o.coalesceReads ?? 0) > 0;
+  const groupMax = Math.min(chunkSize, o.coalesceReads ?? 0);
   const release = (p: Piece) => {
-    if (p.buf) buffers.give(p.buf);
+    if (p.shared) {
+      if (p.buf && --p.shared.holders === 0) buffers.give(p.shared.buf);
+    } else if (p.buf) buffers.give(p.buf);
     p.buf = null;
   };
   const startRead = (p: Piece): Promise<void> => {
@@ -168,9 +196,12 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
     );
   };
   const readPiece = (p: Piece): Promise<void> => {
+    p.buf = buffers.take(p.extent.length);
+    return readInto(p);
+  };
+  const readInto = (p: Piece): Promise<void> => {
     const e = p.extent;
-    const buf = buffers.take(e.length);
-    p.buf = buf;
+    const buf = p.buf!;
     return job.read(e.offset, buf).then(
       () => {
         // A view into WASM memory is detached if that memory grew meanwhile: never let that
@@ -184,6 +215,46 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
       },
     );
   };
+  /** The read of the pieces gathered so far (coalescing). */
+  let group: ReadGroup | null = null;
+  const startGroup = (): void => {
+    const g = group;
+    group = null;
+    if (!g) return;
+    for (const p of g.pieces) p.waiting = false;
+    if (g.pieces.length === 1) {
+      const p = g.pieces[0]!;
+      p.read = startRead(p);
+      p.read.catch(() => undefined);
+      return;
+    }
+    const buf = buffers.take(g.bytes);
+    const shared = { buf, holders: g.pieces.length };
+    const whole = job.read(g.offset, buf).then(() => {
+      if (buf.byteLength !== g.bytes) throw new Error('detached');
+    });
+    for (const p of g.pieces) {
+      const rel = p.extent.offset - g.offset;
+      p.buf = buf.subarray(rel, rel + p.extent.length);
+      p.shared = shared;
+      // On failure each piece is read on its own: the error is its own, at its offset.
+      p.read = whole.catch(() => readInto(p));
+      p.read.catch(() => undefined);
+    }
+  };
+  /** Adds data piece `p` to the read being gathered, starting that read when it is full. */
+  const gather = (p: Piece): void => {
+    const e = p.extent;
+    if (group && (e.offset !== group.offset + group.bytes || group.bytes + e.length > groupMax)) startGroup();
+    group ??= { pieces: [], offset: e.offset, bytes: 0 };
+    group.pieces.push(p);
+    group.bytes += e.length;
+    p.unit = group;
+    p.waiting = true;
+    if (group.bytes >= groupMax) startGroup();
+  };
+  /** Read units (reads, or pieces without one) in `reading`. */
+  let units = 0;
   const failed = (err: CopyError, action: CopyErrorAction | undefined): void => {
     if ((action ?? 'report') === 'report') throw err;
     result.errors.push(err);
@@ -191,6 +262,8 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
   /** Hands the oldest read piece to its write. */
   const drainOne = async () => {
     const p = reading.shift()!;
+    if (p.waiting) startGroup();
+    if (reading[0]?.unit !== p.unit) units--;
     let readOk = true;
     try {
       await p.read;
@@ -243,17 +316,24 @@ export async function runCopy(job: CopyJob, o: CopyEngineOptions): Promise<CopyR
         checkAbort();
         const n = Math.min(step, e.length - off);
         const extent = n === e.length ? e : { offset: e.offset + off, length: n, kind: e.kind };
-        const p: Piece = { extent, whole: e, last: off + n >= e.length, buf: null, read: Promise.resolve() };
+        const p: Piece = { extent, whole: e, last: off + n >= e.length, buf: null, read: Promise.resolve(), unit: {} };
         if (e.kind === 'data') {
           if (limiter) await limiter.take(n, signal);
           checkAbort();
-          p.read = startRead(p);
-          p.read.catch(() => undefined);
+          if (coalesce) gather(p);
+          else {
+            p.read = startRead(p);
+            p.read.catch(() => undefined);
+          }
+        } else if (group) {
+          startGroup();
         }
+        if (reading[reading.length - 1]?.unit !== p.unit) units++;
         reading.push(p);
-        if (reading.length >= readAhead) await drainOne();
+        while (units >= readAhead) await drainOne();
       }
     }
+    startGroup();
     while (reading.length) {
       checkAbort();
       await drainOne();

@@ -31,6 +31,8 @@ export interface ClusterCodec {
    * dst.byteLength. EIO (naming the input offset) for corrupt or short data.
    */
   inflateCluster(src: Uint8Array, dst: Uint8Array, context?: ErrorContext): Promise<number>;
+  /** {@link inflateCluster} without a promise, where the implementation is synchronous (not DecompressionStream). */
+  inflateClusterSync?(src: Uint8Array, dst: Uint8Array, context?: ErrorContext): number;
   /** Raw deflate of `src` at `level` (1..9, window <= 4 KiB), or null when it does not shrink. */
   deflateCluster(src: Uint8Array, level?: number): Uint8Array | null;
 }
@@ -131,6 +133,9 @@ function makeCodec(wasm: WasmDeflate | undefined): ClusterCodec {
       async inflateCluster(src, dst, context = {}) {
         return wasmInflate(wasm, src, dst, context);
       },
+      inflateClusterSync(src, dst, context = {}) {
+        return wasmInflate(wasm, src, dst, context);
+      },
       deflateCluster(src, level = 6) {
         if (z) return zlibDeflate(z, src, level);
         checkLevel(level);
@@ -143,6 +148,9 @@ function makeCodec(wasm: WasmDeflate | undefined): ClusterCodec {
       inflateImpl: 'node:zlib',
       deflateImpl: 'node:zlib',
       async inflateCluster(src, dst, context = {}) {
+        return zlibInflate(z, src, dst, context);
+      },
+      inflateClusterSync(src, dst, context = {}) {
         return zlibInflate(z, src, dst, context);
       },
       deflateCluster(src, level = 6) {

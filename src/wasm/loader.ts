@@ -87,11 +87,14 @@ export class WasmModule<E extends WasmBaseExports = WasmBaseExports> {
   readonly name: WasmModuleName;
   readonly exports: E;
   readonly memory: WebAssembly.Memory;
+  /** The compiled module, when known (worker threads instantiate their own copy from it). */
+  readonly compiled: WebAssembly.Module | undefined;
   private buf: ArrayBuffer;
   private u8view: Uint8Array;
 
-  constructor(name: WasmModuleName, instance: WebAssembly.Instance) {
+  constructor(name: WasmModuleName, instance: WebAssembly.Instance, compiled?: WebAssembly.Module) {
     this.name = name;
+    this.compiled = compiled;
     this.exports = instance.exports as unknown as E;
     this.memory = this.exports.memory;
     this.buf = this.memory.buffer;
@@ -186,26 +189,28 @@ async function instantiate(name: WasmModuleName, variant: WasmVariant): Promise<
   let mod: WasmModule | undefined;
   const imp = imports(() => mod);
   let instance: WebAssembly.Instance;
+  let compiled: WebAssembly.Module | undefined;
   if (src instanceof WebAssembly.Module) {
+    compiled = src;
     instance = await WebAssembly.instantiate(src, imp);
   } else if (src instanceof ArrayBuffer || src instanceof Uint8Array) {
-    instance = (await WebAssembly.instantiate(src as BufferSource, imp)).instance;
+    ({ instance, module: compiled } = await WebAssembly.instantiate(src as BufferSource, imp));
   } else {
     const url = typeof src === 'string' ? new URL(src, import.meta.url) : src;
     if (url.protocol !== 'file:' && typeof WebAssembly.instantiateStreaming === 'function') {
       const res = await fetch(url);
       if (!res.ok) throw new BlockError('ENOENT', `cannot load WASM module ${url.href}: HTTP ${res.status}`);
       try {
-        instance = (await WebAssembly.instantiateStreaming(res.clone(), imp)).instance;
+        ({ instance, module: compiled } = await WebAssembly.instantiateStreaming(res.clone(), imp));
       } catch {
         // Wrong MIME type or a streaming failure: compile from the bytes instead.
-        instance = (await WebAssembly.instantiate(await res.arrayBuffer(), imp)).instance;
+        ({ instance, module: compiled } = await WebAssembly.instantiate(await res.arrayBuffer(), imp));
       }
     } else {
-      instance = (await WebAssembly.instantiate(await readBytes(url) as BufferSource, imp)).instance;
+      ({ instance, module: compiled } = await WebAssembly.instantiate(await readBytes(url) as BufferSource, imp));
     }
   }
-  mod = new WasmModule(name, instance);
+  mod = new WasmModule(name, instance, compiled);
   return mod;
 }
 
@@ -270,7 +275,7 @@ export function loadWasmSync<E extends WasmBaseExports>(name: WasmModuleName, va
   }
   let mod: WasmModule | undefined;
   const instance = new WebAssembly.Instance(compiled, imports(() => mod));
-  mod = new WasmModule(name, instance);
+  mod = new WasmModule(name, instance, compiled);
   syncInstances.set(k, mod);
   instances.set(k, Promise.resolve(mod));
   return mod as WasmModule<E>;

@@ -499,3 +499,64 @@ describe('copy engine: injected errors', () => {
     await close();
   });
 });
+
+describe('copy engine: coalesced reads', () => {
+  /** 40 data extents of 16 KiB (a compressed image's block status), a source of known bytes, recorded calls. */
+  function smallRunJob(failAt?: (o: number, n: number) => boolean) {
+    const piece = 16 * KiB;
+    const count = 40;
+    const src = new Uint8Array(piece * count);
+    for (let i = 0; i < src.length; i++) src[i] = (i * 31 + (i >> 14)) & 0xff;
+    const reads: string[] = [];
+    const writes: string[] = [];
+    const dst = new Uint8Array(src.length);
+    const job: CopyJob = {
+      async *extents() {
+        for (let i = 0; i < count; i++) yield { offset: i * piece, length: piece, kind: i === 20 ? 'zero' : 'data' } as CopyExtent;
+      },
+      async read(o, b) {
+        reads.push(`${o}+${b.length}`);
+        await new Promise((r) => setTimeout(r, 0));
+        if (failAt?.(o, b.length)) throw new BlockError('EIO', `read failed at ${o}`);
+        b.set(src.subarray(o, o + b.length));
+      },
+      async write(e, b) {
+        writes.push(`${e.kind} ${e.offset}+${e.length}`);
+        if (b) dst.set(b, e.offset);
+      },
+    };
+    return { job, src, dst, reads, writes, piece };
+  }
+
+  it('adjacent small pieces are read together, up to the limit, and still written one by one', async () => {
+    const plain = smallRunJob();
+    await runCopy(plain.job, { chunkSize: 256 * KiB, readAhead: 2, writeDepth: 1 });
+    const co = smallRunJob();
+    const r = await runCopy(co.job, { chunkSize: 256 * KiB, readAhead: 2, writeDepth: 1, coalesceReads: 64 * KiB });
+    expect(co.writes).toEqual(plain.writes);
+    expect(Buffer.compare(co.dst.subarray(0, 20 * co.piece), co.src.subarray(0, 20 * co.piece))).toBe(0);
+    expect(Buffer.compare(co.dst.subarray(21 * co.piece), co.src.subarray(21 * co.piece))).toBe(0);
+    // 20 data pieces before the zero extent and 19 after it, four to a read: 5 + 5 reads.
+    expect(co.reads).toHaveLength(10);
+    expect(co.reads[0]).toBe(`0+${64 * KiB}`);
+    expect(co.reads[5]).toBe(`${21 * co.piece}+${64 * KiB}`);
+    expect(plain.reads).toHaveLength(39);
+    expect(r.dataBytes).toBe(39 * co.piece);
+  });
+
+  it('a coalesced read that fails: its pieces are read alone, the error names the failing piece', async () => {
+    const bad = 6 * 16 * KiB;
+    const failing = (o: number, n: number) => o <= bad && bad < o + n;
+    const co = smallRunJob(failing);
+    const err = await runCopy(co.job, { chunkSize: 256 * KiB, readAhead: 2, writeDepth: 1, coalesceReads: 64 * KiB }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CopyError);
+    expect((err as CopyError).op).toBe('read');
+    expect((err as CopyError).offset).toBe(bad);
+    const ignoring = smallRunJob(failing);
+    const r = await runCopy(ignoring.job, { chunkSize: 256 * KiB, readAhead: 2, writeDepth: 1, coalesceReads: 64 * KiB, onReadError: 'ignore' });
+    expect(r.errors.map((e) => e.offset)).toEqual([bad]);
+    expect(ignoring.writes).not.toContain(`data ${bad}+${16 * KiB}`);
+    expect(ignoring.writes.filter((w) => w.startsWith('data'))).toHaveLength(38);
+    expect(Buffer.compare(ignoring.dst.subarray(bad + 16 * KiB, 20 * 16 * KiB), ignoring.src.subarray(bad + 16 * KiB, 20 * 16 * KiB))).toBe(0);
+  });
+});

@@ -12,6 +12,8 @@
  */
 import { BlockError, einval, type ErrorContext } from '../../core/errors.js';
 import { getClusterCodec, initZstd, zstdCompressCluster, zstdDecompressCluster, type ClusterCodec } from '../../wasm/codec.js';
+import { decodeClusters } from '../../core/decompress-pool.js';
+import { decompressPoolFor } from '../../wasm/decompress-workers.js';
 import { COMPRESSION_TYPE } from './constants.js';
 import { ClusterType, clusterType, makeCompressedEntry, readEntry, writeEntry } from './l2-entry.js';
 import { lookup, type Run } from './lookup.js';
@@ -37,11 +39,25 @@ export async function loadCodec(type: number): Promise<void> {
  */
 export async function decompressCluster(type: number, input: Uint8Array, out: Uint8Array, context: ErrorContext = {}): Promise<void> {
   await loadCodec(type);
-  if (type === COMPRESSION_TYPE.ZLIB) {
-    await deflateCodec!.inflateCluster(input, out, context);
-  } else {
+  const p = decodeLoaded(type, input, out, context);
+  if (p) await p;
+}
+
+/**
+ * {@link decompressCluster} once {@link loadCodec} has run: synchronous (no
+ * promise per cluster) unless the codec is DecompressionStream.
+ */
+function decodeLoaded(type: number, input: Uint8Array, out: Uint8Array, context: ErrorContext): Promise<number> | undefined {
+  if (type !== COMPRESSION_TYPE.ZLIB) {
     zstdDecompressCluster(input, out, context);
+    return undefined;
   }
+  const codec = deflateCodec!;
+  if (codec.inflateClusterSync) {
+    codec.inflateClusterSync(input, out, context);
+    return undefined;
+  }
+  return codec.inflateCluster(input, out, context);
 }
 
 /**
@@ -107,7 +123,7 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
   // clusters before it are read, as a cluster-by-cluster read would report it.
   let walkFailed = false;
   let walkError: unknown;
-  while ((runs.length + 1) * cs <= out.length && end - start < BATCH_BYTES) {
+  while ((runs.length + 1) * cs <= out.length) {
     const prev = runs[runs.length - 1]!;
     let r: Run;
     try {
@@ -118,6 +134,8 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
       break;
     }
     if (!usable(r) || r.coffset < prev.coffset || r.coffset > end + BATCH_GAP) break;
+    // The batch's buffer stays within BATCH_BYTES (a power of two: no larger one is made).
+    if (Math.max(end, r.coffset + r.csize) - start > BATCH_BYTES) break;
     runs.push(r);
     end = Math.max(end, r.coffset + r.csize);
   }
@@ -129,11 +147,16 @@ export async function readCompressedClusters(img: Qcow2Image, first: Run, offset
   if (!buf || buf.length < span) buf = new Uint8Array(2 ** Math.ceil(Math.log2(span)));
   try {
     await img.file.preadv(start, span, buf.subarray(0, span));
-    for (let i = 0; i < runs.length; i++) {
-      const r = runs[i]!;
-      const input = buf.subarray(r.coffset - start, r.coffset - start + r.csize);
-      await decompressCluster(img.header.compressionType, input, out.subarray(i * cs, (i + 1) * cs), { node: img.node.nodeName, offset: r.coffset });
-    }
+    const type = img.header.compressionType;
+    await loadCodec(type);
+    const tasks = runs.map((r, i) => ({
+      input: buf!.subarray(r.coffset - start, r.coffset - start + r.csize),
+      out: out.subarray(i * cs, (i + 1) * cs),
+      context: { node: img.node.nodeName, offset: r.coffset },
+    }));
+    // Several clusters at once: a share decodes on the pool's threads, as QEMU's thread pool does.
+    const kind = type === COMPRESSION_TYPE.ZSTD ? 'zstd' : 'zlib';
+    await decodeClusters(decompressPoolFor(kind), kind, tasks, (t) => decodeLoaded(type, t.input, t.out, t.context));
   } finally {
     free.push(buf);
   }
