@@ -24,8 +24,8 @@ export function qemuImgTry(...args: string[]): { status: number; out: string } {
   }
 }
 
-export function qemuIo(file: string, cmds: string[], format = 'qcow2'): string {
-  const args = ['-f', format];
+export function qemuIo(file: string, cmds: string[], format = 'qcow2', extra: string[] = []): string {
+  const args = ['-f', format, ...extra];
   for (const c of cmds) args.push('-c', c);
   args.push(file);
   return execFileSync('qemu-io', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

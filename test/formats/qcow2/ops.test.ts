@@ -74,7 +74,8 @@ describe('qcow2 image operations', () => {
       const bb = await openQcow2(g, f, true);
       expect(bb.node.instance.getSpecificInfo!()).toEqual(info['format-specific']);
       // qemu-io's info prints the VM state offset: the first L1 entry past the disk (1 GiB here).
-      const vm = /vm state offset: (.*)/.exec(qemuIo(f, ['info']))?.[1];
+      // -r -U: the image is open here (QEMU sees our locks).
+      const vm = /vm state offset: (.*)/.exec(qemuIo(f, ['info'], 'qcow2', ['-r', '-U']))?.[1];
       expect(vm).toBeDefined();
       const { vmStateOffset, ...rest } = bb.node.instance.getInfo!() as { vmStateOffset: number; clusterSize: number; dirty: boolean };
       expect(rest).toEqual({ clusterSize: info['cluster-size'], dirty: info['dirty-flag'] });

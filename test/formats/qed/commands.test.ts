@@ -93,7 +93,7 @@ async function same(fx: Fixture, tool: 'img' | 'io', line: string, images: strin
   const args = words(line);
   const t = theirs(tool, args, dq);
   const o = await ours(tool, args, dd);
-  const n = (s: string) => s.replace(/^(qemu-img|qemu-io|diskworker (img|io)): /gm, 'PROG: ').replace(/\d+\.\d+ sec \([^)]*\)/g, 'T');
+  const n = (s: string) => s.replace(/^(qemu-img|qemu-io|diskworker (img|io)): /gm, 'PROG: ').replace(/(?:\d+:)*\d+\.\d+(?: sec)? \([^)]*\)/g, 'T');
   expect({ code: o.code, stdout: n(o.stdout), stderr: n(o.stderr) }, line).toEqual({ code: t.code, stdout: n(t.stdout), stderr: n(t.stderr) });
   for (const f of images) expect(readFileSync(join(dd, f)).equals(readFileSync(join(dq, f))), `${f} bytes after ${line}`).toBe(true);
 }
