@@ -54,7 +54,7 @@ while (my $line = <STDIN>) {
 
 /** The lock holder of this process, or null where it cannot run. */
 export class LockHolder {
-  private static instance: LockHolder | null | undefined;
+  private static instance: Promise<LockHolder | null> | undefined;
   /** key → (owner → bytes): what each open node wants locked. */
   private readonly wanted = new Map<string, Map<object, ReadonlySet<number>>>();
   private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
@@ -77,19 +77,21 @@ export class LockHolder {
    * The holder, started on first use; null where it cannot work (not Linux
    * on a 64-bit CPU, no child processes, or it failed before).
    */
-  static async get(): Promise<LockHolder | null> {
-    if (LockHolder.instance !== undefined) return LockHolder.instance;
-    LockHolder.instance = null;
+  static get(): Promise<LockHolder | null> {
+    // One start for concurrent first callers.
+    LockHolder.instance ??= LockHolder.start();
+    return LockHolder.instance;
+  }
+
+  private static async start(): Promise<LockHolder | null> {
     if (typeof process === 'undefined' || process.platform !== 'linux' || !['x64', 'arm64'].includes(process.arch)) return null;
     if (process.env.DISKWORKER_LOCK_HOLDER === 'off') return null;
     try {
       const { spawn } = await import('node:child_process');
-      const child = spawn('perl', ['-e', PERL], { stdio: ['pipe', 'pipe', 'ignore'] });
-      LockHolder.instance = new LockHolder(child);
+      return new LockHolder(spawn('perl', ['-e', PERL], { stdio: ['pipe', 'pipe', 'ignore'] }));
     } catch {
-      LockHolder.instance = null;
+      return null;
     }
-    return LockHolder.instance;
   }
 
   /** The holder's process id: its locks are ours in /proc/locks. */

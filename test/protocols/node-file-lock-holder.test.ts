@@ -164,6 +164,18 @@ describe.skipIf(!canRun)('QEMU sees our locks', () => {
     expect(seen[1]).toEqual(seen[0]);
   });
 
+  it('DISKWORKER_LOCK_HOLDER=off: nothing is locked', { timeout: 60_000 }, async () => {
+    expect(spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', 'off.qcow2', '1M'], { cwd: dir }).status).toBe(0);
+    const p = spawn(process.execPath, [CLI, 'io', 'off.qcow2'], { cwd: dir, stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, DISKWORKER_LOCK_HOLDER: 'off' } });
+    holders.push(p);
+    let out = '';
+    p.stdout!.on('data', (d: Buffer) => void (out += d.toString()));
+    p.stdin!.write('read 0 512\n');
+    await until('the read', () => out.includes('read 512/512'), p);
+    expect(lockedBytes('off.qcow2')).toEqual([]);
+    expect(qemu('qemu-img', ['check', 'off.qcow2'])).toBe('0 No errors were found on the image.');
+  });
+
   it('a holder killed with SIGKILL leaves no lock behind', { timeout: 60_000 }, async () => {
     expect(spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', 'k.qcow2', '1M'], { cwd: dir }).status).toBe(0);
     const p = await hold('ours', ['k.qcow2'], 'k.qcow2');
