@@ -15,12 +15,15 @@
  * its batches and the pool: the caller decodes inline from then on.
  *
  * DISKWORKER_DECOMPRESS_THREADS (Node) sets the thread count; 0 decodes inline.
+ * In Node, deflate clusters go to node:zlib on libuv's threads instead
+ * (src/wasm/decompress-node-zlib.ts: no heap and instance per thread).
  * The default pool takes deflate clusters; zstd clusters only when that
  * variable is set (see {@link decompressPoolFor}).
  */
 import { BlockError } from '../core/errors.js';
 import { chosenDecompressPool, type ClusterCompression, type DecompressPool, type DecompressTask } from '../core/decompress-pool.js';
 import { loadedWasm, statusError, trapError } from './loader.js';
+import { NodeZlibDecompressPool, nodeZlibAvailable } from './decompress-node-zlib.js';
 
 /**
  * The thread's program (plain JavaScript: Node runs it with `eval`, browsers from
@@ -318,6 +321,8 @@ function defaultThreads(): number {
 }
 
 let defaultPool: WorkerDecompressPool | null | undefined;
+/** Node's default pool for deflate clusters (src/wasm/decompress-node-zlib.ts). */
+let nativePool: NodeZlibDecompressPool | null | undefined;
 /**
  * Batches the default pool leaves inline before its threads start: a short
  * read of compressed data (an `img info`, a small convert) never pays a
@@ -347,6 +352,14 @@ export function decompressPoolFor(kind: ClusterCompression): DecompressPool | un
   // share of it, and measured on the shared 2-core machine the pool cost zstd converts up to 30 %
   // more CPU for no gain in time. Pooled only when the thread count is set explicitly.
   if (kind === 'zstd' && threadsFromEnv() === undefined) return undefined;
+  // Node inflates on libuv's threads (no thread of ours to start: no wait for the first batches).
+  if (kind === 'zlib' && nodeZlibAvailable()) {
+    if (nativePool === undefined) {
+      const threads = defaultThreads();
+      nativePool = threads < 1 ? null : new NodeZlibDecompressPool(threads);
+    }
+    return nativePool ?? undefined;
+  }
   if (defaultPool === undefined) {
     if (++batchesSeen <= INLINE_BATCHES_FIRST) return undefined;
     defaultPool = makeDefault();
@@ -358,6 +371,7 @@ export function decompressPoolFor(kind: ClusterCompression): DecompressPool | un
 export async function closeDefaultDecompressPool(): Promise<void> {
   const p = defaultPool;
   defaultPool = undefined;
+  nativePool = undefined;
   batchesSeen = 0;
   await p?.close();
 }

@@ -5,7 +5,9 @@
  * path (run here on a stand-in Worker that executes the same program); corrupt
  * data gives the same BlockError as inline decoding; a pool whose thread dies
  * leaves reads correct (inline); and the CLI's convert through the default
- * pool writes what qemu-img writes and exits.
+ * pool writes what qemu-img writes and exits. Node's default pool for deflate
+ * clusters (node:zlib on libuv's threads) answers every edge case of QEMU's
+ * inflate as the inline WASM decoder does.
  */
 import { describe, it, expect, afterAll, afterEach } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -14,7 +16,10 @@ import { resolveObjectURL } from 'node:buffer';
 import { resolve } from 'node:path';
 import { BlockError } from '../../../src/core/errors.js';
 import { setDecompressPool, type ClusterCompression, type DecompressPool, type DecompressTask } from '../../../src/core/decompress-pool.js';
-import { WorkerDecompressPool, nodeThreadSpawn, webWorkerSpawn, type Spawn } from '../../../src/wasm/decompress-workers.js';
+import { WorkerDecompressPool, closeDefaultDecompressPool, decompressPoolFor, nodeThreadSpawn, webWorkerSpawn, type Spawn } from '../../../src/wasm/decompress-workers.js';
+import { NodeZlibDecompressPool } from '../../../src/wasm/decompress-node-zlib.js';
+import { getClusterCodecSync } from '../../../src/wasm/codec.js';
+import { deflateRawSync } from 'node:zlib';
 import { fileGraph, openQcow2, qemuImg, tempDir } from './helpers.js';
 
 const t = tempDir();
@@ -130,6 +135,82 @@ describe('qcow2 compressed clusters decoded on a thread pool', () => {
     }
   }
 
+  it('node:zlib pool, zlib: an image compressed by qemu-img reads byte-identical', async () => {
+    const pool = counting(new NodeZlibDecompressPool(1));
+    setDecompressPool(pool);
+    const got = await readAll(image('zlib'));
+    expect(Buffer.compare(got, data)).toBe(0);
+    expect(pool.given).toBeGreaterThan(SIZE / CS / 4);
+    await expect(pool.decode('zstd', [])).rejects.toThrow(/zstd/);
+  });
+
+  it("node:zlib pool: each of QEMU's edge cases answers as the inline decoder", async () => {
+    const cluster = data.subarray(0, CS);
+    const ok = deflateRawSync(cluster, { windowBits: 12 });
+    const longer = deflateRawSync(data.subarray(0, 2 * CS), { windowBits: 12 });
+    // A stream with back-references beyond 4 KiB (window bits 15).
+    const repeated = new Uint8Array(CS);
+    for (let i = 0; i < CS; i++) repeated[i] = cluster[i % 20000]!;
+    const far = deflateRawSync(repeated, { windowBits: 15 });
+    const cases: Array<[string, Uint8Array]> = [
+      ['exact, with sector padding', Buffer.concat([ok, new Uint8Array(300).fill(0xab)])],
+      ['more than a cluster (truncated, as QEMU)', longer],
+      ['short', ok.subarray(0, ok.length >> 1)],
+      ['distance beyond 4 KiB', far],
+      ['garbage', new Uint8Array(5000).fill(0xff)],
+      ['empty', new Uint8Array(0)],
+    ];
+    const pool = new NodeZlibDecompressPool(1);
+    const codec = getClusterCodecSync();
+    for (const [what, input] of cases) {
+      const inlineOut = new Uint8Array(CS);
+      let inlineErr: unknown = null;
+      try {
+        codec.inflateClusterSync!(input, inlineOut, { node: 'n', offset: 4096 });
+      } catch (e) {
+        inlineErr = e;
+      }
+      const out = new Uint8Array(CS);
+      const [err] = await pool.decode('zlib', [{ input, out, context: { node: 'n', offset: 4096 } }]);
+      if (inlineErr === null) {
+        expect(err, what).toBeNull();
+        expect(Buffer.compare(out, inlineOut), what).toBe(0);
+      } else {
+        expect(err, what).toBeInstanceOf(BlockError);
+        expect(err!.message, what).toBe((inlineErr as BlockError).message);
+        expect(err!.code, what).toBe((inlineErr as BlockError).code);
+      }
+    }
+    // What QEMU accepts decodes: its one inflate call into the whole cluster takes any distance
+    // within the cluster's output (window bits limit only a window kept between calls).
+    const farOut = new Uint8Array(CS);
+    expect((await pool.decode('zlib', [{ input: far, out: farOut, context: {} }]))[0]).toBeNull();
+    expect(Buffer.compare(farOut, repeated)).toBe(0);
+    expect((await pool.decode('zlib', [{ input: longer, out: new Uint8Array(CS), context: {} }]))[0]).toBeNull();
+    expect((await pool.decode('zlib', [{ input: ok.subarray(0, 100), out: new Uint8Array(CS), context: {} }]))[0]).toBeInstanceOf(BlockError);
+    await pool.close();
+    await expect(pool.decode('zlib', [])).rejects.toThrow(/closed/);
+  });
+
+  it("Node's default pool for deflate clusters is node:zlib's (no thread of ours); DISKWORKER_DECOMPRESS_THREADS=0 decodes inline", async () => {
+    const before = process.env['DISKWORKER_DECOMPRESS_THREADS'];
+    try {
+      delete process.env['DISKWORKER_DECOMPRESS_THREADS'];
+      await closeDefaultDecompressPool();
+      await readAll(image('zlib'));
+      const pool = decompressPoolFor('zlib');
+      if ((await import('node:os')).availableParallelism() > 1) expect(pool).toBeInstanceOf(NodeZlibDecompressPool);
+      else expect(pool).toBeUndefined();
+      process.env['DISKWORKER_DECOMPRESS_THREADS'] = '0';
+      await closeDefaultDecompressPool();
+      expect(decompressPoolFor('zlib')).toBeUndefined();
+    } finally {
+      if (before === undefined) delete process.env['DISKWORKER_DECOMPRESS_THREADS'];
+      else process.env['DISKWORKER_DECOMPRESS_THREADS'] = before;
+      await closeDefaultDecompressPool();
+    }
+  });
+
   it('corrupt compressed data: the same BlockError as inline decoding, and no hang', async () => {
     for (const ctype of ['zlib', 'zstd'] as const) {
       const bad = t.path(`bad-${ctype}.qcow2`);
@@ -143,19 +224,23 @@ describe('qcow2 compressed clusters decoded on a thread pool', () => {
         (e: unknown) => e,
       );
       expect(inline).toBeInstanceOf(BlockError);
-      const pool = counting(new WorkerDecompressPool(1, nodeThreadSpawn()!));
-      setDecompressPool(pool);
-      try {
-        const pooled = await readAll(bad).then(
-          () => null,
-          (e: unknown) => e,
-        );
-        expect(pool.given).toBeGreaterThan(0);
-        expect(pooled).toBeInstanceOf(BlockError);
-        expect((pooled as BlockError).code).toBe((inline as BlockError).code);
-        expect((pooled as BlockError).message).toBe((inline as BlockError).message);
-      } finally {
-        await pool.close();
+      const pools: DecompressPool[] = [new WorkerDecompressPool(1, nodeThreadSpawn()!)];
+      if (ctype === 'zlib') pools.push(new NodeZlibDecompressPool(1));
+      for (const p of pools) {
+        const pool = counting(p);
+        setDecompressPool(pool);
+        try {
+          const pooled = await readAll(bad).then(
+            () => null,
+            (e: unknown) => e,
+          );
+          expect(pool.given).toBeGreaterThan(0);
+          expect(pooled).toBeInstanceOf(BlockError);
+          expect((pooled as BlockError).code).toBe((inline as BlockError).code);
+          expect((pooled as BlockError).message).toBe((inline as BlockError).message);
+        } finally {
+          await pool.close();
+        }
       }
     }
   });
