@@ -67,6 +67,11 @@ class DeviceInstance extends NodeFileInstance {
   /** Advisory on devices: nothing is promised about what the range reads afterwards. */
   override async pdiscard(): Promise<void> {}
 
+  /** Devices keep the plain paths (no lseek holes or fallocate through the helper). */
+  protected override usesFileOps(): boolean {
+    return false;
+  }
+
   /** A device cannot change size: shrinking is accepted (the end is not used), growing is refused. */
   override async truncate(offset: number, _exact: boolean, prealloc: PreallocMode): Promise<void> {
     if (prealloc !== 'off') {

@@ -1,17 +1,19 @@
 /**
  * node-file: images in the local file system through Node's fs (QEMU's
- * file-posix, minus what Node cannot do: no SEEK_DATA / SEEK_HOLE, so block
- * status finds the holes of a sparse file by reading (node-file-holes.ts) and
- * reports every byte of a fully allocated one as data; no hole punching, so
- * write-zeroes writes zero buffers and discard overwrites with zeros; no
- * fcntl: a Perl helper holds the image locks QEMU sees, and DiskWorker reads
- * QEMU's locks from /proc/locks and refuses what QEMU would, see
- * node-file-locks.ts and node-file-lock-holder.ts). flush = fdatasync. As in QEMU's block layer,
+ * file-posix). What Node has no call for, a Perl helper does: lseek's
+ * SEEK_DATA / SEEK_HOLE for block status and fallocate for discard, zero
+ * writes and preallocation=falloc, with file-posix's order of attempts
+ * (node-file-ops.ts); without the helper, block status finds the holes of a
+ * sparse file by reading (node-file-holes.ts), zero writes write zero
+ * buffers and discard overwrites with zeros. Image locks: another Perl
+ * helper holds the locks QEMU sees, and DiskWorker reads QEMU's locks from
+ * /proc/locks and refuses what QEMU would (node-file-locks.ts,
+ * node-file-lock-holder.ts). flush = fdatasync. As in QEMU's block layer,
  * the length is counted in whole 512-byte sectors: an odd-sized file reads as
  * rounded up, the tail as zeros (block status: a trailing hole).
  */
-import { ReqFlag, Status, type BlockDriver, type BlockStatusResult, type CreateContext, type DriverInstance, type PreallocMode, type ReopenState } from '../core/driver.js';
-import { BlockError, einval, toBlockError, STRERROR } from '../core/errors.js';
+import { ReqFlag, Status, type ReqFlags, type BlockDriver, type BlockStatusResult, type CreateContext, type DriverInstance, type PreallocMode, type ReopenState } from '../core/driver.js';
+import { BlockError, codeOfErrno, einval, toBlockError, STRERROR } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
 import { checkExtentSizeHint } from '../core/create.js';
@@ -22,6 +24,7 @@ import { hasHoles, holeBlockSize, scanHoles } from './node-file-holes.js';
 import type { Stats } from 'node:fs';
 import { checkFileLocks, ImageLockCheck, loadLockFs, lockKey } from './node-file-locks.js';
 import { LockHolder } from './node-file-lock-holder.js';
+import { ERRNO, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, FileOps, SEEK_DATA, SEEK_HOLE, type FileOpsFile } from './node-file-ops.js';
 import { Perm, PERM_ALL, type PermMask } from '../core/permissions.js';
 
 const SECTOR = 512;
@@ -68,6 +71,46 @@ export class NodeFileInstance implements DriverInstance {
   /** QEMU's locks on this file, checked on permission updates; null with locking=off. */
   locks: ImageLockCheck | null = null;
 
+  /** This file in the file-ops helper: made when first needed; null without the helper. */
+  private ops: Promise<FileOpsFile | null> | undefined;
+  /** What fallocate can do here, learnt as file-posix learns it (has_write_zeroes, has_discard, has_fallocate). */
+  private can = { zeroRange: true, punch: true, fallocate: true };
+
+  /** Whether this file may use the helper (not for devices). */
+  protected usesFileOps(): boolean {
+    return true;
+  }
+
+  /** The helper's descriptor of this very file (same inode), or null. */
+  private fileOps(): Promise<FileOpsFile | null> {
+    this.ops ??= (async () => {
+      if (!this.usesFileOps()) return null;
+      const helper = await FileOps.get();
+      if (!helper) return null;
+      const { resolve } = await import('node:path');
+      const f = await helper.open(resolve(this.filename));
+      if (!f) return null;
+      // The path may name another file by now (renamed over): use it only if it is ours.
+      if (f.inode !== (await this.fh.stat()).ino) {
+        await f.close();
+        return null;
+      }
+      return f;
+    })().catch(() => null);
+    return this.ops;
+  }
+
+  /** fallocate through the helper: true when done, the errno when it cannot (one of `unsupported`; ENOTSUP without the helper), else throws. */
+  private async fallocate(mode: number, offset: number, bytes: number, unsupported: readonly number[] = [ERRNO.ENOTSUP]): Promise<true | number> {
+    const f = await this.fileOps();
+    if (!f) return ERRNO.ENOTSUP;
+    const r = await f.fallocate(mode, offset, bytes);
+    if (r.ok) return true;
+    if (unsupported.includes(r.errno)) return r.errno;
+    const code = codeOfErrno(r.errno);
+    throw new BlockError(code, STRERROR[code] ?? `errno ${r.errno}`, { offset });
+  }
+
   /** Refuses permissions another process's QEMU locks forbid (file-posix's check_perm). */
   checkPerm(perm: PermMask, shared: PermMask): void {
     this.locks?.check(perm, shared);
@@ -93,6 +136,8 @@ export class NodeFileInstance implements DriverInstance {
    * than its length) all-zero blocks are holes (node-file-holes.ts).
    */
   async blockStatus(wantZero: boolean, offset: number, bytes: number): Promise<BlockStatusResult> {
+    const f = wantZero && offset < this.size ? await this.fileOps() : null;
+    if (f) return this.seekStatus(f, offset, bytes);
     let hole = wantZero && offset >= this.size;
     let pnum = wantZero && !hole ? Math.min(bytes, this.size - offset) : bytes;
     if (wantZero && !hole) {
@@ -104,6 +149,33 @@ export class NodeFileInstance implements DriverInstance {
       }
     }
     return { status: (hole ? Status.ZERO : Status.DATA) | Status.OFFSET_VALID, pnum, map: offset, ...(this.node ? { file: this.node } : {}) };
+  }
+
+  /**
+   * Block status from SEEK_DATA / SEEK_HOLE, as file-posix's: data up to the
+   * next hole, a hole up to the next data, a hole to the end when no data
+   * follows (ENXIO); data when the file system tells nothing.
+   */
+  private async seekStatus(f: FileOpsFile, offset: number, bytes: number): Promise<BlockStatusResult> {
+    const where = { map: offset, ...(this.node ? { file: this.node } : {}) };
+    const data = await f.seek(SEEK_DATA, offset);
+    let zero = false;
+    let pnum = bytes;
+    if (!data.ok) {
+      // ENXIO: a trailing hole; anything else: no information, all data.
+      zero = data.errno === ERRNO.ENXIO;
+    } else if (data.value > offset) {
+      zero = true;
+      pnum = data.value - offset;
+    } else if (data.value === offset) {
+      const hole = await f.seek(SEEK_HOLE, offset);
+      if (hole.ok && hole.value > offset) {
+        // A partial sector at the end of the file counts as data (rounded up to the alignment).
+        const align = this.node?.limits.requestAlignment ?? 1;
+        pnum = Math.ceil((hole.value - offset) / align) * align;
+      }
+    }
+    return { status: (zero ? Status.ZERO : Status.DATA) | Status.OFFSET_VALID, pnum: Math.min(pnum, bytes), ...where };
   }
 
   /** Whether the file has holes, from fstat; asked again after anything that changed the file. */
@@ -168,14 +240,39 @@ export class NodeFileInstance implements DriverInstance {
   }
 
   /**
-   * Zeros past the end of the file cost nothing: the file is lengthened
-   * (the preallocate filter grows files this way, as file-posix's fallocate
-   * does). Inside the file Node cannot zero without writing, so ENOTSUP lets
-   * the generic layer write zero buffers, or refuse under NO_FALLBACK.
+   * file-posix's zero write: with MAY_UNMAP a punched hole first; then
+   * FALLOC_FL_ZERO_RANGE; then a punched hole filled again by fallocate;
+   * past the end of the file, fallocate (or, without the helper, a longer
+   * file: the preallocate filter grows files this way). What none of them
+   * can do is ENOTSUP: the generic layer writes zero buffers, or refuses
+   * under NO_FALLBACK.
    */
-  async pwriteZeroes(offset: number, bytes: number): Promise<void> {
-    if (offset < this.size) throw new BlockError('ENOTSUP', `Cannot zero '${this.filename}' at offset ${offset} without writing`);
+  async pwriteZeroes(offset: number, bytes: number, flags: ReqFlags = 0): Promise<void> {
     const end = offset + bytes;
+    if (flags & ReqFlag.MAY_UNMAP && this.can.punch) {
+      if ((await this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes, [ERRNO.ENOTSUP, ERRNO.EINVAL, ERRNO.EBUSY])) === true) return this.changed();
+    }
+    if (this.can.zeroRange) {
+      const r = await this.fallocate(FALLOC_FL_ZERO_RANGE, offset, bytes, [ERRNO.ENOTSUP, ERRNO.EINVAL]);
+      if (r === true) return this.changed(end);
+      if (r === ERRNO.ENOTSUP) this.can.zeroRange = false;
+    }
+    if (this.can.punch && this.can.fallocate) {
+      const r = await this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes, [ERRNO.ENOTSUP, ERRNO.EINVAL]);
+      if (r === true) {
+        const r2 = await this.fallocate(0, offset, bytes);
+        if (r2 === true) return this.changed(end);
+        if (r2 === ERRNO.ENOTSUP) this.can.fallocate = false;
+      } else if (r === ERRNO.ENOTSUP) {
+        this.can.punch = false;
+      }
+    }
+    if (offset >= this.size && this.can.fallocate) {
+      const r = await this.fallocate(0, offset, bytes);
+      if (r === true) return this.changed(end);
+      if (r === ERRNO.ENOTSUP) this.can.fallocate = false;
+    }
+    if (offset < this.size) throw new BlockError('ENOTSUP', `Cannot zero '${this.filename}' at offset ${offset} without writing`);
     await this.fh.truncate(end).catch((e: unknown) => {
       throw ioError(e, offset);
     });
@@ -190,11 +287,25 @@ export class NodeFileInstance implements DriverInstance {
     });
   }
 
+  /** A zero write or discard changed the file (and maybe lengthened it to `end`). */
+  private changed(end = 0): void {
+    if (end > this.size) this.size = end;
+    this.holes = undefined;
+  }
+
   /**
-   * QEMU punches a hole, after which the range reads as zeros; Node cannot,
-   * so the part inside the file is overwritten with zeros instead.
+   * QEMU punches a hole (ENOTSUP where the file system cannot: discard is
+   * advisory). Without the helper the part inside the file is overwritten
+   * with zeros instead, so the range still reads as zeros.
    */
   async pdiscard(offset: number, bytes: number): Promise<void> {
+    if (await this.fileOps()) {
+      if (!this.can.punch) throw new BlockError('ENOTSUP', 'Operation not supported', { offset });
+      const r = await this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+      if (r === true) return this.changed();
+      this.can.punch = false;
+      throw new BlockError('ENOTSUP', 'Operation not supported', { offset });
+    }
     const end = Math.min(offset + bytes, this.size);
     if (end <= offset) return;
     const zeros = new Uint8Array(Math.min(end - offset, 1 << 20));
@@ -205,8 +316,22 @@ export class NodeFileInstance implements DriverInstance {
 
   async truncate(offset: number, _exact: boolean, prealloc: PreallocMode): Promise<void> {
     const old = this.size;
+    if (prealloc === 'falloc' && offset > old) {
+      // posix_fallocate: fallocate where the file system can (the file grows with it).
+      let r: true | number;
+      try {
+        r = await this.fallocate(0, old, offset - old);
+      } catch (e) {
+        throw toBlockError(e).withPrefix('Could not preallocate new data', { offset });
+      }
+      if (r === true) {
+        this.changed(offset);
+        if (old === 0) await this.allocateFirstBlock(offset);
+        return;
+      }
+    }
     if ((prealloc === 'full' || prealloc === 'falloc') && offset > old) {
-      // Node has no fallocate, so falloc writes zeros too: the space is reserved either way.
+      // Without fallocate, falloc writes zeros too (as posix_fallocate's fallback): the space is reserved either way.
       const what = prealloc === 'full' ? 'Could not write zeros for preallocation' : 'Could not preallocate new data';
       const zeros = new Uint8Array(Math.min(offset - old, 1 << 20));
       try {
@@ -257,6 +382,9 @@ export class NodeFileInstance implements DriverInstance {
   }
 
   async close(): Promise<void> {
+    const ops = this.ops;
+    this.ops = Promise.resolve(null);
+    await (await ops)?.close();
     // Unlocked before the close, so once close resolves QEMU can take the image.
     await this.locks?.release();
     await this.fh.close();
