@@ -44,6 +44,7 @@ test('the worker uses the WASM implementations, and they answer correctly', asyn
     detectZeroes: 'wasm',
     bitmap: 'wasm',
     aes: 'wasm',
+    serpent: 'wasm',
   });
   expect(r.map).toEqual([
     [0, 8, true, false],

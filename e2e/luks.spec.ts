@@ -2,7 +2,7 @@
  * Encrypted images in the browser (issue #19): the page gives the worker a
  * password with `dw.secrets.add` (QEMU's secret object) and names it in the
  * options, as qemu-img's `--object secret,id=sec0,data=...` does. A luks
- * image and a qcow2 with `encrypt.format=luks` that qemu-img makes (and
+ * image (AES, and one with Serpent) and a qcow2 with `encrypt.format=luks` that qemu-img makes (and
  * qemu-io writes) are picked, imported as they are and converted to an
  * unencrypted qcow2, opened and read (info without the key), and compared byte by byte with
  * `qemu-img convert -O raw`; a wrong password fails with QEMU's message. An
@@ -33,6 +33,8 @@ const SOURCE_WRITES: Array<[number, number, number]> = [
 const SOURCES = [
   { name: 'src.luks', format: 'luks', key: 'key-secret', create: 'key-secret=sec0,iter-time=10' },
   { name: 'src.qcow2', format: 'qcow2', key: 'encrypt.key-secret', create: 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10' },
+  // Serpent runs in the WASM module (SIMD) in the browser.
+  { name: 'serpent.luks', format: 'luks', key: 'key-secret', create: 'key-secret=sec0,iter-time=10,cipher-alg=serpent-256,cipher-mode=cbc,ivgen-alg=essiv' },
 ] as const;
 
 /** qemu-img / qemu-io output and exit status (no throw). */

@@ -207,6 +207,8 @@ export interface Implementations {
   bitmap: 'wasm' | 'typescript';
   /** AES of encrypted images (luks, qcow2 with encryption). */
   aes: 'wasm' | 'typescript' | 'not loaded';
+  /** Serpent of encrypted luks images. */
+  serpent: 'wasm' | 'typescript' | 'not loaded';
 }
 
 /** Options of `disk.bitmaps.add` (QEMU's block-dirty-bitmap-add). */

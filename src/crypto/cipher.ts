@@ -3,7 +3,8 @@
  * sector cipher built from a master key (AES in node:crypto where it exists, else in
  * the WASM module, src/wasm/aes.ts; the modes over node:crypto in sector-modes.ts).
  * Twofish, Serpent and CAST5 run in TypeScript (twofish.ts, serpent.ts, cast5.ts)
- * under the same modes.
+ * under the same modes; Serpent in the WASM module (src/wasm/serpent.ts, four
+ * blocks at a time in SIMD vectors) where it loads.
  */
 import { BlockError } from '../core/errors.js';
 import { loadAes, typeScriptAesForced, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
@@ -11,6 +12,7 @@ import { digest, digestLength, isHashAlg, type HashAlg } from './hash.js';
 import { ENGINE_PIECE, ModeCipher, restartCbcChains, type EcbEngine } from './sector-modes.js';
 import { Cast5 } from './cast5.js';
 import { Serpent } from './serpent.js';
+import { loadSerpent, type SerpentEngine } from '../wasm/serpent.js';
 import { Twofish } from './twofish.js';
 
 /** QEMU's cipher algorithm names (QCryptoCipherAlgorithm) that LUKS can name. */
@@ -79,10 +81,10 @@ export function cipherBlockSize(alg: CipherAlg): number {
   return alg.startsWith('cast5-') ? 8 : 16;
 }
 
-/** A TypeScript ECB engine for the algorithms other than AES. */
-function softEngine(alg: CipherAlg, key: Uint8Array): EcbEngine {
+/** An ECB engine for the algorithms other than AES: TypeScript, or Serpent's WASM module when `serpent` is given. */
+function softEngine(alg: CipherAlg, key: Uint8Array, serpent: SerpentEngine | undefined): EcbEngine {
   if (alg.startsWith('twofish-')) return new Twofish(key);
-  if (alg.startsWith('serpent-')) return new Serpent(key);
+  if (alg.startsWith('serpent-')) return serpent ? serpent.key(key) : new Serpent(key);
   if (alg.startsWith('cast5-')) return new Cast5(key);
   throw new BlockError('ENOTSUP', `Cipher algorithm '${alg}' has no TypeScript implementation`);
 }
@@ -251,8 +253,10 @@ export class SectorCipher {
     try {
       if (!spec.alg.startsWith('aes-')) {
         const ivAlg = spec.ivgen === 'essiv' ? essivCipher(spec.alg, spec.ivgenHash ?? 'sha256') : spec.alg;
-        const tweak = spec.mode === 'xts' ? softEngine(spec.alg, masterKey.subarray(klen)) : undefined;
-        const impl = new ModeCipher(spec.mode, spec.ivgen, softEngine(spec.alg, masterKey.subarray(0, klen)), tweak, ivKeyBytes && softEngine(ivAlg, ivKeyBytes), sectorSize);
+        const serpent = spec.alg.startsWith('serpent-') ? await loadSerpent() : undefined;
+        const soft = (alg: CipherAlg, k: Uint8Array) => softEngine(alg, k, serpent);
+        const tweak = spec.mode === 'xts' ? soft(spec.alg, masterKey.subarray(klen)) : undefined;
+        const impl = new ModeCipher(spec.mode, spec.ivgen, soft(spec.alg, masterKey.subarray(0, klen)), tweak, ivKeyBytes && soft(ivAlg, ivKeyBytes), sectorSize);
         return new SectorCipher(impl, sectorSize);
       }
       const nc = preferNode && !typeScriptAesForced() ? nodeCrypto() : null;

@@ -139,6 +139,8 @@ export class ModeCipher {
         rv.setUint32(i * ebs + 4, Math.floor(s / 0x100000000) >>> 0, true);
       }
       const enc = this.ivKey!.encrypt(raw);
+      // ESSIV's cipher is of the payload's family, so of its block size: the encrypted IVs as they are.
+      if (ebs === bs) return aligned(enc, false);
       for (let i = 0; i < count; i++) out.set(enc.subarray(i * ebs, i * ebs + Math.min(bs, ebs)), i * bs);
       return out;
     }

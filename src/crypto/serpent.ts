@@ -384,36 +384,45 @@ function inverseTransform(x: Int32Array): void {
   x[3] = x3;
 }
 
+/**
+ * Serpent's key schedule: the 33 round keys of four words (132 words) of a
+ * 16, 24 or 32-byte key. The TypeScript cipher below and the WASM module
+ * (src/wasm/serpent.ts) both start from it.
+ */
+export function serpentRoundKeys(key: Uint8Array): Int32Array {
+  if (key.length !== 16 && key.length !== 24 && key.length !== 32) {
+    throw new BlockError('EINVAL', `Serpent key of ${key.length} bytes (16, 24 or 32 needed)`);
+  }
+  // The key padded to 256 bits: a 1 bit right after it, zeros above.
+  const padded = new Uint8Array(32);
+  padded.set(key);
+  if (key.length < 32) padded[key.length] = 1;
+  const w = new Int32Array(8 + 132);
+  for (let i = 0; i < 8; i++) w[i] = readLe(padded, 4 * i);
+  for (let i = 0; i < 132; i++) {
+    w[i + 8] = rotl(w[i]! ^ w[i + 3]! ^ w[i + 5]! ^ w[i + 7]! ^ 0x9e3779b9 ^ i, 11);
+  }
+  const k = new Int32Array(33 * 4);
+  const x = new Int32Array(4);
+  for (let i = 0; i < 33; i++) {
+    for (let j = 0; j < 4; j++) x[j] = w[8 + 4 * i + j]!;
+    // Round key i goes through S-box (3 - i) mod 8.
+    FORWARD[(35 - i) % 8]!(x);
+    k.set(x, 4 * i);
+  }
+  padded.fill(0);
+  w.fill(0);
+  x.fill(0);
+  return k;
+}
+
 /** A Serpent key: the 33 round keys of four words. */
 export class Serpent extends WordCipher {
-  private readonly keys = new Int32Array(33 * 4);
-  private readonly x = new Int32Array(4);
+  private readonly keys: Int32Array;
 
   constructor(key: Uint8Array) {
     super(16, 'Serpent');
-    if (key.length !== 16 && key.length !== 24 && key.length !== 32) {
-      throw new BlockError('EINVAL', `Serpent key of ${key.length} bytes (16, 24 or 32 needed)`);
-    }
-    // The key padded to 256 bits: a 1 bit right after it, zeros above.
-    const padded = new Uint8Array(32);
-    padded.set(key);
-    if (key.length < 32) padded[key.length] = 1;
-    const w = new Int32Array(8 + 132);
-    for (let i = 0; i < 8; i++) w[i] = readLe(padded, 4 * i);
-    for (let i = 0; i < 132; i++) {
-      w[i + 8] = rotl(w[i]! ^ w[i + 3]! ^ w[i + 5]! ^ w[i + 7]! ^ 0x9e3779b9 ^ i, 11);
-    }
-    const k = this.keys;
-    for (let i = 0; i < 33; i++) {
-      const x = this.x;
-      for (let j = 0; j < 4; j++) x[j] = w[8 + 4 * i + j]!;
-      // Round key i goes through S-box (3 - i) mod 8.
-      FORWARD[(35 - i) % 8]!(x);
-      k.set(x, 4 * i);
-    }
-    padded.fill(0);
-    w.fill(0);
-    this.x.fill(0);
+    this.keys = serpentRoundKeys(key);
   }
 
   protected encryptBlock(w: Int32Array, i: number): void {
@@ -426,7 +435,6 @@ export class Serpent extends WordCipher {
 
   release(): void {
     this.keys.fill(0);
-    this.x.fill(0);
   }
 
 }

@@ -9,7 +9,8 @@
  * (refcount.ts), the all-zero check (core/zero-detect.ts), deflate / inflate
  * of compressed clusters and zstd (codec.ts), and the dirty-bitmap engine
  * (core/dirty-bitmap.ts; its TypeScript twin is core/hbitmap.ts), and the AES of encrypted
- * images (wasm/aes.ts; its twin is crypto/aes-ts.ts). Each falls back to its
+ * images (wasm/aes.ts; its twin is crypto/aes-ts.ts), and Serpent (wasm/serpent.ts;
+ * the TypeScript cipher is crypto/serpent.ts). Each falls back to its
  * TypeScript (or platform) implementation when its module cannot load, with
  * the same answers; README's benchmark table says which one wins where.
  */
@@ -21,6 +22,7 @@ import { loadZero, loadZeroSync, ZeroBufferPool, type WasmZero } from './zero.js
 import { bitmapEngineState, setBitmapEngine } from '../core/dirty-bitmap.js';
 import { loadBitmapEngine, loadBitmapEngineSync, type BitmapEngine } from './bitmap.js';
 import { aesImplementation, loadAes, useTypeScriptAes } from './aes.js';
+import { loadSerpent, serpentImplementation, useTypeScriptSerpent } from './serpent.js';
 
 /** What serves each hot path (the page sees it as `Implementations`). */
 export interface HotPathState {
@@ -37,6 +39,8 @@ export interface HotPathState {
   bitmap: 'wasm' | 'typescript';
   /** AES of encrypted images (the WASM module or its TypeScript twin). */
   aes: 'wasm' | 'typescript' | 'not loaded';
+  /** Serpent of encrypted images (the WASM module, or the TypeScript cipher without SIMD). */
+  serpent: 'wasm' | 'typescript' | 'not loaded';
 }
 
 let zeroModule: Promise<WasmZero | undefined> | undefined;
@@ -155,18 +159,21 @@ export async function hotPathState(): Promise<HotPathState> {
     detectZeroes: zeroDetectorKind(),
     bitmap: bitmapEngineState(),
     aes: await loadAes().then(() => aesImplementation()),
+    serpent: await loadSerpent().then(() => serpentImplementation()),
   };
 }
 
 /**
  * Forces the TypeScript implementation of the L2 walk, the refcount scans,
- * the zero check and the bitmap engine of new bitmaps (on), or lets WASM
+ * the zero check, the bitmap engine of new bitmaps and the AES and Serpent of
+ * new ciphers (on), or lets WASM
  * serve them again (off), so tests and benchmarks can compare the two on the
  * same data.
  */
 export async function forceTypeScript(on: boolean): Promise<void> {
   typescriptOnly = on;
   useTypeScriptAes(on);
+  useTypeScriptSerpent(on);
   setL2MapperEnabled(!on);
   setRefcountWasmEnabled(!on);
   if (on) setBitmapEngine(undefined);
