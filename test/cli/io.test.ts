@@ -107,6 +107,9 @@ const CASES: Record<string, string[]> = {
     q(['alloc 512k 4k']),
     q(['alloc 0 128k'], 'o.qcow2'),
     q(['alloc 64k 4k'], 'o.qcow2'),
+    // No upper limit on the count: block status stops at the image's end (iotest 204).
+    q(['alloc 512k 5P', 'alloc 0 3G']),
+    q(['alloc 0 8E']),
     raw(['alloc x']),
     raw(['alloc']),
   ],
