@@ -23,6 +23,8 @@ const DEBIAN = [
   { pkg: 'zstd', probe: '/usr/bin/zstd' },
   // qemu-storage-daemon 7.2: the reference for the QMP control plane and NBD exports.
   { pkg: 'qemu-system-common', probe: '/usr/bin/qemu-storage-daemon' },
+  // Linux's NBD client: its handshake against our NBD exports (the attach needs the kernel's nbd module).
+  { pkg: 'nbd-client', probe: '/usr/sbin/nbd-client' },
   // mke2fs builds the Linux guest's ext4 root; e2fsck / debugfs check what the guest wrote.
   { pkg: 'e2fsprogs', probe: '/usr/sbin/mke2fs' },
 ];
