@@ -157,8 +157,13 @@ export class BlockGraph {
     return this.drivers.get(name);
   }
 
-  /** @internal Records a node being opened under its node-name. */
-  registerNode(node: BlockNode): void {
+  /**
+   * @internal Records a node being opened under its node-name; `again`
+   * moves it to the end of the list (QEMU's node order, see BlockNode.openChild).
+   */
+  registerNode(node: BlockNode, again = false): void {
+    if (again && this.nodes.get(node.nodeName) !== node) return;
+    if (again) this.nodes.delete(node.nodeName);
     this.nodes.set(node.nodeName, node);
   }
 
