@@ -19,6 +19,7 @@ import { protocolNodeOf, resolveBacking } from './backing-open.js';
 import * as links from './graph-links.js';
 import { reopen, type GraphChanges } from './graph-reopen.js';
 import { closeNode } from './graph-close.js';
+import { topologicalOrder } from './perm-update.js';
 
 /** How backing files named inside images may be opened. */
 export interface BackingPolicy {
@@ -376,7 +377,8 @@ export class BlockGraph {
     for (const n of roots) {
       while (n.refcnt > 0 && n.isOpen) await n.unref();
     }
-    for (const n of this.listNodes()) {
+    // Users before what they use: a node closing drops its references to its children.
+    for (const n of topologicalOrder(this.listNodes())) {
       if (n.isOpen) while (n.refcnt > 0) await n.unref();
     }
   }
