@@ -21,7 +21,7 @@ import { cowChild, isAllocatedAbove, blockStatusAbove } from '../core/block-stat
 import { BdrvDirtyBitmap, BitmapCheck, lookupDirtyBitmap } from '../core/dirty-bitmap.js';
 import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
-import { PERM_ALL, Perm } from '../core/permissions.js';
+import { PERM_ALL } from '../core/permissions.js';
 import { CopyError } from './copy-error.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import { CopyBuffers } from './buffers.js';

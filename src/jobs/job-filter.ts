@@ -41,7 +41,7 @@ function filterDriver(name: JobFilterKind): BlockDriver {
       if (name === 'copy-before-write') await node.openChild(options, 'target', ROLE_DATA_FILE);
       return {
         getLength: () => file.length,
-        childPerm: (child, role, perm, shared) => childPerm(name, node, role, perm, shared),
+        childPerm: (_child, role, perm, shared) => childPerm(name, node, role, perm, shared),
       };
     },
   };

@@ -8,7 +8,6 @@
  */
 import type { BlockGraph } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
-import type { BdrvChild, RootParent } from '../core/child.js';
 import { BlockBackend } from '../core/backend.js';
 import { cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { drained } from '../core/drain.js';
