@@ -8,6 +8,7 @@ import { checkOp } from '../src/core/op-blockers.js';
 import { transfer } from 'comlink';
 import type { BlockBackend } from '../src/core/backend.js';
 import { BlockError } from '../src/core/errors.js';
+import { Perm } from '../src/core/permissions.js';
 import { Status, type BlockStatusResult } from '../src/core/driver.js';
 import { SyncServer } from '../src/channels/sync-server.js';
 import { RingServer } from '../src/channels/ring-server.js';
@@ -121,7 +122,14 @@ export class DiskService implements DiskApi {
   async truncate(size: number): Promise<number> {
     // As QEMU's block_resize: refused while a block job holds the disk (below its filter, if any).
     for (let n: BlockNode | undefined = this.backend.node; n; n = n.filtered?.node) checkOp(n, 'resize');
-    await this.backend.truncate(size);
+    // The disk holds resize only while it resizes (QEMU's block_resize takes it for the call).
+    const { perm, shared } = this.backend.root;
+    if (!(perm & Perm.RESIZE)) this.backend.setPerm(perm | Perm.RESIZE, shared);
+    try {
+      await this.backend.truncate(size);
+    } finally {
+      if (!(perm & Perm.RESIZE)) this.backend.setPerm(perm, shared);
+    }
     return this.backend.length;
   }
 

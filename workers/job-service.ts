@@ -72,14 +72,14 @@ export class JobService {
       case 'stream': {
         const o = req.options;
         const base = o.base !== undefined ? findInChain(guest, o.base, false) : undefined;
-        driver = streamJob({ graph: this.host.graph, top: guest, ...(base ? { base } : {}) });
+        driver = streamJob({ graph: this.host.graph, top: guest, jobId: id, ...(base ? { base } : {}) });
         break;
       }
       case 'commit': {
         const o = req.options;
         const top = o.top !== undefined ? findInChain(guest, o.top, true) : guest;
         const base = o.base !== undefined ? findInChain(top, o.base, false) : undefined;
-        driver = commitJob({ graph: this.host.graph, top, ...(base ? { base } : {}) });
+        driver = commitJob({ graph: this.host.graph, top, jobId: id, ...(base ? { base } : {}) });
         break;
       }
       case 'mirror': {
@@ -90,6 +90,7 @@ export class JobService {
             graph: this.host.graph,
             source: guest,
             target,
+            jobId: id,
             sync: o.sync ?? 'full',
             ...(o.granularity !== undefined ? { granularity: o.granularity } : {}),
             ...(o.bufSize !== undefined ? { bufSize: o.bufSize } : {}),
@@ -107,6 +108,7 @@ export class JobService {
             graph: this.host.graph,
             source: guest,
             target,
+            jobId: id,
             sync: o.sync ?? 'full',
             ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}),
             ...(o.bitmapMode !== undefined ? { bitmapMode: o.bitmapMode } : {}),

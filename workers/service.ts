@@ -8,6 +8,7 @@
 import { proxy, type ProxyMarked } from 'comlink';
 import { BlockBackend } from '../src/core/backend.js';
 import { BlockError } from '../src/core/errors.js';
+import { Perm } from '../src/core/permissions.js';
 import { createImage } from '../src/core/create.js';
 import { addSecret, removeSecret } from '../src/core/secrets.js';
 import type { BlockGraph } from '../src/core/graph.js';
@@ -115,6 +116,9 @@ export class BlockWorkerService implements BlockWorkerApi {
           rerror: o.rerror ?? 'report',
           // A disk is the page's device: its I/O errors are QMP's BLOCK_IO_ERROR events.
           ioErrorEvents: true,
+          // As a QEMU guest device, it takes no resize permission (block jobs share none on their
+          // nodes); truncate takes it for its own duration.
+          ...(o.readOnly ? {} : { perm: Perm.CONSISTENT_READ | Perm.WRITE }),
         });
       } finally {
         this.graph.backingPolicy.allowedProtocols = saved;

@@ -75,6 +75,7 @@ export interface StopEvent {
 }
 
 let backendCounter = 0;
+let backendSeq = 0;
 const RESOLVED: Promise<void> = Promise.resolve();
 const now = typeof performance !== 'undefined' ? () => performance.now() : () => Date.now();
 
@@ -111,6 +112,9 @@ export class BlockBackend implements RootParent {
   /** Set by close(): stopped requests give up with this error instead of retrying. */
   private abandon: BlockError | null = null;
   private readonly ioErrorEvents: boolean;
+
+  /** Creation order (QEMU lists its BlockBackends so). */
+  readonly seq = backendSeq++;
 
   private constructor(opts: BackendOptions) {
     this.name = opts.name ?? `backend${backendCounter++}`;

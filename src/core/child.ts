@@ -25,6 +25,12 @@ export interface RootParent {
    * "block device 'disk0'"; default "an unnamed block device".
    */
   readonly description?: string;
+  /**
+   * The link stays on its node when the node is replaced in the graph
+   * (QEMU's stay_at_node, which a job's links have): a job keeps holding
+   * the very node it named, whatever goes above or in place of it.
+   */
+  readonly stayAtNode?: boolean;
   /** The node below is drained: stop sending requests until drainedEnd. */
   drainedBegin?(): void;
   /** The drain is over. */

@@ -96,7 +96,7 @@ export async function detachChild(link: BdrvChild): Promise<void> {
  */
 export async function replaceNode(from: BlockNode, to: BlockNode): Promise<void> {
   const below = new Set(topologicalOrder([to]));
-  const moving = from.parents.filter((l) => l.parent.kind === 'root' || !below.has(l.parent as BlockNode));
+  const moving = from.parents.filter((l) => (l.parent.kind === 'root' ? !l.parent.stayAtNode : !below.has(l.parent as BlockNode)));
   for (const l of moving) l.assertNotFrozen('replace');
   for (const l of moving) {
     from.parents.splice(from.parents.indexOf(l), 1);

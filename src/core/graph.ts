@@ -19,6 +19,7 @@ import { protocolNodeOf, resolveBacking } from './backing-open.js';
 import * as links from './graph-links.js';
 import { reopen, type GraphChanges } from './graph-reopen.js';
 import { closeNode } from './graph-close.js';
+import { topologicalOrder } from './perm-update.js';
 
 /** How backing files named inside images may be opened. */
 export interface BackingPolicy {
@@ -157,8 +158,13 @@ export class BlockGraph {
     return this.drivers.get(name);
   }
 
-  /** @internal Records a node being opened under its node-name. */
-  registerNode(node: BlockNode): void {
+  /**
+   * @internal Records a node being opened under its node-name; `again`
+   * moves it to the end of the list (QEMU's node order, see BlockNode.openChild).
+   */
+  registerNode(node: BlockNode, again = false): void {
+    if (again && this.nodes.get(node.nodeName) !== node) return;
+    if (again) this.nodes.delete(node.nodeName);
     this.nodes.set(node.nodeName, node);
   }
 
@@ -371,7 +377,8 @@ export class BlockGraph {
     for (const n of roots) {
       while (n.refcnt > 0 && n.isOpen) await n.unref();
     }
-    for (const n of this.listNodes()) {
+    // Users before what they use: a node closing drops its references to its children.
+    for (const n of topologicalOrder(this.listNodes())) {
       if (n.isOpen) while (n.refcnt > 0) await n.unref();
     }
   }

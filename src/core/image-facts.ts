@@ -10,7 +10,8 @@ import type { BlockNode } from './node.js';
 
 /**
  * Bytes the node takes in its storage (QEMU's bdrv_get_allocated_file_size):
- * its driver's answer, else the sum over its children but the backing file;
+ * its driver's answer, else a filter's filtered child's, else the sum over
+ * its children but the backing file;
  * undefined when nothing below can say.
  */
 export async function allocatedSize(node: BlockNode): Promise<number | undefined> {
@@ -21,6 +22,9 @@ export async function allocatedSize(node: BlockNode): Promise<number | undefined
       return undefined;
     }
   }
+  // A filter's is its filtered child's (mirror_top has no other; copy-before-write's target is not counted).
+  const filtered = node.driver.kind === 'filter' ? node.filtered : undefined;
+  if (filtered) return allocatedSize(filtered.node);
   let sum = 0;
   let any = false;
   for (const c of node.children) {

@@ -259,6 +259,8 @@ export class BlockNode {
         role,
       });
       childNode.inheritsFrom = this;
+      // QEMU opens a format's or filter's `file` before it names the node itself: the node lists after it.
+      if (key === 'file' && this.driver.kind !== 'protocol') this.graph.registerNode(this, true);
     }
     try {
       return await this.graph.attachChild(this, childNode, key, role);

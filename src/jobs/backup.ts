@@ -15,12 +15,13 @@
 import { checkOp } from '../core/op-blockers.js';
 import type { BlockGraph } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
-import { BlockBackend } from '../core/backend.js';
+import type { BdrvChild } from '../core/child.js';
+import { JobLinks } from './job-links.js';
 import { cowChild, isAllocatedAbove, blockStatusAbove } from '../core/block-status.js';
 import { BdrvDirtyBitmap, BitmapCheck, lookupDirtyBitmap } from '../core/dirty-bitmap.js';
 import { ReqFlag, Status } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
-import { PERM_ALL, Perm } from '../core/permissions.js';
+import { PERM_ALL } from '../core/permissions.js';
 import { CopyError } from './copy-error.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import { CopyBuffers } from './buffers.js';
@@ -53,6 +54,8 @@ export interface BackupOptions {
   onTargetError?: OnErrorPolicy;
   /** node-name of the copy-before-write filter. */
   filterNodeName?: string;
+  /** The job's id, for permission conflicts with its links ("backup job 'id'"). */
+  jobId?: string;
 }
 
 /**
@@ -98,8 +101,10 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   let successor: BdrvDirtyBitmap | undefined;
   let userWasEnabled = false;
   let filter: BlockNode | undefined;
-  let blkSource: BlockBackend | undefined;
-  let blkTarget: BlockBackend | undefined;
+  // As QEMU's block-copy, the job reads and writes through its filter's links to the source and the target.
+  let sourceLink: BdrvChild | undefined;
+  let targetLink: BdrvChild | undefined;
+  const links = new JobLinks(graph, 'backup', options.jobId);
   let hook: ((node: BlockNode, kind: string, offset: number, bytes: number) => Promise<void>) | undefined;
   let released = false;
 
@@ -164,14 +169,14 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   /** Copies one extent of one block status. */
   async function copyExtent(start: number, size: number, zero: boolean): Promise<void> {
     if (zero && !compress) {
-      await blkTarget!.writeZeroes(start, size).catch((e: unknown) => {
+      await targetLink!.pwriteZeroes(start, size).catch((e: unknown) => {
         throw new CopyError('write', start, e);
       });
       return;
     }
     const data = buffers.take(size);
     try {
-      await blkSource!.pread(start, data);
+      await sourceLink!.read(start, data);
     } catch (e) {
       buffers.give(data);
       throw new CopyError('read', start, e);
@@ -180,11 +185,10 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       if (compress) {
         for (let p = 0; p < size; p += cluster) {
           const piece = data.subarray(p, Math.min(size, p + cluster));
-          if (piece.length === cluster) await blkTarget!.writeCompressed(start + p, piece);
-          else await blkTarget!.write(start + p, piece);
+          await targetLink!.write(start + p, piece, piece.length === cluster ? ReqFlag.COMPRESSED : 0);
         }
       } else {
-        await blkTarget!.write(start, data);
+        await targetLink!.write(start, data);
       }
     } catch (e) {
       throw new CopyError('write', start, e);
@@ -242,6 +246,8 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
+    // The job's links go first: the filter closes as it is taken out (they hold it too).
+    await links.removeAll();
     if (filter && hook) {
       const i = filter.beforeWriteHooks.indexOf(hook);
       if (i >= 0) filter.beforeWriteHooks.splice(i, 1);
@@ -249,8 +255,6 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
     // What the filter stands on now: the source, or the filter of a later backup of it.
     if (filter) await removeJobFilter(graph, filter, filter.filtered?.node ?? source);
     filter = undefined;
-    await blkSource?.close();
-    await blkTarget?.close();
     const i = source.dirtyBitmaps.indexOf(toCopy);
     if (i >= 0) source.dirtyBitmaps.splice(i, 1);
     toCopy.release();
@@ -261,8 +265,6 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
   // The point in time: from here on, every guest write first saves what it overwrites.
   let control: JobControl | undefined;
   try {
-    blkSource = await BlockBackend.attach(graph, source, { name: 'backup-source', perm: Perm.CONSISTENT_READ, shared: PERM_ALL });
-    blkTarget = await BlockBackend.attach(graph, target, { name: 'backup-target', perm: Perm.CONSISTENT_READ | Perm.WRITE });
     await initialBits();
     // Shown on the source as QEMU's block-copy bitmap: anonymous, disabled (only the job sets and clears it).
     toCopy.disabled = true;
@@ -276,7 +278,12 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
       userBitmap.busy = true;
     }
     // Not frozen (as QEMU's copy-before-write): a second backup of the source puts its filter below this one.
-    filter = await insertJobFilter(graph, source, 'copy-before-write', options.filterNodeName);
+    filter = await insertJobFilter(graph, source, 'copy-before-write', options.filterNodeName, { target });
+    sourceLink = filter.filtered;
+    targetLink = filter.children.find((c) => c.name === 'target');
+    // QEMU's backup job holds its filter ("main node") and the target.
+    links.add('main node', filter, 0, PERM_ALL);
+    links.add('target', target, 0, PERM_ALL);
     // QEMU's copy-before-write keeps two disabled bitmaps of its own: what it saved for guest
     // writes (done) and what a fleecing reader may read (access: all, as nothing is discarded here).
     const done = new BdrvDirtyBitmap(filter, '', cluster, len);
@@ -306,12 +313,10 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
     type: 'backup',
     // As QEMU's backup: the job's own node (its filter) and the target; the source stays free for another backup.
     blockedNodes: [filter, target],
+    links,
 
     async run(ctl: JobControl): Promise<void> {
       control = ctl;
-      // Made before the job existed (the point in time is the creation): tell the job of drains from now on.
-      if (blkSource) blkSource.drainListener = ctl.drainListener;
-      if (blkTarget) blkTarget.drainListener = ctl.drainListener;
       ctl.progressSetRemaining(toCopy.count);
 
       if (sync === 'none') {
@@ -337,7 +342,7 @@ export async function backupJob(options: BackupOptions): Promise<JobDriver> {
           offset = area[0];
         }
       }
-      await blkTarget.flush();
+      await targetLink!.flush();
     },
 
     commit(): void {

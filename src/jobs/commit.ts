@@ -19,6 +19,7 @@ import { checkOp } from '../core/op-blockers.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { mirrorJob } from './mirror.js';
+import { JobLinks } from './job-links.js';
 
 /** QEMU's commit buffer. */
 export const COMMIT_BUFFER_SIZE = 512 * 1024;
@@ -43,6 +44,8 @@ export interface CommitOptions {
    * the job ends.
    */
   restoreBaseReadOnly?: boolean;
+  /** The job's id, for permission conflicts with its links ("commit job 'id'"). */
+  jobId?: string;
 }
 
 /** The node whose backing link points at `node`, if any. */
@@ -93,6 +96,7 @@ export function commitJob(options: CommitOptions): JobDriver {
       onTargetError: options.onError,
       filterNodeName: options.filterNodeName,
       restoreTargetReadOnly: options.restoreBaseReadOnly ?? false,
+      ...(options.jobId !== undefined ? { jobId: options.jobId } : {}),
     });
   }
   const { overlay } = above;
@@ -101,6 +105,11 @@ export function commitJob(options: CommitOptions): JobDriver {
   const chain = freezeChain(top, base);
 
   let filter: BlockNode | undefined;
+  // QEMU's commit holds the device, the images that drop out and the base by job links.
+  const links = new JobLinks(graph, 'commit', options.jobId);
+  const device = options.device ?? activeLayerAbove(top);
+  let setupDone!: () => void;
+  const graphReady = new Promise<void>((resolve) => (setupDone = resolve));
   let blkTop: BlockBackend | undefined;
   let blkBase: BlockBackend | undefined;
   const reopened: BlockNode[] = options.restoreBaseReadOnly ? [base] : [];
@@ -108,6 +117,7 @@ export function commitJob(options: CommitOptions): JobDriver {
 
   /** Takes the filter out, top staying where it was; the writer on base goes first (the chain shares no writes). */
   const unlink = async (): Promise<void> => {
+    await links.removeAll();
     if (!filter) return;
     await blkBase?.close();
     blkBase = undefined;
@@ -125,23 +135,35 @@ export function commitJob(options: CommitOptions): JobDriver {
   return {
     type: 'commit',
     blockedNodes: [overlay, ...chainNodes(top, base), base],
+    links,
+    graphReady,
 
     async run(ctl: JobControl): Promise<void> {
-      for (const node of [base, overlay]) {
-        if (node.readOnly) {
-          await graph.reopen([{ node, readOnly: false }]);
-          reopened.push(node);
+      try {
+        for (const node of [base, overlay]) {
+          if (node.readOnly) {
+            await graph.reopen([{ node, readOnly: false }]);
+            reopened.push(node);
+          }
         }
+        links.add('main node', device, 0, PERM_ALL);
+        filter = await insertJobFilter(graph, top, 'commit_top', options.filterNodeName);
+        filter.filtered!.frozen = true;
+        // The images that drop out of the chain: nobody else may read them consistently meanwhile
+        // (writes are shared: the base below them is written).
+        for (const n of chainNodes(top, base)) links.add('intermediate node', n, 0, Perm.WRITE_UNCHANGED | Perm.WRITE);
+        links.add('base', base, 0, PERM_ALL);
+        blkBase = await BlockBackend.attach(graph, base, {
+          name: `${ctl.id}-base`,
+          drainListener: ctl.drainListener,
+          perm: Perm.CONSISTENT_READ | Perm.WRITE | (base.length < top.length ? Perm.RESIZE : 0),
+          shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD,
+        });
+        // Reads top without taking anything there: the job's links and the filter hold the chain.
+        blkTop = await BlockBackend.attach(graph, top, { name: `${ctl.id}-top`, perm: 0, shared: PERM_ALL, drainListener: ctl.drainListener });
+      } finally {
+        setupDone();
       }
-      filter = await insertJobFilter(graph, top, 'commit_top', options.filterNodeName);
-      filter.filtered!.frozen = true;
-      blkTop = await BlockBackend.attach(graph, top, { name: `${ctl.id}-top`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL, drainListener: ctl.drainListener });
-      blkBase = await BlockBackend.attach(graph, base, {
-        name: `${ctl.id}-base`,
-        drainListener: ctl.drainListener,
-        perm: Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE,
-        shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | Perm.WRITE,
-      });
       const len = top.length;
       if (base.length < len) await blkBase.truncate(len);
       ctl.progressSetRemaining(len);
@@ -174,6 +196,7 @@ export function commitJob(options: CommitOptions): JobDriver {
     },
 
     async prepare(): Promise<void> {
+      await links.removeAll();
       if (!filter) return;
       const f = filter;
       if (!overlay.instance.changeBackingFile) {
@@ -201,6 +224,7 @@ export function commitJob(options: CommitOptions): JobDriver {
       released = true;
       await unlink();
       unfreezeChain(chain);
+      await links.removeAll();
       await blkTop?.close();
       await restoreReadOnly();
     },

@@ -29,4 +29,5 @@ export type {
 export { streamJob, STREAM_CHUNK, type StreamOptions } from './stream.js';
 export { commitJob, COMMIT_BUFFER_SIZE, type CommitOptions } from './commit.js';
 export { mirrorJob, DEFAULT_MIRROR_BUF_SIZE, type MirrorOptions, type MirrorSync } from './mirror.js';
+export { JobLinks } from './job-links.js';
 export { backupJob, BACKUP_CLUSTER_SIZE_DEFAULT, type BackupOptions, type BackupSync, type BitmapMode } from './backup.js';

@@ -2,8 +2,9 @@
  * The filter node a mirror, commit, backup or stream job puts above its
  * source (QEMU's mirror_top / commit_top / copy-before-write / copy-on-read): the guest's requests
  * pass through it (a backup hooks its writes to save the old data first),
- * but it shares every permission on the source, so the job may write into
- * the chain below (the base of a commit) while the guest writes the top.
+ * and it takes and shares on the source what QEMU's filter does (see
+ * childPerm), so the job may write into the chain below (the base of a
+ * commit) while the guest writes the top.
  * Removed again when the job ends, pivoting the guest onto the filter's
  * replacement.
  */
@@ -13,33 +14,59 @@ import type { BlockDriver, DriverInstance } from '../core/driver.js';
 import type { OptionReader } from '../core/options.js';
 import { BlockError } from '../core/errors.js';
 import { drainBegin, drainEnd } from '../core/drain.js';
-import { PERM_ALL, Perm, ROLE_FILTERED_PRIMARY } from '../core/permissions.js';
+import { ChildRole, PERM_ALL, Perm, ROLE_DATA_FILE, ROLE_FILTERED_PRIMARY, defaultChildPerms, type PermMask } from '../core/permissions.js';
 import { copyOnReadDriver } from '../filters/copy-on-read.js';
 
 /** The filters jobs insert, named as QEMU names them. */
 export type JobFilterKind = 'mirror_top' | 'commit_top' | 'copy-before-write' | 'copy-on-read';
+
+/** QEMU's mirror_top and commit_top take their source as `backing` (filtered_child_is_backing); copy-before-write as `file`. */
+function sourceKey(kind: JobFilterKind): 'backing' | 'file' {
+  return kind === 'mirror_top' || kind === 'commit_top' ? 'backing' : 'file';
+}
+
+/** The mirror_top nodes of active commits (QEMU's is_commit in the node's state): their source is above the job's target in one chain. */
+const commitFilters = new WeakSet<BlockNode>();
 
 function filterDriver(name: JobFilterKind): BlockDriver {
   return {
     name,
     kind: 'filter',
     // The filter stands for its source: it shows the source's name (QEMU's mirror_top and siblings).
-    refreshFilename: (node) => node.file?.node.filename ?? '',
+    refreshFilename: (node) => node.filtered?.node.filename ?? '',
     async open(node: BlockNode, options: OptionReader): Promise<DriverInstance> {
-      const file = await node.openChild(options, 'file', ROLE_FILTERED_PRIMARY);
+      const file = await node.openChild(options, sourceKey(name), ROLE_FILTERED_PRIMARY);
       if (!file) throw new BlockError('EINVAL', `${name}: no source node given`);
+      // QEMU's copy-before-write writes what the guest overwrites into its `target` child.
+      if (name === 'copy-before-write') await node.openChild(options, 'target', ROLE_DATA_FILE);
       return {
         getLength: () => file.length,
-        // The guest's needs pass down; everything is shared so the job can work below, but
-        // a backup (as QEMU's copy-before-write) lets nobody else write or resize its source:
-        // such writes would bypass the filter, and the backup took the size at its start.
-        childPerm: (_child, _role, perm) => ({
-          perm: perm & (Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE),
-          shared: name === 'copy-before-write' && node.parents.length > 0 ? PERM_ALL & ~(Perm.WRITE | Perm.RESIZE) : PERM_ALL,
-        }),
+        childPerm: (_child, role, perm, shared) => childPerm(name, node, role, perm, shared),
       };
     },
   };
+}
+
+/**
+ * What each filter takes and shares on its source, as QEMU's: mirror_top
+ * passes its users' needs down (for an active commit without consistent
+ * read, which the chain above the base does not share, and sharing writes,
+ * which the job does below); commit_top takes nothing and shares everything,
+ * so the job may write the base under the overlay; copy-before-write lets
+ * nobody else write or resize its source while it has users (such writes
+ * would bypass it, and the backup took the size at its start), and reads
+ * what its users overwrite.
+ */
+function childPerm(name: JobFilterKind, node: BlockNode, role: number, perm: PermMask, shared: PermMask): { perm: PermMask; shared: PermMask } {
+  if (name === 'commit_top') return { perm: 0, shared: PERM_ALL };
+  // copy-before-write's target: it writes there, and the backup took the target's size at its start.
+  if (name === 'copy-before-write' && !(role & ChildRole.FILTERED)) return { perm: Perm.WRITE, shared: PERM_ALL & ~Perm.RESIZE };
+  const p = defaultChildPerms(role, perm, shared, !node.readOnly);
+  if (name === 'mirror_top' && commitFilters.has(node)) return { perm: p.perm & ~Perm.CONSISTENT_READ, shared: p.shared | Perm.WRITE };
+  if (name === 'copy-before-write' && node.parents.length > 0) {
+    return { perm: p.perm | (perm & Perm.WRITE ? Perm.CONSISTENT_READ : 0), shared: p.shared & ~(Perm.WRITE | Perm.RESIZE) };
+  }
+  return p;
 }
 
 const DRIVERS: Record<JobFilterKind, BlockDriver> = {
@@ -55,11 +82,18 @@ const DRIVERS: Record<JobFilterKind, BlockDriver> = {
  * backend, overlays) moves onto it. Returns the filter node, with one
  * reference the caller holds until {@link removeJobFilter}.
  */
-export async function insertJobFilter(graph: BlockGraph, source: BlockNode, kind: JobFilterKind, nodeName?: string): Promise<BlockNode> {
+export async function insertJobFilter(
+  graph: BlockGraph,
+  source: BlockNode,
+  kind: JobFilterKind,
+  nodeName?: string,
+  opts: { commit?: boolean; target?: BlockNode } = {},
+): Promise<BlockNode> {
   if (!graph.listDrivers().some((d) => d.name === kind)) graph.registerDriver(DRIVERS[kind]);
   // QEMU opens commit_top without its read-write flag (the overlay above only reads through it).
   const readOnly = kind === 'commit_top' ? { 'read-only': true } : {};
-  const filter = await graph.openNode({ driver: kind, file: source.nodeName, ...readOnly, ...(nodeName ? { 'node-name': nodeName } : {}) });
+  const filter = await graph.openNode({ driver: kind, [sourceKey(kind)]: source.nodeName, ...(opts.target ? { target: opts.target.nodeName } : {}), ...readOnly, ...(nodeName ? { 'node-name': nodeName } : {}) });
+  if (opts.commit) commitFilters.add(filter);
   // Without a name of the user's the filter is implicit: queries show its source's names.
   filter.implicit = nodeName === undefined;
   // The guest's discards keep reaching the image while the job runs.

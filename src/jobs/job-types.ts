@@ -4,6 +4,7 @@
  * `query-jobs` / `query-block-jobs`. Field names follow QEMU's QAPI schema so
  * the control plane can pass them through unchanged.
  */
+import type { JobLinks } from './job-links.js';
 import type { BlockNode } from '../core/node.js';
 import type { BlockError } from '../core/errors.js';
 import type { BackendOptions, DrainListener } from '../core/backend.js';
@@ -35,6 +36,14 @@ export interface JobDriver {
    * by block job: <type>" from the job's creation until it concludes.
    */
   readonly blockedNodes?: readonly BlockNode[];
+  /** The job's own links to its nodes (QEMU's BlockJob.nodes); the job pauses while one of them is drained. */
+  readonly links?: JobLinks;
+  /**
+   * Resolves once `run` has put the job's filter, links and backends in
+   * place (or failed before): the command that starts the job replies after
+   * it, as QEMU's job is in the graph when its start command returns.
+   */
+  readonly graphReady?: Promise<void>;
   /** The work. Throwing fails the job; returning with the job cancelled ends it as cancelled. */
   run(ctl: JobControl): Promise<void>;
   /** Last step that may fail, run for every job of a transaction before any commits. */

@@ -10,6 +10,7 @@
  * run is between such calls. Verbs a state does not accept are refused with
  * QEMU's message (EPERM).
  */
+import type { BdrvChild } from '../core/child.js';
 import { blockOps, jobBlockReason } from '../core/op-blockers.js';
 import { BlockError, STRERROR, toBlockError } from '../core/errors.js';
 import { acceptsVerb, canTransition, isCompletedStatus, isReadyStatus, type JobStatus, type JobVerb } from './job-status.js';
@@ -110,6 +111,8 @@ export class Job {
     this.lastYield = this.timers.now();
     this.onGone = options.onGone;
     this.control = this.makeControl();
+    // As QEMU's child_job: a drain of one of the job's nodes pauses the job, started or not.
+    driver.links?.setDrainListener(this.control.drainListener);
     if (options.listener) this.listeners.add(options.listener);
     this.txn = options.txn ?? new JobTxn();
     this.txn.jobs.add(this);
@@ -121,6 +124,11 @@ export class Job {
   /** Is this a block job (QEMU's BlockJob: the BLOCK_JOB_* events, query-block-jobs)? Image creation and amend are plain jobs. */
   get isBlockJob(): boolean {
     return this.type !== 'create' && this.type !== 'amend';
+  }
+
+  /** The job's links to its nodes, newest first (the edges x-debug-query-block-graph shows). */
+  get links(): readonly BdrvChild[] {
+    return this.driver.links?.links ?? [];
   }
 
   /** The current state. */

@@ -28,6 +28,7 @@ import { openBacking } from '../core/backing-open.js';
 import type { JobControl, JobDriver, OnErrorPolicy } from './job-types.js';
 import { JOB_SLICE_MS } from './job.js';
 import { CopyBuffers } from './buffers.js';
+import { JobLinks } from './job-links.js';
 
 /** What the mirror copies before it follows guest writes (QAPI MirrorSyncMode). */
 export type MirrorSync = 'full' | 'top' | 'none';
@@ -79,6 +80,8 @@ export interface MirrorOptions {
   backingOnExit?: BlockNode | 'open';
   /** Active commit: the caller made a read-only target read-write before creating the job; reopen it read-only when the job fails. */
   restoreTargetReadOnly?: boolean;
+  /** The job's id, for permission conflicts with its links ("mirror job 'id'"). */
+  jobId?: string;
 }
 
 interface Op {
@@ -117,9 +120,12 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
   target.ref();
 
   let filter: BlockNode | undefined;
-  let blkSource: BlockBackend | undefined;
+  // QEMU's mirror reads the source through its filter's link and holds the nodes by job links.
+  const links = new JobLinks(graph, commit ? 'commit' : 'mirror', options.jobId);
   let blkTarget: BlockBackend | undefined;
   let bitmap: BdrvDirtyBitmap | undefined;
+  let setupDone!: () => void;
+  const graphReady = new Promise<void>((resolve) => (setupDone = resolve));
   let drainToken: DrainToken | undefined;
   let targetWasReadOnly = options.restoreTargetReadOnly ?? false;
   let ready = false;
@@ -142,7 +148,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     if (drainToken) drainEnd(drainToken);
     drainToken = undefined;
     unfreezeChain(chain);
-    await blkSource?.close();
+    await links.removeAll();
     await blkTarget?.close();
     await source.unref();
     await target.unref();
@@ -156,7 +162,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     if (!filter) return;
     await blkTarget?.close();
     blkTarget = undefined;
-    if (blkSource) graph.setLinkPerms(blkSource.root, 0, PERM_ALL);
+    await links.removeAll();
     const f = filter;
     filter = undefined;
     await removeJobFilter(graph, f, source);
@@ -218,7 +224,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
           const data = buffers.take(n);
           try {
             try {
-              await blkSource!.pread(pos, data);
+              await readSource(pos, data);
             } catch (e) {
               throw new CopyError('read', pos, e);
             }
@@ -241,28 +247,50 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
     }
   }
 
+  /** Reads the source through the filter's link (QEMU's mirror reads mirror_top's backing child). */
+  async function readSource(pos: number, data: Uint8Array): Promise<void> {
+    const link = filter?.filtered;
+    if (!link) throw new BlockError('EIO', `Mirror job '${options.jobId ?? ''}' has no source link to read node '${source.nodeName}' through`);
+    await link.preadv(pos, data.length, data);
+  }
+
   const driver: JobDriver = {
     type: commit ? 'commit' : 'mirror',
+    links,
+    graphReady,
     blockedNodes: commit ? [...chainNodes(source, target), target] : [source, target],
 
     async run(ctl: JobControl): Promise<void> {
       const len = source.length;
-      if (commit && target.readOnly) {
-        targetWasReadOnly = true;
-        await graph.reopen([{ node: target, readOnly: false }]);
+      try {
+        if (commit && target.readOnly) {
+          targetWasReadOnly = true;
+          await graph.reopen([{ node: target, readOnly: false }]);
+        }
+        // QEMU's active commit is a mirror job: its filter is a mirror_top as well.
+        filter = await insertJobFilter(graph, source, 'mirror_top', options.filterNodeName, { commit });
+        filter.filtered!.frozen = true;
+        // QEMU's job holds its filter ("main node"): it reads there, and the source keeps its size.
+        links.add('main node', filter, Perm.CONSISTENT_READ, Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.WRITE);
+        blkTarget = await BlockBackend.attach(graph, target, {
+          name: `${ctl.id}-target`,
+          drainListener: ctl.drainListener,
+          // QEMU's mirror target: it only writes, and lets nobody else read or write a copy in the making;
+          // an active commit's base is in use below the guest, and is resized only when smaller.
+          perm: Perm.WRITE | (commit && target.length < len ? Perm.RESIZE : 0),
+          shared: Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.CONSISTENT_READ | Perm.WRITE : 0),
+        });
+        // The permissions are the filter's and the target backend's; these links name the nodes the job uses.
+        links.add('source', source, 0, Perm.WRITE_UNCHANGED | Perm.WRITE | Perm.CONSISTENT_READ);
+        links.add('target', target, 0, PERM_ALL);
+        if (commit) {
+          // The images between the source and the base drop out of the chain on completion: nobody
+          // else may read them consistently meanwhile (writes are shared: the base below is written).
+          for (const n of chainNodes(source, target).slice(1)) links.add('intermediate node', n, 0, Perm.WRITE_UNCHANGED | Perm.WRITE);
+        }
+      } finally {
+        setupDone();
       }
-      // QEMU's active commit is a mirror job: its filter is a mirror_top as well.
-      filter = await insertJobFilter(graph, source, 'mirror_top', options.filterNodeName);
-      filter.filtered!.frozen = true;
-      blkSource = await BlockBackend.attach(graph, source, { name: `${ctl.id}-source`, perm: Perm.CONSISTENT_READ, shared: PERM_ALL, drainListener: ctl.drainListener });
-      blkTarget = await BlockBackend.attach(graph, target, {
-        name: `${ctl.id}-target`,
-        drainListener: ctl.drainListener,
-        // QEMU's mirror target: it only writes, and lets nobody else read or write a copy in the making;
-        // an active commit's base is in use below the guest, and is resized only when smaller.
-        perm: Perm.WRITE | (commit && target.length < len ? Perm.RESIZE : 0),
-        shared: Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD | (commit ? Perm.CONSISTENT_READ | Perm.WRITE : 0),
-      });
       if (commit) {
         if (target.length < len) await blkTarget.truncate(len);
       } else if (target.length !== len) {
@@ -379,7 +407,7 @@ export function mirrorJob(options: MirrorOptions): JobDriver {
       // The job's own users let go of their permissions first, or the guest could not take them.
       dropBitmap();
       if (blkTarget) graph.setLinkPerms(blkTarget.root, 0, PERM_ALL);
-      if (blkSource) graph.setLinkPerms(blkSource.root, 0, PERM_ALL);
+      await links.removeAll();
       await removeJobFilter(graph, filter, target);
       filter = undefined;
       unfreezeChain(chain);

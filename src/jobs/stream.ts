@@ -8,7 +8,6 @@
  */
 import type { BlockGraph } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
-import type { BdrvChild, RootParent } from '../core/child.js';
 import { BlockBackend } from '../core/backend.js';
 import { cowChild, isAllocatedAbove } from '../core/block-status.js';
 import { drained } from '../core/drain.js';
@@ -18,6 +17,7 @@ import { ReqFlag } from '../core/driver.js';
 import { BlockError, toBlockError } from '../core/errors.js';
 import { PERM_ALL, Perm, ROLE_BACKING } from '../core/permissions.js';
 import { insertJobFilter, removeJobFilter } from './job-filter.js';
+import { JobLinks } from './job-links.js';
 import { markEarlyJobFailure, type JobControl, type JobDriver, type OnErrorPolicy } from './job-types.js';
 
 /** QEMU's stream chunk. */
@@ -77,19 +77,18 @@ export function streamJob(options: StreamOptions): JobDriver {
   const frozen = freezeChain(top, base);
   // As QEMU's stream_start: the images below top that drop out of the chain stay as they are
   // while the job reads them once (nobody else may write or resize them).
-  const user: RootParent = { kind: 'root', name: options.jobId ?? 'stream', description: `stream job '${options.jobId ?? ''}'` };
-  const jobLinks: BdrvChild[] = [];
+  const links = new JobLinks(graph, 'stream', options.jobId);
   try {
-    for (const n of blocked.slice(1)) {
-      jobLinks.push(graph.attachRootNow(user, n, 0, Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED, 'intermediate node'));
-    }
+    for (const n of blocked.slice(1)) links.add('intermediate node', n, 0, Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED);
   } catch (e) {
     unfreezeChain(frozen);
-    for (const l of jobLinks) void graph.detachRoot(l).catch(() => undefined);
+    void links.removeAll().catch(() => undefined);
     // QEMU's job exists when it adds these links.
     throw markEarlyJobFailure(e);
   }
   top.copyOnRead++;
+  let setupDone!: () => void;
+  const graphReady = new Promise<void>((resolve) => (setupDone = resolve));
   let blk: BlockBackend | undefined;
   let filter: BlockNode | undefined;
   let released = false;
@@ -103,10 +102,11 @@ export function streamJob(options: StreamOptions): JobDriver {
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
+    // The job's links go first: the filter closes as it is taken out (they hold it too).
+    await links.removeAll();
     await dropFilter();
     top.copyOnRead--;
     unfreezeChain(frozen);
-    for (const l of jobLinks.splice(0)) await graph.detachRoot(l);
     await blk?.close();
     // Writers gone first: the image goes back to read-only as it was before the job.
     if (options.restoreReadOnly) await graph.reopen([{ node: top, readOnly: true }]).catch(() => undefined);
@@ -115,16 +115,27 @@ export function streamJob(options: StreamOptions): JobDriver {
   return {
     type: 'stream',
     blockedNodes: blocked,
+    links,
+    graphReady,
     async run(ctl: JobControl): Promise<void> {
       // QEMU's stream puts a copy-on-read filter above top, implicit unless named (the copying
       // itself is top's own copy-on-read here); it shows in the graph while the job runs.
-      filter = await insertJobFilter(graph, top, 'copy-on-read', options.filterNodeName);
-      blk = await BlockBackend.attach(graph, top, {
-        name: ctl.id,
-        drainListener: ctl.drainListener,
-        perm: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED,
-        shared: PERM_ALL,
-      });
+      try {
+        filter = await insertJobFilter(graph, top, 'copy-on-read', options.filterNodeName);
+        // QEMU's job holds its filter ("main node") and top ("active node") before the intermediate
+        // nodes; ours holds those from its creation, so these two go before them in its list.
+        links.add('active node', top, 0, Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.WRITE, { first: true });
+        links.add('main node', filter, 0, PERM_ALL, { first: true });
+        // The job copies by reading through its filter, which copies what it reads into top.
+        blk = await BlockBackend.attach(graph, filter, {
+          name: ctl.id,
+          drainListener: ctl.drainListener,
+          perm: Perm.CONSISTENT_READ,
+          shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.WRITE,
+        });
+      } finally {
+        setupDone();
+      }
       const backing = cowChild(top);
       if (!backing) return;
       const len = top.length;
@@ -197,6 +208,7 @@ export function streamJob(options: StreamOptions): JobDriver {
 
     async prepare(): Promise<void> {
       // As QEMU's stream_prepare: the filter goes first, then the chain changes.
+      await links.removeAll();
       await dropFilter();
       const backing = top.backing;
       if (!backing) return;

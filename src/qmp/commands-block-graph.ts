@@ -1,7 +1,7 @@
 /**
  * x-debug-query-block-graph (QEMU 7.2's bdrv_get_xdbg_block_graph): the
- * BlockBackends, then the nodes, each with an id numbered from 1 in the order
- * first met, and an edge per link with its permissions and the permissions
+ * BlockBackends, the block jobs, then the nodes, each with an id numbered
+ * from 1 in the order first met, and an edge per link with its permissions and the permissions
  * it shares, named as QEMU's BlockPermission values. Lists are built by
  * prepending, as QEMU's, so the last met comes first.
  */
@@ -44,18 +44,25 @@ export function blockGraphCommands(q: BlockQmp, devices: () => QmpDevice[]): Qmp
           edges.unshift({ parent: id(parent), child: id(link.node), name: link.name, perm: permNames(link.perm), 'shared-perm': permNames(link.shared) });
         };
         const open = q.graph.listNodes().filter((n) => n.isOpen);
-        // Every BlockBackend on the graph: the host's named ones by name, the others (exports, jobs) unnamed.
+        // Every BlockBackend on the graph in the order they were made (QEMU's blk_all_next):
+        // the host's named ones by name, the others (exports, jobs' own) unnamed.
         const names = new Map(devices().map((d) => [d.backend as object, d.name]));
-        for (const n of open) {
-          for (const link of n.parents) {
-            if (!(link.parent instanceof BlockBackend)) continue;
-            nodes.unshift({ id: id(link.parent), type: 'block-backend', name: names.get(link.parent) ?? '' });
-            addEdge(link.parent, link);
-          }
+        const backends = new Set<BlockBackend>();
+        for (const n of open) for (const link of n.parents) if (link.parent instanceof BlockBackend) backends.add(link.parent);
+        for (const b of [...backends].sort((x, y) => x.seq - y.seq)) {
+          nodes.unshift({ id: id(b), type: 'block-backend', name: names.get(b) ?? '' });
+          addEdge(b, b.root);
         }
+        // The block jobs, newest first (QEMU keeps its job list so), each with its links to its nodes.
+        for (const job of [...q.jobs.list()].reverse()) {
+          if (!job.isBlockJob) continue;
+          nodes.unshift({ id: id(job), type: 'block-job', name: job.id ?? '' });
+          for (const link of job.links) addEdge(job, link);
+        }
+        // A node's children newest first, as QEMU's list of them (it inserts at the head).
         for (const n of open) {
           nodes.unshift({ id: id(n), type: 'block-driver', name: n.nodeName });
-          for (const link of n.children) addEdge(n, link);
+          for (const link of [...n.children].reverse()) addEdge(n, link);
         }
         return { nodes, edges };
       },

@@ -144,7 +144,7 @@ export function driveCommands(q: BlockQmp): QmpCommand[] {
         try {
           const onExit = mode === 'existing' ? 'open' : sync === 'none' ? bs : withBacking ? below : undefined;
           const zeroTarget = sync === 'full' && (mode === 'existing' || !target.instance.hasZeroInit?.());
-          startMirror(q, { ...withoutImageArgs(args), sync }, bs, target, zeroTarget, onExit);
+          await startMirror(q, { ...withoutImageArgs(args), sync }, bs, target, zeroTarget, onExit);
         } finally {
           // The job keeps the target while it runs.
           await target.unref();

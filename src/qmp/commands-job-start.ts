@@ -59,9 +59,14 @@ function checkJobId(q: BlockQmp, id: string | undefined): string {
   return jobId;
 }
 
-/** Makes the job and starts it (job-id, speed and the auto flags from `args`). */
-function startJob(q: BlockQmp, id: string, driver: JobDriver, args: Record<string, unknown>): void {
-  makeJob(q, id, driver, args).start();
+/**
+ * Makes the job and starts it (job-id, speed and the auto flags from `args`);
+ * resolves once the job's filter and links are in the graph (or the job has ended).
+ */
+async function startJob(q: BlockQmp, id: string, driver: JobDriver, args: Record<string, unknown>): Promise<void> {
+  const job = makeJob(q, id, driver, args);
+  job.start();
+  if (driver.graphReady) await Promise.race([driver.graphReady, job.waitFor((s) => s === 'concluded' || s === 'null')]);
 }
 
 /** Makes the job, not started, with job-id, speed and the auto flags from `args`. */
@@ -118,6 +123,7 @@ export function backupAction(q: BlockQmp, args: Record<string, unknown>, ctx: Tx
         source,
         target,
         sync,
+        jobId: id,
         ...(args.bitmap !== undefined ? { bitmap: args.bitmap as string } : {}),
         ...(bitmapMode !== undefined ? { bitmapMode } : {}),
         ...(args.compress !== undefined ? { compress: args.compress as boolean } : {}),
@@ -153,7 +159,7 @@ export function startMirror(
   target: BlockNode,
   zeroTarget: boolean,
   backingOnExit?: BlockNode | 'open',
-): void {
+): Promise<void> {
   const sync = args.sync as string;
   const granularity = args.granularity as number | undefined;
   if (granularity !== undefined && granularity !== 0) {
@@ -171,6 +177,7 @@ export function startMirror(
     target,
     sync: sync as 'full' | 'top' | 'none',
     zeroTarget,
+    jobId: id,
     ...(backingOnExit ? { backingOnExit } : {}),
     ...(granularity ? { granularity } : {}),
     ...(args['buf-size'] !== undefined ? { bufSize: args['buf-size'] as number } : {}),
@@ -179,7 +186,7 @@ export function startMirror(
     ...(args.unmap !== undefined ? { unmap: args.unmap as boolean } : {}),
     ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
   });
-  startJob(q, id, driver, args);
+  return startJob(q, id, driver, args);
 }
 
 /**
@@ -256,7 +263,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           }
           throw e;
         }
-        startJob(q, id, driver, args);
+        await startJob(q, id, driver, args);
       },
     },
     {
@@ -313,6 +320,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
             top: topBs,
             base: baseBs,
             device: bs,
+            jobId: id,
             ...(args['backing-file'] !== undefined ? { backingFile: args['backing-file'] as string } : {}),
             ...(args['on-error'] !== undefined ? { onError: args['on-error'] as OnErrorPolicy } : {}),
             ...(args['filter-node-name'] !== undefined ? { filterNodeName: args['filter-node-name'] as string } : {}),
@@ -320,7 +328,7 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
           });
         // As QEMU, a read-only base is made read-write by the command, before the job exists:
         // a failing reopen is the command's error, and the node shows read-write at once.
-        startJob(q, id, await readWriteFor(q, baseBs, make), args);
+        await startJob(q, id, await readWriteFor(q, baseBs, make), args);
       },
     },
     {
@@ -330,11 +338,11 @@ export function jobStartCommands(q: BlockQmp): QmpCommand[] {
         m('*granularity', 'uint32'), m('*buf-size', 'int'), m('*on-source-error', onError), m('*on-target-error', onError),
         m('*filter-node-name', 'str'), m('*copy-mode', { enum: ['background', 'write-blocking'] }), ...jobFlags,
       ]),
-      run: (args) => {
+      run: async (args) => {
         const source = q.rootNode(args.device as string);
         const target = q.lookupNode(args.target as string, args.target as string);
         // blockdev-mirror's zero_target: a full sync owes nothing to the target's old contents.
-        startMirror(q, args, source, target, args.sync === 'full');
+        await startMirror(q, args, source, target, args.sync === 'full');
       },
     },
     {

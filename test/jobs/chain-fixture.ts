@@ -3,6 +3,7 @@
  * (base ← mid ← top, each with its own data, as QEMU's iotest 030 builds it),
  * the guest's view of it as raw bytes, and checks through qemu-img.
  */
+import { Perm } from '../../src/core/permissions.js';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,9 @@ import { join } from 'node:path';
 import { afterAll, expect } from 'vitest';
 import { BlockBackend } from '../../src/core/backend.js';
 import { createNodeGraph } from '../../src/node.js';
+
+/** The guest's backend: as a QEMU guest device it writes but takes no resize permission (block jobs share none). */
+const GUEST = { perm: Perm.CONSISTENT_READ | Perm.WRITE };
 
 export const MiB = 1024 * 1024;
 export const SIZE = 8 * MiB;
@@ -48,7 +52,7 @@ export async function openTop(dir: string) {
     driver: 'qcow2',
     discard: 'unmap',
     file: { driver: 'file', filename: join(dir, 'top.qcow2') },
-  });
+  }, {}, GUEST);
   return { graph, guest };
 }
 

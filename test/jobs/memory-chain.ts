@@ -2,6 +2,7 @@
  * The qemu-img-made chain of chain-fixture.ts, loaded into a memory back
  * end, so job tests can inject read and write faults into any image.
  */
+import { Perm } from '../../src/core/permissions.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockBackend } from '../../src/core/backend.js';
@@ -10,6 +11,9 @@ import { MemoryStorage, createMemoryDriver, type MemoryFile } from '../../src/pr
 import { rawDriver } from '../../src/formats/raw/raw.js';
 import { qcow2Driver } from '../../src/formats/qcow2/qcow2.js';
 import { makeChain, rawContent, sh, SIZE } from './chain-fixture.js';
+
+/** The guest's backend: as a QEMU guest device it writes but takes no resize permission (block jobs share none). */
+const GUEST = { perm: Perm.CONSISTENT_READ | Perm.WRITE };
 
 export interface MemoryChain {
   graph: BlockGraph;
@@ -31,7 +35,7 @@ export async function memoryChain(): Promise<MemoryChain> {
     storage.create(name, bytes.length).writeRaw(0, bytes);
   }
   const graph = new BlockGraph([createMemoryDriver(storage), rawDriver, qcow2Driver], 'memory');
-  const guest = await BlockBackend.open(graph, { driver: 'qcow2', discard: 'unmap', file: { driver: 'memory', filename: 'top.qcow2' } });
+  const guest = await BlockBackend.open(graph, { driver: 'qcow2', discard: 'unmap', file: { driver: 'memory', filename: 'top.qcow2' } }, {}, GUEST);
   return {
     graph,
     storage,

@@ -86,6 +86,8 @@ export async function cmdCommit(ctx: Ctx, args: string[]): Promise<number> {
     readOnly: false,
     cache,
     shared: Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE | Perm.GRAPH_MOD,
+    // Without resize, as QEMU's (no BDRV_O_RESIZE): the commit job's filter shares none on the top.
+    perm: Perm.CONSISTENT_READ | Perm.WRITE,
     extra: { discard: 'unmap' },
   });
   const top = formatNode(bb.node);

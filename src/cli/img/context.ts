@@ -67,6 +67,8 @@ export class Ctx {
       code?: number;
       extra?: Record<string, unknown>;
       shared?: number;
+      /** Permissions to take (default: the BlockBackend's, with resize when read-write). */
+      perm?: number;
       /** Open for check (QEMU's BDRV_O_CHECK): no repair of a dirty qcow2 image on open. */
       forCheck?: boolean;
       /** Open without data access (QEMU's BDRV_O_NO_IO, qemu-img info): encrypted images need no key. */
@@ -110,7 +112,7 @@ export class Ctx {
         { readOnly: o.readOnly ?? true, ...(fmt ? { format: fmt } : {}), ...(o.noBacking ? { noBacking: true } : {}) },
         // qemu-img's BlockBackends share everything unless told otherwise (blk_new_open); what
         // they share decides which of another process's QEMU locks stop the open.
-        { name: '', writeThrough, shared: o.shared ?? PERM_ALL },
+        { name: '', writeThrough, shared: o.shared ?? PERM_ALL, ...(o.perm !== undefined ? { perm: o.perm } : {}) },
       );
     } catch (e) {
       fail(`Could not open '${filename}': ${errText(e)}`, o.code ?? 1, errHint(e));
