@@ -48,17 +48,45 @@ export function setProcLocksPath(path: string): void {
   procLocksPath = path;
 }
 
+/** Bytes of the lock table read at a time. */
+const TABLE_CHUNK = 64 * 1024;
+
 /**
- * The text of the lock table, or undefined where there is none (not Linux,
- * procfs not mounted, unreadable): then nothing is checked.
+ * The lines of the lock table that name inode `ino` (what {@link heldRanges}
+ * looks at), or undefined where there is no table (not Linux, procfs not
+ * mounted, unreadable): then nothing is checked. Read in pieces and filtered
+ * as it comes: a busy host lists tens of thousands of locks (megabytes),
+ * which must not become a string of that size on every open.
  */
-function readLockTable(): string | undefined {
+function readLockTable(ino: string): string | undefined {
   if (!fsSync) return undefined;
+  let fd: number;
   try {
-    return fsSync.readFileSync(procLocksPath, 'latin1');
+    fd = fsSync.openSync(procLocksPath, 'r');
   } catch {
     return undefined;
   }
+  const needle = `:${ino} `;
+  const buf = new Uint8Array(TABLE_CHUNK);
+  const kept: string[] = [];
+  let rest = '';
+  try {
+    for (;;) {
+      const n = fsSync.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      const text = rest + Buffer.from(buf.buffer, 0, n).toString('latin1');
+      const end = text.lastIndexOf('\n');
+      const whole = end < 0 ? '' : text.slice(0, end + 1);
+      rest = end < 0 ? text : text.slice(end + 1);
+      if (whole.includes(needle)) for (const line of whole.split('\n')) if (line.includes(needle)) kept.push(line);
+    }
+    if (rest.includes(needle)) kept.push(rest);
+  } catch {
+    return undefined;
+  } finally {
+    fsSync.closeSync(fd);
+  }
+  return kept.join('\n');
 }
 
 /**
@@ -199,7 +227,7 @@ export class ImageLockCheck {
 
 /** Reads the lock table once and checks file `key` (no table: nothing to check); `exceptPid`'s locks are ours. */
 export function checkFileLocks(key: string, perm: PermMask, shared: PermMask, filename: string, exceptPid?: number): void {
-  const table = readLockTable();
+  const table = readLockTable(key.slice(key.lastIndexOf(':') + 1));
   if (table === undefined) return;
   checkLockRanges(heldRanges(table, key, exceptPid), perm, shared, filename);
 }

@@ -150,6 +150,37 @@ describe('where the table comes from', () => {
     setProcLocksPath(join(dir, 'no-such-table'));
     expect(() => checkFileLocks('8:1:99', Perm.WRITE, 0, 'x')).not.toThrow();
   });
+
+  it("a busy host's table (megabytes): read in pieces, the file's lines found across piece boundaries", async () => {
+    await loadLockFs();
+    const table = join(dir, 'big-locks.txt');
+    // Lines of one length, so that ours can be put across the 64 KiB piece boundaries.
+    const filler = (i: number) => `${String(i).padStart(6, '0')}: OFDLCK ADVISORY  READ -1 08:01:${1000 + (i % 500)} 10${i % 8} 10${i % 8}`;
+    const len = filler(0).length + 1;
+    const lines = Array.from({ length: 60_000 }, (_, i) => filler(i));
+    const ours = (kind: string, pid: string, byte: number) => `999999: ${kind} ADVISORY  READ ${pid} 08:01:7777 ${byte} ${byte}`.padEnd(len - 1);
+    const across = (boundary: number) => {
+      const k = Math.floor(boundary / len);
+      expect(k * len < boundary && boundary < (k + 1) * len).toBe(true);
+      return k;
+    };
+    lines[across(65536)] = ours('OFDLCK', '-1', 201);
+    lines[across(3 * 65536)] = ours('POSIX ', '4242', 100);
+    const text = `${lines.join('\n')}\n${ours('OFDLCK', '-1', 202).trimEnd()}`;
+    expect(text.length).toBeGreaterThan(2_500_000);
+    writeFileSync(table, text);
+    setProcLocksPath(table);
+    expect(() => checkFileLocks('8:1:7777', Perm.WRITE, PERM_ALL, 'x')).toThrow('Failed to get "write" lock');
+    expect(() => checkFileLocks('8:1:7777', Perm.CONSISTENT_READ, PERM_ALL & ~Perm.WRITE, 'x')).not.toThrow();
+    expect(() => checkFileLocks('8:1:7777', Perm.CONSISTENT_READ, PERM_ALL & ~Perm.WRITE_UNCHANGED, 'x')).not.toThrow();
+    // Byte 100 (someone reads consistently) is held by pid 4242: not sharing that is refused,
+    // unless pid 4242 is our own lock holder.
+    expect(() => checkFileLocks('8:1:7777', Perm.CONSISTENT_READ, PERM_ALL & ~Perm.CONSISTENT_READ, 'x')).toThrow('Failed to get shared "consistent read" lock');
+    expect(() => checkFileLocks('8:1:7777', Perm.CONSISTENT_READ, PERM_ALL & ~Perm.CONSISTENT_READ, 'x', 4242)).not.toThrow();
+    // The other files' lines: inode 1001 holds byte 101 (a writer); inode 5 has no line.
+    expect(() => checkFileLocks('8:1:1001', Perm.CONSISTENT_READ, PERM_ALL & ~Perm.WRITE, 'x')).toThrow('Failed to get shared "write" lock');
+    expect(() => checkFileLocks('8:1:5', PERM_ALL, 0, 'x')).not.toThrow();
+  });
 });
 
 describe.skipIf(!canRun)('force-share on nodes', () => {
