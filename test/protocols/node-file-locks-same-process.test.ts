@@ -166,6 +166,12 @@ describe.skipIf(!canRun)('one image twice in one graph (qemu-io)', () => {
     expectSame('io', ['-c', 'read 0 512', quorum(qcow2On('a.qcow2'), qcow2On('a.qcow2', {}, { locking: 'off' }))]);
   });
 
+  it('a qcow2 whose data-file is its own file: a data child shares no resize', { timeout: 60_000 }, () => {
+    const spec = json({ ...qcow2On('o.qcow2'), 'data-file': { driver: 'file', filename: 'o.qcow2' } });
+    expect(expectSame('io', ['-c', 'read 0 512', spec]).out).toContain('Failed to get shared "resize" lock');
+    expectSame('io', ['-r', '-c', 'read 0 512', spec]);
+  });
+
   it('blkverify of a raw file against itself: both sides write and share writes', { timeout: 60_000 }, () => {
     const spec = json({ driver: 'blkverify', test: { driver: 'raw', file: { driver: 'file', filename: 'r.raw' } }, raw: { driver: 'file', filename: 'r.raw' } });
     expectSame('io', ['-c', 'read 0 512', '-c', 'write -P 7 0 512', '-c', 'read -P 7 0 512', spec]);
