@@ -96,9 +96,9 @@ export function defaultChildPerms(
     p |= Perm.CONSISTENT_READ;
     s &= ~(Perm.WRITE | Perm.RESIZE);
   } else if (role & ChildRole.DATA && !(role & ChildRole.FILTERED)) {
-    // A pure data child (external data file) is resized and written by the format.
-    if (writable) p |= Perm.WRITE | Perm.RESIZE;
-    s &= ~(Perm.WRITE | Perm.RESIZE);
+    // A pure data child (external data file): the format may assume its size, so nobody else
+    // resizes it; writes are its parents' (QEMU takes none for a node no one writes through).
+    s &= ~Perm.RESIZE;
   }
   if (role & ChildRole.DATA && !(role & ChildRole.FILTERED)) {
     // An unchanged write of the format (copy-on-read) is a real write on its storage.

@@ -13,6 +13,13 @@
  * other holders of those bytes there (the helper's own locks left out) and
  * refuses with QEMU's words. Without /proc/locks (not Linux, no procfs) the
  * check is skipped, as QEMU's locking=auto is off where OFD locks are missing.
+ *
+ * QEMU's locks are OFD locks: they belong to one open of the file, so two
+ * nodes of one QEMU process on one file refuse each other as two processes
+ * do. Ours are held by one helper for the whole process (the union of what
+ * every node locks), so /proc/locks cannot tell our nodes apart: each locking
+ * open of this process is kept in a registry by file, with the bytes it
+ * locks, and a check looks at the other opens of the same file there too.
  */
 import type { Stats } from 'node:fs';
 import { BlockError } from '../core/errors.js';
@@ -172,20 +179,56 @@ export function lockBytes(perm: PermMask, shared: PermMask): Set<number> {
 }
 
 /**
- * The locks of one open file (QEMU's raw_handle_perm_lock): checks the lock
- * table when an update takes more or shares less, as QEMU tests only then,
- * and has the holder lock the bytes of the permissions in force.
+ * The locking opens of this process, by file key, each with the bytes it
+ * locks now (see the module comment): what QEMU's lock test would find held
+ * by other open file descriptions of its own process.
+ */
+const ownOpens = new Map<string, Set<ImageLockCheck>>();
+
+/**
+ * Whether QEMU would have OFD locks here (Linux). Elsewhere it falls back to
+ * POSIX locks, which never conflict inside one process, or (locking=auto)
+ * takes none: the opens of this process then do not refuse each other.
+ */
+const ofdLocks = typeof process !== 'undefined' && process.platform === 'linux';
+
+/** The bytes the opens of this process other than `self` lock on file `key`. */
+function ownRanges(key: string, self?: ImageLockCheck): LockRange[] {
+  const out: LockRange[] = [];
+  if (!ofdLocks) return out;
+  for (const open of ownOpens.get(key) ?? []) {
+    if (open === self) continue;
+    for (const b of open.lockedBytes) out.push({ start: b, end: b });
+  }
+  return out;
+}
+
+function sameBytes(a: ReadonlySet<number>, b: ReadonlySet<number>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
+}
+
+/**
+ * The locks of one open file (QEMU's raw_handle_perm_lock): an update that
+ * takes more or shares less first locks the bytes of both the old and the
+ * new permissions, then tests for other holders (other processes through the
+ * lock table, other opens of this process through the registry); the commit
+ * keeps the new bytes only, an abort the old ones. The holder locks whatever
+ * is locked here, so other processes see it.
  */
 export class ImageLockCheck {
   private perm: PermMask = 0;
   private shared: PermMask = PERM_ALL;
+  private locked: ReadonlySet<number> = new Set();
   private readonly key: string;
-  /** The holder's answer to the last update. */
+  /** The holder's answer to the last change of the locked bytes. */
   private last: Promise<void> = Promise.resolve();
 
   /**
-   * `path` names the open file for the holder (for example
-   * /proc/self/fd/N); `holder` is null where locks cannot be taken.
+   * `path` names the open file for the holder (for example an absolute
+   * path); `holder` is null where locks cannot be taken for other processes
+   * (the opens of this process still see each other).
    */
   constructor(
     st: Pick<Stats, 'dev' | 'ino'>,
@@ -196,19 +239,39 @@ export class ImageLockCheck {
     this.key = lockKey(st.dev, st.ino);
   }
 
-  /** Throws EAGAIN if another process's locks forbid `perm` / `shared`. */
+  /** The bytes this open locks now (between a check and its commit or abort: old and new). */
+  get lockedBytes(): ReadonlySet<number> {
+    return this.locked;
+  }
+
+  /**
+   * Phase one of a permission update: throws EAGAIN with QEMU's words if
+   * another process, or another open of this file in this process, holds a
+   * byte `perm` / `shared` forbid. On success the bytes stay locked until
+   * {@link commit} or {@link abort}, so later checks in the same update see
+   * them (as QEMU's do).
+   */
   check(perm: PermMask, shared: PermMask): void {
     if ((this.perm | perm) === this.perm && (this.shared & shared) === this.shared) return;
-    checkFileLocks(this.key, perm, shared, this.filename, this.holder?.pid);
+    this.lock(lockBytes(this.perm | perm, this.shared & shared));
+    try {
+      checkFileLocks(this.key, perm, shared, this.filename, this.holder?.pid, this);
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
   }
 
   /** The update went through: these are the permissions now held, and locked. */
   commit(perm: PermMask, shared: PermMask): void {
-    const changed = perm !== this.perm || shared !== this.shared;
     this.perm = perm;
     this.shared = shared;
-    // A lock that cannot be taken leaves the image usable, only unseen by QEMU (locking=auto).
-    if (changed && this.holder) this.last = this.holder.set(this.key, this.path, this, lockBytes(perm, shared)).catch(() => undefined);
+    this.lock(lockBytes(perm, shared));
+  }
+
+  /** The update was given up: back to the bytes of the permissions held before it. */
+  abort(): void {
+    this.lock(lockBytes(this.perm, this.shared));
   }
 
   /** Resolves once the locks of the last update are taken (or could not be). */
@@ -218,16 +281,37 @@ export class ImageLockCheck {
 
   /** The file is being closed: its locks go. */
   release(): Promise<void> {
-    if (!this.holder) return Promise.resolve();
     this.perm = 0;
     this.shared = PERM_ALL;
-    return this.holder.set(this.key, this.path, this, new Set()).catch(() => undefined);
+    this.lock(new Set());
+    return this.last;
+  }
+
+  /** Makes the locked bytes `bytes`, in the registry and through the holder. */
+  private lock(bytes: ReadonlySet<number>): void {
+    if (sameBytes(bytes, this.locked)) return;
+    this.locked = bytes;
+    let opens = ownOpens.get(this.key);
+    if (bytes.size) {
+      if (!opens) ownOpens.set(this.key, (opens = new Set()));
+      opens.add(this);
+    } else if (opens) {
+      opens.delete(this);
+      if (!opens.size) ownOpens.delete(this.key);
+    }
+    // A lock that cannot be taken leaves the image usable, only unseen by QEMU (locking=auto).
+    if (this.holder) this.last = this.holder.set(this.key, this.path, this, bytes).catch(() => undefined);
   }
 }
 
-/** Reads the lock table once and checks file `key` (no table: nothing to check); `exceptPid`'s locks are ours. */
-export function checkFileLocks(key: string, perm: PermMask, shared: PermMask, filename: string, exceptPid?: number): void {
+/**
+ * Checks file `key` before `perm` is taken and only `shared` shared: the
+ * lock table (where there is one; `exceptPid`'s locks are ours) and the
+ * opens of this process other than `self`.
+ */
+export function checkFileLocks(key: string, perm: PermMask, shared: PermMask, filename: string, exceptPid?: number, self?: ImageLockCheck): void {
   const table = readLockTable(key.slice(key.lastIndexOf(':') + 1));
-  if (table === undefined) return;
-  checkLockRanges(heldRanges(table, key, exceptPid), perm, shared, filename);
+  const ranges = table === undefined ? [] : heldRanges(table, key, exceptPid);
+  ranges.push(...ownRanges(key, self));
+  checkLockRanges(ranges, perm, shared, filename);
 }

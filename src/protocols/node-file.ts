@@ -22,7 +22,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { FileIo, loadSyncFs } from './node-file-io.js';
 import { hasHoles, holeBlockSize, scanHoles } from './node-file-holes.js';
 import type { Stats } from 'node:fs';
-import { checkFileLocks, ImageLockCheck, loadLockFs, lockKey } from './node-file-locks.js';
+import { ImageLockCheck, loadLockFs } from './node-file-locks.js';
 import { LockHolder } from './node-file-lock-holder.js';
 import { ERRNO, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, FileOps, SEEK_DATA, SEEK_HOLE, type FileOpsFile } from './node-file-ops.js';
 import { Perm, PERM_ALL, type PermMask } from '../core/permissions.js';
@@ -118,6 +118,11 @@ export class NodeFileInstance implements DriverInstance {
 
   setPerm(perm: PermMask, shared: PermMask): void {
     this.locks?.commit(perm, shared);
+  }
+
+  /** The checked update was given up: the bytes it locked go (file-posix's abort_perm_update). */
+  abortPermUpdate(): void {
+    this.locks?.abort();
   }
 
   /** The image locks of the last permission update are in place. */
@@ -451,9 +456,12 @@ async function createFile(ctx: CreateContext): Promise<void> {
   }
   const inst = new NodeFileInstance(fh, 0, filename);
   try {
-    // As file-posix's create: writes and resizes, lets others do anything but resize.
+    // As file-posix's create: locks for writes and resizes, letting others do anything but resize,
+    // then tests (other processes, and other opens of this process: a convert onto its own source).
     const st = await fh.stat();
-    checkFileLocks(lockKey(st.dev, st.ino), Perm.WRITE | Perm.RESIZE, PERM_ALL & ~Perm.RESIZE, filename, (await LockHolder.get())?.pid);
+    const { resolve } = await import('node:path');
+    inst.locks = new ImageLockCheck(st, filename, await LockHolder.get(), resolve(filename));
+    inst.locks.check(Perm.WRITE | Perm.RESIZE, PERM_ALL & ~Perm.RESIZE);
     await fh.truncate(0).catch((e: unknown) => {
       throw toBlockError(ioError(e, 0)).withPrefix('Could not resize file', { offset: 0 });
     });

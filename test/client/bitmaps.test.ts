@@ -19,9 +19,11 @@ import { GranuleModel, infoBitmaps, qemuDirtyExtents } from '../formats/qcow2/bi
 const t = tempDir();
 afterAll(() => t.cleanup());
 
-async function pageDisk(file: string, format = 'qcow2', readOnly = false): Promise<Disk> {
+async function pageDisk(file: string, format = 'qcow2', readOnly = false, forceShare = false): Promise<Disk> {
   // discard=unmap: discards reach the image and mark the bitmaps (ignored ones do not, as in QEMU).
-  const bb = await BlockBackend.open(fileGraph(), { driver: format, discard: 'unmap', file: { filename: file } }, { readOnly });
+  // forceShare: a look at an image another disk of this process writes (its locks refuse a plain open, as QEMU's).
+  const spec = { driver: format, discard: 'unmap', file: { filename: file }, ...(forceShare ? { 'force-share': true } : {}) };
+  const bb = await BlockBackend.open(fileGraph(), spec, { readOnly });
   const service = new DiskService(bb, file, () => undefined);
   // What Comlink's proxy has on top of the service.
   Object.assign(service, { [releaseProxy]: () => undefined });
@@ -165,7 +167,7 @@ describe('disk.bitmaps', () => {
     const first = await pageDisk(file);
     await first.write(0, new Uint8Array(65536).fill(1));
     // Dropped without a close (as a page reload drops the worker): the bitmap stays in use.
-    const second = await pageDisk(file, 'qcow2', true);
+    const second = await pageDisk(file, 'qcow2', true, true);
     const l = await second.bitmaps.list();
     expect(l).toEqual([{ name: 'b', granularity: 65536, count: 0, recording: false, busy: false, persistent: true, inconsistent: true }]);
     expect(await code(extents(second, 'b'))).toMatch(/^EINVAL: Bitmap 'b' is inconsistent and cannot be used/);
@@ -192,7 +194,7 @@ describe('disk.bitmaps', () => {
     // -U: the disk still has the image open for writing (QEMU sees its locks).
     const chk = qemuCheck(file, true);
     expect([chk['check-errors'], chk.corruptions ?? 0, chk.leaks ?? 0]).toEqual([0, 0, 0]);
-    const look = await pageDisk(file, 'qcow2', true);
+    const look = await pageDisk(file, 'qcow2', true, true);
     expect(await extents(look, 'k')).toEqual(want);
     await look.close();
     // The next write marks it in use before it lands.

@@ -297,8 +297,9 @@ async function locking(t: Target, id: string): Promise<void> {
   const a = await openImage(t, img, false);
   let b: BlockBackend | undefined;
   try {
-    if (t.locks === true) {
-      await expectError(() => openImage(t, img, false), ['EBUSY'], ['in use'], `${t.name}: second read-write open`);
+    if (typeof t.locks !== 'string') {
+      const refusal = t.locks === true ? { code: 'EBUSY', words: ['in use'] } : t.locks;
+      await expectError(() => openImage(t, img, false), [refusal.code], refusal.words, `${t.name}: second read-write open`);
       await a.close();
       // Once the first writer is gone the image opens again.
       b = await openImage(t, img, false);

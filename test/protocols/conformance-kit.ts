@@ -45,8 +45,12 @@ export interface Target {
   graph: BlockGraph;
   /** 'stores' keeps what is written; 'drops' (null-co) reads zeros whatever was written; 'read-only' refuses writes. */
   data: 'stores' | 'drops' | 'read-only';
-  /** true: a second read-write open gets EBUSY. A string: why it does not lock. */
-  locks: true | string;
+  /**
+   * true: a second read-write open gets EBUSY. An object: it gets this errno
+   * and message words instead (node-file: QEMU's lock error). A string: why
+   * it does not lock.
+   */
+  locks: true | { code: string; words: string[] } | string;
   /** Whether block status reports zeroed / discarded ranges as ZERO (holes); otherwise every byte is DATA. */
   sparse: boolean;
   /** true: block status says DATA where data was written. A string: why it reports no data (null-co, as QEMU's). */

@@ -84,7 +84,8 @@ function targets(mode: HotPaths): Target[] {
       graph: g,
       data: 'stores',
       sectorLength: true,
-      locks: "Node's fs has no fcntl / flock locks, so node-file takes none (QEMU's file-posix takes OFD locks); documented in src/protocols/node-file.ts",
+      // QEMU's OFD locks refuse a second open of the file in the same process too (src/protocols/node-file-locks.ts).
+      locks: { code: 'EAGAIN', words: ['Failed to get "write" lock'] },
       // A fresh file has holes, so all-zero blocks read as holes (src/protocols/node-file-holes.ts).
       sparse: true,
       allocated: 'grows',

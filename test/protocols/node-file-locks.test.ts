@@ -14,10 +14,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hasQemu, normalize } from '../cli/harness.js';
-import { checkFileLocks, checkLockRanges, heldRanges, loadLockFs, lockKey, setProcLocksPath } from '../../src/protocols/node-file-locks.js';
+import { checkFileLocks, checkLockRanges, heldRanges, ImageLockCheck, loadLockFs, lockKey, setProcLocksPath } from '../../src/protocols/node-file-locks.js';
 import { Perm, PERM_ALL } from '../../src/core/permissions.js';
 import { BlockError } from '../../src/core/errors.js';
-import { createNodeGraph } from '../../src/node.js';
+import { BlockBackend, createNodeGraph } from '../../src/node.js';
 
 const CLI = resolve('dist/cli/diskworker.js');
 const canRun = hasQemu() && existsSync(CLI) && existsSync('/proc/locks');
@@ -180,6 +180,77 @@ describe('where the table comes from', () => {
     // The other files' lines: inode 1001 holds byte 101 (a writer); inode 5 has no line.
     expect(() => checkFileLocks('8:1:1001', Perm.CONSISTENT_READ, PERM_ALL & ~Perm.WRITE, 'x')).toThrow('Failed to get shared "write" lock');
     expect(() => checkFileLocks('8:1:5', PERM_ALL, 0, 'x')).not.toThrow();
+  });
+});
+
+describe.skipIf(process.platform !== 'linux')('two opens of one file in this process (QEMU\'s OFD locks are per open)', () => {
+  afterEach(() => setProcLocksPath('/proc/locks'));
+
+  it('a check locks the new bytes until commit or abort, so later checks see them; a refused check keeps the old ones', async () => {
+    await loadLockFs();
+    // No lock table: only the opens of this process count.
+    setProcLocksPath(join(dir, 'no-such-table'));
+    const st = { dev: 0x801, ino: 4_000_000_001 };
+    const a = new ImageLockCheck(st, 'x.img');
+    const b = new ImageLockCheck(st, 'x.img');
+    const refusal = (f: () => void): string | undefined => {
+      try {
+        f();
+        return undefined;
+      } catch (e) {
+        expect((e as BlockError).code).toBe('EAGAIN');
+        expect((e as BlockError).hint).toBe('Is another process using the image [x.img]?\n');
+        return (e as BlockError).text;
+      }
+    };
+    // a wants to write (checked, not yet committed): a reader that does not share writes sees it.
+    expect(refusal(() => a.check(Perm.CONSISTENT_READ | Perm.WRITE, PERM_ALL))).toBeUndefined();
+    expect([...a.lockedBytes].sort()).toEqual([100, 101]);
+    expect(refusal(() => b.check(Perm.CONSISTENT_READ, Perm.CONSISTENT_READ))).toBe('Failed to get shared "write" lock');
+    expect(b.lockedBytes.size).toBe(0);
+    // a's update is given up: its bytes go, and the reader gets in.
+    a.abort();
+    expect(a.lockedBytes.size).toBe(0);
+    expect(refusal(() => b.check(Perm.CONSISTENT_READ, Perm.CONSISTENT_READ))).toBeUndefined();
+    b.commit(Perm.CONSISTENT_READ, Perm.CONSISTENT_READ);
+    expect([...b.lockedBytes].sort()).toEqual([100, 201, 202, 203]);
+    // Now a writer is refused, wanted permissions first; the refused check locks nothing.
+    expect(refusal(() => a.check(Perm.CONSISTENT_READ | Perm.WRITE, PERM_ALL))).toBe('Failed to get "write" lock');
+    expect(a.lockedBytes.size).toBe(0);
+    // An update that takes nothing new is not checked (QEMU tests only growing permissions).
+    expect(refusal(() => b.check(Perm.CONSISTENT_READ, Perm.CONSISTENT_READ))).toBeUndefined();
+    // Another file is another key.
+    const c = new ImageLockCheck({ dev: 0x801, ino: 4_000_000_002 }, 'y.img');
+    expect(refusal(() => c.check(Perm.WRITE, 0))).toBeUndefined();
+    await Promise.all([b.release(), c.release()]);
+    expect(refusal(() => a.check(Perm.CONSISTENT_READ | Perm.WRITE, 0))).toBeUndefined();
+    a.commit(Perm.CONSISTENT_READ | Perm.WRITE, 0);
+    await a.release();
+    expect(a.lockedBytes.size).toBe(0);
+  });
+
+  it('through the graph: a second writer or plain reader is refused, force-share and locking=off pass, a close frees', async () => {
+    const file = join(dir, 'same.raw');
+    writeFileSync(file, new Uint8Array(1 << 20));
+    const graph = createNodeGraph();
+    const spec = (extra: Record<string, unknown> = {}, fileExtra: Record<string, unknown> = {}) => ({ driver: 'raw', ...extra, file: { driver: 'file', filename: file, ...fileExtra } });
+    const text = (p: Promise<unknown>) =>
+      p.then(
+        async (bb) => {
+          await (bb as BlockBackend).close();
+          return 'ok';
+        },
+        (e: unknown) => `${(e as BlockError).code}: ${(e as BlockError).text}`,
+      );
+    // A writer that shares no writes (as qemu-img convert's source shares none).
+    const w = await BlockBackend.open(graph, spec(), {}, { shared: Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED });
+    expect(await text(BlockBackend.open(graph, spec(), {}))).toBe('EAGAIN: Failed to get "write" lock');
+    expect(await text(BlockBackend.open(graph, spec(), { readOnly: true }))).toBe('EAGAIN: Failed to get shared "write" lock');
+    expect(await text(BlockBackend.open(graph, spec({ 'force-share': true }), { readOnly: true }))).toBe('ok');
+    expect(await text(BlockBackend.open(graph, spec({ 'force-share': true }), {}))).toBe('EINVAL: force-share=on can only be used with read-only images');
+    expect(await text(BlockBackend.open(graph, spec({}, { locking: 'off' }), {}))).toBe('ok');
+    await w.close();
+    expect(await text(BlockBackend.open(graph, spec(), {}))).toBe('ok');
   });
 });
 

@@ -34,7 +34,7 @@ function real(p: string): string | undefined {
  * are compared as real paths; protocol names are compared as strings, with
  * the backing file name and with the backing image's file name.
  */
-function findInChain(ctx: Ctx, top: BlockNode, name: string): BlockNode | undefined {
+export function findInChain(ctx: Ctx, top: BlockNode, name: string): BlockNode | undefined {
   for (let curr: BlockNode | undefined = top; curr; curr = cowChild(curr)) {
     const below = cowChild(curr);
     if (!below) break;

@@ -10,6 +10,8 @@ import { runCopy, type CopyExtent } from '../../jobs/copy-engine.js';
 import { CopyError } from '../../jobs/copy-error.js';
 import { IO_BUF_SIZE, errorExit, fail, Ctx, parseOpts, COMMON_LONGS, Progress, imageFilename } from './context.js';
 import { help } from './help.js';
+import { findInChain } from './commit.js';
+import { Perm, PERM_ALL } from '../../core/permissions.js';
 
 // rebase
 
@@ -49,7 +51,8 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
   if (operands.length !== 1) errorExit('Expecting one image file name');
   if (!unsafe && outBase === undefined) errorExit('Must specify backing file (-b) or use unsafe mode (-u)');
   const filename = operands[0]!;
-  const bb = await ctx.open(filename, fmt, { readOnly: false, noBacking: unsafe, forceShare, cache });
+  // As qemu-img, -U is for the new backing file only: the image itself is written.
+  const bb = await ctx.open(filename, fmt, { readOnly: false, noBacking: unsafe, cache });
   const top = formatNode(bb.node);
   if (outBase === '') outBase = undefined;
   const prog = new Progress(ctx, progress, 1.0);
@@ -58,11 +61,21 @@ export async function cmdRebase(ctx: Ctx, args: string[]): Promise<number> {
     let newBb: BlockBackend | undefined;
     if (outBase !== undefined) {
       const full = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(outBase) ? outBase : joinRelative(imageFilename(ctx, top, filename), outBase);
+      // An image already in the chain is used as it is open (QEMU's prefix_chain_bs); any other is
+      // opened again, and its locks decide as for any other open (an image rebased onto itself fails).
+      const inChain = findInChain(ctx, top, full);
       try {
-        newBb = await BlockBackend.open(ctx.graph, { filename: full, 'force-share': true }, { readOnly: true, ...(outBaseFmt ? { format: outBaseFmt } : {}) }, { name: '' });
+        newBb = inChain
+          ? await BlockBackend.attach(ctx.graph, inChain, { name: '', perm: Perm.CONSISTENT_READ, shared: PERM_ALL })
+          : await BlockBackend.open(
+              ctx.graph,
+              { filename: full, ...(forceShare ? { 'force-share': true } : {}) },
+              { readOnly: true, ...(outBaseFmt ? { format: outBaseFmt } : {}) },
+              { name: '', shared: PERM_ALL },
+            );
       } catch (e) {
         prog.end();
-        fail(`Could not open new backing file '${full}': ${errText(e)}`, 1, errHint(e));
+        fail(`Could not ${inChain ? 'reuse' : 'open new'} backing file '${outBase}': ${errText(e)}`, 1, errHint(e));
       }
     }
     try {

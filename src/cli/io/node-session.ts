@@ -73,9 +73,10 @@ export class NodeIoSession extends IoSession {
       if (o.snapshot && !o.readOnly) this.bb = await openWithTemporaryOverlay(this.graph, spec, flags, !cache.writeback, 'qemu-io');
       // qemu-io's BlockBackend shares everything (blk_new_open): only the formats' own needs stop other users.
       // It holds consistent-read and (unless -r) write, not resize: truncate takes that when it runs.
+      // Not even for a moment: two opens of one file in the graph (blkverify) would see it in the locks.
       else {
-        this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback, shared: PERM_ALL });
-        this.bb.setPerm(this.bb.root.perm & ~Perm.RESIZE, PERM_ALL);
+        const perm = o.readOnly ? Perm.CONSISTENT_READ : Perm.CONSISTENT_READ | Perm.WRITE;
+        this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback, perm, shared: PERM_ALL });
         await this.bb.settled();
       }
       if (!o.readOnly && this.bb.node.readOnly) {
