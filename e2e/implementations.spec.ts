@@ -45,6 +45,7 @@ test('the worker uses the WASM implementations, and they answer correctly', asyn
     bitmap: 'wasm',
     aes: 'wasm',
     serpent: 'wasm',
+    twofish: 'wasm',
   });
   expect(r.map).toEqual([
     [0, 8, true, false],
