@@ -211,6 +211,8 @@ export interface Implementations {
   serpent: 'wasm' | 'typescript' | 'not loaded';
   /** Twofish of encrypted luks images. */
   twofish: 'wasm' | 'typescript' | 'not loaded';
+  /** CAST5 of encrypted luks images. */
+  cast5: 'wasm' | 'typescript' | 'not loaded';
 }
 
 /** Options of `disk.bitmaps.add` (QEMU's block-dirty-bitmap-add). */

@@ -1,6 +1,6 @@
 /**
- * What the block-cipher modules (assembly/serpent.ts, assembly/twofish.ts)
- * share on the TypeScript side: the module's data and IV buffers, key
+ * What the block-cipher modules (assembly/serpent.ts, assembly/twofish.ts,
+ * assembly/cast5.ts) share on the TypeScript side: the module's data and IV buffers, key
  * contexts in module memory (wiped on release and reused), and a key that is
  * an {@link EcbEngine} with the sector modes' fast paths (ECB, CBC and XTS over
  * sectors, in place), so src/crypto/sector-modes.ts uses it as it uses a
@@ -37,11 +37,13 @@ export class BlockCipherEngine {
    * @param title the cipher's name in errors ("Serpent data of 20 bytes ...")
    * @param keyWords the key context of a key (the module's KEY_BYTES bytes, as words);
    *   the engine wipes the array once it is copied
+   * @param blockSize the cipher's block (16, or CAST5's 8); IVs are one block per sector
    */
   constructor(
     private readonly module: WasmModule<BlockCipherExports>,
     readonly title: string,
     private readonly keyWords: (key: Uint8Array) => Int32Array,
+    readonly blockSize: 8 | 16 = 16,
   ) {
     this.keyBytes = Number(module.exports.KEY_BYTES.value);
     this.data = module.alloc(CHUNK);
@@ -84,8 +86,9 @@ export class BlockCipherEngine {
    * the module's copy.
    */
   run(buf: Uint8Array, ivs: Uint8Array | undefined, sectorSize: number, what: string, call: (e: BlockCipherExports, p: number, len: number, iv: number) => number): void {
-    if (buf.length % 16 !== 0) throw new BlockError('EINVAL', `${this.title} data of ${buf.length} bytes is not a whole number of 16-byte blocks`);
-    if (sectorSize <= 0 || sectorSize % 16 !== 0) throw new BlockError('EINVAL', `${this.title} sector size ${sectorSize} is not a multiple of 16`);
+    const bs = this.blockSize;
+    if (buf.length % bs !== 0) throw new BlockError('EINVAL', `${this.title} data of ${buf.length} bytes is not a whole number of ${bs}-byte blocks`);
+    if (sectorSize <= 0 || sectorSize % bs !== 0) throw new BlockError('EINVAL', `${this.title} sector size ${sectorSize} is not a multiple of ${bs}`);
     const step = this.step(sectorSize);
     const m = this.module;
     for (let at = 0; at < buf.length; at += step) {
@@ -93,8 +96,8 @@ export class BlockCipherEngine {
       const u8 = m.u8;
       u8.set(buf.subarray(at, at + n), this.data);
       if (ivs) {
-        const first = (at / sectorSize) * 16;
-        u8.set(ivs.subarray(first, first + Math.ceil(n / sectorSize) * 16), this.ivs);
+        const first = (at / sectorSize) * bs;
+        u8.set(ivs.subarray(first, first + Math.ceil(n / sectorSize) * bs), this.ivs);
       }
       const st = call(m.exports, this.data, n, this.ivs);
       if (st < 0) throw statusError(st, `${this.title} ${what}`);
@@ -106,14 +109,16 @@ export class BlockCipherEngine {
 
 /** A key in a block-cipher module: ECB, and CBC and XTS over sectors, in place. */
 export class BlockCipherKey implements EcbEngine {
-  readonly blockSize = 16;
+  readonly blockSize: number;
   readonly inPlace = true;
   private live = true;
 
   constructor(
     private readonly engine: BlockCipherEngine,
     private readonly ctx: number,
-  ) {}
+  ) {
+    this.blockSize = engine.blockSize;
+  }
 
   encrypt(data: Uint8Array): Uint8Array {
     this.engine.run(data, undefined, CHUNK, 'ECB', (e, p, len) => e.ecb(this.use(), p, len, 1));
@@ -126,11 +131,11 @@ export class BlockCipherKey implements EcbEngine {
   }
 
   cbcEncrypt(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void {
-    this.engine.run(buf, ivs, sectorSize, 'CBC', (e, p, len, iv) => e.cbcEncrypt(this.use(), p, len, iv, sectorSize / 16));
+    this.engine.run(buf, ivs, sectorSize, 'CBC', (e, p, len, iv) => e.cbcEncrypt(this.use(), p, len, iv, sectorSize / this.blockSize));
   }
 
   cbcDecrypt(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void {
-    this.engine.run(buf, ivs, sectorSize, 'CBC', (e, p, len, iv) => e.cbcDecrypt(this.use(), p, len, iv, sectorSize / 16));
+    this.engine.run(buf, ivs, sectorSize, 'CBC', (e, p, len, iv) => e.cbcDecrypt(this.use(), p, len, iv, sectorSize / this.blockSize));
   }
 
   xts(buf: Uint8Array, tweaks: Uint8Array, sectorSize: number, encrypt: boolean): void {
