@@ -45,6 +45,8 @@ test('the worker uses the WASM implementations, and they answer correctly', asyn
     bitmap: 'wasm',
     aes: 'wasm',
     serpent: 'wasm',
+    twofish: 'wasm',
+    cast5: 'wasm',
   });
   expect(r.map).toEqual([
     [0, 8, true, false],

@@ -28,6 +28,8 @@ const MODULE_OPTIONS = {
   zero: { simd: true },
   // Serpent runs four blocks side by side in 128-bit vectors; without SIMD the TypeScript cipher serves.
   serpent: { simd: true },
+  // Twofish moves and XORs blocks in 128-bit vectors (its rounds are scalar table lookups).
+  twofish: { simd: true },
   // Dirty bitmaps are created and released at run time: a real allocator (TLSF).
   bitmap: { runtime: 'minimal' },
 };

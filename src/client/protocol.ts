@@ -209,6 +209,10 @@ export interface Implementations {
   aes: 'wasm' | 'typescript' | 'not loaded';
   /** Serpent of encrypted luks images. */
   serpent: 'wasm' | 'typescript' | 'not loaded';
+  /** Twofish of encrypted luks images. */
+  twofish: 'wasm' | 'typescript' | 'not loaded';
+  /** CAST5 of encrypted luks images. */
+  cast5: 'wasm' | 'typescript' | 'not loaded';
 }
 
 /** Options of `disk.bitmaps.add` (QEMU's block-dirty-bitmap-add). */

@@ -70,28 +70,47 @@ function scheduleHalf(x: Uint8Array, z: Uint8Array, out: Uint32Array): void {
 const T = new Int32Array(1024);
 [S1, S2, S3, S4].forEach((s, i) => T.set(s, 256 * i));
 
+/**
+ * The key schedule of a 16-byte key as the WASM module's key context
+ * (assembly/cast5.ts): S1..S4 (256 words each), then Km1..Km16 and Kr1..Kr16
+ * (5 bits each), 1056 words. The caller wipes the array when done.
+ */
+export function cast5KeyWords(key: Uint8Array): Int32Array {
+  const out = new Int32Array(1024 + 32);
+  out.set(T);
+  out.set(cast5Subkeys(key), 1024);
+  return out;
+}
+
+/** Km1..Km16, then Kr1..Kr16 (5 bits each), of a 16-byte key. */
+function cast5Subkeys(key: Uint8Array): Int32Array {
+  if (key.length !== 16) throw new BlockError('EINVAL', `CAST5 key of ${key.length} bytes (16 needed)`);
+  const k = new Int32Array(32);
+  const x = Uint8Array.from(key);
+  const z = new Uint8Array(16);
+  const km = new Uint32Array(16);
+  const kr = new Uint32Array(16);
+  scheduleHalf(x, z, km);
+  scheduleHalf(x, z, kr);
+  for (let i = 0; i < 16; i++) {
+    k[i] = km[i]!;
+    k[16 + i] = kr[i]! & 31;
+  }
+  x.fill(0);
+  z.fill(0);
+  km.fill(0);
+  kr.fill(0);
+  return k;
+}
+
 /** A CAST-128 key: masking keys Km1..Km16 and rotation keys Kr1..Kr16. */
 export class Cast5 extends WordCipher {
   /** Km1..Km16, then Kr1..Kr16 (5 bits each). */
-  private readonly k = new Int32Array(32);
+  private readonly k: Int32Array;
 
   constructor(key: Uint8Array) {
     super(8, 'CAST5');
-    if (key.length !== 16) throw new BlockError('EINVAL', `CAST5 key of ${key.length} bytes (16 needed)`);
-    const x = Uint8Array.from(key);
-    const z = new Uint8Array(16);
-    const km = new Uint32Array(16);
-    const kr = new Uint32Array(16);
-    scheduleHalf(x, z, km);
-    scheduleHalf(x, z, kr);
-    for (let i = 0; i < 16; i++) {
-      this.k[i] = km[i]!;
-      this.k[16 + i] = kr[i]! & 31;
-    }
-    x.fill(0);
-    z.fill(0);
-    km.fill(0);
-    kr.fill(0);
+    this.k = cast5Subkeys(key);
   }
 
   /**

@@ -3,8 +3,9 @@
  * sector cipher built from a master key (AES in node:crypto where it exists, else in
  * the WASM module, src/wasm/aes.ts; the modes over node:crypto in sector-modes.ts).
  * Twofish, Serpent and CAST5 run in TypeScript (twofish.ts, serpent.ts, cast5.ts)
- * under the same modes; Serpent in the WASM module (src/wasm/serpent.ts, four
- * blocks at a time in SIMD vectors) where it loads.
+ * under the same modes; all three in their WASM modules where they load
+ * (src/wasm/serpent.ts, four blocks at a time in SIMD vectors; src/wasm/twofish.ts
+ * and cast5.ts, two blocks' rounds interleaved).
  */
 import { BlockError } from '../core/errors.js';
 import { loadAes, typeScriptAesForced, type AesBackend, type AesKey, type AesMode, type IvGen } from '../wasm/aes.js';
@@ -12,8 +13,11 @@ import { digest, digestLength, isHashAlg, type HashAlg } from './hash.js';
 import { ENGINE_PIECE, ModeCipher, restartCbcChains, type EcbEngine } from './sector-modes.js';
 import { Cast5 } from './cast5.js';
 import { Serpent } from './serpent.js';
-import { loadSerpent, type SerpentEngine } from '../wasm/serpent.js';
+import { loadSerpent } from '../wasm/serpent.js';
 import { Twofish } from './twofish.js';
+import { loadTwofish } from '../wasm/twofish.js';
+import { loadCast5 } from '../wasm/cast5.js';
+import type { BlockCipherEngine } from '../wasm/block-cipher-module.js';
 
 /** QEMU's cipher algorithm names (QCryptoCipherAlgorithm) that LUKS can name. */
 export const CIPHER_ALGS = ['aes-128', 'aes-192', 'aes-256', 'cast5-128', 'serpent-128', 'serpent-192', 'serpent-256', 'twofish-128', 'twofish-192', 'twofish-256'] as const;
@@ -81,10 +85,11 @@ export function cipherBlockSize(alg: CipherAlg): number {
   return alg.startsWith('cast5-') ? 8 : 16;
 }
 
-/** An ECB engine for the algorithms other than AES: TypeScript, or Serpent's WASM module when `serpent` is given. */
-function softEngine(alg: CipherAlg, key: Uint8Array, serpent: SerpentEngine | undefined): EcbEngine {
+/** An ECB engine for the algorithms other than AES: TypeScript, or the family's WASM module (Serpent, Twofish, CAST5) when `module` is given. */
+function softEngine(alg: CipherAlg, key: Uint8Array, module: BlockCipherEngine | undefined): EcbEngine {
+  if (module) return module.key(key);
   if (alg.startsWith('twofish-')) return new Twofish(key);
-  if (alg.startsWith('serpent-')) return serpent ? serpent.key(key) : new Serpent(key);
+  if (alg.startsWith('serpent-')) return new Serpent(key);
   if (alg.startsWith('cast5-')) return new Cast5(key);
   throw new BlockError('ENOTSUP', `Cipher algorithm '${alg}' has no TypeScript implementation`);
 }
@@ -253,8 +258,9 @@ export class SectorCipher {
     try {
       if (!spec.alg.startsWith('aes-')) {
         const ivAlg = spec.ivgen === 'essiv' ? essivCipher(spec.alg, spec.ivgenHash ?? 'sha256') : spec.alg;
-        const serpent = spec.alg.startsWith('serpent-') ? await loadSerpent() : undefined;
-        const soft = (alg: CipherAlg, k: Uint8Array) => softEngine(alg, k, serpent);
+        const family = spec.alg.slice(0, spec.alg.indexOf('-'));
+        const module = family === 'serpent' ? await loadSerpent() : family === 'twofish' ? await loadTwofish() : family === 'cast5' ? await loadCast5() : undefined;
+        const soft = (alg: CipherAlg, k: Uint8Array) => softEngine(alg, k, module);
         const tweak = spec.mode === 'xts' ? soft(spec.alg, masterKey.subarray(klen)) : undefined;
         const impl = new ModeCipher(spec.mode, spec.ivgen, soft(spec.alg, masterKey.subarray(0, klen)), tweak, ivKeyBytes && soft(ivAlg, ivKeyBytes), sectorSize);
         return new SectorCipher(impl, sectorSize);

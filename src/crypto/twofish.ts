@@ -100,42 +100,60 @@ function h(x: number, l: readonly number[]): number {
 
 const rol = (x: number, n: number): number => ((x << n) | (x >>> (32 - n))) >>> 0;
 
+/**
+ * The key schedule of a 16-, 24- or 32-byte key: the four key-dependent g
+ * tables (256 words each, one after the other) followed by the 40 subkeys,
+ * 1064 words; the layout of the WASM module's key context too
+ * (assembly/twofish.ts). The caller wipes the array when done.
+ */
+export function twofishKeyWords(key: Uint8Array): Int32Array {
+  if (key.length !== 16 && key.length !== 24 && key.length !== 32) {
+    throw new BlockError('EINVAL', `Twofish key of ${key.length} bytes (16, 24 or 32 needed)`);
+  }
+  const out = new Int32Array(1024 + 40);
+  const kw = key.length / 8;
+  const m = Array.from({ length: 2 * kw }, (_, i) => key[4 * i]! | (key[4 * i + 1]! << 8) | (key[4 * i + 2]! << 16) | (key[4 * i + 3]! << 24));
+  const me = m.filter((_, i) => i % 2 === 0);
+  const mo = m.filter((_, i) => i % 2 === 1);
+  // S words from RS times each 8-byte key group, in reverse order (S_{k-1} first in the list's top).
+  const s: number[] = [];
+  for (let i = 0; i < kw; i++) {
+    let w = 0;
+    for (let r = 0; r < 4; r++) {
+      let v = 0;
+      for (let c = 0; c < 8; c++) v ^= gfMul(RS[r]![c]!, key[8 * i + c]!, RS_POLY);
+      w |= v << (8 * r);
+    }
+    s.unshift(w >>> 0);
+  }
+  const rho = 0x01010101;
+  for (let i = 0; i < 20; i++) {
+    const a = h(Math.imul(2 * i, rho) >>> 0, me);
+    const b = rol(h(Math.imul(2 * i + 1, rho) >>> 0, mo), 8);
+    out[1024 + 2 * i] = (a + b) >>> 0;
+    out[1024 + 2 * i + 1] = rol((a + 2 * b) >>> 0, 9);
+  }
+  for (let i = 0; i < 4; i++) for (let x = 0; x < 256; x++) out[256 * i + x] = mdsColumn(i, sboxByte(i, x, s));
+  m.fill(0);
+  me.fill(0);
+  mo.fill(0);
+  s.fill(0);
+  return out;
+}
+
 /** A Twofish key: 40 subkeys and the four key-dependent g tables. */
 export class Twofish extends WordCipher {
-  private readonly k = new Int32Array(40);
+  private readonly k: Int32Array;
   /** The four g tables, one after the other (one array: fewer bases held in registers). */
-  private readonly t = new Int32Array(1024);
+  private readonly t: Int32Array;
 
   constructor(key: Uint8Array) {
     super(16, 'Twofish');
-    if (key.length !== 16 && key.length !== 24 && key.length !== 32) {
-      throw new BlockError('EINVAL', `Twofish key of ${key.length} bytes (16, 24 or 32 needed)`);
-    }
-    const kw = key.length / 8;
-    const m = Array.from({ length: 2 * kw }, (_, i) => key[4 * i]! | (key[4 * i + 1]! << 8) | (key[4 * i + 2]! << 16) | (key[4 * i + 3]! << 24));
-    const me = m.filter((_, i) => i % 2 === 0);
-    const mo = m.filter((_, i) => i % 2 === 1);
-    // S words from RS times each 8-byte key group, in reverse order (S_{k-1} first in the list's top).
-    const s: number[] = [];
-    for (let i = 0; i < kw; i++) {
-      let w = 0;
-      for (let r = 0; r < 4; r++) {
-        let v = 0;
-        for (let c = 0; c < 8; c++) v ^= gfMul(RS[r]![c]!, key[8 * i + c]!, RS_POLY);
-        w |= v << (8 * r);
-      }
-      s.unshift(w >>> 0);
-    }
-    const rho = 0x01010101;
-    for (let i = 0; i < 20; i++) {
-      const a = h(Math.imul(2 * i, rho) >>> 0, me);
-      const b = rol(h(Math.imul(2 * i + 1, rho) >>> 0, mo), 8);
-      this.k[2 * i] = (a + b) >>> 0;
-      this.k[2 * i + 1] = rol((a + 2 * b) >>> 0, 9);
-    }
-    for (let i = 0; i < 4; i++) for (let x = 0; x < 256; x++) this.t[256 * i + x] = mdsColumn(i, sboxByte(i, x, s));
-    m.fill(0);
-    s.fill(0);
+    const words = twofishKeyWords(key);
+    // Own arrays, not views (the block functions index them from 0).
+    this.t = words.slice(0, 1024);
+    this.k = words.slice(1024);
+    words.fill(0);
   }
 
   protected encryptBlock(w: Int32Array, i: number): void {

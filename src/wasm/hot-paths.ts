@@ -9,8 +9,9 @@
  * (refcount.ts), the all-zero check (core/zero-detect.ts), deflate / inflate
  * of compressed clusters and zstd (codec.ts), and the dirty-bitmap engine
  * (core/dirty-bitmap.ts; its TypeScript twin is core/hbitmap.ts), and the AES of encrypted
- * images (wasm/aes.ts; its twin is crypto/aes-ts.ts), and Serpent (wasm/serpent.ts;
- * the TypeScript cipher is crypto/serpent.ts). Each falls back to its
+ * images (wasm/aes.ts; its twin is crypto/aes-ts.ts), and Serpent, Twofish and CAST5
+ * (wasm/serpent.ts, wasm/twofish.ts, wasm/cast5.ts; the TypeScript ciphers are
+ * crypto/serpent.ts, crypto/twofish.ts, crypto/cast5.ts). Each falls back to its
  * TypeScript (or platform) implementation when its module cannot load, with
  * the same answers; README's benchmark table says which one wins where.
  */
@@ -23,6 +24,8 @@ import { bitmapEngineState, setBitmapEngine } from '../core/dirty-bitmap.js';
 import { loadBitmapEngine, loadBitmapEngineSync, type BitmapEngine } from './bitmap.js';
 import { aesImplementation, loadAes, useTypeScriptAes } from './aes.js';
 import { loadSerpent, serpentImplementation, useTypeScriptSerpent } from './serpent.js';
+import { loadTwofish, twofishImplementation, useTypeScriptTwofish } from './twofish.js';
+import { cast5Implementation, loadCast5, useTypeScriptCast5 } from './cast5.js';
 
 /** What serves each hot path (the page sees it as `Implementations`). */
 export interface HotPathState {
@@ -41,6 +44,10 @@ export interface HotPathState {
   aes: 'wasm' | 'typescript' | 'not loaded';
   /** Serpent of encrypted images (the WASM module, or the TypeScript cipher without SIMD). */
   serpent: 'wasm' | 'typescript' | 'not loaded';
+  /** Twofish of encrypted images (the WASM module, or the TypeScript cipher without SIMD). */
+  twofish: 'wasm' | 'typescript' | 'not loaded';
+  /** CAST5 of encrypted images (the WASM module, or the TypeScript cipher where it cannot load). */
+  cast5: 'wasm' | 'typescript' | 'not loaded';
 }
 
 let zeroModule: Promise<WasmZero | undefined> | undefined;
@@ -160,13 +167,15 @@ export async function hotPathState(): Promise<HotPathState> {
     bitmap: bitmapEngineState(),
     aes: await loadAes().then(() => aesImplementation()),
     serpent: await loadSerpent().then(() => serpentImplementation()),
+    twofish: await loadTwofish().then(() => twofishImplementation()),
+    cast5: await loadCast5().then(() => cast5Implementation()),
   };
 }
 
 /**
  * Forces the TypeScript implementation of the L2 walk, the refcount scans,
- * the zero check, the bitmap engine of new bitmaps and the AES and Serpent of
- * new ciphers (on), or lets WASM
+ * the zero check, the bitmap engine of new bitmaps and the AES, Serpent,
+ * Twofish and CAST5 of new ciphers (on), or lets WASM
  * serve them again (off), so tests and benchmarks can compare the two on the
  * same data.
  */
@@ -174,6 +183,8 @@ export async function forceTypeScript(on: boolean): Promise<void> {
   typescriptOnly = on;
   useTypeScriptAes(on);
   useTypeScriptSerpent(on);
+  useTypeScriptTwofish(on);
+  useTypeScriptCast5(on);
   setL2MapperEnabled(!on);
   setRefcountWasmEnabled(!on);
   if (on) setBitmapEngine(undefined);

@@ -13,7 +13,7 @@
 import { BlockError, type ErrorContext } from '../core/errors.js';
 
 /** The AssemblyScript modules that exist. */
-export type WasmModuleName = 'zero' | 'l2' | 'refcount' | 'bitmap' | 'deflate' | 'zstd' | 'aes' | 'serpent';
+export type WasmModuleName = 'zero' | 'l2' | 'refcount' | 'bitmap' | 'deflate' | 'zstd' | 'aes' | 'serpent' | 'twofish' | 'cast5';
 
 /** Release (optimised, no asserts) or debug (asserts, names, abort reported). */
 export type WasmVariant = 'release' | 'debug';

@@ -3,142 +3,17 @@
  * SIMD vectors, in ECB, CBC and XTS over sectors. Several times the speed of
  * the TypeScript cipher (src/crypto/serpent.ts), which computes the key
  * schedule for both and serves where the module cannot load (no WebAssembly
- * SIMD) or TypeScript is forced ({@link useTypeScriptSerpent}).
- *
- * A key is an {@link EcbEngine} with the sector modes' fast paths, so the
- * sector modes (src/crypto/sector-modes.ts) use it as they use the TypeScript
- * cipher. Data crosses into module memory in pieces of {@link CHUNK} bytes;
- * the round keys live there until the key is released (then wiped).
+ * SIMD) or TypeScript is forced ({@link useTypeScriptSerpent}). The engine and
+ * its keys are the block-cipher modules' (block-cipher-module.ts).
  */
-import { BlockError } from '../core/errors.js';
 import { serpentRoundKeys } from '../crypto/serpent.js';
-import type { EcbEngine } from '../crypto/sector-modes.js';
-import { hasSimd, loadWasm, statusError, type WasmBaseExports, type WasmModule } from './loader.js';
+import { BlockCipherEngine, BlockCipherKey, type BlockCipherExports } from './block-cipher-module.js';
+import { hasSimd, loadWasm } from './loader.js';
 
-interface SerpentExports extends WasmBaseExports {
-  KEY_BYTES: WebAssembly.Global;
-  wipe(p: number, len: number): void;
-  ecb(k: number, p: number, len: number, encrypt: number): number;
-  cbcEncrypt(k: number, p: number, len: number, ivs: number, bps: number): number;
-  cbcDecrypt(k: number, p: number, len: number, ivs: number, bps: number): number;
-  xts(k: number, p: number, len: number, tweaks: number, bps: number, encrypt: number): number;
-}
-
-/** Bytes of data per call into the module (whole sectors of the usual sizes). */
-const CHUNK = 64 * 1024;
-
-/** The module's buffers and the key contexts of released keys, for reuse (the stub runtime frees nothing). */
-export class SerpentEngine {
-  private readonly keyBytes: number;
-  private readonly free: number[] = [];
-  /** The data buffer and the IV (tweak) buffer, each `capacity` bytes. */
-  private data: number;
-  private ivs: number;
-  private capacity = CHUNK;
-
-  constructor(private readonly module: WasmModule<SerpentExports>) {
-    this.keyBytes = Number(module.exports.KEY_BYTES.value);
-    this.data = module.alloc(CHUNK);
-    this.ivs = module.alloc(CHUNK);
-  }
-
-  /** A key of 16, 24 or 32 bytes, its round keys in module memory. */
-  key(bytes: Uint8Array): SerpentWasmKey {
-    const words = serpentRoundKeys(bytes);
-    const ctx = this.free.pop() ?? this.module.alloc(this.keyBytes);
-    this.module.u8.set(new Uint8Array(words.buffer, words.byteOffset, this.keyBytes), ctx);
-    words.fill(0);
-    return new SerpentWasmKey(this, ctx);
-  }
-
-  /** Wipes a released key's context and keeps it for the next key. */
-  releaseKey(ctx: number): void {
-    this.module.exports.wipe(ctx, this.keyBytes);
-    this.free.push(ctx);
-  }
-
-  /** Bytes per call for sectors of `sectorSize`: whole sectors, the buffers grown to one sector if they are smaller. */
-  private step(sectorSize: number): number {
-    if (sectorSize > this.capacity) {
-      // Sectors beyond 64 KiB do not occur in QEMU's formats; the old buffers stay allocated (nothing is freed).
-      this.data = this.module.alloc(sectorSize);
-      this.ivs = this.module.alloc(sectorSize);
-      this.capacity = sectorSize;
-    }
-    return Math.floor(this.capacity / sectorSize) * sectorSize;
-  }
-
-  /**
-   * Runs `call` on each piece of `buf` copied into module memory (with its
-   * sectors' 16 bytes of `ivs` when given), copies the result back and wipes
-   * the module's copy.
-   */
-  run(buf: Uint8Array, ivs: Uint8Array | undefined, sectorSize: number, what: string, call: (e: SerpentExports, p: number, len: number, iv: number) => number): void {
-    if (buf.length % 16 !== 0) throw new BlockError('EINVAL', `Serpent data of ${buf.length} bytes is not a whole number of 16-byte blocks`);
-    if (sectorSize <= 0 || sectorSize % 16 !== 0) throw new BlockError('EINVAL', `Serpent sector size ${sectorSize} is not a multiple of 16`);
-    const step = this.step(sectorSize);
-    const m = this.module;
-    for (let at = 0; at < buf.length; at += step) {
-      const n = Math.min(step, buf.length - at);
-      const u8 = m.u8;
-      u8.set(buf.subarray(at, at + n), this.data);
-      if (ivs) {
-        const first = (at / sectorSize) * 16;
-        u8.set(ivs.subarray(first, first + Math.ceil(n / sectorSize) * 16), this.ivs);
-      }
-      const st = call(m.exports, this.data, n, this.ivs);
-      if (st < 0) throw statusError(st, `Serpent ${what}`);
-      buf.set(m.u8.subarray(this.data, this.data + n), at);
-    }
-    m.exports.wipe(this.data, Math.min(step, buf.length));
-  }
-}
-
-/** A Serpent key in the module: ECB, and CBC and XTS over sectors, in place. */
-export class SerpentWasmKey implements EcbEngine {
-  readonly blockSize = 16;
-  readonly inPlace = true;
-  private live = true;
-
-  constructor(
-    private readonly engine: SerpentEngine,
-    private readonly ctx: number,
-  ) {}
-
-  encrypt(data: Uint8Array): Uint8Array {
-    this.engine.run(data, undefined, CHUNK, 'ECB', (e, p, len) => e.ecb(this.use(), p, len, 1));
-    return data;
-  }
-
-  decrypt(data: Uint8Array): Uint8Array {
-    this.engine.run(data, undefined, CHUNK, 'ECB', (e, p, len) => e.ecb(this.use(), p, len, 0));
-    return data;
-  }
-
-  cbcEncrypt(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void {
-    this.engine.run(buf, ivs, sectorSize, 'CBC', (e, p, len, iv) => e.cbcEncrypt(this.use(), p, len, iv, sectorSize / 16));
-  }
-
-  cbcDecrypt(buf: Uint8Array, ivs: Uint8Array, sectorSize: number): void {
-    this.engine.run(buf, ivs, sectorSize, 'CBC', (e, p, len, iv) => e.cbcDecrypt(this.use(), p, len, iv, sectorSize / 16));
-  }
-
-  xts(buf: Uint8Array, tweaks: Uint8Array, sectorSize: number, encrypt: boolean): void {
-    this.engine.run(buf, tweaks, sectorSize, 'XTS', (e, p, len, tw) => e.xts(this.use(), p, len, tw, sectorSize / 16, encrypt ? 1 : 0));
-  }
-
-  release(): void {
-    if (!this.live) return;
-    this.live = false;
-    this.engine.releaseKey(this.ctx);
-  }
-
-  /** The key context; a released key (its context maybe another key's now) refuses to run. */
-  private use(): number {
-    if (!this.live) throw new BlockError('EINVAL', 'Serpent key used after release');
-    return this.ctx;
-  }
-}
+/** The loaded Serpent module. */
+export type SerpentEngine = BlockCipherEngine;
+/** A Serpent key in the module. */
+export type SerpentWasmKey = BlockCipherKey;
 
 let engine: Promise<SerpentEngine | undefined> | undefined;
 let typescriptOnly = false;
@@ -162,8 +37,8 @@ export function serpentImplementation(): 'wasm' | 'typescript' | 'not loaded' {
  * TypeScript cipher gives the same answers).
  */
 export async function loadSerpent(): Promise<SerpentEngine | undefined> {
-  engine ??= (hasSimd() ? loadWasm<SerpentExports>('serpent') : Promise.reject(new Error('no SIMD'))).then(
-    (m) => (loaded = new SerpentEngine(m)),
+  engine ??= (hasSimd() ? loadWasm<BlockCipherExports>('serpent') : Promise.reject(new Error('no SIMD'))).then(
+    (m) => (loaded = new BlockCipherEngine(m, 'Serpent', serpentRoundKeys)),
     () => undefined,
   );
   const e = await engine;

@@ -21,6 +21,8 @@ describe('hot paths', () => {
     expect(s.copyZeroCheck).toBe('wasm');
     expect(s.aes).toBe('wasm');
     expect(s.serpent).toBe('wasm');
+    expect(s.twofish).toBe('wasm');
+    expect(s.cast5).toBe('wasm');
   });
 
   it('forcing TypeScript switches the L2 walk, refcount scans and zero checks, with the same answers', async () => {
@@ -29,11 +31,11 @@ describe('hot paths', () => {
     const wasmAnswers = bufs.map(isZeroBuffer);
     await forceTypeScript(true);
     const s = await hotPathState();
-    expect([s.l2, s.refcount, s.detectZeroes, s.copyZeroCheck, s.aes, s.serpent]).toEqual(['typescript', 'typescript', 'plain JS', 'plain JS', 'typescript', 'typescript']);
+    expect([s.l2, s.refcount, s.detectZeroes, s.copyZeroCheck, s.aes, s.serpent, s.twofish, s.cast5]).toEqual(['typescript', 'typescript', 'plain JS', 'plain JS', 'typescript', 'typescript', 'typescript', 'typescript']);
     expect(bufs.map(isZeroBuffer)).toEqual(wasmAnswers);
     expect(wasmAnswers).toEqual([true, false, true]);
     await forceTypeScript(false);
     const back = await hotPathState();
-    expect([back.l2, back.refcount, back.detectZeroes, back.aes, back.serpent]).toEqual(['wasm', 'wasm', 'wasm', 'wasm', 'wasm']);
+    expect([back.l2, back.refcount, back.detectZeroes, back.aes, back.serpent, back.twofish, back.cast5]).toEqual(['wasm', 'wasm', 'wasm', 'wasm', 'wasm', 'wasm', 'wasm']);
   });
 });
