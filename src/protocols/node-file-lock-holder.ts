@@ -21,7 +21,7 @@
  * Protocol, one line each way, in order: `<seq> <key> <hex path> <bytes,…|->`
  * is answered `<seq> ok` or `<seq> <errno>`.
  */
-import type { ChildProcess } from 'node:child_process';
+import { PerlProcess } from './perl-process.js';
 
 /** struct flock of LP64 Linux (x86_64, aarch64): type, whence, start, len, pid. */
 const PERL = String.raw`
@@ -59,19 +59,10 @@ export class LockHolder {
   private readonly wanted = new Map<string, Map<object, ReadonlySet<number>>>();
   private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private seq = 0;
-  private buffered = '';
   private failed: Error | null = null;
+  private proc: PerlProcess | null = null;
 
-  private constructor(private readonly child: ChildProcess) {
-    child.on('error', (e) => this.fail(e));
-    child.on('exit', (code, signal) => this.fail(new Error(`The image lock holder (perl) exited (${signal ?? code})`)));
-    child.stdin!.on('error', (e) => this.fail(e));
-    child.stdout!.setEncoding('latin1');
-    child.stdout!.on('data', (chunk: string) => this.onData(chunk));
-    // The holder must not keep this process alive: it ends when we do.
-    child.unref();
-    this.refPipes(false);
-  }
+  private constructor() {}
 
   /**
    * The holder, started on first use; null where it cannot work (not Linux
@@ -86,17 +77,19 @@ export class LockHolder {
   private static async start(): Promise<LockHolder | null> {
     if (typeof process === 'undefined' || process.platform !== 'linux' || !['x64', 'arm64'].includes(process.arch)) return null;
     if (process.env.DISKWORKER_LOCK_HOLDER === 'off') return null;
-    try {
-      const { spawn } = await import('node:child_process');
-      return new LockHolder(spawn('perl', ['-e', PERL], { stdio: ['pipe', 'pipe', 'ignore'] }));
-    } catch {
-      return null;
-    }
+    const h = new LockHolder();
+    h.proc = await PerlProcess.start(
+      PERL,
+      [],
+      (line) => h.onLine(line),
+      (e) => h.fail(e),
+    );
+    return h.proc ? h : null;
   }
 
   /** The holder's process id: its locks are ours in /proc/locks. */
   get pid(): number | undefined {
-    return this.failed ? undefined : this.child.pid;
+    return this.failed ? undefined : this.proc?.pid;
   }
 
   /**
@@ -115,40 +108,27 @@ export class LockHolder {
     if (this.failed) return Promise.reject(this.failed);
     const seq = this.seq++;
     const list = union.size ? [...union].sort((a, b) => a - b).join(',') : '-';
-    const line = `${seq} ${key} ${Buffer.from(path, 'utf8').toString('hex')} ${list}\n`;
     return new Promise<void>((resolve, reject) => {
       this.waiting.set(seq, { resolve, reject });
-      this.refPipes(true);
-      this.child.stdin!.write(line);
+      this.proc!.send(`${seq} ${key} ${Buffer.from(path, 'utf8').toString('hex')} ${list}`);
     });
   }
 
-  /** While answers are awaited the pipes keep the process alive; otherwise not. */
-  private refPipes(on: boolean): void {
-    for (const s of [this.child.stdin, this.child.stdout] as Array<{ ref?: () => void; unref?: () => void } | null>) {
-      if (on) s?.ref?.();
-      else s?.unref?.();
-    }
-  }
-
-  private onData(chunk: string): void {
-    this.buffered += chunk;
-    for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
-      const [seq, answer] = this.buffered.slice(0, nl).split(' ');
-      this.buffered = this.buffered.slice(nl + 1);
-      const w = this.waiting.get(Number(seq));
-      if (!w) continue;
+  private onLine(line: string): void {
+    const [seq, answer] = line.split(' ');
+    const w = this.waiting.get(Number(seq));
+    if (w) {
       this.waiting.delete(Number(seq));
       if (answer === 'ok') w.resolve();
       else w.reject(new Error(`Could not lock the image (errno ${answer})`));
     }
-    if (!this.waiting.size) this.refPipes(false);
+    if (!this.waiting.size) this.proc?.waiting(false);
   }
 
   private fail(e: Error): void {
-    this.failed ??= e;
+    this.failed ??= new Error(`The image lock holder failed: ${e.message}`);
     for (const w of this.waiting.values()) w.reject(this.failed);
     this.waiting.clear();
-    this.refPipes(false);
+    this.proc?.waiting(false);
   }
 }

@@ -19,7 +19,7 @@
  * - `c <id>`: close;
  * each answered `ok …` or `e <errno>`.
  */
-import type { ChildProcess } from 'node:child_process';
+import { PerlProcess } from './perl-process.js';
 
 const PERL = String.raw`
 use strict; use warnings;
@@ -70,20 +70,11 @@ export type OpResult = { ok: true; value: number } | { ok: false; errno: number 
 export class FileOps {
   private static instance: Promise<FileOps | null> | undefined;
   private readonly waiting: Array<(r: OpResult) => void> = [];
-  private buffered = '';
   private failed = false;
   private nextId = 1;
+  private proc: PerlProcess | null = null;
 
-  private constructor(private readonly child: ChildProcess) {
-    child.on('error', () => this.fail());
-    child.on('exit', () => this.fail());
-    child.stdin!.on('error', () => this.fail());
-    child.stdout!.setEncoding('latin1');
-    child.stdout!.on('data', (chunk: string) => this.onData(chunk));
-    // The helper must not keep this process alive: it ends when we do.
-    child.unref();
-    this.refPipes(false);
-  }
+  private constructor() {}
 
   /**
    * The helper, started on first use; null where it cannot work (not Linux on
@@ -98,15 +89,17 @@ export class FileOps {
     if (typeof process === 'undefined' || process.platform !== 'linux') return null;
     const nr = FALLOCATE_NR[process.arch];
     if (nr === undefined || process.env.DISKWORKER_FILE_OPS === 'off') return null;
-    try {
-      const { spawn } = await import('node:child_process');
-      const h = new FileOps(spawn('perl', ['-e', PERL, String(nr)], { stdio: ['pipe', 'pipe', 'ignore'] }));
-      // Started for real (perl exists and runs) once it answers.
-      const probe = await h.send('c 0');
-      return probe.ok || probe.errno === ERRNO.EBADF ? h : null;
-    } catch {
-      return null;
-    }
+    const h = new FileOps();
+    h.proc = await PerlProcess.start(
+      PERL,
+      [String(nr)],
+      (line) => h.onLine(line),
+      () => h.fail(),
+    );
+    if (!h.proc) return null;
+    // Started for real (perl exists and runs) once it answers.
+    const probe = await h.send('c 0');
+    return probe.ok || probe.errno === ERRNO.EBADF ? h : null;
   }
 
   /** Opens `path` in the helper; null when it cannot (the caller does without). */
@@ -118,38 +111,23 @@ export class FileOps {
 
   /** Sends one command; resolves with its answer (EIO-like errno 5 when the helper died). */
   send(line: string): Promise<OpResult> {
-    if (this.failed) return Promise.resolve({ ok: false, errno: 5 });
+    if (this.failed || !this.proc) return Promise.resolve({ ok: false, errno: 5 });
     return new Promise<OpResult>((resolve) => {
       this.waiting.push(resolve);
-      this.refPipes(true);
-      this.child.stdin!.write(`${line}\n`);
+      this.proc!.send(line);
     });
   }
 
-  /** While answers are awaited the pipes keep the process alive; otherwise not. */
-  private refPipes(on: boolean): void {
-    for (const s of [this.child.stdin, this.child.stdout] as Array<{ ref?: () => void; unref?: () => void } | null>) {
-      if (on) s?.ref?.();
-      else s?.unref?.();
-    }
-  }
-
-  private onData(chunk: string): void {
-    this.buffered += chunk;
-    for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
-      const [word, num] = this.buffered.slice(0, nl).split(' ');
-      this.buffered = this.buffered.slice(nl + 1);
-      const w = this.waiting.shift();
-      if (!w) continue;
-      w(word === 'ok' ? { ok: true, value: Number(num ?? 0) } : { ok: false, errno: Number(num) || 5 });
-    }
-    if (!this.waiting.length) this.refPipes(false);
+  private onLine(line: string): void {
+    const [word, num] = line.split(' ');
+    this.waiting.shift()?.(word === 'ok' ? { ok: true, value: Number(num ?? 0) } : { ok: false, errno: Number(num) || 5 });
+    if (!this.waiting.length) this.proc?.waiting(false);
   }
 
   private fail(): void {
     this.failed = true;
     for (const w of this.waiting.splice(0)) w({ ok: false, errno: 5 });
-    this.refPipes(false);
+    this.proc?.waiting(false);
   }
 }
 

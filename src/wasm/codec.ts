@@ -39,7 +39,8 @@ export interface ClusterCodec {
 
 type NodeZlib = typeof import('node:zlib');
 
-function nodeZlib(): NodeZlib | undefined {
+/** Node's zlib (undefined outside Node). */
+export function nodeZlib(): NodeZlib | undefined {
   const p = (globalThis as { process?: { versions?: { node?: string }; getBuiltinModule?: (id: string) => unknown } }).process;
   if (typeof p?.versions?.node !== 'string' || typeof p.getBuiltinModule !== 'function') return undefined;
   try {

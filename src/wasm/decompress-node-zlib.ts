@@ -15,20 +15,9 @@
  */
 import type { BlockError } from '../core/errors.js';
 import type { ClusterCompression, DecompressPool, DecompressTask } from '../core/decompress-pool.js';
-import { getClusterCodecSync } from './codec.js';
+import { getClusterCodecSync, nodeZlib } from './codec.js';
 
 type NodeZlib = typeof import('node:zlib');
-
-/** Node's zlib (undefined elsewhere). */
-function nodeZlib(): NodeZlib | undefined {
-  const p = (globalThis as { process?: { versions?: { node?: string }; getBuiltinModule?: (id: string) => unknown } }).process;
-  if (typeof p?.versions?.node !== 'string' || typeof p.getBuiltinModule !== 'function') return undefined;
-  try {
-    return p.getBuiltinModule('node:zlib') as NodeZlib;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Whether {@link NodeZlibDecompressPool} can run here (Node). */
 export function nodeZlibAvailable(): boolean {
