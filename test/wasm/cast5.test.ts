@@ -13,26 +13,8 @@ import { describe, it, expect, afterAll } from 'vitest';
 import { Cast5 } from '../../src/crypto/cast5.js';
 import { SectorCipher, type CipherSpec } from '../../src/crypto/cipher.js';
 import { BlockError } from '../../src/core/errors.js';
+import { bytes, hex, same, toHex } from './block-cipher-kit.js';
 import { cast5Implementation, loadCast5, useTypeScriptCast5, type Cast5Engine } from '../../src/wasm/cast5.js';
-
-const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));
-const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex').toUpperCase();
-
-/** Deterministic bytes (a linear congruential generator). */
-function bytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    out[i] = s >>> 24;
-  }
-  return out;
-}
-
-/** Byte equality of large buffers. */
-function same(a: Uint8Array | undefined, b: Uint8Array | undefined): void {
-  expect(a && b && a.length === b.length && Buffer.compare(a, b) === 0, 'the bytes differ').toBe(true);
-}
 
 const engine = (await loadCast5()) as Cast5Engine;
 

@@ -13,26 +13,8 @@ import { Twofish } from '../../src/crypto/twofish.js';
 import { SectorCipher, type CipherSpec } from '../../src/crypto/cipher.js';
 import { ModeCipher } from '../../src/crypto/sector-modes.js';
 import { BlockError } from '../../src/core/errors.js';
+import { bytes, compareWithTypeScript, hex, same, toHex } from './block-cipher-kit.js';
 import { loadTwofish, twofishImplementation, useTypeScriptTwofish, type TwofishEngine } from '../../src/wasm/twofish.js';
-
-const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));
-const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex').toUpperCase();
-
-/** Deterministic bytes (a linear congruential generator). */
-function bytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    out[i] = s >>> 24;
-  }
-  return out;
-}
-
-/** Byte equality of large buffers (toEqual walks them element by element, slowly). */
-function same(a: Uint8Array | undefined, b: Uint8Array | undefined): void {
-  expect(a && b && a.length === b.length && Buffer.compare(a, b) === 0, 'the bytes differ').toBe(true);
-}
 
 const engine = (await loadTwofish()) as TwofishEngine;
 
@@ -80,65 +62,7 @@ describe('WASM Twofish', () => {
     });
   }
 
-  for (const n of [16, 24, 32]) {
-    it(`${n * 8}-bit keys: ECB of 1 to 9 blocks and of 200 KiB equals the TypeScript cipher, and decrypts back`, () => {
-      const key = bytes(n, n);
-      const k = engine.key(key);
-      const ts = new Twofish(key);
-      for (const len of [16, 32, 48, 64, 80, 96, 112, 128, 144, 200 * 1024]) {
-        const data = bytes(len, len);
-        const enc = k.encrypt(data.slice());
-        same(enc, ts.encrypt(data.slice()));
-        same(k.decrypt(enc), data);
-      }
-      k.release();
-    });
-  }
-
-  // [sector size, data length]: 3 and 5 blocks per sector (pairs straddle sectors), the
-  // usual 512 with 1..5 sectors and a partial one, 4096, a buffer of several 64 KiB
-  // pieces, and a 128 KiB sector (larger than a piece).
-  const SHAPES: Array<[number, number]> = [
-    [48, 48 * 7 + 32],
-    [80, 80 * 6],
-    [512, 16],
-    [512, 512],
-    [512, 512 * 2 + 48],
-    [512, 512 * 3],
-    [512, 512 * 4],
-    [512, 512 * 5 + 3 * 16],
-    [4096, 4096 * 3 + 512],
-    [512, 300 * 1024 + 512 + 64],
-    [128 * 1024, 128 * 1024 * 2 + 4096],
-  ];
-  for (const [ss, len] of SHAPES) {
-    it(`CBC and XTS over sectors of ${ss} bytes, ${len} bytes: the same bytes as the TypeScript cipher, and back`, () => {
-      const key = bytes(32, ss + len);
-      const sectors = Math.ceil(len / ss);
-      const ivs = bytes(sectors * 16, 7);
-      const data = bytes(len, 9);
-      const k = engine.key(key);
-      const ts = new Twofish(key);
-      const a = data.slice();
-      const b = data.slice();
-      k.cbcEncrypt(a, ivs, ss);
-      ts.cbcEncrypt(b, ivs, ss);
-      same(a, b);
-      expect(Buffer.compare(a, data)).not.toBe(0);
-      k.cbcDecrypt(a, ivs, ss);
-      same(a, data);
-      for (const encrypt of [true, false]) {
-        const x = data.slice();
-        const y = data.slice();
-        k.xts(x, ivs, ss, encrypt);
-        ts.xts(y, ivs, ss, encrypt);
-        same(x, y);
-        k.xts(x, ivs, ss, !encrypt);
-        same(x, data);
-      }
-      k.release();
-    });
-  }
+  compareWithTypeScript([16, 24, 32], (key) => engine.key(key), (key) => new Twofish(key));
 
   it('every mode and IV generator through the sector cipher: the same bytes with the module as with TypeScript forced', async () => {
     const data = bytes(512 * 70 + 512, 3);
