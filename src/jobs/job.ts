@@ -240,9 +240,18 @@ export class Job {
     if (this.ret) throw this.ret;
   }
 
-  /** Resolves when the job reaches a state that `predicate` accepts. */
+  /**
+   * Resolves when the job reaches a state that `predicate` accepts; rejects
+   * (with the job's error, if it failed) once it ended without reaching one,
+   * instead of waiting forever.
+   */
   async waitFor(predicate: (status: JobStatus) => boolean): Promise<void> {
     while (!predicate(this.statusValue)) {
+      // Only 'null' follows 'concluded', and nothing follows 'null'.
+      const s = this.statusValue;
+      if (s === 'null' || (s === 'concluded' && !predicate('null'))) {
+        throw this.ret ?? new BlockError('ECANCELED', `Job '${this.id ?? ''}' ended (${s}) without reaching the state waited for`);
+      }
       await new Promise<void>((resolve) => this.statusWaiters.push(resolve));
     }
   }

@@ -287,6 +287,27 @@ describe('a job', () => {
     expect(statuses(events, 'e')).toEqual(['created', 'running', 'aborting', 'concluded']);
     await expect(job.settled()).rejects.toMatchObject({ code: 'EIO' });
   });
+
+  it('waiting for a state the job never reaches rejects once it ended (no hang)', async () => {
+    const { timers, reg } = setup();
+    const failing = reg.create(copyDriver({ chunks: 5, failAt: 1, readyMode: true }), { id: 'w1', autoDismiss: false });
+    const ready = failing.waitFor((s) => s === 'ready');
+    ready.catch(() => undefined);
+    const ended = failing.waitFor((s) => s === 'null');
+    failing.start();
+    expect(await timers.runUntil(() => failing.status === 'concluded')).toBe(true);
+    await expect(ready).rejects.toMatchObject({ code: 'EIO' });
+    // 'null' can still follow 'concluded': that wait goes on, and ends with the dismiss.
+    failing.dismiss();
+    await expect(ended).resolves.toBeUndefined();
+    const cancelled = reg.create(copyDriver({ chunks: 50 }), { id: 'w2' });
+    const ready2 = cancelled.waitFor((s) => s === 'ready');
+    ready2.catch(() => undefined);
+    cancelled.start();
+    cancelled.cancel();
+    expect(await timers.runUntil(() => cancelled.status === 'null')).toBe(true);
+    await expect(ready2).rejects.toBeInstanceOf(BlockError);
+  });
 });
 
 describe('transactions', () => {
