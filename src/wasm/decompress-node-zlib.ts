@@ -15,7 +15,7 @@
  */
 import type { BlockError } from '../core/errors.js';
 import type { ClusterCompression, DecompressPool, DecompressTask } from '../core/decompress-pool.js';
-import { getClusterCodecSync, nodeZlib } from './codec.js';
+import { getClusterCodecSync, nodeZlib, type ClusterCodec } from './codec.js';
 
 type NodeZlib = typeof import('node:zlib');
 
@@ -28,6 +28,8 @@ export function nodeZlibAvailable(): boolean {
 export class NodeZlibDecompressPool implements DecompressPool {
   private closed = false;
   private readonly zlib: NodeZlib;
+  /** The WASM decoder, made on the first task node:zlib did not decode. */
+  private wasm: ClusterCodec | undefined;
 
   /** `threads`: the share of a batch given here, as threads besides the caller's. */
   constructor(readonly threads: number) {
@@ -65,7 +67,8 @@ export class NodeZlibDecompressPool implements DecompressPool {
   /** The WASM decoder's answer for a task node:zlib did not decode into exactly one cluster. */
   private viaWasm(t: DecompressTask): BlockError | null {
     try {
-      getClusterCodecSync().inflateClusterSync!(t.input, t.out, t.context);
+      this.wasm ??= getClusterCodecSync();
+      this.wasm.inflateClusterSync!(t.input, t.out, t.context);
       return null;
     } catch (e) {
       return e as BlockError;

@@ -14,17 +14,7 @@ import { Twofish } from '../../src/crypto/twofish.js';
 import { Serpent, SERPENT_SBOXES } from '../../src/crypto/serpent.js';
 import { Cast5 } from '../../src/crypto/cast5.js';
 import { ModeCipher, type EcbEngine } from '../../src/crypto/sector-modes.js';
-
-/** Deterministic bytes (a linear congruential generator): the tests need no randomness to fail. */
-function bytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    out[i] = s >>> 24;
-  }
-  return out;
-}
+import { bytes } from '../wasm/block-cipher-kit.js';
 
 const ENGINES: Array<[string, () => EcbEngine]> = [
   ['twofish-128', () => new Twofish(bytes(16, 1))],
