@@ -86,6 +86,8 @@ export class Console {
       this.output.replaceChildren();
       return;
     }
+    // A disk being opened (perhaps waiting for its password) takes the command once it is open.
+    await app.opening;
     this.chunks = [];
     const name = line.split(' ').filter((x) => x !== '')[0]!;
     const c = this.session.commands.find((x) => x.name === name || x.alt === name);

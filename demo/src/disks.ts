@@ -88,8 +88,18 @@ export async function refreshStorage(): Promise<void> {
 
 // ---------------------------------------------------------------- selection
 
-/** Selects an image: reads its details, then opens it for the panels. */
-export async function select(path: string): Promise<void> {
+/**
+ * Selects an image: reads its details, then opens it for the panels. Console
+ * commands typed meanwhile wait for the open (app.opening) rather than
+ * finding no disk.
+ */
+export function select(path: string): Promise<void> {
+  const done = openSelection(path);
+  app.opening = done.then(() => undefined, () => undefined);
+  return done;
+}
+
+async function openSelection(path: string): Promise<void> {
   await closeSelected();
   const sel: Selected = { path, disk: null, info: null, chain: [], snapshots: null };
   app.selected = sel;

@@ -53,6 +53,8 @@ export const bus = new Bus();
 export const app = {
   dw: null as DiskWorker | null,
   selected: null as Selected | null,
+  /** Settles when the selection in progress has opened its disk (or failed to): the console waits for it. */
+  opening: Promise.resolve() as Promise<void>,
   /** Set while the VM owns the disk (console writes still work; deletes do not). */
   vmRunning: false,
   /** Stops the VM (set by the VM panel); run before the selected disk closes. */
