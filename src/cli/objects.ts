@@ -24,7 +24,8 @@ import { addSecret, hasSecret } from '../core/secrets.js';
 import { secretData, secretHelp, visitSecret } from './secret-object.js';
 
 /** The object types of QEMU 7.2's tools, as `--object help` lists them. */
-const OBJECT_TYPES = [
+/** The object types `--object help` lists (qemu-img's and qemu-io's). */
+export const OBJECT_TYPE_NAMES: readonly string[] = [
   'authz-list',
   'authz-list-file',
   'authz-simple',
@@ -181,13 +182,14 @@ function throttleGroupHelp(): string {
 }
 
 function typesHelp(): string {
-  return `List of user creatable objects:\n${OBJECT_TYPES.map((t) => `  ${t}\n`).join('')}`;
+  return `List of user creatable objects:\n${OBJECT_TYPE_NAMES.map((t) => `  ${t}\n`).join('')}`;
 }
 
 /** Ids taken by objects that are not created (every type but throttle-group), per graph. */
 const OTHER_IDS = new WeakMap<BlockGraph, Set<string>>();
 
-function idTaken(graph: BlockGraph, id: string): boolean {
+/** Whether `id` names an object of `graph` already (a throttle group, a secret, or another type's). */
+export function objectIdTaken(graph: BlockGraph, id: string): boolean {
   return throttleGroups(graph).has(id) || hasSecret(graph, id) || (OTHER_IDS.get(graph)?.has(id) ?? false);
 }
 
@@ -231,7 +233,7 @@ export function addObject(graph: BlockGraph, text: string): { help: string } | u
   const { 'qom-type': rawType, id: rawId, ...props } = tree;
   if (rawType === undefined) throw einval("Parameter 'qom-type' is missing");
   const type = stringValue(rawType, 'qom-type');
-  if (!(OBJECT_TYPES as readonly string[]).includes(type)) throw einval(`Parameter 'qom-type' does not accept value '${type}'`);
+  if (!(OBJECT_TYPE_NAMES as readonly string[]).includes(type)) throw einval(`Parameter 'qom-type' does not accept value '${type}'`);
   if (rawId === undefined) throw einval("Parameter 'id' is missing");
   const id = stringValue(rawId, 'id');
   const groupProps = type === 'throttle-group' ? visitThrottleGroup(props, syntax) : undefined;
@@ -240,21 +242,21 @@ export function addObject(graph: BlockGraph, text: string): { help: string } | u
     throw new BlockError('EINVAL', "Parameter 'id' expects an identifier", {}, { detail: `got '${id}'`, hint: "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.\n" });
   }
   if (secretProps) {
-    if (idTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
+    if (objectIdTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
     const data = secretData(secretProps);
     addSecret(graph, id, data);
     data.fill(0);
     return undefined;
   }
   if (!groupProps) {
-    if (idTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
+    if (objectIdTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
     let ids = OTHER_IDS.get(graph);
     if (!ids) OTHER_IDS.set(graph, (ids = new Set()));
     ids.add(id);
     return undefined;
   }
   const config = throttleConfig(groupProps);
-  if (idTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
+  if (objectIdTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
   throttleGroups(graph).create(id, config);
   return undefined;
 }

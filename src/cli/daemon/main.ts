@@ -4,7 +4,8 @@
  * `quit`, SIGTERM or SIGINT, then cancels the jobs and closes the graph.
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type CliIo, errHint, fatalExit } from '../common.js';
+import { type CliIo, errHint, errText, fatalExit } from '../common.js';
+import { addObject, objectIdTaken, OBJECT_TYPE_NAMES } from '../objects.js';
 import { createNodeGraph } from '../../node.js';
 import { BlockQmp } from '../../qmp/block-qmp.js';
 import { addBlockdev } from '../../qmp/commands-nodes.js';
@@ -48,14 +49,20 @@ DiskWorker storage daemon (qemu-storage-daemon 7.2 compatible)
            [,bitmaps.0=<name>...][,allocation-depth=on|off]
                          export the specified block node over NBD
 
-  --object iothread,id=<id>
-                         accepted and unused: the daemon has one I/O thread
+  --object help          list object types that can be added
+  --object <type>,help   list properties for the given object type
+  --object <type>[,<property>=<value>...]
+                         create a new object of type <type> (throttle-group,
+                         secret, ...); the 'id' property must be set.
+                         iothread objects are accepted and unused: the
+                         daemon has one I/O thread
 
   --pidfile <path>       write process ID to a file after startup
 `;
 
-/** QEMU's object types the daemon does not have (their options parse, their creation fails). */
-const QEMU_OBJECT_TYPES = new Set(['secret', 'secret_keyring', 'throttle-group', 'tls-creds-x509', 'tls-creds-psk', 'tls-creds-anon', 'authz-simple', 'authz-list', 'authz-listfile', 'authz-pam', 'memory-backend-file', 'memory-backend-ram', 'memory-backend-memfd']);
+/** `--object help`: qemu-storage-daemon's list, which has iothread besides qemu-img's types. */
+const IOTHREAD_HELP = `iothread options:\n${['aio-max-batch', 'poll-grow', 'poll-max-ns', 'poll-shrink', 'thread-pool-max', 'thread-pool-min'].map((p) => `  ${p}=<int>\n`).join('')}`;
+const DAEMON_OBJECT_TYPES_HELP = `List of user creatable objects:\n${[...OBJECT_TYPE_NAMES, 'iothread'].sort().map((t) => `  ${t}\n`).join('')}`;
 
 /** Runs the daemon; resolves to the exit code once it has shut down. */
 export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
@@ -122,14 +129,28 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
   try {
     for (const o of args.options) {
       if (o.kind === 'object') {
+        if (o.help && (o.type === '' || o.type === 'help' || o.type === 'iothread')) {
+          io.stdout(o.type === 'iothread' ? IOTHREAD_HELP : DAEMON_OBJECT_TYPES_HELP);
+          await shutdown();
+          return 0;
+        }
         if (o.type === 'iothread') {
           if (!o.id) throw new DaemonArgError(`--object ${o.text}: Parameter 'id' is missing`);
-          if (objects.has(o.id)) throw new DaemonArgError(`--object ${o.text}: attempt to add duplicate property '${o.id}' to object (type 'container')`);
+          if (objects.has(o.id) || objectIdTaken(graph, o.id)) throw new DaemonArgError(`--object ${o.text}: attempt to add duplicate property '${o.id}' to object (type 'container')`);
           objects.add(o.id);
-        } else if (QEMU_OBJECT_TYPES.has(o.type)) {
-          throw new DaemonArgError(`--object ${o.text}: object type '${o.type}' is not supported by ${PROG}`);
-        } else {
-          throw new DaemonArgError(`--object ${o.text}: Parameter 'qom-type' does not accept value '${o.type}'`);
+          continue;
+        }
+        if (objects.has(o.id)) throw new DaemonArgError(`--object ${o.text}: attempt to add duplicate property '${o.id}' to object (type 'container')`);
+        let r;
+        try {
+          r = addObject(graph, o.text);
+        } catch (e) {
+          throw new DaemonArgError(`--object ${o.text}: ${errText(e)}`, errHint(e));
+        }
+        if (r) {
+          io.stdout(r.help);
+          await shutdown();
+          return 0;
         }
       } else if (o.kind === 'blockdev') {
         try {
