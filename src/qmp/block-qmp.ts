@@ -26,6 +26,7 @@ import { blockstatsCommands, type QmpDevice } from './commands-blockstats.js';
 import { blockGraphCommands } from './commands-block-graph.js';
 import { driveCommands } from './commands-drive.js';
 import { ioThrottleCommands } from './commands-io-throttle.js';
+import { objectCommands } from './commands-objects.js';
 
 /** The version query-version reports: DiskWorker's own, in QEMU's VersionInfo shape. */
 export interface QmpVersion {
@@ -103,6 +104,7 @@ export class BlockQmp {
       ...blockstatsCommands(this, deviceList),
       ...blockGraphCommands(this, deviceList),
       ...driveCommands(this),
+      ...objectCommands(this),
       // Only where there are devices: qemu-storage-daemon has no block_set_io_throttle.
       ...(devices ? ioThrottleCommands(this, devices) : []),
     );

@@ -5,7 +5,7 @@
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { type CliIo, errHint, errText, fatalExit } from '../common.js';
-import { addObject, objectIdTaken, OBJECT_TYPE_NAMES } from '../objects.js';
+import { addObject } from '../../qmp/objects.js';
 import { createNodeGraph } from '../../node.js';
 import { BlockQmp } from '../../qmp/block-qmp.js';
 import { addBlockdev } from '../../qmp/commands-nodes.js';
@@ -61,9 +61,6 @@ DiskWorker storage daemon (qemu-storage-daemon 7.2 compatible)
 `;
 
 /** `--object help`: qemu-storage-daemon's list, which has iothread besides qemu-img's types. */
-const IOTHREAD_HELP = `iothread options:\n${['aio-max-batch', 'poll-grow', 'poll-max-ns', 'poll-shrink', 'thread-pool-max', 'thread-pool-min'].map((p) => `  ${p}=<int>\n`).join('')}`;
-const DAEMON_OBJECT_TYPES_HELP = `List of user creatable objects:\n${[...OBJECT_TYPE_NAMES, 'iothread'].sort().map((t) => `  ${t}\n`).join('')}`;
-
 /** Runs the daemon; resolves to the exit code once it has shut down. */
 export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
   const fail = (text: string, hint = ''): number => {
@@ -96,7 +93,6 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
   q.exportState.host = { listen: listenNbdServer };
   const chardevs = new Map<string, ChardevSpec>();
   const servers: QmpSocketServer[] = [];
-  const objects = new Set<string>();
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     const run = queue.then(fn, fn);
@@ -129,21 +125,9 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
   try {
     for (const o of args.options) {
       if (o.kind === 'object') {
-        if (o.help && (o.type === '' || o.type === 'help' || o.type === 'iothread')) {
-          io.stdout(o.type === 'iothread' ? IOTHREAD_HELP : DAEMON_OBJECT_TYPES_HELP);
-          await shutdown();
-          return 0;
-        }
-        if (o.type === 'iothread') {
-          if (!o.id) throw new DaemonArgError(`--object ${o.text}: Parameter 'id' is missing`);
-          if (objects.has(o.id) || objectIdTaken(graph, o.id)) throw new DaemonArgError(`--object ${o.text}: attempt to add duplicate property '${o.id}' to object (type 'container')`);
-          objects.add(o.id);
-          continue;
-        }
-        if (objects.has(o.id)) throw new DaemonArgError(`--object ${o.text}: attempt to add duplicate property '${o.id}' to object (type 'container')`);
         let r;
         try {
-          r = addObject(graph, o.text);
+          r = addObject(graph, o.text, { iothread: true });
         } catch (e) {
           throw new DaemonArgError(`--object ${o.text}: ${errText(e)}`, errHint(e));
         }

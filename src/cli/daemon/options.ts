@@ -5,7 +5,6 @@
  * objects, block nodes, character devices and monitors in the order given.
  */
 import { parseKeyValueList } from '../../core/options.js';
-import { parseKeyval } from '../objects.js';
 
 /** A --chardev socket server. */
 export interface ChardevSpec {
@@ -24,7 +23,7 @@ export type DaemonOption =
   | { kind: 'blockdev'; text: string; options: Record<string, unknown>; syntax: 'json' | 'keyval' }
   | { kind: 'chardev'; text: string; chardev: ChardevSpec }
   | { kind: 'monitor'; text: string; monitor: MonitorSpec }
-  | { kind: 'object'; text: string; type: string; id: string; /** `help` or `<type>,help` */ help: boolean }
+  | { kind: 'object'; text: string }
   | { kind: 'nbd-server'; text: string; options: Record<string, unknown> }
   | { kind: 'export'; text: string; options: Record<string, unknown> };
 
@@ -163,19 +162,8 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
         break;
       }
       case '--object': {
-        const text = takeValue();
-        // `help` and `<type>,help` are answered when the option's turn comes (QEMU creates objects in order).
-        // Syntax errors too: addObject reports them then, with QEMU's messages.
-        const str = (v: unknown) => (typeof v === 'string' ? v : '');
-        let kv: Record<string, unknown> = {};
-        let help = false;
-        try {
-          if (text.startsWith('{')) kv = JSON.parse(text) as Record<string, unknown>;
-          else ({ tree: kv, help } = parseKeyval(text, 'qom-type'));
-        } catch {
-          // left to addObject
-        }
-        args.options.push({ kind: 'object', text, type: str(kv?.['qom-type']), id: str(kv?.['id']), help });
+        // Parsed and created in turn (QEMU creates objects in the order given), help answered then.
+        args.options.push({ kind: 'object', text: takeValue() });
         break;
       }
       case '--pidfile':

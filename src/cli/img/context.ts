@@ -10,7 +10,7 @@ import { parseKeyValueList } from '../../core/options.js';
 import { PERM_ALL } from '../../core/permissions.js';
 import { createNodeGraph } from '../../node.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
-import { addObject } from '../objects.js';
+import { addObject } from '../../qmp/objects.js';
 import { cFixed, parseSizeExact, parseSizeQemu } from '../format.js';
 import { CliExit, type CliIo, closeWithMessages, fatalExit, errHint, errText, probeWarnings, parseCacheMode } from '../common.js';
 

@@ -8,7 +8,7 @@ import { CORE_COMMANDS } from './commands/index.js';
 import { closeCmd, openCmd, reopenCmd } from './commands/open.js';
 import { abortCmd, sigraiseCmd } from './commands/process.js';
 import { NodeIoSession } from './node-session.js';
-import { addObject } from '../objects.js';
+import { addObject } from '../../qmp/objects.js';
 import { type Cmd, type OpenOpts, PROG } from './types.js';
 
 /** The commands only the CLI has: they act on the Node graph or process. */

@@ -1,5 +1,6 @@
 /**
- * `--object` of qemu-io and qemu-img: QEMU's user-creatable objects, given
+ * QEMU's user-creatable objects: `--object` of qemu-io, qemu-img and
+ * qemu-storage-daemon, and QMP's object-add / object-del. Given
  * as `TYPE,id=ID,prop=value,...` (QEMU's keyval syntax: `,,` is a comma,
  * dotted keys make nested objects, the last of a repeated key wins) or as a
  * JSON object. The checks run in QEMU's order with its messages: the
@@ -17,14 +18,13 @@
 import type { BlockGraph } from '../core/graph.js';
 import { BlockError, einval } from '../core/errors.js';
 import { parseQemuJson } from '../core/qemu-json.js';
-import { qdictOrder } from './format.js';
+import { qdictOrder } from '../core/qemu-json.js';
 import { throttleGroups } from '../filters/throttle-group.js';
 import { LIMIT_FIELDS, ThrottleConfig, type ThrottleLimits } from '../filters/throttle-config.js';
-import { addSecret, hasSecret } from '../core/secrets.js';
+import { addSecret, hasSecret, removeSecret } from '../core/secrets.js';
 import { secretData, secretHelp, visitSecret } from './secret-object.js';
 
-/** The object types of QEMU 7.2's tools, as `--object help` lists them. */
-/** The object types `--object help` lists (qemu-img's and qemu-io's). */
+/** The object types of qemu-img and qemu-io 7.2, as `--object help` lists them. */
 export const OBJECT_TYPE_NAMES: readonly string[] = [
   'authz-list',
   'authz-list-file',
@@ -42,7 +42,7 @@ export const OBJECT_TYPE_NAMES: readonly string[] = [
 ] as const;
 
 /** A parsed keyval or JSON value: strings (keyval) or JSON values, nested. */
-type Tree = { [key: string]: unknown };
+export type Tree = { [key: string]: unknown };
 
 function isTree(v: unknown): v is Tree {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -110,7 +110,7 @@ export function parseKeyval(text: string, impliedKey: string): { tree: Tree; hel
 }
 
 /** How the values were given: keyval strings are converted, JSON values must have the type. */
-type Syntax = 'keyval' | 'json';
+export type Syntax = 'keyval' | 'json';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -181,10 +181,6 @@ function throttleGroupHelp(): string {
   return `throttle-group options:\n${lines.map((l) => `  ${l}\n`).join('')}`;
 }
 
-function typesHelp(): string {
-  return `List of user creatable objects:\n${OBJECT_TYPE_NAMES.map((t) => `  ${t}\n`).join('')}`;
-}
-
 /** Ids taken by objects that are not created (every type but throttle-group), per graph. */
 const OTHER_IDS = new WeakMap<BlockGraph, Set<string>>();
 
@@ -201,11 +197,24 @@ export function objectIdTaken(graph: BlockGraph, id: string): boolean {
 function throttleConfig(props: ThrottleGroupProps): ThrottleConfig {
   const config = new ThrottleConfig();
   const given = [...(props.limits ? ['limits'] : []), ...LIMIT_FIELDS.filter((f) => props.x[f.name] !== undefined).map((f) => `x-${f.name}`)];
-  for (const key of qdictOrder(given)) {
+  for (const [key] of qdictOrder(given.map((k) => [k, k] as const))) {
     if (key === 'limits') config.applyLimits(props.limits!);
     else config.setField(LIMIT_FIELDS.find((f) => `x-${f.name}` === key)!, props.x[key.slice(2) as keyof ThrottleLimits]!, key);
   }
   return config;
+}
+
+/** What a caller's object namespace has besides qemu-img's types. */
+export interface ObjectTypeOptions {
+  /** iothread objects (qemu-storage-daemon's and QMP's): taken and unused, the graph has one I/O thread. */
+  iothread?: boolean;
+}
+
+/** The iothread properties QEMU 7.2 has (all integers). */
+const IOTHREAD_PROPS = ['aio-max-batch', 'poll-grow', 'poll-max-ns', 'poll-shrink', 'thread-pool-max', 'thread-pool-min'];
+
+function typeNames(opts: ObjectTypeOptions): string[] {
+  return [...OBJECT_TYPE_NAMES, ...(opts.iothread ? ['iothread'] : [])].sort();
 }
 
 /**
@@ -213,50 +222,78 @@ function throttleConfig(props: ThrottleGroupProps): ThrottleConfig {
  * returns the help text asked for (the tool prints it and exits with 0).
  * Throws EINVAL with QEMU's message (and hint) on any error.
  */
-export function addObject(graph: BlockGraph, text: string): { help: string } | undefined {
-  let tree: Tree;
-  let syntax: Syntax;
+export function addObject(graph: BlockGraph, text: string, opts: ObjectTypeOptions = {}): { help: string } | undefined {
   if (text.startsWith('{')) {
     const parsed = parseQemuJson(text);
     if (!isTree(parsed)) throw einval("Invalid parameter type for 'qom-type', expected: string");
-    tree = { ...parsed };
-    syntax = 'json';
-  } else {
-    const r = parseKeyval(text, 'qom-type');
-    if (r.help) {
-      const type = r.tree['qom-type'];
-      return { help: type === 'throttle-group' ? throttleGroupHelp() : type === 'secret' ? secretHelp() : typesHelp() };
-    }
-    tree = r.tree;
-    syntax = 'keyval';
+    createObject(graph, { ...parsed }, 'json', opts);
+    return undefined;
   }
+  const r = parseKeyval(text, 'qom-type');
+  if (r.help) {
+    const type = r.tree['qom-type'];
+    if (type === 'throttle-group') return { help: throttleGroupHelp() };
+    if (type === 'secret') return { help: secretHelp() };
+    if (type === 'iothread' && opts.iothread) return { help: `iothread options:\n${IOTHREAD_PROPS.map((p) => `  ${p}=<int>\n`).join('')}` };
+    return { help: `List of user creatable objects:\n${typeNames(opts).map((t) => `  ${t}\n`).join('')}` };
+  }
+  createObject(graph, r.tree, 'keyval', opts);
+  return undefined;
+}
+
+/**
+ * Creates the object `tree` describes (`qom-type`, `id` and its properties,
+ * as keyval strings or JSON values): QMP's object-add and `--object`. The
+ * checks run in QEMU's order with its messages; throws EINVAL on any error.
+ */
+export function createObject(graph: BlockGraph, tree: Tree, syntax: Syntax, opts: ObjectTypeOptions = {}): void {
   const { 'qom-type': rawType, id: rawId, ...props } = tree;
   if (rawType === undefined) throw einval("Parameter 'qom-type' is missing");
   const type = stringValue(rawType, 'qom-type');
-  if (!(OBJECT_TYPE_NAMES as readonly string[]).includes(type)) throw einval(`Parameter 'qom-type' does not accept value '${type}'`);
+  if (!typeNames(opts).includes(type)) throw einval(`Parameter 'qom-type' does not accept value '${type}'`);
   if (rawId === undefined) throw einval("Parameter 'id' is missing");
   const id = stringValue(rawId, 'id');
   const groupProps = type === 'throttle-group' ? visitThrottleGroup(props, syntax) : undefined;
   const secretProps = type === 'secret' ? visitSecret(props) : undefined;
+  if (type === 'iothread') {
+    for (const p of IOTHREAD_PROPS) if (props[p] !== undefined) intValue(props[p], p, syntax);
+    const unknown = Object.keys(props).find((k) => !IOTHREAD_PROPS.includes(k));
+    if (unknown !== undefined) throw einval(`Parameter '${unknown}' is unexpected`);
+  }
   if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
     throw new BlockError('EINVAL', "Parameter 'id' expects an identifier", {}, { detail: `got '${id}'`, hint: "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.\n" });
   }
+  const duplicate = () => einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
   if (secretProps) {
-    if (objectIdTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
+    if (objectIdTaken(graph, id)) throw duplicate();
     const data = secretData(secretProps);
     addSecret(graph, id, data);
     data.fill(0);
-    return undefined;
+    return;
   }
   if (!groupProps) {
-    if (objectIdTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
+    if (objectIdTaken(graph, id)) throw duplicate();
     let ids = OTHER_IDS.get(graph);
     if (!ids) OTHER_IDS.set(graph, (ids = new Set()));
     ids.add(id);
-    return undefined;
+    return;
   }
   const config = throttleConfig(groupProps);
-  if (objectIdTaken(graph, id)) throw einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
+  if (objectIdTaken(graph, id)) throw duplicate();
   throttleGroups(graph).create(id, config);
-  return undefined;
+}
+
+/**
+ * Deletes object `id` of `graph` (QMP's object-del): a throttle group no
+ * node uses (EBUSY otherwise, QEMU's "is in use" message), a secret, or an
+ * object of another type. ENOENT with QEMU's message when there is none.
+ */
+export function deleteObject(graph: BlockGraph, id: string): void {
+  if (throttleGroups(graph).has(id)) {
+    throttleGroups(graph).delete(id);
+    return;
+  }
+  if (removeSecret(graph, id)) return;
+  if (OTHER_IDS.get(graph)?.delete(id)) return;
+  throw new BlockError('ENOENT', `object '${id}' not found`);
 }
