@@ -4,7 +4,7 @@
  * C printf %g, and QEMU's pretty JSON whose object keys come out in the order
  * of its hash-table dictionary.
  */
-import { qemuQuote } from '../core/qemu-json.js';
+import { qdictOrder as qdictEntryOrder, qemuQuote } from '../core/qemu-json.js';
 
 const SUFFIXES = 'BKMGTPE';
 
@@ -141,28 +141,9 @@ export function cvtstr(value: number): string {
   return trim >= 0 ? str.slice(0, trim) + suffix : str + suffix;
 }
 
-/** The hash QEMU's QDict uses to place keys (tdb's hash). */
-function qdictHash(key: string): number {
-  const bytes = new TextEncoder().encode(key);
-  let value = Math.imul(0x238f13af, bytes.length) >>> 0;
-  for (let i = 0; i < bytes.length; i++) {
-    value = (value + ((bytes[i]! << ((i * 5) % 24)) >>> 0)) >>> 0;
-  }
-  return (Math.imul(1103515243, value) + 12345) >>> 0;
-}
-
-const BUCKETS = 512;
-
 /** Orders keys the way QEMU iterates a QDict built by inserting them in `keys` order. */
 export function qdictOrder(keys: string[]): string[] {
-  const buckets = new Map<number, string[]>();
-  for (const k of keys) {
-    const b = qdictHash(k) % BUCKETS;
-    const list = buckets.get(b) ?? [];
-    list.unshift(k); // inserted at the head of the bucket's list
-    buckets.set(b, list);
-  }
-  return [...buckets.keys()].sort((a, b) => a - b).flatMap((b) => buckets.get(b)!);
+  return qdictEntryOrder(keys.map((k) => [k, k] as const)).map(([k]) => k);
 }
 
 /** A JSON value for {@link toQemuJson}; object keys are put in QDict order. */
