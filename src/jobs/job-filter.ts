@@ -10,7 +10,7 @@
  */
 import type { BlockGraph } from '../core/graph.js';
 import type { BlockNode } from '../core/node.js';
-import type { BlockDriver, DriverInstance } from '../core/driver.js';
+import { ReqFlag, type BlockDriver, type DriverInstance } from '../core/driver.js';
 import type { OptionReader } from '../core/options.js';
 import { BlockError } from '../core/errors.js';
 import { drainBegin, drainEnd } from '../core/drain.js';
@@ -39,9 +39,18 @@ function filterDriver(name: JobFilterKind): BlockDriver {
       if (!file) throw new BlockError('EINVAL', `${name}: no source node given`);
       // QEMU's copy-before-write writes what the guest overwrites into its `target` child.
       if (name === 'copy-before-write') await node.openChild(options, 'target', ROLE_DATA_FILE);
-      return {
+      const instance: DriverInstance = {
         getLength: () => file.length,
         childPerm: (_child, role, perm, shared) => childPerm(name, node, role, perm, shared),
+      };
+      if (name !== 'mirror_top') return instance;
+      // QEMU's mirror_top takes no FUA and no MAY_UNMAP (supported_*_flags): FUA becomes a flush
+      // after the write, and the guest's zero writes keep their clusters while the job runs.
+      return {
+        ...instance,
+        supportedWriteFlags: ReqFlag.WRITE_UNCHANGED,
+        supportedZeroFlags: ReqFlag.WRITE_UNCHANGED | ReqFlag.NO_FALLBACK,
+        pwriteZeroes: (offset, bytes, flags) => file.pwriteZeroes(offset, bytes, flags),
       };
     },
   };
@@ -96,8 +105,9 @@ export async function insertJobFilter(
   if (opts.commit) commitFilters.add(filter);
   // Without a name of the user's the filter is implicit: queries show its source's names.
   filter.implicit = nodeName === undefined;
-  // The guest's discards keep reaching the image while the job runs.
-  filter.discardUnmap = source.discardUnmap;
+  // As QEMU's, the filter is opened without discard=unmap: the guest's discards stop at it
+  // while the job runs (zero writes keep MAY_UNMAP where the source allows it).
+  filter.discardUnmap = false;
   try {
     await graph.replaceNode(source, filter);
   } catch (e) {
