@@ -22,7 +22,7 @@ export type ErrorAction = 'report' | 'ignore' | 'stop' | 'enospc';
 export interface BackendOptions {
   /** Name shown in messages (QEMU's device name). Default: "backend<n>". */
   name?: string;
-  /** Permissions to take. Default: consistent read, plus write and resize unless read-only. */
+  /** Permissions to take. Default: consistent read, plus write unless read-only (resize is taken while truncating). */
   perm?: PermMask;
   /** Permissions to share. Default: consistent read, write unchanged and graph changes. */
   shared?: PermMask;
@@ -130,7 +130,8 @@ export class BlockBackend implements RootParent {
   /** Attaches a new backend to an open node (the node gets one more reference). */
   static async attach(graph: BlockGraph, node: BlockNode, opts: BackendOptions = {}): Promise<BlockBackend> {
     const bb = new BlockBackend(opts);
-    const perm = opts.perm ?? (node.readOnly ? Perm.CONSISTENT_READ : Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE);
+    // As a QEMU guest device: read, and write unless read-only; resize only while truncating.
+    const perm = opts.perm ?? (node.readOnly ? Perm.CONSISTENT_READ : Perm.CONSISTENT_READ | Perm.WRITE);
     const shared = opts.shared ?? Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD;
     bb.link = await graph.attachRoot(bb, node, perm, shared & PERM_ALL);
     bb.graph = graph;
@@ -455,7 +456,16 @@ export class BlockBackend implements RootParent {
     // QEMU's blk_truncate wording.
     if (!this.isAvailable) throw new BlockError('ENOMEDIUM', 'No medium inserted');
     await this.gate();
-    await link.truncate(size, opts.exact ?? true, opts.prealloc ?? 'off', 0);
+    // Resize is taken for the call when the backend does not hold it (QEMU's block_resize does
+    // the same): a user that shares no resize (a block job) refuses it with a conflict.
+    const held = link.perm;
+    const temporary = !(held & Perm.RESIZE) && !this.readOnly;
+    if (temporary) this.setPerm(held | Perm.RESIZE, link.shared);
+    try {
+      await link.truncate(size, opts.exact ?? true, opts.prealloc ?? 'off', 0);
+    } finally {
+      if (temporary && this.link === link) this.setPerm(link.perm & ~Perm.RESIZE, link.shared);
+    }
   }
 
   /** Block status of the root node from `offset`. */

@@ -29,7 +29,7 @@ describe('permissions', () => {
     const err = await expectBlockError(BlockBackend.attach(graph, fmt, { name: 'bb-b', device: true }), 'EPERM');
     // QEMU's wording: the newest user does not share what the older one takes.
     expect(err.message).toBe(
-      "Permission conflict on node 'fmt': permissions 'write, resize' are both required by block device 'bb-a' " +
+      "Permission conflict on node 'fmt': permissions 'write' are both required by block device 'bb-a' " +
         "(uses node 'fmt' as 'root' child) and unshared by block device 'bb-b' (uses node 'fmt' as 'root' child).",
     );
     // A reader that shares write is fine.
@@ -45,6 +45,33 @@ describe('permissions', () => {
     await a.close();
     await fmt.unref();
     expect(graph.listNodes()).toEqual([]);
+  });
+
+  /*
+   *   guest (write; resize only while truncating)   job (shares no resize)
+   *                          \                      /
+   *                                  raw ── mem
+   */
+  it('a backend takes resize only while it truncates; a user sharing no resize refuses the truncate', async () => {
+    const { graph, storage } = memoryGraph();
+    storage.create('disk', 65536);
+    const node = await graph.open({ driver: 'raw', 'node-name': 'n', file: { driver: 'memory', filename: 'disk' } });
+    const guest = await BlockBackend.attach(graph, node, { name: 'guest' });
+    expect(guest.root.perm).toBe(Perm.CONSISTENT_READ | Perm.WRITE);
+    await guest.truncate(131072);
+    expect(guest.length).toBe(131072);
+    expect(guest.root.perm).toBe(Perm.CONSISTENT_READ | Perm.WRITE);
+    const job = await BlockBackend.attach(graph, node, { name: 'job', perm: Perm.CONSISTENT_READ, shared: Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.GRAPH_MOD });
+    const err = await expectBlockError(guest.truncate(65536), 'EPERM');
+    expect(err.message).toContain("permissions 'resize'");
+    // Refused before anything changed: the length and the guest's permissions are as they were.
+    expect(guest.length).toBe(131072);
+    expect(guest.root.perm).toBe(Perm.CONSISTENT_READ | Perm.WRITE);
+    await job.close();
+    await guest.truncate(65536);
+    expect(guest.length).toBe(65536);
+    await guest.close();
+    await node.unref();
   });
 
   /*

@@ -41,7 +41,7 @@ describe('QMP device forms (the worker)', () => {
       { id: 1, type: 'block-backend', name: 'disk0' },
     ]);
     expect(g.return.edges).toEqual([
-      { parent: 1, child: 2, name: 'root', perm: ['resize', 'write', 'consistent-read'], 'shared-perm': ['write-unchanged', 'consistent-read'] },
+      { parent: 1, child: 2, name: 'root', perm: ['write', 'consistent-read'], 'shared-perm': ['write-unchanged', 'consistent-read'] },
     ]);
     await bb.close();
     await q.close();
