@@ -266,7 +266,7 @@ export class JobService {
 
 async function cancelAndWait(job: Job): Promise<void> {
   try {
-    if (job.status === 'concluded') job.dismiss();
+    if (job.status === 'concluded') void job.dismiss().catch(() => undefined);
     else if (job.status !== 'null' && job.status !== 'aborting') job.cancel(true);
   } catch {
     // waiting / pending in a finishing transaction: it concludes on its own.

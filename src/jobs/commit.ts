@@ -117,8 +117,10 @@ export function commitJob(options: CommitOptions): JobDriver {
 
   /** Takes the filter out, top staying where it was; the writer on base goes first (the chain shares no writes). */
   const unlink = async (): Promise<void> => {
-    await links.removeAll();
     if (!filter) return;
+    // Undone (QEMU's commit_abort): the links go first, the intermediate nodes' would refuse
+    // the overlay's reads moving back onto them. After a commit they stay until the dismiss.
+    await links.removeAll();
     await blkBase?.close();
     blkBase = undefined;
     const f = filter;
@@ -196,7 +198,6 @@ export function commitJob(options: CommitOptions): JobDriver {
     },
 
     async prepare(): Promise<void> {
-      await links.removeAll();
       if (!filter) return;
       const f = filter;
       if (!overlay.instance.changeBackingFile) {
@@ -224,9 +225,13 @@ export function commitJob(options: CommitOptions): JobDriver {
       released = true;
       await unlink();
       unfreezeChain(chain);
-      await links.removeAll();
       await blkTop?.close();
       await restoreReadOnly();
+    },
+
+    // The job's links (main node, intermediate nodes, base) stay until it is dismissed, as QEMU's.
+    async free(): Promise<void> {
+      await links.removeAll();
     },
   };
 }

@@ -133,6 +133,9 @@ export async function removeJobFilter(graph: BlockGraph, filter: BlockNode, repl
   // The unref below drops the reference insertJobFilter kept for the job.
   try {
     await graph.replaceNode(filter, replacement);
+    // A filter the job's links still hold (a stream's, until the job is dismissed) stays
+    // without its child, as QEMU's bdrv_drop_filter leaves it.
+    if (filter.refcnt > 1 && filter.filtered) await graph.detachChild(filter.filtered);
   } finally {
     try {
       await filter.unref();

@@ -86,7 +86,7 @@ export class JobRegistry {
   /** Force-cancels every job and waits until each has concluded (shutdown). */
   async cancelAll(): Promise<void> {
     for (const job of [...this.jobs]) {
-      if (job.status === 'concluded') job.dismiss();
+      if (job.status === 'concluded') void job.dismiss().catch(() => undefined);
       else if (job.status !== 'null' && job.status !== 'aborting') {
         try {
           job.cancel(true);

@@ -54,6 +54,12 @@ export interface JobDriver {
   abort?(): Promise<void> | void;
   /** Releases what the job held, after commit or abort. */
   clean?(): Promise<void> | void;
+  /**
+   * Releases what the job keeps until it is dismissed (QEMU's block_job_free):
+   * a stream's and a commit's links to their nodes stay while the concluded
+   * job waits for its dismiss. Must not fail.
+   */
+  free?(): Promise<void> | void;
   /** The user's `complete` (mirror, active commit): throw a BlockError to refuse. */
   complete?(): void;
   /**

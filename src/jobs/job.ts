@@ -204,10 +204,31 @@ export class Job {
     await this.doFinalize();
   }
 
-  /** `job-dismiss`: forget a concluded job made with autoDismiss off. */
-  dismiss(): void {
+  /** `job-dismiss`: forget a concluded job made with autoDismiss off (resolves once its links are gone). */
+  dismiss(): Promise<void> {
     this.checkVerb('dismiss');
-    this.doDismiss();
+    return this.freeAndDismiss();
+  }
+
+  /** The driver's free, run once. */
+  private freeing: Promise<void> | undefined;
+
+  /** Frees the driver (its last links go), then the job goes to null: what QEMU's dismiss does at once. */
+  private async freeAndDismiss(): Promise<void> {
+    // Without a free step the job goes at once (the caller sees it gone when the call returns).
+    if (!this.driver.free) {
+      if (this.statusValue === 'concluded') this.doDismiss();
+      return;
+    }
+    this.freeing ??= (async () => {
+      try {
+        await this.driver.free?.();
+      } catch {
+        // Nothing is left to report to: the job has concluded.
+      }
+    })();
+    await this.freeing;
+    if (this.statusValue === 'concluded') this.doDismiss();
   }
 
   /** `block-job-set-speed`: bytes per second, 0 for unlimited. */
@@ -236,7 +257,8 @@ export class Job {
 
   /** Resolves when the job has concluded (or is gone); rejects with its error if it failed or was cancelled. */
   async settled(): Promise<void> {
-    await this.waitFor((s) => s === 'concluded' || s === 'null');
+    // A job that dismisses itself has settled once it is gone (what it held is released then).
+    await this.waitFor((s) => s === 'null' || (s === 'concluded' && !this.autoDismiss));
     if (this.ret) throw this.ret;
   }
 
@@ -420,7 +442,7 @@ export class Job {
     // Its finalisation (commit or abort) is under way: the job concludes on its own.
     if (this.finalizing) return;
     if (this.statusValue === 'concluded') {
-      this.doDismiss();
+      void this.freeAndDismiss();
       return;
     }
     this.cancelAsync(force);
@@ -547,9 +569,10 @@ export class Job {
     }
     this.txn?.jobs.delete(this);
     this.txn = undefined;
-    this.unblockNodes();
+    // A job that keeps its links until it is dismissed (stream, commit) keeps its blockers with them.
+    if (!this.driver.free) this.unblockNodes();
     this.transition('concluded');
-    if (this.autoDismiss || !this.started) this.doDismiss();
+    if (this.autoDismiss || !this.started) await this.freeAndDismiss();
   }
 
   private doDismiss(): void {

@@ -102,8 +102,7 @@ export function streamJob(options: StreamOptions): JobDriver {
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
-    // The job's links go first: the filter closes as it is taken out (they hold it too).
-    await links.removeAll();
+    // The job's links stay until it is dismissed (free): they keep the dropped filter, as QEMU's.
     await dropFilter();
     top.copyOnRead--;
     unfreezeChain(frozen);
@@ -208,7 +207,6 @@ export function streamJob(options: StreamOptions): JobDriver {
 
     async prepare(): Promise<void> {
       // As QEMU's stream_prepare: the filter goes first, then the chain changes.
-      await links.removeAll();
       await dropFilter();
       const backing = top.backing;
       if (!backing) return;
@@ -237,6 +235,10 @@ export function streamJob(options: StreamOptions): JobDriver {
 
     async clean(): Promise<void> {
       await release();
+    },
+
+    async free(): Promise<void> {
+      await links.removeAll();
     },
 
     setSpeed(bytesPerSecond: number): void {
