@@ -95,11 +95,13 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   const discard = reader.choice('discard', ['ignore', 'off', 'unmap', 'on'] as const);
   const detect = reader.choice('detect-zeroes', ['off', 'on', 'unmap'] as const, 'off');
   const cacheRef = reader.child('cache');
+  // As QEMU's bdrv_inherited_options: children of every role take cache.direct and cache.no-flush unless set.
   let noFlush = parent?.noFlush ?? false;
+  let direct = parent?.direct ?? false;
   if (cacheRef !== undefined && cacheRef !== null) {
     if (typeof cacheRef === 'string') throw einval(`Parameter 'cache' expects an object, got '${cacheRef}'`);
     const cache = new OptionReader(cacheRef, owner, `${reader.prefix}cache.`, 'cache.');
-    cache.bool('direct');
+    direct = cache.bool('direct', direct);
     noFlush = cache.bool('no-flush', noFlush);
     cache.finish();
   }
@@ -113,6 +115,7 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   node.discardUnmap = discard ? discard === 'unmap' || discard === 'on' : parent !== undefined || ctx.probing === true;
   node.detectZeroes = detect as DetectZeroes;
   node.noFlush = noFlush;
+  node.direct = direct;
   node.forceShare = forceShare;
   graph.registerNode(node);
   try {
@@ -139,9 +142,12 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
 /** Opens an image without a format: the protocol first, then the probed format on top. */
 async function openProbed(graph: BlockGraph, protoOpts: BlockOptions, formatOpts: BlockOptions, ctx: OpenContext): Promise<BlockNode> {
   const readOnly = typeof formatOpts['read-only'] === 'boolean' ? formatOpts['read-only'] : ctx.readOnly;
-  // The protocol is the format's file: it takes the format's force-share unless it has its own.
+  // The protocol is the format's file: it takes the format's force-share and cache options unless it has its own.
   const share = formatOpts['force-share'];
-  const protoIn = share !== undefined && protoOpts['force-share'] === undefined ? { ...protoOpts, 'force-share': share } : protoOpts;
+  const protoIn: BlockOptions = share !== undefined && protoOpts['force-share'] === undefined ? { ...protoOpts, 'force-share': share } : { ...protoOpts };
+  const cacheOf = (o: BlockOptions): BlockOptions => (typeof o.cache === 'object' && o.cache !== null && !Array.isArray(o.cache) ? (o.cache as BlockOptions) : {});
+  const cache = { ...cacheOf(formatOpts), ...cacheOf(protoOpts) };
+  if (Object.keys(cache).length > 0) protoIn.cache = cache;
   const proto = await openNode(graph, protoIn, { ...ctx, readOnly, probing: true, childKey: 'file' });
   try {
     // Like QEMU, a short file is probed as if padded with zeros to 512 bytes.
