@@ -29,6 +29,12 @@ export interface OpenContext {
   role?: ChildRoleMask;
   /** `backing: null` comes from the opener's noBacking flag, not from the user's options. */
   noBackingFlag?: boolean;
+  /**
+   * Opened with QEMU's BDRV_O_NO_BACKING while the options name a backing
+   * (qemu-img info, compare): nothing reads them, so they are refused as
+   * unknown options, as QEMU's open refuses them.
+   */
+  backingOptionsUnread?: boolean;
 }
 
 /** Opens one node (and, through its driver, its children). */
@@ -107,7 +113,7 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   }
   // backing=null ("no backing file", set by noBacking) is harmless for drivers without backing.
   if (!driver.supportsBacking && options.backing === null) reader.consume('backing');
-  const backingRef = driver.supportsBacking ? reader.child('backing') : undefined;
+  const backingRef = ctx.backingOptionsUnread ? null : driver.supportsBacking ? reader.child('backing') : undefined;
   const filename = typeof options.filename === 'string' ? options.filename : typeof options.path === 'string' ? options.path : '';
   const node = new BlockNode(graph, driver, nodeName, options, input, readOnly, filename);
   // As QEMU's bdrv_inherited_options: a child defaults to discard=unmap whatever its parent

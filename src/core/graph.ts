@@ -192,9 +192,24 @@ export class BlockGraph {
       }
       options = { ...options, driver: flags.format };
     }
-    const noBackingFlag = flags.noBacking === true && options.backing === undefined;
+    // A backing named in a json: filename counts as given (the node's options merge it in).
+    if (flags.noBacking === true && options.backing === undefined && typeof options.filename === 'string' && options.filename.startsWith('json:')) {
+      const inJson = parseJsonFilename(options.filename).backing;
+      if (inJson !== undefined) options = { ...options, backing: inJson };
+    }
+    // backing="" is QEMU's deprecated spelling of the noBacking flag (the option goes, the flag stays).
+    let noBacking = flags.noBacking === true;
+    if (options.backing === '') {
+      const { backing: _, ...rest } = options;
+      options = rest;
+      noBacking = true;
+    }
+    // backing=null beside the flag is the flag (QEMU turns one into the other).
+    const noBackingFlag = noBacking && (options.backing === undefined || options.backing === null);
     if (noBackingFlag) options = { ...options, backing: null };
-    return this.openNode(options, { readOnly: flags.readOnly ?? false, noBackingFlag });
+    // A backing given beside the flag is left unread: refused as an unknown option (QEMU's BDRV_O_NO_BACKING).
+    const backingOptionsUnread = flags.noBacking === true && options.backing !== undefined && options.backing !== null;
+    return this.openNode(options, { readOnly: flags.readOnly ?? false, noBackingFlag, ...(backingOptionsUnread ? { backingOptionsUnread } : {}) });
   }
 
   /**
