@@ -244,11 +244,16 @@ export class NodeFileInstance implements DriverInstance {
   /**
    * File to file inside this process, as copy_file_range would: the bytes go
    * from one open file to the other in 1 MiB pieces without climbing the
-   * graph. A source on another back end is ENOTSUP (the caller reads and writes).
+   * graph. A source on another back end is ENOTSUP, so is one on another file
+   * system, as copy_file_range refuses it (EXDEV) (the caller reads and writes:
+   * qemu-img convert -C then zero-detects what it writes, so the target's
+   * allocation follows from this).
    */
   async copyRangeTo(r: CopyRangeRequest): Promise<void> {
     const src = r.src.node.instance;
     if (!(src instanceof NodeFileInstance)) throw new BlockError('ENOTSUP', 'Operation not supported');
+    const [from, to] = await Promise.all([src.fh.stat(), this.fh.stat()]);
+    if (from.dev !== to.dev) throw new BlockError('ENOTSUP', `Cannot offload a copy from '${src.filename}' to '${this.filename}': another file system`);
     const step = 1 << 20;
     const buf = new Uint8Array(Math.min(step, r.bytes));
     for (let done = 0; done < r.bytes; done += step) {
