@@ -192,10 +192,11 @@ export class BlockGraph {
       }
       options = { ...options, driver: flags.format };
     }
-    // A backing named in a json: filename counts as given (the node's options merge it in).
+    // A backing named in a json: filename counts as given (the node's options merge it in);
+    // its backing=null says no more than the flag.
     if (flags.noBacking === true && options.backing === undefined && typeof options.filename === 'string' && options.filename.startsWith('json:')) {
       const inJson = parseJsonFilename(options.filename).backing;
-      if (inJson !== undefined) options = { ...options, backing: inJson };
+      if (inJson !== undefined && inJson !== null) options = { ...options, backing: inJson };
     }
     // backing="" is QEMU's deprecated spelling of the noBacking flag (the option goes, the flag stays).
     let noBacking = flags.noBacking === true;
@@ -204,8 +205,7 @@ export class BlockGraph {
       options = rest;
       noBacking = true;
     }
-    // backing=null beside the flag is the flag (QEMU turns one into the other).
-    const noBackingFlag = noBacking && (options.backing === undefined || options.backing === null);
+    const noBackingFlag = noBacking && options.backing === undefined;
     if (noBackingFlag) options = { ...options, backing: null };
     // A backing given beside the flag is left unread: refused as an unknown option (QEMU's BDRV_O_NO_BACKING).
     const backingOptionsUnread = flags.noBacking === true && options.backing !== undefined && options.backing !== null;
@@ -373,7 +373,7 @@ export class BlockGraph {
    * `links`: graph changes made and undone with the reopen (see graph-reopen.ts).
    */
   reopen(
-    entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>,
+    entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown>; direct?: boolean }>,
     subtree = true,
     check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void },
     links?: GraphChanges,
