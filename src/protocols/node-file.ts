@@ -427,17 +427,34 @@ export class NodeFileInstance implements DriverInstance {
     await this.fh.close();
   }
 
-  /** A handle opened with the new mode, between reopen prepare and commit. */
+  /** A handle opened with the new mode, between reopen prepare and commit, and its O_DIRECT alignment (0: not direct). */
   private reopenFh: FileHandle | null = null;
+  private reopenAlignment = 0;
 
+  /**
+   * A new handle when the reopen changes read-only or cache.direct (QEMU's
+   * file-posix reopens the file with the new flags); with O_DIRECT its
+   * alignment is probed here, so a file system without O_DIRECT fails the
+   * reopen, not the commit.
+   */
   async reopenPrepare(state: ReopenState): Promise<void> {
-    if (state.readOnly === state.node.readOnly) return;
+    const direct = state.direct ?? this.direct !== null;
+    if (state.readOnly === state.node.readOnly && direct === (this.direct !== null)) return;
     const f = await fs();
+    let fh: FileHandle;
     try {
-      this.reopenFh = await f.open(this.filename, openFlags(f, state.readOnly, this.direct !== null));
+      fh = await f.open(this.filename, openFlags(f, state.readOnly, direct));
     } catch (e) {
       throw openError(e, this.filename);
     }
+    try {
+      const { readSync } = await import('node:fs');
+      this.reopenAlignment = direct ? probeDirectAlignment((buf, length) => readSync(fh.fd, buf, 0, length, 0)) : 0;
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      throw e;
+    }
+    this.reopenFh = fh;
   }
 
   reopenCommit(): void {
@@ -445,6 +462,8 @@ export class NodeFileInstance implements DriverInstance {
     const old = this.fh;
     this.fh = this.reopenFh;
     this.reopenFh = null;
+    this.direct = this.reopenAlignment ? new DirectIo(this.io) : null;
+    this.directAlignment = this.reopenAlignment || 1;
     void old.close().catch(() => undefined);
   }
 
