@@ -37,9 +37,10 @@ const ROOT_MIB = 128;
 /**
  * The modules the guest needs, loaded in this order after their dependencies:
  * the PIIX IDE controller v86 emulates (ata_piix, ata_generic as fallback),
- * the SCSI disk layer libata sits on, ext4 and its checksum.
+ * the SCSI disk layer libata sits on, ext4 and its checksum; the ATAPI
+ * CD-ROM (sr_mod, cdrom) and ISO 9660 for e2e/cdrom-linux.spec.ts.
  */
-const WANTED = ['crc32c_generic', 'crc16', 'mbcache', 'jbd2', 'ext4', 'scsi_mod', 'scsi_common', 'libata', 'ata_piix', 'ata_generic', 'sd_mod'];
+const WANTED = ['crc32c_generic', 'crc16', 'mbcache', 'jbd2', 'ext4', 'scsi_mod', 'scsi_common', 'libata', 'ata_piix', 'ata_generic', 'sd_mod', 'cdrom', 'sr_mod', 'isofs'];
 
 function log(msg) {
   process.stdout.write(`[linux-guest] ${msg}\n`);
@@ -236,7 +237,14 @@ function buildRoot(bbDir, kver) {
 }
 
 export function guestBuilt() {
-  return OUTPUTS.every((f) => fs.existsSync(path.join(guestDir, f)));
+  if (!OUTPUTS.every((f) => fs.existsSync(path.join(guestDir, f)))) return false;
+  // A guest built before a module joined WANTED is rebuilt.
+  try {
+    const built = JSON.parse(fs.readFileSync(path.join(guestDir, 'manifest.json'), 'utf8')).modules ?? [];
+    return WANTED.every((m) => built.includes(m));
+  } catch {
+    return false;
+  }
 }
 
 function main() {

@@ -34,6 +34,8 @@ export interface LinuxGuest {
   /** Types raw text on the serial line. */
   send(text: string): void;
   stop(): Promise<void>;
+  /** The running emulator (for a V86Cdrom's attach). */
+  readonly emulator: unknown;
 }
 
 export interface LinuxGuestOptions {
@@ -48,6 +50,8 @@ export interface LinuxGuestOptions {
   cmdline?: string;
   /** Milliseconds to wait for the first prompt. */
   bootTimeoutMs?: number;
+  /** What v86 gets as cdrom (a V86Cdrom's buffer): the guest sees /dev/sr0. */
+  cdrom?: unknown;
 }
 
 let commandCount = 0;
@@ -66,6 +70,7 @@ export async function bootLinux(opts: LinuxGuestOptions): Promise<LinuxGuest> {
     initrd: { buffer: initrd },
     cmdline: opts.cmdline ?? LINUX_CMDLINE,
     hda: opts.hda,
+    ...(opts.cdrom !== undefined ? { cdrom: opts.cdrom } : {}),
     memory_size: (opts.memoryMiB ?? 128) << 20,
     vga_memory_size: 2 << 20,
     autostart: true,
@@ -105,6 +110,7 @@ export async function bootLinux(opts: LinuxGuestOptions): Promise<LinuxGuest> {
   return {
     serial: () => serial,
     bootMs,
+    emulator,
     waitFor,
     send,
     async run(cmd, timeoutMs = 60_000) {

@@ -156,6 +156,8 @@ export interface ReopenState {
   readOnly: boolean;
   /** New option values (already parsed by the generic layer). */
   options: Record<string, unknown>;
+  /** cache.direct after the reopen (node-file reopens its file with or without O_DIRECT); undefined: unchanged. */
+  direct?: boolean;
   /** Driver-private data carried from prepare to commit / abort. */
   opaque?: unknown;
 }

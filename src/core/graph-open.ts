@@ -29,6 +29,12 @@ export interface OpenContext {
   role?: ChildRoleMask;
   /** `backing: null` comes from the opener's noBacking flag, not from the user's options. */
   noBackingFlag?: boolean;
+  /**
+   * Opened with QEMU's BDRV_O_NO_BACKING while the options name a backing
+   * (qemu-img info, compare): nothing reads them, so they are refused as
+   * unknown options, as QEMU's open refuses them.
+   */
+  backingOptionsUnread?: boolean;
 }
 
 /** Opens one node (and, through its driver, its children). */
@@ -95,17 +101,19 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   const discard = reader.choice('discard', ['ignore', 'off', 'unmap', 'on'] as const);
   const detect = reader.choice('detect-zeroes', ['off', 'on', 'unmap'] as const, 'off');
   const cacheRef = reader.child('cache');
+  // As QEMU's bdrv_inherited_options: children of every role take cache.direct and cache.no-flush unless set.
   let noFlush = parent?.noFlush ?? false;
+  let direct = parent?.direct ?? false;
   if (cacheRef !== undefined && cacheRef !== null) {
     if (typeof cacheRef === 'string') throw einval(`Parameter 'cache' expects an object, got '${cacheRef}'`);
     const cache = new OptionReader(cacheRef, owner, `${reader.prefix}cache.`, 'cache.');
-    cache.bool('direct');
+    direct = cache.bool('direct', direct);
     noFlush = cache.bool('no-flush', noFlush);
     cache.finish();
   }
   // backing=null ("no backing file", set by noBacking) is harmless for drivers without backing.
   if (!driver.supportsBacking && options.backing === null) reader.consume('backing');
-  const backingRef = driver.supportsBacking ? reader.child('backing') : undefined;
+  const backingRef = ctx.backingOptionsUnread ? null : driver.supportsBacking ? reader.child('backing') : undefined;
   const filename = typeof options.filename === 'string' ? options.filename : typeof options.path === 'string' ? options.path : '';
   const node = new BlockNode(graph, driver, nodeName, options, input, readOnly, filename);
   // As QEMU's bdrv_inherited_options: a child defaults to discard=unmap whatever its parent
@@ -113,6 +121,7 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   node.discardUnmap = discard ? discard === 'unmap' || discard === 'on' : parent !== undefined || ctx.probing === true;
   node.detectZeroes = detect as DetectZeroes;
   node.noFlush = noFlush;
+  node.direct = direct;
   node.forceShare = forceShare;
   graph.registerNode(node);
   try {
@@ -139,9 +148,12 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
 /** Opens an image without a format: the protocol first, then the probed format on top. */
 async function openProbed(graph: BlockGraph, protoOpts: BlockOptions, formatOpts: BlockOptions, ctx: OpenContext): Promise<BlockNode> {
   const readOnly = typeof formatOpts['read-only'] === 'boolean' ? formatOpts['read-only'] : ctx.readOnly;
-  // The protocol is the format's file: it takes the format's force-share unless it has its own.
+  // The protocol is the format's file: it takes the format's force-share and cache options unless it has its own.
   const share = formatOpts['force-share'];
-  const protoIn = share !== undefined && protoOpts['force-share'] === undefined ? { ...protoOpts, 'force-share': share } : protoOpts;
+  const protoIn: BlockOptions = share !== undefined && protoOpts['force-share'] === undefined ? { ...protoOpts, 'force-share': share } : { ...protoOpts };
+  const cacheOf = (o: BlockOptions): BlockOptions => (typeof o.cache === 'object' && o.cache !== null && !Array.isArray(o.cache) ? (o.cache as BlockOptions) : {});
+  const cache = { ...cacheOf(formatOpts), ...cacheOf(protoOpts) };
+  if (Object.keys(cache).length > 0) protoIn.cache = cache;
   const proto = await openNode(graph, protoIn, { ...ctx, readOnly, probing: true, childKey: 'file' });
   try {
     // Like QEMU, a short file is probed as if padded with zeros to 512 bytes.

@@ -34,30 +34,40 @@ export interface GraphChanges {
  * are the graph changes that go with the reopen, all or nothing with it.
  */
 export async function reopen(
-  entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>,
+  entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown>; direct?: boolean }>,
   subtree = true,
   check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void },
   links?: GraphChanges,
 ): Promise<void> {
   const wanted = new Map<BlockNode, boolean>();
-  const addSubtree = (n: BlockNode, ro: boolean) => {
+  // cache.direct: a named node's new value, which its subtree takes unless a child set its own.
+  const direct = new Map<BlockNode, boolean>();
+  const addSubtree = (n: BlockNode, ro: boolean, d: boolean | undefined) => {
     if (wanted.has(n)) return;
     wanted.set(n, ro);
+    if (d !== undefined) direct.set(n, d);
     // As QEMU's bdrv_reopen_queue_child: only children the node opened itself follow, and not
     // those given their own read-only (a node named by reference keeps its state).
     if (subtree) {
       for (const c of n.children) {
         if (c.role & ChildRole.COW || c.node.inheritsFrom !== n || c.node.explicitOptions['read-only'] !== undefined) continue;
-        addSubtree(c.node, ro);
+        addSubtree(c.node, ro, hasOwnDirect(c.node) ? undefined : d);
       }
     }
   };
-  for (const e of entries) addSubtree(e.node, e.readOnly);
+  for (const e of entries) addSubtree(e.node, e.readOnly, e.direct);
   // Driver options go to the named node only (its subtree keeps its own).
   const options = new Map(entries.map((e) => [e.node, e.options ?? {}]));
-  const states = [...wanted].map(([node, readOnly]) => ({ node, readOnly, options: options.get(node) ?? {} }));
-  // Data must be on disk before a node stops being writable.
-  for (const s of states) if (s.readOnly && !s.node.readOnly) await flush(s.node);
+  const states = [...wanted].map(([node, readOnly]) => ({ node, readOnly, options: options.get(node) ?? {}, ...(direct.has(node) ? { direct: direct.get(node)! } : {}) }));
+  // As QEMU's bdrv_reopen_multiple, every node is flushed first (free when clean): data is on
+  // disk before a node stops being writable or its file is opened anew.
+  for (const s of states) {
+    try {
+      await flush(s.node);
+    } catch (e) {
+      throw toBlockError(e).withPrefix('Error flushing drive');
+    }
+  }
   const prepared: typeof states = [];
   let linksApplied = false;
   const wasReadOnly = new Map(states.map((s) => [s.node, s.node.readOnly]));
@@ -86,7 +96,10 @@ export async function reopen(
     );
     for (const s of states) s.node.readOnly = s.readOnly;
     for (const s of states) s.node.instance.reopenCommit?.(s);
+    for (const s of states) if (s.direct !== undefined) s.node.direct = s.direct;
     tx.commit();
+    // A file now (or no longer) opened with O_DIRECT has other request limits: children first.
+    if (direct.size > 0) for (const s of [...states].reverse()) s.node.graph.refreshLimits(s.node);
   } catch (e) {
     if (linksApplied) await links!.undo().catch(() => undefined);
     for (const s of prepared.reverse()) s.node.instance.reopenAbort?.(s);
@@ -102,4 +115,10 @@ export async function reopen(
     }
   }
   if (postError) throw postError;
+}
+
+/** Whether the node was opened with a cache.direct of its own (it keeps it when its parent's changes). */
+function hasOwnDirect(node: BlockNode): boolean {
+  const cache = node.explicitOptions['cache'];
+  return typeof cache === 'object' && cache !== null && 'direct' in cache;
 }

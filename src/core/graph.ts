@@ -192,9 +192,24 @@ export class BlockGraph {
       }
       options = { ...options, driver: flags.format };
     }
-    const noBackingFlag = flags.noBacking === true && options.backing === undefined;
+    // A backing named in a json: filename counts as given (the node's options merge it in);
+    // its backing=null says no more than the flag.
+    if (flags.noBacking === true && options.backing === undefined && typeof options.filename === 'string' && options.filename.startsWith('json:')) {
+      const inJson = parseJsonFilename(options.filename).backing;
+      if (inJson !== undefined && inJson !== null) options = { ...options, backing: inJson };
+    }
+    // backing="" is QEMU's deprecated spelling of the noBacking flag (the option goes, the flag stays).
+    let noBacking = flags.noBacking === true;
+    if (options.backing === '') {
+      const { backing: _, ...rest } = options;
+      options = rest;
+      noBacking = true;
+    }
+    const noBackingFlag = noBacking && options.backing === undefined;
     if (noBackingFlag) options = { ...options, backing: null };
-    return this.openNode(options, { readOnly: flags.readOnly ?? false, noBackingFlag });
+    // A backing given beside the flag is left unread: refused as an unknown option (QEMU's BDRV_O_NO_BACKING).
+    const backingOptionsUnread = flags.noBacking === true && options.backing !== undefined && options.backing !== null;
+    return this.openNode(options, { readOnly: flags.readOnly ?? false, noBackingFlag, ...(backingOptionsUnread ? { backingOptionsUnread } : {}) });
   }
 
   /**
@@ -358,7 +373,7 @@ export class BlockGraph {
    * `links`: graph changes made and undone with the reopen (see graph-reopen.ts).
    */
   reopen(
-    entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown> }>,
+    entries: Array<{ node: BlockNode; readOnly: boolean; options?: Record<string, unknown>; direct?: boolean }>,
     subtree = true,
     check?: { before?: (node: BlockNode) => void; after?: (node: BlockNode) => void },
     links?: GraphChanges,

@@ -106,6 +106,11 @@ export class BlockNode {
   /** cache.no-flush: skip flushes to disk. */
   noFlush = false;
   /**
+   * cache.direct: bypass the host's page cache (O_DIRECT where the protocol
+   * has it, node-file). Children inherit it unless they set their own.
+   */
+  direct = false;
+  /**
    * force-share: the node's parents share every permission on it (QEMU's
    * bs->force_share), so it never refuses other users, QEMU's locks included.
    * Only for read-only nodes; children inherit it.

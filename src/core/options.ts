@@ -8,7 +8,7 @@
  * driver with type checks and reports the keys nobody read.
  */
 import { BlockError, einval, toBlockError } from './errors.js';
-import { parseQemuJson } from './qemu-json.js';
+import { parseQemuJson, qdictOrder } from './qemu-json.js';
 
 /** A nested options object as blockdev-add takes it. */
 export type BlockOptions = { [key: string]: OptionValue };
@@ -315,13 +315,27 @@ export class OptionReader {
     return Object.keys(this.options).filter((k) => this.options[k] !== undefined && !this.consumed.has(k));
   }
 
-  /** Throws EINVAL for the first key nobody read, in QEMU's words. */
+  /**
+   * Throws EINVAL for the first key nobody read, in QEMU's words: QEMU
+   * names the first of its flat option dictionary, so an unread child
+   * (`backing: {...}`) is named by one of its dotted keys, the one first in
+   * QDict order.
+   */
   finish(): void {
     const left = this.unconsumed();
     if (left.length > 0) {
       // QEMU's two wordings: protocols "doesn't", formats "does not".
       const verb = this.owner.startsWith('Block protocol') ? "doesn't" : 'does not';
-      throw einval(`${this.owner} ${verb} support the option '${this.unknownPrefix}${left[0]}'`);
+      const flat: Array<readonly [string, null]> = [];
+      const walk = (key: string, v: unknown): void => {
+        if (v !== null && typeof v === 'object') {
+          const entries = Object.entries(v as Record<string, unknown>);
+          if (entries.length > 0) return entries.forEach(([k, sub]) => walk(`${key}.${k}`, sub));
+        }
+        flat.push([key, null]);
+      };
+      for (const k of left) walk(k, this.options[k]);
+      throw einval(`${this.owner} ${verb} support the option '${this.unknownPrefix}${qdictOrder(flat)[0]![0]}'`);
     }
   }
 }

@@ -8,10 +8,12 @@
  * buffers and discard overwrites with zeros. Image locks: another Perl
  * helper holds the locks QEMU sees, and DiskWorker reads QEMU's locks from
  * /proc/locks and refuses what QEMU would (node-file-locks.ts,
- * node-file-lock-holder.ts). flush = fdatasync. As in QEMU's block layer,
+ * node-file-lock-holder.ts). flush = fdatasync. cache.direct=on opens the file
+ * with O_DIRECT (node-file-direct.ts). As in QEMU's block layer,
  * the length is counted in whole 512-byte sectors: an odd-sized file reads as
  * rounded up, the tail as zeros (block status: a trailing hole).
  */
+import type { BlockLimits } from '../core/limits.js';
 import { ReqFlag, Status, type ReqFlags, type BlockDriver, type BlockStatusResult, type CreateContext, type DriverInstance, type PreallocMode, type ReopenState } from '../core/driver.js';
 import { BlockError, codeOfErrno, einval, toBlockError, STRERROR } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
@@ -20,6 +22,7 @@ import { checkExtentSizeHint } from '../core/create.js';
 import { copyRangeTo, type CopyRangeRequest } from '../core/copy-range.js';
 import type { FileHandle } from 'node:fs/promises';
 import { FileIo, loadSyncFs } from './node-file-io.js';
+import { DirectIo, probeDirectAlignment } from './node-file-direct.js';
 import { hasHoles, holeBlockSize, scanHoles } from './node-file-holes.js';
 import type { Stats } from 'node:fs';
 import { ImageLockCheck, loadLockFs } from './node-file-locks.js';
@@ -66,6 +69,30 @@ export class NodeFileInstance implements DriverInstance {
   readonly supportedWriteFlags = 0;
   /** Reads and writes: small ones on this thread, large ones through the pool (node-file-io.ts). */
   readonly io = new FileIo(() => this.fh);
+  /**
+   * Opened with O_DIRECT (cache.direct=on): requests go through aligned
+   * memory and are aligned to the probed {@link directAlignment}.
+   */
+  private direct: DirectIo | null = null;
+  /** The request alignment the O_DIRECT file needs (1 when not direct). */
+  directAlignment = 1;
+
+  /** Switches to O_DIRECT I/O: the handle was opened with O_DIRECT; probes its alignment (file-posix's raw_probe_alignment). */
+  useDirect(readSync: (fd: number, buf: Uint8Array, offset: number, length: number, position: number) => number): void {
+    this.direct = new DirectIo(this.io);
+    this.directAlignment = probeDirectAlignment((buf, length) => readSync(this.fh.fd, buf, 0, length, 0));
+  }
+
+  /** The node's requests are aligned for O_DIRECT. */
+  refreshLimits(l: BlockLimits): void {
+    if (this.directAlignment > l.requestAlignment) l.requestAlignment = this.directAlignment;
+    if (this.direct) l.minMemAlignment = l.optMemAlignment = Math.max(l.optMemAlignment, this.directAlignment);
+  }
+
+  /** Reads and writes: through the O_DIRECT bounce buffers, or straight (node-file-io.ts). */
+  private get rw(): { read: FileIo['read']; write: FileIo['write'] } {
+    return this.direct ?? this.io;
+  }
   /** As file-posix: unmapping zero writes (done as plain zero writes here) and NO_FALLBACK. */
   readonly supportedZeroFlags = ReqFlag.MAY_UNMAP | ReqFlag.NO_FALLBACK;
   /** QEMU's locks on this file, checked on permission updates; null with locking=off. */
@@ -197,7 +224,7 @@ export class NodeFileInstance implements DriverInstance {
   async preadv(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes) {
-      const bytesRead = await this.io.read(buf, done, bytes - done, offset + done).catch((e: unknown) => {
+      const bytesRead = await this.rw.read(buf, done, bytes - done, offset + done).catch((e: unknown) => {
         throw ioError(e, offset + done);
       });
       if (bytesRead === 0) {
@@ -217,11 +244,16 @@ export class NodeFileInstance implements DriverInstance {
   /**
    * File to file inside this process, as copy_file_range would: the bytes go
    * from one open file to the other in 1 MiB pieces without climbing the
-   * graph. A source on another back end is ENOTSUP (the caller reads and writes).
+   * graph. A source on another back end is ENOTSUP, so is one on another file
+   * system, as copy_file_range refuses it (EXDEV) (the caller reads and writes:
+   * qemu-img convert -C then zero-detects what it writes, so the target's
+   * allocation follows from this).
    */
   async copyRangeTo(r: CopyRangeRequest): Promise<void> {
     const src = r.src.node.instance;
     if (!(src instanceof NodeFileInstance)) throw new BlockError('ENOTSUP', 'Operation not supported');
+    const [from, to] = await Promise.all([src.fh.stat(), this.fh.stat()]);
+    if (from.dev !== to.dev) throw new BlockError('ENOTSUP', `Cannot offload a copy from '${src.filename}' to '${this.filename}': another file system`);
     const step = 1 << 20;
     const buf = new Uint8Array(Math.min(step, r.bytes));
     for (let done = 0; done < r.bytes; done += step) {
@@ -234,7 +266,7 @@ export class NodeFileInstance implements DriverInstance {
   async pwritev(offset: number, bytes: number, buf: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes) {
-      const bytesWritten = await this.io.write(buf, done, bytes - done, offset + done).catch((e: unknown) => {
+      const bytesWritten = await this.rw.write(buf, done, bytes - done, offset + done).catch((e: unknown) => {
         throw ioError(e, offset + done);
       });
       if (bytesWritten === 0) throw new BlockError('EIO', `Short write to '${this.filename}' at offset ${offset + done}`);
@@ -369,7 +401,7 @@ export class NodeFileInstance implements DriverInstance {
    */
   private async allocateFirstBlock(size: number): Promise<void> {
     const n = Math.min(size < 4096 ? 512 : 4096, size);
-    await this.fh.write(new Uint8Array(n), 0, n, 0).catch(() => undefined);
+    await this.rw.write(new Uint8Array(n), 0, n, 0).catch(() => undefined);
   }
 
   async reloadLength(): Promise<void> {
@@ -395,17 +427,34 @@ export class NodeFileInstance implements DriverInstance {
     await this.fh.close();
   }
 
-  /** A handle opened with the new mode, between reopen prepare and commit. */
+  /** A handle opened with the new mode, between reopen prepare and commit, and its O_DIRECT alignment (0: not direct). */
   private reopenFh: FileHandle | null = null;
+  private reopenAlignment = 0;
 
+  /**
+   * A new handle when the reopen changes read-only or cache.direct (QEMU's
+   * file-posix reopens the file with the new flags); with O_DIRECT its
+   * alignment is probed here, so a file system without O_DIRECT fails the
+   * reopen, not the commit.
+   */
   async reopenPrepare(state: ReopenState): Promise<void> {
-    if (state.readOnly === state.node.readOnly) return;
+    const direct = state.direct ?? this.direct !== null;
+    if (state.readOnly === state.node.readOnly && direct === (this.direct !== null)) return;
     const f = await fs();
+    let fh: FileHandle;
     try {
-      this.reopenFh = await f.open(this.filename, state.readOnly ? 'r' : 'r+');
+      fh = await f.open(this.filename, openFlags(f, state.readOnly, direct));
     } catch (e) {
       throw openError(e, this.filename);
     }
+    try {
+      const { readSync } = await import('node:fs');
+      this.reopenAlignment = direct ? probeDirectAlignment((buf, length) => readSync(fh.fd, buf, 0, length, 0)) : 0;
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      throw e;
+    }
+    this.reopenFh = fh;
   }
 
   reopenCommit(): void {
@@ -413,6 +462,8 @@ export class NodeFileInstance implements DriverInstance {
     const old = this.fh;
     this.fh = this.reopenFh;
     this.reopenFh = null;
+    this.direct = this.reopenAlignment ? new DirectIo(this.io) : null;
+    this.directAlignment = this.reopenAlignment || 1;
     void old.close().catch(() => undefined);
   }
 
@@ -471,6 +522,12 @@ async function createFile(ctx: CreateContext): Promise<void> {
   }
 }
 
+/** open(2) flags for a host file: read-only or read-write, O_DIRECT for cache.direct=on. */
+function openFlags(f: FsPromises, readOnly: boolean, direct: boolean): number {
+  const c = f.constants;
+  return (readOnly ? c.O_RDONLY : c.O_RDWR) | (direct ? c.O_DIRECT : 0);
+}
+
 /**
  * The open of the host-file drivers (file, host_device, host_cdrom): reads
  * the options file-posix shares, opens `filename` for the node's mode and
@@ -489,15 +546,18 @@ export async function openHostFile(
   options.choice('aio', ['threads', 'native', 'io_uring'] as const);
   node.filename = filename;
   await loadSyncFs();
+  const f = await fs();
   let fh: FileHandle;
   try {
-    fh = await (await fs()).open(filename, node.readOnly ? 'r' : 'r+');
+    // cache.direct=on: O_DIRECT, refused (EINVAL) where the file system has none, as file-posix's open is.
+    fh = await f.open(filename, openFlags(f, node.readOnly, node.direct));
   } catch (e) {
     throw openError(e, filename);
   }
   try {
     const st = await fh.stat();
     const inst = await make(fh, st, filename);
+    if (node.direct && inst instanceof NodeFileInstance) inst.useDirect((await import('node:fs')).readSync);
     if (locking !== 'off' && inst instanceof NodeFileInstance) {
       await loadLockFs();
       const { resolve } = await import('node:path');

@@ -302,7 +302,12 @@ export function reopenCommands(q: BlockQmp): QmpCommand[] {
         // The link changes are part of the reopen: a refusal anywhere leaves every node and link as it was.
         try {
           await q.graph.reopen(
-            entries.map((e) => ({ node: e.node, readOnly: e.readOnly, options: driverOptions(e) })),
+            entries.map((e) => {
+              // cache.direct as given, else kept (keepOld) or off, as cache.no-flush below.
+              const d = e.options['cache.direct'];
+              const direct = d !== undefined || !e.keepOld ? d === true : undefined;
+              return { node: e.node, readOnly: e.readOnly, options: driverOptions(e), ...(direct !== undefined ? { direct } : {}) };
+            }),
             false,
             { before: (node) => prepareGeneric(queue.get(node)!), after: (node) => prepareLinks(q, queue.get(node)!, changes) },
             linkTransaction(q, changes),

@@ -97,14 +97,10 @@ export async function blockDeviceInfo(node: BlockNode, flat: boolean): Promise<J
     iops_rd: 0,
     iops_wr: 0,
     image,
-    cache: { writeback: true, direct: node.options['cache.direct'] === true || isDirect(node), 'no-flush': node.noFlush },
+    cache: { writeback: true, direct: node.direct, 'no-flush': node.noFlush },
     write_threshold: node.writeThreshold,
   };
   if (node.dirtyBitmaps.length > 0) info['dirty-bitmaps'] = dirtyBitmapsInfo(node);
   return info;
 }
 
-function isDirect(node: BlockNode): boolean {
-  const cache = node.options.cache;
-  return typeof cache === 'object' && cache !== null && !Array.isArray(cache) && (cache as Json).direct === true;
-}

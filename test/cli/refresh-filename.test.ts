@@ -5,17 +5,29 @@
  * does not (raw offset/size, null-co size, blkdebug rules, filters, quorum),
  * blkdebug:CONF:IMAGE names, both output formats and --image-opts. Then every
  * json: name we print is given back to qemu-img, which must open it and show
- * the name both then show must be the same.
+ * the name both then show must be the same; the json: names of either side
+ * read the same in qemu-io and `diskworker io`, and so do those of graphs
+ * only a read-write open makes (copy-on-read, blkdebug over qcow2). Overlays
+ * with json: backing names, and backing options refused beside qemu-img
+ * info's no-backing open (BDRV_O_NO_BACKING), as qemu-img refuses them.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { Fixture, golden, hasQemu, ours } from './harness.js';
+import { Fixture, golden, hasQemu, normalize, ours, words } from './harness.js';
+import { Ctx } from '../../src/cli/img/context.js';
 
 function build(_dir: string, sh: (cmd: string) => void): void {
   sh('qemu-img create -q -f raw r.img 1M && qemu-img create -q -f raw r2.img 1M');
   sh('qemu-img create -q -f qcow2 base.qcow2 1M && qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2');
   sh(': > empty.conf');
+  // Overlays whose backing file is a json: name (as QEMU writes one over a node without a plain name).
+  sh(`qemu-img create -q -f qcow2 -b '${RAW_OFFSET_BACKING}' -F raw ov.qcow2`);
+  sh(`qemu-img create -q -f qcow2 -b '${BLKDEBUG_BACKING}' -F blkdebug ov2.qcow2`);
+  sh(`qemu-io -f raw -c 'write -P 0x5a 0 1M' r.img >/dev/null`);
 }
+
+const RAW_OFFSET_BACKING = 'json:{"driver":"raw","offset":512,"size":4096,"file":{"driver":"file","filename":"r.img"}}';
+const BLKDEBUG_BACKING = 'json:{"driver":"blkdebug","inject-error":[{"event":"read_aio","errno":5}],"image":{"driver":"qcow2","file":{"driver":"file","filename":"base.qcow2"}}}';
 
 const FILE = (name: string) => `{"driver":"file","filename":"${name}"}`;
 
@@ -47,6 +59,9 @@ const SPECS: string[] = [
   'opts:driver=null-co,size=4096',
   'opts:driver=blkdebug,image.filename=r.img,align=4096',
   'opts:driver=qcow2,file.driver=raw,file.size=196608,file.file.filename=top.qcow2',
+  `json:{"driver":"blkdebug","inject-error":[{"event":"read_aio","errno":5,"once":true}],"set-state":[{"event":"write_aio","new_state":2}],"image":{"driver":"qcow2","file":${FILE('top.qcow2')}}}`,
+  'ov.qcow2',
+  'ov2.qcow2',
 ];
 
 function infoArgs(spec: string, json: boolean): string[] {
@@ -93,5 +108,73 @@ describe.skipIf(!hasQemu())('img info names vs qemu-img 7.2', () => {
       checked++;
     }
     expect(checked).toBeGreaterThanOrEqual(12);
+  });
+
+  it("json: names we print, and QEMU's, read the same in qemu-io and in diskworker io", async () => {
+    const dir = fx.copy();
+    /** `io -c 'read -v 0 16' -c 'read -v 1000 8'` (read-only, shared) of `name` in both tools: the same output. */
+    const read = async (name: string, obj: string[]) => {
+      const args = ['-r', '-U', ...obj, '-c', 'read -v 0 16', '-c', 'read -v 1000 8', name];
+      const q = spawnSync('qemu-io', args, { cwd: dir, encoding: 'utf8' });
+      const d = await ours('io', args, dir);
+      const show = (code: number | null, out: string) => `${code} ${normalize(out).replace(/^.*ops; .*$/gm, '')}`;
+      expect(show(d.code, d.stdout + d.stderr), name).toBe(show(q.status, q.stdout + q.stderr));
+      // Opened (a blkdebug rule may still fail the reads, in both).
+      expect(q.stderr, name).not.toMatch(/can't open/);
+    };
+    let checked = 0;
+    for (const spec of SPECS) {
+      const obj = spec.startsWith('throttle:') ? ['--object', 'throttle-group,id=tg'] : [];
+      const mine = /^image: (.*)$/m.exec((await ours('img', infoArgs(spec, false), dir)).stdout)![1]!;
+      const theirs = /^image: (.*)$/m.exec(spawnSync('qemu-img', infoArgs(spec, false), { cwd: dir, encoding: 'utf8' }).stdout)![1]!;
+      for (const name of new Set([mine, theirs])) {
+        if (!name.startsWith('json:')) continue;
+        await read(name, obj);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(14);
+  });
+
+  it('the names of graphs opened read-write (copy-on-read, blkdebug over qcow2, raw with offset) open in qemu-io', async () => {
+    const dir = fx.copy();
+    const specs = [
+      `driver=copy-on-read,file.driver=qcow2,file.file.filename=${dir}/top.qcow2`,
+      `driver=copy-on-read,bottom=b,file.driver=qcow2,file.node-name=t,file.file.filename=${dir}/top.qcow2,file.backing.node-name=b,file.backing.driver=qcow2,file.backing.file.filename=${dir}/base.qcow2`,
+      `driver=blkdebug,inject-error.0.event=write_aio,inject-error.0.errno=28,image.driver=qcow2,image.file.filename=${dir}/top.qcow2`,
+      `driver=raw,offset=1024,size=8192,file.driver=file,file.filename=${dir}/r.img`,
+    ];
+    for (const spec of specs) {
+      const ctx = new Ctx({ stdout: () => undefined, stderr: () => undefined });
+      ctx.imageOpts = true;
+      let name: string;
+      try {
+        const bb = await ctx.open(spec, undefined, { readOnly: false });
+        // Relative again: each tool runs in its own copy of the directory.
+        name = bb.node.filename.replaceAll(`${dir}/`, '');
+      } finally {
+        await ctx.closeAll();
+      }
+      expect(name, spec).toMatch(/^json:\{/);
+      const args = words(`-c 'read -v 0 16' -c 'write -P 3 0 512' -c 'read -v 0 16'`).concat([name]);
+      const q = spawnSync('qemu-io', args, { cwd: fx.copy(), encoding: 'utf8' });
+      const d = await ours('io', args, fx.copy());
+      const show = (code: number | null, out: string) => `${code} ${normalize(out).replace(/^.*ops; .*$/gm, '')}`;
+      expect(show(d.code, d.stdout + d.stderr), name).toBe(show(q.status, q.stdout + q.stderr));
+    }
+  });
+
+  it('backing options beside the no-backing open of qemu-img info are refused as QEMU refuses them', async () => {
+    for (const line of [
+      'info -U --image-opts driver=qcow2,file.filename=top.qcow2,backing.driver=raw,backing.offset=512,backing.file.filename=r.img',
+      'info -U --image-opts driver=qcow2,file.filename=top.qcow2,backing.driver=blkdebug,backing.image.driver=qcow2,backing.image.file.filename=base.qcow2',
+      'info -U --image-opts driver=qcow2,file.filename=top.qcow2,backing=r',
+      'info -U --image-opts driver=qcow2,file.filename=top.qcow2,foo=1,bar=2,baz.x=3',
+      `info -U json:{"driver":"qcow2","file":{"driver":"file","filename":"top.qcow2"},"backing":{"driver":"raw","file":{"driver":"file","filename":"r.img"}}}`,
+      `info -U json:{"driver":"qcow2","file":{"driver":"file","filename":"top.qcow2"},"backing":null}`,
+    ]) {
+      const g = await golden(fx, { tool: 'img', args: line.startsWith('info -U json:') ? ['info', '-U', line.slice(8)] : words(line) });
+      expect(g.ours, line).toEqual(g.theirs);
+    }
   });
 });

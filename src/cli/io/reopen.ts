@@ -8,9 +8,9 @@
  * driver's reopen along with the other runtime options (discard switches,
  * cache sizes, cache-clean-interval, overlap-check), which the driver checks
  * and applies (formats/qcow2/reopen.ts); a throttle node's throttle-group
- * likewise (filters/throttle.ts). auto-read-only,
- * cache.direct and cache.no-flush are accepted and change nothing (as -c:
- * Node has no O_DIRECT).
+ * likewise (filters/throttle.ts). auto-read-only and cache.no-flush are
+ * accepted and change nothing; cache.direct reopens the file with or without
+ * O_DIRECT (commands/open.ts), as QEMU's file-posix does.
  */
 import type { BlockNode } from '../../core/node.js';
 

@@ -421,8 +421,17 @@ export class Qcow2Image implements DriverInstance {
    * clusters are allocated as a write allocates them, every byte stored as
    * data (no zero detection, as QEMU's copy leaves none). The bytes come from
    * the source link by a read, then take the write path of this image.
+   * QEMU's copy ends in the data file's back end: where that cannot take a
+   * copy from the source (another back end, a filter, another file system),
+   * the request is refused (ENOTSUP) before any cluster is allocated, so the
+   * caller's reads and writes (qemu-img convert -C's fallback) decide the
+   * allocation, as in QEMU.
    */
   async copyRangeTo(r: CopyRangeRequest): Promise<void> {
+    const data = this.dataChild.node.instance;
+    if (!data.copyRangeTo) throw new BlockError('ENOTSUP', 'Operation not supported');
+    // An empty copy at the data file: its back end's checks, no bytes.
+    await data.copyRangeTo({ ...r, dst: this.dataChild, dstOffset: 0, bytes: 0 });
     const step = Math.max(this.clusterSize, 1 << 20);
     const buf = new Uint8Array(Math.min(step, r.bytes));
     for (let done = 0; done < r.bytes; done += step) {

@@ -119,7 +119,9 @@ export async function reopenCmd(session: IoSession, args: string[]): Promise<num
     await bb.close();
     s.bb = null;
     try {
-      await s.graph.reopen([{ node, readOnly, options: plan.options }]);
+      // -c's cache.direct, or -o cache.direct=on|off: the file is reopened with or without O_DIRECT.
+      const direct = cache ? cache.direct : extra['cache.direct'] !== undefined ? extra['cache.direct'] === 'on' : undefined;
+      await s.graph.reopen([{ node, readOnly, options: plan.options, ...(direct !== undefined ? { direct } : {}) }]);
     } catch (e) {
       s.err(`${PROG}: ${errText(e)}\n${errHint(e)}`);
       s.bb = await BlockBackend.attach(s.graph, node, { name: '', writeThrough: bb.writeThrough });
