@@ -166,6 +166,7 @@ interface RefcountExports extends WasmBaseExports {
   set(ptr: number, order: number, index: number, value: number): number;
   setU64(ptr: number, order: number, index: number, value: bigint): number;
   findFree(ptr: number, order: number, nEntries: number, start: number, n: number): number;
+  findFree16(ptr: number, nEntries: number, start: number, n: number): number;
   foundLength(): number;
   addRange(ptr: number, order: number, nEntries: number, start: number, count: number, delta: number): number;
   countUsed(ptr: number, order: number, nEntries: number, start: number, count: number): number;
@@ -174,6 +175,7 @@ interface RefcountExports extends WasmBaseExports {
   scanEnd(): number;
   errorIndex(): number;
   walkL2(l2: number, from: number, end: number, addend: number, order: number, clusterBits: number, blockBits: number, slots: number, nSlots: number): number;
+  walkL2w16(l2: number, from: number, end: number, addend: number, clusterBits: number, blockBits: number, slots: number, nSlots: number): number;
   walkNeededBlock(): number;
   walkChangedFlags(): number;
 }
@@ -301,7 +303,9 @@ export class WasmRefcount implements RefcountOps {
       throw new BlockError('EINVAL', `refcount findFree: bad end ${end} of ${total} entries`);
     }
     const bits = 2 ** order;
-    const r = e.findFree(this.place(block, start > 0 ? Math.floor((start * bits) / 8) : 0, Math.ceil((limit * bits) / 8)), order, limit, start, n);
+    const ptr = this.place(block, start > 0 ? Math.floor((start * bits) / 8) : 0, Math.ceil((limit * bits) / 8));
+    // 16-bit entries (QEMU's default) have a loop of their own (see assembly/refcount.ts).
+    const r = order === 4 ? e.findFree16(ptr, limit, start, n) : e.findFree(ptr, order, limit, start, n);
     if (r < 0) throw statusError(r, 'refcount findFree');
     return { index: r, length: e.foundLength() };
   }
@@ -362,11 +366,15 @@ export class WasmRefcount implements RefcountOps {
    * The snapshot refcount walk over entries [from, end) of the L2 slice in `area` (8-byte
    * entries, refcounts of up to 32 bits, see assembly/refcount.ts): adds `addend` to the
    * refcounts of the blocks in the slots and sets the COPIED flags, up to the first entry
-   * it leaves to the caller.
+   * it leaves to the caller. 16-bit refcounts take the module's loop made for them
+   * (walkL2w16), the other widths the generic one.
    */
   walkL2(area: WalkArea, from: number, end: number, addend: -1 | 0 | 1, order: number, clusterBits: number, blockBits: number): WalkStop {
     const e = this.module.exports;
-    const r = e.walkL2(area.l2, from, end, addend, order, clusterBits, blockBits, area.records, area.slots);
+    const r =
+      order === 4
+        ? e.walkL2w16(area.l2, from, end, addend, clusterBits, blockBits, area.records, area.slots)
+        : e.walkL2(area.l2, from, end, addend, order, clusterBits, blockBits, area.records, area.slots);
     if (r < 0) throw statusError(r, 'refcount walkL2');
     return { index: r, needBlock: e.walkNeededBlock(), changed: e.walkChangedFlags() !== 0 };
   }

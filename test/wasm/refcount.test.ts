@@ -191,3 +191,76 @@ describe('refcount: findFree with an end (the driver searches a block in windows
     expect(() => wasm.findFree(new Uint8Array(64), 4, 0, 1, 30)).toThrowError(/bad end 30/);
   });
 });
+
+describe('refcount: the 16-bit snapshot walk (walkL2w16) against the generic one (walkL2)', () => {
+  const COPIED = 0x80000000;
+  const COMPRESSED = 0x40000000;
+  it('leaves the same slice, blocks, slot marks and stop in 1500 random cases', { timeout: 60_000 }, () => {
+    const rng = new Prng(0x16a1);
+    for (let t = 0; t < 1500; t++) {
+      const clusterBits = rng.pick([9, 12, 16]);
+      const cs = 2 ** clusterBits;
+      // 16-bit refcounts: cs / 2 entries per block.
+      const blockBits = clusterBits - 1;
+      const per = cs / 2;
+      const entries = rng.pick([8, 64, 512]);
+      const nSlots = 3;
+      const area = wasm.walkArea(entries * 8, cs, nSlots);
+      // Blocks 0..4 exist in the image; the slots hold three of them (or are empty).
+      const held = [0, 1, 2, 3, 4].filter(() => rng.chance(0.6)).slice(0, nSlots);
+      const blocks = held.map(() => {
+        const b = new Uint8Array(cs);
+        const dv = new DataView(b.buffer);
+        for (let i = 0; i < per; i++) dv.setUint16(i * 2, rng.pick([0, 1, 1, 2, 3, 0xfffe, 0xffff]));
+        return b;
+      });
+      const slice = new Uint8Array(entries * 8);
+      const sdv = new DataView(slice.buffer);
+      for (let j = 0; j < entries; j++) {
+        const kind = rng.int(10);
+        const flags = rng.chance(0.5) ? COPIED : 0;
+        let hi = 0;
+        let lo = 0;
+        if (kind === 0) {
+          // Unallocated (maybe with the zero flag).
+          lo = rng.chance(0.5) ? 1 : 0;
+        } else if (kind === 1) {
+          hi = (COMPRESSED | flags | rng.int(0x10000)) >>> 0;
+          lo = rng.u32();
+        } else {
+          // A cluster in one of the five blocks (sometimes unaligned, sometimes zero-flagged).
+          const ci = rng.int(5 * per);
+          const host = ci * cs + (kind === 2 && rng.chance(0.3) ? 512 : 0);
+          hi = (flags | Math.floor(host / 2 ** 32)) >>> 0;
+          lo = (host >>> 0) | (rng.chance(0.1) ? 1 : 0);
+        }
+        sdv.setUint32(j * 8, hi);
+        sdv.setUint32(j * 8 + 4, lo >>> 0);
+      }
+      const from = rng.int(entries);
+      const addend = rng.pick([-1, 0, 1] as const);
+      const run = (w16: boolean) => {
+        const u8 = wasm.module.u8;
+        u8.set(slice, area.l2);
+        for (let s = 0; s < nSlots; s++) wasm.setSlot(area, s, s < held.length ? held[s]! : -1);
+        blocks.forEach((b, s) => wasm.module.u8.set(b, area.blocks + s * area.blockBytes));
+        const e = wasm.module.exports;
+        const r = w16
+          ? e.walkL2w16(area.l2, from, entries, addend, clusterBits, blockBits, area.records, nSlots)
+          : e.walkL2(area.l2, from, entries, addend, 4, clusterBits, blockBits, area.records, nSlots);
+        const mem = wasm.module.u8;
+        return {
+          r,
+          need: e.walkNeededBlock(),
+          changed: e.walkChangedFlags(),
+          slice: Buffer.from(mem.slice(area.l2, area.l2 + entries * 8)).toString('hex'),
+          blocks: blocks.map((_, s) => Buffer.from(mem.slice(area.blocks + s * area.blockBytes, area.blocks + s * area.blockBytes + cs)).toString('base64')),
+          written: [0, 1, 2].map((s) => wasm.slotWritten(area, s)),
+        };
+      };
+      const generic = run(false);
+      const w16 = run(true);
+      expect({ t, ...w16 }).toEqual({ t, ...generic });
+    }
+  });
+});

@@ -23,7 +23,7 @@ import type { Qcow2Image } from './qcow2.js';
 import { resizeImage } from './resize.js';
 import { validateSnapshotL1, type Qcow2Snapshot } from './snapshot.js';
 import { writeSnapshotTable } from './snapshot-write.js';
-import { updateSnapshotRefcount } from './snapshot-refcount.js';
+import { updateSnapshotRefcount, withRefcountRoom } from './snapshot-refcount.js';
 import { readGuest } from './read.js';
 import { discardVmState, vmStateRequest } from './vmstate.js';
 
@@ -82,6 +82,10 @@ function activeTablesChanged(img: Qcow2Image): void {
 
 /** QEMU's qcow2_snapshot_create: `info.id` is ignored (the next free number is used). */
 export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promise<void> {
+  return withRefcountRoom(img, () => createSnapshotNow(img, info));
+}
+
+async function createSnapshotNow(img: Qcow2Image, info: SnapshotInfo): Promise<void> {
   if (!Number.isSafeInteger(info.vmStateSize) || info.vmStateSize < 0) {
     throw new BlockError('EINVAL', `VM state size must be a non-negative integer, got ${info.vmStateSize}`);
   }
@@ -123,6 +127,10 @@ export async function createSnapshot(img: Qcow2Image, info: SnapshotInfo): Promi
 
 /** QEMU's qcow2_snapshot_goto: the image becomes what snapshot `idOrName` holds. */
 export async function gotoSnapshot(img: Qcow2Image, idOrName: string): Promise<void> {
+  return withRefcountRoom(img, () => gotoSnapshotNow(img, idOrName));
+}
+
+async function gotoSnapshotNow(img: Qcow2Image, idOrName: string): Promise<void> {
   refuseDataFile(img);
   const index = findByIdOrName(img, idOrName);
   if (index < 0) throw new BlockError('ENOENT', 'No such file or directory', {}, { detail: `snapshot '${idOrName}'` });
@@ -155,6 +163,10 @@ export async function gotoSnapshot(img: Qcow2Image, idOrName: string): Promise<v
 
 /** QEMU's qcow2_snapshot_delete of the snapshot with this id and/or name. */
 export async function deleteSnapshot(img: Qcow2Image, id: string | undefined, name: string | undefined): Promise<void> {
+  return withRefcountRoom(img, () => deleteSnapshotNow(img, id, name));
+}
+
+async function deleteSnapshotNow(img: Qcow2Image, id: string | undefined, name: string | undefined): Promise<void> {
   refuseDataFile(img);
   const index = findSnapshot(img, id, name);
   if (index < 0) throw new BlockError('ENOENT', "Can't find the snapshot");

@@ -63,6 +63,37 @@ function prefetcher(img: Qcow2Image, offsets: ArrayLike<number>, l1Size: number)
   };
 }
 
+/** Refcount blocks a snapshot operation may keep cached at once: at most 32 MiB of them. */
+const ROOM_BYTES = 32 << 20;
+
+/**
+ * Runs `fn` (a snapshot create, apply or delete) with room in the refcount
+ * cache for every refcount block the image has, up to {@link ROOM_BYTES}.
+ * Such an operation reads every block up to the first free cluster (the
+ * allocation's scan) and then every block its walks reach, in the same order
+ * each time: with QEMU's default cache (four blocks for an 8 GiB image of 64
+ * KiB clusters) each pass evicted the blocks the next one needed, read them
+ * again into new buffers and wrote dirty ones early. Only the cache's size
+ * changes: the refcounts are written, flushed, before the tables that use
+ * them as before, and the file's content is the same. A debugging file child
+ * keeps the configured size (its events follow QEMU's cache).
+ */
+export async function withRefcountRoom<T>(img: Qcow2Image, fn: () => Promise<T>): Promise<T> {
+  const cache = img.refs.cache;
+  const configured = cache.capacity;
+  if (img.file.node.instance.debug) return fn();
+  let blocks = 0;
+  for (const off of img.refs.table) if (off !== 0) blocks++;
+  // One more for a block the operation may create.
+  cache.capacity = Math.max(configured, Math.min(blocks + 1, Math.floor(ROOM_BYTES / img.clusterSize)));
+  try {
+    return await fn();
+  } finally {
+    // Entries past the configured size leave at the cache's next load (clean ones first).
+    cache.capacity = configured;
+  }
+}
+
 /**
  * Walks the L1 table at `l1Offset` (`l1Size` entries) adding `addend` to the
  * refcounts it reaches; makes the changed refcounts, L2 tables and (unless
