@@ -9,7 +9,7 @@
  * hold the same bytes, and qemu-img check finds ours clean. qemu-img aborts
  * on a 192-bit key outside XTS: ours refuses it (other-ciphers.test.ts pins
  * that case). CIPHER_MATRIX=N samples N per format, CIPHER_MATRIX=all runs
- * every combination (on 2026-12-07: 0 differences).
+ * every combination (2,352 per format: hours).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
