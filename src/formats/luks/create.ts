@@ -33,10 +33,15 @@ export const LUKS_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
   { name: 'iter-time', type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
 ];
 
+/**
+ * An enum option's value. A bad one is named without the reader's prefix, as
+ * QEMU's visitor of the crypto options names it (qcow2's `encrypt.cipher-alg=x`
+ * fails as "Parameter 'cipher-alg' ..."), unlike a bad number.
+ */
 function enumValue<T extends string>(o: OptionReader, key: string, values: readonly T[]): T | undefined {
   const v = o.string(key);
   if (v === undefined) return undefined;
-  if (!(values as readonly string[]).includes(v)) throw einval(`Parameter '${o.prefix}${key}' does not accept value '${v}'`);
+  if (!(values as readonly string[]).includes(v)) throw einval(`Parameter '${key}' does not accept value '${v}'`);
   return v as T;
 }
 
