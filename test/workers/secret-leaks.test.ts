@@ -87,7 +87,7 @@ describe('secrets stay in the worker', () => {
     await call(() => svc.secretAdd('sec0', utf8(PASSWORD)));
     await call(() => svc.secretAdd('bad', utf8('wrong password')));
     await call(() => svc.secretAdd('sec0', utf8(PASSWORD)));
-    const images = [
+    const images: Array<{ path: string; format: 'luks' | 'qcow2'; key: string; create: Record<string, string | number> }> = [
       { path: 'memory:a.luks', format: 'luks', key: 'key-secret', create: { 'key-secret': 'sec0', 'iter-time': 10 } },
       { path: 'memory:b.qcow2', format: 'qcow2', key: 'encrypt.key-secret', create: { 'encrypt.format': 'luks', 'encrypt.key-secret': 'sec0', 'encrypt.iter-time': 10 } },
     ];
