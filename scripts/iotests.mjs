@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs QEMU's shell iotests (tests/qemu-iotests of the QEMU source tree) with
-// qcow2 over the file protocol, once with the real qemu-img / qemu-io and once
+// qcow2 (or luks: --fmt luks) over the file protocol, once with the real qemu-img / qemu-io and once
 // with `diskworker img` / `diskworker io` standing in for them, and compares each
 // run's output with the test's reference output the way QEMU's `check` does.
 //
@@ -13,6 +13,7 @@
 // Options:
 //   --iotests DIR      QEMU's tests/qemu-iotests directory (required)
 //   --tool T           qemu | diskworker | both (default both)
+//   --fmt F            qcow2 | luks: the image format, as check's -qcow2 / -luks (default qcow2)
 //   --diskworker PATH  the built CLI, dist/cli/diskworker.js (default: this repo's)
 //   --qemu-bin DIR     where qemu-img / qemu-io 7.2 live (default /usr/bin)
 //   --scratch DIR      scratch space, emptied per test (default $TMPDIR/dw-iotests)
@@ -37,16 +38,16 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 function usage(msg) {
   process.stderr.write(`iotests: ${msg}\nusage: node scripts/iotests.mjs --iotests DIR [--tool qemu|diskworker|both] ` +
-    '[--diskworker PATH] [--qemu-bin DIR] [--scratch DIR] [--timeout S] [--diff-lines N] [--json FILE] TEST...\n');
+    '[--fmt qcow2|luks] [--diskworker PATH] [--qemu-bin DIR] [--scratch DIR] [--timeout S] [--diff-lines N] [--json FILE] TEST...\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const o = {
-    iotests: undefined, tool: 'both', diskworker: join(root, 'dist/cli/diskworker.js'), qemuBin: '/usr/bin',
+    iotests: undefined, tool: 'both', fmt: 'qcow2', diskworker: join(root, 'dist/cli/diskworker.js'), qemuBin: '/usr/bin',
     scratch: join(tmpdir(), 'dw-iotests'), timeout: 900, diffLines: 12, json: undefined, tests: [],
   };
-  const valued = { '--iotests': 'iotests', '--tool': 'tool', '--diskworker': 'diskworker', '--qemu-bin': 'qemuBin',
+  const valued = { '--iotests': 'iotests', '--tool': 'tool', '--fmt': 'fmt', '--diskworker': 'diskworker', '--qemu-bin': 'qemuBin',
     '--scratch': 'scratch', '--timeout': 'timeout', '--diff-lines': 'diffLines', '--json': 'json' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -59,6 +60,7 @@ function parseArgs(argv) {
   }
   if (!o.iotests) usage('--iotests is required');
   if (!['qemu', 'diskworker', 'both'].includes(o.tool)) usage(`--tool must be qemu, diskworker or both, not '${o.tool}'`);
+  if (!['qcow2', 'luks'].includes(o.fmt)) usage(`--fmt must be qcow2 or luks, not '${o.fmt}'`);
   for (const k of ['timeout', 'diffLines']) {
     if (!/^[0-9]+$/.test(String(o[k]))) usage(`--${k} needs a non-negative integer, got '${o[k]}'`);
     o[k] = Number(o[k]);
@@ -120,10 +122,15 @@ function makeSystemStub(o) {
   return p;
 }
 
-/** The environment QEMU's check (testenv.py) gives a test for -qcow2 -file. */
+/**
+ * The environment QEMU's check (testenv.py) gives a test for -qcow2 -file or
+ * -luks -file (luks: image options as --image-opts with a key secret, and
+ * iter-time=10 so that key slots are quick to make).
+ */
 function testEnv(o, bin, testDir, sockDir) {
   const env = { ...process.env };
-  for (const k of ['IMGOPTS', 'QEMU_IMG_OPTIONS', 'QEMU_NBD_OPTIONS', 'GDB_OPTIONS', 'VALGRIND_QEMU', 'PRINT_QEMU']) delete env[k];
+  for (const k of ['IMGOPTS', 'IMGKEYSECRET', 'QEMU_IMG_OPTIONS', 'QEMU_NBD_OPTIONS', 'GDB_OPTIONS', 'VALGRIND_QEMU', 'PRINT_QEMU']) delete env[k];
+  const luks = o.fmt === 'luks';
   return Object.assign(env, {
     TEST_DIR: testDir, SOCK_DIR: sockDir, SAMPLE_IMG_DIR: join(o.iotests, 'sample_images'),
     PYTHON: 'python3', PYTHONPATH: join(o.iotests, '..', '..', 'python'),
@@ -131,17 +138,18 @@ function testEnv(o, bin, testDir, sockDir) {
     QEMU_IMG_PROG: join(bin, 'qemu-img'), QEMU_IO_PROG: join(bin, 'qemu-io'),
     QEMU_NBD_PROG: join(o.qemuBin, 'qemu-nbd'), QSD_PROG: join(o.qemuBin, 'qemu-storage-daemon'),
     QEMU_OPTIONS: '-nodefaults -display none -accel qtest',
-    QEMU_IO_OPTIONS: '--cache writeback --aio threads -f qcow2',
+    QEMU_IO_OPTIONS: `--cache writeback --aio threads${luks ? '' : ` -f ${o.fmt}`}`,
     QEMU_IO_OPTIONS_NO_FMT: '--cache writeback --aio threads',
-    IMGFMT: 'qcow2', IMGPROTO: 'file', AIOMODE: 'threads', CACHEMODE: 'writeback', CACHEMODE_IS_DEFAULT: 'true',
-    IMGFMT_GENERIC: 'true', IMGOPTSSYNTAX: 'false', QEMU_DEFAULT_MACHINE: 'pc', MALLOC_PERTURB_: '0',
+    IMGFMT: o.fmt, IMGPROTO: 'file', AIOMODE: 'threads', CACHEMODE: 'writeback', CACHEMODE_IS_DEFAULT: 'true',
+    IMGFMT_GENERIC: 'true', IMGOPTSSYNTAX: luks ? 'true' : 'false',
+    ...(luks ? { IMGKEYSECRET: '123456', IMGOPTS: 'iter-time=10' } : {}), QEMU_DEFAULT_MACHINE: 'pc', MALLOC_PERTURB_: '0',
     LANG: 'C', LC_ALL: 'C',
   });
 }
 
-/** check's find_reference() for -qcow2 with the default cache mode and machine 'pc'. */
+/** check's find_reference() for the format with the default cache mode and machine 'pc'. */
 function reference(o, test) {
-  for (const name of [`${test}.out.qcow2`, `${test}.pc.out`, `${test}.out`]) {
+  for (const name of [`${test}.out.${o.fmt}`, `${test}.pc.out`, `${test}.out`]) {
     const p = join(o.iotests, name);
     if (existsSync(p)) return p;
   }

@@ -316,6 +316,12 @@ export interface BlockDriver {
   isAvailable?(): boolean;
   /** The back end's store of images (protocols only). Default: none (cannot list or remove). */
   readonly catalogue?: ImageCatalogue;
+  /**
+   * Deletes the file `filename` names (protocols only; QEMU's
+   * bdrv_co_delete_file), for a format whose create failed after the file was
+   * made. Default: the catalogue's `remove`, else nothing is deleted.
+   */
+  deleteFile?(filename: string): Promise<void>;
 }
 
 /**

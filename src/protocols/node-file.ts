@@ -590,4 +590,13 @@ export const nodeFileDriver = {
     });
   },
   create: createFile,
+  /** file-posix's delete: unlink, "Error when deleting file X" on failure. */
+  async deleteFile(filename: string): Promise<void> {
+    const name = filename.startsWith('file:') ? filename.slice(5) : filename;
+    const f = await fs();
+    await f.unlink(name).catch((e: unknown) => {
+      const err = toBlockError(e);
+      throw new BlockError(err.code, `Error when deleting file ${name}: ${STRERROR[err.code] ?? err.message}`);
+    });
+  },
 } satisfies BlockDriver;

@@ -37,6 +37,11 @@ const CASES: Record<string, string[]> = {
   read: [
     q(['read -P 1 0 4k'], 'dirty.qcow2'),
     q(['read -P 1 0 4k'], 'dirty.qcow2', '-r'),
+    // Copy-on-read needs a writable node (iotest 197); a missing file is named first.
+    q(['read 0 4k'], 'o.qcow2', '-C -r'),
+    q(['read 0 4k'], 'driver=qcow2,read-only=on,file.filename=o.qcow2', '-C --image-opts'),
+    q(['read 0 4k'], 'o.qcow2', '-C -r -s'),
+    q(['read 0 4k'], 'nosuch.qcow2', '-C -r'),
     raw(['read 0 4k']),
     raw(['read -P 0x11 0 4k']),
     raw(['read -P 0x12 0 4k']),

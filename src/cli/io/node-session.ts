@@ -79,6 +79,13 @@ export class NodeIoSession extends IoSession {
         this.bb = await BlockBackend.open(this.graph, spec, flags, { name: '', writeThrough: !cache.writeback, perm, shared: PERM_ALL });
         await this.bb.settled();
       }
+      if (o.copyOnRead && this.bb.node.readOnly) {
+        // QEMU checks this when it opens the format node, after its file: a missing file fails first.
+        const bb = this.bb;
+        this.bb = null;
+        await bb.close().catch(() => undefined);
+        throw corOnReadOnly();
+      }
       if (!o.readOnly && this.bb.node.readOnly) {
         // qemu-io's BlockBackend takes WRITE unless -r: a node opened read-only (read-only=on) refuses it.
         const bb = this.bb;
@@ -86,7 +93,10 @@ export class NodeIoSession extends IoSession {
         await bb.close().catch(() => undefined);
         throw new BlockError('EACCES', 'Block node is read-only');
       }
-    } catch (e) {
+    } catch (caught) {
+      let e = caught;
+      // With -C QEMU refuses a read-only node as it opens it, before any user asks to write to it.
+      if (o.copyOnRead && e instanceof BlockError && e.code === 'EACCES' && e.message.startsWith('Block node is read-only')) e = corOnReadOnly();
       const shown = o.imageOpts || file === '' ? '' : ` device ${file}`;
       this.err(`${PROG}: can't open${shown}: ${errText(e)}\n${errHint(e)}`);
       return false;
@@ -127,4 +137,9 @@ export class NodeIoSession extends IoSession {
       await fh.close();
     }
   }
+}
+
+/** QEMU's refusal of copy-on-read (qemu-io -C) on a node opened read-only. */
+function corOnReadOnly(): BlockError {
+  return new BlockError('EINVAL', "Can't use copy-on-read on read-only device");
 }

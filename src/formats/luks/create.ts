@@ -9,6 +9,7 @@ import type { CreateContext, CreateOptionSpec, MeasureInfo, PreallocMode } from 
 import { OptionReader } from '../../core/options.js';
 import { BlockError, einval } from '../../core/errors.js';
 import { lookupSecret } from '../../core/secrets.js';
+import { deleteCreatedFile } from '../../core/create.js';
 import { CIPHER_ALGS, CIPHER_MODES, IVGEN_ALGS, masterKeyLength, type CipherSpec } from '../../crypto/cipher.js';
 import { HASH_NAMES, type HashAlg } from '../../crypto/hash.js';
 import { LUKS_DEFAULTS, LuksVolume, type LuksCreateOptions } from '../../crypto/luks.js';
@@ -32,10 +33,15 @@ export const LUKS_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
   { name: 'iter-time', type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
 ];
 
+/**
+ * An enum option's value. A bad one is named without the reader's prefix, as
+ * QEMU's visitor of the crypto options names it (qcow2's `encrypt.cipher-alg=x`
+ * fails as "Parameter 'cipher-alg' ..."), unlike a bad number.
+ */
 function enumValue<T extends string>(o: OptionReader, key: string, values: readonly T[]): T | undefined {
   const v = o.string(key);
   if (v === undefined) return undefined;
-  if (!(values as readonly string[]).includes(v)) throw einval(`Parameter '${o.prefix}${key}' does not accept value '${v}'`);
+  if (!(values as readonly string[]).includes(v)) throw einval(`Parameter '${key}' does not accept value '${v}'`);
   return v as T;
 }
 
@@ -85,25 +91,32 @@ export async function createLuks(ctx: CreateContext): Promise<void> {
   const proto = await graph.protocolForOpen(ctx.filename);
   if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
   await proto.create({ ...ctx, options: new OptionReader(protoOptions, `Block protocol '${proto.name}'`) });
-  const fileNode = await graph.open({ driver: proto.name, filename: ctx.filename });
   try {
-    const { BlockBackend } = await import('../../core/backend.js');
-    const bb = await BlockBackend.attach(graph, fileNode);
+    const fileNode = await graph.open({ driver: proto.name, filename: ctx.filename });
     try {
-      const volume = await createLuksOn(req, graph, {
-        init: async (payloadOffset) => {
-          if (!Number.isSafeInteger(size + payloadOffset)) throw new BlockError('EFBIG', 'The requested file size is too large');
-          await bb.truncate(size + payloadOffset, { exact: false, prealloc });
-        },
-        write: (offset, data) => bb.write(offset, data),
-      });
-      volume.close();
-      await bb.flush();
+      const { BlockBackend } = await import('../../core/backend.js');
+      const bb = await BlockBackend.attach(graph, fileNode);
+      try {
+        const volume = await createLuksOn(req, graph, {
+          init: async (payloadOffset) => {
+            if (!Number.isSafeInteger(size + payloadOffset)) throw new BlockError('EFBIG', 'The requested file size is too large');
+            await bb.truncate(size + payloadOffset, { exact: false, prealloc });
+          },
+          write: (offset, data) => bb.write(offset, data),
+        });
+        volume.close();
+        await bb.flush();
+      } finally {
+        await bb.close();
+      }
     } finally {
-      await bb.close();
+      await fileNode.unref();
     }
-  } finally {
-    await fileNode.unref();
+  } catch (e) {
+    // As QEMU's luks create: the file, truncated and half written (even one that was there
+    // before), is deleted.
+    await deleteCreatedFile(graph, ctx.filename);
+    throw e;
   }
 }
 

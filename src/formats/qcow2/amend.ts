@@ -17,11 +17,20 @@ import { getRefcount } from './refcount.js';
 import type { Qcow2Image } from './qcow2.js';
 import { checkRefcountBits, readRefcountBits } from './create.js';
 
+/** What is left of an amend once {@link amendImage} returns: QEMU resizes, then downgrades last. */
+export interface AmendRest {
+  /** The new virtual size, when `size` asks for another one. */
+  size?: number;
+  /** The downgrade to compat=0.10, when asked for: run after the resize (under the image lock). */
+  downgrade?: () => Promise<void>;
+}
+
 /**
- * Applies the amend options. Returns the new virtual size when `size` asks for
- * one; the caller resizes afterwards, as QEMU truncates once the rest is done.
+ * Applies the amend options but the resize and the downgrade, which it hands
+ * back: the caller resizes, then downgrades, in QEMU's order (a downgrade
+ * refused for the snapshots' sizes leaves the image resized).
  */
-export async function amendImage(img: Qcow2Image, o: OptionReader, force: boolean, progress?: AmendProgress): Promise<number | undefined> {
+export async function amendImage(img: Qcow2Image, o: OptionReader, force: boolean, progress?: AmendProgress): Promise<AmendRest> {
   const h = img.header;
   // An amended image stores every bitmap anew at close, as QEMU's: its layout (the clusters a
   // downgrade leaks, say) then matches qemu-img's.
@@ -127,11 +136,15 @@ export async function amendImage(img: Qcow2Image, o: OptionReader, force: boolea
       await img.writeHeader();
     }
   }
+  const rest: AmendRest = {};
+  if (size !== undefined && size !== h.size) rest.size = size;
   if (version < h.version) {
-    fold.begin(AmendOp.DOWNGRADE);
-    await downgrade(img, fold.status);
+    rest.downgrade = async () => {
+      fold.begin(AmendOp.DOWNGRADE);
+      await downgrade(img, fold.status);
+    };
   }
-  return size !== undefined && size !== h.size ? size : undefined;
+  return rest;
 }
 
 /** What QEMU's walks over the old refcount table see: the used clusters, old structures included. */

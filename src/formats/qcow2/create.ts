@@ -7,7 +7,7 @@ import type { CreateContext, CreateOptionSpec } from '../../core/driver.js';
 import { OptionReader } from '../../core/options.js';
 import { BlockError, einval, toBlockError } from '../../core/errors.js';
 import { joinRelative } from '../../core/backing-open.js';
-import { checkExtentSizeHint } from '../../core/create.js';
+import { checkExtentSizeHint, deleteCreatedFile } from '../../core/create.js';
 import { AUTOCLEAR, COMPAT, INCOMPAT, MAX_L1_BYTES, MAX_VIRTUAL_SIZE, V3_HEADER_LENGTH } from './constants.js';
 import { serializeHeader, type Qcow2Header } from './header.js';
 import { setRefcount } from './refcount.js';
@@ -276,76 +276,84 @@ export async function createQcow2(ctx: CreateContext): Promise<void> {
   const proto = await graph.protocolForOpen(ctx.filename);
   if (!proto.create) throw new BlockError('ENOTSUP', `Protocol driver '${proto.name}' does not support image creation`);
   await proto.create({ ...ctx, options: new OptionReader({ size: 0 }, `Block protocol '${proto.name}'`) });
-  if (p.dataFile) {
-    const dname = joinRelative(ctx.filename, p.dataFile);
-    const dproto = graph.protocolFor(dname);
-    if (!dproto.create) throw new BlockError('ENOTSUP', `Protocol driver '${dproto.name}' does not support image creation`);
-    await dproto.create({ ...ctx, filename: dname, options: new OptionReader({ size: 0 }, `Block protocol '${dproto.name}'`) });
-  }
-  const bytes = buildEmptyImage(p);
-  const fileNode = await graph.open({ driver: proto.name, filename: ctx.filename });
+  const created: string[] = [ctx.filename];
   try {
-    const { BlockBackend } = await import('../../core/backend.js');
-    const bb = await BlockBackend.attach(graph, fileNode);
+    if (p.dataFile) {
+      const dname = joinRelative(ctx.filename, p.dataFile);
+      const dproto = graph.protocolFor(dname);
+      if (!dproto.create) throw new BlockError('ENOTSUP', `Protocol driver '${dproto.name}' does not support image creation`);
+      await dproto.create({ ...ctx, filename: dname, options: new OptionReader({ size: 0 }, `Block protocol '${dproto.name}'`) });
+      created.push(dname);
+    }
+    const bytes = buildEmptyImage(p);
+    const fileNode = await graph.open({ driver: proto.name, filename: ctx.filename });
     try {
-      // The file ends where QEMU's does: after the L1 table's entries, not
-      // its whole cluster (the rest of that cluster reads as zeros anyway).
-      const end = emptyImageEnd(p, bytes.length);
-      await bb.truncate(end);
-      // In QEMU's order, with its messages, so a full disk fails the same way:
-      // the header cluster, the refcount table and block, then the L1 table.
-      const cs = p.clusterSize;
-      const steps: Array<[number, number, string]> = [
-        [0, cs, 'Could not write qcow2 header'],
-        [cs, Math.min(3 * cs, end), 'Could not write refcount table'],
-        [3 * cs, end, 'Could not resize image: Failed to grow the L1 table'],
-      ];
-      for (const [from, to, what] of steps) {
-        if (to <= from) continue;
-        await bb.write(from, bytes.subarray(from, to)).catch((e: unknown) => {
-          throw toBlockError(e).withPrefix(what);
-        });
+      const { BlockBackend } = await import('../../core/backend.js');
+      const bb = await BlockBackend.attach(graph, fileNode);
+      try {
+        // The file ends where QEMU's does: after the L1 table's entries, not
+        // its whole cluster (the rest of that cluster reads as zeros anyway).
+        const end = emptyImageEnd(p, bytes.length);
+        await bb.truncate(end);
+        // In QEMU's order, with its messages, so a full disk fails the same way:
+        // the header cluster, the refcount table and block, then the L1 table.
+        const cs = p.clusterSize;
+        const steps: Array<[number, number, string]> = [
+          [0, cs, 'Could not write qcow2 header'],
+          [cs, Math.min(3 * cs, end), 'Could not write refcount table'],
+          [3 * cs, end, 'Could not resize image: Failed to grow the L1 table'],
+        ];
+        for (const [from, to, what] of steps) {
+          if (to <= from) continue;
+          await bb.write(from, bytes.subarray(from, to)).catch((e: unknown) => {
+            throw toBlockError(e).withPrefix(what);
+          });
+        }
+        await bb.flush();
+      } finally {
+        await bb.close();
       }
-      await bb.flush();
     } finally {
-      await bb.close();
+      await fileNode.unref();
     }
-  } finally {
-    await fileNode.unref();
-  }
-  if (p.prealloc !== 'off' || p.dataFile) {
-    const { BlockBackend } = await import('../../core/backend.js');
-    const opts: Record<string, unknown> = { driver: 'qcow2', file: { driver: proto.name, filename: ctx.filename } };
-    if (p.dataFile) opts['data-file'] = { driver: graph.protocolFor(joinRelative(ctx.filename, p.dataFile)).name, filename: joinRelative(ctx.filename, p.dataFile) };
-    const bb = await BlockBackend.open(graph, opts, { noBacking: true });
-    try {
-      const inst = bb.node.instance as unknown as {
-        lock: { run<T>(fn: () => Promise<T>): Promise<T> };
-        preallocate(from: number, to: number, mode: string): Promise<void>;
-      };
-      if (p.prealloc !== 'off') {
-        await inst.lock.run(() => inst.preallocate(0, p.size, p.prealloc)).catch((e: unknown) => {
-          throw toBlockError(e).withPrefix('Could not resize image');
-        });
+    if (p.prealloc !== 'off' || p.dataFile) {
+      const { BlockBackend } = await import('../../core/backend.js');
+      const opts: Record<string, unknown> = { driver: 'qcow2', file: { driver: proto.name, filename: ctx.filename } };
+      if (p.dataFile) opts['data-file'] = { driver: graph.protocolFor(joinRelative(ctx.filename, p.dataFile)).name, filename: joinRelative(ctx.filename, p.dataFile) };
+      const bb = await BlockBackend.open(graph, opts, { noBacking: true });
+      try {
+        const inst = bb.node.instance as unknown as {
+          lock: { run<T>(fn: () => Promise<T>): Promise<T> };
+          preallocate(from: number, to: number, mode: string): Promise<void>;
+        };
+        if (p.prealloc !== 'off') {
+          await inst.lock.run(() => inst.preallocate(0, p.size, p.prealloc)).catch((e: unknown) => {
+            throw toBlockError(e).withPrefix('Could not resize image');
+          });
+        }
+        // Without preallocation QEMU's resize to the virtual size also sizes the data file.
+        if (p.prealloc === 'off') await bb.node.children.find((c) => c.name === 'data-file')?.truncate(p.size, false, 'off');
+        await bb.flush();
+      } finally {
+        await bb.close();
       }
-      // Without preallocation QEMU's resize to the virtual size also sizes the data file.
-      if (p.prealloc === 'off') await bb.node.children.find((c) => c.name === 'data-file')?.truncate(p.size, false, 'off');
-      await bb.flush();
-    } finally {
-      await bb.close();
     }
-  }
-  if (p.encrypt) {
-    // As QEMU: encryption is set up last, on the image as created so far.
-    const { BlockBackend } = await import('../../core/backend.js');
-    const opts: Record<string, unknown> = { driver: 'qcow2', file: { driver: proto.name, filename: ctx.filename } };
-    if (p.dataFile) opts['data-file'] = { driver: graph.protocolFor(joinRelative(ctx.filename, p.dataFile)).name, filename: joinRelative(ctx.filename, p.dataFile) };
-    const bb = await BlockBackend.open(graph, opts, { noBacking: true });
-    try {
-      await setUpEncryption(bb.node.instance as unknown as Qcow2Image, p.encrypt);
-      await bb.flush();
-    } finally {
-      await bb.close();
+    if (p.encrypt) {
+      // As QEMU: encryption is set up last, on the image as created so far.
+      const { BlockBackend } = await import('../../core/backend.js');
+      const opts: Record<string, unknown> = { driver: 'qcow2', file: { driver: proto.name, filename: ctx.filename } };
+      if (p.dataFile) opts['data-file'] = { driver: graph.protocolFor(joinRelative(ctx.filename, p.dataFile)).name, filename: joinRelative(ctx.filename, p.dataFile) };
+      const bb = await BlockBackend.open(graph, opts, { noBacking: true });
+      try {
+        await setUpEncryption(bb.node.instance as unknown as Qcow2Image, p.encrypt);
+        await bb.flush();
+      } finally {
+        await bb.close();
+      }
     }
+  } catch (e) {
+    // As QEMU's qcow2 create: the files it made (or truncated) are deleted again.
+    for (const name of created) await deleteCreatedFile(graph, name);
+    throw e;
   }
 }

@@ -557,14 +557,15 @@ export class Qcow2Image implements DriverInstance {
   }
 
   async amend(options: OptionReader, force: boolean, progress?: AmendProgress): Promise<void> {
-    const newSize = await this.whenIdle(async () => {
+    const rest = await this.whenIdle(async () => {
       await flushAll(this, true);
       return amendImage(this, options, force, progress);
     });
-    if (newSize !== undefined) {
-      await this.truncate(newSize, false, 'off');
+    if (rest.size !== undefined) {
+      await this.truncate(rest.size, false, 'off');
       await this.node.refreshLength();
     }
+    if (rest.downgrade) await this.whenIdle(rest.downgrade);
   }
 
   snapshotList(): SnapshotInfo[] {

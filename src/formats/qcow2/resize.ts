@@ -26,9 +26,11 @@ export async function resizeImage(img: Qcow2Image, offset: number, prealloc: Pre
   const h = img.header;
   const old = h.size;
   if (offset % 512 !== 0) throw einval('The new size must be a multiple of 512');
+  // v2 snapshot entries need not record their disk size, so a v2 image with snapshots keeps its size
+  // (as QEMU 7.2); a v3 one may grow or shrink: the snapshots keep their own L1 tables and sizes.
+  if (img.snapshots.length > 0 && h.version < 3) throw new BlockError('ENOTSUP', "Can't resize a v2 image which has snapshots");
   if (offset < old) {
     if (prealloc !== 'off') throw einval("Preallocation can't be used for shrinking an image");
-    if (img.snapshots.length > 0) throw new BlockError('ENOTSUP', "Can't shrink an image which has snapshots");
     await shrink(img, offset);
     if (img.hasDataFile) await img.dataChild.truncate(offset, false, 'off');
     return false;

@@ -52,6 +52,8 @@ const CREATES: Array<[string, string]> = [
   ['monolithicSparse', '-o subformat=monolithicSparse'],
   ['default options, odd size', ''],
   ['monolithicFlat, lsilogic', '-o subformat=monolithicFlat,adapter_type=lsilogic'],
+  ['buslogic adapter, hwversion 4', '-o adapter_type=buslogic,hwversion=4'],
+  ['ide adapter, toolsversion', '-o adapter_type=ide,toolsversion=11333'],
   ['twoGbMaxExtentSparse over 2 GiB', '-o subformat=twoGbMaxExtentSparse,adapter_type=legacyESX'],
   ['twoGbMaxExtentFlat over 2 GiB', '-o subformat=twoGbMaxExtentFlat,hwversion=10'],
   ['streamOptimized', '-o subformat=streamOptimized,toolsversion=42'],
