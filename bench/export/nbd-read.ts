@@ -14,19 +14,11 @@ import { join } from 'node:path';
 import { BIN, benchRoot } from '../cli/convert.js';
 import type { BenchResult } from '../types.js';
 import { SIZE_MB } from '../jobs/common.js';
+import { waitForSocket } from './daemon-socket.js';
 
 function sh(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-}
-
-async function waitFor(path: string, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (existsSync(path)) return;
-    if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode} before creating ${path}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${path} did not appear`);
 }
 
 /** Starts a daemon serving `image` as export `n` on `sock`, QMP on `qmp`. */
@@ -40,8 +32,8 @@ async function startDaemon(cmd: string[], image: string, sock: string, qmp: stri
     '--chardev', `socket,id=m,path=${qmp},server=on,wait=off`,
     '--monitor', 'chardev=m',
   ], { stdio: ['ignore', 'ignore', 'inherit'] });
-  await waitFor(sock, child);
-  await waitFor(qmp, child);
+  await waitForSocket(sock, child);
+  await waitForSocket(qmp, child);
   return child;
 }
 

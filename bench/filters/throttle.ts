@@ -18,19 +18,11 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BIN, benchRoot } from '../cli/convert.js';
 import type { BenchResult } from '../types.js';
+import { waitForSocket } from '../export/daemon-socket.js';
 
 const MiB = 1 << 20;
 const RATE = 10 * MiB;
 const TOTAL_MIB = 50;
-
-async function waitForPath(path: string, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (existsSync(path)) return;
-    if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode} before creating ${path}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${path} did not appear`);
-}
 
 /** A daemon exporting throttle nodes `a` and `b` of group tg0 over files a.raw / b.raw in `dir`. */
 async function startDaemon(cmd: string[], dir: string, sock: string): Promise<ChildProcess> {
@@ -45,7 +37,7 @@ async function startDaemon(cmd: string[], dir: string, sock: string): Promise<Ch
     '--nbd-server', `addr.type=unix,addr.path=${sock}`,
     ...nodes,
   ], { stdio: ['ignore', 'ignore', 'inherit'] });
-  await waitForPath(sock, child);
+  await waitForSocket(sock, child);
   return child;
 }
 

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BIN, benchRoot } from '../cli/convert.js';
 import type { BenchResult } from '../types.js';
+import { waitForSocket } from '../export/daemon-socket.js';
 
 const MiB = 1 << 20;
 const SPEED = 10 * MiB;
@@ -69,15 +70,6 @@ class Qmp {
   }
 }
 
-async function waitForPath(path: string, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (existsSync(path)) return;
-    if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode} before creating ${path}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${path} did not appear`);
-}
-
 interface JobCase {
   name: string;
   /** The daemon's nodes. */
@@ -115,7 +107,7 @@ async function timeJob(cmd: string[], dir: string, c: JobCase): Promise<number> 
   const qmpPath = join(dir, 'qmp.sock');
   const child = spawn(cmd[0]!, [...cmd.slice(1), ...c.blockdevs(dir).flatMap((b) => ['--blockdev', b]), '--chardev', `socket,id=m,path=${qmpPath},server=on,wait=off`, '--monitor', 'chardev=m'], { stdio: ['ignore', 'ignore', 'inherit'] });
   try {
-    await waitForPath(qmpPath, child);
+    await waitForSocket(qmpPath, child);
     const q = await Qmp.connect(qmpPath);
     try {
       const t0 = performance.now();
