@@ -27,6 +27,8 @@ const DEBIAN = [
   { pkg: 'nbd-client', probe: '/usr/sbin/nbd-client' },
   // mke2fs builds the Linux guest's ext4 root; e2fsck / debugfs check what the guest wrote.
   { pkg: 'e2fsprogs', probe: '/usr/sbin/mke2fs' },
+  // strace counts the flushes of each cache mode against qemu-io's (test/cli/cache-flushes.test.ts).
+  { pkg: 'strace', probe: '/usr/bin/strace' },
 ];
 
 function log(msg) {
