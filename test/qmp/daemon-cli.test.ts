@@ -46,6 +46,13 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
     [['--object', 'iothread,help']],
     [['--object', '{"qom-type":"iothread","id":"x"}', '--object', '{"qom-type":"throttle-group","id":"x"}']],
     [['--object', 'throttle-group,id=a,,b']],
+    [['--blockdev', 'help']],
+    [['--blockdev', 'driver=qcow2,help']],
+    [['--blockdev', '?']],
+    [['--export', 'type=nbd,help']],
+    [['--nbd-server', 'addr.type=unix,help']],
+    [['--monitor', 'help']],
+    [['--pidfile', '/nonexistent/dir/pid']],
     [['--object', 'throttle-group,id=1tg']],
     [['--object', 'throttle-group,id=tg0,x-bps-total=-1']],
     [['--object', 'throttle-group,id=tg0,x-foo=1']],
@@ -67,11 +74,17 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
     expect(ours(args)).toEqual(qsd(args));
   });
 
+  it('lists the chardev backends it has for --chardev help (qemu-storage-daemon lists all of its own)', () => {
+    expect(ours(['--chardev', 'help'])).toEqual({ code: 0, stdout: 'Available chardev backend types: \n  socket\n', stderr: '' });
+    expect(qsd(['--chardev', 'help']).stdout).toMatch(/^Available chardev backend types: \n(  \w+\n)*  socket\n/);
+  });
+
   it('says which qemu-storage-daemon options it does not have', () => {
     expect(ours(['--daemonize'])).toEqual({ code: 1, stdout: '', stderr: "PROG: option '--daemonize' is not supported by diskworker daemon\n" });
   });
 
   const nullNode = ['--blockdev', 'driver=null-co,node-name=n'];
+  const monitor = ['--chardev', 'socket,id=m,path=$DIR/m.sock,server=on,wait=off', '--monitor'];
   it.each([
     [[...nullNode, '--export', 'type=nbd,id=e1,node-name=n']],
     [['--nbd-server', 'addr.type=unix,addr.path=/tmp/x,max-connections=x']],
@@ -84,7 +97,13 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
     [[...nullNode, '--nbd-server', 'addr.type=unix,addr.path=$DIR/s', '--export', 'type=nbd,id=e1,node-name=n', '--export', 'type=nbd,id=e1,node-name=n']],
     [[...nullNode, '--nbd-server', 'addr.type=unix,addr.path=$DIR/s', '--export', 'type=nbd,id=e1,node-name=n,writable=maybe']],
     [['--export', 'type=nbd']],
-  ])('refuses the NBD options %j as qemu-storage-daemon does', (args) => {
+    [[...monitor, 'm,mode=readline']],
+    [[...monitor, 'm,mode=foo']],
+    [[...monitor, 'm,mode=readline,x=1']],
+    [[...monitor, 'chardev=m,pretty=maybe']],
+    [[...monitor, 'm,pretty=maybe,x=1']],
+    [['--chardev', 'socket,id=m,path=$DIR/m.sock,server=maybe,wait=off']],
+  ])('refuses the NBD and monitor options %j as qemu-storage-daemon does', (args) => {
     const dir = mkdtempSync(join(tmpdir(), 'dw-qmpd-'));
     const a = args.map((x) => x.replaceAll('$DIR', dir));
     expect(ours(a)).toEqual(qsd(a));

@@ -4,7 +4,7 @@
  * `quit`, SIGTERM or SIGINT, then cancels the jobs and closes the graph.
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type CliIo, errHint, errText, fatalExit } from '../common.js';
+import { type CliIo, errHint, errText, fatalExit, strerror } from '../common.js';
 import { addObject } from '../../qmp/objects.js';
 import { createNodeGraph } from '../../node.js';
 import { BlockQmp } from '../../qmp/block-qmp.js';
@@ -76,6 +76,10 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
   }
   if (args.help) {
     io.stdout(HELP);
+    return 0;
+  }
+  if (args.helpText !== undefined) {
+    io.stdout(args.helpText);
     return 0;
   }
   if (args.version) {
@@ -177,7 +181,8 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
       try {
         writeFileSync(args.pidfile, `${process.pid}\n`);
       } catch (e) {
-        throw new DaemonArgError(`cannot create PID file: ${e instanceof Error ? e.message : String(e)}`);
+        // QEMU's wording: the path and the system's message (strerror).
+        throw new DaemonArgError(`cannot create PID file: Could not create '${args.pidfile}': ${strerror(e)}`);
       }
     }
   } catch (e) {

@@ -31,6 +31,8 @@ export type DaemonOption =
 export interface DaemonArgs {
   help: boolean;
   version: boolean;
+  /** A help text an option asked for (`--chardev help`): printed, then the daemon exits with 0. */
+  helpText?: string;
   pidfile?: string;
   options: DaemonOption[];
 }
@@ -81,7 +83,13 @@ function keyval(text: string, implied: string, option: string): Record<string, s
   }
 }
 
-const onOff = (v: string | undefined, fallback: boolean): boolean => (v === undefined ? fallback : v === 'on' || v === 'true' || v === '');
+/** QEMU's boolean option values (qapi_bool_parse); `''` is QemuOpts' bare flag (`server`). */
+function onOff(v: string | undefined, fallback: boolean, where: string, name: string): boolean {
+  if (v === undefined) return fallback;
+  if (['on', 'yes', 'true', 'y', ''].includes(v)) return true;
+  if (['off', 'no', 'false', 'n'].includes(v)) return false;
+  throw new DaemonArgError(`${where}: Parameter '${name}' expects 'on' or 'off'`);
+}
 
 function parseChardev(text: string): ChardevSpec {
   const kv = keyval(text, 'backend', '--chardev');
@@ -89,8 +97,8 @@ function parseChardev(text: string): ChardevSpec {
   if (kv.backend !== 'socket') throw new DaemonArgError(`${where}: chardev backend '${kv.backend ?? ''}' is not supported by diskworker daemon (socket only)`);
   if (!kv.id) throw new DaemonArgError(`${where}: Parameter 'id' is missing`);
   if (!kv.path) throw new DaemonArgError(`${where}: diskworker daemon serves Unix sockets only: 'path' is missing`);
-  if (!onOff(kv.server, false)) throw new DaemonArgError(`${where}: diskworker daemon serves its monitors: 'server=on' is needed`);
-  if (onOff(kv.wait, true)) throw new DaemonArgError(`${where}: 'wait=off' is needed (the daemon does not wait for a client before it starts)`);
+  if (!onOff(kv.server, false, where, 'server')) throw new DaemonArgError(`${where}: diskworker daemon serves its monitors: 'server=on' is needed`);
+  if (onOff(kv.wait, true, where, 'wait')) throw new DaemonArgError(`${where}: 'wait=off' is needed (the daemon does not wait for a client before it starts)`);
   for (const k of Object.keys(kv)) {
     if (!['backend', 'id', 'path', 'server', 'wait'].includes(k)) throw new DaemonArgError(`${where}: Invalid parameter '${k}'`);
   }
@@ -101,11 +109,20 @@ function parseMonitor(text: string): MonitorSpec {
   const kv = keyval(text, 'chardev', '--monitor');
   const where = `--monitor ${text}`;
   if (!kv.chardev) throw new DaemonArgError(`${where}: Parameter 'chardev' is missing`);
-  if (kv.mode !== undefined && kv.mode !== 'control') throw new DaemonArgError(`${where}: Parameter 'mode' does not accept value '${kv.mode}'`);
+  // QEMU's visit of MonitorOptions: the members' values, unknown members, then what the daemon allows.
+  if (kv.mode !== undefined && kv.mode !== 'control' && kv.mode !== 'readline') throw new DaemonArgError(`${where}: Parameter 'mode' does not accept value '${kv.mode}'`);
+  const pretty = onOff(kv.pretty, false, where, 'pretty');
   for (const k of Object.keys(kv)) {
     if (!['chardev', 'mode', 'pretty'].includes(k)) throw new DaemonArgError(`${where}: Parameter '${k}' is unexpected`);
   }
-  return { chardev: kv.chardev, pretty: onOff(kv.pretty, false) };
+  if (kv.mode === 'readline') throw new DaemonArgError(`${where}: Only QMP is supported`);
+  return { chardev: kv.chardev, pretty };
+}
+
+/** Whether a keyval option text asks for help: a `help` or `?` key without a value. */
+function asksHelp(text: string): boolean {
+  if (text.trimStart().startsWith('{')) return false;
+  return text.split(/(?<!,),(?!,)/).some((part) => part === 'help' || part === '?');
 }
 
 /** Parses the daemon's arguments (without the tool name). */
@@ -126,6 +143,12 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
       if (v === undefined) throw new DaemonArgError(`option '${name}' requires an argument`);
       return v;
     };
+    // QEMU's keyval options answer `help` / `?` alike: there is none for these.
+    if (['--blockdev', '--export', '--nbd-server', '--monitor'].includes(name)) {
+      const text = takeValue();
+      if (asksHelp(text)) throw new DaemonArgError(`${name} ${text}: Help is not available for this option`);
+      value = text;
+    }
     switch (name) {
       case '-h':
       case '--help':
@@ -153,6 +176,10 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
       }
       case '--chardev': {
         const text = takeValue();
+        if (text === 'help' || text === '?') {
+          args.helpText = 'Available chardev backend types: \n  socket\n';
+          return args;
+        }
         args.options.push({ kind: 'chardev', text, chardev: parseChardev(text) });
         break;
       }
