@@ -24,6 +24,11 @@ import { toV86Buffer, type V86Disk, type V86DiskBuffer } from './v86.js';
 /** The part of a running v86 emulator the drive drives (its ATAPI device). */
 export interface V86CdromEmulator {
   v86?: { cpu?: { devices?: { cdrom?: { set_cdrom(buffer: unknown): void; eject(): void } } } };
+  /** V86#is_running: while the machine is stopped (or destroyed) the drive is left alone. */
+  is_running?(): boolean;
+  /** V86#add_listener / remove_listener: a change made while stopped reaches the drive at the next start. */
+  add_listener?(event: string, listener: () => void): void;
+  remove_listener?(event: string, listener: () => void): void;
 }
 
 /** What the drive needs of the page's DiskWorker: `open` (read-only here). */
@@ -69,9 +74,19 @@ export class V86Cdrom {
    * change, starting with the medium in the drive now.
    */
   attach(emulator: V86CdromEmulator): void {
+    this.detach();
     this.emulator = emulator;
+    emulator.add_listener?.('emulator-started', this.onStarted);
     this.tellEmulator();
   }
+
+  /** Disconnects the drive from its emulator (before the emulator is destroyed, or to attach another). */
+  detach(): void {
+    this.emulator?.remove_listener?.('emulator-started', this.onStarted);
+    this.emulator = undefined;
+  }
+
+  private readonly onStarted = (): void => this.tellEmulator();
 
   /** The buffer of the medium the guest can read (for V86's `cdrom:` option), or undefined. */
   get buffer(): V86DiskBuffer | undefined {
@@ -140,6 +155,9 @@ export class V86Cdrom {
   }
 
   private tellEmulator(): void {
+    // A stopped machine takes no interrupts (a destroyed one has no timers left to raise them):
+    // the drive hears of the medium when the machine starts again.
+    if (this.emulator?.is_running && !this.emulator.is_running()) return;
     const dev = this.emulator?.v86?.cpu?.devices?.cdrom;
     if (!dev) return;
     const buffer = this.buffer;
