@@ -215,19 +215,18 @@ export class Job {
 
   /** Frees the driver (its last links go), then the job goes to null: what QEMU's dismiss does at once. */
   private async freeAndDismiss(): Promise<void> {
-    // Without a free step the job goes at once (the caller sees it gone when the call returns).
-    if (!this.driver.free) {
-      if (this.statusValue === 'concluded') this.doDismiss();
-      return;
+    // Without a free step nothing is awaited: the job is gone when the call returns.
+    const free = this.driver.free;
+    if (free) {
+      this.freeing ??= (async () => {
+        try {
+          await free.call(this.driver);
+        } catch {
+          // Nothing is left to report to: the job has concluded.
+        }
+      })();
+      await this.freeing;
     }
-    this.freeing ??= (async () => {
-      try {
-        await this.driver.free?.();
-      } catch {
-        // Nothing is left to report to: the job has concluded.
-      }
-    })();
-    await this.freeing;
     if (this.statusValue === 'concluded') this.doDismiss();
   }
 
