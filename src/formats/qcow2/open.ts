@@ -77,7 +77,7 @@ export async function openImage(img: Qcow2Image, options: OptionReader): Promise
   const lazyOpt = options.bool('lazy-refcounts');
   // As in QEMU, guest discards reach the file by default only when the node was opened with discard=unmap.
   img.passDiscardRequest = options.bool('pass-discard-request', img.node.discardUnmap);
-  options.bool('pass-discard-snapshot', true);
+  img.passDiscardSnapshot = options.bool('pass-discard-snapshot', true);
   img.passDiscardOther = options.bool('pass-discard-other', false);
   img.discardNoUnref = options.bool('discard-no-unref', false);
   img.meta.checked = overlapMask(options.raw('overlap-check'));

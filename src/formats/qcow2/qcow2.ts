@@ -136,6 +136,8 @@ export class Qcow2Image implements DriverInstance {
   discardNoUnref = false;
   passDiscardRequest = true;
   passDiscardOther = false;
+  /** pass-discard-snapshot: clusters a snapshot operation frees are discarded in the file. */
+  passDiscardSnapshot = true;
   /**
    * Whether the image looks preallocated with preallocation=metadata
    * (block-status.ts); undefined until the first block status query.

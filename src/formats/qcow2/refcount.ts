@@ -20,7 +20,7 @@
  *   (the allocator may hand it out for anything afterwards).
  */
 import type { BdrvChild } from '../../core/child.js';
-import { BlockError } from '../../core/errors.js';
+import { BlockError, STRERROR } from '../../core/errors.js';
 import { MetaCache } from './cache.js';
 import type { ReadGate } from './read-gate.js';
 import { FreeQueue } from './refcount-queue.js';
@@ -495,6 +495,51 @@ export class Refcounts {
     const per = this.perBlock;
     const areaIndex = Math.max(rb + 1, Math.ceil((blockOff / this.clusterSize + 1) / per));
     await refcountArea(this, { start: areaIndex * per, additional: 0, exact: false, newBlockIndex: rb, newBlockOffset: blockOff });
+  }
+
+  /**
+   * QEMU's qcow2_free_clusters: drops a reference from every cluster touching
+   * [offset, offset+bytes) now, blkdebug's cluster_free event first, and with
+   * `discard` discards the clusters that became free in the file. It never
+   * fails: an error is printed as QEMU prints it and the clusters not yet
+   * updated leak (the ones done stay done: no reference to them is left;
+   * nothing is discarded then). Returns the clusters whose refcount reached 0.
+   */
+  async freeClusters(offset: number, bytes: number, discard: boolean): Promise<number[]> {
+    const freed: number[] = [];
+    if (bytes <= 0) return freed;
+    await this.host.file().debugEvent('cluster_free');
+    const cs = this.clusterSize;
+    try {
+      for (let c = Math.floor(offset / cs); c <= Math.floor((offset + bytes - 1) / cs); c++) {
+        if ((await this.update(c, -1)) === 0) freed.push(c);
+      }
+    } catch (e) {
+      const code = e instanceof BlockError ? e.code : 'EIO';
+      this.host.notice?.(`qcow2_free_clusters failed: ${STRERROR[code] ?? code}`);
+      return freed;
+    }
+    if (discard) await this.discardFreed(freed);
+    return freed;
+  }
+
+  /**
+   * Discards `clusters` (refcount 0, no reference left) in the file, adjacent
+   * ones in one request, as QEMU passes the discards of freed clusters on;
+   * advisory: a failure is ignored.
+   */
+  async discardFreed(clusters: readonly number[]): Promise<void> {
+    const sorted = [...clusters].sort((a, b) => a - b);
+    const cs = this.clusterSize;
+    for (let i = 0; i < sorted.length; ) {
+      let j = i + 1;
+      while (j < sorted.length && sorted[j] === sorted[j - 1]! + 1) j++;
+      await this.host
+        .file()
+        .pdiscard(sorted[i]! * cs, (j - i) * cs)
+        .catch(() => undefined);
+      i = j;
+    }
   }
 
   /** Queues a decrement of every cluster touching [offset, offset+bytes). */

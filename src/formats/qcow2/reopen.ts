@@ -24,6 +24,7 @@ interface Qcow2ReopenPlan {
   lazyRefcounts: boolean;
   passDiscardRequest?: boolean;
   passDiscardOther?: boolean;
+  passDiscardSnapshot?: boolean;
   discardNoUnref?: boolean;
   /** Cache capacities in entries, when a size was given. */
   l2Entries?: number;
@@ -101,7 +102,7 @@ export async function prepareReopen(img: Qcow2Image, state: ReopenState, beforeC
   const plan: Qcow2ReopenPlan = { lazyRefcounts: wanted ?? img.lazyRefcounts };
   const passRequest = boolOption(o['pass-discard-request'], 'pass-discard-request');
   const passOther = boolOption(o['pass-discard-other'], 'pass-discard-other');
-  boolOption(o['pass-discard-snapshot'], 'pass-discard-snapshot');
+  const passSnapshot = boolOption(o['pass-discard-snapshot'], 'pass-discard-snapshot');
   const noUnref = boolOption(o['discard-no-unref'], 'discard-no-unref');
   checkRuntimeOptions(img, o, plan);
   const lazy = plan.lazyRefcounts;
@@ -110,6 +111,7 @@ export async function prepareReopen(img: Qcow2Image, state: ReopenState, beforeC
   }
   if (passRequest !== undefined) plan.passDiscardRequest = passRequest;
   if (passOther !== undefined) plan.passDiscardOther = passOther;
+  if (passSnapshot !== undefined) plan.passDiscardSnapshot = passSnapshot;
   if (noUnref !== undefined) plan.discardNoUnref = noUnref;
   // As QEMU: options checked first, then the bitmaps stored, then the image marked clean.
   await beforeClean?.();
@@ -125,6 +127,7 @@ export function commitReopen(img: Qcow2Image, state: ReopenState): void {
   img.lazyRefcounts = plan.lazyRefcounts;
   if (plan.passDiscardRequest !== undefined) img.passDiscardRequest = plan.passDiscardRequest;
   if (plan.passDiscardOther !== undefined) img.passDiscardOther = plan.passDiscardOther;
+  if (plan.passDiscardSnapshot !== undefined) img.passDiscardSnapshot = plan.passDiscardSnapshot;
   if (plan.discardNoUnref !== undefined) img.discardNoUnref = plan.discardNoUnref;
   // A smaller cache gives up entries on its next insert (dirty ones are written then).
   if (plan.l2Entries !== undefined) img.l2cache.capacity = plan.l2Entries;

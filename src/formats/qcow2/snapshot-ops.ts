@@ -49,13 +49,10 @@ async function writeL1Copy(img: Qcow2Image, offset: number): Promise<void> {
   if (raw.length > 0) await img.file.pwritev(offset, raw.length, raw);
 }
 
-/** Decrements the refcount of every cluster of [offset, offset + bytes), now (QEMU's qcow2_free_clusters). */
+/** QEMU's qcow2_free_clusters of [offset, offset + bytes) (reported, never thrown), and the caches forget what was freed. */
 async function freeNow(img: Qcow2Image, offset: number, bytes: number): Promise<void> {
-  if (bytes <= 0) return;
   const cs = img.clusterSize;
-  for (let c = Math.floor(offset / cs); c <= Math.floor((offset + bytes - 1) / cs); c++) {
-    if ((await img.refs.update(c, -1)) === 0) img.l2cache.forgetRange(c * cs, (c + 1) * cs);
-  }
+  for (const c of await img.refs.freeClusters(offset, bytes, img.passDiscardSnapshot)) img.l2cache.forgetRange(c * cs, (c + 1) * cs);
 }
 
 /** Makes `snapshots` the image's table (snapshot-write.ts); the list in memory stays the old one on failure. */
@@ -184,11 +181,11 @@ async function deleteSnapshotNow(img: Qcow2Image, id: string | undefined, name: 
   // From here on a failure only leaks clusters.
   try {
     await updateSnapshotRefcount(img, sn.l1TableOffset, sn.l1Size, -1);
-    await freeNow(img, sn.l1TableOffset, sn.l1Size * 8);
   } catch (e) {
     const err = e instanceof BlockError ? e : new BlockError('EIO', String(e));
     throw new BlockError(err.code, `Failed to free the cluster and L1 table: ${err.message}`);
   }
+  await freeNow(img, sn.l1TableOffset, sn.l1Size * 8);
   await img.refs.flushCache(true);
   await img.file.flush();
   try {

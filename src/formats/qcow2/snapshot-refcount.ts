@@ -227,6 +227,9 @@ export async function updateSnapshotRefcount(img: Qcow2Image, l1Offset: number, 
   await img.l2cache.flush(true);
   await img.file.flush();
   for (const ci of freed) img.l2cache.forgetRange(ci * cs, (ci + 1) * cs);
+  // What only the dropped table referenced is discarded in the file (pass-discard-snapshot), as
+  // QEMU does once the walk succeeded.
+  if (img.passDiscardSnapshot) await img.refs.discardFreed(freed);
   // A released table is freed next: not worth writing.
   if (addend >= 0 && l1Modified && l1Size > 0) {
     const raw = encodeL1(offsets, copied, l1Size);

@@ -90,11 +90,5 @@ export async function writeSnapshotTable(img: Qcow2Image, quiet = false, stable 
   img.meta.remove(oldOff, oldSize, 'snapshot table');
   if (size > 0) img.meta.add(off, size, 'snapshot table');
   // QEMU frees the old table's clusters at once; a failure there is only reported.
-  const first = Math.floor(oldOff / cs);
-  const last = oldSize > 0 ? Math.floor((oldOff + oldSize - 1) / cs) : first - 1;
-  try {
-    for (let c = first; c <= last; c++) await img.refs.update(c, -1n);
-  } catch {
-    img.node.graph.notice('qcow2_free_clusters failed: Invalid argument');
-  }
+  await img.refs.freeClusters(oldOff, oldSize, img.passDiscardSnapshot);
 }
