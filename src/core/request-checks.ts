@@ -82,6 +82,16 @@ export function checkBuffer(node: BlockNode, buf: Uint8Array, bytes: number, off
   }
 }
 
+/**
+ * Refuses a request to a node whose driver says its medium is gone (QEMU's
+ * `!bs->drv` / bdrv_is_inserted: a qcow2 image dropped after a corruption).
+ */
+export function checkMedium(node: BlockNode): void {
+  if (node.instance.isInserted?.() === false) {
+    throw new BlockError('ENOMEDIUM', 'No medium found', { node: node.nodeName });
+  }
+}
+
 export function checkNotClosed(node: BlockNode): void {
   if (!node.isOpen) {
     throw new BlockError('ENOMEDIUM', `Node '${node.nodeName}' is closed`, { node: node.nodeName });

@@ -8,7 +8,7 @@ import type { BlockNode } from './node.js';
 import { ReqFlag, type ReqFlags } from './driver.js';
 import { BlockError } from './errors.js';
 import { track } from './tracked-requests.js';
-import { checkNotClosed, checkRequest, checkWritable } from './request-checks.js';
+import { checkMedium, checkNotClosed, checkRequest, checkWritable } from './request-checks.js';
 import { account, beginInFlight, endInFlight, now } from './request-accounting.js';
 import { alignDown, alignUp, rmwZero } from './request-alignment.js';
 import { callWrite } from './request-driver-calls.js';
@@ -144,6 +144,8 @@ export async function pdiscard(child: BdrvChild, offset: number, bytes: number):
       if (pos % align !== 0) n = Math.min(n, align - (pos % align));
       else if (n > align) n = alignDown(n, align);
       if (max) n = Math.min(n, max);
+      // A driver that gave up during an earlier part (a qcow2 image found corrupt) takes no more.
+      if (pos > start) checkMedium(node);
       try {
         if (node.instance.pdiscard) await node.instance.pdiscard(pos, n);
         else if (node.filtered) await node.filtered.pdiscard(pos, n);

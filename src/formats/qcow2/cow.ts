@@ -29,12 +29,12 @@ import { isZeroBuffer } from '../../core/zero-detect.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
 import { ClusterType, bitmapValid, clusterType, compressedInfo, encodeL1, entryOffset, isCopied, makeEntry, readEntry, subMask, writeEntry, type RawEntry } from './l2-entry.js';
 import { l2TableOffset } from './lookup.js';
-import { markCorrupt, metadataWriteCheck, overlapCheck } from './metadata-index.js';
+import { markCorrupt, metadataWriteCheck, overlapCheck, signalCorruption } from './metadata-index.js';
 import { readGuest } from './read.js';
 import type { Qcow2Image } from './qcow2.js';
+import { cHex as hex } from '../../core/c-hex.js';
 
 /** C's %#x, as QEMU's messages print numbers: 0 without the prefix. */
-const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 /** Trailing zero bits of a 32-bit value (32 for 0). */
 const ctz32 = (x: number): number => (x === 0 ? 32 : 31 - Math.clz32(x & -x));
 
@@ -212,6 +212,11 @@ export function freeEntry(img: Qcow2Image, e: RawEntry, ct: ClusterType, discard
   const host = entryOffset(e.hi, e.lo);
   // Data file clusters are not refcounted.
   if (img.hasDataFile) return;
+  if (host % img.clusterSize !== 0) {
+    // Which cluster was meant is unknown: nothing is freed, and the image goes on (not fatal).
+    signalCorruption(img, `Cannot free unaligned cluster ${hex(host)}`, { fatal: false });
+    return;
+  }
   img.refs.queueFree(host, img.clusterSize);
   if (discard) img.discardAfterFree.add(host / img.clusterSize);
 }
@@ -435,7 +440,10 @@ async function planRun(img: Qcow2Image, off: number, runEnd: number, ci0: number
       inPlace = true;
       host = cstart;
     } else if ((ct === ClusterType.NORMAL || ct === ClusterType.ZERO_ALLOC) && isCopied(old.hi)) {
-      if (oldHost % cs !== 0) throw await markCorrupt(img, `Cluster allocation offset ${hex(oldHost)} unaligned`);
+      if (oldHost % cs !== 0) {
+        const kind = ct === ClusterType.ZERO_ALLOC ? 'Preallocated zero' : 'Data';
+        throw await markCorrupt(img, `${kind} cluster offset ${hex(oldHost)} unaligned (guest offset: ${hex(Math.max(off, cstart))})`);
+      }
       inPlace = true;
       host = oldHost;
     }
@@ -583,6 +591,9 @@ async function writeRunData(img: Qcow2Image, off: number, runEnd: number, data: 
     }
     // QEMU announces the data write on the file child even with a data file.
     await img.file.debugEvent(event);
+    // The image may have been found corrupt while this request waited (a breakpoint, a slow
+    // read): as QEMU's dropped driver, nothing more is written.
+    if (img.dropped) throw new BlockError('ENOMEDIUM', 'No medium found', { node: img.node.nodeName });
     if (img.crypto) src = encryptHost(img, hStart, gStart, src);
     await img.dataChild.pwritev(hStart, src.length, src);
   }

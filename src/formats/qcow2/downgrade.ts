@@ -13,8 +13,8 @@ import { ClusterType, clusterType, decodeL1, entryOffset, makeEntry, readEntry, 
 import { markCorrupt, metadataWriteCheck, overlapCheck } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { validateSnapshotL1 } from './snapshot.js';
+import { cHex as hex } from '../../core/c-hex.js';
 
-const hex = (n: number | bigint) => `0x${n.toString(16)}`;
 
 /** Downgrades to v2; `status` hears of every L1 entry done (the active table's, then each snapshot's). */
 export async function downgrade(img: Qcow2Image, status: (done: number, total: number) => void): Promise<void> {

@@ -10,9 +10,9 @@ import { ClusterType, clusterType, compressedInfo, entryOffset, readEntry, subcl
 import { markCorrupt } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { loadL2, type WasmL2 } from '../../wasm/l2.js';
+import { cHex as hex } from '../../core/c-hex.js';
 
 /** C's %#x, as QEMU's messages print numbers: 0 without the prefix. */
-const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 
 /** One answer of the mapping walk: a run of (sub)clusters of one type. */
 export interface Run {

@@ -221,31 +221,48 @@ async function hitsInactiveL2(img: Qcow2Image, offset: number, bytes: number): P
 }
 
 /**
- * Marks the image corrupt (QEMU's qcow2_signal_corruption): sets the corrupt
- * bit in a v3 header when writable, refuses further writes in this session,
- * and returns the EIO for the caller to throw. `quiet`: the caller reports the
- * message itself, in its place among its other lines (check's repair). The
- * first time, the graph's BLOCK_IMAGE_CORRUPTED event goes out, with the
- * metadata range `where` when the corruption is an overlapping write.
+ * Reports a corruption (QEMU's qcow2_signal_corruption) and returns the EIO
+ * for the caller to throw. A fatal one (every one on a writable image unless
+ * `fatal` is false) refuses further writes in this session; a non-fatal one
+ * (an image opened read-only, or a problem the caller can step around, as a
+ * cluster it cannot free) is only reported. Said once, as QEMU says it: a
+ * non-fatal report after any report is not repeated, a fatal one after a
+ * non-fatal one is. `quiet`: the caller prints the message itself, in its
+ * place among its other lines (check's repair). The graph's
+ * BLOCK_IMAGE_CORRUPTED event goes out with each report, with the metadata
+ * range `where` when the corruption is an overlapping write.
  */
-export async function markCorrupt(img: Qcow2Image, message: string, quiet = false, where?: { offset: number; size: number }): Promise<BlockError> {
-  // On a read-only image QEMU's corruption event is not fatal, and says so.
-  const text = img.readOnly
-    ? `qcow2: Image is corrupt: ${message}; further non-fatal corruption events will be suppressed`
-    : `qcow2: Marking image as corrupt: ${message}; further corruption events will be suppressed`;
+export function signalCorruption(img: Qcow2Image, message: string, opts: { fatal?: boolean; quiet?: boolean; where?: { offset: number; size: number } } = {}): BlockError {
+  const fatal = opts.fatal !== false && !img.readOnly;
+  const text = fatal
+    ? `qcow2: Marking image as corrupt: ${message}; further corruption events will be suppressed`
+    : `qcow2: Image is corrupt: ${message}; further non-fatal corruption events will be suppressed`;
   const err = new BlockError('EIO', text, { node: img.node.nodeName });
-  // Said once per image, as QEMU does ("further corruption events will be suppressed").
-  if (!img.corrupt && !quiet) img.node.graph.notice(err.message);
-  if (!img.corrupt) {
+  const suppressed = img.corrupt || (img.signaledCorruption && !fatal);
+  if (!suppressed) {
+    if (!opts.quiet) img.node.graph.notice(err.message);
     // QEMU's event: 'device' is the BlockBackend's name, filled in by whoever knows one.
     img.node.graph.emitEvent('BLOCK_IMAGE_CORRUPTED', {
       device: '',
       'node-name': img.node.nodeName,
       msg: message,
-      ...(where ? { offset: where.offset, size: where.size } : {}),
-      fatal: !img.readOnly,
+      ...(opts.where ? { offset: opts.where.offset, size: opts.where.size } : {}),
+      fatal,
     });
   }
+  img.signaledCorruption = true;
+  // Read-only: nothing is written anyway; the image is not trusted for the rest of the session.
+  if (fatal || img.readOnly) img.corrupt = true;
+  if (fatal) img.dropped = true;
+  return err;
+}
+
+/**
+ * Marks the image corrupt: {@link signalCorruption} of a fatal corruption,
+ * and the corrupt bit set in a v3 header when writable.
+ */
+export async function markCorrupt(img: Qcow2Image, message: string, quiet = false, where?: { offset: number; size: number }): Promise<BlockError> {
+  const err = signalCorruption(img, message, { quiet, ...(where ? { where } : {}) });
   const h = img.header;
   if (!img.readOnly && h.version === 3 && !(h.incompatible & INCOMPAT.CORRUPT)) {
     h.incompatible |= INCOMPAT.CORRUPT;
@@ -255,7 +272,5 @@ export async function markCorrupt(img: Qcow2Image, message: string, quiet = fals
       // The error we report is the corruption.
     }
   }
-  img.corrupt = true;
-  if (!img.readOnly) img.dropped = true;
   return err;
 }

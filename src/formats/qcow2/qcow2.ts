@@ -145,6 +145,8 @@ export class Qcow2Image implements DriverInstance {
   metadataPreallocation: boolean | undefined = undefined;
   /** Set once a corruption was found: no further writes in this session. */
   corrupt = false;
+  /** Set once any corruption was reported (QEMU's signaled_corruption): later non-fatal ones are not. */
+  signaledCorruption = false;
   /**
    * Set when a corruption was found on a writable image: as QEMU drops the
    * node's driver then, the node reports no medium and every request fails

@@ -449,7 +449,10 @@ export class Refcounts {
     if (depth > 8) throw new BlockError('EIO', 'Refcount block allocation does not converge');
     if (rb < this.table.length && this.table[rb] !== 0) return;
     await this.host.file().debugEvent('refblock_alloc');
-    const loc = await this.findFree(1, reserved);
+    // Cluster 0 is searched too: on a damaged image (no refcounts for the header) it is
+    // found, and refused as QEMU refuses it.
+    const loc = await this.findFree(1, reserved, 0);
+    if (loc === 0) throw await this.host.corrupt('Preventing invalid allocation of refcount block at offset 0');
     const locRb = this.blockOf(loc);
     const buf = new Uint8Array(this.clusterSize);
     if (locRb === rb) {
@@ -596,7 +599,8 @@ export class Refcounts {
         if (rc === 0 || rc >= this.maxCount) off = 0;
       }
       if (off === 0 || cs - (off % cs) < bytes) {
-        const fresh = await this.allocStart(1, []);
+        const fresh = await this.allocStart(1, [], 0);
+        if (fresh === 0) throw await this.host.corrupt('Preventing invalid allocation of compressed cluster at offset 0');
         if (off === 0 || Math.ceil(off / cs) !== fresh) off = fresh * cs;
       }
       const first = Math.floor(off / cs);

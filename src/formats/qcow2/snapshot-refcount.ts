@@ -18,9 +18,9 @@ import { MAX_REFTABLE_BYTES } from './constants.js';
 import type { Qcow2Image } from './qcow2.js';
 import { readyRefcountWasm } from './refcount-entries.js';
 import { WasmSliceWalk, walkSlice } from './snapshot-walk.js';
+import { cHex as hex } from '../../core/c-hex.js';
 
 /** C's %#x. */
-const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`);
 
 /** The COPIED and compressed flags in an entry's high word. */
 const COPIED = 0x80000000;
