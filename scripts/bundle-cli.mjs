@@ -92,21 +92,14 @@ try {
 // The young generation keeps its first size: letting it double added 5 MB to a convert's peak
 // memory. Only when run as the command (an importing process keeps its own settings); set
 // before the bundle compiles, and always the same, as V8 checks a code cache's flags.
+if (isEntry) {
+  v8.setFlagsFromString('--interrupt-budget=1081344');
+  v8.setFlagsFromString('--semi-space-growth-factor=1');
+}
 // One cache per command (\`img snapshot\`, \`io\`, ...): each holds what its command compiled.
 const word = (w) => (w !== undefined && /^[a-z][a-z_-]{0,15}$/.test(w) ? w : undefined);
 const command = isEntry ? word(process.argv[2]) : 'module';
 const sub = command === 'img' ? word(process.argv[3]) : undefined;
-if (isEntry) {
-  v8.setFlagsFromString('--interrupt-budget=1081344');
-  v8.setFlagsFromString('--semi-space-growth-factor=1');
-  // img convert runs without TurboFan: its per-piece JavaScript is a small share of a copy
-  // (the data moves in libuv's threads and in WASM), and a convert of seconds optimised ~18
-  // large async functions at 20-70 ms of compiler CPU each on V8's worker threads, whose
-  // malloc arenas kept 5-6 MB of the compiler's memory (peak RSS of a 1 GiB zstd convert:
-  // 69 MB with TurboFan, 63 MB without, in no more time). Its own code cache, so the flag
-  // never meets another command's cache.
-  if (sub === 'convert') v8.setFlagsFromString('--no-opt');
-}
 // img snapshot's four actions (-c, -d, -a, -l) run different code: a cache each.
 const action = sub === 'snapshot' ? process.argv.slice(4).find((a) => /^-[cdal]$/.test(a))?.slice(1) : undefined;
 const key = [command ?? 'other', ...(sub !== undefined ? [sub] : []), ...(action !== undefined ? [action] : [])].join('-');
