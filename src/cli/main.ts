@@ -8,6 +8,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { CliIo } from './common.js';
 import { BlockBufferedOutput, CliExit } from './common.js';
+import { allowCopyWithoutOptimizer } from './img/convert-jit.js';
 
 export type { CliIo } from './common.js';
 
@@ -103,6 +104,7 @@ export function runAsProcess(): void {
     });
   }
   const io = processIo();
+  allowCopyWithoutOptimizer();
   main(process.argv.slice(2), io).then(
     (code) => {
       io.flush?.();

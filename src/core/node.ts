@@ -15,6 +15,7 @@ import { defaultLimits, type BlockLimits } from './limits.js';
 import { BlockError } from './errors.js';
 import { ChildRole, PERM_ALL } from './permissions.js';
 import type { TrackedRequest } from './tracked-requests.js';
+import { ArraySet } from './array-set.js';
 import type { BdrvDirtyBitmap } from './dirty-bitmap.js';
 import type { QdictEntries } from './qemu-json.js';
 
@@ -88,7 +89,7 @@ export class BlockNode {
   /** Serialising requests in flight; while > 0 reads take the tracked path. */
   serialisingInFlight = 0;
   /** Tracked requests, for serialising overlaps. */
-  readonly tracked = new Set<TrackedRequest>();
+  readonly tracked = new ArraySet<TrackedRequest>();
   /** Drain nesting depth (QEMU quiesce_counter). */
   quiesceCounter = 0;
   /** Resolvers waiting for inFlight to reach 0. */

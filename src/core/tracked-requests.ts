@@ -63,7 +63,7 @@ export class TrackedRequest {
    */
   blockers(): TrackedRequest[] | null {
     let out: TrackedRequest[] | null = null;
-    for (const other of this.node.tracked) {
+    for (const other of this.node.tracked.members) {
       if (other === this || other.seq > this.seq) continue;
       if (this.conflictsWith(other)) (out ??= []).push(other);
     }

@@ -12,6 +12,7 @@ import { creatableDriver, printOptionHelp, hasHelp, buildCreateOpts, toCreateRec
 import { help } from './help.js';
 import { zeroModuleWithPoolSync } from '../../wasm/hot-paths.js';
 import { convertCopy, READ_AHEAD, WRITE_DEPTH } from './convert-tasks.js';
+import { copyWithoutOptimizer } from './convert-jit.js';
 import { addPersistent } from './bitmap.js';
 import { lookupDirtyBitmap, removeDirtyBitmap, type BdrvDirtyBitmap } from '../../core/dirty-bitmap.js';
 import type { BlockNode } from '../../core/node.js';
@@ -230,10 +231,15 @@ export async function cmdConvert(ctx: Ctx, args: string[]): Promise<number> {
   const chunkSize = compress && clusterSize ? clusterSize : IO_BUF_SIZE;
 
   prog.print(0, 100);
-  await convertCopy({
-    srcs, sizes, target, chunkSize, compress, compressCluster: compress ? clusterSize : 0, minSparse, zeroInit, targetHasBacking, wz, prog: progress ? prog : null, rateLimit,
-    inOrder: tnode.driver.placesInWriteOrder === true, copyRange,
-  });
+  const optimizerBack = copyWithoutOptimizer(ctx.graph.listNodes());
+  try {
+    await convertCopy({
+      srcs, sizes, target, chunkSize, compress, compressCluster: compress ? clusterSize : 0, minSparse, zeroInit, targetHasBacking, wz, prog: progress ? prog : null, rateLimit,
+      inOrder: tnode.driver.placesInWriteOrder === true, copyRange,
+    });
+  } finally {
+    optimizerBack();
+  }
   if (srcBitmaps) copyBitmaps(ctx, srcBitmaps, tnode, skipBrokenBitmaps);
   prog.print(100, 0);
   prog.end();

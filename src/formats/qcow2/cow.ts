@@ -24,6 +24,7 @@
  *   that started before the drop is still running (read-gate.ts).
  */
 import { encryptHost } from './crypt.js';
+import { ArraySet } from '../../core/array-set.js';
 import { BlockError } from '../../core/errors.js';
 import { isZeroBuffer } from '../../core/zero-detect.js';
 import { HDR, INCOMPAT, MAX_L1_BYTES } from './constants.js';
@@ -284,7 +285,7 @@ interface InFlightRun {
  * cluster_allocs list and handle_dependencies).
  */
 export class InFlightWrites {
-  private readonly runs = new Set<InFlightRun>();
+  private readonly runs = new ArraySet<InFlightRun>();
 
   get size(): number {
     return this.runs.size;
@@ -292,7 +293,7 @@ export class InFlightWrites {
 
   /** A promise for one in-flight run overlapping clusters [first, last], or undefined. */
   overlapping(first: number, last: number): Promise<void> | undefined {
-    for (const r of this.runs) if (r.first <= last && r.last >= first) return r.done;
+    for (const r of this.runs.members) if (r.first <= last && r.last >= first) return r.done;
     return undefined;
   }
 

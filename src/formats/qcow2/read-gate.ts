@@ -1,3 +1,5 @@
+import { ArraySet } from '../../core/array-set.js';
+
 /**
  * Reads in flight, for holding back the reuse of host clusters they may
  * still read (QEMU keeps a cluster from being reused while a request uses it
@@ -15,8 +17,8 @@
 export class ReadGate {
   /** Number of the next ticket. */
   private next = 0;
-  /** Tickets of the reads running (in increasing order: a Set keeps insertion order). */
-  private readonly active = new Set<number>();
+  /** Tickets of the reads running, in increasing order (an ArraySet: no garbage per read). */
+  private readonly active = new ArraySet<number>();
   /** Waiters for {@link passed}: the stamp and the resolver. */
   private waiters: Array<{ stamp: number; resolve: () => void }> = [];
 
@@ -60,8 +62,7 @@ export class ReadGate {
 
   /** Ticket of the oldest read running (Infinity when none). */
   oldest(): number {
-    for (const t of this.active) return t;
-    return Infinity;
+    return this.active.first() ?? Infinity;
   }
 
   /** Whether every read that started before `stamp` has ended. */
