@@ -49,7 +49,7 @@ describe('read port', () => {
     let next = 0;
     const seen: number[] = [];
     const lane = async () => {
-      let buf = new Uint8Array(4 * KiB);
+      let buf: Uint8Array = new Uint8Array(4 * KiB);
       while (next < expected.length) {
         const pos = next;
         next += buf.length;
