@@ -3,8 +3,8 @@
  * without Comlink's per-call work, for Disk.readInto (read-port-client.ts).
  *
  * A message is an array of reads `{ id, offset, buf }` (each buf transferred,
- * or a view of a SharedArrayBuffer the page shares); the worker serves them in
- * order and answers them all in one message, an array of `{ id, buf }` (the
+ * or a view of a SharedArrayBuffer the page shares); the worker serves them
+ * and answers them all in one message, an array of `{ id, buf }` (the
  * buffer transferred back, filled), `{ id }` (shared: filled in place) or
  * `{ id, error }` (a serialised BlockError).
  *
@@ -39,27 +39,25 @@ export interface ReadPortAnswer {
 
 /**
  * Serves reads of `backend` on a new channel; returns the page's end and a way
- * to close ours. The reads of one message run one after the other; reads of
- * different messages may overlap when the backend waits (http, idb).
+ * to close ours. The reads of one message all start at once (they overlap
+ * where the backend waits: http, idb) and are answered together.
  */
 export function serveReadPort(backend: BlockBackend): { port: MessagePort; close(): void } {
   const { port1, port2 } = new MessageChannel();
   const isShared = (b: Uint8Array) => typeof SharedArrayBuffer !== 'undefined' && b.buffer instanceof SharedArrayBuffer;
   const serve = async (reads: ReadPortRequest[]): Promise<void> => {
+    const settled = await Promise.allSettled(reads.map(({ offset, buf }) => backend.pread(offset, buf)));
     const answers: ReadPortAnswer[] = [];
     const moving: ArrayBuffer[] = [];
-    for (const { id, offset, buf } of reads) {
-      try {
-        await backend.pread(offset, buf);
-        if (isShared(buf)) answers.push({ id });
-        else {
-          answers.push({ id, buf });
-          moving.push(buf.buffer as ArrayBuffer);
-        }
-      } catch (e) {
-        answers.push({ id, error: serializeBlockError(toBlockError(e)) });
+    reads.forEach(({ id, buf }, i) => {
+      const s = settled[i]!;
+      if (s.status === 'rejected') answers.push({ id, error: serializeBlockError(toBlockError(s.reason)) });
+      else if (isShared(buf)) answers.push({ id });
+      else {
+        answers.push({ id, buf });
+        moving.push(buf.buffer as ArrayBuffer);
       }
-    }
+    });
     port1.postMessage(answers, moving);
   };
   port1.onmessage = (ev: MessageEvent<ReadPortRequest[]>) => void serve(ev.data);
