@@ -27,6 +27,8 @@ export class PortReader {
   /** Reads submitted this tick, sent together at its end. */
   private batch: ReadPortRequest[] = [];
   private moving: ArrayBuffer[] = [];
+  /** The error reads fail with once the port is closed. */
+  private closedWith: { error: unknown } | null = null;
 
   /** `port` is the page's end, as the worker's readPort() returns it. */
   constructor(port: Promise<MessagePort>) {
@@ -49,6 +51,7 @@ export class PortReader {
 
   /** Closes the port; reads still waiting fail with `error`. */
   close(error: unknown): void {
+    this.closedWith = { error };
     void this.port.then((p) => p.close(), () => undefined);
     for (const w of this.waiting.values()) w.reject(error);
     this.waiting.clear();
@@ -62,6 +65,7 @@ export class PortReader {
    * sent) and comes back filled as the returned array.
    */
   read(offset: number, buf: Uint8Array, shared: boolean): Promise<Uint8Array> {
+    if (this.closedWith) return Promise.reject(this.closedWith.error);
     if (!shared && buf.buffer.byteLength === 0) {
       // Nothing to read; a detached buffer (already transferred) is the caller's mistake.
       return isDetached(buf.buffer) ? Promise.reject(new BlockError('EINVAL', `The buffer of a read at ${offset} is detached (transferred away)`, { offset })) : Promise.resolve(buf);

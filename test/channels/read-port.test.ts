@@ -103,6 +103,8 @@ describe('read port', () => {
     const pending = reader.read(0, new Uint8Array(KiB), false);
     reader.close(new BlockError('ENOMEDIUM', 'closed'));
     await expect(pending).rejects.toMatchObject({ code: 'ENOMEDIUM' });
+    // Reads after the close fail at once rather than wait for a port that is gone.
+    await expect(reader.read(0, new Uint8Array(KiB), false)).rejects.toMatchObject({ code: 'ENOMEDIUM' });
     await done();
   });
 });
