@@ -21,7 +21,14 @@ export class BulkReader {
   private submitted = 0;
   private released = 0;
   private busy = false;
-  /** Answers per wake-up when streaming (when the page has to wait). */
+  /**
+   * Answers per wake-up when streaming (when the page has to wait): all the
+   * queued ones but one, so that the worker still has a read in hand while the
+   * page consumes and submits again. A wake-up costs the worker about as much
+   * as a 1 MiB read on a busy machine (the page takes its core); with 4 slots
+   * of 1 MiB, waking for 3 answers instead of 2 measured 0.74–0.78× of a raw
+   * OPFS worker instead of 0.68–0.70×, and for every answer 0.62×.
+   */
   private readonly batch: number;
 
   constructor(buffer: SharedArrayBuffer) {
@@ -31,7 +38,7 @@ export class BulkReader {
     const head = headerBytes(this.slots);
     this.ctl = new Int32Array(buffer, 0, head / 4);
     this.views = Array.from({ length: this.slots }, (_, i) => new Uint8Array(buffer, head + i * this.slotBytes, this.slotBytes));
-    this.batch = Math.max(1, this.slots >> 1);
+    this.batch = Math.max(1, this.slots - 1);
   }
 
   private submit(offset: number, length: number): number {
@@ -135,7 +142,7 @@ export class BulkReader {
           next += n;
         }
         const [seq, n] = queue.shift()!;
-        // If it has to sleep, the page sleeps until half the queue is answered.
+        // If it has to sleep, the page sleeps until all but one of the queue is answered.
         const wakeAt = (seq + Math.min(this.batch, queue.length + 1)) & MASK;
         const view = await this.result(seq, pos, n, wakeAt);
         pos += n;

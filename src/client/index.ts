@@ -132,11 +132,15 @@ export class Disk {
 
   /**
    * Reads into `buf` without allocating: `buf`'s buffer is transferred to the
-   * worker (detached here) and comes back filled as the returned array. Reuse
-   * the returned array for the next read. A view of a SharedArrayBuffer (in a
-   * cross-origin isolated page) is filled in place instead, with no transfer.
-   * Keep a few reads in flight for throughput. In a cross-origin isolated
-   * page, {@link bulkReader} is faster for bulk reads (no message per read).
+   * worker (detached here at the end of the current tick) and comes back
+   * filled as the returned array. Reuse the returned array for the next read.
+   * A view of a SharedArrayBuffer (in a cross-origin isolated page) is filled
+   * in place instead, with no transfer. Keep a few reads in flight for
+   * throughput: the reads submitted in one tick travel to the worker in one
+   * message and come back together in one, so readers that resubmit as soon
+   * as their answer arrives pay one round trip per group. In a cross-origin
+   * isolated page, {@link bulkReader} is faster for bulk reads (no message
+   * per read).
    *
    * The result has the type of `buf` (`Uint8Array<ArrayBuffer>` in gives
    * `Uint8Array<ArrayBuffer>` back), so `buf = await disk.readInto(0, buf)`

@@ -1,0 +1,94 @@
+/**
+ * Page-side sequential 1 MiB reads against a raw OPFS worker (issue #18),
+ * measured many times, alternated, with medians (browser.ts keeps the best of
+ * three, which on this shared 2-core machine swings by 2× between runs).
+ *
+ * Each round measures, back to back in a rotated order: raw
+ * FileSystemSyncAccessHandle 1 MiB reads in the worker (the baseline), the
+ * qcow2 image read in the worker through the block layer, the page reading the
+ * image through Disk.bulkReader (4 slots of 1 MiB) and through readInto
+ * (transferred buffers, 1 and 4 in flight). The figures are the medians of the
+ * per-round ratios (each value over the raw reads of its own round).
+ *
+ *   BENCH_PORT=4273 npx tsx bench/browser/page-reads.ts
+ * Environment: BENCH_ROUNDS (default 12), BENCH_OPFS_MIB (768: a measurement
+ * of 256 MiB lasts 30 ms, too short on a shared machine), BENCH_PORT (4175).
+ * The `raw` line's own ratios (one raw run over its round's mean) show the
+ * noise.
+ */
+import os from 'node:os';
+import type { Page } from '@playwright/test';
+import { withBenchPage } from './session.js';
+
+const MiB = 1 << 20;
+const SIZE = Number(process.env.BENCH_OPFS_MIB ?? 768) * MiB;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 12);
+const IMG = 'opfs:/bench/page-reads.qcow2';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+type Kind = 'raw' | 'worker' | 'bulk4' | 'readInto1' | 'readInto4';
+
+async function measure(page: Page): Promise<void> {
+  await page.evaluate(async () => {
+    const { dw } = await window.benchApi.start();
+    (window as unknown as { dwb: unknown }).dwb = dw;
+  });
+  const call = <T>(method: string, ...args: unknown[]): Promise<T> =>
+    page.evaluate(
+      async ({ method, args }) => {
+        const dw = (window as unknown as { dwb: { remote: Record<string, (...a: unknown[]) => Promise<unknown>> } }).dwb;
+        return dw.remote[method]!(...args);
+      },
+      { method, args },
+    ) as Promise<T>;
+  const onPage = (fn: 'pageBulkRead' | 'pageSeqRead', a: number) =>
+    page.evaluate(
+      async ({ fn, img, a }) => {
+        const dw = (window as unknown as { dwb: never }).dwb;
+        return fn === 'pageBulkRead' ? window.benchApi.pageBulkRead(dw, img, 'qcow2', a) : window.benchApi.pageSeqRead(dw, img, 'qcow2', a, false);
+      },
+      { fn, img: IMG, a },
+    );
+  await call('rawSeqWrite', 'raw.bin', SIZE);
+  await call('imgSeqWrite', IMG, 'qcow2', SIZE);
+  const runs: Record<Kind, () => Promise<number>> = {
+    raw: () => call<number>('rawSeqRead', 'raw.bin', SIZE),
+    worker: () => call<number>('imgSeqRead', IMG, 'qcow2', SIZE),
+    bulk4: () => onPage('pageBulkRead', 4),
+    readInto1: () => onPage('pageSeqRead', 1),
+    readInto4: () => onPage('pageSeqRead', 4),
+  };
+  const kinds = Object.keys(runs) as Kind[];
+  // Warm-up: every path once (JIT, page cache).
+  for (const k of kinds) await runs[k]();
+  const values = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
+  const ratios = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
+  const load0 = os.loadavg()[0]!;
+  for (let r = 0; r < ROUNDS; r++) {
+    const got: Partial<Record<Kind, number>> = {};
+    for (let i = 0; i < kinds.length; i++) {
+      const k = kinds[(i + r) % kinds.length]!;
+      got[k] = await runs[k]();
+    }
+    // The raw reads once more at the end of the round: its baseline is the mean of both.
+    const raw = (got.raw! + (await runs.raw())) / 2;
+    for (const k of kinds) {
+      values[k].push(got[k]!);
+      ratios[k].push(got[k]! / raw);
+    }
+  }
+  const load1 = os.loadavg()[0]!;
+  process.stdout.write(`load average ${load0.toFixed(2)} → ${load1.toFixed(2)}, ${ROUNDS} rounds, ${SIZE / MiB} MiB\n`);
+  for (const k of kinds) {
+    const rs = ratios[k].map((x) => x.toFixed(2)).join(' ');
+    process.stdout.write(`${k.padEnd(10)} median ${median(values[k]).toFixed(0).padStart(6)} MiB/s  vs raw: median ${median(ratios[k]).toFixed(2)}×  [${rs}]\n`);
+  }
+  await call('remove', IMG).catch(() => undefined);
+}
+
+await withBenchPage('', 'bench ready', measure);
