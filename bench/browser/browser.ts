@@ -32,7 +32,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Page } from '@playwright/test';
 import type { BenchResult } from '../types.js';
-import { withBenchPage } from './session.js';
+import { startBenchWorker, withBenchPage, type Call } from './session.js';
 
 const MiB = 1 << 20;
 const OPFS_SIZE = Number(process.env.BENCH_OPFS_MIB ?? 256) * MiB;
@@ -65,8 +65,6 @@ async function best(rounds: number, f: () => Promise<number>): Promise<number> {
   return b;
 }
 
-
-type Call = <T>(method: string, ...args: unknown[]) => Promise<T>;
 
 async function opfsSection(page: Page, call: Call, format: string, out: BenchResult[]): Promise<void> {
   const img = `opfs:/bench/image.${format}`;
@@ -227,20 +225,12 @@ async function httpSection(page: Page, call: Call, out: BenchResult[]): Promise<
 const only = new Set((process.env.BENCH_ONLY ?? 'opfs,idb,http').split(','));
 
 async function measure(page: Page): Promise<BenchResult[]> {
+  const call = await startBenchWorker(page);
   const format: string = await page.evaluate(async () => {
-    const { dw } = await window.benchApi.start();
-    (window as unknown as { dwb: unknown }).dwb = dw;
+    const dw = (window as unknown as { dwb: { drivers(): Promise<string[]> } }).dwb;
     const drivers = await dw.drivers();
     return drivers.includes('qcow2') ? 'qcow2' : 'raw';
   });
-  const call: Call = <T>(method: string, ...args: unknown[]): Promise<T> =>
-    page.evaluate(
-      async ({ method, args }) => {
-        const dw = (window as unknown as { dwb: { remote: Record<string, (...a: unknown[]) => Promise<unknown>> } }).dwb;
-        return dw.remote[method]!(...args);
-      },
-      { method, args },
-    ) as Promise<T>;
   const out: BenchResult[] = [];
   if (only.has('opfs')) await opfsSection(page, call, format, out);
   if (only.has('idb')) await idbSection(call, out);

@@ -18,7 +18,7 @@
  */
 import os from 'node:os';
 import type { Page } from '@playwright/test';
-import { withBenchPage } from './session.js';
+import { startBenchWorker, withBenchPage } from './session.js';
 
 const MiB = 1 << 20;
 const SIZE = Number(process.env.BENCH_OPFS_MIB ?? 768) * MiB;
@@ -34,18 +34,7 @@ function median(xs: number[]): number {
 type Kind = 'raw' | 'worker' | 'bulk4' | 'readInto1' | 'readInto4';
 
 async function measure(page: Page): Promise<void> {
-  await page.evaluate(async () => {
-    const { dw } = await window.benchApi.start();
-    (window as unknown as { dwb: unknown }).dwb = dw;
-  });
-  const call = <T>(method: string, ...args: unknown[]): Promise<T> =>
-    page.evaluate(
-      async ({ method, args }) => {
-        const dw = (window as unknown as { dwb: { remote: Record<string, (...a: unknown[]) => Promise<unknown>> } }).dwb;
-        return dw.remote[method]!(...args);
-      },
-      { method, args },
-    ) as Promise<T>;
+  const call = await startBenchWorker(page);
   const onPage = (fn: 'pageBulkRead' | 'pageSeqRead', a: number) =>
     page.evaluate(
       async ({ fn, img, a }) => {

@@ -62,3 +62,22 @@ export async function withBenchPage<T>(pagePath: string, readyTitle: string, mea
     server.kill();
   }
 }
+
+/** A call of a method of the bench page's worker API (`window.dwb.remote`, set by {@link startBenchWorker}). */
+export type Call = <T>(method: string, ...args: unknown[]) => Promise<T>;
+
+/** Starts the bench page's DiskWorker, keeps it as `window.dwb`, and returns the way to call its worker API. */
+export async function startBenchWorker(page: Page): Promise<Call> {
+  await page.evaluate(async () => {
+    const { dw } = await window.benchApi.start();
+    (window as unknown as { dwb: unknown }).dwb = dw;
+  });
+  return <T>(method: string, ...args: unknown[]): Promise<T> =>
+    page.evaluate(
+      async ({ method, args }) => {
+        const dw = (window as unknown as { dwb: { remote: Record<string, (...a: unknown[]) => Promise<unknown>> } }).dwb;
+        return dw.remote[method]!(...args);
+      },
+      { method, args },
+    ) as Promise<T>;
+}

@@ -5,7 +5,7 @@
  * stderr after filtering timings, disk usage and the program-name prefix.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, rmSync, mkdirSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { main } from '../../src/cli/main.js';
@@ -17,6 +17,16 @@ export interface RunResult {
 }
 
 export type Tool = 'img' | 'io';
+
+/** Writes big-endian `hex` (hex text, e.g. 'ffffffff') at `offset` of `file`: damages an image for a test. */
+export function pokeHex(file: string, offset: number, hex: string): void {
+  const fd = openSync(file, 'r+');
+  try {
+    writeSync(fd, Buffer.from(hex, 'hex'), 0, hex.length / 2, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export function hasQemu(): boolean {
   const r = spawnSync('qemu-img', ['--version'], { encoding: 'utf8' });

@@ -8,19 +8,8 @@
  * (the offsets of docs/interop/qcow2.txt), as the iotests do with poke_file.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { Fixture, golden, normalize, ours, theirs, words } from './harness.js';
-
-/** Writes big-endian `bytes` (hex text, e.g. 'ffffffff') at `offset` of `file`. */
-function poke(file: string, offset: number, hex: string): void {
-  const fd = openSync(file, 'r+');
-  try {
-    writeSync(fd, Buffer.from(hex, 'hex'), 0, hex.length / 2, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
+import { Fixture, golden, normalize, ours, pokeHex as poke, theirs, words } from './harness.js';
 
 /**
  * Replaces the header extensions (at 112 in a v3 image of qemu-img 7.2) with

@@ -12,24 +12,15 @@
  * of both copies.
  */
 import { describe, expect, it } from 'vitest';
-import { closeSync, copyFileSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { hasQemu, normalize, ours, theirs } from '../../cli/harness.js';
+import { hasQemu, normalize, ours, pokeHex as poke, theirs } from '../../cli/harness.js';
 
 const RT = 0x10000;
 const RB = 0x20000;
 const L2 = 0x40000;
-
-function poke(file: string, offset: number, hex: string): void {
-  const fd = openSync(file, 'r+');
-  try {
-    writeSync(fd, Buffer.from(hex, 'hex'), 0, hex.length / 2, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function sh(cmd: string, args: string[], cwd: string): string {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
@@ -104,7 +95,7 @@ const CASES: Case[] = [
   },
 ];
 
-describe.skipIf(!hasQemu)('corruption reports and what follows them (qemu-io 7.2, iotest 060)', () => {
+describe.skipIf(!hasQemu())('corruption reports and what follows them (qemu-io 7.2, iotest 060)', () => {
   for (const c of CASES) {
     it(c.name, async () => {
       const dir = mkdtempSync(join(tmpdir(), 'dw-corrupt-'));

@@ -42,7 +42,7 @@ const CASES: Case[] = [
   { name: 'apply, EIO', snapshots: ['a', 'b'], args: ['-a', 'a'], errno: 5, meetsError: false },
 ];
 
-describe.skipIf(!hasQemu)('snapshot operations when freeing clusters fails (qemu-img 7.2)', () => {
+describe.skipIf(!hasQemu())('snapshot operations when freeing clusters fails (qemu-img 7.2)', () => {
   for (const c of CASES) {
     it(c.name, async () => {
       const dir = mkdtempSync(join(tmpdir(), 'dw-snap-free-'));
@@ -82,7 +82,7 @@ describe.skipIf(!hasQemu)('snapshot operations when freeing clusters fails (qemu
  * are discarded in the file, so the file's data extents after the delete are
  * qemu-img's; with the option off they stay allocated.
  */
-describe.skipIf(!hasQemu)('pass-discard-snapshot (qemu-img 7.2)', () => {
+describe.skipIf(!hasQemu())('pass-discard-snapshot (qemu-img 7.2)', () => {
   for (const pass of ['on', 'off']) {
     it(`delete with pass-discard-snapshot=${pass}: the file's extents are qemu-img's`, async () => {
       const dir = mkdtempSync(join(tmpdir(), 'dw-snap-discard-'));
