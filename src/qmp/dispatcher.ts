@@ -5,6 +5,7 @@
  * `{"error": {"class", "desc"}}` object carrying the request's `id`.
  */
 import { QmpError, toQmpError } from './errors.js';
+import { plainJson } from './json.js';
 import { checkArguments, checkValue, type QapiCustom, type QapiStruct } from './schema.js';
 
 /** One command of the table. */
@@ -59,7 +60,8 @@ export class QmpDispatcher {
     try {
       if (command.args !== null && 'custom' in command.args) checkValue(args, command.args, '');
       else checkArguments(args, command.args);
-      const value = await command.run(args);
+      // The checks saw QEMU's number kinds; the command reads plain numbers.
+      const value = await command.run(plainJson(args) as Record<string, unknown>);
       return { return: value === undefined ? {} : value, ...(id !== undefined ? { id } : {}) };
     } catch (e) {
       return errorReply(e, id);
