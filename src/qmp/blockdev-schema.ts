@@ -6,7 +6,7 @@
  * checked for the common members only and left to their open.
  */
 import { genericError } from './errors.js';
-import { checkMembers, m, struct, type QapiCustom, type QapiMember, type QapiType } from './schema.js';
+import { checkMembers, flatUnion, m, struct, type QapiCustom, type QapiMember, type QapiType } from './schema.js';
 
 /** QEMU 7.2's BlockdevDriver values (this build's). */
 export const QEMU_BLOCKDEV_DRIVERS = [
@@ -46,6 +46,12 @@ const overlapCheck: QapiType = {
   ]),
 };
 
+/** BlockdevQcow2Encryption: the format, and the key secret of either kind. */
+const qcow2Encryption = flatUnion('BlockdevQcow2Encryption', [m('format', { enum: ['aes', 'luks'] })], {
+  aes: [m('*key-secret', 'str')],
+  luks: [m('*key-secret', 'str')],
+});
+
 /** The members each described driver adds to the common ones. */
 function variants(known: Known): Record<string, QapiMember[]> {
   const ref = blockdevRef(known);
@@ -75,7 +81,7 @@ function variants(known: Known): Record<string, QapiMember[]> {
     m('*l2-cache-entry-size', 'int'),
     m('*refcount-cache-size', 'int'),
     m('*cache-clean-interval', 'int'),
-    m('*encrypt', 'any'),
+    m('*encrypt', qcow2Encryption),
     m('*data-file', ref),
   ],
   blkverify: [m('test', ref), m('raw', ref)],
@@ -95,13 +101,13 @@ export function checkBlockdevOptions(value: unknown, path: string, known: Known,
     throw genericError(`Invalid parameter type for '${path === '' ? 'null' : path}', expected: object`);
   }
   const opts = value as Record<string, unknown>;
-  const name = (n: string) => (path === '' ? n : `${path}.${n}`);
   checkMembers(opts, struct('BlockdevOptions', common, true), path, keyval);
   const driver = opts.driver as string;
   const variant = variants(known)[driver];
   if (!variant) {
     if (!(QEMU_BLOCKDEV_DRIVERS as readonly string[]).includes(driver) && !known(driver)) {
-      throw genericError(`Parameter '${name('driver')}' does not accept value '${driver}'`);
+      // QEMU's enum visitor names the member alone, at any depth.
+      throw genericError(`Parameter 'driver' does not accept value '${driver}'`);
     }
     return;
   }

@@ -13,6 +13,11 @@ export interface QmpCommand {
   name: string;
   /** The command's 'data' (null: takes no arguments; a custom type: a boxed union). */
   args: QapiStruct | QapiCustom | null;
+  /**
+   * Whether `run` gets the arguments as parsed (bigints, QmpDoubles: json.ts)
+   * because it checks members the schema leaves open (object-add's properties).
+   */
+  rawNumbers?: boolean;
   /** Runs with checked arguments; the value is the reply's `return` (undefined: `{}`). */
   run(args: Record<string, unknown>): unknown;
 }
@@ -61,7 +66,7 @@ export class QmpDispatcher {
       if (command.args !== null && 'custom' in command.args) checkValue(args, command.args, '');
       else checkArguments(args, command.args);
       // The checks saw QEMU's number kinds; the command reads plain numbers.
-      const value = await command.run(plainJson(args) as Record<string, unknown>);
+      const value = await command.run(command.rawNumbers ? args : (plainJson(args) as Record<string, unknown>));
       return { return: value === undefined ? {} : value, ...(id !== undefined ? { id } : {}) };
     } catch (e) {
       return errorReply(e, id);

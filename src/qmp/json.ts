@@ -12,6 +12,7 @@
  * {@link QmpDouble}. {@link plainJson} turns them into numbers once the
  * argument checks have seen them.
  */
+import { qdictOrder } from '../core/qemu-json.js';
 import { QmpError, genericError } from './errors.js';
 
 /** A double whose value is whole (1.0, 1e3, -0.0, 2^64): QEMU's visitors refuse it as an integer. */
@@ -388,24 +389,11 @@ function parseString(b: Uint8Array): string {
   return out;
 }
 
-const encoder = new TextEncoder();
-
-/** QEMU's QDict bucket of a key (tdb_hash modulo 512). */
-function qdictBucket(key: string): number {
-  const b = encoder.encode(key);
-  let value = Math.imul(0x238f13af, b.length) >>> 0;
-  for (let i = 0; i < b.length; i++) value = (value + ((b[i]! << ((i * 5) % 24)) >>> 0)) >>> 0;
-  return ((Math.imul(1103515243, value) + 12345) >>> 0) % 512;
-}
-
 /**
- * Keys in the order QEMU's QDict walks them (qdict_first/qdict_next): by
- * hash bucket, and within a bucket the last added first. QEMU checks a
- * request's members and writes every object of its replies in this order.
+ * Keys in the order QEMU's QDict walks them (by hash bucket, the last added
+ * first within one): QEMU checks a request's members and writes every
+ * object of its replies in this order.
  */
-export function qdictOrder(keys: readonly string[]): string[] {
-  return keys
-    .map((k, i) => ({ k, i, b: qdictBucket(k) }))
-    .sort((x, y) => x.b - y.b || y.i - x.i)
-    .map((x) => x.k);
+export function qdictKeyOrder(keys: readonly string[]): string[] {
+  return qdictOrder(keys.map((k) => [k, k] as const)).map(([k]) => k);
 }

@@ -62,6 +62,23 @@ export function struct(name: string, members: readonly QapiMember[], open = fals
   return { struct: name, members, open };
 }
 
+/**
+ * A flat union (QAPI 'union' with a 'discriminator'): the base members,
+ * then the branch the tag names, and no other member. A tag value without a
+ * branch takes the base members only.
+ */
+export function flatUnion(name: string, base: readonly QapiMember[], branches: Record<string, readonly QapiMember[]>): QapiCustom {
+  return {
+    custom: name,
+    check(value, path, keyval) {
+      if (!isObject(value)) throw genericError(`Invalid parameter type for '${path === '' ? 'null' : path}', expected: object`);
+      checkMembers(value, struct(name, base, true), path, keyval);
+      const tag = base.find((x) => typeof x.type === 'object' && 'enum' in x.type)!;
+      checkMembers(value, struct(name, [...base, ...(branches[value[tag.name] as string] ?? [])]), path, keyval);
+    },
+  };
+}
+
 /** Whether `v` is a JSON object (not an array, not null). */
 export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 

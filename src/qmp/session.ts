@@ -7,7 +7,7 @@
 import type { BlockQmp } from './block-qmp.js';
 import { errorReply, type QmpReply } from './dispatcher.js';
 import { QmpError, genericError } from './errors.js';
-import { parseQmpJson, qdictOrder } from './json.js';
+import { parseQmpJson, qdictKeyOrder } from './json.js';
 import { checkArguments, isObject, m, struct } from './schema.js';
 
 /** The greeting's shape (QEMU's QMP greeting). */
@@ -77,7 +77,7 @@ export class QmpSession {
   private async dispatch(req: Record<string, unknown>, id: unknown): Promise<QmpReply> {
     // The members are checked in QEMU's QDict order: with two bad ones, the same one is named.
     let execKey: string | undefined;
-    for (const key of qdictOrder(Object.keys(req))) {
+    for (const key of qdictKeyOrder(Object.keys(req))) {
       const value = req[key];
       if (key === 'execute' || (key === 'exec-oob' && this.oob)) {
         if (typeof value !== 'string') return errorReply(genericError(`QMP input member '${key}' must be a string`), id);

@@ -6,25 +6,9 @@
  * C's "%.17g"; each message ends with CR LF (the monitor turns every LF of
  * its output into CR LF).
  */
-import { QmpDouble, qdictOrder } from './json.js';
+import { qemuQuote as quoted } from '../core/qemu-json.js';
+import { QmpDouble, qdictKeyOrder } from './json.js';
 
-/** A string as QEMU quotes it. */
-function quoted(s: string): string {
-  let out = '"';
-  for (const ch of s) {
-    const cp = ch.codePointAt(0)!;
-    const simple: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-    if (ch in simple) out += simple[ch];
-    else if (cp > 0xffff) out += `\\u${hex4(0xd800 + ((cp - 0x10000) >> 10))}\\u${hex4(0xdc00 + ((cp - 0x10000) & 0x3ff))}`;
-    // A lone surrogate is no UTF-8 QEMU could hold: its writer puts the replacement character.
-    else if (cp >= 0xd800 && cp <= 0xdfff) out += '\\uFFFD';
-    else if (cp < 0x20 || cp >= 0x7f) out += `\\u${hex4(cp)}`;
-    else out += ch;
-  }
-  return out + '"';
-}
-
-const hex4 = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
 
 /** C's printf("%.17g", v). */
 export function formatDouble(v: number): string {
@@ -73,7 +57,7 @@ export function qmpJsonText(value: unknown, pretty = false): string {
       else {
         const o = v as Record<string, unknown>;
         // QEMU writes a dict's members in its hash order.
-        for (const k of qdictOrder(Object.keys(o).filter((key) => o[key] !== undefined))) write(k, o[k]);
+        for (const k of qdictKeyOrder(Object.keys(o).filter((key) => o[key] !== undefined))) write(k, o[k]);
       }
       depth--;
       needComma = true;
