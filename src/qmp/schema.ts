@@ -14,6 +14,7 @@ export type QapiType =
   | 'int64'
   | 'uint64'
   | 'uint32'
+  | 'uint16'
   | 'size'
   | 'bool'
   | 'number'
@@ -89,6 +90,7 @@ export function join(path: string, name: string): string {
 
 const INT_RANGES: Record<string, [bigint, bigint, string]> = {
   uint32: [0n, 2n ** 32n - 1n, 'uint32_t'],
+  uint16: [0n, 2n ** 16n - 1n, 'uint16_t'],
 };
 
 /**
@@ -114,6 +116,7 @@ const KEYVAL_SCALARS: Record<string, [RegExp, string]> = {
   int64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
   uint64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'uint64'],
   uint32: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
+  uint16: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
   size: [/^\d+(\.\d+)?[kmgtpe]?b?$/i, 'a non-negative number below 2^64'],
   bool: [/^(on|off|yes|no|true|false)$/, "'on' or 'off'"],
   number: [/^[+-]?\d+(\.\d*)?(e[+-]?\d+)?$/i, 'a number'],

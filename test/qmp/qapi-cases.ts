@@ -71,7 +71,11 @@ export interface ArgCase {
 export class QapiCaseGenerator {
   private readonly types = new Map<string, SchemaEntry>();
 
-  constructor(schema: SchemaEntry[]) {
+  /** `name`: the string every name-like member gets ('nope': nothing has it; a node-name: the node). */
+  constructor(
+    schema: SchemaEntry[],
+    private readonly name = 'nope',
+  ) {
     for (const e of schema) this.types.set(e.name, e);
   }
 
@@ -114,7 +118,7 @@ export class QapiCaseGenerator {
     if (member in NAMED && t['meta-type'] === 'builtin' && t['json-type'] === 'string') return NAMED[member]!;
     switch (t['meta-type']) {
       case 'builtin':
-        return { string: 'nope', int: num('1'), boolean: false, number: num('1.5'), null: null, value: 'x' }[t['json-type']!] as Raw;
+        return { string: this.name, int: num('1'), boolean: false, number: num('1.5'), null: null, value: 'x' }[t['json-type']!] as Raw;
       case 'enum':
         return t.values![0]!;
       case 'array':

@@ -1,0 +1,191 @@
+/**
+ * What a careless or hostile QMP client sends, against qemu-storage-daemon
+ * 7.2 and `diskworker daemon`, replies compared exactly (class, desc, id):
+ *
+ * - argument checks of every command both have, generated from QSD's own
+ *   `query-qmp-schema` (test/qmp/qapi-cases.ts): required members left out,
+ *   unknown members, wrong JSON types at any depth, integers at the int64 /
+ *   uint64 / double edges, empty strings, values outside an enum, names of
+ *   nothing; a seeded sample of them, then the base requests again with the
+ *   name of an existing node in every name-like member;
+ * - the request envelope: `execute` not a string, `arguments` not an
+ *   object, unknown members, `id` of every JSON type echoed back, unknown
+ *   commands, malformed JSON (QEMU's parse errors and its recovery);
+ * - capabilities negotiation: commands before it, `enable` with an unknown
+ *   or a valid capability (oob, which QSD's socket monitors offer), twice,
+ *   and exec-oob before and after oob is enabled.
+ *
+ * Needs `npm run build:ts` (the bundled bin).
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { QmpClient, hasQsd, mask, run, startDaemon, twinDirs, type Daemon, type Json } from './harness.js';
+import { QapiCaseGenerator, seeded, type SchemaEntry } from './qapi-cases.js';
+
+const daemons: Daemon[] = [];
+afterAll(async () => {
+  await Promise.all(daemons.splice(0).map((d) => d.stop()));
+});
+
+/** The command line of both daemons: a raw node over a file node. */
+const ARGS = ['--blockdev', '{"driver":"file","node-name":"f0","filename":"$DIR/a.raw"}', '--blockdev', '{"driver":"raw","node-name":"r0","file":"f0"}'];
+
+/** Replies that differ by design: our version and command list, and QEMU's member order of answers to queries. */
+const OWN_ANSWERS = new Set(['query-version', 'query-commands', 'query-named-block-nodes', 'x-debug-query-block-graph', 'query-block', 'query-blockstats']);
+
+/** Sends each text to a fresh daemon of `side`; the greeting and the masked replies. */
+async function session(side: 'qemu' | 'ours', dir: string, texts: string[]): Promise<{ greeting: Json; replies: Json[] }> {
+  const d = startDaemon(side, dir, ARGS);
+  daemons.push(d);
+  const c = await QmpClient.connect(d.sock);
+  const replies: Json[] = [];
+  try {
+    for (const t of texts) replies.push(mask(await c.send(t.replaceAll('$DIR', dir)), dir));
+  } finally {
+    c.close();
+    await d.stop();
+  }
+  return { greeting: c.greeting, replies };
+}
+
+/** Runs `texts` on both daemons (twin directories) and returns the replies side by side. */
+async function compare(texts: string[]): Promise<{ qemu: Json[]; ours: Json[]; greetings: Json[] }> {
+  const dirs = twinDirs((dir) => run('truncate', ['-s', '1M', 'a.raw'], dir));
+  const qemu = await session('qemu', dirs.qemu, texts);
+  const ours = await session('ours', dirs.ours, texts);
+  return { qemu: qemu.replies, ours: ours.replies, greetings: [qemu.greeting, ours.greeting] };
+}
+
+/** The differences, as readable lines (empty when equal). */
+function differences(texts: string[], r: { qemu: Json[]; ours: Json[] }): string[] {
+  const out: string[] = [];
+  texts.forEach((t, i) => {
+    if (JSON.stringify(r.qemu[i]) !== JSON.stringify(r.ours[i])) out.push(`${t}\n  qemu: ${JSON.stringify(r.qemu[i])}\n  ours: ${JSON.stringify(r.ours[i])}`);
+  });
+  return out;
+}
+
+/** QSD's schema (its own introspection). */
+async function qsdSchema(): Promise<SchemaEntry[]> {
+  const dirs = twinDirs((dir) => run('truncate', ['-s', '1M', 'a.raw'], dir));
+  const d = startDaemon('qemu', dirs.qemu, []);
+  daemons.push(d);
+  const c = await QmpClient.connect(d.sock);
+  try {
+    await c.send({ execute: 'qmp_capabilities' });
+    return ((await c.send({ execute: 'query-qmp-schema' })) as unknown as { return: SchemaEntry[] }).return;
+  } finally {
+    c.close();
+    await d.stop();
+  }
+}
+
+/** How many generated cases run (a seeded sample; the generator makes about 2,700). */
+const SAMPLE = 900;
+
+describe.skipIf(!hasQsd())('argument checks against qemu-storage-daemon 7.2', () => {
+  it('cases generated from the schema: the same errors, word for word', async () => {
+    const schema = await qsdSchema();
+    // Our command table, as query-commands lists it.
+    const ours = await compare(['{"execute": "qmp_capabilities"}', '{"execute": "query-commands"}']);
+    const names = new Set(((ours.ours[1] as { return: { name: string }[] }).return ?? []).map((c) => c.name));
+    const commands = new QapiCaseGenerator(schema).commands().filter((c) => names.has(c) && !['qmp_capabilities', 'quit'].includes(c) && !OWN_ANSWERS.has(c));
+    expect(commands.length).toBeGreaterThan(40);
+
+    const generated = commands.flatMap((c) => new QapiCaseGenerator(schema).cases(c, 2));
+    const random = seeded(15);
+    // Every base request, missing member and unknown member; a seeded sample of the rest.
+    const always = generated.filter((k) => / base$| missing$|\+unknown$/.test(k.label));
+    const rest = generated.filter((k) => !always.includes(k)).sort(() => random() - 0.5);
+    const picked = [...always, ...rest.slice(0, Math.max(0, SAMPLE - always.length))];
+    // Then the base requests naming a node that exists (r0), where state may change: the same on both sides.
+    const existing = commands.flatMap((c) => new QapiCaseGenerator(schema, 'r0').cases(c, 0).filter((k) => k.label.endsWith(' base')));
+    const texts = ['{"execute": "qmp_capabilities"}', ...picked.map((k) => k.request), ...existing.map((k) => k.request)];
+
+    const r = await compare(texts);
+    expect(differences(texts, r)).toEqual([]);
+    const errors = r.ours.filter((x) => typeof x === 'object' && x !== null && 'error' in x).length;
+    expect(errors).toBeGreaterThan(texts.length * 0.8);
+  }, 120_000);
+
+  it('the request envelope, ids of every JSON type, unknown commands and malformed JSON', async () => {
+    const texts = [
+      '{"execute": "qmp_capabilities"}',
+      '{"execute": 1}',
+      '{"execute": null, "id": "x"}',
+      '{"execute": ["query-jobs"]}',
+      '{"execute": "query-jobs", "arguments": []}',
+      '{"execute": "query-jobs", "arguments": "x", "id": 1}',
+      '{"execute": "query-jobs", "argument": {}}',
+      '{"id": 5}',
+      '{}',
+      '[]',
+      '1',
+      '"query-jobs"',
+      'null',
+      '{"execute": "query-jobs", "arguments": {}, "bogus": 1, "id": 2}',
+      '{"execute": "query-jobs", "id": null}',
+      '{"execute": "query-jobs", "id": true}',
+      '{"execute": "query-jobs", "id": -7}',
+      '{"execute": "query-jobs", "id": 1.0}',
+      '{"execute": "query-jobs", "id": 0.1}',
+      '{"execute": "query-jobs", "id": -0.0}',
+      '{"execute": "query-jobs", "id": 1e300}',
+      '{"execute": "query-jobs", "id": 9223372036854775807}',
+      '{"execute": "query-jobs", "id": 9223372036854775808}',
+      '{"execute": "query-jobs", "id": 18446744073709551616}',
+      '{"execute": "query-jobs", "id": -9223372036854775809}',
+      '{"execute": "query-jobs", "id": "\\u00e9\\ud83d\\ude00\\t\\u0001"}',
+      '{"execute": "query-jobs", "id": [1, "a", {"b": [null, false]}, []]}',
+      '{"execute": "query-jobs", "id": {"z": 1, "a": 2, "execute": 3}}',
+      "{'execute': 'query-jobs', 'id': 'it\\'s'}",
+      '{"execute": "no-such-command", "id": 3}',
+      '{"execute": "", "id": 4}',
+      '{"execute": "query-qmp-schema-x"}',
+      '{"execute": "block_resize", "arguments": {"node-name": "r0", "size": 1}, "id": {"a": 1}}',
+      // Malformed JSON: QEMU's own parse errors.
+      '{"execute": "query-jobs", "id": 1, "id": 2}',
+      '{"execute": "query-jobs",}',
+      '{"execute" "query-jobs"}',
+      '{"execute": "query-jobs" "id": 1}',
+      '{"execute": tru}',
+      '{1: 2}',
+      '{"execute": "a\\qb"}',
+      '{"execute": "\\ud800"}',
+      '}',
+      ']',
+      // Bad characters: QEMU reports the stray text, skips to the next structural character, then fails again there.
+      '{"execute": 01}',
+      '{"execute": "query-jobs", "id": @}',
+      '{"execute": "query-jobs"}',
+    ];
+    const r = await compare(texts);
+    expect(differences(texts, r)).toEqual([]);
+  }, 60_000);
+
+  it('capabilities negotiation: before, oob, twice, exec-oob', async () => {
+    const texts = [
+      '{"execute": "query-jobs", "id": 1}',
+      '{"execute": "no-such-command"}',
+      '{"exec-oob": "query-jobs"}',
+      '{"execute": "qmp_capabilities", "arguments": {"enable": ["no-such-cap"]}}',
+      '{"execute": "qmp_capabilities", "arguments": {"enable": "oob"}}',
+      '{"execute": "qmp_capabilities", "arguments": {"enable": [1]}}',
+      '{"execute": "qmp_capabilities", "arguments": {"bogus": 1}}',
+      '{"execute": "qmp_capabilities", "arguments": []}',
+      '{"execute": "qmp_capabilities", "arguments": {"enable": ["oob", "oob"]}, "id": "caps"}',
+      '{"execute": "qmp_capabilities"}',
+      '{"execute": "qmp_capabilities", "arguments": {"enable": ["no-such-cap"]}}',
+      '{"execute": "qmp_capabilities", "arguments": {"bogus": 1}}',
+      '{"exec-oob": "query-jobs", "id": 7}',
+      '{"exec-oob": "no-such-command"}',
+      '{"exec-oob": 1}',
+      '{"exec-oob": "query-jobs", "execute": "query-jobs"}',
+      '{"execute": "query-jobs", "id": 8}',
+    ];
+    const r = await compare(texts);
+    expect(differences(texts, r)).toEqual([]);
+    // Both greetings offer the same capabilities (the version is DiskWorker's own).
+    const caps = r.greetings.map((g) => (g as { QMP: { capabilities: string[] } }).QMP.capabilities);
+    expect(caps[1]).toEqual(caps[0]);
+  }, 60_000);
+});
