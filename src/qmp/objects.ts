@@ -261,13 +261,18 @@ export function createObject(graph: BlockGraph, tree: Tree, syntax: Syntax, opts
   const id = stringValue(rawId, 'id');
   const groupProps = type === 'throttle-group' ? visitThrottleGroup(props, syntax) : undefined;
   const secretProps = type === 'secret' ? visitSecret(props) : undefined;
+  const iothreadValues = new Map<string, number>();
   if (type === 'iothread') {
-    for (const p of IOTHREAD_PROPS) if (props[p] !== undefined) intValue(props[p], p, syntax);
+    for (const p of IOTHREAD_PROPS) if (props[p] !== undefined) iothreadValues.set(p, intValue(props[p], p, syntax));
     const unknown = Object.keys(props).find((k) => !IOTHREAD_PROPS.includes(k));
     if (unknown !== undefined) throw einval(`Parameter '${unknown}' is unexpected`);
   }
   if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
     throw new BlockError('EINVAL', "Parameter 'id' expects an identifier", {}, { detail: `got '${id}'`, hint: "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.\n" });
+  }
+  // QEMU's iothread setters, in the order it sets the given properties (QDict order).
+  for (const [p] of qdictOrder(Object.keys(props).filter((k) => iothreadValues.has(k)).map((k) => [k, k] as const))) {
+    if (iothreadValues.get(p)! < 0) throw einval(`${p} value must be in range [0, ${INT64_MAX}]`);
   }
   const duplicate = () => einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
   if (secretProps) {

@@ -61,6 +61,12 @@ const NAMED: Record<string, Raw> = { filename: '$DIR/nope.img', path: '$DIR/nope
  */
 const KNOWN_ABORTS = ['blockdev-reopen options=[]'];
 
+/**
+ * Requests qemu-storage-daemon 7.2 never answers (its monitor hangs; a QEMU
+ * bug): a transaction enabling a bitmap that does not exist.
+ */
+const knownHang = (command: string, request: string) => command === 'transaction' && request.includes('"type": "block-dirty-bitmap-enable"');
+
 /** One case: a label and the request text. */
 export interface ArgCase {
   label: string;
@@ -75,6 +81,8 @@ export class QapiCaseGenerator {
   constructor(
     schema: SchemaEntry[],
     private readonly name = 'nope',
+    /** Tag values to take for unions' bases, by tag member name (else {@link PREFERRED_TAG}, else the first). */
+    private readonly tags: Record<string, string> = {},
   ) {
     for (const e of schema) this.types.set(e.name, e);
   }
@@ -133,7 +141,7 @@ export class QapiCaseGenerator {
         const out: Record<string, Raw> = {};
         if (t.tag) {
           const tagType = this.type(t.members!.find((x) => x.name === t.tag)!.type);
-          const preferred = PREFERRED_TAG[t.tag];
+          const preferred = this.tags[t.tag] ?? PREFERRED_TAG[t.tag];
           out[t.tag] = preferred && tagType.values?.includes(preferred) ? preferred : tagType.values![0]!;
         }
         if (depth > 4) return out;
@@ -190,6 +198,25 @@ export class QapiCaseGenerator {
     return out;
   }
 
+  /** The unions reachable from a command's arguments: tag member name and its values. */
+  unionTags(command: string): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    const seen = new Set<string>();
+    const walk = (name: string, depth: number) => {
+      if (seen.has(name) || depth > 3) return;
+      seen.add(name);
+      const t = this.type(name);
+      if (t['meta-type'] === 'array') return walk(t['element-type']!, depth);
+      if (t['meta-type'] === 'alternate') return t.members!.forEach((x) => walk(x.type, depth));
+      if (t['meta-type'] !== 'object') return;
+      if (t.tag) out.set(t.tag, this.type(t.members!.find((x) => x.name === t.tag)!.type).values!);
+      for (const mem of t.members ?? []) walk(mem.type, depth + 1);
+      for (const v of t.variants ?? []) for (const mem of this.type(v.type).members ?? []) walk(mem.type, depth + 1);
+    };
+    walk(this.type(command)['arg-type']!, 0);
+    return out;
+  }
+
   /** The names of the commands in the schema. */
   commands(): string[] {
     return [...this.types.values()].filter((t) => t['meta-type'] === 'command').map((t) => t.name);
@@ -201,10 +228,11 @@ export class QapiCaseGenerator {
     const argType = c['arg-type']!;
     const base = this.base(argType);
     const request = (args: Raw) => `{"execute": ${JSON.stringify(command)}, "arguments": ${rawText(args)}}`;
-    const out: ArgCase[] = [{ label: `${command} base`, request: request(base) }];
+    const out: ArgCase[] = knownHang(command, request(base)) ? [] : [{ label: `${command} base`, request: request(base) }];
     for (const m of this.mutations(argType, base, '', depth)) {
       const label = `${command} ${m.label}`;
-      if (!KNOWN_ABORTS.includes(label)) out.push({ label, request: request(m.value) });
+      const text = request(m.value);
+      if (!KNOWN_ABORTS.includes(label) && !knownHang(command, text)) out.push({ label, request: text });
     }
     return out;
   }
