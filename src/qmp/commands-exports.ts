@@ -129,7 +129,7 @@ const socketAddressLegacy: QapiCustom = {
 };
 
 /** The address as the host listens on it; types we cannot serve answer as QEMU's socket code would fail. */
-function listenAddress(type: string, a: Record<string, unknown>): NbdListenAddress {
+function listenAddress(type: string, a: Record<string, unknown>, fromMonitor = false): NbdListenAddress {
   if (type === 'unix') return { path: a.path as string };
   if (type === 'inet') {
     // getaddrinfo's service: digits (kept modulo 2^16, as glibc stores them), '' for any port.
@@ -139,7 +139,15 @@ function listenAddress(type: string, a: Record<string, unknown>): NbdListenAddre
     if (text !== '' && !/^\d+$/.test(text)) throw genericError(`address resolution failed for ${String(a.host)}:${text}: Servname not supported for ai_socktype`);
     return { host: a.host as string, port: text === '' ? 0 : Number(BigInt(text) % 65536n), service: text };
   }
-  if (type === 'fd') throw genericError(`No file descriptor named ${String(a.str)} found`);
+  // qemu-storage-daemon's monitor takes no file descriptors (no getfd): any name or number is refused.
+  if (type === 'fd') throw genericError(fromMonitor ? 'only QEMU supports file descriptor passing' : `No file descriptor named ${String(a.str)} found`);
+  if (type === 'vsock') {
+    // The address is parsed first (decimal, at most 2^32 - 1), then the socket made: no vsock here.
+    for (const key of ['cid', 'port']) {
+      const text = String(a[key]);
+      if (!/^\d+$/.test(text) || BigInt(text) > 0xffffffffn) throw genericError(`Failed to parse ${key} '${text}'`);
+    }
+  }
   throw genericError('Failed to create socket: Address family not supported by protocol');
 }
 
@@ -259,7 +267,7 @@ export function exportCommands(q: BlockQmp): QmpCommand[] {
         const a = args.addr as { type: string; data: Record<string, unknown> };
         // QEMU's order: a running server, then the listening socket, then the TLS credentials.
         if (st.server) throw genericError('NBD server already running');
-        await st.start(listenAddress(a.type, a.data), (args['max-connections'] as number | undefined) ?? 0);
+        await st.start(listenAddress(a.type, a.data, true), (args['max-connections'] as number | undefined) ?? 0);
         if (args['tls-creds'] !== undefined) {
           await st.stop(q);
           throw genericError(`No TLS credentials with id '${String(args['tls-creds'])}'`);
