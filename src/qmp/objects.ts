@@ -260,7 +260,7 @@ export function createObject(graph: BlockGraph, tree: Tree, syntax: Syntax, opts
   if (rawId === undefined) throw einval("Parameter 'id' is missing");
   const id = stringValue(rawId, 'id');
   const groupProps = type === 'throttle-group' ? visitThrottleGroup(props, syntax) : undefined;
-  const secretProps = type === 'secret' ? visitSecret(props) : undefined;
+  const secretProps = type === 'secret' ? visitSecret(props, syntax === 'keyval') : undefined;
   const iothreadValues = new Map<string, number>();
   if (type === 'iothread') {
     for (const p of IOTHREAD_PROPS) if (props[p] !== undefined) iothreadValues.set(p, intValue(props[p], p, syntax));

@@ -20,7 +20,7 @@ export function secretHelp(): string {
 }
 
 /** QEMU's visit of a secret's properties: types first, then unknown keys. */
-export function visitSecret(props: Record<string, unknown>): SecretProps {
+export function visitSecret(props: Record<string, unknown>, keyval = false): SecretProps {
   const str = (key: string): string | undefined => {
     const v = props[key];
     if (v === undefined) return undefined;
@@ -29,8 +29,8 @@ export function visitSecret(props: Record<string, unknown>): SecretProps {
   };
   // QAPI's order (SecretCommonProperties, then SecretProperties): loaded, format, keyid, iv, data, file.
   const loaded = props['loaded'];
-  // A boolean: JSON true/false, or the words of key=value text.
-  if (loaded !== undefined && typeof loaded !== 'boolean' && !(typeof loaded === 'string' && /^(on|off|yes|no|true|false)$/.test(loaded))) {
+  // A boolean: JSON true/false, or (key=value text) a word QEMU reads as one.
+  if (loaded !== undefined && typeof loaded !== 'boolean' && !(keyval && typeof loaded === 'string' && /^(on|off|yes|no|true|false)$/.test(loaded))) {
     throw einval("Invalid parameter type for 'loaded', expected: boolean");
   }
   const out: SecretProps = { format: 'raw' };
