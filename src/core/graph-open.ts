@@ -92,6 +92,9 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   const owner = `Block ${parsesFilename ? 'protocol' : 'format'} '${driver.name}'`;
   const reader = new OptionReader(options, owner, ctx.childKey ? `${ctx.childKey}.` : '', '');
   reader.consume('driver');
+  // QEMU's bdrv_open_inherit looks up a format's file child before it checks the node-name:
+  // with both wrong, the missing child is what it reports.
+  if (driver.kind !== 'protocol' && typeof options.file === 'string') graph.findNode(options.file);
   const nodeName = graph.claimNodeName(reader.string('node-name'));
   const parent = ctx.inheritFrom;
   const readOnly = reader.bool('read-only') ?? ctx.readOnly ?? parent?.readOnly ?? false;

@@ -42,7 +42,7 @@ export interface OpenFlags {
   noBacking?: boolean;
 }
 
-const NODE_NAME_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,30}$/;
+const NODE_NAME_RE = /^[A-Za-z][A-Za-z0-9_.-]*$/;
 
 /** A block layer instance. */
 export class BlockGraph {
@@ -293,12 +293,12 @@ export class BlockGraph {
   /** @internal A node-name for a new node: the requested one, checked, or a generated one. */
   claimNodeName(requested: string | undefined): string {
     if (requested !== undefined) {
+      // QEMU's bdrv_assign_node_name: the form, then a duplicate, then the length.
       if (!NODE_NAME_RE.test(requested)) {
-        throw einval(
-          `Invalid node-name: '${requested}' (must start with a letter, contain only letters, digits, '-', '.', '_' and be at most 31 characters)`,
-        );
+        throw einval(`Invalid node-name: '${requested}'`, {}, "must start with a letter and contain only letters, digits, '-', '.', '_'");
       }
       if (this.nodes.has(requested)) throw einval(`Duplicate nodes with node-name='${requested}'`);
+      if (requested.length > 31) throw einval('Node name too long', {}, `'${requested}' has ${requested.length} characters, at most 31`);
       return requested;
     }
     let name: string;

@@ -1,12 +1,15 @@
 /**
  * The BlockdevOptions union of QEMU 7.2 (qapi/block-core.json) for the
  * blockdev-add check: the common members, the driver enum, and the members
- * of the drivers DiskWorker has in QEMU's set (file, raw, qcow2, blkverify,
- * null-co, null-aio). Other drivers of the graph (DiskWorker's own back ends) are
- * checked for the common members only and left to their open.
+ * of the drivers DiskWorker has in QEMU's set (file, raw, qcow2, qcow, qed,
+ * vmdk, luks, the generic formats, blkverify, blklogwrites, quorum,
+ * throttle, copy-on-read, preallocate, null-co, null-aio). http (which takes
+ * DiskWorker's own cache options), blkdebug, QEMU's drivers DiskWorker does
+ * not have and DiskWorker's own back ends are checked for the common
+ * members only and left to their open.
  */
 import { genericError } from './errors.js';
-import { checkMembers, m, struct, type QapiCustom, type QapiMember, type QapiType } from './schema.js';
+import { checkMembers, flatUnion, m, struct, type QapiCustom, type QapiMember, type QapiType } from './schema.js';
 
 /** QEMU 7.2's BlockdevDriver values (this build's). */
 export const QEMU_BLOCKDEV_DRIVERS = [
@@ -46,6 +49,15 @@ const overlapCheck: QapiType = {
   ]),
 };
 
+/** BlockdevQcow2Encryption: the format, and the key secret of either kind. */
+const qcow2Encryption = flatUnion('BlockdevQcow2Encryption', [m('format', { enum: ['aes', 'luks'] })], {
+  aes: [m('*key-secret', 'str')],
+  luks: [m('*key-secret', 'str')],
+});
+
+/** BlockdevQcowEncryption: qcow's one format and its key secret. */
+const qcowEncryption = flatUnion('BlockdevQcowEncryption', [m('format', { enum: ['aes'] })], { aes: [m('*key-secret', 'str')] });
+
 /** The members each described driver adds to the common ones. */
 function variants(known: Known): Record<string, QapiMember[]> {
   const ref = blockdevRef(known);
@@ -75,10 +87,20 @@ function variants(known: Known): Record<string, QapiMember[]> {
     m('*l2-cache-entry-size', 'int'),
     m('*refcount-cache-size', 'int'),
     m('*cache-clean-interval', 'int'),
-    m('*encrypt', 'any'),
+    m('*encrypt', qcow2Encryption),
     m('*data-file', ref),
   ],
   blkverify: [m('test', ref), m('raw', ref)],
+  ...Object.fromEntries(['bochs', 'cloop', 'compress', 'dmg', 'parallels', 'snapshot-access', 'vdi', 'vhdx', 'vpc'].map((d) => [d, [m('file', ref)]])),
+  qed: [m('file', ref), m('*backing', refOrNull)],
+  vmdk: [m('file', ref), m('*backing', refOrNull)],
+  luks: [m('file', ref), m('*key-secret', 'str')],
+  qcow: [m('file', ref), m('*backing', refOrNull), m('*encrypt', qcowEncryption)],
+  throttle: [m('throttle-group', 'str'), m('file', ref)],
+  'copy-on-read': [m('file', ref), m('*bottom', 'str')],
+  preallocate: [m('file', ref), m('*prealloc-align', 'int'), m('*prealloc-size', 'int')],
+  blklogwrites: [m('file', ref), m('log', ref), m('*log-sector-size', 'uint32'), m('*log-append', 'bool'), m('*log-super-update-interval', 'uint64')],
+  quorum: [m('*blkverify', 'bool'), m('children', { list: ref }), m('vote-threshold', 'int'), m('*rewrite-corrupted', 'bool'), m('*read-pattern', { enum: ['quorum', 'fifo'] })],
   'null-co': [m('*size', 'int'), m('*latency-ns', 'uint64'), m('*read-zeroes', 'bool')],
   'null-aio': [m('*size', 'int'), m('*latency-ns', 'uint64'), m('*read-zeroes', 'bool')],
   };
@@ -95,13 +117,13 @@ export function checkBlockdevOptions(value: unknown, path: string, known: Known,
     throw genericError(`Invalid parameter type for '${path === '' ? 'null' : path}', expected: object`);
   }
   const opts = value as Record<string, unknown>;
-  const name = (n: string) => (path === '' ? n : `${path}.${n}`);
   checkMembers(opts, struct('BlockdevOptions', common, true), path, keyval);
   const driver = opts.driver as string;
   const variant = variants(known)[driver];
   if (!variant) {
     if (!(QEMU_BLOCKDEV_DRIVERS as readonly string[]).includes(driver) && !known(driver)) {
-      throw genericError(`Parameter '${name('driver')}' does not accept value '${driver}'`);
+      // QEMU's enum visitor names the member alone, at any depth.
+      throw genericError(`Parameter 'driver' does not accept value '${driver}'`);
     }
     return;
   }

@@ -13,12 +13,28 @@ import type { BlockQmp } from './block-qmp.js';
 import { blockdevRef, QEMU_BLOCKDEV_DRIVERS } from './blockdev-schema.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
-import { checkMembers, m, struct, type QapiCustom, type QapiMember, type QapiType } from './schema.js';
+import { checkMembers, flatUnion, m, struct, type QapiCustom, type QapiMember, type QapiType } from './schema.js';
 
 const prealloc = { enum: ['off', 'metadata', 'falloc', 'full'] } as const;
 
 /** The other drivers QEMU 7.2's blockdev-create creates with. */
 const QEMU_CREATORS = new Set(['gluster', 'luks', 'nfs', 'parallels', 'qcow', 'qed', 'rbd', 'ssh', 'vdi', 'vhdx', 'vmdk', 'vpc']);
+
+const hashAlg = { enum: ['md5', 'sha1', 'sha224', 'sha256', 'sha384', 'sha512', 'ripemd160'] } as const;
+
+/** QCryptoBlockCreateOptions (qcow2's encrypt): the format, then its branch. */
+const cryptoCreateOptions = flatUnion('QCryptoBlockCreateOptions', [m('format', { enum: ['qcow', 'luks'] })], {
+  qcow: [m('*key-secret', 'str')],
+  luks: [
+    m('*key-secret', 'str'),
+    m('*cipher-alg', { enum: ['aes-128', 'aes-192', 'aes-256', 'des', '3des', 'cast5-128', 'serpent-128', 'serpent-192', 'serpent-256', 'twofish-128', 'twofish-192', 'twofish-256'] }),
+    m('*cipher-mode', { enum: ['ecb', 'cbc', 'xts', 'ctr'] }),
+    m('*ivgen-alg', { enum: ['plain', 'plain64', 'essiv'] }),
+    m('*ivgen-hash-alg', hashAlg),
+    m('*hash-alg', hashAlg),
+    m('*iter-time', 'int'),
+  ],
+});
 
 /** The members of the create options' branches DiskWorker implements. */
 function branches(ref: QapiType): Record<string, QapiMember[]> {
@@ -33,7 +49,7 @@ function branches(ref: QapiType): Record<string, QapiMember[]> {
       m('*version', { enum: ['v2', 'v3'] }),
       m('*backing-file', 'str'),
       m('*backing-fmt', { enum: QEMU_BLOCKDEV_DRIVERS }),
-      m('*encrypt', 'any'),
+      m('*encrypt', cryptoCreateOptions),
       m('*cluster-size', 'size'),
       m('*preallocation', prealloc),
       m('*lazy-refcounts', 'bool'),

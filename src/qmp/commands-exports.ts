@@ -18,7 +18,8 @@ import { genericError } from './errors.js';
 import { checkMembers, checkValue, isObject, join, m, struct, type QapiCustom, type QapiStruct, type QapiType } from './schema.js';
 
 /** Where the NBD server listens. */
-export type NbdListenAddress = { path: string } | { host: string; port: number };
+/** Where the NBD server listens; `service` is the port as the client wrote it (for messages). */
+export type NbdListenAddress = { path: string } | { host: string; port: number; service?: string };
 
 /** A listening socket of the NBD server. */
 export interface NbdListening {
@@ -89,10 +90,11 @@ const socketMembers: Record<string, QapiStruct> = {
     m('host', 'str'),
     m('port', 'str'),
     m('*numeric', 'bool'),
-    m('*to', 'uint32'),
+    m('*to', 'uint16'),
     m('*ipv4', 'bool'),
     m('*ipv6', 'bool'),
     m('*keep-alive', 'bool'),
+    m('*mptcp', 'bool'),
   ]),
   vsock: struct('VsockSocketAddress', [m('cid', 'str'), m('port', 'str')]),
   fd: struct('String', [m('str', 'str')]),
@@ -127,14 +129,25 @@ const socketAddressLegacy: QapiCustom = {
 };
 
 /** The address as the host listens on it; types we cannot serve answer as QEMU's socket code would fail. */
-function listenAddress(type: string, a: Record<string, unknown>): NbdListenAddress {
+function listenAddress(type: string, a: Record<string, unknown>, fromMonitor = false): NbdListenAddress {
   if (type === 'unix') return { path: a.path as string };
   if (type === 'inet') {
-    const port = Number(a.port);
-    if (!/^\d+$/.test(String(a.port)) || port > 65535) throw genericError(`Failed to parse port '${String(a.port)}'`);
-    return { host: a.host as string, port };
+    // getaddrinfo's service: digits (kept modulo 2^16, as glibc stores them), '' for any port.
+    // A service name from /etc/services is not looked up here: refused as an unknown one.
+    if (a.mptcp === true) throw genericError("DiskWorker's NBD server does not listen with MPTCP (mptcp=on)");
+    const text = String(a.port);
+    if (text !== '' && !/^\d+$/.test(text)) throw genericError(`address resolution failed for ${String(a.host)}:${text}: Servname not supported for ai_socktype`);
+    return { host: a.host as string, port: text === '' ? 0 : Number(BigInt(text) % 65536n), service: text };
   }
-  if (type === 'fd') throw genericError(`No file descriptor named ${String(a.str)} found`);
+  // qemu-storage-daemon's monitor takes no file descriptors (no getfd): any name or number is refused.
+  if (type === 'fd') throw genericError(fromMonitor ? 'only QEMU supports file descriptor passing' : `No file descriptor named ${String(a.str)} found`);
+  if (type === 'vsock') {
+    // The address is parsed first (decimal, at most 2^32 - 1), then the socket made: no vsock here.
+    for (const key of ['cid', 'port']) {
+      const text = String(a[key]);
+      if (!/^\d+$/.test(text) || BigInt(text) > 0xffffffffn) throw genericError(`Failed to parse ${key} '${text}'`);
+    }
+  }
   throw genericError('Failed to create socket: Address family not supported by protocol');
 }
 
@@ -252,9 +265,13 @@ export function exportCommands(q: BlockQmp): QmpCommand[] {
       args: struct('nbd-server-start', nbdServerOptions(socketAddressLegacy)),
       run: async (args) => {
         const a = args.addr as { type: string; data: Record<string, unknown> };
-        if (args['tls-creds'] !== undefined) throw genericError(`No TLS credentials with id '${String(args['tls-creds'])}'`);
+        // QEMU's order: a running server, then the listening socket, then the TLS credentials.
         if (st.server) throw genericError('NBD server already running');
-        await st.start(listenAddress(a.type, a.data), (args['max-connections'] as number | undefined) ?? 0);
+        await st.start(listenAddress(a.type, a.data, true), (args['max-connections'] as number | undefined) ?? 0);
+        if (args['tls-creds'] !== undefined) {
+          await st.stop(q);
+          throw genericError(`No TLS credentials with id '${String(args['tls-creds'])}'`);
+        }
       },
     },
     {

@@ -116,6 +116,8 @@ export function backupAction(q: BlockQmp, args: Record<string, unknown>, ctx: Tx
         sync = 'bitmap';
         bitmapMode = 'on-success';
       }
+      // backup_job_create refuses this before the job (and its id) is made.
+      if (source === target) throw genericError('Source and target cannot be the same');
       checkSpeed(args);
       const id = checkJobId(q, args['job-id'] as string | undefined);
       const driver = await backupJob({
@@ -169,6 +171,8 @@ export function startMirror(
   if (sync === 'incremental' || sync === 'bitmap') throw genericError(`Sync mode '${sync}' not supported`);
   if (args.replaces !== undefined) throw genericError("DiskWorker's blockdev-mirror does not take 'replaces'");
   if (args['copy-mode'] === 'write-blocking') throw genericError("DiskWorker's blockdev-mirror has no copy mode 'write-blocking'");
+  // mirror_start_job refuses this before the job (and its id) is made.
+  if (source === target) throw genericError("Can't mirror node into itself");
   checkSpeed(args);
   const id = checkJobId(q, args['job-id'] as string | undefined);
   const driver = mirrorJob({

@@ -26,6 +26,8 @@ export function objectCommands(q: BlockQmp): QmpCommand[] {
     {
       name: 'object-add',
       args: objectOptions,
+      // The properties are checked where the object is made, with QEMU's number kinds.
+      rawNumbers: true,
       run: (args) => {
         createObject(q.graph, args, 'json', { iothread: true });
       },

@@ -18,6 +18,7 @@
 import type { BlockGraph } from '../core/graph.js';
 import { BlockError, einval } from '../core/errors.js';
 import { parseQemuJson } from '../core/qemu-json.js';
+import { plainJson } from './json.js';
 import { qdictOrder } from '../core/qemu-json.js';
 import { throttleGroups } from '../filters/throttle-group.js';
 import { LIMIT_FIELDS, ThrottleConfig, type ThrottleLimits } from '../filters/throttle-config.js';
@@ -126,6 +127,9 @@ export function parseInt64(text: string): number | null {
   return Number(v);
 }
 
+/** A value for a message's detail (QMP's bigints and doubles included). */
+const shown = (v: unknown): string => JSON.stringify(plainJson(v));
+
 /** An `int` property as QEMU's input visitors read it. */
 function intValue(v: unknown, path: string, syntax: Syntax): number {
   if (syntax === 'keyval') {
@@ -136,12 +140,14 @@ function intValue(v: unknown, path: string, syntax: Syntax): number {
     }
     return n;
   }
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw einval(`Invalid parameter type for '${path}', expected: integer`, {}, `got ${JSON.stringify(v)}`);
+  // A QMP integer past 2^53 is a bigint (json.ts); beyond int64, or written as a double, QEMU refuses it.
+  if (typeof v === 'bigint' && v >= INT64_MIN && v <= INT64_MAX) return Number(v);
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw einval(`Invalid parameter type for '${path}', expected: integer`, {}, `got ${shown(v)}`);
   return v;
 }
 
 function stringValue(v: unknown, path: string): string {
-  if (typeof v !== 'string') throw einval(`Invalid parameter type for '${path}', expected: string`, {}, `got ${JSON.stringify(v)}`);
+  if (typeof v !== 'string') throw einval(`Invalid parameter type for '${path}', expected: string`, {}, `got ${shown(v)}`);
   return v;
 }
 
@@ -254,14 +260,19 @@ export function createObject(graph: BlockGraph, tree: Tree, syntax: Syntax, opts
   if (rawId === undefined) throw einval("Parameter 'id' is missing");
   const id = stringValue(rawId, 'id');
   const groupProps = type === 'throttle-group' ? visitThrottleGroup(props, syntax) : undefined;
-  const secretProps = type === 'secret' ? visitSecret(props) : undefined;
+  const secretProps = type === 'secret' ? visitSecret(props, syntax === 'keyval') : undefined;
+  const iothreadValues = new Map<string, number>();
   if (type === 'iothread') {
-    for (const p of IOTHREAD_PROPS) if (props[p] !== undefined) intValue(props[p], p, syntax);
+    for (const p of IOTHREAD_PROPS) if (props[p] !== undefined) iothreadValues.set(p, intValue(props[p], p, syntax));
     const unknown = Object.keys(props).find((k) => !IOTHREAD_PROPS.includes(k));
     if (unknown !== undefined) throw einval(`Parameter '${unknown}' is unexpected`);
   }
   if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
     throw new BlockError('EINVAL', "Parameter 'id' expects an identifier", {}, { detail: `got '${id}'`, hint: "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.\n" });
+  }
+  // QEMU's iothread setters, in the order it sets the given properties (QDict order).
+  for (const [p] of qdictOrder(Object.keys(props).filter((k) => iothreadValues.has(k)).map((k) => [k, k] as const))) {
+    if (iothreadValues.get(p)! < 0) throw einval(`${p} value must be in range [0, ${INT64_MAX}]`);
   }
   const duplicate = () => einval(`attempt to add duplicate property '${id}' to object (type 'container')`);
   if (secretProps) {

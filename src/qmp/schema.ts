@@ -5,6 +5,7 @@
  * text, unknown members refused after the known ones were visited.
  */
 import { genericError } from './errors.js';
+import { QmpDouble } from './json.js';
 
 /** A QAPI type as far as the checks need it. */
 export type QapiType =
@@ -13,6 +14,7 @@ export type QapiType =
   | 'int64'
   | 'uint64'
   | 'uint32'
+  | 'uint16'
   | 'size'
   | 'bool'
   | 'number'
@@ -61,6 +63,23 @@ export function struct(name: string, members: readonly QapiMember[], open = fals
   return { struct: name, members, open };
 }
 
+/**
+ * A flat union (QAPI 'union' with a 'discriminator'): the base members,
+ * then the branch the tag names, and no other member. A tag value without a
+ * branch takes the base members only.
+ */
+export function flatUnion(name: string, base: readonly QapiMember[], branches: Record<string, readonly QapiMember[]>): QapiCustom {
+  return {
+    custom: name,
+    check(value, path, keyval) {
+      if (!isObject(value)) throw genericError(`Invalid parameter type for '${path === '' ? 'null' : path}', expected: object`);
+      checkMembers(value, struct(name, base, true), path, keyval);
+      const tag = base.find((x) => typeof x.type === 'object' && 'enum' in x.type)!;
+      checkMembers(value, struct(name, [...base, ...(branches[value[tag.name] as string] ?? [])]), path, keyval);
+    },
+  };
+}
+
 /** Whether `v` is a JSON object (not an array, not null). */
 export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -71,7 +90,25 @@ export function join(path: string, name: string): string {
 
 const INT_RANGES: Record<string, [bigint, bigint, string]> = {
   uint32: [0n, 2n ** 32n - 1n, 'uint32_t'],
+  uint16: [0n, 2n ** 16n - 1n, 'uint16_t'],
 };
+
+/**
+ * An integer as QEMU's int64 visitor takes it: a JSON integer within int64
+ * (a double, even a whole one, is refused).
+ */
+function int64Of(v: unknown): bigint | undefined {
+  if (typeof v === 'number') return Number.isInteger(v) ? BigInt(v) : undefined;
+  if (typeof v === 'bigint') return v < 2n ** 63n ? v : undefined;
+  return undefined;
+}
+
+/** An integer as QEMU's uint64 visitor takes it: any JSON integer of uint64 or int64 (negatives wrap). */
+function uint64Of(v: unknown): bigint | undefined {
+  const i = typeof v === 'bigint' ? v : int64Of(v);
+  if (i === undefined) return undefined;
+  return i < 0n ? i + 2n ** 64n : i;
+}
 
 /** A scalar given as text on a command line (QEMU's keyval visitor): its check and message. */
 const KEYVAL_SCALARS: Record<string, [RegExp, string]> = {
@@ -79,6 +116,7 @@ const KEYVAL_SCALARS: Record<string, [RegExp, string]> = {
   int64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
   uint64: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'uint64'],
   uint32: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
+  uint16: [/^[+-]?(0x[0-9a-f]+|\d+)$/i, 'integer'],
   size: [/^\d+(\.\d+)?[kmgtpe]?b?$/i, 'a non-negative number below 2^64'],
   bool: [/^(on|off|yes|no|true|false)$/, "'on' or 'off'"],
   number: [/^[+-]?\d+(\.\d*)?(e[+-]?\d+)?$/i, 'a number'],
@@ -117,21 +155,22 @@ export function checkValue(value: unknown, type: QapiType, path: string, keyval 
         if (typeof value !== 'boolean') throw typeError('boolean');
         return;
       case 'number':
-        if (typeof value !== 'number') throw typeError('number');
+        if (typeof value !== 'number' && typeof value !== 'bigint' && !(value instanceof QmpDouble)) throw typeError('number');
         return;
       case 'int':
       case 'int64':
-        if (typeof value !== 'number' || !Number.isInteger(value)) throw typeError('integer');
+        if (int64Of(value) === undefined) throw typeError('integer');
         return;
       case 'uint64':
       case 'size':
         // QEMU takes negative integers here too (backward compatibility).
-        if (typeof value !== 'number' || !Number.isInteger(value)) throw genericError(`Parameter '${label}' expects uint64`);
+        if (uint64Of(value) === undefined) throw genericError(`Parameter '${label}' expects uint64`);
         return;
       default: {
+        // Narrower unsigned integers: visited as uint64, then range-checked (the message names the member alone).
         const [lo, hi, what] = INT_RANGES[type]!;
-        if (typeof value !== 'number' || !Number.isInteger(value)) throw typeError('integer');
-        const v = BigInt(value);
+        const v = uint64Of(value);
+        if (v === undefined) throw genericError(`Parameter '${label}' expects uint64`);
         if (v < lo || v > hi) throw genericError(`Parameter '${member}' expects ${what}`);
         return;
       }

@@ -20,27 +20,34 @@ export function secretHelp(): string {
 }
 
 /** QEMU's visit of a secret's properties: types first, then unknown keys. */
-export function visitSecret(props: Record<string, unknown>): SecretProps {
+export function visitSecret(props: Record<string, unknown>, keyval = false): SecretProps {
   const str = (key: string): string | undefined => {
     const v = props[key];
     if (v === undefined) return undefined;
     if (typeof v !== 'string') throw einval(`Invalid parameter type for '${key}', expected: string`);
     return v;
   };
-  const out: SecretProps = { format: 'raw' };
-  for (const key of ['data', 'file', 'keyid', 'iv'] as const) {
-    const v = str(key);
-    if (v !== undefined) out[key] = v;
+  // QAPI's order (SecretCommonProperties, then SecretProperties): loaded, format, keyid, iv, data, file.
+  const loaded = props['loaded'];
+  // A boolean: JSON true/false, or (key=value text) a word QEMU reads as one.
+  if (loaded !== undefined && typeof loaded !== 'boolean' && !(keyval && typeof loaded === 'string' && /^(on|off|yes|no|true|false)$/.test(loaded))) {
+    throw einval("Invalid parameter type for 'loaded', expected: boolean");
   }
+  const out: SecretProps = { format: 'raw' };
   const format = str('format');
   if (format !== undefined) {
     if (format !== 'raw' && format !== 'base64') throw einval(`Parameter 'format' does not accept value '${format}'`);
     out.format = format;
   }
-  if (props['loaded'] !== undefined) throw einval("Property 'secret.loaded' is not writable");
+  for (const key of ['keyid', 'iv', 'data', 'file'] as const) {
+    const v = str(key);
+    if (v !== undefined) out[key] = v;
+  }
   const known = new Set(['data', 'file', 'format', 'keyid', 'iv', 'loaded']);
   const unknown = Object.keys(props).find((k) => !known.has(k));
   if (unknown !== undefined) throw einval(`Parameter '${unknown}' is unexpected`);
+  // The property exists (deprecated) but may not be set.
+  if (loaded !== undefined) throw einval("Property 'secret.loaded' is not writable");
   return out;
 }
 

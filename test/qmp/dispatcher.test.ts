@@ -116,7 +116,7 @@ describe('QMP session', () => {
     const s = new QmpSession(new BlockQmp(createNodeGraph(), VERSION));
     expect(s.greeting()).toEqual({ QMP: { version: { qemu: { major: 0, minor: 1, micro: 0 }, package: 'test' }, capabilities: [] } });
     expect(await s.handle('{"execute": "query-jobs"}')).toEqual({ error: { class: 'CommandNotFound', desc: "Expecting capabilities negotiation with 'qmp_capabilities'" } });
-    expect(await s.handle('{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}')).toEqual({ error: { class: 'GenericError', desc: "Capability 'oob' not available" } });
+    expect(await s.handle('{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}')).toEqual({ error: { class: 'GenericError', desc: 'Capability oob not available' } });
     expect(s.mode).toBe('negotiation');
     expect(await s.handle('{"execute": "qmp_capabilities", "id": "a"}')).toEqual({ return: {}, id: 'a' });
     expect(s.mode).toBe('command');
@@ -133,8 +133,11 @@ describe('QMP session', () => {
     expect(sp.push('cute": "b"}\n garbage\n[1,\n2]')).toEqual(['{"execute": "b"}', 'garbage', '[1,\n2]']);
   });
 
-  it('writes QEMU-style JSON lines', () => {
-    expect(qmpLine({ return: {}, id: 1 })).toBe('{"return": {}, "id": 1}\n');
-    expect(qmpLine({ a: [1, 'x', null], b: { c: true } })).toBe('{"a": [1, "x", null], "b": {"c": true}}\n');
+  it('writes QEMU-style JSON lines: QDict member order, CR LF, \\u escapes, %.17g doubles', () => {
+    expect(qmpLine({ return: {}, id: 1 })).toBe('{"return": {}, "id": 1}\r\n');
+    expect(qmpLine({ id: 1, error: { class: 'GenericError', desc: 'x' } })).toBe('{"id": 1, "error": {"class": "GenericError", "desc": "x"}}\r\n');
+    expect(qmpLine({ id: 1, return: {} })).toBe('{"return": {}, "id": 1}\r\n');
+    expect(qmpLine({ a: [1, 'x\u00e9\u{1f600}\t', null, 0.1, -0] })).toBe('{"a": [1, "x\\u00E9\\uD83D\\uDE00\\t", null, 0.10000000000000001, -0]}\r\n');
+    expect(qmpLine({ return: {} }, true)).toBe('{\r\n    "return": {\r\n    }\r\n}\r\n');
   });
 });

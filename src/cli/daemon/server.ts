@@ -9,7 +9,8 @@ import { unlinkSync } from 'node:fs';
 import type net from 'node:net';
 import type { BlockQmp } from '../../qmp/block-qmp.js';
 import { errorReply } from '../../qmp/dispatcher.js';
-import { QmpJsonSplitter, QmpSession } from '../../qmp/session.js';
+import { QmpJsonStream } from '../../qmp/json.js';
+import { QmpSession } from '../../qmp/session.js';
 import { qmpLine } from '../../qmp/wire.js';
 
 /** One listening monitor socket. */
@@ -49,8 +50,8 @@ export class QmpSocketServer {
 
   private serve(socket: net.Socket): void {
     this.sockets.add(socket);
-    const session = new QmpSession(this.q);
-    const splitter = new QmpJsonSplitter();
+    // A socket monitor offers out-of-band execution, as qemu-storage-daemon's do.
+    const session = new QmpSession(this.q, true);
     const send = (value: unknown) => {
       if (!socket.destroyed) socket.write(qmpLine(value, this.pretty));
     };
@@ -59,19 +60,17 @@ export class QmpSocketServer {
     });
     // The greeting and every request wait until the command line has been processed.
     let chain = this.ready.then(() => send(session.greeting()));
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      let texts: string[];
-      try {
-        texts = splitter.push(chunk);
-      } catch (e) {
-        send(errorReply(e));
-        return;
-      }
-      for (const text of texts) {
-        chain = chain.then(() => this.serial(() => session.handle(text)).then(send));
+    const stream = new QmpJsonStream((value, error) => {
+      if (error) {
+        chain = chain.then(() => send(errorReply(error)));
+      } else if (QmpSession.isOob(value)) {
+        // Out of band: answered as soon as the command line has been processed, ahead of queued requests.
+        void this.ready.then(() => session.handleValue(value).then(send));
+      } else {
+        chain = chain.then(() => this.serial(() => session.handleValue(value)).then(send));
       }
     });
+    socket.on('data', (chunk: Buffer) => stream.push(chunk));
     const close = () => {
       stop();
       this.sockets.delete(socket);

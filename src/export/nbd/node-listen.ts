@@ -40,7 +40,7 @@ export function serveSocket(server: NbdServer, sock: Socket): Promise<void> {
 }
 
 /** Where to listen: a Unix socket path, or a TCP host and port (0: any free port). */
-export type ListenAddress = { path: string } | { host: string; port: number };
+export type ListenAddress = { path: string } | { host: string; port: number; service?: string };
 
 /**
  * Listens and serves every accepted socket; resolves once listening. With
@@ -115,6 +115,12 @@ export async function listenNbdServer(server: NbdServer, addr: ListenAddress, ma
       const { existsSync } = await import('node:fs');
       const { dirname } = await import('node:path');
       if (!existsSync(dirname(addr.path))) text = 'No such file or directory';
+    }
+    const code = (e as { code?: unknown }).code;
+    if ('host' in addr && (code === 'ENOTFOUND' || code === 'EAI_AGAIN')) {
+      // The name lookup failed (QEMU's getaddrinfo error, in glibc's words).
+      const why = code === 'ENOTFOUND' ? 'Name or service not known' : 'Temporary failure in name resolution';
+      throw new Error(`address resolution failed for ${addr.host}:${addr.service ?? addr.port}: ${why}`);
     }
     const where = 'path' in addr ? ` to ${addr.path}` : '';
     throw new Error(`Failed to bind socket${where}: ${text}`);
