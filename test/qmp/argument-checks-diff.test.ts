@@ -20,7 +20,8 @@
 import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { QmpClient, hasQsd, mask, run, startDaemon, twinDirs, type Daemon, type Json } from './harness.js';
-import { QapiCaseGenerator, seeded, type SchemaEntry } from './qapi-cases.js';
+import { QapiCaseGenerator, type SchemaEntry } from './qapi-cases.js';
+import { prng } from '../prng.js';
 
 const daemons: Daemon[] = [];
 afterAll(async () => {
@@ -132,7 +133,7 @@ describe.skipIf(!hasQsd())('argument checks against qemu-storage-daemon 7.2', ()
         return true;
       });
     });
-    const random = seeded(15);
+    const random = prng(15);
     // Every base request, missing member and unknown member; a seeded sample of the rest.
     const always = generated.filter((k) => / base$| missing$|\+unknown$/.test(k.label));
     const rest = generated.filter((k) => !always.includes(k)).sort(() => random() - 0.5);
