@@ -16,6 +16,7 @@ import type { BlockQmp } from './block-qmp.js';
 import type { QmpCommand } from './dispatcher.js';
 import { genericError } from './errors.js';
 import { checkMembers, checkValue, isObject, join, m, struct, type QapiCustom, type QapiStruct, type QapiType } from './schema.js';
+import { tcpServicePort } from '../export/nbd/tcp-service.js';
 
 /** Where the NBD server listens. */
 /** Where the NBD server listens; `service` is the port as the client wrote it (for messages). */
@@ -132,12 +133,15 @@ const socketAddressLegacy: QapiCustom = {
 function listenAddress(type: string, a: Record<string, unknown>, fromMonitor = false): NbdListenAddress {
   if (type === 'unix') return { path: a.path as string };
   if (type === 'inet') {
-    // getaddrinfo's service: digits (kept modulo 2^16, as glibc stores them), '' for any port.
-    // A service name from /etc/services is not looked up here: refused as an unknown one.
+    // getaddrinfo's service: digits (kept modulo 2^16, as glibc stores them), '' for any port,
+    // or a TCP service name of /etc/services.
     if (a.mptcp === true) throw genericError("DiskWorker's NBD server does not listen with MPTCP (mptcp=on)");
     const text = String(a.port);
-    if (text !== '' && !/^\d+$/.test(text)) throw genericError(`address resolution failed for ${String(a.host)}:${text}: Servname not supported for ai_socktype`);
-    return { host: a.host as string, port: text === '' ? 0 : Number(BigInt(text) % 65536n), service: text };
+    const named = text !== '' && !/^\d+$/.test(text) ? tcpServicePort(text) : undefined;
+    if (text !== '' && !/^\d+$/.test(text) && named === undefined) {
+      throw genericError(`address resolution failed for ${String(a.host)}:${text}: Servname not supported for ai_socktype`);
+    }
+    return { host: a.host as string, port: named ?? (text === '' ? 0 : Number(BigInt(text) % 65536n)), service: text };
   }
   // qemu-storage-daemon's monitor takes no file descriptors (no getfd): any name or number is refused.
   if (type === 'fd') throw genericError(fromMonitor ? 'only QEMU supports file descriptor passing' : `No file descriptor named ${String(a.str)} found`);

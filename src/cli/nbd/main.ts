@@ -19,6 +19,7 @@ import { openWithTemporaryOverlay } from '../temp-overlay.js';
 import { forkServer, isForkedChild, signalForkParent } from './fork.js';
 import { type NbdCliOptions, PROG, parseNbdArgs } from './options.js';
 import { NBD_USAGE, NBD_VERSION } from './usage.js';
+import { tcpServicePort } from '../../export/nbd/tcp-service.js';
 
 /** In-process control of a running server (tests). */
 export interface NbdMainControl {
@@ -74,11 +75,13 @@ async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket
   }
   const host = o.bind ?? '0.0.0.0';
   const portText = o.port ?? '10809';
-  if (!/^\d+$/.test(portText) || Number(portText) > 65535) {
+  // A number, or a TCP service name of /etc/services (getaddrinfo's service).
+  const port = /^\d+$/.test(portText) ? Number(portText) : tcpServicePort(portText);
+  if (port === undefined || port > 65535) {
     throw new Error(`address resolution failed for ${host}:${portText}: Servname not supported for ai_socktype`);
   }
   try {
-    return await listenNbd(server, { host, port: Number(portText) }, accept);
+    return await listenNbd(server, { host, port }, accept);
   } catch (e) {
     throw new Error(`Failed to bind socket: ${socketError(e)}`);
   }
