@@ -84,21 +84,23 @@ try {
 } catch {
   // not started from a file
 }
+const word = (w) => (w !== undefined && /^[a-z][a-z_-]{0,15}$/.test(w) ? w : undefined);
+const command = isEntry ? word(process.argv[2]) : 'module';
 // A CLI command is short: with V8's default budget, TurboFan optimised code of every command
 // that then ran too briefly to repay it (4 MB of node's own code paged in, and the compiler's
 // CPU time; its first compile alone adds 4-5 MB to the peak). Sixteen times the budget leaves
 // per-cluster functions of a 1 GiB copy unoptimised (62 vs 66 MB for raw to qcow2) and still
 // optimises loops that run for long (a cipher: a 32 MiB Twofish read took as long).
+// The servers (daemon, nbd) are the exception: they run for long, and their per-request code
+// left to the baseline compiler cost an NBD export a fifth more CPU per byte served.
 // The young generation keeps its first size: letting it double added 5 MB to a convert's peak
 // memory. Only when run as the command (an importing process keeps its own settings); set
-// before the bundle compiles, and always the same, as V8 checks a code cache's flags.
+// before the bundle compiles, and always the same for a command, as V8 checks a code cache's flags.
 if (isEntry) {
-  v8.setFlagsFromString('--interrupt-budget=1081344');
+  if (command !== 'daemon' && command !== 'nbd') v8.setFlagsFromString('--interrupt-budget=1081344');
   v8.setFlagsFromString('--semi-space-growth-factor=1');
 }
 // One cache per command (\`img snapshot\`, \`io\`, ...): each holds what its command compiled.
-const word = (w) => (w !== undefined && /^[a-z][a-z_-]{0,15}$/.test(w) ? w : undefined);
-const command = isEntry ? word(process.argv[2]) : 'module';
 const sub = command === 'img' ? word(process.argv[3]) : undefined;
 // img snapshot's four actions (-c, -d, -a, -l) run different code: a cache each.
 const action = sub === 'snapshot' ? process.argv.slice(4).find((a) => /^-[cdal]$/.test(a))?.slice(1) : undefined;

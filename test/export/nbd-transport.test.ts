@@ -3,21 +3,31 @@
  * page would build over a WebSocket or MessagePort) carries a handshake, a
  * write, a structured read with a hole, and a dirty-bitmap block status on a
  * memory image; and a client that sends garbage is dropped with the reason.
+ * A transport that hands out unzeroed read buffers and takes a reply's parts
+ * in one call gets the same bytes.
  */
 import { describe, expect, it } from 'vitest';
 import { BlockBackend, NbdServer, createExport } from '../../src/node.js';
 import { addDirtyBitmap } from '../../src/core/dirty-bitmap.js';
 import type { NbdConnectionEnd } from '../../src/node.js';
+import type { NbdTransport } from '../../src/export/nbd/index.js';
 import { memoryGraph } from '../core/helpers.js';
 
 /** A scripted peer: bytes from the server are collected, reads take exact counts. */
-function pipe(server: NbdServer) {
+function pipe(server: NbdServer, extras: { allocate?: NbdTransport['allocate']; onParts?: (sizes: number[]) => void } = {}) {
   let got = Buffer.alloc(0);
   let closed = false;
-  const session = server.connect({
-    write: async (d) => void (got = Buffer.concat([got, Buffer.from(d)])),
-    close: () => void (closed = true),
-  });
+  const write = async (d: Uint8Array): Promise<void> => void (got = Buffer.concat([got, Buffer.from(d)]));
+  const transport: NbdTransport = { write, close: () => void (closed = true) };
+  if (extras.allocate) transport.allocate = extras.allocate;
+  const { onParts } = extras;
+  if (onParts) {
+    transport.writeParts = async (parts) => {
+      onParts(parts.map((p) => p.length));
+      for (const p of parts) await write(p);
+    };
+  }
+  const session = server.connect(transport);
   const take = async (n: number): Promise<Buffer> => {
     for (let i = 0; i < 500 && got.length < n; i++) await new Promise((r) => setTimeout(r, 2));
     if (got.length < n) throw new Error(`wanted ${n} bytes, have ${got.length}`);
@@ -119,6 +129,42 @@ describe('NBD server over an in-memory transport', () => {
     bad.send(Buffer.from([0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8]));
     await bad.session.finished;
     expect(ends[1]).toEqual({ negotiated: false, error: 'option negotiation failed: Bad magic received' });
+    server.close();
+    await bb.close();
+  });
+
+  it('fills unzeroed read buffers completely and sends a reply header with its data in one call', async () => {
+    const { graph, storage } = memoryGraph();
+    storage.create('d', 1 << 20);
+    const bb = await BlockBackend.open(graph, { driver: 'raw', file: { driver: 'memory', filename: 'd' } });
+    const server = new NbdServer();
+    server.addExport(createExport(bb, { name: '', readOnly: false }));
+    const groups: number[][] = [];
+    const c = pipe(server, {
+      // What Buffer.allocUnsafe may give: old bytes.
+      allocate: (n) => new Uint8Array(n).fill(0xee),
+      onParts: (sizes) => groups.push(sizes),
+    });
+    await c.take(18);
+    c.send(Buffer.from([0, 0, 0, 3]));
+    c.send(option(8, Buffer.alloc(0)));
+    expect(await replies(c.take)).toEqual([1]);
+    c.send(option(7, Buffer.from([0, 0, 0, 0, 0, 0])));
+    expect(await replies(c.take)).toEqual([3, 3, 1]);
+
+    c.send(request(1, 4096, 512, Buffer.alloc(512, 0x5a)));
+    expect((await c.take(16)).readUInt32BE(4)).toBe(0);
+    groups.length = 0;
+    c.send(request(0, 0, 16384));
+    const head = await c.take(28);
+    expect(head.readUInt32BE(0)).toBe(0x668e33ef);
+    expect(groups).toEqual([[28, 16384]]);
+    const data = await c.take(16384);
+    const want = Buffer.alloc(16384);
+    want.fill(0x5a, 4096, 4608);
+    expect(data.equals(want)).toBe(true);
+    c.send(request(2, 0, 0));
+    await c.session.finished;
     server.close();
     await bb.close();
   });

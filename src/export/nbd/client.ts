@@ -35,6 +35,10 @@ export class NbdClient {
    */
   send(...parts: Uint8Array[]): Promise<void> {
     const run = async (): Promise<void> => {
+      if (parts.length > 1 && this.transport.writeParts) {
+        if (!this.closed) await this.transport.writeParts(parts.filter((p) => p.length > 0));
+        return;
+      }
       for (const p of parts) {
         if (this.closed) return;
         if (p.length) await this.transport.write(p);

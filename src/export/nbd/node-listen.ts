@@ -15,12 +15,21 @@ function writeFailure(e: unknown): Error {
 
 /** A net.Socket as an NBD transport (writes wait for the socket to drain; a write to a closed peer fails). */
 export function socketTransport(sock: Socket): NbdTransport {
+  const write = (data: Uint8Array): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (sock.destroyed || !sock.writable) return reject(writeFailure(undefined));
+      sock.write(data, (err) => (err ? reject(writeFailure(err)) : resolve()));
+    });
   return {
-    write: (data) =>
-      new Promise<void>((resolve, reject) => {
-        if (sock.destroyed || !sock.writable) return reject(writeFailure(undefined));
-        sock.write(data, (err) => (err ? reject(writeFailure(err)) : resolve()));
-      }),
+    write,
+    writeParts: (parts) => {
+      // Corked, the parts leave in one writev.
+      sock.cork();
+      const sent = Promise.all(parts.map(write));
+      sock.uncork();
+      return sent.then(() => undefined);
+    },
+    allocate: (length) => Buffer.allocUnsafeSlow(length),
     close: () => {
       if (!sock.destroyed) sock.end(() => sock.destroy());
       // Give a peer that stopped reading no chance to keep the socket open.

@@ -285,7 +285,8 @@ async function read(client: NbdClient, exp: NbdExport, replies: Replies, r: Requ
         await replies.hole(r.handle, at, st.pnum, final);
       } else {
         // A failed read after chunks went out cannot be answered: the connection ends (as qemu-nbd).
-        const buf = new Uint8Array(st.pnum);
+        // pread fills every byte (holes and the end of a file as zeros), so no zero fill first.
+        const buf = client.transport.allocate?.(st.pnum) ?? new Uint8Array(st.pnum);
         try {
           await bb.pread(at, buf);
         } catch (e) {

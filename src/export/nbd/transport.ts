@@ -12,8 +12,21 @@ export interface NbdTransport {
    * backpressure). Rejects or resolves quietly once the peer is gone.
    */
   write(data: Uint8Array): Promise<void>;
+  /**
+   * Sends several buffers as one message, in one system call where the
+   * transport can (a reply's header and its data). Optional: {@link write}
+   * per part otherwise.
+   */
+  writeParts?(parts: readonly Uint8Array[]): Promise<void>;
   /** Closes the connection (idempotent). */
   close(): void;
+  /**
+   * A buffer of `length` bytes for a reply the server fills completely
+   * before sending (READ data), without the zero fill a fresh Uint8Array
+   * costs (Node: Buffer.allocUnsafeSlow). Optional: a plain Uint8Array
+   * otherwise.
+   */
+  allocate?(length: number): Uint8Array;
 }
 
 /** The peer closed the connection: the end of input, not a failure to report. */
