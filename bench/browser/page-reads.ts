@@ -6,8 +6,10 @@
  * Each round measures, back to back in a rotated order: raw
  * FileSystemSyncAccessHandle 1 MiB reads in the worker (the baseline), the
  * qcow2 image read in the worker through the block layer, the page reading the
- * image through Disk.bulkReader (4 slots of 1 MiB) and through readInto
- * (transferred buffers, 1 and 4 in flight). The figures are the medians of the
+ * image through Disk.bulkReader (4 slots of 1 MiB), the same with every
+ * piece copied into a page buffer (what readInto through a ring can reach at
+ * best), and through readInto (1 and 4 in flight; the page is cross-origin
+ * isolated, so readInto goes through its own ring and copies). The figures are the medians of the
  * per-round ratios (each value over the raw reads of its own round).
  *
  *   BENCH_PORT=4273 npx tsx bench/browser/page-reads.ts
@@ -31,15 +33,15 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-type Kind = 'raw' | 'worker' | 'bulk4' | 'readInto1' | 'readInto4';
+type Kind = 'raw' | 'worker' | 'bulk4' | 'bulkCopy' | 'readInto1' | 'readInto4';
 
 async function measure(page: Page): Promise<void> {
   const call = await startBenchWorker(page);
-  const onPage = (fn: 'pageBulkRead' | 'pageSeqRead', a: number) =>
+  const onPage = (fn: 'pageBulkRead' | 'pageSeqRead' | 'pageBulkCopy', a: number) =>
     page.evaluate(
       async ({ fn, img, a }) => {
         const dw = (window as unknown as { dwb: never }).dwb;
-        return fn === 'pageBulkRead' ? window.benchApi.pageBulkRead(dw, img, 'qcow2', a) : window.benchApi.pageSeqRead(dw, img, 'qcow2', a, false);
+        return fn === 'pageBulkCopy' ? window.benchApi.pageBulkCopy(dw, img, 'qcow2', a) : fn === 'pageBulkRead' ? window.benchApi.pageBulkRead(dw, img, 'qcow2', a) : window.benchApi.pageSeqRead(dw, img, 'qcow2', a, false);
       },
       { fn, img: IMG, a },
     );
@@ -49,6 +51,7 @@ async function measure(page: Page): Promise<void> {
     raw: () => call<number>('rawSeqRead', 'raw.bin', SIZE),
     worker: () => call<number>('imgSeqRead', IMG, 'qcow2', SIZE),
     bulk4: () => onPage('pageBulkRead', 4),
+    bulkCopy: () => onPage('pageBulkCopy', 4),
     readInto1: () => onPage('pageSeqRead', 1),
     readInto4: () => onPage('pageSeqRead', 4),
   };

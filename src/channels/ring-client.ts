@@ -6,30 +6,19 @@ import { decodeErrorText } from './error-text.js';
 import { RingSlot, D_OFFSET_LO, D_OFFSET_HI, D_LENGTH, D_RESULT, D_MESSAGE_LENGTH, DESC_WORDS, CLOSED, MASK, headerBytes, waitAsync } from './ring-layout.js';
 
 /**
- * The page side of the ring ({@link Disk.bulkReader}): pipelined reads into
- * shared memory, returned as views of a slot's data area. One consumer at a
- * time: a view stays valid until the next call (read) or the next iteration
- * (stream).
+ * The page's end of one ring: submits requests and waits for their answers.
+ * Which slots are free is the user's bookkeeping ({@link BulkReader},
+ * {@link RingCopyReader}).
+ * @internal
  */
-export class BulkReader {
-  private readonly ctl: Int32Array;
+export class RingPort {
+  readonly ctl: Int32Array;
   private readonly views: Uint8Array[];
   readonly slots: number;
   /** Largest read one slot holds. */
   readonly slotBytes: number;
-  /** Requests submitted, and requests whose slots are free again (page side). */
-  private submitted = 0;
-  private released = 0;
-  private busy = false;
-  /**
-   * Answers per wake-up when streaming (when the page has to wait): all the
-   * queued ones but one, so that the worker still has a read in hand while the
-   * page consumes and submits again. A wake-up costs the worker about as much
-   * as a 1 MiB read on a busy machine (the page takes its core); with 4 slots
-   * of 1 MiB, waking for 3 answers instead of 2 measured 0.74–0.78× of a raw
-   * OPFS worker instead of 0.68–0.70×, and for every answer 0.62×.
-   */
-  private readonly batch: number;
+  /** Requests submitted so far (the next request's number). */
+  submitted = 0;
 
   constructor(buffer: SharedArrayBuffer) {
     const c = new Int32Array(buffer, 0, RingSlot.DESC);
@@ -38,10 +27,15 @@ export class BulkReader {
     const head = headerBytes(this.slots);
     this.ctl = new Int32Array(buffer, 0, head / 4);
     this.views = Array.from({ length: this.slots }, (_, i) => new Uint8Array(buffer, head + i * this.slotBytes, this.slotBytes));
-    this.batch = Math.max(1, this.slots - 1);
   }
 
-  private submit(offset: number, length: number): number {
+  /** Whether the worker closed the ring (the disk was closed). */
+  get closed(): boolean {
+    return Atomics.load(this.ctl, RingSlot.STATE) === CLOSED;
+  }
+
+  /** Queues a read of `length` (at most slotBytes) at `offset` in the next slot; returns its number. */
+  submit(offset: number, length: number): number {
     const c = this.ctl;
     const seq = this.submitted;
     const d = RingSlot.DESC + (seq % this.slots) * DESC_WORDS;
@@ -56,11 +50,12 @@ export class BulkReader {
   }
 
   /**
-   * Waits for request `seq` and returns its data (or throws its error). When
-   * it must sleep, it sleeps until `wakeAt` requests are done (a later one,
-   * to be woken once for several answers).
+   * Waits for request `seq` and returns its data, a view of its slot valid
+   * until the slot is reused (or throws its error). When it must sleep, it
+   * sleeps until `wakeAt` requests are done (a later one, to be woken once
+   * for several answers).
    */
-  private async result(seq: number, offset: number, length: number, wakeAt = (seq + 1) & MASK): Promise<Uint8Array> {
+  async result(seq: number, offset: number, length: number, wakeAt = (seq + 1) & MASK): Promise<Uint8Array> {
     const c = this.ctl;
     const target = (seq + 1) & MASK;
     for (;;) {
@@ -87,9 +82,53 @@ export class BulkReader {
     }
     return length === this.slotBytes ? data : data.subarray(0, length);
   }
+}
+
+/**
+ * The page side of the ring ({@link Disk.bulkReader}): pipelined reads into
+ * shared memory, returned as views of a slot's data area. One consumer at a
+ * time: a view stays valid until the next call (read) or the next iteration
+ * (stream).
+ */
+export class BulkReader {
+  private readonly ring: RingPort;
+  readonly slots: number;
+  /** Largest read one slot holds. */
+  readonly slotBytes: number;
+  /** Requests whose slots are free again (page side). */
+  private released = 0;
+  private busy = false;
+  /**
+   * Answers per wake-up when streaming (when the page has to wait): all the
+   * queued ones but one, so that the worker still has a read in hand while the
+   * page consumes and submits again. A wake-up costs the worker about as much
+   * as a 1 MiB read on a busy machine (the page takes its core); with 4 slots
+   * of 1 MiB, waking for 3 answers instead of 2 measured 0.74–0.78× of a raw
+   * OPFS worker instead of 0.68–0.70×, and for every answer 0.62×.
+   */
+  private readonly batch: number;
+
+  constructor(buffer: SharedArrayBuffer) {
+    this.ring = new RingPort(buffer);
+    this.slots = this.ring.slots;
+    this.slotBytes = this.ring.slotBytes;
+    this.batch = Math.max(1, this.slots - 1);
+  }
+
+  private get submitted(): number {
+    return this.ring.submitted;
+  }
+
+  private submit(offset: number, length: number): number {
+    return this.ring.submit(offset, length);
+  }
+
+  private result(seq: number, offset: number, length: number, wakeAt?: number): Promise<Uint8Array> {
+    return this.ring.result(seq, offset, length, wakeAt);
+  }
 
   private check(offset: number, length: number): void {
-    if (Atomics.load(this.ctl, RingSlot.STATE) === CLOSED) throw new BlockError('ENOMEDIUM', 'The bulk reader is closed');
+    if (this.ring.closed) throw new BlockError('ENOMEDIUM', 'The bulk reader is closed');
     if (!Number.isSafeInteger(offset) || offset < 0) throw new BlockError('EINVAL', `Invalid read offset ${offset}`);
     if (!Number.isSafeInteger(length) || length < 0 || length > this.slotBytes) {
       throw new BlockError('EINVAL', `Read of ${length} bytes exceeds the bulk reader's ${this.slotBytes}`, { offset });
