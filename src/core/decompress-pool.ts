@@ -5,7 +5,8 @@
  * several requests in flight.
  *
  * A pool decodes some of a batch on its threads while the caller decodes the
- * rest inline ({@link decodeClusters}); small batches, and environments
+ * rest inline, or all of it ({@link DecompressPool.wholeBatches};
+ * {@link decodeClusters}); small batches, and environments
  * without a pool, decode inline only. Which pool is used: the one given to
  * {@link setDecompressPool}, else the environment's default (worker threads
  * in Node, Web Workers in browsers: src/wasm/decompress-workers.ts).
@@ -27,6 +28,12 @@ export interface DecompressTask {
 export interface DecompressPool {
   /** Threads decoding besides the caller's. */
   readonly threads: number;
+  /**
+   * Take whole batches rather than a share: the caller decodes nothing inline
+   * (its thread has the copy's own work to do, and the pool's threads are
+   * cheap to feed).
+   */
+  readonly wholeBatches?: boolean;
   /**
    * Decodes `tasks` on the pool's threads. Resolves with one entry per task:
    * null when it decoded into `out`, else the BlockError the inline decoder
@@ -60,7 +67,7 @@ export function chosenDecompressPool(): DecompressPool | null | undefined {
 
 /**
  * Decodes every task: a share on `pool` (about threads / (threads + 1) of
- * them) while `inline` decodes the rest here, or all inline without a pool or
+ * them, or all with wholeBatches) while `inline` decodes the rest here, or all inline without a pool or
  * for fewer than {@link MIN_POOL_BATCH} tasks. Tasks the pool could not take
  * (it failed) are decoded inline. Throws the error of the first task in order
  * that failed, as a cluster-by-cluster decode would. `inline` returns a
@@ -80,7 +87,7 @@ export async function decodeClusters(
     return;
   }
   // Rounded up: the caller's thread also runs the reads and writes around the decoding.
-  const toPool = Math.ceil((tasks.length * pool.threads) / (pool.threads + 1));
+  const toPool = pool.wholeBatches ? tasks.length : Math.ceil((tasks.length * pool.threads) / (pool.threads + 1));
   const pooled = pool.decode(kind, tasks.slice(0, toPool));
   // Settles with the pool's answers, or undefined when the pool failed.
   const answers = pooled.then(

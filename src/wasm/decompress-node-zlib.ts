@@ -30,6 +30,14 @@ export class NodeZlibDecompressPool implements DecompressPool {
   private readonly zlib: NodeZlib;
   /** The WASM decoder, made on the first task node:zlib did not decode. */
   private wasm: ClusterCodec | undefined;
+  /**
+   * Every cluster of a batch goes to libuv's threads: the caller's thread runs
+   * the copy's reads, writes and bookkeeping, which kept it the busiest thread
+   * while it inflated half of each batch in WASM. A 1 GiB zlib convert on 2
+   * cores: 6.6-7.0 s against 7.9-8.1 s with half inline (qemu-img 5.6 s), the
+   * same peak RSS (`DISKWORKER_DECOMPRESS_THREADS` 1 / 63, 2026-12-07).
+   */
+  readonly wholeBatches = true;
 
   /** `threads`: the share of a batch given here, as threads besides the caller's. */
   constructor(readonly threads: number) {

@@ -28,7 +28,8 @@ export const READ_AHEAD = 2;
 export const WRITE_DEPTH = 1;
 /**
  * Adjacent small data pieces read at once (the copy engine's coalesceReads): eight
- * 64 KiB compressed clusters, half decoded on a pool thread. Larger reads decoded no
+ * 64 KiB compressed clusters, decoded on the decompression pool (all of them on libuv's
+ * threads for zlib in Node, half on a worker thread elsewhere). Larger reads decoded no
  * faster and touched more of each read buffer (peak RSS).
  */
 export const COALESCE_BYTES = 512 * 1024;
