@@ -7,7 +7,8 @@
  *   (0.7×), allocating sequential 1 MiB writes (0.6×);
  * - page-side sequential 1 MiB reads vs the same reads inside the worker:
  *   through Disk.bulkReader, the API for bulk reads (0.8×), and for reference
- *   through readInto (a MessagePort, transferred or shared buffers); and vs a
+ *   through readInto (in this isolated page: the disk's own ring, copied into
+ *   the page's buffers; shared buffers through the read port); and vs a
  *   raw OPFS worker (raw SyncAccessHandle reads), as issue #18 sets its goals:
  *   bulkReader 0.9×, readInto with 4 in flight 0.7×;
  * - idb vs opfs (raw images through the block layer): sequential read and
@@ -107,7 +108,7 @@ async function opfsSection(page: Page, call: Call, format: string, out: BenchRes
     out.push(
       result(
         `${fmtName} over OPFS, sequential 1 MiB reads from the page through the proxy, ` +
-          `${shared ? 'SharedArrayBuffer' : 'transferred'} buffers, ${depth} in flight`,
+          `${shared ? 'SharedArrayBuffer buffers (read port)' : 'page buffers (ring, copied)'}, ${depth} in flight`,
         'MiB/s',
         pageR,
         'the same reads inside the worker (1 in flight)',
@@ -148,7 +149,7 @@ async function opfsSection(page: Page, call: Call, format: string, out: BenchRes
   const [intoRaw, raw2] = await pair(4, rawRead, () =>
     page.evaluate(async ({ img, format }) => window.benchApi.pageSeqRead((window as unknown as { dwb: never }).dwb, img, format, 4, false), { img, format }),
   );
-  out.push(result(`${fmtName} over OPFS, sequential 1 MiB reads from the page through readInto (transferred), 4 in flight`, 'MiB/s', intoRaw, 'raw SyncAccessHandle 1 MiB reads in the worker', raw2, 0.7));
+  out.push(result(`${fmtName} over OPFS, sequential 1 MiB reads from the page through readInto (ring, copied), 4 in flight`, 'MiB/s', intoRaw, 'raw SyncAccessHandle 1 MiB reads in the worker', raw2, 0.7));
   // Why the page-side figures stay below the worker's: its baseline reads into one 1 MiB buffer
   // that stays in the CPU's cache, while reads in flight need one area each (4 MiB for a ring of
   // 4 slots or 4 readInto buffers). The same worker reads cycling over those areas, with no page

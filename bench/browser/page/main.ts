@@ -17,8 +17,10 @@ async function start() {
 }
 
 /**
- * Page-side sequential 1 MiB reads through the proxy with `depth` reads in
- * flight, each with its own buffer transferred back and forth. MiB/s.
+ * Page-side sequential 1 MiB reads through Disk.readInto with `depth` reads
+ * in flight, each with its own buffer (this page is cross-origin isolated:
+ * plain buffers go through the disk's ring and are copied into, shared ones
+ * are filled in place through the read port). MiB/s.
  */
 async function pageSeqRead(dw: DiskWorker, path: string, format: string, depth = 1, shared = false): Promise<number> {
   const disk = await dw.open({ path, format, readOnly: true });
