@@ -5,27 +5,16 @@
  * protocol is the same SharedArrayBuffer + Atomics either way.)
  */
 import { describe, it, expect, beforeAll } from 'vitest';
-import { BlockBackend, BlockError, BlockGraph, MemoryStorage, createMemoryDriver, rawDriver } from '../../src/node.js';
+import { BlockError } from '../../src/node.js';
+import { patternedDisk, pretendCrossOriginIsolated } from './memory-disk.js';
 import { BulkReader } from '../../src/channels/ring-client.js';
 import { RingServer } from '../../src/channels/ring-server.js';
 
 const MiB = 1 << 20;
 
-beforeAll(() => {
-  // Node has SharedArrayBuffer and Atomics.waitAsync; the ring asks for isolation as pages must have it.
-  (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated = true;
-});
+beforeAll(pretendCrossOriginIsolated);
 
-async function setup(size: number) {
-  const storage = new MemoryStorage();
-  const graph = new BlockGraph([createMemoryDriver(storage), rawDriver], 'memory');
-  const f = storage.create('d', size);
-  const expected = new Uint8Array(size);
-  for (let i = 0; i < size; i++) expected[i] = (i * 7 + (i >> 12)) & 0xff;
-  f.writeRaw(0, expected);
-  const bb = await BlockBackend.open(graph, 'memory:d', { format: 'raw', readOnly: true });
-  return { bb, expected };
-}
+const setup = (size: number) => patternedDisk(size, (i) => (i * 7 + (i >> 12)));
 
 describe('bulk read ring', () => {
   it('streams a disk in order, every byte right, with every slot count', async () => {

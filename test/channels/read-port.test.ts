@@ -7,20 +7,15 @@
  * instead of leaving them waiting.
  */
 import { describe, it, expect } from 'vitest';
-import { BlockBackend, BlockError, BlockGraph, MemoryStorage, createMemoryDriver, rawDriver } from '../../src/node.js';
+import { BlockError } from '../../src/node.js';
+import { patternedDisk } from './memory-disk.js';
 import { PortReader } from '../../src/channels/read-port-client.js';
 import { serveReadPort } from '../../src/channels/read-port-server.js';
 
 const KiB = 1024;
 
 async function setup(size: number) {
-  const storage = new MemoryStorage();
-  const graph = new BlockGraph([createMemoryDriver(storage), rawDriver], 'memory');
-  const f = storage.create('d', size);
-  const expected = new Uint8Array(size);
-  for (let i = 0; i < size; i++) expected[i] = (i * 13 + (i >> 10)) & 0xff;
-  f.writeRaw(0, expected);
-  const bb = await BlockBackend.open(graph, 'memory:d', { format: 'raw', readOnly: true });
+  const { bb, expected } = await patternedDisk(size, (i) => i * 13 + (i >> 10));
   const served = serveReadPort(bb);
   // Count the messages the page sends.
   const sent: number[] = [];

@@ -6,7 +6,8 @@
  * fails alone; reads queued before the ring arrives; close.
  */
 import { describe, it, expect, beforeAll } from 'vitest';
-import { BlockBackend, BlockError, BlockGraph, MemoryStorage, createMemoryDriver, rawDriver } from '../../src/node.js';
+import { BlockError } from '../../src/node.js';
+import { patternedDisk, pretendCrossOriginIsolated } from './memory-disk.js';
 import { RingCopyReader } from '../../src/channels/ring-copy-reader.js';
 import { RingServer } from '../../src/channels/ring-server.js';
 import { prng } from '../prng.js';
@@ -14,21 +15,9 @@ import { prng } from '../prng.js';
 const MiB = 1 << 20;
 const SLOT = 64 * 1024;
 
-beforeAll(() => {
-  // Node has SharedArrayBuffer and Atomics.waitAsync; the ring asks for isolation as pages must have it.
-  (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated = true;
-});
+beforeAll(pretendCrossOriginIsolated);
 
-async function setup(size: number) {
-  const storage = new MemoryStorage();
-  const graph = new BlockGraph([createMemoryDriver(storage), rawDriver], 'memory');
-  const f = storage.create('d', size);
-  const expected = new Uint8Array(size);
-  for (let i = 0; i < size; i++) expected[i] = (i * 7 + (i >> 12)) & 0xff;
-  f.writeRaw(0, expected);
-  const bb = await BlockBackend.open(graph, 'memory:d', { format: 'raw', readOnly: true });
-  return { bb, expected };
-}
+const setup = (size: number) => patternedDisk(size, (i) => (i * 7 + (i >> 12)));
 
 describe('readInto through a private ring, copied out', () => {
   it('serves concurrent callers, every byte in the right buffer', async () => {
