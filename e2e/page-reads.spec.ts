@@ -40,6 +40,13 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
       }
     };
     await Promise.all([lane(256 << 10), lane(256 << 10), lane(256 << 10), lane(256 << 10), lane(5 << 19)]);
+    // A detached buffer (transferred away) is refused, as it was before the ring.
+    const gone = new Uint8Array(4096);
+    structuredClone(gone.buffer, { transfer: [gone.buffer] });
+    const detached = await disk.readInto(0, gone).then(
+      () => 'resolved',
+      (e: { code?: string }) => e.code,
+    );
     // A read past the end fails alone, as the other paths fail it.
     const past = await disk.readInto(size - 10, new Uint8Array(100)).then(
       () => 'resolved',
@@ -65,11 +72,12 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
     }
     await disk.close();
     await dw.remove('opfs:/page-reads/disk.img');
-    return { bad, notSame, past, sharedOk, streamBad, streamed, streamedAll: pos, size };
+    return { bad, notSame, past, detached, sharedOk, streamBad, streamed, streamedAll: pos, size };
   }, format);
   expect(r.bad).toBe(-1);
   expect(r.notSame).toBe(0);
   expect(r.past).toBe('EIO');
+  expect(r.detached).toBe('EINVAL');
   expect(r.sharedOk).toBe(true);
   expect(r.streamBad).toBe(-1);
   expect(r.streamed).toBe(r.size - 1000);

@@ -149,7 +149,8 @@ export class Disk {
    */
   readInto<B extends ArrayBufferLike>(offset: number, buf: Uint8Array<B>): Promise<Uint8Array<B>> {
     const shared = buf.buffer instanceof SharedArrayBufferCtor;
-    if (!shared && crossOriginIsolated() && RingCopyReader.carries(offset, buf.length)) {
+    // Empty buffers take the read port, which tells a detached one (a mistake) from an empty one.
+    if (!shared && buf.length > 0 && crossOriginIsolated() && RingCopyReader.carries(offset, buf.length)) {
       // Through a private ring, copied out (no transfer): the buffer stays usable here.
       this.ringReader ??= new RingCopyReader(this.remote.bulkChannel(RING_READ_SLOTS, RING_READ_SLOT_BYTES), RING_READ_SLOT_BYTES);
       return this.ringReader.read(offset, buf);
