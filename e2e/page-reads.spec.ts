@@ -71,13 +71,26 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
       pos += piece.length;
     }
     await disk.close();
+    // After close, every call fails with ENOMEDIUM naming the disk (not Comlink's released proxy).
+    const codeOf = (p: Promise<unknown>) =>
+      p.then(
+        () => 'resolved',
+        (e: { code?: string; message?: string }) => `${e.code}: ${e.message}`,
+      );
+    const afterClose = [
+      await codeOf(disk.read(0, 512)),
+      await codeOf(disk.readInto(0, new Uint8Array(512))),
+      await codeOf(disk.flush()),
+      await codeOf(disk.bitmaps.list()),
+    ];
     await dw.remove('opfs:/page-reads/disk.img');
-    return { bad, notSame, past, detached, sharedOk, streamBad, streamed, streamedAll: pos, size };
+    return { bad, notSame, past, detached, afterClose, sharedOk, streamBad, streamed, streamedAll: pos, size };
   }, format);
   expect(r.bad).toBe(-1);
   expect(r.notSame).toBe(0);
   expect(r.past).toBe('EIO');
   expect(r.detached).toBe('EINVAL');
+  expect(r.afterClose).toEqual(Array(4).fill("ENOMEDIUM: Disk 'opfs:/page-reads/disk.img' was closed"));
   expect(r.sharedOk).toBe(true);
   expect(r.streamBad).toBe(-1);
   expect(r.streamed).toBe(r.size - 1000);

@@ -99,16 +99,19 @@ export class Disk {
   readonly bitmaps: DiskBitmaps;
   /** The disk's internal snapshots with their VM state (create, apply, delete, list, readVmState). */
   readonly snapshots: DiskSnapshots;
+  /** The worker's disk; after {@link close}, every call fails with ENOMEDIUM (see {@link closedGuard}). */
+  private readonly remote: Remote<DiskApi>;
   constructor(
-    private readonly remote: Remote<DiskApi>,
+    private readonly proxyToWorker: Remote<DiskApi>,
     readonly path: string,
     length: number,
     readonly readOnly: boolean,
     readonly format: string,
   ) {
     this.len = length;
-    this.bitmaps = new DiskBitmaps(remote, () => this.len);
-    this.snapshots = new DiskSnapshots(remote, (n) => {
+    this.remote = closedGuard(proxyToWorker, () => this.closed, () => new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`));
+    this.bitmaps = new DiskBitmaps(this.remote, () => this.len);
+    this.snapshots = new DiskSnapshots(this.remote, (n) => {
       this.len = n;
     });
   }
@@ -275,19 +278,34 @@ export class Disk {
     if (this.closed) return;
     this.closed = true;
     try {
-      await this.remote.close();
+      await this.proxyToWorker.close();
     } finally {
       const closed = new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`);
       this.reader?.close(closed);
       this.ringReader?.close(closed);
-      this.remote[releaseProxy]();
+      this.proxyToWorker[releaseProxy]();
     }
   }
 
   /** @internal Test hooks. */
   get remoteService(): Remote<DiskApi> {
-    return this.remote;
+    return this.proxyToWorker;
   }
+}
+
+/**
+ * `remote` as it is while open; once `isClosed()`, each method call rejects
+ * with `error()` instead of reaching Comlink's released proxy (whose plain
+ * Error says nothing about the disk).
+ */
+function closedGuard<T extends object>(remote: T, isClosed: () => boolean, error: () => BlockError): T {
+  return new Proxy(remote, {
+    get(target, prop, receiver) {
+      // Not `then`: the proxy must not turn thenable.
+      if (typeof prop === 'string' && prop !== 'then' && isClosed()) return () => Promise.reject(error());
+      return Reflect.get(target, prop, receiver) as unknown;
+    },
+  });
 }
 
 /** The ring behind readInto in an isolated page: 4 slots of 1 MiB (4 MiB of shared memory per disk that uses it). */
