@@ -115,18 +115,6 @@ export class BulkReader {
     this.batch = Math.max(1, this.slots - 1);
   }
 
-  private get submitted(): number {
-    return this.ring.submitted;
-  }
-
-  private submit(offset: number, length: number): number {
-    return this.ring.submit(offset, length);
-  }
-
-  private result(seq: number, offset: number, length: number, wakeAt?: number): Promise<Uint8Array> {
-    return this.ring.result(seq, offset, length, wakeAt);
-  }
-
   private check(offset: number, length: number): void {
     if (this.ring.closed) throw new BlockError('ENOMEDIUM', 'The bulk reader is closed');
     if (!Number.isSafeInteger(offset) || offset < 0) throw new BlockError('EINVAL', `Invalid read offset ${offset}`);
@@ -145,9 +133,9 @@ export class BulkReader {
     this.check(offset, length);
     this.enter();
     try {
-      this.released = this.submitted;
-      const seq = this.submit(offset, length);
-      return await this.result(seq, offset, length);
+      this.released = this.ring.submitted;
+      const seq = this.ring.submit(offset, length);
+      return await this.ring.result(seq, offset, length);
     } finally {
       this.busy = false;
     }
@@ -172,18 +160,18 @@ export class BulkReader {
     let pos = offset;
     const queue: Array<[number, number]> = [];
     try {
-      this.released = this.submitted;
+      this.released = this.ring.submitted;
       while (pos < end) {
         // Fill the free slots (all but the one the consumer holds).
-        while (next < end && ((this.submitted - this.released) & MASK) < this.slots) {
+        while (next < end && ((this.ring.submitted - this.released) & MASK) < this.slots) {
           const n = Math.min(chunk, end - next);
-          queue.push([this.submit(next, n), n]);
+          queue.push([this.ring.submit(next, n), n]);
           next += n;
         }
         const [seq, n] = queue.shift()!;
         // If it has to sleep, the page sleeps until all but one of the queue is answered.
         const wakeAt = (seq + Math.min(this.batch, queue.length + 1)) & MASK;
-        const view = await this.result(seq, pos, n, wakeAt);
+        const view = await this.ring.result(seq, pos, n, wakeAt);
         pos += n;
         yield view;
         // The consumer is done with this slot.
@@ -191,8 +179,8 @@ export class BulkReader {
       }
     } finally {
       // An abandoned stream: wait for what is still queued, so the next call finds the ring idle.
-      for (const [seq] of queue) await this.result(seq, pos, 0).catch(() => undefined);
-      this.released = this.submitted;
+      for (const [seq] of queue) await this.ring.result(seq, pos, 0).catch(() => undefined);
+      this.released = this.ring.submitted;
       this.busy = false;
     }
   }

@@ -36,7 +36,6 @@ interface PendingRead {
 
 export class RingCopyReader {
   private ring: RingPort | null = null;
-  private readonly ready: Promise<void>;
   /** Pieces waiting for a free slot. */
   private readonly backlog: Piece[] = [];
   /** Pieces submitted, oldest first (the worker answers in this order). */
@@ -49,14 +48,13 @@ export class RingCopyReader {
     buffer: Promise<SharedArrayBuffer>,
     private readonly slotBytes: number,
   ) {
-    this.ready = buffer.then(
+    void buffer.then(
       (b) => {
         this.ring = new RingPort(b);
         this.submitReady();
       },
       (e: unknown) => this.close(e),
     );
-    this.ready.catch(() => undefined);
   }
 
   /** Whether a read at `offset` can be carried (the ring's descriptor holds a safe integer offset). */
