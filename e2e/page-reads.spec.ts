@@ -70,6 +70,14 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
       if (h.diff(piece, expected.subarray(pos, pos + piece.length)) !== -1) streamBad = pos;
       pos += piece.length;
     }
+    // The default ring (2 slots of 2 MiB; the page polls for answers), with an unaligned start.
+    const def = await disk.bulkReader();
+    const geometry = [def.slots, def.slotBytes];
+    let defPos = 0;
+    for await (const piece of def.stream(4097, size - 4097)) {
+      if (h.diff(piece, expected.subarray(4097 + defPos, 4097 + defPos + piece.length)) !== -1) streamBad = 4097 + defPos;
+      defPos += piece.length;
+    }
     await disk.close();
     // After close, every call fails with ENOMEDIUM naming the disk (not Comlink's released proxy).
     const codeOf = (p: Promise<unknown>) =>
@@ -84,7 +92,7 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
       await codeOf(disk.bitmaps.list()),
     ];
     await dw.remove('opfs:/page-reads/disk.img');
-    return { bad, notSame, past, detached, afterClose, sharedOk, streamBad, streamed, streamedAll: pos, size };
+    return { bad, notSame, past, detached, afterClose, sharedOk, streamBad, streamed, streamedAll: pos, size, geometry, defStreamed: defPos };
   }, format);
   expect(r.bad).toBe(-1);
   expect(r.notSame).toBe(0);
@@ -95,4 +103,6 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
   expect(r.streamBad).toBe(-1);
   expect(r.streamed).toBe(r.size - 1000);
   expect(r.streamedAll).toBe(r.size);
+  expect(r.geometry).toEqual([2, 2 << 20]);
+  expect(r.defStreamed).toBe(r.size - 4097);
 });

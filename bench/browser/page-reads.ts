@@ -6,9 +6,10 @@
  * Each round measures, back to back in a rotated order: raw
  * FileSystemSyncAccessHandle 1 MiB reads in the worker (the baseline), the
  * qcow2 image read in the worker through the block layer, the page reading the
- * image through Disk.bulkReader (4 slots of 1 MiB), the same with every
- * piece copied into a page buffer (what readInto through a ring can reach at
- * best), and through readInto (1 and 4 in flight; the page is cross-origin
+ * image through Disk.bulkReader (its default 2 slots of 2 MiB, and 4 slots of
+ * 1 MiB, the default before 2026-12-07), the same with every piece copied into
+ * a page buffer (what readInto through a ring can reach at best), and through
+ * readInto (1 and 4 in flight; the page is cross-origin
  * isolated, so readInto goes through its own ring and copies). The figures are the medians of the
  * per-round ratios (each value over the raw reads of its own round).
  *
@@ -33,25 +34,27 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-type Kind = 'raw' | 'worker' | 'bulk4' | 'bulkCopy' | 'readInto1' | 'readInto4';
+type Kind = 'raw' | 'worker' | 'bulk' | 'bulk4x1' | 'bulkCopy' | 'readInto1' | 'readInto4';
 
 async function measure(page: Page): Promise<void> {
   const call = await startBenchWorker(page);
-  const onPage = (fn: 'pageBulkRead' | 'pageSeqRead' | 'pageBulkCopy', a: number) =>
+  // a: readInto's reads in flight, or the bulk reader's slots (undefined: its defaults) with b its slot size.
+  const onPage = (fn: 'pageBulkRead' | 'pageSeqRead' | 'pageBulkCopy', a?: number, b?: number) =>
     page.evaluate(
-      async ({ fn, img, a }) => {
+      async ({ fn, img, a, b }) => {
         const dw = (window as unknown as { dwb: never }).dwb;
-        return fn === 'pageBulkCopy' ? window.benchApi.pageBulkCopy(dw, img, 'qcow2', a) : fn === 'pageBulkRead' ? window.benchApi.pageBulkRead(dw, img, 'qcow2', a) : window.benchApi.pageSeqRead(dw, img, 'qcow2', a, false);
+        return fn === 'pageBulkCopy' ? window.benchApi.pageBulkCopy(dw, img, 'qcow2', a, b) : fn === 'pageBulkRead' ? window.benchApi.pageBulkRead(dw, img, 'qcow2', a, b) : window.benchApi.pageSeqRead(dw, img, 'qcow2', a, false);
       },
-      { fn, img: IMG, a },
+      { fn, img: IMG, a, b },
     );
   await call('rawSeqWrite', 'raw.bin', SIZE);
   await call('imgSeqWrite', IMG, 'qcow2', SIZE);
   const runs: Record<Kind, () => Promise<number>> = {
     raw: () => call<number>('rawSeqRead', 'raw.bin', SIZE),
     worker: () => call<number>('imgSeqRead', IMG, 'qcow2', SIZE),
-    bulk4: () => onPage('pageBulkRead', 4),
-    bulkCopy: () => onPage('pageBulkCopy', 4),
+    bulk: () => onPage('pageBulkRead'),
+    bulk4x1: () => onPage('pageBulkRead', 4, MiB),
+    bulkCopy: () => onPage('pageBulkCopy'),
     readInto1: () => onPage('pageSeqRead', 1),
     readInto4: () => onPage('pageSeqRead', 4),
   };

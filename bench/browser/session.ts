@@ -3,6 +3,9 @@
  * Vite, serves it with scripts/serve-e2e.mjs (COOP/COEP headers), opens a
  * persistent profile (OPFS and IndexedDB on disk, as users have them) and
  * hands the loaded page to `measure`.
+ *
+ * BENCH_CHROMIUM_ARGS: extra Chromium flags, space-separated (for profiling,
+ * e.g. `--js-flags=--perf-basic-prof` so that `perf` names the JIT's code).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -45,7 +48,7 @@ export async function withBenchPage<T>(pagePath: string, readyTitle: string, mea
     const browser = await chromium.launchPersistentContext(profile, {
       executablePath: '/usr/bin/chromium',
       headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', ...(process.env.BENCH_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
     });
     try {
       const page = browser.pages()[0] ?? (await browser.newPage());

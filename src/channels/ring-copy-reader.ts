@@ -50,6 +50,7 @@ export class RingCopyReader {
   ) {
     void buffer.then(
       (b) => {
+        // No polling: readInto serves v86, whose guest CPU runs on this thread while a read is out.
         this.ring = new RingPort(b);
         this.submitReady();
       },

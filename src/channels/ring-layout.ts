@@ -30,6 +30,11 @@ export const RingSlot = {
   SLOT_BYTES: 4,
   /** The DONE value the page waits for: the worker wakes it only then. */
   WANT: 5,
+  /**
+   * How long the worker took over its last request, in microseconds: how long
+   * a page that polls for an answer may expect to poll (ring-client.ts).
+   */
+  SERVE_US: 6,
   /** First descriptor word; each descriptor has {@link DESC_WORDS} words. */
   DESC: 16,
 } as const;
@@ -44,6 +49,10 @@ export const CLOSED = 3;
 export const MASK = 0x7fffffff;
 /** Requests served back to back before the worker lets its other tasks run. */
 export const BURST = 32;
+/** The longest a page polls for an answer before it sleeps (ms). */
+export const POLL_MAX_MS = 1;
+/** A polling page still sleeps (and so runs its other tasks) at least this often (ms). */
+export const POLL_FAIRNESS_MS = 8;
 
 /** Bytes before the first data area. */
 export function headerBytes(slots: number): number {

@@ -99,7 +99,9 @@ export class RingServer {
     let result = 0;
     try {
       if (len < 0 || len > this.slotBytes) throw new BlockError('EINVAL', `Bulk read of ${len} bytes exceeds the slot's ${this.slotBytes}`, { offset });
+      const t = performance.now();
       await this.backend.pread(offset, len === this.slotBytes ? data : data.subarray(0, len));
+      Atomics.store(c, RingSlot.SERVE_US, Math.min(0x7fffffff, Math.round((performance.now() - t) * 1000)));
     } catch (e) {
       const err = toBlockError(e);
       result = -err.errno;

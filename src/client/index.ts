@@ -258,8 +258,17 @@ export class Disk {
 
   /**
    * The fastest way to read a lot from the page: a ring of `slots` shared
-   * data areas of `slotBytes` (default 4 of 1 MiB) the worker fills while the
-   * page consumes, with no postMessage, copy or transfer per read.
+   * data areas of `slotBytes` (default 2 of 2 MiB) the worker fills while the
+   * page consumes, with no postMessage, copy or transfer per read. While it
+   * waits for an answer the page polls briefly before it sleeps (a wake-up
+   * costs more than a read from a warm cache), so a stream keeps the page's
+   * thread busy; it still yields to the page's other tasks every few ms.
+   *
+   * Why 2 of 2 MiB: with polling the page resubmits at once, so two slots keep
+   * the worker busy, and fewer, larger reads cost less per byte; more memory
+   * per ring was slower (bench/browser/page-reads.ts, 2026-12-07, 14–20
+   * rounds: 2×2 MiB 0.88–0.90× of a raw OPFS worker, 4×1 MiB 0.77–0.83×,
+   * 2×1 MiB 0.81–0.85×, 4×2 and 2×4 MiB 0.80–0.83×).
    *
    * ```ts
    * const reader = await disk.bulkReader();
@@ -270,7 +279,7 @@ export class Disk {
    * Closed with the disk.
    */
   async bulkReader(opts: { slots?: number; slotBytes?: number } = {}): Promise<BulkReader> {
-    return new BulkReader(await this.remote.bulkChannel(opts.slots ?? 4, opts.slotBytes ?? 1 << 20));
+    return new BulkReader(await this.remote.bulkChannel(opts.slots ?? 2, opts.slotBytes ?? 2 << 20));
   }
 
   /** Flushes and closes. */

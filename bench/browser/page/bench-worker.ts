@@ -69,11 +69,12 @@ class BenchService extends BlockWorkerService {
     return size / MiB / (ms / 1000);
   }
 
-  /** Raw sync handle: sequential 1 MiB reads. MiB/s. */
-  async rawSeqRead(name: string, size: number): Promise<number> {
+  /** Raw sync handle: sequential reads of `chunk` (1 MiB). MiB/s. */
+  async rawSeqRead(name: string, size: number, chunk = MiB): Promise<number> {
     const h = await handleFor(name, false, 'read-only');
+    const buf = chunk === MiB ? this.buf : new Uint8Array(chunk);
     const t = performance.now();
-    for (let pos = 0; pos < size; pos += MiB) h.read(this.buf, { at: pos });
+    for (let pos = 0; pos < size; pos += chunk) h.read(buf, { at: pos });
     const ms = performance.now() - t;
     h.close();
     return size / MiB / (ms / 1000);

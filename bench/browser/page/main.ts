@@ -42,32 +42,33 @@ async function pageSeqRead(dw: DiskWorker, path: string, format: string, depth =
 }
 
 /**
- * Page-side sequential 1 MiB reads through the bulk reader (the shared ring
+ * Page-side sequential reads through the bulk reader (the shared ring
  * Disk.bulkReader, the API recommended for bulk reads), data consumed in
- * place. MiB/s.
+ * place, in pieces of one slot. `slots` / `slotBytes` undefined: the reader's
+ * defaults. MiB/s.
  */
-async function pageBulkRead(dw: DiskWorker, path: string, format: string, slots = 4): Promise<number> {
+async function pageBulkRead(dw: DiskWorker, path: string, format: string, slots?: number, slotBytes?: number): Promise<number> {
   const disk = await dw.open({ path, format, readOnly: true });
-  const reader = await disk.bulkReader({ slots, slotBytes: MiB });
+  const reader = await disk.bulkReader({ slots, slotBytes });
   const size = disk.length;
   let sum = 0;
   const t = performance.now();
-  for await (const piece of reader.stream(0, size, MiB)) sum += piece[0]!;
+  for await (const piece of reader.stream(0, size)) sum += piece[0]!;
   const ms = performance.now() - t;
   await disk.close();
   return sum >= 0 ? size / MiB / (ms / 1000) : 0;
 }
 
 /** Like pageBulkRead, each piece copied into one of two page buffers. MiB/s. */
-async function pageBulkCopy(dw: DiskWorker, path: string, format: string, slots = 4): Promise<number> {
+async function pageBulkCopy(dw: DiskWorker, path: string, format: string, slots?: number, slotBytes?: number): Promise<number> {
   const disk = await dw.open({ path, format, readOnly: true });
-  const reader = await disk.bulkReader({ slots, slotBytes: MiB });
+  const reader = await disk.bulkReader({ slots, slotBytes });
   const size = disk.length;
-  const bufs = [new Uint8Array(MiB), new Uint8Array(MiB)];
+  const bufs = [new Uint8Array(reader.slotBytes), new Uint8Array(reader.slotBytes)];
   let k = 0;
   let sum = 0;
   const t = performance.now();
-  for await (const piece of reader.stream(0, size, MiB)) {
+  for await (const piece of reader.stream(0, size)) {
     const b = bufs[k++ & 1]!;
     b.set(piece);
     sum += b[0]!;
