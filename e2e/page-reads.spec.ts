@@ -70,13 +70,19 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
       if (h.diff(piece, expected.subarray(pos, pos + piece.length)) !== -1) streamBad = pos;
       pos += piece.length;
     }
-    // The default ring (2 slots of 2 MiB; the page polls for answers), with an unaligned start.
+    // The default ring (2 slots of 2 MiB), with an unaligned start, sleeping on answers and polling.
     const def = await disk.bulkReader();
     const geometry = [def.slots, def.slotBytes];
     let defPos = 0;
     for await (const piece of def.stream(4097, size - 4097)) {
       if (h.diff(piece, expected.subarray(4097 + defPos, 4097 + defPos + piece.length)) !== -1) streamBad = 4097 + defPos;
       defPos += piece.length;
+    }
+    const polling = await disk.bulkReader({ poll: true });
+    let pollPos = 0;
+    for await (const piece of polling.stream(0, size, 1 << 20)) {
+      if (h.diff(piece, expected.subarray(pollPos, pollPos + piece.length)) !== -1) streamBad = pollPos;
+      pollPos += piece.length;
     }
     await disk.close();
     // After close, every call fails with ENOMEDIUM naming the disk (not Comlink's released proxy).
@@ -92,7 +98,7 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
       await codeOf(disk.bitmaps.list()),
     ];
     await dw.remove('opfs:/page-reads/disk.img');
-    return { bad, notSame, past, detached, afterClose, sharedOk, streamBad, streamed, streamedAll: pos, size, geometry, defStreamed: defPos };
+    return { bad, notSame, past, detached, afterClose, sharedOk, streamBad, streamed, streamedAll: pos, size, geometry, defStreamed: defPos, pollStreamed: pollPos };
   }, format);
   expect(r.bad).toBe(-1);
   expect(r.notSame).toBe(0);
@@ -105,4 +111,5 @@ test('readInto with four reads in flight and bulkReader.stream read every byte r
   expect(r.streamedAll).toBe(r.size);
   expect(r.geometry).toEqual([2, 2 << 20]);
   expect(r.defStreamed).toBe(r.size - 4097);
+  expect(r.pollStreamed).toBe(r.size);
 });

@@ -142,10 +142,12 @@ async function opfsSection(page: Page, call: Call, format: string, out: BenchRes
   // reads against that baseline, alternated with it (bench/browser/page-reads.ts runs these
   // many times and takes medians).
   const rawRead = () => call<number>('rawSeqRead', 'raw.bin', OPFS_SIZE);
-  const [bulkRaw, raw1] = await pair(4, rawRead, () =>
-    page.evaluate(async ({ img, format }) => window.benchApi.pageBulkRead((window as unknown as { dwb: never }).dwb, img, format), { img, format }),
-  );
-  out.push(result(`${fmtName} over OPFS, sequential reads from the page through Disk.bulkReader (default 2 slots of 2 MiB)`, 'MiB/s', bulkRaw, 'raw SyncAccessHandle 1 MiB reads in the worker', raw1, 0.9));
+  for (const poll of [false, true]) {
+    const [bulkRaw, raw1] = await pair(4, rawRead, () =>
+      page.evaluate(async ({ img, format, poll }) => window.benchApi.pageBulkRead((window as unknown as { dwb: never }).dwb, img, format, undefined, undefined, poll), { img, format, poll }),
+    );
+    out.push(result(`${fmtName} over OPFS, sequential reads from the page through Disk.bulkReader (default 2 slots of 2 MiB${poll ? ', poll' : ''})`, 'MiB/s', bulkRaw, 'raw SyncAccessHandle 1 MiB reads in the worker', raw1, 0.9));
+  }
   const [intoRaw, raw2] = await pair(4, rawRead, () =>
     page.evaluate(async ({ img, format }) => window.benchApi.pageSeqRead((window as unknown as { dwb: never }).dwb, img, format, 4, false), { img, format }),
   );

@@ -3,7 +3,7 @@
  */
 import { BlockError, codeOfErrno } from '../core/errors.js';
 import { decodeErrorText } from './error-text.js';
-import { RingSlot, D_OFFSET_LO, D_OFFSET_HI, D_LENGTH, D_RESULT, D_MESSAGE_LENGTH, DESC_WORDS, CLOSED, MASK, POLL_MAX_MS, POLL_FAIRNESS_MS, headerBytes, waitAsync } from './ring-layout.js';
+import { RingSlot, D_OFFSET_LO, D_OFFSET_HI, D_LENGTH, D_RESULT, D_MESSAGE_LENGTH, DESC_WORDS, CLOSED, MASK, POLL_MAX_MS, POLL_FAIRNESS_MS, POLL_WINDOW, POLL_GIVE_UP_SHARE, POLL_PAUSE_WINDOWS, headerBytes, waitAsync } from './ring-layout.js';
 
 /** Whether DONE value `d` covers the request answered when DONE reaches `target` (within half the counter range, for wrapping). */
 const reached = (d: number, target: number): boolean => ((d - target) & MASK) < 0x4000_0000;
@@ -24,8 +24,18 @@ export class RingPort {
   submitted = 0;
   /** When this thread last slept on the ring (and so ran its other tasks). */
   private lastSlept = performance.now();
-  /** Answers taken by polling, and sleeps until an answer (diagnostics and tests). */
-  readonly stats = { polled: 0, slept: 0 };
+  /**
+   * Answers taken by polling, sleeps until an answer, and the times polling
+   * was given up for a while (diagnostics and tests).
+   */
+  readonly stats = { polled: 0, slept: 0, pauses: 0 };
+  /** Whether waits poll now (see the constructor). */
+  private polling: boolean;
+  /** The current window of waits: how many, and how many ended asleep. */
+  private windowWaits = 0;
+  private windowSlept = 0;
+  /** Windows left before polling is tried again. */
+  private pausedFor = 0;
 
   /**
    * `poll`: before sleeping on an answer, poll for it for up to eight times
@@ -35,14 +45,27 @@ export class RingPort {
    * whose latency (median 80 µs, p90 0.3 ms, tail several ms in Chromium on a
    * 2-core VM) exceeds a 1 MiB read from the page cache (~0.12 ms), so a
    * streaming page that sleeps keeps stalling the worker. Polling spends the
-   * page's thread, so it is for consumers that want the stream's speed
-   * ({@link BulkReader}); the page still sleeps at least every
-   * {@link POLL_FAIRNESS_MS} to run its other tasks.
+   * page's thread, so it is for consumers that ask for it (a bulk reader's
+   * `poll`); the page still sleeps at least every {@link POLL_FAIRNESS_MS} to
+   * run its other tasks.
+   *
+   * Polling only pays while the page and the worker each have a core. When
+   * other work wants the cores, the scheduler counts the polling page as a CPU
+   * hog and wakes it late; answers are then missed by the poll and the page
+   * sleeps anyway, later than it would have (with one busy process beside the
+   * bench on 2 cores, a polling stream ran at 0.34–0.37× of a raw OPFS worker,
+   * a sleeping one at 0.63–0.68×). So the port keeps score: when more than
+   * {@link POLL_GIVE_UP_SHARE} of a window of {@link POLL_WINDOW} waits still
+   * ended asleep, it stops polling for {@link POLL_PAUSE_WINDOWS} windows,
+   * then tries again. (Slow storage, whose answers outlast the poll, stops it
+   * the same way.)
    */
   constructor(
     buffer: SharedArrayBuffer,
-    private readonly poll = false,
+    poll = false,
   ) {
+    this.polling = poll;
+    this.pausedFor = poll ? 0 : Infinity;
     const c = new Int32Array(buffer, 0, RingSlot.DESC);
     this.slots = c[RingSlot.SLOTS]!;
     this.slotBytes = c[RingSlot.SLOT_BYTES]!;
@@ -80,12 +103,15 @@ export class RingPort {
   async result(seq: number, offset: number, length: number, wakeAt = (seq + 1) & MASK): Promise<Uint8Array> {
     const c = this.ctl;
     const target = (seq + 1) & MASK;
+    let waited = false;
+    let slept = false;
     for (;;) {
       let d = Atomics.load(c, RingSlot.DONE);
       // Done once DONE reached seq+1.
       if (reached(d, target)) break;
       if (Atomics.load(c, RingSlot.STATE) === CLOSED) throw new BlockError('ENOMEDIUM', 'The bulk reader was closed during a request', { offset });
-      if (this.poll && this.pollFor(target)) break;
+      waited = true;
+      if (this.polling && this.pollFor(target)) break;
       Atomics.store(c, RingSlot.WANT, wakeAt);
       d = Atomics.load(c, RingSlot.DONE);
       if (reached(d, target)) break;
@@ -93,10 +119,12 @@ export class RingPort {
       const w = waitAsync()(c, RingSlot.DONE, d);
       if (w.async) {
         this.stats.slept++;
+        slept = true;
         await w.value;
         this.lastSlept = performance.now();
       }
     }
+    if (waited) this.score(slept);
     const slot = seq % this.slots;
     const desc = RingSlot.DESC + slot * DESC_WORDS;
     const res = c[desc + D_RESULT]!;
@@ -108,6 +136,23 @@ export class RingPort {
       throw decodeErrorText(code, text, { offset });
     }
     return length === this.slotBytes ? data : data.subarray(0, length);
+  }
+
+  /** Counts one wait; at the end of a window, decides whether the next one polls (see the constructor). */
+  private score(slept: boolean): void {
+    if (this.pausedFor === Infinity) return;
+    this.windowWaits++;
+    if (slept) this.windowSlept++;
+    if (this.windowWaits < POLL_WINDOW) return;
+    if (this.polling && this.windowSlept > POLL_GIVE_UP_SHARE * this.windowWaits) {
+      this.polling = false;
+      this.pausedFor = POLL_PAUSE_WINDOWS;
+      this.stats.pauses++;
+    } else if (!this.polling && --this.pausedFor === 0) {
+      this.polling = true;
+    }
+    this.windowWaits = 0;
+    this.windowSlept = 0;
   }
 
   /** Polls until DONE reaches `target`, for the budget described at the constructor; whether it did. */
@@ -152,9 +197,9 @@ export class BulkReader {
    */
   private readonly batch: number;
 
-  constructor(buffer: SharedArrayBuffer) {
-    // Polls for answers: a stream's consumer wants the stream's speed (see RingPort).
-    this.ring = new RingPort(buffer, true);
+  /** `poll`: poll for answers before sleeping (see RingPort; spends the page's thread). */
+  constructor(buffer: SharedArrayBuffer, poll = false) {
+    this.ring = new RingPort(buffer, poll);
     this.slots = this.ring.slots;
     this.slotBytes = this.ring.slotBytes;
     this.batch = Math.max(1, this.slots - 1);

@@ -53,6 +53,12 @@ export const BURST = 32;
 export const POLL_MAX_MS = 1;
 /** A polling page still sleeps (and so runs its other tasks) at least this often (ms). */
 export const POLL_FAIRNESS_MS = 8;
+/** Waits per verdict on whether polling pays (ring-client.ts). */
+export const POLL_WINDOW = 32;
+/** Polling stops when more than this share of a window's waits still ended asleep. */
+export const POLL_GIVE_UP_SHARE = 0.3;
+/** Windows without polling before it is tried again. */
+export const POLL_PAUSE_WINDOWS = 8;
 
 /** Bytes before the first data area. */
 export function headerBytes(slots: number): number {

@@ -258,28 +258,29 @@ export class Disk {
 
   /**
    * The fastest way to read a lot from the page: a ring of `slots` shared
-   * data areas of `slotBytes` (default 2 of 2 MiB) the worker fills while the
-   * page consumes, with no postMessage, copy or transfer per read. While it
-   * waits for an answer the page polls briefly before it sleeps (a wake-up
-   * costs more than a read from a warm cache), so a stream keeps the page's
-   * thread busy; it still yields to the page's other tasks every few ms.
-   *
-   * Why 2 of 2 MiB: with polling the page resubmits at once, so two slots keep
-   * the worker busy, and fewer, larger reads cost less per byte; more memory
-   * per ring was slower (bench/browser/page-reads.ts, 2026-12-07, 14–20
-   * rounds: 2×2 MiB 0.88–0.90× of a raw OPFS worker, 4×1 MiB 0.77–0.83×,
-   * 2×1 MiB 0.81–0.85×, 4×2 and 2×4 MiB 0.80–0.83×).
+   * data areas of `slotBytes` (default 2 of 2 MiB: as fast as 4 of 1 MiB when
+   * the page sleeps on answers, faster when it polls) the worker fills while
+   * the page consumes, with no postMessage, copy or transfer per read.
    *
    * ```ts
    * const reader = await disk.bulkReader();
    * for await (const piece of reader.stream(0, disk.length)) sink(piece); // views valid until the next piece
    * ```
    *
+   * `poll: true` makes the page poll briefly for each answer before it
+   * sleeps: a wake-up costs more than a 1 MiB read from a warm cache, so on a
+   * machine with a core to spare a stream runs faster (0.82–0.95× of a raw
+   * OPFS worker instead of 0.58–0.86× on a 2-core machine), but it keeps the
+   * page's thread busy (it still yields to the page's other tasks every 8 ms)
+   * and, when other work wants the cores, it is slower; the reader then stops
+   * polling for a while by itself (bench/browser/page-reads.ts and the README's
+   * figures).
+   *
    * Needs cross-origin isolation (ENOTSUP otherwise: use {@link readInto}).
    * Closed with the disk.
    */
-  async bulkReader(opts: { slots?: number; slotBytes?: number } = {}): Promise<BulkReader> {
-    return new BulkReader(await this.remote.bulkChannel(opts.slots ?? 2, opts.slotBytes ?? 2 << 20));
+  async bulkReader(opts: { slots?: number; slotBytes?: number; poll?: boolean } = {}): Promise<BulkReader> {
+    return new BulkReader(await this.remote.bulkChannel(opts.slots ?? 2, opts.slotBytes ?? 2 << 20), opts.poll === true);
   }
 
   /** Flushes and closes. */

@@ -11,7 +11,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { RingPort } from '../../src/channels/ring-client.js';
 import { RingServer } from '../../src/channels/ring-server.js';
-import { RingSlot, DESC_WORDS, D_OFFSET_LO, D_LENGTH, D_RESULT, CLOSED, MASK, POLL_FAIRNESS_MS, headerBytes } from '../../src/channels/ring-layout.js';
+import { RingSlot, DESC_WORDS, D_OFFSET_LO, D_LENGTH, D_RESULT, CLOSED, MASK, POLL_FAIRNESS_MS, POLL_MAX_MS, POLL_WINDOW, POLL_PAUSE_WINDOWS, headerBytes } from '../../src/channels/ring-layout.js';
 import { patternedDisk, pretendCrossOriginIsolated } from './memory-disk.js';
 import type { BlockBackend } from '../../src/node.js';
 
@@ -54,12 +54,12 @@ for (;;) {
 }
 `;
 
-function standIn(serveUs: number): { buffer: SharedArrayBuffer; stop: () => Promise<number> } {
+function standIn(serveUs: number, lateWakeMs = 5): { buffer: SharedArrayBuffer; stop: () => Promise<number> } {
   const buffer = new SharedArrayBuffer(layout.head + SLOTS * SLOT_BYTES);
   const c = new Int32Array(buffer, 0, layout.head / 4);
   c[RingSlot.SLOTS] = SLOTS;
   c[RingSlot.SLOT_BYTES] = SLOT_BYTES;
-  const worker = new Worker(serverSource, { eval: true, workerData: { buffer, L: layout, serveUs, lateWakeMs: 5 } });
+  const worker = new Worker(serverSource, { eval: true, workerData: { buffer, L: layout, serveUs, lateWakeMs } });
   return {
     buffer,
     stop: () => {
@@ -124,6 +124,22 @@ describe('bulk ring: the page polls before it sleeps', () => {
     // polling end after 8 ms plus one request (bound kept loose for loaded machines).
     expect(longest).toBeLessThan(60);
     expect(port.stats.polled).toBeGreaterThan(0);
+  });
+
+  it('polling that does not pay (answers outlast the poll) stops for a while, then is tried again', async () => {
+    // Every answer takes 1.5 ms, longer than the longest poll: every wait ends asleep.
+    const server = standIn(1500, 0.2);
+    const port = new RingPort(server.buffer, true);
+    expect(1.5).toBeGreaterThan(POLL_MAX_MS);
+    // One window polling, POLL_PAUSE_WINDOWS without, one polling again, and some of the next
+    // pause (a few answers may be in before the page looks, if its thread was preempted: those
+    // are not waits).
+    const requests = POLL_WINDOW * (POLL_PAUSE_WINDOWS + 4);
+    await readSequentially(port, requests);
+    await server.stop();
+    expect(port.stats.pauses).toBe(2);
+    expect(port.stats.slept).toBeGreaterThan(requests * 0.8);
+    expect(port.stats.polled).toBeLessThan(requests * 0.1);
   });
 
   it('a closed ring ends a polling wait with ENOMEDIUM', async () => {

@@ -47,9 +47,9 @@ async function pageSeqRead(dw: DiskWorker, path: string, format: string, depth =
  * place, in pieces of one slot. `slots` / `slotBytes` undefined: the reader's
  * defaults. MiB/s.
  */
-async function pageBulkRead(dw: DiskWorker, path: string, format: string, slots?: number, slotBytes?: number): Promise<number> {
+async function pageBulkRead(dw: DiskWorker, path: string, format: string, slots?: number, slotBytes?: number, poll?: boolean): Promise<number> {
   const disk = await dw.open({ path, format, readOnly: true });
-  const reader = await disk.bulkReader({ slots, slotBytes });
+  const reader = await disk.bulkReader({ slots, slotBytes, poll });
   const size = disk.length;
   let sum = 0;
   const t = performance.now();
