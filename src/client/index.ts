@@ -269,12 +269,12 @@ export class Disk {
    *
    * `poll: true` makes the page poll briefly for each answer before it
    * sleeps: a wake-up costs more than a 1 MiB read from a warm cache, so on a
-   * machine with a core to spare a stream runs faster (0.82–0.95× of a raw
-   * OPFS worker instead of 0.58–0.86× on a 2-core machine), but it keeps the
+   * machine with a core to spare a stream runs faster (on a 2-core machine
+   * 0.86–0.89× of a raw OPFS worker instead of 0.75–0.84×), but it keeps the
    * page's thread busy (it still yields to the page's other tasks every 8 ms)
-   * and, when other work wants the cores, it is slower; the reader then stops
-   * polling for a while by itself (bench/browser/page-reads.ts and the README's
-   * figures).
+   * and, when other work wants the cores, it is slower (beside one busy
+   * process 0.54× instead of 0.67×, with the reader giving up polling for a
+   * while by itself; bench/browser/page-reads.ts and the README's figures).
    *
    * Needs cross-origin isolation (ENOTSUP otherwise: use {@link readInto}).
    * Closed with the disk.
