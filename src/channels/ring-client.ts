@@ -187,8 +187,8 @@ export class BulkReader {
   private released = 0;
   private busy = false;
   /**
-   * Answers per wake-up when streaming and the page has to sleep (its poll
-   * ran out): all the queued ones but one, so that the worker still has a read
+   * Answers per wake-up when streaming and the page has to sleep (it does not
+   * poll, or its poll ran out): all the queued ones but one, so that the worker still has a read
    * in hand while the page consumes and submits again. A wake-up costs the
    * worker about as much as a 1 MiB read on a busy machine (the page takes its
    * core); with 4 slots of 1 MiB and no polling, waking for 3 answers instead
