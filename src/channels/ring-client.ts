@@ -36,6 +36,8 @@ export class RingPort {
   private windowSlept = 0;
   /** Windows left before polling is tried again. */
   private pausedFor = 0;
+  /** Whether waits are scored at all (a polling port that may give polling up). */
+  private readonly adaptive: boolean;
 
   /**
    * `poll`: before sleeping on an answer, poll for it for up to eight times
@@ -67,7 +69,7 @@ export class RingPort {
     adaptive = true,
   ) {
     this.polling = poll;
-    this.pausedFor = poll && adaptive ? 0 : Infinity;
+    this.adaptive = poll && adaptive;
     const c = new Int32Array(buffer, 0, RingSlot.DESC);
     this.slots = c[RingSlot.SLOTS]!;
     this.slotBytes = c[RingSlot.SLOT_BYTES]!;
@@ -142,7 +144,7 @@ export class RingPort {
 
   /** Counts one wait; at the end of a window, decides whether the next one polls (see the constructor). */
   private score(slept: boolean): void {
-    if (this.pausedFor === Infinity) return;
+    if (!this.adaptive) return;
     this.windowWaits++;
     if (slept) this.windowSlept++;
     if (this.windowWaits < POLL_WINDOW) return;

@@ -109,7 +109,7 @@ export class Disk {
     readonly format: string,
   ) {
     this.len = length;
-    this.remote = closedGuard(proxyToWorker, () => this.closed, () => new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`));
+    this.remote = closedGuard(proxyToWorker, () => this.closed, () => this.closedError());
     this.bitmaps = new DiskBitmaps(this.remote, () => this.len);
     this.snapshots = new DiskSnapshots(this.remote, (n) => {
       this.len = n;
@@ -290,11 +290,16 @@ export class Disk {
     try {
       await this.proxyToWorker.close();
     } finally {
-      const closed = new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`);
+      const closed = this.closedError();
       this.reader?.close(closed);
       this.ringReader?.close(closed);
       this.proxyToWorker[releaseProxy]();
     }
+  }
+
+  /** What every call fails with once the disk is closed. */
+  private closedError(): BlockError {
+    return new BlockError('ENOMEDIUM', `Disk '${this.path}' was closed`);
   }
 
   /** @internal Test hooks. */
