@@ -47,12 +47,21 @@ async function until(what: string, cond: () => boolean, p?: ChildProcess): Promi
   }
 }
 
-/** Starts `tool` holding `file` with `args` and returns once its locks show. */
+/**
+ * Starts `tool` holding `file` with `args` and returns once the image is open: both tools
+ * take and narrow their locks in steps while opening (QEMU first locks 100, 101 and 103,
+ * then 201 and 203), so the first lock seen is not yet the held set. The answer to
+ * `length`, the first command read, says the open has ended.
+ */
 async function hold(tool: 'qemu' | 'ours', args: string[], file: string): Promise<ChildProcess> {
   const [cmd, argv] = tool === 'qemu' ? ['qemu-io', args] : [process.execPath, [CLI, 'io', ...args]];
-  const p = spawn(cmd, argv, { cwd: dir, stdio: ['pipe', 'ignore', 'ignore'] });
+  const p = spawn(cmd, argv, { cwd: dir, stdio: ['pipe', 'pipe', 'ignore'] });
   holders.push(p);
-  await until(`${tool}'s locks on ${file}`, () => lockedBytes(file).length > 0, p);
+  let out = '';
+  p.stdout!.on('data', (d: Buffer) => void (out += d.toString()));
+  p.stdin!.write('length\n');
+  await until(`${tool} to open ${file}`, () => /\d+ (bytes|KiB|MiB)\n/.test(out), p);
+  expect(lockedBytes(file).length).toBeGreaterThan(0);
   return p;
 }
 
@@ -156,7 +165,7 @@ describe.skipIf(!canRun)('QEMU sees our locks', () => {
       expect(spawnSync('qemu-img', ['create', '-q', '-f', 'raw', 't.raw', '1M'], { cwd: dir }).status).toBe(0);
       const p = await hold(tool, ['-f', 'raw', 't.raw'], 't.raw');
       p.stdin!.write('truncate 2M\n');
-      await until('the resize lock', () => lockedBytes('t.raw').length === 3, p);
+      await until('the truncate and its resize lock', () => statSync(join(dir, 't.raw')).size === 2 << 20 && lockedBytes('t.raw').length === 3, p);
       seen.push(lockedBytes('t.raw'));
       await end(p);
       await until('the locks to go', () => lockedBytes('t.raw').length === 0);
