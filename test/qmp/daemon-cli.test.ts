@@ -6,11 +6,10 @@
  * Needs `npm run build:ts` (the bundled bin).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, checkImage, hasQsd, QmpClient, run, startDaemon, twinDirs, type Daemon } from './harness.js';
+import { BIN, checkImage, hasQsd, QmpClient, run, scratchDir, startDaemon, twinDirs, type Daemon } from './harness.js';
 
 const started: Daemon[] = [];
 afterAll(async () => {
@@ -104,7 +103,7 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
     [[...monitor, 'm,pretty=maybe,x=1']],
     [['--chardev', 'socket,id=m,path=$DIR/m.sock,server=maybe,wait=off']],
   ])('refuses the NBD and monitor options %j as qemu-storage-daemon does', (args) => {
-    const dir = mkdtempSync(join(tmpdir(), 'dw-qmpd-'));
+    const dir = scratchDir('dw-qmpd-');
     const a = args.map((x) => x.replaceAll('$DIR', dir));
     expect(ours(a)).toEqual(qsd(a));
   });
@@ -144,7 +143,7 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
   }, 60_000);
 
   it('writes and removes its pid file; quit ends it cleanly; events reach every client in command mode', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dw-qmpd-'));
+    const dir = scratchDir('dw-qmpd-');
     run('qemu-img', ['create', '-f', 'qcow2', 'a.qcow2', '1M'], dir);
     run('qemu-io', ['-c', 'write -P 9 0 128k', 'a.qcow2'], dir);
     run('qemu-img', ['create', '-f', 'qcow2', 'b.qcow2', '1M'], dir);
@@ -186,7 +185,7 @@ describe.skipIf(!hasQsd())('diskworker daemon command line and server', () => {
   }, 60_000);
 
   it('SIGTERM closes the graph and exits 0', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dw-qmpd-'));
+    const dir = scratchDir('dw-qmpd-');
     run('qemu-img', ['create', '-f', 'qcow2', 'a.qcow2', '1M'], dir);
     const d = startDaemon('ours', dir, ['--blockdev', '{"driver":"qcow2","node-name":"a","file":{"driver":"file","filename":"$DIR/a.qcow2"}}']);
     started.push(d);

@@ -6,11 +6,11 @@
  * timestamps, generated node names, directories, snapshot times, versions.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import { QmpJsonSplitter } from '../../src/qmp/session.js';
 
 export const BIN = resolve(__dirname, '../../dist/cli/diskworker.js');
@@ -130,12 +130,26 @@ export function startDaemon(side: Side, dir: string, args: string[]): Daemon {
   };
 }
 
+const scratch: string[] = [];
+// Registered when a test file imports the harness, so it runs after the file's own
+// afterAll hooks (hooks unwind as a stack): the daemons have stopped by then.
+afterAll(() => {
+  for (const d of scratch.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A new directory under the system's temporary one, removed after the test file. */
+export function scratchDir(prefix = 'dw-qmp-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratch.push(dir);
+  return dir;
+}
+
 /**
  * Two directories with the same files, made by `setup` in each (a copy
  * would allocate the files differently and change their actual-size).
  */
 export function twinDirs(setup: (dir: string) => void): { qemu: string; ours: string } {
-  const root = mkdtempSync(join(tmpdir(), 'dw-qmp-'));
+  const root = scratchDir();
   const qemu = join(root, 'qemu');
   const ours = join(root, 'ours');
   for (const d of [qemu, ours]) {
