@@ -5,6 +5,7 @@
  */
 import { STRERROR, toBlockError } from '../core/errors.js';
 import type { BlockNode } from '../core/node.js';
+import { refreshedFilename } from '../core/filename.js';
 import { ReqFlag, type DriverInstance } from '../core/driver.js';
 import type { BlockBackend } from '../core/backend.js';
 
@@ -134,7 +135,9 @@ export function needsProbeWarning(node: BlockNode): boolean {
 /**
  * The warnings QEMU's raw driver prints while `top` opens: one for each
  * writable node probed as raw, the nodes below first (a blkverify or quorum
- * child opens before its parent). The top image is named `name`, as given.
+ * child opens before its parent). Each names its file as that node names
+ * itself (QEMU's bs->file->bs->filename: `x.raw` for `file:x.raw`, the
+ * server's URL for an NBD export); `name` when there is no file child.
  */
 export function probeWarnings(top: BlockNode, name: string): string {
   const shownTop = formatNode(top);
@@ -144,7 +147,7 @@ export function probeWarnings(top: BlockNode, name: string): string {
     if (seen.has(n)) return;
     seen.add(n);
     for (const c of n.children) visit(c.node);
-    if (n.probed && n.driver.name === 'raw' && !n.readOnly) text += probedRawWarning(n === shownTop ? name : n.filename);
+    if (n.probed && n.driver.name === 'raw' && !n.readOnly) text += probedRawWarning(n.file ? refreshedFilename(n.file.node) : n === shownTop ? name : n.filename);
   };
   visit(top);
   return text;

@@ -294,7 +294,7 @@ export interface BlockDriver {
    * Splits a filename into options (`opfs:/a/b` → `{ path: '/a/b' }`).
    * Default: `{ filename }`.
    */
-  parseFilename?(filename: string): Record<string, unknown>;
+  parseFilename?(filename: string, given?: readonly string[]): Record<string, unknown>;
   /**
    * Opens a node. The driver reads its options from `options` (every key it
    * does not read is an error the generic layer reports), opens its children

@@ -7,7 +7,7 @@
 import type { BlockGraph } from './graph.js';
 import { BlockNode, type DetectZeroes } from './node.js';
 import { einval, toBlockError } from './errors.js';
-import { OptionReader, normalizeOptions, parseJsonFilename, type BlockOptions } from './options.js';
+import { OptionReader, flatKeys, normalizeOptions, parseJsonFilename, type BlockOptions } from './options.js';
 import { probeFormat } from './probe.js';
 import { openBacking } from './backing-open.js';
 import { refreshFilename } from './filename.js';
@@ -76,7 +76,7 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   const parsesFilename = driver.kind === 'protocol' || driver.protocolPrefixes !== undefined;
   if (parsesFilename && typeof options.filename === 'string' && driver.parseFilename) {
     const { filename, ...rest } = options;
-    options = normalizeOptions({ ...driver.parseFilename(filename), ...rest });
+    options = normalizeOptions({ ...driver.parseFilename(filename, flatKeys(rest)), ...rest });
   }
   if (driver.kind !== 'protocol' && typeof options.filename === 'string') {
     // The filename names the file child, merged with the file.* options given beside it (QEMU's bdrv_open_inherit).
@@ -99,6 +99,9 @@ export async function openNode(graph: BlockGraph, input: BlockOptions, ctx: Open
   const parent = ctx.inheritFrom;
   const readOnly = reader.bool('read-only') ?? ctx.readOnly ?? parent?.readOnly ?? false;
   reader.bool('auto-read-only');
+  // QEMU's BDRV_O_NO_IO and BDRV_O_CHECK are open flags every driver gets: the drivers that
+  // care read these options (qcow2, qcow, luks, vhdx, qed), the others ignore them.
+  reader.consume('x-no-io', 'x-check');
   // As QEMU's bdrv_inherited_options: children (file, backing) take the parent's force-share by default.
   const forceShare = reader.bool('force-share') ?? parent?.forceShare ?? false;
   const discard = reader.choice('discard', ['ignore', 'off', 'unmap', 'on'] as const);

@@ -174,6 +174,17 @@ export function parseSize(text: string, defaultSuffix = 'b'): number | null {
   return bytes;
 }
 
+/** The dotted keys of nested options (`{ server: { path } }` → `server.path`), as QEMU's flat dictionaries name them. */
+export function flatKeys(options: Record<string, unknown>, prefix = ''): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(options)) {
+    if (v === undefined) continue;
+    if (isPlainObject(v) && Object.keys(v).length > 0) out.push(...flatKeys(v as Record<string, unknown>, `${prefix}${k}.`));
+    else out.push(`${prefix}${k}`);
+  }
+  return out;
+}
+
 /**
  * Typed access to one level of an options object. Each getter marks its key
  * as consumed; {@link finish} reports keys nobody asked for.

@@ -6,7 +6,7 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { type CliIo, errHint, errText, fatalExit, strerror } from '../common.js';
 import { addObject } from '../../qmp/objects.js';
-import { createNodeGraph } from '../../node.js';
+import { createCliGraph } from '../node-graph.js';
 import { BlockQmp } from '../../qmp/block-qmp.js';
 import { addBlockdev } from '../../qmp/commands-nodes.js';
 import { genericError, toQmpError } from '../../qmp/errors.js';
@@ -86,7 +86,7 @@ export async function daemonMain(argv: string[], io: CliIo): Promise<number> {
     io.stdout(`${PROG} version 0.1.0 (qemu-storage-daemon 7.2 compatible)\n`);
     return 0;
   }
-  const graph = createNodeGraph();
+  const graph = createCliGraph();
   // Drivers' notices go out as they are (QEMU's fprintf, qcow2's corruption line); error reports
   // carry the program's name (error_report).
   graph.onNotice = (text) => io.stderr(`${text}\n`);

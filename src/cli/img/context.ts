@@ -8,7 +8,7 @@ import type { DriverInstance } from '../../core/driver.js';
 import type { BlockNode } from '../../core/node.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { PERM_ALL } from '../../core/permissions.js';
-import { createNodeGraph } from '../../node.js';
+import { createCliGraph } from '../node-graph.js';
 import { getopt, type LongOption, type OptResult } from '../getopt.js';
 import { addObject } from '../../qmp/objects.js';
 import { cFixed, parseSizeExact, parseSizeQemu } from '../format.js';
@@ -18,10 +18,6 @@ export const PROG = 'diskworker img';
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
 const INT64_MAX = '9223372036854775807';
 
-/** Formats that take `x-check` (QEMU's BDRV_O_CHECK: no repair on open). */
-const CHECK_OPEN_FORMATS = new Set(['qcow2', 'vhdx', 'qed']);
-/** Formats that take `x-no-io` (open without their encryption key, for info). */
-const NO_IO_FORMATS = new Set(['luks', 'qcow2', 'qcow']);
 /** error_exit: message, the "Try --help" line, exit 1. */
 export function errorExit(msg: string): never {
   throw new CliExit(1, msg, `Try '${PROG} --help' for more information\n`);
@@ -33,7 +29,7 @@ export function fail(msg: string, code = 1, hint = ''): never {
 }
 
 export class Ctx {
-  readonly graph: BlockGraph = createNodeGraph();
+  readonly graph: BlockGraph = createCliGraph();
   /** --image-opts: image names are key=value option strings. */
   imageOpts = false;
   private readonly backends: BlockBackend[] = [];
@@ -86,12 +82,10 @@ export class Ctx {
     }
     if (o.forceShare) spec['force-share'] = true;
     // QEMU's img_check always opens with BDRV_O_CHECK, read-only too.
-    if (o.forCheck && CHECK_OPEN_FORMATS.has((await this.formatOf(spec, fmt)) ?? '')) spec['x-check'] = true;
-    if (o.noIo) {
-      // An image no way opens (a corrupt header) is opened so too: its driver's own error then shows.
-      const f = await this.formatOf(spec, fmt);
-      if (f === undefined || NO_IO_FORMATS.has(f)) spec['x-no-io'] = true;
-    }
+    // Flags every node gets, read by the drivers they concern (so the image is opened once:
+    // an NBD server started for one client serves no second connection).
+    if (o.forCheck) spec['x-check'] = true;
+    if (o.noIo) spec['x-no-io'] = true;
     // -t / -T: the node's cache options, and writethrough modes (writethrough, directsync) make
     // every write reach the disk before it completes (QEMU's BlockBackend without write cache).
     let writeThrough = false;
@@ -122,35 +116,6 @@ export class Ctx {
     // What the open repaired (a dirty lazy-refcounts image), as QEMU prints it.
     for (const line of bb.node.instance.openMessages?.() ?? []) this.io.stderr(`${line}\n`);
     return bb;
-  }
-
-  /**
-   * The format an open would use: the given one, else the probed one
-   * (undefined if the image cannot be opened; the real open reports that).
-   */
-  private async formatOf(spec: Record<string, unknown>, fmt: string | undefined): Promise<string | undefined> {
-    if (fmt) return fmt;
-    if (typeof spec['driver'] === 'string') return spec['driver'];
-    // A qcow2 image may open for check only (a snapshot table that check reports): try that too.
-    // An encrypted image opens without its key only with x-no-io: try that first (no key derivation).
-    // The drivers' reports of these trial opens are not the command's: the real open makes its own.
-    const onReport = this.graph.onReport;
-    this.graph.onReport = () => {};
-    try {
-      for (const extra of [{ 'x-no-io': true }, {}, { 'x-check': true }]) {
-        try {
-          const node = await this.graph.open({ ...spec, ...extra, 'force-share': true }, { readOnly: true, noBacking: true });
-          const name = node.driver.name;
-          await node.unref();
-          return name;
-        } catch {
-          // Next way, or the real open reports the error.
-        }
-      }
-    } finally {
-      this.graph.onReport = onReport;
-    }
-    return undefined;
   }
 
   /** `--object`: creates the object in the graph; help text ends the command with 0, errors with 1. */

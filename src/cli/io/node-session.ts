@@ -9,7 +9,7 @@ import type { BlockGraph } from '../../core/graph.js';
 import type { DriverInstance } from '../../core/driver.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { Perm, PERM_ALL } from '../../core/permissions.js';
-import { createNodeGraph } from '../../node.js';
+import { createCliGraph } from '../node-graph.js';
 import { openWithTemporaryOverlay } from '../temp-overlay.js';
 import { type CliIo, closeWithMessages, fatalExit, errHint, errText, parseCacheMode, probeWarnings, strerror } from '../common.js';
 import { BackendDisk } from './backend-disk.js';
@@ -17,7 +17,7 @@ import { IoSession } from './session.js';
 import { type Cmd, type OpenOpts, EINVAL, PROG } from './types.js';
 
 export class NodeIoSession extends IoSession {
-  readonly graph: BlockGraph = createNodeGraph();
+  readonly graph: BlockGraph = createCliGraph();
   private blk: BlockBackend | null = null;
   /** `--image-opts` was given: `open` takes an option string as its argument, and no `-o`. */
   imageOpts = false;

@@ -13,7 +13,7 @@ import { loadSnapshotTmp, loadSnapshotTmpByIdOrName } from '../../core/snapshot.
 import { createExport } from '../../export/nbd/export.js';
 import { listenNbd, serveSocket } from '../../export/nbd/node-listen.js';
 import { NbdServer } from '../../export/nbd/server.js';
-import { createNodeGraph } from '../../node.js';
+import { createCliGraph } from '../node-graph.js';
 import { type CliIo, closeWithMessages, fatalExit, errText, parseCacheMode, strerror } from '../common.js';
 import { openWithTemporaryOverlay } from '../temp-overlay.js';
 import { forkServer, isForkedChild, signalForkParent } from './fork.js';
@@ -88,7 +88,7 @@ async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket
 }
 
 async function runServer(o: NbdCliOptions, io: CliIo, control: NbdMainControl): Promise<number> {
-  const graph = createNodeGraph();
+  const graph = createCliGraph();
   graph.onNotice = (text) => io.stderr(`${text}\n`);
   graph.onReport = (text) => io.stderr(`${PROG}: ${text}\n`);
   // blkverify's mismatch ends the server, as it ends qemu-nbd.
@@ -189,7 +189,7 @@ async function runServer(o: NbdCliOptions, io: CliIo, control: NbdMainControl): 
 }
 
 /** Opens the image as qemu-nbd does (writeback cache, discard=ignore unless --discard); null after printing why not. */
-async function openImage(o: NbdCliOptions, graph: ReturnType<typeof createNodeGraph>, io: CliIo): Promise<BlockBackend | null> {
+async function openImage(o: NbdCliOptions, graph: ReturnType<typeof createCliGraph>, io: CliIo): Promise<BlockBackend | null> {
   let spec: Record<string, unknown>;
   const cache = parseCacheMode(o.cache)!;
   try {
