@@ -11,6 +11,7 @@ import { nodeFileDriver } from './protocols/node-file.js';
 import { hostDeviceDriver, hostCdromDriver } from './protocols/node-device.js';
 import { memoryDriver } from './protocols/memory.js';
 import { nullDriver, nullAioDriver } from './protocols/null.js';
+import { nbdDriver, nbdTcpDriver, nbdUnixDriver } from './protocols/nbd.js';
 import { rawDriver } from './formats/raw/raw.js';
 import { luksDriver } from './formats/luks/luks.js';
 import { qcow2Driver } from './formats/qcow2/qcow2.js';
@@ -40,6 +41,7 @@ export { nodeFileDriver } from './protocols/node-file.js';
 export { hostDeviceDriver, hostCdromDriver } from './protocols/node-device.js';
 export { memoryDriver, createMemoryDriver, MemoryStorage, MemoryFile, defaultMemoryStorage } from './protocols/memory.js';
 export { nullDriver, nullAioDriver } from './protocols/null.js';
+export { nbdDriver, nbdTcpDriver, nbdUnixDriver } from './protocols/nbd.js';
 export { rawDriver } from './formats/raw/raw.js';
 export { luksDriver } from './formats/luks/luks.js';
 export { qcow2Driver } from './formats/qcow2/qcow2.js';
@@ -68,7 +70,7 @@ export const nodeBlkdebugDriver = createBlkdebugDriver({ readConfig: async (path
 
 /** Every driver usable in Node. */
 export function nodeDrivers(): BlockDriver[] {
-  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver, blkverifyDriver];
+  return [nodeFileDriver, hostDeviceDriver, hostCdromDriver, memoryDriver, nullDriver, nullAioDriver, nbdDriver, nbdTcpDriver, nbdUnixDriver, rawDriver, qcow2Driver, vdiDriver, vpcDriver, vmdkDriver, vhdxDriver, qedDriver, qcowDriver, luksDriver, nodeBlkdebugDriver, copyOnReadDriver, throttleDriver, compressDriver, quorumDriver, preallocateDriver, blkLogWritesDriver, blkverifyDriver];
 }
 
 /** A graph for Node: plain filenames go to the local file system. */
