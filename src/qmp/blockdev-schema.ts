@@ -3,7 +3,7 @@
  * blockdev-add check: the common members, the driver enum, and the members
  * of the drivers DiskWorker has in QEMU's set (file, raw, qcow2, qcow, qed,
  * vmdk, luks, the generic formats, blkverify, blklogwrites, quorum,
- * throttle, copy-on-read, preallocate, null-co, null-aio). http (which takes
+ * throttle, copy-on-read, preallocate, null-co, null-aio, nbd). http (which takes
  * DiskWorker's own cache options), blkdebug, QEMU's drivers DiskWorker does
  * not have and DiskWorker's own back ends are checked for the common
  * members only and left to their open.
@@ -58,6 +58,25 @@ const qcow2Encryption = flatUnion('BlockdevQcow2Encryption', [m('format', { enum
 /** BlockdevQcowEncryption: qcow's one format and its key secret. */
 const qcowEncryption = flatUnion('BlockdevQcowEncryption', [m('format', { enum: ['aes'] })], { aes: [m('*key-secret', 'str')] });
 
+/** SocketAddress (qapi/sockets.json): where an NBD client connects. */
+const socketAddress = flatUnion('SocketAddress', [m('type', { enum: ['inet', 'unix', 'vsock', 'fd'] })], {
+  inet: [m('host', 'str'), m('port', 'str'), m('*numeric', 'bool'), m('*to', 'uint16'), m('*ipv4', 'bool'), m('*ipv6', 'bool'), m('*keep-alive', 'bool'), m('*mptcp', 'bool')],
+  unix: [m('path', 'str'), m('*abstract', 'bool'), m('*tight', 'bool')],
+  vsock: [m('cid', 'str'), m('port', 'str')],
+  fd: [m('str', 'str')],
+});
+
+/** BlockdevOptionsNbd. */
+const nbdMembers: QapiMember[] = [
+  m('server', socketAddress),
+  m('*export', 'str'),
+  m('*tls-creds', 'str'),
+  m('*tls-hostname', 'str'),
+  m('*x-dirty-bitmap', 'str'),
+  m('*reconnect-delay', 'uint32'),
+  m('*open-timeout', 'uint32'),
+];
+
 /** The members each described driver adds to the common ones. */
 function variants(known: Known): Record<string, QapiMember[]> {
   const ref = blockdevRef(known);
@@ -101,6 +120,7 @@ function variants(known: Known): Record<string, QapiMember[]> {
   preallocate: [m('file', ref), m('*prealloc-align', 'int'), m('*prealloc-size', 'int')],
   blklogwrites: [m('file', ref), m('log', ref), m('*log-sector-size', 'uint32'), m('*log-append', 'bool'), m('*log-super-update-interval', 'uint64')],
   quorum: [m('*blkverify', 'bool'), m('children', { list: ref }), m('vote-threshold', 'int'), m('*rewrite-corrupted', 'bool'), m('*read-pattern', { enum: ['quorum', 'fifo'] })],
+  nbd: nbdMembers,
   'null-co': [m('*size', 'int'), m('*latency-ns', 'uint64'), m('*read-zeroes', 'bool')],
   'null-aio': [m('*size', 'int'), m('*latency-ns', 'uint64'), m('*read-zeroes', 'bool')],
   };

@@ -201,7 +201,10 @@ export async function runScript(c: QmpClient, dir: string, steps: Step[]): Promi
       continue;
     }
     const req = typeof s === 'string' ? s.replaceAll('$DIR', dir) : (JSON.parse(JSON.stringify(s).replaceAll('$DIR', dir)) as Json);
+    // QMP_TRACE=1 prints each request and its reply: a step that never answers shows itself.
+    if (process.env.QMP_TRACE) console.error('QMP>', JSON.stringify(req));
     replies.push(mask(await c.send(req), dir));
+    if (process.env.QMP_TRACE) console.error('QMP<', JSON.stringify(replies[replies.length - 1]));
   }
   return { replies, events: c.events.map((e) => mask(e, dir)) };
 }
