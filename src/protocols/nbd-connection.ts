@@ -508,6 +508,13 @@ export class NbdConnection {
     return p.extent!;
   }
 
+  /** Closes without a word to the server (a handshake that failed: no NBD_CMD_DISC there). */
+  abandon(): void {
+    this.closed = true;
+    this.dead ??= new BlockError('EIO', 'NBD connection closed');
+    this.transport.close();
+  }
+
   /** Sends NBD_CMD_DISC and closes (the block layer has drained the node: nothing is in flight). */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -235,6 +235,13 @@ function nbdVariant(name: 'nbd' | 'nbd+tcp' | 'nbd+unix'): BlockDriver {
       sock.on('error', () => conn.input.end());
       try {
         await conn.negotiate(exportName ?? '', bitmap ?? 'base:allocation');
+      } catch (e) {
+        // Mid-handshake there is no transmission phase to leave politely.
+        conn.abandon();
+        sock.destroy();
+        throw e;
+      }
+      try {
         // QEMU's message (requested x-dirty-bitmap ... not found) does not reach its open's caller: the generic one does.
         if (bitmap !== undefined && !conn.info.metaContext) throw einval('Could not open image: Invalid argument', {}, `x-dirty-bitmap ${bitmap} not granted`);
         if (conn.info.flags & ExportFlag.READ_ONLY && !node.readOnly) {
@@ -243,6 +250,7 @@ function nbdVariant(name: 'nbd' | 'nbd+tcp' | 'nbd+unix'): BlockDriver {
           node.readOnly = true;
         }
       } catch (e) {
+        // Connected, but the node cannot use the export: NBD_CMD_DISC as a courtesy, as QEMU sends.
         await conn.close();
         sock.destroy();
         throw e;

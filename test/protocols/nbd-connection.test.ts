@@ -201,6 +201,17 @@ describe('NBD client connection', () => {
     expect(e.hint).toBe("server reported: export 'x' not present\n");
   });
 
+  it('a failed handshake is abandoned without NBD_CMD_DISC (no transmission phase to leave)', async () => {
+    const { conn, sent, closed } = pair();
+    for (const b of [...handshake().slice(0, 4), optReply(Opt.GO, Rep.ERR_UNKNOWN)]) conn.input.push(b);
+    await failure(conn.negotiate('x', 'base:allocation'));
+    conn.abandon();
+    expect(closed()).toBe(true);
+    const requests = sent.filter((b) => b.length >= 4 && new DataView(b.buffer, b.byteOffset).getUint32(0) === 0x25609513);
+    expect(requests).toEqual([]);
+    expect((await failure(conn.flush())).code).toBe('EIO');
+  });
+
   it('close sends NBD_CMD_DISC and later requests fail without reaching the server', async () => {
     const { conn, sent, closed } = await connected();
     const before = sent.length;
