@@ -5,6 +5,7 @@
  * `zero` / `alloc` are the subcluster zero (bits 32..63) and allocation (bits
  * 0..31) bitmaps of the second word.
  */
+import { BlockError } from '../../core/errors.js';
 
 /** Cluster / subcluster types (QEMU's QCow2SubclusterType). */
 export const ClusterType = {
@@ -141,6 +142,8 @@ export function compressedInfo(e: RawEntry, clusterBits: number): { offset: numb
 /** Encodes a compressed descriptor for data at `offset` of `bytes` bytes. */
 export function makeCompressedEntry(offset: number, bytes: number, clusterBits: number): RawEntry {
   const x = 62 - (clusterBits - 8);
+  // An offset past the field would run into the sector count: a garbled entry, never written.
+  if (offset + bytes - 1 >= 2 ** x) throw new BlockError('EFBIG', 'File too large', {}, { detail: `compressed data at host offset ${offset} does not fit a ${x}-bit descriptor` });
   const hiBits = x - 32;
   const extra = Math.floor((offset + bytes - 1) / 512) - Math.floor(offset / 512);
   const hi = 0x40000000 | (extra << hiBits) | Math.floor(offset / 4294967296);

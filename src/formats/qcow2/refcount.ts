@@ -601,6 +601,12 @@ export class Refcounts {
       if (off === 0 || cs - (off % cs) < bytes) {
         const fresh = await this.allocStart(1, [], 0);
         if (fresh === 0) throw await this.host.corrupt('Preventing invalid allocation of compressed cluster at offset 0');
+        // A compressed cluster's descriptor holds 70 - cluster_bits bits of host offset (49 with
+        // 2 MiB clusters: 512 TiB): past that QEMU's alloc_clusters_noref refuses with EFBIG.
+        const limit = compressedOffsetLimit(cs);
+        if (fresh * cs > limit) {
+          throw new BlockError('EFBIG', 'File too large', {}, { detail: `compressed data cannot be placed at host offset ${fresh * cs}: the descriptor holds offsets up to ${limit}` });
+        }
         if (off === 0 || Math.ceil(off / cs) !== fresh) off = fresh * cs;
       }
       const first = Math.floor(off / cs);
@@ -625,4 +631,13 @@ export class Refcounts {
   async flushCache(stable = false): Promise<void> {
     await this.cache.flush(stable);
   }
+}
+
+/**
+ * The largest host offset a compressed cluster's descriptor can hold: its
+ * offset field has 62 - (cluster_bits - 8) bits (docs/interop/qcow2.txt).
+ */
+export function compressedOffsetLimit(clusterSize: number): number {
+  const bits = 70 - Math.log2(clusterSize);
+  return bits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** bits - 1;
 }
