@@ -29,8 +29,12 @@ const offsetOf = (hi: number, lo: number) => (hi & 0x00ffffff) * TWO32 + ((lo & 
 export interface Tally {
   /** Progress reports of the L1 walk (see CheckFix.progress). */
   progress?: ((done: number, total: number) => void) | undefined;
-  /** Counted references per host cluster; `nb` entries are in use. */
-  ref: Float64Array;
+  /**
+   * Counted references per host cluster; `nb` entries are in use. As wide as the
+   * image's refcounts (a count stops at their maximum: one more is an overflow), so
+   * a 16-bit image needs 2 bytes per cluster, not 8.
+   */
+  ref: Counts;
   nb: number;
   corruptions: number;
   corruptionsFixed: number;
@@ -41,8 +45,30 @@ export interface Tally {
   compressed: number;
 }
 
-export function newTally(nb: number): Tally {
-  return { ref: new Float64Array(Math.max(nb, 1)), nb, corruptions: 0, corruptionsFixed: 0, checkErrors: 0, messages: [], allocated: 0, fragmented: 0, compressed: 0 };
+/** Per-cluster counts, in the narrowest array that holds the refcount maximum. */
+export type Counts = Uint8Array | Uint16Array | Uint32Array | Float64Array;
+
+/** Most bytes the counts of one check may take (QEMU's array is as wide as the refcounts, 64 bits at most). */
+export const MAX_COUNT_BYTES = 2 ** 31;
+
+/** A zeroed array of `n` counts for refcounts of 2^order bits. */
+export function newCounts(order: number, n: number): Counts {
+  if (order <= 3) return new Uint8Array(n);
+  if (order === 4) return new Uint16Array(n);
+  if (order === 5) return new Uint32Array(n);
+  return new Float64Array(n);
+}
+
+/** `counts` grown to hold at least `n` entries (doubling), the values kept. */
+export function growCounts(counts: Counts, n: number): Counts {
+  if (n <= counts.length) return counts;
+  const bigger = new (counts.constructor as new (n: number) => Counts)(Math.max(n, counts.length * 2));
+  bigger.set(counts);
+  return bigger;
+}
+
+export function newTally(nb: number, order: number): Tally {
+  return { ref: newCounts(order, Math.max(nb, 1)), nb, corruptions: 0, corruptionsFixed: 0, checkErrors: 0, messages: [], allocated: 0, fragmented: 0, compressed: 0 };
 }
 
 /** The file's length as the block layer reports it: whole 512-byte sectors. */
@@ -85,11 +111,7 @@ export function countRegion(img: Qcow2Image, t: Tally, offset: number, size: num
 }
 
 function grow(t: Tally, nb: number): void {
-  if (nb > t.ref.length) {
-    const bigger = new Float64Array(Math.max(nb, t.ref.length * 2));
-    bigger.set(t.ref);
-    t.ref = bigger;
-  }
+  t.ref = growCounts(t.ref, nb);
   t.nb = nb;
 }
 

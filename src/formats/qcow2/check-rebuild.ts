@@ -7,7 +7,7 @@
  * QEMU still knows about is refused as QEMU's overlap check refuses it.
  */
 import { BlockError } from '../../core/errors.js';
-import type { Tally } from './check-count.js';
+import { growCounts, type Tally } from './check-count.js';
 import { markCorrupt } from './metadata-index.js';
 import type { Qcow2Image } from './qcow2.js';
 import { setRefcount } from './refcount.js';
@@ -30,11 +30,7 @@ function allocImrt(t: Tally, count: number, from: { first: number }): number {
   }
   if (free < count) {
     const nb = cluster + count - free;
-    if (nb > t.ref.length) {
-      const bigger = new Float64Array(Math.max(nb, t.ref.length * 2));
-      bigger.set(t.ref);
-      t.ref = bigger;
-    }
+    t.ref = growCounts(t.ref, nb);
     t.nb = nb;
   }
   cluster -= free;

@@ -9,7 +9,7 @@ import { BlockError, STRERROR, toBlockError, type ErrorCode } from '../../core/e
 import { INCOMPAT } from './constants.js';
 import { ClusterType, clusterType, entryOffset, isCopied, readEntry } from './l2-entry.js';
 import { RebuildError, rebuildRefcountStructure } from './check-rebuild.js';
-import { calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
+import { MAX_COUNT_BYTES, calculateRefcounts, fileLengthOf, hex64, isZeroEntry, newTally, readPadded, type Tally } from './check-count.js';
 import type { Qcow2Image } from './qcow2.js';
 import { markCorrupt, type MetadataKind } from './metadata-index.js';
 import { V3_SNAPSHOT_EXTRA, type SnapshotRepair } from './snapshot.js';
@@ -172,8 +172,10 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
       }
       continue;
     }
+    // The comparison takes the counts as float64 (one block's worth at a time).
+    const counts = t.ref instanceof Float64Array ? t.ref.subarray(base, end) : Float64Array.from(t.ref.subarray(base, end));
     for (let from = base; from < end; ) {
-      const scan = compareBlockCounts(buf, order, from - base, end - base, t.ref.subarray(from, end), mismatches);
+      const scan = compareBlockCounts(buf, order, from - base, end - base, counts.subarray(from - base), mismatches);
       if (scan.lastUsed >= 0) out.highest = Math.max(out.highest, base + scan.lastUsed);
       // Stored values are read before any repair changes the block.
       const stored = Array.from(mismatches.subarray(0, scan.mismatches), (i) => getRefcountExact(buf, i, order));
@@ -209,8 +211,9 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
   const h = img.header;
   const fixAny = fix.leaks || fix.errors;
   const nb = Math.ceil(fileLengthOf(img) / cs);
-  if (nb > 1 << 28) throw new BlockError('EFBIG', `Image file of ${img.file.length} bytes is too large to check`);
-  let t = newTally(nb);
+  const order = img.refs.order;
+  if (nb * Math.max(1, 2 ** order / 8) > MAX_COUNT_BYTES) throw new BlockError('EFBIG', `Image file of ${img.file.length} bytes is too large to check`);
+  let t = newTally(nb, order);
   // Only a check that changes nothing may be stopped half-way.
   const report = fix.progress;
   t.progress = report && (fixAny ? (d: number, n: number) => void tryReport(report, d, n) : report);
@@ -244,7 +247,7 @@ async function checkRefcounts(img: Qcow2Image, fix: CheckFix): Promise<CheckResu
       throw new CheckFailedError('EIO', 'Input/output error', messages, [e.report]);
     }
     leaks = 0;
-    t = newTally(Math.ceil(fileLengthOf(img) / cs));
+    t = newTally(Math.ceil(fileLengthOf(img) / cs), order);
     t.messages = messages;
     await calculateRefcounts(img, t, false);
     corruptions = t.corruptions;
@@ -438,8 +441,9 @@ export async function countReferences(img: Qcow2Image): Promise<Float64Array> {
 }
 
 async function countOnly(img: Qcow2Image): Promise<Float64Array> {
-  const t = newTally(Math.ceil(fileLengthOf(img) / img.clusterSize));
+  // Counted wide: the caller may store them with another refcount width (amend).
+  const t = newTally(Math.ceil(fileLengthOf(img) / img.clusterSize), 6);
   await calculateRefcounts(img, t, false, false);
   if (t.corruptions > 0) throw new BlockError('EIO', 'Image has corruptions; repair it with check first');
-  return t.ref.slice(0, t.nb);
+  return (t.ref as Float64Array).slice(0, t.nb);
 }
