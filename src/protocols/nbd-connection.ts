@@ -124,8 +124,12 @@ export class NbdConnection {
 
   constructor(private readonly transport: NbdTransport) {}
 
-  private send(data: Uint8Array): Promise<void> {
-    const run = () => this.transport.write(data);
+  /** Sends the parts as one message: a request's header and its data never have another request between them. */
+  private send(...parts: Uint8Array[]): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (parts.length > 1 && this.transport.writeParts) return this.transport.writeParts(parts);
+      for (const p of parts) await this.transport.write(p);
+    };
     const next = this.sending.then(run, run);
     this.sending = next.catch(() => undefined);
     return next;
@@ -474,7 +478,7 @@ export class NbdConnection {
         this.pending.set(handle, p);
       });
       const w = new WireWriter(28).u32(NBD_REQUEST_MAGIC).u16(flags).u16(type).u64(handle).u64(offset).u32(length);
-      const sent = this.send(w.bytes).then(() => (payload ? this.send(payload) : undefined));
+      const sent = payload ? this.send(w.bytes, payload) : this.send(w.bytes);
       sent.catch((e: unknown) => this.fail(new BlockError('EIO', `Failed to send request: ${(e as Error).message}`)));
       return await done;
     } finally {

@@ -201,6 +201,37 @@ describe('NBD client connection', () => {
     expect(e.hint).toBe("server reported: export 'x' not present\n");
   });
 
+  it('writes in flight leave as whole messages: no request between a header and its data', async () => {
+    const sent: Uint8Array[] = [];
+    // A transport that takes its time, as a socket under backpressure does.
+    const conn = new NbdConnection({
+      write: async (d) => {
+        await new Promise((r) => setTimeout(r, 2));
+        sent.push(d.slice());
+      },
+      close: () => undefined,
+    });
+    for (const b of handshake()) conn.input.push(b);
+    await conn.negotiate('', 'base:allocation');
+    conn.startReceiving();
+    const before = sent.length;
+    const a = conn.write(0, new Uint8Array(8).fill(0xaa), 0);
+    const b = conn.write(8, new Uint8Array(8).fill(0xbb), 0);
+    const f = conn.flush();
+    for (const h of [1, 2, 3]) conn.input.push(new WireWriter(16).u32(NBD_SIMPLE_REPLY_MAGIC).u32(0).u64(BigInt(h)).bytes);
+    await Promise.all([a, b, f]);
+    // The replies came before the slow transport was done sending.
+    while (sent.length - before < 5) await new Promise((r) => setTimeout(r, 5));
+    const stream = Buffer.concat(sent.slice(before));
+    // Request header (28 bytes) of write 1, its 8 bytes, then write 2, then the flush.
+    expect(stream.length).toBe(28 + 8 + 28 + 8 + 28);
+    expect(stream.readUInt16BE(6)).toBe(Cmd.WRITE);
+    expect([...stream.subarray(28, 36)]).toEqual(new Array(8).fill(0xaa));
+    expect(stream.readUInt16BE(36 + 6)).toBe(Cmd.WRITE);
+    expect([...stream.subarray(64, 72)]).toEqual(new Array(8).fill(0xbb));
+    expect(stream.readUInt16BE(72 + 6)).toBe(Cmd.FLUSH);
+  });
+
   it('a failed handshake is abandoned without NBD_CMD_DISC (no transmission phase to leave)', async () => {
     const { conn, sent, closed } = pair();
     for (const b of [...handshake().slice(0, 4), optReply(Opt.GO, Rep.ERR_UNKNOWN)]) conn.input.push(b);
