@@ -74,6 +74,34 @@ export const STRERROR: Record<ErrorCode, string> = {
   EAGAIN: 'Resource temporarily unavailable',
 };
 
+/** glibc's strerror() text of system errors outside {@link STRERROR} (sockets, paths), by errno name. */
+const SYSTEM_STRERROR: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'Connection refused',
+  ECONNRESET: 'Connection reset by peer',
+  ENOTSOCK: 'Socket operation on non-socket',
+  ETIMEDOUT: 'Connection timed out',
+  EHOSTUNREACH: 'No route to host',
+  ENETUNREACH: 'Network is unreachable',
+  EADDRINUSE: 'Address already in use',
+  EADDRNOTAVAIL: 'Cannot assign requested address',
+  ENOTDIR: 'Not a directory',
+  EISDIR: 'Is a directory',
+  ENAMETOOLONG: 'File name too long',
+};
+
+/**
+ * What glibc's strerror() says for a host error (a Node error's `code`, such as
+ * ECONNREFUSED), as QEMU prints it; the error's own message for names not known.
+ */
+export function systemErrorText(e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    const text = SYSTEM_STRERROR[code] ?? (STRERROR as Record<string, string>)[code];
+    if (text) return text;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** Where an error happened, when known. */
 export interface ErrorContext {
   /** node-name of the node the request was made on. */

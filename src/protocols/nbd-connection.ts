@@ -32,7 +32,7 @@ import {
   Rep,
   Reply,
 } from '../export/nbd/constants.js';
-import { be16, be32, be64, ByteQueue, PeerClosed, WireWriter, type NbdTransport } from '../export/nbd/transport.js';
+import { be16, be32, be64, ByteQueue, MessageSender, PeerClosed, WireWriter, type NbdTransport } from '../export/nbd/transport.js';
 
 /** What the handshake learnt about the export. */
 export interface NbdExportInfo {
@@ -119,25 +119,27 @@ export class NbdConnection {
   private dead: BlockError | null = null;
   private inFlight = 0;
   private readonly slotWaiters: Array<() => void> = [];
-  private sending: Promise<void> = Promise.resolve();
+  private readonly sender: MessageSender;
   private closed = false;
 
-  constructor(private readonly transport: NbdTransport) {}
+  constructor(private readonly transport: NbdTransport) {
+    this.sender = new MessageSender(transport);
+  }
 
   /** Sends the parts as one message: a request's header and its data never have another request between them. */
   private send(...parts: Uint8Array[]): Promise<void> {
-    const run = async (): Promise<void> => {
-      if (parts.length > 1 && this.transport.writeParts) return this.transport.writeParts(parts);
-      for (const p of parts) await this.transport.write(p);
-    };
-    const next = this.sending.then(run, run);
-    this.sending = next.catch(() => undefined);
-    return next;
+    return this.sender.send(parts);
   }
 
   private async readExact(n: number, what: string): Promise<Uint8Array> {
+    const out = new Uint8Array(n);
+    await this.readExactInto(out, what);
+    return out;
+  }
+
+  private async readExactInto(out: Uint8Array, what: string): Promise<void> {
     try {
-      return await this.input.read(n);
+      await this.input.readInto(out);
     } catch (e) {
       if (e instanceof PeerClosed) throw protocolError(`Failed to read ${what}: Unexpected end-of-file before all data were read`);
       throw e;
@@ -385,7 +387,7 @@ export class NbdConnection {
       throw protocolError('Protocol error: simple reply when structured reply chunk was expected');
     }
     if (error) p.error = this.requestError(error, p, '');
-    else if (p.type === Cmd.READ) p.buf!.set(await this.readExact(p.length, 'read data'));
+    else if (p.type === Cmd.READ) await this.readExactInto(p.buf!.subarray(0, p.length), 'read data');
     else if (p.type === Cmd.BLOCK_STATUS) throw protocolError('Protocol error: simple reply to block status');
     this.finish(handle, p);
   }
@@ -418,7 +420,7 @@ export class NbdConnection {
       const off = Number(be64(await this.readExact(8, 'chunk offset')));
       const n = length - 8;
       if (off < p.offset || off + n > p.offset + p.length) throw protocolError('Protocol error: server sent chunk exceeding requested region');
-      p.buf!.set(await this.readExact(n, 'read data'), off - p.offset);
+      await this.readExactInto(p.buf!.subarray(off - p.offset, off - p.offset + n), 'read data');
     } else if (type === Reply.TYPE_OFFSET_HOLE) {
       if (p.type !== Cmd.READ || length !== 12) throw protocolError('Protocol error: invalid payload for NBD_REPLY_TYPE_OFFSET_HOLE');
       const b = await this.readExact(12, 'hole');

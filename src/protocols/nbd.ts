@@ -13,7 +13,7 @@
  */
 import type { Socket } from 'node:net';
 import { ReqFlag, Status, type BlockDriver, type BlockStatusResult, type DriverInstance, type ReopenState } from '../core/driver.js';
-import { BlockError, einval } from '../core/errors.js';
+import { BlockError, einval, systemErrorText } from '../core/errors.js';
 import type { BlockLimits } from '../core/limits.js';
 import type { BlockNode } from '../core/node.js';
 import type { OptionReader } from '../core/options.js';
@@ -24,20 +24,6 @@ import { NbdConnection } from './nbd-connection.js';
 
 const INT_MAX = 0x7fffffff;
 const SECTOR = 512;
-
-/** Node's socket error codes in strerror's words (QEMU prints those). */
-const SOCKET_ERRORS: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  ECONNREFUSED: 'Connection refused',
-  EACCES: 'Permission denied',
-  ENOTSOCK: 'Socket operation on non-socket',
-  ETIMEDOUT: 'Connection timed out',
-  EHOSTUNREACH: 'No route to host',
-  ENETUNREACH: 'Network is unreachable',
-  ECONNRESET: 'Connection reset by peer',
-  EADDRNOTAVAIL: 'Cannot assign requested address',
-  ENAMETOOLONG: 'File name too long',
-};
 
 /** Connects a socket to the server; QEMU's messages on failure. */
 async function connectSocket(addr: NbdServerAddress): Promise<Socket> {
@@ -60,8 +46,7 @@ async function connectSocket(addr: NbdServerAddress): Promise<Socket> {
         reject(new BlockError('EIO', `address resolution failed for ${describeNbdServer(addr)}: Name or service not known`));
         return;
       }
-      const why = SOCKET_ERRORS[e.code ?? ''] ?? e.message;
-      reject(new BlockError('EIO', `Failed to connect to '${describeNbdServer(addr)}': ${why}`));
+      reject(new BlockError('EIO', `Failed to connect to '${describeNbdServer(addr)}': ${systemErrorText(e)}`));
     };
     sock.once('error', onError);
     sock.once('connect', () => {

@@ -4,7 +4,7 @@
  * the data loaded (`file` read whole, base64 decoded when asked). Secrets
  * encrypted with another secret (`keyid`, `iv`) are refused.
  */
-import { BlockError, einval } from '../core/errors.js';
+import { BlockError, einval, systemErrorText } from '../core/errors.js';
 
 export interface SecretProps {
   data?: string;
@@ -83,9 +83,7 @@ export function secretData(p: SecretProps): Uint8Array {
     try {
       raw = new Uint8Array(fs.readFileSync(p.file));
     } catch (e) {
-      const code = (e as { code?: string }).code;
-      const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : code === 'EISDIR' ? 'Is a directory' : String((e as Error).message);
-      throw einval(`Unable to read ${p.file}: Failed to open file \u201c${p.file}\u201d: ${why}`);
+      throw einval(`Unable to read ${p.file}: Failed to open file \u201c${p.file}\u201d: ${systemErrorText(e)}`);
     }
   } else if (p.data !== undefined) {
     raw = new TextEncoder().encode(p.data);

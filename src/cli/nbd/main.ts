@@ -8,6 +8,7 @@ import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Server, Socket } from 'node:net';
 import { BlockBackend } from '../../core/backend.js';
+import { systemErrorText } from '../../core/errors.js';
 import { parseKeyValueList } from '../../core/options.js';
 import { loadSnapshotTmp, loadSnapshotTmpByIdOrName } from '../../core/snapshot.js';
 import { createExport } from '../../export/nbd/export.js';
@@ -41,21 +42,6 @@ export async function nbdMain(args: string[], io: CliIo, control: NbdMainControl
   return runServer(parsed, io, control);
 }
 
-/** strerror() of a failed listen (Node reports the errno name only). */
-function socketError(e: unknown): string {
-  const texts: Record<string, string> = {
-    ENOENT: 'No such file or directory',
-    EACCES: 'Permission denied',
-    EADDRINUSE: 'Address already in use',
-    EADDRNOTAVAIL: 'Cannot assign requested address',
-    ENOTDIR: 'Not a directory',
-    ENAMETOOLONG: 'File name too long',
-    EROFS: 'Read-only file system',
-  };
-  const code = (e as { code?: unknown }).code;
-  return (typeof code === 'string' && texts[code]) || (e instanceof Error ? e.message : String(e));
-}
-
 /** The listening socket, as qemu-nbd opens it before the image. */
 async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket) => void): Promise<Server> {
   if (o.socket !== undefined) {
@@ -70,7 +56,7 @@ async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket
     } catch (e) {
       // libuv reports a missing directory as EACCES; bind(2) says ENOENT.
       const missingDir = (e as { code?: unknown }).code === 'EACCES' && !existsSync(dirname(o.socket));
-      throw new Error(`Failed to bind socket to ${o.socket}: ${missingDir ? 'No such file or directory' : socketError(e)}`);
+      throw new Error(`Failed to bind socket to ${o.socket}: ${missingDir ? 'No such file or directory' : systemErrorText(e)}`);
     }
   }
   const host = o.bind ?? '0.0.0.0';
@@ -83,7 +69,7 @@ async function listen(o: NbdCliOptions, server: NbdServer, accept: (sock: Socket
   try {
     return await listenNbd(server, { host, port }, accept);
   } catch (e) {
-    throw new Error(`Failed to bind socket: ${socketError(e)}`);
+    throw new Error(`Failed to bind socket: ${systemErrorText(e)}`);
   }
 }
 

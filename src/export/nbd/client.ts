@@ -3,7 +3,7 @@
  * transmission phase: input queue, ordered output, and what was negotiated.
  */
 import type { NbdExport } from './export.js';
-import { ByteQueue, type NbdTransport } from './transport.js';
+import { ByteQueue, MessageSender, type NbdTransport } from './transport.js';
 
 /** The contexts a client selected with NBD_OPT_SET_META_CONTEXT, for one export. */
 export interface MetaSelection {
@@ -25,28 +25,18 @@ export class NbdClient {
   exp: NbdExport | null = null;
   meta: MetaSelection | null = null;
   closed = false;
-  private sending: Promise<void> = Promise.resolve();
+  private readonly sender: MessageSender;
 
-  constructor(readonly transport: NbdTransport) {}
+  constructor(readonly transport: NbdTransport) {
+    this.sender = new MessageSender(transport, () => this.closed);
+  }
 
   /**
    * Sends the parts as one message: messages never interleave. After the
    * connection closed, sends are dropped.
    */
   send(...parts: Uint8Array[]): Promise<void> {
-    const run = async (): Promise<void> => {
-      if (parts.length > 1 && this.transport.writeParts) {
-        if (!this.closed) await this.transport.writeParts(parts.filter((p) => p.length > 0));
-        return;
-      }
-      for (const p of parts) {
-        if (this.closed) return;
-        if (p.length) await this.transport.write(p);
-      }
-    };
-    const next = this.sending.then(run, run);
-    this.sending = next.catch(() => undefined);
-    return next;
+    return this.sender.send(parts);
   }
 
   /** Closes the transport once; queued input reads end. */

@@ -5,6 +5,7 @@
 import type { Server, Socket } from 'node:net';
 import type { NbdServer } from './server.js';
 import type { NbdTransport } from './transport.js';
+import { systemErrorText } from '../../core/errors.js';
 
 /** QEMU's wording of a failed socket write. */
 function writeFailure(e: unknown): Error {
@@ -74,19 +75,6 @@ export async function listenNbd(server: NbdServer, addr: ListenAddress, onSocket
   });
 }
 
-/** QEMU's strerror text for a listen failure. */
-function bindErrorText(e: unknown): string {
-  const code = (e as { code?: unknown }).code;
-  const texts: Record<string, string> = {
-    ENOENT: 'No such file or directory',
-    EACCES: 'Permission denied',
-    EADDRINUSE: 'Address already in use',
-    EADDRNOTAVAIL: 'Cannot assign requested address',
-    ENOTDIR: 'Not a directory',
-  };
-  return (typeof code === 'string' && texts[code]) || (e instanceof Error ? e.message : String(e));
-}
-
 /**
  * Listens for a QMP-started NBD server (the daemon's nbd-server-start /
  * --nbd-server): a stale Unix socket file is replaced as QEMU does, at most
@@ -118,7 +106,7 @@ export async function listenNbdServer(server: NbdServer, addr: ListenAddress, ma
       else waiting.push(sock);
     });
   } catch (e) {
-    let text = bindErrorText(e);
+    let text = systemErrorText(e);
     if ('path' in addr && (e as { code?: unknown }).code === 'EACCES') {
       // libuv reports a missing directory as EACCES; bind(2) says ENOENT, as QEMU prints.
       const { existsSync } = await import('node:fs');

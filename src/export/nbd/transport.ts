@@ -78,11 +78,18 @@ export class ByteQueue {
   /** Reads exactly `n` bytes (a fresh buffer). */
   async read(n: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(n) || n < 0) throw new BlockError('EINVAL', `Cannot read ${n} bytes from an NBD connection`);
+    const out = new Uint8Array(n);
+    await this.readInto(out);
+    return out;
+  }
+
+  /** Reads exactly `out.length` bytes into `out` (a READ reply's data straight into the caller's buffer). */
+  async readInto(out: Uint8Array): Promise<void> {
+    const n = out.length;
     while (this.queued < n) {
       if (this.ended) throw new PeerClosed(this.queued > 0);
       await new Promise<void>((r) => (this.waiter = r));
     }
-    const out = new Uint8Array(n);
     let filled = 0;
     while (filled < n) {
       const head = this.chunks[0]!;
@@ -93,7 +100,6 @@ export class ByteQueue {
       else this.chunks[0] = head.subarray(take);
     }
     this.queued -= n;
-    return out;
   }
 
   /** Reads and throws away `n` bytes (an option payload the server does not parse). */
@@ -104,6 +110,37 @@ export class ByteQueue {
       await this.read(step);
       left -= step;
     }
+  }
+}
+
+/**
+ * Messages over a transport, one after another: the parts of one message
+ * (a header and its data) never have another message between them, and
+ * leave in one system call where the transport can.
+ */
+export class MessageSender {
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly transport: NbdTransport,
+    /** Once true, messages not yet sent are dropped. */
+    private readonly dropped: () => boolean = () => false,
+  ) {}
+
+  send(parts: readonly Uint8Array[]): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (parts.length > 1 && this.transport.writeParts) {
+        if (!this.dropped()) await this.transport.writeParts(parts.filter((p) => p.length > 0));
+        return;
+      }
+      for (const p of parts) {
+        if (this.dropped()) return;
+        if (p.length) await this.transport.write(p);
+      }
+    };
+    const next = this.tail.then(run, run);
+    this.tail = next.catch(() => undefined);
+    return next;
   }
 }
 
