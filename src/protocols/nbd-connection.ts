@@ -120,7 +120,6 @@ export class NbdConnection {
   private inFlight = 0;
   private readonly slotWaiters: Array<() => void> = [];
   private readonly sender: MessageSender;
-  private closed = false;
 
   constructor(private readonly transport: NbdTransport) {
     this.sender = new MessageSender(transport);
@@ -473,7 +472,7 @@ export class NbdConnection {
   private async request(type: number, flags: number, offset: number, length: number, extra: Partial<Pending> = {}, payload?: Uint8Array): Promise<Pending> {
     await this.acquireSlot();
     try {
-      if (this.dead || this.closed) throw new BlockError('EIO', this.dead ? this.dead.text : 'NBD connection closed');
+      if (this.dead) throw new BlockError('EIO', this.dead.text);
       const handle = this.nextHandle++;
       const done = new Promise<Pending>((resolve, reject) => {
         const p: Pending = { type, offset, length, ...extra, resolve: () => resolve(p), reject };
@@ -516,20 +515,18 @@ export class NbdConnection {
 
   /** Closes without a word to the server (a handshake that failed: no NBD_CMD_DISC there). */
   abandon(): void {
-    this.closed = true;
     this.dead ??= new BlockError('EIO', 'NBD connection closed');
     this.transport.close();
   }
 
   /** Sends NBD_CMD_DISC and closes (the block layer has drained the node: nothing is in flight). */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
     if (!this.dead) {
+      // Dead first: no request may follow the DISC.
+      this.dead = new BlockError('EIO', 'NBD connection closed');
       const w = new WireWriter(28).u32(NBD_REQUEST_MAGIC).u16(0).u16(Cmd.DISC).u64(0n).u64(0).u32(0);
       await this.send(w.bytes).catch(() => undefined);
     }
-    this.dead ??= new BlockError('EIO', 'NBD connection closed');
     this.transport.close();
   }
 }

@@ -148,6 +148,8 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
   };
   // A refcount block at a time: the stored entries are compared with the counts in bulk
   // (WASM for long ranges, refcount.ts) and only the clusters that differ are looked at.
+  // The comparison takes float64 counts: narrower ones are widened into one block-sized scratch.
+  const wide = t.ref instanceof Float64Array ? null : new Float64Array(perBlock);
   for (let rb = 0; rb * perBlock < nb; rb++) {
     const base = rb * perBlock;
     const end = Math.min(nb, base + perBlock);
@@ -172,8 +174,11 @@ async function compareRefcounts(img: Qcow2Image, t: Tally, fix: CheckFix): Promi
       }
       continue;
     }
-    // The comparison takes the counts as float64 (one block's worth at a time).
-    const counts = t.ref instanceof Float64Array ? t.ref.subarray(base, end) : Float64Array.from(t.ref.subarray(base, end));
+    let counts: Float64Array;
+    if (wide) {
+      wide.set(t.ref.subarray(base, end));
+      counts = wide.subarray(0, end - base);
+    } else counts = (t.ref as Float64Array).subarray(base, end);
     for (let from = base; from < end; ) {
       const scan = compareBlockCounts(buf, order, from - base, end - base, counts.subarray(from - base), mismatches);
       if (scan.lastUsed >= 0) out.highest = Math.max(out.highest, base + scan.lastUsed);
